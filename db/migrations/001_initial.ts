@@ -1,0 +1,60 @@
+import type { Knex } from 'knex';
+
+export async function up(db: Knex): Promise<void> {
+  // node-oidc-provider's models (sessions, interactions, grants, codes, refresh tokens,
+  // clients, replay-detection jtis, ...): one generic table, payloads as JSON.
+  await db.schema.createTable('oidc_payloads', (t) => {
+    t.string('model', 64).notNullable();
+    t.string('id', 255).notNullable();
+    t.text('payload').notNullable();
+    t.string('grant_id', 255).index();
+    t.string('uid', 255).index();
+    t.string('user_code', 255).index();
+    t.bigInteger('expires_at').index();
+    t.bigInteger('consumed_at');
+    t.primary(['model', 'id']);
+  });
+
+  await db.schema.createTable('users', (t) => {
+    t.string('id', 64).primary();
+    t.string('username', 255).notNullable().unique();
+    t.text('password_hash').notNullable();
+    t.string('name', 255);
+    t.string('fhir_user', 255);
+    t.text('attributes').notNullable().defaultTo('{}');
+    t.boolean('disabled').notNullable().defaultTo(false);
+    t.bigInteger('created_at').notNullable();
+  });
+
+  await db.schema.createTable('signing_keys', (t) => {
+    t.string('kid', 64).primary();
+    t.string('alg', 16).notNullable();
+    t.text('private_jwk').notNullable();
+    t.bigInteger('created_at').notNullable();
+    t.bigInteger('retired_at');
+  });
+
+  // SMART launch context of one grant: what the token response and the token carry.
+  await db.schema.createTable('launch_contexts', (t) => {
+    t.string('grant_id', 255).primary();
+    t.text('context').notNullable();
+    t.bigInteger('expires_at').notNullable().index();
+  });
+
+  // EHR launch ids: opaque, single use, short lived.
+  await db.schema.createTable('ehr_launches', (t) => {
+    t.string('id', 64).primary();
+    t.string('patient', 64).notNullable();
+    t.string('encounter', 64);
+    t.string('client_id', 255);
+    t.text('fhir_context');
+    t.bigInteger('expires_at').notNullable();
+    t.bigInteger('consumed_at');
+  });
+}
+
+export async function down(db: Knex): Promise<void> {
+  for (const table of ['ehr_launches', 'launch_contexts', 'signing_keys', 'users', 'oidc_payloads']) {
+    await db.schema.dropTableIfExists(table);
+  }
+}

@@ -1,0 +1,10 @@
+import type { Knex } from 'knex';
+import * as initial from './001_initial.ts';
+
+export interface Migration {
+  name: string;
+  up(db: Knex): Promise<void>;
+  down(db: Knex): Promise<void>;
+}
+
+export const migrations: Migration[] = [{ name: '001_initial', ...initial }];

@@ -1,0 +1,212 @@
+// smart-auth CLI: users, clients, EHR launches and keys, on the same database as the server.
+import { readFileSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../server/config.ts';
+import { migrate, openDatabase, type Db } from '../server/db.ts';
+import { addUser, disableUser, listUsers, UserError, type UserAttributes } from '../server/oidc/users.ts';
+import { addClient, ClientError, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
+import { createSigningKey, listSigningKeys, loadPrivateJwks } from '../server/oidc/keys.ts';
+import { createProvider } from '../server/oidc/provider.ts';
+import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
+import { createDemoStore } from '../server/fhir/demo-store.ts';
+import { storePatientDirectory } from '../server/fhir/patient-directory.ts';
+
+class UsageError extends Error {}
+
+interface Command {
+  usage: string;
+  options: NonNullable<ParseArgsConfig['options']>;
+  run(args: { values: Record<string, unknown>; positionals: string[] }, env: { db: Db; config: Config }): Promise<{ json: unknown; text: string }>;
+}
+
+const json = { json: { type: 'boolean' } } as const;
+
+function parseCoding(value: string): { system: string; code: string } {
+  const bar = value.lastIndexOf('|');
+  if (bar <= 0 || bar === value.length - 1) throw new UsageError(`--role must be <system>|<code>, got "${value}"`);
+  return { system: value.slice(0, bar), code: value.slice(bar + 1) };
+}
+
+const strings = (v: unknown) => (v as string[] | undefined) ?? [];
+
+const commands: Record<string, Command> = {
+  'user add': {
+    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--organization "<name>"] [--patients <id>,<id>]',
+    options: {
+      ...json, password: { type: 'string' }, name: { type: 'string' }, 'fhir-user': { type: 'string' },
+      role: { type: 'string', multiple: true }, purpose: { type: 'string', multiple: true }, clearance: { type: 'string' },
+      sensitivity: { type: 'string' }, 'break-glass': { type: 'boolean' }, auditor: { type: 'boolean' },
+      organization: { type: 'string' }, patients: { type: 'string' },
+    },
+    async run({ values: v, positionals: [username] }, { db }) {
+      if (!username || !v.password) throw new UsageError('a username and --password are required');
+      const list = (s: unknown) => (typeof s === 'string' ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
+      const attributes: UserAttributes = {
+        roles: strings(v.role).map(parseCoding),
+        purposes: strings(v.purpose),
+        clearance: (v.clearance as string | undefined) ?? 'N',
+        sensitivities: list(v.sensitivity) ?? [],
+        breakGlass: Boolean(v['break-glass']),
+        auditor: Boolean(v.auditor),
+        organization: v.organization as string | undefined,
+        patients: list(v.patients),
+      };
+      if (!['U', 'L', 'M', 'N', 'R', 'V'].includes(attributes.clearance!)) throw new UsageError('--clearance is one of U L M N R V');
+      const user = await addUser(db, {
+        username, password: String(v.password), name: v.name as string | undefined, fhirUser: v['fhir-user'] as string | undefined, attributes,
+      });
+      const { id, fhirUser, name } = user;
+      return { json: { id, username, name, fhirUser, ...attributes }, text: `added user ${username} (${id})` };
+    },
+  },
+  'user list': {
+    usage: 'user list',
+    options: json,
+    async run(_args, { db }) {
+      const users = (await listUsers(db)).map(({ id, username, name, fhirUser, disabled, attributes }) => ({ id, username, name, fhirUser, disabled, ...attributes }));
+      return {
+        json: { users },
+        text: users.map((u) => `${u.username.padEnd(20)} ${(u.fhirUser ?? '-').padEnd(28)} ${u.disabled ? 'disabled' : 'active'}  ${u.name ?? ''}`).join('\n') || 'no users',
+      };
+    },
+  },
+  'user disable': {
+    usage: 'user disable <username>',
+    options: json,
+    async run({ positionals: [username] }, { db }) {
+      if (!username) throw new UsageError('a username is required');
+      if (!(await disableUser(db, username))) throw new UsageError(`no user ${username}`);
+      return { json: { username, disabled: true }, text: `disabled ${username}` };
+    },
+  },
+  'client add': {
+    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]...',
+    options: {
+      ...json, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true }, 'launch-uri': { type: 'string' },
+      public: { type: 'boolean' }, secret: { type: 'boolean' }, 'jwks-uri': { type: 'string' }, 'jwks-file': { type: 'string' },
+      scope: { type: 'string' }, 'grant-type': { type: 'string', multiple: true },
+    },
+    async run({ values: v }, { db, config }) {
+      if (!v.name) throw new UsageError('--name is required');
+      const auths: ClientAuth[] = [];
+      if (v.public) auths.push({ kind: 'public' });
+      if (v.secret) auths.push({ kind: 'secret' });
+      if (v['jwks-uri']) auths.push({ kind: 'jwks-uri', jwksUri: String(v['jwks-uri']) });
+      if (v['jwks-file']) {
+        let jwks: { keys?: unknown };
+        try {
+          jwks = JSON.parse(readFileSync(String(v['jwks-file']), 'utf8'));
+        } catch (err) {
+          throw new UsageError(`--jwks-file: cannot read a JSON JWKS: ${(err as Error).message}`);
+        }
+        if (!Array.isArray(jwks.keys)) throw new UsageError('--jwks-file must hold {"keys": [...]}');
+        if (jwks.keys.some((k: { d?: unknown }) => k.d !== undefined)) throw new UsageError('--jwks-file must hold public keys only');
+        auths.push({ kind: 'jwks', jwks: jwks as { keys: object[] } });
+      }
+      if (auths.length !== 1) throw new UsageError('choose exactly one of --public, --secret, --jwks-uri, --jwks-file');
+      const provider = createProvider({ config, db, jwks: await loadPrivateJwks(db) });
+      const metadata = await addClient(db, provider, {
+        name: String(v.name), redirectUris: strings(v['redirect-uri']), launchUri: v['launch-uri'] as string | undefined,
+        auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
+      });
+      const out: Record<string, unknown> = { client_id: metadata.client_id };
+      if (metadata.client_secret) out.client_secret = metadata.client_secret;
+      return {
+        json: out,
+        text: `client_id: ${metadata.client_id}${metadata.client_secret ? `\nclient_secret: ${metadata.client_secret}  (shown once; store it now)` : ''}`,
+      };
+    },
+  },
+  'client list': {
+    usage: 'client list',
+    options: json,
+    async run(_args, { db }) {
+      const clients = (await listClients(db)).map(({ client_secret: _secret, ...c }) => c);
+      return {
+        json: { clients },
+        text: clients.map((c) => `${String(c.client_id).padEnd(36)} ${String(c.token_endpoint_auth_method).padEnd(20)} ${c.client_name ?? ''}`).join('\n') || 'no clients',
+      };
+    },
+  },
+  'client remove': {
+    usage: 'client remove <client_id>',
+    options: json,
+    async run({ positionals: [clientId] }, { db }) {
+      if (!clientId) throw new UsageError('a client_id is required');
+      if (!(await removeClient(db, clientId))) throw new UsageError(`no client ${clientId}`);
+      return { json: { client_id: clientId, removed: true }, text: `removed ${clientId}` };
+    },
+  },
+  'launch create': {
+    usage: 'launch create --patient <id> [--encounter <id>] [--client <client_id>] [--fhir-context <Type/id>]...',
+    options: { ...json, patient: { type: 'string' }, encounter: { type: 'string' }, client: { type: 'string' }, 'fhir-context': { type: 'string', multiple: true } },
+    async run({ values: v }, { db, config }) {
+      const request = {
+        patient: String(v.patient ?? ''), encounter: v.encounter as string | undefined, clientId: v.client as string | undefined,
+        fhirContext: strings(v['fhir-context']),
+      };
+      const store = createDemoStore();
+      const provider = createProvider({ config, db, jwks: await loadPrivateJwks(db) });
+      const problem = await checkLaunchRequest({ patients: storePatientDirectory(store), store, provider }, request);
+      if (problem) throw new UsageError(problem);
+      const launch = await mintLaunch(db, config, request);
+      return { json: { launch, expires_in: config.launchTtl }, text: `launch: ${launch}  (single use, expires in ${config.launchTtl} s)` };
+    },
+  },
+  'keys list': {
+    usage: 'keys list',
+    options: json,
+    async run(_args, { db }) {
+      const keys = await listSigningKeys(db);
+      return { json: { keys }, text: keys.map((k, i) => `${k.kid}  ${k.alg}  ${new Date(k.createdAt * 1000).toISOString()}${i === 0 ? '  (signing)' : ''}`).join('\n') || 'no keys' };
+    },
+  },
+  'keys rotate': {
+    usage: 'keys rotate',
+    options: json,
+    async run(_args, { db }) {
+      const key = await createSigningKey(db);
+      return { json: { kid: key.kid, alg: key.alg }, text: `new signing key ${key.kid}; servers sign with it after their next start` };
+    },
+  },
+};
+
+function help(): string {
+  return ['usage: smart-auth <command> [options] [--json]', '', ...Object.values(commands).map((c) => `  smart-auth ${c.usage}`),
+    '', 'Settings come from the environment (DATABASE_URL, ISSUER, ...), as for the server.'].join('\n');
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  const name = argv.slice(0, 2).join(' ');
+  const command = commands[name];
+  if (!command || argv.includes('--help') || argv.includes('-h')) {
+    const out = command ? `usage: smart-auth ${command.usage}` : help();
+    (command || argv.length === 0 || argv.includes('--help') ? console.log : console.error)(out);
+    return command || argv.length === 0 || argv.includes('--help') ? 0 : 2;
+  }
+  let wantsJson = argv.includes('--json');
+  let db: Db | undefined;
+  try {
+    const args = parseArgs({ args: argv.slice(2), options: command.options, allowPositionals: true, strict: true });
+    wantsJson = Boolean(args.values.json);
+    const config = loadConfig();
+    db = openDatabase(config.databaseUrl);
+    await migrate(db);
+    const result = await command.run(args as { values: Record<string, unknown>; positionals: string[] }, { db, config });
+    console.log(wantsJson ? JSON.stringify(result.json) : result.text);
+    return 0;
+  } catch (err) {
+    const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError
+      || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    const message = known ? (err as Error).message : `unexpected error: ${(err as Error).message}`;
+    if (wantsJson) console.log(JSON.stringify({ error: message }));
+    else console.error(`smart-auth ${name}: ${message}`);
+    return known ? 2 : 1;
+  } finally {
+    await db?.destroy();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.exitCode = await runCli(process.argv.slice(2));
+}

@@ -1,0 +1,167 @@
+// Koa composition: headers, errors, the server's own pages and routes, then node-oidc-provider.
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Koa, { type Context, type Next } from 'koa';
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import mount from 'koa-mount';
+import type Provider from 'oidc-provider';
+import { errors } from 'oidc-provider';
+import { createLocalJWKSet, type JWK } from 'jose';
+import type { Config } from './config.ts';
+import { migrate, openDatabase, type Db } from './db.ts';
+import { createProvider } from './oidc/provider.ts';
+import { loadPrivateJwks } from './oidc/keys.ts';
+import { interactionRoutes } from './interactions/routes.ts';
+import { launcherRoutes } from './launcher.ts';
+import { fhirFallback, fhirRoutes } from './fhir/routes.ts';
+import { createDemoStore, type DemoStore } from './fhir/demo-store.ts';
+import { storePatientDirectory } from './fhir/patient-directory.ts';
+import { createTokenVerifier } from './resource-server/verify-token.ts';
+import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
+import { renderPage } from './views.ts';
+import { seedDemoData } from '../db/seed.ts';
+
+const STYLE = readFileSync(new URL('./static/style.css', import.meta.url));
+const SMART_STYLE = {
+  color_background: '#f4f6f9', color_error: '#a4161a', color_highlight: '#0a5ea8', color_modal_backdrop: '',
+  color_success: '#2b7a0b', color_text: '#1d2733', dim_border_radius: '8px', dim_font_size: '16px',
+  dim_spacing_size: '16px', font_family_body: 'system-ui, sans-serif', font_family_heading: 'system-ui, sans-serif',
+};
+
+function securityHeaders(ctx: Context, next: Next) {
+  ctx.set('Content-Security-Policy', "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'");
+  ctx.set('X-Content-Type-Options', 'nosniff');
+  ctx.set('Referrer-Policy', 'no-referrer');
+  ctx.set('X-Frame-Options', 'DENY');
+  if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
+  return next();
+}
+
+/** Turns every unexpected failure into a page or JSON without internals; expired interactions get a page. */
+async function errorBoundary(ctx: Context, next: Next) {
+  try {
+    await next();
+  } catch (err) {
+    const e = err as { status?: number; statusCode?: number; expose?: boolean; message?: string; error?: string; error_description?: string };
+    const status = e.status ?? e.statusCode ?? 500;
+    const known = err instanceof errors.OIDCProviderError || (status < 500 && e.expose);
+    if (!known) console.error(`[${new Date().toISOString()}] ${ctx.method} ${ctx.path}:`, err);
+    ctx.status = known ? status : 500;
+    const description = err instanceof errors.SessionNotFound
+      ? 'This sign-in has expired or was opened in another browser. Start again from the app.'
+      : known ? (e.error_description ?? e.message) : 'An unexpected error occurred.';
+    if (ctx.accepts('html', 'json') === 'html') {
+      ctx.type = 'html';
+      ctx.body = await renderPage('error', { title: 'Something went wrong', description });
+    } else {
+      ctx.body = { error: known ? (e.error ?? 'invalid_request') : 'server_error', error_description: description };
+    }
+  }
+}
+
+export interface AppContext {
+  config: Config;
+  db: Db;
+  provider: Provider;
+  store: DemoStore;
+  app: Koa;
+}
+
+export async function createApp(config: Config, db: Db): Promise<AppContext> {
+  const jwks = await loadPrivateJwks(db);
+  const provider = createProvider({ config, db, jwks });
+  const publicJwks = { keys: jwks.keys.map(({ kid, kty, alg, use, n, e, crv, x, y }: JWK) => ({ kid, kty, alg, use, n, e, crv, x, y })) };
+  const verifyAccessToken = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: createLocalJWKSet(publicJwks) });
+  const store = createDemoStore();
+  const patients = storePatientDirectory(store);
+
+  const app = new Koa({ keys: config.cookieSecrets, proxy: true });
+  const router = new Router();
+
+  const endpoints = {
+    issuer: config.issuer,
+    authorization: `${config.issuer}/authorize`,
+    token: `${config.issuer}/token`,
+    jwks: `${config.issuer}/jwks`,
+    introspection: `${config.issuer}/introspect`,
+    revocation: `${config.issuer}/revoke`,
+  };
+  const discovery = smartConfiguration(endpoints, SCOPES_SUPPORTED);
+  const sendDiscovery = (ctx: Context) => {
+    ctx.set('Access-Control-Allow-Origin', '*');
+    ctx.type = 'application/json';
+    ctx.body = discovery;
+  };
+  router.get('/.well-known/smart-configuration', sendDiscovery);
+  router.get('/fhir/.well-known/smart-configuration', sendDiscovery);
+
+  // SMART requires POST at the authorization endpoint; oidc-provider v9 takes GET only (POST would
+  // need SameSite=None session cookies). A 303 turns the form into the same GET request.
+  router.post('/authorize', bodyParser({ enableTypes: ['form'], formLimit: '1mb' }), (ctx) => {
+    const params = new URLSearchParams(ctx.request.body as Record<string, string>);
+    ctx.status = 303;
+    ctx.redirect(`/authorize?${params}`);
+  });
+
+  router.get('/smart-style/v1.json', (ctx) => {
+    ctx.set('Access-Control-Allow-Origin', '*');
+    ctx.set('Cache-Control', 'public, max-age=86400');
+    ctx.body = SMART_STYLE;
+  });
+  router.get('/static/style.css', (ctx) => {
+    ctx.type = 'text/css';
+    ctx.set('Cache-Control', 'public, max-age=3600');
+    ctx.body = STYLE;
+  });
+  router.get('/', async (ctx) => {
+    ctx.type = 'html';
+    ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
+  });
+
+  const fhirDeps = {
+    config, store, verifyAccessToken,
+    oauthUrls: { authorize: endpoints.authorization, token: endpoints.token, revoke: endpoints.revocation, introspect: endpoints.introspection },
+  };
+  app.use(errorBoundary);
+  app.use(securityHeaders);
+  app.use(fhirFallback(fhirDeps));
+  app.use(router.routes());
+  app.use(interactionRoutes({ config, db, provider, patients }).routes());
+  app.use(launcherRoutes({ config, db, provider, patients, store, verifyAccessToken }).routes());
+  app.use(fhirRoutes(fhirDeps).routes());
+  app.use(mount(provider));
+  return { config, db, provider, store, app };
+}
+
+export interface RunningServer extends AppContext {
+  url: string;
+  server: Server;
+  close(): Promise<void>;
+}
+
+/** Opens the database, migrates, seeds the demo data in demo mode, and listens. */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const db = openDatabase(config.databaseUrl);
+  await migrate(db);
+  if (config.demo) await seedDemoData(db);
+  const context = await createApp(config, db);
+  const server = context.app.listen(config.port, config.host);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    ...context,
+    server,
+    url: `http://127.0.0.1:${port}`,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await closed;
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,122 @@
+// Every setting of smart-auth, typed, read once from the environment and validated at start.
+// README lists them; keep the two in step.
+
+export interface Config {
+  production: boolean;
+  /** Demo mode: demo accounts, the demo EHR launcher, open registration. Never in production. */
+  demo: boolean;
+  port: number;
+  host: string;
+  issuer: string;
+  fhirBase: string;
+  databaseUrl: string;
+  fhirUpstreamUrl: string | undefined;
+  cookieSecrets: string[];
+  accessTokenTtl: number;
+  backendTokenTtl: number;
+  btgTokenTtl: number;
+  refreshTokenTtl: number;
+  launchTtl: number;
+  tenant: string | undefined;
+  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The development cookie secret; production refuses to start with it. */
+export const DEV_COOKIE_SECRET = 'smart-auth-development-cookie-secret-change-me';
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.toLowerCase();
+  if (raw === undefined || raw === '') return fallback;
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
+}
+
+function url(name: string, raw: string): URL {
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be an absolute URL, got "${raw}"`);
+  }
+  if (!['http:', 'https:'].includes(parsed.protocol)) throw new ConfigError(`${name} must be an http(s) URL, got "${raw}"`);
+  if (parsed.search || parsed.hash) throw new ConfigError(`${name} must not have a query or fragment, got "${raw}"`);
+  return parsed;
+}
+
+const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
+
+function isLoopback(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const production = env.NODE_ENV === 'production';
+  const demo = boolean(env, 'DEMO', !production);
+  const port = integer(env, 'PORT', 3000, 0, 65535);
+  const host = env.HOST || '0.0.0.0';
+
+  const issuerUrl = url('ISSUER', env.ISSUER || `http://localhost:${port}`);
+  const issuer = withoutTrailingSlash(issuerUrl.href);
+  const fhirBase = withoutTrailingSlash(url('FHIR_BASE_URL', env.FHIR_BASE_URL || `${issuer}/fhir`).href);
+
+  const databaseUrl = env.DATABASE_URL || 'sqlite:./var/smart-auth.sqlite';
+  if (!/^(sqlite:|postgres(ql)?:\/\/)/.test(databaseUrl)) {
+    throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
+  }
+  const fhirUpstreamUrl = env.FHIR_UPSTREAM_URL ? withoutTrailingSlash(url('FHIR_UPSTREAM_URL', env.FHIR_UPSTREAM_URL).href) : undefined;
+
+  const cookieSecrets = (env.COOKIE_SECRETS || DEV_COOKIE_SECRET).split(',').map((s) => s.trim()).filter(Boolean);
+  if (cookieSecrets.some((s) => s.length < 32)) throw new ConfigError('COOKIE_SECRETS: each secret must be at least 32 characters');
+
+  const logLevel = (env.LOG_LEVEL || 'info') as Config['logLevel'];
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of debug, info, warn, error, silent, got "${logLevel}"`);
+  }
+
+  const config: Config = {
+    production,
+    demo,
+    port,
+    host,
+    issuer,
+    fhirBase,
+    databaseUrl,
+    fhirUpstreamUrl,
+    cookieSecrets,
+    accessTokenTtl: integer(env, 'ACCESS_TOKEN_TTL', 3600, 60, 86400),
+    // SMART Backend Services: tokens SHOULD NOT live longer than five minutes.
+    backendTokenTtl: integer(env, 'BACKEND_TOKEN_TTL', 300, 30, 300),
+    btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
+    refreshTokenTtl: integer(env, 'REFRESH_TOKEN_TTL', 90 * 86400, 3600, 366 * 86400),
+    launchTtl: integer(env, 'LAUNCH_TTL', 300, 10, 3600),
+    tenant: env.TENANT || undefined,
+    logLevel,
+  };
+
+  if (production) assertProductionSafe(config, issuerUrl);
+  return config;
+}
+
+function assertProductionSafe(config: Config, issuerUrl: URL): void {
+  const problems: string[] = [];
+  if (config.demo) problems.push('DEMO must be off (demo accounts and the demo launcher are for development only)');
+  if (config.cookieSecrets.includes(DEV_COOKIE_SECRET)) problems.push('COOKIE_SECRETS must be set to your own secret(s)');
+  if (issuerUrl.protocol !== 'https:' && !isLoopback(issuerUrl.hostname)) problems.push('ISSUER must be an https URL');
+  if (problems.length) throw new ConfigError(`refusing to start with NODE_ENV=production:\n  - ${problems.join('\n  - ')}`);
+}

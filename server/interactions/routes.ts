@@ -1,0 +1,189 @@
+// The pages a person sees during authorization: login, patient picker, consent.
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { errors } from 'oidc-provider';
+import type { Config } from '../config.ts';
+import type { Db } from '../db.ts';
+import { csrfToken, validCsrf } from '../csrf.ts';
+import { renderPage } from '../views.ts';
+import { authenticate, findUser, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
+import { consumeEhrLaunch, findEhrLaunch, saveLaunchContext, type EhrLaunch } from '../oidc/launch-store.ts';
+import { buildLaunchContext } from '../smart/launch-context.ts';
+import { consentChoices, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
+import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
+import type { PatientDirectory } from '../fhir/patient-directory.ts';
+import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
+
+export interface InteractionDeps {
+  config: Config;
+  db: Db;
+  provider: Provider;
+  patients: PatientDirectory;
+}
+
+type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
+const LOGIN_FAILED = 'The username or password is not correct.';
+const OIDC = new Set<string>(OIDC_SCOPES);
+
+export function interactionRoutes({ config, db, provider, patients }: InteractionDeps): Router {
+  const router = new Router();
+
+  async function page(ctx: Context, view: string, data: Record<string, unknown>, status = 200) {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = await renderPage(view, { demo: config.demo, ...data });
+  }
+
+  async function clientName(details: Details): Promise<string> {
+    const client = await provider.Client.find(String(details.params.client_id));
+    return client?.clientName ?? String(details.params.client_id);
+  }
+
+  /** The EHR launch of this authorization, if it is one; undefined when the id is no longer usable. */
+  async function ehrLaunchOf(details: Details): Promise<EhrLaunch | undefined> {
+    return details.params.launch ? findEhrLaunch(db, String(details.params.launch)) : undefined;
+  }
+
+  async function choicesFor(details: Details, user: User): Promise<ConsentChoices> {
+    const client = await provider.Client.find(String(details.params.client_id));
+    const scope = grantableScope({
+      requested: [String(details.params.scope ?? '')],
+      allowed: (client as unknown as { smartScope?: string } | undefined)?.smartScope,
+      backend: false,
+    });
+    return consentChoices(scope, { patientIsUser: Boolean(patientOf(user)) });
+  }
+
+  async function renderLogin(ctx: Context, details: Details, extra: Record<string, unknown> = {}, status = 200) {
+    await page(ctx, 'login', {
+      title: 'Sign in',
+      uid: details.uid,
+      csrf: csrfToken(ctx),
+      clientName: await clientName(details),
+      demoAccounts: config.demo ? DEMO_ACCOUNTS : [],
+      ...extra,
+    }, status);
+  }
+
+  /**
+   * The patient this authorization is about: from the EHR launch, the patient user's own
+   * record, or the picker's choice; `undefined` when it still has to be picked.
+   */
+  async function resolvePatient(details: Details, user: User, picked: unknown): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
+    if (details.params.launch) {
+      const launch = await ehrLaunchOf(details);
+      if (!launch) return { pick: false, error: 'This launch has expired or was already used. Launch the app again from the EHR.' };
+      if (!mayAccessPatient(user, launch.patient)) return { pick: false, error: 'You may not open the record of the patient in this launch.' };
+      return { patient: launch.patient, encounter: launch.encounter ?? undefined, pick: false };
+    }
+    const own = patientOf(user);
+    if (own) return { patient: own, pick: false };
+    if (typeof picked === 'string' && picked) {
+      if (!mayAccessPatient(user, picked) || !(await patients.get(picked))) return { pick: true, error: 'Choose one of the patients listed.' };
+      return { patient: picked, pick: false };
+    }
+    return { pick: true };
+  }
+
+  router.get('/interaction/:uid', async (ctx) => {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    if (details.prompt.name === 'login') return renderLogin(ctx, details);
+
+    const user = await findUser(db, String(details.session?.accountId));
+    if (!user || user.disabled) return renderLogin(ctx, details);
+    const choices = await choicesFor(details, user);
+    const context = needsPatient(choices) ? await resolvePatient(details, user, ctx.query.patient) : { pick: false };
+    if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
+    if (context.pick) {
+      const list = (await patients.list()).filter((p) => mayAccessPatient(user, p.id));
+      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list });
+    }
+    const patientName = 'patient' in context && context.patient ? (await patients.get(context.patient))?.name : undefined;
+    return page(ctx, 'consent', {
+      title: 'Allow access?',
+      uid: details.uid,
+      csrf: csrfToken(ctx),
+      clientName: await clientName(details),
+      patient: details.params.launch || patientOf(user) ? undefined : ('patient' in context ? context.patient : undefined),
+      patientName,
+      ...choices,
+    });
+  });
+
+  router.post('/interaction/:uid/login', formBody, async (ctx) => {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const body = ctx.request.body as Record<string, unknown>;
+    if (details.prompt.name !== 'login') throw new errors.InvalidRequest('this step is not a login');
+    if (!validCsrf(ctx, body.csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
+    const username = typeof body.username === 'string' ? body.username : '';
+    const password = typeof body.password === 'string' ? body.password : '';
+    const user = username && password ? await authenticate(db, username, password) : undefined;
+    if (!user) return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
+    await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
+  });
+
+  router.post('/interaction/:uid/consent', formBody, async (ctx) => {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const body = ctx.request.body as Record<string, unknown>;
+    if (details.prompt.name !== 'consent') throw new errors.InvalidRequest('this step is not a consent');
+    if (!validCsrf(ctx, body.csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
+
+    if (body.decision !== 'allow') {
+      await provider.interactionFinished(ctx.req, ctx.res,
+        { error: 'access_denied', error_description: 'The user denied the authorization request' },
+        { mergeWithLastSubmission: false });
+      return;
+    }
+
+    const user = await findUser(db, String(details.session?.accountId));
+    if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
+    const choices = await choicesFor(details, user);
+    const granted = grantedFromForm(choices, body.scope);
+    let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
+    if (needsPatient(choices)) {
+      context = await resolvePatient(details, user, body.patient);
+      if (context.error || context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error ?? 'No patient was chosen.' }, 400);
+    }
+    const ehrLaunch = details.params.launch ? await consumeEhrLaunch(db, String(details.params.launch)) : undefined;
+    if (details.params.launch && !ehrLaunch) {
+      return page(ctx, 'error', { title: 'Cannot continue', description: 'This launch has expired or was already used.' }, 400);
+    }
+
+    // The consent may swap a scope for a narrower one the app did not ask for; the request
+    // is rewritten to what was granted so oidc-provider issues exactly that.
+    details.params.scope = granted.join(' ');
+    await details.save(details.exp - Math.floor(Date.now() / 1000));
+
+    const aud = String(details.params.resource ?? details.params.aud);
+    const grant = new provider.Grant({ accountId: user.id, clientId: String(details.params.client_id) });
+    const oidcScopes = granted.filter((s) => OIDC.has(s));
+    if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
+    if (granted.length) grant.addResourceScope(aud, granted.join(' '));
+    const grantId = await grant.save();
+
+    await saveLaunchContext(db, grantId, buildLaunchContext({
+      patient: context.patient,
+      encounter: context.encounter,
+      fhirContext: ehrLaunch?.fhirContext,
+      ehrLaunch: Boolean(details.params.launch),
+      styleUrl: `${config.issuer}/smart-style/v1.json`,
+      tenant: config.tenant,
+    }), config.refreshTokenTtl);
+
+    await provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+  });
+
+  router.get('/interaction/:uid/abort', async (ctx) => {
+    await provider.interactionDetails(ctx.req, ctx.res);
+    await provider.interactionFinished(ctx.req, ctx.res,
+      { error: 'access_denied', error_description: 'The user cancelled the authorization request' },
+      { mergeWithLastSubmission: false });
+  });
+
+  return router;
+}

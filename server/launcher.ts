@@ -1,0 +1,154 @@
+// EHR launch: the HTTP API that mints launch ids, and the demo EHR launcher page.
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { Config } from './config.ts';
+import type { Db } from './db.ts';
+import { csrfToken, validCsrf } from './csrf.ts';
+import { renderPage } from './views.ts';
+import { createEhrLaunch } from './oidc/launch-store.ts';
+import { checkFhirContextReference } from './smart/launch-context.ts';
+import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
+import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resource-server/verify-token.ts';
+import type { PatientDirectory } from './fhir/patient-directory.ts';
+import type { DemoStore } from './fhir/demo-store.ts';
+import { findUser, mayAccessPatient } from './oidc/users.ts';
+
+export interface LauncherDeps {
+  config: Config;
+  db: Db;
+  provider: Provider;
+  patients: PatientDirectory;
+  store: DemoStore;
+  verifyAccessToken(token: string): Promise<AccessTokenClaims>;
+}
+
+export interface LaunchRequest {
+  patient: string;
+  encounter?: string;
+  clientId?: string;
+  fhirContext?: string[];
+}
+
+/** Checks a launch request against the data; returns an error message or undefined. */
+export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients' | 'store' | 'provider'>, request: LaunchRequest): Promise<string | undefined> {
+  if (!request.patient || !(await deps.patients.get(request.patient))) return `patient ${request.patient ?? ''} is not known`;
+  if (request.encounter) {
+    const encounter = deps.store.read('Encounter', request.encounter);
+    const subject = (encounter?.subject as { reference?: string } | undefined)?.reference;
+    if (!encounter) return `encounter ${request.encounter} is not known`;
+    if (subject !== `Patient/${request.patient}`) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
+  }
+  if (request.clientId && !(await deps.provider.Client.find(request.clientId))) return `client ${request.clientId} is not registered`;
+  for (const reference of request.fhirContext ?? []) {
+    const problem = checkFhirContextReference(reference);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Promise<string> {
+  return createEhrLaunch(db, {
+    patient: request.patient,
+    encounter: request.encounter,
+    clientId: request.clientId,
+    fhirContext: request.fhirContext?.map((reference) => ({ reference })),
+  }, config.launchTtl);
+}
+
+/** Whoever may read a patient may launch an app on that patient. */
+async function mayLaunchFor(db: Db, token: AccessTokenClaims, patient: string): Promise<boolean> {
+  const scopes = parseScopes(token.scope).scopes.filter((s): s is ResourceScope => s.kind === 'resource');
+  const readers = allows(scopes, { type: 'Patient', interaction: 'read' }).filter((s) => s.query.length === 0);
+  if (readers.some((s) => s.level === 'system')) return true;
+  if (!readers.some((s) => s.level === 'user')) return false;
+  const user = token.sub ? await findUser(db, token.sub) : undefined;
+  return Boolean(user && !user.disabled && mayAccessPatient(user, patient));
+}
+
+export function launcherRoutes(deps: LauncherDeps): Router {
+  const { config, db, provider, patients, store } = deps;
+  const router = new Router();
+  const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
+
+  // POST /api/launch {patient, encounter?, client_id?, fhirContext?: ["Type/id"]} -> 201 {launch, expires_in}
+  router.post('/api/launch', body, async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    const token = bearerToken(ctx.get('authorization'));
+    let claims: AccessTokenClaims | undefined;
+    try {
+      claims = token ? await deps.verifyAccessToken(token) : undefined;
+    } catch (err) {
+      if (!(err instanceof InvalidTokenError)) throw err;
+    }
+    if (!claims) {
+      ctx.status = 401;
+      ctx.set('WWW-Authenticate', `Bearer realm="${config.issuer}"${token ? ', error="invalid_token"' : ''}`);
+      ctx.body = { error: 'invalid_token', error_description: 'a valid access token of this server is required' };
+      return;
+    }
+    const input = ctx.request.body as Record<string, unknown>;
+    const request: LaunchRequest = {
+      patient: typeof input.patient === 'string' ? input.patient : '',
+      encounter: typeof input.encounter === 'string' && input.encounter ? input.encounter : undefined,
+      clientId: typeof input.client_id === 'string' && input.client_id ? input.client_id : undefined,
+      fhirContext: Array.isArray(input.fhirContext) ? input.fhirContext.map(String) : undefined,
+    };
+    const problem = await checkLaunchRequest(deps, request);
+    if (problem) {
+      ctx.status = 400;
+      ctx.body = { error: 'invalid_request', error_description: problem };
+      return;
+    }
+    if (!(await mayLaunchFor(db, claims, request.patient))) {
+      ctx.status = 403;
+      ctx.set('WWW-Authenticate', `Bearer realm="${config.issuer}", error="insufficient_scope", scope="system/Patient.r"`);
+      ctx.body = { error: 'insufficient_scope', error_description: 'the token may not read this patient' };
+      return;
+    }
+    ctx.status = 201;
+    ctx.body = { launch: await mintLaunch(db, config, request), expires_in: config.launchTtl };
+  });
+
+  if (!config.demo) return router;
+
+  async function launchableApps() {
+    const rows: { id: string; payload: string }[] = await db('oidc_payloads').where('model', 'Client').select('id', 'payload');
+    return rows
+      .map((r) => JSON.parse(r.payload) as { client_id: string; client_name?: string; launch_uri?: string })
+      .filter((c) => c.launch_uri)
+      .map((c) => ({ clientId: c.client_id, name: c.client_name ?? c.client_id, launchUri: c.launch_uri! }));
+  }
+
+  async function showLauncher(ctx: Context, message?: string, status = 200) {
+    const list = await patients.list();
+    const encounters = store.search('Encounter', new URLSearchParams()).map((e) => ({
+      id: String(e.id),
+      label: `${e.id} · ${(e.subject as { reference?: string } | undefined)?.reference ?? ''} · ${(e.period as { start?: string } | undefined)?.start ?? ''}`,
+    }));
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.body = await renderPage('launcher', {
+      title: 'Demo EHR launcher', demo: true, csrf: csrfToken(ctx), fhirBase: config.fhirBase,
+      patients: list, encounters, apps: await launchableApps(), message,
+    });
+  }
+
+  router.get('/launcher', (ctx) => showLauncher(ctx));
+  router.post('/launcher', body, async (ctx) => {
+    const input = ctx.request.body as Record<string, string>;
+    if (!validCsrf(ctx, input.csrf)) return showLauncher(ctx, 'The form expired; try again.', 403);
+    const apps = await launchableApps();
+    const app = apps.find((a) => a.clientId === input.client_id);
+    const request: LaunchRequest = { patient: input.patient, encounter: input.encounter || undefined, clientId: input.client_id };
+    const problem = app ? await checkLaunchRequest(deps, request) : 'choose a registered app with a launch URL';
+    if (problem || !app) return showLauncher(ctx, problem, 400);
+    const target = new URL(app.launchUri);
+    target.searchParams.set('iss', config.fhirBase);
+    target.searchParams.set('launch', await mintLaunch(db, config, request));
+    ctx.redirect(target.href);
+  });
+
+  return router;
+}

@@ -1,0 +1,34 @@
+// Entry point: config -> database -> app -> listen; graceful shutdown on SIGTERM/SIGINT.
+import { ConfigError, loadConfig } from './config.ts';
+import { migrate, openDatabase } from './db.ts';
+import { hasDemoAccounts } from '../db/seed.ts';
+import { startServer } from './app.ts';
+
+async function main() {
+  const config = loadConfig();
+  if (config.production) {
+    const db = openDatabase(config.databaseUrl);
+    await migrate(db);
+    const demoAccounts = await hasDemoAccounts(db);
+    await db.destroy();
+    if (demoAccounts) throw new ConfigError('refusing to start with NODE_ENV=production: the database holds enabled demo accounts (disable them with `smart-auth user disable <name>`)');
+  }
+  const running = await startServer(config);
+  console.log(`smart-auth listening on ${config.host}:${running.server.address() && (running.server.address() as { port: number }).port}; issuer ${config.issuer}; FHIR base ${config.fhirBase}${config.demo ? ' (demo mode)' : ''}`);
+  const stop = async (signal: string) => {
+    console.log(`${signal}: finishing requests in flight, then stopping`);
+    await running.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((err) => {
+  if (err instanceof ConfigError) {
+    console.error(`smart-auth: ${err.message}`);
+  } else {
+    console.error('smart-auth failed to start:', err);
+  }
+  process.exit(1);
+});

@@ -1,0 +1,70 @@
+// Launch context storage: EHR launch ids (single use) and the context bound to each grant.
+import { randomBytes } from 'node:crypto';
+import type { Db } from '../db.ts';
+import { nowSeconds } from '../db.ts';
+import type { FhirContextItem, LaunchContext } from '../smart/launch-context.ts';
+
+export interface EhrLaunch {
+  id: string;
+  patient: string;
+  encounter: string | null;
+  clientId: string | null;
+  fhirContext: FhirContextItem[];
+}
+
+export async function createEhrLaunch(
+  db: Db,
+  launch: { patient: string; encounter?: string; clientId?: string; fhirContext?: FhirContextItem[] },
+  ttlSeconds: number,
+): Promise<string> {
+  const id = randomBytes(24).toString('base64url');
+  await db('ehr_launches').insert({
+    id,
+    patient: launch.patient,
+    encounter: launch.encounter ?? null,
+    client_id: launch.clientId ?? null,
+    fhir_context: launch.fhirContext?.length ? JSON.stringify(launch.fhirContext) : null,
+    expires_at: nowSeconds() + ttlSeconds,
+  });
+  return id;
+}
+
+/** An EHR launch that has not expired and has not been used. */
+export async function findEhrLaunch(db: Db, id: string): Promise<EhrLaunch | undefined> {
+  const row = await db('ehr_launches')
+    .where('id', id)
+    .whereNull('consumed_at')
+    .andWhere('expires_at', '>', nowSeconds())
+    .first();
+  return row && {
+    id: row.id,
+    patient: row.patient,
+    encounter: row.encounter,
+    clientId: row.client_id,
+    fhirContext: row.fhir_context ? JSON.parse(row.fhir_context) : [],
+  };
+}
+
+/** Marks the launch used and returns it; undefined when it was already used or has expired (one winner under races). */
+export async function consumeEhrLaunch(db: Db, id: string): Promise<EhrLaunch | undefined> {
+  const launch = await findEhrLaunch(db, id);
+  if (!launch) return undefined;
+  const updated = await db('ehr_launches').where('id', id).whereNull('consumed_at').update({ consumed_at: nowSeconds() });
+  return updated === 1 ? launch : undefined;
+}
+
+export async function saveLaunchContext(db: Db, grantId: string, context: LaunchContext, ttlSeconds: number): Promise<void> {
+  await db('launch_contexts')
+    .insert({ grant_id: grantId, context: JSON.stringify(context), expires_at: nowSeconds() + ttlSeconds })
+    .onConflict('grant_id')
+    .merge();
+}
+
+export async function findLaunchContext(db: Db, grantId: string): Promise<LaunchContext | undefined> {
+  const row = await db('launch_contexts').where('grant_id', grantId).andWhere('expires_at', '>', nowSeconds()).first('context');
+  return row ? (JSON.parse(row.context) as LaunchContext) : undefined;
+}
+
+export async function deleteLaunchContext(db: Db, grantId: string): Promise<void> {
+  await db('launch_contexts').where('grant_id', grantId).delete();
+}

@@ -1,0 +1,19 @@
+// Post-processing of token endpoint responses: the SMART launch context and the caching headers.
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Db } from '../db.ts';
+import { findLaunchContext } from './launch-store.ts';
+
+export function smartTokenResponse(db: Db) {
+  return async function addLaunchContext(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
+    await next();
+    if (ctx.oidc?.route !== 'token') return;
+    // SMART requires both; oidc-provider sends only Cache-Control: no-store.
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Pragma', 'no-cache');
+    const grant = ctx.oidc.entities.Grant;
+    if (ctx.status !== 200 || !grant?.jti) return;
+    const context = await findLaunchContext(db, grant.jti);
+    // Standard members win: the context never overwrites a token field.
+    if (context) ctx.body = { ...context, ...(ctx.body as object) };
+  };
+}

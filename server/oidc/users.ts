@@ -1,0 +1,123 @@
+// Users: the people who log in. Stored in the database; the CLI and the login page share this module.
+import { randomUUID } from 'node:crypto';
+import type { Db } from '../db.ts';
+import { nowSeconds } from '../db.ts';
+import { DUMMY_HASH, hashPassword, verifyPassword } from './passwords.ts';
+
+export interface Coding {
+  system: string;
+  code: string;
+  display?: string;
+}
+
+/** Security attributes (HCS): who the user is for access decisions. */
+export interface UserAttributes {
+  roles?: Coding[];
+  purposes?: string[];
+  clearance?: string;
+  sensitivities?: string[];
+  breakGlass?: boolean;
+  auditor?: boolean;
+  organization?: string;
+  /** Patient ids a clinician may pick and reach; absent means all. */
+  patients?: string[];
+}
+
+export interface User {
+  id: string;
+  username: string;
+  name: string | null;
+  fhirUser: string | null;
+  attributes: UserAttributes;
+  disabled: boolean;
+}
+
+export interface NewUser {
+  username: string;
+  password: string;
+  name?: string;
+  fhirUser?: string;
+  attributes?: UserAttributes;
+}
+
+export class UserError extends Error {
+  override name = 'UserError';
+}
+
+interface UserRow {
+  id: string;
+  username: string;
+  password_hash: string;
+  name: string | null;
+  fhir_user: string | null;
+  attributes: string;
+  disabled: number | boolean;
+}
+
+const toUser = (row: UserRow): User => ({
+  id: row.id,
+  username: row.username,
+  name: row.name,
+  fhirUser: row.fhir_user,
+  attributes: JSON.parse(row.attributes) as UserAttributes,
+  disabled: Boolean(row.disabled),
+});
+
+const FHIR_USER = /^(Patient|Practitioner|PractitionerRole|RelatedPerson|Person)\/[A-Za-z0-9\-.]{1,64}$/;
+
+export async function addUser(db: Db, user: NewUser): Promise<User> {
+  if (!/^[A-Za-z0-9._@-]{1,64}$/.test(user.username)) throw new UserError('username: 1-64 letters, digits, . _ @ -');
+  if (user.password.length < 8) throw new UserError('password: at least 8 characters');
+  if (user.fhirUser && !FHIR_USER.test(user.fhirUser)) {
+    throw new UserError('fhir-user: a relative reference such as Practitioner/123 or Patient/123');
+  }
+  if (await db('users').where('username', user.username).first('id')) throw new UserError(`user ${user.username} exists`);
+  const row = {
+    id: randomUUID(),
+    username: user.username,
+    password_hash: await hashPassword(user.password),
+    name: user.name ?? null,
+    fhir_user: user.fhirUser ?? null,
+    attributes: JSON.stringify(user.attributes ?? {}),
+    disabled: false,
+    created_at: nowSeconds(),
+  };
+  await db('users').insert(row);
+  return toUser(row);
+}
+
+export async function findUser(db: Db, id: string): Promise<User | undefined> {
+  const row = await db('users').where('id', id).first();
+  return row ? toUser(row) : undefined;
+}
+
+export async function listUsers(db: Db): Promise<User[]> {
+  return (await db('users').orderBy('username')).map(toUser);
+}
+
+export async function disableUser(db: Db, username: string): Promise<boolean> {
+  return (await db('users').where('username', username).update({ disabled: true })) > 0;
+}
+
+/**
+ * The user for a username and password, or undefined. An unknown user, a wrong
+ * password and a disabled account take the same time and give the same answer.
+ */
+export async function authenticate(db: Db, username: string, password: string): Promise<User | undefined> {
+  const row: UserRow | undefined = await db('users').where('username', username).first();
+  const ok = await verifyPassword(password, row?.password_hash ?? DUMMY_HASH);
+  if (!row || !ok || row.disabled) return undefined;
+  return toUser(row);
+}
+
+/** The patient a patient user is, if the user is one. */
+export function patientOf(user: User): string | undefined {
+  return user.fhirUser?.startsWith('Patient/') ? user.fhirUser.slice('Patient/'.length) : undefined;
+}
+
+/** Whether a user may pick and reach this patient. */
+export function mayAccessPatient(user: User, patientId: string): boolean {
+  const own = patientOf(user);
+  if (own) return own === patientId;
+  return !user.attributes.patients || user.attributes.patients.includes(patientId);
+}

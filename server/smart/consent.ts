@@ -1,0 +1,71 @@
+// What the consent page offers and what a submitted consent grants. Pure.
+import { describeScope, formatScope, narrowedAlternatives, parseScopes, type ResourceScope, type Scope } from './scopes.ts';
+
+export interface ConsentItem {
+  scope: string;
+  description: string;
+  checked: boolean;
+}
+
+export interface ConsentGroup {
+  title: string;
+  items: ConsentItem[];
+  /** Narrower scopes the person may share instead (unchecked by default). */
+  alternatives: ConsentItem[];
+}
+
+export interface ConsentChoices {
+  groups: ConsentGroup[];
+  /** Every scope the form may return, in display order. */
+  offered: string[];
+  wildcard: boolean;
+  offline: boolean;
+  patientScopes: boolean;
+}
+
+function groupTitle(s: Scope): string {
+  if (s.kind === 'resource') return s.type === '*' ? 'All health data' : s.type;
+  if (s.kind === 'refresh') return 'Lasting access';
+  return 'Sign-in and launch';
+}
+
+/** The consent form for a grantable scope string (already limited to what the client may get). */
+export function consentChoices(grantable: string, opts: { patientIsUser?: boolean } = {}): ConsentChoices {
+  const { scopes } = parseScopes(grantable);
+  const groups = new Map<string, ConsentGroup>();
+  const requested = new Set(scopes.map(formatScope));
+  const seenDescriptions = new Set<string>();
+
+  for (const s of scopes) {
+    const title = groupTitle(s);
+    const group = groups.get(title) ?? { title, items: [], alternatives: [] };
+    groups.set(title, group);
+    group.items.push({ scope: formatScope(s), description: describeScope(s, opts), checked: true });
+    if (s.kind !== 'resource') continue;
+    for (const alternative of narrowedAlternatives(s)) {
+      const text = formatScope(alternative);
+      if (requested.has(text) || seenDescriptions.has(text)) continue;
+      seenDescriptions.add(text);
+      group.alternatives.push({ scope: text, description: describeScope(alternative, opts), checked: false });
+    }
+  }
+
+  const list = [...groups.values()];
+  const resources = scopes.filter((s): s is ResourceScope => s.kind === 'resource');
+  return {
+    groups: list,
+    offered: list.flatMap((g) => [...g.items, ...g.alternatives].map((i) => i.scope)),
+    wildcard: resources.some((s) => s.type === '*'),
+    offline: scopes.some((s) => s.kind === 'refresh' && s.value === 'offline_access'),
+    patientScopes: resources.some((s) => s.level === 'patient') || scopes.some((s) => s.kind === 'launch' && s.value === 'launch/patient'),
+  };
+}
+
+/** Whether this authorization needs a patient in context (SMART: patient/ scopes SHALL establish one). */
+export const needsPatient = (choices: ConsentChoices) => choices.patientScopes;
+
+/** The scopes a submitted form grants: only what was offered, in the offered order; anything else is ignored. */
+export function grantedFromForm(choices: ConsentChoices, submitted: unknown): string[] {
+  const values = new Set((Array.isArray(submitted) ? submitted : [submitted]).filter((v): v is string => typeof v === 'string'));
+  return choices.offered.filter((scope) => values.has(scope));
+}

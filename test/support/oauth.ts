@@ -1,0 +1,148 @@
+// A SMART app and a person's browser, over plain HTTP: a cookie jar, manual redirects, PKCE.
+import { createHash, randomBytes } from 'node:crypto';
+
+export class Browser {
+  private cookies = new Map<string, string>();
+
+  async fetch(url: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    const cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    if (cookie) headers.set('cookie', cookie);
+    const res = await fetch(url, { ...init, headers, redirect: 'manual' });
+    for (const set of res.headers.getSetCookie()) {
+      const [pair] = set.split(';');
+      const eq = pair.indexOf('=');
+      const name = pair.slice(0, eq);
+      const value = pair.slice(eq + 1);
+      if (/expires=Thu, 01 Jan 1970/i.test(set) || value === '') this.cookies.delete(name);
+      else this.cookies.set(name, value);
+    }
+    return res;
+  }
+
+  /** Follows redirects on the server until one leaves it (to the app) or a page is shown. */
+  async follow(url: string, origin: string, init?: RequestInit): Promise<{ res: Response; url: string }> {
+    let res = await this.fetch(url, init);
+    let current = url;
+    while (res.status >= 300 && res.status < 400) {
+      current = new URL(res.headers.get('location')!, current).href;
+      if (!current.startsWith(origin)) return { res, url: current };
+      res = await this.fetch(current);
+    }
+    return { res, url: current };
+  }
+}
+
+export function pkce() {
+  const verifier = randomBytes(48).toString('base64url');
+  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
+}
+
+export const form = (data: Record<string, string | string[]>) => {
+  const body = new URLSearchParams();
+  for (const [k, v] of Object.entries(data)) for (const item of [v].flat()) body.append(k, item);
+  return body;
+};
+
+export function hiddenValue(html: string, name: string): string {
+  const match = new RegExp(`name="${name}" value="([^"]*)"`).exec(html);
+  if (!match) throw new Error(`no hidden ${name} in page:\n${html.slice(0, 2000)}`);
+  return match[1];
+}
+
+/** The values of every checkbox named scope on a consent page, with whether it is checked. */
+export function scopeCheckboxes(html: string): { value: string; checked: boolean }[] {
+  return [...html.matchAll(/<input type="checkbox" name="scope" value="([^"]*)"\s*(checked)?/g)].map((m) => ({
+    value: m[1].replace(/&amp;/g, '&').replace(/&#34;/g, '"'),
+    checked: Boolean(m[2]),
+  }));
+}
+
+export interface LaunchOptions {
+  server: { issuer: string; fhirBase: string };
+  client: { client_id: string; redirect_uri: string; client_secret?: string };
+  scope: string;
+  username?: string;
+  password?: string;
+  /** Patient to pick when the picker shows. */
+  patient?: string;
+  launch?: string;
+  aud?: string;
+  /** Scopes to leave ticked on the consent page (default: those checked by default), or 'deny'. */
+  consent?: string[] | 'deny' | ((offered: { value: string; checked: boolean }[]) => string[]);
+  browser?: Browser;
+  extra?: Record<string, string>;
+  method?: 'GET' | 'POST';
+}
+
+export interface LaunchResult {
+  code?: string;
+  state: string;
+  error?: string;
+  redirect: URL;
+  verifier: string;
+  browser: Browser;
+  pages: string[];
+}
+
+/** Drives a whole authorization: authorize, login, picker, consent, back to the app. */
+export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
+  const browser = o.browser ?? new Browser();
+  const { verifier, challenge } = pkce();
+  const state = randomBytes(16).toString('hex');
+  const params: Record<string, string> = {
+    response_type: 'code', client_id: o.client.client_id, redirect_uri: o.client.redirect_uri, scope: o.scope, state,
+    aud: o.aud ?? o.server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...(o.launch ? { launch: o.launch } : {}), ...o.extra,
+  };
+  const pages: string[] = [];
+  let step = o.method === 'POST'
+    ? await browser.follow(`${o.server.issuer}/authorize`, o.server.issuer, { method: 'POST', body: form(params) })
+    : await browser.follow(`${o.server.issuer}/authorize?${new URLSearchParams(params)}`, o.server.issuer);
+  for (let guard = 0; guard < 6 && step.url.startsWith(o.server.issuer); guard++) {
+    const html = await step.res.text();
+    pages.push(html);
+    if (step.res.status >= 400) throw new Error(`page ${step.url} answered ${step.res.status}: ${html.slice(0, 500)}`);
+    const uid = /\/interaction\/([^/"?]+)/.exec(step.url)?.[1];
+    if (html.includes('name="password"')) {
+      step = await browser.follow(`${o.server.issuer}/interaction/${uid}/login`, o.server.issuer, {
+        method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), username: o.username ?? 'dr.smith', password: o.password ?? 'demo-password-1' }),
+      });
+    } else if (html.includes('name="patient" value=') && html.includes('type="radio"')) {
+      step = await browser.follow(`${o.server.issuer}/interaction/${uid}?patient=${encodeURIComponent(o.patient ?? 'pat-1')}`, o.server.issuer);
+    } else if (html.includes('name="decision"')) {
+      const offered = scopeCheckboxes(html);
+      const chosen = o.consent === 'deny' ? [] : typeof o.consent === 'function' ? o.consent(offered) : o.consent ?? offered.filter((s) => s.checked).map((s) => s.value);
+      const data: Record<string, string | string[]> = { csrf: hiddenValue(html, 'csrf'), scope: chosen, decision: o.consent === 'deny' ? 'deny' : 'allow' };
+      const patient = /name="patient" value="([^"]*)"/.exec(html)?.[1];
+      if (patient) data.patient = patient;
+      step = await browser.follow(`${o.server.issuer}/interaction/${uid}/consent`, o.server.issuer, { method: 'POST', body: form(data) });
+    } else {
+      throw new Error(`unexpected page at ${step.url}: ${html.slice(0, 800)}`);
+    }
+  }
+  const redirect = new URL(step.url);
+  return {
+    code: redirect.searchParams.get('code') ?? undefined,
+    error: redirect.searchParams.get('error') ?? undefined,
+    state: redirect.searchParams.get('state') ?? '',
+    redirect, verifier, browser, pages,
+  };
+}
+
+export async function tokenRequest(issuer: string, body: Record<string, string>, client?: { client_id: string; client_secret?: string }, headers: Record<string, string> = {}) {
+  const h: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...headers };
+  const data = { ...body };
+  if (client?.client_secret) h.authorization = `Basic ${Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret)}`).toString('base64')}`;
+  else if (client) data.client_id = client.client_id;
+  const res = await fetch(`${issuer}/token`, { method: 'POST', headers: h, body: new URLSearchParams(data) });
+  return { res, body: (await res.json()) as Record<string, any> };
+}
+
+export async function exchangeCode(issuer: string, launch: LaunchResult, client: { client_id: string; client_secret?: string; redirect_uri: string }) {
+  return tokenRequest(issuer, { grant_type: 'authorization_code', code: launch.code!, redirect_uri: client.redirect_uri, code_verifier: launch.verifier }, client);
+}
+
+export function decodeJwt(token: string): { header: Record<string, any>; payload: Record<string, any> } {
+  const [h, p] = token.split('.');
+  return { header: JSON.parse(Buffer.from(h, 'base64url').toString()), payload: JSON.parse(Buffer.from(p, 'base64url').toString()) };
+}

@@ -15,6 +15,7 @@ import { consentChoices, grantedFromForm, needsPatient, type ConsentChoices } fr
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import type { PatientDirectory } from '../fhir/patient-directory.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
+import { allowedScopeOf } from '../oidc/clients.ts';
 
 export interface InteractionDeps {
   config: Config;
@@ -53,7 +54,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
     const client = await provider.Client.find(String(details.params.client_id));
     const scope = grantableScope({
       requested: [String(details.params.scope ?? '')],
-      allowed: (client as unknown as { smartScope?: string } | undefined)?.smartScope,
+      allowed: client && allowedScopeOf(client),
       backend: false,
     });
     return consentChoices(scope, { patientIsUser: Boolean(patientOf(user)) });

@@ -21,6 +21,11 @@ export interface NewClient {
   grantTypes?: string[];
 }
 
+/** The SMART scopes a client may be granted, as registered (oidc-provider keeps custom metadata under its own name). */
+export function allowedScopeOf(client: object): string | undefined {
+  return (client as { smart_scope?: string }).smart_scope;
+}
+
 export class ClientError extends Error {
   override name = 'ClientError';
 }

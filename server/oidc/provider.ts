@@ -9,6 +9,7 @@ import { findUser } from './users.ts';
 import { deleteLaunchContext, findEhrLaunch, findLaunchContext } from './launch-store.ts';
 import { grantableScope, isSmartScopeString, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
+import { allowedScopeOf } from './clients.ts';
 import { smartTokenResponse } from './token-response.ts';
 
 export interface ProviderDeps {
@@ -91,8 +92,9 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
       rpInitiatedLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
+        // SMART apps name the FHIR server in `aud`; backend services name none and get the one this server serves.
         async defaultResource(ctx, _client, oneOf) {
-          return oneOf ?? (ctx.oidc.params?.aud as string | undefined);
+          return oneOf ?? (ctx.oidc.params?.aud as string | undefined) ?? config.fhirBase;
         },
         // Needed with `openid`: otherwise the access token is issued for userinfo, not the FHIR server.
         async useGrantedResource() {
@@ -109,7 +111,7 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
                 ctx.oidc.entities.AuthorizationCode?.scope,
                 ctx.oidc.entities.RefreshToken?.scope,
               ],
-              allowed: (client as unknown as { smartScope?: string }).smartScope,
+              allowed: allowedScopeOf(client),
               backend,
             }),
             audience,

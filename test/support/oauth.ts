@@ -81,6 +81,7 @@ export interface LaunchResult {
   error?: string;
   redirect: URL;
   verifier: string;
+  challenge: string;
   browser: Browser;
   pages: string[];
 }
@@ -125,7 +126,7 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
     code: redirect.searchParams.get('code') ?? undefined,
     error: redirect.searchParams.get('error') ?? undefined,
     state: redirect.searchParams.get('state') ?? '',
-    redirect, verifier, browser, pages,
+    redirect, verifier, challenge, browser, pages,
   };
 }
 

@@ -1,0 +1,214 @@
+// The authorization and token endpoints, including every negative case Inferno sends
+// (smart-app-launch.md section 8, items 27-29 and 39-42).
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
+
+const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
+
+describe('authorization endpoint and token endpoint', () => {
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  before(async () => {
+    server = await startTestServer();
+    app = await server.addClient({ auth: { kind: 'public' } });
+  });
+  after(() => server.stop());
+
+  function authorizeUrl(overrides: Record<string, string | undefined>) {
+    const { challenge } = pkce();
+    const params: Record<string, string | undefined> = {
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'st-1',
+      aud: server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...overrides,
+    };
+    const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined) as [string, string][]);
+    return `${server.issuer}/authorize?${query}`;
+  }
+
+  async function errorRedirect(url: string) {
+    const res = await fetch(url, { redirect: 'manual' });
+    assert.equal(res.status, 303, `expected a redirect, got ${res.status}`);
+    const location = new URL(res.headers.get('location')!);
+    assert.equal(location.origin + location.pathname, app.redirect_uri);
+    assert.equal(location.searchParams.get('code'), null, 'no code is issued');
+    return location.searchParams;
+  }
+
+  it('requires PKCE for every client and refuses plain', async () => {
+    const missing = await errorRedirect(authorizeUrl({ code_challenge: undefined, code_challenge_method: undefined }));
+    assert.equal(missing.get('error'), 'invalid_request');
+    assert.equal(missing.get('state'), 'st-1');
+    const plain = await errorRedirect(authorizeUrl({ code_challenge_method: 'plain' }));
+    assert.equal(plain.get('error'), 'invalid_request');
+  });
+
+  it('issues no code for an unknown or missing aud', async () => {
+    const unknown = await errorRedirect(authorizeUrl({ aud: 'https://inferno.healthit.gov/invalid_aud' }));
+    assert.equal(unknown.get('error'), 'invalid_target');
+    const missing = await errorRedirect(authorizeUrl({ aud: undefined }));
+    assert.equal(missing.get('error'), 'invalid_request');
+  });
+
+  it('never redirects to an unregistered redirect_uri', async () => {
+    const res = await fetch(authorizeUrl({ redirect_uri: 'http://127.0.0.1:9999/other' }), { redirect: 'manual' });
+    assert.equal(res.status, 400);
+    assert.equal(res.headers.get('location'), null);
+    const html = await res.text();
+    assert.match(html, /redirect_uri/);
+    assert.doesNotMatch(html, /at [\w.]+ \(/, 'no stack trace');
+  });
+
+  it('accepts the authorization request by POST as well as GET', async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE, method: 'POST' });
+    assert.ok(launch.code);
+    const { res } = await exchangeCode(server.issuer, launch, app);
+    assert.equal(res.status, 200);
+  });
+
+  it('rejects a missing, blank, wrong or plain-style code_verifier', async () => {
+    for (const verifier of [undefined, '', 'wrong-verifier-wrong-verifier-wrong-verifier-wrong', 'challenge']) {
+      const launch = await authorize({ server, client: app, scope: SCOPE });
+      const body: Record<string, string> = { grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri };
+      if (verifier === 'challenge') body.code_verifier = launch.challenge;
+      else if (verifier !== undefined) body.code_verifier = verifier;
+      const { res, body: error } = await tokenRequest(server.issuer, body, app);
+      assert.ok([400, 401].includes(res.status), `verifier ${verifier}: ${res.status}`);
+      assert.ok(['invalid_grant', 'invalid_request'].includes(error.error), error.error);
+    }
+  });
+
+  it('answers exactly 400 for a bad code and a bad grant_type', async () => {
+    const badCode = await tokenRequest(server.issuer, { grant_type: 'authorization_code', code: 'BAD_CODE', redirect_uri: app.redirect_uri, code_verifier: pkce().verifier }, app);
+    assert.equal(badCode.res.status, 400);
+    assert.equal(badCode.body.error, 'invalid_grant');
+    const badGrant = await tokenRequest(server.issuer, { grant_type: 'not_a_grant_type' }, app);
+    assert.equal(badGrant.res.status, 400);
+    assert.equal(badGrant.body.error, 'unsupported_grant_type');
+  });
+
+  it('refuses a reused code and revokes what the first exchange issued', async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE });
+    const first = await exchangeCode(server.issuer, launch, app);
+    assert.equal(first.res.status, 200);
+    const second = await exchangeCode(server.issuer, launch, app);
+    assert.equal(second.res.status, 400);
+    assert.equal(second.body.error, 'invalid_grant');
+    const refresh = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: first.body.refresh_token }, app);
+    assert.equal(refresh.res.status, 400, 'the grant of a reused code is revoked');
+  });
+
+  it('refuses a code sent with another redirect_uri', async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE });
+    const { res, body } = await tokenRequest(server.issuer, {
+      grant_type: 'authorization_code', code: launch.code!, redirect_uri: 'http://127.0.0.1:9999/other', code_verifier: launch.verifier,
+    }, app);
+    assert.equal(res.status, 400);
+    assert.equal(body.error, 'invalid_grant');
+  });
+
+  it('answers a token request from a public client with CORS for its registered origin', async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE });
+    const { res } = await tokenRequest(server.issuer, {
+      grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
+    }, app, { origin: 'http://127.0.0.1:9999' });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('access-control-allow-origin'), 'http://127.0.0.1:9999');
+  });
+
+  it('signs an RS256 id_token for the client with the user\'s fhirUser', async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE });
+    const { body } = await exchangeCode(server.issuer, launch, app);
+    const { header, payload } = decodeJwt(body.id_token);
+    assert.equal(header.alg, 'RS256');
+    assert.ok(header.kid);
+    assert.equal(payload.iss, server.issuer);
+    assert.equal(payload.aud, app.client_id);
+    assert.ok(payload.sub && payload.exp > payload.iat);
+    assert.equal(payload.fhirUser, `${server.fhirBase}/Practitioner/dr-smith`);
+    const fhirUser = await fetch(payload.fhirUser, { headers: { authorization: `Bearer ${body.access_token}` } });
+    assert.equal(fhirUser.status, 200, 'the fhirUser can be read with the access token');
+  });
+
+  it('grants v1 scopes as v1 and gives no refresh token without offline_access or online_access', async () => {
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/Patient.read patient/Observation.read' });
+    const { res, body } = await exchangeCode(server.issuer, launch, app);
+    assert.equal(res.status, 200);
+    assert.deepEqual(body.scope.split(' ').sort(), ['fhirUser', 'launch/patient', 'openid', 'patient/Observation.read', 'patient/Patient.read']);
+    assert.equal(body.refresh_token, undefined);
+    assert.equal(typeof body.expires_in, 'number');
+    assert.ok(body.expires_in <= 3600);
+    const read = await fetch(`${server.fhirBase}/Patient/${body.patient}`, { headers: { authorization: `Bearer ${body.access_token}` } });
+    assert.equal(read.status, 200);
+  });
+
+  it('issues a refresh token for online_access', async () => {
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser online_access patient/*.rs' });
+    const { body } = await exchangeCode(server.issuer, launch, app);
+    assert.ok(body.refresh_token);
+    assert.ok(body.scope.split(' ').includes('online_access'));
+  });
+
+  describe('refresh', () => {
+    async function freshTokens() {
+      const launch = await authorize({ server, client: app, scope: SCOPE, patient: 'pat-3' });
+      return (await exchangeCode(server.issuer, launch, app)).body;
+    }
+    const refresh = (refreshToken: string, scope?: string) =>
+      tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: refreshToken, ...(scope !== undefined ? { scope } : {}) }, app);
+
+    it('rotates, keeps the context, and accepts no scope or the full original scope', async () => {
+      const tokens = await freshTokens();
+      const withoutScope = await refresh(tokens.refresh_token);
+      assert.equal(withoutScope.res.status, 200);
+      assert.equal(withoutScope.res.headers.get('pragma'), 'no-cache');
+      assert.equal(withoutScope.body.patient, 'pat-3');
+      assert.equal(withoutScope.body.scope, tokens.scope);
+      assert.notEqual(withoutScope.body.refresh_token, tokens.refresh_token);
+      assert.equal(typeof withoutScope.body.expires_in, 'number');
+      const fullScope = await refresh(withoutScope.body.refresh_token, tokens.scope);
+      assert.equal(fullScope.res.status, 200, JSON.stringify(fullScope.body));
+      assert.equal(decodeJwt(fullScope.body.access_token).payload.patient, 'pat-3');
+    });
+
+    it('narrows but never widens', async () => {
+      const tokens = await freshTokens();
+      const narrow = await refresh(tokens.refresh_token, 'launch/patient patient/*.rs');
+      assert.equal(narrow.res.status, 200);
+      assert.equal(narrow.body.scope, 'launch/patient patient/*.rs');
+      const wide = await refresh(narrow.body.refresh_token, 'launch/patient patient/*.rs user/*.rs');
+      assert.equal(wide.res.status, 400);
+      assert.equal(wide.body.error, 'invalid_scope');
+    });
+
+    it('detects reuse of a rotated refresh token and revokes the grant', async () => {
+      const tokens = await freshTokens();
+      const next = await refresh(tokens.refresh_token);
+      assert.equal(next.res.status, 200);
+      const reuse = await refresh(tokens.refresh_token);
+      assert.equal(reuse.res.status, 400);
+      assert.equal(reuse.body.error, 'invalid_grant');
+      const afterReuse = await refresh(next.body.refresh_token);
+      assert.equal(afterReuse.res.status, 400, 'the newest refresh token died with the grant');
+    });
+
+    it('refuses a random refresh token', async () => {
+      const { res, body } = await refresh('random-refresh-token-value');
+      assert.equal(res.status, 400);
+      assert.equal(body.error, 'invalid_grant');
+    });
+  });
+
+  it('keeps two launches of the same app in one browser apart', async () => {
+    const browser = new Browser();
+    const first = await authorize({ server, client: app, scope: SCOPE, patient: 'pat-1', browser });
+    const second = await authorize({ server, client: app, scope: SCOPE, patient: 'pat-2', browser });
+    const a = await exchangeCode(server.issuer, first, app);
+    const b = await exchangeCode(server.issuer, second, app);
+    assert.equal(a.res.status, 200);
+    assert.equal(b.res.status, 200);
+    assert.equal(a.body.patient, 'pat-1');
+    assert.equal(b.body.patient, 'pat-2');
+    const refreshed = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: a.body.refresh_token }, app);
+    assert.equal(refreshed.body.patient, 'pat-1');
+  });
+});

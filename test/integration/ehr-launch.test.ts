@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, exchangeCode, form, hiddenValue, Browser, tokenRequest } from '../support/oauth.ts';
+import { mintLaunch } from '../../server/launcher.ts';
+
+const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
+
+describe('EHR launch', () => {
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  before(async () => {
+    server = await startTestServer();
+    app = await server.addClient({ auth: { kind: 'public' }, launchUri: 'http://127.0.0.1:9999/launch' });
+  });
+  after(() => server.stop());
+
+  const launchId = (request: { patient: string; encounter?: string; clientId?: string; fhirContext?: string[] }) =>
+    mintLaunch(server.db, server.config, request);
+
+  it('binds the launch context without a picker and returns patient, encounter and UI context', async () => {
+    const launch = await launchId({ patient: 'pat-2', encounter: 'enc-2b' });
+    const result = await authorize({ server, client: app, scope: SCOPE, launch });
+    assert.ok(!result.pages.some((p) => p.includes('type="radio"')), 'no patient picker in an EHR launch');
+    const { res, body } = await exchangeCode(server.issuer, result, app);
+    assert.equal(res.status, 200);
+    assert.equal(body.patient, 'pat-2');
+    assert.equal(body.encounter, 'enc-2b');
+    assert.equal(body.need_patient_banner, false);
+    assert.equal(body.smart_style_url, `${server.issuer}/smart-style/v1.json`);
+    assert.ok(body.scope.split(' ').includes('launch'));
+    const encounter = await fetch(`${server.fhirBase}/Encounter/enc-2b`, { headers: { authorization: `Bearer ${body.access_token}` } });
+    assert.equal(encounter.status, 200);
+  });
+
+  it('carries fhirContext objects (SMART 2.2) given at launch', async () => {
+    const launch = await launchId({ patient: 'pat-1', fhirContext: ['MedicationRequest/medreq-1-metformin'] });
+    const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch }), app);
+    assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-1-metformin' }]);
+  });
+
+  it('refuses an unknown launch id and a reused one at the authorization endpoint', async () => {
+    const unknown = await authorize({ server, client: app, scope: SCOPE, launch: 'not-a-launch' }).catch((e: Error) => e);
+    assert.ok(!(unknown instanceof Error) && unknown.error === 'invalid_request', String(unknown instanceof Error ? unknown.message : unknown.redirect));
+    const launch = await launchId({ patient: 'pat-1' });
+    const first = await authorize({ server, client: app, scope: SCOPE, launch });
+    assert.ok(first.code);
+    const reused = await authorize({ server, client: app, scope: SCOPE, launch });
+    assert.equal(reused.error, 'invalid_request');
+    assert.equal(reused.code, undefined);
+  });
+
+  it('refuses a launch id minted for another app', async () => {
+    const other = await server.addClient({ auth: { kind: 'public' } });
+    const launch = await launchId({ patient: 'pat-1', clientId: other.client_id });
+    const result = await authorize({ server, client: app, scope: SCOPE, launch });
+    assert.equal(result.error, 'invalid_request');
+  });
+
+  describe('the launch API', () => {
+    async function backendToken(scope: string) {
+      const ehr = await server.addClient({ name: 'EHR', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope });
+      const { body } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope }, ehr);
+      assert.ok(body.access_token, JSON.stringify(body));
+      return body.access_token as string;
+    }
+    const post = (token: string | undefined, data: unknown) => fetch(`${server.issuer}/api/launch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(data),
+    });
+
+    it('mints a launch id for a caller that may read the patient', async () => {
+      const token = await backendToken('system/Patient.rs');
+      const res = await post(token, { patient: 'pat-3', encounter: 'enc-3a', client_id: app.client_id });
+      assert.equal(res.status, 201);
+      const { launch, expires_in } = await res.json();
+      assert.match(launch, /^[A-Za-z0-9_-]{20,}$/);
+      assert.equal(expires_in, 300);
+      const result = await authorize({ server, client: app, scope: SCOPE, launch });
+      assert.equal((await exchangeCode(server.issuer, result, app)).body.encounter, 'enc-3a');
+    });
+
+    it('refuses callers without a token (401), without Patient read access (403) and bad context (400)', async () => {
+      assert.equal((await post(undefined, { patient: 'pat-1' })).status, 401);
+      assert.equal((await post('not.a.token', { patient: 'pat-1' })).status, 401);
+      assert.equal((await post(await backendToken('system/Observation.rs'), { patient: 'pat-1' })).status, 403);
+      const token = await backendToken('system/Patient.r');
+      for (const bad of [{ patient: 'nobody' }, { patient: 'pat-1', encounter: 'enc-2a' }, { patient: 'pat-1', fhirContext: ['Patient/pat-1'] }, {}]) {
+        const res = await post(token, bad);
+        assert.equal(res.status, 400, JSON.stringify(bad));
+        assert.equal((await res.json()).error, 'invalid_request');
+      }
+    });
+  });
+
+  describe('the demo launcher page', () => {
+    it('lists apps with a launch URL and opens the app with iss and a fresh launch id', async () => {
+      const browser = new Browser();
+      const page = await browser.fetch(`${server.issuer}/launcher`);
+      assert.equal(page.status, 200);
+      const html = await page.text();
+      assert.ok(html.includes(app.client_id));
+      const res = await browser.fetch(`${server.issuer}/launcher`, {
+        method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), patient: 'pat-1', encounter: 'enc-1a', client_id: app.client_id }),
+      });
+      assert.equal(res.status, 302);
+      const target = new URL(res.headers.get('location')!);
+      assert.equal(target.origin + target.pathname, 'http://127.0.0.1:9999/launch');
+      assert.equal(target.searchParams.get('iss'), server.fhirBase);
+      const result = await authorize({ server, client: app, scope: SCOPE, launch: target.searchParams.get('launch')! });
+      assert.equal((await exchangeCode(server.issuer, result, app)).body.encounter, 'enc-1a');
+    });
+
+    it('refuses a launcher form without its CSRF token', async () => {
+      const res = await fetch(`${server.issuer}/launcher`, { method: 'POST', body: form({ patient: 'pat-1', client_id: app.client_id }), redirect: 'manual' });
+      assert.equal(res.status, 403);
+    });
+
+    it('is not served outside demo mode', async () => {
+      const plain = await startTestServer({ DEMO: 'false' });
+      try {
+        assert.equal((await fetch(`${plain.issuer}/launcher`)).status, 404);
+      } finally {
+        await plain.stop();
+      }
+    });
+  });
+});

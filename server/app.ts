@@ -46,12 +46,15 @@ async function errorBoundary(ctx: Context, next: Next) {
   } catch (err) {
     const e = err as { status?: number; statusCode?: number; expose?: boolean; message?: string; error?: string; error_description?: string };
     const status = e.status ?? e.statusCode ?? 500;
-    const known = err instanceof errors.OIDCProviderError || (status < 500 && e.expose);
+    const oidc = err instanceof errors.OIDCProviderError;
+    const known = oidc || (status >= 400 && status < 500);
     if (!known) console.error(`[${new Date().toISOString()}] ${ctx.method} ${ctx.path}:`, err);
     ctx.status = known ? status : 500;
     const description = err instanceof errors.SessionNotFound
       ? 'This sign-in has expired or was opened in another browser. Start again from the app.'
-      : known ? (e.error_description ?? e.message) : 'An unexpected error occurred.';
+      : oidc ? (e.error_description ?? e.message)
+        : status === 413 ? 'The request is too large.'
+          : known ? 'The request could not be read.' : 'An unexpected error occurred.';
     if (ctx.accepts('html', 'json') === 'html') {
       ctx.type = 'html';
       ctx.body = await renderPage('error', { title: 'Something went wrong', description });

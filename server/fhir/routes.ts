@@ -66,18 +66,20 @@ function admits(store: DemoStore, view: View, resource: FhirResource): boolean {
   }
 }
 
-/** Store errors are the client's: a bad search parameter (400) or a taken id (409). */
-async function storeErrors(ctx: Context, next: Next) {
+/** Client errors become OperationOutcomes: a bad search parameter, a taken id, a body that does not parse or is too large. */
+async function fhirErrors(ctx: Context, next: Next) {
   try {
     await next();
   } catch (err) {
     if (err instanceof SearchParameterError) return reply(ctx, 400, operationOutcome('error', err.code, err.message));
     if (err instanceof FhirStoreError) return reply(ctx, err.status, operationOutcome('error', err.code, err.message));
+    const status = (err as { status?: number }).status;
+    if (status === 413) return reply(ctx, 413, operationOutcome('error', 'too-costly', 'the request body is too large'));
+    if (status && status >= 400 && status < 500) return reply(ctx, status, operationOutcome('error', 'invalid', 'the request body is not valid JSON or form data'));
     throw err;
   }
 }
 
-/** Anything under /fhir the routes above did not answer: authenticated first, then refused. */
 export function fhirFallback(deps: Pick<FhirRouteDeps, 'config' | 'verifyAccessToken'>) {
   return async (ctx: Context, next: Next) => {
     if (ctx.path !== '/fhir' && !ctx.path.startsWith('/fhir/')) return next();
@@ -98,7 +100,7 @@ export function fhirFallback(deps: Pick<FhirRouteDeps, 'config' | 'verifyAccessT
 
 export function fhirRoutes({ config, store, verifyAccessToken, oauthUrls }: FhirRouteDeps): Router {
   const router = new Router({ prefix: '/fhir' });
-  router.use(storeErrors);
+  router.use(fhirErrors);
   const jsonBody = bodyParser({ enableTypes: ['json', 'form'], extendTypes: { json: ['application/fhir+json'] }, jsonLimit: '1mb', formLimit: '1mb' });
 
   router.get('/metadata', (ctx) => {

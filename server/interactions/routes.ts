@@ -102,7 +102,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
     if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
     if (context.pick) {
       const list = (await patients.list()).filter((p) => mayAccessPatient(user, p.id));
-      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list });
+      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, message: context.error });
     }
     const patientName = 'patient' in context && context.patient ? (await patients.get(context.patient))?.name : undefined;
     return page(ctx, 'consent', {

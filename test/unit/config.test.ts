@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { ConfigError, DEV_COOKIE_SECRET, loadConfig } from '../../server/config.ts';
+
+describe('config', () => {
+  it('has working defaults for a developer', () => {
+    const config = loadConfig({});
+    assert.equal(config.port, 3000);
+    assert.equal(config.issuer, 'http://localhost:3000');
+    assert.equal(config.fhirBase, 'http://localhost:3000/fhir');
+    assert.equal(config.databaseUrl, 'sqlite:./var/smart-auth.sqlite');
+    assert.equal(config.demo, true);
+    assert.equal(config.accessTokenTtl, 3600);
+    assert.equal(config.backendTokenTtl, 300);
+    assert.equal(config.btgTokenTtl, 900);
+  });
+
+  it('derives the issuer from PORT and strips a trailing slash', () => {
+    assert.equal(loadConfig({ PORT: '8080' }).issuer, 'http://localhost:8080');
+    assert.equal(loadConfig({ ISSUER: 'https://auth.example.org/smart/' }).issuer, 'https://auth.example.org/smart');
+    assert.equal(loadConfig({ ISSUER: 'https://auth.example.org/smart/' }).fhirBase, 'https://auth.example.org/smart/fhir');
+  });
+
+  for (const [env, message] of [
+    [{ PORT: 'abc' }, /PORT must be a whole number/],
+    [{ PORT: '70000' }, /PORT must be between/],
+    [{ ISSUER: 'not a url' }, /ISSUER must be an absolute URL/],
+    [{ ISSUER: 'ftp://x.example' }, /ISSUER must be an http\(s\) URL/],
+    [{ ISSUER: 'https://x.example/?a=1' }, /ISSUER must not have a query/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must start with/],
+    [{ BACKEND_TOKEN_TTL: '600' }, /BACKEND_TOKEN_TTL must be between 30 and 300/],
+    [{ DEMO: 'maybe' }, /DEMO must be true or false/],
+    [{ COOKIE_SECRETS: 'short' }, /at least 32 characters/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of/],
+  ] as const) {
+    it(`explains a bad value: ${JSON.stringify(env)}`, () => {
+      assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));
+    });
+  }
+
+  it('does not echo database credentials in errors', () => {
+    assert.throws(() => loadConfig({ DATABASE_URL: 'mysql://user:hunter2@db/x' }), (err: Error) => !err.message.includes('hunter2'));
+  });
+
+  describe('NODE_ENV=production', () => {
+    const safe = { NODE_ENV: 'production', ISSUER: 'https://auth.example.org', COOKIE_SECRETS: 'x'.repeat(40) };
+    it('starts with its own secret, an https issuer and demo mode off', () => {
+      const config = loadConfig(safe);
+      assert.equal(config.production, true);
+      assert.equal(config.demo, false);
+    });
+    it('refuses demo mode, the default cookie secret and an http issuer', () => {
+      assert.throws(() => loadConfig({ ...safe, DEMO: 'true' }), /DEMO must be off/);
+      assert.throws(() => loadConfig({ ...safe, COOKIE_SECRETS: undefined }), /COOKIE_SECRETS must be set/);
+      assert.throws(() => loadConfig({ ...safe, COOKIE_SECRETS: DEV_COOKIE_SECRET }), /COOKIE_SECRETS must be set/);
+      assert.throws(() => loadConfig({ ...safe, ISSUER: 'http://auth.example.org' }), /ISSUER must be an https URL/);
+    });
+    it('allows an http issuer on localhost', () => {
+      assert.equal(loadConfig({ ...safe, ISSUER: 'http://localhost:3000' }).issuer, 'http://localhost:3000');
+    });
+  });
+});

@@ -1,0 +1,121 @@
+// The smart-auth command, run as an administrator would, against the database of a running server.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
+import { exportJWK, generateKeyPair } from 'jose';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, exchangeCode } from '../support/oauth.ts';
+
+const run = promisify(execFile);
+const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
+
+describe('CLI', () => {
+  let server: TestServer;
+  before(async () => { server = await startTestServer(); });
+  after(() => server.stop());
+
+  async function cli(...args: string[]) {
+    try {
+      const { stdout } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
+      return { code: 0, stdout, json: args.includes('--json') ? JSON.parse(stdout) : undefined };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr, json: args.includes('--json') && e.stdout ? JSON.parse(e.stdout) : undefined };
+    }
+  }
+
+  it('adds a user and a client that the running server uses at once', async () => {
+    const user = await cli('user', 'add', 'nurse.kim', '--password', 'a-long-password', '--name', 'Kim Lee', '--fhir-user', 'Practitioner/dr-jones',
+      '--role', 'http://terminology.hl7.org/CodeSystem/practitioner-role|nurse', '--purpose', 'TREAT', '--clearance', 'R', '--sensitivity', 'HIV,PSY',
+      '--patients', 'pat-1,pat-3', '--organization', 'Example Hospital', '--json');
+    assert.equal(user.code, 0);
+    assert.equal(user.json.username, 'nurse.kim');
+    assert.deepEqual(user.json.roles, [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'nurse' }]);
+    assert.deepEqual(user.json.patients, ['pat-1', 'pat-3']);
+
+    const client = await cli('client', 'add', '--name', 'CLI app', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
+    assert.equal(client.code, 0);
+    assert.ok(client.json.client_id && client.json.client_secret);
+
+    const app = { ...client.json, redirect_uri: 'http://127.0.0.1:9999/callback' };
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs', username: 'nurse.kim', password: 'a-long-password', patient: 'pat-3' });
+    const { res, body } = await exchangeCode(server.issuer, launch, app);
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.patient, 'pat-3');
+
+    const list = await cli('user', 'list', '--json');
+    const kim = list.json.users.find((u: { username: string }) => u.username === 'nurse.kim');
+    assert.equal(kim.clearance, 'R');
+    assert.ok(!JSON.stringify(list.json).includes('scrypt'), 'no password hashes in listings');
+    const clients = await cli('client', 'list', '--json');
+    assert.ok(!JSON.stringify(clients.json).includes(client.json.client_secret), 'no secrets in listings');
+  });
+
+  it('disables a user, who then cannot log in', async () => {
+    await cli('user', 'add', 'temp.user', '--password', 'temporary-pass');
+    assert.equal((await cli('user', 'disable', 'temp.user')).code, 0);
+    const app = await server.addClient({ auth: { kind: 'public' } });
+    const launch = await authorize({ server, client: app, scope: 'openid', username: 'temp.user', password: 'temporary-pass' }).catch((e: Error) => e);
+    assert.ok(launch instanceof Error || !launch.code, 'a disabled user gets no code');
+  });
+
+  it('registers an asymmetric client from a JWKS file, and a backend client with system scopes', async () => {
+    const { publicKey } = await generateKeyPair('ES384');
+    const file = join(tmpdir(), `jwks-${process.pid}.json`);
+    writeFileSync(file, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES384' }] }));
+    const backend = await cli('client', 'add', '--name', 'Backend', '--jwks-file', file, '--scope', 'system/Patient.rs system/Observation.rs', '--json');
+    assert.equal(backend.code, 0, backend.stderr);
+    const listed = (await cli('client', 'list', '--json')).json.clients.find((c: { client_id: string }) => c.client_id === backend.json.client_id);
+    assert.deepEqual(listed.grant_types, ['client_credentials']);
+    assert.equal(listed.token_endpoint_auth_method, 'private_key_jwt');
+    assert.equal(listed.smart_scope, 'system/Patient.rs system/Observation.rs');
+    assert.equal((await cli('client', 'remove', backend.json.client_id)).code, 0);
+  });
+
+  it('creates a single-use EHR launch', async () => {
+    const app = await server.addClient({ auth: { kind: 'public' } });
+    const { json } = await cli('launch', 'create', '--patient', 'pat-2', '--encounter', 'enc-2a', '--client', app.client_id, '--json');
+    const launch = await authorize({ server, client: app, scope: 'launch openid patient/*.rs', launch: json.launch });
+    assert.equal((await exchangeCode(server.issuer, launch, app)).body.encounter, 'enc-2a');
+  });
+
+  it('lists and rotates signing keys', async () => {
+    const before = (await cli('keys', 'list', '--json')).json.keys;
+    const rotated = (await cli('keys', 'rotate', '--json')).json;
+    const after = (await cli('keys', 'list', '--json')).json.keys;
+    assert.equal(after.length, before.length + 1);
+    assert.equal(after[0].kid, rotated.kid);
+  });
+
+  for (const [args, message] of [
+    [['user', 'add', 'x'], /--password are required/],
+    [['user', 'add', 'bad name!', '--password', 'long-enough'], /username/],
+    [['user', 'add', 'y', '--password', 'short'], /at least 8/],
+    [['user', 'add', 'z', '--password', 'long-enough', '--role', 'nocode'], /--role must be/],
+    [['user', 'add', 'z', '--password', 'long-enough', '--clearance', 'X'], /--clearance/],
+    [['user', 'disable', 'nobody-here'], /no user/],
+    [['client', 'add', '--name', 'x', '--public', '--secret', '--redirect-uri', 'https://a.example/cb'], /exactly one/],
+    [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'javascript:alert(1)'], /redirect_uris/],
+    [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'https://a.example/cb#frag'], /fragment/],
+    [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'https://a.example/cb', '--scope', 'patient/*.bogus'], /SMART scopes/],
+    [['client', 'add', '--name', 'x', '--public'], /needs --redirect-uri/],
+    [['client', 'remove', 'nope'], /no client/],
+    [['launch', 'create', '--patient', 'nobody'], /not known/],
+    [['launch', 'create', '--patient', 'pat-1', '--encounter', 'enc-2a'], /not an encounter of patient/],
+    [['user', 'add', 'q', '--bogus'], /Unknown option/],
+  ] as const) {
+    it(`explains a bad command: ${args.join(' ')}`, async () => {
+      const result = await cli(...args, '--json');
+      assert.equal(result.code, 2);
+      assert.match(result.json.error, message);
+    });
+  }
+
+  it('prints help and fails on an unknown command', async () => {
+    assert.match((await cli('--help')).stdout, /smart-auth client add/);
+    assert.equal((await cli('frobnicate')).code, 2);
+  });
+});

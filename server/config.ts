@@ -14,11 +14,9 @@ export interface Config {
   cookieSecrets: string[];
   accessTokenTtl: number;
   backendTokenTtl: number;
-  btgTokenTtl: number;
   refreshTokenTtl: number;
   launchTtl: number;
   tenant: string | undefined;
-  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
 }
 
 export class ConfigError extends Error {
@@ -80,14 +78,12 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
   }
   const fhirUpstreamUrl = env.FHIR_UPSTREAM_URL ? withoutTrailingSlash(url('FHIR_UPSTREAM_URL', env.FHIR_UPSTREAM_URL).href) : undefined;
+  // Refuse rather than silently serve the demo store in place of the server someone meant to protect.
+  if (fhirUpstreamUrl) throw new ConfigError('FHIR_UPSTREAM_URL: the proxy to an upstream FHIR server is not available yet; unset it to use the bundled demo store');
 
   const cookieSecrets = (env.COOKIE_SECRETS || DEV_COOKIE_SECRET).split(',').map((s) => s.trim()).filter(Boolean);
   if (cookieSecrets.some((s) => s.length < 32)) throw new ConfigError('COOKIE_SECRETS: each secret must be at least 32 characters');
 
-  const logLevel = (env.LOG_LEVEL || 'info') as Config['logLevel'];
-  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
-    throw new ConfigError(`LOG_LEVEL must be one of debug, info, warn, error, silent, got "${logLevel}"`);
-  }
 
   const config: Config = {
     production,
@@ -102,11 +98,9 @@ export function loadConfig(env: Env = process.env): Config {
     accessTokenTtl: integer(env, 'ACCESS_TOKEN_TTL', 3600, 60, 86400),
     // SMART Backend Services: tokens SHOULD NOT live longer than five minutes.
     backendTokenTtl: integer(env, 'BACKEND_TOKEN_TTL', 300, 30, 300),
-    btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
     refreshTokenTtl: integer(env, 'REFRESH_TOKEN_TTL', 90 * 86400, 3600, 366 * 86400),
     launchTtl: integer(env, 'LAUNCH_TTL', 300, 10, 3600),
     tenant: env.TENANT || undefined,
-    logLevel,
   };
 
   if (production) assertProductionSafe(config, issuerUrl);

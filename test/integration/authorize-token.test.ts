@@ -198,6 +198,17 @@ describe('authorization endpoint and token endpoint', () => {
     });
   });
 
+  it('sends tenant in the token response when configured', async () => {
+    const tenanted = await startTestServer({ TENANT: 'example-hospital' });
+    try {
+      const client = await tenanted.addClient({ auth: { kind: 'public' } });
+      const { body } = await exchangeCode(tenanted.issuer, await authorize({ server: tenanted, client, scope: SCOPE }), client);
+      assert.equal(body.tenant, 'example-hospital');
+    } finally {
+      await tenanted.stop();
+    }
+  });
+
   it('keeps two launches of the same app in one browser apart', async () => {
     const browser = new Browser();
     const first = await authorize({ server, client: app, scope: SCOPE, patient: 'pat-1', browser });

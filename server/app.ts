@@ -51,7 +51,7 @@ async function errorBoundary(ctx: Context, next: Next) {
     if (!known) console.error(`[${new Date().toISOString()}] ${ctx.method} ${ctx.path}:`, err);
     ctx.status = known ? status : 500;
     const description = err instanceof errors.SessionNotFound
-      ? 'This sign-in has expired or was opened in another browser. Start again from the app.'
+      ? 'This sign-in has already finished, has expired, or was opened in another browser. Return to the app and start again.'
       : oidc ? (e.error_description ?? e.message)
         : status === 413 ? 'The request is too large.'
           : known ? 'The request could not be read.' : 'An unexpected error occurred.';

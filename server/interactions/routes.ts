@@ -11,7 +11,7 @@ import { renderPage } from '../views.ts';
 import { authenticate, findUser, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
 import { consumeEhrLaunch, findEhrLaunch, saveLaunchContext, type EhrLaunch } from '../oidc/launch-store.ts';
 import { buildLaunchContext } from '../smart/launch-context.ts';
-import { consentChoices, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
+import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import type { PatientDirectory } from '../fhir/patient-directory.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
@@ -145,6 +145,12 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
     if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
     const choices = await choicesFor(details, user);
     const granted = grantedFromForm(choices, body.scope);
+    if (granted.length === 0) {
+      await provider.interactionFinished(ctx.req, ctx.res,
+        { error: 'access_denied', error_description: 'The user granted none of the requested access' },
+        { mergeWithLastSubmission: false });
+      return;
+    }
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
     if (needsPatient(choices)) {
       context = await resolvePatient(details, user, body.patient);
@@ -167,9 +173,10 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
     if (granted.length) grant.addResourceScope(aud, granted.join(' '));
     const grantId = await grant.save();
 
+    const carries = grantedContext(granted);
     await saveLaunchContext(db, grantId, buildLaunchContext({
-      patient: context.patient,
-      encounter: context.encounter,
+      patient: carries.patient ? context.patient : undefined,
+      encounter: carries.encounter ? context.encounter : undefined,
       fhirContext: ehrLaunch?.fhirContext,
       ehrLaunch: Boolean(details.params.launch),
       styleUrl: `${config.issuer}/smart-style/v1.json`,

@@ -1,5 +1,5 @@
 // What the consent page offers and what a submitted consent grants. Pure.
-import { describeScope, formatScope, narrowedAlternatives, parseScopes, type ResourceScope, type Scope } from './scopes.ts';
+import { covers, describeScope, formatScope, narrowedAlternatives, parseScope, parseScopes, type ResourceScope, type Scope } from './scopes.ts';
 
 export interface ConsentItem {
   scope: string;
@@ -34,24 +34,28 @@ export function consentChoices(grantable: string, opts: { patientIsUser?: boolea
   const { scopes } = parseScopes(grantable);
   const groups = new Map<string, ConsentGroup>();
   const requested = new Set(scopes.map(formatScope));
-  const seenDescriptions = new Set<string>();
+  const alreadyOffered = new Set<string>();
 
   for (const s of scopes) {
     const title = groupTitle(s);
     const group = groups.get(title) ?? { title, items: [], alternatives: [] };
     groups.set(title, group);
     group.items.push({ scope: formatScope(s), description: describeScope(s, opts), checked: true });
-    if (s.kind !== 'resource') continue;
+  }
+  // Alternatives go with the group of their own type when the app asked for that type, else with `*`.
+  const resources = scopes.filter((s): s is ResourceScope => s.kind === 'resource');
+  const typeFirst = [...resources].sort((a, b) => Number(a.type === '*') - Number(b.type === '*'));
+  for (const s of typeFirst) {
+    const group = groups.get(groupTitle(s))!;
     for (const alternative of narrowedAlternatives(s)) {
       const text = formatScope(alternative);
-      if (requested.has(text) || seenDescriptions.has(text)) continue;
-      seenDescriptions.add(text);
+      if (requested.has(text) || alreadyOffered.has(text)) continue;
+      alreadyOffered.add(text);
       group.alternatives.push({ scope: text, description: describeScope(alternative, opts), checked: false });
     }
   }
 
   const list = [...groups.values()];
-  const resources = scopes.filter((s): s is ResourceScope => s.kind === 'resource');
   return {
     groups: list,
     offered: list.flatMap((g) => [...g.items, ...g.alternatives].map((i) => i.scope)),
@@ -64,8 +68,31 @@ export function consentChoices(grantable: string, opts: { patientIsUser?: boolea
 /** Whether this authorization needs a patient in context (SMART: patient/ scopes SHALL establish one). */
 export const needsPatient = (choices: ConsentChoices) => choices.patientScopes;
 
-/** The scopes a submitted form grants: only what was offered, in the offered order; anything else is ignored. */
+/**
+ * The scopes a submitted form grants: only what was offered, in the offered order; anything
+ * else is ignored. A narrower scope ticked next to a broader one that is also ticked adds
+ * nothing, so it is dropped.
+ */
 export function grantedFromForm(choices: ConsentChoices, submitted: unknown): string[] {
   const values = new Set((Array.isArray(submitted) ? submitted : [submitted]).filter((v): v is string => typeof v === 'string'));
-  return choices.offered.filter((scope) => values.has(scope));
+  const ticked = choices.offered.filter((scope) => values.has(scope));
+  const resources = ticked.map((text) => parseScope(text)).filter((s): s is ResourceScope => s?.kind === 'resource');
+  return ticked.filter((text) => {
+    const scope = parseScope(text);
+    if (scope?.kind !== 'resource') return true;
+    return !resources.some((other) => formatScope(other) !== text && covers(other, scope));
+  });
+}
+
+/**
+ * Which launch context a grant carries. SMART: patient/ scopes SHALL establish a patient
+ * context; launch/patient asks for one; an EHR launch (`launch`) carries the EHR's context.
+ */
+export function grantedContext(granted: readonly string[]): { patient: boolean; encounter: boolean } {
+  const scopes = granted.map((text) => parseScope(text));
+  const ehr = granted.includes('launch');
+  return {
+    patient: ehr || granted.includes('launch/patient') || scopes.some((s) => s?.kind === 'resource' && s.level === 'patient'),
+    encounter: ehr || granted.includes('launch/encounter'),
+  };
 }

@@ -310,7 +310,8 @@ export function describeScope(s: Scope, opts: { patientIsUser?: boolean } = {}):
       if (s.value === 'launch') return 'Use the context (such as the current patient) the app was launched with';
       return `Know which ${s.value.slice('launch/'.length)} is selected${s.role ? ` (role ${s.role})` : ''}`;
     case 'identity':
-      return s.value === 'profile' ? 'See your basic profile information' : 'Know who you are';
+      if (s.value === 'profile') return 'See your name';
+      return s.value === 'openid' ? 'Confirm who you are when you sign in' : 'Know which FHIR record describes you (your Patient or Practitioner record)';
     case 'refresh':
       return s.value === 'offline_access'
         ? 'Keep access when you are not using the app (until you revoke it)'

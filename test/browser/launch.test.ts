@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { exchangeCode, pkce } from '../support/oauth.ts';
-import { fakeApp, launchChromium, requireChromium } from '../support/browser.ts';
+import { appRedirect, launchChromium, requireChromium } from '../support/browser.ts';
 
 const SCREENSHOTS = fileURLToPath(new URL('../../var/screenshots/', import.meta.url));
 const LAB = 'patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -21,11 +21,11 @@ describe('authorization pages in Chromium', function () {
   let app: Awaited<ReturnType<TestServer['addClient']>>;
   let context: BrowserContext;
   let page: Page;
-  let appHits: URL[];
 
   before(async function () {
     requireChromium(this);
-    [browser, server] = await Promise.all([launchChromium(), startTestServer()]);
+    browser = await launchChromium();
+    server = await startTestServer();
     app = await server.addClient({ auth: { kind: 'public' } });
   });
   after(async () => {
@@ -35,7 +35,6 @@ describe('authorization pages in Chromium', function () {
 
   beforeEach(async () => {
     context = await browser!.newContext();
-    appHits = await fakeApp(context, new URL(app.redirect_uri).origin);
     page = await context.newPage();
   });
   afterEach(async () => {
@@ -60,11 +59,10 @@ describe('authorization pages in Chromium', function () {
     await page.click('button[type=submit]');
   }
 
-  /** Waits until the browser is back at the app; returns the one URL the app was sent to. */
-  async function backAtApp(): Promise<URL> {
-    await page.waitForURL((url) => url.href.startsWith(app.redirect_uri));
-    assert.equal(appHits.length, 1, `the app was called ${appHits.length} times: ${appHits.join(', ')}`);
-    return appHits[0];
+  /** Clicks the button and returns the URL the browser is then sent to at the app. */
+  async function clickBackToApp(selector: string): Promise<URL> {
+    const [url] = await Promise.all([appRedirect(page, app.redirect_uri), page.click(selector)]);
+    return url;
   }
 
   async function exchange(code: string, verifier: string) {
@@ -85,9 +83,8 @@ describe('authorization pages in Chromium', function () {
     }
     mkdirSync(SCREENSHOTS, { recursive: true });
     await page.screenshot({ path: `${SCREENSHOTS}consent.png`, fullPage: true });
-    await page.click(ALLOW);
 
-    const back = await backAtApp();
+    const back = await clickBackToApp(ALLOW);
     assert.equal(back.searchParams.get('state'), state);
     const code = back.searchParams.get('code');
     assert.ok(code, `no code: ${back}`);
@@ -108,9 +105,8 @@ describe('authorization pages in Chromium', function () {
     assert.equal(await lab.isChecked(), false, 'the narrower alternative is ticked by default');
     await page.locator('details', { has: lab }).locator('summary').click();
     await lab.check();
-    await page.click(ALLOW);
 
-    const back = await backAtApp();
+    const back = await clickBackToApp(ALLOW);
     assert.equal(back.searchParams.get('state'), state);
     const code = back.searchParams.get('code');
     assert.ok(code, `no code: ${back}`);
@@ -125,9 +121,8 @@ describe('authorization pages in Chromium', function () {
   it('sends access_denied with the state back to the app on Deny', async () => {
     const { state } = await startAuthorization('launch/patient openid fhirUser patient/*.rs');
     await signIn('amy', 'demo-password-3');
-    await page.click(DENY);
 
-    const back = await backAtApp();
+    const back = await clickBackToApp(DENY);
     assert.equal(back.searchParams.get('error'), 'access_denied');
     assert.equal(back.searchParams.get('state'), state);
     assert.equal(back.searchParams.get('code'), null);
@@ -136,11 +131,13 @@ describe('authorization pages in Chromium', function () {
   it('shows the login form again with a generic message after a wrong password', async () => {
     await startAuthorization('launch/patient openid fhirUser patient/*.rs');
     const loginUrl = new URL(page.url());
+    assert.equal(loginUrl.origin, server!.issuer);
     await signIn('dr.smith', 'not-the-password');
 
     const alert = page.getByRole('alert');
     await alert.waitFor();
     assert.equal((await alert.innerText()).trim(), 'The username or password is not correct.');
+    assert.equal(new URL(page.url()).origin, server!.issuer);
     assert.equal(new URL(page.url()).pathname.split('/')[2], loginUrl.pathname.split('/')[2], 'a different interaction');
     assert.equal(await page.locator('input[name=password]').count(), 1);
     assert.equal(await page.locator('h1').innerText(), 'Sign in');
@@ -150,6 +147,5 @@ describe('authorization pages in Chromium', function () {
     // The form shown again works.
     await signIn('dr.smith', 'demo-password-1');
     await page.waitForSelector(PICKER);
-    assert.equal(appHits.length, 0);
   });
 });

@@ -122,6 +122,38 @@ describe('login and consent', () => {
     assert.match(launch.state, /^[0-9a-f]{32}$/);
   });
 
+  it('puts no patient in context when the person keeps no patient scope', async () => {
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs', username: 'amy', password: 'demo-password-3', consent: ['openid', 'fhirUser'] });
+    const { body } = await exchangeCode(server.issuer, launch, app);
+    assert.equal(body.scope, 'openid fhirUser');
+    assert.equal(body.patient, undefined);
+  });
+
+  it('treats Allow with nothing ticked as a denial', async () => {
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', consent: [] });
+    assert.equal(launch.error, 'access_denied');
+    assert.match(launch.redirect.searchParams.get('error_description')!, /granted none/);
+  });
+
+  it('refuses a consent form naming a patient the user may not open', async () => {
+    const browser = new Browser();
+    const url = `${server.issuer}/authorize?${new URLSearchParams({
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: 'launch/patient openid patient/*.rs', state: 's',
+      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    })}`;
+    const login = await browser.follow(url, server.issuer);
+    const uid = /\/interaction\/([^/?]+)/.exec(login.url)![1];
+    await browser.follow(`${server.issuer}/interaction/${uid}/login`, server.issuer, {
+      method: 'POST', body: form({ csrf: hiddenValue(await login.res.text(), 'csrf'), username: 'dr.jones', password: 'demo-password-2' }),
+    });
+    const consent = await (await browser.fetch(`${server.issuer}/interaction/${uid}?patient=pat-1`)).text();
+    const forged = await browser.fetch(`${server.issuer}/interaction/${uid}/consent`, {
+      method: 'POST', body: form({ csrf: hiddenValue(consent, 'csrf'), patient: 'pat-3', scope: ['openid', 'patient/*.rs'], decision: 'allow' }),
+    });
+    assert.equal(forged.status, 400);
+    assert.match(await forged.text(), /Choose one of the patients listed/);
+  });
+
   it('ignores scopes the consent page did not offer', async () => {
     const launch = await authorize({
       server, client: app, scope: 'launch/patient openid patient/Patient.rs',

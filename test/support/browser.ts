@@ -1,6 +1,6 @@
 // A real Chromium for end-to-end tests of the server-rendered authorization pages.
 import { existsSync } from 'node:fs';
-import { chromium, type Browser, type BrowserContext } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -23,14 +23,12 @@ export function launchChromium(): Promise<Browser> {
 }
 
 /**
- * Stands in for the app at `origin` (where nothing listens): answers every request with a small
- * page and records the URLs it was sent to.
+ * The URL the browser is sent to at the app's redirect_uri (where nothing listens). Call it before
+ * the click that leads there. This watches requests rather than using page.route(): the server
+ * reaches the app through a redirect, and Playwright's routing does not intercept redirected requests.
  */
-export async function fakeApp(context: BrowserContext, origin: string): Promise<URL[]> {
-  const hits: URL[] = [];
-  await context.route(`${origin}/**`, async (route) => {
-    hits.push(new URL(route.request().url()));
-    await route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>app</title><p>Back in the app.</p>' });
-  });
-  return hits;
+export function appRedirect(page: Page, redirectUri: string): Promise<URL> {
+  return page
+    .waitForRequest((r) => r.isNavigationRequest() && r.url().startsWith(redirectUri))
+    .then((r) => new URL(r.url()));
 }

@@ -4,9 +4,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
 import { addUser, disableUser, listUsers, UserError, type UserAttributes } from '../server/oidc/users.ts';
-import { addClient, ClientError, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
-import { createSigningKey, listSigningKeys, loadPrivateJwks } from '../server/oidc/keys.ts';
-import { createProvider } from '../server/oidc/provider.ts';
+import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
+import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
+import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
 import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
 import { createDemoStore } from '../server/fhir/demo-store.ts';
 import { storePatientDirectory } from '../server/fhir/patient-directory.ts';
@@ -80,11 +80,11 @@ const commands: Record<string, Command> = {
     },
   },
   'client add': {
-    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]...',
+    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--resource-server]',
     options: {
       ...json, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true }, 'launch-uri': { type: 'string' },
       public: { type: 'boolean' }, secret: { type: 'boolean' }, 'jwks-uri': { type: 'string' }, 'jwks-file': { type: 'string' },
-      scope: { type: 'string' }, 'grant-type': { type: 'string', multiple: true },
+      scope: { type: 'string' }, 'grant-type': { type: 'string', multiple: true }, 'resource-server': { type: 'boolean' },
     },
     async run({ values: v }, { db, config }) {
       if (!v.name) throw new UsageError('--name is required');
@@ -104,10 +104,11 @@ const commands: Record<string, Command> = {
         auths.push({ kind: 'jwks', jwks: jwks as { keys: object[] } });
       }
       if (auths.length !== 1) throw new UsageError('choose exactly one of --public, --secret, --jwks-uri, --jwks-file');
-      const provider = createProvider({ config, db, jwks: await loadPrivateJwks(db) });
+      const provider = await createToolProvider(config, db);
       const metadata = await addClient(db, provider, {
         name: String(v.name), redirectUris: strings(v['redirect-uri']), launchUri: v['launch-uri'] as string | undefined,
         auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
+        resourceServer: Boolean(v['resource-server']),
       });
       const out: Record<string, unknown> = { client_id: metadata.client_id };
       if (metadata.client_secret) out.client_secret = metadata.client_secret;
@@ -146,8 +147,7 @@ const commands: Record<string, Command> = {
         fhirContext: strings(v['fhir-context']),
       };
       const store = createDemoStore();
-      const provider = createProvider({ config, db, jwks: await loadPrivateJwks(db) });
-      const problem = await checkLaunchRequest({ patients: storePatientDirectory(store), store, provider }, request);
+      const problem = await checkLaunchRequest({ patients: storePatientDirectory(store), store, clientExists: (id) => clientExists(db, id) }, request);
       if (problem) throw new UsageError(problem);
       const launch = await mintLaunch(db, config, request);
       return { json: { launch, expires_in: config.launchTtl }, text: `launch: ${launch}  (single use, expires in ${config.launchTtl} s)` };
@@ -156,17 +156,37 @@ const commands: Record<string, Command> = {
   'keys list': {
     usage: 'keys list',
     options: json,
-    async run(_args, { db }) {
-      const keys = await listSigningKeys(db);
-      return { json: { keys }, text: keys.map((k, i) => `${k.kid}  ${k.alg}  ${new Date(k.createdAt * 1000).toISOString()}${i === 0 ? '  (signing)' : ''}`).join('\n') || 'no keys' };
+    async run(_args, { db, config }) {
+      await ensureSigningKeys(db, keyPolicy(config));
+      const keys = await listSigningKeys(db, keyPolicy(config));
+      const when = (t: number | null) => (t === null ? '-' : new Date(t * 1000).toISOString());
+      return {
+        json: { keys },
+        text: keys.map((k) => `${k.kid.padEnd(44)} ${k.alg.padEnd(6)} ${k.state.padEnd(8)} created ${when(k.createdAt)}  signs from ${when(k.activatesAt)}  unpublished ${when(k.unpublishAt)}`).join('\n'),
+      };
     },
   },
   'keys rotate': {
     usage: 'keys rotate',
     options: json,
-    async run(_args, { db }) {
-      const key = await createSigningKey(db);
-      return { json: { kid: key.kid, alg: key.alg }, text: `new signing key ${key.kid}; servers sign with it after their next start` };
+    async run(_args, { db, config }) {
+      await ensureSigningKeys(db, keyPolicy(config));
+      const keys = await rotateSigningKeys(db, keyPolicy(config));
+      return {
+        json: { keys },
+        text: keys.map((k) => `new ${k.alg} key ${k.kid}: published now, signs from ${new Date(k.activatesAt * 1000).toISOString()}`).join('\n'),
+      };
+    },
+  },
+  'registration token': {
+    usage: 'registration token [--ttl <seconds>]   (an initial access token for POST /register when REGISTRATION=token)',
+    options: { ...json, ttl: { type: 'string' } },
+    async run({ values: v }, { db, config }) {
+      const ttl = v.ttl === undefined ? 86400 : Number(v.ttl);
+      if (!Number.isInteger(ttl) || ttl < 60) throw new UsageError('--ttl is a number of seconds, at least 60');
+      const provider = await createToolProvider(config, db);
+      const token = await new provider.InitialAccessToken({ expiresIn: ttl }).save();
+      return { json: { initial_access_token: token, expires_in: ttl }, text: `initial access token (valid ${ttl} s): ${token}` };
     },
   },
 };

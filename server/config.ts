@@ -12,6 +12,12 @@ export interface Config {
   databaseUrl: string;
   fhirUpstreamUrl: string | undefined;
   cookieSecrets: string[];
+  keyEncryptionSecret: string;
+  accessTokenAlg: 'ES256' | 'RS256' | 'ES384';
+  keyRotationDelay: number;
+  keyRefreshInterval: number;
+  /** `open`: anyone may register a client at /register; `token`: an initial access token is required. */
+  registration: 'open' | 'token';
   accessTokenTtl: number;
   backendTokenTtl: number;
   refreshTokenTtl: number;
@@ -23,8 +29,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** The development cookie secret; production refuses to start with it. */
+/** The development secrets; production refuses to start with them. */
 export const DEV_COOKIE_SECRET = 'smart-auth-development-cookie-secret-change-me';
+export const DEV_KEY_ENCRYPTION_SECRET = 'smart-auth-development-key-encryption-secret';
 
 type Env = Record<string, string | undefined>;
 
@@ -85,6 +92,13 @@ export function loadConfig(env: Env = process.env): Config {
   if (cookieSecrets.some((s) => s.length < 32)) throw new ConfigError('COOKIE_SECRETS: each secret must be at least 32 characters');
 
 
+  const keyEncryptionSecret = env.KEY_ENCRYPTION_SECRET || DEV_KEY_ENCRYPTION_SECRET;
+  if (keyEncryptionSecret.length < 32) throw new ConfigError('KEY_ENCRYPTION_SECRET must be at least 32 characters');
+  const accessTokenAlg = (env.ACCESS_TOKEN_ALG || 'ES256') as Config['accessTokenAlg'];
+  if (!['ES256', 'RS256', 'ES384'].includes(accessTokenAlg)) throw new ConfigError(`ACCESS_TOKEN_ALG must be ES256, RS256 or ES384, got "${accessTokenAlg}"`);
+  const registration = (env.REGISTRATION || (production ? 'token' : 'open')) as Config['registration'];
+  if (!['open', 'token'].includes(registration)) throw new ConfigError(`REGISTRATION must be open or token, got "${registration}"`);
+
   const config: Config = {
     production,
     demo,
@@ -95,6 +109,11 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     fhirUpstreamUrl,
     cookieSecrets,
+    keyEncryptionSecret,
+    accessTokenAlg,
+    keyRotationDelay: integer(env, 'KEY_ROTATION_DELAY', 3600, 0, 30 * 86400),
+    keyRefreshInterval: integer(env, 'KEY_REFRESH_INTERVAL', 30, 1, 3600),
+    registration,
     accessTokenTtl: integer(env, 'ACCESS_TOKEN_TTL', 3600, 60, 86400),
     // SMART Backend Services: tokens SHOULD NOT live longer than five minutes.
     backendTokenTtl: integer(env, 'BACKEND_TOKEN_TTL', 300, 30, 300),
@@ -111,6 +130,7 @@ function assertProductionSafe(config: Config, issuerUrl: URL): void {
   const problems: string[] = [];
   if (config.demo) problems.push('DEMO must be off (demo accounts and the demo launcher are for development only)');
   if (config.cookieSecrets.includes(DEV_COOKIE_SECRET)) problems.push('COOKIE_SECRETS must be set to your own secret(s)');
+  if (config.keyEncryptionSecret === DEV_KEY_ENCRYPTION_SECRET) problems.push('KEY_ENCRYPTION_SECRET must be set: it encrypts the signing keys in the database');
   if (issuerUrl.protocol !== 'https:' && !isLoopback(issuerUrl.hostname)) problems.push('ISSUER must be an https URL');
   if (problems.length) throw new ConfigError(`refusing to start with NODE_ENV=production:\n  - ${problems.join('\n  - ')}`);
 }

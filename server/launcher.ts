@@ -2,8 +2,8 @@
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
-import type Provider from 'oidc-provider';
 import type { Config } from './config.ts';
+import type { ProviderHost } from './oidc/provider-host.ts';
 import type { Db } from './db.ts';
 import { csrfToken, validCsrf } from './csrf.ts';
 import { renderPage } from './views.ts';
@@ -18,7 +18,7 @@ import { findUser, mayAccessPatient } from './oidc/users.ts';
 export interface LauncherDeps {
   config: Config;
   db: Db;
-  provider: Provider;
+  host: ProviderHost;
   patients: PatientDirectory;
   store: DemoStore;
   verifyAccessToken(token: string): Promise<AccessTokenClaims>;
@@ -32,7 +32,7 @@ export interface LaunchRequest {
 }
 
 /** Checks a launch request against the data; returns an error message or undefined. */
-export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients' | 'store' | 'provider'>, request: LaunchRequest): Promise<string | undefined> {
+export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients' | 'store'> & { clientExists(clientId: string): Promise<boolean> }, request: LaunchRequest): Promise<string | undefined> {
   if (!request.patient || !(await deps.patients.get(request.patient))) return `patient ${request.patient ?? ''} is not known`;
   if (request.encounter) {
     const encounter = deps.store.read('Encounter', request.encounter);
@@ -40,7 +40,7 @@ export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients' | '
     if (!encounter) return `encounter ${request.encounter} is not known`;
     if (subject !== `Patient/${request.patient}`) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
   }
-  if (request.clientId && !(await deps.provider.Client.find(request.clientId))) return `client ${request.clientId} is not registered`;
+  if (request.clientId && !(await deps.clientExists(request.clientId))) return `client ${request.clientId} is not registered`;
   for (const reference of request.fhirContext ?? []) {
     const problem = checkFhirContextReference(reference);
     if (problem) return problem;
@@ -68,7 +68,8 @@ async function mayLaunchFor(db: Db, token: AccessTokenClaims, patient: string): 
 }
 
 export function launcherRoutes(deps: LauncherDeps): Router {
-  const { config, db, provider, patients, store } = deps;
+  const { config, db, host, patients, store } = deps;
+  const clientExists = async (clientId: string) => Boolean(await host.provider.Client.find(clientId));
   const router = new Router();
   const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
 
@@ -95,7 +96,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
       clientId: typeof input.client_id === 'string' && input.client_id ? input.client_id : undefined,
       fhirContext: Array.isArray(input.fhirContext) ? input.fhirContext.map(String) : undefined,
     };
-    const problem = await checkLaunchRequest(deps, request);
+    const problem = await checkLaunchRequest({ patients, store, clientExists }, request);
     if (problem) {
       ctx.status = 400;
       ctx.body = { error: 'invalid_request', error_description: problem };
@@ -142,7 +143,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
     const apps = await launchableApps();
     const app = apps.find((a) => a.clientId === input.client_id);
     const request: LaunchRequest = { patient: input.patient, encounter: input.encounter || undefined, clientId: input.client_id };
-    const problem = app ? await checkLaunchRequest(deps, request) : 'choose a registered app with a launch URL';
+    const problem = app ? await checkLaunchRequest({ patients, store, clientExists }, request) : 'choose a registered app with a launch URL';
     if (problem || !app) return showLauncher(ctx, problem, 400);
     const target = new URL(app.launchUri);
     target.searchParams.set('iss', config.fhirBase);

@@ -3,6 +3,7 @@ import { ConfigError, loadConfig } from './config.ts';
 import { migrate, openDatabase } from './db.ts';
 import { hasDemoAccounts } from '../db/seed.ts';
 import { startServer } from './app.ts';
+import { KeyEncryptionError } from './oidc/keys.ts';
 
 async function main() {
   const config = loadConfig();
@@ -25,7 +26,7 @@ async function main() {
 }
 
 main().catch((err) => {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof KeyEncryptionError) {
     console.error(`smart-auth: ${err.message}`);
   } else {
     console.error('smart-auth failed to start:', err);

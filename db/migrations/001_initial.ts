@@ -10,9 +10,23 @@ export async function up(db: Knex): Promise<void> {
     t.string('grant_id', 255).index();
     t.string('uid', 255).index();
     t.string('user_code', 255).index();
+    t.string('account_id', 255).index(); // Grants: whose they are (the apps a user granted)
     t.bigInteger('expires_at').index();
     t.bigInteger('consumed_at');
     t.primary(['model', 'id']);
+  });
+
+  // Access tokens are JWTs that are not stored: revoking one puts its jti here until it expires.
+  await db.schema.createTable('revoked_tokens', (t) => {
+    t.string('jti', 255).primary();
+    t.bigInteger('expires_at').notNullable().index();
+  });
+
+  // Which grant an access token came from, so revoking the grant makes its access tokens inactive.
+  await db.schema.createTable('token_grants', (t) => {
+    t.string('jti', 255).primary();
+    t.string('grant_id', 255).notNullable().index();
+    t.bigInteger('expires_at').notNullable().index();
   });
 
   await db.schema.createTable('users', (t) => {
@@ -29,8 +43,9 @@ export async function up(db: Knex): Promise<void> {
   await db.schema.createTable('signing_keys', (t) => {
     t.string('kid', 64).primary();
     t.string('alg', 16).notNullable();
-    t.text('private_jwk').notNullable();
+    t.text('private_jwk').notNullable(); // encrypted: see server/oidc/keys.ts
     t.bigInteger('created_at').notNullable();
+    t.bigInteger('activates_at').notNullable();
     t.bigInteger('retired_at');
   });
 
@@ -54,7 +69,7 @@ export async function up(db: Knex): Promise<void> {
 }
 
 export async function down(db: Knex): Promise<void> {
-  for (const table of ['ehr_launches', 'launch_contexts', 'signing_keys', 'users', 'oidc_payloads']) {
+  for (const table of ['token_grants', 'revoked_tokens', 'ehr_launches', 'launch_contexts', 'signing_keys', 'users', 'oidc_payloads']) {
     await db.schema.dropTableIfExists(table);
   }
 }

@@ -2,9 +2,9 @@
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
-import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Config } from '../config.ts';
+import type { ProviderHost } from '../oidc/provider-host.ts';
 import type { Db } from '../db.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import { renderPage } from '../views.ts';
@@ -20,17 +20,17 @@ import { allowedScopeOf } from '../oidc/clients.ts';
 export interface InteractionDeps {
   config: Config;
   db: Db;
-  provider: Provider;
+  host: ProviderHost;
   patients: PatientDirectory;
 }
 
-type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
 
 const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 const LOGIN_FAILED = 'The username or password is not correct.';
 const OIDC = new Set<string>(OIDC_SCOPES);
 
-export function interactionRoutes({ config, db, provider, patients }: InteractionDeps): Router {
+export function interactionRoutes({ config, db, host, patients }: InteractionDeps): Router {
   const router = new Router();
 
   async function page(ctx: Context, view: string, data: Record<string, unknown>, status = 200) {
@@ -41,7 +41,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
   }
 
   async function clientName(details: Details): Promise<string> {
-    const client = await provider.Client.find(String(details.params.client_id));
+    const client = await host.provider.Client.find(String(details.params.client_id));
     return client?.clientName ?? String(details.params.client_id);
   }
 
@@ -51,7 +51,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
   }
 
   async function choicesFor(details: Details, user: User): Promise<ConsentChoices> {
-    const client = await provider.Client.find(String(details.params.client_id));
+    const client = await host.provider.Client.find(String(details.params.client_id));
     const scope = grantableScope({
       requested: [String(details.params.scope ?? '')],
       allowed: client && allowedScopeOf(client),
@@ -92,7 +92,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
   }
 
   router.get('/interaction/:uid', async (ctx) => {
-    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const details = await host.provider.interactionDetails(ctx.req, ctx.res);
     if (details.prompt.name === 'login') return renderLogin(ctx, details);
 
     const user = await findUser(db, String(details.session?.accountId));
@@ -117,7 +117,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
   });
 
   router.post('/interaction/:uid/login', formBody, async (ctx) => {
-    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const details = await host.provider.interactionDetails(ctx.req, ctx.res);
     const body = ctx.request.body as Record<string, unknown>;
     if (details.prompt.name !== 'login') throw new errors.InvalidRequest('this step is not a login');
     if (!validCsrf(ctx, body.csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
@@ -125,17 +125,17 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
     const password = typeof body.password === 'string' ? body.password : '';
     const user = username && password ? await authenticate(db, username, password) : undefined;
     if (!user) return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
-    await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
+    await host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
   });
 
   router.post('/interaction/:uid/consent', formBody, async (ctx) => {
-    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const details = await host.provider.interactionDetails(ctx.req, ctx.res);
     const body = ctx.request.body as Record<string, unknown>;
     if (details.prompt.name !== 'consent') throw new errors.InvalidRequest('this step is not a consent');
     if (!validCsrf(ctx, body.csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
 
     if (body.decision !== 'allow') {
-      await provider.interactionFinished(ctx.req, ctx.res,
+      await host.provider.interactionFinished(ctx.req, ctx.res,
         { error: 'access_denied', error_description: 'The user denied the authorization request' },
         { mergeWithLastSubmission: false });
       return;
@@ -146,7 +146,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
     const choices = await choicesFor(details, user);
     const granted = grantedFromForm(choices, body.scope);
     if (granted.length === 0) {
-      await provider.interactionFinished(ctx.req, ctx.res,
+      await host.provider.interactionFinished(ctx.req, ctx.res,
         { error: 'access_denied', error_description: 'The user granted none of the requested access' },
         { mergeWithLastSubmission: false });
       return;
@@ -167,7 +167,7 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
     await details.save(details.exp - Math.floor(Date.now() / 1000));
 
     const aud = String(details.params.resource ?? details.params.aud);
-    const grant = new provider.Grant({ accountId: user.id, clientId: String(details.params.client_id) });
+    const grant = new host.provider.Grant({ accountId: user.id, clientId: String(details.params.client_id) });
     const oidcScopes = granted.filter((s) => OIDC.has(s));
     if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
     if (granted.length) grant.addResourceScope(aud, granted.join(' '));
@@ -183,12 +183,12 @@ export function interactionRoutes({ config, db, provider, patients }: Interactio
       tenant: config.tenant,
     }), config.refreshTokenTtl);
 
-    await provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    await host.provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   });
 
   router.get('/interaction/:uid/abort', async (ctx) => {
-    await provider.interactionDetails(ctx.req, ctx.res);
-    await provider.interactionFinished(ctx.req, ctx.res,
+    await host.provider.interactionDetails(ctx.req, ctx.res);
+    await host.provider.interactionFinished(ctx.req, ctx.res,
       { error: 'access_denied', error_description: 'The user cancelled the authorization request' },
       { mergeWithLastSubmission: false });
   });

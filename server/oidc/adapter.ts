@@ -29,6 +29,7 @@ export function knexAdapterFactory(db: Db) {
         grant_id: payload.grantId ?? null,
         uid: payload.uid ?? null,
         user_code: payload.userCode ?? null,
+        account_id: this.model === 'Grant' ? (payload.accountId ?? null) : null,
         expires_at: expiresIn ? nowSeconds() + expiresIn : null,
       };
       if (this.model === 'ReplayDetection') {

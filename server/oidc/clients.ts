@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
+import { deleteLaunchContext } from './launch-store.ts';
 
 export type ClientAuth =
   | { kind: 'public' }
@@ -19,11 +20,15 @@ export interface NewClient {
   /** The SMART scopes the client may be granted (patterns); undefined: the server default. */
   scope?: string;
   grantTypes?: string[];
+  /** May introspect any token (a FHIR resource server). */
+  resourceServer?: boolean;
 }
 
 /** The SMART scopes a client may be granted, as registered (oidc-provider keeps custom metadata under its own name). */
 export function allowedScopeOf(client: object): string | undefined {
-  return (client as { smart_scope?: string }).smart_scope;
+  const { smart_scope: scope, resource_server: resourceServer } = client as { smart_scope?: string; resource_server?: boolean };
+  // A resource server may always ask for a token to introspect with.
+  return resourceServer ? [scope, 'introspect'].filter(Boolean).join(' ') : scope;
 }
 
 export class ClientError extends Error {
@@ -34,10 +39,15 @@ const AUTH_METHODS = { public: 'none', secret: 'client_secret_basic', 'jwks-uri'
 
 const slug = (name: string) => name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'client';
 
+/** A redirect URI means an app; a resource server or a key-only client means client_credentials. */
+function defaultGrantTypes(input: NewClient): string[] {
+  if (input.redirectUris.length) return ['authorization_code'];
+  if (input.resourceServer) return input.auth.kind === 'public' ? [] : ['client_credentials'];
+  return input.auth.kind === 'public' || input.auth.kind === 'secret' ? ['authorization_code'] : ['client_credentials'];
+}
+
 export function clientMetadata(input: NewClient): ClientMetadata {
-  const grantTypes = new Set(input.grantTypes?.length
-    ? input.grantTypes
-    : input.redirectUris.length || input.auth.kind === 'public' || input.auth.kind === 'secret' ? ['authorization_code'] : ['client_credentials']);
+  const grantTypes = new Set(input.grantTypes?.length ? input.grantTypes : defaultGrantTypes(input));
   for (const type of grantTypes) {
     if (!['authorization_code', 'client_credentials', 'refresh_token'].includes(type)) throw new ClientError(`grant type ${type} is not supported`);
   }
@@ -58,6 +68,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
   if (input.auth.kind === 'jwks') metadata.jwks = input.auth.jwks as ClientMetadata['jwks'];
   if (input.launchUri) metadata.launch_uri = input.launchUri;
   if (input.scope !== undefined) metadata.smart_scope = input.scope;
+  if (input.resourceServer) metadata.resource_server = true;
   return metadata;
 }
 
@@ -74,6 +85,10 @@ export async function addClient(db: Db, provider: Provider, input: NewClient): P
   return metadata;
 }
 
+export async function clientExists(db: Db, clientId: string): Promise<boolean> {
+  return Boolean(await db('oidc_payloads').where({ model: 'Client', id: clientId }).first('id'));
+}
+
 export async function listClients(db: Db): Promise<ClientMetadata[]> {
   const rows: { payload: string }[] = await db('oidc_payloads').where('model', 'Client').orderBy('id').select('payload');
   return rows.map((r) => JSON.parse(r.payload) as ClientMetadata);
@@ -82,4 +97,64 @@ export async function listClients(db: Db): Promise<ClientMetadata[]> {
 export async function removeClient(db: Db, clientId: string): Promise<boolean> {
   // Its codes and refresh tokens stop working with it: oidc-provider finds no client for them.
   return (await db('oidc_payloads').where({ model: 'Client', id: clientId }).delete()) > 0;
+}
+
+/** What updateClient may change; `undefined` (or '') removes an optional field. */
+export interface ClientChanges {
+  redirect_uris?: string[];
+  launch_uri?: string | undefined;
+  jwks_uri?: string | undefined;
+  [key: string]: unknown;
+}
+
+/** The stored metadata of one client, or undefined. */
+export async function findClientMetadata(db: Db, clientId: string): Promise<ClientMetadata | undefined> {
+  const row: { payload: string } | undefined = await db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload');
+  return row ? (JSON.parse(row.payload) as ClientMetadata) : undefined;
+}
+
+/**
+ * Changes some of a client's metadata and keeps everything else (client_secret included), after
+ * checking the result with oidc-provider's own validation and the SMART rules. A running server
+ * uses the new metadata at once (oidc-provider caches clients by the hash of their metadata).
+ */
+export async function updateClient(db: Db, provider: Provider, clientId: string, changes: ClientChanges): Promise<ClientMetadata> {
+  const current = await findClientMetadata(db, clientId);
+  if (!current) throw new ClientError(`client ${clientId} is not registered`);
+  const next: Record<string, unknown> = { ...current };
+  for (const [key, value] of Object.entries(changes)) {
+    if (key === 'client_id' || key === 'client_secret') continue; // never changed here
+    if (value === undefined || value === '') delete next[key];
+    else next[key] = value;
+  }
+  try {
+    await provider.Client.validate(next as ClientMetadata);
+  } catch (err) {
+    const e = err as { error_description?: string; message: string };
+    throw new ClientError(e.error_description ?? e.message);
+  }
+  const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId }).update({ payload: JSON.stringify(next) });
+  if (!updated) throw new ClientError(`client ${clientId} is not registered`);
+  return next as ClientMetadata;
+}
+
+/**
+ * Revokes every grant issued to a client (its refresh tokens, codes, and, through the grant, its
+ * access tokens at introspection and the bundled FHIR server). For a client being removed.
+ * Returns the number of grants revoked.
+ */
+export async function revokeClientGrants(db: Db, clientId: string): Promise<number> {
+  // Grants have no client column: narrow with LIKE (a `_` in the id only widens the match),
+  // then compare the parsed clientId exactly.
+  const query = db('oidc_payloads').where('model', 'Grant');
+  if (/^[\w.-]+$/.test(clientId)) query.andWhere('payload', 'like', `%${clientId}%`);
+  const rows: { id: string; payload: string }[] = await query.select('id', 'payload');
+  const grantIds = rows.filter((r) => (JSON.parse(r.payload) as { clientId?: string }).clientId === clientId).map((r) => r.id);
+  for (let i = 0; i < grantIds.length; i += 200) {
+    const chunk = grantIds.slice(i, i + 200);
+    await db('oidc_payloads').whereIn('model', ['RefreshToken', 'AuthorizationCode', 'AccessToken']).whereIn('grant_id', chunk).delete();
+    await db('oidc_payloads').where('model', 'Grant').whereIn('id', chunk).delete();
+    for (const grantId of chunk) await deleteLaunchContext(db, grantId);
+  }
+  return grantIds.length;
 }

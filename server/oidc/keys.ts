@@ -1,37 +1,184 @@
-// Signing keys: generated on first start, stored in the database, newest first.
-// oidc-provider signs with the first key that fits the algorithm, so the newest
-// key signs and older, unretired keys stay published for verification.
-import { randomUUID } from 'node:crypto';
+// Signing keys: stored in the database with their private parts encrypted, rotated with a delay.
+//
+// A key's life: created (published in /jwks at once) -> signs from `activates_at` -> stops signing
+// when its successor activates (`retired_at`) -> stays published until every token it signed has
+// expired (`retired_at` + the longest token lifetime) -> dropped from /jwks.
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID, scryptSync } from 'node:crypto';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 
-/** RS256: SMART requires RS256 id_tokens, and every resource server can verify it. */
-const ALG = 'RS256';
+export type SigningAlg = 'RS256' | 'ES256' | 'ES384';
 
-export interface SigningKey {
+export interface KeyPolicy {
+  /** Algorithms the server signs with: access tokens' and RS256 for id tokens (SMART requires RS256). */
+  algs: readonly SigningAlg[];
+  /** Seconds between `keys rotate` and the new key signing; resource servers fetch it meanwhile. */
+  rotationDelay: number;
+  /** The longest lifetime of a token signed by a key: how long a retired key stays published. */
+  maxTokenLifetime: number;
+  /** Encrypts the private parts at rest. */
+  encryptionSecret: string;
+}
+
+export type KeyState = 'pending' | 'signing' | 'retiring' | 'expired';
+
+export interface SigningKeyInfo {
   kid: string;
-  alg: string;
+  alg: SigningAlg;
+  state: KeyState;
   createdAt: number;
+  activatesAt: number;
+  retiredAt: number | null;
+  /** When it leaves /jwks; null while it may still sign. */
+  unpublishAt: number | null;
 }
 
-export async function createSigningKey(db: Db): Promise<SigningKey> {
-  const { privateKey } = await generateKeyPair(ALG, { modulusLength: 2048, extractable: true });
-  const kid = `${ALG.toLowerCase()}-${randomUUID()}`;
-  const jwk = { ...(await exportJWK(privateKey)), kid, alg: ALG, use: 'sig' };
-  const createdAt = nowSeconds();
-  await db('signing_keys').insert({ kid, alg: ALG, private_jwk: JSON.stringify(jwk), created_at: createdAt });
-  return { kid, alg: ALG, createdAt };
+interface KeyRow {
+  kid: string;
+  alg: SigningAlg;
+  private_jwk: string;
+  created_at: number | string;
+  activates_at: number | string;
+  retired_at: number | string | null;
 }
 
-export async function listSigningKeys(db: Db): Promise<SigningKey[]> {
-  const rows = await db('signing_keys').whereNull('retired_at').orderBy('created_at', 'desc').orderBy('kid');
-  return rows.map((r) => ({ kid: r.kid, alg: r.alg, createdAt: Number(r.created_at) }));
+export class KeyEncryptionError extends Error {
+  override name = 'KeyEncryptionError';
 }
 
-/** The private JWKS for oidc-provider; creates the first key when there is none. */
-export async function loadPrivateJwks(db: Db): Promise<{ keys: JWK[] }> {
-  if ((await listSigningKeys(db)).length === 0) await createSigningKey(db);
-  const rows = await db('signing_keys').whereNull('retired_at').orderBy('created_at', 'desc').orderBy('kid');
-  return { keys: rows.map((r) => JSON.parse(r.private_jwk) as JWK) };
+// --- encryption at rest: AES-256-GCM, the kid as additional data so a ciphertext cannot be moved to another row.
+
+const derived = new Map<string, Buffer>();
+function encryptionKey(secret: string): Buffer {
+  let key = derived.get(secret);
+  if (!key) {
+    key = scryptSync(secret, 'smart-auth/signing-keys/v1', 32);
+    derived.set(secret, key);
+  }
+  return key;
+}
+
+export function encryptJwk(jwk: JWK, kid: string, secret: string): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', encryptionKey(secret), iv);
+  cipher.setAAD(Buffer.from(kid));
+  const data = Buffer.concat([cipher.update(JSON.stringify(jwk)), cipher.final()]);
+  return ['v1', iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), data.toString('base64url')].join('.');
+}
+
+export function decryptJwk(stored: string, kid: string, secret: string): JWK {
+  const [version, iv, tag, data] = stored.split('.');
+  if (version !== 'v1' || !iv || !tag || !data) throw new KeyEncryptionError(`signing key ${kid} is not in the encrypted format`);
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', encryptionKey(secret), Buffer.from(iv, 'base64url'));
+    decipher.setAAD(Buffer.from(kid));
+    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    return JSON.parse(Buffer.concat([decipher.update(Buffer.from(data, 'base64url')), decipher.final()]).toString()) as JWK;
+  } catch {
+    throw new KeyEncryptionError(`cannot decrypt signing key ${kid}: KEY_ENCRYPTION_SECRET is not the one it was stored with`);
+  }
+}
+
+// --- the rules: pure.
+
+export function keyState(row: Pick<KeyRow, 'activates_at' | 'retired_at'>, now: number, maxTokenLifetime: number): KeyState {
+  const retiredAt = row.retired_at === null ? null : Number(row.retired_at);
+  if (retiredAt !== null && retiredAt <= now) return retiredAt + maxTokenLifetime > now ? 'retiring' : 'expired';
+  return Number(row.activates_at) <= now ? 'signing' : 'pending';
+}
+
+function describe(row: KeyRow, now: number, maxTokenLifetime: number): SigningKeyInfo {
+  const retiredAt = row.retired_at === null ? null : Number(row.retired_at);
+  return {
+    kid: row.kid,
+    alg: row.alg,
+    state: keyState(row, now, maxTokenLifetime),
+    createdAt: Number(row.created_at),
+    activatesAt: Number(row.activates_at),
+    retiredAt,
+    unpublishAt: retiredAt === null ? null : retiredAt + maxTokenLifetime,
+  };
+}
+
+/** Newest first; per algorithm the signing key comes before every other, since oidc-provider signs with the first fit. */
+function byPreference(a: SigningKeyInfo, b: SigningKeyInfo): number {
+  const rank = (k: SigningKeyInfo) => (k.state === 'signing' ? 0 : 1);
+  return rank(a) - rank(b) || b.activatesAt - a.activatesAt || a.kid.localeCompare(b.kid);
+}
+
+// --- storage.
+
+async function rows(db: Db): Promise<KeyRow[]> {
+  return db('signing_keys').select('kid', 'alg', 'private_jwk', 'created_at', 'activates_at', 'retired_at');
+}
+
+export async function listSigningKeys(db: Db, policy: Pick<KeyPolicy, 'maxTokenLifetime'>, now = nowSeconds()): Promise<SigningKeyInfo[]> {
+  return (await rows(db)).map((r) => describe(r, now, policy.maxTokenLifetime)).sort(byPreference);
+}
+
+async function insertKey(db: Db, alg: SigningAlg, activatesAt: number, secret: string): Promise<SigningKeyInfo> {
+  const { privateKey } = await generateKeyPair(alg, { modulusLength: 2048, extractable: true });
+  const kid = `${alg.toLowerCase()}-${randomUUID()}`;
+  const jwk = { ...(await exportJWK(privateKey)), kid, alg, use: 'sig' };
+  const now = nowSeconds();
+  const row = { kid, alg, private_jwk: encryptJwk(jwk, kid, secret), created_at: now, activates_at: activatesAt, retired_at: null };
+  await db('signing_keys').insert(row);
+  return describe(row, now, 0);
+}
+
+/**
+ * Adds a key for every algorithm in use, signing after the rotation delay; the keys it replaces
+ * stop signing at that moment and stay published until their tokens have expired.
+ */
+export async function rotateSigningKeys(db: Db, policy: KeyPolicy): Promise<SigningKeyInfo[]> {
+  const activatesAt = nowSeconds() + policy.rotationDelay;
+  const added: SigningKeyInfo[] = [];
+  for (const alg of new Set(policy.algs)) {
+    await db.transaction(async (trx) => {
+      await trx('signing_keys').where('alg', alg).whereNull('retired_at').update({ retired_at: activatesAt });
+      added.push(await insertKey(trx, alg, activatesAt, policy.encryptionSecret));
+    });
+  }
+  return added;
+}
+
+/** Creates a signing key, active at once, for each algorithm that has none yet (the first start). */
+export async function ensureSigningKeys(db: Db, policy: KeyPolicy): Promise<void> {
+  const now = nowSeconds();
+  const live = await listSigningKeys(db, policy, now);
+  for (const alg of new Set(policy.algs)) {
+    if (!live.some((k) => k.alg === alg && (k.state === 'signing' || k.state === 'pending'))) await insertKey(db, alg, now, policy.encryptionSecret);
+  }
+}
+
+export interface KeyRing {
+  /** Changes whenever the published set or the signing order changes. */
+  version: string;
+  /** Private JWKs for oidc-provider, signing keys first per algorithm. */
+  privateJwks: { keys: JWK[] };
+  /** What /jwks publishes and what verifiers use. */
+  publicJwks: { keys: JWK[] };
+  /** The next moment the ring changes by itself (a key activates or leaves /jwks). */
+  nextChangeAt: number | null;
+}
+
+const PUBLIC_MEMBERS = ['kty', 'kid', 'alg', 'use', 'n', 'e', 'crv', 'x', 'y'] as const;
+
+export function publicJwk(jwk: JWK): JWK {
+  return Object.fromEntries(PUBLIC_MEMBERS.filter((m) => jwk[m] !== undefined).map((m) => [m, jwk[m]])) as JWK;
+}
+
+export async function loadKeyRing(db: Db, policy: KeyPolicy, now = nowSeconds()): Promise<KeyRing> {
+  const all = await rows(db);
+  const byKid = new Map(all.map((r) => [r.kid, r]));
+  const infos = all.map((r) => describe(r, now, policy.maxTokenLifetime)).filter((k) => k.state !== 'expired').sort(byPreference);
+  const privateKeys = infos.map((k) => decryptJwk(byKid.get(k.kid)!.private_jwk, k.kid, policy.encryptionSecret));
+  const upcoming = infos.flatMap((k) => (k.unpublishAt === null ? [k.activatesAt] : [k.activatesAt, k.unpublishAt])).filter((t) => t > now);
+  return {
+    version: infos.map((k) => `${k.kid}:${k.state}`).join(','),
+    privateJwks: { keys: privateKeys },
+    publicJwks: { keys: privateKeys.map(publicJwk) },
+    nextChangeAt: upcoming.length ? Math.min(...upcoming) : null,
+  };
 }

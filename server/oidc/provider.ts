@@ -1,7 +1,7 @@
 // node-oidc-provider configured as a SMART App Launch 2.2 authorization server.
 // ../shared/reference/oidc-provider-notes.md explains each hook and why it is needed.
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
-import type { JWK } from 'jose';
+import { createLocalJWKSet, decodeJwt, type JWK } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
@@ -10,6 +10,12 @@ import { deleteLaunchContext, findEhrLaunch, findLaunchContext } from './launch-
 import { grantableScope, isSmartScopeString, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
 import { allowedScopeOf } from './clients.ts';
+import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
+import { isResourceServer, jwtTokenEndpoints } from './introspection.ts';
+import { recordTokenGrant } from './revocation.ts';
+import { publicJwk } from './keys.ts';
+import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
+import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
 
 export interface ProviderDeps {
@@ -35,8 +41,30 @@ function rawRequestedScope(ctx: KoaContextWithOIDC): string {
   return raw;
 }
 
+/** IHE IUA attributes of a backend service, from the hl7-b2b extension of its (verified) client assertion. */
+function backendServiceClaims(ctx: KoaContextWithOIDC): Record<string, unknown> | undefined {
+  const assertion = ctx.oidc.params?.client_assertion;
+  if (ctx.oidc.params?.grant_type !== 'client_credentials' || typeof assertion !== 'string') return undefined;
+  const b2b = (decodeJwt(assertion).extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
+  return b2b === undefined ? undefined : { extensions: { ihe_iua: iuaFromHl7B2b(b2b) } };
+}
+
+const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
+
+/** RFC 7591 says `scope`; the client keeps its SMART scopes as `smart_scope` (see extraClientMetadata). */
+async function scopeInRegistrationResponses(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
+  await next();
+  const body = ctx.body as Record<string, unknown> | undefined;
+  if (!REGISTRATION_ROUTES.has(ctx.oidc?.route ?? '') || !body || typeof body !== 'object' || !('smart_scope' in body)) return;
+  const { smart_scope: scope, ...rest } = body;
+  ctx.body = { ...rest, scope };
+}
+
 export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
+  // Outside production, apps and backend services on this machine may publish their keys on http://localhost.
+  const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
   const configuration: Configuration = {
+    fetch: clientJwks.fetch as Configuration['fetch'],
     adapter: knexAdapterFactory(db),
     jwks,
     cookies: {
@@ -70,15 +98,10 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
     extraClientMetadata: {
       // SMART scopes are not OIDC scopes: oidc-provider would refuse them in `scope`,
       // so a client's allowed SMART scopes live in `smart_scope`.
-      properties: ['smart_scope', 'launch_uri'],
-      validator(_ctx, key, value) {
-        if (value === undefined) return;
-        if (key === 'smart_scope' && (typeof value !== 'string' || !isSmartScopeString(value))) {
-          throw new errors.InvalidClientMetadata('scope must be a space-separated list of SMART scopes');
-        }
-        if (key === 'launch_uri' && (typeof value !== 'string' || !URL.canParse(value))) {
-          throw new errors.InvalidClientMetadata('launch_uri must be an absolute URL');
-        }
+      properties: [...CUSTOM_CLIENT_METADATA],
+      validator(_ctx, key, _value, metadata) {
+        // Called once per custom property; the checks span the whole metadata, so run them once.
+        if (key === CUSTOM_CLIENT_METADATA[0]) checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
       },
     },
     responseTypes: ['code'],
@@ -86,8 +109,15 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
+      // Who may see which token is decided after authentication, in introspection.ts.
+      introspection: { enabled: true, allowedPolicy: async () => true },
+      revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => client.clientId === token.clientId },
+      registration: {
+        enabled: true,
+        initialAccessToken: config.registration === 'token',
+        issueRegistrationAccessToken: true,
+      },
+      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       resourceIndicators: {
@@ -104,20 +134,22 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
           const audience = fhirAudience(config, resource);
           if (!audience) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
           const backend = ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials';
+          const scope = grantableScope({
+            requested: [
+              ctx.oidc.params?.scope as string | undefined,
+              ctx.oidc.entities.AuthorizationCode?.scope,
+              ctx.oidc.entities.RefreshToken?.scope,
+            ],
+            allowed: allowedScopeOf(client),
+            backend,
+          });
+          if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
           return {
-            scope: grantableScope({
-              requested: [
-                ctx.oidc.params?.scope as string | undefined,
-                ctx.oidc.entities.AuthorizationCode?.scope,
-                ctx.oidc.entities.RefreshToken?.scope,
-              ],
-              allowed: allowedScopeOf(client),
-              backend,
-            }),
+            scope,
             audience,
             accessTokenFormat: 'jwt',
             accessTokenTTL: backend ? config.backendTokenTtl : config.accessTokenTtl,
-            jwt: { sign: { alg: 'RS256' } },
+            jwt: { sign: { alg: config.accessTokenAlg } },
           };
         },
       },
@@ -168,9 +200,10 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
         },
       };
     },
-    async extraTokenClaims(_ctx, token) {
+    async extraTokenClaims(ctx, token) {
       const grantId = (token as { grantId?: string }).grantId;
-      if (!grantId) return undefined;
+      if (!grantId) return backendServiceClaims(ctx);
+      await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + config.accessTokenTtl);
       const context = await findLaunchContext(db, grantId);
       const account = (token as { accountId?: string }).accountId;
       const user = account ? await findUser(db, account) : undefined;
@@ -181,10 +214,29 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
       if (user?.fhirUser) claims.fhirUser = `${config.fhirBase}/${user.fhirUser}`;
       return claims;
     },
-    async assertJwtClientAuthClaimsAndHeader(_ctx, claims) {
-      // SMART: a client assertion expires at most five minutes after it is made.
-      if (Number(claims.exp) - Math.floor(Date.now() / 1000) > 300) {
-        throw new errors.InvalidClientAuth('client assertion exp must be at most 5 minutes in the future');
+    // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
+    async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
+      const fail = (message: string) => {
+        throw new errors.InvalidClientAuth(message);
+      };
+      if (header.typ !== 'JWT') fail('the client assertion header must have typ "JWT"');
+      if (!header.kid) fail('the client assertion header must have a kid');
+      if (claims.sub !== client.clientId) fail('the client assertion sub must equal iss, the client_id');
+      const tokenEndpoint = `${config.issuer}/token`;
+      const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+      if (aud.length !== 1 || (aud[0] !== tokenEndpoint && aud[0] !== (ctx.oidc.urlFor as (name: string) => string)('token'))) {
+        fail(`the client assertion aud must be the token endpoint ${tokenEndpoint}`);
+      }
+      if (header.jku !== undefined && header.jku !== client.jwksUri) fail('the client assertion jku must equal the registered jwks_uri');
+      if (Number(claims.exp) - Math.floor(Date.now() / 1000) > 300) fail('client assertion exp must be at most 5 minutes in the future');
+      const b2b = (claims.extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
+      if (b2b !== undefined) {
+        try {
+          iuaFromHl7B2b(b2b);
+        } catch (err) {
+          if (err instanceof B2bError) fail(err.message);
+          throw err;
+        }
       }
     },
     clientBasedCORS(_ctx, origin, client) {
@@ -212,7 +264,12 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = true;
+  clientJwks.install(provider);
   provider.use(smartTokenResponse(db));
+  provider.use(jwtTokenEndpoints({
+    db, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
+  }));
+  provider.use(scopeInRegistrationResponses);
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteLaunchContext(db, grantId);
   });

@@ -82,12 +82,14 @@ describe('CLI', () => {
     assert.equal((await exchangeCode(server.issuer, launch, app)).body.encounter, 'enc-2a');
   });
 
-  it('lists and rotates signing keys', async () => {
+  it('lists and rotates signing keys: new keys are published at once and sign after the delay', async () => {
     const before = (await cli('keys', 'list', '--json')).json.keys;
-    const rotated = (await cli('keys', 'rotate', '--json')).json;
+    const rotated = (await cli('keys', 'rotate', '--json')).json.keys;
+    assert.deepEqual(rotated.map((k: { alg: string }) => k.alg).sort(), ['ES256', 'RS256']);
     const after = (await cli('keys', 'list', '--json')).json.keys;
-    assert.equal(after.length, before.length + 1);
-    assert.equal(after[0].kid, rotated.kid);
+    assert.equal(after.length, before.length + 2);
+    for (const key of rotated) assert.equal(after.find((k: { kid: string }) => k.kid === key.kid).state, 'pending');
+    assert.ok(after.some((k: { state: string }) => k.state === 'signing'), 'the old keys sign until the delay has passed');
   });
 
   for (const [args, message] of [

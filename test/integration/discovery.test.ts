@@ -41,11 +41,11 @@ describe('discovery', () => {
     assert.deepEqual(doc.response_types_supported, ['code']);
   });
 
-  it('publishes public RSA keys only', async () => {
+  it('publishes public keys only: an RSA key for id tokens and the access-token key', async () => {
     const { keys } = await (await fetch(`${server.issuer}/jwks`)).json();
-    assert.ok(keys.length >= 1);
+    assert.ok(keys.some((k: { kty: string; alg: string }) => k.kty === 'RSA' && k.alg === 'RS256'));
+    assert.ok(keys.some((k: { kty: string; alg: string }) => k.kty === 'EC' && k.alg === 'ES256'));
     for (const key of keys) {
-      assert.equal(key.kty, 'RSA');
       assert.ok(key.kid);
       for (const secret of ['d', 'p', 'q', 'dp', 'dq', 'qi']) assert.equal(key[secret], undefined);
     }

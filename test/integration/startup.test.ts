@@ -48,7 +48,7 @@ describe('server process', () => {
     for (let i = 0; i < 100 && !demo.output().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
     demo.child.kill('SIGTERM');
     await demo.exited;
-    const prod = start({ NODE_ENV: 'production', ISSUER: 'https://auth.example.org', COOKIE_SECRETS: 'p'.repeat(40), PORT: '0', DATABASE_URL: databaseUrl });
+    const prod = start({ NODE_ENV: 'production', ISSUER: 'https://auth.example.org', COOKIE_SECRETS: 'p'.repeat(40), KEY_ENCRYPTION_SECRET: 'k'.repeat(40), PORT: '0', DATABASE_URL: databaseUrl });
     assert.equal(await prod.exited, 1);
     assert.match(prod.output(), /demo accounts/);
   });

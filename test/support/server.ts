@@ -39,7 +39,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     fhirBase: config.fhirBase,
     async addClient(input) {
       const redirect = input.redirectUris ?? ['http://127.0.0.1:9999/callback'];
-      const metadata = await addClient(running.db, running.provider, { name: 'Test app', redirectUris: redirect, ...input });
+      const metadata = await addClient(running.db, running.host.provider, { name: 'Test app', redirectUris: redirect, ...input });
       return { client_id: String(metadata.client_id), client_secret: metadata.client_secret as string | undefined, redirect_uri: redirect[0] };
     },
     async stop() {

@@ -27,6 +27,10 @@ describe('config', () => {
     [{ ISSUER: 'https://x.example/?a=1' }, /ISSUER must not have a query/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must start with/],
     [{ BACKEND_TOKEN_TTL: '600' }, /BACKEND_TOKEN_TTL must be between 30 and 300/],
+    [{ ACCESS_TOKEN_ALG: 'HS256' }, /ACCESS_TOKEN_ALG must be ES256, RS256 or ES384/],
+    [{ REGISTRATION: 'closed' }, /REGISTRATION must be open or token/],
+    [{ KEY_ENCRYPTION_SECRET: 'short' }, /KEY_ENCRYPTION_SECRET must be at least 32/],
+    [{ KEY_ROTATION_DELAY: '-1' }, /KEY_ROTATION_DELAY must be a whole number/],
     [{ DEMO: 'maybe' }, /DEMO must be true or false/],
     [{ COOKIE_SECRETS: 'short' }, /at least 32 characters/],
     [{ FHIR_UPSTREAM_URL: 'https://fhir.example.org/r4' }, /not available yet/],
@@ -41,17 +45,19 @@ describe('config', () => {
   });
 
   describe('NODE_ENV=production', () => {
-    const safe = { NODE_ENV: 'production', ISSUER: 'https://auth.example.org', COOKIE_SECRETS: 'x'.repeat(40) };
+    const safe = { NODE_ENV: 'production', ISSUER: 'https://auth.example.org', COOKIE_SECRETS: 'x'.repeat(40), KEY_ENCRYPTION_SECRET: 'k'.repeat(40) };
     it('starts with its own secret, an https issuer and demo mode off', () => {
       const config = loadConfig(safe);
       assert.equal(config.production, true);
       assert.equal(config.demo, false);
+      assert.equal(config.registration, 'token', 'registration needs an initial access token in production');
     });
     it('refuses demo mode, the default cookie secret and an http issuer', () => {
       assert.throws(() => loadConfig({ ...safe, DEMO: 'true' }), /DEMO must be off/);
       assert.throws(() => loadConfig({ ...safe, COOKIE_SECRETS: undefined }), /COOKIE_SECRETS must be set/);
       assert.throws(() => loadConfig({ ...safe, COOKIE_SECRETS: DEV_COOKIE_SECRET }), /COOKIE_SECRETS must be set/);
       assert.throws(() => loadConfig({ ...safe, ISSUER: 'http://auth.example.org' }), /ISSUER must be an https URL/);
+      assert.throws(() => loadConfig({ ...safe, KEY_ENCRYPTION_SECRET: undefined }), /KEY_ENCRYPTION_SECRET must be set/);
     });
     it('allows an http issuer on localhost', () => {
       assert.equal(loadConfig({ ...safe, ISSUER: 'http://localhost:3000' }).issuer, 'http://localhost:3000');

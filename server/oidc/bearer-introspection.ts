@@ -1,0 +1,45 @@
+// POST /introspect with a bearer token instead of client authentication (SMART 2.2: an
+// appropriately scoped access token, here one carrying `introspect`, may introspect any token).
+// Requests with client credentials go on to oidc-provider, which authenticates the client.
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import type { Context } from 'koa';
+import type { Config } from '../config.ts';
+import type { Db } from '../db.ts';
+import type { ProviderHost } from './provider-host.ts';
+import { introspectToken, verifyOwnAccessToken } from './introspection.ts';
+import { isAccessTokenRevoked } from './revocation.ts';
+import { bearerToken } from '../resource-server/verify-token.ts';
+import { parseScopes } from '../smart/scopes.ts';
+
+const form = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
+
+function refuse(ctx: Context, status: 401 | 403, error: string, description: string) {
+  ctx.status = status;
+  ctx.set('WWW-Authenticate', `Bearer error="${error}", error_description="${description}"`);
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { error, error_description: description };
+}
+
+export function bearerIntrospection({ config, db, host }: { config: Config; db: Db; host: ProviderHost }): Router {
+  const router = new Router();
+  router.post('/introspect', async (ctx, next) => {
+    const bearer = bearerToken(ctx.get('authorization'));
+    if (!bearer) return next();
+    const caller = await verifyOwnAccessToken(bearer, { issuer: config.issuer, keys: host.verificationKeys });
+    if (!caller || (await isAccessTokenRevoked(db, host.provider, caller.jti!))) {
+      return refuse(ctx, 401, 'invalid_token', 'the bearer token is not a valid access token of this server');
+    }
+    const scopes = parseScopes(String(caller.scope ?? '')).scopes;
+    if (!scopes.some((s) => s.kind === 'other' && s.value === 'introspect')) {
+      return refuse(ctx, 403, 'insufficient_scope', 'the bearer token lacks the introspect scope');
+    }
+    await form(ctx, async () => {});
+    const token = (ctx.request.body as Record<string, unknown>).token;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = await introspectToken(typeof token === 'string' ? token : '', {
+      db, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys,
+    });
+  });
+  return router;
+}

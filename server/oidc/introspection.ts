@@ -1,0 +1,116 @@
+// Token introspection (RFC 7662, SMART 2.2) for JWT access tokens and refresh tokens, and
+// revocation (RFC 7009) of JWT access tokens. oidc-provider refuses JWTs at both endpoints
+// ("structured tokens cannot be introspected/revoked"), so these answers are built here, after
+// oidc-provider has authenticated the calling client.
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { Db } from '../db.ts';
+import { nowSeconds } from '../db.ts';
+import { findLaunchContext } from './launch-store.ts';
+import { findUser } from './users.ts';
+import { isAccessTokenRevoked, revokeAccessToken } from './revocation.ts';
+
+export interface TokenContext {
+  db: Db;
+  issuer: string;
+  fhirBase: string;
+  provider: Provider;
+  keys: JWTVerifyGetKey;
+}
+
+export const INACTIVE = Object.freeze({ active: false });
+
+export type Introspection = { active: false } | { active: true; client_id: string; [claim: string]: unknown };
+
+const looksLikeJwt = (token: string) => /^[\w-]+\.[\w-]+\.[\w-]+$/.test(token);
+
+/** A JWT access token this server signed, still valid; undefined otherwise (revocation not checked). */
+export async function verifyOwnAccessToken(token: string, c: Pick<TokenContext, 'issuer' | 'keys'>): Promise<JWTPayload | undefined> {
+  if (!looksLikeJwt(token)) return undefined;
+  try {
+    const { payload } = await jwtVerify(token, c.keys, { issuer: c.issuer, typ: 'at+jwt', clockTolerance: 5 });
+    return typeof payload.jti === 'string' && typeof payload.client_id === 'string' ? payload : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function introspectAccessToken(token: string, c: TokenContext): Promise<Introspection> {
+  const payload = await verifyOwnAccessToken(token, c);
+  if (!payload || (await isAccessTokenRevoked(c.db, c.provider, payload.jti!))) return INACTIVE;
+  return { ...payload, active: true, client_id: payload.client_id as string, token_type: 'Bearer' };
+}
+
+async function introspectRefreshToken(token: string, c: TokenContext): Promise<Introspection> {
+  const refresh = await c.provider.RefreshToken.find(token);
+  if (!refresh || refresh.isExpired || refresh.consumed || !refresh.grantId) return INACTIVE;
+  if (!(await c.provider.Grant.find(refresh.grantId))) return INACTIVE;
+  const context = await findLaunchContext(c.db, refresh.grantId);
+  const user = refresh.accountId ? await findUser(c.db, refresh.accountId) : undefined;
+  return {
+    active: true,
+    client_id: refresh.clientId!,
+    scope: refresh.scope,
+    exp: refresh.exp,
+    iat: refresh.iat,
+    sub: refresh.accountId,
+    iss: c.issuer,
+    aud: c.fhirBase,
+    token_type: 'refresh_token',
+    ...(user?.fhirUser && { fhirUser: `${c.fhirBase}/${user.fhirUser}` }),
+    ...(context?.patient && { patient: context.patient }),
+    ...(context?.encounter && { encounter: context.encounter }),
+    ...(context?.fhirContext && { fhirContext: context.fhirContext }),
+  };
+}
+
+export async function introspectToken(token: string, c: TokenContext): Promise<Introspection> {
+  if (!token) return INACTIVE;
+  return looksLikeJwt(token) ? introspectAccessToken(token, c) : introspectRefreshToken(token, c);
+}
+
+/** Resource servers (registered with `resource_server`) may introspect any token; other clients only their own. */
+export function mayIntrospect(caller: { clientId: string; resourceServer: boolean }, result: Introspection): boolean {
+  return result.active && (caller.resourceServer || result.client_id === caller.clientId);
+}
+
+export const isResourceServer = (client: object) => (client as { resource_server?: boolean }).resource_server === true;
+
+/**
+ * Post-processing of oidc-provider's introspection and revocation routes: once the client is
+ * authenticated, answer for JWT access tokens (and, for introspection, every token) here.
+ */
+export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
+  return async function answerForJwts(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
+    await next();
+    const route = ctx.oidc?.route;
+    const client = ctx.oidc?.client;
+    if (route !== 'introspection' && route !== 'revocation') return;
+    const error = ctx.body as { error?: string; error_description?: string } | undefined;
+    if (!client && error?.error_description === 'no client authentication mechanism provided') {
+      // RFC 7662 section 2.1: a caller without credentials is unauthorized (401), not a bad request.
+      ctx.status = 401;
+      ctx.set('WWW-Authenticate', 'Basic realm="introspection", Bearer');
+      ctx.body = { error: 'invalid_client', error_description: 'client authentication or a bearer token is required' };
+      return;
+    }
+    if (!client) return;
+    const token = String(ctx.oidc.params?.token ?? '');
+    const context = { ...c, provider: ctx.oidc.provider };
+
+    if (route === 'introspection' && (ctx.status === 200 || (ctx.body as { error?: string })?.error === 'unsupported_token_type')) {
+      const result = await introspectToken(token, context);
+      ctx.status = 200;
+      ctx.body = mayIntrospect({ clientId: client.clientId, resourceServer: isResourceServer(client) }, result) ? result : INACTIVE;
+      return;
+    }
+    if (route === 'revocation' && (ctx.body as { error?: string })?.error === 'unsupported_token_type') {
+      const payload = await verifyOwnAccessToken(token, c);
+      // RFC 7009: a client may revoke only its own tokens, and the answer is 200 either way.
+      if (payload && payload.client_id === client.clientId) await revokeAccessToken(c.db, payload.jti!, payload.exp ?? nowSeconds() + 3600);
+      ctx.status = 200;
+      ctx.body = '';
+    }
+  };
+}

@@ -1,0 +1,143 @@
+// RFC 7662 introspection and RFC 7009 revocation, for JWT access tokens and refresh tokens.
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { backendClient, ASSERTION_TYPE } from '../support/backend.ts';
+
+describe('introspection and revocation', () => {
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  let rs: Awaited<ReturnType<TestServer['addClient']>>;
+  before(async () => {
+    server = await startTestServer();
+    app = await server.addClient({ auth: { kind: 'secret' } });
+    rs = await server.addClient({ name: 'FHIR server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+  });
+  after(() => server.stop());
+
+  const basic = (c: { client_id: string; client_secret?: string }) =>
+    `Basic ${Buffer.from(`${encodeURIComponent(c.client_id)}:${encodeURIComponent(c.client_secret!)}`).toString('base64')}`;
+
+  async function introspect(token: string, authorization?: string, extra: Record<string, string> = {}) {
+    const res = await fetch(`${server.issuer}/introspect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...(authorization ? { authorization } : {}) },
+      body: new URLSearchParams({ token, ...extra }),
+    });
+    return { res, body: (await res.json()) as Record<string, any> };
+  }
+  async function revoke(token: string, client: { client_id: string; client_secret?: string }) {
+    return fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(client) }, body: new URLSearchParams({ token }) });
+  }
+  async function launch(patient = 'pat-2') {
+    return (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs', patient }), app)).body;
+  }
+
+  it('introspects a JWT access token with its scope, context and identity (SMART 2.2)', async () => {
+    const tokens = await launch();
+    const idToken = decodeJwt(tokens.id_token).payload;
+    const { res, body } = await introspect(tokens.access_token, basic(rs));
+    assert.equal(res.status, 200);
+    assert.equal(body.active, true);
+    assert.equal(body.scope, tokens.scope);
+    assert.equal(body.client_id, app.client_id);
+    assert.equal(body.patient, 'pat-2');
+    assert.equal(body.iss, idToken.iss);
+    assert.equal(body.sub, idToken.sub);
+    assert.equal(body.fhirUser, idToken.fhirUser);
+    assert.equal(body.aud, server.fhirBase);
+    assert.ok(Math.abs(body.exp - (Math.floor(Date.now() / 1000) + tokens.expires_in)) <= 5, 'exp agrees with expires_in');
+  });
+
+  it('introspects a refresh token, for its own client', async () => {
+    const tokens = await launch('pat-3');
+    const { body } = await introspect(tokens.refresh_token, basic(app));
+    assert.equal(body.active, true);
+    assert.equal(body.client_id, app.client_id);
+    assert.equal(body.patient, 'pat-3');
+    assert.deepEqual(body.scope.split(' ').sort(), tokens.scope.split(' ').sort());
+  });
+
+  it('answers exactly {"active": false} for unknown, malformed and foreign-client tokens', async () => {
+    const tokens = await launch();
+    const other = await server.addClient({ auth: { kind: 'secret' } });
+    for (const [token, caller] of [['invalid_token_value', rs], [`${tokens.access_token}x`, rs], [tokens.access_token, other], [tokens.refresh_token, other]] as const) {
+      const { res, body } = await introspect(token, basic(caller));
+      assert.equal(res.status, 200);
+      assert.deepEqual(body, { active: false });
+    }
+  });
+
+  it('requires credentials: none is 401, a wrong secret is 401', async () => {
+    const tokens = await launch();
+    assert.equal((await introspect(tokens.access_token)).res.status, 401);
+    assert.equal((await introspect(tokens.access_token, basic({ ...rs, client_secret: 'wrong' }))).res.status, 401);
+  });
+
+  it('accepts a bearer token carrying the introspect scope, and refuses one without', async () => {
+    const tokens = await launch();
+    const { body: rsToken } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'introspect' }, rs);
+    assert.equal(rsToken.scope, 'introspect');
+    const ok = await introspect(tokens.access_token, `Bearer ${rsToken.access_token}`);
+    assert.equal(ok.body.active, true);
+    assert.equal(ok.body.patient, 'pat-2');
+    const plain = await introspect(tokens.access_token, `Bearer ${tokens.access_token}`);
+    assert.equal(plain.res.status, 403);
+    const junk = await introspect(tokens.access_token, 'Bearer junk');
+    assert.equal(junk.res.status, 401);
+  });
+
+  it('revokes an access token: introspection and the FHIR server refuse it afterwards', async () => {
+    const tokens = await launch();
+    const read = () => fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+    assert.equal((await read()).status, 200);
+    const res = await revoke(tokens.access_token, app);
+    assert.equal(res.status, 200);
+    assert.deepEqual((await introspect(tokens.access_token, basic(rs))).body, { active: false });
+    assert.equal((await read()).status, 401);
+  });
+
+  it('ignores a client revoking another client\'s tokens, answering 200', async () => {
+    const tokens = await launch();
+    const other = await server.addClient({ auth: { kind: 'secret' } });
+    assert.equal((await revoke(tokens.access_token, other)).status, 200);
+    assert.equal((await revoke(tokens.refresh_token, other)).status, 200);
+    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true);
+    assert.equal((await introspect(tokens.refresh_token, basic(rs))).body.active, true);
+  });
+
+  it('revokes a refresh token with its whole grant: its access tokens go inactive too', async () => {
+    const tokens = await launch();
+    assert.equal((await revoke(tokens.refresh_token, app)).status, 200);
+    assert.deepEqual((await introspect(tokens.refresh_token, basic(rs))).body, { active: false });
+    assert.deepEqual((await introspect(tokens.access_token, basic(rs))).body, { active: false });
+    const refresh = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.equal(refresh.res.status, 400);
+    assert.equal((await fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 401);
+  });
+
+  it('makes every token of a grant inactive when a refresh token is reused', async () => {
+    const tokens = await launch();
+    const next = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.deepEqual((await introspect(next.body.access_token, basic(rs))).body, { active: false });
+    assert.equal((await fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${next.body.access_token}` } })).status, 401);
+  });
+
+  it('introspects a backend service token with its IUA attributes', async () => {
+    const backend = await backendClient(server, 'system/Patient.rs');
+    const b2b = { version: '1', organization_id: 'https://clinic.example.org/fhir/Organization/1', purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#TREAT'] };
+    const { body } = await backend.token('system/Patient.rs', { claims: { extensions: { 'hl7-b2b': b2b } } });
+    const result = (await introspect(body.access_token, basic(rs))).body;
+    assert.equal(result.active, true);
+    assert.equal(result.client_id, backend.client_id);
+    assert.deepEqual(result.extensions.ihe_iua.purpose_of_use, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT' }]);
+    // a backend service may revoke its own token, authenticating with an assertion
+    const res = await fetch(`${server.issuer}/revoke`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: body.access_token, client_assertion_type: ASSERTION_TYPE, client_assertion: await backend.assertion({ claims: { aud: `${server.issuer}/token` } }) }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal((await introspect(body.access_token, basic(rs))).body.active, false);
+  });
+});

@@ -1,0 +1,66 @@
+// Signing keys: encrypted at rest, rotated with a delay, old keys published until their tokens expire.
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, decodeJwt, exchangeCode } from '../support/oauth.ts';
+import { listSigningKeys, rotateSigningKeys } from '../../server/oidc/keys.ts';
+import { keyPolicy } from '../../server/oidc/provider-host.ts';
+import { loadConfig } from '../../server/config.ts';
+import { createApp } from '../../server/app.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('signing keys', () => {
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  before(async () => {
+    server = await startTestServer({ KEY_ROTATION_DELAY: '2', KEY_REFRESH_INTERVAL: '1' });
+    app = await server.addClient({ auth: { kind: 'public' } });
+  });
+  after(() => server.stop());
+
+  const launch = async () => (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs' }), app)).body;
+  const jwksKids = async () => ((await (await fetch(`${server.issuer}/jwks`)).json()).keys as { kid: string }[]).map((k) => k.kid);
+
+  it('stores private keys encrypted', async () => {
+    const rows = await server.db('signing_keys').select('private_jwk');
+    for (const { private_jwk } of rows) {
+      assert.match(private_jwk, /^v1\./);
+      assert.doesNotMatch(private_jwk, /"d"/);
+    }
+  });
+
+  it('signs access tokens with ES256 and id tokens with RS256', async () => {
+    const tokens = await launch();
+    assert.equal(decodeJwt(tokens.access_token).header.alg, 'ES256');
+    assert.equal(decodeJwt(tokens.id_token).header.alg, 'RS256');
+  });
+
+  it('publishes a rotated key at once, signs with it after the delay, and keeps the old one published', async () => {
+    const before = await launch();
+    const oldKid = decodeJwt(before.access_token).header.kid;
+    const added = await rotateSigningKeys(server.db, keyPolicy(server.config));
+    const newKid = added.find((k) => k.alg === 'ES256')!.kid;
+
+    await sleep(1200);
+    assert.ok((await jwksKids()).includes(newKid), 'published before it signs');
+    const during = await launch();
+    assert.equal(decodeJwt(during.access_token).header.kid, oldKid, 'the old key signs during the delay');
+
+    await sleep(2000);
+    const afterDelay = await launch();
+    assert.equal(decodeJwt(afterDelay.access_token).header.kid, newKid, 'the new key signs after the delay');
+    assert.ok((await jwksKids()).includes(oldKid), 'the old key stays published while its tokens live');
+    for (const token of [before.access_token, afterDelay.access_token]) {
+      const res = await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 200, 'tokens signed before and after the rotation both verify');
+    }
+    const states = await listSigningKeys(server.db, keyPolicy(server.config));
+    assert.equal(states.find((k) => k.kid === oldKid)!.state, 'retiring');
+    assert.equal(states.find((k) => k.kid === newKid)!.state, 'signing');
+  });
+
+  it('refuses to start with a different KEY_ENCRYPTION_SECRET, naming the problem', async () => {
+    const config = loadConfig({ ...process.env, DATABASE_URL: server.config.databaseUrl, KEY_ENCRYPTION_SECRET: 'another-secret-that-is-long-enough-1234' });
+    await assert.rejects(createApp(config, server.db), /KEY_ENCRYPTION_SECRET is not the one it was stored with/);
+  });
+});

@@ -5,20 +5,19 @@ import type { AddressInfo } from 'node:net';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import mount from 'koa-mount';
-import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
-import { createLocalJWKSet, type JWK } from 'jose';
 import type { Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
-import { createProvider } from './oidc/provider.ts';
-import { loadPrivateJwks } from './oidc/keys.ts';
+import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
+import { bearerIntrospection } from './oidc/bearer-introspection.ts';
+import { isAccessTokenRevoked, purgeExpiredRevocations } from './oidc/revocation.ts';
+import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { fhirFallback, fhirRoutes } from './fhir/routes.ts';
 import { createDemoStore, type DemoStore } from './fhir/demo-store.ts';
 import { storePatientDirectory } from './fhir/patient-directory.ts';
-import { createTokenVerifier } from './resource-server/verify-token.ts';
+import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
 import { renderPage } from './views.ts';
 import { seedDemoData } from '../db/seed.ts';
@@ -67,16 +66,20 @@ async function errorBoundary(ctx: Context, next: Next) {
 export interface AppContext {
   config: Config;
   db: Db;
-  provider: Provider;
+  host: ProviderHost;
   store: DemoStore;
   app: Koa;
 }
 
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
-  const jwks = await loadPrivateJwks(db);
-  const provider = createProvider({ config, db, jwks });
-  const publicJwks = { keys: jwks.keys.map(({ kid, kty, alg, use, n, e, crv, x, y }: JWK) => ({ kid, kty, alg, use, n, e, crv, x, y })) };
-  const verifyAccessToken = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: createLocalJWKSet(publicJwks) });
+  const host = await createProviderHost(config, db);
+  const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
+  // The bundled server checks revocation on every request (the denylist and the token's grant).
+  const verifyAccessToken = async (token: string) => {
+    const claims = await verifySignature(token);
+    if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
+    return claims;
+  };
   const store = createDemoStore();
   const patients = storePatientDirectory(store);
 
@@ -90,6 +93,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     jwks: `${config.issuer}/jwks`,
     introspection: `${config.issuer}/introspect`,
     revocation: `${config.issuer}/revoke`,
+    registration: `${config.issuer}/register`,
   };
   const discovery = smartConfiguration(endpoints, SCOPES_SUPPORTED);
   const sendDiscovery = (ctx: Context) => {
@@ -131,11 +135,12 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(securityHeaders);
   app.use(fhirFallback(fhirDeps));
   app.use(router.routes());
-  app.use(interactionRoutes({ config, db, provider, patients }).routes());
-  app.use(launcherRoutes({ config, db, provider, patients, store, verifyAccessToken }).routes());
+  app.use(interactionRoutes({ config, db, host, patients }).routes());
+  app.use(launcherRoutes({ config, db, host, patients, store, verifyAccessToken }).routes());
+  app.use(bearerIntrospection({ config, db, host }).routes());
   app.use(fhirRoutes(fhirDeps).routes());
-  app.use(mount(provider));
-  return { config, db, provider, store, app };
+  app.use(host.middleware);
+  return { config, db, host, store, app };
 }
 
 export interface RunningServer extends AppContext {
@@ -150,6 +155,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
   await migrate(db);
   if (config.demo) await seedDemoData(db);
   const context = await createApp(config, db);
+  const purge = setInterval(() => {
+    Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db)]).catch((err) => console.error('smart-auth: purging expired rows failed:', err));
+  }, 10 * 60 * 1000);
+  purge.unref();
   const server = context.app.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -161,6 +170,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     server,
     url: `http://127.0.0.1:${port}`,
     async close() {
+      clearInterval(purge);
+      context.host.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       await closed;

@@ -14,9 +14,15 @@ export async function revokeAccessToken(db: Db, jti: string, expiresAt: number):
 
 /** Whether an access token (its jti) was revoked, directly or through its grant. */
 export async function isAccessTokenRevoked(db: Db, provider: Provider, jti: string): Promise<boolean> {
-  if (await db('revoked_tokens').where('jti', jti).first('jti')) return true;
-  const link = await db('token_grants').where('jti', jti).first('grant_id');
-  return Boolean(link && !(await provider.Grant.find(link.grant_id)));
+  // One round trip for both tables: this runs on every introspection and every bundled FHIR request.
+  const row: { revoked: string | null; grant_id: string | null } | undefined = await db
+    .select('r.jti as revoked', 'g.grant_id')
+    .from(db.raw('(select cast(? as varchar(255)) as jti) as q', [jti]))
+    .leftJoin('revoked_tokens as r', 'r.jti', 'q.jti')
+    .leftJoin('token_grants as g', 'g.jti', 'q.jti')
+    .first();
+  if (row?.revoked) return true;
+  return Boolean(row?.grant_id && !(await provider.Grant.find(row.grant_id)));
 }
 
 /** Drops rows nobody needs any more: revocations and links of expired tokens. */

@@ -18,7 +18,9 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
   const port = await freePort();
   const databaseUrl = env.DATABASE_URL ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-')), 'bench.sqlite')}`;
   const fullEnv = { PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, ...env };
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+  // BENCH_SERVER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=var/prof", profiles the server process.
+  const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'server/main.ts'], {
     cwd: new URL('../../', import.meta.url).pathname, env: { ...process.env, ...fullEnv }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

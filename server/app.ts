@@ -14,6 +14,8 @@ import { isAccessTokenRevoked, purgeExpiredRevocations } from './oidc/revocation
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
+import { developerPortalRoutes } from './portal/developer.ts';
+import { accountRoutes } from './portal/account.ts';
 import { fhirFallback, fhirRoutes } from './fhir/routes.ts';
 import { createDemoStore, type DemoStore } from './fhir/demo-store.ts';
 import { storePatientDirectory } from './fhir/patient-directory.ts';
@@ -94,6 +96,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     introspection: `${config.issuer}/introspect`,
     revocation: `${config.issuer}/revoke`,
     registration: `${config.issuer}/register`,
+    management: `${config.issuer}/account/apps`,
   };
   const discovery = smartConfiguration(endpoints, SCOPES_SUPPORTED);
   const sendDiscovery = (ctx: Context) => {
@@ -137,6 +140,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients }).routes());
   app.use(launcherRoutes({ config, db, host, patients, store, verifyAccessToken }).routes());
+  app.use(developerPortalRoutes({ config, db, host }).routes());
+  app.use(accountRoutes({ config, db, host, patients }).routes());
   app.use(bearerIntrospection({ config, db, host }).routes());
   app.use(fhirRoutes(fhirDeps).routes());
   app.use(host.middleware);

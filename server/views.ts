@@ -3,6 +3,7 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import ejs from 'ejs';
+import type { Context } from 'koa';
 
 const VIEWS = fileURLToPath(new URL('../views/', import.meta.url));
 
@@ -10,4 +11,12 @@ export async function renderPage(view: string, data: Record<string, unknown>): P
   const options = { async: true, cache: process.env.NODE_ENV === 'production', root: VIEWS };
   const content = await ejs.renderFile(join(VIEWS, `${view}.ejs`), data, options);
   return ejs.renderFile(join(VIEWS, 'layout.ejs'), { title: 'smart-auth', ...data, content }, options);
+}
+
+/** Answers with a page; pages are never cached (they carry CSRF tokens, secrets or personal data). */
+export async function sendPage(ctx: Context, view: string, data: Record<string, unknown>, status = 200): Promise<void> {
+  ctx.status = status;
+  ctx.type = 'html';
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = await renderPage(view, data);
 }

@@ -11,6 +11,7 @@ export async function up(db: Knex): Promise<void> {
     t.string('uid', 255).index();
     t.string('user_code', 255).index();
     t.string('account_id', 255).index(); // Grants: whose they are (the apps a user granted)
+    t.string('client_id', 255).index(); // Grants: which app they are for (ended when the app is removed)
     t.bigInteger('expires_at').index();
     t.bigInteger('consumed_at');
     t.primary(['model', 'id']);

@@ -7,7 +7,7 @@ import type { Config } from '../config.ts';
 import type { ProviderHost } from '../oidc/provider-host.ts';
 import type { Db } from '../db.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
-import { renderPage } from '../views.ts';
+import { sendPage } from '../views.ts';
 import { authenticate, findUser, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
 import { consumeEhrLaunch, findEhrLaunch, saveLaunchContext, type EhrLaunch } from '../oidc/launch-store.ts';
 import { buildLaunchContext } from '../smart/launch-context.ts';
@@ -33,12 +33,8 @@ const OIDC = new Set<string>(OIDC_SCOPES);
 export function interactionRoutes({ config, db, host, patients }: InteractionDeps): Router {
   const router = new Router();
 
-  async function page(ctx: Context, view: string, data: Record<string, unknown>, status = 200) {
-    ctx.status = status;
-    ctx.type = 'html';
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = await renderPage(view, { demo: config.demo, ...data });
-  }
+  const page = (ctx: Context, view: string, data: Record<string, unknown>, status = 200) =>
+    sendPage(ctx, view, { demo: config.demo, ...data }, status);
 
   async function clientName(details: Details): Promise<string> {
     const client = await host.provider.Client.find(String(details.params.client_id));

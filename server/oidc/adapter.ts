@@ -30,6 +30,7 @@ export function knexAdapterFactory(db: Db) {
         uid: payload.uid ?? null,
         user_code: payload.userCode ?? null,
         account_id: this.model === 'Grant' ? (payload.accountId ?? null) : null,
+        client_id: this.model === 'Grant' ? (payload.clientId ?? null) : null,
         expires_at: expiresIn ? nowSeconds() + expiresIn : null,
       };
       if (this.model === 'ReplayDetection') {

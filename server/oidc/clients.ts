@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
-import { deleteLaunchContext } from './launch-store.ts';
+import { endClientGrants } from './grants.ts';
 
 export type ClientAuth =
   | { kind: 'public' }
@@ -53,7 +53,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
   }
   if (grantTypes.has('authorization_code')) grantTypes.add('refresh_token');
   if (grantTypes.has('client_credentials') && input.auth.kind === 'public') throw new ClientError('a public client cannot use client_credentials');
-  if (grantTypes.has('authorization_code') && !input.redirectUris.length) throw new ClientError('an authorization_code client needs --redirect-uri');
+  if (grantTypes.has('authorization_code') && !input.redirectUris.length) throw new ClientError('an authorization_code client needs a redirect URI');
 
   const metadata: ClientMetadata = {
     client_id: `${slug(input.name)}-${randomBytes(4).toString('hex')}`,
@@ -94,9 +94,11 @@ export async function listClients(db: Db): Promise<ClientMetadata[]> {
   return rows.map((r) => JSON.parse(r.payload) as ClientMetadata);
 }
 
+/** Removes a client and ends every grant it holds: its refresh tokens, codes and access tokens stop working. */
 export async function removeClient(db: Db, clientId: string): Promise<boolean> {
-  // Its codes and refresh tokens stop working with it: oidc-provider finds no client for them.
-  return (await db('oidc_payloads').where({ model: 'Client', id: clientId }).delete()) > 0;
+  const removed = (await db('oidc_payloads').where({ model: 'Client', id: clientId }).delete()) > 0;
+  await endClientGrants(db, clientId);
+  return removed;
 }
 
 /** What updateClient may change; `undefined` (or '') removes an optional field. */
@@ -143,18 +145,3 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
  * access tokens at introspection and the bundled FHIR server). For a client being removed.
  * Returns the number of grants revoked.
  */
-export async function revokeClientGrants(db: Db, clientId: string): Promise<number> {
-  // Grants have no client column: narrow with LIKE (a `_` in the id only widens the match),
-  // then compare the parsed clientId exactly.
-  const query = db('oidc_payloads').where('model', 'Grant');
-  if (/^[\w.-]+$/.test(clientId)) query.andWhere('payload', 'like', `%${clientId}%`);
-  const rows: { id: string; payload: string }[] = await query.select('id', 'payload');
-  const grantIds = rows.filter((r) => (JSON.parse(r.payload) as { clientId?: string }).clientId === clientId).map((r) => r.id);
-  for (let i = 0; i < grantIds.length; i += 200) {
-    const chunk = grantIds.slice(i, i + 200);
-    await db('oidc_payloads').whereIn('model', ['RefreshToken', 'AuthorizationCode', 'AccessToken']).whereIn('grant_id', chunk).delete();
-    await db('oidc_payloads').where('model', 'Grant').whereIn('id', chunk).delete();
-    for (const grantId of chunk) await deleteLaunchContext(db, grantId);
-  }
-  return grantIds.length;
-}

@@ -2,7 +2,7 @@
 import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { deleteLaunchContext, findLaunchContext } from './launch-store.ts';
+import { findLaunchContext } from './launch-store.ts';
 
 export interface GrantSummary {
   grantId: string;
@@ -46,18 +46,27 @@ export async function grantsOf(db: Db, provider: Provider, accountId: string): P
   return summaries.sort((a, b) => b.grantedAt - a.grantedAt);
 }
 
-/**
- * Revokes one of a person's grants: its refresh tokens and codes die at once, its access tokens
- * become inactive at introspection (and at the bundled FHIR server) because their grant is gone.
- * Returns false when the grant is not this person's.
- */
+/** Ends grants: their refresh tokens and codes die at once; their access tokens become inactive (their grant is gone). */
+export async function endGrants(db: Db, grantIds: readonly string[]): Promise<void> {
+  for (let i = 0; i < grantIds.length; i += 200) {
+    const chunk = grantIds.slice(i, i + 200);
+    await db('oidc_payloads').whereIn('model', ['RefreshToken', 'AuthorizationCode', 'AccessToken']).whereIn('grant_id', chunk).delete();
+    await db('oidc_payloads').where('model', 'Grant').whereIn('id', chunk).delete();
+    await db('launch_contexts').whereIn('grant_id', chunk).delete();
+  }
+}
+
+/** Revokes one of a person's grants; false when it is not theirs. */
 export async function revokeGrantOf(db: Db, provider: Provider, accountId: string, grantId: string): Promise<boolean> {
   const grant = await provider.Grant.find(grantId);
   if (!grant || grant.accountId !== accountId) return false;
-  for (const model of ['RefreshToken', 'AuthorizationCode', 'AccessToken', 'Grant'] as const) {
-    await db('oidc_payloads').where({ model, grant_id: grantId }).delete();
-  }
-  await grant.destroy();
-  await deleteLaunchContext(db, grantId);
+  await endGrants(db, [grantId]);
   return true;
+}
+
+/** Ends every grant of a client (when the client is removed). */
+export async function endClientGrants(db: Db, clientId: string): Promise<number> {
+  const rows: { id: string }[] = await db('oidc_payloads').where({ model: 'Grant', client_id: clientId }).select('id');
+  await endGrants(db, rows.map((r) => r.id));
+  return rows.length;
 }

@@ -13,6 +13,7 @@ import { allowedScopeOf } from './clients.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { isResourceServer, jwtTokenEndpoints } from './introspection.ts';
 import { recordTokenGrant } from './revocation.ts';
+import { endClientGrants } from './grants.ts';
 import { publicJwk } from './keys.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
@@ -272,6 +273,10 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
   provider.use(scopeInRegistrationResponses);
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteLaunchContext(db, grantId);
+  });
+  // A client deleted through RFC 7592 takes its grants along, as `client remove` and the portal do.
+  provider.on('registration_delete.success', (_ctx, client: { clientId: string }) => {
+    endClientGrants(db, client.clientId).catch((err) => console.error('smart-auth: ending the grants of a deleted client failed:', err));
   });
   return provider;
 }

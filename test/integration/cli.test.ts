@@ -39,19 +39,25 @@ describe('CLI', () => {
     const client = await cli('client', 'add', '--name', 'CLI app', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
     assert.equal(client.code, 0);
     assert.ok(client.json.client_id && client.json.client_secret);
+    const clients = await cli('client', 'list', '--json');
+    assert.ok(!JSON.stringify(clients.json).includes(client.json.client_secret), 'no secrets in listings');
 
     const app = { ...client.json, redirect_uri: 'http://127.0.0.1:9999/callback' };
     const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs', username: 'nurse.kim', password: 'a-long-password', patient: 'pat-3' });
     const { res, body } = await exchangeCode(server.issuer, launch, app);
     assert.equal(res.status, 200, JSON.stringify(body));
     assert.equal(body.patient, 'pat-3');
+    const read = () => fetch(`${server.fhirBase}/Patient/pat-3`, { headers: { authorization: `Bearer ${body.access_token}` } });
+    assert.equal((await read()).status, 200);
+
+    assert.equal((await cli('client', 'remove', client.json.client_id)).code, 0);
+    assert.equal((await read()).status, 401, 'removing a client ends its access');
 
     const list = await cli('user', 'list', '--json');
     const kim = list.json.users.find((u: { username: string }) => u.username === 'nurse.kim');
     assert.equal(kim.clearance, 'R');
     assert.ok(!JSON.stringify(list.json).includes('scrypt'), 'no password hashes in listings');
-    const clients = await cli('client', 'list', '--json');
-    assert.ok(!JSON.stringify(clients.json).includes(client.json.client_secret), 'no secrets in listings');
+
   });
 
   it('disables a user, who then cannot log in', async () => {
@@ -103,7 +109,7 @@ describe('CLI', () => {
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'javascript:alert(1)'], /redirect_uris/],
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'https://a.example/cb#frag'], /fragment/],
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'https://a.example/cb', '--scope', 'patient/*.bogus'], /SMART scopes/],
-    [['client', 'add', '--name', 'x', '--public'], /needs --redirect-uri/],
+    [['client', 'add', '--name', 'x', '--public'], /needs a redirect URI/],
     [['client', 'remove', 'nope'], /no client/],
     [['launch', 'create', '--patient', 'nobody'], /not known/],
     [['launch', 'create', '--patient', 'pat-1', '--encounter', 'enc-2a'], /not an encounter of patient/],

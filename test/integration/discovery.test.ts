@@ -15,7 +15,7 @@ describe('discovery', () => {
       assert.equal(res.headers.get('access-control-allow-origin'), '*');
       const doc = await res.json();
       assert.equal(doc.issuer, server.issuer);
-      for (const key of ['authorization_endpoint', 'token_endpoint', 'jwks_uri', 'introspection_endpoint', 'revocation_endpoint']) {
+      for (const key of ['authorization_endpoint', 'token_endpoint', 'jwks_uri', 'introspection_endpoint', 'revocation_endpoint', 'registration_endpoint', 'management_endpoint']) {
         assert.ok(doc[key].startsWith(`${server.issuer}/`), `${key} is absolute`);
       }
       assert.deepEqual(doc.code_challenge_methods_supported, ['S256']);

@@ -61,6 +61,18 @@ describe('dynamic client registration', () => {
     assert.equal((await fetch(created.registration_client_uri, { headers: { authorization: `Bearer ${rat}` } })).status, 401);
   });
 
+  it('ends the grants of a client deleted through RFC 7592: its tokens stop working', async () => {
+    const created = await (await register({ client_name: 'Short-lived', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none' })).json();
+    const client = { client_id: created.client_id, redirect_uri: 'http://127.0.0.1:9999/callback' };
+    const { body } = await exchangeCode(server.issuer, await authorize({ server, client, scope: 'launch/patient openid patient/*.rs' }), client);
+    const read = () => fetch(`${server.fhirBase}/Patient/${body.patient}`, { headers: { authorization: `Bearer ${body.access_token}` } });
+    assert.equal((await read()).status, 200);
+    const removed = await fetch(created.registration_client_uri, { method: 'DELETE', headers: { authorization: `Bearer ${created.registration_access_token}` } });
+    assert.equal(removed.status, 204);
+    for (let i = 0; i < 20 && (await read()).status !== 401; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal((await read()).status, 401);
+  });
+
   for (const [name, metadata, message] of [
     ['a javascript: redirect URI', { redirect_uris: ['javascript:alert(1)'] }, /redirect_uris/],
     ['a redirect URI with a fragment', { redirect_uris: ['https://app.example.org/cb#x'] }, /fragment/],

@@ -1,0 +1,124 @@
+// A person's own pages: sign in, see the apps they granted access to, and revoke them
+// (/account/apps is the SMART management_endpoint).
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { Config } from '../config.ts';
+import type { Db } from '../db.ts';
+import type { ProviderHost } from '../oidc/provider-host.ts';
+import type { PatientDirectory } from '../fhir/patient-directory.ts';
+import { csrfToken, validCsrf } from '../csrf.ts';
+import { authenticate, findUser, patientOf, type User } from '../oidc/users.ts';
+import { grantsOf, revokeGrantOf } from '../oidc/grants.ts';
+import { describeScope, parseScopes } from '../smart/scopes.ts';
+import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
+import { accountSession, clearAccountSession, field, FORM_EXPIRED, formBody, safeReturnPath, sendPage, setAccountSession } from './session.ts';
+
+export interface AccountDeps {
+  config: Config;
+  db: Db;
+  host: ProviderHost;
+  patients?: PatientDirectory;
+}
+
+const LOGIN_FAILED = 'The username or password is not correct.';
+const NOT_FOUND = 'That access was not found. It may have been revoked already.';
+
+const when = (epochSeconds: number) => (epochSeconds ? new Date(epochSeconds * 1000).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'unknown');
+
+/** Plain-language lines for a granted scope string, without repeats. */
+function scopeWords(scope: string, patientIsUser: boolean): string[] {
+  const { scopes, invalid } = parseScopes(scope);
+  return [...new Set([...scopes.map((s) => describeScope(s, { patientIsUser })), ...invalid])];
+}
+
+export function accountRoutes({ config, db, host, patients }: AccountDeps): Router {
+  const router = new Router();
+
+  async function signedInUser(ctx: Context): Promise<User | undefined> {
+    const id = accountSession(ctx);
+    const user = id ? await findUser(db, id) : undefined;
+    return user && !user.disabled ? user : undefined;
+  }
+
+  function toLogin(ctx: Context, returnTo: string) {
+    ctx.status = 303;
+    ctx.redirect(`/account/login?return_to=${encodeURIComponent(returnTo)}`);
+  }
+
+  function showLogin(ctx: Context, returnTo: string, extra: Record<string, unknown> = {}, status = 200) {
+    return sendPage(ctx, 'account-login', {
+      title: 'Sign in to your account', demo: config.demo, csrf: csrfToken(ctx), returnTo,
+      demoAccounts: config.demo ? DEMO_ACCOUNTS : [], ...extra,
+    }, status);
+  }
+
+  async function showApps(ctx: Context, user: User, extra: { message?: string; notice?: string } = {}, status = 200) {
+    const patientIsUser = Boolean(patientOf(user));
+    const grants = await Promise.all((await grantsOf(db, host.provider, user.id)).map(async (g) => ({
+      grantId: g.grantId,
+      clientName: g.clientName,
+      scopes: scopeWords(g.scope, patientIsUser),
+      patient: g.patient,
+      patientName: g.patient && patients ? (await patients.get(g.patient))?.name : undefined,
+      grantedAt: when(g.grantedAt),
+      expiresAt: g.expiresAt ? when(g.expiresAt) : undefined,
+    })));
+    return sendPage(ctx, 'account-apps', {
+      title: 'Your apps', demo: config.demo, csrf: csrfToken(ctx), user: { name: user.name ?? user.username }, grants, ...extra,
+    }, status);
+  }
+
+  router.get('/account', (ctx) => {
+    ctx.status = 303;
+    ctx.redirect('/account/apps');
+  });
+
+  router.get('/account/login', async (ctx) => {
+    const returnTo = safeReturnPath(ctx.query.return_to);
+    if (await signedInUser(ctx)) {
+      ctx.status = 303;
+      return ctx.redirect(returnTo);
+    }
+    return showLogin(ctx, returnTo);
+  });
+
+  router.post('/account/login', formBody, async (ctx) => {
+    const body = ctx.request.body;
+    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
+    const returnTo = safeReturnPath(field(body, 'return_to'));
+    const username = field(body, 'username');
+    const password = field(body, 'password');
+    const user = username && password ? await authenticate(db, username, password) : undefined;
+    if (!user) return showLogin(ctx, returnTo, { message: LOGIN_FAILED, username });
+    setAccountSession(ctx, user.id);
+    ctx.status = 303;
+    ctx.redirect(returnTo);
+  });
+
+  router.post('/account/logout', formBody, async (ctx) => {
+    if (!validCsrf(ctx, field(ctx.request.body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
+    clearAccountSession(ctx);
+    ctx.status = 303;
+    ctx.redirect('/account/login');
+  });
+
+  router.get('/account/apps', async (ctx) => {
+    const user = await signedInUser(ctx);
+    if (!user) return toLogin(ctx, '/account/apps');
+    return showApps(ctx, user, ctx.query.revoked === '1' ? { notice: 'Access revoked. The app can no longer use what you shared.' } : {});
+  });
+
+  router.post('/account/apps/revoke', formBody, async (ctx) => {
+    const user = await signedInUser(ctx);
+    if (!user) return toLogin(ctx, '/account/apps');
+    const body = ctx.request.body;
+    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
+    const grantId = field(body, 'grant_id');
+    const revoked = grantId ? await revokeGrantOf(db, host.provider, user.id, grantId) : false;
+    if (!revoked) return showApps(ctx, user, { message: NOT_FOUND }, 404);
+    ctx.status = 303;
+    ctx.redirect('/account/apps?revoked=1');
+  });
+
+  return router;
+}

@@ -1,0 +1,372 @@
+// The developer portal at /apps: registration through a form with the same rules as the CLI and
+// /register, credentials shown once, and managing an app with its registration access token.
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, Browser, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
+
+const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
+const XSS = '<img src=x onerror=alert(1)>';
+
+interface Registered { client_id: string; client_secret?: string; rat: string; redirect_uri: string; html: string }
+
+async function clientCount(server: TestServer): Promise<number> {
+  const [row] = await server.db('oidc_payloads').where('model', 'Client').count({ n: '*' });
+  return Number(row.n);
+}
+
+async function storedClient(server: TestServer, clientId: string): Promise<Record<string, any> | undefined> {
+  const row = await server.db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload');
+  return row && JSON.parse(row.payload);
+}
+
+/** Opens the registration form and posts it; `csrf: null` leaves the token out. */
+async function postRegistration(server: TestServer, fields: Record<string, string>, browser = new Browser(), csrf: string | null = '') {
+  const page = await browser.fetch(`${server.issuer}/apps`);
+  const html = await page.text();
+  const token = csrf === null ? undefined : csrf || hiddenValue(html, 'csrf');
+  const res = await browser.fetch(`${server.issuer}/apps`, { method: 'POST', body: form({ ...(token ? { csrf: token } : {}), ...fields }) });
+  return { res, html: await res.text(), browser };
+}
+
+async function register(server: TestServer, fields: Record<string, string>, browser?: Browser): Promise<Registered> {
+  const { res, html } = await postRegistration(server, fields, browser);
+  assert.equal(res.status, 200, html.slice(0, 1500));
+  const secret = /name="client_secret" value="([^"]*)"/.exec(html)?.[1];
+  return {
+    client_id: hiddenValue(html, 'client_id'),
+    client_secret: secret,
+    rat: hiddenValue(html, 'registration_access_token'),
+    redirect_uri: (fields.redirect_uris ?? '').split('\n')[0].trim(),
+    html,
+  };
+}
+
+/** Signs in to /apps/manage with a client id and registration access token. */
+async function openManage(server: TestServer, clientId: string, rat: string, browser = new Browser()) {
+  const page = await browser.fetch(`${server.issuer}/apps/manage`);
+  const csrf = hiddenValue(await page.text(), 'csrf');
+  const res = await browser.fetch(`${server.issuer}/apps/manage`, { method: 'POST', body: form({ csrf, client_id: clientId, registration_access_token: rat }) });
+  return { res, html: await res.text(), browser };
+}
+
+describe('developer portal (/apps)', () => {
+  let server: TestServer;
+  before(async () => { server = await startTestServer(); });
+  after(() => server.stop());
+
+  it('explains itself and shows a CSRF-protected registration form (no initial access token in open mode)', async () => {
+    const res = await fetch(`${server.issuer}/apps`);
+    assert.equal(res.status, 200);
+    const html = await res.text();
+    assert.match(html, /Register a SMART app/);
+    assert.match(html, /developer portal/);
+    assert.ok(hiddenValue(html, 'csrf'));
+    for (const name of ['client_name', 'redirect_uris', 'launch_uri', 'auth', 'jwks_uri', 'scope']) assert.match(html, new RegExp(`name="${name}"`), name);
+    assert.doesNotMatch(html, /name="initial_access_token"/);
+    assert.match(res.headers.get('content-security-policy')!, /script-src 'none'/);
+  });
+
+  it('registers a public app whose credentials then work in a real launch', async () => {
+    const before = await clientCount(server);
+    const app = await register(server, {
+      client_name: 'Growth Chart', redirect_uris: 'http://127.0.0.1:9000/callback\r\nhttps://growth.example.org/cb', launch_uri: 'http://127.0.0.1:9000/launch', auth: 'public',
+    });
+    assert.equal(await clientCount(server), before + 1);
+    assert.equal(app.client_secret, undefined, 'a public app has no secret');
+    assert.match(app.html, /Copy these now/);
+    assert.match(app.html, /not shown again/);
+    const stored = await storedClient(server, app.client_id);
+    assert.equal(stored?.token_endpoint_auth_method, 'none');
+    assert.deepEqual(stored?.redirect_uris, ['http://127.0.0.1:9000/callback', 'https://growth.example.org/cb']);
+    assert.equal(stored?.launch_uri, 'http://127.0.0.1:9000/launch');
+    assert.equal(stored?.smart_scope, undefined, 'blank scope: the server default');
+
+    const launch = await authorize({ server, client: app, scope: SCOPE, patient: 'pat-2' });
+    assert.ok(launch.code, launch.error);
+    const token = await exchangeCode(server.issuer, launch, app);
+    assert.equal(token.res.status, 200, JSON.stringify(token.body));
+    assert.equal(token.body.patient, 'pat-2');
+    assert.ok(token.body.refresh_token);
+  });
+
+  it('registers a confidential app with a secret, shown once, that works with HTTP Basic', async () => {
+    const { res, html } = await postRegistration(server, {
+      client_name: 'Clinic App', redirect_uris: 'https://clinic.example.org/cb', auth: 'secret', scope: 'openid fhirUser launch/patient  offline_access patient/Observation.rs patient/Patient.r',
+    });
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const clientId = hiddenValue(html, 'client_id');
+    const secret = hiddenValue(html, 'client_secret');
+    const rat = hiddenValue(html, 'registration_access_token');
+    assert.ok(secret.length >= 32 && rat.length >= 32);
+    const stored = await storedClient(server, clientId);
+    assert.equal(stored?.token_endpoint_auth_method, 'client_secret_basic');
+    assert.equal(stored?.smart_scope, 'openid fhirUser launch/patient offline_access patient/Observation.rs patient/Patient.r');
+
+    const app = { client_id: clientId, client_secret: secret, redirect_uri: 'https://clinic.example.org/cb' };
+    const launch = await authorize({ server, client: app, scope: SCOPE });
+    const token = await exchangeCode(server.issuer, launch, app);
+    assert.equal(token.res.status, 200, JSON.stringify(token.body));
+    assert.equal(token.body.scope.split(' ').includes('patient/*.rs'), false, 'limited to the registered scopes');
+
+    // Shown once: not on the form, not on the management page.
+    const again = await (await fetch(`${server.issuer}/apps`)).text();
+    assert.ok(!again.includes(secret) && !again.includes(rat));
+    const manage = await openManage(server, clientId, rat);
+    assert.equal(manage.res.status, 200);
+    assert.ok(!manage.html.includes(secret), 'the management page never shows the secret');
+    assert.equal(manage.res.headers.get('cache-control'), 'no-store');
+  });
+
+  it('registers an asymmetric app with a JWKS URL, and a backend service without redirect URIs', async () => {
+    const app = await register(server, {
+      client_name: 'Native App', redirect_uris: 'https://native.example.org/cb', auth: 'jwks-uri', jwks_uri: 'http://127.0.0.1:9/jwks.json',
+    });
+    assert.equal(app.client_secret, undefined);
+    const stored = await storedClient(server, app.client_id);
+    assert.equal(stored?.token_endpoint_auth_method, 'private_key_jwt');
+    assert.equal(stored?.jwks_uri, 'http://127.0.0.1:9/jwks.json');
+    assert.equal(stored?.client_secret, undefined);
+    assert.deepEqual(stored?.grant_types, ['authorization_code', 'refresh_token']);
+
+    const backend = await register(server, {
+      client_name: 'Nightly Export', redirect_uris: '', auth: 'jwks-uri', jwks_uri: 'https://backend.example.org/.well-known/jwks.json', scope: 'system/Patient.rs system/Observation.rs',
+    });
+    const backendStored = await storedClient(server, backend.client_id);
+    assert.deepEqual(backendStored?.grant_types, ['client_credentials']);
+    assert.equal(backendStored?.smart_scope, 'system/Patient.rs system/Observation.rs');
+  });
+
+  it('refuses bad input with 400 and a message, keeps the typed values, and stores nothing', async () => {
+    const good = { client_name: 'Bad App', redirect_uris: 'https://bad.example.org/cb', auth: 'public' };
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ redirect_uris: 'javascript:alert(1)' }, /redirect_uris must use https/],
+      [{ redirect_uris: 'https://bad.example.org/cb#fragment' }, /must not contain fragments/],
+      [{ redirect_uris: 'http://bad.example.org/cb' }, /redirect_uris must use https, or http on localhost/],
+      [{ launch_uri: 'javascript:alert(1)' }, /launch_uri must use https/],
+      [{ scope: 'patient/Observation.rs nonsense!scope' }, /scope must be a space-separated list of SMART scopes/],
+      [{ client_name: '   ' }, /Enter a name for the app/],
+      [{ redirect_uris: '' }, /Enter at least one redirect URI/],
+      [{ auth: 'jwks-uri', jwks_uri: '' }, /Enter the JWKS URL/],
+      [{ auth: 'jwks-uri', jwks_uri: 'ftp://keys.example.org/jwks' }, /jwks_uri must use https/],
+      [{ auth: 'superuser' }, /Choose the kind of client/],
+    ];
+    const before = await clientCount(server);
+    for (const [fields, message] of cases) {
+      const { res, html } = await postRegistration(server, { ...good, ...fields });
+      assert.equal(res.status, 400, `${JSON.stringify(fields)}: ${html.slice(0, 800)}`);
+      assert.match(html, message, JSON.stringify(fields));
+      assert.match(html, /class="error"/);
+      assert.match(html, /name="client_name"[^>]*value="(Bad App|)"/, 'the typed name is kept');
+      assert.doesNotMatch(html, /name="registration_access_token"/);
+    }
+    const typed = await postRegistration(server, { ...good, redirect_uris: 'javascript:alert(1)' });
+    assert.match(typed.html, />javascript:alert\(1\)<\/textarea>/, 'the typed redirect URIs are kept');
+    assert.equal(await clientCount(server), before, 'nothing was stored');
+  });
+
+  it('refuses a post without a valid CSRF token (403) and stores nothing', async () => {
+    const before = await clientCount(server);
+    const fields = { client_name: 'No CSRF', redirect_uris: 'https://nocsrf.example.org/cb', auth: 'public' };
+    const missing = await postRegistration(server, fields, new Browser(), null);
+    assert.equal(missing.res.status, 403);
+    const wrong = await postRegistration(server, fields, new Browser(), 'not-the-token');
+    assert.equal(wrong.res.status, 403);
+    const noCookie = await fetch(`${server.issuer}/apps`, { method: 'POST', body: form({ csrf: 'x', ...fields }) });
+    assert.equal(noCookie.status, 403);
+    assert.equal(await clientCount(server), before);
+  });
+
+  it('escapes the client name everywhere it shows it', async () => {
+    const app = await register(server, { client_name: XSS, redirect_uris: 'https://xss.example.org/cb', auth: 'public' });
+    assert.ok(!app.html.includes('<img src=x'), 'no raw markup on the success page');
+    assert.ok(app.html.includes('&lt;img src=x onerror=alert(1)&gt;'));
+    const manage = await openManage(server, app.client_id, app.rat);
+    assert.ok(!manage.html.includes('<img src=x') && manage.html.includes('&lt;img src=x onerror=alert(1)&gt;'));
+    const failed = await postRegistration(server, { client_name: XSS, redirect_uris: 'javascript:alert(1)', auth: 'public' });
+    assert.equal(failed.res.status, 400);
+    assert.ok(!failed.html.includes('<img src=x') && failed.html.includes('&lt;img src=x onerror=alert(1)&gt;'));
+  });
+
+  describe('managing an app with its registration access token', () => {
+    let app: Registered;
+    let other: Registered;
+    before(async () => {
+      app = await register(server, { client_name: 'Managed App', redirect_uris: 'http://127.0.0.1:9100/old-callback', auth: 'public' });
+      other = await register(server, { client_name: 'Other App', redirect_uris: 'https://other.example.org/cb', auth: 'public' });
+    });
+
+    it('asks for the client id and token, and fails generically for a wrong token or an unknown client', async () => {
+      const page = await (await fetch(`${server.issuer}/apps/manage`)).text();
+      assert.match(page, /name="client_id"/);
+      assert.match(page, /name="registration_access_token"/);
+      const wrong = await openManage(server, app.client_id, 'not-a-token');
+      const otherToken = await openManage(server, app.client_id, other.rat);
+      const unknown = await openManage(server, 'no-such-client', app.rat);
+      const empty = await openManage(server, app.client_id, '');
+      for (const r of [wrong, otherToken, unknown, empty]) {
+        assert.equal(r.res.status, 403);
+        assert.match(r.html, /The client ID or registration access token is not correct\./);
+        assert.doesNotMatch(r.html, /name="redirect_uris"/);
+      }
+      // The token is never carried in a URL.
+      const ok = await openManage(server, app.client_id, app.rat);
+      assert.equal(ok.res.status, 200);
+      assert.doesNotMatch(ok.html, new RegExp(`href="[^"]*${app.rat}`));
+      assert.match(ok.html, new RegExp(`<input type="hidden" name="registration_access_token" value="${app.rat}">`));
+    });
+
+    it('refuses edits with a wrong token or without CSRF, and invalid redirect URIs with 400', async () => {
+      const { browser, html } = await openManage(server, app.client_id, app.rat);
+      const csrf = hiddenValue(html, 'csrf');
+      const edit = (fields: Record<string, string>) => browser.fetch(`${server.issuer}/apps/manage/edit`, { method: 'POST', body: form(fields) });
+
+      const wrongRat = await edit({ csrf, client_id: app.client_id, registration_access_token: other.rat, redirect_uris: 'https://evil.example.org/cb' });
+      assert.equal(wrongRat.status, 403);
+      assert.match(await wrongRat.text(), /The client ID or registration access token is not correct\./);
+      const noCsrf = await edit({ client_id: app.client_id, registration_access_token: app.rat, redirect_uris: 'https://evil.example.org/cb' });
+      assert.equal(noCsrf.status, 403);
+      for (const uri of ['javascript:alert(1)', 'https://x.example.org/cb#frag', 'http://x.example.org/cb', '']) {
+        const res = await edit({ csrf, client_id: app.client_id, registration_access_token: app.rat, redirect_uris: uri });
+        assert.equal(res.status, 400, uri);
+        assert.match(await res.text(), /class="error"/);
+      }
+      assert.deepEqual((await storedClient(server, app.client_id))?.redirect_uris, ['http://127.0.0.1:9100/old-callback']);
+    });
+
+    it('edits the redirect URIs and launch URL: the new URI works at /authorize, the old one is refused', async () => {
+      const before = await storedClient(server, app.client_id);
+      const { browser, html } = await openManage(server, app.client_id, app.rat);
+      const res = await browser.fetch(`${server.issuer}/apps/manage/edit`, {
+        method: 'POST',
+        body: form({ csrf: hiddenValue(html, 'csrf'), client_id: app.client_id, registration_access_token: app.rat, redirect_uris: 'http://127.0.0.1:9100/new-callback', launch_uri: 'https://managed.example.org/launch' }),
+      });
+      const page = await res.text();
+      assert.equal(res.status, 200, page.slice(0, 800));
+      assert.match(page, /Saved/);
+      const after = await storedClient(server, app.client_id);
+      assert.deepEqual(after?.redirect_uris, ['http://127.0.0.1:9100/new-callback']);
+      assert.equal(after?.launch_uri, 'https://managed.example.org/launch');
+      for (const key of ['client_id', 'client_name', 'token_endpoint_auth_method', 'grant_types']) assert.deepEqual(after?.[key], before?.[key], key);
+
+      const client = { client_id: app.client_id, redirect_uri: 'http://127.0.0.1:9100/new-callback' };
+      const launch = await authorize({ server, client, scope: SCOPE });
+      assert.ok(launch.code);
+      assert.equal((await exchangeCode(server.issuer, launch, client)).res.status, 200);
+
+      const { challenge } = pkce();
+      const old = await fetch(`${server.issuer}/authorize?${new URLSearchParams({
+        response_type: 'code', client_id: app.client_id, redirect_uri: 'http://127.0.0.1:9100/old-callback', scope: SCOPE, state: 's',
+        aud: server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256',
+      })}`, { redirect: 'manual' });
+      assert.equal(old.status, 400);
+      assert.equal(old.headers.get('location'), null);
+      assert.match(await old.text(), /redirect_uri/);
+    });
+
+    it('keeps the client secret when a confidential app is edited', async () => {
+      const secretApp = await register(server, { client_name: 'Secret Edit', redirect_uris: 'https://secret-edit.example.org/cb', auth: 'secret' });
+      const { browser, html } = await openManage(server, secretApp.client_id, secretApp.rat);
+      const res = await browser.fetch(`${server.issuer}/apps/manage/edit`, {
+        method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: secretApp.client_id, registration_access_token: secretApp.rat, redirect_uris: 'https://secret-edit.example.org/cb2' }),
+      });
+      assert.equal(res.status, 200);
+      const stored = await storedClient(server, secretApp.client_id);
+      assert.equal(stored?.client_secret, secretApp.client_secret);
+      const client = { client_id: secretApp.client_id, client_secret: secretApp.client_secret, redirect_uri: 'https://secret-edit.example.org/cb2' };
+      const launch = await authorize({ server, client, scope: SCOPE });
+      assert.equal((await exchangeCode(server.issuer, launch, client)).res.status, 200);
+    });
+
+    it('edits the JWKS URL of an asymmetric app', async () => {
+      const keyed = await register(server, { client_name: 'Keyed', redirect_uris: 'https://keyed.example.org/cb', auth: 'jwks-uri', jwks_uri: 'https://keyed.example.org/jwks-1' });
+      const { browser, html } = await openManage(server, keyed.client_id, keyed.rat);
+      assert.match(html, /name="jwks_uri"/);
+      const edit = (jwks: string) => browser.fetch(`${server.issuer}/apps/manage/edit`, {
+        method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: keyed.client_id, registration_access_token: keyed.rat, redirect_uris: 'https://keyed.example.org/cb', jwks_uri: jwks }),
+      });
+      assert.equal((await edit('http://keys.example.org/jwks')).status, 400);
+      assert.equal((await edit('https://keyed.example.org/jwks-2')).status, 200);
+      assert.equal((await storedClient(server, keyed.client_id))?.jwks_uri, 'https://keyed.example.org/jwks-2');
+    });
+
+    it('deletes the app: its tokens stop working and the client then gets invalid_client', async () => {
+      const client = { client_id: app.client_id, redirect_uri: 'http://127.0.0.1:9100/new-callback' };
+      const tokens = (await exchangeCode(server.issuer, await authorize({ server, client, scope: SCOPE }), client)).body;
+      assert.equal((await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 200);
+
+      const { browser, html } = await openManage(server, app.client_id, app.rat);
+      const noCsrf = await browser.fetch(`${server.issuer}/apps/manage/delete`, { method: 'POST', body: form({ client_id: app.client_id, registration_access_token: app.rat }) });
+      assert.equal(noCsrf.status, 403);
+      const wrongRat = await browser.fetch(`${server.issuer}/apps/manage/delete`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: app.client_id, registration_access_token: other.rat }) });
+      assert.equal(wrongRat.status, 403);
+      assert.ok(await storedClient(server, app.client_id), 'still registered');
+
+      const res = await browser.fetch(`${server.issuer}/apps/manage/delete`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: app.client_id, registration_access_token: app.rat }) });
+      assert.equal(res.status, 200);
+      assert.match(await res.text(), /App deleted/);
+      assert.equal(await storedClient(server, app.client_id), undefined);
+
+      const refresh = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, client);
+      assert.equal(refresh.res.status, 401);
+      assert.equal(refresh.body.error, 'invalid_client');
+      assert.equal((await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 401,
+        'the access tokens of a deleted app are refused');
+      const again = await openManage(server, app.client_id, app.rat);
+      assert.equal(again.res.status, 403, 'the registration access token is gone with the app');
+      assert.ok(await storedClient(server, other.client_id), 'other apps are untouched');
+    });
+
+    it('manages an app registered at /register (RFC 7591) and shows only https logos', async () => {
+      const registerApp = async (logo: string) => {
+        const res = await fetch(`${server.issuer}/register`, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ client_name: 'API App', redirect_uris: ['https://api-app.example.org/cb'], token_endpoint_auth_method: 'none', logo_uri: logo, scope: 'openid patient/*.rs' }),
+        });
+        assert.equal(res.status, 201);
+        return (await res.json()) as { client_id: string; registration_access_token: string };
+      };
+      const https = await registerApp('https://api-app.example.org/logo.png');
+      const manage = await openManage(server, https.client_id, https.registration_access_token);
+      assert.equal(manage.res.status, 200);
+      assert.match(manage.html, /<img class="logo" src="https:\/\/api-app.example.org\/logo.png"/);
+      const res = await manage.browser.fetch(`${server.issuer}/apps/manage/edit`, {
+        method: 'POST',
+        body: form({ csrf: hiddenValue(manage.html, 'csrf'), client_id: https.client_id, registration_access_token: https.registration_access_token, redirect_uris: 'https://api-app.example.org/cb2' }),
+      });
+      assert.equal(res.status, 200);
+      const stored = await storedClient(server, https.client_id);
+      assert.deepEqual(stored?.redirect_uris, ['https://api-app.example.org/cb2']);
+      assert.equal(stored?.smart_scope, 'openid patient/*.rs');
+      assert.equal(stored?.logo_uri, 'https://api-app.example.org/logo.png');
+
+      const http = await registerApp('http://localhost/logo.png');
+      const plain = await openManage(server, http.client_id, http.registration_access_token);
+      assert.equal(plain.res.status, 200);
+      assert.doesNotMatch(plain.html, /<img/);
+    });
+  });
+});
+
+describe('developer portal with REGISTRATION=token', () => {
+  let server: TestServer;
+  before(async () => { server = await startTestServer({ REGISTRATION: 'token' }); });
+  after(() => server.stop());
+
+  it('asks for an initial access token and refuses without a valid one', async () => {
+    const html = await (await fetch(`${server.issuer}/apps`)).text();
+    assert.match(html, /name="initial_access_token"/);
+    const fields = { client_name: 'Gated App', redirect_uris: 'https://gated.example.org/cb', auth: 'public' };
+    const before = await clientCount(server);
+    for (const iat of [undefined, '', 'bogus-initial-access-token']) {
+      const { res, html: page } = await postRegistration(server, iat === undefined ? fields : { ...fields, initial_access_token: iat });
+      assert.equal(res.status, 403);
+      assert.match(page, /A valid initial access token is required/);
+    }
+    assert.equal(await clientCount(server), before);
+
+    const iat = await new server.host.provider.InitialAccessToken({}).save();
+    const app = await register(server, { ...fields, initial_access_token: iat });
+    assert.ok(await storedClient(server, app.client_id));
+    assert.equal(await clientCount(server), before + 1);
+  });
+});

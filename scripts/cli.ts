@@ -7,6 +7,7 @@ import { addUser, disableUser, listUsers, UserError, type UserAttributes } from 
 import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
+import { isPurposeOfUse } from '../server/hcs/codes.ts';
 import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
 import { createDemoStore } from '../server/fhir/demo-store.ts';
 import { storePatientDirectory } from '../server/fhir/patient-directory.ts';
@@ -31,12 +32,12 @@ const strings = (v: unknown) => (v as string[] | undefined) ?? [];
 
 const commands: Record<string, Command> = {
   'user add': {
-    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--organization "<name>"] [--patients <id>,<id>]',
+    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--organization "<name>"] [--organization-id <uri>] [--patients <id>,<id>]',
     options: {
       ...json, password: { type: 'string' }, name: { type: 'string' }, 'fhir-user': { type: 'string' },
       role: { type: 'string', multiple: true }, purpose: { type: 'string', multiple: true }, clearance: { type: 'string' },
       sensitivity: { type: 'string' }, 'break-glass': { type: 'boolean' }, auditor: { type: 'boolean' },
-      organization: { type: 'string' }, patients: { type: 'string' },
+      organization: { type: 'string' }, 'organization-id': { type: 'string' }, patients: { type: 'string' },
     },
     async run({ values: v, positionals: [username] }, { db }) {
       if (!username || !v.password) throw new UsageError('a username and --password are required');
@@ -49,8 +50,12 @@ const commands: Record<string, Command> = {
         breakGlass: Boolean(v['break-glass']),
         auditor: Boolean(v.auditor),
         organization: v.organization as string | undefined,
+        organizationId: v['organization-id'] as string | undefined,
         patients: list(v.patients),
       };
+      const unknown = attributes.purposes!.filter((p) => !isPurposeOfUse(p));
+      if (unknown.length) throw new UsageError(`--purpose takes v3-ActReason purpose-of-use codes (TREAT, ETREAT, HPAYMT, ...): ${unknown.join(', ')}`);
+      if (attributes.organizationId && !URL.canParse(attributes.organizationId)) throw new UsageError('--organization-id must be a URI, e.g. urn:oid:1.2.3.4');
       if (!['U', 'L', 'M', 'N', 'R', 'V'].includes(attributes.clearance!)) throw new UsageError('--clearance is one of U L M N R V');
       const user = await addUser(db, {
         username, password: String(v.password), name: v.name as string | undefined, fhirUser: v['fhir-user'] as string | undefined, attributes,
@@ -80,11 +85,12 @@ const commands: Record<string, Command> = {
     },
   },
   'client add': {
-    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--resource-server]',
+    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--purpose <code>]... [--resource-server]',
     options: {
       ...json, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true }, 'launch-uri': { type: 'string' },
       public: { type: 'boolean' }, secret: { type: 'boolean' }, 'jwks-uri': { type: 'string' }, 'jwks-file': { type: 'string' },
       scope: { type: 'string' }, 'grant-type': { type: 'string', multiple: true }, 'resource-server': { type: 'boolean' },
+      purpose: { type: 'string', multiple: true },
     },
     async run({ values: v }, { db, config }) {
       if (!v.name) throw new UsageError('--name is required');
@@ -108,7 +114,7 @@ const commands: Record<string, Command> = {
       const metadata = await addClient(db, provider, {
         name: String(v.name), redirectUris: strings(v['redirect-uri']), launchUri: v['launch-uri'] as string | undefined,
         auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
-        resourceServer: Boolean(v['resource-server']),
+        resourceServer: Boolean(v['resource-server']), purposes: strings(v.purpose),
       });
       const out: Record<string, unknown> = { client_id: metadata.client_id };
       if (metadata.client_secret) out.client_secret = metadata.client_secret;

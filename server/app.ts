@@ -22,6 +22,8 @@ import { storePatientDirectory } from './fhir/patient-directory.ts';
 import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
 import { renderPage } from './views.ts';
+import { policyVocabulary } from './hcs/policy.ts';
+import { purposeCoding } from './hcs/codes.ts';
 import { seedDemoData } from '../db/seed.ts';
 
 const STYLE = readFileSync(new URL('./static/style.css', import.meta.url));
@@ -98,7 +100,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     registration: `${config.issuer}/register`,
     management: `${config.issuer}/account/apps`,
   };
-  const discovery = smartConfiguration(endpoints, SCOPES_SUPPORTED);
+  const vocabulary = policyVocabulary(config.policy);
+  const discovery = smartConfiguration(endpoints, SCOPES_SUPPORTED, {
+    purposes_of_use_supported: vocabulary.purposes.map(purposeCoding),
+    subject_roles_supported: vocabulary.roles,
+  });
   const sendDiscovery = (ctx: Context) => {
     ctx.set('Access-Control-Allow-Origin', '*');
     ctx.type = 'application/json';

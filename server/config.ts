@@ -1,5 +1,6 @@
 // Every setting of smart-auth, typed, read once from the environment and validated at start.
 // README lists them; keep the two in step.
+import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
 
 export interface Config {
   production: boolean;
@@ -23,6 +24,9 @@ export interface Config {
   refreshTokenTtl: number;
   launchTtl: number;
   tenant: string | undefined;
+  btgTokenTtl: number;
+  /** The HCS policy (role x purpose of use, break-the-glass), from POLICY_FILE or the bundled default. */
+  policy: HcsPolicy;
 }
 
 export class ConfigError extends Error {
@@ -120,10 +124,21 @@ export function loadConfig(env: Env = process.env): Config {
     refreshTokenTtl: integer(env, 'REFRESH_TOKEN_TTL', 90 * 86400, 3600, 366 * 86400),
     launchTtl: integer(env, 'LAUNCH_TTL', 300, 10, 3600),
     tenant: env.TENANT || undefined,
+    btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
+    policy: policyFrom(env.POLICY_FILE),
   };
 
   if (production) assertProductionSafe(config, issuerUrl);
   return config;
+}
+
+function policyFrom(file: string | undefined): HcsPolicy {
+  try {
+    return loadPolicy(file || undefined);
+  } catch (err) {
+    if (err instanceof PolicyError) throw new ConfigError(err.message);
+    throw err;
+  }
 }
 
 function assertProductionSafe(config: Config, issuerUrl: URL): void {

@@ -14,7 +14,7 @@ export const DEMO_ACCOUNTS: DemoAccount[] = [
     attributes: {
       roles: [{ system: PRACTITIONER_ROLE, code: 'doctor', display: 'Doctor' }],
       purposes: ['TREAT', 'HPAYMT', 'HOPERAT'], clearance: 'R', sensitivities: ['HIV', 'PSY', 'SUD', 'ETH'],
-      organization: 'Example Hospital',
+      organization: 'Example Hospital', organizationId: 'urn:oid:2.16.840.1.113883.19.5',
     },
   },
   {
@@ -23,7 +23,7 @@ export const DEMO_ACCOUNTS: DemoAccount[] = [
     attributes: {
       roles: [{ system: PRACTITIONER_ROLE, code: 'doctor', display: 'Doctor' }],
       purposes: ['TREAT', 'ETREAT'], clearance: 'N', sensitivities: [], breakGlass: true,
-      organization: 'Example Hospital', patients: ['pat-1', 'pat-2'],
+      organization: 'Example Hospital', organizationId: 'urn:oid:2.16.840.1.113883.19.5', patients: ['pat-1', 'pat-2'],
     },
   },
   {

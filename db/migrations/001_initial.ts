@@ -50,11 +50,25 @@ export async function up(db: Knex): Promise<void> {
     t.bigInteger('retired_at');
   });
 
-  // SMART launch context of one grant: what the token response and the token carry.
-  await db.schema.createTable('launch_contexts', (t) => {
+  // What one grant is about: the SMART launch context (token response and token claims) and the
+  // purpose of use chosen at consent, with the reason when it is an emergency (break-the-glass) access.
+  await db.schema.createTable('grant_contexts', (t) => {
     t.string('grant_id', 255).primary();
-    t.text('context').notNullable();
+    t.text('launch').notNullable();
+    t.string('purpose_of_use', 32);
+    t.text('emergency_reason');
     t.bigInteger('expires_at').notNullable().index();
+  });
+
+  // The audit trail: FHIR AuditEvents, appended in order, never updated.
+  await db.schema.createTable('audit_events', (t) => {
+    t.increments('seq').primary();
+    t.string('id', 64).notNullable().unique();
+    t.bigInteger('recorded_at').notNullable().index();
+    t.string('type_code', 64).notNullable();
+    t.string('subtype_code', 64);
+    t.string('patient_id', 64).index();
+    t.text('event').notNullable();
   });
 
   // EHR launch ids: opaque, single use, short lived.
@@ -70,7 +84,7 @@ export async function up(db: Knex): Promise<void> {
 }
 
 export async function down(db: Knex): Promise<void> {
-  for (const table of ['token_grants', 'revoked_tokens', 'ehr_launches', 'launch_contexts', 'signing_keys', 'users', 'oidc_payloads']) {
+  for (const table of ['audit_events', 'token_grants', 'revoked_tokens', 'ehr_launches', 'grant_contexts', 'signing_keys', 'users', 'oidc_payloads']) {
     await db.schema.dropTableIfExists(table);
   }
 }

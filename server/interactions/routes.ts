@@ -9,12 +9,16 @@ import type { Db } from '../db.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import { sendPage } from '../views.ts';
 import { authenticate, findUser, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
-import { consumeEhrLaunch, findEhrLaunch, saveLaunchContext, type EhrLaunch } from '../oidc/launch-store.ts';
+import { consumeEhrLaunch, findEhrLaunch, saveGrantContext, type EhrLaunch } from '../oidc/launch-store.ts';
 import { buildLaunchContext } from '../smart/launch-context.ts';
 import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import type { PatientDirectory } from '../fhir/patient-directory.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
+import { subjectOf } from '../oidc/users.ts';
+import { checkPurposeSubmission, purposeChoice, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
+import { purposeDisplay } from '../hcs/codes.ts';
+import { clientPurposesOf } from '../oidc/clients.ts';
 import { allowedScopeOf } from '../oidc/clients.ts';
 
 export interface InteractionDeps {
@@ -46,14 +50,23 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     return details.params.launch ? findEhrLaunch(db, String(details.params.launch)) : undefined;
   }
 
-  async function choicesFor(details: Details, user: User): Promise<ConsentChoices> {
+  async function choicesFor(details: Details, user: User): Promise<{ scopes: ConsentChoices; purpose: PurposeChoice }> {
     const client = await host.provider.Client.find(String(details.params.client_id));
     const scope = grantableScope({
       requested: [String(details.params.scope ?? '')],
       allowed: client && allowedScopeOf(client),
       backend: false,
     });
-    return consentChoices(scope, { patientIsUser: Boolean(patientOf(user)) });
+    const requested = requestedPurpose(String(details.params.scope ?? ''), details.params.purpose_of_use);
+    return {
+      scopes: consentChoices(scope, { patientIsUser: Boolean(patientOf(user)) }),
+      purpose: purposeChoice({ policy: config.policy, subject: subjectOf(user), clientPurposes: client && clientPurposesOf(client), requested }),
+    };
+  }
+
+  /** Ends the authorization with an error for the app (RFC 6749 4.1.2.1), e.g. a purpose of use it may not have. */
+  async function refuse(ctx: Context, error: string, description: string) {
+    await host.provider.interactionFinished(ctx.req, ctx.res, { error, error_description: description }, { mergeWithLastSubmission: false });
   }
 
   async function renderLogin(ctx: Context, details: Details, extra: Record<string, unknown> = {}, status = 200) {
@@ -87,6 +100,22 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     return { pick: true };
   }
 
+  async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
+    const patientName = patient ? (await patients.get(patient))?.name : undefined;
+    const purpose = choices.purpose;
+    return page(ctx, 'consent', {
+      title: 'Allow access?',
+      uid: details.uid,
+      csrf: csrfToken(ctx),
+      clientName: await clientName(details),
+      patient: details.params.launch || patientOf(user) ? undefined : patient,
+      patientName,
+      message,
+      ...choices.scopes,
+      purpose: { ...purpose, labels: Object.fromEntries(purpose.options.map((code) => [code, `${purposeDisplay(code)} (${code})`])) },
+    }, message ? 400 : 200);
+  }
+
   router.get('/interaction/:uid', async (ctx) => {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
     if (details.prompt.name === 'login') return renderLogin(ctx, details);
@@ -94,22 +123,14 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     const user = await findUser(db, String(details.session?.accountId));
     if (!user || user.disabled) return renderLogin(ctx, details);
     const choices = await choicesFor(details, user);
-    const context = needsPatient(choices) ? await resolvePatient(details, user, ctx.query.patient) : { pick: false };
+    if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
+    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient) : { pick: false };
     if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
     if (context.pick) {
       const list = (await patients.list()).filter((p) => mayAccessPatient(user, p.id));
       return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, message: context.error });
     }
-    const patientName = 'patient' in context && context.patient ? (await patients.get(context.patient))?.name : undefined;
-    return page(ctx, 'consent', {
-      title: 'Allow access?',
-      uid: details.uid,
-      csrf: csrfToken(ctx),
-      clientName: await clientName(details),
-      patient: details.params.launch || patientOf(user) ? undefined : ('patient' in context ? context.patient : undefined),
-      patientName,
-      ...choices,
-    });
+    return renderConsent(ctx, details, user, choices, 'patient' in context ? context.patient : undefined);
   });
 
   router.post('/interaction/:uid/login', formBody, async (ctx) => {
@@ -140,18 +161,20 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     const user = await findUser(db, String(details.session?.accountId));
     if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
     const choices = await choicesFor(details, user);
-    const granted = grantedFromForm(choices, body.scope);
-    if (granted.length === 0) {
-      await host.provider.interactionFinished(ctx.req, ctx.res,
-        { error: 'access_denied', error_description: 'The user granted none of the requested access' },
-        { mergeWithLastSubmission: false });
-      return;
-    }
+    if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
+    const granted = grantedFromForm(choices.scopes, body.scope);
+    if (granted.length === 0) return refuse(ctx, 'access_denied', 'The user granted none of the requested access');
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
-    if (needsPatient(choices)) {
+    if (needsPatient(choices.scopes)) {
       context = await resolvePatient(details, user, body.patient);
       if (context.error || context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error ?? 'No patient was chosen.' }, 400);
     }
+    const purpose = typeof body.purpose_of_use === 'string' ? body.purpose_of_use : choices.purpose.preselected ?? '';
+    const reason = typeof body.btg_reason === 'string' ? body.btg_reason : '';
+    const purposeProblem = checkPurposeSubmission(choices.purpose, purpose, reason);
+    if (purposeProblem) return renderConsent(ctx, details, user, choices, context.patient, purposeProblem);
+    const emergency = choices.purpose.emergency.includes(purpose);
+
     const ehrLaunch = details.params.launch ? await consumeEhrLaunch(db, String(details.params.launch)) : undefined;
     if (details.params.launch && !ehrLaunch) {
       return page(ctx, 'error', { title: 'Cannot continue', description: 'This launch has expired or was already used.' }, 400);
@@ -170,14 +193,18 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     const grantId = await grant.save();
 
     const carries = grantedContext(granted);
-    await saveLaunchContext(db, grantId, buildLaunchContext({
-      patient: carries.patient ? context.patient : undefined,
-      encounter: carries.encounter ? context.encounter : undefined,
-      fhirContext: ehrLaunch?.fhirContext,
-      ehrLaunch: Boolean(details.params.launch),
-      styleUrl: `${config.issuer}/smart-style/v1.json`,
-      tenant: config.tenant,
-    }), config.refreshTokenTtl);
+    await saveGrantContext(db, grantId, {
+      launch: buildLaunchContext({
+        patient: carries.patient ? context.patient : undefined,
+        encounter: carries.encounter ? context.encounter : undefined,
+        fhirContext: ehrLaunch?.fhirContext,
+        ehrLaunch: Boolean(details.params.launch),
+        styleUrl: `${config.issuer}/smart-style/v1.json`,
+        tenant: config.tenant,
+      }),
+      purposeOfUse: purpose,
+      emergencyReason: emergency ? reason.trim() : undefined,
+    }, emergency ? config.btgTokenTtl + 120 : config.refreshTokenTtl);
 
     await host.provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   });

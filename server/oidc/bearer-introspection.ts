@@ -38,7 +38,7 @@ export function bearerIntrospection({ config, db, host }: { config: Config; db: 
     const token = (ctx.request.body as Record<string, unknown>).token;
     ctx.set('Cache-Control', 'no-store');
     ctx.body = await introspectToken(typeof token === 'string' ? token : '', {
-      db, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys,
+      db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys,
     });
   });
   return router;

@@ -2,8 +2,9 @@
 // Runs inside oidc-provider's client schema (extraClientMetadata.validator) before its own checks.
 import { errors } from 'oidc-provider';
 import { isSmartScopeString } from '../smart/client-scopes.ts';
+import { isPurposeOfUse } from '../hcs/codes.ts';
 
-export const CUSTOM_CLIENT_METADATA = ['smart_scope', 'launch_uri', 'resource_server'] as const;
+export const CUSTOM_CLIENT_METADATA = ['smart_scope', 'launch_uri', 'resource_server', 'purposes_of_use'] as const;
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -41,6 +42,9 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
     if (problem) fail(problem);
   }
   if (md.resource_server !== undefined && typeof md.resource_server !== 'boolean') fail('resource_server must be a boolean');
+  if (md.purposes_of_use !== undefined && (!Array.isArray(md.purposes_of_use) || md.purposes_of_use.some((p) => typeof p !== 'string' || !isPurposeOfUse(p)))) {
+    fail('purposes_of_use must list v3-ActReason purpose-of-use codes');
+  }
   if (md.resource_server === true && md.token_endpoint_auth_method === 'none') fail('a resource server must be a confidential client');
   if (Array.isArray(md.grant_types) && md.grant_types.includes('client_credentials') && md.token_endpoint_auth_method === 'none') {
     fail('client_credentials needs client authentication (private_key_jwt or a client secret)');

@@ -22,6 +22,8 @@ export interface NewClient {
   grantTypes?: string[];
   /** May introspect any token (a FHIR resource server). */
   resourceServer?: boolean;
+  /** Purposes of use (v3-ActReason codes) the client may request. */
+  purposes?: string[];
 }
 
 /** The SMART scopes a client may be granted, as registered (oidc-provider keeps custom metadata under its own name). */
@@ -29,6 +31,11 @@ export function allowedScopeOf(client: object): string | undefined {
   const { smart_scope: scope, resource_server: resourceServer } = client as { smart_scope?: string; resource_server?: boolean };
   // A resource server may always ask for a token to introspect with.
   return resourceServer ? [scope, 'introspect'].filter(Boolean).join(' ') : scope;
+}
+
+/** The purposes of use a client is registered for (none: no limit from the client). */
+export function clientPurposesOf(client: object): string[] | undefined {
+  return (client as { purposes_of_use?: string[] }).purposes_of_use;
 }
 
 export class ClientError extends Error {
@@ -69,6 +76,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
   if (input.launchUri) metadata.launch_uri = input.launchUri;
   if (input.scope !== undefined) metadata.smart_scope = input.scope;
   if (input.resourceServer) metadata.resource_server = true;
+  if (input.purposes?.length) metadata.purposes_of_use = input.purposes;
   return metadata;
 }
 

@@ -2,7 +2,7 @@
 import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { findLaunchContext } from './launch-store.ts';
+import { findGrantContext } from './launch-store.ts';
 
 export interface GrantSummary {
   grantId: string;
@@ -32,7 +32,7 @@ export async function grantsOf(db: Db, provider: Provider, accountId: string): P
     const grant = JSON.parse(payload) as GrantPayload;
     const client = await provider.Client.find(grant.clientId);
     const scopes = new Set([...(grant.openid?.scope?.split(' ') ?? []), ...Object.values(grant.resources ?? {}).flatMap((s) => s.split(' '))]);
-    const context = await findLaunchContext(db, id);
+    const context = (await findGrantContext(db, id))?.launch;
     return {
       grantId: id,
       clientId: grant.clientId,
@@ -52,7 +52,7 @@ export async function endGrants(db: Db, grantIds: readonly string[]): Promise<vo
     const chunk = grantIds.slice(i, i + 200);
     await db('oidc_payloads').whereIn('model', ['RefreshToken', 'AuthorizationCode', 'AccessToken']).whereIn('grant_id', chunk).delete();
     await db('oidc_payloads').where('model', 'Grant').whereIn('id', chunk).delete();
-    await db('launch_contexts').whereIn('grant_id', chunk).delete();
+    await db('grant_contexts').whereIn('grant_id', chunk).delete();
   }
 }
 

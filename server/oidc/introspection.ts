@@ -7,12 +7,15 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { findLaunchContext } from './launch-store.ts';
+import { findGrantContext } from './launch-store.ts';
 import { findUser } from './users.ts';
 import { isAccessTokenRevoked, revokeAccessToken } from './revocation.ts';
+import { appTokenClaims } from './token-claims.ts';
+import type { HcsPolicy } from '../hcs/policy.ts';
 
 export interface TokenContext {
   db: Db;
+  policy: HcsPolicy;
   issuer: string;
   fhirBase: string;
   provider: Provider;
@@ -46,7 +49,7 @@ async function introspectRefreshToken(token: string, c: TokenContext): Promise<I
   const refresh = await c.provider.RefreshToken.find(token);
   if (!refresh || refresh.isExpired || refresh.consumed || !refresh.grantId) return INACTIVE;
   if (!(await c.provider.Grant.find(refresh.grantId))) return INACTIVE;
-  const context = await findLaunchContext(c.db, refresh.grantId);
+  const grant = await findGrantContext(c.db, refresh.grantId);
   const user = refresh.accountId ? await findUser(c.db, refresh.accountId) : undefined;
   return {
     active: true,
@@ -58,10 +61,7 @@ async function introspectRefreshToken(token: string, c: TokenContext): Promise<I
     iss: c.issuer,
     aud: c.fhirBase,
     token_type: 'refresh_token',
-    ...(user?.fhirUser && { fhirUser: `${c.fhirBase}/${user.fhirUser}` }),
-    ...(context?.patient && { patient: context.patient }),
-    ...(context?.encounter && { encounter: context.encounter }),
-    ...(context?.fhirContext && { fhirContext: context.fhirContext }),
+    ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, user, grant),
   };
 }
 

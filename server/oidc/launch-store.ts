@@ -53,18 +53,37 @@ export async function consumeEhrLaunch(db: Db, id: string): Promise<EhrLaunch | 
   return updated === 1 ? launch : undefined;
 }
 
-export async function saveLaunchContext(db: Db, grantId: string, context: LaunchContext, ttlSeconds: number): Promise<void> {
-  await db('launch_contexts')
-    .insert({ grant_id: grantId, context: JSON.stringify(context), expires_at: nowSeconds() + ttlSeconds })
+export interface GrantContext {
+  launch: LaunchContext;
+  purposeOfUse?: string;
+  /** Set when the purpose is an emergency override (break-the-glass): the user's written reason. */
+  emergencyReason?: string;
+}
+
+export async function saveGrantContext(db: Db, grantId: string, context: GrantContext, ttlSeconds: number): Promise<void> {
+  await db('grant_contexts')
+    .insert({
+      grant_id: grantId,
+      launch: JSON.stringify(context.launch),
+      purpose_of_use: context.purposeOfUse ?? null,
+      emergency_reason: context.emergencyReason ?? null,
+      expires_at: nowSeconds() + ttlSeconds,
+    })
     .onConflict('grant_id')
     .merge();
 }
 
-export async function findLaunchContext(db: Db, grantId: string): Promise<LaunchContext | undefined> {
-  const row = await db('launch_contexts').where('grant_id', grantId).andWhere('expires_at', '>', nowSeconds()).first('context');
-  return row ? (JSON.parse(row.context) as LaunchContext) : undefined;
+export async function findGrantContext(db: Db, grantId: string): Promise<GrantContext | undefined> {
+  const row = await db('grant_contexts').where('grant_id', grantId).andWhere('expires_at', '>', nowSeconds())
+    .first('launch', 'purpose_of_use', 'emergency_reason');
+  if (!row) return undefined;
+  return {
+    launch: JSON.parse(row.launch) as LaunchContext,
+    ...(row.purpose_of_use && { purposeOfUse: row.purpose_of_use as string }),
+    ...(row.emergency_reason && { emergencyReason: row.emergency_reason as string }),
+  };
 }
 
-export async function deleteLaunchContext(db: Db, grantId: string): Promise<void> {
-  await db('launch_contexts').where('grant_id', grantId).delete();
+export async function deleteGrantContext(db: Db, grantId: string): Promise<void> {
+  await db('grant_contexts').where('grant_id', grantId).delete();
 }

@@ -1,15 +1,18 @@
 // node-oidc-provider configured as a SMART App Launch 2.2 authorization server.
 // ../shared/reference/oidc-provider-notes.md explains each hook and why it is needed.
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
-import { createLocalJWKSet, decodeJwt, type JWK } from 'jose';
+import { createLocalJWKSet, type JWK } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
 import { findUser } from './users.ts';
-import { deleteLaunchContext, findEhrLaunch, findLaunchContext } from './launch-store.ts';
+import { deleteGrantContext, findEhrLaunch, findGrantContext, type GrantContext } from './launch-store.ts';
+import { appTokenClaims, backendTokenClaims } from './token-claims.ts';
+import { requestedPurpose } from '../hcs/purpose-choice.ts';
+import { isEmergency } from '../hcs/policy.ts';
 import { grantableScope, isSmartScopeString, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
-import { allowedScopeOf } from './clients.ts';
+import { allowedScopeOf, clientPurposesOf } from './clients.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { isResourceServer, jwtTokenEndpoints } from './introspection.ts';
 import { recordTokenGrant } from './revocation.ts';
@@ -18,6 +21,7 @@ import { publicJwk } from './keys.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
+import { databaseAuditSink } from '../audit/store.ts';
 
 export interface ProviderDeps {
   config: Config;
@@ -42,12 +46,15 @@ function rawRequestedScope(ctx: KoaContextWithOIDC): string {
   return raw;
 }
 
-/** IHE IUA attributes of a backend service, from the hl7-b2b extension of its (verified) client assertion. */
-function backendServiceClaims(ctx: KoaContextWithOIDC): Record<string, unknown> | undefined {
-  const assertion = ctx.oidc.params?.client_assertion;
-  if (ctx.oidc.params?.grant_type !== 'client_credentials' || typeof assertion !== 'string') return undefined;
-  const b2b = (decodeJwt(assertion).extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
-  return b2b === undefined ? undefined : { extensions: { ihe_iua: iuaFromHl7B2b(b2b) } };
+/** The grant context of a token request, read once per request (the TTL, refresh and claims hooks all need it). */
+const grantContextMemo = new WeakMap<object, Map<string, Promise<GrantContext | undefined>>>();
+function grantContextOf(db: Db, ctx: KoaContextWithOIDC, grantId: string | undefined): Promise<GrantContext | undefined> {
+  if (!grantId) return Promise.resolve(undefined);
+  let memo = grantContextMemo.get(ctx);
+  if (!memo) grantContextMemo.set(ctx, (memo = new Map()));
+  let found = memo.get(grantId);
+  if (!found) memo.set(grantId, (found = findGrantContext(db, grantId)));
+  return found;
 }
 
 const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
@@ -145,11 +152,13 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
             backend,
           });
           if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
+          const grantId = ctx.oidc.entities.AuthorizationCode?.grantId ?? ctx.oidc.entities.RefreshToken?.grantId;
+          const emergency = Boolean((await grantContextOf(db, ctx, grantId))?.emergencyReason);
           return {
             scope,
             audience,
             accessTokenFormat: 'jwt',
-            accessTokenTTL: backend ? config.backendTokenTtl : config.accessTokenTtl,
+            accessTokenTTL: backend ? config.backendTokenTtl : emergency ? config.btgTokenTtl : config.accessTokenTtl,
             jwt: { sign: { alg: config.accessTokenAlg } },
           };
         },
@@ -167,6 +176,15 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
         if (requested.includes('offline_access') && ctx.oidc.client?.grantTypeAllowed('refresh_token')) current.add('offline_access');
         params.scope = [...current].join(' ');
       },
+      // An app may ask for a purpose of use up front; the consent step decides whether the user may have it.
+      async purpose_of_use(ctx, value) {
+        if (!isAuthorizationRoute(ctx)) return;
+        const requested = requestedPurpose(String(ctx.oidc.params?.scope ?? ''), value);
+        if (requested.error) throw new errors.InvalidRequest(requested.error);
+        if (requested.code && isEmergency(config.policy, requested.code)) {
+          throw new errors.InvalidRequest(`an app cannot ask for ${requested.code}: only the person can choose an emergency access`);
+        }
+      },
       async launch(ctx, value, client) {
         if (!isAuthorizationRoute(ctx) || value === undefined) return;
         const launch = await findEhrLaunch(db, String(value));
@@ -183,8 +201,10 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
       return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
     },
     expiresWithSession: async () => false,
-    async issueRefreshToken(_ctx, client, code) {
-      return client.grantTypeAllowed('refresh_token') && (code.scopes.has('offline_access') || code.scopes.has('online_access'));
+    async issueRefreshToken(ctx, client, code) {
+      if (!client.grantTypeAllowed('refresh_token') || !(code.scopes.has('offline_access') || code.scopes.has('online_access'))) return false;
+      // Emergency (break-the-glass) access is never refreshed.
+      return !(await grantContextOf(db, ctx, code.grantId))?.emergencyReason;
     },
     rotateRefreshToken: true,
     async findAccount(_ctx, id) {
@@ -203,17 +223,12 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
     },
     async extraTokenClaims(ctx, token) {
       const grantId = (token as { grantId?: string }).grantId;
-      if (!grantId) return backendServiceClaims(ctx);
-      await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + config.accessTokenTtl);
-      const context = await findLaunchContext(db, grantId);
+      if (!grantId) return backendTokenClaims(config, ctx.oidc.params ?? {}, ctx.oidc.client && clientPurposesOf(ctx.oidc.client));
+      const grant = await grantContextOf(db, ctx, grantId);
+      const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
+      await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
       const account = (token as { accountId?: string }).accountId;
-      const user = account ? await findUser(db, account) : undefined;
-      const claims: Record<string, unknown> = {};
-      if (context?.patient) claims.patient = context.patient;
-      if (context?.encounter) claims.encounter = context.encounter;
-      if (context?.fhirContext) claims.fhirContext = context.fhirContext;
-      if (user?.fhirUser) claims.fhirUser = `${config.fhirBase}/${user.fhirUser}`;
-      return claims;
+      return appTokenClaims(config, account ? await findUser(db, account) : undefined, grant);
     },
     // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
     async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
@@ -244,9 +259,10 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
       return (client.redirectUris ?? []).some((uri) => URL.parse(uri)?.origin === origin);
     },
     ttl: {
-      AccessToken: config.accessTokenTtl,
+      // The lifetime getResourceServerInfo chose (app, backend or break-the-glass).
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.accessTokenTtl,
       AuthorizationCode: 60,
-      ClientCredentials: config.backendTokenTtl,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.backendTokenTtl,
       Grant: config.refreshTokenTtl,
       IdToken: 3600,
       Interaction: 3600,
@@ -266,13 +282,13 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = true;
   clientJwks.install(provider);
-  provider.use(smartTokenResponse(db));
+  provider.use(smartTokenResponse(db, config.issuer, databaseAuditSink(db)));
   provider.use(jwtTokenEndpoints({
-    db, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
+    db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));
   provider.use(scopeInRegistrationResponses);
   provider.on('grant.revoked', (_ctx, grantId: string) => {
-    void deleteLaunchContext(db, grantId);
+    void deleteGrantContext(db, grantId);
   });
   // A client deleted through RFC 7592 takes its grants along, as `client remove` and the portal do.
   provider.on('registration_delete.success', (_ctx, client: { clientId: string }) => {

@@ -1,10 +1,15 @@
-// Post-processing of token endpoint responses: the SMART launch context and the caching headers.
+// Post-processing of token endpoint responses: the SMART launch context, the caching headers,
+// invalid_client for every assertion failure, and the security alert of an emergency access.
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import { decodeJwt } from 'jose';
 import type { Db } from '../db.ts';
-import { findLaunchContext } from './launch-store.ts';
+import { findGrantContext } from './launch-store.ts';
+import { findUser } from './users.ts';
+import type { AuditSink } from '../audit/store.ts';
+import { emergencyOverrideStarted } from '../audit/events.ts';
 
-export function smartTokenResponse(db: Db) {
-  return async function addLaunchContext(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
+export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink) {
+  return async function smartTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
     await next();
     if (ctx.oidc?.route !== 'token') return;
     // SMART requires both; oidc-provider sends only Cache-Control: no-store.
@@ -19,8 +24,24 @@ export function smartTokenResponse(db: Db) {
     }
     const grant = ctx.oidc.entities.Grant;
     if (ctx.status !== 200 || !grant?.jti) return;
-    const context = await findLaunchContext(db, grant.jti);
+    const context = await findGrantContext(db, grant.jti);
+    const body = ctx.body as { access_token: string };
+    if (context?.emergencyReason && context.purposeOfUse) {
+      // The alert is part of issuing the token: if it cannot be recorded, the token is not handed out.
+      const user = grant.accountId ? await findUser(db, grant.accountId) : undefined;
+      await audit.append(emergencyOverrideStarted({
+        issuer,
+        recorded: new Date(),
+        user: { sub: String(grant.accountId), name: user?.name, roles: user?.attributes.roles ?? [] },
+        clientId: String(grant.clientId),
+        purpose: context.purposeOfUse,
+        reason: context.emergencyReason,
+        jti: String(decodeJwt(body.access_token).jti),
+        patient: context.launch.patient,
+        address: ctx.ip,
+      }));
+    }
     // Standard members win: the context never overwrites a token field.
-    if (context) ctx.body = { ...context, ...(ctx.body as object) };
+    if (context) ctx.body = { ...context.launch, ...body };
   };
 }

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { DUMMY_HASH, hashPassword, verifyPassword } from './passwords.ts';
+import type { Subject } from '../hcs/policy.ts';
 
 export interface Coding {
   system: string;
@@ -19,6 +20,8 @@ export interface UserAttributes {
   breakGlass?: boolean;
   auditor?: boolean;
   organization?: string;
+  /** A URI (or urn:oid:) for the organization: IUA subject_organization_id. */
+  organizationId?: string;
   /** Patient ids a clinician may pick and reach; absent means all. */
   patients?: string[];
 }
@@ -120,4 +123,16 @@ export function mayAccessPatient(user: User, patientId: string): boolean {
   const own = patientOf(user);
   if (own) return own === patientId;
   return !user.attributes.patients || user.attributes.patients.includes(patientId);
+}
+
+/** The user as the HCS policy sees them. */
+export function subjectOf(user: User): Subject {
+  return {
+    roles: user.attributes.roles ?? [],
+    purposes: user.attributes.purposes ?? [],
+    clearance: user.attributes.clearance ?? 'N',
+    sensitivities: user.attributes.sensitivities ?? [],
+    breakGlass: Boolean(user.attributes.breakGlass),
+    patientUser: Boolean(patientOf(user)),
+  };
 }

@@ -33,7 +33,22 @@ export const SMART_CAPABILITIES = [
   'permission-v2',
 ] as const;
 
-export function smartConfiguration(endpoints: SmartEndpoints, scopesSupported: readonly string[]) {
+export interface Coding {
+  system: string;
+  code: string;
+  display?: string;
+}
+
+/**
+ * smart-auth extensions (RFC 8414 allows additional metadata): the purposes of use and the
+ * subject roles the authorization server knows, as FHIR Codings (IHE IUA shapes).
+ */
+export interface HcsDiscovery {
+  purposes_of_use_supported: Coding[];
+  subject_roles_supported: Coding[];
+}
+
+export function smartConfiguration(endpoints: SmartEndpoints, scopesSupported: readonly string[], hcs?: HcsDiscovery) {
   return {
     issuer: endpoints.issuer,
     jwks_uri: endpoints.jwks,
@@ -50,6 +65,7 @@ export function smartConfiguration(endpoints: SmartEndpoints, scopesSupported: r
     scopes_supported: scopesSupported,
     code_challenge_methods_supported: ['S256'],
     capabilities: [...SMART_CAPABILITIES],
+    ...hcs,
   };
 }
 

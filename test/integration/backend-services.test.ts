@@ -117,7 +117,7 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
       subject_organization: 'Example Clinic',
       subject_organization_id: 'https://clinic.example.org/fhir/Organization/1',
       subject_role: [{ system: 'http://nucc.org/provider-taxonomy', code: '207Q00000X' }],
-      purpose_of_use: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT' }],
+      purpose_of_use: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT', display: 'treatment' }],
     });
   });
 });

@@ -131,7 +131,7 @@ describe('introspection and revocation', () => {
     const result = (await introspect(body.access_token, basic(rs))).body;
     assert.equal(result.active, true);
     assert.equal(result.client_id, backend.client_id);
-    assert.deepEqual(result.extensions.ihe_iua.purpose_of_use, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT' }]);
+    assert.deepEqual(result.extensions.ihe_iua.purpose_of_use, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT', display: 'treatment' }]);
     // a backend service may revoke its own token, authenticating with an assertion
     const res = await fetch(`${server.issuer}/revoke`, {
       method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },

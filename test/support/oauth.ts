@@ -73,6 +73,9 @@ export interface LaunchOptions {
   browser?: Browser;
   extra?: Record<string, string>;
   method?: 'GET' | 'POST';
+  /** The purpose of use to choose on the consent page (default: what the page preselects). */
+  purpose?: string;
+  btgReason?: string;
 }
 
 export interface LaunchResult {
@@ -84,6 +87,8 @@ export interface LaunchResult {
   challenge: string;
   browser: Browser;
   pages: string[];
+  /** Set when the last page was an error status (e.g. a consent form re-shown with a message). */
+  status?: number;
 }
 
 /** Drives a whole authorization: authorize, login, picker, consent, back to the app. */
@@ -102,7 +107,10 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
   for (let guard = 0; guard < 6 && step.url.startsWith(o.server.issuer); guard++) {
     const html = await step.res.text();
     pages.push(html);
-    if (step.res.status >= 400) throw new Error(`page ${step.url} answered ${step.res.status}: ${html.slice(0, 500)}`);
+    if (step.res.status >= 400) {
+      if (html.includes('name="decision"')) return { code: undefined, state, redirect: new URL(step.url), verifier, challenge, browser, pages, status: step.res.status };
+      throw new Error(`page ${step.url} answered ${step.res.status}: ${html.slice(0, 500)}`);
+    }
     const uid = /\/interaction\/([^/"?]+)/.exec(step.url)?.[1];
     if (html.includes('name="password"')) {
       step = await browser.follow(`${o.server.issuer}/interaction/${uid}/login`, o.server.issuer, {
@@ -116,6 +124,8 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
       const data: Record<string, string | string[]> = { csrf: hiddenValue(html, 'csrf'), scope: chosen, decision: o.consent === 'deny' ? 'deny' : 'allow' };
       const patient = /name="patient" value="([^"]*)"/.exec(html)?.[1];
       if (patient) data.patient = patient;
+      if (o.purpose) data.purpose_of_use = o.purpose;
+      if (o.btgReason !== undefined) data.btg_reason = o.btgReason;
       step = await browser.follow(`${o.server.issuer}/interaction/${uid}/consent`, o.server.issuer, { method: 'POST', body: form(data) });
     } else {
       throw new Error(`unexpected page at ${step.url}: ${html.slice(0, 800)}`);

@@ -1,0 +1,101 @@
+// HL7 security vocabularies used in tokens and labels (THO): purpose of use with its is-a tree,
+// the confidentiality scale, and the sensitivity categories with their subsumption. Pure.
+
+export const ACT_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+export const ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+
+export interface Coding {
+  system: string;
+  code: string;
+  display?: string;
+}
+
+/** Each purpose of use and its parent (v3-ActReason, the PurposeOfUse value set). */
+const PURPOSE_PARENT: Record<string, string | null> = {
+  TREAT: null, ETREAT: 'TREAT', BTG: 'ETREAT', ERTREAT: 'ETREAT', COC: 'TREAT', CLINTRL: 'TREAT', POPHLTH: 'TREAT', TREATDS: 'TREAT',
+  HPAYMT: null, CLMATTCH: 'HPAYMT', COVAUTH: 'HPAYMT', COVERAGE: 'HPAYMT', ELIGDTRM: 'COVERAGE', ELIGVER: 'COVERAGE', ENROLLM: 'COVERAGE',
+  MILDCRG: 'COVERAGE', REMITADV: 'HPAYMT', PMTDS: 'HPAYMT',
+  HOPERAT: null, CAREMGT: 'HOPERAT', DONAT: 'HOPERAT', FRAUD: 'HOPERAT', GOV: 'HOPERAT', HACCRED: 'HOPERAT', HCOMPL: 'HOPERAT',
+  HDECD: 'HOPERAT', HDIRECT: 'HOPERAT', HDM: 'HOPERAT', HLEGAL: 'HOPERAT', HOUTCOMS: 'HOPERAT', HPRGRP: 'HOPERAT', HQUALIMP: 'HOPERAT',
+  HSYSADMIN: 'HOPERAT', LABELING: 'HSYSADMIN', METAMGT: 'HSYSADMIN', MEMADMIN: 'HOPERAT', MILCDM: 'HOPERAT', PATADMIN: 'HOPERAT',
+  PATSFTY: 'HOPERAT', PERFMSR: 'HOPERAT', RECORDMGT: 'HOPERAT', SYSDEV: 'HOPERAT', HTEST: 'SYSDEV', TRAIN: 'HOPERAT', MLTRAINING: 'HOPERAT',
+  HRESCH: null, BIORCH: 'HRESCH', CLINTRCH: 'HRESCH', CLINTRCHNPC: 'CLINTRCH', CLINTRCHPC: 'CLINTRCH', PRECLINTRCH: 'CLINTRCH',
+  DSRCH: 'HRESCH', POARCH: 'HRESCH', TRANSRCH: 'HRESCH',
+  PATRQT: null, FAMRQT: 'PATRQT', PWATRNY: 'PATRQT', SUPNWK: 'PATRQT',
+  PUBHLTH: null, DISASTER: 'PUBHLTH', THREAT: 'PUBHLTH',
+  HMARKT: null,
+};
+
+const PURPOSE_DISPLAY: Record<string, string> = {
+  TREAT: 'treatment', ETREAT: 'emergency treatment', BTG: 'break the glass', ERTREAT: 'emergency room treatment',
+  HPAYMT: 'healthcare payment', HOPERAT: 'healthcare operations', HTEST: 'test health data', HRESCH: 'healthcare research',
+  PATRQT: 'patient requested', FAMRQT: 'family requested', PWATRNY: 'power of attorney', PUBHLTH: 'public health',
+  HMARKT: 'healthcare marketing', COC: 'continuity of care', CAREMGT: 'care management', PATADMIN: 'patient administration',
+  RECORDMGT: 'records management', HSYSADMIN: 'system administration', SYSDEV: 'system development',
+};
+
+export function isPurposeOfUse(code: string): boolean {
+  return Object.hasOwn(PURPOSE_PARENT, code);
+}
+
+/** is-a over the PurposeOfUse tree: BTG is-a ETREAT is-a TREAT; HTEST is-a SYSDEV is-a HOPERAT. */
+export function purposeIsA(code: string, ancestor: string): boolean {
+  for (let current: string | null | undefined = code; current; current = PURPOSE_PARENT[current]) {
+    if (current === ancestor) return true;
+  }
+  return false;
+}
+
+export function purposeCoding(code: string): Coding {
+  return { system: ACT_REASON, code, ...(PURPOSE_DISPLAY[code] && { display: PURPOSE_DISPLAY[code] }) };
+}
+
+export const purposeDisplay = (code: string) => PURPOSE_DISPLAY[code] ?? code;
+
+/** v3-Confidentiality, lowest to highest. */
+export const CONFIDENTIALITY_SCALE = ['U', 'L', 'M', 'N', 'R', 'V'] as const;
+export type ConfidentialityCode = (typeof CONFIDENTIALITY_SCALE)[number];
+
+export function isConfidentiality(code: string): code is ConfidentialityCode {
+  return (CONFIDENTIALITY_SCALE as readonly string[]).includes(code);
+}
+
+export const confidentialityRank = (code: ConfidentialityCode) => CONFIDENTIALITY_SCALE.indexOf(code);
+
+/** The confidentiality codes above a ceiling (what a token at that clearance may not see). */
+export function confidentialityAbove(ceiling: ConfidentialityCode): ConfidentialityCode[] {
+  return CONFIDENTIALITY_SCALE.slice(confidentialityRank(ceiling) + 1);
+}
+
+/**
+ * Sensitivity categories (v3-ActCode, InformationSensitivityPolicy) and what each subsumes:
+ * a forbid on SUD also catches ETHUD and OPIOIDUD. ETH (the older code) and SUD overlap: each covers the other.
+ */
+const SENSITIVITY_CHILDREN: Record<string, readonly string[]> = {
+  SPI: ['BH', 'MH', 'PSY', 'PSYTHPN', 'SUD'],
+  BH: ['COGN', 'DVD', 'EMOTDIS'],
+  SUD: ['ETHUD', 'OPIOIDUD', 'ETH'],
+  ETH: ['ETHUD', 'OPIOIDUD', 'SUD'],
+};
+
+/** Every sensitivity code a category covers, itself included. */
+export function sensitivityClosure(code: string): Set<string> {
+  const seen = new Set<string>();
+  const visit = (c: string) => {
+    if (seen.has(c)) return;
+    seen.add(c);
+    for (const child of SENSITIVITY_CHILDREN[c] ?? []) visit(child);
+  };
+  visit(code);
+  return seen;
+}
+
+/** The sensitivity categories a clearance names explicitly (DESIGN: the residual forbids each one not granted). */
+export const KNOWN_SENSITIVITIES = ['ETH', 'HIV', 'PSY', 'SUD', 'SDV', 'STD', 'SEX', 'GDIS', 'MST', 'PREGNANT', 'SCA', 'TBOO', 'VIO', 'MH', 'BH'] as const;
+
+/** Accepts a single Coding or an array of Codings (IUA examples use arrays, the Swiss EPR a single object). */
+export function codingList(value: unknown): Coding[] {
+  const items = Array.isArray(value) ? value : value === undefined || value === null ? [] : [value];
+  return items.filter((c): c is Coding => typeof c === 'object' && c !== null && typeof c.system === 'string' && typeof c.code === 'string');
+}

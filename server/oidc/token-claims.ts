@@ -1,0 +1,71 @@
+// What an access token says beyond RFC 9068: the SMART launch context, the user's FHIR identity,
+// and the HCS attributes (IHE IUA who/why, IHE PCF clearance). Pure: callers fetch the inputs.
+import { errors } from 'oidc-provider';
+import { decodeJwt } from 'jose';
+import type { Config } from '../config.ts';
+import type { User } from './users.ts';
+import { subjectOf } from './users.ts';
+import type { GrantContext } from './launch-store.ts';
+import { effectiveClearance, isEmergency, clientPermits } from '../hcs/policy.ts';
+import { userSecurityClaims } from '../hcs/token-claims.ts';
+import { purposeCoding } from '../hcs/codes.ts';
+import { requestedPurpose } from '../hcs/purpose-choice.ts';
+import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
+
+/** Claims of a token issued to an app for a user (authorization code and refresh). */
+export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user: User | undefined, grant: GrantContext | undefined): Record<string, unknown> {
+  const launch = grant?.launch;
+  const claims: Record<string, unknown> = {};
+  if (launch?.patient) claims.patient = launch.patient;
+  if (launch?.encounter) claims.encounter = launch.encounter;
+  if (launch?.fhirContext) claims.fhirContext = launch.fhirContext;
+  if (!user) return claims;
+  if (user.fhirUser) claims.fhirUser = `${config.fhirBase}/${user.fhirUser}`;
+  const subject = subjectOf(user);
+  Object.assign(claims, userSecurityClaims({
+    name: user.name,
+    organization: user.attributes.organization,
+    organizationId: user.attributes.organizationId,
+    roles: subject.roles,
+    purpose: grant?.purposeOfUse,
+    clearance: effectiveClearance(config.policy, subject, grant?.purposeOfUse),
+    patientUrl: launch?.patient ? `${config.fhirBase}/Patient/${launch.patient}` : undefined,
+  }));
+  return claims;
+}
+
+/**
+ * Claims of a backend-service token: the IUA attributes of its hl7-b2b assertion extension, and
+ * exactly one purpose of use, from the assertion, a purpose_of_use scope token, or the single
+ * purpose the client is registered for; it must be one the client is registered for (if any).
+ */
+export function backendTokenClaims(
+  config: Pick<Config, 'policy'>,
+  params: { client_assertion?: unknown; scope?: unknown },
+  clientPurposes: readonly string[] | undefined,
+): Record<string, unknown> | undefined {
+  const fail = (message: string): never => {
+    throw new errors.InvalidRequest(message);
+  };
+  let iua: ReturnType<typeof iuaFromHl7B2b> = {};
+  if (typeof params.client_assertion === 'string') {
+    const b2b = (decodeJwt(params.client_assertion).extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
+    try {
+      if (b2b !== undefined) iua = iuaFromHl7B2b(b2b);
+    } catch (err) {
+      if (err instanceof B2bError) fail(err.message);
+      throw err;
+    }
+  }
+  const asserted = [...new Set(iua.purpose_of_use?.map((c) => c.code) ?? [])];
+  const fromScope = requestedPurpose(String(params.scope ?? ''), undefined);
+  if (fromScope.error) fail(fromScope.error);
+  if (fromScope.code) asserted.push(fromScope.code);
+  const purposes = [...new Set(asserted)];
+  if (purposes.length > 1) fail('a token carries exactly one purpose of use; the request asserts several');
+  const purpose = purposes[0] ?? (clientPurposes?.length === 1 ? clientPurposes[0] : undefined);
+  if (purpose && isEmergency(config.policy, purpose)) fail(`a backend service cannot assert ${purpose}: emergency access is for people`);
+  if (purpose && purposes.length && !clientPermits(clientPurposes, purpose)) fail(`purpose of use ${purpose} is not registered for this client`);
+  if (purpose) iua.purpose_of_use = [purposeCoding(purpose)];
+  return Object.keys(iua).length ? { extensions: { ihe_iua: iua } } : undefined;
+}

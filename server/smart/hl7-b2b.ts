@@ -1,19 +1,8 @@
 // HL7 UDAP "hl7-b2b" authorization extension (from a client assertion) to IHE IUA attributes
 // (`extensions.ihe_iua` in the access token). Pure. See hcs-labels-audit.md section 1.2 and 1.4.
 
-export interface Coding {
-  system: string;
-  code: string;
-}
-
-export interface IuaAttributes {
-  subject_name?: string;
-  subject_id?: string;
-  subject_organization?: string;
-  subject_organization_id?: string;
-  subject_role?: Coding[];
-  purpose_of_use?: Coding[];
-}
+import type { Coding } from '../hcs/codes.ts';
+import type { IheIua } from '../hcs/token-claims.ts';
 
 export class B2bError extends Error {
   override name = 'B2bError';
@@ -41,7 +30,7 @@ const optionalString = (ext: Record<string, unknown>, key: string): string | und
   return value;
 };
 
-export function iuaFromHl7B2b(extension: unknown): IuaAttributes {
+export function iuaFromHl7B2b(extension: unknown): IheIua {
   if (typeof extension !== 'object' || extension === null || Array.isArray(extension)) throw new B2bError('hl7-b2b must be an object');
   const ext = extension as Record<string, unknown>;
   if (ext.version !== '1') throw new B2bError('hl7-b2b version must be "1"');
@@ -52,7 +41,7 @@ export function iuaFromHl7B2b(extension: unknown): IuaAttributes {
     throw new B2bError('hl7-b2b purpose_of_use is required: an array of system#code strings');
   }
   const role = optionalString(ext, 'subject_role');
-  const attributes: IuaAttributes = {
+  const attributes: IheIua = {
     subject_name: optionalString(ext, 'subject_name'),
     subject_id: optionalString(ext, 'subject_id'),
     subject_organization: optionalString(ext, 'organization_name'),
@@ -60,5 +49,5 @@ export function iuaFromHl7B2b(extension: unknown): IuaAttributes {
     subject_role: role ? [codingFromUdap(role)] : undefined,
     purpose_of_use: (purposes as string[]).map(codingFromUdap),
   };
-  return Object.fromEntries(Object.entries(attributes).filter(([, v]) => v !== undefined)) as IuaAttributes;
+  return Object.fromEntries(Object.entries(attributes).filter(([, v]) => v !== undefined)) as IheIua;
 }

@@ -1,0 +1,174 @@
+// The guard's decisions: which scopes let a token make an interaction, what each lets it see
+// (views), and whether one resource is inside them. Pure; nothing here knows the store.
+import { isInPatientCompartment, parseReference, patientCompartmentParams } from '../fhir/compartment.ts';
+import { matchesSearch, searchParamKind } from '../fhir/search.ts';
+import { allows, permissionFor, type Interaction, type Level, type Permission } from '../smart/scopes.ts';
+import type { Decision, FhirInteraction, FhirResource, InteractionKind, Refusal, TokenContext, View } from './types.ts';
+
+/** The interactions a SMART scope permission governs (the rest are decided in `decide`). */
+export type ScopedKind = Extract<InteractionKind, Interaction>;
+
+const SCOPED: ReadonlySet<string> = new Set<ScopedKind>([
+  'read', 'vread', 'history-instance', 'history-type', 'history-system',
+  'search-type', 'search-system', 'create', 'update', 'patch', 'delete',
+]);
+
+const isScoped = (kind: InteractionKind): kind is ScopedKind => SCOPED.has(kind);
+
+/** The SMART v2 permission an interaction needs; undefined for capabilities, operations, batch and transaction. */
+export function permissionOf(kind: InteractionKind): Permission | undefined {
+  return isScoped(kind) ? permissionFor(kind) : undefined;
+}
+
+/** "Observation.s" / "*.s": the scope an interaction needs, for messages. */
+export function scopeTextFor(kind: InteractionKind, type: string): string {
+  return `${type}.${permissionOf(kind) ?? '?'}`;
+}
+
+/**
+ * What the granted scopes let the token see for `kind` on `type` (union of views, deduplicated).
+ * `type` '*' (system-wide search/history) only matches `*` scopes. Unscoped kinds give no view.
+ */
+export function viewsFor(token: TokenContext, type: string, kind: InteractionKind): View[] {
+  if (!isScoped(kind)) return [];
+  const views: View[] = [];
+  const seen = new Set<string>();
+  for (const scope of allows(token.scopes, { type, interaction: kind })) {
+    const patients = patientBound(token, scope.level);
+    if (patients === null) continue;
+    const key = JSON.stringify([patients ?? null, scope.query]);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    views.push(patients === undefined ? { query: scope.query } : { patients, query: scope.query });
+  }
+  return views;
+}
+
+/** The patients a scope level is bound to: undefined ⇒ unbounded; null ⇒ the scope gives nothing. */
+function patientBound(token: TokenContext, level: Level): readonly string[] | undefined | null {
+  switch (level) {
+    case 'patient':
+      return token.patient ? [bareId(token.patient)] : null;
+    case 'user': {
+      if (token.fhirUser === undefined) return token.userPatients?.map(bareId);
+      const user = parseReference(token.fhirUser);
+      // An fhirUser we cannot read might be a patient: bind it to nobody rather than to everybody.
+      if (!user) return [];
+      return user.type === 'Patient' ? [user.id] : token.userPatients?.map(bareId);
+    }
+    case 'system':
+      return undefined;
+  }
+}
+
+const bareId = (patient: string) => (patient.startsWith('Patient/') ? patient.slice('Patient/'.length) : patient);
+
+/** A view with no patient bound and no query restriction: it sees everything of its type. */
+export const isUnrestricted = (view: View): boolean => view.patients === undefined && view.query.length === 0;
+
+export function decide(token: TokenContext, interaction: FhirInteraction, options: { allowOperations?: readonly string[] } = {}): Decision {
+  const { kind, type } = interaction;
+  switch (kind) {
+    case 'capabilities':
+      return { effect: 'allow', views: [{ query: [] }] };
+    case 'batch': case 'transaction':
+      return { effect: 'allow', views: [] }; // each entry is decided on its own
+    case 'operation': {
+      const name = interaction.operation ?? '';
+      const allowed = options.allowOperations ?? [];
+      if (!allowed.includes(name) && !allowed.includes(`$${name}`)) {
+        return deny({ status: 403, code: 'forbidden', message: `the operation $${name} is not allowed through this server` });
+      }
+      if (type === undefined) return { effect: 'allow', views: [{ query: [] }] };
+      const views = viewsFor(token, type, 'search-type');
+      return views.length > 0 ? { effect: 'allow', views } : deny(insufficientScope('search-type', type));
+    }
+  }
+  const target = kind === 'search-system' || kind === 'history-system' ? '*' : type;
+  if (target === undefined) return deny({ status: 403, code: 'forbidden', message: `${kind} needs a resource type` });
+  const views = viewsFor(token, target, kind);
+  if (views.length === 0) return deny(insufficientScope(kind, target));
+  if (kind === 'search-type' || kind === 'search-system') {
+    const unsafe = searchIsSafe(views, interaction.params);
+    if (unsafe) return deny(unsafe);
+  }
+  return { effect: 'allow', views };
+}
+
+const deny = (refusal: Refusal): Decision => ({ effect: 'deny', refusal });
+
+function insufficientScope(kind: InteractionKind, type: string): Refusal {
+  const on = type === '*' ? 'all resource types' : type;
+  return {
+    status: 403,
+    code: 'forbidden',
+    bearerError: 'insufficient_scope',
+    message: `the token's scopes do not allow ${kind} on ${on} (needs a patient/, user/ or system/ ${scopeTextFor(kind, type)} scope)`,
+  };
+}
+
+/**
+ * Parameters whose predicate runs over other resources than those returned, which the
+ * result filter never sees: `_has` and chains (what `Patient?_has:Condition:subject:code=…`
+ * matches depends on hidden Conditions), `_filter`/`_query` (can express both), `_list`
+ * (membership of a possibly hidden List). `_summary=count` is refused too: its upstream total
+ * counts hidden resources and there are no entries to recount.
+ * `_security` and `_tag` are allowed: they test the returned resources themselves, which are
+ * filtered afterwards, so they reveal nothing about hidden ones.
+ */
+function hiddenPredicate(name: string, value: string): string | undefined {
+  if (name === '_has' || name.startsWith('_has:')) return 'reverse chaining';
+  if (name === '_filter') return 'a filter expression';
+  if (name === '_query') return 'a named query';
+  if (name === '_list') return 'list membership';
+  if (name.includes('.')) return 'chaining';
+  if (name.split(':').slice(1).some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
+  if (name === '_summary' && value === 'count') return 'a count that would include hidden resources';
+  return undefined;
+}
+
+/** Refuses search parameters that could reveal hidden data, unless every view is unbounded and unrestricted. */
+export function searchIsSafe(views: readonly View[], params: URLSearchParams): Refusal | undefined {
+  if (views.every(isUnrestricted)) return undefined;
+  for (const [name, value] of params) {
+    const what = hiddenPredicate(name, value);
+    if (what) {
+      return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed with patient-bound or query-restricted scopes` };
+    }
+  }
+  return undefined;
+}
+
+/** Is `resource` inside `view`: in one of its patients' compartments (when its type has one) and matching its restrictions? */
+export function admits(view: View, resource: FhirResource): boolean {
+  if (typeof resource?.resourceType !== 'string') return false;
+  return withinPatients(view.patients, resource) && matchesRestriction(view.query, resource);
+}
+
+export function admitted(views: readonly View[], resource: FhirResource): boolean {
+  return views.some((view) => admits(view, resource));
+}
+
+function withinPatients(patients: readonly string[] | undefined, resource: FhirResource): boolean {
+  if (patients === undefined) return true;
+  // A Bundle is in no compartment, but what it carries may be: it is only as visible as its entries.
+  if (resource.resourceType === 'Bundle') {
+    const entries = Array.isArray(resource.entry) ? (resource.entry as { resource?: FhirResource }[]) : [];
+    return entries.every((e) => e?.resource === undefined || withinPatients(patients, e.resource));
+  }
+  if (patientCompartmentParams(resource.resourceType) === undefined) return true;
+  // Only the patients themselves: a Patient linking to one of them (Patient.link) is another record.
+  if (resource.resourceType === 'Patient') return typeof resource.id === 'string' && patients.includes(resource.id);
+  return patients.some((patient) => isInPatientCompartment(resource, patient));
+}
+
+function matchesRestriction(query: View['query'], resource: FhirResource): boolean {
+  if (query.length === 0) return true;
+  // matchesSearch ignores parameters it does not know, which would widen a restriction.
+  if (query.some(([name]) => searchParamKind(name) === undefined)) return false;
+  try {
+    return matchesSearch(resource, query);
+  } catch {
+    return false; // SearchParameterError (a modifier, a bad date): a restriction we cannot evaluate admits nothing
+  }
+}

@@ -1,0 +1,135 @@
+// What goes back to the client: answers filtered to the token's views, and writes checked
+// against them. Hidden data is absent (404, or left out of a Bundle), never announced.
+// Pure; inputs are never mutated (unchanged entries are shared with the input).
+import { parseReference, referencesAt } from '../fhir/compartment.ts';
+import { admits, admitted, isUnrestricted, viewsFor } from './decide.ts';
+import type { FhirBundle, FhirBundleEntry, FhirResource, Refusal, TokenContext } from './types.ts';
+
+/**
+ * Matches stay when the token's search views of their type admit them; `_include`/`_revinclude`
+ * targets (mode 'include') when its read views do. A hidden include is stripped, or with
+ * `includes: 'refuse'` the whole answer is a 403. OperationOutcome entries (mode 'outcome') stay.
+ */
+export function filterSearchBundle(
+  bundle: FhirBundle,
+  token: TokenContext,
+  options: { includes: 'strip' | 'refuse' } = { includes: 'strip' },
+): { bundle: FhirBundle } | Refusal {
+  const entries = bundle.entry ?? [];
+  const modeOf = (entry: FhirBundleEntry) => entry.search?.mode ?? 'match';
+  const matches = new Set(entries.filter((e) => modeOf(e) === 'match' && e.resource !== undefined
+    && admitted(viewsFor(token, e.resource.resourceType, 'search-type'), e.resource)));
+  const shown = new Set([...matches].flatMap(({ resource }) => (resource?.id ? [`${resource.resourceType}/${resource.id}`] : [])));
+  const kept: FhirBundleEntry[] = [];
+  for (const entry of entries) {
+    const mode = modeOf(entry);
+    if (mode === 'outcome' || matches.has(entry)) kept.push(entry);
+    if (mode !== 'include') continue;
+    const resource = entry.resource;
+    if (resource && (admitted(viewsFor(token, resource.resourceType, 'read'), resource) || provenanceOfShown(resource, token, shown))) {
+      kept.push(entry);
+    } else if (options.includes === 'refuse') {
+      return { status: 403, code: 'forbidden', message: 'an included resource is outside what the token may read' };
+    }
+  }
+  return { bundle: rebuilt(bundle, kept, matches.size) };
+}
+
+/**
+ * `_revinclude=Provenance:target`: R4 puts a Provenance in a patient's compartment only when it
+ * targets the Patient itself, so the Provenance of an Observation would always be stripped. It
+ * describes its targets, so it is shown when every target is a match shown in this answer (and
+ * the token may read Provenance, its restrictions included).
+ */
+function provenanceOfShown(resource: FhirResource, token: TokenContext, shown: ReadonlySet<string>): boolean {
+  if (resource.resourceType !== 'Provenance' || !Array.isArray(resource.target)) return false;
+  const targets = referencesAt(resource, 'target');
+  return targets.length > 0 && targets.length === resource.target.length
+    && targets.every((t) => shown.has(`${t.type}/${t.id}`))
+    && viewsFor(token, 'Provenance', 'read').some((view) => admits({ query: view.query }, resource));
+}
+
+/** The resource when the token's views for `kind` admit it; undefined ⇒ answer 404, as if it did not exist. */
+export function filterResource(
+  resource: FhirResource,
+  token: TokenContext,
+  kind: 'read' | 'vread' | 'history-instance',
+): FhirResource | undefined {
+  return admitted(viewsFor(token, resource.resourceType, kind), resource) ? resource : undefined;
+}
+
+/**
+ * A history Bundle: each version is checked on its own (an older version may have been in
+ * another compartment), with the views of the history interaction made. Entries without a
+ * resource (deletions) cannot be checked, so they stay only when a view of their type is
+ * unbounded and unrestricted.
+ */
+export function filterHistoryBundle(
+  bundle: FhirBundle,
+  token: TokenContext,
+  kind: 'history-instance' | 'history-type' | 'history-system' = 'history-instance',
+): FhirBundle {
+  // history-system is granted by `*` scopes; its entries are checked like type history of their own type.
+  const entryKind = kind === 'history-instance' ? 'history-instance' : 'history-type';
+  const kept = (bundle.entry ?? []).filter((entry) => {
+    if (entry.resource) return admitted(viewsFor(token, entry.resource.resourceType, entryKind), entry.resource);
+    const type = entryType(entry);
+    return type !== undefined && viewsFor(token, type, entryKind).some(isUnrestricted);
+  });
+  return rebuilt(bundle, kept, kept.length);
+}
+
+function entryType(entry: FhirBundleEntry): string | undefined {
+  for (const url of [entry.request?.url, entry.fullUrl]) {
+    const target = typeof url === 'string' ? parseReference(url.split('?')[0]) : undefined;
+    if (target) return target.type;
+  }
+  return undefined;
+}
+
+function rebuilt(bundle: FhirBundle, kept: FhirBundleEntry[], total: number): FhirBundle {
+  const copy: FhirBundle = { ...bundle };
+  if (bundle.entry !== undefined || kept.length > 0) copy.entry = kept;
+  // Only recount a total the upstream sent (it counted hidden resources too).
+  if (bundle.total !== undefined) copy.total = total;
+  return copy;
+}
+
+export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
+
+/**
+ * A write is checked against the views of its own interaction. The current version (update,
+ * patch, delete) must be visible, else 404 as for a read; the new version (create, update, and a
+ * patch result when given) must be visible, else 403. An update that would create (no current
+ * version) is a 404 unless a view is unbounded and unrestricted: otherwise its success on a free
+ * id and its 404 on a hidden one would tell them apart.
+ */
+export function checkWrite(
+  token: TokenContext,
+  kind: WriteKind,
+  resource: FhirResource | undefined,
+  existing?: FhirResource,
+): Refusal | undefined {
+  if (kind !== 'create' && existing !== undefined && !admitted(viewsFor(token, existing.resourceType, kind), existing)) {
+    return notFound(existing);
+  }
+  if (kind === 'delete') return undefined;
+  if (resource === undefined) {
+    return kind === 'patch' ? undefined : { status: 400, code: 'invalid', message: `${kind} needs a resource` };
+  }
+  const views = viewsFor(token, resource.resourceType, kind);
+  if (kind === 'update' && existing === undefined && !views.some(isUnrestricted)) {
+    return notFound(resource);
+  }
+  if (!admitted(views, resource)) {
+    return {
+      status: 403,
+      code: 'forbidden',
+      message: `the ${resource.resourceType} would be outside the patients and restrictions the token may ${kind}`,
+    };
+  }
+  return undefined;
+}
+
+const notFound = (resource: FhirResource): Refusal =>
+  ({ status: 404, code: 'not-found', message: `${resource.resourceType}/${resource.id ?? ''} is not known` });

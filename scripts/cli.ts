@@ -9,8 +9,8 @@ import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
 import { isPurposeOfUse } from '../server/hcs/codes.ts';
 import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
-import { createDemoStore } from '../server/fhir/demo-store.ts';
-import { storePatientDirectory } from '../server/fhir/patient-directory.ts';
+import { upstreamPatientDirectory } from '../server/fhir/patient-directory.ts';
+import { configuredUpstream } from '../server/fhir/upstream-of.ts';
 
 class UsageError extends Error {}
 
@@ -152,8 +152,8 @@ const commands: Record<string, Command> = {
         patient: String(v.patient ?? ''), encounter: v.encounter as string | undefined, clientId: v.client as string | undefined,
         fhirContext: strings(v['fhir-context']),
       };
-      const store = createDemoStore();
-      const problem = await checkLaunchRequest({ patients: storePatientDirectory(store), store, clientExists: (id) => clientExists(db, id) }, request);
+      const patients = upstreamPatientDirectory(configuredUpstream(config, db).upstream);
+      const problem = await checkLaunchRequest({ patients, clientExists: (id) => clientExists(db, id) }, request);
       if (problem) throw new UsageError(problem);
       const launch = await mintLaunch(db, config, request);
       return { json: { launch, expires_in: config.launchTtl }, text: `launch: ${launch}  (single use, expires in ${config.launchTtl} s)` };

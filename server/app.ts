@@ -16,9 +16,12 @@ import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { developerPortalRoutes } from './portal/developer.ts';
 import { accountRoutes } from './portal/account.ts';
-import { fhirFallback, fhirRoutes } from './fhir/routes.ts';
-import { createDemoStore, type DemoStore } from './fhir/demo-store.ts';
-import { storePatientDirectory } from './fhir/patient-directory.ts';
+import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
+import { patientsOfUser } from './oidc/users.ts';
+import { configuredUpstream } from './fhir/upstream-of.ts';
+import { seedDemoResources } from './fhir/store-db.ts';
+import { smartGuard } from './resource-server/koa.ts';
+import { createGuardVerifier } from './resource-server/verify-token.ts';
 import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
 import { renderPage } from './views.ts';
@@ -71,21 +74,20 @@ export interface AppContext {
   config: Config;
   db: Db;
   host: ProviderHost;
-  store: DemoStore;
   app: Koa;
 }
 
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const host = await createProviderHost(config, db);
   const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
-  // The bundled server checks revocation on every request (the denylist and the token's grant).
+  // Tokens of this server for its own pages and APIs (launch API), revocation included.
   const verifyAccessToken = async (token: string) => {
     const claims = await verifySignature(token);
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const store = createDemoStore();
-  const patients = storePatientDirectory(store);
+  const { upstream, upstreamBase } = configuredUpstream(config, db);
+  const patients = upstreamPatientDirectory(upstream);
 
   const app = new Koa({ keys: config.cookieSecrets, proxy: true });
   const router = new Router();
@@ -111,7 +113,6 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = discovery;
   };
   router.get('/.well-known/smart-configuration', sendDiscovery);
-  router.get('/fhir/.well-known/smart-configuration', sendDiscovery);
 
   // SMART requires POST at the authorization endpoint; oidc-provider v9 takes GET only (POST would
   // need SameSite=None session cookies). A 303 turns the form into the same GET request.
@@ -136,22 +137,35 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
   });
 
-  const fhirDeps = {
-    config, store, verifyAccessToken,
-    oauthUrls: { authorize: endpoints.authorization, token: endpoints.token, revoke: endpoints.revocation, introspect: endpoints.introspection },
-  };
   app.use(errorBoundary);
   app.use(securityHeaders);
-  app.use(fhirFallback(fhirDeps));
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients }).routes());
-  app.use(launcherRoutes({ config, db, host, patients, store, verifyAccessToken }).routes());
+  app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
   app.use(developerPortalRoutes({ config, db, host }).routes());
   app.use(accountRoutes({ config, db, host, patients }).routes());
   app.use(bearerIntrospection({ config, db, host }).routes());
-  app.use(fhirRoutes(fhirDeps).routes());
+  app.use(smartGuard({
+    base: config.fhirBase,
+    prefix: new URL(config.fhirBase).pathname,
+    verify: createGuardVerifier({
+      issuer: config.issuer,
+      audience: config.fhirBase,
+      mode: 'local',
+      keys: host.verificationKeys,
+      // In the same process as the authorization server: revocation is a database lookup, not introspection.
+      isRevoked: (claims) => isAccessTokenRevoked(db, host.provider, String(claims.jti)),
+      userPatients: (claims) => patientsOfUser(db, claims),
+    }),
+    upstream,
+    upstreamBase,
+    includes: config.guardIncludes,
+    narratives: config.guardNarratives,
+    allowOperations: config.guardOperations,
+    smartConfiguration: async () => discovery,
+  }));
   app.use(host.middleware);
-  return { config, db, host, store, app };
+  return { config, db, host, app };
 }
 
 export interface RunningServer extends AppContext {
@@ -165,6 +179,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const db = openDatabase(config.databaseUrl);
   await migrate(db);
   if (config.demo) await seedDemoData(db);
+  if (!config.fhirUpstreamUrl) await seedDemoResources(db);
   const context = await createApp(config, db);
   const purge = setInterval(() => {
     Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db)]).catch((err) => console.error('smart-auth: purging expired rows failed:', err));

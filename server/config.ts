@@ -25,6 +25,14 @@ export interface Config {
   launchTtl: number;
   tenant: string | undefined;
   btgTokenTtl: number;
+  /** Seconds the guard waits for the upstream FHIR server. */
+  upstreamTimeout: number;
+  /** `_include`/`_revinclude` targets a token may not see: strip them, or refuse the search. */
+  guardIncludes: 'strip' | 'refuse';
+  /** Writes whose narrative holds active content: refuse them, or sanitise the narrative. */
+  guardNarratives: 'refuse' | 'sanitize';
+  /** FHIR operations (names without $) the guard lets through; every other one is refused. */
+  guardOperations: string[];
   /** The HCS policy (role x purpose of use, break-the-glass), from POLICY_FILE or the bundled default. */
   policy: HcsPolicy;
 }
@@ -46,6 +54,12 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
   return value;
+}
+
+function choice<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
+  const raw = env[name] || fallback;
+  if (!allowed.includes(raw as T)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${raw}"`);
+  return raw as T;
 }
 
 function boolean(env: Env, name: string, fallback: boolean): boolean {
@@ -89,8 +103,6 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
   }
   const fhirUpstreamUrl = env.FHIR_UPSTREAM_URL ? withoutTrailingSlash(url('FHIR_UPSTREAM_URL', env.FHIR_UPSTREAM_URL).href) : undefined;
-  // Refuse rather than silently serve the demo store in place of the server someone meant to protect.
-  if (fhirUpstreamUrl) throw new ConfigError('FHIR_UPSTREAM_URL: the proxy to an upstream FHIR server is not available yet; unset it to use the bundled demo store');
 
   const cookieSecrets = (env.COOKIE_SECRETS || DEV_COOKIE_SECRET).split(',').map((s) => s.trim()).filter(Boolean);
   if (cookieSecrets.some((s) => s.length < 32)) throw new ConfigError('COOKIE_SECRETS: each secret must be at least 32 characters');
@@ -125,6 +137,10 @@ export function loadConfig(env: Env = process.env): Config {
     launchTtl: integer(env, 'LAUNCH_TTL', 300, 10, 3600),
     tenant: env.TENANT || undefined,
     btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
+    upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
+    guardIncludes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
+    guardNarratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
+    guardOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
     policy: policyFrom(env.POLICY_FILE),
   };
 

@@ -12,7 +12,6 @@ import { checkFhirContextReference } from './smart/launch-context.ts';
 import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
 import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resource-server/verify-token.ts';
 import type { PatientDirectory } from './fhir/patient-directory.ts';
-import type { DemoStore } from './fhir/demo-store.ts';
 import { findUser, mayAccessPatient } from './oidc/users.ts';
 
 export interface LauncherDeps {
@@ -20,7 +19,6 @@ export interface LauncherDeps {
   db: Db;
   host: ProviderHost;
   patients: PatientDirectory;
-  store: DemoStore;
   verifyAccessToken(token: string): Promise<AccessTokenClaims>;
 }
 
@@ -32,13 +30,12 @@ export interface LaunchRequest {
 }
 
 /** Checks a launch request against the data; returns an error message or undefined. */
-export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients' | 'store'> & { clientExists(clientId: string): Promise<boolean> }, request: LaunchRequest): Promise<string | undefined> {
+export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients'> & { clientExists(clientId: string): Promise<boolean> }, request: LaunchRequest): Promise<string | undefined> {
   if (!request.patient || !(await deps.patients.get(request.patient))) return `patient ${request.patient ?? ''} is not known`;
   if (request.encounter) {
-    const encounter = deps.store.read('Encounter', request.encounter);
-    const subject = (encounter?.subject as { reference?: string } | undefined)?.reference;
+    const encounter = await deps.patients.encounter(request.encounter);
     if (!encounter) return `encounter ${request.encounter} is not known`;
-    if (subject !== `Patient/${request.patient}`) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
+    if (encounter.patient !== request.patient) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
   }
   if (request.clientId && !(await deps.clientExists(request.clientId))) return `client ${request.clientId} is not registered`;
   for (const reference of request.fhirContext ?? []) {
@@ -68,7 +65,7 @@ async function mayLaunchFor(db: Db, token: AccessTokenClaims, patient: string): 
 }
 
 export function launcherRoutes(deps: LauncherDeps): Router {
-  const { config, db, host, patients, store } = deps;
+  const { config, db, host, patients } = deps;
   const clientExists = async (clientId: string) => Boolean(await host.provider.Client.find(clientId));
   const router = new Router();
   const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
@@ -96,7 +93,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
       clientId: typeof input.client_id === 'string' && input.client_id ? input.client_id : undefined,
       fhirContext: Array.isArray(input.fhirContext) ? input.fhirContext.map(String) : undefined,
     };
-    const problem = await checkLaunchRequest({ patients, store, clientExists }, request);
+    const problem = await checkLaunchRequest({ patients, clientExists }, request);
     if (problem) {
       ctx.status = 400;
       ctx.body = { error: 'invalid_request', error_description: problem };
@@ -124,10 +121,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
 
   async function showLauncher(ctx: Context, message?: string, status = 200) {
     const list = await patients.list();
-    const encounters = store.search('Encounter', new URLSearchParams()).map((e) => ({
-      id: String(e.id),
-      label: `${e.id} · ${(e.subject as { reference?: string } | undefined)?.reference ?? ''} · ${(e.period as { start?: string } | undefined)?.start ?? ''}`,
-    }));
+    const encounters = await patients.encounters();
     ctx.status = status;
     ctx.type = 'html';
     ctx.body = await renderPage('launcher', {
@@ -143,7 +137,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
     const apps = await launchableApps();
     const app = apps.find((a) => a.clientId === input.client_id);
     const request: LaunchRequest = { patient: input.patient, encounter: input.encounter || undefined, clientId: input.client_id };
-    const problem = app ? await checkLaunchRequest({ patients, store, clientExists }, request) : 'choose a registered app with a launch URL';
+    const problem = app ? await checkLaunchRequest({ patients, clientExists }, request) : 'choose a registered app with a launch URL';
     if (problem || !app) return showLauncher(ctx, problem, 400);
     const target = new URL(app.launchUri);
     target.searchParams.set('iss', config.fhirBase);

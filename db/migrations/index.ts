@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as initial from './001_initial.ts';
+import * as fhirStore from './002_fhir_store.ts';
 
 export interface Migration {
   name: string;
@@ -7,4 +8,7 @@ export interface Migration {
   down(db: Knex): Promise<void>;
 }
 
-export const migrations: Migration[] = [{ name: '001_initial', ...initial }];
+export const migrations: Migration[] = [
+  { name: '001_initial', ...initial },
+  { name: '002_fhir_store', ...fhirStore },
+];

@@ -8,8 +8,11 @@
 //  - a known parameter whose element the resource lacks matches nothing (so a
 //    restriction such as `patient=` never widens a result);
 //  - unknown parameters are ignored (FHIR lenient handling), and so are the
-//    result-control parameters in CONTROL_PARAMS, which this store does not
-//    implement (no paging, sorting, includes or summaries);
+//    result-control parameters in CONTROL_PARAMS: matching never looks at
+//    them. `_count`, `_getpagesoffset`, `_include` and `_revinclude` are read
+//    by parseResultControls (paging and includes, applied by the store's
+//    searchPage); `_sort`, `_elements`, `_summary`, `_total` are not
+//    implemented and stay ignored;
 //  - modifiers (`code:text`) and chains (`patient.name`) on known parameters
 //    are not supported and raise SearchParameterError rather than being
 //    silently dropped, which would widen the result.
@@ -39,9 +42,9 @@ export class SearchParameterError extends Error {
   }
 }
 
-/** Accepted and ignored: result shaping the demo store does not implement. */
+/** Never criteria: result shaping (paging and includes: see parseResultControls; the rest is not implemented). */
 export const CONTROL_PARAMS: ReadonlySet<string> = new Set([
-  '_count', '_format', '_sort', '_elements', '_include', '_revinclude', '_summary', '_total',
+  '_count', '_getpagesoffset', '_format', '_sort', '_elements', '_include', '_revinclude', '_summary', '_total',
 ]);
 
 const DATE_PATHS: Readonly<Record<string, readonly string[]>> = {
@@ -54,6 +57,18 @@ const DATE_PATHS: Readonly<Record<string, readonly string[]>> = {
   Procedure: ['performedDateTime', 'performedPeriod.start'],
   DiagnosticReport: ['effectiveDateTime', 'effectivePeriod.start'],
 };
+
+/** `performer` where the reference sits in a backbone element. */
+const PERFORMER_PATHS: Readonly<Record<string, readonly string[]>> = {
+  Immunization: ['performer.actor'],
+  Procedure: ['performer.actor'],
+  MedicationAdministration: ['performer.actor'],
+};
+
+const MEDICATION_TYPES: ReadonlySet<string> = new Set(['MedicationRequest', 'MedicationStatement', 'MedicationAdministration', 'MedicationDispense']);
+
+/** A parameter defined on one type only. */
+const onType = (only: string, paths: readonly string[]) => (type: string) => (type === only ? paths : undefined);
 
 const SEARCH_PARAMS: Readonly<Record<string, ParamDef>> = {
   _id: { kind: 'token', paths: ['id'] },
@@ -83,6 +98,18 @@ const SEARCH_PARAMS: Readonly<Record<string, ParamDef>> = {
   name: { kind: 'string', paths: ['name.family', 'name.given', 'name.text', 'name.prefix', 'name.suffix'] },
   family: { kind: 'string', paths: ['name.family'] },
   given: { kind: 'string', paths: ['name.given'] },
+  // More reference parameters: what `_include` / `_revinclude` can follow.
+  performer: { kind: 'reference', paths: (type) => ownValue(PERFORMER_PATHS, type) ?? ['performer'] },
+  requester: { kind: 'reference', paths: ['requester'] },
+  asserter: { kind: 'reference', paths: ['asserter'] },
+  recorder: { kind: 'reference', paths: ['recorder'] },
+  participant: { kind: 'reference', paths: onType('Encounter', ['participant.individual']) },
+  'service-provider': { kind: 'reference', target: 'Organization', paths: onType('Encounter', ['serviceProvider']) },
+  'general-practitioner': { kind: 'reference', paths: onType('Patient', ['generalPractitioner']) },
+  organization: { kind: 'reference', target: 'Organization', paths: onType('Patient', ['managingOrganization']) },
+  medication: { kind: 'reference', target: 'Medication', paths: (type) => (MEDICATION_TYPES.has(type) ? ['medicationReference'] : undefined) },
+  target: { kind: 'reference', paths: onType('Provenance', ['target']) },
+  agent: { kind: 'reference', paths: onType('Provenance', ['agent.who']) },
 };
 
 /** Names of the search parameters the store understands. */
@@ -245,6 +272,91 @@ function dateMatches(resourceValue: string, prefix: DatePrefix, date: string): b
     case 'ge': return a >= b;
     case 'le': return a <= b;
   }
+}
+
+// ---- result controls: paging and includes ----
+
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 200;
+
+/**
+ * `_include=<Source>:<param>[:<Target>]`: follow the references of reference
+ * parameter `param` of the matches (Source is the searched type).
+ * `_revinclude=<Source>:<param>[:<Target>]`: add the Source resources whose
+ * `param` references a match.
+ */
+export interface IncludeSpec {
+  source: string;
+  param: string;
+  /** Only references to this type. */
+  target?: string;
+}
+
+export interface ResultControls {
+  /** Page size: `_count`, default 50, at most 200 (larger values are lowered); 0 asks for the total only. */
+  count: number;
+  /** `_getpagesoffset`: matches skipped before the page. */
+  offset: number;
+  include: IncludeSpec[];
+  revinclude: IncludeSpec[];
+}
+
+const TYPE_NAME = /^[A-Z][A-Za-z]{1,63}$/;
+
+/**
+ * Reads the paging and include parameters of a search on `type` (throws
+ * SearchParameterError): `_include=*`, `:iterate`, non-reference parameters and
+ * a `_include` from another type are refused rather than silently dropped.
+ */
+export function parseResultControls(type: string, params: SearchInput): ResultControls {
+  const pairs: Iterable<readonly [string, string]> = typeof params === 'string' ? new URLSearchParams(params) : params;
+  const controls: ResultControls = { count: DEFAULT_PAGE_SIZE, offset: 0, include: [], revinclude: [] };
+  const seen = new Set<string>();
+  for (const [name, value] of pairs) {
+    if (name === '_count' || name === '_getpagesoffset') {
+      if (seen.has(name)) continue; // the first occurrence wins
+      seen.add(name);
+      if (!/^\d{1,9}$/.test(value)) throw new SearchParameterError('invalid', `${name} must be a non-negative integer: ${value}`);
+      if (name === '_count') controls.count = Math.min(Number(value), MAX_PAGE_SIZE);
+      else controls.offset = Number(value);
+    } else if (name === '_include' || name === '_revinclude') {
+      const spec = parseInclude(name, value);
+      if (name === '_include' && spec.source !== type) {
+        throw new SearchParameterError('invalid', `_include=${value} does not start from ${type}`);
+      }
+      (name === '_include' ? controls.include : controls.revinclude).push(spec);
+    } else if (name.startsWith('_include:') || name.startsWith('_revinclude:')) {
+      throw new SearchParameterError('not-supported', `${name} is not supported`);
+    }
+  }
+  return controls;
+}
+
+function parseInclude(name: string, value: string): IncludeSpec {
+  const parts = value.split(':');
+  if (value === '*' || parts[1] === '*') throw new SearchParameterError('not-supported', `${name}=${value}: wildcard includes are not supported`);
+  const [source, param, target] = parts;
+  if (parts.length < 2 || parts.length > 3 || !TYPE_NAME.test(source) || (target !== undefined && !TYPE_NAME.test(target))) {
+    throw new SearchParameterError('invalid', `${name} must be <Type>:<parameter>[:<TargetType>]: ${value}`);
+  }
+  const paths = searchParamPaths(source, param);
+  if (searchParamKind(param) !== 'reference' || !paths || paths.length === 0) {
+    throw new SearchParameterError('not-supported', `${name}=${value}: ${param} is not a reference parameter of ${source} here`);
+  }
+  return { source, param, ...(target !== undefined ? { target } : {}) };
+}
+
+/**
+ * The `Type/id` targets of reference parameter `param` on `resource` (same
+ * reference forms as matching: relative, versioned or absolute), restricted to
+ * the parameter's target type and to `onlyType` when given.
+ */
+export function referenceTargets(resource: FhirResource, param: string, onlyType?: string): ReferenceTarget[] {
+  const def = ownValue(SEARCH_PARAMS, param);
+  if (!def || def.kind !== 'reference') return [];
+  const paths = typeof def.paths === 'function' ? def.paths(resource.resourceType) : def.paths;
+  return (paths ?? []).flatMap((p) => targetsAt(resource, p))
+    .filter((t) => (def.target === undefined || t.type === def.target) && (onlyType === undefined || t.type === onlyType));
 }
 
 // ---- helpers ----

@@ -10,11 +10,11 @@ import { deleteGrantContext, findEhrLaunch, findGrantContext, type GrantContext 
 import { appTokenClaims, backendTokenClaims } from './token-claims.ts';
 import { requestedPurpose } from '../hcs/purpose-choice.ts';
 import { isEmergency } from '../hcs/policy.ts';
-import { grantableScope, isSmartScopeString, OIDC_SCOPES } from '../smart/client-scopes.ts';
+import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
 import { allowedScopeOf, clientPurposesOf } from './clients.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
-import { isResourceServer, jwtTokenEndpoints } from './introspection.ts';
+import { jwtTokenEndpoints } from './introspection.ts';
 import { recordTokenGrant } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import { publicJwk } from './keys.ts';

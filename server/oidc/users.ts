@@ -136,3 +136,16 @@ export function subjectOf(user: User): Subject {
     patientUser: Boolean(patientOf(user)),
   };
 }
+
+/**
+ * For the guard: the patients a token's user may reach with `user/` scopes. Undefined means all
+ * (a clinician without a list); a patient user reaches their own record only; an unknown or
+ * disabled user reaches none.
+ */
+export async function patientsOfUser(db: Db, claims: Record<string, unknown>): Promise<readonly string[] | undefined> {
+  if (typeof claims.sub !== 'string' || claims.sub === claims.client_id) return undefined; // a backend service
+  const user = await findUser(db, claims.sub);
+  if (!user || user.disabled) return [];
+  const own = patientOf(user);
+  return own ? [own] : user.attributes.patients;
+}

@@ -1,6 +1,10 @@
-// Access-token verification: an RFC 9068 JWT signed by the issuer, for this audience, not expired.
-// Imports nothing from the authorization server, so a resource server can use it alone.
-import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+// Access-token verification for a resource server: locally against the issuer's keys (RFC 9068),
+// by introspection (RFC 7662), or both; verified tokens are cached by their hash until they expire,
+// so a repeated token costs no cryptography. Imports nothing from the authorization server.
+import { createHash } from 'node:crypto';
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { parseScopes, type ResourceScope } from '../smart/scopes.ts';
+import type { TokenContext } from './types.ts';
 
 export interface AccessTokenClaims extends JWTPayload {
   client_id: string;
@@ -15,38 +19,189 @@ export class InvalidTokenError extends Error {
   override name = 'InvalidTokenError';
 }
 
-export interface TokenVerifierOptions {
-  issuer: string;
-  audience: string;
-  keys: JWTVerifyGetKey;
-  /** Seconds of clock skew tolerated on exp and nbf. */
-  clockTolerance?: number;
+/** The verifier could not reach what it needs (JWKS, introspection endpoint): the guard refuses with 503. */
+export class VerifierUnavailableError extends Error {
+  override name = 'VerifierUnavailableError';
 }
 
-export function createTokenVerifier(options: TokenVerifierOptions) {
-  return async function verifyAccessToken(token: string): Promise<AccessTokenClaims> {
-    try {
-      const { payload } = await jwtVerify(token, options.keys, {
-        issuer: options.issuer,
-        audience: options.audience,
-        typ: 'at+jwt',
-        algorithms: ['RS256', 'RS384', 'ES256', 'ES384', 'PS256'],
-        clockTolerance: options.clockTolerance ?? 5,
-        requiredClaims: ['exp', 'iat', 'jti', 'client_id'],
-      });
-      if (typeof payload.scope !== 'string') throw new InvalidTokenError('the token has no scope');
-      return payload as AccessTokenClaims;
-    } catch (err) {
-      if (err instanceof InvalidTokenError) throw err;
-      if (err instanceof joseErrors.JWTExpired) throw new InvalidTokenError('the access token has expired');
-      if (err instanceof joseErrors.JOSEError) throw new InvalidTokenError('the access token is not valid for this server');
-      throw err;
-    }
-  };
+const ALGORITHMS = ['RS256', 'RS384', 'ES256', 'ES384', 'PS256'];
+
+/** Verifies an RFC 9068 JWT access token: signature, typ, iss, aud, exp/nbf with a small tolerance. */
+export async function verifyJwtAccessToken(
+  token: string,
+  options: { issuer: string; audience: string; keys: JWTVerifyGetKey; clockTolerance?: number },
+): Promise<AccessTokenClaims> {
+  try {
+    const { payload } = await jwtVerify(token, options.keys, {
+      issuer: options.issuer,
+      audience: options.audience,
+      typ: 'at+jwt',
+      algorithms: ALGORITHMS,
+      clockTolerance: options.clockTolerance ?? 5,
+      requiredClaims: ['exp', 'iat', 'jti', 'client_id'],
+    });
+    if (typeof payload.scope !== 'string') throw new InvalidTokenError('the token has no scope');
+    return payload as AccessTokenClaims;
+  } catch (err) {
+    if (err instanceof InvalidTokenError) throw err;
+    if (err instanceof joseErrors.JWTExpired) throw new InvalidTokenError('the access token has expired');
+    if (err instanceof joseErrors.JWKSTimeout) throw new VerifierUnavailableError('the issuer\'s keys could not be fetched in time');
+    if (err instanceof joseErrors.JOSEError) throw new InvalidTokenError('the access token is not valid for this server');
+    throw new VerifierUnavailableError(`the issuer's keys could not be fetched: ${(err as Error).message}`);
+  }
+}
+
+/** Kept for the bundled server: a verifier bound to one issuer, audience and key set. */
+export function createTokenVerifier(options: { issuer: string; audience: string; keys: JWTVerifyGetKey; clockTolerance?: number }) {
+  return (token: string) => verifyJwtAccessToken(token, options);
 }
 
 /** The bearer token of an Authorization header (RFC 6750 section 2.1), or undefined. */
 export function bearerToken(authorization: string | undefined): string | undefined {
   const match = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i.exec(authorization ?? '');
   return match?.[1];
+}
+
+/** The issuer's JWKS, found through its OpenID configuration; jose refetches at most once per cooldown on an unknown kid. */
+export function discoveredJwks(issuer: string): JWTVerifyGetKey {
+  let keys: Promise<JWTVerifyGetKey> | undefined;
+  const load = async () => {
+    const res = await fetch(`${issuer}/.well-known/openid-configuration`, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(5000) });
+    if (!res.ok) throw new VerifierUnavailableError(`issuer discovery answered ${res.status}`);
+    const { jwks_uri: jwksUri } = (await res.json()) as { jwks_uri?: string };
+    if (!jwksUri) throw new VerifierUnavailableError('issuer discovery has no jwks_uri');
+    return createRemoteJWKSet(new URL(jwksUri), { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000, timeoutDuration: 5000 });
+  };
+  return async (header, token) => {
+    keys ??= load().catch((err) => {
+      keys = undefined; // try discovery again next time
+      throw err;
+    });
+    return (await keys)(header, token);
+  };
+}
+
+export interface IntrospectionOptions {
+  endpoint: string;
+  /** HTTP Basic credentials of a resource-server client, or a function giving a bearer token with the `introspect` scope. */
+  credentials: { clientId: string; clientSecret: string } | { bearer: () => Promise<string> };
+}
+
+/** Asks the authorization server whether a token is active; returns its claims, or undefined when inactive. */
+export async function introspect(token: string, options: IntrospectionOptions): Promise<Record<string, unknown> | undefined> {
+  const authorization = 'clientId' in options.credentials
+    ? `Basic ${Buffer.from(`${encodeURIComponent(options.credentials.clientId)}:${encodeURIComponent(options.credentials.clientSecret)}`).toString('base64')}`
+    : `Bearer ${await options.credentials.bearer()}`;
+  let res: Response;
+  try {
+    res = await fetch(options.endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization },
+      body: new URLSearchParams({ token }),
+      signal: AbortSignal.timeout(5000),
+    });
+  } catch (err) {
+    throw new VerifierUnavailableError(`introspection failed: ${(err as Error).message}`);
+  }
+  if (!res.ok) throw new VerifierUnavailableError(`introspection answered ${res.status}`);
+  const body = (await res.json()) as Record<string, unknown>;
+  return body.active === true ? body : undefined;
+}
+
+export interface GuardVerification {
+  issuer: string;
+  /** The FHIR base URL tokens must be issued for (`aud`). */
+  audience: string;
+  /**
+   * local: signature with the issuer's keys; introspection: ask the issuer every time (cached briefly);
+   * local+introspection: local verification, then a revocation check by introspection (cached briefly).
+   */
+  mode: 'local' | 'introspection' | 'local+introspection';
+  /** Verification keys; default: the issuer's JWKS found through discovery. */
+  keys?: JWTVerifyGetKey;
+  introspection?: IntrospectionOptions;
+  /** How long an introspection answer is trusted, in seconds (default 30). */
+  introspectionCacheSeconds?: number;
+  /** An extra revocation check after local verification (the bundled server asks its database). */
+  isRevoked?: (claims: Record<string, unknown>) => Promise<boolean>;
+  /** Cache verified tokens by hash (default true): a repeated token costs no cryptography. */
+  cache?: boolean;
+  /** Entries the cache holds at most (default 10000). */
+  cacheSize?: number;
+  /** For `user/` scopes of a user who is not a patient: the patients they may reach (undefined: all). */
+  userPatients?: (claims: Record<string, unknown>) => Promise<readonly string[] | undefined>;
+  clockTolerance?: number;
+  now?: () => number;
+}
+
+/** The token as the guard sees it. */
+export function tokenContext(claims: Record<string, unknown>, audience: string, userPatients?: readonly string[]): TokenContext {
+  const scopes = parseScopes(String(claims.scope ?? '')).scopes.filter((s): s is ResourceScope => s.kind === 'resource');
+  const fhirUser = typeof claims.fhirUser === 'string' ? claims.fhirUser.replace(`${audience}/`, '') : undefined;
+  return {
+    clientId: String(claims.client_id),
+    sub: typeof claims.sub === 'string' ? claims.sub : undefined,
+    issuer: String(claims.iss),
+    jti: String(claims.jti),
+    exp: Number(claims.exp),
+    scopes,
+    patient: typeof claims.patient === 'string' ? claims.patient : undefined,
+    fhirUser,
+    userPatients,
+    claims,
+  };
+}
+
+const tokenHash = (token: string) => createHash('sha256').update(token).digest('base64url');
+
+/** Verification as configured, with the cache: token in, TokenContext out (or InvalidTokenError). */
+export function createGuardVerifier(options: GuardVerification): (token: string) => Promise<TokenContext> {
+  const now = options.now ?? (() => Date.now() / 1000);
+  const keys = options.keys ?? discoveredJwks(options.issuer);
+  const introspectionTtl = options.introspectionCacheSeconds ?? 30;
+  const maxEntries = options.cacheSize ?? 10_000;
+  const cache = new Map<string, { context: TokenContext; until: number }>();
+
+  if (options.mode !== 'local' && !options.introspection) throw new TypeError(`verification mode ${options.mode} needs introspection options`);
+
+  async function verifyUncached(token: string): Promise<{ context: TokenContext; until: number }> {
+    let claims: Record<string, unknown>;
+    let until: number;
+    if (options.mode === 'introspection') {
+      const active = await introspect(token, options.introspection!);
+      if (!active) throw new InvalidTokenError('the access token is not active');
+      const aud = Array.isArray(active.aud) ? active.aud : [active.aud];
+      if (active.iss !== options.issuer || !aud.includes(options.audience)) throw new InvalidTokenError('the access token is not valid for this server');
+      claims = active;
+      until = Math.min(Number(active.exp), now() + introspectionTtl);
+    } else {
+      claims = await verifyJwtAccessToken(token, { issuer: options.issuer, audience: options.audience, keys, clockTolerance: options.clockTolerance });
+      until = Number(claims.exp);
+      if (options.mode === 'local+introspection') {
+        if (!(await introspect(token, options.introspection!))) throw new InvalidTokenError('the access token has been revoked');
+        until = Math.min(until, now() + introspectionTtl);
+      }
+    }
+    if (options.isRevoked && (await options.isRevoked(claims))) throw new InvalidTokenError('the access token has been revoked');
+    return { context: tokenContext(claims, options.audience, await options.userPatients?.(claims)), until };
+  }
+
+  return async function verify(token: string): Promise<TokenContext> {
+    if (options.cache === false) return (await verifyUncached(token)).context;
+    const key = tokenHash(token);
+    const hit = cache.get(key);
+    if (hit && hit.until > now()) {
+      // A revocation check that must stay live runs even on a cache hit.
+      if (options.isRevoked && (await options.isRevoked(hit.context.claims))) {
+        cache.delete(key);
+        throw new InvalidTokenError('the access token has been revoked');
+      }
+      return hit.context;
+    }
+    if (hit) cache.delete(key);
+    const entry = await verifyUncached(token);
+    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
+    cache.set(key, entry);
+    return entry.context;
+  };
 }

@@ -42,7 +42,6 @@ export type Interaction =
   | 'delete'
   | 'search-type' | 'search-system' | 'search-compartment' | 'history-type' | 'history-system';
 
-const PERMISSION_ORDER: readonly Permission[] = ['c', 'r', 'u', 'd', 's'];
 const V1_PERMISSIONS: Record<V1Permission, string> = { read: 'rs', write: 'cud', '*': 'cruds' };
 
 /** RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E. */

@@ -33,7 +33,10 @@ describe('config', () => {
     [{ KEY_ROTATION_DELAY: '-1' }, /KEY_ROTATION_DELAY must be a whole number/],
     [{ DEMO: 'maybe' }, /DEMO must be true or false/],
     [{ COOKIE_SECRETS: 'short' }, /at least 32 characters/],
-    [{ FHIR_UPSTREAM_URL: 'https://fhir.example.org/r4' }, /not available yet/],
+    [{ FHIR_UPSTREAM_URL: 'not a url' }, /FHIR_UPSTREAM_URL must be an absolute URL/],
+    [{ GUARD_INCLUDES: 'hide' }, /GUARD_INCLUDES must be one of strip, refuse/],
+    [{ GUARD_NARRATIVES: 'allow' }, /GUARD_NARRATIVES must be one of refuse, sanitize/],
+    [{ POLICY_FILE: '/nonexistent/policy.json' }, /cannot be read/],
   ] as const) {
     it(`explains a bad value: ${JSON.stringify(env)}`, () => {
       assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));

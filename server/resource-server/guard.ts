@@ -1,0 +1,290 @@
+// The guard: one FHIR request in, one response out. verify -> classify -> decide -> upstream ->
+// filter -> audit. Framework-neutral (Koa and others adapt to it); imports nothing from the
+// authorization server.
+import { patientsOf } from '../fhir/compartment.ts';
+import { classify, entryRequests } from './interaction.ts';
+import { decide, isUnrestricted, viewsFor } from './decide.ts';
+import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
+import { checkNarratives } from './narrative.ts';
+import { rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
+import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
+import { bearerToken, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
+import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
+
+export interface GuardRequest extends FhirRequest {
+  headers: Record<string, string | undefined>;
+  remoteAddress?: string;
+}
+
+/** What the audit sink learns about each access, allowed or refused. */
+export interface AccessRecord {
+  request: GuardRequest;
+  token?: TokenContext;
+  interaction?: FhirInteraction;
+  status: number;
+  /** Resources returned or written ("Type/id"). */
+  resources: string[];
+  /** Every patient whose data was returned or written. */
+  patients: string[];
+  requestId?: string;
+}
+
+export interface GuardOptions {
+  /** The public FHIR base URL: what clients call, and the `aud` of their tokens. */
+  base: string;
+  verify(token: string): Promise<TokenContext>;
+  upstream: Upstream;
+  /** The upstream's own base URL, rewritten to `base` in links and fullUrls. */
+  upstreamBase: string;
+  /** `_include`/`_revinclude` targets the token may not see: strip them (default) or refuse with 403. */
+  includes?: 'strip' | 'refuse';
+  /** Narratives with active content in writes: refuse with 400 (default) or sanitise. */
+  narratives?: 'refuse' | 'sanitize';
+  /** Operations (`$name`) that may pass; every other operation is refused. */
+  allowOperations?: readonly string[];
+  /** Called for every request before its answer goes out; when it fails, the guard answers 503. */
+  audit?: (record: AccessRecord) => Promise<void>;
+  /** The SMART configuration served at `{base}/.well-known/smart-configuration`. */
+  smartConfiguration?: () => Promise<unknown>;
+}
+
+const SMART_SECURITY = {
+  service: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' }] }],
+};
+
+const touched = (resources: FhirResource[]) => ({
+  resources: resources.filter((r) => r.id).map((r) => `${r.resourceType}/${r.id}`),
+  patients: [...new Set(resources.flatMap((r) => patientsOf(r)))],
+});
+
+const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
+
+export function createGuard(options: GuardOptions) {
+  const includes = options.includes ?? 'strip';
+  const narratives = options.narratives ?? 'refuse';
+  const passHeaders = (headers: Record<string, string | undefined>) => Object.fromEntries(
+    ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
+  );
+
+  async function send(request: GuardRequest, method: string, path: string, body?: unknown): Promise<UpstreamResponse> {
+    return options.upstream.send({ method, path, headers: passHeaders(request.headers), body });
+  }
+
+  const rewrite = (body: unknown) => rewriteLinks(body, options.upstreamBase, options.base);
+
+  function answer(status: number, body: unknown, upstream?: UpstreamResponse): GuardResponse {
+    const headers: Record<string, string> = { 'content-type': FHIR_JSON };
+    for (const name of ['etag', 'last-modified']) {
+      const value = upstream?.headers.get(name);
+      if (value) headers[name] = value;
+    }
+    const location = upstream?.headers.get('location');
+    if (location) headers.location = location.replace(options.upstreamBase, options.base);
+    return { status, headers, body: rewrite(body) };
+  }
+
+  /** A resource the token may not see does not exist, as far as it can tell. */
+  const notFound = (interaction: FhirInteraction): Refusal =>
+    ({ status: 404, code: 'not-found', message: `${interaction.type}/${interaction.id ?? ''} is not known` });
+
+  const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
+    answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
+
+  async function read(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+    const path = interaction.kind === 'vread' ? `${interaction.type}/${interaction.id}/_history/${interaction.versionId}` : request.path;
+    const upstream = await send(request, 'GET', path);
+    if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
+    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (interaction.kind === 'history-instance') {
+      const filtered = filterHistoryBundle(upstream.body as FhirBundle, token, 'history-instance');
+      return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+    }
+    const visible = filterResource(upstream.body as FhirResource, token, interaction.kind as 'read' | 'vread');
+    if (!visible) return notFound(interaction);
+    return { response: answer(200, visible, upstream), resources: [visible] };
+  }
+
+  async function search(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+    const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
+    const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
+    const params = new URLSearchParams(interaction.params);
+    // Element subsetting upstream could drop the subject or category a view checks: filter whole resources.
+    if (!viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted)) {
+      params.delete('_elements');
+      params.delete('_summary');
+    }
+    const query = params.toString();
+    const upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
+    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    const bundle = upstream.body as FhirBundle;
+    if (history) {
+      const filtered = filterHistoryBundle(bundle, token, interaction.kind as 'history-type' | 'history-system');
+      return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+    }
+    const filtered = filterSearchBundle(bundle, token, { includes });
+    if (isRefusal(filtered)) return filtered;
+    return { response: answer(200, filtered.bundle, upstream), resources: bundleResources(filtered.bundle) };
+  }
+
+  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+    let resource = interaction.resource;
+    if (resource) {
+      const checked = checkNarratives(resource, narratives);
+      if (isRefusal(checked)) return checked;
+      resource = checked.resource as FhirResource;
+    }
+    if (interaction.kind === 'patch' && !viewsFor(token, String(interaction.type), 'patch').some(isUnrestricted)) {
+      // The result of a patch is only known after it is applied: a bounded token could move data out of its patient.
+      return { status: 403, code: 'forbidden', message: 'PATCH is not available to a token limited to patients or categories; use PUT' };
+    }
+    let existing: FhirResource | undefined;
+    if (interaction.kind !== 'create') {
+      const current = await send(request, 'GET', `${interaction.type}/${interaction.id}`);
+      if (current.status === 200) existing = current.body as FhirResource;
+      else if (interaction.kind !== 'update') return notFound(interaction);
+    }
+    const problem = checkWrite(token, interaction.kind as 'create' | 'update' | 'patch' | 'delete', resource, existing);
+    if (problem) return problem;
+    const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
+    const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
+    const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);
+    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
+    return { response: answer(upstream.status, upstream.body, upstream), resources: written };
+  }
+
+  /** One interaction, decided and carried out; batch and transaction entries come through here too. */
+  async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+    const decision = decide(token, interaction, { allowOperations: options.allowOperations });
+    if (decision.effect === 'deny') return decision.refusal;
+    switch (interaction.kind) {
+      case 'read': case 'vread': case 'history-instance':
+        return read(request, token, interaction);
+      case 'search-type': case 'search-system': case 'history-type': case 'history-system':
+        return search(request, token, interaction);
+      case 'create': case 'update': case 'patch': case 'delete':
+        return write(request, token, interaction);
+      case 'batch': case 'transaction':
+        return bundle(request, token, interaction);
+      case 'operation':
+        return operation(request, token, interaction);
+      default:
+        return { status: 405, code: 'not-supported', message: `${interaction.kind} is not supported` };
+    }
+  }
+
+  /** An allowed operation: its answer goes through the same filters as a read or a search. */
+  async function operation(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+    if (interaction.id) {
+      const instance = await read({ ...request, path: `${interaction.type}/${interaction.id}` }, token, { ...interaction, kind: 'read' });
+      if (isRefusal(instance)) return instance;
+    }
+    const query = request.query.toString();
+    const upstream = await send(request, request.method, query ? `${request.path}?${query}` : request.path, request.body);
+    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    const body = upstream.body as FhirResource | undefined;
+    if (body?.resourceType === 'Bundle') {
+      const filtered = filterSearchBundle(body as FhirBundle, token, { includes });
+      if (isRefusal(filtered)) return filtered;
+      return { response: answer(upstream.status, filtered.bundle, upstream), resources: bundleResources(filtered.bundle) };
+    }
+    if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {
+      const visible = filterResource(body, token, 'read');
+      if (!visible) return notFound(interaction);
+      return { response: answer(upstream.status, visible, upstream), resources: [visible] };
+    }
+    return { response: answer(upstream.status, body, upstream), resources: [] };
+  }
+
+  /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */
+  async function bundle(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+    const entries = entryRequests(request.body as FhirBundle);
+    const classified = entries.map((entry) => classify(entry));
+    if (interaction.kind === 'transaction') {
+      for (const entry of classified) {
+        if (isRefusal(entry)) return entry;
+        const decision = decide(token, entry, { allowOperations: options.allowOperations });
+        if (decision.effect === 'deny') return decision.refusal;
+        if (entry.kind !== 'create' && entry.kind !== 'update' && entry.kind !== 'read' && entry.kind !== 'search-type') {
+          return { status: 403, code: 'forbidden', message: `${entry.kind} is not allowed inside a transaction through the guard` };
+        }
+      }
+    }
+    const responses: FhirBundleEntry[] = [];
+    const resources: FhirResource[] = [];
+    for (const [i, entry] of classified.entries()) {
+      const result = isRefusal(entry) ? entry : await perform({ ...request, ...entries[i] }, token, entry);
+      if (isRefusal(result)) {
+        responses.push({ response: { status: String(result.status), outcome: operationOutcome('error', result.code, result.message) as FhirResource } });
+        continue;
+      }
+      resources.push(...result.resources);
+      responses.push({
+        ...(result.response.body && typeof result.response.body === 'object' && 'resourceType' in (result.response.body as object) ? { resource: result.response.body as FhirResource } : {}),
+        response: { status: String(result.response.status), ...(result.response.headers.etag && { etag: result.response.headers.etag }), ...(result.response.headers.location && { location: result.response.headers.location }) },
+      });
+    }
+    const type = interaction.kind === 'transaction' ? 'transaction-response' : 'batch-response';
+    return { response: { status: 200, headers: { 'content-type': FHIR_JSON }, body: { resourceType: 'Bundle', type, entry: responses } }, resources };
+  }
+
+  async function capabilities(request: GuardRequest): Promise<GuardResponse> {
+    const upstream = await send(request, 'GET', 'metadata');
+    if (upstream.status >= 400) return passUpstreamError(upstream);
+    const statement = upstream.body as { rest?: { security?: unknown }[] };
+    const rest = (statement.rest ?? [{}]).map((r, i) => (i === 0 ? { ...r, security: SMART_SECURITY } : r));
+    return { ...answer(200, { ...statement, rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
+  }
+
+  async function handle(request: GuardRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
+    const record: AccessRecord = { request, status: 0, resources: [], patients: [], requestId: request.headers['x-request-id'] };
+    const done = (response: GuardResponse, found: FhirResource[] = []) => {
+      Object.assign(record, { status: response.status }, touched(found));
+      return { response, record };
+    };
+    if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && options.smartConfiguration) {
+      return done({ status: 200, headers: { 'content-type': 'application/json', 'access-control-allow-origin': '*' }, body: await options.smartConfiguration() });
+    }
+    if (request.method === 'GET' && request.path === 'metadata') return done(await capabilities(request));
+
+    const token = bearerToken(request.headers.authorization);
+    if (!token) return done(refusalResponse({ status: 401, code: 'login', message: 'an access token is required' }, options.base, false));
+    try {
+      record.token = await options.verify(token);
+    } catch (err) {
+      if (err instanceof InvalidTokenError) return done(refusalResponse({ status: 401, code: 'login', message: err.message }, options.base, true));
+      if (err instanceof VerifierUnavailableError) return done(refusalResponse({ status: 503, code: 'transient', message: 'the access token cannot be checked right now' }, options.base, true));
+      throw err;
+    }
+    const interaction = classify(request);
+    if (isRefusal(interaction)) return done(refusalResponse(interaction, options.base, true));
+    record.interaction = interaction;
+    const result = await perform(request, record.token, interaction);
+    if (isRefusal(result)) return done(refusalResponse(result, options.base, true));
+    return done(result.response, result.resources);
+  }
+
+  return {
+    /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
+    async handle(request: GuardRequest): Promise<GuardResponse> {
+      let outcome: { response: GuardResponse; record: AccessRecord };
+      try {
+        outcome = await handle(request);
+      } catch (err) {
+        if (!(err instanceof UpstreamError)) throw err;
+        const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
+        outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] } };
+      }
+      if (options.audit) {
+        try {
+          await options.audit(outcome.record);
+        } catch {
+          return refusalResponse({ status: 503, code: 'exception', message: 'the access could not be recorded, so it is refused' }, options.base, true);
+        }
+      }
+      return outcome.response;
+    },
+  };
+}
+
+export type Guard = ReturnType<typeof createGuard>;

@@ -3,7 +3,7 @@
 //   FHIR_UPSTREAM_URL=http://internal-fhir:8080/fhir node --import tsx scripts/guard-proxy.ts
 // Settings: PORT (8080), HOST (0.0.0.0), GUARD_VERIFICATION (local | introspection | local+introspection),
 // INTROSPECTION_CLIENT_ID / INTROSPECTION_CLIENT_SECRET (a resource-server client of the issuer),
-// GUARD_TOKEN_CACHE (true), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
+// GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
 // GUARD_OPERATIONS (comma-separated operation names allowed through, default none), UPSTREAM_TIMEOUT (seconds, 10).
 import Koa from 'koa';
 import { createGuardVerifier, httpUpstream, smartGuard, type GuardVerification } from 'smart-auth/resource-server';
@@ -42,6 +42,7 @@ const verification: GuardVerification = {
   audience: base,
   mode,
   cache: oneOf('GUARD_TOKEN_CACHE', 'true', ['true', 'false'] as const) === 'true',
+  introspectionCacheSeconds: Number(setting('GUARD_INTROSPECTION_CACHE', '30')),
   ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
 };
 

@@ -10,6 +10,8 @@ export interface Config {
   host: string;
   issuer: string;
   fhirBase: string;
+  /** Every FHIR base tokens may be issued for (`aud`): the bundled one and any guarded elsewhere. */
+  fhirAudiences: string[];
   databaseUrl: string;
   fhirUpstreamUrl: string | undefined;
   cookieSecrets: string[];
@@ -98,6 +100,8 @@ export function loadConfig(env: Env = process.env): Config {
   const issuer = withoutTrailingSlash(issuerUrl.href);
   const fhirBase = withoutTrailingSlash(url('FHIR_BASE_URL', env.FHIR_BASE_URL || `${issuer}/fhir`).href);
 
+  const otherAudiences = (env.ADDITIONAL_FHIR_BASES ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+    .map((value) => withoutTrailingSlash(url('ADDITIONAL_FHIR_BASES', value).href));
   const databaseUrl = env.DATABASE_URL || 'sqlite:./var/smart-auth.sqlite';
   if (!/^(sqlite:|postgres(ql)?:\/\/)/.test(databaseUrl)) {
     throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
@@ -122,6 +126,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     issuer,
     fhirBase,
+    fhirAudiences: [...new Set([fhirBase, ...otherAudiences])],
     databaseUrl,
     fhirUpstreamUrl,
     cookieSecrets,

@@ -32,10 +32,11 @@ export interface ProviderDeps {
 const isAuthorizationRoute = (ctx: KoaContextWithOIDC) =>
   ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request';
 
-/** The FHIR bases this server issues tokens for: the configured base, with or without a trailing slash. */
+/** The FHIR base a requested audience names (with or without a trailing slash), if this server issues tokens for it. */
 export function fhirAudience(config: Config, value: string | undefined): string | undefined {
   if (!value) return undefined;
-  return value.replace(/\/$/, '') === config.fhirBase ? config.fhirBase : undefined;
+  const base = value.replace(/\/$/, '');
+  return config.fhirAudiences.includes(base) ? base : undefined;
 }
 
 /** Every requested scope token, as sent: oidc-provider drops offline_access unless prompt=consent (OIDC Core 11). */

@@ -1,0 +1,122 @@
+// The guard in front of a second, independent FHIR server process: inside smart-auth with
+// FHIR_UPSTREAM_URL, and as the standalone guard proxy that imports only smart-auth/resource-server.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startTestServer, freePort, type TestServer } from '../support/server.ts';
+import { authorize, exchangeCode } from '../support/oauth.ts';
+import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
+
+describe('guard in front of another FHIR server', () => {
+  let dir: string;
+  let upstream: ChildServer;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'smart-auth-upstream-'));
+    upstream = await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`);
+  });
+  after(async () => {
+    await upstream.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function patientToken(server: TestServer, patient = 'pat-1') {
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient });
+    return { app, token: (await exchangeCode(server.issuer, launch, app)).body.access_token as string };
+  }
+
+  describe('smart-auth with FHIR_UPSTREAM_URL', () => {
+    let server: TestServer;
+    before(async () => { server = await startTestServer({ FHIR_UPSTREAM_URL: upstream.url }); });
+    after(() => server.stop());
+
+    it('reads and searches through the guard, with links rewritten to the public base', async () => {
+      const { token } = await patientToken(server);
+      const auth = { headers: { authorization: `Bearer ${token}` } };
+      const read = await fetch(`${server.fhirBase}/Patient/pat-1`, auth);
+      assert.equal(read.status, 200);
+      assert.ok(read.headers.get('etag'));
+      const bundle = await (await fetch(`${server.fhirBase}/Observation?_count=2`, auth)).json();
+      assert.ok(bundle.entry.length > 0);
+      for (const entry of bundle.entry) assert.ok(entry.fullUrl.startsWith(`${server.fhirBase}/`), entry.fullUrl);
+      for (const link of bundle.link) assert.ok(link.url.startsWith(`${server.fhirBase}/`), link.url);
+      assert.ok(!JSON.stringify(bundle).includes(upstream.url), 'the upstream address never leaks');
+      assert.equal((await fetch(`${server.fhirBase}/Patient/pat-2`, auth)).status, 404);
+      const metadata = await (await fetch(`${server.fhirBase}/metadata`)).json();
+      assert.equal(metadata.rest[0].security.service[0].coding[0].code, 'SMART-on-FHIR');
+    });
+
+    it('uses the upstream for the patient picker', async () => {
+      const { token } = await patientToken(server, 'pat-3');
+      assert.equal((await fetch(`${server.fhirBase}/Patient/pat-3`, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+    });
+
+    it('answers 502 with an OperationOutcome when the upstream fails', async () => {
+      const down = await startTestServer({ FHIR_UPSTREAM_URL: `http://127.0.0.1:${await freePort()}/fhir` });
+      try {
+        const backendless = await down.addClient({ auth: { kind: 'secret' }, redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
+        const { body } = await (await import('../support/oauth.ts')).tokenRequest(down.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, backendless);
+        const res = await fetch(`${down.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${body.access_token}` } });
+        assert.equal(res.status, 502);
+        const outcome = await res.json();
+        assert.equal(outcome.resourceType, 'OperationOutcome');
+        assert.doesNotMatch(JSON.stringify(outcome), /ECONNREFUSED|127\.0\.0\.1|at [\w.]+ \(/, 'no internals');
+      } finally {
+        await down.stop();
+      }
+    });
+  });
+
+  describe('the standalone guard proxy (scripts/guard-proxy.ts)', () => {
+    let server: TestServer;
+    let proxy: ChildServer;
+    let proxyBase: string;
+    before(async () => {
+      const port = await freePort();
+      proxyBase = `http://127.0.0.1:${port}/r4`;
+      server = await startTestServer({ ADDITIONAL_FHIR_BASES: proxyBase });
+      const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+      proxy = await startScript('scripts/guard-proxy.ts', {
+        PORT: String(port), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url,
+        GUARD_VERIFICATION: 'introspection', INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
+        GUARD_INTROSPECTION_CACHE: '0',
+      }, /listening/);
+    });
+    after(async () => {
+      await proxy.stop();
+      await server.stop();
+    });
+
+    it('enforces tokens issued for its base, checked by introspection, and sees revocation at once', async () => {
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: proxyBase });
+      const { body } = await exchangeCode(server.issuer, launch, app);
+      const read = (path: string) => fetch(`${proxyBase}/${path}`, { headers: { authorization: `Bearer ${body.access_token}` } });
+      assert.equal((await read('Patient/pat-2')).status, 200);
+      assert.equal((await read('Patient/pat-1')).status, 404);
+      const bundle = await (await read('Observation')).json();
+      assert.ok(bundle.entry.every((e: { fullUrl: string }) => e.fullUrl.startsWith(`${proxyBase}/`)));
+
+      const own = await startTestServerToken(server);
+      assert.equal((await fetch(`${proxyBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${own}` } })).status, 401, 'a token for another FHIR base is refused');
+      assert.equal((await fetch(`${proxyBase}/Patient/pat-2`)).status, 401);
+
+      const revoked = await fetch(`${server.issuer}/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
+        body: new URLSearchParams({ token: body.access_token }),
+      });
+      assert.equal(revoked.status, 200);
+      assert.equal((await read('Patient/pat-2')).status, 401, 'introspection sees the revocation');
+      const smart = await (await fetch(`${proxyBase}/.well-known/smart-configuration`)).json();
+      assert.equal(smart.issuer, server.issuer);
+    });
+  });
+});
+
+async function startTestServerToken(server: TestServer): Promise<string> {
+  const app = await server.addClient({ auth: { kind: 'secret' } });
+  const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
+  return (await exchangeCode(server.issuer, launch, app)).body.access_token;
+}

@@ -1,0 +1,39 @@
+// Child processes for tests that need separate servers: the demo FHIR server, the guard proxy.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { freePort } from './server.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+export interface ChildServer {
+  url: string;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export async function startScript(script: string, env: Record<string, string>, ready: RegExp): Promise<ChildServer> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (d) => { output += d; });
+  child.stderr!.on('data', (d) => { output += d; });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  for (let i = 0; i < 200 && !ready.test(output) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+  if (!ready.test(output)) {
+    child.kill('SIGKILL');
+    throw new Error(`${script} did not start:\n${output}`);
+  }
+  return {
+    url: '',
+    output: () => output,
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** The bundled demo store as an independent, unguarded FHIR server on its own port. */
+export async function startDemoFhirServer(databaseUrl: string): Promise<ChildServer> {
+  const port = await freePort();
+  const server = await startScript('scripts/demo-fhir-server.ts', { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: databaseUrl }, /listening/);
+  return { ...server, url: `http://127.0.0.1:${port}/fhir` };
+}

@@ -1,0 +1,115 @@
+// Token verification for the guard: local, cached, introspection, both; every failure a clear error.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type JWTVerifyGetKey } from 'jose';
+import { createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from '../../server/resource-server/verify-token.ts';
+
+const ISSUER = 'https://auth.example.org';
+const AUDIENCE = 'https://fhir.example.org/r4';
+
+describe('guard token verification', () => {
+  let sign: (claims?: Record<string, unknown>, header?: Record<string, unknown>) => Promise<string>;
+  let keys: JWTVerifyGetKey;
+  let keyLookups = 0;
+  before(async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const local = createLocalJWKSet({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] });
+    keys = (header, token) => { keyLookups++; return local(header, token); };
+    sign = (claims = {}, header = {}) => {
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT({
+        iss: ISSUER, aud: AUDIENCE, sub: 'u1', iat: now, exp: now + 300, client_id: 'app', scope: 'patient/*.rs', patient: 'pat-1',
+        jti: `j-${Math.random()}`, fhirUser: `${AUDIENCE}/Patient/pat-1`, ...claims,
+      }).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'k1', ...header }).sign(privateKey);
+    };
+  });
+
+  it('verifies locally and builds the token context', async () => {
+    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys });
+    const context = await verify(await sign());
+    assert.equal(context.patient, 'pat-1');
+    assert.equal(context.fhirUser, 'Patient/pat-1');
+    assert.equal(context.scopes[0].type, '*');
+  });
+
+  it('refuses wrong typ, issuer, audience, expiry and signature', async () => {
+    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
+    const other = (await generateKeyPair('ES256')).privateKey;
+    for (const token of [
+      await sign({}, { typ: 'JWT' }),
+      await sign({ iss: 'https://evil.example' }),
+      await sign({ aud: 'https://other.example/fhir' }),
+      await sign({ exp: Math.floor(Date.now() / 1000) - 60 }),
+      await new SignJWT({ client_id: 'app', scope: 's', jti: 'x' }).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' }).setIssuer(ISSUER).setAudience(AUDIENCE).setIssuedAt().setExpirationTime('5m').sign(other),
+      'not.a.jwt',
+    ]) {
+      await assert.rejects(verify(token), InvalidTokenError);
+    }
+  });
+
+  it('caches a verified token by its hash: no key lookup the second time, revocation still checked', async () => {
+    let revoked = false;
+    let checks = 0;
+    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, isRevoked: async () => { checks++; return revoked; } });
+    const token = await sign();
+    await verify(token);
+    const lookups = keyLookups;
+    await verify(token);
+    assert.equal(keyLookups, lookups, 'cache hit: no signature verification');
+    assert.equal(checks, 2);
+    revoked = true;
+    await assert.rejects(verify(token), /revoked/);
+  });
+
+  describe('introspection', () => {
+    let server: Server;
+    let endpoint: string;
+    let calls = 0;
+    let active = true;
+    before(async () => {
+      server = createServer((req, res) => {
+        calls++;
+        const authorized = req.headers.authorization === `Basic ${Buffer.from('rs:secret').toString('base64')}`;
+        res.setHeader('content-type', 'application/json');
+        if (!authorized) { res.statusCode = 401; res.end('{"error":"invalid_client"}'); return; }
+        res.end(JSON.stringify(active ? { active: true, iss: ISSUER, aud: AUDIENCE, client_id: 'app', scope: 'patient/*.rs', patient: 'pat-2', jti: 'j', exp: Math.floor(Date.now() / 1000) + 300 } : { active: false }));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      endpoint = `http://127.0.0.1:${(server.address() as { port: number }).port}/introspect`;
+    });
+    after(() => server.close());
+
+    const options = (extra = {}) => ({ issuer: ISSUER, audience: AUDIENCE, introspection: { endpoint, credentials: { clientId: 'rs', clientSecret: 'secret' } }, ...extra });
+
+    it('asks the issuer and trusts the answer for a short time', async () => {
+      active = true;
+      const verify = createGuardVerifier({ ...options({ introspectionCacheSeconds: 30 }), mode: 'introspection' });
+      const before = calls;
+      assert.equal((await verify('opaque-token')).patient, 'pat-2');
+      await verify('opaque-token');
+      assert.equal(calls, before + 1, 'one introspection for two requests');
+    });
+
+    it('refuses an inactive token, and answers unavailable when the issuer cannot be asked', async () => {
+      active = false;
+      await assert.rejects(createGuardVerifier({ ...options(), mode: 'introspection' })('t2'), InvalidTokenError);
+      const wrongCredentials = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'introspection', introspection: { endpoint, credentials: { clientId: 'rs', clientSecret: 'wrong' } } });
+      await assert.rejects(wrongCredentials('t3'), VerifierUnavailableError);
+      const unreachable = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'introspection', introspection: { endpoint: 'http://127.0.0.1:1/introspect', credentials: { clientId: 'rs', clientSecret: 'secret' } } });
+      await assert.rejects(unreachable('t4'), VerifierUnavailableError);
+    });
+
+    it('checks a locally valid token for revocation by introspection (local+introspection)', async () => {
+      const verify = createGuardVerifier({ ...options({ introspectionCacheSeconds: 0 }), mode: 'local+introspection', keys });
+      active = true;
+      const token = await sign();
+      assert.equal((await verify(token)).patient, 'pat-1', 'claims come from the verified token');
+      active = false;
+      await assert.rejects(verify(token), /revoked/);
+    });
+
+    it('needs introspection options for the modes that introspect', () => {
+      assert.throws(() => createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'introspection' }), /needs introspection options/);
+    });
+  });
+});

@@ -10,7 +10,7 @@ import type { Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
-import { isAccessTokenRevoked, purgeExpiredRevocations } from './oidc/revocation.ts';
+import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
@@ -87,6 +87,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     return claims;
   };
   const { upstream, upstreamBase } = configuredUpstream(config, db);
+  const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
 
   const app = new Koa({ keys: config.cookieSecrets, proxy: true });
@@ -154,7 +155,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       mode: 'local',
       keys: host.verificationKeys,
       // In the same process as the authorization server: revocation is a database lookup, not introspection.
-      isRevoked: (claims) => isAccessTokenRevoked(db, host.provider, String(claims.jti)),
+      isRevoked: (claims) => isRevoked(String(claims.jti)),
       userPatients: (claims) => patientsOfUser(db, claims),
     }),
     upstream,

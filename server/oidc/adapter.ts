@@ -3,6 +3,7 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
+import { noteRevocation } from './revocation.ts';
 
 const TABLE = 'oidc_payloads';
 
@@ -75,6 +76,7 @@ export function knexAdapterFactory(db: Db) {
 
     async revokeByGrantId(grantId: string): Promise<void> {
       await db(TABLE).where({ model: this.model, grant_id: grantId }).delete();
+      noteRevocation();
     }
   };
 }

@@ -3,6 +3,7 @@ import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { findGrantContext } from './launch-store.ts';
+import { noteRevocation } from './revocation.ts';
 
 export interface GrantSummary {
   grantId: string;
@@ -54,6 +55,7 @@ export async function endGrants(db: Db, grantIds: readonly string[]): Promise<vo
     await db('oidc_payloads').where('model', 'Grant').whereIn('id', chunk).delete();
     await db('grant_contexts').whereIn('grant_id', chunk).delete();
   }
+  noteRevocation();
 }
 
 /** Revokes one of a person's grants; false when it is not theirs. */

@@ -10,6 +10,36 @@ export async function recordTokenGrant(db: Db, jti: string, grantId: string, exp
 
 export async function revokeAccessToken(db: Db, jti: string, expiresAt: number): Promise<void> {
   await db('revoked_tokens').insert({ jti, expires_at: expiresAt }).onConflict('jti').ignore();
+  noteRevocation();
+}
+
+/**
+ * Counts revocations made by this process (tokens, grants, clients). A cached "not revoked" answer
+ * from before the latest one is not trusted; see revocationCheck.
+ */
+let localRevocations = 0;
+export function noteRevocation(): void {
+  localRevocations++;
+}
+
+/**
+ * The bundled guard's revocation check: the database, with "not revoked" remembered for `ttlMs`.
+ * A revocation made in this process takes effect at once; one made by another instance within `ttlMs`.
+ */
+export function revocationCheck(db: Db, provider: () => Provider, ttlMs: number) {
+  const notRevoked = new Map<string, { epoch: number; until: number }>();
+  return async function isRevoked(jti: string): Promise<boolean> {
+    const now = Date.now();
+    const hit = notRevoked.get(jti);
+    if (hit && hit.epoch === localRevocations && hit.until > now) return false;
+    const epoch = localRevocations;
+    const revoked = await isAccessTokenRevoked(db, provider(), jti);
+    if (!revoked && ttlMs > 0) {
+      if (notRevoked.size >= 10_000) notRevoked.clear();
+      notRevoked.set(jti, { epoch, until: now + ttlMs });
+    }
+    return revoked;
+  };
 }
 
 /** Whether an access token (its jti) was revoked, directly or through its grant. */

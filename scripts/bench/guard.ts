@@ -1,0 +1,96 @@
+// What the guard costs on a FHIR read (GET Patient/pat-1), in one run, every server in its own process:
+//   - the demo FHIR server unguarded (the baseline);
+//   - the standalone guard proxy in front of it: local verification without the token cache, with the
+//     cache, and by introspection (every request, and trusting an answer for 30 s);
+//   - smart-auth's bundled /fhir, guard and store in one process (local verification, cache, revocation check).
+//   node --import tsx scripts/bench/guard.ts [requests=3000] [connections=10]
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { loadConfig } from '../../server/config.ts';
+import { migrate, openDatabase } from '../../server/db.ts';
+import { addClient } from '../../server/oidc/clients.ts';
+import { createToolProvider } from '../../server/oidc/provider-host.ts';
+import { freePort } from '../../test/support/server.ts';
+import { startScript } from '../../test/support/processes.ts';
+import { load, report, startServerProcess } from './lib.ts';
+
+const total = Number(process.argv[2] ?? 3000);
+const connections = Number(process.argv[3] ?? 10);
+const dir = mkdtempSync(join(tmpdir(), 'smart-auth-bench-guard-'));
+
+const upstreamPort = await freePort();
+const upstream = await startScript('scripts/demo-fhir-server.ts', { PORT: String(upstreamPort), DATABASE_URL: `sqlite:${join(dir, 'upstream.sqlite')}` }, /listening/);
+const upstreamUrl = `http://127.0.0.1:${upstreamPort}/fhir`;
+
+const variants: { name: string; env: Record<string, string> }[] = [
+  { name: 'guard proxy, local verification, no token cache', env: { GUARD_VERIFICATION: 'local', GUARD_TOKEN_CACHE: 'false' } },
+  { name: 'guard proxy, local verification, token cache', env: { GUARD_VERIFICATION: 'local', GUARD_TOKEN_CACHE: 'true' } },
+  { name: 'guard proxy, introspection every request', env: { GUARD_VERIFICATION: 'introspection', GUARD_INTROSPECTION_CACHE: '0' } },
+  { name: 'guard proxy, introspection trusted 30 s', env: { GUARD_VERIFICATION: 'introspection', GUARD_INTROSPECTION_CACHE: '30' } },
+];
+const proxies = await Promise.all(variants.map(async (v) => {
+  const port = await freePort();
+  return { ...v, port, base: `http://127.0.0.1:${port}/r4` };
+}));
+
+const issuer = await startServerProcess({ ADDITIONAL_FHIR_BASES: proxies.map((v) => v.base).join(',') });
+const stops: (() => Promise<void>)[] = [() => issuer.stop(), () => upstream.stop()];
+try {
+  const config = loadConfig(issuer.env);
+  const db = openDatabase(issuer.databaseUrl);
+  await migrate(db);
+  const provider = await createToolProvider(config, db);
+  const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: true });
+  const backend = await addClient(db, provider, {
+    name: 'bench reader', redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs',
+    auth: { kind: 'jwks', jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES384' }] } },
+  });
+  const rs = await addClient(db, provider, { name: 'bench guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+  await db.destroy();
+
+  const clientId = String(backend.client_id);
+  async function tokenFor(resource: string): Promise<string> {
+    const now = Math.floor(Date.now() / 1000);
+    const assertion = await new SignJWT({ iss: clientId, sub: clientId, aud: `${issuer.url}/token`, jti: randomUUID(), iat: now, exp: now + 280 })
+      .setProtectedHeader({ alg: 'ES384', kid: 'bench', typ: 'JWT' }).sign(privateKey);
+    const res = await fetch(`${issuer.url}/token`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', resource, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }),
+    });
+    const body = await res.json();
+    if (!body.access_token) throw new Error(`no token: ${JSON.stringify(body)}`);
+    return body.access_token;
+  }
+
+  for (const v of proxies) {
+    const proxy = await startScript('scripts/guard-proxy.ts', {
+      PORT: String(v.port), HOST: '127.0.0.1', ISSUER: issuer.url, FHIR_BASE_URL: v.base, FHIR_UPSTREAM_URL: upstreamUrl,
+      INTROSPECTION_CLIENT_ID: String(rs.client_id), INTROSPECTION_CLIENT_SECRET: String(rs.client_secret), ...v.env,
+    }, /listening/);
+    stops.unshift(() => proxy.stop());
+  }
+
+  const results: [string, Awaited<ReturnType<typeof load>>][] = [];
+  const run = async (name: string, base: string, token?: string) => {
+    const url = new URL(base);
+    const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
+    await load(url.origin, 50, 5, request); // warm-up
+    results.push([name, await load(url.origin, total, connections, request)]);
+  };
+
+  await run('unguarded demo FHIR server (baseline)', upstreamUrl);
+  for (const v of proxies) await run(v.name, v.base, await tokenFor(v.base));
+  await run('smart-auth bundled /fhir (in process: local, cache, revocation check)', `${issuer.url}/fhir`, await tokenFor(`${issuer.url}/fhir`));
+
+  console.log(`smart-auth guard on GET Patient/pat-1, Node ${process.version}, ${total} requests, ${connections} connections, each server its own process`);
+  const baseline = results[0][1].rps;
+  for (const [name, r] of results) {
+    report(name, r);
+    if (r !== results[0][1]) console.log(`${''.padEnd(52)} ${(100 * r.rps / baseline).toFixed(0)}% of the unguarded throughput`);
+  }
+} finally {
+  for (const stop of stops) await stop();
+}

@@ -73,7 +73,8 @@ export function createGuard(options: GuardOptions) {
   const rewrite = (body: unknown) => rewriteLinks(body, options.upstreamBase, options.base);
 
   function answer(status: number, body: unknown, upstream?: UpstreamResponse): GuardResponse {
-    const headers: Record<string, string> = { 'content-type': FHIR_JSON };
+    // One person's data must not be served to another from a shared cache.
+    const headers: Record<string, string> = { 'content-type': FHIR_JSON, 'cache-control': 'private, no-store' };
     for (const name of ['etag', 'last-modified']) {
       const value = upstream?.headers.get(name);
       if (value) headers[name] = value;

@@ -79,7 +79,9 @@ describe('resource-server guard', () => {
 
   describe('patient/ scopes', () => {
     it('reads inside the compartment and hides everything else as 404', async () => {
-      assert.equal((await fhir('Patient/pat-1', tokens.patient)).status, 200);
+      const own = await fhir('Patient/pat-1', tokens.patient);
+      assert.equal(own.status, 200);
+      assert.equal(own.headers.get('cache-control'), 'private, no-store', 'never from a shared cache');
       assert.equal((await fhir('Patient/pat-2', tokens.patient)).status, 404);
       assert.equal((await fhir('Observation/obs-2a-hiv-vl', tokens.patient)).status, 404);
       assert.equal((await fhir('Observation/obs-2a-hiv-vl/_history/1', tokens.patient)).status, 404, 'vread too');
@@ -105,9 +107,10 @@ describe('resource-server guard', () => {
       assert.ok(!ids(res).includes('Patient/pat-2'));
     });
 
-    it('refuses chained parameters and _has for a patient-bound token', async () => {
+    it('refuses chained parameters, _has and counts for a patient-bound token', async () => {
       assert.equal((await fhir('Patient?_has:Condition:subject:code=http://snomed.info/sct|38341003', tokens.patient)).status, 403);
       assert.equal((await fhir('Observation?subject.name=Garcia', tokens.patient)).status, 403);
+      assert.equal((await fhir('Observation?_summary=count', tokens.patient)).status, 403);
     });
 
     it('writes only inside the compartment; an update of hidden data is 404', async () => {
@@ -190,6 +193,24 @@ describe('resource-server guard', () => {
       assert.equal((await fhir('Patient/pat-3', tokens.system)).status, 200);
       assert.equal((await fhir('Observation', tokens.system, { method: 'POST', body: '{"resourceType":"Observation"}' })).status, 403);
     });
+  });
+
+  it('sanitises narratives instead when GUARD_NARRATIVES=sanitize', async () => {
+    const lenient = await startTestServer({ GUARD_NARRATIVES: 'sanitize' });
+    try {
+      const client = await lenient.addClient({ auth: { kind: 'public' } });
+      const { body } = await exchangeCode(lenient.issuer, await authorize({ server: lenient, client, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' }), client);
+      const res = await fetch(`${lenient.fhirBase}/Observation`, {
+        method: 'POST', headers: { authorization: `Bearer ${body.access_token}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' }, text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml"><p>ok</p><script>alert(1)</script></div>' } }),
+      });
+      assert.equal(res.status, 201);
+      const saved = await res.json();
+      assert.match(saved.text.div, /<p>ok<\/p>/);
+      assert.doesNotMatch(saved.text.div, /script/i);
+    } finally {
+      await lenient.stop();
+    }
   });
 
   it('answers bad input with an OperationOutcome and never a stack trace', async () => {

@@ -4,11 +4,9 @@ import { purposeCoding, type Coding } from '../hcs/codes.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
 
-export interface AuditEvent {
-  resourceType: 'AuditEvent';
-  id: string;
-  [element: string]: unknown;
-}
+import type { AuditEvent } from './types.ts';
+
+export type { AuditEvent } from './types.ts';
 
 export interface EmergencyOverride {
   issuer: string;

@@ -1,6 +1,6 @@
 // The audit trail's store: append-only rows of FHIR AuditEvent JSON.
 import type { Db } from '../db.ts';
-import type { AuditEvent } from './events.ts';
+import type { AuditEvent } from './types.ts';
 
 export interface AuditSink {
   /** Resolves once the event is durably stored; rejects when it cannot be (callers fail closed). */

@@ -1,0 +1,86 @@
+// The audit trail's shared shapes: FHIR R4 AuditEvents, what the store answers, and what an access is.
+import type { Coding } from '../hcs/codes.ts';
+
+export interface AuditEvent {
+  resourceType: 'AuditEvent';
+  id: string;
+  [element: string]: unknown;
+}
+
+/** Search over stored AuditEvents (FHIR AuditEvent search parameters; every given one must match). */
+export interface AuditSearch {
+  /** Patient id: the event's patient entity (BALP "Patient" profiles: one event per patient). */
+  patient?: string;
+  /** Inclusive bounds on `recorded`. */
+  from?: Date;
+  to?: Date;
+  /** `agent.who.identifier.value` or `agent.who.reference` of any agent. */
+  agent?: string;
+  /** `entity.what.reference` of any entity ("Observation/obs-1"). */
+  entity?: string;
+  /** `type.code` ("rest", "110113", "110114"). */
+  type?: string;
+  /** `subtype[].code` ("read", "search-type", "110127", "ITI-71"). */
+  subtype?: string;
+  /** `outcome` ("0", "4", "8", "12"). */
+  outcome?: string;
+  limit?: number;
+}
+
+export type AuditVerification =
+  | { ok: true; records: number; checkpoints: number }
+  | { ok: false; records: number; seq: number; eventId: string; problem: string };
+
+export interface AuditStore {
+  /** Resolves once every event is durably stored in the chain, in order; rejects when they cannot be (callers fail closed). */
+  append(events: AuditEvent[]): Promise<void>;
+  search(filter: AuditSearch): Promise<AuditEvent[]>;
+  /** Checks the whole chain and every checkpoint; names the first record that does not match. */
+  verify(): Promise<AuditVerification>;
+  /** Signs a checkpoint over the chain as it is now. */
+  checkpoint(): Promise<void>;
+  /** Removes records recorded before `before`, except those of patients under a privacy hold; the chain stays verifiable. */
+  purge(before: Date): Promise<{ removed: number; kept: number }>;
+  hold(patient: string, reason: string): Promise<void>;
+  release(patient: string): Promise<boolean>;
+  holds(): Promise<{ patient: string; reason: string; since: Date }[]>;
+  /** Writes what is queued, then stops accepting events. */
+  close(): Promise<void>;
+}
+
+/** One guarded FHIR access, as the audit builders need it (from the guard's AccessRecord and the token). */
+export interface AccessAudit {
+  recorded: Date;
+  requestId: string;
+  /** The HTTP status of the answer. */
+  status: number;
+  method: string;
+  /** The request URL below the FHIR base, with its query string, as sent. */
+  url: string;
+  /** The FHIR interaction (restful-interaction code), when the request got that far. */
+  interaction?: string;
+  /** The resource type the interaction is about. */
+  type?: string;
+  /** Resources returned or written, "Type/id". */
+  resources: string[];
+  /** Every patient whose data was returned or written (one AuditEvent each). */
+  patients: string[];
+  /** The FHIR base: the observer and the server agent. */
+  server: { base: string };
+  client: { id?: string; address?: string };
+  /** The person, when a user token; undefined for backend services and for requests without a valid token. */
+  user?: {
+    issuer: string;
+    sub: string;
+    name?: string;
+    roles: Coding[];
+    organization?: string;
+    organizationId?: string;
+  };
+  /** Purpose of use of the token (IUA), when there is one. */
+  purposeOfUse: Coding[];
+  /** The access token's jti, when the token was valid. */
+  jti?: string;
+  /** The confidentiality and sensitivity labels of what was returned (optional). */
+  securityLabels?: Coding[];
+}

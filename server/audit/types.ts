@@ -9,6 +9,8 @@ export interface AuditEvent {
 
 /** Search over stored AuditEvents (FHIR AuditEvent search parameters; every given one must match). */
 export interface AuditSearch {
+  /** The AuditEvent's own id. */
+  id?: string;
   /** Patient id: the event's patient entity (BALP "Patient" profiles: one event per patient). */
   patient?: string;
   /** Inclusive bounds on `recorded`. */
@@ -67,7 +69,8 @@ export interface AccessAudit {
   patients: string[];
   /** The FHIR base: the observer and the server agent. */
   server: { base: string };
-  client: { id?: string; address?: string };
+  /** The app; `issuer` identifies the authorization server that registered it. */
+  client: { id?: string; address?: string; issuer?: string };
   /** The person, when a user token; undefined for backend services and for requests without a valid token. */
   user?: {
     issuer: string;

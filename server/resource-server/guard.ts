@@ -46,6 +46,8 @@ export interface GuardOptions {
   audit?: (record: AccessRecord) => Promise<void>;
   /** The SMART configuration served at `{base}/.well-known/smart-configuration`. */
   smartConfiguration?: () => Promise<unknown>;
+  /** A further policy after the scopes allowed an interaction: a refusal stops it. */
+  authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
 
 const SMART_SECURITY = {
@@ -158,6 +160,8 @@ export function createGuard(options: GuardOptions) {
   async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
+    const refused = await options.authorize?.(token, interaction);
+    if (refused) return refused;
     switch (interaction.kind) {
       case 'read': case 'vread': case 'history-instance':
         return read(request, token, interaction);

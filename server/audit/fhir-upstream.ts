@@ -1,0 +1,71 @@
+// /fhir/AuditEvent: the audit trail served as FHIR, read-only, behind the same guard as everything
+// else (patient/ scopes see the events about their patient; reading the trail is itself audited).
+import type { Upstream, UpstreamResponse } from '../resource-server/upstream.ts';
+import type { AuditSearch, AuditStore } from './types.ts';
+
+const SEARCH_PARAMS = new Set(['patient', 'date', 'agent', 'entity', 'type', 'subtype', 'outcome', '_count', '_format', '_id']);
+
+const json = (status: number, body: unknown): UpstreamResponse =>
+  ({ status, headers: new Headers({ 'content-type': 'application/fhir+json' }), body });
+
+const outcome = (status: number, code: string, diagnostics: string) =>
+  json(status, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] });
+
+/** FHIR search parameters to the store's filter, or the reason they cannot be. */
+export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
+  const filter: AuditSearch = {};
+  for (const [name, value] of params) {
+    if (!SEARCH_PARAMS.has(name)) return `AuditEvent search does not support ${name}`;
+    switch (name) {
+      case 'patient': filter.patient = value.replace(/^Patient\//, ''); break;
+      case '_id': filter.id = value; break;
+      case 'agent': case 'entity': case 'type': case 'subtype': case 'outcome': filter[name] = value.replace(/^.*\|/, ''); break;
+      case '_count': {
+        const count = Number(value);
+        if (!Number.isInteger(count) || count < 0) return '_count must be a whole number';
+        filter.limit = Math.min(count, 1000);
+        break;
+      }
+      case 'date': {
+        const match = /^(eq|ge|gt|le|lt)?(\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?)$/.exec(value);
+        const when = match && new Date(match[2]);
+        if (!match || !when || Number.isNaN(when.getTime())) return `date ${value} is not a FHIR date with an optional eq/ge/gt/le/lt prefix`;
+        const prefix = match[1] ?? 'eq';
+        const dayOnly = !match[3];
+        const endOfDay = new Date(when.getTime() + (dayOnly ? 86_400_000 - 1 : 0));
+        if (prefix === 'ge' || prefix === 'gt' || prefix === 'eq') filter.from = prefix === 'gt' ? new Date(endOfDay.getTime() + 1) : when;
+        if (prefix === 'le' || prefix === 'lt' || prefix === 'eq') filter.to = prefix === 'lt' ? new Date(when.getTime() - 1) : endOfDay;
+        break;
+      }
+      default: break;
+    }
+  }
+  filter.limit ??= 200;
+  return filter;
+}
+
+export function auditEventUpstream(store: AuditStore, base: string, next: Upstream): Upstream {
+  return {
+    async send(request) {
+      const [path, query = ''] = request.path.split('?');
+      const segments = path.split('/');
+      if (segments[0] !== 'AuditEvent') return next.send(request);
+      if (request.method !== 'GET') return outcome(405, 'not-supported', 'the audit trail is append-only');
+      if (segments.length === 2 || (segments.length === 4 && segments[2] === '_history')) {
+        const [event] = await store.search({ id: segments[1], limit: 1 });
+        return event ? json(200, event) : outcome(404, 'not-found', `AuditEvent/${segments[1]} is not known`);
+      }
+      if (segments.length !== 1) return outcome(400, 'not-supported', 'this AuditEvent interaction is not supported');
+      const filter = auditSearchFrom(new URLSearchParams(query));
+      if (typeof filter === 'string') return outcome(400, 'not-supported', filter);
+      const events = await store.search(filter);
+      return json(200, {
+        resourceType: 'Bundle',
+        type: 'searchset',
+        total: events.length,
+        link: [{ relation: 'self', url: `${base}/AuditEvent${query ? `?${query}` : ''}` }],
+        entry: events.map((event) => ({ fullUrl: `${base}/AuditEvent/${event.id}`, resource: event, search: { mode: 'match' } })),
+      });
+    },
+  };
+}

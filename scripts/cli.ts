@@ -1,5 +1,5 @@
 // smart-auth CLI: users, clients, EHR launches and keys, on the same database as the server.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
@@ -8,6 +8,12 @@ import { addClient, ClientError, clientExists, listClients, removeClient, type C
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
 import { isPurposeOfUse } from '../server/hcs/codes.ts';
+import { createAuditStore } from '../server/audit/audit-store.ts';
+import { checkpointSigner } from '../server/oidc/keys.ts';
+import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
+import { disclosureEvents, disclosureLines, groupedDisclosures } from '../server/audit/disclosures.ts';
+import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
+import type { AuditEvent } from '../server/audit/types.ts';
 import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
 import { upstreamPatientDirectory } from '../server/fhir/patient-directory.ts';
 import { configuredUpstream } from '../server/fhir/upstream-of.ts';
@@ -116,6 +122,7 @@ const commands: Record<string, Command> = {
         auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
         resourceServer: Boolean(v['resource-server']), purposes: strings(v.purpose),
       });
+      await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'create', clientId: String(metadata.client_id), by: {}, fields: Object.keys(metadata) }));
       const out: Record<string, unknown> = { client_id: metadata.client_id };
       if (metadata.client_secret) out.client_secret = metadata.client_secret;
       return {
@@ -138,9 +145,10 @@ const commands: Record<string, Command> = {
   'client remove': {
     usage: 'client remove <client_id>',
     options: json,
-    async run({ positionals: [clientId] }, { db }) {
+    async run({ positionals: [clientId] }, { db, config }) {
       if (!clientId) throw new UsageError('a client_id is required');
       if (!(await removeClient(db, clientId))) throw new UsageError(`no client ${clientId}`);
+      await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'delete', clientId, by: {} }));
       return { json: { client_id: clientId, removed: true }, text: `removed ${clientId}` };
     },
   },
@@ -178,10 +186,71 @@ const commands: Record<string, Command> = {
     async run(_args, { db, config }) {
       await ensureSigningKeys(db, keyPolicy(config));
       const keys = await rotateSigningKeys(db, keyPolicy(config));
+      for (const key of keys) await recordAdministration(db, config, signingKeyRotated({ ...administrator(config), kid: key.kid, alg: key.alg }));
       return {
         json: { keys },
         text: keys.map((k) => `new ${k.alg} key ${k.kid}: published now, signs from ${new Date(k.activatesAt * 1000).toISOString()}`).join('\n'),
       };
+    },
+  },
+  'audit verify': {
+    usage: 'audit verify   (exit 0 when the chain and its checkpoints are intact; else 1 and the first bad record)',
+    options: json,
+    async run(_args, { db, config }) {
+      const result = await auditStore(db, config).verify();
+      if (!result.ok) {
+        throw new AuditBroken(result, `the audit trail does not verify: record ${result.seq} (AuditEvent/${result.eventId}): ${result.problem}`);
+      }
+      return { json: result, text: `the audit trail verifies: ${result.records} records, ${result.checkpoints} signed checkpoints` };
+    },
+  },
+  'audit export': {
+    usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names]   (the accounting of disclosures)',
+    options: { ...json, patient: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' }, names: { type: 'boolean' } },
+    async run({ values: v }, { db, config }) {
+      const patient = String(v.patient ?? '');
+      const format = String(v.format ?? '');
+      if (!patient) throw new UsageError('--patient is required');
+      if (!['csv', 'json', 'fhir', 'pdf'].includes(format)) throw new UsageError('--format is csv, json, fhir or pdf');
+      const store = auditStore(db, config);
+      const events = await store.search({ patient, limit: 100_000 });
+      const selfUserIds = (await db('users').where('fhir_user', `Patient/${patient}`).select('id')).map((r: { id: string }) => r.id);
+      const lines = disclosureLines(events, { patient, names: Boolean(v.names), selfUserIds });
+      const content = format === 'csv' ? toCsv(lines)
+        : format === 'json' ? toJson(lines)
+          : format === 'fhir' ? JSON.stringify(toFhirBundle(disclosureEvents(events, { patient })), null, 2)
+            : await toPdf(lines, groupedDisclosures(lines), { patientId: patient, generated: new Date() });
+      if (v.out) writeFileSync(String(v.out), content);
+      else process.stdout.write(content);
+      return v.out ? { json: { patient, format, out: v.out, lines: lines.length }, text: `wrote ${lines.length} disclosures to ${v.out}` } : { json: undefined, text: '' };
+    },
+  },
+  'audit purge': {
+    usage: 'audit purge --before <date>   (removes older records, keeps those of patients under a privacy hold; the chain stays verifiable)',
+    options: { ...json, before: { type: 'string' } },
+    async run({ values: v }, { db, config }) {
+      const before = new Date(String(v.before ?? ''));
+      if (!v.before || Number.isNaN(before.getTime())) throw new UsageError('--before takes a date, e.g. 2025-01-01');
+      const result = await auditStore(db, config).purge(before);
+      return { json: result, text: `removed ${result.removed} audit records recorded before ${before.toISOString()}; kept ${result.kept} under privacy holds` };
+    },
+  },
+  'audit hold': {
+    usage: 'audit hold --patient <id> --reason "<why>"   (a privacy hold: the patient\'s records are never purged)',
+    options: { ...json, patient: { type: 'string' }, reason: { type: 'string' } },
+    async run({ values: v }, { db, config }) {
+      if (!v.patient || !v.reason) throw new UsageError('--patient and --reason are required');
+      await auditStore(db, config).hold(String(v.patient), String(v.reason));
+      return { json: { patient: v.patient, held: true }, text: `privacy hold on patient ${v.patient}` };
+    },
+  },
+  'audit release': {
+    usage: 'audit release --patient <id>',
+    options: { ...json, patient: { type: 'string' } },
+    async run({ values: v }, { db, config }) {
+      if (!v.patient) throw new UsageError('--patient is required');
+      if (!(await auditStore(db, config).release(String(v.patient)))) throw new UsageError(`no privacy hold on patient ${v.patient}`);
+      return { json: { patient: v.patient, held: false }, text: `privacy hold on patient ${v.patient} released` };
     },
   },
   'registration token': {
@@ -196,6 +265,19 @@ const commands: Record<string, Command> = {
     },
   },
 };
+
+/** The audit store of the server's database, signing checkpoints with the server's keys. */
+const auditStore = (db: Db, config: Config) => createAuditStore(db, checkpointSigner(db, keyPolicy(config)));
+
+/** Administration done with the CLI is part of the audit trail too. */
+const administrator = (config: Config) => ({ recorded: new Date(), issuer: config.issuer, address: 'smart-auth CLI' });
+const recordAdministration = (db: Db, config: Config, event: AuditEvent) => auditStore(db, config).append([event]);
+
+class AuditBroken extends Error {
+  constructor(readonly result: object, message: string) {
+    super(message);
+  }
+}
 
 function help(): string {
   return ['usage: smart-auth <command> [options] [--json]', '', ...Object.values(commands).map((c) => `  smart-auth ${c.usage}`),
@@ -219,9 +301,13 @@ export async function runCli(argv: string[]): Promise<number> {
     db = openDatabase(config.databaseUrl);
     await migrate(db);
     const result = await command.run(args as { values: Record<string, unknown>; positionals: string[] }, { db, config });
-    console.log(wantsJson ? JSON.stringify(result.json) : result.text);
+    if (result.json !== undefined || result.text) console.log(wantsJson ? JSON.stringify(result.json) : result.text);
     return 0;
   } catch (err) {
+    if (err instanceof AuditBroken) {
+      console.log(wantsJson ? JSON.stringify(err.result) : err.message);
+      return 1;
+    }
     const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError
       || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const message = known ? (err as Error).message : `unexpected error: ${(err as Error).message}`;

@@ -1,4 +1,5 @@
 // Koa composition: headers, errors, the server's own pages and routes, then node-oidc-provider.
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -22,6 +23,16 @@ import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
+import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
+import { createAuditStore } from './audit/audit-store.ts';
+import type { AuditStore } from './audit/types.ts';
+import { accessAuditEvents } from './audit/balp.ts';
+import { accessAuditFrom } from './audit/access.ts';
+import { auditEventUpstream } from './audit/fhir-upstream.ts';
+import { disclosureRoutes } from './portal/disclosures.ts';
+import { checkpointSigner } from './oidc/keys.ts';
+import { keyPolicy } from './oidc/provider-host.ts';
+import { findUser } from './oidc/users.ts';
 import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
 import { renderPage } from './views.ts';
@@ -42,6 +53,18 @@ function securityHeaders(ctx: Context, next: Next) {
   ctx.set('Referrer-Policy', 'no-referrer');
   ctx.set('X-Frame-Options', 'DENY');
   if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
+  return next();
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Every request has an id: the client's X-Request-Id when it is sane, else a new one; returned and recorded. */
+function requestId(ctx: Context, next: Next) {
+  const sent = ctx.get('x-request-id');
+  const id = REQUEST_ID.test(sent) ? sent : randomUUID();
+  ctx.state.requestId = id;
+  ctx.request.headers['x-request-id'] = id;
+  ctx.set('X-Request-Id', id);
   return next();
 }
 
@@ -74,7 +97,22 @@ export interface AppContext {
   config: Config;
   db: Db;
   host: ProviderHost;
+  audit: AuditStore;
   app: Koa;
+}
+
+/**
+ * Reading the audit trail: a backend service by its system/ scopes, a patient user the events about
+ * themselves (their compartment); any other user only with the auditor attribute.
+ */
+function auditTrailReaders(db: Db) {
+  return async (token: TokenContext, interaction: FhirInteraction): Promise<Refusal | undefined> => {
+    if (interaction.type !== 'AuditEvent') return undefined;
+    if (!token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/')) return undefined;
+    const user = await findUser(db, token.sub);
+    if (user?.attributes.auditor && !user.disabled) return undefined;
+    return { status: 403, code: 'forbidden', message: 'reading the audit trail needs the auditor role' };
+  };
 }
 
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
@@ -86,7 +124,10 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const { upstream, upstreamBase } = configuredUpstream(config, db);
+  const audit = createAuditStore(db, checkpointSigner(db, keyPolicy(config)));
+  const fhirServer = configuredUpstream(config, db);
+  const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
+  const { upstreamBase } = fhirServer;
   const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
 
@@ -138,6 +179,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
   });
 
+  app.use(requestId);
   app.use(errorBoundary);
   app.use(securityHeaders);
   app.use(router.routes());
@@ -145,6 +187,16 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
   app.use(developerPortalRoutes({ config, db, host }).routes());
   app.use(accountRoutes({ config, db, host, patients }).routes());
+  app.use(disclosureRoutes({
+    config, db, audit, patients,
+    // Reading one's own accounting of disclosures is itself an access to the trail.
+    onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
+      recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
+      interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
+      client: { id: 'account-disclosures', issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
+      purposeOfUse: [purposeCoding('PATRQT')],
+    })),
+  }).routes());
   app.use(bearerIntrospection({ config, db, host }).routes());
   app.use(smartGuard({
     base: config.fhirBase,
@@ -164,9 +216,12 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,
+    authorize: auditTrailReaders(db),
+    // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
+    audit: (record) => audit.append(accessAuditEvents(accessAuditFrom(record, config.fhirBase, new Date()))),
   }));
   app.use(host.middleware);
-  return { config, db, host, app };
+  return { config, db, host, audit, app };
 }
 
 export interface RunningServer extends AppContext {
@@ -202,6 +257,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       await closed;
+      await context.audit.close();
       await db.destroy();
     },
   };

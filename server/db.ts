@@ -24,7 +24,13 @@ export function openDatabase(databaseUrl: string): Db {
             if (walErr) return done(walErr, conn);
             conn.run('PRAGMA busy_timeout = 5000', (busyErr) => {
               if (busyErr) return done(busyErr, conn);
-              conn.run('PRAGMA foreign_keys = ON', (fkErr) => done(fkErr, conn));
+              // FULL: every commit is fsynced (WAL + NORMAL would only sync at checkpoints), so an audit
+              // record whose append resolved survives kill -9 and power loss. The cost is one fsync per
+              // write transaction; the audit store's group commit spreads it over every queued event.
+              conn.run('PRAGMA synchronous = FULL', (syncErr) => {
+                if (syncErr) return done(syncErr, conn);
+                conn.run('PRAGMA foreign_keys = ON', (fkErr) => done(fkErr, conn));
+              });
             });
           });
         },

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as initial from './001_initial.ts';
 import * as fhirStore from './002_fhir_store.ts';
+import * as auditChain from './003_audit_chain.ts';
 
 export interface Migration {
   name: string;
@@ -11,4 +12,5 @@ export interface Migration {
 export const migrations: Migration[] = [
   { name: '001_initial', ...initial },
   { name: '002_fhir_store', ...fhirStore },
+  { name: '003_audit_chain', ...auditChain },
 ];

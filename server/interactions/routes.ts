@@ -17,7 +17,10 @@ import type { PatientDirectory } from '../fhir/patient-directory.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { subjectOf } from '../oidc/users.ts';
 import { checkPurposeSubmission, purposeChoice, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
-import { purposeDisplay } from '../hcs/codes.ts';
+import { purposeCoding, purposeDisplay } from '../hcs/codes.ts';
+import { databaseAuditSink } from '../audit/store.ts';
+import { consentDecision } from '../audit/balp.ts';
+import { auditUserOf, recordLogin } from '../audit/security-events.ts';
 import { clientPurposesOf } from '../oidc/clients.ts';
 import { allowedScopeOf } from '../oidc/clients.ts';
 
@@ -36,6 +39,7 @@ const OIDC = new Set<string>(OIDC_SCOPES);
 
 export function interactionRoutes({ config, db, host, patients }: InteractionDeps): Router {
   const router = new Router();
+  const audit = databaseAuditSink(db);
 
   const page = (ctx: Context, view: string, data: Record<string, unknown>, status = 200) =>
     sendPage(ctx, view, { demo: config.demo, ...data }, status);
@@ -141,6 +145,7 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     const username = typeof body.username === 'string' ? body.username : '';
     const password = typeof body.password === 'string' ? body.password : '';
     const user = username && password ? await authenticate(db, username, password) : undefined;
+    await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId: String(details.params.client_id), username, user });
     if (!user) return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
     await host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
   });
@@ -151,19 +156,29 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     if (details.prompt.name !== 'consent') throw new errors.InvalidRequest('this step is not a consent');
     if (!validCsrf(ctx, body.csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
 
+    const user = await findUser(db, String(details.session?.accountId));
+    if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
+    const decision = (allowed: boolean, extra: { patient?: string; purpose?: string; granted?: string[]; reason?: string } = {}) => audit.append(consentDecision({
+      recorded: new Date(), issuer: config.issuer, address: ctx.ip, allowed, clientId: String(details.params.client_id), user: auditUserOf(user),
+      patient: extra.patient, purposeOfUse: extra.purpose ? [purposeCoding(extra.purpose)] : undefined,
+      requestedScope: String(details.params.scope ?? ''), grantedScope: extra.granted?.join(' '), reason: extra.reason,
+    }));
+
     if (body.decision !== 'allow') {
+      await decision(false, { reason: 'the user denied the request' });
       await host.provider.interactionFinished(ctx.req, ctx.res,
         { error: 'access_denied', error_description: 'The user denied the authorization request' },
         { mergeWithLastSubmission: false });
       return;
     }
 
-    const user = await findUser(db, String(details.session?.accountId));
-    if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
     const choices = await choicesFor(details, user);
     if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
     const granted = grantedFromForm(choices.scopes, body.scope);
-    if (granted.length === 0) return refuse(ctx, 'access_denied', 'The user granted none of the requested access');
+    if (granted.length === 0) {
+      await decision(false, { reason: 'the user granted none of the requested access' });
+      return refuse(ctx, 'access_denied', 'The user granted none of the requested access');
+    }
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
     if (needsPatient(choices.scopes)) {
       context = await resolvePatient(details, user, body.patient);
@@ -206,6 +221,7 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
       emergencyReason: emergency ? reason.trim() : undefined,
     }, emergency ? config.btgTokenTtl + 120 : config.refreshTokenTtl);
 
+    await decision(true, { patient: carries.patient ? context.patient : undefined, purpose, granted });
     await host.provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   });
 

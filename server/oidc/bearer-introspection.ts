@@ -7,7 +7,8 @@ import type { Context } from 'koa';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import type { ProviderHost } from './provider-host.ts';
-import { introspectToken, verifyOwnAccessToken } from './introspection.ts';
+import { auditIntrospection, introspectToken, verifyOwnAccessToken } from './introspection.ts';
+import { databaseAuditSink } from '../audit/store.ts';
 import { isAccessTokenRevoked } from './revocation.ts';
 import { bearerToken } from '../resource-server/verify-token.ts';
 import { parseScopes } from '../smart/scopes.ts';
@@ -23,6 +24,7 @@ function refuse(ctx: Context, status: 401 | 403, error: string, description: str
 
 export function bearerIntrospection({ config, db, host }: { config: Config; db: Db; host: ProviderHost }): Router {
   const router = new Router();
+  const audit = databaseAuditSink(db);
   router.post('/introspect', async (ctx, next) => {
     const bearer = bearerToken(ctx.get('authorization'));
     if (!bearer) return next();
@@ -35,11 +37,13 @@ export function bearerIntrospection({ config, db, host }: { config: Config; db: 
       return refuse(ctx, 403, 'insufficient_scope', 'the bearer token lacks the introspect scope');
     }
     await form(ctx, async () => {});
-    const token = (ctx.request.body as Record<string, unknown>).token;
+    const sent = (ctx.request.body as Record<string, unknown>).token;
+    const token = typeof sent === 'string' ? sent : '';
+    const context = { db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys };
+    const result = await introspectToken(token, context);
+    await auditIntrospection(context, String(caller.client_id), token, result, ctx.ip);
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = await introspectToken(typeof token === 'string' ? token : '', {
-      db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys,
-    });
+    ctx.body = result;
   });
   return router;
 }

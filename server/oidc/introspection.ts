@@ -12,9 +12,23 @@ import { findUser } from './users.ts';
 import { isAccessTokenRevoked, revokeAccessToken } from './revocation.ts';
 import { appTokenClaims } from './token-claims.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
+import type { AuditSink } from '../audit/store.ts';
+import { opaqueToken, tokenIntrospected, tokenRevoked } from '../audit/balp.ts';
+
+const tokenRef = (token: string, jti: unknown) => (looksLikeJwt(token) && typeof jti === 'string' ? { jti } : opaqueToken(token));
+
+/** Records an introspection: who asked, about which token, and the answer. */
+export function auditIntrospection(c: Pick<TokenContext, 'audit' | 'issuer'>, callerId: string, token: string, result: Introspection, address?: string) {
+  return c.audit.append(tokenIntrospected({
+    recorded: new Date(), issuer: c.issuer, address, callerId, active: result.active,
+    token: token ? tokenRef(token, result.active ? result.jti : undefined) : undefined,
+    clientId: result.active ? result.client_id : undefined,
+  }));
+}
 
 export interface TokenContext {
   db: Db;
+  audit: AuditSink;
   policy: HcsPolicy;
   issuer: string;
   fhirBase: string;
@@ -101,16 +115,26 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
 
     if (route === 'introspection' && (ctx.status === 200 || (ctx.body as { error?: string })?.error === 'unsupported_token_type')) {
       const result = await introspectToken(token, context);
+      const answer = mayIntrospect({ clientId: client.clientId, resourceServer: isResourceServer(client) }, result) ? result : INACTIVE;
+      await auditIntrospection(c, client.clientId, token, answer, ctx.ip);
       ctx.status = 200;
-      ctx.body = mayIntrospect({ clientId: client.clientId, resourceServer: isResourceServer(client) }, result) ? result : INACTIVE;
+      ctx.body = answer;
       return;
     }
     if (route === 'revocation' && (ctx.body as { error?: string })?.error === 'unsupported_token_type') {
       const payload = await verifyOwnAccessToken(token, c);
       // RFC 7009: a client may revoke only its own tokens, and the answer is 200 either way.
-      if (payload && payload.client_id === client.clientId) await revokeAccessToken(c.db, payload.jti!, payload.exp ?? nowSeconds() + 3600);
+      if (payload && payload.client_id === client.clientId) {
+        await revokeAccessToken(c.db, payload.jti!, payload.exp ?? nowSeconds() + 3600);
+        await c.audit.append(tokenRevoked({ recorded: new Date(), issuer: c.issuer, address: ctx.ip, clientId: client.clientId, token: { jti: payload.jti! }, tokenType: 'access_token' }));
+      }
       ctx.status = 200;
       ctx.body = '';
+      return;
+    }
+    const revoked = ctx.oidc.entities.RefreshToken;
+    if (route === 'revocation' && ctx.status === 200 && revoked && revoked.clientId === client.clientId) {
+      await c.audit.append(tokenRevoked({ recorded: new Date(), issuer: c.issuer, address: ctx.ip, clientId: client.clientId, token: opaqueToken(token), tokenType: 'refresh_token' }));
     }
   };
 }

@@ -4,7 +4,7 @@
 // when its successor activates (`retired_at`) -> stays published until every token it signed has
 // expired (`retired_at` + the longest token lifetime) -> dropped from /jwks.
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID, scryptSync } from 'node:crypto';
-import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import { CompactSign, compactVerify, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 
@@ -180,5 +180,47 @@ export async function loadKeyRing(db: Db, policy: KeyPolicy, now = nowSeconds())
     privateJwks: { keys: privateKeys },
     publicJwks: { keys: privateKeys.map(publicJwk) },
     nextChangeAt: upcoming.length ? Math.min(...upcoming) : null,
+  };
+}
+
+/**
+ * Signs and verifies audit checkpoints with the server's keys. Verification uses every key ever
+ * stored, also the expired ones: a checkpoint must stay verifiable long after its key left /jwks.
+ */
+export function checkpointSigner(db: Db, policy: KeyPolicy) {
+  let cached: { keys: { jwk: JWK; info: SigningKeyInfo }[]; at: number } | undefined;
+  async function load() {
+    const now = nowSeconds();
+    cached = {
+      keys: (await rows(db)).map((r) => ({ jwk: decryptJwk(r.private_jwk, r.kid, policy.encryptionSecret), info: describe(r, now, policy.maxTokenLifetime) })),
+      at: Date.now(),
+    };
+    return cached.keys;
+  }
+  // Keys are read at most once a minute: a new key signs after KEY_ROTATION_DELAY anyway.
+  const privateKeys = async () => (cached && Date.now() - cached.at < 60_000 ? cached.keys : load());
+  return {
+    /** Loads the keys now: call it before a transaction that signs (SQLite has a single connection). */
+    async prepare(): Promise<void> {
+      await load();
+    },
+    async sign(payload: object): Promise<string> {
+      const keys = (await privateKeys()).filter((k) => k.info.state === 'signing').sort((a, b) => byPreference(a.info, b.info));
+      const key = keys.find((k) => k.info.alg === policy.algs[0]) ?? keys[0];
+      if (!key) throw new Error('no signing key for audit checkpoints');
+      return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
+        .setProtectedHeader({ alg: key.info.alg, kid: key.info.kid, typ: 'audit-checkpoint+json' })
+        .sign(await importJWK(key.jwk, key.info.alg));
+    },
+    async verify(jws: string): Promise<object> {
+      let all = await privateKeys();
+      const { payload } = await compactVerify(jws, async (header) => {
+        let key = all.find((k) => k.info.kid === header.kid);
+        if (!key) key = (all = await load()).find((k) => k.info.kid === header.kid);
+        if (!key) throw new Error(`audit checkpoint signed with an unknown key ${header.kid}`);
+        return importJWK(publicJwk(key.jwk), key.info.alg);
+      });
+      return JSON.parse(new TextDecoder().decode(payload)) as object;
+    },
   };
 }

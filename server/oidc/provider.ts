@@ -22,6 +22,7 @@ import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
 import { databaseAuditSink } from '../audit/store.ts';
+import { clientRegistrationChanged } from '../audit/balp.ts';
 
 export interface ProviderDeps {
   config: Config;
@@ -283,18 +284,27 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = true;
   clientJwks.install(provider);
-  provider.use(smartTokenResponse(db, config.issuer, databaseAuditSink(db)));
+  const audit = databaseAuditSink(db);
+  provider.use(smartTokenResponse(db, config.issuer, audit));
   provider.use(jwtTokenEndpoints({
-    db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
+    db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));
   provider.use(scopeInRegistrationResponses);
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });
   // A client deleted through RFC 7592 takes its grants along, as `client remove` and the portal do.
-  provider.on('registration_delete.success', (_ctx, client: { clientId: string }) => {
+  provider.on('registration_delete.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => {
     endClientGrants(db, client.clientId).catch((err) => console.error('smart-auth: ending the grants of a deleted client failed:', err));
+    recordRegistration(ctx, 'delete', client.clientId);
   });
+  // Registration changes through RFC 7591/7592 (events cannot hold up the answer: a failure is logged).
+  const recordRegistration = (ctx: KoaContextWithOIDC, change: 'create' | 'update' | 'delete', clientId: string) => {
+    audit.append(clientRegistrationChanged({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, change, clientId, by: { clientId } }))
+      .catch((err) => console.error('smart-auth: recording a registration change failed:', err));
+  };
+  provider.on('registration_create.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'create', client.clientId));
+  provider.on('registration_update.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'update', client.clientId));
   return provider;
 }
 

@@ -6,7 +6,8 @@ import type { Db } from '../db.ts';
 import { findGrantContext } from './launch-store.ts';
 import { findUser } from './users.ts';
 import type { AuditSink } from '../audit/store.ts';
-import { emergencyOverrideStarted } from '../audit/events.ts';
+import { accessTokenIssued, emergencyOverrideStarted } from '../audit/balp.ts';
+import { codingList } from '../hcs/codes.ts';
 
 export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink) {
   return async function smartTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
@@ -22,13 +23,21 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink) {
       ctx.body = { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' };
       return;
     }
+    if (ctx.status !== 200) return;
+    const body = ctx.body as { access_token: string; scope?: string; expires_in?: number };
+    const claims = decodeJwt(body.access_token);
     const grant = ctx.oidc.entities.Grant;
-    if (ctx.status !== 200 || !grant?.jti) return;
-    const context = await findGrantContext(db, grant.jti);
-    const body = ctx.body as { access_token: string };
-    if (context?.emergencyReason && context.purposeOfUse) {
-      // The alert is part of issuing the token: if it cannot be recorded, the token is not handed out.
-      const user = grant.accountId ? await findUser(db, grant.accountId) : undefined;
+    const context = grant?.jti ? await findGrantContext(db, grant.jti) : undefined;
+    const user = grant?.accountId ? await findUser(db, grant.accountId) : undefined;
+    const auditUser = user && { sub: user.id, name: user.name, roles: user.attributes.roles ?? [], organization: user.attributes.organization, organizationId: user.attributes.organizationId };
+    const iua = (claims.extensions as { ihe_iua?: { purpose_of_use?: unknown } } | undefined)?.ihe_iua;
+    // Issuing a token is recorded before it is handed out (IHE IUA ITI-71); if that fails, it is not.
+    await audit.append(accessTokenIssued({
+      recorded: new Date(), issuer, address: ctx.ip,
+      clientId: String(ctx.oidc.client?.clientId), grantType: String(ctx.oidc.params?.grant_type), scope: body.scope ?? '',
+      jti: String(claims.jti), user: auditUser, patient: context?.launch.patient, purposeOfUse: codingList(iua?.purpose_of_use), expiresIn: body.expires_in,
+    }));
+    if (context?.emergencyReason && context.purposeOfUse && grant) {
       await audit.append(emergencyOverrideStarted({
         issuer,
         recorded: new Date(),
@@ -36,7 +45,7 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink) {
         clientId: String(grant.clientId),
         purpose: context.purposeOfUse,
         reason: context.emergencyReason,
-        jti: String(decodeJwt(body.access_token).jti),
+        jti: String(claims.jti),
         patient: context.launch.patient,
         address: ctx.ip,
       }));

@@ -11,6 +11,8 @@ import { authenticate, findUser, patientOf, type User } from '../oidc/users.ts';
 import { grantsOf, revokeGrantOf } from '../oidc/grants.ts';
 import { describeScope, parseScopes } from '../smart/scopes.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
+import { databaseAuditSink } from '../audit/store.ts';
+import { recordLogin, recordLogout } from '../audit/security-events.ts';
 import { accountSession, clearAccountSession, field, FORM_EXPIRED, formBody, safeReturnPath, sendPage, setAccountSession } from './session.ts';
 
 export interface AccountDeps {
@@ -33,6 +35,7 @@ function scopeWords(scope: string, patientIsUser: boolean): string[] {
 
 export function accountRoutes({ config, db, host, patients }: AccountDeps): Router {
   const router = new Router();
+  const audit = databaseAuditSink(db);
 
   async function signedInUser(ctx: Context): Promise<User | undefined> {
     const id = accountSession(ctx);
@@ -89,6 +92,7 @@ export function accountRoutes({ config, db, host, patients }: AccountDeps): Rout
     const username = field(body, 'username');
     const password = field(body, 'password');
     const user = username && password ? await authenticate(db, username, password) : undefined;
+    await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, username, user });
     if (!user) return showLogin(ctx, returnTo, { message: LOGIN_FAILED, username });
     setAccountSession(ctx, user.id);
     ctx.status = 303;
@@ -97,6 +101,8 @@ export function accountRoutes({ config, db, host, patients }: AccountDeps): Rout
 
   router.post('/account/logout', formBody, async (ctx) => {
     if (!validCsrf(ctx, field(ctx.request.body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
+    const user = await signedInUser(ctx);
+    if (user) await recordLogout(audit, { issuer: config.issuer, address: ctx.ip, user });
     clearAccountSession(ctx);
     ctx.status = 303;
     ctx.redirect('/account/login');

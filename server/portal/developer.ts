@@ -12,6 +12,8 @@ import {
   addClient, ClientError, findClientMetadata, removeClient, updateClient, type ClientAuth,
 } from '../oidc/clients.ts';
 import { field, FORM_EXPIRED, formBody, sendPage } from './session.ts';
+import { databaseAuditSink } from '../audit/store.ts';
+import { clientRegistrationChanged } from '../audit/balp.ts';
 
 export interface DeveloperPortalDeps {
   config: Config;
@@ -74,6 +76,9 @@ function clientView(md: ClientMetadata) {
 
 export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps): Router {
   const router = new Router();
+  const audit = databaseAuditSink(db);
+  const registrationChanged = (ctx: Context, change: 'create' | 'update' | 'delete', clientId: string, fields?: string[]) =>
+    audit.append(clientRegistrationChanged({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, change, clientId, by: { clientId }, fields }));
   const needsInitialAccessToken = config.registration === 'token';
 
   function showRegistration(ctx: Context, form: RegistrationForm, message?: string, status = 200) {
@@ -152,6 +157,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
       throw err;
     }
     const clientId = String(metadata.client_id);
+    await registrationChanged(ctx, 'create', clientId, Object.keys(metadata));
     // (the published types lack the constructor's properties argument; this is `new RegistrationAccessToken({ clientId })`)
     const token = new host.provider.RegistrationAccessToken();
     token.clientId = clientId;
@@ -206,6 +212,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
       if (err instanceof ClientError) return fail(err.message);
       throw err;
     }
+    await registrationChanged(ctx, 'update', clientId, ['redirect_uris', 'launch_uri', ...(editableJwksUri ? ['jwks_uri'] : [])]);
     return showManage(ctx, updated, rat, { notice: 'Saved. The new settings apply at once.' });
   });
 
@@ -219,6 +226,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     // What the app was granted dies with it: refresh tokens, codes, and access tokens through their grant.
     await removeClient(db, clientId);
     await owned.token.destroy();
+    await registrationChanged(ctx, 'delete', clientId);
     return sendPage(ctx, 'apps-deleted', { title: 'App deleted', demo: config.demo, name, clientId });
   });
 

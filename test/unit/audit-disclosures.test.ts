@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import type { AuditEvent } from '../../server/audit/types.ts';
-import { emergencyOverrideStarted } from '../../server/audit/events.ts';
+import { emergencyOverrideStarted } from '../../server/audit/balp.ts';
 import {
   DISCLOSURE_COLUMNS, disclosureEvents, disclosureLines, groupedDisclosures, isDisclosure, type DisclosureLine,
 } from '../../server/audit/disclosures.ts';

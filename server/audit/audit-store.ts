@@ -1,0 +1,562 @@
+// The tamper-evident audit store: an append-only hash chain of FHIR AuditEvents (server/audit/chain.ts)
+// in audit_events, with signed checkpoints, retention purges that keep the chain verifiable, and
+// privacy holds.
+//
+// Writing: appends are group-committed. While one transaction is in flight, new appends queue; the
+// next flush writes every queued event in ONE transaction (lock the chain head, hash in order, insert,
+// move the head, commit) and then settles every waiting promise. One flush at a time per database
+// handle in this process; across processes (PostgreSQL instances) the head row lock (SELECT ... FOR
+// UPDATE) puts writers in a single order. An append resolves only after its transaction committed
+// (SQLite: synchronous = FULL, see server/db.ts), and rejects with AuditWriteError when it could not be
+// written, so callers fail closed (503).
+import type { Knex } from 'knex';
+import type { Db } from '../db.ts';
+import type { AuditEvent, AuditSearch, AuditStore, AuditVerification } from './types.ts';
+import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
+import { createHash } from 'node:crypto';
+
+export interface AuditStoreOptions {
+  /** Signs a checkpoint or purge payload: a JWS compact serialization (the server's signing key). */
+  sign(payload: object): Promise<string>;
+  /** Verifies a JWS made by `sign` and returns its payload; throws when it does not verify. */
+  verify(jws: string): Promise<object>;
+  /** Makes `sign` ready without database access (called before a transaction that signs). */
+  prepare?(): Promise<void>;
+  /** A signed checkpoint after this many records since the last one (default 1000). */
+  checkpointEvery?: number;
+  now?: () => Date;
+  /** Called after every committed group-commit transaction (metrics, tests). */
+  onFlush?: (batch: BatchInfo) => void;
+  /** Where failures that do not fail an append (a checkpoint) are reported; default console.error. */
+  log?: (message: string, err: unknown) => void;
+}
+
+export interface BatchInfo {
+  /** Events written by this transaction. */
+  events: number;
+  /** append() calls settled by it. */
+  appends: number;
+  head: ChainHead;
+}
+
+/** An append that could not be durably stored: the caller must not answer the access (503). */
+export class AuditWriteError extends Error {
+  override name = 'AuditWriteError';
+}
+
+const isPg = (db: Knex) => /^(pg|postgres|postgresql)$/.test(String(db.client.config.client));
+
+// --- what is stored per event ------------------------------------------------------------------
+
+const MAX_TERM = 200;
+const cut = (value: string, max: number) => (value.length > max ? value.slice(0, max) : value);
+const str = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
+const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : value === undefined || value === null ? [] : [value]);
+
+interface Who { identifier?: { value?: unknown }; reference?: unknown }
+interface Agent { who?: Who }
+interface Entity { what?: { reference?: unknown }; role?: { code?: unknown } }
+
+function agentValues(event: Record<string, unknown>): string[] {
+  return list(event.agent).flatMap((a) => {
+    const who = (a as Agent | null)?.who;
+    return [str(who?.identifier?.value), str(who?.reference)].filter((v): v is string => v !== undefined);
+  });
+}
+const entityValues = (event: Record<string, unknown>): string[] =>
+  list(event.entity).map((e) => str((e as Entity | null)?.what?.reference)).filter((v): v is string => v !== undefined);
+const subtypeCodes = (event: Record<string, unknown>): string[] =>
+  list(event.subtype).map((s) => str((s as { code?: unknown } | null)?.code)).filter((v): v is string => v !== undefined);
+
+/** The event's patient: its Patient entity (object-role 1), as BALP's Patient profiles record it. */
+export function patientOf(event: Record<string, unknown>): string | null {
+  for (const e of list(event.entity) as (Entity | null)[]) {
+    const ref = str(e?.what?.reference);
+    if (String(e?.role?.code) === '1' && ref?.startsWith('Patient/')) return ref.slice('Patient/'.length);
+  }
+  return null;
+}
+
+/** The search terms an event may hold several of, for audit_index (values cut to 200 characters). */
+export function indexTerms(event: Record<string, unknown>): [kind: string, value: string][] {
+  const terms = new Map<string, [string, string]>();
+  const add = (kind: string, values: string[]) => {
+    for (const v of values) terms.set(`${kind}\u0000${cut(v, MAX_TERM)}`, [kind, cut(v, MAX_TERM)]);
+  };
+  add('agent', agentValues(event));
+  add('entity', entityValues(event));
+  add('subtype', subtypeCodes(event));
+  return [...terms.values()];
+}
+
+/** The single-valued search columns of audit_events (cut to their column sizes; matches are re-checked). */
+export function indexColumns(event: Record<string, unknown>, now = Date.now()) {
+  const recorded = Date.parse(String(event.recorded));
+  const patient = patientOf(event);
+  const subtype = subtypeCodes(event)[0];
+  const outcome = str(event.outcome);
+  return {
+    recordedAt: Number.isFinite(recorded) ? recorded : now,
+    typeCode: cut(str((event.type as { code?: unknown } | undefined)?.code) ?? '', 64),
+    subtypeCode: subtype === undefined ? null : cut(subtype, 64),
+    patientId: patient === null ? null : cut(patient, 64),
+    outcome: outcome === undefined ? null : cut(outcome, 8),
+  };
+}
+
+interface Prepared {
+  id: string;
+  json: string;
+  eventHash: string;
+  columns: ReturnType<typeof indexColumns>;
+  terms: [string, string][];
+}
+
+/** Validates and snapshots an event (its canonical JSON is what is stored and hashed). */
+function prepare(event: AuditEvent, now: number): Prepared {
+  if (!event || typeof event !== 'object' || event.resourceType !== 'AuditEvent') throw new TypeError('not an AuditEvent');
+  if (typeof event.id !== 'string' || !/^[A-Za-z0-9\-.]{1,64}$/.test(event.id)) throw new TypeError(`AuditEvent id ${JSON.stringify(event.id)} is not a FHIR id`);
+  const json = canonicalJson(event);
+  const snapshot = JSON.parse(json) as Record<string, unknown>;
+  return {
+    id: event.id,
+    json,
+    eventHash: createHash('sha256').update(json, 'utf8').digest('hex'),
+    columns: indexColumns(snapshot, now),
+    terms: indexTerms(snapshot),
+  };
+}
+
+// --- the group-commit writer (one per database handle in this process) --------------------------
+
+interface Waiter {
+  items: Prepared[];
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+interface HeadRow { seq: number | string; hash: string; event_id: string | null }
+
+/** Locks the chain head for this transaction and reads it: the single-writer point. */
+async function lockHead(trx: Knex.Transaction): Promise<ChainHead> {
+  let row: HeadRow | undefined;
+  if (isPg(trx)) {
+    row = await trx('audit_chain_head').where('id', 1).forUpdate().first('seq', 'hash', 'event_id');
+  } else {
+    // SQLite: writing first takes the database write lock before anything is read (busy_timeout waits
+    // for other processes), so the read below cannot go stale.
+    await trx('audit_chain_head').where('id', 1).update({ seq: trx.raw('seq') });
+    row = await trx('audit_chain_head').where('id', 1).first('seq', 'hash', 'event_id');
+  }
+  if (!row) throw new Error('the audit chain head is missing (run the migrations)');
+  return { seq: Number(row.seq), hash: row.hash, eventId: row.event_id };
+}
+
+async function insertChunked(trx: Knex.Transaction, table: string, rows: object[], size: number) {
+  for (let i = 0; i < rows.length; i += size) await trx(table).insert(rows.slice(i, i + size));
+}
+
+class ChainWriter {
+  private queue: Waiter[] = [];
+  private running: Promise<void> | null = null;
+  readonly listeners = new Set<(batch: BatchInfo) => void>();
+
+  constructor(private readonly db: Db) {}
+
+  append(items: Prepared[]): Promise<void> {
+    if (!items.length) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ items, resolve, reject });
+      if (!this.running) this.running = this.run();
+    });
+  }
+
+  /** Resolves once nothing is queued or being written. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      // Let the appends of this turn of the event loop join the first batch.
+      await new Promise((resolve) => setImmediate(resolve));
+      while (this.queue.length) await this.flush(this.queue.splice(0));
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private async flush(batch: Waiter[]): Promise<void> {
+    const refused = new Map<Waiter, Error>();
+    let written: Waiter[] = [];
+    let head: ChainHead;
+    try {
+      head = await this.db.transaction(async (trx) => {
+        const start = await lockHead(trx);
+        // An id already in the chain (or twice in this batch) refuses that append only, not the batch.
+        const ids = batch.flatMap((w) => w.items.map((i) => i.id));
+        const existing = new Set<string>();
+        for (let i = 0; i < ids.length; i += 500) {
+          for (const row of await trx('audit_events').whereIn('id', ids.slice(i, i + 500)).select('id')) existing.add(row.id);
+        }
+        const seen = new Set<string>();
+        written = batch.filter((w) => {
+          const clash = w.items.find((item, index) => existing.has(item.id) || seen.has(item.id) || w.items.findIndex((o) => o.id === item.id) !== index);
+          if (clash) {
+            refused.set(w, new AuditWriteError(`AuditEvent ${clash.id} is already in the audit trail`));
+            return false;
+          }
+          for (const item of w.items) seen.add(item.id);
+          return true;
+        });
+        let seq = start.seq;
+        let prev = start.hash;
+        let lastId = start.eventId ?? null;
+        const rows: object[] = [];
+        const terms: object[] = [];
+        for (const item of written.flatMap((w) => w.items)) {
+          seq++;
+          const hash = chainHash(prev, item.eventHash);
+          rows.push({
+            seq, id: item.id, recorded_at: item.columns.recordedAt, type_code: item.columns.typeCode,
+            subtype_code: item.columns.subtypeCode, patient_id: item.columns.patientId, outcome: item.columns.outcome,
+            event: item.json, event_hash: item.eventHash, prev_hash: prev, hash,
+          });
+          for (const [kind, value] of item.terms) terms.push({ seq, kind, value });
+          prev = hash;
+          lastId = item.id;
+        }
+        if (!rows.length) return start;
+        await insertChunked(trx, 'audit_events', rows, 100);
+        await insertChunked(trx, 'audit_index', terms, 300);
+        await trx('audit_chain_head').where('id', 1).update({ seq, hash: prev, event_id: lastId });
+        return { seq, hash: prev, eventId: lastId };
+      });
+    } catch (err) {
+      const failure = new AuditWriteError(`the audit store could not write ${batch.length} append(s): ${(err as Error)?.message ?? err}`, { cause: err });
+      for (const w of batch) w.reject(failure);
+      return;
+    }
+    for (const w of written) w.resolve();
+    for (const [w, err] of refused) w.reject(err);
+    const info: BatchInfo = { events: written.reduce((n, w) => n + w.items.length, 0), appends: written.length, head };
+    for (const listener of this.listeners) {
+      try {
+        listener(info);
+      } catch (err) {
+        console.error('smart-auth: an audit flush listener failed:', err);
+      }
+    }
+  }
+}
+
+const writers = new WeakMap<Db, ChainWriter>();
+
+function writerFor(db: Db): ChainWriter {
+  let writer = writers.get(db);
+  if (!writer) writers.set(db, (writer = new ChainWriter(db)));
+  return writer;
+}
+
+/**
+ * Appends to the chain without a store (no checkpoints of its own): for the authorization server's
+ * simple sink (server/audit/store.ts). Shares the group-commit queue of any store on the same handle.
+ */
+export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
+  let items: Prepared[];
+  try {
+    items = events.map((e) => prepare(e, Date.now()));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  return writerFor(db).append(items);
+}
+
+// --- the store ------------------------------------------------------------------------------------
+
+interface EventRow { seq: number | string; id: string; event: string; event_hash: string; prev_hash: string; hash: string }
+const toRecord = (r: EventRow): ChainRecord => ({ seq: Number(r.seq), id: r.id, event: r.event, eventHash: r.event_hash, prevHash: r.prev_hash, hash: r.hash });
+const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash'];
+
+interface CheckpointPayload { seq: number; hash: string; records: number; iat: number }
+interface PurgePayload { purge: { before: string; anchor: ChainPoint; removed: number; kept: [number, string, string][] }; iat: number }
+
+const BATCH = 1000;
+
+export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore {
+  const writer = writerFor(db);
+  const every = Math.max(1, options.checkpointEvery ?? 1000);
+  const now = options.now ?? (() => new Date());
+  const log = options.log ?? ((message: string, err: unknown) => console.error(`smart-auth: ${message}`, err));
+  let closed = false;
+  let lastCheckpointSeq: number | undefined;
+  let checkpointing: Promise<void> | null = null;
+
+  let latest: ChainPoint = { seq: 0, hash: GENESIS_HASH };
+  const onBatch = (batch: BatchInfo) => {
+    options.onFlush?.(batch);
+    if (batch.head.seq > latest.seq) latest = { seq: batch.head.seq, hash: batch.head.hash };
+    if (checkpointing || (lastCheckpointSeq !== undefined && latest.seq - lastCheckpointSeq < every)) return;
+    // At most one checkpoint writer; it catches up with the batches committed meanwhile.
+    // (The newest checkpoint is re-read first: other instances on the same chain write checkpoints too.)
+    const lastStored = async () => Number((await db('audit_checkpoints').max({ seq: 'seq' }).first())?.seq ?? 0);
+    checkpointing = (async () => {
+      lastCheckpointSeq = Math.max(lastCheckpointSeq ?? 0, await lastStored());
+      while (latest.seq - lastCheckpointSeq >= every) {
+        const point = latest;
+        await signCheckpoint(db, point);
+        lastCheckpointSeq = Math.max(lastCheckpointSeq, point.seq, await lastStored());
+      }
+    })()
+      .catch((err) => log('writing an audit checkpoint failed (the appends are stored):', err))
+      .finally(() => { checkpointing = null; });
+  };
+  writer.listeners.add(onBatch);
+
+  async function signCheckpoint(trx: Knex, point: ChainPoint): Promise<{ id: number; seq: number }> {
+    const at = now();
+    const payload: CheckpointPayload = { seq: point.seq, hash: point.hash, records: point.seq, iat: Math.floor(at.getTime() / 1000) };
+    const jws = await options.sign(payload);
+    const [inserted] = await trx('audit_checkpoints').insert({ seq: point.seq, hash: point.hash, jws, created_at: at.getTime() }, ['id']);
+    return { id: Number(typeof inserted === 'object' ? (inserted as { id: number }).id : inserted), seq: point.seq };
+  }
+
+  async function checkpoint(): Promise<void> {
+    const row = await db('audit_chain_head').where('id', 1).first('seq', 'hash');
+    if (!row) throw new Error('the audit chain head is missing (run the migrations)');
+    const point = { seq: Number(row.seq), hash: row.hash as string };
+    await signCheckpoint(db, point);
+    lastCheckpointSeq = Math.max(lastCheckpointSeq ?? 0, point.seq);
+  }
+
+  async function append(events: AuditEvent[]): Promise<void> {
+    if (closed) throw new AuditWriteError('the audit store is closed');
+    const at = now().getTime();
+    return writer.append(events.map((e) => prepare(e, at)));
+  }
+
+  // --- verification ---
+
+  async function readJws<T>(jws: string): Promise<T | undefined> {
+    try {
+      return (await options.verify(jws)) as T;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async function verify(): Promise<AuditVerification> {
+    // Checkpoints and purges before the head: a checkpoint beyond the head then proves records removed.
+    const cpRows: { id: number; seq: number | string; hash: string; jws: string }[] = await db('audit_checkpoints').orderBy([{ column: 'seq' }, { column: 'id' }]).select('id', 'seq', 'hash', 'jws');
+    const purgeRows: { id: number; anchor_seq: number | string; anchor_hash: string; jws: string }[] = await db('audit_purges')
+      .orderBy([{ column: 'anchor_seq', order: 'desc' }, { column: 'id', order: 'desc' }]).select('id', 'anchor_seq', 'anchor_hash', 'jws');
+    const headRow: HeadRow | undefined = await db('audit_chain_head').where('id', 1).first('seq', 'hash', 'event_id');
+    let records = 0;
+    const fail = (seq: number, eventId: string, problem: string): AuditVerification => ({ ok: false, records, seq, eventId, problem });
+    if (!headRow) return fail(0, '', 'the audit chain head is missing');
+    const head: ChainHead = { seq: Number(headRow.seq), hash: headRow.hash, eventId: headRow.event_id };
+
+    const checkpoints: { id: number; seq: number; hash: string; valid: boolean }[] = [];
+    for (let i = 0; i < cpRows.length; i += 16) { // a few signatures at a time (verify may read the key store)
+      checkpoints.push(...await Promise.all(cpRows.slice(i, i + 16).map(async (row) => {
+        const payload = await readJws<CheckpointPayload>(row.jws);
+        const valid = !!payload && payload.seq === Number(row.seq) && payload.hash === row.hash;
+        return { id: row.id, seq: Number(row.seq), hash: valid ? payload.hash : row.hash, valid };
+      })));
+    }
+
+    // The latest purge: the chain continues from its anchor, which its signature and a checkpoint vouch for.
+    let anchor: ChainPoint | undefined;
+    const kept = new Map<number, { id: string; eventHash: string }>();
+    for (const [index, row] of purgeRows.entries()) {
+      const payload = await readJws<PurgePayload>(row.jws);
+      const p = payload?.purge;
+      if (!p || p.anchor?.seq !== Number(row.anchor_seq) || p.anchor?.hash !== row.anchor_hash || !Array.isArray(p.kept)) {
+        return fail(Number(row.anchor_seq), '', `the purge record up to seq ${row.anchor_seq} does not verify: its signature is invalid or it was altered`);
+      }
+      if (index === 0) {
+        anchor = p.anchor;
+        for (const [seq, id, eventHash] of p.kept) kept.set(seq, { id, eventHash });
+      }
+    }
+    if (anchor && !checkpoints.some((c) => c.valid && c.seq === anchor!.seq && c.hash === anchor!.hash)) {
+      return fail(anchor.seq, '', `no valid signed checkpoint vouches for the purge anchor at seq ${anchor.seq}`);
+    }
+
+    let next = 0; // the next checkpoint to check
+    // Checks the checkpoints up to `seq`; `at` is a chain position whose hash is known (verified).
+    const checkpointsBefore = (seq: number, at?: { seq: number; hash: string; eventId: string | null }): AuditVerification | undefined => {
+      for (; next < checkpoints.length && checkpoints[next].seq <= seq; next++) {
+        const c = checkpoints[next];
+        const eventId = at && c.seq === at.seq ? at.eventId ?? '' : '';
+        if (!c.valid) return fail(c.seq, eventId, `the checkpoint at seq ${c.seq} does not verify: its signature is invalid or it was altered`);
+        const known = c.seq === 0 ? GENESIS_HASH : c.seq === anchor?.seq ? anchor.hash : c.seq === at?.seq ? at.hash : undefined;
+        if (known !== undefined && c.hash !== known) {
+          return fail(c.seq, eventId, `the chain's hash at seq ${c.seq}${eventId ? ` (AuditEvent ${eventId})` : ''} differs from the one the signed checkpoint vouches for: records up to it were changed or removed and the chain rewritten`);
+        }
+      }
+      return undefined;
+    };
+
+    // Records kept below the purge anchor (privacy holds): each checked on its own against the purge's list.
+    const anchorSeq = anchor?.seq ?? 0;
+    for (let after = 0; anchorSeq > 0;) {
+      const rows: EventRow[] = await db('audit_events').where('seq', '>', after).andWhere('seq', '<=', anchorSeq).orderBy('seq').limit(BATCH).select(EVENT_COLUMNS);
+      if (!rows.length) break;
+      for (const record of rows.map(toRecord)) {
+        const failure = checkpointsBefore(record.seq - 1);
+        if (failure) return failure;
+        const listed = kept.get(record.seq);
+        if (!listed) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}) lies in the purged range but the purge did not keep it: it was added or moved`);
+        const problem = listed.id !== record.id || listed.eventHash !== record.eventHash ? 'it differs from the record the purge kept: the record was changed' : checkRecordContent(record);
+        if (problem) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}): ${problem}`);
+        kept.delete(record.seq);
+        records++;
+      }
+      after = Number(rows[rows.length - 1].seq);
+    }
+    for (const [seq, { id }] of [...kept].sort((a, b) => a[0] - b[0])) {
+      return fail(seq, id, `record seq ${seq} (AuditEvent ${id}), kept by the purge, was removed`);
+    }
+    const atAnchor = checkpointsBefore(anchorSeq);
+    if (atAnchor) return atAnchor;
+
+    // The chain from the genesis or the anchor up to the head.
+    const verifier = new ChainVerifier(anchor);
+    for (let after = anchorSeq; ;) {
+      const rows: EventRow[] = await db('audit_events').where('seq', '>', after).andWhere('seq', '<=', head.seq).orderBy('seq').limit(BATCH).select(EVENT_COLUMNS);
+      if (!rows.length) break;
+      for (const record of rows.map(toRecord)) {
+        const before = checkpointsBefore(record.seq - 1, verifier.position);
+        if (before) return before;
+        const failure = verifier.push(record);
+        if (failure) return fail(failure.seq, failure.eventId, failure.problem);
+        records++;
+        const at = checkpointsBefore(record.seq, { seq: record.seq, hash: record.hash, eventId: record.id });
+        if (at) return at;
+      }
+      after = Number(rows[rows.length - 1].seq);
+    }
+    const end = verifier.end(head);
+    if (end) return fail(end.seq, end.eventId, end.problem);
+    const tail = checkpointsBefore(head.seq, verifier.position);
+    if (tail) return tail;
+    if (next < checkpoints.length) {
+      const c = checkpoints[next];
+      return fail(c.seq, head.eventId ?? '', `a signed checkpoint covers seq ${c.seq} but the chain ends at seq ${head.seq}: the records after seq ${head.seq} were removed and the chain head rewritten`);
+    }
+    return { ok: true, records, checkpoints: checkpoints.length };
+  }
+
+  // --- retention ---
+
+  async function purge(before: Date): Promise<{ removed: number; kept: number }> {
+    const cutoff = before.getTime();
+    if (!Number.isFinite(cutoff)) throw new TypeError('purge: not a date');
+    const checked = await verify();
+    // The signer may read the database; with SQLite's single connection it cannot inside the transaction.
+    await options.prepare?.();
+    if (!checked.ok) throw new Error(`refusing to purge: the audit chain does not verify at seq ${checked.seq} (AuditEvent ${checked.eventId}): ${checked.problem}`);
+    return db.transaction(async (trx) => {
+      await lockHead(trx); // one purge at a time (and not across an append)
+      if (isPg(trx)) await trx.raw('LOCK TABLE privacy_holds IN SHARE MODE');
+      const last = await trx('audit_events').where('recorded_at', '<', cutoff).orderBy('seq', 'desc').first('seq', 'hash');
+      if (!last) return { removed: 0, kept: 0 };
+      const previous = await trx('audit_purges').orderBy([{ column: 'anchor_seq', order: 'desc' }, { column: 'id', order: 'desc' }]).first('anchor_seq', 'anchor_hash');
+      // Below an earlier anchor only kept records remain; their hash columns are not chain-verified.
+      const anchor: ChainPoint = previous && Number(previous.anchor_seq) >= Number(last.seq)
+        ? { seq: Number(previous.anchor_seq), hash: previous.anchor_hash }
+        : { seq: Number(last.seq), hash: last.hash };
+
+      const heldSeqs = trx('audit_index').select('seq').whereIn('kind', ['agent', 'entity'])
+        .whereIn('value', trx('privacy_holds').select(trx.raw('? || patient_id', ['Patient/'])));
+      // (patient_id IS NOT NULL: a NULL in NOT (... IN ...) would keep every record without a patient.)
+      const held = (q: Knex.QueryBuilder) => q
+        .where((p) => p.whereNotNull('patient_id').whereIn('patient_id', trx('privacy_holds').select('patient_id')))
+        .orWhereIn('seq', heldSeqs);
+      const keepRows: { seq: number | string; id: string; event_hash: string }[] = await trx('audit_events')
+        .where('seq', '<=', anchor.seq).andWhere((q) => q.where('recorded_at', '>=', cutoff).orWhere(held))
+        .orderBy('seq').select('seq', 'id', 'event_hash');
+      const keep = keepRows.map((r): [number, string, string] => [Number(r.seq), r.id, r.event_hash]);
+      const removable = () => trx('audit_events').where('seq', '<=', anchor.seq).andWhere('recorded_at', '<', cutoff).whereNot(held);
+      const removed = Number((await removable().count({ n: '*' }).first())?.n ?? 0);
+
+      const checkpointRow = await signCheckpoint(trx, anchor);
+      const at = now();
+      const payload: PurgePayload = { purge: { before: before.toISOString(), anchor, removed, kept: keep }, iat: Math.floor(at.getTime() / 1000) };
+      const jws = await options.sign(payload);
+      await removable().delete();
+      await trx('audit_index').where('seq', '<=', anchor.seq).whereNotIn('seq', trx('audit_events').select('seq').where('seq', '<=', anchor.seq)).delete();
+      const keptOld = Number((await trx('audit_events').where('recorded_at', '<', cutoff).count({ n: '*' }).first())?.n ?? 0);
+      await trx('audit_purges').insert({
+        anchor_seq: anchor.seq, anchor_hash: anchor.hash, checkpoint_id: checkpointRow.id, before_at: cutoff,
+        removed, kept: keptOld, jws, created_at: at.getTime(),
+      });
+      lastCheckpointSeq = Math.max(lastCheckpointSeq ?? 0, anchor.seq);
+      return { removed, kept: keptOld };
+    });
+  }
+
+  // --- search ---
+
+  function matches(event: Record<string, unknown>, filter: AuditSearch): boolean {
+    if (filter.patient !== undefined && patientOf(event) !== filter.patient) return false;
+    if (filter.agent !== undefined && !agentValues(event).includes(filter.agent)) return false;
+    if (filter.entity !== undefined && !entityValues(event).includes(filter.entity)) return false;
+    if (filter.type !== undefined && (event.type as { code?: unknown } | undefined)?.code !== filter.type) return false;
+    if (filter.subtype !== undefined && !subtypeCodes(event).includes(filter.subtype)) return false;
+    if (filter.outcome !== undefined && event.outcome !== filter.outcome) return false;
+    return true;
+  }
+
+  async function search(filter: AuditSearch): Promise<AuditEvent[]> {
+    const limit = filter.limit ?? Infinity;
+    const found: AuditEvent[] = [];
+    if (limit <= 0) return found;
+    const term = (kind: string, value: string) => db('audit_index').select('seq').where({ kind, value: cut(value, MAX_TERM) });
+    for (let after = 0; found.length < limit;) {
+      const query = db('audit_events').where('seq', '>', after).orderBy('seq').limit(Math.min(BATCH, Math.max(limit - found.length, 50))).select('seq', 'event');
+      if (filter.patient !== undefined) query.where('patient_id', cut(filter.patient, 64));
+      if (filter.from) query.where('recorded_at', '>=', filter.from.getTime());
+      if (filter.to) query.where('recorded_at', '<=', filter.to.getTime());
+      if (filter.type !== undefined) query.where('type_code', cut(filter.type, 64));
+      if (filter.outcome !== undefined) query.where('outcome', cut(filter.outcome, 8));
+      if (filter.subtype !== undefined) query.whereIn('seq', term('subtype', filter.subtype));
+      if (filter.agent !== undefined) query.whereIn('seq', term('agent', filter.agent));
+      if (filter.entity !== undefined) query.whereIn('seq', term('entity', filter.entity));
+      const rows: { seq: number | string; event: string }[] = await query;
+      for (const row of rows) {
+        const event = JSON.parse(row.event) as AuditEvent;
+        if (matches(event, filter) && found.length < limit) found.push(event);
+      }
+      if (rows.length === 0) break;
+      after = Number(rows[rows.length - 1].seq);
+    }
+    return found;
+  }
+
+  // --- privacy holds ---
+
+  async function hold(patient: string, reason: string): Promise<void> {
+    if (!patient) throw new TypeError('hold: no patient');
+    await db('privacy_holds').insert({ patient_id: patient, reason, since: now().getTime() }).onConflict('patient_id').merge(['reason']);
+  }
+
+  async function release(patient: string): Promise<boolean> {
+    return (await db('privacy_holds').where('patient_id', patient).delete()) > 0;
+  }
+
+  async function holds(): Promise<{ patient: string; reason: string; since: Date }[]> {
+    const rows: { patient_id: string; reason: string; since: number | string }[] = await db('privacy_holds').orderBy('patient_id').select('patient_id', 'reason', 'since');
+    return rows.map((r) => ({ patient: r.patient_id, reason: r.reason, since: new Date(Number(r.since)) }));
+  }
+
+  async function close(): Promise<void> {
+    closed = true;
+    await writer.idle();
+    while (checkpointing) await checkpointing;
+    writer.listeners.delete(onBatch);
+  }
+
+  return { append, search, verify, checkpoint, purge, hold, release, holds, close };
+}

@@ -67,7 +67,7 @@ export function accountRoutes({ config, db, host, patients }: AccountDeps): Rout
       expiresAt: g.expiresAt ? when(g.expiresAt) : undefined,
     })));
     return sendPage(ctx, 'account-apps', {
-      title: 'Your apps', demo: config.demo, csrf: csrfToken(ctx), user: { name: user.name ?? user.username }, grants, ...extra,
+      title: 'Your apps', demo: config.demo, csrf: csrfToken(ctx), user: { name: user.name ?? user.username }, isPatient: Boolean(patientOf(user)), grants, ...extra,
     }, status);
   }
 

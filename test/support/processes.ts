@@ -8,6 +8,8 @@ export interface ChildServer {
   url: string;
   output(): string;
   stop(): Promise<void>;
+  /** Ends the process with a signal (SIGKILL: no chance to clean up) and waits for it. */
+  kill(signal: NodeJS.Signals): Promise<void>;
 }
 
 export async function startScript(script: string, env: Record<string, string>, ready: RegExp): Promise<ChildServer> {
@@ -26,6 +28,10 @@ export async function startScript(script: string, env: Record<string, string>, r
     output: () => output,
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+    kill: async (signal) => {
+      if (child.exitCode === null) child.kill(signal);
       await exited;
     },
   };

@@ -231,6 +231,12 @@ const commands: Record<string, Command> = {
     async run({ values: v }, { db, config }) {
       const before = new Date(String(v.before ?? ''));
       if (!v.before || Number.isNaN(before.getTime())) throw new UsageError('--before takes a date, e.g. 2025-01-01');
+      if (config.auditForwardUrl) {
+        // Records the external repository does not have yet stay: forwarding must lose nothing.
+        const forwarded = Number((await db('audit_forwarding').where('id', 1).first('seq'))?.seq ?? 0);
+        const last = await db('audit_events').where('recorded_at', '<', before.getTime()).max({ seq: 'seq' }).first();
+        if (Number(last?.seq ?? 0) > forwarded) throw new UsageError(`records before ${before.toISOString()} are not yet forwarded to ${config.auditForwardUrl}; purge after they are`);
+      }
       const result = await auditStore(db, config).purge(before);
       return { json: result, text: `removed ${result.removed} audit records recorded before ${before.toISOString()}; kept ${result.kept} under privacy holds` };
     },

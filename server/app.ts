@@ -25,6 +25,7 @@ import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
 import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { createAuditStore } from './audit/audit-store.ts';
+import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditStore } from './audit/types.ts';
 import { accessAuditEvents } from './audit/balp.ts';
 import { accessAuditFrom } from './audit/access.ts';
@@ -237,6 +238,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   if (config.demo) await seedDemoData(db);
   if (!config.fhirUpstreamUrl) await seedDemoResources(db);
   const context = await createApp(config, db);
+  const forwarder = config.auditForwardUrl ? startAuditForwarder(db, { url: config.auditForwardUrl }) : undefined;
   const purge = setInterval(() => {
     Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db)]).catch((err) => console.error('smart-auth: purging expired rows failed:', err));
   }, 10 * 60 * 1000);
@@ -258,6 +260,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       server.closeIdleConnections();
       await closed;
       await context.audit.close();
+      await forwarder?.stop();
       await db.destroy();
     },
   };

@@ -27,6 +27,8 @@ export interface Config {
   launchTtl: number;
   tenant: string | undefined;
   btgTokenTtl: number;
+  /** An external FHIR audit repository every AuditEvent is forwarded to (unset: none). */
+  auditForwardUrl: string | undefined;
   /** How long the bundled guard trusts a "not revoked" answer when the revocation came from another instance. */
   revocationCacheMs: number;
   /** Seconds the guard waits for the upstream FHIR server. */
@@ -146,6 +148,7 @@ export function loadConfig(env: Env = process.env): Config {
     btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
+    auditForwardUrl: env.AUDIT_FORWARD_URL ? withoutTrailingSlash(url('AUDIT_FORWARD_URL', env.AUDIT_FORWARD_URL).href) : undefined,
     guardIncludes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     guardNarratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     guardOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as initial from './001_initial.ts';
 import * as fhirStore from './002_fhir_store.ts';
 import * as auditChain from './003_audit_chain.ts';
+import * as auditForwarding from './004_audit_forwarding.ts';
 
 export interface Migration {
   name: string;
@@ -13,4 +14,5 @@ export const migrations: Migration[] = [
   { name: '001_initial', ...initial },
   { name: '002_fhir_store', ...fhirStore },
   { name: '003_audit_chain', ...auditChain },
+  { name: '004_audit_forwarding', ...auditForwarding },
 ];

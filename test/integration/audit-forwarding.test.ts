@@ -1,0 +1,56 @@
+// Forwarding the trail to an external FHIR audit repository: in order, idempotent, nothing lost while it is down.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { startTestServer, type TestServer } from '../support/server.ts';
+
+describe('audit forwarding', () => {
+  let repository: Server;
+  let url: string;
+  let down = true;
+  let attempts = 0;
+  const received = new Map<string, { id: string }>();
+  let server: TestServer;
+
+  before(async () => {
+    repository = createServer((req, res) => {
+      attempts++;
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', () => {
+        if (down) { res.statusCode = 503; res.end(); return; }
+        const id = decodeURIComponent(String(req.url).split('/').pop());
+        const event = JSON.parse(body);
+        assert.equal(req.method, 'PUT');
+        assert.equal(event.id, id);
+        res.statusCode = received.has(id) ? 200 : 201;
+        received.set(id, event);
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => repository.listen(0, '127.0.0.1', () => r()));
+    url = `http://127.0.0.1:${(repository.address() as { port: number }).port}/fhir`;
+    server = await startTestServer({ AUDIT_FORWARD_URL: url });
+  });
+  after(async () => {
+    await server.stop();
+    repository.close();
+  });
+
+  it('loses nothing while the repository is down, and sends everything once it is back', async () => {
+    for (let i = 0; i < 5; i++) await fetch(`${server.fhirBase}/Patient/pat-1`);
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.ok(attempts > 0, 'it tried');
+    assert.equal(received.size, 0);
+    down = false;
+    const stored = (await server.audit.search({ limit: 10_000 })).map((e) => e.id);
+    for (let i = 0; i < 100 && stored.some((id) => !received.has(id)); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(stored.filter((id) => !received.has(id)), [], 'every stored AuditEvent reached the repository');
+  });
+
+  it('keeps forwarding what comes later', async () => {
+    const res = await fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { 'x-request-id': 'forward-later' } });
+    await res.arrayBuffer();
+    for (let i = 0; i < 60 && ![...received.values()].some((e) => JSON.stringify(e).includes('forward-later')); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok([...received.values()].some((e) => JSON.stringify(e).includes('forward-later')));
+  });
+});

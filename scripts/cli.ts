@@ -226,11 +226,12 @@ const commands: Record<string, Command> = {
     },
   },
   'audit purge': {
-    usage: 'audit purge --before <date>   (removes older records, keeps those of patients under a privacy hold; the chain stays verifiable)',
+    usage: 'audit purge [--before <date>]   (removes older records, default: older than AUDIT_RETENTION_DAYS; keeps those of patients under a privacy hold; the chain stays verifiable)',
     options: { ...json, before: { type: 'string' } },
     async run({ values: v }, { db, config }) {
-      const before = new Date(String(v.before ?? ''));
-      if (!v.before || Number.isNaN(before.getTime())) throw new UsageError('--before takes a date, e.g. 2025-01-01');
+      if (!v.before && !config.auditRetentionDays) throw new UsageError('give --before <date>, or set AUDIT_RETENTION_DAYS');
+      const before = v.before ? new Date(String(v.before)) : new Date(Date.now() - config.auditRetentionDays! * 86_400_000);
+      if (Number.isNaN(before.getTime())) throw new UsageError('--before takes a date, e.g. 2025-01-01');
       if (config.auditForwardUrl) {
         // Records the external repository does not have yet stay: forwarding must lose nothing.
         const forwarded = Number((await db('audit_forwarding').where('id', 1).first('seq'))?.seq ?? 0);

@@ -27,6 +27,8 @@ export interface Config {
   launchTtl: number;
   tenant: string | undefined;
   btgTokenTtl: number;
+  /** Days audit records are kept: `audit purge` without --before removes older ones (unset: purge needs --before). */
+  auditRetentionDays: number | undefined;
   /** An external FHIR audit repository every AuditEvent is forwarded to (unset: none). */
   auditForwardUrl: string | undefined;
   /** How long the bundled guard trusts a "not revoked" answer when the revocation came from another instance. */
@@ -148,6 +150,7 @@ export function loadConfig(env: Env = process.env): Config {
     btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
+    auditRetentionDays: env.AUDIT_RETENTION_DAYS ? integer(env, 'AUDIT_RETENTION_DAYS', 0, 1, 100 * 366) : undefined,
     auditForwardUrl: env.AUDIT_FORWARD_URL ? withoutTrailingSlash(url('AUDIT_FORWARD_URL', env.AUDIT_FORWARD_URL).href) : undefined,
     guardIncludes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     guardNarratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),

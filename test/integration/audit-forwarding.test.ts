@@ -18,7 +18,7 @@ describe('audit forwarding', () => {
       req.on('data', (c) => { body += c; });
       req.on('end', () => {
         if (down) { res.statusCode = 503; res.end(); return; }
-        const id = decodeURIComponent(String(req.url).split('/').pop());
+        const id = decodeURIComponent(String(req.url).split('/').pop() ?? '');
         const event = JSON.parse(body);
         assert.equal(req.method, 'PUT');
         assert.equal(event.id, id);

@@ -184,6 +184,7 @@ describe('audit trail', () => {
       assert.equal(verified.code, 0, verified.stdout);
       assert.equal((await cli('audit', 'release', '--patient', 'pat-1')).code, 0);
       assert.equal((await cli('audit', 'purge', '--before', 'not-a-date')).code, 2);
+      assert.match((await cli('audit', 'purge')).stdout, /AUDIT_RETENTION_DAYS/);
     });
   });
 });

@@ -1,5 +1,5 @@
 // Koa composition: headers, errors, the server's own pages and routes, then node-oidc-provider.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,7 +23,10 @@ import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
-import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
+import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
+import { createPrivacyPolicy } from './privacy/pipeline.ts';
+import { createConsentCache } from './privacy/consent.ts';
+import { purposeRefusal } from './privacy/purpose.ts';
 import { createAuditStore } from './audit/audit-store.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditStore } from './audit/types.ts';
@@ -126,6 +129,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     return claims;
   };
   const audit = createAuditStore(db, checkpointSigner(db, keyPolicy(config)));
+  const readersOfTrail = auditTrailReaders(db);
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
   const { upstreamBase } = fhirServer;
@@ -217,7 +221,19 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,
-    authorize: auditTrailReaders(db),
+    authorize: async (token, interaction) => purposeRefusal(config.policy, token) ?? (await readersOfTrail(token, interaction)),
+    resourcePolicy: createPrivacyPolicy({
+      defaultConfidentiality: config.defaultConfidentiality,
+      deidentifyPurposes: config.deidentifyPurposes,
+      deidentification: { key: createHash('sha256').update(`de-identification:${config.keyEncryptionSecret}`).digest('base64url'), dates: config.deidentifyDates },
+      breakGlassHint: config.breakGlassHint,
+      withoutConsent: config.withoutConsent,
+      consents: createConsentCache(async (patient) => {
+        const res = await fhirServer.upstream.send({ method: 'GET', path: `Consent?patient=${encodeURIComponent(patient)}&_count=200` });
+        if (res.status !== 200) throw new Error(`consents of ${patient} could not be read: ${res.status}`);
+        return ((res.body as FhirBundle).entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
+      }),
+    }),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
     audit: (record) => audit.append(accessAuditEvents(accessAuditFrom(record, config.fhirBase, new Date()))),
   }));

@@ -1,6 +1,7 @@
 // Every setting of smart-auth, typed, read once from the environment and validated at start.
 // README lists them; keep the two in step.
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
+import { CONFIDENTIALITY_SCALE, isPurposeOfUse, type ConfidentialityCode } from './hcs/codes.ts';
 
 export interface Config {
   production: boolean;
@@ -29,6 +30,15 @@ export interface Config {
   btgTokenTtl: number;
   /** Days audit records are kept: `audit purge` without --before removes older ones (unset: purge needs --before). */
   auditRetentionDays: number | undefined;
+  /** The confidentiality of resources without a label. */
+  defaultConfidentiality: ConfidentialityCode;
+  /** Purposes of use whose answers the guard de-identifies (with what is-a them). */
+  deidentifyPurposes: string[];
+  deidentifyDates: 'truncate-year' | 'truncate-month' | 'shift';
+  /** Tell a token that hit hidden data that break-the-glass exists (leaks that the data exists). */
+  breakGlassHint: boolean;
+  /** The organization's policy where no patient consent applies. */
+  withoutConsent: 'permit' | 'deny';
   /** An external FHIR audit repository every AuditEvent is forwarded to (unset: none). */
   auditForwardUrl: string | undefined;
   /** How long the bundled guard trusts a "not revoked" answer when the revocation came from another instance. */
@@ -68,6 +78,13 @@ function choice<T extends string>(env: Env, name: string, fallback: T, allowed: 
   const raw = env[name] || fallback;
   if (!allowed.includes(raw as T)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${raw}"`);
   return raw as T;
+}
+
+function purposes(env: Env, name: string, fallback: string): string[] {
+  const list = (env[name] ?? fallback).split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = list.filter((code) => !isPurposeOfUse(code));
+  if (unknown.length) throw new ConfigError(`${name} takes v3-ActReason purpose-of-use codes, got ${unknown.join(', ')}`);
+  return list;
 }
 
 function boolean(env: Env, name: string, fallback: boolean): boolean {
@@ -150,6 +167,11 @@ export function loadConfig(env: Env = process.env): Config {
     btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
+    defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),
+    deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),
+    deidentifyDates: choice(env, 'DEIDENTIFY_DATES', 'truncate-year', ['truncate-year', 'truncate-month', 'shift'] as const),
+    breakGlassHint: boolean(env, 'BREAK_GLASS_HINT', false),
+    withoutConsent: choice(env, 'WITHOUT_CONSENT', 'permit', ['permit', 'deny'] as const),
     auditRetentionDays: env.AUDIT_RETENTION_DAYS ? integer(env, 'AUDIT_RETENTION_DAYS', 0, 1, 100 * 366) : undefined,
     auditForwardUrl: env.AUDIT_FORWARD_URL ? withoutTrailingSlash(url('AUDIT_FORWARD_URL', env.AUDIT_FORWARD_URL).href) : undefined,
     guardIncludes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),

@@ -88,6 +88,11 @@ function rolesPermit(policy: HcsPolicy, subject: Subject, purpose: string): bool
   return policy.rolePurposes.some((entry) => keys.has(entry.role) && entry.purposes.some((allowed) => purposeIsA(purpose, allowed)));
 }
 
+/** For the guard: whether a token's purpose of use is one its roles may assert (IHE PCF role x purpose-of-use). */
+export function rolesMayAssert(policy: HcsPolicy, roles: Coding[], purpose: string): boolean {
+  return rolesPermit(policy, { roles, purposes: [], clearance: 'N', sensitivities: [], breakGlass: false, patientUser: false }, purpose);
+}
+
 /**
  * The purposes of use a subject may assert, in a stable order: their own list (a patient user
  * without one gets the policy's patient default) limited by the role matrix; emergency purposes

@@ -10,6 +10,7 @@ import { rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } fro
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { bearerToken, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
+import type { ResourcePolicy } from '../privacy/pipeline.ts';
 
 export interface GuardRequest extends FhirRequest {
   headers: Record<string, string | undefined>;
@@ -46,6 +47,8 @@ export interface GuardOptions {
   audit?: (record: AccessRecord) => Promise<void>;
   /** The SMART configuration served at `{base}/.well-known/smart-configuration`. */
   smartConfiguration?: () => Promise<unknown>;
+  /** What a token may see of each resource beyond its scopes (labels, consent, obligations); see server/privacy/pipeline.ts. */
+  resourcePolicy?: ResourcePolicy;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -90,6 +93,16 @@ export function createGuard(options: GuardOptions) {
   const notFound = (interaction: FhirInteraction): Refusal =>
     ({ status: 404, code: 'not-found', message: `${interaction.type}/${interaction.id ?? ''} is not known` });
 
+  /** Hidden by the resource policy: 404 like anything else that does not exist, or the break-the-glass hint. */
+  function hidden(token: TokenContext, interaction: FhirInteraction): Refusal | { response: GuardResponse; resources: FhirResource[] } {
+    const hint = options.resourcePolicy?.hiddenOutcome(token);
+    return hint ? { response: answer(404, hint), resources: [] } : notFound(interaction);
+  }
+  const admit = async (token: TokenContext, resource: FhirResource) =>
+    (options.resourcePolicy ? options.resourcePolicy.admit(token, resource) : resource);
+  const finish = async (token: TokenContext, bundle: FhirBundle) =>
+    (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle) : bundle);
+
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
@@ -99,11 +112,13 @@ export function createGuard(options: GuardOptions) {
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (interaction.kind === 'history-instance') {
-      const filtered = filterHistoryBundle(upstream.body as FhirBundle, token, 'history-instance');
+      const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, 'history-instance'));
       return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
     }
-    const visible = filterResource(upstream.body as FhirResource, token, interaction.kind as 'read' | 'vread');
-    if (!visible) return notFound(interaction);
+    const inScope = filterResource(upstream.body as FhirResource, token, interaction.kind as 'read' | 'vread');
+    if (!inScope) return notFound(interaction);
+    const visible = await admit(token, inScope);
+    if (!visible) return hidden(token, interaction);
     return { response: answer(200, visible, upstream), resources: [visible] };
   }
 
@@ -121,12 +136,13 @@ export function createGuard(options: GuardOptions) {
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const bundle = upstream.body as FhirBundle;
     if (history) {
-      const filtered = filterHistoryBundle(bundle, token, interaction.kind as 'history-type' | 'history-system');
+      const filtered = await finish(token, filterHistoryBundle(bundle, token, interaction.kind as 'history-type' | 'history-system'));
       return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
     }
-    const filtered = filterSearchBundle(bundle, token, { includes });
-    if (isRefusal(filtered)) return filtered;
-    return { response: answer(200, filtered.bundle, upstream), resources: bundleResources(filtered.bundle) };
+    const inScope = filterSearchBundle(bundle, token, { includes });
+    if (isRefusal(inScope)) return inScope;
+    const filtered = await finish(token, inScope.bundle);
+    return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
   }
 
   async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
@@ -145,6 +161,8 @@ export function createGuard(options: GuardOptions) {
       const current = await send(request, 'GET', `${interaction.type}/${interaction.id}`);
       if (current.status === 200) existing = current.body as FhirResource;
       else if (interaction.kind !== 'update') return notFound(interaction);
+      // A write on data the token may not see is refused as if the data did not exist.
+      if (existing && !(await admit(token, existing))) return notFound(interaction);
     }
     const problem = checkWrite(token, interaction.kind as 'create' | 'update' | 'patch' | 'delete', resource, existing);
     if (problem) return problem;
@@ -153,6 +171,7 @@ export function createGuard(options: GuardOptions) {
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
+    for (const item of written) options.resourcePolicy?.written(item);
     return { response: answer(upstream.status, upstream.body, upstream), resources: written };
   }
 
@@ -189,12 +208,14 @@ export function createGuard(options: GuardOptions) {
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const body = upstream.body as FhirResource | undefined;
     if (body?.resourceType === 'Bundle') {
-      const filtered = filterSearchBundle(body as FhirBundle, token, { includes });
-      if (isRefusal(filtered)) return filtered;
-      return { response: answer(upstream.status, filtered.bundle, upstream), resources: bundleResources(filtered.bundle) };
+      const inScope = filterSearchBundle(body as FhirBundle, token, { includes });
+      if (isRefusal(inScope)) return inScope;
+      const filtered = await finish(token, inScope.bundle);
+      return { response: answer(upstream.status, filtered, upstream), resources: bundleResources(filtered) };
     }
     if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {
-      const visible = filterResource(body, token, 'read');
+      const inScope = filterResource(body, token, 'read');
+      const visible = inScope && (await admit(token, inScope));
       if (!visible) return notFound(interaction);
       return { response: answer(upstream.status, visible, upstream), resources: [visible] };
     }

@@ -1,0 +1,292 @@
+// The de-identification obligation: what the guard returns when the purpose of use carries one
+// (HRESCH by default, configurable). Identifying elements are removed, dates truncated or shifted,
+// ids pseudonymised with a keyed HMAC (stable across one response and across responses), and each
+// resource labelled v3-ObservationValue#PSEUDED so that "downstream use doesn't mistake this
+// Resource as representing full fidelity" (FHIR secpriv). Pure apart from node:crypto; never mutates input.
+//
+// Decisions (see also the comments at each rule):
+// - Generic walk over every element, not a per-resource-type profile: the rules below apply wherever
+//   the element occurs, so unknown or new resource types fail closed on the identifying elements.
+// - PSEUDED, not ANONYED: ids and references are replaced by pseudonyms (linkable by whoever holds the
+//   key), not removed.
+// - Removed everywhere: name, identifier (also Reference.identifier), telecom, photo, contact,
+//   Address.line/text/city/district/postalCode (state and country kept), Location.position,
+//   narrative (`text` objects), free text (note, comment, description, patientInstruction, conclusion,
+//   diagnostics, valueString, valueMarkdown, string `text` outside a CodeableConcept such as Dosage.text),
+//   Reference.display, Attachment data/url/title, signature, every `extension`, and every `_element`
+//   (primitive extensions, e.g. patient-birthTime on `_birthDate`).
+// - Kept: CodeableConcept.text next to a `coding` (the human rendering of coded terminology, which the
+//   research use needs; a CodeableConcept with text only is free text and is dropped) and Coding.display.
+// - `modifierExtension` is kept (walked by the same rules): dropping a modifier silently changes the
+//   meaning of the element, which is worse than the residual risk; plain extensions are all dropped
+//   (birthPlace, mothersMaidenName, race/ethnicity text … sit there and can't be told apart by url).
+// - `name` goes everywhere, also Organization.name or Group.name (conservative; note that this also
+//   strips Parameters.parameter.name, so de-identify Bundles and resources, not Parameters).
+// - Not done (policy left to callers): the HIPAA Safe Harbor aggregation of ages over 89, free text
+//   hidden in coded elements, quasi-identifier generalisation (k-anonymity).
+import { createHmac } from 'node:crypto';
+import type { FhirBundle, FhirBundleEntry, FhirResource } from '../resource-server/types.ts';
+
+export const OBSERVATION_VALUE = 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue';
+export const PSEUDED = { system: OBSERVATION_VALUE, code: 'PSEUDED', display: 'pseudonymized' } as const;
+
+export interface DeidPolicy {
+  /** Secret for pseudonyms and date shifts (at least 16 characters; use 32+ random bytes). */
+  key: string;
+  dates: 'truncate-year' | 'truncate-month' | 'shift';
+  /** For `shift`: each patient's dates move by the same non-zero number of days within ±shiftDays (default 180). */
+  shiftDays?: number;
+}
+
+const DEFAULT_SHIFT_DAYS = 180;
+
+function checkPolicy(policy: DeidPolicy): void {
+  if (typeof policy.key !== 'string' || policy.key.length < 16) throw new Error('de-identification key must have at least 16 characters');
+  if (!['truncate-year', 'truncate-month', 'shift'].includes(policy.dates)) throw new Error(`unknown date policy ${String(policy.dates)}`);
+  if (policy.shiftDays !== undefined && !(Number.isInteger(policy.shiftDays) && policy.shiftDays >= 1 && policy.shiftDays <= 36_500)) {
+    throw new Error('shiftDays must be an integer from 1 to 36500');
+  }
+}
+
+const hmac = (key: string, data: string) => createHmac('sha256', key).update(data, 'utf8').digest();
+
+/**
+ * The pseudonym of "type/id": HMAC-SHA256 under the key, 22 characters (132 bits) of base64url with
+ * `_` written as `.`, so that it is a valid FHIR id ([A-Za-z0-9\-.]{1,64}). Deterministic, so the same
+ * record gets the same pseudonym in every response made with the same key.
+ */
+export function pseudonym(key: string, type: string, id: string): string {
+  return hmac(key, `id|${type}/${id}`).toString('base64url').slice(0, 22).replaceAll('_', '.');
+}
+
+/** A UUID-shaped pseudonym for `urn:uuid:` references and fullUrls (bundle-local ids). */
+function uuidPseudonym(key: string, uuid: string): string {
+  const h = hmac(key, `uuid|${uuid.toLowerCase()}`).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * The date shift of one patient in days: non-zero, within ±shiftDays, derived from HMAC(key, patient id).
+ * Resources tied to no patient (Practitioner, Organization, the Bundle itself) share one key-wide shift.
+ */
+export function dateShiftDays(policy: DeidPolicy, patientId?: string): number {
+  const n = policy.shiftDays ?? DEFAULT_SHIFT_DAYS;
+  const k = hmac(policy.key, `shift|${patientId === undefined ? '' : `Patient/${patientId}`}`).readUInt32BE(0) % (2 * n);
+  return k < n ? -(k + 1) : k - n + 1;
+}
+
+// ---- references ----
+
+const TYPE = '[A-Z][A-Za-z]{1,63}';
+const ID = '[A-Za-z0-9\\-.]{1,64}';
+/** Optional base ending in "/", Type/id, optional /_history/vid. */
+const REF_RE = new RegExp(`^((?:[^?#]*/)?)(${TYPE})/(${ID})(/_history/${ID})?$`);
+const UUID_RE = /^urn:uuid:([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$/;
+
+function parseRef(ref: string): { type: string; id: string } | undefined {
+  const m = REF_RE.exec(ref);
+  return m ? { type: m[2]!, id: m[3]! } : undefined;
+}
+
+/**
+ * A reference with its id replaced by the pseudonym: relative or absolute, with or without
+ * `_history` (the version is kept). `#local` references to contained resources stay as they are.
+ * Anything else (conditional references like "Patient?identifier=…", unparseable strings) gives undefined:
+ * the caller drops it, as it may carry an identifier.
+ */
+function rewriteRef(key: string, ref: string): string | undefined {
+  if (ref.startsWith('#')) return ref;
+  const uuid = UUID_RE.exec(ref);
+  if (uuid) return `urn:uuid:${uuidPseudonym(key, uuid[1]!)}`;
+  const m = REF_RE.exec(ref);
+  if (!m) return undefined;
+  return `${m[1]}${m[2]}/${pseudonym(key, m[2]!, m[3]!)}${m[4] ?? ''}`;
+}
+
+/** The patient a resource is about: itself, its subject/patient/beneficiary, else the first Patient reference in it. */
+function patientOf(resource: FhirResource): string | undefined {
+  if (resource.resourceType === 'Patient') return resource.id;
+  for (const k of ['subject', 'patient', 'beneficiary']) {
+    const ref = (resource[k] as { reference?: unknown } | undefined)?.reference;
+    const p = typeof ref === 'string' ? parseRef(ref) : undefined;
+    if (p?.type === 'Patient') return p.id;
+  }
+  let found: string | undefined;
+  const scan = (v: unknown): void => {
+    if (found !== undefined || v === null || typeof v !== 'object') return;
+    if (Array.isArray(v)) return v.forEach(scan);
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'reference' && typeof x === 'string') {
+        const p = parseRef(x);
+        if (p?.type === 'Patient') found ??= p.id;
+      } else scan(x);
+    }
+  };
+  scan(resource);
+  return found;
+}
+
+// ---- dates ----
+
+const DATE_RE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+/** Elements whose value is a date, dateTime or instant: a bare year ("2005") counts as a date only here. */
+const DATE_KEY_RE = /(?:Date|DateTime|Instant)$|^(?:date|start|end|issued|recorded|authoredOn|lastUpdated|timestamp|created|sent|received|lastModified|event|occurrence|whenHandedOver|whenPrepared|dateAsserted)$/;
+/** Elements of type instant, which must stay full-precision instants when truncated. */
+const INSTANT_KEY_RE = /Instant$|^(?:lastUpdated|issued|timestamp|recorded|lastModified)$/;
+/** Strings that may look like dates but are not (codes, versions, ids, urls). */
+const NOT_DATE_KEYS = new Set(['code', 'system', 'version', 'id', 'versionId', 'url', 'reference', 'profile', 'fullUrl']);
+
+interface Ctx { policy: DeidPolicy; shift: number }
+
+const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+
+function transformDate(ctx: Ctx, key: string, value: string): string | undefined {
+  if (NOT_DATE_KEYS.has(key)) return undefined;
+  const m = DATE_RE.exec(value);
+  if (!m) return undefined;
+  if (m[2] === undefined && !DATE_KEY_RE.test(key)) return undefined;
+  const [, y, mo, d, time] = m;
+  switch (ctx.policy.dates) {
+    case 'truncate-year':
+    case 'truncate-month': {
+      const keep = ctx.policy.dates === 'truncate-year' || mo === undefined ? y! : `${y}-${mo}`;
+      // An instant must keep full precision to stay valid FHIR: the first instant of the kept period.
+      if (time && INSTANT_KEY_RE.test(key)) return `${keep}${keep.length === 4 ? '-01' : ''}-01T00:00:00Z`;
+      return keep;
+    }
+    case 'shift': {
+      // The precision is kept: a year moves by the shift applied to its middle, a month by the
+      // shift applied to its 15th; a date (and the date part of a dateTime) moves exactly, its
+      // time of day and offset unchanged.
+      const base = Date.UTC(Number(y), mo === undefined ? 6 : Number(mo) - 1, d === undefined ? (mo === undefined ? 2 : 15) : Number(d));
+      const t = new Date(base + ctx.shift * 86_400_000);
+      const year = pad(t.getUTCFullYear(), 4);
+      if (mo === undefined) return year;
+      if (d === undefined) return `${year}-${pad(t.getUTCMonth() + 1)}`;
+      return `${year}-${pad(t.getUTCMonth() + 1)}-${pad(t.getUTCDate())}${time ?? ''}`;
+    }
+  }
+}
+
+// ---- the walk ----
+
+/** Identifying or free-text elements removed wherever they occur. */
+const DROP = new Set([
+  'name', 'identifier', 'telecom', 'photo', 'contact', 'position', 'signature', 'extension',
+  'note', 'comment', 'description', 'patientInstruction', 'conclusion', 'diagnostics', 'valueString', 'valueMarkdown',
+]);
+const ADDRESS_DROP = ['line', 'text', 'city', 'district', 'postalCode'];
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isAttachment = (o: Record<string, unknown>) => 'contentType' in o || typeof o.data === 'string' || 'hash' in o || 'size' in o;
+
+function dropped(k: string, v: unknown, parent: Record<string, unknown>): boolean {
+  if (DROP.has(k) || k.startsWith('_')) return true;
+  // Narrative (an object) always; a string `text` only outside a CodeableConcept (Dosage.text, Annotation.text …).
+  if (k === 'text') return isObject(v) || !Array.isArray(parent.coding);
+  // Reference.display (names people and places); Coding.display (terminology) stays.
+  if (k === 'display') return !('code' in parent) && !('system' in parent);
+  if ((k === 'data' || k === 'url' || k === 'title') && isAttachment(parent)) return true;
+  return false;
+}
+
+function walk(ctx: Ctx, v: unknown, key: string): unknown {
+  if (Array.isArray(v)) return v.map((x) => walk(ctx, x, key)).filter((x) => x !== undefined);
+  if (isObject(v)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) {
+      if (dropped(k, x, v)) continue;
+      if (k === 'reference' && typeof x === 'string') {
+        const r = rewriteRef(ctx.policy.key, x);
+        if (r !== undefined) out[k] = r;
+        continue;
+      }
+      const w = walk(ctx, x, k);
+      if (w === undefined) continue;
+      if (k === 'address') for (const a of Array.isArray(w) ? w : [w]) if (isObject(a)) for (const f of ADDRESS_DROP) delete a[f];
+      out[k] = w;
+    }
+    return out;
+  }
+  if (typeof v === 'string') return transformDate(ctx, key, v) ?? v;
+  return v;
+}
+
+function addPseuded(meta: FhirResource['meta'] | undefined): NonNullable<FhirResource['meta']> {
+  const security = [...(meta?.security ?? [])];
+  if (!security.some((c) => c.system === OBSERVATION_VALUE && c.code === 'PSEUDED')) security.push({ ...PSEUDED });
+  return { ...meta, security };
+}
+
+/**
+ * A de-identified copy of one resource: identifying elements removed, dates transformed with the
+ * resource's patient's shift, id and references pseudonymised, PSEUDED added to meta.security
+ * (nothing else removed from it). A Bundle is handled by deidentifyBundle.
+ */
+export function deidentifyResource(resource: FhirResource, policy: DeidPolicy): FhirResource {
+  checkPolicy(policy);
+  if (resource.resourceType === 'Bundle') return deidentifyBundle(resource as FhirBundle, policy);
+  return deidentify(resource, policy);
+}
+
+function deidentify(resource: FhirResource, policy: DeidPolicy): FhirResource {
+  const ctx: Ctx = { policy, shift: policy.dates === 'shift' ? dateShiftDays(policy, patientOf(resource)) : 0 };
+  const out = walk(ctx, resource, '') as FhirResource;
+  // The resource's own id; ids of contained resources are local ("#x") and stay.
+  if (typeof resource.id === 'string') out.id = pseudonym(policy.key, resource.resourceType, resource.id);
+  out.meta = addPseuded(out.meta);
+  return out;
+}
+
+/**
+ * A de-identified copy of a Bundle: each entry's resource (labelled PSEUDED; the Bundle's own
+ * meta.security, its high-water mark, is left to the guard), fullUrl, request.url and
+ * response.location rewritten with the same pseudonyms as the references, so an entry and the
+ * references to it stay consistent. Bundle.link is dropped: search and paging URLs carry
+ * identifying parameters (patient=, subject=, identifier=, name=, birthdate=, _id=, chained ones,
+ * opaque page cursors) that cannot all be rewritten, and pseudonyms can't be searched with anyway.
+ * Bundle.identifier and Bundle.signature go with the other identifying elements; Bundle.id (the
+ * response's own id) stays; Bundle.timestamp and meta.lastUpdated follow the date policy (shift: the
+ * key-wide shift of resources tied to no patient).
+ */
+export function deidentifyBundle(bundle: FhirBundle, policy: DeidPolicy): FhirBundle {
+  checkPolicy(policy);
+  const noPatient: Ctx = { policy, shift: policy.dates === 'shift' ? dateShiftDays(policy) : 0 };
+  const { entry, link: _link, identifier: _identifier, signature: _signature, ...rest } = bundle;
+  const out = walk(noPatient, rest, '') as FhirBundle;
+  if (entry) out.entry = entry.map((e) => deidentifyEntry(e, policy));
+  return out;
+}
+
+function deidentifyEntry(entry: FhirBundleEntry, policy: DeidPolicy): FhirBundleEntry {
+  const out: FhirBundleEntry = {};
+  const key = policy.key;
+  if (entry.fullUrl !== undefined) {
+    const u = rewriteRef(key, entry.fullUrl);
+    if (u !== undefined && !u.startsWith('#')) out.fullUrl = u;
+  }
+  if (entry.resource) out.resource = deidentifyResource(entry.resource, policy);
+  if (entry.search) out.search = { ...entry.search };
+  if (entry.request) {
+    // "Type/id[/_history/v]" is rewritten; "Type", "" or "$op" keep their path without the query
+    // (conditional and search queries name identifiers); anything else drops the request.
+    // ifNoneExist (a search query) and the conditional headers are dropped, ifMatch (an ETag) kept.
+    const path = entry.request.url.split('?')[0]!;
+    const url = parseRef(path) ? rewriteRef(key, path) : /^(?:[A-Z][A-Za-z]*)?(?:\/?\$[A-Za-z-]+)?$/.test(path) ? path : undefined;
+    if (url !== undefined) out.request = { method: entry.request.method, url, ...(entry.request.ifMatch !== undefined && { ifMatch: entry.request.ifMatch }) };
+  }
+  if (entry.response) {
+    const r = entry.response;
+    const ctx: Ctx = { policy, shift: policy.dates === 'shift' ? dateShiftDays(policy, entry.resource && patientOf(entry.resource)) : 0 };
+    const location = r.location === undefined ? undefined : rewriteRef(key, r.location.split('?')[0]!);
+    const lastModified = r.lastModified === undefined ? undefined : transformDate(ctx, 'lastModified', r.lastModified);
+    out.response = {
+      status: r.status,
+      ...(location !== undefined && { location }),
+      ...(r.etag !== undefined && { etag: r.etag }),
+      ...(lastModified !== undefined && { lastModified }),
+      ...(r.outcome && { outcome: deidentifyResource(r.outcome, policy) }),
+    };
+  }
+  return out;
+}

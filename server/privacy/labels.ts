@@ -1,0 +1,214 @@
+// Security labels on FHIR resources (HCS / DS4P): what a resource's `meta.security` says, whether a token's
+// IHE PCF residual forbids it, HTEST and purpose-of-use restrictions, the Bundle high water mark and the
+// break-the-glass hint. Pure: no I/O, inputs are never mutated.
+import {
+  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, purposeIsA, sensitivityClosure,
+  type Coding, type ConfidentialityCode,
+} from '../hcs/codes.ts';
+import type { PcfResidual } from '../hcs/token-claims.ts';
+import type { FhirBundle, FhirResource } from '../resource-server/types.ts';
+
+export interface LabelOptions {
+  /** The confidentiality of a resource without a v3-Confidentiality label (policy default, normally N). */
+  defaultConfidentiality: ConfidentialityCode;
+}
+
+export const DEFAULT_LABEL_OPTIONS: LabelOptions = { defaultConfidentiality: 'N' };
+
+export interface ResourceLabels {
+  /** The highest v3-Confidentiality code present, or the default. */
+  confidentiality: ConfidentialityCode;
+  /** v3-ActCode codes (sensitivity categories and other ActCode labels), deduplicated. */
+  sensitivities: string[];
+  /** v3-ActReason HTEST present: test data. */
+  test: boolean;
+  /** Other v3-ActReason codes: the purposes of use the resource is restricted to. */
+  purposes: string[];
+  /** "Type/id", for `data[].reference` in residual rules (absent without an id). */
+  reference?: string;
+  /** The clinical or authored time of the data, for `dataPeriod` in residual rules. */
+  date?: string;
+}
+
+/** A residual rule as it may arrive: PCF's securityLabel, plus the optional dataPeriod and data of a consent provision. */
+export type ResidualRule = PcfResidual & {
+  dataPeriod?: { start?: string; end?: string };
+  data?: { meaning?: string; reference?: { reference?: string } | string }[];
+};
+
+const DATE_PATHS: readonly (readonly string[])[] = [
+  ['effectiveDateTime'], ['effectivePeriod', 'start'], ['recordedDate'], ['onsetDateTime'], ['authoredOn'],
+  ['occurrenceDateTime'], ['period', 'start'], ['meta', 'lastUpdated'],
+];
+
+/** The date that places a resource's data in time (first of the DATE_PATHS present). */
+export function resourceDate(resource: FhirResource): string | undefined {
+  for (const path of DATE_PATHS) {
+    let value: unknown = resource;
+    for (const key of path) value = value && typeof value === 'object' ? (value as Record<string, unknown>)[key] : undefined;
+    if (typeof value === 'string' && value) return value;
+  }
+  return undefined;
+}
+
+export function resourceLabels(resource: FhirResource, options: LabelOptions): ResourceLabels {
+  let confidentiality: ConfidentialityCode | undefined;
+  const sensitivities = new Set<string>();
+  const purposes = new Set<string>();
+  let test = false;
+  for (const { system, code } of codingList(resource.meta?.security)) {
+    if (system === CONFIDENTIALITY) {
+      if (isConfidentiality(code) && (confidentiality === undefined || confidentialityRank(code) > confidentialityRank(confidentiality))) {
+        confidentiality = code;
+      }
+    } else if (system === ACT_CODE) {
+      sensitivities.add(code);
+    } else if (system === ACT_REASON) {
+      if (code === 'HTEST') test = true;
+      else purposes.add(code);
+    }
+  }
+  const labels: ResourceLabels = {
+    confidentiality: confidentiality ?? options.defaultConfidentiality,
+    sensitivities: [...sensitivities],
+    test,
+    purposes: [...purposes],
+  };
+  if (resource.id) labels.reference = `${resource.resourceType}/${resource.id}`;
+  const date = resourceDate(resource);
+  if (date) labels.date = date;
+  return labels;
+}
+
+/** Does one security-label coding of a rule match the resource? */
+function labelMatches(coding: Coding, labels: ResourceLabels): boolean {
+  switch (coding.system) {
+    case CONFIDENTIALITY:
+      // The token lists every level it may not see: a code matches a resource at exactly that level.
+      return coding.code === labels.confidentiality;
+    case ACT_CODE: {
+      const covered = sensitivityClosure(coding.code);
+      return labels.sensitivities.some((s) => covered.has(s));
+    }
+    case ACT_REASON:
+      return coding.code === 'HTEST' ? labels.test : labels.purposes.includes(coding.code);
+    default:
+      return false;
+  }
+}
+
+/** [earliest, latest] instant (ms) a FHIR date, dateTime or instant of any precision may denote; undefined if unparseable. */
+function dateRange(value: string): [number, number] | undefined {
+  const m = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(value);
+  if (m) {
+    const y = Number(m[1]);
+    if (m[3]) {
+      const lo = Date.UTC(y, Number(m[2]) - 1, Number(m[3]));
+      return [lo, lo + 86_400_000 - 1];
+    }
+    if (m[2]) return [Date.UTC(y, Number(m[2]) - 1, 1), Date.UTC(y, Number(m[2]), 1) - 1];
+    return [Date.UTC(y, 0, 1), Date.UTC(y + 1, 0, 1) - 1];
+  }
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? undefined : [t, t];
+}
+
+function periodMatches(period: { start?: string; end?: string }, date: string | undefined): boolean {
+  if (!date) return false;
+  const range = dateRange(date);
+  if (!range) return false;
+  const start = period.start ? dateRange(period.start) : undefined;
+  const end = period.end ? dateRange(period.end) : undefined;
+  if (period.start && !start) return false;
+  if (period.end && !end) return false;
+  return (!start || range[1] >= start[0]) && (!end || range[0] <= end[1]);
+}
+
+/** "Type/id" of a reference: relative, absolute or versioned ("…/Type/id/_history/2"). */
+function referenceKey(reference: string): string {
+  const path = reference.split(/[?#]/)[0].replace(/\/_history\/[^/]*$/, '');
+  return path.split('/').filter(Boolean).slice(-2).join('/');
+}
+
+function dataMatches(data: NonNullable<ResidualRule['data']>, labels: ResourceLabels): boolean {
+  if (!labels.reference) return false;
+  return data.some((d) => {
+    const ref = typeof d?.reference === 'string' ? d.reference : d?.reference?.reference;
+    return typeof ref === 'string' && referenceKey(ref) === labels.reference;
+  });
+}
+
+/** A rule matches when every element it has matches (AND); repeats within one element are OR. */
+function ruleMatches(rule: ResidualRule, labels: ResourceLabels): boolean {
+  const securityLabel = codingList(rule.securityLabel);
+  if (securityLabel.length && !securityLabel.some((c) => labelMatches(c, labels))) return false;
+  if (rule.dataPeriod && !periodMatches(rule.dataPeriod, labels.date)) return false;
+  if (Array.isArray(rule.data) && rule.data.length && !dataMatches(rule.data, labels)) return false;
+  return true;
+}
+
+/**
+ * PCF residual semantics: the resource is forbidden when some `forbid` rule matches it and no `permit`
+ * rule does. Data no rule matches flows. `dataPeriod` and `data` need `labels.date` and `labels.reference`
+ * (resourceLabels fills them): without them such a rule does not match.
+ */
+export function residualForbids(residual: readonly (PcfResidual | ResidualRule)[], labels: ResourceLabels): boolean {
+  const rules = (Array.isArray(residual) ? residual : []) as ResidualRule[];
+  const matching = rules.filter((r) => r && typeof r === 'object' && ruleMatches(r, labels));
+  return matching.some((r) => r.type === 'forbid') && !matching.some((r) => r.type === 'permit');
+}
+
+const isTestPurpose = (purpose: string | undefined) => purpose !== undefined && purposeIsA(purpose, 'HTEST');
+
+/** HTEST data only for a test token (purpose is-a HTEST), and a test token sees only HTEST data. */
+export function testDataVisible(labels: ResourceLabels, purpose: string | undefined): boolean {
+  return labels.test === isTestPurpose(purpose);
+}
+
+/** A resource restricted to purposes of use is visible only when the token's purpose is-a one of them. */
+export function purposeAllows(labels: ResourceLabels, purpose: string | undefined): boolean {
+  if (!labels.purposes.length) return true;
+  return purpose !== undefined && labels.purposes.some((p) => purposeIsA(purpose, p));
+}
+
+/** The highest confidentiality among the resources (the default when there are none). */
+export function highWaterMark(resources: readonly FhirResource[], options: LabelOptions): ConfidentialityCode {
+  let mark: ConfidentialityCode | undefined;
+  for (const resource of resources) {
+    const { confidentiality } = resourceLabels(resource, options);
+    if (mark === undefined || confidentialityRank(confidentiality) > confidentialityRank(mark)) mark = confidentiality;
+  }
+  return mark ?? options.defaultConfidentiality;
+}
+
+/**
+ * A copy of the Bundle whose `meta.security` carries the high water mark of its entries' resources
+ * (search-mode `outcome` entries excluded), replacing any confidentiality coding there; other codings kept.
+ * Adds nothing else: no obligations or refrains that would reveal what the entries hold.
+ */
+export function withHighWaterMark(bundle: FhirBundle, options: LabelOptions): FhirBundle {
+  const resources = (bundle.entry ?? [])
+    .filter((e) => e?.resource && e.search?.mode !== 'outcome')
+    .map((e) => e.resource as FhirResource);
+  const code = highWaterMark(resources, options);
+  const kept = (bundle.meta?.security ?? []).filter((c) => c?.system !== CONFIDENTIALITY);
+  return {
+    ...bundle,
+    meta: { ...bundle.meta, security: [...kept, { system: CONFIDENTIALITY, code }] },
+  };
+}
+
+/** R4 `operationoutcome-example-break-the-glass`: tells the client more data may be available under BTG (a policy choice: it leaks). */
+export function suppressedOutcome(): FhirResource {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [{
+      severity: 'information',
+      code: 'suppressed',
+      details: {
+        coding: [{ system: ACT_REASON, code: 'ETREAT', display: 'Emergency Treatment' }],
+        text: 'Additional information may be available using the Break-The-Glass Protocol',
+      },
+    }],
+  };
+}

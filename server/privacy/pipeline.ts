@@ -1,0 +1,105 @@
+// What a token may see of each resource beyond its scopes, in the order of hcs-labels-audit.md section 3:
+// purpose-of-use restrictions, test data, the clearance (the token's IHE PCF residual: confidentiality
+// ceiling and sensitivities, lifted by break-the-glass at the authorization server), consent, and
+// then the obligations (de-identification). Used by the guard as its resource policy.
+import { patientsOf } from '../fhir/compartment.ts';
+import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';
+import type { PcfResidual } from '../hcs/token-claims.ts';
+import type { FhirBundle, FhirResource, TokenContext } from '../resource-server/types.ts';
+import { purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark } from './labels.ts';
+import { consentDecision, type ConsentCache } from './consent.ts';
+import { deidentifyBundle, deidentifyResource, type DeidPolicy } from './deidentify.ts';
+
+export interface PrivacyOptions {
+  /** The confidentiality of resources without one (v3-Confidentiality; N by default). */
+  defaultConfidentiality: ConfidentialityCode;
+  /** Purposes of use (with what is-a them) whose answers are de-identified, e.g. HRESCH. */
+  deidentifyPurposes: readonly string[];
+  deidentification: DeidPolicy;
+  /** Tell a token that hit hidden data that break-the-glass exists (off by default: it leaks existence). */
+  breakGlassHint: boolean;
+  /** The patients' Consent resources; undefined: consent is not evaluated. */
+  consents?: ConsentCache;
+  /** Without an applicable consent: the organization's default policy. */
+  withoutConsent: 'permit' | 'deny';
+}
+
+/** What the privacy rules need of a token. */
+interface Asker {
+  residual: PcfResidual[];
+  purpose?: string;
+  /** Who asks, as references consent actors can name. */
+  actors: string[];
+}
+
+function askerOf(token: TokenContext): Asker {
+  const extensions = token.claims.extensions as { ihe_iua?: { purpose_of_use?: unknown }; ihe_pcf?: { residual?: PcfResidual[] } } | undefined;
+  return {
+    residual: Array.isArray(extensions?.ihe_pcf?.residual) ? extensions!.ihe_pcf!.residual! : [],
+    purpose: codingList(extensions?.ihe_iua?.purpose_of_use)[0]?.code,
+    actors: token.fhirUser ? [token.fhirUser] : [],
+  };
+}
+
+export interface ResourcePolicy {
+  /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */
+  admit(token: TokenContext, resource: FhirResource): Promise<FhirResource | undefined>;
+  /** A searchset or history Bundle: hidden entries out, `total` recounted, obligations and the high-water mark applied. */
+  bundle(token: TokenContext, bundle: FhirBundle): Promise<FhirBundle>;
+  /** After a write: a changed Consent must be enforced from now on. */
+  written(resource: FhirResource): void;
+  /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
+  hiddenOutcome(token: TokenContext): FhirResource | undefined;
+}
+
+export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
+  const labelOptions = { defaultConfidentiality: options.defaultConfidentiality };
+  const deidentifies = (purpose: string | undefined) => Boolean(purpose && options.deidentifyPurposes.some((p) => purposeIsA(purpose, p)));
+
+  async function consentPermits(asker: Asker, resource: FhirResource): Promise<boolean> {
+    if (!options.consents) return true;
+    for (const patient of patientsOf(resource)) {
+      const consents = await options.consents.forPatient(patient);
+      const { decision } = consentDecision(consents, { actors: asker.actors, purpose: asker.purpose, resource, now: new Date() }, { ...labelOptions, patientId: patient });
+      if (decision === 'deny' || (decision === 'no-consent' && options.withoutConsent === 'deny')) return false;
+    }
+    return true;
+  }
+
+  async function visible(asker: Asker, resource: FhirResource): Promise<boolean> {
+    const labels = resourceLabels(resource, labelOptions);
+    if (!purposeAllows(labels, asker.purpose) || !testDataVisible(labels, asker.purpose)) return false;
+    if (residualForbids(asker.residual, labels)) return false;
+    return consentPermits(asker, resource);
+  }
+
+  return {
+    async admit(token, resource) {
+      const asker = askerOf(token);
+      if (!(await visible(asker, resource))) return undefined;
+      return deidentifies(asker.purpose) ? deidentifyResource(resource, options.deidentification) : resource;
+    },
+
+    async bundle(token, bundle) {
+      const asker = askerOf(token);
+      const entries = [];
+      let hidden = 0;
+      for (const entry of bundle.entry ?? []) {
+        if (!entry.resource || entry.search?.mode === 'outcome' || (await visible(asker, entry.resource))) entries.push(entry);
+        else hidden++;
+      }
+      const matches = entries.filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
+      let result: FhirBundle = { ...bundle, entry: entries, ...(bundle.total !== undefined && { total: matches }) };
+      if (hidden && options.breakGlassHint) result.entry = [...entries, { resource: suppressedOutcome(), search: { mode: 'outcome' } }];
+      if (deidentifies(asker.purpose)) result = deidentifyBundle(result, options.deidentification);
+      return withHighWaterMark(result, labelOptions);
+    },
+
+    written(resource) {
+      if (resource.resourceType !== 'Consent') return;
+      for (const patient of patientsOf(resource)) options.consents?.invalidate(patient);
+    },
+
+    hiddenOutcome: () => (options.breakGlassHint ? suppressedOutcome() : undefined),
+  };
+}

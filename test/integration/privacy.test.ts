@@ -35,6 +35,8 @@ describe('privacy enforcement', () => {
 
     const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // clearance N, no sensitivities, pat-1 and pat-2
     assert.equal((await get('Observation/obs-2a-hiv-vl', jones)).status, 404, 'R + HIV');
+    assert.equal((await get('Condition/cond-1-depression', jones)).status, 404, 'R + PSY');
+    assert.equal((await get('Observation/obs-1a-hba1c', jones)).status, 200, 'unlabelled counts as N');
     assert.equal((await get('Condition/cond-2-oud', jones)).status, 404, 'SUD');
     assert.ok(!(await ids(await get('Condition?patient=pat-2', jones))).includes('Condition/cond-2-oud'));
     const writer = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
@@ -95,6 +97,55 @@ describe('privacy enforcement', () => {
     assert.equal((await get('Patient/pat-1', jonesLike)).status, 200, 'other patients are not affected');
   });
 
+  it('enforces the demo consent: pat-2 denies dr-smith her substance-use data only', async () => {
+    const smith = await token('dr.smith', 'demo-password-1'); // cleared for SUD
+    assert.equal((await get('Condition/cond-2-oud', smith)).status, 404, 'the consent denies SUD data to dr-smith');
+    assert.equal((await get('Observation/obs-2a-hiv-vl', smith)).status, 200, 'the rest of her record is permitted');
+  });
+
+  describe('consent rules, newest consent deciding', () => {
+    let writerToken: string;
+    before(async () => {
+      const writer = await server.addClient({ name: 'Consent rules', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/Consent.cu' });
+      writerToken = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Consent.cu' }, writer)).body.access_token;
+    });
+    let minute = 0;
+    async function consentFor(patient: string, provision: object) {
+      minute++;
+      const res = await fetch(`${server.fhirBase}/Consent`, {
+        method: 'POST', headers: { authorization: `Bearer ${writerToken}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({
+          resourceType: 'Consent', status: 'active', dateTime: new Date(Date.now() + minute * 60_000).toISOString(),
+          scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+          category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }], patient: { reference: `Patient/${patient}` }, provision,
+        }),
+      });
+      assert.equal(res.status, 201);
+    }
+    const purpose = (code: string) => ({ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code });
+
+    it('denies by purpose, by label, by period, and lets a nested permit override a root deny', async () => {
+      const treat = await token('dr.smith', 'demo-password-1', { purpose: 'TREAT' });
+      const payment = await token('dr.smith', 'demo-password-1', { purpose: 'HPAYMT' });
+      await consentFor('pat-1', { type: 'permit', provision: [{ type: 'deny', purpose: [purpose('HPAYMT')] }] });
+      assert.equal((await get('Observation/obs-1a-hba1c', treat)).status, 200, 'treatment permitted');
+      assert.equal((await get('Observation/obs-1a-hba1c', payment)).status, 404, 'payment denied by purpose');
+
+      await consentFor('pat-1', { type: 'permit', provision: [{ type: 'deny', securityLabel: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] }] });
+      assert.equal((await get('Condition/cond-1-depression', treat)).status, 404, 'psychiatric data denied by label');
+      assert.equal((await get('Observation/obs-1a-hba1c', payment)).status, 200, 'the newer consent replaced the purpose rule');
+
+      await consentFor('pat-1', { type: 'permit', provision: [{ type: 'deny', dataPeriod: { start: '2025-01-01', end: '2025-12-31' } }] });
+      assert.equal((await get('Observation/obs-1a-hba1c', treat)).status, 404, 'data from 2025 denied by period');
+      assert.equal((await get('Encounter/enc-1b', treat)).status, 200, 'data from 2026 is not in the denied period');
+
+      await consentFor('pat-1', { type: 'deny', provision: [{ type: 'permit', actor: [{ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, reference: { reference: 'Practitioner/dr-smith' } }] }] });
+      assert.equal((await get('Observation/obs-1a-hba1c', treat)).status, 200, 'the nested permit overrides the root deny for dr-smith');
+      const amy = await token('amy', 'demo-password-3', { scope: 'openid fhirUser user/*.rs' });
+      assert.equal((await get('Observation/obs-1a-hba1c', amy)).status, 404, 'the root deny applies to everyone else');
+    });
+  });
+
   it('de-identifies answers for a research purpose', async () => {
     const research = await token('researcher', 'research-pass');
     const patient = await (await get('Patient/pat-2', research)).json();
@@ -102,6 +153,7 @@ describe('privacy enforcement', () => {
     const text = JSON.stringify(patient);
     for (const secret of ['Garcia', 'Daniel', 'MRN-10002']) assert.ok(!text.includes(secret), secret);
     assert.ok(patient.meta.security.some((c: any) => c.code === 'PSEUDED'));
+    assert.equal(patient.birthDate, '1954', 'no exact birth date');
     const observations = await (await get('Observation?patient=pat-2', research)).json();
     assert.ok(observations.entry.length > 0);
     assert.ok(observations.entry.every((e: any) => e.resource.subject.reference === `Patient/${patient.id}`), 'ids pseudonymised consistently across responses');

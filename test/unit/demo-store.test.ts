@@ -224,7 +224,7 @@ describe('fhir/demo-store (database)', () => {
 
     it('lists the types present', async () => {
       assert.deepEqual(await store.types(), [
-        'AllergyIntolerance', 'Condition', 'Encounter', 'Immunization', 'MedicationRequest', 'Observation',
+        'AllergyIntolerance', 'Condition', 'Consent', 'Encounter', 'Immunization', 'MedicationRequest', 'Observation',
         'Organization', 'Patient', 'Practitioner', 'Provenance', 'RelatedPerson',
       ]);
     });

@@ -1,7 +1,8 @@
 // Koa composition: headers, errors, the server's own pages and routes, then node-oidc-provider.
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
@@ -136,7 +137,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
 
-  const app = new Koa({ keys: config.cookieSecrets, proxy: true });
+  const app = new Koa({ keys: config.cookieSecrets, proxy: config.trustProxy });
   const router = new Router();
 
   const endpoints = {
@@ -169,6 +170,21 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.redirect(`/authorize?${params}`);
   });
 
+  // Liveness: the process answers. Readiness: the database answers and the signing keys are loaded.
+  router.get('/health/live', (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { status: 'ok' };
+  });
+  router.get('/health/ready', async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    const checks = {
+      database: await db.raw('select 1').then(() => true, () => false),
+      keys: host.publishedKeys > 0,
+    };
+    const ready = checks.database && checks.keys;
+    ctx.status = ready ? 200 : 503;
+    ctx.body = { status: ready ? 'ready' : 'not ready', checks };
+  });
   router.get('/smart-style/v1.json', (ctx) => {
     ctx.set('Access-Control-Allow-Origin', '*');
     ctx.set('Cache-Control', 'public, max-age=86400');
@@ -259,7 +275,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
     Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db)]).catch((err) => console.error('smart-auth: purging expired rows failed:', err));
   }, 10 * 60 * 1000);
   purge.unref();
-  const server = context.app.listen(config.port, config.host);
+  const server = config.tls
+    ? createHttpsServer({ cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile), minVersion: 'TLSv1.2' }, context.app.callback())
+    : createHttpServer(context.app.callback());
+  server.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
@@ -268,7 +287,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   return {
     ...context,
     server,
-    url: `http://127.0.0.1:${port}`,
+    url: `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     async close() {
       clearInterval(purge);
       context.host.close();

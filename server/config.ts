@@ -1,5 +1,6 @@
 // Every setting of smart-auth, typed, read once from the environment and validated at start.
 // README lists them; keep the two in step.
+import { existsSync } from 'node:fs';
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
 import { CONFIDENTIALITY_SCALE, isPurposeOfUse, type ConfidentialityCode } from './hcs/codes.ts';
 
@@ -30,6 +31,10 @@ export interface Config {
   btgTokenTtl: number;
   /** Days audit records are kept: `audit purge` without --before removes older ones (unset: purge needs --before). */
   auditRetentionDays: number | undefined;
+  /** Trust X-Forwarded-* headers (set when a reverse proxy terminates TLS in front of the server). */
+  trustProxy: boolean;
+  /** Serve HTTPS directly with this certificate and key (PEM files); TLS 1.2 at least. */
+  tls: { certFile: string; keyFile: string } | undefined;
   /** The confidentiality of resources without a label. */
   defaultConfidentiality: ConfidentialityCode;
   /** Purposes of use whose answers the guard de-identifies (with what is-a them). */
@@ -78,6 +83,17 @@ function choice<T extends string>(env: Env, name: string, fallback: T, allowed: 
   const raw = env[name] || fallback;
   if (!allowed.includes(raw as T)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${raw}"`);
   return raw as T;
+}
+
+function tlsFiles(env: Env): Config['tls'] {
+  const certFile = env.TLS_CERT_FILE;
+  const keyFile = env.TLS_KEY_FILE;
+  if (!certFile && !keyFile) return undefined;
+  if (!certFile || !keyFile) throw new ConfigError('TLS_CERT_FILE and TLS_KEY_FILE go together: set both, or neither');
+  for (const [name, file] of [['TLS_CERT_FILE', certFile], ['TLS_KEY_FILE', keyFile]]) {
+    if (!existsSync(file)) throw new ConfigError(`${name}: ${file} does not exist`);
+  }
+  return { certFile, keyFile };
 }
 
 function purposes(env: Env, name: string, fallback: string): string[] {
@@ -167,6 +183,8 @@ export function loadConfig(env: Env = process.env): Config {
     btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
+    trustProxy: boolean(env, 'TRUST_PROXY', false),
+    tls: tlsFiles(env),
     defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),
     deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),
     deidentifyDates: choice(env, 'DEIDENTIFY_DATES', 'truncate-year', ['truncate-year', 'truncate-month', 'shift'] as const),

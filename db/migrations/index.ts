@@ -3,6 +3,7 @@ import * as initial from './001_initial.ts';
 import * as fhirStore from './002_fhir_store.ts';
 import * as auditChain from './003_audit_chain.ts';
 import * as auditForwarding from './004_audit_forwarding.ts';
+import * as loginThrottle from './005_login_throttle.ts';
 
 export interface Migration {
   name: string;
@@ -15,4 +16,5 @@ export const migrations: Migration[] = [
   { name: '002_fhir_store', ...fhirStore },
   { name: '003_audit_chain', ...auditChain },
   { name: '004_audit_forwarding', ...auditForwarding },
+  { name: '005_login_throttle', ...loginThrottle },
 ];

@@ -19,7 +19,8 @@ import { subjectOf } from '../oidc/users.ts';
 import { checkPurposeSubmission, purposeChoice, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
 import { purposeCoding, purposeDisplay } from '../hcs/codes.ts';
 import { databaseAuditSink } from '../audit/store.ts';
-import { consentDecision } from '../audit/balp.ts';
+import { consentDecision, loginFailed } from '../audit/balp.ts';
+import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
 import { auditUserOf, recordLogin } from '../audit/security-events.ts';
 import { clientPurposesOf } from '../oidc/clients.ts';
 import { allowedScopeOf } from '../oidc/clients.ts';
@@ -29,6 +30,8 @@ export interface InteractionDeps {
   db: Db;
   host: ProviderHost;
   patients: PatientDirectory;
+  /** Login throttling shared by every instance; undefined: none. */
+  loginThrottle?: LoginThrottle;
 }
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
@@ -37,7 +40,7 @@ const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 const LOGIN_FAILED = 'The username or password is not correct.';
 const OIDC = new Set<string>(OIDC_SCOPES);
 
-export function interactionRoutes({ config, db, host, patients }: InteractionDeps): Router {
+export function interactionRoutes({ config, db, host, patients, loginThrottle }: InteractionDeps): Router {
   const router = new Router();
   const audit = databaseAuditSink(db);
 
@@ -144,8 +147,23 @@ export function interactionRoutes({ config, db, host, patients }: InteractionDep
     if (!validCsrf(ctx, body.csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
     const username = typeof body.username === 'string' ? body.username : '';
     const password = typeof body.password === 'string' ? body.password : '';
+    const clientId = String(details.params.client_id);
+    // Throttling (server/limits/login-throttle.ts): an address over its limit gets 429; a locked user the
+    // same message as a wrong password, without the password being checked.
+    const throttle = username && password ? await loginThrottle?.check(username, ctx.ip) : undefined;
+    if (throttle?.retryAfter !== undefined) {
+      await audit.append(loginFailed({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, clientId, username: username.slice(0, 128), reason: 'too many failed logins from this address' }));
+      ctx.set('Retry-After', String(throttle.retryAfter));
+      return renderLogin(ctx, details, { message: tooManyAttempts(throttle.retryAfter), username }, 429);
+    }
+    if (throttle?.locked) {
+      await loginThrottle!.failed(username, ctx.ip);
+      await audit.append(loginFailed({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, clientId, username: username.slice(0, 128), reason: 'account locked after repeated failed logins' }));
+      return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
+    }
     const user = username && password ? await authenticate(db, username, password) : undefined;
-    await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId: String(details.params.client_id), username, user });
+    if (username && password) await (user ? loginThrottle?.succeeded(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
+    await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId, username, user });
     if (!user) return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
     await host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
   });

@@ -39,6 +39,8 @@ export interface ProviderHost {
   readonly verificationKeys: JWTVerifyGetKey;
   /** Koa middleware that serves the current provider. */
   readonly middleware: Middleware;
+  /** How many keys /jwks publishes now (readiness: at least one). */
+  readonly publishedKeys: number;
   /** Reloads the keys; true when the provider was replaced. */
   refresh(): Promise<boolean>;
   close(): void;
@@ -82,6 +84,9 @@ export async function createProviderHost(config: Config, db: Db): Promise<Provid
   return {
     get provider() {
       return provider;
+    },
+    get publishedKeys() {
+      return ring.publicJwks.keys.length;
     },
     verificationKeys: (header, token) => localKeys(header, token),
     middleware: (ctx, next) => served(ctx, next),

@@ -282,7 +282,7 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
   };
 
   const provider = new Provider(config.issuer, configuration);
-  provider.proxy = true;
+  provider.proxy = config.trustProxy;
   clientJwks.install(provider);
   const audit = databaseAuditSink(db);
   provider.use(smartTokenResponse(db, config.issuer, audit));

@@ -13,6 +13,8 @@ import { describeScope, parseScopes } from '../smart/scopes.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { recordLogin, recordLogout } from '../audit/security-events.ts';
+import { loginFailed } from '../audit/balp.ts';
+import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
 import { accountSession, clearAccountSession, field, FORM_EXPIRED, formBody, safeReturnPath, sendPage, setAccountSession } from './session.ts';
 
 export interface AccountDeps {
@@ -20,6 +22,8 @@ export interface AccountDeps {
   db: Db;
   host: ProviderHost;
   patients?: PatientDirectory;
+  /** Login throttling shared by every instance; undefined: none. */
+  loginThrottle?: LoginThrottle;
 }
 
 const LOGIN_FAILED = 'The username or password is not correct.';
@@ -33,7 +37,7 @@ function scopeWords(scope: string, patientIsUser: boolean): string[] {
   return [...new Set([...scopes.map((s) => describeScope(s, { patientIsUser })), ...invalid])];
 }
 
-export function accountRoutes({ config, db, host, patients }: AccountDeps): Router {
+export function accountRoutes({ config, db, host, patients, loginThrottle }: AccountDeps): Router {
   const router = new Router();
   const audit = databaseAuditSink(db);
 
@@ -91,7 +95,21 @@ export function accountRoutes({ config, db, host, patients }: AccountDeps): Rout
     const returnTo = safeReturnPath(field(body, 'return_to'));
     const username = field(body, 'username');
     const password = field(body, 'password');
+    // Throttling (server/limits/login-throttle.ts): an address over its limit gets 429; a locked user the
+    // same message as a wrong password, without the password being checked.
+    const throttle = username && password ? await loginThrottle?.check(username, ctx.ip) : undefined;
+    if (throttle?.retryAfter !== undefined) {
+      await audit.append(loginFailed({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, username: username.slice(0, 128), reason: 'too many failed logins from this address' }));
+      ctx.set('Retry-After', String(throttle.retryAfter));
+      return showLogin(ctx, returnTo, { message: tooManyAttempts(throttle.retryAfter), username }, 429);
+    }
+    if (throttle?.locked) {
+      await loginThrottle!.failed(username, ctx.ip);
+      await audit.append(loginFailed({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, username: username.slice(0, 128), reason: 'account locked after repeated failed logins' }));
+      return showLogin(ctx, returnTo, { message: LOGIN_FAILED, username });
+    }
     const user = username && password ? await authenticate(db, username, password) : undefined;
+    if (username && password) await (user ? loginThrottle?.succeeded(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
     await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, username, user });
     if (!user) return showLogin(ctx, returnTo, { message: LOGIN_FAILED, username });
     setAccountSession(ctx, user.id);

@@ -1,0 +1,85 @@
+// What operators rely on: health endpoints, HTTPS with TLS 1.2 at least, X-Forwarded-* trusted only when configured.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startTestServer, type TestServer } from '../support/server.ts';
+
+describe('operations', () => {
+  describe('health', () => {
+    let server: TestServer;
+    before(async () => { server = await startTestServer(); });
+    after(() => server.stop());
+
+    it('answers liveness and readiness', async () => {
+      assert.deepEqual(await (await fetch(`${server.issuer}/health/live`)).json(), { status: 'ok' });
+      const ready = await fetch(`${server.issuer}/health/ready`);
+      assert.equal(ready.status, 200);
+      assert.deepEqual((await ready.json()).checks, { database: true, keys: true });
+    });
+
+    it('is not ready when the database does not answer', async () => {
+      const broken = await startTestServer();
+      await broken.db.destroy();
+      try {
+        const res = await fetch(`${broken.issuer}/health/ready`);
+        assert.equal(res.status, 503);
+        assert.equal((await res.json()).checks.database, false);
+      } finally {
+        await broken.stop().catch(() => undefined);
+      }
+    });
+
+    it('trusts X-Forwarded-Proto only when TRUST_PROXY is set', async () => {
+      const doc = async (target: TestServer) => (await (await fetch(`${target.issuer}/.well-known/openid-configuration`, { headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example' } })).json());
+      assert.ok(!(await doc(server)).token_endpoint.includes('evil.example'), 'forwarded headers ignored by default');
+      const proxied = await startTestServer({ TRUST_PROXY: 'true' });
+      try {
+        assert.equal((await doc(proxied)).token_endpoint, 'https://evil.example/token', 'and honoured behind a configured proxy');
+      } finally {
+        await proxied.stop();
+      }
+    });
+  });
+
+  describe('HTTPS', () => {
+    let dir: string;
+    let server: TestServer;
+    before(async function () {
+      dir = mkdtempSync(join(tmpdir(), 'smart-auth-tls-'));
+      try {
+        execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+          '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+      } catch {
+        this.skip(); // no openssl on this machine
+      }
+      server = await startTestServer({ TLS_CERT_FILE: join(dir, 'cert.pem'), TLS_KEY_FILE: join(dir, 'key.pem') });
+    });
+    after(async () => {
+      await server?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    const get = (maxVersion: 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3') => new Promise<number>((resolve, reject) => {
+      const req = request(`${server.url}/health/live`, { rejectUnauthorized: false, maxVersion, minVersion: maxVersion === 'TLSv1.1' ? 'TLSv1' : 'TLSv1.2' }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+    it('serves TLS 1.2 and 1.3, and refuses TLS 1.1', async () => {
+      assert.ok(server.url.startsWith('https://'));
+      assert.equal(await get('TLSv1.2'), 200);
+      assert.equal(await get('TLSv1.3'), 200);
+      await assert.rejects(get('TLSv1.1'));
+    });
+  });
+
+  it('refuses half a TLS configuration with a clear message', async () => {
+    await assert.rejects(startTestServer({ TLS_CERT_FILE: '/nonexistent/cert.pem' }), /TLS_CERT_FILE and TLS_KEY_FILE go together/);
+  });
+});

@@ -14,6 +14,9 @@ import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
+import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
+import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
+import { createMetrics, type Metrics } from './ops/metrics.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { developerPortalRoutes } from './portal/developer.ts';
@@ -98,11 +101,21 @@ async function errorBoundary(ctx: Context, next: Next) {
   }
 }
 
+function loginThrottleOf(config: Config, db: Db): LoginThrottle {
+  return createLoginThrottle(db, {
+    maxFailures: config.loginMaxFailures,
+    windowSeconds: config.loginFailureWindow,
+    lockSeconds: config.loginLockSeconds,
+    maxAddressFailures: config.loginMaxAddressFailures,
+  });
+}
+
 export interface AppContext {
   config: Config;
   db: Db;
   host: ProviderHost;
   audit: AuditStore;
+  metrics: Metrics;
   app: Koa;
 }
 
@@ -121,7 +134,8 @@ function auditTrailReaders(db: Db) {
 }
 
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
-  const host = await createProviderHost(config, db);
+  const metrics = createMetrics(db);
+  const host = await createProviderHost(config, db, { onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }) });
   const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
   // Tokens of this server for its own pages and APIs (launch API), revocation included.
   const verifyAccessToken = async (token: string) => {
@@ -137,7 +151,10 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
 
-  const app = new Koa({ keys: config.cookieSecrets, proxy: config.trustProxy });
+  // Behind a proxy, the client address is the one the proxy appended (maxIpsCount 1), not what a client sent.
+  const app = new Koa({ keys: config.cookieSecrets, proxy: config.trustProxy, maxIpsCount: 1 });
+  // Per-user lockout in the database (every instance sees it); per-address limits too.
+  const loginThrottle = loginThrottleOf(config, db);
   const router = new Router();
 
   const endpoints = {
@@ -170,6 +187,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.redirect(`/authorize?${params}`);
   });
 
+  router.get('/metrics', async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.registry.metrics();
+  });
   // Liveness: the process answers. Readiness: the database answers and the signing keys are loaded.
   router.get('/health/live', (ctx) => {
     ctx.set('Cache-Control', 'no-store');
@@ -201,13 +223,17 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   });
 
   app.use(requestId);
+  app.use(metrics.middleware);
   app.use(errorBoundary);
   app.use(securityHeaders);
+  // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
+  app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
+  app.use(rateLimit({ paths: ['/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
   app.use(router.routes());
-  app.use(interactionRoutes({ config, db, host, patients }).routes());
+  app.use(interactionRoutes({ config, db, host, patients, loginThrottle }).routes());
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
   app.use(developerPortalRoutes({ config, db, host }).routes());
-  app.use(accountRoutes({ config, db, host, patients }).routes());
+  app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
   app.use(disclosureRoutes({
     config, db, audit, patients,
     // Reading one's own accounting of disclosures is itself an access to the trail.
@@ -251,10 +277,20 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       }),
     }),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
-    audit: (record) => audit.append(accessAuditEvents(accessAuditFrom(record, config.fhirBase, new Date()))),
+    audit: async (record) => {
+      metrics.guardDecisions.inc({ interaction: record.interaction?.kind ?? 'none', outcome: record.status < 400 ? 'allowed' : record.status < 500 ? 'refused' : 'failed' });
+      const end = metrics.auditWrites.startTimer();
+      try {
+        await audit.append(accessAuditEvents(accessAuditFrom(record, config.fhirBase, new Date())));
+        end({ result: 'stored' });
+      } catch (err) {
+        end({ result: 'failed' });
+        throw err;
+      }
+    },
   }));
   app.use(host.middleware);
-  return { config, db, host, audit, app };
+  return { config, db, host, audit, metrics, app };
 }
 
 export interface RunningServer extends AppContext {
@@ -272,7 +308,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const context = await createApp(config, db);
   const forwarder = config.auditForwardUrl ? startAuditForwarder(db, { url: config.auditForwardUrl }) : undefined;
   const purge = setInterval(() => {
-    Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db)]).catch((err) => console.error('smart-auth: purging expired rows failed:', err));
+    Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge()]).catch((err) => console.error('smart-auth: purging expired rows failed:', err));
   }, 10 * 60 * 1000);
   purge.unref();
   const server = config.tls

@@ -31,6 +31,15 @@ export interface Config {
   btgTokenTtl: number;
   /** Days audit records are kept: `audit purge` without --before removes older ones (unset: purge needs --before). */
   auditRetentionDays: number | undefined;
+  /** Failed logins of one user within loginFailureWindow seconds that lock the user for loginLockSeconds (shared by every instance). */
+  loginMaxFailures: number;
+  loginFailureWindow: number;
+  loginLockSeconds: number;
+  /** Failed logins from one address within the window after which its logins get 429 for loginLockSeconds. */
+  loginMaxAddressFailures: number;
+  /** Requests per minute per client address at POST /token and POST /register, per instance; beyond: 429. */
+  rateLimitTokenPerMinute: number;
+  rateLimitRegisterPerMinute: number;
   /** Trust X-Forwarded-* headers (set when a reverse proxy terminates TLS in front of the server). */
   trustProxy: boolean;
   /** Serve HTTPS directly with this certificate and key (PEM files); TLS 1.2 at least. */
@@ -184,6 +193,12 @@ export function loadConfig(env: Env = process.env): Config {
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
     trustProxy: boolean(env, 'TRUST_PROXY', false),
+    loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),
+    loginFailureWindow: integer(env, 'LOGIN_FAILURE_WINDOW', 900, 1, 86400),
+    loginLockSeconds: integer(env, 'LOGIN_LOCK_SECONDS', 900, 1, 86400),
+    loginMaxAddressFailures: integer(env, 'LOGIN_MAX_ADDRESS_FAILURES', 20, 1, 1_000_000),
+    rateLimitTokenPerMinute: integer(env, 'RATE_LIMIT_TOKEN_PER_MINUTE', 1200, 1, 1_000_000),
+    rateLimitRegisterPerMinute: integer(env, 'RATE_LIMIT_REGISTER_PER_MINUTE', 60, 1, 1_000_000),
     tls: tlsFiles(env),
     defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),
     deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),

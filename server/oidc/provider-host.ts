@@ -46,12 +46,12 @@ export interface ProviderHost {
   close(): void;
 }
 
-export async function createProviderHost(config: Config, db: Db): Promise<ProviderHost> {
+export async function createProviderHost(config: Config, db: Db, hooks: { onTokenIssued?: (grantType: string) => void } = {}): Promise<ProviderHost> {
   const policy = keyPolicy(config);
   await ensureSigningKeys(db, policy);
 
   let ring: KeyRing = await loadKeyRing(db, policy);
-  let provider = createProvider({ config, db, jwks: ring.privateJwks });
+  let provider = createProvider({ config, db, jwks: ring.privateJwks, ...hooks });
   let served = mount(provider);
   let localKeys = createLocalJWKSet(ring.publicJwks);
   let timer: NodeJS.Timeout | undefined;
@@ -61,7 +61,7 @@ export async function createProviderHost(config: Config, db: Db): Promise<Provid
     const next = await loadKeyRing(db, policy);
     if (next.version === ring.version) return false;
     ring = next;
-    provider = createProvider({ config, db, jwks: ring.privateJwks });
+    provider = createProvider({ config, db, jwks: ring.privateJwks, ...hooks });
     served = mount(provider);
     localKeys = createLocalJWKSet(ring.publicJwks);
     return true;

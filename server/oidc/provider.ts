@@ -28,6 +28,8 @@ export interface ProviderDeps {
   config: Config;
   db: Db;
   jwks: { keys: JWK[] };
+  /** Told of every access token handed out (metrics). */
+  onTokenIssued?: (grantType: string) => void;
 }
 
 const isAuthorizationRoute = (ctx: KoaContextWithOIDC) =>
@@ -70,7 +72,7 @@ async function scopeInRegistrationResponses(ctx: KoaContextWithOIDC, next: () =>
   ctx.body = { ...rest, scope };
 }
 
-export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
+export function createProvider({ config, db, jwks, onTokenIssued }: ProviderDeps): Provider {
   // Outside production, apps and backend services on this machine may publish their keys on http://localhost.
   const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
   const configuration: Configuration = {
@@ -285,7 +287,7 @@ export function createProvider({ config, db, jwks }: ProviderDeps): Provider {
   provider.proxy = config.trustProxy;
   clientJwks.install(provider);
   const audit = databaseAuditSink(db);
-  provider.use(smartTokenResponse(db, config.issuer, audit));
+  provider.use(smartTokenResponse(db, config.issuer, audit, onTokenIssued));
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));

@@ -9,7 +9,7 @@ import type { AuditSink } from '../audit/store.ts';
 import { accessTokenIssued, emergencyOverrideStarted } from '../audit/balp.ts';
 import { codingList } from '../hcs/codes.ts';
 
-export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink) {
+export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onIssued?: (grantType: string) => void) {
   return async function smartTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
     await next();
     if (ctx.oidc?.route !== 'token') return;
@@ -37,6 +37,7 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink) {
       clientId: String(ctx.oidc.client?.clientId), grantType: String(ctx.oidc.params?.grant_type), scope: body.scope ?? '',
       jti: String(claims.jti), user: auditUser, patient: context?.launch.patient, purposeOfUse: codingList(iua?.purpose_of_use), expiresIn: body.expires_in,
     }));
+    onIssued?.(String(ctx.oidc.params?.grant_type));
     if (context?.emergencyReason && context.purposeOfUse && grant) {
       await audit.append(emergencyOverrideStarted({
         issuer,

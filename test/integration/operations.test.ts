@@ -83,3 +83,26 @@ describe('operations', () => {
     await assert.rejects(startTestServer({ TLS_CERT_FILE: '/nonexistent/cert.pem' }), /TLS_CERT_FILE and TLS_KEY_FILE go together/);
   });
 });
+
+describe('metrics', () => {
+  it('counts requests by route and status, tokens by grant type, guard decisions and audit writes', async () => {
+    const server = await startTestServer();
+    try {
+      const client = await server.addClient({ name: 'm', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
+      const basic = `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`;
+      const { access_token: token } = await (await fetch(`${server.issuer}/token`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials&scope=system/Patient.rs' })).json();
+      await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${token}` } });
+      await fetch(`${server.fhirBase}/Patient/pat-1`);
+      const text = await (await fetch(`${server.issuer}/metrics`)).text();
+      assert.match(text, /smart_auth_http_requests_total\{route="\/token",method="POST",status="200"\} 1/);
+      assert.match(text, /smart_auth_tokens_issued_total\{grant_type="client_credentials"\} 1/);
+      assert.match(text, /smart_auth_guard_decisions_total\{interaction="read",outcome="allowed"\} 1/);
+      assert.match(text, /smart_auth_guard_decisions_total\{interaction="none",outcome="refused"\} 1/);
+      assert.match(text, /smart_auth_audit_write_seconds_count\{result="stored"\} 2/);
+      assert.match(text, /smart_auth_db_pool_connections\{state="used"\}/);
+      assert.ok(!text.includes(token), 'no token in metrics');
+    } finally {
+      await server.stop();
+    }
+  });
+});

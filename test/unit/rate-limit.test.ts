@@ -1,7 +1,9 @@
 // Request rate limits (in memory) and login throttling (in the database), with injected clocks.
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
+import { randomUUID } from 'node:crypto';
 import Koa from 'koa';
+import knexFactory from 'knex';
 import { createRateLimiter, rateLimit } from '../../server/limits/rate-limit.ts';
 import { createLoginThrottle, type LoginThrottle } from '../../server/limits/login-throttle.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
@@ -65,19 +67,57 @@ describe('rate limiter', () => {
   });
 });
 
-describe('login throttle', () => {
+const PG_URL = process.env.DATABASE_URL_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** A fresh PostgreSQL schema, or undefined when PostgreSQL is not reachable (then those tests are skipped). */
+async function pgDatabase(): Promise<{ db: Db; drop(): Promise<void> } | undefined> {
+  const admin = knexFactory({ client: 'pg', connection: PG_URL, pool: { min: 0, max: 1 }, acquireConnectionTimeout: 3000 });
+  try {
+    await admin.raw('select 1');
+  } catch (err) {
+    await admin.destroy();
+    if (process.env.CI) throw new Error(`PostgreSQL is not reachable at ${PG_URL}: ${(err as Error).message}`);
+    return undefined;
+  }
+  const schema = `throttle_test_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+  await admin.raw(`create schema ${schema}`);
+  const url = new URL(PG_URL);
+  url.searchParams.set('options', `-c search_path=${schema}`);
+  const db = openDatabase(url.toString());
+  return {
+    db,
+    async drop() {
+      await db.destroy();
+      await admin.raw(`drop schema ${schema} cascade`);
+      await admin.destroy();
+    },
+  };
+}
+
+for (const dialect of ['sqlite', 'pg'] as const) describe(`login throttle on ${dialect === 'sqlite' ? 'SQLite' : 'PostgreSQL'}`, () => {
   let db: Db;
+  let drop: () => Promise<void>;
   let now: number;
   let throttle: LoginThrottle;
   const MIN = 60_000;
 
-  beforeEach(async () => {
-    db = openDatabase('sqlite::memory:');
+  beforeEach(async function () {
+    if (dialect === 'sqlite') {
+      db = openDatabase('sqlite::memory:');
+      drop = () => db.destroy();
+    } else {
+      const pg = await pgDatabase();
+      if (!pg) {
+        console.log(`      (PostgreSQL not reachable at ${PG_URL}: skipped)`);
+        return this.skip();
+      }
+      ({ db, drop } = pg);
+    }
     await migrate(db);
     now = Date.UTC(2030, 0, 1);
     throttle = createLoginThrottle(db, { maxFailures: 5, windowSeconds: 900, lockSeconds: 900, maxAddressFailures: 20, now: () => now });
   });
-  afterEach(() => db.destroy());
+  afterEach(() => drop?.());
 
   async function fail(username: string, address = '10.0.0.1') {
     const check = await throttle.check(username, address);
@@ -141,6 +181,6 @@ describe('login throttle', () => {
     assert.equal(await throttle.purge(), 2, 'bob and his address; amy and hers are in their window');
     now += 5 * MIN;
     assert.equal(await throttle.purge(), 2);
-    assert.equal((await db('login_failures').count({ n: '*' }))[0].n, 0);
+    assert.equal(Number((await db('login_failures').count({ n: '*' }))[0].n), 0);
   });
 });

@@ -17,6 +17,7 @@ import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
 import { createMetrics, type Metrics } from './ops/metrics.ts';
+import { createLogger, type Logger } from './ops/log.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { developerPortalRoutes } from './portal/developer.ts';
@@ -77,7 +78,7 @@ function requestId(ctx: Context, next: Next) {
 }
 
 /** Turns every unexpected failure into a page or JSON without internals; expired interactions get a page. */
-async function errorBoundary(ctx: Context, next: Next) {
+const errorBoundary = (logger: Logger) => async function errorBoundary(ctx: Context, next: Next) {
   try {
     await next();
   } catch (err) {
@@ -85,7 +86,7 @@ async function errorBoundary(ctx: Context, next: Next) {
     const status = e.status ?? e.statusCode ?? 500;
     const oidc = err instanceof errors.OIDCProviderError;
     const known = oidc || (status >= 400 && status < 500);
-    if (!known) console.error(`[${new Date().toISOString()}] ${ctx.method} ${ctx.path}:`, err);
+    if (!known) logger.log('error', 'unexpected failure', { request_id: ctx.state.requestId, method: ctx.method, path: ctx.path, err });
     ctx.status = known ? status : 500;
     const description = err instanceof errors.SessionNotFound
       ? 'This sign-in has already finished, has expired, or was opened in another browser. Return to the app and start again.'
@@ -99,7 +100,7 @@ async function errorBoundary(ctx: Context, next: Next) {
       ctx.body = { error: known ? (e.error ?? 'invalid_request') : 'server_error', error_description: description };
     }
   }
-}
+};
 
 function loginThrottleOf(config: Config, db: Db): LoginThrottle {
   return createLoginThrottle(db, {
@@ -111,6 +112,7 @@ function loginThrottleOf(config: Config, db: Db): LoginThrottle {
 }
 
 export interface AppContext {
+  logger: Logger;
   config: Config;
   db: Db;
   host: ProviderHost;
@@ -134,8 +136,9 @@ function auditTrailReaders(db: Db) {
 }
 
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
+  const logger = createLogger(config.logLevel);
   const metrics = createMetrics(db);
-  const host = await createProviderHost(config, db, { onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }) });
+  const host = await createProviderHost(config, db, { onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log });
   const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
   // Tokens of this server for its own pages and APIs (launch API), revocation included.
   const verifyAccessToken = async (token: string) => {
@@ -143,7 +146,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const audit = createAuditStore(db, checkpointSigner(db, keyPolicy(config)));
+  const audit = createAuditStore(db, { ...checkpointSigner(db, keyPolicy(config)), log: (message, err) => logger.log('error', message, { err }) });
   const readersOfTrail = auditTrailReaders(db);
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
@@ -223,8 +226,9 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   });
 
   app.use(requestId);
+  app.use(logger.requests);
   app.use(metrics.middleware);
-  app.use(errorBoundary);
+  app.use(errorBoundary(logger));
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
   app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
@@ -290,7 +294,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     },
   }));
   app.use(host.middleware);
-  return { config, db, host, audit, metrics, app };
+  return { logger, config, db, host, audit, metrics, app };
 }
 
 export interface RunningServer extends AppContext {
@@ -306,9 +310,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
   if (config.demo) await seedDemoData(db);
   if (!config.fhirUpstreamUrl) await seedDemoResources(db);
   const context = await createApp(config, db);
-  const forwarder = config.auditForwardUrl ? startAuditForwarder(db, { url: config.auditForwardUrl }) : undefined;
+  const forwarder = config.auditForwardUrl
+    ? startAuditForwarder(db, { url: config.auditForwardUrl, log: (message) => context.logger.log('warn', `audit forwarding: ${message}`) })
+    : undefined;
   const purge = setInterval(() => {
-    Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge()]).catch((err) => console.error('smart-auth: purging expired rows failed:', err));
+    Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge()]).catch((err) => context.logger.log('error', 'purging expired rows failed', { err }));
   }, 10 * 60 * 1000);
   purge.unref();
   const server = config.tls

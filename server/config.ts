@@ -1,6 +1,7 @@
 // Every setting of smart-auth, typed, read once from the environment and validated at start.
 // README lists them; keep the two in step.
 import { existsSync } from 'node:fs';
+import type { LogLevel } from './ops/log.ts';
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
 import { CONFIDENTIALITY_SCALE, isPurposeOfUse, type ConfidentialityCode } from './hcs/codes.ts';
 
@@ -40,6 +41,8 @@ export interface Config {
   /** Requests per minute per client address at POST /token and POST /register, per instance; beyond: 429. */
   rateLimitTokenPerMinute: number;
   rateLimitRegisterPerMinute: number;
+  /** Structured JSON logs on stdout from this level up. */
+  logLevel: LogLevel;
   /** Trust X-Forwarded-* headers (set when a reverse proxy terminates TLS in front of the server). */
   trustProxy: boolean;
   /** Serve HTTPS directly with this certificate and key (PEM files); TLS 1.2 at least. */
@@ -193,6 +196,7 @@ export function loadConfig(env: Env = process.env): Config {
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
     trustProxy: boolean(env, 'TRUST_PROXY', false),
+    logLevel: choice(env, 'LOG_LEVEL', 'info', ['debug', 'info', 'warn', 'error', 'silent'] as const),
     loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),
     loginFailureWindow: integer(env, 'LOGIN_FAILURE_WINDOW', 900, 1, 86400),
     loginLockSeconds: integer(env, 'LOGIN_LOCK_SECONDS', 900, 1, 86400),

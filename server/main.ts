@@ -15,9 +15,10 @@ async function main() {
     if (demoAccounts) throw new ConfigError('refusing to start with NODE_ENV=production: the database holds enabled demo accounts (disable them with `smart-auth user disable <name>`)');
   }
   const running = await startServer(config);
-  console.log(`smart-auth listening on ${config.host}:${running.server.address() && (running.server.address() as { port: number }).port}; issuer ${config.issuer}; FHIR base ${config.fhirBase}${config.demo ? ' (demo mode)' : ''}`);
+  const { port } = running.server.address() as { port: number };
+  running.logger.log('info', `smart-auth listening on ${config.host}:${port}`, { issuer: config.issuer, fhir_base: config.fhirBase, demo: config.demo });
   const stop = async (signal: string) => {
-    console.log(`${signal}: finishing requests in flight, then stopping`);
+    running.logger.log('info', `${signal}: finishing requests in flight, then stopping`);
     await running.close();
     process.exit(0);
   };

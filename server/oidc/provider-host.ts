@@ -10,7 +10,7 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { ensureSigningKeys, loadKeyRing, type KeyPolicy, type KeyRing } from './keys.ts';
-import { createProvider } from './provider.ts';
+import { createProvider, defaultLog, type ProviderDeps } from './provider.ts';
 
 /** id tokens live an hour; a retired key stays published as long as the longest-lived token it signed. */
 const ID_TOKEN_TTL = 3600;
@@ -46,7 +46,7 @@ export interface ProviderHost {
   close(): void;
 }
 
-export async function createProviderHost(config: Config, db: Db, hooks: { onTokenIssued?: (grantType: string) => void } = {}): Promise<ProviderHost> {
+export async function createProviderHost(config: Config, db: Db, hooks: Pick<ProviderDeps, 'onTokenIssued' | 'log'> = {}): Promise<ProviderHost> {
   const policy = keyPolicy(config);
   await ensureSigningKeys(db, policy);
 
@@ -74,7 +74,7 @@ export async function createProviderHost(config: Config, db: Db, hooks: { onToke
     const delay = Math.min(config.keyRefreshInterval, untilChange) * 1000;
     timer = setTimeout(() => {
       refresh()
-        .catch((err) => console.error('smart-auth: reloading signing keys failed; keeping the current ones:', err))
+        .catch((err) => (hooks.log ?? defaultLog)('error', 'reloading signing keys failed; keeping the current ones', { err }))
         .finally(schedule);
     }, delay);
     timer.unref();

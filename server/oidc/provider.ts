@@ -17,6 +17,7 @@ import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metad
 import { jwtTokenEndpoints } from './introspection.ts';
 import { recordTokenGrant } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
+import type { Logger } from '../ops/log.ts';
 import { publicJwk } from './keys.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
@@ -30,7 +31,11 @@ export interface ProviderDeps {
   jwks: { keys: JWK[] };
   /** Told of every access token handed out (metrics). */
   onTokenIssued?: (grantType: string) => void;
+  log?: Logger['log'];
 }
+
+/** Where failures that cannot fail a request go when no logger is given (the CLI). */
+export const defaultLog: Logger['log'] = (level, message, fields) => console.error(`smart-auth ${level}: ${message}`, fields?.err ?? '');
 
 const isAuthorizationRoute = (ctx: KoaContextWithOIDC) =>
   ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request';
@@ -72,7 +77,7 @@ async function scopeInRegistrationResponses(ctx: KoaContextWithOIDC, next: () =>
   ctx.body = { ...rest, scope };
 }
 
-export function createProvider({ config, db, jwks, onTokenIssued }: ProviderDeps): Provider {
+export function createProvider({ config, db, jwks, onTokenIssued, log = defaultLog }: ProviderDeps): Provider {
   // Outside production, apps and backend services on this machine may publish their keys on http://localhost.
   const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
   const configuration: Configuration = {
@@ -297,13 +302,13 @@ export function createProvider({ config, db, jwks, onTokenIssued }: ProviderDeps
   });
   // A client deleted through RFC 7592 takes its grants along, as `client remove` and the portal do.
   provider.on('registration_delete.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => {
-    endClientGrants(db, client.clientId).catch((err) => console.error('smart-auth: ending the grants of a deleted client failed:', err));
+    endClientGrants(db, client.clientId).catch((err) => log('error', 'ending the grants of a deleted client failed', { err }));
     recordRegistration(ctx, 'delete', client.clientId);
   });
   // Registration changes through RFC 7591/7592 (events cannot hold up the answer: a failure is logged).
   const recordRegistration = (ctx: KoaContextWithOIDC, change: 'create' | 'update' | 'delete', clientId: string) => {
     audit.append(clientRegistrationChanged({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, change, clientId, by: { clientId } }))
-      .catch((err) => console.error('smart-auth: recording a registration change failed:', err));
+      .catch((err) => log('error', 'recording a registration change failed', { err }));
   };
   provider.on('registration_create.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'create', client.clientId));
   provider.on('registration_update.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'update', client.clientId));

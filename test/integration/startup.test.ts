@@ -29,6 +29,14 @@ describe('server process', () => {
     assert.match(proc.output(), /listening/);
     const doc = await (await fetch(`http://127.0.0.1:${port}/.well-known/smart-configuration`)).json();
     assert.equal(doc.issuer, `http://localhost:${port}`);
+    await fetch(`http://127.0.0.1:${port}/fhir/Patient?access_token=secret-in-query`, { headers: { 'x-request-id': 'log-line-1' } });
+    await new Promise((r) => setTimeout(r, 100));
+    const lines = proc.output().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    const logged = lines.find((l) => l.request_id === 'log-line-1');
+    assert.ok(logged, 'one JSON line per request, with its request id');
+    assert.equal(logged.path, '/fhir/Patient');
+    assert.equal(logged.status, 401);
+    assert.ok(!proc.output().includes('secret-in-query'), 'no query strings, no tokens in the logs');
     proc.child.kill('SIGTERM');
     assert.equal(await proc.exited, 0);
   });

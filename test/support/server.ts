@@ -30,7 +30,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   const dir = mkdtempSync(join(tmpdir(), 'smart-auth-test-'));
   const issuer = `http://127.0.0.1:${port}`;
   const config = loadConfig({
-    PORT: String(port), HOST: '127.0.0.1', ISSUER: issuer, DATABASE_URL: `sqlite:${join(dir, 'test.sqlite')}`, ...env,
+    PORT: String(port), HOST: '127.0.0.1', ISSUER: issuer, DATABASE_URL: `sqlite:${join(dir, 'test.sqlite')}`, LOG_LEVEL: 'warn', ...env,
   });
   const running = await startServer(config);
   return {

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../../server/config.ts';
+import { openDatabase } from '../../server/db.ts';
 import { startServer, type RunningServer } from '../../server/app.ts';
 import { addClient, type NewClient } from '../../server/oidc/clients.ts';
 
@@ -25,14 +27,50 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * TEST_DATABASE=postgres runs the servers on PostgreSQL (127.0.0.1:5432, database `test`, or
+ * TEST_POSTGRES_URL), each in a schema of its own; otherwise each gets a fresh SQLite file.
+ */
+async function testDatabase(dir: string): Promise<{ url: string; drop(): Promise<void> }> {
+  if (process.env.TEST_DATABASE !== 'postgres') return { url: `sqlite:${join(dir, 'test.sqlite')}`, drop: async () => {} };
+  const base = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const schema = `t_${randomBytes(6).toString('hex')}`;
+  const admin = openDatabase(base);
+  try {
+    await admin.raw(`create schema ${schema}`);
+  } finally {
+    await admin.destroy();
+  }
+  return {
+    url: `${base}?options=${encodeURIComponent(`-c search_path=${schema}`)}`,
+    async drop() {
+      const cleanup = openDatabase(base);
+      try {
+        await cleanup.raw(`drop schema if exists ${schema} cascade`);
+      } finally {
+        await cleanup.destroy();
+      }
+    },
+  };
+}
+
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'smart-auth-test-'));
   const issuer = `http://127.0.0.1:${port}`;
-  const config = loadConfig({
-    PORT: String(port), HOST: '127.0.0.1', ISSUER: issuer, DATABASE_URL: `sqlite:${join(dir, 'test.sqlite')}`, LOG_LEVEL: 'warn', ...env,
-  });
-  const running = await startServer(config);
+  const database = await testDatabase(dir);
+  let running: RunningServer;
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig({
+      PORT: String(port), HOST: '127.0.0.1', ISSUER: issuer, DATABASE_URL: database.url, LOG_LEVEL: 'warn', ...env,
+    });
+    running = await startServer(config);
+  } catch (err) {
+    await database.drop();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     ...running,
     issuer,
@@ -44,6 +82,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     },
     async stop() {
       await running.close();
+      await database.drop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

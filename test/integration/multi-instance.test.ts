@@ -1,0 +1,114 @@
+// Two smart-auth processes on one PostgreSQL database, as behind a load balancer: a flow started at one
+// finishes at the other; revocation, replay detection, key rotation and the audit chain are shared.
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { freePort } from '../support/server.ts';
+import { startScript, type ChildServer } from '../support/processes.ts';
+import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { loadConfig } from '../../server/config.ts';
+import { migrate, openDatabase, type Db } from '../../server/db.ts';
+import { addClient } from '../../server/oidc/clients.ts';
+import { checkpointSigner, rotateSigningKeys } from '../../server/oidc/keys.ts';
+import { createToolProvider, keyPolicy } from '../../server/oidc/provider-host.ts';
+import { createAuditStore } from '../../server/audit/audit-store.ts';
+
+const BASE = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+describe('several instances on PostgreSQL', function () {
+  this.timeout(60_000);
+  let admin: Db;
+  let schema: string;
+  let db: Db;
+  let a: ChildServer;
+  let b: ChildServer;
+  let urlA: string;
+  let urlB: string;
+  let env: Record<string, string>;
+
+  before(async function () {
+    admin = openDatabase(BASE);
+    try {
+      await admin.raw('select 1');
+    } catch {
+      await admin.destroy();
+      if (process.env.CI) throw new Error(`PostgreSQL is required in CI (${BASE})`);
+      this.skip();
+    }
+    schema = `mi_${randomBytes(5).toString('hex')}`;
+    await admin.raw(`create schema ${schema}`);
+    const [portA, portB] = [await freePort(), await freePort()];
+    urlA = `http://127.0.0.1:${portA}`;
+    urlB = `http://127.0.0.1:${portB}`;
+    env = {
+      DATABASE_URL: `${BASE}?options=${encodeURIComponent(`-c search_path=${schema}`)}`, ISSUER: urlA, HOST: '127.0.0.1',
+      COOKIE_SECRETS: 'multi-instance-cookie-secret-0123456789abcdef', KEY_ROTATION_DELAY: '2', KEY_REFRESH_INTERVAL: '1', LOG_LEVEL: 'info',
+      REVOCATION_CACHE_MS: '0',
+    };
+    db = openDatabase(env.DATABASE_URL);
+    await migrate(db);
+    a = await startScript('server/main.ts', { ...env, PORT: String(portA) }, /listening/);
+    b = await startScript('server/main.ts', { ...env, PORT: String(portB) }, /listening/);
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await db?.destroy();
+    if (schema) await admin.raw(`drop schema if exists ${schema} cascade`);
+    await admin?.destroy();
+  });
+
+  const config = () => loadConfig(env);
+  const client = async (input: Parameters<typeof addClient>[2]) => addClient(db, await createToolProvider(config(), db), input);
+
+  it('authorizes at one instance and exchanges the code at the other; refreshes and revokes across them', async () => {
+    const app = await client({ name: 'spread', redirectUris: ['http://127.0.0.1:9999/callback'], auth: { kind: 'secret' } });
+    const creds = { client_id: String(app.client_id), client_secret: String(app.client_secret), redirect_uri: 'http://127.0.0.1:9999/callback' };
+    const launch = await authorize({ server: { issuer: urlA, fhirBase: `${urlA}/fhir` }, client: creds, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2' });
+    const exchanged = await exchangeCode(urlB, launch, creds);
+    assert.equal(exchanged.res.status, 200, JSON.stringify(exchanged.body));
+    assert.equal(exchanged.body.patient, 'pat-2');
+    const read = await fetch(`${urlB}/fhir/Patient/pat-2`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } });
+    assert.equal(read.status, 200, 'a token of instance A works at instance B');
+
+    const basic = `Basic ${Buffer.from(`${creds.client_id}:${creds.client_secret}`).toString('base64')}`;
+    const revoked = await fetch(`${urlA}/revoke`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: exchanged.body.refresh_token }) });
+    assert.equal(revoked.status, 200);
+    const introspected = await (await fetch(`${urlB}/introspect`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: exchanged.body.access_token }) })).json();
+    assert.deepEqual(introspected, { active: false }, 'revoked at A, inactive at B');
+    assert.equal((await fetch(`${urlB}/fhir/Patient/pat-2`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } })).status, 401);
+  });
+
+  it('accepts a client assertion once, even replayed at both instances at the same time', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: true });
+    const backend = await client({ name: 'replay', redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs', auth: { kind: 'jwks', jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'k', alg: 'ES384' }] } } });
+    const id = String(backend.client_id);
+    const now = Math.floor(Date.now() / 1000);
+    const assertion = await new SignJWT({ iss: id, sub: id, aud: `${urlA}/token`, jti: randomUUID(), iat: now, exp: now + 240 }).setProtectedHeader({ alg: 'ES384', kid: 'k', typ: 'JWT' }).sign(privateKey);
+    const body = { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion };
+    const results = await Promise.all([urlA, urlB, urlA, urlB, urlA, urlB].map((url) => tokenRequest(url, body)));
+    assert.deepEqual(results.map((r) => r.res.status).sort(), [200, 401, 401, 401, 401, 401]);
+  });
+
+  it('rotates a key at one and both sign with it after the delay; tokens of either verify at the other', async () => {
+    const rotated = await rotateSigningKeys(db, keyPolicy(config()));
+    const kid = rotated.find((k) => k.alg === 'ES256')!.kid;
+    await new Promise((r) => setTimeout(r, 3500));
+    const reader = await client({ name: 'rotation', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
+    const creds = { client_id: String(reader.client_id), client_secret: String(reader.client_secret) };
+    for (const [issuedAt, usedAt] of [[urlA, urlB], [urlB, urlA]]) {
+      const { body } = await tokenRequest(issuedAt, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, creds);
+      assert.equal(decodeJwt(body.access_token).header.kid, kid, `${issuedAt} signs with the new key`);
+      assert.equal((await fetch(`${usedAt}/fhir/Patient/pat-1`, { headers: { authorization: `Bearer ${body.access_token}` } })).status, 200);
+    }
+  });
+
+  it('keeps one valid audit chain with both instances writing', async () => {
+    const reader = await client({ name: 'load', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
+    const { body } = await tokenRequest(urlA, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { client_id: String(reader.client_id), client_secret: String(reader.client_secret) });
+    const statuses = await Promise.all(Array.from({ length: 40 }, (_, i) => fetch(`${i % 2 ? urlA : urlB}/fhir/Patient/pat-1`, { headers: { authorization: `Bearer ${body.access_token}` } }).then((r) => r.status)));
+    assert.ok(statuses.every((s) => s === 200), `no 5xx: ${statuses}`);
+    const verified = await createAuditStore(db, checkpointSigner(db, keyPolicy(config()))).verify();
+    assert.equal(verified.ok, true, JSON.stringify(verified));
+  });
+});

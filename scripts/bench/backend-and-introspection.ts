@@ -4,14 +4,9 @@
 // Baselines measured in the same run: a discovery GET (the HTTP floor) and, in process, a plain
 // local JWT verification of the same access tokens.
 //   node --import tsx scripts/bench/backend-and-introspection.ts [requests=3000] [connections=10]
-import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
-import { loadConfig } from '../../server/config.ts';
-import { migrate, openDatabase } from '../../server/db.ts';
-import { addClient } from '../../server/oidc/clients.ts';
-import { createToolProvider } from '../../server/oidc/provider-host.ts';
-import { load, report, startServerProcess } from './lib.ts';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { load, registerBenchClients, report, startServerProcess } from './lib.ts';
 
 const total = Number(process.argv[2] ?? 3000);
 const connections = Number(process.argv[3] ?? 10);
@@ -20,24 +15,8 @@ const form = (data: Record<string, string>) => new URLSearchParams(data).toStrin
 
 const server = await startServerProcess();
 try {
-  // Register a backend service and a resource server in the server's database, as the CLI does.
-  const config = loadConfig(server.env);
-  const db = openDatabase(server.databaseUrl);
-  await migrate(db);
-  const provider = await createToolProvider(config, db);
-  const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: true });
-  const backend = await addClient(db, provider, {
-    name: 'bench backend', redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs system/Observation.rs',
-    auth: { kind: 'jwks', jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES384' }] } },
-  });
-  const rs = await addClient(db, provider, { name: 'bench resource server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-  await db.destroy();
-  const clientId = String(backend.client_id);
-
-  const now = Math.floor(Date.now() / 1000);
-  const assertion = () => new SignJWT({ iss: clientId, sub: clientId, aud: `${server.url}/token`, jti: randomUUID(), iat: now, exp: now + 280 })
-    .setProtectedHeader({ alg: 'ES384', kid: 'bench', typ: 'JWT' }).sign(privateKey);
-  const assertions = await Promise.all(Array.from({ length: total + 70 }, assertion));
+  const clients = await registerBenchClients(server, 'system/Patient.rs system/Observation.rs');
+  const assertions = await Promise.all(Array.from({ length: total + 70 }, clients.backend.assertion));
   const tokenRequest = (i: number) => ({
     method: 'POST', path: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: form({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertions[i] }),
@@ -53,7 +32,7 @@ try {
     const { body, headers } = tokenRequest(total + 50 + i);
     accessTokens.push((await (await fetch(`${server.url}/token`, { method: 'POST', headers, body })).json()).access_token);
   }
-  const basic = `Basic ${Buffer.from(`${encodeURIComponent(String(rs.client_id))}:${encodeURIComponent(String(rs.client_secret))}`).toString('base64')}`;
+  const basic = `Basic ${Buffer.from(`${encodeURIComponent(clients.resourceServer.clientId)}:${encodeURIComponent(clients.resourceServer.clientSecret)}`).toString('base64')}`;
   const introspections = await load(server.url, total, connections, (i) => ({
     method: 'POST', path: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
     body: form({ token: accessTokens[i % accessTokens.length] }),

@@ -4,18 +4,12 @@
 //     cache, and by introspection (every request, and trusting an answer for 30 s);
 //   - smart-auth's bundled /fhir, guard and store in one process (local verification, cache, revocation check).
 //   node --import tsx scripts/bench/guard.ts [requests=3000] [connections=10]
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { loadConfig } from '../../server/config.ts';
-import { migrate, openDatabase } from '../../server/db.ts';
-import { addClient } from '../../server/oidc/clients.ts';
-import { createToolProvider } from '../../server/oidc/provider-host.ts';
 import { freePort } from '../../test/support/server.ts';
 import { startScript } from '../../test/support/processes.ts';
-import { load, report, startServerProcess } from './lib.ts';
+import { load, registerBenchClients, report, startServerProcess } from './lib.ts';
 
 const total = Number(process.argv[2] ?? 3000);
 const connections = Number(process.argv[3] ?? 10);
@@ -39,23 +33,9 @@ const proxies = await Promise.all(variants.map(async (v) => {
 const issuer = await startServerProcess({ ADDITIONAL_FHIR_BASES: proxies.map((v) => v.base).join(',') });
 const stops: (() => Promise<void>)[] = [() => issuer.stop(), () => upstream.stop()];
 try {
-  const config = loadConfig(issuer.env);
-  const db = openDatabase(issuer.databaseUrl);
-  await migrate(db);
-  const provider = await createToolProvider(config, db);
-  const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: true });
-  const backend = await addClient(db, provider, {
-    name: 'bench reader', redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs',
-    auth: { kind: 'jwks', jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES384' }] } },
-  });
-  const rs = await addClient(db, provider, { name: 'bench guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-  await db.destroy();
-
-  const clientId = String(backend.client_id);
+  const clients = await registerBenchClients(issuer, 'system/Patient.rs');
   async function tokenFor(resource: string): Promise<string> {
-    const now = Math.floor(Date.now() / 1000);
-    const assertion = await new SignJWT({ iss: clientId, sub: clientId, aud: `${issuer.url}/token`, jti: randomUUID(), iat: now, exp: now + 280 })
-      .setProtectedHeader({ alg: 'ES384', kid: 'bench', typ: 'JWT' }).sign(privateKey);
+    const assertion = await clients.backend.assertion();
     const res = await fetch(`${issuer.url}/token`, {
       method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', resource, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }),
@@ -68,7 +48,7 @@ try {
   for (const v of proxies) {
     const proxy = await startScript('scripts/guard-proxy.ts', {
       PORT: String(v.port), HOST: '127.0.0.1', ISSUER: issuer.url, FHIR_BASE_URL: v.base, FHIR_UPSTREAM_URL: upstreamUrl,
-      INTROSPECTION_CLIENT_ID: String(rs.client_id), INTROSPECTION_CLIENT_SECRET: String(rs.client_secret), ...v.env,
+      INTROSPECTION_CLIENT_ID: clients.resourceServer.clientId, INTROSPECTION_CLIENT_SECRET: clients.resourceServer.clientSecret, ...v.env,
     }, /listening/);
     stops.unshift(() => proxy.stop());
   }

@@ -4,7 +4,13 @@ import { Agent, request } from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { freePort } from '../../test/support/server.ts';
+import { loadConfig } from '../../server/config.ts';
+import { migrate, openDatabase } from '../../server/db.ts';
+import { addClient } from '../../server/oidc/clients.ts';
+import { createToolProvider } from '../../server/oidc/provider-host.ts';
 
 export interface ServerProcess {
   url: string;
@@ -86,4 +92,41 @@ export async function load(baseUrl: string, total: number, connections: number, 
 
 export function report(name: string, r: LoadResult) {
   console.log(`${name.padEnd(52)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(1).padStart(6)} ms  p99 ${r.p99.toFixed(1).padStart(6)} ms  statuses ${JSON.stringify(r.statuses)}`);
+}
+
+export interface BenchClients {
+  /** A backend service (ES384 private_key_jwt) and a fresh client assertion of it for each call. */
+  backend: { clientId: string; assertion(): Promise<string> };
+  /** A resource-server client that may introspect any token. */
+  resourceServer: { clientId: string; clientSecret: string };
+}
+
+/** Registers the clients a benchmark needs in the server's database, as the CLI does. */
+export async function registerBenchClients(server: ServerProcess, scope: string): Promise<BenchClients> {
+  const config = loadConfig(server.env);
+  const db = openDatabase(server.databaseUrl);
+  try {
+    await migrate(db);
+    const provider = await createToolProvider(config, db);
+    const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: true });
+    const backend = await addClient(db, provider, {
+      name: 'bench backend', redirectUris: [], grantTypes: ['client_credentials'], scope,
+      auth: { kind: 'jwks', jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES384' }] } },
+    });
+    const rs = await addClient(db, provider, { name: 'bench resource server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+    const clientId = String(backend.client_id);
+    return {
+      backend: {
+        clientId,
+        assertion: () => {
+          const now = Math.floor(Date.now() / 1000);
+          return new SignJWT({ iss: clientId, sub: clientId, aud: `${server.url}/token`, jti: randomUUID(), iat: now, exp: now + 280 })
+            .setProtectedHeader({ alg: 'ES384', kid: 'bench', typ: 'JWT' }).sign(privateKey);
+        },
+      },
+      resourceServer: { clientId: String(rs.client_id), clientSecret: String(rs.client_secret) },
+    };
+  } finally {
+    await db.destroy();
+  }
 }

@@ -15,9 +15,6 @@ describe('login and consent', () => {
   after(() => server.stop());
 
   async function loginPage(browser = new Browser()) {
-    const started = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs', browser, consent: () => [] })
-      .catch(() => undefined);
-    void started;
     const url = `${server.issuer}/authorize?${new URLSearchParams({
       response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: 'openid patient/*.rs launch/patient', state: 's',
       aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',

@@ -7,12 +7,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CompactSign, compactVerify, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
-import knexFactory from 'knex';
 import { migrate, openDatabase } from '../../server/db.ts';
 import { createAuditStore } from '../../server/audit/audit-store.ts';
+import { freshPostgresSchema, POSTGRES_URL } from '../support/postgres.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
-const PG_URL = process.env.DATABASE_URL_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** Runs the child until it has answered appends for ~`ms`, then SIGKILLs it; returns the ids it printed. */
 async function appendUntilKilled(databaseUrl: string, jwk: object, ms: number): Promise<{ ids: string[]; stderr: string }> {
@@ -88,24 +87,15 @@ describe('audit store after kill -9 under load', function () {
   });
 
   it('on PostgreSQL: the chain verifies and no answered append is lost', async function () {
-    const admin = knexFactory({ client: 'pg', connection: PG_URL, pool: { min: 0, max: 1 }, acquireConnectionTimeout: 3000 });
-    try {
-      await admin.raw('select 1');
-    } catch (err) {
-      await admin.destroy();
-      if (process.env.CI) throw new Error(`PostgreSQL is not reachable at ${PG_URL} (CI is set, so this fails): ${(err as Error).message}`);
-      console.log(`      (skipped: PostgreSQL is not reachable at ${PG_URL}; set DATABASE_URL_PG)`);
+    const pg = await freshPostgresSchema('audit_crash');
+    if (!pg) {
+      console.log(`      (skipped: PostgreSQL is not reachable at ${POSTGRES_URL}; set TEST_POSTGRES_URL)`);
       return this.skip();
     }
-    const schema = `audit_crash_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-    await admin.raw(`create schema ${schema}`);
     try {
-      const url = new URL(PG_URL);
-      url.searchParams.set('options', `-c search_path=${schema}`);
-      await crashAndCheck(url.toString());
+      await crashAndCheck(pg.url);
     } finally {
-      await admin.raw(`drop schema ${schema} cascade`);
-      await admin.destroy();
+      await pg.drop();
     }
   });
 });

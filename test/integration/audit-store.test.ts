@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { CompactSign, compactVerify, generateKeyPair, type CryptoKey } from 'jose';
-import knexFactory from 'knex';
+import { freshPostgresSchema, POSTGRES_URL } from '../support/postgres.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
 import { migrations } from '../../db/migrations/index.ts';
 import { AuditWriteError, createAuditStore, type AuditStoreOptions, type BatchInfo } from '../../server/audit/audit-store.ts';
@@ -59,31 +59,6 @@ const signWith = (privateKey: CryptoKey) => async (payload: object) =>
   new CompactSign(new TextEncoder().encode(JSON.stringify(payload))).setProtectedHeader({ alg: 'ES256', typ: 'audit-checkpoint+jwt' }).sign(privateKey);
 const verifyWith = (publicKey: CryptoKey) => async (jws: string) => JSON.parse(new TextDecoder().decode((await compactVerify(jws, publicKey)).payload)) as object;
 
-const PG_URL = process.env.DATABASE_URL_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-/** A fresh PostgreSQL schema (search_path set through the connection URL), or undefined when unreachable. */
-async function pgSchema(): Promise<{ url: string; drop(): Promise<void> } | undefined> {
-  const admin = knexFactory({ client: 'pg', connection: PG_URL, pool: { min: 0, max: 1 }, acquireConnectionTimeout: 3000 });
-  try {
-    await admin.raw('select 1');
-  } catch (err) {
-    await admin.destroy();
-    if (process.env.CI) throw new Error(`PostgreSQL is not reachable at ${PG_URL} (CI is set, so this fails): ${(err as Error).message}`);
-    return undefined;
-  }
-  const schema = `audit_test_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-  await admin.raw(`create schema ${schema}`);
-  const url = new URL(PG_URL);
-  url.searchParams.set('options', `-c search_path=${schema}`);
-  return {
-    url: url.toString(),
-    async drop() {
-      await admin.raw(`drop schema ${schema} cascade`);
-      await admin.destroy();
-    },
-  };
-}
-
 describe('audit store', () => {
   before(async () => {
     key = await generateKeyPair('ES256');
@@ -94,7 +69,7 @@ describe('audit store', () => {
     describe(dialect === 'sqlite' ? 'on SQLite' : 'on PostgreSQL', function () {
       let dir: string;
       let db: Db;
-      let pg: Awaited<ReturnType<typeof pgSchema>>;
+      let pg: Awaited<ReturnType<typeof freshPostgresSchema>>;
       let flushes: BatchInfo[];
       let store: AuditStore;
       let logged: unknown[];
@@ -103,8 +78,8 @@ describe('audit store', () => {
         createAuditStore(db, { sign: signWith(key.privateKey), verify: verifyWith(key.publicKey), onFlush: (b) => flushes.push(b), log: (_m, err) => logged.push(err), ...extra });
 
       before(async function () {
-        if (dialect === 'pg' && !(await pgSchema().then(async (probe) => { await probe?.drop(); return probe; }))) {
-          console.log(`      (skipped: PostgreSQL is not reachable at ${PG_URL}; set DATABASE_URL_PG)`);
+        if (dialect === 'pg' && !(await freshPostgresSchema('audit_test').then(async (probe) => { await probe?.drop(); return probe; }))) {
+          console.log(`      (skipped: PostgreSQL is not reachable at ${POSTGRES_URL}; set TEST_POSTGRES_URL)`);
           this.skip();
         }
       });
@@ -116,7 +91,7 @@ describe('audit store', () => {
           dir = mkdtempSync(join(tmpdir(), 'audit-store-'));
           db = openDatabase(`sqlite:${join(dir, 'audit.sqlite')}`);
         } else {
-          pg = await pgSchema();
+          pg = await freshPostgresSchema('audit_test');
           db = openDatabase(pg!.url);
         }
         await migrate(db);

@@ -1,9 +1,10 @@
 // Two smart-auth processes on one PostgreSQL database, as behind a load balancer: a flow started at one
 // finishes at the other; revocation, replay detection, key rotation and the audit chain are shared.
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { freePort } from '../support/server.ts';
+import { freshPostgresSchema, type PostgresSchema } from '../support/postgres.ts';
 import { startScript, type ChildServer } from '../support/processes.ts';
 import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { loadConfig } from '../../server/config.ts';
@@ -13,12 +14,9 @@ import { checkpointSigner, rotateSigningKeys } from '../../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../../server/oidc/provider-host.ts';
 import { createAuditStore } from '../../server/audit/audit-store.ts';
 
-const BASE = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
 describe('several instances on PostgreSQL', function () {
   this.timeout(60_000);
-  let admin: Db;
-  let schema: string;
+  let pg: PostgresSchema | undefined;
   let db: Db;
   let a: ChildServer;
   let b: ChildServer;
@@ -27,21 +25,14 @@ describe('several instances on PostgreSQL', function () {
   let env: Record<string, string>;
 
   before(async function () {
-    admin = openDatabase(BASE);
-    try {
-      await admin.raw('select 1');
-    } catch {
-      await admin.destroy();
-      if (process.env.CI) throw new Error(`PostgreSQL is required in CI (${BASE})`);
-      this.skip();
-    }
-    schema = `mi_${randomBytes(5).toString('hex')}`;
-    await admin.raw(`create schema ${schema}`);
+    const fresh = await freshPostgresSchema('mi');
+    if (!fresh) return this.skip();
+    pg = fresh;
     const [portA, portB] = [await freePort(), await freePort()];
     urlA = `http://127.0.0.1:${portA}`;
     urlB = `http://127.0.0.1:${portB}`;
     env = {
-      DATABASE_URL: `${BASE}?options=${encodeURIComponent(`-c search_path=${schema}`)}`, ISSUER: urlA, HOST: '127.0.0.1',
+      DATABASE_URL: pg.url, ISSUER: urlA, HOST: '127.0.0.1',
       COOKIE_SECRETS: 'multi-instance-cookie-secret-0123456789abcdef', KEY_ROTATION_DELAY: '2', KEY_REFRESH_INTERVAL: '1', LOG_LEVEL: 'info',
       REVOCATION_CACHE_MS: '0',
     };
@@ -54,8 +45,7 @@ describe('several instances on PostgreSQL', function () {
     await a?.stop();
     await b?.stop();
     await db?.destroy();
-    if (schema) await admin.raw(`drop schema if exists ${schema} cascade`);
-    await admin?.destroy();
+    await pg?.drop();
   });
 
   const config = () => loadConfig(env);

@@ -3,9 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../../server/config.ts';
-import { openDatabase } from '../../server/db.ts';
+import { freshPostgresSchema, POSTGRES_URL, type PostgresSchema } from './postgres.ts';
 import { startServer, type RunningServer } from '../../server/app.ts';
 import { addClient, type NewClient } from '../../server/oidc/clients.ts';
 
@@ -28,30 +27,14 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * TEST_DATABASE=postgres runs the servers on PostgreSQL (127.0.0.1:5432, database `test`, or
- * TEST_POSTGRES_URL), each in a schema of its own; otherwise each gets a fresh SQLite file.
+ * TEST_DATABASE=postgres runs the servers on PostgreSQL (see postgres.ts), each in a schema of its
+ * own; otherwise each gets a fresh SQLite file.
  */
-async function testDatabase(dir: string): Promise<{ url: string; drop(): Promise<void> }> {
+async function testDatabase(dir: string): Promise<PostgresSchema> {
   if (process.env.TEST_DATABASE !== 'postgres') return { url: `sqlite:${join(dir, 'test.sqlite')}`, drop: async () => {} };
-  const base = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-  const schema = `t_${randomBytes(6).toString('hex')}`;
-  const admin = openDatabase(base);
-  try {
-    await admin.raw(`create schema ${schema}`);
-  } finally {
-    await admin.destroy();
-  }
-  return {
-    url: `${base}?options=${encodeURIComponent(`-c search_path=${schema}`)}`,
-    async drop() {
-      const cleanup = openDatabase(base);
-      try {
-        await cleanup.raw(`drop schema if exists ${schema} cascade`);
-      } finally {
-        await cleanup.destroy();
-      }
-    },
-  };
+  const schema = await freshPostgresSchema('t');
+  if (!schema) throw new Error(`TEST_DATABASE=postgres but PostgreSQL is not reachable at ${POSTGRES_URL}`);
+  return schema;
 }
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {

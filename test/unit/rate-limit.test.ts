@@ -1,9 +1,8 @@
 // Request rate limits (in memory) and login throttling (in the database), with injected clocks.
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
-import { randomUUID } from 'node:crypto';
 import Koa from 'koa';
-import knexFactory from 'knex';
+import { freshPostgresSchema, POSTGRES_URL } from '../support/postgres.ts';
 import { createRateLimiter, rateLimit } from '../../server/limits/rate-limit.ts';
 import { createLoginThrottle, type LoginThrottle } from '../../server/limits/login-throttle.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
@@ -67,33 +66,6 @@ describe('rate limiter', () => {
   });
 });
 
-const PG_URL = process.env.DATABASE_URL_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-/** A fresh PostgreSQL schema, or undefined when PostgreSQL is not reachable (then those tests are skipped). */
-async function pgDatabase(): Promise<{ db: Db; drop(): Promise<void> } | undefined> {
-  const admin = knexFactory({ client: 'pg', connection: PG_URL, pool: { min: 0, max: 1 }, acquireConnectionTimeout: 3000 });
-  try {
-    await admin.raw('select 1');
-  } catch (err) {
-    await admin.destroy();
-    if (process.env.CI) throw new Error(`PostgreSQL is not reachable at ${PG_URL}: ${(err as Error).message}`);
-    return undefined;
-  }
-  const schema = `throttle_test_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-  await admin.raw(`create schema ${schema}`);
-  const url = new URL(PG_URL);
-  url.searchParams.set('options', `-c search_path=${schema}`);
-  const db = openDatabase(url.toString());
-  return {
-    db,
-    async drop() {
-      await db.destroy();
-      await admin.raw(`drop schema ${schema} cascade`);
-      await admin.destroy();
-    },
-  };
-}
-
 for (const dialect of ['sqlite', 'pg'] as const) describe(`login throttle on ${dialect === 'sqlite' ? 'SQLite' : 'PostgreSQL'}`, () => {
   let db: Db;
   let drop: () => Promise<void>;
@@ -106,12 +78,17 @@ for (const dialect of ['sqlite', 'pg'] as const) describe(`login throttle on ${d
       db = openDatabase('sqlite::memory:');
       drop = () => db.destroy();
     } else {
-      const pg = await pgDatabase();
+      const pg = await freshPostgresSchema('throttle_test');
       if (!pg) {
-        console.log(`      (PostgreSQL not reachable at ${PG_URL}: skipped)`);
+        console.log(`      (skipped: PostgreSQL is not reachable at ${POSTGRES_URL}; set TEST_POSTGRES_URL)`);
         return this.skip();
       }
-      ({ db, drop } = pg);
+      const pgDb = openDatabase(pg.url);
+      db = pgDb;
+      drop = async () => {
+        await pgDb.destroy();
+        await pg.drop();
+      };
     }
     await migrate(db);
     now = Date.UTC(2030, 0, 1);

@@ -14,6 +14,7 @@ import type { Db } from '../db.ts';
 import type { AuditEvent, AuditSearch, AuditStore, AuditVerification } from './types.ts';
 import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
 import { createHash } from 'node:crypto';
+import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
 
 export interface AuditStoreOptions {
   /** Signs a checkpoint or purge payload: a JWS compact serialization (the server's signing key). */
@@ -129,12 +130,6 @@ function prepare(event: AuditEvent, now: number): Prepared {
 
 // --- the group-commit writer (one per database handle in this process) --------------------------
 
-interface Waiter {
-  items: Prepared[];
-  resolve(): void;
-  reject(err: Error): void;
-}
-
 interface HeadRow { seq: number | string; hash: string; event_id: string | null }
 
 /** Locks the chain head for this transaction and reads it: the single-writer point. */
@@ -144,9 +139,8 @@ async function lockHead(trx: Knex.Transaction): Promise<ChainHead> {
     row = await trx('audit_chain_head').where('id', 1).forUpdate().first('seq', 'hash', 'event_id');
   } else {
     // SQLite: writing first takes the database write lock before anything is read (busy_timeout waits
-    // for other processes), so the read below cannot go stale.
-    await trx('audit_chain_head').where('id', 1).update({ seq: trx.raw('seq') });
-    row = await trx('audit_chain_head').where('id', 1).first('seq', 'hash', 'event_id');
+    // for other processes), so what it returns cannot be stale.
+    [row] = await trx('audit_chain_head').where('id', 1).update({ seq: trx.raw('seq') }, ['seq', 'hash', 'event_id']);
   }
   if (!row) throw new Error('the audit chain head is missing (run the migrations)');
   return { seq: Number(row.seq), hash: row.hash, eventId: row.event_id };
@@ -156,90 +150,91 @@ async function insertChunked(trx: Knex.Transaction, table: string, rows: object[
   for (let i = 0; i < rows.length; i += size) await trx(table).insert(rows.slice(i, i + size));
 }
 
-class ChainWriter {
-  private queue: Waiter[] = [];
-  private running: Promise<void> | null = null;
-  readonly listeners = new Set<(batch: BatchInfo) => void>();
+const isUniqueViolation = (err: unknown) => ['23505', 'SQLITE_CONSTRAINT'].includes(String((err as { code?: unknown })?.code));
 
-  constructor(private readonly db: Db) {}
+/** The appends of a batch that may be written: an id already in the chain, or twice in the batch, refuses that append only. */
+async function refuseDuplicates(trx: Knex.Transaction, batch: Prepared[][]): Promise<(Error | undefined)[]> {
+  const ids = batch.flat().map((i) => i.id);
+  const existing = new Set<string>();
+  for (let i = 0; i < ids.length; i += 500) {
+    for (const row of await trx('audit_events').whereIn('id', ids.slice(i, i + 500)).select('id')) existing.add(row.id);
+  }
+  const seen = new Set<string>();
+  return batch.map((items) => {
+    const clash = items.find((item, index) => existing.has(item.id) || seen.has(item.id) || items.findIndex((o) => o.id === item.id) !== index);
+    if (clash) return new AuditWriteError(`AuditEvent ${clash.id} is already in the audit trail`);
+    for (const item of items) seen.add(item.id);
+    return undefined;
+  });
+}
+
+/** Hashes the batch onto the chain and writes it; returns the new head. */
+async function writeChain(trx: Knex.Transaction, start: ChainHead, items: Prepared[]): Promise<ChainHead> {
+  let seq = start.seq;
+  let prev = start.hash;
+  let lastId = start.eventId ?? null;
+  const rows: object[] = [];
+  const terms: object[] = [];
+  for (const item of items) {
+    seq++;
+    const hash = chainHash(prev, item.eventHash);
+    rows.push({
+      seq, id: item.id, recorded_at: item.columns.recordedAt, type_code: item.columns.typeCode,
+      subtype_code: item.columns.subtypeCode, patient_id: item.columns.patientId, outcome: item.columns.outcome,
+      event: item.json, event_hash: item.eventHash, prev_hash: prev, hash,
+    });
+    for (const [kind, value] of item.terms) terms.push({ seq, kind, value });
+    prev = hash;
+    lastId = item.id;
+  }
+  if (!rows.length) return start;
+  await insertChunked(trx, 'audit_events', rows, 100);
+  await insertChunked(trx, 'audit_index', terms, 300);
+  await trx('audit_chain_head').where('id', 1).update({ seq, hash: prev, event_id: lastId });
+  return { seq, hash: prev, eventId: lastId };
+}
+
+/** Audit appends as a kind of group-committed write: each item is one append (its events, in order). */
+class ChainWriter implements WriteKind<Prepared[], void> {
+  readonly name = 'audit chain';
+  readonly listeners = new Set<(batch: BatchInfo) => void>();
+  private readonly commits: GroupCommit;
+
+  constructor(db: Db) {
+    this.commits = groupCommitFor(db);
+  }
 
   append(items: Prepared[]): Promise<void> {
-    if (!items.length) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ items, resolve, reject });
-      if (!this.running) this.running = this.run();
-    });
+    return items.length ? this.commits.submit(this, items) : Promise.resolve();
   }
 
-  /** Resolves once nothing is queued or being written. */
-  async idle(): Promise<void> {
-    while (this.running) await this.running;
+  idle(): Promise<void> {
+    return this.commits.idle();
   }
 
-  private async run(): Promise<void> {
+  /** Ids are random UUIDs: a clash is a caller's mistake, looked for only when the insert fails (then writeAlone runs). */
+  async write(trx: Knex.Transaction, batch: Prepared[][], refused: (Error | undefined)[] = batch.map(() => undefined)): Promise<Outcomes<void>> {
+    const head = await writeChain(trx, await lockHead(trx), batch.flatMap((items, i) => (refused[i] ? [] : items)));
+    return { outcomes: refused.map((err) => err ?? undefined), committed: () => this.notify(batch, refused, head) };
+  }
+
+  async writeAlone(db: Db, batch: Prepared[][]): Promise<Outcomes<void>> {
     try {
-      // Let the appends of this turn of the event loop join the first batch.
-      await new Promise((resolve) => setImmediate(resolve));
-      while (this.queue.length) await this.flush(this.queue.splice(0));
-    } finally {
-      this.running = null;
-    }
-  }
-
-  private async flush(batch: Waiter[]): Promise<void> {
-    const refused = new Map<Waiter, Error>();
-    let written: Waiter[] = [];
-    let head: ChainHead;
-    try {
-      head = await this.db.transaction(async (trx) => {
-        const start = await lockHead(trx);
-        // An id already in the chain (or twice in this batch) refuses that append only, not the batch.
-        const ids = batch.flatMap((w) => w.items.map((i) => i.id));
-        const existing = new Set<string>();
-        for (let i = 0; i < ids.length; i += 500) {
-          for (const row of await trx('audit_events').whereIn('id', ids.slice(i, i + 500)).select('id')) existing.add(row.id);
-        }
-        const seen = new Set<string>();
-        written = batch.filter((w) => {
-          const clash = w.items.find((item, index) => existing.has(item.id) || seen.has(item.id) || w.items.findIndex((o) => o.id === item.id) !== index);
-          if (clash) {
-            refused.set(w, new AuditWriteError(`AuditEvent ${clash.id} is already in the audit trail`));
-            return false;
-          }
-          for (const item of w.items) seen.add(item.id);
-          return true;
-        });
-        let seq = start.seq;
-        let prev = start.hash;
-        let lastId = start.eventId ?? null;
-        const rows: object[] = [];
-        const terms: object[] = [];
-        for (const item of written.flatMap((w) => w.items)) {
-          seq++;
-          const hash = chainHash(prev, item.eventHash);
-          rows.push({
-            seq, id: item.id, recorded_at: item.columns.recordedAt, type_code: item.columns.typeCode,
-            subtype_code: item.columns.subtypeCode, patient_id: item.columns.patientId, outcome: item.columns.outcome,
-            event: item.json, event_hash: item.eventHash, prev_hash: prev, hash,
-          });
-          for (const [kind, value] of item.terms) terms.push({ seq, kind, value });
-          prev = hash;
-          lastId = item.id;
-        }
-        if (!rows.length) return start;
-        await insertChunked(trx, 'audit_events', rows, 100);
-        await insertChunked(trx, 'audit_index', terms, 300);
-        await trx('audit_chain_head').where('id', 1).update({ seq, hash: prev, event_id: lastId });
-        return { seq, hash: prev, eventId: lastId };
-      });
+      try {
+        return await db.transaction((trx) => this.write(trx, batch));
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        const refused = await db.transaction((trx) => refuseDuplicates(trx, batch));
+        return await db.transaction((trx) => this.write(trx, batch, refused));
+      }
     } catch (err) {
-      const failure = new AuditWriteError(`the audit store could not write ${batch.length} append(s): ${(err as Error)?.message ?? err}`, { cause: err });
-      for (const w of batch) w.reject(failure);
-      return;
+      throw new AuditWriteError(`the audit store could not write ${batch.length} append(s): ${(err as Error)?.message ?? err}`, { cause: err });
     }
-    for (const w of written) w.resolve();
-    for (const [w, err] of refused) w.reject(err);
-    const info: BatchInfo = { events: written.reduce((n, w) => n + w.items.length, 0), appends: written.length, head };
+  }
+
+  private notify(batch: Prepared[][], refused: (Error | undefined)[], head: ChainHead) {
+    const written = batch.filter((_, i) => !refused[i]);
+    const info: BatchInfo = { events: written.reduce((n, items) => n + items.length, 0), appends: written.length, head };
     for (const listener of this.listeners) {
       try {
         listener(info);

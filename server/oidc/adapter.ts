@@ -4,15 +4,32 @@ import { errors } from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { noteRevocation } from './revocation.ts';
+import { cachedClient, forgetClient } from './client-cache.ts';
+import { groupCommitFor, type WriteKind } from '../group-commit.ts';
 
 const TABLE = 'oidc_payloads';
 
-function isUniqueViolation(err: unknown): boolean {
-  const e = err as { code?: string; errno?: number };
-  return e.code === '23505' || e.code === 'SQLITE_CONSTRAINT' || e.errno === 19;
-}
+type PayloadRow = Record<string, unknown> & { model: string; id: string };
 
-export function knexAdapterFactory(db: Db) {
+/**
+ * Stores each client assertion jti once and tells which were new. The primary key makes "seen this
+ * jti" atomic, also across instances (oidc-provider's own check is find-then-save, which races), and
+ * group commit lets concurrent token requests share one transaction. Within a batch the first wins.
+ */
+const firstUse: WriteKind<PayloadRow, boolean> = {
+  name: 'client assertion jtis',
+  async write(trx, rows) {
+    const first = new Map<string, number>();
+    rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });
+    const inserted: { id: string }[] = await trx(TABLE).insert([...first.values()].map((i) => rows[i])).onConflict(['model', 'id']).ignore().returning('id');
+    const fresh = new Set(inserted.map((r) => r.id));
+    return { outcomes: rows.map((row, i) => first.get(row.id) === i && fresh.has(row.id)) };
+  },
+};
+
+/** `clientCacheMs`: how long client metadata read from the database is reused (see client-cache.ts). */
+export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheMs?: number } = {}) {
+  const commits = groupCommitFor(db);
   return class KnexAdapter implements Adapter {
     constructor(private readonly model: string) {}
 
@@ -35,17 +52,11 @@ export function knexAdapterFactory(db: Db) {
         expires_at: expiresIn ? nowSeconds() + expiresIn : null,
       };
       if (this.model === 'ReplayDetection') {
-        // A plain INSERT: the primary key makes "seen this jti" atomic, even across
-        // instances. oidc-provider's own check is find-then-save, which races.
-        try {
-          await db(TABLE).insert(row);
-        } catch (err) {
-          if (isUniqueViolation(err)) throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
-          throw err;
-        }
+        if (!(await commits.submit(firstUse, row))) throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
         return;
       }
       await db(TABLE).insert(row).onConflict(['model', 'id']).merge();
+      if (this.model === 'Client') forgetClient(db, id);
     }
 
     private static parse(row: { payload: string; consumed_at: number | string | null } | undefined): AdapterPayload | undefined {
@@ -55,6 +66,13 @@ export function knexAdapterFactory(db: Db) {
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
+      // oidc-provider looks a jti up before saving it; the insert alone decides (see firstUse).
+      if (this.model === 'ReplayDetection') return undefined;
+      if (this.model === 'Client') return cachedClient(db, id, clientCacheMs, () => this.findStored(id));
+      return this.findStored(id);
+    }
+
+    private async findStored(id: string): Promise<AdapterPayload | undefined> {
       return KnexAdapter.parse(await this.live().andWhere('id', id).first('payload', 'consumed_at'));
     }
 
@@ -72,6 +90,7 @@ export function knexAdapterFactory(db: Db) {
 
     async destroy(id: string): Promise<void> {
       await db(TABLE).where({ model: this.model, id }).delete();
+      if (this.model === 'Client') forgetClient(db, id);
     }
 
     async revokeByGrantId(grantId: string): Promise<void> {

@@ -1,0 +1,109 @@
+// Group commit: writes that arrive while a transaction is in flight wait, and then go together in the
+// next one, so N concurrent writers pay for one commit (one fsync on SQLite) instead of N. Writes of
+// different kinds (audit records, client assertion jtis) share that transaction. Each submitted item
+// settles with its own outcome.
+import type { Knex } from 'knex';
+import type { Db } from './db.ts';
+
+/** What a kind of write does with the items of one batch; one outcome per item, in order. */
+export interface Outcomes<R> {
+  outcomes: (R | Error)[];
+  /** Runs once the transaction has committed. */
+  committed?: () => void;
+}
+
+export interface WriteKind<T, R> {
+  name: string;
+  /** Writes the items inside the shared transaction; throwing aborts the transaction. */
+  write(trx: Knex.Transaction, items: T[]): Promise<Outcomes<R>>;
+  /**
+   * Writes the items in a transaction of their own: used when the shared transaction failed, so that
+   * one kind's failure (or one bad item it can single out) does not fail the others.
+   */
+  writeAlone?(db: Db, items: T[]): Promise<Outcomes<R>>;
+}
+
+interface Pending {
+  kind: WriteKind<unknown, unknown>;
+  item: unknown;
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+}
+
+const alone = <T, R>(db: Db, kind: WriteKind<T, R>, items: T[]) =>
+  kind.writeAlone ? kind.writeAlone(db, items) : db.transaction((trx) => kind.write(trx, items));
+
+function settle(batch: Pending[], result: Outcomes<unknown>) {
+  batch.forEach((p, i) => (result.outcomes[i] instanceof Error ? p.reject(result.outcomes[i] as Error) : p.resolve(result.outcomes[i])));
+}
+
+export class GroupCommit {
+  private queue: Pending[] = [];
+  private running: Promise<void> | null = null;
+
+  constructor(private readonly db: Db) {}
+
+  submit<T, R>(kind: WriteKind<T, R>, item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ kind: kind as WriteKind<unknown, unknown>, item, resolve: resolve as (value: unknown) => void, reject });
+      this.running ??= this.run();
+    });
+  }
+
+  /** Resolves once nothing is queued or being written. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async run() {
+    try {
+      // Let the submissions of this turn of the event loop join the first batch.
+      await new Promise((resolve) => setImmediate(resolve));
+      while (this.queue.length) {
+        const batch = this.queue;
+        this.queue = [];
+        await this.flush(batch);
+      }
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private async flush(batch: Pending[]) {
+    const byKind = new Map<WriteKind<unknown, unknown>, Pending[]>();
+    for (const p of batch) byKind.set(p.kind, [...(byKind.get(p.kind) ?? []), p]);
+    let results: [Pending[], Outcomes<unknown>][] | undefined;
+    try {
+      results = await this.db.transaction(async (trx) => {
+        const done: [Pending[], Outcomes<unknown>][] = [];
+        for (const [kind, pending] of byKind) done.push([pending, await kind.write(trx, pending.map((p) => p.item))]);
+        return done;
+      });
+    } catch {
+      // Each kind again on its own: the error is then reported to the writes it belongs to.
+      await Promise.all([...byKind].map(async ([kind, pending]) => {
+        try {
+          const result = await alone(this.db, kind, pending.map((p) => p.item));
+          result.committed?.();
+          settle(pending, result);
+        } catch (err) {
+          for (const p of pending) p.reject(err as Error);
+        }
+      }));
+      return;
+    }
+    for (const [pending, result] of results) {
+      result.committed?.();
+      settle(pending, result);
+    }
+  }
+}
+
+const writers = new WeakMap<Db, GroupCommit>();
+
+/** The one group-commit queue of a database handle in this process. */
+export function groupCommitFor(db: Db): GroupCommit {
+  let writer = writers.get(db);
+  if (!writer) writers.set(db, (writer = new GroupCommit(db)));
+  return writer;
+}

@@ -1,0 +1,74 @@
+// Group commit on a real SQLite file: concurrent writes share transactions, each settles with its own
+// outcome, and one kind's failure does not fail the other kinds of the same batch.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import knexFactory from 'knex';
+import { GroupCommit, type WriteKind } from '../../server/group-commit.ts';
+import type { Db } from '../../server/db.ts';
+
+describe('group commit', () => {
+  let dir: string;
+  let db: Db;
+  let transactions: number;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'smart-auth-group-commit-'));
+    db = knexFactory({ client: 'sqlite3', connection: { filename: join(dir, 'g.sqlite') }, useNullAsDefault: true, pool: { min: 1, max: 1 } });
+    await db.schema.createTable('items', (t) => t.string('id').primary());
+    transactions = 0;
+    db.on('query', (q: { sql: string }) => { if (/^BEGIN/i.test(q.sql)) transactions++; });
+  });
+  afterEach(async () => {
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Inserts ids; an id already stored (or given twice) is refused alone, as Error. */
+  const insertOnce: WriteKind<string, string> = {
+    name: 'items',
+    async write(trx, ids) {
+      const inserted = new Set((await trx('items').insert([...new Set(ids)].map((id) => ({ id }))).onConflict('id').ignore().returning('id')).map((r: { id: string }) => r.id));
+      const seen = new Set<string>();
+      return { outcomes: ids.map((id) => (inserted.has(id) && !seen.has(id) && seen.add(id) ? id : new Error(`${id} is taken`))) };
+    },
+  };
+  const broken: WriteKind<string, void> = {
+    name: 'broken',
+    async write(trx) {
+      await trx.raw('select * from no_such_table');
+      return { outcomes: [] };
+    },
+  };
+
+  it('writes what arrives in one turn of the event loop in one transaction, settling each item alone', async () => {
+    const writer = new GroupCommit(db);
+    const results = await Promise.allSettled(['a', 'b', 'a', 'c'].map((id) => writer.submit(insertOnce, id)));
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    assert.equal(transactions, 1);
+    assert.deepEqual((await db('items').orderBy('id').pluck('id')), ['a', 'b', 'c']);
+  });
+
+  it('writes that arrive during a flush wait for the next one, and nothing is lost', async () => {
+    const writer = new GroupCommit(db);
+    const all: Promise<string>[] = [];
+    for (let i = 0; i < 50; i++) {
+      all.push(writer.submit(insertOnce, `id-${i}`));
+      if (i % 10 === 9) await new Promise((r) => setImmediate(r));
+    }
+    assert.equal((await Promise.all(all)).length, 50);
+    await writer.idle();
+    assert.equal(Number((await db('items').count({ n: '*' }).first())?.n), 50);
+    assert.ok(transactions < 50, `${transactions} transactions for 50 writes`);
+  });
+
+  it('a failing kind fails its own writes only; the others of the batch are still written', async () => {
+    const writer = new GroupCommit(db);
+    const [good, bad] = await Promise.allSettled([writer.submit(insertOnce, 'x'), writer.submit(broken, 'y')]);
+    assert.equal(good.status, 'fulfilled');
+    assert.equal(bad.status, 'rejected');
+    assert.match(String((bad as PromiseRejectedResult).reason), /no_such_table/);
+    assert.deepEqual(await db('items').pluck('id'), ['x']);
+  });
+});

@@ -60,6 +60,8 @@ export interface Config {
   auditForwardUrl: string | undefined;
   /** How long the bundled guard trusts a "not revoked" answer when the revocation came from another instance. */
   revocationCacheMs: number;
+  /** How long client metadata read from the database is reused (changes made elsewhere show within it). */
+  clientCacheMs: number;
   /** Seconds the guard waits for the upstream FHIR server. */
   upstreamTimeout: number;
   /** `_include`/`_revinclude` targets a token may not see: strip them, or refuse the search. */
@@ -195,6 +197,7 @@ export function loadConfig(env: Env = process.env): Config {
     btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
+    clientCacheMs: integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000),
     trustProxy: boolean(env, 'TRUST_PROXY', false),
     logLevel: choice(env, 'LOG_LEVEL', 'info', ['debug', 'info', 'warn', 'error', 'silent'] as const),
     loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),

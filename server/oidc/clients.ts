@@ -5,6 +5,7 @@ import type Provider from 'oidc-provider';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { endClientGrants } from './grants.ts';
+import { forgetClient } from './client-cache.ts';
 
 export type ClientAuth =
   | { kind: 'public' }
@@ -105,6 +106,7 @@ export async function listClients(db: Db): Promise<ClientMetadata[]> {
 /** Removes a client and ends every grant it holds: its refresh tokens, codes and access tokens stop working. */
 export async function removeClient(db: Db, clientId: string): Promise<boolean> {
   const removed = (await db('oidc_payloads').where({ model: 'Client', id: clientId }).delete()) > 0;
+  forgetClient(db, clientId);
   await endClientGrants(db, clientId);
   return removed;
 }
@@ -126,7 +128,8 @@ export async function findClientMetadata(db: Db, clientId: string): Promise<Clie
 /**
  * Changes some of a client's metadata and keeps everything else (client_secret included), after
  * checking the result with oidc-provider's own validation and the SMART rules. A running server
- * uses the new metadata at once (oidc-provider caches clients by the hash of their metadata).
+ * uses the new metadata at once when the change is made through it; otherwise (the CLI, another instance)
+ * within CLIENT_CACHE_MS.
  */
 export async function updateClient(db: Db, provider: Provider, clientId: string, changes: ClientChanges): Promise<ClientMetadata> {
   const current = await findClientMetadata(db, clientId);
@@ -144,6 +147,7 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
     throw new ClientError(e.error_description ?? e.message);
   }
   const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId }).update({ payload: JSON.stringify(next) });
+  forgetClient(db, clientId);
   if (!updated) throw new ClientError(`client ${clientId} is not registered`);
   return next as ClientMetadata;
 }

@@ -82,7 +82,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
   const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
   const configuration: Configuration = {
     fetch: clientJwks.fetch as Configuration['fetch'],
-    adapter: knexAdapterFactory(db),
+    adapter: knexAdapterFactory(db, { clientCacheMs: config.clientCacheMs }),
     jwks,
     cookies: {
       keys: config.cookieSecrets,

@@ -2,8 +2,8 @@
 // next one, so N concurrent writers pay for one commit (one fsync on SQLite) instead of N. Writes of
 // different kinds (audit records, client assertion jtis) share that transaction. Each submitted item
 // settles with its own outcome.
-import type { Knex } from 'knex';
 import type { Db } from './db.ts';
+import { rawTransaction, type Statements } from './db-statements.ts';
 
 /** What a kind of write does with the items of one batch; one outcome per item, in order. */
 export interface Outcomes<R> {
@@ -15,7 +15,7 @@ export interface Outcomes<R> {
 export interface WriteKind<T, R> {
   name: string;
   /** Writes the items inside the shared transaction; throwing aborts the transaction. */
-  write(trx: Knex.Transaction, items: T[]): Promise<Outcomes<R>>;
+  write(statements: Statements, items: T[]): Promise<Outcomes<R>>;
   /**
    * Writes the items in a transaction of their own: used when the shared transaction failed, so that
    * one kind's failure (or one bad item it can single out) does not fail the others.
@@ -31,7 +31,7 @@ interface Pending {
 }
 
 const alone = <T, R>(db: Db, kind: WriteKind<T, R>, items: T[]) =>
-  kind.writeAlone ? kind.writeAlone(db, items) : db.transaction((trx) => kind.write(trx, items));
+  kind.writeAlone ? kind.writeAlone(db, items) : rawTransaction(db, (statements) => kind.write(statements, items));
 
 function settle(batch: Pending[], result: Outcomes<unknown>) {
   batch.forEach((p, i) => (result.outcomes[i] instanceof Error ? p.reject(result.outcomes[i] as Error) : p.resolve(result.outcomes[i])));
@@ -74,9 +74,9 @@ export class GroupCommit {
     for (const p of batch) byKind.set(p.kind, [...(byKind.get(p.kind) ?? []), p]);
     let results: [Pending[], Outcomes<unknown>][] | undefined;
     try {
-      results = await this.db.transaction(async (trx) => {
+      results = await rawTransaction(this.db, async (statements) => {
         const done: [Pending[], Outcomes<unknown>][] = [];
-        for (const [kind, pending] of byKind) done.push([pending, await kind.write(trx, pending.map((p) => p.item))]);
+        for (const [kind, pending] of byKind) done.push([pending, await kind.write(statements, pending.map((p) => p.item))]);
         return done;
       });
     } catch {

@@ -15,6 +15,7 @@ import type { AuditEvent, AuditSearch, AuditStore, AuditVerification } from './t
 import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
 import { createHash } from 'node:crypto';
 import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
+import { isPg, rawTransaction, transactionStatements, type Statements } from '../db-statements.ts';
 
 export interface AuditStoreOptions {
   /** Signs a checkpoint or purge payload: a JWS compact serialization (the server's signing key). */
@@ -45,7 +46,6 @@ export class AuditWriteError extends Error {
   override name = 'AuditWriteError';
 }
 
-const isPg = (db: Knex) => /^(pg|postgres|postgresql)$/.test(String(db.client.config.client));
 
 // --- what is stored per event ------------------------------------------------------------------
 
@@ -133,31 +133,28 @@ function prepare(event: AuditEvent, now: number): Prepared {
 interface HeadRow { seq: number | string; hash: string; event_id: string | null }
 
 /** Locks the chain head for this transaction and reads it: the single-writer point. */
-async function lockHead(trx: Knex.Transaction): Promise<ChainHead> {
-  let row: HeadRow | undefined;
-  if (isPg(trx)) {
-    row = await trx('audit_chain_head').where('id', 1).forUpdate().first('seq', 'hash', 'event_id');
-  } else {
-    // SQLite: writing first takes the database write lock before anything is read (busy_timeout waits
-    // for other processes), so what it returns cannot be stale.
-    [row] = await trx('audit_chain_head').where('id', 1).update({ seq: trx.raw('seq') }, ['seq', 'hash', 'event_id']);
-  }
+async function lockHead({ q, pg, rows }: Statements): Promise<ChainHead> {
+  // SQLite: writing first takes the database write lock before anything is read (busy_timeout waits
+  // for other processes), so what it returns cannot be stale.
+  const [row] = await rows<HeadRow>(pg
+    ? q('audit_chain_head').where('id', 1).forUpdate().select('seq', 'hash', 'event_id')
+    : q('audit_chain_head').where('id', 1).update({ seq: q.raw('seq') }, ['seq', 'hash', 'event_id']));
   if (!row) throw new Error('the audit chain head is missing (run the migrations)');
   return { seq: Number(row.seq), hash: row.hash, eventId: row.event_id };
 }
 
-async function insertChunked(trx: Knex.Transaction, table: string, rows: object[], size: number) {
-  for (let i = 0; i < rows.length; i += size) await trx(table).insert(rows.slice(i, i + size));
+async function insertChunked({ q, rows }: Statements, table: string, values: object[], size: number) {
+  for (let i = 0; i < values.length; i += size) await rows(q(table).insert(values.slice(i, i + size)));
 }
 
 const isUniqueViolation = (err: unknown) => ['23505', 'SQLITE_CONSTRAINT'].includes(String((err as { code?: unknown })?.code));
 
 /** The appends of a batch that may be written: an id already in the chain, or twice in the batch, refuses that append only. */
-async function refuseDuplicates(trx: Knex.Transaction, batch: Prepared[][]): Promise<(Error | undefined)[]> {
+async function refuseDuplicates({ q, rows }: Statements, batch: Prepared[][]): Promise<(Error | undefined)[]> {
   const ids = batch.flat().map((i) => i.id);
   const existing = new Set<string>();
   for (let i = 0; i < ids.length; i += 500) {
-    for (const row of await trx('audit_events').whereIn('id', ids.slice(i, i + 500)).select('id')) existing.add(row.id);
+    for (const row of await rows<{ id: string }>(q('audit_events').whereIn('id', ids.slice(i, i + 500)).select('id'))) existing.add(row.id);
   }
   const seen = new Set<string>();
   return batch.map((items) => {
@@ -169,7 +166,7 @@ async function refuseDuplicates(trx: Knex.Transaction, batch: Prepared[][]): Pro
 }
 
 /** Hashes the batch onto the chain and writes it; returns the new head. */
-async function writeChain(trx: Knex.Transaction, start: ChainHead, items: Prepared[]): Promise<ChainHead> {
+async function writeChain(statements: Statements, start: ChainHead, items: Prepared[]): Promise<ChainHead> {
   let seq = start.seq;
   let prev = start.hash;
   let lastId = start.eventId ?? null;
@@ -188,9 +185,9 @@ async function writeChain(trx: Knex.Transaction, start: ChainHead, items: Prepar
     lastId = item.id;
   }
   if (!rows.length) return start;
-  await insertChunked(trx, 'audit_events', rows, 100);
-  await insertChunked(trx, 'audit_index', terms, 300);
-  await trx('audit_chain_head').where('id', 1).update({ seq, hash: prev, event_id: lastId });
+  await insertChunked(statements, 'audit_events', rows, 100);
+  await insertChunked(statements, 'audit_index', terms, 300);
+  await statements.rows(statements.q('audit_chain_head').where('id', 1).update({ seq, hash: prev, event_id: lastId }));
   return { seq, hash: prev, eventId: lastId };
 }
 
@@ -213,19 +210,19 @@ class ChainWriter implements WriteKind<Prepared[], void> {
   }
 
   /** Ids are random UUIDs: a clash is a caller's mistake, looked for only when the insert fails (then writeAlone runs). */
-  async write(trx: Knex.Transaction, batch: Prepared[][], refused: (Error | undefined)[] = batch.map(() => undefined)): Promise<Outcomes<void>> {
-    const head = await writeChain(trx, await lockHead(trx), batch.flatMap((items, i) => (refused[i] ? [] : items)));
+  async write(statements: Statements, batch: Prepared[][], refused: (Error | undefined)[] = batch.map(() => undefined)): Promise<Outcomes<void>> {
+    const head = await writeChain(statements, await lockHead(statements), batch.flatMap((items, i) => (refused[i] ? [] : items)));
     return { outcomes: refused.map((err) => err ?? undefined), committed: () => this.notify(batch, refused, head) };
   }
 
   async writeAlone(db: Db, batch: Prepared[][]): Promise<Outcomes<void>> {
     try {
       try {
-        return await db.transaction((trx) => this.write(trx, batch));
+        return await rawTransaction(db, (statements) => this.write(statements, batch));
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
-        const refused = await db.transaction((trx) => refuseDuplicates(trx, batch));
-        return await db.transaction((trx) => this.write(trx, batch, refused));
+        const refused = await rawTransaction(db, (statements) => refuseDuplicates(statements, batch));
+        return await rawTransaction(db, (statements) => this.write(statements, batch, refused));
       }
     } catch (err) {
       throw new AuditWriteError(`the audit store could not write ${batch.length} append(s): ${(err as Error)?.message ?? err}`, { cause: err });
@@ -453,7 +450,7 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     await options.prepare?.();
     if (!checked.ok) throw new Error(`refusing to purge: the audit chain does not verify at seq ${checked.seq} (AuditEvent ${checked.eventId}): ${checked.problem}`);
     return db.transaction(async (trx) => {
-      await lockHead(trx); // one purge at a time (and not across an append)
+      await lockHead(transactionStatements(trx)); // one purge at a time (and not across an append)
       if (isPg(trx)) await trx.raw('LOCK TABLE privacy_holds IN SHARE MODE');
       const last = await trx('audit_events').where('recorded_at', '<', cutoff).orderBy('seq', 'desc').first('seq', 'hash');
       if (!last) return { removed: 0, kept: 0 };

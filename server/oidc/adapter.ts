@@ -18,10 +18,10 @@ type PayloadRow = Record<string, unknown> & { model: string; id: string };
  */
 const firstUse: WriteKind<PayloadRow, boolean> = {
   name: 'client assertion jtis',
-  async write(trx, rows) {
+  async write({ q, rows: run }, rows) {
     const first = new Map<string, number>();
     rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });
-    const inserted: { id: string }[] = await trx(TABLE).insert([...first.values()].map((i) => rows[i])).onConflict(['model', 'id']).ignore().returning('id');
+    const inserted = await run<{ id: string }>(q(TABLE).insert([...first.values()].map((i) => rows[i])).onConflict(['model', 'id']).ignore().returning('id'));
     const fresh = new Set(inserted.map((r) => r.id));
     return { outcomes: rows.map((row, i) => first.get(row.id) === i && fresh.has(row.id)) };
   },

@@ -11,6 +11,7 @@ import type { Db } from '../../server/db.ts';
 describe('group commit', () => {
   let dir: string;
   let db: Db;
+  /** Calls of insertOnce.write: one per transaction it takes part in. */
   let transactions: number;
 
   beforeEach(async () => {
@@ -18,7 +19,6 @@ describe('group commit', () => {
     db = knexFactory({ client: 'sqlite3', connection: { filename: join(dir, 'g.sqlite') }, useNullAsDefault: true, pool: { min: 1, max: 1 } });
     await db.schema.createTable('items', (t) => t.string('id').primary());
     transactions = 0;
-    db.on('query', (q: { sql: string }) => { if (/^BEGIN/i.test(q.sql)) transactions++; });
   });
   afterEach(async () => {
     await db.destroy();
@@ -28,16 +28,17 @@ describe('group commit', () => {
   /** Inserts ids; an id already stored (or given twice) is refused alone, as Error. */
   const insertOnce: WriteKind<string, string> = {
     name: 'items',
-    async write(trx, ids) {
-      const inserted = new Set((await trx('items').insert([...new Set(ids)].map((id) => ({ id }))).onConflict('id').ignore().returning('id')).map((r: { id: string }) => r.id));
+    async write({ q, rows }, ids) {
+      transactions++;
+      const inserted = new Set((await rows<{ id: string }>(q('items').insert([...new Set(ids)].map((id) => ({ id }))).onConflict('id').ignore().returning('id'))).map((r) => r.id));
       const seen = new Set<string>();
       return { outcomes: ids.map((id) => (inserted.has(id) && !seen.has(id) && seen.add(id) ? id : new Error(`${id} is taken`))) };
     },
   };
   const broken: WriteKind<string, void> = {
     name: 'broken',
-    async write(trx) {
-      await trx.raw('select * from no_such_table');
+    async write({ q, rows }) {
+      await rows(q.raw('select * from no_such_table'));
       return { outcomes: [] };
     },
   };

@@ -1,0 +1,71 @@
+// Statements of one transaction, built with knex and run either through a knex transaction or, on the
+// hot write path (group commit), straight on one pooled connection. Knex's per-query machinery (runner,
+// pool, events) costs about twice what SQLite spends on a small statement: measured 0.25 ms of CPU per
+// query through knex against 0.09 ms on the connection itself (node-sqlite3, Node 20). Queries are
+// still compiled by knex to parameterized SQL.
+import type { Knex } from 'knex';
+import type { Db } from './db.ts';
+
+export interface Statements {
+  /** Builds queries; they run when given to `rows`. */
+  readonly q: Knex;
+  readonly pg: boolean;
+  /** Runs a query and returns its rows (those of RETURNING for writes; none otherwise). */
+  rows<T = Record<string, unknown>>(query: Knex.QueryBuilder | Knex.Raw): Promise<T[]>;
+}
+
+export const isPg = (db: Knex) => /^(pg|postgres|postgresql)$/.test(String(db.client.config.client));
+
+/** The statements of a knex transaction. */
+export function transactionStatements(trx: Knex.Transaction): Statements {
+  return {
+    q: trx,
+    pg: isPg(trx),
+    async rows<T>(query: Knex.QueryBuilder | Knex.Raw) {
+      const result = await query;
+      return (Array.isArray(result) ? result : []) as T[];
+    },
+  };
+}
+
+interface SqliteConnection {
+  all(sql: string, bindings: readonly unknown[], callback: (err: Error | null, rows: unknown[]) => void): void;
+}
+interface PgConnection {
+  query(sql: string, bindings: readonly unknown[]): Promise<{ rows: unknown[] }>;
+}
+
+/** Runs `work` in one transaction on a connection of the pool, committing when it resolves. */
+export async function rawTransaction<T>(db: Db, work: (statements: Statements) => Promise<T>): Promise<T> {
+  const pg = isPg(db);
+  const connection: unknown = await db.client.acquireConnection();
+  const exec = pg
+    ? async (sql: string, bindings: readonly unknown[]) => (await (connection as PgConnection).query(sql, bindings)).rows
+    : (sql: string, bindings: readonly unknown[]) => new Promise<unknown[]>((resolve, reject) => {
+      (connection as SqliteConnection).all(sql, bindings, (err, rows) => (err ? reject(err) : resolve(rows ?? [])));
+    });
+  const statements: Statements = {
+    q: db,
+    pg,
+    async rows<R>(query: Knex.QueryBuilder | Knex.Raw) {
+      const { sql, bindings } = query.toSQL().toNative();
+      return (await exec(sql, bindings)) as R[];
+    },
+  };
+  try {
+    // SQLite: IMMEDIATE takes the write lock now (waiting busy_timeout for another process), so that
+    // what the transaction reads cannot be stale when it writes.
+    await exec(pg ? 'BEGIN' : 'BEGIN IMMEDIATE', []);
+    let result: T;
+    try {
+      result = await work(statements);
+      await exec('COMMIT', []);
+    } catch (err) {
+      await exec('ROLLBACK', []).catch(() => undefined);
+      throw err;
+    }
+    return result;
+  } finally {
+    await db.client.releaseConnection(connection);
+  }
+}

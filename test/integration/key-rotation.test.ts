@@ -8,12 +8,14 @@ import { loadConfig } from '../../server/config.ts';
 import { createApp } from '../../server/app.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// Seconds: long enough for a whole launch on a busy machine to fit inside it.
+const ROTATION_DELAY = 5;
 
 describe('signing keys', () => {
   let server: TestServer;
   let app: Awaited<ReturnType<TestServer['addClient']>>;
   before(async () => {
-    server = await startTestServer({ KEY_ROTATION_DELAY: '2', KEY_REFRESH_INTERVAL: '1' });
+    server = await startTestServer({ KEY_ROTATION_DELAY: String(ROTATION_DELAY), KEY_REFRESH_INTERVAL: '1' });
     app = await server.addClient({ auth: { kind: 'public' } });
   });
   after(() => server.stop());
@@ -38,6 +40,7 @@ describe('signing keys', () => {
   it('publishes a rotated key at once, signs with it after the delay, and keeps the old one published', async () => {
     const before = await launch();
     const oldKid = decodeJwt(before.access_token).header.kid;
+    const rotatedAt = Date.now();
     const added = await rotateSigningKeys(server.db, keyPolicy(server.config));
     const newKid = added.find((k) => k.alg === 'ES256')!.kid;
 
@@ -46,7 +49,7 @@ describe('signing keys', () => {
     const during = await launch();
     assert.equal(decodeJwt(during.access_token).header.kid, oldKid, 'the old key signs during the delay');
 
-    await sleep(2000);
+    await sleep(rotatedAt + (ROTATION_DELAY + 1.5) * 1000 - Date.now()); // the delay, and one key refresh
     const afterDelay = await launch();
     assert.equal(decodeJwt(afterDelay.access_token).header.kid, newKid, 'the new key signs after the delay');
     assert.ok((await jwksKids()).includes(oldKid), 'the old key stays published while its tokens live');

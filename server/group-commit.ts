@@ -2,6 +2,7 @@
 // next one, so N concurrent writers pay for one commit (one fsync on SQLite) instead of N. Writes of
 // different kinds (audit records, client assertion jtis) share that transaction. Each submitted item
 // settles with its own outcome.
+import type { Knex } from 'knex';
 import type { Db } from './db.ts';
 import { rawTransaction, type Statements } from './db-statements.ts';
 
@@ -106,4 +107,23 @@ export function groupCommitFor(db: Db): GroupCommit {
   let writer = writers.get(db);
   if (!writer) writers.set(db, (writer = new GroupCommit(db)));
   return writer;
+}
+
+/** Statements that need nothing back (an insert, an update): they share the batch's transaction. */
+const plainWrites: WriteKind<Knex.QueryBuilder, void> = {
+  name: 'plain writes',
+  async write({ rows }, queries) {
+    for (const query of queries) await rows(query);
+    return { outcomes: queries.map(() => undefined) };
+  },
+  // Each on its own, so that a failing statement fails only the write it belongs to.
+  async writeAlone(db, queries) {
+    const outcomes = await Promise.all(queries.map((query) => rawTransaction(db, ({ rows }) => rows(query)).then(() => undefined, (err: Error) => err)));
+    return { outcomes };
+  },
+};
+
+/** Runs a write (built on `db`, not awaited) in the next group commit; resolves once it is committed. */
+export function commitWrite(db: Db, query: Knex.QueryBuilder): Promise<void> {
+  return groupCommitFor(db).submit(plainWrites, query);
 }

@@ -5,7 +5,7 @@ import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { noteRevocation } from './revocation.ts';
 import { cachedClient, forgetClient } from './client-cache.ts';
-import { groupCommitFor, type WriteKind } from '../group-commit.ts';
+import { commitWrite, groupCommitFor, type WriteKind } from '../group-commit.ts';
 
 const TABLE = 'oidc_payloads';
 
@@ -85,7 +85,7 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     }
 
     async consume(id: string): Promise<void> {
-      await db(TABLE).where({ model: this.model, id }).update({ consumed_at: nowSeconds() });
+      await commitWrite(db, db(TABLE).where({ model: this.model, id }).update({ consumed_at: nowSeconds() }));
     }
 
     async destroy(id: string): Promise<void> {

@@ -5,8 +5,8 @@ import { createLocalJWKSet, type JWK } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
-import { findUser } from './users.ts';
-import { deleteGrantContext, findEhrLaunch, findGrantContext, type GrantContext } from './launch-store.ts';
+import { deleteGrantContext, findEhrLaunch } from './launch-store.ts';
+import { grantContextOf, userOf } from './request-memo.ts';
 import { appTokenClaims, backendTokenClaims } from './token-claims.ts';
 import { requestedPurpose } from '../hcs/purpose-choice.ts';
 import { isEmergency } from '../hcs/policy.ts';
@@ -53,17 +53,6 @@ function rawRequestedScope(ctx: KoaContextWithOIDC): string {
   const body = (ctx.oidc.body as Record<string, unknown> | undefined)?.scope;
   const raw = typeof body === 'string' ? body : typeof query === 'string' ? query : '';
   return raw;
-}
-
-/** The grant context of a token request, read once per request (the TTL, refresh and claims hooks all need it). */
-const grantContextMemo = new WeakMap<object, Map<string, Promise<GrantContext | undefined>>>();
-function grantContextOf(db: Db, ctx: KoaContextWithOIDC, grantId: string | undefined): Promise<GrantContext | undefined> {
-  if (!grantId) return Promise.resolve(undefined);
-  let memo = grantContextMemo.get(ctx);
-  if (!memo) grantContextMemo.set(ctx, (memo = new Map()));
-  let found = memo.get(grantId);
-  if (!found) memo.set(grantId, (found = findGrantContext(db, grantId)));
-  return found;
 }
 
 const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
@@ -216,8 +205,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       return !(await grantContextOf(db, ctx, code.grantId))?.emergencyReason;
     },
     rotateRefreshToken: true,
-    async findAccount(_ctx, id) {
-      const user = await findUser(db, id);
+    async findAccount(ctx, id) {
+      const user = await userOf(db, ctx, id);
       if (!user || user.disabled) return undefined;
       return {
         accountId: user.id,
@@ -237,7 +226,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
       await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
       const account = (token as { accountId?: string }).accountId;
-      return appTokenClaims(config, account ? await findUser(db, account) : undefined, grant);
+      return appTokenClaims(config, await userOf(db, ctx, account), grant);
     },
     // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
     async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {

@@ -3,8 +3,7 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
 import type { Db } from '../db.ts';
-import { findGrantContext } from './launch-store.ts';
-import { findUser } from './users.ts';
+import { grantContextOf, userOf } from './request-memo.ts';
 import type { AuditSink } from '../audit/store.ts';
 import { accessTokenIssued, emergencyOverrideStarted } from '../audit/balp.ts';
 import { codingList } from '../hcs/codes.ts';
@@ -27,8 +26,8 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
     const body = ctx.body as { access_token: string; scope?: string; expires_in?: number };
     const claims = decodeJwt(body.access_token);
     const grant = ctx.oidc.entities.Grant;
-    const context = grant?.jti ? await findGrantContext(db, grant.jti) : undefined;
-    const user = grant?.accountId ? await findUser(db, grant.accountId) : undefined;
+    const context = await grantContextOf(db, ctx, grant?.jti);
+    const user = await userOf(db, ctx, grant?.accountId);
     const auditUser = user && { sub: user.id, name: user.name, roles: user.attributes.roles ?? [], organization: user.attributes.organization, organizationId: user.attributes.organizationId };
     const iua = (claims.extensions as { ihe_iua?: { purpose_of_use?: unknown } } | undefined)?.ihe_iua;
     // Issuing a token is recorded before it is handed out (IHE IUA ITI-71); if that fails, it is not.

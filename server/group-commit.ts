@@ -58,9 +58,10 @@ export class GroupCommit {
 
   private async run() {
     try {
-      // Let the submissions of this turn of the event loop join the first batch.
-      await new Promise((resolve) => setImmediate(resolve));
       while (this.queue.length) {
+        // Let the submissions of this turn of the event loop join the batch: under load, a batch gathers
+        // what arrived during the previous flush and during one more turn (fewer, larger transactions).
+        await new Promise((resolve) => setImmediate(resolve));
         const batch = this.queue;
         this.queue = [];
         await this.flush(batch);

@@ -1,11 +1,13 @@
 // Shared pieces of the benchmarks: a server in its own process, and a small closed-loop HTTP load driver.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cpus, tmpdir } from 'node:os';
+import { pathToFileURL } from 'node:url';
 import { randomUUID } from 'node:crypto';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { BENCH_APP_SCOPE, BENCH_REDIRECT_URI } from './codes.ts';
 import { freePort } from '../../test/support/server.ts';
 import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase } from '../../server/db.ts';
@@ -16,6 +18,7 @@ export interface ServerProcess {
   url: string;
   databaseUrl: string;
   env: Record<string, string>;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -23,19 +26,22 @@ export interface ServerProcess {
 export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
   const port = await freePort();
   const databaseUrl = env.DATABASE_URL ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-')), 'bench.sqlite')}`;
-  const fullEnv = { PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, ...env };
+  // The per-address limit on /token would cut a load from one address short; the bench measures throughput.
+  const fullEnv = { PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, RATE_LIMIT_TOKEN_PER_MINUTE: '1000000', ...env };
   // BENCH_SERVER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=var/prof", profiles the server process.
   const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'server/main.ts'], {
     cwd: new URL('../../', import.meta.url).pathname, env: { ...process.env, ...fullEnv }, stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // Only the start-up output is kept; the request log that follows is read and dropped.
   let output = '';
-  child.stdout!.on('data', (d) => { output += d; });
-  child.stderr!.on('data', (d) => { output += d; });
+  const keep = (d: Buffer) => { if (output.length < 65_536) output += d; };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
   for (let i = 0; i < 200 && !output.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
   if (!output.includes('listening')) throw new Error(`server did not start:\n${output}`);
   return {
-    url: fullEnv.ISSUER, databaseUrl, env: fullEnv,
+    url: fullEnv.ISSUER, databaseUrl, env: fullEnv, pid: child.pid!,
     stop: () => new Promise((resolve) => { child.once('exit', () => resolve()); child.kill('SIGTERM'); }),
   };
 }
@@ -54,14 +60,23 @@ export interface LoadResult {
   p50: number;
   p99: number;
   statuses: Record<number, number>;
+  /** CPU time (all threads) the server process spent per request, in ms, when its pid was given. */
+  cpuPerRequest?: number;
+}
+
+/** CPU time (user + system, all threads) a process has used, in ms (Linux /proc; clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /**
  * Sends `total` requests over `connections` keep-alive connections, each connection sending its next
  * request when the previous answer has arrived. `next(i)` builds request number i.
  */
-export async function load(baseUrl: string, total: number, connections: number, next: (i: number) => LoadRequest): Promise<LoadResult> {
+export async function load(baseUrl: string, total: number, connections: number, next: (i: number) => LoadRequest, serverPid?: number): Promise<LoadResult> {
   const url = new URL(baseUrl);
+  const cpuBefore = serverPid === undefined ? 0 : cpuMs(serverPid);
   const agent = new Agent({ keepAlive: true, maxSockets: connections });
   const latencies: number[] = [];
   const statuses: Record<number, number> = {};
@@ -87,7 +102,41 @@ export async function load(baseUrl: string, total: number, connections: number, 
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
-  return { requests: total, seconds, rps: total / seconds, p50: at(0.5), p99: at(0.99), statuses };
+  const cpuPerRequest = serverPid === undefined ? undefined : (cpuMs(serverPid) - cpuBefore) / total;
+  return { requests: total, seconds, rps: total / seconds, p50: at(0.5), p99: at(0.99), statuses, cpuPerRequest };
+}
+
+/** True when the module at `moduleUrl` is the script node was started with. */
+export const isMain = (moduleUrl: string) => process.argv[1] !== undefined && pathToFileURL(process.argv[1]).href === moduleUrl;
+
+/** One line of the benchmark table: a smart-auth measurement and its baseline from the same run. */
+export interface BenchRow {
+  name: string;
+  result: LoadResult;
+  baselineName: string;
+  baseline: LoadResult;
+}
+
+const unexpected = (r: LoadResult) => Object.keys(r.statuses).filter((s) => Number(s) >= 400);
+
+/** The most memory the process has held (VmHWM), in MB. */
+export function peakRssMb(pid: number): number {
+  const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kb) / 1024;
+}
+
+export function printTable(title: string, rows: BenchRow[]) {
+  const cpu = (r: LoadResult) => (r.cpuPerRequest === undefined ? '' : r.cpuPerRequest.toFixed(2));
+  const cell = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)}/s ${r.p50.toFixed(1).padStart(5)} ${r.p99.toFixed(1).padStart(5)} ${cpu(r).padStart(5)}`;
+  console.log(`smart-auth benchmarks: ${title}; Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim()}, ${new Date().toISOString().slice(0, 10)}`);
+  console.log(`${'measure'.padEnd(60)} ${'smart-auth  p50   p99   cpu'.padStart(28)} | ${'baseline  p50   p99   cpu'.padStart(28)} | ratio | baseline`);
+  for (const row of rows) {
+    console.log(`${row.name.padEnd(60)} ${cell(row.result).padStart(28)} | ${cell(row.baseline).padStart(28)} | ${`${(100 * row.result.rps / row.baseline.rps).toFixed(0)}%`.padStart(5)} | ${row.baselineName}`);
+    for (const [label, r] of [['smart-auth', row.result], ['baseline', row.baseline]] as const) {
+      if (unexpected(r).length) console.log(`  ! ${label} answered ${JSON.stringify(r.statuses)}: this row does not measure what it says`);
+    }
+  }
+  console.log('(throughput; p50 and p99 latency in ms; cpu: ms of server CPU per request, all threads)');
 }
 
 export function report(name: string, r: LoadResult) {
@@ -97,8 +146,24 @@ export function report(name: string, r: LoadResult) {
 export interface BenchClients {
   /** A backend service (ES384 private_key_jwt) and a fresh client assertion of it for each call. */
   backend: { clientId: string; assertion(): Promise<string> };
+  /** A confidential SMART app with the same key, allowed BENCH_APP_SCOPE. */
+  app: { clientId: string; assertion(): Promise<string> };
   /** A resource-server client that may introspect any token. */
   resourceServer: { clientId: string; clientSecret: string };
+  /** The public half of the clients' ES384 key. */
+  publicJwk: JWK;
+}
+
+/** An ES384 key pair and client assertions signed with it, as SMART backend services send them. */
+export async function assertionSigner(tokenEndpoint: string) {
+  const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: true });
+  const publicJwk = { ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES384' };
+  const assertion = (clientId: string) => {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ iss: clientId, sub: clientId, aud: tokenEndpoint, jti: randomUUID(), iat: now, exp: now + 280 })
+      .setProtectedHeader({ alg: 'ES384', kid: 'bench', typ: 'JWT' }).sign(privateKey);
+  };
+  return { publicJwk, assertion };
 }
 
 /** Registers the clients a benchmark needs in the server's database, as the CLI does. */
@@ -108,23 +173,17 @@ export async function registerBenchClients(server: ServerProcess, scope: string)
   try {
     await migrate(db);
     const provider = await createToolProvider(config, db);
-    const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: true });
-    const backend = await addClient(db, provider, {
-      name: 'bench backend', redirectUris: [], grantTypes: ['client_credentials'], scope,
-      auth: { kind: 'jwks', jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES384' }] } },
-    });
+    const signer = await assertionSigner(`${server.url}/token`);
+    const auth = { kind: 'jwks' as const, jwks: { keys: [signer.publicJwk] } };
+    const backend = await addClient(db, provider, { name: 'bench backend', redirectUris: [], grantTypes: ['client_credentials'], scope, auth });
+    const app = await addClient(db, provider, { name: 'bench app', redirectUris: [BENCH_REDIRECT_URI], grantTypes: ['authorization_code'], scope: BENCH_APP_SCOPE, auth });
     const rs = await addClient(db, provider, { name: 'bench resource server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-    const clientId = String(backend.client_id);
+    const client = (id: unknown) => ({ clientId: String(id), assertion: () => signer.assertion(String(id)) });
     return {
-      backend: {
-        clientId,
-        assertion: () => {
-          const now = Math.floor(Date.now() / 1000);
-          return new SignJWT({ iss: clientId, sub: clientId, aud: `${server.url}/token`, jti: randomUUID(), iat: now, exp: now + 280 })
-            .setProtectedHeader({ alg: 'ES384', kid: 'bench', typ: 'JWT' }).sign(privateKey);
-        },
-      },
+      backend: client(backend.client_id),
+      app: client(app.client_id),
       resourceServer: { clientId: String(rs.client_id), clientSecret: String(rs.client_secret) },
+      publicJwk: signer.publicJwk,
     };
   } finally {
     await db.destroy();

@@ -6,6 +6,7 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 
 export interface ChildServer {
   url: string;
+  pid: number;
   output(): string;
   stop(): Promise<void>;
   /** Ends the process with a signal (SIGKILL: no chance to clean up) and waits for it. */
@@ -25,6 +26,7 @@ export async function startScript(script: string, env: Record<string, string>, r
   }
   return {
     url: '',
+    pid: child.pid!,
     output: () => output,
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');

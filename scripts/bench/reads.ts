@@ -1,0 +1,65 @@
+// Guarded FHIR reads (GET Patient/pat-1 with a cached token) against the demo store unguarded, in one
+// run, each server in its own process:
+//   - the guard and the store in one process, audit off and on (scripts/bench/audited-server.ts);
+//   - smart-auth's bundled /fhir: the same plus the revocation check, the privacy rules and the durable
+//     audit trail (every access committed to the hash chain before it is answered).
+//   node --import tsx scripts/bench/reads.ts [requests=3000] [connections=10]
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../../test/support/server.ts';
+import { startDemoFhirServer, startScript } from '../../test/support/processes.ts';
+import { isMain, load, printTable, registerBenchClients, startServerProcess, type BenchRow, type LoadResult } from './lib.ts';
+
+export async function benchReads(total: number, connections: number): Promise<{ rows: BenchRow[]; serverPid: number; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'smart-auth-bench-reads-'));
+  const stops: (() => Promise<void>)[] = [];
+  const measure = async (pid: number, base: string, token?: string): Promise<LoadResult> => {
+    const url = new URL(base);
+    const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
+    await load(url.origin, total, connections, request); // warm-up (JIT, caches)
+    return load(url.origin, total, connections, request, pid);
+  };
+
+  const store = await startDemoFhirServer(`sqlite:${join(dir, 'store.sqlite')}`);
+  stops.push(() => store.stop());
+
+  const guard = async (audit: 'on' | 'off') => {
+    const port = await freePort();
+    const server = await startScript('scripts/bench/audited-server.ts', { PORT: String(port), DATABASE_URL: `sqlite:${join(dir, `guard-${audit}.sqlite`)}`, AUDIT: audit }, /listening/);
+    stops.push(() => server.stop());
+    return { pid: server.pid, base: `http://127.0.0.1:${port}/fhir`, token: /token=(\S+)/.exec(server.output())![1] };
+  };
+  const guardOnly = await guard('off');
+  const guardAudited = await guard('on');
+
+  const smartAuth = await startServerProcess();
+  stops.push(() => smartAuth.stop());
+  const clients = await registerBenchClients(smartAuth, 'system/Patient.rs');
+  const res = await fetch(`${smartAuth.url}/token`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clients.backend.assertion() }),
+  });
+  const { access_token: smartAuthToken } = await res.json();
+
+  const baselineName = 'the demo store alone, unguarded';
+  const rows: BenchRow[] = [];
+  for (const [name, pid, base, token] of [
+    ['guarded read, cached token, audit off (guard + store)', guardOnly.pid, guardOnly.base, guardOnly.token],
+    ['guarded read, cached token, durable audit (guard + store)', guardAudited.pid, guardAudited.base, guardAudited.token],
+    ['guarded read, cached token, durable audit (smart-auth /fhir)', smartAuth.pid, `${smartAuth.url}/fhir`, smartAuthToken],
+  ] as const) {
+    // The baseline is measured again before each row, so that both see the same machine.
+    const baseline = await measure(store.pid, store.url);
+    rows.push({ name, baselineName, baseline, result: await measure(pid, base, token) });
+  }
+  return { rows, serverPid: smartAuth.pid, stop: async () => { for (const stop of stops.reverse()) await stop(); } };
+}
+
+if (isMain(import.meta.url)) {
+  const total = Number(process.argv[2] ?? 3000);
+  const connections = Number(process.argv[3] ?? 10);
+  const run = await benchReads(total, connections);
+  await run.stop();
+  printTable(`guarded reads, ${total} requests, ${connections} connections`, run.rows);
+}

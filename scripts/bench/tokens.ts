@@ -1,0 +1,121 @@
+// The token endpoints against bare node-oidc-provider in the same run, each server in its own process:
+//   - client_credentials with ES384 private_key_jwt assertions and ES256 JWT access tokens;
+//   - authorization-code exchanges (PKCE S256, the same client authentication), codes minted beforehand;
+//   - introspection of smart-auth's JWT access tokens by a resource server (client_secret_basic), against
+//     bare oidc-provider introspecting its own opaque tokens for a client_secret_basic client.
+// Client assertions are signed before each run, so the driver's signing cost is not measured.
+//   node --import tsx scripts/bench/tokens.ts [requests=3000] [connections=10]
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../../test/support/server.ts';
+import { startScript } from '../../test/support/processes.ts';
+import { assertionSigner, isMain, load, printTable, registerBenchClients, startServerProcess, type BenchRow, type LoadRequest } from './lib.ts';
+import { BENCH_CODE_VERIFIER, BENCH_REDIRECT_URI, mintSmartAuthCodes } from './codes.ts';
+
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
+const post = (path: string, data: Record<string, string>, headers: Record<string, string> = {}): LoadRequest =>
+  ({ method: 'POST', path, headers: { ...FORM, ...headers }, body: new URLSearchParams(data).toString() });
+const basic = (id: string, secret: string) => ({ authorization: `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}` });
+
+/** The three token-endpoint measurements for one server. */
+interface TokenTarget {
+  url: string;
+  pid: number;
+  clientCredentials(i: number): LoadRequest;
+  /** Codes expire within a minute: they are minted just before the exchanges are measured. */
+  codeExchange(): Promise<(i: number) => LoadRequest>;
+  introspection(i: number): LoadRequest;
+}
+
+const codeExchange = (codes: string[], assertions: string[]) => (i: number) => post('/token', {
+  grant_type: 'authorization_code', code: codes[i], redirect_uri: BENCH_REDIRECT_URI, code_verifier: BENCH_CODE_VERIFIER.verifier,
+  client_assertion_type: ASSERTION_TYPE, client_assertion: assertions[i],
+});
+
+async function presign(count: number, sign: () => Promise<string>): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) out.push(await sign());
+  return out;
+}
+
+async function accessTokens(url: string, requests: LoadRequest[]): Promise<string[]> {
+  return Promise.all(requests.map(async (r) => {
+    const body = await (await fetch(`${url}${r.path}`, { method: r.method, headers: r.headers, body: r.body })).json();
+    if (!body.access_token) throw new Error(`no access token: ${JSON.stringify(body)}`);
+    return body.access_token as string;
+  }));
+}
+
+async function smartAuthTarget(total: number, stops: (() => Promise<void>)[]): Promise<TokenTarget> {
+  const server = await startServerProcess(process.env.BENCH_DATABASE_URL ? { DATABASE_URL: process.env.BENCH_DATABASE_URL } : {});
+  stops.push(() => server.stop());
+  const clients = await registerBenchClients(server, 'system/Patient.rs');
+  const backendAssertions = await presign(total, clients.backend.assertion);
+  const appAssertions = await presign(total, clients.app.assertion);
+  const clientCredentials = (assertion: string) => post('/token', { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
+  const tokens = await accessTokens(server.url, await Promise.all(Array.from({ length: 20 }, async () => clientCredentials(await clients.backend.assertion()))));
+  const rs = basic(clients.resourceServer.clientId, clients.resourceServer.clientSecret);
+  return {
+    url: server.url,
+    pid: server.pid,
+    clientCredentials: (i) => clientCredentials(backendAssertions[i]),
+    codeExchange: async () => codeExchange(await mintSmartAuthCodes(server, clients.app.clientId, total), appAssertions),
+    introspection: (i) => post('/introspect', { token: tokens[i % tokens.length] }, rs),
+  };
+}
+
+async function bareProviderTarget(total: number, stops: (() => Promise<void>)[]): Promise<TokenTarget> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const signer = await assertionSigner(`${url}/token`);
+  const codesFile = join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-codes-')), 'codes.json');
+  const bare = await startScript('scripts/bench/bare-provider.ts', {
+    PORT: String(port), CLIENT_JWK: JSON.stringify(signer.publicJwk), CODES: String(total), CODES_FILE: codesFile,
+  }, /listening/);
+  stops.push(() => bare.stop());
+  const codes = JSON.parse(readFileSync(codesFile, 'utf8')) as string[];
+  const ccAssertions = await presign(total, () => signer.assertion('bench'));
+  const codeAssertions = await presign(total, () => signer.assertion('bench'));
+  const rs = basic('bench-rs', 'bench-rs-secret');
+  const tokens = await accessTokens(url, Array.from({ length: 20 }, () => post('/token', { grant_type: 'client_credentials', resource: 'urn:bench:opaque' }, rs)));
+  return {
+    url,
+    pid: bare.pid,
+    clientCredentials: (i) => post('/token', { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: ccAssertions[i] }),
+    codeExchange: async () => codeExchange(codes, codeAssertions),
+    introspection: (i) => post('/introspect', { token: tokens[i % tokens.length] }, rs),
+  };
+}
+
+export async function benchTokens(total: number, connections: number): Promise<{ rows: BenchRow[]; serverPid: number; stop(): Promise<void> }> {
+  const stops: (() => Promise<void>)[] = [];
+  const warm = Math.min(500, total);
+  const smartAuth = await smartAuthTarget(total + warm, stops);
+  const bare = await bareProviderTarget(total + warm, stops);
+  const measure = async (target: TokenTarget, request: (i: number) => LoadRequest) => {
+    await load(target.url, warm, connections, (i) => request(total + i));
+    return load(target.url, total, connections, request, target.pid);
+  };
+  const rows: BenchRow[] = [];
+  for (const [name, pick] of [
+    ['client_credentials (ES384 private_key_jwt, ES256 JWT)', async (t: TokenTarget) => t.clientCredentials],
+    ['authorization-code exchange (PKCE, ES384 private_key_jwt)', (t: TokenTarget) => t.codeExchange()],
+    ['introspection (client_secret_basic)', async (t: TokenTarget) => t.introspection],
+  ] as const) {
+    // Alternate the two servers so that neither gets a quieter machine.
+    const baseline = await measure(bare, await pick(bare));
+    const result = await measure(smartAuth, await pick(smartAuth));
+    rows.push({ name, result, baseline, baselineName: 'bare node-oidc-provider, in-memory' });
+  }
+  return { rows, serverPid: smartAuth.pid, stop: async () => { for (const stop of stops) await stop(); } };
+}
+
+if (isMain(import.meta.url)) {
+  const total = Number(process.argv[2] ?? 3000);
+  const connections = Number(process.argv[3] ?? 10);
+  const run = await benchTokens(total, connections);
+  await run.stop();
+  printTable(`token endpoints, ${total} requests, ${connections} connections`, run.rows);
+}

@@ -1,8 +1,7 @@
-// What the guard costs on a FHIR read (GET Patient/pat-1), in one run, every server in its own process:
-//   - the demo FHIR server unguarded (the baseline);
-//   - the standalone guard proxy in front of it: local verification without the token cache, with the
-//     cache, and by introspection (every request, and trusting an answer for 30 s);
-//   - smart-auth's bundled /fhir, guard and store in one process (local verification, cache, revocation check).
+// What the standalone guard proxy costs on a FHIR read (GET Patient/pat-1), in one run, every server in
+// its own process: the demo FHIR server unguarded (the baseline), and the proxy in front of it with local
+// verification without the token cache, with the cache, and by introspection (every request, and trusting
+// an answer for 30 s). smart-auth's bundled /fhir is measured by reads.ts (npm run bench).
 //   node --import tsx scripts/bench/guard.ts [requests=3000] [connections=10]
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -57,13 +56,12 @@ try {
   const run = async (name: string, base: string, token?: string) => {
     const url = new URL(base);
     const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
-    await load(url.origin, 50, 5, request); // warm-up
+    await load(url.origin, total, connections, request); // warm-up (JIT, caches)
     results.push([name, await load(url.origin, total, connections, request)]);
   };
 
   await run('unguarded demo FHIR server (baseline)', upstreamUrl);
   for (const v of proxies) await run(v.name, v.base, await tokenFor(v.base));
-  await run('smart-auth bundled /fhir (in process: local, cache, revocation check)', `${issuer.url}/fhir`, await tokenFor(`${issuer.url}/fhir`));
 
   console.log(`smart-auth guard on GET Patient/pat-1, Node ${process.version}, ${total} requests, ${connections} connections, each server its own process`);
   const baseline = results[0][1].rps;

@@ -1,0 +1,44 @@
+// Client metadata is cached for CLIENT_CACHE_MS: a change made through this process is seen at once,
+// one made elsewhere (the CLI, another instance: here, straight in the database) within the cache lifetime.
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { backendClient } from '../support/backend.ts';
+import { removeClient } from '../../server/oidc/clients.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('client metadata cache', () => {
+  const servers: TestServer[] = [];
+  const start = async (env: Record<string, string>) => {
+    const server = await startTestServer(env);
+    servers.push(server);
+    return server;
+  };
+  after(async () => { for (const s of servers) await s.stop(); });
+
+  it('sees a client removed by this process at once', async () => {
+    const server = await start({ CLIENT_CACHE_MS: '60000' });
+    const backend = await backendClient(server, 'system/Patient.rs');
+    assert.equal((await backend.token('system/Patient.rs')).res.status, 200);
+    await removeClient(server.db, backend.client_id);
+    assert.equal((await backend.token('system/Patient.rs')).res.status, 401);
+  });
+
+  it('sees a client removed elsewhere once the cache lifetime is over', async () => {
+    const server = await start({ CLIENT_CACHE_MS: '4000' });
+    const backend = await backendClient(server, 'system/Patient.rs');
+    assert.equal((await backend.token('system/Patient.rs')).res.status, 200);
+    await server.db('oidc_payloads').where({ model: 'Client', id: backend.client_id }).delete();
+    assert.equal((await backend.token('system/Patient.rs')).res.status, 200, 'still cached');
+    await sleep(4100);
+    assert.equal((await backend.token('system/Patient.rs')).res.status, 401);
+  });
+
+  it('CLIENT_CACHE_MS=0 reads the database every time', async () => {
+    const server = await start({ CLIENT_CACHE_MS: '0' });
+    const backend = await backendClient(server, 'system/Patient.rs');
+    assert.equal((await backend.token('system/Patient.rs')).res.status, 200);
+    await server.db('oidc_payloads').where({ model: 'Client', id: backend.client_id }).delete();
+    assert.equal((await backend.token('system/Patient.rs')).res.status, 401);
+  });
+});

@@ -1,7 +1,7 @@
 // Group commit: writes that arrive while a transaction is in flight wait, and then go together in the
 // next one, so N concurrent writers pay for one commit (one fsync on SQLite) instead of N. Writes of
-// different kinds (audit records, client assertion jtis) share that transaction. Each submitted item
-// settles with its own outcome.
+// different kinds (audit records, client assertion jtis, single statements such as consuming a code)
+// share that transaction. Each submitted item settles with its own outcome.
 import type { Knex } from 'knex';
 import type { Db } from './db.ts';
 import { rawTransaction, type Statements } from './db-statements.ts';
@@ -14,7 +14,6 @@ export interface Outcomes<R> {
 }
 
 export interface WriteKind<T, R> {
-  name: string;
   /** Writes the items inside the shared transaction; throwing aborts the transaction. */
   write(statements: Statements, items: T[]): Promise<Outcomes<R>>;
   /**
@@ -112,7 +111,6 @@ export function groupCommitFor(db: Db): GroupCommit {
 
 /** Statements that need nothing back (an insert, an update): they share the batch's transaction. */
 const plainWrites: WriteKind<Knex.QueryBuilder, void> = {
-  name: 'plain writes',
   async write({ rows }, queries) {
     for (const query of queries) await rows(query);
     return { outcomes: queries.map(() => undefined) };

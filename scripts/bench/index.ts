@@ -16,5 +16,5 @@ for (const bench of [benchTokens, benchReads]) {
   peaks.push(peakRssMb(run.serverPid));
   await run.stop();
 }
-printTable(`${total} requests per row, ${connections} connections, SQLite files, every server in its own process`, rows);
+if (!printTable(`${total} requests per row, ${connections} connections, SQLite files, every server in its own process`, rows)) process.exitCode = 1;
 console.log(`peak RSS of the smart-auth server under these loads: ${Math.max(...peaks).toFixed(0)} MB (${peaks.map((p) => p.toFixed(0)).join(' MB, ')} MB)`);

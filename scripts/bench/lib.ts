@@ -125,7 +125,9 @@ export function peakRssMb(pid: number): number {
   return Number(kb) / 1024;
 }
 
-export function printTable(title: string, rows: BenchRow[]) {
+/** Prints the table; false when a row got answers it should not have (it then measures something else). */
+export function printTable(title: string, rows: BenchRow[]): boolean {
+  let clean = true;
   const cpu = (r: LoadResult) => (r.cpuPerRequest === undefined ? '' : r.cpuPerRequest.toFixed(2));
   const cell = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)}/s ${r.p50.toFixed(1).padStart(5)} ${r.p99.toFixed(1).padStart(5)} ${cpu(r).padStart(5)}`;
   console.log(`smart-auth benchmarks: ${title}; Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim()}, ${new Date().toISOString().slice(0, 10)}`);
@@ -133,10 +135,13 @@ export function printTable(title: string, rows: BenchRow[]) {
   for (const row of rows) {
     console.log(`${row.name.padEnd(60)} ${cell(row.result).padStart(28)} | ${cell(row.baseline).padStart(28)} | ${`${(100 * row.result.rps / row.baseline.rps).toFixed(0)}%`.padStart(5)} | ${row.baselineName}`);
     for (const [label, r] of [['smart-auth', row.result], ['baseline', row.baseline]] as const) {
-      if (unexpected(r).length) console.log(`  ! ${label} answered ${JSON.stringify(r.statuses)}: this row does not measure what it says`);
+      if (!unexpected(r).length) continue;
+      clean = false;
+      console.log(`  ! ${label} answered ${JSON.stringify(r.statuses)}: this row does not measure what it says`);
     }
   }
   console.log('(throughput; p50 and p99 latency in ms; cpu: ms of server CPU per request, all threads)');
+  return clean;
 }
 
 export function report(name: string, r: LoadResult) {

@@ -61,5 +61,5 @@ if (isMain(import.meta.url)) {
   const connections = Number(process.argv[3] ?? 10);
   const run = await benchReads(total, connections);
   await run.stop();
-  printTable(`guarded reads, ${total} requests, ${connections} connections`, run.rows);
+  if (!printTable(`guarded reads, ${total} requests, ${connections} connections`, run.rows)) process.exitCode = 1;
 }

@@ -117,5 +117,5 @@ if (isMain(import.meta.url)) {
   const connections = Number(process.argv[3] ?? 10);
   const run = await benchTokens(total, connections);
   await run.stop();
-  printTable(`token endpoints, ${total} requests, ${connections} connections`, run.rows);
+  if (!printTable(`token endpoints, ${total} requests, ${connections} connections`, run.rows)) process.exitCode = 1;
 }

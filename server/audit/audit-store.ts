@@ -193,7 +193,6 @@ async function writeChain(statements: Statements, start: ChainHead, items: Prepa
 
 /** Audit appends as a kind of group-committed write: each item is one append (its events, in order). */
 class ChainWriter implements WriteKind<Prepared[], void> {
-  readonly name = 'audit chain';
   readonly listeners = new Set<(batch: BatchInfo) => void>();
   private readonly commits: GroupCommit;
 

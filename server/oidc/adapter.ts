@@ -17,7 +17,6 @@ type PayloadRow = Record<string, unknown> & { model: string; id: string };
  * group commit lets concurrent token requests share one transaction. Within a batch the first wins.
  */
 const firstUse: WriteKind<PayloadRow, boolean> = {
-  name: 'client assertion jtis',
   async write({ q, rows: run }, rows) {
     const first = new Map<string, number>();
     rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });

@@ -27,7 +27,6 @@ describe('group commit', () => {
 
   /** Inserts ids; an id already stored (or given twice) is refused alone, as Error. */
   const insertOnce: WriteKind<string, string> = {
-    name: 'items',
     async write({ q, rows }, ids) {
       transactions++;
       const inserted = new Set((await rows<{ id: string }>(q('items').insert([...new Set(ids)].map((id) => ({ id }))).onConflict('id').ignore().returning('id'))).map((r) => r.id));
@@ -36,7 +35,6 @@ describe('group commit', () => {
     },
   };
   const broken: WriteKind<string, void> = {
-    name: 'broken',
     async write({ q, rows }) {
       await rows(q.raw('select * from no_such_table'));
       return { outcomes: [] };

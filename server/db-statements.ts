@@ -14,6 +14,18 @@ export interface Statements {
   rows<T = Record<string, unknown>>(query: Knex.QueryBuilder | Knex.Raw): Promise<T[]>;
 }
 
+/**
+ * `INSERT INTO table (columns) VALUES (...), (...) [tail]` for rows with the same columns. Knex writes
+ * SQLite's multi-row inserts as SELECT ... UNION ALL, which SQLite prepares and runs more slowly (measured:
+ * a transaction of a 5-row insert, 0.5-0.7 ms of CPU against 0.9). `tail` is raw SQL with ?/?? bindings.
+ */
+export function insertValues(q: Knex, table: string, rows: Record<string, unknown>[], tail = '', tailBindings: readonly unknown[] = []): Knex.Raw {
+  const columns = Object.keys(rows[0]);
+  const row = `(${columns.map(() => '?').join(', ')})`;
+  const bindings = [table, ...columns, ...rows.flatMap((r) => columns.map((c) => r[c] ?? null)), ...tailBindings] as Knex.RawBinding[];
+  return q.raw(`insert into ?? (${columns.map(() => '??').join(', ')}) values ${rows.map(() => row).join(', ')} ${tail}`, bindings);
+}
+
 export const isPg = (db: Knex) => /^(pg|postgres|postgresql)$/.test(String(db.client.config.client));
 
 /** The statements of a knex transaction. */

@@ -15,7 +15,7 @@ import type { AuditEvent, AuditSearch, AuditStore, AuditVerification } from './t
 import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
 import { createHash } from 'node:crypto';
 import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
-import { isPg, rawTransaction, transactionStatements, type Statements } from '../db-statements.ts';
+import { insertValues, isPg, rawTransaction, transactionStatements, type Statements } from '../db-statements.ts';
 
 export interface AuditStoreOptions {
   /** Signs a checkpoint or purge payload: a JWS compact serialization (the server's signing key). */
@@ -143,8 +143,8 @@ async function lockHead({ q, pg, rows }: Statements): Promise<ChainHead> {
   return { seq: Number(row.seq), hash: row.hash, eventId: row.event_id };
 }
 
-async function insertChunked({ q, rows }: Statements, table: string, values: object[], size: number) {
-  for (let i = 0; i < values.length; i += size) await rows(q(table).insert(values.slice(i, i + size)));
+async function insertChunked({ q, rows }: Statements, table: string, values: Record<string, unknown>[], size: number) {
+  for (let i = 0; i < values.length; i += size) await rows(insertValues(q, table, values.slice(i, i + size)));
 }
 
 const isUniqueViolation = (err: unknown) => ['23505', 'SQLITE_CONSTRAINT'].includes(String((err as { code?: unknown })?.code));
@@ -170,8 +170,8 @@ async function writeChain(statements: Statements, start: ChainHead, items: Prepa
   let seq = start.seq;
   let prev = start.hash;
   let lastId = start.eventId ?? null;
-  const rows: object[] = [];
-  const terms: object[] = [];
+  const rows: Record<string, unknown>[] = [];
+  const terms: Record<string, unknown>[] = [];
   for (const item of items) {
     seq++;
     const hash = chainHash(prev, item.eventHash);

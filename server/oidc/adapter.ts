@@ -6,6 +6,7 @@ import { nowSeconds } from '../db.ts';
 import { noteRevocation } from './revocation.ts';
 import { cachedClient, forgetClient } from './client-cache.ts';
 import { commitWrite, groupCommitFor, type WriteKind } from '../group-commit.ts';
+import { insertValues } from '../db-statements.ts';
 
 const TABLE = 'oidc_payloads';
 
@@ -20,9 +21,10 @@ const firstUse: WriteKind<PayloadRow, boolean> = {
   async write({ q, rows: run }, rows) {
     const first = new Map<string, number>();
     rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });
-    const inserted = await run<{ id: string }>(q(TABLE).insert([...first.values()].map((i) => rows[i])).onConflict(['model', 'id']).ignore().returning('id'));
-    const fresh = new Set(inserted.map((r) => r.id));
-    return { outcomes: rows.map((row, i) => first.get(row.id) === i && fresh.has(row.id)) };
+    const fresh = [...first.values()].map((i) => rows[i]);
+    const inserted = await run<{ id: string }>(insertValues(q, TABLE, fresh, 'on conflict (??, ??) do nothing returning ??', ['model', 'id', 'id']));
+    const stored = new Set(inserted.map((r) => r.id));
+    return { outcomes: rows.map((row, i) => first.get(row.id) === i && stored.has(row.id)) };
   },
 };
 

@@ -72,7 +72,10 @@ export class GroupCommit {
 
   private async flush(batch: Pending[]) {
     const byKind = new Map<WriteKind<unknown, unknown>, Pending[]>();
-    for (const p of batch) byKind.set(p.kind, [...(byKind.get(p.kind) ?? []), p]);
+    for (const p of batch) {
+      if (!byKind.has(p.kind)) byKind.set(p.kind, []);
+      byKind.get(p.kind)!.push(p);
+    }
     let results: [Pending[], Outcomes<unknown>][] | undefined;
     try {
       results = await rawTransaction(this.db, async (statements) => {

@@ -22,10 +22,13 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-/** The real server, `node --import tsx server/main.ts`, on a fresh SQLite file unless DATABASE_URL is given. */
+/**
+ * The real server, `node --import tsx server/main.ts`, on a fresh SQLite file, or on the database of
+ * env.DATABASE_URL or BENCH_DATABASE_URL (e.g. postgres://…: the benchmarks then measure smart-auth on it).
+ */
 export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
   const port = await freePort();
-  const databaseUrl = env.DATABASE_URL ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-')), 'bench.sqlite')}`;
+  const databaseUrl = env.DATABASE_URL ?? process.env.BENCH_DATABASE_URL ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-')), 'bench.sqlite')}`;
   // The per-address limit on /token would cut a load from one address short; the bench measures throughput.
   const fullEnv = { PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, RATE_LIMIT_TOKEN_PER_MINUTE: '1000000', ...env };
   // BENCH_SERVER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=var/prof", profiles the server process.

@@ -49,7 +49,7 @@ async function accessTokens(url: string, requests: LoadRequest[]): Promise<strin
 }
 
 async function smartAuthTarget(total: number, stops: (() => Promise<void>)[]): Promise<TokenTarget> {
-  const server = await startServerProcess(process.env.BENCH_DATABASE_URL ? { DATABASE_URL: process.env.BENCH_DATABASE_URL } : {});
+  const server = await startServerProcess();
   stops.push(() => server.stop());
   const clients = await registerBenchClients(server, 'system/Patient.rs');
   const backendAssertions = await presign(total, clients.backend.assertion);

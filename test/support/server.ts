@@ -1,5 +1,5 @@
 // Starts the real server on a free port with a fresh SQLite file, as a person would run it.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,15 +15,39 @@ export interface TestServer extends RunningServer {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+const PORT_LOCKS = join(tmpdir(), 'smart-auth-test-ports');
+const reserved: string[] = [];
+process.on('exit', () => { for (const lock of reserved) rmSync(lock, { force: true }); });
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
   });
+}
+
+/**
+ * A port for a server a test starts. It is below Linux's ephemeral range (32768 and up), so no outgoing
+ * connection takes it before the server listens, and reserved by creating a lock file exclusively, so two
+ * suites running side by side (CI) never get the same one.
+ */
+export async function freePort(): Promise<number> {
+  mkdirSync(PORT_LOCKS, { recursive: true });
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const lock = join(PORT_LOCKS, String(port));
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+    } catch {
+      // Taken; a lock left by a killed run is removed once it is an hour old.
+      if (Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > 3_600_000) rmSync(lock, { force: true });
+      continue;
+    }
+    reserved.push(lock);
+    if (await bindable(port)) return port;
+  }
+  throw new Error('no free port for a test server');
 }
 
 /**

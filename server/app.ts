@@ -65,6 +65,17 @@ function securityHeaders(ctx: Context, next: Next) {
   return next();
 }
 
+/** oidc-provider's own body limit: it answers a larger body with 400, where clients should get 413. */
+const PROVIDER_BODY_LIMIT = 56 * 1024;
+
+/** For the requests oidc-provider answers (the middleware sits right in front of it): 413 by Content-Length. */
+function providerBodyLimit(ctx: Context, next: Next) {
+  if ((ctx.request.length ?? 0) <= PROVIDER_BODY_LIMIT) return next();
+  ctx.status = 413;
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { error: 'invalid_request', error_description: `the request body is larger than ${PROVIDER_BODY_LIMIT / 1024} KiB` };
+}
+
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Every request has an id: the client's X-Request-Id when it is sane, else a new one; returned and recorded. */
@@ -293,6 +304,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       }
     },
   }));
+  app.use(providerBodyLimit);
   app.use(host.middleware);
   return { logger, config, db, host, audit, metrics, app };
 }

@@ -1,4 +1,5 @@
-// What operators rely on: health endpoints, HTTPS with TLS 1.2 at least, X-Forwarded-* trusted only when configured.
+// What operators rely on: health endpoints, HTTPS with TLS 1.2 at least, X-Forwarded-* trusted only when
+// configured, security headers and cookie flags, body size limits.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -103,6 +104,75 @@ describe('metrics', () => {
       assert.ok(!text.includes(token), 'no token in metrics');
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe('what every page and cookie carries', () => {
+  let server: TestServer;
+  let proxied: TestServer;
+  before(async () => {
+    server = await startTestServer();
+    proxied = await startTestServer({ TRUST_PROXY: 'true' });
+  });
+  after(async () => {
+    await server.stop();
+    await proxied.stop();
+  });
+
+  /** An authorization request, and the login page it leads to, as a browser reaching `target` over http or (through a proxy) https. */
+  async function loginPage(target: TestServer, proto: 'http' | 'https') {
+    const app = await target.addClient({ auth: { kind: 'public' } });
+    const headers = { 'x-forwarded-proto': proto };
+    const params = new URLSearchParams({
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: 'openid launch/patient patient/*.rs', state: 's',
+      aud: target.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    });
+    const authorize = await fetch(`${target.issuer}/authorize?${params}`, { headers, redirect: 'manual' });
+    const cookies = authorize.headers.getSetCookie();
+    const page = await fetch(new URL(authorize.headers.get('location')!, target.issuer), {
+      headers: { ...headers, cookie: cookies.map((c) => c.split(';')[0]).join('; ') },
+    });
+    return { authorize, cookies, page };
+  }
+
+  it('sends a CSP without inline script, no framing and no referrer on every page; HSTS only over https', async () => {
+    for (const [target, proto] of [[server, 'http'], [proxied, 'https']] as const) {
+      const { authorize, page } = await loginPage(target, proto);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /name="password"/);
+      for (const res of [authorize, page, await fetch(`${target.issuer}/.well-known/smart-configuration`, { headers: { 'x-forwarded-proto': proto } })]) {
+        const csp = res.headers.get('content-security-policy') ?? '';
+        assert.match(csp, /script-src 'none'/);
+        assert.match(csp, /frame-ancestors 'none'/);
+        assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+        assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+        assert.equal(Boolean(res.headers.get('strict-transport-security')), proto === 'https', `HSTS over ${proto}`);
+      }
+    }
+  });
+
+  it('sets cookies HttpOnly and SameSite, and Secure behind https', async () => {
+    for (const [target, proto] of [[server, 'http'], [proxied, 'https']] as const) {
+      const { cookies } = await loginPage(target, proto);
+      assert.ok(cookies.length > 0);
+      for (const cookie of cookies) {
+        assert.match(cookie, /;\s*httponly/i, cookie);
+        assert.match(cookie, /;\s*samesite=lax/i, cookie);
+        assert.equal(/;\s*secure/i.test(cookie), proto === 'https', `${proto}: ${cookie}`);
+      }
+    }
+  });
+
+  it('refuses an oversized body with 413 at the OAuth endpoints, on forms and at /fhir', async () => {
+    const big = `grant_type=client_credentials&x=${'a'.repeat(2 * 1024 * 1024)}`;
+    for (const path of ['/token', '/register', '/introspect', '/revoke', '/interaction/x/login', '/apps', '/fhir/Patient']) {
+      const type = path === '/register' ? 'application/json' : path.startsWith('/fhir') ? 'application/fhir+json' : 'application/x-www-form-urlencoded';
+      const res = await fetch(`${server.issuer}${path}`, { method: 'POST', headers: { 'content-type': type }, body: big });
+      assert.equal(res.status, 413, path);
+      const body = await res.text();
+      assert.doesNotMatch(body, /at \w+ \(|node_modules/, `${path}: no stack trace`);
+      if (['/token', '/register', '/introspect', '/revoke'].includes(path)) assert.equal(JSON.parse(body).error, 'invalid_request');
     }
   });
 });

@@ -317,7 +317,7 @@ export interface RunningServer extends AppContext {
 
 /** Opens the database, migrates, seeds the demo data in demo mode, and listens. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const db = openDatabase(config.databaseUrl);
+  const db = openDatabase(config.databaseUrl, config.databasePool);
   await migrate(db);
   if (config.demo) await seedDemoData(db);
   if (!config.fhirUpstreamUrl) await seedDemoResources(db);

@@ -5,6 +5,18 @@ import type { LogLevel } from './ops/log.ts';
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
 import { CONFIDENTIALITY_SCALE, isPurposeOfUse, type ConfidentialityCode } from './hcs/codes.ts';
 
+/** PostgreSQL connection pool settings (SQLite always uses one connection). */
+export interface PoolSettings {
+  /** Connections at most, per instance. */
+  max: number;
+  /** How long a query waits for a free connection before it fails. */
+  acquireTimeoutMs: number;
+  /** PostgreSQL statement_timeout of every connection; 0: none. */
+  statementTimeoutMs: number;
+}
+
+export const DEFAULT_POOL: PoolSettings = { max: 10, acquireTimeoutMs: 10_000, statementTimeoutMs: 30_000 };
+
 export interface Config {
   production: boolean;
   /** Demo mode: demo accounts, the demo EHR launcher, open registration. Never in production. */
@@ -62,6 +74,8 @@ export interface Config {
   revocationCacheMs: number;
   /** How long client metadata read from the database is reused (changes made elsewhere show within it). */
   clientCacheMs: number;
+  /** PostgreSQL connection pool of this instance. */
+  databasePool: PoolSettings;
   /** Seconds the guard waits for the upstream FHIR server. */
   upstreamTimeout: number;
   /** `_include`/`_revinclude` targets a token may not see: strip them, or refuse the search. */
@@ -198,6 +212,11 @@ export function loadConfig(env: Env = process.env): Config {
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
     clientCacheMs: integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000),
+    databasePool: {
+      max: integer(env, 'DATABASE_POOL_MAX', DEFAULT_POOL.max, 1, 1000),
+      acquireTimeoutMs: integer(env, 'DATABASE_ACQUIRE_TIMEOUT_MS', DEFAULT_POOL.acquireTimeoutMs, 100, 600_000),
+      statementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', DEFAULT_POOL.statementTimeoutMs, 0, 3_600_000),
+    },
     trustProxy: boolean(env, 'TRUST_PROXY', false),
     logLevel: choice(env, 'LOG_LEVEL', 'info', ['debug', 'info', 'warn', 'error', 'silent'] as const),
     loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),

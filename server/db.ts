@@ -3,10 +3,11 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import { migrations } from '../db/migrations/index.ts';
+import { DEFAULT_POOL, type PoolSettings } from './config.ts';
 
 export type Db = Knex;
 
-export function openDatabase(databaseUrl: string): Db {
+export function openDatabase(databaseUrl: string, pool: PoolSettings = DEFAULT_POOL): Db {
   if (databaseUrl.startsWith('sqlite:')) {
     const filename = databaseUrl.slice('sqlite:'.length) || ':memory:';
     if (filename !== ':memory:') mkdirSync(dirname(filename), { recursive: true });
@@ -37,7 +38,12 @@ export function openDatabase(databaseUrl: string): Db {
       },
     });
   }
-  return knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: 0, max: 10 } });
+  return knexFactory({
+    client: 'pg',
+    connection: { connectionString: databaseUrl, statement_timeout: pool.statementTimeoutMs || undefined },
+    pool: { min: 0, max: pool.max },
+    acquireConnectionTimeout: pool.acquireTimeoutMs,
+  });
 }
 
 export async function migrate(db: Db): Promise<void> {

@@ -8,7 +8,7 @@ import { KeyEncryptionError } from './oidc/keys.ts';
 async function main() {
   const config = loadConfig();
   if (config.production) {
-    const db = openDatabase(config.databaseUrl);
+    const db = openDatabase(config.databaseUrl, config.databasePool);
     await migrate(db);
     const demoAccounts = await hasDemoAccounts(db);
     await db.destroy();

@@ -305,7 +305,7 @@ export async function runCli(argv: string[]): Promise<number> {
     const args = parseArgs({ args: argv.slice(2), options: command.options, allowPositionals: true, strict: true });
     wantsJson = Boolean(args.values.json);
     const config = loadConfig();
-    db = openDatabase(config.databaseUrl);
+    db = openDatabase(config.databaseUrl, config.databasePool);
     await migrate(db);
     const result = await command.run(args as { values: Record<string, unknown>; positionals: string[] }, { db, config });
     if (result.json !== undefined || result.text) console.log(wantsJson ? JSON.stringify(result.json) : result.text);

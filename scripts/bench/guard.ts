@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startScript } from '../../test/support/processes.ts';
-import { load, registerBenchClients, report, startServerProcess } from './lib.ts';
+import { backendToken, load, registerBenchClients, report, startServerProcess } from './lib.ts';
 
 const total = Number(process.argv[2] ?? 3000);
 const connections = Number(process.argv[3] ?? 10);
@@ -33,16 +33,6 @@ const issuer = await startServerProcess({ ADDITIONAL_FHIR_BASES: proxies.map((v)
 const stops: (() => Promise<void>)[] = [() => issuer.stop(), () => upstream.stop()];
 try {
   const clients = await registerBenchClients(issuer, 'system/Patient.rs');
-  async function tokenFor(resource: string): Promise<string> {
-    const assertion = await clients.backend.assertion();
-    const res = await fetch(`${issuer.url}/token`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', resource, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }),
-    });
-    const body = await res.json();
-    if (!body.access_token) throw new Error(`no token: ${JSON.stringify(body)}`);
-    return body.access_token;
-  }
 
   for (const v of proxies) {
     const proxy = await startScript('scripts/guard-proxy.ts', {
@@ -61,7 +51,7 @@ try {
   };
 
   await run('unguarded demo FHIR server (baseline)', upstreamUrl);
-  for (const v of proxies) await run(v.name, v.base, await tokenFor(v.base));
+  for (const v of proxies) await run(v.name, v.base, await backendToken(issuer, clients, v.base));
 
   console.log(`smart-auth guard on GET Patient/pat-1, Node ${process.version}, ${total} requests, ${connections} connections, each server its own process`);
   const baseline = results[0][1].rps;

@@ -122,14 +122,42 @@ export interface BenchRow {
 
 const unexpected = (r: LoadResult) => Object.keys(r.statuses).filter((s) => Number(s) >= 400);
 
+/** A benchmark: its rows, the smart-auth process it measured, and a way to stop its servers. */
+export interface BenchRun {
+  rows: BenchRow[];
+  serverPid: number;
+  stop(): Promise<void>;
+}
+export type Bench = (total: number, connections: number) => Promise<BenchRun>;
+
+/**
+ * Runs benchmarks one after the other with `[requests=3000] [connections=10]` from the command line, and
+ * prints one table and the peak memory of the smart-auth processes. A row with error answers fails the run.
+ */
+export async function runBenches(what: string, benches: Bench[]): Promise<void> {
+  const total = Number(process.argv[2] ?? 3000);
+  const connections = Number(process.argv[3] ?? 10);
+  const rows: BenchRow[] = [];
+  const peaks: number[] = [];
+  for (const bench of benches) {
+    const run = await bench(total, connections);
+    rows.push(...run.rows);
+    peaks.push(peakRssMb(run.serverPid));
+    await run.stop();
+  }
+  const database = process.env.BENCH_DATABASE_URL ? 'PostgreSQL' : 'a SQLite file';
+  if (!printTable(`${what}, ${total} requests per row, ${connections} connections, smart-auth on ${database}, every server in its own process`, rows)) process.exitCode = 1;
+  console.log(`peak RSS of the smart-auth server under these loads: ${Math.max(...peaks).toFixed(0)} MB (${peaks.map((p) => p.toFixed(0)).join(' MB, ')} MB)`);
+}
+
 /** The most memory the process has held (VmHWM), in MB. */
-export function peakRssMb(pid: number): number {
+function peakRssMb(pid: number): number {
   const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   return Number(kb) / 1024;
 }
 
 /** Prints the table; false when a row got answers it should not have (it then measures something else). */
-export function printTable(title: string, rows: BenchRow[]): boolean {
+function printTable(title: string, rows: BenchRow[]): boolean {
   let clean = true;
   const cpu = (r: LoadResult) => (r.cpuPerRequest === undefined ? '' : r.cpuPerRequest.toFixed(2));
   const cell = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)}/s ${r.p50.toFixed(1).padStart(5)} ${r.p99.toFixed(1).padStart(5)} ${cpu(r).padStart(5)}`;
@@ -196,4 +224,18 @@ export async function registerBenchClients(server: ServerProcess, scope: string)
   } finally {
     await db.destroy();
   }
+}
+
+/** An access token of the bench backend service (client_credentials), for `resource` when given. */
+export async function backendToken(server: ServerProcess, clients: BenchClients, resource?: string): Promise<string> {
+  const res = await fetch(`${server.url}/token`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: 'client_credentials', scope: 'system/Patient.rs', ...(resource && { resource }),
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clients.backend.assertion(),
+    }),
+  });
+  const body = await res.json();
+  if (!body.access_token) throw new Error(`no token: ${JSON.stringify(body)}`);
+  return body.access_token;
 }

@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startDemoFhirServer, startScript } from '../../test/support/processes.ts';
-import { isMain, load, printTable, registerBenchClients, startServerProcess, type BenchRow, type LoadResult } from './lib.ts';
+import { backendToken, isMain, load, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
 
-export async function benchReads(total: number, connections: number): Promise<{ rows: BenchRow[]; serverPid: number; stop(): Promise<void> }> {
+export const benchReads: Bench = async (total, connections) => {
   const dir = mkdtempSync(join(tmpdir(), 'smart-auth-bench-reads-'));
   const stops: (() => Promise<void>)[] = [];
   const measure = async (pid: number, base: string, token?: string): Promise<LoadResult> => {
@@ -36,11 +36,7 @@ export async function benchReads(total: number, connections: number): Promise<{ 
   const smartAuth = await startServerProcess();
   stops.push(() => smartAuth.stop());
   const clients = await registerBenchClients(smartAuth, 'system/Patient.rs');
-  const res = await fetch(`${smartAuth.url}/token`, {
-    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clients.backend.assertion() }),
-  });
-  const { access_token: smartAuthToken } = await res.json();
+  const smartAuthToken = await backendToken(smartAuth, clients);
 
   const baselineName = 'the demo store alone, unguarded';
   const rows: BenchRow[] = [];
@@ -54,12 +50,6 @@ export async function benchReads(total: number, connections: number): Promise<{ 
     rows.push({ name, baselineName, baseline, result: await measure(pid, base, token) });
   }
   return { rows, serverPid: smartAuth.pid, stop: async () => { for (const stop of stops.reverse()) await stop(); } };
-}
+};
 
-if (isMain(import.meta.url)) {
-  const total = Number(process.argv[2] ?? 3000);
-  const connections = Number(process.argv[3] ?? 10);
-  const run = await benchReads(total, connections);
-  await run.stop();
-  if (!printTable(`guarded reads, ${total} requests, ${connections} connections`, run.rows)) process.exitCode = 1;
-}
+if (isMain(import.meta.url)) await runBenches('guarded reads', [benchReads]);

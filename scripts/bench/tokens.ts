@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startScript } from '../../test/support/processes.ts';
-import { assertionSigner, isMain, load, printTable, registerBenchClients, startServerProcess, type BenchRow, type LoadRequest } from './lib.ts';
+import { assertionSigner, isMain, load, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadRequest } from './lib.ts';
 import { BENCH_CODE_VERIFIER, BENCH_REDIRECT_URI, mintSmartAuthCodes } from './codes.ts';
 
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -89,7 +89,7 @@ async function bareProviderTarget(total: number, stops: (() => Promise<void>)[])
   };
 }
 
-export async function benchTokens(total: number, connections: number): Promise<{ rows: BenchRow[]; serverPid: number; stop(): Promise<void> }> {
+export const benchTokens: Bench = async (total, connections) => {
   const stops: (() => Promise<void>)[] = [];
   const warm = Math.min(500, total);
   const smartAuth = await smartAuthTarget(total + warm, stops);
@@ -110,12 +110,6 @@ export async function benchTokens(total: number, connections: number): Promise<{
     rows.push({ name, result, baseline, baselineName: 'bare node-oidc-provider, in-memory' });
   }
   return { rows, serverPid: smartAuth.pid, stop: async () => { for (const stop of stops) await stop(); } };
-}
+};
 
-if (isMain(import.meta.url)) {
-  const total = Number(process.argv[2] ?? 3000);
-  const connections = Number(process.argv[3] ?? 10);
-  const run = await benchTokens(total, connections);
-  await run.stop();
-  if (!printTable(`token endpoints, ${total} requests, ${connections} connections`, run.rows)) process.exitCode = 1;
-}
+if (isMain(import.meta.url)) await runBenches('token endpoints', [benchTokens]);

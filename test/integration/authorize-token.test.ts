@@ -222,4 +222,21 @@ describe('authorization endpoint and token endpoint', () => {
     const refreshed = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: a.body.refresh_token }, app);
     assert.equal(refreshed.body.patient, 'pat-1');
   });
+
+  it('reads the user and the launch context once per code exchange', async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE });
+    const reads: string[] = [];
+    const count = (q: { sql: string }) => {
+      if (/^select .* from [`"](users|grant_contexts)[`"]/i.test(q.sql)) reads.push(/from [`"](\w+)/.exec(q.sql)![1]);
+    };
+    server.db.on('query', count);
+    try {
+      const tokens = await exchangeCode(server.issuer, launch, app);
+      assert.equal(tokens.res.status, 200);
+      assert.equal(tokens.body.patient, 'pat-1');
+    } finally {
+      server.db.off('query', count);
+    }
+    assert.deepEqual(reads.sort(), ['grant_contexts', 'users']);
+  });
 });

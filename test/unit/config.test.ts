@@ -37,6 +37,10 @@ describe('config', () => {
     [{ GUARD_INCLUDES: 'hide' }, /GUARD_INCLUDES must be one of strip, refuse/],
     [{ GUARD_NARRATIVES: 'allow' }, /GUARD_NARRATIVES must be one of refuse, sanitize/],
     [{ POLICY_FILE: '/nonexistent/policy.json' }, /cannot be read/],
+    [{ CLIENT_CACHE_MS: '70000' }, /CLIENT_CACHE_MS must be between 0 and 60000/],
+    [{ DATABASE_POOL_MAX: '0' }, /DATABASE_POOL_MAX must be between 1 and 1000/],
+    [{ DATABASE_ACQUIRE_TIMEOUT_MS: 'soon' }, /DATABASE_ACQUIRE_TIMEOUT_MS must be a whole number/],
+    [{ DATABASE_STATEMENT_TIMEOUT_MS: '-1' }, /DATABASE_STATEMENT_TIMEOUT_MS must be a whole number/],
   ] as const) {
     it(`explains a bad value: ${JSON.stringify(env)}`, () => {
       assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));

@@ -2,15 +2,12 @@
 import assert from 'node:assert/strict';
 import { freshPostgresSchema, POSTGRES_URL, type PostgresSchema } from '../support/postgres.ts';
 import { openDatabase, type Db } from '../../server/db.ts';
-import { ConfigError, loadConfig } from '../../server/config.ts';
+import { loadConfig } from '../../server/config.ts';
 
 describe('database pool settings', () => {
-  it('are read from the environment and checked', () => {
+  it('are read from the environment (bad values: config.test.ts)', () => {
     const config = loadConfig({ DATABASE_POOL_MAX: '25', DATABASE_ACQUIRE_TIMEOUT_MS: '2000', DATABASE_STATEMENT_TIMEOUT_MS: '0' });
     assert.deepEqual(config.databasePool, { max: 25, acquireTimeoutMs: 2000, statementTimeoutMs: 0 });
-    for (const [name, value] of [['DATABASE_POOL_MAX', '0'], ['DATABASE_ACQUIRE_TIMEOUT_MS', 'soon'], ['DATABASE_STATEMENT_TIMEOUT_MS', '-1']]) {
-      assert.throws(() => loadConfig({ [name]: value }), (err: Error) => err instanceof ConfigError && err.message.includes(name));
-    }
   });
 
   describe('on PostgreSQL', () => {

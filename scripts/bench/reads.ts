@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startDemoFhirServer, startScript } from '../../test/support/processes.ts';
-import { backendToken, isMain, load, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
+import { backendToken, isMain, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
 
 export const benchReads: Bench = async (total, connections) => {
   const dir = mkdtempSync(join(tmpdir(), 'smart-auth-bench-reads-'));
@@ -17,7 +17,7 @@ export const benchReads: Bench = async (total, connections) => {
   const measure = async (pid: number, base: string, token?: string): Promise<LoadResult> => {
     const url = new URL(base);
     const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
-    await load(url.origin, total, connections, request); // warm-up (JIT, caches)
+    await warmUp(url.origin, connections, request);
     return load(url.origin, total, connections, request, pid);
   };
 

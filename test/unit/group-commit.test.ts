@@ -13,12 +13,15 @@ describe('group commit', () => {
   let db: Db;
   /** Calls of insertOnce.write: one per transaction it takes part in. */
   let transactions: number;
+  /** The items of each of those calls. */
+  let batches: string[][];
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'smart-auth-group-commit-'));
     db = knexFactory({ client: 'sqlite3', connection: { filename: join(dir, 'g.sqlite') }, useNullAsDefault: true, pool: { min: 1, max: 1 } });
     await db.schema.createTable('items', (t) => t.string('id').primary());
     transactions = 0;
+    batches = [];
   });
   afterEach(async () => {
     await db.destroy();
@@ -29,6 +32,7 @@ describe('group commit', () => {
   const insertOnce: WriteKind<string, string> = {
     async write({ q, rows }, ids) {
       transactions++;
+      batches.push(ids);
       const inserted = new Set((await rows<{ id: string }>(q('items').insert([...new Set(ids)].map((id) => ({ id }))).onConflict('id').ignore().returning('id'))).map((r) => r.id));
       const seen = new Set<string>();
       return { outcomes: ids.map((id) => (inserted.has(id) && !seen.has(id) && seen.add(id) ? id : new Error(`${id} is taken`))) };
@@ -69,5 +73,38 @@ describe('group commit', () => {
     assert.equal(bad.status, 'rejected');
     assert.match(String((bad as PromiseRejectedResult).reason), /no_such_table/);
     assert.deepEqual(await db('items').pluck('id'), ['x']);
+  });
+
+  describe('under load, a flush waits briefly for its batch to fill', () => {
+    // A linger longer than the test's timeout: a test passes only if nothing waits for it to end.
+    const FOREVER = 10 * 60_000;
+    const tick = () => new Promise((r) => setImmediate(r));
+
+    it('waits for as many writes as the previous batch had, and flushes as soon as they are there', async () => {
+      const writer = new GroupCommit(db, FOREVER);
+      await Promise.all(['a1', 'a2', 'a3'].map((id) => writer.submit(insertOnce, id)));
+      // Three writers arriving a few event-loop turns apart: one batch, not three.
+      const next: Promise<string>[] = [];
+      for (const id of ['b1', 'b2', 'b3']) {
+        next.push(writer.submit(insertOnce, id));
+        for (let i = 0; i < 5; i++) await tick();
+      }
+      await Promise.all(next);
+      assert.deepEqual(batches, [['a1', 'a2', 'a3'], ['b1', 'b2', 'b3']]);
+    });
+
+    it('flushes a short batch once the linger is over', async () => {
+      const writer = new GroupCommit(db, 20);
+      await Promise.all(['a1', 'a2', 'a3'].map((id) => writer.submit(insertOnce, id)));
+      await writer.submit(insertOnce, 'b1');
+      assert.deepEqual(batches, [['a1', 'a2', 'a3'], ['b1']]);
+    });
+
+    it('after a lone write, the next write does not wait for company', async () => {
+      const writer = new GroupCommit(db, FOREVER);
+      await writer.submit(insertOnce, 'a');
+      await writer.submit(insertOnce, 'b');
+      assert.deepEqual(batches, [['a'], ['b']]);
+    });
   });
 });

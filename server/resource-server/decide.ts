@@ -1,6 +1,6 @@
 // The guard's decisions: which scopes let a token make an interaction, what each lets it see
 // (views), and whether one resource is inside them. Pure; nothing here knows the store.
-import { isInPatientCompartment, parseReference, patientCompartmentParams } from '../fhir/compartment.ts';
+import { isInPatientCompartment, parseReference, patientCompartmentParams, type ReferenceTarget } from '../fhir/compartment.ts';
 import { matchesSearch, searchParamKind } from '../fhir/search.ts';
 import { allows, permissionFor, type Interaction, type Level, type Permission } from '../smart/scopes.ts';
 import type { Decision, FhirInteraction, FhirResource, InteractionKind, Refusal, TokenContext, View } from './types.ts';
@@ -139,18 +139,36 @@ export function searchIsSafe(views: readonly View[], params: URLSearchParams): R
   return undefined;
 }
 
-/** Is `resource` inside `view`: in one of its patients' compartments (when its type has one) and matching its restrictions? */
-export function admits(view: View, resource: FhirResource): boolean {
+/**
+ * Is `resource` inside `view`: in one of its patients' compartments (when its type has one) and matching
+ * its restrictions? `context` is the resource a Binary's securityContext names, when the caller has read it.
+ */
+export function admits(view: View, resource: FhirResource, context?: FhirResource): boolean {
   if (typeof resource?.resourceType !== 'string') return false;
-  return withinPatients(view.patients, resource) && matchesRestriction(view.query, resource);
+  return withinPatients(view.patients, resource, context) && matchesRestriction(view.query, resource);
 }
 
-export function admitted(views: readonly View[], resource: FhirResource): boolean {
-  return views.some((view) => admits(view, resource));
+export function admitted(views: readonly View[], resource: FhirResource, context?: FhirResource): boolean {
+  return views.some((view) => admits(view, resource, context));
 }
 
-function withinPatients(patients: readonly string[] | undefined, resource: FhirResource): boolean {
+/** The resource a Binary's securityContext names ("Type/id"), if it names one. */
+export function securityContextOf(resource: FhirResource): ReferenceTarget | undefined {
+  if (resource.resourceType !== 'Binary') return undefined;
+  const reference = (resource.securityContext as { reference?: unknown } | undefined)?.reference;
+  return typeof reference === 'string' ? parseReference(reference) : undefined;
+}
+
+function withinPatients(patients: readonly string[] | undefined, resource: FhirResource, context?: FhirResource): boolean {
   if (patients === undefined) return true;
+  // A Binary is in no compartment: FHIR R4 has its securityContext stand in for it. One without a
+  // context (or whose context the caller did not read) could be anybody's, so a bounded view never sees it.
+  if (resource.resourceType === 'Binary') {
+    const target = securityContextOf(resource);
+    if (target?.type === 'Patient') return patients.includes(target.id);
+    return target !== undefined && context?.resourceType === target.type && context.id === target.id
+      && context.resourceType !== 'Binary' && withinPatients(patients, context);
+  }
   // A Bundle is in no compartment, but what it carries may be: it is only as visible as its entries.
   if (resource.resourceType === 'Bundle') {
     const entries = Array.isArray(resource.entry) ? (resource.entry as { resource?: FhirResource }[]) : [];

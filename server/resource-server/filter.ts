@@ -49,13 +49,17 @@ function provenanceOfShown(resource: FhirResource, token: TokenContext, shown: R
     && viewsFor(token, 'Provenance', 'read').some((view) => admits({ query: view.query }, resource));
 }
 
-/** The resource when the token's views for `kind` admit it; undefined ⇒ answer 404, as if it did not exist. */
+/**
+ * The resource when the token's views for `kind` admit it; undefined ⇒ answer 404, as if it did not exist.
+ * `context`: what a Binary's securityContext names, when the caller has read it (see admits).
+ */
 export function filterResource(
   resource: FhirResource,
   token: TokenContext,
   kind: 'read' | 'vread' | 'history-instance',
+  context?: FhirResource,
 ): FhirResource | undefined {
-  return admitted(viewsFor(token, resource.resourceType, kind), resource) ? resource : undefined;
+  return admitted(viewsFor(token, resource.resourceType, kind), resource, context) ? resource : undefined;
 }
 
 /**

@@ -3,7 +3,7 @@
 // authorization server.
 import { patientsOf } from '../fhir/compartment.ts';
 import { classify, entryRequests } from './interaction.ts';
-import { decide, isUnrestricted, viewsFor } from './decide.ts';
+import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
 import { checkNarratives } from './narrative.ts';
 import { rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
@@ -57,10 +57,18 @@ const SMART_SECURITY = {
   service: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' }] }],
 };
 
-const touched = (resources: FhirResource[]) => ({
+const touched = (resources: FhirResource[], patients: string[] = []) => ({
   resources: resources.filter((r) => r.id).map((r) => `${r.resourceType}/${r.id}`),
-  patients: [...new Set(resources.flatMap((r) => patientsOf(r)))],
+  patients: [...new Set([...resources.flatMap((r) => patientsOf(r)), ...patients])],
 });
+
+/** An interaction carried out: the answer, the resources it returned or wrote, and patients it touched beyond theirs. */
+interface Performed {
+  response: GuardResponse;
+  resources: FhirResource[];
+  /** The patients of a Binary's securityContext: its data is theirs, though it names none itself. */
+  patients?: string[];
+}
 
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
@@ -94,7 +102,7 @@ export function createGuard(options: GuardOptions) {
     ({ status: 404, code: 'not-found', message: `${interaction.type}/${interaction.id ?? ''} is not known` });
 
   /** Hidden by the resource policy: 404 like anything else that does not exist, or the break-the-glass hint. */
-  function hidden(token: TokenContext, interaction: FhirInteraction): Refusal | { response: GuardResponse; resources: FhirResource[] } {
+  function hidden(token: TokenContext, interaction: FhirInteraction): Refusal | Performed {
     const hint = options.resourcePolicy?.hiddenOutcome(token);
     return hint ? { response: answer(404, hint), resources: [] } : notFound(interaction);
   }
@@ -106,7 +114,7 @@ export function createGuard(options: GuardOptions) {
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
-  async function read(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+  async function read(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const path = interaction.kind === 'vread' ? `${interaction.type}/${interaction.id}/_history/${interaction.versionId}` : request.path;
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
@@ -115,14 +123,29 @@ export function createGuard(options: GuardOptions) {
       const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, 'history-instance'));
       return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
     }
-    const inScope = filterResource(upstream.body as FhirResource, token, interaction.kind as 'read' | 'vread');
+    const kind = interaction.kind as 'read' | 'vread';
+    const context = await securityContext(request, token, kind, upstream.body as FhirResource);
+    const inScope = filterResource(upstream.body as FhirResource, token, kind, context);
     if (!inScope) return notFound(interaction);
     const visible = await admit(token, inScope);
-    if (!visible) return hidden(token, interaction);
-    return { response: answer(200, visible, upstream), resources: [visible] };
+    // The context stands in for the Binary's sensitivity too: its labels and the patient's consent apply.
+    if (!visible || (context && !(await admit(token, context)))) return hidden(token, interaction);
+    return { response: answer(200, visible, upstream), resources: [visible], patients: context && patientsOf(context) };
   }
 
-  async function search(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+  /**
+   * What a Binary's securityContext names, read from upstream when the token is bound to patients and
+   * the context is not a Patient (which needs no read): the Binary is visible only if that resource is.
+   */
+  async function securityContext(request: GuardRequest, token: TokenContext, kind: 'read' | 'vread', resource: FhirResource): Promise<FhirResource | undefined> {
+    const target = securityContextOf(resource);
+    if (!target || target.type === 'Patient' || viewsFor(token, 'Binary', kind).every((view) => view.patients === undefined)) return undefined;
+    // Not the client's conditional headers: a 304 would hide the Binary.
+    const upstream = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+    return upstream.status === 200 ? upstream.body as FhirResource : undefined;
+  }
+
+  async function search(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
     const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
     const params = new URLSearchParams(interaction.params);
@@ -145,7 +168,7 @@ export function createGuard(options: GuardOptions) {
     return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
   }
 
-  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -176,7 +199,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** One interaction, decided and carried out; batch and transaction entries come through here too. */
-  async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+  async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
@@ -198,7 +221,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** An allowed operation: its answer goes through the same filters as a read or a search. */
-  async function operation(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+  async function operation(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     if (interaction.id) {
       const instance = await read({ ...request, path: `${interaction.type}/${interaction.id}` }, token, { ...interaction, kind: 'read' });
       if (isRefusal(instance)) return instance;
@@ -223,7 +246,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */
-  async function bundle(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ response: GuardResponse; resources: FhirResource[] } | Refusal> {
+  async function bundle(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const entries = entryRequests(request.body as FhirBundle);
     const classified = entries.map((entry) => classify(entry));
     if (interaction.kind === 'transaction') {
@@ -238,6 +261,7 @@ export function createGuard(options: GuardOptions) {
     }
     const responses: FhirBundleEntry[] = [];
     const resources: FhirResource[] = [];
+    const patients: string[] = [];
     for (const [i, entry] of classified.entries()) {
       const result = isRefusal(entry) ? entry : await perform({ ...request, ...entries[i] }, token, entry);
       if (isRefusal(result)) {
@@ -245,13 +269,14 @@ export function createGuard(options: GuardOptions) {
         continue;
       }
       resources.push(...result.resources);
+      patients.push(...(result.patients ?? []));
       responses.push({
         ...(result.response.body && typeof result.response.body === 'object' && 'resourceType' in (result.response.body as object) ? { resource: result.response.body as FhirResource } : {}),
         response: { status: String(result.response.status), ...(result.response.headers.etag && { etag: result.response.headers.etag }), ...(result.response.headers.location && { location: result.response.headers.location }) },
       });
     }
     const type = interaction.kind === 'transaction' ? 'transaction-response' : 'batch-response';
-    return { response: { status: 200, headers: { 'content-type': FHIR_JSON }, body: { resourceType: 'Bundle', type, entry: responses } }, resources };
+    return { response: { status: 200, headers: { 'content-type': FHIR_JSON }, body: { resourceType: 'Bundle', type, entry: responses } }, resources, patients };
   }
 
   async function capabilities(request: GuardRequest): Promise<GuardResponse> {
@@ -264,8 +289,8 @@ export function createGuard(options: GuardOptions) {
 
   async function handle(request: GuardRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
     const record: AccessRecord = { request, status: 0, resources: [], patients: [], requestId: request.headers['x-request-id'] };
-    const done = (response: GuardResponse, found: FhirResource[] = []) => {
-      Object.assign(record, { status: response.status }, touched(found));
+    const done = (response: GuardResponse, found: FhirResource[] = [], patients?: string[]) => {
+      Object.assign(record, { status: response.status }, touched(found, patients));
       return { response, record };
     };
     if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && options.smartConfiguration) {
@@ -287,7 +312,7 @@ export function createGuard(options: GuardOptions) {
     record.interaction = interaction;
     const result = await perform(request, record.token, interaction);
     if (isRefusal(result)) return done(refusalResponse(result, options.base, true));
-    return done(result.response, result.resources);
+    return done(result.response, result.resources, result.patients);
   }
 
   return {

@@ -155,6 +155,65 @@ describe('resource-server guard', () => {
     });
   });
 
+  describe('Binary: visible as its securityContext is', () => {
+    const binary = (id: string, reference?: string) => ({ resourceType: 'Binary', id, contentType: 'text/plain', data: Buffer.from(`attachment ${id}`).toString('base64'), ...(reference && { securityContext: { reference } }) });
+    before(async () => {
+      const writer = await backendClient(server, 'system/*.cruds');
+      const token = (await writer.token('system/*.cruds')).body.access_token;
+      for (const resource of [
+        { resourceType: 'DocumentReference', id: 'doc-bin-1', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [{ attachment: { url: 'Binary/bin-doc-1' } }] },
+        { resourceType: 'DocumentReference', id: 'doc-bin-2', status: 'current', subject: { reference: 'Patient/pat-2' }, content: [{ attachment: { url: 'Binary/bin-doc-2' } }] },
+        binary('bin-doc-1', 'DocumentReference/doc-bin-1'), binary('bin-doc-2', 'DocumentReference/doc-bin-2'), binary('bin-doc-gone', 'DocumentReference/no-such-doc'),
+        binary('bin-pat-1', 'Patient/pat-1'), binary('bin-pat-2', 'Patient/pat-2'), binary('bin-none'),
+        {
+          resourceType: 'DocumentReference', id: 'doc-bin-hiv', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [],
+          meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] },
+        },
+        binary('bin-doc-hiv', 'DocumentReference/doc-bin-hiv'),
+      ]) {
+        const res = await fhir(`${resource.resourceType}/${resource.id}`, token, { method: 'PUT', body: JSON.stringify(resource) });
+        assert.ok(res.status < 300, `${resource.id}: ${res.status}`);
+      }
+    });
+
+    it("a patient's token reads the Binaries of their own documents and of themselves, and nothing else", async () => {
+      for (const id of ['bin-doc-1', 'bin-pat-1']) {
+        const res = await fhir(`Binary/${id}`, tokens.patient);
+        assert.equal(res.status, 200, id);
+        assert.equal(Buffer.from((await json(res)).data, 'base64').toString(), `attachment ${id}`);
+      }
+      for (const id of ['bin-doc-2', 'bin-pat-2', 'bin-none', 'bin-doc-gone']) {
+        assert.equal((await fhir(`Binary/${id}`, tokens.patient)).status, 404, id);
+      }
+      assert.equal((await fhir('Binary/bin-doc-2/_history/1', tokens.patient)).status, 404, 'vread too');
+    });
+
+    it("the context's labels decide too", async () => {
+      assert.equal((await fhir('Binary/bin-doc-1', tokens.jones)).status, 200, 'dr.jones may see pat-1');
+      assert.equal((await fhir('DocumentReference/doc-bin-hiv', tokens.jones)).status, 404, 'R + HIV is above his clearance');
+      assert.equal((await fhir('Binary/bin-doc-hiv', tokens.jones)).status, 404, 'and so is its attachment');
+    });
+
+    it('an unbounded token reads every Binary', async () => {
+      for (const id of ['bin-doc-1', 'bin-doc-2', 'bin-pat-2', 'bin-none']) assert.equal((await fhir(`Binary/${id}`, tokens.system)).status, 200, id);
+    });
+
+    it("records the document's patient as the patient of the access", async () => {
+      const requestId = `binary-${Date.now()}`;
+      assert.equal((await fhir('Binary/bin-doc-1', tokens.patient, { headers: { 'x-request-id': requestId } })).status, 200);
+      const rows = await server.db('audit_events').where('event', 'like', `%${requestId}%`).select('patient_id');
+      assert.deepEqual(rows.map((r: { patient_id: string }) => r.patient_id), ['pat-1']);
+    });
+
+    it('a bounded token writes only Binaries whose context is its patient', async () => {
+      assert.equal((await fhir('Binary', tokens.patient, { method: 'POST', body: JSON.stringify(binary('x', 'Patient/pat-1')) })).status, 201);
+      assert.equal((await fhir('Binary', tokens.patient, { method: 'POST', body: JSON.stringify(binary('x', 'Patient/pat-2')) })).status, 403);
+      assert.equal((await fhir('Binary', tokens.patient, { method: 'POST', body: JSON.stringify(binary('x')) })).status, 403);
+      assert.equal((await fhir('Binary/bin-doc-2', tokens.patient, { method: 'DELETE' })).status, 404);
+      assert.equal((await fhir('Binary/bin-doc-2', tokens.system)).status, 200, 'still there');
+    });
+  });
+
   describe('query-restricted scopes', () => {
     it('returns only matching resources from searches and 404 for others on read', async () => {
       const res = await json(await fhir('Observation', tokens.labOnly));

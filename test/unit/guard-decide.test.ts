@@ -284,6 +284,22 @@ describe('resource-server/decide', () => {
       assert.equal(admits(view, { resourceType: 'Bundle', type: 'document', entry: [{ resource: bundle('Patient/pat-2') }] }), false);
     });
 
+    it('holds a Binary to the patients of its securityContext, and hides one without a context from bounded views', () => {
+      const view: View = { patients: ['pat-1'], query: [] };
+      const binary = (reference?: string): FhirResource => ({ resourceType: 'Binary', id: 'b', contentType: 'text/plain', data: 'aGk=', ...(reference && { securityContext: { reference } }) });
+      const doc = (id: string, patient: string): FhirResource => ({ resourceType: 'DocumentReference', id, status: 'current', subject: { reference: `Patient/${patient}` }, content: [] });
+      assert.equal(admits(view, binary('Patient/pat-1')), true);
+      assert.equal(admits(view, binary('Patient/pat-2')), false);
+      assert.equal(admits(view, binary()), false, 'no context: could be anybody\'s');
+      assert.equal(admits(view, binary('DocumentReference/d1')), false, 'a context the caller did not read');
+      assert.equal(admits(view, binary('DocumentReference/d1'), doc('d1', 'pat-1')), true);
+      assert.equal(admits(view, binary('DocumentReference/d1'), doc('d1', 'pat-2')), false);
+      assert.equal(admits(view, binary('DocumentReference/d1'), doc('d2', 'pat-1')), false, 'not the resource it names');
+      assert.equal(admits(view, binary('Binary/b2'), { resourceType: 'Binary', id: 'b2', securityContext: { reference: 'Patient/pat-1' } }), false, 'no chains of Binaries');
+      assert.equal(admits({ query: [] }, binary()), true, 'an unbounded view sees every Binary');
+      assert.equal(admits({ patients: ['pat-1'], query: [['_id', 'other']] }, binary('Patient/pat-1')), false, 'its own restrictions still apply');
+    });
+
     it('fails closed on what it cannot evaluate', () => {
       assert.equal(admits({ query: [] }, {} as FhirResource), false);
       assert.equal(admits({ query: [] }, { resourceType: 42 } as unknown as FhirResource), false);

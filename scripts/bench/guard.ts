@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startScript } from '../../test/support/processes.ts';
-import { backendToken, load, registerBenchClients, report, startServerProcess } from './lib.ts';
+import { backendToken, load, registerBenchClients, report, startServerProcess, warmUp } from './lib.ts';
 
 const total = Number(process.argv[2] ?? 3000);
 const connections = Number(process.argv[3] ?? 10);
@@ -46,7 +46,7 @@ try {
   const run = async (name: string, base: string, token?: string) => {
     const url = new URL(base);
     const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
-    await load(url.origin, total, connections, request); // warm-up (JIT, caches)
+    await warmUp(url.origin, connections, request);
     results.push([name, await load(url.origin, total, connections, request)]);
   };
 

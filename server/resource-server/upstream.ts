@@ -6,6 +6,8 @@
 // response (compartments, labels, includes) before anything goes back to the
 // client, so streaming a body it filters is not possible. The size limit keeps
 // that buffer bounded.
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 
 export interface UpstreamRequest {
   method: string;
@@ -49,52 +51,136 @@ export interface HttpUpstreamOptions {
   timeoutMs?: number;
   /** Largest response body, and request body, in bytes (default 10 MiB): then UpstreamError 502 (response) or 413 (request). */
   maxBodyBytes?: number;
-  fetch?: typeof fetch;
 }
 
+/**
+ * Over node:http(s) with a keep-alive agent, not fetch: measured on the same machine, fetch spent 0.4-0.5 ms
+ * of CPU per small request against 0.11-0.2 ms for node:http, and the guard proxy is mostly this hop.
+ */
 export function httpUpstream(options: HttpUpstreamOptions): Upstream {
   const base = options.baseUrl.replace(/\/+$/, '');
   const timeoutMs = options.timeoutMs ?? 10_000;
   const maxBodyBytes = options.maxBodyBytes ?? 10 * 1024 * 1024;
-  const fetchImpl = options.fetch ?? fetch;
+  const secure = new URL(base).protocol === 'https:';
+  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+  const limits = { timeoutMs, maxBodyBytes };
 
   return {
     async send(request) {
       const url = upstreamUrl(base, request.path);
-      const headers = new Headers({ accept: 'application/fhir+json' });
+      const headers: Record<string, string> = { accept: 'application/fhir+json' };
       for (const [name, value] of Object.entries(request.headers ?? {})) {
-        if (FORWARDED_HEADERS.includes(name.toLowerCase()) && typeof value === 'string' && value !== '') headers.set(name, value);
+        if (FORWARDED_HEADERS.includes(name.toLowerCase()) && typeof value === 'string' && value !== '') headers[name.toLowerCase()] = value;
       }
       let body: string | undefined;
       if (request.body instanceof URLSearchParams) {
         body = request.body.toString();
-        headers.set('content-type', 'application/x-www-form-urlencoded');
+        headers['content-type'] = 'application/x-www-form-urlencoded';
       } else if (typeof request.body === 'string') {
         body = request.body;
-        if (!headers.has('content-type')) headers.set('content-type', 'application/fhir+json');
+        headers['content-type'] ??= 'application/fhir+json';
       } else if (request.body !== undefined) {
         body = JSON.stringify(request.body);
-        headers.set('content-type', 'application/fhir+json');
+        headers['content-type'] = 'application/fhir+json';
       }
-      if (body !== undefined && Buffer.byteLength(body) > maxBodyBytes) {
-        throw new UpstreamError(413, `the request body is larger than ${maxBodyBytes} bytes`);
+      if (body !== undefined) {
+        const length = Buffer.byteLength(body);
+        if (length > maxBodyBytes) throw new UpstreamError(413, `the request body is larger than ${maxBodyBytes} bytes`);
+        headers['content-length'] = String(length);
       }
-
-      const signal = AbortSignal.timeout(timeoutMs);
+      const call = { url, method: request.method, headers, body, agent, secure };
       try {
-        // No redirects: a 3xx from a FHIR API is unexpected, and following one could send the request elsewhere.
-        const response = await fetchImpl(url, { method: request.method, headers, body, signal, redirect: 'manual' });
-        if (response.status >= 300 && response.status < 400 && response.status !== 304) {
-          await response.body?.cancel().catch(() => {});
-          throw new UpstreamError(502, `the FHIR server answered ${response.status} (a redirect)`);
-        }
-        const bytes = await readLimited(response, maxBodyBytes);
-        return { status: response.status, headers: response.headers, body: parseJson(bytes, response.status) };
+        return await exchange(call, limits);
       } catch (err) {
-        throw asUpstreamError(err, signal);
+        // A kept-alive connection the upstream closed just as it was reused: a read may safely go again.
+        if (!(err instanceof StaleConnectionError) || !['GET', 'HEAD'].includes(request.method)) throw unwrap(err);
+        return exchange(call, limits).catch((again) => { throw unwrap(again); });
       }
     },
   };
+}
+
+interface Call {
+  url: URL;
+  method: string;
+  headers: Record<string, string>;
+  body?: string;
+  agent: HttpAgent;
+  secure: boolean;
+}
+
+/** ECONNRESET on a reused keep-alive socket before any answer (the upstream had closed it). */
+class StaleConnectionError extends Error {
+  constructor(readonly upstreamError: UpstreamError) {
+    super(upstreamError.message);
+  }
+}
+const unwrap = (err: unknown) => (err instanceof StaleConnectionError ? err.upstreamError : err);
+
+/**
+ * One request and its whole answer, within the time and size limits. No redirects are followed: a 3xx
+ * from a FHIR API is unexpected, and following one could send the request elsewhere.
+ */
+function exchange(call: Call, { timeoutMs, maxBodyBytes }: { timeoutMs: number; maxBodyBytes: number }): Promise<UpstreamResponse> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const settle = (err: Error | undefined, response?: UpstreamResponse) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) {
+        req.destroy();
+        reject(err);
+      } else {
+        resolve(response!);
+      }
+    };
+    const tooLarge = () => new UpstreamError(502, `the FHIR server's response is larger than ${maxBodyBytes} bytes`);
+    const timer = setTimeout(() => settle(new UpstreamError(504, 'upstream timed out')), timeoutMs);
+    const send = call.secure ? httpsRequest : httpRequest;
+    const req = send(call.url, { method: call.method, headers: call.headers, agent: call.agent }, (res) => {
+      const status = res.statusCode ?? 0;
+      if (status >= 300 && status < 400 && status !== 304) {
+        res.resume();
+        settle(new UpstreamError(502, `the FHIR server answered ${status} (a redirect)`));
+        return;
+      }
+      if (Number(res.headers['content-length']) > maxBodyBytes) {
+        settle(tooLarge());
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let total = 0;
+      res.on('data', (chunk: Buffer) => {
+        total += chunk.byteLength;
+        if (total > maxBodyBytes) settle(tooLarge());
+        else chunks.push(chunk);
+      });
+      res.on('end', () => {
+        try {
+          settle(undefined, { status, headers: headersOf(res.rawHeaders), body: parseJson(Buffer.concat(chunks), status) });
+        } catch (err) {
+          settle(err as Error);
+        }
+      });
+      res.on('error', (err) => settle(unreachable(err)));
+      res.on('aborted', () => settle(unreachable(new Error('the connection closed before the answer was complete'))));
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      const error = unreachable(err);
+      settle(req.reusedSocket && err.code === 'ECONNRESET' ? new StaleConnectionError(error) : error);
+    });
+    req.end(call.body);
+  });
+}
+
+// The message reaches the client: the cause (addresses, system error codes) stays in `cause`.
+const unreachable = (err: Error) => new UpstreamError(502, 'the FHIR server could not be reached', { cause: err });
+
+function headersOf(raw: string[]): Headers {
+  const headers = new Headers();
+  for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
+  return headers;
 }
 
 /** `{base}/{path}`, refusing a path that would leave the base (`..`, another origin). */
@@ -105,30 +191,6 @@ function upstreamUrl(base: string, path: string): URL {
     throw new RangeError(`upstream path leaves the FHIR base: ${path}`);
   }
   return url;
-}
-
-async function readLimited(response: Response, max: number): Promise<Uint8Array> {
-  const tooLarge = () => new UpstreamError(502, `the FHIR server's response is larger than ${max} bytes`);
-  const declared = Number(response.headers.get('content-length'));
-  if (Number.isFinite(declared) && declared > max) {
-    await response.body?.cancel().catch(() => {});
-    throw tooLarge();
-  }
-  if (!response.body) return new Uint8Array();
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge();
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
 }
 
 function parseJson(bytes: Uint8Array, status: number): unknown {
@@ -143,15 +205,6 @@ function parseJson(bytes: Uint8Array, status: number): unknown {
     throw new UpstreamError(502, `the FHIR server answered ${status} with JSON that is not a FHIR resource`);
   }
   return parsed;
-}
-
-function asUpstreamError(err: unknown, signal: AbortSignal): Error {
-  if (err instanceof UpstreamError) return err;
-  const name = (err as { name?: string } | undefined)?.name;
-  if (name === 'TimeoutError' || (signal.aborted && (signal.reason as { name?: string } | undefined)?.name === 'TimeoutError')) {
-    return new UpstreamError(504, 'upstream timed out', { cause: err });
-  }
-  return new UpstreamError(502, `the FHIR server could not be reached: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
 
 /**

@@ -144,9 +144,27 @@ describe('resource-server upstream', () => {
       assert.equal(seen.length, 0);
     });
 
-    it('maps a refused connection to 502', async () => {
+    it('maps a refused connection to 502, without its address or error code', async () => {
       const port = await freePort();
-      await rejectsWith(httpUpstream({ baseUrl: `http://127.0.0.1:${port}/fhir` }).send({ method: 'GET', path: 'metadata' }), 502, /could not be reached/);
+      await assert.rejects(httpUpstream({ baseUrl: `http://127.0.0.1:${port}/fhir` }).send({ method: 'GET', path: 'metadata' }),
+        (e: unknown) => e instanceof UpstreamError && e.status === 502 && e.message === 'the FHIR server could not be reached' && /ECONNREFUSED/.test(String((e.cause as Error).message)));
+    });
+
+    it('sends a read again when a kept-alive connection was closed by the upstream as it was reused; a write is not repeated', async () => {
+      const used = new WeakSet<object>();
+      handler = (req, res) => {
+        // The upstream drops a connection it has answered on before, as one with a short keep-alive would.
+        if (used.has(req.socket)) return void req.socket.destroy();
+        used.add(req.socket);
+        res.writeHead(200, { 'content-type': 'application/fhir+json' });
+        res.end('{"resourceType":"Patient","id":"pat-1"}');
+      };
+      const client = upstream();
+      assert.equal((await client.send({ method: 'GET', path: 'Patient/pat-1' })).status, 200);
+      assert.equal((await client.send({ method: 'GET', path: 'Patient/pat-1' })).status, 200);
+      assert.equal(seen.length, 3, 'the second read went again, on a new connection');
+      await rejectsWith(client.send({ method: 'POST', path: 'Patient', body: { resourceType: 'Patient' } }), 502);
+      assert.equal(seen.length, 4, 'the write was sent once');
     });
 
     it('maps bodies that are not FHIR JSON, and redirects, to 502', async () => {

@@ -42,7 +42,7 @@ function settle(batch: Pending[], result: Outcomes<unknown>) {
  * lone write (previous batch of one) never waits. Measured on the audited read bench (10 connections,
  * SQLite file): +20-25% throughput with 1 ms against no wait, and 3 ms was no better than 1 ms.
  */
-export const LINGER_MS = 1;
+const LINGER_MS = 1;
 
 export class GroupCommit {
   private queue: Pending[] = [];

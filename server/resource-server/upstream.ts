@@ -61,8 +61,7 @@ export function httpUpstream(options: HttpUpstreamOptions): Upstream {
   const base = options.baseUrl.replace(/\/+$/, '');
   const timeoutMs = options.timeoutMs ?? 10_000;
   const maxBodyBytes = options.maxBodyBytes ?? 10 * 1024 * 1024;
-  const secure = new URL(base).protocol === 'https:';
-  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+  const agent = new URL(base).protocol === 'https:' ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
   const limits = { timeoutMs, maxBodyBytes };
 
   return {
@@ -88,14 +87,9 @@ export function httpUpstream(options: HttpUpstreamOptions): Upstream {
         if (length > maxBodyBytes) throw new UpstreamError(413, `the request body is larger than ${maxBodyBytes} bytes`);
         headers['content-length'] = String(length);
       }
-      const call = { url, method: request.method, headers, body, agent, secure };
-      try {
-        return await exchange(call, limits);
-      } catch (err) {
-        // A kept-alive connection the upstream closed just as it was reused: a read may safely go again.
-        if (!(err instanceof StaleConnectionError) || !['GET', 'HEAD'].includes(request.method)) throw unwrap(err);
-        return exchange(call, limits).catch((again) => { throw unwrap(again); });
-      }
+      // A read may go again once when its kept-alive connection turns out to be closed (see exchange).
+      const call = { url, method: request.method, headers, body, agent, mayRetry: request.method === 'GET' || request.method === 'HEAD' };
+      return exchange(call, limits);
     },
   };
 }
@@ -106,16 +100,8 @@ interface Call {
   headers: Record<string, string>;
   body?: string;
   agent: HttpAgent;
-  secure: boolean;
+  mayRetry: boolean;
 }
-
-/** ECONNRESET on a reused keep-alive socket before any answer (the upstream had closed it). */
-class StaleConnectionError extends Error {
-  constructor(readonly upstreamError: UpstreamError) {
-    super(upstreamError.message);
-  }
-}
-const unwrap = (err: unknown) => (err instanceof StaleConnectionError ? err.upstreamError : err);
 
 /**
  * One request and its whole answer, within the time and size limits. No redirects are followed: a 3xx
@@ -137,7 +123,7 @@ function exchange(call: Call, { timeoutMs, maxBodyBytes }: { timeoutMs: number; 
     };
     const tooLarge = () => new UpstreamError(502, `the FHIR server's response is larger than ${maxBodyBytes} bytes`);
     const timer = setTimeout(() => settle(new UpstreamError(504, 'upstream timed out')), timeoutMs);
-    const send = call.secure ? httpsRequest : httpRequest;
+    const send = call.url.protocol === 'https:' ? httpsRequest : httpRequest;
     const req = send(call.url, { method: call.method, headers: call.headers, agent: call.agent }, (res) => {
       const status = res.statusCode ?? 0;
       if (status >= 300 && status < 400 && status !== 304) {
@@ -167,8 +153,15 @@ function exchange(call: Call, { timeoutMs, maxBodyBytes }: { timeoutMs: number; 
       res.on('aborted', () => settle(unreachable(new Error('the connection closed before the answer was complete'))));
     });
     req.on('error', (err: NodeJS.ErrnoException) => {
-      const error = unreachable(err);
-      settle(req.reusedSocket && err.code === 'ECONNRESET' ? new StaleConnectionError(error) : error);
+      // ECONNRESET on a reused keep-alive socket before any answer: the upstream had closed it. A read
+      // goes once more, on a new connection (with a new time limit); a write is never repeated.
+      if (!settled && call.mayRetry && req.reusedSocket && err.code === 'ECONNRESET') {
+        settled = true;
+        clearTimeout(timer);
+        resolve(exchange({ ...call, mayRetry: false }, { timeoutMs, maxBodyBytes }));
+        return;
+      }
+      settle(unreachable(err));
     });
     req.end(call.body);
   });

@@ -296,6 +296,9 @@ describe('resource-server/decide', () => {
       assert.equal(admits(view, binary('DocumentReference/d1'), doc('d1', 'pat-2')), false);
       assert.equal(admits(view, binary('DocumentReference/d1'), doc('d2', 'pat-1')), false, 'not the resource it names');
       assert.equal(admits(view, binary('Binary/b2'), { resourceType: 'Binary', id: 'b2', securityContext: { reference: 'Patient/pat-1' } }), false, 'no chains of Binaries');
+      for (const securityContext of [{ reference: 42 }, { reference: '#local' }, { reference: 'not a reference' }, { display: 'Patient/pat-1' }, 'Patient/pat-1', null]) {
+        assert.equal(admits(view, { ...binary(), securityContext } as FhirResource), false, `malformed context ${JSON.stringify(securityContext)}`);
+      }
       assert.equal(admits({ query: [] }, binary()), true, 'an unbounded view sees every Binary');
       assert.equal(admits({ patients: ['pat-1'], query: [['_id', 'other']] }, binary('Patient/pat-1')), false, 'its own restrictions still apply');
     });

@@ -12,8 +12,9 @@ import { requestedPurpose } from '../hcs/purpose-choice.ts';
 import { isEmergency } from '../hcs/policy.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
-import { allowedScopeOf, clientPurposesOf } from './clients.ts';
+import { allowedScopeOf, clientClearanceOf, clientPurposesOf } from './clients.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
+import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { jwtTokenEndpoints } from './introspection.ts';
 import { recordTokenGrant } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
@@ -66,6 +67,19 @@ async function scopeInRegistrationResponses(ctx: KoaContextWithOIDC, next: () =>
   ctx.body = { ...rest, scope };
 }
 
+/** The privileges of the initial access token each RFC 7591 registration request carries (see registrationPrivileges). */
+const tokenPrivileges = new WeakMap<object, Privileges>();
+
+/**
+ * The most a registration or update made through this request may ask for; undefined when the metadata
+ * is not being registered by a caller (the CLI validates without a request; stored clients are loaded without one).
+ */
+function registrationCeiling(ctx: KoaContextWithOIDC | undefined): Privileges | undefined {
+  if (ctx?.oidc?.route === 'registration') return tokenPrivileges.get(ctx) ?? NO_PRIVILEGES;
+  if (ctx?.oidc?.route === 'client_update') return ctx.oidc.client ? privilegesOf(ctx.oidc.client.metadata()) : NO_PRIVILEGES;
+  return undefined;
+}
+
 export function createProvider({ config, db, jwks, onTokenIssued, log = defaultLog }: ProviderDeps): Provider {
   // Outside production, apps and backend services on this machine may publish their keys on http://localhost.
   const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
@@ -105,9 +119,13 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       // SMART scopes are not OIDC scopes: oidc-provider would refuse them in `scope`,
       // so a client's allowed SMART scopes live in `smart_scope`.
       properties: [...CUSTOM_CLIENT_METADATA],
-      validator(_ctx, key, _value, metadata) {
+      validator(ctx, key, _value, metadata) {
         // Called once per custom property; the checks span the whole metadata, so run them once.
-        if (key === CUSTOM_CLIENT_METADATA[0]) checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
+        if (key !== CUSTOM_CLIENT_METADATA[0]) return;
+        checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
+        const ceiling = registrationCeiling(ctx as KoaContextWithOIDC | undefined);
+        const problem = ceiling && privilegeProblem(metadata as Record<string, unknown>, ceiling);
+        if (problem) throw new errors.InvalidClientMetadata(problem);
       },
     },
     responseTypes: ['code'],
@@ -165,6 +183,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     extraParams: {
       async aud(ctx, value) {
         if (!isAuthorizationRoute(ctx)) return;
+        // SMART App Launch 2.2 requires state (CSRF protection of the redirect).
+        if (!ctx.oidc.params?.state) throw new errors.InvalidRequest('state is required');
         if (!value) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
         if (!fhirAudience(config, value)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
         // Re-add offline_access, which oidc-provider drops unless prompt=consent; SMART apps never send prompt.
@@ -221,7 +241,10 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     },
     async extraTokenClaims(ctx, token) {
       const grantId = (token as { grantId?: string }).grantId;
-      if (!grantId) return backendTokenClaims(config, ctx.oidc.params ?? {}, ctx.oidc.client && clientPurposesOf(ctx.oidc.client));
+      if (!grantId) {
+        const client = ctx.oidc.client;
+        return backendTokenClaims(config, ctx.oidc.params ?? {}, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
+      }
       const grant = await grantContextOf(db, ctx, grantId);
       const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
       await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
@@ -286,6 +309,15 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));
   provider.use(scopeInRegistrationResponses);
+  // The validator that checks privileges is synchronous: look the initial access token's privileges up first.
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/register') {
+      const token = /^Bearer (\S+)$/i.exec(ctx.get('authorization'))?.[1];
+      const privileges = await privilegesOfToken(db, provider, token);
+      if (privileges) tokenPrivileges.set(ctx, privileges);
+    }
+    await next();
+  });
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });

@@ -23,6 +23,7 @@ import { publicJwk } from './keys.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
+import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 
@@ -114,6 +115,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     enabledJWA: {
       clientAuthSigningAlgValues: ['RS384', 'ES384', 'RS256', 'ES256'],
       idTokenSigningAlgValues: ['RS256'],
+      dPoPSigningAlgValues: [...DPOP_ALGORITHMS],
     },
     extraClientMetadata: {
       // SMART scopes are not OIDC scopes: oidc-provider would refuse them in `scope`,
@@ -132,6 +134,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
+      // RFC 9449: a DPoP proof at /token binds the tokens to its key (public clients' refresh tokens too); no nonce.
+      dPoP: { enabled: true },
       clientCredentials: { enabled: true },
       // Who may see which token is decided after authentication, in introspection.ts.
       introspection: { enabled: true, allowedPolicy: async () => true },

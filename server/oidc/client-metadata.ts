@@ -4,6 +4,7 @@ import { errors } from 'oidc-provider';
 import { isSmartScopeString } from '../smart/client-scopes.ts';
 import { isConfidentiality, isPurposeOfUse, KNOWN_SENSITIVITIES } from '../hcs/codes.ts';
 import { ALL_SENSITIVITIES } from './registration-privileges.ts';
+import { classifyAddress } from '../net/address-class.ts';
 
 export const CUSTOM_CLIENT_METADATA = ['smart_scope', 'launch_uri', 'resource_server', 'purposes_of_use', 'clearance', 'sensitivity'] as const;
 
@@ -32,6 +33,14 @@ export function urlProblem(name: string, value: unknown, production: boolean): s
   if (url.protocol === 'https:') return undefined;
   if (url.protocol === 'http:' && !production && LOOPBACK.has(url.hostname)) return undefined;
   return production ? `${name} must use https` : `${name} must use https, or http on localhost`;
+}
+
+/** In production the server fetches only public hosts for a client: a loopback name or internal address literal is refused now. */
+function fetchedUrlProblem(name: string, value: unknown): string | undefined {
+  const host = typeof value === 'string' ? URL.parse(value)?.hostname.toLowerCase() : undefined;
+  if (!host) return undefined;
+  const internal = host === 'localhost' || host.endsWith('.localhost') || !['public', 'invalid'].includes(classifyAddress(host));
+  return internal ? `${name} must name a public host` : undefined;
 }
 
 type Metadata = Record<string, unknown>;
@@ -63,6 +72,8 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
     const problem = md[name] === undefined ? undefined : urlProblem(name, md[name], production) ?? (typeof md[name] === 'string' ? undefined : `${name} must be a URL`);
     if (problem) fail(problem);
   }
+  const fetched = production ? fetchedUrlProblem('jwks_uri', md.jwks_uri) : undefined;
+  if (fetched) fail(fetched);
   if (md.resource_server !== undefined && typeof md.resource_server !== 'boolean') fail('resource_server must be a boolean');
   if (md.purposes_of_use !== undefined && (!Array.isArray(md.purposes_of_use) || md.purposes_of_use.some((p) => typeof p !== 'string' || !isPurposeOfUse(p)))) {
     fail('purposes_of_use must list v3-ActReason purpose-of-use codes');

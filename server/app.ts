@@ -28,7 +28,7 @@ import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
-import { createDpopCheck } from './resource-server/dpop.ts';
+import { boundKey, createDpopCheck } from './resource-server/dpop.ts';
 import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { createPrivacyPolicy } from './privacy/pipeline.ts';
 import { createConsentCache } from './privacy/consent.ts';
@@ -155,6 +155,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   // Tokens of this server for its own pages and APIs (launch API), revocation included.
   const verifyAccessToken = async (token: string) => {
     const claims = await verifySignature(token);
+    if (boundKey(claims)) throw new InvalidTokenError('a DPoP-bound access token is accepted only with a DPoP proof, at /fhir');
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };

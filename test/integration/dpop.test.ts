@@ -114,6 +114,22 @@ describe('DPoP', () => {
     assert.deepEqual(body.cnf, { jkt: key.jkt });
   });
 
+  it('refuses a bound token as the Bearer credential of the introspection and launch APIs, which take no proof', async () => {
+    const rs = await server.addClient({ name: 'Bound RS', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true, scope: 'system/Patient.rs' });
+    const { body } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'introspect system/Patient.rs' }, rs,
+      { dpop: await key.proof({ htm: 'POST', htu: `${server.issuer}/token` }) });
+    assert.equal(body.token_type, 'DPoP', JSON.stringify(body));
+    const introspect = await fetch(`${server.issuer}/introspect`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${body.access_token}` },
+      body: new URLSearchParams({ token: bound.access_token }),
+    });
+    assert.equal(introspect.status, 401);
+    const launch = await fetch(`${server.issuer}/api/launch`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${body.access_token}` }, body: JSON.stringify({ patient: 'pat-1' }),
+    });
+    assert.equal(launch.status, 401);
+  });
+
   it('binds a public client\'s refresh token: refreshing needs a proof by the same key', async () => {
     const refresh = (headers: Record<string, string>) => tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: bound.refresh_token }, app, headers);
     const without = await refresh({});

@@ -106,7 +106,6 @@ const commands: Record<string, Command> = {
     },
     async run({ values: v }, { db, config }) {
       if (!v.name) throw new UsageError('--name is required');
-      checkPurposes(strings(v.purpose));
       const auths: ClientAuth[] = [];
       if (v.public) auths.push({ kind: 'public' });
       if (v.secret) auths.push({ kind: 'secret' });

@@ -5,7 +5,7 @@ import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
 import { addUser, disableUser, listUsers, UserError, type UserAttributes } from '../server/oidc/users.ts';
 import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
-import { issueInitialAccessToken, privilegesProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
+import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
 import { isPurposeOfUse } from '../server/hcs/codes.ts';
@@ -285,7 +285,7 @@ const commands: Record<string, Command> = {
         clearance: v.clearance as Privileges['clearance'],
         sensitivity: commaList(v.sensitivity),
       };
-      const problem = privilegesProblem(privileges);
+      const problem = invalidPrivileges(privileges);
       if (problem) throw new UsageError(problem);
       const provider = await createToolProvider(config, db);
       const token = await issueInitialAccessToken(db, provider, ttl, privileges);

@@ -71,7 +71,7 @@ export function privilegesOf(md: Metadata): Privileges {
 }
 
 /** A problem with privileges an administrator names (CLI flags), or undefined. */
-export function privilegesProblem(p: Privileges): string | undefined {
+export function invalidPrivileges(p: Privileges): string | undefined {
   const { scopes, invalid } = parseScopes(p.systemScope ?? '');
   if (invalid.length || scopes.some((s) => !isSystem(s))) return '--scope takes system/ scopes only (a SMART app needs no initial access token)';
   if (p.clearance !== undefined && !isConfidentiality(p.clearance)) return '--clearance is one of U L M N R V';

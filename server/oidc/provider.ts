@@ -57,6 +57,7 @@ function rawRequestedScope(ctx: KoaContextWithOIDC): string {
   return raw;
 }
 
+const REGISTRATION_PATH = '/register';
 const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
 
 /** RFC 7591 says `scope`; the client keeps its SMART scopes as `smart_scope` (see extraClientMetadata). */
@@ -68,7 +69,7 @@ async function scopeInRegistrationResponses(ctx: KoaContextWithOIDC, next: () =>
   ctx.body = { ...rest, scope };
 }
 
-/** The privileges of the initial access token each RFC 7591 registration request carries (see registrationPrivileges). */
+/** The privileges of the initial access token each RFC 7591 registration request carries (looked up by a middleware in createProvider). */
 const tokenPrivileges = new WeakMap<object, Privileges>();
 
 /**
@@ -99,7 +100,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       jwks: '/jwks',
       introspection: '/introspect',
       revocation: '/revoke',
-      registration: '/register',
+      registration: REGISTRATION_PATH,
       userinfo: '/userinfo',
       end_session: '/logout',
     },
@@ -315,7 +316,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
   provider.use(scopeInRegistrationResponses);
   // The validator that checks privileges is synchronous: look the initial access token's privileges up first.
   provider.use(async (ctx, next) => {
-    if (ctx.method === 'POST' && ctx.path === '/register') {
+    if (ctx.method === 'POST' && ctx.path === REGISTRATION_PATH) {
       const token = /^Bearer (\S+)$/i.exec(ctx.get('authorization'))?.[1];
       const privileges = await privilegesOfToken(db, provider, token);
       if (privileges) tokenPrivileges.set(ctx, privileges);

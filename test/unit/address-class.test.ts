@@ -1,5 +1,6 @@
 // The address classifier behind every server-side fetch for a client: a table of addresses and what they are.
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { classifyAddress, type AddressClass } from '../../server/net/address-class.ts';
 
 const TABLE: [string, AddressClass][] = [
@@ -25,6 +26,13 @@ describe('classifyAddress', () => {
   for (const [address, expected] of TABLE) {
     it(`${address || '(empty)'} is ${expected}`, () => assert.equal(classifyAddress(address), expected));
   }
+
+  it('classifies every IPv4 address the same, written plainly or IPv4-mapped (dotted or as URL parsing writes it)', () => {
+    fc.assert(fc.property(fc.ipV4(), (ip) => {
+      const mapped = new URL(`http://[::ffff:${ip}]/`).hostname;
+      return classifyAddress(`::ffff:${ip}`) === classifyAddress(ip) && classifyAddress(mapped) === classifyAddress(ip);
+    }), { numRuns: 2000 });
+  });
 
   it('agrees with how URL parsing writes an IPv4-mapped host', () => {
     const host = new URL('http://[::ffff:169.254.169.254]/').hostname;

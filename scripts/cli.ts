@@ -5,6 +5,7 @@ import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
 import { addUser, disableUser, listUsers, UserError, type UserAttributes } from '../server/oidc/users.ts';
 import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
+import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
 import { isPurposeOfUse } from '../server/hcs/codes.ts';
@@ -35,6 +36,12 @@ function parseCoding(value: string): { system: string; code: string } {
 }
 
 const strings = (v: unknown) => (v as string[] | undefined) ?? [];
+const commaList = (s: unknown) => (typeof s === 'string' ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
+
+function checkPurposes(purposes: string[]): void {
+  const unknown = purposes.filter((p) => !isPurposeOfUse(p));
+  if (unknown.length) throw new UsageError(`--purpose takes v3-ActReason purpose-of-use codes (TREAT, ETREAT, HPAYMT, ...): ${unknown.join(', ')}`);
+}
 
 const commands: Record<string, Command> = {
   'user add': {
@@ -47,7 +54,7 @@ const commands: Record<string, Command> = {
     },
     async run({ values: v, positionals: [username] }, { db }) {
       if (!username || !v.password) throw new UsageError('a username and --password are required');
-      const list = (s: unknown) => (typeof s === 'string' ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
+      const list = commaList;
       const attributes: UserAttributes = {
         roles: strings(v.role).map(parseCoding),
         purposes: strings(v.purpose),
@@ -59,8 +66,7 @@ const commands: Record<string, Command> = {
         organizationId: v['organization-id'] as string | undefined,
         patients: list(v.patients),
       };
-      const unknown = attributes.purposes!.filter((p) => !isPurposeOfUse(p));
-      if (unknown.length) throw new UsageError(`--purpose takes v3-ActReason purpose-of-use codes (TREAT, ETREAT, HPAYMT, ...): ${unknown.join(', ')}`);
+      checkPurposes(attributes.purposes!);
       if (attributes.organizationId && !URL.canParse(attributes.organizationId)) throw new UsageError('--organization-id must be a URI, e.g. urn:oid:1.2.3.4');
       if (!['U', 'L', 'M', 'N', 'R', 'V'].includes(attributes.clearance!)) throw new UsageError('--clearance is one of U L M N R V');
       const user = await addUser(db, {
@@ -91,12 +97,12 @@ const commands: Record<string, Command> = {
     },
   },
   'client add': {
-    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--purpose <code>]... [--resource-server]',
+    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--purpose <code>]... [--resource-server] [--clearance <code>] [--sensitivity <codes or *>]',
     options: {
       ...json, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true }, 'launch-uri': { type: 'string' },
       public: { type: 'boolean' }, secret: { type: 'boolean' }, 'jwks-uri': { type: 'string' }, 'jwks-file': { type: 'string' },
       scope: { type: 'string' }, 'grant-type': { type: 'string', multiple: true }, 'resource-server': { type: 'boolean' },
-      purpose: { type: 'string', multiple: true },
+      purpose: { type: 'string', multiple: true }, clearance: { type: 'string' }, sensitivity: { type: 'string' },
     },
     async run({ values: v }, { db, config }) {
       if (!v.name) throw new UsageError('--name is required');
@@ -121,6 +127,7 @@ const commands: Record<string, Command> = {
         name: String(v.name), redirectUris: strings(v['redirect-uri']), launchUri: v['launch-uri'] as string | undefined,
         auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
         resourceServer: Boolean(v['resource-server']), purposes: strings(v.purpose),
+        clearance: v.clearance as string | undefined, sensitivity: commaList(v.sensitivity),
       });
       await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'create', clientId: String(metadata.client_id), by: {}, fields: Object.keys(metadata) }));
       const out: Record<string, unknown> = { client_id: metadata.client_id };
@@ -261,13 +268,27 @@ const commands: Record<string, Command> = {
     },
   },
   'registration token': {
-    usage: 'registration token [--ttl <seconds>]   (an initial access token for POST /register when REGISTRATION=token)',
-    options: { ...json, ttl: { type: 'string' } },
+    usage: 'registration token [--ttl <seconds>] [--scope "<system/ scopes>"] [--resource-server] [--purpose <code>]... [--clearance <code>] [--sensitivity <codes or *>]'
+      + '   (an initial access token for POST /register and /apps; a registration with it may ask for at most these privileges)',
+    options: {
+      ...json, ttl: { type: 'string' }, scope: { type: 'string' }, 'resource-server': { type: 'boolean' },
+      purpose: { type: 'string', multiple: true }, clearance: { type: 'string' }, sensitivity: { type: 'string' },
+    },
     async run({ values: v }, { db, config }) {
       const ttl = v.ttl === undefined ? 86400 : Number(v.ttl);
       if (!Number.isInteger(ttl) || ttl < 60) throw new UsageError('--ttl is a number of seconds, at least 60');
+      checkPurposes(strings(v.purpose));
+      const privileges: Privileges = {
+        systemScope: (v.scope as string | undefined)?.trim() || undefined,
+        resourceServer: v['resource-server'] ? true : undefined,
+        purposes: strings(v.purpose),
+        clearance: v.clearance as Privileges['clearance'],
+        sensitivity: commaList(v.sensitivity),
+      };
+      const problem = invalidPrivileges(privileges);
+      if (problem) throw new UsageError(problem);
       const provider = await createToolProvider(config, db);
-      const token = await new provider.InitialAccessToken({ expiresIn: ttl }).save();
+      const token = await issueInitialAccessToken(db, provider, ttl, privileges);
       return { json: { initial_access_token: token, expires_in: ttl }, text: `initial access token (valid ${ttl} s): ${token}` };
     },
   },

@@ -13,7 +13,7 @@ import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
-import { purgeExpiredPayloads } from './oidc/adapter.ts';
+import { purgeExpiredPayloads, recordFirstUse } from './oidc/adapter.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
 import { createMetrics, type Metrics } from './ops/metrics.ts';
@@ -28,6 +28,7 @@ import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
+import { boundKey, createDpopCheck } from './resource-server/dpop.ts';
 import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { createPrivacyPolicy } from './privacy/pipeline.ts';
 import { createConsentCache } from './privacy/consent.ts';
@@ -154,6 +155,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   // Tokens of this server for its own pages and APIs (launch API), revocation included.
   const verifyAccessToken = async (token: string) => {
     const claims = await verifySignature(token);
+    if (boundKey(claims)) throw new InvalidTokenError('a DPoP-bound access token is accepted only with a DPoP proof, at /fhir');
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
@@ -272,6 +274,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       isRevoked: (claims) => isRevoked(String(claims.jti)),
       userPatients: (claims) => patientsOfUser(db, claims),
     }),
+    // Seen DPoP proofs are kept in the database, so a proof replayed at another instance is refused too.
+    dpop: createDpopCheck({ replay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) } }),
     upstream,
     upstreamBase,
     includes: config.guardIncludes,

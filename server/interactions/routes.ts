@@ -52,6 +52,11 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     return client?.clientName ?? String(details.params.client_id);
   }
 
+  /** The app's name and where the code goes: the host of this request's redirect URI, so a look-alike name cannot hide it. */
+  async function appIdentity(details: Details): Promise<{ clientName: string; redirectHost: string }> {
+    return { clientName: await clientName(details), redirectHost: URL.parse(String(details.params.redirect_uri))?.host ?? '' };
+  }
+
   /** The EHR launch of this authorization, if it is one; undefined when the id is no longer usable. */
   async function ehrLaunchOf(details: Details): Promise<EhrLaunch | undefined> {
     return details.params.launch ? findEhrLaunch(db, String(details.params.launch)) : undefined;
@@ -81,7 +86,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       title: 'Sign in',
       uid: details.uid,
       csrf: csrfToken(ctx),
-      clientName: await clientName(details),
+      ...(await appIdentity(details)),
       demoAccounts: config.demo ? DEMO_ACCOUNTS : [],
       ...extra,
     }, status);
@@ -114,7 +119,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       title: 'Allow access?',
       uid: details.uid,
       csrf: csrfToken(ctx),
-      clientName: await clientName(details),
+      ...(await appIdentity(details)),
       patient: details.params.launch || patientOf(user) ? undefined : patient,
       patientName,
       message,

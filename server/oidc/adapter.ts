@@ -101,6 +101,15 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
   };
 }
 
+/**
+ * Records `id` under `model` until `expiresAt` (epoch seconds), once: true when it was new. Atomic across
+ * instances sharing the database, like the client assertion jtis (the DPoP proof jtis of the bundled guard).
+ */
+export function recordFirstUse(db: Db, model: string, id: string, expiresAt: number): Promise<boolean> {
+  const row = { model, id, payload: '{}', grant_id: null, uid: null, user_code: null, account_id: null, client_id: null, expires_at: Math.ceil(expiresAt) };
+  return groupCommitFor(db).submit(firstUse, row);
+}
+
 /** Removes expired rows; consumed rows stay until expiry so refresh-token reuse is still detected. */
 export async function purgeExpiredPayloads(db: Db): Promise<number> {
   return db(TABLE).where('expires_at', '<', nowSeconds()).delete();

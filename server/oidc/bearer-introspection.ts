@@ -11,6 +11,7 @@ import { auditIntrospection, introspectToken, verifyOwnAccessToken } from './int
 import { databaseAuditSink } from '../audit/store.ts';
 import { isAccessTokenRevoked } from './revocation.ts';
 import { bearerToken } from '../resource-server/verify-token.ts';
+import { boundKey } from '../resource-server/dpop.ts';
 import { parseScopes } from '../smart/scopes.ts';
 
 const form = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
@@ -29,7 +30,8 @@ export function bearerIntrospection({ config, db, host }: { config: Config; db: 
     const bearer = bearerToken(ctx.get('authorization'));
     if (!bearer) return next();
     const caller = await verifyOwnAccessToken(bearer, { issuer: config.issuer, keys: host.verificationKeys });
-    if (!caller || (await isAccessTokenRevoked(db, host.provider, caller.jti!))) {
+    // A DPoP-bound token is good only with a proof, which this endpoint does not take (RFC 9449).
+    if (!caller || boundKey(caller) || (await isAccessTokenRevoked(db, host.provider, caller.jti!))) {
       return refuse(ctx, 401, 'invalid_token', 'the bearer token is not a valid access token of this server');
     }
     const scopes = parseScopes(String(caller.scope ?? '')).scopes;

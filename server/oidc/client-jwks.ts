@@ -10,12 +10,14 @@
 //   replaces the keys when the fetch succeeds; on failure it throws InvalidClientMetadata.
 // - helpers/jwt.js `verify()`: on no matching key or a failed signature it asks `keystore.fresh()`; if false it
 //   awaits `keystore.refresh()` and verifies again. jwt_client_auth.js turns any error there into invalid_client.
-// - helpers/fetch_request.js: passes an SSRF-guarding undici `dispatcher` in the fetch options.
+// - helpers/fetch_request.js: passes an SSRF-guarding undici `dispatcher` in the fetch options, which is ignored:
+//   requests go through client-fetch.ts (no redirects, bounded, public addresses only, checked after DNS).
 // Recheck these when upgrading oidc-provider.
 import type Provider from 'oidc-provider';
+import { createClientFetch } from '../net/client-fetch.ts';
 
 export interface ClientJwksOptions {
-  /** Let http(s) jwks_uris on localhost, 127.0.0.1 and [::1] through oidc-provider's SSRF guard. Never in production. */
+  /** Let jwks_uris on loopback addresses (localhost, 127.0.0.1, [::1]) be fetched. Never in production. */
   allowLoopback: boolean;
   /** Cache lifetime in seconds when a response has no Cache-Control. Default 300. */
   defaultMaxAge?: number;
@@ -40,12 +42,6 @@ interface KeyStoreState {
   expiresAt: number;
   /** When the last refetch caused by an unknown kid (or failed signature) was made. */
   kidRefetchAt?: number;
-}
-
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
-
-function isLoopback(url: URL): boolean {
-  return (url.protocol === 'http:' || url.protocol === 'https:') && LOOPBACK_HOSTS.has(url.hostname);
 }
 
 /** How long a response may be cached, in seconds: the stricter of Cache-Control and Expires, less Age. */
@@ -85,6 +81,7 @@ export function createClientJwksPolicy(options: ClientJwksOptions) {
   /** The last response for each watched URL: when it came and how long it may be cached. */
   const responses = new Map<string, { at: number; lifetime: number }>();
   const states = new WeakMap<ClientKeyStore, KeyStoreState>();
+  const clientFetch = createClientFetch({ allowLoopback: options.allowLoopback });
 
   /** Gives a client's keystore our freshness rule; once per keystore (oidc-provider caches Client instances). */
   function adopt(keystore: ClientKeyStore, jwksUri: string): KeyStoreState {
@@ -118,13 +115,7 @@ export function createClientJwksPolicy(options: ClientJwksOptions) {
     /** Pass as oidc-provider's `fetch` configuration. */
     async fetch(url: string | URL, init: RequestInit & { dispatcher?: unknown }): Promise<Response> {
       const target = new URL(String(url));
-      let request: RequestInit & { dispatcher?: unknown } = init;
-      if (options.allowLoopback && isLoopback(target)) {
-        // Dropping the dispatcher drops oidc-provider's SSRF guard, for this loopback request only.
-        const { dispatcher: _guard, ...unguarded } = init;
-        request = unguarded;
-      }
-      const response = await globalThis.fetch(url, request);
+      const response = await clientFetch(target, init);
       if (watched.has(target.href)) {
         responses.set(target.href, { at: now(), lifetime: cacheLifetime(response.headers, defaultMaxAge, now()) });
       }

@@ -2,9 +2,25 @@
 // Runs inside oidc-provider's client schema (extraClientMetadata.validator) before its own checks.
 import { errors } from 'oidc-provider';
 import { isSmartScopeString } from '../smart/client-scopes.ts';
-import { isPurposeOfUse } from '../hcs/codes.ts';
+import { isConfidentiality, isPurposeOfUse, KNOWN_SENSITIVITIES } from '../hcs/codes.ts';
+import { ALL_SENSITIVITIES } from './registration-privileges.ts';
+import { classifyAddress } from '../net/address-class.ts';
 
-export const CUSTOM_CLIENT_METADATA = ['smart_scope', 'launch_uri', 'resource_server', 'purposes_of_use'] as const;
+export const CUSTOM_CLIENT_METADATA = ['smart_scope', 'launch_uri', 'resource_server', 'purposes_of_use', 'clearance', 'sensitivity'] as const;
+
+/** Human-readable metadata a person sees on the login and consent pages. */
+const DISPLAY_METADATA = ['client_name'] as const;
+export const MAX_DISPLAY_LENGTH = 100;
+// Control characters, bidi controls (which reorder what is shown, e.g. U+202E), and line and paragraph separators.
+const UNSAFE_DISPLAY = /[\p{Cc}\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069\p{Zl}\p{Zp}]/u;
+
+/** Normalises a display string to NFC; a problem when it is too long or holds characters that hide what it says. */
+export function displayText(name: string, value: string): { text: string } | { problem: string } {
+  const text = value.normalize('NFC');
+  if (UNSAFE_DISPLAY.test(text)) return { problem: `${name} must not contain control or bidirectional-control characters` };
+  if ([...text].length > MAX_DISPLAY_LENGTH) return { problem: `${name} must be at most ${MAX_DISPLAY_LENGTH} characters` };
+  return { text };
+}
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -17,6 +33,14 @@ export function urlProblem(name: string, value: unknown, production: boolean): s
   if (url.protocol === 'https:') return undefined;
   if (url.protocol === 'http:' && !production && LOOPBACK.has(url.hostname)) return undefined;
   return production ? `${name} must use https` : `${name} must use https, or http on localhost`;
+}
+
+/** In production the server fetches only public hosts for a client: a loopback name or internal address literal is refused now. */
+function fetchedUrlProblem(name: string, value: unknown): string | undefined {
+  const host = typeof value === 'string' ? URL.parse(value)?.hostname.toLowerCase() : undefined;
+  if (!host) return undefined;
+  const internal = host === 'localhost' || host.endsWith('.localhost') || !['public', 'invalid'].includes(classifyAddress(host));
+  return internal ? `${name} must name a public host` : undefined;
 }
 
 type Metadata = Record<string, unknown>;
@@ -37,13 +61,27 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
     const problem = urlProblem('redirect_uris', uri, production);
     if (problem) fail(problem);
   }
-  for (const name of ['jwks_uri', 'launch_uri', 'logo_uri'] as const) {
+  for (const key of Object.keys(md)) {
+    const name = key.split('#')[0]; // language-tagged variants (client_name#de) are shown too
+    if (!(DISPLAY_METADATA as readonly string[]).includes(name) || typeof md[key] !== 'string') continue;
+    const checked = displayText(name, md[key]);
+    if ('problem' in checked) fail(checked.problem);
+    else md[key] = checked.text;
+  }
+  for (const name of ['jwks_uri', 'launch_uri', 'logo_uri', 'client_uri', 'policy_uri', 'tos_uri'] as const) {
     const problem = md[name] === undefined ? undefined : urlProblem(name, md[name], production) ?? (typeof md[name] === 'string' ? undefined : `${name} must be a URL`);
     if (problem) fail(problem);
   }
+  const fetched = production ? fetchedUrlProblem('jwks_uri', md.jwks_uri) : undefined;
+  if (fetched) fail(fetched);
   if (md.resource_server !== undefined && typeof md.resource_server !== 'boolean') fail('resource_server must be a boolean');
   if (md.purposes_of_use !== undefined && (!Array.isArray(md.purposes_of_use) || md.purposes_of_use.some((p) => typeof p !== 'string' || !isPurposeOfUse(p)))) {
     fail('purposes_of_use must list v3-ActReason purpose-of-use codes');
+  }
+  if (md.clearance !== undefined && (typeof md.clearance !== 'string' || !isConfidentiality(md.clearance))) fail('clearance must be a v3-Confidentiality code: U, L, M, N, R or V');
+  if (md.sensitivity !== undefined && (!Array.isArray(md.sensitivity)
+      || md.sensitivity.some((c) => c !== ALL_SENSITIVITIES && !(KNOWN_SENSITIVITIES as readonly unknown[]).includes(c)))) {
+    fail(`sensitivity must list sensitivity codes (${KNOWN_SENSITIVITIES.join(', ')}) or "*"`);
   }
   if (md.resource_server === true && md.token_endpoint_auth_method === 'none') fail('a resource server must be a confidential client');
   if (Array.isArray(md.grant_types) && md.grant_types.includes('client_credentials') && md.token_endpoint_auth_method === 'none') {

@@ -6,6 +6,9 @@ import type { ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { endClientGrants } from './grants.ts';
 import { forgetClient } from './client-cache.ts';
+import { ALL_SENSITIVITIES, privilegeProblem, type Privileges } from './registration-privileges.ts';
+import { isConfidentiality, KNOWN_SENSITIVITIES } from '../hcs/codes.ts';
+import type { Clearance } from '../hcs/policy.ts';
 
 export type ClientAuth =
   | { kind: 'public' }
@@ -25,6 +28,10 @@ export interface NewClient {
   resourceServer?: boolean;
   /** Purposes of use (v3-ActReason codes) the client may request. */
   purposes?: string[];
+  /** A backend's v3-Confidentiality clearance (its tokens' residual; default N). */
+  clearance?: string;
+  /** Sensitivity codes a backend is cleared for, or ['*']. */
+  sensitivity?: string[];
 }
 
 /** The SMART scopes a client may be granted, as registered (oidc-provider keeps custom metadata under its own name). */
@@ -37,6 +44,15 @@ export function allowedScopeOf(client: object): string | undefined {
 /** The purposes of use a client is registered for (none: no limit from the client). */
 export function clientPurposesOf(client: object): string[] | undefined {
   return (client as { purposes_of_use?: string[] }).purposes_of_use;
+}
+
+/** A backend's clearance as registered: N and no sensitivity unless an administrator cleared it for more. */
+export function clientClearanceOf(client: object): Clearance {
+  const { clearance, sensitivity } = client as { clearance?: string; sensitivity?: string[] };
+  return {
+    ceiling: clearance && isConfidentiality(clearance) ? clearance : 'N',
+    sensitivities: sensitivity?.includes(ALL_SENSITIVITIES) ? [...KNOWN_SENSITIVITIES] : sensitivity ?? [],
+  };
 }
 
 export class ClientError extends Error {
@@ -78,12 +94,17 @@ export function clientMetadata(input: NewClient): ClientMetadata {
   if (input.scope !== undefined) metadata.smart_scope = input.scope;
   if (input.resourceServer) metadata.resource_server = true;
   if (input.purposes?.length) metadata.purposes_of_use = input.purposes;
+  if (input.clearance !== undefined) metadata.clearance = input.clearance;
+  if (input.sensitivity?.length) metadata.sensitivity = input.sensitivity;
   return metadata;
 }
 
-export async function addClient(db: Db, provider: Provider, input: NewClient): Promise<ClientMetadata> {
+/** Adds a client; `ceiling` limits its privileges when someone other than an administrator registers it (the /apps page). */
+export async function addClient(db: Db, provider: Provider, input: NewClient, ceiling?: Privileges): Promise<ClientMetadata> {
   const metadata = clientMetadata(input);
   for (const key of Object.keys(metadata)) if (metadata[key] === undefined) delete metadata[key];
+  const problem = ceiling && privilegeProblem(metadata, ceiling);
+  if (problem) throw new ClientError(problem);
   try {
     await provider.Client.validate(metadata);
   } catch (err) {

@@ -56,7 +56,9 @@ export async function verifyOwnAccessToken(token: string, c: Pick<TokenContext, 
 async function introspectAccessToken(token: string, c: TokenContext): Promise<Introspection> {
   const payload = await verifyOwnAccessToken(token, c);
   if (!payload || (await isAccessTokenRevoked(c.db, c.provider, payload.jti!))) return INACTIVE;
-  return { ...payload, active: true, client_id: payload.client_id as string, token_type: 'Bearer' };
+  // RFC 9449 section 6.2: a bound token introspects with its cnf and token_type DPoP.
+  const bound = typeof (payload.cnf as { jkt?: unknown } | undefined)?.jkt === 'string';
+  return { ...payload, active: true, client_id: payload.client_id as string, token_type: bound ? 'DPoP' : 'Bearer' };
 }
 
 async function introspectRefreshToken(token: string, c: TokenContext): Promise<Introspection> {

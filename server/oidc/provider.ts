@@ -12,8 +12,9 @@ import { requestedPurpose } from '../hcs/purpose-choice.ts';
 import { isEmergency } from '../hcs/policy.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
-import { allowedScopeOf, clientPurposesOf } from './clients.ts';
+import { allowedScopeOf, clientClearanceOf, clientPurposesOf } from './clients.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
+import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { jwtTokenEndpoints } from './introspection.ts';
 import { recordTokenGrant } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
@@ -22,6 +23,7 @@ import { publicJwk } from './keys.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
+import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 
@@ -55,6 +57,7 @@ function rawRequestedScope(ctx: KoaContextWithOIDC): string {
   return raw;
 }
 
+const REGISTRATION_PATH = '/register';
 const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
 
 /** RFC 7591 says `scope`; the client keeps its SMART scopes as `smart_scope` (see extraClientMetadata). */
@@ -64,6 +67,19 @@ async function scopeInRegistrationResponses(ctx: KoaContextWithOIDC, next: () =>
   if (!REGISTRATION_ROUTES.has(ctx.oidc?.route ?? '') || !body || typeof body !== 'object' || !('smart_scope' in body)) return;
   const { smart_scope: scope, ...rest } = body;
   ctx.body = { ...rest, scope };
+}
+
+/** The privileges of the initial access token each RFC 7591 registration request carries (looked up by a middleware in createProvider). */
+const tokenPrivileges = new WeakMap<object, Privileges>();
+
+/**
+ * The most a registration or update made through this request may ask for; undefined when the metadata
+ * is not being registered by a caller (the CLI validates without a request; stored clients are loaded without one).
+ */
+function registrationCeiling(ctx: KoaContextWithOIDC | undefined): Privileges | undefined {
+  if (ctx?.oidc?.route === 'registration') return tokenPrivileges.get(ctx) ?? NO_PRIVILEGES;
+  if (ctx?.oidc?.route === 'client_update') return ctx.oidc.client ? privilegesOf(ctx.oidc.client.metadata()) : NO_PRIVILEGES;
+  return undefined;
 }
 
 export function createProvider({ config, db, jwks, onTokenIssued, log = defaultLog }: ProviderDeps): Provider {
@@ -84,7 +100,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       jwks: '/jwks',
       introspection: '/introspect',
       revocation: '/revoke',
-      registration: '/register',
+      registration: REGISTRATION_PATH,
       userinfo: '/userinfo',
       end_session: '/logout',
     },
@@ -100,20 +116,27 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     enabledJWA: {
       clientAuthSigningAlgValues: ['RS384', 'ES384', 'RS256', 'ES256'],
       idTokenSigningAlgValues: ['RS256'],
+      dPoPSigningAlgValues: [...DPOP_ALGORITHMS],
     },
     extraClientMetadata: {
       // SMART scopes are not OIDC scopes: oidc-provider would refuse them in `scope`,
       // so a client's allowed SMART scopes live in `smart_scope`.
       properties: [...CUSTOM_CLIENT_METADATA],
-      validator(_ctx, key, _value, metadata) {
+      validator(ctx, key, _value, metadata) {
         // Called once per custom property; the checks span the whole metadata, so run them once.
-        if (key === CUSTOM_CLIENT_METADATA[0]) checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
+        if (key !== CUSTOM_CLIENT_METADATA[0]) return;
+        checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
+        const ceiling = registrationCeiling(ctx as KoaContextWithOIDC | undefined);
+        const problem = ceiling && privilegeProblem(metadata as Record<string, unknown>, ceiling);
+        if (problem) throw new errors.InvalidClientMetadata(problem);
       },
     },
     responseTypes: ['code'],
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
+      // RFC 9449: a DPoP proof at /token binds the tokens to its key (public clients' refresh tokens too); no nonce.
+      dPoP: { enabled: true },
       clientCredentials: { enabled: true },
       // Who may see which token is decided after authentication, in introspection.ts.
       introspection: { enabled: true, allowedPolicy: async () => true },
@@ -165,6 +188,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     extraParams: {
       async aud(ctx, value) {
         if (!isAuthorizationRoute(ctx)) return;
+        // SMART App Launch 2.2 requires state (CSRF protection of the redirect).
+        if (!ctx.oidc.params?.state) throw new errors.InvalidRequest('state is required');
         if (!value) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
         if (!fhirAudience(config, value)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
         // Re-add offline_access, which oidc-provider drops unless prompt=consent; SMART apps never send prompt.
@@ -221,7 +246,10 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     },
     async extraTokenClaims(ctx, token) {
       const grantId = (token as { grantId?: string }).grantId;
-      if (!grantId) return backendTokenClaims(config, ctx.oidc.params ?? {}, ctx.oidc.client && clientPurposesOf(ctx.oidc.client));
+      if (!grantId) {
+        const client = ctx.oidc.client;
+        return backendTokenClaims(config, ctx.oidc.params ?? {}, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
+      }
       const grant = await grantContextOf(db, ctx, grantId);
       const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
       await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
@@ -286,6 +314,15 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));
   provider.use(scopeInRegistrationResponses);
+  // The validator that checks privileges is synchronous: look the initial access token's privileges up first.
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === REGISTRATION_PATH) {
+      const token = /^Bearer (\S+)$/i.exec(ctx.get('authorization'))?.[1];
+      const privileges = await privilegesOfToken(db, provider, token);
+      if (privileges) tokenPrivileges.set(ctx, privileges);
+    }
+    await next();
+  });
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });

@@ -6,8 +6,8 @@ import type { Config } from '../config.ts';
 import type { User } from './users.ts';
 import { subjectOf } from './users.ts';
 import type { GrantContext } from './launch-store.ts';
-import { effectiveClearance, isEmergency, clientPermits } from '../hcs/policy.ts';
-import { userSecurityClaims } from '../hcs/token-claims.ts';
+import { effectiveClearance, isEmergency, clientPermits, type Clearance } from '../hcs/policy.ts';
+import { residualFor, userSecurityClaims } from '../hcs/token-claims.ts';
 import { purposeCoding } from '../hcs/codes.ts';
 import { requestedPurpose } from '../hcs/purpose-choice.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
@@ -38,11 +38,13 @@ export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user
  * Claims of a backend-service token: the IUA attributes of its hl7-b2b assertion extension, and
  * exactly one purpose of use, from the assertion, a purpose_of_use scope token, or the single
  * purpose the client is registered for; it must be one the client is registered for (if any).
+ * The client's clearance becomes the IHE PCF residual, as a user's does.
  */
 export function backendTokenClaims(
   config: Pick<Config, 'policy'>,
   params: { client_assertion?: unknown; scope?: unknown },
   clientPurposes: readonly string[] | undefined,
+  clearance: Clearance,
 ): Record<string, unknown> | undefined {
   const fail = (message: string): never => {
     throw new errors.InvalidRequest(message);
@@ -67,5 +69,7 @@ export function backendTokenClaims(
   if (purpose && isEmergency(config.policy, purpose)) fail(`a backend service cannot assert ${purpose}: emergency access is for people`);
   if (purpose && purposes.length && !clientPermits(clientPurposes, purpose)) fail(`purpose of use ${purpose} is not registered for this client`);
   if (purpose) iua.purpose_of_use = [purposeCoding(purpose)];
-  return Object.keys(iua).length ? { extensions: { ihe_iua: iua } } : undefined;
+  const residual = residualFor(clearance);
+  const extensions = { ...(Object.keys(iua).length && { ihe_iua: iua }), ...(residual.length && { ihe_pcf: { residual } }) };
+  return Object.keys(extensions).length ? { extensions } : undefined;
 }

@@ -13,6 +13,8 @@ import {
 } from '../oidc/clients.ts';
 import { field, FORM_EXPIRED, formBody, sendPage } from './session.ts';
 import { databaseAuditSink } from '../audit/store.ts';
+import { NO_PRIVILEGES, privilegesOfToken } from '../oidc/registration-privileges.ts';
+import { displayText, MAX_DISPLAY_LENGTH } from '../oidc/client-metadata.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 
 export interface DeveloperPortalDeps {
@@ -24,7 +26,6 @@ export interface DeveloperPortalDeps {
 const KINDS = ['public', 'secret', 'jwks-uri'] as const;
 type Kind = (typeof KINDS)[number];
 
-const MAX_NAME = 100;
 const MAX_URIS = 20;
 const NOT_OWNER = 'The client ID or registration access token is not correct.';
 
@@ -47,7 +48,6 @@ interface RegistrationForm {
 const EMPTY_FORM: RegistrationForm = { client_name: '', redirect_uris: '', launch_uri: '', auth: 'public', jwks_uri: '', scope: '' };
 
 const lines = (text: string) => text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
-const hasControl = (text: string) => /\p{Cc}/u.test(text);
 
 /** An https logo URL, or undefined: anything else is not shown. */
 export function httpsLogo(value: unknown): string | undefined {
@@ -128,18 +128,21 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
       scope: field(body, 'scope').trim().split(/\s+/).filter(Boolean).join(' '),
     };
 
+    // Anyone registers SMART apps only; more needs an initial access token that carries it.
+    let ceiling = NO_PRIVILEGES;
     if (needsInitialAccessToken) {
-      const iat = field(body, 'initial_access_token').trim();
-      if (!iat || !(await host.provider.InitialAccessToken.find(iat))) {
+      const privileges = await privilegesOfToken(db, host.provider, field(body, 'initial_access_token').trim());
+      if (!privileges) {
         return showRegistration(ctx, form, 'A valid initial access token is required to register an app on this server. Ask its administrator for one.', 403);
       }
+      ceiling = privileges;
     }
 
     const redirectUris = lines(form.redirect_uris);
     const kind = (KINDS as readonly string[]).includes(form.auth) ? (form.auth as Kind) : undefined;
     let problem: string | undefined;
     if (!form.client_name) problem = 'Enter a name for the app.';
-    else if (form.client_name.length > MAX_NAME || hasControl(form.client_name)) problem = `The name must be at most ${MAX_NAME} characters, on one line.`;
+    else if ('problem' in displayText('client_name', form.client_name)) problem = `The name must be at most ${MAX_DISPLAY_LENGTH} characters, on one line, without control characters.`;
     else if (!kind) problem = 'Choose the kind of client.';
     else if (kind !== 'jwks-uri' && !redirectUris.length) problem = 'Enter at least one redirect URI.';
     else if (redirectUris.length > MAX_URIS) problem = `Enter at most ${MAX_URIS} redirect URIs.`;
@@ -151,7 +154,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     try {
       metadata = await addClient(db, host.provider, {
         name: form.client_name, redirectUris, launchUri: form.launch_uri || undefined, auth, scope: form.scope || undefined,
-      });
+      }, ceiling);
     } catch (err) {
       if (err instanceof ClientError) return showRegistration(ctx, form, err.message, 400);
       throw err;

@@ -8,7 +8,8 @@ import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } f
 import { checkNarratives } from './narrative.ts';
 import { rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
-import { bearerToken, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
+import { accessTokenOf, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
+import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
 
@@ -49,6 +50,8 @@ export interface GuardOptions {
   smartConfiguration?: () => Promise<unknown>;
   /** What a token may see of each resource beyond its scopes (labels, consent, obligations); see server/privacy/pipeline.ts. */
   resourcePolicy?: ResourcePolicy;
+  /** Checks DPoP proofs of key-bound tokens (RFC 9449); default: createDpopCheck() with replay detection in this process. */
+  dpop?: DpopCheck;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -74,6 +77,7 @@ const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e)
 
 export function createGuard(options: GuardOptions) {
   const includes = options.includes ?? 'strip';
+  const checkDpop = options.dpop ?? createDpopCheck();
   const narratives = options.narratives ?? 'refuse';
   const passHeaders = (headers: Record<string, string | undefined>) => Object.fromEntries(
     ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
@@ -298,11 +302,20 @@ export function createGuard(options: GuardOptions) {
     }
     if (request.method === 'GET' && request.path === 'metadata') return done(await capabilities(request));
 
-    const token = bearerToken(request.headers.authorization);
-    if (!token) return done(refusalResponse({ status: 401, code: 'login', message: 'an access token is required' }, options.base, false));
+    const sent = accessTokenOf(request.headers.authorization);
+    if (!sent) return done(refusalResponse({ status: 401, code: 'login', message: 'an access token is required' }, options.base, false));
     try {
-      record.token = await options.verify(token);
+      const token = await options.verify(sent.token);
+      await checkDpop({
+        ...sent, accessToken: sent.token, jkt: boundKey(token.claims), proof: request.headers.dpop, method: request.method,
+        url: `${options.base}/${request.path.replace(/^\/+/, '')}`,
+      });
+      record.token = token;
     } catch (err) {
+      if (err instanceof DpopError) {
+        const refused = refusalResponse({ status: 401, code: 'login', message: err.message }, options.base, true);
+        return done({ ...refused, headers: { ...refused.headers, 'www-authenticate': dpopChallenge(err.error, err.message) } });
+      }
       if (err instanceof InvalidTokenError) return done(refusalResponse({ status: 401, code: 'login', message: err.message }, options.base, true));
       if (err instanceof VerifierUnavailableError) return done(refusalResponse({ status: 503, code: 'transient', message: 'the access token cannot be checked right now' }, options.base, true));
       throw err;

@@ -3,6 +3,7 @@
 export { smartGuard, type SmartGuardOptions } from './koa.ts';
 export { createGuard, type AccessRecord, type Guard, type GuardOptions, type GuardRequest } from './guard.ts';
 export { createGuardVerifier, InvalidTokenError, VerifierUnavailableError, type GuardVerification } from './verify-token.ts';
+export { createDpopCheck, memoryReplayStore, DPOP_ALGORITHMS, type DpopCheck, type DpopOptions, type DpopReplayStore } from './dpop.ts';
 export { httpUpstream, type Upstream, type UpstreamResponse } from './upstream.ts';
 export type { GuardResponse } from './responses.ts';
 export type { Decision, FhirInteraction, FhirRequest, Refusal, TokenContext, View } from './types.ts';

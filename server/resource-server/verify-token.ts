@@ -58,8 +58,14 @@ export function createTokenVerifier(options: { issuer: string; audience: string;
 
 /** The bearer token of an Authorization header (RFC 6750 section 2.1), or undefined. */
 export function bearerToken(authorization: string | undefined): string | undefined {
-  const match = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i.exec(authorization ?? '');
-  return match?.[1];
+  const sent = accessTokenOf(authorization);
+  return sent?.scheme === 'bearer' ? sent.token : undefined;
+}
+
+/** The access token of an Authorization header and its scheme: Bearer (RFC 6750) or DPoP (RFC 9449), or undefined. */
+export function accessTokenOf(authorization: string | undefined): { scheme: 'bearer' | 'dpop'; token: string } | undefined {
+  const match = /^(Bearer|DPoP) ([A-Za-z0-9\-._~+/]+=*)$/i.exec(authorization ?? '');
+  return match ? { scheme: match[1].toLowerCase() as 'bearer' | 'dpop', token: match[2] } : undefined;
 }
 
 /** The issuer's JWKS, found through its OpenID configuration; jose refetches at most once per cooldown on an unknown kid. */

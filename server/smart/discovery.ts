@@ -1,5 +1,6 @@
 // The SMART configuration document (SMART App Launch 2.2, conformance).
 // Lists only what this server really does; every URL absolute.
+import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
 
 export interface SmartEndpoints {
   issuer: string;
@@ -62,6 +63,8 @@ export function smartConfiguration(endpoints: SmartEndpoints, scopesSupported: r
     response_types_supported: ['code'],
     token_endpoint_auth_methods_supported: ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'],
     token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384', 'RS256', 'ES256'],
+    // RFC 9449: the algorithms of DPoP proofs, at the token endpoint and every guard.
+    dpop_signing_alg_values_supported: [...DPOP_ALGORITHMS],
     scopes_supported: scopesSupported,
     code_challenge_methods_supported: ['S256'],
     capabilities: [...SMART_CAPABILITIES],

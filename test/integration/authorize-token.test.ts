@@ -42,6 +42,14 @@ describe('authorization endpoint and token endpoint', () => {
     assert.equal(plain.get('error'), 'invalid_request');
   });
 
+  it('requires state (SMART App Launch 2.2): invalid_request and no code without it, or with an empty one', async () => {
+    for (const state of [undefined, '']) {
+      const refused = await errorRedirect(authorizeUrl({ state }));
+      assert.equal(refused.get('error'), 'invalid_request');
+      assert.match(refused.get('error_description') ?? '', /state/);
+    }
+  });
+
   it('issues no code for an unknown or missing aud', async () => {
     const unknown = await errorRedirect(authorizeUrl({ aud: 'https://inferno.healthit.gov/invalid_aud' }));
     assert.equal(unknown.get('error'), 'invalid_target');

@@ -51,6 +51,40 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
     assert.equal((await res.json()).entry.length, 1);
   });
 
+  describe('clearance', () => {
+    const LABELLED = ['Observation/obs-1-brca', 'Observation/obs-2a-hiv-vl', 'Condition/cond-2-oud']; // V; R and HIV; SUD
+    const read = (token: string, path: string) => fetch(`${server.fhirBase}/${path}`, { headers: { authorization: `Bearer ${token}` } });
+
+    it('is N without sensitivities by default: the token carries the residual and the guard hides labelled data', async () => {
+      const { body } = await rs.token('system/*.rs');
+      const residual = decodeJwt(body.access_token).payload.extensions?.ihe_pcf?.residual;
+      assert.ok(Array.isArray(residual) && residual.length, 'the token carries a residual');
+      const forbidden = residual.flatMap((r: { securityLabel: { code: string }[] }) => r.securityLabel.map((l) => l.code));
+      for (const code of ['R', 'V', 'HIV', 'SUD', 'PSY']) assert.ok(forbidden.includes(code), code);
+      for (const path of LABELLED) assert.equal((await read(body.access_token, path)).status, 404, path);
+      assert.equal((await read(body.access_token, 'Observation/obs-1a-glucose')).status, 200);
+      const search = await (await read(body.access_token, 'Condition?patient=pat-2')).json();
+      assert.ok(!search.entry?.some((e: { resource: { id: string } }) => e.resource.id === 'cond-2-oud'));
+    });
+
+    it('is what the administrator set: R and HIV reads the HIV result, not V or SUD; V and * read everything', async () => {
+      const partly = await backendClient(server, 'system/*.rs', 'ES384', { clearance: 'R', sensitivity: ['HIV'] });
+      const partToken = (await partly.token('system/*.rs')).body.access_token;
+      assert.equal((await read(partToken, 'Observation/obs-2a-hiv-vl')).status, 200);
+      assert.equal((await read(partToken, 'Observation/obs-1-brca')).status, 404);
+      assert.equal((await read(partToken, 'Condition/cond-2-oud')).status, 404);
+      const all = await backendClient(server, 'system/*.rs', 'ES384', { clearance: 'V', sensitivity: ['*'] });
+      const allToken = (await all.token('system/*.rs')).body.access_token;
+      assert.equal(decodeJwt(allToken).payload.extensions?.ihe_pcf, undefined, 'nothing is forbidden');
+      for (const path of LABELLED) assert.equal((await read(allToken, path)).status, 200, path);
+    });
+
+    it('refuses an unknown clearance or sensitivity code', async () => {
+      await assert.rejects(backendClient(server, 'system/*.rs', 'ES384', { clearance: 'X' }), /clearance/);
+      await assert.rejects(backendClient(server, 'system/*.rs', 'ES384', { sensitivity: ['NOPE'] }), /sensitivity/);
+    });
+  });
+
   it('answers exactly 400 for a bad grant_type and a bad client_assertion_type', async () => {
     const badGrant = await tokenRequest(server.issuer, { grant_type: 'not_a_grant_type', client_assertion_type: ASSERTION_TYPE, client_assertion: await es.assertion() });
     assert.equal(badGrant.res.status, 400);

@@ -5,10 +5,14 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { hostname } from 'node:os';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { tokenRequest } from '../support/oauth.ts';
-import { cacheLifetime, createClientJwksPolicy } from '../../server/oidc/client-jwks.ts';
+import { cacheLifetime } from '../../server/oidc/client-jwks.ts';
+import { createClientFetch, RefusedDestinationError } from '../../server/net/client-fetch.ts';
+import { classifyAddress } from '../../server/net/address-class.ts';
 
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const SCOPE = 'system/Patient.rs';
@@ -21,7 +25,7 @@ async function newKey(kid: string): Promise<Key> {
 }
 
 /** What the test JWKS server answers for one path; the test changes it between requests. */
-interface JwksEntry { keys: JWK[]; cacheControl?: string; status?: number; rawBody?: string; hits: number }
+interface JwksEntry { keys: JWK[]; cacheControl?: string; status?: number; rawBody?: string; location?: string; hits: number }
 
 describe('jwks_uri clients: caching, key rollover, loopback', () => {
   let server: TestServer;
@@ -39,6 +43,7 @@ describe('jwks_uri clients: caching, key rollover, loopback', () => {
       entry.hits++;
       const headers: Record<string, string> = { 'content-type': 'application/json' };
       if (entry.cacheControl) headers['cache-control'] = entry.cacheControl;
+      if (entry.location) headers.location = entry.location;
       res.writeHead(entry.status ?? 200, headers).end(entry.rawBody ?? JSON.stringify({ keys: entry.keys }));
     });
     await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
@@ -156,6 +161,16 @@ describe('jwks_uri clients: caching, key rollover, loopback', () => {
     assertOk(await token(clientId, second));
   });
 
+  it('does not follow a redirect from a jwks_uri (invalid_client; the target is never asked)', async () => {
+    const key = await newKey('k1');
+    const target = await backendClient({ keys: [key.jwk] });
+    const targetPath = [...entries].find(([, e]) => e === target.served)![0];
+    const redirecting = await backendClient({ keys: [], status: 302, location: targetPath });
+    assertInvalidClient(await token(redirecting.clientId, key));
+    assert.equal(redirecting.served.hits, 1);
+    assert.equal(target.served.hits, 0);
+  });
+
   it('a jwks_uri that is down, answers 500 or is not JSON gives invalid_client, and the server keeps working', async () => {
     const key = await newKey('k1');
     const down = await backendClient({}, `http://127.0.0.1:${await freePort()}/jwks`);
@@ -181,32 +196,79 @@ describe('jwks_uri clients: caching, key rollover, loopback', () => {
   });
 });
 
-describe('createClientJwksPolicy().fetch', () => {
-  const realFetch = globalThis.fetch;
-  let seen: { url: string; init: RequestInit & { dispatcher?: unknown } }[] = [];
-  beforeEach(() => {
-    seen = [];
-    globalThis.fetch = (async (url: string | URL, init: RequestInit & { dispatcher?: unknown }) => {
-      seen.push({ url: String(url), init });
-      return new Response('{"keys":[]}');
-    }) as typeof fetch;
+describe('fetching a URL a client named (no server-side request forgery)', () => {
+  // Only loopback traffic: a local server stands in for the client's; internal and public addresses are never contacted.
+  let site: Server;
+  let base: string;
+  const hits: string[] = [];
+  before(async () => {
+    site = createServer((req, res) => {
+      hits.push(req.url ?? '');
+      if (req.url === '/redirect') res.writeHead(302, { location: '/jwks' }).end();
+      else if (req.url === '/huge') res.writeHead(200, { 'content-type': 'application/json' }).end(`{"keys":[],"pad":"${'x'.repeat(200_000)}"}`);
+      else if (req.url === '/slow') setTimeout(() => res.writeHead(200).end('{"keys":[]}'), 2000);
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('{"keys":[]}');
+    });
+    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
   });
-  afterEach(() => { globalThis.fetch = realFetch; });
+  after(() => new Promise<void>((resolve) => site.close(() => resolve())));
+  beforeEach(() => { hits.length = 0; });
 
-  it('drops the SSRF guard only for loopback URLs, and only when allowed', async () => {
-    const guard = { ssrf: true };
-    const allowed = createClientJwksPolicy({ allowLoopback: true });
-    const refused = createClientJwksPolicy({ allowLoopback: false });
-    for (const url of ['http://localhost:8080/jwks', 'http://127.0.0.1/jwks', 'http://[::1]:9/jwks', 'https://localhost/jwks']) {
-      await allowed.fetch(url, { method: 'GET', dispatcher: guard });
-      assert.equal(seen.at(-1)!.init.dispatcher, undefined, url);
-      await refused.fetch(url, { method: 'GET', dispatcher: guard });
-      assert.equal(seen.at(-1)!.init.dispatcher, guard, url);
+  it('refuses loopback (also by name, after DNS) when loopback is not allowed, without connecting', async () => {
+    const fetchFor = createClientFetch({ allowLoopback: false });
+    const port = new URL(base).port;
+    for (const url of [`${base}/jwks`, `http://localhost:${port}/jwks`, `http://[::1]:${port}/jwks`, `http://[::ffff:127.0.0.1]:${port}/jwks`, `http://0.0.0.0:${port}/jwks`]) {
+      await assert.rejects(fetchFor(url), RefusedDestinationError, url);
     }
-    for (const url of ['http://10.0.0.1/jwks', 'http://127.0.0.2/jwks', 'http://localhost.example.com/jwks', 'https://app.example.com/jwks']) {
-      await allowed.fetch(new URL(url), { method: 'GET', dispatcher: guard });
-      assert.equal(seen.at(-1)!.init.dispatcher, guard, url);
-    }
+    assert.deepEqual(hits, []);
+  });
+
+  it('fetches loopback when allowed, never follows a redirect, and bounds size and time', async () => {
+    const fetchFor = createClientFetch({ allowLoopback: true, timeoutMs: 300 });
+    const res = await fetchFor(`${base}/jwks`, { headers: { accept: 'application/json' } });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { keys: [] });
+    const redirected = await fetchFor(`${base}/redirect`);
+    assert.equal(redirected.status, 302);
+    assert.deepEqual(hits, ['/jwks', '/redirect'], 'the redirect target was not requested');
+    await assert.rejects(fetchFor(`${base}/huge`), /larger than/);
+    const started = Date.now();
+    await assert.rejects(fetchFor(`${base}/slow`));
+    assert.ok(Date.now() - started < 1500, 'gave up at the time bound');
+  });
+
+  it('refuses schemes other than http(s)', async () => {
+    await assert.rejects(createClientFetch({ allowLoopback: true })('file:///etc/passwd'), RefusedDestinationError);
+  });
+
+  describe('in production', () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer({
+        NODE_ENV: 'production', ISSUER: 'https://auth.example.org', COOKIE_SECRETS: 'p'.repeat(40), KEY_ENCRYPTION_SECRET: 'k'.repeat(40),
+      });
+    });
+    after(() => server.stop());
+
+    it('refuses a jwks_uri on 127.0.0.1, [::1] or localhost at registration, and fetches none stored anyway (invalid_client)', async () => {
+      const port = new URL(base).port;
+      const key = await newKey('k1');
+      for (const jwksUri of [`https://127.0.0.1:${port}/jwks`, `https://[::1]:${port}/jwks`, `https://localhost:${port}/jwks`, 'https://169.254.169.254/latest', 'https://[::ffff:a9fe:a9fe]/x']) {
+        await assert.rejects(server.addClient({ name: 'Internal', redirectUris: [], auth: { kind: 'jwks-uri', jwksUri }, grantTypes: ['client_credentials'], scope: SCOPE }), /jwks_uri must name a public host/, jwksUri);
+      }
+      // A name that passes registration but resolves to loopback is refused after DNS, before connecting.
+      const name = hostname();
+      const resolved = await lookup(name, { all: true }).catch(() => []);
+      assert.ok(resolved.length && resolved.every((a) => classifyAddress(a.address) === 'loopback'), `this test needs ${name} to resolve to loopback`);
+      const { client_id: clientId } = await server.addClient({ name: 'Rebinding', redirectUris: [], auth: { kind: 'jwks-uri', jwksUri: `https://${name}:${port}/jwks` }, grantTypes: ['client_credentials'], scope: SCOPE });
+      const assertion = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES384', kid: key.kid, typ: 'JWT' })
+        .setIssuer(clientId).setSubject(clientId).setAudience(`${server.issuer}/token`).setIssuedAt().setExpirationTime('4m').sign(key.privateKey);
+      const { res, body } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: SCOPE, client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
+      assert.equal(res.status, 401, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_client');
+      assert.deepEqual(hits, [], 'nothing was sent to the loopback server');
+    });
   });
 });
 

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
+import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 const XSS = '<img src=x onerror=alert(1)>';
@@ -128,12 +129,18 @@ describe('developer portal (/apps)', () => {
     assert.equal(stored?.client_secret, undefined);
     assert.deepEqual(stored?.grant_types, ['authorization_code', 'refresh_token']);
 
-    const backend = await register(server, {
-      client_name: 'Nightly Export', redirect_uris: '', auth: 'jwks-uri', jwks_uri: 'https://backend.example.org/.well-known/jwks.json', scope: 'system/Patient.rs system/Observation.rs',
-    });
-    const backendStored = await storedClient(server, backend.client_id);
-    assert.deepEqual(backendStored?.grant_types, ['client_credentials']);
-    assert.equal(backendStored?.smart_scope, 'system/Patient.rs system/Observation.rs');
+  });
+
+  it('registers SMART apps only: a backend service (client_credentials, system/ scopes) needs an administrator', async () => {
+    const before = await clientCount(server);
+    const backend = { client_name: 'Nightly Export', redirect_uris: '', auth: 'jwks-uri', jwks_uri: 'https://backend.example.org/.well-known/jwks.json' };
+    const asBackend = await postRegistration(server, { ...backend, scope: 'system/Patient.rs system/Observation.rs' });
+    assert.equal(asBackend.res.status, 400);
+    assert.match(asBackend.html, /grant_types: client_credentials needs an administrator/);
+    const systemScope = await postRegistration(server, { client_name: 'Sneaky', redirect_uris: 'https://sneaky.example.org/cb', auth: 'public', scope: 'patient/*.rs system/*.cruds' });
+    assert.equal(systemScope.res.status, 400);
+    assert.match(systemScope.html, /scope: system\/\*\.cruds needs an administrator/);
+    assert.equal(await clientCount(server), before, 'nothing is stored');
   });
 
   it('refuses bad input with 400 and a message, keeps the typed values, and stores nothing', async () => {
@@ -368,5 +375,17 @@ describe('developer portal with REGISTRATION=token', () => {
     const app = await register(server, { ...fields, initial_access_token: iat });
     assert.ok(await storedClient(server, app.client_id));
     assert.equal(await clientCount(server), before + 1);
+  });
+
+  it('registers a backend service with an initial access token that carries its privileges, and no more', async () => {
+    const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { systemScope: 'system/Patient.rs system/Observation.rs' });
+    const backend = { client_name: 'Nightly Export', redirect_uris: '', auth: 'jwks-uri', jwks_uri: 'https://backend.example.org/.well-known/jwks.json', initial_access_token: iat };
+    const wider = await postRegistration(server, { ...backend, scope: 'system/*.rs' });
+    assert.equal(wider.res.status, 400);
+    assert.match(wider.html, /scope: system\/\*\.rs needs an administrator/);
+    const registered = await register(server, { ...backend, scope: 'system/Patient.rs system/Observation.rs' });
+    const stored = await storedClient(server, registered.client_id);
+    assert.deepEqual(stored?.grant_types, ['client_credentials']);
+    assert.equal(stored?.smart_scope, 'system/Patient.rs system/Observation.rs');
   });
 });

@@ -5,7 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, freePort, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { dpopKey } from '../support/dpop.ts';
 import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
 
 describe('guard in front of another FHIR server', () => {
@@ -72,10 +73,12 @@ describe('guard in front of another FHIR server', () => {
     let server: TestServer;
     let proxy: ChildServer;
     let proxyBase: string;
+    let localBase: string;
     before(async () => {
       const port = await freePort();
       proxyBase = `http://127.0.0.1:${port}/r4`;
-      server = await startTestServer({ ADDITIONAL_FHIR_BASES: proxyBase });
+      localBase = `http://127.0.0.1:${await freePort()}/local`;
+      server = await startTestServer({ ADDITIONAL_FHIR_BASES: `${proxyBase},${localBase}` });
       const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
       proxy = await startScript('scripts/guard-proxy.ts', {
         PORT: String(port), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url,
@@ -111,6 +114,43 @@ describe('guard in front of another FHIR server', () => {
       assert.equal((await read('Patient/pat-2')).status, 401, 'introspection sees the revocation');
       const smart = await (await fetch(`${proxyBase}/.well-known/smart-configuration`)).json();
       assert.equal(smart.issuer, server.issuer);
+    });
+
+    describe('DPoP-bound tokens, with local and with introspection verification', () => {
+      let local: ChildServer;
+      before(async () => {
+        local = await startScript('scripts/guard-proxy.ts', {
+          PORT: new URL(localBase).port, HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: localBase, FHIR_UPSTREAM_URL: upstream.url,
+          GUARD_VERIFICATION: 'local',
+        }, /listening/);
+      });
+      after(() => local.stop());
+
+      for (const mode of ['introspection', 'local'] as const) {
+        it(`(${mode}) accepts a bound token only as DPoP with a fresh proof for the request`, async () => {
+          const base = mode === 'local' ? localBase : proxyBase;
+          const aud = base;
+          const app = await server.addClient({ auth: { kind: 'public' } });
+          const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud });
+          const key = await dpopKey();
+          const { body } = await tokenRequest(server.issuer, { grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier }, app,
+            { dpop: await key.proof({ htm: 'POST', htu: `${server.issuer}/token` }) });
+          assert.equal(body.token_type, 'DPoP');
+          const target = `${aud}/Patient/pat-2`;
+          const proof = await key.proof({ htm: 'GET', htu: target, accessToken: body.access_token });
+          const bearer = await fetch(`${base}/Patient/pat-2`, { headers: { authorization: `Bearer ${body.access_token}` } });
+          assert.equal(bearer.status, 401);
+          assert.match(bearer.headers.get('www-authenticate') ?? '', /^DPoP error="invalid_token"/);
+          const wrongHtu = await fetch(`${base}/Patient/pat-2`, { headers: { authorization: `DPoP ${body.access_token}`, dpop: await key.proof({ htm: 'GET', htu: `${aud}/Patient/pat-1`, accessToken: body.access_token }) } });
+          assert.equal(wrongHtu.status, 401);
+          assert.match(wrongHtu.headers.get('www-authenticate') ?? '', /^DPoP error="invalid_dpop_proof"/);
+          const good = { headers: { authorization: `DPoP ${body.access_token}`, dpop: proof } };
+          assert.equal((await fetch(`${base}/Patient/pat-2`, good)).status, 200);
+          const replayed = await fetch(`${base}/Patient/pat-2`, good);
+          assert.equal(replayed.status, 401);
+          assert.match(replayed.headers.get('www-authenticate') ?? '', /^DPoP error="invalid_dpop_proof"/);
+        });
+      }
     });
   });
 });

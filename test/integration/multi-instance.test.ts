@@ -7,6 +7,7 @@ import { freePort } from '../support/server.ts';
 import { freshPostgresSchema, type PostgresSchema } from '../support/postgres.ts';
 import { startScript, type ChildServer } from '../support/processes.ts';
 import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { dpopKey } from '../support/dpop.ts';
 import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
@@ -78,6 +79,22 @@ describe('several instances on PostgreSQL', function () {
     const body = { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion };
     const results = await Promise.all([urlA, urlB, urlA, urlB, urlA, urlB].map((url) => tokenRequest(url, body)));
     assert.deepEqual(results.map((r) => r.res.status).sort(), [200, 401, 401, 401, 401, 401]);
+  });
+
+  it('refuses a DPoP proof replayed at the other instance', async () => {
+    const app = await client({ name: 'dpop', redirectUris: ['http://127.0.0.1:9999/callback'], auth: { kind: 'public' } });
+    const creds = { client_id: String(app.client_id), redirect_uri: 'http://127.0.0.1:9999/callback' };
+    const launch = await authorize({ server: { issuer: urlA, fhirBase: `${urlA}/fhir` }, client: creds, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
+    const key = await dpopKey();
+    const { body } = await tokenRequest(urlA, { grant_type: 'authorization_code', code: launch.code!, redirect_uri: creds.redirect_uri, code_verifier: launch.verifier }, creds,
+      { dpop: await key.proof({ htm: 'POST', htu: `${urlA}/token` }) });
+    assert.equal(body.token_type, 'DPoP', JSON.stringify(body));
+    // Both instances serve the public base ${urlA}/fhir (one ISSUER), so one proof is good at either, once.
+    const headers = { authorization: `DPoP ${body.access_token}`, dpop: await key.proof({ htm: 'GET', htu: `${urlA}/fhir/Patient/pat-2`, accessToken: body.access_token }) };
+    assert.equal((await fetch(`${urlA}/fhir/Patient/pat-2`, { headers })).status, 200);
+    const replayed = await fetch(`${urlB}/fhir/Patient/pat-2`, { headers });
+    assert.equal(replayed.status, 401);
+    assert.match(replayed.headers.get('www-authenticate') ?? '', /invalid_dpop_proof/);
   });
 
   it('rotates a key at one and both sign with it after the delay; tokens of either verify at the other', async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode } from '../support/oauth.ts';
+import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
 
 describe('dynamic client registration', () => {
   let server: TestServer;
@@ -32,10 +33,12 @@ describe('dynamic client registration', () => {
     const secret = await (await register({ client_name: 'Confidential', redirect_uris: ['https://app.example.org/cb'] })).json();
     assert.ok(secret.client_secret);
     const { publicKey } = await generateKeyPair('ES384');
+    // A backend service needs an initial access token that allows its system/ scopes (registration-privileges.test.ts).
+    const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { systemScope: 'system/Patient.rs' });
     const res = await register({
       client_name: 'Backend', redirect_uris: [], grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'private_key_jwt',
       jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES384' }] }, scope: 'system/Patient.rs',
-    });
+    }, { authorization: `Bearer ${iat}` });
     assert.equal(res.status, 201, await res.clone().text());
     assert.equal((await res.json()).scope, 'system/Patient.rs');
   });

@@ -1,0 +1,101 @@
+// Who may register what (RFC 7591 section 3.2.2: the server decides which metadata it accepts).
+// Anyone may register a SMART app; everything that reaches beyond one user's consent (client_credentials,
+// system/ scopes, introspection, purposes of use, a backend's clearance) needs an administrator: the CLI,
+// or an initial access token that carries those privileges. An RFC 7592 update never exceeds the client's own.
+import type Provider from 'oidc-provider';
+import type { Db } from '../db.ts';
+import { nowSeconds } from '../db.ts';
+import { parseScopes, narrowToAllowed, formatScope, type Scope } from '../smart/scopes.ts';
+import { confidentialityRank, isConfidentiality, KNOWN_SENSITIVITIES, type ConfidentialityCode } from '../hcs/codes.ts';
+
+/** What a registration may ask for beyond a SMART app. */
+export interface Privileges {
+  /** system/ scope patterns it may register (and `introspect` with resourceServer). */
+  systemScope?: string;
+  resourceServer?: boolean;
+  /** Purposes of use (v3-ActReason codes) it may register. */
+  purposes?: string[];
+  /** The highest backend clearance it may register (default N). */
+  clearance?: ConfidentialityCode;
+  /** Sensitivity codes it may register, or ['*'] for all. */
+  sensitivity?: string[];
+  /** client_credentials (implied by system scopes or resourceServer). */
+  clientCredentials?: boolean;
+}
+
+/** Open registration: SMART apps only. */
+export const NO_PRIVILEGES: Privileges = Object.freeze({});
+
+/** Every known sensitivity code: what `--sensitivity '*'` stands for. */
+export const ALL_SENSITIVITIES = '*';
+
+const isSystem = (s: Scope) => s.kind === 'resource' && s.level === 'system';
+const clientCredentialsAllowed = (p: Privileges) => Boolean(p.clientCredentials || p.resourceServer || parseScopes(p.systemScope ?? '').scopes.some(isSystem));
+
+type Metadata = Record<string, unknown>;
+const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
+
+/**
+ * The first privileged field of `md` that asks for more than `allowed`, as an error description naming it;
+ * undefined when the registration stays within. `md` holds SMART scopes as `smart_scope` (see client-metadata.ts).
+ */
+export function privilegeProblem(md: Metadata, allowed: Privileges): string | undefined {
+  const refused = (field: string, what: string) => `${field}: ${what} needs an administrator (the CLI, or an initial access token that allows it)`;
+  if (list(md.grant_types).includes('client_credentials') && !clientCredentialsAllowed(allowed)) return refused('grant_types', 'client_credentials');
+  const granted = parseScopes(allowed.systemScope ?? '').scopes;
+  for (const scope of parseScopes(typeof md.smart_scope === 'string' ? md.smart_scope : '').scopes) {
+    if (isSystem(scope) && !narrowToAllowed([scope], granted).length) return refused('scope', formatScope(scope));
+    if (scope.kind === 'other' && scope.value === 'introspect' && !allowed.resourceServer) return refused('scope', 'introspect');
+  }
+  if (md.resource_server === true && !allowed.resourceServer) return refused('resource_server', 'a resource server');
+  const purpose = list(md.purposes_of_use).find((p) => !allowed.purposes?.includes(String(p)));
+  if (purpose !== undefined) return refused('purposes_of_use', `purpose of use ${String(purpose)}`);
+  if (typeof md.clearance === 'string' && isConfidentiality(md.clearance)
+      && confidentialityRank(md.clearance) > confidentialityRank(allowed.clearance ?? 'N')) return refused('clearance', `clearance ${md.clearance}`);
+  const sensitivity = list(md.sensitivity).find((s) => !allowed.sensitivity?.includes(ALL_SENSITIVITIES) && !allowed.sensitivity?.includes(String(s)));
+  if (sensitivity !== undefined) return refused('sensitivity', `sensitivity ${String(sensitivity)}`);
+  return undefined;
+}
+
+/** What a registered client holds: the most an RFC 7592 update of it may ask for. */
+export function privilegesOf(md: Metadata): Privileges {
+  const scope = typeof md.smart_scope === 'string' ? md.smart_scope : '';
+  return {
+    systemScope: parseScopes(scope).scopes.filter(isSystem).map(formatScope).join(' ') || undefined,
+    resourceServer: md.resource_server === true || undefined,
+    clientCredentials: list(md.grant_types).includes('client_credentials') || undefined,
+    purposes: list(md.purposes_of_use).map(String),
+    clearance: typeof md.clearance === 'string' && isConfidentiality(md.clearance) ? md.clearance : undefined,
+    sensitivity: list(md.sensitivity).map(String),
+  };
+}
+
+/** A problem with privileges an administrator names (CLI flags), or undefined. */
+export function invalidPrivileges(p: Privileges): string | undefined {
+  const { scopes, invalid } = parseScopes(p.systemScope ?? '');
+  if (invalid.length || scopes.some((s) => !isSystem(s))) return '--scope takes system/ scopes only (a SMART app needs no initial access token)';
+  if (p.clearance !== undefined && !isConfidentiality(p.clearance)) return '--clearance is one of U L M N R V';
+  const unknown = (p.sensitivity ?? []).filter((s) => s !== ALL_SENSITIVITIES && !(KNOWN_SENSITIVITIES as readonly string[]).includes(s));
+  if (unknown.length) return `--sensitivity takes ${KNOWN_SENSITIVITIES.join(', ')} or '*': ${unknown.join(', ')}`;
+  return undefined;
+}
+
+// An initial access token's privileges live beside it, with the same expiry (oidc-provider's token holds no extra data).
+const MODEL = 'InitialAccessTokenPrivileges';
+
+/** A new initial access token carrying `privileges`; returns the token. */
+export async function issueInitialAccessToken(db: Db, provider: Provider, ttl: number, privileges: Privileges): Promise<string> {
+  const token = await new provider.InitialAccessToken({ expiresIn: ttl }).save();
+  if (Object.values(privileges).some((v) => v !== undefined && !(Array.isArray(v) && !v.length))) {
+    await db('oidc_payloads').insert({ model: MODEL, id: token, payload: JSON.stringify(privileges), expires_at: nowSeconds() + ttl });
+  }
+  return token;
+}
+
+/** The privileges of a live initial access token (none beyond a SMART app when it carries none); undefined when it is not one. */
+export async function privilegesOfToken(db: Db, provider: Provider, token: string | undefined): Promise<Privileges | undefined> {
+  if (!token || !(await provider.InitialAccessToken.find(token))) return undefined;
+  const row: { payload: string } | undefined = await db('oidc_payloads')
+    .where({ model: MODEL, id: token }).andWhere('expires_at', '>', nowSeconds()).first('payload');
+  return row ? (JSON.parse(row.payload) as Privileges) : NO_PRIVILEGES;
+}

@@ -7,7 +7,7 @@ import { addUser, disableUser, listUsers, UserError, type UserAttributes } from 
 import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
-import { isPurposeOfUse } from '../server/hcs/codes.ts';
+import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
 import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
@@ -38,11 +38,11 @@ const strings = (v: unknown) => (v as string[] | undefined) ?? [];
 
 const commands: Record<string, Command> = {
   'user add': {
-    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--organization "<name>"] [--organization-id <uri>] [--patients <id>,<id>]',
+    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--privacy-officer] [--organization "<name>"] [--organization-id <uri>] [--patients <id>,<id>]',
     options: {
       ...json, password: { type: 'string' }, name: { type: 'string' }, 'fhir-user': { type: 'string' },
       role: { type: 'string', multiple: true }, purpose: { type: 'string', multiple: true }, clearance: { type: 'string' },
-      sensitivity: { type: 'string' }, 'break-glass': { type: 'boolean' }, auditor: { type: 'boolean' },
+      sensitivity: { type: 'string' }, 'break-glass': { type: 'boolean' }, auditor: { type: 'boolean' }, 'privacy-officer': { type: 'boolean' },
       organization: { type: 'string' }, 'organization-id': { type: 'string' }, patients: { type: 'string' },
     },
     async run({ values: v, positionals: [username] }, { db }) {
@@ -55,10 +55,12 @@ const commands: Record<string, Command> = {
         sensitivities: list(v.sensitivity) ?? [],
         breakGlass: Boolean(v['break-glass']),
         auditor: Boolean(v.auditor),
+        privacyOfficer: Boolean(v['privacy-officer']),
         organization: v.organization as string | undefined,
         organizationId: v['organization-id'] as string | undefined,
         patients: list(v.patients),
       };
+      if (attributes.roles!.some(isPrivacyOfficerRole)) throw new UsageError('the privacy-officer role is given with --privacy-officer, not --role');
       const unknown = attributes.purposes!.filter((p) => !isPurposeOfUse(p));
       if (unknown.length) throw new UsageError(`--purpose takes v3-ActReason purpose-of-use codes (TREAT, ETREAT, HPAYMT, ...): ${unknown.join(', ')}`);
       if (attributes.organizationId && !URL.canParse(attributes.organizationId)) throw new UsageError('--organization-id must be a URI, e.g. urn:oid:1.2.3.4');
@@ -77,7 +79,7 @@ const commands: Record<string, Command> = {
       const users = (await listUsers(db)).map(({ id, username, name, fhirUser, disabled, attributes }) => ({ id, username, name, fhirUser, disabled, ...attributes }));
       return {
         json: { users },
-        text: users.map((u) => `${u.username.padEnd(20)} ${(u.fhirUser ?? '-').padEnd(28)} ${u.disabled ? 'disabled' : 'active'}  ${u.name ?? ''}`).join('\n') || 'no users',
+        text: users.map((u) => `${u.username.padEnd(20)} ${(u.fhirUser ?? '-').padEnd(28)} ${u.disabled ? 'disabled' : 'active'}  ${u.name ?? ''}${u.privacyOfficer ? '  (privacy officer)' : ''}`).join('\n') || 'no users',
       };
     },
   },

@@ -94,6 +94,15 @@ export function sensitivityClosure(code: string): Set<string> {
 /** The sensitivity categories a clearance names explicitly (DESIGN: the residual forbids each one not granted). */
 export const KNOWN_SENSITIVITIES = ['ETH', 'HIV', 'PSY', 'SUD', 'SDV', 'STD', 'SEX', 'GDIS', 'MST', 'PREGNANT', 'SCA', 'TBOO', 'VIO', 'MH', 'BH'] as const;
 
+/**
+ * The subject_role of a privacy officer: may write Consent and lower or remove security labels. No HL7
+ * or IHE code names this role, so smart-auth defines one; the authorization server issues it only to
+ * users created with `--privacy-officer` and backends registered with `--privacy-officer`.
+ */
+export const PRIVACY_OFFICER: Coding = { system: 'urn:smart-auth:security-role', code: 'privacy-officer', display: 'privacy officer' };
+
+export const isPrivacyOfficerRole = (coding: Coding) => coding.system === PRIVACY_OFFICER.system && coding.code === PRIVACY_OFFICER.code;
+
 /** Accepts a single Coding or an array of Codings (IUA examples use arrays, the Swiss EPR a single object). */
 export function codingList(value: unknown): Coding[] {
   const items = Array.isArray(value) ? value : value === undefined || value === null ? [] : [value];

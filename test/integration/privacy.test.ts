@@ -2,8 +2,9 @@
 // consent, de-identification for research, and test data.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { PRIVACY_OFFICER } from '../../server/hcs/codes.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
 
@@ -14,6 +15,9 @@ describe('privacy enforcement', () => {
     server = await startTestServer();
     app = await server.addClient({ auth: { kind: 'secret' } });
     await addUser(server.db, { username: 'researcher', password: 'research-pass', name: 'Rita Search', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [{ system: ROLE, code: 'researcher' }], purposes: ['HRESCH'], clearance: 'R', sensitivities: [] } });
+    await addUser(server.db, { username: 'privacy', password: 'privacy-pass', name: 'Paula Privacy', attributes: { purposes: ['HOPERAT'], privacyOfficer: true } });
+    // A stored role is not the flag: only privacyOfficer puts the role in a token.
+    await addUser(server.db, { username: 'pretender', password: 'pretend-pass', name: 'Pre Tender', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [PRIVACY_OFFICER], purposes: ['HOPERAT'] } });
     await addUser(server.db, { username: 'tester', password: 'testing-pass', name: 'Tess Ter', attributes: { roles: [{ system: ROLE, code: 'ict' }], purposes: ['HTEST'], clearance: 'N', sensitivities: [] } });
   });
   after(() => server.stop());
@@ -101,6 +105,58 @@ describe('privacy enforcement', () => {
     const smith = await token('dr.smith', 'demo-password-1'); // cleared for SUD
     assert.equal((await get('Condition/cond-2-oud', smith)).status, 404, 'the consent denies SUD data to dr-smith');
     assert.equal((await get('Observation/obs-2a-hiv-vl', smith)).status, 200, 'the rest of her record is permitted');
+  });
+
+  describe('who writes Consent (#14)', () => {
+    const put = (path: string, bearer: string, body: object, method = 'PUT') => fetch(`${server.fhirBase}/${path}`, { method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
+    const roles = (bearer: string) => (decodeJwt(bearer).payload.extensions?.ihe_iua?.subject_role ?? []).map((c: any) => c.code);
+    let stored: any;
+    before(async () => {
+      stored = await (await get('Consent/consent-pat-2', await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.rs' }))).json();
+      assert.equal(stored.id, 'consent-pat-2');
+    });
+    const withoutDeny = () => ({ ...stored, provision: { type: 'permit' } });
+
+    it('refuses the clinician the consent restricts, with wildcard or with Consent scopes; the consent still holds', async () => {
+      for (const scope of ['openid fhirUser user/*.cruds', 'openid fhirUser user/Consent.cruds user/Condition.rs']) {
+        const smith = await token('dr.smith', 'demo-password-1', { scope });
+        const res = await put('Consent/consent-pat-2', smith, withoutDeny());
+        assert.equal(res.status, 403, scope);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome');
+        assert.equal((await put('Consent', smith, { ...withoutDeny(), id: undefined }, 'POST')).status, 403, 'nor a newer consent');
+        assert.equal((await fetch(`${server.fhirBase}/Consent/consent-pat-2`, { method: 'DELETE', headers: { authorization: `Bearer ${smith}` } })).status, 403);
+        assert.equal((await get('Condition/cond-2-oud', smith)).status, 404, 'still denied');
+      }
+    });
+
+    it('gives the privacy-officer role only to users created with it, and nobody else can write with a role they stored', async () => {
+      const pretender = await token('pretender', 'pretend-pass', { scope: 'openid fhirUser user/Consent.cruds' });
+      assert.ok(!roles(pretender).includes('privacy-officer'));
+      assert.equal((await put('Consent/consent-pat-2', pretender, withoutDeny())).status, 403);
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
+      assert.ok(roles(officer).includes('privacy-officer'));
+      assert.equal((await put('Consent/consent-pat-2', await token('privacy', 'privacy-pass', { scope: 'openid user/*.cruds' }), withoutDeny())).status, 403, 'not with a wildcard');
+    });
+
+    it('lets a patient write their own consent with an explicit Consent scope, and nobody else\'s', async () => {
+      const amy = await token('amy', 'demo-password-3', { scope: 'openid fhirUser user/Consent.cru' });
+      const own = { ...withoutDeny(), id: undefined, patient: { reference: 'Patient/pat-1' }, performer: [{ reference: 'Patient/pat-1' }], status: 'inactive' };
+      assert.equal((await put('Consent', amy, own, 'POST')).status, 201);
+      assert.equal((await put('Consent', amy, { ...own, patient: { reference: 'Patient/pat-2' } }, 'POST')).status, 403);
+      assert.equal((await put('Consent', await token('amy', 'demo-password-3', { scope: 'openid fhirUser user/*.cruds' }), own, 'POST')).status, 403, 'not with a wildcard');
+    });
+
+    it('lets a backend write Consent only when registered with system/Consent itself', async () => {
+      const wide = await server.addClient({ name: 'Wide backend', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+      const { body } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds system/Consent.cu' }, wide);
+      assert.ok(!String(body.scope).includes('system/Consent'), body.scope);
+      assert.equal((await put('Consent/consent-pat-2', body.access_token, withoutDeny())).status, 403);
+    });
+
+    it('lets the privacy officer change it', async () => {
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
+      assert.equal((await put('Consent/consent-pat-2', officer, stored)).status, 200);
+    });
   });
 
   describe('consent rules, newest consent deciding', () => {

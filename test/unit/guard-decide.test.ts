@@ -6,6 +6,7 @@ import { matchesSearch } from '../../server/fhir/search.ts';
 import { isResourceScope, parseScopes } from '../../server/smart/scopes.ts';
 import { admits, admitted, decide, permissionOf, scopeTextFor, searchIsSafe, viewsFor, type ScopedKind } from '../../server/resource-server/decide.ts';
 import { classify } from '../../server/resource-server/interaction.ts';
+import { PRIVACY_OFFICER } from '../../server/hcs/codes.ts';
 import type { FhirBundle, FhirInteraction, FhirResource, InteractionKind, TokenContext, View } from '../../server/resource-server/types.ts';
 
 const OBS_CAT = 'http://terminology.hl7.org/CodeSystem/observation-category';
@@ -236,6 +237,29 @@ describe('resource-server/decide', () => {
     });
   });
 
+  describe('Consent writes (#14)', () => {
+    const officer = { extensions: { ihe_iua: { subject_role: [PRIVACY_OFFICER] } } };
+    const update = (token: TokenContext) => decide(token, { kind: 'update', type: 'Consent', id: 'c', params: new URLSearchParams() }).effect;
+    const clinician = { fhirUser: 'Practitioner/dr-smith' };
+
+    it('need a scope naming Consent: wildcards never cover them', () => {
+      assert.equal(update(tok('user/*.cruds', clinician)), 'deny', 'dr.smith with user/*.cruds');
+      assert.equal(update(tok('user/*.cruds', { ...clinician, claims: officer })), 'deny', 'even a privacy officer');
+      assert.equal(update(tok('patient/*.cruds', { patient: 'pat-1' })), 'deny');
+      assert.equal(update(tok('system/*.cruds')), 'deny');
+      assert.equal(decide(tok('user/*.cruds', clinician), { kind: 'read', type: 'Consent', id: 'c', params: new URLSearchParams() }).effect, 'allow', 'reading is not writing');
+    });
+
+    it('at user level, only by a privacy officer or the patient themselves', () => {
+      assert.equal(update(tok('user/Consent.cud', clinician)), 'deny');
+      assert.equal(update(tok('user/Consent.cud', { ...clinician, claims: officer })), 'allow');
+      assert.equal(update(tok('user/Consent.cud', { fhirUser: 'Patient/pat-1' })), 'allow');
+      assert.deepEqual(viewsFor(tok('user/Consent.cud', { fhirUser: 'Patient/pat-1' }), 'Consent', 'update'), [{ patients: ['pat-1'], query: [] }]);
+      assert.equal(update(tok('patient/Consent.cu', { patient: 'pat-1' })), 'allow');
+      assert.equal(update(tok('system/Consent.cud')), 'allow');
+    });
+  });
+
   describe('searchIsSafe', () => {
     const bounded: View[] = [{ patients: ['pat-1'], query: [] }];
     const restricted: View[] = [{ query: [['category', LAB]] }];
@@ -337,6 +361,8 @@ describe('resource-server/decide', () => {
 
     it('(1) never denies when a matching unbounded, unrestricted scope is granted', () => {
       fc.assert(fc.property(fc.array(scopeText, { maxLength: 4 }), context, resource, kind, fc.boolean(), fc.boolean(), (scopes, ctx, r, k, viaUser, wildcard) => {
+        // Consent writes need a Consent scope and, at user level, a privacy officer (tested on their own).
+        fc.pre(!(r.resourceType === 'Consent' && ['create', 'update', 'patch', 'delete'].includes(k)));
         const type = SYSTEM_WIDE.has(k) || wildcard ? '*' : r.resourceType;
         // system/ is unbounded; so is user/ for a user who is not a patient and has no userPatients list.
         const grant = `${viaUser ? 'user' : 'system'}/${type}.${permissionOf(k)}`;

@@ -8,11 +8,14 @@ import type { PcfResidual } from '../hcs/token-claims.ts';
 import type { FhirBundle, FhirResource, TokenContext } from '../resource-server/types.ts';
 import { purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark } from './labels.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
+import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import { deidentifyBundle, deidentifyResource, type DeidPolicy } from './deidentify.ts';
 
 export interface PrivacyOptions {
   /** The confidentiality of resources without one (v3-Confidentiality; N by default). */
   defaultConfidentiality: ConfidentialityCode;
+  /** The policy's label vocabulary: known sensitivities and harmless labels (default: the bundled policy's). */
+  labels?: LabelVocabulary;
   /** Purposes of use (with what is-a them) whose answers are de-identified, e.g. HRESCH. */
   deidentifyPurposes: readonly string[];
   deidentification: DeidPolicy;
@@ -53,7 +56,7 @@ export interface ResourcePolicy {
 }
 
 export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
-  const labelOptions = { defaultConfidentiality: options.defaultConfidentiality };
+  const labelOptions = { defaultConfidentiality: options.defaultConfidentiality, vocabulary: options.labels };
   const deidentifies = (purpose: string | undefined) => Boolean(purpose && options.deidentifyPurposes.some((p) => purposeIsA(purpose, p)));
 
   async function consentPermits(asker: Asker, resource: FhirResource): Promise<boolean> {
@@ -69,7 +72,7 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
   async function visible(asker: Asker, resource: FhirResource): Promise<boolean> {
     const labels = resourceLabels(resource, labelOptions);
     if (!purposeAllows(labels, asker.purpose) || !testDataVisible(labels, asker.purpose)) return false;
-    if (residualForbids(asker.residual, labels)) return false;
+    if (residualForbids(asker.residual, labels, options.labels)) return false;
     return consentPermits(asker, resource);
   }
 

@@ -48,6 +48,31 @@ describe('privacy enforcement', () => {
     assert.equal(put.status, 404, 'a write on hidden data is 404');
   });
 
+  it('hides unknown sensitivities from everyone not cleared for all of them, and codes of the policy file from those not granted (#14)', async () => {
+    const backend = await server.addClient({ name: 'Labeller', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+    const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
+    const labelled = async (code: string) => {
+      const res = await fetch(`${server.fhirBase}/Observation`, {
+        method: 'POST', headers: { authorization: `Bearer ${system}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: code }, subject: { reference: 'Patient/pat-2' }, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code }] } }),
+      });
+      assert.equal(res.status, 201);
+      return `Observation/${(await res.json()).id}`;
+    };
+    const sickle = await labelled('SICKLE');
+    const adolescent = await labelled('ADOL');
+    const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+    assert.equal((await get(sickle, jones)).status, 404, 'SICKLE is not in the policy file');
+    assert.equal((await get(adolescent, jones)).status, 404, 'ADOL is, and dr.jones is not granted it');
+    assert.ok(!(await ids(await get('Observation?patient=pat-2', jones))).some((id: string) => id === sickle || id === adolescent));
+    const smith = await token('dr.smith', 'demo-password-1');
+    assert.equal((await get('Condition/cond-3-sickle-trait', smith)).status, 404, 'the demo resource with an unlisted code');
+    assert.equal((await get(sickle, smith)).status, 404);
+    const btg = await token('dr.jones', 'demo-password-2', { purpose: 'BTG', btgReason: 'Crisis, need the whole record' });
+    assert.equal((await get(sickle, btg)).status, 200, 'break-the-glass is cleared for every sensitivity');
+    assert.equal((await get('Condition/cond-3-sickle-trait', system)).status, 200, 'a backend without a residual');
+  });
+
   it('labels a search Bundle with the high-water mark of its entries', async () => {
     const smith = await token('dr.smith', 'demo-password-1');
     const bundle = await (await get('Condition?patient=pat-1', smith)).json();

@@ -198,6 +198,37 @@ export function purposeAllows(labels: ResourceLabels, purpose: string | undefine
   return purpose !== undefined && labels.purposes.some((p) => purposeIsA(purpose, p));
 }
 
+/** Every label that restricts who sees a resource, as "system|code" (confidentiality aside). */
+function restrictions(labels: ResourceLabels): string[] {
+  return [
+    ...labels.sensitivities.map((code) => `${ACT_CODE}|${code}`),
+    ...labels.unknown,
+    ...labels.purposes.map((code) => `${ACT_REASON}|${code}`),
+    ...(labels.test ? [`${ACT_REASON}|HTEST`] : []),
+  ];
+}
+
+/**
+ * What a new version would lower of the stored one's labels: a sensitivity, purpose or HTEST label
+ * left out, or a lower confidentiality (unlabelled counts as the default); undefined when nothing is.
+ */
+export function loweredLabel(stored: FhirResource, next: FhirResource, options: LabelOptions): string | undefined {
+  const before = resourceLabels(stored, options);
+  const after = resourceLabels(next, options);
+  if (confidentialityRank(after.confidentiality) < confidentialityRank(before.confidentiality)) {
+    return `the confidentiality ${before.confidentiality}`;
+  }
+  const kept = new Set(restrictions(after));
+  return restrictions(before).find((label) => !kept.has(label));
+}
+
+/** A copy carrying the default confidentiality when the resource has no v3-Confidentiality label. */
+export function withConfidentiality(resource: FhirResource, options: LabelOptions): FhirResource {
+  const security = resource.meta?.security ?? [];
+  if (codingList(security).some((c) => c.system === CONFIDENTIALITY && isConfidentiality(c.code))) return resource;
+  return { ...resource, meta: { ...resource.meta, security: [...security, { system: CONFIDENTIALITY, code: options.defaultConfidentiality }] } };
+}
+
 /** The highest confidentiality among the resources (the default when there are none). */
 export function highWaterMark(resources: readonly FhirResource[], options: LabelOptions): ConfidentialityCode {
   let mark: ConfidentialityCode | undefined;

@@ -5,8 +5,11 @@
 import { patientsOf } from '../fhir/compartment.ts';
 import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
-import type { FhirBundle, FhirResource, TokenContext } from '../resource-server/types.ts';
-import { purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark } from './labels.ts';
+import type { FhirBundle, FhirResource, Refusal, TokenContext } from '../resource-server/types.ts';
+import {
+  loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
+} from './labels.ts';
+import { mayLowerLabels } from '../resource-server/decide.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
 import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import { deidentifyBundle, deidentifyResource, type DeidPolicy } from './deidentify.ts';
@@ -53,6 +56,29 @@ export interface ResourcePolicy {
   written(resource: FhirResource): void;
   /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
   hiddenOutcome(token: TokenContext): FhirResource | undefined;
+  /**
+   * Before a write: the resource to send (a create gets the default confidentiality), or a refusal
+   * when it would lower the stored version's labels and the writer may not.
+   */
+  prepareWrite?(token: TokenContext, write: LabelledWrite): { resource?: FhirResource } | Refusal;
+}
+
+/** A write as the label rule sees it. */
+export interface LabelledWrite {
+  kind: 'create' | 'update' | 'patch' | 'delete';
+  resource?: FhirResource;
+  existing?: FhirResource;
+  /** The body of a patch (JSON Patch or FHIRPath Patch Parameters). */
+  patch?: unknown;
+}
+
+/**
+ * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or any
+ * mention of meta in a FHIRPath Patch (its paths are expressions; reading them would be guessing).
+ */
+function patchTouchesLabels(patch: unknown): boolean {
+  if (!Array.isArray(patch)) return JSON.stringify(patch ?? null).includes('meta');
+  return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
 }
 
 export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
@@ -104,5 +130,14 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     },
 
     hiddenOutcome: () => (options.breakGlassHint ? suppressedOutcome() : undefined),
+
+    prepareWrite(token, { kind, resource, existing, patch }) {
+      if (kind === 'create') return { resource: resource && withConfidentiality(resource, labelOptions) };
+      if (mayLowerLabels(token) || kind === 'delete') return { resource };
+      const refuse = (what: string): Refusal => ({ status: 403, code: 'forbidden', message: `labels only go up: ${what} may be removed or lowered by a privacy officer only` });
+      if (kind === 'patch') return patchTouchesLabels(patch) ? refuse('a patch of meta') : { resource };
+      const lowered = existing && resource && loweredLabel(existing, resource, labelOptions);
+      return lowered ? refuse(`${lowered} of ${existing!.resourceType}/${existing!.id ?? ''}`) : { resource };
+    },
   };
 }

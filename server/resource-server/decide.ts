@@ -52,6 +52,13 @@ export function isPrivacyOfficer(token: TokenContext): boolean {
   return codingList(iua?.subject_role).some(isPrivacyOfficerRole);
 }
 
+/**
+ * Who may remove or lower security labels: a privacy officer, or a backend registered to write
+ * policy data (a `system/Consent` scope with `u`, which registration grants only by name).
+ */
+export const mayLowerLabels = (token: TokenContext): boolean =>
+  isPrivacyOfficer(token) || token.scopes.some((s) => s.level === 'system' && s.type === 'Consent' && s.permissions.includes('u'));
+
 const WRITES: ReadonlySet<InteractionKind> = new Set(['create', 'update', 'patch', 'delete']);
 
 /**

@@ -187,8 +187,12 @@ export function createGuard(options: GuardOptions) {
       // A write on data the token may not see is refused as if the data did not exist.
       if (existing && !(await admit(token, existing))) return notFound(interaction);
     }
-    const problem = checkWrite(token, interaction.kind as 'create' | 'update' | 'patch' | 'delete', resource, existing);
+    const kind = interaction.kind as 'create' | 'update' | 'patch' | 'delete';
+    const problem = checkWrite(token, kind, resource, existing);
     if (problem) return problem;
+    const prepared = options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body });
+    if (prepared && isRefusal(prepared)) return prepared;
+    if (prepared) resource = prepared.resource;
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);

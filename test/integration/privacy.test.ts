@@ -15,7 +15,7 @@ describe('privacy enforcement', () => {
     server = await startTestServer();
     app = await server.addClient({ auth: { kind: 'secret' } });
     await addUser(server.db, { username: 'researcher', password: 'research-pass', name: 'Rita Search', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [{ system: ROLE, code: 'researcher' }], purposes: ['HRESCH'], clearance: 'R', sensitivities: [] } });
-    await addUser(server.db, { username: 'privacy', password: 'privacy-pass', name: 'Paula Privacy', attributes: { purposes: ['HOPERAT'], privacyOfficer: true } });
+    await addUser(server.db, { username: 'privacy', password: 'privacy-pass', name: 'Paula Privacy', attributes: { purposes: ['HOPERAT'], privacyOfficer: true, clearance: 'R', sensitivities: ['PSY'] } });
     // A stored role is not the flag: only privacyOfficer puts the role in a token.
     await addUser(server.db, { username: 'pretender', password: 'pretend-pass', name: 'Pre Tender', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [PRIVACY_OFFICER], purposes: ['HOPERAT'] } });
     await addUser(server.db, { username: 'tester', password: 'testing-pass', name: 'Tess Ter', attributes: { roles: [{ system: ROLE, code: 'ict' }], purposes: ['HTEST'], clearance: 'N', sensitivities: [] } });
@@ -181,6 +181,47 @@ describe('privacy enforcement', () => {
     it('lets the privacy officer change it', async () => {
       const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
       assert.equal((await put('Consent/consent-pat-2', officer, stored)).status, 200);
+    });
+  });
+
+  describe('labels only go up (#14)', () => {
+    const write = (path: string, bearer: string, body: unknown, method = 'PUT', type = 'application/fhir+json') =>
+      fetch(`${server.fhirBase}/${path}`, { method, headers: { authorization: `Bearer ${bearer}`, 'content-type': type }, body: JSON.stringify(body) });
+
+    it('refuses an update that strips a sensitivity label or lowers the confidentiality; the label keeps hiding it', async () => {
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
+      const stored = await (await get('Observation/obs-2a-hiv-vl', smith)).json();
+      const stripped = await write('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: { security: stored.meta.security.filter((c: any) => c.code !== 'HIV') } });
+      assert.equal(stripped.status, 403);
+      assert.match((await stripped.json()).issue[0].diagnostics, /HIV/);
+      assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: { security: stored.meta.security.filter((c: any) => c.code !== 'R') } })).status, 403, 'R to the default N');
+      assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: undefined })).status, 403);
+      assert.equal((await get('Observation/obs-2a-hiv-vl', await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }))).status, 404, 'still hidden from dr.jones');
+      assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, status: 'amended' })).status, 200, 'an update keeping the labels passes');
+    });
+
+    it('refuses a patch of meta to anyone but a privacy officer', async () => {
+      const backend = await server.addClient({ name: 'Patcher', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+      const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
+      const patch = [{ op: 'remove', path: '/meta/security/0' }];
+      assert.equal((await write('Observation/obs-2a-hiv-vl', system, patch, 'PATCH', 'application/json-patch+json')).status, 403);
+      assert.notEqual((await write('Observation/obs-2a-hiv-vl', system, [{ op: 'replace', path: '/status', value: 'final' }], 'PATCH', 'application/json-patch+json')).status, 403, 'other paths are not a label change');
+    });
+
+    it('lets a privacy officer lower a label', async () => {
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Condition.cruds' });
+      const stored = await (await get('Condition/cond-1-depression', officer)).json();
+      const lowered = { ...stored, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }, ...stored.meta.security.filter((c: any) => c.code !== 'R')] } };
+      assert.equal((await write('Condition/cond-1-depression', officer, lowered)).status, 200);
+    });
+
+    it('stores the default confidentiality on a created resource without one', async () => {
+      const amy = await token('amy', 'demo-password-3', { scope: 'openid fhirUser user/Observation.crs' });
+      const created = await write('Observation', amy, { resourceType: 'Observation', status: 'final', code: { text: 'steps' }, subject: { reference: 'Patient/pat-1' } }, 'POST');
+      assert.equal(created.status, 201);
+      const { id } = await created.json();
+      const stored = await (await get(`Observation/${id}`, amy)).json();
+      assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
     });
   });
 

@@ -7,7 +7,7 @@ import {
 import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
 import { residualFor, type PcfResidual } from '../../server/hcs/token-claims.ts';
 import {
-  highWaterMark, purposeAllows, residualForbids, resourceDate, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark,
+  highWaterMark, loweredLabel, purposeAllows, residualForbids, withConfidentiality, resourceDate, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark,
   type ResidualRule,
 } from '../../server/privacy/labels.ts';
 import type { FhirBundle, FhirResource } from '../../server/resource-server/types.ts';
@@ -115,6 +115,25 @@ describe('privacy labels: unknown sensitivities fail closed (#14)', () => {
     assert.equal(residualForbids([...smith, permit(sens('SICKLE'))], labelsOf(sickle)), false);
     assert.equal(residualForbids(jones, labelsOf(withSecurity([sens('ADOL')]))), true, 'a known code not granted');
     assert.equal(residualForbids(jones, labelsOf(harmless)), false);
+  });
+});
+
+describe('privacy labels: labels only go up (#14)', () => {
+  it('names what a new version lowers: a sensitivity, purpose or HTEST label left out, or a lower confidentiality', () => {
+    const stripped = { ...hiv, meta: { security: [conf('R')] } };
+    assert.equal(loweredLabel(hiv, stripped, opts), `${ACT_CODE}|HIV`);
+    assert.equal(loweredLabel(hiv, { ...hiv, meta: { security: [sens('HIV')] } }, opts), 'the confidentiality R', 'unlabelled counts as N');
+    assert.equal(loweredLabel(testPatient, { ...testPatient, meta: {} }, opts), `${ACT_REASON}|HTEST`);
+    assert.equal(loweredLabel(withSecurity([sens('SICKLE')]), withSecurity([]), opts), `${ACT_CODE}|SICKLE`);
+    assert.equal(loweredLabel(hiv, { ...hiv, meta: { security: [conf('V'), sens('HIV'), sens('PSY')] } }, opts), undefined, 'raising is fine');
+    assert.equal(loweredLabel(withSecurity([sens('NORDSCLCD')]), withSecurity([]), opts), undefined, 'a harmless label may go');
+    assert.equal(loweredLabel({ resourceType: 'Observation' }, withSecurity([conf('N')]), opts), undefined);
+  });
+
+  it('gives a resource without a confidentiality label the default, and leaves one with it alone', () => {
+    assert.deepEqual(withConfidentiality({ resourceType: 'Observation' }, { defaultConfidentiality: 'M' }).meta!.security, [conf('M')]);
+    assert.deepEqual(withConfidentiality(withSecurity([sens('HIV')]), opts).meta!.security, [sens('HIV'), conf('N')]);
+    assert.equal(withConfidentiality(hiv, opts), hiv);
   });
 });
 

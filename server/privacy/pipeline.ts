@@ -9,7 +9,8 @@ import type { FhirBundle, FhirResource, Refusal, TokenContext } from '../resourc
 import {
   loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
 } from './labels.ts';
-import { mayLowerLabels } from '../resource-server/decide.ts';
+import { mayLowerLabels, viewsFor } from '../resource-server/decide.ts';
+import { auditEventForPatient } from './audit-agents.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
 import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import { deidentifyBundle, deidentifyResource, type DeidPolicy } from './deidentify.ts';
@@ -46,6 +47,13 @@ function askerOf(token: TokenContext): Asker {
     actors: token.fhirUser ? [token.fhirUser] : [],
   };
 }
+
+/**
+ * A patient reading the audit trail: the token reaches AuditEvents only bound to patients (a patient/
+ * token, or a patient user). Auditors and backends with unbounded AuditEvent scopes see everything.
+ */
+const readsTrailAsPatient = (token: TokenContext) =>
+  !['read', 'search-type'].some((kind) => viewsFor(token, 'AuditEvent', kind as 'read').some((view) => view.patients === undefined));
 
 export interface ResourcePolicy {
   /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */
@@ -102,11 +110,15 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     return consentPermits(asker, resource);
   }
 
+  /** Obligations on what a token may see of one resource: staff identities out of a patient's audit trail. */
+  const shown = (token: TokenContext, resource: FhirResource) =>
+    (resource.resourceType === 'AuditEvent' && readsTrailAsPatient(token) ? auditEventForPatient(resource) : resource);
+
   return {
     async admit(token, resource) {
       const asker = askerOf(token);
       if (!(await visible(asker, resource))) return undefined;
-      return deidentifies(asker.purpose) ? deidentifyResource(resource, options.deidentification) : resource;
+      return deidentifies(asker.purpose) ? deidentifyResource(shown(token, resource), options.deidentification) : shown(token, resource);
     },
 
     async bundle(token, bundle) {
@@ -118,8 +130,9 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
         else hidden++;
       }
       const matches = entries.filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
-      let result: FhirBundle = { ...bundle, entry: entries, ...(bundle.total !== undefined && { total: matches }) };
-      if (hidden && options.breakGlassHint) result.entry = [...entries, { resource: suppressedOutcome(), search: { mode: 'outcome' } }];
+      const entry = entries.map((e) => (e.resource ? { ...e, resource: shown(token, e.resource) } : e));
+      let result: FhirBundle = { ...bundle, entry, ...(bundle.total !== undefined && { total: matches }) };
+      if (hidden && options.breakGlassHint) result.entry = [...entry, { resource: suppressedOutcome(), search: { mode: 'outcome' } }];
       if (deidentifies(asker.purpose)) result = deidentifyBundle(result, options.deidentification);
       return withHighWaterMark(result, labelOptions);
     },

@@ -9,7 +9,7 @@ import type { FhirBundle, FhirResource, Refusal, TokenContext } from '../resourc
 import {
   loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
 } from './labels.ts';
-import { mayLowerLabels, viewsFor } from '../resource-server/decide.ts';
+import { existenceTest, mayLowerLabels, viewsFor } from '../resource-server/decide.ts';
 import { auditEventForPatient } from './audit-agents.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
 import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
@@ -64,6 +64,11 @@ export interface ResourcePolicy {
   written(resource: FhirResource): void;
   /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
   hiddenOutcome(token: TokenContext): FhirResource | undefined;
+  /**
+   * Search parameters this policy cannot let through for the token: they would test for data it
+   * hides (`_has`, chains, counts) or, for de-identified answers, link them to a person.
+   */
+  searchRefusal?(token: TokenContext, params: URLSearchParams): Refusal | undefined;
   /**
    * Before a write: the resource to send (a create gets the default confidentiality), or a refusal
    * when it would lower the stored version's labels and the writer may not.
@@ -143,6 +148,16 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     },
 
     hiddenOutcome: () => (options.breakGlassHint ? suppressedOutcome() : undefined),
+
+    // Labels, consent and HTEST can hide data from every token, so existence tests are refused for all;
+    // the guard filters answers, it cannot evaluate these predicates over what it filtered.
+    searchRefusal(_token, params) {
+      for (const [name, value] of params) {
+        const what = existenceTest(name, value);
+        if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
+      }
+      return undefined;
+    },
 
     prepareWrite(token, { kind, resource, existing, patch }) {
       if (kind === 'create') return { resource: resource && withConfidentiality(resource, labelOptions) };

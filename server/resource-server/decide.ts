@@ -143,12 +143,12 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * Parameters whose predicate runs over other resources than those returned, which the
  * result filter never sees: `_has` and chains (what `Patient?_has:Condition:subject:code=…`
  * matches depends on hidden Conditions), `_filter`/`_query` (can express both), `_list`
- * (membership of a possibly hidden List). `_summary=count` is refused too: its upstream total
- * counts hidden resources and there are no entries to recount.
+ * (membership of a possibly hidden List). `_summary=count` and `_total=accurate` are refused too:
+ * the upstream's count includes hidden resources, and a count is all `_summary=count` returns.
  * `_security` and `_tag` are allowed: they test the returned resources themselves, which are
- * filtered afterwards, so they reveal nothing about hidden ones.
+ * filtered afterwards, so they reveal nothing about hidden ones. Undefined when the parameter is safe.
  */
-function hiddenPredicate(name: string, value: string): string | undefined {
+export function existenceTest(name: string, value: string): string | undefined {
   if (name === '_has' || name.startsWith('_has:')) return 'reverse chaining';
   if (name === '_filter') return 'a filter expression';
   if (name === '_query') return 'a named query';
@@ -156,6 +156,7 @@ function hiddenPredicate(name: string, value: string): string | undefined {
   if (name.includes('.')) return 'chaining';
   if (name.split(':').slice(1).some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
   if (name === '_summary' && value === 'count') return 'a count that would include hidden resources';
+  if (name === '_total' && value !== 'none') return 'a total that would include hidden resources';
   return undefined;
 }
 
@@ -163,7 +164,7 @@ function hiddenPredicate(name: string, value: string): string | undefined {
 export function searchIsSafe(views: readonly View[], params: URLSearchParams): Refusal | undefined {
   if (views.every(isUnrestricted)) return undefined;
   for (const [name, value] of params) {
-    const what = hiddenPredicate(name, value);
+    const what = existenceTest(name, value);
     if (what) {
       return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed with patient-bound or query-restricted scopes` };
     }

@@ -73,6 +73,19 @@ describe('privacy enforcement', () => {
     assert.equal((await get('Condition/cond-3-sickle-trait', system)).status, 200, 'a backend without a residual');
   });
 
+  it('refuses existence tests through data the rules may hide, also to unbounded tokens (#14)', async () => {
+    const smith = await token('dr.smith', 'demo-password-1'); // user/*.rs, every patient: only labels and consent filter his answers
+    for (const query of [
+      'Patient?_has:Condition:subject:code=http://snomed.info/sct|5602001', 'Condition?patient.name=Garcia', 'Condition?subject:Patient.name=Garcia',
+      'Condition?patient=pat-2&_summary=count', 'Condition?patient=pat-2&_total=accurate', 'Condition?_filter=code eq 5602001',
+    ]) {
+      const res = await get(query, smith);
+      assert.equal(res.status, 403, query);
+      assert.equal((await res.json()).resourceType, 'OperationOutcome');
+    }
+    assert.equal((await get('Condition?patient=pat-2&_total=none', smith)).status, 200);
+  });
+
   it('labels a search Bundle with the high-water mark of its entries', async () => {
     const smith = await token('dr.smith', 'demo-password-1');
     const bundle = await (await get('Condition?patient=pat-1', smith)).json();

@@ -5,7 +5,8 @@
 import { patientsOf } from '../fhir/compartment.ts';
 import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
-import type { FhirBundle, FhirResource, Refusal, TokenContext } from '../resource-server/types.ts';
+import type { FhirBundle, FhirInteraction, FhirResource, Refusal, TokenContext } from '../resource-server/types.ts';
+import { createHmac } from 'node:crypto';
 import {
   loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
 } from './labels.ts';
@@ -13,7 +14,8 @@ import { existenceTest, mayLowerLabels, viewsFor } from '../resource-server/deci
 import { auditEventForPatient } from './audit-agents.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
 import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
-import { deidentifyBundle, deidentifyResource, type DeidPolicy } from './deidentify.ts';
+import { carriesIds, deidentifyBundle, deidentifyResource, identifiesPerson, mapIdValue, realId, type DeidPolicy } from './deidentify.ts';
+import { CONTROL_PARAMS, searchParamKind } from '../fhir/search.ts';
 
 export interface PrivacyOptions {
   /** The confidentiality of resources without one (v3-Confidentiality; N by default). */
@@ -48,6 +50,22 @@ function askerOf(token: TokenContext): Asker {
   };
 }
 
+/** Paging cursors of common FHIR servers, which a de-identified search may follow. */
+const PAGING_PARAMS = new Set(['_getpages', '_getpagesoffset']);
+
+/**
+ * Why a search parameter is refused for de-identified answers: it names a person directly, sorts by
+ * what de-identification changes (the order would tell), or the guard cannot tell whether it carries
+ * ids it would have to read back from pseudonyms.
+ */
+function deidentifiedSearchRefusal(name: string, value: string): string | undefined {
+  const base = name.split(':')[0]!;
+  if (identifiesPerson(name, value)) return 'it searches on a direct identifier';
+  if (base === '_sort') return 'the order of the answer would follow the real values';
+  if (!CONTROL_PARAMS.has(base) && !PAGING_PARAMS.has(base) && base !== '_id' && searchParamKind(base) === undefined) return 'the guard does not know this parameter';
+  return undefined;
+}
+
 /**
  * A patient reading the audit trail: the token reaches AuditEvents only bound to patients (a patient/
  * token, or a patient user). Auditors and backends with unbounded AuditEvent scopes see everything.
@@ -69,6 +87,12 @@ export interface ResourcePolicy {
    * hides (`_has`, chains, counts) or, for de-identified answers, link them to a person.
    */
   searchRefusal?(token: TokenContext, params: URLSearchParams): Refusal | undefined;
+  /**
+   * The interaction as the upstream must see it: for de-identified answers, pseudonymous ids (of a
+   * read, or in id-carrying search parameters) read back into real ones, a refusal for anything
+   * else (writes, operations) or for an id that is not a pseudonym of this client and purpose.
+   */
+  translateRequest?(token: TokenContext, interaction: FhirInteraction): FhirInteraction | Refusal;
   /**
    * Before a write: the resource to send (a create gets the default confidentiality), or a refusal
    * when it would lower the stored version's labels and the writer may not.
@@ -97,6 +121,11 @@ function patchTouchesLabels(patch: unknown): boolean {
 export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
   const labelOptions = { defaultConfidentiality: options.defaultConfidentiality, vocabulary: options.labels };
   const deidentifies = (purpose: string | undefined) => Boolean(purpose && options.deidentifyPurposes.some((p) => purposeIsA(purpose, p)));
+  /** The de-identification of a token's answers: its own key per client and purpose, so pseudonyms differ across clients. */
+  const deidentificationFor = (token: TokenContext, purpose: string): DeidPolicy => ({
+    ...options.deidentification,
+    key: createHmac('sha256', options.deidentification.key).update(`pseudonyms|${token.clientId}|${purpose}`).digest('base64url'),
+  });
 
   async function consentPermits(asker: Asker, resource: FhirResource): Promise<boolean> {
     if (!options.consents) return true;
@@ -123,7 +152,7 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     async admit(token, resource) {
       const asker = askerOf(token);
       if (!(await visible(asker, resource))) return undefined;
-      return deidentifies(asker.purpose) ? deidentifyResource(shown(token, resource), options.deidentification) : shown(token, resource);
+      return deidentifies(asker.purpose) ? deidentifyResource(shown(token, resource), deidentificationFor(token, asker.purpose!)) : shown(token, resource);
     },
 
     async bundle(token, bundle) {
@@ -138,7 +167,7 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
       const entry = entries.map((e) => (e.resource ? { ...e, resource: shown(token, e.resource) } : e));
       let result: FhirBundle = { ...bundle, entry, ...(bundle.total !== undefined && { total: matches }) };
       if (hidden && options.breakGlassHint) result.entry = [...entry, { resource: suppressedOutcome(), search: { mode: 'outcome' } }];
-      if (deidentifies(asker.purpose)) result = deidentifyBundle(result, options.deidentification);
+      if (deidentifies(asker.purpose)) result = deidentifyBundle(result, deidentificationFor(token, asker.purpose!));
       return withHighWaterMark(result, labelOptions);
     },
 
@@ -151,12 +180,43 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
 
     // Labels, consent and HTEST can hide data from every token, so existence tests are refused for all;
     // the guard filters answers, it cannot evaluate these predicates over what it filtered.
-    searchRefusal(_token, params) {
+    searchRefusal(token, params) {
+      const deidentified = deidentifies(askerOf(token).purpose);
       for (const [name, value] of params) {
         const what = existenceTest(name, value);
         if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
+        if (deidentified) {
+          const why = deidentifiedSearchRefusal(name, value);
+          if (why) return { status: 403, code: 'forbidden', message: `the search parameter ${name} is not allowed with de-identified answers: ${why}` };
+        }
       }
       return undefined;
+    },
+
+    translateRequest(token, interaction) {
+      const purpose = askerOf(token).purpose;
+      if (!deidentifies(purpose)) return interaction;
+      const { key } = deidentificationFor(token, purpose!);
+      const unknown: Refusal = { status: 404, code: 'not-found', message: 'no resource has that pseudonym for this client and purpose' };
+      switch (interaction.kind) {
+        case 'read': case 'vread': case 'history-instance': {
+          const id = realId(key, interaction.id ?? '');
+          return id === undefined ? unknown : { ...interaction, id };
+        }
+        case 'search-type': case 'search-system': case 'history-type': case 'history-system': {
+          const params = new URLSearchParams();
+          for (const [name, value] of interaction.params) {
+            const mapped = carriesIds(name) ? mapIdValue(value, (id) => realId(key, id)) : value;
+            if (mapped === undefined) return unknown;
+            params.append(name, mapped);
+          }
+          return { ...interaction, params };
+        }
+        case 'batch': case 'transaction': case 'capabilities':
+          return interaction; // entries come through one by one
+        default:
+          return { status: 403, code: 'forbidden', message: `${interaction.kind} is not available with de-identified answers: they are read-only` };
+      }
     },
 
     prepareWrite(token, { kind, resource, existing, patch }) {

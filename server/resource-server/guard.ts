@@ -115,7 +115,8 @@ export function createGuard(options: GuardOptions) {
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
   async function read(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
-    const path = interaction.kind === 'vread' ? `${interaction.type}/${interaction.id}/_history/${interaction.versionId}` : request.path;
+    const instance = `${interaction.type}/${interaction.id}`;
+    const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? `${instance}/_history` : instance;
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
@@ -211,6 +212,9 @@ export function createGuard(options: GuardOptions) {
     const searched = interaction.kind === 'search-type' || interaction.kind === 'search-system' || interaction.kind === 'operation';
     const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params) : undefined;
     if (unsafe) return unsafe;
+    const translated = options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
+    if (isRefusal(translated)) return translated;
+    interaction = translated;
     switch (interaction.kind) {
       case 'read': case 'vread': case 'history-instance':
         return read(request, token, interaction);

@@ -281,17 +281,64 @@ describe('privacy enforcement', () => {
     });
   });
 
-  it('de-identifies answers for a research purpose', async () => {
-    const research = await token('researcher', 'research-pass');
-    const patient = await (await get('Patient/pat-2', research)).json();
-    assert.notEqual(patient.id, 'pat-2');
-    const text = JSON.stringify(patient);
-    for (const secret of ['Garcia', 'Daniel', 'MRN-10002']) assert.ok(!text.includes(secret), secret);
-    assert.ok(patient.meta.security.some((c: any) => c.code === 'PSEUDED'));
-    assert.equal(patient.birthDate, '1954', 'no exact birth date');
-    const observations = await (await get('Observation?patient=pat-2', research)).json();
-    assert.ok(observations.entry.length > 0);
-    assert.ok(observations.entry.every((e: any) => e.resource.subject.reference === `Patient/${patient.id}`), 'ids pseudonymised consistently across responses');
+  describe('de-identified answers for a research purpose (#14)', () => {
+    const text = async (res: Response) => { assert.equal(res.status, 200); return res.text(); };
+    const realIds = () => ['pat-1', 'pat-2', 'pat-3', 'enc-1a', 'enc-2a', 'obs-1a-hba1c', 'dr-smith', 'dr-jones'];
+
+    it('refuses searches on direct identifiers and sorting, and never reads by a real id', async () => {
+      const research = await token('researcher', 'research-pass');
+      for (const query of ['Patient?name=Shaw', 'Patient?family=Shaw', 'Patient?identifier=MRN-10001', 'Patient?birthdate=1987-02-20', 'Patient?address-city=Springfield', 'Patient?_sort=birthdate', 'Patient?_content=Shaw']) {
+        assert.equal((await get(query, research)).status, 403, query);
+      }
+      assert.equal((await get('Patient/pat-1', research)).status, 404, 'a real id is unknown to a de-identified token');
+      assert.equal((await get('Observation?patient=pat-1', research)).status, 404);
+      assert.equal((await get('Patient?birthdate=1987', research)).status, 200, 'a year is not a direct identifier');
+    });
+
+    it('answers with pseudonyms only, readable and searchable by the same client and purpose', async () => {
+      const research = await token('researcher', 'research-pass');
+      const patients = await (await get('Patient', research)).json();
+      const answer = JSON.stringify(patients);
+      for (const id of realIds()) assert.ok(!answer.includes(id), id);
+      for (const secret of ['Garcia', 'Daniel', 'MRN-10002', 'Shaw']) assert.ok(!answer.includes(secret), secret);
+      assert.ok(!answer.includes('{}'), 'no empty element');
+      const [first] = patients.entry.map((e: any) => e.resource);
+      assert.ok(first.meta.security.some((c: any) => c.code === 'PSEUDED'));
+      assert.equal((await (await get(`Patient/${first.id}`, research)).json()).id, first.id, 'read by pseudonym');
+      const observations = await (await get(`Observation?patient=${first.id}`, research)).json();
+      assert.ok(observations.entry.length > 0, 'search by pseudonym');
+      assert.ok(observations.entry.every((e: any) => e.resource.subject.reference === `Patient/${first.id}`), 'references carry the same pseudonyms');
+      for (const id of realIds()) assert.ok(!(await text(await get(`Observation?patient=${first.id}`, research))).includes(id), id);
+    });
+
+    it('keeps paging links, with pseudonyms, and they work', async () => {
+      const research = await token('researcher', 'research-pass');
+      const [first] = (await (await get('Patient', research)).json()).entry.map((e: any) => e.resource);
+      const page = await (await get(`Observation?patient=${first.id}&_count=1`, research)).json();
+      const next = page.link.find((l: any) => l.relation === 'next');
+      assert.ok(next, JSON.stringify(page.link));
+      assert.ok(next.url.startsWith(server.fhirBase) && next.url.includes(first.id));
+      for (const id of realIds()) assert.ok(!JSON.stringify(page.link).includes(id), id);
+      const second = await fetch(next.url, { headers: { authorization: `Bearer ${research}` } });
+      assert.equal(second.status, 200);
+      assert.equal((await second.json()).type, 'searchset', 'the next page answers (its entries may be hidden from this token)');
+    });
+
+    it('gives another client other pseudonyms', async () => {
+      const other = await server.addClient({ auth: { kind: 'secret' } });
+      const mine = await (await get('Patient?gender=male', await token('researcher', 'research-pass'))).json();
+      const theirs = (await exchangeCode(server.issuer, await authorize({ server, client: other, scope: 'openid fhirUser user/*.rs', username: 'researcher', password: 'research-pass' }), other)).body.access_token;
+      const seen = await (await get('Patient?gender=male', theirs)).json();
+      assert.equal(seen.entry.length, mine.entry.length);
+      assert.notEqual(seen.entry[0].resource.id, mine.entry[0].resource.id);
+      assert.equal((await get(`Patient/${mine.entry[0].resource.id}`, theirs)).status, 404, "one client's pseudonym means nothing to another");
+    });
+
+    it('refuses writes: de-identified access is read-only', async () => {
+      const research = await token('researcher', 'research-pass', { scope: 'openid fhirUser user/*.cruds' });
+      const res = await fetch(`${server.fhirBase}/Observation`, { method: 'POST', headers: { authorization: `Bearer ${research}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' } }) });
+      assert.equal(res.status, 403);
+    });
   });
 
   it('shows test data only to test tokens, and test tokens only test data', async () => {

@@ -169,7 +169,11 @@ export function createGuard(options: GuardOptions) {
     return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
   }
 
-  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  /**
+   * Everything a write is checked against before it is sent: its narrative, the stored version (read
+   * from upstream), the token's views and the resource policy. The resource to send, or a refusal.
+   */
+  async function checkedWrite(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource } | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -191,9 +195,13 @@ export function createGuard(options: GuardOptions) {
     const kind = interaction.kind as 'create' | 'update' | 'patch' | 'delete';
     const problem = checkWrite(token, kind, resource, existing);
     if (problem) return problem;
-    const prepared = options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body });
-    if (prepared && isRefusal(prepared)) return prepared;
-    if (prepared) resource = prepared.resource;
+    return options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
+  }
+
+  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+    const checked = await checkedWrite(request, token, interaction);
+    if (isRefusal(checked)) return checked;
+    const { resource } = checked;
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);
@@ -270,6 +278,12 @@ export function createGuard(options: GuardOptions) {
         if (entry.kind !== 'create' && entry.kind !== 'update' && entry.kind !== 'read' && entry.kind !== 'search-type') {
           return { status: 403, code: 'forbidden', message: `${entry.kind} is not allowed inside a transaction through the guard` };
         }
+      }
+      // All or nothing: every write is checked (stored versions included) before the first one runs.
+      for (const [i, entry] of (classified as FhirInteraction[]).entries()) {
+        if (entry.kind !== 'create' && entry.kind !== 'update') continue;
+        const checked = await checkedWrite({ ...request, ...entries[i] }, token, entry);
+        if (isRefusal(checked)) return checked;
       }
     }
     const responses: FhirBundleEntry[] = [];

@@ -140,6 +140,10 @@ describe('resource-server guard', () => {
         const written = await json(await fhir(`${type}?patient=pat-2`, tokens.system));
         assert.ok(!(written.entry ?? []).some((e: any) => e.resource.code?.text === 'x-14'), `no ${type} was created`);
       }
+      const entry = { resource: { resourceType: 'Observation', status: 'final', code: { text: 'x-14b' }, subject: { reference: 'Patient/pat-2' }, performer: [{ reference: 'Patient/pat-1' }] }, request: { method: 'POST', url: 'Observation' } };
+      const batch = await json(await fhir('', tokens.patient, { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [entry] }) }));
+      assert.equal(batch.entry[0].response.status, '403', 'a batch entry too');
+      assert.equal((await fhir('', tokens.patient, { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [entry] }) })).status, 403, 'and a transaction');
     });
 
     it('refuses a narrative with active content', async () => {

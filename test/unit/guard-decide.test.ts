@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { patientsOf } from '../../server/fhir/compartment.ts';
 import { matchesSearch } from '../../server/fhir/search.ts';
 import { isResourceScope, parseScopes } from '../../server/smart/scopes.ts';
-import { admits, admitted, decide, permissionOf, scopeTextFor, searchIsSafe, viewsFor, type ScopedKind } from '../../server/resource-server/decide.ts';
+import { admits, admitted, decide, mayLowerLabels, permissionOf, scopeTextFor, searchIsSafe, viewsFor, type ScopedKind } from '../../server/resource-server/decide.ts';
 import { classify } from '../../server/resource-server/interaction.ts';
 import { PRIVACY_OFFICER } from '../../server/hcs/codes.ts';
 import type { FhirBundle, FhirInteraction, FhirResource, InteractionKind, TokenContext, View } from '../../server/resource-server/types.ts';
@@ -257,6 +257,14 @@ describe('resource-server/decide', () => {
       assert.deepEqual(viewsFor(tok('user/Consent.cud', { fhirUser: 'Patient/pat-1' }), 'Consent', 'update'), [{ patients: ['pat-1'], query: [] }]);
       assert.equal(update(tok('patient/Consent.cu', { patient: 'pat-1' })), 'allow');
       assert.equal(update(tok('system/Consent.cud')), 'allow');
+    });
+
+    it('the same people may lower labels: a privacy officer, or a backend registered for system/Consent writes', () => {
+      assert.ok(mayLowerLabels(tok('user/*.cruds', { ...clinician, claims: officer })));
+      assert.ok(mayLowerLabels(tok('system/Consent.u system/*.cruds')));
+      assert.ok(!mayLowerLabels(tok('system/*.cruds')));
+      assert.ok(!mayLowerLabels(tok('user/Consent.cruds', clinician)));
+      assert.ok(!mayLowerLabels(tok('patient/Consent.cruds', { patient: 'pat-1' })));
     });
   });
 

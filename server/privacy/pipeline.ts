@@ -2,11 +2,11 @@
 // purpose-of-use restrictions, test data, the clearance (the token's IHE PCF residual: confidentiality
 // ceiling and sensitivities, lifted by break-the-glass at the authorization server), consent, and
 // then the obligations (de-identification). Used by the guard as its resource policy.
+import { createHmac } from 'node:crypto';
 import { patientsOf } from '../fhir/compartment.ts';
 import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
 import type { FhirBundle, FhirInteraction, FhirResource, Refusal, TokenContext } from '../resource-server/types.ts';
-import { createHmac } from 'node:crypto';
 import {
   loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
 } from './labels.ts';
@@ -71,7 +71,7 @@ function deidentifiedSearchRefusal(name: string, value: string): string | undefi
  * token, or a patient user). Auditors and backends with unbounded AuditEvent scopes see everything.
  */
 const readsTrailAsPatient = (token: TokenContext) =>
-  !['read', 'search-type'].some((kind) => viewsFor(token, 'AuditEvent', kind as 'read').some((view) => view.patients === undefined));
+  !(['read', 'search-type'] as const).some((kind) => viewsFor(token, 'AuditEvent', kind).some((view) => view.patients === undefined));
 
 export interface ResourcePolicy {
   /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */

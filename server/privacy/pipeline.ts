@@ -1,7 +1,9 @@
 // What a token may see of each resource beyond its scopes, in the order of hcs-labels-audit.md section 3:
 // purpose-of-use restrictions, test data, the clearance (the token's IHE PCF residual: confidentiality
 // ceiling and sensitivities, lifted by break-the-glass at the authorization server), consent, and
-// then the obligations (de-identification). Used by the guard as its resource policy.
+// then the obligations (de-identification; staff identities out of a patient's audit trail). Also the
+// rules it adds to searches (no existence tests, de-identified requests) and writes (labels only go up).
+// Used by the guard as its resource policy.
 import { createHmac } from 'node:crypto';
 import { patientsOf } from '../fhir/compartment.ts';
 import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';

@@ -8,7 +8,7 @@ import { addClient, ClientError, clientExists, listClients, removeClient, type C
 import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
-import { isPurposeOfUse } from '../server/hcs/codes.ts';
+import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
 import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
@@ -45,11 +45,11 @@ function checkPurposes(purposes: string[]): void {
 
 const commands: Record<string, Command> = {
   'user add': {
-    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--organization "<name>"] [--organization-id <uri>] [--patients <id>,<id>]',
+    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--privacy-officer] [--organization "<name>"] [--organization-id <uri>] [--patients <id>,<id>]',
     options: {
       ...json, password: { type: 'string' }, name: { type: 'string' }, 'fhir-user': { type: 'string' },
       role: { type: 'string', multiple: true }, purpose: { type: 'string', multiple: true }, clearance: { type: 'string' },
-      sensitivity: { type: 'string' }, 'break-glass': { type: 'boolean' }, auditor: { type: 'boolean' },
+      sensitivity: { type: 'string' }, 'break-glass': { type: 'boolean' }, auditor: { type: 'boolean' }, 'privacy-officer': { type: 'boolean' },
       organization: { type: 'string' }, 'organization-id': { type: 'string' }, patients: { type: 'string' },
     },
     async run({ values: v, positionals: [username] }, { db }) {
@@ -62,10 +62,12 @@ const commands: Record<string, Command> = {
         sensitivities: list(v.sensitivity) ?? [],
         breakGlass: Boolean(v['break-glass']),
         auditor: Boolean(v.auditor),
+        privacyOfficer: Boolean(v['privacy-officer']),
         organization: v.organization as string | undefined,
         organizationId: v['organization-id'] as string | undefined,
         patients: list(v.patients),
       };
+      if (attributes.roles!.some(isPrivacyOfficerRole)) throw new UsageError('the privacy-officer role is given with --privacy-officer, not --role');
       checkPurposes(attributes.purposes!);
       if (attributes.organizationId && !URL.canParse(attributes.organizationId)) throw new UsageError('--organization-id must be a URI, e.g. urn:oid:1.2.3.4');
       if (!['U', 'L', 'M', 'N', 'R', 'V'].includes(attributes.clearance!)) throw new UsageError('--clearance is one of U L M N R V');
@@ -83,7 +85,7 @@ const commands: Record<string, Command> = {
       const users = (await listUsers(db)).map(({ id, username, name, fhirUser, disabled, attributes }) => ({ id, username, name, fhirUser, disabled, ...attributes }));
       return {
         json: { users },
-        text: users.map((u) => `${u.username.padEnd(20)} ${(u.fhirUser ?? '-').padEnd(28)} ${u.disabled ? 'disabled' : 'active'}  ${u.name ?? ''}`).join('\n') || 'no users',
+        text: users.map((u) => `${u.username.padEnd(20)} ${(u.fhirUser ?? '-').padEnd(28)} ${u.disabled ? 'disabled' : 'active'}  ${u.name ?? ''}${u.privacyOfficer ? '  (privacy officer)' : ''}`).join('\n') || 'no users',
       };
     },
   },

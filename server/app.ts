@@ -285,6 +285,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     authorize: async (token, interaction) => purposeRefusal(config.policy, token) ?? (await readersOfTrail(token, interaction)),
     resourcePolicy: createPrivacyPolicy({
       defaultConfidentiality: config.defaultConfidentiality,
+      labels: config.policy.labels,
       deidentifyPurposes: config.deidentifyPurposes,
       deidentification: { key: createHash('sha256').update(`de-identification:${config.keyEncryptionSecret}`).digest('base64url'), dates: config.deidentifyDates },
       breakGlassHint: config.breakGlassHint,

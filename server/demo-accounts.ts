@@ -33,6 +33,6 @@ export const DEMO_ACCOUNTS: DemoAccount[] = [
   },
   {
     username: 'auditor', password: 'demo-password-4', name: 'Pat Privacy', description: 'Privacy officer (auditor)',
-    attributes: { purposes: ['HOPERAT'], auditor: true, organization: 'Example Hospital' },
+    attributes: { purposes: ['HOPERAT'], auditor: true, privacyOfficer: true, organization: 'Example Hospital' },
   },
 ];

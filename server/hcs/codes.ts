@@ -1,5 +1,5 @@
 // HL7 security vocabularies used in tokens and labels (THO): purpose of use with its is-a tree,
-// the confidentiality scale, and the sensitivity categories with their subsumption. Pure.
+// the confidentiality scale, and the privacy-officer role. Sensitivity codes are the policy's (label-vocabulary.ts). Pure.
 
 export const ACT_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
 export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
@@ -69,30 +69,13 @@ export function confidentialityAbove(ceiling: ConfidentialityCode): Confidential
 }
 
 /**
- * Sensitivity categories (v3-ActCode, InformationSensitivityPolicy) and what each subsumes:
- * a forbid on SUD also catches ETHUD and OPIOIDUD. ETH (the older code) and SUD overlap: each covers the other.
+ * The subject_role of a privacy officer: may write Consent and lower or remove security labels. No HL7
+ * or IHE code names this role, so smart-auth defines one; the authorization server issues it only to
+ * users created with `--privacy-officer` and backends registered with `--privacy-officer`.
  */
-const SENSITIVITY_CHILDREN: Record<string, readonly string[]> = {
-  SPI: ['BH', 'MH', 'PSY', 'PSYTHPN', 'SUD'],
-  BH: ['COGN', 'DVD', 'EMOTDIS'],
-  SUD: ['ETHUD', 'OPIOIDUD', 'ETH'],
-  ETH: ['ETHUD', 'OPIOIDUD', 'SUD'],
-};
+export const PRIVACY_OFFICER: Coding = { system: 'urn:smart-auth:security-role', code: 'privacy-officer', display: 'privacy officer' };
 
-/** Every sensitivity code a category covers, itself included. */
-export function sensitivityClosure(code: string): Set<string> {
-  const seen = new Set<string>();
-  const visit = (c: string) => {
-    if (seen.has(c)) return;
-    seen.add(c);
-    for (const child of SENSITIVITY_CHILDREN[c] ?? []) visit(child);
-  };
-  visit(code);
-  return seen;
-}
-
-/** The sensitivity categories a clearance names explicitly (DESIGN: the residual forbids each one not granted). */
-export const KNOWN_SENSITIVITIES = ['ETH', 'HIV', 'PSY', 'SUD', 'SDV', 'STD', 'SEX', 'GDIS', 'MST', 'PREGNANT', 'SCA', 'TBOO', 'VIO', 'MH', 'BH'] as const;
+export const isPrivacyOfficerRole = (coding: Coding) => coding.system === PRIVACY_OFFICER.system && coding.code === PRIVACY_OFFICER.code;
 
 /** Accepts a single Coding or an array of Codings (IUA examples use arrays, the Swiss EPR a single object). */
 export function codingList(value: unknown): Coding[] {

@@ -4,9 +4,10 @@
 import { readFileSync } from 'node:fs';
 import type { Coding } from './codes.ts';
 import {
-  CONFIDENTIALITY_SCALE, confidentialityRank, isConfidentiality, isPurposeOfUse, KNOWN_SENSITIVITIES, purposeIsA,
+  CONFIDENTIALITY_SCALE, confidentialityRank, isConfidentiality, isPurposeOfUse, purposeIsA,
   type ConfidentialityCode,
 } from './codes.ts';
+import { knownSensitivities, parseLabelVocabulary, type LabelVocabulary } from './label-vocabulary.ts';
 
 export interface HcsPolicy {
   rolePurposes: { role: string; purposes: string[] }[];
@@ -16,6 +17,8 @@ export interface HcsPolicy {
   /** Purposes that are an emergency override: only for break-glass users, with a reason, short-lived, never refreshed, alerted. */
   emergencyPurposes: string[];
   breakGlass: { ceiling: ConfidentialityCode; allSensitivities: boolean };
+  /** The meta.security vocabulary: known sensitivities and harmless labels. */
+  labels: LabelVocabulary;
 }
 
 export class PolicyError extends Error {
@@ -28,7 +31,7 @@ export function parsePolicy(json: unknown, source: string): HcsPolicy {
   const fail = (message: string): never => {
     throw new PolicyError(`${source}: ${message}`);
   };
-  const p = json as Partial<HcsPolicy>;
+  const p = json as Partial<Omit<HcsPolicy, 'labels'>> & { labels?: unknown };
   if (!p || typeof p !== 'object') fail('must be a JSON object');
   const codes = (list: unknown, where: string) => {
     if (!Array.isArray(list) || list.some((c) => typeof c !== 'string' || !isPurposeOfUse(c))) fail(`${where} must list v3-ActReason purpose-of-use codes`);
@@ -50,6 +53,7 @@ export function parsePolicy(json: unknown, source: string): HcsPolicy {
     defaultPurpose: defaults!,
     emergencyPurposes: codes(p.emergencyPurposes, 'emergencyPurposes'),
     breakGlass: { ceiling: ceiling!, allSensitivities: p.breakGlass?.allSensitivities !== false },
+    labels: parseLabelVocabulary(p.labels, fail),
   };
 }
 
@@ -132,7 +136,7 @@ export function effectiveClearance(policy: HcsPolicy, subject: Subject, purpose:
   const lifted = CONFIDENTIALITY_SCALE[Math.max(confidentialityRank(own), confidentialityRank(policy.breakGlass.ceiling))];
   return {
     ceiling: lifted,
-    sensitivities: policy.breakGlass.allSensitivities ? [...KNOWN_SENSITIVITIES] : subject.sensitivities,
+    sensitivities: policy.breakGlass.allSensitivities ? knownSensitivities(policy.labels) : subject.sensitivities,
   };
 }
 

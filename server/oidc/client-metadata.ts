@@ -2,7 +2,8 @@
 // Runs inside oidc-provider's client schema (extraClientMetadata.validator) before its own checks.
 import { errors } from 'oidc-provider';
 import { isSmartScopeString } from '../smart/client-scopes.ts';
-import { isConfidentiality, isPurposeOfUse, KNOWN_SENSITIVITIES } from '../hcs/codes.ts';
+import { isConfidentiality, isPurposeOfUse } from '../hcs/codes.ts';
+import { knownSensitivities } from '../hcs/label-vocabulary.ts';
 import { ALL_SENSITIVITIES } from './registration-privileges.ts';
 import { classifyAddress } from '../net/address-class.ts';
 
@@ -80,8 +81,8 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
   }
   if (md.clearance !== undefined && (typeof md.clearance !== 'string' || !isConfidentiality(md.clearance))) fail('clearance must be a v3-Confidentiality code: U, L, M, N, R or V');
   if (md.sensitivity !== undefined && (!Array.isArray(md.sensitivity)
-      || md.sensitivity.some((c) => c !== ALL_SENSITIVITIES && !(KNOWN_SENSITIVITIES as readonly unknown[]).includes(c)))) {
-    fail(`sensitivity must list sensitivity codes (${KNOWN_SENSITIVITIES.join(', ')}) or "*"`);
+      || md.sensitivity.some((c) => c !== ALL_SENSITIVITIES && !knownSensitivities().includes(c as string)))) {
+    fail(`sensitivity must list sensitivity codes (${knownSensitivities().join(', ')}) or "*"`);
   }
   if (md.resource_server === true && md.token_endpoint_auth_method === 'none') fail('a resource server must be a confidential client');
   if (Array.isArray(md.grant_types) && md.grant_types.includes('client_credentials') && md.token_endpoint_auth_method === 'none') {

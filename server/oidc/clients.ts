@@ -7,7 +7,8 @@ import type { Db } from '../db.ts';
 import { endClientGrants } from './grants.ts';
 import { forgetClient } from './client-cache.ts';
 import { ALL_SENSITIVITIES, privilegeProblem, type Privileges } from './registration-privileges.ts';
-import { isConfidentiality, KNOWN_SENSITIVITIES } from '../hcs/codes.ts';
+import { isConfidentiality } from '../hcs/codes.ts';
+import { knownSensitivities } from '../hcs/label-vocabulary.ts';
 import type { Clearance } from '../hcs/policy.ts';
 
 export type ClientAuth =
@@ -51,7 +52,7 @@ export function clientClearanceOf(client: object): Clearance {
   const { clearance, sensitivity } = client as { clearance?: string; sensitivity?: string[] };
   return {
     ceiling: clearance && isConfidentiality(clearance) ? clearance : 'N',
-    sensitivities: sensitivity?.includes(ALL_SENSITIVITIES) ? [...KNOWN_SENSITIVITIES] : sensitivity ?? [],
+    sensitivities: sensitivity?.includes(ALL_SENSITIVITIES) ? knownSensitivities() : sensitivity ?? [],
   };
 }
 

@@ -6,7 +6,8 @@ import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { parseScopes, narrowToAllowed, formatScope, type Scope } from '../smart/scopes.ts';
-import { confidentialityRank, isConfidentiality, KNOWN_SENSITIVITIES, type ConfidentialityCode } from '../hcs/codes.ts';
+import { confidentialityRank, isConfidentiality, type ConfidentialityCode } from '../hcs/codes.ts';
+import { knownSensitivities } from '../hcs/label-vocabulary.ts';
 
 /** What a registration may ask for beyond a SMART app. */
 export interface Privileges {
@@ -75,8 +76,8 @@ export function invalidPrivileges(p: Privileges): string | undefined {
   const { scopes, invalid } = parseScopes(p.systemScope ?? '');
   if (invalid.length || scopes.some((s) => !isSystem(s))) return '--scope takes system/ scopes only (a SMART app needs no initial access token)';
   if (p.clearance !== undefined && !isConfidentiality(p.clearance)) return '--clearance is one of U L M N R V';
-  const unknown = (p.sensitivity ?? []).filter((s) => s !== ALL_SENSITIVITIES && !(KNOWN_SENSITIVITIES as readonly string[]).includes(s));
-  if (unknown.length) return `--sensitivity takes ${KNOWN_SENSITIVITIES.join(', ')} or '*': ${unknown.join(', ')}`;
+  const unknown = (p.sensitivity ?? []).filter((s) => s !== ALL_SENSITIVITIES && !knownSensitivities().includes(s));
+  if (unknown.length) return `--sensitivity takes ${knownSensitivities().join(', ')} or '*': ${unknown.join(', ')}`;
   return undefined;
 }
 

@@ -30,6 +30,7 @@ export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user
     purpose: grant?.purposeOfUse,
     clearance: effectiveClearance(config.policy, subject, grant?.purposeOfUse),
     patientUrl: launch?.patient ? `${config.fhirBase}/Patient/${launch.patient}` : undefined,
+    labels: config.policy.labels,
   }));
   return claims;
 }

@@ -4,6 +4,7 @@ import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { DUMMY_HASH, hashPassword, verifyPassword } from './passwords.ts';
 import type { Subject } from '../hcs/policy.ts';
+import { isPrivacyOfficerRole, PRIVACY_OFFICER } from '../hcs/codes.ts';
 
 export interface Coding {
   system: string;
@@ -19,6 +20,8 @@ export interface UserAttributes {
   sensitivities?: string[];
   breakGlass?: boolean;
   auditor?: boolean;
+  /** May write Consent and lower or remove security labels: the PRIVACY_OFFICER role in tokens. */
+  privacyOfficer?: boolean;
   organization?: string;
   /** A URI (or urn:oid:) for the organization: IUA subject_organization_id. */
   organizationId?: string;
@@ -125,10 +128,16 @@ export function mayAccessPatient(user: User, patientId: string): boolean {
   return !user.attributes.patients || user.attributes.patients.includes(patientId);
 }
 
+/** The user's roles; the privacy-officer role only from the privacyOfficer attribute, never from a stored role. */
+function rolesOf(user: User): Coding[] {
+  const roles = (user.attributes.roles ?? []).filter((role) => !isPrivacyOfficerRole(role));
+  return user.attributes.privacyOfficer ? [...roles, PRIVACY_OFFICER] : roles;
+}
+
 /** The user as the HCS policy sees them. */
 export function subjectOf(user: User): Subject {
   return {
-    roles: user.attributes.roles ?? [],
+    roles: rolesOf(user),
     purposes: user.attributes.purposes ?? [],
     clearance: user.attributes.clearance ?? 'N',
     sensitivities: user.attributes.sensitivities ?? [],

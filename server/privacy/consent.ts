@@ -12,10 +12,8 @@
 //   otherwise the root decides if it matches; otherwise the consent does not cover the request.
 //   When several nested exceptions match, deny overrides permit (they are equally specific).
 // - Nested provisions are evaluated one level deep only (PCF); deeper provisions are ignored.
-import {
-  ACT_REASON, CONFIDENTIALITY, confidentialityRank, isConfidentiality, purposeIsA, sensitivityClosure,
-  type ConfidentialityCode,
-} from '../hcs/codes.ts';
+import { ACT_REASON, CONFIDENTIALITY, confidentialityRank, isConfidentiality, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';
+import { sensitivityClosure, type LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import type { FhirResource } from '../resource-server/types.ts';
 
 export const CONSENT_SCOPE = 'http://terminology.hl7.org/CodeSystem/consentscope';
@@ -70,6 +68,8 @@ export interface ConsentOptions {
   defaultConfidentiality?: ConfidentialityCode;
   /** When given, only consents about this patient count (otherwise the caller passes one patient's consents). */
   patientId?: string;
+  /** What each sensitivity code subsumes (default: the bundled policy's vocabulary). */
+  vocabulary?: LabelVocabulary;
 }
 
 export type ConsentDecision = { decision: 'permit' | 'deny' | 'no-consent'; consentId?: string };
@@ -216,12 +216,12 @@ function dataConfidentiality(resource: FhirResource, fallback: ConfidentialityCo
   return ranks.length ? Math.max(...ranks) : confidentialityRank(fallback);
 }
 
-function labelMatches(label: LabelCoding, resource: FhirResource, fallback: ConfidentialityCode): boolean {
+function labelMatches(label: LabelCoding, resource: FhirResource, fallback: ConfidentialityCode, vocabulary?: LabelVocabulary): boolean {
   if (!label || typeof label.code !== 'string') return false;
   // Confidentiality is a ceiling: "R" covers everything labelled R or lower (high-water mark).
   if (isConfidentialityLabel(label)) return dataConfidentiality(resource, fallback) <= confidentialityRank(label.code);
   // Other labels (sensitivity, compartment …): the data carries the code or one it subsumes.
-  const covered = sensitivityClosure(label.code);
+  const covered = sensitivityClosure(label.code, vocabulary);
   return asArray(resource.meta?.security).some(
     (l) =>
       typeof l?.code === 'string' &&
@@ -269,7 +269,7 @@ export function provisionMatches(provision: ConsentProvision, request: ConsentRe
   }
 
   if (provision.securityLabel !== undefined) {
-    if (!asArray(provision.securityLabel).some((l) => labelMatches(l, resource, fallback))) return false;
+    if (!asArray(provision.securityLabel).some((l) => labelMatches(l, resource, fallback, options.vocabulary))) return false;
   }
 
   if (provision.dataPeriod !== undefined) {

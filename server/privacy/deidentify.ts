@@ -1,6 +1,6 @@
 // The de-identification obligation: what the guard returns when the purpose of use carries one
 // (HRESCH by default, configurable). Identifying elements are removed, dates truncated or shifted,
-// ids pseudonymised with a keyed HMAC (stable across one response and across responses), and each
+// ids pseudonymised under a key (stable across one response and across responses, readable by the guard only), and each
 // resource labelled v3-ObservationValue#PSEUDED so that "downstream use doesn't mistake this
 // Resource as representing full fidelity" (FHIR secpriv). Pure apart from node:crypto; never mutates input.
 //
@@ -8,7 +8,7 @@
 // - Generic walk over every element, not a per-resource-type profile: the rules below apply wherever
 //   the element occurs, so unknown or new resource types fail closed on the identifying elements.
 // - PSEUDED, not ANONYED: ids and references are replaced by pseudonyms (linkable by whoever holds the
-//   key), not removed.
+//   key, the guard), not removed; no date policy removes all dates either.
 // - Removed everywhere: name, identifier (also Reference.identifier), telecom, photo, contact,
 //   Address.line/text/city/district/postalCode (state and country kept), Location.position,
 //   narrative (`text` objects), free text (note, comment, description, patientInstruction, conclusion,
@@ -24,8 +24,9 @@
 //   strips Parameters.parameter.name, so de-identify Bundles and resources, not Parameters).
 // - Not done (policy left to callers): the HIPAA Safe Harbor aggregation of ages over 89, free text
 //   hidden in coded elements, quasi-identifier generalisation (k-anonymity).
-import { createHmac } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto';
 import type { FhirBundle, FhirBundleEntry, FhirResource } from '../resource-server/types.ts';
+import { searchParamKind } from '../fhir/search.ts';
 
 export const OBSERVATION_VALUE = 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue';
 export const PSEUDED = { system: OBSERVATION_VALUE, code: 'PSEUDED', display: 'pseudonymized' } as const;
@@ -50,13 +51,35 @@ function checkPolicy(policy: DeidPolicy): void {
 
 const hmac = (key: string, data: string) => createHmac('sha256', key).update(data, 'utf8').digest();
 
+const PSEUDONYM_TAG = 12;
+/** The longest id (in UTF-8 bytes) whose pseudonym, tag included, still fits FHIR's 64 characters. */
+const REVERSIBLE_ID_BYTES = 36;
+
 /**
- * The pseudonym of "type/id": HMAC-SHA256 under the key, 22 characters (132 bits) of base64url with
- * `_` written as `.`, so that it is a valid FHIR id ([A-Za-z0-9\-.]{1,64}). Deterministic, so the same
- * record gets the same pseudonym in every response made with the same key.
+ * The pseudonym of an id: deterministic authenticated encryption (SIV-like: a 96-bit HMAC tag of the
+ * id is the AES-256-CTR counter, then tag and ciphertext in base64url with `_` written as `.`, a valid
+ * FHIR id). The same key gives the same pseudonym in every answer, and only the key's holder (the
+ * guard) can turn it back into the id (realId) or make one. An id over 36 bytes gets a one-way HMAC
+ * pseudonym instead, which cannot be read or searched by.
  */
-export function pseudonym(key: string, type: string, id: string): string {
-  return hmac(key, `id|${type}/${id}`).toString('base64url').slice(0, 22).replaceAll('_', '.');
+export function pseudonym(key: string, id: string): string {
+  const bytes = Buffer.from(id, 'utf8');
+  if (bytes.length > REVERSIBLE_ID_BYTES) return hmac(key, `id|${id}`).toString('base64url').slice(0, 22).replaceAll('_', '.');
+  const tag = hmac(hmac(key, 'pseudonym-mac').toString('base64url'), id).subarray(0, PSEUDONYM_TAG);
+  const cipher = createCipheriv('aes-256-ctr', hmac(key, 'pseudonym-enc'), Buffer.concat([tag, Buffer.alloc(16 - PSEUDONYM_TAG)]));
+  return Buffer.concat([tag, cipher.update(bytes), cipher.final()]).toString('base64url').replaceAll('_', '.');
+}
+
+/** The id a pseudonym made with this key stands for; undefined for anything else (a real id, another key's pseudonym). */
+export function realId(key: string, value: string): string | undefined {
+  if (!/^[A-Za-z0-9\-.]{17,64}$/.test(value)) return undefined;
+  const raw = Buffer.from(value.replaceAll('.', '_'), 'base64url');
+  if (raw.length <= PSEUDONYM_TAG || raw.toString('base64url').replaceAll('_', '.') !== value) return undefined;
+  const tag = raw.subarray(0, PSEUDONYM_TAG);
+  const decipher = createDecipheriv('aes-256-ctr', hmac(key, 'pseudonym-enc'), Buffer.concat([tag, Buffer.alloc(16 - PSEUDONYM_TAG)]));
+  const id = Buffer.concat([decipher.update(raw.subarray(PSEUDONYM_TAG)), decipher.final()]).toString('utf8');
+  const expected = hmac(hmac(key, 'pseudonym-mac').toString('base64url'), id).subarray(0, PSEUDONYM_TAG);
+  return timingSafeEqual(tag, expected) && /^[A-Za-z0-9\-.]{1,64}$/.test(id) ? id : undefined;
 }
 
 /** A UUID-shaped pseudonym for `urn:uuid:` references and fullUrls (bundle-local ids). */
@@ -100,7 +123,7 @@ function rewriteRef(key: string, ref: string): string | undefined {
   if (uuid) return `urn:uuid:${uuidPseudonym(key, uuid[1]!)}`;
   const m = REF_RE.exec(ref);
   if (!m) return undefined;
-  return `${m[1]}${m[2]}/${pseudonym(key, m[2]!, m[3]!)}${m[4] ?? ''}`;
+  return `${m[1]}${m[2]}/${pseudonym(key, m[3]!)}${m[4] ?? ''}`;
 }
 
 /** The patient a resource is about: itself, its subject/patient/beneficiary, else the first Patient reference in it. */
@@ -177,6 +200,18 @@ const DROP = new Set([
 ]);
 const ADDRESS_DROP = ['line', 'text', 'city', 'district', 'postalCode'];
 
+/** Address (one or a list) without line, text, city, district and postal code; empty ones removed. */
+function withoutAddressDetails(value: unknown): unknown {
+  const strip = (a: unknown) => {
+    if (!isObject(a)) return a;
+    const kept = Object.fromEntries(Object.entries(a).filter(([f]) => !ADDRESS_DROP.includes(f)));
+    return Object.keys(kept).length ? kept : undefined;
+  };
+  if (!Array.isArray(value)) return strip(value);
+  const kept = value.map(strip).filter((a) => a !== undefined);
+  return kept.length ? kept : undefined;
+}
+
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isAttachment = (o: Record<string, unknown>) => 'contentType' in o || typeof o.data === 'string' || 'hash' in o || 'size' in o;
 
@@ -190,8 +225,12 @@ function dropped(k: string, v: unknown, parent: Record<string, unknown>): boolea
   return false;
 }
 
+/** A copy with the rules applied; an element left empty (`{}` or `[]`) is removed whole, which keeps it valid FHIR. */
 function walk(ctx: Ctx, v: unknown, key: string): unknown {
-  if (Array.isArray(v)) return v.map((x) => walk(ctx, x, key)).filter((x) => x !== undefined);
+  if (Array.isArray(v)) {
+    const kept = v.map((x) => walk(ctx, x, key)).filter((x) => x !== undefined);
+    return kept.length ? kept : undefined;
+  }
   if (isObject(v)) {
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v)) {
@@ -203,10 +242,10 @@ function walk(ctx: Ctx, v: unknown, key: string): unknown {
       }
       const w = walk(ctx, x, k);
       if (w === undefined) continue;
-      if (k === 'address') for (const a of Array.isArray(w) ? w : [w]) if (isObject(a)) for (const f of ADDRESS_DROP) delete a[f];
-      out[k] = w;
+      out[k] = k === 'address' ? withoutAddressDetails(w) : w;
+      if (out[k] === undefined) delete out[k];
     }
-    return out;
+    return Object.keys(out).length ? out : undefined;
   }
   if (typeof v === 'string') return transformDate(ctx, key, v) ?? v;
   return v;
@@ -233,7 +272,7 @@ function deidentify(resource: FhirResource, policy: DeidPolicy): FhirResource {
   const ctx: Ctx = { policy, shift: policy.dates === 'shift' ? dateShiftDays(policy, patientOf(resource)) : 0 };
   const out = walk(ctx, resource, '') as FhirResource;
   // The resource's own id; ids of contained resources are local ("#x") and stay.
-  if (typeof resource.id === 'string') out.id = pseudonym(policy.key, resource.resourceType, resource.id);
+  if (typeof resource.id === 'string') out.id = pseudonym(policy.key, resource.id);
   out.meta = addPseuded(out.meta);
   return out;
 }
@@ -242,9 +281,8 @@ function deidentify(resource: FhirResource, policy: DeidPolicy): FhirResource {
  * A de-identified copy of a Bundle: each entry's resource (labelled PSEUDED; the Bundle's own
  * meta.security, its high-water mark, is left to the guard), fullUrl, request.url and
  * response.location rewritten with the same pseudonyms as the references, so an entry and the
- * references to it stay consistent. Bundle.link is dropped: search and paging URLs carry
- * identifying parameters (patient=, subject=, identifier=, name=, birthdate=, _id=, chained ones,
- * opaque page cursors) that cannot all be rewritten, and pseudonyms can't be searched with anyway.
+ * references to it stay consistent. Bundle.link is kept with the same pseudonyms in its ids (the
+ * guard reads them back, so paging works); a link naming a person directly is dropped.
  * Bundle.identifier and Bundle.signature go with the other identifying elements; Bundle.id (the
  * response's own id) stays; Bundle.timestamp and meta.lastUpdated follow the date policy (shift: the
  * key-wide shift of resources tied to no patient).
@@ -252,10 +290,73 @@ function deidentify(resource: FhirResource, policy: DeidPolicy): FhirResource {
 export function deidentifyBundle(bundle: FhirBundle, policy: DeidPolicy): FhirBundle {
   checkPolicy(policy);
   const noPatient: Ctx = { policy, shift: policy.dates === 'shift' ? dateShiftDays(policy) : 0 };
-  const { entry, link: _link, identifier: _identifier, signature: _signature, ...rest } = bundle;
+  const { entry, link, identifier: _identifier, signature: _signature, ...rest } = bundle;
   const out = walk(noPatient, rest, '') as FhirBundle;
+  const links = (link ?? []).flatMap((l) => {
+    const url = typeof l?.url === 'string' ? pseudonymousUrl(policy.key, l.url) : undefined;
+    return url ? [{ relation: l.relation, url }] : [];
+  });
+  if (links.length) out.link = links;
   if (entry) out.entry = entry.map((e) => deidentifyEntry(e, policy));
   return out;
+}
+
+// ---- searches ----
+
+/** Search parameters on direct identifiers: a de-identified answer to them would tie the pseudonym to the person. */
+const DIRECT_IDENTIFIER_PARAMS = new Set(['name', 'given', 'family', 'phonetic', 'identifier', 'telecom', 'phone', 'email', 'address', '_text', '_content']);
+
+/** Whether a search parameter names a person directly: name, identifier, contact, address, an exact birth date, free text. */
+export function identifiesPerson(name: string, value: string): boolean {
+  const base = name.split(':')[0]!;
+  if (DIRECT_IDENTIFIER_PARAMS.has(base) || base.startsWith('address-')) return true;
+  // A birth date to the day (eq, or no prefix); a year or a range is a quasi-identifier the dates policy already coarsens.
+  return base === 'birthdate' && value.split(',').some((v) => /^(eq)?\d{4}-\d{2}-\d{2}/.test(v));
+}
+
+/** Parameters whose values are resource ids: they carry pseudonyms in requests and links. */
+export const carriesIds = (name: string): boolean => {
+  const base = name.split(':')[0]!;
+  return base === '_id' || searchParamKind(base) === 'reference';
+};
+
+/** One value of such a parameter, its ids mapped (`Type/id`, absolute, or a bare id); undefined when one does not map. */
+export function mapIdValue(value: string, map: (id: string) => string | undefined): string | undefined {
+  const parts = value.split(',').map((part) => {
+    const m = REF_RE.exec(part);
+    if (m) {
+      const id = map(m[3]!);
+      return id === undefined ? undefined : `${m[1]}${m[2]}/${id}${m[4] ?? ''}`;
+    }
+    return /^[A-Za-z0-9\-.]{1,64}$/.test(part) ? map(part) : undefined;
+  });
+  return parts.every((p) => p !== undefined) ? parts.join(',') : undefined;
+}
+
+/**
+ * A paging or self link with pseudonyms for its ids: `Type/id/_history` in the path, and the values
+ * of id-carrying parameters. Undefined (the link is dropped) when it names a person directly or an id
+ * does not map; other parameters (paging cursors, codes, dates) stay.
+ */
+function pseudonymousUrl(key: string, url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined;
+  }
+  // Only an instance history names an id in its path (search links are `Type?…`).
+  parsed.pathname = parsed.pathname.replace(/\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history(?:\/[A-Za-z0-9\-.]{1,64})?)$/,
+    (_all, type: string, id: string, rest: string) => `/${type}/${pseudonym(key, id)}${rest}`);
+  const params = new URLSearchParams();
+  for (const [name, value] of parsed.searchParams) {
+    if (identifiesPerson(name, value)) return undefined;
+    const mapped = carriesIds(name) ? mapIdValue(value, (id) => pseudonym(key, id)) : value;
+    if (mapped === undefined) return undefined;
+    params.append(name, mapped);
+  }
+  parsed.search = params.toString();
+  return parsed.toString();
 }
 
 function deidentifyEntry(entry: FhirBundleEntry, policy: DeidPolicy): FhirBundleEntry {

@@ -2,15 +2,18 @@
 // IHE PCF residual forbids it, HTEST and purpose-of-use restrictions, the Bundle high water mark and the
 // break-the-glass hint. Pure: no I/O, inputs are never mutated.
 import {
-  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, purposeIsA, sensitivityClosure,
+  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, purposeIsA,
   type Coding, type ConfidentialityCode,
 } from '../hcs/codes.ts';
+import { DEFAULT_LABEL_VOCABULARY, isHarmless, sensitivityClosure, type LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
 import type { FhirBundle, FhirResource } from '../resource-server/types.ts';
 
 export interface LabelOptions {
   /** The confidentiality of a resource without a v3-Confidentiality label (policy default, normally N). */
   defaultConfidentiality: ConfidentialityCode;
+  /** Known sensitivities and harmless labels (default: the bundled policy's). */
+  vocabulary?: LabelVocabulary;
 }
 
 export const DEFAULT_LABEL_OPTIONS: LabelOptions = { defaultConfidentiality: 'N' };
@@ -18,8 +21,13 @@ export const DEFAULT_LABEL_OPTIONS: LabelOptions = { defaultConfidentiality: 'N'
 export interface ResourceLabels {
   /** The highest v3-Confidentiality code present, or the default. */
   confidentiality: ConfidentialityCode;
-  /** v3-ActCode codes (sensitivity categories and other ActCode labels), deduplicated. */
+  /** Known sensitivity codes (v3-ActCode codes of the vocabulary), deduplicated. */
   sensitivities: string[];
+  /**
+   * Every other label that is not confidentiality, purpose of use or harmless, as "system|code":
+   * sensitivities nobody is cleared for by name, so only a token cleared for all sensitivities sees them.
+   */
+  unknown: string[];
   /** v3-ActReason HTEST present: test data. */
   test: boolean;
   /** Other v3-ActReason codes: the purposes of use the resource is restricted to. */
@@ -53,7 +61,9 @@ export function resourceDate(resource: FhirResource): string | undefined {
 
 export function resourceLabels(resource: FhirResource, options: LabelOptions): ResourceLabels {
   let confidentiality: ConfidentialityCode | undefined;
+  const vocabulary = options.vocabulary ?? DEFAULT_LABEL_VOCABULARY;
   const sensitivities = new Set<string>();
+  const unknown = new Set<string>();
   const purposes = new Set<string>();
   let test = false;
   for (const { system, code } of codingList(resource.meta?.security)) {
@@ -61,16 +71,21 @@ export function resourceLabels(resource: FhirResource, options: LabelOptions): R
       if (isConfidentiality(code) && (confidentiality === undefined || confidentialityRank(code) > confidentialityRank(confidentiality))) {
         confidentiality = code;
       }
-    } else if (system === ACT_CODE) {
-      sensitivities.add(code);
     } else if (system === ACT_REASON) {
       if (code === 'HTEST') test = true;
       else purposes.add(code);
+    } else if (isHarmless({ system, code }, vocabulary)) {
+      continue;
+    } else if (system === ACT_CODE && vocabulary.sensitivities.has(code)) {
+      sensitivities.add(code);
+    } else {
+      unknown.add(`${system}|${code}`);
     }
   }
   const labels: ResourceLabels = {
     confidentiality: confidentiality ?? options.defaultConfidentiality,
     sensitivities: [...sensitivities],
+    unknown: [...unknown],
     test,
     purposes: [...purposes],
   };
@@ -81,19 +96,19 @@ export function resourceLabels(resource: FhirResource, options: LabelOptions): R
 }
 
 /** Does one security-label coding of a rule match the resource? */
-function labelMatches(coding: Coding, labels: ResourceLabels): boolean {
+function labelMatches(coding: Coding, labels: ResourceLabels, vocabulary: LabelVocabulary): boolean {
   switch (coding.system) {
     case CONFIDENTIALITY:
       // The token lists every level it may not see: a code matches a resource at exactly that level.
       return coding.code === labels.confidentiality;
     case ACT_CODE: {
-      const covered = sensitivityClosure(coding.code);
-      return labels.sensitivities.some((s) => covered.has(s));
+      const covered = sensitivityClosure(coding.code, vocabulary);
+      return labels.sensitivities.some((s) => covered.has(s)) || labels.unknown.includes(`${ACT_CODE}|${coding.code}`);
     }
     case ACT_REASON:
       return coding.code === 'HTEST' ? labels.test : labels.purposes.includes(coding.code);
     default:
-      return false;
+      return labels.unknown.includes(`${coding.system}|${coding.code}`);
   }
 }
 
@@ -139,9 +154,9 @@ function dataMatches(data: NonNullable<ResidualRule['data']>, labels: ResourceLa
 }
 
 /** A rule matches when every element it has matches (AND); repeats within one element are OR. */
-function ruleMatches(rule: ResidualRule, labels: ResourceLabels): boolean {
+function ruleMatches(rule: ResidualRule, labels: ResourceLabels, vocabulary: LabelVocabulary): boolean {
   const securityLabel = codingList(rule.securityLabel);
-  if (securityLabel.length && !securityLabel.some((c) => labelMatches(c, labels))) return false;
+  if (securityLabel.length && !securityLabel.some((c) => labelMatches(c, labels, vocabulary))) return false;
   if (rule.dataPeriod && !periodMatches(rule.dataPeriod, labels.date)) return false;
   if (Array.isArray(rule.data) && rule.data.length && !dataMatches(rule.data, labels)) return false;
   return true;
@@ -151,12 +166,24 @@ function ruleMatches(rule: ResidualRule, labels: ResourceLabels): boolean {
  * PCF residual semantics: the resource is forbidden when some `forbid` rule matches it and no `permit`
  * rule does. Data no rule matches flows. `dataPeriod` and `data` need `labels.date` and `labels.reference`
  * (resourceLabels fills them): without them such a rule does not match.
+ * Unknown sensitivities fail closed: a residual that forbids any sensitivity forbids each unknown one
+ * too, unless a permit rule names it.
  */
-export function residualForbids(residual: readonly (PcfResidual | ResidualRule)[], labels: ResourceLabels): boolean {
-  const rules = (Array.isArray(residual) ? residual : []) as ResidualRule[];
-  const matching = rules.filter((r) => r && typeof r === 'object' && ruleMatches(r, labels));
+export function residualForbids(
+  residual: readonly (PcfResidual | ResidualRule)[],
+  labels: ResourceLabels,
+  vocabulary: LabelVocabulary = DEFAULT_LABEL_VOCABULARY,
+): boolean {
+  const rules = ((Array.isArray(residual) ? residual : []) as ResidualRule[]).filter((r) => r && typeof r === 'object');
+  if (labels.unknown.length && rules.some((r) => r.type === 'forbid' && codingList(r.securityLabel).some(isSensitivityLabel))) {
+    const named = new Set(rules.filter((r) => r.type === 'permit').flatMap((r) => codingList(r.securityLabel).map((c) => `${c.system}|${c.code}`)));
+    if (labels.unknown.some((label) => !named.has(label))) return true;
+  }
+  const matching = rules.filter((r) => ruleMatches(r, labels, vocabulary));
   return matching.some((r) => r.type === 'forbid') && !matching.some((r) => r.type === 'permit');
 }
+
+const isSensitivityLabel = (coding: Coding) => coding.system !== CONFIDENTIALITY && coding.system !== ACT_REASON;
 
 const isTestPurpose = (purpose: string | undefined) => purpose !== undefined && purposeIsA(purpose, 'HTEST');
 
@@ -169,6 +196,37 @@ export function testDataVisible(labels: ResourceLabels, purpose: string | undefi
 export function purposeAllows(labels: ResourceLabels, purpose: string | undefined): boolean {
   if (!labels.purposes.length) return true;
   return purpose !== undefined && labels.purposes.some((p) => purposeIsA(purpose, p));
+}
+
+/** Every label that restricts who sees a resource, as "system|code" (confidentiality aside). */
+function restrictions(labels: ResourceLabels): string[] {
+  return [
+    ...labels.sensitivities.map((code) => `${ACT_CODE}|${code}`),
+    ...labels.unknown,
+    ...labels.purposes.map((code) => `${ACT_REASON}|${code}`),
+    ...(labels.test ? [`${ACT_REASON}|HTEST`] : []),
+  ];
+}
+
+/**
+ * What a new version would lower of the stored one's labels: a sensitivity, purpose or HTEST label
+ * left out, or a lower confidentiality (unlabelled counts as the default); undefined when nothing is.
+ */
+export function loweredLabel(stored: FhirResource, next: FhirResource, options: LabelOptions): string | undefined {
+  const before = resourceLabels(stored, options);
+  const after = resourceLabels(next, options);
+  if (confidentialityRank(after.confidentiality) < confidentialityRank(before.confidentiality)) {
+    return `the confidentiality ${before.confidentiality}`;
+  }
+  const kept = new Set(restrictions(after));
+  return restrictions(before).find((label) => !kept.has(label));
+}
+
+/** A copy carrying the default confidentiality when the resource has no v3-Confidentiality label. */
+export function withConfidentiality(resource: FhirResource, options: LabelOptions): FhirResource {
+  const security = resource.meta?.security ?? [];
+  if (codingList(security).some((c) => c.system === CONFIDENTIALITY && isConfidentiality(c.code))) return resource;
+  return { ...resource, meta: { ...resource.meta, security: [...security, { system: CONFIDENTIALITY, code: options.defaultConfidentiality }] } };
 }
 
 /** The highest confidentiality among the resources (the default when there are none). */

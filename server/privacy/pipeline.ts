@@ -1,18 +1,29 @@
 // What a token may see of each resource beyond its scopes, in the order of hcs-labels-audit.md section 3:
 // purpose-of-use restrictions, test data, the clearance (the token's IHE PCF residual: confidentiality
 // ceiling and sensitivities, lifted by break-the-glass at the authorization server), consent, and
-// then the obligations (de-identification). Used by the guard as its resource policy.
+// then the obligations (de-identification; staff identities out of a patient's audit trail). Also the
+// rules it adds to searches (no existence tests, de-identified requests) and writes (labels only go up).
+// Used by the guard as its resource policy.
+import { createHmac } from 'node:crypto';
 import { patientsOf } from '../fhir/compartment.ts';
 import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
-import type { FhirBundle, FhirResource, TokenContext } from '../resource-server/types.ts';
-import { purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark } from './labels.ts';
+import type { FhirBundle, FhirInteraction, FhirResource, Refusal, TokenContext } from '../resource-server/types.ts';
+import {
+  loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
+} from './labels.ts';
+import { existenceTest, mayLowerLabels, viewsFor } from '../resource-server/decide.ts';
+import { auditEventForPatient } from './audit-agents.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
-import { deidentifyBundle, deidentifyResource, type DeidPolicy } from './deidentify.ts';
+import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
+import { carriesIds, deidentifyBundle, deidentifyResource, identifiesPerson, mapIdValue, realId, type DeidPolicy } from './deidentify.ts';
+import { CONTROL_PARAMS, searchParamKind } from '../fhir/search.ts';
 
 export interface PrivacyOptions {
   /** The confidentiality of resources without one (v3-Confidentiality; N by default). */
   defaultConfidentiality: ConfidentialityCode;
+  /** The policy's label vocabulary: known sensitivities and harmless labels (default: the bundled policy's). */
+  labels?: LabelVocabulary;
   /** Purposes of use (with what is-a them) whose answers are de-identified, e.g. HRESCH. */
   deidentifyPurposes: readonly string[];
   deidentification: DeidPolicy;
@@ -41,6 +52,29 @@ function askerOf(token: TokenContext): Asker {
   };
 }
 
+/** Paging cursors of common FHIR servers, which a de-identified search may follow. */
+const PAGING_PARAMS = new Set(['_getpages', '_getpagesoffset']);
+
+/**
+ * Why a search parameter is refused for de-identified answers: it names a person directly, sorts by
+ * what de-identification changes (the order would tell), or the guard cannot tell whether it carries
+ * ids it would have to read back from pseudonyms.
+ */
+function deidentifiedSearchRefusal(name: string, value: string): string | undefined {
+  const base = name.split(':')[0]!;
+  if (identifiesPerson(name, value)) return 'it searches on a direct identifier';
+  if (base === '_sort') return 'the order of the answer would follow the real values';
+  if (!CONTROL_PARAMS.has(base) && !PAGING_PARAMS.has(base) && base !== '_id' && searchParamKind(base) === undefined) return 'the guard does not know this parameter';
+  return undefined;
+}
+
+/**
+ * A patient reading the audit trail: the token reaches AuditEvents only bound to patients (a patient/
+ * token, or a patient user). Auditors and backends with unbounded AuditEvent scopes see everything.
+ */
+const readsTrailAsPatient = (token: TokenContext) =>
+  !(['read', 'search-type'] as const).some((kind) => viewsFor(token, 'AuditEvent', kind).some((view) => view.patients === undefined));
+
 export interface ResourcePolicy {
   /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */
   admit(token: TokenContext, resource: FhirResource): Promise<FhirResource | undefined>;
@@ -50,11 +84,50 @@ export interface ResourcePolicy {
   written(resource: FhirResource): void;
   /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
   hiddenOutcome(token: TokenContext): FhirResource | undefined;
+  /**
+   * Search parameters this policy cannot let through for the token: they would test for data it
+   * hides (`_has`, chains, counts) or, for de-identified answers, link them to a person.
+   */
+  searchRefusal?(token: TokenContext, params: URLSearchParams): Refusal | undefined;
+  /**
+   * The interaction as the upstream must see it: for de-identified answers, pseudonymous ids (of a
+   * read, or in id-carrying search parameters) read back into real ones, a refusal for anything
+   * else (writes, operations) or for an id that is not a pseudonym of this client and purpose.
+   */
+  translateRequest?(token: TokenContext, interaction: FhirInteraction): FhirInteraction | Refusal;
+  /**
+   * Before a write: the resource to send (a create gets the default confidentiality), or a refusal
+   * when it would lower the stored version's labels and the writer may not.
+   */
+  prepareWrite?(token: TokenContext, write: LabelledWrite): { resource?: FhirResource } | Refusal;
+}
+
+/** A write as the label rule sees it. */
+export interface LabelledWrite {
+  kind: 'create' | 'update' | 'patch' | 'delete';
+  resource?: FhirResource;
+  existing?: FhirResource;
+  /** The body of a patch (JSON Patch or FHIRPath Patch Parameters). */
+  patch?: unknown;
+}
+
+/**
+ * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or any
+ * mention of meta in a FHIRPath Patch (its paths are expressions; reading them would be guessing).
+ */
+function patchTouchesLabels(patch: unknown): boolean {
+  if (!Array.isArray(patch)) return JSON.stringify(patch ?? null).includes('meta');
+  return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
 }
 
 export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
-  const labelOptions = { defaultConfidentiality: options.defaultConfidentiality };
+  const labelOptions = { defaultConfidentiality: options.defaultConfidentiality, vocabulary: options.labels };
   const deidentifies = (purpose: string | undefined) => Boolean(purpose && options.deidentifyPurposes.some((p) => purposeIsA(purpose, p)));
+  /** The de-identification of a token's answers: its own key per client and purpose, so pseudonyms differ across clients. */
+  const deidentificationFor = (token: TokenContext, purpose: string): DeidPolicy => ({
+    ...options.deidentification,
+    key: createHmac('sha256', options.deidentification.key).update(`pseudonyms|${token.clientId}|${purpose}`).digest('base64url'),
+  });
 
   async function consentPermits(asker: Asker, resource: FhirResource): Promise<boolean> {
     if (!options.consents) return true;
@@ -69,15 +142,19 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
   async function visible(asker: Asker, resource: FhirResource): Promise<boolean> {
     const labels = resourceLabels(resource, labelOptions);
     if (!purposeAllows(labels, asker.purpose) || !testDataVisible(labels, asker.purpose)) return false;
-    if (residualForbids(asker.residual, labels)) return false;
+    if (residualForbids(asker.residual, labels, options.labels)) return false;
     return consentPermits(asker, resource);
   }
+
+  /** Obligations on what a token may see of one resource: staff identities out of a patient's audit trail. */
+  const shown = (token: TokenContext, resource: FhirResource) =>
+    (resource.resourceType === 'AuditEvent' && readsTrailAsPatient(token) ? auditEventForPatient(resource) : resource);
 
   return {
     async admit(token, resource) {
       const asker = askerOf(token);
       if (!(await visible(asker, resource))) return undefined;
-      return deidentifies(asker.purpose) ? deidentifyResource(resource, options.deidentification) : resource;
+      return deidentifies(asker.purpose) ? deidentifyResource(shown(token, resource), deidentificationFor(token, asker.purpose!)) : shown(token, resource);
     },
 
     async bundle(token, bundle) {
@@ -89,9 +166,10 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
         else hidden++;
       }
       const matches = entries.filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
-      let result: FhirBundle = { ...bundle, entry: entries, ...(bundle.total !== undefined && { total: matches }) };
-      if (hidden && options.breakGlassHint) result.entry = [...entries, { resource: suppressedOutcome(), search: { mode: 'outcome' } }];
-      if (deidentifies(asker.purpose)) result = deidentifyBundle(result, options.deidentification);
+      const entry = entries.map((e) => (e.resource ? { ...e, resource: shown(token, e.resource) } : e));
+      let result: FhirBundle = { ...bundle, entry, ...(bundle.total !== undefined && { total: matches }) };
+      if (hidden && options.breakGlassHint) result.entry = [...entry, { resource: suppressedOutcome(), search: { mode: 'outcome' } }];
+      if (deidentifies(asker.purpose)) result = deidentifyBundle(result, deidentificationFor(token, asker.purpose!));
       return withHighWaterMark(result, labelOptions);
     },
 
@@ -101,5 +179,55 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     },
 
     hiddenOutcome: () => (options.breakGlassHint ? suppressedOutcome() : undefined),
+
+    // Labels, consent and HTEST can hide data from every token, so existence tests are refused for all;
+    // the guard filters answers, it cannot evaluate these predicates over what it filtered.
+    searchRefusal(token, params) {
+      const deidentified = deidentifies(askerOf(token).purpose);
+      for (const [name, value] of params) {
+        const what = existenceTest(name, value);
+        if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
+        if (deidentified) {
+          const why = deidentifiedSearchRefusal(name, value);
+          if (why) return { status: 403, code: 'forbidden', message: `the search parameter ${name} is not allowed with de-identified answers: ${why}` };
+        }
+      }
+      return undefined;
+    },
+
+    translateRequest(token, interaction) {
+      const purpose = askerOf(token).purpose;
+      if (!deidentifies(purpose)) return interaction;
+      const { key } = deidentificationFor(token, purpose!);
+      const unknown: Refusal = { status: 404, code: 'not-found', message: 'no resource has that pseudonym for this client and purpose' };
+      switch (interaction.kind) {
+        case 'read': case 'vread': case 'history-instance': {
+          const id = realId(key, interaction.id ?? '');
+          return id === undefined ? unknown : { ...interaction, id };
+        }
+        case 'search-type': case 'search-system': case 'history-type': case 'history-system': {
+          const params = new URLSearchParams();
+          for (const [name, value] of interaction.params) {
+            const mapped = carriesIds(name) ? mapIdValue(value, (id) => realId(key, id)) : value;
+            if (mapped === undefined) return unknown;
+            params.append(name, mapped);
+          }
+          return { ...interaction, params };
+        }
+        case 'batch': case 'transaction': case 'capabilities':
+          return interaction; // entries come through one by one
+        default:
+          return { status: 403, code: 'forbidden', message: `${interaction.kind} is not available with de-identified answers: they are read-only` };
+      }
+    },
+
+    prepareWrite(token, { kind, resource, existing, patch }) {
+      if (kind === 'create') return { resource: resource && withConfidentiality(resource, labelOptions) };
+      if (mayLowerLabels(token) || kind === 'delete') return { resource };
+      const refuse = (what: string): Refusal => ({ status: 403, code: 'forbidden', message: `labels only go up: ${what} may be removed or lowered by a privacy officer only` });
+      if (kind === 'patch') return patchTouchesLabels(patch) ? refuse('a patch of meta') : { resource };
+      const lowered = existing && resource && loweredLabel(existing, resource, labelOptions);
+      return lowered ? refuse(`${lowered} of ${existing!.resourceType}/${existing!.id ?? ''}`) : { resource };
+    },
   };
 }

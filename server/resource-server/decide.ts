@@ -1,8 +1,9 @@
 // The guard's decisions: which scopes let a token make an interaction, what each lets it see
 // (views), and whether one resource is inside them. Pure; nothing here knows the store.
-import { isInPatientCompartment, parseReference, patientCompartmentParams, type ReferenceTarget } from '../fhir/compartment.ts';
+import { isInPatientCompartment, parseReference, PATIENT_COMPARTMENT_PATHS, patientCompartmentParams, valuesAt, type ReferenceTarget } from '../fhir/compartment.ts';
 import { matchesSearch, searchParamKind } from '../fhir/search.ts';
-import { allows, permissionFor, type Interaction, type Level, type Permission } from '../smart/scopes.ts';
+import { allows, permissionFor, type Interaction, type Level, type Permission, type ResourceScope } from '../smart/scopes.ts';
+import { codingList, isPrivacyOfficerRole } from '../hcs/codes.ts';
 import type { Decision, FhirInteraction, FhirResource, InteractionKind, Refusal, TokenContext, View } from './types.ts';
 
 /** The interactions a SMART scope permission governs (the rest are decided in `decide`). */
@@ -36,12 +37,43 @@ export function viewsFor(token: TokenContext, type: string, kind: InteractionKin
   for (const scope of allows(token.scopes, { type, interaction: kind })) {
     const patients = patientBound(token, scope.level);
     if (patients === null) continue;
+    if (WRITES.has(kind) && !writeScopeCounts(token, scope, type, patients)) continue;
     const key = JSON.stringify([patients ?? null, scope.query]);
     if (seen.has(key)) continue;
     seen.add(key);
     views.push(patients === undefined ? { query: scope.query } : { patients, query: scope.query });
   }
   return views;
+}
+
+/** Whether the token carries the privacy-officer role (`extensions.ihe_iua.subject_role`). */
+export function isPrivacyOfficer(token: TokenContext): boolean {
+  const iua = (token.claims.extensions as { ihe_iua?: { subject_role?: unknown } } | undefined)?.ihe_iua;
+  return codingList(iua?.subject_role).some(isPrivacyOfficerRole);
+}
+
+/**
+ * Who may remove or lower security labels: a privacy officer, or a backend registered to write
+ * policy data (a `system/Consent` scope with `u`, which registration grants only by name).
+ */
+export const mayLowerLabels = (token: TokenContext): boolean =>
+  isPrivacyOfficer(token) || token.scopes.some((s) => s.level === 'system' && s.type === 'Consent' && s.permissions.includes('u'));
+
+const WRITES: ReadonlySet<InteractionKind> = new Set(['create', 'update', 'patch', 'delete']);
+
+/**
+ * Which write scopes count beyond their permission. Policy data (Consent) is written only with a
+ * scope naming Consent itself, never `*`, and at user level only by a patient (bound to themselves)
+ * or a privacy officer. A token bound to patients writes types outside the Patient compartment
+ * (Binary aside, which its securityContext places) only with a scope naming the type.
+ */
+function writeScopeCounts(token: TokenContext, scope: ResourceScope, type: string, patients: readonly string[] | undefined): boolean {
+  if (type === 'Consent') {
+    if (scope.type !== 'Consent') return false;
+    return scope.level !== 'user' || patients !== undefined || isPrivacyOfficer(token);
+  }
+  const inNoCompartment = patientCompartmentParams(type) === undefined && type !== 'Binary';
+  return !(inNoCompartment && patients !== undefined && scope.type === '*');
 }
 
 /** The patients a scope level is bound to: undefined ⇒ unbounded; null ⇒ the scope gives nothing. */
@@ -111,12 +143,12 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * Parameters whose predicate runs over other resources than those returned, which the
  * result filter never sees: `_has` and chains (what `Patient?_has:Condition:subject:code=…`
  * matches depends on hidden Conditions), `_filter`/`_query` (can express both), `_list`
- * (membership of a possibly hidden List). `_summary=count` is refused too: its upstream total
- * counts hidden resources and there are no entries to recount.
+ * (membership of a possibly hidden List). `_summary=count` and `_total=accurate` are refused too:
+ * the upstream's count includes hidden resources, and a count is all `_summary=count` returns.
  * `_security` and `_tag` are allowed: they test the returned resources themselves, which are
- * filtered afterwards, so they reveal nothing about hidden ones.
+ * filtered afterwards, so they reveal nothing about hidden ones. Undefined when the parameter is safe.
  */
-function hiddenPredicate(name: string, value: string): string | undefined {
+export function existenceTest(name: string, value: string): string | undefined {
   if (name === '_has' || name.startsWith('_has:')) return 'reverse chaining';
   if (name === '_filter') return 'a filter expression';
   if (name === '_query') return 'a named query';
@@ -124,6 +156,7 @@ function hiddenPredicate(name: string, value: string): string | undefined {
   if (name.includes('.')) return 'chaining';
   if (name.split(':').slice(1).some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
   if (name === '_summary' && value === 'count') return 'a count that would include hidden resources';
+  if (name === '_total' && value !== 'none') return 'a total that would include hidden resources';
   return undefined;
 }
 
@@ -131,7 +164,7 @@ function hiddenPredicate(name: string, value: string): string | undefined {
 export function searchIsSafe(views: readonly View[], params: URLSearchParams): Refusal | undefined {
   if (views.every(isUnrestricted)) return undefined;
   for (const [name, value] of params) {
-    const what = hiddenPredicate(name, value);
+    const what = existenceTest(name, value);
     if (what) {
       return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed with patient-bound or query-restricted scopes` };
     }
@@ -178,6 +211,28 @@ function withinPatients(patients: readonly string[] | undefined, resource: FhirR
   // Only the patients themselves: a Patient linking to one of them (Patient.link) is another record.
   if (resource.resourceType === 'Patient') return typeof resource.id === 'string' && patients.includes(resource.id);
   return patients.some((patient) => isInPatientCompartment(resource, patient));
+}
+
+/**
+ * For a write: is every reference by which the resource belongs to a Patient compartment (every
+ * compartment parameter of its type) one of the view's patients? A compartment reference the guard
+ * cannot resolve (logical, conditional, contained or `urn:` references) could name anyone, so it fails.
+ * An unbounded view writes anywhere; a bounded view needs at least one of its patients.
+ */
+export function writableWithin(view: View, resource: FhirResource): boolean {
+  if (!admits(view, resource)) return false;
+  const patients = view.patients;
+  if (patients === undefined) return true;
+  if (!Object.hasOwn(PATIENT_COMPARTMENT_PATHS, resource.resourceType)) return true; // Binary, or a type its scope names (writeScopeCounts)
+  const paths = PATIENT_COMPARTMENT_PATHS[resource.resourceType];
+  if (resource.resourceType === 'Patient' && !(typeof resource.id === 'string' && patients.includes(resource.id))) return false;
+  return paths.every((path) => valuesAt(resource, path).every((value) => {
+    if (value === null || typeof value !== 'object') return false;
+    const { reference, identifier } = value as { reference?: unknown; identifier?: unknown };
+    if (reference === undefined) return identifier === undefined; // display only: names no record
+    const target = typeof reference === 'string' ? parseReference(reference) : undefined;
+    return target !== undefined && (target.type !== 'Patient' || patients.includes(target.id));
+  }));
 }
 
 function matchesRestriction(query: View['query'], resource: FhirResource): boolean {

@@ -2,7 +2,7 @@
 // against them. Hidden data is absent (404, or left out of a Bundle), never announced.
 // Pure; inputs are never mutated (unchanged entries are shared with the input).
 import { parseReference, referencesAt } from '../fhir/compartment.ts';
-import { admits, admitted, isUnrestricted, viewsFor } from './decide.ts';
+import { admits, admitted, isUnrestricted, viewsFor, writableWithin } from './decide.ts';
 import type { FhirBundle, FhirBundleEntry, FhirResource, Refusal, TokenContext } from './types.ts';
 
 /**
@@ -103,8 +103,8 @@ export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
 
 /**
  * A write is checked against the views of its own interaction. The current version (update,
- * patch, delete) must be visible, else 404 as for a read; the new version (create, update, and a
- * patch result when given) must be visible, else 403. An update that would create (no current
+ * patch, delete) must be visible, else 404 as for a read; it and the new version (create, update,
+ * and a patch result when given) must lie wholly inside a view's patients (writableWithin), else 403. An update that would create (no current
  * version) is a 404 unless a view is unbounded and unrestricted: otherwise its success on a free
  * id and its 404 on a hidden one would tell them apart.
  */
@@ -114,8 +114,10 @@ export function checkWrite(
   resource: FhirResource | undefined,
   existing?: FhirResource,
 ): Refusal | undefined {
-  if (kind !== 'create' && existing !== undefined && !admitted(viewsFor(token, existing.resourceType, kind), existing)) {
-    return notFound(existing);
+  if (kind !== 'create' && existing !== undefined) {
+    const views = viewsFor(token, existing.resourceType, kind);
+    if (!admitted(views, existing)) return notFound(existing);
+    if (!views.some((view) => writableWithin(view, existing))) return outside(existing, kind);
   }
   if (kind === 'delete') return undefined;
   if (resource === undefined) {
@@ -125,15 +127,15 @@ export function checkWrite(
   if (kind === 'update' && existing === undefined && !views.some(isUnrestricted)) {
     return notFound(resource);
   }
-  if (!admitted(views, resource)) {
-    return {
-      status: 403,
-      code: 'forbidden',
-      message: `the ${resource.resourceType} would be outside the patients and restrictions the token may ${kind}`,
-    };
-  }
+  if (!views.some((view) => writableWithin(view, resource))) return outside(resource, kind);
   return undefined;
 }
+
+const outside = (resource: FhirResource, kind: WriteKind): Refusal => ({
+  status: 403,
+  code: 'forbidden',
+  message: `the ${resource.resourceType} would be outside the patients and restrictions the token may ${kind}: every patient it refers to must be one of them`,
+});
 
 const notFound = (resource: FhirResource): Refusal =>
   ({ status: 404, code: 'not-found', message: `${resource.resourceType}/${resource.id ?? ''} is not known` });

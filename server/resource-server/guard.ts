@@ -119,7 +119,8 @@ export function createGuard(options: GuardOptions) {
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
   async function read(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
-    const path = interaction.kind === 'vread' ? `${interaction.type}/${interaction.id}/_history/${interaction.versionId}` : request.path;
+    const instance = `${interaction.type}/${interaction.id}`;
+    const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? `${instance}/_history` : instance;
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
@@ -172,7 +173,11 @@ export function createGuard(options: GuardOptions) {
     return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
   }
 
-  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  /**
+   * Everything a write is checked against before it is sent: its narrative, the stored version (read
+   * from upstream), the token's views and the resource policy. The resource to send, or a refusal.
+   */
+  async function checkedWrite(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource } | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -191,8 +196,16 @@ export function createGuard(options: GuardOptions) {
       // A write on data the token may not see is refused as if the data did not exist.
       if (existing && !(await admit(token, existing))) return notFound(interaction);
     }
-    const problem = checkWrite(token, interaction.kind as 'create' | 'update' | 'patch' | 'delete', resource, existing);
+    const kind = interaction.kind as 'create' | 'update' | 'patch' | 'delete';
+    const problem = checkWrite(token, kind, resource, existing);
     if (problem) return problem;
+    return options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
+  }
+
+  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+    const checked = await checkedWrite(request, token, interaction);
+    if (isRefusal(checked)) return checked;
+    const { resource } = checked;
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);
@@ -208,6 +221,12 @@ export function createGuard(options: GuardOptions) {
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
     if (refused) return refused;
+    const searched = interaction.kind === 'search-type' || interaction.kind === 'search-system' || interaction.kind === 'operation';
+    const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params) : undefined;
+    if (unsafe) return unsafe;
+    const translated = options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
+    if (isRefusal(translated)) return translated;
+    interaction = translated;
     switch (interaction.kind) {
       case 'read': case 'vread': case 'history-instance':
         return read(request, token, interaction);
@@ -258,9 +277,17 @@ export function createGuard(options: GuardOptions) {
         if (isRefusal(entry)) return entry;
         const decision = decide(token, entry, { allowOperations: options.allowOperations });
         if (decision.effect === 'deny') return decision.refusal;
+        const unsafe = entry.kind === 'search-type' ? options.resourcePolicy?.searchRefusal?.(token, entry.params) : undefined;
+        if (unsafe) return unsafe;
         if (entry.kind !== 'create' && entry.kind !== 'update' && entry.kind !== 'read' && entry.kind !== 'search-type') {
           return { status: 403, code: 'forbidden', message: `${entry.kind} is not allowed inside a transaction through the guard` };
         }
+      }
+      // All or nothing: every write is checked (stored versions included) before the first one runs.
+      for (const [i, entry] of (classified as FhirInteraction[]).entries()) {
+        if (entry.kind !== 'create' && entry.kind !== 'update') continue;
+        const checked = await checkedWrite({ ...request, ...entries[i] }, token, entry);
+        if (isRefusal(checked)) return checked;
       }
     }
     const responses: FhirBundleEntry[] = [];

@@ -1,7 +1,7 @@
 // HL7 UDAP "hl7-b2b" authorization extension (from a client assertion) to IHE IUA attributes
 // (`extensions.ihe_iua` in the access token). Pure. See hcs-labels-audit.md section 1.2 and 1.4.
 
-import type { Coding } from '../hcs/codes.ts';
+import { isPrivacyOfficerRole, type Coding } from '../hcs/codes.ts';
 import type { IheIua } from '../hcs/token-claims.ts';
 
 export class B2bError extends Error {
@@ -41,6 +41,8 @@ export function iuaFromHl7B2b(extension: unknown): IheIua {
     throw new B2bError('hl7-b2b purpose_of_use is required: an array of system#code strings');
   }
   const role = optionalString(ext, 'subject_role');
+  // The privacy-officer role lets a token rewrite policy data: only the authorization server's own user records grant it.
+  if (role && isPrivacyOfficerRole(codingFromUdap(role))) throw new B2bError('hl7-b2b subject_role cannot claim the privacy-officer role');
   const attributes: IheIua = {
     subject_name: optionalString(ext, 'subject_name'),
     subject_id: optionalString(ext, 'subject_id'),

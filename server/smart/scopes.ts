@@ -176,12 +176,19 @@ export function permissionFor(interaction: Interaction): Permission {
 }
 
 /**
+ * A backend writes Consent only when its registration names `system/Consent.*` itself: `system/*`
+ * does not cover it (the guard, for its part, never lets a `*` scope write Consent).
+ */
+const writesPolicyData = (s: ResourceScope) => s.level === 'system' && s.type === 'Consent' && s.permissions.some((p) => p === 'c' || p === 'u' || p === 'd');
+
+/**
  * Is `requested` within `pattern`? A restriction narrows access, so the pattern's
  * query pairs must all appear in the requested scope (which may add more).
  */
 export function covers(pattern: ResourceScope, requested: ResourceScope): boolean {
   if (pattern.level !== requested.level) return false;
   if (pattern.type !== '*' && pattern.type !== requested.type) return false;
+  if (pattern.type === '*' && writesPolicyData(requested)) return false;
   for (const p of requested.permissions) if (!pattern.permissions.includes(p)) return false;
   for (let i = 0; i < pattern.query.length; i++) {
     const [name, value] = pattern.query[i];

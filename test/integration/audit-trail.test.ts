@@ -123,6 +123,24 @@ describe('audit trail', () => {
       const other = await (await fhir('AuditEvent?patient=pat-2', amy)).json();
       assert.equal((other.entry ?? []).length, 0);
     });
+
+    it("shows a patient staff by role and organization only, as the accounting of disclosures does (#14)", async () => {
+      const smith = await token('launch/patient openid fhirUser patient/*.rs', { username: 'dr.smith', password: 'demo-password-1', patient: 'pat-1' });
+      assert.equal((await fhir('Patient/pat-1', smith, { 'x-request-id': 'smith-reads-amy' })).status, 200);
+      const { id: smithId } = await server.db('users').where('username', 'dr.smith').first('id');
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      const bundle = await (await fhir('AuditEvent?patient=pat-1', amy)).json();
+      const seen = bundle.entry.map((e: any) => e.resource).filter((e: any) => e.entity.some((x: any) => x.what?.identifier?.value === 'smith-reads-amy'));
+      assert.equal(seen.length, 1);
+      const text = JSON.stringify(bundle);
+      for (const secret of ['Jane Smith', 'dr.smith', smithId, 'Practitioner/dr-smith']) assert.ok(!text.includes(secret), secret);
+      const user = seen[0].agent.find((a: any) => a.requestor && a.role);
+      assert.equal(user.role[0].coding[0].code, 'doctor', 'the role stays');
+      assert.ok(seen[0].agent.some((a: any) => a.who?.display === 'Example Hospital'), 'the organization stays');
+      assert.equal((await (await fhir(`AuditEvent/${seen[0].id}`, amy)).text()).includes('Jane Smith'), false, 'on read too');
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      assert.ok((await (await fhir(`AuditEvent/${seen[0].id}`, auditor)).text()).includes('Jane Smith'), 'an auditor sees who');
+    });
   });
 
   it('refuses with 503 when the access cannot be recorded, and works again afterwards', async () => {

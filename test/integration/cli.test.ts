@@ -66,6 +66,15 @@ describe('CLI', () => {
 
   });
 
+  it('adds a privacy officer (--privacy-officer), shown as such by user list', async () => {
+    const added = await cli('user', 'add', 'po.lee', '--password', 'a-long-password', '--purpose', 'HOPERAT', '--privacy-officer', '--json');
+    assert.equal(added.code, 0);
+    assert.equal(added.json.privacyOfficer, true);
+    const list = await cli('user', 'list', '--json');
+    assert.equal(list.json.users.find((u: { username: string }) => u.username === 'po.lee').privacyOfficer, true);
+    assert.match((await cli('user', 'list')).stdout, /po\.lee .*\(privacy officer\)/);
+  });
+
   it('disables a user, who then cannot log in', async () => {
     await cli('user', 'add', 'temp.user', '--password', 'temporary-pass');
     assert.equal((await cli('user', 'disable', 'temp.user')).code, 0);
@@ -110,6 +119,7 @@ describe('CLI', () => {
     [['user', 'add', 'y', '--password', 'short'], /at least 8/],
     [['user', 'add', 'z', '--password', 'long-enough', '--role', 'nocode'], /--role must be/],
     [['user', 'add', 'z', '--password', 'long-enough', '--clearance', 'X'], /--clearance/],
+    [['user', 'add', 'z', '--password', 'long-enough', '--role', 'urn:smart-auth:security-role|privacy-officer'], /--privacy-officer/],
     [['user', 'disable', 'nobody-here'], /no user/],
     [['user', 'add', 'p', '--password', 'long-enough', '--purpose', 'NOPE'], /v3-ActReason/],
     [['user', 'add', 'p', '--password', 'long-enough', '--organization-id', 'not a uri'], /--organization-id/],

@@ -125,6 +125,27 @@ describe('resource-server guard', () => {
         'no update-as-create for a bounded token: it would tell hidden ids from free ones');
     });
 
+    it('refuses writes that name another patient through any compartment parameter, and writes nothing (#14)', async () => {
+      const post = (body: { resourceType: string; [element: string]: unknown }) => fhir(body.resourceType, tokens.patient, { method: 'POST', body: JSON.stringify(body) });
+      const obs = await post({ resourceType: 'Observation', status: 'final', code: { text: 'x-14' }, subject: { reference: 'Patient/pat-2' }, performer: [{ reference: 'Patient/pat-1' }] });
+      assert.equal(obs.status, 403);
+      assert.equal((await json(obs)).resourceType, 'OperationOutcome');
+      assert.equal((await post({ resourceType: 'Condition', code: { text: 'x-14' }, subject: { reference: 'Patient/pat-2' }, asserter: { reference: 'Patient/pat-1' } })).status, 403);
+      const stored = await json(await fhir('Observation/obs-1a-hba1c', tokens.system));
+      const moved = await fhir('Observation/obs-1a-hba1c', tokens.patient, { method: 'PUT', body: JSON.stringify({ ...stored, subject: { reference: 'Patient/pat-2' }, performer: [{ reference: 'Patient/pat-1' }] }) });
+      assert.equal(moved.status, 403);
+      assert.equal((await json(await fhir('Observation/obs-1a-hba1c', tokens.system))).subject.reference, 'Patient/pat-1', 'nothing written');
+      assert.ok(!ids(await json(await fhir('Observation?patient=pat-2', tokens.smith))).includes('Observation/obs-1a-hba1c'));
+      for (const type of ['Observation', 'Condition']) {
+        const written = await json(await fhir(`${type}?patient=pat-2`, tokens.system));
+        assert.ok(!(written.entry ?? []).some((e: any) => e.resource.code?.text === 'x-14'), `no ${type} was created`);
+      }
+      const entry = { resource: { resourceType: 'Observation', status: 'final', code: { text: 'x-14b' }, subject: { reference: 'Patient/pat-2' }, performer: [{ reference: 'Patient/pat-1' }] }, request: { method: 'POST', url: 'Observation' } };
+      const batch = await json(await fhir('', tokens.patient, { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [entry] }) }));
+      assert.equal(batch.entry[0].response.status, '403', 'a batch entry too');
+      assert.equal((await fhir('', tokens.patient, { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [entry] }) })).status, 403, 'and a transaction');
+    });
+
     it('refuses a narrative with active content', async () => {
       const res = await fhir('Observation', tokens.patient, {
         method: 'POST',

@@ -2,8 +2,9 @@
 // consent, de-identification for research, and test data.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { PRIVACY_OFFICER } from '../../server/hcs/codes.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
 
@@ -14,6 +15,9 @@ describe('privacy enforcement', () => {
     server = await startTestServer();
     app = await server.addClient({ auth: { kind: 'secret' } });
     await addUser(server.db, { username: 'researcher', password: 'research-pass', name: 'Rita Search', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [{ system: ROLE, code: 'researcher' }], purposes: ['HRESCH'], clearance: 'R', sensitivities: [] } });
+    await addUser(server.db, { username: 'privacy', password: 'privacy-pass', name: 'Paula Privacy', attributes: { purposes: ['HOPERAT'], privacyOfficer: true, clearance: 'R', sensitivities: ['PSY'] } });
+    // A stored role is not the flag: only privacyOfficer puts the role in a token.
+    await addUser(server.db, { username: 'pretender', password: 'pretend-pass', name: 'Pre Tender', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [PRIVACY_OFFICER], purposes: ['HOPERAT'] } });
     await addUser(server.db, { username: 'tester', password: 'testing-pass', name: 'Tess Ter', attributes: { roles: [{ system: ROLE, code: 'ict' }], purposes: ['HTEST'], clearance: 'N', sensitivities: [] } });
   });
   after(() => server.stop());
@@ -42,6 +46,44 @@ describe('privacy enforcement', () => {
     const writer = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
     const put = await fetch(`${server.fhirBase}/Condition/cond-2-oud`, { method: 'PUT', headers: { authorization: `Bearer ${writer}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Condition', id: 'cond-2-oud', subject: { reference: 'Patient/pat-2' } }) });
     assert.equal(put.status, 404, 'a write on hidden data is 404');
+  });
+
+  it('hides unknown sensitivities from everyone not cleared for all of them, and codes of the policy file from those not granted (#14)', async () => {
+    const backend = await server.addClient({ name: 'Labeller', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+    const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
+    const labelled = async (code: string) => {
+      const res = await fetch(`${server.fhirBase}/Observation`, {
+        method: 'POST', headers: { authorization: `Bearer ${system}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: code }, subject: { reference: 'Patient/pat-2' }, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code }] } }),
+      });
+      assert.equal(res.status, 201);
+      return `Observation/${(await res.json()).id}`;
+    };
+    const sickle = await labelled('SICKLE');
+    const adolescent = await labelled('ADOL');
+    const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+    assert.equal((await get(sickle, jones)).status, 404, 'SICKLE is not in the policy file');
+    assert.equal((await get(adolescent, jones)).status, 404, 'ADOL is, and dr.jones is not granted it');
+    assert.ok(!(await ids(await get('Observation?patient=pat-2', jones))).some((id: string) => id === sickle || id === adolescent));
+    const smith = await token('dr.smith', 'demo-password-1');
+    assert.equal((await get('Condition/cond-3-sickle-trait', smith)).status, 404, 'the demo resource with an unlisted code');
+    assert.equal((await get(sickle, smith)).status, 404);
+    const btg = await token('dr.jones', 'demo-password-2', { purpose: 'BTG', btgReason: 'Crisis, need the whole record' });
+    assert.equal((await get(sickle, btg)).status, 200, 'break-the-glass is cleared for every sensitivity');
+    assert.equal((await get('Condition/cond-3-sickle-trait', system)).status, 200, 'a backend without a residual');
+  });
+
+  it('refuses existence tests through data the rules may hide, also to unbounded tokens (#14)', async () => {
+    const smith = await token('dr.smith', 'demo-password-1'); // user/*.rs, every patient: only labels and consent filter his answers
+    for (const query of [
+      'Patient?_has:Condition:subject:code=http://snomed.info/sct|5602001', 'Condition?patient.name=Garcia', 'Condition?subject:Patient.name=Garcia',
+      'Condition?patient=pat-2&_summary=count', 'Condition?patient=pat-2&_total=accurate', 'Condition?_filter=code eq 5602001',
+    ]) {
+      const res = await get(query, smith);
+      assert.equal(res.status, 403, query);
+      assert.equal((await res.json()).resourceType, 'OperationOutcome');
+    }
+    assert.equal((await get('Condition?patient=pat-2&_total=none', smith)).status, 200);
   });
 
   it('labels a search Bundle with the high-water mark of its entries', async () => {
@@ -103,6 +145,99 @@ describe('privacy enforcement', () => {
     assert.equal((await get('Observation/obs-2a-hiv-vl', smith)).status, 200, 'the rest of her record is permitted');
   });
 
+  describe('who writes Consent (#14)', () => {
+    const put = (path: string, bearer: string, body: object, method = 'PUT') => fetch(`${server.fhirBase}/${path}`, { method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
+    const roles = (bearer: string) => (decodeJwt(bearer).payload.extensions?.ihe_iua?.subject_role ?? []).map((c: any) => c.code);
+    let stored: any;
+    before(async () => {
+      stored = await (await get('Consent/consent-pat-2', await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.rs' }))).json();
+      assert.equal(stored.id, 'consent-pat-2');
+    });
+    const withoutDeny = () => ({ ...stored, provision: { type: 'permit' } });
+
+    it('refuses the clinician the consent restricts, with wildcard or with Consent scopes; the consent still holds', async () => {
+      for (const scope of ['openid fhirUser user/*.cruds', 'openid fhirUser user/Consent.cruds user/Condition.rs']) {
+        const smith = await token('dr.smith', 'demo-password-1', { scope });
+        const res = await put('Consent/consent-pat-2', smith, withoutDeny());
+        assert.equal(res.status, 403, scope);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome');
+        assert.equal((await put('Consent', smith, { ...withoutDeny(), id: undefined }, 'POST')).status, 403, 'nor a newer consent');
+        assert.equal((await fetch(`${server.fhirBase}/Consent/consent-pat-2`, { method: 'DELETE', headers: { authorization: `Bearer ${smith}` } })).status, 403);
+        assert.equal((await get('Condition/cond-2-oud', smith)).status, 404, 'still denied');
+      }
+    });
+
+    it('gives the privacy-officer role only to users created with it, and nobody else can write with a role they stored', async () => {
+      const pretender = await token('pretender', 'pretend-pass', { scope: 'openid fhirUser user/Consent.cruds' });
+      assert.ok(!roles(pretender).includes('privacy-officer'));
+      assert.equal((await put('Consent/consent-pat-2', pretender, withoutDeny())).status, 403);
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
+      assert.ok(roles(officer).includes('privacy-officer'));
+      assert.equal((await put('Consent/consent-pat-2', await token('privacy', 'privacy-pass', { scope: 'openid user/*.cruds' }), withoutDeny())).status, 403, 'not with a wildcard');
+    });
+
+    it('lets a patient write their own consent with an explicit Consent scope, and nobody else\'s', async () => {
+      const amy = await token('amy', 'demo-password-3', { scope: 'openid fhirUser user/Consent.cru' });
+      const own = { ...withoutDeny(), id: undefined, patient: { reference: 'Patient/pat-1' }, performer: [{ reference: 'Patient/pat-1' }], status: 'inactive' };
+      assert.equal((await put('Consent', amy, own, 'POST')).status, 201);
+      assert.equal((await put('Consent', amy, { ...own, patient: { reference: 'Patient/pat-2' } }, 'POST')).status, 403);
+      assert.equal((await put('Consent', await token('amy', 'demo-password-3', { scope: 'openid fhirUser user/*.cruds' }), own, 'POST')).status, 403, 'not with a wildcard');
+    });
+
+    it('lets a backend write Consent only when registered with system/Consent itself', async () => {
+      const wide = await server.addClient({ name: 'Wide backend', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+      const { body } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds system/Consent.cu' }, wide);
+      assert.ok(!String(body.scope).includes('system/Consent'), body.scope);
+      assert.equal((await put('Consent/consent-pat-2', body.access_token, withoutDeny())).status, 403);
+    });
+
+    it('lets the privacy officer change it', async () => {
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
+      assert.equal((await put('Consent/consent-pat-2', officer, stored)).status, 200);
+    });
+  });
+
+  describe('labels only go up (#14)', () => {
+    const write = (path: string, bearer: string, body: unknown, method = 'PUT', type = 'application/fhir+json') =>
+      fetch(`${server.fhirBase}/${path}`, { method, headers: { authorization: `Bearer ${bearer}`, 'content-type': type }, body: JSON.stringify(body) });
+
+    it('refuses an update that strips a sensitivity label or lowers the confidentiality; the label keeps hiding it', async () => {
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
+      const stored = await (await get('Observation/obs-2a-hiv-vl', smith)).json();
+      const stripped = await write('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: { security: stored.meta.security.filter((c: any) => c.code !== 'HIV') } });
+      assert.equal(stripped.status, 403);
+      assert.match((await stripped.json()).issue[0].diagnostics, /HIV/);
+      assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: { security: stored.meta.security.filter((c: any) => c.code !== 'R') } })).status, 403, 'R to the default N');
+      assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: undefined })).status, 403);
+      assert.equal((await get('Observation/obs-2a-hiv-vl', await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }))).status, 404, 'still hidden from dr.jones');
+      assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, status: 'amended' })).status, 200, 'an update keeping the labels passes');
+    });
+
+    it('refuses a patch of meta to anyone but a privacy officer', async () => {
+      const backend = await server.addClient({ name: 'Patcher', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+      const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
+      const patch = [{ op: 'remove', path: '/meta/security/0' }];
+      assert.equal((await write('Observation/obs-2a-hiv-vl', system, patch, 'PATCH', 'application/json-patch+json')).status, 403);
+      assert.notEqual((await write('Observation/obs-2a-hiv-vl', system, [{ op: 'replace', path: '/status', value: 'final' }], 'PATCH', 'application/json-patch+json')).status, 403, 'other paths are not a label change');
+    });
+
+    it('lets a privacy officer lower a label', async () => {
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Condition.cruds' });
+      const stored = await (await get('Condition/cond-1-depression', officer)).json();
+      const lowered = { ...stored, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }, ...stored.meta.security.filter((c: any) => c.code !== 'R')] } };
+      assert.equal((await write('Condition/cond-1-depression', officer, lowered)).status, 200);
+    });
+
+    it('stores the default confidentiality on a created resource without one', async () => {
+      const amy = await token('amy', 'demo-password-3', { scope: 'openid fhirUser user/Observation.crs' });
+      const created = await write('Observation', amy, { resourceType: 'Observation', status: 'final', code: { text: 'steps' }, subject: { reference: 'Patient/pat-1' } }, 'POST');
+      assert.equal(created.status, 201);
+      const { id } = await created.json();
+      const stored = await (await get(`Observation/${id}`, amy)).json();
+      assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
+    });
+  });
+
   describe('consent rules, newest consent deciding', () => {
     let writerToken: string;
     before(async () => {
@@ -146,17 +281,64 @@ describe('privacy enforcement', () => {
     });
   });
 
-  it('de-identifies answers for a research purpose', async () => {
-    const research = await token('researcher', 'research-pass');
-    const patient = await (await get('Patient/pat-2', research)).json();
-    assert.notEqual(patient.id, 'pat-2');
-    const text = JSON.stringify(patient);
-    for (const secret of ['Garcia', 'Daniel', 'MRN-10002']) assert.ok(!text.includes(secret), secret);
-    assert.ok(patient.meta.security.some((c: any) => c.code === 'PSEUDED'));
-    assert.equal(patient.birthDate, '1954', 'no exact birth date');
-    const observations = await (await get('Observation?patient=pat-2', research)).json();
-    assert.ok(observations.entry.length > 0);
-    assert.ok(observations.entry.every((e: any) => e.resource.subject.reference === `Patient/${patient.id}`), 'ids pseudonymised consistently across responses');
+  describe('de-identified answers for a research purpose (#14)', () => {
+    const text = async (res: Response) => { assert.equal(res.status, 200); return res.text(); };
+    const realIds = () => ['pat-1', 'pat-2', 'pat-3', 'enc-1a', 'enc-2a', 'obs-1a-hba1c', 'dr-smith', 'dr-jones'];
+
+    it('refuses searches on direct identifiers and sorting, and never reads by a real id', async () => {
+      const research = await token('researcher', 'research-pass');
+      for (const query of ['Patient?name=Shaw', 'Patient?family=Shaw', 'Patient?identifier=MRN-10001', 'Patient?birthdate=1987-02-20', 'Patient?address-city=Springfield', 'Patient?_sort=birthdate', 'Patient?_content=Shaw']) {
+        assert.equal((await get(query, research)).status, 403, query);
+      }
+      assert.equal((await get('Patient/pat-1', research)).status, 404, 'a real id is unknown to a de-identified token');
+      assert.equal((await get('Observation?patient=pat-1', research)).status, 404);
+      assert.equal((await get('Patient?birthdate=1987', research)).status, 200, 'a year is not a direct identifier');
+    });
+
+    it('answers with pseudonyms only, readable and searchable by the same client and purpose', async () => {
+      const research = await token('researcher', 'research-pass');
+      const patients = await (await get('Patient', research)).json();
+      const answer = JSON.stringify(patients);
+      for (const id of realIds()) assert.ok(!answer.includes(id), id);
+      for (const secret of ['Garcia', 'Daniel', 'MRN-10002', 'Shaw']) assert.ok(!answer.includes(secret), secret);
+      assert.ok(!answer.includes('{}'), 'no empty element');
+      const [first] = patients.entry.map((e: any) => e.resource);
+      assert.ok(first.meta.security.some((c: any) => c.code === 'PSEUDED'));
+      assert.equal((await (await get(`Patient/${first.id}`, research)).json()).id, first.id, 'read by pseudonym');
+      const observations = await (await get(`Observation?patient=${first.id}`, research)).json();
+      assert.ok(observations.entry.length > 0, 'search by pseudonym');
+      assert.ok(observations.entry.every((e: any) => e.resource.subject.reference === `Patient/${first.id}`), 'references carry the same pseudonyms');
+      for (const id of realIds()) assert.ok(!(await text(await get(`Observation?patient=${first.id}`, research))).includes(id), id);
+    });
+
+    it('keeps paging links, with pseudonyms, and they work', async () => {
+      const research = await token('researcher', 'research-pass');
+      const [first] = (await (await get('Patient', research)).json()).entry.map((e: any) => e.resource);
+      const page = await (await get(`Observation?patient=${first.id}&_count=1`, research)).json();
+      const next = page.link.find((l: any) => l.relation === 'next');
+      assert.ok(next, JSON.stringify(page.link));
+      assert.ok(next.url.startsWith(server.fhirBase) && next.url.includes(first.id));
+      for (const id of realIds()) assert.ok(!JSON.stringify(page.link).includes(id), id);
+      const second = await fetch(next.url, { headers: { authorization: `Bearer ${research}` } });
+      assert.equal(second.status, 200);
+      assert.equal((await second.json()).type, 'searchset', 'the next page answers (its entries may be hidden from this token)');
+    });
+
+    it('gives another client other pseudonyms', async () => {
+      const other = await server.addClient({ auth: { kind: 'secret' } });
+      const mine = await (await get('Patient?gender=male', await token('researcher', 'research-pass'))).json();
+      const theirs = (await exchangeCode(server.issuer, await authorize({ server, client: other, scope: 'openid fhirUser user/*.rs', username: 'researcher', password: 'research-pass' }), other)).body.access_token;
+      const seen = await (await get('Patient?gender=male', theirs)).json();
+      assert.equal(seen.entry.length, mine.entry.length);
+      assert.notEqual(seen.entry[0].resource.id, mine.entry[0].resource.id);
+      assert.equal((await get(`Patient/${mine.entry[0].resource.id}`, theirs)).status, 404, "one client's pseudonym means nothing to another");
+    });
+
+    it('refuses writes: de-identified access is read-only', async () => {
+      const research = await token('researcher', 'research-pass', { scope: 'openid fhirUser user/*.cruds' });
+      const res = await fetch(`${server.fhirBase}/Observation`, { method: 'POST', headers: { authorization: `Bearer ${research}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' } }) });
+      assert.equal(res.status, 403);
+    });
   });
 
   it('shows test data only to test tokens, and test tokens only test data', async () => {

@@ -171,6 +171,7 @@ describe('fhir/demo-data.json', () => {
       'Condition/cond-1-depression': [`${ACTCODE}|PSY`, `${CONF}|R`],
       'Observation/obs-2a-hiv-vl': [`${ACTCODE}|HIV`, `${CONF}|R`],
       'Condition/cond-2-oud': [`${ACTCODE}|SUD`],
+      'Condition/cond-3-sickle-trait': [`${ACTCODE}|SICKLE`], // a code the policy file does not list: an unknown sensitivity
       'Observation/obs-1-brca': [`${CONF}|V`],
     });
     assert.ok(codings(find('Observation', 'obs-2a-hiv-vl')!.code).some((c) => c.code === '20447-9'));

@@ -4,8 +4,9 @@ import fc from 'fast-check';
 import { patientsOf } from '../../server/fhir/compartment.ts';
 import { matchesSearch } from '../../server/fhir/search.ts';
 import { isResourceScope, parseScopes } from '../../server/smart/scopes.ts';
-import { admits, admitted, decide, permissionOf, scopeTextFor, searchIsSafe, viewsFor, type ScopedKind } from '../../server/resource-server/decide.ts';
+import { admits, admitted, decide, mayLowerLabels, permissionOf, scopeTextFor, searchIsSafe, viewsFor, type ScopedKind } from '../../server/resource-server/decide.ts';
 import { classify } from '../../server/resource-server/interaction.ts';
+import { PRIVACY_OFFICER } from '../../server/hcs/codes.ts';
 import type { FhirBundle, FhirInteraction, FhirResource, InteractionKind, TokenContext, View } from '../../server/resource-server/types.ts';
 
 const OBS_CAT = 'http://terminology.hl7.org/CodeSystem/observation-category';
@@ -236,13 +237,44 @@ describe('resource-server/decide', () => {
     });
   });
 
+  describe('Consent writes (#14)', () => {
+    const officer = { extensions: { ihe_iua: { subject_role: [PRIVACY_OFFICER] } } };
+    const update = (token: TokenContext) => decide(token, { kind: 'update', type: 'Consent', id: 'c', params: new URLSearchParams() }).effect;
+    const clinician = { fhirUser: 'Practitioner/dr-smith' };
+
+    it('need a scope naming Consent: wildcards never cover them', () => {
+      assert.equal(update(tok('user/*.cruds', clinician)), 'deny', 'dr.smith with user/*.cruds');
+      assert.equal(update(tok('user/*.cruds', { ...clinician, claims: officer })), 'deny', 'even a privacy officer');
+      assert.equal(update(tok('patient/*.cruds', { patient: 'pat-1' })), 'deny');
+      assert.equal(update(tok('system/*.cruds')), 'deny');
+      assert.equal(decide(tok('user/*.cruds', clinician), { kind: 'read', type: 'Consent', id: 'c', params: new URLSearchParams() }).effect, 'allow', 'reading is not writing');
+    });
+
+    it('at user level, only by a privacy officer or the patient themselves', () => {
+      assert.equal(update(tok('user/Consent.cud', clinician)), 'deny');
+      assert.equal(update(tok('user/Consent.cud', { ...clinician, claims: officer })), 'allow');
+      assert.equal(update(tok('user/Consent.cud', { fhirUser: 'Patient/pat-1' })), 'allow');
+      assert.deepEqual(viewsFor(tok('user/Consent.cud', { fhirUser: 'Patient/pat-1' }), 'Consent', 'update'), [{ patients: ['pat-1'], query: [] }]);
+      assert.equal(update(tok('patient/Consent.cu', { patient: 'pat-1' })), 'allow');
+      assert.equal(update(tok('system/Consent.cud')), 'allow');
+    });
+
+    it('the same people may lower labels: a privacy officer, or a backend registered for system/Consent writes', () => {
+      assert.ok(mayLowerLabels(tok('user/*.cruds', { ...clinician, claims: officer })));
+      assert.ok(mayLowerLabels(tok('system/Consent.u system/*.cruds')));
+      assert.ok(!mayLowerLabels(tok('system/*.cruds')));
+      assert.ok(!mayLowerLabels(tok('user/Consent.cruds', clinician)));
+      assert.ok(!mayLowerLabels(tok('patient/Consent.cruds', { patient: 'pat-1' })));
+    });
+  });
+
   describe('searchIsSafe', () => {
     const bounded: View[] = [{ patients: ['pat-1'], query: [] }];
     const restricted: View[] = [{ query: [['category', LAB]] }];
     const open: View[] = [{ query: [] }];
     const risky = [
       '_has:Condition:subject:code=x', '_has=x', 'subject.name=Garcia', 'subject:Patient.name=Garcia', 'subject:Patient=pat-2',
-      'patient.birthdate=2000', '_filter=name eq x', '_query=special', '_list=list-1', '_summary=count',
+      'patient.birthdate=2000', '_filter=name eq x', '_query=special', '_list=list-1', '_summary=count', '_total=accurate', '_total=estimate',
     ];
     it('refuses predicates over other resources for bounded or restricted views', () => {
       for (const query of risky) {
@@ -256,7 +288,7 @@ describe('resource-server/decide', () => {
     });
 
     it('lets ordinary parameters through', () => {
-      const query = 'patient=pat-2&category=laboratory&code:text=x&_security=R&_tag=x&_summary=true&_include=Observation:subject&_revinclude=Provenance:target&date=ge2025&subject:identifier=x';
+      const query = 'patient=pat-2&category=laboratory&code:text=x&_security=R&_tag=x&_summary=true&_total=none&_include=Observation:subject&_revinclude=Provenance:target&date=ge2025&subject:identifier=x';
       assert.equal(searchIsSafe(bounded, new URLSearchParams(query)), undefined);
     });
   });
@@ -337,6 +369,8 @@ describe('resource-server/decide', () => {
 
     it('(1) never denies when a matching unbounded, unrestricted scope is granted', () => {
       fc.assert(fc.property(fc.array(scopeText, { maxLength: 4 }), context, resource, kind, fc.boolean(), fc.boolean(), (scopes, ctx, r, k, viaUser, wildcard) => {
+        // Consent writes need a Consent scope and, at user level, a privacy officer (tested on their own).
+        fc.pre(!(r.resourceType === 'Consent' && ['create', 'update', 'patch', 'delete'].includes(k)));
         const type = SYSTEM_WIDE.has(k) || wildcard ? '*' : r.resourceType;
         // system/ is unbounded; so is user/ for a user who is not a patient and has no userPatients list.
         const grant = `${viaUser ? 'user' : 'system'}/${type}.${permissionOf(k)}`;

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { isResourceScope, parseScopes } from '../../server/smart/scopes.ts';
 import { admitted, viewsFor } from '../../server/resource-server/decide.ts';
+import { PATIENT_COMPARTMENT_PATHS, patientsOf } from '../../server/fhir/compartment.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from '../../server/resource-server/filter.ts';
 import type { FhirBundle, FhirBundleEntry, FhirResource, Refusal, TokenContext } from '../../server/resource-server/types.ts';
 
@@ -230,6 +231,62 @@ describe('resource-server/filter', () => {
       assert.deepEqual(status(checkWrite(token, 'patch', undefined, demo('Observation/obs-2a-hiv-vl'))), [404, 'not-found']);
       assert.deepEqual(status(checkWrite(token, 'patch', lab('pat-2'), lab('pat-1'))), [403, 'forbidden']);
       assert.deepEqual(status(checkWrite(tok('patient/Observation.c', P1), 'delete', undefined, lab('pat-1'))), [404, 'not-found'], 'without d the resource is not found');
+    });
+
+    it('refuses a write that names another patient through any compartment parameter, in the new or the stored version (#14)', () => {
+      const writer = tok('patient/*.cruds', P1);
+      const other = lab('pat-2', { performer: [{ reference: 'Patient/pat-1' }] });
+      assert.deepEqual(status(checkWrite(writer, 'create', other)), [403, 'forbidden'], 'subject pat-2, performer pat-1');
+      const condition = { resourceType: 'Condition', subject: { reference: 'Patient/pat-2' }, asserter: { reference: 'Patient/pat-1' } };
+      assert.deepEqual(status(checkWrite(writer, 'create', condition)), [403, 'forbidden'], 'subject pat-2, asserter pat-1');
+      assert.deepEqual(status(checkWrite(writer, 'update', lab('pat-1'), other)), [403, 'forbidden'], 'the stored version names pat-2');
+      assert.deepEqual(status(checkWrite(writer, 'delete', undefined, other)), [403, 'forbidden']);
+      for (const subject of [{ reference: 'Patient?identifier=MRN-10002' }, { reference: 'urn:uuid:9b1c2d3e-0000-4000-8000-000000000000' }, { identifier: { value: 'MRN-10002' } }, { reference: '#p' }]) {
+        assert.deepEqual(status(checkWrite(writer, 'create', lab('pat-1', { performer: [subject] }))), [403, 'forbidden'], JSON.stringify(subject));
+      }
+      assert.equal(checkWrite(writer, 'create', lab('pat-1', { performer: [{ reference: 'Practitioner/dr-smith' }, { display: 'the nurse' }] })), undefined);
+      assert.equal(checkWrite(tok('system/*.cruds'), 'create', other), undefined, 'an unbounded token writes anywhere');
+    });
+
+    it('lets a bounded token write a type outside the compartment only with a scope naming it', () => {
+      const medication = { resourceType: 'Medication', code: { text: 'aspirin' } };
+      assert.deepEqual(status(checkWrite(tok('patient/*.cruds', P1), 'create', medication)), [403, 'forbidden']);
+      assert.equal(checkWrite(tok('patient/Medication.c', P1), 'create', medication), undefined);
+      assert.equal(checkWrite(tok('system/*.c'), 'create', medication), undefined);
+    });
+
+    it('property: a bounded write succeeds exactly when every compartment reference names a bound patient', () => {
+      const types = Object.keys(PATIENT_COMPARTMENT_PATHS).filter((t) => t !== 'Patient' && t !== 'Consent'); // Consent: needs its own scope (below)
+      const ref = fc.constantFrom('Patient/pat-1', 'Patient/pat-3', 'Patient/pat-2', 'Practitioner/dr-smith', 'Group/g1');
+      const at = (path: string, value: unknown) => path.split('.').reduceRight<unknown>((inner, step) => ({ [step]: inner }), value);
+      const merge = (a: any, b: any): any => {
+        if (a === undefined) return b;
+        if (typeof a !== 'object' || typeof b !== 'object') return b;
+        const out = { ...a };
+        for (const [k, v] of Object.entries(b)) out[k] = merge(a[k], v);
+        return out;
+      };
+      const resource = fc.constantFrom(...types).chain((type) => fc.tuple(
+        fc.constant(type),
+        fc.array(fc.tuple(fc.constantFrom(...PATIENT_COMPARTMENT_PATHS[type]), fc.array(ref, { minLength: 1, maxLength: 3 })), { maxLength: 4 }),
+      )).map(([type, assignments]) => {
+        let r: any = { resourceType: type };
+        const seen = new Set<string>();
+        for (const [path, refs] of assignments) {
+          if (seen.has(path)) continue; // one value per path: a later one would overwrite
+          seen.add(path);
+          r = merge(r, at(path, refs.map((reference) => ({ reference }))));
+        }
+        return r as FhirResource;
+      });
+      const bound = ['pat-1', 'pat-3'];
+      const writer = tok('user/*.cruds', { fhirUser: 'Practitioner/dr-x', userPatients: bound });
+      fc.assert(fc.property(resource, (r) => {
+        const patients = patientsOf(r);
+        const expected = patients.length > 0 && patients.every((p) => bound.includes(p));
+        assert.equal(checkWrite(writer, 'create', r) === undefined, expected, JSON.stringify(r));
+        assert.equal(checkWrite(writer, 'delete', undefined, r) === undefined, expected, JSON.stringify(r));
+      }), { numRuns: 500 });
     });
   });
 });

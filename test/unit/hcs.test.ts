@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import {
-  ACT_CODE, CONFIDENTIALITY, codingList, confidentialityAbove, isPurposeOfUse, purposeCoding, purposeIsA, sensitivityClosure,
+  ACT_CODE, CONFIDENTIALITY, codingList, confidentialityAbove, isPurposeOfUse, purposeCoding, purposeIsA,
 } from '../../server/hcs/codes.ts';
+import { knownSensitivities, sensitivityClosure } from '../../server/hcs/label-vocabulary.ts';
 import {
   assertablePurposes, clientPermits, defaultPurpose, effectiveClearance, loadPolicy, parsePolicy, PolicyError, type Subject,
 } from '../../server/hcs/policy.ts';
@@ -83,13 +85,16 @@ describe('HCS policy', () => {
   });
 
   it('refuses a policy file that is wrong, naming the problem', () => {
-    const good = JSON.parse(JSON.stringify(policy));
+    const good = JSON.parse(readFileSync(new URL('../../server/hcs/default-policy.json', import.meta.url), 'utf8'));
     for (const [change, message] of [
       [{ rolePurposes: 'x' }, /rolePurposes must be an array/],
       [{ rolePurposes: [{ role: 'nobar', purposes: ['TREAT'] }] }, /role must be/],
       [{ rolePurposes: [{ role: 'a|b', purposes: ['NOPE'] }] }, /purpose-of-use codes/],
       [{ breakGlass: { ceiling: 'V' } }, /below V/],
       [{ defaultPurpose: { patient: 'X', other: 'TREAT' } }, /defaultPurpose/],
+      [{ labels: undefined }, /labels must be/],
+      [{ labels: { sensitivities: { SUD: ['NOTLISTED'] }, harmless: [] } }, /labels.sensitivities.SUD/],
+      [{ labels: { sensitivities: {}, harmless: ['no-bar'] } }, /labels.harmless/],
     ] as const) {
       assert.throws(() => parsePolicy({ ...good, ...change }, 'test'), (e: Error) => e instanceof PolicyError && message.test(e.message));
     }
@@ -136,10 +141,17 @@ describe('HCS token claims', () => {
     assert.ok(rule.securityLabel.every((c) => c.system === CONFIDENTIALITY || c.system === ACT_CODE));
   });
 
+  it('forbids every sensitivity the policy file knows and the clearance does not cover, but no category partly granted (#14)', () => {
+    const codes = residualFor({ ceiling: 'N', sensitivities: ['PSY'] })[0].securityLabel.map((c) => c.code);
+    for (const code of ['ADOL', 'DEMO', 'RACE', 'VIP', 'MH', 'BH', 'HIV']) assert.ok(codes.includes(code), code);
+    assert.ok(!codes.includes('PSY') && !codes.includes('SPI'), 'forbidding SPI would hide the PSY granted');
+    assert.ok(!codes.includes('SICKLE'), 'a code the policy does not know is not listed: the guard hides it as unknown');
+  });
+
   it('puts IUA attributes as arrays of Coding and the residual under ihe_pcf', () => {
     const claims = userSecurityClaims({
       name: 'Jane Smith, MD', organization: 'Example Hospital', organizationId: 'urn:oid:1.2.3', roles: doctor.roles,
-      purpose: 'TREAT', clearance: { ceiling: 'V', sensitivities: ['ETH', 'HIV', 'PSY', 'SUD', 'SDV', 'STD', 'SEX', 'GDIS', 'MST', 'PREGNANT', 'SCA', 'TBOO', 'VIO', 'MH', 'BH'] },
+      purpose: 'TREAT', clearance: { ceiling: 'V', sensitivities: knownSensitivities() },
     });
     assert.deepEqual(claims.extensions.ihe_iua.purpose_of_use, [purposeCoding('TREAT')]);
     assert.deepEqual(claims.extensions.ihe_iua.subject_role, doctor.roles);

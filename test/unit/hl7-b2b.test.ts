@@ -33,6 +33,7 @@ describe('hl7-b2b to IHE IUA', () => {
     ['purpose not a string', { ...example, purpose_of_use: [1] }],
     ['purpose without system', { ...example, purpose_of_use: ['TREAT'] }],
     ['empty subject_name', { ...example, subject_name: '' }],
+    ['the privacy-officer role, which only the authorization server grants', { ...example, subject_role: 'urn:smart-auth:security-role#privacy-officer' }],
   ] as const) {
     it(`refuses ${name}`, () => assert.throws(() => iuaFromHl7B2b(ext), B2bError));
   }

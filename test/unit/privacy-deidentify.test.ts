@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import {
-  dateShiftDays, deidentifyBundle, deidentifyResource, OBSERVATION_VALUE, pseudonym, type DeidPolicy,
+  dateShiftDays, deidentifyBundle, deidentifyResource, identifiesPerson, OBSERVATION_VALUE, pseudonym, realId, type DeidPolicy,
 } from '../../server/privacy/deidentify.ts';
 import type { FhirBundle, FhirResource } from '../../server/resource-server/types.ts';
 
@@ -33,21 +33,26 @@ const daysBetween = (a: string, b: string) => Math.round((Date.UTC(+b.slice(0, 4
 
 describe('privacy/deidentify', () => {
   describe('pseudonym', () => {
-    it('is stable, 22 characters, a valid FHIR id, and depends on key, type and id', () => {
-      const p = pseudonym(KEY, 'Patient', 'pat-1');
-      assert.equal(p, pseudonym(KEY, 'Patient', 'pat-1'));
-      assert.match(p, /^[A-Za-z0-9\-.]{22}$/);
-      assert.notEqual(p, pseudonym('another-key-0123456789', 'Patient', 'pat-1'));
-      assert.notEqual(p, pseudonym(KEY, 'Patient', 'pat-2'));
-      assert.notEqual(p, pseudonym(KEY, 'Practitioner', 'pat-1'));
+    it('is stable, a valid FHIR id, depends on key and id, and only its key reads it back (#14)', () => {
+      const p = pseudonym(KEY, 'pat-1');
+      assert.equal(p, pseudonym(KEY, 'pat-1'));
+      assert.match(p, /^[A-Za-z0-9\-.]{17,64}$/);
+      assert.notEqual(p, pseudonym('another-key-0123456789', 'pat-1'));
+      assert.notEqual(p, pseudonym(KEY, 'pat-2'));
       assert.ok(!p.includes('pat'));
+      assert.equal(realId(KEY, p), 'pat-1');
+      assert.equal(realId('another-key-0123456789', p), undefined, "another key's pseudonym");
+      assert.equal(realId(KEY, 'pat-1'), undefined, 'a real id is no pseudonym');
+      const flipped = `${p.slice(0, -1)}${p.endsWith('A') ? 'B' : 'A'}`;
+      assert.equal(realId(KEY, flipped), undefined, 'a forged pseudonym');
     });
 
-    it('property: distinct type/id pairs get distinct pseudonyms, each a FHIR id', () => {
+    it('property: distinct ids get distinct pseudonyms, each a FHIR id that reads back to its id', () => {
       fc.assert(fc.property(fc.stringMatching(/^[A-Za-z0-9\-.]{1,64}$/), fc.stringMatching(/^[A-Za-z0-9\-.]{1,64}$/), (a, b) => {
-        const pa = pseudonym(KEY, 'Observation', a);
-        assert.match(pa, /^[A-Za-z0-9\-.]{22}$/);
-        assert.equal(pa === pseudonym(KEY, 'Observation', b), a === b);
+        const pa = pseudonym(KEY, a);
+        assert.match(pa, /^[A-Za-z0-9\-.]{17,64}$/);
+        assert.equal(pa === pseudonym(KEY, b), a === b);
+        assert.equal(realId(KEY, pa), a.length <= 36 ? a : undefined, 'ids over 36 characters get a one-way pseudonym');
       }));
     });
   });
@@ -58,8 +63,8 @@ describe('privacy/deidentify', () => {
       for (const k of ['name', 'identifier', 'telecom', 'photo', 'contact', 'text']) assert.equal(out[k], undefined, k);
       assert.deepEqual(out.address, [{ use: 'home', state: 'MA', country: 'US' }]);
       assert.equal(out.gender, 'female');
-      assert.equal(out.id, pseudonym(KEY, 'Patient', 'pat-1'));
-      assert.deepEqual(out.generalPractitioner, [{ reference: `Practitioner/${pseudonym(KEY, 'Practitioner', 'dr-smith')}` }]);
+      assert.equal(out.id, pseudonym(KEY, 'pat-1'));
+      assert.deepEqual(out.generalPractitioner, [{ reference: `Practitioner/${pseudonym(KEY, 'dr-smith')}` }]);
     });
 
     it('leaves no identifying string or original id anywhere in her records', () => {
@@ -90,7 +95,7 @@ describe('privacy/deidentify', () => {
       assert.deepEqual(out.valueQuantity, byId('obs-1a-hba1c').valueQuantity);
       const med = deidentifyResource(byId('medreq-1-metformin'), YEAR);
       assert.equal((med.medicationCodeableConcept as { text: string }).text, 'Metformin ER 500 mg tablet');
-      assert.deepEqual(med.dosageInstruction, [{}]);
+      assert.equal(med.dosageInstruction, undefined, 'a dosage of free text only goes whole: never {}');
     });
 
     it('gives the same output on two calls and different pseudonyms under different keys', () => {
@@ -200,7 +205,7 @@ describe('privacy/deidentify', () => {
 
   describe('references and free text', () => {
     it('rewrites relative, absolute and _history references, pseudonymises urn:uuid, keeps #contained, drops conditional ones', () => {
-      const p = pseudonym(KEY, 'Patient', 'pat-1');
+      const p = pseudonym(KEY, 'pat-1');
       const out = deidentifyResource({
         resourceType: 'Provenance', id: 'pv',
         target: [
@@ -212,9 +217,9 @@ describe('privacy/deidentify', () => {
       }, YEAR);
       const refs = (out.target as { reference?: string }[]).map((t) => t.reference);
       assert.deepEqual(refs.slice(0, 5), [`Patient/${p}`, `https://example.org/fhir/Patient/${p}`, `Patient/${p}/_history/3`, `https://example.org/fhir/Patient/${p}/_history/3`, '#c1']);
-      assert.equal(refs[5], undefined);
-      assert.match(refs[6]!, /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-      assert.notEqual(refs[6], 'urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e');
+      assert.equal(refs.length, 6, 'the conditional reference goes whole, not as {}');
+      assert.match(refs[5]!, /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      assert.notEqual(refs[5], 'urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e');
       assert.deepEqual(out.contained, [{ resourceType: 'Patient', id: 'c1' }]);
     });
 
@@ -234,11 +239,9 @@ describe('privacy/deidentify', () => {
         status: 'final',
       }, YEAR);
       assert.deepEqual(out, {
-        resourceType: 'Observation', id: pseudonym(KEY, 'Observation', 'o'), subject: { reference: `Patient/${pseudonym(KEY, 'Patient', 'pat-1')}` },
+        resourceType: 'Observation', id: pseudonym(KEY, 'o'), subject: { reference: `Patient/${pseudonym(KEY, 'pat-1')}` },
         modifierExtension: [{ url: 'urn:m', valueBoolean: true }],
-        code: {},
         interpretation: [{ coding: [{ system: 'urn:i', code: 'H', display: 'High' }], text: 'High' }],
-        derivedFrom: [{}],
         presentedForm: [{ contentType: 'application/pdf', language: 'en' }],
         status: 'final',
         meta: { security: [{ system: OBSERVATION_VALUE, code: 'PSEUDED', display: 'pseudonymized' }] },
@@ -253,10 +256,18 @@ describe('privacy/deidentify', () => {
   });
 
   describe('deidentifyBundle', () => {
-    it('de-identifies every entry, rewrites fullUrls consistently with ids and references, drops links', () => {
-      const input: FhirBundle = { ...structuredClone(DEMO), link: [{ relation: 'self', url: 'https://example.org/fhir/Observation?patient=pat-1&name=Shaw' }] };
+    it('de-identifies every entry, rewrites fullUrls consistently with ids and references, keeps links with pseudonyms', () => {
+      const input: FhirBundle = { ...structuredClone(DEMO), link: [
+        { relation: 'self', url: 'https://example.org/fhir/Observation?patient=pat-1&name=Shaw' },
+        { relation: 'next', url: 'https://example.org/fhir/Observation?patient=Patient/pat-1,pat-2&_id=obs-1a-hba1c&category=laboratory&_getpagesoffset=1' },
+        { relation: 'previous', url: 'https://example.org/fhir/Patient/pat-1/_history?_count=1' },
+      ] };
       const out = deidentifyBundle(input, SHIFT);
-      assert.equal(out.link, undefined);
+      const p = (id: string) => pseudonym(KEY, id);
+      assert.deepEqual(out.link, [
+        { relation: 'next', url: `https://example.org/fhir/Observation?patient=${encodeURIComponent(`Patient/${p('pat-1')},${p('pat-2')}`)}&_id=${p('obs-1a-hba1c')}&category=laboratory&_getpagesoffset=1` },
+        { relation: 'previous', url: `https://example.org/fhir/Patient/${p('pat-1')}/_history?_count=1` },
+      ], 'the link searching by name is dropped');
       assert.equal(out.entry?.length, DEMO.entry?.length);
       const json = JSON.stringify(out);
       for (const s of [...IDENTIFYING, 'pat-2', 'pat-3', 'MRN-']) assert.ok(!json.includes(s), `${s} leaked`);
@@ -284,7 +295,7 @@ describe('privacy/deidentify', () => {
           { request: { method: 'DELETE', url: 'weird/path/pat-1/x' } },
         ],
       }, YEAR);
-      const p = pseudonym(KEY, 'Patient', 'pat-1');
+      const p = pseudonym(KEY, 'pat-1');
       assert.equal(out.identifier, undefined);
       assert.match(out.entry![0]!.fullUrl!, /^urn:uuid:/);
       assert.deepEqual(out.entry![0]!.request, { method: 'POST', url: 'Patient' });
@@ -325,10 +336,47 @@ describe('privacy/deidentify', () => {
           const out = deidentifyResource(resource, policy);
           const json = JSON.stringify(out);
           assert.ok(!json.includes(name) && !json.toLowerCase().includes(name.toLowerCase()), json);
-          assert.equal(out.id, pseudonym(policy.key, type, id));
+          assert.equal(out.id, pseudonym(policy.key, id));
           assert.deepEqual(deidentifyBundle({ resourceType: 'Bundle', entry: [{ resource }] }, policy).entry![0]!.resource, out);
         },
       ), { numRuns: 300 });
+    });
+
+    it('property: no direct-identifier string and no real resource id of the demo data in any de-identified answer (#14)', () => {
+      const resources = DEMO.entry!.map((e) => e.resource!);
+      const strings = (value: unknown): string[] => (typeof value === 'string' ? [value] : value && typeof value === 'object' ? Object.values(value).flatMap(strings) : []);
+      // Direct identifiers (HIPAA Safe Harbor kinds): names, identifiers, contact details, street, city and postal code, exact birth dates.
+      const values = (list: unknown) => (Array.isArray(list) ? list : []).map((x) => x?.value);
+      const contacts = (Array.isArray as (v: unknown) => v is Record<string, unknown>[]);
+      const direct = [...new Set(resources.flatMap((r) => [
+        ...strings(r.name), ...strings(values(r.identifier)), ...strings(values(r.telecom)), ...strings(r.birthDate),
+        ...(contacts(r.contact) ? r.contact.flatMap((c) => [...strings(c.name), ...strings(values(c.telecom))]) : []),
+        ...((r.address ?? []) as Record<string, unknown>[]).flatMap((a) => strings([a.line, a.text, a.city, a.postalCode])),
+      ]))].filter((x) => x.length >= 4 && !['Test', 'Patient'].includes(x)); // pat-4 is "Test Patient": words any answer holds
+      const ids = resources.map((r) => r.id!);
+      const leaks = (json: string) => [...direct.filter((x) => json.includes(x)), ...ids.filter((id) => new RegExp(`(^|[^A-Za-z0-9.-])${id.replaceAll('.', '\\.')}($|[^A-Za-z0-9.-])`).test(json))];
+      const base = 'https://example.org/fhir';
+      fc.assert(fc.property(fc.subarray(resources, { minLength: 1 }), policies, fc.constantFrom(...ids), (picked, policy, searched) => {
+        const bundle: FhirBundle = {
+          resourceType: 'Bundle', type: 'searchset', total: picked.length,
+          link: [{ relation: 'self', url: `${base}/Observation?patient=${searched}` }, { relation: 'next', url: `${base}/Observation?patient=Patient/${searched}&_getpagesoffset=10` }],
+          entry: picked.map((r) => ({ fullUrl: `${base}/${r.resourceType}/${r.id}`, resource: structuredClone(r), search: { mode: 'match' as const } })),
+        };
+        assert.deepEqual(leaks(JSON.stringify(deidentifyBundle(bundle, policy))), []);
+        for (const r of picked) assert.deepEqual(leaks(JSON.stringify(deidentifyResource(structuredClone(r), policy))), [], r.id);
+      }), { numRuns: 200 });
+    });
+  });
+
+  describe('identifiesPerson', () => {
+    it('names the search parameters a de-identified search may not use', () => {
+      for (const [name, value] of [['name', 'Shaw'], ['family:exact', 'Shaw'], ['identifier', 'MRN-10001'], ['telecom', 'x'], ['email', 'a@b'], ['phone', '1'],
+        ['address-city', 'Springfield'], ['address', 'x'], ['birthdate', '1987-02-20'], ['birthdate', 'eq1987-02-20'], ['_content', 'Shaw']]) {
+        assert.ok(identifiesPerson(name!, value!), `${name}=${value}`);
+      }
+      for (const [name, value] of [['birthdate', '1987'], ['birthdate', 'ge1980-01-01'], ['gender', 'female'], ['code', 'x'], ['patient', 'p']]) {
+        assert.ok(!identifiesPerson(name!, value!), `${name}=${value}`);
+      }
     });
   });
 });

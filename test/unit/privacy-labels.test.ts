@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import {
-  ACT_CODE, ACT_REASON, CONFIDENTIALITY, CONFIDENTIALITY_SCALE, confidentialityRank, KNOWN_SENSITIVITIES, type ConfidentialityCode,
+  ACT_CODE, ACT_REASON, CONFIDENTIALITY, CONFIDENTIALITY_SCALE, confidentialityRank, type ConfidentialityCode,
 } from '../../server/hcs/codes.ts';
+import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
 import { residualFor, type PcfResidual } from '../../server/hcs/token-claims.ts';
 import {
-  highWaterMark, purposeAllows, residualForbids, resourceDate, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark,
+  highWaterMark, loweredLabel, purposeAllows, residualForbids, withConfidentiality, resourceDate, resourceLabels, suppressedOutcome, testDataVisible, withHighWaterMark,
   type ResidualRule,
 } from '../../server/privacy/labels.ts';
 import type { FhirBundle, FhirResource } from '../../server/resource-server/types.ts';
@@ -89,6 +90,53 @@ describe('privacy labels: resourceLabels', () => {
   });
 });
 
+describe('privacy labels: unknown sensitivities fail closed (#14)', () => {
+  const sickle = withSecurity([sens('SICKLE')]);
+  const custom = withSecurity([{ system: 'https://hospital.example/labels', code: 'VIP-WARD' }]);
+  const harmless = withSecurity([{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'PSEUDED' }, sens('NORDSCLCD'), reason('TREAT')]);
+
+  it('counts every label that is not confidentiality, purpose of use or harmless as a sensitivity', () => {
+    assert.deepEqual(labelsOf(sickle).unknown, [`${ACT_CODE}|SICKLE`]);
+    assert.deepEqual(labelsOf(custom).unknown, ['https://hospital.example/labels|VIP-WARD']);
+    assert.deepEqual(labelsOf(harmless).unknown, []);
+    assert.deepEqual(labelsOf(withSecurity([sens('ADOL')])).sensitivities, ['ADOL'], 'ADOL is in the policy file');
+  });
+
+  it('hides them from every token not cleared for all sensitivities, unless a permit names the code', () => {
+    const jones = residualFor({ ceiling: 'N', sensitivities: [] });
+    const smith = residualFor({ ceiling: 'R', sensitivities: ['HIV', 'PSY', 'SUD', 'ETH'] });
+    const everything = residualFor({ ceiling: 'R', sensitivities: knownSensitivities() });
+    for (const resource of [sickle, custom]) {
+      assert.equal(residualForbids(jones, labelsOf(resource)), true);
+      assert.equal(residualForbids(smith, labelsOf(resource)), true);
+      assert.equal(residualForbids(everything, labelsOf(resource)), false, 'cleared for every sensitivity');
+      assert.equal(residualForbids([], labelsOf(resource)), false, 'no residual: no restriction');
+    }
+    assert.equal(residualForbids([...smith, permit(sens('SICKLE'))], labelsOf(sickle)), false);
+    assert.equal(residualForbids(jones, labelsOf(withSecurity([sens('ADOL')]))), true, 'a known code not granted');
+    assert.equal(residualForbids(jones, labelsOf(harmless)), false);
+  });
+});
+
+describe('privacy labels: labels only go up (#14)', () => {
+  it('names what a new version lowers: a sensitivity, purpose or HTEST label left out, or a lower confidentiality', () => {
+    const stripped = { ...hiv, meta: { security: [conf('R')] } };
+    assert.equal(loweredLabel(hiv, stripped, opts), `${ACT_CODE}|HIV`);
+    assert.equal(loweredLabel(hiv, { ...hiv, meta: { security: [sens('HIV')] } }, opts), 'the confidentiality R', 'unlabelled counts as N');
+    assert.equal(loweredLabel(testPatient, { ...testPatient, meta: {} }, opts), `${ACT_REASON}|HTEST`);
+    assert.equal(loweredLabel(withSecurity([sens('SICKLE')]), withSecurity([]), opts), `${ACT_CODE}|SICKLE`);
+    assert.equal(loweredLabel(hiv, { ...hiv, meta: { security: [conf('V'), sens('HIV'), sens('PSY')] } }, opts), undefined, 'raising is fine');
+    assert.equal(loweredLabel(withSecurity([sens('NORDSCLCD')]), withSecurity([]), opts), undefined, 'a harmless label may go');
+    assert.equal(loweredLabel({ resourceType: 'Observation' }, withSecurity([conf('N')]), opts), undefined);
+  });
+
+  it('gives a resource without a confidentiality label the default, and leaves one with it alone', () => {
+    assert.deepEqual(withConfidentiality({ resourceType: 'Observation' }, { defaultConfidentiality: 'M' }).meta!.security, [conf('M')]);
+    assert.deepEqual(withConfidentiality(withSecurity([sens('HIV')]), opts).meta!.security, [sens('HIV'), conf('N')]);
+    assert.equal(withConfidentiality(hiv, opts), hiv);
+  });
+});
+
 describe('privacy labels: residualForbids', () => {
   it('matches confidentiality codes at their level', () => {
     const residual = [forbid(conf('R'), conf('V'))];
@@ -161,7 +209,7 @@ describe('privacy labels: residualForbids', () => {
 
   it('property: the residual for a ceiling forbids exactly the resources above it', () => {
     const code = fc.constantFrom(...CONFIDENTIALITY_SCALE);
-    fc.assert(fc.property(code, code, fc.subarray([...KNOWN_SENSITIVITIES]), fc.nat(), (ceiling, r, granted, pick) => {
+    fc.assert(fc.property(code, code, fc.subarray(knownSensitivities()), fc.nat(), (ceiling, r, granted, pick) => {
       const residual = residualFor({ ceiling, sensitivities: granted });
       // the resource carries at most one granted sensitivity, so only its confidentiality can be forbidden
       const carried = granted.length ? [sens(granted[pick % granted.length])] : [];

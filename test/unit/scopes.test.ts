@@ -237,6 +237,9 @@ describe('scopes: permissionFor / covers / allows', () => {
     assert.ok(!covers(res('patient/Observation.rs'), res('patient/*.rs')));
     assert.ok(!covers(res('patient/Observation.rs'), res('patient/Condition.rs')));
     assert.ok(covers(res('patient/*.read'), res('patient/*.rs')) && covers(res('patient/*.rs'), res('patient/*.read')));
+    assert.ok(!covers(res('system/*.cruds'), res('system/Consent.cu')), 'a backend writes Consent only when registered with system/Consent');
+    assert.ok(covers(res('system/*.cruds'), res('system/Consent.rs')));
+    assert.ok(covers(res('system/Consent.cruds'), res('system/Consent.cu')));
   });
 
   it('covers: reflexive and transitive (property)', () => {

@@ -1,0 +1,30 @@
+import assert from 'node:assert/strict';
+import { auditEventForPatient } from '../../server/privacy/audit-agents.ts';
+
+describe('privacy: the audit trail as a patient sees it', () => {
+  const event = {
+    resourceType: 'AuditEvent', id: 'a1',
+    agent: [
+      { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, requestor: true, name: 'Jane Smith, MD', altId: 'dr.smith',
+        who: { identifier: { system: 'https://as.example', value: 'user-uuid' } }, role: [{ coding: [{ code: 'doctor' }] }], policy: ['urn:ietf:params:oauth:jti:j1'],
+        purposeOfUse: [{ coding: [{ code: 'TREAT' }] }], network: { address: '10.0.0.7', type: '2' } },
+      { requestor: false, who: { reference: 'Practitioner/dr-smith', display: 'Dr Smith' } },
+      { type: { coding: [{ system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110150' }] }, requestor: false, who: { identifier: { value: 'growth-chart' } } },
+      { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleClass', code: 'PROV' }] }, requestor: false, who: { display: 'Example Hospital' } },
+      { requestor: false, who: { reference: 'Patient/pat-1' } },
+    ],
+    entity: [{ what: { reference: 'Patient/pat-1' } }],
+  };
+
+  it('keeps roles, purposes, the app, the organization and the patient; drops names, ids, usernames, tokens, addresses and Practitioners', () => {
+    const seen = auditEventForPatient(event) as any;
+    assert.deepEqual(seen.agent[0], { type: event.agent[0].type, role: event.agent[0].role, requestor: true, purposeOfUse: event.agent[0].purposeOfUse });
+    assert.deepEqual(seen.agent[1], { requestor: false });
+    assert.deepEqual(seen.agent[2].who, { identifier: { value: 'growth-chart' } });
+    assert.deepEqual(seen.agent[3].who, { display: 'Example Hospital' });
+    assert.deepEqual(seen.agent[4].who, { reference: 'Patient/pat-1' });
+    assert.deepEqual(seen.entity, event.entity);
+    for (const secret of ['Jane Smith', 'dr.smith', 'user-uuid', 'j1', '10.0.0.7', 'dr-smith']) assert.ok(!JSON.stringify(seen).includes(secret), secret);
+    assert.equal(auditEventForPatient({ resourceType: 'Observation', id: 'o' }).id, 'o');
+  });
+});

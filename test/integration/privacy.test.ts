@@ -49,7 +49,7 @@ describe('privacy enforcement', () => {
   });
 
   it('hides unknown sensitivities from everyone not cleared for all of them, and codes of the policy file from those not granted (#14)', async () => {
-    const backend = await server.addClient({ name: 'Labeller', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+    const backend = await server.addClient({ name: 'Labeller', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds', clearance: 'V', sensitivity: ['*'] });
     const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
     const labelled = async (code: string) => {
       const res = await fetch(`${server.fhirBase}/Observation`, {
@@ -214,7 +214,7 @@ describe('privacy enforcement', () => {
     });
 
     it('refuses a patch of meta to anyone but a privacy officer', async () => {
-      const backend = await server.addClient({ name: 'Patcher', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds' });
+      const backend = await server.addClient({ name: 'Patcher', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds', clearance: 'V', sensitivity: ['*'] });
       const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
       const patch = [{ op: 'remove', path: '/meta/security/0' }];
       assert.equal((await write('Observation/obs-2a-hiv-vl', system, patch, 'PATCH', 'application/json-patch+json')).status, 403);

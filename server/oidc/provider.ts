@@ -24,6 +24,10 @@ import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
+import { ACR_VALUES } from '../auth/acr.ts';
+import { signInPolicy, trackSignInSessions } from '../auth/oidc-sessions.ts';
+
+const SIGN_IN_SESSION_TTL = 14 * 86400;
 
 export interface ProviderDeps {
   config: Config;
@@ -125,6 +129,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       },
       registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
       userinfo: { enabled: true },
+      // The `claims` request parameter, for apps that ask for an acr that way (OIDC Core 5.5.1.1).
+      claimsParameter: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -191,8 +197,11 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       },
     },
     interactions: {
+      // oidc-provider's prompts, with sign-in sessions that can end and acr levels that can be asked for.
+      policy: signInPolicy(db),
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
+    acrValues: [...ACR_VALUES],
     // Every authorization gets a fresh grant (its own launch context); see notes section 3.
     async loadExistingGrant(ctx) {
       const grantId = ctx.oidc.result?.consent?.grantId;
@@ -226,7 +235,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
       await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
       const account = (token as { accountId?: string }).accountId;
-      return appTokenClaims(config, await userOf(db, ctx, account), grant);
+      const signIn = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
+      return appTokenClaims(config, await userOf(db, ctx, account), grant, { acr: signIn?.acr, amr: signIn?.amr });
     },
     // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
     async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
@@ -265,7 +275,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       IdToken: 3600,
       Interaction: 3600,
       RefreshToken: config.refreshTokenTtl,
-      Session: 14 * 86400,
+      Session: SIGN_IN_SESSION_TTL,
     },
     async renderError(ctx, out) {
       ctx.type = 'html';
@@ -286,6 +296,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));
   provider.use(scopeInRegistrationResponses);
+  provider.use(trackSignInSessions(db, SIGN_IN_SESSION_TTL));
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });

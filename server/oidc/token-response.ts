@@ -48,6 +48,7 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
         jti: String(claims.jti),
         patient: context.launch.patient,
         address: ctx.ip,
+        amr: context.stepUpAmr,
       }));
     }
     // Standard members win: the context never overwrites a token field.

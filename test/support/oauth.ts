@@ -4,6 +4,11 @@ import { createHash, randomBytes } from 'node:crypto';
 export class Browser {
   private cookies = new Map<string, string>();
 
+  /** A cookie's value as this browser holds it (e.g. to replay it from elsewhere). */
+  cookie(name: string): string | undefined {
+    return this.cookies.get(name);
+  }
+
   async fetch(url: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers);
     const cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');

@@ -93,7 +93,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       end_session: '/logout',
     },
     scopes: [...OIDC_SCOPES],
-    claims: { openid: ['sub'], fhirUser: ['fhirUser'], profile: ['name'] },
+    // acr and amr (RFC 8176) go in every id token: how the person signed in.
+    claims: { openid: ['sub', 'acr', 'amr'], fhirUser: ['fhirUser'], profile: ['name'] },
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],

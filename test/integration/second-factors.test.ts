@@ -1,6 +1,9 @@
 // Second factors at sign-in (TOTP, recovery codes), acr/amr in tokens, acr_values forcing a second
 // factor, and break-the-glass step-up: driven over HTTP as a browser and an app would.
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -178,6 +181,27 @@ describe('second factors, acr and amr', () => {
     // A phishing-resistant sign-in is asked for: the mfa session is not enough, the person signs in again.
     const stronger = await authorize({ server, client: app, scope: SCOPE, browser, username: user.username, password: user.password, otp: () => totpCode(user.secret!, Date.now() + 30_000), extra: { acr_values: 'urn:smart-auth:acr:phr' } });
     assert.ok(stronger.pages.some((p) => p.includes('name="password"')), 'asked to sign in again');
+  });
+
+  it('makes every user of a role the policy file names set up a second factor', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'policy-')), 'policy.json');
+    const policy = JSON.parse(readFileSync(new URL('../../server/hcs/default-policy.json', import.meta.url), 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...policy, secondFactorRoles: [`${DOCTOR.system}|${DOCTOR.code}`] }));
+    const strict = await startTestServer({ POLICY_FILE: file });
+    try {
+      const strictApp = await strict.addClient({ auth: { kind: 'secret' } });
+      for (const [username, code] of [['a.doctor', 'doctor'], ['a.nurse', 'nurse']]) {
+        await addUser(strict.db, { username, password: 'correct horse battery', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [{ system: DOCTOR.system, code }], purposes: ['TREAT'] } });
+      }
+      const enrolled: { secret?: string } = {};
+      const doctor = await authorize({ server: strict, client: strictApp, scope: SCOPE, username: 'a.doctor', password: 'correct horse battery', enrolled, patient: 'pat-1' });
+      assert.ok(enrolled.secret && doctor.code, 'the doctor sets up a second factor');
+      const nurse: { secret?: string } = {};
+      const other = await authorize({ server: strict, client: strictApp, scope: SCOPE, username: 'a.nurse', password: 'correct horse battery', enrolled: nurse, patient: 'pat-1' });
+      assert.ok(!nurse.secret && other.code, 'a nurse is not asked');
+    } finally {
+      await strict.stop();
+    }
   });
 
   describe('break-the-glass step-up', () => {

@@ -137,6 +137,29 @@ describe('sessions that end, and changing a password', () => {
     assert.equal(changed[0].action, 'U');
   });
 
+  it('asks for the second factor at /account too; the session records how', async () => {
+    const user = await patientUser();
+    const cli = await run(process.execPath, [BIN, 'user', 'mfa', user.username, '--totp', '--json'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
+    const secret = new URL(JSON.parse(cli.stdout).otpauth_uri).searchParams.get('secret')!;
+    const browser = new Browser();
+    const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+    const login = await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), username: user.username, password: user.password }) });
+    assert.equal(login.headers.get('location'), '/account/login/next?return_to=%2Faccount%2Fapps');
+    assert.equal(browser.cookie('smart_auth.account'), undefined, 'no session after the password alone');
+    const pendingCookie = `smart_auth.account_pending=${browser.cookie('smart_auth.account_pending')}; smart_auth.account_pending.sig=${browser.cookie('smart_auth.account_pending.sig')}`;
+    const step = await (await browser.fetch(`${server.issuer}/account/login/next`)).text();
+    assert.match(step, /name="otp"/);
+    const wrong = await browser.fetch(`${server.issuer}/account/login/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(step, 'csrf'), otp: '000000' }) });
+    assert.match(await wrong.text(), /not correct/);
+    const ok = await browser.fetch(`${server.issuer}/account/login/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(step, 'csrf'), otp: totpCode(secret) }) });
+    assert.equal(ok.status, 303);
+    assert.equal(await appsStatus(cookieOf(browser)), 200);
+    assert.match(await securityPage(browser), /pwd otp mfa/);
+    // The pending sign-in was used up: its cookie, copied, leads nowhere.
+    const replay = await fetch(`${server.issuer}/account/login/next`, { headers: { cookie: pendingCookie } });
+    assert.match(await replay.text(), /took too long/);
+  });
+
   it('ends every session and grant of a user who is disabled', async () => {
     const user = await patientUser();
     const browser = await accountSignIn(user.username, user.password);

@@ -5,6 +5,9 @@ import { interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { acrSatisfies, requestedAcr } from './acr.ts';
 import { endSignInSession, recordSignInSession, signInSessionLive } from './sessions.ts';
+import { findUser } from '../oidc/users.ts';
+import type { AuditSink } from '../audit/store.ts';
+import { recordSessionEnded } from '../audit/security-events.ts';
 
 const { base, Check } = interactionPolicy;
 
@@ -28,8 +31,8 @@ export function signInPolicy(db: Db) {
   return policy;
 }
 
-/** Provider middleware: records a session when a sign-in finishes, and forgets it at RP-initiated logout. */
-export function trackSignInSessions(db: Db, ttlSeconds: number) {
+/** Provider middleware: records a session when a sign-in finishes, and ends (and audits) it at RP-initiated logout. */
+export function trackSignInSessions(db: Db, audit: AuditSink, issuer: string, ttlSeconds: number) {
   return async function trackSignInSessions(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
     await next();
     const route = ctx.oidc?.route;
@@ -39,6 +42,10 @@ export function trackSignInSessions(db: Db, ttlSeconds: number) {
         address: ctx.ip, userAgent: ctx.get('user-agent'), amr: (session.amr as string[] | undefined) ?? [],
       }, ttlSeconds);
     }
-    if (route === 'end_session_confirm' && ctx.oidc.session?.uid) await endSignInSession(db, ctx.oidc.session.uid);
+    if (route === 'end_session_confirm' && ctx.oidc.session?.uid) {
+      const userId = await endSignInSession(db, ctx.oidc.session.uid);
+      const user = userId && (await findUser(db, userId));
+      if (user) await recordSessionEnded(audit, { issuer, address: ctx.ip, user, kind: 'sign-in', reason: 'signed out at /logout' });
+    }
   };
 }

@@ -297,7 +297,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));
   provider.use(scopeInRegistrationResponses);
-  provider.use(trackSignInSessions(db, SIGN_IN_SESSION_TTL));
+  provider.use(trackSignInSessions(db, audit, config.issuer, SIGN_IN_SESSION_TTL));
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });

@@ -98,6 +98,22 @@ describe('sessions that end, and changing a password', () => {
     assert.ok(after.pages.some((p) => p.includes('name="password"')), 'the ended session no longer signs in');
   });
 
+  it('ends the sign-in session at RP-initiated logout (/logout), audited', async () => {
+    const user = await patientUser();
+    const browser = new Browser();
+    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser }), app)).body;
+    const confirm = await (await browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: tokens.id_token, client_id: app.client_id })}`)).text();
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1];
+    const out = await browser.fetch(`${server.issuer}/logout/confirm`, { method: 'POST', body: form({ xsrf, logout: 'yes' }) });
+    assert.ok(out.status < 400, String(out.status));
+    const userId = (await server.db('users').where('username', user.username).first('id')).id;
+    assert.equal((await server.db('user_sessions').where({ user_id: userId, kind: 'sign-in' })).length, 0);
+    const after = await authorize({ server, client: app, scope: SCOPE, browser, username: user.username, password: user.password });
+    assert.ok(after.pages.some((p) => p.includes('name="password"')));
+    const ended = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.agent[0].who?.identifier?.value === userId);
+    assert.equal(ended.length, 1, 'the logout is audited');
+  });
+
   it('changes the password on /account: checks the old one and the new one, ends other sessions and refresh tokens', async () => {
     const user = await patientUser();
     const here = await accountSignIn(user.username, user.password);

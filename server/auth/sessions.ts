@@ -30,6 +30,9 @@ export interface SessionOrigin {
 const TABLE = 'user_sessions';
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
+/** Drops a user's ended-by-time rows whenever a new one is written, so the table does not grow. */
+const forgetExpired = (db: Db, userId: string) => db(TABLE).where('user_id', userId).andWhere('expires_at', '<=', nowSeconds()).delete();
+
 const row = (userId: string, kind: SessionKind | 'pending', origin: SessionOrigin, ttlSeconds: number) => ({
   id: randomUUID(),
   user_id: userId,
@@ -44,6 +47,7 @@ const row = (userId: string, kind: SessionKind | 'pending', origin: SessionOrigi
 /** Starts an /account session; the token goes in the cookie and nowhere else. */
 export async function startAccountSession(db: Db, userId: string, origin: SessionOrigin, ttlSeconds: number): Promise<string> {
   const token = randomBytes(32).toString('base64url');
+  await forgetExpired(db, userId);
   await db(TABLE).insert({ ...row(userId, 'account', origin, ttlSeconds), token_hash: sha256(token) });
   return token;
 }
@@ -59,6 +63,7 @@ const PENDING_TTL = 600;
 /** Starts an /account sign-in whose password was right but whose second step is still to come; its cookie token. */
 export async function startPendingSignIn(db: Db, userId: string, origin: SessionOrigin, step: PendingStep): Promise<string> {
   const token = randomBytes(32).toString('base64url');
+  await forgetExpired(db, userId);
   await db(TABLE).insert({ ...row(userId, 'pending', origin, PENDING_TTL), token_hash: sha256(token), step });
   return token;
 }
@@ -91,6 +96,7 @@ export async function completePendingSignIn(db: Db, id: string, amr: readonly st
 /** Records an authorization-server session (oidc-provider's session uid) after a sign-in. */
 export async function recordSignInSession(db: Db, userId: string, oidcUid: string, origin: SessionOrigin, ttlSeconds: number): Promise<void> {
   await db(TABLE).where('oidc_uid', oidcUid).delete();
+  await forgetExpired(db, userId);
   await db(TABLE).insert({ ...row(userId, 'sign-in', origin, ttlSeconds), oidc_uid: oidcUid });
 }
 

@@ -64,11 +64,11 @@ describe('second factors and sessions in Chromium', function () {
     });
   }
 
-  async function startAuthorization(scope = SCOPE) {
+  async function startAuthorization(scope = SCOPE, extra: Record<string, string> = {}) {
     const { verifier, challenge } = pkce();
     const params = new URLSearchParams({
       response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope, state: randomBytes(8).toString('hex'),
-      aud: server!.fhirBase, code_challenge: challenge, code_challenge_method: 'S256',
+      aud: server!.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...extra,
     });
     await page.goto(`${server!.issuer}/authorize?${params}`);
     return verifier;
@@ -148,6 +148,31 @@ describe('second factors and sessions in Chromium', function () {
     } finally {
       await other.close();
     }
+  });
+
+  it('lets a user who must have a second factor register a passkey at sign-in instead of an authenticator app', async () => {
+    const username = await newUser({ requireMfa: true });
+    await addAuthenticator(page);
+    const verifier = await startAuthorization();
+    await page.fill('input[name=username]', username);
+    await page.fill('input[name=password]', PASSWORD);
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    assert.equal(await page.locator('img.qr').count(), 1, 'led to set up a second factor');
+    await page.getByRole('button', { name: 'Register a passkey' }).click();
+    await page.waitForSelector(ALLOW);
+    const token = await allowAndExchange(verifier);
+    assert.deepEqual(token.amr, ['pwd', 'hwk', 'mfa']);
+    assert.equal(token.acr, 'urn:smart-auth:acr:phr');
+
+    // Signing in again (prompt=login): password, then the passkey as the second step.
+    const again = await startAuthorization(SCOPE, { prompt: 'login' });
+    await page.fill('input[name=username]', username);
+    await page.fill('input[name=password]', PASSWORD);
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    assert.equal(await page.locator('input[name=otp]').count(), 0, 'no code field without an authenticator app');
+    await page.getByRole('button', { name: 'Use a passkey' }).click();
+    await page.waitForSelector(ALLOW);
+    assert.deepEqual((await allowAndExchange(again)).amr, ['pwd', 'hwk', 'mfa']);
   });
 
   it('steps up break-the-glass at consent with the passkey', async () => {

@@ -8,7 +8,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { totpCode } from '../../server/auth/totp.ts';
-import { enrolTotpDirectly } from '../../server/auth/factors.ts';
+import { enrolTotpDirectly, useTotp } from '../../server/auth/factors.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 const PWD = 'urn:smart-auth:acr:pwd';
@@ -135,6 +135,13 @@ describe('second factors, acr and amr', () => {
     assert.equal(next.status, 303);
     const failures = (await auditEvents()).filter((e) => e.outcome === '4' && e.agent.some((a: any) => a.altId === user.username) && detail(e, 'amr') === 'otp');
     assert.ok(failures.length >= 2, 'each refused code is an audited failure with its method');
+  });
+
+  it('accepts a code once even when two requests bring it at the same moment', async () => {
+    const user = await clinician({ totp: true });
+    const code = totpCode(user.secret!);
+    const results = await Promise.all(Array.from({ length: 4 }, () => useTotp(server.db, user.id, code, server.config.keyEncryptionSecret)));
+    assert.equal(results.filter(Boolean).length, 1);
   });
 
   it('counts wrong codes toward the lockout: after five the password no longer works either', async () => {

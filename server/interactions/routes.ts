@@ -24,13 +24,9 @@ import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts
 import { auditUserOf, recordLogin } from '../audit/security-events.ts';
 import { clientPurposesOf } from '../oidc/clients.ts';
 import { allowedScopeOf } from '../oidc/clients.ts';
-import { acrOf, amrOf, requestedAcr, type SignInMethod } from '../auth/acr.ts';
-import { checkCode, confirmEnrolment, stepAfterPassword } from '../auth/second-factor.ts';
 import { hasSecondFactor } from '../auth/factors.ts';
-import { authenticationOptions, registerPasskey, registrationOptions, relyingPartyOf, verifyPasskey } from '../auth/passkeys.ts';
-import { enrolmentPage } from '../auth/enrolment-page.ts';
-import { recordSecondFactor, recordSecurityChange } from '../audit/security-events.ts';
 import { allowOwnScripts } from '../views.ts';
+import { passkeyForm, signInSteps, steppedUp } from './sign-in-steps.ts';
 
 export interface InteractionDeps {
   config: Config;
@@ -43,40 +39,13 @@ export interface InteractionDeps {
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
 
-/**
- * A sign-in between the password and the second factor, kept in the interaction: whose, what was
- * shown so far, and what comes next (prove a factor, enrol one, or read the recovery codes).
- */
-interface PendingLogin {
-  accountId: string;
-  methods: SignInMethod[];
-  step: 'verify' | 'enrol' | 'codes';
-  at: number;
-}
-
-/** A second factor shown again during this interaction, for break-the-glass at consent. */
-interface StepUp {
-  amr: string[];
-  at: number;
-}
-
-/** How long the second step may wait after the password, and a step-up stays fresh for break-the-glass. */
-const PENDING_SECONDS = 600;
-const STEP_UP_SECONDS = 300;
-const now = () => Math.floor(Date.now() / 1000);
-const interactionState = (details: Details) => (details.result ?? {}) as { pendingLogin?: PendingLogin; stepUp?: StepUp };
-
 const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 const LOGIN_FAILED = 'The username or password is not correct.';
-const PASSKEY_FAILED = 'That passkey could not be used. Try again, or use your password.';
-const BTG_STEP_UP = 'Emergency access needs you to confirm it is you: type a fresh code from your authenticator app, or use your passkey.';
 const OIDC = new Set<string>(OIDC_SCOPES);
 
 export function interactionRoutes({ config, db, host, patients, loginThrottle }: InteractionDeps): Router {
   const router = new Router();
   const audit = databaseAuditSink(db);
-  const rp = relyingPartyOf(config.issuer);
-  const factorDeps = { config, db, audit, loginThrottle };
 
   const page = (ctx: Context, view: string, data: Record<string, unknown>, status = 200) =>
     sendPage(ctx, view, { demo: config.demo, ...data }, status);
@@ -116,9 +85,6 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     await host.provider.interactionFinished(ctx.req, ctx.res, { error, error_description: description }, { mergeWithLastSubmission: false });
   }
 
-  const passkeyForm = (details: Details, mode: 'login' | 'register') =>
-    ({ action: `/interaction/${details.uid}/passkey`, options: `/interaction/${details.uid}/passkey/options`, mode });
-
   async function renderLogin(ctx: Context, details: Details, extra: Record<string, unknown> = {}, status = 200) {
     allowOwnScripts(ctx);
     await page(ctx, 'login', {
@@ -132,64 +98,8 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     }, status);
   }
 
-  /** The sign-in in progress in this interaction, if its second step has not timed out. */
-  function pendingLogin(details: Details): PendingLogin | undefined {
-    const pending = interactionState(details).pendingLogin;
-    return pending && pending.at + PENDING_SECONDS > now() ? pending : undefined;
-  }
-
-  async function savePending(details: Details, pending: PendingLogin | undefined, stepUp?: StepUp) {
-    details.result = { ...(pending && { pendingLogin: pending }), ...(stepUp && { stepUp }) };
-    await details.save(details.exp - now());
-  }
-
-  /** Ends the login step: the session remembers how the person signed in (amr, acr). */
-  async function finishLogin(ctx: Context, accountId: string, methods: SignInMethod[]) {
-    const amr = amrOf(methods);
-    await host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId, amr, acr: acrOf(amr) } }, { mergeWithLastSubmission: false });
-  }
-
-  /** The second step of a sign-in: prove a factor, set one up, or (after set-up) the recovery codes. */
-  async function renderPending(ctx: Context, details: Details, pending: PendingLogin, user: User, extra: { message?: string; codes?: string[] } = {}, status = 200) {
-    allowOwnScripts(ctx);
-    const csrf = csrfToken(ctx);
-    if (pending.step === 'codes') {
-      return page(ctx, 'recovery-codes', { title: 'Recovery codes', csrf, codes: extra.codes ?? [], action: `/interaction/${details.uid}/continue` }, status);
-    }
-    if (pending.step === 'enrol') {
-      return page(ctx, 'enrol-totp', {
-        title: 'Set up a second factor', csrf, required: true, message: extra.message, action: `/interaction/${details.uid}/enrol`,
-        cancel: `/interaction/${details.uid}/abort`, passkey: passkeyForm(details, 'register'),
-        ...(await enrolmentPage(db, config, user)),
-      }, status);
-    }
-    const factors = await hasSecondFactor(db, user.id);
-    return page(ctx, 'second-factor', {
-      title: 'Second factor', heading: 'Confirm it is you', csrf, message: extra.message,
-      intro: factors.totp ? 'Type the code your authenticator app shows now.' : 'Use your passkey to finish signing in.',
-      totp: factors.totp, passkey: factors.passkey ? passkeyForm(details, 'login') : undefined,
-      action: `/interaction/${details.uid}/second-factor`, cancel: `/interaction/${details.uid}/abort`,
-    }, status);
-  }
-
-  /** The interaction and the user of its pending sign-in, or an error page already sent. */
-  async function pendingStep(ctx: Context, steps: PendingLogin['step'][]) {
-    const details = await host.provider.interactionDetails(ctx.req, ctx.res);
-    const body = ctx.request.body as Record<string, unknown>;
-    if (details.prompt.name !== 'login') throw new errors.InvalidRequest('this step is not a login');
-    if (!validCsrf(ctx, body.csrf)) {
-      await page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
-      return undefined;
-    }
-    const pending = pendingLogin(details);
-    const user = pending && steps.includes(pending.step) ? await findUser(db, pending.accountId) : undefined;
-    if (!pending || !user || user.disabled) {
-      await savePending(details, undefined);
-      await renderLogin(ctx, details, { message: 'The sign-in took too long. Sign in again.' });
-      return undefined;
-    }
-    return { details, body, pending, user };
-  }
+  /** Second factors, passkeys and the break-the-glass step-up (sign-in-steps.ts). */
+  const steps = signInSteps({ config, db, host, audit, loginThrottle, page, renderLogin });
 
   /**
    * The patient this authorization is about: from the EHR launch, the patient user's own
@@ -214,10 +124,9 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
     const patientName = patient ? (await patients.get(patient))?.name : undefined;
     const purpose = choices.purpose;
-    const steppedUp = Boolean(interactionState(details).stepUp);
     if (choices.stepUp.passkey) allowOwnScripts(ctx);
     return page(ctx, 'consent', {
-      stepUp: purpose.emergency.length ? { ...choices.stepUp, done: steppedUp } : undefined,
+      stepUp: purpose.emergency.length ? { ...choices.stepUp, done: steppedUp(details) } : undefined,
       passkey: choices.stepUp.passkey && purpose.emergency.length
         ? { ...passkeyForm(details, 'login'), action: `/interaction/${details.uid}/passkey${patient ? `?patient=${encodeURIComponent(patient)}` : ''}` }
         : undefined,
@@ -237,9 +146,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
   router.get('/interaction/:uid', async (ctx) => {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
     if (details.prompt.name === 'login') {
-      const pending = pendingLogin(details);
-      const pendingUser = pending && (await findUser(db, pending.accountId));
-      if (pending && pendingUser && !pendingUser.disabled) return renderPending(ctx, details, pending, pendingUser);
+      if (await steps.showPending(ctx, details)) return;
       return renderLogin(ctx, details);
     }
 
@@ -281,120 +188,9 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     if (username && password) await (user ? loginThrottle?.succeeded(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
     await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId, username, user });
     if (!user) return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
-    const next = await stepAfterPassword(factorDeps, user, requestedAcr(details.params));
-    if (next === 'done') return finishLogin(ctx, user.id, ['pwd']);
-    const pending: PendingLogin = { accountId: user.id, methods: ['pwd'], step: next, at: now() };
-    await savePending(details, pending);
-    return renderPending(ctx, details, pending, user);
+    return steps.afterPassword(ctx, details, user);
   });
-
-  router.post('/interaction/:uid/second-factor', formBody, async (ctx) => {
-    const step = await pendingStep(ctx, ['verify']);
-    if (!step) return;
-    const { details, body, pending, user } = step;
-    const result = await checkCode(factorDeps, user, typeof body.otp === 'string' ? body.otp : '', { address: ctx.ip, clientId: String(details.params.client_id) });
-    if (!result.ok) {
-      if (result.retryAfter !== undefined) ctx.set('Retry-After', String(result.retryAfter));
-      return renderPending(ctx, details, pending, user, { message: result.message }, result.retryAfter !== undefined ? 429 : 200);
-    }
-    return finishLogin(ctx, user.id, [...pending.methods, result.method]);
-  });
-
-  router.post('/interaction/:uid/enrol', formBody, async (ctx) => {
-    const step = await pendingStep(ctx, ['enrol']);
-    if (!step) return;
-    const { details, body, pending, user } = step;
-    const result = await confirmEnrolment(factorDeps, user, typeof body.code === 'string' ? body.code : '', { address: ctx.ip, clientId: String(details.params.client_id) });
-    if ('message' in result) return renderPending(ctx, details, pending, user, { message: result.message });
-    const next: PendingLogin = { ...pending, methods: [...pending.methods, 'otp'], step: 'codes', at: now() };
-    await savePending(details, next);
-    return renderPending(ctx, details, next, user, { codes: result.recoveryCodes });
-  });
-
-  router.post('/interaction/:uid/continue', formBody, async (ctx) => {
-    const step = await pendingStep(ctx, ['codes']);
-    if (step) await finishLogin(ctx, step.user.id, step.pending.methods);
-  });
-
-  // Passkeys: at login (instead of password and code, or as the second step), to set one up when one is
-  // required, and at consent to step up for break-the-glass. The options are JSON for passkey.js.
-  router.post('/interaction/:uid/passkey/options', formBody, async (ctx) => {
-    const details = await host.provider.interactionDetails(ctx.req, ctx.res);
-    ctx.set('Cache-Control', 'no-store');
-    if (!validCsrf(ctx, (ctx.request.body as Record<string, unknown>).csrf)) {
-      ctx.status = 403;
-      ctx.body = { error: 'invalid_request', error_description: 'The form expired. Reload the page and try again.' };
-      return;
-    }
-    const pending = details.prompt.name === 'login' ? pendingLogin(details) : undefined;
-    const accountId = details.prompt.name === 'login' ? pending?.accountId : details.session?.accountId;
-    const user = accountId ? await findUser(db, String(accountId)) : undefined;
-    ctx.body = pending?.step === 'enrol' && user
-      ? await registrationOptions(db, rp, user)
-      : await authenticationOptions(db, rp, user);
-  });
-
-  router.post('/interaction/:uid/passkey', formBody, async (ctx) => {
-    const details = await host.provider.interactionDetails(ctx.req, ctx.res);
-    const body = ctx.request.body as Record<string, unknown>;
-    if (!validCsrf(ctx, body.csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
-    let credential: unknown;
-    try {
-      credential = JSON.parse(typeof body.credential === 'string' ? body.credential : '');
-    } catch {
-      credential = undefined;
-    }
-    const origin = { address: ctx.ip, clientId: String(details.params.client_id) };
-    if (details.prompt.name === 'consent') return stepUpWithPasskey(ctx, details, credential);
-    const pending = pendingLogin(details);
-    const pendingUser = pending && (await findUser(db, pending.accountId));
-    if (pending?.step === 'enrol' && pendingUser) {
-      const id = await registerPasskey(db, rp, pendingUser, credential);
-      if (!id) return renderPending(ctx, details, pending, pendingUser, { message: PASSKEY_FAILED });
-      await recordSecurityChange(audit, { issuer: config.issuer, address: ctx.ip, user: pendingUser, change: 'create', what: 'passkey' });
-      return finishLogin(ctx, pendingUser.id, [...pending.methods, 'hwk']);
-    }
-    const proved = await verifyPasskey(db, rp, credential, pending ? pendingUser : undefined);
-    const user = proved && (await findUser(db, proved.userId));
-    if (!proved || !user || user.disabled) {
-      if (pendingUser) {
-        await recordSecondFactor(audit, { issuer: config.issuer, ...origin, user: pendingUser, amr: ['hwk'], failure: 'passkey not valid' });
-        return renderPending(ctx, details, pending!, pendingUser, { message: PASSKEY_FAILED });
-      }
-      return renderLogin(ctx, details, { message: PASSKEY_FAILED });
-    }
-    await recordSecondFactor(audit, { issuer: config.issuer, ...origin, user, amr: [proved.method] });
-    return finishLogin(ctx, user.id, [...(pending?.methods ?? []), proved.method]);
-  });
-
-  /**
-   * The step-up for break-the-glass: a fresh code typed with the consent (TOTP or recovery code), or a
-   * passkey used on the consent page within the last minutes (used up here). Its amr, or why not.
-   */
-  async function btgStepUp(ctx: Context, details: Details, user: User, body: Record<string, unknown>): Promise<{ amr: string[] } | { message: string }> {
-    const code = typeof body.btg_otp === 'string' ? body.btg_otp.trim() : '';
-    if (code) {
-      const result = await checkCode(factorDeps, user, code, { address: ctx.ip, clientId: String(details.params.client_id) });
-      return result.ok ? { amr: ['otp'] } : { message: result.message };
-    }
-    const stepUp = interactionState(details).stepUp;
-    if (!stepUp || stepUp.at + STEP_UP_SECONDS <= now()) return { message: BTG_STEP_UP };
-    await savePending(details, undefined);
-    return { amr: stepUp.amr };
-  }
-
-  /** A passkey assertion at consent: remembered in the interaction as a fresh step-up for break-the-glass. */
-  async function stepUpWithPasskey(ctx: Context, details: Details, credential: unknown) {
-    const user = await findUser(db, String(details.session?.accountId));
-    if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
-    const proved = await verifyPasskey(db, rp, credential, user);
-    const origin = { address: ctx.ip, clientId: String(details.params.client_id) };
-    await recordSecondFactor(audit, { issuer: config.issuer, ...origin, user, amr: [proved?.method ?? 'hwk'], failure: proved ? undefined : 'passkey not valid' });
-    if (proved) await savePending(details, undefined, { amr: [proved.method], at: now() });
-    ctx.status = 303;
-    const patient = typeof ctx.query.patient === 'string' ? `&patient=${encodeURIComponent(ctx.query.patient)}` : '';
-    ctx.redirect(`/interaction/${details.uid}?stepped_up=${proved ? 1 : 0}${patient}`);
-  }
+  steps.addRoutes(router);
 
   router.post('/interaction/:uid/consent', formBody, async (ctx) => {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
@@ -438,7 +234,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     // Break-the-glass needs a second factor shown in this interaction, however the session signed in.
     let stepUpAmr: string[] | undefined;
     if (emergency && (choices.stepUp.totp || choices.stepUp.passkey)) {
-      const stepUp = await btgStepUp(ctx, details, user, body);
+      const stepUp = await steps.btgStepUp(ctx, details, user, body);
       if ('message' in stepUp) return renderConsent(ctx, details, user, choices, context.patient, stepUp.message);
       stepUpAmr = stepUp.amr;
     }

@@ -533,8 +533,10 @@ export interface EmergencyOverride {
   jti?: string;
   patient?: string;
   address?: string;
-  /** How the person proved who they are for this override (amr values of the step-up). */
+  /** How the person signed in for this token (its amr values). */
   amr?: string[];
+  /** The second factor shown again for this override (break-the-glass step-up), amr values. */
+  stepUpAmr?: string[];
 }
 
 /** Where the caller's address goes: on the client app when there is one, else on the person. */
@@ -546,8 +548,9 @@ function sessionAgents(e: SecurityEventBase & { clientId?: string }, person: (ad
   ];
 }
 
-/** How the person authenticated, as an entity detail (AuditEvent has no field for it). */
-const methodEntity = (amr: string[] | undefined): AuditEntity[] => (amr?.length ? [{ type: CODES.systemObject, detail: details({ amr: amr.join(' ') }) }] : []);
+/** How the person authenticated, as entity details (AuditEvent has no field for it). */
+const methodEntity = (amr: string[] | undefined, stepUp?: string[]): AuditEntity[] =>
+  (amr?.length || stepUp?.length ? [{ type: CODES.systemObject, detail: details({ amr: amr?.join(' ') || undefined, step_up: stepUp?.join(' ') || undefined }) }] : []);
 
 /** DICOM 110114 User Authentication / 110122 Login, success; the method (amr) as an entity detail. */
 export function loginSucceeded(e: LoginSucceeded): AuditEvent {
@@ -760,6 +763,6 @@ export function emergencyOverrideStarted(e: EmergencyOverride): AuditEvent {
       appAgent(e.issuer, e.clientId, { requestor: false, address: e.address }),
     ],
     source: securitySource(e.issuer),
-    entity: [...(e.patient ? [patientEntity(e.patient)] : []), ...methodEntity(e.amr)],
+    entity: [...(e.patient ? [patientEntity(e.patient)] : []), ...methodEntity(e.amr, e.stepUpAmr)],
   });
 }

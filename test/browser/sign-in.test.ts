@@ -203,7 +203,7 @@ describe('second factors and sessions in Chromium', function () {
     assert.deepEqual(token.amr, ['hwk', 'mfa']);
     const events = (await server!.db('audit_events').orderBy('seq').select('event')).map((r) => JSON.parse(r.event));
     const alert = events.find((e) => e.subtype?.[0]?.code === '110127');
-    assert.equal(alert.entity.flatMap((e: any) => e.detail ?? []).find((d: any) => d.type === 'amr')?.valueString, 'hwk');
+    assert.equal(alert.entity.flatMap((e: any) => e.detail ?? []).find((d: any) => d.type === 'step_up')?.valueString, 'hwk');
   });
 
   it('refuses the session cookie copied before logout', async () => {

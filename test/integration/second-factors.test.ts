@@ -234,7 +234,8 @@ describe('second factors, acr and amr', () => {
       assert.deepEqual(access.amr, ['pwd', 'otp', 'mfa']);
       const alert = (await auditEvents()).find((e) => e.subtype?.[0]?.code === '110127' && e.agent[0].who.identifier.value === user.id);
       assert.ok(alert, 'the emergency override is alerted');
-      assert.equal(detail(alert, 'amr'), 'otp', 'the alert records how the user stepped up');
+      assert.equal(detail(alert, 'step_up'), 'otp', 'the alert records how the user stepped up');
+      assert.equal(detail(alert, 'amr'), 'pwd otp mfa', 'and how the token was authenticated');
     });
 
     it('offers no break-the-glass to a user without a second factor when BTG_REQUIRE_MFA is on', async () => {
@@ -259,6 +260,9 @@ describe('second factors, acr and amr', () => {
       const { access } = await tokensFor(await btg(user));
       assert.equal(access.extensions.ihe_iua.purpose_of_use[0].code, 'BTG');
       assert.deepEqual(access.amr, ['pwd']);
+      const alert = (await auditEvents()).find((e) => e.subtype?.[0]?.code === '110127' && e.agent[0].who.identifier.value === user.id);
+      assert.equal(detail(alert, 'amr'), 'pwd', 'the alert records the method also without a step-up');
+      assert.equal(detail(alert, 'step_up'), undefined);
     });
   });
 });

@@ -628,7 +628,7 @@ describe('no password or token value ever appears in an event', () => {
         clientRegistrationChanged(carrying({ ...base, change: 'update' as const, clientId: client, by: { user: person }, fields: ['client_secret'] }, value)),
         consentDecision(carrying({ ...base, allowed: flag, clientId: client, user: person, patient, jti, grantedScope: 'patient/*.rs' }, value)),
         signingKeyRotated(carrying({ ...base, kid: jti, by: flag ? person : undefined }, value)),
-        emergencyOverrideStarted(carrying({ ...base, user: { ...person, roles: person.roles ?? [] }, clientId: client, purpose: 'BTG', reason: 'r', jti, patient, amr: ['otp'] }, value)),
+        emergencyOverrideStarted(carrying({ ...base, user: { ...person, roles: person.roles ?? [] }, clientId: client, purpose: 'BTG', reason: 'r', jti, patient, amr: ['pwd'], stepUpAmr: ['otp'] }, value)),
         userSecurityChanged(carrying({ ...base, user: person, change: 'update' as const, what: 'password', byAdministrator: flag }, value)),
         logout(carrying({ ...base, user: person, session: { kind: 'account', reason: 'password changed' } }, value)),
       ];

@@ -7,6 +7,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser, disableUser } from '../../server/oidc/users.ts';
 import { totpCode } from '../../server/auth/totp.ts';
+import { enrolTotpDirectly } from '../../server/auth/factors.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 const run = promisify(execFile);
@@ -174,6 +175,34 @@ describe('sessions that end, and changing a password', () => {
     // The pending sign-in was used up: its cookie, copied, leads nowhere.
     const replay = await fetch(`${server.issuer}/account/login/next`, { headers: { cookie: pendingCookie } });
     assert.match(await replay.text(), /took too long/);
+  });
+
+  it('removes a second factor from /account/security, but not the last one of a user who must have one', async () => {
+    for (const requireMfa of [true, false]) {
+      const username = `factor${++n}`;
+      const user = await addUser(server.db, { username, password: 'correct horse battery', fhirUser: 'Patient/pat-1', attributes: { requireMfa } });
+      const { recoveryCodes } = await enrolTotpDirectly(server.db, user.id, server.config.keyEncryptionSecret);
+      const browser = new Browser();
+      const login = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+      await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username, password: 'correct horse battery' }) });
+      const step = await (await browser.fetch(`${server.issuer}/account/login/next`)).text();
+      await browser.fetch(`${server.issuer}/account/login/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(step, 'csrf'), otp: recoveryCodes[0] }) });
+      const page = await securityPage(browser);
+      assert.match(page, /Unused recovery codes: 9/);
+      const factorId = /name="factor_id" value="([^"]+)"/.exec(page)![1];
+      const res = await browser.fetch(`${server.issuer}/account/security/remove`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), factor_id: factorId }) });
+      const left = await server.db('user_factors').where({ user_id: user.id });
+      if (requireMfa) {
+        assert.equal(res.status, 400);
+        assert.match(await res.text(), /must keep a second factor/);
+        assert.equal(left.length, 10, 'nothing removed');
+      } else {
+        assert.equal(res.status, 303);
+        assert.equal(left.length, 0, 'the authenticator and its recovery codes are gone');
+        const removed = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.action === 'D' && e.entity[0].what.identifier.value === user.id);
+        assert.equal(removed.length, 1, 'the removal is audited');
+      }
+    }
   });
 
   it('ends every session and grant of a user who is disabled', async () => {

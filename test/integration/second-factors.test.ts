@@ -144,6 +144,43 @@ describe('second factors, acr and amr', () => {
     assert.equal(results.filter(Boolean).length, 1);
   });
 
+  it('answers bad input at the second-factor and passkey endpoints with a plain message, changing nothing', async () => {
+    const user = await clinician({ totp: true });
+    const browser = new Browser();
+    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
+      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    })}`, server.issuer);
+    const uid = /\/interaction\/([^/?]+)/.exec(start.url)![1];
+    const login = await start.res.text();
+    const csrf = hiddenValue(login, 'csrf');
+    const post = (path: string, data: Record<string, string | string[]>) => browser.fetch(`${server.issuer}/interaction/${uid}/${path}`, { method: 'POST', body: form(data) });
+    // No password yet: the second step is not open.
+    const early = await post('second-factor', { csrf, otp: totpCode(user.secret!) });
+    assert.match(await early.text(), /took too long/);
+    const skipped = await post('continue', { csrf });
+    assert.match(await skipped.text(), /name="password"/, 'the recovery-code step cannot be skipped to');
+    // Bad passkey answers.
+    for (const credential of ['', 'not json', '{"id":"AAAA","response":{}}', JSON.stringify({ id: 'x'.repeat(5000) })]) {
+      const res = await post('passkey', { csrf, credential });
+      assert.equal(res.status, 200);
+      const html = await res.text();
+      assert.match(html, /That passkey could not be used/);
+      assert.doesNotMatch(html, /Error:|\bat \S+ \(|\.ts:\d+/);
+    }
+    const options = await post('passkey/options', { csrf: 'wrong' });
+    assert.equal(options.status, 403);
+    assert.equal((await options.json()).error, 'invalid_request');
+    // After the password: repeated and odd codes are refused like wrong ones.
+    await post('login', { csrf, username: user.username, password: user.password });
+    for (const otp of [['123456', '654321'], 'x'.repeat(40), '１２３４５６', '']) {
+      const res = await post('second-factor', { csrf, otp });
+      assert.equal(res.status, 200);
+      assert.match(await res.text(), /not correct/);
+    }
+    assert.equal((await server.db('user_factors').where({ user_id: user.id, kind: 'recovery' })).length, 10, 'no recovery code used up');
+  });
+
   it('counts wrong codes toward the lockout: after five the password no longer works either', async () => {
     const user = await clinician({ totp: true });
     const refused = await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, otp: '123456' }).catch((err) => err as Error);

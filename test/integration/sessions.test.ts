@@ -205,6 +205,24 @@ describe('sessions that end, and changing a password', () => {
     }
   });
 
+  it('answers bad input at the /account sign-in steps with a plain message, starting no session', async () => {
+    const browser = new Browser();
+    const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+    const csrf = hiddenValue(page, 'csrf');
+    const post = (path: string, data: Record<string, string>) => browser.fetch(`${server.issuer}/account/${path}`, { method: 'POST', body: form(data) });
+    for (const path of ['login/second-factor', 'login/enrol', 'login/continue']) {
+      assert.match(await (await post(path, { csrf, otp: '123456', code: '123456' })).text(), /took too long/, path);
+    }
+    for (const credential of ['', 'not json', '{"id":"AAAA"}']) {
+      const html = await (await post('passkey', { csrf, credential })).text();
+      assert.match(html, /That passkey could not be used/);
+      assert.doesNotMatch(html, /Error:|\bat \S+ \(/);
+    }
+    assert.equal((await post('passkey/options', { csrf: '' })).status, 403);
+    assert.equal((await post('passkey', { credential: '{}' })).status, 403, 'CSRF-protected');
+    assert.equal(browser.cookie('smart_auth.account'), undefined);
+  });
+
   it('ends every session and grant of a user who is disabled', async () => {
     const user = await patientUser();
     const browser = await accountSignIn(user.username, user.password);

@@ -48,14 +48,15 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
     if (pending.step === 'enrol') {
       return sendPage(ctx, 'enrol-totp', {
         ...common, title: 'Set up a second factor', required: true, action: `/account/login/enrol${back}`,
-        passkey: { ...PASSKEY_FORM, mode: 'register' }, ...(await enrolmentPage(db, config, user)),
+        passkey: { ...PASSKEY_FORM, action: `${PASSKEY_FORM.action}${back}`, mode: 'register' }, ...(await enrolmentPage(db, config, user)),
       }, status);
     }
     const factors = await hasSecondFactor(db, user.id);
     return sendPage(ctx, 'second-factor', {
       ...common, title: 'Second factor', heading: 'Confirm it is you',
       intro: factors.totp ? 'Type the code your authenticator app shows now.' : 'Use your passkey to finish signing in.',
-      totp: factors.totp, passkey: factors.passkey ? { ...PASSKEY_FORM, mode: 'login' } : undefined, action: `/account/login/second-factor${back}`,
+      totp: factors.totp, passkey: factors.passkey ? { ...PASSKEY_FORM, action: `${PASSKEY_FORM.action}${back}`, mode: 'login' } : undefined,
+      action: `/account/login/second-factor${back}`,
     }, status);
   }
 

@@ -54,7 +54,7 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
     allowOwnScripts(ctx);
     return sendPage(ctx, 'account-login', {
       title: 'Sign in to your account', demo: config.demo, csrf: csrfToken(ctx), returnTo,
-      demoAccounts: config.demo ? DEMO_ACCOUNTS : [], passkey: { ...PASSKEY_FORM, mode: 'login' }, ...extra,
+      demoAccounts: config.demo ? DEMO_ACCOUNTS : [], passkey: { ...PASSKEY_FORM, action: `${PASSKEY_FORM.action}?return_to=${encodeURIComponent(returnTo)}`, mode: 'login' }, ...extra,
     }, status);
   }
 

@@ -55,12 +55,15 @@ describe('second factors and sessions in Chromium', function () {
     await p.waitForURL(/\/account\/apps/);
   }
 
-  /** A virtual platform authenticator with user verification, as a phone or laptop has. */
-  async function addAuthenticator(p: Page) {
+  /** A virtual platform authenticator with user verification, as a phone or laptop has; `synced`: its passkeys are backed up (a password manager's). */
+  async function addAuthenticator(p: Page, synced = false) {
     const cdp = await p.context().newCDPSession(p);
     await cdp.send('WebAuthn.enable');
     await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
+      options: {
+        protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+        ...(synced && { defaultBackupEligibility: true, defaultBackupState: true }),
+      },
     });
   }
 
@@ -148,6 +151,21 @@ describe('second factors and sessions in Chromium', function () {
     } finally {
       await other.close();
     }
+  });
+
+  it('says swk for a synced passkey', async () => {
+    const username = await newUser();
+    await addAuthenticator(page, true);
+    await accountSignIn(page, username);
+    await page.goto(`${server!.issuer}/account/security`);
+    await page.getByRole('button', { name: 'Register a passkey' }).click();
+    await page.waitForURL(/added=passkey/);
+    const verifier = await startAuthorization();
+    await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+    await page.waitForSelector(ALLOW);
+    const token = await allowAndExchange(verifier);
+    assert.deepEqual(token.amr, ['swk', 'mfa']);
+    assert.equal(token.acr, 'urn:smart-auth:acr:phr');
   });
 
   it('lets a user who must have a second factor register a passkey at sign-in instead of an authenticator app', async () => {

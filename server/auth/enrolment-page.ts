@@ -7,8 +7,8 @@ import type { User } from '../oidc/users.ts';
 import { pendingTotp, startTotp } from './factors.ts';
 import { otpauthUri } from './totp.ts';
 
-/** The name authenticator apps show for this server: the issuer's host. */
-export const totpIssuerName = (issuer: string) => new URL(issuer).host;
+/** The name authenticator apps show for this server: the issuer's host name (no port: the otpauth key URI format forbids a colon in it). */
+export const totpIssuerName = (issuer: string) => new URL(issuer).hostname;
 
 export async function enrolmentPage(db: Db, config: Pick<Config, 'issuer' | 'keyEncryptionSecret'>, user: User): Promise<{ qr: string; secret: string }> {
   const { secret } = (await pendingTotp(db, user.id, config.keyEncryptionSecret)) ?? (await startTotp(db, user.id, config.keyEncryptionSecret));

@@ -264,6 +264,8 @@ describe('sessions that end, and changing a password', () => {
       const uri = new URL(out.json.otpauth_uri);
       assert.equal(uri.protocol, 'otpauth:');
       assert.equal(uri.host, 'totp');
+      assert.equal(uri.searchParams.get('issuer'), '127.0.0.1');
+      assert.equal(decodeURIComponent(uri.pathname), `/127.0.0.1:${user.username}`);
       const secret = uri.searchParams.get('secret')!;
       assert.equal(out.json.recovery_codes.length, 10);
       const launch = await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, otp: () => totpCode(secret) });

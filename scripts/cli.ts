@@ -3,7 +3,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
-import { addUser, disableUser, listUsers, UserError, type UserAttributes } from '../server/oidc/users.ts';
+import { addUser, disableUser, findUserByName, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { enrolTotpDirectly, removeAllFactors } from '../server/auth/factors.ts';
+import { otpauthUri } from '../server/auth/totp.ts';
+import { totpIssuerName } from '../server/auth/enrolment-page.ts';
+import { userSecurityChanged } from '../server/audit/balp.ts';
+import { auditUserOf } from '../server/audit/security-events.ts';
 import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
@@ -45,12 +50,13 @@ function checkPurposes(purposes: string[]): void {
 
 const commands: Record<string, Command> = {
   'user add': {
-    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--privacy-officer] [--organization "<name>"] [--organization-id <uri>] [--patients <id>,<id>]',
+    usage: 'user add <username> --password <pw> [--name "Jane Smith"] [--fhir-user Practitioner/123] [--role <system>|<code>]... [--purpose <code>]... [--clearance N] [--sensitivity HIV,PSY] [--break-glass] [--auditor] [--privacy-officer] [--organization "<name>"] [--organization-id <uri>] [--patients <id>,<id>] [--require-mfa]',
     options: {
       ...json, password: { type: 'string' }, name: { type: 'string' }, 'fhir-user': { type: 'string' },
       role: { type: 'string', multiple: true }, purpose: { type: 'string', multiple: true }, clearance: { type: 'string' },
       sensitivity: { type: 'string' }, 'break-glass': { type: 'boolean' }, auditor: { type: 'boolean' }, 'privacy-officer': { type: 'boolean' },
       organization: { type: 'string' }, 'organization-id': { type: 'string' }, patients: { type: 'string' },
+      'require-mfa': { type: 'boolean' },
     },
     async run({ values: v, positionals: [username] }, { db }) {
       if (!username || !v.password) throw new UsageError('a username and --password are required');
@@ -66,6 +72,7 @@ const commands: Record<string, Command> = {
         organization: v.organization as string | undefined,
         organizationId: v['organization-id'] as string | undefined,
         patients: list(v.patients),
+        ...(v['require-mfa'] ? { requireMfa: true } : {}),
       };
       if (attributes.roles!.some(isPrivacyOfficerRole)) throw new UsageError('the privacy-officer role is given with --privacy-officer, not --role');
       checkPurposes(attributes.purposes!);
@@ -92,10 +99,42 @@ const commands: Record<string, Command> = {
   'user disable': {
     usage: 'user disable <username>',
     options: json,
-    async run({ positionals: [username] }, { db }) {
-      if (!username) throw new UsageError('a username is required');
-      if (!(await disableUser(db, username))) throw new UsageError(`no user ${username}`);
-      return { json: { username, disabled: true }, text: `disabled ${username}` };
+    async run({ positionals: [username] }, { db, config }) {
+      const user = await existingUser(db, username);
+      await disableUser(db, user.username);
+      await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'disabled; sessions and grants ended', byAdministrator: true }));
+      return { json: { username, disabled: true }, text: `disabled ${username}; their sessions and grants have ended` };
+    },
+  },
+  'user mfa': {
+    usage: 'user mfa <username> (--totp | --remove)   (--totp: a new authenticator, printed as an otpauth:// URI, and recovery codes; --remove: every second factor, after a lost device)',
+    options: { ...json, totp: { type: 'boolean' }, remove: { type: 'boolean' } },
+    async run({ values: v, positionals: [username] }, { db, config }) {
+      const user = await existingUser(db, username);
+      if (Boolean(v.totp) === Boolean(v.remove)) throw new UsageError('give exactly one of --totp and --remove');
+      if (v.remove) {
+        const removed = await removeAllFactors(db, user.id);
+        await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'delete', what: 'all second factors', byAdministrator: true }));
+        return { json: { username, removed }, text: `removed ${removed} second factor(s) of ${username}` };
+      }
+      const { secret, recoveryCodes } = await enrolTotpDirectly(db, user.id, config.keyEncryptionSecret);
+      await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'totp', byAdministrator: true }));
+      const uri = otpauthUri(secret, totpIssuerName(config.issuer), user.username);
+      return {
+        json: { username, otpauth_uri: uri, recovery_codes: recoveryCodes },
+        text: [`authenticator for ${username} (give it to them privately; it replaces any earlier one):`, uri, '', 'recovery codes (each works once):', ...recoveryCodes].join('\n'),
+      };
+    },
+  },
+  'user password': {
+    usage: 'user password <username> [--password <pw>]   (without --password: read from stdin; ends the user\'s sessions and grants)',
+    options: { ...json, password: { type: 'string' } },
+    async run({ values: v, positionals: [username] }, { db, config }) {
+      const user = await existingUser(db, username);
+      const password = typeof v.password === 'string' ? v.password : (await readStdin()).replace(/\r?\n$/, '');
+      await setPassword(db, user, password);
+      await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'password', byAdministrator: true }));
+      return { json: { username, password_changed: true }, text: `changed the password of ${username}; their sessions and grants have ended` };
     },
   },
   'client add': {
@@ -295,6 +334,23 @@ const commands: Record<string, Command> = {
     },
   },
 };
+
+async function existingUser(db: Db, username: string | undefined): Promise<User> {
+  if (!username) throw new UsageError('a username is required');
+  const user = await findUserByName(db, username);
+  if (!user) throw new UsageError(`no user ${username}`);
+  return user;
+}
+
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write('new password: ');
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += String(chunk);
+    if (process.stdin.isTTY && text.includes('\n')) break;
+  }
+  return text;
+}
 
 /** The audit store of the server's database, signing checkpoints with the server's keys. */
 const auditStore = (db: Db, config: Config) => createAuditStore(db, checkpointSigner(db, keyPolicy(config)));

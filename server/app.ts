@@ -22,6 +22,7 @@ import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { developerPortalRoutes } from './portal/developer.ts';
 import { accountRoutes } from './portal/account.ts';
+import { securityRoutes } from './portal/security.ts';
 import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
 import { patientsOfUser } from './oidc/users.ts';
 import { configuredUpstream } from './fhir/upstream-of.ts';
@@ -51,6 +52,7 @@ import { purposeCoding } from './hcs/codes.ts';
 import { seedDemoData } from '../db/seed.ts';
 
 const STYLE = readFileSync(new URL('./static/style.css', import.meta.url));
+const PASSKEY_SCRIPT = readFileSync(new URL('./static/passkey.js', import.meta.url));
 const SMART_STYLE = {
   color_background: '#f4f6f9', color_error: '#a4161a', color_highlight: '#0a5ea8', color_modal_backdrop: '',
   color_success: '#2b7a0b', color_text: '#1d2733', dim_border_radius: '8px', dim_font_size: '16px',
@@ -233,6 +235,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.set('Cache-Control', 'public, max-age=3600');
     ctx.body = STYLE;
   });
+  router.get('/static/passkey.js', (ctx) => {
+    ctx.type = 'text/javascript';
+    ctx.set('Cache-Control', 'public, max-age=3600');
+    ctx.body = PASSKEY_SCRIPT;
+  });
   router.get('/', async (ctx) => {
     ctx.type = 'html';
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
@@ -251,6 +258,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
   app.use(developerPortalRoutes({ config, db, host }).routes());
   app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
+  app.use(securityRoutes({ config, db, loginThrottle }).routes());
   app.use(disclosureRoutes({
     config, db, audit, patients,
     // Reading one's own accounting of disclosures is itself an access to the trail.

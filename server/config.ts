@@ -66,6 +66,8 @@ export interface Config {
   deidentifyDates: 'truncate-year' | 'truncate-month' | 'shift';
   /** Tell a token that hit hidden data that break-the-glass exists (leaks that the data exists). */
   breakGlassHint: boolean;
+  /** Break-the-glass only for users with a second factor (who must use it at consent); a user with one is always asked. */
+  btgRequireMfa: boolean;
   /** The organization's policy where no patient consent applies. */
   withoutConsent: 'permit' | 'deny';
   /** An external FHIR audit repository every AuditEvent is forwarded to (unset: none). */
@@ -230,6 +232,7 @@ export function loadConfig(env: Env = process.env): Config {
     deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),
     deidentifyDates: choice(env, 'DEIDENTIFY_DATES', 'truncate-year', ['truncate-year', 'truncate-month', 'shift'] as const),
     breakGlassHint: boolean(env, 'BREAK_GLASS_HINT', false),
+    btgRequireMfa: boolean(env, 'BTG_REQUIRE_MFA', !demo),
     withoutConsent: choice(env, 'WITHOUT_CONSENT', 'permit', ['permit', 'deny'] as const),
     auditRetentionDays: env.AUDIT_RETENTION_DAYS ? integer(env, 'AUDIT_RETENTION_DAYS', 0, 1, 100 * 366) : undefined,
     auditForwardUrl: env.AUDIT_FORWARD_URL ? withoutTrailingSlash(url('AUDIT_FORWARD_URL', env.AUDIT_FORWARD_URL).href) : undefined,

@@ -34,6 +34,7 @@ export const CODES = {
   emergencyOverrideStarted: coding(DCM, '110127', 'Emergency Override Started'),
   securityConfiguration: coding(DCM, '110129', 'Security Configuration'),
   objectSecurityAttributesChanged: coding(DCM, '110135', 'Object Security Attributes Changed'),
+  userSecurityAttributesChanged: coding(DCM, '110137', 'User Security Attributes Changed'),
   getAccessToken: coding(IHE_EVENT_TYPE, 'ITI-71', 'Get Access Token'),
   introspectToken: coding(IHE_EVENT_TYPE, 'ITI-102', 'Introspect Token'),
   authzConsent: coding(`${BALP}/CodeSystem/AuthZsubType`, 'AuthZ-Consent', 'Authorization Decision using Roles and Consent'),
@@ -414,6 +415,8 @@ export interface LoginSucceeded extends SecurityEventBase {
   user: AuditUser;
   /** The client whose authorization request the login is part of. */
   clientId?: string;
+  /** How: RFC 8176 amr values (`pwd`, `otp`, `hwk`, `mfa`, ...); a second-factor step names only its own. */
+  amr?: string[];
 }
 
 export interface LoginFailed extends SecurityEventBase {
@@ -424,11 +427,25 @@ export interface LoginFailed extends SecurityEventBase {
   clientId?: string;
   /** Why it failed, for the reviewer ("unknown user or wrong password", "account locked"). */
   reason?: string;
+  /** The method that failed (amr values), for a second factor. */
+  amr?: string[];
 }
 
 export interface Logout extends SecurityEventBase {
   user: AuditUser;
   clientId?: string;
+  /** Which session ended and why, when it was not the person signing out of this one. */
+  session?: { kind: string; reason: string };
+}
+
+export interface UserSecurityChanged extends SecurityEventBase {
+  /** Whose sign-in changed. */
+  user: AuditUser;
+  change: 'create' | 'update' | 'delete';
+  /** What: totp, passkey, recovery-codes, password. */
+  what: string;
+  /** Who made the change when it was not the user (an administrator at the CLI has no account: none). */
+  byAdministrator?: boolean;
 }
 
 export interface AccessTokenIssued extends SecurityEventBase {
@@ -516,6 +533,10 @@ export interface EmergencyOverride {
   jti?: string;
   patient?: string;
   address?: string;
+  /** How the person signed in for this token (its amr values). */
+  amr?: string[];
+  /** The second factor shown again for this override (break-the-glass step-up), amr values. */
+  stepUpAmr?: string[];
 }
 
 /** Where the caller's address goes: on the client app when there is one, else on the person. */
@@ -527,13 +548,17 @@ function sessionAgents(e: SecurityEventBase & { clientId?: string }, person: (ad
   ];
 }
 
-/** DICOM 110114 User Authentication / 110122 Login, success. */
+/** How the person authenticated, as entity details (AuditEvent has no field for it). */
+const methodEntity = (amr: string[] | undefined, stepUp?: string[]): AuditEntity[] =>
+  (amr?.length || stepUp?.length ? [{ type: CODES.systemObject, detail: details({ amr: amr?.join(' ') || undefined, step_up: stepUp?.join(' ') || undefined }) }] : []);
+
+/** DICOM 110114 User Authentication / 110122 Login, success; the method (amr) as an entity detail. */
 export function loginSucceeded(e: LoginSucceeded): AuditEvent {
   return auditEvent({
     type: CODES.userAuthentication, subtype: [CODES.login], action: 'E', recorded: e.recorded, outcome: '0',
     agent: [...sessionAgents(e, (address) => userAgent(e.issuer, e.user, [CODES.humanUser], { address })), ...organizationAgent(e.user)],
     source: securitySource(e.issuer),
-    entity: [],
+    entity: methodEntity(e.amr),
   });
 }
 
@@ -544,17 +569,37 @@ export function loginFailed(e: LoginFailed): AuditEvent {
     outcomeDesc: e.reason ?? 'authentication failed',
     agent: sessionAgents(e, (address) => attemptedUserAgent(e.issuer, e.username, e.sub, address)),
     source: securitySource(e.issuer),
-    entity: [],
+    entity: methodEntity(e.amr),
   });
 }
 
-/** DICOM 110114 User Authentication / 110123 Logout. */
+/** DICOM 110114 User Authentication / 110123 Logout; a session ended otherwise names its kind and why. */
 export function logout(e: Logout): AuditEvent {
   return auditEvent({
     type: CODES.userAuthentication, subtype: [CODES.logout], action: 'E', recorded: e.recorded, outcome: '0',
     agent: sessionAgents(e, (address) => userAgent(e.issuer, e.user, [CODES.humanUser], { address })),
     source: securitySource(e.issuer),
-    entity: [],
+    entity: e.session ? [{ type: CODES.systemObject, detail: details({ session: e.session.kind, reason: e.session.reason }) }] : [],
+  });
+}
+
+/**
+ * A person's sign-in changed (a second factor enrolled or removed, recovery codes replaced, the
+ * password changed): DICOM 110113 Security Alert / 110137 User Security Attributes Changed, action
+ * C/U/D; the user as the security user entity (object-role 11) with what changed (never a secret).
+ */
+export function userSecurityChanged(e: UserSecurityChanged): AuditEvent {
+  const person = userAgent(e.issuer, e.user, [CODES.humanUser], { address: e.address });
+  return auditEvent({
+    type: CODES.securityAlert, subtype: [CODES.userSecurityAttributesChanged], action: CHANGE_ACTIONS[e.change], recorded: e.recorded, outcome: '0',
+    agent: e.byAdministrator ? [authServerAgent(e.issuer, false, true)] : [person, authServerAgent(e.issuer, true)],
+    source: securitySource(e.issuer),
+    entity: [compact({
+      what: { identifier: { system: e.issuer, value: e.user.sub } },
+      type: CODES.person,
+      role: CODES.securityUser,
+      detail: details({ changed: e.what, by: e.byAdministrator ? 'administrator' : undefined }),
+    })],
   });
 }
 
@@ -718,6 +763,6 @@ export function emergencyOverrideStarted(e: EmergencyOverride): AuditEvent {
       appAgent(e.issuer, e.clientId, { requestor: false, address: e.address }),
     ],
     source: securitySource(e.issuer),
-    entity: e.patient ? [patientEntity(e.patient)] : [],
+    entity: [...(e.patient ? [patientEntity(e.patient)] : []), ...methodEntity(e.amr, e.stepUpAmr)],
   });
 }

@@ -19,6 +19,8 @@ export interface HcsPolicy {
   breakGlass: { ceiling: ConfidentialityCode; allSensitivities: boolean };
   /** The meta.security vocabulary: known sensitivities and harmless labels. */
   labels: LabelVocabulary;
+  /** Roles ("<system>|<code>") whose users must sign in with a second factor. */
+  secondFactorRoles: string[];
 }
 
 export class PolicyError extends Error {
@@ -45,6 +47,9 @@ export function parsePolicy(json: unknown, source: string): HcsPolicy {
   const ceiling = p.breakGlass?.ceiling;
   if (!ceiling || !isConfidentiality(ceiling)) fail('breakGlass.ceiling must be one of U L M N R V');
   if (ceiling === 'V') fail('breakGlass.ceiling must be below V: break-the-glass never releases very restricted data');
+  if (p.secondFactorRoles !== undefined && (!Array.isArray(p.secondFactorRoles) || p.secondFactorRoles.some((r) => typeof r !== 'string' || !/^.+\|.+$/.test(r)))) {
+    fail('secondFactorRoles must list roles as "<system>|<code>"');
+  }
   const defaults = p.defaultPurpose;
   if (!defaults || !isPurposeOfUse(defaults.patient) || !isPurposeOfUse(defaults.other)) fail('defaultPurpose needs a patient and an other purpose-of-use code');
   return {
@@ -54,6 +59,7 @@ export function parsePolicy(json: unknown, source: string): HcsPolicy {
     emergencyPurposes: codes(p.emergencyPurposes, 'emergencyPurposes'),
     breakGlass: { ceiling: ceiling!, allSensitivities: p.breakGlass?.allSensitivities !== false },
     labels: parseLabelVocabulary(p.labels, fail),
+    secondFactorRoles: p.secondFactorRoles ?? [],
   };
 }
 
@@ -138,6 +144,11 @@ export function effectiveClearance(policy: HcsPolicy, subject: Subject, purpose:
     ceiling: lifted,
     sensitivities: policy.breakGlass.allSensitivities ? knownSensitivities(policy.labels) : subject.sensitivities,
   };
+}
+
+/** Whether the policy makes a subject with these roles sign in with a second factor. */
+export function rolesRequireSecondFactor(policy: HcsPolicy, roles: readonly Coding[]): boolean {
+  return roles.some((r) => policy.secondFactorRoles.includes(`${r.system}|${r.code}`));
 }
 
 /** What discovery advertises: every purpose of use and every role the policy names. */

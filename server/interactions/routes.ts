@@ -24,6 +24,9 @@ import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts
 import { auditUserOf, recordLogin } from '../audit/security-events.ts';
 import { clientPurposesOf } from '../oidc/clients.ts';
 import { allowedScopeOf } from '../oidc/clients.ts';
+import { hasSecondFactor } from '../auth/factors.ts';
+import { allowOwnScripts } from '../views.ts';
+import { passkeyForm, signInSteps, steppedUp } from './sign-in-steps.ts';
 
 export interface InteractionDeps {
   config: Config;
@@ -62,7 +65,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     return details.params.launch ? findEhrLaunch(db, String(details.params.launch)) : undefined;
   }
 
-  async function choicesFor(details: Details, user: User): Promise<{ scopes: ConsentChoices; purpose: PurposeChoice }> {
+  async function choicesFor(details: Details, user: User): Promise<{ scopes: ConsentChoices; purpose: PurposeChoice; stepUp: { totp: boolean; passkey: boolean } }> {
     const client = await host.provider.Client.find(String(details.params.client_id));
     const scope = grantableScope({
       requested: [String(details.params.scope ?? '')],
@@ -70,9 +73,15 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       backend: false,
     });
     const requested = requestedPurpose(String(details.params.scope ?? ''), details.params.purpose_of_use);
+    const subject = subjectOf(user);
+    // BTG_REQUIRE_MFA: break-the-glass only for users who can be stepped up with a second factor.
+    const factors = await hasSecondFactor(db, user.id);
+    const canStepUp = factors.totp || factors.passkey;
+    if (config.btgRequireMfa && !canStepUp) subject.breakGlass = false;
     return {
       scopes: consentChoices(scope, { patientIsUser: Boolean(patientOf(user)) }),
-      purpose: purposeChoice({ policy: config.policy, subject: subjectOf(user), clientPurposes: client && clientPurposesOf(client), requested }),
+      purpose: purposeChoice({ policy: config.policy, subject, clientPurposes: client && clientPurposesOf(client), requested }),
+      stepUp: { totp: factors.totp, passkey: factors.passkey },
     };
   }
 
@@ -82,15 +91,20 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
   }
 
   async function renderLogin(ctx: Context, details: Details, extra: Record<string, unknown> = {}, status = 200) {
+    allowOwnScripts(ctx);
     await page(ctx, 'login', {
       title: 'Sign in',
       uid: details.uid,
       csrf: csrfToken(ctx),
       ...(await appIdentity(details)),
       demoAccounts: config.demo ? DEMO_ACCOUNTS : [],
+      passkey: passkeyForm(details, 'login'),
       ...extra,
     }, status);
   }
+
+  /** Second factors, passkeys and the break-the-glass step-up (sign-in-steps.ts). */
+  const steps = signInSteps({ config, db, host, audit, loginThrottle, page, renderLogin });
 
   /**
    * The patient this authorization is about: from the EHR launch, the patient user's own
@@ -115,14 +129,20 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
     const patientName = patient ? (await patients.get(patient))?.name : undefined;
     const purpose = choices.purpose;
+    if (choices.stepUp.passkey) allowOwnScripts(ctx);
     return page(ctx, 'consent', {
+      stepUp: purpose.emergency.length ? { ...choices.stepUp, done: steppedUp(details) } : undefined,
+      passkey: choices.stepUp.passkey && purpose.emergency.length
+        ? { ...passkeyForm(details, 'login'), action: `/interaction/${details.uid}/passkey${patient ? `?patient=${encodeURIComponent(patient)}` : ''}` }
+        : undefined,
+      notice: ctx.query.stepped_up === '1' ? 'Passkey confirmed. You can now choose emergency access.' : undefined,
+      message: message ?? (ctx.query.stepped_up === '0' ? 'That passkey could not be used.' : undefined),
       title: 'Allow access?',
       uid: details.uid,
       csrf: csrfToken(ctx),
       ...(await appIdentity(details)),
       patient: details.params.launch || patientOf(user) ? undefined : patient,
       patientName,
-      message,
       ...choices.scopes,
       purpose: { ...purpose, labels: Object.fromEntries(purpose.options.map((code) => [code, `${purposeDisplay(code)} (${code})`])) },
     }, message ? 400 : 200);
@@ -130,7 +150,10 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
 
   router.get('/interaction/:uid', async (ctx) => {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
-    if (details.prompt.name === 'login') return renderLogin(ctx, details);
+    if (details.prompt.name === 'login') {
+      if (await steps.showPending(ctx, details)) return;
+      return renderLogin(ctx, details);
+    }
 
     const user = await findUser(db, String(details.session?.accountId));
     if (!user || user.disabled) return renderLogin(ctx, details);
@@ -170,8 +193,9 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     if (username && password) await (user ? loginThrottle?.succeeded(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
     await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId, username, user });
     if (!user) return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
-    await host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
+    return steps.afterPassword(ctx, details, user);
   });
+  steps.addRoutes(router);
 
   router.post('/interaction/:uid/consent', formBody, async (ctx) => {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
@@ -212,6 +236,13 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     const purposeProblem = checkPurposeSubmission(choices.purpose, purpose, reason);
     if (purposeProblem) return renderConsent(ctx, details, user, choices, context.patient, purposeProblem);
     const emergency = choices.purpose.emergency.includes(purpose);
+    // Break-the-glass needs a second factor shown in this interaction, however the session signed in.
+    let stepUpAmr: string[] | undefined;
+    if (emergency && (choices.stepUp.totp || choices.stepUp.passkey)) {
+      const stepUp = await steps.btgStepUp(ctx, details, user, body);
+      if ('message' in stepUp) return renderConsent(ctx, details, user, choices, context.patient, stepUp.message);
+      stepUpAmr = stepUp.amr;
+    }
 
     const ehrLaunch = details.params.launch ? await consumeEhrLaunch(db, String(details.params.launch)) : undefined;
     if (details.params.launch && !ehrLaunch) {
@@ -242,6 +273,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       }),
       purposeOfUse: purpose,
       emergencyReason: emergency ? reason.trim() : undefined,
+      stepUpAmr,
     }, emergency ? config.btgTokenTtl + 120 : config.refreshTokenTtl);
 
     await decision(true, { patient: carries.patient ? context.patient : undefined, purpose, granted });

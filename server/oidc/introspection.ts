@@ -77,7 +77,7 @@ async function introspectRefreshToken(token: string, c: TokenContext): Promise<I
     iss: c.issuer,
     aud: c.fhirBase,
     token_type: 'refresh_token',
-    ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, user, grant),
+    ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, user, grant, { acr: refresh.acr, amr: refresh.amr }),
   };
 }
 

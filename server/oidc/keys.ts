@@ -59,25 +59,35 @@ function encryptionKey(secret: string): Buffer {
   return key;
 }
 
-export function encryptJwk(jwk: JWK, kid: string, secret: string): string {
+/** Encrypts a secret for storage; `label` (a row's id) is bound to it, so it cannot be moved to another row. */
+export function sealSecret(text: string, label: string, secret: string): string {
   const iv = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', encryptionKey(secret), iv);
-  cipher.setAAD(Buffer.from(kid));
-  const data = Buffer.concat([cipher.update(JSON.stringify(jwk)), cipher.final()]);
+  cipher.setAAD(Buffer.from(label));
+  const data = Buffer.concat([cipher.update(text), cipher.final()]);
   return ['v1', iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), data.toString('base64url')].join('.');
 }
 
-export function decryptJwk(stored: string, kid: string, secret: string): JWK {
+/** The text sealSecret stored, or a KeyEncryptionError (wrong format, label or KEY_ENCRYPTION_SECRET). */
+export function openSecret(stored: string, label: string, secret: string, name = label): string {
   const [version, iv, tag, data] = stored.split('.');
-  if (version !== 'v1' || !iv || !tag || !data) throw new KeyEncryptionError(`signing key ${kid} is not in the encrypted format`);
+  if (version !== 'v1' || !iv || !tag || !data) throw new KeyEncryptionError(`${name} is not in the encrypted format`);
   try {
     const decipher = createDecipheriv('aes-256-gcm', encryptionKey(secret), Buffer.from(iv, 'base64url'));
-    decipher.setAAD(Buffer.from(kid));
+    decipher.setAAD(Buffer.from(label));
     decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-    return JSON.parse(Buffer.concat([decipher.update(Buffer.from(data, 'base64url')), decipher.final()]).toString()) as JWK;
+    return Buffer.concat([decipher.update(Buffer.from(data, 'base64url')), decipher.final()]).toString();
   } catch {
-    throw new KeyEncryptionError(`cannot decrypt signing key ${kid}: KEY_ENCRYPTION_SECRET is not the one it was stored with`);
+    throw new KeyEncryptionError(`cannot decrypt ${name}: KEY_ENCRYPTION_SECRET is not the one it was stored with`);
   }
+}
+
+export function encryptJwk(jwk: JWK, kid: string, secret: string): string {
+  return sealSecret(JSON.stringify(jwk), kid, secret);
+}
+
+export function decryptJwk(stored: string, kid: string, secret: string): JWK {
+  return JSON.parse(openSecret(stored, kid, secret, `signing key ${kid}`)) as JWK;
 }
 
 // --- the rules: pure.

@@ -26,6 +26,10 @@ import { smartTokenResponse } from './token-response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
+import { ACR_VALUES } from '../auth/acr.ts';
+import { signInPolicy, trackSignInSessions } from '../auth/oidc-sessions.ts';
+
+const SIGN_IN_SESSION_TTL = 14 * 86400;
 
 export interface ProviderDeps {
   config: Config;
@@ -105,7 +109,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       end_session: '/logout',
     },
     scopes: [...OIDC_SCOPES],
-    claims: { openid: ['sub'], fhirUser: ['fhirUser'], profile: ['name'] },
+    // acr and amr (RFC 8176) go in every id token: how the person signed in.
+    claims: { openid: ['sub', 'acr', 'amr'], fhirUser: ['fhirUser'], profile: ['name'] },
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -148,6 +153,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       },
       registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
       userinfo: { enabled: true },
+      // The `claims` request parameter, for apps that ask for an acr that way (OIDC Core 5.5.1.1).
+      claimsParameter: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -216,8 +223,11 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       },
     },
     interactions: {
+      // oidc-provider's prompts, with sign-in sessions that can end and acr levels that can be asked for.
+      policy: signInPolicy(db),
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
+    acrValues: [...ACR_VALUES],
     // Every authorization gets a fresh grant (its own launch context); see notes section 3.
     async loadExistingGrant(ctx) {
       const grantId = ctx.oidc.result?.consent?.grantId;
@@ -254,7 +264,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
       await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
       const account = (token as { accountId?: string }).accountId;
-      return appTokenClaims(config, await userOf(db, ctx, account), grant);
+      const signIn = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
+      return appTokenClaims(config, await userOf(db, ctx, account), grant, { acr: signIn?.acr, amr: signIn?.amr });
     },
     // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
     async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
@@ -293,7 +304,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       IdToken: 3600,
       Interaction: 3600,
       RefreshToken: config.refreshTokenTtl,
-      Session: 14 * 86400,
+      Session: SIGN_IN_SESSION_TTL,
     },
     async renderError(ctx, out) {
       ctx.type = 'html';
@@ -323,6 +334,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     }
     await next();
   });
+  provider.use(trackSignInSessions(db, audit, config.issuer, SIGN_IN_SESSION_TTL));
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });

@@ -11,11 +11,17 @@ import { residualFor, userSecurityClaims } from '../hcs/token-claims.ts';
 import { purposeCoding } from '../hcs/codes.ts';
 import { requestedPurpose } from '../hcs/purpose-choice.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
+import { authenticationClaims } from '../auth/acr.ts';
 
-/** Claims of a token issued to an app for a user (authorization code and refresh). */
-export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user: User | undefined, grant: GrantContext | undefined): Record<string, unknown> {
+/**
+ * Claims of a token issued to an app for a user (authorization code and refresh); `signIn` is how
+ * the person signed in (the code's or refresh token's `acr` and `amr`).
+ */
+export function appTokenClaims(
+  config: Pick<Config, 'fhirBase' | 'policy'>, user: User | undefined, grant: GrantContext | undefined, signIn?: { acr?: unknown; amr?: unknown },
+): Record<string, unknown> {
   const launch = grant?.launch;
-  const claims: Record<string, unknown> = {};
+  const claims: Record<string, unknown> = { ...authenticationClaims(signIn, grant?.stepUpAmr) };
   if (launch?.patient) claims.patient = launch.patient;
   if (launch?.encounter) claims.encounter = launch.encounter;
   if (launch?.fhirContext) claims.fhirContext = launch.fhirContext;

@@ -48,6 +48,8 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
         jti: String(claims.jti),
         patient: context.launch.patient,
         address: ctx.ip,
+        amr: Array.isArray(claims.amr) ? (claims.amr as string[]) : undefined,
+        stepUpAmr: context.stepUpAmr,
       }));
     }
     // Standard members win: the context never overwrites a token field.

@@ -5,6 +5,8 @@ import { nowSeconds } from '../db.ts';
 import { DUMMY_HASH, hashPassword, verifyPassword } from './passwords.ts';
 import type { Subject } from '../hcs/policy.ts';
 import { isPrivacyOfficerRole, PRIVACY_OFFICER } from '../hcs/codes.ts';
+import { endUserAccess } from '../auth/sessions.ts';
+import { passwordProblem } from '../auth/password-policy.ts';
 
 export interface Coding {
   system: string;
@@ -27,6 +29,8 @@ export interface UserAttributes {
   organizationId?: string;
   /** Patient ids a clinician may pick and reach; absent means all. */
   patients?: string[];
+  /** Must sign in with a second factor (TOTP or passkey); led to enrol one when they have none. */
+  requireMfa?: boolean;
 }
 
 export interface User {
@@ -101,8 +105,29 @@ export async function listUsers(db: Db): Promise<User[]> {
   return (await db('users').orderBy('username')).map(toUser);
 }
 
+/** Disables a user and ends their sessions and grants at once. */
 export async function disableUser(db: Db, username: string): Promise<boolean> {
-  return (await db('users').where('username', username).update({ disabled: true })) > 0;
+  const row = await db('users').where('username', username).first('id');
+  if (!row) return false;
+  await db('users').where('id', row.id).update({ disabled: true });
+  await endUserAccess(db, row.id);
+  return true;
+}
+
+export async function findUserByName(db: Db, username: string): Promise<User | undefined> {
+  const row = await db('users').where('username', username).first();
+  return row ? toUser(row) : undefined;
+}
+
+/**
+ * Sets a new password (it must pass the password policy) and ends every session but
+ * `exceptSession` and every grant of the user: whoever knew the old one is out.
+ */
+export async function setPassword(db: Db, user: User, password: string, exceptSession?: string): Promise<void> {
+  const problem = passwordProblem(password, user.username);
+  if (problem) throw new UserError(problem);
+  await db('users').where('id', user.id).update({ password_hash: await hashPassword(password) });
+  await endUserAccess(db, user.id, exceptSession);
 }
 
 /**

@@ -1,5 +1,5 @@
-// A person's own pages: sign in, see the apps they granted access to, and revoke them
-// (/account/apps is the SMART management_endpoint).
+// A person's own pages: sign in (second factors: account-sign-in.ts), see the apps they granted access
+// to, and revoke them (/account/apps is the SMART management_endpoint).
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Config } from '../config.ts';
@@ -7,7 +7,7 @@ import type { Db } from '../db.ts';
 import type { ProviderHost } from '../oidc/provider-host.ts';
 import type { PatientDirectory } from '../fhir/patient-directory.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
-import { authenticate, findUser, patientOf, type User } from '../oidc/users.ts';
+import { authenticate, patientOf, type User } from '../oidc/users.ts';
 import { grantsOf, revokeGrantOf } from '../oidc/grants.ts';
 import { describeScope, parseScopes } from '../smart/scopes.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
@@ -15,7 +15,9 @@ import { databaseAuditSink } from '../audit/store.ts';
 import { recordLogin, recordLogout } from '../audit/security-events.ts';
 import { loginFailed } from '../audit/balp.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
-import { accountSession, clearAccountSession, field, FORM_EXPIRED, formBody, safeReturnPath, sendPage, setAccountSession } from './session.ts';
+import { clearAccountSession, field, FORM_EXPIRED, formBody, safeReturnPath, sendPage, signedInUser as sessionUser } from './session.ts';
+import { allowOwnScripts } from '../views.ts';
+import { accountSignInSteps, PASSKEY_FORM } from './account-sign-in.ts';
 
 export interface AccountDeps {
   config: Config;
@@ -41,11 +43,7 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
   const router = new Router();
   const audit = databaseAuditSink(db);
 
-  async function signedInUser(ctx: Context): Promise<User | undefined> {
-    const id = accountSession(ctx);
-    const user = id ? await findUser(db, id) : undefined;
-    return user && !user.disabled ? user : undefined;
-  }
+  const signedInUser = async (ctx: Context): Promise<User | undefined> => (await sessionUser(ctx, db))?.user;
 
   function toLogin(ctx: Context, returnTo: string) {
     ctx.status = 303;
@@ -53,11 +51,15 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
   }
 
   function showLogin(ctx: Context, returnTo: string, extra: Record<string, unknown> = {}, status = 200) {
+    allowOwnScripts(ctx);
     return sendPage(ctx, 'account-login', {
       title: 'Sign in to your account', demo: config.demo, csrf: csrfToken(ctx), returnTo,
-      demoAccounts: config.demo ? DEMO_ACCOUNTS : [], ...extra,
+      demoAccounts: config.demo ? DEMO_ACCOUNTS : [], passkey: { ...PASSKEY_FORM, action: `${PASSKEY_FORM.action}?return_to=${encodeURIComponent(returnTo)}`, mode: 'login' }, ...extra,
     }, status);
   }
+
+  /** Second factors and passkeys at /account sign-in (account-sign-in.ts). */
+  const steps = accountSignInSteps({ config, db, audit, loginThrottle, showLogin });
 
   async function showApps(ctx: Context, user: User, extra: { message?: string; notice?: string } = {}, status = 200) {
     const patientIsUser = Boolean(patientOf(user));
@@ -112,16 +114,15 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
     if (username && password) await (user ? loginThrottle?.succeeded(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
     await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, username, user });
     if (!user) return showLogin(ctx, returnTo, { message: LOGIN_FAILED, username });
-    setAccountSession(ctx, user.id);
-    ctx.status = 303;
-    ctx.redirect(returnTo);
+    return steps.afterPassword(ctx, user, returnTo);
   });
+  steps.addRoutes(router);
 
   router.post('/account/logout', formBody, async (ctx) => {
     if (!validCsrf(ctx, field(ctx.request.body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
     const user = await signedInUser(ctx);
     if (user) await recordLogout(audit, { issuer: config.issuer, address: ctx.ip, user });
-    clearAccountSession(ctx);
+    await clearAccountSession(ctx, db);
     ctx.status = 303;
     ctx.redirect('/account/login');
   });

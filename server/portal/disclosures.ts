@@ -9,10 +9,10 @@ import type { AuditStore } from '../audit/types.ts';
 import { disclosureLines, groupedDisclosures, type DisclosureLine } from '../audit/disclosures.ts';
 import { toCsv, toPdf } from '../audit/render.ts';
 import { findClientMetadata } from '../oidc/clients.ts';
-import { findUser, patientOf, type User } from '../oidc/users.ts';
+import { patientOf, type User } from '../oidc/users.ts';
 import { purposeDisplay } from '../hcs/codes.ts';
 import { csrfToken } from '../csrf.ts';
-import { accountSession, sendPage } from './session.ts';
+import { sendPage, signedInUser } from './session.ts';
 
 export type DisclosureFormat = 'html' | 'csv' | 'pdf';
 
@@ -42,9 +42,8 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
 
   /** The signed-in patient, or an answer already given (redirect to login, or 403). */
   async function signedInPatient(ctx: Context): Promise<{ user: User; patientId: string } | undefined> {
-    const id = accountSession(ctx);
-    const user = id ? await findUser(db, id) : undefined;
-    if (!user || user.disabled) {
+    const user = (await signedInUser(ctx, db))?.user;
+    if (!user) {
       ctx.status = 303;
       ctx.redirect(`/account/login?return_to=${encodeURIComponent(PAGE)}`);
       return undefined;

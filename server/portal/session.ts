@@ -1,7 +1,12 @@
 // Shared pieces of the developer portal (/apps) and the account pages (/account/*): form parsing
-// and the signed session cookie of a person signed in at /account/login.
+// and the session of a person signed in at /account/login.
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
+import type { Db } from '../db.ts';
+import { findUser, type User } from '../oidc/users.ts';
+import {
+  completePendingSignIn, endSession, findAccountSession, findPendingSignIn, startAccountSession, startPendingSignIn, type PendingSignIn, type PendingStep,
+} from '../auth/sessions.ts';
 
 export const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 
@@ -19,26 +24,58 @@ const SESSION_COOKIE = 'smart_auth.account';
 const SESSION_PATH = '/account';
 export const SESSION_TTL_SECONDS = 8 * 3600;
 
-/** Starts a session for a user: a signed, HttpOnly cookie holding the user id and its expiry. */
-export function setAccountSession(ctx: Context, userId: string): void {
-  const expires = Math.floor(Date.now() / 1000) + SESSION_TTL_SECONDS;
-  ctx.cookies.set(SESSION_COOKIE, `${userId}.${expires}`, {
+/**
+ * Starts a session for a user: a row in user_sessions (server/auth/sessions.ts) and a signed,
+ * HttpOnly cookie holding its random token. Logging out deletes the row, so a copied cookie stops working.
+ */
+export async function setAccountSession(ctx: Context, db: Db, userId: string, amr: readonly string[]): Promise<void> {
+  setSessionCookie(ctx, await startAccountSession(db, userId, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr }, SESSION_TTL_SECONDS));
+}
+
+function setSessionCookie(ctx: Context, token: string) {
+  ctx.cookies.set(SESSION_COOKIE, token, {
     signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, maxAge: SESSION_TTL_SECONDS * 1000, path: SESSION_PATH, overwrite: true,
   });
 }
 
-/** The user id of the signed-in person, or undefined (no cookie, bad signature, expired). */
-export function accountSession(ctx: Context): string | undefined {
-  const value = ctx.cookies.get(SESSION_COOKIE, { signed: true });
-  if (!value) return undefined;
-  const dot = value.lastIndexOf('.');
-  if (dot <= 0) return undefined;
-  const expires = Number(value.slice(dot + 1));
-  if (!Number.isInteger(expires) || expires <= Math.floor(Date.now() / 1000)) return undefined;
-  return value.slice(0, dot);
+// A sign-in between the password and the second factor: its own cookie, its own row (kind pending).
+const PENDING_COOKIE = 'smart_auth.account_pending';
+
+export async function startPendingAccountSignIn(ctx: Context, db: Db, userId: string, step: PendingStep): Promise<void> {
+  const token = await startPendingSignIn(db, userId, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, step);
+  ctx.cookies.set(PENDING_COOKIE, token, { signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, maxAge: 600_000, path: SESSION_PATH, overwrite: true });
 }
 
-export function clearAccountSession(ctx: Context): void {
+export async function pendingAccountSignIn(ctx: Context, db: Db): Promise<PendingSignIn | undefined> {
+  const token = ctx.cookies.get(PENDING_COOKIE, { signed: true });
+  return token ? findPendingSignIn(db, token) : undefined;
+}
+
+/** The second step is done: the pending sign-in becomes the session (under a new cookie token). */
+export async function completeAccountSignIn(ctx: Context, db: Db, pending: PendingSignIn, amr: readonly string[]): Promise<boolean> {
+  const token = await completePendingSignIn(db, pending.id, amr, SESSION_TTL_SECONDS);
+  ctx.cookies.set(PENDING_COOKIE, '', { signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, path: SESSION_PATH, overwrite: true });
+  if (token) setSessionCookie(ctx, token);
+  return Boolean(token);
+}
+
+/** The live session of the signed-in person (its id and user id), or undefined (no cookie, bad signature, ended, expired). */
+export async function accountSession(ctx: Context, db: Db): Promise<{ id: string; userId: string } | undefined> {
+  const token = ctx.cookies.get(SESSION_COOKIE, { signed: true });
+  return token ? findAccountSession(db, token) : undefined;
+}
+
+/** The signed-in, active user and their session id, or undefined. */
+export async function signedInUser(ctx: Context, db: Db): Promise<{ user: User; sessionId: string } | undefined> {
+  const session = await accountSession(ctx, db);
+  const user = session && (await findUser(db, session.userId));
+  return user && !user.disabled ? { user, sessionId: session!.id } : undefined;
+}
+
+/** Ends the person's session (the row, not only the cookie) and clears the cookie. */
+export async function clearAccountSession(ctx: Context, db: Db): Promise<void> {
+  const session = await accountSession(ctx, db);
+  if (session) await endSession(db, session.userId, session.id);
   ctx.cookies.set(SESSION_COOKIE, '', { signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, path: SESSION_PATH, overwrite: true });
 }
 

@@ -6,8 +6,8 @@ import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { freePort } from '../support/server.ts';
 import { freshPostgresSchema, type PostgresSchema } from '../support/postgres.ts';
 import { startScript, type ChildServer } from '../support/processes.ts';
-import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { dpopKey } from '../support/dpop.ts';
+import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
@@ -68,6 +68,18 @@ describe('several instances on PostgreSQL', function () {
     const introspected = await (await fetch(`${urlB}/introspect`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: exchanged.body.access_token }) })).json();
     assert.deepEqual(introspected, { active: false }, 'revoked at A, inactive at B');
     assert.equal((await fetch(`${urlB}/fhir/Patient/pat-2`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } })).status, 401);
+  });
+
+  it('shares /account sessions: signed in at A, signed out at B, the cookie no longer works at A', async () => {
+    const browser = new Browser();
+    const page = await (await browser.fetch(`${urlA}/account/login`)).text();
+    await browser.fetch(`${urlA}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), username: 'amy', password: 'demo-password-3' }) });
+    const cookie = `smart_auth.account=${browser.cookie('smart_auth.account')}; smart_auth.account.sig=${browser.cookie('smart_auth.account.sig')}`;
+    const apps = (url: string) => fetch(`${url}/account/apps`, { headers: { cookie }, redirect: 'manual' }).then((r) => r.status);
+    assert.equal(await apps(urlB), 200, 'a session started at A works at B');
+    const appsPage = await (await browser.fetch(`${urlB}/account/apps`)).text();
+    await browser.fetch(`${urlB}/account/logout`, { method: 'POST', body: form({ csrf: hiddenValue(appsPage, 'csrf') }) });
+    assert.equal(await apps(urlA), 303, 'signed out at B, refused at A');
   });
 
   it('accepts a client assertion once, even replayed at both instances at the same time', async () => {

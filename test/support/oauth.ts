@@ -1,8 +1,14 @@
 // A SMART app and a person's browser, over plain HTTP: a cookie jar, manual redirects, PKCE.
 import { createHash, randomBytes } from 'node:crypto';
+import { totpCode } from '../../server/auth/totp.ts';
 
 export class Browser {
   private cookies = new Map<string, string>();
+
+  /** A cookie's value as this browser holds it (e.g. to replay it from elsewhere). */
+  cookie(name: string): string | undefined {
+    return this.cookies.get(name);
+  }
 
   async fetch(url: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers);
@@ -76,7 +82,17 @@ export interface LaunchOptions {
   /** The purpose of use to choose on the consent page (default: what the page preselects). */
   purpose?: string;
   btgReason?: string;
+  /** The answer to a second-factor page: a TOTP or recovery code, or a function giving one. */
+  otp?: string | (() => string);
+  /** Filled in when the sign-in makes the user set up an authenticator: its secret and the recovery codes shown. */
+  enrolled?: { secret?: string; recoveryCodes?: string[] };
+  /** The step-up code sent with a break-the-glass consent. */
+  btgOtp?: string;
 }
+
+/** The TOTP secret a set-up page shows (grouped by four for people). */
+export const shownTotpSecret = (html: string) => /class="totp-secret">([^<]*)</.exec(html)?.[1].replace(/\s/g, '');
+export const shownRecoveryCodes = (html: string) => [...html.matchAll(/<li><code>([0-9a-f]{5}-[0-9a-f]{5})<\/code><\/li>/g)].map((m) => m[1]);
 
 export interface LaunchResult {
   code?: string;
@@ -104,7 +120,7 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
   let step = o.method === 'POST'
     ? await browser.follow(`${o.server.issuer}/authorize`, o.server.issuer, { method: 'POST', body: form(params) })
     : await browser.follow(`${o.server.issuer}/authorize?${new URLSearchParams(params)}`, o.server.issuer);
-  for (let guard = 0; guard < 6 && step.url.startsWith(o.server.issuer); guard++) {
+  for (let guard = 0; guard < 10 && step.url.startsWith(o.server.issuer); guard++) {
     const html = await step.res.text();
     pages.push(html);
     if (step.res.status >= 400) {
@@ -116,6 +132,17 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
       step = await browser.follow(`${o.server.issuer}/interaction/${uid}/login`, o.server.issuer, {
         method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), username: o.username ?? 'dr.smith', password: o.password ?? 'demo-password-1' }),
       });
+    } else if (html.includes('name="otp"')) {
+      if (o.otp === undefined) throw new Error(`a second factor is asked for at ${step.url}`);
+      const otp = typeof o.otp === 'function' ? o.otp() : o.otp;
+      step = await browser.follow(`${o.server.issuer}/interaction/${uid}/second-factor`, o.server.issuer, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), otp }) });
+    } else if (shownTotpSecret(html)) {
+      const secret = shownTotpSecret(html)!;
+      if (o.enrolled) o.enrolled.secret = secret;
+      step = await browser.follow(`${o.server.issuer}/interaction/${uid}/enrol`, o.server.issuer, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), code: totpCode(secret) }) });
+    } else if (html.includes('class="recovery-codes"')) {
+      if (o.enrolled) o.enrolled.recoveryCodes = shownRecoveryCodes(html);
+      step = await browser.follow(`${o.server.issuer}/interaction/${uid}/continue`, o.server.issuer, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf') }) });
     } else if (html.includes('name="patient" value=') && html.includes('type="radio"')) {
       step = await browser.follow(`${o.server.issuer}/interaction/${uid}?patient=${encodeURIComponent(o.patient ?? 'pat-1')}`, o.server.issuer);
     } else if (html.includes('name="decision"')) {
@@ -126,6 +153,7 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
       if (patient) data.patient = patient;
       if (o.purpose) data.purpose_of_use = o.purpose;
       if (o.btgReason !== undefined) data.btg_reason = o.btgReason;
+      if (o.btgOtp !== undefined) data.btg_otp = o.btgOtp;
       step = await browser.follow(`${o.server.issuer}/interaction/${uid}/consent`, o.server.issuer, { method: 'POST', body: form(data) });
     } else {
       throw new Error(`unexpected page at ${step.url}: ${html.slice(0, 800)}`);

@@ -61,10 +61,11 @@ async function testDatabase(dir: string): Promise<PostgresSchema> {
   return schema;
 }
 
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+/** `issuerHost`: the issuer's host name (default 127.0.0.1); WebAuthn needs a domain, e.g. localhost. */
+export async function startTestServer(env: Record<string, string> = {}, { issuerHost = '127.0.0.1' } = {}): Promise<TestServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'smart-auth-test-'));
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `http://${issuerHost}:${port}`;
   const database = await testDatabase(dir);
   let running: RunningServer;
   let config: ReturnType<typeof loadConfig>;

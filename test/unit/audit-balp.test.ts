@@ -8,7 +8,7 @@ import type { Coding } from '../../server/hcs/codes.ts';
 import type { AccessAudit, AuditEvent } from '../../server/audit/types.ts';
 import {
   accessAuditEvents, accessTokenIssued, balpProfile, clientRegistrationChanged, consentDecision, emergencyOverrideStarted, loginFailed,
-  loginSucceeded, logout, opaqueToken, signingKeyRotated, tokenIntrospected, tokenRevoked,
+  loginSucceeded, logout, opaqueToken, signingKeyRotated, tokenIntrospected, tokenRevoked, userSecurityChanged,
   type AuditAgent, type AuditEntity, type AuditUser,
 } from '../../server/audit/balp.ts';
 
@@ -382,6 +382,41 @@ describe('security events of the authorization server', () => {
     assert.deepEqual(agentsOf(e)[0].who, { identifier: { system: ISSUER, value: 'u-8c1f' } });
   });
 
+  it('a second factor: the method (amr) as an entity detail, on success and failure', () => {
+    const ok = loginSucceeded({ recorded: at, issuer: ISSUER, user: jane, amr: ['otp'] });
+    assert.deepEqual(detailsOf(entitiesOf(ok)[0]), { amr: 'otp' });
+    const failed = loginFailed({ recorded: at, issuer: ISSUER, username: 'jsmith', sub: 'u-8c1f', amr: ['hwk'], reason: 'passkey not valid' });
+    assert.equal(failed.outcome, '4');
+    assert.deepEqual(detailsOf(entitiesOf(failed)[0]), { amr: 'hwk' });
+    assert.deepEqual(entitiesOf(loginSucceeded({ recorded: at, issuer: ISSUER, user: jane })), [], 'a password login names no method, as before');
+  });
+
+  it('a session ended from elsewhere: 110123 Logout with the session kind and why', () => {
+    const e = logout({ recorded: at, issuer: ISSUER, user: jane, session: { kind: 'sign-in', reason: 'password changed' } });
+    assert.deepEqual(subtypeOf(e), [{ system: DCM, code: '110123' }]);
+    assert.deepEqual(detailsOf(entitiesOf(e)[0]), { session: 'sign-in', reason: 'password changed' });
+  });
+
+  it('userSecurityChanged: 110113 Security Alert / 110137 User Security Attributes Changed, the user as security user entity', () => {
+    const e = userSecurityChanged({ recorded: at, issuer: ISSUER, address: '203.0.113.17', user: jane, change: 'create', what: 'totp' });
+    assert.deepEqual(sysCode(e.type as Coding), { system: DCM, code: '110113' });
+    assert.deepEqual(subtypeOf(e), [{ system: DCM, code: '110137' }]);
+    assert.equal(e.action, 'C');
+    assert.equal(e.outcome, '0');
+    assert.deepEqual(agentsOf(e)[0].who, { identifier: { system: ISSUER, value: 'u-8c1f' } });
+    assert.deepEqual(agentsOf(e)[0].network, { address: '203.0.113.17', type: '2' });
+    const entity = entitiesOf(e)[0];
+    assert.deepEqual(entity.what, { identifier: { system: ISSUER, value: 'u-8c1f' } });
+    assert.equal(entity.role?.code, '11');
+    assert.deepEqual(detailsOf(entity), { changed: 'totp' });
+    const admin = userSecurityChanged({ recorded: at, issuer: ISSUER, user: jane, change: 'update', what: 'password', byAdministrator: true });
+    assert.equal(admin.action, 'U');
+    assert.equal(agentsOf(admin).length, 1, 'an administrator at the CLI: this server is the requestor');
+    assert.equal(agentsOf(admin)[0].requestor, true);
+    assert.deepEqual(detailsOf(entitiesOf(admin)[0]), { changed: 'password', by: 'administrator' });
+    assertSecuritySource(e);
+  });
+
   describe('accessTokenIssued (IUA ITI-71, BALP AuditIUAgetAccessToken)', () => {
     const issued = accessTokenIssued({
       recorded: at, issuer: ISSUER, address: '203.0.113.17', clientId: 'growth-app', grantType: 'authorization_code', scope: 'launch/patient patient/Observation.rs',
@@ -593,7 +628,9 @@ describe('no password or token value ever appears in an event', () => {
         clientRegistrationChanged(carrying({ ...base, change: 'update' as const, clientId: client, by: { user: person }, fields: ['client_secret'] }, value)),
         consentDecision(carrying({ ...base, allowed: flag, clientId: client, user: person, patient, jti, grantedScope: 'patient/*.rs' }, value)),
         signingKeyRotated(carrying({ ...base, kid: jti, by: flag ? person : undefined }, value)),
-        emergencyOverrideStarted(carrying({ ...base, user: { ...person, roles: person.roles ?? [] }, clientId: client, purpose: 'BTG', reason: 'r', jti, patient }, value)),
+        emergencyOverrideStarted(carrying({ ...base, user: { ...person, roles: person.roles ?? [] }, clientId: client, purpose: 'BTG', reason: 'r', jti, patient, amr: ['pwd'], stepUpAmr: ['otp'] }, value)),
+        userSecurityChanged(carrying({ ...base, user: person, change: 'update' as const, what: 'password', byAdministrator: flag }, value)),
+        logout(carrying({ ...base, user: person, session: { kind: 'account', reason: 'password changed' } }, value)),
       ];
       return !leaks(list, value);
     }));

@@ -11,6 +11,7 @@ describe('config', () => {
     assert.equal(config.demo, true);
     assert.equal(config.accessTokenTtl, 3600);
     assert.equal(config.backendTokenTtl, 300);
+    assert.equal(config.btgRequireMfa, false, 'the demo accounts break the glass without an authenticator');
   });
 
   it('derives the issuer from PORT and strips a trailing slash', () => {
@@ -41,6 +42,7 @@ describe('config', () => {
     [{ DATABASE_POOL_MAX: '0' }, /DATABASE_POOL_MAX must be between 1 and 1000/],
     [{ DATABASE_ACQUIRE_TIMEOUT_MS: 'soon' }, /DATABASE_ACQUIRE_TIMEOUT_MS must be a whole number/],
     [{ DATABASE_STATEMENT_TIMEOUT_MS: '-1' }, /DATABASE_STATEMENT_TIMEOUT_MS must be a whole number/],
+    [{ BTG_REQUIRE_MFA: 'sometimes' }, /BTG_REQUIRE_MFA must be true or false/],
   ] as const) {
     it(`explains a bad value: ${JSON.stringify(env)}`, () => {
       assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));
@@ -58,6 +60,8 @@ describe('config', () => {
       assert.equal(config.production, true);
       assert.equal(config.demo, false);
       assert.equal(config.registration, 'token', 'registration needs an initial access token in production');
+      assert.equal(config.btgRequireMfa, true, 'break-the-glass needs a second factor in production');
+      assert.equal(loadConfig({ ...safe, BTG_REQUIRE_MFA: 'false' }).btgRequireMfa, false);
     });
     it('refuses demo mode, the default cookie secret and an http issuer', () => {
       assert.throws(() => loadConfig({ ...safe, DEMO: 'true' }), /DEMO must be off/);

@@ -6,7 +6,7 @@ import {
 } from '../../server/hcs/codes.ts';
 import { knownSensitivities, sensitivityClosure } from '../../server/hcs/label-vocabulary.ts';
 import {
-  assertablePurposes, clientPermits, defaultPurpose, effectiveClearance, loadPolicy, parsePolicy, PolicyError, type Subject,
+  assertablePurposes, clientPermits, defaultPurpose, effectiveClearance, loadPolicy, parsePolicy, PolicyError, rolesRequireSecondFactor, type Subject,
 } from '../../server/hcs/policy.ts';
 import { checkPurposeSubmission, purposeChoice, requestedPurpose } from '../../server/hcs/purpose-choice.ts';
 import { residualFor, userSecurityClaims } from '../../server/hcs/token-claims.ts';
@@ -95,10 +95,21 @@ describe('HCS policy', () => {
       [{ labels: undefined }, /labels must be/],
       [{ labels: { sensitivities: { SUD: ['NOTLISTED'] }, harmless: [] } }, /labels.sensitivities.SUD/],
       [{ labels: { sensitivities: {}, harmless: ['no-bar'] } }, /labels.harmless/],
+      [{ secondFactorRoles: ['nobar'] }, /secondFactorRoles/],
+      [{ secondFactorRoles: 'a|b' }, /secondFactorRoles/],
     ] as const) {
       assert.throws(() => parsePolicy({ ...good, ...change }, 'test'), (e: Error) => e instanceof PolicyError && message.test(e.message));
     }
     assert.throws(() => loadPolicy('/nonexistent/policy.json'), /cannot be read/);
+  });
+
+  it('requires a second factor of the roles the policy names (none by default)', () => {
+    assert.deepEqual(policy.secondFactorRoles, []);
+    const strict = parsePolicy({ ...JSON.parse(JSON.stringify(policy)), secondFactorRoles: [`${ROLE}|doctor`] }, 'test');
+    assert.ok(rolesRequireSecondFactor(strict, doctor.roles));
+    assert.ok(!rolesRequireSecondFactor(strict, [{ system: ROLE, code: 'nurse' }]));
+    assert.ok(!rolesRequireSecondFactor(strict, []));
+    assert.ok(!rolesRequireSecondFactor(policy, doctor.roles));
   });
 });
 

@@ -1,0 +1,17 @@
+// What the TOTP set-up page shows: the secret of the user's unconfirmed authenticator (a new one
+// if there is none) as a QR code of its otpauth:// URI and as text.
+import QRCode from 'qrcode';
+import type { Db } from '../db.ts';
+import type { Config } from '../config.ts';
+import type { User } from '../oidc/users.ts';
+import { pendingTotp, startTotp } from './factors.ts';
+import { otpauthUri } from './totp.ts';
+
+/** The name authenticator apps show for this server: the issuer's host name (no port: the otpauth key URI format forbids a colon in it). */
+export const totpIssuerName = (issuer: string) => new URL(issuer).hostname;
+
+export async function enrolmentPage(db: Db, config: Pick<Config, 'issuer' | 'keyEncryptionSecret'>, user: User): Promise<{ qr: string; secret: string }> {
+  const { secret } = (await pendingTotp(db, user.id, config.keyEncryptionSecret)) ?? (await startTotp(db, user.id, config.keyEncryptionSecret));
+  const qr = await QRCode.toDataURL(otpauthUri(secret, totpIssuerName(config.issuer), user.username), { margin: 2, width: 220 });
+  return { qr, secret: secret.replace(/(.{4})/g, '$1 ').trim() };
+}

@@ -1,0 +1,292 @@
+// Sessions that end: /account and authorization-server sessions live in the database; logout, the
+// session list, a password change and disabling the user end them, and a copied cookie stops working.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { addUser, disableUser } from '../../server/oidc/users.ts';
+import { totpCode } from '../../server/auth/totp.ts';
+import { enrolTotpDirectly } from '../../server/auth/factors.ts';
+
+const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
+const run = promisify(execFile);
+const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
+
+describe('sessions that end, and changing a password', () => {
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  let n = 0;
+  before(async () => {
+    server = await startTestServer();
+    app = await server.addClient({ auth: { kind: 'secret' } });
+  });
+  after(() => server.stop());
+
+  async function patientUser() {
+    const username = `pat${++n}`;
+    await addUser(server.db, { username, password: 'correct horse battery', fhirUser: 'Patient/pat-1' });
+    return { username, password: 'correct horse battery' };
+  }
+
+  async function accountSignIn(username: string, password: string, userAgent = 'Mozilla/5.0 (X11; Linux x86_64) Chrome/150.0') {
+    const browser = new Browser();
+    const headers = { 'user-agent': userAgent };
+    const page = await (await browser.fetch(`${server.issuer}/account/login`, { headers })).text();
+    const res = await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', headers, body: form({ csrf: hiddenValue(page, 'csrf'), username, password }) });
+    assert.equal(res.status, 303);
+    return browser;
+  }
+  const cookieOf = (browser: Browser) => `smart_auth.account=${browser.cookie('smart_auth.account')}; smart_auth.account.sig=${browser.cookie('smart_auth.account.sig')}`;
+  const appsStatus = async (cookie: string) => (await fetch(`${server.issuer}/account/apps`, { headers: { cookie }, redirect: 'manual' })).status;
+  const securityPage = async (browser: Browser) => (await browser.fetch(`${server.issuer}/account/security`)).text();
+  const auditEvents = async () => (await server.db('audit_events').orderBy('seq').select('event')).map((r) => JSON.parse(r.event));
+
+  it('refuses a copied /account cookie after logout', async () => {
+    const user = await patientUser();
+    const browser = await accountSignIn(user.username, user.password);
+    const copied = cookieOf(browser);
+    assert.equal(await appsStatus(copied), 200);
+    const page = await (await browser.fetch(`${server.issuer}/account/apps`)).text();
+    const out = await browser.fetch(`${server.issuer}/account/logout`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf') }) });
+    assert.equal(out.status, 303);
+    assert.equal(await appsStatus(copied), 303, 'the copied cookie no longer opens /account');
+  });
+
+  it('lists the sessions with device, address and time, and ends one from another', async () => {
+    const user = await patientUser();
+    const laptop = await accountSignIn(user.username, user.password);
+    const phone = await accountSignIn(user.username, user.password, 'Mozilla/5.0 (Linux; Android 14) Chrome/150.0 Mobile');
+    await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password });
+    const page = await securityPage(laptop);
+    assert.match(page, /Chrome on Linux/);
+    assert.match(page, /Chrome on Android/);
+    assert.match(page, /signing in to apps/);
+    assert.match(page, /127\.0\.0\.1/);
+    assert.match(page, /\(this session\)/);
+    const ids = [...page.matchAll(/name="session_id" value="([^"]+)"/g)].map((m) => m[1]);
+    assert.equal(ids.length, 3);
+    // The phone's row is the Android one.
+    const phoneId = /Chrome on Android[\s\S]*?name="session_id" value="([^"]+)"/.exec(page)![1];
+    const end = await laptop.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), session_id: phoneId }) });
+    assert.equal(end.status, 303);
+    assert.equal(await appsStatus(cookieOf(phone)), 303, 'the ended session is refused');
+    assert.equal(await appsStatus(cookieOf(laptop)), 200, 'the others go on');
+    const again = await laptop.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), session_id: phoneId }) });
+    assert.equal(again.status, 404);
+    const other = await patientUser();
+    const stranger = await accountSignIn(other.username, other.password);
+    const strangerPage = await securityPage(stranger);
+    const foreign = await stranger.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ csrf: hiddenValue(strangerPage, 'csrf'), session_id: ids.find((id) => id !== phoneId)! }) });
+    assert.equal(foreign.status, 404, "another person's session cannot be ended");
+    const noCsrf = await laptop.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ session_id: ids[0] }) });
+    assert.equal(noCsrf.status, 403);
+    const ended = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.entity?.[0]?.detail?.some((d: any) => d.valueString === 'ended by the user from the session list'));
+    assert.equal(ended.length, 1, 'ending a session is audited');
+  });
+
+  it('ends a sign-in session at the authorization server: the next authorization asks for the password again', async () => {
+    const user = await patientUser();
+    const browser = new Browser();
+    await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser });
+    const sso = await authorize({ server, client: app, scope: SCOPE, browser });
+    assert.ok(!sso.pages.some((p) => p.includes('name="password"')), 'the session signs in without the password');
+    const account = await accountSignIn(user.username, user.password);
+    const page = await securityPage(account);
+    const signInId = /signing in to apps[\s\S]*?name="session_id" value="([^"]+)"/.exec(page)![1];
+    await account.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), session_id: signInId }) });
+    const after = await authorize({ server, client: app, scope: SCOPE, browser, username: user.username, password: user.password });
+    assert.ok(after.pages.some((p) => p.includes('name="password"')), 'the ended session no longer signs in');
+  });
+
+  it('ends the sign-in session at RP-initiated logout (/logout), audited', async () => {
+    const user = await patientUser();
+    const browser = new Browser();
+    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser }), app)).body;
+    const confirm = await (await browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: tokens.id_token, client_id: app.client_id })}`)).text();
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1];
+    const out = await browser.fetch(`${server.issuer}/logout/confirm`, { method: 'POST', body: form({ xsrf, logout: 'yes' }) });
+    assert.ok(out.status < 400, String(out.status));
+    const userId = (await server.db('users').where('username', user.username).first('id')).id;
+    assert.equal((await server.db('user_sessions').where({ user_id: userId, kind: 'sign-in' })).length, 0);
+    const after = await authorize({ server, client: app, scope: SCOPE, browser, username: user.username, password: user.password });
+    assert.ok(after.pages.some((p) => p.includes('name="password"')));
+    const ended = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.agent[0].who?.identifier?.value === userId);
+    assert.equal(ended.length, 1, 'the logout is audited');
+  });
+
+  it('changes the password on /account: checks the old one and the new one, ends other sessions and refresh tokens', async () => {
+    const user = await patientUser();
+    const here = await accountSignIn(user.username, user.password);
+    const elsewhere = await accountSignIn(user.username, user.password);
+    const sso = new Browser();
+    const launch = await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser: sso });
+    const tokens = (await exchangeCode(server.issuer, launch, app)).body;
+    const page = await securityPage(here);
+    const change = (data: Record<string, string>) => here.fetch(`${server.issuer}/account/password`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), ...data }) });
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ current_password: 'wrong password', new_password: 'a brand new secret', confirm_password: 'a brand new secret' }, /current password is not correct/],
+      [{ current_password: user.password, new_password: 'short', confirm_password: 'short' }, /at least 8 characters/],
+      [{ current_password: user.password, new_password: 'password123', confirm_password: 'password123' }, /most common/],
+      [{ current_password: user.password, new_password: `${user.username}-2025`, confirm_password: `${user.username}-2025` }, /must not contain your username/],
+      [{ current_password: user.password, new_password: 'a brand new secret', confirm_password: 'a brand new secreT' }, /differ/],
+    ];
+    for (const [data, message] of cases) {
+      const res = await change(data);
+      assert.equal(res.status, 400);
+      const html = await res.text();
+      assert.match(html, message);
+      assert.doesNotMatch(html, /a brand new secret|wrong password/, 'passwords are never echoed');
+    }
+    assert.equal(await appsStatus(cookieOf(elsewhere)), 200, 'refused changes end nothing');
+
+    const done = await change({ current_password: user.password, new_password: 'a brand new secret', confirm_password: 'a brand new secret' });
+    assert.equal(done.status, 303);
+    assert.equal(await appsStatus(cookieOf(here)), 200, 'the session that changed it goes on');
+    assert.equal(await appsStatus(cookieOf(elsewhere)), 303, 'every other /account session ended');
+    const refresh = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.equal(refresh.body.error, 'invalid_grant', 'refresh tokens ended');
+    const again = await authorize({ server, client: app, scope: SCOPE, browser: sso, username: user.username, password: 'a brand new secret' });
+    assert.ok(again.pages.some((p) => p.includes('name="password"')), 'the sign-in session at the authorization server ended');
+    assert.ok(again.code);
+    const changed = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.entity[0].detail.some((d: any) => d.valueString === 'password'));
+    assert.equal(changed.length, 1, 'the password change is audited');
+    assert.equal(changed[0].action, 'U');
+  });
+
+  it('asks for the second factor at /account too; the session records how', async () => {
+    const user = await patientUser();
+    const cli = await run(process.execPath, [BIN, 'user', 'mfa', user.username, '--totp', '--json'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
+    const secret = new URL(JSON.parse(cli.stdout).otpauth_uri).searchParams.get('secret')!;
+    const browser = new Browser();
+    const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+    const login = await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), username: user.username, password: user.password }) });
+    assert.equal(login.headers.get('location'), '/account/login/next?return_to=%2Faccount%2Fapps');
+    assert.equal(browser.cookie('smart_auth.account'), undefined, 'no session after the password alone');
+    const pendingCookie = `smart_auth.account_pending=${browser.cookie('smart_auth.account_pending')}; smart_auth.account_pending.sig=${browser.cookie('smart_auth.account_pending.sig')}`;
+    const step = await (await browser.fetch(`${server.issuer}/account/login/next`)).text();
+    assert.match(step, /name="otp"/);
+    const wrong = await browser.fetch(`${server.issuer}/account/login/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(step, 'csrf'), otp: '000000' }) });
+    assert.match(await wrong.text(), /not correct/);
+    const ok = await browser.fetch(`${server.issuer}/account/login/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(step, 'csrf'), otp: totpCode(secret) }) });
+    assert.equal(ok.status, 303);
+    assert.equal(await appsStatus(cookieOf(browser)), 200);
+    assert.match(await securityPage(browser), /pwd otp mfa/);
+    // The pending sign-in was used up: its cookie, copied, leads nowhere.
+    const replay = await fetch(`${server.issuer}/account/login/next`, { headers: { cookie: pendingCookie } });
+    assert.match(await replay.text(), /took too long/);
+  });
+
+  it('removes a second factor from /account/security, but not the last one of a user who must have one', async () => {
+    for (const requireMfa of [true, false]) {
+      const username = `factor${++n}`;
+      const user = await addUser(server.db, { username, password: 'correct horse battery', fhirUser: 'Patient/pat-1', attributes: { requireMfa } });
+      const { recoveryCodes } = await enrolTotpDirectly(server.db, user.id, server.config.keyEncryptionSecret);
+      const browser = new Browser();
+      const login = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+      await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username, password: 'correct horse battery' }) });
+      const step = await (await browser.fetch(`${server.issuer}/account/login/next`)).text();
+      await browser.fetch(`${server.issuer}/account/login/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(step, 'csrf'), otp: recoveryCodes[0] }) });
+      const page = await securityPage(browser);
+      assert.match(page, /Unused recovery codes: 9/);
+      const factorId = /name="factor_id" value="([^"]+)"/.exec(page)![1];
+      const res = await browser.fetch(`${server.issuer}/account/security/remove`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), factor_id: factorId }) });
+      const left = await server.db('user_factors').where({ user_id: user.id });
+      if (requireMfa) {
+        assert.equal(res.status, 400);
+        assert.match(await res.text(), /must keep a second factor/);
+        assert.equal(left.length, 10, 'nothing removed');
+      } else {
+        assert.equal(res.status, 303);
+        assert.equal(left.length, 0, 'the authenticator and its recovery codes are gone');
+        const removed = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.action === 'D' && e.entity[0].what.identifier.value === user.id);
+        assert.equal(removed.length, 1, 'the removal is audited');
+      }
+    }
+  });
+
+  it('answers bad input at the /account sign-in steps with a plain message, starting no session', async () => {
+    const browser = new Browser();
+    const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+    const csrf = hiddenValue(page, 'csrf');
+    const post = (path: string, data: Record<string, string>) => browser.fetch(`${server.issuer}/account/${path}`, { method: 'POST', body: form(data) });
+    for (const path of ['login/second-factor', 'login/enrol', 'login/continue']) {
+      assert.match(await (await post(path, { csrf, otp: '123456', code: '123456' })).text(), /took too long/, path);
+    }
+    for (const credential of ['', 'not json', '{"id":"AAAA"}']) {
+      const html = await (await post('passkey', { csrf, credential })).text();
+      assert.match(html, /That passkey could not be used/);
+      assert.doesNotMatch(html, /Error:|\bat \S+ \(/);
+    }
+    assert.equal((await post('passkey/options', { csrf: '' })).status, 403);
+    assert.equal((await post('passkey', { credential: '{}' })).status, 403, 'CSRF-protected');
+    assert.equal(browser.cookie('smart_auth.account'), undefined);
+  });
+
+  it('ends every session and grant of a user who is disabled', async () => {
+    const user = await patientUser();
+    const browser = await accountSignIn(user.username, user.password);
+    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password }), app)).body;
+    await disableUser(server.db, user.username);
+    assert.equal(await appsStatus(cookieOf(browser)), 303);
+    assert.equal((await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app)).body.error, 'invalid_grant');
+    assert.equal(await server.db('user_sessions').whereIn('user_id', server.db('users').where('username', user.username).select('id')).count({ n: '*' }).first().then((r) => Number(r!.n)), 0);
+  });
+
+  describe('CLI', () => {
+    const cli = async (...args: string[]) => {
+      const child = run(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
+      child.child.stdin?.end(args.includes('password') && !args.includes('--password') ? 'piped in secret words\n' : '');
+      try {
+        const { stdout } = await child;
+        return { code: 0, stdout, json: args.includes('--json') ? JSON.parse(stdout) : undefined };
+      } catch (err) {
+        const e = err as { code: number; stdout: string; stderr: string };
+        return { code: e.code, stdout: e.stdout, stderr: e.stderr, json: undefined };
+      }
+    };
+
+    it('user add --require-mfa leads the user to set up a second factor at the next sign-in', async () => {
+      const added = await cli('user', 'add', 'nurse.mfa', '--password', 'correct horse battery', '--fhir-user', 'Practitioner/dr-jones',
+        '--role', 'http://terminology.hl7.org/CodeSystem/practitioner-role|nurse', '--purpose', 'TREAT', '--require-mfa', '--json');
+      assert.equal(added.code, 0);
+      assert.equal(added.json.requireMfa, true);
+      const enrolled: { secret?: string } = {};
+      const launch = await authorize({ server, client: app, scope: 'openid patient/*.rs launch/patient', username: 'nurse.mfa', password: 'correct horse battery', enrolled, patient: 'pat-1' });
+      assert.ok(enrolled.secret);
+      assert.ok(launch.code, launch.error);
+    });
+
+    it('user mfa --totp prints an otpauth:// URI whose codes sign the user in; --remove takes every factor away', async () => {
+      const user = await patientUser();
+      const out = await cli('user', 'mfa', user.username, '--totp', '--json');
+      assert.equal(out.code, 0);
+      const uri = new URL(out.json.otpauth_uri);
+      assert.equal(uri.protocol, 'otpauth:');
+      assert.equal(uri.host, 'totp');
+      assert.equal(uri.searchParams.get('issuer'), '127.0.0.1');
+      assert.equal(decodeURIComponent(uri.pathname), `/127.0.0.1:${user.username}`);
+      const secret = uri.searchParams.get('secret')!;
+      assert.equal(out.json.recovery_codes.length, 10);
+      const launch = await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, otp: () => totpCode(secret) });
+      assert.ok(launch.code);
+      assert.equal((await cli('user', 'mfa', user.username, '--remove')).code, 0);
+      const plain = await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password });
+      assert.ok(plain.code, 'no second factor asked after removal');
+      assert.notEqual((await cli('user', 'mfa', user.username)).code, 0, 'one of --totp and --remove is required');
+      assert.notEqual((await cli('user', 'mfa', 'nobody-here', '--totp')).code, 0);
+    });
+
+    it('user password sets a new password (from --password or stdin) under the same rules, ending sessions', async () => {
+      const user = await patientUser();
+      const browser = await accountSignIn(user.username, user.password);
+      const weak = await cli('user', 'password', user.username, '--password', 'password1');
+      assert.notEqual(weak.code, 0);
+      assert.match(weak.stderr ?? '', /most common/);
+      assert.equal(await appsStatus(cookieOf(browser)), 200);
+      assert.equal((await cli('user', 'password', user.username)).code, 0);
+      assert.equal(await appsStatus(cookieOf(browser)), 303, 'sessions ended');
+      await accountSignIn(user.username, 'piped in secret words');
+    });
+  });
+});

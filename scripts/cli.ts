@@ -13,6 +13,7 @@ import { checkpointSigner } from '../server/oidc/keys.ts';
 import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
 import { disclosureEvents, disclosureLines, groupedDisclosures } from '../server/audit/disclosures.ts';
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
+import { signedHeadIn } from '../server/audit/signed-head.ts';
 import type { AuditEvent } from '../server/audit/types.ts';
 import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
 import { upstreamPatientDirectory } from '../server/fhir/patient-directory.ts';
@@ -194,10 +195,10 @@ const commands: Record<string, Command> = {
     },
   },
   'audit verify': {
-    usage: 'audit verify   (exit 0 when the chain and its checkpoints are intact; else 1 and the first bad record)',
-    options: json,
-    async run(_args, { db, config }) {
-      const result = await auditStore(db, config).verify();
+    usage: 'audit verify [--checkpoint <file or JSON>]   (exit 0 when the chain, its index columns and its checkpoints are intact, and it reaches the signed head given; else 1 and the first bad record)',
+    options: { ...json, checkpoint: { type: 'string' } },
+    async run({ values: v }, { db, config }) {
+      const result = await auditStore(db, config).verify(v.checkpoint === undefined ? undefined : signedHeadArgument(String(v.checkpoint)));
       if (!result.ok) {
         throw new AuditBroken(result, `the audit trail does not verify: record ${result.seq} (AuditEvent/${result.eventId}): ${result.problem}`);
       }
@@ -272,6 +273,23 @@ const commands: Record<string, Command> = {
     },
   },
 };
+
+/** `--checkpoint`: a signed head given inline (JWS or JSON), or the file holding it (a log file will do). */
+function signedHeadArgument(value: string): string {
+  let text = value;
+  if (!/^\s*[{[]/.test(value) && !/^[\w-]+\.[\w-]+\.[\w-]+$/.test(value.trim())) {
+    try {
+      text = readFileSync(value, 'utf8');
+    } catch {
+      throw new UsageError(`--checkpoint: ${value} is neither a signed head nor a readable file`);
+    }
+  }
+  try {
+    return signedHeadIn(text);
+  } catch (err) {
+    throw new UsageError(`--checkpoint: ${(err as Error).message}`);
+  }
+}
 
 /** The audit store of the server's database, signing checkpoints with the server's keys. */
 const auditStore = (db: Db, config: Config) => createAuditStore(db, checkpointSigner(db, keyPolicy(config)));

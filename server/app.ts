@@ -32,7 +32,8 @@ import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resou
 import { createPrivacyPolicy } from './privacy/pipeline.ts';
 import { createConsentCache } from './privacy/consent.ts';
 import { purposeRefusal } from './privacy/purpose.ts';
-import { createAuditStore } from './audit/audit-store.ts';
+import { createAuditStore, type SignedHead } from './audit/audit-store.ts';
+import { headLogFields } from './audit/signed-head.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditStore } from './audit/types.ts';
 import { accessAuditEvents } from './audit/balp.ts';
@@ -128,6 +129,8 @@ export interface AppContext {
   db: Db;
   host: ProviderHost;
   audit: AuditStore;
+  /** Called with every signed chain head (besides its log line): where else to keep it. */
+  auditHeads: Set<(head: SignedHead) => void>;
   metrics: Metrics;
   app: Koa;
 }
@@ -157,7 +160,16 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const audit = createAuditStore(db, { ...checkpointSigner(db, keyPolicy(config)), log: (message, err) => logger.log('error', message, { err }) });
+  // Every signed chain head is also written outside the database: a log line, and wherever auditHeads send it.
+  const auditHeads = new Set<(head: SignedHead) => void>();
+  const audit = createAuditStore(db, {
+    ...checkpointSigner(db, keyPolicy(config)),
+    log: (message, err) => logger.log('error', message, { err }),
+    onCheckpoint: (head) => {
+      logger.log('info', 'audit checkpoint', headLogFields(head));
+      for (const send of auditHeads) send(head);
+    },
+  });
   const readersOfTrail = auditTrailReaders(db);
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
@@ -306,7 +318,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   }));
   app.use(providerBodyLimit);
   app.use(host.middleware);
-  return { logger, config, db, host, audit, metrics, app };
+  return { logger, config, db, host, audit, auditHeads, metrics, app };
 }
 
 export interface RunningServer extends AppContext {
@@ -325,6 +337,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const forwarder = config.auditForwardUrl
     ? startAuditForwarder(db, { url: config.auditForwardUrl, log: (message) => context.logger.log('warn', `audit forwarding: ${message}`) })
     : undefined;
+  if (forwarder) context.auditHeads.add((head) => forwarder.head(head));
   const purge = setInterval(() => {
     Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge()]).catch((err) => context.logger.log('error', 'purging expired rows failed', { err }));
   }, 10 * 60 * 1000);

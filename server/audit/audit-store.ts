@@ -26,11 +26,22 @@ export interface AuditStoreOptions {
   prepare?(): Promise<void>;
   /** A signed checkpoint after this many records since the last one (default 1000). */
   checkpointEvery?: number;
+  /** While records are written, the chain head is signed at least this often (ms, default 10 000); and at close(). */
+  headEveryMs?: number;
+  /** Called with every signed head, to keep it outside the database (a log line, the audit repository). */
+  onCheckpoint?: (head: SignedHead) => void;
   now?: () => Date;
   /** Called after every committed group-commit transaction (metrics, tests). */
   onFlush?: (batch: BatchInfo) => void;
   /** Where failures that do not fail an append (a checkpoint) are reported; default console.error. */
   log?: (message: string, err: unknown) => void;
+}
+
+/** A signed chain head: the record at `seq` has `hash`; `jws` is the server's signature over both. */
+export interface SignedHead {
+  seq: number;
+  hash: string;
+  jws: string;
 }
 
 export interface BatchInfo {
@@ -90,14 +101,16 @@ export function indexTerms(event: Record<string, unknown>): [kind: string, value
   return [...terms.values()];
 }
 
-/** The single-valued search columns of audit_events (cut to their column sizes; matches are re-checked). */
-export function indexColumns(event: Record<string, unknown>, now = Date.now()) {
-  const recorded = Date.parse(String(event.recorded));
+/**
+ * The single-valued search columns of audit_events (cut to their column sizes; matches are re-checked).
+ * Derived from the hashed event only, so verify() can recompute them.
+ */
+export function indexColumns(event: Record<string, unknown>) {
   const patient = patientOf(event);
   const subtype = subtypeCodes(event)[0];
   const outcome = str(event.outcome);
   return {
-    recordedAt: Number.isFinite(recorded) ? recorded : now,
+    recordedAt: Date.parse(String(event.recorded)),
     typeCode: cut(str((event.type as { code?: unknown } | undefined)?.code) ?? '', 64),
     subtypeCode: subtype === undefined ? null : cut(subtype, 64),
     patientId: patient === null ? null : cut(patient, 64),
@@ -114,16 +127,18 @@ interface Prepared {
 }
 
 /** Validates and snapshots an event (its canonical JSON is what is stored and hashed). */
-function prepare(event: AuditEvent, now: number): Prepared {
+function prepare(event: AuditEvent): Prepared {
   if (!event || typeof event !== 'object' || event.resourceType !== 'AuditEvent') throw new TypeError('not an AuditEvent');
   if (typeof event.id !== 'string' || !/^[A-Za-z0-9\-.]{1,64}$/.test(event.id)) throw new TypeError(`AuditEvent id ${JSON.stringify(event.id)} is not a FHIR id`);
+  // recorded_at is derived from `recorded` and re-derived by verify(): it must be there.
+  if (typeof event.recorded !== 'string' || !Number.isFinite(Date.parse(event.recorded))) throw new TypeError(`AuditEvent ${event.id} has no valid recorded time`);
   const json = canonicalJson(event);
   const snapshot = JSON.parse(json) as Record<string, unknown>;
   return {
     id: event.id,
     json,
     eventHash: createHash('sha256').update(json, 'utf8').digest('hex'),
-    columns: indexColumns(snapshot, now),
+    columns: indexColumns(snapshot),
     terms: indexTerms(snapshot),
   };
 }
@@ -256,7 +271,7 @@ function writerFor(db: Db): ChainWriter {
 export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
   let items: Prepared[];
   try {
-    items = events.map((e) => prepare(e, Date.now()));
+    items = events.map((e) => prepare(e));
   } catch (err) {
     return Promise.reject(err);
   }
@@ -265,9 +280,42 @@ export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
 
 // --- the store ------------------------------------------------------------------------------------
 
-interface EventRow { seq: number | string; id: string; event: string; event_hash: string; prev_hash: string; hash: string }
+interface EventRow {
+  seq: number | string; id: string; event: string; event_hash: string; prev_hash: string; hash: string;
+  recorded_at: number | string; type_code: string; subtype_code: string | null; patient_id: string | null; outcome: string | null;
+}
 const toRecord = (r: EventRow): ChainRecord => ({ seq: Number(r.seq), id: r.id, event: r.event, eventHash: r.event_hash, prevHash: r.prev_hash, hash: r.hash });
-const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash'];
+const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash', 'recorded_at', 'type_code', 'subtype_code', 'patient_id', 'outcome'];
+
+/**
+ * What differs between a record's stored search columns and index rows and what its (verified) event
+ * says they are: these decide searches, reports, holds and purges, so a difference is a changed record.
+ */
+export function derivedProblem(row: EventRow, terms: readonly [kind: string, value: string][]): string | undefined {
+  const event = JSON.parse(row.event) as Record<string, unknown>;
+  const expected = indexColumns(event);
+  const stored = {
+    recordedAt: Number(row.recorded_at), typeCode: row.type_code, subtypeCode: row.subtype_code ?? null,
+    patientId: row.patient_id ?? null, outcome: row.outcome ?? null,
+  };
+  const names = { recordedAt: 'recorded_at', typeCode: 'type_code', subtypeCode: 'subtype_code', patientId: 'patient_id', outcome: 'outcome' } as const;
+  for (const key of Object.keys(names) as (keyof typeof names)[]) {
+    if (stored[key] !== expected[key]) {
+      return `its ${names[key]} column (${String(stored[key])}) differs from its stored event (${String(expected[key])}): the record was changed`;
+    }
+  }
+  const key = ([kind, value]: readonly [string, string]) => `${kind}=${value}`;
+  const left = terms.map(key);
+  const missing: string[] = [];
+  for (const term of indexTerms(event).map(key)) {
+    const at = left.indexOf(term);
+    if (at < 0) missing.push(term);
+    else left.splice(at, 1);
+  }
+  if (missing.length) return `its search index lacks ${missing.join(', ')}: the index was changed`;
+  if (left.length) return `its search index has rows its event does not give (${left.join(', ')}): the index was changed`;
+  return undefined;
+}
 
 interface CheckpointPayload { seq: number; hash: string; records: number; iat: number }
 interface PurgePayload { purge: { before: string; anchor: ChainPoint; removed: number; kept: [number, string, string][] }; iat: number }
@@ -283,24 +331,53 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
   let lastCheckpointSeq: number | undefined;
   let checkpointing: Promise<void> | null = null;
 
+  // Signed heads: every `every` records, at least every `headEvery` ms while records are written, and at close.
+  const headEvery = Math.max(1, options.headEveryMs ?? 10_000);
   let latest: ChainPoint = { seq: 0, hash: GENESIS_HASH };
-  const onBatch = (batch: BatchInfo) => {
-    options.onFlush?.(batch);
-    if (batch.head.seq > latest.seq) latest = { seq: batch.head.seq, hash: batch.head.hash };
-    if (checkpointing || (lastCheckpointSeq !== undefined && latest.seq - lastCheckpointSeq < every)) return;
-    // At most one checkpoint writer; it catches up with the batches committed meanwhile.
-    // (The newest checkpoint is re-read first: other instances on the same chain write checkpoints too.)
-    const lastStored = async () => Number((await db('audit_checkpoints').max({ seq: 'seq' }).first())?.seq ?? 0);
-    checkpointing = (async () => {
+  let lastSignedAt = Date.now();
+  let closing = false;
+  let headTimer: NodeJS.Timeout | undefined;
+  const due = () => closing || latest.seq - (lastCheckpointSeq ?? 0) >= every || Date.now() - lastSignedAt >= headEvery;
+  // The newest checkpoint is re-read first: other instances on the same chain write checkpoints too.
+  const lastStored = async () => Number((await db('audit_checkpoints').max({ seq: 'seq' }).first())?.seq ?? 0);
+
+  /** Signs the newest head this process wrote when it is due; one signer at a time, catching up with later batches. */
+  function signLatest(): Promise<void> {
+    checkpointing ??= (async () => {
       lastCheckpointSeq = Math.max(lastCheckpointSeq ?? 0, await lastStored());
-      while (latest.seq - lastCheckpointSeq >= every) {
+      while (latest.seq > lastCheckpointSeq && due()) {
         const point = latest;
         await signCheckpoint(db, point);
         lastCheckpointSeq = Math.max(lastCheckpointSeq, point.seq, await lastStored());
       }
     })()
-      .catch((err) => log('writing an audit checkpoint failed (the appends are stored):', err))
-      .finally(() => { checkpointing = null; });
+      .catch((err) => {
+        lastSignedAt = Date.now();
+        log('writing an audit checkpoint failed (the appends are stored):', err);
+      })
+      .finally(() => {
+        checkpointing = null;
+        if (latest.seq > (lastCheckpointSeq ?? 0)) scheduleHead();
+      });
+    return checkpointing;
+  }
+
+  /** An unsigned tail is signed once `headEvery` has passed since the last signed head. */
+  function scheduleHead() {
+    if (headTimer || closing || closed) return;
+    headTimer = setTimeout(() => {
+      headTimer = undefined;
+      void signLatest();
+    }, Math.max(0, lastSignedAt + headEvery - Date.now()));
+    headTimer.unref();
+  }
+
+  const onBatch = (batch: BatchInfo) => {
+    options.onFlush?.(batch);
+    if (batch.head.seq > latest.seq) latest = { seq: batch.head.seq, hash: batch.head.hash };
+    if (checkpointing) return; // it catches up, or schedules the next head
+    if (lastCheckpointSeq === undefined || due()) void signLatest();
+    else scheduleHead();
   };
   writer.listeners.add(onBatch);
 
@@ -309,6 +386,12 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     const payload: CheckpointPayload = { seq: point.seq, hash: point.hash, records: point.seq, iat: Math.floor(at.getTime() / 1000) };
     const jws = await options.sign(payload);
     const [inserted] = await trx('audit_checkpoints').insert({ seq: point.seq, hash: point.hash, jws, created_at: at.getTime() }, ['id']);
+    lastSignedAt = Date.now();
+    try {
+      options.onCheckpoint?.({ seq: point.seq, hash: point.hash, jws });
+    } catch (err) {
+      log('passing on a signed audit head failed:', err);
+    }
     return { id: Number(typeof inserted === 'object' ? (inserted as { id: number }).id : inserted), seq: point.seq };
   }
 
@@ -322,8 +405,7 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
 
   async function append(events: AuditEvent[]): Promise<void> {
     if (closed) throw new AuditWriteError('the audit store is closed');
-    const at = now().getTime();
-    return writer.append(events.map((e) => prepare(e, at)));
+    return writer.append(events.map((e) => prepare(e)));
   }
 
   // --- verification ---
@@ -336,7 +418,17 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     }
   }
 
-  async function verify(): Promise<AuditVerification> {
+  /** The index rows of a batch of records, by seq. */
+  async function termsOf(rows: EventRow[]): Promise<Map<number, [string, string][]>> {
+    const terms = new Map<number, [string, string][]>(rows.map((r) => [Number(r.seq), []]));
+    const found: { seq: number | string; kind: string; value: string }[] = rows.length
+      ? await db('audit_index').where('seq', '>=', Number(rows[0].seq)).andWhere('seq', '<=', Number(rows[rows.length - 1].seq)).select('seq', 'kind', 'value')
+      : [];
+    for (const t of found) terms.get(Number(t.seq))?.push([t.kind, t.value]);
+    return terms;
+  }
+
+  async function verify(external?: string): Promise<AuditVerification> {
     // Checkpoints and purges before the head: a checkpoint beyond the head then proves records removed.
     const cpRows: { id: number; seq: number | string; hash: string; jws: string }[] = await db('audit_checkpoints').orderBy([{ column: 'seq' }, { column: 'id' }]).select('id', 'seq', 'hash', 'jws');
     const purgeRows: { id: number; anchor_seq: number | string; anchor_hash: string; jws: string }[] = await db('audit_purges')
@@ -354,6 +446,15 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
         const valid = !!payload && payload.seq === Number(row.seq) && payload.hash === row.hash;
         return { id: row.id, seq: Number(row.seq), hash: valid ? payload.hash : row.hash, valid };
       })));
+    }
+    // A signed head kept outside the database: the chain must reach it, with the same hash.
+    if (external !== undefined) {
+      const payload = await readJws<CheckpointPayload>(external);
+      if (!payload || !Number.isSafeInteger(payload.seq) || typeof payload.hash !== 'string') {
+        return fail(0, '', 'the signed head given does not verify with the server\'s keys');
+      }
+      checkpoints.push({ id: 0, seq: payload.seq, hash: payload.hash, valid: true });
+      checkpoints.sort((a, b) => a.seq - b.seq || a.id - b.id);
     }
 
     // The latest purge: the chain continues from its anchor, which its signature and a checkpoint vouch for.
@@ -394,12 +495,14 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     for (let after = 0; anchorSeq > 0;) {
       const rows: EventRow[] = await db('audit_events').where('seq', '>', after).andWhere('seq', '<=', anchorSeq).orderBy('seq').limit(BATCH).select(EVENT_COLUMNS);
       if (!rows.length) break;
-      for (const record of rows.map(toRecord)) {
+      const terms = await termsOf(rows);
+      for (const [i, record] of rows.map(toRecord).entries()) {
         const failure = checkpointsBefore(record.seq - 1);
         if (failure) return failure;
         const listed = kept.get(record.seq);
         if (!listed) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}) lies in the purged range but the purge did not keep it: it was added or moved`);
-        const problem = listed.id !== record.id || listed.eventHash !== record.eventHash ? 'it differs from the record the purge kept: the record was changed' : checkRecordContent(record);
+        const problem = listed.id !== record.id || listed.eventHash !== record.eventHash ? 'it differs from the record the purge kept: the record was changed'
+          : checkRecordContent(record) ?? derivedProblem(rows[i], terms.get(record.seq)!);
         if (problem) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}): ${problem}`);
         kept.delete(record.seq);
         records++;
@@ -417,11 +520,14 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     for (let after = anchorSeq; ;) {
       const rows: EventRow[] = await db('audit_events').where('seq', '>', after).andWhere('seq', '<=', head.seq).orderBy('seq').limit(BATCH).select(EVENT_COLUMNS);
       if (!rows.length) break;
-      for (const record of rows.map(toRecord)) {
+      const terms = await termsOf(rows);
+      for (const [i, record] of rows.map(toRecord).entries()) {
         const before = checkpointsBefore(record.seq - 1, verifier.position);
         if (before) return before;
         const failure = verifier.push(record);
         if (failure) return fail(failure.seq, failure.eventId, failure.problem);
+        const derived = derivedProblem(rows[i], terms.get(record.seq)!);
+        if (derived) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}): ${derived}`);
         records++;
         const at = checkpointsBefore(record.seq, { seq: record.seq, hash: record.hash, eventId: record.id });
         if (at) return at;
@@ -436,6 +542,10 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
       const c = checkpoints[next];
       return fail(c.seq, head.eventId ?? '', `a signed checkpoint covers seq ${c.seq} but the chain ends at seq ${head.seq}: the records after seq ${head.seq} were removed and the chain head rewritten`);
     }
+    const beyond = await db('audit_events').where('seq', '>', head.seq).orderBy('seq').first('seq', 'id');
+    if (beyond) return fail(Number(beyond.seq), beyond.id, `record seq ${beyond.seq} (AuditEvent ${beyond.id}) is stored after the chain head (seq ${head.seq}): records were added outside the chain`);
+    const stray = await db('audit_index').whereNotIn('seq', db('audit_events').select('seq')).orderBy('seq').first('seq', 'kind', 'value');
+    if (stray) return fail(Number(stray.seq), '', `the search index has a row (${stray.kind}=${stray.value}) for seq ${stray.seq}, which is not in the trail: the index was changed`);
     return { ok: true, records, checkpoints: checkpoints.length };
   }
 
@@ -545,7 +655,11 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
   async function close(): Promise<void> {
     closed = true;
     await writer.idle();
+    clearTimeout(headTimer);
+    headTimer = undefined;
     while (checkpointing) await checkpointing;
+    closing = true; // the head at shutdown is signed whatever its age
+    if (latest.seq > 0) await signLatest();
     writer.listeners.delete(onBatch);
   }
 

@@ -37,8 +37,12 @@ export interface AuditStore {
   /** Resolves once every event is durably stored in the chain, in order; rejects when they cannot be (callers fail closed). */
   append(events: AuditEvent[]): Promise<void>;
   search(filter: AuditSearch): Promise<AuditEvent[]>;
-  /** Checks the whole chain and every checkpoint; names the first record that does not match. */
-  verify(): Promise<AuditVerification>;
+  /**
+   * Checks the whole chain, every record's search columns and index rows, and every checkpoint; names the
+   * first record that does not match. `signedHead`: a checkpoint JWS kept outside the database, which the
+   * chain must reach with the same hash.
+   */
+  verify(signedHead?: string): Promise<AuditVerification>;
   /** Signs a checkpoint over the chain as it is now. */
   checkpoint(): Promise<void>;
   /** Removes records recorded before `before`, except those of patients under a privacy hold; the chain stays verifiable. */

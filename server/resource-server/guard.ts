@@ -2,6 +2,7 @@
 // filter -> audit. Framework-neutral (Koa and others adapt to it); imports nothing from the
 // authorization server.
 import { patientsOf } from '../fhir/compartment.ts';
+import { namedPatients } from './target-patients.ts';
 import { classify, entryRequests } from './interaction.ts';
 import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
@@ -15,6 +16,8 @@ import type { ResourcePolicy } from '../privacy/pipeline.ts';
 export interface GuardRequest extends FhirRequest {
   headers: Record<string, string | undefined>;
   remoteAddress?: string;
+  /** The body could not be taken (400, 413, 415): refused after the token check, so the audit says who sent it. */
+  bodyRefusal?: Refusal;
 }
 
 /** What the audit sink learns about each access, allowed or refused. */
@@ -307,12 +310,26 @@ export function createGuard(options: GuardOptions) {
       if (err instanceof VerifierUnavailableError) return done(refusalResponse({ status: 503, code: 'transient', message: 'the access token cannot be checked right now' }, options.base, true));
       throw err;
     }
+    if (request.bodyRefusal) return done(refusalResponse(request.bodyRefusal, options.base, true));
     const interaction = classify(request);
     if (isRefusal(interaction)) return done(refusalResponse(interaction, options.base, true));
     record.interaction = interaction;
     const result = await perform(request, record.token, interaction);
     if (isRefusal(result)) return done(refusalResponse(result, options.base, true));
     return done(result.response, result.resources, result.patients);
+  }
+
+  /**
+   * The patients a refused request was about: those it names, and, for a verified token, the patients of
+   * the stored resource it targets (a hidden Observation of another patient is still that patient's).
+   */
+  async function refusedPatients(record: AccessRecord): Promise<string[]> {
+    const named = namedPatients(record.request);
+    const target = record.interaction;
+    if (!record.token || !target?.type || !target.id || target.type === 'Patient') return named;
+    const stored = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': record.request.headers['x-request-id'] }) })
+      .catch(() => undefined);
+    return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;
   }
 
   return {
@@ -328,6 +345,7 @@ export function createGuard(options: GuardOptions) {
       }
       if (options.audit) {
         try {
+          if (outcome.record.status >= 400 && !outcome.record.patients.length) outcome.record.patients = await refusedPatients(outcome.record);
           await options.audit(outcome.record);
         } catch {
           return refusalResponse({ status: 503, code: 'exception', message: 'the access could not be recorded, so it is refused' }, options.base, true);

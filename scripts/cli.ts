@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
 import { addUser, disableUser, listUsers, UserError, type UserAttributes } from '../server/oidc/users.ts';
-import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
+import { addClient, ClientError, clientExists, clientNames, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
 import { isPurposeOfUse } from '../server/hcs/codes.ts';
@@ -206,8 +206,8 @@ const commands: Record<string, Command> = {
     },
   },
   'audit export': {
-    usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names]   (the accounting of disclosures)',
-    options: { ...json, patient: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' }, names: { type: 'boolean' } },
+    usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names] [--attempts]   (the accounting of disclosures; --attempts: also the refused and failed accesses that named the patient)',
+    options: { ...json, patient: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' }, names: { type: 'boolean' }, attempts: { type: 'boolean' } },
     async run({ values: v }, { db, config }) {
       const patient = String(v.patient ?? '');
       const format = String(v.format ?? '');
@@ -216,11 +216,17 @@ const commands: Record<string, Command> = {
       const store = auditStore(db, config);
       const events = await store.search({ patient, limit: 100_000 });
       const selfUserIds = (await db('users').where('fhir_user', `Patient/${patient}`).select('id')).map((r: { id: string }) => r.id);
-      const lines = disclosureLines(events, { patient, names: Boolean(v.names), selfUserIds });
+      const attempts = Boolean(v.attempts);
+      const plain = disclosureLines(events, { patient, names: Boolean(v.names), selfUserIds, attempts });
+      const appNames = await clientNames(db, plain.map((l) => l.app));
+      const lines = plain.map((l) => ({ ...l, app: appNames[l.app] ?? l.app }));
       const content = format === 'csv' ? toCsv(lines)
         : format === 'json' ? toJson(lines)
-          : format === 'fhir' ? JSON.stringify(toFhirBundle(disclosureEvents(events, { patient })), null, 2)
-            : await toPdf(lines, groupedDisclosures(lines), { patientId: patient, generated: new Date() });
+          : format === 'fhir' ? JSON.stringify(toFhirBundle(disclosureEvents(events, { patient, attempts })), null, 2)
+            : await toPdf(lines, groupedDisclosures(lines), {
+              patientId: patient, generated: new Date(),
+              patientName: await upstreamPatientDirectory(configuredUpstream(config, db).upstream).get(patient).then((p) => p?.name, () => undefined),
+            });
       if (v.out) writeFileSync(String(v.out), content);
       else process.stdout.write(content);
       return v.out ? { json: { patient, format, out: v.out, lines: lines.length }, text: `wrote ${lines.length} disclosures to ${v.out}` } : { json: undefined, text: '' };

@@ -3,9 +3,13 @@
 // content), when, and why. Pure. See shared/reference/hcs-labels-audit.md §5.
 import type { AuditEvent } from './types.ts';
 
-/** The report's columns, in order (DESIGN "Audit": CSV columns and `--format json` keys). */
+/**
+ * The report's columns, in order (DESIGN "Audit": CSV columns and `--format json` keys), then where the
+ * request came from and whether data was disclosed.
+ */
 export const DISCLOSURE_COLUMNS = [
   'date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id',
+  'network_address', 'outcome',
 ] as const;
 
 export type DisclosureColumn = (typeof DISCLOSURE_COLUMNS)[number];
@@ -28,8 +32,10 @@ export interface DisclosureLine {
   break_glass: boolean;
   /** X-Request-Id, else the AuditEvent id. */
   request_id: string;
-  /** The client's network address, when recorded (not a CSV column). */
-  from?: string;
+  /** Where: the client's network address, '' when not recorded. */
+  network_address: string;
+  /** "disclosed"; for the privacy office's report of attempts also "refused" (outcome 4) or "failed" (8, 12). */
+  outcome: 'disclosed' | 'refused' | 'failed';
   /** The staff member's name: only with `names: true` (not a CSV column). */
   recipient_name?: string;
 }
@@ -43,6 +49,8 @@ export interface DisclosureOptions {
   appNames?: Readonly<Record<string, string>>;
   /** Keep only events whose patient entity is this patient (the store is normally queried by patient already). */
   patient?: string;
+  /** Also refused and failed accesses that named the patient (the privacy office's access report). Default: disclosures only. */
+  attempts?: boolean;
 }
 
 /** Repeated accesses by one recipient on one day for one purpose (45 CFR 164.528(b)(3) summary). */
@@ -127,17 +135,17 @@ export function isBreakGlassAlert(e: AuditEvent): boolean {
   return codeOf(e.type) === '110113' && Array.isArray(e.subtype) && (e.subtype as Coding[]).some((s) => s.code === '110127');
 }
 
-/** A successful guarded FHIR access about a patient, not test data: what the report lists. */
-export function isDisclosure(e: AuditEvent, patient?: string): boolean {
-  if (codeOf(e.type) !== 'rest' || e.outcome !== '0') return false;
+/** A successful guarded FHIR access about a patient (with `attempts`, any outcome), not test data: what the report lists. */
+export function isDisclosure(e: AuditEvent, patient?: string, attempts = false): boolean {
+  if (codeOf(e.type) !== 'rest' || (e.outcome !== '0' && !attempts)) return false;
   const about = patientEntityOf(e);
   if (!about || (patient !== undefined && about !== patient)) return false;
   return !isTestData(e);
 }
 
 /** The AuditEvents the report lines come from (for `--format fhir`: a Bundle of the same accesses). */
-export function disclosureEvents(events: readonly AuditEvent[], options: Pick<DisclosureOptions, 'patient'> = {}): AuditEvent[] {
-  return events.filter((e) => isDisclosure(e, options.patient));
+export function disclosureEvents(events: readonly AuditEvent[], options: Pick<DisclosureOptions, 'patient' | 'attempts'> = {}): AuditEvent[] {
+  return events.filter((e) => isDisclosure(e, options.patient, options.attempts));
 }
 
 const ACTIONS: Record<string, string> = {
@@ -205,7 +213,6 @@ function lineOf(e: AuditEvent, options: DisclosureOptions, breakGlassJtis: Reado
   const purposes = [...new Set(user ? purposeCodes(user.purposeOfUse) : [])];
   const purpose = purposes.length ? purposes : [...new Set(allPurposes(e))];
   const break_glass = allPurposes(e).some((p) => BREAK_GLASS_PURPOSES.has(p)) || jtisOf(e).some((j) => breakGlassJtis.has(j));
-  const from = addressOf(agents);
   return {
     date: new Date(String(e.recorded)).toISOString(),
     recipient_role,
@@ -216,7 +223,8 @@ function lineOf(e: AuditEvent, options: DisclosureOptions, breakGlassJtis: Reado
     resources: [...new Set(resourcesOf(e))].join(' '),
     break_glass,
     request_id: requestIdOf(e) ?? e.id,
-    ...(from && { from }),
+    network_address: addressOf(agents) ?? '',
+    outcome: e.outcome === '0' ? 'disclosed' : e.outcome === '4' ? 'refused' : 'failed',
     ...(options.names && user?.name && { recipient_name: user.name }),
   };
 }
@@ -232,7 +240,7 @@ export function disclosureLines(events: readonly AuditEvent[], options: Disclosu
   const breakGlassJtis = new Set(events.filter(isBreakGlassAlert).flatMap(jtisOf));
   const byRequest = new Map<string, DisclosureLine>();
   for (const event of events) {
-    if (!validDate(event) || !isDisclosure(event, options.patient)) continue;
+    if (!validDate(event) || !isDisclosure(event, options.patient, options.attempts)) continue;
     const line = lineOf(event, options, breakGlassJtis);
     const seen = byRequest.get(line.request_id);
     if (!seen) {
@@ -246,7 +254,7 @@ export function disclosureLines(events: readonly AuditEvent[], options: Disclosu
       resources: resources.join(' '),
       break_glass: seen.break_glass || line.break_glass,
       purpose_of_use: [...new Set([...seen.purpose_of_use.split(' '), ...line.purpose_of_use.split(' ')].filter(Boolean))].join(' '),
-      ...((seen.from ?? line.from) && { from: seen.from ?? line.from }),
+      network_address: seen.network_address || line.network_address,
     });
   }
   return [...byRequest.values()].sort((a, b) => (a.date < b.date ? -1 : a.date > b.date ? 1 : a.request_id < b.request_id ? -1 : 1));

@@ -26,7 +26,7 @@ export function toCsv(lines: readonly DisclosureLine[]): string {
 // ---- JSON ----------------------------------------------------------------------------------
 
 export interface JsonOptions {
-  /** Also give `from` and `recipient_name` when a line has them. Default: DESIGN's keys only. */
+  /** Also give `recipient_name` when a line has it. Default: the columns only. */
   extras?: boolean;
 }
 
@@ -35,10 +35,7 @@ export function reportObjects(lines: readonly DisclosureLine[], options: JsonOpt
   return lines.map((line) => {
     const out: Record<string, string | boolean> = {};
     for (const c of DISCLOSURE_COLUMNS) out[c] = line[c];
-    if (options.extras) {
-      if (line.from !== undefined) out.from = line.from;
-      if (line.recipient_name !== undefined) out.recipient_name = line.recipient_name;
-    }
+    if (options.extras && line.recipient_name !== undefined) out.recipient_name = line.recipient_name;
     return out;
   });
 }
@@ -187,7 +184,7 @@ export function toPdf(lines: readonly DisclosureLine[], groups: readonly Disclos
     text(`By: ${recipientText(l)}${l.recipient_name ? ` (${l.recipient_name})` : ''}; purpose: ${purposeText(l.purpose_of_use)}`, { indent: 12 });
     text(`Records: ${l.resources || 'none'}`, { indent: 12 });
     doc.fontSize(8).fillColor('#444444');
-    text(`Request ${l.request_id}${l.from ? ` from ${l.from}` : ''}`, { indent: 12 });
+    text(`Request ${l.request_id}${l.network_address ? ` from ${l.network_address}` : ''}`, { indent: 12 });
     doc.fontSize(10).fillColor('black').moveDown(0.3);
   }
 

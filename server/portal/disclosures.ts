@@ -8,7 +8,7 @@ import type { Db } from '../db.ts';
 import type { AuditStore } from '../audit/types.ts';
 import { disclosureLines, groupedDisclosures, type DisclosureLine } from '../audit/disclosures.ts';
 import { toCsv, toPdf } from '../audit/render.ts';
-import { findClientMetadata } from '../oidc/clients.ts';
+import { clientNames } from '../oidc/clients.ts';
 import { findUser, patientOf, type User } from '../oidc/users.ts';
 import { purposeDisplay } from '../hcs/codes.ts';
 import { csrfToken } from '../csrf.ts';
@@ -64,11 +64,7 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     // Every account that is this patient (fhirUser Patient/<id>) reads as "patient (self)".
     const selfUserIds: string[] = await db('users').where('fhir_user', `Patient/${patientId}`).pluck('id');
     const plain = disclosureLines(events, { patient: patientId, selfUserIds: [...new Set([user.id, ...selfUserIds])] });
-    const appNames: Record<string, string> = {};
-    for (const clientId of new Set(plain.map((l) => l.app).filter(Boolean))) {
-      const name = (await findClientMetadata(db, clientId))?.client_name;
-      appNames[clientId] = typeof name === 'string' && name && name !== clientId ? `${name} (${clientId})` : clientId;
-    }
+    const appNames = await clientNames(db, plain.map((l) => l.app));
     return plain.map((l) => ({ ...l, app: appNames[l.app] ?? l.app }));
   }
 

@@ -141,6 +141,9 @@ describe('audit: accounting of disclosures (report lines)', () => {
     assert.deepEqual(disclosureLines(events).map((l) => l.request_id), ['ok', 'other-patient'], 'without the option, every patient\'s successful accesses');
     assert.equal(isDisclosure(alert), false, 'a security alert is not a disclosure line');
     assert.deepEqual(disclosureEvents(events, { patient: 'pat-1' }).map((e) => e.id), [events[0].id]);
+    const attempts = disclosureLines(events, { patient: 'pat-1', attempts: true });
+    assert.deepEqual(attempts.map((l) => [l.request_id, l.outcome]), [['failed', 'failed'], ['ok', 'disclosed'], ['refused', 'refused']], 'the privacy office\'s report of attempts');
+    assert.deepEqual(disclosureEvents(events, { patient: 'pat-1', attempts: true }).map((e) => e.id), events.slice(0, 3).map((e) => e.id));
   });
 
   it('excludes test data: purpose of use HTEST, or an entity labelled HTEST', () => {
@@ -184,7 +187,8 @@ describe('audit: accounting of disclosures (report lines)', () => {
     assert.equal(by.doc.recipient_role, 'Doctor');
     assert.equal(by.doc.recipient_organization, 'Example Hospital');
     assert.equal(by.doc.app, 'Growth Chart');
-    assert.equal(by.doc.from, '198.51.100.7', 'the client address, not the server\'s');
+    assert.equal(by.doc.network_address, '198.51.100.7', 'the client address, not the server\'s');
+    assert.equal(by.doc.outcome, 'disclosed');
     assert.equal(by.doc.purpose_of_use, 'TREAT');
     assert.equal(by.nurse.recipient_role, 'nurse', 'the code when there is no display');
     assert.equal(by.nurse.recipient_organization, '');
@@ -254,15 +258,16 @@ describe('audit: accounting of disclosures (grouped summary)', () => {
 describe('audit: accounting of disclosures (renderings)', () => {
   const line = (over: Partial<DisclosureLine> = {}): DisclosureLine => ({
     date: '2025-06-02T14:03:11.482Z', recipient_role: 'Doctor', recipient_organization: 'Example Hospital', app: 'growth-app',
-    purpose_of_use: 'TREAT', action: 'read', resources: 'Observation/obs-1', break_glass: false, request_id: 'req-1', ...over,
+    purpose_of_use: 'TREAT', action: 'read', resources: 'Observation/obs-1', break_glass: false, request_id: 'req-1',
+    network_address: '203.0.113.9', outcome: 'disclosed', ...over,
   });
 
-  it('writes CSV with DESIGN\'s columns in order, RFC 4180 quoting and CRLF', () => {
+  it('writes CSV with DESIGN\'s columns in order, then where and the outcome, RFC 4180 quoting and CRLF', () => {
     const csv = toCsv([line(), line({ recipient_organization: 'Smith, Jones & "Partners"', app: 'two\nlines', break_glass: true })]);
     const rows = csv.split('\r\n');
-    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id');
-    assert.equal(rows[1], '2025-06-02T14:03:11.482Z,Doctor,Example Hospital,growth-app,TREAT,read,Observation/obs-1,false,req-1');
-    assert.equal(rows[2], '2025-06-02T14:03:11.482Z,Doctor,"Smith, Jones & ""Partners""","two\nlines",TREAT,read,Observation/obs-1,true,req-1');
+    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome');
+    assert.equal(rows[1], '2025-06-02T14:03:11.482Z,Doctor,Example Hospital,growth-app,TREAT,read,Observation/obs-1,false,req-1,203.0.113.9,disclosed');
+    assert.equal(rows[2], '2025-06-02T14:03:11.482Z,Doctor,"Smith, Jones & ""Partners""","two\nlines",TREAT,read,Observation/obs-1,true,req-1,203.0.113.9,disclosed');
     assert.equal(rows[3], '', 'ends with a line break');
     assert.equal(toCsv([]), `${DISCLOSURE_COLUMNS.join(',')}\r\n`);
   });
@@ -270,15 +275,16 @@ describe('audit: accounting of disclosures (renderings)', () => {
   it('neutralises cells a spreadsheet would run as formulas', () => {
     const csv = toCsv([line({ recipient_organization: '=HYPERLINK("http://evil.example")', app: '+cmd', purpose_of_use: '-2+3', request_id: '@SUM(A1)', recipient_role: '\tx' })]);
     const row = csv.split('\r\n')[1];
-    assert.equal(row, `2025-06-02T14:03:11.482Z,'\tx,"'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1)`);
+    assert.equal(row, `2025-06-02T14:03:11.482Z,'\tx,"'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1),203.0.113.9,disclosed`);
   });
 
   it('writes JSON report lines keyed by the CSV columns', () => {
-    const parsed = JSON.parse(toJson([line({ from: '203.0.113.1', recipient_name: 'Jane' })])) as Record<string, unknown>[];
+    const parsed = JSON.parse(toJson([line({ network_address: '203.0.113.1', recipient_name: 'Jane' })])) as Record<string, unknown>[];
     assert.equal(parsed.length, 1);
     assert.deepEqual(Object.keys(parsed[0]), [...DISCLOSURE_COLUMNS]);
     assert.equal(parsed[0].break_glass, false);
-    assert.deepEqual(Object.keys(reportObjects([line({ from: '203.0.113.1', recipient_name: 'Jane' })], { extras: true })[0]), [...DISCLOSURE_COLUMNS, 'from', 'recipient_name']);
+    assert.equal(parsed[0].network_address, '203.0.113.1', 'where, in JSON too');
+    assert.deepEqual(Object.keys(reportObjects([line({ recipient_name: 'Jane' })], { extras: true })[0]), [...DISCLOSURE_COLUMNS, 'recipient_name']);
     assert.deepEqual(JSON.parse(toJson([])), []);
   });
 

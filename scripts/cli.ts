@@ -11,7 +11,7 @@ import { isPurposeOfUse } from '../server/hcs/codes.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
 import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
-import { disclosureEvents, disclosureLines, groupedDisclosures } from '../server/audit/disclosures.ts';
+import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/disclosures.ts';
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
 import { signedHeadIn } from '../server/audit/signed-head.ts';
 import type { AuditEvent } from '../server/audit/types.ts';
@@ -223,7 +223,7 @@ const commands: Record<string, Command> = {
       const content = format === 'csv' ? toCsv(lines)
         : format === 'json' ? toJson(lines)
           : format === 'fhir' ? JSON.stringify(toFhirBundle(disclosureEvents(events, { patient, attempts })), null, 2)
-            : await toPdf(lines, groupedDisclosures(lines), {
+            : await toPdf(lines, summaryOf(lines), {
               patientId: patient, generated: new Date(),
               patientName: await upstreamPatientDirectory(configuredUpstream(config, db).upstream).get(patient).then((p) => p?.name, () => undefined),
             });

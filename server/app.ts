@@ -39,7 +39,7 @@ import type { AuditStore } from './audit/types.ts';
 import { accessAuditEvents } from './audit/balp.ts';
 import { accessAuditFrom } from './audit/access.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
-import { disclosureRoutes } from './portal/disclosures.ts';
+import { disclosureRoutes, REPORT_CLIENT } from './portal/disclosures.ts';
 import { checkpointSigner } from './oidc/keys.ts';
 import { keyPolicy } from './oidc/provider-host.ts';
 import { findUser } from './oidc/users.ts';
@@ -267,7 +267,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
       recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
       interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
-      client: { id: 'account-disclosures', issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
+      client: { id: REPORT_CLIENT, issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
       purposeOfUse: [purposeCoding('PATRQT')],
     })),
   }).routes());

@@ -11,11 +11,12 @@
 // written, so callers fail closed (503).
 import type { Knex } from 'knex';
 import type { Db } from '../db.ts';
-import type { AuditEvent, AuditSearch, AuditStore, AuditVerification } from './types.ts';
+import type { AuditEvent, AuditSearch, AuditStore, AuditVerification, DisclosurePage, DisclosureQuery, DisclosureSummaryRow } from './types.ts';
 import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
 import { createHash } from 'node:crypto';
 import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
 import { insertValues, isPg, rawTransaction, transactionStatements, type Statements } from '../db-statements.ts';
+import { disclosureApp } from './disclosures.ts';
 
 export interface AuditStoreOptions {
   /** Signs a checkpoint or purge payload: a JWS compact serialization (the server's signing key). */
@@ -109,12 +110,15 @@ export function indexColumns(event: Record<string, unknown>) {
   const patient = patientOf(event);
   const subtype = subtypeCodes(event)[0];
   const outcome = str(event.outcome);
+  const app = disclosureApp(event as AuditEvent);
   return {
     recordedAt: Date.parse(String(event.recorded)),
     typeCode: cut(str((event.type as { code?: unknown } | undefined)?.code) ?? '', 64),
     subtypeCode: subtype === undefined ? null : cut(subtype, 64),
     patientId: patient === null ? null : cut(patient, 64),
     outcome: outcome === undefined ? null : cut(outcome, 8),
+    /** For the accounting of disclosures (paged and summarised in the database): the app of a disclosure, else null. */
+    disclosureApp: app === null ? null : cut(app, MAX_TERM),
   };
 }
 
@@ -193,6 +197,7 @@ async function writeChain(statements: Statements, start: ChainHead, items: Prepa
     rows.push({
       seq, id: item.id, recorded_at: item.columns.recordedAt, type_code: item.columns.typeCode,
       subtype_code: item.columns.subtypeCode, patient_id: item.columns.patientId, outcome: item.columns.outcome,
+      disclosure_app: item.columns.disclosureApp,
       event: item.json, event_hash: item.eventHash, prev_hash: prev, hash,
     });
     for (const [kind, value] of item.terms) terms.push({ seq, kind, value });
@@ -283,9 +288,10 @@ export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
 interface EventRow {
   seq: number | string; id: string; event: string; event_hash: string; prev_hash: string; hash: string;
   recorded_at: number | string; type_code: string; subtype_code: string | null; patient_id: string | null; outcome: string | null;
+  disclosure_app: string | null;
 }
 const toRecord = (r: EventRow): ChainRecord => ({ seq: Number(r.seq), id: r.id, event: r.event, eventHash: r.event_hash, prevHash: r.prev_hash, hash: r.hash });
-const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash', 'recorded_at', 'type_code', 'subtype_code', 'patient_id', 'outcome'];
+const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash', 'recorded_at', 'type_code', 'subtype_code', 'patient_id', 'outcome', 'disclosure_app'];
 
 /**
  * What differs between a record's stored search columns and index rows and what its (verified) event
@@ -296,9 +302,11 @@ export function derivedProblem(row: EventRow, terms: readonly [kind: string, val
   const expected = indexColumns(event);
   const stored = {
     recordedAt: Number(row.recorded_at), typeCode: row.type_code, subtypeCode: row.subtype_code ?? null,
-    patientId: row.patient_id ?? null, outcome: row.outcome ?? null,
+    patientId: row.patient_id ?? null, outcome: row.outcome ?? null, disclosureApp: row.disclosure_app ?? null,
   };
-  const names = { recordedAt: 'recorded_at', typeCode: 'type_code', subtypeCode: 'subtype_code', patientId: 'patient_id', outcome: 'outcome' } as const;
+  const names = {
+    recordedAt: 'recorded_at', typeCode: 'type_code', subtypeCode: 'subtype_code', patientId: 'patient_id', outcome: 'outcome', disclosureApp: 'disclosure_app',
+  } as const;
   for (const key of Object.keys(names) as (keyof typeof names)[]) {
     if (stored[key] !== expected[key]) {
       return `its ${names[key]} column (${String(stored[key])}) differs from its stored event (${String(expected[key])}): the record was changed`;
@@ -636,6 +644,58 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     return found;
   }
 
+  // --- the accounting of disclosures ---
+
+  function disclosuresOf(query: DisclosureQuery): Knex.QueryBuilder {
+    const q = db('audit_events').where('patient_id', cut(query.patient, 64)).whereNotNull('disclosure_app');
+    if (query.from) q.where('recorded_at', '>=', query.from.getTime());
+    if (query.to) q.where('recorded_at', '<=', query.to.getTime());
+    if (query.app !== undefined) q.where('disclosure_app', cut(query.app, MAX_TERM));
+    if (query.exceptApps?.length) q.whereNotIn('disclosure_app', query.exceptApps.map((a) => cut(a, MAX_TERM)));
+    return q;
+  }
+  const parsed = (rows: { event: string }[]) => rows.map((r) => JSON.parse(r.event) as AuditEvent);
+
+  async function disclosurePage(query: DisclosureQuery & { before?: number; after?: number; limit: number }): Promise<DisclosurePage> {
+    const limit = Math.max(1, Math.min(query.limit, 1000));
+    type Row = { seq: number | string; event: string };
+    let rows: Row[];
+    let more: boolean;
+    if (query.after !== undefined) {
+      const up: Row[] = await disclosuresOf(query).where('seq', '>', query.after).orderBy('seq', 'asc').limit(limit + 1).select('seq', 'event');
+      more = up.length > limit;
+      rows = up.slice(0, limit).reverse();
+    } else {
+      const q = disclosuresOf(query).orderBy('seq', 'desc').limit(limit + 1).select('seq', 'event');
+      if (query.before !== undefined) q.where('seq', '<', query.before);
+      const down: Row[] = await q;
+      more = down.length > limit;
+      rows = down.slice(0, limit);
+    }
+    if (!rows.length) return { events: [] };
+    const [newest, oldest] = [Number(rows[0].seq), Number(rows[rows.length - 1].seq)];
+    const exists = async (q: Knex.QueryBuilder) => Boolean(await q.first('seq'));
+    const older = query.after !== undefined ? await exists(disclosuresOf(query).where('seq', '<', oldest)) : more;
+    const newer = query.after !== undefined ? more : await exists(disclosuresOf(query).where('seq', '>', newest));
+    return { events: parsed(rows), ...(older && { older: oldest }), ...(newer && { newer: newest }) };
+  }
+
+  async function disclosureSummary(query: DisclosureQuery): Promise<DisclosureSummaryRow[]> {
+    const rows: { app: string; n: number | string; first: number | string; last: number | string }[] = await disclosuresOf(query)
+      .groupBy('disclosure_app').orderBy('disclosure_app')
+      .select({ app: 'disclosure_app' }).count({ n: '*' }).min({ first: 'recorded_at' }).max({ last: 'recorded_at' });
+    return rows.map((r) => ({ app: r.app, count: Number(r.n), first: new Date(Number(r.first)), last: new Date(Number(r.last)) }));
+  }
+
+  async function* disclosureEvents(query: DisclosureQuery): AsyncIterable<AuditEvent> {
+    for (let after = 0; ;) {
+      const rows: { seq: number | string; event: string }[] = await disclosuresOf(query).where('seq', '>', after).orderBy('seq').limit(BATCH).select('seq', 'event');
+      if (!rows.length) return;
+      yield* parsed(rows);
+      after = Number(rows[rows.length - 1].seq);
+    }
+  }
+
   // --- privacy holds ---
 
   async function hold(patient: string, reason: string): Promise<void> {
@@ -663,5 +723,5 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     writer.listeners.delete(onBatch);
   }
 
-  return { append, search, verify, checkpoint, purge, hold, release, holds, close };
+  return { append, search, disclosurePage, disclosureSummary, disclosureEvents, verify, checkpoint, purge, hold, release, holds, close };
 }

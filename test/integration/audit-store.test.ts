@@ -213,7 +213,7 @@ describe('audit store', () => {
           let result = await store.verify();
           assert.equal(!result.ok && result.eventId, events[3].id, 'its outcome column no longer follows from it');
           assert.match(!result.ok ? result.problem : '', /outcome column/);
-          await db('audit_events').where({ seq: 4 }).update({ outcome: '12' });
+          await db('audit_events').where({ seq: 4 }).update({ outcome: '12', disclosure_app: null });
           result = await store.verify();
           assert.equal(!result.ok && result.eventId, events[4].id, 'the next record no longer links');
         });
@@ -256,7 +256,7 @@ describe('audit store', () => {
           const prev = (await row(5)).hash;
           const eh = eventHash(forged);
           await db('audit_events').insert({
-            seq: 6, id: forged.id, recorded_at: Date.parse(String(forged.recorded)), type_code: 'rest', subtype_code: 'read', patient_id: 'p1', outcome: '0',
+            seq: 6, id: forged.id, recorded_at: Date.parse(String(forged.recorded)), type_code: 'rest', subtype_code: 'read', patient_id: 'p1', outcome: '0', disclosure_app: 'growth-app',
             event: JSON.stringify(forged), event_hash: eh, prev_hash: prev, hash: chainHash(prev, eh),
           });
           await db('audit_index').update({ seq: db.raw('seq + 1') }).where('seq', '>', 5);
@@ -382,7 +382,7 @@ describe('audit store', () => {
               if (Number(r.seq) === 15) event.outcome = '12';
               const eh = eventHash(event);
               const hash = chainHash(prev, eh);
-              await db('audit_events').where({ seq: r.seq }).update({ event: JSON.stringify(event), event_hash: eh, prev_hash: prev, hash, outcome: event.outcome });
+              await db('audit_events').where({ seq: r.seq }).update({ event: JSON.stringify(event), event_hash: eh, prev_hash: prev, hash, outcome: event.outcome, disclosure_app: event.outcome === '0' && r.patient_id ? 'growth-app' : null });
               prev = hash;
             }
             await db('audit_checkpoints').delete();
@@ -440,7 +440,7 @@ describe('audit store', () => {
             if (Number(r.seq) === 4) event.outcome = '12';
             const eh = eventHash(event);
             const hash = chainHash(prev, eh);
-            await db('audit_events').where({ seq: r.seq }).update({ event: JSON.stringify(event), event_hash: eh, prev_hash: prev, hash, outcome: event.outcome });
+            await db('audit_events').where({ seq: r.seq }).update({ event: JSON.stringify(event), event_hash: eh, prev_hash: prev, hash, outcome: event.outcome, disclosure_app: event.outcome === '0' && r.patient_id ? 'growth-app' : null });
             prev = hash;
           }
           await db('audit_chain_head').update({ hash: prev });

@@ -26,6 +26,7 @@ import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
 import { patientsOfUser } from './oidc/users.ts';
 import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
+import { provenanceTemplate } from './fhir/provenance.ts';
 import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
 import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
@@ -287,6 +288,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     upstream,
     upstreamBase,
     includes: config.guardIncludes,
+    // The bundled store keeps a Provenance of every change in the change's transaction (an HTTP upstream ignores it).
+    provenance: config.fhirUpstreamUrl ? undefined : (token, kind) => provenanceTemplate(token, kind, new Date()),
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,

@@ -52,6 +52,8 @@ export interface GuardOptions {
   smartConfiguration?: () => Promise<unknown>;
   /** What a token may see of each resource beyond its scopes (labels, consent, obligations); see server/privacy/pipeline.ts. */
   resourcePolicy?: ResourcePolicy;
+  /** The Provenance of a write (without its target), passed to the upstream with it; see UpstreamRequest.provenance. */
+  provenance?: (token: TokenContext, kind: 'create' | 'update' | 'delete') => FhirResource | undefined;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -82,8 +84,8 @@ export function createGuard(options: GuardOptions) {
     ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
-  async function send(request: GuardRequest, method: string, path: string, body?: unknown): Promise<UpstreamResponse> {
-    return options.upstream.send({ method, path, headers: passHeaders(request.headers), body });
+  async function send(request: GuardRequest, method: string, path: string, body?: unknown, provenance?: FhirResource): Promise<UpstreamResponse> {
+    return options.upstream.send({ method, path, headers: passHeaders(request.headers), body, ...(provenance && { provenance }) });
   }
 
   const rewrite = (body: unknown) => rewriteLinks(body, options.upstreamBase, options.base);
@@ -194,7 +196,8 @@ export function createGuard(options: GuardOptions) {
     if (problem) return problem;
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
-    const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);
+    const provenance = interaction.kind === 'patch' ? undefined : options.provenance?.(token, interaction.kind as 'create' | 'update' | 'delete');
+    const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource, provenance);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
     for (const item of written) options.resourcePolicy?.written(item);

@@ -4,5 +4,7 @@ export { smartGuard, type SmartGuardOptions } from './koa.ts';
 export { createGuard, type AccessRecord, type Guard, type GuardOptions, type GuardRequest } from './guard.ts';
 export { createGuardVerifier, InvalidTokenError, VerifierUnavailableError, type GuardVerification } from './verify-token.ts';
 export { httpUpstream, type Upstream, type UpstreamResponse } from './upstream.ts';
+export { provenanceUpstream } from './provenance-upstream.ts';
+export { provenanceTemplate } from '../fhir/provenance.ts';
 export type { GuardResponse } from './responses.ts';
 export type { Decision, FhirInteraction, FhirRequest, Refusal, TokenContext, View } from './types.ts';

@@ -297,7 +297,7 @@ const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash', 
  * What differs between a record's stored search columns and index rows and what its (verified) event
  * says they are: these decide searches, reports, holds and purges, so a difference is a changed record.
  */
-export function derivedProblem(row: EventRow, terms: readonly [kind: string, value: string][]): string | undefined {
+function derivedProblem(row: EventRow, terms: readonly [kind: string, value: string][]): string | undefined {
   const event = JSON.parse(row.event) as Record<string, unknown>;
   const expected = indexColumns(event);
   const stored = {

@@ -16,7 +16,7 @@ import type { ResourcePolicy } from '../privacy/pipeline.ts';
 export interface GuardRequest extends FhirRequest {
   headers: Record<string, string | undefined>;
   remoteAddress?: string;
-  /** The body could not be taken (400, 413, 415): refused after the token check, so the audit says who sent it. */
+  /** The body could not be taken (400, 413, 415): refused whatever the token, which is still verified so that the audit says who sent it. */
   bodyRefusal?: Refusal;
 }
 
@@ -305,6 +305,10 @@ export function createGuard(options: GuardOptions) {
     if (request.method === 'GET' && request.path === 'metadata') return done(await capabilities(request));
 
     const token = bearerToken(request.headers.authorization);
+    if (request.bodyRefusal) {
+      if (token) record.token = await options.verify(token).catch(() => undefined);
+      return done(refusalResponse(request.bodyRefusal, options.base, Boolean(token)));
+    }
     if (!token) return done(refusalResponse({ status: 401, code: 'login', message: 'an access token is required' }, options.base, false));
     try {
       record.token = await options.verify(token);
@@ -313,7 +317,6 @@ export function createGuard(options: GuardOptions) {
       if (err instanceof VerifierUnavailableError) return done(refusalResponse({ status: 503, code: 'transient', message: 'the access token cannot be checked right now' }, options.base, true));
       throw err;
     }
-    if (request.bodyRefusal) return done(refusalResponse(request.bodyRefusal, options.base, true));
     const interaction = classify(request);
     if (isRefusal(interaction)) return done(refusalResponse(interaction, options.base, true));
     record.interaction = interaction;

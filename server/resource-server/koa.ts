@@ -28,7 +28,7 @@ export function smartGuard(options: SmartGuardOptions): Middleware {
 
   return async function guardMiddleware(ctx: Context, next: Next) {
     if (ctx.path !== prefix && !ctx.path.startsWith(`${prefix}/`)) return next();
-    // A body that cannot be taken is refused by the guard after the token check, so that it is audited.
+    // A body that cannot be taken is refused by the guard, so that it is audited (with the token that sent it).
     let bodyRefusal: Refusal | undefined;
     const hasBody = ctx.request.length > 0 || ctx.get('transfer-encoding') !== '';
     if (hasBody && !ctx.is('json', ...JSON_TYPES, 'urlencoded')) {

@@ -122,6 +122,10 @@ describe('audit trail', () => {
         assert.match(event.outcomeDesc, new RegExp(`^${status}`));
         assert.ok(event.agent.some((a: any) => a.requestor && a.policy?.[0]?.startsWith('urn:ietf:params:oauth:jti:')), `${id}: who sent it`);
       }
+      const anonymous = await fetch(`${server.fhirBase}/Observation`, { method: 'POST', headers: { 'x-request-id': 'body-anonymous', 'content-type': 'application/fhir+json' }, body: big });
+      assert.equal(anonymous.status, 413, 'the body is refused whatever the token');
+      const [event] = await byRequest('body-anonymous');
+      assert.equal(event?.outcome, '4', 'and audited without one');
     });
 
     it('audits 401s (no token, a token that does not verify) with the patient the request named', async () => {

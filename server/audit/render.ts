@@ -1,5 +1,6 @@
 // The accounting of disclosures as files: CSV, JSON report lines, a FHIR Bundle of AuditEvents,
 // and a PDF for people (pdfkit, text only). Pure apart from the PDF's buffering.
+import { setTimeout as sleep } from 'node:timers/promises';
 import PDFDocument from 'pdfkit';
 import { purposeDisplay } from '../hcs/codes.ts';
 import type { AuditEvent, DisclosureSummaryRow } from './types.ts';
@@ -246,6 +247,9 @@ export function pdfReport(summary: readonly DisclosureSummaryRow[], lines: Async
   (async () => {
     let wrote = false;
     for await (const l of lines) {
+      // Backpressure: pdfkit pushes whatever is written; wait while the reader (a slow client) has not taken it.
+      while (doc.readableLength > doc.readableHighWaterMark * 8 && !doc.destroyed) await sleep(10);
+      if (doc.destroyed) return; // the client went away: stop reading the trail
       const block = lineBlock(l);
       if (!wrote) heading('Every access', block.needed);
       wrote = true;

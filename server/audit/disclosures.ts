@@ -1,6 +1,7 @@
 // The patient's accounting of disclosures (and access report), read from the BALP AuditEvents of
 // guarded FHIR accesses: who (role, organization, app) saw what (resource types and ids, never
-// content), when, and why. Pure. See shared/reference/hcs-labels-audit.md §5.
+// content), when, from where, and why (FHIR Security and Privacy module, accounting of disclosures;
+// HIPAA 45 CFR 164.528). Pure.
 import type { AuditEvent, DisclosureSummaryRow } from './types.ts';
 
 /**

@@ -9,7 +9,7 @@ import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
 import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
-import { addClient, ClientError, clientExists, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
+import { addClient, ClientError, clientExists, clientNames, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
@@ -17,8 +17,9 @@ import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
 import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
-import { disclosureEvents, disclosureLines, groupedDisclosures } from '../server/audit/disclosures.ts';
+import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/disclosures.ts';
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
+import { signedHeadIn } from '../server/audit/signed-head.ts';
 import type { AuditEvent } from '../server/audit/types.ts';
 import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
 import { upstreamPatientDirectory } from '../server/fhir/patient-directory.ts';
@@ -242,10 +243,10 @@ const commands: Record<string, Command> = {
     },
   },
   'audit verify': {
-    usage: 'audit verify   (exit 0 when the chain and its checkpoints are intact; else 1 and the first bad record)',
-    options: json,
-    async run(_args, { db, config }) {
-      const result = await auditStore(db, config).verify();
+    usage: 'audit verify [--checkpoint <file or JSON>]   (exit 0 when the chain, its index columns and its checkpoints are intact, and it reaches the signed head given; else 1 and the first bad record)',
+    options: { ...json, checkpoint: { type: 'string' } },
+    async run({ values: v }, { db, config }) {
+      const result = await auditStore(db, config).verify(v.checkpoint === undefined ? undefined : signedHeadArgument(String(v.checkpoint)));
       if (!result.ok) {
         throw new AuditBroken(result, `the audit trail does not verify: record ${result.seq} (AuditEvent/${result.eventId}): ${result.problem}`);
       }
@@ -253,8 +254,8 @@ const commands: Record<string, Command> = {
     },
   },
   'audit export': {
-    usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names]   (the accounting of disclosures)',
-    options: { ...json, patient: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' }, names: { type: 'boolean' } },
+    usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names] [--attempts]   (the accounting of disclosures; --attempts: also the refused and failed accesses that named the patient)',
+    options: { ...json, patient: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' }, names: { type: 'boolean' }, attempts: { type: 'boolean' } },
     async run({ values: v }, { db, config }) {
       const patient = String(v.patient ?? '');
       const format = String(v.format ?? '');
@@ -263,11 +264,17 @@ const commands: Record<string, Command> = {
       const store = auditStore(db, config);
       const events = await store.search({ patient, limit: 100_000 });
       const selfUserIds = (await db('users').where('fhir_user', `Patient/${patient}`).select('id')).map((r: { id: string }) => r.id);
-      const lines = disclosureLines(events, { patient, names: Boolean(v.names), selfUserIds });
+      const attempts = Boolean(v.attempts);
+      const plain = disclosureLines(events, { patient, names: Boolean(v.names), selfUserIds, attempts });
+      const appNames = await clientNames(db, plain.map((l) => l.app));
+      const lines = plain.map((l) => ({ ...l, app: appNames[l.app] ?? l.app }));
       const content = format === 'csv' ? toCsv(lines)
         : format === 'json' ? toJson(lines)
-          : format === 'fhir' ? JSON.stringify(toFhirBundle(disclosureEvents(events, { patient })), null, 2)
-            : await toPdf(lines, groupedDisclosures(lines), { patientId: patient, generated: new Date() });
+          : format === 'fhir' ? JSON.stringify(toFhirBundle(disclosureEvents(events, { patient, attempts })), null, 2)
+            : await toPdf(lines, summaryOf(lines), {
+              patientId: patient, generated: new Date(),
+              patientName: await upstreamPatientDirectory(configuredUpstream(config, db).upstream).get(patient).then((p) => p?.name, () => undefined),
+            });
       if (v.out) writeFileSync(String(v.out), content);
       else process.stdout.write(content);
       return v.out ? { json: { patient, format, out: v.out, lines: lines.length }, text: `wrote ${lines.length} disclosures to ${v.out}` } : { json: undefined, text: '' };
@@ -350,6 +357,23 @@ async function readStdin(): Promise<string> {
     if (process.stdin.isTTY && text.includes('\n')) break;
   }
   return text;
+}
+
+/** `--checkpoint`: a signed head given inline (JWS or JSON), or the file holding it (a log file will do). */
+function signedHeadArgument(value: string): string {
+  let text = value;
+  if (!/^\s*[{[]/.test(value) && !/^[\w-]+\.[\w-]+\.[\w-]+$/.test(value.trim())) {
+    try {
+      text = readFileSync(value, 'utf8');
+    } catch {
+      throw new UsageError(`--checkpoint: ${value} is neither a signed head nor a readable file`);
+    }
+  }
+  try {
+    return signedHeadIn(text);
+  } catch (err) {
+    throw new UsageError(`--checkpoint: ${(err as Error).message}`);
+  }
 }
 
 /** The audit store of the server's database, signing checkpoints with the server's keys. */

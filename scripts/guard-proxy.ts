@@ -4,9 +4,10 @@
 // Settings: PORT (8080), HOST (0.0.0.0), GUARD_VERIFICATION (local | introspection | local+introspection),
 // INTROSPECTION_CLIENT_ID / INTROSPECTION_CLIENT_SECRET (a resource-server client of the issuer),
 // GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
-// GUARD_OPERATIONS (comma-separated operation names allowed through, default none), UPSTREAM_TIMEOUT (seconds, 10).
+// GUARD_OPERATIONS (comma-separated operation names allowed through, default none), UPSTREAM_TIMEOUT (seconds, 10),
+// GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
 import Koa from 'koa';
-import { createGuardVerifier, httpUpstream, smartGuard, type GuardVerification } from 'smart-auth/resource-server';
+import { createGuardVerifier, httpUpstream, provenanceTemplate, provenanceUpstream, smartGuard, type GuardVerification } from 'smart-auth/resource-server';
 
 function setting(name: string, fallback?: string): string {
   const value = process.env[name] ?? fallback;
@@ -46,12 +47,16 @@ const verification: GuardVerification = {
   ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
 };
 
+const provenance = oneOf('GUARD_PROVENANCE', 'false', ['true', 'false'] as const) === 'true';
+const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: Number(setting('UPSTREAM_TIMEOUT', '10')) * 1000 });
+
 const app = new Koa({ proxy: true });
 app.use(smartGuard({
   base,
   prefix: new URL(base).pathname,
   verify: createGuardVerifier(verification),
-  upstream: httpUpstream({ baseUrl: upstreamBase, timeoutMs: Number(setting('UPSTREAM_TIMEOUT', '10')) * 1000 }),
+  upstream: provenance ? provenanceUpstream(upstream) : upstream,
+  ...(provenance && { provenance: (token, kind) => provenanceTemplate(token, kind, new Date()) }),
   upstreamBase,
   includes: oneOf('GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
   narratives: oneOf('GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),

@@ -27,6 +27,7 @@ import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
 import { patientsOfUser } from './oidc/users.ts';
 import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
+import { provenanceTemplate } from './fhir/provenance.ts';
 import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
 import { boundKey, createDpopCheck } from './resource-server/dpop.ts';
@@ -34,13 +35,14 @@ import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resou
 import { createPrivacyPolicy } from './privacy/pipeline.ts';
 import { createConsentCache } from './privacy/consent.ts';
 import { purposeRefusal } from './privacy/purpose.ts';
-import { createAuditStore } from './audit/audit-store.ts';
+import { createAuditStore, type SignedHead } from './audit/audit-store.ts';
+import { headLogFields } from './audit/signed-head.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditStore } from './audit/types.ts';
 import { accessAuditEvents } from './audit/balp.ts';
 import { accessAuditFrom } from './audit/access.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
-import { disclosureRoutes } from './portal/disclosures.ts';
+import { disclosureRoutes, REPORT_CLIENT } from './portal/disclosures.ts';
 import { checkpointSigner } from './oidc/keys.ts';
 import { keyPolicy } from './oidc/provider-host.ts';
 import { findUser } from './oidc/users.ts';
@@ -131,6 +133,8 @@ export interface AppContext {
   db: Db;
   host: ProviderHost;
   audit: AuditStore;
+  /** Called with every signed chain head (besides its log line): where else to keep it. */
+  auditHeads: Set<(head: SignedHead) => void>;
   metrics: Metrics;
   app: Koa;
 }
@@ -161,7 +165,16 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const audit = createAuditStore(db, { ...checkpointSigner(db, keyPolicy(config)), log: (message, err) => logger.log('error', message, { err }) });
+  // Every signed chain head is also written outside the database: a log line, and wherever auditHeads send it.
+  const auditHeads = new Set<(head: SignedHead) => void>();
+  const audit = createAuditStore(db, {
+    ...checkpointSigner(db, keyPolicy(config)),
+    log: (message, err) => logger.log('error', message, { err }),
+    onCheckpoint: (head) => {
+      logger.log('info', 'audit checkpoint', headLogFields(head));
+      for (const send of auditHeads) send(head);
+    },
+  });
   const readersOfTrail = auditTrailReaders(db);
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
@@ -265,7 +278,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
       recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
       interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
-      client: { id: 'account-disclosures', issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
+      client: { id: REPORT_CLIENT, issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
       purposeOfUse: [purposeCoding('PATRQT')],
     })),
   }).routes());
@@ -287,6 +300,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     upstream,
     upstreamBase,
     includes: config.guardIncludes,
+    // The bundled store keeps a Provenance of every change in the change's transaction (an HTTP upstream ignores it).
+    provenance: config.fhirUpstreamUrl ? undefined : (token, kind) => provenanceTemplate(token, kind, new Date()),
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,
@@ -319,7 +334,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   }));
   app.use(providerBodyLimit);
   app.use(host.middleware);
-  return { logger, config, db, host, audit, metrics, app };
+  return { logger, config, db, host, audit, auditHeads, metrics, app };
 }
 
 export interface RunningServer extends AppContext {
@@ -338,6 +353,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const forwarder = config.auditForwardUrl
     ? startAuditForwarder(db, { url: config.auditForwardUrl, log: (message) => context.logger.log('warn', `audit forwarding: ${message}`) })
     : undefined;
+  if (forwarder) context.auditHeads.add((head) => forwarder.head(head));
   const purge = setInterval(() => {
     Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge()]).catch((err) => context.logger.log('error', 'purging expired rows failed', { err }));
   }, 10 * 60 * 1000);

@@ -4,6 +4,7 @@ import * as fhirStore from './002_fhir_store.ts';
 import * as auditChain from './003_audit_chain.ts';
 import * as auditForwarding from './004_audit_forwarding.ts';
 import * as loginThrottle from './005_login_throttle.ts';
+import * as derivedColumns from './008_issue15_derived_columns.ts';
 import * as signIn from './010_issue19_sign_in.ts';
 
 export interface Migration {
@@ -18,5 +19,6 @@ export const migrations: Migration[] = [
   { name: '003_audit_chain', ...auditChain },
   { name: '004_audit_forwarding', ...auditForwarding },
   { name: '005_login_throttle', ...loginThrottle },
+  { name: '008_issue15_derived_columns', ...derivedColumns },
   { name: '010_issue19_sign_in', ...signIn },
 ];

@@ -11,11 +11,12 @@
 // written, so callers fail closed (503).
 import type { Knex } from 'knex';
 import type { Db } from '../db.ts';
-import type { AuditEvent, AuditSearch, AuditStore, AuditVerification } from './types.ts';
+import type { AuditEvent, AuditSearch, AuditStore, AuditVerification, DisclosurePage, DisclosureQuery, DisclosureSummaryRow } from './types.ts';
 import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
 import { createHash } from 'node:crypto';
 import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
 import { insertValues, isPg, rawTransaction, transactionStatements, type Statements } from '../db-statements.ts';
+import { disclosureApp } from './disclosures.ts';
 
 export interface AuditStoreOptions {
   /** Signs a checkpoint or purge payload: a JWS compact serialization (the server's signing key). */
@@ -26,11 +27,22 @@ export interface AuditStoreOptions {
   prepare?(): Promise<void>;
   /** A signed checkpoint after this many records since the last one (default 1000). */
   checkpointEvery?: number;
+  /** While records are written, the chain head is signed at least this often (ms, default 10 000); and at close(). */
+  headEveryMs?: number;
+  /** Called with every signed head, to keep it outside the database (a log line, the audit repository). */
+  onCheckpoint?: (head: SignedHead) => void;
   now?: () => Date;
   /** Called after every committed group-commit transaction (metrics, tests). */
   onFlush?: (batch: BatchInfo) => void;
   /** Where failures that do not fail an append (a checkpoint) are reported; default console.error. */
   log?: (message: string, err: unknown) => void;
+}
+
+/** A signed chain head: the record at `seq` has `hash`; `jws` is the server's signature over both. */
+export interface SignedHead {
+  seq: number;
+  hash: string;
+  jws: string;
 }
 
 export interface BatchInfo {
@@ -90,18 +102,23 @@ export function indexTerms(event: Record<string, unknown>): [kind: string, value
   return [...terms.values()];
 }
 
-/** The single-valued search columns of audit_events (cut to their column sizes; matches are re-checked). */
-export function indexColumns(event: Record<string, unknown>, now = Date.now()) {
-  const recorded = Date.parse(String(event.recorded));
+/**
+ * The single-valued search columns of audit_events (cut to their column sizes; matches are re-checked).
+ * Derived from the hashed event only, so verify() can recompute them.
+ */
+export function indexColumns(event: Record<string, unknown>) {
   const patient = patientOf(event);
   const subtype = subtypeCodes(event)[0];
   const outcome = str(event.outcome);
+  const app = disclosureApp(event as AuditEvent);
   return {
-    recordedAt: Number.isFinite(recorded) ? recorded : now,
+    recordedAt: Date.parse(String(event.recorded)),
     typeCode: cut(str((event.type as { code?: unknown } | undefined)?.code) ?? '', 64),
     subtypeCode: subtype === undefined ? null : cut(subtype, 64),
     patientId: patient === null ? null : cut(patient, 64),
     outcome: outcome === undefined ? null : cut(outcome, 8),
+    /** For the accounting of disclosures (paged and summarised in the database): the app of a disclosure, else null. */
+    disclosureApp: app === null ? null : cut(app, MAX_TERM),
   };
 }
 
@@ -114,16 +131,18 @@ interface Prepared {
 }
 
 /** Validates and snapshots an event (its canonical JSON is what is stored and hashed). */
-function prepare(event: AuditEvent, now: number): Prepared {
+function prepare(event: AuditEvent): Prepared {
   if (!event || typeof event !== 'object' || event.resourceType !== 'AuditEvent') throw new TypeError('not an AuditEvent');
   if (typeof event.id !== 'string' || !/^[A-Za-z0-9\-.]{1,64}$/.test(event.id)) throw new TypeError(`AuditEvent id ${JSON.stringify(event.id)} is not a FHIR id`);
+  // recorded_at is derived from `recorded` and re-derived by verify(): it must be there.
+  if (typeof event.recorded !== 'string' || !Number.isFinite(Date.parse(event.recorded))) throw new TypeError(`AuditEvent ${event.id} has no valid recorded time`);
   const json = canonicalJson(event);
   const snapshot = JSON.parse(json) as Record<string, unknown>;
   return {
     id: event.id,
     json,
     eventHash: createHash('sha256').update(json, 'utf8').digest('hex'),
-    columns: indexColumns(snapshot, now),
+    columns: indexColumns(snapshot),
     terms: indexTerms(snapshot),
   };
 }
@@ -178,6 +197,7 @@ async function writeChain(statements: Statements, start: ChainHead, items: Prepa
     rows.push({
       seq, id: item.id, recorded_at: item.columns.recordedAt, type_code: item.columns.typeCode,
       subtype_code: item.columns.subtypeCode, patient_id: item.columns.patientId, outcome: item.columns.outcome,
+      disclosure_app: item.columns.disclosureApp,
       event: item.json, event_hash: item.eventHash, prev_hash: prev, hash,
     });
     for (const [kind, value] of item.terms) terms.push({ seq, kind, value });
@@ -256,7 +276,7 @@ function writerFor(db: Db): ChainWriter {
 export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
   let items: Prepared[];
   try {
-    items = events.map((e) => prepare(e, Date.now()));
+    items = events.map((e) => prepare(e));
   } catch (err) {
     return Promise.reject(err);
   }
@@ -265,9 +285,45 @@ export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
 
 // --- the store ------------------------------------------------------------------------------------
 
-interface EventRow { seq: number | string; id: string; event: string; event_hash: string; prev_hash: string; hash: string }
+interface EventRow {
+  seq: number | string; id: string; event: string; event_hash: string; prev_hash: string; hash: string;
+  recorded_at: number | string; type_code: string; subtype_code: string | null; patient_id: string | null; outcome: string | null;
+  disclosure_app: string | null;
+}
 const toRecord = (r: EventRow): ChainRecord => ({ seq: Number(r.seq), id: r.id, event: r.event, eventHash: r.event_hash, prevHash: r.prev_hash, hash: r.hash });
-const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash'];
+const EVENT_COLUMNS = ['seq', 'id', 'event', 'event_hash', 'prev_hash', 'hash', 'recorded_at', 'type_code', 'subtype_code', 'patient_id', 'outcome', 'disclosure_app'];
+
+/**
+ * What differs between a record's stored search columns and index rows and what its (verified) event
+ * says they are: these decide searches, reports, holds and purges, so a difference is a changed record.
+ */
+function derivedProblem(row: EventRow, terms: readonly [kind: string, value: string][]): string | undefined {
+  const event = JSON.parse(row.event) as Record<string, unknown>;
+  const expected = indexColumns(event);
+  const stored = {
+    recordedAt: Number(row.recorded_at), typeCode: row.type_code, subtypeCode: row.subtype_code ?? null,
+    patientId: row.patient_id ?? null, outcome: row.outcome ?? null, disclosureApp: row.disclosure_app ?? null,
+  };
+  const names = {
+    recordedAt: 'recorded_at', typeCode: 'type_code', subtypeCode: 'subtype_code', patientId: 'patient_id', outcome: 'outcome', disclosureApp: 'disclosure_app',
+  } as const;
+  for (const key of Object.keys(names) as (keyof typeof names)[]) {
+    if (stored[key] !== expected[key]) {
+      return `its ${names[key]} column (${String(stored[key])}) differs from its stored event (${String(expected[key])}): the record was changed`;
+    }
+  }
+  const key = ([kind, value]: readonly [string, string]) => `${kind}=${value}`;
+  const left = terms.map(key);
+  const missing: string[] = [];
+  for (const term of indexTerms(event).map(key)) {
+    const at = left.indexOf(term);
+    if (at < 0) missing.push(term);
+    else left.splice(at, 1);
+  }
+  if (missing.length) return `its search index lacks ${missing.join(', ')}: the index was changed`;
+  if (left.length) return `its search index has rows its event does not give (${left.join(', ')}): the index was changed`;
+  return undefined;
+}
 
 interface CheckpointPayload { seq: number; hash: string; records: number; iat: number }
 interface PurgePayload { purge: { before: string; anchor: ChainPoint; removed: number; kept: [number, string, string][] }; iat: number }
@@ -283,24 +339,53 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
   let lastCheckpointSeq: number | undefined;
   let checkpointing: Promise<void> | null = null;
 
+  // Signed heads: every `every` records, at least every `headEvery` ms while records are written, and at close.
+  const headEvery = Math.max(1, options.headEveryMs ?? 10_000);
   let latest: ChainPoint = { seq: 0, hash: GENESIS_HASH };
-  const onBatch = (batch: BatchInfo) => {
-    options.onFlush?.(batch);
-    if (batch.head.seq > latest.seq) latest = { seq: batch.head.seq, hash: batch.head.hash };
-    if (checkpointing || (lastCheckpointSeq !== undefined && latest.seq - lastCheckpointSeq < every)) return;
-    // At most one checkpoint writer; it catches up with the batches committed meanwhile.
-    // (The newest checkpoint is re-read first: other instances on the same chain write checkpoints too.)
-    const lastStored = async () => Number((await db('audit_checkpoints').max({ seq: 'seq' }).first())?.seq ?? 0);
-    checkpointing = (async () => {
+  let lastSignedAt = Date.now();
+  let closing = false;
+  let headTimer: NodeJS.Timeout | undefined;
+  const due = () => closing || latest.seq - (lastCheckpointSeq ?? 0) >= every || Date.now() - lastSignedAt >= headEvery;
+  // The newest checkpoint is re-read first: other instances on the same chain write checkpoints too.
+  const lastStored = async () => Number((await db('audit_checkpoints').max({ seq: 'seq' }).first())?.seq ?? 0);
+
+  /** Signs the newest head this process wrote when it is due; one signer at a time, catching up with later batches. */
+  function signLatest(): Promise<void> {
+    checkpointing ??= (async () => {
       lastCheckpointSeq = Math.max(lastCheckpointSeq ?? 0, await lastStored());
-      while (latest.seq - lastCheckpointSeq >= every) {
+      while (latest.seq > lastCheckpointSeq && due()) {
         const point = latest;
         await signCheckpoint(db, point);
         lastCheckpointSeq = Math.max(lastCheckpointSeq, point.seq, await lastStored());
       }
     })()
-      .catch((err) => log('writing an audit checkpoint failed (the appends are stored):', err))
-      .finally(() => { checkpointing = null; });
+      .catch((err) => {
+        lastSignedAt = Date.now();
+        log('writing an audit checkpoint failed (the appends are stored):', err);
+      })
+      .finally(() => {
+        checkpointing = null;
+        if (latest.seq > (lastCheckpointSeq ?? 0)) scheduleHead();
+      });
+    return checkpointing;
+  }
+
+  /** An unsigned tail is signed once `headEvery` has passed since the last signed head. */
+  function scheduleHead() {
+    if (headTimer || closing || closed) return;
+    headTimer = setTimeout(() => {
+      headTimer = undefined;
+      void signLatest();
+    }, Math.max(0, lastSignedAt + headEvery - Date.now()));
+    headTimer.unref();
+  }
+
+  const onBatch = (batch: BatchInfo) => {
+    options.onFlush?.(batch);
+    if (batch.head.seq > latest.seq) latest = { seq: batch.head.seq, hash: batch.head.hash };
+    if (checkpointing) return; // it catches up, or schedules the next head
+    if (lastCheckpointSeq === undefined || due()) void signLatest();
+    else scheduleHead();
   };
   writer.listeners.add(onBatch);
 
@@ -309,6 +394,12 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     const payload: CheckpointPayload = { seq: point.seq, hash: point.hash, records: point.seq, iat: Math.floor(at.getTime() / 1000) };
     const jws = await options.sign(payload);
     const [inserted] = await trx('audit_checkpoints').insert({ seq: point.seq, hash: point.hash, jws, created_at: at.getTime() }, ['id']);
+    lastSignedAt = Date.now();
+    try {
+      options.onCheckpoint?.({ seq: point.seq, hash: point.hash, jws });
+    } catch (err) {
+      log('passing on a signed audit head failed:', err);
+    }
     return { id: Number(typeof inserted === 'object' ? (inserted as { id: number }).id : inserted), seq: point.seq };
   }
 
@@ -322,8 +413,7 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
 
   async function append(events: AuditEvent[]): Promise<void> {
     if (closed) throw new AuditWriteError('the audit store is closed');
-    const at = now().getTime();
-    return writer.append(events.map((e) => prepare(e, at)));
+    return writer.append(events.map((e) => prepare(e)));
   }
 
   // --- verification ---
@@ -336,7 +426,17 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     }
   }
 
-  async function verify(): Promise<AuditVerification> {
+  /** The index rows of a batch of records, by seq. */
+  async function termsOf(rows: EventRow[]): Promise<Map<number, [string, string][]>> {
+    const terms = new Map<number, [string, string][]>(rows.map((r) => [Number(r.seq), []]));
+    const found: { seq: number | string; kind: string; value: string }[] = rows.length
+      ? await db('audit_index').where('seq', '>=', Number(rows[0].seq)).andWhere('seq', '<=', Number(rows[rows.length - 1].seq)).select('seq', 'kind', 'value')
+      : [];
+    for (const t of found) terms.get(Number(t.seq))?.push([t.kind, t.value]);
+    return terms;
+  }
+
+  async function verify(external?: string): Promise<AuditVerification> {
     // Checkpoints and purges before the head: a checkpoint beyond the head then proves records removed.
     const cpRows: { id: number; seq: number | string; hash: string; jws: string }[] = await db('audit_checkpoints').orderBy([{ column: 'seq' }, { column: 'id' }]).select('id', 'seq', 'hash', 'jws');
     const purgeRows: { id: number; anchor_seq: number | string; anchor_hash: string; jws: string }[] = await db('audit_purges')
@@ -354,6 +454,15 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
         const valid = !!payload && payload.seq === Number(row.seq) && payload.hash === row.hash;
         return { id: row.id, seq: Number(row.seq), hash: valid ? payload.hash : row.hash, valid };
       })));
+    }
+    // A signed head kept outside the database: the chain must reach it, with the same hash.
+    if (external !== undefined) {
+      const payload = await readJws<CheckpointPayload>(external);
+      if (!payload || !Number.isSafeInteger(payload.seq) || typeof payload.hash !== 'string') {
+        return fail(0, '', 'the signed head given does not verify with the server\'s keys');
+      }
+      checkpoints.push({ id: 0, seq: payload.seq, hash: payload.hash, valid: true });
+      checkpoints.sort((a, b) => a.seq - b.seq || a.id - b.id);
     }
 
     // The latest purge: the chain continues from its anchor, which its signature and a checkpoint vouch for.
@@ -394,12 +503,14 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     for (let after = 0; anchorSeq > 0;) {
       const rows: EventRow[] = await db('audit_events').where('seq', '>', after).andWhere('seq', '<=', anchorSeq).orderBy('seq').limit(BATCH).select(EVENT_COLUMNS);
       if (!rows.length) break;
-      for (const record of rows.map(toRecord)) {
+      const terms = await termsOf(rows);
+      for (const [i, record] of rows.map(toRecord).entries()) {
         const failure = checkpointsBefore(record.seq - 1);
         if (failure) return failure;
         const listed = kept.get(record.seq);
         if (!listed) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}) lies in the purged range but the purge did not keep it: it was added or moved`);
-        const problem = listed.id !== record.id || listed.eventHash !== record.eventHash ? 'it differs from the record the purge kept: the record was changed' : checkRecordContent(record);
+        const problem = listed.id !== record.id || listed.eventHash !== record.eventHash ? 'it differs from the record the purge kept: the record was changed'
+          : checkRecordContent(record) ?? derivedProblem(rows[i], terms.get(record.seq)!);
         if (problem) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}): ${problem}`);
         kept.delete(record.seq);
         records++;
@@ -417,11 +528,14 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     for (let after = anchorSeq; ;) {
       const rows: EventRow[] = await db('audit_events').where('seq', '>', after).andWhere('seq', '<=', head.seq).orderBy('seq').limit(BATCH).select(EVENT_COLUMNS);
       if (!rows.length) break;
-      for (const record of rows.map(toRecord)) {
+      const terms = await termsOf(rows);
+      for (const [i, record] of rows.map(toRecord).entries()) {
         const before = checkpointsBefore(record.seq - 1, verifier.position);
         if (before) return before;
         const failure = verifier.push(record);
         if (failure) return fail(failure.seq, failure.eventId, failure.problem);
+        const derived = derivedProblem(rows[i], terms.get(record.seq)!);
+        if (derived) return fail(record.seq, record.id, `record seq ${record.seq} (AuditEvent ${record.id}): ${derived}`);
         records++;
         const at = checkpointsBefore(record.seq, { seq: record.seq, hash: record.hash, eventId: record.id });
         if (at) return at;
@@ -436,6 +550,10 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
       const c = checkpoints[next];
       return fail(c.seq, head.eventId ?? '', `a signed checkpoint covers seq ${c.seq} but the chain ends at seq ${head.seq}: the records after seq ${head.seq} were removed and the chain head rewritten`);
     }
+    const beyond = await db('audit_events').where('seq', '>', head.seq).orderBy('seq').first('seq', 'id');
+    if (beyond) return fail(Number(beyond.seq), beyond.id, `record seq ${beyond.seq} (AuditEvent ${beyond.id}) is stored after the chain head (seq ${head.seq}): records were added outside the chain`);
+    const stray = await db('audit_index').whereNotIn('seq', db('audit_events').select('seq')).orderBy('seq').first('seq', 'kind', 'value');
+    if (stray) return fail(Number(stray.seq), '', `the search index has a row (${stray.kind}=${stray.value}) for seq ${stray.seq}, which is not in the trail: the index was changed`);
     return { ok: true, records, checkpoints: checkpoints.length };
   }
 
@@ -526,6 +644,58 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     return found;
   }
 
+  // --- the accounting of disclosures ---
+
+  function disclosuresOf(query: DisclosureQuery): Knex.QueryBuilder {
+    const q = db('audit_events').where('patient_id', cut(query.patient, 64)).whereNotNull('disclosure_app');
+    if (query.from) q.where('recorded_at', '>=', query.from.getTime());
+    if (query.to) q.where('recorded_at', '<=', query.to.getTime());
+    if (query.app !== undefined) q.where('disclosure_app', cut(query.app, MAX_TERM));
+    if (query.exceptApps?.length) q.whereNotIn('disclosure_app', query.exceptApps.map((a) => cut(a, MAX_TERM)));
+    return q;
+  }
+  const parsed = (rows: { event: string }[]) => rows.map((r) => JSON.parse(r.event) as AuditEvent);
+
+  async function disclosurePage(query: DisclosureQuery & { before?: number; after?: number; limit: number }): Promise<DisclosurePage> {
+    const limit = Math.max(1, Math.min(query.limit, 1000));
+    type Row = { seq: number | string; event: string };
+    let rows: Row[];
+    let more: boolean;
+    if (query.after !== undefined) {
+      const up: Row[] = await disclosuresOf(query).where('seq', '>', query.after).orderBy('seq', 'asc').limit(limit + 1).select('seq', 'event');
+      more = up.length > limit;
+      rows = up.slice(0, limit).reverse();
+    } else {
+      const q = disclosuresOf(query).orderBy('seq', 'desc').limit(limit + 1).select('seq', 'event');
+      if (query.before !== undefined) q.where('seq', '<', query.before);
+      const down: Row[] = await q;
+      more = down.length > limit;
+      rows = down.slice(0, limit);
+    }
+    if (!rows.length) return { events: [] };
+    const [newest, oldest] = [Number(rows[0].seq), Number(rows[rows.length - 1].seq)];
+    const exists = async (q: Knex.QueryBuilder) => Boolean(await q.first('seq'));
+    const older = query.after !== undefined ? await exists(disclosuresOf(query).where('seq', '<', oldest)) : more;
+    const newer = query.after !== undefined ? more : await exists(disclosuresOf(query).where('seq', '>', newest));
+    return { events: parsed(rows), ...(older && { older: oldest }), ...(newer && { newer: newest }) };
+  }
+
+  async function disclosureSummary(query: DisclosureQuery): Promise<DisclosureSummaryRow[]> {
+    const rows: { app: string; n: number | string; first: number | string; last: number | string }[] = await disclosuresOf(query)
+      .groupBy('disclosure_app').orderBy('disclosure_app')
+      .select({ app: 'disclosure_app' }).count({ n: '*' }).min({ first: 'recorded_at' }).max({ last: 'recorded_at' });
+    return rows.map((r) => ({ app: r.app, count: Number(r.n), first: new Date(Number(r.first)), last: new Date(Number(r.last)) }));
+  }
+
+  async function* disclosureEvents(query: DisclosureQuery): AsyncIterable<AuditEvent> {
+    for (let after = 0; ;) {
+      const rows: { seq: number | string; event: string }[] = await disclosuresOf(query).where('seq', '>', after).orderBy('seq').limit(BATCH).select('seq', 'event');
+      if (!rows.length) return;
+      yield* parsed(rows);
+      after = Number(rows[rows.length - 1].seq);
+    }
+  }
+
   // --- privacy holds ---
 
   async function hold(patient: string, reason: string): Promise<void> {
@@ -545,9 +715,13 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
   async function close(): Promise<void> {
     closed = true;
     await writer.idle();
+    clearTimeout(headTimer);
+    headTimer = undefined;
     while (checkpointing) await checkpointing;
+    closing = true; // the head at shutdown is signed whatever its age
+    if (latest.seq > 0) await signLatest();
     writer.listeners.delete(onBatch);
   }
 
-  return { append, search, verify, checkpoint, purge, hold, release, holds, close };
+  return { append, search, disclosurePage, disclosureSummary, disclosureEvents, verify, checkpoint, purge, hold, release, holds, close };
 }

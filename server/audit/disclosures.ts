@@ -1,11 +1,16 @@
 // The patient's accounting of disclosures (and access report), read from the BALP AuditEvents of
 // guarded FHIR accesses: who (role, organization, app) saw what (resource types and ids, never
-// content), when, and why. Pure. See shared/reference/hcs-labels-audit.md §5.
-import type { AuditEvent } from './types.ts';
+// content), when, from where, and why (FHIR Security and Privacy module, accounting of disclosures;
+// HIPAA 45 CFR 164.528). Pure.
+import type { AuditEvent, DisclosureSummaryRow } from './types.ts';
 
-/** The report's columns, in order (DESIGN "Audit": CSV columns and `--format json` keys). */
+/**
+ * The report's columns, in order (DESIGN "Audit": CSV columns and `--format json` keys), then where the
+ * request came from and whether data was disclosed.
+ */
 export const DISCLOSURE_COLUMNS = [
   'date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id',
+  'network_address', 'outcome',
 ] as const;
 
 export type DisclosureColumn = (typeof DISCLOSURE_COLUMNS)[number];
@@ -28,8 +33,10 @@ export interface DisclosureLine {
   break_glass: boolean;
   /** X-Request-Id, else the AuditEvent id. */
   request_id: string;
-  /** The client's network address, when recorded (not a CSV column). */
-  from?: string;
+  /** Where: the client's network address, '' when not recorded. */
+  network_address: string;
+  /** "disclosed"; for the privacy office's report of attempts also "refused" (outcome 4) or "failed" (8, 12). */
+  outcome: 'disclosed' | 'refused' | 'failed';
   /** The staff member's name: only with `names: true` (not a CSV column). */
   recipient_name?: string;
 }
@@ -43,25 +50,10 @@ export interface DisclosureOptions {
   appNames?: Readonly<Record<string, string>>;
   /** Keep only events whose patient entity is this patient (the store is normally queried by patient already). */
   patient?: string;
-}
-
-/** Repeated accesses by one recipient on one day for one purpose (45 CFR 164.528(b)(3) summary). */
-export interface DisclosureGroup {
-  recipient_role: string;
-  recipient_organization: string;
-  app: string;
-  /** YYYY-MM-DD (UTC). */
-  day: string;
-  purpose_of_use: string;
-  /** Number of accesses (report lines). */
-  count: number;
-  /** Number of distinct resources. */
-  resource_count: number;
-  resource_types: string[];
-  actions: string[];
-  break_glass: boolean;
-  first: string;
-  last: string;
+  /** Also refused and failed accesses that named the patient (the privacy office's access report). Default: disclosures only. */
+  attempts?: boolean;
+  /** Access token ids issued under break-the-glass (from the alerts), when the alerts are not among the events. */
+  breakGlassJtis?: ReadonlySet<string>;
 }
 
 // ---- reading AuditEvents -------------------------------------------------------------------
@@ -122,22 +114,31 @@ function isTestData(e: AuditEvent): boolean {
 const patientEntityOf = (e: AuditEvent) =>
   entitiesOf(e).find((x) => codeOf(x.role) === '1' && x.what?.reference?.startsWith('Patient/'))?.what?.reference?.slice('Patient/'.length);
 
+/** The access token ids the break-the-glass alerts among `events` name. */
+export const breakGlassJtisOf = (events: readonly AuditEvent[]) => new Set(events.filter(isBreakGlassAlert).flatMap(jtisOf));
+
 /** A break-the-glass security alert (DICOM 110113 / 110127): the authorization server issued a BTG token. */
 export function isBreakGlassAlert(e: AuditEvent): boolean {
   return codeOf(e.type) === '110113' && Array.isArray(e.subtype) && (e.subtype as Coding[]).some((s) => s.code === '110127');
 }
 
-/** A successful guarded FHIR access about a patient, not test data: what the report lists. */
-export function isDisclosure(e: AuditEvent, patient?: string): boolean {
-  if (codeOf(e.type) !== 'rest' || e.outcome !== '0') return false;
+/** A successful guarded FHIR access about a patient (with `attempts`, any outcome), not test data: what the report lists. */
+export function isDisclosure(e: AuditEvent, patient?: string, attempts = false): boolean {
+  if (codeOf(e.type) !== 'rest' || (e.outcome !== '0' && !attempts)) return false;
   const about = patientEntityOf(e);
   if (!about || (patient !== undefined && about !== patient)) return false;
   return !isTestData(e);
 }
 
+/** The client id of the app a disclosure went to ('' when none is recorded); null when the event is not a disclosure. */
+export function disclosureApp(e: AuditEvent): string | null {
+  if (!isDisclosure(e)) return null;
+  return agentsOf(e).find(isAppAgent)?.who?.identifier?.value ?? '';
+}
+
 /** The AuditEvents the report lines come from (for `--format fhir`: a Bundle of the same accesses). */
-export function disclosureEvents(events: readonly AuditEvent[], options: Pick<DisclosureOptions, 'patient'> = {}): AuditEvent[] {
-  return events.filter((e) => isDisclosure(e, options.patient));
+export function disclosureEvents(events: readonly AuditEvent[], options: Pick<DisclosureOptions, 'patient' | 'attempts'> = {}): AuditEvent[] {
+  return events.filter((e) => isDisclosure(e, options.patient, options.attempts));
 }
 
 const ACTIONS: Record<string, string> = {
@@ -205,7 +206,6 @@ function lineOf(e: AuditEvent, options: DisclosureOptions, breakGlassJtis: Reado
   const purposes = [...new Set(user ? purposeCodes(user.purposeOfUse) : [])];
   const purpose = purposes.length ? purposes : [...new Set(allPurposes(e))];
   const break_glass = allPurposes(e).some((p) => BREAK_GLASS_PURPOSES.has(p)) || jtisOf(e).some((j) => breakGlassJtis.has(j));
-  const from = addressOf(agents);
   return {
     date: new Date(String(e.recorded)).toISOString(),
     recipient_role,
@@ -216,7 +216,8 @@ function lineOf(e: AuditEvent, options: DisclosureOptions, breakGlassJtis: Reado
     resources: [...new Set(resourcesOf(e))].join(' '),
     break_glass,
     request_id: requestIdOf(e) ?? e.id,
-    ...(from && { from }),
+    network_address: addressOf(agents) ?? '',
+    outcome: e.outcome === '0' ? 'disclosed' : e.outcome === '4' ? 'refused' : 'failed',
     ...(options.names && user?.name && { recipient_name: user.name }),
   };
 }
@@ -229,10 +230,10 @@ const validDate = (e: AuditEvent) => typeof e.recorded === 'string' && !Number.i
  * refused or failed accesses are left out. Chronological.
  */
 export function disclosureLines(events: readonly AuditEvent[], options: DisclosureOptions = {}): DisclosureLine[] {
-  const breakGlassJtis = new Set(events.filter(isBreakGlassAlert).flatMap(jtisOf));
+  const breakGlassJtis = new Set([...events.filter(isBreakGlassAlert).flatMap(jtisOf), ...(options.breakGlassJtis ?? [])]);
   const byRequest = new Map<string, DisclosureLine>();
   for (const event of events) {
-    if (!validDate(event) || !isDisclosure(event, options.patient)) continue;
+    if (!validDate(event) || !isDisclosure(event, options.patient, options.attempts)) continue;
     const line = lineOf(event, options, breakGlassJtis);
     const seen = byRequest.get(line.request_id);
     if (!seen) {
@@ -246,44 +247,39 @@ export function disclosureLines(events: readonly AuditEvent[], options: Disclosu
       resources: resources.join(' '),
       break_glass: seen.break_glass || line.break_glass,
       purpose_of_use: [...new Set([...seen.purpose_of_use.split(' '), ...line.purpose_of_use.split(' ')].filter(Boolean))].join(' '),
-      ...((seen.from ?? line.from) && { from: seen.from ?? line.from }),
+      network_address: seen.network_address || line.network_address,
     });
   }
   return [...byRequest.values()].sort((a, b) => (a.date < b.date ? -1 : a.date > b.date ? 1 : a.request_id < b.request_id ? -1 : 1));
 }
 
-const typeOf = (resource: string) => resource.split('/')[0];
+/** The summary per app, ordered by app: the same counts the store makes in the database (disclosureSummary). */
+export function summaryOf(lines: readonly DisclosureLine[]): DisclosureSummaryRow[] {
+  const byApp = new Map<string, DisclosureSummaryRow>();
+  for (const line of lines) {
+    const date = new Date(line.date);
+    const s = byApp.get(line.app);
+    if (!s) byApp.set(line.app, { app: line.app, count: 1, first: date, last: date });
+    else Object.assign(s, { count: s.count + 1, first: date < s.first ? date : s.first, last: date > s.last ? date : s.last });
+  }
+  return [...byApp.values()].sort((a, b) => a.app.localeCompare(b.app));
+}
 
 /**
- * The summary: accesses grouped by recipient (role, organization, app), day and purpose, with
- * counts, resource types and first and last times. Ordered by day, then recipient.
+ * Report lines from a stream of disclosures in chain order (a database cursor): the events of one
+ * request come together, so each request is merged as soon as the next one starts.
  */
-export function groupedDisclosures(lines: readonly DisclosureLine[]): DisclosureGroup[] {
-  const groups = new Map<string, DisclosureGroup & { refs: Set<string> }>();
-  for (const line of lines) {
-    const day = line.date.slice(0, 10);
-    const key = JSON.stringify([line.recipient_role, line.recipient_organization, line.app, day, line.purpose_of_use]);
-    let group = groups.get(key);
-    if (!group) {
-      group = {
-        recipient_role: line.recipient_role, recipient_organization: line.recipient_organization, app: line.app, day,
-        purpose_of_use: line.purpose_of_use, count: 0, resource_count: 0, resource_types: [], actions: [], break_glass: false,
-        first: line.date, last: line.date, refs: new Set(),
-      };
-      groups.set(key, group);
+export async function* streamLines(events: AsyncIterable<AuditEvent>, options: DisclosureOptions = {}): AsyncIterable<DisclosureLine> {
+  let group: AuditEvent[] = [];
+  let groupId: string | undefined;
+  for await (const event of events) {
+    const id = requestIdOf(event) ?? event.id;
+    if (group.length && id !== groupId) {
+      yield* disclosureLines(group, options);
+      group = [];
     }
-    group.count += 1;
-    for (const r of line.resources.split(' ').filter(Boolean)) {
-      if (r.includes('/')) group.refs.add(r);
-      if (!group.resource_types.includes(typeOf(r))) group.resource_types.push(typeOf(r));
-    }
-    if (!group.actions.includes(line.action)) group.actions.push(line.action);
-    group.break_glass ||= line.break_glass;
-    if (line.date < group.first) group.first = line.date;
-    if (line.date > group.last) group.last = line.date;
+    group.push(event);
+    groupId = id;
   }
-  return [...groups.values()]
-    .map(({ refs, ...g }) => ({ ...g, resource_count: refs.size, resource_types: g.resource_types.sort() }))
-    .sort((a, b) => a.day.localeCompare(b.day) || a.first.localeCompare(b.first)
-      || a.recipient_role.localeCompare(b.recipient_role) || a.app.localeCompare(b.app));
+  yield* disclosureLines(group, options);
 }

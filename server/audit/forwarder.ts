@@ -4,6 +4,8 @@
 // so a repository that is down, or a restart, loses nothing. One instance at a time holds the lease.
 import { randomUUID } from 'node:crypto';
 import type { Db } from '../db.ts';
+import type { SignedHead } from './audit-store.ts';
+import { headBinary } from './signed-head.ts';
 
 export interface ForwarderOptions {
   /** The repository's FHIR base URL. */
@@ -20,6 +22,8 @@ export interface ForwarderOptions {
 export interface Forwarder {
   /** Sends what is pending now; resolves when the repository has all of it (or rejects on failure). */
   flush(): Promise<number>;
+  /** A newly signed chain head: sent as `PUT Binary/audit-head-{seq}` after the pending events (the newest one, until it arrives). */
+  head(head: SignedHead): void;
   stop(): Promise<void>;
 }
 
@@ -34,6 +38,7 @@ export function startAuditForwarder(db: Db, options: ForwarderOptions): Forwarde
   let timer: NodeJS.Timeout | undefined;
   let backoff = 0;
   let running: Promise<number> | undefined;
+  let pendingHead: SignedHead | undefined;
 
   /** Takes or renews the lease; false when another instance forwards. */
   async function lease(): Promise<boolean> {
@@ -44,15 +49,23 @@ export function startAuditForwarder(db: Db, options: ForwarderOptions): Forwarde
     return taken === 1;
   }
 
-  async function send(id: string, event: string): Promise<void> {
-    const res = await fetch(`${base}/AuditEvent/${encodeURIComponent(id)}`, {
+  async function send(id: string, event: string, type = 'AuditEvent'): Promise<void> {
+    const res = await fetch(`${base}/${type}/${encodeURIComponent(id)}`, {
       method: 'PUT',
       headers: { 'content-type': 'application/fhir+json', accept: 'application/fhir+json' },
       body: event,
       signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
     });
     await res.arrayBuffer();
-    if (!res.ok) throw new Error(`the repository answered ${res.status} for AuditEvent/${id}`);
+    if (!res.ok) throw new Error(`the repository answered ${res.status} for ${type}/${id}`);
+  }
+
+  async function sendHead(): Promise<void> {
+    const head = pendingHead;
+    if (!head) return;
+    const binary = headBinary(head);
+    await send(binary.id, JSON.stringify(binary), 'Binary');
+    if (pendingHead === head) pendingHead = undefined;
   }
 
   /** One round: sends pending events in order, moving the cursor after each; returns how many were sent. */
@@ -63,7 +76,10 @@ export function startAuditForwarder(db: Db, options: ForwarderOptions): Forwarde
       const cursor = Number((await db('audit_forwarding').where('id', 1).first('seq'))?.seq ?? 0);
       const rows: { seq: number | string; id: string; event: string }[] = await db('audit_events')
         .where('seq', '>', cursor).orderBy('seq').limit(batchSize).select('seq', 'id', 'event');
-      if (!rows.length) return sent;
+      if (!rows.length) {
+        await sendHead();
+        return sent;
+      }
       for (const row of rows) {
         if (stopped) return sent;
         await send(row.id, row.event);
@@ -96,10 +112,15 @@ export function startAuditForwarder(db: Db, options: ForwarderOptions): Forwarde
 
   return {
     flush: run,
+    head(head) {
+      if (!pendingHead || head.seq >= pendingHead.seq) pendingHead = head;
+    },
     async stop() {
       stopped = true;
       clearTimeout(timer);
       await running?.catch(() => undefined);
+      // The head signed at shutdown, if this instance forwards and the repository takes it now.
+      if (await lease().catch(() => false)) await sendHead().catch((err) => log(`the last signed head was not sent: ${(err as Error).message}`));
       await db('audit_forwarding').where({ id: 1, lease_owner: owner }).update({ lease_owner: null, lease_until: null });
     },
   };

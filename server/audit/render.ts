@@ -1,9 +1,10 @@
 // The accounting of disclosures as files: CSV, JSON report lines, a FHIR Bundle of AuditEvents,
 // and a PDF for people (pdfkit, text only). Pure apart from the PDF's buffering.
+import { setTimeout as sleep } from 'node:timers/promises';
 import PDFDocument from 'pdfkit';
 import { purposeDisplay } from '../hcs/codes.ts';
-import type { AuditEvent } from './types.ts';
-import { DISCLOSURE_COLUMNS, type DisclosureGroup, type DisclosureLine } from './disclosures.ts';
+import type { AuditEvent, DisclosureSummaryRow } from './types.ts';
+import { DISCLOSURE_COLUMNS, type DisclosureLine } from './disclosures.ts';
 
 // ---- CSV (RFC 4180) ------------------------------------------------------------------------
 
@@ -17,16 +18,18 @@ function csvCell(value: unknown): string {
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
+export const csvHeader = () => `${DISCLOSURE_COLUMNS.join(',')}\r\n`;
+export const csvRow = (line: DisclosureLine) => `${DISCLOSURE_COLUMNS.map((c) => csvCell(line[c])).join(',')}\r\n`;
+
 /** The report as CSV: a header with DESIGN's columns in order, one record per line, CRLF line breaks. */
 export function toCsv(lines: readonly DisclosureLine[]): string {
-  const rows = [DISCLOSURE_COLUMNS.join(','), ...lines.map((line) => DISCLOSURE_COLUMNS.map((c) => csvCell(line[c])).join(','))];
-  return `${rows.join('\r\n')}\r\n`;
+  return csvHeader() + lines.map(csvRow).join('');
 }
 
 // ---- JSON ----------------------------------------------------------------------------------
 
 export interface JsonOptions {
-  /** Also give `from` and `recipient_name` when a line has them. Default: DESIGN's keys only. */
+  /** Also give `recipient_name` when a line has it. Default: the columns only. */
   extras?: boolean;
 }
 
@@ -35,10 +38,7 @@ export function reportObjects(lines: readonly DisclosureLine[], options: JsonOpt
   return lines.map((line) => {
     const out: Record<string, string | boolean> = {};
     for (const c of DISCLOSURE_COLUMNS) out[c] = line[c];
-    if (options.extras) {
-      if (line.from !== undefined) out.from = line.from;
-      if (line.recipient_name !== undefined) out.recipient_name = line.recipient_name;
-    }
+    if (options.extras && line.recipient_name !== undefined) out.recipient_name = line.recipient_name;
     return out;
   });
 }
@@ -75,6 +75,8 @@ export interface PdfHeader {
   patientName?: string;
   patientId: string;
   generated: Date;
+  /** The filter the report was asked with ("2025-06-01 to 2025-06-30, Growth Chart"), when there is one. */
+  filter?: string;
 }
 
 // The standard PDF fonts encode text as WinAnsi: Latin-1 plus these; anything else becomes '?'.
@@ -110,98 +112,163 @@ function recipientText(r: { recipient_role: string; recipient_organization: stri
   return r.app ? `${who} using ${r.app}` : who;
 }
 
+type Style = { font: 'Helvetica' | 'Helvetica-Bold'; size: number; color: string };
+const BODY: Style = { font: 'Helvetica', size: 10, color: 'black' };
+
 /**
- * The report as a PDF: title, the patient, the period, the grouped summary, then every access;
- * break-the-glass accesses are flagged. Text only; pages break as needed and are numbered.
+ * The report as a tagged (accessible) PDF, written as it goes: title, the patient, the period, the
+ * summary per app, then every access (break-the-glass flagged). Each page is numbered as it starts, and
+ * every block is kept on one page (no page holds a lone line of one). `lines` may be a database cursor:
+ * only the current page is held in memory.
  */
-export function toPdf(lines: readonly DisclosureLine[], groups: readonly DisclosureGroup[], header: PdfHeader): Promise<Buffer> {
+export function pdfReport(summary: readonly DisclosureSummaryRow[], lines: AsyncIterable<DisclosureLine> | Iterable<DisclosureLine>, header: PdfHeader): PDFKit.PDFDocument {
   const doc = new PDFDocument({
     size: 'A4',
     margin: 50,
-    bufferPages: true,
-    info: { Title: 'Accounting of disclosures', Creator: 'smart-auth', CreationDate: header.generated },
+    tagged: true,
+    lang: 'en',
+    displayTitle: true,
+    pdfVersion: '1.7',
+    info: { Title: `Accounting of disclosures: ${pdfText(header.patientName ?? header.patientId)}`, Creator: 'smart-auth', CreationDate: header.generated },
   });
-  const chunks: Buffer[] = [];
-  const done = new Promise<Buffer>((resolve, reject) => {
-    doc.on('data', (chunk: Buffer) => chunks.push(chunk));
-    doc.on('end', () => resolve(Buffer.concat(chunks)));
-    doc.on('error', reject);
-  });
-
+  const root = doc.struct('Document');
+  doc.addStructure(root);
   const width = doc.page.width - doc.page.margins.left - doc.page.margins.right;
   const left = doc.page.margins.left;
-  /** A paragraph; `indent` shifts every line of it, wrapped ones included. */
-  const text = (value: string, { indent = 0, ...options }: PDFKit.Mixins.TextOptions = {}) =>
-    doc.text(pdfText(value), left + indent, undefined, { width: width - indent, ...options });
-  const flagged = (value: string, flag: boolean) => {
-    if (!flag) return text(value);
-    doc.fillColor('#a4161a');
-    text(`[BREAK THE GLASS] ${value}`);
-    return doc.fillColor('black');
+  const bottom = () => doc.page.height - doc.page.margins.bottom;
+  const who = header.patientName ? `${header.patientName} (${header.patientId})` : header.patientId;
+
+  let style = BODY;
+  const setStyle = (next: Partial<Style>) => {
+    style = { ...style, ...next };
+    doc.font(style.font).fontSize(style.size).fillColor(style.color);
   };
-  const heading = (value: string) => {
-    doc.moveDown(0.8);
-    doc.font('Helvetica-Bold').fontSize(13);
-    text(value);
-    doc.font('Helvetica').fontSize(10).moveDown(0.3);
-  };
-  /** Keeps a short block (a few lines) on one page. */
-  const keepTogether = (rows: number) => {
-    if (doc.y + rows * 14 > doc.page.height - doc.page.margins.bottom) doc.addPage();
+  /** A paragraph (tagged as `tag`); `indent` shifts every line of it, wrapped ones included. */
+  const text = (value: string, { indent = 0, tag = 'P' }: { indent?: number; tag?: string } = {}) =>
+    doc.text(pdfText(value), left + indent, undefined, { width: width - indent, structParent: root, structType: tag } as PDFKit.Mixins.TextOptions);
+  const height = (value: string, indent = 0) => doc.heightOfString(pdfText(value), { width: width - indent });
+  /** Starts a new page unless `needed` points still fit on this one. */
+  const keep = (needed: number) => {
+    if (doc.y + needed > bottom()) doc.addPage();
   };
 
-  doc.font('Helvetica-Bold').fontSize(18);
-  text('Accounting of disclosures');
-  doc.font('Helvetica').fontSize(11).moveDown(0.5);
-  text(`Patient: ${header.patientName ? `${header.patientName} (${header.patientId})` : header.patientId}`);
-  const dates = lines.map((l) => l.date).sort();
-  text(dates.length ? `Period: ${stamp(dates[0])} to ${stamp(dates[dates.length - 1])}` : 'Period: no accesses recorded');
-  text(`Generated: ${stamp(header.generated.toISOString())}`);
-  const glass = lines.filter((l) => l.break_glass).length;
-  text(`Accesses: ${lines.length}${glass ? `, of which ${glass} under break-the-glass (emergency access)` : ''}`);
-  doc.moveDown(0.3).fontSize(9).fillColor('#444444');
-  text('Who accessed which of your records, when, and for what purpose. Staff are shown by role and organization. '
-    + 'The report names the records (type and id), not their content.');
-  doc.fillColor('black');
-
-  heading('Summary');
-  if (!groups.length) text('No accesses to your records were recorded.');
-  for (const g of groups) {
-    keepTogether(3);
-    doc.font('Helvetica-Bold');
-    flagged(`${g.day}  ${recipientText(g)}`, g.break_glass);
-    doc.font('Helvetica');
-    const span = g.first === g.last ? stamp(g.first).slice(11) : `${stamp(g.first).slice(11, 16)} to ${stamp(g.last).slice(11)}`;
-    text(`${g.count} access${g.count === 1 ? '' : 'es'} (${g.actions.join(', ')}), ${span}; purpose: ${purposeText(g.purpose_of_use)}`, { indent: 12 });
-    text(`Records: ${g.resource_types.join(', ') || 'none'}${g.resource_count ? ` (${g.resource_count} distinct)` : ''}`, { indent: 12 });
-    doc.moveDown(0.3);
-  }
-
-  heading('Every access');
-  if (!lines.length) text('None.');
-  for (const l of lines) {
-    keepTogether(4);
-    doc.font('Helvetica-Bold');
-    flagged(`${stamp(l.date)}  ${l.action}`, l.break_glass);
-    doc.font('Helvetica');
-    text(`By: ${recipientText(l)}${l.recipient_name ? ` (${l.recipient_name})` : ''}; purpose: ${purposeText(l.purpose_of_use)}`, { indent: 12 });
-    text(`Records: ${l.resources || 'none'}`, { indent: 12 });
-    doc.fontSize(8).fillColor('#444444');
-    text(`Request ${l.request_id}${l.from ? ` from ${l.from}` : ''}`, { indent: 12 });
-    doc.fontSize(10).fillColor('black').moveDown(0.3);
-  }
-
-  // Page numbers, written into the bottom margin of every buffered page.
-  const range = doc.bufferedPageRange();
-  for (let i = range.start; i < range.start + range.count; i++) {
-    doc.switchToPage(i);
-    const bottom = doc.page.margins.bottom;
+  // Page numbers, as each page starts (an artifact: not part of the text read out).
+  let page = 0;
+  const number = () => {
+    page += 1;
+    const { x, y } = doc;
+    const margin = doc.page.margins.bottom;
     doc.page.margins.bottom = 0;
-    doc.fontSize(8).fillColor('#444444')
-      .text(pdfText(`Accounting of disclosures, ${header.patientId} - page ${i + 1 - range.start} of ${range.count}`),
-        doc.page.margins.left, doc.page.height - 35, { width, align: 'center', lineBreak: false });
-    doc.page.margins.bottom = bottom;
+    doc.markContent('Artifact', { type: 'Pagination' });
+    doc.font('Helvetica').fontSize(8).fillColor('#444444')
+      .text(pdfText(`Accounting of disclosures, ${who} - page ${page}`), left, doc.page.height - 35, { width, align: 'center', lineBreak: false });
+    doc.endMarkedContent();
+    doc.page.margins.bottom = margin;
+    setStyle({});
+    Object.assign(doc, { x, y });
+  };
+  number();
+  doc.on('pageAdded', number);
+
+  const heading = (value: string, followedBy: number) => {
+    setStyle({ font: 'Helvetica-Bold', size: 13 });
+    keep(doc.currentLineHeight(true) * 2 + followedBy);
+    doc.moveDown(0.8);
+    text(value, { tag: 'H2' });
+    setStyle(BODY);
+    doc.moveDown(0.3);
+  };
+  const flagged = (value: string, flag: boolean) => {
+    if (flag) setStyle({ color: '#a4161a' });
+    text(flag ? `[BREAK THE GLASS] ${value}` : value);
+    setStyle({ color: 'black' });
+  };
+
+  setStyle({ font: 'Helvetica-Bold', size: 18 });
+  text('Accounting of disclosures', { tag: 'H1' });
+  setStyle({ font: 'Helvetica', size: 11 });
+  doc.moveDown(0.5);
+  text(`Patient: ${who}`);
+  const total = summary.reduce((n, s) => n + s.count, 0);
+  const first = summary.reduce<Date | undefined>((d, s) => (!d || s.first < d ? s.first : d), undefined);
+  const last = summary.reduce<Date | undefined>((d, s) => (!d || s.last > d ? s.last : d), undefined);
+  text(first && last ? `Period: ${stamp(first.toISOString())} to ${stamp(last.toISOString())}` : 'Period: no accesses recorded');
+  if (header.filter) text(`Selected: ${header.filter}`);
+  text(`Generated: ${stamp(header.generated.toISOString())}`);
+  text(`Accesses: ${total}`);
+  setStyle({ size: 9, color: '#444444' });
+  doc.moveDown(0.3);
+  text('Who was given your records, when, from where and for what purpose. Staff are shown by role and organization. '
+    + 'The report names the records (type and id), not their content. Attempts that were refused disclosed nothing and are not listed.');
+  setStyle(BODY);
+
+  const summaryBlock = (s: DisclosureSummaryRow) => {
+    const title = s.app || 'an app without a name';
+    const span = `${s.count} access${s.count === 1 ? '' : 'es'}, ${stamp(s.first.toISOString())} to ${stamp(s.last.toISOString())}`;
+    return { needed: height(title) + height(span, 12) + 4, write: () => {
+      setStyle({ font: 'Helvetica-Bold' });
+      text(title);
+      setStyle({ font: 'Helvetica' });
+      text(span, { indent: 12 });
+      doc.moveDown(0.3);
+    } };
+  };
+  heading('Summary', summary.length ? summaryBlock(summary[0]).needed : 14);
+  if (!summary.length) text('No accesses to your records were recorded.');
+  for (const s of summary) {
+    const block = summaryBlock(s);
+    keep(block.needed);
+    block.write();
   }
-  doc.end();
-  return done;
+
+  const lineBlock = (l: DisclosureLine) => {
+    const parts = [
+      `${stamp(l.date)}  ${l.action}`,
+      `By: ${recipientText(l)}${l.recipient_name ? ` (${l.recipient_name})` : ''}; purpose: ${purposeText(l.purpose_of_use)}`,
+      `Records: ${l.resources || 'none'}`,
+      `Request ${l.request_id}${l.network_address ? ` from ${l.network_address}` : ''}`,
+    ];
+    setStyle({ font: 'Helvetica-Bold' });
+    const needed = height(parts[0]) + (setStyle({ font: 'Helvetica' }), height(parts[1], 12) + height(parts[2], 12)) + (setStyle({ size: 8 }), height(parts[3], 12)) + 4;
+    setStyle(BODY);
+    return { needed, write: () => {
+      setStyle({ font: 'Helvetica-Bold' });
+      flagged(parts[0], l.break_glass);
+      setStyle({ font: 'Helvetica' });
+      text(parts[1], { indent: 12 });
+      text(parts[2], { indent: 12 });
+      setStyle({ size: 8, color: '#444444' });
+      text(parts[3], { indent: 12 });
+      setStyle(BODY);
+      doc.moveDown(0.3);
+    } };
+  };
+
+  (async () => {
+    let wrote = false;
+    for await (const l of lines) {
+      // Backpressure: pdfkit pushes whatever is written; wait while the reader (a slow client) has not taken it.
+      while (doc.readableLength > doc.readableHighWaterMark * 8 && !doc.destroyed) await sleep(10);
+      if (doc.destroyed) return; // the client went away: stop reading the trail
+      const block = lineBlock(l);
+      if (!wrote) heading('Every access', block.needed);
+      wrote = true;
+      keep(block.needed);
+      block.write();
+    }
+    if (!wrote) {
+      heading('Every access', 14);
+      text('None.');
+    }
+    root.end();
+    doc.end();
+  })().catch((err) => doc.destroy(err as Error));
+  return doc;
+}
+
+/** The whole PDF in memory (for files the CLI writes). */
+export async function toPdf(lines: readonly DisclosureLine[], summary: readonly DisclosureSummaryRow[], header: PdfHeader): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of pdfReport(summary, lines, header)) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }

@@ -29,6 +29,33 @@ export interface AuditSearch {
   limit?: number;
 }
 
+/** The patient's disclosures (successful accesses to their data, test data left out), as the database selects them. */
+export interface DisclosureQuery {
+  patient: string;
+  /** Inclusive bounds on `recorded`. */
+  from?: Date;
+  to?: Date;
+  /** Only disclosures to this app (client id). */
+  app?: string;
+  /** Leave out disclosures to these apps (the patient's own visits to their report). */
+  exceptApps?: readonly string[];
+}
+
+/** One page, newest first; `older` / `newer` are the cursors (seq) of the pages beside it, when there are any. */
+export interface DisclosurePage {
+  events: AuditEvent[];
+  older?: number;
+  newer?: number;
+}
+
+export interface DisclosureSummaryRow {
+  /** Client id ('' when none was recorded). */
+  app: string;
+  count: number;
+  first: Date;
+  last: Date;
+}
+
 export type AuditVerification =
   | { ok: true; records: number; checkpoints: number }
   | { ok: false; records: number; seq: number; eventId: string; problem: string };
@@ -37,8 +64,18 @@ export interface AuditStore {
   /** Resolves once every event is durably stored in the chain, in order; rejects when they cannot be (callers fail closed). */
   append(events: AuditEvent[]): Promise<void>;
   search(filter: AuditSearch): Promise<AuditEvent[]>;
-  /** Checks the whole chain and every checkpoint; names the first record that does not match. */
-  verify(): Promise<AuditVerification>;
+  /** A page of the patient's disclosures, newest first: below `before`, or the page just above `after`. */
+  disclosurePage(query: DisclosureQuery & { before?: number; after?: number; limit: number }): Promise<DisclosurePage>;
+  /** Disclosures per app: how many, first and last; counted in the database. */
+  disclosureSummary(query: DisclosureQuery): Promise<DisclosureSummaryRow[]>;
+  /** Every disclosure, oldest first, read in batches (for downloads of any size). */
+  disclosureEvents(query: DisclosureQuery): AsyncIterable<AuditEvent>;
+  /**
+   * Checks the whole chain, every record's search columns and index rows, and every checkpoint; names the
+   * first record that does not match. `signedHead`: a checkpoint JWS kept outside the database, which the
+   * chain must reach with the same hash.
+   */
+  verify(signedHead?: string): Promise<AuditVerification>;
   /** Signs a checkpoint over the chain as it is now. */
   checkpoint(): Promise<void>;
   /** Removes records recorded before `before`, except those of patients under a privacy hold; the chain stays verifiable. */

@@ -29,7 +29,12 @@ export interface SearchParamInfo {
   type: SearchParamKind;
 }
 
-export interface UpdateOptions {
+export interface WriteOptions {
+  /** A Provenance without its target (server/fhir/provenance.ts): stored for the written version, in the same transaction. */
+  provenance?: FhirResource;
+}
+
+export interface UpdateOptions extends WriteOptions {
   /** Optimistic locking: the versionId the client last saw (from `If-Match: W/"n"`); FhirStoreError 'conflict' (412) when it is not the current one. */
   ifMatch?: string;
 }
@@ -58,7 +63,7 @@ export interface FhirStore {
    * taken), else a UUID; meta.versionId '1', meta.lastUpdated now; the rest of
    * meta (security, tag, profile) kept as sent.
    */
-  create(resource: FhirResource): Promise<FhirResource>;
+  create(resource: FhirResource, options?: WriteOptions): Promise<FhirResource>;
   /**
    * Replaces (or creates, `created: true`) `type/id`. versionId is the previous
    * one + 1 (or '1'); lastUpdated now; meta.security is what was sent (labels

@@ -52,6 +52,8 @@ export interface FhirServerRequest {
   headers?: Readonly<Record<string, string | string[] | undefined>>;
   /** Parsed JSON (a resource or a Bundle); for POST Type/_search the form (URLSearchParams, a string or a name ⇒ value record). */
   body?: unknown;
+  /** For a create or update: its Provenance without the target, stored with the change in one transaction. */
+  provenance?: FhirResource;
 }
 
 export interface FhirServerResponse {
@@ -234,7 +236,7 @@ export function fhirDispatcher(store: FhirStore, options: FhirServerOptions): Fh
     const resource = resourceBody(request, type);
     if (!('resourceType' in resource)) return resource;
     // FHIR create: the server assigns the id.
-    return written(request, 201, await store.create({ ...resource, id: undefined }));
+    return written(request, 201, await store.create({ ...resource, id: undefined }, { provenance: request.provenance }));
   }
 
   async function update(request: FhirServerRequest, type: string, id: string): Promise<FhirServerResponse> {
@@ -243,7 +245,7 @@ export function fhirDispatcher(store: FhirStore, options: FhirServerOptions): Fh
     const ifMatchHeader = header(request, 'if-match');
     const ifMatch = ifMatchHeader === undefined ? undefined : versionFromETag(ifMatchHeader);
     if (ifMatchHeader !== undefined && ifMatch === undefined) return outcome(400, 'invalid', `malformed If-Match: ${ifMatchHeader}`);
-    const result = await store.update(type, id, resource, { ifMatch });
+    const result = await store.update(type, id, resource, { ifMatch, provenance: request.provenance });
     return written(request, result.created ? 201 : 200, result.resource);
   }
 
@@ -363,7 +365,7 @@ export function storeUpstream(store: FhirStore, base: string): Upstream {
     const headers = Object.fromEntries(Object.entries(request.headers ?? {})
       .map(([name, value]) => [name.toLowerCase(), value] as const)
       .filter(([name]) => FORWARDED_HEADERS.includes(name)));
-    const response = await dispatch({ method: request.method, path: path.replace(/\/+$/, ''), query: new URLSearchParams(query), headers, body: request.body });
+    const response = await dispatch({ method: request.method, path: path.replace(/\/+$/, ''), query: new URLSearchParams(query), headers, body: request.body, provenance: request.provenance });
     return { status: response.status, headers: new Headers(response.headers), body: response.body };
   });
 }

@@ -27,6 +27,7 @@ import {
   type StoreOptions,
 } from './demo-store.ts';
 import { matchesCriteria, parseSearch } from './search.ts';
+import { provenanceFor } from './provenance.ts';
 import type { FhirBundle, FhirResource } from './types.ts';
 
 const TABLE = 'fhir_resources';
@@ -61,6 +62,15 @@ function isUniqueViolation(err: unknown): boolean {
 
 export function createDbStore(db: Knex, options: StoreOptions = {}): FhirStore {
   const now = options.now ?? (() => new Date());
+  /** Runs a write, with the Provenance of what it wrote in the same transaction when one is asked for. */
+  const withProvenance = <T>(provenance: FhirResource | undefined, write: (q: Knex) => Promise<{ written?: FhirResource; result: T }>): Promise<T> =>
+    (provenance
+      ? db.transaction(async (trx) => {
+        const { written, result } = await write(trx);
+        if (written) await trx(TABLE).insert(toRow(provenanceFor(provenance, written)));
+        return result;
+      })
+      : write(db).then((r) => r.result));
   const rowsOf = (type: string): Promise<Pick<Row, 'resource'>[]> => db(TABLE).where({ type }).orderBy('id').select('resource');
 
   return {
@@ -74,10 +84,13 @@ export function createDbStore(db: Knex, options: StoreOptions = {}): FhirStore {
       return (await rowsOf(type)).map(fromRow).filter((r) => matchesCriteria(r, criteria));
     },
 
-    async create(input) {
+    async create(input, { provenance } = {}) {
       const resource = prepareCreate(input, now());
       try {
-        await db(TABLE).insert(toRow(resource));
+        await withProvenance(provenance, async (q) => {
+          await q(TABLE).insert(toRow(resource));
+          return { written: resource, result: undefined };
+        });
       } catch (err) {
         if (isUniqueViolation(err)) throw new FhirStoreError('duplicate', `${resource.resourceType}/${resource.id} already exists`);
         throw err;
@@ -85,29 +98,15 @@ export function createDbStore(db: Knex, options: StoreOptions = {}): FhirStore {
       return resource;
     },
 
-    async update(type, id, input, { ifMatch } = {}) {
+    async update(type, id, input, { ifMatch, provenance } = {}) {
       checkUpdate(type, id, input); // a bad request is 400/422 before any version check
       for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
-        const current: Pick<Row, 'version_id'> | undefined = await db(TABLE).where({ type, id }).first('version_id');
-        const version = current === undefined ? undefined : Number(current.version_id);
-        if (ifMatch !== undefined && String(version) !== ifMatch) {
-          throw new FhirStoreError('conflict', current === undefined
-            ? `${type}/${id} does not exist (If-Match ${ifMatch})`
-            : `${type}/${id} is at version ${version}, not ${ifMatch}`);
+        try {
+          const outcome = await withProvenance(provenance, (q) => updateOnce(q, type, id, input, ifMatch));
+          if (outcome) return outcome;
+        } catch (err) {
+          if (!isUniqueViolation(err)) throw err; // created meanwhile: update it instead
         }
-        const resource = prepareUpdate(type, id, input, version, now());
-        if (version === undefined) {
-          try {
-            await db(TABLE).insert(toRow(resource));
-            return { resource, created: true };
-          } catch (err) {
-            if (!isUniqueViolation(err)) throw err;
-            continue; // created meanwhile: update it instead
-          }
-        }
-        const { version_id, last_updated, resource: json } = toRow(resource);
-        const changed = await db(TABLE).where({ type, id, version_id: version }).update({ version_id, last_updated, resource: json });
-        if (changed === 1) return { resource, created: false };
         // Another writer got there first: with If-Match that is a conflict, else try again on the new version.
         if (ifMatch !== undefined) throw new FhirStoreError('conflict', `${type}/${id} was changed concurrently`);
       }
@@ -123,6 +122,26 @@ export function createDbStore(db: Knex, options: StoreOptions = {}): FhirStore {
       return searchParamsOf(type, (await rowsOf(type)).map(fromRow));
     },
   };
+
+  /** One compare-and-set attempt of an update; no result when another writer got there first. */
+  async function updateOnce(q: Knex, type: string, id: string, input: FhirResource, ifMatch: string | undefined)
+    : Promise<{ written?: FhirResource; result: { resource: FhirResource; created: boolean } | undefined }> {
+    const current: Pick<Row, 'version_id'> | undefined = await q(TABLE).where({ type, id }).first('version_id');
+    const version = current === undefined ? undefined : Number(current.version_id);
+    if (ifMatch !== undefined && String(version) !== ifMatch) {
+      throw new FhirStoreError('conflict', current === undefined
+        ? `${type}/${id} does not exist (If-Match ${ifMatch})`
+        : `${type}/${id} is at version ${version}, not ${ifMatch}`);
+    }
+    const resource = prepareUpdate(type, id, input, version, now());
+    if (version === undefined) {
+      await q(TABLE).insert(toRow(resource));
+      return { written: resource, result: { resource, created: true } };
+    }
+    const { version_id, last_updated, resource: json } = toRow(resource);
+    const changed = await q(TABLE).where({ type, id, version_id: version }).update({ version_id, last_updated, resource: json });
+    return changed === 1 ? { written: resource, result: { resource, created: false } } : { result: undefined };
+  }
 }
 
 /**

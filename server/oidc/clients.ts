@@ -147,6 +147,17 @@ export async function findClientMetadata(db: Db, clientId: string): Promise<Clie
   return row ? (JSON.parse(row.payload) as ClientMetadata) : undefined;
 }
 
+/** How reports name each app: "client_name (client_id)", or the client id when it has no other name (or is gone). */
+export async function clientNames(db: Db, clientIds: Iterable<string>): Promise<Record<string, string>> {
+  const names: Record<string, string> = {};
+  for (const clientId of new Set(clientIds)) {
+    if (!clientId) continue;
+    const name = (await findClientMetadata(db, clientId))?.client_name;
+    names[clientId] = typeof name === 'string' && name && name !== clientId ? `${name} (${clientId})` : clientId;
+  }
+  return names;
+}
+
 /**
  * Changes some of a client's metadata and keeps everything else (client_secret included), after
  * checking the result with oidc-provider's own validation and the SMART rules. A running server

@@ -1,20 +1,29 @@
-// A patient's accounting of disclosures at /account/disclosures: who accessed their records, when,
-// for what purpose, from the audit trail; with CSV and PDF downloads. Needs the /account session
-// of a patient user (fhirUser Patient/<id>). Reading the report is itself audited (onRead).
+// A patient's accounting of disclosures at /account/disclosures: who was given their records, when,
+// from where, for what purpose, from the audit trail; paged (newest first), filtered by date and app,
+// summarised in the database; CSV and PDF downloads stream any size. Needs the /account session of a
+// patient user (fhirUser Patient/<id>). Reading the report is itself audited (onRead); those visits are
+// not disclosures to anyone else and are left out of the report.
+import { Readable } from 'node:stream';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
-import type { AuditStore } from '../audit/types.ts';
-import { disclosureLines, groupedDisclosures, type DisclosureLine } from '../audit/disclosures.ts';
-import { toCsv, toPdf } from '../audit/render.ts';
-import { findClientMetadata } from '../oidc/clients.ts';
+import type { AuditStore, DisclosureQuery } from '../audit/types.ts';
+import { breakGlassJtisOf, disclosureLines, streamLines, type DisclosureLine, type DisclosureOptions } from '../audit/disclosures.ts';
+import { csvHeader, csvRow, pdfReport } from '../audit/render.ts';
+import { clientNames } from '../oidc/clients.ts';
 import { patientOf, type User } from '../oidc/users.ts';
 import { purposeDisplay } from '../hcs/codes.ts';
 import { csrfToken } from '../csrf.ts';
 import { sendPage, signedInUser } from './session.ts';
 
 export type DisclosureFormat = 'html' | 'csv' | 'pdf';
+
+/** The client id under which reading this report is audited (left out of the report itself). */
+export const REPORT_CLIENT = 'account-disclosures';
+
+/** Lines on one page of the report. */
+export const PAGE_SIZE = 100;
 
 export interface DisclosureDeps {
   config: Config;
@@ -37,6 +46,63 @@ const purposeText = (codes: string) => codes.split(' ').filter(Boolean).map(purp
 const stamp = (iso: string) => `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
 const fileSafe = (value: string) => value.replace(/[^A-Za-z0-9\-.]/g, '_');
 
+/** What the patient asked for: a period, an app, and where in the pages they are. */
+export interface ReportRequest {
+  from?: string;
+  to?: string;
+  app?: string;
+  before?: number;
+  after?: number;
+}
+
+const DAY = /^\d{4}-\d{2}-\d{2}$/;
+const CURSOR = /^[1-9]\d{0,14}$/;
+
+/** Reads the query string of the page and the downloads; a message for the patient when it does not make sense. */
+export function reportRequest(query: Record<string, unknown>): { request: ReportRequest } | { error: string } {
+  const one = (name: string) => (typeof query[name] === 'string' ? (query[name] as string).trim() : '');
+  const request: ReportRequest = {};
+  for (const name of ['from', 'to'] as const) {
+    const value = one(name);
+    if (!value) continue;
+    if (!DAY.test(value) || Number.isNaN(Date.parse(`${value}T00:00:00Z`))) return { error: 'Write dates as year-month-day, for example 2025-06-30.' };
+    request[name] = value;
+  }
+  if (request.from && request.to && request.from > request.to) return { error: 'The period starts after it ends.' };
+  const app = one('app');
+  if (app.length > 200) return { error: 'There is no such app.' };
+  if (app) request.app = app;
+  for (const name of ['before', 'after'] as const) {
+    const value = one(name);
+    if (!value) continue;
+    if (!CURSOR.test(value)) return { error: 'That page does not exist.' };
+    request[name] = Number(value);
+  }
+  return { request };
+}
+
+function storeQuery(patient: string, r: ReportRequest): DisclosureQuery {
+  return {
+    patient,
+    ...(r.from && { from: new Date(`${r.from}T00:00:00.000Z`) }),
+    ...(r.to && { to: new Date(`${r.to}T23:59:59.999Z`) }),
+    ...(r.app !== undefined && { app: r.app }),
+    exceptApps: [REPORT_CLIENT],
+  };
+}
+
+/** The query string that keeps the filters (and moves to a page). */
+function queryString(r: ReportRequest, page: { before?: number; after?: number } = {}): string {
+  const params = new URLSearchParams();
+  if (r.from) params.set('from', r.from);
+  if (r.to) params.set('to', r.to);
+  if (r.app !== undefined) params.set('app', r.app);
+  if (page.before !== undefined) params.set('before', String(page.before));
+  if (page.after !== undefined) params.set('after', String(page.after));
+  const text = params.toString();
+  return text ? `?${text}` : '';
+}
+
 export function disclosureRoutes({ config, db, audit, patients, onRead }: DisclosureDeps): Router {
   const router = new Router();
 
@@ -56,22 +122,32 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     return { user, patientId };
   }
 
-  /** The patient's report lines, with app names from the registered clients. */
-  async function report(user: User, patientId: string): Promise<DisclosureLine[]> {
-    // Successful events about the patient: its accesses, and the break-the-glass alerts of tokens issued for it.
-    const events = await audit.search({ patient: patientId, outcome: '0' });
+  /** Everything a report needs besides its lines: the request, the summary, app names, how to make lines. */
+  async function prepare(ctx: Context, user: User, patientId: string) {
+    const parsed = reportRequest(ctx.query);
+    if ('error' in parsed) {
+      await sendPage(ctx, 'error', { demo: config.demo, title: 'This report cannot be shown', description: parsed.error, hint: `Start again at ${PAGE}.` }, 400);
+      return undefined;
+    }
+    const { request } = parsed;
+    const query = storeQuery(patientId, request);
+    const { app: _app, ...allApps } = query;
+    const [summary, everyApp, alerts] = await Promise.all([
+      audit.disclosureSummary(query),
+      audit.disclosureSummary(allApps),
+      audit.search({ patient: patientId, type: '110113' }),
+    ]);
+    const appNames = await clientNames(db, everyApp.map((s) => s.app));
     // Every account that is this patient (fhirUser Patient/<id>) reads as "patient (self)".
     const selfUserIds: string[] = await db('users').where('fhir_user', `Patient/${patientId}`).pluck('id');
-    const plain = disclosureLines(events, { patient: patientId, selfUserIds: [...new Set([user.id, ...selfUserIds])] });
-    const appNames: Record<string, string> = {};
-    for (const clientId of new Set(plain.map((l) => l.app).filter(Boolean))) {
-      const name = (await findClientMetadata(db, clientId))?.client_name;
-      appNames[clientId] = typeof name === 'string' && name && name !== clientId ? `${name} (${clientId})` : clientId;
-    }
-    return plain.map((l) => ({ ...l, app: appNames[l.app] ?? l.app }));
+    const options: DisclosureOptions = { patient: patientId, selfUserIds: [...new Set([user.id, ...selfUserIds])], breakGlassJtis: breakGlassJtisOf(alerts) };
+    const named = (line: DisclosureLine): DisclosureLine => ({ ...line, app: appNames[line.app] ?? line.app });
+    const appName = (app: string) => appNames[app] || app || 'an app without a name';
+    const filterText = [request.from && `from ${request.from}`, request.to && `to ${request.to}`, request.app !== undefined && appName(request.app)].filter(Boolean).join(', ');
+    return { request, query, summary, everyApp, options, named, appName, filterText };
   }
 
-  function download(ctx: Context, body: string | Buffer, type: string, patientId: string, extension: string) {
+  function download(ctx: Context, body: Readable, type: string, patientId: string, extension: string) {
     ctx.status = 200;
     ctx.type = type;
     ctx.set('Cache-Control', 'no-store');
@@ -83,24 +159,31 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     const who = await signedInPatient(ctx);
     if (!who) return;
     const { user, patientId } = who;
-    const lines = await report(user, patientId);
-    const groups = groupedDisclosures(lines);
+    const report = await prepare(ctx, user, patientId);
+    if (!report) return;
+    const { request, query, summary, everyApp, options, named, appName } = report;
+    const page = await audit.disclosurePage({ ...query, before: request.before, after: request.after, limit: PAGE_SIZE });
+    const lines = disclosureLines(page.events, options).reverse().map(named);
     await onRead?.(user.id, patientId, 'html');
-    const recipient = (r: { recipient_role: string; recipient_organization: string }) => [r.recipient_role, r.recipient_organization].filter(Boolean).join(', ');
+    const recipient = (r: { recipient_role: string; recipient_organization: string }) =>
+      (r.recipient_role === 'patient (self)' ? 'you' : [r.recipient_role, r.recipient_organization].filter(Boolean).join(', '));
     return sendPage(ctx, 'account-disclosures', {
       title: 'Who accessed your records',
       demo: config.demo,
       csrf: csrfToken(ctx),
       user: { name: user.name ?? user.username },
       patient: { id: patientId, name: (await patients?.get(patientId))?.name },
-      groups: [...groups].reverse().map((g) => ({
-        day: g.day, recipient: recipient(g), app: g.app, purpose: purposeText(g.purpose_of_use), count: g.count,
-        types: g.resource_types.join(', '), actions: g.actions.join(', '), breakGlass: g.break_glass,
-      })),
-      lines: [...lines].reverse().map((l) => ({
+      filter: { from: request.from ?? '', to: request.to ?? '', app: request.app },
+      apps: everyApp.map((s) => ({ value: s.app, label: appName(s.app) })),
+      total: summary.reduce((n, s) => n + s.count, 0),
+      summary: summary.map((s) => ({ app: appName(s.app), count: s.count, first: stamp(s.first.toISOString()), last: stamp(s.last.toISOString()) })),
+      lines: lines.map((l) => ({
         date: stamp(l.date), recipient: recipient(l), app: l.app, purpose: purposeText(l.purpose_of_use), action: l.action,
-        resources: l.resources.split(' ').filter(Boolean), breakGlass: l.break_glass, requestId: l.request_id,
+        resources: l.resources.split(' ').filter(Boolean), breakGlass: l.break_glass, where: l.network_address,
       })),
+      newer: page.newer !== undefined ? `${PAGE}${queryString(request, { after: page.newer })}` : undefined,
+      older: page.older !== undefined ? `${PAGE}${queryString(request, { before: page.older })}` : undefined,
+      downloads: { csv: `${PAGE}.csv${queryString(request)}`, pdf: `${PAGE}.pdf${queryString(request)}` },
       breakGlassCount: lines.filter((l) => l.break_glass).length,
     });
   });
@@ -108,22 +191,32 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
   router.get(`${PAGE}.csv`, async (ctx) => {
     const who = await signedInPatient(ctx);
     if (!who) return;
-    const lines = await report(who.user, who.patientId);
+    const report = await prepare(ctx, who.user, who.patientId);
+    if (!report) return;
     await onRead?.(who.user.id, who.patientId, 'csv');
-    download(ctx, toCsv(lines), 'text/csv; charset=utf-8', who.patientId, 'csv');
+    const lines = streamLines(audit.disclosureEvents(report.query), report.options);
+    download(ctx, Readable.from((async function* csv() {
+      yield csvHeader();
+      for await (const line of lines) yield csvRow(report.named(line));
+    })()), 'text/csv; charset=utf-8', who.patientId, 'csv');
   });
 
   router.get(`${PAGE}.pdf`, async (ctx) => {
     const who = await signedInPatient(ctx);
     if (!who) return;
-    const lines = await report(who.user, who.patientId);
-    const pdf = await toPdf(lines, groupedDisclosures(lines), {
+    const report = await prepare(ctx, who.user, who.patientId);
+    if (!report) return;
+    await onRead?.(who.user.id, who.patientId, 'pdf');
+    const lines = streamLines(audit.disclosureEvents(report.query), report.options);
+    const pdf = pdfReport(report.summary.map((s) => ({ ...s, app: report.appName(s.app) })), (async function* named() {
+      for await (const line of lines) yield report.named(line);
+    })(), {
       patientName: (await patients?.get(who.patientId))?.name ?? who.user.name ?? undefined,
       patientId: who.patientId,
       generated: new Date(),
+      ...(report.filterText && { filter: report.filterText }),
     });
-    await onRead?.(who.user.id, who.patientId, 'pdf');
-    download(ctx, pdf, 'application/pdf', who.patientId, 'pdf');
+    download(ctx, pdf as unknown as Readable, 'application/pdf', who.patientId, 'pdf');
   });
 
   return router;

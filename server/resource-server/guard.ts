@@ -2,6 +2,7 @@
 // filter -> audit. Framework-neutral (Koa and others adapt to it); imports nothing from the
 // authorization server.
 import { patientsOf } from '../fhir/compartment.ts';
+import { namedPatients } from './target-patients.ts';
 import { classify, entryRequests } from './interaction.ts';
 import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
@@ -16,6 +17,8 @@ import type { ResourcePolicy } from '../privacy/pipeline.ts';
 export interface GuardRequest extends FhirRequest {
   headers: Record<string, string | undefined>;
   remoteAddress?: string;
+  /** The body could not be taken (400, 413, 415): refused whatever the token, which is still verified so that the audit says who sent it. */
+  bodyRefusal?: Refusal;
 }
 
 /** What the audit sink learns about each access, allowed or refused. */
@@ -52,6 +55,8 @@ export interface GuardOptions {
   resourcePolicy?: ResourcePolicy;
   /** Checks DPoP proofs of key-bound tokens (RFC 9449); default: createDpopCheck() with replay detection in this process. */
   dpop?: DpopCheck;
+  /** The Provenance of a write (without its target), passed to the upstream with it; see UpstreamRequest.provenance. */
+  provenance?: (token: TokenContext, kind: 'create' | 'update' | 'delete') => FhirResource | undefined;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -83,8 +88,8 @@ export function createGuard(options: GuardOptions) {
     ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
-  async function send(request: GuardRequest, method: string, path: string, body?: unknown): Promise<UpstreamResponse> {
-    return options.upstream.send({ method, path, headers: passHeaders(request.headers), body });
+  async function send(request: GuardRequest, method: string, path: string, body?: unknown, provenance?: FhirResource): Promise<UpstreamResponse> {
+    return options.upstream.send({ method, path, headers: passHeaders(request.headers), body, ...(provenance && { provenance }) });
   }
 
   const rewrite = (body: unknown) => rewriteLinks(body, options.upstreamBase, options.base);
@@ -208,7 +213,8 @@ export function createGuard(options: GuardOptions) {
     const { resource } = checked;
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
-    const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);
+    const provenance = interaction.kind === 'patch' ? undefined : options.provenance?.(token, interaction.kind as 'create' | 'update' | 'delete');
+    const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource, provenance);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
     for (const item of written) options.resourcePolicy?.written(item);
@@ -330,6 +336,10 @@ export function createGuard(options: GuardOptions) {
     if (request.method === 'GET' && request.path === 'metadata') return done(await capabilities(request));
 
     const sent = accessTokenOf(request.headers.authorization);
+    if (request.bodyRefusal) {
+      if (sent) record.token = await options.verify(sent.token).catch(() => undefined);
+      return done(refusalResponse(request.bodyRefusal, options.base, Boolean(sent)));
+    }
     if (!sent) return done(refusalResponse({ status: 401, code: 'login', message: 'an access token is required' }, options.base, false));
     try {
       const token = await options.verify(sent.token);
@@ -355,6 +365,19 @@ export function createGuard(options: GuardOptions) {
     return done(result.response, result.resources, result.patients);
   }
 
+  /**
+   * The patients a refused request was about: those it names, and, for a verified token, the patients of
+   * the stored resource it targets (a hidden Observation of another patient is still that patient's).
+   */
+  async function refusedPatients(record: AccessRecord): Promise<string[]> {
+    const named = namedPatients(record.request);
+    const target = record.interaction;
+    if (!record.token || !target?.type || !target.id || target.type === 'Patient') return named;
+    const stored = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': record.request.headers['x-request-id'] }) })
+      .catch(() => undefined);
+    return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;
+  }
+
   return {
     /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
     async handle(request: GuardRequest): Promise<GuardResponse> {
@@ -368,6 +391,7 @@ export function createGuard(options: GuardOptions) {
       }
       if (options.audit) {
         try {
+          if (outcome.record.status >= 400 && !outcome.record.patients.length) outcome.record.patients = await refusedPatients(outcome.record);
           await options.audit(outcome.record);
         } catch {
           return refusalResponse({ status: 503, code: 'exception', message: 'the access could not be recorded, so it is refused' }, options.base, true);

@@ -5,5 +5,7 @@ export { createGuard, type AccessRecord, type Guard, type GuardOptions, type Gua
 export { createGuardVerifier, InvalidTokenError, VerifierUnavailableError, type GuardVerification } from './verify-token.ts';
 export { createDpopCheck, memoryReplayStore, DPOP_ALGORITHMS, type DpopCheck, type DpopOptions, type DpopReplayStore } from './dpop.ts';
 export { httpUpstream, type Upstream, type UpstreamResponse } from './upstream.ts';
+export { provenanceUpstream } from './provenance-upstream.ts';
+export { provenanceTemplate } from '../fhir/provenance.ts';
 export type { GuardResponse } from './responses.ts';
 export type { Decision, FhirInteraction, FhirRequest, Refusal, TokenContext, View } from './types.ts';

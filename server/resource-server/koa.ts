@@ -2,7 +2,7 @@
 import type { Context, Middleware, Next } from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { createGuard, type GuardOptions } from './guard.ts';
-import { FHIR_JSON, operationOutcome } from './responses.ts';
+import type { Refusal } from './types.ts';
 
 export interface SmartGuardOptions extends GuardOptions {
   /** Where the FHIR base is mounted in this app, e.g. "/fhir" (default: the path of `base`). */
@@ -15,9 +15,10 @@ export function smartGuard(options: SmartGuardOptions): Middleware {
   const guard = createGuard(options);
   const prefix = (options.prefix ?? new URL(options.base).pathname).replace(/\/$/, '');
   const limit = options.maxBodyBytes ?? 1024 * 1024;
+  const JSON_TYPES = ['application/fhir+json', 'application/json-patch+json'];
   const parse = bodyParser({
     enableTypes: ['json', 'form'],
-    extendTypes: { json: ['application/fhir+json', 'application/json-patch+json'] },
+    extendTypes: { json: JSON_TYPES },
     jsonLimit: limit, formLimit: limit,
     onError: (err, ctx) => {
       const status = (err as { status?: number }).status === 413 ? 413 : 400;
@@ -27,14 +28,18 @@ export function smartGuard(options: SmartGuardOptions): Middleware {
 
   return async function guardMiddleware(ctx: Context, next: Next) {
     if (ctx.path !== prefix && !ctx.path.startsWith(`${prefix}/`)) return next();
-    try {
-      await parse(ctx, async () => {});
-    } catch (err) {
-      const status = (err as { status?: number }).status === 413 ? 413 : 400;
-      ctx.status = status;
-      ctx.type = FHIR_JSON;
-      ctx.body = operationOutcome('error', status === 413 ? 'too-costly' : 'invalid', (err as Error).message);
-      return;
+    // A body that cannot be taken is refused by the guard, so that it is audited (with the token that sent it).
+    let bodyRefusal: Refusal | undefined;
+    const hasBody = ctx.request.length > 0 || ctx.get('transfer-encoding') !== '';
+    if (hasBody && !ctx.is('json', ...JSON_TYPES, 'urlencoded')) {
+      bodyRefusal = { status: 415, code: 'not-supported', message: `a request body must be application/fhir+json (or a form for _search), not ${ctx.get('content-type') || 'untyped'}` };
+    } else {
+      try {
+        await parse(ctx, async () => {});
+      } catch (err) {
+        const status = (err as { status?: number }).status === 413 ? 413 : 400;
+        bodyRefusal = { status, code: status === 413 ? 'too-costly' : 'invalid', message: (err as Error).message };
+      }
     }
     const path = ctx.path.slice(prefix.length).replace(/^\/+/, '');
     const isSearchForm = ctx.method === 'POST' && path.endsWith('_search') && ctx.is('application/x-www-form-urlencoded');
@@ -44,8 +49,9 @@ export function smartGuard(options: SmartGuardOptions): Middleware {
       path,
       query: new URLSearchParams(ctx.querystring),
       headers: ctx.headers as Record<string, string | undefined>,
-      body: ctx.request.rawBody === undefined && !isSearchForm ? undefined : body,
+      body: bodyRefusal || (ctx.request.rawBody === undefined && !isSearchForm) ? undefined : body,
       remoteAddress: ctx.ip,
+      ...(bodyRefusal && { bodyRefusal }),
     });
     ctx.status = response.status;
     ctx.set(response.headers);

@@ -8,6 +8,7 @@
 // that buffer bounded.
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { FhirResource } from './types.ts';
 
 export interface UpstreamRequest {
   method: string;
@@ -17,6 +18,8 @@ export interface UpstreamRequest {
   headers?: Record<string, string>;
   /** A resource or Bundle (sent as JSON), URLSearchParams (a form), or a string sent as is. */
   body?: unknown;
+  /** With a write: its Provenance without the target, for an upstream that stores it with the change (never sent over HTTP). */
+  provenance?: FhirResource;
 }
 
 export interface UpstreamResponse {

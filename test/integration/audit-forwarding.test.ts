@@ -47,10 +47,49 @@ describe('audit forwarding', () => {
     assert.deepEqual(stored.filter((id) => !received.has(id)), [], 'every stored AuditEvent reached the repository');
   });
 
+  it('sends every signed head of the chain too, as a Binary holding its JWS', async () => {
+    const res = await fetch(`${server.fhirBase}/Patient/pat-3`);
+    await res.arrayBuffer();
+    await server.audit.checkpoint();
+    const { seq, jws } = await server.db('audit_checkpoints').orderBy('seq', 'desc').first('seq', 'jws');
+    const id = `audit-head-${seq}`;
+    for (let i = 0; i < 60 && !received.has(id); i++) await new Promise((r) => setTimeout(r, 100));
+    const binary = received.get(id) as unknown as { resourceType: string; contentType: string; data: string };
+    assert.ok(binary, `${id} reached the repository`);
+    assert.equal(binary.resourceType, 'Binary');
+    assert.equal(binary.contentType, 'application/jose');
+    assert.equal(Buffer.from(binary.data, 'base64').toString(), jws);
+  });
+
   it('keeps forwarding what comes later', async () => {
     const res = await fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { 'x-request-id': 'forward-later' } });
     await res.arrayBuffer();
     for (let i = 0; i < 60 && ![...received.values()].some((e) => JSON.stringify(e).includes('forward-later')); i++) await new Promise((r) => setTimeout(r, 100));
     assert.ok([...received.values()].some((e) => JSON.stringify(e).includes('forward-later')));
+  });
+});
+
+describe('signed heads in the log', () => {
+  it('writes an "audit checkpoint" line with the head signed at shutdown', async () => {
+    const server = await startTestServer({ LOG_LEVEL: 'info' });
+    await (await fetch(`${server.fhirBase}/Patient/pat-1`)).arrayBuffer();
+    const head = await server.db('audit_chain_head').where('id', 1).first('seq', 'hash');
+    const lines: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      lines.push(String(chunk));
+      return (write as (...args: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
+    }) as typeof process.stdout.write;
+    try {
+      await server.stop();
+    } finally {
+      process.stdout.write = write;
+    }
+    const logged = lines.flatMap((l) => l.split('\n')).filter((l) => l.includes('"audit checkpoint"')).map((l) => JSON.parse(l));
+    assert.equal(logged.length, 1, 'one head signed at shutdown');
+    const [line] = logged;
+    assert.deepEqual([line.level, line.seq, line.hash], ['info', Number(head.seq), head.hash]);
+    const payload = JSON.parse(Buffer.from(line.signature.split('.')[1], 'base64url').toString());
+    assert.deepEqual([payload.seq, payload.hash], [Number(head.seq), head.hash]);
   });
 });

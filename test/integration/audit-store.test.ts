@@ -9,7 +9,7 @@ import { CompactSign, compactVerify, generateKeyPair, type CryptoKey } from 'jos
 import { freshPostgresSchema, POSTGRES_URL } from '../support/postgres.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
 import { migrations } from '../../db/migrations/index.ts';
-import { AuditWriteError, createAuditStore, type AuditStoreOptions, type BatchInfo } from '../../server/audit/audit-store.ts';
+import { AuditWriteError, createAuditStore, type AuditStoreOptions, type BatchInfo, type SignedHead } from '../../server/audit/audit-store.ts';
 import { chainHash, eventHash } from '../../server/audit/chain.ts';
 import { databaseAuditSink, auditEvents } from '../../server/audit/store.ts';
 import type { AuditEvent, AuditStore } from '../../server/audit/types.ts';
@@ -210,7 +210,11 @@ describe('audit store', () => {
           const changed = { ...JSON.parse(old.event), outcome: '12' };
           const eh = eventHash(changed);
           await db('audit_events').where({ seq: 4 }).update({ event: JSON.stringify(changed), event_hash: eh, hash: chainHash(old.prev_hash, eh) });
-          const result = await store.verify();
+          let result = await store.verify();
+          assert.equal(!result.ok && result.eventId, events[3].id, 'its outcome column no longer follows from it');
+          assert.match(!result.ok ? result.problem : '', /outcome column/);
+          await db('audit_events').where({ seq: 4 }).update({ outcome: '12', disclosure_app: null });
+          result = await store.verify();
           assert.equal(!result.ok && result.eventId, events[4].id, 'the next record no longer links');
         });
 
@@ -251,9 +255,150 @@ describe('audit store', () => {
           const forged = auditEvent({ n: 99, patient: 'p1' });
           const prev = (await row(5)).hash;
           const eh = eventHash(forged);
-          await db('audit_events').insert({ seq: 6, id: forged.id, recorded_at: 0, type_code: 'rest', event: JSON.stringify(forged), event_hash: eh, prev_hash: prev, hash: chainHash(prev, eh) });
+          await db('audit_events').insert({
+            seq: 6, id: forged.id, recorded_at: Date.parse(String(forged.recorded)), type_code: 'rest', subtype_code: 'read', patient_id: 'p1', outcome: '0', disclosure_app: 'growth-app',
+            event: JSON.stringify(forged), event_hash: eh, prev_hash: prev, hash: chainHash(prev, eh),
+          });
+          await db('audit_index').update({ seq: db.raw('seq + 1') }).where('seq', '>', 5);
+          await db('audit_index').insert([['agent', 'Device/fhir-rs'], ['agent', 'growth-app'], ['entity', 'Patient/p1'], ['subtype', 'read']].map(([kind, value]) => ({ seq: 6, kind, value })));
           const result = await store.verify();
           assert.equal(!result.ok && result.eventId, events[5].id, 'the record after the insertion no longer links');
+        });
+      });
+
+      describe('finds changed search columns and index rows (they decide searches, reports, holds and purges)', () => {
+        let events: AuditEvent[];
+        beforeEach(async () => {
+          events = Array.from({ length: 10 }, (_, n) => auditEvent({ n: n + 1, patient: 'pat-1', user: `u-${n}` }));
+          await store.append(events);
+        });
+        const failsAt = async (seq: number, problem: RegExp) => {
+          const result = await store.verify();
+          assert.equal(result.ok, false, 'verify fails');
+          assert.equal(!result.ok && result.seq, seq);
+          assert.match(!result.ok ? result.problem : '', problem);
+          return result;
+        };
+
+        it('a patient moved to another patient in the column and the index', async () => {
+          await db('audit_events').where({ seq: 4 }).update({ patient_id: 'pat-999' });
+          await db('audit_index').where({ seq: 4, kind: 'entity', value: 'Patient/pat-1' }).update({ value: 'Patient/pat-999' });
+          const result = await failsAt(4, /patient_id column \(pat-999\) differs from its stored event \(pat-1\)/);
+          assert.equal(!result.ok && result.eventId, events[3].id);
+          assert.equal((await store.search({ patient: 'pat-1' })).length, 9, 'the change hid it from searches: verify is what finds it');
+        });
+
+        for (const [column, value] of [['recorded_at', 0], ['outcome', '12'], ['type_code', '110113'], ['subtype_code', 'vread']] as const) {
+          it(`a changed ${column}`, async () => {
+            await db('audit_events').where({ seq: 7 }).update({ [column]: value });
+            await failsAt(7, new RegExp(`${column} column`));
+          });
+        }
+
+        it('a changed index row', async () => {
+          await db('audit_index').where({ seq: 5, kind: 'agent', value: 'u-4' }).update({ value: 'u-other' });
+          await failsAt(5, /search index lacks agent=u-4/);
+        });
+
+        it('a deleted index row', async () => {
+          await db('audit_index').where({ seq: 2, kind: 'entity', value: 'Patient/pat-1' }).delete();
+          const result = await failsAt(2, /search index lacks entity=Patient\/pat-1/);
+          assert.equal(!result.ok && result.eventId, events[1].id);
+        });
+
+        it('an extra index row, for a record or for none', async () => {
+          await db('audit_index').insert({ seq: 3, kind: 'entity', value: 'Patient/pat-2' });
+          await failsAt(3, /rows its event does not give \(entity=Patient\/pat-2\)/);
+          await db('audit_index').where({ seq: 3, value: 'Patient/pat-2' }).delete();
+          await db('audit_index').insert({ seq: 77, kind: 'entity', value: 'Patient/pat-2' });
+          await failsAt(77, /index has a row \(entity=Patient\/pat-2\) for seq 77, which is not in the trail/);
+        });
+      });
+
+      describe('signed heads', () => {
+        let heads: SignedHead[];
+        const openWithHeads = (extra: Partial<AuditStoreOptions> = {}) => open({ onCheckpoint: (h) => heads.push(h), ...extra });
+        beforeEach(async () => {
+          heads = [];
+          await store.close();
+          store = openWithHeads({ headEveryMs: 100 });
+        });
+        const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+        it('are signed within headEveryMs while records are written, and at close, and passed on', async () => {
+          await store.append(Array.from({ length: 3 }, (_, n) => auditEvent({ n })));
+          await settle(250);
+          assert.deepEqual(heads.map((h) => h.seq), [3], 'the unsigned tail was signed after 100 ms');
+          await store.append([auditEvent({ n: 4 })]);
+          await store.close();
+          assert.deepEqual(heads.map((h) => h.seq), [3, 4], 'and the head at shutdown');
+          assert.deepEqual((await db('audit_checkpoints').orderBy('seq').select('seq', 'jws')).map((r) => [Number(r.seq), r.jws]), heads.map((h) => [h.seq, h.jws]));
+          assert.equal(heads[1].hash, (await row(4)).hash);
+          store = open();
+          assert.deepEqual(await store.verify(heads[0].jws), { ok: true, records: 4, checkpoints: 3 }, 'the two stored and the one given');
+        });
+
+        it('find the newest records deleted and the head moved back', async () => {
+          await store.append(Array.from({ length: 10 }, (_, n) => auditEvent({ n })));
+          await settle(250);
+          const five = await row(5);
+          await db('audit_events').where('seq', '>', 5).delete();
+          await db('audit_index').where('seq', '>', 5).delete();
+          await db('audit_chain_head').update({ seq: 5, hash: five.hash, event_id: five.id });
+          const result = await store.verify();
+          assert.equal(!result.ok && result.seq, 10);
+          assert.match(!result.ok ? result.problem : '', /covers seq 10 but the chain ends at seq 5/);
+        });
+
+        describe('with the checkpoints deleted too, only a head kept outside the database shows it', () => {
+          let kept: SignedHead;
+          beforeEach(async () => {
+            await store.append(Array.from({ length: 20 }, (_, n) => auditEvent({ n, patient: 'pat-1' })));
+            await settle(250);
+            [kept] = heads;
+            assert.equal(kept.seq, 20);
+            await store.append(Array.from({ length: 5 }, (_, n) => auditEvent({ n: 20 + n, patient: 'pat-1' })));
+            await store.close();
+            store = open();
+          });
+
+          it('the newest records deleted', async () => {
+            const fifteen = await row(15);
+            await db('audit_events').where('seq', '>', 15).delete();
+            await db('audit_index').where('seq', '>', 15).delete();
+            await db('audit_checkpoints').delete();
+            await db('audit_chain_head').update({ seq: 15, hash: fifteen.hash, event_id: fifteen.id });
+            assert.equal((await store.verify()).ok, true, 'what an attacker with write access can hide from a verify without a kept head');
+            const result = await store.verify(kept.jws);
+            assert.equal(!result.ok && result.seq, 20);
+            assert.match(!result.ok ? result.problem : '', /covers seq 20 but the chain ends at seq 15/);
+          });
+
+          it('a middle record rewritten and the chain after it re-hashed, without the key', async () => {
+            const rows = await db('audit_events').orderBy('seq').select();
+            let prev = rows[13].hash;
+            for (const r of rows.slice(14)) {
+              const event = JSON.parse(r.event);
+              if (Number(r.seq) === 15) event.outcome = '12';
+              const eh = eventHash(event);
+              const hash = chainHash(prev, eh);
+              await db('audit_events').where({ seq: r.seq }).update({ event: JSON.stringify(event), event_hash: eh, prev_hash: prev, hash, outcome: event.outcome, disclosure_app: event.outcome === '0' && r.patient_id ? 'growth-app' : null });
+              prev = hash;
+            }
+            await db('audit_checkpoints').delete();
+            await db('audit_chain_head').update({ hash: prev });
+            assert.equal((await store.verify()).ok, true);
+            const result = await store.verify(kept.jws);
+            assert.equal(!result.ok && result.seq, 20);
+            assert.equal(!result.ok && result.eventId, (await row(20)).id);
+            assert.match(!result.ok ? result.problem : '', /differs from the one the signed checkpoint vouches for/);
+          });
+
+          it('a head not signed with the server\'s key is refused', async () => {
+            const forged = await signWith(otherKey.privateKey)({ seq: 20, hash: kept.hash, records: 20, iat: 0 });
+            const result = await store.verify(forged);
+            assert.match(!result.ok ? result.problem : '', /signed head given does not verify/);
+          });
         });
       });
 
@@ -295,7 +440,7 @@ describe('audit store', () => {
             if (Number(r.seq) === 4) event.outcome = '12';
             const eh = eventHash(event);
             const hash = chainHash(prev, eh);
-            await db('audit_events').where({ seq: r.seq }).update({ event: JSON.stringify(event), event_hash: eh, prev_hash: prev, hash });
+            await db('audit_events').where({ seq: r.seq }).update({ event: JSON.stringify(event), event_hash: eh, prev_hash: prev, hash, outcome: event.outcome, disclosure_app: event.outcome === '0' && r.patient_id ? 'growth-app' : null });
             prev = hash;
           }
           await db('audit_chain_head').update({ hash: prev });
@@ -320,9 +465,9 @@ describe('audit store', () => {
           await store.close();
           store = open({ checkpointEvery: 5, sign: async () => { throw new Error('HSM unavailable'); } });
           await store.append(Array.from({ length: 10 }, (_, n) => auditEvent({ n })));
-          await store.close();
-          assert.equal(logged.length, 1);
-          assert.match(String(logged[0]), /HSM unavailable/);
+          await store.close(); // tries again to sign the head at shutdown
+          assert.equal(logged.length, 2);
+          for (const err of logged) assert.match(String(err), /HSM unavailable/);
           store = open();
           assert.deepEqual(await store.verify(), { ok: true, records: 10, checkpoints: 0 });
         });

@@ -3,6 +3,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, exchangeCode, form, hiddenValue } from '../support/oauth.ts';
 
@@ -98,6 +101,74 @@ describe('audit trail', () => {
     assert.ok(!serialized.includes(tokens.access_token) && !serialized.includes(tokens.refresh_token), 'no token value in the trail');
   });
 
+  describe('every request at /fhir, and the patient a refused one aimed at', () => {
+    const byRequest = async (id: string) => (await eventsOf({ limit: 100_000 })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === id));
+    const patientOfEvent = (e: any) => e.entity.find((x: any) => x.role?.code === '1')?.what?.reference;
+
+    it('audits bodies refused as malformed (400), too large (413) or of another media type (415), with the token that sent them', async () => {
+      const bearer = await token('launch/patient openid patient/*.cruds', { patient: 'pat-1' });
+      const big = JSON.stringify({ resourceType: 'Observation', subject: { reference: 'Patient/pat-1' }, note: [{ text: 'x'.repeat(1_100_000) }] });
+      for (const [id, type, body, status] of [
+        ['body-400', 'application/fhir+json', '{not json', 400],
+        ['body-413', 'application/fhir+json', big, 413],
+        ['body-415', 'text/plain', 'hello', 415],
+      ] as const) {
+        const res = await fetch(`${server.fhirBase}/Observation`, { method: 'POST', headers: { authorization: `Bearer ${bearer}`, 'x-request-id': id, 'content-type': type }, body });
+        assert.equal(res.status, status, id);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome', id);
+        const [event] = await byRequest(id);
+        assert.ok(event, `${id} is in the trail`);
+        assert.equal(event.outcome, '4');
+        assert.match(event.outcomeDesc, new RegExp(`^${status}`));
+        assert.ok(event.agent.some((a: any) => a.requestor && a.policy?.[0]?.startsWith('urn:ietf:params:oauth:jti:')), `${id}: who sent it`);
+      }
+      const anonymous = await fetch(`${server.fhirBase}/Observation`, { method: 'POST', headers: { 'x-request-id': 'body-anonymous', 'content-type': 'application/fhir+json' }, body: big });
+      assert.equal(anonymous.status, 413, 'the body is refused whatever the token');
+      const [event] = await byRequest('body-anonymous');
+      assert.equal(event?.outcome, '4', 'and audited without one');
+    });
+
+    it('audits 401s (no token, a token that does not verify) with the patient the request named', async () => {
+      for (const [id, headers] of [['401-none', {}], ['401-bad', { authorization: 'Bearer not.a.token' }]] as const) {
+        const res = await fhir('Patient/pat-2', undefined, { 'x-request-id': id, ...headers });
+        assert.equal(res.status, 401);
+        const [event] = await byRequest(id);
+        assert.ok(event, `${id} is in the trail`);
+        assert.equal(event.outcome, '4');
+        assert.equal(patientOfEvent(event), 'Patient/pat-2', id);
+      }
+    });
+
+    it('links refused accesses to their patient: in the privacy office\'s view and export, not in the accounting of disclosures', async () => {
+      const amy = await token('launch/patient openid patient/*.rs', { username: 'amy', password: 'demo-password-3' });
+      const jones = await token('openid fhirUser user/*.rs', { username: 'dr.jones', password: 'demo-password-2' });
+      const amyNarrow = await token('launch/patient openid patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      const tries = [
+        ['aim-read', 'Patient/pat-2', amy],
+        ['aim-compartment', 'Patient/pat-2/Observation', amy],
+        ['aim-everything', 'Patient/pat-2/$everything', amy],
+        ['aim-subject', 'Observation?subject=Patient/pat-3', amyNarrow],
+        ['aim-stored', 'Observation/obs-2a-hiv-vl', jones],
+      ] as const;
+      for (const [id, path, bearer] of tries) {
+        const res = await fhir(path, bearer, { 'x-request-id': id });
+        assert.ok(res.status >= 400, `${id}: ${res.status}`);
+        const events = await byRequest(id);
+        assert.equal(events.length, 1, id);
+        assert.equal(patientOfEvent(events[0]), `Patient/${id === 'aim-subject' ? 'pat-3' : 'pat-2'}`, id);
+      }
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      const view = await (await fhir('AuditEvent?patient=pat-2&outcome=4&_count=1000', auditor)).json();
+      for (const [id] of tries.filter(([id]) => id !== 'aim-subject')) {
+        assert.ok(view.entry.some((e: any) => e.resource.entity.some((x: any) => x.what?.identifier?.value === id)), `${id} in the privacy office's view`);
+      }
+      const attempts = JSON.parse((await cli('audit', 'export', '--patient', 'pat-2', '--format', 'json', '--attempts')).stdout);
+      for (const [id] of tries.filter(([id]) => id !== 'aim-subject')) assert.ok(attempts.some((l: any) => l.request_id === id && l.outcome === 'refused'), `${id} in the export of attempts`);
+      const disclosures = JSON.parse((await cli('audit', 'export', '--patient', 'pat-2', '--format', 'json')).stdout);
+      assert.ok(!disclosures.some((l: any) => tries.some(([id]) => id === l.request_id)), 'nothing was disclosed');
+    });
+  });
+
   describe('/fhir/AuditEvent', () => {
     it('lets an auditor search the trail, refuses other clinicians, and audits the reading', async () => {
       const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
@@ -172,6 +243,26 @@ describe('audit trail', () => {
       assert.equal((await cli('audit', 'verify')).code, 0);
     });
 
+    it('verifies against a signed head kept outside the database: its JWS, a log line, or a log file', async () => {
+      await server.audit.checkpoint();
+      const { jws, seq, hash } = await server.db('audit_checkpoints').orderBy('seq', 'desc').first('jws', 'seq', 'hash');
+      const line = JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'audit checkpoint', seq: Number(seq), hash, signature: jws });
+      const file = join(mkdtempSync(join(tmpdir(), 'heads-')), 'smart-auth.log');
+      writeFileSync(file, `{"msg":"request"}\n${line}\n`);
+      for (const given of [jws, line, file]) {
+        const ok = await cli('audit', 'verify', '--checkpoint', given, '--json');
+        assert.equal(ok.code, 0, ok.stdout);
+      }
+      const [header, payload] = jws.split('.');
+      const altered = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), seq: Number(seq) + 1000 })).toString('base64url');
+      const forged = await cli('audit', 'verify', '--checkpoint', `${header}.${altered}.${jws.split('.')[2]}`);
+      assert.equal(forged.code, 1);
+      assert.match(forged.stdout, /signed head given does not verify/);
+      const nothing = await cli('audit', 'verify', '--checkpoint', '{"msg":"request"}');
+      assert.equal(nothing.code, 2);
+      assert.match(nothing.stdout, /no signed audit head found/);
+    });
+
     it("exports a patient's accounting of disclosures: one line per request", async () => {
       const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-3' });
       for (const id of ['exp-1', 'exp-2']) await fhir('Observation?patient=pat-3', bearer, { 'x-request-id': id });
@@ -181,10 +272,11 @@ describe('audit trail', () => {
       const lines = JSON.parse(json.stdout);
       const ours = lines.filter((l: any) => ['exp-1', 'exp-2', 'exp-3'].includes(l.request_id));
       assert.equal(ours.length, 3);
-      assert.deepEqual(Object.keys(ours[0]), ['date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id']);
+      assert.deepEqual(Object.keys(ours[0]), ['date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id', 'network_address', 'outcome']);
+      assert.ok(ours.every((l: any) => l.network_address === '127.0.0.1' && l.outcome === 'disclosed'), 'where, and that it was disclosed');
       assert.ok(ours.every((l: any) => l.recipient_organization === 'Example Hospital' && l.purpose_of_use === 'TREAT' && l.break_glass === false));
       const csv = await cli('audit', 'export', '--patient', 'pat-3', '--format', 'csv');
-      assert.match(csv.stdout.split('\n')[0], /^date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id/);
+      assert.match(csv.stdout.split('\n')[0], /^date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome/);
       const pdf = await run(process.execPath, [BIN, 'audit', 'export', '--patient', 'pat-3', '--format', 'pdf'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl }, encoding: 'buffer' });
       assert.equal(pdf.stdout.subarray(0, 5).toString(), '%PDF-');
     });

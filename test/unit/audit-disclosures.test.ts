@@ -10,7 +10,7 @@ import { inflateSync } from 'node:zlib';
 import type { AuditEvent } from '../../server/audit/types.ts';
 import { emergencyOverrideStarted } from '../../server/audit/balp.ts';
 import {
-  DISCLOSURE_COLUMNS, disclosureEvents, disclosureLines, groupedDisclosures, isDisclosure, type DisclosureLine,
+  breakGlassJtisOf, DISCLOSURE_COLUMNS, disclosureEvents, disclosureLines, isDisclosure, streamLines, summaryOf, type DisclosureLine,
 } from '../../server/audit/disclosures.ts';
 import { pdfText, reportObjects, toCsv, toFhirBundle, toJson, toPdf } from '../../server/audit/render.ts';
 
@@ -141,6 +141,9 @@ describe('audit: accounting of disclosures (report lines)', () => {
     assert.deepEqual(disclosureLines(events).map((l) => l.request_id), ['ok', 'other-patient'], 'without the option, every patient\'s successful accesses');
     assert.equal(isDisclosure(alert), false, 'a security alert is not a disclosure line');
     assert.deepEqual(disclosureEvents(events, { patient: 'pat-1' }).map((e) => e.id), [events[0].id]);
+    const attempts = disclosureLines(events, { patient: 'pat-1', attempts: true });
+    assert.deepEqual(attempts.map((l) => [l.request_id, l.outcome]), [['failed', 'failed'], ['ok', 'disclosed'], ['refused', 'refused']], 'the privacy office\'s report of attempts');
+    assert.deepEqual(disclosureEvents(events, { patient: 'pat-1', attempts: true }).map((e) => e.id), events.slice(0, 3).map((e) => e.id));
   });
 
   it('excludes test data: purpose of use HTEST, or an entity labelled HTEST', () => {
@@ -184,7 +187,8 @@ describe('audit: accounting of disclosures (report lines)', () => {
     assert.equal(by.doc.recipient_role, 'Doctor');
     assert.equal(by.doc.recipient_organization, 'Example Hospital');
     assert.equal(by.doc.app, 'Growth Chart');
-    assert.equal(by.doc.from, '198.51.100.7', 'the client address, not the server\'s');
+    assert.equal(by.doc.network_address, '198.51.100.7', 'the client address, not the server\'s');
+    assert.equal(by.doc.outcome, 'disclosed');
     assert.equal(by.doc.purpose_of_use, 'TREAT');
     assert.equal(by.nurse.recipient_role, 'nurse', 'the code when there is no display');
     assert.equal(by.nurse.recipient_organization, '');
@@ -222,47 +226,51 @@ describe('audit: accounting of disclosures (report lines)', () => {
   });
 });
 
-describe('audit: accounting of disclosures (grouped summary)', () => {
-  it('groups by recipient, day and purpose, with counts and resource types', () => {
+describe('audit: accounting of disclosures (summary and streaming)', () => {
+  it('summarises per app: how many, first and last (as the store counts in the database)', () => {
     const lines = disclosureLines([
-      access({ requestId: '1', recorded: '2025-06-02T08:00:00Z', resources: ['Observation/obs-1'] }),
-      access({ requestId: '2', recorded: '2025-06-02T09:30:00Z', resources: ['Observation/obs-1', 'Condition/c-1'], interaction: 'search-type' }),
-      access({ requestId: '3', recorded: '2025-06-02T10:00:00Z', resources: ['MedicationRequest/m-1'], purposes: ['BTG'] }),
-      access({ requestId: '4', recorded: '2025-06-03T10:00:00Z', resources: ['Observation/obs-2'] }),
-      access({ requestId: '5', recorded: '2025-06-02T11:00:00Z', client: 'other-app' }),
+      access({ requestId: '1', recorded: '2025-06-02T08:00:00Z' }),
+      access({ requestId: '2', recorded: '2025-06-04T09:30:00Z' }),
+      access({ requestId: '3', recorded: '2025-06-03T10:00:00Z', client: 'other-app' }),
     ]);
-    const groups = groupedDisclosures(lines);
-    assert.equal(groups.length, 4);
-    const [first] = groups;
-    assert.deepEqual(
-      { ...first },
-      {
-        recipient_role: 'Doctor', recipient_organization: 'Example Hospital', app: 'growth-app', day: '2025-06-02', purpose_of_use: 'TREAT',
-        count: 2, resource_count: 2, resource_types: ['Condition', 'Observation'], actions: ['read', 'search'], break_glass: false,
-        first: '2025-06-02T08:00:00.000Z', last: '2025-06-02T09:30:00.000Z',
-      },
-    );
-    const btg = groups.find((g) => g.purpose_of_use === 'BTG')!;
-    assert.equal(btg.break_glass, true);
-    assert.equal(btg.count, 1);
-    assert.deepEqual(groups.map((g) => g.day), ['2025-06-02', '2025-06-02', '2025-06-02', '2025-06-03']);
-    assert.equal(groups.reduce((n, g) => n + g.count, 0), lines.length, 'every line is counted once');
-    assert.deepEqual(groupedDisclosures([]), []);
+    assert.deepEqual(summaryOf(lines), [
+      { app: 'growth-app', count: 2, first: new Date('2025-06-02T08:00:00Z'), last: new Date('2025-06-04T09:30:00Z') },
+      { app: 'other-app', count: 1, first: new Date('2025-06-03T10:00:00Z'), last: new Date('2025-06-03T10:00:00Z') },
+    ]);
+    assert.deepEqual(summaryOf([]), []);
+  });
+
+  it('makes the same lines from a stream of events as from the whole list', async () => {
+    const alert = emergencyOverrideStarted({
+      issuer: ISSUER, recorded: new Date('2025-06-02T13:00:00Z'), user: { sub: 'u-er', roles: [] }, clientId: 'er-app', purpose: 'BTG', reason: 'unconscious', patient: 'pat-1', jti: 'jti-btg',
+    } as Parameters<typeof emergencyOverrideStarted>[0]);
+    const events = [
+      access({ requestId: 'a', resources: ['Observation/obs-1'] }),
+      access({ requestId: 'a', resources: ['Observation/obs-2'] }),
+      access({ requestId: 'b', jti: 'jti-btg' }),
+      access({ requestId: 'c', recorded: '2025-06-03T10:00:00Z' }),
+    ];
+    async function* stream() { yield* events; }
+    const streamed: DisclosureLine[] = [];
+    for await (const line of streamLines(stream(), { breakGlassJtis: breakGlassJtisOf([alert]) })) streamed.push(line);
+    assert.deepEqual(streamed, disclosureLines([alert, ...events]));
+    assert.equal(streamed.find((l) => l.request_id === 'b')?.break_glass, true, 'the alerts come as an option');
   });
 });
 
 describe('audit: accounting of disclosures (renderings)', () => {
   const line = (over: Partial<DisclosureLine> = {}): DisclosureLine => ({
     date: '2025-06-02T14:03:11.482Z', recipient_role: 'Doctor', recipient_organization: 'Example Hospital', app: 'growth-app',
-    purpose_of_use: 'TREAT', action: 'read', resources: 'Observation/obs-1', break_glass: false, request_id: 'req-1', ...over,
+    purpose_of_use: 'TREAT', action: 'read', resources: 'Observation/obs-1', break_glass: false, request_id: 'req-1',
+    network_address: '203.0.113.9', outcome: 'disclosed', ...over,
   });
 
-  it('writes CSV with DESIGN\'s columns in order, RFC 4180 quoting and CRLF', () => {
+  it('writes CSV with DESIGN\'s columns in order, then where and the outcome, RFC 4180 quoting and CRLF', () => {
     const csv = toCsv([line(), line({ recipient_organization: 'Smith, Jones & "Partners"', app: 'two\nlines', break_glass: true })]);
     const rows = csv.split('\r\n');
-    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id');
-    assert.equal(rows[1], '2025-06-02T14:03:11.482Z,Doctor,Example Hospital,growth-app,TREAT,read,Observation/obs-1,false,req-1');
-    assert.equal(rows[2], '2025-06-02T14:03:11.482Z,Doctor,"Smith, Jones & ""Partners""","two\nlines",TREAT,read,Observation/obs-1,true,req-1');
+    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome');
+    assert.equal(rows[1], '2025-06-02T14:03:11.482Z,Doctor,Example Hospital,growth-app,TREAT,read,Observation/obs-1,false,req-1,203.0.113.9,disclosed');
+    assert.equal(rows[2], '2025-06-02T14:03:11.482Z,Doctor,"Smith, Jones & ""Partners""","two\nlines",TREAT,read,Observation/obs-1,true,req-1,203.0.113.9,disclosed');
     assert.equal(rows[3], '', 'ends with a line break');
     assert.equal(toCsv([]), `${DISCLOSURE_COLUMNS.join(',')}\r\n`);
   });
@@ -270,15 +278,16 @@ describe('audit: accounting of disclosures (renderings)', () => {
   it('neutralises cells a spreadsheet would run as formulas', () => {
     const csv = toCsv([line({ recipient_organization: '=HYPERLINK("http://evil.example")', app: '+cmd', purpose_of_use: '-2+3', request_id: '@SUM(A1)', recipient_role: '\tx' })]);
     const row = csv.split('\r\n')[1];
-    assert.equal(row, `2025-06-02T14:03:11.482Z,'\tx,"'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1)`);
+    assert.equal(row, `2025-06-02T14:03:11.482Z,'\tx,"'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1),203.0.113.9,disclosed`);
   });
 
   it('writes JSON report lines keyed by the CSV columns', () => {
-    const parsed = JSON.parse(toJson([line({ from: '203.0.113.1', recipient_name: 'Jane' })])) as Record<string, unknown>[];
+    const parsed = JSON.parse(toJson([line({ network_address: '203.0.113.1', recipient_name: 'Jane' })])) as Record<string, unknown>[];
     assert.equal(parsed.length, 1);
     assert.deepEqual(Object.keys(parsed[0]), [...DISCLOSURE_COLUMNS]);
     assert.equal(parsed[0].break_glass, false);
-    assert.deepEqual(Object.keys(reportObjects([line({ from: '203.0.113.1', recipient_name: 'Jane' })], { extras: true })[0]), [...DISCLOSURE_COLUMNS, 'from', 'recipient_name']);
+    assert.equal(parsed[0].network_address, '203.0.113.1', 'where, in JSON too');
+    assert.deepEqual(Object.keys(reportObjects([line({ recipient_name: 'Jane' })], { extras: true })[0]), [...DISCLOSURE_COLUMNS, 'recipient_name']);
     assert.deepEqual(JSON.parse(toJson([])), []);
   });
 
@@ -305,7 +314,7 @@ describe('audit: accounting of disclosures (renderings)', () => {
       purposes: i === 7 ? ['BTG'] : ['TREAT'],
     }));
     const lines = disclosureLines(events);
-    const pdf = await toPdf(lines, groupedDisclosures(lines), { patientName: 'Amy Shaw', patientId: 'pat-1', generated: new Date('2025-07-01T12:00:00Z') });
+    const pdf = await toPdf(lines, summaryOf(lines), { patientName: 'Amy Shaw', patientId: 'pat-1', generated: new Date('2025-07-01T12:00:00Z') });
     assert.ok(Buffer.isBuffer(pdf));
     assert.equal(pdf.subarray(0, 5).toString('latin1'), '%PDF-');
     assert.match(pdf.subarray(-8).toString('latin1'), /%%EOF/);
@@ -313,7 +322,7 @@ describe('audit: accounting of disclosures (renderings)', () => {
     assert.ok(pages >= 3, `60 accesses take several pages (got ${pages})`);
 
     const text = pdfShownText(pdf);
-    for (const expected of ['Accounting of disclosures', 'Amy Shaw (pat-1)', 'Period: 2025-06-01', 'Summary', 'Every access', 'BREAK THE GLASS', 'Observation/obs-59', `page ${pages} of ${pages}`]) {
+    for (const expected of ['Accounting of disclosures', 'Amy Shaw (pat-1)', 'Period: 2025-06-01', 'Summary', 'Every access', 'BREAK THE GLASS', 'Observation/obs-59', `page ${pages}`]) {
       assert.ok(text.includes(expected), `the PDF shows "${expected}"`);
     }
     assert.equal(text.includes('Jane Smith'), false, 'no staff names');

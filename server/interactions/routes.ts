@@ -16,8 +16,9 @@ import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import type { PatientDirectory } from '../fhir/patient-directory.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { subjectOf } from '../oidc/users.ts';
-import { checkPurposeSubmission, purposeChoice, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
-import { purposeCoding, purposeDisplay } from '../hcs/codes.ts';
+import { checkPurposeSubmission, mayOpenTestData, purposeChoice, purposeForPatient, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
+import { plainPurpose, purposeCoding, purposeDisplay } from '../hcs/codes.ts';
+import { pickablePatients } from './picker.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { consentDecision, loginFailed } from '../audit/balp.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
@@ -91,7 +92,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
    * The patient this authorization is about: from the EHR launch, the patient user's own
    * record, or the picker's choice; `undefined` when it still has to be picked.
    */
-  async function resolvePatient(details: Details, user: User, picked: unknown): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
+  async function resolvePatient(details: Details, user: User, picked: unknown, mayOpenTest: boolean): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
     if (details.params.launch) {
       const launch = await ehrLaunchOf(details);
       if (!launch) return { pick: false, error: 'This launch has expired or was already used. Launch the app again from the EHR.' };
@@ -101,25 +102,33 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     const own = patientOf(user);
     if (own) return { patient: own, pick: false };
     if (typeof picked === 'string' && picked) {
-      if (!mayAccessPatient(user, picked) || !(await patients.get(picked))) return { pick: true, error: 'Choose one of the patients listed.' };
+      const summary = mayAccessPatient(user, picked) ? await patients.get(picked) : undefined;
+      if (!summary || (summary.test && !mayOpenTest)) return { pick: true, error: 'Choose one of the patients listed.' };
       return { patient: picked, pick: false };
     }
     return { pick: true };
   }
 
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
-    const patientName = patient ? (await patients.get(patient))?.name : undefined;
-    const purpose = choices.purpose;
+    const summary = patient ? await patients.get(patient) : undefined;
+    const ownRecord = Boolean(patientOf(user));
+    // Preselect a purpose under which this patient's record is visible (test data needs a test purpose).
+    const forPatient = summary ? purposeForPatient(choices.purpose, summary) : { preselected: choices.purpose.preselected, visible: true };
+    const purpose = { ...choices.purpose, preselected: forPatient.preselected };
+    const label = (code: string) => (ownRecord ? plainPurpose(code) : `${purposeDisplay(code)} (${code})`);
     return page(ctx, 'consent', {
       title: 'Allow access?',
       uid: details.uid,
       csrf: csrfToken(ctx),
       clientName: await clientName(details),
-      patient: details.params.launch || patientOf(user) ? undefined : patient,
-      patientName,
+      patient: details.params.launch || ownRecord ? undefined : patient,
+      patientName: summary?.name,
+      ownRecord,
+      testPatient: Boolean(summary?.test),
+      notVisible: summary && purpose.options.length && !forPatient.visible ? summary.name : undefined,
       message,
       ...choices.scopes,
-      purpose: { ...purpose, labels: Object.fromEntries(purpose.options.map((code) => [code, `${purposeDisplay(code)} (${code})`])) },
+      purpose: { ...purpose, labels: Object.fromEntries(purpose.options.map((code) => [code, label(code)])) },
     }, message ? 400 : 200);
   }
 
@@ -131,11 +140,13 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     if (!user || user.disabled) return renderLogin(ctx, details);
     const choices = await choicesFor(details, user);
     if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
-    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient) : { pick: false };
+    const mayOpenTest = mayOpenTestData(choices.purpose);
+    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient, mayOpenTest) : { pick: false };
     if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
     if (context.pick) {
-      const list = (await patients.list()).filter((p) => mayAccessPatient(user, p.id));
-      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, message: context.error });
+      const query = typeof ctx.query.q === 'string' ? ctx.query.q.slice(0, 100) : '';
+      const list = pickablePatients(await patients.list(), { mayOpen: (id) => mayAccessPatient(user, id), mayOpenTestData: mayOpenTest, query });
+      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, query, message: context.error });
     }
     return renderConsent(ctx, details, user, choices, 'patient' in context ? context.patient : undefined);
   });
@@ -199,7 +210,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     }
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
     if (needsPatient(choices.scopes)) {
-      context = await resolvePatient(details, user, body.patient);
+      context = await resolvePatient(details, user, body.patient, mayOpenTestData(choices.purpose));
       if (context.error || context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error ?? 'No patient was chosen.' }, 400);
     }
     const purpose = typeof body.purpose_of_use === 'string' ? body.purpose_of_use : choices.purpose.preselected ?? '';

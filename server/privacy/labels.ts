@@ -2,7 +2,7 @@
 // IHE PCF residual forbids it, HTEST and purpose-of-use restrictions, the Bundle high water mark and the
 // break-the-glass hint. Pure: no I/O, inputs are never mutated.
 import {
-  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, purposeIsA, sensitivityClosure,
+  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, isTestPurpose, purposeIsA, sensitivityClosure,
   type Coding, type ConfidentialityCode,
 } from '../hcs/codes.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
@@ -158,11 +158,9 @@ export function residualForbids(residual: readonly (PcfResidual | ResidualRule)[
   return matching.some((r) => r.type === 'forbid') && !matching.some((r) => r.type === 'permit');
 }
 
-const isTestPurpose = (purpose: string | undefined) => purpose !== undefined && purposeIsA(purpose, 'HTEST');
-
 /** HTEST data only for a test token (purpose is-a HTEST), and a test token sees only HTEST data. */
 export function testDataVisible(labels: ResourceLabels, purpose: string | undefined): boolean {
-  return labels.test === isTestPurpose(purpose);
+  return labels.test === (purpose !== undefined && isTestPurpose(purpose));
 }
 
 /** A resource restricted to purposes of use is visible only when the token's purpose is-a one of them. */

@@ -310,7 +310,8 @@ export function describeScope(s: Scope, opts: { patientIsUser?: boolean } = {}):
       return `Know which ${s.value.slice('launch/'.length)} is selected${s.role ? ` (role ${s.role})` : ''}`;
     case 'identity':
       if (s.value === 'profile') return 'See your name';
-      return s.value === 'openid' ? 'Confirm who you are when you sign in' : 'Know which FHIR record describes you (your Patient or Practitioner record)';
+      if (s.value === 'openid') return 'Confirm who you are when you sign in';
+      return opts.patientIsUser ? 'Know that you are the patient whose record it is' : 'Know which FHIR record describes you (your Practitioner record)';
     case 'refresh':
       return s.value === 'offline_access'
         ? 'Keep access when you are not using the app (until you revoke it)'

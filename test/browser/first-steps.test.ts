@@ -165,7 +165,7 @@ describe('first steps of a new user, in Chromium', function () {
     assert.equal(await cards.count(), 1, 'repeated grants of Growth Chart for Amy are shown apart');
     const card = await cards.innerText();
     assert.match(card, /Allowed 2 times, last on \d{4}-\d\d-\d\d \d\d:\d\d UTC, first on \d{4}-\d\d-\d\d \d\d:\d\d UTC/);
-    assert.match(card, /Patient: you/);
+    assert.match(card, /Patient: Amy V\. Shaw \(pat-1\)/);
     assert.match(card, /Read and search all types of your data/);
     await cards.getByRole('button', { name: 'Revoke access' }).click();
     await page.getByRole('status').waitFor();

@@ -4,6 +4,7 @@ import * as fhirStore from './002_fhir_store.ts';
 import * as auditChain from './003_audit_chain.ts';
 import * as auditForwarding from './004_audit_forwarding.ts';
 import * as loginThrottle from './005_login_throttle.ts';
+import * as sandbox from './011_issue18_sandbox.ts';
 
 export interface Migration {
   name: string;
@@ -17,4 +18,5 @@ export const migrations: Migration[] = [
   { name: '003_audit_chain', ...auditChain },
   { name: '004_audit_forwarding', ...auditForwarding },
   { name: '005_login_throttle', ...loginThrottle },
+  { name: '011_issue18_sandbox', ...sandbox },
 ];

@@ -8,7 +8,7 @@ import type { ProviderHost } from '../oidc/provider-host.ts';
 import type { Db } from '../db.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import { sendPage } from '../views.ts';
-import { authenticate, findUser, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
+import { authenticate, findUser, findUserByUsername, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
 import { consumeEhrLaunch, findEhrLaunch, saveGrantContext, type EhrLaunch } from '../oidc/launch-store.ts';
 import { buildLaunchContext } from '../smart/launch-context.ts';
 import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
@@ -19,6 +19,7 @@ import { subjectOf } from '../oidc/users.ts';
 import { checkPurposeSubmission, mayOpenTestData, purposeChoice, purposeForPatient, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
 import { plainPurpose, purposeCoding, purposeDisplay } from '../hcs/codes.ts';
 import { pickablePatients } from './picker.ts';
+import { findSandboxLaunch, type SandboxOptions } from '../sandbox.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { consentDecision, loginFailed } from '../audit/balp.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
@@ -70,6 +71,11 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       scopes: consentChoices(scope, { patientIsUser: Boolean(patientOf(user)) }),
       purpose: purposeChoice({ policy: config.policy, subject: subjectOf(user), clientPurposes: client && clientPurposesOf(client), requested }),
     };
+  }
+
+  /** The sandbox options of this authorization's launch (demo mode only; see server/sandbox.ts). */
+  async function sandboxOf(details: Details): Promise<SandboxOptions | undefined> {
+    return config.demo && details.params.launch ? findSandboxLaunch(db, String(details.params.launch)) : undefined;
   }
 
   /** Ends the authorization with an error for the app (RFC 6749 4.1.2.1), e.g. a purpose of use it may not have. */
@@ -134,7 +140,16 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
 
   router.get('/interaction/:uid', async (ctx) => {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
-    if (details.prompt.name === 'login') return renderLogin(ctx, details);
+    const sandbox = await sandboxOf(details);
+    if (sandbox?.failure === 'auth_denied') return refuse(ctx, 'access_denied', 'sandbox: the user denied access (simulated failure)');
+    if (sandbox?.failure === 'auth_invalid_scope') return refuse(ctx, 'invalid_scope', 'sandbox: the requested scope is refused (simulated failure)');
+    if (details.prompt.name === 'login') {
+      const skipTo = sandbox?.skipLogin && sandbox.username ? await findUserByUsername(db, sandbox.username) : undefined;
+      if (skipTo && !skipTo.disabled) {
+        return host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: skipTo.id } }, { mergeWithLastSubmission: false });
+      }
+      return renderLogin(ctx, details);
+    }
 
     const user = await findUser(db, String(details.session?.accountId));
     if (!user || user.disabled) return renderLogin(ctx, details);
@@ -148,7 +163,15 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       const list = pickablePatients(await patients.list(), { mayOpen: (id) => mayAccessPatient(user, id), mayOpenTestData: mayOpenTest, query });
       return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, query, message: context.error });
     }
-    return renderConsent(ctx, details, user, choices, 'patient' in context ? context.patient : undefined);
+    const patient = 'patient' in context ? context.patient : undefined;
+    if (sandbox?.skipConsent) {
+      // Grant what was asked, under the purpose the page would preselect.
+      const summary = patient ? await patients.get(patient) : undefined;
+      const purpose = summary ? purposeForPatient(choices.purpose, summary).preselected : choices.purpose.preselected;
+      const asked = choices.scopes.groups.flatMap((g) => g.items.filter((i) => i.checked).map((i) => i.scope));
+      return decide(ctx, details, user, { decision: 'allow', scope: asked, purpose_of_use: purpose, patient });
+    }
+    return renderConsent(ctx, details, user, choices, patient);
   });
 
   router.post('/interaction/:uid/login', formBody, async (ctx) => {
@@ -187,6 +210,11 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
 
     const user = await findUser(db, String(details.session?.accountId));
     if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
+    return decide(ctx, details, user, body);
+  });
+
+  /** Carries out a consent decision (submitted, or the sandbox's skip-consent): grant and finish, or deny. */
+  async function decide(ctx: Context, details: Details, user: User, body: Record<string, unknown>) {
     const decision = (allowed: boolean, extra: { patient?: string; purpose?: string; granted?: string[]; reason?: string } = {}) => audit.append(consentDecision({
       recorded: new Date(), issuer: config.issuer, address: ctx.ip, allowed, clientId: String(details.params.client_id), user: auditUserOf(user),
       patient: extra.patient, purposeOfUse: extra.purpose ? [purposeCoding(extra.purpose)] : undefined,
@@ -248,11 +276,12 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       }),
       purposeOfUse: purpose,
       emergencyReason: emergency ? reason.trim() : undefined,
+      sandboxFailure: (await sandboxOf(details))?.failure,
     }, emergency ? config.btgTokenTtl + 120 : config.refreshTokenTtl);
 
     await decision(true, { patient: carries.patient ? context.patient : undefined, purpose, granted });
     await host.provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
-  });
+  }
 
   router.get('/interaction/:uid/abort', async (ctx) => {
     await host.provider.interactionDetails(ctx.req, ctx.res);

@@ -58,6 +58,8 @@ export interface GrantContext {
   purposeOfUse?: string;
   /** Set when the purpose is an emergency override (break-the-glass): the user's written reason. */
   emergencyReason?: string;
+  /** Demo mode only: the failure a sandbox launch simulates at the token endpoint or at /fhir (server/sandbox.ts). */
+  sandboxFailure?: string;
 }
 
 export async function saveGrantContext(db: Db, grantId: string, context: GrantContext, ttlSeconds: number): Promise<void> {
@@ -67,6 +69,7 @@ export async function saveGrantContext(db: Db, grantId: string, context: GrantCo
       launch: JSON.stringify(context.launch),
       purpose_of_use: context.purposeOfUse ?? null,
       emergency_reason: context.emergencyReason ?? null,
+      sandbox_failure: context.sandboxFailure ?? null,
       expires_at: nowSeconds() + ttlSeconds,
     })
     .onConflict('grant_id')
@@ -75,12 +78,13 @@ export async function saveGrantContext(db: Db, grantId: string, context: GrantCo
 
 export async function findGrantContext(db: Db, grantId: string): Promise<GrantContext | undefined> {
   const row = await db('grant_contexts').where('grant_id', grantId).andWhere('expires_at', '>', nowSeconds())
-    .first('launch', 'purpose_of_use', 'emergency_reason');
+    .first('launch', 'purpose_of_use', 'emergency_reason', 'sandbox_failure');
   if (!row) return undefined;
   return {
     launch: JSON.parse(row.launch) as LaunchContext,
     ...(row.purpose_of_use && { purposeOfUse: row.purpose_of_use as string }),
     ...(row.emergency_reason && { emergencyReason: row.emergency_reason as string }),
+    ...(row.sandbox_failure && { sandboxFailure: row.sandbox_failure as string }),
   };
 }
 

@@ -22,6 +22,7 @@ import { publicJwk } from './keys.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
+import { sandboxRevocation, SHORT_ACCESS_TOKEN_TTL, tokenEndpointFailure } from '../sandbox.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 
@@ -151,12 +152,17 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
           });
           if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
           const grantId = ctx.oidc.entities.AuthorizationCode?.grantId ?? ctx.oidc.entities.RefreshToken?.grantId;
-          const emergency = Boolean((await grantContextOf(db, ctx, grantId))?.emergencyReason);
+          const context = await grantContextOf(db, ctx, grantId);
+          const emergency = Boolean(context?.emergencyReason);
+          const sandboxFailure = config.demo ? context?.sandboxFailure : undefined;
+          const refused = ctx.oidc.route === 'token' ? tokenEndpointFailure(sandboxFailure, ctx.oidc.params?.grant_type) : undefined;
+          if (refused) throw new errors.InvalidGrant(refused);
+          const appTtl = sandboxFailure === 'token_expires' ? SHORT_ACCESS_TOKEN_TTL : config.accessTokenTtl;
           return {
             scope,
             audience,
             accessTokenFormat: 'jwt',
-            accessTokenTTL: backend ? config.backendTokenTtl : emergency ? config.btgTokenTtl : config.accessTokenTtl,
+            accessTokenTTL: backend ? config.backendTokenTtl : emergency ? config.btgTokenTtl : appTtl,
             jwt: { sign: { alg: config.accessTokenAlg } },
           };
         },
@@ -286,6 +292,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
   }));
   provider.use(scopeInRegistrationResponses);
+  if (config.demo) provider.use(sandboxRevocation(db));
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });

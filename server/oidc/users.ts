@@ -99,6 +99,11 @@ export async function findUser(db: Db, id: string): Promise<User | undefined> {
   return row ? toUser(row) : undefined;
 }
 
+export async function findUserByUsername(db: Db, username: string): Promise<User | undefined> {
+  const row = await db('users').where('username', username).first();
+  return row ? toUser(row) : undefined;
+}
+
 export async function listUsers(db: Db): Promise<User[]> {
   return (await db('users').orderBy('username')).map(toUser);
 }

@@ -44,6 +44,8 @@ import { keyPolicy } from './oidc/provider-host.ts';
 import { findUser } from './oidc/users.ts';
 import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
+import { primaryBrandIdentifier } from './smart/brands.ts';
+import { loadBrandBundle, sendBrands } from './brands.ts';
 import { renderPage } from './views.ts';
 import { policyVocabulary } from './hcs/policy.ts';
 import { purposeCoding } from './hcs/codes.ts';
@@ -182,16 +184,18 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     management: `${config.issuer}/account/apps`,
   };
   const vocabulary = policyVocabulary(config.policy);
+  const brands = loadBrandBundle(config);
   const discovery = smartConfiguration(endpoints, SCOPES_SUPPORTED, {
     purposes_of_use_supported: vocabulary.purposes.map(purposeCoding),
     subject_roles_supported: vocabulary.roles,
-  });
+  }, { user_access_brand_bundle: `${config.issuer}/brands`, user_access_brand_identifier: primaryBrandIdentifier(brands, config.fhirBase) });
   const sendDiscovery = (ctx: Context) => {
     ctx.set('Access-Control-Allow-Origin', '*');
     ctx.type = 'application/json';
     ctx.body = discovery;
   };
   router.get('/.well-known/smart-configuration', sendDiscovery);
+  router.get('/brands', sendBrands(brands));
 
   // SMART requires POST at the authorization endpoint; oidc-provider v9 takes GET only (POST would
   // need SameSite=None session cookies). A 303 turns the form into the same GET request.

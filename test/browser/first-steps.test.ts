@@ -71,7 +71,7 @@ describe('first steps of a new user, in Chromium', function () {
   it('links every page a person can use from the home page, by who they are', async () => {
     await page.goto(server!.issuer);
     for (const [audience, paths] of [
-      ['App developers', ['/.well-known/smart-configuration', '/fhir/metadata', '/apps', '/launcher']],
+      ['App developers', ['/.well-known/smart-configuration', '/fhir/metadata', '/apps', '/launcher', '/brands']],
       ['Patients and clinicians', ['/account/apps', '/account/disclosures']],
       ['Administrators', ['/.well-known/openid-configuration']],
     ] as const) {

@@ -20,6 +20,7 @@ import { createMetrics, type Metrics } from './ops/metrics.ts';
 import { createLogger, type Logger } from './ops/log.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
+import { sandboxLauncherRoutes } from './sandbox-launcher.ts';
 import { developerPortalRoutes } from './portal/developer.ts';
 import { accountRoutes } from './portal/account.ts';
 import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
@@ -251,6 +252,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients, loginThrottle }).routes());
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
+  if (config.demo) app.use(sandboxLauncherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
   app.use(developerPortalRoutes({ config, db, host }).routes());
   app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
   app.use(disclosureRoutes({

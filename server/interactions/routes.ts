@@ -13,7 +13,7 @@ import { consumeEhrLaunch, findEhrLaunch, saveGrantContext, type EhrLaunch } fro
 import { buildLaunchContext } from '../smart/launch-context.ts';
 import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
-import type { PatientDirectory } from '../fhir/patient-directory.ts';
+import type { PatientDirectory, PatientSummary } from '../fhir/patient-directory.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { subjectOf } from '../oidc/users.ts';
 import { checkPurposeSubmission, mayOpenTestData, purposeChoice, purposeForPatient, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
@@ -115,11 +115,14 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     return { pick: true };
   }
 
+  /** The purpose to preselect: one under which the patient's record is visible (test data needs a test purpose). */
+  const purposeFor = (choice: PurposeChoice, summary: PatientSummary | undefined) =>
+    (summary ? purposeForPatient(choice, summary) : { preselected: choice.preselected, visible: true });
+
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
     const summary = patient ? await patients.get(patient) : undefined;
     const ownRecord = Boolean(patientOf(user));
-    // Preselect a purpose under which this patient's record is visible (test data needs a test purpose).
-    const forPatient = summary ? purposeForPatient(choices.purpose, summary) : { preselected: choices.purpose.preselected, visible: true };
+    const forPatient = purposeFor(choices.purpose, summary);
     const purpose = { ...choices.purpose, preselected: forPatient.preselected };
     const label = (code: string) => (ownRecord ? plainPurpose(code) : `${purposeDisplay(code)} (${code})`);
     return page(ctx, 'consent', {
@@ -146,6 +149,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     if (details.prompt.name === 'login') {
       const skipTo = sandbox?.skipLogin && sandbox.username ? await findUserByUsername(db, sandbox.username) : undefined;
       if (skipTo && !skipTo.disabled) {
+        await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId: String(details.params.client_id), username: skipTo.username, user: skipTo });
         return host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: skipTo.id } }, { mergeWithLastSubmission: false });
       }
       return renderLogin(ctx, details);
@@ -166,8 +170,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     const patient = 'patient' in context ? context.patient : undefined;
     if (sandbox?.skipConsent) {
       // Grant what was asked, under the purpose the page would preselect.
-      const summary = patient ? await patients.get(patient) : undefined;
-      const purpose = summary ? purposeForPatient(choices.purpose, summary).preselected : choices.purpose.preselected;
+      const purpose = purposeFor(choices.purpose, patient ? await patients.get(patient) : undefined).preselected;
       const asked = choices.scopes.groups.flatMap((g) => g.items.filter((i) => i.checked).map((i) => i.scope));
       return decide(ctx, details, user, { decision: 'allow', scope: asked, purpose_of_use: purpose, patient });
     }

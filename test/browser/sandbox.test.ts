@@ -2,13 +2,12 @@
 // app (it follows the launch link, sends the browser to /authorize, exchanges the code, calls /fhir).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { startTestServer, type TestServer } from '../support/server.ts';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { pkce, tokenRequest } from '../support/oauth.ts';
 import { appRedirect, launchChromium, requireChromium } from '../support/browser.ts';
 
-const LAUNCH_URI = 'http://127.0.0.1:9998/launch';
-const REDIRECT_URI = 'http://127.0.0.1:9998/app';
 const EHR_SCOPE = 'launch openid fhirUser offline_access patient/*.rs';
 const ALLOW = 'button[name=decision][value=allow]';
 
@@ -18,6 +17,10 @@ describe('sandbox launcher in Chromium', function () {
   this.timeout(60_000);
   let browser: Browser | undefined;
   let server: TestServer | undefined;
+  // The app's pages: a real HTTP server that answers its launch URL and redirect URI with a blank page.
+  let appServer: Server | undefined;
+  let LAUNCH_URI: string;
+  let REDIRECT_URI: string;
   let app: App;
   let context: BrowserContext;
   let page: Page;
@@ -25,12 +28,17 @@ describe('sandbox launcher in Chromium', function () {
   before(async function () {
     requireChromium(this);
     browser = await launchChromium();
+    const port = await freePort();
+    appServer = createServer((_req, res) => res.end('the app')).listen(port, '127.0.0.1');
+    LAUNCH_URI = `http://127.0.0.1:${port}/launch`;
+    REDIRECT_URI = `http://127.0.0.1:${port}/app`;
     server = await startTestServer();
     app = await server.addClient({ name: 'Registered app', auth: { kind: 'public' }, redirectUris: [REDIRECT_URI], launchUri: LAUNCH_URI });
   });
   after(async () => {
     await browser?.close();
     await server?.stop();
+    appServer?.close();
   });
   beforeEach(async () => {
     context = await browser!.newContext();
@@ -61,10 +69,7 @@ describe('sandbox launcher in Chromium', function () {
       aud: server!.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...(launchId ? { launch: launchId } : {}),
     });
     const back = appRedirect(page, client.redirect_uri);
-    // When the server sends the browser straight back to the app (where nothing listens), the navigation fails: `back` has the URL.
-    await page.goto(`${server!.issuer}/authorize?${params}`).catch((err: Error) => {
-      if (!err.message.includes('net::ERR_CONNECTION_REFUSED')) throw err;
-    });
+    await page.goto(`${server!.issuer}/authorize?${params}`);
     return { state, verifier, back };
   }
 
@@ -89,8 +94,8 @@ describe('sandbox launcher in Chromium', function () {
     await page.goto(`${server!.issuer}/launcher`);
     await page.locator('summary', { hasText: 'register a new app' }).click();
     await page.fill('input[name=client_name]', 'My new app');
-    await page.fill('input[name=launch_uri]', 'http://127.0.0.1:9998/launch');
-    await page.fill('input[name=redirect_uri]', 'http://127.0.0.1:9998/app');
+    await page.fill('input[name=launch_uri]', LAUNCH_URI);
+    await page.fill('input[name=redirect_uri]', REDIRECT_URI);
     await page.click('button:has-text("Register app")');
     const clientId = await page.locator('#client-id').innerText();
     assert.equal(await page.locator('#client-secret').count(), 0, 'a public client has no secret');
@@ -128,7 +133,7 @@ describe('sandbox launcher in Chromium', function () {
     await page.goto(`${server!.issuer}/launcher`);
     await page.locator('summary', { hasText: 'register a new app' }).click();
     await page.fill('input[name=launch_uri]', LAUNCH_URI);
-    await page.fill('input[name=redirect_uri]', 'http://127.0.0.1:9998/app#fragment');
+    await page.fill('input[name=redirect_uri]', `${REDIRECT_URI}#fragment`);
     await page.click('button:has-text("Register app")');
     assert.match(await page.getByRole('alert').innerText(), /The app cannot be registered: .*fragment/);
   });

@@ -307,6 +307,7 @@ export function describeScope(s: Scope, opts: { patientIsUser?: boolean } = {}):
     }
     case 'launch':
       if (s.value === 'launch') return 'Use the context (such as the current patient) the app was launched with';
+      if (s.value === 'launch/patient' && opts.patientIsUser) return 'Know that the record it opens is yours';
       return `Know which ${s.value.slice('launch/'.length)} is selected${s.role ? ` (role ${s.role})` : ''}`;
     case 'identity':
       if (s.value === 'profile') return 'See your name';

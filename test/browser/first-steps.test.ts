@@ -149,6 +149,7 @@ describe('first steps of a new user, in Chromium', function () {
     assert.doesNotMatch(text, /the record of Amy/);
     assert.doesNotMatch(text, /PATRQT|patient requested|Patient or Practitioner/);
     assert.match(text, /Know that you are the patient whose record it is/);
+    assert.match(text, /Know that the record it opens is yours/);
     assert.match(text, /You asked for it: it is your own record/);
   });
 

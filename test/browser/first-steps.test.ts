@@ -6,6 +6,8 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { exchangeCode, pkce } from '../support/oauth.ts';
 import { appRedirect, launchChromium, requireChromium } from '../support/browser.ts';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { addUser } from '../../server/oidc/users.ts';
 import { mintLaunch } from '../../server/launcher.ts';
 
@@ -138,6 +140,17 @@ describe('first steps of a new user, in Chromium', function () {
     await signIn('dr.smith', 'demo-password-1');
     await page.waitForSelector(ALLOW);
     assert.match(await page.getByRole('alert').innerText(), /None of the purposes of use you may choose lets you see the record of Test Patient: it is test data \(HTEST\)/);
+  });
+
+  it('lets an auditor added with the CLI without --purpose sign in to an app', async () => {
+    const bin = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
+    await promisify(execFile)(process.execPath, [bin, 'user', 'add', 'new.auditor', '--password', 'auditor-password', '--auditor'],
+      { env: { ...process.env, DATABASE_URL: server!.config.databaseUrl, ISSUER: server!.issuer } });
+    const { verifier } = await startAuthorization('openid fhirUser user/AuditEvent.rs');
+    await signIn('new.auditor', 'auditor-password');
+    await page.waitForSelector(ALLOW);
+    const body = await allow(verifier);
+    assert.equal((await read('AuditEvent?_count=1', body.access_token)).status, 200);
   });
 
   it('tells a patient about "your record" in plain words', async () => {

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
-import { addUser, disableUser, findUserByName, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { addUser, checkNewUser, disableUser, findUserByName, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
 import { enrolTotpDirectly, removeAllFactors } from '../server/auth/factors.ts';
 import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
@@ -14,6 +14,7 @@ import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../
 import { ensureSigningKeys, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { createToolProvider, keyPolicy } from '../server/oidc/provider-host.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
+import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
 import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
@@ -59,7 +60,7 @@ const commands: Record<string, Command> = {
       organization: { type: 'string' }, 'organization-id': { type: 'string' }, patients: { type: 'string' },
       'require-mfa': { type: 'boolean' },
     },
-    async run({ values: v, positionals: [username] }, { db }) {
+    async run({ values: v, positionals: [username] }, { db, config }) {
       if (!username || !v.password) throw new UsageError('a username and --password are required');
       const list = commaList;
       const attributes: UserAttributes = {
@@ -79,11 +80,19 @@ const commands: Record<string, Command> = {
       checkPurposes(attributes.purposes!);
       if (attributes.organizationId && !URL.canParse(attributes.organizationId)) throw new UsageError('--organization-id must be a URI, e.g. urn:oid:1.2.3.4');
       if (!['U', 'L', 'M', 'N', 'R', 'V'].includes(attributes.clearance!)) throw new UsageError('--clearance is one of U L M N R V');
-      const user = await addUser(db, {
-        username, password: String(v.password), name: v.name as string | undefined, fhirUser: v['fhir-user'] as string | undefined, attributes,
-      });
-      const { id, fhirUser, name } = user;
-      return { json: { id, username, name, fhirUser, ...attributes }, text: `added user ${username} (${id})` };
+      const fhirUser = v['fhir-user'] as string | undefined;
+      checkNewUser({ username, password: String(v.password), fhirUser });
+      const patientUser = Boolean(fhirUser?.startsWith('Patient/'));
+      if (!attributes.purposes!.length) {
+        attributes.purposes = defaultUserPurposes(config.policy, { roles: attributes.roles!, patientUser, operations: attributes.auditor! || attributes.privacyOfficer! });
+      }
+      const subject = { roles: attributes.roles!, purposes: attributes.purposes!, clearance: 'N', sensitivities: [], breakGlass: attributes.breakGlass!, patientUser };
+      if (!assertablePurposes(config.policy, subject).length) {
+        throw new UsageError(`${username} could assert no purpose of use under the policy, so could sign in to no app: give a clinician a --role `
+          + '(e.g. http://terminology.hl7.org/CodeSystem/practitioner-role|doctor), a patient --fhir-user Patient/<id>, or --purpose codes their role may assert');
+      }
+      const { id, name } = await addUser(db, { username, password: String(v.password), name: v.name as string | undefined, fhirUser, attributes });
+      return { json: { id, username, name, fhirUser: fhirUser ?? null, ...attributes }, text: `added user ${username} (${id}), purposes of use ${attributes.purposes!.join(', ')}` };
     },
   },
   'user list': {
@@ -93,7 +102,8 @@ const commands: Record<string, Command> = {
       const users = (await listUsers(db)).map(({ id, username, name, fhirUser, disabled, attributes }) => ({ id, username, name, fhirUser, disabled, ...attributes }));
       return {
         json: { users },
-        text: users.map((u) => `${u.username.padEnd(20)} ${(u.fhirUser ?? '-').padEnd(28)} ${u.disabled ? 'disabled' : 'active'}  ${u.name ?? ''}${u.privacyOfficer ? '  (privacy officer)' : ''}`).join('\n') || 'no users',
+        text: users.map((u) => `${u.username.padEnd(20)} ${(u.fhirUser ?? '-').padEnd(28)} ${(u.disabled ? 'disabled' : 'active').padEnd(8)} `
+          + `${(u.purposes?.join(',') || '-').padEnd(24)} ${u.name ?? ''}${u.privacyOfficer ? '  (privacy officer)' : ''}`).join('\n') || 'no users',
       };
     },
   },
@@ -205,8 +215,9 @@ const commands: Record<string, Command> = {
     usage: 'launch create --patient <id> [--encounter <id>] [--client <client_id>] [--fhir-context <Type/id>]...',
     options: { ...json, patient: { type: 'string' }, encounter: { type: 'string' }, client: { type: 'string' }, 'fhir-context': { type: 'string', multiple: true } },
     async run({ values: v }, { db, config }) {
+      if (!v.patient) throw new UsageError('--patient is required');
       const request = {
-        patient: String(v.patient ?? ''), encounter: v.encounter as string | undefined, clientId: v.client as string | undefined,
+        patient: String(v.patient), encounter: v.encounter as string | undefined, clientId: v.client as string | undefined,
         fhirContext: strings(v['fhir-context']),
       };
       const patients = upstreamPatientDirectory(configuredUpstream(config, db).upstream);
@@ -398,9 +409,11 @@ export async function runCli(argv: string[]): Promise<number> {
   const name = argv.slice(0, 2).join(' ');
   const command = commands[name];
   if (!command || argv.includes('--help') || argv.includes('-h')) {
-    const out = command ? `usage: smart-auth ${command.usage}` : help();
-    (command || argv.length === 0 || argv.includes('--help') ? console.log : console.error)(out);
-    return command || argv.length === 0 || argv.includes('--help') ? 0 : 2;
+    const helpAsked = argv.length === 0 || argv.includes('--help') || argv.includes('-h');
+    if (command) console.log(`usage: smart-auth ${command.usage}`);
+    else if (helpAsked) console.log(help());
+    else console.error(`smart-auth: unknown command: ${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}\n\n${help()}`);
+    return command || helpAsked ? 0 : 2;
   }
   let wantsJson = argv.includes('--json');
   let db: Db | undefined;

@@ -20,6 +20,7 @@ import { createMetrics, type Metrics } from './ops/metrics.ts';
 import { createLogger, type Logger } from './ops/log.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
+import { sandboxLauncherRoutes } from './sandbox-launcher.ts';
 import { developerPortalRoutes } from './portal/developer.ts';
 import { accountRoutes } from './portal/account.ts';
 import { securityRoutes } from './portal/security.ts';
@@ -48,6 +49,8 @@ import { keyPolicy } from './oidc/provider-host.ts';
 import { findUser } from './oidc/users.ts';
 import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
+import { primaryBrandIdentifier } from './smart/brands.ts';
+import { loadBrandBundle, sendBrands } from './brands.ts';
 import { renderPage } from './views.ts';
 import { policyVocabulary } from './hcs/policy.ts';
 import { purposeCoding } from './hcs/codes.ts';
@@ -199,16 +202,18 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     management: `${config.issuer}/account/apps`,
   };
   const vocabulary = policyVocabulary(config.policy);
+  const brands = loadBrandBundle(config);
   const discovery = smartConfiguration(endpoints, SCOPES_SUPPORTED, {
     purposes_of_use_supported: vocabulary.purposes.map(purposeCoding),
     subject_roles_supported: vocabulary.roles,
-  });
+  }, { user_access_brand_bundle: `${config.issuer}/brands`, user_access_brand_identifier: primaryBrandIdentifier(brands, config.fhirBase) });
   const sendDiscovery = (ctx: Context) => {
     ctx.set('Access-Control-Allow-Origin', '*');
     ctx.type = 'application/json';
     ctx.body = discovery;
   };
   router.get('/.well-known/smart-configuration', sendDiscovery);
+  router.get('/brands', sendBrands(brands));
 
   // SMART requires POST at the authorization endpoint; oidc-provider v9 takes GET only (POST would
   // need SameSite=None session cookies). A 303 turns the form into the same GET request.
@@ -269,6 +274,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients, loginThrottle }).routes());
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
+  if (config.demo) app.use(sandboxLauncherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
   app.use(developerPortalRoutes({ config, db, host }).routes());
   app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
   app.use(securityRoutes({ config, db, loginThrottle }).routes());

@@ -86,6 +86,8 @@ export interface Config {
   guardNarratives: 'refuse' | 'sanitize';
   /** FHIR operations (names without $) the guard lets through; every other one is refused. */
   guardOperations: string[];
+  /** A SMART 2.2 User Access Brands Bundle (JSON) published at /brands; unset: one brand made from ISSUER. */
+  brandsFile: string | undefined;
   /** The HCS policy (role x purpose of use, break-the-glass), from POLICY_FILE or the bundled default. */
   policy: HcsPolicy;
 }
@@ -240,6 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
     guardNarratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     guardOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
     policy: policyFrom(env.POLICY_FILE),
+    brandsFile: env.BRANDS_FILE || undefined,
   };
 
   if (production) assertProductionSafe(config, issuerUrl);

@@ -1,12 +1,9 @@
-// EHR launch: the HTTP API that mints launch ids, and the demo EHR launcher page.
+// EHR launch: the rules of a launch request and the HTTP API that mints launch ids.
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import type { Context } from 'koa';
 import type { Config } from './config.ts';
 import type { ProviderHost } from './oidc/provider-host.ts';
 import type { Db } from './db.ts';
-import { csrfToken, validCsrf } from './csrf.ts';
-import { renderPage } from './views.ts';
 import { createEhrLaunch } from './oidc/launch-store.ts';
 import { checkFhirContextReference } from './smart/launch-context.ts';
 import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
@@ -107,42 +104,6 @@ export function launcherRoutes(deps: LauncherDeps): Router {
     }
     ctx.status = 201;
     ctx.body = { launch: await mintLaunch(db, config, request), expires_in: config.launchTtl };
-  });
-
-  if (!config.demo) return router;
-
-  async function launchableApps() {
-    const rows: { id: string; payload: string }[] = await db('oidc_payloads').where('model', 'Client').select('id', 'payload');
-    return rows
-      .map((r) => JSON.parse(r.payload) as { client_id: string; client_name?: string; launch_uri?: string })
-      .filter((c) => c.launch_uri)
-      .map((c) => ({ clientId: c.client_id, name: c.client_name ?? c.client_id, launchUri: c.launch_uri! }));
-  }
-
-  async function showLauncher(ctx: Context, message?: string, status = 200) {
-    const list = await patients.list();
-    const encounters = await patients.encounters();
-    ctx.status = status;
-    ctx.type = 'html';
-    ctx.body = await renderPage('launcher', {
-      title: 'Demo EHR launcher', demo: true, csrf: csrfToken(ctx), fhirBase: config.fhirBase,
-      patients: list, encounters, apps: await launchableApps(), message,
-    });
-  }
-
-  router.get('/launcher', (ctx) => showLauncher(ctx));
-  router.post('/launcher', body, async (ctx) => {
-    const input = ctx.request.body as Record<string, string>;
-    if (!validCsrf(ctx, input.csrf)) return showLauncher(ctx, 'The form expired; try again.', 403);
-    const apps = await launchableApps();
-    const app = apps.find((a) => a.clientId === input.client_id);
-    const request: LaunchRequest = { patient: input.patient, encounter: input.encounter || undefined, clientId: input.client_id };
-    const problem = app ? await checkLaunchRequest({ patients, clientExists }, request) : 'choose a registered app with a launch URL';
-    if (problem || !app) return showLauncher(ctx, problem, 400);
-    const target = new URL(app.launchUri);
-    target.searchParams.set('iss', config.fhirBase);
-    target.searchParams.set('launch', await mintLaunch(db, config, request));
-    ctx.redirect(target.href);
   });
 
   return router;

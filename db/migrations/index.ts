@@ -6,6 +6,7 @@ import * as auditForwarding from './004_audit_forwarding.ts';
 import * as loginThrottle from './005_login_throttle.ts';
 import * as derivedColumns from './008_issue15_derived_columns.ts';
 import * as signIn from './010_issue19_sign_in.ts';
+import * as sandbox from './011_issue18_sandbox.ts';
 
 export interface Migration {
   name: string;
@@ -21,4 +22,5 @@ export const migrations: Migration[] = [
   { name: '005_login_throttle', ...loginThrottle },
   { name: '008_issue15_derived_columns', ...derivedColumns },
   { name: '010_issue19_sign_in', ...signIn },
+  { name: '011_issue18_sandbox', ...sandbox },
 ];

@@ -15,7 +15,8 @@
 // Not supported: transaction (400 not-supported: the store has no atomic
 // multi-resource write, and a transaction without atomicity would lie),
 // delete/patch (405), type/system history, system search and operations (400).
-// Errors are OperationOutcomes: 400 bad request or search, 404, 405, 409 id
+// Errors are OperationOutcomes: 400 bad request, search or resource (not valid
+// FHIR R4: each problem with its FHIRPath location), 404, 405, 409 id
 // taken, 412 version conflict, 413 body over 1 MiB, 422 resource the store
 // will not keep.
 
@@ -34,6 +35,7 @@ import {
   type FhirStore,
 } from './demo-store.ts';
 import type { FhirBundle, FhirBundleEntry, FhirResource } from './types.ts';
+import { validationIssues } from './validate.ts';
 import { FORWARDED_HEADERS, inProcessUpstream, type Upstream } from '../resource-server/upstream.ts';
 
 export const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -213,6 +215,8 @@ export function fhirDispatcher(store: FhirStore, options: FhirServerOptions): Fh
     const body = request.body;
     if (!isObject(body) || typeof body.resourceType !== 'string') return outcome(400, 'invalid', `the body must be a ${type} resource`);
     if (body.resourceType !== type) return outcome(400, 'invalid', `the body is a ${body.resourceType}, not a ${type}`);
+    const issues = validationIssues(body);
+    if (issues.length) return { status: 400, headers: { 'content-type': FHIR_JSON }, body: { resourceType: 'OperationOutcome', issue: issues } };
     return body as FhirResource;
   }
 

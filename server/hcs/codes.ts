@@ -35,6 +35,16 @@ const PURPOSE_DISPLAY: Record<string, string> = {
   RECORDMGT: 'records management', HSYSADMIN: 'system administration', SYSDEV: 'system development',
 };
 
+/** Purposes of use in the words a patient would use, for the patient's own consent page. */
+const PURPOSE_PLAIN: Record<string, string> = {
+  PATRQT: 'You asked for it: it is your own record', FAMRQT: 'A family member asked for it', PWATRNY: 'You hold a power of attorney',
+};
+
+/** Test data (HTEST-labelled) is for a purpose that is-a HTEST only, and such a purpose sees only test data. */
+export const isTestPurpose = (purpose: string): boolean => purposeIsA(purpose, 'HTEST');
+
+export const plainPurpose = (code: string): string => PURPOSE_PLAIN[code] ?? purposeDisplay(code);
+
 export function isPurposeOfUse(code: string): boolean {
   return Object.hasOwn(PURPOSE_PARENT, code);
 }

@@ -118,6 +118,29 @@ export function assertablePurposes(policy: HcsPolicy, subject: Subject): string[
   });
 }
 
+/** Who a new user is, as far as their default purposes of use go. */
+export interface NewUserKind {
+  roles: Coding[];
+  patientUser: boolean;
+  /** Auditors and privacy officers work for the organization: healthcare operations. */
+  operations: boolean;
+}
+
+/**
+ * The purposes a user created without any gets: a patient the policy's patient default (PATRQT);
+ * an auditor or privacy officer HOPERAT; anyone else is a clinician: TREAT and whatever the policy
+ * lets their roles assert (emergency purposes never: break-the-glass is its own flag). Only those the
+ * policy lets them assert are kept: an empty answer means the user could sign in to no app.
+ */
+export function defaultUserPurposes(policy: HcsPolicy, kind: NewUserKind): string[] {
+  const subject: Subject = { roles: kind.roles, purposes: [], clearance: 'N', sensitivities: [], breakGlass: false, patientUser: kind.patientUser };
+  const keys = new Set(kind.roles.map((r) => `${r.system}|${r.code}`));
+  const wanted = kind.patientUser ? [policy.defaultPurpose.patient]
+    : kind.operations ? ['HOPERAT']
+      : ['TREAT', ...policy.rolePurposes.filter((entry) => keys.has(entry.role)).flatMap((entry) => entry.purposes)];
+  return assertablePurposes(policy, { ...subject, purposes: [...new Set(wanted)].filter((p) => !isEmergency(policy, p)) });
+}
+
 /** The purpose pre-selected on the consent page. */
 export function defaultPurpose(policy: HcsPolicy, subject: Subject, options: readonly string[]): string | undefined {
   const preferred = subject.patientUser ? policy.defaultPurpose.patient : policy.defaultPurpose.other;

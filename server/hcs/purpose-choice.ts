@@ -1,6 +1,6 @@
 // Which purpose of use an authorization may carry: what the user may assert, limited by the app's
 // registration, and what the app asked for up front (a `purpose_of_use` scope token or parameter). Pure.
-import { ACT_REASON, isPurposeOfUse } from './codes.ts';
+import { ACT_REASON, isPurposeOfUse, isTestPurpose } from './codes.ts';
 import { assertablePurposes, clientPermits, defaultPurpose, isEmergency, type HcsPolicy, type Subject } from './policy.ts';
 
 /** The v3-ActReason OID, as UDAP and IHE XUA write the system. */
@@ -79,4 +79,19 @@ export function checkPurposeSubmission(choice: PurposeChoice, purpose: string, r
   }
   if (reason.length > 2000) return 'The reason is too long (at most 2000 characters).';
   return undefined;
+}
+
+/** Whether the person may open test patients at all: one of their options is-a HTEST. */
+export const mayOpenTestData = (choice: PurposeChoice) => choice.options.some(isTestPurpose);
+
+/**
+ * The purpose to preselect for a patient: the usual one if the patient's record is visible under it,
+ * else the first (non-emergency first) under which it is; `visible: false` when none is.
+ */
+export function purposeForPatient(choice: PurposeChoice, patient: { test: boolean }): { preselected?: string; visible: boolean } {
+  const shows = (purpose: string) => isTestPurpose(purpose) === patient.test;
+  const candidates = choice.options.filter(shows);
+  if (!candidates.length) return { preselected: choice.preselected, visible: false };
+  if (choice.preselected && shows(choice.preselected)) return { preselected: choice.preselected, visible: true };
+  return { preselected: candidates.find((p) => !choice.emergency.includes(p)) ?? candidates[0], visible: true };
 }

@@ -8,16 +8,18 @@ import type { ProviderHost } from '../oidc/provider-host.ts';
 import type { Db } from '../db.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import { sendPage } from '../views.ts';
-import { authenticate, findUser, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
+import { authenticate, findUser, findUserByUsername, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
 import { consumeEhrLaunch, findEhrLaunch, saveGrantContext, type EhrLaunch } from '../oidc/launch-store.ts';
 import { buildLaunchContext } from '../smart/launch-context.ts';
 import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
-import type { PatientDirectory } from '../fhir/patient-directory.ts';
+import type { PatientDirectory, PatientSummary } from '../fhir/patient-directory.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { subjectOf } from '../oidc/users.ts';
-import { checkPurposeSubmission, purposeChoice, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
-import { purposeCoding, purposeDisplay } from '../hcs/codes.ts';
+import { checkPurposeSubmission, mayOpenTestData, purposeChoice, purposeForPatient, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
+import { plainPurpose, purposeCoding, purposeDisplay } from '../hcs/codes.ts';
+import { pickablePatients } from './picker.ts';
+import { findSandboxLaunch, type SandboxOptions } from '../sandbox.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { consentDecision, loginFailed } from '../audit/balp.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
@@ -85,6 +87,11 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     };
   }
 
+  /** The sandbox options of this authorization's launch (demo mode only; see server/sandbox.ts). */
+  async function sandboxOf(details: Details): Promise<SandboxOptions | undefined> {
+    return config.demo && details.params.launch ? findSandboxLaunch(db, String(details.params.launch)) : undefined;
+  }
+
   /** Ends the authorization with an error for the app (RFC 6749 4.1.2.1), e.g. a purpose of use it may not have. */
   async function refuse(ctx: Context, error: string, description: string) {
     await host.provider.interactionFinished(ctx.req, ctx.res, { error, error_description: description }, { mergeWithLastSubmission: false });
@@ -110,7 +117,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
    * The patient this authorization is about: from the EHR launch, the patient user's own
    * record, or the picker's choice; `undefined` when it still has to be picked.
    */
-  async function resolvePatient(details: Details, user: User, picked: unknown): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
+  async function resolvePatient(details: Details, user: User, picked: unknown, mayOpenTest: boolean): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
     if (details.params.launch) {
       const launch = await ehrLaunchOf(details);
       if (!launch) return { pick: false, error: 'This launch has expired or was already used. Launch the app again from the EHR.' };
@@ -120,15 +127,23 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     const own = patientOf(user);
     if (own) return { patient: own, pick: false };
     if (typeof picked === 'string' && picked) {
-      if (!mayAccessPatient(user, picked) || !(await patients.get(picked))) return { pick: true, error: 'Choose one of the patients listed.' };
+      const summary = mayAccessPatient(user, picked) ? await patients.get(picked) : undefined;
+      if (!summary || (summary.test && !mayOpenTest)) return { pick: true, error: 'Choose one of the patients listed.' };
       return { patient: picked, pick: false };
     }
     return { pick: true };
   }
 
+  /** The purpose to preselect: one under which the patient's record is visible (test data needs a test purpose). */
+  const purposeFor = (choice: PurposeChoice, summary: PatientSummary | undefined) =>
+    (summary ? purposeForPatient(choice, summary) : { preselected: choice.preselected, visible: true });
+
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
-    const patientName = patient ? (await patients.get(patient))?.name : undefined;
-    const purpose = choices.purpose;
+    const summary = patient ? await patients.get(patient) : undefined;
+    const ownRecord = Boolean(patientOf(user));
+    const forPatient = purposeFor(choices.purpose, summary);
+    const purpose = { ...choices.purpose, preselected: forPatient.preselected };
+    const label = (code: string) => (ownRecord ? plainPurpose(code) : `${purposeDisplay(code)} (${code})`);
     if (choices.stepUp.passkey) allowOwnScripts(ctx);
     return page(ctx, 'consent', {
       stepUp: purpose.emergency.length ? { ...choices.stepUp, done: steppedUp(details) } : undefined,
@@ -141,16 +156,27 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       uid: details.uid,
       csrf: csrfToken(ctx),
       ...(await appIdentity(details)),
-      patient: details.params.launch || patientOf(user) ? undefined : patient,
-      patientName,
+      patient: details.params.launch || ownRecord ? undefined : patient,
+      patientName: summary?.name,
+      ownRecord,
+      testPatient: Boolean(summary?.test),
+      notVisible: summary && purpose.options.length && !forPatient.visible ? summary.name : undefined,
       ...choices.scopes,
-      purpose: { ...purpose, labels: Object.fromEntries(purpose.options.map((code) => [code, `${purposeDisplay(code)} (${code})`])) },
+      purpose: { ...purpose, labels: Object.fromEntries(purpose.options.map((code) => [code, label(code)])) },
     }, message ? 400 : 200);
   }
 
   router.get('/interaction/:uid', async (ctx) => {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
+    const sandbox = await sandboxOf(details);
+    if (sandbox?.failure === 'auth_denied') return refuse(ctx, 'access_denied', 'sandbox: the user denied access (simulated failure)');
+    if (sandbox?.failure === 'auth_invalid_scope') return refuse(ctx, 'invalid_scope', 'sandbox: the requested scope is refused (simulated failure)');
     if (details.prompt.name === 'login') {
+      const skipTo = sandbox?.skipLogin && sandbox.username ? await findUserByUsername(db, sandbox.username) : undefined;
+      if (skipTo && !skipTo.disabled) {
+        await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId: String(details.params.client_id), username: skipTo.username, user: skipTo });
+        return host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: skipTo.id } }, { mergeWithLastSubmission: false });
+      }
       if (await steps.showPending(ctx, details)) return;
       return renderLogin(ctx, details);
     }
@@ -159,13 +185,22 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     if (!user || user.disabled) return renderLogin(ctx, details);
     const choices = await choicesFor(details, user);
     if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
-    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient) : { pick: false };
+    const mayOpenTest = mayOpenTestData(choices.purpose);
+    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient, mayOpenTest) : { pick: false };
     if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
     if (context.pick) {
-      const list = (await patients.list()).filter((p) => mayAccessPatient(user, p.id));
-      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, message: context.error });
+      const query = typeof ctx.query.q === 'string' ? ctx.query.q.slice(0, 100) : '';
+      const list = pickablePatients(await patients.list(), { mayOpen: (id) => mayAccessPatient(user, id), mayOpenTestData: mayOpenTest, query });
+      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, query, message: context.error });
     }
-    return renderConsent(ctx, details, user, choices, 'patient' in context ? context.patient : undefined);
+    const patient = 'patient' in context ? context.patient : undefined;
+    if (sandbox?.skipConsent) {
+      // Grant what was asked, under the purpose the page would preselect.
+      const purpose = purposeFor(choices.purpose, patient ? await patients.get(patient) : undefined).preselected;
+      const asked = choices.scopes.groups.flatMap((g) => g.items.filter((i) => i.checked).map((i) => i.scope));
+      return decide(ctx, details, user, { decision: 'allow', scope: asked, purpose_of_use: purpose, patient });
+    }
+    return renderConsent(ctx, details, user, choices, patient);
   });
 
   router.post('/interaction/:uid/login', formBody, async (ctx) => {
@@ -205,6 +240,11 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
 
     const user = await findUser(db, String(details.session?.accountId));
     if (!user || user.disabled) throw new errors.AccessDenied('the account is not active');
+    return decide(ctx, details, user, body);
+  });
+
+  /** Carries out a consent decision (submitted, or the sandbox's skip-consent): grant and finish, or deny. */
+  async function decide(ctx: Context, details: Details, user: User, body: Record<string, unknown>) {
     const decision = (allowed: boolean, extra: { patient?: string; purpose?: string; granted?: string[]; reason?: string } = {}) => audit.append(consentDecision({
       recorded: new Date(), issuer: config.issuer, address: ctx.ip, allowed, clientId: String(details.params.client_id), user: auditUserOf(user),
       patient: extra.patient, purposeOfUse: extra.purpose ? [purposeCoding(extra.purpose)] : undefined,
@@ -228,7 +268,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     }
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
     if (needsPatient(choices.scopes)) {
-      context = await resolvePatient(details, user, body.patient);
+      context = await resolvePatient(details, user, body.patient, mayOpenTestData(choices.purpose));
       if (context.error || context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error ?? 'No patient was chosen.' }, 400);
     }
     const purpose = typeof body.purpose_of_use === 'string' ? body.purpose_of_use : choices.purpose.preselected ?? '';
@@ -274,11 +314,12 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
       purposeOfUse: purpose,
       emergencyReason: emergency ? reason.trim() : undefined,
       stepUpAmr,
+      sandboxFailure: (await sandboxOf(details))?.failure,
     }, emergency ? config.btgTokenTtl + 120 : config.refreshTokenTtl);
 
     await decision(true, { patient: carries.patient ? context.patient : undefined, purpose, granted });
     await host.provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
-  });
+  }
 
   router.get('/interaction/:uid/abort', async (ctx) => {
     await host.provider.interactionDetails(ctx.req, ctx.res);

@@ -47,6 +47,44 @@ export async function grantsOf(db: Db, provider: Provider, accountId: string): P
   return summaries.sort((a, b) => b.grantedAt - a.grantedAt);
 }
 
+/** Repeated grants of one app for one patient, shown and revoked as one. */
+export interface MergedGrant {
+  grantIds: string[];
+  clientId: string;
+  clientName: string;
+  /** Every scope any of the grants holds. */
+  scope: string;
+  patient?: string;
+  count: number;
+  firstGrantedAt: number;
+  lastGrantedAt: number;
+  /** The latest end of any of them; null when one does not end. */
+  expiresAt: number | null;
+}
+
+/** Merges grants of one client for one patient (newest first, as grantsOf returns them). Pure. */
+export function mergeRepeatedGrants(grants: readonly GrantSummary[]): MergedGrant[] {
+  const merged = new Map<string, MergedGrant>();
+  for (const g of grants) {
+    const key = JSON.stringify([g.clientId, g.patient ?? null]);
+    const m = merged.get(key);
+    if (!m) {
+      merged.set(key, {
+        grantIds: [g.grantId], clientId: g.clientId, clientName: g.clientName, scope: g.scope, patient: g.patient,
+        count: 1, firstGrantedAt: g.grantedAt, lastGrantedAt: g.grantedAt, expiresAt: g.expiresAt,
+      });
+      continue;
+    }
+    m.grantIds.push(g.grantId);
+    m.scope = [...new Set([...m.scope.split(' '), ...g.scope.split(' ')])].filter(Boolean).join(' ');
+    m.count++;
+    m.firstGrantedAt = Math.min(m.firstGrantedAt, g.grantedAt);
+    m.lastGrantedAt = Math.max(m.lastGrantedAt, g.grantedAt);
+    m.expiresAt = m.expiresAt === null || g.expiresAt === null ? null : Math.max(m.expiresAt, g.expiresAt);
+  }
+  return [...merged.values()];
+}
+
 /** Ends grants: their refresh tokens and codes die at once; their access tokens become inactive (their grant is gone). */
 export async function endGrants(db: Db, grantIds: readonly string[]): Promise<void> {
   for (let i = 0; i < grantIds.length; i += 200) {

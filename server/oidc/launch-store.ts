@@ -60,6 +60,8 @@ export interface GrantContext {
   emergencyReason?: string;
   /** How the user proved who they are again for this authorization (break-the-glass step-up): amr values. */
   stepUpAmr?: string[];
+  /** Demo mode only: the failure a sandbox launch simulates at the token endpoint or at /fhir (server/sandbox.ts). */
+  sandboxFailure?: string;
 }
 
 export async function saveGrantContext(db: Db, grantId: string, context: GrantContext, ttlSeconds: number): Promise<void> {
@@ -70,6 +72,7 @@ export async function saveGrantContext(db: Db, grantId: string, context: GrantCo
       purpose_of_use: context.purposeOfUse ?? null,
       emergency_reason: context.emergencyReason ?? null,
       step_up_amr: context.stepUpAmr?.join(' ') ?? null,
+      sandbox_failure: context.sandboxFailure ?? null,
       expires_at: nowSeconds() + ttlSeconds,
     })
     .onConflict('grant_id')
@@ -78,13 +81,14 @@ export async function saveGrantContext(db: Db, grantId: string, context: GrantCo
 
 export async function findGrantContext(db: Db, grantId: string): Promise<GrantContext | undefined> {
   const row = await db('grant_contexts').where('grant_id', grantId).andWhere('expires_at', '>', nowSeconds())
-    .first('launch', 'purpose_of_use', 'emergency_reason', 'step_up_amr');
+    .first('launch', 'purpose_of_use', 'emergency_reason', 'step_up_amr', 'sandbox_failure');
   if (!row) return undefined;
   return {
     launch: JSON.parse(row.launch) as LaunchContext,
     ...(row.purpose_of_use && { purposeOfUse: row.purpose_of_use as string }),
     ...(row.emergency_reason && { emergencyReason: row.emergency_reason as string }),
     ...(row.step_up_amr && { stepUpAmr: String(row.step_up_amr).split(' ') }),
+    ...(row.sandbox_failure && { sandboxFailure: row.sandbox_failure as string }),
   };
 }
 

@@ -1,7 +1,7 @@
 // node-oidc-provider configured as a SMART App Launch 2.2 authorization server.
 // ../shared/reference/oidc-provider-notes.md explains each hook and why it is needed.
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
-import { createLocalJWKSet, type JWK } from 'jose';
+import { createLocalJWKSet, decodeJwt, type JWK } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
@@ -24,6 +24,7 @@ import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse } from './token-response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
+import { sandboxRevocation, SHORT_ACCESS_TOKEN_TTL, tokenEndpointFailure } from '../sandbox.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 import { ACR_VALUES } from '../auth/acr.ts';
@@ -55,6 +56,9 @@ export function fhirAudience(config: Config, value: string | undefined): string 
 
 /** Every requested scope token, as sent: oidc-provider drops offline_access unless prompt=consent (OIDC Core 11). */
 function rawRequestedScope(ctx: KoaContextWithOIDC): string {
+  // A pushed request (PAR) arrives as a request object that oidc-provider made from the pushed parameters.
+  const pushed = (ctx.oidc.entities.PushedAuthorizationRequest as { request?: string } | undefined)?.request;
+  if (pushed) return String(decodeJwt(pushed).scope ?? '');
   const query = ctx.query.scope;
   const body = (ctx.oidc.body as Record<string, unknown> | undefined)?.scope;
   const raw = typeof body === 'string' ? body : typeof query === 'string' ? query : '';
@@ -181,12 +185,17 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
           });
           if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
           const grantId = ctx.oidc.entities.AuthorizationCode?.grantId ?? ctx.oidc.entities.RefreshToken?.grantId;
-          const emergency = Boolean((await grantContextOf(db, ctx, grantId))?.emergencyReason);
+          const context = await grantContextOf(db, ctx, grantId);
+          const emergency = Boolean(context?.emergencyReason);
+          const sandboxFailure = config.demo ? context?.sandboxFailure : undefined;
+          const refused = ctx.oidc.route === 'token' ? tokenEndpointFailure(sandboxFailure, ctx.oidc.params?.grant_type) : undefined;
+          if (refused) throw new errors.InvalidGrant(refused);
+          const appTtl = sandboxFailure === 'token_expires' ? SHORT_ACCESS_TOKEN_TTL : config.accessTokenTtl;
           return {
             scope,
             audience,
             accessTokenFormat: 'jwt',
-            accessTokenTTL: backend ? config.backendTokenTtl : emergency ? config.btgTokenTtl : config.accessTokenTtl,
+            accessTokenTTL: backend ? config.backendTokenTtl : emergency ? config.btgTokenTtl : appTtl,
             jwt: { sign: { alg: config.accessTokenAlg } },
           };
         },
@@ -197,11 +206,17 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
         if (!isAuthorizationRoute(ctx)) return;
         // SMART App Launch 2.2 requires state (CSRF protection of the redirect).
         if (!ctx.oidc.params?.state) throw new errors.InvalidRequest('state is required');
-        if (!value) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
-        if (!fhirAudience(config, value)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
+        const params = ctx.oidc.params!;
+        // PAR (RFC 9126): oidc-provider keeps the pushed parameters as a request object whose JWT `aud` is the
+        // issuer, so SMART's aud travels as `resource` (RFC 8707, which SMART allows as its synonym).
+        const pushed = ctx.oidc.route === 'authorization' && Boolean(ctx.oidc.entities.PushedAuthorizationRequest);
+        const smartAud = pushed ? (params.resource as string | undefined) : value;
+        if (!smartAud) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
+        if (!fhirAudience(config, smartAud)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
+        if (ctx.oidc.route === 'pushed_authorization_request') params.resource ??= smartAud;
+        params.aud = smartAud;
         // Re-add offline_access, which oidc-provider drops unless prompt=consent; SMART apps never send prompt.
         const requested = rawRequestedScope(ctx).split(' ');
-        const params = ctx.oidc.params!;
         const current = new Set(String(params.scope ?? '').split(' ').filter(Boolean));
         if (requested.includes('offline_access') && ctx.oidc.client?.grantTypeAllowed('refresh_token')) current.add('offline_access');
         params.scope = [...current].join(' ');
@@ -335,6 +350,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     await next();
   });
   provider.use(trackSignInSessions(db, audit, config.issuer, SIGN_IN_SESSION_TTL));
+  if (config.demo) provider.use(sandboxRevocation(db));
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
   });

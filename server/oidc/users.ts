@@ -75,12 +75,17 @@ const toUser = (row: UserRow): User => ({
 
 const FHIR_USER = /^(Patient|Practitioner|PractitionerRole|RelatedPerson|Person)\/[A-Za-z0-9\-.]{1,64}$/;
 
-export async function addUser(db: Db, user: NewUser): Promise<User> {
+/** Throws a UserError when the username, password or fhirUser is not acceptable. */
+export function checkNewUser(user: Pick<NewUser, 'username' | 'password' | 'fhirUser'>): void {
   if (!/^[A-Za-z0-9._@-]{1,64}$/.test(user.username)) throw new UserError('username: 1-64 letters, digits, . _ @ -');
   if (user.password.length < 8) throw new UserError('password: at least 8 characters');
   if (user.fhirUser && !FHIR_USER.test(user.fhirUser)) {
     throw new UserError('fhir-user: a relative reference such as Practitioner/123 or Patient/123');
   }
+}
+
+export async function addUser(db: Db, user: NewUser): Promise<User> {
+  checkNewUser(user);
   if (await db('users').where('username', user.username).first('id')) throw new UserError(`user ${user.username} exists`);
   const row = {
     id: randomUUID(),
@@ -98,6 +103,11 @@ export async function addUser(db: Db, user: NewUser): Promise<User> {
 
 export async function findUser(db: Db, id: string): Promise<User | undefined> {
   const row = await db('users').where('id', id).first();
+  return row ? toUser(row) : undefined;
+}
+
+export async function findUserByUsername(db: Db, username: string): Promise<User | undefined> {
+  const row = await db('users').where('username', username).first();
   return row ? toUser(row) : undefined;
 }
 

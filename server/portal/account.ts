@@ -8,7 +8,7 @@ import type { ProviderHost } from '../oidc/provider-host.ts';
 import type { PatientDirectory } from '../fhir/patient-directory.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import { authenticate, patientOf, type User } from '../oidc/users.ts';
-import { grantsOf, revokeGrantOf } from '../oidc/grants.ts';
+import { grantsOf, mergeRepeatedGrants, revokeGrantOf } from '../oidc/grants.ts';
 import { describeScope, parseScopes } from '../smart/scopes.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { databaseAuditSink } from '../audit/store.ts';
@@ -63,13 +63,15 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
 
   async function showApps(ctx: Context, user: User, extra: { message?: string; notice?: string } = {}, status = 200) {
     const patientIsUser = Boolean(patientOf(user));
-    const grants = await Promise.all((await grantsOf(db, host.provider, user.id)).map(async (g) => ({
-      grantId: g.grantId,
+    const grants = await Promise.all(mergeRepeatedGrants(await grantsOf(db, host.provider, user.id)).map(async (g) => ({
+      grantIds: g.grantIds.join(' '),
       clientName: g.clientName,
       scopes: scopeWords(g.scope, patientIsUser),
       patient: g.patient,
       patientName: g.patient && patients ? (await patients.get(g.patient))?.name : undefined,
-      grantedAt: when(g.grantedAt),
+      count: g.count,
+      grantedAt: when(g.lastGrantedAt),
+      firstGrantedAt: when(g.firstGrantedAt),
       expiresAt: g.expiresAt ? when(g.expiresAt) : undefined,
     })));
     return sendPage(ctx, 'account-apps', {
@@ -138,8 +140,10 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
     if (!user) return toLogin(ctx, '/account/apps');
     const body = ctx.request.body;
     if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
-    const grantId = field(body, 'grant_id');
-    const revoked = grantId ? await revokeGrantOf(db, host.provider, user.id, grantId) : false;
+    // One card may stand for several grants (mergeRepeatedGrants): its form sends their ids, space-separated.
+    const grantIds = field(body, 'grant_id').split(' ').filter(Boolean).slice(0, 100);
+    let revoked = false;
+    for (const grantId of grantIds) revoked = (await revokeGrantOf(db, host.provider, user.id, grantId)) || revoked;
     if (!revoked) return showApps(ctx, user, { message: NOT_FOUND }, 404);
     ctx.status = 303;
     ctx.redirect('/account/apps?revoked=1');

@@ -2,7 +2,7 @@
 // IHE PCF residual forbids it, HTEST and purpose-of-use restrictions, the Bundle high water mark and the
 // break-the-glass hint. Pure: no I/O, inputs are never mutated.
 import {
-  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, purposeIsA,
+  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, isTestPurpose, purposeIsA,
   type Coding, type ConfidentialityCode,
 } from '../hcs/codes.ts';
 import { DEFAULT_LABEL_VOCABULARY, isHarmless, sensitivityClosure, type LabelVocabulary } from '../hcs/label-vocabulary.ts';
@@ -185,11 +185,9 @@ export function residualForbids(
 
 const isSensitivityLabel = (coding: Coding) => coding.system !== CONFIDENTIALITY && coding.system !== ACT_REASON;
 
-const isTestPurpose = (purpose: string | undefined) => purpose !== undefined && purposeIsA(purpose, 'HTEST');
-
 /** HTEST data only for a test token (purpose is-a HTEST), and a test token sees only HTEST data. */
 export function testDataVisible(labels: ResourceLabels, purpose: string | undefined): boolean {
-  return labels.test === isTestPurpose(purpose);
+  return labels.test === (purpose !== undefined && isTestPurpose(purpose));
 }
 
 /** A resource restricted to purposes of use is visible only when the token's purpose is-a one of them. */

@@ -49,7 +49,13 @@ export interface HcsDiscovery {
   subject_roles_supported: Coding[];
 }
 
-export function smartConfiguration(endpoints: SmartEndpoints, scopesSupported: readonly string[], hcs?: HcsDiscovery) {
+/** SMART 2.2 User Access Brands: where the Bundle is, and this server's primary brand in it. */
+export interface BrandDiscovery {
+  user_access_brand_bundle: string;
+  user_access_brand_identifier?: { system?: string; value?: string };
+}
+
+export function smartConfiguration(endpoints: SmartEndpoints, scopesSupported: readonly string[], hcs?: HcsDiscovery, brands?: BrandDiscovery) {
   return {
     issuer: endpoints.issuer,
     jwks_uri: endpoints.jwks,
@@ -68,6 +74,7 @@ export function smartConfiguration(endpoints: SmartEndpoints, scopesSupported: r
     scopes_supported: scopesSupported,
     code_challenge_methods_supported: ['S256'],
     capabilities: [...SMART_CAPABILITIES],
+    ...brands,
     ...hcs,
   };
 }

@@ -314,10 +314,12 @@ export function describeScope(s: Scope, opts: { patientIsUser?: boolean } = {}):
     }
     case 'launch':
       if (s.value === 'launch') return 'Use the context (such as the current patient) the app was launched with';
+      if (s.value === 'launch/patient' && opts.patientIsUser) return 'Know that the record it opens is yours';
       return `Know which ${s.value.slice('launch/'.length)} is selected${s.role ? ` (role ${s.role})` : ''}`;
     case 'identity':
       if (s.value === 'profile') return 'See your name';
-      return s.value === 'openid' ? 'Confirm who you are when you sign in' : 'Know which FHIR record describes you (your Patient or Practitioner record)';
+      if (s.value === 'openid') return 'Confirm who you are when you sign in';
+      return opts.patientIsUser ? 'Know that you are the patient whose record it is' : 'Know which FHIR record describes you (your Practitioner record)';
     case 'refresh':
       return s.value === 'offline_access'
         ? 'Keep access when you are not using the app (until you revoke it)'

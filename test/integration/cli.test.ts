@@ -76,7 +76,7 @@ describe('CLI', () => {
   });
 
   it('disables a user, who then cannot log in', async () => {
-    await cli('user', 'add', 'temp.user', '--password', 'temporary-pass');
+    assert.equal((await cli('user', 'add', 'temp.user', '--password', 'temporary-pass', '--fhir-user', 'Patient/pat-3')).code, 0);
     assert.equal((await cli('user', 'disable', 'temp.user')).code, 0);
     const app = await server.addClient({ auth: { kind: 'public' } });
     const launch = await authorize({ server, client: app, scope: 'openid', username: 'temp.user', password: 'temporary-pass' }).catch((e: Error) => e);
@@ -141,8 +141,65 @@ describe('CLI', () => {
     });
   }
 
-  it('prints help and fails on an unknown command', async () => {
+  it('prints help and fails on an unknown command, saying it is unknown', async () => {
     assert.match((await cli('--help')).stdout, /smart-auth client add/);
-    assert.equal((await cli('frobnicate')).code, 2);
+    const unknown = await cli('frobnicate');
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr!, /^smart-auth: unknown command: frobnicate\n/);
+    assert.match((await cli('user', 'remove', 'x')).stderr!, /unknown command: user remove/);
+  });
+
+  it('names a missing --patient of launch create', async () => {
+    const result = await cli('launch', 'create', '--json');
+    assert.equal(result.code, 2);
+    assert.equal(result.json.error, '--patient is required');
+  });
+
+  it('prints no "Unsupported runtime" warning from oidc-provider', async () => {
+    const result = await cli('client', 'list');
+    assert.equal(result.code, 0);
+    const { stderr } = await run(process.execPath, [BIN, 'keys', 'list'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
+    assert.doesNotMatch(stderr, /Unsupported runtime|oidc-provider WARNING/);
+  });
+
+  describe('default purposes of use of a new user', () => {
+    const app = () => server.addClient({ auth: { kind: 'public' } });
+
+    it('an auditor created without --purpose gets HOPERAT and can sign in to an app', async () => {
+      const added = await cli('user', 'add', 'audit.two', '--password', 'a-long-password', '--auditor', '--json');
+      assert.equal(added.code, 0, added.stderr);
+      assert.deepEqual(added.json.purposes, ['HOPERAT']);
+      const client = await app();
+      const launch = await authorize({ server, client, scope: 'openid fhirUser user/AuditEvent.rs', username: 'audit.two', password: 'a-long-password' });
+      assert.equal(launch.error, undefined, launch.redirect.href);
+      const { res, body } = await exchangeCode(server.issuer, launch, client);
+      assert.equal(res.status, 200, JSON.stringify(body));
+    });
+
+    it('a clinician gets TREAT and what the policy lets their role assert; a patient PATRQT', async () => {
+      const doctor = await cli('user', 'add', 'dr.new', '--password', 'a-long-password', '--fhir-user', 'Practitioner/dr-new',
+        '--role', 'http://terminology.hl7.org/CodeSystem/practitioner-role|doctor', '--json');
+      assert.deepEqual(doctor.json.purposes, ['TREAT', 'HPAYMT', 'HOPERAT']);
+      const pharmacist = await cli('user', 'add', 'ph.new', '--password', 'a-long-password', '--role', 'http://terminology.hl7.org/CodeSystem/practitioner-role|pharmacist', '--json');
+      assert.deepEqual(pharmacist.json.purposes, ['TREAT']);
+      const patient = await cli('user', 'add', 'pat.new', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3', '--json');
+      assert.deepEqual(patient.json.purposes, ['PATRQT']);
+      const client = await app();
+      const launch = await authorize({ server, client, scope: 'launch/patient openid fhirUser patient/*.rs', username: 'pat.new', password: 'a-long-password' });
+      assert.equal((await exchangeCode(server.issuer, launch, client)).body.patient, 'pat-3');
+
+      const list = await cli('user', 'list');
+      assert.match(list.stdout, /^dr\.new +Practitioner\/dr-new +active +TREAT,HPAYMT,HOPERAT /m);
+      assert.match(list.stdout, /^pat\.new +Patient\/pat-3 +active +PATRQT /m);
+    });
+
+    it('refuses a user who could assert no purpose of use, and creates nothing', async () => {
+      for (const args of [[], ['--fhir-user', 'Practitioner/x'], ['--purpose', 'TREAT']]) {
+        const result = await cli('user', 'add', 'nobody.can', '--password', 'a-long-password', ...args, '--json');
+        assert.equal(result.code, 2, args.join(' '));
+        assert.match(result.json.error, /could assert no purpose of use/);
+      }
+      assert.ok(!(await cli('user', 'list', '--json')).json.users.some((u: { username: string }) => u.username === 'nobody.can'));
+    });
   });
 });

@@ -158,7 +158,7 @@ describe('demo FHIR server (scripts/demo-fhir-server.ts)', function () {
     assert.equal(await minimal.text(), '');
     assert.equal(minimal.headers.get('etag'), 'W/"3"');
 
-    const fresh = await fhir('Basic/made-by-put', { method: 'PUT', body: JSON.stringify({ resourceType: 'Basic', id: 'made-by-put' }) });
+    const fresh = await fhir('Basic/made-by-put', { method: 'PUT', body: JSON.stringify({ resourceType: 'Basic', id: 'made-by-put', code: { text: 'note' } }) });
     assert.equal(fresh.status, 201);
     assert.equal(fresh.headers.get('location'), `${base}/Basic/made-by-put/_history/1`);
   });
@@ -170,7 +170,7 @@ describe('demo FHIR server (scripts/demo-fhir-server.ts)', function () {
         { request: { method: 'GET', url: 'Patient/pat-1' } },
         { request: { method: 'GET', url: 'Patient/nobody' } },
         { request: { method: 'GET', url: 'Observation?patient=pat-2&_count=1' } },
-        { request: { method: 'POST', url: 'Basic' }, resource: { resourceType: 'Basic' } },
+        { request: { method: 'POST', url: 'Basic' }, resource: { resourceType: 'Basic', code: { text: 'note' } } },
         { request: { method: 'PUT', url: 'Patient/pat-3', ifMatch: 'W/"9"' }, resource: { resourceType: 'Patient', id: 'pat-3' } },
         { request: { method: 'DELETE', url: `${base}/Patient/pat-3` } },
         { request: { method: 'GET', url: 'https://elsewhere.example/fhir/Patient/pat-1' } },
@@ -208,7 +208,8 @@ describe('demo FHIR server (scripts/demo-fhir-server.ts)', function () {
       ['Observation/obs-1a-hba1c', { method: 'PUT', body: '{"resourceType":"Observation","id":"other"}' }, 400],
       ['Basic', { method: 'POST', body: big }, 413],
       ['Bundle', { method: 'POST', body: '{"resourceType":"Bundle","type":"collection"}' }, 422],
-      ['Basic', { method: 'POST', body: '{"resourceType":"Basic","meta":{"security":"R"}}' }, 422],
+      ['Basic', { method: 'POST', body: '{"resourceType":"Basic","code":{"text":"x"},"meta":{"security":"R"}}' }, 400],
+      ['Observation', { method: 'POST', body: '{"resourceType":"Observation","status":42,"subject":"not-a-reference"}' }, 400],
       ['lowercase', {}, 404],
       ['Patient/pat-1/extra/path/deep', {}, 404],
       ['Patient/pat-1%2F_history%2F1', {}, 404],
@@ -226,6 +227,20 @@ describe('demo FHIR server (scripts/demo-fhir-server.ts)', function () {
       assert.doesNotMatch(text, /at [\w.<>]+ \(|node_modules/);
     }
     assert.equal((await fetch(`${base.replace(/\/fhir$/, '')}/elsewhere`)).status, 404);
+  });
+
+  it('refuses a resource that is not valid FHIR R4, naming each problem by its FHIRPath location, and keeps nothing', async () => {
+    const before = (await json(await fhir('Observation?_count=1'))).total;
+    const res = await fhir('Observation', { method: 'POST', body: JSON.stringify({ resourceType: 'Observation', status: 42, subject: 'not-a-reference' }) });
+    assert.equal(res.status, 400);
+    const outcome = await json(res);
+    assert.equal(outcome.resourceType, 'OperationOutcome');
+    assert.deepEqual(outcome.issue.flatMap((i: any) => i.expression).sort(), ['Observation.code', 'Observation.status', 'Observation.subject']);
+    const update = await fhir('Patient/pat-1', { method: 'PUT', body: JSON.stringify({ resourceType: 'Patient', id: 'pat-1', birthDate: 'last year', managingOrganization: { reference: 'org 1' } }) });
+    assert.equal(update.status, 400);
+    assert.deepEqual((await json(update)).issue.flatMap((i: any) => i.expression).sort(), ['Patient.birthDate', 'Patient.managingOrganization.reference']);
+    assert.equal((await json(await fhir('Patient/pat-1'))).meta.versionId, '1', 'the refused update wrote nothing');
+    assert.equal((await json(await fhir('Observation?_count=1'))).total, before, 'the refused create wrote nothing');
   });
 
   it('stops on SIGTERM and keeps its data for the next start', async () => {
@@ -271,7 +286,7 @@ describe('storeUpstream (the same dispatcher, in process)', () => {
     const form = await upstream.send({ method: 'POST', path: 'Encounter/_search', body: new URLSearchParams({ patient: 'pat-3' }) });
     assert.deepEqual((form.body as any).entry.map((e: any) => e.resource.id), ['enc-3a']);
 
-    const created = await upstream.send({ method: 'POST', path: 'Observation', body: { resourceType: 'Observation', status: 'final', subject: { reference: 'Patient/pat-1' } } });
+    const created = await upstream.send({ method: 'POST', path: 'Observation', body: { resourceType: 'Observation', status: 'final', code: { text: 'note' }, subject: { reference: 'Patient/pat-1' } } });
     assert.equal(created.status, 201);
     assert.match(created.headers.get('location')!, new RegExp(`^${BASE}/Observation/`));
     const id = (created.body as any).id;

@@ -94,7 +94,7 @@ describe('EHR launch', () => {
   });
 
   describe('the demo launcher page', () => {
-    it('lists apps with a launch URL and opens the app with iss and a fresh launch id', async () => {
+    it('lists apps with a launch URL and gives the link that opens the app with iss and a fresh launch id', async () => {
       const browser = new Browser();
       const page = await browser.fetch(`${server.issuer}/launcher`);
       assert.equal(page.status, 200);
@@ -103,8 +103,10 @@ describe('EHR launch', () => {
       const res = await browser.fetch(`${server.issuer}/launcher`, {
         method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), patient: 'pat-1', encounter: 'enc-1a', client_id: app.client_id }),
       });
-      assert.equal(res.status, 302);
-      const target = new URL(res.headers.get('location')!);
+      assert.equal(res.status, 201);
+      const link = /id="launch-link" href="([^"]+)"/.exec(await res.text())?.[1];
+      assert.ok(link, 'no launch link on the page');
+      const target = new URL(link.replaceAll('&amp;', '&'));
       assert.equal(target.origin + target.pathname, 'http://127.0.0.1:9999/launch');
       assert.equal(target.searchParams.get('iss'), server.fhirBase);
       const result = await authorize({ server, client: app, scope: SCOPE, launch: target.searchParams.get('launch')! });
@@ -120,6 +122,8 @@ describe('EHR launch', () => {
       const plain = await startTestServer({ DEMO: 'false' });
       try {
         assert.equal((await fetch(`${plain.issuer}/launcher`)).status, 404);
+        assert.equal((await fetch(`${plain.issuer}/launcher/register`, { method: 'POST', body: form({ launch_uri: 'http://127.0.0.1:9/l', redirect_uri: 'http://127.0.0.1:9/r' }) })).status, 404);
+        assert.equal((await fetch(`${plain.issuer}/launcher`, { method: 'POST', body: form({ patient: 'pat-1', skip_login: '1' }) })).status, 404);
       } finally {
         await plain.stop();
       }

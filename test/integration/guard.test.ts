@@ -187,7 +187,7 @@ describe('resource-server guard', () => {
         binary('bin-doc-1', 'DocumentReference/doc-bin-1'), binary('bin-doc-2', 'DocumentReference/doc-bin-2'), binary('bin-doc-gone', 'DocumentReference/no-such-doc'),
         binary('bin-pat-1', 'Patient/pat-1'), binary('bin-pat-2', 'Patient/pat-2'), binary('bin-none'),
         {
-          resourceType: 'DocumentReference', id: 'doc-bin-hiv', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [],
+          resourceType: 'DocumentReference', id: 'doc-bin-hiv', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [{ attachment: { url: 'Binary/bin-doc-hiv' } }],
           meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] },
         },
         binary('bin-doc-hiv', 'DocumentReference/doc-bin-hiv'),

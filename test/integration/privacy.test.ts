@@ -127,6 +127,7 @@ describe('privacy enforcement', () => {
     const consent = {
       resourceType: 'Consent', status: 'active', dateTime: new Date().toISOString(),
       scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+      policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
       category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
       patient: { reference: 'Patient/pat-3' },
       provision: { type: 'permit', provision: [{ type: 'deny', actor: [{ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, reference: { reference: 'Practitioner/dr-smith' } }] }] },
@@ -252,6 +253,7 @@ describe('privacy enforcement', () => {
         body: JSON.stringify({
           resourceType: 'Consent', status: 'active', dateTime: new Date(Date.now() + minute * 60_000).toISOString(),
           scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+          policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
           category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }], patient: { reference: `Patient/${patient}` }, provision,
         }),
       });

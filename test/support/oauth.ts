@@ -88,6 +88,8 @@ export interface LaunchOptions {
   enrolled?: { secret?: string; recoveryCodes?: string[] };
   /** The step-up code sent with a break-the-glass consent. */
   btgOtp?: string;
+  /** An authorization URL the app built itself (e.g. with a PAR request_uri): followed instead of building one. */
+  startUrl?: string;
 }
 
 /** The TOTP secret a set-up page shows (grouped by four for people). */
@@ -117,7 +119,7 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
     aud: o.aud ?? o.server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...(o.launch ? { launch: o.launch } : {}), ...o.extra,
   };
   const pages: string[] = [];
-  let step = o.method === 'POST'
+  let step = o.startUrl ? await browser.follow(o.startUrl, o.server.issuer) : o.method === 'POST'
     ? await browser.follow(`${o.server.issuer}/authorize`, o.server.issuer, { method: 'POST', body: form(params) })
     : await browser.follow(`${o.server.issuer}/authorize?${new URLSearchParams(params)}`, o.server.issuer);
   for (let guard = 0; guard < 10 && step.url.startsWith(o.server.issuer); guard++) {

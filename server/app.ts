@@ -28,15 +28,14 @@ import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
-import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
-import { createPrivacyPolicy } from './privacy/pipeline.ts';
-import { createConsentCache } from './privacy/consent.ts';
-import { purposeRefusal } from './privacy/purpose.ts';
+import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
+import { balpAudit, ruleOptions } from './resource-server/rules.ts';
+import { allowOrigins } from './resource-server/cors.ts';
+import { registeredOrigins } from './oidc/client-origins.ts';
 import { createAuditStore } from './audit/audit-store.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditStore } from './audit/types.ts';
 import { accessAuditEvents } from './audit/balp.ts';
-import { accessAuditFrom } from './audit/access.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
 import { disclosureRoutes } from './portal/disclosures.ts';
 import { checkpointSigner } from './oidc/keys.ts';
@@ -164,6 +163,17 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const { upstreamBase } = fhirServer;
   const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
+  // The same rules and audit as the module and the proxy (consents are read from the FHIR server itself).
+  const guardRules = ruleOptions(fhirServer.upstream, {
+    defaultConfidentiality: config.defaultConfidentiality,
+    deidentifyPurposes: config.deidentifyPurposes,
+    deidentificationKey: createHash('sha256').update(`de-identification:${config.keyEncryptionSecret}`).digest('base64url'),
+    deidentifyDates: config.deidentifyDates,
+    breakGlassHint: config.breakGlassHint,
+    withoutConsent: config.withoutConsent,
+    purposePolicy: config.policy,
+  });
+  const appendAccess = balpAudit(config.fhirBase, (events) => audit.append(events));
 
   // Behind a proxy, the client address is the one the proxy appended (maxIpsCount 1), not what a client sent.
   const app = new Koa({ keys: config.cookieSecrets, proxy: config.trustProxy, maxIpsCount: 1 });
@@ -278,25 +288,15 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,
-    authorize: async (token, interaction) => purposeRefusal(config.policy, token) ?? (await readersOfTrail(token, interaction)),
-    resourcePolicy: createPrivacyPolicy({
-      defaultConfidentiality: config.defaultConfidentiality,
-      deidentifyPurposes: config.deidentifyPurposes,
-      deidentification: { key: createHash('sha256').update(`de-identification:${config.keyEncryptionSecret}`).digest('base64url'), dates: config.deidentifyDates },
-      breakGlassHint: config.breakGlassHint,
-      withoutConsent: config.withoutConsent,
-      consents: createConsentCache(async (patient) => {
-        const res = await fhirServer.upstream.send({ method: 'GET', path: `Consent?patient=${encodeURIComponent(patient)}&_count=200` });
-        if (res.status !== 200) throw new Error(`consents of ${patient} could not be read: ${res.status}`);
-        return ((res.body as FhirBundle).entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
-      }),
-    }),
+    allowedOrigins: allowOrigins(config.corsOrigins, registeredOrigins(db, config.clientCacheMs)),
+    ...guardRules,
+    authorize: async (token, interaction) => (await guardRules.authorize?.(token, interaction)) ?? (await readersOfTrail(token, interaction)),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
     audit: async (record) => {
       metrics.guardDecisions.inc({ interaction: record.interaction?.kind ?? 'none', outcome: record.status < 400 ? 'allowed' : record.status < 500 ? 'refused' : 'failed' });
       const end = metrics.auditWrites.startTimer();
       try {
-        await audit.append(accessAuditEvents(accessAuditFrom(record, config.fhirBase, new Date())));
+        await appendAccess(record);
         end({ result: 'stored' });
       } catch (err) {
         end({ result: 'failed' });

@@ -84,6 +84,8 @@ export interface Config {
   guardNarratives: 'refuse' | 'sanitize';
   /** FHIR operations (names without $) the guard lets through; every other one is refused. */
   guardOperations: string[];
+  /** Browser origins allowed CORS at the FHIR base besides those of registered redirect URIs. */
+  corsOrigins: string[];
   /** The HCS policy (role x purpose of use, break-the-glass), from POLICY_FILE or the bundled default. */
   policy: HcsPolicy;
 }
@@ -149,6 +151,15 @@ function url(name: string, raw: string): URL {
   if (!['http:', 'https:'].includes(parsed.protocol)) throw new ConfigError(`${name} must be an http(s) URL, got "${raw}"`);
   if (parsed.search || parsed.hash) throw new ConfigError(`${name} must not have a query or fragment, got "${raw}"`);
   return parsed;
+}
+
+/** A comma-separated list of http(s) origins ("https://app.example.org"). */
+export function origins(env: Env, name: string): string[] {
+  return (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((value) => {
+    const parsed = url(name, value);
+    if (parsed.pathname !== '/' || parsed.username || parsed.password) throw new ConfigError(`${name} takes origins (scheme://host[:port]), got "${value}"`);
+    return parsed.origin;
+  });
 }
 
 const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
@@ -237,6 +248,7 @@ export function loadConfig(env: Env = process.env): Config {
     guardNarratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     guardOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
     policy: policyFrom(env.POLICY_FILE),
+    corsOrigins: origins(env, 'CORS_ORIGINS'),
   };
 
   if (production) assertProductionSafe(config, issuerUrl);

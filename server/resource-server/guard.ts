@@ -11,15 +11,31 @@ import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResp
 import { bearerToken, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
+import { corsHeaders, preflightHeaders, type OriginCheck } from './cors.ts';
 
-export interface GuardRequest extends FhirRequest {
+/** A request as it arrives, in any framework. */
+export interface GuardRequest {
+  method: string;
+  /** The path below the FHIR base as it arrives: "/Patient/pat-1", "/metadata", "/" (a leading slash is optional; a "?query" is split off). */
+  path: string;
+  /** The query string ("name=smith&_count=10", with or without "?") or URLSearchParams. */
+  query?: string | URLSearchParams;
+  /** Request headers; names in any case, as node:http gives them (repeated headers as arrays). */
+  headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+  /** The parsed JSON body (a resource, a Bundle, a JSON Patch array), or the form of POST Type/_search as URLSearchParams or a string. */
+  body?: unknown;
+  remoteAddress?: string;
+}
+
+/** A request as the guard works on it: path without leading slash, parsed query, lower-case headers. */
+export interface ReceivedRequest extends FhirRequest {
   headers: Record<string, string | undefined>;
   remoteAddress?: string;
 }
 
 /** What the audit sink learns about each access, allowed or refused. */
 export interface AccessRecord {
-  request: GuardRequest;
+  request: ReceivedRequest;
   token?: TokenContext;
   interaction?: FhirInteraction;
   status: number;
@@ -45,10 +61,14 @@ export interface GuardOptions {
   allowOperations?: readonly string[];
   /** Called for every request before its answer goes out; when it fails, the guard answers 503. */
   audit?: (record: AccessRecord) => Promise<void>;
-  /** The SMART configuration served at `{base}/.well-known/smart-configuration`. */
+  /** The SMART configuration served at `{base}/.well-known/smart-configuration`; default: the issuer's own, fetched from it. */
   smartConfiguration?: () => Promise<unknown>;
+  /** The authorization server (`iss` of the tokens), for the default `smartConfiguration`. */
+  issuer?: string;
   /** What a token may see of each resource beyond its scopes (labels, consent, obligations); see server/privacy/pipeline.ts. */
   resourcePolicy?: ResourcePolicy;
+  /** Browser origins that may call the FHIR base (CORS); default none. See allowOrigins in cors.ts. */
+  allowedOrigins?: OriginCheck;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -74,12 +94,13 @@ const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e)
 
 export function createGuard(options: GuardOptions) {
   const includes = options.includes ?? 'strip';
+  const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
   const passHeaders = (headers: Record<string, string | undefined>) => Object.fromEntries(
     ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
-  async function send(request: GuardRequest, method: string, path: string, body?: unknown): Promise<UpstreamResponse> {
+  async function send(request: ReceivedRequest, method: string, path: string, body?: unknown): Promise<UpstreamResponse> {
     return options.upstream.send({ method, path, headers: passHeaders(request.headers), body });
   }
 
@@ -114,7 +135,7 @@ export function createGuard(options: GuardOptions) {
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
-  async function read(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const path = interaction.kind === 'vread' ? `${interaction.type}/${interaction.id}/_history/${interaction.versionId}` : request.path;
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
@@ -137,7 +158,7 @@ export function createGuard(options: GuardOptions) {
    * What a Binary's securityContext names, read from upstream when the token is bound to patients and
    * the context is not a Patient (which needs no read): the Binary is visible only if that resource is.
    */
-  async function securityContext(request: GuardRequest, token: TokenContext, kind: 'read' | 'vread', resource: FhirResource): Promise<FhirResource | undefined> {
+  async function securityContext(request: ReceivedRequest, token: TokenContext, kind: 'read' | 'vread', resource: FhirResource): Promise<FhirResource | undefined> {
     const target = securityContextOf(resource);
     if (!target || target.type === 'Patient' || viewsFor(token, 'Binary', kind).every((view) => view.patients === undefined)) return undefined;
     // Not the client's conditional headers: a 304 would hide the Binary.
@@ -145,7 +166,7 @@ export function createGuard(options: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
-  async function search(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function search(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
     const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
     const params = new URLSearchParams(interaction.params);
@@ -168,7 +189,7 @@ export function createGuard(options: GuardOptions) {
     return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
   }
 
-  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function write(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -199,7 +220,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** One interaction, decided and carried out; batch and transaction entries come through here too. */
-  async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function perform(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
@@ -221,7 +242,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** An allowed operation: its answer goes through the same filters as a read or a search. */
-  async function operation(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function operation(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     if (interaction.id) {
       const instance = await read({ ...request, path: `${interaction.type}/${interaction.id}` }, token, { ...interaction, kind: 'read' });
       if (isRefusal(instance)) return instance;
@@ -246,7 +267,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */
-  async function bundle(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function bundle(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const entries = entryRequests(request.body as FhirBundle);
     const classified = entries.map((entry) => classify(entry));
     if (interaction.kind === 'transaction') {
@@ -279,7 +300,7 @@ export function createGuard(options: GuardOptions) {
     return { response: { status: 200, headers: { 'content-type': FHIR_JSON }, body: { resourceType: 'Bundle', type, entry: responses } }, resources, patients };
   }
 
-  async function capabilities(request: GuardRequest): Promise<GuardResponse> {
+  async function capabilities(request: ReceivedRequest): Promise<GuardResponse> {
     const upstream = await send(request, 'GET', 'metadata');
     if (upstream.status >= 400) return passUpstreamError(upstream);
     const statement = upstream.body as { rest?: { security?: unknown }[] };
@@ -287,14 +308,14 @@ export function createGuard(options: GuardOptions) {
     return { ...answer(200, { ...statement, rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
   }
 
-  async function handle(request: GuardRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
+  async function handle(request: ReceivedRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
     const record: AccessRecord = { request, status: 0, resources: [], patients: [], requestId: request.headers['x-request-id'] };
     const done = (response: GuardResponse, found: FhirResource[] = [], patients?: string[]) => {
       Object.assign(record, { status: response.status }, touched(found, patients));
       return { response, record };
     };
-    if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && options.smartConfiguration) {
-      return done({ status: 200, headers: { 'content-type': 'application/json', 'access-control-allow-origin': '*' }, body: await options.smartConfiguration() });
+    if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && smartConfiguration) {
+      return done({ status: 200, headers: { 'content-type': 'application/json', 'access-control-allow-origin': '*' }, body: await smartConfiguration() });
     }
     if (request.method === 'GET' && request.path === 'metadata') return done(await capabilities(request));
 
@@ -315,26 +336,72 @@ export function createGuard(options: GuardOptions) {
     return done(result.response, result.resources, result.patients);
   }
 
-  return {
-    /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
-    async handle(request: GuardRequest): Promise<GuardResponse> {
-      let outcome: { response: GuardResponse; record: AccessRecord };
+  /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
+  async function answerRequest(request: ReceivedRequest): Promise<GuardResponse> {
+    let outcome: { response: GuardResponse; record: AccessRecord };
+    try {
+      outcome = await handle(request);
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
+      outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] } };
+    }
+    if (options.audit) {
       try {
-        outcome = await handle(request);
-      } catch (err) {
-        if (!(err instanceof UpstreamError)) throw err;
-        const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
-        outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] } };
+        await options.audit(outcome.record);
+      } catch {
+        return refusalResponse({ status: 503, code: 'exception', message: 'the access could not be recorded, so it is refused' }, options.base, true);
       }
-      if (options.audit) {
-        try {
-          await options.audit(outcome.record);
-        } catch {
-          return refusalResponse({ status: 503, code: 'exception', message: 'the access could not be recorded, so it is refused' }, options.base, true);
-        }
-      }
-      return outcome.response;
+    }
+    return outcome.response;
+  }
+
+  return {
+    async handle(arriving: GuardRequest): Promise<GuardResponse> {
+      const request = received(arriving);
+      const origin = request.headers.origin;
+      // A CORS preflight carries no token and reads nothing: answered here, not audited.
+      if (request.method === 'OPTIONS') return { status: 204, headers: await preflightHeaders(origin, options.allowedOrigins) };
+      const response = await answerRequest(request);
+      return { ...response, headers: { ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)) } };
     },
+  };
+}
+
+/** The issuer's SMART configuration, read from it and kept for five minutes; unreachable: 502. */
+function issuerConfiguration(issuer: string): () => Promise<unknown> {
+  let cached: { at: number; document: unknown } | undefined;
+  return async () => {
+    if (cached && Date.now() - cached.at < 300_000) return cached.document;
+    const url = `${issuer.replace(/\/+$/, '')}/.well-known/smart-configuration`;
+    let document: unknown;
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+      if (!res.ok) throw new Error(`answered ${res.status}`);
+      document = await res.json();
+    } catch (err) {
+      throw new UpstreamError(502, 'the authorization server\'s SMART configuration cannot be read', { cause: err });
+    }
+    cached = { at: Date.now(), document };
+    return document;
+  };
+}
+
+/** The request as the guard works on it. */
+export function received(request: GuardRequest): ReceivedRequest {
+  const [path, inPath] = request.path.split(/\?(.*)/s, 2);
+  const query = new URLSearchParams(request.query ?? inPath ?? '');
+  const headers: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined) headers[name.toLowerCase()] = typeof value === 'string' ? value : value.join(', ');
+  }
+  return {
+    method: request.method.toUpperCase(),
+    path: path.replace(/^\/+/, '').replace(/\/+$/, ''),
+    query,
+    headers,
+    body: request.body,
+    remoteAddress: request.remoteAddress,
   };
 }
 

@@ -36,14 +36,14 @@ export function smartGuard(options: SmartGuardOptions): Middleware {
       ctx.body = operationOutcome('error', status === 413 ? 'too-costly' : 'invalid', (err as Error).message);
       return;
     }
-    const path = ctx.path.slice(prefix.length).replace(/^\/+/, '');
+    const path = ctx.path.slice(prefix.length);
     const isSearchForm = ctx.method === 'POST' && path.endsWith('_search') && ctx.is('application/x-www-form-urlencoded');
     const body = isSearchForm ? new URLSearchParams(ctx.request.body as Record<string, string>) : ctx.request.body;
     const response = await guard.handle({
       method: ctx.method,
       path,
-      query: new URLSearchParams(ctx.querystring),
-      headers: ctx.headers as Record<string, string | undefined>,
+      query: ctx.querystring,
+      headers: ctx.headers,
       body: ctx.request.rawBody === undefined && !isSearchForm ? undefined : body,
       remoteAddress: ctx.ip,
     });

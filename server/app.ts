@@ -1,5 +1,5 @@
 // Koa composition: headers, errors, the server's own pages and routes, then node-oidc-provider.
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -8,7 +8,7 @@ import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { errors } from 'oidc-provider';
-import type { Config } from './config.ts';
+import { deidentificationKeyOf, type Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
@@ -167,7 +167,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const guardRules = ruleOptions(fhirServer.upstream, {
     defaultConfidentiality: config.defaultConfidentiality,
     deidentifyPurposes: config.deidentifyPurposes,
-    deidentificationKey: createHash('sha256').update(`de-identification:${config.keyEncryptionSecret}`).digest('base64url'),
+    deidentificationKey: deidentificationKeyOf(config.keyEncryptionSecret),
     deidentifyDates: config.deidentifyDates,
     breakGlassHint: config.breakGlassHint,
     withoutConsent: config.withoutConsent,

@@ -1,8 +1,10 @@
 // smart-auth/resource-server: enforce SMART tokens of a smart-auth (or any RFC 9068) issuer in front
 // of a FHIR server. Use the Koa middleware, or the framework-neutral guard (request in, response out).
 export { smartGuard, type SmartGuardOptions } from './koa.ts';
-export { createGuard, type AccessRecord, type Guard, type GuardOptions, type GuardRequest } from './guard.ts';
+export { createGuard, type AccessRecord, type Guard, type GuardOptions, type GuardRequest, type ReceivedRequest } from './guard.ts';
 export { createGuardVerifier, InvalidTokenError, VerifierUnavailableError, type GuardVerification } from './verify-token.ts';
 export { httpUpstream, type Upstream, type UpstreamResponse } from './upstream.ts';
+export { auditRepository, balpAudit, ruleOptions, upstreamConsents, type GuardRules } from './rules.ts';
+export { allowOrigins, originOf, type OriginCheck } from './cors.ts';
 export type { GuardResponse } from './responses.ts';
 export type { Decision, FhirInteraction, FhirRequest, Refusal, TokenContext, View } from './types.ts';

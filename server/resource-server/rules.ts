@@ -42,7 +42,7 @@ export interface GuardRules {
  */
 export function upstreamConsents(upstream: Upstream, ttlMs?: number): ConsentCache {
   return createConsentCache(async (patient) => {
-    const res = await upstream.send({ method: 'GET', path: `Consent?patient=${encodeURIComponent(patient)}&_count=200` });
+    const res = await upstream.send({ method: 'GET', path: `Consent?patient=${encodeURIComponent(`Patient/${patient}`)}&_count=200` });
     if (res.status !== 200) throw new UpstreamError(502, `the consents of a patient could not be read (the FHIR server answered ${res.status})`);
     return ((res.body as FhirBundle).entry ?? []).flatMap((e) => (e.resource ? [e.resource as FhirResource] : []));
   }, { ttlMs });

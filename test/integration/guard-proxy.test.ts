@@ -4,9 +4,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { startTestServer, freePort, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode } from '../support/oauth.ts';
-import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
+import { startDemoFhirServer, startGuardProxy, startScript, type ChildServer } from '../support/processes.ts';
 
 describe('guard in front of another FHIR server', () => {
   let dir: string;
@@ -77,11 +79,10 @@ describe('guard in front of another FHIR server', () => {
       proxyBase = `http://127.0.0.1:${port}/r4`;
       server = await startTestServer({ ADDITIONAL_FHIR_BASES: proxyBase });
       const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-      proxy = await startScript('scripts/guard-proxy.ts', {
-        PORT: String(port), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url,
+      proxy = await startGuardProxy(server, proxyBase, upstream.url, {
         GUARD_VERIFICATION: 'introspection', INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
         GUARD_INTROSPECTION_CACHE: '0',
-      }, /listening/);
+      });
     });
     after(async () => {
       await proxy.stop();
@@ -111,6 +112,42 @@ describe('guard in front of another FHIR server', () => {
       assert.equal((await read('Patient/pat-2')).status, 401, 'introspection sees the revocation');
       const smart = await (await fetch(`${proxyBase}/.well-known/smart-configuration`)).json();
       assert.equal(smart.issuer, server.issuer);
+    });
+
+    it('refuses to start without somewhere to keep the audit trail', async () => {
+      const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: '', AUDIT_FORWARD_URL: '' };
+      await assert.rejects(startScript('scripts/guard-proxy.ts', env, /listening/), /every access is audited: set DATABASE_URL/);
+    });
+
+    it('sends every access to the audit repository (AUDIT_FORWARD_URL), and answers 503 when it cannot be recorded', async () => {
+      const port = await freePort();
+      const base = `http://127.0.0.1:${port}/r4`;
+      const kept: unknown[] = [];
+      const repository = createServer((req, res) => {
+        let body = '';
+        req.on('data', (d) => { body += d; });
+        req.on('end', () => {
+          const ok = req.method === 'PUT' && /^\/audit\/AuditEvent\/[\w-]+$/.test(req.url ?? '') && !body.includes('"down"');
+          if (ok) kept.push(JSON.parse(body));
+          res.writeHead(ok ? 201 : 500).end();
+        });
+      });
+      await new Promise<void>((resolve) => repository.listen(0, '127.0.0.1', resolve));
+      const audited = await startGuardProxy(server, base, upstream.url, { DATABASE_URL: '', AUDIT_FORWARD_URL: `http://127.0.0.1:${(repository.address() as AddressInfo).port}/audit` });
+      try {
+        const backend = await server.addClient({ auth: { kind: 'secret' }, redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
+        const { body } = await (await import('../support/oauth.ts')).tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, backend);
+        const read = (requestId: string) => fetch(`${base}/Patient/pat-1`, { headers: { authorization: `Bearer ${body.access_token}`, 'x-request-id': requestId } });
+        // A token for another base is refused, and the refusal is recorded too.
+        assert.equal((await read('up')).status, 401);
+        assert.equal(kept.length, 1);
+        const refused = await read('down');
+        assert.equal(refused.status, 503);
+        assert.equal((await refused.json()).resourceType, 'OperationOutcome');
+      } finally {
+        await audited.stop();
+        await new Promise((resolve) => repository.close(resolve));
+      }
     });
   });
 });

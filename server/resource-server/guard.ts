@@ -6,9 +6,9 @@ import { classify, entryRequests } from './interaction.ts';
 import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
 import { checkNarratives } from './narrative.ts';
-import { rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
+import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
-import { bearerToken, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
+import { bearerToken, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
 import { corsHeaders, preflightHeaders, type OriginCheck } from './cors.ts';
@@ -49,8 +49,10 @@ export interface AccessRecord {
 export interface GuardOptions {
   /** The public FHIR base URL: what clients call, and the `aud` of their tokens. */
   base: string;
-  verify(token: string): Promise<TokenContext>;
-  upstream: Upstream;
+  /** Token verification (see createGuardVerifier); default: local verification with the issuer's published keys. */
+  verify?: (token: string) => Promise<TokenContext>;
+  /** How the guard reaches the FHIR server; default: httpUpstream to `upstreamBase`. */
+  upstream?: Upstream;
   /** The upstream's own base URL, rewritten to `base` in links and fullUrls. */
   upstreamBase: string;
   /** `_include`/`_revinclude` targets the token may not see: strip them (default) or refuse with 403. */
@@ -63,7 +65,7 @@ export interface GuardOptions {
   audit?: (record: AccessRecord) => Promise<void>;
   /** The SMART configuration served at `{base}/.well-known/smart-configuration`; default: the issuer's own, fetched from it. */
   smartConfiguration?: () => Promise<unknown>;
-  /** The authorization server (`iss` of the tokens), for the default `smartConfiguration`. */
+  /** The authorization server (`iss` of the tokens), for the default `verify` and `smartConfiguration`. */
   issuer?: string;
   /** What a token may see of each resource beyond its scopes (labels, consent, obligations); see server/privacy/pipeline.ts. */
   resourcePolicy?: ResourcePolicy;
@@ -92,7 +94,8 @@ interface Performed {
 
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
-export function createGuard(options: GuardOptions) {
+export function createGuard(guardOptions: GuardOptions) {
+  const options = withDefaults(guardOptions);
   const includes = options.includes ?? 'strip';
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
@@ -365,6 +368,15 @@ export function createGuard(options: GuardOptions) {
       const response = await answerRequest(request);
       return { ...response, headers: { ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)) } };
     },
+  };
+}
+
+function withDefaults(options: GuardOptions): GuardOptions & Required<Pick<GuardOptions, 'verify' | 'upstream'>> {
+  if (!options.verify && !options.issuer) throw new TypeError('the guard needs `issuer` (to verify tokens with its published keys) or `verify`');
+  return {
+    ...options,
+    verify: options.verify ?? createGuardVerifier({ issuer: options.issuer!, audience: options.base, mode: 'local' }),
+    upstream: options.upstream ?? httpUpstream({ baseUrl: options.upstreamBase }),
   };
 }
 

@@ -13,8 +13,10 @@ export interface ChildServer {
   kill(signal: NodeJS.Signals): Promise<void>;
 }
 
-export async function startScript(script: string, env: Record<string, string>, ready: RegExp): Promise<ChildServer> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs a script of this repository with tsx, or with `plain`, a JavaScript file in `cwd` run by plain node (no loader). */
+export async function startScript(script: string, env: Record<string, string>, ready: RegExp, plain?: { cwd: string }): Promise<ChildServer> {
+  const args = plain ? [script] : ['--import', 'tsx', script];
+  const child: ChildProcess = spawn(process.execPath, args, { cwd: plain?.cwd ?? ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (d) => { output += d; });
   child.stderr!.on('data', (d) => { output += d; });

@@ -6,6 +6,7 @@ import { classify, entryRequests } from './interaction.ts';
 import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
 import { checkNarratives } from './narrative.ts';
+import { narrowedSearch } from './narrow.ts';
 import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { bearerToken, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
@@ -92,6 +93,23 @@ interface Performed {
   patients?: string[];
 }
 
+/** Upstream pages the filters may empty one after another before the guard answers with an empty page. */
+const MAX_SKIPPED_PAGES = 50;
+
+const matchCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
+
+/**
+ * `total` only when it is true: the upstream's when the guard hid nothing (the upstream counted the
+ * narrowed search), the page's own count when it is the only page; otherwise none.
+ */
+function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number): FhirBundle {
+  const { total: _, ...rest } = filtered;
+  if (upstream.total === undefined) return rest;
+  if (skipped === 0 && matchCount(filtered) === matchCount(upstream)) return { ...rest, total: upstream.total };
+  const onlyPage = skipped === 0 && !upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
+  return onlyPage ? { ...rest, total: matchCount(filtered) } : rest;
+}
+
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
 export function createGuard(guardOptions: GuardOptions) {
@@ -172,24 +190,43 @@ export function createGuard(guardOptions: GuardOptions) {
   async function search(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
     const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
-    const params = new URLSearchParams(interaction.params);
+    const views = viewsFor(token, interaction.type ?? '*', interaction.kind);
+    const params = history ? new URLSearchParams(interaction.params) : narrowedSearch(interaction.type, interaction.params, views);
     // Element subsetting upstream could drop the subject or category a view checks: filter whole resources.
-    if (!viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted)) {
+    if (!views.every(isUnrestricted)) {
       params.delete('_elements');
       params.delete('_summary');
     }
     const query = params.toString();
-    const upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
+    let upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
-    const bundle = upstream.body as FhirBundle;
     if (history) {
-      const filtered = await finish(token, filterHistoryBundle(bundle, token, interaction.kind as 'history-type' | 'history-system'));
+      const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, interaction.kind as 'history-type' | 'history-system'));
       return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
     }
-    const inScope = filterSearchBundle(bundle, token, { includes });
-    if (isRefusal(inScope)) return inScope;
-    const filtered = await finish(token, inScope.bundle);
-    return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+    // A page the filters emptied is never the answer while the upstream has more: the next page is read.
+    let skipped = 0;
+    for (;;) {
+      const page = upstream.body as FhirBundle;
+      const inScope = filterSearchBundle(page, token, { includes });
+      if (isRefusal(inScope)) return inScope;
+      const filtered = await finish(token, inScope.bundle);
+      const next = nextPage(page);
+      if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
+        const counted = withTotal(filtered, page, skipped);
+        return { response: answer(200, counted, upstream), resources: bundleResources(counted) };
+      }
+      skipped++;
+      upstream = await send(request, 'GET', next);
+      if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    }
+  }
+
+  /** The upstream's next page, below its base; none when the link points elsewhere. */
+  function nextPage(bundle: FhirBundle): string | undefined {
+    const url = bundle.link?.find((l) => l.relation === 'next')?.url;
+    const prefix = `${options.upstreamBase}/`;
+    return url?.startsWith(prefix) ? url.slice(prefix.length) : undefined;
   }
 
   async function write(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {

@@ -114,6 +114,44 @@ describe('guard in front of another FHIR server', () => {
       assert.equal(smart.issuer, server.issuer);
     });
 
+    /** Every page of a search, following next links through the proxy. */
+    async function pages(first: string, bearer: string) {
+      const seen: { ids: string[]; total?: number; next: boolean }[] = [];
+      for (let url: string | undefined = `${proxyBase}/${first}`; url; ) {
+        const res: Response = await fetch(url, { headers: { authorization: `Bearer ${bearer}` } });
+        assert.equal(res.status, 200);
+        const bundle = await res.json();
+        url = bundle.link?.find((l: { relation: string }) => l.relation === 'next')?.url;
+        if (url) assert.ok(url.startsWith(`${proxyBase}/`), url);
+        seen.push({ ids: (bundle.entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`), total: bundle.total, next: Boolean(url) });
+      }
+      return seen;
+    }
+
+    it('narrows a patient-bound search upstream: full pages, a true total, every result once', async () => {
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: proxyBase });
+      const token = (await exchangeCode(server.issuer, launch, app)).body.access_token;
+      const walked = await pages('Observation?_count=2', token);
+      const all = walked.flatMap((p) => p.ids);
+      assert.ok(walked.length > 1, 'more than one page');
+      assert.ok(all.every((id) => id.startsWith('Observation/obs-2')), all.join());
+      assert.equal(new Set(all).size, all.length, 'no result twice');
+      for (const page of walked.slice(0, -1)) assert.equal(page.ids.length, 2, `every page but the last is full: ${JSON.stringify(walked)}`);
+      for (const page of walked) assert.equal(page.total, all.length, 'total counts the patient\'s results');
+    });
+
+    it('never answers an empty page with a next link when the filters hide a whole page', async () => {
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: proxyBase });
+      const token = (await exchangeCode(server.issuer, launch, app)).body.access_token;
+      const walked = await pages('Observation?patient=Patient/pat-2&_count=1', token);
+      const all = walked.flatMap((p) => p.ids);
+      assert.ok(!all.includes('Observation/obs-2a-hiv-vl'), 'the R + HIV result stays hidden');
+      assert.ok(all.length > 0);
+      for (const page of walked) if (page.next) assert.ok(page.ids.length > 0, 'an empty page is never followed by more');
+    });
+
     it('refuses to start without somewhere to keep the audit trail', async () => {
       const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: '', AUDIT_FORWARD_URL: '' };
       await assert.rejects(startScript('scripts/guard-proxy.ts', env, /listening/), /every access is audited: set DATABASE_URL/);

@@ -26,7 +26,9 @@ import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
 import { patientsOfUser } from './oidc/users.ts';
 import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
-import { smartGuard } from './resource-server/koa.ts';
+import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.ts';
+import { createGuard } from './resource-server/guard.ts';
+import { userPatients } from './fhir/user-patients.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
 import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
@@ -246,31 +248,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
   });
 
-  app.use(requestId);
-  app.use(logger.requests);
-  app.use(metrics.middleware);
-  app.use(errorBoundary(logger));
-  app.use(securityHeaders);
-  // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
-  app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
-  app.use(rateLimit({ paths: ['/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
-  app.use(router.routes());
-  app.use(interactionRoutes({ config, db, host, patients, loginThrottle }).routes());
-  app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
-  app.use(developerPortalRoutes({ config, db, host }).routes());
-  app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
-  app.use(disclosureRoutes({
-    config, db, audit, patients,
-    // Reading one's own accounting of disclosures is itself an access to the trail.
-    onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
-      recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
-      interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
-      client: { id: 'account-disclosures', issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
-      purposeOfUse: [purposeCoding('PATRQT')],
-    })),
-  }).routes());
-  app.use(bearerIntrospection({ config, db, host }).routes());
-  app.use(smartGuard({
+  const guardOptions: SmartGuardOptions = {
     base: config.fhirBase,
     prefix: new URL(config.fhirBase).pathname,
     verify: createGuardVerifier({
@@ -303,7 +281,36 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
         throw err;
       }
     },
-  }));
+  };
+  const fhirGuard = createGuard(guardOptions);
+  const tokenSigner = checkpointSigner(db, keyPolicy(config));
+  const patientsAt = userPatients({ config, guard: fhirGuard, signAccessToken: (claims) => tokenSigner.sign(claims, 'at+jwt') });
+
+  app.use(requestId);
+  app.use(logger.requests);
+  app.use(metrics.middleware);
+  app.use(errorBoundary(logger));
+  app.use(securityHeaders);
+  // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
+  app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
+  app.use(rateLimit({ paths: ['/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
+  app.use(router.routes());
+  app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
+  app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
+  app.use(developerPortalRoutes({ config, db, host }).routes());
+  app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
+  app.use(disclosureRoutes({
+    config, db, audit, patients,
+    // Reading one's own accounting of disclosures is itself an access to the trail.
+    onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
+      recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
+      interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
+      client: { id: 'account-disclosures', issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
+      purposeOfUse: [purposeCoding('PATRQT')],
+    })),
+  }).routes());
+  app.use(bearerIntrospection({ config, db, host }).routes());
+  app.use(guardMiddleware(fhirGuard, guardOptions));
   app.use(providerBodyLimit);
   app.use(host.middleware);
   return { logger, config, db, host, audit, metrics, app };

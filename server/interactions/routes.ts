@@ -13,7 +13,8 @@ import { consumeEhrLaunch, findEhrLaunch, saveGrantContext, type EhrLaunch } fro
 import { buildLaunchContext } from '../smart/launch-context.ts';
 import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
-import type { PatientDirectory } from '../fhir/patient-directory.ts';
+import type { PatientDirectory, PatientSummary } from '../fhir/patient-directory.ts';
+import type { UserPatients } from '../fhir/user-patients.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { subjectOf } from '../oidc/users.ts';
 import { checkPurposeSubmission, purposeChoice, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
@@ -30,6 +31,8 @@ export interface InteractionDeps {
   db: Db;
   host: ProviderHost;
   patients: PatientDirectory;
+  /** The patients the picker lists: those of the FHIR server in `aud` the user may see; default: every patient of `patients`. */
+  patientsAt?: UserPatients;
   /** Login throttling shared by every instance; undefined: none. */
   loginThrottle?: LoginThrottle;
 }
@@ -40,7 +43,7 @@ const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 const LOGIN_FAILED = 'The username or password is not correct.';
 const OIDC = new Set<string>(OIDC_SCOPES);
 
-export function interactionRoutes({ config, db, host, patients, loginThrottle }: InteractionDeps): Router {
+export function interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }: InteractionDeps): Router {
   const router = new Router();
   const audit = databaseAuditSink(db);
 
@@ -50,6 +53,14 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
   async function clientName(details: Details): Promise<string> {
     const client = await host.provider.Client.find(String(details.params.client_id));
     return client?.clientName ?? String(details.params.client_id);
+  }
+
+  /** The patients the user may pick for this authorization: on the FHIR server the app named, as the user may see them. */
+  async function pickable(details: Details, user: User, purpose: PurposeChoice): Promise<PatientSummary[]> {
+    const list = patientsAt
+      ? await patientsAt(user, String(details.params.aud ?? config.fhirBase), purpose.preselected ?? purpose.options.find((code) => !purpose.emergency.includes(code)))
+      : await patients.list();
+    return list.filter((p) => mayAccessPatient(user, p.id));
   }
 
   /** The EHR launch of this authorization, if it is one; undefined when the id is no longer usable. */
@@ -91,7 +102,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
    * The patient this authorization is about: from the EHR launch, the patient user's own
    * record, or the picker's choice; `undefined` when it still has to be picked.
    */
-  async function resolvePatient(details: Details, user: User, picked: unknown): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
+  async function resolvePatient(details: Details, user: User, picked: unknown, purpose: PurposeChoice): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
     if (details.params.launch) {
       const launch = await ehrLaunchOf(details);
       if (!launch) return { pick: false, error: 'This launch has expired or was already used. Launch the app again from the EHR.' };
@@ -101,7 +112,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     const own = patientOf(user);
     if (own) return { patient: own, pick: false };
     if (typeof picked === 'string' && picked) {
-      if (!mayAccessPatient(user, picked) || !(await patients.get(picked))) return { pick: true, error: 'Choose one of the patients listed.' };
+      if (!(await pickable(details, user, purpose)).some((p) => p.id === picked)) return { pick: true, error: 'Choose one of the patients listed.' };
       return { patient: picked, pick: false };
     }
     return { pick: true };
@@ -131,10 +142,10 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     if (!user || user.disabled) return renderLogin(ctx, details);
     const choices = await choicesFor(details, user);
     if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
-    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient) : { pick: false };
+    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient, choices.purpose) : { pick: false };
     if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
     if (context.pick) {
-      const list = (await patients.list()).filter((p) => mayAccessPatient(user, p.id));
+      const list = await pickable(details, user, choices.purpose);
       return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, message: context.error });
     }
     return renderConsent(ctx, details, user, choices, 'patient' in context ? context.patient : undefined);
@@ -199,7 +210,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     }
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
     if (needsPatient(choices.scopes)) {
-      context = await resolvePatient(details, user, body.patient);
+      context = await resolvePatient(details, user, body.patient, choices.purpose);
       if (context.error || context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error ?? 'No patient was chosen.' }, 400);
     }
     const purpose = typeof body.purpose_of_use === 'string' ? body.purpose_of_use : choices.purpose.preselected ?? '';

@@ -1,7 +1,7 @@
 // The guard as Koa middleware: `app.use(smartGuard({...}))` answers everything under the FHIR base path.
 import type { Context, Middleware, Next } from 'koa';
 import { bodyParser } from '@koa/bodyparser';
-import { createGuard, type GuardOptions } from './guard.ts';
+import { createGuard, type Guard, type GuardOptions } from './guard.ts';
 import { FHIR_JSON, operationOutcome } from './responses.ts';
 
 export interface SmartGuardOptions extends GuardOptions {
@@ -12,7 +12,11 @@ export interface SmartGuardOptions extends GuardOptions {
 }
 
 export function smartGuard(options: SmartGuardOptions): Middleware {
-  const guard = createGuard(options);
+  return guardMiddleware(createGuard(options), options);
+}
+
+/** Koa middleware for a guard made with createGuard (when the app also calls it directly). */
+export function guardMiddleware(guard: Guard, options: Pick<SmartGuardOptions, 'base' | 'prefix' | 'maxBodyBytes'>): Middleware {
   const prefix = (options.prefix ?? new URL(options.base).pathname).replace(/\/$/, '');
   const limit = options.maxBodyBytes ?? 1024 * 1024;
   const parse = bodyParser({

@@ -114,6 +114,30 @@ describe('guard in front of another FHIR server', () => {
       assert.equal(smart.issuer, server.issuer);
     });
 
+    it('lists in the patient picker the patients of the server the app named in aud, as the user may see them', async () => {
+      const created = await fetch(`${upstream.url}/Patient/pat-upstream`, {
+        method: 'PUT', headers: { 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Patient', id: 'pat-upstream', name: [{ family: 'Upstream', given: ['Only'] }] }),
+      });
+      assert.ok(created.status === 201 || created.status === 200);
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const picker = (launch: { pages: string[] }) => launch.pages.find((html) => html.includes('type="radio"') && html.includes('name="patient"')) ?? '';
+
+      const there = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-upstream', aud: proxyBase });
+      assert.match(picker(there), /value="pat-upstream"/, 'the upstream server\'s own patient');
+      assert.doesNotMatch(picker(there), /value="pat-4"/, 'test data stays hidden from dr.smith');
+      const { body } = await exchangeCode(server.issuer, there, app);
+      assert.equal(body.patient, 'pat-upstream');
+      assert.equal((await fetch(`${proxyBase}/Patient/pat-upstream`, { headers: { authorization: `Bearer ${body.access_token}` } })).status, 200);
+
+      const here = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
+      assert.doesNotMatch(picker(here), /pat-upstream/, 'the bundled store does not have it');
+      assert.match(picker(here), /value="pat-1"/);
+
+      const jones = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: proxyBase, username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' });
+      assert.deepEqual([...picker(jones).matchAll(/name="patient" value="([^"]+)"/g)].map((m) => m[1]).sort(), ['pat-1', 'pat-2'], 'only the patients dr.jones may reach');
+    });
+
     /** Every page of a search, following next links through the proxy. */
     async function pages(first: string, bearer: string) {
       const seen: { ids: string[]; total?: number; next: boolean }[] = [];

@@ -41,15 +41,16 @@ interface Backing {
 /** The authorization server's database is loaded only when it is used: the drivers are not needed otherwise. */
 async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
-    const [{ openDatabase }, { appendToChain }, { registeredOrigins }, { patientsOfUser }] = await Promise.all([
-      import('../server/db.ts'), import('../server/audit/audit-store.ts'), import('../server/oidc/client-origins.ts'), import('../server/oidc/users.ts'),
+    const [{ databaseAudit }, { openDatabase }, { registeredOrigins }, { patientsOfUser }] = await Promise.all([
+      import('../server/audit/database-sink.ts'), import('../server/db.ts'), import('../server/oidc/client-origins.ts'), import('../server/oidc/users.ts'),
     ]);
     const db = openDatabase(env.DATABASE_URL);
+    const chain = databaseAudit(db);
     const forward = env.AUDIT_FORWARD_URL ? auditRepository(env.AUDIT_FORWARD_URL) : undefined;
     return {
       // The chain is the record; a repository as well, when one is set, gets each event before the answer goes out.
       append: async (events) => {
-        await appendToChain(db, events);
+        await chain.append(events);
         await forward?.(events);
       },
       origins: registeredOrigins(db),

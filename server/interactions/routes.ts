@@ -119,7 +119,10 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
   }
 
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
-    const patientName = patient ? (await patients.get(patient))?.name : undefined;
+    // The name as the server in `aud` has it: the same id may be another person on another server.
+    const patientName = !patient ? undefined : patientsAt
+      ? (await pickable(details, user, choices.purpose)).find((p) => p.id === patient)?.name
+      : (await patients.get(patient))?.name;
     const purpose = choices.purpose;
     return page(ctx, 'consent', {
       title: 'Allow access?',

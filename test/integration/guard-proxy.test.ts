@@ -126,6 +126,7 @@ describe('guard in front of another FHIR server', () => {
       const there = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-upstream', aud: proxyBase });
       assert.match(picker(there), /value="pat-upstream"/, 'the upstream server\'s own patient');
       assert.doesNotMatch(picker(there), /value="pat-4"/, 'test data stays hidden from dr.smith');
+      assert.ok(there.pages.some((html) => html.includes('name="decision"') && html.includes('Only Upstream')), 'the consent page names the patient as that server has them');
       const { body } = await exchangeCode(server.issuer, there, app);
       assert.equal(body.patient, 'pat-upstream');
       assert.equal((await fetch(`${proxyBase}/Patient/pat-upstream`, { headers: { authorization: `Bearer ${body.access_token}` } })).status, 200);
@@ -174,6 +175,16 @@ describe('guard in front of another FHIR server', () => {
       assert.ok(!all.includes('Observation/obs-2a-hiv-vl'), 'the R + HIV result stays hidden');
       assert.ok(all.length > 0);
       for (const page of walked) if (page.next) assert.ok(page.ids.length > 0, 'an empty page is never followed by more');
+    });
+
+    it('answers CORS preflights for the origins of apps registered at the authorization server it shares a database with', async () => {
+      await server.addClient({ auth: { kind: 'public' }, redirectUris: ['https://browser-app.example.org/callback'] });
+      const preflight = (origin: string) => fetch(`${proxyBase}/Patient/pat-2`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
+      const allowed = await preflight('https://browser-app.example.org');
+      assert.equal(allowed.status, 204);
+      assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://browser-app.example.org');
+      assert.match(allowed.headers.get('access-control-allow-headers') ?? '', /DPoP/);
+      assert.equal((await preflight('https://stranger.example.org')).headers.get('access-control-allow-origin'), null);
     });
 
     it('refuses to start without somewhere to keep the audit trail', async () => {

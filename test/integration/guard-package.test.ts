@@ -18,16 +18,17 @@ const APP_ORIGIN = 'https://app.example.org';
 const KOA_APP = `
 import Koa from 'koa';
 import { allowOrigins, balpAudit, httpUpstream, ruleOptions, smartGuard } from '@smart-auth/guard';
-import { databaseAudit } from '@smart-auth/guard/audit-database';
+import { databaseAudit, openDatabase, registeredOrigins } from '@smart-auth/guard/database';
 
 const { ISSUER, FHIR_BASE, UPSTREAM, PORT, DATABASE_URL } = process.env;
 const upstream = httpUpstream({ baseUrl: UPSTREAM });
-const chain = databaseAudit(DATABASE_URL);
+const db = openDatabase(DATABASE_URL);
+const chain = databaseAudit(db);
 let audited = 0;
 const app = new Koa();
 app.use(smartGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM,
-  allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
+  allowedOrigins: allowOrigins([], registeredOrigins(db)),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { await chain.append(events); audited += events.length; }),
 }));
@@ -106,6 +107,8 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     upstream = await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`);
     const bases = { koa: `http://127.0.0.1:${await freePort()}/fhir`, http: `http://127.0.0.1:${await freePort()}/r4`, express: `http://127.0.0.1:${await freePort()}/fhir/r4` };
     server = await startTestServer({ ADDITIONAL_FHIR_BASES: Object.values(bases).join(',') });
+    // The Koa app learns this origin from the authorization server's database.
+    await server.addClient({ auth: { kind: 'public' }, redirectUris: [`${APP_ORIGIN}/callback`] });
     for (const [name, base] of Object.entries(bases)) {
       const env = { ISSUER: server.issuer, FHIR_BASE: base, UPSTREAM: upstream.url, PORT: new URL(base).port, DATABASE_URL: server.config.databaseUrl };
       apps[name] = { base, process: await startScript(`${name}-app.js`, env, /listening/, { cwd: consumers[name] }) };

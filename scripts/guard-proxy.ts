@@ -1,71 +1,129 @@
-// A standalone SMART guard in front of any FHIR R4 server, using only smart-auth/resource-server.
+// A standalone SMART guard in front of any FHIR R4 server, with the same rules and audit as the bundled /fhir.
 //   ISSUER=https://auth.example.org FHIR_BASE_URL=https://fhir.example.org/r4 \
-//   FHIR_UPSTREAM_URL=http://internal-fhir:8080/fhir node --import tsx scripts/guard-proxy.ts
+//   FHIR_UPSTREAM_URL=http://internal-fhir:8080/fhir DATABASE_URL=postgres://... node --import tsx scripts/guard-proxy.ts
 // Settings: PORT (8080), HOST (0.0.0.0), GUARD_VERIFICATION (local | introspection | local+introspection),
 // INTROSPECTION_CLIENT_ID / INTROSPECTION_CLIENT_SECRET (a resource-server client of the issuer),
 // GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
 // GUARD_OPERATIONS (comma-separated operation names allowed through, default none), UPSTREAM_TIMEOUT (seconds, 10),
 // GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
+// Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and the
+// registered apps' origins and users' patients, and the DPoP proofs seen, so that a replay is refused at
+// every instance), AUDIT_FORWARD_URL (a FHIR audit record repository).
+// Rules (README, "The guard proxy"): DEFAULT_CONFIDENTIALITY, DEIDENTIFY_PURPOSES, DEIDENTIFY_DATES, KEY_ENCRYPTION_SECRET,
+// BREAK_GLASS_HINT, GUARD_CONSENT (true), CONSENT_CACHE_MS (60000), WITHOUT_CONSENT, POLICY_FILE, CORS_ORIGINS.
 import Koa from 'koa';
-import { createGuardVerifier, httpUpstream, provenanceTemplate, provenanceUpstream, smartGuard, type GuardVerification } from 'smart-auth/resource-server';
+import {
+  allowOrigins, auditRepository, balpAudit, createDpopCheck, createGuardVerifier, httpUpstream, provenanceTemplate, provenanceUpstream,
+  ruleOptions, smartGuard, type DpopReplayStore, type GuardVerification, type OriginCheck,
+} from 'smart-auth/resource-server';
+import type { AuditEvent } from '../server/audit/types.ts';
+import { boolean, choice, ConfigError, deidentificationKeyOf, integer, origins, purposes } from '../server/config.ts';
+import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
+import { loadPolicy } from '../server/hcs/policy.ts';
 
-function setting(name: string, fallback?: string): string {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined || value === '') {
-    console.error(`guard-proxy: ${name} is required`);
-    process.exit(1);
-  }
-  return value;
-}
-
-function oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
-  const value = setting(name, fallback) as T;
-  if (!allowed.includes(value)) {
-    console.error(`guard-proxy: ${name} must be one of ${allowed.join(', ')}, got "${value}"`);
-    process.exit(1);
-  }
-  return value;
-}
-
-const issuer = setting('ISSUER').replace(/\/$/, '');
-const base = setting('FHIR_BASE_URL').replace(/\/$/, '');
-const upstreamBase = setting('FHIR_UPSTREAM_URL').replace(/\/$/, '');
-const mode = oneOf('GUARD_VERIFICATION', 'local', ['local', 'introspection', 'local+introspection'] as const);
-const clientId = process.env.INTROSPECTION_CLIENT_ID;
-const clientSecret = process.env.INTROSPECTION_CLIENT_SECRET;
-if (mode !== 'local' && (!clientId || !clientSecret)) {
-  console.error(`guard-proxy: GUARD_VERIFICATION=${mode} needs INTROSPECTION_CLIENT_ID and INTROSPECTION_CLIENT_SECRET`);
+function fail(message: string): never {
+  console.error(`guard-proxy: ${message}`);
   process.exit(1);
 }
 
-const verification: GuardVerification = {
-  issuer,
-  audience: base,
-  mode,
-  cache: oneOf('GUARD_TOKEN_CACHE', 'true', ['true', 'false'] as const) === 'true',
-  introspectionCacheSeconds: Number(setting('GUARD_INTROSPECTION_CACHE', '30')),
-  ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
-};
+function setting(name: string, fallback?: string): string {
+  const value = process.env[name] ?? fallback;
+  if (value === undefined || value === '') fail(`${name} is required`);
+  return value;
+}
 
-const provenance = oneOf('GUARD_PROVENANCE', 'false', ['true', 'false'] as const) === 'true';
-const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: Number(setting('UPSTREAM_TIMEOUT', '10')) * 1000 });
+/** What the audit goes to, and what the authorization server's database tells the guard. */
+interface Backing {
+  append(events: AuditEvent[]): Promise<void>;
+  origins?: OriginCheck;
+  userPatients?: GuardVerification['userPatients'];
+  /** Seen DPoP proofs, shared by every instance; unset: this process only. */
+  dpopReplay?: DpopReplayStore;
+  close(): Promise<void>;
+}
 
-const app = new Koa({ proxy: true });
-app.use(smartGuard({
-  base,
-  prefix: new URL(base).pathname,
-  verify: createGuardVerifier(verification),
-  upstream: provenance ? provenanceUpstream(upstream) : upstream,
-  ...(provenance && { provenance: (token, kind) => provenanceTemplate(token, kind, new Date()) }),
-  upstreamBase,
-  includes: oneOf('GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
-  narratives: oneOf('GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
-  allowOperations: (process.env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim()).filter(Boolean),
-  smartConfiguration: async () => (await fetch(`${issuer}/.well-known/smart-configuration`)).json(),
-}));
+/** The authorization server's database is loaded only when it is used: the drivers are not needed otherwise. */
+async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
+  if (env.DATABASE_URL) {
+    const [{ databaseAudit }, { openDatabase }, { registeredOrigins }, { patientsOfUser }, { recordFirstUse }] = await Promise.all([
+      import('../server/audit/database-sink.ts'), import('../server/db.ts'), import('../server/oidc/client-origins.ts'), import('../server/oidc/users.ts'),
+      import('../server/oidc/adapter.ts'),
+    ]);
+    const db = openDatabase(env.DATABASE_URL);
+    const chain = databaseAudit(db);
+    const forward = env.AUDIT_FORWARD_URL ? auditRepository(env.AUDIT_FORWARD_URL) : undefined;
+    return {
+      // The chain is the record; a repository as well, when one is set, gets each event before the answer goes out.
+      append: async (events) => {
+        await chain.append(events);
+        await forward?.(events);
+      },
+      origins: registeredOrigins(db),
+      userPatients: (claims) => patientsOfUser(db, claims),
+      dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
+      close: () => db.destroy(),
+    };
+  }
+  if (env.AUDIT_FORWARD_URL) return { append: auditRepository(env.AUDIT_FORWARD_URL), close: async () => {} };
+  fail('every access is audited: set DATABASE_URL (the authorization server\'s database) or AUDIT_FORWARD_URL (a FHIR audit repository)');
+}
 
-const port = Number(setting('PORT', '8080'));
-const server = app.listen(port, setting('HOST', '0.0.0.0'), () => {
-  console.log(`smart-auth guard listening on ${port}: ${base} -> ${upstreamBase} (issuer ${issuer}, ${mode} verification)`);
-});
-process.once('SIGTERM', () => server.close(() => process.exit(0)));
+async function main() {
+  const env = process.env;
+  const issuer = setting('ISSUER').replace(/\/$/, '');
+  const base = setting('FHIR_BASE_URL').replace(/\/$/, '');
+  const upstreamBase = setting('FHIR_UPSTREAM_URL').replace(/\/$/, '');
+  const mode = choice(env, 'GUARD_VERIFICATION', 'local', ['local', 'introspection', 'local+introspection'] as const);
+  const clientId = env.INTROSPECTION_CLIENT_ID;
+  const clientSecret = env.INTROSPECTION_CLIENT_SECRET;
+  if (mode !== 'local' && (!clientId || !clientSecret)) fail(`GUARD_VERIFICATION=${mode} needs INTROSPECTION_CLIENT_ID and INTROSPECTION_CLIENT_SECRET`);
+  const store = await backing(env);
+
+  const verification: GuardVerification = {
+    issuer,
+    audience: base,
+    mode,
+    cache: boolean(env, 'GUARD_TOKEN_CACHE', true),
+    introspectionCacheSeconds: integer(env, 'GUARD_INTROSPECTION_CACHE', 30, 0, 3600),
+    ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
+    userPatients: store.userPatients,
+  };
+  const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300) * 1000 });
+  const provenance = boolean(env, 'GUARD_PROVENANCE', false);
+
+  const app = new Koa({ proxy: true });
+  app.use(smartGuard({
+    base,
+    issuer,
+    prefix: new URL(base).pathname,
+    verify: createGuardVerifier(verification),
+    upstream: provenance ? provenanceUpstream(upstream) : upstream,
+    ...(provenance && { provenance: (token, kind) => provenanceTemplate(token, kind, new Date()) }),
+    dpop: createDpopCheck({ replay: store.dpopReplay }),
+    upstreamBase,
+    includes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
+    narratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
+    allowOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
+    allowedOrigins: allowOrigins(origins(env, 'CORS_ORIGINS'), store.origins),
+    ...ruleOptions(upstream, {
+      defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),
+      deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),
+      deidentifyDates: choice(env, 'DEIDENTIFY_DATES', 'truncate-year', ['truncate-year', 'truncate-month', 'shift'] as const),
+      deidentificationKey: env.KEY_ENCRYPTION_SECRET ? deidentificationKeyOf(env.KEY_ENCRYPTION_SECRET) : undefined,
+      breakGlassHint: boolean(env, 'BREAK_GLASS_HINT', false),
+      consent: boolean(env, 'GUARD_CONSENT', true),
+      consentCacheMs: integer(env, 'CONSENT_CACHE_MS', 60_000, 0, 3_600_000),
+      withoutConsent: choice(env, 'WITHOUT_CONSENT', 'permit', ['permit', 'deny'] as const),
+      purposePolicy: loadPolicy(env.POLICY_FILE || undefined),
+    }),
+    audit: balpAudit(base, store.append),
+  }));
+
+  const port = integer(env, 'PORT', 8080, 0, 65535);
+  const server = app.listen(port, setting('HOST', '0.0.0.0'), () => {
+    console.log(`smart-auth guard listening on ${port}: ${base} -> ${upstreamBase} (issuer ${issuer}, ${mode} verification)`);
+  });
+  process.once('SIGTERM', () => server.close(() => store.close().finally(() => process.exit(0))));
+}
+
+main().catch((err) => fail(err instanceof ConfigError ? err.message : String(err?.message ?? err)));

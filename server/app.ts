@@ -1,5 +1,5 @@
 // Koa composition: headers, errors, the server's own pages and routes, then node-oidc-provider.
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -8,7 +8,7 @@ import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { errors } from 'oidc-provider';
-import type { Config } from './config.ts';
+import { deidentificationKeyOf, type Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
@@ -29,19 +29,20 @@ import { patientsOfUser } from './oidc/users.ts';
 import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { provenanceTemplate } from './fhir/provenance.ts';
-import { smartGuard } from './resource-server/koa.ts';
 import { createGuardVerifier } from './resource-server/verify-token.ts';
 import { boundKey, createDpopCheck } from './resource-server/dpop.ts';
-import type { FhirBundle, FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
-import { createPrivacyPolicy } from './privacy/pipeline.ts';
-import { createConsentCache } from './privacy/consent.ts';
-import { purposeRefusal } from './privacy/purpose.ts';
 import { createAuditStore, type SignedHead } from './audit/audit-store.ts';
 import { headLogFields } from './audit/signed-head.ts';
+import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.ts';
+import { createGuard } from './resource-server/guard.ts';
+import { userPatients } from './fhir/user-patients.ts';
+import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
+import { balpAudit, ruleOptions } from './resource-server/rules.ts';
+import { allowOrigins } from './resource-server/cors.ts';
+import { registeredOrigins } from './oidc/client-origins.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditStore } from './audit/types.ts';
 import { accessAuditEvents } from './audit/balp.ts';
-import { accessAuditFrom } from './audit/access.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
 import { disclosureRoutes, REPORT_CLIENT } from './portal/disclosures.ts';
 import { checkpointSigner } from './oidc/keys.ts';
@@ -184,6 +185,17 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const { upstreamBase } = fhirServer;
   const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
+  // The same rules and audit as the module and the proxy (consents are read from the FHIR server itself).
+  const guardRules = ruleOptions(fhirServer.upstream, {
+    defaultConfidentiality: config.defaultConfidentiality,
+    deidentifyPurposes: config.deidentifyPurposes,
+    deidentificationKey: deidentificationKeyOf(config.keyEncryptionSecret),
+    deidentifyDates: config.deidentifyDates,
+    breakGlassHint: config.breakGlassHint,
+    withoutConsent: config.withoutConsent,
+    purposePolicy: config.policy,
+  });
+  const appendAccess = balpAudit(config.fhirBase, (events) => audit.append(events));
 
   // Behind a proxy, the client address is the one the proxy appended (maxIpsCount 1), not what a client sent.
   const app = new Koa({ keys: config.cookieSecrets, proxy: config.trustProxy, maxIpsCount: 1 });
@@ -263,33 +275,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
   });
 
-  app.use(requestId);
-  app.use(logger.requests);
-  app.use(metrics.middleware);
-  app.use(errorBoundary(logger));
-  app.use(securityHeaders);
-  // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
-  app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
-  app.use(rateLimit({ paths: ['/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
-  app.use(router.routes());
-  app.use(interactionRoutes({ config, db, host, patients, loginThrottle }).routes());
-  app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
-  if (config.demo) app.use(sandboxLauncherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
-  app.use(developerPortalRoutes({ config, db, host }).routes());
-  app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
-  app.use(securityRoutes({ config, db, loginThrottle }).routes());
-  app.use(disclosureRoutes({
-    config, db, audit, patients,
-    // Reading one's own accounting of disclosures is itself an access to the trail.
-    onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
-      recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
-      interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
-      client: { id: REPORT_CLIENT, issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
-      purposeOfUse: [purposeCoding('PATRQT')],
-    })),
-  }).routes());
-  app.use(bearerIntrospection({ config, db, host }).routes());
-  app.use(smartGuard({
+  const guardOptions: SmartGuardOptions = {
     base: config.fhirBase,
     prefix: new URL(config.fhirBase).pathname,
     verify: createGuardVerifier({
@@ -311,33 +297,53 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,
-    authorize: async (token, interaction) => purposeRefusal(config.policy, token) ?? (await readersOfTrail(token, interaction)),
-    resourcePolicy: createPrivacyPolicy({
-      defaultConfidentiality: config.defaultConfidentiality,
-      labels: config.policy.labels,
-      deidentifyPurposes: config.deidentifyPurposes,
-      deidentification: { key: createHash('sha256').update(`de-identification:${config.keyEncryptionSecret}`).digest('base64url'), dates: config.deidentifyDates },
-      breakGlassHint: config.breakGlassHint,
-      withoutConsent: config.withoutConsent,
-      consents: createConsentCache(async (patient) => {
-        const res = await fhirServer.upstream.send({ method: 'GET', path: `Consent?patient=${encodeURIComponent(patient)}&_count=200` });
-        if (res.status !== 200) throw new Error(`consents of ${patient} could not be read: ${res.status}`);
-        return ((res.body as FhirBundle).entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
-      }),
-    }),
+    allowedOrigins: allowOrigins(config.corsOrigins, registeredOrigins(db, config.clientCacheMs)),
+    ...guardRules,
+    authorize: async (token, interaction) => (await guardRules.authorize?.(token, interaction)) ?? (await readersOfTrail(token, interaction)),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
     audit: async (record) => {
       metrics.guardDecisions.inc({ interaction: record.interaction?.kind ?? 'none', outcome: record.status < 400 ? 'allowed' : record.status < 500 ? 'refused' : 'failed' });
       const end = metrics.auditWrites.startTimer();
       try {
-        await audit.append(accessAuditEvents(accessAuditFrom(record, config.fhirBase, new Date())));
+        await appendAccess(record);
         end({ result: 'stored' });
       } catch (err) {
         end({ result: 'failed' });
         throw err;
       }
     },
-  }));
+  };
+  const fhirGuard = createGuard(guardOptions);
+  const tokenSigner = checkpointSigner(db, keyPolicy(config));
+  const patientsAt = userPatients({ config, guard: fhirGuard, signAccessToken: (claims) => tokenSigner.sign(claims, 'at+jwt') });
+
+  app.use(requestId);
+  app.use(logger.requests);
+  app.use(metrics.middleware);
+  app.use(errorBoundary(logger));
+  app.use(securityHeaders);
+  // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
+  app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
+  app.use(rateLimit({ paths: ['/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
+  app.use(router.routes());
+  app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
+  app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
+  if (config.demo) app.use(sandboxLauncherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
+  app.use(developerPortalRoutes({ config, db, host }).routes());
+  app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
+  app.use(securityRoutes({ config, db, loginThrottle }).routes());
+  app.use(disclosureRoutes({
+    config, db, audit, patients,
+    // Reading one's own accounting of disclosures is itself an access to the trail.
+    onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
+      recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
+      interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
+      client: { id: REPORT_CLIENT, issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
+      purposeOfUse: [purposeCoding('PATRQT')],
+    })),
+  }).routes());
+  app.use(bearerIntrospection({ config, db, host }).routes());
+  app.use(guardMiddleware(fhirGuard, guardOptions));
   app.use(providerBodyLimit);
   app.use(host.middleware);
   return { logger, config, db, host, audit, auditHeads, metrics, app };

@@ -1,5 +1,6 @@
 // Every setting of smart-auth, typed, read once from the environment and validated at start.
 // README lists them; keep the two in step.
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { LogLevel } from './ops/log.ts';
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
@@ -88,6 +89,8 @@ export interface Config {
   guardOperations: string[];
   /** A SMART 2.2 User Access Brands Bundle (JSON) published at /brands; unset: one brand made from ISSUER. */
   brandsFile: string | undefined;
+  /** Browser origins allowed CORS at the FHIR base besides those of registered redirect URIs. */
+  corsOrigins: string[];
   /** The HCS policy (role x purpose of use, break-the-glass), from POLICY_FILE or the bundled default. */
   policy: HcsPolicy;
 }
@@ -102,7 +105,7 @@ export const DEV_KEY_ENCRYPTION_SECRET = 'smart-auth-development-key-encryption-
 
 type Env = Record<string, string | undefined>;
 
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+export function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
@@ -111,7 +114,7 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   return value;
 }
 
-function choice<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
+export function choice<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
   const raw = env[name] || fallback;
   if (!allowed.includes(raw as T)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${raw}"`);
   return raw as T;
@@ -128,14 +131,14 @@ function tlsFiles(env: Env): Config['tls'] {
   return { certFile, keyFile };
 }
 
-function purposes(env: Env, name: string, fallback: string): string[] {
+export function purposes(env: Env, name: string, fallback: string): string[] {
   const list = (env[name] ?? fallback).split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = list.filter((code) => !isPurposeOfUse(code));
   if (unknown.length) throw new ConfigError(`${name} takes v3-ActReason purpose-of-use codes, got ${unknown.join(', ')}`);
   return list;
 }
 
-function boolean(env: Env, name: string, fallback: boolean): boolean {
+export function boolean(env: Env, name: string, fallback: boolean): boolean {
   const raw = env[name]?.toLowerCase();
   if (raw === undefined || raw === '') return fallback;
   if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
@@ -154,6 +157,18 @@ function url(name: string, raw: string): URL {
   if (parsed.search || parsed.hash) throw new ConfigError(`${name} must not have a query or fragment, got "${raw}"`);
   return parsed;
 }
+
+/** A comma-separated list of http(s) origins ("https://app.example.org"). */
+export function origins(env: Env, name: string): string[] {
+  return (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((value) => {
+    const parsed = url(name, value);
+    if (parsed.pathname !== '/' || parsed.username || parsed.password) throw new ConfigError(`${name} takes origins (scheme://host[:port]), got "${value}"`);
+    return parsed.origin;
+  });
+}
+
+/** The de-identification key of the guard, derived from KEY_ENCRYPTION_SECRET: a proxy with the same secret gives the same pseudonyms. */
+export const deidentificationKeyOf = (secret: string) => createHash('sha256').update(`de-identification:${secret}`).digest('base64url');
 
 const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
 
@@ -243,6 +258,7 @@ export function loadConfig(env: Env = process.env): Config {
     guardOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
     policy: policyFrom(env.POLICY_FILE),
     brandsFile: env.BRANDS_FILE || undefined,
+    corsOrigins: origins(env, 'CORS_ORIGINS'),
   };
 
   if (production) assertProductionSafe(config, issuerUrl);

@@ -1,7 +1,7 @@
 // What the standalone guard proxy costs on a FHIR read (GET Patient/pat-1), in one run, every server in
 // its own process: the demo FHIR server unguarded (the baseline), and the proxy in front of it with local
 // verification without the token cache, with the cache, and by introspection (every request, and trusting
-// an answer for 30 s). smart-auth's bundled /fhir is measured by reads.ts (npm run bench).
+// an answer for 30 s); each with the full rules and the durable audit into the issuer's database. smart-auth's bundled /fhir is measured by reads.ts (npm run bench).
 //   node --import tsx scripts/bench/guard.ts [requests=3000] [connections=10]
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,7 +36,7 @@ try {
 
   for (const v of proxies) {
     const proxy = await startScript('scripts/guard-proxy.ts', {
-      PORT: String(v.port), HOST: '127.0.0.1', ISSUER: issuer.url, FHIR_BASE_URL: v.base, FHIR_UPSTREAM_URL: upstreamUrl,
+      PORT: String(v.port), HOST: '127.0.0.1', ISSUER: issuer.url, FHIR_BASE_URL: v.base, FHIR_UPSTREAM_URL: upstreamUrl, DATABASE_URL: issuer.databaseUrl,
       INTROSPECTION_CLIENT_ID: clients.resourceServer.clientId, INTROSPECTION_CLIENT_SECRET: clients.resourceServer.clientSecret, ...v.env,
     }, /listening/);
     stops.unshift(() => proxy.stop());

@@ -2,13 +2,15 @@
 // run, each server in its own process:
 //   - the guard and the store in one process, audit off and on (scripts/bench/audited-server.ts);
 //   - smart-auth's bundled /fhir: the same plus the revocation check, the privacy rules and the durable
-//     audit trail (every access committed to the hash chain before it is answered).
+//     audit trail (every access committed to the hash chain before it is answered);
+//   - the guard proxy with the full rules and the durable audit (into smart-auth's database) in front of
+//     Medplum's in-memory FHIR repository, against that repository unguarded.
 //   node --import tsx scripts/bench/reads.ts [requests=3000] [connections=10]
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
-import { startDemoFhirServer, startScript } from '../../test/support/processes.ts';
+import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, startScript } from '../../test/support/processes.ts';
 import { backendToken, isMain, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
 
 export const benchReads: Bench = async (total, connections) => {
@@ -33,10 +35,17 @@ export const benchReads: Bench = async (total, connections) => {
   const guardOnly = await guard('off');
   const guardAudited = await guard('on');
 
-  const smartAuth = await startServerProcess();
+  const medplum = await startMedplumFhirServer();
+  stops.push(() => medplum.stop());
+  const proxyBase = `http://127.0.0.1:${await freePort()}/r4`;
+
+  const smartAuth = await startServerProcess({ ADDITIONAL_FHIR_BASES: proxyBase });
   stops.push(() => smartAuth.stop());
   const clients = await registerBenchClients(smartAuth, 'system/Patient.rs');
   const smartAuthToken = await backendToken(smartAuth, clients);
+  const proxy = await startGuardProxy({ issuer: smartAuth.url, config: { databaseUrl: smartAuth.databaseUrl } }, proxyBase, medplum.url);
+  stops.unshift(() => proxy.stop());
+  const proxyToken = await backendToken(smartAuth, clients, proxyBase);
 
   const baselineName = 'the demo store alone, unguarded';
   const rows: BenchRow[] = [];
@@ -49,6 +58,12 @@ export const benchReads: Bench = async (total, connections) => {
     const baseline = await measure(store.pid, store.url);
     rows.push({ name, baselineName, baseline, result: await measure(pid, base, token) });
   }
+  rows.push({
+    name: 'guard proxy, full rules, durable audit (in front of Medplum)',
+    baselineName: 'Medplum\'s in-memory FHIR repository alone, unguarded',
+    baseline: await measure(medplum.pid, medplum.url),
+    result: await measure(proxy.pid, proxyBase, proxyToken),
+  });
   return { rows, serverPid: smartAuth.pid, stop: async () => { for (const stop of stops.reverse()) await stop(); } };
 };
 

@@ -14,10 +14,17 @@ const outcome = (status: number, code: string, diagnostics: string) =>
 /** FHIR search parameters to the store's filter, or the reason they cannot be. */
 export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
   const filter: AuditSearch = {};
+  let noMatch = false;
   for (const [name, value] of params) {
     if (!SEARCH_PARAMS.has(name)) return `AuditEvent search does not support ${name}`;
     switch (name) {
-      case 'patient': filter.patient = value.replace(/^Patient\//, ''); break;
+      case 'patient': {
+        // A repeated parameter ANDs (the guard adds the token's patient): two different patients match nothing.
+        const patient = value.replace(/^Patient\//, '');
+        if (filter.patient !== undefined && filter.patient !== patient) noMatch = true;
+        filter.patient = patient;
+        break;
+      }
       case '_id': filter.id = value; break;
       case 'agent': case 'entity': case 'type': case 'subtype': case 'outcome': filter[name] = value.replace(/^.*\|/, ''); break;
       case '_count': {
@@ -40,7 +47,7 @@ export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
       default: break;
     }
   }
-  filter.limit ??= 200;
+  filter.limit = noMatch ? 0 : filter.limit ?? 200;
   return filter;
 }
 

@@ -26,7 +26,7 @@ export interface PatientDirectory {
 
 interface HumanName { text?: string; given?: string[]; family?: string }
 
-function summarise(patient: FhirResource): PatientSummary {
+export function summarise(patient: FhirResource): PatientSummary {
   const name = (patient.name as HumanName[] | undefined)?.[0];
   return {
     id: String(patient.id),

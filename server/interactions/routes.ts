@@ -14,10 +14,11 @@ import { buildLaunchContext } from '../smart/launch-context.ts';
 import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
 import type { PatientDirectory, PatientSummary } from '../fhir/patient-directory.ts';
+import type { UserPatients } from '../fhir/user-patients.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { subjectOf } from '../oidc/users.ts';
 import { checkPurposeSubmission, mayOpenTestData, purposeChoice, purposeForPatient, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
-import { plainPurpose, purposeCoding, purposeDisplay } from '../hcs/codes.ts';
+import { isTestPurpose, plainPurpose, purposeCoding, purposeDisplay } from '../hcs/codes.ts';
 import { pickablePatients } from './picker.ts';
 import { findSandboxLaunch, type SandboxOptions } from '../sandbox.ts';
 import { databaseAuditSink } from '../audit/store.ts';
@@ -35,6 +36,8 @@ export interface InteractionDeps {
   db: Db;
   host: ProviderHost;
   patients: PatientDirectory;
+  /** The patients the picker lists: those of the FHIR server in `aud` the user may see; default: every patient of `patients`. */
+  patientsAt?: UserPatients;
   /** Login throttling shared by every instance; undefined: none. */
   loginThrottle?: LoginThrottle;
 }
@@ -45,7 +48,7 @@ const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 const LOGIN_FAILED = 'The username or password is not correct.';
 const OIDC = new Set<string>(OIDC_SCOPES);
 
-export function interactionRoutes({ config, db, host, patients, loginThrottle }: InteractionDeps): Router {
+export function interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }: InteractionDeps): Router {
   const router = new Router();
   const audit = databaseAuditSink(db);
 
@@ -60,6 +63,24 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
   /** The app's name and where the code goes: the host of this request's redirect URI, so a look-alike name cannot hide it. */
   async function appIdentity(details: Details): Promise<{ clientName: string; redirectHost: string }> {
     return { clientName: await clientName(details), redirectHost: URL.parse(String(details.params.redirect_uri))?.host ?? '' };
+  }
+
+  /**
+   * The patients the user may pick for this authorization: on the FHIR server the app named, as the user may
+   * see them there (test patients too, read under a test purpose, when the user may assert one), narrowed by
+   * the picker's rules and search.
+   */
+  async function pickable(details: Details, user: User, purpose: PurposeChoice, query = ''): Promise<PatientSummary[]> {
+    const mayOpenTest = mayOpenTestData(purpose);
+    let listed = await patients.list();
+    if (patientsAt) {
+      const aud = String(details.params.aud ?? config.fhirBase);
+      const everyday = purpose.preselected && !isTestPurpose(purpose.preselected) ? purpose.preselected : purpose.options.find((code) => !purpose.emergency.includes(code) && !isTestPurpose(code));
+      const test = mayOpenTest ? purpose.options.find(isTestPurpose) : undefined;
+      const lists = await Promise.all([everyday, ...(test ? [test] : [])].map((code) => patientsAt(user, aud, code)));
+      listed = [...new Map(lists.flat().map((p) => [p.id, p])).values()];
+    }
+    return pickablePatients(listed, { mayOpen: (id) => mayAccessPatient(user, id), mayOpenTestData: mayOpenTest, query });
   }
 
   /** The EHR launch of this authorization, if it is one; undefined when the id is no longer usable. */
@@ -117,7 +138,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
    * The patient this authorization is about: from the EHR launch, the patient user's own
    * record, or the picker's choice; `undefined` when it still has to be picked.
    */
-  async function resolvePatient(details: Details, user: User, picked: unknown, mayOpenTest: boolean): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
+  async function resolvePatient(details: Details, user: User, picked: unknown, purpose: PurposeChoice): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
     if (details.params.launch) {
       const launch = await ehrLaunchOf(details);
       if (!launch) return { pick: false, error: 'This launch has expired or was already used. Launch the app again from the EHR.' };
@@ -127,8 +148,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     const own = patientOf(user);
     if (own) return { patient: own, pick: false };
     if (typeof picked === 'string' && picked) {
-      const summary = mayAccessPatient(user, picked) ? await patients.get(picked) : undefined;
-      if (!summary || (summary.test && !mayOpenTest)) return { pick: true, error: 'Choose one of the patients listed.' };
+      if (!(await pickable(details, user, purpose)).some((p) => p.id === picked)) return { pick: true, error: 'Choose one of the patients listed.' };
       return { patient: picked, pick: false };
     }
     return { pick: true };
@@ -139,7 +159,10 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     (summary ? purposeForPatient(choice, summary) : { preselected: choice.preselected, visible: true });
 
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
-    const summary = patient ? await patients.get(patient) : undefined;
+    // The patient as the server in `aud` has them: the same id may be another person on another server.
+    const summary = !patient ? undefined : patientsAt
+      ? (await pickable(details, user, choices.purpose)).find((p) => p.id === patient)
+      : await patients.get(patient);
     const ownRecord = Boolean(patientOf(user));
     const forPatient = purposeFor(choices.purpose, summary);
     const purpose = { ...choices.purpose, preselected: forPatient.preselected };
@@ -185,12 +208,11 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     if (!user || user.disabled) return renderLogin(ctx, details);
     const choices = await choicesFor(details, user);
     if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
-    const mayOpenTest = mayOpenTestData(choices.purpose);
-    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient, mayOpenTest) : { pick: false };
+    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient, choices.purpose) : { pick: false };
     if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
     if (context.pick) {
       const query = typeof ctx.query.q === 'string' ? ctx.query.q.slice(0, 100) : '';
-      const list = pickablePatients(await patients.list(), { mayOpen: (id) => mayAccessPatient(user, id), mayOpenTestData: mayOpenTest, query });
+      const list = await pickable(details, user, choices.purpose, query);
       return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, query, message: context.error });
     }
     const patient = 'patient' in context ? context.patient : undefined;
@@ -268,7 +290,7 @@ export function interactionRoutes({ config, db, host, patients, loginThrottle }:
     }
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
     if (needsPatient(choices.scopes)) {
-      context = await resolvePatient(details, user, body.patient, mayOpenTestData(choices.purpose));
+      context = await resolvePatient(details, user, body.patient, choices.purpose);
       if (context.error || context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error ?? 'No patient was chosen.' }, 400);
     }
     const purpose = typeof body.purpose_of_use === 'string' ? body.purpose_of_use : choices.purpose.preselected ?? '';

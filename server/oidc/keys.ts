@@ -214,12 +214,13 @@ export function checkpointSigner(db: Db, policy: KeyPolicy) {
     async prepare(): Promise<void> {
       await load();
     },
-    async sign(payload: object): Promise<string> {
+    /** A JWS of `payload` with the current signing key; `typ` at+jwt makes it an access token of this server (the patient picker's own). */
+    async sign(payload: object, typ = 'audit-checkpoint+json'): Promise<string> {
       const keys = (await privateKeys()).filter((k) => k.info.state === 'signing').sort((a, b) => byPreference(a.info, b.info));
       const key = keys.find((k) => k.info.alg === policy.algs[0]) ?? keys[0];
       if (!key) throw new Error('no signing key for audit checkpoints');
       return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-        .setProtectedHeader({ alg: key.info.alg, kid: key.info.kid, typ: 'audit-checkpoint+json' })
+        .setProtectedHeader({ alg: key.info.alg, kid: key.info.kid, typ })
         .sign(await importJWK(key.jwk, key.info.alg));
     },
     async verify(jws: string): Promise<object> {

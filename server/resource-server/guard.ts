@@ -7,14 +7,33 @@ import { classify, entryRequests } from './interaction.ts';
 import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
 import { checkNarratives } from './narrative.ts';
-import { rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
+import { narrowedSearch } from './narrow.ts';
+import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
-import { accessTokenOf, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
+import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
+import { corsHeaders, preflightHeaders, type OriginCheck } from './cors.ts';
 
-export interface GuardRequest extends FhirRequest {
+/** A request as it arrives, in any framework. */
+export interface GuardRequest {
+  method: string;
+  /** The path below the FHIR base as it arrives: "/Patient/pat-1", "/metadata", "/" (a leading slash is optional; a "?query" is split off). */
+  path: string;
+  /** The query string ("name=smith&_count=10", with or without "?") or URLSearchParams. */
+  query?: string | URLSearchParams;
+  /** Request headers; names in any case, as node:http gives them (repeated headers as arrays). */
+  headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+  /** The parsed JSON body (a resource, a Bundle, a JSON Patch array), or the form of POST Type/_search as URLSearchParams or a string. */
+  body?: unknown;
+  remoteAddress?: string;
+  /** The body could not be taken (400, 413, 415): refused whatever the token, which is still verified so that the audit says who sent it. */
+  bodyRefusal?: Refusal;
+}
+
+/** A request as the guard works on it: path without leading slash, parsed query, lower-case headers. */
+export interface ReceivedRequest extends FhirRequest {
   headers: Record<string, string | undefined>;
   remoteAddress?: string;
   /** The body could not be taken (400, 413, 415): refused whatever the token, which is still verified so that the audit says who sent it. */
@@ -23,7 +42,7 @@ export interface GuardRequest extends FhirRequest {
 
 /** What the audit sink learns about each access, allowed or refused. */
 export interface AccessRecord {
-  request: GuardRequest;
+  request: ReceivedRequest;
   token?: TokenContext;
   interaction?: FhirInteraction;
   status: number;
@@ -37,8 +56,10 @@ export interface AccessRecord {
 export interface GuardOptions {
   /** The public FHIR base URL: what clients call, and the `aud` of their tokens. */
   base: string;
-  verify(token: string): Promise<TokenContext>;
-  upstream: Upstream;
+  /** Token verification (see createGuardVerifier); default: local verification with the issuer's published keys. */
+  verify?: (token: string) => Promise<TokenContext>;
+  /** How the guard reaches the FHIR server; default: httpUpstream to `upstreamBase`. */
+  upstream?: Upstream;
   /** The upstream's own base URL, rewritten to `base` in links and fullUrls. */
   upstreamBase: string;
   /** `_include`/`_revinclude` targets the token may not see: strip them (default) or refuse with 403. */
@@ -49,14 +70,18 @@ export interface GuardOptions {
   allowOperations?: readonly string[];
   /** Called for every request before its answer goes out; when it fails, the guard answers 503. */
   audit?: (record: AccessRecord) => Promise<void>;
-  /** The SMART configuration served at `{base}/.well-known/smart-configuration`. */
+  /** The SMART configuration served at `{base}/.well-known/smart-configuration`; default: the issuer's own, fetched from it. */
   smartConfiguration?: () => Promise<unknown>;
+  /** The authorization server (`iss` of the tokens), for the default `verify` and `smartConfiguration`. */
+  issuer?: string;
   /** What a token may see of each resource beyond its scopes (labels, consent, obligations); see server/privacy/pipeline.ts. */
   resourcePolicy?: ResourcePolicy;
   /** Checks DPoP proofs of key-bound tokens (RFC 9449); default: createDpopCheck() with replay detection in this process. */
   dpop?: DpopCheck;
   /** The Provenance of a write (without its target), passed to the upstream with it; see UpstreamRequest.provenance. */
   provenance?: (token: TokenContext, kind: 'create' | 'update' | 'delete') => FhirResource | undefined;
+  /** Browser origins that may call the FHIR base (CORS); default none. See allowOrigins in cors.ts. */
+  allowedOrigins?: OriginCheck;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -78,17 +103,36 @@ interface Performed {
   patients?: string[];
 }
 
+/** Upstream pages the filters may empty one after another before the guard answers with an empty page. */
+const MAX_SKIPPED_PAGES = 50;
+
+const matchCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
+
+/**
+ * `total` only when it is true: the upstream's when the guard hid nothing (the upstream counted the
+ * narrowed search), the page's own count when it is the only page; otherwise none.
+ */
+function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number): FhirBundle {
+  const { total: _, ...rest } = filtered;
+  if (upstream.total === undefined) return rest;
+  if (skipped === 0 && matchCount(filtered) === matchCount(upstream)) return { ...rest, total: upstream.total };
+  const onlyPage = skipped === 0 && !upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
+  return onlyPage ? { ...rest, total: matchCount(filtered) } : rest;
+}
+
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
-export function createGuard(options: GuardOptions) {
+export function createGuard(guardOptions: GuardOptions) {
+  const options = withDefaults(guardOptions);
   const includes = options.includes ?? 'strip';
   const checkDpop = options.dpop ?? createDpopCheck();
+  const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
   const passHeaders = (headers: Record<string, string | undefined>) => Object.fromEntries(
     ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
-  async function send(request: GuardRequest, method: string, path: string, body?: unknown, provenance?: FhirResource): Promise<UpstreamResponse> {
+  async function send(request: ReceivedRequest, method: string, path: string, body?: unknown, provenance?: FhirResource): Promise<UpstreamResponse> {
     return options.upstream.send({ method, path, headers: passHeaders(request.headers), body, ...(provenance && { provenance }) });
   }
 
@@ -123,7 +167,7 @@ export function createGuard(options: GuardOptions) {
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
-  async function read(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const instance = `${interaction.type}/${interaction.id}`;
     const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? `${instance}/_history` : instance;
     const upstream = await send(request, 'GET', path);
@@ -147,7 +191,7 @@ export function createGuard(options: GuardOptions) {
    * What a Binary's securityContext names, read from upstream when the token is bound to patients and
    * the context is not a Patient (which needs no read): the Binary is visible only if that resource is.
    */
-  async function securityContext(request: GuardRequest, token: TokenContext, kind: 'read' | 'vread', resource: FhirResource): Promise<FhirResource | undefined> {
+  async function securityContext(request: ReceivedRequest, token: TokenContext, kind: 'read' | 'vread', resource: FhirResource): Promise<FhirResource | undefined> {
     const target = securityContextOf(resource);
     if (!target || target.type === 'Patient' || viewsFor(token, 'Binary', kind).every((view) => view.patients === undefined)) return undefined;
     // Not the client's conditional headers: a 304 would hide the Binary.
@@ -155,34 +199,53 @@ export function createGuard(options: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
-  async function search(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function search(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
     const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
-    const params = new URLSearchParams(interaction.params);
+    const views = viewsFor(token, interaction.type ?? '*', interaction.kind);
+    const params = history ? new URLSearchParams(interaction.params) : narrowedSearch(interaction.type, interaction.params, views);
     // Element subsetting upstream could drop the subject or category a view checks: filter whole resources.
-    if (!viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted)) {
+    if (!views.every(isUnrestricted)) {
       params.delete('_elements');
       params.delete('_summary');
     }
     const query = params.toString();
-    const upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
+    let upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
-    const bundle = upstream.body as FhirBundle;
     if (history) {
-      const filtered = await finish(token, filterHistoryBundle(bundle, token, interaction.kind as 'history-type' | 'history-system'));
+      const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, interaction.kind as 'history-type' | 'history-system'));
       return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
     }
-    const inScope = filterSearchBundle(bundle, token, { includes });
-    if (isRefusal(inScope)) return inScope;
-    const filtered = await finish(token, inScope.bundle);
-    return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+    // A page the filters emptied is never the answer while the upstream has more: the next page is read.
+    let skipped = 0;
+    for (;;) {
+      const page = upstream.body as FhirBundle;
+      const inScope = filterSearchBundle(page, token, { includes });
+      if (isRefusal(inScope)) return inScope;
+      const filtered = await finish(token, inScope.bundle);
+      const next = nextPage(page);
+      if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
+        const counted = withTotal(filtered, page, skipped);
+        return { response: answer(200, counted, upstream), resources: bundleResources(counted) };
+      }
+      skipped++;
+      upstream = await send(request, 'GET', next);
+      if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    }
+  }
+
+  /** The upstream's next page, below its base; none when the link points elsewhere. */
+  function nextPage(bundle: FhirBundle): string | undefined {
+    const url = bundle.link?.find((l) => l.relation === 'next')?.url;
+    const prefix = `${options.upstreamBase}/`;
+    return url?.startsWith(prefix) ? url.slice(prefix.length) : undefined;
   }
 
   /**
    * Everything a write is checked against before it is sent: its narrative, the stored version (read
    * from upstream), the token's views and the resource policy. The resource to send, or a refusal.
    */
-  async function checkedWrite(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource } | Refusal> {
+  async function checkedWrite(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource } | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -207,7 +270,7 @@ export function createGuard(options: GuardOptions) {
     return options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
   }
 
-  async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function write(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const checked = await checkedWrite(request, token, interaction);
     if (isRefusal(checked)) return checked;
     const { resource } = checked;
@@ -222,7 +285,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** One interaction, decided and carried out; batch and transaction entries come through here too. */
-  async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function perform(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
@@ -250,7 +313,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** An allowed operation: its answer goes through the same filters as a read or a search. */
-  async function operation(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function operation(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     if (interaction.id) {
       const instance = await read({ ...request, path: `${interaction.type}/${interaction.id}` }, token, { ...interaction, kind: 'read' });
       if (isRefusal(instance)) return instance;
@@ -275,7 +338,7 @@ export function createGuard(options: GuardOptions) {
   }
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */
-  async function bundle(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function bundle(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const entries = entryRequests(request.body as FhirBundle);
     const classified = entries.map((entry) => classify(entry));
     if (interaction.kind === 'transaction') {
@@ -316,7 +379,7 @@ export function createGuard(options: GuardOptions) {
     return { response: { status: 200, headers: { 'content-type': FHIR_JSON }, body: { resourceType: 'Bundle', type, entry: responses } }, resources, patients };
   }
 
-  async function capabilities(request: GuardRequest): Promise<GuardResponse> {
+  async function capabilities(request: ReceivedRequest): Promise<GuardResponse> {
     const upstream = await send(request, 'GET', 'metadata');
     if (upstream.status >= 400) return passUpstreamError(upstream);
     const statement = upstream.body as { rest?: { security?: unknown }[] };
@@ -324,14 +387,14 @@ export function createGuard(options: GuardOptions) {
     return { ...answer(200, { ...statement, rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
   }
 
-  async function handle(request: GuardRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
+  async function handle(request: ReceivedRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
     const record: AccessRecord = { request, status: 0, resources: [], patients: [], requestId: request.headers['x-request-id'] };
     const done = (response: GuardResponse, found: FhirResource[] = [], patients?: string[]) => {
       Object.assign(record, { status: response.status }, touched(found, patients));
       return { response, record };
     };
-    if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && options.smartConfiguration) {
-      return done({ status: 200, headers: { 'content-type': 'application/json', 'access-control-allow-origin': '*' }, body: await options.smartConfiguration() });
+    if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && smartConfiguration) {
+      return done({ status: 200, headers: { 'content-type': 'application/json', 'access-control-allow-origin': '*' }, body: await smartConfiguration() });
     }
     if (request.method === 'GET' && request.path === 'metadata') return done(await capabilities(request));
 
@@ -378,27 +441,83 @@ export function createGuard(options: GuardOptions) {
     return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;
   }
 
-  return {
-    /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
-    async handle(request: GuardRequest): Promise<GuardResponse> {
-      let outcome: { response: GuardResponse; record: AccessRecord };
+  /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
+  async function answerRequest(request: ReceivedRequest): Promise<GuardResponse> {
+    let outcome: { response: GuardResponse; record: AccessRecord };
+    try {
+      outcome = await handle(request);
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
+      outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] } };
+    }
+    if (options.audit) {
       try {
-        outcome = await handle(request);
-      } catch (err) {
-        if (!(err instanceof UpstreamError)) throw err;
-        const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
-        outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] } };
+        if (outcome.record.status >= 400 && !outcome.record.patients.length) outcome.record.patients = await refusedPatients(outcome.record);
+        await options.audit(outcome.record);
+      } catch {
+        return refusalResponse({ status: 503, code: 'exception', message: 'the access could not be recorded, so it is refused' }, options.base, true);
       }
-      if (options.audit) {
-        try {
-          if (outcome.record.status >= 400 && !outcome.record.patients.length) outcome.record.patients = await refusedPatients(outcome.record);
-          await options.audit(outcome.record);
-        } catch {
-          return refusalResponse({ status: 503, code: 'exception', message: 'the access could not be recorded, so it is refused' }, options.base, true);
-        }
-      }
-      return outcome.response;
+    }
+    return outcome.response;
+  }
+
+  return {
+    async handle(arriving: GuardRequest): Promise<GuardResponse> {
+      const request = received(arriving);
+      const origin = request.headers.origin;
+      // A CORS preflight carries no token and reads nothing: answered here, not audited.
+      if (request.method === 'OPTIONS') return { status: 204, headers: await preflightHeaders(origin, options.allowedOrigins) };
+      const response = await answerRequest(request);
+      return { ...response, headers: { ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)) } };
     },
+  };
+}
+
+function withDefaults(options: GuardOptions): GuardOptions & Required<Pick<GuardOptions, 'verify' | 'upstream'>> {
+  if (!options.verify && !options.issuer) throw new TypeError('the guard needs `issuer` (to verify tokens with its published keys) or `verify`');
+  return {
+    ...options,
+    verify: options.verify ?? createGuardVerifier({ issuer: options.issuer!, audience: options.base, mode: 'local' }),
+    upstream: options.upstream ?? httpUpstream({ baseUrl: options.upstreamBase }),
+  };
+}
+
+/** The issuer's SMART configuration, read from it and kept for five minutes; unreachable: 502. */
+function issuerConfiguration(issuer: string): () => Promise<unknown> {
+  let cached: { at: number; document: unknown } | undefined;
+  return async () => {
+    if (cached && Date.now() - cached.at < 300_000) return cached.document;
+    const url = `${issuer.replace(/\/+$/, '')}/.well-known/smart-configuration`;
+    let document: unknown;
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+      if (!res.ok) throw new Error(`answered ${res.status}`);
+      document = await res.json();
+    } catch (err) {
+      throw new UpstreamError(502, 'the authorization server\'s SMART configuration cannot be read', { cause: err });
+    }
+    cached = { at: Date.now(), document };
+    return document;
+  };
+}
+
+/** The request as the guard works on it. */
+export function received(request: GuardRequest): ReceivedRequest {
+  const [path, inPath] = request.path.split(/\?(.*)/s, 2);
+  const query = new URLSearchParams(request.query ?? inPath ?? '');
+  const headers: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined) headers[name.toLowerCase()] = typeof value === 'string' ? value : value.join(', ');
+  }
+  return {
+    method: request.method.toUpperCase(),
+    path: path.replace(/^\/+/, '').replace(/\/+$/, ''),
+    query,
+    headers,
+    body: request.body,
+    remoteAddress: request.remoteAddress,
+    ...(request.bodyRefusal && { bodyRefusal: request.bodyRefusal }),
   };
 }
 

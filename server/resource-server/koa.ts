@@ -1,7 +1,7 @@
 // The guard as Koa middleware: `app.use(smartGuard({...}))` answers everything under the FHIR base path.
 import type { Context, Middleware, Next } from 'koa';
 import { bodyParser } from '@koa/bodyparser';
-import { createGuard, type GuardOptions } from './guard.ts';
+import { createGuard, type Guard, type GuardOptions } from './guard.ts';
 import type { Refusal } from './types.ts';
 
 export interface SmartGuardOptions extends GuardOptions {
@@ -12,7 +12,11 @@ export interface SmartGuardOptions extends GuardOptions {
 }
 
 export function smartGuard(options: SmartGuardOptions): Middleware {
-  const guard = createGuard(options);
+  return guardMiddleware(createGuard(options), options);
+}
+
+/** Koa middleware for a guard made with createGuard (when the app also calls it directly). */
+export function guardMiddleware(guard: Guard, options: Pick<SmartGuardOptions, 'base' | 'prefix' | 'maxBodyBytes'>): Middleware {
   const prefix = (options.prefix ?? new URL(options.base).pathname).replace(/\/$/, '');
   const limit = options.maxBodyBytes ?? 1024 * 1024;
   const JSON_TYPES = ['application/fhir+json', 'application/json-patch+json'];
@@ -41,14 +45,14 @@ export function smartGuard(options: SmartGuardOptions): Middleware {
         bodyRefusal = { status, code: status === 413 ? 'too-costly' : 'invalid', message: (err as Error).message };
       }
     }
-    const path = ctx.path.slice(prefix.length).replace(/^\/+/, '');
+    const path = ctx.path.slice(prefix.length);
     const isSearchForm = ctx.method === 'POST' && path.endsWith('_search') && ctx.is('application/x-www-form-urlencoded');
     const body = isSearchForm ? new URLSearchParams(ctx.request.body as Record<string, string>) : ctx.request.body;
     const response = await guard.handle({
       method: ctx.method,
       path,
-      query: new URLSearchParams(ctx.querystring),
-      headers: ctx.headers as Record<string, string | undefined>,
+      query: ctx.querystring,
+      headers: ctx.headers,
       body: bodyRefusal || (ctx.request.rawBody === undefined && !isSearchForm) ? undefined : body,
       remoteAddress: ctx.ip,
       ...(bodyRefusal && { bodyRefusal }),

@@ -140,10 +140,14 @@ export interface GuardVerification {
   now?: () => number;
 }
 
+const relativeReference = (reference: string) => /(?:^|\/)([A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64})$/.exec(reference)?.[1] ?? reference;
+
 /** The token as the guard sees it. */
 export function tokenContext(claims: Record<string, unknown>, audience: string, userPatients?: readonly string[]): TokenContext {
   const scopes = parseScopes(String(claims.scope ?? '')).scopes.filter((s): s is ResourceScope => s.kind === 'resource');
-  const fhirUser = typeof claims.fhirUser === 'string' ? claims.fhirUser.replace(`${audience}/`, '') : undefined;
+  // fhirUser is an absolute URL on the issuer's own FHIR base, which need not be this one (a guard in
+  // front of another server): the relative "Type/id" is what compartments and consent actors name.
+  const fhirUser = typeof claims.fhirUser === 'string' ? relativeReference(claims.fhirUser.replace(`${audience}/`, '')) : undefined;
   return {
     clientId: String(claims.client_id),
     sub: typeof claims.sub === 'string' ? claims.sub : undefined,

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 const ROWS = [
   'client_credentials', 'authorization-code exchange', 'introspection',
   'guarded read, cached token, audit off', 'guarded read, cached token, durable audit (guard + store)', 'guarded read, cached token, durable audit (smart-auth /fhir)',
+  'guard proxy, full rules, durable audit (in front of Medplum)',
 ];
 
 describe('the benchmarks', function () {

@@ -4,10 +4,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { startTestServer, freePort, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { dpopKey } from '../support/dpop.ts';
-import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
+import { startDemoFhirServer, startGuardProxy, startScript, type ChildServer } from '../support/processes.ts';
 
 describe('guard in front of another FHIR server', () => {
   let dir: string;
@@ -80,11 +82,10 @@ describe('guard in front of another FHIR server', () => {
       localBase = `http://127.0.0.1:${await freePort()}/local`;
       server = await startTestServer({ ADDITIONAL_FHIR_BASES: `${proxyBase},${localBase}` });
       const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-      proxy = await startScript('scripts/guard-proxy.ts', {
-        PORT: String(port), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url,
+      proxy = await startGuardProxy(server, proxyBase, upstream.url, {
         GUARD_VERIFICATION: 'introspection', INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
         GUARD_INTROSPECTION_CACHE: '0',
-      }, /listening/);
+      });
     });
     after(async () => {
       await proxy.stop();
@@ -119,10 +120,7 @@ describe('guard in front of another FHIR server', () => {
     describe('DPoP-bound tokens, with local and with introspection verification', () => {
       let local: ChildServer;
       before(async () => {
-        local = await startScript('scripts/guard-proxy.ts', {
-          PORT: new URL(localBase).port, HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: localBase, FHIR_UPSTREAM_URL: upstream.url,
-          GUARD_VERIFICATION: 'local',
-        }, /listening/);
+        local = await startGuardProxy(server, localBase, upstream.url, { GUARD_VERIFICATION: 'local' });
       });
       after(() => local.stop());
 
@@ -150,6 +148,115 @@ describe('guard in front of another FHIR server', () => {
           assert.equal(replayed.status, 401);
           assert.match(replayed.headers.get('www-authenticate') ?? '', /^DPoP error="invalid_dpop_proof"/);
         });
+      }
+    });
+
+    it('lists in the patient picker the patients of the server the app named in aud, as the user may see them', async () => {
+      const created = await fetch(`${upstream.url}/Patient/pat-upstream`, {
+        method: 'PUT', headers: { 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Patient', id: 'pat-upstream', name: [{ family: 'Upstream', given: ['Only'] }] }),
+      });
+      assert.ok(created.status === 201 || created.status === 200);
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const picker = (launch: { pages: string[] }) => launch.pages.find((html) => html.includes('type="radio"') && html.includes('name="patient"')) ?? '';
+
+      const there = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-upstream', aud: proxyBase });
+      assert.match(picker(there), /value="pat-upstream"/, 'the upstream server\'s own patient');
+      assert.doesNotMatch(picker(there), /value="pat-4"/, 'test data stays hidden from dr.smith');
+      assert.ok(there.pages.some((html) => html.includes('name="decision"') && html.includes('Only Upstream')), 'the consent page names the patient as that server has them');
+      const { body } = await exchangeCode(server.issuer, there, app);
+      assert.equal(body.patient, 'pat-upstream');
+      assert.equal((await fetch(`${proxyBase}/Patient/pat-upstream`, { headers: { authorization: `Bearer ${body.access_token}` } })).status, 200);
+
+      const here = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
+      assert.doesNotMatch(picker(here), /pat-upstream/, 'the bundled store does not have it');
+      assert.match(picker(here), /value="pat-1"/);
+
+      const jones = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: proxyBase, username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' });
+      assert.deepEqual([...picker(jones).matchAll(/name="patient" value="([^"]+)"/g)].map((m) => m[1]).sort(), ['pat-1', 'pat-2'], 'only the patients dr.jones may reach');
+    });
+
+    /** Every page of a search, following next links through the proxy. */
+    async function pages(first: string, bearer: string) {
+      const seen: { ids: string[]; total?: number; next: boolean }[] = [];
+      for (let url: string | undefined = `${proxyBase}/${first}`; url; ) {
+        const res: Response = await fetch(url, { headers: { authorization: `Bearer ${bearer}` } });
+        assert.equal(res.status, 200);
+        const bundle = await res.json();
+        url = bundle.link?.find((l: { relation: string }) => l.relation === 'next')?.url;
+        if (url) assert.ok(url.startsWith(`${proxyBase}/`), url);
+        seen.push({ ids: (bundle.entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`), total: bundle.total, next: Boolean(url) });
+      }
+      return seen;
+    }
+
+    it('narrows a patient-bound search upstream: full pages, a true total, every result once', async () => {
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: proxyBase });
+      const token = (await exchangeCode(server.issuer, launch, app)).body.access_token;
+      const walked = await pages('Observation?_count=2', token);
+      const all = walked.flatMap((p) => p.ids);
+      assert.ok(walked.length > 1, 'more than one page');
+      assert.ok(all.every((id) => id.startsWith('Observation/obs-2')), all.join());
+      assert.equal(new Set(all).size, all.length, 'no result twice');
+      for (const page of walked.slice(0, -1)) assert.equal(page.ids.length, 2, `every page but the last is full: ${JSON.stringify(walked)}`);
+      for (const page of walked) assert.equal(page.total, all.length, 'total counts the patient\'s results');
+    });
+
+    it('never answers an empty page with a next link when the filters hide a whole page', async () => {
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: proxyBase });
+      const token = (await exchangeCode(server.issuer, launch, app)).body.access_token;
+      const walked = await pages('Observation?patient=Patient/pat-2&_count=1', token);
+      const all = walked.flatMap((p) => p.ids);
+      assert.ok(!all.includes('Observation/obs-2a-hiv-vl'), 'the R + HIV result stays hidden');
+      assert.ok(all.length > 0);
+      for (const page of walked) if (page.next) assert.ok(page.ids.length > 0, 'an empty page is never followed by more');
+    });
+
+    it('answers CORS preflights for the origins of apps registered at the authorization server it shares a database with', async () => {
+      await server.addClient({ auth: { kind: 'public' }, redirectUris: ['https://browser-app.example.org/callback'] });
+      const preflight = (origin: string) => fetch(`${proxyBase}/Patient/pat-2`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
+      const allowed = await preflight('https://browser-app.example.org');
+      assert.equal(allowed.status, 204);
+      assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://browser-app.example.org');
+      assert.match(allowed.headers.get('access-control-allow-headers') ?? '', /DPoP/);
+      assert.equal((await preflight('https://stranger.example.org')).headers.get('access-control-allow-origin'), null);
+    });
+
+    it('refuses to start without somewhere to keep the audit trail', async () => {
+      const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: '', AUDIT_FORWARD_URL: '' };
+      await assert.rejects(startScript('scripts/guard-proxy.ts', env, /listening/), /every access is audited: set DATABASE_URL/);
+    });
+
+    it('sends every access to the audit repository (AUDIT_FORWARD_URL), and answers 503 when it cannot be recorded', async () => {
+      const port = await freePort();
+      const base = `http://127.0.0.1:${port}/r4`;
+      const kept: unknown[] = [];
+      const repository = createServer((req, res) => {
+        let body = '';
+        req.on('data', (d) => { body += d; });
+        req.on('end', () => {
+          const ok = req.method === 'PUT' && /^\/audit\/AuditEvent\/[\w-]+$/.test(req.url ?? '') && !body.includes('"down"');
+          if (ok) kept.push(JSON.parse(body));
+          res.writeHead(ok ? 201 : 500).end();
+        });
+      });
+      await new Promise<void>((resolve) => repository.listen(0, '127.0.0.1', resolve));
+      const audited = await startGuardProxy(server, base, upstream.url, { DATABASE_URL: '', AUDIT_FORWARD_URL: `http://127.0.0.1:${(repository.address() as AddressInfo).port}/audit` });
+      try {
+        const backend = await server.addClient({ auth: { kind: 'secret' }, redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
+        const { body } = await (await import('../support/oauth.ts')).tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, backend);
+        const read = (requestId: string) => fetch(`${base}/Patient/pat-1`, { headers: { authorization: `Bearer ${body.access_token}`, 'x-request-id': requestId } });
+        // A token for another base is refused, and the refusal is recorded too.
+        assert.equal((await read('up')).status, 401);
+        assert.equal(kept.length, 1);
+        const refused = await read('down');
+        assert.equal(refused.status, 503);
+        assert.equal((await refused.json()).resourceType, 'OperationOutcome');
+      } finally {
+        await audited.stop();
+        await new Promise((resolve) => repository.close(resolve));
       }
     });
   });

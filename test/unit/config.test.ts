@@ -43,11 +43,17 @@ describe('config', () => {
     [{ DATABASE_ACQUIRE_TIMEOUT_MS: 'soon' }, /DATABASE_ACQUIRE_TIMEOUT_MS must be a whole number/],
     [{ DATABASE_STATEMENT_TIMEOUT_MS: '-1' }, /DATABASE_STATEMENT_TIMEOUT_MS must be a whole number/],
     [{ BTG_REQUIRE_MFA: 'sometimes' }, /BTG_REQUIRE_MFA must be true or false/],
+    [{ CORS_ORIGINS: 'https://app.example.org/callback' }, /CORS_ORIGINS takes origins/],
+    [{ CORS_ORIGINS: 'app.example.org' }, /CORS_ORIGINS must be an absolute URL/],
   ] as const) {
     it(`explains a bad value: ${JSON.stringify(env)}`, () => {
       assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));
     });
   }
+
+  it('reads CORS_ORIGINS as a list of origins', () => {
+    assert.deepEqual(loadConfig({ CORS_ORIGINS: 'https://app.example.org, http://localhost:5173/' }).corsOrigins, ['https://app.example.org', 'http://localhost:5173']);
+  });
 
   it('does not echo database credentials in errors', () => {
     assert.throws(() => loadConfig({ DATABASE_URL: 'mysql://user:hunter2@db/x' }), (err: Error) => !err.message.includes('hunter2'));

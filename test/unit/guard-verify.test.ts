@@ -32,6 +32,12 @@ describe('guard token verification', () => {
     assert.equal(context.scopes[0].type, '*');
   });
 
+  it('reads fhirUser on the issuer\'s own FHIR base as a relative reference, also when this guard has another base', async () => {
+    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
+    const context = await verify(await sign({ fhirUser: 'https://auth.example.org/fhir/Practitioner/dr-smith' }));
+    assert.equal(context.fhirUser, 'Practitioner/dr-smith', 'consent actors and compartments name Practitioner/dr-smith');
+  });
+
   it('refuses wrong typ, issuer, audience, expiry and signature', async () => {
     const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
     const other = (await generateKeyPair('ES256')).privateKey;

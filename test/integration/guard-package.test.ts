@@ -1,0 +1,185 @@
+// The guard as a package: packages/guard/build.js (`npm run build`) compiles @smart-auth/guard, `npm pack` packs
+// it, and fresh plain-JavaScript projects install the tarball (offline: their dependencies link to the ones
+// already installed here) and run, on plain node without a loader, a node:http app with nothing but the
+// package's own dependencies, and a Koa app that audits into the authorization server's chain.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, exchangeCode } from '../support/oauth.ts';
+import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const PACKAGE = join(ROOT, 'packages/guard');
+const APP_ORIGIN = 'https://app.example.org';
+
+const KOA_APP = `
+import Koa from 'koa';
+import { allowOrigins, balpAudit, httpUpstream, ruleOptions, smartGuard } from '@smart-auth/guard';
+import { databaseAudit, openDatabase, registeredOrigins } from '@smart-auth/guard/database';
+
+const { ISSUER, FHIR_BASE, UPSTREAM, PORT, DATABASE_URL } = process.env;
+const upstream = httpUpstream({ baseUrl: UPSTREAM });
+const db = openDatabase(DATABASE_URL);
+const chain = databaseAudit(db);
+let audited = 0;
+const app = new Koa();
+app.use(smartGuard({
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM,
+  allowedOrigins: allowOrigins([], registeredOrigins(db)),
+  ...ruleOptions(upstream),
+  audit: balpAudit(FHIR_BASE, async (events) => { await chain.append(events); audited += events.length; }),
+}));
+app.use((ctx) => { if (ctx.path === '/audited') ctx.body = { audited }; });
+app.listen(Number(PORT), '127.0.0.1', () => console.log('listening'));
+`;
+
+const HTTP_APP = `
+import { createServer } from 'node:http';
+import { allowOrigins, balpAudit, nodeGuard, ruleOptions, httpUpstream } from '@smart-auth/guard';
+
+const { ISSUER, FHIR_BASE, UPSTREAM, PORT } = process.env;
+const upstream = httpUpstream({ baseUrl: UPSTREAM });
+let audited = 0;
+const guard = nodeGuard({
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM,
+  allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
+  ...ruleOptions(upstream),
+  audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
+});
+createServer((req, res) => {
+  if (req.url === '/audited') return res.end(JSON.stringify({ audited }));
+  guard(req, res);
+}).listen(Number(PORT), '127.0.0.1', () => console.log('listening'));
+`;
+
+const EXPRESS_APP = `
+import express from 'express';
+import { allowOrigins, balpAudit, nodeGuard, ruleOptions, httpUpstream } from '@smart-auth/guard';
+
+const { ISSUER, FHIR_BASE, UPSTREAM, PORT } = process.env;
+const upstream = httpUpstream({ baseUrl: UPSTREAM });
+let audited = 0;
+const app = express();
+app.get('/audited', (req, res) => res.json({ audited }));
+app.use(express.json({ type: ['application/json', 'application/fhir+json'] }));
+app.use(nodeGuard({
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM,
+  allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
+  ...ruleOptions(upstream),
+  audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
+}));
+app.listen(Number(PORT), '127.0.0.1', () => console.log('listening'));
+`;
+
+describe('the guard package (@smart-auth/guard), installed from its tarball into a plain JavaScript project', () => {
+  let dir: string;
+  let tarball: string;
+  let upstream: ChildServer;
+  let server: TestServer;
+  const apps: Record<string, { base: string; process: ChildServer }> = {};
+  const consumers: Record<string, string> = {};
+
+  before(async function () {
+    this.timeout(120_000);
+    dir = mkdtempSync(join(tmpdir(), 'smart-auth-package-'));
+    // Built into a directory of its own: the SQLite and PostgreSQL suites run side by side in CI.
+    const built = join(dir, 'package');
+    execFileSync(process.execPath, [join(PACKAGE, 'build.js'), built], { stdio: 'pipe' });
+    execFileSync('npm', ['pack', '--pack-destination', dir], { cwd: built, stdio: 'pipe' });
+    tarball = join(dir, readdirSync(dir).find((f) => f.endsWith('.tgz'))!);
+    const linked = (name: string) => `file:${join(ROOT, 'node_modules', name)}`;
+    const consumer = (name: string, deps: string[], app: string) => {
+      const at = join(dir, name);
+      execFileSync('mkdir', [at]);
+      writeFileSync(join(at, 'package.json'), JSON.stringify({ name, private: true, type: 'module', dependencies: Object.fromEntries(deps.map((d) => [d, linked(d)])) }));
+      execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], { cwd: at, stdio: 'pipe' });
+      writeFileSync(join(at, `${name}.js`), app);
+      return at;
+    };
+    // The package's own dependencies are the only ones there: the guard's core needs nothing else.
+    consumers.http = consumer('http-app', ['jose', '@koa/bodyparser'], HTTP_APP);
+    consumers.koa = consumer('koa-app', ['koa', 'jose', '@koa/bodyparser', 'knex', 'canonicalize', 'sqlite3', 'pg'], KOA_APP);
+    consumers.express = consumer('express-app', ['express', 'jose', '@koa/bodyparser'], EXPRESS_APP);
+
+    upstream = await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`);
+    const bases = { koa: `http://127.0.0.1:${await freePort()}/fhir`, http: `http://127.0.0.1:${await freePort()}/r4`, express: `http://127.0.0.1:${await freePort()}/fhir/r4` };
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: Object.values(bases).join(',') });
+    // The Koa app learns this origin from the authorization server's database.
+    await server.addClient({ auth: { kind: 'public' }, redirectUris: [`${APP_ORIGIN}/callback`] });
+    for (const [name, base] of Object.entries(bases)) {
+      const env = { ISSUER: server.issuer, FHIR_BASE: base, UPSTREAM: upstream.url, PORT: new URL(base).port, DATABASE_URL: server.config.databaseUrl };
+      apps[name] = { base, process: await startScript(`${name}-app.js`, env, /listening/, { cwd: consumers[name] }) };
+    }
+  });
+  after(async () => {
+    for (const app of Object.values(apps)) await app.process.stop();
+    await server?.stop();
+    await upstream?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ships compiled JavaScript with types and a files list, and needs none of the authorization server\'s dependencies', () => {
+    const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
+    assert.ok(listing.includes('package/dist/server/resource-server/index.js'));
+    assert.ok(listing.includes('package/dist/server/resource-server/index.d.ts'));
+    assert.ok(!listing.some((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')), 'no TypeScript sources');
+    assert.ok(!listing.some((f) => f.startsWith('package/test/')));
+    const manifest = JSON.parse(execFileSync('tar', ['-xzOf', tarball, 'package/package.json'], { encoding: 'utf8' }));
+    assert.ok(Array.isArray(manifest.files));
+    const runtime = Object.keys(manifest.dependencies ?? {});
+    for (const heavy of ['oidc-provider', 'knex', 'sqlite3', 'pg', 'pdfkit', 'tsx']) assert.ok(!runtime.includes(heavy), heavy);
+    assert.ok(Object.keys(manifest.peerDependenciesMeta).every((name) => manifest.peerDependenciesMeta[name].optional), 'storage drivers only when auditing to a database');
+    const installed = readdirSync(join(consumers.http, 'node_modules'));
+    assert.deepEqual(installed.filter((m) => !m.startsWith('.')).sort(), ['@koa', '@smart-auth', 'jose']);
+    assert.ok(readFileSync(join(consumers.http, 'node_modules/@smart-auth/guard/dist/server/hcs/default-policy.json'), 'utf8').length > 0);
+  });
+
+  for (const name of ['koa', 'http', 'express']) {
+    it(`protects ${{ koa: 'a Koa', http: 'a node:http', express: 'an Express' }[name]} app: discovery without a token, the rules and an audit record for each access`, async () => {
+      const { base } = apps[name];
+      const smart = await fetch(`${base}/.well-known/smart-configuration`);
+      assert.equal(smart.status, 200);
+      assert.equal((await smart.json()).issuer, server.issuer);
+      const metadata = await (await fetch(`${base}/metadata`)).json();
+      assert.equal(metadata.rest[0].security.service[0].coding[0].code, 'SMART-on-FHIR');
+
+      const refused = await fetch(`${base}/Patient/pat-2`);
+      assert.equal(refused.status, 401);
+      assert.match(refused.headers.get('www-authenticate') ?? '', /^Bearer realm=/);
+
+      const client = await server.addClient({ auth: { kind: 'secret' } });
+      const launch = await authorize({ server, client, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: base });
+      const token = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+      const before = (await (await fetch(`http://127.0.0.1:${new URL(base).port}/audited`)).json()).audited;
+      const requestId = `package-${name}-${Date.now()}`;
+      const read = (path: string) => fetch(`${base}/${path}`, { headers: { authorization: `Bearer ${token}`, origin: APP_ORIGIN, 'x-request-id': requestId } });
+      const own = await read('Patient/pat-2');
+      assert.equal(own.status, 200);
+      assert.equal(own.headers.get('access-control-allow-origin'), APP_ORIGIN);
+      assert.equal((await read('Patient/pat-1')).status, 404, 'another patient');
+
+      const jones = await authorize({ server, client, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
+      const jonesToken = (await exchangeCode(server.issuer, jones, client)).body.access_token as string;
+      assert.equal((await fetch(`${base}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${jonesToken}` } })).status, 404, 'R + HIV above dr.jones\'s clearance');
+      const after = (await (await fetch(`http://127.0.0.1:${new URL(base).port}/audited`)).json()).audited;
+      assert.ok(after - before >= 3, `every access audited (${after - before})`);
+      if (name === 'koa') {
+        const events = await server.audit.search({ patient: 'pat-2', limit: 1000 });
+        assert.ok(events.some((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === requestId)), 'the read is in the authorization server\'s chain');
+        assert.equal((await server.audit.verify()).ok, true);
+      }
+
+      const preflight = await fetch(`${base}/Patient/pat-2`, { method: 'OPTIONS', headers: { origin: APP_ORIGIN, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
+      assert.equal(preflight.status, 204);
+      assert.equal(preflight.headers.get('access-control-allow-origin'), APP_ORIGIN);
+
+      // The body read by the framework (Koa's parser in the guard, Express's json) or by the guard (node:http).
+      const write = await fetch(`${base}/Patient/pat-2`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', id: 'pat-2' }) });
+      assert.equal(write.status, 403);
+      assert.equal((await write.json()).resourceType, 'OperationOutcome');
+    });
+  }
+});

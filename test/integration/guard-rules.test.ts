@@ -1,0 +1,126 @@
+// One guard, all the rules, everywhere: labels and clearance, consent, test data, de-identification,
+// compartments and the audit trail, checked the same way against three upstreams — the bundled store
+// (/fhir), the demo store as a separate process behind scripts/guard-proxy.ts, and Medplum's in-memory
+// FHIR repository (a FHIR server written by someone else) behind the same proxy.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, exchangeCode } from '../support/oauth.ts';
+import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, type ChildServer } from '../support/processes.ts';
+import { addUser } from '../../server/oidc/users.ts';
+import { disclosureEvents } from '../../server/audit/disclosures.ts';
+
+const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
+
+interface Shape {
+  server: TestServer;
+  /** The FHIR base the app calls (and names in `aud`). */
+  fhirBase: string;
+}
+
+function guardRules(label: string, start: () => Promise<Shape & { stop(): Promise<void> }>) {
+  describe(`the guard's rules: ${label}`, () => {
+    let shape: Shape & { stop(): Promise<void> };
+    let app: Awaited<ReturnType<TestServer['addClient']>>;
+    before(async () => {
+      shape = await start();
+      app = await shape.server.addClient({ auth: { kind: 'secret' } });
+      await addUser(shape.server.db, { username: 'researcher', password: 'research-pass', name: 'Rita Search', fhirUser: 'Practitioner/dr-jones', attributes: { roles: [{ system: ROLE, code: 'researcher' }], purposes: ['HRESCH'], clearance: 'R', sensitivities: [] } });
+    });
+    after(() => shape.stop());
+
+    const token = async (username: string, password: string, extra: { purpose?: string; scope?: string; patient?: string } = {}) => {
+      const launch = await authorize({ server: shape.server, client: app, scope: extra.scope ?? 'openid fhirUser user/*.rs', username, password, aud: shape.fhirBase, ...extra });
+      return (await exchangeCode(shape.server.issuer, launch, app)).body.access_token as string;
+    };
+    const get = (path: string, bearer: string, requestId?: string) =>
+      fetch(`${shape.fhirBase}/${path}`, { headers: { authorization: `Bearer ${bearer}`, ...(requestId && { 'x-request-id': requestId }) } });
+    const ids = async (res: Response) => ((await res.json()).entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
+
+    it('hides what is above the clearance or in a sensitivity not granted', async () => {
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // clearance N, no sensitivities
+      assert.equal((await get('Observation/obs-2a-hiv-vl', jones)).status, 404, 'R + HIV');
+      assert.equal((await get('Observation/obs-1a-hba1c', jones)).status, 200, 'unlabelled counts as N');
+      const found = await ids(await get('Observation?patient=Patient/pat-2', jones));
+      assert.ok(found.length > 0);
+      assert.ok(!found.includes('Observation/obs-2a-hiv-vl'), 'filtered from searches');
+      const smith = await token('dr.smith', 'demo-password-1'); // clearance R
+      assert.equal((await get('Observation/obs-1-brca', smith)).status, 404, 'V is above R');
+    });
+
+    it('enforces the patient\'s Consent read from the FHIR server itself', async () => {
+      const smith = await token('dr.smith', 'demo-password-1'); // cleared for SUD; pat-2's consent denies it to dr-smith
+      assert.equal((await get('Condition/cond-2-oud', smith)).status, 404);
+      assert.equal((await get('Observation/obs-2a-hiv-vl', smith)).status, 200, 'the rest of her record is permitted');
+    });
+
+    it('shows test data only to test tokens', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      assert.equal((await get('Patient/pat-4', smith)).status, 404);
+      assert.ok(!(await ids(await get('Patient', smith))).includes('Patient/pat-4'));
+    });
+
+    it('de-identifies answers for a research purpose', async () => {
+      const research = await token('researcher', 'research-pass');
+      const res = await get('Patient/pat-1', research);
+      assert.equal(res.status, 200);
+      const patient = await res.json();
+      assert.notEqual(patient.id, 'pat-1');
+      for (const secret of ['Shaw', 'Amy', 'MRN-10001']) assert.ok(!JSON.stringify(patient).includes(secret), secret);
+    });
+
+    it('keeps a patient token in its compartment', async () => {
+      const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
+      assert.equal((await get('Patient/pat-2', patient)).status, 200);
+      assert.equal((await get('Patient/pat-1', patient)).status, 404);
+      const found = await ids(await get('Observation', patient));
+      assert.ok(found.length > 0 && found.every((id: string) => id.startsWith('Observation/obs-2')), found.join());
+    });
+
+    it('records every access in the authorization server\'s audit chain, in the patient\'s accounting of disclosures', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      const requestId = `rules-${Date.now()}`;
+      assert.equal((await get('Observation/obs-2a-hiv-vl', smith, requestId)).status, 200);
+      assert.equal((await get('Condition/cond-2-oud', smith, `${requestId}-hidden`)).status, 404);
+      const events = await shape.server.audit.search({ limit: 1000 });
+      const tagged = (id: string) => events.filter((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === id));
+      const [read] = tagged(requestId);
+      assert.ok(read, 'the read is in the chain');
+      assert.equal(read.outcome, '0');
+      assert.ok(disclosureEvents([read], { patient: 'pat-2' }).length === 1, 'and in the accounting of disclosures');
+      assert.equal(tagged(`${requestId}-hidden`).length, 1, 'a hidden read is recorded too');
+      assert.equal((await shape.server.audit.verify()).ok, true, 'the chain stays intact');
+    });
+  });
+}
+
+guardRules('bundled store', async () => {
+  const server = await startTestServer();
+  return { server, fhirBase: server.fhirBase, stop: () => server.stop() };
+});
+
+/** The proxy at its own base, in front of `upstream`, for tokens of a fresh authorization server. */
+async function behindProxy(startUpstream: () => Promise<ChildServer & { dir?: string }>) {
+  const upstream = await startUpstream();
+  const fhirBase = `http://127.0.0.1:${await freePort()}/r4`;
+  const server = await startTestServer({ ADDITIONAL_FHIR_BASES: fhirBase });
+  const proxy = await startGuardProxy(server, fhirBase, upstream.url);
+  return {
+    server, fhirBase,
+    async stop() {
+      await proxy.stop();
+      await server.stop();
+      await upstream.stop();
+      if (upstream.dir) rmSync(upstream.dir, { recursive: true, force: true });
+    },
+  };
+}
+
+guardRules('demo store behind the guard proxy', () => behindProxy(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'smart-auth-rules-'));
+  return { ...(await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`)), dir };
+}));
+
+guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer));

@@ -1,0 +1,106 @@
+// The framework-neutral guard API: the request as it arrives (path with a leading slash, query as a
+// string or URLSearchParams, node:http headers), CORS for browser apps, and consent that cannot be read.
+import assert from 'node:assert/strict';
+import { createGuard, type GuardOptions } from '../../server/resource-server/guard.ts';
+import { inProcessUpstream, type UpstreamRequest } from '../../server/resource-server/upstream.ts';
+import { tokenContext } from '../../server/resource-server/verify-token.ts';
+import { allowOrigins, corsHeaders, originOf } from '../../server/resource-server/cors.ts';
+import { ruleOptions } from '../../server/resource-server/rules.ts';
+
+const BASE = 'https://fhir.example.org/r4';
+const APP = 'https://app.example.org';
+
+const patient = { resourceType: 'Patient', id: 'pat-1' };
+const observation = { resourceType: 'Observation', id: 'obs-1', status: 'final', code: {}, subject: { reference: 'Patient/pat-1' } };
+
+function guardWith(options: Partial<GuardOptions> = {}, consents: 'ok' | 'down' = 'ok') {
+  const seen: string[] = [];
+  const upstream = inProcessUpstream(async (request: UpstreamRequest) => {
+    seen.push(request.path);
+    const json = (status: number, body: unknown) => ({ status, headers: new Headers({ 'content-type': 'application/fhir+json' }), body });
+    if (request.path.startsWith('Consent')) return consents === 'ok' ? json(200, { resourceType: 'Bundle', type: 'searchset', entry: [] }) : json(500, { resourceType: 'OperationOutcome', issue: [] });
+    if (request.path === 'Patient/pat-1') return json(200, patient);
+    if (request.path.startsWith('Observation')) return json(200, { resourceType: 'Bundle', type: 'searchset', entry: [{ resource: observation }] });
+    return json(404, { resourceType: 'OperationOutcome', issue: [] });
+  });
+  const guard = createGuard({
+    base: BASE,
+    upstream,
+    upstreamBase: 'http://upstream/fhir',
+    verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope: 'system/*.rs' }, BASE),
+    ...options,
+  });
+  return { guard, seen };
+}
+
+const bearer = { authorization: 'Bearer t' };
+
+describe('guard: the request as it arrives', () => {
+  it('takes the path with or without a leading slash, and the query as a string, URLSearchParams or part of the path', async () => {
+    const { guard, seen } = guardWith();
+    for (const path of ['/Patient/pat-1', 'Patient/pat-1', '/Patient/pat-1/']) {
+      assert.equal((await guard.handle({ method: 'GET', path, headers: bearer })).status, 200, path);
+    }
+    await guard.handle({ method: 'GET', path: '/Observation', query: '?code=1', headers: bearer });
+    await guard.handle({ method: 'GET', path: '/Observation', query: new URLSearchParams({ code: '2' }), headers: bearer });
+    await guard.handle({ method: 'GET', path: '/Observation?code=3', headers: bearer });
+    assert.deepEqual(seen.filter((p) => p.startsWith('Observation')), ['Observation?code=1', 'Observation?code=2', 'Observation?code=3']);
+  });
+
+  it('reads node:http headers in any case, repeated ones as arrays', async () => {
+    const { guard } = guardWith();
+    assert.equal((await guard.handle({ method: 'get', path: '/Patient/pat-1', headers: { Authorization: 'Bearer t', 'X-Forwarded-For': ['a', 'b'] } })).status, 200);
+    assert.equal((await guard.handle({ method: 'GET', path: '/Patient/pat-1', headers: {} })).status, 401);
+  });
+});
+
+describe('guard: CORS for browser apps', () => {
+  const allowed = allowOrigins([`${APP}/callback`], (origin) => origin === 'https://extra.example.org');
+
+  it('answers a preflight without a token, granting only allowed origins, never credentials', async () => {
+    const { guard, seen } = guardWith({ allowedOrigins: allowed });
+    const preflight = await guard.handle({ method: 'OPTIONS', path: '/Patient/pat-1', headers: { origin: APP, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers['access-control-allow-origin'], APP);
+    assert.match(preflight.headers['access-control-allow-headers'], /^Authorization, Content-Type, DPoP, X-Request-Id, If-Match, Prefer$/);
+    assert.equal(preflight.headers.vary, 'Origin');
+    assert.equal(preflight.headers['access-control-allow-credentials'], undefined);
+    const stranger = await guard.handle({ method: 'OPTIONS', path: '/Patient/pat-1', headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' } });
+    assert.equal(stranger.headers['access-control-allow-origin'], undefined);
+    assert.deepEqual(seen, [], 'a preflight reads nothing');
+  });
+
+  it('lets an allowed origin read answers and refusals, with Location, ETag and X-Request-Id exposed', async () => {
+    const { guard } = guardWith({ allowedOrigins: allowed });
+    const read = await guard.handle({ method: 'GET', path: '/Patient/pat-1', headers: { ...bearer, origin: 'https://extra.example.org' } });
+    assert.equal(read.headers['access-control-allow-origin'], 'https://extra.example.org');
+    assert.equal(read.headers['access-control-expose-headers'], 'Location, ETag, X-Request-Id');
+    const refused = await guard.handle({ method: 'GET', path: '/Patient/pat-1', headers: { origin: APP } });
+    assert.equal(refused.status, 401);
+    assert.equal(refused.headers['access-control-allow-origin'], APP, 'the app can read why it was refused');
+    const other = await guard.handle({ method: 'GET', path: '/Patient/pat-1', headers: { ...bearer, origin: 'https://evil.example' } });
+    assert.equal(other.headers['access-control-allow-origin'], undefined);
+    assert.equal(other.headers.vary, 'Origin');
+  });
+
+  it('allows nothing when no origins are configured, and only exact origins', async () => {
+    const { guard } = guardWith();
+    const preflight = await guard.handle({ method: 'OPTIONS', path: '/Patient/pat-1', headers: { origin: APP, 'access-control-request-method': 'GET' } });
+    assert.equal(preflight.headers['access-control-allow-origin'], undefined);
+    assert.deepEqual(await corsHeaders(`${APP}/`, allowed), { vary: 'Origin' }, 'an Origin header is an origin, nothing more');
+    assert.deepEqual(await corsHeaders('null', allowed), { vary: 'Origin' });
+    assert.equal(originOf('com.example.app:/callback'), undefined, 'custom schemes have no web origin');
+  });
+});
+
+describe('guard: consent that cannot be read', () => {
+  it('fails closed with 502 and no data', async () => {
+    const { guard } = guardWith({
+      ...ruleOptions(inProcessUpstream(async () => ({ status: 500, headers: new Headers(), body: undefined })), { purposePolicy: false }),
+    });
+    const res = await guard.handle({ method: 'GET', path: '/Patient/pat-1', headers: bearer });
+    assert.equal(res.status, 502);
+    assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+    assert.doesNotMatch(JSON.stringify(res.body), /pat-1/);
+  });
+});

@@ -64,11 +64,14 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
 
     it('de-identifies answers for a research purpose', async () => {
       const research = await token('researcher', 'research-pass');
-      const res = await get('Patient/pat-1', research);
-      assert.equal(res.status, 200);
-      const patient = await res.json();
-      assert.notEqual(patient.id, 'pat-1');
-      for (const secret of ['Shaw', 'Amy', 'MRN-10001']) assert.ok(!JSON.stringify(patient).includes(secret), secret);
+      assert.equal((await get('Patient/pat-1', research)).status, 404, 'never by a real id');
+      const found = await get('Patient', research);
+      assert.equal(found.status, 200);
+      const text = await found.text();
+      for (const secret of ['Shaw', 'Amy', 'MRN-10001', 'pat-1']) assert.ok(!text.includes(secret), secret);
+      const pseudonyms: string[] = (JSON.parse(text).entry ?? []).map((e: any) => e.resource.id);
+      assert.ok(pseudonyms.length > 0);
+      assert.equal((await get(`Patient/${pseudonyms[0]}`, research)).status, 200, 'by its pseudonym');
     });
 
     it('keeps a patient token in its compartment', async () => {

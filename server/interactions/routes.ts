@@ -66,21 +66,27 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
   }
 
   /**
-   * The patients the user may pick for this authorization: on the FHIR server the app named, as the user may
-   * see them there (test patients too, read under a test purpose, when the user may assert one), narrowed by
-   * the picker's rules and search.
+   * The patients of the FHIR server the app named in `aud`, as the user may see them there (test patients
+   * too, read under a test purpose, when the user may assert one).
    */
+  async function patientsOfAud(details: Details, user: User, purpose: PurposeChoice): Promise<PatientSummary[]> {
+    if (!patientsAt) return patients.list();
+    const aud = String(details.params.aud ?? config.fhirBase);
+    const everyday = purpose.preselected && !isTestPurpose(purpose.preselected) ? purpose.preselected : purpose.options.find((code) => !purpose.emergency.includes(code) && !isTestPurpose(code));
+    const test = mayOpenTestData(purpose) ? purpose.options.find(isTestPurpose) : undefined;
+    const lists = await Promise.all([everyday, ...(test ? [test] : [])].map((code) => patientsAt(user, aud, code)));
+    return [...new Map(lists.flat().map((p) => [p.id, p])).values()];
+  }
+
+  /** The patients the user may pick for this authorization, narrowed by the picker's rules and search. */
   async function pickable(details: Details, user: User, purpose: PurposeChoice, query = ''): Promise<PatientSummary[]> {
-    const mayOpenTest = mayOpenTestData(purpose);
-    let listed = await patients.list();
-    if (patientsAt) {
-      const aud = String(details.params.aud ?? config.fhirBase);
-      const everyday = purpose.preselected && !isTestPurpose(purpose.preselected) ? purpose.preselected : purpose.options.find((code) => !purpose.emergency.includes(code) && !isTestPurpose(code));
-      const test = mayOpenTest ? purpose.options.find(isTestPurpose) : undefined;
-      const lists = await Promise.all([everyday, ...(test ? [test] : [])].map((code) => patientsAt(user, aud, code)));
-      listed = [...new Map(lists.flat().map((p) => [p.id, p])).values()];
-    }
-    return pickablePatients(listed, { mayOpen: (id) => mayAccessPatient(user, id), mayOpenTestData: mayOpenTest, query });
+    return pickablePatients(await patientsOfAud(details, user, purpose), { mayOpen: (id) => mayAccessPatient(user, id), mayOpenTestData: mayOpenTestData(purpose), query });
+  }
+
+  /** One patient as the server in `aud` has them: the same id may be another person on another server. */
+  async function patientSummary(details: Details, user: User, purpose: PurposeChoice, id: string): Promise<PatientSummary | undefined> {
+    if (!patientsAt || String(details.params.aud ?? config.fhirBase) === config.fhirBase) return patients.get(id);
+    return (await patientsOfAud(details, user, purpose)).find((p) => p.id === id);
   }
 
   /** The EHR launch of this authorization, if it is one; undefined when the id is no longer usable. */
@@ -159,10 +165,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
     (summary ? purposeForPatient(choice, summary) : { preselected: choice.preselected, visible: true });
 
   async function renderConsent(ctx: Context, details: Details, user: User, choices: Awaited<ReturnType<typeof choicesFor>>, patient: string | undefined, message?: string) {
-    // The patient as the server in `aud` has them: the same id may be another person on another server.
-    const summary = !patient ? undefined : patientsAt
-      ? (await pickable(details, user, choices.purpose)).find((p) => p.id === patient)
-      : await patients.get(patient);
+    const summary = patient ? await patientSummary(details, user, choices.purpose, patient) : undefined;
     const ownRecord = Boolean(patientOf(user));
     const forPatient = purposeFor(choices.purpose, summary);
     const purpose = { ...choices.purpose, preselected: forPatient.preselected };

@@ -1,4 +1,4 @@
-// Caching of clients' jwks_uri key sets as SMART asymmetric client auth requires (smart-app-launch.md section 4):
+// Caching of clients' jwks_uri key sets as SMART's asymmetric client authentication requires:
 // never cache longer than the client's Cache-Control allows, and let an unknown kid trigger one rate-limited
 // refetch so a client can roll its keys over without a restart.
 //

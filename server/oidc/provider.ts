@@ -1,5 +1,4 @@
-// node-oidc-provider configured as a SMART App Launch 2.2 authorization server.
-// ../shared/reference/oidc-provider-notes.md explains each hook and why it is needed.
+// node-oidc-provider configured as a SMART App Launch 2.2 authorization server; each hook says why it is needed.
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
 import { createLocalJWKSet, decodeJwt, type JWK } from 'jose';
 import type { Config } from '../config.ts';

@@ -1,4 +1,4 @@
-// FHIR R4 Consent enforcement (IHE PCF model, reference hcs-labels-audit.md §6): which privacy consents of a
+// FHIR R4 Consent enforcement (the IHE PCF model): which privacy consents of a
 // patient apply now, and whether one of them permits or denies a request for one resource. Pure, except
 // createConsentCache, which memoizes consent lookups per patient.
 //

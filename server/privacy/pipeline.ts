@@ -1,4 +1,4 @@
-// What a token may see of each resource beyond its scopes, in the order of hcs-labels-audit.md section 3:
+// What a token may see of each resource beyond its scopes, in this order:
 // purpose-of-use restrictions, test data, the clearance (the token's IHE PCF residual: confidentiality
 // ceiling and sensitivities, lifted by break-the-glass at the authorization server), consent, and
 // then the obligations (de-identification; staff identities out of a patient's audit trail). Also the

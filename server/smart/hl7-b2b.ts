@@ -1,5 +1,5 @@
 // HL7 UDAP "hl7-b2b" authorization extension (from a client assertion) to IHE IUA attributes
-// (`extensions.ihe_iua` in the access token). Pure. See hcs-labels-audit.md section 1.2 and 1.4.
+// (`extensions.ihe_iua` in the access token). Pure.
 
 import { isPrivacyOfficerRole, type Coding } from '../hcs/codes.ts';
 import type { IheIua } from '../hcs/token-claims.ts';

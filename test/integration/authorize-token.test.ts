@@ -1,5 +1,5 @@
 // The authorization and token endpoints, including every negative case Inferno sends
-// (smart-app-launch.md section 8, items 27-29 and 39-42).
+// (the ONC Inferno SMART App Launch test kit).
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';

@@ -1,5 +1,5 @@
-// The BALP AuditEvent builders: a guarded FHIR access against the reference R4 read example
-// (shared/reference/hcs-labels-audit.md §4), every interaction's action and agent roles, one event
+// The BALP AuditEvent builders: a guarded FHIR access against the IHE BALP R4 read example
+// (server-recorded PatientRead with OAUTHaccessTokenUse.Comprehensive), every interaction's action and agent roles, one event
 // per patient, refused and failed outcomes, backend services, the request-id and query entities,
 // the authorization server's security events, and that no secret ever reaches an event.
 import assert from 'node:assert/strict';
@@ -24,7 +24,7 @@ const TREAT = { system: ACT_REASON, code: 'TREAT' };
 const DOCTOR = { system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' };
 const N = { system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' };
 
-/** The reference "R4 read (server-recorded; PatientRead + OAUTHaccessTokenUse.Comprehensive)" of hcs-labels-audit.md §4, verbatim. */
+/** The reference "R4 read (server-recorded; PatientRead + OAUTHaccessTokenUse.Comprehensive)" BALP example, verbatim. */
 const REFERENCE_READ = JSON.parse(`{"resourceType":"AuditEvent","id":"balp-read-1","meta":{"profile":["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead",
   "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.OAUTHaccessTokenUse.Comprehensive"]},
  "type":{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest","display":"Restful Operation"},

@@ -10,7 +10,7 @@ const IRCP = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Part
 const purpose = (code: string) => ({ system: ACT_REASON, code });
 const conf = (code: string) => ({ system: CONFIDENTIALITY, code });
 
-/** The example consent of hcs-labels-audit.md §6. */
+/** An IHE PCF-style privacy consent: a root permit with nested deny and permit exceptions. */
 function exampleConsent(overrides: Record<string, unknown> = {}): FhirResource {
   return {
     resourceType: 'Consent', id: 'privacy-123', status: 'active',

@@ -190,8 +190,11 @@ export function createGuard(options: GuardOptions) {
     }
     let existing: FhirResource | undefined;
     if (interaction.kind !== 'create') {
-      const current = await send(request, 'GET', `${interaction.type}/${interaction.id}`);
+      // Not the client's conditional headers: a 304 (If-None-Match) would pass for "nothing stored".
+      const current = await options.upstream.send({ method: 'GET', path: `${interaction.type}/${interaction.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+      const gone = current.status === 404 || current.status === 410;
       if (current.status === 200) existing = current.body as FhirResource;
+      else if (!gone) return { status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${current.status})` };
       else if (interaction.kind !== 'update') return notFound(interaction);
       // A write on data the token may not see is refused as if the data did not exist.
       if (existing && !(await admit(token, existing))) return notFound(interaction);

@@ -213,6 +213,21 @@ describe('privacy enforcement', () => {
       assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, status: 'amended' })).status, 200, 'an update keeping the labels passes');
     });
 
+    it('checks an update against the stored version also when the client sends If-None-Match (a 304 is not "no stored version")', async () => {
+      const tags = Array.from({ length: 20 }, (_, i) => `W/"${i + 1}"`).join(', ');
+      const conditional = (path: string, bearer: string, body: unknown) =>
+        fetch(`${server.fhirBase}/${path}`, { method: 'PUT', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', 'if-none-match': tags }, body: JSON.stringify(body) });
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
+      const stored = await (await get('Observation/obs-2a-hiv-vl', smith)).json();
+      assert.equal((await conditional('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: undefined })).status, 403, 'the HIV label stays');
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
+      assert.equal((await conditional('Condition/cond-2-oud', jones, { resourceType: 'Condition', id: 'cond-2-oud', subject: { reference: 'Patient/pat-2' } })).status, 404, 'hidden data is not overwritten');
+      const amy = await token('amy', 'demo-password-3', { scope: 'openid fhirUser patient/*.cruds' });
+      assert.equal((await conditional('Observation/obs-2a-hiv-vl', amy, { resourceType: 'Observation', id: 'obs-2a-hiv-vl', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' } })).status, 404, 'another patient\'s resource is not taken over');
+      const after = await (await get('Observation/obs-2a-hiv-vl', smith)).json();
+      assert.deepEqual([after.subject, after.meta.security], [stored.subject, stored.meta.security], 'nothing was written');
+    });
+
     it('refuses a patch of meta to anyone but a privacy officer', async () => {
       const backend = await server.addClient({ name: 'Patcher', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds', clearance: 'V', sensitivity: ['*'] });
       const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;

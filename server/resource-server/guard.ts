@@ -229,7 +229,16 @@ export function createGuard(options: GuardOptions) {
     if (unsafe) return unsafe;
     const translated = options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
     if (isRefusal(translated)) return translated;
-    interaction = translated;
+    if (translated === interaction) return carryOut(request, token, interaction);
+    // Read back from pseudonyms: a failure must not name the real ids the client was never to learn.
+    const result = await carryOut(request, token, translated);
+    if (isRefusal(result)) return result.code === 'not-found' ? notFound(interaction) : { ...result, message: `the ${interaction.kind} could not be carried out` };
+    const { status } = result.response;
+    if (status === 404) return hidden(token, interaction);
+    return status < 400 ? result : { response: answer(status, operationOutcome('error', 'exception', `the FHIR server answered ${status}`)), resources: [] };
+  }
+
+  async function carryOut(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     switch (interaction.kind) {
       case 'read': case 'vread': case 'history-instance':
         return read(request, token, interaction);

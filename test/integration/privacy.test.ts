@@ -349,6 +349,19 @@ describe('privacy enforcement', () => {
       assert.equal((await get(`Patient/${mine.entry[0].resource.id}`, theirs)).status, 404, "one client's pseudonym means nothing to another");
     });
 
+    it('answers a refused read by pseudonym in pseudonyms: no real id in a not-found or error message', async () => {
+      const research = await token('researcher', 'research-pass');
+      const [patient] = (await (await get('Patient', research)).json()).entry.map((e: any) => e.resource);
+      const [observation] = (await (await get('Observation', research)).json()).entry.map((e: any) => e.resource);
+      for (const path of [`Patient/${patient.id}/_history/99`, `Observation/${observation.id}/_history/99`]) {
+        const res = await get(path, research);
+        assert.equal(res.status, 404, path);
+        const body = await res.text();
+        for (const id of realIds()) assert.ok(!body.includes(id), `${path} names ${id}: ${body}`);
+        assert.match(body, new RegExp(path.split('/_history')[0]), 'it names what was asked');
+      }
+    });
+
     it('refuses writes: de-identified access is read-only', async () => {
       const research = await token('researcher', 'research-pass', { scope: 'openid fhirUser user/*.cruds' });
       const res = await fetch(`${server.fhirBase}/Observation`, { method: 'POST', headers: { authorization: `Bearer ${research}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' } }) });

@@ -150,16 +150,24 @@ export function createGuard(options: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
-  async function search(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
-    const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
-    const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
-    const params = new URLSearchParams(interaction.params);
-    // Element subsetting upstream could drop the subject or category a view checks: filter whole resources.
-    if (!viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted)) {
+  /**
+   * The query to send: element subsetting upstream could drop the subject or category a view checks, or
+   * the labels and patient references the resource policy reads, so whole resources are asked for then
+   * (FHIR lets a server return more than was asked).
+   */
+  function unsubsetted(token: TokenContext, interaction: FhirInteraction, query: URLSearchParams): string {
+    const params = new URLSearchParams(query);
+    if (options.resourcePolicy || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted)) {
       params.delete('_elements');
       params.delete('_summary');
     }
-    const query = params.toString();
+    return params.toString();
+  }
+
+  async function search(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+    const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
+    const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
+    const query = unsubsetted(token, interaction, interaction.params);
     const upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const bundle = upstream.body as FhirBundle;
@@ -261,7 +269,7 @@ export function createGuard(options: GuardOptions) {
       const instance = await read({ ...request, path: `${interaction.type}/${interaction.id}` }, token, { ...interaction, kind: 'read' });
       if (isRefusal(instance)) return instance;
     }
-    const query = request.query.toString();
+    const query = unsubsetted(token, interaction, new URLSearchParams(request.query));
     const upstream = await send(request, request.method, query ? `${request.path}?${query}` : request.path, request.body);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const body = upstream.body as FhirResource | undefined;

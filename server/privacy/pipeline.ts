@@ -111,12 +111,19 @@ export interface LabelledWrite {
   patch?: unknown;
 }
 
+/** FHIRPath functions that walk into child elements without naming them (children().security is meta.security). */
+const UNNAMED_NAVIGATION = /\b(?:children|descendants|repeat|select|aggregate)\s*\(/;
+
 /**
- * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or any
- * mention of meta in a FHIRPath Patch (its paths are expressions; reading them would be guessing).
+ * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or a
+ * FHIRPath Patch that mentions meta or navigates without naming elements (its paths are expressions;
+ * reading them would be guessing).
  */
 function patchTouchesLabels(patch: unknown): boolean {
-  if (!Array.isArray(patch)) return JSON.stringify(patch ?? null).includes('meta');
+  if (!Array.isArray(patch)) {
+    const text = JSON.stringify(patch ?? null);
+    return text.includes('meta') || UNNAMED_NAVIGATION.test(text);
+  }
   return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
 }
 

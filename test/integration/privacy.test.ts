@@ -234,6 +234,12 @@ describe('privacy enforcement', () => {
       const patch = [{ op: 'remove', path: '/meta/security/0' }];
       assert.equal((await write('Observation/obs-2a-hiv-vl', system, patch, 'PATCH', 'application/json-patch+json')).status, 403);
       assert.notEqual((await write('Observation/obs-2a-hiv-vl', system, [{ op: 'replace', path: '/status', value: 'final' }], 'PATCH', 'application/json-patch+json')).status, 403, 'other paths are not a label change');
+      // FHIRPath Patch reaches meta without naming it through functions that walk into child elements.
+      const fhirPathPatch = (path: string) => ({ resourceType: 'Parameters', parameter: [{ name: 'operation', part: [{ name: 'type', valueCode: 'delete' }, { name: 'path', valueString: path }] }] });
+      for (const path of ["Observation.children().security.where(code='HIV')", "Observation.descendants().where(code='HIV')", "Observation.repeat(children()).where(code='R')", "Observation.select(children()).security"]) {
+        assert.equal((await write('Observation/obs-2a-hiv-vl', system, fhirPathPatch(path), 'PATCH')).status, 403, path);
+      }
+      assert.notEqual((await write('Observation/obs-2a-hiv-vl', system, fhirPathPatch("Observation.note.where(text='x')"), 'PATCH')).status, 403, 'a FHIRPath Patch of other elements is not a label change');
     });
 
     it('lets a privacy officer lower a label', async () => {

@@ -86,9 +86,10 @@ export interface ResourcePolicy {
   hiddenOutcome(token: TokenContext): FhirResource | undefined;
   /**
    * Search parameters this policy cannot let through for the token: they would test for data it
-   * hides (`_has`, chains, counts) or, for de-identified answers, link them to a person.
+   * hides (`_has`, chains, counts), name the staff a patient's audit trail leaves out (`agent`), or,
+   * for de-identified answers, link them to a person. `type`: the searched type, if one.
    */
-  searchRefusal?(token: TokenContext, params: URLSearchParams): Refusal | undefined;
+  searchRefusal?(token: TokenContext, params: URLSearchParams, type?: string): Refusal | undefined;
   /**
    * The interaction as the upstream must see it: for de-identified answers, pseudonymous ids (of a
    * read, or in id-carrying search parameters) read back into real ones, a refusal for anything
@@ -189,9 +190,13 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
 
     // Labels, consent and HTEST can hide data from every token, so existence tests are refused for all;
     // the guard filters answers, it cannot evaluate these predicates over what it filtered.
-    searchRefusal(token, params) {
+    searchRefusal(token, params, type) {
       const deidentified = deidentifies(askerOf(token).purpose);
+      const trailAsPatient = type === 'AuditEvent' && readsTrailAsPatient(token);
       for (const [name, value] of params) {
+        if (trailAsPatient && name.split(':')[0] === 'agent') {
+          return { status: 403, code: 'forbidden', message: 'the search parameter agent is not allowed: a patient sees the staff in the audit trail by role and organization only' };
+        }
         const what = existenceTest(name, value);
         if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
         if (deidentified) {

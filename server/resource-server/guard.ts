@@ -233,7 +233,7 @@ export function createGuard(options: GuardOptions) {
     const refused = await options.authorize?.(token, interaction);
     if (refused) return refused;
     const searched = interaction.kind === 'search-type' || interaction.kind === 'search-system' || interaction.kind === 'operation';
-    const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params) : undefined;
+    const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
     const translated = options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
     if (isRefusal(translated)) return translated;
@@ -297,7 +297,7 @@ export function createGuard(options: GuardOptions) {
         if (isRefusal(entry)) return entry;
         const decision = decide(token, entry, { allowOperations: options.allowOperations });
         if (decision.effect === 'deny') return decision.refusal;
-        const unsafe = entry.kind === 'search-type' ? options.resourcePolicy?.searchRefusal?.(token, entry.params) : undefined;
+        const unsafe = entry.kind === 'search-type' ? options.resourcePolicy?.searchRefusal?.(token, entry.params, entry.type) : undefined;
         if (unsafe) return unsafe;
         if (entry.kind !== 'create' && entry.kind !== 'update' && entry.kind !== 'read' && entry.kind !== 'search-type') {
           return { status: 403, code: 'forbidden', message: `${entry.kind} is not allowed inside a transaction through the guard` };

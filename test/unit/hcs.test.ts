@@ -105,7 +105,8 @@ describe('HCS policy', () => {
 
   it('requires a second factor of the roles the policy names (none by default)', () => {
     assert.deepEqual(policy.secondFactorRoles, []);
-    const strict = parsePolicy({ ...JSON.parse(JSON.stringify(policy)), secondFactorRoles: [`${ROLE}|doctor`] }, 'test');
+    const file = JSON.parse(readFileSync(new URL('../../server/hcs/default-policy.json', import.meta.url), 'utf8'));
+    const strict = parsePolicy({ ...file, secondFactorRoles: [`${ROLE}|doctor`] }, 'test');
     assert.ok(rolesRequireSecondFactor(strict, doctor.roles));
     assert.ok(!rolesRequireSecondFactor(strict, [{ system: ROLE, code: 'nurse' }]));
     assert.ok(!rolesRequireSecondFactor(strict, []));

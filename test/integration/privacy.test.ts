@@ -73,6 +73,28 @@ describe('privacy enforcement', () => {
     assert.equal((await get('Condition/cond-3-sickle-trait', system)).status, 200, 'a backend without a residual');
   });
 
+  it('reads v3 labels written with the code system\'s OID or FHIR STU3 URI as the same labels: break-the-glass never reaches V', async () => {
+    const backend = await server.addClient({ name: 'Importer', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds', clearance: 'V', sensitivity: ['*'] });
+    const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
+    const labelled = async (security: object[]) => {
+      const res = await fetch(`${server.fhirBase}/Observation`, {
+        method: 'POST', headers: { authorization: `Bearer ${system}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'imported' }, subject: { reference: 'Patient/pat-2' }, meta: { security } }),
+      });
+      assert.equal(res.status, 201);
+      return `Observation/${(await res.json()).id}`;
+    };
+    const btg = await token('dr.jones', 'demo-password-2', { purpose: 'BTG', btgReason: 'Crisis, need the whole record' });
+    for (const confidentiality of ['urn:oid:2.16.840.1.113883.5.25', 'http://hl7.org/fhir/v3/Confidentiality']) {
+      assert.equal((await get(await labelled([{ system: confidentiality, code: 'V' }]), btg)).status, 404, confidentiality);
+    }
+    const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+    const r = await labelled([{ system: 'urn:oid:2.16.840.1.113883.5.25', code: 'R' }]);
+    assert.equal((await get(r, jones)).status, 404, 'R is above his clearance N');
+    assert.equal((await get(r, await token('dr.smith', 'demo-password-1'))).status, 200, 'and within dr.smith\'s R (no unknown sensitivity)');
+    assert.equal((await get(await labelled([{ code: 'HIV' }]), jones)).status, 404, 'a label without a system counts as an unknown sensitivity, not as no label');
+  });
+
   it('refuses existence tests through data the rules may hide, also to unbounded tokens (#14)', async () => {
     const smith = await token('dr.smith', 'demo-password-1'); // user/*.rs, every patient: only labels and consent filter his answers
     for (const query of [

@@ -234,7 +234,8 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     },
 
     prepareWrite(token, { kind, resource, existing, patch }) {
-      if (kind === 'create') return { resource: resource && withConfidentiality(resource, labelOptions) };
+      // An update with nothing stored creates too.
+      if (kind === 'create' || (kind === 'update' && !existing)) return { resource: resource && withConfidentiality(resource, labelOptions) };
       if (mayLowerLabels(token) || kind === 'delete') return { resource };
       const refuse = (what: string): Refusal => ({ status: 403, code: 'forbidden', message: `labels only go up: ${what} may be removed or lowered by a privacy officer only` });
       if (kind === 'patch') return patchTouchesLabels(patch) ? refuse('a patch of meta') : { resource };

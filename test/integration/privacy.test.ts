@@ -279,6 +279,14 @@ describe('privacy enforcement', () => {
       const stored = await (await get(`Observation/${id}`, amy)).json();
       assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
     });
+
+    it('stores the default confidentiality on a resource created by an update (PUT to a new id) too', async () => {
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
+      const put = await write('Observation/created-by-put', smith, { resourceType: 'Observation', id: 'created-by-put', status: 'final', code: { text: 'steps' }, subject: { reference: 'Patient/pat-1' } });
+      assert.equal(put.status, 201);
+      const stored = await (await get('Observation/created-by-put', smith)).json();
+      assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
+    });
   });
 
   describe('consent rules, newest consent deciding', () => {

@@ -226,8 +226,11 @@ export function createGuard(options: GuardOptions) {
     return { response: answer(upstream.status, upstream.body, upstream), resources: written };
   }
 
-  /** One interaction, decided and carried out; batch and transaction entries come through here too. */
-  async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  /**
+   * Every rule that decides an interaction before anything is read or written: scopes, the authorize
+   * hook, the policy's search refusals and its translation. The interaction to carry out, or a refusal.
+   */
+  async function admitted(token: TokenContext, interaction: FhirInteraction): Promise<FhirInteraction | Refusal> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
@@ -235,7 +238,12 @@ export function createGuard(options: GuardOptions) {
     const searched = interaction.kind === 'search-type' || interaction.kind === 'search-system' || interaction.kind === 'operation';
     const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
-    const translated = options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
+    return options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
+  }
+
+  /** One interaction, decided and carried out; batch and transaction entries come through here too. */
+  async function perform(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+    const translated = await admitted(token, interaction);
     if (isRefusal(translated)) return translated;
     if (translated === interaction) return carryOut(request, token, interaction);
     // Read back from pseudonyms: a failure must not name the real ids the client was never to learn.
@@ -295,13 +303,11 @@ export function createGuard(options: GuardOptions) {
     if (interaction.kind === 'transaction') {
       for (const entry of classified) {
         if (isRefusal(entry)) return entry;
-        const decision = decide(token, entry, { allowOperations: options.allowOperations });
-        if (decision.effect === 'deny') return decision.refusal;
-        const unsafe = entry.kind === 'search-type' ? options.resourcePolicy?.searchRefusal?.(token, entry.params, entry.type) : undefined;
-        if (unsafe) return unsafe;
         if (entry.kind !== 'create' && entry.kind !== 'update' && entry.kind !== 'read' && entry.kind !== 'search-type') {
           return { status: 403, code: 'forbidden', message: `${entry.kind} is not allowed inside a transaction through the guard` };
         }
+        const allowed = await admitted(token, entry);
+        if (isRefusal(allowed)) return allowed;
       }
       // All or nothing: every write is checked (stored versions included) before the first one runs.
       for (const [i, entry] of (classified as FhirInteraction[]).entries()) {

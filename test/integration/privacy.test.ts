@@ -344,6 +344,9 @@ describe('privacy enforcement', () => {
       assert.equal((await get('Patient/pat-1', research)).status, 404, 'a real id is unknown to a de-identified token');
       assert.equal((await get('Observation?patient=pat-1', research)).status, 404);
       assert.equal((await get('Patient?birthdate=1987', research)).status, 200, 'a year is not a direct identifier');
+      for (const query of ['Patient?birthdate=ge1987-02-20&birthdate=le1987-02-20', 'Patient?birthdate=sa1987-02-19&birthdate=eb1987-02-21', 'Patient?birthdate=ap1987-02-20', 'Patient?birthdate=ge1987-02']) {
+        assert.equal((await get(query, research)).status, 403, `${query}: ranges to the day pin the exact birth date`);
+      }
     });
 
     it('answers with pseudonyms only, readable and searchable by the same client and purpose', async () => {

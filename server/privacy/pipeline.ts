@@ -80,7 +80,7 @@ export interface ResourcePolicy {
   admit(token: TokenContext, resource: FhirResource): Promise<FhirResource | undefined>;
   /** A searchset or history Bundle: hidden entries out, `total` recounted, obligations and the high-water mark applied. */
   bundle(token: TokenContext, bundle: FhirBundle): Promise<FhirBundle>;
-  /** After a write: a changed Consent must be enforced from now on. */
+  /** After a write, for the written and for the stored version: a changed Consent must be enforced from now on. */
   written(resource: FhirResource): void;
   /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
   hiddenOutcome(token: TokenContext): FhirResource | undefined;

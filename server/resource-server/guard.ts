@@ -185,7 +185,7 @@ export function createGuard(options: GuardOptions) {
    * Everything a write is checked against before it is sent: its narrative, the stored version (read
    * from upstream), the token's views and the resource policy. The resource to send, or a refusal.
    */
-  async function checkedWrite(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource } | Refusal> {
+  async function checkedWrite(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource; existing?: FhirResource } | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -210,19 +210,21 @@ export function createGuard(options: GuardOptions) {
     const kind = interaction.kind as 'create' | 'update' | 'patch' | 'delete';
     const problem = checkWrite(token, kind, resource, existing);
     if (problem) return problem;
-    return options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
+    const prepared = options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
+    return isRefusal(prepared) ? prepared : { ...prepared, existing };
   }
 
   async function write(request: GuardRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const checked = await checkedWrite(request, token, interaction);
     if (isRefusal(checked)) return checked;
-    const { resource } = checked;
+    const { resource, existing } = checked;
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
-    for (const item of written) options.resourcePolicy?.written(item);
+    // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
+    for (const item of existing ? [...written, existing] : written) options.resourcePolicy?.written(item);
     return { response: answer(upstream.status, upstream.body, upstream), resources: written };
   }
 

@@ -213,6 +213,24 @@ describe('privacy enforcement', () => {
       assert.equal((await put('Consent/consent-pat-2', body.access_token, withoutDeny())).status, 403);
     });
 
+    it('enforces a changed consent at once for the patient it was about before, too', async () => {
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+      const deny = {
+        resourceType: 'Consent', status: 'active', dateTime: new Date().toISOString(),
+        scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+        category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+        patient: { reference: 'Patient/pat-1' },
+        provision: { type: 'permit', provision: [{ type: 'deny', actor: [{ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, reference: { reference: 'Practitioner/dr-jones' } }] }] },
+      };
+      const created = await put('Consent', officer, deny, 'POST');
+      assert.equal(created.status, 201);
+      const { id } = await created.json();
+      assert.equal((await get('Patient/pat-1', jones)).status, 404, 'denied');
+      assert.equal((await put(`Consent/${id}`, officer, { ...deny, id, status: 'inactive', patient: { reference: 'Patient/pat-3' } })).status, 200);
+      assert.equal((await get('Patient/pat-1', jones)).status, 200, 'the consent no longer about pat-1 no longer denies at once');
+    });
+
     it('lets the privacy officer change it', async () => {
       const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
       assert.equal((await put('Consent/consent-pat-2', officer, stored)).status, 200);

@@ -75,6 +75,9 @@ interface Performed {
 
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
+/** Upstream pages the guard reads ahead at most, looking for a match the token may see (see visibleAhead). */
+const LOOK_AHEAD_PAGES = 5;
+
 export function createGuard(options: GuardOptions) {
   const includes = options.includes ?? 'strip';
   const checkDpop = options.dpop ?? createDpopCheck();
@@ -150,6 +153,31 @@ export function createGuard(options: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
+  /** Whether the guard may take resources out of the token's answers (scopes bound or restricted, or the resource policy). */
+  const filtersAnswers = (token: TokenContext, interaction: FhirInteraction) =>
+    Boolean(options.resourcePolicy) || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted);
+
+  /**
+   * Whether a page after `bundle` holds a match the token may see. A `next` link kept regardless would tell
+   * that hidden resources match (a full page of visible matches with a `next` link, for a search that
+   * also names a hidden code). Reads ahead LOOK_AHEAD_PAGES pages at most, then answers no (fail closed).
+   */
+  async function visibleAhead(request: GuardRequest, token: TokenContext, bundle: FhirBundle): Promise<boolean> {
+    let page = bundle;
+    for (let i = 0; i < LOOK_AHEAD_PAGES; i++) {
+      const next = page.link?.find((l) => l.relation === 'next')?.url;
+      if (!next?.startsWith(`${options.upstreamBase}/`)) return false;
+      const upstream = await send(request, 'GET', next.slice(options.upstreamBase.length + 1));
+      if (upstream.status !== 200) return false;
+      page = upstream.body as FhirBundle;
+      const inScope = filterSearchBundle(page, token, { includes });
+      if (isRefusal(inScope)) return false;
+      const visible = await finish(token, inScope.bundle);
+      if ((visible.entry ?? []).some((e) => e.resource && (e.search?.mode ?? 'match') === 'match')) return true;
+    }
+    return false;
+  }
+
   /**
    * The query to send: element subsetting upstream could drop the subject or category a view checks, or
    * the labels and patient references the resource policy reads, so whole resources are asked for then
@@ -157,7 +185,7 @@ export function createGuard(options: GuardOptions) {
    */
   function unsubsetted(token: TokenContext, interaction: FhirInteraction, query: URLSearchParams): string {
     const params = new URLSearchParams(query);
-    if (options.resourcePolicy || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted)) {
+    if (filtersAnswers(token, interaction)) {
       params.delete('_elements');
       params.delete('_summary');
     }
@@ -177,7 +205,12 @@ export function createGuard(options: GuardOptions) {
     }
     const inScope = filterSearchBundle(bundle, token, { includes });
     if (isRefusal(inScope)) return inScope;
-    const filtered = await finish(token, inScope.bundle);
+    let filtered = await finish(token, inScope.bundle);
+    if (filtersAnswers(token, interaction)) {
+      // Paging links must not count what is hidden: `last` tells the total, `next` that more matches.
+      const keepNext = filtered.link?.some((l) => l.relation === 'next') && (await visibleAhead(request, token, bundle));
+      filtered = { ...filtered, link: filtered.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
+    }
     return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
   }
 

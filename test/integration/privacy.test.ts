@@ -108,6 +108,19 @@ describe('privacy enforcement', () => {
     assert.equal((await get('Condition?patient=pat-2&_total=none', smith)).status, 200);
   });
 
+  it('keeps a next link only when a later page holds something the token may see: paging does not count hidden matches (#14)', async () => {
+    const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // not cleared for SUD
+    const relations = async (query: string) => ((await (await get(query, jones)).json()).link ?? []).map((l: any) => l.relation);
+    // Hypertension (visible) and opioid use disorder (SUD, hidden) of pat-2, one per page.
+    assert.deepEqual(await relations('Condition?patient=pat-2&code=38341003,75544000&_count=1'), ['self'], 'the hidden second match gives no next link');
+    assert.deepEqual(await relations('Condition?patient=pat-2&code=38341003,1234&_count=1'), ['self'], 'as for no second match');
+    const page = await (await get('Condition?patient=pat-2&code=38341003,29857009&_count=1', jones)).json();
+    const next = page.link.find((l: any) => l.relation === 'next');
+    assert.ok(next, 'a visible second match keeps it');
+    const second = await (await fetch(next.url, { headers: { authorization: `Bearer ${jones}` } })).json();
+    assert.equal(second.entry.length, 1, 'and it leads to that match');
+  });
+
   it('labels a search Bundle with the high-water mark of its entries', async () => {
     const smith = await token('dr.smith', 'demo-password-1');
     const bundle = await (await get('Condition?patient=pat-1', smith)).json();

@@ -5,6 +5,16 @@ export const ACT_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
 export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 export const ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
 
+/** Other names of the same v3 code systems (their OIDs, FHIR STU3 URIs): a label written so means the same. */
+const SYSTEM_ALIASES: Record<string, string> = {
+  'urn:oid:2.16.840.1.113883.5.25': CONFIDENTIALITY, 'http://hl7.org/fhir/v3/Confidentiality': CONFIDENTIALITY,
+  'urn:oid:2.16.840.1.113883.5.4': ACT_CODE, 'http://hl7.org/fhir/v3/ActCode': ACT_CODE,
+  'urn:oid:2.16.840.1.113883.5.8': ACT_REASON, 'http://hl7.org/fhir/v3/ActReason': ACT_REASON,
+};
+
+/** The canonical (terminology.hl7.org) URI of a code system written under another of its names. */
+export const canonicalSystem = (system: string): string => (Object.hasOwn(SYSTEM_ALIASES, system) ? SYSTEM_ALIASES[system] : system);
+
 export interface Coding {
   system: string;
   code: string;

@@ -250,7 +250,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
       return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
     }
     const user = username && password ? await authenticate(db, username, password) : undefined;
-    if (username && password) await (user ? loginThrottle?.succeeded(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
+    if (username && password) await (user ? loginThrottle?.passed(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
     await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, clientId, username, user });
     if (!user) return renderLogin(ctx, details, { message: LOGIN_FAILED, username }, 200);
     return steps.afterPassword(ctx, details, user);

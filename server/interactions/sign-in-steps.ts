@@ -132,7 +132,10 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
   /** After a correct password: done, or the second step (prove a factor, or set one up) shown next. */
   async function afterPassword(ctx: Context, details: Details, user: User) {
     const next = await stepAfterPassword(factorDeps, user, requestedAcr(details.params));
-    if (next === 'done') return finishLogin(ctx, user.id, ['pwd']);
+    if (next === 'done') {
+      await loginThrottle?.succeeded(user.username, ctx.ip);
+      return finishLogin(ctx, user.id, ['pwd']);
+    }
     const pending: PendingLogin = { accountId: user.id, methods: ['pwd'], step: next, at: now() };
     await savePending(details, pending);
     return renderPending(ctx, details, pending, user);

@@ -7,7 +7,8 @@
 // in a single atomic upsert, so that concurrent guesses cannot all pass the check before the first
 // failure is written. failed() keeps that count (and starts the lock once the limit is reached);
 // succeeded() clears the user's counter and gives the address back its one attempt (it does not clear the
-// address: one valid account must not launder an address that guesses at others).
+// address: one valid account must not launder an address that guesses at others). A correct password
+// with a second factor still to show only passed(): the count goes on until the whole sign-in succeeds.
 import type { Db } from '../db.ts';
 
 export interface LoginThrottleOptions {
@@ -37,6 +38,11 @@ export interface LoginThrottle {
   failed(username: string, address: string | undefined): Promise<void>;
   /** The attempt succeeded: the user's failures are forgotten. */
   succeeded(username: string, address: string | undefined): Promise<void>;
+  /**
+   * A correct password with a second step still to come: this attempt is given back, earlier failures
+   * stay counted (otherwise typing the password again would reset the count of wrong second-factor codes).
+   */
+  passed(username: string, address: string | undefined): Promise<void>;
   /** Deletes rows whose window and lock are both over (call it now and then). */
   purge(): Promise<number>;
 }
@@ -85,6 +91,9 @@ export function createLoginThrottle(db: Db, options: LoginThrottleOptions = {}):
       .update({ locked_until: at + lockSeconds });
   }
 
+  /** One attempt less on a key's counter. */
+  const giveBack = (key: string) => db(TABLE).where('throttle_key', key).andWhere('failures', '>', 0).update({ failures: db.raw('failures - 1') });
+
   return {
     async check(username, address) {
       const at = now();
@@ -115,9 +124,11 @@ export function createLoginThrottle(db: Db, options: LoginThrottleOptions = {}):
       const addr = addressKey(address);
       const user = userKey(username);
       if (user) await db(TABLE).where('throttle_key', user).delete();
-      if (addr) {
-        await db(TABLE).where('throttle_key', addr).andWhere('failures', '>', 0).update({ failures: db.raw('failures - 1') });
-      }
+      if (addr) await giveBack(addr);
+    },
+
+    async passed(username, address) {
+      for (const key of [userKey(username), addressKey(address)]) if (key) await giveBack(key);
     },
 
     async purge() {

@@ -87,6 +87,7 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
     const next = await stepAfterPassword(factorDeps, user);
     ctx.status = 303;
     if (next === 'done') {
+      await loginThrottle?.succeeded(user.username, ctx.ip);
       await setAccountSession(ctx, db, user.id, ['pwd']);
       return ctx.redirect(returnTo);
     }

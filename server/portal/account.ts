@@ -113,7 +113,7 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
       return showLogin(ctx, returnTo, { message: LOGIN_FAILED, username });
     }
     const user = username && password ? await authenticate(db, username, password) : undefined;
-    if (username && password) await (user ? loginThrottle?.succeeded(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
+    if (username && password) await (user ? loginThrottle?.passed(username, ctx.ip) : loginThrottle?.failed(username, ctx.ip));
     await recordLogin(audit, { issuer: config.issuer, address: ctx.ip, username, user });
     if (!user) return showLogin(ctx, returnTo, { message: LOGIN_FAILED, username });
     return steps.afterPassword(ctx, user, returnTo);

@@ -306,12 +306,13 @@ export function deidentifyBundle(bundle: FhirBundle, policy: DeidPolicy): FhirBu
 /** Search parameters on direct identifiers: a de-identified answer to them would tie the pseudonym to the person. */
 const DIRECT_IDENTIFIER_PARAMS = new Set(['name', 'given', 'family', 'phonetic', 'identifier', 'telecom', 'phone', 'email', 'address', '_text', '_content']);
 
-/** Whether a search parameter names a person directly: name, identifier, contact, address, an exact birth date, free text. */
+/** Whether a search parameter names a person directly: name, identifier, contact, address, a birth date finer than a year, free text. */
 export function identifiesPerson(name: string, value: string): boolean {
   const base = name.split(':')[0]!;
   if (DIRECT_IDENTIFIER_PARAMS.has(base) || base.startsWith('address-')) return true;
-  // A birth date to the day (eq, or no prefix); a year or a range is a quasi-identifier the dates policy already coarsens.
-  return base === 'birthdate' && value.split(',').some((v) => /^(eq)?\d{4}-\d{2}-\d{2}/.test(v));
+  // A year is a quasi-identifier the dates policy keeps; anything finer, with any prefix, is not: two
+  // ranges (ge and le the same day) pin the exact birth date as well as eq does.
+  return base === 'birthdate' && value.split(',').some((v) => !/^([a-z]{2})?\d{4}$/.test(v));
 }
 
 /** Parameters whose values are resource ids: they carry pseudonyms in requests and links. */

@@ -2,7 +2,7 @@
 // IHE PCF residual forbids it, HTEST and purpose-of-use restrictions, the Bundle high water mark and the
 // break-the-glass hint. Pure: no I/O, inputs are never mutated.
 import {
-  ACT_CODE, ACT_REASON, CONFIDENTIALITY, codingList, confidentialityRank, isConfidentiality, isTestPurpose, purposeIsA,
+  ACT_CODE, ACT_REASON, CONFIDENTIALITY, canonicalSystem, codingList, confidentialityRank, isConfidentiality, isTestPurpose, purposeIsA,
   type Coding, type ConfidentialityCode,
 } from '../hcs/codes.ts';
 import { DEFAULT_LABEL_VOCABULARY, isHarmless, sensitivityClosure, type LabelVocabulary } from '../hcs/label-vocabulary.ts';
@@ -66,7 +66,12 @@ export function resourceLabels(resource: FhirResource, options: LabelOptions): R
   const unknown = new Set<string>();
   const purposes = new Set<string>();
   let test = false;
-  for (const { system, code } of codingList(resource.meta?.security)) {
+  // A label without a system still says something: it counts (as an unknown sensitivity) instead of being dropped.
+  const security = (Array.isArray(resource.meta?.security) ? resource.meta.security : [])
+    .map((c: unknown) => (c && typeof c === 'object' && (c as Coding).system === undefined ? { ...c, system: '' } : c));
+  for (const label of codingList(security)) {
+    const { code } = label;
+    const system = canonicalSystem(label.system);
     if (system === CONFIDENTIALITY) {
       if (isConfidentiality(code) && (confidentiality === undefined || confidentialityRank(code) > confidentialityRank(confidentiality))) {
         confidentiality = code;

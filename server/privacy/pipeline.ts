@@ -80,15 +80,16 @@ export interface ResourcePolicy {
   admit(token: TokenContext, resource: FhirResource): Promise<FhirResource | undefined>;
   /** A searchset or history Bundle: hidden entries out, `total` recounted, obligations and the high-water mark applied. */
   bundle(token: TokenContext, bundle: FhirBundle): Promise<FhirBundle>;
-  /** After a write: a changed Consent must be enforced from now on. */
+  /** After a write, for the written and for the stored version: a changed Consent must be enforced from now on. */
   written(resource: FhirResource): void;
   /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
   hiddenOutcome(token: TokenContext): FhirResource | undefined;
   /**
    * Search parameters this policy cannot let through for the token: they would test for data it
-   * hides (`_has`, chains, counts) or, for de-identified answers, link them to a person.
+   * hides (`_has`, chains, counts), name the staff a patient's audit trail leaves out (`agent`), or,
+   * for de-identified answers, link them to a person. `type`: the searched type, if one.
    */
-  searchRefusal?(token: TokenContext, params: URLSearchParams): Refusal | undefined;
+  searchRefusal?(token: TokenContext, params: URLSearchParams, type?: string): Refusal | undefined;
   /**
    * The interaction as the upstream must see it: for de-identified answers, pseudonymous ids (of a
    * read, or in id-carrying search parameters) read back into real ones, a refusal for anything
@@ -111,12 +112,19 @@ export interface LabelledWrite {
   patch?: unknown;
 }
 
+/** FHIRPath functions that walk into child elements without naming them (children().security is meta.security). */
+const UNNAMED_NAVIGATION = /\b(?:children|descendants|repeat|select|aggregate)\s*\(/;
+
 /**
- * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or any
- * mention of meta in a FHIRPath Patch (its paths are expressions; reading them would be guessing).
+ * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or a
+ * FHIRPath Patch that mentions meta or navigates without naming elements (its paths are expressions;
+ * reading them would be guessing).
  */
 function patchTouchesLabels(patch: unknown): boolean {
-  if (!Array.isArray(patch)) return JSON.stringify(patch ?? null).includes('meta');
+  if (!Array.isArray(patch)) {
+    const text = JSON.stringify(patch ?? null);
+    return text.includes('meta') || UNNAMED_NAVIGATION.test(text);
+  }
   return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
 }
 
@@ -182,9 +190,13 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
 
     // Labels, consent and HTEST can hide data from every token, so existence tests are refused for all;
     // the guard filters answers, it cannot evaluate these predicates over what it filtered.
-    searchRefusal(token, params) {
+    searchRefusal(token, params, type) {
       const deidentified = deidentifies(askerOf(token).purpose);
+      const trailAsPatient = type === 'AuditEvent' && readsTrailAsPatient(token);
       for (const [name, value] of params) {
+        if (trailAsPatient && name.split(':')[0] === 'agent') {
+          return { status: 403, code: 'forbidden', message: 'the search parameter agent is not allowed: a patient sees the staff in the audit trail by role and organization only' };
+        }
         const what = existenceTest(name, value);
         if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
         if (deidentified) {
@@ -222,7 +234,8 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     },
 
     prepareWrite(token, { kind, resource, existing, patch }) {
-      if (kind === 'create') return { resource: resource && withConfidentiality(resource, labelOptions) };
+      // An update with nothing stored creates too.
+      if (kind === 'create' || (kind === 'update' && !existing)) return { resource: resource && withConfidentiality(resource, labelOptions) };
       if (mayLowerLabels(token) || kind === 'delete') return { resource };
       const refuse = (what: string): Refusal => ({ status: 403, code: 'forbidden', message: `labels only go up: ${what} may be removed or lowered by a privacy officer only` });
       if (kind === 'patch') return patchTouchesLabels(patch) ? refuse('a patch of meta') : { resource };

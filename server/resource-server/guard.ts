@@ -122,6 +122,9 @@ function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number):
 
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
+/** Upstream pages the guard reads ahead at most, looking for a match the token may see (see visibleAhead). */
+const LOOK_AHEAD_PAGES = 5;
+
 export function createGuard(guardOptions: GuardOptions) {
   const options = withDefaults(guardOptions);
   const includes = options.includes ?? 'strip';
@@ -199,17 +202,50 @@ export function createGuard(guardOptions: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
+  /** Whether the guard may take resources out of the token's answers (scopes bound or restricted, or the resource policy). */
+  const filtersAnswers = (token: TokenContext, interaction: FhirInteraction) =>
+    Boolean(options.resourcePolicy) || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted);
+
+  /**
+   * Whether a page after `bundle` holds a match the token may see. A `next` link kept regardless would tell
+   * that hidden resources match (a full page of visible matches with a `next` link, for a search that
+   * also names a hidden code). Reads ahead LOOK_AHEAD_PAGES pages at most, then answers no (fail closed).
+   */
+  async function visibleAhead(request: ReceivedRequest, token: TokenContext, bundle: FhirBundle): Promise<boolean> {
+    let page = bundle;
+    for (let i = 0; i < LOOK_AHEAD_PAGES; i++) {
+      const next = page.link?.find((l) => l.relation === 'next')?.url;
+      if (!next?.startsWith(`${options.upstreamBase}/`)) return false;
+      const upstream = await send(request, 'GET', next.slice(options.upstreamBase.length + 1));
+      if (upstream.status !== 200) return false;
+      page = upstream.body as FhirBundle;
+      const inScope = filterSearchBundle(page, token, { includes });
+      if (isRefusal(inScope)) return false;
+      const visible = await finish(token, inScope.bundle);
+      if ((visible.entry ?? []).some((e) => e.resource && (e.search?.mode ?? 'match') === 'match')) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The query to send: element subsetting upstream could drop the subject or category a view checks, or
+   * the labels and patient references the resource policy reads, so whole resources are asked for then
+   * (FHIR lets a server return more than was asked).
+   */
+  function unsubsetted(token: TokenContext, interaction: FhirInteraction, query: URLSearchParams): string {
+    const params = new URLSearchParams(query);
+    if (filtersAnswers(token, interaction)) {
+      params.delete('_elements');
+      params.delete('_summary');
+    }
+    return params.toString();
+  }
+
   async function search(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const history = interaction.kind === 'history-type' || interaction.kind === 'history-system';
     const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
     const views = viewsFor(token, interaction.type ?? '*', interaction.kind);
-    const params = history ? new URLSearchParams(interaction.params) : narrowedSearch(interaction.type, interaction.params, views);
-    // Element subsetting upstream could drop the subject or category a view checks: filter whole resources.
-    if (!views.every(isUnrestricted)) {
-      params.delete('_elements');
-      params.delete('_summary');
-    }
-    const query = params.toString();
+    const query = unsubsetted(token, interaction, history ? new URLSearchParams(interaction.params) : narrowedSearch(interaction.type, interaction.params, views));
     let upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (history) {
@@ -225,7 +261,12 @@ export function createGuard(guardOptions: GuardOptions) {
       const filtered = await finish(token, inScope.bundle);
       const next = nextPage(page);
       if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
-        const counted = withTotal(filtered, page, skipped);
+        let counted = withTotal(filtered, page, skipped);
+        if (filtersAnswers(token, interaction)) {
+          // Paging links must not count what is hidden: `last` tells the total, `next` that more matches.
+          const keepNext = counted.link?.some((l) => l.relation === 'next') && (await visibleAhead(request, token, page));
+          counted = { ...counted, link: counted.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
+        }
         return { response: answer(200, counted, upstream), resources: bundleResources(counted) };
       }
       skipped++;
@@ -245,7 +286,7 @@ export function createGuard(guardOptions: GuardOptions) {
    * Everything a write is checked against before it is sent: its narrative, the stored version (read
    * from upstream), the token's views and the resource policy. The resource to send, or a refusal.
    */
-  async function checkedWrite(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource } | Refusal> {
+  async function checkedWrite(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource; existing?: FhirResource } | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -258,8 +299,11 @@ export function createGuard(guardOptions: GuardOptions) {
     }
     let existing: FhirResource | undefined;
     if (interaction.kind !== 'create') {
-      const current = await send(request, 'GET', `${interaction.type}/${interaction.id}`);
+      // Not the client's conditional headers: a 304 (If-None-Match) would pass for "nothing stored".
+      const current = await options.upstream.send({ method: 'GET', path: `${interaction.type}/${interaction.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+      const gone = current.status === 404 || current.status === 410;
       if (current.status === 200) existing = current.body as FhirResource;
+      else if (!gone) return { status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${current.status})` };
       else if (interaction.kind !== 'update') return notFound(interaction);
       // A write on data the token may not see is refused as if the data did not exist.
       if (existing && !(await admit(token, existing))) return notFound(interaction);
@@ -267,35 +311,54 @@ export function createGuard(guardOptions: GuardOptions) {
     const kind = interaction.kind as 'create' | 'update' | 'patch' | 'delete';
     const problem = checkWrite(token, kind, resource, existing);
     if (problem) return problem;
-    return options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
+    const prepared = options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
+    return isRefusal(prepared) ? prepared : { ...prepared, existing };
   }
 
   async function write(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const checked = await checkedWrite(request, token, interaction);
     if (isRefusal(checked)) return checked;
-    const { resource } = checked;
+    const { resource, existing } = checked;
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
     const provenance = interaction.kind === 'patch' ? undefined : options.provenance?.(token, interaction.kind as 'create' | 'update' | 'delete');
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource, provenance);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
-    for (const item of written) options.resourcePolicy?.written(item);
+    // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
+    for (const item of existing ? [...written, existing] : written) options.resourcePolicy?.written(item);
     return { response: answer(upstream.status, upstream.body, upstream), resources: written };
   }
 
-  /** One interaction, decided and carried out; batch and transaction entries come through here too. */
-  async function perform(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  /**
+   * Every rule that decides an interaction before anything is read or written: scopes, the authorize
+   * hook, the policy's search refusals and its translation. The interaction to carry out, or a refusal.
+   */
+  async function admitted(token: TokenContext, interaction: FhirInteraction): Promise<FhirInteraction | Refusal> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
     if (refused) return refused;
     const searched = interaction.kind === 'search-type' || interaction.kind === 'search-system' || interaction.kind === 'operation';
-    const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params) : undefined;
+    const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
-    const translated = options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
+    return options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
+  }
+
+  /** One interaction, decided and carried out; batch and transaction entries come through here too. */
+  async function perform(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+    const translated = await admitted(token, interaction);
     if (isRefusal(translated)) return translated;
-    interaction = translated;
+    if (translated === interaction) return carryOut(request, token, interaction);
+    // Read back from pseudonyms: a failure must not name the real ids the client was never to learn.
+    const result = await carryOut(request, token, translated);
+    if (isRefusal(result)) return result.code === 'not-found' ? notFound(interaction) : { ...result, message: `the ${interaction.kind} could not be carried out` };
+    const { status } = result.response;
+    if (status === 404) return hidden(token, interaction);
+    return status < 400 ? result : { response: answer(status, operationOutcome('error', 'exception', `the FHIR server answered ${status}`)), resources: [] };
+  }
+
+  async function carryOut(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     switch (interaction.kind) {
       case 'read': case 'vread': case 'history-instance':
         return read(request, token, interaction);
@@ -318,7 +381,7 @@ export function createGuard(guardOptions: GuardOptions) {
       const instance = await read({ ...request, path: `${interaction.type}/${interaction.id}` }, token, { ...interaction, kind: 'read' });
       if (isRefusal(instance)) return instance;
     }
-    const query = request.query.toString();
+    const query = unsubsetted(token, interaction, new URLSearchParams(request.query));
     const upstream = await send(request, request.method, query ? `${request.path}?${query}` : request.path, request.body);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const body = upstream.body as FhirResource | undefined;
@@ -344,13 +407,11 @@ export function createGuard(guardOptions: GuardOptions) {
     if (interaction.kind === 'transaction') {
       for (const entry of classified) {
         if (isRefusal(entry)) return entry;
-        const decision = decide(token, entry, { allowOperations: options.allowOperations });
-        if (decision.effect === 'deny') return decision.refusal;
-        const unsafe = entry.kind === 'search-type' ? options.resourcePolicy?.searchRefusal?.(token, entry.params) : undefined;
-        if (unsafe) return unsafe;
         if (entry.kind !== 'create' && entry.kind !== 'update' && entry.kind !== 'read' && entry.kind !== 'search-type') {
           return { status: 403, code: 'forbidden', message: `${entry.kind} is not allowed inside a transaction through the guard` };
         }
+        const allowed = await admitted(token, entry);
+        if (isRefusal(allowed)) return allowed;
       }
       // All or nothing: every write is checked (stored versions included) before the first one runs.
       for (const [i, entry] of (classified as FhirInteraction[]).entries()) {

@@ -162,6 +162,9 @@ export function tokenContext(claims: Record<string, unknown>, audience: string, 
   };
 }
 
+/** Introspection `token_type` values of access tokens (RFC 6750 Bearer, RFC 9449 DPoP). */
+const ACCESS_TOKEN_TYPES = new Set(['bearer', 'dpop']);
+
 const tokenHash = (token: string) => createHash('sha256').update(token).digest('base64url');
 
 /** Verification as configured, with the cache: token in, TokenContext out (or InvalidTokenError). */
@@ -180,6 +183,10 @@ export function createGuardVerifier(options: GuardVerification): (token: string)
     if (options.mode === 'introspection') {
       const active = await introspect(token, options.introspection!);
       if (!active) throw new InvalidTokenError('the access token is not active');
+      // An active refresh token introspects too (RFC 7662): only an access token opens the FHIR server.
+      if (active.token_type !== undefined && !ACCESS_TOKEN_TYPES.has(String(active.token_type).toLowerCase())) {
+        throw new InvalidTokenError('the token is not an access token');
+      }
       const aud = Array.isArray(active.aud) ? active.aud : [active.aud];
       if (active.iss !== options.issuer || !aud.includes(options.audience)) throw new InvalidTokenError('the access token is not valid for this server');
       claims = active;

@@ -211,6 +211,14 @@ describe('audit trail', () => {
       assert.equal((await (await fhir(`AuditEvent/${seen[0].id}`, amy)).text()).includes('Jane Smith'), false, 'on read too');
       const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
       assert.ok((await (await fhir(`AuditEvent/${seen[0].id}`, auditor)).text()).includes('Jane Smith'), 'an auditor sees who');
+      // Nor can the patient ask which events a given staff member is the agent of.
+      for (const agent of ['Practitioner/dr-smith', smithId, 'dr-smith']) {
+        const res = await fhir(`AuditEvent?patient=pat-1&agent=${encodeURIComponent(agent)}`, amy);
+        assert.equal(res.status, 403, agent);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome');
+      }
+      assert.equal((await fhir('AuditEvent?patient=pat-1&agent:missing=false', amy)).status, 403, 'with a modifier too');
+      assert.equal((await fhir('AuditEvent?agent=Practitioner/dr-smith', auditor)).status, 200, 'an auditor may');
     });
   });
 

@@ -117,6 +117,30 @@ describe('guard in front of another FHIR server', () => {
       assert.equal(smart.issuer, server.issuer);
     });
 
+    it('never takes a refresh token for an access token when it verifies by introspection', async () => {
+      // The refresh token introspects with the authorization server's own FHIR base as aud: a guard for that base.
+      const port = await freePort();
+      const base = `http://127.0.0.1:${port}/fhir`;
+      const own = await startTestServer({ FHIR_BASE_URL: base });
+      const rs = await own.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+      const guard = await startScript('scripts/guard-proxy.ts', {
+        PORT: String(port), HOST: '127.0.0.1', ISSUER: own.issuer, FHIR_BASE_URL: base, FHIR_UPSTREAM_URL: upstream.url,
+        GUARD_VERIFICATION: 'introspection', INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!, GUARD_INTROSPECTION_CACHE: '0',
+      }, /listening/);
+      try {
+        const app = await own.addClient({ auth: { kind: 'secret' } });
+        const launch = await authorize({ server: own, client: app, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2', aud: base });
+        const { body } = await exchangeCode(own.issuer, launch, app);
+        assert.ok(body.refresh_token);
+        assert.equal((await fetch(`${base}/Patient/pat-2`, { headers: { authorization: `Bearer ${body.access_token}` } })).status, 200);
+        const refresh = await fetch(`${base}/Patient/pat-2`, { headers: { authorization: `Bearer ${body.refresh_token}` } });
+        assert.equal(refresh.status, 401, 'a refresh token is for the token endpoint only');
+      } finally {
+        await guard.stop();
+        await own.stop();
+      }
+    });
+
     describe('DPoP-bound tokens, with local and with introspection verification', () => {
       let local: ChildServer;
       before(async () => {

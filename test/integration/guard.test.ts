@@ -146,6 +146,17 @@ describe('resource-server guard', () => {
       assert.equal((await fhir('', tokens.patient, { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [entry] }) })).status, 403, 'and a transaction');
     });
 
+    it('runs no entry of a transaction when a later one is refused by the purpose or audit-trail rules (all or nothing)', async () => {
+      const writer = await appToken('openid fhirUser user/*.cruds', { username: 'dr.smith', password: 'demo-password-1' }); // not an auditor
+      const created = { resource: { resourceType: 'Observation', status: 'final', code: { text: 'x-tx-partial' }, subject: { reference: 'Patient/pat-1' } }, request: { method: 'POST', url: 'Observation' } };
+      const trail = { request: { method: 'GET', url: 'AuditEvent?patient=pat-1' } };
+      const res = await fhir('', writer, { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [created, trail] }) });
+      assert.equal(res.status, 403);
+      assert.equal((await json(res)).resourceType, 'OperationOutcome');
+      const written = await json(await fhir('Observation?patient=pat-1', tokens.system));
+      assert.ok(!(written.entry ?? []).some((e: any) => e.resource.code?.text === 'x-tx-partial'), 'the first entry was not written');
+    });
+
     it('refuses a narrative with active content', async () => {
       const res = await fhir('Observation', tokens.patient, {
         method: 'POST',

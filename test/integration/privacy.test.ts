@@ -73,6 +73,28 @@ describe('privacy enforcement', () => {
     assert.equal((await get('Condition/cond-3-sickle-trait', system)).status, 200, 'a backend without a residual');
   });
 
+  it('reads v3 labels written with the code system\'s OID or FHIR STU3 URI as the same labels: break-the-glass never reaches V', async () => {
+    const backend = await server.addClient({ name: 'Importer', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds', clearance: 'V', sensitivity: ['*'] });
+    const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
+    const labelled = async (security: object[]) => {
+      const res = await fetch(`${server.fhirBase}/Observation`, {
+        method: 'POST', headers: { authorization: `Bearer ${system}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'imported' }, subject: { reference: 'Patient/pat-2' }, meta: { security } }),
+      });
+      assert.equal(res.status, 201);
+      return `Observation/${(await res.json()).id}`;
+    };
+    const btg = await token('dr.jones', 'demo-password-2', { purpose: 'BTG', btgReason: 'Crisis, need the whole record' });
+    for (const confidentiality of ['urn:oid:2.16.840.1.113883.5.25', 'http://hl7.org/fhir/v3/Confidentiality']) {
+      assert.equal((await get(await labelled([{ system: confidentiality, code: 'V' }]), btg)).status, 404, confidentiality);
+    }
+    const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+    const r = await labelled([{ system: 'urn:oid:2.16.840.1.113883.5.25', code: 'R' }]);
+    assert.equal((await get(r, jones)).status, 404, 'R is above his clearance N');
+    assert.equal((await get(r, await token('dr.smith', 'demo-password-1'))).status, 200, 'and within dr.smith\'s R (no unknown sensitivity)');
+    assert.equal((await get(await labelled([{ code: 'HIV' }]), jones)).status, 404, 'a label without a system counts as an unknown sensitivity, not as no label');
+  });
+
   it('refuses existence tests through data the rules may hide, also to unbounded tokens (#14)', async () => {
     const smith = await token('dr.smith', 'demo-password-1'); // user/*.rs, every patient: only labels and consent filter his answers
     for (const query of [
@@ -84,6 +106,19 @@ describe('privacy enforcement', () => {
       assert.equal((await res.json()).resourceType, 'OperationOutcome');
     }
     assert.equal((await get('Condition?patient=pat-2&_total=none', smith)).status, 200);
+  });
+
+  it('keeps a next link only when a later page holds something the token may see: paging does not count hidden matches (#14)', async () => {
+    const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // not cleared for SUD
+    const relations = async (query: string) => ((await (await get(query, jones)).json()).link ?? []).map((l: any) => l.relation);
+    // Hypertension (visible) and opioid use disorder (SUD, hidden) of pat-2, one per page.
+    assert.deepEqual(await relations('Condition?patient=pat-2&code=38341003,75544000&_count=1'), ['self'], 'the hidden second match gives no next link');
+    assert.deepEqual(await relations('Condition?patient=pat-2&code=38341003,1234&_count=1'), ['self'], 'as for no second match');
+    const page = await (await get('Condition?patient=pat-2&code=38341003,29857009&_count=1', jones)).json();
+    const next = page.link.find((l: any) => l.relation === 'next');
+    assert.ok(next, 'a visible second match keeps it');
+    const second = await (await fetch(next.url, { headers: { authorization: `Bearer ${jones}` } })).json();
+    assert.equal(second.entry.length, 1, 'and it leads to that match');
   });
 
   it('labels a search Bundle with the high-water mark of its entries', async () => {
@@ -192,6 +227,24 @@ describe('privacy enforcement', () => {
       assert.equal((await put('Consent/consent-pat-2', body.access_token, withoutDeny())).status, 403);
     });
 
+    it('enforces a changed consent at once for the patient it was about before, too', async () => {
+      const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+      const deny = {
+        resourceType: 'Consent', status: 'active', dateTime: new Date().toISOString(),
+        scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+        category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+        patient: { reference: 'Patient/pat-1' },
+        provision: { type: 'permit', provision: [{ type: 'deny', actor: [{ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, reference: { reference: 'Practitioner/dr-jones' } }] }] },
+      };
+      const created = await put('Consent', officer, deny, 'POST');
+      assert.equal(created.status, 201);
+      const { id } = await created.json();
+      assert.equal((await get('Patient/pat-1', jones)).status, 404, 'denied');
+      assert.equal((await put(`Consent/${id}`, officer, { ...deny, id, status: 'inactive', patient: { reference: 'Patient/pat-3' } })).status, 200);
+      assert.equal((await get('Patient/pat-1', jones)).status, 200, 'the consent no longer about pat-1 no longer denies at once');
+    });
+
     it('lets the privacy officer change it', async () => {
       const officer = await token('privacy', 'privacy-pass', { scope: 'openid user/Consent.cruds' });
       assert.equal((await put('Consent/consent-pat-2', officer, stored)).status, 200);
@@ -214,12 +267,33 @@ describe('privacy enforcement', () => {
       assert.equal((await write('Observation/obs-2a-hiv-vl', smith, { ...stored, status: 'amended' })).status, 200, 'an update keeping the labels passes');
     });
 
+    it('checks an update against the stored version also when the client sends If-None-Match (a 304 is not "no stored version")', async () => {
+      const tags = Array.from({ length: 20 }, (_, i) => `W/"${i + 1}"`).join(', ');
+      const conditional = (path: string, bearer: string, body: unknown) =>
+        fetch(`${server.fhirBase}/${path}`, { method: 'PUT', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', 'if-none-match': tags }, body: JSON.stringify(body) });
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
+      const stored = await (await get('Observation/obs-2a-hiv-vl', smith)).json();
+      assert.equal((await conditional('Observation/obs-2a-hiv-vl', smith, { ...stored, meta: undefined })).status, 403, 'the HIV label stays');
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
+      assert.equal((await conditional('Condition/cond-2-oud', jones, { resourceType: 'Condition', id: 'cond-2-oud', subject: { reference: 'Patient/pat-2' } })).status, 404, 'hidden data is not overwritten');
+      const amy = await token('amy', 'demo-password-3', { scope: 'openid fhirUser patient/*.cruds' });
+      assert.equal((await conditional('Observation/obs-2a-hiv-vl', amy, { resourceType: 'Observation', id: 'obs-2a-hiv-vl', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' } })).status, 404, 'another patient\'s resource is not taken over');
+      const after = await (await get('Observation/obs-2a-hiv-vl', smith)).json();
+      assert.deepEqual([after.subject, after.meta.security], [stored.subject, stored.meta.security], 'nothing was written');
+    });
+
     it('refuses a patch of meta to anyone but a privacy officer', async () => {
       const backend = await server.addClient({ name: 'Patcher', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/*.cruds', clearance: 'V', sensitivity: ['*'] });
       const system = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/*.cruds' }, backend)).body.access_token;
       const patch = [{ op: 'remove', path: '/meta/security/0' }];
       assert.equal((await write('Observation/obs-2a-hiv-vl', system, patch, 'PATCH', 'application/json-patch+json')).status, 403);
       assert.notEqual((await write('Observation/obs-2a-hiv-vl', system, [{ op: 'replace', path: '/status', value: 'final' }], 'PATCH', 'application/json-patch+json')).status, 403, 'other paths are not a label change');
+      // FHIRPath Patch reaches meta without naming it through functions that walk into child elements.
+      const fhirPathPatch = (path: string) => ({ resourceType: 'Parameters', parameter: [{ name: 'operation', part: [{ name: 'type', valueCode: 'delete' }, { name: 'path', valueString: path }] }] });
+      for (const path of ["Observation.children().security.where(code='HIV')", "Observation.descendants().where(code='HIV')", "Observation.repeat(children()).where(code='R')", "Observation.select(children()).security"]) {
+        assert.equal((await write('Observation/obs-2a-hiv-vl', system, fhirPathPatch(path), 'PATCH')).status, 403, path);
+      }
+      assert.notEqual((await write('Observation/obs-2a-hiv-vl', system, fhirPathPatch("Observation.note.where(text='x')"), 'PATCH')).status, 403, 'a FHIRPath Patch of other elements is not a label change');
     });
 
     it('lets a privacy officer lower a label', async () => {
@@ -235,6 +309,14 @@ describe('privacy enforcement', () => {
       assert.equal(created.status, 201);
       const { id } = await created.json();
       const stored = await (await get(`Observation/${id}`, amy)).json();
+      assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
+    });
+
+    it('stores the default confidentiality on a resource created by an update (PUT to a new id) too', async () => {
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
+      const put = await write('Observation/created-by-put', smith, { resourceType: 'Observation', id: 'created-by-put', status: 'final', code: { text: 'steps' }, subject: { reference: 'Patient/pat-1' } });
+      assert.equal(put.status, 201);
+      const stored = await (await get('Observation/created-by-put', smith)).json();
       assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
     });
   });
@@ -295,6 +377,9 @@ describe('privacy enforcement', () => {
       assert.equal((await get('Patient/pat-1', research)).status, 404, 'a real id is unknown to a de-identified token');
       assert.equal((await get('Observation?patient=pat-1', research)).status, 404);
       assert.equal((await get('Patient?birthdate=1987', research)).status, 200, 'a year is not a direct identifier');
+      for (const query of ['Patient?birthdate=ge1987-02-20&birthdate=le1987-02-20', 'Patient?birthdate=sa1987-02-19&birthdate=eb1987-02-21', 'Patient?birthdate=ap1987-02-20', 'Patient?birthdate=ge1987-02']) {
+        assert.equal((await get(query, research)).status, 403, `${query}: ranges to the day pin the exact birth date`);
+      }
     });
 
     it('answers with pseudonyms only, readable and searchable by the same client and purpose', async () => {
@@ -334,6 +419,19 @@ describe('privacy enforcement', () => {
       assert.equal(seen.entry.length, mine.entry.length);
       assert.notEqual(seen.entry[0].resource.id, mine.entry[0].resource.id);
       assert.equal((await get(`Patient/${mine.entry[0].resource.id}`, theirs)).status, 404, "one client's pseudonym means nothing to another");
+    });
+
+    it('answers a refused read by pseudonym in pseudonyms: no real id in a not-found or error message', async () => {
+      const research = await token('researcher', 'research-pass');
+      const [patient] = (await (await get('Patient', research)).json()).entry.map((e: any) => e.resource);
+      const [observation] = (await (await get('Observation', research)).json()).entry.map((e: any) => e.resource);
+      for (const path of [`Patient/${patient.id}/_history/99`, `Observation/${observation.id}/_history/99`]) {
+        const res = await get(path, research);
+        assert.equal(res.status, 404, path);
+        const body = await res.text();
+        for (const id of realIds()) assert.ok(!body.includes(id), `${path} names ${id}: ${body}`);
+        assert.match(body, new RegExp(path.split('/_history')[0]), 'it names what was asked');
+      }
     });
 
     it('refuses writes: de-identified access is read-only', async () => {

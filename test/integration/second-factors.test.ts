@@ -191,6 +191,33 @@ describe('second factors, acr and amr', () => {
     assert.ok(Number(row.locked_until) > Date.now() / 1000, 'the user is locked');
   });
 
+  it('keeps counting wrong codes when the correct password is typed again between them (no guessing in rounds)', async () => {
+    const user = await clinician({ totp: true });
+    const browser = new Browser();
+    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
+      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    })}`, server.issuer);
+    const uid = /\/interaction\/([^/?]+)/.exec(start.url)![1];
+    const csrf = hiddenValue(await start.res.text(), 'csrf');
+    const post = (path: string, data: Record<string, string>) => browser.fetch(`${server.issuer}/interaction/${uid}/${path}`, { method: 'POST', body: form(data) });
+    // Three rounds of a correct password and three wrong codes: nine wrong codes in all.
+    for (let round = 0; round < 3; round++) {
+      await post('login', { csrf, username: user.username, password: user.password });
+      for (let i = 0; i < 3; i++) await post('second-factor', { csrf, otp: '000000' });
+    }
+    const row = await server.db('login_failures').where('throttle_key', `user:${user.username}`).first();
+    assert.ok(row && Number(row.locked_until) > Date.now() / 1000, 'the user is locked after more than five wrong codes');
+    const after = await post('login', { csrf, username: user.username, password: user.password });
+    assert.doesNotMatch(await after.text(), /name="otp"/, 'the password no longer opens the code step');
+  });
+
+  it('gives a correct password back its attempt without forgetting earlier failures; a finished sign-in forgets them', async () => {
+    const user = await clinician({ totp: true });
+    await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, otp: () => totpCode(user.secret!) });
+    assert.equal(await server.db('login_failures').where('throttle_key', `user:${user.username}`).first(), undefined, 'a finished sign-in leaves no count');
+  });
+
   it('takes a recovery code once instead of a TOTP code', async () => {
     const user = await clinician({ totp: true });
     const [code] = user.recoveryCodes!;

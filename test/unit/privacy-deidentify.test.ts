@@ -371,10 +371,10 @@ describe('privacy/deidentify', () => {
   describe('identifiesPerson', () => {
     it('names the search parameters a de-identified search may not use', () => {
       for (const [name, value] of [['name', 'Shaw'], ['family:exact', 'Shaw'], ['identifier', 'MRN-10001'], ['telecom', 'x'], ['email', 'a@b'], ['phone', '1'],
-        ['address-city', 'Springfield'], ['address', 'x'], ['birthdate', '1987-02-20'], ['birthdate', 'eq1987-02-20'], ['_content', 'Shaw']]) {
+        ['address-city', 'Springfield'], ['address', 'x'], ['birthdate', '1987-02-20'], ['birthdate', 'eq1987-02-20'], ['birthdate', 'ge1980-01-01'], ['birthdate', 'le1987-02'], ['birthdate', '1980,1987-02-20'], ['_content', 'Shaw']]) {
         assert.ok(identifiesPerson(name!, value!), `${name}=${value}`);
       }
-      for (const [name, value] of [['birthdate', '1987'], ['birthdate', 'ge1980-01-01'], ['gender', 'female'], ['code', 'x'], ['patient', 'p']]) {
+      for (const [name, value] of [['birthdate', '1987'], ['birthdate', 'ge1980'], ['birthdate', '1980,1987'], ['gender', 'female'], ['code', 'x'], ['patient', 'p']]) {
         assert.ok(!identifiesPerson(name!, value!), `${name}=${value}`);
       }
     });

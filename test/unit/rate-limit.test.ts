@@ -133,6 +133,14 @@ for (const dialect of ['sqlite', 'pg'] as const) describe(`login throttle on ${d
     assert.equal((await throttle.check('amy', '10.0.0.1')).locked, true);
   });
 
+  it('a passed step (a correct password before a second factor) gives its attempt back and keeps earlier failures', async () => {
+    for (let i = 0; i < 4; i++) await fail('amy');
+    assert.equal((await throttle.check('amy', '10.0.0.1')).locked, false);
+    await throttle.passed('amy', '10.0.0.1');
+    assert.equal((await fail('amy')).locked, false, 'the fifth failure');
+    assert.equal((await throttle.check('amy', '10.0.0.1')).locked, true, 'locked: the passed step did not reset the count');
+  });
+
   it('refuses an address after 20 failures with Retry-After, for every user name, and a success does not clear it', async () => {
     for (let i = 0; i < 19; i++) assert.deepEqual(await fail(`user-${i}`), { locked: false });
     assert.equal((await throttle.check('amy', '10.0.0.1')).retryAfter, undefined);

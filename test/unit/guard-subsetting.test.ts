@@ -1,0 +1,51 @@
+// Element subsetting (_elements, _summary) through the guard with the privacy rules on: the rules read
+// meta.security and the patient references, which an upstream that honours subsetting may leave out.
+import assert from 'node:assert/strict';
+import { createGuard } from '../../server/resource-server/guard.ts';
+import { tokenContext } from '../../server/resource-server/verify-token.ts';
+import { createPrivacyPolicy } from '../../server/privacy/pipeline.ts';
+import { residualFor } from '../../server/hcs/token-claims.ts';
+import type { FhirResource } from '../../server/resource-server/types.ts';
+import type { UpstreamRequest } from '../../server/resource-server/upstream.ts';
+
+const BASE = 'https://fhir.example.org/r4';
+const HIV: FhirResource = {
+  resourceType: 'Observation', id: 'obs-hiv', status: 'final', code: { text: 'HIV viral load' }, subject: { reference: 'Patient/pat-2' },
+  meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] },
+};
+
+/** An upstream that subsets as FHIR R4 allows: id and the asked-for elements only (meta is not mandatory). */
+function subsettingUpstream(seen: string[]) {
+  return {
+    async send(request: UpstreamRequest) {
+      seen.push(request.path);
+      const query = new URLSearchParams(request.path.split('?')[1] ?? '');
+      const elements = query.get('_elements')?.split(',');
+      const resource = elements ? Object.fromEntries(Object.entries(HIV).filter(([k]) => ['resourceType', 'id', ...elements].includes(k))) : HIV;
+      return { status: 200, headers: new Headers(), body: { resourceType: 'Bundle', type: 'searchset', entry: [{ fullUrl: `${BASE}/Observation/obs-hiv`, resource }] } };
+    },
+  };
+}
+
+describe('guard with element subsetting', () => {
+  it('never lets the upstream subset what the privacy rules must read: a labelled resource stays hidden', async () => {
+    const seen: string[] = [];
+    const guard = createGuard({
+      base: BASE, upstreamBase: 'http://upstream/fhir', upstream: subsettingUpstream(seen),
+      // A clinician with every patient (user/*.rs), clearance N and no sensitivity.
+      verify: async () => tokenContext({
+        iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
+        extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
+      }, BASE),
+      resourcePolicy: createPrivacyPolicy({
+        defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
+      }),
+    });
+    for (const query of ['_elements=code', '_summary=text', '_elements=code,subject&_summary=data']) {
+      const res = await guard.handle({ method: 'GET', path: 'Observation', query: new URLSearchParams(query), headers: { authorization: 'Bearer t' } });
+      assert.equal(res.status, 200, query);
+      assert.deepEqual((res.body as { entry?: unknown[] }).entry ?? [], [], `${query}: the HIV result is hidden`);
+    }
+    assert.ok(seen.every((path) => !/_elements|_summary/.test(path)), seen.join(' '));
+  });
+});

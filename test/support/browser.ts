@@ -27,8 +27,12 @@ export function launchChromium(): Promise<Browser> {
  * the click that leads there. This watches requests rather than using page.route(): the server
  * reaches the app through a redirect, and Playwright's routing does not intercept redirected requests.
  */
-export function appRedirect(page: Page, redirectUri: string): Promise<URL> {
-  return page
-    .waitForRequest((r) => r.isNavigationRequest() && r.url().startsWith(redirectUri))
-    .then((r) => new URL(r.url()));
+export async function appRedirect(page: Page, redirectUri: string): Promise<URL> {
+  // Nothing listens there: the browser lands on its error page, and that navigation would interrupt the
+  // test's next one if it were not awaited here.
+  const errorPage = page.waitForEvent('framenavigated', { predicate: (frame) => frame === page.mainFrame() && frame.url().startsWith('chrome-error:'), timeout: 10_000 })
+    .catch(() => undefined);
+  const request = await page.waitForRequest((r) => r.isNavigationRequest() && r.url().startsWith(redirectUri));
+  await errorPage;
+  return new URL(request.url());
 }

@@ -1,4 +1,5 @@
 // smart-auth CLI: users, clients, EHR launches and keys, on the same database as the server.
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
@@ -17,7 +18,7 @@ import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
-import { clientRegistrationChanged, signingKeyRotated } from '../server/audit/balp.ts';
+import { clientRegistrationChanged, initialAccessTokenIssued, signingKeyRotated } from '../server/audit/balp.ts';
 import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/disclosures.ts';
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
 import { signedHeadIn } from '../server/audit/signed-head.ts';
@@ -348,6 +349,12 @@ const commands: Record<string, Command> = {
       if (problem) throw new UsageError(problem);
       const provider = await createToolProvider(config, db);
       const token = await issueInitialAccessToken(db, provider, ttl, privileges);
+      // It lets someone register clients, privileged ones too: the trail says when, for how long and what it allows.
+      await recordAdministration(db, config, initialAccessTokenIssued({
+        ...administrator(config), tokenDigest: createHash('sha256').update(token).digest('base64url'), expiresIn: ttl,
+        privileges: Object.entries(privileges).filter(([, v]) => v !== undefined && !(Array.isArray(v) && !v.length))
+          .map(([field, v]) => `${field}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
+      }));
       return { json: { initial_access_token: token, expires_in: ttl }, text: `initial access token (valid ${ttl} s): ${token}` };
     },
   },

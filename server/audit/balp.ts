@@ -699,6 +699,32 @@ export function clientRegistrationChanged(e: ClientRegistrationChanged): AuditEv
   });
 }
 
+export interface InitialAccessTokenIssued extends SecurityEventBase {
+  /** A SHA-256 digest of the token, to tell issued tokens apart: never the token itself. */
+  tokenDigest: string;
+  expiresIn: number;
+  /** What a registration made with it may ask for beyond a SMART app (field names, e.g. "scope: system/Patient.rs"). */
+  privileges: string[];
+}
+
+/**
+ * An initial access token issued by an administrator: DICOM 110113 Security Alert / 110129 Security
+ * Configuration, action C: it lets someone register clients, possibly privileged ones.
+ */
+export function initialAccessTokenIssued(e: InitialAccessTokenIssued): AuditEvent {
+  return auditEvent({
+    type: CODES.securityAlert, subtype: [CODES.securityConfiguration], action: 'C', recorded: e.recorded, outcome: '0',
+    agent: [authServerAgent(e.issuer, true, true)],
+    source: securitySource(e.issuer),
+    entity: [{
+      what: { identifier: { system: `${e.issuer}/initial-access-token`, value: e.tokenDigest } },
+      type: CODES.systemObject,
+      role: CODES.securityResource,
+      detail: [{ type: 'expires_in', valueString: String(e.expiresIn) }, ...e.privileges.map((p) => ({ type: 'privilege', valueString: p }))],
+    }],
+  });
+}
+
 /**
  * An authorization decision (BALP AuthZconsent: DICOM 110113 Security Alert / AuthZ-Consent, action E):
  * permit 0, deny 8 with the reason (as the IG's deny example); the client, the user, the user's

@@ -160,6 +160,13 @@ describe('registration privileges', () => {
       const res = await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], clearance: 'R', sensitivity: ['PSY'] }, iat);
       assert.equal(res.status, 201, await res.clone().text());
 
+      // The issue is in the audit trail: what the token allows and a digest of it, never the token.
+      const alerts = (await server.audit.search({ limit: 1000 })).filter((e: any) => e.entity?.some((x: any) => x.what?.identifier?.system === `${server.issuer}/initial-access-token`));
+      assert.equal(alerts.length, 1);
+      assert.ok(!JSON.stringify(alerts[0]).includes(iat));
+      assert.deepEqual((alerts[0] as any).entity[0].detail.filter((d: any) => d.type === 'privilege').map((d: any) => d.valueString).sort(),
+        ['clearance: R', 'purposes: TREAT', 'sensitivity: HIV PSY', 'systemScope: system/Patient.rs']);
+
       for (const bad of [['--scope', 'patient/*.rs'], ['--clearance', 'X'], ['--sensitivity', 'NOPE'], ['--purpose', 'NOPE']]) {
         const refused = await cli('registration', 'token', ...bad);
         assert.equal(refused.code, 2, bad.join(' '));

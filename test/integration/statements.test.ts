@@ -1,0 +1,106 @@
+// How many SQL statements each hot path sends per request, counted on the real server's database
+// handle (knex's `query` event, which the group commit's raw transactions announce too). Timing is
+// noisy on shared machines; the statement count is not, so a path that starts reading or writing more
+// fails here. Each request is measured warm (its client already cached), alone, and until the group
+// commit is idle, so writes committed after the answer are counted too.
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, tokenRequest } from '../support/oauth.ts';
+import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
+import { groupCommitFor } from '../../server/group-commit.ts';
+
+/** Statements per request; BEGIN and COMMIT of a write transaction count as statements. */
+const EXPECTED = {
+  client_credentials: 9,
+  'authorization-code exchange': 19,
+  introspection: 7,
+  'audited /fhir read': 7,
+};
+
+describe('statements per request on the hot paths', () => {
+  let server: TestServer;
+  let backend: BackendClient;
+  let app: BackendClient & { redirect_uri: string };
+  let rs: { client_id: string; client_secret?: string };
+  before(async () => {
+    // Long enough that no cached client expires between the warm request and the measured one.
+    server = await startTestServer({ CLIENT_CACHE_MS: '60000' });
+    backend = await backendClient(server, 'system/Patient.rs');
+    rs = await server.addClient({ name: 'FHIR server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+    // A confidential app authenticating with private_key_jwt, as the benchmark's app does.
+    const key = await backendClient(server, 'system/Patient.rs');
+    const added = await server.addClient({
+      name: 'App', auth: { kind: 'jwks', jwks: { keys: [await publicJwkOf(key)] } }, scope: 'launch/patient openid fhirUser patient/*.rs',
+    });
+    app = { ...key, client_id: added.client_id, redirect_uri: added.redirect_uri };
+  });
+  after(() => server.stop());
+
+  async function publicJwkOf(client: BackendClient) {
+    const { exportJWK } = await import('jose');
+    const { d: _d, ...pub } = await exportJWK(client.privateKey);
+    return { ...pub, kid: client.kid, alg: client.alg };
+  }
+
+  /** The statements `request` causes, up to the moment the group commit has nothing left to write. */
+  async function statementsOf(request: () => Promise<void>): Promise<string[]> {
+    const seen: string[] = [];
+    const count = (q: { sql: string }) => seen.push(q.sql);
+    server.db.on('query', count);
+    try {
+      await request();
+      await groupCommitFor(server.db).idle();
+    } finally {
+      server.db.off('query', count);
+    }
+    return seen;
+  }
+
+  const basic = (c: { client_id: string; client_secret?: string }) => `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`;
+  const clientCredentials = async () => {
+    const { res, body } = await backend.token('system/Patient.rs');
+    assert.equal(res.status, 200, JSON.stringify(body));
+    return body.access_token as string;
+  };
+  const codeExchange = async () => {
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs' });
+    return async () => {
+      const { res, body } = await tokenRequest(server.issuer, {
+        grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
+        client_assertion_type: ASSERTION_TYPE, client_assertion: await app.assertion({ claims: { iss: app.client_id, sub: app.client_id } }),
+      });
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.equal(body.patient, 'pat-1');
+    };
+  };
+  const introspect = async (token: string) => {
+    const res = await fetch(`${server.issuer}/introspect`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(rs) }, body: new URLSearchParams({ token }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).active, true);
+  };
+  const read = async (token: string) => {
+    const res = await fetch(`${server.fhirBase}/Patient/pat-3`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+  };
+
+  it('stays at the counted number for each path', async () => {
+    const counts: Record<string, number> = {};
+    const trace: string[] = [];
+    const measure = async (name: string, request: () => Promise<void>) => {
+      await request(); // warm: the client's metadata and the keys are cached after this
+      const statements = await statementsOf(request);
+      counts[name] = statements.length;
+      trace.push(`${name}:`, ...statements.map((s) => `  ${s.slice(0, 160)}`));
+    };
+    await measure('client_credentials', async () => { await clientCredentials(); });
+    const exchanges = [await codeExchange(), await codeExchange()];
+    await measure('authorization-code exchange', () => exchanges.shift()!());
+    const token = await clientCredentials();
+    await measure('introspection', () => introspect(token));
+    await measure('audited /fhir read', () => read(token));
+    assert.deepEqual(counts, EXPECTED, trace.join('\n'));
+  });
+});

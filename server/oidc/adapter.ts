@@ -7,6 +7,8 @@ import { noteRevocation } from './revocation.ts';
 import { cachedClient, forgetClient } from './client-cache.ts';
 import { commitWrite, groupCommitFor, type WriteKind } from '../group-commit.ts';
 import { insertValues } from '../db-statements.ts';
+import { currentFacts } from './token/request.ts';
+import { GRANT_SOURCES, readGrantSource } from './token/grant-source.ts';
 
 const TABLE = 'oidc_payloads';
 
@@ -70,6 +72,16 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
       // oidc-provider looks a jti up before saving it; the insert alone decides (see firstUse).
       if (this.model === 'ReplayDetection') return undefined;
       if (this.model === 'Client') return cachedClient(db, id, clientCacheMs, () => this.findStored(id));
+      const facts = currentFacts(db);
+      if (facts && this.model === 'Grant') {
+        const { known, grant } = facts.takeGrant(id);
+        if (known) return grant;
+      }
+      if (facts && GRANT_SOURCES.has(this.model)) {
+        const source = await readGrantSource(db, TABLE, this.model, id);
+        if (source.facts) facts.learn(source.facts);
+        return KnexAdapter.parse(source.row);
+      }
       return this.findStored(id);
     }
 
@@ -86,7 +98,9 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     }
 
     async consume(id: string): Promise<void> {
-      await commitWrite(db, db(TABLE).where({ model: this.model, id }).update({ consumed_at: nowSeconds() }));
+      // At the token endpoint this waits for the answer and shares its commit (see token/request.ts).
+      const consumed = db(TABLE).where({ model: this.model, id }).update({ consumed_at: nowSeconds() });
+      await (currentFacts(db)?.write(consumed) ?? commitWrite(db, consumed));
     }
 
     async destroy(id: string): Promise<void> {

@@ -6,7 +6,7 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
 import { deleteGrantContext, findEhrLaunch } from './launch-store.ts';
-import { grantContextOf, userOf } from './request-memo.ts';
+import { factsOf } from './token/request.ts';
 import { appTokenClaims, backendTokenClaims } from './token-claims.ts';
 import { requestedPurpose } from '../hcs/purpose-choice.ts';
 import { isEmergency } from '../hcs/policy.ts';
@@ -16,13 +16,13 @@ import { allowedScopeOf, clientClearanceOf, clientPurposesOf } from './clients.t
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { jwtTokenEndpoints } from './introspection.ts';
-import { recordTokenGrant } from './revocation.ts';
+import { tokenGrantLink } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
 import { publicJwk } from './keys.ts';
 import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
-import { smartTokenResponse } from './token-response.ts';
+import { smartTokenResponse, TOKEN_PATH } from './token-response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
@@ -96,7 +96,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     },
     routes: {
       authorization: '/authorize',
-      token: '/token',
+      token: TOKEN_PATH,
       jwks: '/jwks',
       introspection: '/introspect',
       revocation: '/revoke',
@@ -174,7 +174,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
           });
           if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
           const grantId = ctx.oidc.entities.AuthorizationCode?.grantId ?? ctx.oidc.entities.RefreshToken?.grantId;
-          const emergency = Boolean((await grantContextOf(db, ctx, grantId))?.emergencyReason);
+          const emergency = Boolean((await factsOf(db, ctx).grantContext(grantId))?.emergencyReason);
           return {
             scope,
             audience,
@@ -227,11 +227,11 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     async issueRefreshToken(ctx, client, code) {
       if (!client.grantTypeAllowed('refresh_token') || !(code.scopes.has('offline_access') || code.scopes.has('online_access'))) return false;
       // Emergency (break-the-glass) access is never refreshed.
-      return !(await grantContextOf(db, ctx, code.grantId))?.emergencyReason;
+      return !(await factsOf(db, ctx).grantContext(code.grantId))?.emergencyReason;
     },
     rotateRefreshToken: true,
     async findAccount(ctx, id) {
-      const user = await userOf(db, ctx, id);
+      const user = await factsOf(db, ctx).user(id);
       if (!user || user.disabled) return undefined;
       return {
         accountId: user.id,
@@ -250,11 +250,12 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
         const client = ctx.oidc.client;
         return backendTokenClaims(config, ctx.oidc.params ?? {}, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
       }
-      const grant = await grantContextOf(db, ctx, grantId);
+      const facts = factsOf(db, ctx);
+      const grant = await facts.grantContext(grantId);
       const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
-      await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
+      await facts.write(tokenGrantLink(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime));
       const account = (token as { accountId?: string }).accountId;
-      return appTokenClaims(config, await userOf(db, ctx, account), grant);
+      return appTokenClaims(config, await facts.user(account), grant);
     },
     // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
     async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {

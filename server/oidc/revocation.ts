@@ -3,10 +3,10 @@
 import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { commitWrite } from '../group-commit.ts';
 
-export async function recordTokenGrant(db: Db, jti: string, grantId: string, expiresAt: number): Promise<void> {
-  await commitWrite(db, db('token_grants').insert({ jti, grant_id: grantId, expires_at: expiresAt }).onConflict('jti').ignore());
+/** The write linking an access token to its grant (to be committed by the caller: see RequestFacts.write). */
+export function tokenGrantLink(db: Db, jti: string, grantId: string, expiresAt: number) {
+  return db('token_grants').insert({ jti, grant_id: grantId, expires_at: expiresAt }).onConflict('jti').ignore();
 }
 
 export async function revokeAccessToken(db: Db, jti: string, expiresAt: number): Promise<void> {

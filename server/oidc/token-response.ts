@@ -3,15 +3,27 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
 import type { Db } from '../db.ts';
-import { grantContextOf, userOf } from './request-memo.ts';
+import { factsOf } from './token/request.ts';
 import type { AuditSink } from '../audit/store.ts';
 import { accessTokenIssued, emergencyOverrideStarted } from '../audit/balp.ts';
 import { codingList } from '../hcs/codes.ts';
 
+/** The token endpoint's path inside the provider (its `routes.token`). */
+export const TOKEN_PATH = '/token';
+
 export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onIssued?: (grantType: string) => void) {
   return async function smartTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
-    await next();
-    if (ctx.oidc?.route !== 'token') return;
+    // The token endpoint's writes wait for its answer (see RequestFacts.commit).
+    const facts = ctx.method === 'POST' && ctx.path === TOKEN_PATH ? factsOf(db, ctx) : undefined;
+    facts?.holdWrites();
+    try {
+      await next();
+    } catch (err) {
+      // What the request wrote before it failed (a consumed code) is still committed.
+      await facts?.commit();
+      throw err;
+    }
+    if (ctx.oidc?.route !== 'token' || !facts) return facts?.commit();
     // SMART requires both; oidc-provider sends only Cache-Control: no-store.
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Pragma', 'no-cache');
@@ -20,25 +32,25 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
     if (ctx.status === 400 && error?.error === 'invalid_request' && error.error_description === 'invalid client_assertion format') {
       ctx.status = 401;
       ctx.body = { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' };
-      return;
     }
-    if (ctx.status !== 200) return;
+    if (ctx.status !== 200) return facts.commit();
     const body = ctx.body as { access_token: string; scope?: string; expires_in?: number };
     const claims = decodeJwt(body.access_token);
     const grant = ctx.oidc.entities.Grant;
-    const context = await grantContextOf(db, ctx, grant?.jti);
-    const user = await userOf(db, ctx, grant?.accountId);
+    const context = await facts.grantContext(grant?.jti);
+    const user = await facts.user(grant?.accountId);
     const auditUser = user && { sub: user.id, name: user.name, roles: user.attributes.roles ?? [], organization: user.attributes.organization, organizationId: user.attributes.organizationId };
     const iua = (claims.extensions as { ihe_iua?: { purpose_of_use?: unknown } } | undefined)?.ihe_iua;
-    // Issuing a token is recorded before it is handed out (IHE IUA ITI-71); if that fails, it is not.
-    await audit.append(accessTokenIssued({
+    // Issuing a token is recorded before it is handed out (IHE IUA ITI-71), and so is the security alert
+    // of an emergency access, in the same commit as the request's other writes (the consumed code, the
+    // token's grant link); if that fails, the token is not handed out.
+    const records = [accessTokenIssued({
       recorded: new Date(), issuer, address: ctx.ip,
       clientId: String(ctx.oidc.client?.clientId), grantType: String(ctx.oidc.params?.grant_type), scope: body.scope ?? '',
       jti: String(claims.jti), user: auditUser, patient: context?.launch.patient, purposeOfUse: codingList(iua?.purpose_of_use), expiresIn: body.expires_in,
-    }));
-    onIssued?.(String(ctx.oidc.params?.grant_type));
+    })];
     if (context?.emergencyReason && context.purposeOfUse && grant) {
-      await audit.append(emergencyOverrideStarted({
+      records.push(emergencyOverrideStarted({
         issuer,
         recorded: new Date(),
         user: { sub: String(grant.accountId), name: user?.name, roles: user?.attributes.roles ?? [] },
@@ -50,6 +62,8 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
         address: ctx.ip,
       }));
     }
+    await facts.commit(() => records.map((record) => audit.append(record)));
+    onIssued?.(String(ctx.oidc.params?.grant_type));
     // Standard members win: the context never overwrites a token field.
     if (context) ctx.body = { ...context.launch, ...body };
   };

@@ -12,7 +12,7 @@ import { groupCommitFor } from '../../server/group-commit.ts';
 /** Statements per request; BEGIN and COMMIT of a write transaction count as statements. */
 const EXPECTED = {
   client_credentials: 9,
-  'authorization-code exchange': 19,
+  'authorization-code exchange': 12,
   introspection: 7,
   'audited /fhir read': 7,
 };

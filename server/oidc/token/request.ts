@@ -1,0 +1,98 @@
+// What one request to oidc-provider knows and writes, in one object shared by every hook of that request
+// (findAccount, the resource and TTL hooks, the token claims, the token response):
+//   - facts, each read at most once: the grant's launch context and the user. At the token endpoint the
+//     adapter reads them with the code or refresh token, in one statement (grant-source.ts);
+//   - at the token endpoint, its writes (consuming the code, linking the token to its grant): they are
+//     held until the answer and committed in one group-commit wait with its audit record (commit()).
+import type { Knex } from 'knex';
+import Provider, { type AdapterPayload } from 'oidc-provider';
+import type { Db } from '../../db.ts';
+import { commitWrite } from '../../group-commit.ts';
+import { findGrantContext, type GrantContext } from '../launch-store.ts';
+import { findUser, type User } from '../users.ts';
+
+/** What the adapter read along with a code or refresh token (grant-source.ts). */
+export interface GrantSourceFacts {
+  grantId: string;
+  /** The stored Grant; undefined when it is gone or expired. */
+  grant: AdapterPayload | undefined;
+  context: GrantContext | undefined;
+  user: User | undefined;
+}
+
+export class RequestFacts {
+  private readonly reads = new Map<string, Promise<unknown>>();
+  private readonly grants = new Map<string, AdapterPayload | undefined>();
+  private held: Knex.QueryBuilder[] | undefined;
+
+  constructor(private readonly db: Db) {}
+
+  /** The grant's launch context (undefined without a grant id). */
+  grantContext(grantId: string | undefined): Promise<GrantContext | undefined> {
+    return grantId ? this.once(`grant:${grantId}`, () => findGrantContext(this.db, grantId)) : Promise.resolve(undefined);
+  }
+
+  /** A user (undefined without an id). */
+  user(id: string | undefined): Promise<User | undefined> {
+    return id ? this.once(`user:${id}`, () => findUser(this.db, id)) : Promise.resolve(undefined);
+  }
+
+  /** Keeps what was read with a code or refresh token, for the hooks that follow. */
+  learn(facts: GrantSourceFacts): void {
+    this.grants.set(facts.grantId, facts.grant);
+    this.reads.set(`grant:${facts.grantId}`, Promise.resolve(facts.context));
+    if (facts.user) this.reads.set(`user:${facts.user.id}`, Promise.resolve(facts.user));
+  }
+
+  /** The Grant read with this request's code or refresh token, once; `known` false when there was none. */
+  takeGrant(id: string): { known: boolean; grant?: AdapterPayload } {
+    if (!this.grants.has(id)) return { known: false };
+    const grant = this.grants.get(id);
+    this.grants.delete(id);
+    return { known: true, grant };
+  }
+
+  /** From now on writes wait for commit() (the token endpoint's middleware calls this first). */
+  holdWrites(): void {
+    this.held ??= [];
+  }
+
+  /** Commits `query` with the request's other writes when they are held, at once otherwise. */
+  write(query: Knex.QueryBuilder): Promise<void> {
+    if (!this.held) return commitWrite(this.db, query);
+    this.held.push(query);
+    return Promise.resolve();
+  }
+
+  /**
+   * Submits the held writes and `also` (writes to the same group commit, such as an audit record, that
+   * submit synchronously) in one turn of the event loop, so that they share one transaction; resolves
+   * once all are committed and rejects when one is not.
+   */
+  async commit(also: () => Promise<unknown>[] = () => []): Promise<void> {
+    const writes = (this.held ?? []).map((query) => commitWrite(this.db, query));
+    this.held = undefined;
+    await Promise.all([...writes, ...also()]);
+  }
+
+  private once<T>(key: string, load: () => Promise<T>): Promise<T> {
+    let found = this.reads.get(key) as Promise<T> | undefined;
+    if (!found) this.reads.set(key, (found = load()));
+    return found;
+  }
+}
+
+const requests = new WeakMap<object, RequestFacts>();
+
+/** The facts of `request` (a Koa context), created on first use. */
+export function factsOf(db: Db, request: object): RequestFacts {
+  let facts = requests.get(request);
+  if (!facts) requests.set(request, (facts = new RequestFacts(db)));
+  return facts;
+}
+
+/** The facts of the request oidc-provider is serving right now, if any (for the adapter, which has no context). */
+export function currentFacts(db: Db): RequestFacts | undefined {
+  const ctx = Provider.ctx as object | undefined;
+  return ctx ? factsOf(db, ctx) : undefined;
+}

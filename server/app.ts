@@ -35,7 +35,8 @@ import { createConsentCache } from './privacy/consent.ts';
 import { purposeRefusal } from './privacy/purpose.ts';
 import { createAuditStore } from './audit/audit-store.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
-import type { AuditStore } from './audit/types.ts';
+import type { AuditEvent, AuditStore } from './audit/types.ts';
+import { auditBacklog } from './audit/backlog.ts';
 import { accessAuditEvents } from './audit/balp.ts';
 import { accessAuditFrom } from './audit/access.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
@@ -150,7 +151,15 @@ function auditTrailReaders(db: Db) {
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics(db);
-  const host = await createProviderHost(config, db, { onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log });
+  const audit = createAuditStore(db, { ...checkpointSigner(db, keyPolicy(config)), log: (message, err) => logger.log('error', message, { err }) });
+  // One entrance to the audit chain for the whole server, the token endpoints included.
+  const auditSink = { append: (event: AuditEvent) => audit.append([event]) };
+  // One revocation cache for introspection and /fhir.
+  const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
+  const introspections = auditBacklog(auditSink, config.introspectionAuditBacklog, (message, err) => logger.log('error', message, { err }));
+  const host = await createProviderHost(config, db, {
+    onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log, audit: auditSink, isRevoked, introspections,
+  });
   const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
   // Tokens of this server for its own pages and APIs (launch API), revocation included.
   const verifyAccessToken = async (token: string) => {
@@ -159,12 +168,10 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const audit = createAuditStore(db, { ...checkpointSigner(db, keyPolicy(config)), log: (message, err) => logger.log('error', message, { err }) });
   const readersOfTrail = auditTrailReaders(db);
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
   const { upstreamBase } = fhirServer;
-  const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
 
   // Behind a proxy, the client address is the one the proxy appended (maxIpsCount 1), not what a client sent.
@@ -261,7 +268,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       purposeOfUse: [purposeCoding('PATRQT')],
     })),
   }).routes());
-  app.use(bearerIntrospection({ config, db, host }).routes());
+  app.use(bearerIntrospection({ config, db, host, isRevoked, introspections }).routes());
   app.use(smartGuard({
     base: config.fhirBase,
     prefix: new URL(config.fhirBase).pathname,

@@ -16,7 +16,7 @@ import { allowedScopeOf, clientClearanceOf, clientPurposesOf } from './clients.t
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { jwtTokenEndpoints } from './introspection.ts';
-import { tokenGrantLink } from './revocation.ts';
+import { isAccessTokenRevoked, tokenGrantLink } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
 import { publicJwk } from './keys.ts';
@@ -24,7 +24,8 @@ import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse, TOKEN_PATH } from './token-response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
-import { databaseAuditSink } from '../audit/store.ts';
+import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
+import { auditBacklog, type AuditBacklog } from '../audit/backlog.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 
 export interface ProviderDeps {
@@ -34,6 +35,12 @@ export interface ProviderDeps {
   /** Told of every access token handed out (metrics). */
   onTokenIssued?: (grantType: string) => void;
   log?: Logger['log'];
+  /** Where the token endpoints' records go: the app's audit store (default: the chain in `db`). */
+  audit?: AuditSink;
+  /** The revocation check introspection uses (default: uncached). */
+  isRevoked?: (jti: string) => Promise<boolean>;
+  /** Takes introspection records committed after the answer (default: a backlog of its own). */
+  introspections?: AuditBacklog;
 }
 
 /** Where failures that cannot fail a request go when no logger is given (the CLI). */
@@ -82,7 +89,8 @@ function registrationCeiling(ctx: KoaContextWithOIDC | undefined): Privileges | 
   return undefined;
 }
 
-export function createProvider({ config, db, jwks, onTokenIssued, log = defaultLog }: ProviderDeps): Provider {
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, db, jwks, onTokenIssued, log = defaultLog, audit = databaseAuditSink(db) } = deps;
   // Outside production, apps and backend services on this machine may publish their keys on http://localhost.
   const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
   const configuration: Configuration = {
@@ -309,10 +317,11 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
   clientJwks.install(provider);
-  const audit = databaseAuditSink(db);
   provider.use(smartTokenResponse(db, config.issuer, audit, onTokenIssued));
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
+    isRevoked: deps.isRevoked ?? ((jti) => isAccessTokenRevoked(db, provider, jti)),
+    introspections: deps.introspections ?? auditBacklog(audit, config.introspectionAuditBacklog, (message, err) => log('error', message, { err })),
   }));
   provider.use(scopeInRegistrationResponses);
   // The validator that checks privileges is synchronous: look the initial access token's privileges up first.

@@ -65,6 +65,16 @@ export interface LoadResult {
   statuses: Record<number, number>;
   /** CPU time (all threads) the server process spent per request, in ms, when its pid was given. */
   cpuPerRequest?: number;
+  /** SQL statements the server sent per request, when it counts them (smart-auth's /metrics). */
+  statementsPerRequest?: number;
+}
+
+/** A running smart-auth server's statement counter (`smart_auth_db_statements_total` of its /metrics). */
+export function statementCounter(url: string): () => Promise<number> {
+  return async () => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    return Number(/^smart_auth_db_statements_total (\d+)/m.exec(text)?.[1] ?? NaN);
+  };
 }
 
 /** CPU time (user + system, all threads) a process has used, in ms (Linux /proc; clock ticks of 10 ms). */
@@ -77,8 +87,9 @@ function cpuMs(pid: number): number {
  * Sends `total` requests over `connections` keep-alive connections, each connection sending its next
  * request when the previous answer has arrived. `next(i)` builds request number i.
  */
-export async function load(baseUrl: string, total: number, connections: number, next: (i: number) => LoadRequest, serverPid?: number): Promise<LoadResult> {
+export async function load(baseUrl: string, total: number, connections: number, next: (i: number) => LoadRequest, serverPid?: number, statements?: () => Promise<number>): Promise<LoadResult> {
   const url = new URL(baseUrl);
+  const statementsBefore = await statements?.();
   const cpuBefore = serverPid === undefined ? 0 : cpuMs(serverPid);
   const agent = new Agent({ keepAlive: true, maxSockets: connections });
   const latencies: number[] = [];
@@ -106,7 +117,8 @@ export async function load(baseUrl: string, total: number, connections: number, 
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
   const cpuPerRequest = serverPid === undefined ? undefined : (cpuMs(serverPid) - cpuBefore) / total;
-  return { requests: total, seconds, rps: total / seconds, p50: at(0.5), p99: at(0.99), statuses, cpuPerRequest };
+  const statementsPerRequest = statements && ((await statements()) - statementsBefore!) / total;
+  return { requests: total, seconds, rps: total / seconds, p50: at(0.5), p99: at(0.99), statuses, cpuPerRequest, statementsPerRequest };
 }
 
 /**
@@ -171,18 +183,19 @@ function peakRssMb(pid: number): number {
 function printTable(title: string, rows: BenchRow[]): boolean {
   let clean = true;
   const cpu = (r: LoadResult) => (r.cpuPerRequest === undefined ? '' : r.cpuPerRequest.toFixed(2));
-  const cell = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)}/s ${r.p50.toFixed(1).padStart(5)} ${r.p99.toFixed(1).padStart(5)} ${cpu(r).padStart(5)}`;
+  const sql = (r: LoadResult) => (r.statementsPerRequest === undefined ? '' : r.statementsPerRequest.toFixed(2));
+  const cell = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)}/s ${r.p50.toFixed(1).padStart(5)} ${r.p99.toFixed(1).padStart(5)} ${cpu(r).padStart(5)} ${sql(r).padStart(5)}`;
   console.log(`smart-auth benchmarks: ${title}; Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim()}, ${new Date().toISOString().slice(0, 10)}`);
-  console.log(`${'measure'.padEnd(60)} ${'smart-auth  p50   p99   cpu'.padStart(28)} | ${'baseline  p50   p99   cpu'.padStart(28)} | ratio | baseline`);
+  console.log(`${'measure'.padEnd(60)} ${'smart-auth  p50   p99   cpu   sql'.padStart(34)} | ${'baseline  p50   p99   cpu   sql'.padStart(34)} | ratio | baseline`);
   for (const row of rows) {
-    console.log(`${row.name.padEnd(60)} ${cell(row.result).padStart(28)} | ${cell(row.baseline).padStart(28)} | ${`${(100 * row.result.rps / row.baseline.rps).toFixed(0)}%`.padStart(5)} | ${row.baselineName}`);
+    console.log(`${row.name.padEnd(60)} ${cell(row.result).padStart(34)} | ${cell(row.baseline).padStart(34)} | ${`${(100 * row.result.rps / row.baseline.rps).toFixed(0)}%`.padStart(5)} | ${row.baselineName}`);
     for (const [label, r] of [['smart-auth', row.result], ['baseline', row.baseline]] as const) {
       if (!unexpected(r).length) continue;
       clean = false;
       console.log(`  ! ${label} answered ${JSON.stringify(r.statuses)}: this row does not measure what it says`);
     }
   }
-  console.log('(throughput; p50 and p99 latency in ms; cpu: ms of server CPU per request, all threads)');
+  console.log('(throughput; p50 and p99 latency in ms; cpu: ms of server CPU per request, all threads; sql: SQL statements per request, BEGIN and COMMIT included, where the server counts them)');
   return clean;
 }
 

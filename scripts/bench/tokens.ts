@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startScript } from '../../test/support/processes.ts';
-import { assertionSigner, isMain, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadRequest } from './lib.ts';
+import { assertionSigner, isMain, statementCounter, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadRequest } from './lib.ts';
 import { BENCH_CODE_VERIFIER, BENCH_REDIRECT_URI, mintSmartAuthCodes } from './codes.ts';
 
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -23,6 +23,8 @@ const basic = (id: string, secret: string) => ({ authorization: `Basic ${Buffer.
 interface TokenTarget {
   url: string;
   pid: number;
+  /** The server's SQL statement counter, when it has one. */
+  statements?: () => Promise<number>;
   clientCredentials(i: number): LoadRequest;
   /** Codes expire within a minute: they are minted just before the exchanges are measured. */
   codeExchange(): Promise<(i: number) => LoadRequest>;
@@ -60,6 +62,7 @@ async function smartAuthTarget(total: number, stops: (() => Promise<void>)[]): P
   return {
     url: server.url,
     pid: server.pid,
+    statements: statementCounter(server.url),
     clientCredentials: (i) => clientCredentials(backendAssertions[i]),
     codeExchange: async () => codeExchange(await mintSmartAuthCodes(server, clients.app.clientId, total), appAssertions),
     introspection: (i) => post('/introspect', { token: tokens[i % tokens.length] }, rs),
@@ -98,7 +101,7 @@ export const benchTokens: Bench = async (total, connections) => {
   const measure = async (target: TokenTarget, request: (i: number) => LoadRequest, reusable: boolean) => {
     if (reusable) await warmUp(target.url, connections, request);
     else await load(target.url, warm, connections, (i) => request(total + i));
-    return load(target.url, total, connections, request, target.pid);
+    return load(target.url, total, connections, request, target.pid, target.statements);
   };
   const rows: BenchRow[] = [];
   for (const [name, pick, reusable] of [

@@ -4,6 +4,7 @@ import Provider, { errors, type Configuration, type KoaContextWithOIDC, type Cli
 import { createLocalJWKSet, type JWK } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
+import { nowSeconds } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
 import { deleteGrantContext, findEhrLaunch } from './launch-store.ts';
 import { factsOf } from './token/request.ts';
@@ -20,7 +21,8 @@ import { isAccessTokenRevoked, tokenGrantLink } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
 import { publicJwk } from './keys.ts';
-import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
+import { checkClientAssertion } from './token/client-assertion.ts';
+import { accessTokenLifetime, mayRefresh } from './token/lifetime.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse, TOKEN_PATH } from './token-response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
@@ -182,12 +184,11 @@ export function createProvider(deps: ProviderDeps): Provider {
           });
           if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
           const grantId = ctx.oidc.entities.AuthorizationCode?.grantId ?? ctx.oidc.entities.RefreshToken?.grantId;
-          const emergency = Boolean((await factsOf(db, ctx).grantContext(grantId))?.emergencyReason);
           return {
             scope,
             audience,
             accessTokenFormat: 'jwt',
-            accessTokenTTL: backend ? config.backendTokenTtl : emergency ? config.btgTokenTtl : config.accessTokenTtl,
+            accessTokenTTL: accessTokenLifetime(config, { backend, grant: await factsOf(db, ctx).grantContext(grantId) }),
             jwt: { sign: { alg: config.accessTokenAlg } },
           };
         },
@@ -234,8 +235,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     expiresWithSession: async () => false,
     async issueRefreshToken(ctx, client, code) {
       if (!client.grantTypeAllowed('refresh_token') || !(code.scopes.has('offline_access') || code.scopes.has('online_access'))) return false;
-      // Emergency (break-the-glass) access is never refreshed.
-      return !(await factsOf(db, ctx).grantContext(code.grantId))?.emergencyReason;
+      return mayRefresh(await factsOf(db, ctx).grantContext(code.grantId));
     },
     rotateRefreshToken: true,
     async findAccount(ctx, id) {
@@ -254,41 +254,22 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     async extraTokenClaims(ctx, token) {
       const grantId = (token as { grantId?: string }).grantId;
+      const facts = factsOf(db, ctx);
       if (!grantId) {
         const client = ctx.oidc.client;
-        return backendTokenClaims(config, ctx.oidc.params ?? {}, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
+        return backendTokenClaims(config, { iua: facts.b2b, scope: ctx.oidc.params?.scope }, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
       }
-      const facts = factsOf(db, ctx);
       const grant = await facts.grantContext(grantId);
-      const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
-      await facts.write(tokenGrantLink(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime));
+      await facts.write(tokenGrantLink(db, token.jti, grantId, nowSeconds() + accessTokenLifetime(config, { backend: false, grant })));
       const account = (token as { accountId?: string }).accountId;
       return appTokenClaims(config, await facts.user(account), grant);
     },
     // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
     async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
-      const fail = (message: string) => {
-        throw new errors.InvalidClientAuth(message);
-      };
-      if (header.typ !== 'JWT') fail('the client assertion header must have typ "JWT"');
-      if (!header.kid) fail('the client assertion header must have a kid');
-      if (claims.sub !== client.clientId) fail('the client assertion sub must equal iss, the client_id');
-      const tokenEndpoint = `${config.issuer}/token`;
-      const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-      if (aud.length !== 1 || (aud[0] !== tokenEndpoint && aud[0] !== (ctx.oidc.urlFor as (name: string) => string)('token'))) {
-        fail(`the client assertion aud must be the token endpoint ${tokenEndpoint}`);
-      }
-      if (header.jku !== undefined && header.jku !== client.jwksUri) fail('the client assertion jku must equal the registered jwks_uri');
-      if (Number(claims.exp) - Math.floor(Date.now() / 1000) > 300) fail('client assertion exp must be at most 5 minutes in the future');
-      const b2b = (claims.extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
-      if (b2b !== undefined) {
-        try {
-          iuaFromHl7B2b(b2b);
-        } catch (err) {
-          if (err instanceof B2bError) fail(err.message);
-          throw err;
-        }
-      }
+      const b2b = checkClientAssertion(claims, header, client, {
+        tokenEndpoint: `${config.issuer}${TOKEN_PATH}`, requestedEndpoint: (ctx.oidc.urlFor as (name: string) => string)('token'), now: nowSeconds(),
+      });
+      factsOf(db, ctx).b2b = b2b;
     },
     clientBasedCORS(_ctx, origin, client) {
       return (client.redirectUris ?? []).some((uri) => URL.parse(uri)?.origin === origin);

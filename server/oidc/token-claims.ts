@@ -1,16 +1,14 @@
 // What an access token says beyond RFC 9068: the SMART launch context, the user's FHIR identity,
 // and the HCS attributes (IHE IUA who/why, IHE PCF clearance). Pure: callers fetch the inputs.
 import { errors } from 'oidc-provider';
-import { decodeJwt } from 'jose';
 import type { Config } from '../config.ts';
 import type { User } from './users.ts';
 import { subjectOf } from './users.ts';
 import type { GrantContext } from './launch-store.ts';
 import { effectiveClearance, isEmergency, clientPermits, type Clearance } from '../hcs/policy.ts';
-import { residualFor, userSecurityClaims } from '../hcs/token-claims.ts';
+import { residualFor, userSecurityClaims, type IheIua } from '../hcs/token-claims.ts';
 import { purposeCoding } from '../hcs/codes.ts';
 import { requestedPurpose } from '../hcs/purpose-choice.ts';
-import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
 
 /** Claims of a token issued to an app for a user (authorization code and refresh). */
 export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user: User | undefined, grant: GrantContext | undefined): Record<string, unknown> {
@@ -36,32 +34,24 @@ export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user
 }
 
 /**
- * Claims of a backend-service token: the IUA attributes of its hl7-b2b assertion extension, and
+ * Claims of a backend-service token: the IUA attributes of its hl7-b2b assertion extension (`iua`, parsed
+ * when the assertion was checked), and
  * exactly one purpose of use, from the assertion, a purpose_of_use scope token, or the single
  * purpose the client is registered for; it must be one the client is registered for (if any).
  * The client's clearance becomes the IHE PCF residual, as a user's does.
  */
 export function backendTokenClaims(
   config: Pick<Config, 'policy'>,
-  params: { client_assertion?: unknown; scope?: unknown },
+  request: { iua: IheIua | undefined; scope?: unknown },
   clientPurposes: readonly string[] | undefined,
   clearance: Clearance,
 ): Record<string, unknown> | undefined {
   const fail = (message: string): never => {
     throw new errors.InvalidRequest(message);
   };
-  let iua: ReturnType<typeof iuaFromHl7B2b> = {};
-  if (typeof params.client_assertion === 'string') {
-    const b2b = (decodeJwt(params.client_assertion).extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
-    try {
-      if (b2b !== undefined) iua = iuaFromHl7B2b(b2b);
-    } catch (err) {
-      if (err instanceof B2bError) fail(err.message);
-      throw err;
-    }
-  }
+  const iua: IheIua = { ...request.iua };
   const asserted = [...new Set(iua.purpose_of_use?.map((c) => c.code) ?? [])];
-  const fromScope = requestedPurpose(String(params.scope ?? ''), undefined);
+  const fromScope = requestedPurpose(String(request.scope ?? ''), undefined);
   if (fromScope.error) fail(fromScope.error);
   if (fromScope.code) asserted.push(fromScope.code);
   const purposes = [...new Set(asserted)];

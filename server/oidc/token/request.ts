@@ -10,6 +10,7 @@ import type { Db } from '../../db.ts';
 import { commitWrite } from '../../group-commit.ts';
 import { findGrantContext, type GrantContext } from '../launch-store.ts';
 import { findUser, type User } from '../users.ts';
+import type { IheIua } from '../../hcs/token-claims.ts';
 
 /** What the adapter read along with a code or refresh token (grant-source.ts). */
 export interface GrantSourceFacts {
@@ -21,6 +22,8 @@ export interface GrantSourceFacts {
 }
 
 export class RequestFacts {
+  /** The IHE IUA attributes of the client assertion's hl7-b2b extension, parsed once when it was checked. */
+  b2b: IheIua | undefined;
   private readonly reads = new Map<string, Promise<unknown>>();
   private readonly grants = new Map<string, AdapterPayload | undefined>();
   private held: Knex.QueryBuilder[] | undefined;

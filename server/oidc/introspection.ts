@@ -15,6 +15,7 @@ import { appTokenClaims } from './token-claims.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
 import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';
+import { refusedStructuredToken, refusedWithoutCredentials } from './token/provider-answers.ts';
 import { opaqueToken, tokenIntrospected, tokenRevoked } from '../audit/balp.ts';
 
 const tokenRef = (token: string, jti: unknown) => (looksLikeJwt(token) && typeof jti === 'string' ? { jti } : opaqueToken(token));
@@ -127,8 +128,7 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
     const route = ctx.oidc?.route;
     const client = ctx.oidc?.client;
     if (route !== 'introspection' && route !== 'revocation') return;
-    const error = ctx.body as { error?: string; error_description?: string } | undefined;
-    if (!client && error?.error_description === 'no client authentication mechanism provided') {
+    if (refusedWithoutCredentials(ctx)) {
       // RFC 7662 section 2.1: a caller without credentials is unauthorized (401), not a bad request.
       ctx.status = 401;
       ctx.set('WWW-Authenticate', 'Basic realm="introspection", Bearer');
@@ -139,13 +139,13 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
     const token = String(ctx.oidc.params?.token ?? '');
     const context = { ...c, provider: ctx.oidc.provider };
 
-    if (route === 'introspection' && (ctx.status === 200 || (ctx.body as { error?: string })?.error === 'unsupported_token_type')) {
+    if (route === 'introspection' && (ctx.status === 200 || refusedStructuredToken(ctx))) {
       const result = await introspectToken(token, context);
       const answer = mayIntrospect({ clientId: client.clientId, resourceServer: isResourceServer(client) }, result) ? result : INACTIVE;
       await sendIntrospection(ctx, c, client.clientId, token, answer);
       return;
     }
-    if (route === 'revocation' && (ctx.body as { error?: string })?.error === 'unsupported_token_type') {
+    if (route === 'revocation' && refusedStructuredToken(ctx)) {
       const payload = await verifyOwnAccessToken(token, c);
       // RFC 7009: a client may revoke only its own tokens, and the answer is 200 either way.
       if (payload && payload.client_id === client.clientId) {

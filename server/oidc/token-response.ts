@@ -4,6 +4,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
 import type { Db } from '../db.ts';
 import { factsOf } from './token/request.ts';
+import { refusedMalformedAssertion } from './token/provider-answers.ts';
 import type { AuditSink } from '../audit/store.ts';
 import { accessTokenIssued, emergencyOverrideStarted } from '../audit/balp.ts';
 import { codingList } from '../hcs/codes.ts';
@@ -28,8 +29,7 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Pragma', 'no-cache');
     // SMART: every client assertion failure is invalid_client, also one that is not a JWT at all.
-    const error = ctx.body as { error?: string; error_description?: string } | undefined;
-    if (ctx.status === 400 && error?.error === 'invalid_request' && error.error_description === 'invalid client_assertion format') {
+    if (refusedMalformedAssertion(ctx)) {
       ctx.status = 401;
       ctx.body = { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' };
     }

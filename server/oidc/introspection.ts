@@ -11,7 +11,7 @@ import { nowSeconds } from '../db.ts';
 import { findGrantContext } from './launch-store.ts';
 import { findUser } from './users.ts';
 import { revokeAccessToken } from './revocation.ts';
-import { appTokenClaims } from './token-claims.ts';
+import { appTokenClaims } from './token/claims.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
 import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';

@@ -1,30 +1,28 @@
 // node-oidc-provider configured as a SMART App Launch 2.2 authorization server.
-// ../shared/reference/oidc-provider-notes.md explains each hook and why it is needed.
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
 import { createLocalJWKSet, type JWK } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
-import { nowSeconds } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
-import { deleteGrantContext, findEhrLaunch } from './launch-store.ts';
+import { deleteGrantContext } from './launch-store.ts';
 import { factsOf } from './token/request.ts';
-import { appTokenClaims, backendTokenClaims } from './token-claims.ts';
-import { requestedPurpose } from '../hcs/purpose-choice.ts';
-import { isEmergency } from '../hcs/policy.ts';
-import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
+import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
-import { allowedScopeOf, clientClearanceOf, clientPurposesOf } from './clients.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { jwtTokenEndpoints } from './introspection.ts';
-import { isAccessTokenRevoked, tokenGrantLink } from './revocation.ts';
+import { isAccessTokenRevoked } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
 import { publicJwk } from './keys.ts';
-import { checkClientAssertion } from './token/client-assertion.ts';
-import { accessTokenLifetime, mayRefresh } from './token/lifetime.ts';
+import { clientAssertionRule } from './token/client-assertion.ts';
+import { audienceRule } from './token/audience.ts';
+import { purposeRule } from './token/purpose.ts';
+import { launchRule } from './token/launch.ts';
+import { refreshRule, scopeAndLifetimeRule } from './token/scope.ts';
+import { claimsRule } from './token/claims.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
-import { smartTokenResponse, TOKEN_PATH } from './token-response.ts';
+import { smartTokenResponse, TOKEN_PATH } from './token/response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
 import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
 import { auditBacklog, type AuditBacklog } from '../audit/backlog.ts';
@@ -47,24 +45,6 @@ export interface ProviderDeps {
 
 /** Where failures that cannot fail a request go when no logger is given (the CLI). */
 export const defaultLog: Logger['log'] = (level, message, fields) => console.error(`smart-auth ${level}: ${message}`, fields?.err ?? '');
-
-const isAuthorizationRoute = (ctx: KoaContextWithOIDC) =>
-  ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request';
-
-/** The FHIR base a requested audience names (with or without a trailing slash), if this server issues tokens for it. */
-export function fhirAudience(config: Config, value: string | undefined): string | undefined {
-  if (!value) return undefined;
-  const base = value.replace(/\/$/, '');
-  return config.fhirAudiences.includes(base) ? base : undefined;
-}
-
-/** Every requested scope token, as sent: oidc-provider drops offline_access unless prompt=consent (OIDC Core 11). */
-function rawRequestedScope(ctx: KoaContextWithOIDC): string {
-  const query = ctx.query.scope;
-  const body = (ctx.oidc.body as Record<string, unknown> | undefined)?.scope;
-  const raw = typeof body === 'string' ? body : typeof query === 'string' ? query : '';
-  return raw;
-}
 
 const REGISTRATION_PATH = '/register';
 const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
@@ -93,6 +73,20 @@ function registrationCeiling(ctx: KoaContextWithOIDC | undefined): Privileges | 
 
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, db, jwks, onTokenIssued, log = defaultLog, audit = databaseAuditSink(db) } = deps;
+  // SMART's token rules (server/oidc/token/), in the order oidc-provider consults them. Each request's
+  // facts (grant context, user, emergency flag, hl7-b2b attributes) are loaded once, in its RequestFacts.
+  const rules = {
+    // /authorize
+    audience: audienceRule({ config, db }), //          aud is a FHIR server served here; state; offline_access kept
+    purpose: purposeRule({ config, db }), //            a purpose of use asked up front, never an emergency one
+    launch: launchRule({ config, db }), //              an EHR launch id that is known and this app's
+    // /token
+    clientAssertion: clientAssertionRule({ config, db }), // SMART's assertion rules; hl7-b2b parsed once
+    scopeAndLifetime: scopeAndLifetimeRule({ config, db }), // granted scope, audience, lifetime (emergency rule)
+    refresh: refreshRule({ config, db }), //            a refresh token for offline/online_access, never for emergencies
+    claims: claimsRule({ config, db }), //              launch context, user, HCS attributes; the token's grant link
+    response: smartTokenResponse(db, config.issuer, audit, onTokenIssued), // context in the answer; ITI-71; one commit
+  };
   // Outside production, apps and backend services on this machine may publish their keys on http://localhost.
   const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
   const configuration: Configuration = {
@@ -169,60 +163,13 @@ export function createProvider(deps: ProviderDeps): Provider {
         async useGrantedResource() {
           return true;
         },
-        async getResourceServerInfo(ctx, resource, client) {
-          const audience = fhirAudience(config, resource);
-          if (!audience) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
-          const backend = ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials';
-          const scope = grantableScope({
-            requested: [
-              ctx.oidc.params?.scope as string | undefined,
-              ctx.oidc.entities.AuthorizationCode?.scope,
-              ctx.oidc.entities.RefreshToken?.scope,
-            ],
-            allowed: allowedScopeOf(client),
-            backend,
-          });
-          if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
-          const grantId = ctx.oidc.entities.AuthorizationCode?.grantId ?? ctx.oidc.entities.RefreshToken?.grantId;
-          return {
-            scope,
-            audience,
-            accessTokenFormat: 'jwt',
-            accessTokenTTL: accessTokenLifetime(config, { backend, grant: await factsOf(db, ctx).grantContext(grantId) }),
-            jwt: { sign: { alg: config.accessTokenAlg } },
-          };
-        },
+        getResourceServerInfo: rules.scopeAndLifetime,
       },
     },
     extraParams: {
-      async aud(ctx, value) {
-        if (!isAuthorizationRoute(ctx)) return;
-        // SMART App Launch 2.2 requires state (CSRF protection of the redirect).
-        if (!ctx.oidc.params?.state) throw new errors.InvalidRequest('state is required');
-        if (!value) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
-        if (!fhirAudience(config, value)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
-        // Re-add offline_access, which oidc-provider drops unless prompt=consent; SMART apps never send prompt.
-        const requested = rawRequestedScope(ctx).split(' ');
-        const params = ctx.oidc.params!;
-        const current = new Set(String(params.scope ?? '').split(' ').filter(Boolean));
-        if (requested.includes('offline_access') && ctx.oidc.client?.grantTypeAllowed('refresh_token')) current.add('offline_access');
-        params.scope = [...current].join(' ');
-      },
-      // An app may ask for a purpose of use up front; the consent step decides whether the user may have it.
-      async purpose_of_use(ctx, value) {
-        if (!isAuthorizationRoute(ctx)) return;
-        const requested = requestedPurpose(String(ctx.oidc.params?.scope ?? ''), value);
-        if (requested.error) throw new errors.InvalidRequest(requested.error);
-        if (requested.code && isEmergency(config.policy, requested.code)) {
-          throw new errors.InvalidRequest(`an app cannot ask for ${requested.code}: only the person can choose an emergency access`);
-        }
-      },
-      async launch(ctx, value, client) {
-        if (!isAuthorizationRoute(ctx) || value === undefined) return;
-        const launch = await findEhrLaunch(db, String(value));
-        if (!launch) throw new errors.InvalidRequest('launch is unknown, expired or already used');
-        if (launch.clientId && launch.clientId !== client?.clientId) throw new errors.InvalidRequest('launch was issued for another app');
-      },
+      aud: rules.audience,
+      purpose_of_use: rules.purpose,
+      launch: rules.launch,
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
@@ -233,10 +180,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
     },
     expiresWithSession: async () => false,
-    async issueRefreshToken(ctx, client, code) {
-      if (!client.grantTypeAllowed('refresh_token') || !(code.scopes.has('offline_access') || code.scopes.has('online_access'))) return false;
-      return mayRefresh(await factsOf(db, ctx).grantContext(code.grantId));
-    },
+    issueRefreshToken: rules.refresh,
     rotateRefreshToken: true,
     async findAccount(ctx, id) {
       const user = await factsOf(db, ctx).user(id);
@@ -252,25 +196,8 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       };
     },
-    async extraTokenClaims(ctx, token) {
-      const grantId = (token as { grantId?: string }).grantId;
-      const facts = factsOf(db, ctx);
-      if (!grantId) {
-        const client = ctx.oidc.client;
-        return backendTokenClaims(config, { iua: facts.b2b, scope: ctx.oidc.params?.scope }, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
-      }
-      const grant = await facts.grantContext(grantId);
-      await facts.write(tokenGrantLink(db, token.jti, grantId, nowSeconds() + accessTokenLifetime(config, { backend: false, grant })));
-      const account = (token as { accountId?: string }).accountId;
-      return appTokenClaims(config, await facts.user(account), grant);
-    },
-    // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
-    async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
-      const b2b = checkClientAssertion(claims, header, client, {
-        tokenEndpoint: `${config.issuer}${TOKEN_PATH}`, requestedEndpoint: (ctx.oidc.urlFor as (name: string) => string)('token'), now: nowSeconds(),
-      });
-      factsOf(db, ctx).b2b = b2b;
-    },
+    extraTokenClaims: rules.claims,
+    assertJwtClientAuthClaimsAndHeader: rules.clientAssertion,
     clientBasedCORS(_ctx, origin, client) {
       return (client.redirectUris ?? []).some((uri) => URL.parse(uri)?.origin === origin);
     },
@@ -298,7 +225,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
   clientJwks.install(provider);
-  provider.use(smartTokenResponse(db, config.issuer, audit, onTokenIssued));
+  provider.use(rules.response);
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
     isRevoked: deps.isRevoked ?? ((jti) => isAccessTokenRevoked(db, provider, jti)),

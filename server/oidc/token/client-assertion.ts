@@ -1,6 +1,10 @@
 // SMART's rules for a client assertion (private_key_jwt) beyond RFC 7523, which oidc-provider has
-// checked already (signature, iss, exp, jti replay). Pure: the hook in provider.ts gives the inputs.
-import { errors } from 'oidc-provider';
+// checked already (signature, iss, exp, jti replay). checkClientAssertion is pure; the rule is its hook.
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import { nowSeconds } from '../../db.ts';
+import { factsOf } from './request.ts';
+import { TOKEN_PATH } from './response.ts';
+import type { RuleDeps } from './rules.ts';
 import { B2bError, iuaFromHl7B2b } from '../../smart/hl7-b2b.ts';
 import type { IheIua } from '../../hcs/token-claims.ts';
 
@@ -46,4 +50,15 @@ export function checkClientAssertion(
     if (err instanceof B2bError) fail(err.message);
     throw err;
   }
+}
+
+/** oidc-provider's assertJwtClientAuthClaimsAndHeader: the checks above, the IUA attributes kept for the claims. */
+export function clientAssertionRule({ config, db }: RuleDeps) {
+  return async function clientAssertion(ctx: KoaContextWithOIDC, claims: Record<string, unknown>, header: Record<string, unknown>, client: { clientId: string; jwksUri?: string }) {
+    factsOf(db, ctx).b2b = checkClientAssertion(claims, header, client, {
+      tokenEndpoint: `${config.issuer}${TOKEN_PATH}`,
+      requestedEndpoint: (ctx.oidc.urlFor as (name: string) => string)('token'),
+      now: nowSeconds(),
+    });
+  };
 }

@@ -2,12 +2,12 @@
 // invalid_client for every assertion failure, and the security alert of an emergency access.
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
-import type { Db } from '../db.ts';
-import { factsOf } from './token/request.ts';
-import { refusedMalformedAssertion } from './token/provider-answers.ts';
-import type { AuditSink } from '../audit/store.ts';
-import { accessTokenIssued, emergencyOverrideStarted } from '../audit/balp.ts';
-import { codingList } from '../hcs/codes.ts';
+import type { Db } from '../../db.ts';
+import { factsOf } from './request.ts';
+import { refusedMalformedAssertion } from './provider-answers.ts';
+import type { AuditSink } from '../../audit/store.ts';
+import { accessTokenIssued, emergencyOverrideStarted } from '../../audit/balp.ts';
+import { codingList } from '../../hcs/codes.ts';
 
 /** The token endpoint's path inside the provider (its `routes.token`). */
 export const TOKEN_PATH = '/token';

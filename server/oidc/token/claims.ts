@@ -1,19 +1,33 @@
 // What an access token says beyond RFC 9068: the SMART launch context, the user's FHIR identity,
 // and the HCS attributes (IHE IUA who/why, IHE PCF clearance). Pure: callers fetch the inputs.
-import { errors } from 'oidc-provider';
-import type { Config } from '../config.ts';
-import type { User } from './users.ts';
-import { subjectOf } from './users.ts';
-import type { GrantContext } from './launch-store.ts';
-import { effectiveClearance, isEmergency, clientPermits, type Clearance } from '../hcs/policy.ts';
-import { residualFor, userSecurityClaims, type IheIua } from '../hcs/token-claims.ts';
-import { purposeCoding } from '../hcs/codes.ts';
-import { requestedPurpose } from '../hcs/purpose-choice.ts';
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import { nowSeconds } from '../../db.ts';
+import { clientClearanceOf, clientPurposesOf } from '../clients.ts';
+import { tokenGrantLink } from '../revocation.ts';
+import { accessTokenLifetime } from './lifetime.ts';
+import { factsOf } from './request.ts';
+import type { RuleDeps } from './rules.ts';
+import type { Config } from '../../config.ts';
+import type { User } from '../users.ts';
+import { subjectOf } from '../users.ts';
+import type { GrantContext } from '../launch-store.ts';
+import { effectiveClearance, isEmergency, clientPermits, type Clearance } from '../../hcs/policy.ts';
+import { residualFor, userSecurityClaims, type IheIua } from '../../hcs/token-claims.ts';
+import { purposeCoding } from '../../hcs/codes.ts';
+import { requestedPurpose } from '../../hcs/purpose-choice.ts';
+
+/** How the user signed in (RFC 8176 amr, acr), as oidc-provider keeps it on the code or refresh token. */
+export interface SignIn {
+  acr?: string;
+  amr?: string[];
+}
 
 /** Claims of a token issued to an app for a user (authorization code and refresh). */
-export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user: User | undefined, grant: GrantContext | undefined): Record<string, unknown> {
+export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user: User | undefined, grant: GrantContext | undefined, signIn: SignIn = {}): Record<string, unknown> {
   const launch = grant?.launch;
   const claims: Record<string, unknown> = {};
+  if (signIn.acr) claims.acr = signIn.acr;
+  if (signIn.amr?.length) claims.amr = signIn.amr;
   if (launch?.patient) claims.patient = launch.patient;
   if (launch?.encounter) claims.encounter = launch.encounter;
   if (launch?.fhirContext) claims.fhirContext = launch.fhirContext;
@@ -63,4 +77,22 @@ export function backendTokenClaims(
   const residual = residualFor(clearance);
   const extensions = { ...(Object.keys(iua).length && { ihe_iua: iua }), ...(residual.length && { ihe_pcf: { residual } }) };
   return Object.keys(extensions).length ? { extensions } : undefined;
+}
+
+/**
+ * oidc-provider's extraTokenClaims: a backend service's IUA attributes and clearance, or an app's launch
+ * context, user and sign-in; an app's token is also linked to its grant (committed with the answer).
+ */
+export function claimsRule({ config, db }: RuleDeps) {
+  return async function tokenClaims(ctx: KoaContextWithOIDC, token: { jti: string; grantId?: string; accountId?: string }) {
+    const facts = factsOf(db, ctx);
+    if (!token.grantId) {
+      const client = ctx.oidc.client;
+      return backendTokenClaims(config, { iua: facts.b2b, scope: ctx.oidc.params?.scope }, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
+    }
+    const grant = await facts.grantContext(token.grantId);
+    await facts.write(tokenGrantLink(db, token.jti, token.grantId, nowSeconds() + accessTokenLifetime(config, { backend: false, grant })));
+    const source = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
+    return appTokenClaims(config, await facts.user(token.accountId), grant, { acr: source?.acr, amr: source?.amr });
+  };
 }

@@ -14,6 +14,8 @@ export interface Outcomes<R> {
 }
 
 export interface WriteKind<T, R> {
+  /** Written before the other kinds of a batch: set for kinds whose outcomes guard other writes (submitGuarded). */
+  readonly guard?: boolean;
   /** Writes the items inside the shared transaction; throwing aborts the transaction. */
   write(statements: Statements, items: T[]): Promise<Outcomes<R>>;
   /**
@@ -28,13 +30,34 @@ interface Pending {
   item: unknown;
   resolve(value: unknown): void;
   reject(err: Error): void;
+  /** Written only when each of these was written with the outcome true, in the same transaction. */
+  onlyIf?: Pending[];
+  /** This item's outcome in the transaction being written (known before it commits). */
+  outcome?: unknown;
 }
+
+/** A guarded write that was not written because a guard's outcome was not true. */
+export class NotWritten extends Error {}
+
+const mayWrite = (p: Pending) => !p.onlyIf || p.onlyIf.every((guard) => guard.outcome === true);
+/** Guards first, so that the writes they guard know their outcomes. */
+const guardsFirst = (kinds: Map<WriteKind<unknown, unknown>, Pending[]>) =>
+  [...kinds].sort(([a], [b]) => Number(Boolean(b.guard)) - Number(Boolean(a.guard)));
 
 const alone = <T, R>(db: Db, kind: WriteKind<T, R>, items: T[]) =>
   kind.writeAlone ? kind.writeAlone(db, items) : rawTransaction(db, (statements) => kind.write(statements, items));
 
 function settle(batch: Pending[], result: Outcomes<unknown>) {
   batch.forEach((p, i) => (result.outcomes[i] instanceof Error ? p.reject(result.outcomes[i] as Error) : p.resolve(result.outcomes[i])));
+}
+
+/** Writes a kind's items that may be written; the others are left out, with NotWritten as their outcome. */
+async function writeAllowed(kind: WriteKind<unknown, unknown>, pending: Pending[], write: (items: unknown[]) => Promise<Outcomes<unknown>>): Promise<Outcomes<unknown>> {
+  const allowed = pending.filter(mayWrite);
+  const result = allowed.length ? await write(allowed.map((p) => p.item)) : { outcomes: [] };
+  allowed.forEach((p, i) => (p.outcome = result.outcomes[i]));
+  const skipped = new NotWritten('not written: a write it depends on was refused');
+  return { committed: result.committed, outcomes: pending.map((p) => (mayWrite(p) ? p.outcome : skipped)) };
 }
 
 /**
@@ -54,10 +77,29 @@ export class GroupCommit {
 
   submit<T, R>(kind: WriteKind<T, R>, item: T): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      this.queue.push({ kind: kind as WriteKind<unknown, unknown>, item, resolve: resolve as (value: unknown) => void, reject });
+      this.queue.push({ kind: kind as WriteKind<unknown, unknown>, item, resolve: resolve as (value: unknown) => void, reject, onlyIf: this.guards });
       if (this.queue.length >= this.lastBatchSize) this.batchFilled?.();
       this.running ??= this.run();
     });
+  }
+
+  /** The guards of the submitGuarded call in progress. */
+  private guards: Pending[] | undefined;
+
+  /**
+   * Submits `guards` (writes of a guard kind whose outcome is true or false) and the writes `dependents`
+   * submits synchronously (directly or through a store), into one batch: the dependents are written in
+   * the same transaction only when every guard's outcome is true; otherwise they settle with NotWritten.
+   */
+  submitGuarded<T>(guards: [WriteKind<T, boolean>, T][], dependents: () => Promise<unknown>[]): { guards: Promise<boolean>[]; dependents: Promise<unknown>[] } {
+    const submitted = guards.map(([kind, item]) => this.submit(kind, item));
+    const guarding = this.queue.slice(this.queue.length - guards.length);
+    this.guards = guarding.length ? guarding : undefined;
+    try {
+      return { guards: submitted, dependents: dependents() };
+    } finally {
+      this.guards = undefined;
+    }
   }
 
   /** Resolves once nothing is queued or being written. */
@@ -101,24 +143,28 @@ export class GroupCommit {
       if (!byKind.has(p.kind)) byKind.set(p.kind, []);
       byKind.get(p.kind)!.push(p);
     }
+    const kinds = guardsFirst(byKind);
     let results: [Pending[], Outcomes<unknown>][] | undefined;
     try {
       results = await rawTransaction(this.db, async (statements) => {
         const done: [Pending[], Outcomes<unknown>][] = [];
-        for (const [kind, pending] of byKind) done.push([pending, await kind.write(statements, pending.map((p) => p.item))]);
+        for (const [kind, pending] of kinds) done.push([pending, await writeAllowed(kind, pending, (items) => kind.write(statements, items))]);
         return done;
       });
     } catch {
-      // Each kind again on its own: the error is then reported to the writes it belongs to.
-      await Promise.all([...byKind].map(async ([kind, pending]) => {
+      // Each kind again on its own (guards first): the error is then reported to the writes it belongs to.
+      for (const p of batch) p.outcome = undefined;
+      const retry = async ([kind, pending]: [WriteKind<unknown, unknown>, Pending[]]) => {
         try {
-          const result = await alone(this.db, kind, pending.map((p) => p.item));
+          const result = await writeAllowed(kind, pending, (items) => alone(this.db, kind, items));
           result.committed?.();
           settle(pending, result);
         } catch (err) {
           for (const p of pending) p.reject(err as Error);
         }
-      }));
+      };
+      for (const entry of kinds.filter(([kind]) => kind.guard)) await retry(entry);
+      await Promise.all(kinds.filter(([kind]) => !kind.guard).map(retry));
       return;
     }
     for (const [pending, result] of results) {

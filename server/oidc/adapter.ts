@@ -5,30 +5,11 @@ import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { noteRevocation } from './revocation.ts';
 import { cachedClient, forgetClient } from './client-cache.ts';
-import { commitWrite, groupCommitFor, type WriteKind } from '../group-commit.ts';
-import { insertValues } from '../db-statements.ts';
+import { commitWrite, groupCommitFor } from '../group-commit.ts';
+import { firstUse, PAYLOAD_TABLE as TABLE, REPLAYED } from './first-use.ts';
 import { currentFacts } from './token/request.ts';
 import { GRANT_SOURCES, readGrantSource } from './token/grant-source.ts';
 
-const TABLE = 'oidc_payloads';
-
-type PayloadRow = Record<string, unknown> & { model: string; id: string };
-
-/**
- * Stores each client assertion jti once and tells which were new. The primary key makes "seen this
- * jti" atomic, also across instances (oidc-provider's own check is find-then-save, which races), and
- * group commit lets concurrent token requests share one transaction. Within a batch the first wins.
- */
-const firstUse: WriteKind<PayloadRow, boolean> = {
-  async write({ q, rows: run }, rows) {
-    const first = new Map<string, number>();
-    rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });
-    const fresh = [...first.values()].map((i) => rows[i]);
-    const inserted = await run<{ id: string }>(insertValues(q, TABLE, fresh, 'on conflict (??, ??) do nothing returning ??', ['model', 'id', 'id']));
-    const stored = new Set(inserted.map((r) => r.id));
-    return { outcomes: rows.map((row, i) => first.get(row.id) === i && stored.has(row.id)) };
-  },
-};
 
 /** `clientCacheMs`: how long client metadata read from the database is reused (see client-cache.ts). */
 export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheMs?: number } = {}) {
@@ -55,7 +36,10 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
         expires_at: expiresIn ? nowSeconds() + expiresIn : null,
       };
       if (this.model === 'ReplayDetection') {
-        if (!(await commits.submit(firstUse, row))) throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
+        // At the token endpoint, stored with the answer's other writes, which it guards (token/request.ts).
+        const facts = currentFacts(db);
+        if (facts?.holdsWrites) return facts.firstUse(row);
+        if (!(await commits.submit(firstUse, row))) throw new errors.InvalidClientAuth(REPLAYED);
         return;
       }
       await db(TABLE).insert(row).onConflict(['model', 'id']).merge();
@@ -113,15 +97,6 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
       noteRevocation();
     }
   };
-}
-
-/**
- * Records `id` under `model` until `expiresAt` (epoch seconds), once: true when it was new. Atomic across
- * instances sharing the database, like the client assertion jtis (the DPoP proof jtis of the bundled guard).
- */
-export function recordFirstUse(db: Db, model: string, id: string, expiresAt: number): Promise<boolean> {
-  const row = { model, id, payload: '{}', grant_id: null, uid: null, user_code: null, account_id: null, client_id: null, expires_at: Math.ceil(expiresAt) };
-  return groupCommitFor(db).submit(firstUse, row);
 }
 
 /** Removes expired rows; consumed rows stay until expiry so refresh-token reuse is still detected. */

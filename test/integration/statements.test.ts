@@ -8,11 +8,12 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
+import { auditEvents } from '../../server/audit/store.ts';
 
 /** Statements per request; BEGIN and COMMIT of a write transaction count as statements. */
 const EXPECTED = {
-  client_credentials: 9,
-  'authorization-code exchange': 12,
+  client_credentials: 7,
+  'authorization-code exchange': 10,
   introspection: 6,
   'audited /fhir read': 7,
 };
@@ -57,6 +58,8 @@ describe('statements per request on the hot paths', () => {
     return seen;
   }
 
+  // The app signs with the key it shares with a backend client, so iss and sub name the app explicitly.
+  const appAssertion = () => app.assertion({ claims: { iss: app.client_id, sub: app.client_id } });
   const basic = (c: { client_id: string; client_secret?: string }) => `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`;
   const clientCredentials = async () => {
     const { res, body } = await backend.token('system/Patient.rs');
@@ -68,7 +71,7 @@ describe('statements per request on the hot paths', () => {
     return async () => {
       const { res, body } = await tokenRequest(server.issuer, {
         grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
-        client_assertion_type: ASSERTION_TYPE, client_assertion: await app.assertion({ claims: { iss: app.client_id, sub: app.client_id } }),
+        client_assertion_type: ASSERTION_TYPE, client_assertion: await appAssertion(),
       });
       assert.equal(res.status, 200, JSON.stringify(body));
       assert.equal(body.patient, 'pat-1');
@@ -104,4 +107,29 @@ describe('statements per request on the hot paths', () => {
     await measure('audited /fhir read', () => read(token));
     assert.deepEqual(counts, EXPECTED, trace.join('\n'));
   });
+
+  it('writes nothing of a code exchange whose client assertion was used before: the code stays usable, no ITI-71', async () => {
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs' });
+    const used = await appAssertion();
+    await clientCredentialsWith(used);
+    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;
+    const before = await issued();
+    const exchange = (assertion: string) => tokenRequest(server.issuer, {
+      grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
+      client_assertion_type: ASSERTION_TYPE, client_assertion: assertion,
+    });
+    const replayed = await exchange(used);
+    assert.equal(replayed.res.status, 401);
+    assert.equal(replayed.body.error, 'invalid_client');
+    assert.equal(await issued(), before);
+    const fresh = await exchange(await appAssertion());
+    assert.equal(fresh.res.status, 200, JSON.stringify(fresh.body));
+    assert.equal(await issued(), before + 1);
+  });
+
+  /** Uses up an assertion of the app (its jti is stored) without a code: a client_credentials request it may not make. */
+  async function clientCredentialsWith(assertion: string) {
+    const { res } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
+    assert.equal(res.status, 400);
+  }
 });

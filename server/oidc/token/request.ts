@@ -2,12 +2,14 @@
 // (findAccount, the resource and TTL hooks, the token claims, the token response):
 //   - facts, each read at most once: the grant's launch context and the user. At the token endpoint the
 //     adapter reads them with the code or refresh token, in one statement (grant-source.ts);
-//   - at the token endpoint, its writes (consuming the code, linking the token to its grant): they are
-//     held until the answer and committed in one group-commit wait with its audit record (commit()).
+//   - at the token endpoint, its writes (the client assertion's jti, consuming the code, linking the token
+//     to its grant): they are held until the answer and committed in one group-commit wait with its audit
+//     record, the jti guarding the rest (commit()).
 import type { Knex } from 'knex';
-import Provider, { type AdapterPayload } from 'oidc-provider';
+import Provider, { errors, type AdapterPayload } from 'oidc-provider';
 import type { Db } from '../../db.ts';
-import { commitWrite } from '../../group-commit.ts';
+import { commitWrite, groupCommitFor } from '../../group-commit.ts';
+import { firstUse, REPLAYED, type PayloadRow } from '../first-use.ts';
 import { findGrantContext, type GrantContext } from '../launch-store.ts';
 import { findUser, type User } from '../users.ts';
 import type { IheIua } from '../../hcs/token-claims.ts';
@@ -27,6 +29,7 @@ export class RequestFacts {
   private readonly reads = new Map<string, Promise<unknown>>();
   private readonly grants = new Map<string, AdapterPayload | undefined>();
   private held: Knex.QueryBuilder[] | undefined;
+  private firstUses: PayloadRow[] = [];
 
   constructor(private readonly db: Db) {}
 
@@ -60,6 +63,15 @@ export class RequestFacts {
     this.held ??= [];
   }
 
+  get holdsWrites(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** A jti (client assertion, DPoP proof) to store once; commit() writes the rest only if every one was new. */
+  firstUse(row: PayloadRow): void {
+    this.firstUses.push(row);
+  }
+
   /** Commits `query` with the request's other writes when they are held, at once otherwise. */
   write(query: Knex.QueryBuilder): Promise<void> {
     if (!this.held) return commitWrite(this.db, query);
@@ -68,14 +80,22 @@ export class RequestFacts {
   }
 
   /**
-   * Submits the held writes and `also` (writes to the same group commit, such as an audit record, that
-   * submit synchronously) in one turn of the event loop, so that they share one transaction; resolves
-   * once all are committed and rejects when one is not.
+   * Submits the request's jtis, its held writes and `also` (writes to the same group commit, such as an
+   * audit record, that submit synchronously) together, so that they share one transaction, in which the
+   * writes are made only if every jti was new. Resolves once all are committed; rejects with
+   * invalid_client when a jti was used before, and with the store's error when a write fails.
    */
   async commit(also: () => Promise<unknown>[] = () => []): Promise<void> {
-    const writes = (this.held ?? []).map((query) => commitWrite(this.db, query));
+    const held = this.held ?? [];
     this.held = undefined;
-    await Promise.all([...writes, ...also()]);
+    const { guards, dependents } = groupCommitFor(this.db).submitGuarded(
+      this.firstUses.splice(0).map((row) => [firstUse, row] as [typeof firstUse, PayloadRow]),
+      () => [...held.map((query) => commitWrite(this.db, query)), ...also()],
+    );
+    const written = await Promise.allSettled(dependents);
+    if (!(await Promise.all(guards)).every(Boolean)) throw new errors.InvalidClientAuth(REPLAYED);
+    const failed = written.find((w) => w.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   private once<T>(key: string, load: () => Promise<T>): Promise<T> {

@@ -1,6 +1,6 @@
 // Post-processing of token endpoint responses: the SMART launch context, the caching headers,
 // invalid_client for every assertion failure, and the security alert of an emergency access.
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
 import type { Db } from '../../db.ts';
 import { factsOf } from './request.ts';
@@ -25,6 +25,19 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
       throw err;
     }
     if (ctx.oidc?.route !== 'token' || !facts) return facts?.commit();
+    // A client assertion used before is found only now (its jti is stored with the answer's other writes):
+    // the token made meanwhile is not handed out, and nothing of it was written.
+    const commit = async (also?: () => Promise<unknown>[]) => {
+      try {
+        await facts.commit(also);
+        return true;
+      } catch (err) {
+        if (!(err instanceof errors.InvalidClientAuth)) throw err;
+        ctx.status = err.status;
+        ctx.body = { error: err.error, error_description: err.error_description };
+        return false;
+      }
+    };
     // SMART requires both; oidc-provider sends only Cache-Control: no-store.
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Pragma', 'no-cache');
@@ -33,7 +46,7 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
       ctx.status = 401;
       ctx.body = { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' };
     }
-    if (ctx.status !== 200) return facts.commit();
+    if (ctx.status !== 200) return void (await commit());
     const body = ctx.body as { access_token: string; scope?: string; expires_in?: number };
     const claims = decodeJwt(body.access_token);
     const grant = ctx.oidc.entities.Grant;
@@ -62,7 +75,7 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
         address: ctx.ip,
       }));
     }
-    await facts.commit(() => records.map((record) => audit.append(record)));
+    if (!(await commit(() => records.map((record) => audit.append(record))))) return;
     onIssued?.(String(ctx.oidc.params?.grant_type));
     // Standard members win: the context never overwrites a token field.
     if (context) ctx.body = { ...context.launch, ...body };

@@ -1,0 +1,35 @@
+// "Seen this jti before?" answered by the database: a client assertion's or a DPoP proof's jti is
+// stored once in oidc_payloads. The primary key makes it atomic, also across instances (oidc-provider's
+// own check is find-then-save, which races), and group commit lets concurrent requests share one
+// transaction. Within a batch the first wins.
+import type { Db } from '../db.ts';
+import { groupCommitFor, type WriteKind } from '../group-commit.ts';
+import { insertValues } from '../db-statements.ts';
+
+export const PAYLOAD_TABLE = 'oidc_payloads';
+
+export const REPLAYED = 'client assertion tokens must only be used once';
+
+export type PayloadRow = Record<string, unknown> & { model: string; id: string };
+
+/** Stores each row's id once and tells which were new; a guard: token writes depend on it (RequestFacts). */
+export const firstUse: WriteKind<PayloadRow, boolean> = {
+  guard: true,
+  async write({ q, rows: run }, rows) {
+    const first = new Map<string, number>();
+    rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });
+    const fresh = [...first.values()].map((i) => rows[i]);
+    const inserted = await run<{ id: string }>(insertValues(q, PAYLOAD_TABLE, fresh, 'on conflict (??, ??) do nothing returning ??', ['model', 'id', 'id']));
+    const stored = new Set(inserted.map((r) => r.id));
+    return { outcomes: rows.map((row, i) => first.get(row.id) === i && stored.has(row.id)) };
+  },
+};
+
+/**
+ * Records `id` under `model` until `expiresAt` (epoch seconds), once: true when it was new. Atomic across
+ * instances sharing the database, like the client assertion jtis (the DPoP proof jtis of the bundled guard).
+ */
+export function recordFirstUse(db: Db, model: string, id: string, expiresAt: number): Promise<boolean> {
+  const row = { model, id, payload: '{}', grant_id: null, uid: null, user_code: null, account_id: null, client_id: null, expires_at: Math.ceil(expiresAt) };
+  return groupCommitFor(db).submit(firstUse, row);
+}

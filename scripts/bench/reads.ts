@@ -3,22 +3,22 @@
 //   - the guard and the store in one process, audit off and on (scripts/bench/audited-server.ts);
 //   - smart-auth's bundled /fhir: the same plus the revocation check, the privacy rules and the durable
 //     audit trail (every access committed to the hash chain before it is answered).
-//   node --import tsx scripts/bench/reads.ts [requests=3000] [connections=10]
+//   BENCH_SECONDS=10 node --import tsx scripts/bench/reads.ts [requests=3000] [connections=10]   (reads are timed)
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startDemoFhirServer, startScript } from '../../test/support/processes.ts';
-import { backendToken, isMain, statementCounter, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
+import { backendToken, benchSeconds, isMain, statementCounter, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
 
-export const benchReads: Bench = async (total, connections) => {
+export const benchReads: Bench = async (_total, connections) => {
   const dir = mkdtempSync(join(tmpdir(), 'smart-auth-bench-reads-'));
   const stops: (() => Promise<void>)[] = [];
   const measure = async (pid: number, base: string, token?: string, statements?: () => Promise<number>): Promise<LoadResult> => {
     const url = new URL(base);
     const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
     await warmUp(url.origin, connections, request);
-    return load(url.origin, total, connections, request, pid, statements);
+    return load(url.origin, { seconds: benchSeconds() }, connections, request, pid, statements);
   };
 
   const store = await startDemoFhirServer(`sqlite:${join(dir, 'store.sqlite')}`);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startScript } from '../../test/support/processes.ts';
-import { assertionSigner, isMain, statementCounter, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadRequest } from './lib.ts';
+import { assertionSigner, benchSeconds, isMain, statementCounter, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadRequest } from './lib.ts';
 import { BENCH_CODE_VERIFIER, BENCH_REDIRECT_URI, mintSmartAuthCodes } from './codes.ts';
 
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -96,12 +96,15 @@ export const benchTokens: Bench = async (total, connections) => {
   const stops: (() => Promise<void>)[] = [];
   // Client assertions and codes are used up, so their warm-up is a count; introspection warms up for a time (warmUp).
   const warm = Math.min(1500, total);
-  const smartAuth = await smartAuthTarget(total + warm, stops);
-  const bare = await bareProviderTarget(total + warm, stops);
+  // The driver builds one spare request per connection for each run (see load).
+  const spare = connections;
+  const smartAuth = await smartAuthTarget(total + warm + 2 * spare, stops);
+  const bare = await bareProviderTarget(total + warm + 2 * spare, stops);
   const measure = async (target: TokenTarget, request: (i: number) => LoadRequest, reusable: boolean) => {
     if (reusable) await warmUp(target.url, connections, request);
-    else await load(target.url, warm, connections, (i) => request(total + i));
-    return load(target.url, total, connections, request, target.pid, target.statements);
+    else await load(target.url, { requests: warm }, connections, (i) => request(total + spare + i));
+    // Client assertions and codes are used up: those rows send the `total` requests built for them.
+    return load(target.url, reusable ? { seconds: benchSeconds() } : { requests: total }, connections, request, target.pid, target.statements);
   };
   const rows: BenchRow[] = [];
   for (const [name, pick, reusable] of [

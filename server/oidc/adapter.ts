@@ -11,6 +11,9 @@ import { currentFacts } from './token/request.ts';
 import { GRANT_SOURCES, readGrantSource } from './token/grant-source.ts';
 
 
+/** Every access token this server issues is a JWT (see the resource server info in token/scope.ts). */
+const JWT_ONLY = new Set(['AccessToken', 'ClientCredentials']);
+
 /** `clientCacheMs`: how long client metadata read from the database is reused (see client-cache.ts). */
 export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheMs?: number } = {}) {
   const commits = groupCommitFor(db);
@@ -24,6 +27,7 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     }
 
     async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+      if (JWT_ONLY.has(this.model)) throw new Error(`${this.model} is issued as a JWT here and never stored`);
       const row = {
         model: this.model,
         id,
@@ -42,7 +46,11 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
         if (!(await commits.submit(firstUse, row))) throw new errors.InvalidClientAuth(REPLAYED);
         return;
       }
-      await db(TABLE).insert(row).onConflict(['model', 'id']).merge();
+      const stored = db(TABLE).insert(row).onConflict(['model', 'id']).merge();
+      // At the token endpoint (a refresh token), committed with the answer's other writes.
+      const facts = currentFacts(db);
+      if (facts?.holdsWrites) return facts.write(stored);
+      await stored;
       if (this.model === 'Client') forgetClient(db, id);
     }
 
@@ -55,6 +63,8 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     async find(id: string): Promise<AdapterPayload | undefined> {
       // oidc-provider looks a jti up before saving it; the insert alone decides (see firstUse).
       if (this.model === 'ReplayDetection') return undefined;
+      // Introspection looks an opaque token up as each kind in turn; access tokens are JWTs, never stored.
+      if (JWT_ONLY.has(this.model)) return undefined;
       if (this.model === 'Client') return cachedClient(db, id, clientCacheMs, () => this.findStored(id));
       const facts = currentFacts(db);
       if (facts && this.model === 'Grant') {

@@ -3,13 +3,12 @@
 // ("structured tokens cannot be introspected/revoked"), so these answers are built here, after
 // oidc-provider has authenticated the calling client.
 import type Provider from 'oidc-provider';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { KoaContextWithOIDC, RefreshToken } from 'oidc-provider';
 import type { Context } from 'koa';
 import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { findGrantContext } from './launch-store.ts';
-import { findUser } from './users.ts';
+import { factsOf, RequestFacts } from './token/request.ts';
 import { revokeAccessToken } from './revocation.ts';
 import { appTokenClaims } from './token/claims.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
@@ -86,12 +85,18 @@ async function introspectAccessToken(token: string, c: Lookup): Promise<Introspe
   return { ...payload, active: true, client_id: payload.client_id as string, token_type: bound ? 'DPoP' : 'Bearer' };
 }
 
-async function introspectRefreshToken(token: string, c: Lookup): Promise<Introspection> {
-  const refresh = await c.provider.RefreshToken.find(token);
+/**
+ * A refresh token: `found` when oidc-provider's own introspection already found it valid with a live
+ * grant of the same client and account (its facts then come with it, read in one statement: see
+ * token/grant-source.ts); else it is looked up here.
+ */
+async function introspectRefreshToken(token: string, c: Lookup, found?: { refreshToken: RefreshToken; facts: RequestFacts }): Promise<Introspection> {
+  const refresh = found?.refreshToken ?? await c.provider.RefreshToken.find(token);
   if (!refresh || refresh.isExpired || refresh.consumed || !refresh.grantId) return INACTIVE;
-  if (!(await c.provider.Grant.find(refresh.grantId))) return INACTIVE;
-  const grant = await findGrantContext(c.db, refresh.grantId);
-  const user = refresh.accountId ? await findUser(c.db, refresh.accountId) : undefined;
+  if (!found && !(await c.provider.Grant.find(refresh.grantId))) return INACTIVE;
+  const facts = found?.facts ?? new RequestFacts(c.db);
+  const grant = await facts.grantContext(refresh.grantId);
+  const user = await facts.user(refresh.accountId);
   return {
     active: true,
     client_id: refresh.clientId!,
@@ -106,9 +111,9 @@ async function introspectRefreshToken(token: string, c: Lookup): Promise<Introsp
   };
 }
 
-export async function introspectToken(token: string, c: Lookup): Promise<Introspection> {
+export async function introspectToken(token: string, c: Lookup, found?: Parameters<typeof introspectRefreshToken>[2]): Promise<Introspection> {
   if (!token) return INACTIVE;
-  return looksLikeJwt(token) ? introspectAccessToken(token, c) : introspectRefreshToken(token, c);
+  return looksLikeJwt(token) ? introspectAccessToken(token, c) : introspectRefreshToken(token, c, found);
 }
 
 /** Resource servers (registered with `resource_server`) may introspect any token; other clients only their own. */
@@ -140,7 +145,8 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
     const context = { ...c, provider: ctx.oidc.provider };
 
     if (route === 'introspection' && (ctx.status === 200 || refusedStructuredToken(ctx))) {
-      const result = await introspectToken(token, context);
+      const { RefreshToken: refreshToken, Grant: grant } = ctx.oidc.entities;
+      const result = await introspectToken(token, context, refreshToken && grant ? { refreshToken, facts: factsOf(c.db, ctx) } : undefined);
       const answer = mayIntrospect({ clientId: client.clientId, resourceServer: isResourceServer(client) }, result) ? result : INACTIVE;
       await sendIntrospection(ctx, c, client.clientId, token, answer);
       return;

@@ -13,7 +13,9 @@ import { auditEvents } from '../../server/audit/store.ts';
 /** Statements per request; BEGIN and COMMIT of a write transaction count as statements. */
 const EXPECTED = {
   client_credentials: 7,
-  'authorization-code exchange': 10,
+  'authorization-code exchange': 11,
+  refresh: 11,
+  'refresh token introspection': 7,
   introspection: 6,
   'audited /fhir read': 7,
 };
@@ -31,7 +33,7 @@ describe('statements per request on the hot paths', () => {
     // A confidential app authenticating with private_key_jwt, as the benchmark's app does.
     const key = await backendClient(server, 'system/Patient.rs');
     const added = await server.addClient({
-      name: 'App', auth: { kind: 'jwks', jwks: { keys: [await publicJwkOf(key)] } }, scope: 'launch/patient openid fhirUser patient/*.rs',
+      name: 'App', auth: { kind: 'jwks', jwks: { keys: [await publicJwkOf(key)] } }, scope: 'launch/patient openid fhirUser offline_access patient/*.rs',
     });
     app = { ...key, client_id: added.client_id, redirect_uri: added.redirect_uri };
   });
@@ -66,8 +68,18 @@ describe('statements per request on the hot paths', () => {
     assert.equal(res.status, 200, JSON.stringify(body));
     return body.access_token as string;
   };
+  /** The refresh token of the last code exchange or refresh (each refresh rotates it). */
+  let refreshToken = '';
+  const refresh = async () => {
+    const { res, body } = await tokenRequest(server.issuer, {
+      grant_type: 'refresh_token', refresh_token: refreshToken, client_assertion_type: ASSERTION_TYPE, client_assertion: await appAssertion(),
+    });
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.patient, 'pat-1');
+    refreshToken = body.refresh_token;
+  };
   const codeExchange = async () => {
-    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs' });
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' });
     return async () => {
       const { res, body } = await tokenRequest(server.issuer, {
         grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
@@ -75,6 +87,7 @@ describe('statements per request on the hot paths', () => {
       });
       assert.equal(res.status, 200, JSON.stringify(body));
       assert.equal(body.patient, 'pat-1');
+      refreshToken = body.refresh_token;
     };
   };
   const introspect = async (token: string) => {
@@ -102,6 +115,8 @@ describe('statements per request on the hot paths', () => {
     await measure('client_credentials', async () => { await clientCredentials(); });
     const exchanges = [await codeExchange(), await codeExchange()];
     await measure('authorization-code exchange', () => exchanges.shift()!());
+    await measure('refresh', refresh);
+    await measure('refresh token introspection', () => introspect(refreshToken));
     const token = await clientCredentials();
     await measure('introspection', () => introspect(token));
     await measure('audited /fhir read', () => read(token));
@@ -109,7 +124,7 @@ describe('statements per request on the hot paths', () => {
   });
 
   it('writes nothing of a code exchange whose client assertion was used before: the code stays usable, no ITI-71', async () => {
-    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs' });
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' });
     const used = await appAssertion();
     await clientCredentialsWith(used);
     const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;

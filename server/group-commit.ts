@@ -4,7 +4,7 @@
 // share that transaction. Each submitted item settles with its own outcome.
 import type { Knex } from 'knex';
 import type { Db } from './db.ts';
-import { rawTransaction, type Statements } from './db-statements.ts';
+import { insertValues, rawTransaction, type Statements } from './db-statements.ts';
 
 /** What a kind of write does with the items of one batch; one outcome per item, in order. */
 export interface Outcomes<R> {
@@ -199,4 +199,47 @@ const plainWrites: WriteKind<Knex.QueryBuilder, void> = {
 /** Runs a write (built on `db`, not awaited) in the next group commit; resolves once it is committed. */
 export function commitWrite(db: Db, query: Knex.QueryBuilder): Promise<void> {
   return groupCommitFor(db).submit(plainWrites, query);
+}
+
+/** A row to insert; `tail` (raw SQL with ?/?? bindings, e.g. an ON CONFLICT clause) follows the VALUES. */
+export interface RowInsert {
+  table: string;
+  row: Record<string, unknown>;
+  tail?: string;
+  tailBindings?: readonly unknown[];
+}
+
+/** SQLite takes up to 32766 bindings in a statement; rows of the same table and shape share one INSERT up to this many. */
+const ROWS_PER_INSERT = 100;
+
+/**
+ * Inserts of a batch, one multi-row INSERT per table, columns and tail (the token endpoints' refresh
+ * tokens and token-grant links: N concurrent requests send one statement per table instead of N).
+ */
+const rowInserts: WriteKind<RowInsert, void> = {
+  async write({ q, rows }, inserts) {
+    const shapes = new Map<string, RowInsert[]>();
+    for (const insert of inserts) {
+      const shape = JSON.stringify([insert.table, Object.keys(insert.row), insert.tail ?? '', insert.tailBindings ?? []]);
+      if (!shapes.has(shape)) shapes.set(shape, []);
+      shapes.get(shape)!.push(insert);
+    }
+    for (const same of shapes.values()) {
+      const [{ table, tail, tailBindings }] = same;
+      for (let i = 0; i < same.length; i += ROWS_PER_INSERT) {
+        await rows(insertValues(q, table, same.slice(i, i + ROWS_PER_INSERT).map((insert) => insert.row), tail, tailBindings));
+      }
+    }
+    return { outcomes: inserts.map(() => undefined) };
+  },
+  // Each on its own, so that a failing row fails only the write it belongs to.
+  async writeAlone(db, inserts) {
+    const outcomes = await Promise.all(inserts.map((insert) => rawTransaction(db, (statements) => rowInserts.write(statements, [insert])).then(() => undefined, (err: Error) => err)));
+    return { outcomes };
+  },
+};
+
+/** Inserts a row in the next group commit, in one INSERT with the batch's other rows of the same shape. */
+export function commitInsert(db: Db, insert: RowInsert): Promise<void> {
+  return groupCommitFor(db).submit(rowInserts, insert);
 }

@@ -11,6 +11,13 @@ import { currentFacts } from './token/request.ts';
 import { GRANT_SOURCES, readGrantSource } from './token/grant-source.ts';
 
 
+/** ON CONFLICT clause of an upsert: the stored row takes every column of the new one. */
+const UPDATED = ['payload', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at'];
+const MERGE = {
+  tail: `on conflict (??, ??) do update set ${UPDATED.map(() => '?? = excluded.??').join(', ')}`,
+  tailBindings: ['model', 'id', ...UPDATED.flatMap((column) => [column, column])],
+};
+
 /** Every access token this server issues is a JWT (see the resource server info in token/scope.ts). */
 const JWT_ONLY = new Set(['AccessToken', 'ClientCredentials']);
 
@@ -46,11 +53,10 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
         if (!(await commits.submit(firstUse, row))) throw new errors.InvalidClientAuth(REPLAYED);
         return;
       }
-      const stored = db(TABLE).insert(row).onConflict(['model', 'id']).merge();
       // At the token endpoint (a refresh token), committed with the answer's other writes.
       const facts = currentFacts(db);
-      if (facts?.holdsWrites) return facts.write(stored);
-      await stored;
+      if (facts?.holdsWrites) return facts.write({ table: TABLE, row, ...MERGE });
+      await db(TABLE).insert(row).onConflict(['model', 'id']).merge();
       if (this.model === 'Client') forgetClient(db, id);
     }
 

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import knexFactory from 'knex';
-import { GroupCommit, NotWritten, type WriteKind } from '../../server/group-commit.ts';
+import { commitInsert, GroupCommit, NotWritten, type WriteKind } from '../../server/group-commit.ts';
 import type { Db } from '../../server/db.ts';
 
 describe('group commit', () => {
@@ -148,5 +148,18 @@ describe('group commit', () => {
       await assert.rejects(dependents[0], NotWritten);
       assert.deepEqual(await db('items').pluck('id'), []);
     });
+  });
+
+  it('inserts the rows of a batch with one multi-row INSERT per table and shape, each settling alone', async () => {
+    await db.schema.createTable('links', (t) => { t.string('jti').primary(); t.string('grant_id'); });
+    const statements: string[] = [];
+    db.on('query', (q: { sql: string }) => statements.push(q.sql));
+    const link = (jti: string) => commitInsert(db, { table: 'links', row: { jti, grant_id: 'g' }, tail: 'on conflict (??) do nothing', tailBindings: ['jti'] });
+    await Promise.all([link('a'), link('b'), link('c'), commitInsert(db, { table: 'items', row: { id: 'x' } })]);
+    assert.deepEqual(statements.filter((sql) => /^insert/i.test(sql)).map((sql) => /into [`"](\w+)/.exec(sql)![1]).sort(), ['items', 'links']);
+    assert.deepEqual(await db('links').orderBy('jti').pluck('jti'), ['a', 'b', 'c']);
+    // A row that cannot be written fails alone.
+    const results = await Promise.allSettled([commitInsert(db, { table: 'items', row: { id: 'x' } }), link('d')]);
+    assert.deepEqual(results.map((r) => r.status), ['rejected', 'fulfilled']);
   });
 });

@@ -91,7 +91,7 @@ export function claimsRule({ config, db }: RuleDeps) {
       return backendTokenClaims(config, { iua: facts.b2b, scope: ctx.oidc.params?.scope }, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
     }
     const grant = await facts.grantContext(token.grantId);
-    await facts.write(tokenGrantLink(db, token.jti, token.grantId, nowSeconds() + accessTokenLifetime(config, { backend: false, grant })));
+    await facts.write(tokenGrantLink(token.jti, token.grantId, nowSeconds() + accessTokenLifetime(config, { backend: false, grant })));
     const source = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
     return appTokenClaims(config, await facts.user(token.accountId), grant, { acr: source?.acr, amr: source?.amr });
   };

@@ -8,7 +8,7 @@
 import type { Knex } from 'knex';
 import Provider, { errors, type AdapterPayload } from 'oidc-provider';
 import type { Db } from '../../db.ts';
-import { commitWrite, groupCommitFor } from '../../group-commit.ts';
+import { commitInsert, commitWrite, groupCommitFor, type RowInsert } from '../../group-commit.ts';
 import { firstUse, REPLAYED, type PayloadRow } from '../first-use.ts';
 import { findGrantContext, type GrantContext } from '../launch-store.ts';
 import { findUser, type User } from '../users.ts';
@@ -28,7 +28,7 @@ export class RequestFacts {
   b2b: IheIua | undefined;
   private readonly reads = new Map<string, Promise<unknown>>();
   private readonly grants = new Map<string, AdapterPayload | undefined>();
-  private held: Knex.QueryBuilder[] | undefined;
+  private held: (Knex.QueryBuilder | RowInsert)[] | undefined;
   private firstUses: PayloadRow[] = [];
 
   constructor(private readonly db: Db) {}
@@ -72,11 +72,15 @@ export class RequestFacts {
     this.firstUses.push(row);
   }
 
-  /** Commits `query` with the request's other writes when they are held, at once otherwise. */
-  write(query: Knex.QueryBuilder): Promise<void> {
-    if (!this.held) return commitWrite(this.db, query);
-    this.held.push(query);
+  /** Commits `write` (a query, or a row to insert with the batch's others) with the request's other writes when they are held, at once otherwise. */
+  write(write: Knex.QueryBuilder | RowInsert): Promise<void> {
+    if (!this.held) return this.submit(write);
+    this.held.push(write);
     return Promise.resolve();
+  }
+
+  private submit(write: Knex.QueryBuilder | RowInsert): Promise<void> {
+    return 'table' in write && 'row' in write ? commitInsert(this.db, write as RowInsert) : commitWrite(this.db, write as Knex.QueryBuilder);
   }
 
   /**
@@ -90,7 +94,7 @@ export class RequestFacts {
     this.held = undefined;
     const { guards, dependents } = groupCommitFor(this.db).submitGuarded(
       this.firstUses.splice(0).map((row) => [firstUse, row] as [typeof firstUse, PayloadRow]),
-      () => [...held.map((query) => commitWrite(this.db, query)), ...also()],
+      () => [...held.map((write) => this.submit(write)), ...also()],
     );
     const written = await Promise.allSettled(dependents);
     if (!(await Promise.all(guards)).every(Boolean)) throw new errors.InvalidClientAuth(REPLAYED);

@@ -165,4 +165,21 @@ describe('introspection and revocation', () => {
     assert.equal(again.res.status, 200);
     assert.equal(again.body.active, true);
   });
+
+  it('sees a grant ended by another instance within REVOCATION_CACHE_MS (1 s), though it cached "not revoked"', async () => {
+    const tokens = await launch();
+    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true, 'cached as not revoked');
+    const { jti } = decodeJwt(tokens.access_token).payload;
+    const { grant_id: grantId } = await server.db('token_grants').where({ jti }).first('grant_id');
+    // Another instance ends the grant: straight in the shared database, unknown to this process.
+    await server.db('oidc_payloads').where({ model: 'Grant', id: grantId }).delete();
+    const ended = Date.now();
+    let active = true;
+    while (active && Date.now() - ended < 3000) {
+      active = (await introspect(tokens.access_token, basic(rs))).body.active;
+      if (active) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(active, false);
+    assert.ok(Date.now() - ended <= 1000 + 500, `seen after ${Date.now() - ended} ms`);
+  });
 });

@@ -14,8 +14,11 @@ export interface Outcomes<R> {
 }
 
 export interface WriteKind<T, R> {
-  /** Written before the other kinds of a batch: set for kinds whose outcomes guard other writes (submitGuarded). */
-  readonly guard?: boolean;
+  /**
+   * Set for kinds whose outcomes guard other writes (submitGuarded): they are written before the other
+   * kinds of a batch, lower numbers first.
+   */
+  readonly guard?: number;
   /** Writes the items inside the shared transaction; throwing aborts the transaction. */
   write(statements: Statements, items: T[]): Promise<Outcomes<R>>;
   /**
@@ -40,9 +43,9 @@ interface Pending {
 export class NotWritten extends Error {}
 
 const mayWrite = (p: Pending) => !p.onlyIf || p.onlyIf.every((guard) => guard.outcome === true);
-/** Guards first, so that the writes they guard know their outcomes. */
+/** Guards first, in their order, so that the writes they guard know their outcomes. */
 const guardsFirst = (kinds: Map<WriteKind<unknown, unknown>, Pending[]>) =>
-  [...kinds].sort(([a], [b]) => Number(Boolean(b.guard)) - Number(Boolean(a.guard)));
+  [...kinds].sort(([a], [b]) => (a.guard ?? Infinity) - (b.guard ?? Infinity));
 
 const alone = <T, R>(db: Db, kind: WriteKind<T, R>, items: T[]) =>
   kind.writeAlone ? kind.writeAlone(db, items) : rawTransaction(db, (statements) => kind.write(statements, items));
@@ -87,16 +90,22 @@ export class GroupCommit {
   private guards: Pending[] | undefined;
 
   /**
-   * Submits `guards` (writes of a guard kind whose outcome is true or false) and the writes `dependents`
-   * submits synchronously (directly or through a store), into one batch: the dependents are written in
-   * the same transaction only when every guard's outcome is true; otherwise they settle with NotWritten.
+   * Submits guards (writes of guard kinds, whose outcome is true or false) in stages, and the writes
+   * `dependents` submits synchronously (directly or through a store), into one batch. In its transaction
+   * a stage is written only when every guard of the stages before it is true, and the dependents only
+   * when every guard is; what is not written settles with NotWritten.
    */
-  submitGuarded<T>(guards: [WriteKind<T, boolean>, T][], dependents: () => Promise<unknown>[]): { guards: Promise<boolean>[]; dependents: Promise<unknown>[] } {
-    const submitted = guards.map(([kind, item]) => this.submit(kind, item));
-    const guarding = this.queue.slice(this.queue.length - guards.length);
-    this.guards = guarding.length ? guarding : undefined;
+  submitGuarded(stages: readonly (readonly (readonly [WriteKind<never, boolean>, unknown])[])[], dependents: () => Promise<unknown>[]): { guards: Promise<boolean>[][]; dependents: Promise<unknown>[] } {
+    const guarding: Pending[] = [];
     try {
-      return { guards: submitted, dependents: dependents() };
+      const guards = stages.map((stage) => {
+        this.guards = guarding.length ? [...guarding] : undefined;
+        const submitted = stage.map(([kind, item]) => this.submit(kind as WriteKind<unknown, boolean>, item));
+        guarding.push(...this.queue.slice(this.queue.length - stage.length));
+        return submitted;
+      });
+      this.guards = guarding.length ? guarding : undefined;
+      return { guards, dependents: dependents() };
     } finally {
       this.guards = undefined;
     }
@@ -163,8 +172,8 @@ export class GroupCommit {
           for (const p of pending) p.reject(err as Error);
         }
       };
-      for (const entry of kinds.filter(([kind]) => kind.guard)) await retry(entry);
-      await Promise.all(kinds.filter(([kind]) => !kind.guard).map(retry));
+      for (const entry of kinds.filter(([kind]) => kind.guard !== undefined)) await retry(entry);
+      await Promise.all(kinds.filter(([kind]) => kind.guard === undefined).map(retry));
       return;
     }
     for (const [pending, result] of results) {

@@ -98,9 +98,10 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     }
 
     async consume(id: string): Promise<void> {
-      // At the token endpoint this waits for the answer and shares its commit (see token/request.ts).
-      const consumed = db(TABLE).where({ model: this.model, id }).update({ consumed_at: nowSeconds() });
-      await (currentFacts(db)?.write(consumed) ?? commitWrite(db, consumed));
+      // At the token endpoint, once only and with the answer's other writes, which it guards (token/request.ts).
+      const facts = currentFacts(db);
+      if (facts?.holdsWrites) return facts.consume({ model: this.model, id, at: nowSeconds() });
+      await commitWrite(db, db(TABLE).where({ model: this.model, id }).update({ consumed_at: nowSeconds() }));
     }
 
     async destroy(id: string): Promise<void> {

@@ -14,7 +14,7 @@ export type PayloadRow = Record<string, unknown> & { model: string; id: string }
 
 /** Stores each row's id once and tells which were new; a guard: token writes depend on it (RequestFacts). */
 export const firstUse: WriteKind<PayloadRow, boolean> = {
-  guard: true,
+  guard: 1,
   async write({ q, rows: run }, rows) {
     const first = new Map<string, number>();
     rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });
@@ -22,6 +22,39 @@ export const firstUse: WriteKind<PayloadRow, boolean> = {
     const inserted = await run<{ id: string }>(insertValues(q, PAYLOAD_TABLE, fresh, 'on conflict (??, ??) do nothing returning ??', ['model', 'id', 'id']));
     const stored = new Set(inserted.map((r) => r.id));
     return { outcomes: rows.map((row, i) => first.get(row.id) === i && stored.has(row.id)) };
+  },
+};
+
+/** A code or refresh token to mark consumed at `at` (epoch seconds). */
+export interface Consumption {
+  model: string;
+  id: string;
+  at: number;
+}
+
+export const CONSUMED = 'authorization code or refresh token already used';
+
+/**
+ * Marks codes and refresh tokens consumed and tells which were not consumed yet: single use made atomic
+ * (oidc-provider reads the code, then consumes it; two requests with one code could both read it unused).
+ * A guard after the jtis: a request with a replayed assertion consumes nothing; the token writes of the
+ * request depend on it (RequestFacts).
+ */
+export const consumedOnce: WriteKind<Consumption, boolean> = {
+  guard: 2,
+  async write({ q, rows }, items) {
+    const key = (c: Consumption) => `${c.model}\0${c.id}`;
+    const first = new Map<string, number>();
+    items.forEach((item, i) => { if (!first.has(key(item))) first.set(key(item), i); });
+    const byModel = new Map<string, Consumption[]>();
+    for (const i of first.values()) byModel.set(items[i].model, [...(byModel.get(items[i].model) ?? []), items[i]]);
+    const consumed = new Set<string>();
+    for (const [model, list] of byModel) {
+      const updated = await rows<{ id: string }>(q(PAYLOAD_TABLE).where('model', model).whereIn('id', list.map((c) => c.id))
+        .whereNull('consumed_at').update({ consumed_at: list[0].at }, ['id']));
+      for (const row of updated) consumed.add(`${model}\0${row.id}`);
+    }
+    return { outcomes: items.map((item, i) => first.get(key(item)) === i && consumed.has(key(item))) };
   },
 };
 

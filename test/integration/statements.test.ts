@@ -147,4 +147,20 @@ describe('statements per request on the hot paths', () => {
     const { res } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
     assert.equal(res.status, 400);
   }
+
+  it('exchanges a code once, also when 4 requests with it race (single use is atomic)', async () => {
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' });
+    const exchange = async () => tokenRequest(server.issuer, {
+      grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
+      client_assertion_type: ASSERTION_TYPE, client_assertion: await appAssertion(),
+    });
+    const assertions = await Promise.all([1, 2, 3, 4].map(() => appAssertion()));
+    const results = await Promise.all(assertions.map((assertion) => tokenRequest(server.issuer, {
+      grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
+      client_assertion_type: ASSERTION_TYPE, client_assertion: assertion,
+    })));
+    assert.deepEqual(results.map((r) => r.res.status).sort(), [200, 400, 400, 400]);
+    for (const r of results.filter((r) => r.res.status === 400)) assert.equal(r.body.error, 'invalid_grant');
+    assert.equal((await exchange()).res.status, 400);
+  });
 });

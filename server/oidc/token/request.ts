@@ -9,7 +9,7 @@ import type { Knex } from 'knex';
 import Provider, { errors, type AdapterPayload } from 'oidc-provider';
 import type { Db } from '../../db.ts';
 import { commitInsert, commitWrite, groupCommitFor, type RowInsert } from '../../group-commit.ts';
-import { firstUse, REPLAYED, type PayloadRow } from '../first-use.ts';
+import { CONSUMED, consumedOnce, firstUse, REPLAYED, type Consumption, type PayloadRow } from '../first-use.ts';
 import { findGrantContext, type GrantContext } from '../launch-store.ts';
 import { findUser, type User } from '../users.ts';
 import type { IheIua } from '../../hcs/token-claims.ts';
@@ -30,6 +30,7 @@ export class RequestFacts {
   private readonly grants = new Map<string, AdapterPayload | undefined>();
   private held: (Knex.QueryBuilder | RowInsert)[] | undefined;
   private firstUses: PayloadRow[] = [];
+  private consumptions: Consumption[] = [];
 
   constructor(private readonly db: Db) {}
 
@@ -72,6 +73,11 @@ export class RequestFacts {
     this.firstUses.push(row);
   }
 
+  /** A code or refresh token to consume once; commit() writes the rest only if it was still unused. */
+  consume(consumption: Consumption): void {
+    this.consumptions.push(consumption);
+  }
+
   /** Commits `write` (a query, or a row to insert with the batch's others) with the request's other writes when they are held, at once otherwise. */
   write(write: Knex.QueryBuilder | RowInsert): Promise<void> {
     if (!this.held) return this.submit(write);
@@ -86,18 +92,22 @@ export class RequestFacts {
   /**
    * Submits the request's jtis, its held writes and `also` (writes to the same group commit, such as an
    * audit record, that submit synchronously) together, so that they share one transaction, in which the
-   * writes are made only if every jti was new. Resolves once all are committed; rejects with
-   * invalid_client when a jti was used before, and with the store's error when a write fails.
+   * writes are made only if every jti was new and the code or refresh token still unused. Resolves once
+   * all are committed; rejects with invalid_client when a jti was used before, invalid_grant when the code
+   * or refresh token was, and with the store's error when a write fails.
    */
   async commit(also: () => Promise<unknown>[] = () => []): Promise<void> {
     const held = this.held ?? [];
     this.held = undefined;
-    const { guards, dependents } = groupCommitFor(this.db).submitGuarded(
-      this.firstUses.splice(0).map((row) => [firstUse, row] as [typeof firstUse, PayloadRow]),
+    const jtis = this.firstUses.splice(0);
+    const consumptions = this.consumptions.splice(0);
+    const { guards: [jtisNew, unused], dependents } = groupCommitFor(this.db).submitGuarded(
+      [jtis.map((row) => [firstUse, row] as const), consumptions.map((c) => [consumedOnce, c] as const)],
       () => [...held.map((write) => this.submit(write)), ...also()],
     );
     const written = await Promise.allSettled(dependents);
-    if (!(await Promise.all(guards)).every(Boolean)) throw new errors.InvalidClientAuth(REPLAYED);
+    if (!(await Promise.all(jtisNew)).every(Boolean)) throw new errors.InvalidClientAuth(REPLAYED);
+    if (!(await Promise.all(unused)).every(Boolean)) throw new errors.InvalidGrant(CONSUMED);
     const failed = written.find((w) => w.status === 'rejected');
     if (failed) throw failed.reason;
   }

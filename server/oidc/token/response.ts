@@ -25,14 +25,15 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
       throw err;
     }
     if (ctx.oidc?.route !== 'token' || !facts) return facts?.commit();
-    // A client assertion used before is found only now (its jti is stored with the answer's other writes):
-    // the token made meanwhile is not handed out, and nothing of it was written.
+    // A client assertion used before, or a code or refresh token another request used first, is found only
+    // now (they are stored with the answer's other writes): the token made meanwhile is not handed out, and
+    // nothing of it was written.
     const commit = async (also?: () => Promise<unknown>[]) => {
       try {
         await facts.commit(also);
         return true;
       } catch (err) {
-        if (!(err instanceof errors.InvalidClientAuth)) throw err;
+        if (!(err instanceof errors.InvalidClientAuth || err instanceof errors.InvalidGrant)) throw err;
         ctx.status = err.status;
         ctx.body = { error: err.error, error_description: err.error_description };
         return false;

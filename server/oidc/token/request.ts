@@ -2,9 +2,9 @@
 // (findAccount, the resource and TTL hooks, the token claims, the token response):
 //   - facts, each read at most once: the grant's launch context and the user. At the token endpoint the
 //     adapter reads them with the code or refresh token, in one statement (grant-source.ts);
-//   - at the token endpoint, its writes (the client assertion's jti, consuming the code, linking the token
-//     to its grant): they are held until the answer and committed in one group-commit wait with its audit
-//     record, the jti guarding the rest (commit()).
+//   - at the token endpoint, its writes (the client assertion's jti, consuming the code or refresh token,
+//     the new refresh token, linking the token to its grant): they are held until the answer and committed
+//     in one group-commit wait with its audit record, the jti and the consumption guarding the rest (commit()).
 import type { Knex } from 'knex';
 import Provider, { errors, type AdapterPayload } from 'oidc-provider';
 import type { Db } from '../../db.ts';

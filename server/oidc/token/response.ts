@@ -1,5 +1,7 @@
-// Post-processing of token endpoint responses: the SMART launch context, the caching headers,
-// invalid_client for every assertion failure, and the security alert of an emergency access.
+// The token endpoint's last rule, around oidc-provider's answer: the request's writes held until the answer
+// and committed in one group-commit wait with its ITI-71 record (and the security alert of an emergency
+// access); the SMART launch context in the answer, the caching headers, invalid_client for every assertion
+// failure.
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
 import type { Db } from '../../db.ts';

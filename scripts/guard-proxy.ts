@@ -47,7 +47,7 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
     const [{ databaseAudit }, { openDatabase }, { registeredOrigins }, { patientsOfUser }, { recordFirstUse }] = await Promise.all([
       import('../server/audit/database-sink.ts'), import('../server/db.ts'), import('../server/oidc/client-origins.ts'), import('../server/oidc/users.ts'),
-      import('../server/oidc/adapter.ts'),
+      import('../server/oidc/first-use.ts'),
     ]);
     const db = openDatabase(env.DATABASE_URL);
     const chain = databaseAudit(db);

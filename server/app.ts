@@ -13,7 +13,8 @@ import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
-import { purgeExpiredPayloads, recordFirstUse } from './oidc/adapter.ts';
+import { purgeExpiredPayloads } from './oidc/adapter.ts';
+import { recordFirstUse } from './oidc/first-use.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
 import { createMetrics, type Metrics } from './ops/metrics.ts';
@@ -41,7 +42,8 @@ import { balpAudit, ruleOptions } from './resource-server/rules.ts';
 import { allowOrigins } from './resource-server/cors.ts';
 import { registeredOrigins } from './oidc/client-origins.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
-import type { AuditStore } from './audit/types.ts';
+import type { AuditEvent, AuditStore } from './audit/types.ts';
+import { auditBacklog } from './audit/backlog.ts';
 import { accessAuditEvents } from './audit/balp.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
 import { disclosureRoutes, REPORT_CLIENT } from './portal/disclosures.ts';
@@ -160,15 +162,6 @@ function auditTrailReaders(db: Db) {
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics(db);
-  const host = await createProviderHost(config, db, { onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log });
-  const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
-  // Tokens of this server for its own pages and APIs (launch API), revocation included.
-  const verifyAccessToken = async (token: string) => {
-    const claims = await verifySignature(token);
-    if (boundKey(claims)) throw new InvalidTokenError('a DPoP-bound access token is accepted only with a DPoP proof, at /fhir');
-    if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
-    return claims;
-  };
   // Every signed chain head is also written outside the database: a log line, and wherever auditHeads send it.
   const auditHeads = new Set<(head: SignedHead) => void>();
   const audit = createAuditStore(db, {
@@ -179,11 +172,26 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       for (const send of auditHeads) send(head);
     },
   });
+  // One entrance to the audit chain for the whole server, the token endpoints included.
+  const auditSink = { append: (event: AuditEvent) => audit.append([event]) };
+  // One revocation cache for introspection and /fhir.
+  const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
+  const introspections = auditBacklog(auditSink, config.introspectionAuditBacklog, (message, err) => logger.log('error', message, { err }));
+  const host = await createProviderHost(config, db, {
+    onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log, audit: auditSink, isRevoked, introspections,
+  });
+  const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
+  // Tokens of this server for its own pages and APIs (launch API), revocation included.
+  const verifyAccessToken = async (token: string) => {
+    const claims = await verifySignature(token);
+    if (boundKey(claims)) throw new InvalidTokenError('a DPoP-bound access token is accepted only with a DPoP proof, at /fhir');
+    if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
+    return claims;
+  };
   const readersOfTrail = auditTrailReaders(db);
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
   const { upstreamBase } = fhirServer;
-  const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
   const patients = upstreamPatientDirectory(upstream);
   // The same rules and audit as the module and the proxy (consents are read from the FHIR server itself).
   const guardRules = ruleOptions(fhirServer.upstream, {
@@ -342,7 +350,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       purposeOfUse: [purposeCoding('PATRQT')],
     })),
   }).routes());
-  app.use(bearerIntrospection({ config, db, host }).routes());
+  app.use(bearerIntrospection({ config, db, host, isRevoked, introspections }).routes());
   app.use(guardMiddleware(fhirGuard, guardOptions));
   app.use(providerBodyLimit);
   app.use(host.middleware);

@@ -77,6 +77,8 @@ export interface Config {
   revocationCacheMs: number;
   /** How long client metadata read from the database is reused (changes made elsewhere show within it). */
   clientCacheMs: number;
+  /** Introspection records that may wait for their commit after the answer; beyond that, 503. */
+  introspectionAuditBacklog: number;
   /** PostgreSQL connection pool of this instance. */
   databasePool: PoolSettings;
   /** Seconds the guard waits for the upstream FHIR server. */
@@ -231,6 +233,7 @@ export function loadConfig(env: Env = process.env): Config {
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
     clientCacheMs: integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000),
+    introspectionAuditBacklog: integer(env, 'INTROSPECTION_AUDIT_BACKLOG', 1000, 0, 100_000),
     databasePool: {
       max: integer(env, 'DATABASE_POOL_MAX', DEFAULT_POOL.max, 1, 1000),
       acquireTimeoutMs: integer(env, 'DATABASE_ACQUIRE_TIMEOUT_MS', DEFAULT_POOL.acquireTimeoutMs, 100, 600_000),

@@ -47,15 +47,22 @@ interface PgConnection {
   query(sql: string, bindings: readonly unknown[]): Promise<{ rows: unknown[] }>;
 }
 
-/** Runs `work` in one transaction on a connection of the pool, committing when it resolves. */
+/**
+ * Runs `work` in one transaction on a connection of the pool, committing when it resolves. Each statement
+ * is announced as knex's own `query` event, so that one listener on `db` sees every statement (metrics, tests).
+ */
 export async function rawTransaction<T>(db: Db, work: (statements: Statements) => Promise<T>): Promise<T> {
   const pg = isPg(db);
   const connection: unknown = await db.client.acquireConnection();
-  const exec = pg
+  const run = pg
     ? async (sql: string, bindings: readonly unknown[]) => (await (connection as PgConnection).query(sql, bindings)).rows
     : (sql: string, bindings: readonly unknown[]) => new Promise<unknown[]>((resolve, reject) => {
       (connection as SqliteConnection).all(sql, bindings, (err, rows) => (err ? reject(err) : resolve(rows ?? [])));
     });
+  const exec = (sql: string, bindings: readonly unknown[]) => {
+    db.emit('query', { sql, bindings, raw: true });
+    return run(sql, bindings);
+  };
   const statements: Statements = {
     q: db,
     pg,

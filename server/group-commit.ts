@@ -4,7 +4,7 @@
 // share that transaction. Each submitted item settles with its own outcome.
 import type { Knex } from 'knex';
 import type { Db } from './db.ts';
-import { rawTransaction, type Statements } from './db-statements.ts';
+import { insertValues, rawTransaction, type Statements } from './db-statements.ts';
 
 /** What a kind of write does with the items of one batch; one outcome per item, in order. */
 export interface Outcomes<R> {
@@ -14,6 +14,11 @@ export interface Outcomes<R> {
 }
 
 export interface WriteKind<T, R> {
+  /**
+   * Set for kinds whose outcomes guard other writes (submitGuarded): they are written before the other
+   * kinds of a batch, lower numbers first.
+   */
+  readonly guard?: number;
   /** Writes the items inside the shared transaction; throwing aborts the transaction. */
   write(statements: Statements, items: T[]): Promise<Outcomes<R>>;
   /**
@@ -28,13 +33,34 @@ interface Pending {
   item: unknown;
   resolve(value: unknown): void;
   reject(err: Error): void;
+  /** Written only when each of these was written with the outcome true, in the same transaction. */
+  onlyIf?: Pending[];
+  /** This item's outcome in the transaction being written (known before it commits). */
+  outcome?: unknown;
 }
+
+/** A guarded write that was not written because a guard's outcome was not true. */
+export class NotWritten extends Error {}
+
+const mayWrite = (p: Pending) => !p.onlyIf || p.onlyIf.every((guard) => guard.outcome === true);
+/** Guards first, in their order, so that the writes they guard know their outcomes. */
+const guardsFirst = (kinds: Map<WriteKind<unknown, unknown>, Pending[]>) =>
+  [...kinds].sort(([a], [b]) => (a.guard ?? Infinity) - (b.guard ?? Infinity));
 
 const alone = <T, R>(db: Db, kind: WriteKind<T, R>, items: T[]) =>
   kind.writeAlone ? kind.writeAlone(db, items) : rawTransaction(db, (statements) => kind.write(statements, items));
 
 function settle(batch: Pending[], result: Outcomes<unknown>) {
   batch.forEach((p, i) => (result.outcomes[i] instanceof Error ? p.reject(result.outcomes[i] as Error) : p.resolve(result.outcomes[i])));
+}
+
+/** Writes a kind's items that may be written; the others are left out, with NotWritten as their outcome. */
+async function writeAllowed(kind: WriteKind<unknown, unknown>, pending: Pending[], write: (items: unknown[]) => Promise<Outcomes<unknown>>): Promise<Outcomes<unknown>> {
+  const allowed = pending.filter(mayWrite);
+  const result = allowed.length ? await write(allowed.map((p) => p.item)) : { outcomes: [] };
+  allowed.forEach((p, i) => (p.outcome = result.outcomes[i]));
+  const skipped = new NotWritten('not written: a write it depends on was refused');
+  return { committed: result.committed, outcomes: pending.map((p) => (mayWrite(p) ? p.outcome : skipped)) };
 }
 
 /**
@@ -54,10 +80,35 @@ export class GroupCommit {
 
   submit<T, R>(kind: WriteKind<T, R>, item: T): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      this.queue.push({ kind: kind as WriteKind<unknown, unknown>, item, resolve: resolve as (value: unknown) => void, reject });
+      this.queue.push({ kind: kind as WriteKind<unknown, unknown>, item, resolve: resolve as (value: unknown) => void, reject, onlyIf: this.guards });
       if (this.queue.length >= this.lastBatchSize) this.batchFilled?.();
       this.running ??= this.run();
     });
+  }
+
+  /** The guards of the submitGuarded call in progress. */
+  private guards: Pending[] | undefined;
+
+  /**
+   * Submits guards (writes of guard kinds, whose outcome is true or false) in stages, and the writes
+   * `dependents` submits synchronously (directly or through a store), into one batch. In its transaction
+   * a stage is written only when every guard of the stages before it is true, and the dependents only
+   * when every guard is; what is not written settles with NotWritten.
+   */
+  submitGuarded(stages: readonly (readonly (readonly [WriteKind<never, boolean>, unknown])[])[], dependents: () => Promise<unknown>[]): { guards: Promise<boolean>[][]; dependents: Promise<unknown>[] } {
+    const guarding: Pending[] = [];
+    try {
+      const guards = stages.map((stage) => {
+        this.guards = guarding.length ? [...guarding] : undefined;
+        const submitted = stage.map(([kind, item]) => this.submit(kind as WriteKind<unknown, boolean>, item));
+        guarding.push(...this.queue.slice(this.queue.length - stage.length));
+        return submitted;
+      });
+      this.guards = guarding.length ? guarding : undefined;
+      return { guards, dependents: dependents() };
+    } finally {
+      this.guards = undefined;
+    }
   }
 
   /** Resolves once nothing is queued or being written. */
@@ -101,24 +152,28 @@ export class GroupCommit {
       if (!byKind.has(p.kind)) byKind.set(p.kind, []);
       byKind.get(p.kind)!.push(p);
     }
+    const kinds = guardsFirst(byKind);
     let results: [Pending[], Outcomes<unknown>][] | undefined;
     try {
       results = await rawTransaction(this.db, async (statements) => {
         const done: [Pending[], Outcomes<unknown>][] = [];
-        for (const [kind, pending] of byKind) done.push([pending, await kind.write(statements, pending.map((p) => p.item))]);
+        for (const [kind, pending] of kinds) done.push([pending, await writeAllowed(kind, pending, (items) => kind.write(statements, items))]);
         return done;
       });
     } catch {
-      // Each kind again on its own: the error is then reported to the writes it belongs to.
-      await Promise.all([...byKind].map(async ([kind, pending]) => {
+      // Each kind again on its own (guards first): the error is then reported to the writes it belongs to.
+      for (const p of batch) p.outcome = undefined;
+      const retry = async ([kind, pending]: [WriteKind<unknown, unknown>, Pending[]]) => {
         try {
-          const result = await alone(this.db, kind, pending.map((p) => p.item));
+          const result = await writeAllowed(kind, pending, (items) => alone(this.db, kind, items));
           result.committed?.();
           settle(pending, result);
         } catch (err) {
           for (const p of pending) p.reject(err as Error);
         }
-      }));
+      };
+      for (const entry of kinds.filter(([kind]) => kind.guard !== undefined)) await retry(entry);
+      await Promise.all(kinds.filter(([kind]) => kind.guard === undefined).map(retry));
       return;
     }
     for (const [pending, result] of results) {
@@ -153,4 +208,47 @@ const plainWrites: WriteKind<Knex.QueryBuilder, void> = {
 /** Runs a write (built on `db`, not awaited) in the next group commit; resolves once it is committed. */
 export function commitWrite(db: Db, query: Knex.QueryBuilder): Promise<void> {
   return groupCommitFor(db).submit(plainWrites, query);
+}
+
+/** A row to insert; `tail` (raw SQL with ?/?? bindings, e.g. an ON CONFLICT clause) follows the VALUES. */
+export interface RowInsert {
+  table: string;
+  row: Record<string, unknown>;
+  tail?: string;
+  tailBindings?: readonly unknown[];
+}
+
+/** SQLite takes up to 32766 bindings in a statement; rows of the same table and shape share one INSERT up to this many. */
+const ROWS_PER_INSERT = 100;
+
+/**
+ * Inserts of a batch, one multi-row INSERT per table, columns and tail (the token endpoints' refresh
+ * tokens and token-grant links: N concurrent requests send one statement per table instead of N).
+ */
+const rowInserts: WriteKind<RowInsert, void> = {
+  async write({ q, rows }, inserts) {
+    const shapes = new Map<string, RowInsert[]>();
+    for (const insert of inserts) {
+      const shape = JSON.stringify([insert.table, Object.keys(insert.row), insert.tail ?? '', insert.tailBindings ?? []]);
+      if (!shapes.has(shape)) shapes.set(shape, []);
+      shapes.get(shape)!.push(insert);
+    }
+    for (const same of shapes.values()) {
+      const [{ table, tail, tailBindings }] = same;
+      for (let i = 0; i < same.length; i += ROWS_PER_INSERT) {
+        await rows(insertValues(q, table, same.slice(i, i + ROWS_PER_INSERT).map((insert) => insert.row), tail, tailBindings));
+      }
+    }
+    return { outcomes: inserts.map(() => undefined) };
+  },
+  // Each on its own, so that a failing row fails only the write it belongs to.
+  async writeAlone(db, inserts) {
+    const outcomes = await Promise.all(inserts.map((insert) => rawTransaction(db, (statements) => rowInserts.write(statements, [insert])).then(() => undefined, (err: Error) => err)));
+    return { outcomes };
+  },
+};
+
+/** Inserts a row in the next group commit, in one INSERT with the batch's other rows of the same shape. */
+export function commitInsert(db: Db, insert: RowInsert): Promise<void> {
+  return groupCommitFor(db).submit(rowInserts, insert);
 }

@@ -5,7 +5,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
 import type { Db } from './db.ts';
 import { nowSeconds } from './db.ts';
-import { grantContextOf } from './oidc/request-memo.ts';
+import { factsOf } from './oidc/token/request.ts';
 import { revokeAccessToken } from './oidc/revocation.ts';
 
 /** Each failure an app must handle, and where it shows. */
@@ -62,7 +62,7 @@ export function sandboxRevocation(db: Db) {
   return async function revokeSandboxTokens(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
     await next();
     if (ctx.oidc?.route !== 'token' || ctx.status !== 200) return;
-    const context = await grantContextOf(db, ctx, ctx.oidc.entities.Grant?.jti);
+    const context = await factsOf(db, ctx).grantContext(ctx.oidc.entities.Grant?.jti);
     if (context?.sandboxFailure !== 'token_revoked') return;
     const claims = decodeJwt((ctx.body as { access_token: string }).access_token);
     await revokeAccessToken(db, String(claims.jti), Number(claims.exp));

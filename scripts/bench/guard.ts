@@ -47,7 +47,7 @@ try {
     const url = new URL(base);
     const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
     await warmUp(url.origin, connections, request);
-    results.push([name, await load(url.origin, total, connections, request)]);
+    results.push([name, await load(url.origin, { requests: total }, connections, request)]);
   };
 
   await run('unguarded demo FHIR server (baseline)', upstreamUrl);

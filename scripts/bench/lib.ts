@@ -1,6 +1,6 @@
-// Shared pieces of the benchmarks: a server in its own process, and a small closed-loop HTTP load driver.
+// Shared pieces of the benchmarks: a server in its own process, and the load driver (autocannon).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Agent, request } from 'node:http';
+import autocannon from 'autocannon';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpus, tmpdir } from 'node:os';
@@ -65,6 +65,18 @@ export interface LoadResult {
   statuses: Record<number, number>;
   /** CPU time (all threads) the server process spent per request, in ms, when its pid was given. */
   cpuPerRequest?: number;
+  /** SQL statements the server sent per request, when it counts them (smart-auth's /metrics). */
+  statementsPerRequest?: number;
+  /** The load driver's own CPU time over the run's time (1 = one core busy). */
+  driverCpuShare: number;
+}
+
+/** A running smart-auth server's statement counter (`smart_auth_db_statements_total` of its /metrics). */
+export function statementCounter(url: string): () => Promise<number> {
+  return async () => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    return Number(/^smart_auth_db_statements_total (\d+)/m.exec(text)?.[1] ?? NaN);
+  };
 }
 
 /** CPU time (user + system, all threads) a process has used, in ms (Linux /proc; clock ticks of 10 ms). */
@@ -73,40 +85,62 @@ function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** How much load: a number of requests (for requests that use something up) or a time in seconds. */
+export type Amount = { requests: number } | { seconds: number };
+
+/** Seconds each reusable row is measured (BENCH_SECONDS, default 10); warm-up: BENCH_WARM_UP_SECONDS (default 5). */
+export const benchSeconds = () => Number(process.env.BENCH_SECONDS ?? 10);
+
 /**
- * Sends `total` requests over `connections` keep-alive connections, each connection sending its next
- * request when the previous answer has arrived. `next(i)` builds request number i.
+ * Drives the load with autocannon (closed loop: each of `connections` keep-alive connections sends its
+ * next request when the previous answer has arrived). `next(i)` gives request number i, built beforehand
+ * by the caller, so that the driver only sends; it asks for up to `connections` more than it sends (one
+ * per connection when it starts), so callers build that many spare ones. Measures the server's CPU (when its pid is given), its
+ * SQL statements (when it counts them) and the driver's own CPU share.
  */
-export async function load(baseUrl: string, total: number, connections: number, next: (i: number) => LoadRequest, serverPid?: number): Promise<LoadResult> {
-  const url = new URL(baseUrl);
+export async function load(baseUrl: string, amount: Amount, connections: number, next: (i: number) => LoadRequest, serverPid?: number, statements?: () => Promise<number>): Promise<LoadResult> {
+  const statementsBefore = await statements?.();
   const cpuBefore = serverPid === undefined ? 0 : cpuMs(serverPid);
-  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+  const driverBefore = process.cpuUsage();
+  const started = process.hrtime.bigint();
+  let finished = started;
   const latencies: number[] = [];
   const statuses: Record<number, number> = {};
   let issued = 0;
-  const one = (r: LoadRequest) => new Promise<void>((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const req = request({ host: url.hostname, port: url.port, method: r.method, path: r.path, headers: r.headers, agent }, (res) => {
-      res.resume();
-      res.on('end', () => {
-        latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
-        statuses[res.statusCode!] = (statuses[res.statusCode!] ?? 0) + 1;
-        resolve();
-      });
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon({
+      url: baseUrl,
+      connections,
+      ...('requests' in amount ? { amount: amount.requests } : { duration: amount.seconds }),
+      requests: [{ setupRequest: (request) => {
+        const r = next(issued++);
+        return { ...request, method: r.method, path: r.path, headers: r.headers ?? {}, body: r.body };
+      } }],
+    }, (err, done) => (err ? reject(err) : resolve(done)));
+    // Timed here: autocannon ends a run on its next one-second tick, and its latencies are whole ms.
+    instance.on('response', (_client, status, _bytes, responseTime) => {
+      finished = process.hrtime.bigint();
+      latencies.push(responseTime);
+      statuses[status] = (statuses[status] ?? 0) + 1;
     });
-    req.on('error', reject);
-    req.end(r.body);
   });
-  const start = process.hrtime.bigint();
-  await Promise.all(Array.from({ length: connections }, async () => {
-    while (issued < total) await one(next(issued++));
-  }));
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  agent.destroy();
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
-  const cpuPerRequest = serverPid === undefined ? undefined : (cpuMs(serverPid) - cpuBefore) / total;
-  return { requests: total, seconds, rps: total / seconds, p50: at(0.5), p99: at(0.99), statuses, cpuPerRequest };
+  const seconds = Number(finished - started) / 1e9;
+  const driver = process.cpuUsage(driverBefore);
+  const total = latencies.length;
+  if (result.errors || result.timeouts) statuses[0] = result.errors + result.timeouts;
+  latencies.sort((x, y) => x - y);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  return {
+    requests: total,
+    seconds,
+    rps: total / seconds,
+    p50: at(0.5),
+    p99: at(0.99),
+    statuses,
+    cpuPerRequest: serverPid === undefined ? undefined : (cpuMs(serverPid) - cpuBefore) / total,
+    statementsPerRequest: statements && ((await statements()) - statementsBefore!) / total,
+    driverCpuShare: (driver.user + driver.system) / 1000 / (seconds * 1000),
+  };
 }
 
 /**
@@ -115,9 +149,8 @@ export async function load(baseUrl: string, total: number, connections: number, 
  * requests to 6-7k/s after 9000), so a short warm-up by count compared a cold server with a warm one.
  */
 export async function warmUp(baseUrl: string, connections: number, next: (i: number) => LoadRequest): Promise<void> {
-  const until = Date.now() + 1000 * Number(process.env.BENCH_WARM_UP_SECONDS ?? 5);
-  do await load(baseUrl, 200, connections, next);
-  while (Date.now() < until);
+  const seconds = Number(process.env.BENCH_WARM_UP_SECONDS ?? 5);
+  if (seconds > 0) await load(baseUrl, { seconds }, connections, next);
 }
 
 /** True when the module at `moduleUrl` is the script node was started with. */
@@ -157,7 +190,8 @@ export async function runBenches(what: string, benches: Bench[]): Promise<void> 
     await run.stop();
   }
   const database = process.env.BENCH_DATABASE_URL ? 'PostgreSQL' : 'a SQLite file';
-  if (!printTable(`${what}, ${total} requests per row, ${connections} connections, smart-auth on ${database}, every server in its own process`, rows)) process.exitCode = 1;
+  const amounts = `${total} requests per token row (they use up assertions and codes), ${benchSeconds()} s per introspection and read row after a ${process.env.BENCH_WARM_UP_SECONDS ?? 5} s warm-up`;
+  if (!printTable(`${what}, ${amounts}, ${connections} connections (autocannon), smart-auth on ${database}, every server in its own process`, rows)) process.exitCode = 1;
   console.log(`peak RSS of the smart-auth server under these loads: ${Math.max(...peaks).toFixed(0)} MB (${peaks.map((p) => p.toFixed(0)).join(' MB, ')} MB)`);
 }
 
@@ -171,18 +205,19 @@ function peakRssMb(pid: number): number {
 function printTable(title: string, rows: BenchRow[]): boolean {
   let clean = true;
   const cpu = (r: LoadResult) => (r.cpuPerRequest === undefined ? '' : r.cpuPerRequest.toFixed(2));
-  const cell = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)}/s ${r.p50.toFixed(1).padStart(5)} ${r.p99.toFixed(1).padStart(5)} ${cpu(r).padStart(5)}`;
+  const sql = (r: LoadResult) => (r.statementsPerRequest === undefined ? '' : r.statementsPerRequest.toFixed(2));
+  const cell = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)}/s ${r.p50.toFixed(1).padStart(5)} ${r.p99.toFixed(1).padStart(5)} ${cpu(r).padStart(5)} ${sql(r).padStart(5)} ${(100 * r.driverCpuShare).toFixed(0).padStart(3)}%`;
   console.log(`smart-auth benchmarks: ${title}; Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim()}, ${new Date().toISOString().slice(0, 10)}`);
-  console.log(`${'measure'.padEnd(60)} ${'smart-auth  p50   p99   cpu'.padStart(28)} | ${'baseline  p50   p99   cpu'.padStart(28)} | ratio | baseline`);
+  console.log(`${'measure'.padEnd(60)} ${'smart-auth  p50   p99   cpu   sql  drv'.padStart(39)} | ${'baseline  p50   p99   cpu   sql  drv'.padStart(39)} | ratio | baseline`);
   for (const row of rows) {
-    console.log(`${row.name.padEnd(60)} ${cell(row.result).padStart(28)} | ${cell(row.baseline).padStart(28)} | ${`${(100 * row.result.rps / row.baseline.rps).toFixed(0)}%`.padStart(5)} | ${row.baselineName}`);
+    console.log(`${row.name.padEnd(60)} ${cell(row.result).padStart(39)} | ${cell(row.baseline).padStart(39)} | ${`${(100 * row.result.rps / row.baseline.rps).toFixed(0)}%`.padStart(5)} | ${row.baselineName}`);
     for (const [label, r] of [['smart-auth', row.result], ['baseline', row.baseline]] as const) {
       if (!unexpected(r).length) continue;
       clean = false;
       console.log(`  ! ${label} answered ${JSON.stringify(r.statuses)}: this row does not measure what it says`);
     }
   }
-  console.log('(throughput; p50 and p99 latency in ms; cpu: ms of server CPU per request, all threads)');
+  console.log('(throughput; p50 and p99 latency in ms; cpu: ms of server CPU per request, all threads; sql: SQL statements per request, BEGIN and COMMIT included, where the server counts them; drv: the load driver’s own CPU, % of one core)');
   return clean;
 }
 

@@ -5,22 +5,22 @@
 //     audit trail (every access committed to the hash chain before it is answered);
 //   - the guard proxy with the full rules and the durable audit (into smart-auth's database) in front of
 //     Medplum's in-memory FHIR repository, against that repository unguarded.
-//   node --import tsx scripts/bench/reads.ts [requests=3000] [connections=10]
+//   BENCH_SECONDS=10 node --import tsx scripts/bench/reads.ts [requests=3000] [connections=10]   (reads are timed)
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, startScript } from '../../test/support/processes.ts';
-import { backendToken, isMain, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
+import { backendToken, benchSeconds, isMain, statementCounter, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadResult } from './lib.ts';
 
-export const benchReads: Bench = async (total, connections) => {
+export const benchReads: Bench = async (_total, connections) => {
   const dir = mkdtempSync(join(tmpdir(), 'smart-auth-bench-reads-'));
   const stops: (() => Promise<void>)[] = [];
-  const measure = async (pid: number, base: string, token?: string): Promise<LoadResult> => {
+  const measure = async (pid: number, base: string, token?: string, statements?: () => Promise<number>): Promise<LoadResult> => {
     const url = new URL(base);
     const request = () => ({ method: 'GET', path: `${url.pathname.replace(/\/$/, '')}/Patient/pat-1`, headers: token ? { authorization: `Bearer ${token}` } : undefined });
     await warmUp(url.origin, connections, request);
-    return load(url.origin, total, connections, request, pid);
+    return load(url.origin, { seconds: benchSeconds() }, connections, request, pid, statements);
   };
 
   const store = await startDemoFhirServer(`sqlite:${join(dir, 'store.sqlite')}`);
@@ -56,7 +56,7 @@ export const benchReads: Bench = async (total, connections) => {
   ] as const) {
     // The baseline is measured again before each row, so that both see the same machine.
     const baseline = await measure(store.pid, store.url);
-    rows.push({ name, baselineName, baseline, result: await measure(pid, base, token) });
+    rows.push({ name, baselineName, baseline, result: await measure(pid, base, token, pid === smartAuth.pid ? statementCounter(smartAuth.url) : undefined) });
   }
   rows.push({
     name: 'guard proxy, full rules, durable audit (in front of Medplum)',

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/server.ts';
 import { startScript } from '../../test/support/processes.ts';
-import { assertionSigner, isMain, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadRequest } from './lib.ts';
+import { assertionSigner, benchSeconds, isMain, statementCounter, load, warmUp, registerBenchClients, runBenches, startServerProcess, type Bench, type BenchRow, type LoadRequest } from './lib.ts';
 import { BENCH_CODE_VERIFIER, BENCH_REDIRECT_URI, mintSmartAuthCodes } from './codes.ts';
 
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -23,6 +23,8 @@ const basic = (id: string, secret: string) => ({ authorization: `Basic ${Buffer.
 interface TokenTarget {
   url: string;
   pid: number;
+  /** The server's SQL statement counter, when it has one. */
+  statements?: () => Promise<number>;
   clientCredentials(i: number): LoadRequest;
   /** Codes expire within a minute: they are minted just before the exchanges are measured. */
   codeExchange(): Promise<(i: number) => LoadRequest>;
@@ -60,6 +62,7 @@ async function smartAuthTarget(total: number, stops: (() => Promise<void>)[]): P
   return {
     url: server.url,
     pid: server.pid,
+    statements: statementCounter(server.url),
     clientCredentials: (i) => clientCredentials(backendAssertions[i]),
     codeExchange: async () => codeExchange(await mintSmartAuthCodes(server, clients.app.clientId, total), appAssertions),
     introspection: (i) => post('/introspect', { token: tokens[i % tokens.length] }, rs),
@@ -93,12 +96,15 @@ export const benchTokens: Bench = async (total, connections) => {
   const stops: (() => Promise<void>)[] = [];
   // Client assertions and codes are used up, so their warm-up is a count; introspection warms up for a time (warmUp).
   const warm = Math.min(1500, total);
-  const smartAuth = await smartAuthTarget(total + warm, stops);
-  const bare = await bareProviderTarget(total + warm, stops);
+  // The driver builds one spare request per connection for each run (see load).
+  const spare = connections;
+  const smartAuth = await smartAuthTarget(total + warm + 2 * spare, stops);
+  const bare = await bareProviderTarget(total + warm + 2 * spare, stops);
   const measure = async (target: TokenTarget, request: (i: number) => LoadRequest, reusable: boolean) => {
     if (reusable) await warmUp(target.url, connections, request);
-    else await load(target.url, warm, connections, (i) => request(total + i));
-    return load(target.url, total, connections, request, target.pid);
+    else await load(target.url, { requests: warm }, connections, (i) => request(total + spare + i));
+    // Client assertions and codes are used up: those rows send the `total` requests built for them.
+    return load(target.url, reusable ? { seconds: benchSeconds() } : { requests: total }, connections, request, target.pid, target.statements);
   };
   const rows: BenchRow[] = [];
   for (const [name, pick, reusable] of [

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { User } from '../oidc/users.ts';
-import { appTokenClaims } from '../oidc/token-claims.ts';
+import { appTokenClaims } from '../oidc/token/claims.ts';
 import type { Guard } from '../resource-server/guard.ts';
 import { summarise, type PatientSummary } from './patient-directory.ts';
 import type { FhirBundle, FhirResource } from './types.ts';

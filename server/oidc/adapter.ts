@@ -5,28 +5,21 @@ import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { noteRevocation } from './revocation.ts';
 import { cachedClient, forgetClient } from './client-cache.ts';
-import { commitWrite, groupCommitFor, type WriteKind } from '../group-commit.ts';
-import { insertValues } from '../db-statements.ts';
+import { commitWrite, groupCommitFor } from '../group-commit.ts';
+import { firstUse, PAYLOAD_TABLE as TABLE, REPLAYED } from './first-use.ts';
+import { currentFacts } from './token/request.ts';
+import { GRANT_SOURCES, readGrantSource } from './token/grant-source.ts';
 
-const TABLE = 'oidc_payloads';
 
-type PayloadRow = Record<string, unknown> & { model: string; id: string };
-
-/**
- * Stores each client assertion jti once and tells which were new. The primary key makes "seen this
- * jti" atomic, also across instances (oidc-provider's own check is find-then-save, which races), and
- * group commit lets concurrent token requests share one transaction. Within a batch the first wins.
- */
-const firstUse: WriteKind<PayloadRow, boolean> = {
-  async write({ q, rows: run }, rows) {
-    const first = new Map<string, number>();
-    rows.forEach((row, i) => { if (!first.has(row.id)) first.set(row.id, i); });
-    const fresh = [...first.values()].map((i) => rows[i]);
-    const inserted = await run<{ id: string }>(insertValues(q, TABLE, fresh, 'on conflict (??, ??) do nothing returning ??', ['model', 'id', 'id']));
-    const stored = new Set(inserted.map((r) => r.id));
-    return { outcomes: rows.map((row, i) => first.get(row.id) === i && stored.has(row.id)) };
-  },
+/** ON CONFLICT clause of an upsert: the stored row takes every column of the new one. */
+const UPDATED = ['payload', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at'];
+const MERGE = {
+  tail: `on conflict (??, ??) do update set ${UPDATED.map(() => '?? = excluded.??').join(', ')}`,
+  tailBindings: ['model', 'id', ...UPDATED.flatMap((column) => [column, column])],
 };
+
+/** Every access token this server issues is a JWT (see the resource server info in token/scope.ts). */
+const JWT_ONLY = new Set(['AccessToken', 'ClientCredentials']);
 
 /** `clientCacheMs`: how long client metadata read from the database is reused (see client-cache.ts). */
 export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheMs?: number } = {}) {
@@ -41,6 +34,7 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     }
 
     async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+      if (JWT_ONLY.has(this.model)) throw new Error(`${this.model} is issued as a JWT here and never stored`);
       const row = {
         model: this.model,
         id,
@@ -53,9 +47,15 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
         expires_at: expiresIn ? nowSeconds() + expiresIn : null,
       };
       if (this.model === 'ReplayDetection') {
-        if (!(await commits.submit(firstUse, row))) throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
+        // At the token endpoint, stored with the answer's other writes, which it guards (token/request.ts).
+        const facts = currentFacts(db);
+        if (facts?.holdsWrites) return facts.firstUse(row);
+        if (!(await commits.submit(firstUse, row))) throw new errors.InvalidClientAuth(REPLAYED);
         return;
       }
+      // At the token endpoint (a refresh token), committed with the answer's other writes.
+      const facts = currentFacts(db);
+      if (facts?.holdsWrites) return facts.write({ table: TABLE, row, ...MERGE });
       await db(TABLE).insert(row).onConflict(['model', 'id']).merge();
       if (this.model === 'Client') forgetClient(db, id);
     }
@@ -69,7 +69,19 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     async find(id: string): Promise<AdapterPayload | undefined> {
       // oidc-provider looks a jti up before saving it; the insert alone decides (see firstUse).
       if (this.model === 'ReplayDetection') return undefined;
+      // Introspection looks an opaque token up as each kind in turn; access tokens are JWTs, never stored.
+      if (JWT_ONLY.has(this.model)) return undefined;
       if (this.model === 'Client') return cachedClient(db, id, clientCacheMs, () => this.findStored(id));
+      const facts = currentFacts(db);
+      if (facts && this.model === 'Grant') {
+        const { known, grant } = facts.takeGrant(id);
+        if (known) return grant;
+      }
+      if (facts && GRANT_SOURCES.has(this.model)) {
+        const source = await readGrantSource(db, TABLE, this.model, id);
+        if (source.facts) facts.learn(source.facts);
+        return KnexAdapter.parse(source.row);
+      }
       return this.findStored(id);
     }
 
@@ -86,6 +98,9 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
     }
 
     async consume(id: string): Promise<void> {
+      // At the token endpoint, once only and with the answer's other writes, which it guards (token/request.ts).
+      const facts = currentFacts(db);
+      if (facts?.holdsWrites) return facts.consume({ model: this.model, id, at: nowSeconds() });
       await commitWrite(db, db(TABLE).where({ model: this.model, id }).update({ consumed_at: nowSeconds() }));
     }
 
@@ -99,15 +114,6 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
       noteRevocation();
     }
   };
-}
-
-/**
- * Records `id` under `model` until `expiresAt` (epoch seconds), once: true when it was new. Atomic across
- * instances sharing the database, like the client assertion jtis (the DPoP proof jtis of the bundled guard).
- */
-export function recordFirstUse(db: Db, model: string, id: string, expiresAt: number): Promise<boolean> {
-  const row = { model, id, payload: '{}', grant_id: null, uid: null, user_code: null, account_id: null, client_id: null, expires_at: Math.ceil(expiresAt) };
-  return groupCommitFor(db).submit(firstUse, row);
 }
 
 /** Removes expired rows; consumed rows stay until expiry so refresh-token reuse is still detected. */

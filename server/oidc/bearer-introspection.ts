@@ -7,9 +7,7 @@ import type { Context } from 'koa';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import type { ProviderHost } from './provider-host.ts';
-import { auditIntrospection, introspectToken, verifyOwnAccessToken } from './introspection.ts';
-import { databaseAuditSink } from '../audit/store.ts';
-import { isAccessTokenRevoked } from './revocation.ts';
+import { introspectToken, sendIntrospection, verifyOwnAccessToken, type TokenContext } from './introspection.ts';
 import { bearerToken } from '../resource-server/verify-token.ts';
 import { boundKey } from '../resource-server/dpop.ts';
 import { parseScopes } from '../smart/scopes.ts';
@@ -23,15 +21,14 @@ function refuse(ctx: Context, status: 401 | 403, error: string, description: str
   ctx.body = { error, error_description: description };
 }
 
-export function bearerIntrospection({ config, db, host }: { config: Config; db: Db; host: ProviderHost }): Router {
+export function bearerIntrospection({ config, db, host, isRevoked, introspections }: { config: Config; db: Db; host: ProviderHost } & Pick<TokenContext, 'isRevoked' | 'introspections'>): Router {
   const router = new Router();
-  const audit = databaseAuditSink(db);
   router.post('/introspect', async (ctx, next) => {
     const bearer = bearerToken(ctx.get('authorization'));
     if (!bearer) return next();
     const caller = await verifyOwnAccessToken(bearer, { issuer: config.issuer, keys: host.verificationKeys });
     // A DPoP-bound token is good only with a proof, which this endpoint does not take (RFC 9449).
-    if (!caller || boundKey(caller) || (await isAccessTokenRevoked(db, host.provider, caller.jti!))) {
+    if (!caller || boundKey(caller) || (await isRevoked(caller.jti!))) {
       return refuse(ctx, 401, 'invalid_token', 'the bearer token is not a valid access token of this server');
     }
     const scopes = parseScopes(String(caller.scope ?? '')).scopes;
@@ -41,11 +38,9 @@ export function bearerIntrospection({ config, db, host }: { config: Config; db: 
     await form(ctx, async () => {});
     const sent = (ctx.request.body as Record<string, unknown>).token;
     const token = typeof sent === 'string' ? sent : '';
-    const context = { db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys };
-    const result = await introspectToken(token, context);
-    await auditIntrospection(context, String(caller.client_id), token, result, ctx.ip);
+    const context = { db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys, isRevoked, introspections };
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = result;
+    await sendIntrospection(ctx, context, String(caller.client_id), token, await introspectToken(token, context));
   });
   return router;
 }

@@ -3,27 +3,44 @@
 // ("structured tokens cannot be introspected/revoked"), so these answers are built here, after
 // oidc-provider has authenticated the calling client.
 import type Provider from 'oidc-provider';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { KoaContextWithOIDC, RefreshToken } from 'oidc-provider';
+import type { Context } from 'koa';
 import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { findGrantContext } from './launch-store.ts';
-import { findUser } from './users.ts';
-import { isAccessTokenRevoked, revokeAccessToken } from './revocation.ts';
-import { appTokenClaims } from './token-claims.ts';
+import { factsOf, RequestFacts } from './token/request.ts';
+import { revokeAccessToken } from './revocation.ts';
+import { appTokenClaims } from './token/claims.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
 import type { AuditSink } from '../audit/store.ts';
+import type { AuditBacklog } from '../audit/backlog.ts';
+import { refusedStructuredToken, refusedWithoutCredentials } from './token/provider-answers.ts';
 import { opaqueToken, tokenIntrospected, tokenRevoked } from '../audit/balp.ts';
 
 const tokenRef = (token: string, jti: unknown) => (looksLikeJwt(token) && typeof jti === 'string' ? { jti } : opaqueToken(token));
 
-/** Records an introspection: who asked, about which token, and the answer. */
-export function auditIntrospection(c: Pick<TokenContext, 'audit' | 'issuer'>, callerId: string, token: string, result: Introspection, address?: string) {
-  return c.audit.append(tokenIntrospected({
+/** The record of an introspection: who asked, about which token, and the answer. */
+export function introspectionRecord(c: Pick<TokenContext, 'issuer'>, callerId: string, token: string, result: Introspection, address?: string) {
+  return tokenIntrospected({
     recorded: new Date(), issuer: c.issuer, address, callerId, active: result.active,
     token: token ? tokenRef(token, result.active ? result.jti : undefined) : undefined,
     clientId: result.active ? result.client_id : undefined,
-  }));
+  });
+}
+
+/**
+ * Answers an introspection once its record (ITI-102) is taken: the one record that may be committed after
+ * its answer. When the record cannot be taken (backlog full, store failing), 503 and no answer: fail closed.
+ */
+export async function sendIntrospection(ctx: Context, c: Pick<TokenContext, 'issuer' | 'introspections'>, callerId: string, token: string, answer: Introspection) {
+  if (!(await c.introspections.record(introspectionRecord(c, callerId, token, answer, ctx.ip)))) {
+    ctx.status = 503;
+    ctx.set('Retry-After', '1');
+    ctx.body = { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this introspection now' };
+    return;
+  }
+  ctx.status = 200;
+  ctx.body = answer;
 }
 
 export interface TokenContext {
@@ -34,7 +51,14 @@ export interface TokenContext {
   fhirBase: string;
   provider: Provider;
   keys: JWTVerifyGetKey;
+  /** Whether an access token (its jti) was revoked: cached, see revocationCheck. */
+  isRevoked(jti: string): Promise<boolean>;
+  /** Where introspection records go: committed after the answer, within a bound. */
+  introspections: AuditBacklog;
 }
+
+/** What answering for a token needs (not where it is recorded). */
+type Lookup = Omit<TokenContext, 'audit' | 'introspections'>;
 
 export const INACTIVE = Object.freeze({ active: false });
 
@@ -53,20 +77,26 @@ export async function verifyOwnAccessToken(token: string, c: Pick<TokenContext, 
   }
 }
 
-async function introspectAccessToken(token: string, c: TokenContext): Promise<Introspection> {
+async function introspectAccessToken(token: string, c: Lookup): Promise<Introspection> {
   const payload = await verifyOwnAccessToken(token, c);
-  if (!payload || (await isAccessTokenRevoked(c.db, c.provider, payload.jti!))) return INACTIVE;
+  if (!payload || (await c.isRevoked(payload.jti!))) return INACTIVE;
   // RFC 9449 section 6.2: a bound token introspects with its cnf and token_type DPoP.
   const bound = typeof (payload.cnf as { jkt?: unknown } | undefined)?.jkt === 'string';
   return { ...payload, active: true, client_id: payload.client_id as string, token_type: bound ? 'DPoP' : 'Bearer' };
 }
 
-async function introspectRefreshToken(token: string, c: TokenContext): Promise<Introspection> {
-  const refresh = await c.provider.RefreshToken.find(token);
+/**
+ * A refresh token: `found` when oidc-provider's own introspection already found it valid with a live
+ * grant of the same client and account (its facts then come with it, read in one statement: see
+ * token/grant-source.ts); else it is looked up here.
+ */
+async function introspectRefreshToken(token: string, c: Lookup, found?: { refreshToken: RefreshToken; facts: RequestFacts }): Promise<Introspection> {
+  const refresh = found?.refreshToken ?? await c.provider.RefreshToken.find(token);
   if (!refresh || refresh.isExpired || refresh.consumed || !refresh.grantId) return INACTIVE;
-  if (!(await c.provider.Grant.find(refresh.grantId))) return INACTIVE;
-  const grant = await findGrantContext(c.db, refresh.grantId);
-  const user = refresh.accountId ? await findUser(c.db, refresh.accountId) : undefined;
+  if (!found && !(await c.provider.Grant.find(refresh.grantId))) return INACTIVE;
+  const facts = found?.facts ?? new RequestFacts(c.db);
+  const grant = await facts.grantContext(refresh.grantId);
+  const user = await facts.user(refresh.accountId);
   return {
     active: true,
     client_id: refresh.clientId!,
@@ -81,9 +111,9 @@ async function introspectRefreshToken(token: string, c: TokenContext): Promise<I
   };
 }
 
-export async function introspectToken(token: string, c: TokenContext): Promise<Introspection> {
+export async function introspectToken(token: string, c: Lookup, found?: Parameters<typeof introspectRefreshToken>[2]): Promise<Introspection> {
   if (!token) return INACTIVE;
-  return looksLikeJwt(token) ? introspectAccessToken(token, c) : introspectRefreshToken(token, c);
+  return looksLikeJwt(token) ? introspectAccessToken(token, c) : introspectRefreshToken(token, c, found);
 }
 
 /** Resource servers (registered with `resource_server`) may introspect any token; other clients only their own. */
@@ -103,8 +133,7 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
     const route = ctx.oidc?.route;
     const client = ctx.oidc?.client;
     if (route !== 'introspection' && route !== 'revocation') return;
-    const error = ctx.body as { error?: string; error_description?: string } | undefined;
-    if (!client && error?.error_description === 'no client authentication mechanism provided') {
+    if (refusedWithoutCredentials(ctx)) {
       // RFC 7662 section 2.1: a caller without credentials is unauthorized (401), not a bad request.
       ctx.status = 401;
       ctx.set('WWW-Authenticate', 'Basic realm="introspection", Bearer');
@@ -115,15 +144,14 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
     const token = String(ctx.oidc.params?.token ?? '');
     const context = { ...c, provider: ctx.oidc.provider };
 
-    if (route === 'introspection' && (ctx.status === 200 || (ctx.body as { error?: string })?.error === 'unsupported_token_type')) {
-      const result = await introspectToken(token, context);
+    if (route === 'introspection' && (ctx.status === 200 || refusedStructuredToken(ctx))) {
+      const { RefreshToken: refreshToken, Grant: grant } = ctx.oidc.entities;
+      const result = await introspectToken(token, context, refreshToken && grant ? { refreshToken, facts: factsOf(c.db, ctx) } : undefined);
       const answer = mayIntrospect({ clientId: client.clientId, resourceServer: isResourceServer(client) }, result) ? result : INACTIVE;
-      await auditIntrospection(c, client.clientId, token, answer, ctx.ip);
-      ctx.status = 200;
-      ctx.body = answer;
+      await sendIntrospection(ctx, c, client.clientId, token, answer);
       return;
     }
-    if (route === 'revocation' && (ctx.body as { error?: string })?.error === 'unsupported_token_type') {
+    if (route === 'revocation' && refusedStructuredToken(ctx)) {
       const payload = await verifyOwnAccessToken(token, c);
       // RFC 7009: a client may revoke only its own tokens, and the answer is 200 either way.
       if (payload && payload.client_id === client.clientId) {

@@ -82,13 +82,25 @@ export async function saveGrantContext(db: Db, grantId: string, context: GrantCo
 export async function findGrantContext(db: Db, grantId: string): Promise<GrantContext | undefined> {
   const row = await db('grant_contexts').where('grant_id', grantId).andWhere('expires_at', '>', nowSeconds())
     .first('launch', 'purpose_of_use', 'emergency_reason', 'step_up_amr', 'sandbox_failure');
-  if (!row) return undefined;
+  return row ? toGrantContext(row) : undefined;
+}
+
+export interface GrantContextRow {
+  launch: string;
+  purpose_of_use: string | null;
+  emergency_reason: string | null;
+  step_up_amr?: string | null;
+  sandbox_failure?: string | null;
+}
+
+/** A live `grant_contexts` row as a GrantContext. */
+export function toGrantContext(row: GrantContextRow): GrantContext {
   return {
     launch: JSON.parse(row.launch) as LaunchContext,
-    ...(row.purpose_of_use && { purposeOfUse: row.purpose_of_use as string }),
-    ...(row.emergency_reason && { emergencyReason: row.emergency_reason as string }),
-    ...(row.step_up_amr && { stepUpAmr: String(row.step_up_amr).split(' ') }),
-    ...(row.sandbox_failure && { sandboxFailure: row.sandbox_failure as string }),
+    ...(row.purpose_of_use && { purposeOfUse: row.purpose_of_use }),
+    ...(row.emergency_reason && { emergencyReason: row.emergency_reason }),
+    ...(row.step_up_amr && { stepUpAmr: row.step_up_amr.split(' ') }),
+    ...(row.sandbox_failure && { sandboxFailure: row.sandbox_failure }),
   };
 }
 

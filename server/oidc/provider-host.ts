@@ -46,7 +46,7 @@ export interface ProviderHost {
   close(): void;
 }
 
-export async function createProviderHost(config: Config, db: Db, hooks: Pick<ProviderDeps, 'onTokenIssued' | 'log'> = {}): Promise<ProviderHost> {
+export async function createProviderHost(config: Config, db: Db, hooks: Pick<ProviderDeps, 'onTokenIssued' | 'log' | 'audit' | 'isRevoked' | 'introspections'> = {}): Promise<ProviderHost> {
   const policy = keyPolicy(config);
   await ensureSigningKeys(db, policy);
 

@@ -1,30 +1,32 @@
 // node-oidc-provider configured as a SMART App Launch 2.2 authorization server; each hook says why it is needed.
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
-import { createLocalJWKSet, decodeJwt, type JWK } from 'jose';
+import { createLocalJWKSet, type JWK } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
-import { deleteGrantContext, findEhrLaunch } from './launch-store.ts';
-import { grantContextOf, userOf } from './request-memo.ts';
-import { appTokenClaims, backendTokenClaims } from './token-claims.ts';
-import { requestedPurpose } from '../hcs/purpose-choice.ts';
-import { isEmergency } from '../hcs/policy.ts';
-import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
+import { deleteGrantContext } from './launch-store.ts';
+import { factsOf } from './token/request.ts';
+import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
-import { allowedScopeOf, clientClearanceOf, clientPurposesOf } from './clients.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { jwtTokenEndpoints } from './introspection.ts';
-import { recordTokenGrant } from './revocation.ts';
+import { isAccessTokenRevoked } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
 import { publicJwk } from './keys.ts';
-import { B2bError, iuaFromHl7B2b } from '../smart/hl7-b2b.ts';
+import { clientAssertionRule } from './token/client-assertion.ts';
+import { audienceRule } from './token/audience.ts';
+import { purposeRule } from './token/purpose.ts';
+import { launchRule } from './token/launch.ts';
+import { refreshRule, scopeAndLifetimeRule } from './token/scope.ts';
+import { claimsRule } from './token/claims.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
-import { smartTokenResponse } from './token-response.ts';
+import { smartTokenResponse, TOKEN_PATH } from './token/response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
-import { sandboxRevocation, SHORT_ACCESS_TOKEN_TTL, tokenEndpointFailure } from '../sandbox.ts';
-import { databaseAuditSink } from '../audit/store.ts';
+import { sandboxRevocation } from '../sandbox.ts';
+import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
+import { auditBacklog, type AuditBacklog } from '../audit/backlog.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 import { ACR_VALUES } from '../auth/acr.ts';
 import { signInPolicy, trackSignInSessions } from '../auth/oidc-sessions.ts';
@@ -38,31 +40,16 @@ export interface ProviderDeps {
   /** Told of every access token handed out (metrics). */
   onTokenIssued?: (grantType: string) => void;
   log?: Logger['log'];
+  /** Where the token endpoints' records go: the app's audit store (default: the chain in `db`). */
+  audit?: AuditSink;
+  /** The revocation check introspection uses (default: uncached). */
+  isRevoked?: (jti: string) => Promise<boolean>;
+  /** Takes introspection records committed after the answer (default: a backlog of its own). */
+  introspections?: AuditBacklog;
 }
 
 /** Where failures that cannot fail a request go when no logger is given (the CLI). */
 export const defaultLog: Logger['log'] = (level, message, fields) => console.error(`smart-auth ${level}: ${message}`, fields?.err ?? '');
-
-const isAuthorizationRoute = (ctx: KoaContextWithOIDC) =>
-  ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request';
-
-/** The FHIR base a requested audience names (with or without a trailing slash), if this server issues tokens for it. */
-export function fhirAudience(config: Config, value: string | undefined): string | undefined {
-  if (!value) return undefined;
-  const base = value.replace(/\/$/, '');
-  return config.fhirAudiences.includes(base) ? base : undefined;
-}
-
-/** Every requested scope token, as sent: oidc-provider drops offline_access unless prompt=consent (OIDC Core 11). */
-function rawRequestedScope(ctx: KoaContextWithOIDC): string {
-  // A pushed request (PAR) arrives as a request object that oidc-provider made from the pushed parameters.
-  const pushed = (ctx.oidc.entities.PushedAuthorizationRequest as { request?: string } | undefined)?.request;
-  if (pushed) return String(decodeJwt(pushed).scope ?? '');
-  const query = ctx.query.scope;
-  const body = (ctx.oidc.body as Record<string, unknown> | undefined)?.scope;
-  const raw = typeof body === 'string' ? body : typeof query === 'string' ? query : '';
-  return raw;
-}
 
 const REGISTRATION_PATH = '/register';
 const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
@@ -89,7 +76,22 @@ function registrationCeiling(ctx: KoaContextWithOIDC | undefined): Privileges | 
   return undefined;
 }
 
-export function createProvider({ config, db, jwks, onTokenIssued, log = defaultLog }: ProviderDeps): Provider {
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, db, jwks, onTokenIssued, log = defaultLog, audit = databaseAuditSink(db) } = deps;
+  // SMART's token rules (server/oidc/token/), in the order oidc-provider consults them. Each request's
+  // facts (grant context, user, emergency flag, hl7-b2b attributes) are loaded once, in its RequestFacts.
+  const rules = {
+    // /authorize
+    audience: audienceRule({ config, db }), //          aud is a FHIR server served here; state; offline_access kept
+    purpose: purposeRule({ config, db }), //            a purpose of use asked up front, never an emergency one
+    launch: launchRule({ config, db }), //              an EHR launch id that is known and this app's
+    // /token
+    clientAssertion: clientAssertionRule({ config, db }), // SMART's assertion rules; hl7-b2b parsed once
+    scopeAndLifetime: scopeAndLifetimeRule({ config, db }), // granted scope, audience, lifetime (emergency rule)
+    refresh: refreshRule({ config, db }), //            a refresh token for offline/online_access, never for emergencies
+    claims: claimsRule({ config, db }), //              launch context, user, HCS attributes; the token's grant link
+    response: smartTokenResponse(db, config.issuer, audit, onTokenIssued), // context in the answer; ITI-71; one commit
+  };
   // Outside production, apps and backend services on this machine may publish their keys on http://localhost.
   const clientJwks = createClientJwksPolicy({ allowLoopback: !config.production });
   const configuration: Configuration = {
@@ -103,7 +105,7 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
     },
     routes: {
       authorization: '/authorize',
-      token: '/token',
+      token: TOKEN_PATH,
       jwks: '/jwks',
       introspection: '/introspect',
       revocation: '/revoke',
@@ -169,72 +171,13 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
         async useGrantedResource() {
           return true;
         },
-        async getResourceServerInfo(ctx, resource, client) {
-          const audience = fhirAudience(config, resource);
-          if (!audience) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
-          const backend = ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials';
-          const scope = grantableScope({
-            requested: [
-              ctx.oidc.params?.scope as string | undefined,
-              ctx.oidc.entities.AuthorizationCode?.scope,
-              ctx.oidc.entities.RefreshToken?.scope,
-            ],
-            allowed: allowedScopeOf(client),
-            backend,
-          });
-          if (backend && !scope) throw new errors.InvalidScope('none of the requested scopes is allowed for this client', String(ctx.oidc.params?.scope ?? ''));
-          const grantId = ctx.oidc.entities.AuthorizationCode?.grantId ?? ctx.oidc.entities.RefreshToken?.grantId;
-          const context = await grantContextOf(db, ctx, grantId);
-          const emergency = Boolean(context?.emergencyReason);
-          const sandboxFailure = config.demo ? context?.sandboxFailure : undefined;
-          const refused = ctx.oidc.route === 'token' ? tokenEndpointFailure(sandboxFailure, ctx.oidc.params?.grant_type) : undefined;
-          if (refused) throw new errors.InvalidGrant(refused);
-          const appTtl = sandboxFailure === 'token_expires' ? SHORT_ACCESS_TOKEN_TTL : config.accessTokenTtl;
-          return {
-            scope,
-            audience,
-            accessTokenFormat: 'jwt',
-            accessTokenTTL: backend ? config.backendTokenTtl : emergency ? config.btgTokenTtl : appTtl,
-            jwt: { sign: { alg: config.accessTokenAlg } },
-          };
-        },
+        getResourceServerInfo: rules.scopeAndLifetime,
       },
     },
     extraParams: {
-      async aud(ctx, value) {
-        if (!isAuthorizationRoute(ctx)) return;
-        // SMART App Launch 2.2 requires state (CSRF protection of the redirect).
-        if (!ctx.oidc.params?.state) throw new errors.InvalidRequest('state is required');
-        const params = ctx.oidc.params!;
-        // PAR (RFC 9126): oidc-provider keeps the pushed parameters as a request object whose JWT `aud` is the
-        // issuer, so SMART's aud travels as `resource` (RFC 8707, which SMART allows as its synonym).
-        const pushed = ctx.oidc.route === 'authorization' && Boolean(ctx.oidc.entities.PushedAuthorizationRequest);
-        const smartAud = pushed ? (params.resource as string | undefined) : value;
-        if (!smartAud) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
-        if (!fhirAudience(config, smartAud)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
-        if (ctx.oidc.route === 'pushed_authorization_request') params.resource ??= smartAud;
-        params.aud = smartAud;
-        // Re-add offline_access, which oidc-provider drops unless prompt=consent; SMART apps never send prompt.
-        const requested = rawRequestedScope(ctx).split(' ');
-        const current = new Set(String(params.scope ?? '').split(' ').filter(Boolean));
-        if (requested.includes('offline_access') && ctx.oidc.client?.grantTypeAllowed('refresh_token')) current.add('offline_access');
-        params.scope = [...current].join(' ');
-      },
-      // An app may ask for a purpose of use up front; the consent step decides whether the user may have it.
-      async purpose_of_use(ctx, value) {
-        if (!isAuthorizationRoute(ctx)) return;
-        const requested = requestedPurpose(String(ctx.oidc.params?.scope ?? ''), value);
-        if (requested.error) throw new errors.InvalidRequest(requested.error);
-        if (requested.code && isEmergency(config.policy, requested.code)) {
-          throw new errors.InvalidRequest(`an app cannot ask for ${requested.code}: only the person can choose an emergency access`);
-        }
-      },
-      async launch(ctx, value, client) {
-        if (!isAuthorizationRoute(ctx) || value === undefined) return;
-        const launch = await findEhrLaunch(db, String(value));
-        if (!launch) throw new errors.InvalidRequest('launch is unknown, expired or already used');
-        if (launch.clientId && launch.clientId !== client?.clientId) throw new errors.InvalidRequest('launch was issued for another app');
-      },
+      aud: rules.audience,
+      purpose_of_use: rules.purpose,
+      launch: rules.launch,
     },
     interactions: {
       // oidc-provider's prompts, with sign-in sessions that can end and acr levels that can be asked for.
@@ -248,14 +191,10 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
       return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
     },
     expiresWithSession: async () => false,
-    async issueRefreshToken(ctx, client, code) {
-      if (!client.grantTypeAllowed('refresh_token') || !(code.scopes.has('offline_access') || code.scopes.has('online_access'))) return false;
-      // Emergency (break-the-glass) access is never refreshed.
-      return !(await grantContextOf(db, ctx, code.grantId))?.emergencyReason;
-    },
+    issueRefreshToken: rules.refresh,
     rotateRefreshToken: true,
     async findAccount(ctx, id) {
-      const user = await userOf(db, ctx, id);
+      const user = await factsOf(db, ctx).user(id);
       if (!user || user.disabled) return undefined;
       return {
         accountId: user.id,
@@ -268,44 +207,8 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
         },
       };
     },
-    async extraTokenClaims(ctx, token) {
-      const grantId = (token as { grantId?: string }).grantId;
-      if (!grantId) {
-        const client = ctx.oidc.client;
-        return backendTokenClaims(config, ctx.oidc.params ?? {}, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
-      }
-      const grant = await grantContextOf(db, ctx, grantId);
-      const lifetime = grant?.emergencyReason ? config.btgTokenTtl : config.accessTokenTtl;
-      await recordTokenGrant(db, token.jti, grantId, Math.floor(Date.now() / 1000) + lifetime);
-      const account = (token as { accountId?: string }).accountId;
-      const signIn = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
-      return appTokenClaims(config, await userOf(db, ctx, account), grant, { acr: signIn?.acr, amr: signIn?.amr });
-    },
-    // SMART's rules for client assertions beyond RFC 7523 (oidc-provider has checked signature, iss, exp, jti).
-    async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
-      const fail = (message: string) => {
-        throw new errors.InvalidClientAuth(message);
-      };
-      if (header.typ !== 'JWT') fail('the client assertion header must have typ "JWT"');
-      if (!header.kid) fail('the client assertion header must have a kid');
-      if (claims.sub !== client.clientId) fail('the client assertion sub must equal iss, the client_id');
-      const tokenEndpoint = `${config.issuer}/token`;
-      const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-      if (aud.length !== 1 || (aud[0] !== tokenEndpoint && aud[0] !== (ctx.oidc.urlFor as (name: string) => string)('token'))) {
-        fail(`the client assertion aud must be the token endpoint ${tokenEndpoint}`);
-      }
-      if (header.jku !== undefined && header.jku !== client.jwksUri) fail('the client assertion jku must equal the registered jwks_uri');
-      if (Number(claims.exp) - Math.floor(Date.now() / 1000) > 300) fail('client assertion exp must be at most 5 minutes in the future');
-      const b2b = (claims.extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
-      if (b2b !== undefined) {
-        try {
-          iuaFromHl7B2b(b2b);
-        } catch (err) {
-          if (err instanceof B2bError) fail(err.message);
-          throw err;
-        }
-      }
-    },
+    extraTokenClaims: rules.claims,
+    assertJwtClientAuthClaimsAndHeader: rules.clientAssertion,
     clientBasedCORS(_ctx, origin, client) {
       return (client.redirectUris ?? []).some((uri) => URL.parse(uri)?.origin === origin);
     },
@@ -333,10 +236,11 @@ export function createProvider({ config, db, jwks, onTokenIssued, log = defaultL
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
   clientJwks.install(provider);
-  const audit = databaseAuditSink(db);
-  provider.use(smartTokenResponse(db, config.issuer, audit, onTokenIssued));
+  provider.use(rules.response);
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
+    isRevoked: deps.isRevoked ?? ((jti) => isAccessTokenRevoked(db, provider, jti)),
+    introspections: deps.introspections ?? auditBacklog(audit, config.introspectionAuditBacklog, (message, err) => log('error', message, { err })),
   }));
   provider.use(scopeInRegistrationResponses);
   // The validator that checks privileges is synchronous: look the initial access token's privileges up first.

@@ -3,10 +3,11 @@
 import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { commitWrite } from '../group-commit.ts';
+import type { RowInsert } from '../group-commit.ts';
 
-export async function recordTokenGrant(db: Db, jti: string, grantId: string, expiresAt: number): Promise<void> {
-  await commitWrite(db, db('token_grants').insert({ jti, grant_id: grantId, expires_at: expiresAt }).onConflict('jti').ignore());
+/** The row linking an access token to its grant (to be committed by the caller: see RequestFacts.write). */
+export function tokenGrantLink(jti: string, grantId: string, expiresAt: number): RowInsert {
+  return { table: 'token_grants', row: { jti, grant_id: grantId, expires_at: expiresAt }, tail: 'on conflict (??) do nothing', tailBindings: ['jti'] };
 }
 
 export async function revokeAccessToken(db: Db, jti: string, expiresAt: number): Promise<void> {

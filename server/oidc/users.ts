@@ -54,7 +54,7 @@ export class UserError extends Error {
   override name = 'UserError';
 }
 
-interface UserRow {
+export interface UserRow {
   id: string;
   username: string;
   password_hash: string;
@@ -64,7 +64,8 @@ interface UserRow {
   disabled: number | boolean;
 }
 
-const toUser = (row: UserRow): User => ({
+/** A `users` row as a User (`password_hash` is not needed). */
+export const toUser = (row: Omit<UserRow, 'password_hash'>): User => ({
   id: row.id,
   username: row.username,
   name: row.name,

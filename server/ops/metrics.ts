@@ -31,6 +31,10 @@ export function createMetrics(db: Db): Metrics {
   const tokens = new Counter({ name: 'smart_auth_tokens_issued_total', help: 'Access tokens issued by grant type', labelNames: ['grant_type'], registers: [registry] });
   const guardDecisions = new Counter({ name: 'smart_auth_guard_decisions_total', help: 'Guarded FHIR requests by interaction and outcome (allowed, refused, failed)', labelNames: ['interaction', 'outcome'], registers: [registry] });
   const auditWrites = new Histogram({ name: 'smart_auth_audit_write_seconds', help: 'Time to store the audit records of one access durably', labelNames: ['result'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry] });
+  // Every SQL statement, those of knex and of the group commit's raw transactions (see db-statements.ts):
+  // the benchmarks divide it by their requests.
+  const statements = new Counter({ name: 'smart_auth_db_statements_total', help: 'SQL statements sent to the database', registers: [registry] });
+  db.on('query', () => statements.inc());
   new Gauge({
     name: 'smart_auth_db_pool_connections', help: 'Database pool connections by state', labelNames: ['state'], registers: [registry],
     collect() {

@@ -5,6 +5,7 @@ import { generateKeyPair, SignJWT, base64url } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { decodeJwt, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
+import { auditEvents } from '../../server/audit/store.ts';
 
 describe('backend services (client_credentials, private_key_jwt)', () => {
   let server: TestServer;
@@ -136,6 +137,19 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
     const results = await Promise.all(Array.from({ length: 8 }, send));
     assert.deepEqual(results.map((r) => r.res.status).sort(), [200, 401, 401, 401, 401, 401, 401, 401]);
     assert.equal((await send()).res.status, 401);
+  });
+
+  it('records the issuance (ITI-71) of the one token a replayed assertion got, and of none of the refused', async () => {
+    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;
+    const before = await issued();
+    const assertion = await es.assertion();
+    const send = () => tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
+    const results = await Promise.all(Array.from({ length: 4 }, send));
+    const refused = results.filter((r) => r.res.status === 401);
+    assert.equal(refused.length, 3);
+    for (const { body } of refused) assert.deepEqual(Object.keys(body).sort(), ['error', 'error_description']);
+    assert.equal(refused[0].body.error, 'invalid_client');
+    assert.equal(await issued(), before + 1);
   });
 
   it('carries hl7-b2b claims into the token as IHE IUA attributes', async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { backendClient, ASSERTION_TYPE } from '../support/backend.ts';
+import { groupCommitFor } from '../../server/group-commit.ts';
 
 describe('introspection and revocation', () => {
   let server: TestServer;
@@ -139,5 +140,46 @@ describe('introspection and revocation', () => {
     });
     assert.equal(res.status, 200);
     assert.equal((await introspect(body.access_token, basic(rs))).body.active, false);
+  });
+
+  it('answers 503 and no answer while the audit store cannot take the record, and recovers (ITI-102 fails closed)', async () => {
+    const tokens = await launch();
+    const pg = process.env.TEST_DATABASE === 'postgres';
+    // The store starts refusing every record (on PostgreSQL a check constraint new rows cannot meet).
+    await server.db.raw(pg
+      ? 'alter table audit_events add constraint refuse_all check (seq < 0) not valid'
+      : "create trigger refuse_all before insert on audit_events begin select raise(abort, 'audit store down'); end");
+    try {
+      // Taken before its commit fails; the failure is then known.
+      await introspect(tokens.access_token, basic(rs));
+      await groupCommitFor(server.db).idle();
+      const { res, body } = await introspect(tokens.access_token, basic(rs));
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.get('retry-after'), '1');
+      assert.deepEqual(Object.keys(body).sort(), ['error', 'error_description']);
+      assert.equal(body.error, 'temporarily_unavailable');
+    } finally {
+      await server.db.raw(pg ? 'alter table audit_events drop constraint refuse_all' : 'drop trigger refuse_all');
+    }
+    const again = await introspect(tokens.access_token, basic(rs));
+    assert.equal(again.res.status, 200);
+    assert.equal(again.body.active, true);
+  });
+
+  it('sees a grant ended by another instance within REVOCATION_CACHE_MS (1 s), though it cached "not revoked"', async () => {
+    const tokens = await launch();
+    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true, 'cached as not revoked');
+    const { jti } = decodeJwt(tokens.access_token).payload;
+    const { grant_id: grantId } = await server.db('token_grants').where({ jti }).first('grant_id');
+    // Another instance ends the grant: straight in the shared database, unknown to this process.
+    await server.db('oidc_payloads').where({ model: 'Grant', id: grantId }).delete();
+    const ended = Date.now();
+    let active = true;
+    while (active && Date.now() - ended < 3000) {
+      active = (await introspect(tokens.access_token, basic(rs))).body.active;
+      if (active) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(active, false);
+    assert.ok(Date.now() - ended <= 1000 + 500, `seen after ${Date.now() - ended} ms`);
   });
 });

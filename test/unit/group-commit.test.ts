@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import knexFactory from 'knex';
-import { GroupCommit, type WriteKind } from '../../server/group-commit.ts';
+import { commitInsert, GroupCommit, NotWritten, type WriteKind } from '../../server/group-commit.ts';
 import type { Db } from '../../server/db.ts';
 
 describe('group commit', () => {
@@ -106,5 +106,71 @@ describe('group commit', () => {
       await writer.submit(insertOnce, 'b');
       assert.deepEqual(batches, [['a'], ['b']]);
     });
+  });
+
+  describe('guarded writes (a token request: its jti guards its other writes)', () => {
+    /** A guard kind: true when the id was new. */
+    const isNew: WriteKind<string, boolean> = {
+      guard: 1,
+      async write({ q, rows }, ids) {
+        transactions++;
+        const inserted = new Set((await rows<{ id: string }>(q('items').insert([...new Set(ids)].map((id) => ({ id }))).onConflict('id').ignore().returning('id'))).map((r) => r.id));
+        return { outcomes: ids.map((id) => inserted.has(id)) };
+      },
+    };
+
+    it('writes the dependents in the same transaction when every guard is true', async () => {
+      const writer = new GroupCommit(db);
+      const { guards, dependents } = writer.submitGuarded([[[isNew, 'jti-1'], [isNew, 'jti-2']]], () => [writer.submit(insertOnce, 'record-1')]);
+      assert.deepEqual(await Promise.all(guards[0]), [true, true]);
+      assert.deepEqual(await Promise.all(dependents), ['record-1']);
+      assert.equal(transactions, 2, 'one transaction: each kind writes once in it');
+      assert.deepEqual(await db('items').orderBy('id').pluck('id'), ['jti-1', 'jti-2', 'record-1']);
+    });
+
+    it('writes none of the dependents when a guard is false, and leaves other writes of the batch alone', async () => {
+      await db('items').insert({ id: 'jti-used' });
+      const writer = new GroupCommit(db);
+      // Another request's write arrives first in the same batch: the guard still runs before its kind.
+      const other = writer.submit(insertOnce, 'other');
+      const { guards, dependents } = writer.submitGuarded([[[isNew, 'jti-new'], [isNew, 'jti-used']]], () => [writer.submit(insertOnce, 'record-2')]);
+      assert.deepEqual(await Promise.all(guards[0]), [true, false]);
+      await assert.rejects(dependents[0], NotWritten);
+      assert.equal(await other, 'other');
+      assert.deepEqual(await db('items').orderBy('id').pluck('id'), ['jti-new', 'jti-used', 'other']);
+    });
+
+    it('writes a later stage of guards only when the earlier one is true', async () => {
+      await db('items').insert({ id: 'jti-used' });
+      const writer = new GroupCommit(db);
+      const later: WriteKind<string, boolean> = { ...isNew, guard: 2 };
+      const { guards, dependents } = writer.submitGuarded([[[isNew, 'jti-used']], [[later, 'code-1']]], () => [writer.submit(insertOnce, 'record-4')]);
+      assert.deepEqual(await Promise.all(guards[0]), [false]);
+      await assert.rejects(guards[1][0], NotWritten);
+      await assert.rejects(dependents[0], NotWritten);
+      assert.deepEqual(await db('items').pluck('id'), ['jti-used'], 'the code is not consumed');
+    });
+
+    it('writes none of the dependents when the guard cannot be written (fail closed)', async () => {
+      const writer = new GroupCommit(db);
+      const failing: WriteKind<string, boolean> = { guard: 1, write: broken.write as WriteKind<string, boolean>['write'] };
+      const { guards, dependents } = writer.submitGuarded([[[failing, 'x']]], () => [writer.submit(insertOnce, 'record-3')]);
+      await assert.rejects(guards[0][0]);
+      await assert.rejects(dependents[0], NotWritten);
+      assert.deepEqual(await db('items').pluck('id'), []);
+    });
+  });
+
+  it('inserts the rows of a batch with one multi-row INSERT per table and shape, each settling alone', async () => {
+    await db.schema.createTable('links', (t) => { t.string('jti').primary(); t.string('grant_id'); });
+    const statements: string[] = [];
+    db.on('query', (q: { sql: string }) => statements.push(q.sql));
+    const link = (jti: string) => commitInsert(db, { table: 'links', row: { jti, grant_id: 'g' }, tail: 'on conflict (??) do nothing', tailBindings: ['jti'] });
+    await Promise.all([link('a'), link('b'), link('c'), commitInsert(db, { table: 'items', row: { id: 'x' } })]);
+    assert.deepEqual(statements.filter((sql) => /^insert/i.test(sql)).map((sql) => /into [`"](\w+)/.exec(sql)![1]).sort(), ['items', 'links']);
+    assert.deepEqual(await db('links').orderBy('jti').pluck('jti'), ['a', 'b', 'c']);
+    // A row that cannot be written fails alone.
+    const results = await Promise.allSettled([commitInsert(db, { table: 'items', row: { id: 'x' } }), link('d')]);
+    assert.deepEqual(results.map((r) => r.status), ['rejected', 'fulfilled']);
   });
 });

@@ -1,0 +1,88 @@
+// The token endpoint's last rule, around oidc-provider's answer: the request's writes held until the answer
+// and committed in one group-commit wait with its ITI-71 record (and the security alert of an emergency
+// access); the SMART launch context in the answer, the caching headers, invalid_client for every assertion
+// failure.
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import { decodeJwt } from 'jose';
+import type { Db } from '../../db.ts';
+import { factsOf } from './request.ts';
+import { refusedMalformedAssertion } from './provider-answers.ts';
+import type { AuditSink } from '../../audit/store.ts';
+import { accessTokenIssued, emergencyOverrideStarted } from '../../audit/balp.ts';
+import { codingList } from '../../hcs/codes.ts';
+
+/** The token endpoint's path inside the provider (its `routes.token`). */
+export const TOKEN_PATH = '/token';
+
+export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onIssued?: (grantType: string) => void) {
+  return async function smartTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
+    // The token endpoint's writes wait for its answer (see RequestFacts.commit).
+    const facts = ctx.method === 'POST' && ctx.path === TOKEN_PATH ? factsOf(db, ctx) : undefined;
+    facts?.holdWrites();
+    try {
+      await next();
+    } catch (err) {
+      // What the request wrote before it failed (a consumed code) is still committed.
+      await facts?.commit();
+      throw err;
+    }
+    if (ctx.oidc?.route !== 'token' || !facts) return facts?.commit();
+    // A client assertion used before, or a code or refresh token another request used first, is found only
+    // now (they are stored with the answer's other writes): the token made meanwhile is not handed out, and
+    // nothing of it was written.
+    const commit = async (also?: () => Promise<unknown>[]) => {
+      try {
+        await facts.commit(also);
+        return true;
+      } catch (err) {
+        if (!(err instanceof errors.InvalidClientAuth || err instanceof errors.InvalidGrant)) throw err;
+        ctx.status = err.status;
+        ctx.body = { error: err.error, error_description: err.error_description };
+        return false;
+      }
+    };
+    // SMART requires both; oidc-provider sends only Cache-Control: no-store.
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Pragma', 'no-cache');
+    // SMART: every client assertion failure is invalid_client, also one that is not a JWT at all.
+    if (refusedMalformedAssertion(ctx)) {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' };
+    }
+    if (ctx.status !== 200) return void (await commit());
+    const body = ctx.body as { access_token: string; scope?: string; expires_in?: number };
+    const claims = decodeJwt(body.access_token);
+    const grant = ctx.oidc.entities.Grant;
+    const context = await facts.grantContext(grant?.jti);
+    const user = await facts.user(grant?.accountId);
+    const auditUser = user && { sub: user.id, name: user.name, roles: user.attributes.roles ?? [], organization: user.attributes.organization, organizationId: user.attributes.organizationId };
+    const iua = (claims.extensions as { ihe_iua?: { purpose_of_use?: unknown } } | undefined)?.ihe_iua;
+    // Issuing a token is recorded before it is handed out (IHE IUA ITI-71), and so is the security alert
+    // of an emergency access, in the same commit as the request's other writes (the consumed code, the
+    // token's grant link); if that fails, the token is not handed out.
+    const records = [accessTokenIssued({
+      recorded: new Date(), issuer, address: ctx.ip,
+      clientId: String(ctx.oidc.client?.clientId), grantType: String(ctx.oidc.params?.grant_type), scope: body.scope ?? '',
+      jti: String(claims.jti), user: auditUser, patient: context?.launch.patient, purposeOfUse: codingList(iua?.purpose_of_use), expiresIn: body.expires_in,
+    })];
+    if (context?.emergencyReason && context.purposeOfUse && grant) {
+      records.push(emergencyOverrideStarted({
+        issuer,
+        recorded: new Date(),
+        user: { sub: String(grant.accountId), name: user?.name, roles: user?.attributes.roles ?? [] },
+        clientId: String(grant.clientId),
+        purpose: context.purposeOfUse,
+        reason: context.emergencyReason,
+        jti: String(claims.jti),
+        patient: context.launch.patient,
+        address: ctx.ip,
+        amr: Array.isArray(claims.amr) ? (claims.amr as string[]) : undefined,
+        stepUpAmr: context.stepUpAmr,
+      }));
+    }
+    if (!(await commit(() => records.map((record) => audit.append(record))))) return;
+    onIssued?.(String(ctx.oidc.params?.grant_type));
+    // Standard members win: the context never overwrites a token field.
+    if (context) ctx.body = { ...context.launch, ...body };
+  };
+}

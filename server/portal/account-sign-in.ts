@@ -19,7 +19,7 @@ import { recordSecondFactor, recordSecurityChange } from '../audit/security-even
 import { allowOwnScripts } from '../views.ts';
 import {
   completeAccountSignIn, field, FORM_EXPIRED, formBody, pendingAccountSignIn, safeReturnPath, sendPage, setAccountSession,
-  signedInUser, startPendingAccountSignIn,
+  signedInRecently, signedInUser, startPendingAccountSignIn,
 } from './session.ts';
 
 const PASSKEY_FAILED = 'That passkey could not be used. Try again, or use your password.';
@@ -136,7 +136,13 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
         ctx.body = { error: 'invalid_request', error_description: 'The form expired. Reload the page and try again.' };
         return;
       }
-      const signedIn = (await signedInUser(ctx, db))?.user;
+      const session = await signedInUser(ctx, db);
+      if (session && !(await signedInRecently(db, session))) {
+        ctx.status = 401;
+        ctx.body = { error: 'login_required', error_description: 'Sign in again to register a passkey.' };
+        return;
+      }
+      const signedIn = session?.user;
       const pending = signedIn ? undefined : await pendingAccountSignIn(ctx, db);
       const pendingUser = pending && (await findUser(db, pending.userId));
       if (signedIn || (pending?.step === 'enrol' && pendingUser)) ctx.body = await registrationOptions(db, rp, (signedIn ?? pendingUser)!);
@@ -152,8 +158,13 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
         credential = undefined;
       }
       const returnTo = safeReturnPath(ctx.query.return_to);
-      const signedIn = (await signedInUser(ctx, db))?.user;
-      if (signedIn) {
+      const session = await signedInUser(ctx, db);
+      const signedIn = session?.user;
+      if (session && signedIn) {
+        if (!(await signedInRecently(db, session))) {
+          ctx.status = 303;
+          return ctx.redirect(`/account/login?reauth=1&return_to=${encodeURIComponent('/account/security')}`);
+        }
         const id = await registerPasskey(db, rp, signedIn, credential);
         if (id) await recordSecurityChange(audit, { issuer: config.issuer, address: ctx.ip, user: signedIn, change: 'create', what: 'passkey' });
         ctx.status = 303;

@@ -90,7 +90,7 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
       ctx.status = 303;
       return ctx.redirect(returnTo);
     }
-    return showLogin(ctx, returnTo);
+    return showLogin(ctx, returnTo, ctx.query.reauth === '1' ? { notice: 'Sign in again to change how you sign in.' } : {});
   });
 
   router.post('/account/login', formBody, async (ctx) => {

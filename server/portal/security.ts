@@ -16,7 +16,7 @@ import { endSession, sessionsOf } from '../auth/sessions.ts';
 import { enrolmentPage } from '../auth/enrolment-page.ts';
 import { MIN_PASSWORD_LENGTH } from '../auth/password-policy.ts';
 import { allowOwnScripts } from '../views.ts';
-import { clearAccountSession, field, FORM_EXPIRED, formBody, sendPage, signedInUser } from './session.ts';
+import { clearAccountSession, field, FORM_EXPIRED, formBody, sendPage, signedInRecently, signedInUser } from './session.ts';
 
 export interface SecurityDeps {
   config: Config;
@@ -64,6 +64,19 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
     return found;
   }
 
+  /**
+   * The signed-in user, allowed to change their second factors: only within a while of signing in. An
+   * older session is ended and the person asked to sign in again (a copied cookie cannot swap a factor).
+   */
+  async function mayChangeFactors(ctx: Context, checkCsrf: boolean) {
+    const found = await signedIn(ctx, checkCsrf);
+    if (!found || (await signedInRecently(db, found))) return found;
+    await clearAccountSession(ctx, db);
+    ctx.status = 303;
+    ctx.redirect(`/account/login?reauth=1&return_to=${encodeURIComponent(PAGE)}`);
+    return undefined;
+  }
+
   async function showPage(ctx: Context, user: User, sessionId: string, extra: { message?: string; notice?: string } = {}, status = 200) {
     allowOwnScripts(ctx);
     const factors = await factorsOf(db, user.id);
@@ -97,7 +110,7 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
   });
 
   router.get(`${PAGE}/totp`, async (ctx) => {
-    const found = await signedIn(ctx, false);
+    const found = await mayChangeFactors(ctx, false);
     if (!found) return;
     await sendPage(ctx, 'enrol-totp', {
       title: 'Set up an authenticator app', demo: config.demo, csrf: csrfToken(ctx), action: `${PAGE}/totp`, cancel: PAGE,
@@ -106,7 +119,7 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
   });
 
   router.post(`${PAGE}/totp`, formBody, async (ctx) => {
-    const found = await signedIn(ctx, true);
+    const found = await mayChangeFactors(ctx, true);
     if (!found) return;
     const result = await confirmEnrolment({ config, db, audit, loginThrottle }, found.user, field(ctx.request.body, 'code'), { address: ctx.ip });
     if ('message' in result) {
@@ -119,7 +132,7 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
   });
 
   router.post(`${PAGE}/remove`, formBody, async (ctx) => {
-    const found = await signedIn(ctx, true);
+    const found = await mayChangeFactors(ctx, true);
     if (!found) return;
     const { user } = found;
     const factors = (await factorsOf(db, user.id)).filter((f) => f.kind !== 'recovery');

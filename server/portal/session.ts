@@ -2,10 +2,10 @@
 // and the session of a person signed in at /account/login.
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
-import type { Db } from '../db.ts';
+import { nowSeconds, type Db } from '../db.ts';
 import { findUser, type User } from '../oidc/users.ts';
 import {
-  completePendingSignIn, endSession, findAccountSession, findPendingSignIn, startAccountSession, startPendingSignIn, type PendingSignIn, type PendingStep,
+  completePendingSignIn, endSession, findAccountSession, sessionsOf, findPendingSignIn, startAccountSession, startPendingSignIn, type PendingSignIn, type PendingStep,
 } from '../auth/sessions.ts';
 
 export const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
@@ -70,6 +70,18 @@ export async function signedInUser(ctx: Context, db: Db): Promise<{ user: User; 
   const session = await accountSession(ctx, db);
   const user = session && (await findUser(db, session.userId));
   return user && !user.disabled ? { user, sessionId: session!.id } : undefined;
+}
+
+/**
+ * How long after signing in a person may change how they sign in (second factors): a session cookie
+ * copied later cannot swap the victim's authenticator or passkey for the thief's.
+ */
+export const RECENT_SIGN_IN_SECONDS = 600;
+
+/** Whether the session was started by a sign-in within RECENT_SIGN_IN_SECONDS. */
+export async function signedInRecently(db: Db, found: { user: User; sessionId: string }): Promise<boolean> {
+  const session = (await sessionsOf(db, found.user.id)).find((s) => s.id === found.sessionId);
+  return Boolean(session && nowSeconds() - session.createdAt <= RECENT_SIGN_IN_SECONDS);
 }
 
 /** Ends the person's session (the row, not only the cookie) and clears the cookie. */

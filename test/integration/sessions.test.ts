@@ -205,6 +205,36 @@ describe('sessions that end, and changing a password', () => {
     }
   });
 
+  it('lets only a recent sign-in change the second factors: an older session is ended and asked to sign in again', async () => {
+    const username = `stale${++n}`;
+    const user = await addUser(server.db, { username, password: 'correct horse battery', fhirUser: 'Patient/pat-1' });
+    const { recoveryCodes } = await enrolTotpDirectly(server.db, user.id, server.config.keyEncryptionSecret);
+    /** A session signed in with a recovery code, as if its cookie were used an hour later. */
+    async function staleSession(code: string) {
+      const browser = new Browser();
+      const login = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+      await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username, password: 'correct horse battery' }) });
+      const step = await (await browser.fetch(`${server.issuer}/account/login/next`)).text();
+      await browser.fetch(`${server.issuer}/account/login/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(step, 'csrf'), otp: code }) });
+      const page = await securityPage(browser);
+      assert.match(page, /Sign-in and security/);
+      await server.db('user_sessions').where({ user_id: user.id, kind: 'account' }).update({ created_at: Math.floor(Date.now() / 1000) - 3600 });
+      return { browser, page };
+    }
+    const expectReauth = async (res: Response) => {
+      assert.equal(res.status, 303);
+      assert.match(res.headers.get('location') ?? '', /^\/account\/login\?reauth=1/);
+      assert.equal((await server.db('user_sessions').where({ user_id: user.id, kind: 'account' })).length, 0, 'the stale session is ended');
+    };
+    const first = await staleSession(recoveryCodes[0]);
+    const factorId = /name="factor_id" value="([^"]+)"/.exec(first.page)![1];
+    await expectReauth(await first.browser.fetch(`${server.issuer}/account/security/remove`, { method: 'POST', body: form({ csrf: hiddenValue(first.page, 'csrf'), factor_id: factorId }) }));
+    assert.equal((await server.db('user_factors').where({ user_id: user.id, kind: 'totp' })).length, 1, 'nothing removed');
+    assert.match(await (await first.browser.fetch(`${server.issuer}/account/login?reauth=1`)).text(), /Sign in again to change how you sign in/);
+    const second = await staleSession(recoveryCodes[1]);
+    await expectReauth(await second.browser.fetch(`${server.issuer}/account/security/totp`));
+  });
+
   it('answers bad input at the /account sign-in steps with a plain message, starting no session', async () => {
     const browser = new Browser();
     const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();

@@ -123,10 +123,9 @@ describe('guard in front of another FHIR server', () => {
       const base = `http://127.0.0.1:${port}/fhir`;
       const own = await startTestServer({ FHIR_BASE_URL: base });
       const rs = await own.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-      const guard = await startScript('scripts/guard-proxy.ts', {
-        PORT: String(port), HOST: '127.0.0.1', ISSUER: own.issuer, FHIR_BASE_URL: base, FHIR_UPSTREAM_URL: upstream.url,
+      const guard = await startGuardProxy(own, base, upstream.url, {
         GUARD_VERIFICATION: 'introspection', INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!, GUARD_INTROSPECTION_CACHE: '0',
-      }, /listening/);
+      });
       try {
         const app = await own.addClient({ auth: { kind: 'secret' } });
         const launch = await authorize({ server: own, client: app, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2', aud: base });

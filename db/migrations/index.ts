@@ -4,9 +4,9 @@ import * as fhirStore from './002_fhir_store.ts';
 import * as auditChain from './003_audit_chain.ts';
 import * as auditForwarding from './004_audit_forwarding.ts';
 import * as loginThrottle from './005_login_throttle.ts';
-import * as derivedColumns from './008_issue15_derived_columns.ts';
-import * as signIn from './010_issue19_sign_in.ts';
-import * as sandbox from './011_issue18_sandbox.ts';
+import * as derivedColumns from './006_audit_derived_columns.ts';
+import * as signIn from './007_sign_in.ts';
+import * as sandbox from './008_sandbox.ts';
 
 export interface Migration {
   name: string;
@@ -20,7 +20,7 @@ export const migrations: Migration[] = [
   { name: '003_audit_chain', ...auditChain },
   { name: '004_audit_forwarding', ...auditForwarding },
   { name: '005_login_throttle', ...loginThrottle },
-  { name: '008_issue15_derived_columns', ...derivedColumns },
-  { name: '010_issue19_sign_in', ...signIn },
-  { name: '011_issue18_sandbox', ...sandbox },
+  { name: '006_audit_derived_columns', ...derivedColumns },
+  { name: '007_sign_in', ...signIn },
+  { name: '008_sandbox', ...sandbox },
 ];

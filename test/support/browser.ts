@@ -28,11 +28,11 @@ export function launchChromium(): Promise<Browser> {
  * reaches the app through a redirect, and Playwright's routing does not intercept redirected requests.
  */
 export async function appRedirect(page: Page, redirectUri: string): Promise<URL> {
-  // Nothing listens there: the browser lands on its error page, and that navigation would interrupt the
-  // test's next one if it were not awaited here.
   const errorPage = page.waitForEvent('framenavigated', { predicate: (frame) => frame === page.mainFrame() && frame.url().startsWith('chrome-error:'), timeout: 10_000 })
     .catch(() => undefined);
   const request = await page.waitForRequest((r) => r.isNavigationRequest() && r.url().startsWith(redirectUri));
-  await errorPage;
+  // Where nothing listens, the browser lands on its error page, and that navigation would interrupt the
+  // test's next one if it were not awaited here.
+  if (!(await request.response())) await errorPage;
   return new URL(request.url());
 }

@@ -172,6 +172,29 @@ describe('guard in front of another FHIR server', () => {
           assert.match(replayed.headers.get('www-authenticate') ?? '', /^DPoP error="invalid_dpop_proof"/);
         });
       }
+
+      it('refuses a proof replayed at a second proxy instance behind the same public base (seen proofs are kept in the shared database)', async () => {
+        // Two instances serving one public base, as behind a load balancer: the second listens on its own port.
+        const secondPort = await freePort();
+        const second = await startScript('scripts/guard-proxy.ts', {
+          PORT: String(secondPort), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: localBase, FHIR_UPSTREAM_URL: upstream.url,
+          DATABASE_URL: server.config.databaseUrl, GUARD_VERIFICATION: 'local',
+        }, /listening/);
+        try {
+          const app = await server.addClient({ auth: { kind: 'public' } });
+          const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: localBase });
+          const key = await dpopKey();
+          const { body } = await tokenRequest(server.issuer, { grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier }, app,
+            { dpop: await key.proof({ htm: 'POST', htu: `${server.issuer}/token` }) });
+          const good = { headers: { authorization: `DPoP ${body.access_token}`, dpop: await key.proof({ htm: 'GET', htu: `${localBase}/Patient/pat-2`, accessToken: body.access_token }) } };
+          assert.equal((await fetch(`${localBase}/Patient/pat-2`, good)).status, 200);
+          const replayed = await fetch(`http://127.0.0.1:${secondPort}/local/Patient/pat-2`, good);
+          assert.equal(replayed.status, 401);
+          assert.match(replayed.headers.get('www-authenticate') ?? '', /^DPoP error="invalid_dpop_proof"/);
+        } finally {
+          await second.stop();
+        }
+      });
     });
 
     it('lists in the patient picker the patients of the server the app named in aud, as the user may see them', async () => {

@@ -1,0 +1,101 @@
+// Where a hot path's time goes: `perf record -g` of the whole smart-auth server process (every thread:
+// the main thread, libuv's workers running sqlite3 and WebCrypto) under one path's load, then a report by
+// shared object and by symbol. V8's own --cpu-prof is not used: on a 2-core machine it counts the main
+// thread's waits for those worker threads as JavaScript time. Needs Debian's linux-perf.
+//   node --import tsx scripts/bench/profile.ts client_credentials|code|introspection|read [seconds=10] [connections=10]
+// The raw profile stays in var/perf/<path>.data (`perf report -i …` reads it again).
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { BENCH_CODE_VERIFIER, BENCH_REDIRECT_URI, mintSmartAuthCodes } from './codes.ts';
+import { backendToken, load, registerBenchClients, startServerProcess, statementCounter, warmUp, type LoadRequest } from './lib.ts';
+
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const path = process.argv[2] ?? 'client_credentials';
+const seconds = Number(process.argv[3] ?? 10);
+const connections = Number(process.argv[4] ?? 10);
+const form = (data: Record<string, string>, headers: Record<string, string> = {}): LoadRequest =>
+  ({ method: 'POST', path: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(data).toString() });
+
+process.env.BENCH_SERVER_NODE_ARGS = `--perf-basic-prof ${process.env.BENCH_SERVER_NODE_ARGS ?? ''}`;
+const server = await startServerProcess();
+const clients = await registerBenchClients(server, 'system/Patient.rs');
+// Requests that use something up (assertions, codes) are built for the run's likely length.
+const count = Math.ceil(seconds * 1500) + 3000;
+const presign = async (sign: () => Promise<string>) => { const out: string[] = []; for (let i = 0; i < count; i++) out.push(await sign()); return out; };
+
+let request: (i: number) => LoadRequest;
+let reusable = true;
+if (path === 'client_credentials') {
+  const assertions = await presign(clients.backend.assertion);
+  request = (i) => form({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertions[i] });
+  reusable = false;
+} else if (path === 'code') {
+  const assertions = await presign(clients.app.assertion);
+  const codes = await mintSmartAuthCodes(server, clients.app.clientId, count);
+  request = (i) => form({ grant_type: 'authorization_code', code: codes[i], redirect_uri: BENCH_REDIRECT_URI, code_verifier: BENCH_CODE_VERIFIER.verifier, client_assertion_type: ASSERTION_TYPE, client_assertion: assertions[i] });
+  reusable = false;
+} else if (path === 'introspection') {
+  const token = await backendToken(server, clients);
+  const basic = `Basic ${Buffer.from(`${clients.resourceServer.clientId}:${clients.resourceServer.clientSecret}`).toString('base64')}`;
+  request = () => ({ ...form({ token }, { authorization: basic }), path: '/introspect' });
+} else if (path === 'read') {
+  const token = await backendToken(server, clients);
+  request = () => ({ method: 'GET', path: '/fhir/Patient/pat-1', headers: { authorization: `Bearer ${token}` } });
+} else {
+  throw new Error(`unknown path ${path}: client_credentials, code, introspection or read`);
+}
+
+// Warm: by time where requests can be repeated, else by the first 1500 of those built.
+if (reusable) await warmUp(server.url, connections, request);
+else await load(server.url, { requests: 1500 }, connections, request);
+const offset = reusable ? 0 : 1500 + connections;
+mkdirSync('var/perf', { recursive: true });
+const data = `var/perf/${path}.data`;
+const perf = spawn('perf', ['record', '-F', '997', '-g', '-p', String(server.pid), '-o', data], { stdio: 'inherit' });
+await new Promise((r) => setTimeout(r, 500));
+const result = await load(server.url, reusable ? { seconds } : { requests: Math.min(count - offset - connections, Math.ceil(seconds * 400)) }, connections, (i) => request(i + offset), server.pid, statementCounter(server.url));
+perf.kill('SIGINT');
+await new Promise((r) => perf.once('exit', r));
+await server.stop();
+console.log(`${path}: ${result.rps.toFixed(0)}/s, ${result.cpuPerRequest?.toFixed(2)} ms CPU and ${result.statementsPerRequest?.toFixed(2)} statements per request, statuses ${JSON.stringify(result.statuses)} (perf running alongside)`);
+console.log(`\nwhere the server's CPU went (${result.cpuPerRequest?.toFixed(2)} ms per request), by the nearest JavaScript frame of each sample, or by thread where none:`);
+for (const [owner, share] of breakdown(execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 30 }))) {
+  if (share < 0.005) break;
+  console.log(`${(100 * share).toFixed(1).padStart(5)}%  ${((result.cpuPerRequest ?? 0) * share * 1000).toFixed(0).padStart(4)} µs  ${owner}`);
+}
+
+/**
+ * Shares of the samples by owner: the package (node_modules/…), the product file (server/…) or Node's
+ * module (node:…) of the innermost JavaScript frame; samples with no JavaScript frame by what their
+ * thread was doing (libuv's worker threads run sqlite3 and WebCrypto; V8's compile and GC threads).
+ */
+export function breakdown(script: string): [string, number][] {
+  const counts = new Map<string, number>();
+  let mainThread: string | undefined;
+  let total = 0;
+  for (const block of script.split(/\n\s*\n/)) {
+    const [head, ...frames] = block.split('\n').map((l) => l.trim()).filter(Boolean);
+    if (!head) continue;
+    mainThread ??= head;
+    const owner = ownerOf(frames, head === mainThread);
+    counts.set(owner, (counts.get(owner) ?? 0) + 1);
+    total++;
+  }
+  return [...counts].map(([owner, n]): [string, number] => [owner, n / total]).sort((a, b) => b[1] - a[1]);
+}
+
+function ownerOf(frames: string[], onMainThread: boolean): string {
+  const js = frames.find((f) => f.includes('JS:'));
+  if (js) {
+    const where = /node_modules\/((?:@[^/]+\/)?[^/]+)|\/(server\/[^:]+|scripts\/[^:]+)|(node:[\w/]+)/.exec(js);
+    return where ? (where[1] ?? where[2] ?? where[3]) : 'other JavaScript';
+  }
+  const stack = frames.join(' ');
+  const thread = onMainThread ? 'main thread' : 'worker threads';
+  if (/sqlite3/.test(stack)) return `${thread}: sqlite3`;
+  if (/Compile|compiler::/.test(stack)) return `${thread}: V8 compiler`;
+  if (/Heap|Scaveng|MarkCompact|Sweeper|GC/.test(stack)) return `${thread}: V8 garbage collector`;
+  if (/EVP_|ecdsa|ECDSA|crypto|BN_|sha256|SHA256/i.test(stack)) return `${thread}: crypto (OpenSSL)`;
+  if (onMainThread && /uv__io_poll|epoll/.test(stack)) return 'main thread: libuv event loop, no JavaScript (sockets, completions of worker-thread work)';
+  return onMainThread ? 'main thread: other' : 'worker threads: handing work to and from the thread pool (futex, eventfd, scheduler)';
+}

@@ -16,7 +16,8 @@ const connections = Number(process.argv[4] ?? 10);
 const form = (data: Record<string, string>, headers: Record<string, string> = {}): LoadRequest =>
   ({ method: 'POST', path: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(data).toString() });
 
-process.env.BENCH_SERVER_NODE_ARGS = `--perf-basic-prof ${process.env.BENCH_SERVER_NODE_ARGS ?? ''}`;
+// --perf-basic-prof writes /tmp/perf-<pid>.map (JavaScript function names for perf) and turns on V8's log, sent nowhere.
+process.env.BENCH_SERVER_NODE_ARGS = `--perf-basic-prof --no-logfile-per-isolate --logfile=/dev/null ${process.env.BENCH_SERVER_NODE_ARGS ?? ''}`;
 const server = await startServerProcess();
 const clients = await registerBenchClients(server, 'system/Patient.rs');
 // Requests that use something up (assertions, codes) are built for the run's likely length.

@@ -7,7 +7,7 @@ import type { Context } from 'koa';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import type { ProviderHost } from './provider-host.ts';
-import { introspectToken, sendIntrospection, verifyOwnAccessToken, type TokenContext } from './introspection.ts';
+import { introspectToken, sendIntrospection, ownTokenVerifier, type TokenContext } from './introspection.ts';
 import { bearerToken } from '../resource-server/verify-token.ts';
 import { boundKey } from '../resource-server/dpop.ts';
 import { parseScopes } from '../smart/scopes.ts';
@@ -23,10 +23,11 @@ function refuse(ctx: Context, status: 401 | 403, error: string, description: str
 
 export function bearerIntrospection({ config, db, host, isRevoked, introspections }: { config: Config; db: Db; host: ProviderHost } & Pick<TokenContext, 'isRevoked' | 'introspections'>): Router {
   const router = new Router();
+  const verifyOwn = ownTokenVerifier({ issuer: config.issuer, keys: host.verificationKeys });
   router.post('/introspect', async (ctx, next) => {
     const bearer = bearerToken(ctx.get('authorization'));
     if (!bearer) return next();
-    const caller = await verifyOwnAccessToken(bearer, { issuer: config.issuer, keys: host.verificationKeys });
+    const caller = await verifyOwn(bearer);
     // A DPoP-bound token is good only with a proof, which this endpoint does not take (RFC 9449).
     if (!caller || boundKey(caller) || (await isRevoked(caller.jti!))) {
       return refuse(ctx, 401, 'invalid_token', 'the bearer token is not a valid access token of this server');
@@ -38,7 +39,7 @@ export function bearerIntrospection({ config, db, host, isRevoked, introspection
     await form(ctx, async () => {});
     const sent = (ctx.request.body as Record<string, unknown>).token;
     const token = typeof sent === 'string' ? sent : '';
-    const context = { db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, keys: host.verificationKeys, isRevoked, introspections };
+    const context = { db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, verifyOwn, isRevoked, introspections };
     ctx.set('Cache-Control', 'no-store');
     await sendIntrospection(ctx, context, String(caller.client_id), token, await introspectToken(token, context));
   });

@@ -16,6 +16,7 @@ import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';
 import { refusedStructuredToken, refusedWithoutCredentials } from './token/provider-answers.ts';
 import { opaqueToken, tokenIntrospected, tokenRevoked } from '../audit/balp.ts';
+import { VerifiedTokens } from '../resource-server/verified-tokens.ts';
 
 const tokenRef = (token: string, jti: unknown) => (looksLikeJwt(token) && typeof jti === 'string' ? { jti } : opaqueToken(token));
 
@@ -50,7 +51,8 @@ export interface TokenContext {
   issuer: string;
   fhirBase: string;
   provider: Provider;
-  keys: JWTVerifyGetKey;
+  /** Verifies this server's JWT access tokens (see ownTokenVerifier). */
+  verifyOwn: OwnTokenVerifier;
   /** Whether an access token (its jti) was revoked: cached, see revocationCheck. */
   isRevoked(jti: string): Promise<boolean>;
   /** Where introspection records go: committed after the answer, within a bound. */
@@ -67,10 +69,29 @@ export type Introspection = { active: false } | { active: true; client_id: strin
 const looksLikeJwt = (token: string) => /^[\w-]+\.[\w-]+\.[\w-]+$/.test(token);
 
 /** A JWT access token this server signed, still valid; undefined otherwise (revocation not checked). */
-export async function verifyOwnAccessToken(token: string, c: Pick<TokenContext, 'issuer' | 'keys'>): Promise<JWTPayload | undefined> {
-  if (!looksLikeJwt(token)) return undefined;
+export type OwnTokenVerifier = (token: string) => Promise<JWTPayload | undefined>;
+
+/**
+ * Verifies this server's JWT access tokens, remembering each verified one until it expires: resource
+ * servers introspect the same token again and again, and the signature check is most of that work. A
+ * retired signing key stays trusted until every token it signed has expired, so a kept answer stays true.
+ */
+export function ownTokenVerifier(c: { issuer: string; keys: JWTVerifyGetKey }, now = () => Date.now() / 1000): OwnTokenVerifier {
+  const verified = new VerifiedTokens<JWTPayload>();
+  return async (token) => {
+    if (!looksLikeJwt(token)) return undefined;
+    const key = VerifiedTokens.keyOf(token);
+    const hit = verified.get(key, now());
+    if (hit) return hit;
+    const payload = await verifyJwt(token, c, new Date(now() * 1000));
+    if (payload) verified.set(key, payload, Number(payload.exp));
+    return payload;
+  };
+}
+
+async function verifyJwt(token: string, c: { issuer: string; keys: JWTVerifyGetKey }, currentDate: Date): Promise<JWTPayload | undefined> {
   try {
-    const { payload } = await jwtVerify(token, c.keys, { issuer: c.issuer, typ: 'at+jwt', clockTolerance: 5 });
+    const { payload } = await jwtVerify(token, c.keys, { issuer: c.issuer, typ: 'at+jwt', clockTolerance: 5, requiredClaims: ['exp'], currentDate });
     return typeof payload.jti === 'string' && typeof payload.client_id === 'string' ? payload : undefined;
   } catch {
     return undefined;
@@ -78,7 +99,7 @@ export async function verifyOwnAccessToken(token: string, c: Pick<TokenContext, 
 }
 
 async function introspectAccessToken(token: string, c: Lookup): Promise<Introspection> {
-  const payload = await verifyOwnAccessToken(token, c);
+  const payload = await c.verifyOwn(token);
   if (!payload || (await c.isRevoked(payload.jti!))) return INACTIVE;
   // RFC 9449 section 6.2: a bound token introspects with its cnf and token_type DPoP.
   const bound = typeof (payload.cnf as { jkt?: unknown } | undefined)?.jkt === 'string';
@@ -152,7 +173,7 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
       return;
     }
     if (route === 'revocation' && refusedStructuredToken(ctx)) {
-      const payload = await verifyOwnAccessToken(token, c);
+      const payload = await c.verifyOwn(token);
       // RFC 7009: a client may revoke only its own tokens, and the answer is 200 either way.
       if (payload && payload.client_id === client.clientId) {
         await revokeAccessToken(c.db, payload.jti!, payload.exp ?? nowSeconds() + 3600);

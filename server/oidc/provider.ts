@@ -10,7 +10,7 @@ import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
-import { jwtTokenEndpoints } from './introspection.ts';
+import { jwtTokenEndpoints, ownTokenVerifier } from './introspection.ts';
 import { isAccessTokenRevoked } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
@@ -238,7 +238,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   clientJwks.install(provider);
   provider.use(rules.response);
   provider.use(jwtTokenEndpoints({
-    db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }),
+    db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase,
+    verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }) }),
     isRevoked: deps.isRevoked ?? ((jti) => isAccessTokenRevoked(db, provider, jti)),
     introspections: deps.introspections ?? auditBacklog(audit, config.introspectionAuditBacklog, (message, err) => log('error', message, { err })),
   }));

@@ -1,10 +1,10 @@
 // Access-token verification for a resource server: locally against the issuer's keys (RFC 9068),
 // by introspection (RFC 7662), or both; verified tokens are cached by their hash until they expire,
 // so a repeated token costs no cryptography. Imports nothing from the authorization server.
-import { createHash } from 'node:crypto';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { parseScopes, type ResourceScope } from '../smart/scopes.ts';
 import type { TokenContext } from './types.ts';
+import { VerifiedTokens } from './verified-tokens.ts';
 
 export interface AccessTokenClaims extends JWTPayload {
   client_id: string;
@@ -165,15 +165,12 @@ export function tokenContext(claims: Record<string, unknown>, audience: string, 
 /** Introspection `token_type` values of access tokens (RFC 6750 Bearer, RFC 9449 DPoP). */
 const ACCESS_TOKEN_TYPES = new Set(['bearer', 'dpop']);
 
-const tokenHash = (token: string) => createHash('sha256').update(token).digest('base64url');
-
 /** Verification as configured, with the cache: token in, TokenContext out (or InvalidTokenError). */
 export function createGuardVerifier(options: GuardVerification): (token: string) => Promise<TokenContext> {
   const now = options.now ?? (() => Date.now() / 1000);
   const keys = options.keys ?? discoveredJwks(options.issuer);
   const introspectionTtl = options.introspectionCacheSeconds ?? 30;
-  const maxEntries = options.cacheSize ?? 10_000;
-  const cache = new Map<string, { context: TokenContext; until: number }>();
+  const cache = new VerifiedTokens<TokenContext>(options.cacheSize);
 
   if (options.mode !== 'local' && !options.introspection) throw new TypeError(`verification mode ${options.mode} needs introspection options`);
 
@@ -205,20 +202,18 @@ export function createGuardVerifier(options: GuardVerification): (token: string)
 
   return async function verify(token: string): Promise<TokenContext> {
     if (options.cache === false) return (await verifyUncached(token)).context;
-    const key = tokenHash(token);
-    const hit = cache.get(key);
-    if (hit && hit.until > now()) {
+    const key = VerifiedTokens.keyOf(token);
+    const hit = cache.get(key, now());
+    if (hit) {
       // A revocation check that must stay live runs even on a cache hit.
-      if (options.isRevoked && (await options.isRevoked(hit.context.claims))) {
+      if (options.isRevoked && (await options.isRevoked(hit.claims))) {
         cache.delete(key);
         throw new InvalidTokenError('the access token has been revoked');
       }
-      return hit.context;
+      return hit;
     }
-    if (hit) cache.delete(key);
     const entry = await verifyUncached(token);
-    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
-    cache.set(key, entry);
+    cache.set(key, entry.context, entry.until);
     return entry.context;
   };
 }

@@ -88,10 +88,11 @@ describe('introspection and revocation', () => {
     assert.equal(junk.res.status, 401);
   });
 
-  it('revokes an access token: introspection and the FHIR server refuse it afterwards', async () => {
+  it('revokes an access token: introspection and the FHIR server refuse it afterwards, though both verified it before', async () => {
     const tokens = await launch();
     const read = () => fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
     assert.equal((await read()).status, 200);
+    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true);
     const res = await revoke(tokens.access_token, app);
     assert.equal(res.status, 200);
     assert.deepEqual((await introspect(tokens.access_token, basic(rs))).body, { active: false });

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { BENCH_APP_SCOPE, BENCH_REDIRECT_URI } from './codes.ts';
 import { freePort } from '../../test/support/server.ts';
+import { freshPostgresSchema } from '../../test/support/postgres.ts';
 import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
@@ -22,13 +23,22 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+/** A fresh SQLite file, or a fresh schema on the PostgreSQL database of BENCH_DATABASE_URL (dropped by `drop`). */
+async function benchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  if (!process.env.BENCH_DATABASE_URL) return { url: `sqlite:${join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-')), 'bench.sqlite')}`, drop: async () => {} };
+  const schema = await freshPostgresSchema('bench', process.env.BENCH_DATABASE_URL);
+  if (!schema) throw new Error(`BENCH_DATABASE_URL: PostgreSQL is not reachable at ${process.env.BENCH_DATABASE_URL}`);
+  return schema;
+}
+
 /**
- * The real server, `node --import tsx server/main.ts`, on a fresh SQLite file, or on the database of
- * env.DATABASE_URL or BENCH_DATABASE_URL (e.g. postgres://…: the benchmarks then measure smart-auth on it).
+ * The real server, `node --import tsx server/main.ts`, on the database of env.DATABASE_URL, or on a
+ * fresh one (see benchDatabase: with BENCH_DATABASE_URL=postgres://… the benchmarks measure smart-auth on PostgreSQL).
  */
 export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
   const port = await freePort();
-  const databaseUrl = env.DATABASE_URL ?? process.env.BENCH_DATABASE_URL ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-')), 'bench.sqlite')}`;
+  const database = env.DATABASE_URL ? { url: env.DATABASE_URL, drop: async () => {} } : await benchDatabase();
+  const databaseUrl = database.url;
   // The per-address limit on /token would cut a load from one address short; the bench measures throughput.
   const fullEnv = { PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, RATE_LIMIT_TOKEN_PER_MINUTE: '1000000', ...env };
   // BENCH_SERVER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=var/prof", profiles the server process.
@@ -45,7 +55,10 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
   if (!output.includes('listening')) throw new Error(`server did not start:\n${output}`);
   return {
     url: fullEnv.ISSUER, databaseUrl, env: fullEnv, pid: child.pid!,
-    stop: () => new Promise((resolve) => { child.once('exit', () => resolve()); child.kill('SIGTERM'); }),
+    stop: async () => {
+      await new Promise<void>((resolve) => { child.once('exit', () => resolve()); child.kill('SIGTERM'); });
+      await database.drop();
+    },
   };
 }
 

@@ -14,18 +14,18 @@ export interface PostgresSchema {
  * Creates a fresh schema, or returns undefined when PostgreSQL is not reachable so the caller can
  * skip — except when CI is set, where an unreachable PostgreSQL fails the run.
  */
-export async function freshPostgresSchema(prefix: string): Promise<PostgresSchema | undefined> {
-  const admin = knexFactory({ client: 'pg', connection: POSTGRES_URL, pool: { min: 0, max: 1 }, acquireConnectionTimeout: 3000 });
+export async function freshPostgresSchema(prefix: string, databaseUrl = POSTGRES_URL): Promise<PostgresSchema | undefined> {
+  const admin = knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: 0, max: 1 }, acquireConnectionTimeout: 3000 });
   try {
     await admin.raw('select 1');
   } catch (err) {
     await admin.destroy();
-    if (process.env.CI) throw new Error(`PostgreSQL is not reachable at ${POSTGRES_URL} (CI is set, so this fails): ${(err as Error).message}`);
+    if (process.env.CI) throw new Error(`PostgreSQL is not reachable at ${databaseUrl} (CI is set, so this fails): ${(err as Error).message}`);
     return undefined;
   }
   const schema = `${prefix}_${randomBytes(6).toString('hex')}`;
   await admin.raw(`create schema ${schema}`);
-  const url = new URL(POSTGRES_URL);
+  const url = new URL(databaseUrl);
   url.searchParams.set('options', `-c search_path=${schema}`);
   return {
     url: url.toString(),

@@ -4,7 +4,7 @@
 // query through knex against 0.09 ms on the connection itself (node-sqlite3, Node 20). Queries are
 // still compiled by knex to parameterized SQL.
 import type { Knex } from 'knex';
-import type { Db } from './db.ts';
+import { readConnection, type Db } from './db.ts';
 
 export interface Statements {
   /** Builds queries; they run when given to `rows`. */
@@ -47,22 +47,43 @@ interface PgConnection {
   query(sql: string, bindings: readonly unknown[]): Promise<{ rows: unknown[] }>;
 }
 
-/**
- * Runs `work` in one transaction on a connection of the pool, committing when it resolves. Each statement
- * is announced as knex's own `query` event, so that one listener on `db` sees every statement (metrics, tests).
- */
-export async function rawTransaction<T>(db: Db, work: (statements: Statements) => Promise<T>): Promise<T> {
-  const pg = isPg(db);
-  const connection: unknown = await db.client.acquireConnection();
-  const run = pg
-    ? async (sql: string, bindings: readonly unknown[]) => (await (connection as PgConnection).query(sql, bindings)).rows
-    : (sql: string, bindings: readonly unknown[]) => new Promise<unknown[]>((resolve, reject) => {
+type Run = (sql: string, bindings: readonly unknown[]) => Promise<unknown[]>;
+
+/** Runs statements on a connection itself (pg's client or node-sqlite3's Database), not through knex's runner. */
+function runner(db: Db, connection: unknown): Run {
+  const run: Run = isPg(db)
+    ? async (sql, bindings) => (await (connection as PgConnection).query(sql, bindings)).rows
+    : (sql, bindings) => new Promise<unknown[]>((resolve, reject) => {
       (connection as SqliteConnection).all(sql, bindings, (err, rows) => (err ? reject(err) : resolve(rows ?? [])));
     });
-  const exec = (sql: string, bindings: readonly unknown[]) => {
+  // Each statement is announced as knex's own `query` event, so that one listener on `db` sees every statement (metrics, tests).
+  return (sql, bindings) => {
     db.emit('query', { sql, bindings, raw: true });
     return run(sql, bindings);
   };
+}
+
+/**
+ * A read on the hot paths (a FHIR resource by id, the grant behind a code): on a SQLite file, on its
+ * read-only connection, so that it does not wait for the writer's transaction; else on a pooled connection.
+ */
+export async function readRows<T = Record<string, unknown>>(db: Db, query: Knex.QueryBuilder | Knex.Raw): Promise<T[]> {
+  const { sql, bindings } = query.toSQL().toNative();
+  const reader = readConnection(db);
+  if (reader) return (await runner(db, await reader)(sql, bindings)) as T[];
+  const connection: unknown = await db.client.acquireConnection();
+  try {
+    return (await runner(db, connection)(sql, bindings)) as T[];
+  } finally {
+    await db.client.releaseConnection(connection);
+  }
+}
+
+/** Runs `work` in one transaction on a connection of the pool, committing when it resolves. */
+export async function rawTransaction<T>(db: Db, work: (statements: Statements) => Promise<T>): Promise<T> {
+  const pg = isPg(db);
+  const connection: unknown = await db.client.acquireConnection();
+  const exec = runner(db, connection);
   const statements: Statements = {
     q: db,
     pg,

@@ -2,6 +2,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
+import sqlite3 from 'sqlite3';
 import { migrations } from '../db/migrations/index.ts';
 import { DEFAULT_POOL, type PoolSettings } from './config.ts';
 
@@ -10,8 +11,20 @@ export type Db = Knex;
 export function openDatabase(databaseUrl: string, pool: PoolSettings = DEFAULT_POOL): Db {
   if (databaseUrl.startsWith('sqlite:')) {
     const filename = databaseUrl.slice('sqlite:'.length) || ':memory:';
-    if (filename !== ':memory:') mkdirSync(dirname(filename), { recursive: true });
-    return knexFactory({
+    if (filename === ':memory:') return openSqlite(filename);
+    mkdirSync(dirname(filename), { recursive: true });
+    return withReadConnection(openSqlite(filename), filename);
+  }
+  return knexFactory({
+    client: 'pg',
+    connection: { connectionString: databaseUrl, statement_timeout: pool.statementTimeoutMs || undefined },
+    pool: { min: 0, max: pool.max },
+    acquireConnectionTimeout: pool.acquireTimeoutMs,
+  });
+}
+
+function openSqlite(filename: string): Db {
+  return knexFactory({
       client: 'sqlite3',
       connection: { filename },
       useNullAsDefault: true,
@@ -37,13 +50,40 @@ export function openDatabase(databaseUrl: string, pool: PoolSettings = DEFAULT_P
         },
       },
     });
-  }
-  return knexFactory({
-    client: 'pg',
-    connection: { connectionString: databaseUrl, statement_timeout: pool.statementTimeoutMs || undefined },
-    pool: { min: 0, max: pool.max },
-    acquireConnectionTimeout: pool.acquireTimeoutMs,
+}
+
+/** A read-only connection beside a SQLite file's one read-write connection: see readConnection. */
+const readConnections = new WeakMap<Db, () => Promise<sqlite3.Database>>();
+
+/**
+ * SQLite in WAL mode lets other connections read while the writer is inside a transaction (the group
+ * commit's, whose COMMIT waits for the disk): the hot reads take this connection instead of queueing
+ * for the writer's. It is opened on first use (after the migrations made the file) and closed with `db`.
+ */
+function withReadConnection(db: Db, filename: string): Db {
+  let reader: Promise<sqlite3.Database> | undefined;
+  const open = () => new Promise<sqlite3.Database>((resolve, reject) => {
+    const connection = new sqlite3.Database(filename, sqlite3.OPEN_READONLY, (err) => {
+      if (err) return reject(err);
+      connection.run('PRAGMA busy_timeout = 5000', (pragmaErr) => (pragmaErr ? reject(pragmaErr) : resolve(connection)));
+    });
   });
+  readConnections.set(db, () => (reader ??= open().catch((err) => { reader = undefined; throw err; })));
+  // knex's own destroy() is read-only; it ends in its client's, which closes this connection first.
+  const client = db.client as { destroy(callback?: unknown): Promise<void> };
+  const destroy = client.destroy.bind(client);
+  client.destroy = async (callback?: unknown) => {
+    const opened = await reader?.catch(() => undefined);
+    reader = undefined;
+    if (opened) await new Promise<void>((resolve) => opened.close(() => resolve()));
+    return destroy(callback);
+  };
+  return db;
+}
+
+/** The read-only connection of a SQLite file database; undefined for PostgreSQL and SQLite :memory:. */
+export function readConnection(db: Db): Promise<sqlite3.Database> | undefined {
+  return readConnections.get(db)?.();
 }
 
 export async function migrate(db: Db): Promise<void> {

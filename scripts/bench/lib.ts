@@ -51,7 +51,7 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
   const keep = (d: Buffer) => { if (output.length < 65_536) output += d; };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
-  for (let i = 0; i < 200 && !output.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 600 && !output.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
   if (!output.includes('listening')) throw new Error(`server did not start:\n${output}`);
   return {
     url: fullEnv.ISSUER, databaseUrl, env: fullEnv, pid: child.pid!,

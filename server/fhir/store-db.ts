@@ -28,6 +28,7 @@ import {
 } from './demo-store.ts';
 import { matchesCriteria, parseSearch } from './search.ts';
 import { provenanceFor } from './provenance.ts';
+import { readRows } from '../db-statements.ts';
 import type { FhirBundle, FhirResource } from './types.ts';
 
 const TABLE = 'fhir_resources';
@@ -75,7 +76,7 @@ export function createDbStore(db: Knex, options: StoreOptions = {}): FhirStore {
 
   return {
     async read(type, id) {
-      const row: Pick<Row, 'resource'> | undefined = await db(TABLE).where({ type, id }).first('resource');
+      const [row] = await readRows<Pick<Row, 'resource'>>(db, db(TABLE).where({ type, id }).first('resource'));
       return row && fromRow(row);
     },
 

@@ -4,6 +4,7 @@
 import type { AdapterPayload } from 'oidc-provider';
 import type { Db } from '../../db.ts';
 import { nowSeconds } from '../../db.ts';
+import { readRows } from '../../db-statements.ts';
 import { toGrantContext } from '../launch-store.ts';
 import { toUser } from '../users.ts';
 import type { GrantSourceFacts } from './request.ts';
@@ -19,7 +20,7 @@ export interface GrantSourceRow {
 /** The live row of `model`/`id` and, when it names a live grant, the facts of that grant. */
 export async function readGrantSource(db: Db, table: string, model: string, id: string): Promise<{ row?: GrantSourceRow; facts?: GrantSourceFacts }> {
   const now = nowSeconds();
-  const row = await db(`${table} as s`)
+  const [row] = await readRows<any>(db, db(`${table} as s`)
     .leftJoin(`${table} as g`, (j) => j.on('g.id', 's.grant_id').andOnVal('g.model', 'Grant')
       .andOn((live) => live.onNull('g.expires_at').orOnVal('g.expires_at', '>', now)))
     .leftJoin('grant_contexts as c', (j) => j.on('c.grant_id', 's.grant_id').andOnVal('c.expires_at', '>', now))
@@ -30,7 +31,7 @@ export async function readGrantSource(db: Db, table: string, model: string, id: 
       's.payload', 's.consumed_at', 's.grant_id', 'g.payload as grant_payload',
       'c.launch', 'c.purpose_of_use', 'c.emergency_reason', 'c.step_up_amr', 'c.sandbox_failure',
       'u.id as user_id', 'u.username', 'u.name', 'u.fhir_user', 'u.attributes', 'u.disabled',
-    );
+    ));
   if (!row) return {};
   const source = { payload: row.payload as string, consumed_at: row.consumed_at as GrantSourceRow['consumed_at'] };
   if (!row.grant_id) return { row: source };

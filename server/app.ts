@@ -342,7 +342,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
   app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
-  app.use(rateLimit({ paths: ['/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
+  // One registration budget per address, whichever way it registers (the demo launcher's form too).
+  app.use(rateLimit({ paths: ['/register', '/launcher/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());

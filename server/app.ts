@@ -14,6 +14,7 @@ import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
+import { purgeExpiredEhrLaunches } from './oidc/launch-store.ts';
 import { recordFirstUse } from './oidc/first-use.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
@@ -22,6 +23,7 @@ import { createLogger, type Logger } from './ops/log.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { sandboxLauncherRoutes } from './sandbox-launcher.ts';
+import { purgeExpiredSandboxLaunches } from './sandbox.ts';
 import { developerPortalRoutes } from './portal/developer.ts';
 import { accountRoutes } from './portal/account.ts';
 import { securityRoutes } from './portal/security.ts';
@@ -131,6 +133,14 @@ function loginThrottleOf(config: Config, db: Db): LoginThrottle {
     lockSeconds: config.loginLockSeconds,
     maxAddressFailures: config.loginMaxAddressFailures,
   });
+}
+
+/** Removes the rows whose time is over (startServer runs it every 10 minutes). */
+export async function purgeExpiredRows(config: Config, db: Db): Promise<void> {
+  await Promise.all([
+    purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge(),
+    purgeExpiredEhrLaunches(db), purgeExpiredSandboxLaunches(db),
+  ]);
 }
 
 export interface AppContext {
@@ -332,7 +342,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
   app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
-  app.use(rateLimit({ paths: ['/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
+  // One registration budget per address, whichever way it registers (the demo launcher's form too).
+  app.use(rateLimit({ paths: ['/register', '/launcher/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
@@ -375,7 +386,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     : undefined;
   if (forwarder) context.auditHeads.add((head) => forwarder.head(head));
   const purge = setInterval(() => {
-    Promise.all([purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge()]).catch((err) => context.logger.log('error', 'purging expired rows failed', { err }));
+    purgeExpiredRows(config, db).catch((err) => context.logger.log('error', 'purging expired rows failed', { err }));
   }, 10 * 60 * 1000);
   purge.unref();
   const server = config.tls

@@ -50,6 +50,11 @@ export async function findSandboxLaunch(db: Db, launchId: string): Promise<Sandb
   };
 }
 
+/** Removes sandbox options past their expiry: their launch can no longer be used. */
+export async function purgeExpiredSandboxLaunches(db: Db): Promise<number> {
+  return db('sandbox_launches').where('expires_at', '<', nowSeconds()).delete();
+}
+
 /** The invalid_grant description when the grant of a token request simulates a failure at the token endpoint. */
 export function tokenEndpointFailure(failure: string | undefined, grantType: unknown): string | undefined {
   if (failure === 'token_error' && grantType === 'authorization_code') return 'sandbox: the token endpoint refuses this code (simulated failure)';

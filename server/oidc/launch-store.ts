@@ -53,6 +53,11 @@ export async function consumeEhrLaunch(db: Db, id: string): Promise<EhrLaunch | 
   return updated === 1 ? launch : undefined;
 }
 
+/** Removes launches past their expiry, used or not: none can be used any more. */
+export async function purgeExpiredEhrLaunches(db: Db): Promise<number> {
+  return db('ehr_launches').where('expires_at', '<', nowSeconds()).delete();
+}
+
 export interface GrantContext {
   launch: LaunchContext;
   purposeOfUse?: string;

@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode, form, hiddenValue, Browser, tokenRequest } from '../support/oauth.ts';
 import { mintLaunch } from '../../server/launcher.ts';
+import { purgeExpiredRows } from '../../server/app.ts';
+import { createEhrLaunch } from '../../server/oidc/launch-store.ts';
+import { saveSandboxLaunch } from '../../server/sandbox.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
 
@@ -54,6 +57,15 @@ describe('EHR launch', () => {
     const launch = await launchId({ patient: 'pat-1', clientId: other.client_id });
     const result = await authorize({ server, client: app, scope: SCOPE, launch });
     assert.equal(result.error, 'invalid_request');
+  });
+
+  it('purges expired launch ids and their sandbox options with the other expired rows; live ones stay', async () => {
+    const expired = await createEhrLaunch(server.db, { patient: 'pat-1' }, -1);
+    const live = await createEhrLaunch(server.db, { patient: 'pat-1' }, 300);
+    for (const [id, ttl] of [[expired, -1], [live, 300]] as const) await saveSandboxLaunch(server.db, id, { skipLogin: false, skipConsent: true }, ttl);
+    await purgeExpiredRows(server.config, server.db);
+    assert.deepEqual(await server.db('ehr_launches').whereIn('id', [expired, live]).pluck('id'), [live]);
+    assert.deepEqual(await server.db('sandbox_launches').whereIn('launch_id', [expired, live]).pluck('launch_id'), [live]);
   });
 
   describe('the launch API', () => {

@@ -1,5 +1,5 @@
-// Login throttling (per user, in the database; per address) and request rate limits on /token and
-// /register, through the real server.
+// Login throttling (per user, in the database; per address) and request rate limits on /token,
+// /register and the demo launcher's registration, through the real server.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { Browser, form, hiddenValue } from '../support/oauth.ts';
@@ -133,5 +133,31 @@ describe('per-address limits and request rate limits', () => {
     assert.equal(res.status, 429);
     assert.ok(Number(res.headers.get('retry-after')) > 0);
     assert.equal((await res.json()).error, 'temporarily_unavailable');
+  });
+});
+
+describe('the rate limit of the demo launcher\'s registration', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ RATE_LIMIT_REGISTER_PER_MINUTE: '2' });
+  });
+  after(() => server?.stop());
+
+  it('answers 429 with Retry-After at POST /launcher/register after the limit, which /register shares', async () => {
+    const browser = new Browser();
+    const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/launcher`)).text(), 'csrf');
+    const register = () => browser.fetch(`${server.issuer}/launcher/register`, {
+      method: 'POST', body: form({ csrf, launch_uri: 'http://127.0.0.1:9999/launch', redirect_uri: 'http://127.0.0.1:9999/callback', client_type: 'public' }),
+    });
+    for (let i = 0; i < 2; i++) assert.equal((await register()).status, 201, `registration ${i + 1}`);
+    const res = await register();
+    assert.equal(res.status, 429);
+    assert.ok(Number(res.headers.get('retry-after')) > 0);
+    assert.equal((await res.json()).error, 'temporarily_unavailable');
+    const api = await fetch(`${server.issuer}/register`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Flood', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none' }),
+    });
+    assert.equal(api.status, 429, 'one budget per address for both ways to register');
   });
 });

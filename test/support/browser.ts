@@ -1,6 +1,10 @@
 // A real Chromium for end-to-end tests of the server-rendered authorization pages.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { startTestServer, type TestServer } from './server.ts';
+import { pkce, tokenRequest } from './oauth.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -35,4 +39,84 @@ export async function appRedirect(page: Page, redirectUri: string): Promise<URL>
   // test's next one if it were not awaited here.
   if (!(await request.response())) await errorPage;
   return new URL(request.url());
+}
+
+type TestApp = Awaited<ReturnType<TestServer['addClient']>>;
+
+/** What the tests of a suite driven in Chromium share; read it in hooks and tests, not in the describe body. */
+export interface ChromiumSuite {
+  browser: Browser;
+  server: TestServer;
+  /** The app registered for the suite. */
+  app: TestApp;
+  /** A new context (an empty profile) and page for each test. */
+  context: BrowserContext;
+  page: Page;
+  /** Opens the app's authorization request in the page; returns what the app keeps to check the answer. */
+  startAuthorization(scope: string, extra?: Record<string, string>): Promise<{ state: string; verifier: string }>;
+  /** Fills and submits the password form of a login page (on `page`, the test's page by default). */
+  signIn(username: string, password: string, page?: Page): Promise<void>;
+  /** Clicks `selector` and returns the URL the browser is then sent to at the app. */
+  backToApp(selector: string): Promise<URL>;
+  /** The app exchanges the code it got at its redirect URI (`back`) for tokens. */
+  exchange(back: URL, verifier: string): ReturnType<typeof tokenRequest>;
+}
+
+interface ChromiumSuiteOptions {
+  app: Parameters<TestServer['addClient']>[0];
+  /** The issuer's host name, as for startTestServer. */
+  issuerHost?: string;
+  /** More for the suite, once the server runs (users, say). */
+  setup?: (server: TestServer) => Promise<unknown>;
+}
+
+/**
+ * Call in a describe body: one Chromium, one real server and one registered app for the suite, a new
+ * context and page for each test.
+ */
+export function chromiumSuite({ app, issuerHost, setup }: ChromiumSuiteOptions): ChromiumSuite {
+  const suite = {
+    async startAuthorization(scope, extra = {}) {
+      const { verifier, challenge } = pkce();
+      const state = randomBytes(16).toString('hex');
+      const params = new URLSearchParams({
+        response_type: 'code', client_id: suite.app.client_id, redirect_uri: suite.app.redirect_uri, scope, state,
+        aud: suite.server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...extra,
+      });
+      await suite.page.goto(`${suite.server.issuer}/authorize?${params}`);
+      return { state, verifier };
+    },
+    async signIn(username, password, page = suite.page) {
+      await page.fill('input[name=username]', username);
+      await page.fill('input[name=password]', password);
+      await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    },
+    async backToApp(selector) {
+      const [url] = await Promise.all([appRedirect(suite.page, suite.app.redirect_uri), suite.page.click(selector)]);
+      return url;
+    },
+    async exchange(back, verifier) {
+      const code = back.searchParams.get('code');
+      assert.ok(code, `no code: ${back}`);
+      return tokenRequest(suite.server.issuer, { grant_type: 'authorization_code', code, redirect_uri: suite.app.redirect_uri, code_verifier: verifier }, suite.app);
+    },
+  } as ChromiumSuite;
+
+  before(async function () {
+    requireChromium(this);
+    suite.browser = await launchChromium();
+    suite.server = await startTestServer({}, { issuerHost });
+    suite.app = await suite.server.addClient(app);
+    await setup?.(suite.server);
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await suite.server?.stop();
+  });
+  beforeEach(async () => {
+    suite.context = await suite.browser.newContext();
+    suite.page = await suite.context.newPage();
+  });
+  afterEach(() => suite.context?.close());
+  return suite;
 }

@@ -23,23 +23,35 @@ function rawRequestedScope(ctx: KoaContextWithOIDC): string {
   return typeof body === 'string' ? body : typeof query === 'string' ? query : '';
 }
 
+/**
+ * The audience of an authorization request: `state` is present and SMART's `aud` names a FHIR server
+ * served here; throws invalid_request or invalid_target otherwise.
+ */
+export function checkAudience(config: Pick<Config, 'fhirAudiences'>, request: { state: unknown; aud: string | undefined }): string {
+  if (!request.state) throw new errors.InvalidRequest('state is required');
+  if (!request.aud) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
+  if (!fhirAudience(config, request.aud)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
+  return request.aud;
+}
+
+/** The scope oidc-provider kept (`scope`), with offline_access back when it was requested and the client may refresh. */
+export function keepOfflineAccess(requested: string, scope: string, mayRefresh: boolean): string {
+  const current = new Set(scope.split(' ').filter(Boolean));
+  if (requested.split(' ').includes('offline_access') && mayRefresh) current.add('offline_access');
+  return [...current].join(' ');
+}
+
 /** The `aud` validator (extraParams). */
 export function audienceRule({ config }: RuleDeps) {
   return async function audience(ctx: KoaContextWithOIDC, value: string | undefined) {
     if (!isAuthorizationRoute(ctx)) return;
-    if (!ctx.oidc.params?.state) throw new errors.InvalidRequest('state is required');
-    const params = ctx.oidc.params!;
+    const params = ctx.oidc.params;
     // PAR (RFC 9126): oidc-provider keeps the pushed parameters as a request object whose JWT `aud` is the
     // issuer, so SMART's aud travels as `resource` (RFC 8707, which SMART allows as its synonym).
     const pushed = ctx.oidc.route === 'authorization' && Boolean(ctx.oidc.entities.PushedAuthorizationRequest);
-    const smartAud = pushed ? (params.resource as string | undefined) : value;
-    if (!smartAud) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
-    if (!fhirAudience(config, smartAud)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
-    if (ctx.oidc.route === 'pushed_authorization_request') params.resource ??= smartAud;
-    params.aud = smartAud;
-    const requested = rawRequestedScope(ctx).split(' ');
-    const current = new Set(String(params.scope ?? '').split(' ').filter(Boolean));
-    if (requested.includes('offline_access') && ctx.oidc.client?.grantTypeAllowed('refresh_token')) current.add('offline_access');
-    params.scope = [...current].join(' ');
+    const aud = checkAudience(config, { state: params?.state, aud: pushed ? (params?.resource as string | undefined) : value });
+    if (ctx.oidc.route === 'pushed_authorization_request') params!.resource ??= aud;
+    params!.aud = aud;
+    params!.scope = keepOfflineAccess(rawRequestedScope(ctx), String(params!.scope ?? ''), Boolean(ctx.oidc.client?.grantTypeAllowed('refresh_token')));
   };
 }

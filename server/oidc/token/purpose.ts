@@ -2,17 +2,23 @@
 // the consent step decides whether the user may have it. An emergency purpose only the person can choose.
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { requestedPurpose } from '../../hcs/purpose-choice.ts';
-import { isEmergency } from '../../hcs/policy.ts';
+import { isEmergency, type HcsPolicy } from '../../hcs/policy.ts';
 import { isAuthorizationRoute, type RuleDeps } from './rules.ts';
+
+/** The purpose an app asks for up front (scope tokens and the parameter), if any; throws invalid_request when it may not. */
+export function checkRequestedPurpose(policy: HcsPolicy, scope: string, parameter: unknown): string | undefined {
+  const requested = requestedPurpose(scope, parameter);
+  if (requested.error) throw new errors.InvalidRequest(requested.error);
+  if (requested.code && isEmergency(policy, requested.code)) {
+    throw new errors.InvalidRequest(`an app cannot ask for ${requested.code}: only the person can choose an emergency access`);
+  }
+  return requested.code;
+}
 
 /** The `purpose_of_use` validator (extraParams). */
 export function purposeRule({ config }: RuleDeps) {
   return async function purpose(ctx: KoaContextWithOIDC, value: string | undefined) {
     if (!isAuthorizationRoute(ctx)) return;
-    const requested = requestedPurpose(String(ctx.oidc.params?.scope ?? ''), value);
-    if (requested.error) throw new errors.InvalidRequest(requested.error);
-    if (requested.code && isEmergency(config.policy, requested.code)) {
-      throw new errors.InvalidRequest(`an app cannot ask for ${requested.code}: only the person can choose an emergency access`);
-    }
+    checkRequestedPurpose(config.policy, String(ctx.oidc.params?.scope ?? ''), value);
   };
 }

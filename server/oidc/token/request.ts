@@ -105,11 +105,8 @@ export class RequestFacts {
       [jtis.map((row) => [firstUse, row] as const), consumptions.map((c) => [consumedOnce, c] as const)],
       () => [...held.map((write) => this.submit(write)), ...also()],
     );
-    const written = await Promise.allSettled(dependents);
-    if (!(await Promise.all(jtisNew)).every(Boolean)) throw new errors.InvalidClientAuth(REPLAYED);
-    if (!(await Promise.all(unused)).every(Boolean)) throw new errors.InvalidGrant(CONSUMED);
-    const failed = written.find((w) => w.status === 'rejected');
-    if (failed) throw failed.reason;
+    const [jtisNewSettled, unusedSettled, written] = await Promise.all([jtisNew, unused, dependents].map((all) => Promise.allSettled(all)));
+    checkCommitted({ jtisNew: jtisNewSettled, unused: unusedSettled, written });
   }
 
   private once<T>(key: string, load: () => Promise<T>): Promise<T> {
@@ -117,6 +114,25 @@ export class RequestFacts {
     if (!found) this.reads.set(key, (found = load()));
     return found;
   }
+}
+
+type Settled = PromiseSettledResult<unknown>[];
+
+/**
+ * What a commit() came to, from its settled guards and writes: invalid_client when a jti was used before,
+ * else invalid_grant when the code or refresh token was, else the store's error when a write failed (a
+ * guard that failed to be written fails the commit with its error in its turn).
+ */
+export function checkCommitted(outcome: { jtisNew: Settled; unused: Settled; written: Settled }): void {
+  const guard = (settled: Settled, refusal: () => Error) => {
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (!settled.every((s) => s.status === 'fulfilled' && Boolean(s.value))) throw refusal();
+  };
+  guard(outcome.jtisNew, () => new errors.InvalidClientAuth(REPLAYED));
+  guard(outcome.unused, () => new errors.InvalidGrant(CONSUMED));
+  const failed = outcome.written.find((w) => w.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 const requests = new WeakMap<object, RequestFacts>();

@@ -1,7 +1,6 @@
 // The accounting of disclosures as files: CSV, JSON report lines, a FHIR Bundle of AuditEvents,
 // and a PDF for people (pdfkit, text only). Pure apart from the PDF's buffering.
 import { setTimeout as sleep } from 'node:timers/promises';
-import PDFDocument from 'pdfkit';
 import { purposeDisplay } from '../hcs/codes.ts';
 import type { AuditEvent, DisclosureSummaryRow } from './types.ts';
 import { DISCLOSURE_COLUMNS, type DisclosureLine } from './disclosures.ts';
@@ -121,7 +120,9 @@ const BODY: Style = { font: 'Helvetica', size: 10, color: 'black' };
  * every block is kept on one page (no page holds a lone line of one). `lines` may be a database cursor:
  * only the current page is held in memory.
  */
-export function pdfReport(summary: readonly DisclosureSummaryRow[], lines: AsyncIterable<DisclosureLine> | Iterable<DisclosureLine>, header: PdfHeader): PDFKit.PDFDocument {
+export async function pdfReport(summary: readonly DisclosureSummaryRow[], lines: AsyncIterable<DisclosureLine> | Iterable<DisclosureLine>, header: PdfHeader): Promise<PDFKit.PDFDocument> {
+  // PDFKit (about 29 MB of memory with its fonts) is loaded when the first report is asked for, not at start.
+  const { default: PDFDocument } = await import('pdfkit');
   const doc = new PDFDocument({
     size: 'A4',
     margin: 50,
@@ -269,6 +270,6 @@ export function pdfReport(summary: readonly DisclosureSummaryRow[], lines: Async
 /** The whole PDF in memory (for files the CLI writes). */
 export async function toPdf(lines: readonly DisclosureLine[], summary: readonly DisclosureSummaryRow[], header: PdfHeader): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of pdfReport(summary, lines, header)) chunks.push(chunk as Buffer);
+  for await (const chunk of await pdfReport(summary, lines, header)) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
 }

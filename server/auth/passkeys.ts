@@ -1,10 +1,7 @@
 // Passkeys (WebAuthn Level 3) with @simplewebauthn/server: the relying-party id is the issuer's host,
 // user verification is required (so a passkey alone is a phishing-resistant multi-factor sign-in),
 // and every challenge is stored once in the database and used up by the check.
-import {
-  generateAuthenticationOptions, generateRegistrationOptions, verifyAuthenticationResponse, verifyRegistrationResponse,
-  type AuthenticationResponseJSON, type AuthenticatorTransport, type RegistrationResponseJSON,
-} from '@simplewebauthn/server';
+import type { AuthenticationResponseJSON, AuthenticatorTransport, RegistrationResponseJSON } from '@simplewebauthn/server';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import type { User } from '../oidc/users.ts';
@@ -20,6 +17,9 @@ export interface RelyingParty {
   origin: string;
   name: string;
 }
+
+/** The WebAuthn library (about 28 MB of memory) is loaded when a passkey is first used, not at start. */
+const webauthn = () => import('@simplewebauthn/server');
 
 export const relyingPartyOf = (issuer: string): RelyingParty => {
   const url = new URL(issuer);
@@ -42,7 +42,7 @@ async function consumeChallenge(db: Db, challenge: string, userId: string | unde
 /** The options to create a passkey for a signed-in (or password-checked) user. */
 export async function registrationOptions(db: Db, rp: RelyingParty, user: User) {
   const existing = await passkeysOf(db, user.id);
-  const options = await generateRegistrationOptions({
+  const options = await (await webauthn()).generateRegistrationOptions({
     rpName: rp.name, rpID: rp.id,
     userName: user.username, userDisplayName: user.name ?? user.username,
     userID: new TextEncoder().encode(user.id),
@@ -57,7 +57,7 @@ export async function registrationOptions(db: Db, rp: RelyingParty, user: User) 
 /** Checks the browser's answer and stores the passkey; its id, or undefined when the answer is not valid. */
 export async function registerPasskey(db: Db, rp: RelyingParty, user: User, response: unknown): Promise<string | undefined> {
   try {
-    const result = await verifyRegistrationResponse({
+    const result = await (await webauthn()).verifyRegistrationResponse({
       response: response as RegistrationResponseJSON,
       expectedChallenge: (challenge) => consumeChallenge(db, challenge, user.id),
       expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: true,
@@ -76,7 +76,7 @@ export async function registerPasskey(db: Db, rp: RelyingParty, user: User, resp
 /** The options to sign in with a passkey: any of the user's, or (no user yet) any discoverable one. */
 export async function authenticationOptions(db: Db, rp: RelyingParty, user?: User) {
   const keys = user ? await passkeysOf(db, user.id) : [];
-  const options = await generateAuthenticationOptions({
+  const options = await (await webauthn()).generateAuthenticationOptions({
     rpID: rp.id, userVerification: 'required',
     allowCredentials: keys.map((k) => ({ id: k.credentialId, transports: k.transports as AuthenticatorTransport[] })),
   });
@@ -94,7 +94,7 @@ export async function verifyPasskey(db: Db, rp: RelyingParty, response: unknown,
   const key = await findPasskey(db, answer.id);
   if (!key || (user && key.userId !== user.id)) return undefined;
   try {
-    const result = await verifyAuthenticationResponse({
+    const result = await (await webauthn()).verifyAuthenticationResponse({
       response: answer,
       expectedChallenge: (challenge) => consumeChallenge(db, challenge, user?.id),
       expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: true,

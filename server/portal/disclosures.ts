@@ -208,7 +208,7 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     if (!report) return;
     await onRead?.(who.user.id, who.patientId, 'pdf');
     const lines = streamLines(audit.disclosureEvents(report.query), report.options);
-    const pdf = pdfReport(report.summary.map((s) => ({ ...s, app: report.appName(s.app) })), (async function* named() {
+    const pdf = await pdfReport(report.summary.map((s) => ({ ...s, app: report.appName(s.app) })), (async function* named() {
       for await (const line of lines) yield report.named(line);
     })(), {
       patientName: (await patients?.get(who.patientId))?.name ?? who.user.name ?? undefined,

@@ -20,8 +20,11 @@ const form = (data: Record<string, string>, headers: Record<string, string> = {}
 process.env.BENCH_SERVER_NODE_ARGS = `--perf-basic-prof --no-logfile-per-isolate --logfile=/dev/null ${process.env.BENCH_SERVER_NODE_ARGS ?? ''}`;
 const server = await startServerProcess();
 const clients = await registerBenchClients(server, 'system/Patient.rs');
-// Requests that use something up (assertions, codes) are built for the run's likely length.
-const count = Math.ceil(seconds * 1500) + 3000;
+// Requests that use something up (assertions, codes) are built beforehand: a warm-up of WARM, then up to
+// MEASURED (codes expire after a minute, so they are few enough to be minted and used within it).
+const WARM = 1000;
+const MEASURED = path === 'code' ? 2000 : Math.ceil(seconds * 1000);
+const count = WARM + MEASURED + 2 * connections;
 const presign = async (sign: () => Promise<string>) => { const out: string[] = []; for (let i = 0; i < count; i++) out.push(await sign()); return out; };
 
 let request: (i: number) => LoadRequest;
@@ -46,23 +49,38 @@ if (path === 'client_credentials') {
   throw new Error(`unknown path ${path}: client_credentials, code, introspection or read`);
 }
 
-// Warm: by time where requests can be repeated, else by the first 1500 of those built.
+// Warm: by time where requests can be repeated, else by the first WARM of those built.
 if (reusable) await warmUp(server.url, connections, request);
-else await load(server.url, { requests: 1500 }, connections, request);
-const offset = reusable ? 0 : 1500 + connections;
+else await load(server.url, { requests: WARM }, connections, request);
+const offset = reusable ? 0 : WARM + connections;
 mkdirSync('var/perf', { recursive: true });
 const data = `var/perf/${path}.data`;
 const perf = spawn('perf', ['record', '-F', '997', '-g', '-p', String(server.pid), '-o', data], { stdio: 'inherit' });
 await new Promise((r) => setTimeout(r, 500));
-const result = await load(server.url, reusable ? { seconds } : { requests: Math.min(count - offset - connections, Math.ceil(seconds * 400)) }, connections, (i) => request(i + offset), server.pid, statementCounter(server.url));
+const result = await load(server.url, reusable ? { seconds } : { requests: MEASURED }, connections, (i) => request(i + offset), server.pid, statementCounter(server.url));
 perf.kill('SIGINT');
 await new Promise((r) => perf.once('exit', r));
 await server.stop();
 console.log(`${path}: ${result.rps.toFixed(0)}/s, ${result.cpuPerRequest?.toFixed(2)} ms CPU and ${result.statementsPerRequest?.toFixed(2)} statements per request, statuses ${JSON.stringify(result.statuses)} (perf running alongside)`);
-console.log(`\nwhere the server's CPU went (${result.cpuPerRequest?.toFixed(2)} ms per request), by the nearest JavaScript frame of each sample, or by thread where none:`);
-for (const [owner, share] of breakdown(execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 30 }))) {
-  if (share < 0.005) break;
-  console.log(`${(100 * share).toFixed(1).padStart(5)}%  ${((result.cpuPerRequest ?? 0) * share * 1000).toFixed(0).padStart(4)} µs  ${owner}`);
+const shares = breakdown(execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 30 }));
+const line = (share: number, what: string) => `${(100 * share).toFixed(1).padStart(5)}%  ${((result.cpuPerRequest ?? 0) * share * 1000).toFixed(0).padStart(4)} µs  ${what}`;
+console.log(`\nwhere the server's CPU went (${result.cpuPerRequest?.toFixed(2)} ms per request), by part:`);
+const parts = new Map<string, number>();
+for (const [owner, share] of shares) parts.set(partOf(owner), (parts.get(partOf(owner)) ?? 0) + share);
+for (const [part, share] of [...parts].sort((a, b) => b[1] - a[1])) console.log(line(share, part));
+console.log('\nby the nearest JavaScript frame of each sample, or by thread where none (≥ 0.5%):');
+for (const [owner, share] of shares) if (share >= 0.005) console.log(line(share, owner));
+
+/** The part of the server an owner (see breakdown) belongs to. */
+function partOf(owner: string): string {
+  if (owner.startsWith('server/')) return 'smart-auth\'s own code (server/)';
+  if (owner === 'oidc-provider') return 'oidc-provider';
+  if (/^(koa|@koa\/|koa-|delegates|statuses|http-errors|on-finished|raw-body|co-body|content-type|media-typer|type-is|accepts|negotiator|cookies|keygrip|only|destroy|encodeurl|escape-html|vary|fresh|depd|mime)/.test(owner)) return 'Koa and its helpers';
+  if (/^(knex|tarn|sqlite3|pg|pg-|getopts|lodash|colorette|debug)/.test(owner) || owner.endsWith(': sqlite3')) return 'SQL: knex, drivers, SQLite';
+  if (owner === 'jose' || owner.includes('crypto')) return 'cryptography: jose, WebCrypto, OpenSSL';
+  if (owner.includes('V8')) return 'V8: compiler and garbage collector';
+  if (owner.startsWith('node:') || owner.includes('libuv') || owner.includes('thread pool')) return 'Node.js: HTTP, streams, promises, event loop, thread pool';
+  return 'other packages and unattributed';
 }
 
 /**

@@ -4,7 +4,9 @@
 // query through knex against 0.09 ms on the connection itself (node-sqlite3, Node 20). Queries are
 // still compiled by knex to parameterized SQL.
 import type { Knex } from 'knex';
+import type sqlite3 from 'sqlite3';
 import { readConnection, type Db } from './db.ts';
+import { sqliteRows } from './sqlite-statements.ts';
 
 export interface Statements {
   /** Builds queries; they run when given to `rows`. */
@@ -40,22 +42,17 @@ export function transactionStatements(trx: Knex.Transaction): Statements {
   };
 }
 
-interface SqliteConnection {
-  all(sql: string, bindings: readonly unknown[], callback: (err: Error | null, rows: unknown[]) => void): void;
-}
 interface PgConnection {
   query(sql: string, bindings: readonly unknown[]): Promise<{ rows: unknown[] }>;
 }
 
 type Run = (sql: string, bindings: readonly unknown[]) => Promise<unknown[]>;
 
-/** Runs statements on a connection itself (pg's client or node-sqlite3's Database), not through knex's runner. */
+/** Runs statements on a connection itself (pg's client, or node-sqlite3's Database with kept prepared statements), not through knex's runner. */
 function runner(db: Db, connection: unknown): Run {
   const run: Run = isPg(db)
     ? async (sql, bindings) => (await (connection as PgConnection).query(sql, bindings)).rows
-    : (sql, bindings) => new Promise<unknown[]>((resolve, reject) => {
-      (connection as SqliteConnection).all(sql, bindings, (err, rows) => (err ? reject(err) : resolve(rows ?? [])));
-    });
+    : (sql, bindings) => sqliteRows(connection as sqlite3.Database, sql, bindings);
   // Each statement is announced as knex's own `query` event, so that one listener on `db` sees every statement (metrics, tests).
   return (sql, bindings) => {
     db.emit('query', { sql, bindings, raw: true });

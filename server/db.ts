@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import sqlite3 from 'sqlite3';
+import { finalizeStatements } from './sqlite-statements.ts';
 import { migrations } from '../db/migrations/index.ts';
 import { DEFAULT_POOL, type PoolSettings } from './config.ts';
 
@@ -24,7 +25,7 @@ export function openDatabase(databaseUrl: string, pool: PoolSettings = DEFAULT_P
 }
 
 function openSqlite(filename: string): Db {
-  return knexFactory({
+  const db = knexFactory({
       client: 'sqlite3',
       connection: { filename },
       useNullAsDefault: true,
@@ -50,6 +51,14 @@ function openSqlite(filename: string): Db {
         },
       },
     });
+  // The statements kept for a connection (sqlite-statements.ts) are finalized before knex closes it.
+  const client = db.client as { destroyRawConnection(connection: sqlite3.Database): Promise<void> };
+  const destroyRawConnection = client.destroyRawConnection.bind(client);
+  client.destroyRawConnection = async (connection) => {
+    await finalizeStatements(connection);
+    return destroyRawConnection(connection);
+  };
+  return db;
 }
 
 /** A read-only connection beside a SQLite file's one read-write connection: see readConnection. */
@@ -75,7 +84,10 @@ function withReadConnection(db: Db, filename: string): Db {
   client.destroy = async (callback?: unknown) => {
     const opened = await reader?.catch(() => undefined);
     reader = undefined;
-    if (opened) await new Promise<void>((resolve) => opened.close(() => resolve()));
+    if (opened) {
+      await finalizeStatements(opened);
+      await new Promise<void>((resolve) => opened.close(() => resolve()));
+    }
     return destroy(callback);
   };
   return db;

@@ -13,6 +13,9 @@ import { addUser } from '../../server/oidc/users.ts';
 import { disclosureEvents } from '../../server/audit/disclosures.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
+/** Listed in every shape: two writing operations, and one the guard does not know. */
+const OPERATIONS = { GUARD_OPERATIONS: 'meta-add,meta-delete,graphql' };
+const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 
 interface Shape {
   server: TestServer;
@@ -82,6 +85,50 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.ok(found.length > 0 && found.every((id: string) => id.startsWith('Observation/obs-2')), found.join());
     });
 
+    describe('operations listed in GUARD_OPERATIONS', () => {
+      const post = (path: string, bearer: string, body?: unknown, method = 'POST') => fetch(`${shape.fhirBase}/${path}`, {
+        method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
+      });
+      const meta = (security: unknown[]) => ({ resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { security } }] });
+      const HIV = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' };
+
+      it('refuses a writing operation to a token with read scopes only', async () => {
+        const smith = await token('dr.smith', 'demo-password-1');
+        for (const name of ['meta-delete', 'meta-add']) {
+          const res = await post(`Observation/obs-2a-hiv-vl/$${name}`, smith, meta([HIV]));
+          assert.equal(res.status, 403, name);
+          assert.match(res.headers.get('www-authenticate') ?? '', /insufficient_scope/);
+          assert.equal((await res.json()).resourceType, 'OperationOutcome');
+        }
+        assert.deepEqual((await (await get('Observation/obs-2a-hiv-vl', smith)).json()).meta.security.map((c: any) => c.code).sort(), ['HIV', 'R']);
+      });
+
+      it('holds a writing operation to the rules of an update: labels only go up, the compartment, hidden data, Consent', async () => {
+        const writer = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.cruds', patient: 'pat-2' });
+        const removed = await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, meta([HIV]));
+        assert.equal(removed.status, 403);
+        assert.match((await removed.json()).issue[0].diagnostics, /labels only go up/);
+        const lowered = await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, meta([{ system: CONFIDENTIALITY, code: 'R' }]));
+        assert.equal(lowered.status, 403);
+        assert.equal((await post('Observation/obs-1a-hba1c/$meta-add', writer, meta([HIV]))).status, 404, 'another patient\'s');
+        assert.equal((await post('Condition/cond-2-oud/$meta-add', writer, meta([HIV]))).status, 404, 'hidden by pat-2\'s consent');
+        const consent = await post('Consent/consent-pat-2/$meta-delete', writer, meta([HIV]));
+        assert.equal(consent.status, 403, 'policy data needs a scope naming Consent');
+        const smith = await token('dr.smith', 'demo-password-1');
+        assert.deepEqual((await (await get('Observation/obs-2a-hiv-vl', smith)).json()).meta.security.map((c: any) => c.code).sort(), ['HIV', 'R']);
+      });
+
+      it('refuses an operation the guard does not know, and one sent with a method it does not support', async () => {
+        const writer = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.cruds', patient: 'pat-2' });
+        const unknown = await post(`$graphql?query=${encodeURIComponent('{ PatientList { id } }')}`, writer, undefined, 'GET');
+        assert.equal(unknown.status, 403);
+        assert.equal((await unknown.json()).resourceType, 'OperationOutcome');
+        const byGet = await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, undefined, 'GET');
+        assert.equal(byGet.status, 405);
+        assert.equal((await byGet.json()).resourceType, 'OperationOutcome');
+      });
+    });
+
     it('records every access in the authorization server\'s audit chain, in the patient\'s accounting of disclosures', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       const requestId = `rules-${Date.now()}`;
@@ -100,7 +147,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
 }
 
 guardRules('bundled store', async () => {
-  const server = await startTestServer();
+  const server = await startTestServer(OPERATIONS);
   return { server, fhirBase: server.fhirBase, stop: () => server.stop() };
 });
 
@@ -109,7 +156,7 @@ async function behindProxy(startUpstream: () => Promise<ChildServer & { dir?: st
   const upstream = await startUpstream();
   const fhirBase = `http://127.0.0.1:${await freePort()}/r4`;
   const server = await startTestServer({ ADDITIONAL_FHIR_BASES: fhirBase });
-  const proxy = await startGuardProxy(server, fhirBase, upstream.url);
+  const proxy = await startGuardProxy(server, fhirBase, upstream.url, OPERATIONS);
   return {
     server, fhirBase,
     async stop() {

@@ -104,3 +104,46 @@ describe('guard: consent that cannot be read', () => {
     assert.doesNotMatch(JSON.stringify(res.body), /pat-1/);
   });
 });
+
+describe('guard: writing operations', () => {
+  const meta = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 'urn:t', code: 'x' }] } }] };
+
+  function withScope(scope: string) {
+    const { guard, seen } = guardWith({
+      allowOperations: ['meta-add', 'meta-delete', 'graphql'],
+      verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope }, BASE),
+    });
+    const call = (method: string, path: string, body?: unknown) => guard.handle({ method, path, headers: bearer, body });
+    return { call, seen };
+  }
+
+  it('refuses them with read-only scopes (403 insufficient_scope), before anything reaches the FHIR server', async () => {
+    for (const scope of ['system/*.rs', 'system/Patient.read', 'system/Patient.c']) {
+      const { call, seen } = withScope(scope);
+      for (const name of ['meta-add', 'meta-delete']) {
+        const res = await call('POST', `/Patient/pat-1/$${name}`, meta);
+        assert.equal(res.status, 403, `${scope} ${name}`);
+        assert.match(res.headers['www-authenticate'], /insufficient_scope/);
+        assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+      }
+      assert.deepEqual(seen, []);
+    }
+  });
+
+  it('passes them with an update scope, once the stored resource was read and checked', async () => {
+    const { call, seen } = withScope('system/Patient.u');
+    const res = await call('POST', '/Patient/pat-1/$meta-add', meta);
+    assert.equal(res.status, 404, 'the fake upstream does not know the operation');
+    assert.deepEqual(seen, ['Patient/pat-1', 'Patient/pat-1/$meta-add']);
+    assert.equal((await call('POST', '/Patient/pat-1/$meta-add', { resourceType: 'Parameters' })).status, 400, 'no meta parameter');
+  });
+
+  it('refuses unknown operations and wrong methods, whatever the scopes', async () => {
+    const { call, seen } = withScope('system/*.cruds');
+    const unknown = await call('POST', '/$graphql', { resourceType: 'Parameters' });
+    assert.equal(unknown.status, 403);
+    assert.equal((unknown.body as { resourceType: string }).resourceType, 'OperationOutcome');
+    assert.equal((await call('GET', '/Patient/pat-1/$meta-delete')).status, 405);
+    assert.deepEqual(seen, []);
+  });
+});

@@ -9,6 +9,7 @@ import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } f
 import { checkNarratives } from './narrative.ts';
 import { narrowedSearch } from './narrow.ts';
 import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
+import { notModified, weakETag, type Validators } from './conditional.ts';
 import { applyOperation, knownOperation } from './operations.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
@@ -102,6 +103,8 @@ interface Performed {
   resources: FhirResource[];
   /** The patients of a Binary's securityContext: its data is theirs, though it names none itself. */
   patients?: string[];
+  /** A read's stored version, for a conditional read. */
+  validators?: Validators;
 }
 
 /** Upstream pages the filters may empty one after another before the guard answers with an empty page. */
@@ -132,8 +135,9 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
+  // Never If-None-Match: the upstream's 304 would come before the rules (the guard answers it, see handle).
   const passHeaders = (headers: Record<string, string | undefined>) => Object.fromEntries(
-    ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
+    ['if-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
   async function send(request: ReceivedRequest, method: string, path: string, body?: unknown, provenance?: FhirResource): Promise<UpstreamResponse> {
@@ -188,7 +192,14 @@ export function createGuard(guardOptions: GuardOptions) {
     const visible = await admit(token, inScope);
     // The context stands in for the Binary's sensitivity too: its labels and the patient's consent apply.
     if (!visible || (context && !(await admit(token, context)))) return hidden(token, interaction);
-    return { response: answer(200, visible, upstream), resources: [visible], patients: context && patientsOf(context) };
+    const stored = upstream.body as FhirResource;
+    const response = answer(200, visible, upstream);
+    // De-identification shifts dates: the real lastUpdated is neither told (Last-Modified) nor probed (If-Modified-Since).
+    const trueDate = visible.meta?.lastUpdated === stored.meta?.lastUpdated;
+    if (!trueDate) delete response.headers['last-modified'];
+    const validators = { etag: response.headers.etag ?? weakETag(stored.meta?.versionId), lastUpdated: trueDate ? stored.meta?.lastUpdated : undefined };
+    if (validators.etag) response.headers.etag = validators.etag;
+    return { response, resources: [visible], patients: context && patientsOf(context), validators };
   }
 
   /**
@@ -512,7 +523,17 @@ export function createGuard(guardOptions: GuardOptions) {
     record.interaction = interaction;
     const result = await perform(request, record.token, interaction);
     if (isRefusal(result)) return done(refusalResponse(result, options.base, true));
-    return done(result.response, result.resources, result.patients);
+    return done(unlessNotModified(request, result), result.resources, result.patients);
+  }
+
+  /**
+   * A conditional read is answered here, after every rule: 304 only for a resource the token sees whose
+   * stored version the client has; anything else is answered as without the condition.
+   */
+  function unlessNotModified(request: ReceivedRequest, { response, validators }: Performed): GuardResponse {
+    if (!validators || response.status !== 200 || !notModified(request.headers, validators)) return response;
+    const { 'content-type': _, ...headers } = response.headers;
+    return { status: 304, headers };
   }
 
   /**

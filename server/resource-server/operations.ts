@@ -44,11 +44,14 @@ type Coding = { system?: string; code?: string };
 type Meta = { profile?: string[]; tag?: Coding[]; security?: Coding[] };
 
 const sameCoding = (a: Coding, b: Coding) => a.system === b.system && a.code === b.code;
+/** What `$meta-delete` may remove: a coding without a system (or code) may match any, as some servers take it. */
+const mayMatch = (stored: Coding, given: Coding) =>
+  (given.system === undefined || given.system === stored.system) && (given.code === undefined || given.code === stored.code);
 
 /**
  * The resource as a writing operation leaves it: `$meta-add` adds the profiles, tags and security labels
- * of its `meta` parameter (those not there yet), `$meta-delete` removes them. A refusal for any other
- * operation, or a body that is not Parameters with a `meta`.
+ * of its `meta` parameter (those not there yet), `$meta-delete` removes them (at the most the server could
+ * take them to name). A refusal for any other operation, or a body that is not Parameters with a `meta`.
  */
 export function applyOperation(name: string, stored: FhirResource, body: unknown): FhirResource | Refusal {
   if (name !== 'meta-add' && name !== 'meta-delete') return { status: 403, code: 'forbidden', message: `the guard cannot check what $${name} writes` };
@@ -63,7 +66,7 @@ export function applyOperation(name: string, stored: FhirResource, body: unknown
     const named = Array.isArray(given) ? (given as Coding[]).filter((c) => typeof c === 'object' && c !== null) : [];
     return adding
       ? [...current, ...named.filter((c) => !current.some((h) => sameCoding(h, c)))]
-      : current.filter((h) => !named.some((c) => sameCoding(h, c)));
+      : current.filter((h) => !named.some((c) => mayMatch(h, c)));
   };
   const profiles = (have: unknown, given: unknown): string[] => {
     const current = Array.isArray(have) ? (have as string[]) : [];

@@ -169,8 +169,9 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         const removed = await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, meta([HIV]));
         assert.equal(removed.status, 403);
         assert.match((await removed.json()).issue[0].diagnostics, /labels only go up/);
-        const lowered = await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, meta([{ system: CONFIDENTIALITY, code: 'R' }]));
-        assert.equal(lowered.status, 403);
+        for (const label of [{ system: CONFIDENTIALITY, code: 'R' }, { code: 'HIV' }]) {
+          assert.equal((await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, meta([label]))).status, 403, JSON.stringify(label));
+        }
         assert.equal((await post('Observation/obs-1a-hba1c/$meta-add', writer, meta([HIV]))).status, 404, 'another patient\'s');
         assert.equal((await post('Condition/cond-2-oud/$meta-add', writer, meta([HIV]))).status, 404, 'hidden by pat-2\'s consent');
         const consent = await post('Consent/consent-pat-2/$meta-delete', writer, meta([HIV]));

@@ -4,7 +4,7 @@
 // Settings: PORT (8080), HOST (0.0.0.0), GUARD_VERIFICATION (local | introspection | local+introspection),
 // INTROSPECTION_CLIENT_ID / INTROSPECTION_CLIENT_SECRET (a resource-server client of the issuer),
 // GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
-// GUARD_OPERATIONS (comma-separated operation names allowed through, default none), UPSTREAM_TIMEOUT (seconds, 10),
+// GUARD_OPERATIONS (comma-separated operation names allowed through if the guard knows them, default none), UPSTREAM_TIMEOUT (seconds, 10),
 // GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
 // Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and the
 // registered apps' origins and users' patients, and the DPoP proofs seen, so that a replay is refused at

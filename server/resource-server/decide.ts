@@ -4,6 +4,7 @@ import { isInPatientCompartment, parseReference, PATIENT_COMPARTMENT_PATHS, pati
 import { matchesSearch, searchParamKind } from '../fhir/search.ts';
 import { allows, permissionFor, type Interaction, type Level, type Permission, type ResourceScope } from '../smart/scopes.ts';
 import { codingList, isPrivacyOfficerRole } from '../hcs/codes.ts';
+import { knownOperation } from './operations.ts';
 import type { Decision, FhirInteraction, FhirResource, InteractionKind, Refusal, TokenContext, View } from './types.ts';
 
 /** The interactions a SMART scope permission governs (the rest are decided in `decide`). */
@@ -111,9 +112,15 @@ export function decide(token: TokenContext, interaction: FhirInteraction, option
       if (!allowed.includes(name) && !allowed.includes(`$${name}`)) {
         return deny({ status: 403, code: 'forbidden', message: `the operation $${name} is not allowed through this server` });
       }
-      if (type === undefined) return { effect: 'allow', views: [{ query: [] }] };
-      const views = viewsFor(token, type, 'search-type');
-      return views.length > 0 ? { effect: 'allow', views } : deny(insufficientScope('search-type', type));
+      const known = knownOperation(name);
+      if (!known || type === undefined) {
+        return deny({ status: 403, code: 'forbidden', message: `the guard does not know what $${name} reads or writes${type ? '' : ' at the system level'}, so it is refused` });
+      }
+      // A reading operation needs what a search of its type needs; a writing one changes the resource it
+      // is invoked on, so it needs an update of it (SMART v2 `u`, v1 `write`), with the write rules.
+      const needs = known.effect === 'write' ? 'update' : 'search-type';
+      const views = viewsFor(token, type, needs);
+      return views.length > 0 ? { effect: 'allow', views } : deny(insufficientScope(needs, type));
     }
   }
   const target = kind === 'search-system' || kind === 'history-system' ? '*' : type;

@@ -9,6 +9,8 @@ import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } f
 import { checkNarratives } from './narrative.ts';
 import { narrowedSearch } from './narrow.ts';
 import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
+import { notModified, weakETag, type Validators } from './conditional.ts';
+import { applyOperation, knownOperation } from './operations.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
@@ -101,6 +103,8 @@ interface Performed {
   resources: FhirResource[];
   /** The patients of a Binary's securityContext: its data is theirs, though it names none itself. */
   patients?: string[];
+  /** A read's stored version, for a conditional read. */
+  validators?: Validators;
 }
 
 /** Upstream pages the filters may empty one after another before the guard answers with an empty page. */
@@ -131,8 +135,9 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
+  // Never If-None-Match: the upstream's 304 would come before the rules (the guard answers it, see handle).
   const passHeaders = (headers: Record<string, string | undefined>) => Object.fromEntries(
-    ['if-match', 'if-none-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
+    ['if-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
   async function send(request: ReceivedRequest, method: string, path: string, body?: unknown, provenance?: FhirResource): Promise<UpstreamResponse> {
@@ -187,7 +192,14 @@ export function createGuard(guardOptions: GuardOptions) {
     const visible = await admit(token, inScope);
     // The context stands in for the Binary's sensitivity too: its labels and the patient's consent apply.
     if (!visible || (context && !(await admit(token, context)))) return hidden(token, interaction);
-    return { response: answer(200, visible, upstream), resources: [visible], patients: context && patientsOf(context) };
+    const stored = upstream.body as FhirResource;
+    const response = answer(200, visible, upstream);
+    // De-identification shifts dates: the real lastUpdated is neither told (Last-Modified) nor probed (If-Modified-Since).
+    const trueDate = visible.meta?.lastUpdated === stored.meta?.lastUpdated;
+    if (!trueDate) delete response.headers['last-modified'];
+    const validators = { etag: response.headers.etag ?? weakETag(stored.meta?.versionId), lastUpdated: trueDate ? stored.meta?.lastUpdated : undefined };
+    if (validators.etag) response.headers.etag = validators.etag;
+    return { response, resources: [visible], patients: context && patientsOf(context), validators };
   }
 
   /**
@@ -285,8 +297,11 @@ export function createGuard(guardOptions: GuardOptions) {
   /**
    * Everything a write is checked against before it is sent: its narrative, the stored version (read
    * from upstream), the token's views and the resource policy. The resource to send, or a refusal.
+   * `effect`: for a write that names no new version (a writing operation), the version it would leave.
    */
-  async function checkedWrite(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<{ resource?: FhirResource; existing?: FhirResource } | Refusal> {
+  async function checkedWrite(
+    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, effect?: (stored: FhirResource) => FhirResource | Refusal,
+  ): Promise<{ resource?: FhirResource; existing?: FhirResource } | Refusal> {
     let resource = interaction.resource;
     if (resource) {
       const checked = checkNarratives(resource, narratives);
@@ -304,9 +319,14 @@ export function createGuard(guardOptions: GuardOptions) {
       const gone = current.status === 404 || current.status === 410;
       if (current.status === 200) existing = current.body as FhirResource;
       else if (!gone) return { status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${current.status})` };
-      else if (interaction.kind !== 'update') return notFound(interaction);
+      else if (interaction.kind !== 'update' || effect) return notFound(interaction);
       // A write on data the token may not see is refused as if the data did not exist.
       if (existing && !(await admit(token, existing))) return notFound(interaction);
+    }
+    if (effect && existing) {
+      const after = effect(existing);
+      if (isRefusal(after)) return after;
+      resource = after;
     }
     const kind = interaction.kind as 'create' | 'update' | 'patch' | 'delete';
     const problem = checkWrite(token, kind, resource, existing);
@@ -377,6 +397,7 @@ export function createGuard(guardOptions: GuardOptions) {
 
   /** An allowed operation: its answer goes through the same filters as a read or a search. */
   async function operation(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+    if (knownOperation(interaction.operation ?? '')?.effect === 'write') return writingOperation(request, token, interaction);
     if (interaction.id) {
       const instance = await read({ ...request, path: `${interaction.type}/${interaction.id}` }, token, { ...interaction, kind: 'read' });
       if (isRefusal(instance)) return instance;
@@ -398,6 +419,22 @@ export function createGuard(guardOptions: GuardOptions) {
       return { response: answer(upstream.status, visible, upstream), resources: [visible] };
     }
     return { response: answer(upstream.status, body, upstream), resources: [] };
+  }
+
+  /**
+   * A writing operation is checked as the update it amounts to: the stored resource as the operation would
+   * leave it must pass every rule an update does (compartments, Consent writes, labels only go up).
+   */
+  async function writingOperation(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+    const name = interaction.operation ?? '';
+    const update: FhirInteraction = { kind: 'update', type: interaction.type, id: interaction.id, params: new URLSearchParams() };
+    const checked = await checkedWrite(request, token, update, (stored) => applyOperation(name, stored, request.body));
+    if (isRefusal(checked)) return checked;
+    const query = request.query.toString();
+    const upstream = await send(request, 'POST', query ? `${request.path}?${query}` : request.path, request.body);
+    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (checked.existing) options.resourcePolicy?.written(checked.existing);
+    return { response: answer(upstream.status, upstream.body, upstream), resources: checked.resource ? [checked.resource] : [] };
   }
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */
@@ -486,7 +523,17 @@ export function createGuard(guardOptions: GuardOptions) {
     record.interaction = interaction;
     const result = await perform(request, record.token, interaction);
     if (isRefusal(result)) return done(refusalResponse(result, options.base, true));
-    return done(result.response, result.resources, result.patients);
+    return done(unlessNotModified(request, result), result.resources, result.patients);
+  }
+
+  /**
+   * A conditional read is answered here, after every rule: 304 only for a resource the token sees whose
+   * stored version the client has; anything else is answered as without the condition.
+   */
+  function unlessNotModified(request: ReceivedRequest, { response, validators }: Performed): GuardResponse {
+    if (!validators || response.status !== 200 || !notModified(request.headers, validators)) return response;
+    const { 'content-type': _, ...headers } = response.headers;
+    return { status: 304, headers };
   }
 
   /**

@@ -1,5 +1,6 @@
 // What a FHIR REST request asks for: method + path ⇒ one interaction, or a refusal.
 // Pure; the path is relative to the FHIR base (see FhirRequest).
+import { knownOperation } from './operations.ts';
 import type { FhirBundle, FhirInteraction, FhirRequest, FhirResource, InteractionKind, Refusal } from './types.ts';
 
 const TYPE = /^[A-Z][A-Za-z]+$/;
@@ -92,6 +93,11 @@ function operation(verb: string, segments: string[], at: number, request: FhirRe
     return refuse(404, 'not-supported', `unknown operation path /${request.path}`);
   }
   if (verb !== 'GET' && verb !== 'POST') return notAllowed(request.method.toUpperCase(), request.path);
+  // What is known of the operation: the levels it is defined at, and GET only for one that changes nothing.
+  const known = knownOperation(name.slice(1));
+  const level = (['system', 'type', 'instance'] as const)[at];
+  if (known && !known.levels.includes(level)) return refuse(400, 'not-supported', `${name} is not an operation at the ${level} level`);
+  if (known?.effect === 'write' && verb !== 'POST') return notAllowed(request.method.toUpperCase(), request.path);
   const interaction: FhirInteraction = { kind: 'operation', operation: name.slice(1), params: new URLSearchParams(request.query) };
   if (at >= 1) {
     if (!TYPE.test(segments[0])) return refuse(404, 'not-supported', `unknown resource type ${segments[0]}`);

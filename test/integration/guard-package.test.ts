@@ -27,7 +27,7 @@ const chain = databaseAudit(db);
 let audited = 0;
 const app = new Koa();
 app.use(smartGuard({
-  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM,
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
   allowedOrigins: allowOrigins([], registeredOrigins(db)),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { await chain.append(events); audited += events.length; }),
@@ -44,7 +44,7 @@ const { ISSUER, FHIR_BASE, UPSTREAM, PORT } = process.env;
 const upstream = httpUpstream({ baseUrl: UPSTREAM });
 let audited = 0;
 const guard = nodeGuard({
-  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM,
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
@@ -66,7 +66,7 @@ const app = express();
 app.get('/audited', (req, res) => res.json({ audited }));
 app.use(express.json({ type: ['application/json', 'application/fhir+json'] }));
 app.use(nodeGuard({
-  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM,
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
@@ -160,6 +160,13 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       assert.equal(own.status, 200);
       assert.equal(own.headers.get('access-control-allow-origin'), APP_ORIGIN);
       assert.equal((await read('Patient/pat-1')).status, 404, 'another patient');
+      const unchanged = await fetch(`${base}/Patient/pat-2`, { headers: { authorization: `Bearer ${token}`, 'if-none-match': own.headers.get('etag')! } });
+      assert.equal(unchanged.status, 304, 'a conditional read of an unchanged resource the token sees');
+      assert.equal(await unchanged.text(), '');
+      const meta = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 'urn:t', code: 'x' }] } }] };
+      const metaDelete = await fetch(`${base}/Patient/pat-2/$meta-delete`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(meta) });
+      assert.equal(metaDelete.status, 403, 'a writing operation with read scopes');
+      assert.equal((await metaDelete.json()).resourceType, 'OperationOutcome');
 
       const jones = await authorize({ server, client, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
       const jonesToken = (await exchangeCode(server.issuer, jones, client)).body.access_token as string;

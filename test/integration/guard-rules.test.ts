@@ -13,6 +13,9 @@ import { addUser } from '../../server/oidc/users.ts';
 import { disclosureEvents } from '../../server/audit/disclosures.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
+/** Listed in every shape: two writing operations, and one the guard does not know. */
+const OPERATIONS = { GUARD_OPERATIONS: 'meta-add,meta-delete,graphql' };
+const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 
 interface Shape {
   server: TestServer;
@@ -71,7 +74,13 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       for (const secret of ['Shaw', 'Amy', 'MRN-10001', 'pat-1']) assert.ok(!text.includes(secret), secret);
       const pseudonyms: string[] = (JSON.parse(text).entry ?? []).map((e: any) => e.resource.id);
       assert.ok(pseudonyms.length > 0);
-      assert.equal((await get(`Patient/${pseudonyms[0]}`, research)).status, 200, 'by its pseudonym');
+      const byPseudonym = await get(`Patient/${pseudonyms[0]}`, research);
+      assert.equal(byPseudonym.status, 200, 'by its pseudonym');
+      assert.equal(byPseudonym.headers.get('last-modified'), null, 'nor the real date of its last change');
+      const { meta } = await byPseudonym.json();
+      const since = new Date(Date.now() + 60_000).toUTCString();
+      assert.equal((await fetch(`${shape.fhirBase}/Patient/${pseudonyms[0]}`, { headers: { authorization: `Bearer ${research}`, 'if-modified-since': since } })).status, 200, 'which If-Modified-Since must not probe');
+      assert.equal((await fetch(`${shape.fhirBase}/Patient/${pseudonyms[0]}`, { headers: { authorization: `Bearer ${research}`, 'if-none-match': `W/"${meta.versionId}"` } })).status, 304, 'the version is no secret');
     });
 
     it('keeps a patient token in its compartment', async () => {
@@ -80,6 +89,106 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await get('Patient/pat-1', patient)).status, 404);
       const found = await ids(await get('Observation', patient));
       assert.ok(found.length > 0 && found.every((id: string) => id.startsWith('Observation/obs-2')), found.join());
+    });
+
+    describe('conditional reads', () => {
+      const conditional = (path: string, bearer: string, headers: Record<string, string | undefined>) =>
+        fetch(`${shape.fhirBase}/${path}`, { headers: { authorization: `Bearer ${bearer}`, ...headers } as Record<string, string> });
+
+      it('answers 304 with the ETag and no body when the resource the token sees is unchanged, audited as a read', async () => {
+        const smith = await token('dr.smith', 'demo-password-1');
+        const first = await get('Observation/obs-2a-hiv-vl', smith);
+        assert.equal(first.status, 200);
+        const { meta } = await first.json();
+        const etag = first.headers.get('etag');
+        assert.equal(etag, `W/"${meta.versionId}"`);
+        const requestId = `conditional-${Date.now()}`;
+        const again = await conditional('Observation/obs-2a-hiv-vl', smith, { 'if-none-match': etag!, 'x-request-id': requestId });
+        assert.equal(again.status, 304);
+        assert.equal(again.headers.get('etag'), etag);
+        assert.equal(await again.text(), '');
+        const since = new Date(Date.parse(meta.lastUpdated) + 1000).toUTCString();
+        assert.equal((await conditional('Observation/obs-2a-hiv-vl', smith, { 'if-modified-since': since })).status, 304);
+        const events = await shape.server.audit.search({ limit: 1000 });
+        const [read] = events.filter((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === requestId));
+        assert.ok(read, 'the 304 is in the chain');
+        assert.equal(read.outcome, '0');
+        assert.ok(disclosureEvents([read], { patient: 'pat-2' }).length === 1, 'a read of pat-2\'s data');
+      });
+
+      it('answers 200 with the resource when it changed', async () => {
+        const smith = await token('dr.smith', 'demo-password-1');
+        for (const headers of [{ 'if-none-match': 'W/"not-this-version"' }, { 'if-modified-since': 'Thu, 01 Jan 2015 00:00:00 GMT' }]) {
+          const res = await conditional('Observation/obs-2a-hiv-vl', smith, headers);
+          assert.equal(res.status, 200, JSON.stringify(headers));
+          assert.equal((await res.json()).id, 'obs-2a-hiv-vl');
+        }
+      });
+
+      it('answers what a plain read answers, never 304, for a resource the token may not see (labels, consent, compartment)', async () => {
+        const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+        const smith = await token('dr.smith', 'demo-password-1');
+        const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
+        const etagOf = async (path: string) => (await get(path, smith)).headers.get('etag') ?? 'W/"1"';
+        for (const [path, bearer, etag] of [
+          ['Observation/obs-2a-hiv-vl', jones, await etagOf('Observation/obs-2a-hiv-vl')], // above jones's clearance
+          ['Condition/cond-2-oud', smith, 'W/"1"'], // pat-2's consent denies it to dr-smith
+          ['Observation/obs-1a-hba1c', patient, await etagOf('Observation/obs-1a-hba1c')], // another patient's
+        ] as const) {
+          const plain = await get(path, bearer);
+          for (const headers of [{ 'if-none-match': etag }, { 'if-none-match': '*' }, { 'if-modified-since': new Date().toUTCString() }]) {
+            const res = await conditional(path, bearer, headers);
+            assert.equal(res.status, plain.status, `${path} ${JSON.stringify(headers)}`);
+            assert.equal(res.status, 404);
+            assert.equal(res.headers.get('etag'), null);
+          }
+        }
+      });
+    });
+
+    describe('operations listed in GUARD_OPERATIONS', () => {
+      const post = (path: string, bearer: string, body?: unknown, method = 'POST') => fetch(`${shape.fhirBase}/${path}`, {
+        method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
+      });
+      const meta = (security: unknown[]) => ({ resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { security } }] });
+      const HIV = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' };
+
+      it('refuses a writing operation to a token with read scopes only', async () => {
+        const smith = await token('dr.smith', 'demo-password-1');
+        for (const name of ['meta-delete', 'meta-add']) {
+          const res = await post(`Observation/obs-2a-hiv-vl/$${name}`, smith, meta([HIV]));
+          assert.equal(res.status, 403, name);
+          assert.match(res.headers.get('www-authenticate') ?? '', /insufficient_scope/);
+          assert.equal((await res.json()).resourceType, 'OperationOutcome');
+        }
+        assert.deepEqual((await (await get('Observation/obs-2a-hiv-vl', smith)).json()).meta.security.map((c: any) => c.code).sort(), ['HIV', 'R']);
+      });
+
+      it('holds a writing operation to the rules of an update: labels only go up, the compartment, hidden data, Consent', async () => {
+        const writer = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.cruds', patient: 'pat-2' });
+        const removed = await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, meta([HIV]));
+        assert.equal(removed.status, 403);
+        assert.match((await removed.json()).issue[0].diagnostics, /labels only go up/);
+        for (const label of [{ system: CONFIDENTIALITY, code: 'R' }, { code: 'HIV' }]) {
+          assert.equal((await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, meta([label]))).status, 403, JSON.stringify(label));
+        }
+        assert.equal((await post('Observation/obs-1a-hba1c/$meta-add', writer, meta([HIV]))).status, 404, 'another patient\'s');
+        assert.equal((await post('Condition/cond-2-oud/$meta-add', writer, meta([HIV]))).status, 404, 'hidden by pat-2\'s consent');
+        const consent = await post('Consent/consent-pat-2/$meta-delete', writer, meta([HIV]));
+        assert.equal(consent.status, 403, 'policy data needs a scope naming Consent');
+        const smith = await token('dr.smith', 'demo-password-1');
+        assert.deepEqual((await (await get('Observation/obs-2a-hiv-vl', smith)).json()).meta.security.map((c: any) => c.code).sort(), ['HIV', 'R']);
+      });
+
+      it('refuses an operation the guard does not know, and one sent with a method it does not support', async () => {
+        const writer = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.cruds', patient: 'pat-2' });
+        const unknown = await post(`$graphql?query=${encodeURIComponent('{ PatientList { id } }')}`, writer, undefined, 'GET');
+        assert.equal(unknown.status, 403);
+        assert.equal((await unknown.json()).resourceType, 'OperationOutcome');
+        const byGet = await post('Observation/obs-2a-hiv-vl/$meta-delete', writer, undefined, 'GET');
+        assert.equal(byGet.status, 405);
+        assert.equal((await byGet.json()).resourceType, 'OperationOutcome');
+      });
     });
 
     it('records every access in the authorization server\'s audit chain, in the patient\'s accounting of disclosures', async () => {
@@ -100,7 +209,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
 }
 
 guardRules('bundled store', async () => {
-  const server = await startTestServer();
+  const server = await startTestServer(OPERATIONS);
   return { server, fhirBase: server.fhirBase, stop: () => server.stop() };
 });
 
@@ -109,7 +218,7 @@ async function behindProxy(startUpstream: () => Promise<ChildServer & { dir?: st
   const upstream = await startUpstream();
   const fhirBase = `http://127.0.0.1:${await freePort()}/r4`;
   const server = await startTestServer({ ADDITIONAL_FHIR_BASES: fhirBase });
-  const proxy = await startGuardProxy(server, fhirBase, upstream.url);
+  const proxy = await startGuardProxy(server, fhirBase, upstream.url, OPERATIONS);
   return {
     server, fhirBase,
     async stop() {

@@ -228,8 +228,38 @@ describe('resource-server/decide', () => {
       assert.deepEqual(decide(token, everything, { allowOperations: ['everything'] }), { effect: 'allow', views: [{ patients: ['pat-1'], query: [] }] });
       assert.equal(decide(token, everything, { allowOperations: ['$everything'] }).effect, 'allow');
       assert.equal(decide(tok('patient/Observation.rs', P1), everything, { allowOperations: ['everything'] }).effect, 'deny');
-      assert.deepEqual(decide(token, interactionOf('GET $export'), { allowOperations: ['export'] }), { effect: 'allow', views: [{ query: [] }] });
       assert.equal(decide(token, interactionOf('GET $export'), { allowOperations: ['everything'] }).effect, 'deny');
+    });
+
+    it('refuses an operation it does not know, even when listed: it cannot tell what it reads or writes', () => {
+      const token = tok('system/*.cruds');
+      for (const request of ['GET $export', 'GET Patient/$export', 'POST $graphql', 'POST $process-message', 'GET Patient/pat-1/$x']) {
+        const interaction = interactionOf(request);
+        const refused = decide(token, interaction, { allowOperations: [interaction.operation!] });
+        assert.ok(refused.effect === 'deny', request);
+        assert.deepEqual([refused.refusal.status, refused.refusal.code], [403, 'forbidden'], request);
+        assert.match(refused.refusal.message, /does not know/, request);
+      }
+    });
+
+    it('decides a writing operation like an update of its resource: u (v1 write), Consent only with a Consent scope', () => {
+      const meta = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 's', code: 'c' }] } }] } as FhirResource;
+      const allow = { allowOperations: ['meta-add', 'meta-delete'] };
+      for (const name of ['meta-add', 'meta-delete']) {
+        const onObs = interactionOf(`POST Observation/obs-1a-hba1c/$${name}`, meta);
+        for (const scopes of ['patient/*.rs', 'patient/Observation.read', 'patient/Observation.cd']) {
+          const refused = decide(tok(scopes, P1), onObs, allow);
+          assert.ok(refused.effect === 'deny', `${name} ${scopes}`);
+          assert.equal(refused.refusal.bearerError, 'insufficient_scope');
+          assert.match(refused.refusal.message, /Observation\.u/);
+        }
+        for (const scopes of ['patient/Observation.u', 'patient/Observation.write', 'patient/*.cruds']) {
+          assert.deepEqual(decide(tok(scopes, P1), onObs, allow), { effect: 'allow', views: [{ patients: ['pat-1'], query: [] }] }, `${name} ${scopes}`);
+        }
+        const onConsent = interactionOf(`POST Consent/consent-1/$${name}`, meta);
+        assert.equal(decide(tok('patient/*.cruds', P1), onConsent, allow).effect, 'deny', 'policy data needs a scope naming Consent');
+        assert.equal(decide(tok('patient/Consent.u', P1), onConsent, allow).effect, 'allow');
+      }
     });
 
     it('fails closed on an interaction without the type it needs', () => {

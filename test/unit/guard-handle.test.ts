@@ -104,3 +104,103 @@ describe('guard: consent that cannot be read', () => {
     assert.doesNotMatch(JSON.stringify(res.body), /pat-1/);
   });
 });
+
+describe('guard: conditional reads', () => {
+  const stored = { ...observation, meta: { versionId: '2', lastUpdated: '2026-03-01T10:00:00.500Z' } };
+  /** A plain FHIR server: 304 when If-None-Match names the current version. */
+  function plainServer(scope: string, patient?: string) {
+    const sent: Record<string, string>[] = [];
+    const audited: { status: number; resources: string[] }[] = [];
+    const upstream = inProcessUpstream(async (request: UpstreamRequest) => {
+      sent.push(request.headers ?? {});
+      if (request.path !== 'Observation/obs-1') return { status: 404, headers: new Headers(), body: { resourceType: 'OperationOutcome', issue: [] } };
+      const headers = new Headers({ 'content-type': 'application/fhir+json', etag: 'W/"2"' });
+      return request.headers?.['if-none-match'] === 'W/"2"' ? { status: 304, headers, body: undefined } : { status: 200, headers, body: stored };
+    });
+    const guard = createGuard({
+      base: BASE, upstream, upstreamBase: 'http://upstream/fhir',
+      verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope, ...(patient && { patient }) }, BASE),
+      audit: async (record) => { audited.push({ status: record.status, resources: record.resources }); },
+    });
+    const read = (headers: Record<string, string | undefined>, method = 'GET') => guard.handle({ method, path: '/Observation/obs-1', headers: { ...bearer, ...headers } });
+    return { read, sent, audited };
+  }
+
+  it('answers 304 with the ETag and no body when the visible resource is unchanged, and audits it as a read', async () => {
+    const { read, sent, audited } = plainServer('system/*.rs');
+    for (const headers of [{ 'if-none-match': 'W/"2"' }, { 'if-none-match': 'W/"1", "2"' }, { 'if-none-match': '*' }, { 'if-modified-since': 'Sun, 01 Mar 2026 10:00:00 GMT' }]) {
+      for (const method of ['GET', 'HEAD']) {
+        const res = await read(headers, method);
+        assert.equal(res.status, 304, JSON.stringify(headers));
+        assert.equal(res.headers.etag, 'W/"2"');
+        assert.equal(res.body, undefined);
+        assert.equal(res.headers['content-type'], undefined);
+      }
+    }
+    assert.deepEqual(audited.at(-1), { status: 304, resources: ['Observation/obs-1'] });
+    assert.ok(sent.every((headers) => headers['if-none-match'] === undefined), 'the upstream never answers the condition');
+  });
+
+  it('answers as without the condition when the resource changed', async () => {
+    const { read } = plainServer('system/*.rs');
+    for (const headers of [{ 'if-none-match': 'W/"1"' }, { 'if-modified-since': 'Sun, 01 Mar 2026 09:59:59 GMT' }, { 'if-modified-since': 'not a date' }]) {
+      const res = await read(headers);
+      assert.equal(res.status, 200, JSON.stringify(headers));
+      assert.equal((res.body as { id: string }).id, 'obs-1');
+      assert.equal(res.headers.etag, 'W/"2"');
+    }
+  });
+
+  it('never answers 304 for a resource the token may not see: the same 404 as a plain read', async () => {
+    const { read } = plainServer('patient/*.rs', 'pat-2');
+    const plain = await read({});
+    assert.equal(plain.status, 404);
+    for (const headers of [{ 'if-none-match': 'W/"2"' }, { 'if-none-match': '*' }, { 'if-modified-since': 'Sun, 01 Mar 2026 10:00:00 GMT' }]) {
+      const res = await read(headers);
+      assert.deepEqual([res.status, res.body], [plain.status, plain.body], JSON.stringify(headers));
+    }
+  });
+});
+
+describe('guard: writing operations', () => {
+  const meta = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 'urn:t', code: 'x' }] } }] };
+
+  function withScope(scope: string) {
+    const { guard, seen } = guardWith({
+      allowOperations: ['meta-add', 'meta-delete', 'graphql'],
+      verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope }, BASE),
+    });
+    const call = (method: string, path: string, body?: unknown) => guard.handle({ method, path, headers: bearer, body });
+    return { call, seen };
+  }
+
+  it('refuses them with read-only scopes (403 insufficient_scope), before anything reaches the FHIR server', async () => {
+    for (const scope of ['system/*.rs', 'system/Patient.read', 'system/Patient.c']) {
+      const { call, seen } = withScope(scope);
+      for (const name of ['meta-add', 'meta-delete']) {
+        const res = await call('POST', `/Patient/pat-1/$${name}`, meta);
+        assert.equal(res.status, 403, `${scope} ${name}`);
+        assert.match(res.headers['www-authenticate'], /insufficient_scope/);
+        assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+      }
+      assert.deepEqual(seen, []);
+    }
+  });
+
+  it('passes them with an update scope, once the stored resource was read and checked', async () => {
+    const { call, seen } = withScope('system/Patient.u');
+    const res = await call('POST', '/Patient/pat-1/$meta-add', meta);
+    assert.equal(res.status, 404, 'the fake upstream does not know the operation');
+    assert.deepEqual(seen, ['Patient/pat-1', 'Patient/pat-1/$meta-add']);
+    assert.equal((await call('POST', '/Patient/pat-1/$meta-add', { resourceType: 'Parameters' })).status, 400, 'no meta parameter');
+  });
+
+  it('refuses unknown operations and wrong methods, whatever the scopes', async () => {
+    const { call, seen } = withScope('system/*.cruds');
+    const unknown = await call('POST', '/$graphql', { resourceType: 'Parameters' });
+    assert.equal(unknown.status, 403);
+    assert.equal((unknown.body as { resourceType: string }).resourceType, 'OperationOutcome');
+    assert.equal((await call('GET', '/Patient/pat-1/$meta-delete')).status, 405);
+    assert.deepEqual(seen, []);
+  });
+});

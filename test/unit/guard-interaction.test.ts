@@ -136,6 +136,16 @@ describe('resource-server/interaction', () => {
       assert.deepEqual(pick(refusal('POST', '$export', [1, 2])), [400, 'invalid']);
     });
 
+    it('refuses a writing operation sent with GET, and a known operation at a level it is not defined at', () => {
+      const meta = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 's', code: 'c' }] } }] };
+      assert.equal(interaction('POST', 'Observation/obs-1/$meta-delete', meta).operation, 'meta-delete');
+      assert.equal(interaction('GET', 'Observation/obs-1/$meta').operation, 'meta');
+      assert.deepEqual(pick(refusal('GET', 'Observation/obs-1/$meta-delete')), [405, 'not-supported']);
+      assert.deepEqual(pick(refusal('HEAD', 'Observation/obs-1/$meta-add')), [405, 'not-supported']);
+      assert.deepEqual(pick(refusal('POST', 'Observation/$meta-delete', meta)), [400, 'not-supported']);
+      assert.deepEqual(pick(refusal('GET', '$everything')), [400, 'not-supported']);
+    });
+
     it('answers 404 for unknown types and malformed ids', () => {
       for (const target of ['lowercase', 'Observation1', 'X', '_everything', 'metadata/x', 'Obs-ervation/1']) {
         assert.deepEqual(pick(refusal('GET', target)), [404, 'not-supported'], target);

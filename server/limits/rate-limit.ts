@@ -71,7 +71,7 @@ export function createRateLimiter({ limit, windowSeconds, maxKeys = 10_000, now 
 }
 
 export interface RateLimitOptions {
-  /** Exact request paths, e.g. ['/token']. */
+  /** Request paths, e.g. ['/token'], matched as the routers match them: any case, with or without a trailing slash. */
   paths: string[];
   /** Methods limited (['POST']). */
   methods?: string[];
@@ -80,12 +80,18 @@ export interface RateLimitOptions {
   key?: (ctx: Context) => string;
 }
 
+/**
+ * A path as the routers behind the limit see it: @koa/router and oidc-provider route /Register/ to
+ * /register, so a limit on the exact path alone would let a flood through under another spelling.
+ */
+const routedPath = (path: string) => path.toLowerCase().replace(/\/+$/, '');
+
 /** Koa middleware: 429 with Retry-After and an OAuth error body once a key is over its limit. */
 export function rateLimit({ paths, methods = ['POST'], limiter, key = (ctx) => ctx.ip }: RateLimitOptions) {
-  const pathSet = new Set(paths);
+  const pathSet = new Set(paths.map(routedPath));
   const methodSet = new Set(methods.map((m) => m.toUpperCase()));
   return async function rateLimited(ctx: Context, next: Next) {
-    if (!pathSet.has(ctx.path) || !methodSet.has(ctx.method)) return next();
+    if (!pathSet.has(routedPath(ctx.path)) || !methodSet.has(ctx.method)) return next();
     const { allowed, retryAfter } = limiter.take(key(ctx));
     if (allowed) return next();
     ctx.status = 429;

@@ -124,7 +124,7 @@ describe('per-address limits and request rate limits', () => {
   });
 
   it('answers 429 with Retry-After at /register after the limit', async () => {
-    const register = () => fetch(`${server.issuer}/register`, {
+    const register = (path = '/register') => fetch(`${server.issuer}${path}`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ client_name: 'Flood', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none' }),
     });
@@ -133,6 +133,7 @@ describe('per-address limits and request rate limits', () => {
     assert.equal(res.status, 429);
     assert.ok(Number(res.headers.get('retry-after')) > 0);
     assert.equal((await res.json()).error, 'temporarily_unavailable');
+    assert.equal((await register('/Register/')).status, 429, 'the provider routes /Register/ to /register: it counts the same');
   });
 });
 

@@ -24,7 +24,7 @@ import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { sandboxLauncherRoutes } from './sandbox-launcher.ts';
 import { purgeExpiredSandboxLaunches } from './sandbox.ts';
-import { developerPortalRoutes } from './portal/developer.ts';
+import { developerPortalRoutes, registrationFormRefused } from './portal/developer.ts';
 import { accountRoutes } from './portal/account.ts';
 import { securityRoutes } from './portal/security.ts';
 import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
@@ -342,8 +342,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
   app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
-  // One registration budget per address, whichever way it registers (the demo launcher's form too).
-  app.use(rateLimit({ paths: ['/register', '/launcher/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
+  // One registration budget per address, whichever way it registers: the API answers in JSON, the forms
+  // (the developer portal's, the demo launcher's) with a page.
+  const registrations = createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 });
+  app.use(rateLimit({ paths: ['/register'], limiter: registrations }));
+  app.use(rateLimit({ paths: ['/apps', '/launcher/register'], limiter: registrations, refuse: registrationFormRefused(config.demo) }));
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());

@@ -78,6 +78,12 @@ export interface RateLimitOptions {
   limiter: RateLimiter;
   /** The key of a request (ctx.ip). */
   key?: (ctx: Context) => string;
+  /** Answers a refused request once its status (429) and Retry-After are set (an OAuth error body). */
+  refuse?: (ctx: Context, retryAfter: number) => void | Promise<void>;
+}
+
+function oauthRefusal(ctx: Context, retryAfter: number) {
+  ctx.body = { error: 'temporarily_unavailable', error_description: `too many requests; retry after ${retryAfter} seconds` };
 }
 
 /**
@@ -86,8 +92,8 @@ export interface RateLimitOptions {
  */
 const routedPath = (path: string) => path.toLowerCase().replace(/\/+$/, '');
 
-/** Koa middleware: 429 with Retry-After and an OAuth error body once a key is over its limit. */
-export function rateLimit({ paths, methods = ['POST'], limiter, key = (ctx) => ctx.ip }: RateLimitOptions) {
+/** Koa middleware: 429 with Retry-After and an OAuth error body (or `refuse`'s answer) once a key is over its limit. */
+export function rateLimit({ paths, methods = ['POST'], limiter, key = (ctx) => ctx.ip, refuse = oauthRefusal }: RateLimitOptions) {
   const pathSet = new Set(paths.map(routedPath));
   const methodSet = new Set(methods.map((m) => m.toUpperCase()));
   return async function rateLimited(ctx: Context, next: Next) {
@@ -97,6 +103,6 @@ export function rateLimit({ paths, methods = ['POST'], limiter, key = (ctx) => c
     ctx.status = 429;
     ctx.set('Retry-After', String(retryAfter));
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = { error: 'temporarily_unavailable', error_description: `too many requests; retry after ${retryAfter} seconds` };
+    await refuse(ctx, retryAfter);
   };
 }

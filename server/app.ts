@@ -14,7 +14,7 @@ import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
-import { purgeExpiredEhrLaunches } from './oidc/launch-store.ts';
+import { purgeExpiredEhrLaunches, purgeExpiredGrantContexts } from './oidc/launch-store.ts';
 import { recordFirstUse } from './oidc/first-use.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
@@ -139,7 +139,7 @@ function loginThrottleOf(config: Config, db: Db): LoginThrottle {
 export async function purgeExpiredRows(config: Config, db: Db): Promise<void> {
   await Promise.all([
     purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge(),
-    purgeExpiredEhrLaunches(db), purgeExpiredSandboxLaunches(db),
+    purgeExpiredEhrLaunches(db), purgeExpiredSandboxLaunches(db), purgeExpiredGrantContexts(db),
   ]);
 }
 

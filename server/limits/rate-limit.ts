@@ -3,6 +3,7 @@
 // N x limit requests per window. That is deliberate (they are a guard against floods, not a quota);
 // the login lockout, which must hold across instances, is in the database (login-throttle.ts).
 import type { Context, Next } from 'koa';
+import { routedPath } from '../net/routed-path.ts';
 
 export interface RateLimiterOptions {
   /** Requests allowed per key per window. */
@@ -85,12 +86,6 @@ export interface RateLimitOptions {
 function oauthRefusal(ctx: Context, retryAfter: number) {
   ctx.body = { error: 'temporarily_unavailable', error_description: `too many requests; retry after ${retryAfter} seconds` };
 }
-
-/**
- * A path as the routers behind the limit see it: @koa/router and oidc-provider route /Register/ to
- * /register, so a limit on the exact path alone would let a flood through under another spelling.
- */
-const routedPath = (path: string) => path.toLowerCase().replace(/\/+$/, '');
 
 /** Koa middleware: 429 with Retry-After and an OAuth error body (or `refuse`'s answer) once a key is over its limit. */
 export function rateLimit({ paths, methods = ['POST'], limiter, key = (ctx) => ctx.ip, refuse = oauthRefusal }: RateLimitOptions) {

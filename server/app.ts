@@ -14,7 +14,7 @@ import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
-import { purgeExpiredEhrLaunches } from './oidc/launch-store.ts';
+import { purgeExpiredEhrLaunches, purgeExpiredGrantContexts } from './oidc/launch-store.ts';
 import { recordFirstUse } from './oidc/first-use.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
@@ -24,7 +24,7 @@ import { interactionRoutes } from './interactions/routes.ts';
 import { launcherRoutes } from './launcher.ts';
 import { sandboxLauncherRoutes } from './sandbox-launcher.ts';
 import { purgeExpiredSandboxLaunches } from './sandbox.ts';
-import { developerPortalRoutes } from './portal/developer.ts';
+import { developerPortalRoutes, registrationFormRefused } from './portal/developer.ts';
 import { accountRoutes } from './portal/account.ts';
 import { securityRoutes } from './portal/security.ts';
 import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
@@ -139,7 +139,7 @@ function loginThrottleOf(config: Config, db: Db): LoginThrottle {
 export async function purgeExpiredRows(config: Config, db: Db): Promise<void> {
   await Promise.all([
     purgeExpiredPayloads(db), purgeExpiredRevocations(db), loginThrottleOf(config, db).purge(),
-    purgeExpiredEhrLaunches(db), purgeExpiredSandboxLaunches(db),
+    purgeExpiredEhrLaunches(db), purgeExpiredSandboxLaunches(db), purgeExpiredGrantContexts(db),
   ]);
 }
 
@@ -342,8 +342,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
   app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
-  // One registration budget per address, whichever way it registers (the demo launcher's form too).
-  app.use(rateLimit({ paths: ['/register', '/launcher/register'], limiter: createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 }) }));
+  // One registration budget per address, whichever way it registers: the API answers in JSON, the forms
+  // (the developer portal's, the demo launcher's) with a page.
+  const registrations = createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 });
+  app.use(rateLimit({ paths: ['/register'], limiter: registrations }));
+  app.use(rateLimit({ paths: ['/apps', '/launcher/register'], limiter: registrations, refuse: registrationFormRefused(config.demo) }));
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
   app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken }).routes());

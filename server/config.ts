@@ -51,7 +51,7 @@ export interface Config {
   loginLockSeconds: number;
   /** Failed logins from one address within the window after which its logins get 429 for loginLockSeconds. */
   loginMaxAddressFailures: number;
-  /** Requests per minute per client address at POST /token and POST /register, per instance; beyond: 429. */
+  /** Requests per minute per client address at POST /token and at registration (POST /register, /apps, /launcher/register together), per instance; beyond: 429. */
   rateLimitTokenPerMinute: number;
   rateLimitRegisterPerMinute: number;
   /** Structured JSON logs on stdout from this level up. */

@@ -3,6 +3,7 @@
 // N x limit requests per window. That is deliberate (they are a guard against floods, not a quota);
 // the login lockout, which must hold across instances, is in the database (login-throttle.ts).
 import type { Context, Next } from 'koa';
+import { routedPath } from '../net/routed-path.ts';
 
 export interface RateLimiterOptions {
   /** Requests allowed per key per window. */
@@ -71,26 +72,32 @@ export function createRateLimiter({ limit, windowSeconds, maxKeys = 10_000, now 
 }
 
 export interface RateLimitOptions {
-  /** Exact request paths, e.g. ['/token']. */
+  /** Request paths, e.g. ['/token'], matched as the routers match them: any case, with or without a trailing slash. */
   paths: string[];
   /** Methods limited (['POST']). */
   methods?: string[];
   limiter: RateLimiter;
   /** The key of a request (ctx.ip). */
   key?: (ctx: Context) => string;
+  /** Answers a refused request once its status (429) and Retry-After are set (an OAuth error body). */
+  refuse?: (ctx: Context, retryAfter: number) => void | Promise<void>;
 }
 
-/** Koa middleware: 429 with Retry-After and an OAuth error body once a key is over its limit. */
-export function rateLimit({ paths, methods = ['POST'], limiter, key = (ctx) => ctx.ip }: RateLimitOptions) {
-  const pathSet = new Set(paths);
+function oauthRefusal(ctx: Context, retryAfter: number) {
+  ctx.body = { error: 'temporarily_unavailable', error_description: `too many requests; retry after ${retryAfter} seconds` };
+}
+
+/** Koa middleware: 429 with Retry-After and an OAuth error body (or `refuse`'s answer) once a key is over its limit. */
+export function rateLimit({ paths, methods = ['POST'], limiter, key = (ctx) => ctx.ip, refuse = oauthRefusal }: RateLimitOptions) {
+  const pathSet = new Set(paths.map(routedPath));
   const methodSet = new Set(methods.map((m) => m.toUpperCase()));
   return async function rateLimited(ctx: Context, next: Next) {
-    if (!pathSet.has(ctx.path) || !methodSet.has(ctx.method)) return next();
+    if (!pathSet.has(routedPath(ctx.path)) || !methodSet.has(ctx.method)) return next();
     const { allowed, retryAfter } = limiter.take(key(ctx));
     if (allowed) return next();
     ctx.status = 429;
     ctx.set('Retry-After', String(retryAfter));
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = { error: 'temporarily_unavailable', error_description: `too many requests; retry after ${retryAfter} seconds` };
+    await refuse(ctx, retryAfter);
   };
 }

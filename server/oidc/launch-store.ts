@@ -109,6 +109,11 @@ export function toGrantContext(row: GrantContextRow): GrantContext {
   };
 }
 
+/** Removes grant contexts past their expiry: nothing reads them any more (a grant ended earlier took its row along). */
+export async function purgeExpiredGrantContexts(db: Db): Promise<number> {
+  return db('grant_contexts').where('expires_at', '<', nowSeconds()).delete();
+}
+
 export async function deleteGrantContext(db: Db, grantId: string): Promise<void> {
   await db('grant_contexts').where('grant_id', grantId).delete();
 }

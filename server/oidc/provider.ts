@@ -28,6 +28,7 @@ import { sandboxRevocation } from '../sandbox.ts';
 import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
 import { auditBacklog, type AuditBacklog } from '../audit/backlog.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
+import { routedPath } from '../net/routed-path.ts';
 import { ACR_VALUES } from '../auth/acr.ts';
 import { signInPolicy, trackSignInSessions } from '../auth/oidc-sessions.ts';
 
@@ -246,7 +247,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.use(scopeInRegistrationResponses);
   // The validator that checks privileges is synchronous: look the initial access token's privileges up first.
   provider.use(async (ctx, next) => {
-    if (ctx.method === 'POST' && ctx.path === REGISTRATION_PATH) {
+    if (ctx.method === 'POST' && routedPath(ctx.path) === REGISTRATION_PATH) {
       const token = /^Bearer (\S+)$/i.exec(ctx.get('authorization'))?.[1];
       const privileges = await privilegesOfToken(db, provider, token);
       if (privileges) tokenPrivileges.set(ctx, privileges);

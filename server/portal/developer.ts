@@ -74,6 +74,13 @@ function clientView(md: ClientMetadata) {
   };
 }
 
+/** The page a registration form gets when its address is over the registration rate limit (429 and Retry-After are set). */
+export const registrationFormRefused = (demo: boolean) => (ctx: Context, retryAfter: number) => sendPage(ctx, 'error', {
+  demo, title: 'Too many registrations',
+  description: `Too many apps were registered from your network. Try again in ${retryAfter} seconds.`,
+  hint: 'Wait, then go back and send the form again.',
+}, 429);
+
 export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps): Router {
   const router = new Router();
   const audit = databaseAuditSink(db);

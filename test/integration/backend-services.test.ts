@@ -152,6 +152,18 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
     assert.equal(await issued(), before + 1);
   });
 
+  it('records the issuance (ITI-71) at the token endpoint under another spelling (/Token/), which the provider answers too', async () => {
+    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;
+    const before = await issued();
+    const res = await fetch(`${server.issuer}/Token/`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: await es.assertion() }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('pragma'), 'no-cache', "the token endpoint's own rules answered");
+    assert.equal(await issued(), before + 1);
+  });
+
   it('carries hl7-b2b claims into the token as IHE IUA attributes', async () => {
     const b2b = {
       version: '1', subject_name: 'Jane Smith, MD', subject_role: 'http://nucc.org/provider-taxonomy#207Q00000X',

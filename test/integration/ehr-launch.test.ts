@@ -3,7 +3,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode, form, hiddenValue, Browser, tokenRequest } from '../support/oauth.ts';
 import { mintLaunch } from '../../server/launcher.ts';
 import { purgeExpiredRows } from '../../server/app.ts';
-import { createEhrLaunch } from '../../server/oidc/launch-store.ts';
+import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-store.ts';
 import { saveSandboxLaunch } from '../../server/sandbox.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
@@ -66,6 +66,13 @@ describe('EHR launch', () => {
     await purgeExpiredRows(server.config, server.db);
     assert.deepEqual(await server.db('ehr_launches').whereIn('id', [expired, live]).pluck('id'), [live]);
     assert.deepEqual(await server.db('sandbox_launches').whereIn('launch_id', [expired, live]).pluck('launch_id'), [live]);
+  });
+
+  it('purges expired grant contexts with the other expired rows; live ones stay', async () => {
+    const context = { launch: { patient: 'pat-1', need_patient_banner: true, smart_style_url: '' } };
+    for (const [grantId, ttl] of [['expired-grant', -1], ['live-grant', 300]] as const) await saveGrantContext(server.db, grantId, context, ttl);
+    await purgeExpiredRows(server.config, server.db);
+    assert.deepEqual(await server.db('grant_contexts').whereIn('grant_id', ['expired-grant', 'live-grant']).pluck('grant_id'), ['live-grant']);
   });
 
   describe('the launch API', () => {

@@ -1,5 +1,5 @@
-// Login throttling (per user, in the database; per address) and request rate limits on /token,
-// /register and the demo launcher's registration, through the real server.
+// Login throttling (per user, in the database; per address) and request rate limits on /token and on
+// registration (/register, the developer portal's and the demo launcher's forms), through the real server.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { Browser, form, hiddenValue } from '../support/oauth.ts';
@@ -124,7 +124,7 @@ describe('per-address limits and request rate limits', () => {
   });
 
   it('answers 429 with Retry-After at /register after the limit', async () => {
-    const register = () => fetch(`${server.issuer}/register`, {
+    const register = (path = '/register') => fetch(`${server.issuer}${path}`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ client_name: 'Flood', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none' }),
     });
@@ -133,31 +133,60 @@ describe('per-address limits and request rate limits', () => {
     assert.equal(res.status, 429);
     assert.ok(Number(res.headers.get('retry-after')) > 0);
     assert.equal((await res.json()).error, 'temporarily_unavailable');
+    assert.equal((await register('/Register/')).status, 429, 'the provider routes /Register/ to /register: it counts the same');
   });
 });
 
-describe('the rate limit of the demo launcher\'s registration', () => {
+describe('the rate limit of the registration forms', () => {
   let server: TestServer;
-  before(async () => {
+  beforeEach(async () => {
     server = await startTestServer({ RATE_LIMIT_REGISTER_PER_MINUTE: '2' });
   });
-  after(() => server?.stop());
+  afterEach(() => server?.stop());
 
-  it('answers 429 with Retry-After at POST /launcher/register after the limit, which /register shares', async () => {
+  /** A form over the limit gets a page like the portal's other errors: 429, Retry-After, a message, not cached. */
+  async function assertRefusedWithPage(res: Response) {
+    assert.equal(res.status, 429);
+    assert.ok(Number(res.headers.get('retry-after')) > 0);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.match(await res.text(), /<h1>Too many registrations<\/h1>[\s\S]*Too many apps were registered from your network\. Try again in \d+ seconds\./);
+  }
+
+  /** POST /register (RFC 7591) shares the forms' budget: one per address, whichever way it registers. */
+  async function assertApiRefused() {
+    const api = await fetch(`${server.issuer}/register`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Flood', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none' }),
+    });
+    assert.equal(api.status, 429, 'one budget per address for every way to register');
+    assert.equal((await api.json()).error, 'temporarily_unavailable');
+  }
+
+  it('answers the developer portal\'s POST /apps with a 429 page after the limit, which /register shares', async () => {
+    const browser = new Browser();
+    const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/apps`)).text(), 'csrf');
+    const register = (path = '/apps') => browser.fetch(`${server.issuer}${path}`, {
+      method: 'POST', body: form({ csrf, client_name: 'Flood', redirect_uris: 'http://127.0.0.1:9999/callback', auth: 'public' }),
+    });
+    for (let i = 0; i < 2; i++) {
+      const res = await register();
+      assert.equal(res.status, 200, `registration ${i + 1}`);
+      assert.match(await res.text(), /App registered/);
+    }
+    await assertRefusedWithPage(await register());
+    await assertRefusedWithPage(await register('/Apps/'));
+    await assertApiRefused();
+  });
+
+  it('answers the demo launcher\'s POST /launcher/register with the same page, on the same budget', async () => {
     const browser = new Browser();
     const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/launcher`)).text(), 'csrf');
     const register = () => browser.fetch(`${server.issuer}/launcher/register`, {
       method: 'POST', body: form({ csrf, launch_uri: 'http://127.0.0.1:9999/launch', redirect_uri: 'http://127.0.0.1:9999/callback', client_type: 'public' }),
     });
     for (let i = 0; i < 2; i++) assert.equal((await register()).status, 201, `registration ${i + 1}`);
-    const res = await register();
-    assert.equal(res.status, 429);
-    assert.ok(Number(res.headers.get('retry-after')) > 0);
-    assert.equal((await res.json()).error, 'temporarily_unavailable');
-    const api = await fetch(`${server.issuer}/register`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ client_name: 'Flood', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none' }),
-    });
-    assert.equal(api.status, 429, 'one budget per address for both ways to register');
+    await assertRefusedWithPage(await register());
+    await assertApiRefused();
   });
 });

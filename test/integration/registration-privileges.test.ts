@@ -22,7 +22,7 @@ describe('registration privileges', () => {
   });
   after(() => server.stop());
 
-  const register = (metadata: Record<string, unknown>, token?: string) => fetch(`${server.issuer}/register`, {
+  const register = (metadata: Record<string, unknown>, token?: string, path = '/register') => fetch(`${server.issuer}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(token && { authorization: `Bearer ${token}` }) },
     body: JSON.stringify(metadata),
@@ -127,6 +127,13 @@ describe('registration privileges', () => {
       const body = await res.json();
       assert.equal(body.scope, 'system/Patient.rs system/Observation.r');
       assert.equal(body.clearance, 'R');
+    });
+
+    it('carries its privileges at the registration endpoint under another spelling (/Register/), which the provider answers too', async () => {
+      const iat = await tokenWith({ systemScope: 'system/Patient.rs' });
+      const res = await register({ ...backend(), scope: 'system/Patient.rs' }, iat, '/Register/');
+      assert.equal(res.status, 201, await res.clone().text());
+      assert.equal((await res.json()).scope, 'system/Patient.rs');
     });
 
     it('for a resource server allows resource_server, client_credentials and introspect', async () => {

@@ -41,7 +41,8 @@ export async function appRedirect(page: Page, redirectUri: string): Promise<URL>
   return new URL(request.url());
 }
 
-type TestApp = Awaited<ReturnType<TestServer['addClient']>>;
+/** A registered app as the tests use it. */
+export type TestApp = Awaited<ReturnType<TestServer['addClient']>>;
 
 /** What the tests of a suite driven in Chromium share; read it in hooks and tests, not in the describe body. */
 export interface ChromiumSuite {
@@ -52,18 +53,21 @@ export interface ChromiumSuite {
   /** A new context (an empty profile) and page for each test. */
   context: BrowserContext;
   page: Page;
-  /** Opens the app's authorization request in the page; returns what the app keeps to check the answer. */
-  startAuthorization(scope: string, extra?: Record<string, string>): Promise<{ state: string; verifier: string }>;
+  /** Opens the app's (or `client`'s) authorization request in the page; returns what the app keeps to check the answer. */
+  startAuthorization(scope: string, extra?: Record<string, string>, client?: TestApp): Promise<{ state: string; verifier: string }>;
   /** Fills and submits the password form of a login page (on `page`, the test's page by default). */
   signIn(username: string, password: string, page?: Page): Promise<void>;
   /** Clicks `selector` and returns the URL the browser is then sent to at the app. */
   backToApp(selector: string): Promise<URL>;
-  /** The app exchanges the code it got at its redirect URI (`back`) for tokens. */
-  exchange(back: URL, verifier: string): ReturnType<typeof tokenRequest>;
+  /** The app (or `client`) exchanges the code it got at its redirect URI (`back`) for tokens. */
+  exchange(back: URL, verifier: string, client?: TestApp): ReturnType<typeof tokenRequest>;
 }
 
+type NewApp = Parameters<TestServer['addClient']>[0];
+
 interface ChromiumSuiteOptions {
-  app: Parameters<TestServer['addClient']>[0];
+  /** The app to register; a function is called in the suite's before hook, after the describe's own earlier ones (an app server has its port). */
+  app: NewApp | (() => NewApp);
   /** The issuer's host name, as for startTestServer. */
   issuerHost?: string;
   /** More for the suite, once the server runs (users, say). */
@@ -76,11 +80,11 @@ interface ChromiumSuiteOptions {
  */
 export function chromiumSuite({ app, issuerHost, setup }: ChromiumSuiteOptions): ChromiumSuite {
   const suite = {
-    async startAuthorization(scope, extra = {}) {
+    async startAuthorization(scope, extra = {}, client = suite.app) {
       const { verifier, challenge } = pkce();
       const state = randomBytes(16).toString('hex');
       const params = new URLSearchParams({
-        response_type: 'code', client_id: suite.app.client_id, redirect_uri: suite.app.redirect_uri, scope, state,
+        response_type: 'code', client_id: client.client_id, redirect_uri: client.redirect_uri, scope, state,
         aud: suite.server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...extra,
       });
       await suite.page.goto(`${suite.server.issuer}/authorize?${params}`);
@@ -95,10 +99,10 @@ export function chromiumSuite({ app, issuerHost, setup }: ChromiumSuiteOptions):
       const [url] = await Promise.all([appRedirect(suite.page, suite.app.redirect_uri), suite.page.click(selector)]);
       return url;
     },
-    async exchange(back, verifier) {
+    async exchange(back, verifier, client = suite.app) {
       const code = back.searchParams.get('code');
       assert.ok(code, `no code: ${back}`);
-      return tokenRequest(suite.server.issuer, { grant_type: 'authorization_code', code, redirect_uri: suite.app.redirect_uri, code_verifier: verifier }, suite.app);
+      return tokenRequest(suite.server.issuer, { grant_type: 'authorization_code', code, redirect_uri: client.redirect_uri, code_verifier: verifier }, client);
     },
   } as ChromiumSuite;
 
@@ -106,7 +110,7 @@ export function chromiumSuite({ app, issuerHost, setup }: ChromiumSuiteOptions):
     requireChromium(this);
     suite.browser = await launchChromium();
     suite.server = await startTestServer({}, { issuerHost });
-    suite.app = await suite.server.addClient(app);
+    suite.app = await suite.server.addClient(typeof app === 'function' ? app() : app);
     await setup?.(suite.server);
   });
   after(async () => {

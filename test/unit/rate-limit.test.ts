@@ -45,7 +45,7 @@ describe('rate limiter', () => {
     assert.equal(limiter.take('flood-999').allowed, false, 'the newest keys are kept');
   });
 
-  it('the middleware answers 429 with Retry-After and an OAuth error on the listed paths and methods only', async () => {
+  it('the middleware answers 429 with Retry-After and an OAuth error on the listed paths (in any case, with a trailing slash) and methods only', async () => {
     const app = new Koa();
     app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: 2, windowSeconds: 60 }), key: () => 'same' }));
     app.use((ctx) => { ctx.body = { ok: true }; });
@@ -58,6 +58,7 @@ describe('rate limiter', () => {
       assert.equal(refused.status, 429);
       assert.equal(refused.headers.get('retry-after'), '60');
       assert.deepEqual(await refused.json(), { error: 'temporarily_unavailable', error_description: 'too many requests; retry after 60 seconds' });
+      for (const spelling of ['/token/', '/Token', '/TOKEN/']) assert.equal((await fetch(`${base}${spelling}`, { method: 'POST' })).status, 429, `${spelling} is /token to the routers`);
       assert.equal((await fetch(`${base}/token`)).status, 200, 'GET is not limited');
       assert.equal((await fetch(`${base}/token/x`, { method: 'POST' })).status, 200, 'paths are exact');
     } finally {

@@ -14,6 +14,7 @@ import type { GrantContext } from '../launch-store.ts';
 import type { LaunchContext } from '../../smart/launch-context.ts';
 import type { User } from '../users.ts';
 import { codingList } from '../../hcs/codes.ts';
+import { routedPath } from '../../net/routed-path.ts';
 
 /** The token endpoint's path inside the provider (its `routes.token`). */
 export const TOKEN_PATH = '/token';
@@ -21,7 +22,7 @@ export const TOKEN_PATH = '/token';
 export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onIssued?: (grantType: string) => void) {
   return async function smartTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
     // The token endpoint's writes wait for its answer (see RequestFacts.commit).
-    const facts = ctx.method === 'POST' && ctx.path === TOKEN_PATH ? factsOf(db, ctx) : undefined;
+    const facts = ctx.method === 'POST' && routedPath(ctx.path) === TOKEN_PATH ? factsOf(db, ctx) : undefined;
     facts?.holdWrites();
     try {
       await next();

@@ -18,6 +18,7 @@ import { consentDecision, type ConsentCache } from './consent.ts';
 import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import { carriesIds, deidentifyBundle, deidentifyResource, identifiesPerson, mapIdValue, realId, type DeidPolicy } from './deidentify.ts';
 import { CONTROL_PARAMS, searchParamKind } from '../fhir/search.ts';
+import { dateSearchRefusal, isDateSearch } from './date-search.ts';
 
 export interface PrivacyOptions {
   /** The confidentiality of resources without one (v3-Confidentiality; N by default). */
@@ -57,13 +58,14 @@ const PAGING_PARAMS = new Set(['_getpages', '_getpagesoffset']);
 
 /**
  * Why a search parameter is refused for de-identified answers: it names a person directly, sorts by
- * what de-identification changes (the order would tell), or the guard cannot tell whether it carries
- * ids it would have to read back from pseudonyms.
+ * what de-identification changes (the order would tell), tells more of a date than the answers show,
+ * or the guard cannot tell whether it carries ids it would have to read back from pseudonyms.
  */
-function deidentifiedSearchRefusal(name: string, value: string): string | undefined {
+function deidentifiedSearchRefusal(name: string, value: string, dates: DeidPolicy['dates']): string | undefined {
   const base = name.split(':')[0]!;
-  if (identifiesPerson(name, value)) return 'it searches on a direct identifier';
+  if (identifiesPerson(name)) return 'it searches on a direct identifier';
   if (base === '_sort') return 'the order of the answer would follow the real values';
+  if (isDateSearch(name)) return dateSearchRefusal(name, value, dates);
   if (!CONTROL_PARAMS.has(base) && !PAGING_PARAMS.has(base) && base !== '_id' && searchParamKind(base) === undefined) return 'the guard does not know this parameter';
   return undefined;
 }
@@ -200,7 +202,7 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
         const what = existenceTest(name, value);
         if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
         if (deidentified) {
-          const why = deidentifiedSearchRefusal(name, value);
+          const why = deidentifiedSearchRefusal(name, value, options.deidentification.dates);
           if (why) return { status: 403, code: 'forbidden', message: `the search parameter ${name} is not allowed with de-identified answers: ${why}` };
         }
       }

@@ -339,7 +339,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
     if (refused) return refused;
-    const searched = interaction.kind === 'search-type' || interaction.kind === 'search-system' || interaction.kind === 'operation';
+    const searched = ['search-type', 'search-system', 'history-type', 'history-system', 'operation'].includes(interaction.kind);
     const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
     return options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;

@@ -74,6 +74,24 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await get(`Patient/${pseudonyms[0]}`, research)).status, 200, 'by its pseudonym');
     });
 
+    it('lets a de-identified search compare dates only to the year the answers show', async () => {
+      const research = await token('researcher', 'research-pass');
+      for (const query of ['Encounter?date=2025-09-15', 'Encounter?date=ge2025-09-15&date=le2025-09-15', 'Encounter?date=ap2025', 'Observation?date=ge2025-09',
+        'Condition?onset-date=2023-04-11', 'Condition?recorded-date=le2025-09-15', 'Patient?death-date=2019-03-04', 'Patient?birthdate=ap1987',
+        'Patient?_lastUpdated=ge2026-01-15T10:00:00Z', 'Encounter?date:missing=false', 'Patient/_history?_since=2026-01-15T10:00:00Z', '_history?_at=2026-01-15T10:00:00Z']) {
+        const res = await get(query, research);
+        assert.equal(res.status, 403, query);
+        const outcome = await res.json();
+        assert.equal(outcome.resourceType, 'OperationOutcome', query);
+        assert.match(outcome.issue[0].diagnostics, /de-identified/, query);
+      }
+      for (const query of ['Encounter?date=2025', 'Encounter?date=ge2025&date=lt2026', 'Condition?onset-date=2023', 'Condition?recorded-date=2025',
+        'Patient?birthdate=1987', 'Patient?death-date=2019', 'Patient?_lastUpdated=ge2000']) {
+        assert.equal((await get(query, research)).status, 200, query);
+      }
+      assert.ok((await ids(await get('Encounter?date=2025', research))).length > 0, 'a year finds the encounters of that year');
+    });
+
     it('keeps a patient token in its compartment', async () => {
       const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
       assert.equal((await get('Patient/pat-2', patient)).status, 200);

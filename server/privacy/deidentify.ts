@@ -13,8 +13,9 @@
 //   Address.line/text/city/district/postalCode (state and country kept), Location.position,
 //   narrative (`text` objects), free text (note, comment, description, patientInstruction, conclusion,
 //   diagnostics, valueString, valueMarkdown, string `text` outside a CodeableConcept such as Dosage.text),
-//   Reference.display, Attachment data/url/title, signature, every `extension`, and every `_element`
-//   (primitive extensions, e.g. patient-birthTime on `_birthDate`).
+//   Reference.display, Attachment data/url/title, signature, every `extension`, every `_element`
+//   (primitive extensions, e.g. patient-birthTime on `_birthDate`), and AuditEvent's entity.query (the
+//   request as sent, with whatever ids it named) and agent.altId.
 // - Kept: CodeableConcept.text next to a `coding` (the human rendering of coded terminology, which the
 //   research use needs; a CodeableConcept with text only is free text and is dropped) and Coding.display.
 // - `modifierExtension` is kept (walked by the same rules): dropping a modifier silently changes the
@@ -197,6 +198,8 @@ function transformDate(ctx: Ctx, key: string, value: string): string | undefined
 const DROP = new Set([
   'name', 'identifier', 'telecom', 'photo', 'contact', 'position', 'signature', 'extension',
   'note', 'comment', 'description', 'patientInstruction', 'conclusion', 'diagnostics', 'valueString', 'valueMarkdown',
+  // AuditEvent: the request as sent (real ids of other clients' requests), a user's alternative id.
+  'query', 'altId',
 ]);
 const ADDRESS_DROP = ['line', 'text', 'city', 'district', 'postalCode'];
 

@@ -28,7 +28,7 @@ const SHOWN: Record<DeidPolicy['dates'], RegExp | undefined> = {
   'truncate-month': /^\d{4}(-\d{2})?$/,
   shift: undefined,
 };
-const WHOLE_PERIOD_PREFIX = /^(eq|ne|gt|lt|ge|le|sa|eb)?(.*)$/s;
+const WHOLE_PERIOD_PREFIX = /^(?:eq|ne|gt|lt|ge|le|sa|eb)?/;
 
 /**
  * Why a date search is refused for answers de-identified with `dates`, or undefined when it tells no
@@ -41,11 +41,9 @@ export function dateSearchRefusal(name: string, value: string, dates: DeidPolicy
   if (name.includes(':')) return 'a modifier on a date parameter is not allowed';
   const precision = dates === 'truncate-year' ? 'a year (2019)' : 'a year or a month (2019-03)';
   for (const part of value.split(',')) {
-    const [, prefix, date] = WHOLE_PERIOD_PREFIX.exec(part)!;
-    if (!shown.test(date!)) {
-      return /^ap/.test(part) ? 'the prefix ap compares with a window that does not follow the dates the answers show'
-        : `de-identified answers show dates to ${precision}; ${prefix ?? ''}${date} is finer`;
-    }
+    if (shown.test(part.replace(WHOLE_PERIOD_PREFIX, ''))) continue;
+    return part.startsWith('ap') ? 'the prefix ap compares with a window that does not follow the dates the answers show'
+      : `de-identified answers show dates to ${precision} only, and ${part} is not one`;
   }
   return undefined;
 }

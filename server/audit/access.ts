@@ -35,5 +35,6 @@ export function accessAuditFrom(record: AccessRecord, base: string, recorded: Da
     } : undefined,
     purposeOfUse: codingList(iua.purpose_of_use),
     jti: record.token?.jti,
+    securityLabels: record.securityLabels,
   };
 }

@@ -6,11 +6,11 @@ import type { AuditEvent, DisclosureSummaryRow } from './types.ts';
 
 /**
  * The report's columns, in order (DESIGN "Audit": CSV columns and `--format json` keys), then where the
- * request came from and whether data was disclosed.
+ * request came from, whether data was disclosed, and whether it went out de-identified.
  */
 export const DISCLOSURE_COLUMNS = [
   'date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id',
-  'network_address', 'outcome',
+  'network_address', 'outcome', 'deidentified',
 ] as const;
 
 export type DisclosureColumn = (typeof DISCLOSURE_COLUMNS)[number];
@@ -37,6 +37,8 @@ export interface DisclosureLine {
   network_address: string;
   /** "disclosed"; for the privacy office's report of attempts also "refused" (outcome 4) or "failed" (8, 12). */
   outcome: 'disclosed' | 'refused' | 'failed';
+  /** The data went out de-identified (pseudonymized: an entity labelled v3-ObservationValue PSEUDED), e.g. for research. */
+  deidentified: boolean;
   /** The staff member's name: only with `names: true` (not a CSV column). */
   recipient_name?: string;
 }
@@ -82,6 +84,7 @@ const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
 const PARTICIPATION = 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType';
 const ROLE_CLASS = 'http://terminology.hl7.org/CodeSystem/v3-RoleClass';
 const ACT_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+const OBSERVATION_VALUE = 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue';
 const JTI_POLICY = 'urn:ietf:params:oauth:jti:';
 const BREAK_GLASS_PURPOSES = new Set(['BTG', 'ETREAT']);
 
@@ -105,10 +108,12 @@ function allPurposes(e: AuditEvent): string[] {
 
 const jtisOf = (e: AuditEvent) => agentsOf(e).flatMap((a) => (a.policy ?? []).filter((p) => p.startsWith(JTI_POLICY)).map((p) => p.slice(JTI_POLICY.length)));
 
+const labelled = (e: AuditEvent, system: string, code: string) =>
+  entitiesOf(e).some((x) => (x.securityLabel ?? []).some((l) => l.code === code && (l.system === undefined || l.system === system)));
+
 /** Test data: a purpose of use HTEST, or an entity labelled HTEST. */
 function isTestData(e: AuditEvent): boolean {
-  if (allPurposes(e).includes('HTEST')) return true;
-  return entitiesOf(e).some((x) => (x.securityLabel ?? []).some((l) => l.code === 'HTEST' && (l.system === undefined || l.system === ACT_REASON)));
+  return allPurposes(e).includes('HTEST') || labelled(e, ACT_REASON, 'HTEST');
 }
 
 const patientEntityOf = (e: AuditEvent) =>
@@ -218,6 +223,7 @@ function lineOf(e: AuditEvent, options: DisclosureOptions, breakGlassJtis: Reado
     request_id: requestIdOf(e) ?? e.id,
     network_address: addressOf(agents) ?? '',
     outcome: e.outcome === '0' ? 'disclosed' : e.outcome === '4' ? 'refused' : 'failed',
+    deidentified: labelled(e, OBSERVATION_VALUE, 'PSEUDED'),
     ...(options.names && user?.name && { recipient_name: user.name }),
   };
 }
@@ -246,6 +252,7 @@ export function disclosureLines(events: readonly AuditEvent[], options: Disclosu
       ...earlier,
       resources: resources.join(' '),
       break_glass: seen.break_glass || line.break_glass,
+      deidentified: seen.deidentified || line.deidentified,
       purpose_of_use: [...new Set([...seen.purpose_of_use.split(' '), ...line.purpose_of_use.split(' ')].filter(Boolean))].join(' '),
       network_address: seen.network_address || line.network_address,
     });

@@ -225,7 +225,7 @@ export async function pdfReport(summary: readonly DisclosureSummaryRow[], lines:
   const lineBlock = (l: DisclosureLine) => {
     const parts = [
       `${stamp(l.date)}  ${l.action}`,
-      `By: ${recipientText(l)}${l.recipient_name ? ` (${l.recipient_name})` : ''}; purpose: ${purposeText(l.purpose_of_use)}`,
+      `By: ${recipientText(l)}${l.recipient_name ? ` (${l.recipient_name})` : ''}; purpose: ${purposeText(l.purpose_of_use)}${l.deidentified ? ' (de-identified)' : ''}`,
       `Records: ${l.resources || 'none'}`,
       `Request ${l.request_id}${l.network_address ? ` from ${l.network_address}` : ''}`,
     ];

@@ -178,13 +178,14 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
       total: summary.reduce((n, s) => n + s.count, 0),
       summary: summary.map((s) => ({ app: appName(s.app), count: s.count, first: stamp(s.first.toISOString()), last: stamp(s.last.toISOString()) })),
       lines: lines.map((l) => ({
-        date: stamp(l.date), recipient: recipient(l), app: l.app, purpose: purposeText(l.purpose_of_use), action: l.action,
+        date: stamp(l.date), recipient: recipient(l), app: l.app, purpose: purposeText(l.purpose_of_use), deidentified: l.deidentified, action: l.action,
         resources: l.resources.split(' ').filter(Boolean), breakGlass: l.break_glass, where: l.network_address,
       })),
       newer: page.newer !== undefined ? `${PAGE}${queryString(request, { after: page.newer })}` : undefined,
       older: page.older !== undefined ? `${PAGE}${queryString(request, { before: page.older })}` : undefined,
       downloads: { csv: `${PAGE}.csv${queryString(request)}`, pdf: `${PAGE}.pdf${queryString(request)}` },
       breakGlassCount: lines.filter((l) => l.break_glass).length,
+      deidentifiedCount: lines.filter((l) => l.deidentified).length,
     });
   });
 

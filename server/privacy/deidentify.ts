@@ -13,8 +13,9 @@
 //   Address.line/text/city/district/postalCode (state and country kept), Location.position,
 //   narrative (`text` objects), free text (note, comment, description, patientInstruction, conclusion,
 //   diagnostics, valueString, valueMarkdown, string `text` outside a CodeableConcept such as Dosage.text),
-//   Reference.display, Attachment data/url/title, signature, every `extension`, and every `_element`
-//   (primitive extensions, e.g. patient-birthTime on `_birthDate`).
+//   Reference.display, Attachment data/url/title, signature, every `extension`, every `_element`
+//   (primitive extensions, e.g. patient-birthTime on `_birthDate`), and AuditEvent's entity.query (the
+//   request as sent, with whatever ids it named) and agent.altId.
 // - Kept: CodeableConcept.text next to a `coding` (the human rendering of coded terminology, which the
 //   research use needs; a CodeableConcept with text only is free text and is dropped) and Coding.display.
 // - `modifierExtension` is kept (walked by the same rules): dropping a modifier silently changes the
@@ -197,6 +198,8 @@ function transformDate(ctx: Ctx, key: string, value: string): string | undefined
 const DROP = new Set([
   'name', 'identifier', 'telecom', 'photo', 'contact', 'position', 'signature', 'extension',
   'note', 'comment', 'description', 'patientInstruction', 'conclusion', 'diagnostics', 'valueString', 'valueMarkdown',
+  // AuditEvent: the request as sent (real ids of other clients' requests), a user's alternative id.
+  'query', 'altId',
 ]);
 const ADDRESS_DROP = ['line', 'text', 'city', 'district', 'postalCode'];
 
@@ -306,13 +309,13 @@ export function deidentifyBundle(bundle: FhirBundle, policy: DeidPolicy): FhirBu
 /** Search parameters on direct identifiers: a de-identified answer to them would tie the pseudonym to the person. */
 const DIRECT_IDENTIFIER_PARAMS = new Set(['name', 'given', 'family', 'phonetic', 'identifier', 'telecom', 'phone', 'email', 'address', '_text', '_content']);
 
-/** Whether a search parameter names a person directly: name, identifier, contact, address, a birth date finer than a year, free text. */
-export function identifiesPerson(name: string, value: string): boolean {
+/**
+ * Whether a search parameter names a person directly: name, identifier, contact, address, free text.
+ * Dates, the birth date among them, follow the rule of date-search.ts.
+ */
+export function identifiesPerson(name: string): boolean {
   const base = name.split(':')[0]!;
-  if (DIRECT_IDENTIFIER_PARAMS.has(base) || base.startsWith('address-')) return true;
-  // A year is a quasi-identifier the dates policy keeps; anything finer, with any prefix, is not: two
-  // ranges (ge and le the same day) pin the exact birth date as well as eq does.
-  return base === 'birthdate' && value.split(',').some((v) => !/^([a-z]{2})?\d{4}$/.test(v));
+  return DIRECT_IDENTIFIER_PARAMS.has(base) || base.startsWith('address-');
 }
 
 /** Parameters whose values are resource ids: they carry pseudonyms in requests and links. */
@@ -351,7 +354,7 @@ function pseudonymousUrl(key: string, url: string): string | undefined {
     (_all, type: string, id: string, rest: string) => `/${type}/${pseudonym(key, id)}${rest}`);
   const params = new URLSearchParams();
   for (const [name, value] of parsed.searchParams) {
-    if (identifiesPerson(name, value)) return undefined;
+    if (identifiesPerson(name)) return undefined;
     const mapped = carriesIds(name) ? mapIdValue(value, (id) => pseudonym(key, id)) : value;
     if (mapped === undefined) return undefined;
     params.append(name, mapped);

@@ -16,8 +16,9 @@ import { existenceTest, mayLowerLabels, viewsFor } from '../resource-server/deci
 import { auditEventForPatient } from './audit-agents.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
 import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
-import { carriesIds, deidentifyBundle, deidentifyResource, identifiesPerson, mapIdValue, realId, type DeidPolicy } from './deidentify.ts';
+import { carriesIds, deidentifyBundle, deidentifyResource, identifiesPerson, mapIdValue, PSEUDED, realId, type DeidPolicy } from './deidentify.ts';
 import { CONTROL_PARAMS, searchParamKind } from '../fhir/search.ts';
+import { dateSearchRefusal, isDateSearch } from './date-search.ts';
 
 export interface PrivacyOptions {
   /** The confidentiality of resources without one (v3-Confidentiality; N by default). */
@@ -57,13 +58,14 @@ const PAGING_PARAMS = new Set(['_getpages', '_getpagesoffset']);
 
 /**
  * Why a search parameter is refused for de-identified answers: it names a person directly, sorts by
- * what de-identification changes (the order would tell), or the guard cannot tell whether it carries
- * ids it would have to read back from pseudonyms.
+ * what de-identification changes (the order would tell), tells more of a date than the answers show,
+ * or the guard cannot tell whether it carries ids it would have to read back from pseudonyms.
  */
-function deidentifiedSearchRefusal(name: string, value: string): string | undefined {
+function deidentifiedSearchRefusal(name: string, value: string, dates: DeidPolicy['dates']): string | undefined {
   const base = name.split(':')[0]!;
-  if (identifiesPerson(name, value)) return 'it searches on a direct identifier';
+  if (identifiesPerson(name)) return 'it searches on a direct identifier';
   if (base === '_sort') return 'the order of the answer would follow the real values';
+  if (isDateSearch(name)) return dateSearchRefusal(name, value, dates);
   if (!CONTROL_PARAMS.has(base) && !PAGING_PARAMS.has(base) && base !== '_id' && searchParamKind(base) === undefined) return 'the guard does not know this parameter';
   return undefined;
 }
@@ -74,6 +76,15 @@ function deidentifiedSearchRefusal(name: string, value: string): string | undefi
  */
 const readsTrailAsPatient = (token: TokenContext) =>
   !(['read', 'search-type'] as const).some((kind) => viewsFor(token, 'AuditEvent', kind).some((view) => view.patients === undefined));
+
+/** What the audit records of one access: the resources behind the answer and the patients named, as stored. */
+export interface AuditedAccess {
+  resources: FhirResource[];
+  /** Patient ids the request named or the answer involved beyond its resources. */
+  patients: string[];
+  /** Labels of how the data went out: PSEUDED when the answers were de-identified. */
+  labels: { system: string; code: string; display?: string }[];
+}
 
 export interface ResourcePolicy {
   /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */
@@ -96,6 +107,13 @@ export interface ResourcePolicy {
    * else (writes, operations) or for an id that is not a pseudonym of this client and purpose.
    */
   translateRequest?(token: TokenContext, interaction: FhirInteraction): FhirInteraction | Refusal;
+  /**
+   * The access as the audit must record it: the stored resources behind those the obligations
+   * transformed (`shown`, as admit and bundle returned them), patients read back from pseudonyms, and
+   * the labels of the disclosure. A de-identified answer is still a disclosure of the real patient's
+   * data, which their accounting of disclosures must show; the client never sees what is recorded here.
+   */
+  audited?(token: TokenContext, access: Omit<AuditedAccess, 'labels'>): AuditedAccess;
   /**
    * Before a write: the resource to send (a create gets the default confidentiality), or a refusal
    * when it would lower the stored version's labels and the writer may not.
@@ -154,6 +172,17 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     return consentPermits(asker, resource);
   }
 
+  /**
+   * The stored resource behind each de-identified one this policy returned, for the audit. Kept by object
+   * identity, weakly: a pseudonym cannot always be read back (ids over 36 characters), the resource can.
+   */
+  const storedOf = new WeakMap<FhirResource, FhirResource>();
+  const deidentified = (resource: FhirResource, policy: DeidPolicy) => {
+    const out = deidentifyResource(resource, policy);
+    storedOf.set(out, resource);
+    return out;
+  };
+
   /** Obligations on what a token may see of one resource: staff identities out of a patient's audit trail. */
   const shown = (token: TokenContext, resource: FhirResource) =>
     (resource.resourceType === 'AuditEvent' && readsTrailAsPatient(token) ? auditEventForPatient(resource) : resource);
@@ -162,7 +191,7 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     async admit(token, resource) {
       const asker = askerOf(token);
       if (!(await visible(asker, resource))) return undefined;
-      return deidentifies(asker.purpose) ? deidentifyResource(shown(token, resource), deidentificationFor(token, asker.purpose!)) : shown(token, resource);
+      return deidentifies(asker.purpose) ? deidentified(shown(token, resource), deidentificationFor(token, asker.purpose!)) : shown(token, resource);
     },
 
     async bundle(token, bundle) {
@@ -177,8 +206,25 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
       const entry = entries.map((e) => (e.resource ? { ...e, resource: shown(token, e.resource) } : e));
       let result: FhirBundle = { ...bundle, entry, ...(bundle.total !== undefined && { total: matches }) };
       if (hidden && options.breakGlassHint) result.entry = [...entry, { resource: suppressedOutcome(), search: { mode: 'outcome' } }];
-      if (deidentifies(asker.purpose)) result = deidentifyBundle(result, deidentificationFor(token, asker.purpose!));
+      if (deidentifies(asker.purpose)) {
+        const out = deidentifyBundle(result, deidentificationFor(token, asker.purpose!));
+        // deidentifyBundle maps the entries one to one, in order.
+        out.entry?.forEach((e, i) => e.resource && storedOf.set(e.resource, result.entry![i]!.resource!));
+        result = out;
+      }
       return withHighWaterMark(result, labelOptions);
+    },
+
+    audited(token, { resources, patients }) {
+      const purpose = askerOf(token).purpose;
+      if (!deidentifies(purpose)) return { resources, patients, labels: [] };
+      const { key } = deidentificationFor(token, purpose!);
+      return {
+        resources: resources.map((r) => storedOf.get(r) ?? r),
+        // A named id that is no pseudonym (a guessed real id) names that patient.
+        patients: patients.map((id) => realId(key, id) ?? id),
+        labels: [PSEUDED],
+      };
     },
 
     written(resource) {
@@ -200,7 +246,7 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
         const what = existenceTest(name, value);
         if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
         if (deidentified) {
-          const why = deidentifiedSearchRefusal(name, value);
+          const why = deidentifiedSearchRefusal(name, value, options.deidentification.dates);
           if (why) return { status: 403, code: 'forbidden', message: `the search parameter ${name} is not allowed with de-identified answers: ${why}` };
         }
       }

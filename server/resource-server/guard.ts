@@ -50,9 +50,11 @@ export interface AccessRecord {
   status: number;
   /** Resources returned or written ("Type/id"). */
   resources: string[];
-  /** Every patient whose data was returned or written. */
+  /** Every patient whose data was returned or written (as stored: a de-identified answer's real patients). */
   patients: string[];
   requestId?: string;
+  /** How the data went out, for the audit entities: PSEUDED when the answers were de-identified. */
+  securityLabels?: { system: string; code: string; display?: string }[];
 }
 
 export interface GuardOptions {
@@ -359,7 +361,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (decision.effect === 'deny') return decision.refusal;
     const refused = await options.authorize?.(token, interaction);
     if (refused) return refused;
-    const searched = interaction.kind === 'search-type' || interaction.kind === 'search-system' || interaction.kind === 'operation';
+    const searched = ['search-type', 'search-system', 'history-type', 'history-system', 'operation'].includes(interaction.kind);
     const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
     return options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
@@ -477,6 +479,13 @@ export function createGuard(guardOptions: GuardOptions) {
     return { response: { status: 200, headers: { 'content-type': FHIR_JSON }, body: { resourceType: 'Bundle', type, entry: responses } }, resources, patients };
   }
 
+  /**
+   * The access as the audit records it: the stored resources and patients behind what the obligations
+   * showed (pseudonyms), and the labels of the disclosure (see ResourcePolicy.audited).
+   */
+  const audited = (token: TokenContext | undefined, resources: FhirResource[], patients: string[]) =>
+    (token && options.resourcePolicy?.audited?.(token, { resources, patients })) || { resources, patients, labels: [] };
+
   async function capabilities(request: ReceivedRequest): Promise<GuardResponse> {
     const upstream = await send(request, 'GET', 'metadata');
     if (upstream.status >= 400) return passUpstreamError(upstream);
@@ -487,8 +496,9 @@ export function createGuard(guardOptions: GuardOptions) {
 
   async function handle(request: ReceivedRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
     const record: AccessRecord = { request, status: 0, resources: [], patients: [], requestId: request.headers['x-request-id'] };
-    const done = (response: GuardResponse, found: FhirResource[] = [], patients?: string[]) => {
-      Object.assign(record, { status: response.status }, touched(found, patients));
+    const done = (response: GuardResponse, found: FhirResource[] = [], patients: string[] = []) => {
+      const { labels, ...stored } = audited(record.token, found, patients);
+      Object.assign(record, { status: response.status }, touched(stored.resources, stored.patients), labels.length ? { securityLabels: labels } : {});
       return { response, record };
     };
     if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && smartConfiguration) {
@@ -541,9 +551,12 @@ export function createGuard(guardOptions: GuardOptions) {
    * the stored resource it targets (a hidden Observation of another patient is still that patient's).
    */
   async function refusedPatients(record: AccessRecord): Promise<string[]> {
-    const named = namedPatients(record.request);
-    const target = record.interaction;
-    if (!record.token || !target?.type || !target.id || target.type === 'Patient') return named;
+    const { token, interaction } = record;
+    // For de-identified answers the request names pseudonyms: the patients and the target as stored.
+    const named = audited(token, [], namedPatients(record.request)).patients;
+    const translated = token && interaction ? options.resourcePolicy?.translateRequest?.(token, interaction) : undefined;
+    const target = translated && !isRefusal(translated) ? translated : interaction;
+    if (!token || !target?.type || !target.id || target.type === 'Patient') return named;
     const stored = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': record.request.headers['x-request-id'] }) })
       .catch(() => undefined);
     return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;

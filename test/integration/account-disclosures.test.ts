@@ -176,9 +176,9 @@ describe('account: accounting of disclosures (/account/disclosures)', () => {
     assert.match(res.headers.get('content-disposition')!, /^attachment; filename="disclosures-pat-1-\d{4}-\d{2}-\d{2}\.csv"$/);
     assert.equal(res.headers.get('cache-control'), 'no-store');
     const rows = (await res.text()).trimEnd().split('\r\n');
-    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome');
+    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome,deidentified');
     assert.equal(rows.length, 5);
-    assert.equal(rows[1], `2025-06-02T08:00:00.000Z,Doctor,Example Hospital,${XSS} (${clientId}),TREAT,read,Observation/obs-1 Observation/obs-2,false,req-1,203.0.113.9,disclosed`);
+    assert.equal(rows[1], `2025-06-02T08:00:00.000Z,Doctor,Example Hospital,${XSS} (${clientId}),TREAT,read,Observation/obs-1 Observation/obs-2,false,req-1,203.0.113.9,disclosed,false`);
     assert.ok(rows.some((r) => r.includes(',BTG,') && r.includes(',true,req-2,')));
     assert.deepEqual(reads, [[amyId, 'pat-1', 'csv']]);
   });

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, exchangeCode, form, hiddenValue } from '../support/oauth.ts';
+import { addUser } from '../../server/oidc/users.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
@@ -220,6 +221,37 @@ describe('audit trail', () => {
       assert.equal((await fhir('AuditEvent?patient=pat-1&agent:missing=false', amy)).status, 403, 'with a modifier too');
       assert.equal((await fhir('AuditEvent?agent=Practitioner/dr-smith', auditor)).status, 200, 'an auditor may');
     });
+    it('records a de-identified access for the real patient: their trail, report and export show it de-identified; the app sees pseudonyms only, in the trail too', async () => {
+      await addUser(server.db, {
+        username: 'research-auditor', password: 'research-pass', name: 'Rita Audit', fhirUser: 'Practitioner/dr-jones',
+        attributes: { roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'researcher' }], purposes: ['HRESCH'], clearance: 'R', sensitivities: [], auditor: true },
+      });
+      const research = await token('openid fhirUser user/*.rs', { username: 'research-auditor', password: 'research-pass' });
+      const found = await (await fhir('Patient?birthdate=1987', research, { 'x-request-id': 'deid-study' })).json(); // Amy Shaw, pat-1
+      const pseudonym = found.entry[0].resource.id as string;
+
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      const own = await (await fhir('AuditEvent?patient=pat-1&_count=1000', amy)).json();
+      const event = own.entry.map((e: any) => e.resource).find((e: any) => e.entity.some((x: any) => x.what?.identifier?.value === 'deid-study'));
+      assert.ok(event, "in the patient's own trail");
+      assert.ok(event.entity.some((x: any) => x.securityLabel?.some((l: any) => l.code === 'PSEUDED')), 'marked pseudonymized');
+      const exported = JSON.parse((await cli('audit', 'export', '--patient', 'pat-1', '--format', 'json')).stdout);
+      assert.deepEqual(exported.filter((l: any) => l.request_id === 'deid-study').map((l: any) => [l.purpose_of_use, l.deidentified]), [['HRESCH', true]]);
+      const browser = new Browser();
+      const login = await (await browser.fetch(`${server.issuer}/account/login?return_to=${encodeURIComponent('/account/disclosures')}`)).text();
+      await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: 'amy', password: 'demo-password-3', return_to: hiddenValue(login, 'return_to') }) });
+      const report = await (await browser.fetch(`${server.issuer}/account/disclosures`)).text();
+      assert.match(report, /class="flag deidentified">de-identified</, 'the report says the access was de-identified');
+
+      const trail = await fhir(`AuditEvent?patient=${pseudonym}&_count=1000`, research);
+      assert.equal(trail.status, 200);
+      const text = await trail.text();
+      const events = JSON.parse(text).entry.map((e: any) => e.resource);
+      assert.ok(events.length > 0 && events.every((e: any) => e.entity.some((x: any) => x.what?.reference === `Patient/${pseudonym}`)), 'the app finds the trail under the pseudonym');
+      // entity.query holds a request as sent, base64: amy's own search of her trail named pat-1.
+      const queries = events.flatMap((e: any) => e.entity).filter((x: any) => x.query).map((x: any) => Buffer.from(x.query, 'base64').toString());
+      for (const secret of ['pat-1', 'obs-1a-hba1c', 'enc-1a', 'Shaw', 'deid-study']) assert.ok(![text, ...queries].some((t) => t.includes(secret)), secret);
+    });
   });
 
   it('refuses with 503 when the access cannot be recorded, and works again afterwards', async () => {
@@ -280,11 +312,11 @@ describe('audit trail', () => {
       const lines = JSON.parse(json.stdout);
       const ours = lines.filter((l: any) => ['exp-1', 'exp-2', 'exp-3'].includes(l.request_id));
       assert.equal(ours.length, 3);
-      assert.deepEqual(Object.keys(ours[0]), ['date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id', 'network_address', 'outcome']);
+      assert.deepEqual(Object.keys(ours[0]), ['date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id', 'network_address', 'outcome', 'deidentified']);
       assert.ok(ours.every((l: any) => l.network_address === '127.0.0.1' && l.outcome === 'disclosed'), 'where, and that it was disclosed');
       assert.ok(ours.every((l: any) => l.recipient_organization === 'Example Hospital' && l.purpose_of_use === 'TREAT' && l.break_glass === false));
       const csv = await cli('audit', 'export', '--patient', 'pat-3', '--format', 'csv');
-      assert.match(csv.stdout.split('\n')[0], /^date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome/);
+      assert.match(csv.stdout.split('\n')[0], /^date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome,deidentified/);
       const pdf = await run(process.execPath, [BIN, 'audit', 'export', '--patient', 'pat-3', '--format', 'pdf'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl }, encoding: 'buffer' });
       assert.equal(pdf.stdout.subarray(0, 5).toString(), '%PDF-');
     });

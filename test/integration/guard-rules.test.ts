@@ -10,7 +10,7 @@ import { freePort, startTestServer, type TestServer } from '../support/server.ts
 import { authorize, exchangeCode } from '../support/oauth.ts';
 import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, type ChildServer } from '../support/processes.ts';
 import { addUser } from '../../server/oidc/users.ts';
-import { disclosureEvents } from '../../server/audit/disclosures.ts';
+import { disclosureEvents, disclosureLines } from '../../server/audit/disclosures.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
 /** Listed in every shape: two writing operations, and one the guard does not know. */
@@ -81,6 +81,24 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       const since = new Date(Date.now() + 60_000).toUTCString();
       assert.equal((await fetch(`${shape.fhirBase}/Patient/${pseudonyms[0]}`, { headers: { authorization: `Bearer ${research}`, 'if-modified-since': since } })).status, 200, 'which If-Modified-Since must not probe');
       assert.equal((await fetch(`${shape.fhirBase}/Patient/${pseudonyms[0]}`, { headers: { authorization: `Bearer ${research}`, 'if-none-match': `W/"${meta.versionId}"` } })).status, 304, 'the version is no secret');
+    });
+
+    it('lets a de-identified search compare dates only to the year the answers show', async () => {
+      const research = await token('researcher', 'research-pass');
+      for (const query of ['Encounter?date=2025-09-15', 'Encounter?date=ge2025-09-15&date=le2025-09-15', 'Encounter?date=ap2025', 'Observation?date=ge2025-09',
+        'Condition?onset-date=2023-04-11', 'Condition?recorded-date=le2025-09-15', 'Patient?death-date=2019-03-04', 'Patient?birthdate=ap1987',
+        'Patient?_lastUpdated=ge2026-01-15T10:00:00Z', 'Encounter?date:missing=false', 'Patient/_history?_since=2026-01-15T10:00:00Z', '_history?_at=2026-01-15T10:00:00Z']) {
+        const res = await get(query, research);
+        assert.equal(res.status, 403, query);
+        const outcome = await res.json();
+        assert.equal(outcome.resourceType, 'OperationOutcome', query);
+        assert.match(outcome.issue[0].diagnostics, /de-identified/, query);
+      }
+      for (const query of ['Encounter?date=2025', 'Encounter?date=ge2025&date=lt2026', 'Condition?onset-date=2023', 'Condition?recorded-date=2025',
+        'Patient?birthdate=1987', 'Patient?death-date=2019', 'Patient?_lastUpdated=ge2000']) {
+        assert.equal((await get(query, research)).status, 200, query);
+      }
+      assert.ok((await ids(await get('Encounter?date=2025', research))).length > 0, 'a year finds the encounters of that year');
     });
 
     it('keeps a patient token in its compartment', async () => {
@@ -204,6 +222,32 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.ok(disclosureEvents([read], { patient: 'pat-2' }).length === 1, 'and in the accounting of disclosures');
       assert.equal(tagged(`${requestId}-hidden`).length, 1, 'a hidden read is recorded too');
       assert.equal((await shape.server.audit.verify()).ok, true, 'the chain stays intact');
+    });
+
+    it('records a de-identified access under the real patient, marked de-identified, in the patient\'s accounting of disclosures', async () => {
+      const research = await token('researcher', 'research-pass');
+      const requestId = `deid-${Date.now()}`;
+      const found = await get('Patient?birthdate=1987', research, `${requestId}-search`); // Amy Shaw, pat-1
+      const pseudonym = (await found.json()).entry[0].resource.id as string;
+      const read = await get(`Patient/${pseudonym}`, research, `${requestId}-read`);
+      assert.equal(read.status, 200);
+      assert.ok(!(await read.text()).includes('pat-1'), 'the app sees the pseudonym only');
+      assert.equal((await get(`Observation?patient=${pseudonym}&date=2025-09-15`, research, `${requestId}-refused`)).status, 403);
+
+      const events = await shape.server.audit.search({ patient: 'pat-1', limit: 1000 });
+      const tagged = (id: string) => events.filter((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === id));
+      for (const id of ['search', 'read', 'refused'].map((s) => `${requestId}-${s}`)) {
+        const [event] = tagged(id) as any[];
+        assert.ok(event, `${id} is recorded under the real patient`);
+        assert.ok(event.entity.some((x: any) => x.what?.reference === 'Patient/pat-1' && x.role.code === '1'), id);
+        assert.ok(!JSON.stringify(event.entity.filter((x: any) => x.what?.reference)).includes(pseudonym), `${id}: no pseudonym for the patient`);
+        const labelled = event.entity.filter((x: any) => x.securityLabel?.some((l: any) => l.system === 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue' && l.code === 'PSEUDED'));
+        assert.ok(labelled.length > 0, `${id}: the disclosure is marked PSEUDED`);
+        assert.ok(event.agent.some((a: any) => a.purposeOfUse?.some((p: any) => p.coding?.some((c: any) => c.code === 'HRESCH'))), `${id}: for research`);
+      }
+      assert.ok((tagged(`${requestId}-read`)[0] as any).entity.some((x: any) => x.what?.reference === 'Patient/pat-1' && x.role.code === '4'), 'the resource read, by its real id');
+      const lines = disclosureLines(events, { patient: 'pat-1' }).filter((l) => l.request_id.startsWith(requestId));
+      assert.deepEqual(lines.map((l) => [l.request_id, l.purpose_of_use, l.deidentified]), [[`${requestId}-search`, 'HRESCH', true], [`${requestId}-read`, 'HRESCH', true]]);
     });
   });
 }

@@ -156,6 +156,16 @@ describe('audit: accounting of disclosures (report lines)', () => {
     assert.deepEqual(lines.map((l) => l.request_id).sort(), ['normal-label', 'real']);
   });
 
+  it('says when the data went out de-identified: an entity labelled v3-ObservationValue PSEUDED', () => {
+    const pseuded = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'PSEUDED' };
+    const lines = disclosureLines([
+      access({ requestId: 'plain' }),
+      access({ requestId: 'research', purposes: ['HRESCH'], labels: [pseuded] }),
+      access({ requestId: 'other-system', labels: [{ system: 'urn:other', code: 'PSEUDED' }] }),
+    ]);
+    assert.deepEqual(lines.map((l) => [l.request_id, l.deidentified]).sort(), [['other-system', false], ['plain', false], ['research', true]]);
+  });
+
   it('flags break-the-glass: purpose BTG or ETREAT, or a token issued under a BTG security alert', () => {
     const alert = emergencyOverrideStarted({
       issuer: ISSUER, recorded: new Date('2025-06-02T13:59:00Z'), user: { sub: 'u-er', roles: [] }, clientId: 'er-app',
@@ -262,15 +272,15 @@ describe('audit: accounting of disclosures (renderings)', () => {
   const line = (over: Partial<DisclosureLine> = {}): DisclosureLine => ({
     date: '2025-06-02T14:03:11.482Z', recipient_role: 'Doctor', recipient_organization: 'Example Hospital', app: 'growth-app',
     purpose_of_use: 'TREAT', action: 'read', resources: 'Observation/obs-1', break_glass: false, request_id: 'req-1',
-    network_address: '203.0.113.9', outcome: 'disclosed', ...over,
+    network_address: '203.0.113.9', outcome: 'disclosed', deidentified: false, ...over,
   });
 
-  it('writes CSV with DESIGN\'s columns in order, then where and the outcome, RFC 4180 quoting and CRLF', () => {
+  it('writes CSV with DESIGN\'s columns in order, then where, the outcome and de-identification, RFC 4180 quoting and CRLF', () => {
     const csv = toCsv([line(), line({ recipient_organization: 'Smith, Jones & "Partners"', app: 'two\nlines', break_glass: true })]);
     const rows = csv.split('\r\n');
-    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome');
-    assert.equal(rows[1], '2025-06-02T14:03:11.482Z,Doctor,Example Hospital,growth-app,TREAT,read,Observation/obs-1,false,req-1,203.0.113.9,disclosed');
-    assert.equal(rows[2], '2025-06-02T14:03:11.482Z,Doctor,"Smith, Jones & ""Partners""","two\nlines",TREAT,read,Observation/obs-1,true,req-1,203.0.113.9,disclosed');
+    assert.equal(rows[0], 'date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome,deidentified');
+    assert.equal(rows[1], '2025-06-02T14:03:11.482Z,Doctor,Example Hospital,growth-app,TREAT,read,Observation/obs-1,false,req-1,203.0.113.9,disclosed,false');
+    assert.equal(rows[2], '2025-06-02T14:03:11.482Z,Doctor,"Smith, Jones & ""Partners""","two\nlines",TREAT,read,Observation/obs-1,true,req-1,203.0.113.9,disclosed,false');
     assert.equal(rows[3], '', 'ends with a line break');
     assert.equal(toCsv([]), `${DISCLOSURE_COLUMNS.join(',')}\r\n`);
   });
@@ -278,7 +288,7 @@ describe('audit: accounting of disclosures (renderings)', () => {
   it('neutralises cells a spreadsheet would run as formulas', () => {
     const csv = toCsv([line({ recipient_organization: '=HYPERLINK("http://evil.example")', app: '+cmd', purpose_of_use: '-2+3', request_id: '@SUM(A1)', recipient_role: '\tx' })]);
     const row = csv.split('\r\n')[1];
-    assert.equal(row, `2025-06-02T14:03:11.482Z,'\tx,"'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1),203.0.113.9,disclosed`);
+    assert.equal(row, `2025-06-02T14:03:11.482Z,'\tx,"'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1),203.0.113.9,disclosed,false`);
   });
 
   it('writes JSON report lines keyed by the CSV columns', () => {

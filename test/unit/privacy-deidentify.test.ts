@@ -370,13 +370,10 @@ describe('privacy/deidentify', () => {
 
   describe('identifiesPerson', () => {
     it('names the search parameters a de-identified search may not use', () => {
-      for (const [name, value] of [['name', 'Shaw'], ['family:exact', 'Shaw'], ['identifier', 'MRN-10001'], ['telecom', 'x'], ['email', 'a@b'], ['phone', '1'],
-        ['address-city', 'Springfield'], ['address', 'x'], ['birthdate', '1987-02-20'], ['birthdate', 'eq1987-02-20'], ['birthdate', 'ge1980-01-01'], ['birthdate', 'le1987-02'], ['birthdate', '1980,1987-02-20'], ['_content', 'Shaw']]) {
-        assert.ok(identifiesPerson(name!, value!), `${name}=${value}`);
+      for (const name of ['name', 'family:exact', 'identifier', 'telecom', 'email', 'phone', 'address-city', 'address', '_content']) {
+        assert.ok(identifiesPerson(name), name);
       }
-      for (const [name, value] of [['birthdate', '1987'], ['birthdate', 'ge1980'], ['birthdate', '1980,1987'], ['gender', 'female'], ['code', 'x'], ['patient', 'p']]) {
-        assert.ok(!identifiesPerson(name!, value!), `${name}=${value}`);
-      }
+      for (const name of ['birthdate', 'gender', 'code', 'patient']) assert.ok(!identifiesPerson(name), `${name}: dates follow date-search.ts`);
     });
   });
 });

@@ -9,7 +9,7 @@ import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } f
 import { checkNarratives } from './narrative.ts';
 import { narrowedSearch } from './narrow.ts';
 import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
-import { notModified, weakETag, type Validators } from './conditional.ts';
+import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, weakETag, type Validators } from './conditional.ts';
 import { applyOperation, knownOperation } from './operations.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
@@ -105,7 +105,7 @@ interface Performed {
   resources: FhirResource[];
   /** The patients of a Binary's securityContext: its data is theirs, though it names none itself. */
   patients?: string[];
-  /** A read's stored version, for a conditional read. */
+  /** A read's version as the token sees it, for a conditional read. */
   validators?: Validators;
 }
 
@@ -137,13 +137,16 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
-  // Never If-None-Match: the upstream's 304 would come before the rules (the guard answers it, see handle).
-  const passHeaders = (headers: Record<string, string | undefined>) => Object.fromEntries(
-    ['if-match', 'prefer', 'x-request-id'].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
+  // No condition: the upstream's 304 or 412 would come before the rules (the guard answers them, see conditional.ts).
+  // `allowedWrite`: a write that passed every rule and the guard's own check of its conditions takes If-Match along.
+  const passHeaders = (headers: Record<string, string | undefined>, allowedWrite = false) => Object.fromEntries(
+    ['prefer', 'x-request-id', ...(allowedWrite ? UPSTREAM_CONDITIONS : [])].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
-  async function send(request: ReceivedRequest, method: string, path: string, body?: unknown, provenance?: FhirResource): Promise<UpstreamResponse> {
-    return options.upstream.send({ method, path, headers: passHeaders(request.headers), body, ...(provenance && { provenance }) });
+  /** `allowedWrite`: a write that passed every rule and its conditions, with its Provenance if any. */
+  async function send(request: ReceivedRequest, method: string, path: string, body?: unknown, allowedWrite?: { provenance?: FhirResource }): Promise<UpstreamResponse> {
+    const provenance = allowedWrite?.provenance;
+    return options.upstream.send({ method, path, headers: passHeaders(request.headers, Boolean(allowedWrite)), body, ...(provenance && { provenance }) });
   }
 
   const rewrite = (body: unknown) => rewriteLinks(body, options.upstreamBase, options.base);
@@ -315,11 +318,15 @@ export function createGuard(guardOptions: GuardOptions) {
       return { status: 403, code: 'forbidden', message: 'PATCH is not available to a token limited to patients or categories; use PUT' };
     }
     let existing: FhirResource | undefined;
+    let stored: Validators | undefined;
     if (interaction.kind !== 'create') {
       // Not the client's conditional headers: a 304 (If-None-Match) would pass for "nothing stored".
       const current = await options.upstream.send({ method: 'GET', path: `${interaction.type}/${interaction.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
       const gone = current.status === 404 || current.status === 410;
-      if (current.status === 200) existing = current.body as FhirResource;
+      if (current.status === 200) {
+        existing = current.body as FhirResource;
+        stored = { ...validatorsOf(existing), ...(current.headers.get('etag') && { etag: current.headers.get('etag')! }) };
+      }
       else if (!gone) return { status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${current.status})` };
       else if (interaction.kind !== 'update' || effect) return notFound(interaction);
       // A write on data the token may not see is refused as if the data did not exist.
@@ -334,7 +341,10 @@ export function createGuard(guardOptions: GuardOptions) {
     const problem = checkWrite(token, kind, resource, existing);
     if (problem) return problem;
     const prepared = options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
-    return isRefusal(prepared) ? prepared : { ...prepared, existing };
+    if (isRefusal(prepared)) return prepared;
+    // The conditions last: a 412 only for a stored version the token may see and change.
+    if (kind !== 'create' && precondition(request.method, request.headers, stored) !== 'pass') return preconditionFailed;
+    return { ...prepared, existing };
   }
 
   async function write(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
@@ -344,7 +354,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[interaction.kind as 'create'];
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
     const provenance = interaction.kind === 'patch' ? undefined : options.provenance?.(token, interaction.kind as 'create' | 'update' | 'delete');
-    const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource, provenance);
+    const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource, { provenance });
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
     // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
@@ -441,7 +451,9 @@ export function createGuard(guardOptions: GuardOptions) {
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */
   async function bundle(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
-    const entries = entryRequests(request.body as FhirBundle);
+    // Each entry with its own conditions (ifMatch, …), never the conditions sent with the Bundle.
+    const outer = Object.fromEntries(Object.entries(request.headers).filter(([name]) => !CONDITIONAL_HEADERS.includes(name)));
+    const entries: ReceivedRequest[] = entryRequests(request.body as FhirBundle).map((entry) => ({ ...request, ...entry, headers: { ...outer, ...entry.headers } }));
     const classified = entries.map((entry) => classify(entry));
     if (interaction.kind === 'transaction') {
       for (const entry of classified) {
@@ -455,7 +467,7 @@ export function createGuard(guardOptions: GuardOptions) {
       // All or nothing: every write is checked (stored versions included) before the first one runs.
       for (const [i, entry] of (classified as FhirInteraction[]).entries()) {
         if (entry.kind !== 'create' && entry.kind !== 'update') continue;
-        const checked = await checkedWrite({ ...request, ...entries[i] }, token, entry);
+        const checked = await checkedWrite(entries[i], token, entry);
         if (isRefusal(checked)) return checked;
       }
     }
@@ -463,7 +475,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const resources: FhirResource[] = [];
     const patients: string[] = [];
     for (const [i, entry] of classified.entries()) {
-      const result = isRefusal(entry) ? entry : await perform({ ...request, ...entries[i] }, token, entry);
+      const result = isRefusal(entry) ? entry : conditioned(entries[i], await perform(entries[i], token, entry));
       if (isRefusal(result)) {
         responses.push({ response: { status: String(result.status), outcome: operationOutcome('error', result.code, result.message) as FhirResource } });
         continue;
@@ -531,19 +543,22 @@ export function createGuard(guardOptions: GuardOptions) {
     const interaction = classify(request);
     if (isRefusal(interaction)) return done(refusalResponse(interaction, options.base, true));
     record.interaction = interaction;
-    const result = await perform(request, record.token, interaction);
+    const result = conditioned(request, await perform(request, record.token, interaction));
     if (isRefusal(result)) return done(refusalResponse(result, options.base, true));
-    return done(unlessNotModified(request, result), result.resources, result.patients);
+    return done(result.response, result.resources, result.patients);
   }
 
   /**
-   * A conditional read is answered here, after every rule: 304 only for a resource the token sees whose
-   * stored version the client has; anything else is answered as without the condition.
+   * A conditional read is answered here, after every rule: 304 or 412 only for a resource the token sees,
+   * by the version it sees; anything else is answered as without the conditions.
    */
-  function unlessNotModified(request: ReceivedRequest, { response, validators }: Performed): GuardResponse {
-    if (!validators || response.status !== 200 || !notModified(request.headers, validators)) return response;
-    const { 'content-type': _, ...headers } = response.headers;
-    return { status: 304, headers };
+  function conditioned(request: ReceivedRequest, result: Performed | Refusal): Performed | Refusal {
+    if (isRefusal(result) || !result.validators || result.response.status !== 200) return result;
+    const outcome = precondition(request.method, request.headers, result.validators);
+    if (outcome === 'failed') return preconditionFailed;
+    if (outcome === 'pass') return result;
+    const { 'content-type': _, ...headers } = result.response.headers;
+    return { ...result, response: { status: 304, headers } };
   }
 
   /**

@@ -145,7 +145,8 @@ function isResourceOf(body: unknown, type: string): body is FhirResource {
 /**
  * The entries of a batch or transaction as requests, for classify. The url is relative to the
  * base ("Patient/1?x=y"); an absolute url does not classify (unknown resource type), which fails
- * closed. A conditional create's `ifNoneExist` becomes the query, so classify refuses it.
+ * closed. A conditional create's `ifNoneExist` becomes the query, so classify refuses it; the entry's
+ * ifMatch, ifNoneMatch and ifModifiedSince become its headers.
  */
 export function entryRequests(bundle: FhirBundle): FhirRequest[] {
   return (Array.isArray(bundle.entry) ? bundle.entry : []).map((entry) => {
@@ -156,8 +157,15 @@ export function entryRequests(bundle: FhirBundle): FhirRequest[] {
     const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
     const ifNoneExist = entry?.request?.ifNoneExist;
     if (typeof ifNoneExist === 'string') for (const [k, v] of new URLSearchParams(ifNoneExist)) query.append(k, v);
-    const request: FhirRequest = { method, path, query };
+    const request: FhirRequest = { method, path, query, headers: entryConditions(entry?.request) };
     if (entry?.resource !== undefined) request.body = entry.resource;
     return request;
   });
+}
+
+const ENTRY_CONDITIONS = { ifMatch: 'if-match', ifNoneMatch: 'if-none-match', ifModifiedSince: 'if-modified-since' } as const;
+
+function entryConditions(request: Record<string, unknown> | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(ENTRY_CONDITIONS).flatMap(([field, header]) =>
+    (typeof request?.[field] === 'string' ? [[header, request[field] as string]] : [])));
 }

@@ -33,6 +33,8 @@ export interface FhirRequest {
   query: URLSearchParams;
   /** The parsed JSON body of POST/PUT/PATCH (a resource, a Bundle, Parameters or a JSON Patch array). */
   body?: unknown;
+  /** Request headers, lower-case names. */
+  headers?: Readonly<Record<string, string | undefined>>;
 }
 
 export type InteractionKind =
@@ -91,8 +93,8 @@ export interface View {
 
 /** How the guard refuses, as FHIR and RFC 6750 want it. */
 export interface Refusal {
-  status: 400 | 401 | 403 | 404 | 405 | 413 | 415 | 422 | 502 | 503;
-  /** OperationOutcome issue code (FHIR IssueType): invalid, login, forbidden, not-found, not-supported, too-costly, exception. */
+  status: 400 | 401 | 403 | 404 | 405 | 412 | 413 | 415 | 422 | 502 | 503;
+  /** OperationOutcome issue code (FHIR IssueType): invalid, login, forbidden, not-found, conflict, not-supported, too-costly, exception. */
   code: string;
   message: string;
   /** For 401/403: the RFC 6750 error code for WWW-Authenticate. */

@@ -154,8 +154,83 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
           ['Observation/obs-1a-hba1c', patient, await etagOf('Observation/obs-1a-hba1c')], // another patient's
         ] as const) {
           const plain = await get(path, bearer);
-          for (const headers of [{ 'if-none-match': etag }, { 'if-none-match': '*' }, { 'if-modified-since': new Date().toUTCString() }]) {
+          for (const headers of [
+            { 'if-none-match': etag }, { 'if-none-match': '*' }, { 'if-modified-since': new Date().toUTCString() },
+            { 'if-match': etag }, { 'if-match': 'W/"not-this-version"' }, { 'if-unmodified-since': 'Thu, 01 Jan 2015 00:00:00 GMT' },
+          ]) {
             const res = await conditional(path, bearer, headers);
+            assert.equal(res.status, plain.status, `${path} ${JSON.stringify(headers)}`);
+            assert.equal(res.status, 404);
+            assert.equal(res.headers.get('etag'), null);
+          }
+        }
+      });
+    });
+
+    describe('conditional reads with If-Match', () => {
+      it('answers 412 for a visible resource whose version If-Match does not name, the resource when it does', async () => {
+        const smith = await token('dr.smith', 'demo-password-1');
+        const etag = (await get('Observation/obs-2a-hiv-vl', smith)).headers.get('etag')!;
+        const read = (headers: Record<string, string>) => fetch(`${shape.fhirBase}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${smith}`, ...headers } });
+        const stale = await read({ 'if-match': 'W/"not-this-version"' });
+        assert.equal(stale.status, 412);
+        assert.equal((await stale.json()).issue[0].code, 'conflict');
+        assert.equal((await read({ 'if-unmodified-since': 'Thu, 01 Jan 2015 00:00:00 GMT' })).status, 412);
+        for (const headers of [{ 'if-match': etag }, { 'if-match': '*' }]) {
+          const res = await read(headers);
+          assert.equal(res.status, 200, JSON.stringify(headers));
+          assert.equal((await res.json()).id, 'obs-2a-hiv-vl');
+        }
+      });
+    });
+
+    describe('conditional writes (version-aware updates)', () => {
+      const put = (path: string, bearer: string, resource: unknown, headers: Record<string, string> = {}) => fetch(`${shape.fhirBase}/${path}`, {
+        method: 'PUT', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', ...headers }, body: JSON.stringify(resource),
+      });
+      const writer = () => token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.cruds', patient: 'pat-2' });
+      const current = async (path: string, bearer: string) => {
+        const res = await get(path, bearer);
+        const { meta: _, text: __, ...resource } = await res.json();
+        return { resource, etag: res.headers.get('etag')! };
+      };
+
+      it('answers 412 when the conditions do not name the stored version, and writes nothing', async () => {
+        const bearer = await writer();
+        const { resource, etag } = await current('Observation/obs-2b-pain', bearer);
+        const changed = { ...resource, status: 'amended' };
+        for (const headers of [{ 'if-match': 'W/"not-this-version"' }, { 'if-none-match': '*' }, { 'if-unmodified-since': 'Thu, 01 Jan 2015 00:00:00 GMT' }] as Record<string, string>[]) {
+          const res = await put('Observation/obs-2b-pain', bearer, changed, headers);
+          assert.equal(res.status, 412, JSON.stringify(headers));
+          assert.equal((await res.json()).resourceType, 'OperationOutcome');
+        }
+        const after = await current('Observation/obs-2b-pain', bearer);
+        assert.equal(after.etag, etag);
+        assert.equal(after.resource.status, resource.status);
+      });
+
+      it('writes when If-Match names the stored version', async () => {
+        const bearer = await writer();
+        const { resource, etag } = await current('Observation/obs-2b-pain', bearer);
+        const res = await put('Observation/obs-2b-pain', bearer, { ...resource, status: 'amended' }, { 'if-match': etag });
+        assert.equal(res.status, 200);
+        const after = await current('Observation/obs-2b-pain', bearer);
+        assert.notEqual(after.etag, etag);
+        assert.equal(after.resource.status, 'amended');
+        assert.equal((await put('Observation/obs-2b-pain', bearer, resource, { 'if-match': etag })).status, 412, 'the version it replaced is stale now');
+      });
+
+      it('answers a write on a resource the token may not see as without the conditions', async () => {
+        const bearer = await writer();
+        const smith = await token('dr.smith', 'demo-password-1');
+        for (const [path, etag] of [
+          ['Observation/obs-1a-hba1c', (await get('Observation/obs-1a-hba1c', smith)).headers.get('etag')!], // another patient's
+          ['Condition/cond-2-oud', 'W/"1"'], // pat-2's consent denies it to dr-smith
+        ]) {
+          const body = { resourceType: path.split('/')[0], id: path.split('/')[1], status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-2' } };
+          const plain = await put(path, bearer, body);
+          for (const headers of [{ 'if-match': etag }, { 'if-match': 'W/"not-this-version"' }, { 'if-none-match': '*' }, { 'if-unmodified-since': 'Thu, 01 Jan 2015 00:00:00 GMT' }] as Record<string, string>[]) {
+            const res = await put(path, bearer, body, headers);
             assert.equal(res.status, plain.status, `${path} ${JSON.stringify(headers)}`);
             assert.equal(res.status, 404);
             assert.equal(res.headers.get('etag'), null);

@@ -107,7 +107,7 @@ describe('guard: consent that cannot be read', () => {
 
 describe('guard: conditional reads', () => {
   const stored = { ...observation, meta: { versionId: '2', lastUpdated: '2026-03-01T10:00:00.500Z' } };
-  /** A plain FHIR server: 304 when If-None-Match names the current version. */
+  /** A plain FHIR server: 304 when If-None-Match names the current version, 412 when If-Match does not. */
   function plainServer(scope: string, patient?: string) {
     const sent: Record<string, string>[] = [];
     const audited: { status: number; resources: string[] }[] = [];
@@ -115,6 +115,8 @@ describe('guard: conditional reads', () => {
       sent.push(request.headers ?? {});
       if (request.path !== 'Observation/obs-1') return { status: 404, headers: new Headers(), body: { resourceType: 'OperationOutcome', issue: [] } };
       const headers = new Headers({ 'content-type': 'application/fhir+json', etag: 'W/"2"' });
+      const ifMatch = request.headers?.['if-match'];
+      if (ifMatch !== undefined && ifMatch !== 'W/"2"') return { status: 412, headers, body: { resourceType: 'OperationOutcome', issue: [] } };
       return request.headers?.['if-none-match'] === 'W/"2"' ? { status: 304, headers, body: undefined } : { status: 200, headers, body: stored };
     });
     const guard = createGuard({
@@ -151,14 +153,92 @@ describe('guard: conditional reads', () => {
     }
   });
 
-  it('never answers 304 for a resource the token may not see: the same 404 as a plain read', async () => {
+  it('answers 412 itself when If-Match does not name the visible version (or If-Unmodified-Since is before it), never asking the upstream', async () => {
+    const { read, sent } = plainServer('system/*.rs');
+    for (const headers of [{ 'if-match': 'W/"1"' }, { 'if-match': 'W/"1", W/"3"' }, { 'if-unmodified-since': 'Sun, 01 Mar 2026 09:59:59 GMT' }]) {
+      const res = await read(headers);
+      assert.equal(res.status, 412, JSON.stringify(headers));
+      assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+    }
+    for (const headers of [{ 'if-match': 'W/"2"' }, { 'if-match': '"2"' }, { 'if-match': '*' }, { 'if-unmodified-since': 'Sun, 01 Mar 2026 10:00:00 GMT' }]) {
+      assert.equal((await read(headers)).status, 200, JSON.stringify(headers));
+    }
+    assert.ok(sent.every((headers) => headers['if-match'] === undefined), 'the upstream never answers the condition');
+  });
+
+  it('never answers 304 or 412 for a resource the token may not see: the same 404 as a plain read', async () => {
     const { read } = plainServer('patient/*.rs', 'pat-2');
     const plain = await read({});
     assert.equal(plain.status, 404);
-    for (const headers of [{ 'if-none-match': 'W/"2"' }, { 'if-none-match': '*' }, { 'if-modified-since': 'Sun, 01 Mar 2026 10:00:00 GMT' }]) {
+    for (const headers of [
+      { 'if-none-match': 'W/"2"' }, { 'if-none-match': '*' }, { 'if-modified-since': 'Sun, 01 Mar 2026 10:00:00 GMT' },
+      { 'if-match': 'W/"1"' }, { 'if-match': 'W/"2"' }, { 'if-unmodified-since': 'Sun, 01 Mar 2026 09:00:00 GMT' },
+    ]) {
       const res = await read(headers);
       assert.deepEqual([res.status, res.body], [plain.status, plain.body], JSON.stringify(headers));
     }
+  });
+});
+
+describe('guard: conditional writes', () => {
+  const stored = { ...observation, meta: { versionId: '2', lastUpdated: '2026-03-01T10:00:00.500Z' } };
+  /** A plain FHIR server holding Observation/obs-1 at version 2, answering 412 to an If-Match on a write that does not name it. */
+  function plainServer(scope: string, patient?: string) {
+    const sent: { method: string; path: string; headers: Record<string, string> }[] = [];
+    const upstream = inProcessUpstream(async (request: UpstreamRequest) => {
+      sent.push({ method: request.method, path: request.path, headers: request.headers ?? {} });
+      const headers = new Headers({ 'content-type': 'application/fhir+json', etag: 'W/"2"' });
+      if (request.path !== 'Observation/obs-1') return { status: 404, headers: new Headers(), body: { resourceType: 'OperationOutcome', issue: [] } };
+      const ifMatch = request.headers?.['if-match'];
+      if (ifMatch !== undefined && ifMatch !== 'W/"2"') return { status: 412, headers, body: { resourceType: 'OperationOutcome', issue: [] } };
+      if (request.method === 'GET') return { status: 200, headers, body: stored };
+      return { status: 200, headers: new Headers({ 'content-type': 'application/fhir+json', etag: 'W/"3"' }), body: { ...stored, meta: { versionId: '3' } } };
+    });
+    const guard = createGuard({
+      base: BASE, upstream, upstreamBase: 'http://upstream/fhir',
+      verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope, ...(patient && { patient }) }, BASE),
+    });
+    const put = (headers: Record<string, string | undefined>) => guard.handle({ method: 'PUT', path: '/Observation/obs-1', headers: { ...bearer, ...headers }, body: observation });
+    const writes = () => sent.filter((s) => s.method !== 'GET');
+    return { guard, put, sent, writes };
+  }
+
+  it('answers 412 itself for a visible version the conditions do not name, before anything is written', async () => {
+    const { put, writes } = plainServer('system/Observation.cruds');
+    for (const headers of [{ 'if-match': 'W/"1"' }, { 'if-none-match': '*' }, { 'if-none-match': 'W/"2"' }, { 'if-unmodified-since': 'Sun, 01 Mar 2026 09:59:59 GMT' }] as Record<string, string>[]) {
+      const res = await put(headers);
+      assert.equal(res.status, 412, JSON.stringify(headers));
+      assert.equal((res.body as { issue: { code: string }[] }).issue[0].code, 'conflict');
+    }
+    assert.deepEqual(writes(), []);
+  });
+
+  it('passes If-Match on with an allowed write, so the FHIR server checks it as it writes', async () => {
+    const { put, writes } = plainServer('system/Observation.cruds');
+    const res = await put({ 'if-match': 'W/"2"', 'if-unmodified-since': 'Sun, 01 Mar 2026 10:00:00 GMT' });
+    assert.equal(res.status, 200);
+    assert.deepEqual(writes().map((w) => [w.method, w.headers['if-match'], w.headers['if-unmodified-since']]), [['PUT', 'W/"2"', undefined]]);
+  });
+
+  it('answers a write on a resource the token may not see as without the conditions: the same 404, nothing about its version', async () => {
+    const { put, writes } = plainServer('patient/Observation.cruds', 'pat-2');
+    const plain = await put({});
+    assert.equal(plain.status, 404);
+    for (const headers of [{ 'if-match': 'W/"1"' }, { 'if-match': 'W/"2"' }, { 'if-none-match': '*' }, { 'if-unmodified-since': 'Sun, 01 Mar 2026 09:00:00 GMT' }]) {
+      const res = await put(headers);
+      assert.deepEqual([res.status, res.body], [plain.status, plain.body], JSON.stringify(headers));
+    }
+    assert.deepEqual(writes(), []);
+  });
+
+  it('holds each batch entry to its own conditions, never to those sent with the Bundle', async () => {
+    const { guard, writes } = plainServer('system/Observation.cruds');
+    const entry = (request: Record<string, string>) => ({ resource: observation, request: { method: 'PUT', url: 'Observation/obs-1', ...request } });
+    const batch = { resourceType: 'Bundle', type: 'batch', entry: [entry({ ifMatch: 'W/"1"' }), entry({ ifMatch: 'W/"2"' }), { request: { method: 'GET', url: 'Observation/obs-1', ifNoneMatch: 'W/"2"' } }] };
+    const res = await guard.handle({ method: 'POST', path: '/', headers: { ...bearer, 'if-match': 'W/"9"' }, body: batch });
+    assert.equal(res.status, 200);
+    assert.deepEqual((res.body as { entry: { response: { status: string } }[] }).entry.map((e) => e.response.status), ['412', '200', '304']);
+    assert.deepEqual(writes().map((w) => w.headers['if-match']), ['W/"2"']);
   });
 });
 

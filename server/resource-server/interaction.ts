@@ -43,9 +43,9 @@ export function classify(request: FhirRequest): FhirInteraction | Refusal {
     switch (verb) {
       case 'GET': return { kind: 'search-type', type, params: query };
       case 'POST':
-        // Conditional create (If-None-Exist; entryRequests puts it in the query) answers differently when a
-        // hidden resource matches, so it is refused like conditional update and delete.
-        if (isConditional(query)) return refuse(400, 'not-supported', 'conditional create is not supported');
+        // Conditional create (the If-None-Exist header; entryRequests puts a batch entry's in the query) answers
+        // differently when a hidden resource matches, so it is refused like conditional update and delete.
+        if (isConditional(query) || request.headers?.['if-none-exist'] !== undefined) return refuse(400, 'not-supported', 'conditional create is not supported');
         return isResourceOf(request.body, type)
           ? { kind: 'create', type, params: query, resource: request.body }
           : refuse(400, 'invalid', `the body of a create must be a ${type} resource`);

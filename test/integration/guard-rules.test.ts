@@ -220,6 +220,19 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await put('Observation/obs-2b-pain', bearer, resource, { 'if-match': etag })).status, 412, 'the version it replaced is stale now');
       });
 
+      it('refuses a conditional create (If-None-Exist), which would tell whether hidden data matches, and creates nothing', async () => {
+        const bearer = await writer();
+        const identifier = `if-none-exist-${Date.now()}`;
+        const res = await fetch(`${shape.fhirBase}/Observation`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', 'if-none-exist': `identifier=${identifier}` },
+          body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-2' }, identifier: [{ value: identifier }] }),
+        });
+        assert.equal(res.status, 400);
+        assert.equal((await res.json()).issue[0].code, 'not-supported');
+        assert.deepEqual(await ids(await get(`Observation?identifier=${identifier}`, bearer)), []);
+      });
+
       it('answers a write on a resource the token may not see as without the conditions', async () => {
         const bearer = await writer();
         const smith = await token('dr.smith', 'demo-password-1');

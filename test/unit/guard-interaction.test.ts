@@ -179,6 +179,8 @@ describe('resource-server/interaction', () => {
         assert.deepEqual(pick(r), [400, 'not-supported'], `${method} ${target}`);
         assert.match(r.message, /conditional/);
       }
+      const header = classify({ ...req('POST', 'Observation', obs), headers: { 'if-none-exist': 'identifier=x' } }) as Refusal;
+      assert.deepEqual(pick(header), [400, 'not-supported'], 'If-None-Exist as a header, not only in a batch entry');
     });
   });
 

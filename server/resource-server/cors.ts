@@ -5,8 +5,10 @@
 /** Whether a browser page on this origin ("https://app.example.org") may call the FHIR base. */
 export type OriginCheck = (origin: string) => boolean | Promise<boolean>;
 
-export const CORS_ALLOWED_HEADERS = 'Authorization, Content-Type, DPoP, X-Request-Id, If-Match, Prefer';
-export const CORS_EXPOSED_HEADERS = 'Location, ETag, X-Request-Id';
+/** What FHIR clients send beyond the safelisted headers: the token and its proof, the body's type, conditions (see conditional.ts), Prefer. */
+export const CORS_ALLOWED_HEADERS = 'Authorization, Content-Type, DPoP, X-Request-Id, Prefer, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since';
+/** What the guard's answers carry for the app: a write's Location, the version (ETag, Last-Modified), the challenge of a 401 or 403. */
+export const CORS_EXPOSED_HEADERS = 'Location, ETag, Last-Modified, X-Request-Id, WWW-Authenticate';
 export const CORS_ALLOWED_METHODS = 'GET, POST, PUT, PATCH, DELETE';
 const PREFLIGHT_MAX_AGE = '600';
 

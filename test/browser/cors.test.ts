@@ -32,14 +32,23 @@ describe('CORS at /fhir in Chromium', function () {
     await new Promise((resolve) => (pages ? pages.close(resolve) : resolve(undefined)));
   });
 
+  /** A read, then the conditional reads an app makes with what the first answer told it (ETag, Last-Modified). */
   async function readFromPage(origin: string, token: string) {
     const page = await browser!.newPage();
     try {
       await page.goto(`${origin}/index.html`);
       return await page.evaluate(async ([url, bearer]) => {
         try {
-          const res = await fetch(url, { headers: { authorization: `Bearer ${bearer}`, 'x-request-id': 'from-the-browser' } });
-          return { status: res.status, body: await res.json(), requestId: res.headers.get('x-request-id') };
+          const authorization = `Bearer ${bearer}`;
+          const res = await fetch(url, { headers: { authorization, 'x-request-id': 'from-the-browser' } });
+          const etag = res.headers.get('etag');
+          const lastModified = res.headers.get('last-modified');
+          // No named function in here: the test runner's transform would wrap it in a helper the page does not have.
+          const conditional: number[] = [];
+          for (const headers of [{ 'if-none-match': etag ?? '' }, { 'if-modified-since': lastModified ?? '' }, { 'if-match': 'W/"not-this-version"' }] as Record<string, string>[]) {
+            conditional.push((await fetch(url, { headers: { authorization, ...headers } })).status);
+          }
+          return { status: res.status, body: await res.json(), requestId: res.headers.get('x-request-id'), etag, lastModified, conditional };
         } catch (err) {
           return { error: String(err) };
         }
@@ -58,6 +67,9 @@ describe('CORS at /fhir in Chromium', function () {
     assert.equal(read.status, 200, JSON.stringify(read));
     assert.equal(read.body.id, 'pat-1');
     assert.equal(read.requestId, 'from-the-browser', 'X-Request-Id is exposed');
+    assert.match(String(read.etag), /^W\/"/, 'ETag is exposed');
+    assert.ok(read.lastModified, 'Last-Modified is readable');
+    assert.deepEqual(read.conditional, [304, 304, 412], 'conditional reads pass the preflight: If-None-Match, If-Modified-Since, If-Match');
 
     const stranger = await readFromPage(strangerOrigin, token);
     assert.match(String(stranger.error), /Failed to fetch/, 'the browser withholds the answer from another origin');

@@ -27,6 +27,16 @@ export function requestedPurpose(scope: string, parameter: unknown): { code?: st
   return { code: [...codes][0] };
 }
 
+/**
+ * Why an app may not ask for this purpose up front (an invalid_request), or undefined: it is not one
+ * purpose of use, or it is an emergency, which only the person can choose.
+ */
+export function requestedPurposeError(policy: HcsPolicy, requested: { code?: string; error?: string }): string | undefined {
+  if (requested.error) return requested.error;
+  if (requested.code && isEmergency(policy, requested.code)) return `an app cannot ask for ${requested.code}: only the person can choose an emergency access`;
+  return undefined;
+}
+
 export interface PurposeChoice {
   /** What the person may pick from (a single fixed entry when the app asked for one). */
   options: string[];
@@ -49,7 +59,8 @@ export function purposeChoice(input: {
   /** From requestedPurpose(). */
   requested?: { code?: string; error?: string };
 }): PurposeChoice {
-  if (input.requested?.error) return refused('invalid_request', input.requested.error);
+  const error = input.requested && requestedPurposeError(input.policy, input.requested);
+  if (error) return refused('invalid_request', error);
   return choose({ ...input, requested: input.requested?.code });
 }
 
@@ -63,7 +74,6 @@ function choose(input: {
   const options = assertablePurposes(policy, subject).filter((p) => clientPermits(clientPurposes, p));
   const emergency = options.filter((p) => isEmergency(policy, p));
   if (requested) {
-    if (isEmergency(policy, requested)) return refused('invalid_request', `an app cannot ask for ${requested}: only the person can choose an emergency access`);
     if (!options.includes(requested)) return refused('access_denied', `purpose of use ${requested} is not permitted for this user and app`);
     return { options: [requested], preselected: requested, fixedByApp: true, emergency: [] };
   }

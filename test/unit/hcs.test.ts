@@ -128,7 +128,9 @@ describe('purpose of use at consent', () => {
   it('honours an app\'s purpose only when allowed, and never an emergency one', () => {
     assert.deepEqual(purposeChoice({ policy, subject: doctor, requested: { code: 'HPAYMT' } }).options, ['HPAYMT']);
     assert.equal(purposeChoice({ policy, subject: patient, requested: { code: 'TREAT' } }).error?.code, 'access_denied');
-    assert.equal(purposeChoice({ policy, subject: emergencyDoctor, requested: { code: 'BTG' } }).error?.code, 'invalid_request');
+    assert.deepEqual(purposeChoice({ policy, subject: emergencyDoctor, requested: { code: 'BTG' } }).error, {
+      code: 'invalid_request', description: 'an app cannot ask for BTG: only the person can choose an emergency access',
+    }, 'what /authorize answers too (token-rules-authorize.test.ts)');
     assert.equal(purposeChoice({ policy, subject: { ...doctor, purposes: ['HRESCH'] } }).error?.code, 'access_denied');
   });
 

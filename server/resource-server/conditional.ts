@@ -10,8 +10,8 @@ export interface Validators {
   lastUpdated?: string;
 }
 
-/** The request headers that make a request conditional; never passed upstream before the rules decided. */
-export const CONDITIONAL_HEADERS: readonly string[] = ['if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since'];
+/** The request headers that make a request conditional (If-None-Exist: a conditional create, refused); never passed upstream before the rules decided. */
+export const CONDITIONAL_HEADERS: readonly string[] = ['if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-none-exist'];
 
 /** FHIR's version-aware update: an allowed write sends If-Match on, so the upstream checks it as it writes. */
 export const UPSTREAM_CONDITIONS: readonly string[] = ['if-match'];
@@ -20,9 +20,9 @@ export const UPSTREAM_CONDITIONS: readonly string[] = ['if-match'];
 export const weakETag = (versionId: unknown): string | undefined =>
   (typeof versionId === 'string' && versionId !== '' ? `W/"${versionId}"` : undefined);
 
-/** A resource's validators as stored (undefined when nothing is stored). */
-export const validatorsOf = (resource: { meta?: { versionId?: string; lastUpdated?: string } } | undefined): Validators | undefined =>
-  resource && { etag: weakETag(resource.meta?.versionId), lastUpdated: resource.meta?.lastUpdated };
+/** A stored resource's validators: the FHIR server's ETag, else W/"versionId". */
+export const validatorsOf = (resource: { meta?: { versionId?: string; lastUpdated?: string } }, etag?: string | null): Validators =>
+  ({ etag: etag || weakETag(resource.meta?.versionId), lastUpdated: resource.meta?.lastUpdated });
 
 const opaque = (tag: string) => tag.trim().replace(/^W\//, '');
 

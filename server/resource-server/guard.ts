@@ -9,7 +9,7 @@ import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } f
 import { checkNarratives } from './narrative.ts';
 import { narrowedSearch } from './narrow.ts';
 import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
-import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, weakETag, type Validators } from './conditional.ts';
+import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, type Validators } from './conditional.ts';
 import { applyOperation, knownOperation } from './operations.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
@@ -202,7 +202,8 @@ export function createGuard(guardOptions: GuardOptions) {
     // De-identification shifts dates: the real lastUpdated is neither told (Last-Modified) nor probed (If-Modified-Since).
     const trueDate = visible.meta?.lastUpdated === stored.meta?.lastUpdated;
     if (!trueDate) delete response.headers['last-modified'];
-    const validators = { etag: response.headers.etag ?? weakETag(stored.meta?.versionId), lastUpdated: trueDate ? stored.meta?.lastUpdated : undefined };
+    const validators = validatorsOf(stored, response.headers.etag);
+    if (!trueDate) delete validators.lastUpdated;
     if (validators.etag) response.headers.etag = validators.etag;
     return { response, resources: [visible], patients: context && patientsOf(context), validators };
   }
@@ -320,14 +321,13 @@ export function createGuard(guardOptions: GuardOptions) {
     let existing: FhirResource | undefined;
     let stored: Validators | undefined;
     if (interaction.kind !== 'create') {
-      // Not the client's conditional headers: a 304 (If-None-Match) would pass for "nothing stored".
+      // The stored version as it is: the client's conditions are checked against it below, after the rules.
       const current = await options.upstream.send({ method: 'GET', path: `${interaction.type}/${interaction.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
       const gone = current.status === 404 || current.status === 410;
       if (current.status === 200) {
         existing = current.body as FhirResource;
-        stored = { ...validatorsOf(existing), ...(current.headers.get('etag') && { etag: current.headers.get('etag')! }) };
-      }
-      else if (!gone) return { status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${current.status})` };
+        stored = validatorsOf(existing, current.headers.get('etag'));
+      } else if (!gone) return { status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${current.status})` };
       else if (interaction.kind !== 'update' || effect) return notFound(interaction);
       // A write on data the token may not see is refused as if the data did not exist.
       if (existing && !(await admit(token, existing))) return notFound(interaction);

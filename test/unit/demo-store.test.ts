@@ -379,7 +379,12 @@ describe('fhir/demo-store (database)', () => {
       const all = ids(await store.search('Observation', 'patient=pat-1'));
       assert.deepEqual(ids(await store.search('Observation', 'patient=pat-1&foo=bar&_count=1&_sort=-date&_format=json&_elements=id&_include=Observation:subject&_revinclude=Provenance:target&_summary=true&_total=accurate')), all);
       assert.deepEqual(ids(await store.search('Observation', 'patient=pat-1&category=&code=')), all);
-      assert.deepEqual(ids(await store.search('Observation', 'patient=pat-1&_lastUpdated=gt2030-01-01')), all);
+    });
+
+    it('searches _lastUpdated as a date', async () => {
+      const all = ids(await store.search('Observation', 'patient=pat-1'));
+      assert.deepEqual(ids(await store.search('Observation', 'patient=pat-1&_lastUpdated=gt2100-01-01')), []);
+      assert.deepEqual(ids(await store.search('Observation', 'patient=pat-1&_lastUpdated=lt2100-01-01')), all);
     });
 
     it('rejects modifiers, chains and malformed dates instead of widening', async () => {
@@ -408,10 +413,10 @@ describe('fhir/demo-store (database)', () => {
 
     it('searchParams lists what is meaningful for a type', async () => {
       const names = async (type: string) => (await store.searchParams(type)).map((p) => p.name);
-      assert.deepEqual(await names('Observation'), ['_id', 'patient', 'subject', 'encounter', 'category', 'code', 'status', 'date', 'performer']);
-      assert.deepEqual(await names('Patient'), ['_id', 'patient', 'identifier', 'gender', 'birthdate', 'name', 'family', 'given', 'general-practitioner', 'organization']);
-      assert.deepEqual(await names('Condition'), ['_id', 'patient', 'subject', 'encounter', 'category', 'code', 'clinical-status', 'date', 'asserter', 'recorder']);
-      assert.deepEqual(await names('Provenance'), ['_id', 'patient', 'subject', 'target', 'agent']);
+      assert.deepEqual(await names('Observation'), ['_id', 'patient', 'subject', 'encounter', 'category', 'code', 'status', 'date', '_lastUpdated', 'performer']);
+      assert.deepEqual(await names('Patient'), ['_id', 'patient', 'identifier', 'gender', 'birthdate', '_lastUpdated', 'name', 'family', 'given', 'general-practitioner', 'organization']);
+      assert.deepEqual(await names('Condition'), ['_id', 'patient', 'subject', 'encounter', 'category', 'code', 'clinical-status', 'date', 'onset-date', 'recorded-date', '_lastUpdated', 'asserter', 'recorder']);
+      assert.deepEqual(await names('Provenance'), ['_id', 'patient', 'subject', '_lastUpdated', 'target', 'agent']);
       assert.ok(!(await names('Practitioner')).includes('patient'));
       assert.deepEqual((await store.searchParams('Encounter')).find((p) => p.name === 'participant'), { name: 'participant', type: 'reference' });
       assert.deepEqual((await store.searchParams('Observation')).find((p) => p.name === 'date'), { name: 'date', type: 'date' });

@@ -16,9 +16,11 @@ import { refusalOf } from '../support/rule-tables.ts';
 
 describe('token rule: grant-source.ts (the code or refresh token, its grant, context and user in one read)', () => {
   let db: Db;
-  const now = nowSeconds();
+  // Taken when the rows are written, not when mocha loads the file (the whole suite may run longer than their 10 minutes).
+  let now: number;
   const launch = JSON.stringify({ patient: 'p1', need_patient_banner: true, smart_style_url: '' });
   before(async () => {
+    now = nowSeconds();
     db = openDatabase('sqlite::memory:');
     await migrate(db);
     const payload = (model: string, id: string, row: { grant?: string; account?: string; expires?: number | null; consumed?: number }) => ({

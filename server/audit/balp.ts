@@ -377,8 +377,6 @@ function accessEntities(a: AccessAudit, shape: InteractionShape): AuditEntity[] 
 export function accessAuditEvents(access: AccessAudit): AuditEvent[] {
   const shape = (access.interaction && INTERACTIONS[access.interaction]) || UNCLASSIFIED;
   const { outcome, outcomeDesc } = outcomeOf(access.status);
-  const agent = accessAgents(access, shape);
-  const entity = accessEntities(access, shape);
   const restProfile = outcome === '0' && shape.profile && access.client.id && access.client.address ? shape.profile : undefined;
   const tokenProfile = access.jti && access.client.id ? [balpProfile('IHE.BasicAudit.OAUTHaccessTokenUse.Minimal')] : [];
   const event = (patient: string | undefined): AuditEvent => auditEvent({
@@ -392,9 +390,10 @@ export function accessAuditEvents(access: AccessAudit): AuditEvent[] {
     recorded: access.recorded,
     outcome,
     outcomeDesc,
-    agent: structuredClone(agent),
+    // Built anew for each event (not shared between the events of several patients, nor cloned).
+    agent: accessAgents(access, shape),
     source: compact({ site: siteOf(access.server.base), observer: { display: access.server.base }, type: [CODES.applicationServer] }),
-    entity: structuredClone(patient ? [patientEntity(patient), ...entity] : entity),
+    entity: patient ? [patientEntity(patient), ...accessEntities(access, shape)] : accessEntities(access, shape),
   });
   const patients = [...new Set(access.patients)];
   return patients.length ? patients.map(event) : [event(undefined)];

@@ -7,17 +7,57 @@
 // or reordered record breaks the next record's link (prev_hash) or leaves a gap in seq; a record removed
 // at the end is found against the chain head (and the signed checkpoints).
 import { createHash } from 'node:crypto';
-import canonicalize from 'canonicalize';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 
-/** RFC 8785 (JCS) canonical JSON of an event; throws when it is not JSON (undefined, a function, a cycle...). */
+/**
+ * RFC 8785 (JCS) canonical JSON of an event: members sorted by their UTF-16 code units, strings and
+ * numbers as ECMAScript's JSON.stringify writes them (which is what RFC 8785 specifies), no whitespace.
+ * Throws when it is not JSON: undefined at the top, NaN or an infinity, a lone surrogate, a BigInt, a
+ * cycle. Members that are undefined (or functions, or symbols) are left out, as JSON.stringify does.
+ */
 export function canonicalJson(event: unknown): string {
-  const text = canonicalize(event);
-  if (typeof text !== 'string') throw new TypeError('the audit event is not representable as JSON');
+  const text = jcs(event, 0);
+  if (text === undefined) throw new TypeError('the audit event is not representable as JSON');
   return text;
+}
+
+/** In a `u` expression a surrogate pair is one code point: only a lone surrogate is in the category Cs. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** Deeper than this is taken for a cycle (an AuditEvent nests a few levels). */
+const MAX_DEPTH = 64;
+
+function jcs(value: unknown, depth: number): string | undefined {
+  switch (typeof value) {
+    case 'string':
+      if (LONE_SURROGATE.test(value)) throw new TypeError('the audit event holds a lone surrogate');
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new TypeError(`the audit event holds ${value}, which is not a JSON number`);
+      return JSON.stringify(value);
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'bigint':
+      throw new TypeError('the audit event holds a BigInt');
+    case 'object':
+      break;
+    default:
+      return undefined;
+  }
+  if (value === null) return 'null';
+  if (depth > MAX_DEPTH) throw new TypeError('the audit event nests too deeply: a cycle?');
+  const toJson = (value as { toJSON?: unknown }).toJSON;
+  if (typeof toJson === 'function') return jcs(toJson.call(value), depth + 1);
+  if (Array.isArray(value)) return `[${value.map((item) => jcs(item, depth + 1) ?? 'null').join(',')}]`;
+  let members = '';
+  for (const key of Object.keys(value).sort()) {
+    const member = jcs((value as Record<string, unknown>)[key], depth + 1);
+    if (member !== undefined) members += `${members ? ',' : ''}${jcs(key, depth)}:${member}`;
+  }
+  return `{${members}}`;
 }
 
 export function eventHash(event: unknown): string {

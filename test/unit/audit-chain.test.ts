@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
-import { chainHash, eventHash, GENESIS_HASH, verifyRecords, type ChainRecord } from '../../server/audit/chain.ts';
+import { canonicalJson, chainHash, eventHash, GENESIS_HASH, verifyRecords, type ChainRecord } from '../../server/audit/chain.ts';
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -189,5 +189,29 @@ describe('audit chain', () => {
       assert.equal(failure?.seq, 2);
       assert.match(failure!.problem, /id column/);
     });
+  });
+});
+
+describe('canonical JSON (RFC 8785)', () => {
+  it('is what the canonicalize package (an RFC 8785 implementation) writes, for any JSON value', async () => {
+    const { default: canonicalize } = await import('canonicalize');
+    fc.assert(fc.property(fc.jsonValue(), (value) => canonicalJson(value) === canonicalize(value)), { numRuns: 2000 });
+  });
+
+  it('writes the RFC 8785 example: members sorted by UTF-16 code units, numbers as ECMAScript writes them', () => {
+    const input = { numbers: [333333333.33333329, 1e30, 4.50, 2e-3, 0.000000000000000000000000001], string: '\u20ac$\u000F\u000aA\'\u0042\u0022\u005c\\"/', literals: [null, true, false] };
+    assert.equal(canonicalJson(input), '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}');
+    assert.equal(canonicalJson({ '\u20ac': 'Euro Sign', '\r': 'Carriage Return', '\ufb33': 'Hebrew Letter Dalet With Dagesh', '1': 'One', '\ud83d\ude00': 'Emoji: Grinning Face', '\u0080': 'Control', '\u00f6': 'Latin Small Letter O With Diaeresis' }),
+      '{"\\r":"Carriage Return","1":"One","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis","\u20ac":"Euro Sign","\ud83d\ude00":"Emoji: Grinning Face","\ufb33":"Hebrew Letter Dalet With Dagesh"}');
+  });
+
+  it('leaves out undefined members, honours toJSON, and refuses what is not JSON', () => {
+    assert.equal(canonicalJson({ b: undefined, a: new Date('2026-01-02T03:04:05.000Z'), c: [undefined] }), '{"a":"2026-01-02T03:04:05.000Z","c":[null]}');
+    for (const bad of [undefined, NaN, Infinity, { x: -Infinity }, 'lone \ud800', { ['\udc00']: 1 }, 10n]) {
+      assert.throws(() => canonicalJson(bad), TypeError);
+    }
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    assert.throws(() => canonicalJson(cycle), /cycle/);
   });
 });

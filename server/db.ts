@@ -2,7 +2,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
-import sqlite3 from 'sqlite3';
+import type sqlite3 from 'sqlite3';
 import { finalizeStatements } from './sqlite-statements.ts';
 import { migrations } from '../db/migrations/index.ts';
 import { DEFAULT_POOL, type PoolSettings } from './config.ts';
@@ -71,12 +71,16 @@ const readConnections = new WeakMap<Db, () => Promise<sqlite3.Database>>();
  */
 function withReadConnection(db: Db, filename: string): Db {
   let reader: Promise<sqlite3.Database> | undefined;
-  const open = () => new Promise<sqlite3.Database>((resolve, reject) => {
-    const connection = new sqlite3.Database(filename, sqlite3.OPEN_READONLY, (err) => {
-      if (err) return reject(err);
-      connection.run('PRAGMA busy_timeout = 5000', (pragmaErr) => (pragmaErr ? reject(pragmaErr) : resolve(connection)));
+  // The driver is imported here, as knex does, so that a PostgreSQL-only install needs no sqlite3.
+  const open = async () => {
+    const { default: driver } = await import('sqlite3');
+    return new Promise<sqlite3.Database>((resolve, reject) => {
+      const connection = new driver.Database(filename, driver.OPEN_READONLY, (err) => {
+        if (err) return reject(err);
+        connection.run('PRAGMA busy_timeout = 5000', (pragmaErr) => (pragmaErr ? reject(pragmaErr) : resolve(connection)));
+      });
     });
-  });
+  };
   readConnections.set(db, () => (reader ??= open().catch((err) => { reader = undefined; throw err; })));
   // knex's own destroy() is read-only; it ends in its client's, which closes this connection first.
   const client = db.client as { destroy(callback?: unknown): Promise<void> };

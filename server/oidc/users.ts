@@ -85,13 +85,14 @@ export function checkNewUser(user: Pick<NewUser, 'username' | 'password' | 'fhir
   }
 }
 
-export async function addUser(db: Db, user: NewUser): Promise<User> {
+/** Adds a user; `hash` makes the stored password hash (scrypt, see passwords.ts). */
+export async function addUser(db: Db, user: NewUser, hash: (password: string) => Promise<string> = hashPassword): Promise<User> {
   checkNewUser(user);
   if (await db('users').where('username', user.username).first('id')) throw new UserError(`user ${user.username} exists`);
   const row = {
     id: randomUUID(),
     username: user.username,
-    password_hash: await hashPassword(user.password),
+    password_hash: await hash(user.password),
     name: user.name ?? null,
     fhir_user: user.fhirUser ?? null,
     attributes: JSON.stringify(user.attributes ?? {}),

@@ -39,6 +39,15 @@ describe('second factors, acr and amr', () => {
     return { username, id: user.id, password: 'correct horse battery', secret: enrolled?.secret, recoveryCodes: enrolled?.recoveryCodes };
   }
 
+  /** Opens an authorization request as a browser does: the browser, its first answer and the interaction id. */
+  async function startAuthorization() {
+    const browser = new Browser();
+    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
+      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    })}`, server.issuer);
+    return { browser, start, uid: /\/interaction\/([^/?]+)/.exec(start.url)![1] };
+  }
   const basic = (c: { client_id: string; client_secret?: string }) => `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`;
   async function introspect(token: string) {
     const res = await fetch(`${server.issuer}/introspect`, {
@@ -111,12 +120,7 @@ describe('second factors, acr and amr', () => {
 
     // The code just used is refused the second time, in a new sign-in.
     const reused = totpCode(user.secret!);
-    const browser = new Browser();
-    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
-      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
-      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
-    })}`, server.issuer);
-    const uid = /\/interaction\/([^/?]+)/.exec(start.url)![1];
+    const { browser, start, uid } = await startAuthorization();
     const login = await start.res.text();
     const codePage = await browser.fetch(`${server.issuer}/interaction/${uid}/login`, {
       method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: user.username, password: user.password }),
@@ -146,12 +150,7 @@ describe('second factors, acr and amr', () => {
 
   it('answers bad input at the second-factor and passkey endpoints with a plain message, changing nothing', async () => {
     const user = await clinician({ totp: true });
-    const browser = new Browser();
-    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
-      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
-      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
-    })}`, server.issuer);
-    const uid = /\/interaction\/([^/?]+)/.exec(start.url)![1];
+    const { browser, start, uid } = await startAuthorization();
     const login = await start.res.text();
     const csrf = hiddenValue(login, 'csrf');
     const post = (path: string, data: Record<string, string | string[]>) => browser.fetch(`${server.issuer}/interaction/${uid}/${path}`, { method: 'POST', body: form(data) });
@@ -193,12 +192,7 @@ describe('second factors, acr and amr', () => {
 
   it('keeps counting wrong codes when the correct password is typed again between them (no guessing in rounds)', async () => {
     const user = await clinician({ totp: true });
-    const browser = new Browser();
-    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
-      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
-      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
-    })}`, server.issuer);
-    const uid = /\/interaction\/([^/?]+)/.exec(start.url)![1];
+    const { browser, start, uid } = await startAuthorization();
     const csrf = hiddenValue(await start.res.text(), 'csrf');
     const post = (path: string, data: Record<string, string>) => browser.fetch(`${server.issuer}/interaction/${uid}/${path}`, { method: 'POST', body: form(data) });
     // Three rounds of a correct password and three wrong codes: nine wrong codes in all.

@@ -36,6 +36,28 @@ describe('kept SQLite statements', () => {
     assert.deepEqual(await db('items').orderBy('id').pluck('id'), ['a', 'b']);
   });
 
+  it('reads beside a writer that holds the one read-write connection (WAL), seeing what was committed', async () => {
+    await rawTransaction(db, ({ q, rows }) => rows(q('items').insert({ id: 'committed', n: 1 })));
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const writer = rawTransaction(db, async ({ q, rows }) => {
+      await rows(q('items').insert({ id: 'uncommitted', n: 2 }));
+      await held;
+    });
+    try {
+      // Without the read-only connection this would wait for the writer's connection, which waits for it.
+      const read = await Promise.race([
+        readRows<{ id: string }>(db, db('items').orderBy('id').select('id')),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the read waited for the writer')), 2000)),
+      ]);
+      assert.deepEqual(read, [{ id: 'committed' }]);
+    } finally {
+      release();
+      await writer;
+    }
+    assert.deepEqual(await readRows(db, db('items').orderBy('id').select('id')), [{ id: 'committed' }, { id: 'uncommitted' }]);
+  });
+
   it('closes the database with statements kept on both its connections', async () => {
     await rawTransaction(db, ({ q, rows }) => rows(q('items').insert({ id: 'a', n: 1 })));
     await readRows(db, db('items').select('id'));

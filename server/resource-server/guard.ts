@@ -453,7 +453,8 @@ export function createGuard(guardOptions: GuardOptions) {
   async function bundle(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     // Each entry with its own conditions (ifMatch, …), never the conditions sent with the Bundle.
     const outer = Object.fromEntries(Object.entries(request.headers).filter(([name]) => !CONDITIONAL_HEADERS.includes(name)));
-    const entries: ReceivedRequest[] = entryRequests(request.body as FhirBundle).map((entry) => ({ ...request, ...entry, headers: { ...outer, ...entry.headers } }));
+    // An entry without a resource has no body: never the Bundle's, which would reach an operation as its input.
+    const entries: ReceivedRequest[] = entryRequests(request.body as FhirBundle).map((entry) => ({ ...request, body: undefined, ...entry, headers: { ...outer, ...entry.headers } }));
     const classified = entries.map((entry) => classify(entry));
     if (interaction.kind === 'transaction') {
       for (const entry of classified) {

@@ -245,6 +245,25 @@ describe('guard: conditional writes', () => {
   });
 });
 
+describe('guard: batch entries', () => {
+  it('sends an entry without a resource with no body, never the Bundle it came in', async () => {
+    const sent: { path: string; body: unknown }[] = [];
+    const upstream = inProcessUpstream(async (request: UpstreamRequest) => {
+      sent.push({ path: request.path, body: request.body });
+      return { status: 200, headers: new Headers({ 'content-type': 'application/fhir+json' }), body: { resourceType: 'Parameters' } };
+    });
+    const guard = createGuard({
+      base: BASE, upstream, upstreamBase: 'http://upstream/fhir', allowOperations: ['validate'],
+      verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope: 'system/*.cruds' }, BASE),
+    });
+    const batch = { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'POST', url: 'Observation/$validate' } }, { request: { method: 'POST', url: 'Observation' } }] };
+    const res = await guard.handle({ method: 'POST', path: '/', headers: bearer, body: batch });
+    assert.equal(res.status, 200);
+    assert.deepEqual((res.body as { entry: { response: { status: string } }[] }).entry.map((e) => e.response.status), ['200', '400']);
+    assert.deepEqual(sent, [{ path: 'Observation/$validate', body: undefined }]);
+  });
+});
+
 describe('guard: writing operations', () => {
   const meta = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 'urn:t', code: 'x' }] } }] };
 

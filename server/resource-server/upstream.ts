@@ -83,7 +83,8 @@ export function httpUpstream(options: HttpUpstreamOptions): Upstream {
         headers['content-type'] ??= 'application/fhir+json';
       } else if (request.body !== undefined) {
         body = JSON.stringify(request.body);
-        headers['content-type'] = 'application/fhir+json';
+        // No FHIR resource is an array: an array is a JSON Patch (RFC 6902), which has its own media type.
+        headers['content-type'] = Array.isArray(request.body) ? 'application/json-patch+json' : 'application/fhir+json';
       }
       if (body !== undefined) {
         const length = Buffer.byteLength(body);

@@ -23,7 +23,8 @@ interface Shape {
   fhirBase: string;
 }
 
-function guardRules(label: string, start: () => Promise<Shape & { stop(): Promise<void> }>) {
+/** `patches`: whether the FHIR server behind the guard applies a JSON Patch (the demo store answers 405). */
+function guardRules(label: string, start: () => Promise<Shape & { stop(): Promise<void> }>, { patches = false } = {}) {
   describe(`the guard's rules: ${label}`, () => {
     let shape: Shape & { stop(): Promise<void> };
     let app: Awaited<ReturnType<TestServer['addClient']>>;
@@ -252,6 +253,21 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       });
     });
 
+    it('sends a JSON Patch on as application/json-patch+json, for a token not limited to patients', async () => {
+      const patch = (bearer: string) => fetch(`${shape.fhirBase}/Observation/obs-1a-hba1c`, {
+        method: 'PATCH',
+        headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json-patch+json' },
+        body: JSON.stringify([{ op: 'add', path: '/note', value: [{ text: 'patched through the guard' }] }]),
+      });
+      const bounded = await patch(await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' }));
+      assert.equal(bounded.status, 403, 'a token limited to a patient cannot know where a patch leaves the resource');
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/Observation.rus' });
+      const res = await patch(smith);
+      assert.equal(res.status, patches ? 200 : 405, await res.clone().text());
+      const notes = (await (await get('Observation/obs-1a-hba1c', smith)).json()).note ?? [];
+      assert.equal(notes.some((n: any) => n.text === 'patched through the guard'), patches);
+    });
+
     describe('operations listed in GUARD_OPERATIONS', () => {
       const post = (path: string, bearer: string, body?: unknown, method = 'POST') => fetch(`${shape.fhirBase}/${path}`, {
         method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
@@ -367,4 +383,4 @@ guardRules('demo store behind the guard proxy', () => behindProxy(async () => {
   return { ...(await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`)), dir };
 }));
 
-guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer));
+guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer), { patches: true });

@@ -105,6 +105,16 @@ describe('resource-server upstream', () => {
       assert.equal(seen[1].headers['content-type'], undefined);
     });
 
+    it('sends a JSON Patch as application/json-patch+json and a FHIRPath Patch (Parameters) as FHIR JSON, whatever the client said', async () => {
+      const patch = [{ op: 'replace', path: '/status', value: 'amended' }];
+      await upstream().send({ method: 'PATCH', path: 'Observation/obs-1', headers: { 'content-type': 'application/fhir+json' }, body: patch });
+      await upstream().send({ method: 'PATCH', path: 'Observation/obs-1', headers: { 'content-type': 'application/json-patch+json' }, body: { resourceType: 'Parameters' } });
+      assert.deepEqual(seen.map((s) => [s.headers['content-type'], s.body]), [
+        ['application/json-patch+json', JSON.stringify(patch)],
+        ['application/fhir+json', '{"resourceType":"Parameters"}'],
+      ]);
+    });
+
     it('passes FHIR error answers through as responses', async () => {
       handler = (_req, res) => {
         res.writeHead(404, { 'content-type': 'application/fhir+json' });

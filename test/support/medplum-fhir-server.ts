@@ -39,6 +39,11 @@ async function main() {
     if (url.pathname === `${BASE_PATH}/metadata`) {
       return send(200, { resourceType: 'CapabilityStatement', status: 'active', date: '2026-01-01', kind: 'instance', fhirVersion: '4.0.1', format: ['json'], rest: [{ mode: 'server' }] } as Resource);
     }
+    // As HAPI does: a JSON Patch must say so (RFC 6902's media type), else the server cannot tell it from FHIRPath Patch.
+    if (req.method === 'PATCH' && !(req.headers['content-type'] ?? '').startsWith('application/json-patch+json')) {
+      await body(req);
+      return send(415, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-supported', diagnostics: 'PATCH needs application/json-patch+json' }] } as Resource);
+    }
     try {
       const request: FhirRequest = {
         method: (req.method ?? 'GET') as HttpMethod,

@@ -112,6 +112,8 @@ export interface ResourcePolicy {
    * transformed (`shown`, as admit and bundle returned them), patients read back from pseudonyms, and
    * the labels of the disclosure. A de-identified answer is still a disclosure of the real patient's
    * data, which their accounting of disclosures must show; the client never sees what is recorded here.
+   * Throws when a de-identified resource was not returned by admit or bundle (its stored version is not
+   * known): the guard then refuses the request, as for any access it cannot record.
    */
   audited?(token: TokenContext, access: Omit<AuditedAccess, 'labels'>): AuditedAccess;
   /**
@@ -183,6 +185,10 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     return out;
   };
 
+  const unaudited = (resource: FhirResource): never => {
+    throw new Error(`the stored version of a de-identified ${resource.resourceType} is not known, so its access cannot be recorded`);
+  };
+
   /** Obligations on what a token may see of one resource: staff identities out of a patient's audit trail. */
   const shown = (token: TokenContext, resource: FhirResource) =>
     (resource.resourceType === 'AuditEvent' && readsTrailAsPatient(token) ? auditEventForPatient(resource) : resource);
@@ -220,7 +226,8 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
       if (!deidentifies(purpose)) return { resources, patients, labels: [] };
       const { key } = deidentificationFor(token, purpose!);
       return {
-        resources: resources.map((r) => storedOf.get(r) ?? r),
+        // A de-identified resource recorded as shown would put a pseudonym in the real patient's place: refuse instead.
+        resources: resources.map((r) => storedOf.get(r) ?? unaudited(r)),
         // A named id that is no pseudonym (a guessed real id) names that patient.
         patients: patients.map((id) => realId(key, id) ?? id),
         labels: [PSEUDED],

@@ -507,12 +507,14 @@ export function createGuard(guardOptions: GuardOptions) {
     return { ...answer(200, { ...statement, rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
   }
 
-  async function handle(request: ReceivedRequest): Promise<{ response: GuardResponse; record: AccessRecord }> {
+  /** What one request answered, and what it showed: the resources and patients as the client saw them. */
+  interface Handled { response: GuardResponse; record: AccessRecord; shown: { resources: FhirResource[]; patients: string[] } }
+
+  async function handle(request: ReceivedRequest): Promise<Handled> {
     const record: AccessRecord = { request, status: 0, resources: [], patients: [], requestId: request.headers['x-request-id'] };
-    const done = (response: GuardResponse, found: FhirResource[] = [], patients: string[] = []) => {
-      const { labels, ...stored } = audited(record.token, found, patients);
-      Object.assign(record, { status: response.status }, touched(stored.resources, stored.patients), labels.length ? { securityLabels: labels } : {});
-      return { response, record };
+    const done = (response: GuardResponse, resources: FhirResource[] = [], patients: string[] = []): Handled => {
+      record.status = response.status;
+      return { response, record, shown: { resources, patients } };
     };
     if (request.method === 'GET' && request.path === '.well-known/smart-configuration' && smartConfiguration) {
       return done({ status: 200, headers: { 'content-type': 'application/json', 'access-control-allow-origin': '*' }, body: await smartConfiguration() });
@@ -580,16 +582,19 @@ export function createGuard(guardOptions: GuardOptions) {
 
   /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
   async function answerRequest(request: ReceivedRequest): Promise<GuardResponse> {
-    let outcome: { response: GuardResponse; record: AccessRecord };
+    let outcome: Handled;
     try {
       outcome = await handle(request);
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
       const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
-      outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] } };
+      outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] }, shown: { resources: [], patients: [] } };
     }
     if (options.audit) {
       try {
+        // The stored resources and real patients behind what was shown: when they cannot be told, nothing goes out.
+        const { labels, ...stored } = audited(outcome.record.token, outcome.shown.resources, outcome.shown.patients);
+        Object.assign(outcome.record, touched(stored.resources, stored.patients), labels.length ? { securityLabels: labels } : {});
         if (outcome.record.status >= 400 && !outcome.record.patients.length) outcome.record.patients = await refusedPatients(outcome.record);
         await options.audit(outcome.record);
       } catch {

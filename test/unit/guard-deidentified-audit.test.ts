@@ -26,16 +26,18 @@ const upstream = {
   },
 };
 
-function guardFor(purpose: string, records: AccessRecord[]) {
+const privacy = () => createPrivacyPolicy({
+  defaultConfidentiality: 'N', deidentifyPurposes: ['HRESCH'], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
+});
+
+function guardFor(purpose: string, records: AccessRecord[], resourcePolicy = privacy()) {
   return createGuard({
     base: BASE, upstreamBase: 'http://upstream/fhir', upstream,
     verify: async () => tokenContext({
       iss: 'https://auth.example.org', client_id: 'study-app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'system/*.rs',
       extensions: { ihe_iua: { purpose_of_use: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: purpose }] } },
     }, BASE),
-    resourcePolicy: createPrivacyPolicy({
-      defaultConfidentiality: 'N', deidentifyPurposes: ['HRESCH'], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
-    }),
+    resourcePolicy,
     audit: async (record) => { records.push(record); },
   });
 }
@@ -78,5 +80,22 @@ describe('guard: the audit of a de-identified access', () => {
     assert.equal(refused.status, 403);
     assert.deepEqual(records.at(-1)!.patients, ['pat-1']);
     assert.deepEqual(records.at(-1)!.securityLabels, [PSEUDED]);
+  });
+
+  it('refuses with 503, recording nothing, when a de-identified resource cannot be traced to its stored version', async () => {
+    // A policy step that copies what admit returned loses the link to the stored resource: the audit
+    // would name a pseudonym instead of the patient, so the guard must not answer.
+    const policy = privacy();
+    const copying = { ...policy, admit: async (...args: Parameters<typeof policy.admit>) => { const shown = await policy.admit(...args); return shown && { ...shown }; } };
+    const search = await get(guardFor('HRESCH', []), 'Patient');
+    const shown = (search.body as { entry: { resource: FhirResource }[] }).entry.map((e) => e.resource.id!);
+    const records: AccessRecord[] = [];
+    const reads = await Promise.all(shown.map((id) => get(guardFor('HRESCH', records, copying), `Patient/${id}`)));
+    const res = reads.find((r) => r.status !== 404)!;
+    assert.equal(res.status, 503);
+    assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+    assert.ok(!JSON.stringify(res.body).includes('birthDate'), 'no data in the refusal');
+    assert.deepEqual(records.map((r) => r.status), [404], 'only the read of the one-way pseudonym, which found nothing');
+    assert.equal((await get(guardFor('TREAT', records, copying), 'Patient/pat-1')).status, 200, 'answers that are not de-identified are recorded as they are');
   });
 });

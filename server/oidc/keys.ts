@@ -5,6 +5,7 @@
 // expired (`retired_at` + the longest token lifetime) -> dropped from /jwks.
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID, scryptSync } from 'node:crypto';
 import { CompactSign, compactVerify, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
+import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 
@@ -19,6 +20,19 @@ export interface KeyPolicy {
   maxTokenLifetime: number;
   /** Encrypts the private parts at rest. */
   encryptionSecret: string;
+}
+
+/** id tokens live an hour; a retired key stays published as long as the longest-lived token it signed. */
+export const ID_TOKEN_TTL = 3600;
+const CLOCK_SKEW = 60;
+
+export function keyPolicy(config: Config): KeyPolicy {
+  return {
+    algs: [config.accessTokenAlg, 'RS256'],
+    rotationDelay: config.keyRotationDelay,
+    maxTokenLifetime: Math.max(config.accessTokenTtl, config.backendTokenTtl, ID_TOKEN_TTL) + CLOCK_SKEW,
+    encryptionSecret: config.keyEncryptionSecret,
+  };
 }
 
 export type KeyState = 'pending' | 'signing' | 'retiring' | 'expired';

@@ -9,21 +9,8 @@ import { createLocalJWKSet, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
-import { ensureSigningKeys, loadKeyRing, type KeyPolicy, type KeyRing } from './keys.ts';
+import { ensureSigningKeys, keyPolicy, loadKeyRing, type KeyRing } from './keys.ts';
 import { createProvider, defaultLog, type ProviderDeps } from './provider.ts';
-
-/** id tokens live an hour; a retired key stays published as long as the longest-lived token it signed. */
-const ID_TOKEN_TTL = 3600;
-const CLOCK_SKEW = 60;
-
-export function keyPolicy(config: Config): KeyPolicy {
-  return {
-    algs: [config.accessTokenAlg, 'RS256'],
-    rotationDelay: config.keyRotationDelay,
-    maxTokenLifetime: Math.max(config.accessTokenTtl, config.backendTokenTtl, ID_TOKEN_TTL) + CLOCK_SKEW,
-    encryptionSecret: config.keyEncryptionSecret,
-  };
-}
 
 /** A provider for command-line tools (validation, initial access tokens): current keys, no reloading. */
 export async function createToolProvider(config: Config, db: Db): Promise<Provider> {

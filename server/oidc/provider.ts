@@ -14,7 +14,7 @@ import { jwtTokenEndpoints, ownTokenVerifier } from './introspection.ts';
 import { isAccessTokenRevoked } from './revocation.ts';
 import { endClientGrants } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
-import { publicJwk } from './keys.ts';
+import { ID_TOKEN_TTL, publicJwk } from './keys.ts';
 import { clientAssertionRule } from './token/client-assertion.ts';
 import { audienceRule } from './token/audience.ts';
 import { purposeRule } from './token/purpose.ts';
@@ -219,7 +219,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       AuthorizationCode: 60,
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.backendTokenTtl,
       Grant: config.refreshTokenTtl,
-      IdToken: 3600,
+      IdToken: ID_TOKEN_TTL,
       Interaction: 3600,
       RefreshToken: config.refreshTokenTtl,
       Session: SIGN_IN_SESSION_TTL,

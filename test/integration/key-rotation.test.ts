@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, decodeJwt, exchangeCode } from '../support/oauth.ts';
 import { listSigningKeys, rotateSigningKeys } from '../../server/oidc/keys.ts';
-import { keyPolicy } from '../../server/oidc/provider-host.ts';
+import { keyPolicy } from '../../server/oidc/keys.ts';
 import { loadConfig } from '../../server/config.ts';
 import { createApp } from '../../server/app.ts';
 

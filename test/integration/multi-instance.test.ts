@@ -12,7 +12,8 @@ import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
 import { checkpointSigner, rotateSigningKeys } from '../../server/oidc/keys.ts';
-import { createToolProvider, keyPolicy } from '../../server/oidc/provider-host.ts';
+import { createToolProvider } from '../../server/oidc/provider-host.ts';
+import { keyPolicy } from '../../server/oidc/keys.ts';
 import { createAuditStore } from '../../server/audit/audit-store.ts';
 
 describe('several instances on PostgreSQL', function () {

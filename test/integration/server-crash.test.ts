@@ -11,7 +11,8 @@ import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
 import { checkpointSigner } from '../../server/oidc/keys.ts';
-import { createToolProvider, keyPolicy } from '../../server/oidc/provider-host.ts';
+import { createToolProvider } from '../../server/oidc/provider-host.ts';
+import { keyPolicy } from '../../server/oidc/keys.ts';
 import { createAuditStore } from '../../server/audit/audit-store.ts';
 
 describe('crash under load', function () {

@@ -1,7 +1,8 @@
 // The guard as a package: packages/guard/build.js (`npm run build`) compiles @smart-auth/guard, `npm pack` packs
 // it, and fresh plain-JavaScript projects install the tarball (offline: their dependencies link to the ones
 // already installed here) and run, on plain node without a loader, a node:http app with nothing but the
-// package's own dependencies, and a Koa app that audits into the authorization server's chain.
+// package's own dependencies, and a Koa app that audits into the authorization server's chain (with the one
+// database driver it needs: sqlite3, or pg under `npm run test:pg`).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -101,7 +102,9 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     };
     // The package's own dependencies are the only ones there: the guard's core needs nothing else.
     consumers.http = consumer('http-app', ['jose', '@koa/bodyparser'], HTTP_APP);
-    consumers.koa = consumer('koa-app', ['koa', 'jose', '@koa/bodyparser', 'knex', 'sqlite3', 'pg'], KOA_APP);
+    // Only the driver of the database it audits into: on PostgreSQL, without sqlite3.
+    const driver = process.env.TEST_DATABASE === 'postgres' ? 'pg' : 'sqlite3';
+    consumers.koa = consumer('koa-app', ['koa', 'jose', '@koa/bodyparser', 'knex', driver], KOA_APP);
     consumers.express = consumer('express-app', ['express', 'jose', '@koa/bodyparser'], EXPRESS_APP);
 
     upstream = await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`);

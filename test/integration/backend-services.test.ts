@@ -155,12 +155,20 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
   it('records the issuance (ITI-71) at the token endpoint under another spelling (/Token/), which the provider answers too', async () => {
     const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;
     const before = await issued();
-    const res = await fetch(`${server.issuer}/Token/`, {
+    const assertion = await es.assertion();
+    const send = (path: string) => fetch(`${server.issuer}${path}`, {
       method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: await es.assertion() }),
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion }),
     });
+    const res = await send('/Token/');
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('pragma'), 'no-cache', "the token endpoint's own rules answered");
+    assert.equal(await issued(), before + 1);
+    for (const path of ['/token', '/TOKEN', '/Token/']) {
+      const replayed = await send(path);
+      assert.equal(replayed.status, 401, `the assertion replayed at ${path}`);
+      assert.equal((await replayed.json()).error, 'invalid_client');
+    }
     assert.equal(await issued(), before + 1);
   });
 

@@ -3,6 +3,7 @@ import type { Context, Middleware, Next } from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { createGuard, type Guard, type GuardOptions } from './guard.ts';
 import type { Refusal } from './types.ts';
+import { BodyRefused, bodyKind, bodyTooLarge, JSON_BODY_TYPES, malformedBody, unsupportedBody } from './request-body.ts';
 
 export interface SmartGuardOptions extends GuardOptions {
   /** Where the FHIR base is mounted in this app, e.g. "/fhir" (default: the path of `base`). */
@@ -19,15 +20,11 @@ export function smartGuard(options: SmartGuardOptions): Middleware {
 export function guardMiddleware(guard: Guard, options: Pick<SmartGuardOptions, 'base' | 'prefix' | 'maxBodyBytes'>): Middleware {
   const prefix = (options.prefix ?? new URL(options.base).pathname).replace(/\/$/, '');
   const limit = options.maxBodyBytes ?? 1024 * 1024;
-  const JSON_TYPES = ['application/fhir+json', 'application/json-patch+json'];
   const parse = bodyParser({
     enableTypes: ['json', 'form'],
-    extendTypes: { json: JSON_TYPES },
+    extendTypes: { json: [...JSON_BODY_TYPES] },
     jsonLimit: limit, formLimit: limit,
-    onError: (err, ctx) => {
-      const status = (err as { status?: number }).status === 413 ? 413 : 400;
-      ctx.throw(status, status === 413 ? 'the request body is too large' : 'the request body is not valid JSON or form data');
-    },
+    onError: (err) => { throw new BodyRefused((err as { status?: number }).status === 413 ? bodyTooLarge : malformedBody); },
   });
 
   return async function guardMiddleware(ctx: Context, next: Next) {
@@ -35,14 +32,13 @@ export function guardMiddleware(guard: Guard, options: Pick<SmartGuardOptions, '
     // A body that cannot be taken is refused by the guard, so that it is audited (with the token that sent it).
     let bodyRefusal: Refusal | undefined;
     const hasBody = ctx.request.length > 0 || ctx.get('transfer-encoding') !== '';
-    if (hasBody && !ctx.is('json', ...JSON_TYPES, 'urlencoded')) {
-      bodyRefusal = { status: 415, code: 'not-supported', message: `a request body must be application/fhir+json (or a form for _search), not ${ctx.get('content-type') || 'untyped'}` };
+    if (hasBody && !bodyKind(ctx.get('content-type'))) {
+      bodyRefusal = unsupportedBody(ctx.get('content-type'));
     } else {
       try {
         await parse(ctx, async () => {});
       } catch (err) {
-        const status = (err as { status?: number }).status === 413 ? 413 : 400;
-        bodyRefusal = { status, code: status === 413 ? 'too-costly' : 'invalid', message: (err as Error).message };
+        bodyRefusal = err instanceof BodyRefused ? err.refusal : malformedBody;
       }
     }
     const path = ctx.path.slice(prefix.length);

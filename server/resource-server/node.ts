@@ -3,6 +3,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createGuard, type GuardOptions } from './guard.ts';
 import { FHIR_JSON, operationOutcome, type GuardResponse } from './responses.ts';
+import { BodyRefused, bodyKind, bodyTooLarge, malformedBody, unsupportedBody } from './request-body.ts';
+import type { Refusal } from './types.ts';
 
 export interface NodeGuardOptions extends GuardOptions {
   /** Where the FHIR base is mounted, e.g. "/fhir" (default: the path of `base`). */
@@ -11,21 +13,31 @@ export interface NodeGuardOptions extends GuardOptions {
   maxBodyBytes?: number;
 }
 
-class BodyError extends Error {
-  constructor(readonly status: 400 | 413, message: string) {
-    super(message);
-  }
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new BodyError(413, 'the request body is too large');
-    chunks.push(chunk as Buffer);
-  }
-  return size ? Buffer.concat(chunks).toString('utf8') : undefined;
+/** The body as text; over the limit, reading stops (the stream is paused, not destroyed, so the refusal can still be sent). */
+function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = () => {
+      req.off('data', onData).off('end', onEnd).off('error', onError);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      stop();
+      req.pause();
+      reject(new BodyRefused(bodyTooLarge));
+    };
+    const onEnd = () => {
+      stop();
+      resolve(size ? Buffer.concat(chunks).toString('utf8') : undefined);
+    };
+    const onError = (err: Error) => {
+      stop();
+      reject(err);
+    };
+    req.on('data', onData).on('end', onEnd).on('error', onError);
+  });
 }
 
 /** JSON (FHIR, JSON Patch) or a form; a body Express already parsed is taken as it is. */
@@ -33,12 +45,13 @@ async function bodyOf(req: IncomingMessage & { body?: unknown }, limit: number):
   if (req.body !== undefined && req.readableEnded) return req.body;
   const text = await readBody(req, limit);
   if (text === undefined) return undefined;
-  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-  if (type === 'application/x-www-form-urlencoded') return new URLSearchParams(text);
+  const kind = bodyKind(req.headers['content-type']);
+  if (!kind) throw new BodyRefused(unsupportedBody(req.headers['content-type']));
+  if (kind === 'form') return new URLSearchParams(text);
   try {
     return JSON.parse(text);
   } catch {
-    throw new BodyError(400, 'the request body is not valid JSON');
+    throw new BodyRefused(malformedBody);
   }
 }
 
@@ -60,20 +73,26 @@ export function nodeGuard(options: NodeGuardOptions) {
       return reply(res, { status: 404, headers: { 'content-type': FHIR_JSON }, body: operationOutcome('error', 'not-found', 'not a FHIR path') });
     }
     try {
+      const remoteAddress = req.socket.remoteAddress;
+      // A body that cannot be taken is refused by the guard, so that it is audited (with the token that sent it).
       let body: unknown;
+      let bodyRefusal: Refusal | undefined;
       try {
         body = await bodyOf(req, limit);
       } catch (err) {
-        if (!(err instanceof BodyError)) throw err;
-        return reply(res, { status: err.status, headers: { 'content-type': FHIR_JSON }, body: operationOutcome('error', err.status === 413 ? 'too-costly' : 'invalid', err.message) });
+        if (!(err instanceof BodyRefused)) throw err;
+        bodyRefusal = err.refusal;
       }
+      // The rest of a body that was too large is not read: the connection cannot be used again.
+      if (bodyRefusal === bodyTooLarge) res.setHeader('connection', 'close');
       reply(res, await guard.handle({
         method: req.method ?? 'GET',
         path: url.pathname.slice(prefix.length),
         query: url.searchParams,
         headers: req.headers,
         body,
-        remoteAddress: req.socket.remoteAddress,
+        remoteAddress,
+        ...(bodyRefusal && { bodyRefusal }),
       }));
     } catch (err) {
       if (next) return next(err);

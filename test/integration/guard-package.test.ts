@@ -65,13 +65,14 @@ const upstream = httpUpstream({ baseUrl: UPSTREAM });
 let audited = 0;
 const app = express();
 app.get('/audited', (req, res) => res.json({ audited }));
-app.use(express.json({ type: ['application/json', 'application/fhir+json'] }));
+// The guard first: it reads FHIR bodies itself, so that it answers and audits those it cannot take.
 app.use(nodeGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
 }));
+app.use(express.json());
 app.listen(Number(PORT), '127.0.0.1', () => console.log('listening'));
 `;
 
@@ -186,10 +187,18 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       assert.equal(preflight.status, 204);
       assert.equal(preflight.headers.get('access-control-allow-origin'), APP_ORIGIN);
 
-      // The body read by the framework (Koa's parser in the guard, Express's json) or by the guard (node:http).
+      // The body read by Koa's parser in the guard, or by the guard itself (node:http, Express).
       const write = await fetch(`${base}/Patient/pat-2`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', id: 'pat-2' }) });
       assert.equal(write.status, 403);
       assert.equal((await write.json()).resourceType, 'OperationOutcome');
+      const audited = async () => (await (await fetch(`http://127.0.0.1:${new URL(base).port}/audited`)).json()).audited;
+      const beforeBodies = await audited();
+      for (const [type, body, status] of [['text/plain', JSON.stringify({ resourceType: 'Patient', id: 'pat-2' }), 415], ['application/fhir+json', '{"resourceType":', 400]] as const) {
+        const res = await fetch(`${base}/Patient/pat-2`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': type }, body });
+        assert.equal(res.status, status, `${type}: the same answer in every adapter`);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome');
+      }
+      assert.equal(await audited(), beforeBodies + 2, 'a body the guard cannot take is refused and audited');
     });
   }
 });

@@ -110,6 +110,21 @@ describe('EHR launch', () => {
         assert.equal((await res.json()).error, 'invalid_request');
       }
     });
+
+    it('refuses fhirContext naming another patient\'s resource, or an unknown one, alike (400), and mints none', async () => {
+      const token = await backendToken('system/Patient.r');
+      const before = await server.db('ehr_launches').count({ n: '*' }).first();
+      for (const reference of ['MedicationRequest/medreq-2-lisinopril', 'MedicationRequest/no-such-request']) {
+        const res = await post(token, { patient: 'pat-1', client_id: app.client_id, fhirContext: [reference] });
+        assert.equal(res.status, 400, reference);
+        assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: `fhirContext ${reference} is not a known resource of patient pat-1` });
+      }
+      assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'no launch minted');
+      const own = await post(token, { patient: 'pat-2', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
+      assert.equal(own.status, 201);
+      const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch: (await own.json()).launch }), app);
+      assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-2-lisinopril' }]);
+    });
   });
 
   describe('the demo launcher page', () => {

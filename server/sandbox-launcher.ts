@@ -15,6 +15,8 @@ import { clientRegistrationChanged } from './audit/balp.ts';
 
 interface LauncherApp { clientId: string; name: string; launchUri: string; redirectUri: string }
 
+const REGISTRATION_NEEDS_TOKEN = 'This server registers apps with an initial access token: register the app at /apps, then choose it here.';
+
 /** The form state the page keeps between its steps. */
 interface LauncherState { clientId: string; query: string; patient: string }
 
@@ -66,6 +68,8 @@ export function sandboxLauncherRoutes(deps: LauncherDeps): Router {
     const input = ctx.request.body as Record<string, unknown>;
     const state = stateOf(input);
     if (!validCsrf(ctx, input.csrf)) return showLauncher(ctx, state, { message: 'The form expired; try again.' }, 403);
+    // With REGISTRATION=token every registration needs an initial access token: this form takes none.
+    if (config.registration === 'token') return showLauncher(ctx, state, { message: REGISTRATION_NEEDS_TOKEN }, 403);
     const launchUri = typeof input.launch_uri === 'string' ? input.launch_uri.trim() : '';
     const redirectUri = typeof input.redirect_uri === 'string' ? input.redirect_uri.trim() : '';
     const confidential = input.client_type === 'confidential';

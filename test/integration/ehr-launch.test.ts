@@ -152,6 +152,23 @@ describe('EHR launch', () => {
       assert.equal(res.status, 403);
     });
 
+    it('registers no app with REGISTRATION=token (403), as /register and /apps need an initial access token then', async () => {
+      const guarded = await startTestServer({ DEMO: 'true', REGISTRATION: 'token' });
+      try {
+        const browser = new Browser();
+        const html = await (await browser.fetch(`${guarded.issuer}/launcher`)).text();
+        const clients = await guarded.db('oidc_payloads').where('model', 'Client').count({ n: '*' }).first();
+        const res = await browser.fetch(`${guarded.issuer}/launcher/register`, {
+          method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), launch_uri: 'http://127.0.0.1:9/l', redirect_uri: 'http://127.0.0.1:9/r', client_type: 'confidential' }),
+        });
+        assert.equal(res.status, 403);
+        assert.ok((await res.text()).includes('initial access token'));
+        assert.deepEqual(await guarded.db('oidc_payloads').where('model', 'Client').count({ n: '*' }).first(), clients, 'no client stored');
+      } finally {
+        await guarded.stop();
+      }
+    });
+
     it('is not served outside demo mode', async () => {
       const plain = await startTestServer({ DEMO: 'false' });
       try {

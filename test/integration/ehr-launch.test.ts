@@ -5,6 +5,7 @@ import { mintLaunch } from '../../server/launcher.ts';
 import { purgeExpiredRows } from '../../server/app.ts';
 import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-store.ts';
 import { saveSandboxLaunch } from '../../server/sandbox.ts';
+import { addUser } from '../../server/oidc/users.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
 
@@ -145,6 +146,19 @@ describe('EHR launch', () => {
       assert.equal(target.searchParams.get('iss'), server.fhirBase);
       const result = await authorize({ server, client: app, scope: SCOPE, launch: target.searchParams.get('launch')! });
       assert.equal((await exchangeCode(server.issuer, result, app)).body.encounter, 'enc-1a');
+    });
+
+    it('skips the login for demo accounts only: another account is not signed in without its password (400, no launch)', async () => {
+      await addUser(server.db, { username: 'staff', password: 'staff-password-1', name: 'Real Staff', fhirUser: 'Practitioner/staff', attributes: { purposes: ['TREAT'] } });
+      const browser = new Browser();
+      const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/launcher`)).text(), 'csrf');
+      const launches = await server.db('sandbox_launches').count({ n: '*' }).first();
+      const launch = (user: string) => browser.fetch(`${server.issuer}/launcher`, { method: 'POST', body: form({ csrf, patient: 'pat-1', client_id: app.client_id, user, skip_login: '1' }) });
+      const refused = await launch('staff');
+      assert.equal(refused.status, 400);
+      assert.ok((await refused.text()).includes('demo account only'));
+      assert.deepEqual(await server.db('sandbox_launches').count({ n: '*' }).first(), launches, 'no sandbox launch stored');
+      assert.equal((await launch('dr.smith')).status, 201);
     });
 
     it('refuses a launcher form without its CSRF token', async () => {

@@ -36,10 +36,21 @@ export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients'> & 
   }
   if (request.clientId && !(await deps.clientExists(request.clientId))) return `client ${request.clientId} is not registered`;
   for (const reference of request.fhirContext ?? []) {
-    const problem = checkFhirContextReference(reference);
+    const problem = checkFhirContextReference(reference) ?? (await contextResourceProblem(deps.patients, reference, request.patient));
     if (problem) return problem;
   }
   return undefined;
+}
+
+/**
+ * A fhirContext resource must exist and, when it belongs to patients, be the launch patient's: an app
+ * must not be pointed at another patient's record under this patient's banner. Unknown and another
+ * patient's answer alike, so the message does not tell which resources exist.
+ */
+async function contextResourceProblem(patients: Pick<PatientDirectory, 'patientsOfResource'>, reference: string, patient: string): Promise<string | undefined> {
+  const [type, id] = reference.split('/');
+  const owners = await patients.patientsOfResource(type, id);
+  return owners && (!owners.length || owners.includes(patient)) ? undefined : `fhirContext ${reference} is not a known resource of patient ${patient}`;
 }
 
 export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Promise<string> {

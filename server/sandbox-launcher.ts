@@ -12,8 +12,14 @@ import { pickablePatients } from './interactions/picker.ts';
 import { isSandboxFailure, SANDBOX_FAILURES, saveSandboxLaunch } from './sandbox.ts';
 import { databaseAuditSink } from './audit/store.ts';
 import { clientRegistrationChanged } from './audit/balp.ts';
+import { DEMO_ACCOUNTS } from './demo-accounts.ts';
 
 interface LauncherApp { clientId: string; name: string; launchUri: string; redirectUri: string }
+
+// Their passwords are published; any other account (added with the CLI) must not be signed in without its own.
+const isDemoAccount = (username: string) => DEMO_ACCOUNTS.some((account) => account.username === username);
+
+const REGISTRATION_NEEDS_TOKEN = 'This server registers apps with an initial access token: register the app at /apps, then choose it here.';
 
 /** The form state the page keeps between its steps. */
 interface LauncherState { clientId: string; query: string; patient: string }
@@ -66,6 +72,8 @@ export function sandboxLauncherRoutes(deps: LauncherDeps): Router {
     const input = ctx.request.body as Record<string, unknown>;
     const state = stateOf(input);
     if (!validCsrf(ctx, input.csrf)) return showLauncher(ctx, state, { message: 'The form expired; try again.' }, 403);
+    // With REGISTRATION=token every registration needs an initial access token: this form takes none.
+    if (config.registration === 'token') return showLauncher(ctx, state, { message: REGISTRATION_NEEDS_TOKEN }, 403);
     const launchUri = typeof input.launch_uri === 'string' ? input.launch_uri.trim() : '';
     const redirectUri = typeof input.redirect_uri === 'string' ? input.redirect_uri.trim() : '';
     const confidential = input.client_type === 'confidential';
@@ -97,7 +105,8 @@ export function sandboxLauncherRoutes(deps: LauncherDeps): Router {
         ?? (user && patientOf(user) && patientOf(user) !== request.patient ? `${user.username} is a patient user: launch their own record (${patientOf(user)})` : undefined)
         ?? (user && !mayAccessPatient(user, request.patient) ? `${user.username} may not open patient ${request.patient}` : undefined)
         ?? (failure !== undefined && !isSandboxFailure(failure) ? `unknown simulated failure ${String(failure)}` : undefined)
-        ?? (input.skip_login && !user ? 'skipping the login needs a user to sign in as' : undefined);
+        ?? (input.skip_login && !user ? 'skipping the login needs a user to sign in as' : undefined)
+        ?? (input.skip_login && user && !isDemoAccount(user.username) ? `skipping the login signs in a demo account only (${user.username} signs in with their password)` : undefined);
     if (problem || !app) return showLauncher(ctx, state, { message: problem }, 400);
     const launch = await mintLaunch(db, config, request);
     await saveSandboxLaunch(db, launch, {

@@ -2,6 +2,7 @@
 // server the guard protects (the bundled store or FHIR_UPSTREAM_URL).
 import type { Upstream } from '../resource-server/upstream.ts';
 import type { FhirBundle, FhirResource } from './types.ts';
+import { patientsOf } from './compartment.ts';
 
 export interface PatientSummary {
   id: string;
@@ -22,6 +23,8 @@ export interface PatientDirectory {
   get(id: string): Promise<PatientSummary | undefined>;
   encounters(): Promise<EncounterSummary[]>;
   encounter(id: string): Promise<EncounterSummary | undefined>;
+  /** The patients a resource belongs to (none outside the Patient compartment); undefined when the server does not have it. */
+  patientsOfResource(type: string, id: string): Promise<string[] | undefined>;
 }
 
 interface HumanName { text?: string; given?: string[]; family?: string }
@@ -66,6 +69,10 @@ export function upstreamPatientDirectory(upstream: Upstream): PatientDirectory {
     encounter: async (id) => {
       const encounter = await one('Encounter', id);
       return encounter && summariseEncounter(encounter);
+    },
+    patientsOfResource: async (type, id) => {
+      const resource = await one(type, id);
+      return resource && patientsOf(resource);
     },
   };
 }

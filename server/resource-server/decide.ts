@@ -64,14 +64,15 @@ const WRITES: ReadonlySet<InteractionKind> = new Set(['create', 'update', 'patch
 
 /**
  * Which write scopes count beyond their permission. Policy data (Consent) is written only with a
- * scope naming Consent itself, never `*`, and at user level only by a patient (bound to themselves)
- * or a privacy officer. A token bound to patients writes types outside the Patient compartment
- * (Binary aside, which its securityContext places) only with a scope naming the type.
+ * scope naming Consent itself, never `*`, and at user and patient level only by the patient (the
+ * token's user, bound to themselves) or a privacy officer: a clinician's token bound to a patient
+ * (a launch, `--patients`) is not the patient's. A token bound to patients writes types outside the
+ * Patient compartment (Binary aside, which its securityContext places) only with a scope naming the type.
  */
 function writeScopeCounts(token: TokenContext, scope: ResourceScope, type: string, patients: readonly string[] | undefined): boolean {
   if (type === 'Consent') {
     if (scope.type !== 'Consent') return false;
-    return scope.level !== 'user' || patients !== undefined || isPrivacyOfficer(token);
+    return scope.level === 'system' || isPrivacyOfficer(token) || boundToThemselves(token, patients);
   }
   const inNoCompartment = patientCompartmentParams(type) === undefined && type !== 'Binary';
   return !(inNoCompartment && patients !== undefined && scope.type === '*');
@@ -93,6 +94,10 @@ function patientBound(token: TokenContext, level: Level): readonly string[] | un
       return undefined;
   }
 }
+
+/** Whether the token's user is a patient and the token is bound to them alone. */
+const boundToThemselves = (token: TokenContext, patients: readonly string[] | undefined): boolean =>
+  Boolean(patients?.length) && patients!.every((id) => token.fhirUser === `Patient/${id}`);
 
 const bareId = (patient: string) => (patient.startsWith('Patient/') ? patient.slice('Patient/'.length) : patient);
 

@@ -5,6 +5,7 @@ import { mintLaunch } from '../../server/launcher.ts';
 import { purgeExpiredRows } from '../../server/app.ts';
 import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-store.ts';
 import { saveSandboxLaunch } from '../../server/sandbox.ts';
+import { addUser } from '../../server/oidc/users.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
 
@@ -110,6 +111,21 @@ describe('EHR launch', () => {
         assert.equal((await res.json()).error, 'invalid_request');
       }
     });
+
+    it('refuses fhirContext naming another patient\'s resource, or an unknown one, alike (400), and mints none', async () => {
+      const token = await backendToken('system/Patient.r');
+      const before = await server.db('ehr_launches').count({ n: '*' }).first();
+      for (const reference of ['MedicationRequest/medreq-2-lisinopril', 'MedicationRequest/no-such-request']) {
+        const res = await post(token, { patient: 'pat-1', client_id: app.client_id, fhirContext: [reference] });
+        assert.equal(res.status, 400, reference);
+        assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: `fhirContext ${reference} is not a known resource of patient pat-1` });
+      }
+      assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'no launch minted');
+      const own = await post(token, { patient: 'pat-2', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
+      assert.equal(own.status, 201);
+      const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch: (await own.json()).launch }), app);
+      assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-2-lisinopril' }]);
+    });
   });
 
   describe('the demo launcher page', () => {
@@ -132,9 +148,39 @@ describe('EHR launch', () => {
       assert.equal((await exchangeCode(server.issuer, result, app)).body.encounter, 'enc-1a');
     });
 
+    it('skips the login for demo accounts only: another account is not signed in without its password (400, no launch)', async () => {
+      await addUser(server.db, { username: 'staff', password: 'staff-password-1', name: 'Real Staff', fhirUser: 'Practitioner/staff', attributes: { purposes: ['TREAT'] } });
+      const browser = new Browser();
+      const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/launcher`)).text(), 'csrf');
+      const launches = await server.db('sandbox_launches').count({ n: '*' }).first();
+      const launch = (user: string) => browser.fetch(`${server.issuer}/launcher`, { method: 'POST', body: form({ csrf, patient: 'pat-1', client_id: app.client_id, user, skip_login: '1' }) });
+      const refused = await launch('staff');
+      assert.equal(refused.status, 400);
+      assert.ok((await refused.text()).includes('demo account only'));
+      assert.deepEqual(await server.db('sandbox_launches').count({ n: '*' }).first(), launches, 'no sandbox launch stored');
+      assert.equal((await launch('dr.smith')).status, 201);
+    });
+
     it('refuses a launcher form without its CSRF token', async () => {
       const res = await fetch(`${server.issuer}/launcher`, { method: 'POST', body: form({ patient: 'pat-1', client_id: app.client_id }), redirect: 'manual' });
       assert.equal(res.status, 403);
+    });
+
+    it('registers no app with REGISTRATION=token (403), as /register and /apps need an initial access token then', async () => {
+      const guarded = await startTestServer({ DEMO: 'true', REGISTRATION: 'token' });
+      try {
+        const browser = new Browser();
+        const html = await (await browser.fetch(`${guarded.issuer}/launcher`)).text();
+        const clients = await guarded.db('oidc_payloads').where('model', 'Client').count({ n: '*' }).first();
+        const res = await browser.fetch(`${guarded.issuer}/launcher/register`, {
+          method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), launch_uri: 'http://127.0.0.1:9/l', redirect_uri: 'http://127.0.0.1:9/r', client_type: 'confidential' }),
+        });
+        assert.equal(res.status, 403);
+        assert.ok((await res.text()).includes('initial access token'));
+        assert.deepEqual(await guarded.db('oidc_payloads').where('model', 'Client').count({ n: '*' }).first(), clients, 'no client stored');
+      } finally {
+        await guarded.stop();
+      }
     });
 
     it('is not served outside demo mode', async () => {

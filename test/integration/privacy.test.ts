@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { mintLaunch } from '../../server/launcher.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { PRIVACY_OFFICER } from '../../server/hcs/codes.ts';
 
@@ -201,6 +202,21 @@ describe('privacy enforcement', () => {
         assert.equal((await fetch(`${server.fhirBase}/Consent/consent-pat-2`, { method: 'DELETE', headers: { authorization: `Bearer ${smith}` } })).status, 403);
         assert.equal((await get('Condition/cond-2-oud', smith)).status, 404, 'still denied');
       }
+    });
+
+    it('refuses a clinician a Consent scope bound to the patient (patient/ in a launch) or to their patients (user/ with --patients); the consent still holds', async () => {
+      const launch = await mintLaunch(server.db, server.config, { patient: 'pat-2' });
+      const launched = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch openid fhirUser patient/Consent.cruds', launch }), app)).body;
+      assert.equal(launched.patient, 'pat-2');
+      assert.ok(launched.scope.split(' ').includes('patient/Consent.cruds'), launched.scope);
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/Consent.cruds' });
+      for (const [who, bearer] of [['dr.smith in a launch of pat-2', launched.access_token], ['dr.jones (pat-1, pat-2)', jones]]) {
+        const res = await put('Consent/consent-pat-2', bearer, withoutDeny());
+        assert.equal(res.status, 403, who);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome');
+        assert.equal((await put('Consent', bearer, { ...withoutDeny(), id: undefined }, 'POST')).status, 403, `${who}: nor a newer consent`);
+      }
+      assert.equal((await get('Condition/cond-2-oud', await token('dr.smith', 'demo-password-1'))).status, 404, 'still denied');
     });
 
     it('gives the privacy-officer role only to users created with it, and nobody else can write with a role they stored', async () => {

@@ -258,7 +258,7 @@ describe('resource-server/decide', () => {
         }
         const onConsent = interactionOf(`POST Consent/consent-1/$${name}`, meta);
         assert.equal(decide(tok('patient/*.cruds', P1), onConsent, allow).effect, 'deny', 'policy data needs a scope naming Consent');
-        assert.equal(decide(tok('patient/Consent.u', P1), onConsent, allow).effect, 'allow');
+        assert.equal(decide(tok('patient/Consent.u', { ...P1, fhirUser: 'Patient/pat-1' }), onConsent, allow).effect, 'allow');
       }
     });
 
@@ -285,8 +285,16 @@ describe('resource-server/decide', () => {
       assert.equal(update(tok('user/Consent.cud', { ...clinician, claims: officer })), 'allow');
       assert.equal(update(tok('user/Consent.cud', { fhirUser: 'Patient/pat-1' })), 'allow');
       assert.deepEqual(viewsFor(tok('user/Consent.cud', { fhirUser: 'Patient/pat-1' }), 'Consent', 'update'), [{ patients: ['pat-1'], query: [] }]);
-      assert.equal(update(tok('patient/Consent.cu', { patient: 'pat-1' })), 'allow');
+      assert.equal(update(tok('patient/Consent.cu', { patient: 'pat-1', fhirUser: 'Patient/pat-1' })), 'allow');
       assert.equal(update(tok('system/Consent.cud')), 'allow');
+    });
+
+    it('at patient level, or bound to patients, still only by the patient or a privacy officer: a clinician is not the patient', () => {
+      assert.equal(update(tok('patient/Consent.cu', { ...clinician, patient: 'pat-1' })), 'deny', 'dr.smith in a launch of pat-1');
+      assert.equal(update(tok('patient/Consent.cu', { patient: 'pat-1' })), 'deny', 'a token that names no user');
+      assert.equal(update(tok('patient/Consent.cu', { fhirUser: 'Patient/pat-2', patient: 'pat-1' })), 'deny', 'another patient');
+      assert.equal(update(tok('user/Consent.cud', { ...clinician, userPatients: ['pat-1', 'pat-2'] })), 'deny', 'a clinician with --patients');
+      assert.equal(update(tok('patient/Consent.cu', { ...clinician, patient: 'pat-1', claims: officer })), 'allow', 'a privacy officer');
     });
 
     it('the same people may lower labels: a privacy officer, or a backend registered for system/Consent writes', () => {

@@ -58,6 +58,8 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
   if (md.smart_scope !== undefined && (typeof md.smart_scope !== 'string' || !isSmartScopeString(md.smart_scope))) {
     fail('scope must be a space-separated list of SMART scopes');
   }
+  // Only for pairwise subject identifiers, which this server does not issue; oidc-provider would fetch it.
+  if (md.sector_identifier_uri !== undefined) fail('sector_identifier_uri is not supported: subject identifiers are public, not pairwise');
   for (const uri of Array.isArray(md.redirect_uris) ? md.redirect_uris : []) {
     const problem = urlProblem('redirect_uris', uri, production);
     if (problem) fail(problem);

@@ -1,5 +1,6 @@
 // Dynamic client registration (RFC 7591) and management (RFC 7592) with SMART scopes.
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode } from '../support/oauth.ts';
@@ -98,6 +99,22 @@ describe('dynamic client registration', () => {
       assert.equal(after, before, 'nothing is stored');
     });
   }
+
+  it('refuses sector_identifier_uri without fetching it: subject identifiers are public, never pairwise', async () => {
+    let connections = 0;
+    const sector = createServer((socket) => { connections++; socket.destroy(); });
+    await new Promise<void>((resolve) => sector.listen(0, '127.0.0.1', resolve));
+    try {
+      const res = await register({ client_name: 'Sector', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none', sector_identifier_uri: `https://127.0.0.1:${(sector.address() as AddressInfo).port}/sector` });
+      assert.equal(res.status, 400);
+      const body = await res.json();
+      assert.equal(body.error, 'invalid_client_metadata');
+      assert.match(body.error_description, /sector_identifier_uri is not supported/);
+      assert.equal(connections, 0, 'the server fetched nothing');
+    } finally {
+      await new Promise((resolve) => sector.close(resolve));
+    }
+  });
 
   it('refuses a body that is not JSON, and a body over the limit', async () => {
     const notJson = await fetch(`${server.issuer}/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{no' });

@@ -1,7 +1,7 @@
 // A standalone SMART guard in front of any FHIR R4 server, with the same rules and audit as the bundled /fhir.
 //   ISSUER=https://auth.example.org FHIR_BASE_URL=https://fhir.example.org/r4 \
 //   FHIR_UPSTREAM_URL=http://internal-fhir:8080/fhir DATABASE_URL=postgres://... node --import tsx scripts/guard-proxy.ts
-// Settings: PORT (8080), HOST (0.0.0.0), GUARD_VERIFICATION (local | introspection | local+introspection),
+// Settings: PORT (8080), HOST (0.0.0.0), TRUST_PROXY (false), GUARD_VERIFICATION (local | introspection | local+introspection),
 // INTROSPECTION_CLIENT_ID / INTROSPECTION_CLIENT_SECRET (a resource-server client of the issuer),
 // GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
 // GUARD_OPERATIONS (comma-separated operation names allowed through if the guard knows them, default none), UPSTREAM_TIMEOUT (seconds, 10),
@@ -20,6 +20,7 @@ import type { AuditEvent } from '../server/audit/types.ts';
 import { boolean, choice, ConfigError, deidentificationKeyOf, integer, origins, purposes } from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
 import { loadPolicy } from '../server/hcs/policy.ts';
+import { proxyTrust } from '../server/net/proxy-trust.ts';
 
 function fail(message: string): never {
   console.error(`guard-proxy: ${message}`);
@@ -91,7 +92,7 @@ async function main() {
   const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300) * 1000 });
   const provenance = boolean(env, 'GUARD_PROVENANCE', false);
 
-  const app = new Koa({ proxy: true });
+  const app = new Koa(proxyTrust(boolean(env, 'TRUST_PROXY', false)));
   app.use(smartGuard({
     base,
     issuer,

@@ -38,6 +38,8 @@ import { createAuditStore, type SignedHead } from './audit/audit-store.ts';
 import { headLogFields } from './audit/signed-head.ts';
 import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.ts';
 import { createGuard } from './resource-server/guard.ts';
+import { requestIdOf } from './resource-server/request-id.ts';
+import { proxyTrust } from './net/proxy-trust.ts';
 import { userPatients } from './fhir/user-patients.ts';
 import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
@@ -88,12 +90,9 @@ function providerBodyLimit(ctx: Context, next: Next) {
   ctx.body = { error: 'invalid_request', error_description: `the request body is larger than ${PROVIDER_BODY_LIMIT / 1024} KiB` };
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
 /** Every request has an id: the client's X-Request-Id when it is sane, else a new one; returned and recorded. */
 function requestId(ctx: Context, next: Next) {
-  const sent = ctx.get('x-request-id');
-  const id = REQUEST_ID.test(sent) ? sent : randomUUID();
+  const id = requestIdOf(ctx.get('x-request-id'));
   ctx.state.requestId = id;
   ctx.request.headers['x-request-id'] = id;
   ctx.set('X-Request-Id', id);
@@ -214,8 +213,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   });
   const appendAccess = balpAudit(config.fhirBase, (events) => audit.append(events));
 
-  // Behind a proxy, the client address is the one the proxy appended (maxIpsCount 1), not what a client sent.
-  const app = new Koa({ keys: config.cookieSecrets, proxy: config.trustProxy, maxIpsCount: 1 });
+  const app = new Koa({ keys: config.cookieSecrets, ...proxyTrust(config.trustProxy) });
   // Per-user lockout in the database (every instance sees it); per-address limits too.
   const loginThrottle = loginThrottleOf(config, db);
   const router = new Router();

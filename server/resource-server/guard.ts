@@ -17,6 +17,7 @@ import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } f
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
 import { corsHeaders, preflightHeaders, type OriginCheck } from './cors.ts';
+import { requestIdOf } from './request-id.ts';
 
 /** A request as it arrives, in any framework. */
 export interface GuardRequest {
@@ -608,10 +609,13 @@ export function createGuard(guardOptions: GuardOptions) {
     async handle(arriving: GuardRequest): Promise<GuardResponse> {
       const request = received(arriving);
       const origin = request.headers.origin;
+      // The id the audit records, sent upstream and returned, whatever the client sent.
+      const id = requestIdOf(request.headers['x-request-id']);
+      request.headers['x-request-id'] = id;
       // A CORS preflight carries no token and reads nothing: answered here, not audited.
-      if (request.method === 'OPTIONS') return { status: 204, headers: await preflightHeaders(origin, options.allowedOrigins) };
+      if (request.method === 'OPTIONS') return { status: 204, headers: { ...(await preflightHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
       const response = await answerRequest(request);
-      return { ...response, headers: { ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)) } };
+      return { ...response, headers: { ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
     },
   };
 }

@@ -328,6 +328,27 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await shape.server.audit.verify()).ok, true, 'the chain stays intact');
     });
 
+    it('gives every access an id (the client\'s when sane), returned and recorded, with the address it came from and not one the client claims', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      const read = (headers: Record<string, string>) => fetch(`${shape.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${smith}`, ...headers } });
+      const spoofed = '203.0.113.9';
+      const unnamed = await read({ 'x-forwarded-for': spoofed });
+      const malformed = await read({ 'x-request-id': 'not an id' });
+      const named = await read({ 'x-request-id': `named-${Date.now()}` });
+      const ids = [unnamed, malformed, named].map((res) => res.headers.get('x-request-id'));
+      assert.match(ids[0] ?? '', /^[0-9a-f-]{36}$/, 'a new id when the client sent none');
+      assert.match(ids[1] ?? '', /^[0-9a-f-]{36}$/, 'and when it sent a malformed one');
+      assert.match(ids[2] ?? '', /^named-/, 'the client\'s own otherwise');
+      const events = await shape.server.audit.search({ patient: 'pat-2', limit: 1000 });
+      for (const id of ids) {
+        const [event] = events.filter((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === id)) as any[];
+        assert.ok(event, `${id} is recorded`);
+        const addresses = event.agent.map((a: any) => a.network?.address).filter(Boolean);
+        assert.ok(addresses.some((a: string) => /127\.0\.0\.1$/.test(a)), `${id}: the connection's address (${addresses})`);
+        assert.ok(!JSON.stringify(event).includes(spoofed), `${id}: not the address the client claimed`);
+      }
+    });
+
     it('records a de-identified access under the real patient, marked de-identified, in the patient\'s accounting of disclosures', async () => {
       const research = await token('researcher', 'research-pass');
       const requestId = `deid-${Date.now()}`;

@@ -40,6 +40,7 @@ import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.t
 import { createGuard } from './resource-server/guard.ts';
 import { requestIdOf } from './resource-server/request-id.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
+import { HSTS, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
 import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
@@ -72,10 +73,8 @@ const SMART_STYLE = {
 
 function securityHeaders(ctx: Context, next: Next) {
   ctx.set('Content-Security-Policy', "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'");
-  ctx.set('X-Content-Type-Options', 'nosniff');
-  ctx.set('Referrer-Policy', 'no-referrer');
-  ctx.set('X-Frame-Options', 'DENY');
-  if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
+  ctx.set(SECURITY_HEADERS);
+  if (ctx.secure) ctx.set('Strict-Transport-Security', HSTS);
   return next();
 }
 

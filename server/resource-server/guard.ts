@@ -18,6 +18,7 @@ import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirRes
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
 import { corsHeaders, preflightHeaders, type OriginCheck } from './cors.ts';
 import { requestIdOf } from './request-id.ts';
+import { DATA_CSP, HSTS, SECURITY_HEADERS } from '../net/security-headers.ts';
 
 /** A request as it arrives, in any framework. */
 export interface GuardRequest {
@@ -138,6 +139,8 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
+  // The headers of every answer, as the authorization server's own.
+  const secured = { ...SECURITY_HEADERS, 'content-security-policy': DATA_CSP, ...(options.base.startsWith('https:') && { 'strict-transport-security': HSTS }) };
   // No condition: the upstream's 304 or 412 would come before the rules (the guard answers them, see conditional.ts).
   // `allowedWrite`: a write that passed every rule and the guard's own check of its conditions takes If-Match along.
   const passHeaders = (headers: Record<string, string | undefined>, allowedWrite = false) => Object.fromEntries(
@@ -613,9 +616,9 @@ export function createGuard(guardOptions: GuardOptions) {
       const id = requestIdOf(request.headers['x-request-id']);
       request.headers['x-request-id'] = id;
       // A CORS preflight carries no token and reads nothing: answered here, not audited.
-      if (request.method === 'OPTIONS') return { status: 204, headers: { ...(await preflightHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
+      if (request.method === 'OPTIONS') return { status: 204, headers: { ...secured, ...(await preflightHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
       const response = await answerRequest(request);
-      return { ...response, headers: { ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
+      return { ...response, headers: { ...secured, ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
     },
   };
 }

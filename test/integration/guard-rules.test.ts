@@ -328,6 +328,21 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await shape.server.audit.verify()).ok, true, 'the chain stays intact');
     });
 
+    it('answers as a data API: no sniffing, no framing, no referrer, nothing active, whatever the answer', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      const answers = [
+        await get('Observation/obs-2a-hiv-vl', smith), await get('Condition/cond-2-oud', smith), await fetch(`${shape.fhirBase}/Patient/pat-2`),
+        await fetch(`${shape.fhirBase}/metadata`), await fetch(`${shape.fhirBase}/Patient`, { method: 'OPTIONS', headers: { origin: 'https://app.example.org', 'access-control-request-method': 'GET' } }),
+      ];
+      assert.deepEqual(answers.map((res) => res.status), [200, 404, 401, 200, 204]);
+      for (const res of answers) {
+        assert.equal(res.headers.get('x-content-type-options'), 'nosniff', String(res.status));
+        assert.equal(res.headers.get('referrer-policy'), 'no-referrer', String(res.status));
+        assert.equal(res.headers.get('x-frame-options'), 'DENY', String(res.status));
+        assert.equal(res.headers.get('content-security-policy'), "default-src 'none'; frame-ancestors 'none'; base-uri 'none'", String(res.status));
+      }
+    });
+
     it('gives every access an id (the client\'s when sane), returned and recorded, with the address it came from and not one the client claims', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       const read = (headers: Record<string, string>) => fetch(`${shape.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${smith}`, ...headers } });

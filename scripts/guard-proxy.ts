@@ -17,7 +17,9 @@ import {
   ruleOptions, smartGuard, type DpopReplayStore, type GuardVerification, type OriginCheck,
 } from 'smart-auth/resource-server';
 import type { AuditEvent } from '../server/audit/types.ts';
-import { boolean, choice, ConfigError, deidentificationKeyOf, integer, origins, purposes } from '../server/config.ts';
+import {
+  boolean, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, purposes, refuseInProduction, sharedProductionProblems, url, withoutTrailingSlash,
+} from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
 import { loadPolicy } from '../server/hcs/policy.ts';
 import { proxyTrust } from '../server/net/proxy-trust.ts';
@@ -71,9 +73,13 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
 
 async function main() {
   const env = process.env;
-  const issuer = setting('ISSUER').replace(/\/$/, '');
-  const base = setting('FHIR_BASE_URL').replace(/\/$/, '');
-  const upstreamBase = setting('FHIR_UPSTREAM_URL').replace(/\/$/, '');
+  const issuerUrl = url('ISSUER', setting('ISSUER'));
+  const issuer = withoutTrailingSlash(issuerUrl.href);
+  const base = withoutTrailingSlash(url('FHIR_BASE_URL', setting('FHIR_BASE_URL')).href);
+  const upstreamBase = withoutTrailingSlash(url('FHIR_UPSTREAM_URL', setting('FHIR_UPSTREAM_URL')).href);
+  const keyEncryptionSecret = keyEncryptionSecretOf(env);
+  // The same refusals as the server's, for what the two share.
+  if (env.NODE_ENV === 'production') refuseInProduction(sharedProductionProblems(issuerUrl, keyEncryptionSecret));
   const mode = choice(env, 'GUARD_VERIFICATION', 'local', ['local', 'introspection', 'local+introspection'] as const);
   const clientId = env.INTROSPECTION_CLIENT_ID;
   const clientSecret = env.INTROSPECTION_CLIENT_SECRET;
@@ -110,7 +116,7 @@ async function main() {
       defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),
       deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),
       deidentifyDates: choice(env, 'DEIDENTIFY_DATES', 'truncate-year', ['truncate-year', 'truncate-month', 'shift'] as const),
-      deidentificationKey: env.KEY_ENCRYPTION_SECRET ? deidentificationKeyOf(env.KEY_ENCRYPTION_SECRET) : undefined,
+      deidentificationKey: keyEncryptionSecret && deidentificationKeyOf(keyEncryptionSecret),
       breakGlassHint: boolean(env, 'BREAK_GLASS_HINT', false),
       consent: boolean(env, 'GUARD_CONSENT', true),
       consentCacheMs: integer(env, 'CONSENT_CACHE_MS', 60_000, 0, 3_600_000),

@@ -148,7 +148,7 @@ export function boolean(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
 }
 
-function url(name: string, raw: string): URL {
+export function url(name: string, raw: string): URL {
   let parsed: URL;
   try {
     parsed = new URL(raw);
@@ -172,7 +172,7 @@ export function origins(env: Env, name: string): string[] {
 /** The de-identification key of the guard, derived from KEY_ENCRYPTION_SECRET: a proxy with the same secret gives the same pseudonyms. */
 export const deidentificationKeyOf = (secret: string) => createHash('sha256').update(`de-identification:${secret}`).digest('base64url');
 
-const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
+export const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
 
 function isLoopback(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
@@ -200,8 +200,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (cookieSecrets.some((s) => s.length < 32)) throw new ConfigError('COOKIE_SECRETS: each secret must be at least 32 characters');
 
 
-  const keyEncryptionSecret = env.KEY_ENCRYPTION_SECRET || DEV_KEY_ENCRYPTION_SECRET;
-  if (keyEncryptionSecret.length < 32) throw new ConfigError('KEY_ENCRYPTION_SECRET must be at least 32 characters');
+  const keyEncryptionSecret = keyEncryptionSecretOf(env) ?? DEV_KEY_ENCRYPTION_SECRET;
   const accessTokenAlg = (env.ACCESS_TOKEN_ALG || 'ES256') as Config['accessTokenAlg'];
   if (!['ES256', 'RS256', 'ES384'].includes(accessTokenAlg)) throw new ConfigError(`ACCESS_TOKEN_ALG must be ES256, RS256 or ES384, got "${accessTokenAlg}"`);
   const registration = (env.REGISTRATION || (production ? 'token' : 'open')) as Config['registration'];
@@ -281,7 +280,28 @@ function assertProductionSafe(config: Config, issuerUrl: URL): void {
   const problems: string[] = [];
   if (config.demo) problems.push('DEMO must be off (demo accounts and the demo launcher are for development only)');
   if (config.cookieSecrets.includes(DEV_COOKIE_SECRET)) problems.push('COOKIE_SECRETS must be set to your own secret(s)');
-  if (config.keyEncryptionSecret === DEV_KEY_ENCRYPTION_SECRET) problems.push('KEY_ENCRYPTION_SECRET must be set: it encrypts the signing keys in the database');
+  refuseInProduction([...problems, ...sharedProductionProblems(issuerUrl, config.keyEncryptionSecret)]);
+}
+
+/** KEY_ENCRYPTION_SECRET, undefined when unset; one too short is refused (the server's and the guard proxy's alike). */
+export function keyEncryptionSecretOf(env: Env): string | undefined {
+  const secret = env.KEY_ENCRYPTION_SECRET || undefined;
+  if (secret !== undefined && secret.length < 32) throw new ConfigError('KEY_ENCRYPTION_SECRET must be at least 32 characters');
+  return secret;
+}
+
+/**
+ * What production refuses in the settings the server and the guard proxy share: the development secret
+ * (it keys the signing keys' encryption and the pseudonyms), and an issuer whose tokens and keys would
+ * come over plain http.
+ */
+export function sharedProductionProblems(issuerUrl: URL, keyEncryptionSecret: string | undefined): string[] {
+  const problems: string[] = [];
+  if (keyEncryptionSecret === DEV_KEY_ENCRYPTION_SECRET) problems.push('KEY_ENCRYPTION_SECRET must be set: it encrypts the signing keys in the database and keys the pseudonyms');
   if (issuerUrl.protocol !== 'https:' && !isLoopback(issuerUrl.hostname)) problems.push('ISSUER must be an https URL');
+  return problems;
+}
+
+export function refuseInProduction(problems: string[]): void {
   if (problems.length) throw new ConfigError(`refusing to start with NODE_ENV=production:\n  - ${problems.join('\n  - ')}`);
 }

@@ -10,6 +10,7 @@ import { startTestServer, freePort, type TestServer } from '../support/server.ts
 import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { startDemoFhirServer, startGuardProxy, startScript, type ChildServer } from '../support/processes.ts';
+import { DEV_KEY_ENCRYPTION_SECRET } from '../../server/config.ts';
 
 describe('guard in front of another FHIR server', () => {
   let dir: string;
@@ -273,6 +274,19 @@ describe('guard in front of another FHIR server', () => {
     it('refuses to start without somewhere to keep the audit trail', async () => {
       const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: '', AUDIT_FORWARD_URL: '' };
       await assert.rejects(startScript('scripts/guard-proxy.ts', env, /listening/), /every access is audited: set DATABASE_URL/);
+    });
+
+    it('refuses to start with what the server refuses: a short KEY_ENCRYPTION_SECRET, a base that is no URL, and in production an http issuer or the development secret', async () => {
+      const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: server.config.databaseUrl };
+      const production = { ...env, NODE_ENV: 'production', ISSUER: 'https://auth.example.org', KEY_ENCRYPTION_SECRET: 'k'.repeat(40) };
+      for (const [settings, refusal] of [
+        [{ ...env, KEY_ENCRYPTION_SECRET: 'short' }, /KEY_ENCRYPTION_SECRET must be at least 32 characters/],
+        [{ ...env, FHIR_BASE_URL: 'fhir.example.org/r4' }, /FHIR_BASE_URL must be an absolute URL/],
+        [{ ...production, ISSUER: 'http://auth.example.org' }, /NODE_ENV=production[^]*ISSUER must be an https URL/],
+        [{ ...production, KEY_ENCRYPTION_SECRET: DEV_KEY_ENCRYPTION_SECRET }, /NODE_ENV=production[^]*KEY_ENCRYPTION_SECRET must be set/],
+      ] as const) {
+        await assert.rejects(startScript('scripts/guard-proxy.ts', settings, /listening/), refusal);
+      }
     });
 
     it('sends every access to the audit repository (AUDIT_FORWARD_URL), and answers 503 when it cannot be recorded', async () => {

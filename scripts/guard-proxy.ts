@@ -7,8 +7,8 @@
 // GUARD_OPERATIONS (comma-separated operation names allowed through if the guard knows them, default none), UPSTREAM_TIMEOUT (seconds, 10),
 // GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
 // Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and the
-// registered apps' origins and users' patients, and the DPoP proofs seen, so that a replay is refused at
-// every instance), AUDIT_FORWARD_URL (a FHIR audit record repository).
+// registered apps' origins and users' patients, revoked tokens and grants (trusted "not revoked" for REVOCATION_CACHE_MS,
+// 1000), and the DPoP proofs seen, so that a replay is refused at every instance), AUDIT_FORWARD_URL (a FHIR audit record repository).
 // Rules (README, "The guard proxy"): DEFAULT_CONFIDENTIALITY, DEIDENTIFY_PURPOSES, DEIDENTIFY_DATES, KEY_ENCRYPTION_SECRET,
 // BREAK_GLASS_HINT, GUARD_CONSENT (true), CONSENT_CACHE_MS (60000), WITHOUT_CONSENT, POLICY_FILE, CORS_ORIGINS.
 import Koa from 'koa';
@@ -42,17 +42,21 @@ interface Backing {
   userPatients?: GuardVerification['userPatients'];
   /** Seen DPoP proofs, shared by every instance; unset: this process only. */
   dpopReplay?: DpopReplayStore;
+  /** Revoked tokens and grants, as the bundled /fhir sees them; unset: only introspection tells. */
+  isRevoked?: GuardVerification['isRevoked'];
   close(): Promise<void>;
 }
 
 /** The authorization server's database is loaded only when it is used: the drivers are not needed otherwise. */
 async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
-    const [{ databaseAudit }, { openDatabase }, { registeredOrigins }, { patientsOfUser }, { recordFirstUse }] = await Promise.all([
+    const [{ databaseAudit }, { openDatabase }, { registeredOrigins }, { patientsOfUser }, { recordFirstUse }, { revocationCheck }] = await Promise.all([
       import('../server/audit/database-sink.ts'), import('../server/db.ts'), import('../server/oidc/client-origins.ts'), import('../server/oidc/users.ts'),
-      import('../server/oidc/first-use.ts'),
+      import('../server/oidc/first-use.ts'), import('../server/oidc/revocation.ts'),
     ]);
+    const revocationCacheMs = integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000);
     const db = openDatabase(env.DATABASE_URL);
+    const revoked = revocationCheck(db, revocationCacheMs);
     const chain = databaseAudit(db);
     const forward = env.AUDIT_FORWARD_URL ? auditRepository(env.AUDIT_FORWARD_URL) : undefined;
     return {
@@ -64,6 +68,7 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
       origins: registeredOrigins(db),
       userPatients: (claims) => patientsOfUser(db, claims),
       dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
+      isRevoked: (claims) => revoked(String(claims.jti)),
       close: () => db.destroy(),
     };
   }
@@ -94,6 +99,7 @@ async function main() {
     introspectionCacheSeconds: integer(env, 'GUARD_INTROSPECTION_CACHE', 30, 0, 3600),
     ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
     userPatients: store.userPatients,
+    isRevoked: store.isRevoked,
   };
   const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300) * 1000 });
   const provenance = boolean(env, 'GUARD_PROVENANCE', false);

@@ -182,7 +182,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   // One entrance to the audit chain for the whole server, the token endpoints included.
   const auditSink = { append: (event: AuditEvent) => audit.append([event]) };
   // One revocation cache for introspection and /fhir.
-  const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
+  const isRevoked = revocationCheck(db, config.revocationCacheMs);
   const introspections = auditBacklog(auditSink, config.introspectionAuditBacklog, (message, err) => logger.log('error', message, { err }));
   const host = await createProviderHost(config, db, {
     onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log, audit: auditSink, isRevoked, introspections,
@@ -192,7 +192,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const verifyAccessToken = async (token: string) => {
     const claims = await verifySignature(token);
     if (boundKey(claims)) throw new InvalidTokenError('a DPoP-bound access token is accepted only with a DPoP proof, at /fhir');
-    if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
+    if (await isAccessTokenRevoked(db, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
   const readersOfTrail = auditTrailReaders(db);

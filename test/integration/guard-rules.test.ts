@@ -328,6 +328,22 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await shape.server.audit.verify()).ok, true, 'the chain stays intact');
     });
 
+    it('refuses a token revoked at the authorization server (within REVOCATION_CACHE_MS, 1 s), whatever the verification mode', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      assert.equal((await get('Patient/pat-2', smith)).status, 200);
+      const revoked = await fetch(`${shape.server.issuer}/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
+        body: new URLSearchParams({ token: smith }),
+      });
+      assert.equal(revoked.status, 200);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const refused = await get('Patient/pat-2', smith);
+      assert.equal(refused.status, 401);
+      assert.match(refused.headers.get('www-authenticate') ?? '', /error="invalid_token", error_description="the access token has been revoked"/);
+      assert.equal((await refused.json()).resourceType, 'OperationOutcome');
+    });
+
     it('answers as a data API: no sniffing, no framing, no referrer, nothing active, whatever the answer', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       const answers = [

@@ -14,8 +14,9 @@
 import Koa from 'koa';
 import {
   allowOrigins, auditRepository, balpAudit, createDpopCheck, createGuardVerifier, httpUpstream, provenanceTemplate, provenanceUpstream,
-  ruleOptions, smartGuard, type DpopReplayStore, type GuardVerification, type OriginCheck,
+  ruleOptions, smartGuard, type GuardVerification,
 } from 'smart-auth/resource-server';
+import type { SharedDatabase } from 'smart-auth/resource-server/database';
 import type { AuditEvent } from '../server/audit/types.ts';
 import {
   boolean, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, purposes, refuseInProduction, sharedProductionProblems, url, withoutTrailingSlash,
@@ -35,28 +36,20 @@ function setting(name: string, fallback?: string): string {
   return value;
 }
 
-/** What the audit goes to, and what the authorization server's database tells the guard. */
+/** What the audit goes to, and what the authorization server's database tells the guard (as the bundled /fhir). */
 interface Backing {
   append(events: AuditEvent[]): Promise<void>;
-  origins?: OriginCheck;
-  userPatients?: GuardVerification['userPatients'];
-  /** Seen DPoP proofs, shared by every instance; unset: this process only. */
-  dpopReplay?: DpopReplayStore;
-  /** Revoked tokens and grants, as the bundled /fhir sees them; unset: only introspection tells. */
-  isRevoked?: GuardVerification['isRevoked'];
+  /** Unset: no database; DPoP proofs seen by this process only, revocation told by introspection only. */
+  shared?: SharedDatabase;
   close(): Promise<void>;
 }
 
 /** The authorization server's database is loaded only when it is used: the drivers are not needed otherwise. */
 async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
-    const [{ databaseAudit }, { openDatabase }, { registeredOrigins }, { patientsOfUser }, { recordFirstUse }, { revocationCheck }] = await Promise.all([
-      import('../server/audit/database-sink.ts'), import('../server/db.ts'), import('../server/oidc/client-origins.ts'), import('../server/oidc/users.ts'),
-      import('../server/oidc/first-use.ts'), import('../server/oidc/revocation.ts'),
-    ]);
     const revocationCacheMs = integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000);
+    const { databaseAudit, openDatabase, sharedDatabase } = await import('smart-auth/resource-server/database');
     const db = openDatabase(env.DATABASE_URL);
-    const revoked = revocationCheck(db, revocationCacheMs);
     const chain = databaseAudit(db);
     const forward = env.AUDIT_FORWARD_URL ? auditRepository(env.AUDIT_FORWARD_URL) : undefined;
     return {
@@ -65,10 +58,7 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
         await chain.append(events);
         await forward?.(events);
       },
-      origins: registeredOrigins(db),
-      userPatients: (claims) => patientsOfUser(db, claims),
-      dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
-      isRevoked: (claims) => revoked(String(claims.jti)),
+      shared: sharedDatabase(db, { revocationCacheMs }),
       close: () => db.destroy(),
     };
   }
@@ -98,8 +88,8 @@ async function main() {
     cache: boolean(env, 'GUARD_TOKEN_CACHE', true),
     introspectionCacheSeconds: integer(env, 'GUARD_INTROSPECTION_CACHE', 30, 0, 3600),
     ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
-    userPatients: store.userPatients,
-    isRevoked: store.isRevoked,
+    userPatients: store.shared?.userPatients,
+    isRevoked: store.shared?.isRevoked,
   };
   const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300) * 1000 });
   const provenance = boolean(env, 'GUARD_PROVENANCE', false);
@@ -112,12 +102,12 @@ async function main() {
     verify: createGuardVerifier(verification),
     upstream: provenance ? provenanceUpstream(upstream) : upstream,
     ...(provenance && { provenance: (token, kind) => provenanceTemplate(token, kind, new Date()) }),
-    dpop: createDpopCheck({ replay: store.dpopReplay }),
+    dpop: createDpopCheck({ replay: store.shared?.dpopReplay }),
     upstreamBase,
     includes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     narratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     allowOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
-    allowedOrigins: allowOrigins(origins(env, 'CORS_ORIGINS'), store.origins),
+    allowedOrigins: allowOrigins(origins(env, 'CORS_ORIGINS'), store.shared?.origins),
     ...ruleOptions(upstream, {
       defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),
       deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),

@@ -15,7 +15,6 @@ import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { purgeExpiredEhrLaunches, purgeExpiredGrantContexts } from './oidc/launch-store.ts';
-import { recordFirstUse } from './oidc/first-use.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
 import { createMetrics, type Metrics } from './ops/metrics.ts';
@@ -28,7 +27,6 @@ import { developerPortalRoutes, registrationFormRefused } from './portal/develop
 import { accountRoutes } from './portal/account.ts';
 import { securityRoutes } from './portal/security.ts';
 import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
-import { patientsOfUser } from './oidc/users.ts';
 import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { provenanceTemplate } from './fhir/provenance.ts';
@@ -45,7 +43,7 @@ import { userPatients } from './fhir/user-patients.ts';
 import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
 import { allowOrigins } from './resource-server/cors.ts';
-import { registeredOrigins } from './oidc/client-origins.ts';
+import { sharedDatabase } from './resource-server/database.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditEvent, AuditStore } from './audit/types.ts';
 import { auditBacklog } from './audit/backlog.ts';
@@ -289,6 +287,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
   });
 
+  // What the proxy and the package take from the database too; revocation with introspection's cache.
+  const shared = sharedDatabase(db, { revoked: isRevoked, clientCacheMs: config.clientCacheMs });
   const guardOptions: SmartGuardOptions = {
     base: config.fhirBase,
     prefix: new URL(config.fhirBase).pathname,
@@ -298,11 +298,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       mode: 'local',
       keys: host.verificationKeys,
       // In the same process as the authorization server: revocation is a database lookup, not introspection.
-      isRevoked: (claims) => isRevoked(String(claims.jti)),
-      userPatients: (claims) => patientsOfUser(db, claims),
+      isRevoked: shared.isRevoked,
+      userPatients: shared.userPatients,
     }),
     // Seen DPoP proofs are kept in the database, so a proof replayed at another instance is refused too.
-    dpop: createDpopCheck({ replay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) } }),
+    dpop: createDpopCheck({ replay: shared.dpopReplay }),
     upstream,
     upstreamBase,
     includes: config.guardIncludes,
@@ -311,7 +311,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,
-    allowedOrigins: allowOrigins(config.corsOrigins, registeredOrigins(db, config.clientCacheMs)),
+    allowedOrigins: allowOrigins(config.corsOrigins, shared.origins),
     ...guardRules,
     authorize: async (token, interaction) => (await guardRules.authorize?.(token, interaction)) ?? (await readersOfTrail(token, interaction)),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.

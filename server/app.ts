@@ -314,6 +314,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     allowedOrigins: allowOrigins(config.corsOrigins, shared.origins),
     ...guardRules,
     authorize: async (token, interaction) => (await guardRules.authorize?.(token, interaction)) ?? (await readersOfTrail(token, interaction)),
+    onError: (err) => logger.log('error', 'unexpected failure at the FHIR guard', { err }),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
     audit: async (record) => {
       metrics.guardDecisions.inc({ interaction: record.interaction?.kind ?? 'none', outcome: record.status < 400 ? 'allowed' : record.status < 500 ? 'refused' : 'failed' });

@@ -88,6 +88,8 @@ export interface GuardOptions {
   provenance?: (token: TokenContext, kind: 'create' | 'update' | 'delete') => FhirResource | undefined;
   /** Browser origins that may call the FHIR base (CORS); default none. See allowOrigins in cors.ts. */
   allowedOrigins?: OriginCheck;
+  /** Told every unexpected failure, which the client gets as a 500 OperationOutcome without its details; default: console.error. */
+  onError?: (err: unknown) => void;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -139,6 +141,7 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
+  const onError = options.onError ?? ((err: unknown) => console.error('smart-auth guard: unexpected failure', err));
   // The headers of every answer, as the authorization server's own.
   const secured = { ...SECURITY_HEADERS, 'content-security-policy': DATA_CSP, ...(options.base.startsWith('https:') && { 'strict-transport-security': HSTS }) };
   // No condition: the upstream's 304 or 412 would come before the rules (the guard answers them, see conditional.ts).
@@ -584,15 +587,26 @@ export function createGuard(guardOptions: GuardOptions) {
     return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;
   }
 
-  /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
+  /** A request that failed on the way: answered and recorded all the same. */
+  const failed = (request: ReceivedRequest, refusal: Refusal): Handled => ({
+    response: refusalResponse(refusal, options.base, true),
+    record: { request, status: refusal.status, resources: [], patients: [], requestId: request.headers['x-request-id'] },
+    shown: { resources: [], patients: [] },
+  });
+
+  /** Answers one request; fails closed: an upstream failure is a 502, anything unexpected a 500, an audit failure a 503. */
   async function answerRequest(request: ReceivedRequest): Promise<GuardResponse> {
     let outcome: Handled;
     try {
       outcome = await handle(request);
     } catch (err) {
-      if (!(err instanceof UpstreamError)) throw err;
-      const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
-      outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] }, shown: { resources: [], patients: [] } };
+      if (err instanceof UpstreamError) {
+        outcome = failed(request, { status: 502, code: 'exception', message: err.message });
+      } else {
+        // Nothing about the failure goes to the client (whatever framework runs the guard); whoever runs it learns it.
+        onError(err);
+        outcome = failed(request, { status: 500, code: 'exception', message: 'the request could not be processed' });
+      }
     }
     if (options.audit) {
       try {

@@ -118,6 +118,7 @@ async function main() {
       consentCacheMs: integer(env, 'CONSENT_CACHE_MS', 60_000, 0, 3_600_000),
       withoutConsent: choice(env, 'WITHOUT_CONSENT', 'permit', ['permit', 'deny'] as const),
       purposePolicy: loadPolicy(env.POLICY_FILE || undefined),
+      authorize: store.shared?.auditTrailReaders,
     }),
     audit: balpAudit(base, store.append),
   }));

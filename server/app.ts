@@ -40,7 +40,6 @@ import { requestIdOf } from './resource-server/request-id.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
 import { HSTS, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
-import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
 import { allowOrigins } from './resource-server/cors.ts';
 import { sharedDatabase } from './resource-server/database.ts';
@@ -51,7 +50,6 @@ import { accessAuditEvents } from './audit/balp.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
 import { disclosureRoutes, REPORT_CLIENT } from './portal/disclosures.ts';
 import { checkpointSigner, keyPolicy } from './oidc/keys.ts';
-import { findUser } from './oidc/users.ts';
 import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
 import { primaryBrandIdentifier } from './smart/brands.ts';
@@ -150,20 +148,6 @@ export interface AppContext {
   app: Koa;
 }
 
-/**
- * Reading the audit trail: a backend service by its system/ scopes, a patient user the events about
- * themselves (their compartment); any other user only with the auditor attribute.
- */
-function auditTrailReaders(db: Db) {
-  return async (token: TokenContext, interaction: FhirInteraction): Promise<Refusal | undefined> => {
-    if (interaction.type !== 'AuditEvent') return undefined;
-    if (!token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/')) return undefined;
-    const user = await findUser(db, token.sub);
-    if (user?.attributes.auditor && !user.disabled) return undefined;
-    return { status: 403, code: 'forbidden', message: 'reading the audit trail needs the auditor role' };
-  };
-}
-
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics(db);
@@ -193,7 +177,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     if (await isAccessTokenRevoked(db, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const readersOfTrail = auditTrailReaders(db);
+  // What the proxy and the package take from the database too; revocation with introspection's cache.
+  const shared = sharedDatabase(db, { revoked: isRevoked, clientCacheMs: config.clientCacheMs });
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
   const { upstreamBase } = fhirServer;
@@ -207,6 +192,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     breakGlassHint: config.breakGlassHint,
     withoutConsent: config.withoutConsent,
     purposePolicy: config.policy,
+    authorize: shared.auditTrailReaders,
   });
   const appendAccess = balpAudit(config.fhirBase, (events) => audit.append(events));
 
@@ -287,8 +273,6 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
   });
 
-  // What the proxy and the package take from the database too; revocation with introspection's cache.
-  const shared = sharedDatabase(db, { revoked: isRevoked, clientCacheMs: config.clientCacheMs });
   const guardOptions: SmartGuardOptions = {
     base: config.fhirBase,
     prefix: new URL(config.fhirBase).pathname,
@@ -313,7 +297,6 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     smartConfiguration: async () => discovery,
     allowedOrigins: allowOrigins(config.corsOrigins, shared.origins),
     ...guardRules,
-    authorize: async (token, interaction) => (await guardRules.authorize?.(token, interaction)) ?? (await readersOfTrail(token, interaction)),
     onError: (err) => logger.log('error', 'unexpected failure at the FHIR guard', { err }),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
     audit: async (record) => {

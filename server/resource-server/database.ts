@@ -5,10 +5,12 @@ import type { Db } from '../db.ts';
 import { registeredOrigins } from '../oidc/client-origins.ts';
 import { recordFirstUse } from '../oidc/first-use.ts';
 import { revocationCheck } from '../oidc/revocation.ts';
-import { patientsOfUser } from '../oidc/user-records.ts';
+import { findUser, patientsOfUser } from '../oidc/user-records.ts';
 import type { OriginCheck } from './cors.ts';
 import type { DpopReplayStore } from './dpop.ts';
 import type { GuardVerification } from './verify-token.ts';
+import type { GuardOptions } from './guard.ts';
+import type { FhirInteraction, Refusal, TokenContext } from './types.ts';
 
 export { openDatabase } from '../db.ts';
 export { databaseAudit, type DatabaseAudit } from '../audit/database-sink.ts';
@@ -23,10 +25,27 @@ export interface SharedDatabase {
   dpopReplay: DpopReplayStore;
   /** For `allowOrigins(…, origins)`: the origins of the registered apps' redirect URIs. */
   origins: OriginCheck;
+  /** For `ruleOptions(upstream, { authorize })`: who may read AuditEvents (see auditTrailReaders). */
+  auditTrailReaders: NonNullable<GuardOptions['authorize']>;
 }
 
 /**
- * What the bundled /fhir knows from the database, for any guard that shares it (the proxy, the package):
+ * Reading the audit trail: a backend service by its system/ scopes, a patient user the events about
+ * themselves (their compartment); any other user only with the auditor attribute.
+ */
+function auditTrailReaders(db: Db) {
+  return async (token: TokenContext, interaction: FhirInteraction): Promise<Refusal | undefined> => {
+    if (interaction.type !== 'AuditEvent') return undefined;
+    if (!token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/')) return undefined;
+    const user = await findUser(db, token.sub);
+    if (user?.attributes.auditor && !user.disabled) return undefined;
+    return { status: 403, code: 'forbidden', message: 'reading the audit trail needs the auditor role' };
+  };
+}
+
+/**
+ * What the bundled /fhir knows from the database, for any guard that shares it (the proxy, the package),
+ * the audit trail's readers included:
  * `revoked` a jti check to share (the server's, with introspection), else one trusting "not revoked"
  * `revocationCacheMs` (1000); registered apps reread after `clientCacheMs` (5000).
  */
@@ -37,5 +56,6 @@ export function sharedDatabase(db: Db, options: { revoked?: (jti: string) => Pro
     isRevoked: (claims) => revoked(String(claims.jti)),
     dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
     origins: registeredOrigins(db, options.clientCacheMs),
+    auditTrailReaders: auditTrailReaders(db),
   };
 }

@@ -328,6 +328,15 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await shape.server.audit.verify()).ok, true, 'the chain stays intact');
     });
 
+    it('lets only auditors among the clinicians read AuditEvents', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      const refused = await get('AuditEvent?patient=pat-2', smith);
+      assert.equal(refused.status, 403);
+      assert.match((await refused.json()).issue[0].diagnostics, /auditor role/);
+      const auditor = await token('auditor', 'demo-password-4', { purpose: 'HOPERAT' });
+      assert.equal((await get('AuditEvent?patient=pat-2', auditor)).status, 200);
+    });
+
     it('refuses a token revoked at the authorization server (within REVOCATION_CACHE_MS, 1 s), whatever the verification mode', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       assert.equal((await get('Patient/pat-2', smith)).status, 200);

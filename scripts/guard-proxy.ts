@@ -8,7 +8,8 @@
 // GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
 // Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and the
 // registered apps' origins and users' patients, revoked tokens and grants (trusted "not revoked" for REVOCATION_CACHE_MS,
-// 1000), and the DPoP proofs seen, so that a replay is refused at every instance), AUDIT_FORWARD_URL (a FHIR audit record repository).
+// 1000), and the DPoP proofs seen, so that a replay is refused at every instance; apps reread after CLIENT_CACHE_MS,
+// 1000), AUDIT_FORWARD_URL (a FHIR audit record repository).
 // Rules (README, "The guard proxy"): DEFAULT_CONFIDENTIALITY, DEIDENTIFY_PURPOSES, DEIDENTIFY_DATES, KEY_ENCRYPTION_SECRET,
 // BREAK_GLASS_HINT, GUARD_CONSENT (true), CONSENT_CACHE_MS (60000), WITHOUT_CONSENT, POLICY_FILE, CORS_ORIGINS.
 import Koa from 'koa';
@@ -48,6 +49,7 @@ interface Backing {
 async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
     const revocationCacheMs = integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000);
+    const clientCacheMs = integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000);
     const { databaseAudit, openDatabase, sharedDatabase } = await import('smart-auth/resource-server/database');
     const db = openDatabase(env.DATABASE_URL);
     const chain = databaseAudit(db);
@@ -58,7 +60,7 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
         await chain.append(events);
         await forward?.(events);
       },
-      shared: sharedDatabase(db, { revocationCacheMs }),
+      shared: sharedDatabase(db, { revocationCacheMs, clientCacheMs }),
       close: () => db.destroy(),
     };
   }

@@ -47,7 +47,7 @@ function auditTrailReaders(db: Db) {
  * What the bundled /fhir knows from the database, for any guard that shares it (the proxy, the package),
  * the audit trail's readers included:
  * `revoked` a jti check to share (the server's, with introspection), else one trusting "not revoked"
- * `revocationCacheMs` (1000); registered apps reread after `clientCacheMs` (5000).
+ * `revocationCacheMs` (1000); registered apps reread after `clientCacheMs` (1000).
  */
 export function sharedDatabase(db: Db, options: { revoked?: (jti: string) => Promise<boolean>; revocationCacheMs?: number; clientCacheMs?: number } = {}): SharedDatabase {
   const revoked = options.revoked ?? revocationCheck(db, options.revocationCacheMs ?? 1000);
@@ -55,7 +55,7 @@ export function sharedDatabase(db: Db, options: { revoked?: (jti: string) => Pro
     userPatients: (claims) => patientsOfUser(db, claims),
     isRevoked: (claims) => revoked(String(claims.jti)),
     dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
-    origins: registeredOrigins(db, options.clientCacheMs),
+    origins: registeredOrigins(db, options.clientCacheMs ?? 1000),
     auditTrailReaders: auditTrailReaders(db),
   };
 }

@@ -269,6 +269,10 @@ describe('guard in front of another FHIR server', () => {
       assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://browser-app.example.org');
       for (const name of ['DPoP', 'If-None-Match', 'If-Match', 'If-Modified-Since', 'Prefer']) assert.ok((allowed.headers.get('access-control-allow-headers') ?? '').split(', ').includes(name), name);
       assert.equal((await preflight('https://stranger.example.org')).headers.get('access-control-allow-origin'), null);
+      // An app registered now is allowed within CLIENT_CACHE_MS (1 s), as at the bundled /fhir.
+      await server.addClient({ auth: { kind: 'public' }, redirectUris: ['https://new-app.example.org/callback'] });
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      assert.equal((await preflight('https://new-app.example.org')).headers.get('access-control-allow-origin'), 'https://new-app.example.org');
     });
 
     it('refuses to start without somewhere to keep the audit trail', async () => {

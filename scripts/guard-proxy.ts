@@ -6,10 +6,11 @@
 // GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
 // GUARD_OPERATIONS (comma-separated operation names allowed through if the guard knows them, default none), UPSTREAM_TIMEOUT (seconds, 10),
 // GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
-// Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and the
-// registered apps' origins and users' patients, revoked tokens and grants (trusted "not revoked" for REVOCATION_CACHE_MS,
-// 1000), and the DPoP proofs seen, so that a replay is refused at every instance; apps reread after CLIENT_CACHE_MS,
-// 1000), AUDIT_FORWARD_URL (a FHIR audit record repository).
+// Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and what the
+// bundled /fhir learns from it, see sharedDatabase: the registered apps' origins, reread after CLIENT_CACHE_MS
+// (1000); users' patients and who may read AuditEvents; revoked tokens and grants, "not revoked" trusted for
+// REVOCATION_CACHE_MS (1000); the DPoP proofs seen, so that a replay is refused at every instance),
+// AUDIT_FORWARD_URL (a FHIR audit record repository).
 // Rules (README, "The guard proxy"): DEFAULT_CONFIDENTIALITY, DEIDENTIFY_PURPOSES, DEIDENTIFY_DATES, KEY_ENCRYPTION_SECRET,
 // BREAK_GLASS_HINT, GUARD_CONSENT (true), CONSENT_CACHE_MS (60000), WITHOUT_CONSENT, POLICY_FILE, CORS_ORIGINS.
 import Koa from 'koa';

@@ -51,18 +51,20 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
     const revocationCacheMs = integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000);
     const clientCacheMs = integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000);
-    const { databaseAudit, openDatabase, sharedDatabase } = await import('smart-auth/resource-server/database');
+    const [{ databaseAudit, openDatabase, sharedDatabase }, { startAuditForwarder }] = await Promise.all([
+      import('smart-auth/resource-server/database'), import('../server/audit/forwarder.ts'),
+    ]);
     const db = openDatabase(env.DATABASE_URL);
     const chain = databaseAudit(db);
-    const forward = env.AUDIT_FORWARD_URL ? auditRepository(env.AUDIT_FORWARD_URL) : undefined;
+    // The chain is the record, and the outbox of the repository as at the server: one instance of either forwards it.
+    const forwarder = env.AUDIT_FORWARD_URL ? startAuditForwarder(db, { url: env.AUDIT_FORWARD_URL }) : undefined;
     return {
-      // The chain is the record; a repository as well, when one is set, gets each event before the answer goes out.
-      append: async (events) => {
-        await chain.append(events);
-        await forward?.(events);
-      },
+      append: chain.append,
       shared: sharedDatabase(db, { revocationCacheMs, clientCacheMs }),
-      close: () => db.destroy(),
+      close: async () => {
+        await forwarder?.stop();
+        await db.destroy();
+      },
     };
   }
   if (env.AUDIT_FORWARD_URL) return { append: auditRepository(env.AUDIT_FORWARD_URL), close: async () => {} };

@@ -293,6 +293,35 @@ describe('guard in front of another FHIR server', () => {
       }
     });
 
+    it('with DATABASE_URL, forwards the chain to the audit repository as the server does: an access is answered once in the chain, and reaches the repository when it is back', async () => {
+      const base = `http://127.0.0.1:${await freePort()}/r4`;
+      const kept: { entity?: { what?: { identifier?: { value?: string } } }[] }[] = [];
+      let down = true;
+      const repository = createServer((req, res) => {
+        let body = '';
+        req.on('data', (d) => { body += d; });
+        req.on('end', () => {
+          if (!down && req.method === 'PUT' && /\/AuditEvent\//.test(req.url ?? '')) kept.push(JSON.parse(body));
+          res.writeHead(down ? 500 : 201).end();
+        });
+      });
+      await new Promise<void>((resolve) => repository.listen(0, '127.0.0.1', resolve));
+      const forwarding = await startGuardProxy(server, base, upstream.url, { AUDIT_FORWARD_URL: `http://127.0.0.1:${(repository.address() as AddressInfo).port}/audit` });
+      try {
+        const requestId = `outbox-${Date.now()}`;
+        const refused = await fetch(`${base}/Patient/pat-1`, { headers: { 'x-request-id': requestId } });
+        assert.equal(refused.status, 401, 'answered while the repository is down');
+        const tagged = (events: typeof kept) => events.filter((e) => e.entity?.some((x) => x.what?.identifier?.value === requestId));
+        assert.equal(tagged(await server.audit.search({ limit: 1000 }) as typeof kept).length, 1, 'the access is in the chain');
+        down = false;
+        for (let i = 0; i < 100 && tagged(kept).length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(tagged(kept).length, 1, 'and reaches the repository once it is back');
+      } finally {
+        await forwarding.stop();
+        await new Promise((resolve) => repository.close(resolve));
+      }
+    });
+
     it('sends every access to the audit repository (AUDIT_FORWARD_URL), and answers 503 when it cannot be recorded', async () => {
       const port = await freePort();
       const base = `http://127.0.0.1:${port}/r4`;

@@ -21,7 +21,8 @@ import {
 import type { SharedDatabase } from 'smart-auth/resource-server/database';
 import type { AuditEvent } from '../server/audit/types.ts';
 import {
-  boolean, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, purposes, refuseInProduction, sharedProductionProblems, url, withoutTrailingSlash,
+  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, poolSettings, purposes, refuseInProduction,
+  sharedProductionProblems, url, withoutTrailingSlash,
 } from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
 import { loadPolicy } from '../server/hcs/policy.ts';
@@ -51,10 +52,11 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
     const revocationCacheMs = integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000);
     const clientCacheMs = integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000);
+    const [databaseUrl, pool] = [checkedDatabaseUrl(env.DATABASE_URL), poolSettings(env)];
     const [{ databaseAudit, openDatabase, sharedDatabase }, { startAuditForwarder }] = await Promise.all([
       import('smart-auth/resource-server/database'), import('../server/audit/forwarder.ts'),
     ]);
-    const db = openDatabase(env.DATABASE_URL);
+    const db = openDatabase(databaseUrl, pool);
     const chain = databaseAudit(db);
     // The chain is the record, and the outbox of the repository as at the server: one instance of either forwards it.
     const forwarder = env.AUDIT_FORWARD_URL ? startAuditForwarder(db, { url: env.AUDIT_FORWARD_URL }) : undefined;

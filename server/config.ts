@@ -190,10 +190,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   const otherAudiences = (env.ADDITIONAL_FHIR_BASES ?? '').split(',').map((s) => s.trim()).filter(Boolean)
     .map((value) => withoutTrailingSlash(url('ADDITIONAL_FHIR_BASES', value).href));
-  const databaseUrl = env.DATABASE_URL || 'sqlite:./var/smart-auth.sqlite';
-  if (!/^(sqlite:|postgres(ql)?:\/\/)/.test(databaseUrl)) {
-    throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
-  }
+  const databaseUrl = checkedDatabaseUrl(env.DATABASE_URL || 'sqlite:./var/smart-auth.sqlite');
   const fhirUpstreamUrl = env.FHIR_UPSTREAM_URL ? withoutTrailingSlash(url('FHIR_UPSTREAM_URL', env.FHIR_UPSTREAM_URL).href) : undefined;
 
   const cookieSecrets = (env.COOKIE_SECRETS || DEV_COOKIE_SECRET).split(',').map((s) => s.trim()).filter(Boolean);
@@ -233,11 +230,7 @@ export function loadConfig(env: Env = process.env): Config {
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
     clientCacheMs: integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000),
     introspectionAuditBacklog: integer(env, 'INTROSPECTION_AUDIT_BACKLOG', 1000, 0, 100_000),
-    databasePool: {
-      max: integer(env, 'DATABASE_POOL_MAX', DEFAULT_POOL.max, 1, 1000),
-      acquireTimeoutMs: integer(env, 'DATABASE_ACQUIRE_TIMEOUT_MS', DEFAULT_POOL.acquireTimeoutMs, 100, 600_000),
-      statementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', DEFAULT_POOL.statementTimeoutMs, 0, 3_600_000),
-    },
+    databasePool: poolSettings(env),
     trustProxy: boolean(env, 'TRUST_PROXY', false),
     logLevel: choice(env, 'LOG_LEVEL', 'info', ['debug', 'info', 'warn', 'error', 'silent'] as const),
     loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),
@@ -281,6 +274,23 @@ function assertProductionSafe(config: Config, issuerUrl: URL): void {
   if (config.demo) problems.push('DEMO must be off (demo accounts and the demo launcher are for development only)');
   if (config.cookieSecrets.includes(DEV_COOKIE_SECRET)) problems.push('COOKIE_SECRETS must be set to your own secret(s)');
   refuseInProduction([...problems, ...sharedProductionProblems(issuerUrl, config.keyEncryptionSecret)]);
+}
+
+/** DATABASE_URL as the server and the guard proxy take it: SQLite or PostgreSQL (the password never in the message). */
+export function checkedDatabaseUrl(databaseUrl: string): string {
+  if (!/^(sqlite:|postgres(ql)?:\/\/)/.test(databaseUrl)) {
+    throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
+  }
+  return databaseUrl;
+}
+
+/** The connection pool of this instance (the server's or the guard proxy's). */
+export function poolSettings(env: Env): PoolSettings {
+  return {
+    max: integer(env, 'DATABASE_POOL_MAX', DEFAULT_POOL.max, 1, 1000),
+    acquireTimeoutMs: integer(env, 'DATABASE_ACQUIRE_TIMEOUT_MS', DEFAULT_POOL.acquireTimeoutMs, 100, 600_000),
+    statementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', DEFAULT_POOL.statementTimeoutMs, 0, 3_600_000),
+  };
 }
 
 /** KEY_ENCRYPTION_SECRET, undefined when unset; one too short is refused (the server's and the guard proxy's alike). */

@@ -1,25 +1,32 @@
 // A standalone SMART guard in front of any FHIR R4 server, with the same rules and audit as the bundled /fhir.
 //   ISSUER=https://auth.example.org FHIR_BASE_URL=https://fhir.example.org/r4 \
 //   FHIR_UPSTREAM_URL=http://internal-fhir:8080/fhir DATABASE_URL=postgres://... node --import tsx scripts/guard-proxy.ts
-// Settings: PORT (8080), HOST (0.0.0.0), GUARD_VERIFICATION (local | introspection | local+introspection),
+// Settings: PORT (8080), HOST (0.0.0.0), TRUST_PROXY (false), GUARD_VERIFICATION (local | introspection | local+introspection),
 // INTROSPECTION_CLIENT_ID / INTROSPECTION_CLIENT_SECRET (a resource-server client of the issuer),
 // GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
 // GUARD_OPERATIONS (comma-separated operation names allowed through if the guard knows them, default none), UPSTREAM_TIMEOUT (seconds, 10),
 // GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
-// Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and the
-// registered apps' origins and users' patients, and the DPoP proofs seen, so that a replay is refused at
-// every instance), AUDIT_FORWARD_URL (a FHIR audit record repository).
+// Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and what the
+// bundled /fhir learns from it, see sharedDatabase: the registered apps' origins, reread after CLIENT_CACHE_MS
+// (1000); users' patients and who may read AuditEvents; revoked tokens and grants, "not revoked" trusted for
+// REVOCATION_CACHE_MS (1000); the DPoP proofs seen, so that a replay is refused at every instance),
+// AUDIT_FORWARD_URL (a FHIR audit record repository).
 // Rules (README, "The guard proxy"): DEFAULT_CONFIDENTIALITY, DEIDENTIFY_PURPOSES, DEIDENTIFY_DATES, KEY_ENCRYPTION_SECRET,
 // BREAK_GLASS_HINT, GUARD_CONSENT (true), CONSENT_CACHE_MS (60000), WITHOUT_CONSENT, POLICY_FILE, CORS_ORIGINS.
 import Koa from 'koa';
 import {
   allowOrigins, auditRepository, balpAudit, createDpopCheck, createGuardVerifier, httpUpstream, provenanceTemplate, provenanceUpstream,
-  ruleOptions, smartGuard, type DpopReplayStore, type GuardVerification, type OriginCheck,
+  ruleOptions, smartGuard, type GuardVerification,
 } from 'smart-auth/resource-server';
+import type { SharedDatabase } from 'smart-auth/resource-server/database';
 import type { AuditEvent } from '../server/audit/types.ts';
-import { boolean, choice, ConfigError, deidentificationKeyOf, integer, origins, purposes } from '../server/config.ts';
+import {
+  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, poolSettings, purposes, refuseInProduction,
+  sharedProductionProblems, url, withoutTrailingSlash,
+} from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
 import { loadPolicy } from '../server/hcs/policy.ts';
+import { proxyTrust } from '../server/net/proxy-trust.ts';
 
 function fail(message: string): never {
   console.error(`guard-proxy: ${message}`);
@@ -32,36 +39,34 @@ function setting(name: string, fallback?: string): string {
   return value;
 }
 
-/** What the audit goes to, and what the authorization server's database tells the guard. */
+/** What the audit goes to, and what the authorization server's database tells the guard (as the bundled /fhir). */
 interface Backing {
   append(events: AuditEvent[]): Promise<void>;
-  origins?: OriginCheck;
-  userPatients?: GuardVerification['userPatients'];
-  /** Seen DPoP proofs, shared by every instance; unset: this process only. */
-  dpopReplay?: DpopReplayStore;
+  /** Unset: no database; DPoP proofs seen by this process only, revocation told by introspection only. */
+  shared?: SharedDatabase;
   close(): Promise<void>;
 }
 
 /** The authorization server's database is loaded only when it is used: the drivers are not needed otherwise. */
 async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
   if (env.DATABASE_URL) {
-    const [{ databaseAudit }, { openDatabase }, { registeredOrigins }, { patientsOfUser }, { recordFirstUse }] = await Promise.all([
-      import('../server/audit/database-sink.ts'), import('../server/db.ts'), import('../server/oidc/client-origins.ts'), import('../server/oidc/users.ts'),
-      import('../server/oidc/first-use.ts'),
+    const revocationCacheMs = integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000);
+    const clientCacheMs = integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000);
+    const [databaseUrl, pool] = [checkedDatabaseUrl(env.DATABASE_URL), poolSettings(env)];
+    const [{ databaseAudit, openDatabase, sharedDatabase }, { startAuditForwarder }] = await Promise.all([
+      import('smart-auth/resource-server/database'), import('../server/audit/forwarder.ts'),
     ]);
-    const db = openDatabase(env.DATABASE_URL);
+    const db = openDatabase(databaseUrl, pool);
     const chain = databaseAudit(db);
-    const forward = env.AUDIT_FORWARD_URL ? auditRepository(env.AUDIT_FORWARD_URL) : undefined;
+    // The chain is the record, and the outbox of the repository as at the server: one instance of either forwards it.
+    const forwarder = env.AUDIT_FORWARD_URL ? startAuditForwarder(db, { url: env.AUDIT_FORWARD_URL }) : undefined;
     return {
-      // The chain is the record; a repository as well, when one is set, gets each event before the answer goes out.
-      append: async (events) => {
-        await chain.append(events);
-        await forward?.(events);
+      append: chain.append,
+      shared: sharedDatabase(db, { revocationCacheMs, clientCacheMs }),
+      close: async () => {
+        await forwarder?.stop();
+        await db.destroy();
       },
-      origins: registeredOrigins(db),
-      userPatients: (claims) => patientsOfUser(db, claims),
-      dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
-      close: () => db.destroy(),
     };
   }
   if (env.AUDIT_FORWARD_URL) return { append: auditRepository(env.AUDIT_FORWARD_URL), close: async () => {} };
@@ -70,9 +75,13 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
 
 async function main() {
   const env = process.env;
-  const issuer = setting('ISSUER').replace(/\/$/, '');
-  const base = setting('FHIR_BASE_URL').replace(/\/$/, '');
-  const upstreamBase = setting('FHIR_UPSTREAM_URL').replace(/\/$/, '');
+  const issuerUrl = url('ISSUER', setting('ISSUER'));
+  const issuer = withoutTrailingSlash(issuerUrl.href);
+  const base = withoutTrailingSlash(url('FHIR_BASE_URL', setting('FHIR_BASE_URL')).href);
+  const upstreamBase = withoutTrailingSlash(url('FHIR_UPSTREAM_URL', setting('FHIR_UPSTREAM_URL')).href);
+  const keyEncryptionSecret = keyEncryptionSecretOf(env);
+  // The same refusals as the server's, for what the two share.
+  if (env.NODE_ENV === 'production') refuseInProduction(sharedProductionProblems(issuerUrl, keyEncryptionSecret));
   const mode = choice(env, 'GUARD_VERIFICATION', 'local', ['local', 'introspection', 'local+introspection'] as const);
   const clientId = env.INTROSPECTION_CLIENT_ID;
   const clientSecret = env.INTROSPECTION_CLIENT_SECRET;
@@ -86,12 +95,13 @@ async function main() {
     cache: boolean(env, 'GUARD_TOKEN_CACHE', true),
     introspectionCacheSeconds: integer(env, 'GUARD_INTROSPECTION_CACHE', 30, 0, 3600),
     ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
-    userPatients: store.userPatients,
+    userPatients: store.shared?.userPatients,
+    isRevoked: store.shared?.isRevoked,
   };
   const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300) * 1000 });
   const provenance = boolean(env, 'GUARD_PROVENANCE', false);
 
-  const app = new Koa({ proxy: true });
+  const app = new Koa(proxyTrust(boolean(env, 'TRUST_PROXY', false)));
   app.use(smartGuard({
     base,
     issuer,
@@ -99,22 +109,23 @@ async function main() {
     verify: createGuardVerifier(verification),
     upstream: provenance ? provenanceUpstream(upstream) : upstream,
     ...(provenance && { provenance: (token, kind) => provenanceTemplate(token, kind, new Date()) }),
-    dpop: createDpopCheck({ replay: store.dpopReplay }),
+    dpop: createDpopCheck({ replay: store.shared?.dpopReplay }),
     upstreamBase,
     includes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     narratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     allowOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
-    allowedOrigins: allowOrigins(origins(env, 'CORS_ORIGINS'), store.origins),
+    allowedOrigins: allowOrigins(origins(env, 'CORS_ORIGINS'), store.shared?.origins),
     ...ruleOptions(upstream, {
       defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),
       deidentifyPurposes: purposes(env, 'DEIDENTIFY_PURPOSES', 'HRESCH'),
       deidentifyDates: choice(env, 'DEIDENTIFY_DATES', 'truncate-year', ['truncate-year', 'truncate-month', 'shift'] as const),
-      deidentificationKey: env.KEY_ENCRYPTION_SECRET ? deidentificationKeyOf(env.KEY_ENCRYPTION_SECRET) : undefined,
+      deidentificationKey: keyEncryptionSecret && deidentificationKeyOf(keyEncryptionSecret),
       breakGlassHint: boolean(env, 'BREAK_GLASS_HINT', false),
       consent: boolean(env, 'GUARD_CONSENT', true),
       consentCacheMs: integer(env, 'CONSENT_CACHE_MS', 60_000, 0, 3_600_000),
       withoutConsent: choice(env, 'WITHOUT_CONSENT', 'permit', ['permit', 'deny'] as const),
       purposePolicy: loadPolicy(env.POLICY_FILE || undefined),
+      authorize: store.shared?.auditTrailReaders,
     }),
     audit: balpAudit(base, store.append),
   }));

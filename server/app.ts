@@ -15,7 +15,6 @@ import { bearerIntrospection } from './oidc/bearer-introspection.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { purgeExpiredEhrLaunches, purgeExpiredGrantContexts } from './oidc/launch-store.ts';
-import { recordFirstUse } from './oidc/first-use.ts';
 import { createLoginThrottle, type LoginThrottle } from './limits/login-throttle.ts';
 import { createRateLimiter, rateLimit } from './limits/rate-limit.ts';
 import { createMetrics, type Metrics } from './ops/metrics.ts';
@@ -28,7 +27,6 @@ import { developerPortalRoutes, registrationFormRefused } from './portal/develop
 import { accountRoutes } from './portal/account.ts';
 import { securityRoutes } from './portal/security.ts';
 import { upstreamPatientDirectory } from './fhir/patient-directory.ts';
-import { patientsOfUser } from './oidc/users.ts';
 import { configuredUpstream } from './fhir/upstream-of.ts';
 import { seedDemoResources } from './fhir/store-db.ts';
 import { provenanceTemplate } from './fhir/provenance.ts';
@@ -38,11 +36,13 @@ import { createAuditStore, type SignedHead } from './audit/audit-store.ts';
 import { headLogFields } from './audit/signed-head.ts';
 import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.ts';
 import { createGuard } from './resource-server/guard.ts';
+import { requestIdOf } from './resource-server/request-id.ts';
+import { proxyTrust } from './net/proxy-trust.ts';
+import { HSTS, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
-import type { FhirInteraction, Refusal, TokenContext } from './resource-server/types.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
 import { allowOrigins } from './resource-server/cors.ts';
-import { registeredOrigins } from './oidc/client-origins.ts';
+import { sharedDatabase } from './resource-server/database.ts';
 import { startAuditForwarder } from './audit/forwarder.ts';
 import type { AuditEvent, AuditStore } from './audit/types.ts';
 import { auditBacklog } from './audit/backlog.ts';
@@ -50,7 +50,6 @@ import { accessAuditEvents } from './audit/balp.ts';
 import { auditEventUpstream } from './audit/fhir-upstream.ts';
 import { disclosureRoutes, REPORT_CLIENT } from './portal/disclosures.ts';
 import { checkpointSigner, keyPolicy } from './oidc/keys.ts';
-import { findUser } from './oidc/users.ts';
 import { createTokenVerifier, InvalidTokenError } from './resource-server/verify-token.ts';
 import { SCOPES_SUPPORTED, smartConfiguration } from './smart/discovery.ts';
 import { primaryBrandIdentifier } from './smart/brands.ts';
@@ -70,10 +69,8 @@ const SMART_STYLE = {
 
 function securityHeaders(ctx: Context, next: Next) {
   ctx.set('Content-Security-Policy', "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'");
-  ctx.set('X-Content-Type-Options', 'nosniff');
-  ctx.set('Referrer-Policy', 'no-referrer');
-  ctx.set('X-Frame-Options', 'DENY');
-  if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
+  ctx.set(SECURITY_HEADERS);
+  if (ctx.secure) ctx.set('Strict-Transport-Security', HSTS);
   return next();
 }
 
@@ -88,12 +85,9 @@ function providerBodyLimit(ctx: Context, next: Next) {
   ctx.body = { error: 'invalid_request', error_description: `the request body is larger than ${PROVIDER_BODY_LIMIT / 1024} KiB` };
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
 /** Every request has an id: the client's X-Request-Id when it is sane, else a new one; returned and recorded. */
 function requestId(ctx: Context, next: Next) {
-  const sent = ctx.get('x-request-id');
-  const id = REQUEST_ID.test(sent) ? sent : randomUUID();
+  const id = requestIdOf(ctx.get('x-request-id'));
   ctx.state.requestId = id;
   ctx.request.headers['x-request-id'] = id;
   ctx.set('X-Request-Id', id);
@@ -154,20 +148,6 @@ export interface AppContext {
   app: Koa;
 }
 
-/**
- * Reading the audit trail: a backend service by its system/ scopes, a patient user the events about
- * themselves (their compartment); any other user only with the auditor attribute.
- */
-function auditTrailReaders(db: Db) {
-  return async (token: TokenContext, interaction: FhirInteraction): Promise<Refusal | undefined> => {
-    if (interaction.type !== 'AuditEvent') return undefined;
-    if (!token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/')) return undefined;
-    const user = await findUser(db, token.sub);
-    if (user?.attributes.auditor && !user.disabled) return undefined;
-    return { status: 403, code: 'forbidden', message: 'reading the audit trail needs the auditor role' };
-  };
-}
-
 export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics(db);
@@ -184,7 +164,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   // One entrance to the audit chain for the whole server, the token endpoints included.
   const auditSink = { append: (event: AuditEvent) => audit.append([event]) };
   // One revocation cache for introspection and /fhir.
-  const isRevoked = revocationCheck(db, () => host.provider, config.revocationCacheMs);
+  const isRevoked = revocationCheck(db, config.revocationCacheMs);
   const introspections = auditBacklog(auditSink, config.introspectionAuditBacklog, (message, err) => logger.log('error', message, { err }));
   const host = await createProviderHost(config, db, {
     onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log, audit: auditSink, isRevoked, introspections,
@@ -194,10 +174,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const verifyAccessToken = async (token: string) => {
     const claims = await verifySignature(token);
     if (boundKey(claims)) throw new InvalidTokenError('a DPoP-bound access token is accepted only with a DPoP proof, at /fhir');
-    if (await isAccessTokenRevoked(db, host.provider, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
+    if (await isAccessTokenRevoked(db, claims.jti)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
-  const readersOfTrail = auditTrailReaders(db);
+  // What the proxy and the package take from the database too; revocation with introspection's cache.
+  const shared = sharedDatabase(db, { revoked: isRevoked, clientCacheMs: config.clientCacheMs });
   const fhirServer = configuredUpstream(config, db);
   const upstream = auditEventUpstream(audit, fhirServer.upstreamBase, fhirServer.upstream);
   const { upstreamBase } = fhirServer;
@@ -211,11 +192,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     breakGlassHint: config.breakGlassHint,
     withoutConsent: config.withoutConsent,
     purposePolicy: config.policy,
+    authorize: shared.auditTrailReaders,
   });
   const appendAccess = balpAudit(config.fhirBase, (events) => audit.append(events));
 
-  // Behind a proxy, the client address is the one the proxy appended (maxIpsCount 1), not what a client sent.
-  const app = new Koa({ keys: config.cookieSecrets, proxy: config.trustProxy, maxIpsCount: 1 });
+  const app = new Koa({ keys: config.cookieSecrets, ...proxyTrust(config.trustProxy) });
   // Per-user lockout in the database (every instance sees it); per-address limits too.
   const loginThrottle = loginThrottleOf(config, db);
   const router = new Router();
@@ -301,11 +282,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       mode: 'local',
       keys: host.verificationKeys,
       // In the same process as the authorization server: revocation is a database lookup, not introspection.
-      isRevoked: (claims) => isRevoked(String(claims.jti)),
-      userPatients: (claims) => patientsOfUser(db, claims),
+      isRevoked: shared.isRevoked,
+      userPatients: shared.userPatients,
     }),
     // Seen DPoP proofs are kept in the database, so a proof replayed at another instance is refused too.
-    dpop: createDpopCheck({ replay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) } }),
+    dpop: createDpopCheck({ replay: shared.dpopReplay }),
     upstream,
     upstreamBase,
     includes: config.guardIncludes,
@@ -314,9 +295,9 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
     smartConfiguration: async () => discovery,
-    allowedOrigins: allowOrigins(config.corsOrigins, registeredOrigins(db, config.clientCacheMs)),
+    allowedOrigins: allowOrigins(config.corsOrigins, shared.origins),
     ...guardRules,
-    authorize: async (token, interaction) => (await guardRules.authorize?.(token, interaction)) ?? (await readersOfTrail(token, interaction)),
+    onError: (err) => logger.log('error', 'unexpected failure at the FHIR guard', { err }),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
     audit: async (record) => {
       metrics.guardDecisions.inc({ interaction: record.interaction?.kind ?? 'none', outcome: record.status < 400 ? 'allowed' : record.status < 500 ? 'refused' : 'failed' });

@@ -148,7 +148,7 @@ export function boolean(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
 }
 
-function url(name: string, raw: string): URL {
+export function url(name: string, raw: string): URL {
   let parsed: URL;
   try {
     parsed = new URL(raw);
@@ -172,7 +172,7 @@ export function origins(env: Env, name: string): string[] {
 /** The de-identification key of the guard, derived from KEY_ENCRYPTION_SECRET: a proxy with the same secret gives the same pseudonyms. */
 export const deidentificationKeyOf = (secret: string) => createHash('sha256').update(`de-identification:${secret}`).digest('base64url');
 
-const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
+export const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
 
 function isLoopback(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
@@ -190,18 +190,14 @@ export function loadConfig(env: Env = process.env): Config {
 
   const otherAudiences = (env.ADDITIONAL_FHIR_BASES ?? '').split(',').map((s) => s.trim()).filter(Boolean)
     .map((value) => withoutTrailingSlash(url('ADDITIONAL_FHIR_BASES', value).href));
-  const databaseUrl = env.DATABASE_URL || 'sqlite:./var/smart-auth.sqlite';
-  if (!/^(sqlite:|postgres(ql)?:\/\/)/.test(databaseUrl)) {
-    throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
-  }
+  const databaseUrl = checkedDatabaseUrl(env.DATABASE_URL || 'sqlite:./var/smart-auth.sqlite');
   const fhirUpstreamUrl = env.FHIR_UPSTREAM_URL ? withoutTrailingSlash(url('FHIR_UPSTREAM_URL', env.FHIR_UPSTREAM_URL).href) : undefined;
 
   const cookieSecrets = (env.COOKIE_SECRETS || DEV_COOKIE_SECRET).split(',').map((s) => s.trim()).filter(Boolean);
   if (cookieSecrets.some((s) => s.length < 32)) throw new ConfigError('COOKIE_SECRETS: each secret must be at least 32 characters');
 
 
-  const keyEncryptionSecret = env.KEY_ENCRYPTION_SECRET || DEV_KEY_ENCRYPTION_SECRET;
-  if (keyEncryptionSecret.length < 32) throw new ConfigError('KEY_ENCRYPTION_SECRET must be at least 32 characters');
+  const keyEncryptionSecret = keyEncryptionSecretOf(env) ?? DEV_KEY_ENCRYPTION_SECRET;
   const accessTokenAlg = (env.ACCESS_TOKEN_ALG || 'ES256') as Config['accessTokenAlg'];
   if (!['ES256', 'RS256', 'ES384'].includes(accessTokenAlg)) throw new ConfigError(`ACCESS_TOKEN_ALG must be ES256, RS256 or ES384, got "${accessTokenAlg}"`);
   const registration = (env.REGISTRATION || (production ? 'token' : 'open')) as Config['registration'];
@@ -234,11 +230,7 @@ export function loadConfig(env: Env = process.env): Config {
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
     clientCacheMs: integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000),
     introspectionAuditBacklog: integer(env, 'INTROSPECTION_AUDIT_BACKLOG', 1000, 0, 100_000),
-    databasePool: {
-      max: integer(env, 'DATABASE_POOL_MAX', DEFAULT_POOL.max, 1, 1000),
-      acquireTimeoutMs: integer(env, 'DATABASE_ACQUIRE_TIMEOUT_MS', DEFAULT_POOL.acquireTimeoutMs, 100, 600_000),
-      statementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', DEFAULT_POOL.statementTimeoutMs, 0, 3_600_000),
-    },
+    databasePool: poolSettings(env),
     trustProxy: boolean(env, 'TRUST_PROXY', false),
     logLevel: choice(env, 'LOG_LEVEL', 'info', ['debug', 'info', 'warn', 'error', 'silent'] as const),
     loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),
@@ -281,7 +273,45 @@ function assertProductionSafe(config: Config, issuerUrl: URL): void {
   const problems: string[] = [];
   if (config.demo) problems.push('DEMO must be off (demo accounts and the demo launcher are for development only)');
   if (config.cookieSecrets.includes(DEV_COOKIE_SECRET)) problems.push('COOKIE_SECRETS must be set to your own secret(s)');
-  if (config.keyEncryptionSecret === DEV_KEY_ENCRYPTION_SECRET) problems.push('KEY_ENCRYPTION_SECRET must be set: it encrypts the signing keys in the database');
+  refuseInProduction([...problems, ...sharedProductionProblems(issuerUrl, config.keyEncryptionSecret)]);
+}
+
+/** DATABASE_URL as the server and the guard proxy take it: SQLite or PostgreSQL (the password never in the message). */
+export function checkedDatabaseUrl(databaseUrl: string): string {
+  if (!/^(sqlite:|postgres(ql)?:\/\/)/.test(databaseUrl)) {
+    throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${databaseUrl.replace(/\/\/[^@]*@/, '//***@')}"`);
+  }
+  return databaseUrl;
+}
+
+/** The connection pool of this instance (the server's or the guard proxy's). */
+export function poolSettings(env: Env): PoolSettings {
+  return {
+    max: integer(env, 'DATABASE_POOL_MAX', DEFAULT_POOL.max, 1, 1000),
+    acquireTimeoutMs: integer(env, 'DATABASE_ACQUIRE_TIMEOUT_MS', DEFAULT_POOL.acquireTimeoutMs, 100, 600_000),
+    statementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', DEFAULT_POOL.statementTimeoutMs, 0, 3_600_000),
+  };
+}
+
+/** KEY_ENCRYPTION_SECRET, undefined when unset; one too short is refused (the server's and the guard proxy's alike). */
+export function keyEncryptionSecretOf(env: Env): string | undefined {
+  const secret = env.KEY_ENCRYPTION_SECRET || undefined;
+  if (secret !== undefined && secret.length < 32) throw new ConfigError('KEY_ENCRYPTION_SECRET must be at least 32 characters');
+  return secret;
+}
+
+/**
+ * What production refuses in the settings the server and the guard proxy share: the development secret
+ * (it keys the signing keys' encryption and the pseudonyms), and an issuer whose tokens and keys would
+ * come over plain http.
+ */
+export function sharedProductionProblems(issuerUrl: URL, keyEncryptionSecret: string | undefined): string[] {
+  const problems: string[] = [];
+  if (keyEncryptionSecret === DEV_KEY_ENCRYPTION_SECRET) problems.push('KEY_ENCRYPTION_SECRET must be set: it encrypts the signing keys in the database and keys the pseudonyms');
   if (issuerUrl.protocol !== 'https:' && !isLoopback(issuerUrl.hostname)) problems.push('ISSUER must be an https URL');
+  return problems;
+}
+
+export function refuseInProduction(problems: string[]): void {
   if (problems.length) throw new ConfigError(`refusing to start with NODE_ENV=production:\n  - ${problems.join('\n  - ')}`);
 }

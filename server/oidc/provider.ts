@@ -241,7 +241,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase,
     verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }) }),
-    isRevoked: deps.isRevoked ?? ((jti) => isAccessTokenRevoked(db, provider, jti)),
+    isRevoked: deps.isRevoked ?? ((jti) => isAccessTokenRevoked(db, jti)),
     introspections: deps.introspections ?? auditBacklog(audit, config.introspectionAuditBacklog, (message, err) => log('error', message, { err })),
   }));
   provider.use(scopeInRegistrationResponses);

@@ -7,40 +7,9 @@ import type { Subject } from '../hcs/policy.ts';
 import { isPrivacyOfficerRole, PRIVACY_OFFICER } from '../hcs/codes.ts';
 import { endUserAccess } from '../auth/sessions.ts';
 import { passwordProblem } from '../auth/password-policy.ts';
+import { patientOf, toUser, type Coding, type User, type UserAttributes, type UserRow } from './user-records.ts';
 
-export interface Coding {
-  system: string;
-  code: string;
-  display?: string;
-}
-
-/** Security attributes (HCS): who the user is for access decisions. */
-export interface UserAttributes {
-  roles?: Coding[];
-  purposes?: string[];
-  clearance?: string;
-  sensitivities?: string[];
-  breakGlass?: boolean;
-  auditor?: boolean;
-  /** May write Consent and lower or remove security labels: the PRIVACY_OFFICER role in tokens. */
-  privacyOfficer?: boolean;
-  organization?: string;
-  /** A URI (or urn:oid:) for the organization: IUA subject_organization_id. */
-  organizationId?: string;
-  /** Patient ids a clinician may pick and reach; absent means all. */
-  patients?: string[];
-  /** Must sign in with a second factor (TOTP or passkey); led to enrol one when they have none. */
-  requireMfa?: boolean;
-}
-
-export interface User {
-  id: string;
-  username: string;
-  name: string | null;
-  fhirUser: string | null;
-  attributes: UserAttributes;
-  disabled: boolean;
-}
+export { findUser, patientOf, patientsOfUser, toUser, type Coding, type User, type UserAttributes, type UserRow } from './user-records.ts';
 
 export interface NewUser {
   username: string;
@@ -53,26 +22,6 @@ export interface NewUser {
 export class UserError extends Error {
   override name = 'UserError';
 }
-
-export interface UserRow {
-  id: string;
-  username: string;
-  password_hash: string;
-  name: string | null;
-  fhir_user: string | null;
-  attributes: string;
-  disabled: number | boolean;
-}
-
-/** A `users` row as a User (`password_hash` is not needed). */
-export const toUser = (row: Omit<UserRow, 'password_hash'>): User => ({
-  id: row.id,
-  username: row.username,
-  name: row.name,
-  fhirUser: row.fhir_user,
-  attributes: JSON.parse(row.attributes) as UserAttributes,
-  disabled: Boolean(row.disabled),
-});
 
 const FHIR_USER = /^(Patient|Practitioner|PractitionerRole|RelatedPerson|Person)\/[A-Za-z0-9\-.]{1,64}$/;
 
@@ -101,11 +50,6 @@ export async function addUser(db: Db, user: NewUser, hash: (password: string) =>
   };
   await db('users').insert(row);
   return toUser(row);
-}
-
-export async function findUser(db: Db, id: string): Promise<User | undefined> {
-  const row = await db('users').where('id', id).first();
-  return row ? toUser(row) : undefined;
 }
 
 export async function findUserByUsername(db: Db, username: string): Promise<User | undefined> {
@@ -153,11 +97,6 @@ export async function authenticate(db: Db, username: string, password: string): 
   return toUser(row);
 }
 
-/** The patient a patient user is, if the user is one. */
-export function patientOf(user: User): string | undefined {
-  return user.fhirUser?.startsWith('Patient/') ? user.fhirUser.slice('Patient/'.length) : undefined;
-}
-
 /** Whether a user may pick and reach this patient. */
 export function mayAccessPatient(user: User, patientId: string): boolean {
   const own = patientOf(user);
@@ -183,15 +122,3 @@ export function subjectOf(user: User): Subject {
   };
 }
 
-/**
- * For the guard: the patients a token's user may reach with `user/` scopes. Undefined means all
- * (a clinician without a list); a patient user reaches their own record only; an unknown or
- * disabled user reaches none.
- */
-export async function patientsOfUser(db: Db, claims: Record<string, unknown>): Promise<readonly string[] | undefined> {
-  if (typeof claims.sub !== 'string' || claims.sub === claims.client_id) return undefined; // a backend service
-  const user = await findUser(db, claims.sub);
-  if (!user || user.disabled) return [];
-  const own = patientOf(user);
-  return own ? [own] : user.attributes.patients;
-}

@@ -17,6 +17,8 @@ import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } f
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
 import { corsHeaders, preflightHeaders, type OriginCheck } from './cors.ts';
+import { requestIdOf } from './request-id.ts';
+import { DATA_CSP, HSTS, SECURITY_HEADERS } from '../net/security-headers.ts';
 
 /** A request as it arrives, in any framework. */
 export interface GuardRequest {
@@ -86,6 +88,8 @@ export interface GuardOptions {
   provenance?: (token: TokenContext, kind: 'create' | 'update' | 'delete') => FhirResource | undefined;
   /** Browser origins that may call the FHIR base (CORS); default none. See allowOrigins in cors.ts. */
   allowedOrigins?: OriginCheck;
+  /** Told every unexpected failure, which the client gets as a 500 OperationOutcome without its details; default: console.error. */
+  onError?: (err: unknown) => void;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
 }
@@ -137,6 +141,9 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
+  const onError = options.onError ?? ((err: unknown) => console.error('smart-auth guard: unexpected failure', err));
+  // The headers of every answer, as the authorization server's own.
+  const secured = { ...SECURITY_HEADERS, 'content-security-policy': DATA_CSP, ...(options.base.startsWith('https:') && { 'strict-transport-security': HSTS }) };
   // No condition: the upstream's 304 or 412 would come before the rules (the guard answers them, see conditional.ts).
   // `allowedWrite`: a write that passed every rule and the guard's own check of its conditions takes If-Match along.
   const passHeaders = (headers: Record<string, string | undefined>, allowedWrite = false) => Object.fromEntries(
@@ -580,15 +587,26 @@ export function createGuard(guardOptions: GuardOptions) {
     return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;
   }
 
-  /** Answers one request; fails closed: an upstream failure is a 502, an audit failure a 503. */
+  /** A request that failed on the way: answered and recorded all the same. */
+  const failed = (request: ReceivedRequest, refusal: Refusal): Handled => ({
+    response: refusalResponse(refusal, options.base, true),
+    record: { request, status: refusal.status, resources: [], patients: [], requestId: request.headers['x-request-id'] },
+    shown: { resources: [], patients: [] },
+  });
+
+  /** Answers one request; fails closed: an upstream failure is a 502, anything unexpected a 500, an audit failure a 503. */
   async function answerRequest(request: ReceivedRequest): Promise<GuardResponse> {
     let outcome: Handled;
     try {
       outcome = await handle(request);
     } catch (err) {
-      if (!(err instanceof UpstreamError)) throw err;
-      const refusal: Refusal = { status: 502, code: 'exception', message: err.message };
-      outcome = { response: refusalResponse(refusal, options.base, true), record: { request, status: 502, resources: [], patients: [] }, shown: { resources: [], patients: [] } };
+      if (err instanceof UpstreamError) {
+        outcome = failed(request, { status: 502, code: 'exception', message: err.message });
+      } else {
+        // Nothing about the failure goes to the client (whatever framework runs the guard); whoever runs it learns it.
+        onError(err);
+        outcome = failed(request, { status: 500, code: 'exception', message: 'the request could not be processed' });
+      }
     }
     if (options.audit) {
       try {
@@ -608,10 +626,13 @@ export function createGuard(guardOptions: GuardOptions) {
     async handle(arriving: GuardRequest): Promise<GuardResponse> {
       const request = received(arriving);
       const origin = request.headers.origin;
+      // The id the audit records, sent upstream and returned, whatever the client sent.
+      const id = requestIdOf(request.headers['x-request-id']);
+      request.headers['x-request-id'] = id;
       // A CORS preflight carries no token and reads nothing: answered here, not audited.
-      if (request.method === 'OPTIONS') return { status: 204, headers: await preflightHeaders(origin, options.allowedOrigins) };
+      if (request.method === 'OPTIONS') return { status: 204, headers: { ...secured, ...(await preflightHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
       const response = await answerRequest(request);
-      return { ...response, headers: { ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)) } };
+      return { ...response, headers: { ...secured, ...response.headers, ...(await corsHeaders(origin, options.allowedOrigins)), 'x-request-id': id } };
     },
   };
 }

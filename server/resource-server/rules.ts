@@ -34,6 +34,8 @@ export interface GuardRules {
   withoutConsent?: 'permit' | 'deny';
   /** The HCS policy: the role x purpose-of-use rules every user's token must satisfy, and the label vocabulary (default: the bundled policy); false turns the purpose check off. */
   purposePolicy?: HcsPolicy | false;
+  /** A further check after the purpose of use, e.g. sharedDatabase's `auditTrailReaders`. */
+  authorize?: GuardOptions['authorize'];
 }
 
 /**
@@ -62,7 +64,9 @@ export function ruleOptions(upstream: Upstream, rules: GuardRules = {}): Pick<Gu
       withoutConsent: rules.withoutConsent ?? 'permit',
       consents: rules.consent === false ? undefined : upstreamConsents(upstream, rules.consentCacheMs),
     }),
-    authorize: purposePolicy ? (token) => purposeRefusal(purposePolicy, token) : undefined,
+    authorize: purposePolicy || rules.authorize
+      ? async (token, interaction) => (purposePolicy ? purposeRefusal(purposePolicy, token) : undefined) ?? (await rules.authorize?.(token, interaction))
+      : undefined,
   };
 }
 

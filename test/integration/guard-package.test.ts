@@ -18,18 +18,21 @@ const APP_ORIGIN = 'https://app.example.org';
 
 const KOA_APP = `
 import Koa from 'koa';
-import { allowOrigins, balpAudit, httpUpstream, ruleOptions, smartGuard } from '@smart-auth/guard';
-import { databaseAudit, openDatabase, registeredOrigins } from '@smart-auth/guard/database';
+import { allowOrigins, balpAudit, createDpopCheck, createGuardVerifier, httpUpstream, ruleOptions, smartGuard } from '@smart-auth/guard';
+import { databaseAudit, openDatabase, sharedDatabase } from '@smart-auth/guard/database';
 
 const { ISSUER, FHIR_BASE, UPSTREAM, PORT, DATABASE_URL } = process.env;
 const upstream = httpUpstream({ baseUrl: UPSTREAM });
 const db = openDatabase(DATABASE_URL);
 const chain = databaseAudit(db);
+const shared = sharedDatabase(db);
 let audited = 0;
 const app = new Koa();
 app.use(smartGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
-  allowedOrigins: allowOrigins([], registeredOrigins(db)),
+  verify: createGuardVerifier({ issuer: ISSUER, audience: FHIR_BASE, mode: 'local', userPatients: shared.userPatients, isRevoked: shared.isRevoked }),
+  dpop: createDpopCheck({ replay: shared.dpopReplay }),
+  allowedOrigins: allowOrigins([], shared.origins),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { await chain.append(events); audited += events.length; }),
 }));
@@ -123,6 +126,27 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     await server?.stop();
     await upstream?.stop();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('with @smart-auth/guard/database, knows what the bundled /fhir knows: a clinician\'s patients, revoked tokens', async () => {
+    const { base } = apps.koa;
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    // dr.jones may reach pat-1 and pat-2 only.
+    const launch = await authorize({ server, client, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
+    const token = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+    const read = (path: string) => fetch(`${base}/${path}`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await read('Patient/pat-1')).status, 200);
+    assert.equal((await read('Patient/pat-3')).status, 404, 'a patient not on the clinician\'s list');
+    const revoked = await fetch(`${server.issuer}/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}` },
+      body: new URLSearchParams({ token }),
+    });
+    assert.equal(revoked.status, 200);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const refused = await read('Patient/pat-1');
+    assert.equal(refused.status, 401, 'revoked (within a second)');
+    assert.match(refused.headers.get('www-authenticate') ?? '', /the access token has been revoked/);
   });
 
   it('ships compiled JavaScript with types and a files list, and needs none of the authorization server\'s dependencies', () => {

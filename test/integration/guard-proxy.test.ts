@@ -10,6 +10,7 @@ import { startTestServer, freePort, type TestServer } from '../support/server.ts
 import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { startDemoFhirServer, startGuardProxy, startScript, type ChildServer } from '../support/processes.ts';
+import { DEV_KEY_ENCRYPTION_SECRET } from '../../server/config.ts';
 
 describe('guard in front of another FHIR server', () => {
   let dir: string;
@@ -268,11 +269,59 @@ describe('guard in front of another FHIR server', () => {
       assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://browser-app.example.org');
       for (const name of ['DPoP', 'If-None-Match', 'If-Match', 'If-Modified-Since', 'Prefer']) assert.ok((allowed.headers.get('access-control-allow-headers') ?? '').split(', ').includes(name), name);
       assert.equal((await preflight('https://stranger.example.org')).headers.get('access-control-allow-origin'), null);
+      // An app registered now is allowed within CLIENT_CACHE_MS (1 s), as at the bundled /fhir.
+      await server.addClient({ auth: { kind: 'public' }, redirectUris: ['https://new-app.example.org/callback'] });
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      assert.equal((await preflight('https://new-app.example.org')).headers.get('access-control-allow-origin'), 'https://new-app.example.org');
     });
 
     it('refuses to start without somewhere to keep the audit trail', async () => {
       const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: '', AUDIT_FORWARD_URL: '' };
       await assert.rejects(startScript('scripts/guard-proxy.ts', env, /listening/), /every access is audited: set DATABASE_URL/);
+    });
+
+    it('refuses to start with what the server refuses: a short KEY_ENCRYPTION_SECRET, a base that is no URL, a bad database setting, and in production an http issuer or the development secret', async () => {
+      const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: server.config.databaseUrl };
+      const production = { ...env, NODE_ENV: 'production', ISSUER: 'https://auth.example.org', KEY_ENCRYPTION_SECRET: 'k'.repeat(40) };
+      for (const [settings, refusal] of [
+        [{ ...env, KEY_ENCRYPTION_SECRET: 'short' }, /KEY_ENCRYPTION_SECRET must be at least 32 characters/],
+        [{ ...env, FHIR_BASE_URL: 'fhir.example.org/r4' }, /FHIR_BASE_URL must be an absolute URL/],
+        [{ ...env, DATABASE_URL: 'mysql://db/smart' }, /DATABASE_URL must start with sqlite: or postgres:\/\//],
+        [{ ...env, DATABASE_POOL_MAX: 'many' }, /DATABASE_POOL_MAX must be a whole number/],
+        [{ ...production, ISSUER: 'http://auth.example.org' }, /NODE_ENV=production[^]*ISSUER must be an https URL/],
+        [{ ...production, KEY_ENCRYPTION_SECRET: DEV_KEY_ENCRYPTION_SECRET }, /NODE_ENV=production[^]*KEY_ENCRYPTION_SECRET must be set/],
+      ] as const) {
+        await assert.rejects(startScript('scripts/guard-proxy.ts', settings, /listening/), refusal);
+      }
+    });
+
+    it('with DATABASE_URL, forwards the chain to the audit repository as the server does: an access is answered once in the chain, and reaches the repository when it is back', async () => {
+      const base = `http://127.0.0.1:${await freePort()}/r4`;
+      const kept: { entity?: { what?: { identifier?: { value?: string } } }[] }[] = [];
+      let down = true;
+      const repository = createServer((req, res) => {
+        let body = '';
+        req.on('data', (d) => { body += d; });
+        req.on('end', () => {
+          if (!down && req.method === 'PUT' && /\/AuditEvent\//.test(req.url ?? '')) kept.push(JSON.parse(body));
+          res.writeHead(down ? 500 : 201).end();
+        });
+      });
+      await new Promise<void>((resolve) => repository.listen(0, '127.0.0.1', resolve));
+      const forwarding = await startGuardProxy(server, base, upstream.url, { AUDIT_FORWARD_URL: `http://127.0.0.1:${(repository.address() as AddressInfo).port}/audit` });
+      try {
+        const requestId = `outbox-${Date.now()}`;
+        const refused = await fetch(`${base}/Patient/pat-1`, { headers: { 'x-request-id': requestId } });
+        assert.equal(refused.status, 401, 'answered while the repository is down');
+        const tagged = (events: typeof kept) => events.filter((e) => e.entity?.some((x) => x.what?.identifier?.value === requestId));
+        assert.equal(tagged(await server.audit.search({ limit: 1000 }) as typeof kept).length, 1, 'the access is in the chain');
+        down = false;
+        for (let i = 0; i < 100 && tagged(kept).length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(tagged(kept).length, 1, 'and reaches the repository once it is back');
+      } finally {
+        await forwarding.stop();
+        await new Promise((resolve) => repository.close(resolve));
+      }
     });
 
     it('sends every access to the audit repository (AUDIT_FORWARD_URL), and answers 503 when it cannot be recorded', async () => {

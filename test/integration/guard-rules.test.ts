@@ -328,6 +328,67 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await shape.server.audit.verify()).ok, true, 'the chain stays intact');
     });
 
+    it('lets only auditors among the clinicians read AuditEvents', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      const refused = await get('AuditEvent?patient=pat-2', smith);
+      assert.equal(refused.status, 403);
+      assert.match((await refused.json()).issue[0].diagnostics, /auditor role/);
+      const auditor = await token('auditor', 'demo-password-4', { purpose: 'HOPERAT' });
+      assert.equal((await get('AuditEvent?patient=pat-2', auditor)).status, 200);
+    });
+
+    it('refuses a token revoked at the authorization server (within REVOCATION_CACHE_MS, 1 s), whatever the verification mode', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      assert.equal((await get('Patient/pat-2', smith)).status, 200);
+      const revoked = await fetch(`${shape.server.issuer}/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
+        body: new URLSearchParams({ token: smith }),
+      });
+      assert.equal(revoked.status, 200);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const refused = await get('Patient/pat-2', smith);
+      assert.equal(refused.status, 401);
+      assert.match(refused.headers.get('www-authenticate') ?? '', /error="invalid_token", error_description="the access token has been revoked"/);
+      assert.equal((await refused.json()).resourceType, 'OperationOutcome');
+    });
+
+    it('answers as a data API: no sniffing, no framing, no referrer, nothing active, whatever the answer', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      const answers = [
+        await get('Observation/obs-2a-hiv-vl', smith), await get('Condition/cond-2-oud', smith), await fetch(`${shape.fhirBase}/Patient/pat-2`),
+        await fetch(`${shape.fhirBase}/metadata`), await fetch(`${shape.fhirBase}/Patient`, { method: 'OPTIONS', headers: { origin: 'https://app.example.org', 'access-control-request-method': 'GET' } }),
+      ];
+      assert.deepEqual(answers.map((res) => res.status), [200, 404, 401, 200, 204]);
+      for (const res of answers) {
+        assert.equal(res.headers.get('x-content-type-options'), 'nosniff', String(res.status));
+        assert.equal(res.headers.get('referrer-policy'), 'no-referrer', String(res.status));
+        assert.equal(res.headers.get('x-frame-options'), 'DENY', String(res.status));
+        assert.equal(res.headers.get('content-security-policy'), "default-src 'none'; frame-ancestors 'none'; base-uri 'none'", String(res.status));
+      }
+    });
+
+    it('gives every access an id (the client\'s when sane), returned and recorded, with the address it came from and not one the client claims', async () => {
+      const smith = await token('dr.smith', 'demo-password-1');
+      const read = (headers: Record<string, string>) => fetch(`${shape.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${smith}`, ...headers } });
+      const spoofed = '203.0.113.9';
+      const unnamed = await read({ 'x-forwarded-for': spoofed });
+      const malformed = await read({ 'x-request-id': 'not an id' });
+      const named = await read({ 'x-request-id': `named-${Date.now()}` });
+      const ids = [unnamed, malformed, named].map((res) => res.headers.get('x-request-id'));
+      assert.match(ids[0] ?? '', /^[0-9a-f-]{36}$/, 'a new id when the client sent none');
+      assert.match(ids[1] ?? '', /^[0-9a-f-]{36}$/, 'and when it sent a malformed one');
+      assert.match(ids[2] ?? '', /^named-/, 'the client\'s own otherwise');
+      const events = await shape.server.audit.search({ patient: 'pat-2', limit: 1000 });
+      for (const id of ids) {
+        const [event] = events.filter((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === id)) as any[];
+        assert.ok(event, `${id} is recorded`);
+        const addresses = event.agent.map((a: any) => a.network?.address).filter(Boolean);
+        assert.ok(addresses.some((a: string) => /127\.0\.0\.1$/.test(a)), `${id}: the connection's address (${addresses})`);
+        assert.ok(!JSON.stringify(event).includes(spoofed), `${id}: not the address the client claimed`);
+      }
+    });
+
     it('records a de-identified access under the real patient, marked de-identified, in the patient\'s accounting of disclosures', async () => {
       const research = await token('researcher', 'research-pass');
       const requestId = `deid-${Date.now()}`;

@@ -100,3 +100,36 @@ describe('guard adapters: request bodies', () => {
     }
   });
 });
+
+describe('guard adapters: an unexpected failure', () => {
+  it('is a 500 OperationOutcome without its details in every adapter, recorded, and told to whoever runs the guard', async () => {
+    const failing = (records: AccessRecord[], told: unknown[]): GuardOptions => ({
+      ...options(records),
+      verify: async () => { throw new Error('secret detail of the failure'); },
+      onError: (err) => { told.push(err); },
+    });
+    const apps: Record<string, (records: AccessRecord[], told: unknown[]) => Server> = {
+      koa: (records, told) => createServer(new Koa().use(smartGuard(failing(records, told))).callback()),
+      'node:http': (records, told) => createServer(nodeGuard(failing(records, told))),
+      express: (records, told) => createServer(express().use(nodeGuard(failing(records, told)))),
+    };
+    for (const [name, app] of Object.entries(apps)) {
+      const records: AccessRecord[] = [];
+      const told: unknown[] = [];
+      const server = app(records, told);
+      try {
+        const res = await fetch(`${await listen(server)}/Patient/pat-1`, { headers: { authorization: 'Bearer t', 'x-request-id': `failure-${name}` } });
+        assert.equal(res.status, 500, name);
+        const text = await res.text();
+        assert.doesNotMatch(text, /secret detail|at .*\.ts/, name);
+        const outcome = JSON.parse(text);
+        assert.equal(outcome.resourceType, 'OperationOutcome', name);
+        assert.equal(outcome.issue[0].code, 'exception', name);
+        assert.deepEqual(records.map((r) => [r.status, r.requestId]), [[500, `failure-${name}`]], `${name}: recorded`);
+        assert.equal((told[0] as Error).message, 'secret detail of the failure', name);
+      } finally {
+        await new Promise((resolve) => server.close(resolve));
+      }
+    }
+  });
+});

@@ -54,6 +54,18 @@ describe('guard: the request as it arrives', () => {
   });
 });
 
+describe('guard: the headers of every answer', () => {
+  it('sends HSTS when its base is https, and not over http (where browsers ignore it)', async () => {
+    const secure = guardWith().guard;
+    for (const [method, headers] of [['GET', bearer], ['GET', {}], ['OPTIONS', {}]] as const) {
+      const res = await secure.handle({ method, path: '/Patient/pat-1', headers });
+      assert.equal(res.headers['strict-transport-security'], 'max-age=31536000; includeSubDomains', `${method} ${res.status}`);
+    }
+    const plain = guardWith({ base: 'http://fhir.example.org/r4' }).guard;
+    assert.equal((await plain.handle({ method: 'GET', path: '/Patient/pat-1', headers: bearer })).headers['strict-transport-security'], undefined);
+  });
+});
+
 describe('guard: CORS for browser apps', () => {
   const allowed = allowOrigins([`${APP}/callback`], (origin) => origin === 'https://extra.example.org');
 

@@ -15,7 +15,7 @@ import { assertRefused } from '../support/rule-tables.ts';
 
 describe('token rule: client assertion (SMART beyond RFC 7523)', () => {
   const now = 1_800_000_000;
-  const at = { tokenEndpoint: 'https://as.example/token', requestedEndpoint: 'https://proxy.example/token', now };
+  const at = { tokenEndpoint: 'https://as.example/token', now };
   const client = { clientId: 'svc', jwksUri: 'https://svc.example/jwks' };
   const claims = { iss: 'svc', sub: 'svc', aud: 'https://as.example/token', exp: now + 240, jti: 'j' };
   const header = { alg: 'ES384', typ: 'JWT', kid: 'k1' };
@@ -32,7 +32,7 @@ describe('token rule: client assertion (SMART beyond RFC 7523)', () => {
     ['sub is not the client', { ...claims, sub: 'other' }, header, 'the client assertion sub must equal iss, the client_id'],
     ['aud another server', { ...claims, aud: 'https://evil.example/token' }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
     ['aud the issuer, not the token endpoint', { ...claims, aud: 'https://as.example' }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
-    ['aud with two values', { ...claims, aud: [at.tokenEndpoint, at.requestedEndpoint] }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
+    ['aud with two values', { ...claims, aud: [at.tokenEndpoint, 'https://proxy.example/token'] }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
     ['jku not the registered jwks_uri', claims, { ...header, jku: 'https://evil.example/jwks' }, 'the client assertion jku must equal the registered jwks_uri'],
     ['exp more than 5 minutes ahead', { ...claims, exp: now + 301 }, header, 'client assertion exp must be at most 5 minutes in the future'],
     ['hl7-b2b of the wrong version', { ...claims, extensions: { 'hl7-b2b': { ...b2b, version: '2' } } }, header, 'hl7-b2b version must be "1"'],
@@ -44,7 +44,6 @@ describe('token rule: client assertion (SMART beyond RFC 7523)', () => {
 
   const accepted: [string, Record<string, unknown>, Record<string, unknown>][] = [
     ['aud the token endpoint', claims, header],
-    ['aud the endpoint as requested', { ...claims, aud: at.requestedEndpoint }, header],
     ['aud as a one-element array', { ...claims, aud: [at.tokenEndpoint] }, header],
     ['exactly 5 minutes', { ...claims, exp: now + 300 }, header],
     ['the registered jku', claims, { ...header, jku: client.jwksUri }],

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
+import { addUser } from '../../server/oidc/users.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 
@@ -197,6 +198,27 @@ describe('authorization endpoint and token endpoint', () => {
       assert.equal(reuse.body.error, 'invalid_grant');
       const afterReuse = await refresh(next.body.refresh_token);
       assert.equal(afterReuse.res.status, 400, 'the newest refresh token died with the grant');
+    });
+
+    it('refuses a refresh once the user may no longer open the patient or assert the purpose, without using the refresh token up', async () => {
+      await addUser(server.db, { username: 'dr.narrowed', password: 'narrowed-password', fhirUser: 'Practitioner/dr-narrowed', attributes: {
+        roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT', 'HPAYMT'], patients: ['pat-1', 'pat-3'],
+      } });
+      const launch = await authorize({ server, client: app, scope: SCOPE, username: 'dr.narrowed', password: 'narrowed-password', patient: 'pat-3', purpose: 'HPAYMT' });
+      const tokens = (await exchangeCode(server.issuer, launch, app)).body;
+      assert.equal(decodeJwt(tokens.access_token).payload.extensions.ihe_iua.purpose_of_use[0].code, 'HPAYMT');
+      const narrow = (attributes: Record<string, unknown>) => server.db('users').where({ username: 'dr.narrowed' }).update({ attributes: JSON.stringify(attributes) });
+      const granted = { roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT', 'HPAYMT'], patients: ['pat-1', 'pat-3'] };
+      for (const [change, attributes] of [['patients', { ...granted, patients: ['pat-1'] }], ['purposes', { ...granted, purposes: ['TREAT'] }], ['roles', { ...granted, roles: [] }]] as const) {
+        await narrow(attributes);
+        const refused = await refresh(tokens.refresh_token);
+        assert.equal(refused.res.status, 400, `${change} narrowed`);
+        assert.equal(refused.body.error, 'invalid_grant');
+      }
+      await narrow(granted);
+      const again = await refresh(tokens.refresh_token);
+      assert.equal(again.res.status, 200, 'the refusals did not use the refresh token up');
+      assert.equal(decodeJwt(again.body.access_token).payload.patient, 'pat-3');
     });
 
     it('refuses a random refresh token', async () => {

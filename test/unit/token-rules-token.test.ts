@@ -6,6 +6,7 @@ import { iuaFromHl7B2b } from '../../server/smart/hl7-b2b.ts';
 import { accessTokenLifetime, mayRefresh } from '../../server/oidc/token/lifetime.ts';
 import { asksForRefresh, grantedScope, tokenResourceServer } from '../../server/oidc/token/scope.ts';
 import { appTokenClaims, backendTokenClaims } from '../../server/oidc/token/claims.ts';
+import { grantNoLongerHeld } from '../../server/oidc/token/account.ts';
 import type { GrantContext } from '../../server/oidc/launch-store.ts';
 import type { User } from '../../server/oidc/users.ts';
 import { loadPolicy } from '../../server/hcs/policy.ts';
@@ -239,4 +240,22 @@ describe('token rule: claims.ts (what a token says beyond RFC 9068)', () => {
     assert.equal(claims.extensions.ihe_pcf.patient_id, 'https://as.example/fhir/Patient/p1');
     assert.equal(claims.extensions.ihe_pcf.residual.length, 1);
   });
+});
+
+describe('token rule: a user still holds their grant (refresh, code exchange)', () => {
+  const policy = loadPolicy();
+  const doctor = { system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' };
+  const user = (attributes: User['attributes']): User => ({ id: 'u', username: 'u', name: null, fhirUser: 'Practitioner/u', attributes, disabled: false });
+  const grant: GrantContext = { launch: { patient: 'p1', need_patient_banner: true, smart_style_url: 'https://as.example/style' }, purposeOfUse: 'HPAYMT' };
+  const cases: [string, User, string[] | undefined, string | undefined][] = [
+    ['as granted', user({ roles: [doctor], purposes: ['TREAT', 'HPAYMT'], patients: ['p1'] }), undefined, undefined],
+    ['a clinician without a patient list', user({ roles: [doctor], purposes: ['HPAYMT'] }), undefined, undefined],
+    ['the patient no longer listed', user({ roles: [doctor], purposes: ['HPAYMT'], patients: ['p2'] }), undefined, 'the user may no longer open the patient of this grant'],
+    ['the purpose no longer the user\'s', user({ roles: [doctor], purposes: ['TREAT'] }), undefined, 'purpose of use HPAYMT is no longer permitted for this user and app'],
+    ['the role that permitted the purpose gone', user({ roles: [], purposes: ['HPAYMT'] }), undefined, 'purpose of use HPAYMT is no longer permitted for this user and app'],
+    ['the purpose no longer registered for the app', user({ roles: [doctor], purposes: ['HPAYMT'] }), ['TREAT'], 'purpose of use HPAYMT is no longer permitted for this user and app'],
+  ];
+  for (const [name, u, clientPurposes, problem] of cases) {
+    it(`${name}: ${problem ?? 'held'}`, () => assert.equal(grantNoLongerHeld(policy, u, clientPurposes, grant), problem));
+  }
 });

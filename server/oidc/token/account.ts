@@ -1,0 +1,54 @@
+// oidc-provider's findAccount: the user a sign-in, code or refresh token is for. At /token it is also where a
+// token of a user's grant is refused once the user may no longer hold what the grant carries: the patient
+// and the purpose of use were checked at consent, but a refresh token lives for months and the user's
+// attributes (--patients, purposes, roles) or the client's registered purposes may have narrowed since.
+// oidc-provider asks before it consumes a refresh token, so a refusal changes nothing.
+import { errors, type Account, type KoaContextWithOIDC } from 'oidc-provider';
+import type { HcsPolicy } from '../../hcs/policy.ts';
+import { purposeChoice } from '../../hcs/purpose-choice.ts';
+import { clientPurposesOf } from '../clients.ts';
+import type { GrantContext } from '../launch-store.ts';
+import { mayAccessPatient, subjectOf, type User } from '../users.ts';
+import { factsOf } from './request.ts';
+import type { RuleDeps } from './rules.ts';
+
+/** Why `user` may no longer have tokens of a grant with this context, or undefined while they may. Pure. */
+export function grantNoLongerHeld(policy: HcsPolicy, user: User, clientPurposes: readonly string[] | undefined, context: GrantContext): string | undefined {
+  const { patient } = context.launch;
+  if (patient && !mayAccessPatient(user, patient)) return 'the user may no longer open the patient of this grant';
+  const purpose = context.purposeOfUse;
+  if (purpose && !purposeChoice({ policy, subject: subjectOf(user), clientPurposes }).options.includes(purpose)) {
+    return `purpose of use ${purpose} is no longer permitted for this user and app`;
+  }
+  return undefined;
+}
+
+/** The token (code or refresh token) oidc-provider names when it asks for the account at /token. */
+type GrantSource = { kind?: string; grantId?: string } | undefined;
+
+const isGrantSource = (token: GrantSource): token is { grantId: string } =>
+  (token?.kind === 'RefreshToken' || token?.kind === 'AuthorizationCode') && typeof token.grantId === 'string';
+
+export function accountRule({ config, db }: RuleDeps) {
+  return async function findAccount(ctx: KoaContextWithOIDC, id: string, token?: GrantSource): Promise<Account | undefined> {
+    const facts = factsOf(db, ctx);
+    const user = await facts.user(id);
+    if (!user || user.disabled) return undefined;
+    if (ctx.oidc?.route === 'token' && isGrantSource(token)) {
+      const context = await facts.grantContext(token.grantId);
+      const client = ctx.oidc.client;
+      const problem = context && grantNoLongerHeld(config.policy, user, client && clientPurposesOf(client), context);
+      if (problem) throw new errors.InvalidGrant(problem);
+    }
+    return {
+      accountId: user.id,
+      async claims() {
+        return {
+          sub: user.id,
+          name: user.name ?? undefined,
+          fhirUser: user.fhirUser ? `${config.fhirBase}/${user.fhirUser}` : undefined,
+        };
+      },
+    };
+  };
+}

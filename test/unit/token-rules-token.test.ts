@@ -178,6 +178,8 @@ describe('token rule: claims.ts (what a token says beyond RFC 9068)', () => {
     ['a malformed purpose scope token', { scope: 'system/*.rs purpose_of_use=NOPE' }, undefined, 'purpose_of_use NOPE is not a v3-ActReason purpose of use'],
     ['two purposes (assertion and scope)', { iua: iuaTreat, scope: `purpose_of_use=${ACT_REASON}|HPAYMT` }, undefined, 'a token carries exactly one purpose of use; the request asserts several'],
     ['two purposes in the assertion', { iua: { purpose_of_use: [...coding('TREAT'), ...coding('HPAYMT')] } }, undefined, 'a token carries exactly one purpose of use; the request asserts several'],
+    ['an assertion purpose of another code system', { iua: { purpose_of_use: [{ system: 'https://evil.example/cs', code: 'HTEST' }] } }, undefined, 'hl7-b2b purpose_of_use https://evil.example/cs#HTEST is not a v3-ActReason purpose of use'],
+    ['an assertion purpose that is no purpose of use', { iua: { purpose_of_use: [{ system: ACT_REASON, code: 'BOGUS' }] } }, undefined, `hl7-b2b purpose_of_use ${ACT_REASON}#BOGUS is not a v3-ActReason purpose of use`],
     ['an emergency purpose asserted', { iua: { purpose_of_use: coding('ETREAT') } }, undefined, 'a backend service cannot assert ETREAT: emergency access is for people'],
     ['an emergency purpose as its only registered one', {}, ['BTG'], 'a backend service cannot assert BTG: emergency access is for people'],
     ['a purpose it is not registered for', { iua: { purpose_of_use: coding('HPAYMT') } }, ['TREAT'], 'purpose of use HPAYMT is not registered for this client'],

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { endAllSessions } from '../../server/auth/sessions.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 
@@ -219,6 +220,22 @@ describe('authorization endpoint and token endpoint', () => {
       const again = await refresh(tokens.refresh_token);
       assert.equal(again.res.status, 200, 'the refusals did not use the refresh token up');
       assert.equal(decodeJwt(again.body.access_token).payload.patient, 'pat-3');
+    });
+
+    it('ends an online_access refresh token with the sign-in session it came from; an offline_access one outlives it', async () => {
+      const browser = new Browser();
+      const online = await authorize({ server, client: app, browser, scope: 'launch/patient openid fhirUser online_access patient/*.rs', patient: 'pat-1' });
+      const onlineTokens = (await exchangeCode(server.issuer, online, app)).body;
+      const offline = await authorize({ server, client: app, browser, scope: SCOPE, patient: 'pat-1' });
+      const offlineTokens = (await exchangeCode(server.issuer, offline, app)).body;
+      const whileOnline = await refresh(onlineTokens.refresh_token);
+      assert.equal(whileOnline.res.status, 200, 'refreshed while the user is signed in');
+      const { sub } = decodeJwt(onlineTokens.access_token).payload;
+      await endAllSessions(server.db, sub); // the user signed out everywhere (/account, /logout)
+      const afterSignOut = await refresh(whileOnline.body.refresh_token);
+      assert.equal(afterSignOut.res.status, 400);
+      assert.equal(afterSignOut.body.error, 'invalid_grant');
+      assert.equal((await refresh(offlineTokens.refresh_token)).res.status, 200, 'offline_access outlives the session');
     });
 
     it('refuses a random refresh token', async () => {

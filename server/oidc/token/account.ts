@@ -2,13 +2,16 @@
 // token of a user's grant is refused once the user may no longer hold what the grant carries: the patient
 // and the purpose of use were checked at consent, but a refresh token lives for months and the user's
 // attributes (--patients, purposes, roles) or the client's registered purposes may have narrowed since.
-// oidc-provider asks before it consumes a refresh token, so a refusal changes nothing.
+// An online_access refresh token (SMART: usable while the user is online) also ends with the sign-in
+// session it came from. oidc-provider asks before it consumes a refresh token, so a refusal changes nothing.
 import { errors, type Account, type KoaContextWithOIDC } from 'oidc-provider';
 import type { HcsPolicy } from '../../hcs/policy.ts';
 import { purposeChoice } from '../../hcs/purpose-choice.ts';
 import { clientPurposesOf } from '../clients.ts';
 import type { GrantContext } from '../launch-store.ts';
 import { mayAccessPatient, subjectOf, type User } from '../users.ts';
+import { signInSessionLive } from '../../auth/sessions.ts';
+import type { Db } from '../../db.ts';
 import { factsOf } from './request.ts';
 import type { RuleDeps } from './rules.ts';
 
@@ -24,7 +27,18 @@ export function grantNoLongerHeld(policy: HcsPolicy, user: User, clientPurposes:
 }
 
 /** The token (code or refresh token) oidc-provider names when it asks for the account at /token. */
-type GrantSource = { kind?: string; grantId?: string } | undefined;
+type GrantSource = { kind?: string; grantId?: string; scope?: string; sessionUid?: string } | undefined;
+
+/** A refresh token for online_access only lives as long as its sign-in session (offline_access outlives it). */
+const isOnlineOnly = (scope: string | undefined) => {
+  const scopes = new Set(scope?.split(' '));
+  return scopes.has('online_access') && !scopes.has('offline_access');
+};
+
+async function sessionEnded(db: Db, userId: string, token: GrantSource): Promise<boolean> {
+  if (token?.kind !== 'RefreshToken' || !isOnlineOnly(token.scope)) return false;
+  return !token.sessionUid || !(await signInSessionLive(db, userId, token.sessionUid));
+}
 
 const isGrantSource = (token: GrantSource): token is { grantId: string } =>
   (token?.kind === 'RefreshToken' || token?.kind === 'AuthorizationCode') && typeof token.grantId === 'string';
@@ -39,6 +53,7 @@ export function accountRule({ config, db }: RuleDeps) {
       const client = ctx.oidc.client;
       const problem = context && grantNoLongerHeld(config.policy, user, client && clientPurposesOf(client), context);
       if (problem) throw new errors.InvalidGrant(problem);
+      if (await sessionEnded(db, user.id, token)) throw new errors.InvalidGrant('the sign-in session of this online_access grant has ended');
     }
     return {
       accountId: user.id,

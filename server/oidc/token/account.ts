@@ -27,7 +27,7 @@ export function grantNoLongerHeld(policy: HcsPolicy, user: User, clientPurposes:
 }
 
 /** The token (code or refresh token) oidc-provider names when it asks for the account at /token. */
-type GrantSource = { kind?: string; grantId?: string; scope?: string; sessionUid?: string } | undefined;
+export type GrantSource = { kind?: string; grantId?: string; scope?: string; sessionUid?: string } | undefined;
 
 /** A refresh token for online_access only lives as long as its sign-in session (offline_access outlives it). */
 const isOnlineOnly = (scope: string | undefined) => {
@@ -40,6 +40,19 @@ async function sessionEnded(db: Db, userId: string, token: GrantSource): Promise
   return !token.sessionUid || !(await signInSessionLive(db, userId, token.sessionUid));
 }
 
+/**
+ * Why no more tokens may come from `token` (a code or refresh token of the user's grant), or undefined:
+ * what findAccount refuses at /token, and what makes introspection call a refresh token inactive.
+ */
+export async function grantSourceRefusal(
+  db: Db, policy: HcsPolicy, user: User, client: object | undefined, context: GrantContext | undefined, token: GrantSource,
+): Promise<string | undefined> {
+  const problem = context && grantNoLongerHeld(policy, user, client && clientPurposesOf(client), context);
+  if (problem) return problem;
+  if (await sessionEnded(db, user.id, token)) return 'the sign-in session of this online_access grant has ended';
+  return undefined;
+}
+
 const isGrantSource = (token: GrantSource): token is { grantId: string } =>
   (token?.kind === 'RefreshToken' || token?.kind === 'AuthorizationCode') && typeof token.grantId === 'string';
 
@@ -49,11 +62,8 @@ export function accountRule({ config, db }: RuleDeps) {
     const user = await facts.user(id);
     if (!user || user.disabled) return undefined;
     if (ctx.oidc?.route === 'token' && isGrantSource(token)) {
-      const context = await facts.grantContext(token.grantId);
-      const client = ctx.oidc.client;
-      const problem = context && grantNoLongerHeld(config.policy, user, client && clientPurposesOf(client), context);
-      if (problem) throw new errors.InvalidGrant(problem);
-      if (await sessionEnded(db, user.id, token)) throw new errors.InvalidGrant('the sign-in session of this online_access grant has ended');
+      const refusal = await grantSourceRefusal(db, config.policy, user, ctx.oidc.client, await facts.grantContext(token.grantId), token);
+      if (refusal) throw new errors.InvalidGrant(refusal);
     }
     return {
       accountId: user.id,

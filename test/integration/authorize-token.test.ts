@@ -190,6 +190,18 @@ describe('authorization endpoint and token endpoint', () => {
       assert.equal(wide.body.error, 'invalid_scope');
     });
 
+    it('refuses a resource the refresh token was not issued for (invalid_target) without using the refresh token up', async () => {
+      const tokens = await freshTokens();
+      for (const resource of ['http://elsewhere.example/fhir', server.issuer]) {
+        const refused = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token, resource }, app);
+        assert.equal(refused.res.status, 400, resource);
+        assert.equal(refused.body.error, 'invalid_target');
+      }
+      const next = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token, resource: server.fhirBase }, app);
+      assert.equal(next.res.status, 200, 'the refusals did not use the refresh token up (a second use would have ended the grant)');
+      assert.equal(decodeJwt(next.body.access_token).payload.aud, server.fhirBase);
+    });
+
     it('detects reuse of a rotated refresh token and revokes the grant', async () => {
       const tokens = await freshTokens();
       const next = await refresh(tokens.refresh_token);

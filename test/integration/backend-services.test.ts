@@ -1,10 +1,9 @@
 // SMART Backend Services: client_credentials with private_key_jwt, every assertion rule and failure.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:http';
 import { generateKeyPair, SignJWT, base64url } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { decodeJwt, tokenRequest } from '../support/oauth.ts';
+import { decodeJwt, postWithHost, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 
@@ -136,16 +135,7 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
     // Whoever received an assertion meant for them (aud their token endpoint) must not get a token with it here.
     const other = 'other-as.example';
     const assertion = await es.assertion({ claims: { aud: `http://${other}/token` } });
-    const body = new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion }).toString();
-    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = request(`${server.issuer}/token`, { method: 'POST', headers: { host: other, 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
-        let data = '';
-        res.on('data', (chunk) => (data += chunk));
-        res.on('end', () => resolve({ status: res.statusCode!, body: data }));
-      });
-      req.on('error', reject);
-      req.end(body);
-    });
+    const answer = await postWithHost(`${server.issuer}/token`, other, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
     assert.equal(answer.status, 401, answer.body.slice(0, 200));
     assert.equal(JSON.parse(answer.body).error, 'invalid_client');
   });

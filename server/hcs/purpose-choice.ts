@@ -6,6 +6,11 @@ import { assertablePurposes, clientPermits, defaultPurpose, isEmergency, type Hc
 /** The v3-ActReason OID, as UDAP and IHE XUA write the system. */
 const ACT_REASON_OID = 'urn:oid:2.16.840.1.113883.5.8';
 
+/** Whether `system`/`code` names a v3-ActReason purpose of use (the system as a URI or an OID). */
+export function isActReasonPurpose(system: string, code: string): boolean {
+  return (system === ACT_REASON || system === ACT_REASON_OID) && isPurposeOfUse(code);
+}
+
 /**
  * The purpose an app asked for: `purpose_of_use=<system>|<code>` scope tokens and a `purpose_of_use`
  * parameter (`<code>` or `<system>|<code>`). More than one distinct purpose is an error.
@@ -18,7 +23,7 @@ export function requestedPurpose(scope: string, parameter: unknown): { code?: st
     const bar = value.lastIndexOf('|');
     const system = bar >= 0 ? value.slice(0, bar) : ACT_REASON;
     const code = bar >= 0 ? value.slice(bar + 1) : value;
-    if ((system !== ACT_REASON && system !== ACT_REASON_OID) || !isPurposeOfUse(code)) {
+    if (!isActReasonPurpose(system, code)) {
       return { error: `purpose_of_use ${value} is not a v3-ActReason purpose of use` };
     }
     codes.add(code);

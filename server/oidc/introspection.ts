@@ -11,6 +11,7 @@ import { nowSeconds } from '../db.ts';
 import { factsOf, RequestFacts } from './token/request.ts';
 import { revokeAccessToken } from './revocation.ts';
 import { appTokenClaims } from './token/claims.ts';
+import { grantSourceRefusal } from './token/account.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
 import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';
@@ -118,6 +119,9 @@ async function introspectRefreshToken(token: string, c: Lookup, found?: { refres
   const facts = found?.facts ?? new RequestFacts(c.db);
   const grant = await facts.grantContext(refresh.grantId);
   const user = await facts.user(refresh.accountId);
+  // Active only while a refresh would be answered with tokens.
+  if (!user || user.disabled) return INACTIVE;
+  if (await grantSourceRefusal(c.db, c.policy, user, await c.provider.Client.find(refresh.clientId!), grant, refresh)) return INACTIVE;
   return {
     active: true,
     client_id: refresh.clientId!,

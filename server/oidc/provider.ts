@@ -5,7 +5,6 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import { knexAdapterFactory } from './adapter.ts';
 import { deleteGrantContext } from './launch-store.ts';
-import { factsOf } from './token/request.ts';
 import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
@@ -21,6 +20,7 @@ import { purposeRule } from './token/purpose.ts';
 import { launchRule } from './token/launch.ts';
 import { refreshRule, scopeAndLifetimeRule } from './token/scope.ts';
 import { claimsRule } from './token/claims.ts';
+import { accountRule } from './token/account.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
 import { smartTokenResponse, TOKEN_PATH } from './token/response.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
@@ -88,6 +88,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     launch: launchRule({ config, db }), //              an EHR launch id that is known and this app's
     // /token
     clientAssertion: clientAssertionRule({ config, db }), // SMART's assertion rules; hl7-b2b parsed once
+    account: accountRule({ config, db }), //            the user, while they may still have the grant's patient and purpose
     scopeAndLifetime: scopeAndLifetimeRule({ config, db }), // granted scope, audience, lifetime (emergency rule)
     refresh: refreshRule({ config, db }), //            a refresh token for offline/online_access, never for emergencies
     claims: claimsRule({ config, db }), //              launch context, user, HCS attributes; the token's grant link
@@ -194,20 +195,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     expiresWithSession: async () => false,
     issueRefreshToken: rules.refresh,
     rotateRefreshToken: true,
-    async findAccount(ctx, id) {
-      const user = await factsOf(db, ctx).user(id);
-      if (!user || user.disabled) return undefined;
-      return {
-        accountId: user.id,
-        async claims() {
-          return {
-            sub: user.id,
-            name: user.name ?? undefined,
-            fhirUser: user.fhirUser ? `${config.fhirBase}/${user.fhirUser}` : undefined,
-          };
-        },
-      };
-    },
+    findAccount: rules.account,
     extraTokenClaims: rules.claims,
     assertJwtClientAuthClaimsAndHeader: rules.clientAssertion,
     clientBasedCORS(_ctx, origin, client) {

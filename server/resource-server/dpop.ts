@@ -3,7 +3,7 @@
 // No server-provided nonce: freshness is a short `iat` window plus a store of seen `jti`s, which must be
 // shared by every instance of a resource server for a replay to be refused across them.
 import { createHash } from 'node:crypto';
-import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, errors as joseErrors, jwtVerify, type JWK } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, EmbeddedJWK, errors as joseErrors, jwtVerify, type JWK } from 'jose';
 
 /** RFC 9449 section 7.1 error codes, sent in a `WWW-Authenticate: DPoP` challenge. */
 export type DpopErrorCode = 'invalid_token' | 'invalid_dpop_proof';
@@ -65,6 +65,21 @@ const withoutQuery = (url: string) => {
   const parsed = URL.parse(url);
   return parsed ? `${parsed.origin}${parsed.pathname}` : undefined;
 };
+
+/**
+ * Whether a DPoP proof names a URL other than `url` as its htu. oidc-provider compares a proof at /token
+ * with the URL the request's Host header spells, so a proof made for another server would pass there.
+ * False for a proof that does not decode or has no htu: those are refused by the full check anyway.
+ */
+export function proofForAnotherUrl(proof: string, url: string): boolean {
+  let htu: unknown;
+  try {
+    htu = decodeJwt(proof).htu;
+  } catch {
+    return false;
+  }
+  return typeof htu === 'string' && withoutQuery(htu) !== withoutQuery(url);
+}
 
 /** The `cnf.jkt` of token claims, if any. */
 export function boundKey(claims: Record<string, unknown>): string | undefined {

@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
+import { addUser } from '../../server/oidc/users.ts';
+import { endAllSessions } from '../../server/auth/sessions.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 
@@ -188,6 +190,18 @@ describe('authorization endpoint and token endpoint', () => {
       assert.equal(wide.body.error, 'invalid_scope');
     });
 
+    it('refuses a resource the refresh token was not issued for (invalid_target) without using the refresh token up', async () => {
+      const tokens = await freshTokens();
+      for (const resource of ['http://elsewhere.example/fhir', server.issuer]) {
+        const refused = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token, resource }, app);
+        assert.equal(refused.res.status, 400, resource);
+        assert.equal(refused.body.error, 'invalid_target');
+      }
+      const next = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token, resource: server.fhirBase }, app);
+      assert.equal(next.res.status, 200, 'the refusals did not use the refresh token up (a second use would have ended the grant)');
+      assert.equal(decodeJwt(next.body.access_token).payload.aud, server.fhirBase);
+    });
+
     it('detects reuse of a rotated refresh token and revokes the grant', async () => {
       const tokens = await freshTokens();
       const next = await refresh(tokens.refresh_token);
@@ -197,6 +211,43 @@ describe('authorization endpoint and token endpoint', () => {
       assert.equal(reuse.body.error, 'invalid_grant');
       const afterReuse = await refresh(next.body.refresh_token);
       assert.equal(afterReuse.res.status, 400, 'the newest refresh token died with the grant');
+    });
+
+    it('refuses a refresh once the user may no longer open the patient or assert the purpose, without using the refresh token up', async () => {
+      await addUser(server.db, { username: 'dr.narrowed', password: 'narrowed-password', fhirUser: 'Practitioner/dr-narrowed', attributes: {
+        roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT', 'HPAYMT'], patients: ['pat-1', 'pat-3'],
+      } });
+      const launch = await authorize({ server, client: app, scope: SCOPE, username: 'dr.narrowed', password: 'narrowed-password', patient: 'pat-3', purpose: 'HPAYMT' });
+      const tokens = (await exchangeCode(server.issuer, launch, app)).body;
+      assert.equal(decodeJwt(tokens.access_token).payload.extensions.ihe_iua.purpose_of_use[0].code, 'HPAYMT');
+      const narrow = (attributes: Record<string, unknown>) => server.db('users').where({ username: 'dr.narrowed' }).update({ attributes: JSON.stringify(attributes) });
+      const granted = { roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT', 'HPAYMT'], patients: ['pat-1', 'pat-3'] };
+      for (const [change, attributes] of [['patients', { ...granted, patients: ['pat-1'] }], ['purposes', { ...granted, purposes: ['TREAT'] }], ['roles', { ...granted, roles: [] }]] as const) {
+        await narrow(attributes);
+        const refused = await refresh(tokens.refresh_token);
+        assert.equal(refused.res.status, 400, `${change} narrowed`);
+        assert.equal(refused.body.error, 'invalid_grant');
+      }
+      await narrow(granted);
+      const again = await refresh(tokens.refresh_token);
+      assert.equal(again.res.status, 200, 'the refusals did not use the refresh token up');
+      assert.equal(decodeJwt(again.body.access_token).payload.patient, 'pat-3');
+    });
+
+    it('ends an online_access refresh token with the sign-in session it came from; an offline_access one outlives it', async () => {
+      const browser = new Browser();
+      const online = await authorize({ server, client: app, browser, scope: 'launch/patient openid fhirUser online_access patient/*.rs', patient: 'pat-1' });
+      const onlineTokens = (await exchangeCode(server.issuer, online, app)).body;
+      const offline = await authorize({ server, client: app, browser, scope: SCOPE, patient: 'pat-1' });
+      const offlineTokens = (await exchangeCode(server.issuer, offline, app)).body;
+      const whileOnline = await refresh(onlineTokens.refresh_token);
+      assert.equal(whileOnline.res.status, 200, 'refreshed while the user is signed in');
+      const { sub } = decodeJwt(onlineTokens.access_token).payload;
+      await endAllSessions(server.db, sub); // the user signed out everywhere (/account, /logout)
+      const afterSignOut = await refresh(whileOnline.body.refresh_token);
+      assert.equal(afterSignOut.res.status, 400);
+      assert.equal(afterSignOut.body.error, 'invalid_grant');
+      assert.equal((await refresh(offlineTokens.refresh_token)).res.status, 200, 'offline_access outlives the session');
     });
 
     it('refuses a random refresh token', async () => {

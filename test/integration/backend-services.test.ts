@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { generateKeyPair, SignJWT, base64url } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { decodeJwt, tokenRequest } from '../support/oauth.ts';
+import { decodeJwt, postWithHost, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 
@@ -129,6 +129,15 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
         assert.equal(body.error, 'invalid_client');
       });
     }
+  });
+
+  it('refuses an assertion made for another server\'s token endpoint, also when the request names that server as its Host', async () => {
+    // Whoever received an assertion meant for them (aud their token endpoint) must not get a token with it here.
+    const other = 'other-as.example';
+    const assertion = await es.assertion({ claims: { aud: `http://${other}/token` } });
+    const answer = await postWithHost(`${server.issuer}/token`, other, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
+    assert.equal(answer.status, 401, answer.body.slice(0, 200));
+    assert.equal(JSON.parse(answer.body).error, 'invalid_client');
   });
 
   it('accepts a jti once, also when 8 identical assertions race', async () => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, tokenRequest } from '../support/oauth.ts';
+import { authorize, decodeJwt, postWithHost, tokenRequest } from '../support/oauth.ts';
 import { dpopKey, type DpopKey } from '../support/dpop.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
@@ -139,6 +139,21 @@ describe('DPoP', () => {
     const same = await refresh({ dpop: await key.proof({ htm: 'POST', htu: `${server.issuer}/token` }) });
     assert.equal(same.res.status, 200, JSON.stringify(same.body));
     assert.equal(decodeJwt(same.body.access_token).payload.cnf?.jkt, key.jkt);
+  });
+
+  it('refuses at /token a proof made for another server\'s token endpoint, also sent with that server as Host, and changes nothing', async () => {
+    // A client that uses one key with two servers: the other server holds its proofs, and has stolen a refresh token of ours.
+    const launch = await authorize({ server, client: app, scope: SCOPE, patient: 'pat-1' });
+    const { body: tokens } = await tokenRequest(server.issuer, {
+      grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
+    }, app, { dpop: await key.proof({ htm: 'POST', htu: `${server.issuer}/token` }) });
+    const other = 'other-as.example';
+    const proof = await key.proof({ htm: 'POST', htu: `http://${other}/token` });
+    const answer = await postWithHost(`${server.issuer}/token`, other, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token, client_id: app.client_id }, { dpop: proof });
+    assert.equal(answer.status, 400, answer.body.slice(0, 200));
+    assert.equal(JSON.parse(answer.body).error, 'invalid_dpop_proof');
+    const own = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app, { dpop: await key.proof({ htm: 'POST', htu: `${server.issuer}/token` }) });
+    assert.equal(own.res.status, 200, 'the refresh token was not used up');
   });
 
   it('works with a real client library: openid-client gets a bound token and reads /fhir with it', async () => {

@@ -142,6 +142,19 @@ describe('HCS attributes in tokens', () => {
       const btg = await registered.token('system/Patient.rs', b2b(['urn:oid:2.16.840.1.113883.5.8#BTG']));
       assert.equal(btg.res.status, 400);
     });
+
+    it('refuses an hl7-b2b purpose of another code system, or no purpose of use, though the client registered no purposes', async () => {
+      const open = await backendClient(server, 'system/Patient.rs');
+      const b2b = (purpose: string) => ({ claims: { extensions: { 'hl7-b2b': { version: '1', organization_id: 'https://org.example/1', purpose_of_use: [purpose] } } } });
+      for (const purpose of ['https://evil.example/cs#HTEST', 'urn:oid:2.16.840.1.113883.5.8#NOTAPURPOSE']) {
+        const { res, body } = await open.token('system/Patient.rs', b2b(purpose));
+        assert.equal(res.status, 400, purpose);
+        assert.equal(body.error, 'invalid_request');
+        assert.match(body.error_description, /not a v3-ActReason purpose of use/);
+      }
+      const test = await open.token('system/Patient.rs', b2b('urn:oid:2.16.840.1.113883.5.8#HTEST'));
+      assert.equal(decodeJwt(test.body.access_token).payload.extensions.ihe_iua.purpose_of_use[0].code, 'HTEST');
+    });
   });
 
   it('advertises the purposes of use and roles in discovery', async () => {

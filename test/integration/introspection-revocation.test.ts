@@ -4,6 +4,8 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { backendClient, ASSERTION_TYPE } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
+import { addUser } from '../../server/oidc/users.ts';
+import { endAllSessions } from '../../server/auth/sessions.ts';
 
 describe('introspection and revocation', () => {
   let server: TestServer;
@@ -57,6 +59,26 @@ describe('introspection and revocation', () => {
     assert.equal(body.client_id, app.client_id);
     assert.equal(body.patient, 'pat-3');
     assert.deepEqual(body.scope.split(' ').sort(), tokens.scope.split(' ').sort());
+  });
+
+  it('introspects a refresh token as inactive while a refresh would be refused: the patient no longer the user\'s, or an online_access sign-in ended', async () => {
+    const user = await addUser(server.db, { username: 'dr.listed', password: 'listed-password', fhirUser: 'Practitioner/dr-listed', attributes: {
+      roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'], patients: ['pat-1', 'pat-3'],
+    } });
+    const signIn = { server, client: app, username: 'dr.listed', password: 'listed-password', patient: 'pat-3' };
+    const offline = (await exchangeCode(server.issuer, await authorize({ ...signIn, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' }), app)).body;
+    const online = (await exchangeCode(server.issuer, await authorize({ ...signIn, scope: 'launch/patient openid fhirUser online_access patient/*.rs' }), app)).body;
+    const active = async (token: string) => (await introspect(token, basic(rs))).body;
+    assert.equal((await active(offline.refresh_token)).active, true);
+    assert.equal((await active(online.refresh_token)).active, true);
+    const setPatients = (patients: string[]) => server.db('users').where({ id: user.id }).update({ attributes: JSON.stringify({ ...user.attributes, patients }) });
+    await setPatients(['pat-1']);
+    assert.deepEqual(await active(offline.refresh_token), { active: false });
+    await setPatients(['pat-1', 'pat-3']);
+    assert.equal((await active(offline.refresh_token)).active, true);
+    await endAllSessions(server.db, user.id);
+    assert.deepEqual(await active(online.refresh_token), { active: false });
+    assert.equal((await active(offline.refresh_token)).active, true, 'offline_access outlives the sign-in');
   });
 
   it('answers exactly {"active": false} for unknown, malformed and foreign-client tokens', async () => {

@@ -1,5 +1,6 @@
 // A SMART app and a person's browser, over plain HTTP: a cookie jar, manual redirects, PKCE.
 import { createHash, randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { totpCode } from '../../server/auth/totp.ts';
 
 export class Browser {
@@ -186,4 +187,17 @@ export async function exchangeCode(issuer: string, launch: LaunchResult, client:
 export function decodeJwt(token: string): { header: Record<string, any>; payload: Record<string, any> } {
   const [h, p] = token.split('.');
   return { header: JSON.parse(Buffer.from(h, 'base64url').toString()), payload: JSON.parse(Buffer.from(p, 'base64url').toString()) };
+}
+
+/** A form POST whose Host header names `host` (fetch always sends the URL's): a request that spells this server another way. */
+export function postWithHost(url: string, host: string, body: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers: { ...headers, host, 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
+      let data = '';
+      res.on('data', (chunk) => (data += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, body: data }));
+    });
+    req.on('error', reject);
+    req.end(new URLSearchParams(body).toString());
+  });
 }

@@ -1,7 +1,7 @@
 // The guard's DPoP proof check (RFC 9449 section 4.3) on its own, with a fixed clock.
 import assert from 'node:assert/strict';
 import { exportJWK } from 'jose';
-import { createDpopCheck, DpopError, memoryReplayStore, type DpopRequest } from '../../server/resource-server/dpop.ts';
+import { createDpopCheck, DpopError, memoryReplayStore, proofForAnotherUrl, type DpopRequest } from '../../server/resource-server/dpop.ts';
 import { dpopKey } from '../support/dpop.ts';
 
 describe('DPoP proof check', () => {
@@ -63,5 +63,19 @@ describe('DPoP proof check', () => {
     const store = memoryReplayStore(() => 0, 3);
     for (const id of ['a', 'b', 'c', 'd']) assert.equal(await store.firstUse(id, 100), true);
     assert.equal(await store.firstUse('d', 100), false);
+  });
+});
+
+describe('DPoP proof for another URL (the /token pre-check)', () => {
+  const endpoint = 'https://as.example/token';
+  it('tells a proof for another server or path from one for this endpoint (query ignored); leaves broken proofs to the full check', async () => {
+    const key = await dpopKey();
+    const proof = (htu: unknown) => key.proof({ htm: 'POST', htu: htu as string });
+    assert.equal(proofForAnotherUrl(await proof(endpoint), endpoint), false);
+    assert.equal(proofForAnotherUrl(await proof(`${endpoint}?x=1`), endpoint), false);
+    assert.equal(proofForAnotherUrl(await proof('https://other.example/token'), endpoint), true);
+    assert.equal(proofForAnotherUrl(await proof('https://as.example/other'), endpoint), true);
+    assert.equal(proofForAnotherUrl(await proof(7), endpoint), false);
+    assert.equal(proofForAnotherUrl('not a jwt', endpoint), false);
   });
 });

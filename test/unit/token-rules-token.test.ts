@@ -6,6 +6,7 @@ import { iuaFromHl7B2b } from '../../server/smart/hl7-b2b.ts';
 import { accessTokenLifetime, mayRefresh } from '../../server/oidc/token/lifetime.ts';
 import { asksForRefresh, grantedScope, tokenResourceServer } from '../../server/oidc/token/scope.ts';
 import { appTokenClaims, backendTokenClaims } from '../../server/oidc/token/claims.ts';
+import { grantNoLongerHeld } from '../../server/oidc/token/account.ts';
 import type { GrantContext } from '../../server/oidc/launch-store.ts';
 import type { User } from '../../server/oidc/users.ts';
 import { loadPolicy } from '../../server/hcs/policy.ts';
@@ -15,7 +16,7 @@ import { assertRefused } from '../support/rule-tables.ts';
 
 describe('token rule: client assertion (SMART beyond RFC 7523)', () => {
   const now = 1_800_000_000;
-  const at = { tokenEndpoint: 'https://as.example/token', requestedEndpoint: 'https://proxy.example/token', now };
+  const at = { tokenEndpoint: 'https://as.example/token', now };
   const client = { clientId: 'svc', jwksUri: 'https://svc.example/jwks' };
   const claims = { iss: 'svc', sub: 'svc', aud: 'https://as.example/token', exp: now + 240, jti: 'j' };
   const header = { alg: 'ES384', typ: 'JWT', kid: 'k1' };
@@ -32,7 +33,7 @@ describe('token rule: client assertion (SMART beyond RFC 7523)', () => {
     ['sub is not the client', { ...claims, sub: 'other' }, header, 'the client assertion sub must equal iss, the client_id'],
     ['aud another server', { ...claims, aud: 'https://evil.example/token' }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
     ['aud the issuer, not the token endpoint', { ...claims, aud: 'https://as.example' }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
-    ['aud with two values', { ...claims, aud: [at.tokenEndpoint, at.requestedEndpoint] }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
+    ['aud with two values', { ...claims, aud: [at.tokenEndpoint, 'https://proxy.example/token'] }, header, 'the client assertion aud must be the token endpoint https://as.example/token'],
     ['jku not the registered jwks_uri', claims, { ...header, jku: 'https://evil.example/jwks' }, 'the client assertion jku must equal the registered jwks_uri'],
     ['exp more than 5 minutes ahead', { ...claims, exp: now + 301 }, header, 'client assertion exp must be at most 5 minutes in the future'],
     ['hl7-b2b of the wrong version', { ...claims, extensions: { 'hl7-b2b': { ...b2b, version: '2' } } }, header, 'hl7-b2b version must be "1"'],
@@ -44,7 +45,6 @@ describe('token rule: client assertion (SMART beyond RFC 7523)', () => {
 
   const accepted: [string, Record<string, unknown>, Record<string, unknown>][] = [
     ['aud the token endpoint', claims, header],
-    ['aud the endpoint as requested', { ...claims, aud: at.requestedEndpoint }, header],
     ['aud as a one-element array', { ...claims, aud: [at.tokenEndpoint] }, header],
     ['exactly 5 minutes', { ...claims, exp: now + 300 }, header],
     ['the registered jku', claims, { ...header, jku: client.jwksUri }],
@@ -178,6 +178,8 @@ describe('token rule: claims.ts (what a token says beyond RFC 9068)', () => {
     ['a malformed purpose scope token', { scope: 'system/*.rs purpose_of_use=NOPE' }, undefined, 'purpose_of_use NOPE is not a v3-ActReason purpose of use'],
     ['two purposes (assertion and scope)', { iua: iuaTreat, scope: `purpose_of_use=${ACT_REASON}|HPAYMT` }, undefined, 'a token carries exactly one purpose of use; the request asserts several'],
     ['two purposes in the assertion', { iua: { purpose_of_use: [...coding('TREAT'), ...coding('HPAYMT')] } }, undefined, 'a token carries exactly one purpose of use; the request asserts several'],
+    ['an assertion purpose of another code system', { iua: { purpose_of_use: [{ system: 'https://evil.example/cs', code: 'HTEST' }] } }, undefined, 'hl7-b2b purpose_of_use https://evil.example/cs#HTEST is not a v3-ActReason purpose of use'],
+    ['an assertion purpose that is no purpose of use', { iua: { purpose_of_use: [{ system: ACT_REASON, code: 'BOGUS' }] } }, undefined, `hl7-b2b purpose_of_use ${ACT_REASON}#BOGUS is not a v3-ActReason purpose of use`],
     ['an emergency purpose asserted', { iua: { purpose_of_use: coding('ETREAT') } }, undefined, 'a backend service cannot assert ETREAT: emergency access is for people'],
     ['an emergency purpose as its only registered one', {}, ['BTG'], 'a backend service cannot assert BTG: emergency access is for people'],
     ['a purpose it is not registered for', { iua: { purpose_of_use: coding('HPAYMT') } }, ['TREAT'], 'purpose of use HPAYMT is not registered for this client'],
@@ -240,4 +242,22 @@ describe('token rule: claims.ts (what a token says beyond RFC 9068)', () => {
     assert.equal(claims.extensions.ihe_pcf.patient_id, 'https://as.example/fhir/Patient/p1');
     assert.equal(claims.extensions.ihe_pcf.residual.length, 1);
   });
+});
+
+describe('token rule: a user still holds their grant (refresh, code exchange)', () => {
+  const policy = loadPolicy();
+  const doctor = { system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' };
+  const user = (attributes: User['attributes']): User => ({ id: 'u', username: 'u', name: null, fhirUser: 'Practitioner/u', attributes, disabled: false });
+  const grant: GrantContext = { launch: { patient: 'p1', need_patient_banner: true, smart_style_url: 'https://as.example/style' }, purposeOfUse: 'HPAYMT' };
+  const cases: [string, User, string[] | undefined, string | undefined][] = [
+    ['as granted', user({ roles: [doctor], purposes: ['TREAT', 'HPAYMT'], patients: ['p1'] }), undefined, undefined],
+    ['a clinician without a patient list', user({ roles: [doctor], purposes: ['HPAYMT'] }), undefined, undefined],
+    ['the patient no longer listed', user({ roles: [doctor], purposes: ['HPAYMT'], patients: ['p2'] }), undefined, 'the user may no longer open the patient of this grant'],
+    ['the purpose no longer the user\'s', user({ roles: [doctor], purposes: ['TREAT'] }), undefined, 'purpose of use HPAYMT is no longer permitted for this user and app'],
+    ['the role that permitted the purpose gone', user({ roles: [], purposes: ['HPAYMT'] }), undefined, 'purpose of use HPAYMT is no longer permitted for this user and app'],
+    ['the purpose no longer registered for the app', user({ roles: [doctor], purposes: ['HPAYMT'] }), ['TREAT'], 'purpose of use HPAYMT is no longer permitted for this user and app'],
+  ];
+  for (const [name, u, clientPurposes, problem] of cases) {
+    it(`${name}: ${problem ?? 'held'}`, () => assert.equal(grantNoLongerHeld(policy, u, clientPurposes, grant), problem));
+  }
 });

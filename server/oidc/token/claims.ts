@@ -14,7 +14,7 @@ import type { GrantContext } from '../launch-store.ts';
 import { effectiveClearance, isEmergency, clientPermits, type Clearance } from '../../hcs/policy.ts';
 import { residualFor, userSecurityClaims, type IheIua } from '../../hcs/token-claims.ts';
 import { purposeCoding } from '../../hcs/codes.ts';
-import { requestedPurpose } from '../../hcs/purpose-choice.ts';
+import { isActReasonPurpose, requestedPurpose } from '../../hcs/purpose-choice.ts';
 import { authenticationClaims } from '../../auth/acr.ts';
 
 /** How the user signed in (RFC 8176 amr, acr), as oidc-provider keeps it on the code or refresh token. */
@@ -63,6 +63,9 @@ export function backendTokenClaims(
     throw new errors.InvalidRequest(message);
   };
   const iua: IheIua = { ...request.iua };
+  // The code alone decides below, so a coding of another system (or an unknown code) must not pass as one.
+  const foreign = iua.purpose_of_use?.find((c) => !isActReasonPurpose(c.system, c.code));
+  if (foreign) fail(`hl7-b2b purpose_of_use ${foreign.system}#${foreign.code} is not a v3-ActReason purpose of use`);
   const asserted = [...new Set(iua.purpose_of_use?.map((c) => c.code) ?? [])];
   const fromScope = requestedPurpose(String(request.scope ?? ''), undefined);
   if (fromScope.error) fail(fromScope.error);

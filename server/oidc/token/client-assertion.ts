@@ -9,10 +9,12 @@ import { B2bError, iuaFromHl7B2b } from '../../smart/hl7-b2b.ts';
 import type { IheIua } from '../../hcs/token-claims.ts';
 
 export interface AssertionContext {
-  /** The token endpoint URL the assertion must name as its only audience (the issuer's). */
+  /**
+   * The token endpoint URL the assertion must name as its only audience: the issuer's, never the URL as
+   * the request spelled it (its Host header is the sender's to choose, so an assertion made for another
+   * server could be replayed here under that server's name).
+   */
   tokenEndpoint: string;
-  /** The token endpoint URL as this request reached it (behind a proxy it may differ); also accepted. */
-  requestedEndpoint: string;
   /** Now, in epoch seconds. */
   now: number;
 }
@@ -37,7 +39,7 @@ export function checkClientAssertion(
   if (!header.kid) fail('the client assertion header must have a kid');
   if (claims.sub !== client.clientId) fail('the client assertion sub must equal iss, the client_id');
   const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-  if (aud.length !== 1 || (aud[0] !== at.tokenEndpoint && aud[0] !== at.requestedEndpoint)) {
+  if (aud.length !== 1 || aud[0] !== at.tokenEndpoint) {
     fail(`the client assertion aud must be the token endpoint ${at.tokenEndpoint}`);
   }
   if (header.jku !== undefined && header.jku !== client.jwksUri) fail('the client assertion jku must equal the registered jwks_uri');
@@ -57,7 +59,6 @@ export function clientAssertionRule({ config, db }: RuleDeps) {
   return async function clientAssertion(ctx: KoaContextWithOIDC, claims: Record<string, unknown>, header: Record<string, unknown>, client: { clientId: string; jwksUri?: string }) {
     factsOf(db, ctx).b2b = checkClientAssertion(claims, header, client, {
       tokenEndpoint: `${config.issuer}${TOKEN_PATH}`,
-      requestedEndpoint: (ctx.oidc.urlFor as (name: string) => string)('token'),
       now: nowSeconds(),
     });
   };

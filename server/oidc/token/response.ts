@@ -15,6 +15,7 @@ import type { LaunchContext } from '../../smart/launch-context.ts';
 import type { User } from '../users.ts';
 import { codingList } from '../../hcs/codes.ts';
 import { routedPath } from '../../net/routed-path.ts';
+import { proofForAnotherUrl } from '../../resource-server/dpop.ts';
 
 /** The token endpoint's path inside the provider (its `routes.token`). */
 export const TOKEN_PATH = '/token';
@@ -23,6 +24,13 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
   return async function smartTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
     // The token endpoint's writes wait for its answer (see RequestFacts.commit).
     const facts = ctx.method === 'POST' && routedPath(ctx.path) === TOKEN_PATH ? factsOf(db, ctx) : undefined;
+    const proof = ctx.get('dpop');
+    if (facts && proof && proofForAnotherUrl(proof, `${issuer}${TOKEN_PATH}`)) {
+      ctx.status = 400;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { error: 'invalid_dpop_proof', error_description: `the DPoP proof htu must be the token endpoint ${issuer}${TOKEN_PATH}` };
+      return;
+    }
     facts?.holdWrites();
     try {
       await next();

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
-import { endClientGrants } from './grants.ts';
+import { endClientAccess } from './grants.ts';
 import { forgetClient } from './client-cache.ts';
 import { ALL_SENSITIVITIES, privilegeProblem, type Privileges } from './registration-privileges.ts';
 import { isConfidentiality } from '../hcs/codes.ts';
@@ -129,7 +129,7 @@ export async function listClients(db: Db): Promise<ClientMetadata[]> {
 export async function removeClient(db: Db, clientId: string): Promise<boolean> {
   const removed = (await db('oidc_payloads').where({ model: 'Client', id: clientId }).delete()) > 0;
   forgetClient(db, clientId);
-  await endClientGrants(db, clientId);
+  await endClientAccess(db, clientId);
   return removed;
 }
 

@@ -3,7 +3,7 @@ import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { findGrantContext } from './launch-store.ts';
-import { noteRevocation } from './revocation.ts';
+import { noteRevocation, revokeClientTokens } from './revocation.ts';
 
 export interface GrantSummary {
   grantId: string;
@@ -104,9 +104,10 @@ export async function revokeGrantOf(db: Db, provider: Provider, accountId: strin
   return true;
 }
 
-/** Ends every grant of a client (when the client is removed). */
-export async function endClientGrants(db: Db, clientId: string): Promise<number> {
+/** Ends a removed client's access: every grant, and every access token (a backend's have no grant). */
+export async function endClientAccess(db: Db, clientId: string): Promise<number> {
   const rows: { id: string }[] = await db('oidc_payloads').where({ model: 'Grant', client_id: clientId }).select('id');
   await endGrants(db, rows.map((r) => r.id));
+  await revokeClientTokens(db, clientId);
   return rows.length;
 }

@@ -55,7 +55,7 @@ export interface TokenContext {
   /** Verifies this server's JWT access tokens (see ownTokenVerifier). */
   verifyOwn: OwnTokenVerifier;
   /** Whether an access token (its jti) was revoked: cached, see revocationCheck. */
-  isRevoked(jti: string): Promise<boolean>;
+  isRevoked(jti: string, clientId: string): Promise<boolean>;
   /** Where introspection records go: committed after the answer, within a bound. */
   introspections: AuditBacklog;
 }
@@ -101,7 +101,7 @@ async function verifyJwt(token: string, c: { issuer: string; keys: JWTVerifyGetK
 
 async function introspectAccessToken(token: string, c: Lookup): Promise<Introspection> {
   const payload = await c.verifyOwn(token);
-  if (!payload || (await c.isRevoked(payload.jti!))) return INACTIVE;
+  if (!payload || (await c.isRevoked(payload.jti!, String(payload.client_id)))) return INACTIVE;
   // RFC 9449 section 6.2: a bound token introspects with its cnf and token_type DPoP.
   const bound = typeof (payload.cnf as { jkt?: unknown } | undefined)?.jkt === 'string';
   return { ...payload, active: true, client_id: payload.client_id as string, token_type: bound ? 'DPoP' : 'Bearer' };

@@ -11,7 +11,7 @@ import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metad
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { jwtTokenEndpoints, ownTokenVerifier } from './introspection.ts';
 import { isAccessTokenRevoked } from './revocation.ts';
-import { endClientGrants } from './grants.ts';
+import { endClientAccess } from './grants.ts';
 import type { Logger } from '../ops/log.ts';
 import { ID_TOKEN_TTL, publicJwk } from './keys.ts';
 import { clientAssertionRule } from './token/client-assertion.ts';
@@ -44,7 +44,7 @@ export interface ProviderDeps {
   /** Where the token endpoints' records go: the app's audit store (default: the chain in `db`). */
   audit?: AuditSink;
   /** The revocation check introspection uses (default: uncached). */
-  isRevoked?: (jti: string) => Promise<boolean>;
+  isRevoked?: (jti: string, clientId: string) => Promise<boolean>;
   /** Takes introspection records committed after the answer (default: a backlog of its own). */
   introspections?: AuditBacklog;
 }
@@ -229,7 +229,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase,
     verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }) }),
-    isRevoked: deps.isRevoked ?? ((jti) => isAccessTokenRevoked(db, jti)),
+    isRevoked: deps.isRevoked ?? ((jti, clientId) => isAccessTokenRevoked(db, jti, clientId)),
     introspections: deps.introspections ?? auditBacklog(audit, config.introspectionAuditBacklog, (message, err) => log('error', message, { err })),
   }));
   provider.use(scopeInRegistrationResponses);
@@ -249,7 +249,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   });
   // A client deleted through RFC 7592 takes its grants along, as `client remove` and the portal do.
   provider.on('registration_delete.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => {
-    endClientGrants(db, client.clientId).catch((err) => log('error', 'ending the grants of a deleted client failed', { err }));
+    endClientAccess(db, client.clientId).catch((err) => log('error', 'ending the grants of a deleted client failed', { err }));
     recordRegistration(ctx, 'delete', client.clientId);
   });
   // Registration changes through RFC 7591/7592 (events cannot hold up the answer: a failure is logged).

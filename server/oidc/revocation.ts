@@ -1,5 +1,6 @@
-// Revocation state of access tokens, which are JWTs and not stored: a jti denylist, and the
-// grant each token came from (revoking a grant makes its access tokens inactive).
+// Revocation state of access tokens, which are JWTs and not stored: a jti denylist, the grant each
+// token came from (revoking a grant makes its access tokens inactive), and the removed clients (their
+// tokens, a backend's too, which have no grant, are inactive).
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import type { RowInsert } from '../group-commit.ts';
@@ -12,6 +13,19 @@ export function tokenGrantLink(jti: string, grantId: string, expiresAt: number):
 
 export async function revokeAccessToken(db: Db, jti: string, expiresAt: number): Promise<void> {
   await db('revoked_tokens').insert({ jti, expires_at: expiresAt }).onConflict('jti').ignore();
+  noteRevocation();
+}
+
+/** The longest an access token can live (ACCESS_TOKEN_TTL at its maximum, and the clock skew allowed). */
+const LONGEST_TOKEN_SECONDS = 86_400 + 60;
+
+/** A removed client's entry in the denylist: no access token issued to it is active afterwards. */
+const clientEntry = (clientId: string) => `client:${clientId}`;
+
+/** Makes every access token issued to a client inactive (kept until the longest of them has expired). */
+export async function revokeClientTokens(db: Db, clientId: string): Promise<void> {
+  await db('revoked_tokens').insert({ jti: clientEntry(clientId), expires_at: nowSeconds() + LONGEST_TOKEN_SECONDS })
+    .onConflict('jti').merge(['expires_at']);
   noteRevocation();
 }
 
@@ -31,12 +45,12 @@ export function noteRevocation(): void {
  */
 export function revocationCheck(db: Db, ttlMs: number) {
   const notRevoked = new Map<string, { epoch: number; until: number }>();
-  return async function isRevoked(jti: string): Promise<boolean> {
+  return async function isRevoked(jti: string, clientId: string): Promise<boolean> {
     const now = Date.now();
     const hit = notRevoked.get(jti);
     if (hit && hit.epoch === localRevocations && hit.until > now) return false;
     const epoch = localRevocations;
-    const revoked = await isAccessTokenRevoked(db, jti);
+    const revoked = await isAccessTokenRevoked(db, jti, clientId);
     if (!revoked && ttlMs > 0) {
       if (notRevoked.size >= 10_000) notRevoked.clear();
       notRevoked.set(jti, { epoch, until: now + ttlMs });
@@ -46,20 +60,22 @@ export function revocationCheck(db: Db, ttlMs: number) {
 }
 
 /**
- * Whether an access token (its jti) was revoked, directly or through its grant (gone or expired: a revoked
- * grant's row is deleted). Read from the tables alone, so that any process sharing the database can ask.
+ * Whether an access token (its jti) was revoked, directly, through its grant (gone or expired: a revoked
+ * grant's row is deleted) or with its client (removed). Read from the tables alone, so that any process
+ * sharing the database can ask.
  */
-export async function isAccessTokenRevoked(db: Db, jti: string): Promise<boolean> {
+export async function isAccessTokenRevoked(db: Db, jti: string, clientId: string): Promise<boolean> {
   // One round trip for the three tables: this runs on every introspection and every guarded FHIR request.
-  const row: { revoked: string | null; grant_id: string | null; grant_alive: string | null } | undefined = await db
-    .select('r.jti as revoked', 'g.grant_id', 'p.id as grant_alive')
-    .from(db.raw('(select cast(? as varchar(255)) as jti) as q', [jti]))
+  const row: { revoked: string | null; client_removed: string | null; grant_id: string | null; grant_alive: string | null } | undefined = await db
+    .select('r.jti as revoked', 'c.jti as client_removed', 'g.grant_id', 'p.id as grant_alive')
+    .from(db.raw('(select cast(? as varchar(255)) as jti, cast(? as varchar(255)) as client_entry) as q', [jti, clientEntry(clientId)]))
     .leftJoin('revoked_tokens as r', 'r.jti', 'q.jti')
+    .leftJoin('revoked_tokens as c', 'c.jti', 'q.client_entry')
     .leftJoin('token_grants as g', 'g.jti', 'q.jti')
     .leftJoin(`${PAYLOAD_TABLE} as p`, (on) => on.on('p.id', 'g.grant_id').andOnVal('p.model', 'Grant')
       .andOn((live) => live.onNull('p.expires_at').orOnVal('p.expires_at', '>', nowSeconds())))
     .first();
-  if (row?.revoked) return true;
+  if (row?.revoked || row?.client_removed) return true;
   return Boolean(row?.grant_id && !row.grant_alive);
 }
 

@@ -49,11 +49,11 @@ function auditTrailReaders(db: Db) {
  * `revoked` a jti check to share (the server's, with introspection), else one trusting "not revoked"
  * `revocationCacheMs` (1000); registered apps reread after `clientCacheMs` (1000).
  */
-export function sharedDatabase(db: Db, options: { revoked?: (jti: string) => Promise<boolean>; revocationCacheMs?: number; clientCacheMs?: number } = {}): SharedDatabase {
+export function sharedDatabase(db: Db, options: { revoked?: (jti: string, clientId: string) => Promise<boolean>; revocationCacheMs?: number; clientCacheMs?: number } = {}): SharedDatabase {
   const revoked = options.revoked ?? revocationCheck(db, options.revocationCacheMs ?? 1000);
   return {
     userPatients: (claims) => patientsOfUser(db, claims),
-    isRevoked: (claims) => revoked(String(claims.jti)),
+    isRevoked: (claims) => revoked(String(claims.jti), String(claims.client_id)),
     dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
     origins: registeredOrigins(db, options.clientCacheMs ?? 1000),
     auditTrailReaders: auditTrailReaders(db),

@@ -6,6 +6,7 @@ import { backendClient, ASSERTION_TYPE } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { endAllSessions } from '../../server/auth/sessions.ts';
+import { removeClient } from '../../server/oidc/clients.ts';
 
 describe('introspection and revocation', () => {
   let server: TestServer;
@@ -163,6 +164,19 @@ describe('introspection and revocation', () => {
     });
     assert.equal(res.status, 200);
     assert.equal((await introspect(body.access_token, basic(rs))).body.active, false);
+  });
+
+  it('makes the tokens of a removed client inactive, a backend\'s too (they have no grant): at introspection and at /fhir', async () => {
+    const backend = await backendClient(server, 'system/Patient.rs');
+    const { body } = await backend.token('system/Patient.rs');
+    const read = () => fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${body.access_token}` } });
+    assert.equal((await introspect(body.access_token, basic(rs))).body.active, true);
+    assert.equal((await read()).status, 200);
+    assert.equal(await removeClient(server.db, backend.client_id), true); // what `smart-auth client remove` does
+    assert.deepEqual((await introspect(body.access_token, basic(rs))).body, { active: false });
+    const refused = await read();
+    assert.equal(refused.status, 401);
+    assert.match(refused.headers.get('www-authenticate') ?? '', /invalid_token/);
   });
 
   it('answers 503 and no answer while the audit store cannot take the record, and recovers (ITI-102 fails closed)', async () => {

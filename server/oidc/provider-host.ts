@@ -68,6 +68,15 @@ export async function createProviderHost(config: Config, db: Db, hooks: Pick<Pro
   }
   schedule();
 
+  // oidc-provider builds its own URLs (discovery's endpoints, the token endpoint it checks assertions and
+  // DPoP proofs against) from the request's URL (ctx.href), i.e. from the Host header a client sends: they
+  // come from ISSUER instead, so that no Host can put another server's address in them.
+  const origin = new URL(config.issuer).origin;
+  const fromIssuer: Middleware = (ctx, next) => {
+    Object.defineProperty(ctx.request, 'href', { get: () => origin + ctx.originalUrl, configurable: true });
+    return served(ctx, next);
+  };
+
   return {
     get provider() {
       return provider;
@@ -76,7 +85,7 @@ export async function createProviderHost(config: Config, db: Db, hooks: Pick<Pro
       return ring.publicJwks.keys.length;
     },
     verificationKeys: (header, token) => localKeys(header, token),
-    middleware: (ctx, next) => served(ctx, next),
+    middleware: fromIssuer,
     refresh,
     close() {
       closed = true;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
+import { withHost } from '../support/oauth.ts';
 
 describe('discovery', () => {
   let server: TestServer;
@@ -39,6 +40,18 @@ describe('discovery', () => {
     assert.ok(doc.id_token_signing_alg_values_supported.includes('RS256'));
     assert.deepEqual(doc.code_challenge_methods_supported, ['S256']);
     assert.deepEqual(doc.response_types_supported, ['code']);
+  });
+
+  it('names its own endpoints from ISSUER whatever Host a request sends (no other server in the documents)', async () => {
+    for (const path of ['/.well-known/openid-configuration', '/.well-known/smart-configuration']) {
+      const res = await withHost(`${server.issuer}${path}`, 'attacker.example');
+      assert.equal(res.status, 200, path);
+      const doc = JSON.parse(res.body);
+      for (const key of ['authorization_endpoint', 'token_endpoint', 'jwks_uri', 'registration_endpoint', 'introspection_endpoint', 'revocation_endpoint']) {
+        if (doc[key] !== undefined) assert.ok(doc[key].startsWith(`${server.issuer}/`), `${path} ${key}: ${doc[key]}`);
+      }
+      assert.doesNotMatch(res.body, /attacker\.example/, path);
+    }
   });
 
   it('publishes public keys only: an RSA key for id tokens and the access-token key', async () => {

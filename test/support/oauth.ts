@@ -189,15 +189,20 @@ export function decodeJwt(token: string): { header: Record<string, any>; payload
   return { header: JSON.parse(Buffer.from(h, 'base64url').toString()), payload: JSON.parse(Buffer.from(p, 'base64url').toString()) };
 }
 
-/** A form POST whose Host header names `host` (fetch always sends the URL's): a request that spells this server another way. */
-export function postWithHost(url: string, host: string, body: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+/** A request whose Host header names `host` (fetch always sends the URL's): a request that spells this server another way. */
+export function withHost(url: string, host: string, { method = 'GET', form, headers = {} }: { method?: string; form?: Record<string, string>; headers?: Record<string, string> } = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'POST', headers: { ...headers, host, 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
+    const sent = form && { 'content-type': 'application/x-www-form-urlencoded' };
+    const req = httpRequest(url, { method, headers: { ...headers, host, ...sent } }, (res) => {
       let data = '';
       res.on('data', (chunk) => (data += chunk));
       res.on('end', () => resolve({ status: res.statusCode!, body: data }));
     });
     req.on('error', reject);
-    req.end(new URLSearchParams(body).toString());
+    req.end(form && new URLSearchParams(form).toString());
   });
 }
+
+/** A form POST whose Host header names `host`. */
+export const postWithHost = (url: string, host: string, form: Record<string, string>, headers: Record<string, string> = {}) =>
+  withHost(url, host, { method: 'POST', form, headers });

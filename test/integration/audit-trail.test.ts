@@ -187,6 +187,22 @@ describe('audit trail', () => {
       assert.equal((await fetch(`${server.fhirBase}/AuditEvent`, { method: 'POST', headers: { authorization: `Bearer ${auditor}`, 'content-type': 'application/fhir+json' }, body: '{"resourceType":"AuditEvent"}' })).status, 403);
     });
 
+    it('reads and searches by _id the event asked for, not another one', async () => {
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      assert.equal((await fhir('Patient/pat-1', amy, { 'x-request-id': 'by-id-target' })).status, 200);
+      const [target] = (await eventsOf({ patient: 'pat-1' })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === 'by-id-target'));
+      for (const bearer of [auditor, amy]) {
+        const read = await fhir(`AuditEvent/${target.id}`, bearer);
+        assert.equal(read.status, 200);
+        assert.equal((await read.json()).id, target.id);
+        const bundle = await (await fhir(`AuditEvent?_id=${target.id}`, bearer)).json();
+        assert.deepEqual(bundle.entry.map((e: any) => e.resource.id), [target.id]);
+      }
+      assert.equal((await fhir('AuditEvent/no-such-event', auditor)).status, 404);
+      assert.equal((await (await fhir('AuditEvent?_id=no-such-event', auditor)).json()).total, 0);
+    });
+
     it('shows a patient the events about themselves only', async () => {
       const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
       const bundle = await (await fhir('AuditEvent', amy)).json();

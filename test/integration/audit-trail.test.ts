@@ -337,6 +337,17 @@ describe('audit trail', () => {
       assert.equal(pdf.stdout.subarray(0, 5).toString(), '%PDF-');
     });
 
+    it("keeps another app's access on its own line when it reuses a request id (the client chooses it)", async () => {
+      const other = await server.addClient({ auth: { kind: 'secret' } });
+      const ours = await token('launch/patient openid patient/*.rs', { patient: 'pat-3' });
+      const theirs = (await exchangeCode(server.issuer, await authorize({ server, client: other, scope: 'launch/patient openid patient/*.rs', patient: 'pat-3' }), other)).body.access_token as string;
+      assert.equal((await fhir('Patient/pat-3', ours, { 'x-request-id': 'shared-req' })).status, 200);
+      assert.equal((await fhir('Observation?patient=pat-3', theirs, { 'x-request-id': 'shared-req' })).status, 200);
+      const lines = JSON.parse((await cli('audit', 'export', '--patient', 'pat-3', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'shared-req');
+      const appOf = (name: string) => name.replace(/^.* \((.*)\)$/, '$1');
+      assert.deepEqual(lines.map((l: any) => [appOf(l.app), l.action]), [[app.client_id, 'read'], [other.client_id, 'search']]);
+    });
+
     it('purges old records but keeps those under a privacy hold, and the chain still verifies', async () => {
       assert.equal((await cli('audit', 'hold', '--patient', 'pat-1', '--reason', 'litigation')).code, 0);
       const heldBefore = (await eventsOf({ patient: 'pat-1' })).length;

@@ -27,6 +27,7 @@ const coding = (system: string, code: string, display?: string): Coding => ({ sy
 /** Every code the builders use, with the display its code system gives. */
 export const CODES = {
   rest: coding(AUDIT_EVENT_TYPE, 'rest', 'Restful Operation'),
+  auditLogUsed: coding(DCM, '110101', 'Audit Log Used'),
   securityAlert: coding(DCM, '110113', 'Security Alert'),
   userAuthentication: coding(DCM, '110114', 'User Authentication'),
   login: coding(DCM, '110122', 'Login'),
@@ -789,5 +790,33 @@ export function emergencyOverrideStarted(e: EmergencyOverride): AuditEvent {
     ],
     source: securitySource(e.issuer),
     entity: [...(e.patient ? [patientEntity(e.patient)] : []), ...methodEntity(e.amr, e.stepUpAmr)],
+  });
+}
+
+export interface AuditLogUsed extends SecurityEventBase {
+  /** What was done with the trail: a patient's report exported, records purged, a privacy hold set or released. */
+  use: 'export' | 'purge' | 'hold' | 'release';
+  /** The patient whose records were exported, or held or released. */
+  patient?: string;
+  /** What was asked and done (format, before, removed, kept, reason): never report content. */
+  details?: Record<string, string | undefined>;
+}
+
+const AUDIT_LOG_ACTIONS = { export: 'R', purge: 'D', hold: 'U', release: 'U' } as const;
+
+/**
+ * The audit trail itself used by an administrator (DICOM 110101 Audit Log Used): an export of a
+ * patient's report (the patient as object-role 1, as a read of their data), a purge, or a privacy hold
+ * set or released (the patient as a security resource: the privacy office's reason is not theirs to read).
+ */
+export function auditLogUsed(e: AuditLogUsed): AuditEvent {
+  const about: AuditEntity[] = !e.patient ? []
+    : e.use === 'export' ? [patientEntity(e.patient)]
+      : [{ what: { reference: `Patient/${e.patient}` }, type: CODES.person, role: CODES.securityResource }];
+  return auditEvent({
+    type: CODES.auditLogUsed, action: AUDIT_LOG_ACTIONS[e.use], recorded: e.recorded, outcome: '0',
+    agent: [authServerAgent(e.issuer, true, true)],
+    source: securitySource(e.issuer),
+    entity: [...about, compact({ type: CODES.systemObject, description: e.use, detail: details(e.details ?? {}) })],
   });
 }

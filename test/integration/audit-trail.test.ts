@@ -348,6 +348,26 @@ describe('audit trail', () => {
       assert.deepEqual(lines.map((l: any) => [appOf(l.app), l.action]), [[app.client_id, 'read'], [other.client_id, 'search']]);
     });
 
+    it('records each use of the trail by an administrator: an export, a privacy hold set and released, a purge (DICOM 110101)', async () => {
+      const uses = async () => (await eventsOf({ type: '110101' })).map((e) => [e.action, e.entity.at(-1).description, e.entity.find((x: any) => x.what)?.what.reference,
+        Object.fromEntries((e.entity.at(-1).detail ?? []).map((d: any) => [d.type, d.valueString]))]);
+      const before = (await uses()).length;
+      assert.equal((await cli('audit', 'export', '--patient', 'pat-3', '--format', 'csv', '--names')).code, 0);
+      assert.equal((await cli('audit', 'hold', '--patient', 'pat-4', '--reason', 'complaint 17')).code, 0);
+      assert.equal((await cli('audit', 'release', '--patient', 'pat-4')).code, 0);
+      assert.equal((await cli('audit', 'release', '--patient', 'pat-4')).code, 2, 'no hold left: nothing released, nothing recorded');
+      assert.equal((await cli('audit', 'purge', '--before', '2000-01-01')).code, 0);
+      assert.deepEqual((await uses()).slice(before), [
+        ['R', 'export', 'Patient/pat-3', { format: 'csv', names: 'true' }],
+        ['U', 'hold', 'Patient/pat-4', { reason: 'complaint 17' }],
+        ['U', 'release', 'Patient/pat-4', {}],
+        ['D', 'purge', undefined, { before: '2000-01-01T00:00:00.000Z', removed: '0', kept: '0' }],
+      ]);
+      const [exported] = (await eventsOf({ type: '110101', patient: 'pat-3' }));
+      assert.ok(exported, "an export is in the patient's trail");
+      assert.equal((await eventsOf({ type: '110101', patient: 'pat-4' })).length, 0, 'a hold and its reason are not');
+    });
+
     it('purges old records but keeps those under a privacy hold, and the chain still verifies', async () => {
       assert.equal((await cli('audit', 'hold', '--patient', 'pat-1', '--reason', 'litigation')).code, 0);
       const heldBefore = (await eventsOf({ patient: 'pat-1' })).length;

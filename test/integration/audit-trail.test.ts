@@ -285,6 +285,30 @@ describe('audit trail', () => {
     assert.equal((await fhir('Patient/pat-1', bearer)).status, 200);
   });
 
+  it('answers a dynamic registration (RFC 7591) only once its record is committed, else 503 and keeps no client', async () => {
+    const register = () => fetch(`${server.issuer}/register`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Recorded app', redirect_uris: ['https://app.example.org/cb'], scope: 'openid patient/*.rs' }),
+    });
+    await server.db.schema.renameTable('audit_events', 'audit_events_away');
+    try {
+      const res = await register();
+      assert.equal(res.status, 503);
+      const body = await res.json();
+      assert.equal(body.error, 'temporarily_unavailable');
+      assert.doesNotMatch(JSON.stringify(body), /audit_events|SQLITE|no such table|client_secret/i, 'no internals, no credentials');
+    } finally {
+      await server.db.schema.renameTable('audit_events_away', 'audit_events');
+    }
+    const unrecorded = await server.db('oidc_payloads').where('model', 'Client').andWhereLike('payload', '%Recorded app%').count({ n: '*' }).first();
+    assert.equal(Number(unrecorded?.n), 0, 'the client nobody was told of is not kept');
+    const res = await register();
+    assert.equal(res.status, 201);
+    const { client_id: clientId } = await res.json();
+    const [record] = (await eventsOf({ type: '110113', subtype: '110129' })).filter((e) => e.entity[0].what.identifier.value === clientId);
+    assert.equal(record?.action, 'C', 'recorded by the time the answer came');
+  });
+
   describe('the CLI', () => {
     it('verifies the chain, and names the record someone changed', async () => {
       const ok = await cli('audit', 'verify', '--json');

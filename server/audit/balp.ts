@@ -354,13 +354,19 @@ function accessAgents(a: AccessAudit, shape: InteractionShape): AuditAgent[] {
     .filter((agent) => agent.who || agent.network);
 }
 
-function accessEntities(a: AccessAudit, shape: InteractionShape): AuditEntity[] {
+/** Whether `patient`'s event lists the resource: not another patient's (a batch's resources belong to several). */
+const listedFor = (a: AccessAudit, patient: string | undefined) => (resource: string) => {
+  const owners = a.resourcePatients?.[resource];
+  return patient === undefined || !owners?.length || owners.includes(patient);
+};
+
+function accessEntities(a: AccessAudit, shape: InteractionShape, patient: string | undefined): AuditEntity[] {
   const labels = a.securityLabels?.length ? a.securityLabels : undefined;
   const url = redactUrl(a.url);
   const entities: AuditEntity[] = [];
   if (shape.entities === 'data') {
     const target = shape.instance && !a.resources.length ? targetOf(url) : undefined;
-    entities.push(...(target ? [target] : a.resources).map((r) => dataEntity(r, labels)));
+    entities.push(...(target ? [target] : a.resources.filter(listedFor(a, patient))).map((r) => dataEntity(r, labels)));
   } else if (shape.entities === 'query') {
     const request = `${a.method.toUpperCase()} ${joinUrl(a.server.base, url)}`;
     entities.push(compact({ type: CODES.systemObject, role: CODES.query, securityLabel: labels, description: request, query: base64(request) }));
@@ -371,7 +377,8 @@ function accessEntities(a: AccessAudit, shape: InteractionShape): AuditEntity[] 
 
 /**
  * The AuditEvents of one guarded FHIR access (BALP RESTful patterns): one per patient whose data was
- * returned or written (BALP §1:52.4.1.6), identical but for the patient entity and the id; exactly
+ * returned or written (BALP §1:52.4.1.6), identical but for the patient entity, the id and the data
+ * entities (each lists that patient's resources and those of no patient, never another's); exactly
  * one, without a patient entity, when no patient is involved. Profiles are claimed only for what
  * the event satisfies: the RESTful ones fix outcome 0, so refused and failed accesses claim none.
  */
@@ -394,7 +401,7 @@ export function accessAuditEvents(access: AccessAudit): AuditEvent[] {
     // Built anew for each event (not shared between the events of several patients, nor cloned).
     agent: accessAgents(access, shape),
     source: compact({ site: siteOf(access.server.base), observer: { display: access.server.base }, type: [CODES.applicationServer] }),
-    entity: patient ? [patientEntity(patient), ...accessEntities(access, shape)] : accessEntities(access, shape),
+    entity: patient ? [patientEntity(patient), ...accessEntities(access, shape, patient)] : accessEntities(access, shape, undefined),
   });
   const patients = [...new Set(access.patients)];
   return patients.length ? patients.map(event) : [event(undefined)];

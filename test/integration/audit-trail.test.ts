@@ -102,6 +102,23 @@ describe('audit trail', () => {
     assert.ok(!serialized.includes(tokens.access_token) && !serialized.includes(tokens.refresh_token), 'no token value in the trail');
   });
 
+  it("records a batch across patients in each patient's event with that patient's resources only", async () => {
+    const bearer = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+    const res = await fetch(server.fhirBase, {
+      method: 'POST', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', 'x-request-id': 'batch-two-patients' },
+      body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: ['Patient/pat-1', 'Observation?patient=pat-2', 'Patient/pat-2'].map((url) => ({ request: { method: 'GET', url } })) }),
+    });
+    assert.equal(res.status, 200);
+    const dataOf = async (patient: string) => (await eventsOf({ patient })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === 'batch-two-patients'))
+      .flatMap((e) => e.entity.filter((x: any) => x.role?.code === '4').map((x: any) => x.what.reference));
+    const [one, two] = [await dataOf('pat-1'), await dataOf('pat-2')];
+    assert.deepEqual(one, ['Patient/pat-1']);
+    assert.ok(two.includes('Patient/pat-2') && two.some((r: string) => r.startsWith('Observation/')), two.join(' '));
+    assert.ok(!two.includes('Patient/pat-1'));
+    const lines = JSON.parse((await cli('audit', 'export', '--patient', 'pat-1', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'batch-two-patients');
+    assert.deepEqual(lines.map((l: any) => l.resources), ['Patient/pat-1'], "the patient's report names nothing of the other patient");
+  });
+
   describe('every request at /fhir, and the patient a refused one aimed at', () => {
     const byRequest = async (id: string) => (await eventsOf({ limit: 100_000 })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === id));
     const patientOfEvent = (e: any) => e.entity.find((x: any) => x.role?.code === '1')?.what?.reference;

@@ -220,6 +220,29 @@ describe('audit trail', () => {
       assert.equal((await (await fhir('AuditEvent?_id=no-such-event', auditor)).json()).total, 0);
     });
 
+    it('pages a search with next links, through the guard, to the last event and no further than the patient may see', async () => {
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      for (const id of ['page-1', 'page-2', 'page-3']) assert.equal((await fhir('Patient/pat-1', amy, { 'x-request-id': id })).status, 200);
+      const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+      assert.equal((await fhir('Patient/pat-2', smith)).status, 200);
+      const stored = await eventsOf({ patient: 'pat-1' });
+      assert.ok(stored.length > 2);
+      const seen: any[] = [];
+      let url: string | undefined = `${server.fhirBase}/AuditEvent?_count=2`;
+      let last: any;
+      for (let pages = 0; url && pages < 1000; pages++) {
+        assert.ok(url.startsWith(`${server.fhirBase}/AuditEvent?`), url);
+        last = await (await fetch(url, { headers: { authorization: `Bearer ${amy}` } })).json();
+        assert.ok(last.entry.length <= 2);
+        seen.push(...last.entry.map((e: any) => e.resource));
+        url = last.link.find((l: any) => l.relation === 'next')?.url;
+      }
+      // The trail grows as it is read (each page read is recorded): every event there was at the start is seen.
+      assert.deepEqual(seen.map((e) => e.id).slice(0, stored.length), stored.map((e) => e.id));
+      assert.ok(seen.every((e) => e.entity.some((x: any) => x.what?.reference === 'Patient/pat-1')), 'only the patient\'s own');
+      assert.equal(last.total, seen.length, 'the last page knows the total');
+    });
+
     it('shows a patient the events about themselves only', async () => {
       const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
       const bundle = await (await fhir('AuditEvent', amy)).json();

@@ -310,6 +310,23 @@ describe('audit trail', () => {
     });
   });
 
+  it("records a patient's reading of their own report with the request's id and address", async () => {
+    const browser = new Browser();
+    const login = await (await browser.fetch(`${server.issuer}/account/login?return_to=${encodeURIComponent('/account/disclosures')}`)).text();
+    const signedIn = await browser.fetch(`${server.issuer}/account/login`, {
+      method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: 'amy', password: 'demo-password-3', return_to: hiddenValue(login, 'return_to') }),
+    });
+    assert.equal(signedIn.status, 303);
+    for (const path of ['/account/disclosures', '/account/disclosures.csv']) {
+      const res = await browser.fetch(`${server.issuer}${path}`, { headers: { 'x-request-id': `report-${path.length}` } });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      const [event] = (await eventsOf({ patient: 'pat-1', type: 'rest' })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === `report-${path.length}`));
+      assert.ok(event, `${path} is recorded under the request's X-Request-Id`);
+      assert.ok(event.agent.some((a: any) => a.network?.address === '127.0.0.1'), 'and where it came from');
+    }
+  });
+
   it('refuses with 503 when the access cannot be recorded, and works again afterwards', async () => {
     const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-1' });
     await server.db.schema.renameTable('audit_events', 'audit_events_away');

@@ -11,9 +11,9 @@ const json = (status: number, body: unknown): UpstreamResponse =>
 const outcome = (status: number, code: string, diagnostics: string) =>
   json(status, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] });
 
-/** FHIR search parameters to the store's filter (`limit`: the page size) and the page's offset, or the reason they cannot be. */
-export function auditSearchFrom(params: URLSearchParams): (AuditSearch & { offset: number }) | string {
-  const filter: AuditSearch & { offset: number } = { offset: 0 };
+/** FHIR search parameters to the store's filter (`limit`: the page size, `offset`: where the page starts), or the reason they cannot be. */
+export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
+  const filter: AuditSearch = {};
   let noMatch = false;
   for (const [name, value] of params) {
     if (!SEARCH_PARAMS.has(name)) return `AuditEvent search does not support ${name}`;
@@ -67,11 +67,11 @@ export function auditEventUpstream(store: AuditStore, base: string, next: Upstre
       const params = new URLSearchParams(query);
       const filter = auditSearchFrom(params);
       if (typeof filter === 'string') return outcome(400, 'not-supported', filter);
-      const { offset, limit = 0, ...search } = filter;
+      const { offset = 0, limit = 0 } = filter;
       // One more than the page, in chain order (oldest first): whether there is a next page.
-      const found = limit ? await store.search({ ...search, limit: offset + limit + 1 }) : [];
-      const events = found.slice(offset, offset + limit);
-      const more = found.length > offset + limit;
+      const found = limit ? await store.search({ ...filter, limit: limit + 1 }) : [];
+      const events = found.slice(0, limit);
+      const more = found.length > limit;
       const page = (at: number) => {
         const p = new URLSearchParams(params);
         p.set('_getpagesoffset', String(at));
@@ -82,7 +82,7 @@ export function auditEventUpstream(store: AuditStore, base: string, next: Upstre
         resourceType: 'Bundle',
         type: 'searchset',
         // Known only when this page holds the last match.
-        ...(!more && { total: found.length }),
+        ...(!more && (found.length > 0 || offset === 0) && { total: offset + found.length }),
         link: [
           { relation: 'self', url: `${base}/AuditEvent${query ? `?${query}` : ''}` },
           ...(more ? [{ relation: 'next', url: page(offset + limit) }] : []),

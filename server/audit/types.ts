@@ -26,6 +26,8 @@ export interface AuditSearch {
   subtype?: string;
   /** `outcome` ("0", "4", "8", "12"). */
   outcome?: string;
+  /** Skip this many matches first (a search page's offset). */
+  offset?: number;
   limit?: number;
 }
 

@@ -17,7 +17,7 @@ import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
-import { clientRegistrationChanged, initialAccessTokenIssued, signingKeyRotated } from '../server/audit/balp.ts';
+import { auditLogUsed, clientRegistrationChanged, initialAccessTokenIssued, signingKeyRotated } from '../server/audit/balp.ts';
 import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/disclosures.ts';
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
 import { signedHeadIn } from '../server/audit/signed-head.ts';
@@ -286,6 +286,8 @@ const commands: Record<string, Command> = {
       const events = await store.search({ patient, limit: 100_000 });
       const selfUserIds = (await db('users').where('fhir_user', `Patient/${patient}`).select('id')).map((r: { id: string }) => r.id);
       const attempts = Boolean(v.attempts);
+      // Reading the trail is recorded before anything is shown, as every other read of it is.
+      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'export', patient, details: { format, names: v.names ? 'true' : undefined, attempts: attempts ? 'true' : undefined } }));
       const plain = disclosureLines(events, { patient, names: Boolean(v.names), selfUserIds, attempts });
       const appNames = await clientNames(db, plain.map((l) => l.app));
       const lines = plain.map((l) => ({ ...l, app: appNames[l.app] ?? l.app }));
@@ -315,6 +317,7 @@ const commands: Record<string, Command> = {
         if (Number(last?.seq ?? 0) > forwarded) throw new UsageError(`records before ${before.toISOString()} are not yet forwarded to ${config.auditForwardUrl}; purge after they are`);
       }
       const result = await auditStore(db, config).purge(before);
+      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'purge', details: { before: before.toISOString(), removed: String(result.removed), kept: String(result.kept) } }));
       return { json: result, text: `removed ${result.removed} audit records recorded before ${before.toISOString()}; kept ${result.kept} under privacy holds` };
     },
   },
@@ -324,6 +327,7 @@ const commands: Record<string, Command> = {
     async run({ values: v }, { db, config }) {
       if (!v.patient || !v.reason) throw new UsageError('--patient and --reason are required');
       await auditStore(db, config).hold(String(v.patient), String(v.reason));
+      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'hold', patient: String(v.patient), details: { reason: String(v.reason) } }));
       return { json: { patient: v.patient, held: true }, text: `privacy hold on patient ${v.patient}` };
     },
   },
@@ -332,7 +336,12 @@ const commands: Record<string, Command> = {
     options: { ...json, patient: { type: 'string' } },
     async run({ values: v }, { db, config }) {
       if (!v.patient) throw new UsageError('--patient is required');
-      if (!(await auditStore(db, config).release(String(v.patient)))) throw new UsageError(`no privacy hold on patient ${v.patient}`);
+      const store = auditStore(db, config);
+      const patient = String(v.patient);
+      if (!(await store.holds()).some((h) => h.patient === patient)) throw new UsageError(`no privacy hold on patient ${patient}`);
+      // Recorded first: once released, the patient's old records may be purged, and the release must stay on record.
+      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'release', patient }));
+      await store.release(patient);
       return { json: { patient: v.patient, held: false }, text: `privacy hold on patient ${v.patient} released` };
     },
   },

@@ -337,10 +337,10 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(disclosureRoutes({
     config, db, audit, patients,
     // Reading one's own accounting of disclosures is itself an access to the trail.
-    onRead: (userId, patientId, format) => audit.append(accessAuditEvents({
-      recorded: new Date(), requestId: randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
+    onRead: (userId, patientId, format, request) => audit.append(accessAuditEvents({
+      recorded: new Date(), requestId: request.requestId ?? randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
       interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
-      client: { id: REPORT_CLIENT, issuer: config.issuer }, user: { issuer: config.issuer, sub: userId, roles: [] },
+      client: { id: REPORT_CLIENT, issuer: config.issuer, address: request.address }, user: { issuer: config.issuer, sub: userId, roles: [] },
       purposeOfUse: [purposeCoding('PATRQT')],
     })),
   }).routes());

@@ -23,6 +23,7 @@ export function accessAuditFrom(record: AccessRecord, base: string, recorded: Da
     type: record.interaction?.type,
     resources: record.resources,
     patients: record.patients,
+    resourcePatients: record.resourcePatients,
     server: { base },
     client: { id: typeof claims.client_id === 'string' ? claims.client_id : undefined, address: record.request.remoteAddress, issuer: record.token?.issuer },
     user: record.token && !backend ? {

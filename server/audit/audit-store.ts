@@ -609,6 +609,7 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
   // --- search ---
 
   function matches(event: Record<string, unknown>, filter: AuditSearch): boolean {
+    if (filter.id !== undefined && event.id !== filter.id) return false;
     if (filter.patient !== undefined && patientOf(event) !== filter.patient) return false;
     if (filter.agent !== undefined && !agentValues(event).includes(filter.agent)) return false;
     if (filter.entity !== undefined && !entityValues(event).includes(filter.entity)) return false;
@@ -622,9 +623,11 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     const limit = filter.limit ?? Infinity;
     const found: AuditEvent[] = [];
     if (limit <= 0) return found;
+    let skip = filter.offset ?? 0;
     const term = (kind: string, value: string) => db('audit_index').select('seq').where({ kind, value: cut(value, MAX_TERM) });
     for (let after = 0; found.length < limit;) {
-      const query = db('audit_events').where('seq', '>', after).orderBy('seq').limit(Math.min(BATCH, Math.max(limit - found.length, 50))).select('seq', 'event');
+      const query = db('audit_events').where('seq', '>', after).orderBy('seq').limit(Math.min(BATCH, Math.max(limit - found.length + skip, 50))).select('seq', 'event');
+      if (filter.id !== undefined) query.where('id', filter.id);
       if (filter.patient !== undefined) query.where('patient_id', cut(filter.patient, 64));
       if (filter.from) query.where('recorded_at', '>=', filter.from.getTime());
       if (filter.to) query.where('recorded_at', '<=', filter.to.getTime());
@@ -636,7 +639,9 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
       const rows: { seq: number | string; event: string }[] = await query;
       for (const row of rows) {
         const event = JSON.parse(row.event) as AuditEvent;
-        if (matches(event, filter) && found.length < limit) found.push(event);
+        if (!matches(event, filter)) continue;
+        if (skip > 0) skip--;
+        else if (found.length < limit) found.push(event);
       }
       if (rows.length === 0) break;
       after = Number(rows[rows.length - 1].seq);

@@ -27,6 +27,7 @@ const coding = (system: string, code: string, display?: string): Coding => ({ sy
 /** Every code the builders use, with the display its code system gives. */
 export const CODES = {
   rest: coding(AUDIT_EVENT_TYPE, 'rest', 'Restful Operation'),
+  auditLogUsed: coding(DCM, '110101', 'Audit Log Used'),
   securityAlert: coding(DCM, '110113', 'Security Alert'),
   userAuthentication: coding(DCM, '110114', 'User Authentication'),
   login: coding(DCM, '110122', 'Login'),
@@ -353,13 +354,19 @@ function accessAgents(a: AccessAudit, shape: InteractionShape): AuditAgent[] {
     .filter((agent) => agent.who || agent.network);
 }
 
-function accessEntities(a: AccessAudit, shape: InteractionShape): AuditEntity[] {
+/** Whether `patient`'s event lists the resource: not another patient's (a batch's resources belong to several). */
+const listedFor = (a: AccessAudit, patient: string | undefined) => (resource: string) => {
+  const owners = a.resourcePatients?.[resource];
+  return patient === undefined || !owners?.length || owners.includes(patient);
+};
+
+function accessEntities(a: AccessAudit, shape: InteractionShape, patient: string | undefined): AuditEntity[] {
   const labels = a.securityLabels?.length ? a.securityLabels : undefined;
   const url = redactUrl(a.url);
   const entities: AuditEntity[] = [];
   if (shape.entities === 'data') {
     const target = shape.instance && !a.resources.length ? targetOf(url) : undefined;
-    entities.push(...(target ? [target] : a.resources).map((r) => dataEntity(r, labels)));
+    entities.push(...(target ? [target] : a.resources.filter(listedFor(a, patient))).map((r) => dataEntity(r, labels)));
   } else if (shape.entities === 'query') {
     const request = `${a.method.toUpperCase()} ${joinUrl(a.server.base, url)}`;
     entities.push(compact({ type: CODES.systemObject, role: CODES.query, securityLabel: labels, description: request, query: base64(request) }));
@@ -370,7 +377,8 @@ function accessEntities(a: AccessAudit, shape: InteractionShape): AuditEntity[] 
 
 /**
  * The AuditEvents of one guarded FHIR access (BALP RESTful patterns): one per patient whose data was
- * returned or written (BALP §1:52.4.1.6), identical but for the patient entity and the id; exactly
+ * returned or written (BALP §1:52.4.1.6), identical but for the patient entity, the id and the data
+ * entities (each lists that patient's resources and those of no patient, never another's); exactly
  * one, without a patient entity, when no patient is involved. Profiles are claimed only for what
  * the event satisfies: the RESTful ones fix outcome 0, so refused and failed accesses claim none.
  */
@@ -393,7 +401,7 @@ export function accessAuditEvents(access: AccessAudit): AuditEvent[] {
     // Built anew for each event (not shared between the events of several patients, nor cloned).
     agent: accessAgents(access, shape),
     source: compact({ site: siteOf(access.server.base), observer: { display: access.server.base }, type: [CODES.applicationServer] }),
-    entity: patient ? [patientEntity(patient), ...accessEntities(access, shape)] : accessEntities(access, shape),
+    entity: patient ? [patientEntity(patient), ...accessEntities(access, shape, patient)] : accessEntities(access, shape, undefined),
   });
   const patients = [...new Set(access.patients)];
   return patients.length ? patients.map(event) : [event(undefined)];
@@ -789,5 +797,33 @@ export function emergencyOverrideStarted(e: EmergencyOverride): AuditEvent {
     ],
     source: securitySource(e.issuer),
     entity: [...(e.patient ? [patientEntity(e.patient)] : []), ...methodEntity(e.amr, e.stepUpAmr)],
+  });
+}
+
+export interface AuditLogUsed extends SecurityEventBase {
+  /** What was done with the trail: a patient's report exported, records purged, a privacy hold set or released. */
+  use: 'export' | 'purge' | 'hold' | 'release';
+  /** The patient whose records were exported, or held or released. */
+  patient?: string;
+  /** What was asked and done (format, before, removed, kept, reason): never report content. */
+  details?: Record<string, string | undefined>;
+}
+
+const AUDIT_LOG_ACTIONS = { export: 'R', purge: 'D', hold: 'U', release: 'U' } as const;
+
+/**
+ * The audit trail itself used by an administrator (DICOM 110101 Audit Log Used): an export of a
+ * patient's report (the patient as object-role 1, as a read of their data), a purge, or a privacy hold
+ * set or released (the patient as a security resource: the privacy office's reason is not theirs to read).
+ */
+export function auditLogUsed(e: AuditLogUsed): AuditEvent {
+  const about: AuditEntity[] = !e.patient ? []
+    : e.use === 'export' ? [patientEntity(e.patient)]
+      : [{ what: { reference: `Patient/${e.patient}` }, type: CODES.person, role: CODES.securityResource }];
+  return auditEvent({
+    type: CODES.auditLogUsed, action: AUDIT_LOG_ACTIONS[e.use], recorded: e.recorded, outcome: '0',
+    agent: [authServerAgent(e.issuer, true, true)],
+    source: securitySource(e.issuer),
+    entity: [...about, compact({ type: CODES.systemObject, description: e.use, detail: details(e.details ?? {}) })],
   });
 }

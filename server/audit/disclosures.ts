@@ -185,6 +185,17 @@ function resourcesOf(e: AuditEvent): string[] {
 const requestIdOf = (e: AuditEvent) =>
   entitiesOf(e).find((x) => codeOf(x.type) === 'XrequestId' && x.what?.identifier?.value)?.what?.identifier?.value;
 
+/**
+ * What makes events one request: its X-Request-Id together with who sent it (token, app, user). The
+ * client chooses the request id, so the id alone would let one recipient's accesses merge into another's line.
+ */
+const requestKeyOf = (e: AuditEvent) => {
+  const agents = agentsOf(e);
+  const senders = [jtisOf(e), agents.filter(isAppAgent), agents.filter(isUserAgent)].flat()
+    .map((x) => (typeof x === 'string' ? x : x.who?.identifier?.value ?? ''));
+  return JSON.stringify([requestIdOf(e) ?? e.id, ...senders]);
+};
+
 function roleOf(agent: Agent): string {
   const roles = (agent.role ?? []).map((cc) => cc.coding?.find((c) => c.display || c.code)).flatMap((c) => (c ? [c.display || c.code!] : []));
   const texts = (agent.role ?? []).filter((cc) => !cc.coding?.length && cc.text).map((cc) => cc.text!);
@@ -231,8 +242,8 @@ function lineOf(e: AuditEvent, options: DisclosureOptions, breakGlassJtis: Reado
 const validDate = (e: AuditEvent) => typeof e.recorded === 'string' && !Number.isNaN(Date.parse(e.recorded));
 
 /**
- * One line per request (X-Request-Id: the copies of one access, and the events of one request for
- * several resources, merge), for successful guarded accesses about the patient; test data and
+ * One line per request (X-Request-Id and sender: the copies of one access, and the events of one request
+ * for several resources, merge), for successful guarded accesses about the patient; test data and
  * refused or failed accesses are left out. Chronological.
  */
 export function disclosureLines(events: readonly AuditEvent[], options: DisclosureOptions = {}): DisclosureLine[] {
@@ -241,14 +252,15 @@ export function disclosureLines(events: readonly AuditEvent[], options: Disclosu
   for (const event of events) {
     if (!validDate(event) || !isDisclosure(event, options.patient, options.attempts)) continue;
     const line = lineOf(event, options, breakGlassJtis);
-    const seen = byRequest.get(line.request_id);
+    const key = requestKeyOf(event);
+    const seen = byRequest.get(key);
     if (!seen) {
-      byRequest.set(line.request_id, line);
+      byRequest.set(key, line);
       continue;
     }
     const resources = [...new Set([...seen.resources.split(' '), ...line.resources.split(' ')].filter(Boolean))];
     const earlier = line.date < seen.date ? line : seen;
-    byRequest.set(line.request_id, {
+    byRequest.set(key, {
       ...earlier,
       resources: resources.join(' '),
       break_glass: seen.break_glass || line.break_glass,
@@ -280,7 +292,7 @@ export async function* streamLines(events: AsyncIterable<AuditEvent>, options: D
   let group: AuditEvent[] = [];
   let groupId: string | undefined;
   for await (const event of events) {
-    const id = requestIdOf(event) ?? event.id;
+    const id = requestKeyOf(event);
     if (group.length && id !== groupId) {
       yield* disclosureLines(group, options);
       group = [];

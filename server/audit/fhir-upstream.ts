@@ -3,7 +3,7 @@
 import type { Upstream, UpstreamResponse } from '../resource-server/upstream.ts';
 import type { AuditSearch, AuditStore } from './types.ts';
 
-const SEARCH_PARAMS = new Set(['patient', 'date', 'agent', 'entity', 'type', 'subtype', 'outcome', '_count', '_format', '_id']);
+const SEARCH_PARAMS = new Set(['patient', 'date', 'agent', 'entity', 'type', 'subtype', 'outcome', '_count', '_format', '_id', '_getpagesoffset']);
 
 const json = (status: number, body: unknown): UpstreamResponse =>
   ({ status, headers: new Headers({ 'content-type': 'application/fhir+json' }), body });
@@ -11,7 +11,7 @@ const json = (status: number, body: unknown): UpstreamResponse =>
 const outcome = (status: number, code: string, diagnostics: string) =>
   json(status, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] });
 
-/** FHIR search parameters to the store's filter, or the reason they cannot be. */
+/** FHIR search parameters to the store's filter (`limit`: the page size, `offset`: where the page starts), or the reason they cannot be. */
 export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
   const filter: AuditSearch = {};
   let noMatch = false;
@@ -27,10 +27,11 @@ export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
       }
       case '_id': filter.id = value; break;
       case 'agent': case 'entity': case 'type': case 'subtype': case 'outcome': filter[name] = value.replace(/^.*\|/, ''); break;
-      case '_count': {
+      case '_count': case '_getpagesoffset': {
         const count = Number(value);
-        if (!Number.isInteger(count) || count < 0) return '_count must be a whole number';
-        filter.limit = Math.min(count, 1000);
+        if (!/^\d{1,9}$/.test(value) || !Number.isSafeInteger(count)) return `${name} must be a whole number`;
+        if (name === '_count') filter.limit = Math.min(count, 1000);
+        else filter.offset = count;
         break;
       }
       case 'date': {
@@ -63,14 +64,30 @@ export function auditEventUpstream(store: AuditStore, base: string, next: Upstre
         return event ? json(200, event) : outcome(404, 'not-found', `AuditEvent/${segments[1]} is not known`);
       }
       if (segments.length !== 1) return outcome(400, 'not-supported', 'this AuditEvent interaction is not supported');
-      const filter = auditSearchFrom(new URLSearchParams(query));
+      const params = new URLSearchParams(query);
+      const filter = auditSearchFrom(params);
       if (typeof filter === 'string') return outcome(400, 'not-supported', filter);
-      const events = await store.search(filter);
+      const { offset = 0, limit = 0 } = filter;
+      // One more than the page, in chain order (oldest first): whether there is a next page.
+      const found = limit ? await store.search({ ...filter, limit: limit + 1 }) : [];
+      const events = found.slice(0, limit);
+      const more = found.length > limit;
+      const page = (at: number) => {
+        const p = new URLSearchParams(params);
+        p.set('_getpagesoffset', String(at));
+        p.set('_count', String(limit));
+        return `${base}/AuditEvent?${p}`;
+      };
       return json(200, {
         resourceType: 'Bundle',
         type: 'searchset',
-        total: events.length,
-        link: [{ relation: 'self', url: `${base}/AuditEvent${query ? `?${query}` : ''}` }],
+        // Known only when this page holds the last match.
+        ...(!more && (found.length > 0 || offset === 0) && { total: offset + found.length }),
+        link: [
+          { relation: 'self', url: `${base}/AuditEvent${query ? `?${query}` : ''}` },
+          ...(more ? [{ relation: 'next', url: page(offset + limit) }] : []),
+          ...(offset > 0 && limit ? [{ relation: 'previous', url: page(Math.max(0, offset - limit)) }] : []),
+        ],
         entry: events.map((event) => ({ fullUrl: `${base}/AuditEvent/${event.id}`, resource: event, search: { mode: 'match' } })),
       });
     },

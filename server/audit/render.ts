@@ -12,9 +12,10 @@ function neutralise(value: string): string {
   return /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
 }
 
+/** Quoted also at `;` and tab: spreadsheets in many locales split on them, and the piece after would start a cell unneutralised. */
 function csvCell(value: unknown): string {
   const text = neutralise(value === undefined || value === null ? '' : String(value));
-  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  return /[",;\t\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 export const csvHeader = () => `${DISCLOSURE_COLUMNS.join(',')}\r\n`;

@@ -26,6 +26,8 @@ export interface AuditSearch {
   subtype?: string;
   /** `outcome` ("0", "4", "8", "12"). */
   outcome?: string;
+  /** Skip this many matches first (a search page's offset). */
+  offset?: number;
   limit?: number;
 }
 
@@ -104,6 +106,8 @@ export interface AccessAudit {
   resources: string[];
   /** Every patient whose data was returned or written (one AuditEvent each). */
   patients: string[];
+  /** The patients of each resource that names some: a patient's event lists only theirs and those of no patient. */
+  resourcePatients?: Readonly<Record<string, readonly string[]>>;
   /** The FHIR base: the observer and the server agent. */
   server: { base: string };
   /** The app; `issuer` identifies the authorization server that registered it. */

@@ -12,6 +12,7 @@ import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type 
 import { jwtTokenEndpoints, ownTokenVerifier } from './introspection.ts';
 import { isAccessTokenRevoked } from './revocation.ts';
 import { endClientAccess } from './grants.ts';
+import { removeClient } from './clients.ts';
 import type { Logger } from '../ops/log.ts';
 import { ID_TOKEN_TTL, publicJwk } from './keys.ts';
 import { clientAssertionRule } from './token/client-assertion.ts';
@@ -66,6 +67,8 @@ async function scopeInRegistrationResponses(ctx: KoaContextWithOIDC, next: () =>
 
 /** The privileges of the initial access token each RFC 7591 registration request carries (looked up by a middleware in createProvider). */
 const tokenPrivileges = new WeakMap<object, Privileges>();
+/** The audit record of an RFC 7591/7592 registration change, per request, until its answer goes out. */
+const pendingRegistrationRecords = new WeakMap<object, { record: Promise<void>; change: 'create' | 'update' | 'delete'; clientId: string }>();
 
 /**
  * The most a registration or update made through this request may ask for; undefined when the metadata
@@ -243,6 +246,22 @@ export function createProvider(deps: ProviderDeps): Provider {
     await next();
   });
   provider.use(trackSignInSessions(db, audit, config.issuer, SIGN_IN_SESSION_TTL));
+  // A registration change is answered only once its record is committed; else 503, as every audited answer.
+  provider.use(async function registrationRecorded(ctx, next) {
+    await next();
+    const pending = pendingRegistrationRecords.get(ctx);
+    if (!pending) return;
+    try {
+      await pending.record;
+    } catch (err) {
+      log('error', 'recording a registration change failed', { err });
+      // A client nobody was told of, and no record says exists: take it away again.
+      if (pending.change === 'create') await removeClient(db, pending.clientId).catch((e) => log('error', 'removing an unrecorded client failed', { err: e }));
+      ctx.status = 503;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this registration change now' };
+    }
+  });
   if (config.demo) provider.use(sandboxRevocation(db));
   provider.on('grant.revoked', (_ctx, grantId: string) => {
     void deleteGrantContext(db, grantId);
@@ -252,10 +271,11 @@ export function createProvider(deps: ProviderDeps): Provider {
     endClientAccess(db, client.clientId).catch((err) => log('error', 'ending the grants of a deleted client failed', { err }));
     recordRegistration(ctx, 'delete', client.clientId);
   });
-  // Registration changes through RFC 7591/7592 (events cannot hold up the answer: a failure is logged).
+  // Registration changes through RFC 7591/7592: the events start the record, registrationRecorded (below) waits for it.
   const recordRegistration = (ctx: KoaContextWithOIDC, change: 'create' | 'update' | 'delete', clientId: string) => {
-    audit.append(clientRegistrationChanged({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, change, clientId, by: { clientId } }))
-      .catch((err) => log('error', 'recording a registration change failed', { err }));
+    const record = audit.append(clientRegistrationChanged({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, change, clientId, by: { clientId } }));
+    record.catch(() => undefined); // awaited by registrationRecorded
+    pendingRegistrationRecords.set(ctx, { record, change, clientId });
   };
   provider.on('registration_create.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'create', client.clientId));
   provider.on('registration_update.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'update', client.clientId));

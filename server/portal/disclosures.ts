@@ -31,8 +31,16 @@ export interface DisclosureDeps {
   audit: AuditStore;
   patients?: { get(id: string): Promise<{ name: string } | undefined> };
   /** Called before the report is shown or sent (the lead wires it to the audit trail); a rejection fails the request. */
-  onRead?(userId: string, patientId: string, format: DisclosureFormat): void | Promise<void>;
+  onRead?(userId: string, patientId: string, format: DisclosureFormat, request: ReportReading): void | Promise<void>;
 }
+
+/** The request that reads the report, for its record: its X-Request-Id and where it came from. */
+export interface ReportReading {
+  requestId?: string;
+  address?: string;
+}
+
+const reading = (ctx: Context): ReportReading => ({ requestId: ctx.state.requestId as string | undefined, address: ctx.ip });
 
 const PAGE = '/account/disclosures';
 
@@ -164,7 +172,7 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     const { request, query, summary, everyApp, options, named, appName } = report;
     const page = await audit.disclosurePage({ ...query, before: request.before, after: request.after, limit: PAGE_SIZE });
     const lines = disclosureLines(page.events, options).reverse().map(named);
-    await onRead?.(user.id, patientId, 'html');
+    await onRead?.(user.id, patientId, 'html', reading(ctx));
     const recipient = (r: { recipient_role: string; recipient_organization: string }) =>
       (r.recipient_role === 'patient (self)' ? 'you' : [r.recipient_role, r.recipient_organization].filter(Boolean).join(', '));
     return sendPage(ctx, 'account-disclosures', {
@@ -194,7 +202,7 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     if (!who) return;
     const report = await prepare(ctx, who.user, who.patientId);
     if (!report) return;
-    await onRead?.(who.user.id, who.patientId, 'csv');
+    await onRead?.(who.user.id, who.patientId, 'csv', reading(ctx));
     const lines = streamLines(audit.disclosureEvents(report.query), report.options);
     download(ctx, Readable.from((async function* csv() {
       yield csvHeader();
@@ -207,7 +215,7 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     if (!who) return;
     const report = await prepare(ctx, who.user, who.patientId);
     if (!report) return;
-    await onRead?.(who.user.id, who.patientId, 'pdf');
+    await onRead?.(who.user.id, who.patientId, 'pdf', reading(ctx));
     const lines = streamLines(audit.disclosureEvents(report.query), report.options);
     const pdf = await pdfReport(report.summary.map((s) => ({ ...s, app: report.appName(s.app) })), (async function* named() {
       for await (const line of lines) yield report.named(line);

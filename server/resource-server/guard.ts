@@ -54,6 +54,8 @@ export interface AccessRecord {
   resources: string[];
   /** Every patient whose data was returned or written (as stored: a de-identified answer's real patients). */
   patients: string[];
+  /** The patients each of `resources` names, when it names some (a batch's resources belong to several). */
+  resourcePatients?: Record<string, string[]>;
   requestId?: string;
   /** How the data went out, for the audit entities: PSEUDED when the answers were de-identified. */
   securityLabels?: { system: string; code: string; display?: string }[];
@@ -98,10 +100,14 @@ const SMART_SECURITY = {
   service: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' }] }],
 };
 
-const touched = (resources: FhirResource[], patients: string[] = []) => ({
-  resources: resources.filter((r) => r.id).map((r) => `${r.resourceType}/${r.id}`),
-  patients: [...new Set([...resources.flatMap((r) => patientsOf(r)), ...patients])],
-});
+const touched = (resources: FhirResource[], patients: string[] = []) => {
+  const named = resources.filter((r) => r.id).map((r) => [`${r.resourceType}/${r.id}`, patientsOf(r)] as const);
+  return {
+    resources: named.map(([reference]) => reference),
+    patients: [...new Set([...resources.flatMap((r) => patientsOf(r)), ...patients])],
+    resourcePatients: Object.fromEntries(named.filter(([, owners]) => owners.length)),
+  };
+};
 
 /** An interaction carried out: the answer, the resources it returned or wrote, and patients it touched beyond theirs. */
 interface Performed {

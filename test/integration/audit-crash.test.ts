@@ -36,14 +36,16 @@ async function appendUntilKilled(databaseUrl: string, jwk: object, ms: number): 
   return { ids: lines.filter((l) => !l.startsWith('ready ')), stderr };
 }
 
-async function crashAndCheck(databaseUrl: string) {
+async function crashAndCheck(databaseUrl: string, processes = 1) {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
   const setup = openDatabase(databaseUrl);
   await migrate(setup);
   await setup.destroy();
 
-  const { ids, stderr } = await appendUntilKilled(databaseUrl, await exportJWK(privateKey), 1000);
-  assert.ok(ids.length > 100, `only ${ids.length} appends were answered in 1 s:\n${stderr}`);
+  const jwk = await exportJWK(privateKey);
+  const children = await Promise.all(Array.from({ length: processes }, () => appendUntilKilled(databaseUrl, jwk, 1000)));
+  for (const { ids: answered, stderr } of children) assert.ok(answered.length > 100, `only ${answered.length} appends were answered in 1 s:\n${stderr}`);
+  const ids = children.flatMap((c) => c.ids);
 
   const db = openDatabase(databaseUrl);
   try {
@@ -81,6 +83,15 @@ describe('audit store after kill -9 under load', function () {
     const dir = mkdtempSync(join(tmpdir(), 'audit-crash-'));
     try {
       await crashAndCheck(`sqlite:${join(dir, 'audit.sqlite')}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('on SQLite, two processes on one file: one chain that verifies, no answered append lost', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'audit-crash-'));
+    try {
+      await crashAndCheck(`sqlite:${join(dir, 'audit.sqlite')}`, 2);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

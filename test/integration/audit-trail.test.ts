@@ -102,6 +102,23 @@ describe('audit trail', () => {
     assert.ok(!serialized.includes(tokens.access_token) && !serialized.includes(tokens.refresh_token), 'no token value in the trail');
   });
 
+  it("records a batch across patients in each patient's event with that patient's resources only", async () => {
+    const bearer = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+    const res = await fetch(server.fhirBase, {
+      method: 'POST', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', 'x-request-id': 'batch-two-patients' },
+      body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: ['Patient/pat-1', 'Observation?patient=pat-2', 'Patient/pat-2'].map((url) => ({ request: { method: 'GET', url } })) }),
+    });
+    assert.equal(res.status, 200);
+    const dataOf = async (patient: string) => (await eventsOf({ patient })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === 'batch-two-patients'))
+      .flatMap((e) => e.entity.filter((x: any) => x.role?.code === '4').map((x: any) => x.what.reference));
+    const [one, two] = [await dataOf('pat-1'), await dataOf('pat-2')];
+    assert.deepEqual(one, ['Patient/pat-1']);
+    assert.ok(two.includes('Patient/pat-2') && two.some((r: string) => r.startsWith('Observation/')), two.join(' '));
+    assert.ok(!two.includes('Patient/pat-1'));
+    const lines = JSON.parse((await cli('audit', 'export', '--patient', 'pat-1', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'batch-two-patients');
+    assert.deepEqual(lines.map((l: any) => l.resources), ['Patient/pat-1'], "the patient's report names nothing of the other patient");
+  });
+
   describe('every request at /fhir, and the patient a refused one aimed at', () => {
     const byRequest = async (id: string) => (await eventsOf({ limit: 100_000 })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === id));
     const patientOfEvent = (e: any) => e.entity.find((x: any) => x.role?.code === '1')?.what?.reference;
@@ -187,6 +204,45 @@ describe('audit trail', () => {
       assert.equal((await fetch(`${server.fhirBase}/AuditEvent`, { method: 'POST', headers: { authorization: `Bearer ${auditor}`, 'content-type': 'application/fhir+json' }, body: '{"resourceType":"AuditEvent"}' })).status, 403);
     });
 
+    it('reads and searches by _id the event asked for, not another one', async () => {
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      assert.equal((await fhir('Patient/pat-1', amy, { 'x-request-id': 'by-id-target' })).status, 200);
+      const [target] = (await eventsOf({ patient: 'pat-1' })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === 'by-id-target'));
+      for (const bearer of [auditor, amy]) {
+        const read = await fhir(`AuditEvent/${target.id}`, bearer);
+        assert.equal(read.status, 200);
+        assert.equal((await read.json()).id, target.id);
+        const bundle = await (await fhir(`AuditEvent?_id=${target.id}`, bearer)).json();
+        assert.deepEqual(bundle.entry.map((e: any) => e.resource.id), [target.id]);
+      }
+      assert.equal((await fhir('AuditEvent/no-such-event', auditor)).status, 404);
+      assert.equal((await (await fhir('AuditEvent?_id=no-such-event', auditor)).json()).total, 0);
+    });
+
+    it('pages a search with next links, through the guard, to the last event and no further than the patient may see', async () => {
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      for (const id of ['page-1', 'page-2', 'page-3']) assert.equal((await fhir('Patient/pat-1', amy, { 'x-request-id': id })).status, 200);
+      const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+      assert.equal((await fhir('Patient/pat-2', smith)).status, 200);
+      const stored = await eventsOf({ patient: 'pat-1' });
+      assert.ok(stored.length > 2);
+      const seen: any[] = [];
+      let url: string | undefined = `${server.fhirBase}/AuditEvent?_count=2`;
+      let last: any;
+      for (let pages = 0; url && pages < 1000; pages++) {
+        assert.ok(url.startsWith(`${server.fhirBase}/AuditEvent?`), url);
+        last = await (await fetch(url, { headers: { authorization: `Bearer ${amy}` } })).json();
+        assert.ok(last.entry.length <= 2);
+        seen.push(...last.entry.map((e: any) => e.resource));
+        url = last.link.find((l: any) => l.relation === 'next')?.url;
+      }
+      // The trail grows as it is read (each page read is recorded): every event there was at the start is seen.
+      assert.deepEqual(seen.map((e) => e.id).slice(0, stored.length), stored.map((e) => e.id));
+      assert.ok(seen.every((e) => e.entity.some((x: any) => x.what?.reference === 'Patient/pat-1')), 'only the patient\'s own');
+      assert.equal(last.total, seen.length, 'the last page knows the total');
+    });
+
     it('shows a patient the events about themselves only', async () => {
       const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
       const bundle = await (await fhir('AuditEvent', amy)).json();
@@ -254,6 +310,23 @@ describe('audit trail', () => {
     });
   });
 
+  it("records a patient's reading of their own report with the request's id and address", async () => {
+    const browser = new Browser();
+    const login = await (await browser.fetch(`${server.issuer}/account/login?return_to=${encodeURIComponent('/account/disclosures')}`)).text();
+    const signedIn = await browser.fetch(`${server.issuer}/account/login`, {
+      method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: 'amy', password: 'demo-password-3', return_to: hiddenValue(login, 'return_to') }),
+    });
+    assert.equal(signedIn.status, 303);
+    for (const path of ['/account/disclosures', '/account/disclosures.csv']) {
+      const res = await browser.fetch(`${server.issuer}${path}`, { headers: { 'x-request-id': `report-${path.length}` } });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      const [event] = (await eventsOf({ patient: 'pat-1', type: 'rest' })).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === `report-${path.length}`));
+      assert.ok(event, `${path} is recorded under the request's X-Request-Id`);
+      assert.ok(event.agent.some((a: any) => a.network?.address === '127.0.0.1'), 'and where it came from');
+    }
+  });
+
   it('refuses with 503 when the access cannot be recorded, and works again afterwards', async () => {
     const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-1' });
     await server.db.schema.renameTable('audit_events', 'audit_events_away');
@@ -267,6 +340,30 @@ describe('audit trail', () => {
       await server.db.schema.renameTable('audit_events_away', 'audit_events');
     }
     assert.equal((await fhir('Patient/pat-1', bearer)).status, 200);
+  });
+
+  it('answers a dynamic registration (RFC 7591) only once its record is committed, else 503 and keeps no client', async () => {
+    const register = () => fetch(`${server.issuer}/register`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Recorded app', redirect_uris: ['https://app.example.org/cb'], scope: 'openid patient/*.rs' }),
+    });
+    await server.db.schema.renameTable('audit_events', 'audit_events_away');
+    try {
+      const res = await register();
+      assert.equal(res.status, 503);
+      const body = await res.json();
+      assert.equal(body.error, 'temporarily_unavailable');
+      assert.doesNotMatch(JSON.stringify(body), /audit_events|SQLITE|no such table|client_secret/i, 'no internals, no credentials');
+    } finally {
+      await server.db.schema.renameTable('audit_events_away', 'audit_events');
+    }
+    const unrecorded = await server.db('oidc_payloads').where('model', 'Client').andWhereLike('payload', '%Recorded app%').count({ n: '*' }).first();
+    assert.equal(Number(unrecorded?.n), 0, 'the client nobody was told of is not kept');
+    const res = await register();
+    assert.equal(res.status, 201);
+    const { client_id: clientId } = await res.json();
+    const [record] = (await eventsOf({ type: '110113', subtype: '110129' })).filter((e) => e.entity[0].what.identifier.value === clientId);
+    assert.equal(record?.action, 'C', 'recorded by the time the answer came');
   });
 
   describe('the CLI', () => {
@@ -319,6 +416,37 @@ describe('audit trail', () => {
       assert.match(csv.stdout.split('\n')[0], /^date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome,deidentified/);
       const pdf = await run(process.execPath, [BIN, 'audit', 'export', '--patient', 'pat-3', '--format', 'pdf'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl }, encoding: 'buffer' });
       assert.equal(pdf.stdout.subarray(0, 5).toString(), '%PDF-');
+    });
+
+    it("keeps another app's access on its own line when it reuses a request id (the client chooses it)", async () => {
+      const other = await server.addClient({ auth: { kind: 'secret' } });
+      const ours = await token('launch/patient openid patient/*.rs', { patient: 'pat-3' });
+      const theirs = (await exchangeCode(server.issuer, await authorize({ server, client: other, scope: 'launch/patient openid patient/*.rs', patient: 'pat-3' }), other)).body.access_token as string;
+      assert.equal((await fhir('Patient/pat-3', ours, { 'x-request-id': 'shared-req' })).status, 200);
+      assert.equal((await fhir('Observation?patient=pat-3', theirs, { 'x-request-id': 'shared-req' })).status, 200);
+      const lines = JSON.parse((await cli('audit', 'export', '--patient', 'pat-3', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'shared-req');
+      const appOf = (name: string) => name.replace(/^.* \((.*)\)$/, '$1');
+      assert.deepEqual(lines.map((l: any) => [appOf(l.app), l.action]), [[app.client_id, 'read'], [other.client_id, 'search']]);
+    });
+
+    it('records each use of the trail by an administrator: an export, a privacy hold set and released, a purge (DICOM 110101)', async () => {
+      const uses = async () => (await eventsOf({ type: '110101' })).map((e) => [e.action, e.entity.at(-1).description, e.entity.find((x: any) => x.what)?.what.reference,
+        Object.fromEntries((e.entity.at(-1).detail ?? []).map((d: any) => [d.type, d.valueString]))]);
+      const before = (await uses()).length;
+      assert.equal((await cli('audit', 'export', '--patient', 'pat-3', '--format', 'csv', '--names')).code, 0);
+      assert.equal((await cli('audit', 'hold', '--patient', 'pat-4', '--reason', 'complaint 17')).code, 0);
+      assert.equal((await cli('audit', 'release', '--patient', 'pat-4')).code, 0);
+      assert.equal((await cli('audit', 'release', '--patient', 'pat-4')).code, 2, 'no hold left: nothing released, nothing recorded');
+      assert.equal((await cli('audit', 'purge', '--before', '2000-01-01')).code, 0);
+      assert.deepEqual((await uses()).slice(before), [
+        ['R', 'export', 'Patient/pat-3', { format: 'csv', names: 'true' }],
+        ['U', 'hold', 'Patient/pat-4', { reason: 'complaint 17' }],
+        ['U', 'release', 'Patient/pat-4', {}],
+        ['D', 'purge', undefined, { before: '2000-01-01T00:00:00.000Z', removed: '0', kept: '0' }],
+      ]);
+      const [exported] = (await eventsOf({ type: '110101', patient: 'pat-3' }));
+      assert.ok(exported, "an export is in the patient's trail");
+      assert.equal((await eventsOf({ type: '110101', patient: 'pat-4' })).length, 0, 'a hold and its reason are not');
     });
 
     it('purges old records but keeps those under a privacy hold, and the chain still verifies', async () => {

@@ -288,7 +288,12 @@ describe('audit: accounting of disclosures (renderings)', () => {
   it('neutralises cells a spreadsheet would run as formulas', () => {
     const csv = toCsv([line({ recipient_organization: '=HYPERLINK("http://evil.example")', app: '+cmd', purpose_of_use: '-2+3', request_id: '@SUM(A1)', recipient_role: '\tx' })]);
     const row = csv.split('\r\n')[1];
-    assert.equal(row, `2025-06-02T14:03:11.482Z,'\tx,"'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1),203.0.113.9,disclosed,false`);
+    assert.equal(row, `2025-06-02T14:03:11.482Z,"'\tx","'=HYPERLINK(""http://evil.example"")",'+cmd,'-2+3,read,Observation/obs-1,false,'@SUM(A1),203.0.113.9,disclosed,false`);
+  });
+
+  it('quotes cells with a semicolon or tab, which spreadsheets in other locales split on (a formula after it would run)', () => {
+    const row = toCsv([line({ app: 'Growth;=HYPERLINK("http://evil.example") (growth-app)', recipient_organization: 'A\t@SUM(A1)' })]).split('\r\n')[1];
+    assert.equal(row, `2025-06-02T14:03:11.482Z,Doctor,"A\t@SUM(A1)","Growth;=HYPERLINK(""http://evil.example"") (growth-app)",TREAT,read,Observation/obs-1,false,req-1,203.0.113.9,disclosed,false`);
   });
 
   it('writes JSON report lines keyed by the CSV columns', () => {

@@ -1,5 +1,6 @@
 // What a patient sees of the people in their audit trail: the same as in the accounting of
-// disclosures, their role and organization, never who they are. Pure.
+// disclosures, their role and organization, never who they are; and of a search, what it was about,
+// never the request as sent (it can name other patients). Pure.
 import type { FhirResource } from '../resource-server/types.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
@@ -29,8 +30,20 @@ function agentForPatient(agent: Agent): Agent {
   }).filter(([, value]) => value !== undefined));
 }
 
-/** An AuditEvent with its agents as a patient may see them; any other resource unchanged. */
+/** An entity as a patient may see it: a query entity without the request as sent (`query`, `description`). */
+function entityForPatient(entity: Record<string, unknown>): Record<string, unknown> {
+  const { query: _query, description: _description, ...rest } = entity;
+  return 'query' in entity ? rest : entity;
+}
+
+const each = <T>(list: unknown, map: (item: Record<string, unknown>) => T) =>
+  (Array.isArray(list) ? list.map((item) => (item && typeof item === 'object' ? map(item as Record<string, unknown>) : item)) : list);
+
+/** An AuditEvent with its agents and query entities as a patient may see them; any other resource unchanged. */
 export function auditEventForPatient(resource: FhirResource): FhirResource {
-  if (resource.resourceType !== 'AuditEvent' || !Array.isArray(resource.agent)) return resource;
-  return { ...resource, agent: (resource.agent as Agent[]).map((agent) => (agent && typeof agent === 'object' ? agentForPatient(agent) : agent)) };
+  if (resource.resourceType !== 'AuditEvent') return resource;
+  const shown: FhirResource = { ...resource };
+  if (resource.agent !== undefined) shown.agent = each(resource.agent, (agent) => agentForPatient(agent as Agent));
+  if (resource.entity !== undefined) shown.entity = each(resource.entity, entityForPatient);
+  return shown;
 }

@@ -243,8 +243,14 @@ describe('audit trail', () => {
       assert.equal(last.total, seen.length, 'the last page knows the total');
     });
 
-    it('shows a patient the events about themselves only', async () => {
+    it('shows a patient the events about themselves only, and of a search across patients not the others it named', async () => {
+      const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+      assert.equal((await fhir('Observation?patient=pat-1,pat-2', smith, { 'x-request-id': 'smith-searches-two' })).status, 200);
       const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      const search = ((await (await fhir('AuditEvent?_count=1000', amy)).json()).entry ?? [])
+        .filter(({ resource }: any) => resource.entity.some((e: any) => e.what?.identifier?.value === 'smith-searches-two'));
+      assert.equal(search.length, 1, 'the search is in her trail');
+      assert.doesNotMatch(JSON.stringify(search), /pat-2/);
       const bundle = await (await fhir('AuditEvent', amy)).json();
       assert.ok(bundle.entry.length > 0);
       for (const { resource } of bundle.entry) assert.ok(resource.entity.some((e: any) => e.what?.reference === 'Patient/pat-1'), resource.id);

@@ -27,4 +27,19 @@ describe('privacy: the audit trail as a patient sees it', () => {
     for (const secret of ['Jane Smith', 'dr.smith', 'user-uuid', 'j1', '10.0.0.7', 'dr-smith']) assert.ok(!JSON.stringify(seen).includes(secret), secret);
     assert.equal(auditEventForPatient({ resourceType: 'Observation', id: 'o' }).id, 'o');
   });
+
+  it('keeps what a search was about, not the request as sent: it can name other patients', () => {
+    const request = 'Observation?patient=pat-1,pat-2&code=http://loinc.org|4548-4';
+    const searched = {
+      ...event,
+      entity: [
+        { what: { reference: 'Patient/pat-1' }, role: { code: '1' } },
+        { type: { code: '2' }, role: { code: '24' }, securityLabel: [{ code: 'PSEUDED' }], description: request, query: Buffer.from(request).toString('base64') },
+      ],
+    };
+    const seen = auditEventForPatient(searched) as any;
+    assert.deepEqual(seen.entity, [searched.entity[0], { type: { code: '2' }, role: { code: '24' }, securityLabel: [{ code: 'PSEUDED' }] }]);
+    assert.ok(!JSON.stringify(seen).includes('pat-2'));
+    assert.ok(!JSON.stringify(seen).includes(Buffer.from(request).toString('base64')));
+  });
 });

@@ -130,6 +130,9 @@ function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number):
   return onlyPage ? { ...rest, total: matchCount(filtered) } : rest;
 }
 
+/** The versions in a history Bundle: its entries but the policy's own (the break-the-glass hint). */
+const versionCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome').length;
+
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
 /** Upstream pages the guard reads ahead at most, looking for a match the token may see (see visibleAhead). */
@@ -194,7 +197,12 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (interaction.kind === 'history-instance') {
-      const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, 'history-instance'));
+      // A resource none of whose versions the token may see does not exist for it: an empty history would say it does.
+      const stored = upstream.body as FhirBundle;
+      const inScope = filterHistoryBundle(stored, token, 'history-instance');
+      if (versionCount(inScope) === 0 && versionCount(stored) > 0) return notFound(interaction);
+      const filtered = await finish(token, inScope);
+      if (versionCount(filtered) === 0 && versionCount(stored) > 0) return hidden(token, interaction);
       return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
     }
     const kind = interaction.kind as 'read' | 'vread';

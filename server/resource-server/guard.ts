@@ -119,15 +119,16 @@ const MAX_SKIPPED_PAGES = 50;
 const matchCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
 
 /**
- * `total` only when it is true: the upstream's when the guard hid nothing (the upstream counted the
- * narrowed search), the page's own count when it is the only page; otherwise none.
+ * `total` only when it is true: the upstream's when the guard filters nothing out of the token's answers,
+ * else the page's own count when the page holds every match there is. The upstream's count of a filtered
+ * search counts what the guard hides on other pages too (and `_count=0` asks for nothing else).
  */
-function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number): FhirBundle {
+function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number, filtering: boolean): FhirBundle {
   const { total: _, ...rest } = filtered;
   if (upstream.total === undefined) return rest;
-  if (skipped === 0 && matchCount(filtered) === matchCount(upstream)) return { ...rest, total: upstream.total };
-  const onlyPage = skipped === 0 && !upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
-  return onlyPage ? { ...rest, total: matchCount(filtered) } : rest;
+  if (!filtering) return { ...rest, total: upstream.total };
+  const paged = upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
+  return skipped === 0 && !paged && matchCount(upstream) === upstream.total ? { ...rest, total: matchCount(filtered) } : rest;
 }
 
 /** The versions in a history Bundle: its entries but the policy's own (the break-the-glass hint). */
@@ -294,8 +295,9 @@ export function createGuard(guardOptions: GuardOptions) {
       const filtered = await finish(token, inScope.bundle);
       const next = nextPage(page);
       if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
-        let counted = withTotal(filtered, page, skipped);
-        if (filtersAnswers(token, interaction)) {
+        const filtering = filtersAnswers(token, interaction);
+        let counted = withTotal(filtered, page, skipped, filtering);
+        if (filtering) {
           // Paging links must not count what is hidden: `last` tells the total, `next` that more matches.
           const keepNext = counted.link?.some((l) => l.relation === 'next') && (await visibleAhead(request, token, page));
           counted = { ...counted, link: counted.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };

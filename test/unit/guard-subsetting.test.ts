@@ -1,5 +1,6 @@
 // Element subsetting (_elements, _summary) through the guard with the privacy rules on: the rules read
 // meta.security and the patient references, which an upstream that honours subsetting may leave out.
+// And the history of a labelled resource: a deletion carries no labels to read.
 import assert from 'node:assert/strict';
 import { createGuard } from '../../server/resource-server/guard.ts';
 import { tokenContext } from '../../server/resource-server/verify-token.ts';
@@ -27,25 +28,46 @@ function subsettingUpstream(seen: string[]) {
   };
 }
 
+/** A clinician with every patient (user/*.rs), clearance N and no sensitivity, behind the privacy rules. */
+const jonesGuard = (upstream: { send(request: UpstreamRequest): Promise<{ status: number; headers: Headers; body: unknown }> }) => createGuard({
+  base: BASE, upstreamBase: 'http://upstream/fhir', upstream,
+  verify: async () => tokenContext({
+    iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
+    extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
+  }, BASE),
+  resourcePolicy: createPrivacyPolicy({
+    defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
+  }),
+});
+
 describe('guard with element subsetting', () => {
   it('never lets the upstream subset what the privacy rules must read: a labelled resource stays hidden', async () => {
     const seen: string[] = [];
-    const guard = createGuard({
-      base: BASE, upstreamBase: 'http://upstream/fhir', upstream: subsettingUpstream(seen),
-      // A clinician with every patient (user/*.rs), clearance N and no sensitivity.
-      verify: async () => tokenContext({
-        iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
-        extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
-      }, BASE),
-      resourcePolicy: createPrivacyPolicy({
-        defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
-      }),
-    });
+    const guard = jonesGuard(subsettingUpstream(seen));
     for (const query of ['_elements=code', '_summary=text', '_elements=code,subject&_summary=data']) {
       const res = await guard.handle({ method: 'GET', path: 'Observation', query: new URLSearchParams(query), headers: { authorization: 'Bearer t' } });
       assert.equal(res.status, 200, query);
       assert.deepEqual((res.body as { entry?: unknown[] }).entry ?? [], [], `${query}: the HIV result is hidden`);
     }
     assert.ok(seen.every((path) => !/_elements|_summary/.test(path)), seen.join(' '));
+  });
+});
+
+describe('guard with the history of a deleted labelled resource', () => {
+  // As an upstream that deletes keeps it: the deletion (no resource) after the labelled version.
+  const history = {
+    resourceType: 'Bundle', type: 'history', entry: [
+      { fullUrl: `${BASE}/Observation/obs-hiv`, request: { method: 'DELETE', url: 'Observation/obs-hiv' }, response: { status: '204' } },
+      { fullUrl: `${BASE}/Observation/obs-hiv`, resource: HIV, request: { method: 'POST', url: 'Observation' }, response: { status: '201' } },
+    ],
+  };
+  const guard = jonesGuard({ send: async () => ({ status: 200, headers: new Headers(), body: history }) });
+  const get = (path: string) => guard.handle({ method: 'GET', path, headers: { authorization: 'Bearer t' } });
+
+  it('answers its instance history 404, as a read, and leaves its deletion out of a type history', async () => {
+    assert.equal((await get('Observation/obs-hiv/_history')).status, 404);
+    const types = await get('Observation/_history');
+    assert.equal(types.status, 200);
+    assert.doesNotMatch(JSON.stringify(types.body), /obs-hiv/);
   });
 });

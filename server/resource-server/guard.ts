@@ -134,6 +134,10 @@ function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number, 
 /** The versions in a history Bundle: its entries but the policy's own (the break-the-glass hint). */
 const versionCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome').length;
 
+/** Without the paging links that would count hidden matches: `last` (it tells the total), and `next` unless one visible follows. */
+const uncounted = (bundle: FhirBundle, keepNext: boolean): FhirBundle =>
+  ({ ...bundle, link: bundle.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) });
+
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
 /** Upstream pages the guard reads ahead at most, looking for a match the token may see (see visibleAhead). */
@@ -204,7 +208,7 @@ export function createGuard(guardOptions: GuardOptions) {
       if (versionCount(inScope) === 0 && versionCount(stored) > 0) return notFound(interaction);
       const filtered = await finish(token, inScope);
       if (versionCount(filtered) === 0 && versionCount(stored) > 0) return hidden(token, interaction);
-      return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+      return shownHistory(token, interaction, filtered, upstream);
     }
     const kind = interaction.kind as 'read' | 'vread';
     const context = await securityContext(request, token, kind, upstream.body as FhirResource);
@@ -234,6 +238,14 @@ export function createGuard(guardOptions: GuardOptions) {
     // Not the client's conditional headers: a 304 would hide the Binary.
     const upstream = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
+  }
+
+  /** A filtered history, counted as a filtered search: the upstream's `total` and `last` link count hidden versions too. */
+  function shownHistory(token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, upstream: UpstreamResponse): Performed {
+    const filtering = filtersAnswers(token, interaction);
+    const counted = withTotal(filtered, upstream.body as FhirBundle, 0, filtering);
+    const shown = filtering ? uncounted(counted, true) : counted;
+    return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
   }
 
   /** Whether the guard may take resources out of the token's answers (scopes bound or restricted, or the resource policy). */
@@ -284,7 +296,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (history) {
       const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, interaction.kind as 'history-type' | 'history-system'));
-      return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+      return shownHistory(token, interaction, filtered, upstream);
     }
     // A page the filters emptied is never the answer while the upstream has more: the next page is read.
     let skipped = 0;
@@ -299,8 +311,8 @@ export function createGuard(guardOptions: GuardOptions) {
         let counted = withTotal(filtered, page, skipped, filtering);
         if (filtering) {
           // Paging links must not count what is hidden: `last` tells the total, `next` that more matches.
-          const keepNext = counted.link?.some((l) => l.relation === 'next') && (await visibleAhead(request, token, page));
-          counted = { ...counted, link: counted.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
+          const keepNext = Boolean(counted.link?.some((l) => l.relation === 'next')) && (await visibleAhead(request, token, page));
+          counted = uncounted(counted, keepNext);
         }
         return { response: answer(200, counted, upstream), resources: bundleResources(counted) };
       }

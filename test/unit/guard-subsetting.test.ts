@@ -54,9 +54,11 @@ describe('guard with element subsetting', () => {
 });
 
 describe('guard with the history of a deleted labelled resource', () => {
-  // As an upstream that deletes keeps it: the deletion (no resource) after the labelled version.
+  // As an upstream that deletes keeps it: the deletion (no resource) after the labelled version; the first of many pages.
   const history = {
-    resourceType: 'Bundle', type: 'history', entry: [
+    resourceType: 'Bundle', type: 'history', total: 40,
+    link: ['self', 'next', 'last'].map((relation, i) => ({ relation, url: `http://upstream/fhir/Observation/_history?_count=2&_getpagesoffset=${[0, 2, 38][i]}` })),
+    entry: [
       { fullUrl: `${BASE}/Observation/obs-hiv`, request: { method: 'DELETE', url: 'Observation/obs-hiv' }, response: { status: '204' } },
       { fullUrl: `${BASE}/Observation/obs-hiv`, resource: HIV, request: { method: 'POST', url: 'Observation' }, response: { status: '201' } },
     ],
@@ -69,5 +71,11 @@ describe('guard with the history of a deleted labelled resource', () => {
     const types = await get('Observation/_history');
     assert.equal(types.status, 200);
     assert.doesNotMatch(JSON.stringify(types.body), /obs-hiv/);
+  });
+
+  it('counts no hidden version: neither the upstream\'s total nor its last link', async () => {
+    const { total, link } = (await get('Observation/_history')).body as { total?: number; link: { relation: string }[] };
+    assert.equal(total, undefined, 'unknown: the other pages hold hidden versions too');
+    assert.deepEqual(link.map((l) => l.relation), ['self', 'next']);
   });
 });

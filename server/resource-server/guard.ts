@@ -134,10 +134,6 @@ function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number, 
 /** The versions in a history Bundle: its entries but the policy's own (the break-the-glass hint). */
 const versionCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome').length;
 
-/** Without the paging links that would count hidden matches: `last` (it tells the total), and `next` unless one visible follows. */
-const uncounted = (bundle: FhirBundle, keepNext: boolean): FhirBundle =>
-  ({ ...bundle, link: bundle.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) });
-
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
 /** Upstream pages the guard reads ahead at most, looking for a match the token may see (see visibleAhead). */
@@ -208,7 +204,7 @@ export function createGuard(guardOptions: GuardOptions) {
       if (versionCount(inScope) === 0 && versionCount(stored) > 0) return notFound(interaction);
       const filtered = await finish(token, inScope);
       if (versionCount(filtered) === 0 && versionCount(stored) > 0) return hidden(token, interaction);
-      return shownHistory(token, interaction, filtered, upstream);
+      return shownHistory(request, token, interaction, filtered, upstream);
     }
     const kind = interaction.kind as 'read' | 'vread';
     const context = await securityContext(request, token, kind, upstream.body as FhirResource);
@@ -240,11 +236,24 @@ export function createGuard(guardOptions: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
-  /** A filtered history, counted as a filtered search: the upstream's `total` and `last` link count hidden versions too. */
-  function shownHistory(token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, upstream: UpstreamResponse): Performed {
+  /**
+   * A filtered page as the client gets it (a search's, a history's, an operation's): `total` only when true,
+   * and no paging link that counts hidden matches: `last` tells the total, `next` that more matches, so
+   * `next` stays only when a match the token may see follows (`ahead`: read ahead to know; else kept).
+   */
+  async function counted(
+    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, page: FhirBundle, skipped: number, ahead = true,
+  ): Promise<FhirBundle> {
     const filtering = filtersAnswers(token, interaction);
-    const counted = withTotal(filtered, upstream.body as FhirBundle, 0, filtering);
-    const shown = filtering ? uncounted(counted, true) : counted;
+    const totalled = withTotal(filtered, page, skipped, filtering);
+    if (!filtering) return totalled;
+    const keepNext = Boolean(totalled.link?.some((l) => l.relation === 'next')) && (!ahead || (await visibleAhead(request, token, page)));
+    return { ...totalled, link: totalled.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
+  }
+
+  /** A filtered history: its versions are no search matches to read ahead for, so its `next` link stays. */
+  async function shownHistory(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, upstream: UpstreamResponse): Promise<Performed> {
+    const shown = await counted(request, token, interaction, filtered, upstream.body as FhirBundle, 0, false);
     return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
   }
 
@@ -296,7 +305,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (history) {
       const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, interaction.kind as 'history-type' | 'history-system'));
-      return shownHistory(token, interaction, filtered, upstream);
+      return shownHistory(request, token, interaction, filtered, upstream);
     }
     // A page the filters emptied is never the answer while the upstream has more: the next page is read.
     let skipped = 0;
@@ -307,14 +316,8 @@ export function createGuard(guardOptions: GuardOptions) {
       const filtered = await finish(token, inScope.bundle);
       const next = nextPage(page);
       if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
-        const filtering = filtersAnswers(token, interaction);
-        let counted = withTotal(filtered, page, skipped, filtering);
-        if (filtering) {
-          // Paging links must not count what is hidden: `last` tells the total, `next` that more matches.
-          const keepNext = Boolean(counted.link?.some((l) => l.relation === 'next')) && (await visibleAhead(request, token, page));
-          counted = uncounted(counted, keepNext);
-        }
-        return { response: answer(200, counted, upstream), resources: bundleResources(counted) };
+        const shown = await counted(request, token, interaction, filtered, page, skipped);
+        return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
       }
       skipped++;
       upstream = await send(request, 'GET', next);
@@ -450,8 +453,8 @@ export function createGuard(guardOptions: GuardOptions) {
     if (body?.resourceType === 'Bundle') {
       const inScope = filterSearchBundle(body as FhirBundle, token, { includes });
       if (isRefusal(inScope)) return inScope;
-      const filtered = await finish(token, inScope.bundle);
-      return { response: answer(upstream.status, filtered, upstream), resources: bundleResources(filtered) };
+      const shown = await counted(request, token, interaction, await finish(token, inScope.bundle), body as FhirBundle, 0);
+      return { response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) };
     }
     if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {
       const inScope = filterResource(body, token, 'read');

@@ -1,6 +1,6 @@
 // Element subsetting (_elements, _summary) through the guard with the privacy rules on: the rules read
 // meta.security and the patient references, which an upstream that honours subsetting may leave out.
-// And the history of a labelled resource: a deletion carries no labels to read.
+// And the history of a labelled resource: a deletion carries no labels to read; paged answers that count it.
 import assert from 'node:assert/strict';
 import { createGuard } from '../../server/resource-server/guard.ts';
 import { tokenContext } from '../../server/resource-server/verify-token.ts';
@@ -29,8 +29,8 @@ function subsettingUpstream(seen: string[]) {
 }
 
 /** A clinician with every patient (user/*.rs), clearance N and no sensitivity, behind the privacy rules. */
-const jonesGuard = (upstream: { send(request: UpstreamRequest): Promise<{ status: number; headers: Headers; body: unknown }> }) => createGuard({
-  base: BASE, upstreamBase: 'http://upstream/fhir', upstream,
+const jonesGuard = (upstream: { send(request: UpstreamRequest): Promise<{ status: number; headers: Headers; body: unknown }> }, allowOperations?: string[]) => createGuard({
+  base: BASE, upstreamBase: 'http://upstream/fhir', upstream, allowOperations,
   verify: async () => tokenContext({
     iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
     extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
@@ -77,5 +77,30 @@ describe('guard with the history of a deleted labelled resource', () => {
     const { total, link } = (await get('Observation/_history')).body as { total?: number; link: { relation: string }[] };
     assert.equal(total, undefined, 'unknown: the other pages hold hidden versions too');
     assert.deepEqual(link.map((l) => l.relation), ['self', 'next']);
+  });
+});
+
+describe('guard with a paged operation answer', () => {
+  it('counts no hidden match of $everything: neither the upstream\'s total nor its last link, nor a next link to hidden ones only', async () => {
+    const page = (offset: number, resource: FhirResource) => ({
+      resourceType: 'Bundle', type: 'searchset', total: 3,
+      link: [{ relation: 'self', url: `http://upstream/fhir/Patient/pat-2/$everything?_getpagesoffset=${offset}` },
+        ...(offset < 2 ? [{ relation: 'next', url: `http://upstream/fhir/Patient/pat-2/$everything?_getpagesoffset=${offset + 1}` }] : []),
+        { relation: 'last', url: 'http://upstream/fhir/Patient/pat-2/$everything?_getpagesoffset=2' }],
+      entry: [{ fullUrl: `${BASE}/${resource.resourceType}/${resource.id}`, resource, search: { mode: 'match' } }],
+    });
+    const pat2: FhirResource = { resourceType: 'Patient', id: 'pat-2' };
+    const guard = jonesGuard({
+      send: async ({ path }) => {
+        const offset = Number(/offset=(\d)/.exec(path)?.[1] ?? 0);
+        return { status: 200, headers: new Headers(), body: path === 'Patient/pat-2' ? pat2 : page(offset, offset ? HIV : pat2) };
+      },
+    }, ['everything']);
+    const res = await guard.handle({ method: 'GET', path: 'Patient/pat-2/$everything', headers: { authorization: 'Bearer t' } });
+    assert.equal(res.status, 200);
+    const body = res.body as { total?: number; link: { relation: string }[]; entry: unknown[] };
+    assert.equal(body.entry.length, 1);
+    assert.equal(body.total, undefined);
+    assert.deepEqual(body.link.map((l) => l.relation), ['self'], 'the following pages hold only the hidden HIV result');
   });
 });

@@ -154,6 +154,10 @@ export function createGuard(guardOptions: GuardOptions) {
     ['prefer', 'x-request-id', ...(allowedWrite ? UPSTREAM_CONDITIONS : [])].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
 
+  /** What is stored at `path`, read for the rules: never with the client's conditions (a 304 would hide it). */
+  const readStored = (request: ReceivedRequest, path: string) =>
+    options.upstream.send({ method: 'GET', path, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+
   /** `allowedWrite`: a write that passed every rule and its conditions, with its Provenance if any. */
   async function send(request: ReceivedRequest, method: string, path: string, body?: unknown, allowedWrite?: { provenance?: FhirResource }): Promise<UpstreamResponse> {
     const provenance = allowedWrite?.provenance;
@@ -197,6 +201,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (interaction.kind !== 'read' && !(await currentAdmitted(request, token, interaction))) return hidden(token, interaction);
     if (interaction.kind === 'history-instance') {
       // A resource none of whose versions the token may see does not exist for it: an empty history would say it does.
       const stored = upstream.body as FhirBundle;
@@ -225,6 +230,18 @@ export function createGuard(guardOptions: GuardOptions) {
   }
 
   /**
+   * Whether the resource policy admits the current version, for a vread or a history: labels only go up, so
+   * an older version, from before a label was raised, is as sensitive as the current one. A deleted resource
+   * has no current version, and then each version is checked on its own.
+   */
+  async function currentAdmitted(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<boolean> {
+    if (!options.resourcePolicy) return true;
+    const current = await readStored(request, `${interaction.type}/${interaction.id}`);
+    if (current.status === 404 || current.status === 410) return true;
+    return current.status === 200 && Boolean(await admit(token, current.body as FhirResource));
+  }
+
+  /**
    * What a Binary's securityContext names, read from upstream when the token is bound to patients and
    * the context is not a Patient (which needs no read): the Binary is visible only if that resource is.
    */
@@ -232,7 +249,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const target = securityContextOf(resource);
     if (!target || target.type === 'Patient' || viewsFor(token, 'Binary', kind).every((view) => view.patients === undefined)) return undefined;
     // Not the client's conditional headers: a 304 would hide the Binary.
-    const upstream = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+    const upstream = await readStored(request, `${target.type}/${target.id}`);
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
@@ -354,7 +371,7 @@ export function createGuard(guardOptions: GuardOptions) {
     let stored: Validators | undefined;
     if (interaction.kind !== 'create') {
       // The stored version as it is: the client's conditions are checked against it below, after the rules.
-      const current = await options.upstream.send({ method: 'GET', path: `${interaction.type}/${interaction.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+      const current = await readStored(request, `${interaction.type}/${interaction.id}`);
       const gone = current.status === 404 || current.status === 410;
       if (current.status === 200) {
         existing = current.body as FhirResource;
@@ -607,7 +624,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const translated = token && interaction ? options.resourcePolicy?.translateRequest?.(token, interaction) : undefined;
     const target = translated && !isRefusal(translated) ? translated : interaction;
     if (!token || !target?.type || !target.id || target.type === 'Patient') return named;
-    const stored = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': record.request.headers['x-request-id'] }) })
+    const stored = await readStored(record.request, `${target.type}/${target.id}`)
       .catch(() => undefined);
     return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;
   }

@@ -1,6 +1,7 @@
 // Element subsetting (_elements, _summary) through the guard with the privacy rules on: the rules read
 // meta.security and the patient references, which an upstream that honours subsetting may leave out.
-// And the history of a labelled resource: a deletion carries no labels to read; paged answers that count it.
+// And the history of a labelled resource: a deletion carries no labels to read, an older version may predate
+// them; paged answers that count it.
 import assert from 'node:assert/strict';
 import { createGuard } from '../../server/resource-server/guard.ts';
 import { tokenContext } from '../../server/resource-server/verify-token.ts';
@@ -63,7 +64,7 @@ describe('guard with the history of a deleted labelled resource', () => {
       { fullUrl: `${BASE}/Observation/obs-hiv`, resource: HIV, request: { method: 'POST', url: 'Observation' }, response: { status: '201' } },
     ],
   };
-  const guard = jonesGuard({ send: async () => ({ status: 200, headers: new Headers(), body: history }) });
+  const guard = jonesGuard({ send: async ({ path }) => (path === 'Observation/obs-hiv' ? { status: 410, headers: new Headers(), body: undefined } : { status: 200, headers: new Headers(), body: history }) });
   const get = (path: string) => guard.handle({ method: 'GET', path, headers: { authorization: 'Bearer t' } });
 
   it('answers its instance history 404, as a read, and leaves its deletion out of a type history', async () => {
@@ -102,5 +103,24 @@ describe('guard with a paged operation answer', () => {
     assert.equal(body.entry.length, 1);
     assert.equal(body.total, undefined);
     assert.deepEqual(body.link.map((l) => l.relation), ['self'], 'the following pages hold only the hidden HIV result');
+  });
+});
+
+describe('guard with the older versions of a resource labelled since', () => {
+  // Version 1 before the labels were raised, version 2 (current) labelled R + HIV, as an upstream that keeps versions.
+  const before: FhirResource = { ...HIV, meta: { versionId: '1' } };
+  const current: FhirResource = { ...HIV, meta: { ...HIV.meta, versionId: '2' } };
+  const guard = jonesGuard({
+    send: async ({ path }) => ({
+      status: 200, headers: new Headers(),
+      body: path.endsWith('/_history/1') ? before : path.endsWith('/_history')
+        ? { resourceType: 'Bundle', type: 'history', entry: [{ resource: current }, { resource: before }] } : current,
+    }),
+  });
+
+  it('hides them as the current one: vread and history are 404', async () => {
+    for (const path of ['Observation/obs-hiv/_history/1', 'Observation/obs-hiv/_history', 'Observation/obs-hiv']) {
+      assert.equal((await guard.handle({ method: 'GET', path, headers: { authorization: 'Bearer t' } })).status, 404, path);
+    }
   });
 });

@@ -89,7 +89,7 @@ export interface AuditedAccess {
 export interface ResourcePolicy {
   /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */
   admit(token: TokenContext, resource: FhirResource): Promise<FhirResource | undefined>;
-  /** A searchset or history Bundle: hidden entries out, `total` recounted, obligations and the high-water mark applied. */
+  /** A searchset or history Bundle: hidden entries (and a history's deletions) out, `total` recounted, obligations and the high-water mark applied. */
   bundle(token: TokenContext, bundle: FhirBundle): Promise<FhirBundle>;
   /** After a write, for the written and for the stored version: a changed Consent must be enforced from now on. */
   written(resource: FhirResource): void;
@@ -205,7 +205,9 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
       const entries = [];
       let hidden = 0;
       for (const entry of bundle.entry ?? []) {
-        if (!entry.resource || entry.search?.mode === 'outcome' || (await visible(asker, entry.resource))) entries.push(entry);
+        // A history's deletion has no resource to check labels or consent on: left out, it would name a hidden id.
+        if (!entry.resource) continue;
+        if (entry.search?.mode === 'outcome' || (await visible(asker, entry.resource))) entries.push(entry);
         else hidden++;
       }
       const matches = entries.filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;

@@ -156,7 +156,9 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * result filter never sees: `_has` and chains (what `Patient?_has:Condition:subject:code=…`
  * matches depends on hidden Conditions), `_filter`/`_query` (can express both), `_list`
  * (membership of a possibly hidden List). `_summary=count` and `_total=accurate` are refused too:
- * the upstream's count includes hidden resources, and a count is all `_summary=count` returns.
+ * the upstream's count includes hidden resources, and a count is all `_summary=count` returns. So is
+ * `_contained` (other than `false`): a contained resource found on its own carries neither the labels
+ * (dom-5 forbids them on it) nor, perhaps, the patient of the resource that contains it.
  * `_security` and `_tag` are allowed: they test the returned resources themselves, which are
  * filtered afterwards, so they reveal nothing about hidden ones. Undefined when the parameter is safe.
  */
@@ -169,6 +171,7 @@ export function existenceTest(name: string, value: string): string | undefined {
   if (name.split(':').slice(1).some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
   if (name === '_summary' && value === 'count') return 'a count that would include hidden resources';
   if (name === '_total' && value !== 'none') return 'a total that would include hidden resources';
+  if (name === '_contained' && value !== 'false') return 'contained resources, without the labels and patients of their containers';
   return undefined;
 }
 

@@ -125,16 +125,20 @@ const MAX_SKIPPED_PAGES = 50;
 const matchCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
 
 /**
- * `total` only when it is true: the upstream's when the guard hid nothing (the upstream counted the
- * narrowed search), the page's own count when it is the only page; otherwise none.
+ * `total` only when it is true: the upstream's when the guard filters nothing out of the token's answers,
+ * else the page's own count when the page holds every match there is. The upstream's count of a filtered
+ * search counts what the guard hides on other pages too (and `_count=0` asks for nothing else).
  */
-function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number): FhirBundle {
+function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number, filtering: boolean): FhirBundle {
   const { total: _, ...rest } = filtered;
   if (upstream.total === undefined) return rest;
-  if (skipped === 0 && matchCount(filtered) === matchCount(upstream)) return { ...rest, total: upstream.total };
-  const onlyPage = skipped === 0 && !upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
-  return onlyPage ? { ...rest, total: matchCount(filtered) } : rest;
+  if (!filtering) return { ...rest, total: upstream.total };
+  const paged = upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
+  return skipped === 0 && !paged && matchCount(upstream) === upstream.total ? { ...rest, total: matchCount(filtered) } : rest;
 }
+
+/** The versions in a history Bundle: its entries but the policy's own (the break-the-glass hint). */
+const versionCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome').length;
 
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
@@ -155,6 +159,10 @@ export function createGuard(guardOptions: GuardOptions) {
   const passHeaders = (headers: Record<string, string | undefined>, allowedWrite = false) => Object.fromEntries(
     ['prefer', 'x-request-id', ...(allowedWrite ? UPSTREAM_CONDITIONS : [])].filter((h) => headers[h]).map((h) => [h, headers[h]!]),
   );
+
+  /** What is stored at `path`, read for the rules: never with the client's conditions (a 304 would hide it). */
+  const readStored = (request: ReceivedRequest, path: string) =>
+    options.upstream.send({ method: 'GET', path, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
 
   /** `allowedWrite`: a write that passed every rule and its conditions, with its Provenance if any. */
   async function send(request: ReceivedRequest, method: string, path: string, body?: unknown, allowedWrite?: { provenance?: FhirResource }): Promise<UpstreamResponse> {
@@ -199,9 +207,15 @@ export function createGuard(guardOptions: GuardOptions) {
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (interaction.kind !== 'read' && !(await currentAdmitted(request, token, interaction))) return hidden(token, interaction);
     if (interaction.kind === 'history-instance') {
-      const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, 'history-instance'));
-      return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+      // A resource none of whose versions the token may see does not exist for it: an empty history would say it does.
+      const stored = upstream.body as FhirBundle;
+      const inScope = filterHistoryBundle(stored, token, 'history-instance');
+      if (versionCount(inScope) === 0 && versionCount(stored) > 0) return notFound(interaction);
+      const filtered = await finish(token, inScope);
+      if (versionCount(filtered) === 0 && versionCount(stored) > 0) return hidden(token, interaction);
+      return shownHistory(request, token, interaction, filtered, upstream);
     }
     const kind = interaction.kind as 'read' | 'vread';
     const context = await securityContext(request, token, kind, upstream.body as FhirResource);
@@ -222,6 +236,18 @@ export function createGuard(guardOptions: GuardOptions) {
   }
 
   /**
+   * Whether the resource policy admits the current version, for a vread or a history: labels only go up, so
+   * an older version, from before a label was raised, is as sensitive as the current one. A deleted resource
+   * has no current version, and then each version is checked on its own.
+   */
+  async function currentAdmitted(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<boolean> {
+    if (!options.resourcePolicy) return true;
+    const current = await readStored(request, `${interaction.type}/${interaction.id}`);
+    if (current.status === 404 || current.status === 410) return true;
+    return current.status === 200 && Boolean(await admit(token, current.body as FhirResource));
+  }
+
+  /**
    * What a Binary's securityContext names, read from upstream when the token is bound to patients and
    * the context is not a Patient (which needs no read): the Binary is visible only if that resource is.
    */
@@ -229,8 +255,29 @@ export function createGuard(guardOptions: GuardOptions) {
     const target = securityContextOf(resource);
     if (!target || target.type === 'Patient' || viewsFor(token, 'Binary', kind).every((view) => view.patients === undefined)) return undefined;
     // Not the client's conditional headers: a 304 would hide the Binary.
-    const upstream = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+    const upstream = await readStored(request, `${target.type}/${target.id}`);
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
+  }
+
+  /**
+   * A filtered page as the client gets it (a search's, a history's, an operation's): `total` only when true,
+   * and no paging link that counts hidden matches: `last` tells the total, `next` that more matches, so
+   * `next` stays only when a match the token may see follows (`ahead`: read ahead to know; else kept).
+   */
+  async function counted(
+    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, page: FhirBundle, skipped: number, ahead = true,
+  ): Promise<FhirBundle> {
+    const filtering = filtersAnswers(token, interaction);
+    const totalled = withTotal(filtered, page, skipped, filtering);
+    if (!filtering) return totalled;
+    const keepNext = Boolean(totalled.link?.some((l) => l.relation === 'next')) && (!ahead || (await visibleAhead(request, token, page)));
+    return { ...totalled, link: totalled.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
+  }
+
+  /** A filtered history: its versions are no search matches to read ahead for, so its `next` link stays. */
+  async function shownHistory(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, upstream: UpstreamResponse): Promise<Performed> {
+    const shown = await counted(request, token, interaction, filtered, upstream.body as FhirBundle, 0, false);
+    return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
   }
 
   /** Whether the guard may take resources out of the token's answers (scopes bound or restricted, or the resource policy). */
@@ -281,7 +328,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (history) {
       const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, interaction.kind as 'history-type' | 'history-system'));
-      return { response: answer(200, filtered, upstream), resources: bundleResources(filtered) };
+      return shownHistory(request, token, interaction, filtered, upstream);
     }
     // A page the filters emptied is never the answer while the upstream has more: the next page is read.
     let skipped = 0;
@@ -292,13 +339,8 @@ export function createGuard(guardOptions: GuardOptions) {
       const filtered = await finish(token, inScope.bundle);
       const next = nextPage(page);
       if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
-        let counted = withTotal(filtered, page, skipped);
-        if (filtersAnswers(token, interaction)) {
-          // Paging links must not count what is hidden: `last` tells the total, `next` that more matches.
-          const keepNext = counted.link?.some((l) => l.relation === 'next') && (await visibleAhead(request, token, page));
-          counted = { ...counted, link: counted.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
-        }
-        return { response: answer(200, counted, upstream), resources: bundleResources(counted) };
+        const shown = await counted(request, token, interaction, filtered, page, skipped);
+        return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
       }
       skipped++;
       upstream = await send(request, 'GET', next);
@@ -335,7 +377,7 @@ export function createGuard(guardOptions: GuardOptions) {
     let stored: Validators | undefined;
     if (interaction.kind !== 'create') {
       // The stored version as it is: the client's conditions are checked against it below, after the rules.
-      const current = await options.upstream.send({ method: 'GET', path: `${interaction.type}/${interaction.id}`, headers: passHeaders({ 'x-request-id': request.headers['x-request-id'] }) });
+      const current = await readStored(request, `${interaction.type}/${interaction.id}`);
       const gone = current.status === 404 || current.status === 410;
       if (current.status === 200) {
         existing = current.body as FhirResource;
@@ -434,8 +476,8 @@ export function createGuard(guardOptions: GuardOptions) {
     if (body?.resourceType === 'Bundle') {
       const inScope = filterSearchBundle(body as FhirBundle, token, { includes });
       if (isRefusal(inScope)) return inScope;
-      const filtered = await finish(token, inScope.bundle);
-      return { response: answer(upstream.status, filtered, upstream), resources: bundleResources(filtered) };
+      const shown = await counted(request, token, interaction, await finish(token, inScope.bundle), body as FhirBundle, 0);
+      return { response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) };
     }
     if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {
       const inScope = filterResource(body, token, 'read');
@@ -588,7 +630,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const translated = token && interaction ? options.resourcePolicy?.translateRequest?.(token, interaction) : undefined;
     const target = translated && !isRefusal(translated) ? translated : interaction;
     if (!token || !target?.type || !target.id || target.type === 'Patient') return named;
-    const stored = await options.upstream.send({ method: 'GET', path: `${target.type}/${target.id}`, headers: passHeaders({ 'x-request-id': record.request.headers['x-request-id'] }) })
+    const stored = await readStored(record.request, `${target.type}/${target.id}`)
       .catch(() => undefined);
     return stored?.status === 200 && stored.body ? [...new Set([...named, ...patientsOf(stored.body as FhirResource)])] : named;
   }

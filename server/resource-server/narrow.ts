@@ -1,6 +1,6 @@
 // Search narrowing (the model: HAPI FHIR's SearchNarrowingInterceptor): a token bound to patients or to a
 // query-restricted scope has its search narrowed before it goes upstream, so the upstream pages hold
-// what the token may see and their `total` counts it. The guard still filters every answer; narrowing
+// what the token may see (their `total` still counts what labels and consent hide). The guard still filters every answer; narrowing
 // only ever adds restrictions (search parameters AND together), so it can hide nothing the filter would
 // show except what a type's other compartment links hold. Pure.
 import { compartmentParamPaths } from '../fhir/compartment.ts';

@@ -46,6 +46,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
     it('hides what is above the clearance or in a sensitivity not granted', async () => {
       const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // clearance N, no sensitivities
       assert.equal((await get('Observation/obs-2a-hiv-vl', jones)).status, 404, 'R + HIV');
+      assert.equal((await get('Observation/obs-2a-hiv-vl/_history', jones)).status, 404, 'its history too, not an empty one');
       assert.equal((await get('Observation/obs-1a-hba1c', jones)).status, 200, 'unlabelled counts as N');
       const found = await ids(await get('Observation?patient=Patient/pat-2', jones));
       assert.ok(found.length > 0);

@@ -85,6 +85,7 @@ describe('resource-server guard', () => {
       assert.equal((await fhir('Patient/pat-2', tokens.patient)).status, 404);
       assert.equal((await fhir('Observation/obs-2a-hiv-vl', tokens.patient)).status, 404);
       assert.equal((await fhir('Observation/obs-2a-hiv-vl/_history/1', tokens.patient)).status, 404, 'vread too');
+      assert.equal((await fhir('Observation/obs-2a-hiv-vl/_history', tokens.patient)).status, 404, 'its history too, not an empty one');
       assert.equal((await fhir('Observation/does-not-exist', tokens.patient)).status, 404);
     });
 

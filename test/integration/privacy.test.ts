@@ -44,6 +44,9 @@ describe('privacy enforcement', () => {
     assert.equal((await get('Observation/obs-1a-hba1c', jones)).status, 200, 'unlabelled counts as N');
     assert.equal((await get('Condition/cond-2-oud', jones)).status, 404, 'SUD');
     assert.ok(!(await ids(await get('Condition?patient=pat-2', jones))).includes('Condition/cond-2-oud'));
+    for (const path of ['Condition?patient=pat-2&_count=0', 'Observation?patient=pat-2&_count=1']) {
+      assert.equal((await (await get(path, jones)).json()).total, undefined, `${path}: the FHIR server's total counts what is hidden on other pages`);
+    }
     const writer = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
     const put = await fetch(`${server.fhirBase}/Condition/cond-2-oud`, { method: 'PUT', headers: { authorization: `Bearer ${writer}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Condition', id: 'cond-2-oud', subject: { reference: 'Patient/pat-2' } }) });
     assert.equal(put.status, 404, 'a write on hidden data is 404');

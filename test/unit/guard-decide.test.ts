@@ -313,6 +313,7 @@ describe('resource-server/decide', () => {
     const risky = [
       '_has:Condition:subject:code=x', '_has=x', 'subject.name=Garcia', 'subject:Patient.name=Garcia', 'subject:Patient=pat-2',
       'patient.birthdate=2000', '_filter=name eq x', '_query=special', '_list=list-1', '_summary=count', '_total=accurate', '_total=estimate',
+      '_contained=true', '_contained=both',
     ];
     it('refuses predicates over other resources for bounded or restricted views', () => {
       for (const query of risky) {
@@ -326,7 +327,7 @@ describe('resource-server/decide', () => {
     });
 
     it('lets ordinary parameters through', () => {
-      const query = 'patient=pat-2&category=laboratory&code:text=x&_security=R&_tag=x&_summary=true&_total=none&_include=Observation:subject&_revinclude=Provenance:target&date=ge2025&subject:identifier=x';
+      const query = 'patient=pat-2&category=laboratory&code:text=x&_security=R&_tag=x&_summary=true&_total=none&_include=Observation:subject&_revinclude=Provenance:target&date=ge2025&subject:identifier=x&_contained=false';
       assert.equal(searchIsSafe(bounded, new URLSearchParams(query)), undefined);
     });
   });

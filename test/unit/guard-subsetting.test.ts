@@ -1,5 +1,7 @@
 // Element subsetting (_elements, _summary) through the guard with the privacy rules on: the rules read
 // meta.security and the patient references, which an upstream that honours subsetting may leave out.
+// And the history of a labelled resource: a deletion carries no labels to read, an older version may predate
+// them; paged answers that count it.
 import assert from 'node:assert/strict';
 import { createGuard } from '../../server/resource-server/guard.ts';
 import { tokenContext } from '../../server/resource-server/verify-token.ts';
@@ -27,25 +29,98 @@ function subsettingUpstream(seen: string[]) {
   };
 }
 
+/** A clinician with every patient (user/*.rs), clearance N and no sensitivity, behind the privacy rules. */
+const jonesGuard = (upstream: { send(request: UpstreamRequest): Promise<{ status: number; headers: Headers; body: unknown }> }, allowOperations?: string[]) => createGuard({
+  base: BASE, upstreamBase: 'http://upstream/fhir', upstream, allowOperations,
+  verify: async () => tokenContext({
+    iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
+    extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
+  }, BASE),
+  resourcePolicy: createPrivacyPolicy({
+    defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
+  }),
+});
+
 describe('guard with element subsetting', () => {
   it('never lets the upstream subset what the privacy rules must read: a labelled resource stays hidden', async () => {
     const seen: string[] = [];
-    const guard = createGuard({
-      base: BASE, upstreamBase: 'http://upstream/fhir', upstream: subsettingUpstream(seen),
-      // A clinician with every patient (user/*.rs), clearance N and no sensitivity.
-      verify: async () => tokenContext({
-        iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
-        extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
-      }, BASE),
-      resourcePolicy: createPrivacyPolicy({
-        defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
-      }),
-    });
+    const guard = jonesGuard(subsettingUpstream(seen));
     for (const query of ['_elements=code', '_summary=text', '_elements=code,subject&_summary=data']) {
       const res = await guard.handle({ method: 'GET', path: 'Observation', query: new URLSearchParams(query), headers: { authorization: 'Bearer t' } });
       assert.equal(res.status, 200, query);
       assert.deepEqual((res.body as { entry?: unknown[] }).entry ?? [], [], `${query}: the HIV result is hidden`);
     }
     assert.ok(seen.every((path) => !/_elements|_summary/.test(path)), seen.join(' '));
+  });
+});
+
+describe('guard with the history of a deleted labelled resource', () => {
+  // As an upstream that deletes keeps it: the deletion (no resource) after the labelled version; the first of many pages.
+  const history = {
+    resourceType: 'Bundle', type: 'history', total: 40,
+    link: ['self', 'next', 'last'].map((relation, i) => ({ relation, url: `http://upstream/fhir/Observation/_history?_count=2&_getpagesoffset=${[0, 2, 38][i]}` })),
+    entry: [
+      { fullUrl: `${BASE}/Observation/obs-hiv`, request: { method: 'DELETE', url: 'Observation/obs-hiv' }, response: { status: '204' } },
+      { fullUrl: `${BASE}/Observation/obs-hiv`, resource: HIV, request: { method: 'POST', url: 'Observation' }, response: { status: '201' } },
+    ],
+  };
+  const guard = jonesGuard({ send: async ({ path }) => (path === 'Observation/obs-hiv' ? { status: 410, headers: new Headers(), body: undefined } : { status: 200, headers: new Headers(), body: history }) });
+  const get = (path: string) => guard.handle({ method: 'GET', path, headers: { authorization: 'Bearer t' } });
+
+  it('answers its instance history 404, as a read, and leaves its deletion out of a type history', async () => {
+    assert.equal((await get('Observation/obs-hiv/_history')).status, 404);
+    const types = await get('Observation/_history');
+    assert.equal(types.status, 200);
+    assert.doesNotMatch(JSON.stringify(types.body), /obs-hiv/);
+  });
+
+  it('counts no hidden version: neither the upstream\'s total nor its last link', async () => {
+    const { total, link } = (await get('Observation/_history')).body as { total?: number; link: { relation: string }[] };
+    assert.equal(total, undefined, 'unknown: the other pages hold hidden versions too');
+    assert.deepEqual(link.map((l) => l.relation), ['self', 'next']);
+  });
+});
+
+describe('guard with a paged operation answer', () => {
+  it('counts no hidden match of $everything: neither the upstream\'s total nor its last link, nor a next link to hidden ones only', async () => {
+    const page = (offset: number, resource: FhirResource) => ({
+      resourceType: 'Bundle', type: 'searchset', total: 3,
+      link: [{ relation: 'self', url: `http://upstream/fhir/Patient/pat-2/$everything?_getpagesoffset=${offset}` },
+        ...(offset < 2 ? [{ relation: 'next', url: `http://upstream/fhir/Patient/pat-2/$everything?_getpagesoffset=${offset + 1}` }] : []),
+        { relation: 'last', url: 'http://upstream/fhir/Patient/pat-2/$everything?_getpagesoffset=2' }],
+      entry: [{ fullUrl: `${BASE}/${resource.resourceType}/${resource.id}`, resource, search: { mode: 'match' } }],
+    });
+    const pat2: FhirResource = { resourceType: 'Patient', id: 'pat-2' };
+    const guard = jonesGuard({
+      send: async ({ path }) => {
+        const offset = Number(/offset=(\d)/.exec(path)?.[1] ?? 0);
+        return { status: 200, headers: new Headers(), body: path === 'Patient/pat-2' ? pat2 : page(offset, offset ? HIV : pat2) };
+      },
+    }, ['everything']);
+    const res = await guard.handle({ method: 'GET', path: 'Patient/pat-2/$everything', headers: { authorization: 'Bearer t' } });
+    assert.equal(res.status, 200);
+    const body = res.body as { total?: number; link: { relation: string }[]; entry: unknown[] };
+    assert.equal(body.entry.length, 1);
+    assert.equal(body.total, undefined);
+    assert.deepEqual(body.link.map((l) => l.relation), ['self'], 'the following pages hold only the hidden HIV result');
+  });
+});
+
+describe('guard with the older versions of a resource labelled since', () => {
+  // Version 1 before the labels were raised, version 2 (current) labelled R + HIV, as an upstream that keeps versions.
+  const before: FhirResource = { ...HIV, meta: { versionId: '1' } };
+  const current: FhirResource = { ...HIV, meta: { ...HIV.meta, versionId: '2' } };
+  const guard = jonesGuard({
+    send: async ({ path }) => ({
+      status: 200, headers: new Headers(),
+      body: path.endsWith('/_history/1') ? before : path.endsWith('/_history')
+        ? { resourceType: 'Bundle', type: 'history', entry: [{ resource: current }, { resource: before }] } : current,
+    }),
+  });
+
+  it('hides them as the current one: vread and history are 404', async () => {
+    for (const path of ['Observation/obs-hiv/_history/1', 'Observation/obs-hiv/_history', 'Observation/obs-hiv']) {
+      assert.equal((await guard.handle({ method: 'GET', path, headers: { authorization: 'Bearer t' } })).status, 404, path);
+    }
   });
 });

@@ -33,7 +33,7 @@ export async function mintSmartAuthCodes(server: ServerProcess, clientId: string
       const grantId = await grant.save();
       await saveGrantContext(db, grantId, {
         launch: buildLaunchContext({ patient: 'pat-1', ehrLaunch: false, styleUrl: `${config.issuer}/smart-style/v1.json` }),
-        purposeOfUse: 'TREAT',
+        purposeOfUse: 'PATRQT', // Amy's own purpose, as her consent page chooses: the token endpoint checks it
       }, config.refreshTokenTtl);
       codes.push(await new provider.AuthorizationCode({
         client, accountId: amy.id, grantId, scope: BENCH_APP_SCOPE, resource: config.fhirBase, redirectUri: BENCH_REDIRECT_URI,

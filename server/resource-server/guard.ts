@@ -259,24 +259,35 @@ export function createGuard(guardOptions: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
+  /** The part of an upstream page in the token's scope: a search's (with its includes) or a history's. */
+  type InScope = (page: FhirBundle) => FhirBundle | Refusal;
+  const searchScope = (token: TokenContext): InScope => (page) => {
+    const inScope = filterSearchBundle(page, token, { includes });
+    return isRefusal(inScope) ? inScope : inScope.bundle;
+  };
+  const historyScope = (token: TokenContext, kind: 'history-instance' | 'history-type' | 'history-system'): InScope =>
+    (page) => filterHistoryBundle(page, token, kind);
+
   /**
    * A filtered page as the client gets it (a search's, a history's, an operation's): `total` only when true,
    * and no paging link that counts hidden matches: `last` tells the total, `next` that more matches, so
-   * `next` stays only when a match the token may see follows (`ahead`: read ahead to know; else kept).
+   * `next` stays only when a match (or version) the token may see follows, read ahead with `scope`.
    */
   async function counted(
-    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, page: FhirBundle, skipped: number, ahead = true,
+    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, page: FhirBundle, skipped: number, scope: InScope,
   ): Promise<FhirBundle> {
     const filtering = filtersAnswers(token, interaction);
     const totalled = withTotal(filtered, page, skipped, filtering);
     if (!filtering) return totalled;
-    const keepNext = Boolean(totalled.link?.some((l) => l.relation === 'next')) && (!ahead || (await visibleAhead(request, token, page)));
+    const keepNext = Boolean(totalled.link?.some((l) => l.relation === 'next')) && (await visibleAhead(request, token, page, scope));
     return { ...totalled, link: totalled.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
   }
 
-  /** A filtered history: its versions are no search matches to read ahead for, so its `next` link stays. */
-  async function shownHistory(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, upstream: UpstreamResponse): Promise<Performed> {
-    const shown = await counted(request, token, interaction, filtered, upstream.body as FhirBundle, 0, false);
+  async function shownHistory(
+    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, upstream: UpstreamResponse,
+  ): Promise<Performed> {
+    const scope = historyScope(token, interaction.kind as 'history-instance' | 'history-type' | 'history-system');
+    const shown = await counted(request, token, interaction, filtered, upstream.body as FhirBundle, 0, scope);
     return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
   }
 
@@ -285,11 +296,11 @@ export function createGuard(guardOptions: GuardOptions) {
     Boolean(options.resourcePolicy) || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted);
 
   /**
-   * Whether a page after `bundle` holds a match the token may see. A `next` link kept regardless would tell
+   * Whether a page after `bundle` holds a match (or a version) the token may see. A `next` link kept regardless would tell
    * that hidden resources match (a full page of visible matches with a `next` link, for a search that
    * also names a hidden code). Reads ahead LOOK_AHEAD_PAGES pages at most, then answers no (fail closed).
    */
-  async function visibleAhead(request: ReceivedRequest, token: TokenContext, bundle: FhirBundle): Promise<boolean> {
+  async function visibleAhead(request: ReceivedRequest, token: TokenContext, bundle: FhirBundle, scope: InScope): Promise<boolean> {
     let page = bundle;
     for (let i = 0; i < LOOK_AHEAD_PAGES; i++) {
       const next = page.link?.find((l) => l.relation === 'next')?.url;
@@ -297,9 +308,9 @@ export function createGuard(guardOptions: GuardOptions) {
       const upstream = await send(request, 'GET', next.slice(options.upstreamBase.length + 1));
       if (upstream.status !== 200) return false;
       page = upstream.body as FhirBundle;
-      const inScope = filterSearchBundle(page, token, { includes });
+      const inScope = scope(page);
       if (isRefusal(inScope)) return false;
-      const visible = await finish(token, inScope.bundle);
+      const visible = await finish(token, inScope);
       if ((visible.entry ?? []).some((e) => e.resource && (e.search?.mode ?? 'match') === 'match')) return true;
     }
     return false;
@@ -339,7 +350,7 @@ export function createGuard(guardOptions: GuardOptions) {
       const filtered = await finish(token, inScope.bundle);
       const next = nextPage(page);
       if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
-        const shown = await counted(request, token, interaction, filtered, page, skipped);
+        const shown = await counted(request, token, interaction, filtered, page, skipped, searchScope(token));
         return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
       }
       skipped++;
@@ -476,7 +487,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (body?.resourceType === 'Bundle') {
       const inScope = filterSearchBundle(body as FhirBundle, token, { includes });
       if (isRefusal(inScope)) return inScope;
-      const shown = await counted(request, token, interaction, await finish(token, inScope.bundle), body as FhirBundle, 0);
+      const shown = await counted(request, token, interaction, await finish(token, inScope.bundle), body as FhirBundle, 0, searchScope(token));
       return { response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) };
     }
     if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {

@@ -74,9 +74,21 @@ describe('guard with the history of a deleted labelled resource', () => {
     assert.doesNotMatch(JSON.stringify(types.body), /obs-hiv/);
   });
 
-  it('counts no hidden version: neither the upstream\'s total nor its last link', async () => {
+  it('counts no hidden version: neither the upstream\'s total nor its last link, nor a next link to hidden versions only', async () => {
     const { total, link } = (await get('Observation/_history')).body as { total?: number; link: { relation: string }[] };
     assert.equal(total, undefined, 'unknown: the other pages hold hidden versions too');
+    assert.deepEqual(link.map((l) => l.relation), ['self'], 'every following page holds the hidden HIV result only');
+  });
+
+  it('keeps the next link of a history when a version the token may see follows', async () => {
+    const visible: FhirResource = { resourceType: 'Observation', id: 'obs-bp', status: 'final', code: { text: 'blood pressure' }, subject: { reference: 'Patient/pat-2' } };
+    const paged = jonesGuard({
+      send: async ({ path }) => ({
+        status: 200, headers: new Headers(),
+        body: path.includes('_getpagesoffset=2') ? { ...history, link: [history.link[0]], entry: [{ fullUrl: `${BASE}/Observation/obs-bp`, resource: visible }] } : history,
+      }),
+    });
+    const { link } = (await paged.handle({ method: 'GET', path: 'Observation/_history', headers: { authorization: 'Bearer t' } })).body as { link: { relation: string }[] };
     assert.deepEqual(link.map((l) => l.relation), ['self', 'next']);
   });
 });

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import type { LogLevel } from './ops/log.ts';
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
 import { CONFIDENTIALITY_SCALE, isPurposeOfUse, type ConfidentialityCode } from './hcs/codes.ts';
+import { MAX_ACCESS_TOKEN_TTL } from './oidc/token-lifetimes.ts';
 
 /** PostgreSQL connection pool settings (SQLite always uses one connection). */
 export interface PoolSettings {
@@ -219,7 +220,7 @@ export function loadConfig(env: Env = process.env): Config {
     keyRotationDelay: integer(env, 'KEY_ROTATION_DELAY', 3600, 0, 30 * 86400),
     keyRefreshInterval: integer(env, 'KEY_REFRESH_INTERVAL', 30, 1, 3600),
     registration,
-    accessTokenTtl: integer(env, 'ACCESS_TOKEN_TTL', 3600, 60, 86400),
+    accessTokenTtl: integer(env, 'ACCESS_TOKEN_TTL', 3600, 60, MAX_ACCESS_TOKEN_TTL),
     // SMART Backend Services: tokens SHOULD NOT live longer than five minutes.
     backendTokenTtl: integer(env, 'BACKEND_TOKEN_TTL', 300, 30, 300),
     refreshTokenTtl: integer(env, 'REFRESH_TOKEN_TTL', 90 * 86400, 3600, 366 * 86400),

@@ -6,6 +6,7 @@
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID, scryptSync } from 'node:crypto';
 import { CompactSign, compactVerify, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import type { Config } from '../config.ts';
+import { CLOCK_SKEW, ID_TOKEN_TTL } from './token-lifetimes.ts';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 
@@ -22,10 +23,7 @@ export interface KeyPolicy {
   encryptionSecret: string;
 }
 
-/** id tokens live an hour; a retired key stays published as long as the longest-lived token it signed. */
-export const ID_TOKEN_TTL = 3600;
-const CLOCK_SKEW = 60;
-
+/** A retired key stays published as long as the longest-lived token it signed. */
 export function keyPolicy(config: Config): KeyPolicy {
   return {
     algs: [config.accessTokenAlg, 'RS256'],

@@ -5,6 +5,7 @@ import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import type { RowInsert } from '../group-commit.ts';
 import { PAYLOAD_TABLE } from './first-use.ts';
+import { CLOCK_SKEW, MAX_ACCESS_TOKEN_TTL } from './token-lifetimes.ts';
 
 /** The row linking an access token to its grant (to be committed by the caller: see RequestFacts.write). */
 export function tokenGrantLink(jti: string, grantId: string, expiresAt: number): RowInsert {
@@ -16,8 +17,8 @@ export async function revokeAccessToken(db: Db, jti: string, expiresAt: number):
   noteRevocation();
 }
 
-/** The longest an access token can live (ACCESS_TOKEN_TTL at its maximum, and the clock skew allowed). */
-const LONGEST_TOKEN_SECONDS = 86_400 + 60;
+/** The longest an access token can live: ACCESS_TOKEN_TTL at its maximum, and the clock skew allowed. */
+const LONGEST_TOKEN_SECONDS = MAX_ACCESS_TOKEN_TTL + CLOCK_SKEW;
 
 /** A removed client's entry in the denylist: no access token issued to it is active afterwards. */
 const clientEntry = (clientId: string) => `client:${clientId}`;

@@ -342,15 +342,16 @@ export function createGuard(guardOptions: GuardOptions) {
       return shownHistory(request, token, interaction, filtered, upstream);
     }
     // A page the filters emptied is never the answer while the upstream has more: the next page is read.
+    const scope = searchScope(token);
     let skipped = 0;
     for (;;) {
       const page = upstream.body as FhirBundle;
-      const inScope = filterSearchBundle(page, token, { includes });
+      const inScope = scope(page);
       if (isRefusal(inScope)) return inScope;
-      const filtered = await finish(token, inScope.bundle);
+      const filtered = await finish(token, inScope);
       const next = nextPage(page);
       if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
-        const shown = await counted(request, token, interaction, filtered, page, skipped, searchScope(token));
+        const shown = await counted(request, token, interaction, filtered, page, skipped, scope);
         return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
       }
       skipped++;
@@ -485,9 +486,10 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const body = upstream.body as FhirResource | undefined;
     if (body?.resourceType === 'Bundle') {
-      const inScope = filterSearchBundle(body as FhirBundle, token, { includes });
+      const scope = searchScope(token);
+      const inScope = scope(body as FhirBundle);
       if (isRefusal(inScope)) return inScope;
-      const shown = await counted(request, token, interaction, await finish(token, inScope.bundle), body as FhirBundle, 0, searchScope(token));
+      const shown = await counted(request, token, interaction, await finish(token, inScope), body as FhirBundle, 0, scope);
       return { response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) };
     }
     if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {

@@ -1,5 +1,4 @@
 // Starts the real server on a free port with a fresh SQLite file, as a person would run it.
-import { randomBytes, scryptSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,6 +9,7 @@ import { startServer, type RunningServer } from '../../server/app.ts';
 import { addClient, type NewClient } from '../../server/oidc/clients.ts';
 import { DEMO_ACCOUNTS } from '../../server/demo-accounts.ts';
 import type { Db } from '../../server/db.ts';
+import { hashPasswordAtCost } from '../../server/oidc/passwords.ts';
 
 export interface TestServer extends RunningServer {
   issuer: string;
@@ -70,16 +70,11 @@ async function testDatabase(dir: string): Promise<PostgresSchema> {
  * milliseconds instead of 0.1-0.2 s of CPU on the CI machine, and the suite signs in some thousand times.
  * Accounts a test adds keep the product's parameters.
  */
-const cheapHashes = new Map<string, string>();
+const cheapHashes = new Map<string, Promise<string>>();
 async function cheapenDemoPasswords(db: Db): Promise<void> {
   for (const { username, password } of DEMO_ACCOUNTS) {
-    let hash = cheapHashes.get(password);
-    if (!hash) {
-      const salt = randomBytes(16);
-      hash = ['scrypt', 1024, 8, 1, salt.toString('base64url'), scryptSync(password, salt, 32, { N: 1024, r: 8, p: 1 }).toString('base64url')].join('$');
-      cheapHashes.set(password, hash);
-    }
-    await db('users').where({ username }).update({ password_hash: hash });
+    if (!cheapHashes.has(password)) cheapHashes.set(password, hashPasswordAtCost(password, 2 ** 10));
+    await db('users').where({ username }).update({ password_hash: await cheapHashes.get(password)! });
   }
 }
 

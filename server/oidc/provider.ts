@@ -47,7 +47,7 @@ export interface ProviderDeps {
   audit?: AuditSink;
   /** The revocation check introspection uses (default: uncached). */
   isRevoked?: (jti: string, clientId: string) => Promise<boolean>;
-  /** Takes introspection records committed after the answer (default: a backlog of its own). */
+  /** Takes introspection records committed after the answer (default: a backlog of its own; the app shares its backlog with token refusals). */
   introspections?: AuditBacklog;
 }
 

@@ -114,6 +114,19 @@ describe('refused token requests in the audit trail', () => {
     for (const secret of ['wrong-secret-4f1c9a2b7d', 'never-issued-7e3d1b5a9c']) assert.ok(!trail.includes(secret), `${secret} not in the trail`);
   });
 
+  it('answers in JSON (RFC 6749 section 5.2) also a caller that accepts HTML, and records its OAuth error', async () => {
+    const refused = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: 'never-issued-html' }, app, { 'x-request-id': 'html-caller', accept: 'text/html' });
+    assert.equal(refused.res.status, 400);
+    assert.equal(refused.body.error, 'invalid_grant');
+    assert.match((await recordOf('html-caller')).outcomeDesc, /^invalid_grant: /);
+    const introspection = await fetch(`${server.issuer}/introspect`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html', authorization: `Basic ${Buffer.from(`${app.client_id}:wrong`).toString('base64')}` },
+      body: new URLSearchParams({ token: 'x' }),
+    });
+    assert.equal(introspection.status, 401);
+    assert.equal((await introspection.json()).error, 'invalid_client');
+  });
+
   it('records a request that names no client', async () => {
     const refused = await send('no-client', { grant_type: 'client_credentials' });
     assert.equal(refused.res.status, 400);

@@ -7,6 +7,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
+import { addUser } from '../../server/oidc/users.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
@@ -125,6 +126,22 @@ describe('refused token requests in the audit trail', () => {
     });
     assert.equal(introspection.status, 401);
     assert.equal((await introspection.json()).error, 'invalid_client');
+  });
+
+  it('records a refresh refused because the user may no longer assert its purpose, with the user and the patient', async () => {
+    const doctor = { roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT', 'HPAYMT'], patients: ['pat-1', 'pat-3'] };
+    const user = await addUser(server.db, { username: 'dr.refused', password: 'refused-password', fhirUser: 'Practitioner/dr-refused', attributes: doctor });
+    const launch = await authorize({ server, client: app, scope: SCOPE, username: 'dr.refused', password: 'refused-password', patient: 'pat-3', purpose: 'HPAYMT' });
+    const tokens = (await exchangeCode(server.issuer, launch, app)).body;
+    await server.db('users').where({ id: user.id }).update({ attributes: JSON.stringify({ ...doctor, purposes: ['TREAT'] }) });
+    const refused = await send('purpose-refused', { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.equal(refused.res.status, 400);
+    assert.equal(refused.body.error, 'invalid_grant');
+    const event = await recordOf('purpose-refused');
+    assert.equal(event.outcomeDesc, `invalid_grant: ${refused.body.error_description}`);
+    assert.ok(event.agent.some((a: any) => a.who?.identifier?.value === user.id), 'the user');
+    assert.equal(detail(event, 'patient'), 'pat-3');
+    assert.ok(!(await storedTrail()).includes(tokens.refresh_token));
   });
 
   it('records a request that names no client', async () => {

@@ -37,6 +37,7 @@ import { headLogFields } from './audit/signed-head.ts';
 import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.ts';
 import { createGuard } from './resource-server/guard.ts';
 import { requestIdOf } from './resource-server/request-id.ts';
+import { tokenRefusalsRecorded } from './oidc/token/refusal.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
 import { HSTS, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
@@ -165,9 +166,10 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const auditSink = { append: (event: AuditEvent) => audit.append([event]) };
   // One revocation cache for introspection and /fhir.
   const isRevoked = revocationCheck(db, config.revocationCacheMs);
-  const introspections = auditBacklog(auditSink, config.introspectionAuditBacklog, (message, err) => logger.log('error', message, { err }));
+  // Records committed after their answer, within one bound: introspections, and refused token requests.
+  const afterAnswer = auditBacklog(auditSink, config.introspectionAuditBacklog, (message, err) => logger.log('error', message, { err }));
   const host = await createProviderHost(config, db, {
-    onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log, audit: auditSink, isRevoked, introspections,
+    onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log, audit: auditSink, isRevoked, introspections: afterAnswer,
   });
   const verifySignature = createTokenVerifier({ issuer: config.issuer, audience: config.fhirBase, keys: host.verificationKeys });
   // Tokens of this server for its own pages and APIs (launch API), revocation included.
@@ -322,6 +324,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
   app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
+  // Behind the rate limit: a token request it refuses (429) is not recorded, every other refusal is.
+  app.use(tokenRefusalsRecorded({ db, issuer: config.issuer, backlog: afterAnswer, log: logger.log }));
   // One registration budget per address, whichever way it registers: the API answers in JSON, the forms
   // (the developer portal's, the demo launcher's) with a page.
   const registrations = createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 });
@@ -344,7 +348,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       purposeOfUse: [purposeCoding('PATRQT')],
     })),
   }).routes());
-  app.use(bearerIntrospection({ config, db, host, isRevoked, introspections }).routes());
+  app.use(bearerIntrospection({ config, db, host, isRevoked, introspections: afterAnswer }).routes());
   app.use(guardMiddleware(fhirGuard, guardOptions));
   app.use(providerBodyLimit);
   app.use(host.middleware);

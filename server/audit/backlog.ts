@@ -1,8 +1,9 @@
-// Records that may be committed after the answer (introspection's ITI-102 only: every other record is
-// committed before it). At most `limit` may wait; when that many wait, or when the store failed the last
-// one, a record is refused and the caller answers 503 (fail closed). While the store is failing, each
-// record is committed before the answer instead, so the first success ends the failing state. A limit
-// of 0 commits every record before its answer.
+// Records that may be committed after the answer (introspection's ITI-102, and the ITI-71 record of a
+// refused token request: every other record is committed before it). At most `limit` may wait; when that
+// many wait, or when the store failed the last one, a record is refused: introspection then answers 503
+// (fail closed), a refused token request stays the same refusal (nothing was granted). While the store is
+// failing, each record is committed before the answer instead, so the first success ends the failing
+// state. A limit of 0 commits every record before its answer.
 import type { AuditSink } from './store.ts';
 import type { AuditEvent } from './types.ts';
 

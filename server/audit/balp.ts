@@ -149,10 +149,10 @@ export interface AuditUser {
 }
 
 /** The person: requestor, identified by issuer and subject; roles and purposes of use when known; the token's jti as policy. */
-function userAgent(issuer: string | undefined, user: AuditUser, types: Coding[], extra: { jti?: string; purposeOfUse?: readonly Coding[]; address?: string } = {}): AuditAgent {
+function userAgent(issuer: string | undefined, user: AuditUser, types: Coding[], extra: { jti?: string; purposeOfUse?: readonly Coding[]; address?: string; requestor?: boolean } = {}): AuditAgent {
   return compact({
     type: concept(...types),
-    requestor: true,
+    requestor: extra.requestor ?? true,
     who: { identifier: compact({ system: issuer, value: user.sub }) },
     name: user.name ?? undefined,
     role: concepts(user.roles),
@@ -236,7 +236,7 @@ const details = (pairs: Record<string, string | undefined>) =>
 const codesText = (codings: readonly Coding[] | undefined) => (codings ?? []).map((c) => `${c.system}|${c.code}`).join(' ') || undefined;
 
 /** Request parameters whose values are credentials: redacted from every URL that is recorded. */
-const SECRET_PARAMETERS = new Set([
+export const SECRET_PARAMETERS: ReadonlySet<string> = new Set([
   'access_token', 'refresh_token', 'id_token', 'id_token_hint', 'client_secret', 'client_assertion', 'code_verifier',
   'password', 'assertion', 'subject_token', 'actor_token',
 ]);
@@ -472,6 +472,26 @@ export interface AccessTokenIssued extends SecurityEventBase {
   expiresIn?: number;
 }
 
+export interface AccessTokenRefused extends SecurityEventBase {
+  /** The client_id as the request claimed it (parameter, Basic user or assertion sub); none when it named none. */
+  clientId?: string;
+  /** Whether the client authenticated (false for every invalid_client). */
+  clientAuthenticated: boolean;
+  grantType?: string;
+  /** The scope requested. */
+  scope?: string;
+  /** The HTTP status of the answer. */
+  status: number;
+  /** The OAuth error code, and its description (never a credential). */
+  error: string;
+  description?: string;
+  /** The user whose code or refresh token was sent, when it was found. */
+  user?: AuditUser;
+  /** The patient in that grant's launch context. */
+  patient?: string;
+  requestId?: string;
+}
+
 export interface TokenIntrospected extends SecurityEventBase {
   /** The client (usually a resource server) that asked. */
   callerId: string;
@@ -642,6 +662,43 @@ export function accessTokenIssued(e: AccessTokenIssued): AuditEvent {
           expires_in: e.expiresIn === undefined ? undefined : String(e.expiresIn),
         }),
       },
+    ],
+  });
+}
+
+/**
+ * A token request refused (any OAuth error answer at the token endpoint), in the IUA ITI-71 pattern as
+ * accessTokenIssued: outcome 4 (minor failure: the request's fault, 4xx) or 8 (serious failure: the
+ * server's, 5xx), the OAuth error as outcomeDesc. The client as it named itself (a detail says whether it
+ * authenticated; an unnamed one is an Application agent with its address only), this server, the user
+ * whose code or refresh token it sent when known; the request's non-secret parameters and its X-Request-Id.
+ */
+export function accessTokenRefused(e: AccessTokenRefused): AuditEvent {
+  const request = new URLSearchParams(compact({ grant_type: e.grantType, client_id: e.clientId, scope: e.scope }) as Record<string, string>).toString();
+  return auditEvent({
+    type: CODES.userAuthentication, subtype: [CODES.getAccessToken], action: 'E', recorded: e.recorded,
+    outcome: e.status < 500 ? '4' : '8', outcomeDesc: e.description ? `${e.error}: ${e.description}` : e.error,
+    agent: [
+      e.clientId
+        ? appAgent(e.issuer, e.clientId, { requestor: true, address: e.address })
+        : compact({ type: concept(CODES.application), requestor: true, network: network(e.address, '2') }),
+      authServerAgent(e.issuer, true),
+      ...(e.user ? [userAgent(e.issuer, e.user, [CODES.humanUser], { requestor: false })] : []),
+    ],
+    source: securitySource(e.issuer),
+    entity: [
+      compact({
+        type: CODES.systemObject, role: CODES.query, query: base64(request),
+        detail: details({
+          grant_type: e.grantType,
+          client_id: e.clientId,
+          client_authenticated: String(e.clientAuthenticated),
+          sub: e.user?.sub,
+          patient: e.patient,
+          error: e.error,
+        }),
+      }),
+      ...(e.requestId ? [requestIdEntity(e.requestId)] : []),
     ],
   });
 }

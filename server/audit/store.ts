@@ -15,10 +15,11 @@ export function databaseAuditSink(db: Db): AuditSink {
 }
 
 /** Stored events in chain order (a simple reader; the AuditStore's search() has every FHIR filter). */
-export async function auditEvents(db: Db, filter: { type?: string; subtype?: string; patient?: string } = {}): Promise<AuditEvent[]> {
+export async function auditEvents(db: Db, filter: { type?: string; subtype?: string; patient?: string; outcome?: string } = {}): Promise<AuditEvent[]> {
   const query = db('audit_events').orderBy('seq');
   if (filter.type) query.where('type_code', filter.type);
   if (filter.subtype) query.whereIn('seq', db('audit_index').select('seq').where({ kind: 'subtype', value: filter.subtype }));
   if (filter.patient) query.where('patient_id', filter.patient);
+  if (filter.outcome) query.where('outcome', filter.outcome);
   return (await query.select('event')).map((r: { event: string }) => JSON.parse(r.event) as AuditEvent);
 }

@@ -47,7 +47,7 @@ export interface ProviderDeps {
   audit?: AuditSink;
   /** The revocation check introspection uses (default: uncached). */
   isRevoked?: (jti: string, clientId: string) => Promise<boolean>;
-  /** Takes introspection records committed after the answer (default: a backlog of its own). */
+  /** Takes introspection records committed after the answer (default: a backlog of its own; the app shares its backlog with token refusals). */
   introspections?: AuditBacklog;
 }
 
@@ -55,6 +55,7 @@ export interface ProviderDeps {
 export const defaultLog: Logger['log'] = (level, message, fields) => console.error(`smart-auth ${level}: ${message}`, fields?.err ?? '');
 
 const REGISTRATION_PATH = '/register';
+const JSON_ERROR_ROUTES = new Set(['token', 'introspection', 'revocation']);
 const REGISTRATION_ROUTES = new Set(['registration', 'client', 'client_update']);
 
 /** RFC 7591 says `scope`; the client keeps its SMART scopes as `smart_scope` (see extraClientMetadata). */
@@ -217,6 +218,11 @@ export function createProvider(deps: ProviderDeps): Provider {
       Session: SIGN_IN_SESSION_TTL,
     },
     async renderError(ctx, out) {
+      // RFC 6749 section 5.2 (and RFC 7662, RFC 7009): these endpoints' errors are JSON, whatever the caller accepts.
+      if (JSON_ERROR_ROUTES.has(ctx.oidc?.route ?? '')) {
+        ctx.body = out;
+        return;
+      }
       ctx.type = 'html';
       ctx.body = await renderPage('error', {
         title: 'Something went wrong',

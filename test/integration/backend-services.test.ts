@@ -6,6 +6,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { decodeJwt, postWithHost, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { auditEvents } from '../../server/audit/store.ts';
+import { groupCommitFor } from '../../server/group-commit.ts';
 
 describe('backend services (client_credentials, private_key_jwt)', () => {
   let server: TestServer;
@@ -148,8 +149,13 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
     assert.equal((await send()).res.status, 401);
   });
 
-  it('records the issuance (ITI-71) of the one token a replayed assertion got, and of none of the refused', async () => {
-    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;
+  it('records the issuance (ITI-71) of the one token a replayed assertion got, and the refusal of the others', async () => {
+    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71', outcome: '0' })).length;
+    const refusals = async () => {
+      await groupCommitFor(server.db).idle(); // committed after their answers
+      return (await auditEvents(server.db, { subtype: 'ITI-71', outcome: '4' })).length;
+    };
+    const refusedBefore = await refusals();
     const before = await issued();
     const assertion = await es.assertion();
     const send = () => tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
@@ -159,10 +165,11 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
     for (const { body } of refused) assert.deepEqual(Object.keys(body).sort(), ['error', 'error_description']);
     assert.equal(refused[0].body.error, 'invalid_client');
     assert.equal(await issued(), before + 1);
+    assert.equal(await refusals(), refusedBefore + 3);
   });
 
   it('records the issuance (ITI-71) at the token endpoint under another spelling (/Token/), which the provider answers too', async () => {
-    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;
+    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71', outcome: '0' })).length;
     const before = await issued();
     const assertion = await es.assertion();
     const send = (path: string) => fetch(`${server.issuer}${path}`, {

@@ -123,12 +123,17 @@ describe('statements per request on the hot paths', () => {
     assert.deepEqual(counts, EXPECTED, trace.join('\n'));
   });
 
-  it('writes nothing of a code exchange whose client assertion was used before: the code stays usable, no ITI-71', async () => {
+  it('writes nothing of a code exchange whose client assertion was used before but its refusal: the code stays usable, no token issued', async () => {
     const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' });
     const used = await appAssertion();
     await clientCredentialsWith(used);
-    const issued = async () => (await auditEvents(server.db, { subtype: 'ITI-71' })).length;
+    const recorded = async (outcome: string) => {
+      await groupCommitFor(server.db).idle(); // a refusal's record is committed after its answer
+      return (await auditEvents(server.db, { subtype: 'ITI-71', outcome })).length;
+    };
+    const issued = () => recorded('0');
     const before = await issued();
+    const refusalsBefore = await recorded('4');
     const exchange = (assertion: string) => tokenRequest(server.issuer, {
       grant_type: 'authorization_code', code: launch.code!, redirect_uri: app.redirect_uri, code_verifier: launch.verifier,
       client_assertion_type: ASSERTION_TYPE, client_assertion: assertion,
@@ -137,6 +142,7 @@ describe('statements per request on the hot paths', () => {
     assert.equal(replayed.res.status, 401);
     assert.equal(replayed.body.error, 'invalid_client');
     assert.equal(await issued(), before);
+    assert.equal(await recorded('4'), refusalsBefore + 1, 'the refusal is recorded');
     const fresh = await exchange(await appAssertion());
     assert.equal(fresh.res.status, 200, JSON.stringify(fresh.body));
     assert.equal(await issued(), before + 1);

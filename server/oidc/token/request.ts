@@ -26,6 +26,8 @@ export interface GrantSourceFacts {
 export class RequestFacts {
   /** The IHE IUA attributes of the client assertion's hl7-b2b extension, parsed once when it was checked. */
   b2b: IheIua | undefined;
+  /** What was read with the request's code or refresh token, if anything (kept also when the request is refused). */
+  source: GrantSourceFacts | undefined;
   private readonly reads = new Map<string, Promise<unknown>>();
   private readonly grants = new Map<string, AdapterPayload | undefined>();
   private held: (Knex.QueryBuilder | RowInsert)[] | undefined;
@@ -46,6 +48,7 @@ export class RequestFacts {
 
   /** Keeps what was read with a code or refresh token, for the hooks that follow. */
   learn(facts: GrantSourceFacts): void {
+    this.source = facts;
     this.grants.set(facts.grantId, facts.grant);
     this.reads.set(`grant:${facts.grantId}`, Promise.resolve(facts.context));
     if (facts.user) this.reads.set(`user:${facts.user.id}`, Promise.resolve(facts.user));

@@ -648,6 +648,30 @@ describe('audit store', () => {
     }
   });
 
+  it('takes as a signed head only a JWS of the checkpoint type, not another JWS of the same keys (an access token)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'audit-typ-'));
+    const db = openDatabase(`sqlite:${join(dir, 'audit.sqlite')}`);
+    try {
+      await migrate(db);
+      const policy: KeyPolicy = { algs: ['ES256'], rotationDelay: 0, maxTokenLifetime: 0, encryptionSecret: 'an-encryption-secret-that-is-long-enough' };
+      await ensureSigningKeys(db, policy);
+      const signer = checkpointSigner(db, policy);
+      const store = createAuditStore(db, signer);
+      await store.append([auditEvent({ n: 1 })]);
+      await store.checkpoint();
+      const head = await db('audit_chain_head').where('id', 1).first('seq', 'hash');
+      const payload = { seq: Number(head.seq), hash: head.hash, records: Number(head.seq), iat: 0 };
+      assert.equal((await store.verify(await signer.sign(payload))).ok, true);
+      const result = await store.verify(await signer.sign(payload, 'at+jwt'));
+      assert.equal(result.ok, false);
+      assert.match(!result.ok ? result.problem : '', /does not verify/);
+      await store.close();
+    } finally {
+      await db.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('chains the records written before the migration', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'audit-migrate-'));
     const db = openDatabase(`sqlite:${join(dir, 'audit.sqlite')}`);

@@ -135,6 +135,8 @@ describe('audit store', () => {
         assert.deepEqual(ids(await store.search({ patient: 'p1', entity: 'Observation/o1', subtype: 'vread', agent: 'growth-app', outcome: '0', type: 'rest' })), ids([e5]));
         assert.deepEqual(ids(await store.search({ patient: 'p1', limit: 2 })), ids([e1, e3]));
         assert.deepEqual(await store.search({ limit: 0 }), []);
+        assert.equal(await store.count({ patient: 'p1', limit: 1, offset: 1 }), 3);
+        assert.equal(await store.count({ subtype: 'read' }), 2);
       });
 
       it('matches long values exactly (index terms are cut, the event is re-checked)', async () => {

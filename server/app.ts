@@ -75,6 +75,19 @@ function securityHeaders(ctx: Context, next: Next) {
   return next();
 }
 
+/**
+ * Under an https ISSUER browsers reach the server over https only, whatever the connection to this process
+ * (behind a TLS proxy not trusted with TRUST_PROXY it looks like plain http): every request counts as https,
+ * so cookies, this server's and oidc-provider's, are Secure and HSTS is sent.
+ */
+function httpsIssuer(issuer: string) {
+  const https = new URL(issuer).protocol === 'https:';
+  return (ctx: Context, next: Next) => {
+    if (https) Object.defineProperty(ctx.request, 'protocol', { get: () => 'https', configurable: true });
+    return next();
+  };
+}
+
 /** oidc-provider's own body limit: it answers a larger body with 400, where clients should get 413. */
 const PROVIDER_BODY_LIMIT = 56 * 1024;
 
@@ -317,6 +330,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const tokenSigner = checkpointSigner(db, keyPolicy(config));
   const patientsAt = userPatients({ config, guard: fhirGuard, signAccessToken: (claims) => tokenSigner.sign(claims, 'at+jwt') });
 
+  app.use(httpsIssuer(config.issuer));
   app.use(requestId);
   app.use(logger.requests);
   app.use(metrics.middleware);

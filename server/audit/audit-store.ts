@@ -619,14 +619,11 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     return true;
   }
 
-  async function search(filter: AuditSearch): Promise<AuditEvent[]> {
-    const limit = filter.limit ?? Infinity;
-    const found: AuditEvent[] = [];
-    if (limit <= 0) return found;
-    let skip = filter.offset ?? 0;
+  /** The events that match, in chain order, read in batches of `batch()` rows (index terms are cut: matches() decides). */
+  async function* matching(filter: AuditSearch, batch: () => number): AsyncGenerator<AuditEvent> {
     const term = (kind: string, value: string) => db('audit_index').select('seq').where({ kind, value: cut(value, MAX_TERM) });
-    for (let after = 0; found.length < limit;) {
-      const query = db('audit_events').where('seq', '>', after).orderBy('seq').limit(Math.min(BATCH, Math.max(limit - found.length + skip, 50))).select('seq', 'event');
+    for (let after = 0; ;) {
+      const query = db('audit_events').where('seq', '>', after).orderBy('seq').limit(batch()).select('seq', 'event');
       if (filter.id !== undefined) query.where('id', filter.id);
       if (filter.patient !== undefined) query.where('patient_id', cut(filter.patient, 64));
       if (filter.from) query.where('recorded_at', '>=', filter.from.getTime());
@@ -637,16 +634,32 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
       if (filter.agent !== undefined) query.whereIn('seq', term('agent', filter.agent));
       if (filter.entity !== undefined) query.whereIn('seq', term('entity', filter.entity));
       const rows: { seq: number | string; event: string }[] = await query;
+      if (rows.length === 0) return;
       for (const row of rows) {
         const event = JSON.parse(row.event) as AuditEvent;
-        if (!matches(event, filter)) continue;
-        if (skip > 0) skip--;
-        else if (found.length < limit) found.push(event);
+        if (matches(event, filter)) yield event;
       }
-      if (rows.length === 0) break;
       after = Number(rows[rows.length - 1].seq);
     }
+  }
+
+  async function search(filter: AuditSearch): Promise<AuditEvent[]> {
+    const limit = filter.limit ?? Infinity;
+    const found: AuditEvent[] = [];
+    if (limit <= 0) return found;
+    let skip = filter.offset ?? 0;
+    for await (const event of matching(filter, () => Math.min(BATCH, Math.max(limit - found.length + skip, 50)))) {
+      if (skip > 0) skip--;
+      else found.push(event);
+      if (found.length >= limit) break;
+    }
     return found;
+  }
+
+  async function count(filter: AuditSearch): Promise<number> {
+    let n = 0;
+    for await (const _event of matching(filter, () => BATCH)) n++;
+    return n;
   }
 
   // --- the accounting of disclosures ---
@@ -728,5 +741,5 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     writer.listeners.delete(onBatch);
   }
 
-  return { append, search, disclosurePage, disclosureSummary, disclosureEvents, verify, checkpoint, purge, hold, release, holds, close };
+  return { append, search, count, disclosurePage, disclosureSummary, disclosureEvents, verify, checkpoint, purge, hold, release, holds, close };
 }

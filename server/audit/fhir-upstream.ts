@@ -11,8 +11,11 @@ const json = (status: number, body: unknown): UpstreamResponse =>
 const outcome = (status: number, code: string, diagnostics: string) =>
   json(status, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] });
 
-/** FHIR search parameters to the store's filter (`limit`: the page size, `offset`: where the page starts), or the reason they cannot be. */
-export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
+/**
+ * FHIR search parameters to the store's filter (`limit`: the page size, 0 for the total only; `offset`: where the
+ * page starts) and whether they can match nothing at all, or the reason they cannot be.
+ */
+export function auditSearchFrom(params: URLSearchParams): { filter: AuditSearch; matchesNothing: boolean } | string {
   const filter: AuditSearch = {};
   let noMatch = false;
   for (const [name, value] of params) {
@@ -48,8 +51,8 @@ export function auditSearchFrom(params: URLSearchParams): AuditSearch | string {
       default: break;
     }
   }
-  filter.limit = noMatch ? 0 : filter.limit ?? 200;
-  return filter;
+  filter.limit ??= 200;
+  return { filter, matchesNothing: noMatch };
 }
 
 export function auditEventUpstream(store: AuditStore, base: string, next: Upstream): Upstream {
@@ -65,11 +68,15 @@ export function auditEventUpstream(store: AuditStore, base: string, next: Upstre
       }
       if (segments.length !== 1) return outcome(400, 'not-supported', 'this AuditEvent interaction is not supported');
       const params = new URLSearchParams(query);
-      const filter = auditSearchFrom(params);
-      if (typeof filter === 'string') return outcome(400, 'not-supported', filter);
+      const parsed = auditSearchFrom(params);
+      if (typeof parsed === 'string') return outcome(400, 'not-supported', parsed);
+      const { filter, matchesNothing } = parsed;
+      const self = { relation: 'self', url: `${base}/AuditEvent${query ? `?${query}` : ''}` };
+      // _count=0 is _summary=count (FHIR R4 search): the total of every match, no entries, no paging links.
+      if (filter.limit === 0) return json(200, { resourceType: 'Bundle', type: 'searchset', total: matchesNothing ? 0 : await store.count(filter), link: [self] });
       const { offset = 0, limit = 0 } = filter;
       // One more than the page, in chain order (oldest first): whether there is a next page.
-      const found = limit ? await store.search({ ...filter, limit: limit + 1 }) : [];
+      const found = matchesNothing ? [] : await store.search({ ...filter, limit: limit + 1 });
       const events = found.slice(0, limit);
       const more = found.length > limit;
       const page = (at: number) => {
@@ -84,9 +91,9 @@ export function auditEventUpstream(store: AuditStore, base: string, next: Upstre
         // Known only when this page holds the last match.
         ...(!more && (found.length > 0 || offset === 0) && { total: offset + found.length }),
         link: [
-          { relation: 'self', url: `${base}/AuditEvent${query ? `?${query}` : ''}` },
+          self,
           ...(more ? [{ relation: 'next', url: page(offset + limit) }] : []),
-          ...(offset > 0 && limit ? [{ relation: 'previous', url: page(Math.max(0, offset - limit)) }] : []),
+          ...(offset > 0 ? [{ relation: 'previous', url: page(Math.max(0, offset - limit)) }] : []),
         ],
         entry: events.map((event) => ({ fullUrl: `${base}/AuditEvent/${event.id}`, resource: event, search: { mode: 'match' } })),
       });

@@ -66,6 +66,8 @@ export interface AuditStore {
   /** Resolves once every event is durably stored in the chain, in order; rejects when they cannot be (callers fail closed). */
   append(events: AuditEvent[]): Promise<void>;
   search(filter: AuditSearch): Promise<AuditEvent[]>;
+  /** How many events match the filter (its limit and offset aside). */
+  count(filter: AuditSearch): Promise<number>;
   /** A page of the patient's disclosures, newest first: below `before`, or the page just above `after`. */
   disclosurePage(query: DisclosureQuery & { before?: number; after?: number; limit: number }): Promise<DisclosurePage>;
   /** Disclosures per app: how many, first and last; counted in the database. */

@@ -205,6 +205,9 @@ export async function loadKeyRing(db: Db, policy: KeyPolicy, now = nowSeconds())
   };
 }
 
+/** The JWS type of signed audit checkpoints and purges; verify() takes no other (an access token of these keys is not a checkpoint). */
+export const CHECKPOINT_TYP = 'audit-checkpoint+json';
+
 /**
  * Signs and verifies audit checkpoints with the server's keys. Verification uses every key ever
  * stored, also the expired ones: a checkpoint must stay verifiable long after its key left /jwks.
@@ -227,7 +230,7 @@ export function checkpointSigner(db: Db, policy: KeyPolicy) {
       await load();
     },
     /** A JWS of `payload` with the current signing key; `typ` at+jwt makes it an access token of this server (the patient picker's own). */
-    async sign(payload: object, typ = 'audit-checkpoint+json'): Promise<string> {
+    async sign(payload: object, typ = CHECKPOINT_TYP): Promise<string> {
       const keys = (await privateKeys()).filter((k) => k.info.state === 'signing').sort((a, b) => byPreference(a.info, b.info));
       const key = keys.find((k) => k.info.alg === policy.algs[0]) ?? keys[0];
       if (!key) throw new Error('no signing key for audit checkpoints');
@@ -237,12 +240,13 @@ export function checkpointSigner(db: Db, policy: KeyPolicy) {
     },
     async verify(jws: string): Promise<object> {
       let all = await privateKeys();
-      const { payload } = await compactVerify(jws, async (header) => {
+      const { payload, protectedHeader } = await compactVerify(jws, async (header) => {
         let key = all.find((k) => k.info.kid === header.kid);
         if (!key) key = (all = await load()).find((k) => k.info.kid === header.kid);
         if (!key) throw new Error(`audit checkpoint signed with an unknown key ${header.kid}`);
         return importJWK(publicJwk(key.jwk), key.info.alg);
       });
+      if (protectedHeader.typ !== CHECKPOINT_TYP) throw new Error(`not an audit checkpoint: JWS type ${protectedHeader.typ} is not ${CHECKPOINT_TYP}`);
       return JSON.parse(new TextDecoder().decode(payload)) as object;
     },
   };

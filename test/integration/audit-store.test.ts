@@ -135,6 +135,8 @@ describe('audit store', () => {
         assert.deepEqual(ids(await store.search({ patient: 'p1', entity: 'Observation/o1', subtype: 'vread', agent: 'growth-app', outcome: '0', type: 'rest' })), ids([e5]));
         assert.deepEqual(ids(await store.search({ patient: 'p1', limit: 2 })), ids([e1, e3]));
         assert.deepEqual(await store.search({ limit: 0 }), []);
+        assert.equal(await store.count({ patient: 'p1', limit: 1, offset: 1 }), 3);
+        assert.equal(await store.count({ subtype: 'read' }), 2);
       });
 
       it('matches long values exactly (index terms are cut, the event is re-checked)', async () => {
@@ -642,6 +644,30 @@ describe('audit store', () => {
       await again.checkpoint();
       assert.deepEqual(await again.verify(), { ok: true, records: 6, checkpoints: 2 });
       await again.close();
+    } finally {
+      await db.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes as a signed head only a JWS of the checkpoint type, not another JWS of the same keys (an access token)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'audit-typ-'));
+    const db = openDatabase(`sqlite:${join(dir, 'audit.sqlite')}`);
+    try {
+      await migrate(db);
+      const policy: KeyPolicy = { algs: ['ES256'], rotationDelay: 0, maxTokenLifetime: 0, encryptionSecret: 'an-encryption-secret-that-is-long-enough' };
+      await ensureSigningKeys(db, policy);
+      const signer = checkpointSigner(db, policy);
+      const store = createAuditStore(db, signer);
+      await store.append([auditEvent({ n: 1 })]);
+      await store.checkpoint();
+      const head = await db('audit_chain_head').where('id', 1).first('seq', 'hash');
+      const payload = { seq: Number(head.seq), hash: head.hash, records: Number(head.seq), iat: 0 };
+      assert.equal((await store.verify(await signer.sign(payload))).ok, true);
+      const result = await store.verify(await signer.sign(payload, 'at+jwt'));
+      assert.equal(result.ok, false);
+      assert.match(!result.ok ? result.problem : '', /does not verify/);
+      await store.close();
     } finally {
       await db.destroy();
       rmSync(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, exchangeCode, form, hiddenValue } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { auditEventUpstream } from '../../server/audit/fhir-upstream.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
@@ -202,6 +203,26 @@ describe('audit trail', () => {
       const clinician = await token('openid fhirUser user/AuditEvent.rs', { username: 'dr.smith', password: 'demo-password-1' });
       assert.equal((await fhir('AuditEvent?patient=pat-1', clinician)).status, 403);
       assert.equal((await fetch(`${server.fhirBase}/AuditEvent`, { method: 'POST', headers: { authorization: `Bearer ${auditor}`, 'content-type': 'application/fhir+json' }, body: '{"resourceType":"AuditEvent"}' })).status, 403);
+    });
+
+    it('answers _count=0 with the total of every match and no entries (FHIR: as _summary=count), and never a false total', async () => {
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+      for (const id of ['count-1', 'count-2', 'count-3']) assert.equal((await fhir('Patient/pat-2', smith, { 'x-request-id': id })).status, 200);
+      const search = 'AuditEvent?patient=pat-2&subtype=read';
+      const all = await (await fhir(`${search}&_count=1000`, auditor)).json();
+      assert.ok(all.entry.length >= 3);
+      // The trail itself, as the guard's upstream: the total of every match.
+      const trail = auditEventUpstream(server.audit, server.fhirBase, { send: async () => assert.fail('not the trail') });
+      const counted = (await trail.send({ method: 'GET', path: `${search}&_count=0` })).body as any;
+      assert.equal(counted.total, all.entry.length);
+      assert.deepEqual(counted.entry ?? [], []);
+      assert.deepEqual(counted.link.map((l: any) => l.relation), ['self']);
+      assert.equal(((await trail.send({ method: 'GET', path: 'AuditEvent?patient=pat-1&patient=pat-2&_count=0' })).body as any).total, 0, 'two patients match nothing');
+      // Through the guard, which hides what the token may not see: a total only when it is true.
+      const guarded = await (await fhir(`${search}&_count=0`, auditor)).json();
+      assert.deepEqual(guarded.entry ?? [], []);
+      assert.ok(guarded.total === undefined || guarded.total === all.entry.length, `total ${guarded.total}`);
     });
 
     it('reads and searches by _id the event asked for, not another one', async () => {

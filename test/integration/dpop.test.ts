@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, postWithHost, tokenRequest } from '../support/oauth.ts';
+import { authorize, decodeJwt, postWithHost, tokenRequest, withHost } from '../support/oauth.ts';
 import { dpopKey, type DpopKey } from '../support/dpop.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
@@ -154,6 +154,20 @@ describe('DPoP', () => {
     assert.equal(JSON.parse(answer.body).error, 'invalid_dpop_proof');
     const own = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app, { dpop: await key.proof({ htm: 'POST', htu: `${server.issuer}/token` }) });
     assert.equal(own.res.status, 200, 'the refresh token was not used up');
+  });
+
+  it('refuses at /userinfo a proof made for another server\'s userinfo endpoint, also sent with that server as Host (its htu comes from ISSUER)', async () => {
+    const other = 'other-as.example';
+    const token = bound.access_token;
+    const own = await withHost(`${server.issuer}/userinfo`, new URL(server.issuer).host, {
+      headers: { authorization: `DPoP ${token}`, dpop: await key.proof({ htm: 'GET', htu: `${server.issuer}/userinfo`, accessToken: token }) },
+    });
+    const foreign = await withHost(`${server.issuer}/userinfo`, other, {
+      headers: { authorization: `DPoP ${token}`, dpop: await key.proof({ htm: 'GET', htu: `http://${other}/userinfo`, accessToken: token }) },
+    });
+    assert.notEqual(JSON.parse(own.body).error, 'invalid_dpop_proof', 'a proof for this server\'s userinfo passes the DPoP check');
+    assert.equal(foreign.status, 401, foreign.body.slice(0, 200));
+    assert.equal(JSON.parse(foreign.body).error, 'invalid_dpop_proof');
   });
 
   it('works with a real client library: openid-client gets a bound token and reads /fhir with it', async () => {

@@ -111,13 +111,17 @@ describe('metrics', () => {
 describe('what every page and cookie carries', () => {
   let server: TestServer;
   let proxied: TestServer;
+  /** An https ISSUER behind a TLS proxy the server was not told to trust (TRUST_PROXY off): it sees plain http. */
+  let untrustedProxy: TestServer;
   before(async () => {
     server = await startTestServer();
     proxied = await startTestServer({ TRUST_PROXY: 'true' });
+    untrustedProxy = await startTestServer({ ISSUER: 'https://auth.example.org' });
   });
   after(async () => {
     await server.stop();
     await proxied.stop();
+    await untrustedProxy.stop();
   });
 
   /** An authorization request, and the login page it leads to, as a browser reaching `target` over http or (through a proxy) https. */
@@ -130,7 +134,8 @@ describe('what every page and cookie carries', () => {
     });
     const authorize = await fetch(`${target.issuer}/authorize?${params}`, { headers, redirect: 'manual' });
     const cookies = authorize.headers.getSetCookie();
-    const page = await fetch(new URL(authorize.headers.get('location')!, target.issuer), {
+    const interaction = new URL(authorize.headers.get('location')!, target.issuer);
+    const page = await fetch(new URL(`${interaction.pathname}${interaction.search}`, target.issuer), {
       headers: { ...headers, cookie: cookies.map((c) => c.split(';')[0]).join('; ') },
     });
     return { authorize, cookies, page };
@@ -164,6 +169,14 @@ describe('what every page and cookie carries', () => {
         assert.equal(/;\s*secure/i.test(cookie), proto === 'https', `${proto}: ${cookie}`);
       }
     }
+  });
+
+  it('sets cookies Secure and sends HSTS under an https ISSUER, also when the server sees plain http (TRUST_PROXY off)', async () => {
+    const { authorize, cookies, page } = await loginPage(untrustedProxy, 'http');
+    assert.equal(page.status, 200);
+    assert.ok(cookies.length > 0);
+    for (const cookie of [...cookies, ...page.headers.getSetCookie()]) assert.match(cookie, /;\s*secure/i, cookie);
+    for (const res of [authorize, page]) assert.equal(res.headers.get('strict-transport-security'), 'max-age=31536000; includeSubDomains');
   });
 
   it('refuses an oversized body with 413 at the OAuth endpoints, on forms and at /fhir', async () => {

@@ -96,6 +96,7 @@ async function main() {
     introspectionCacheSeconds: integer(env, 'GUARD_INTROSPECTION_CACHE', 30, 0, 3600),
     ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
     userPatients: store.shared?.userPatients,
+    auditor: store.shared?.auditor,
     isRevoked: store.shared?.isRevoked,
   };
   const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300) * 1000 });
@@ -125,7 +126,6 @@ async function main() {
       consentCacheMs: integer(env, 'CONSENT_CACHE_MS', 60_000, 0, 3_600_000),
       withoutConsent: choice(env, 'WITHOUT_CONSENT', 'permit', ['permit', 'deny'] as const),
       purposePolicy: loadPolicy(env.POLICY_FILE || undefined),
-      authorize: store.shared?.auditTrailReaders,
     }),
     audit: balpAudit(base, store.append),
   }));

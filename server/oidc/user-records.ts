@@ -79,10 +79,3 @@ export function reachablePatients(user: User): readonly string[] | undefined {
 
 /** For the guard: whether a user may read the audit trail beyond their own record (`--auditor`). */
 export const isAuditor = (user: User): boolean => Boolean(user.attributes.auditor) && !user.disabled;
-
-/** For the guard: the patients a token's user may reach with `user/` scopes (see reachablePatients); an unknown user none. */
-export async function patientsOfUser(db: Db, claims: Record<string, unknown>): Promise<readonly string[] | undefined> {
-  if (typeof claims.sub !== 'string' || claims.sub === claims.client_id) return undefined; // a backend service
-  const user = await findUser(db, claims.sub);
-  return user ? reachablePatients(user) : [];
-}

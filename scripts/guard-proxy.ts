@@ -10,7 +10,8 @@
 // bundled /fhir learns from it, see sharedDatabase: the registered apps' origins, reread after CLIENT_CACHE_MS
 // (1000); users' patients and who may read AuditEvents; revoked tokens and grants, "not revoked" trusted for
 // REVOCATION_CACHE_MS (1000); the DPoP proofs seen, so that a replay is refused at every instance),
-// AUDIT_FORWARD_URL (a FHIR audit record repository).
+// AUDIT_FORWARD_URL (a FHIR audit record repository; without DATABASE_URL, the introspection answer tells
+// users' patients and who may read AuditEvents, so GUARD_VERIFICATION=local is refused).
 // Rules (README, "The guard proxy"): DEFAULT_CONFIDENTIALITY, DEIDENTIFY_PURPOSES, DEIDENTIFY_DATES, KEY_ENCRYPTION_SECRET,
 // BREAK_GLASS_HINT, GUARD_CONSENT (true), CONSENT_CACHE_MS (60000), WITHOUT_CONSENT, POLICY_FILE, CORS_ORIGINS.
 import Koa from 'koa';
@@ -42,7 +43,7 @@ function setting(name: string, fallback?: string): string {
 /** What the audit goes to, and what the authorization server's database tells the guard (as the bundled /fhir). */
 interface Backing {
   append(events: AuditEvent[]): Promise<void>;
-  /** Unset: no database; DPoP proofs seen by this process only, revocation told by introspection only. */
+  /** Unset: no database; DPoP proofs seen by this process only; revocation, users' patients and auditors told by introspection only. */
   shared?: SharedDatabase;
   close(): Promise<void>;
 }
@@ -87,6 +88,9 @@ async function main() {
   const clientSecret = env.INTROSPECTION_CLIENT_SECRET;
   if (mode !== 'local' && (!clientId || !clientSecret)) fail(`GUARD_VERIFICATION=${mode} needs INTROSPECTION_CLIENT_ID and INTROSPECTION_CLIENT_SECRET`);
   const store = await backing(env);
+  if (mode === 'local' && !store.shared) {
+    fail('GUARD_VERIFICATION=local cannot know revoked tokens without DATABASE_URL: use local+introspection or introspection, or set DATABASE_URL');
+  }
 
   const verification: GuardVerification = {
     issuer,
@@ -96,6 +100,7 @@ async function main() {
     introspectionCacheSeconds: integer(env, 'GUARD_INTROSPECTION_CACHE', 30, 0, 3600),
     ...(clientId && clientSecret && { introspection: { endpoint: `${issuer}/introspect`, credentials: { clientId, clientSecret } } }),
     userPatients: store.shared?.userPatients,
+    auditor: store.shared?.auditor,
     isRevoked: store.shared?.isRevoked,
   };
   const upstream = httpUpstream({ baseUrl: upstreamBase, timeoutMs: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300) * 1000 });
@@ -125,7 +130,6 @@ async function main() {
       consentCacheMs: integer(env, 'CONSENT_CACHE_MS', 60_000, 0, 3_600_000),
       withoutConsent: choice(env, 'WITHOUT_CONSENT', 'permit', ['permit', 'deny'] as const),
       purposePolicy: loadPolicy(env.POLICY_FILE || undefined),
-      authorize: store.shared?.auditTrailReaders,
     }),
     audit: balpAudit(base, store.append),
   }));

@@ -207,7 +207,6 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     breakGlassHint: config.breakGlassHint,
     withoutConsent: config.withoutConsent,
     purposePolicy: config.policy,
-    authorize: shared.auditTrailReaders,
   });
   const appendAccess = balpAudit(config.fhirBase, (events) => audit.append(events));
 
@@ -299,6 +298,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       // In the same process as the authorization server: revocation is a database lookup, not introspection.
       isRevoked: shared.isRevoked,
       userPatients: shared.userPatients,
+      auditor: shared.auditor,
     }),
     // Seen DPoP proofs are kept in the database, so a proof replayed at another instance is refused too.
     dpop: createDpopCheck({ replay: shared.dpopReplay }),

@@ -41,7 +41,7 @@ export function bearerIntrospection({ config, db, host, isRevoked, introspection
     const token = typeof sent === 'string' ? sent : '';
     const context = { db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, verifyOwn, isRevoked, introspections };
     ctx.set('Cache-Control', 'no-store');
-    await sendIntrospection(ctx, context, String(caller.client_id), token, await introspectToken(token, context));
+    await sendIntrospection(ctx, context, String(caller.client_id), token, await introspectToken(token, context, { guard: true }));
   });
   return router;
 }

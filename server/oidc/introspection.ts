@@ -18,6 +18,8 @@ import type { AuditBacklog } from '../audit/backlog.ts';
 import { refusedStructuredToken, refusedWithoutCredentials } from './token/provider-answers.ts';
 import { opaqueToken, tokenIntrospected, tokenRevoked } from '../audit/balp.ts';
 import { VerifiedTokens } from '../resource-server/verified-tokens.ts';
+import { tokenUser, userFactsMembers } from '../resource-server/user-facts.ts';
+import { findUser, isAuditor, reachablePatients, type User } from './user-records.ts';
 
 const tokenRef = (token: string, jti: unknown) => (looksLikeJwt(token) && typeof jti === 'string' ? { jti } : opaqueToken(token));
 
@@ -99,12 +101,25 @@ async function verifyJwt(token: string, c: { issuer: string; keys: JWTVerifyGetK
   }
 }
 
-async function introspectAccessToken(token: string, c: Lookup): Promise<Introspection> {
+/** Who may learn what a guard must know of a token's user (see userFacts): resource servers, and bearers of `introspect`. */
+export interface Caller {
+  guard: boolean;
+}
+
+/** What a guard cannot tell from the token: the user's reach with `user/` scopes and the auditor attribute. Only for guards. */
+const userFacts = (caller: Caller, user: User) =>
+  caller.guard ? userFactsMembers({ patients: reachablePatients(user), auditor: isAuditor(user) }) : {};
+
+async function introspectAccessToken(token: string, c: Lookup, caller: Caller): Promise<Introspection> {
   const payload = await c.verifyOwn(token);
   if (!payload || (await c.isRevoked(payload.jti!, String(payload.client_id)))) return INACTIVE;
+  const userId = tokenUser(payload);
+  const user = userId === undefined ? undefined : await findUser(c.db, userId);
+  // A user disabled or removed since: inactive at once, as their grants ended with them.
+  if (userId !== undefined && (!user || user.disabled)) return INACTIVE;
   // RFC 9449 section 6.2: a bound token introspects with its cnf and token_type DPoP.
   const bound = typeof (payload.cnf as { jkt?: unknown } | undefined)?.jkt === 'string';
-  return { ...payload, active: true, client_id: payload.client_id as string, token_type: bound ? 'DPoP' : 'Bearer' };
+  return { ...payload, active: true, client_id: payload.client_id as string, token_type: bound ? 'DPoP' : 'Bearer', ...(user && userFacts(caller, user)) };
 }
 
 /**
@@ -112,7 +127,7 @@ async function introspectAccessToken(token: string, c: Lookup): Promise<Introspe
  * grant of the same client and account (its facts then come with it, read in one statement: see
  * token/grant-source.ts); else it is looked up here.
  */
-async function introspectRefreshToken(token: string, c: Lookup, found?: { refreshToken: RefreshToken; facts: RequestFacts }): Promise<Introspection> {
+async function introspectRefreshToken(token: string, c: Lookup, caller: Caller, found?: { refreshToken: RefreshToken; facts: RequestFacts }): Promise<Introspection> {
   const refresh = found?.refreshToken ?? await c.provider.RefreshToken.find(token);
   if (!refresh || refresh.isExpired || refresh.consumed || !refresh.grantId) return INACTIVE;
   if (!found && !(await c.provider.Grant.find(refresh.grantId))) return INACTIVE;
@@ -133,12 +148,13 @@ async function introspectRefreshToken(token: string, c: Lookup, found?: { refres
     aud: c.fhirBase,
     token_type: 'refresh_token',
     ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, user, grant, { acr: refresh.acr, amr: refresh.amr }),
+    ...userFacts(caller, user),
   };
 }
 
-export async function introspectToken(token: string, c: Lookup, found?: Parameters<typeof introspectRefreshToken>[2]): Promise<Introspection> {
+export async function introspectToken(token: string, c: Lookup, caller: Caller, found?: Parameters<typeof introspectRefreshToken>[3]): Promise<Introspection> {
   if (!token) return INACTIVE;
-  return looksLikeJwt(token) ? introspectAccessToken(token, c) : introspectRefreshToken(token, c, found);
+  return looksLikeJwt(token) ? introspectAccessToken(token, c, caller) : introspectRefreshToken(token, c, caller, found);
 }
 
 /** Resource servers (registered with `resource_server`) may introspect any token; other clients only their own. */
@@ -171,8 +187,9 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
 
     if (route === 'introspection' && (ctx.status === 200 || refusedStructuredToken(ctx))) {
       const { RefreshToken: refreshToken, Grant: grant } = ctx.oidc.entities;
-      const result = await introspectToken(token, context, refreshToken && grant ? { refreshToken, facts: factsOf(c.db, ctx) } : undefined);
-      const answer = mayIntrospect({ clientId: client.clientId, resourceServer: isResourceServer(client) }, result) ? result : INACTIVE;
+      const resourceServer = isResourceServer(client);
+      const result = await introspectToken(token, context, { guard: resourceServer }, refreshToken && grant ? { refreshToken, facts: factsOf(c.db, ctx) } : undefined);
+      const answer = mayIntrospect({ clientId: client.clientId, resourceServer }, result) ? result : INACTIVE;
       await sendIntrospection(ctx, c, client.clientId, token, answer);
       return;
     }

@@ -68,14 +68,14 @@ export function patientOf(user: User): string | undefined {
 }
 
 /**
- * For the guard: the patients a token's user may reach with `user/` scopes. Undefined means all
- * (a clinician without a list); a patient user reaches their own record only; an unknown or
- * disabled user reaches none.
+ * For the guard: the patients a user may reach with `user/` scopes. Undefined means all (a clinician
+ * without a list); a patient user reaches their own record only; a disabled user reaches none.
  */
-export async function patientsOfUser(db: Db, claims: Record<string, unknown>): Promise<readonly string[] | undefined> {
-  if (typeof claims.sub !== 'string' || claims.sub === claims.client_id) return undefined; // a backend service
-  const user = await findUser(db, claims.sub);
-  if (!user || user.disabled) return [];
+export function reachablePatients(user: User): readonly string[] | undefined {
+  if (user.disabled) return [];
   const own = patientOf(user);
   return own ? [own] : user.attributes.patients;
 }
+
+/** For the guard: whether a user may read the audit trail beyond their own record (`--auditor`). */
+export const isAuditor = (user: User): boolean => Boolean(user.attributes.auditor) && !user.disabled;

@@ -9,7 +9,7 @@ import { endUserAccess } from '../auth/sessions.ts';
 import { passwordProblem } from '../auth/password-policy.ts';
 import { patientOf, toUser, type Coding, type User, type UserAttributes, type UserRow } from './user-records.ts';
 
-export { findUser, patientOf, patientsOfUser, toUser, type Coding, type User, type UserAttributes, type UserRow } from './user-records.ts';
+export { findUser, patientOf, toUser, type Coding, type User, type UserAttributes, type UserRow } from './user-records.ts';
 
 export interface NewUser {
   username: string;

@@ -5,12 +5,10 @@ import type { Db } from '../db.ts';
 import { registeredOrigins } from '../oidc/client-origins.ts';
 import { recordFirstUse } from '../oidc/first-use.ts';
 import { revocationCheck } from '../oidc/revocation.ts';
-import { findUser, patientsOfUser } from '../oidc/user-records.ts';
+import { findUser, isAuditor, reachablePatients, type User } from '../oidc/user-records.ts';
 import type { OriginCheck } from './cors.ts';
 import type { DpopReplayStore } from './dpop.ts';
 import type { GuardVerification } from './verify-token.ts';
-import type { GuardOptions } from './guard.ts';
-import type { FhirInteraction, Refusal, TokenContext } from './types.ts';
 
 export { openDatabase } from '../db.ts';
 export { databaseAudit, type DatabaseAudit } from '../audit/database-sink.ts';
@@ -19,28 +17,14 @@ export { registeredOrigins } from '../oidc/client-origins.ts';
 export interface SharedDatabase {
   /** For `createGuardVerifier`: the patients each user may reach (`--patients`; none for a disabled user). */
   userPatients: NonNullable<GuardVerification['userPatients']>;
+  /** For `createGuardVerifier`: whether a user may read AuditEvents (`--auditor`; not a disabled user). */
+  auditor: NonNullable<GuardVerification['auditor']>;
   /** For `createGuardVerifier`: revoked tokens, and tokens of revoked grants. */
   isRevoked: NonNullable<GuardVerification['isRevoked']>;
   /** For `createDpopCheck({ replay })`: proofs seen by any instance. */
   dpopReplay: DpopReplayStore;
   /** For `allowOrigins(…, origins)`: the origins of the registered apps' redirect URIs. */
   origins: OriginCheck;
-  /** For `ruleOptions(upstream, { authorize })`: who may read AuditEvents (see auditTrailReaders). */
-  auditTrailReaders: NonNullable<GuardOptions['authorize']>;
-}
-
-/**
- * Reading the audit trail: a backend service by its system/ scopes, a patient user the events about
- * themselves (their compartment); any other user only with the auditor attribute.
- */
-function auditTrailReaders(db: Db) {
-  return async (token: TokenContext, interaction: FhirInteraction): Promise<Refusal | undefined> => {
-    if (interaction.type !== 'AuditEvent') return undefined;
-    if (!token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/')) return undefined;
-    const user = await findUser(db, token.sub);
-    if (user?.attributes.auditor && !user.disabled) return undefined;
-    return { status: 403, code: 'forbidden', message: 'reading the audit trail needs the auditor role' };
-  };
 }
 
 /**
@@ -51,11 +35,24 @@ function auditTrailReaders(db: Db) {
  */
 export function sharedDatabase(db: Db, options: { revoked?: (jti: string, clientId: string) => Promise<boolean>; revocationCacheMs?: number; clientCacheMs?: number } = {}): SharedDatabase {
   const revoked = options.revoked ?? revocationCheck(db, options.revocationCacheMs ?? 1000);
+  // The verifier asks both of one token's user: one read (the claims are one object per verification).
+  const users = new WeakMap<Record<string, unknown>, Promise<User | undefined>>();
+  const userOf = (claims: Record<string, unknown>) => {
+    const known = users.get(claims) ?? findUser(db, String(claims.sub));
+    users.set(claims, known);
+    return known;
+  };
   return {
-    userPatients: (claims) => patientsOfUser(db, claims),
+    userPatients: async (claims) => {
+      const user = await userOf(claims);
+      return user ? reachablePatients(user) : [];
+    },
+    auditor: async (claims) => {
+      const user = await userOf(claims);
+      return user !== undefined && isAuditor(user);
+    },
     isRevoked: (claims) => revoked(String(claims.jti), String(claims.client_id)),
     dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
     origins: registeredOrigins(db, options.clientCacheMs ?? 1000),
-    auditTrailReaders: auditTrailReaders(db),
   };
 }

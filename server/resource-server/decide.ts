@@ -104,7 +104,23 @@ const bareId = (patient: string) => (patient.startsWith('Patient/') ? patient.sl
 /** A view with no patient bound and no query restriction: it sees everything of its type. */
 export const isUnrestricted = (view: View): boolean => view.patients === undefined && view.query.length === 0;
 
+/**
+ * Reading the audit trail: a backend service by its system/ scopes, a patient user the events about
+ * themselves (their compartment); any other user only with the auditor attribute, as the authorization
+ * server told the verifier (not told is no).
+ */
+const mayReadAuditTrail = (token: TokenContext): boolean =>
+  !token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/') === true || token.auditor === true;
+
 export function decide(token: TokenContext, interaction: FhirInteraction, options: { allowOperations?: readonly string[] } = {}): Decision {
+  const decision = scopeDecision(token, interaction, options);
+  if (decision.effect === 'allow' && interaction.type === 'AuditEvent' && !mayReadAuditTrail(token)) {
+    return deny({ status: 403, code: 'forbidden', message: 'reading the audit trail needs the auditor role' });
+  }
+  return decision;
+}
+
+function scopeDecision(token: TokenContext, interaction: FhirInteraction, options: { allowOperations?: readonly string[] }): Decision {
   const { kind, type } = interaction;
   switch (kind) {
     case 'capabilities':

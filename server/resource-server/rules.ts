@@ -34,7 +34,7 @@ export interface GuardRules {
   withoutConsent?: 'permit' | 'deny';
   /** The HCS policy: the role x purpose-of-use rules every user's token must satisfy, and the label vocabulary (default: the bundled policy); false turns the purpose check off. */
   purposePolicy?: HcsPolicy | false;
-  /** A further check after the purpose of use, e.g. sharedDatabase's `auditTrailReaders`. */
+  /** A further check after the purpose of use. */
   authorize?: GuardOptions['authorize'];
 }
 

@@ -75,6 +75,8 @@ export interface TokenContext {
   fhirUser?: string;
   /** For `user/` scopes of a user who is not a patient: the patients they may reach; undefined means all. */
   userPatients?: readonly string[];
+  /** Whether the token's user holds the auditor attribute, as the authorization server told the verifier. */
+  auditor?: boolean;
   /** Every claim of the token (or introspection response), for policy hooks and audit. */
   claims: Record<string, unknown>;
 }

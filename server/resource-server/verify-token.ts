@@ -5,6 +5,7 @@ import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, t
 import { parseScopes, type ResourceScope } from '../smart/scopes.ts';
 import type { TokenContext } from './types.ts';
 import { VerifiedTokens } from './verified-tokens.ts';
+import { tokenUser, userFactsOf, type UserFacts } from './user-facts.ts';
 
 export interface AccessTokenClaims extends JWTPayload {
   client_id: string;
@@ -134,8 +135,13 @@ export interface GuardVerification {
   cache?: boolean;
   /** Entries the cache holds at most (default 10000). */
   cacheSize?: number;
-  /** For `user/` scopes of a user who is not a patient: the patients they may reach (undefined: all). */
+  /**
+   * For `user/` scopes of a user who is not a patient: the patients they may reach (undefined: all).
+   * Unset: as the introspection answer tells (`user_patients`); without one, none.
+   */
   userPatients?: (claims: Record<string, unknown>) => Promise<readonly string[] | undefined>;
+  /** Whether a user holds the auditor attribute (reads AuditEvents). Unset: as the introspection answer tells (`auditor`); without one, no. */
+  auditor?: (claims: Record<string, unknown>) => Promise<boolean>;
   clockTolerance?: number;
   now?: () => number;
 }
@@ -143,7 +149,7 @@ export interface GuardVerification {
 const relativeReference = (reference: string) => /(?:^|\/)([A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64})$/.exec(reference)?.[1] ?? reference;
 
 /** The token as the guard sees it. */
-export function tokenContext(claims: Record<string, unknown>, audience: string, userPatients?: readonly string[]): TokenContext {
+export function tokenContext(claims: Record<string, unknown>, audience: string, user?: UserFacts): TokenContext {
   const scopes = parseScopes(String(claims.scope ?? '')).scopes.filter((s): s is ResourceScope => s.kind === 'resource');
   // fhirUser is an absolute URL on the issuer's own FHIR base, which need not be this one (a guard in
   // front of another server): the relative "Type/id" is what compartments and consent actors name.
@@ -157,7 +163,8 @@ export function tokenContext(claims: Record<string, unknown>, audience: string, 
     scopes,
     patient: typeof claims.patient === 'string' ? claims.patient : undefined,
     fhirUser,
-    userPatients,
+    userPatients: user?.patients,
+    auditor: user?.auditor,
     claims,
   };
 }
@@ -174,8 +181,19 @@ export function createGuardVerifier(options: GuardVerification): (token: string)
 
   if (options.mode !== 'local' && !options.introspection) throw new TypeError(`verification mode ${options.mode} needs introspection options`);
 
+  /** What the hooks, else the introspection answer, tell of the token's user. */
+  async function userFacts(claims: Record<string, unknown>, answer: Record<string, unknown> | undefined): Promise<UserFacts | undefined> {
+    if (!tokenUser(claims)) return undefined;
+    const told = userFactsOf(answer);
+    return {
+      patients: options.userPatients ? await options.userPatients(claims) : told.patients,
+      auditor: options.auditor ? await options.auditor(claims) : told.auditor,
+    };
+  }
+
   async function verifyUncached(token: string): Promise<{ context: TokenContext; until: number }> {
     let claims: Record<string, unknown>;
+    let answer: Record<string, unknown> | undefined;
     let until: number;
     if (options.mode === 'introspection') {
       const active = await introspect(token, options.introspection!);
@@ -186,18 +204,19 @@ export function createGuardVerifier(options: GuardVerification): (token: string)
       }
       const aud = Array.isArray(active.aud) ? active.aud : [active.aud];
       if (active.iss !== options.issuer || !aud.includes(options.audience)) throw new InvalidTokenError('the access token is not valid for this server');
-      claims = active;
+      claims = answer = active;
       until = Math.min(Number(active.exp), now() + introspectionTtl);
     } else {
       claims = await verifyJwtAccessToken(token, { issuer: options.issuer, audience: options.audience, keys, clockTolerance: options.clockTolerance });
       until = Number(claims.exp);
       if (options.mode === 'local+introspection') {
-        if (!(await introspect(token, options.introspection!))) throw new InvalidTokenError('the access token has been revoked');
+        answer = await introspect(token, options.introspection!);
+        if (!answer) throw new InvalidTokenError('the access token has been revoked');
         until = Math.min(until, now() + introspectionTtl);
       }
     }
     if (options.isRevoked && (await options.isRevoked(claims))) throw new InvalidTokenError('the access token has been revoked');
-    return { context: tokenContext(claims, options.audience, await options.userPatients?.(claims)), until };
+    return { context: tokenContext(claims, options.audience, await userFacts(claims, answer)), until };
   }
 
   return async function verify(token: string): Promise<TokenContext> {

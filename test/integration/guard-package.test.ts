@@ -30,7 +30,7 @@ let audited = 0;
 const app = new Koa();
 app.use(smartGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
-  verify: createGuardVerifier({ issuer: ISSUER, audience: FHIR_BASE, mode: 'local', userPatients: shared.userPatients, isRevoked: shared.isRevoked }),
+  verify: createGuardVerifier({ issuer: ISSUER, audience: FHIR_BASE, mode: 'local', userPatients: shared.userPatients, auditor: shared.auditor, isRevoked: shared.isRevoked }),
   dpop: createDpopCheck({ replay: shared.dpopReplay }),
   allowedOrigins: allowOrigins([], shared.origins),
   ...ruleOptions(upstream),
@@ -42,13 +42,16 @@ app.listen(Number(PORT), '127.0.0.1', () => console.log('listening'));
 
 const HTTP_APP = `
 import { createServer } from 'node:http';
-import { allowOrigins, balpAudit, nodeGuard, ruleOptions, httpUpstream } from '@smart-auth/guard';
+import { allowOrigins, balpAudit, createGuardVerifier, nodeGuard, ruleOptions, httpUpstream } from '@smart-auth/guard';
 
-const { ISSUER, FHIR_BASE, UPSTREAM, PORT } = process.env;
+const { ISSUER, FHIR_BASE, UPSTREAM, PORT, INTROSPECTION_CLIENT_ID, INTROSPECTION_CLIENT_SECRET } = process.env;
 const upstream = httpUpstream({ baseUrl: UPSTREAM });
+// No database: revocation, a clinician's patients and the auditor attribute from the introspection answer.
+const verify = createGuardVerifier({ issuer: ISSUER, audience: FHIR_BASE, mode: 'local+introspection',
+  introspection: { endpoint: ISSUER + '/introspect', credentials: { clientId: INTROSPECTION_CLIENT_ID, clientSecret: INTROSPECTION_CLIENT_SECRET } } });
 let audited = 0;
 const guard = nodeGuard({
-  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], verify,
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
@@ -61,16 +64,19 @@ createServer((req, res) => {
 
 const EXPRESS_APP = `
 import express from 'express';
-import { allowOrigins, balpAudit, nodeGuard, ruleOptions, httpUpstream } from '@smart-auth/guard';
+import { allowOrigins, balpAudit, createGuardVerifier, nodeGuard, ruleOptions, httpUpstream } from '@smart-auth/guard';
 
-const { ISSUER, FHIR_BASE, UPSTREAM, PORT } = process.env;
+const { ISSUER, FHIR_BASE, UPSTREAM, PORT, INTROSPECTION_CLIENT_ID, INTROSPECTION_CLIENT_SECRET } = process.env;
 const upstream = httpUpstream({ baseUrl: UPSTREAM });
+// No database: revocation, a clinician's patients and the auditor attribute from the introspection answer.
+const verify = createGuardVerifier({ issuer: ISSUER, audience: FHIR_BASE, mode: 'local+introspection',
+  introspection: { endpoint: ISSUER + '/introspect', credentials: { clientId: INTROSPECTION_CLIENT_ID, clientSecret: INTROSPECTION_CLIENT_SECRET } } });
 let audited = 0;
 const app = express();
 app.get('/audited', (req, res) => res.json({ audited }));
 // The guard first: it reads FHIR bodies itself, so that it answers and audits those it cannot take.
 app.use(nodeGuard({
-  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], verify,
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
@@ -116,8 +122,12 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     server = await startTestServer({ ADDITIONAL_FHIR_BASES: Object.values(bases).join(',') });
     // The Koa app learns this origin from the authorization server's database.
     await server.addClient({ auth: { kind: 'public' }, redirectUris: [`${APP_ORIGIN}/callback`] });
+    const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
     for (const [name, base] of Object.entries(bases)) {
-      const env = { ISSUER: server.issuer, FHIR_BASE: base, UPSTREAM: upstream.url, PORT: new URL(base).port, DATABASE_URL: server.config.databaseUrl };
+      const env = {
+        ISSUER: server.issuer, FHIR_BASE: base, UPSTREAM: upstream.url, PORT: new URL(base).port, DATABASE_URL: server.config.databaseUrl,
+        INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
+      };
       apps[name] = { base, process: await startScript(`${name}-app.js`, env, /listening/, { cwd: consumers[name] }) };
     }
   });
@@ -128,7 +138,7 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('with @smart-auth/guard/database, knows what the bundled /fhir knows: a clinician\'s patients, revoked tokens', async () => {
+  it('with @smart-auth/guard/database, knows what the bundled /fhir knows: a clinician\'s patients, who may read AuditEvents, revoked tokens', async () => {
     const { base } = apps.koa;
     const client = await server.addClient({ auth: { kind: 'secret' } });
     // dr.jones may reach pat-1 and pat-2 only.
@@ -137,6 +147,10 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     const read = (path: string) => fetch(`${base}/${path}`, { headers: { authorization: `Bearer ${token}` } });
     assert.equal((await read('Patient/pat-1')).status, 200);
     assert.equal((await read('Patient/pat-3')).status, 404, 'a patient not on the clinician\'s list');
+    assert.equal((await read('AuditEvent?patient=pat-1')).status, 403, 'not an auditor');
+    const auditor = await authorize({ server, client, scope: 'openid fhirUser user/*.rs', username: 'auditor', password: 'demo-password-4', purpose: 'HOPERAT', aud: base });
+    const auditorToken = (await exchangeCode(server.issuer, auditor, client)).body.access_token as string;
+    assert.equal((await fetch(`${base}/AuditEvent?patient=pat-1`, { headers: { authorization: `Bearer ${auditorToken}` } })).status, 200, 'an auditor');
     const revoked = await fetch(`${server.issuer}/revoke`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}` },
@@ -199,6 +213,11 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       const jones = await authorize({ server, client, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
       const jonesToken = (await exchangeCode(server.issuer, jones, client)).body.access_token as string;
       assert.equal((await fetch(`${base}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${jonesToken}` } })).status, 404, 'R + HIV above dr.jones\'s clearance');
+      // Told by the database (Koa) or by the introspection answer (node:http, Express) alike.
+      const asJones = (path: string) => fetch(`${base}/${path}`, { headers: { authorization: `Bearer ${jonesToken}` } });
+      assert.equal((await asJones('Patient/pat-1')).status, 200, 'a patient on dr.jones\'s list');
+      assert.equal((await asJones('Patient/pat-3')).status, 404, 'one not on it');
+      assert.equal((await asJones('AuditEvent?patient=pat-1')).status, 403, 'not an auditor');
       const after = (await (await fetch(`http://127.0.0.1:${new URL(base).port}/audited`)).json()).audited;
       assert.ok(after - before >= 3, `every access audited (${after - before})`);
       if (name === 'koa') {

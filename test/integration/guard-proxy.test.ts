@@ -77,12 +77,13 @@ describe('guard in front of another FHIR server', () => {
     let proxy: ChildServer;
     let proxyBase: string;
     let localBase: string;
+    let rs: { client_id: string; client_secret?: string };
     before(async () => {
       const port = await freePort();
       proxyBase = `http://127.0.0.1:${port}/r4`;
       localBase = `http://127.0.0.1:${await freePort()}/local`;
       server = await startTestServer({ ADDITIONAL_FHIR_BASES: `${proxyBase},${localBase}` });
-      const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+      rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
       proxy = await startGuardProxy(server, proxyBase, upstream.url, {
         GUARD_VERIFICATION: 'introspection', INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
         GUARD_INTROSPECTION_CACHE: '0',
@@ -275,6 +276,81 @@ describe('guard in front of another FHIR server', () => {
       assert.equal((await preflight('https://new-app.example.org')).headers.get('access-control-allow-origin'), 'https://new-app.example.org');
     });
 
+    describe('without DATABASE_URL (the audit in a FHIR audit repository)', () => {
+      let repository: ReturnType<typeof createServer>;
+      let repositoryUrl: string;
+      before(async () => {
+        repository = createServer((req, res) => req.resume().on('end', () => res.writeHead(req.method === 'PUT' ? 201 : 405).end()));
+        await new Promise<void>((resolve) => repository.listen(0, '127.0.0.1', resolve));
+        repositoryUrl = `http://127.0.0.1:${(repository.address() as AddressInfo).port}/audit`;
+      });
+      after(() => new Promise((resolve) => repository.close(resolve)));
+
+      it('refuses to start with local verification, which cannot know a revocation without the database', async () => {
+        const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: '', AUDIT_FORWARD_URL: repositoryUrl };
+        for (const settings of [env, { ...env, GUARD_VERIFICATION: 'local' }]) {
+          await assert.rejects(startScript('scripts/guard-proxy.ts', settings, /listening/), /GUARD_VERIFICATION=local cannot know revoked tokens without DATABASE_URL: use local\+introspection or introspection, or set DATABASE_URL/);
+        }
+      });
+
+      for (const mode of ['introspection', 'local+introspection'] as const) {
+        describe(`(${mode}) learns from the introspection answer what the database would tell`, () => {
+          let base: string;
+          let guard: ChildServer;
+          let noDb: TestServer;
+          before(async () => {
+            base = `http://127.0.0.1:${await freePort()}/r4`;
+            const issuer = await startTestServer({ ADDITIONAL_FHIR_BASES: base });
+            const rs = await issuer.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+            guard = await startGuardProxy(issuer, base, upstream.url, {
+              DATABASE_URL: '', AUDIT_FORWARD_URL: repositoryUrl, GUARD_VERIFICATION: mode, GUARD_INTROSPECTION_CACHE: '0',
+              INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
+            });
+            noDb = issuer;
+          });
+          after(async () => {
+            await guard.stop();
+            await noDb.stop();
+          });
+          const userToken = async (username: string, password: string, purpose?: string) => {
+            const app = await noDb.addClient({ auth: { kind: 'secret' } });
+            const launch = await authorize({ server: noDb, client: app, scope: 'openid fhirUser user/*.rs', username, password, aud: base, ...(purpose && { purpose }) });
+            return { app, token: (await exchangeCode(noDb.issuer, launch, app)).body.access_token as string };
+          };
+          const get = (path: string, token: string) => fetch(`${base}/${path}`, { headers: { authorization: `Bearer ${token}` } });
+
+          it('keeps a clinician restricted to some patients (--patients) to them', async () => {
+            const { token } = await userToken('dr.jones', 'demo-password-2', 'TREAT'); // pat-1 and pat-2 only
+            assert.equal((await get('Patient/pat-1', token)).status, 200);
+            assert.equal((await get('Patient/pat-3', token)).status, 404, 'a patient not on the list');
+            const { token: smith } = await userToken('dr.smith', 'demo-password-1'); // no list: every patient
+            assert.equal((await get('Patient/pat-3', smith)).status, 200);
+          });
+
+          it('lets only auditors among the clinicians read AuditEvents', async () => {
+            const { token: smith } = await userToken('dr.smith', 'demo-password-1');
+            const refused = await get('AuditEvent?patient=pat-2', smith);
+            assert.equal(refused.status, 403);
+            assert.match((await refused.json()).issue[0].diagnostics, /auditor role/);
+            const { token: auditor } = await userToken('auditor', 'demo-password-4', 'HOPERAT');
+            assert.equal((await get('AuditEvent?patient=pat-2', auditor)).status, 200);
+          });
+
+          it('refuses a revoked token (introspection says inactive)', async () => {
+            const { app, token } = await userToken('dr.smith', 'demo-password-1');
+            assert.equal((await get('Patient/pat-2', token)).status, 200);
+            const revoked = await fetch(`${noDb.issuer}/revoke`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
+              body: new URLSearchParams({ token }),
+            });
+            assert.equal(revoked.status, 200);
+            assert.equal((await get('Patient/pat-2', token)).status, 401);
+          });
+        });
+      }
+    });
+
     it('refuses to start without somewhere to keep the audit trail', async () => {
       const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: '', AUDIT_FORWARD_URL: '' };
       await assert.rejects(startScript('scripts/guard-proxy.ts', env, /listening/), /every access is audited: set DATABASE_URL/);
@@ -338,7 +414,10 @@ describe('guard in front of another FHIR server', () => {
         });
       });
       await new Promise<void>((resolve) => repository.listen(0, '127.0.0.1', resolve));
-      const audited = await startGuardProxy(server, base, upstream.url, { DATABASE_URL: '', AUDIT_FORWARD_URL: `http://127.0.0.1:${(repository.address() as AddressInfo).port}/audit` });
+      const audited = await startGuardProxy(server, base, upstream.url, {
+        DATABASE_URL: '', AUDIT_FORWARD_URL: `http://127.0.0.1:${(repository.address() as AddressInfo).port}/audit`,
+        GUARD_VERIFICATION: 'introspection', INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
+      });
       try {
         const backend = await server.addClient({ auth: { kind: 'secret' }, redirectUris: [], grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
         const { body } = await (await import('../support/oauth.ts')).tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, backend);

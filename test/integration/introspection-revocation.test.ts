@@ -111,6 +111,37 @@ describe('introspection and revocation', () => {
     assert.equal(junk.res.status, 401);
   });
 
+  it('tells a guard (a resource server, a bearer of introspect) what it cannot read in the token: the user\'s patients and auditor attribute; the app itself not', async () => {
+    const userToken = async (username: string, password: string, purpose: string) =>
+      (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser offline_access user/*.rs', username, password, purpose }), app)).body;
+    const members = ({ user_patients, auditor }: Record<string, unknown>) => ({ user_patients, auditor });
+    const jones = await userToken('dr.jones', 'demo-password-2', 'TREAT');
+    assert.deepEqual(members((await introspect(jones.access_token, basic(rs))).body), { user_patients: ['pat-1', 'pat-2'], auditor: false });
+    assert.deepEqual(members((await introspect(jones.refresh_token, basic(rs))).body), { user_patients: ['pat-1', 'pat-2'], auditor: false }, 'a refresh token too');
+    const smith = await userToken('dr.smith', 'demo-password-1', 'TREAT');
+    assert.deepEqual(members((await introspect(smith.access_token, basic(rs))).body), { user_patients: '*', auditor: false }, 'no list: every patient');
+    const auditor = await userToken('auditor', 'demo-password-4', 'HOPERAT');
+    assert.deepEqual(members((await introspect(auditor.access_token, basic(rs))).body), { user_patients: '*', auditor: true });
+    const { body: introspector } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'introspect' }, rs);
+    assert.deepEqual(members((await introspect(jones.access_token, `Bearer ${introspector.access_token}`)).body), { user_patients: ['pat-1', 'pat-2'], auditor: false });
+    const own = (await introspect(jones.access_token, basic(app))).body;
+    assert.equal(own.active, true);
+    assert.ok(!('user_patients' in own) && !('auditor' in own), 'an app introspecting its own token is not told');
+    const amy = (await introspect((await userToken('amy', 'demo-password-3', 'PATRQT')).access_token, basic(rs))).body;
+    assert.deepEqual(members(amy), { user_patients: ['pat-1'], auditor: false }, 'a patient user: their own record');
+  });
+
+  it('answers inactive for the token of a user disabled since, at once', async () => {
+    await addUser(server.db, { username: 'dr.leaving', password: 'leaving-password', fhirUser: 'Practitioner/dr-leaving', attributes: {
+      roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'],
+    } });
+    const { access_token: token } = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' }), app)).body;
+    assert.equal((await introspect(token, basic(rs))).body.active, true);
+    // Only the flag, as a change the revocation cache has not seen would leave it: the user is read on each introspection.
+    await server.db('users').where({ username: 'dr.leaving' }).update({ disabled: true });
+    assert.deepEqual((await introspect(token, basic(rs))).body, { active: false });
+  });
+
   it('revokes an access token: introspection and the FHIR server refuse it afterwards, though both verified it before', async () => {
     const tokens = await launch();
     const read = () => fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } });

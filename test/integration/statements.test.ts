@@ -17,6 +17,8 @@ const EXPECTED = {
   refresh: 11,
   'refresh token introspection': 7,
   introspection: 6,
+  // A user's token: their row too (a disabled user's token is inactive at once; a guard is told their patients and auditor attribute).
+  'user token introspection': 7,
   'audited /fhir read': 7,
 };
 
@@ -70,6 +72,8 @@ describe('statements per request on the hot paths', () => {
   };
   /** The refresh token of the last code exchange or refresh (each refresh rotates it). */
   let refreshToken = '';
+  /** The access token of the last code exchange or refresh: a user's. */
+  let userAccessToken = '';
   const refresh = async () => {
     const { res, body } = await tokenRequest(server.issuer, {
       grant_type: 'refresh_token', refresh_token: refreshToken, client_assertion_type: ASSERTION_TYPE, client_assertion: await appAssertion(),
@@ -77,6 +81,7 @@ describe('statements per request on the hot paths', () => {
     assert.equal(res.status, 200, JSON.stringify(body));
     assert.equal(body.patient, 'pat-1');
     refreshToken = body.refresh_token;
+    userAccessToken = body.access_token;
   };
   const codeExchange = async () => {
     const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' });
@@ -119,6 +124,7 @@ describe('statements per request on the hot paths', () => {
     await measure('refresh token introspection', () => introspect(refreshToken));
     const token = await clientCredentials();
     await measure('introspection', () => introspect(token));
+    await measure('user token introspection', () => introspect(userAccessToken));
     await measure('audited /fhir read', () => read(token));
     assert.deepEqual(counts, EXPECTED, trace.join('\n'));
   });

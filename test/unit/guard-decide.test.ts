@@ -211,6 +211,21 @@ describe('resource-server/decide', () => {
       assert.match(decision.refusal.message, /Condition\.s/);
     });
 
+    it('lets a user who is not a patient read AuditEvents only as an auditor; a backend service and a patient user by their scopes', () => {
+      const search = interactionOf('GET AuditEvent?patient=pat-1');
+      const user = { sub: 'u1', ...SMITH };
+      const refused = decide(tok('user/AuditEvent.rs', user), search);
+      assert.ok(refused.effect === 'deny');
+      assert.deepEqual([refused.refusal.status, refused.refusal.code, refused.refusal.message], [403, 'forbidden', 'reading the audit trail needs the auditor role']);
+      assert.equal(decide(tok('user/AuditEvent.rs', { ...user, auditor: false }), interactionOf('GET AuditEvent/ev-1')).effect, 'deny');
+      assert.equal(decide(tok('user/AuditEvent.rs', { ...user, auditor: true }), search).effect, 'allow');
+      assert.equal(decide(tok('user/AuditEvent.rs', { sub: 'u2', ...AMY }), search).effect, 'allow', 'their own compartment');
+      assert.equal(decide(tok('system/AuditEvent.rs', { sub: 'app' }), search).effect, 'allow', 'a backend service');
+      const unscoped = decide(tok('user/Observation.rs', user), search);
+      assert.ok(unscoped.effect === 'deny');
+      assert.equal(unscoped.refusal.bearerError, 'insufficient_scope', 'the scopes first');
+    });
+
     it('allows capabilities unbounded and batch/transaction with no views of their own', () => {
       assert.deepEqual(decide(tok(''), interactionOf('GET metadata')), { effect: 'allow', views: [{ query: [] }] });
       const batch = { kind: 'batch', params: new URLSearchParams() } as const;

@@ -32,6 +32,14 @@ describe('guard token verification', () => {
     assert.equal(context.scopes[0].type, '*');
   });
 
+  it('without the database or an introspection answer, gives a user\'s token no patient through user/ and no audit trail; a backend service keeps system/', async () => {
+    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
+    const clinician = await verify(await sign({ sub: 'dr', fhirUser: `${AUDIENCE}/Practitioner/dr`, scope: 'user/*.rs' }));
+    assert.deepEqual([clinician.userPatients, clinician.auditor], [[], false]);
+    const backend = await verify(await sign({ sub: 'app', fhirUser: undefined, patient: undefined, scope: 'system/*.rs' }));
+    assert.deepEqual([backend.userPatients, backend.auditor], [undefined, undefined]);
+  });
+
   it('reads fhirUser on the issuer\'s own FHIR base as a relative reference, also when this guard has another base', async () => {
     const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
     const context = await verify(await sign({ fhirUser: 'https://auth.example.org/fhir/Practitioner/dr-smith' }));
@@ -72,13 +80,15 @@ describe('guard token verification', () => {
     let endpoint: string;
     let calls = 0;
     let active = true;
+    /** Members the answer carries beyond the claims (a user's, or none). */
+    let members: Record<string, unknown> = {};
     before(async () => {
       server = createServer((req, res) => {
         calls++;
         const authorized = req.headers.authorization === `Basic ${Buffer.from('rs:secret').toString('base64')}`;
         res.setHeader('content-type', 'application/json');
         if (!authorized) { res.statusCode = 401; res.end('{"error":"invalid_client"}'); return; }
-        res.end(JSON.stringify(active ? { active: true, iss: ISSUER, aud: AUDIENCE, client_id: 'app', scope: 'patient/*.rs', patient: 'pat-2', jti: 'j', exp: Math.floor(Date.now() / 1000) + 300 } : { active: false }));
+        res.end(JSON.stringify(active ? { active: true, iss: ISSUER, aud: AUDIENCE, client_id: 'app', scope: 'patient/*.rs', patient: 'pat-2', jti: 'j', exp: Math.floor(Date.now() / 1000) + 300, ...members } : { active: false }));
       });
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
       endpoint = `http://127.0.0.1:${(server.address() as { port: number }).port}/introspect`;
@@ -112,6 +122,33 @@ describe('guard token verification', () => {
       assert.equal((await verify(token)).patient, 'pat-1', 'claims come from the verified token');
       active = false;
       await assert.rejects(verify(token), /revoked/);
+    });
+
+    it('takes a user\'s patients and auditor attribute from the answer; what it does not say is no patient through user/ and no audit trail', async () => {
+      active = true;
+      const verify = createGuardVerifier({ ...options(), mode: 'introspection', cache: false });
+      const told = async (answer: Record<string, unknown>) => {
+        members = answer;
+        const { userPatients, auditor } = await verify('user-token');
+        return { userPatients, auditor };
+      };
+      try {
+        assert.deepEqual(await told({ sub: 'dr', user_patients: ['pat-1'], auditor: true }), { userPatients: ['pat-1'], auditor: true });
+        assert.deepEqual(await told({ sub: 'dr', user_patients: '*', auditor: false }), { userPatients: undefined, auditor: false }, 'every patient, said so');
+        assert.deepEqual(await told({ sub: 'dr' }), { userPatients: [], auditor: false }, 'another authorization server says nothing');
+        assert.deepEqual(await told({ sub: 'dr', user_patients: 'pat-1', auditor: 'yes' }), { userPatients: [], auditor: false }, 'malformed');
+        assert.deepEqual(await told({ sub: 'app' }), { userPatients: undefined, auditor: undefined }, 'a backend service has no user');
+        const hooked = createGuardVerifier({ ...options(), mode: 'introspection', cache: false, userPatients: async () => ['pat-9'], auditor: async () => false });
+        members = { sub: 'dr', user_patients: '*', auditor: true };
+        const fromHooks = await hooked('user-token');
+        assert.deepEqual([fromHooks.userPatients, fromHooks.auditor], [['pat-9'], false], 'the database, when given, stays the source');
+        const both = createGuardVerifier({ ...options({ introspectionCacheSeconds: 0 }), mode: 'local+introspection', keys, cache: false });
+        members = { user_patients: ['pat-3'], auditor: true };
+        const local = await both(await sign({ sub: 'dr', fhirUser: `${AUDIENCE}/Practitioner/dr` }));
+        assert.deepEqual([local.userPatients, local.auditor], [['pat-3'], true], 'local+introspection: from the revocation check\'s answer');
+      } finally {
+        members = {};
+      }
     });
 
     it('needs introspection options for the modes that introspect', () => {

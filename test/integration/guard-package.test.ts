@@ -29,7 +29,7 @@ const shared = sharedDatabase(db);
 let audited = 0;
 const app = new Koa();
 app.use(smartGuard({
-  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'],
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], pagingKey: 'the paging secret of every instance',
   verify: createGuardVerifier({ issuer: ISSUER, audience: FHIR_BASE, mode: 'local', userPatients: shared.userPatients, isRevoked: shared.isRevoked }),
   dpop: createDpopCheck({ replay: shared.dpopReplay }),
   allowedOrigins: allowOrigins([], shared.origins),
@@ -199,6 +199,11 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       const jones = await authorize({ server, client, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
       const jonesToken = (await exchangeCode(server.issuer, jones, client)).body.access_token as string;
       assert.equal((await fetch(`${base}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${jonesToken}` } })).status, 404, 'R + HIV above dr.jones\'s clearance');
+      const page = await (await fetch(`${base}/Observation?patient=Patient/pat-2&_count=1`, { headers: { authorization: `Bearer ${jonesToken}` } })).json();
+      const next = page.link.find((l: any) => l.relation === 'next').url;
+      assert.ok(next.startsWith(`${base}/Observation?_page=`) && !next.includes('offset'), next);
+      assert.equal((await fetch(next, { headers: { authorization: `Bearer ${jonesToken}` } })).status, 200, 'a sealed paging link, followed');
+      assert.equal((await fetch(`${base}/Observation?patient=Patient/pat-2&_count=1&_getpagesoffset=1`, { headers: { authorization: `Bearer ${jonesToken}` } })).status, 400, 'no offset of the client\'s');
       const after = (await (await fetch(`http://127.0.0.1:${new URL(base).port}/audited`)).json()).audited;
       assert.ok(after - before >= 3, `every access audited (${after - before})`);
       if (name === 'koa') {

@@ -22,7 +22,7 @@ import {
 import type { SharedDatabase } from 'smart-auth/resource-server/database';
 import type { AuditEvent } from '../server/audit/types.ts';
 import {
-  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, poolSettings, purposes, refuseInProduction,
+  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, pagingKeyOf, poolSettings, purposes, refuseInProduction,
   sharedProductionProblems, url, withoutTrailingSlash,
 } from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
@@ -116,6 +116,7 @@ async function main() {
     ...(provenance && { provenance: (token, kind) => provenanceTemplate(token, kind, new Date()) }),
     dpop: createDpopCheck({ replay: store.shared?.dpopReplay }),
     upstreamBase,
+    ...(keyEncryptionSecret && { pagingKey: pagingKeyOf(keyEncryptionSecret) }),
     includes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     narratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     allowOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),

@@ -8,7 +8,7 @@ import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { errors } from 'oidc-provider';
-import { deidentificationKeyOf, type Config } from './config.ts';
+import { deidentificationKeyOf, pagingKeyOf, type Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
@@ -304,6 +304,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     dpop: createDpopCheck({ replay: shared.dpopReplay }),
     upstream,
     upstreamBase,
+    pagingKey: pagingKeyOf(config.keyEncryptionSecret),
     includes: config.guardIncludes,
     // The bundled store keeps a Provenance of every change in the change's transaction (an HTTP upstream ignores it).
     provenance: config.fhirUpstreamUrl ? undefined : (token, kind) => provenanceTemplate(token, kind, new Date()),

@@ -1,6 +1,6 @@
 // Every setting of smart-auth, typed, read once from the environment and validated at start.
 // README lists them; keep the two in step.
-import { createHash } from 'node:crypto';
+import { createHash, hkdfSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { LogLevel } from './ops/log.ts';
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
@@ -172,6 +172,9 @@ export function origins(env: Env, name: string): string[] {
 
 /** The de-identification key of the guard, derived from KEY_ENCRYPTION_SECRET: a proxy with the same secret gives the same pseudonyms. */
 export const deidentificationKeyOf = (secret: string) => createHash('sha256').update(`de-identification:${secret}`).digest('base64url');
+
+/** The key that seals the guard's paging links, derived from KEY_ENCRYPTION_SECRET: instances with the same secret follow each other's links. */
+export const pagingKeyOf = (secret: string) => Buffer.from(hkdfSync('sha256', secret, '', 'smart-auth paging links', 32)).toString('base64url');
 
 export const withoutTrailingSlash = (value: string) => value.replace(/\/+$/, '');
 

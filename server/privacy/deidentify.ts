@@ -284,8 +284,8 @@ function deidentify(resource: FhirResource, policy: DeidPolicy): FhirResource {
  * A de-identified copy of a Bundle: each entry's resource (labelled PSEUDED; the Bundle's own
  * meta.security, its high-water mark, is left to the guard), fullUrl, request.url and
  * response.location rewritten with the same pseudonyms as the references, so an entry and the
- * references to it stay consistent. Bundle.link is kept with the same pseudonyms in its ids (the
- * guard reads them back, so paging works); a link naming a person directly is dropped.
+ * references to it stay consistent. Bundle.link is dropped: its URLs carry real ids (the guard gives its
+ * own paging links, sealed, see page-links.ts).
  * Bundle.identifier and Bundle.signature go with the other identifying elements; Bundle.id (the
  * response's own id) stays; Bundle.timestamp and meta.lastUpdated follow the date policy (shift: the
  * key-wide shift of resources tied to no patient).
@@ -293,13 +293,8 @@ function deidentify(resource: FhirResource, policy: DeidPolicy): FhirResource {
 export function deidentifyBundle(bundle: FhirBundle, policy: DeidPolicy): FhirBundle {
   checkPolicy(policy);
   const noPatient: Ctx = { policy, shift: policy.dates === 'shift' ? dateShiftDays(policy) : 0 };
-  const { entry, link, identifier: _identifier, signature: _signature, ...rest } = bundle;
+  const { entry, link: _link, identifier: _identifier, signature: _signature, ...rest } = bundle;
   const out = walk(noPatient, rest, '') as FhirBundle;
-  const links = (link ?? []).flatMap((l) => {
-    const url = typeof l?.url === 'string' ? pseudonymousUrl(policy.key, l.url) : undefined;
-    return url ? [{ relation: l.relation, url }] : [];
-  });
-  if (links.length) out.link = links;
   if (entry) out.entry = entry.map((e) => deidentifyEntry(e, policy));
   return out;
 }
@@ -318,7 +313,7 @@ export function identifiesPerson(name: string): boolean {
   return DIRECT_IDENTIFIER_PARAMS.has(base) || base.startsWith('address-');
 }
 
-/** Parameters whose values are resource ids: they carry pseudonyms in requests and links. */
+/** Parameters whose values are resource ids: they carry pseudonyms in requests. */
 export const carriesIds = (name: string): boolean => {
   const base = name.split(':')[0]!;
   return base === '_id' || searchParamKind(base) === 'reference';
@@ -335,32 +330,6 @@ export function mapIdValue(value: string, map: (id: string) => string | undefine
     return /^[A-Za-z0-9\-.]{1,64}$/.test(part) ? map(part) : undefined;
   });
   return parts.every((p) => p !== undefined) ? parts.join(',') : undefined;
-}
-
-/**
- * A paging or self link with pseudonyms for its ids: `Type/id/_history` in the path, and the values
- * of id-carrying parameters. Undefined (the link is dropped) when it names a person directly or an id
- * does not map; other parameters (paging cursors, codes, dates) stay.
- */
-function pseudonymousUrl(key: string, url: string): string | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return undefined;
-  }
-  // Only an instance history names an id in its path (search links are `Type?…`).
-  parsed.pathname = parsed.pathname.replace(/\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history(?:\/[A-Za-z0-9\-.]{1,64})?)$/,
-    (_all, type: string, id: string, rest: string) => `/${type}/${pseudonym(key, id)}${rest}`);
-  const params = new URLSearchParams();
-  for (const [name, value] of parsed.searchParams) {
-    if (identifiesPerson(name)) return undefined;
-    const mapped = carriesIds(name) ? mapIdValue(value, (id) => pseudonym(key, id)) : value;
-    if (mapped === undefined) return undefined;
-    params.append(name, mapped);
-  }
-  parsed.search = params.toString();
-  return parsed.toString();
 }
 
 function deidentifyEntry(entry: FhirBundleEntry, policy: DeidPolicy): FhirBundleEntry {

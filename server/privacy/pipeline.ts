@@ -53,9 +53,6 @@ function askerOf(token: TokenContext): Asker {
   };
 }
 
-/** Paging cursors of common FHIR servers, which a de-identified search may follow. */
-const PAGING_PARAMS = new Set(['_getpages', '_getpagesoffset']);
-
 /**
  * Why a search parameter is refused for de-identified answers: it names a person directly, sorts by
  * what de-identification changes (the order would tell), tells more of a date than the answers show,
@@ -66,7 +63,7 @@ function deidentifiedSearchRefusal(name: string, value: string, dates: DeidPolic
   if (identifiesPerson(name)) return 'it searches on a direct identifier';
   if (base === '_sort') return 'the order of the answer would follow the real values';
   if (isDateSearch(name)) return dateSearchRefusal(name, value, dates);
-  if (!CONTROL_PARAMS.has(base) && !PAGING_PARAMS.has(base) && base !== '_id' && searchParamKind(base) === undefined) return 'the guard does not know this parameter';
+  if (!CONTROL_PARAMS.has(base) && base !== '_id' && searchParamKind(base) === undefined) return 'the guard does not know this parameter';
   return undefined;
 }
 

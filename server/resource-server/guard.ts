@@ -11,6 +11,7 @@ import { narrowedSearch } from './narrow.ts';
 import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
 import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, type Validators } from './conditional.ts';
 import { applyOperation, knownOperation } from './operations.ts';
+import { PAGE_PARAM, pageLinks } from './page-links.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
@@ -94,6 +95,11 @@ export interface GuardOptions {
   onError?: (err: unknown) => void;
   /** A further policy after the scopes allowed an interaction: a refusal stops it. */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
+  /**
+   * The secret (16+ characters) that seals paging links (`?_page=`); every instance behind one base needs
+   * the same, else a link given by one is refused by another. Default: random per process.
+   */
+  pagingKey?: string;
 }
 
 const SMART_SECURITY = {
@@ -142,6 +148,12 @@ const versionCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => 
 
 const bundleResources = (bundle: FhirBundle) => (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
 
+/** The interactions answered in pages. */
+const PAGED = new Set(['search-type', 'search-system', 'history-type', 'history-system', 'history-instance', 'operation']);
+
+/** Where the client follows a page link: the path it asked, a POSTed `_search` as the search it is. */
+const publicPath = (request: ReceivedRequest) => request.path.replace(/(^|\/)_search$/, '');
+
 /** Upstream pages the guard reads ahead at most, looking for a match the token may see (see visibleAhead). */
 const LOOK_AHEAD_PAGES = 5;
 
@@ -151,6 +163,7 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
+  const pages = pageLinks(options.pagingKey);
   const onError = options.onError ?? ((err: unknown) => console.error('smart-auth guard: unexpected failure', err));
   // The headers of every answer, as the authorization server's own.
   const secured = { ...SECURITY_HEADERS, 'content-security-policy': DATA_CSP, ...(options.base.startsWith('https:') && { 'strict-transport-security': HSTS }) };
@@ -203,7 +216,7 @@ export function createGuard(guardOptions: GuardOptions) {
 
   async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const instance = `${interaction.type}/${interaction.id}`;
-    const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? `${instance}/_history` : instance;
+    const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? interaction.page ?? `${instance}/_history` : instance;
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
@@ -269,18 +282,30 @@ export function createGuard(guardOptions: GuardOptions) {
     (page) => filterHistoryBundle(page, token, kind);
 
   /**
-   * A filtered page as the client gets it (a search's, a history's, an operation's): `total` only when true,
-   * and no paging link that counts hidden matches: `last` tells the total, `next` that more matches, so
-   * `next` stays only when a match (or version) the token may see follows, read ahead with `scope`.
+   * A page as the client gets it (a search's, a history's, an operation's): `total` only when true, and the
+   * upstream `page`'s links sealed (page-links.ts). A filtered page keeps no link that counts hidden matches:
+   * `last` tells the total, `previous` that hidden matches came before, `next` that more match, so `next`
+   * stays only when a match (or version) the token may see follows, read ahead with `scope`.
    */
   async function counted(
     request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, page: FhirBundle, skipped: number, scope: InScope,
   ): Promise<FhirBundle> {
     const filtering = filtersAnswers(token, interaction);
-    const totalled = withTotal(filtered, page, skipped, filtering);
-    if (!filtering) return totalled;
-    const keepNext = Boolean(totalled.link?.some((l) => l.relation === 'next')) && (await visibleAhead(request, token, page, scope));
-    return { ...totalled, link: totalled.link?.filter((l) => l.relation !== 'last' && (l.relation !== 'next' || keepNext)) };
+    const { link: _, ...totalled } = withTotal(filtered, page, skipped, filtering);
+    const keepNext = !filtering || (nextPage(page) !== undefined && (await visibleAhead(request, token, page, scope)));
+    const kept = (page.link ?? []).filter((l) => (l.relation === 'next' ? keepNext : !filtering || !['last', 'previous', 'prev'].includes(l.relation)));
+    const link = await sealed(request, token, kept);
+    return link.length ? { ...totalled, link } : totalled;
+  }
+
+  /** Upstream links as the guard's paging links, followed at the path the client asked (a POSTed `_search` by GET); others are dropped. */
+  async function sealed(request: ReceivedRequest, token: TokenContext, links: { relation: string; url: string }[]) {
+    const path = publicPath(request);
+    const at = path ? `${options.base}/${path}` : options.base;
+    return Promise.all(links.flatMap(({ relation, url }) => {
+      const link = belowUpstream(url);
+      return link === undefined ? [] : [pages.seal(link, path, token).then((page) => ({ relation, url: `${at}?${PAGE_PARAM}=${page}` }))];
+    }));
   }
 
   async function shownHistory(
@@ -303,9 +328,9 @@ export function createGuard(guardOptions: GuardOptions) {
   async function visibleAhead(request: ReceivedRequest, token: TokenContext, bundle: FhirBundle, scope: InScope): Promise<boolean> {
     let page = bundle;
     for (let i = 0; i < LOOK_AHEAD_PAGES; i++) {
-      const next = page.link?.find((l) => l.relation === 'next')?.url;
-      if (!next?.startsWith(`${options.upstreamBase}/`)) return false;
-      const upstream = await send(request, 'GET', next.slice(options.upstreamBase.length + 1));
+      const next = nextPage(page);
+      if (next === undefined) return false;
+      const upstream = await send(request, 'GET', next);
       if (upstream.status !== 200) return false;
       page = upstream.body as FhirBundle;
       const inScope = scope(page);
@@ -335,7 +360,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
     const views = viewsFor(token, interaction.type ?? '*', interaction.kind);
     const query = unsubsetted(token, interaction, history ? new URLSearchParams(interaction.params) : narrowedSearch(interaction.type, interaction.params, views));
-    let upstream = await send(request, 'GET', query ? `${path}?${query}` : path);
+    let upstream = await send(request, 'GET', interaction.page ?? (query ? `${path}?${query}` : path));
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (history) {
       const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, interaction.kind as 'history-type' | 'history-system'));
@@ -360,12 +385,15 @@ export function createGuard(guardOptions: GuardOptions) {
     }
   }
 
-  /** The upstream's next page, below its base; none when the link points elsewhere. */
-  function nextPage(bundle: FhirBundle): string | undefined {
-    const url = bundle.link?.find((l) => l.relation === 'next')?.url;
-    const prefix = `${options.upstreamBase}/`;
-    return url?.startsWith(prefix) ? url.slice(prefix.length) : undefined;
+  /** An upstream link below the upstream base ("Observation?…", or "?_getpages=…" at the base itself); undefined when it points elsewhere. */
+  function belowUpstream(url: string | undefined): string | undefined {
+    const base = options.upstreamBase;
+    if (url?.startsWith(`${base}/`)) return url.slice(base.length + 1);
+    return url?.startsWith(`${base}?`) ? url.slice(base.length) : undefined;
   }
+
+  /** The upstream's next page, below its base; none when the link points elsewhere. */
+  const nextPage = (bundle: FhirBundle) => belowUpstream(bundle.link?.find((l) => l.relation === 'next')?.url);
 
   /**
    * Everything a write is checked against before it is sent: its narrative, the stored version (read
@@ -445,7 +473,9 @@ export function createGuard(guardOptions: GuardOptions) {
   }
 
   /** One interaction, decided and carried out; batch and transaction entries come through here too. */
-  async function perform(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
+  async function perform(request: ReceivedRequest, token: TokenContext, asked: FhirInteraction): Promise<Performed | Refusal> {
+    const interaction = await paged(request, token, asked);
+    if (isRefusal(interaction)) return interaction;
     const translated = await admitted(token, interaction);
     if (isRefusal(translated)) return translated;
     if (translated === interaction) return carryOut(request, token, interaction);
@@ -455,6 +485,18 @@ export function createGuard(guardOptions: GuardOptions) {
     const { status } = result.response;
     if (status === 404) return hidden(token, interaction);
     return status < 400 ? result : { response: answer(status, operationOutcome('error', 'exception', `the FHIR server answered ${status}`)), resources: [] };
+  }
+
+  /**
+   * A request for a page the guard linked: the interaction with that upstream link and without parameters
+   * (they were checked when the search was made; the rules apply again to every page); a refusal for raw
+   * paging parameters and for a page link not given to this token for this path.
+   */
+  async function paged(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<FhirInteraction | Refusal> {
+    if (!PAGED.has(interaction.kind)) return interaction;
+    const page = await pages.open(interaction.params, publicPath(request), token);
+    if (page === undefined) return interaction;
+    return isRefusal(page) ? page : { ...interaction, params: new URLSearchParams(), page };
   }
 
   async function carryOut(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
@@ -482,7 +524,9 @@ export function createGuard(guardOptions: GuardOptions) {
       if (isRefusal(instance)) return instance;
     }
     const query = unsubsetted(token, interaction, new URLSearchParams(request.query));
-    const upstream = await send(request, request.method, query ? `${request.path}?${query}` : request.path, request.body);
+    const upstream = interaction.page
+      ? await send(request, 'GET', interaction.page)
+      : await send(request, request.method, query ? `${request.path}?${query}` : request.path, request.body);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const body = upstream.body as FhirResource | undefined;
     if (body?.resourceType === 'Bundle') {

@@ -58,6 +58,8 @@ export interface FhirInteraction {
   params: URLSearchParams;
   /** The resource sent with create and update. */
   resource?: FhirResource;
+  /** A page the guard linked: the upstream link (below its base) its `_page` names, fetched instead of a new search. */
+  page?: string;
 }
 
 /** The token as the guard sees it, after verification. */

@@ -262,6 +262,32 @@ describe('guard in front of another FHIR server', () => {
       for (const page of walked) if (page.next) assert.ok(page.ids.length > 0, 'an empty page is never followed by more');
     });
 
+    it('seals paging links with KEY_ENCRYPTION_SECRET: they work after a restart with it, and only with it', async () => {
+      const base = `http://127.0.0.1:${await freePort()}/r4`;
+      const own = await startTestServer({ ADDITIONAL_FHIR_BASES: base });
+      const secret = { KEY_ENCRYPTION_SECRET: 'the secret every guard instance shares, 32+ chars' };
+      let guard = await startGuardProxy(own, base, upstream.url, secret);
+      try {
+        const app = await own.addClient({ auth: { kind: 'secret' } });
+        const launch = await authorize({ server: own, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
+        const auth = { headers: { authorization: `Bearer ${(await exchangeCode(own.issuer, launch, app)).body.access_token}` } };
+        const first = await (await fetch(`${base}/Observation?patient=Patient/pat-2&_count=1`, auth)).json();
+        const next = first.link.find((l: { relation: string }) => l.relation === 'next').url;
+        assert.match(next, /^[^?]+\?_page=[\w.-]+$/);
+        await guard.stop();
+        guard = await startGuardProxy(own, base, upstream.url, secret);
+        const second = await fetch(next, auth);
+        assert.equal(second.status, 200);
+        assert.equal((await second.json()).entry.length, 1);
+        await guard.stop();
+        guard = await startGuardProxy(own, base, upstream.url);
+        assert.equal((await fetch(next, auth)).status, 400, 'without the secret, a key of its own');
+      } finally {
+        await guard.stop();
+        await own.stop();
+      }
+    });
+
     it('answers CORS preflights for the origins of apps registered at the authorization server it shares a database with', async () => {
       await server.addClient({ auth: { kind: 'public' }, redirectUris: ['https://browser-app.example.org/callback'] });
       const preflight = (origin: string) => fetch(`${proxyBase}/Patient/pat-2`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });

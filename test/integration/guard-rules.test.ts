@@ -23,8 +23,11 @@ interface Shape {
   fhirBase: string;
 }
 
-/** `patches`: whether the FHIR server behind the guard applies a JSON Patch (the demo store answers 405). */
-function guardRules(label: string, start: () => Promise<Shape & { stop(): Promise<void> }>, { patches = false } = {}) {
+/**
+ * `patches`: whether the FHIR server behind the guard applies a JSON Patch (the demo store answers 405).
+ * `pagingLinks`: whether it links a search's pages (Medplum's in-memory repository gives no links).
+ */
+function guardRules(label: string, start: () => Promise<Shape & { stop(): Promise<void> }>, { patches = false, pagingLinks = true } = {}) {
   describe(`the guard's rules: ${label}`, () => {
     let shape: Shape & { stop(): Promise<void> };
     let app: Awaited<ReturnType<TestServer['addClient']>>;
@@ -101,6 +104,51 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await get(query, research)).status, 200, query);
       }
       assert.ok((await ids(await get('Encounter?date=2025', research))).length > 0, 'a year finds the encounters of that year');
+    });
+
+    it('pages with opaque links that tell nothing of what the rules hide, each for its own token and search', async () => {
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // obs-2a-hiv-vl (R + HIV) is hidden from him
+      const link = (bundle: any, relation: string) => bundle.link?.find((l: any) => l.relation === relation)?.url as string | undefined;
+      const opaque = new RegExp(`^${shape.fhirBase.replace(/[.?]/g, '\\$&')}/Observation\\?_page=[\\w.-]+$`);
+      const pages: any[] = [];
+      for (let url: string | undefined = `${shape.fhirBase}/Observation?patient=Patient/pat-2&_count=1`; url; url = link(pages.at(-1), 'next')) {
+        const res: Response = await fetch(url, { headers: { authorization: `Bearer ${jones}` } });
+        assert.equal(res.status, 200, url);
+        pages.push(await res.json());
+      }
+      const seen = pages.flatMap((p) => (p.entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`));
+      const refused = async (url: string, bearer: string, why: RegExp) => {
+        const res = await fetch(url, { headers: { authorization: `Bearer ${bearer}` } });
+        assert.equal(res.status, 400, url);
+        const outcome = await res.json();
+        assert.equal(outcome.resourceType, 'OperationOutcome');
+        assert.match(outcome.issue[0].diagnostics, why);
+      };
+      for (const raw of ['_getpagesoffset=1', '_offset=1', '_getpages=x']) {
+        await refused(`${shape.fhirBase}/Observation?patient=Patient/pat-2&_count=1&${raw}`, jones, /follow the Bundle's paging links/);
+      }
+      if (!pagingLinks) return assert.deepEqual([pages.length, pages[0].link], [1, undefined], 'no links from upstream, none from the guard');
+      assert.ok(pages.length > 2, 'following next works, page after page');
+      assert.ok(!seen.includes('Observation/obs-2a-hiv-vl'), 'the hidden one never shows');
+      assert.equal(new Set(seen).size, seen.length, 'nor anything twice');
+      for (const page of pages) {
+        for (const { relation, url } of page.link) {
+          assert.match(url, opaque, 'no offset, no upstream query: a sealed page');
+          assert.ok(!['previous', 'prev', 'last'].includes(relation), `${relation} would count hidden matches`);
+        }
+      }
+      const self = await (await fetch(link(pages[1], 'self')!, { headers: { authorization: `Bearer ${jones}` } })).json();
+      assert.deepEqual(self.entry.map((e: any) => e.resource.id), pages[1].entry.map((e: any) => e.resource.id), 'self is the same page again');
+
+      const next = link(pages[0], 'next')!;
+      const [at, sealed] = next.split('_page=');
+      const parts = sealed.split('.');
+      parts[3] = (parts[3][0] === 'A' ? 'B' : 'A') + parts[3].slice(1);
+      const smith = await token('dr.smith', 'demo-password-1');
+      await refused(`${at}_page=${parts.join('.')}`, jones, /not valid/);
+      await refused(next, smith, /another access token/);
+      await refused(next.replace('/Observation?', '/Condition?'), jones, /another search/);
+      await refused(`${next}&_count=50`, jones, /alone/);
     });
 
     it('keeps a patient token in its compartment', async () => {
@@ -445,4 +493,4 @@ guardRules('demo store behind the guard proxy', () => behindProxy(async () => {
   return { ...(await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`)), dir };
 }));
 
-guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer), { patches: true });
+guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer), { patches: true, pagingLinks: false });

@@ -71,6 +71,20 @@ describe('several instances on PostgreSQL', function () {
     assert.equal((await fetch(`${urlB}/fhir/Patient/pat-2`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } })).status, 401);
   });
 
+  it('follows at one instance the paging links the other gave (the same KEY_ENCRYPTION_SECRET seals them)', async () => {
+    const app = await client({ name: 'pages', redirectUris: ['http://127.0.0.1:9999/callback'], auth: { kind: 'secret' } });
+    const creds = { client_id: String(app.client_id), client_secret: String(app.client_secret), redirect_uri: 'http://127.0.0.1:9999/callback' };
+    const launch = await authorize({ server: { issuer: urlA, fhirBase: `${urlA}/fhir` }, client: creds, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
+    const auth = { headers: { authorization: `Bearer ${(await exchangeCode(urlA, launch, creds)).body.access_token}` } };
+    const first = await (await fetch(`${urlA}/fhir/Observation?_count=1`, auth)).json();
+    const next: string = first.link.find((l: { relation: string }) => l.relation === 'next').url;
+    assert.ok(next.startsWith(`${urlA}/fhir/Observation?_page=`), next);
+    const second = await fetch(next.replace(urlA, urlB), auth);
+    assert.equal(second.status, 200);
+    const ids = [first, await second.json()].map((page) => page.entry[0].resource.id);
+    assert.notEqual(ids[0], ids[1], 'the next page, not the first again');
+  });
+
   it('shares /account sessions: signed in at A, signed out at B, the cookie no longer works at A', async () => {
     const browser = new Browser();
     const page = await (await browser.fetch(`${urlA}/account/login`)).text();

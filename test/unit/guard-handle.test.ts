@@ -1,7 +1,7 @@
 // The framework-neutral guard API: the request as it arrives (path with a leading slash, query as a
 // string or URLSearchParams, node:http headers), CORS for browser apps, and consent that cannot be read.
 import assert from 'node:assert/strict';
-import { createGuard, type GuardOptions } from '../../server/resource-server/guard.ts';
+import { createGuard, type AccessRecord, type GuardOptions } from '../../server/resource-server/guard.ts';
 import { inProcessUpstream, type UpstreamRequest } from '../../server/resource-server/upstream.ts';
 import { tokenContext } from '../../server/resource-server/verify-token.ts';
 import { allowOrigins, corsHeaders, originOf } from '../../server/resource-server/cors.ts';
@@ -51,6 +51,20 @@ describe('guard: the request as it arrives', () => {
     const { guard } = guardWith();
     assert.equal((await guard.handle({ method: 'get', path: '/Patient/pat-1', headers: { Authorization: 'Bearer t', 'X-Forwarded-For': ['a', 'b'] } })).status, 200);
     assert.equal((await guard.handle({ method: 'GET', path: '/Patient/pat-1', headers: {} })).status, 401);
+  });
+});
+
+describe('guard: paging', () => {
+  it('refuses a raw paging offset and a page link it did not give as a 400, audited like any refusal, whatever the token', async () => {
+    const records: AccessRecord[] = [];
+    const { guard, seen } = guardWith({ audit: async (record) => { records.push(record); } }); // system/*.rs, no rules: nothing filtered
+    for (const query of ['code=1&_getpagesoffset=5', '_offset=5', '_page=forged']) {
+      const res = await guard.handle({ method: 'GET', path: '/Observation', query, headers: bearer });
+      assert.equal(res.status, 400, query);
+      assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+      assert.deepEqual([records.at(-1)?.status, records.at(-1)?.interaction?.kind, records.at(-1)?.token?.jti], [400, 'search-type', 'j'], query);
+    }
+    assert.deepEqual(seen, [], 'nothing reaches the FHIR server');
   });
 });
 

@@ -136,3 +136,30 @@ describe('guard with the older versions of a resource labelled since', () => {
     }
   });
 });
+
+describe('guard with the paging links of HAPI FHIR (at the base: ?_getpages=…)', () => {
+  it('seals them at the path the client searched, and follows them there to the page linked', async () => {
+    const visible: FhirResource = { resourceType: 'Observation', id: 'obs-bp', status: 'final', code: { text: 'blood pressure' }, subject: { reference: 'Patient/pat-2' } };
+    const seen: string[] = [];
+    const page = (offset: number) => ({
+      resourceType: 'Bundle', type: 'searchset',
+      link: [{ relation: 'self', url: `http://upstream/fhir?_getpages=cache-1&_getpagesoffset=${offset}&_count=1` },
+        { relation: 'next', url: `http://upstream/fhir?_getpages=cache-1&_getpagesoffset=${offset + 1}&_count=1` }],
+      entry: [{ fullUrl: `${BASE}/Observation/obs-bp`, resource: visible, search: { mode: 'match' } }],
+    });
+    const guard = jonesGuard({
+      send: async ({ path }) => {
+        seen.push(path);
+        return { status: 200, headers: new Headers(), body: page(Number(/offset=(\d+)/.exec(path)?.[1] ?? 0)) };
+      },
+    });
+    const get = (path: string, query: string) => guard.handle({ method: 'GET', path, query, headers: { authorization: 'Bearer t' } });
+    const first = (await get('Observation', 'code=bp&_count=1')).body as { link: { relation: string; url: string }[] };
+    const next = first.link.find((l) => l.relation === 'next')!.url;
+    assert.match(next, /^https:\/\/fhir\.example\.org\/r4\/Observation\?_page=[\w.-]+$/);
+    seen.length = 0;
+    const second = await get('Observation', new URL(next).search);
+    assert.equal(second.status, 200);
+    assert.equal(seen[0], '?_getpages=cache-1&_getpagesoffset=1&_count=1', 'the page linked, at the upstream base');
+  });
+});

@@ -1,0 +1,64 @@
+// Paging links the client can follow but not read or make: `{base}/{path}?_page=<token>`, the token a JWE
+// (dir, A256GCM) over the upstream link, the access token it was issued to and an expiry. FHIR holds paging
+// links opaque; an offset in them would tell how many hidden matches the guard skipped, and an offset the
+// client chose would let it probe where they lie, so raw paging parameters are refused.
+import { createHash, randomBytes } from 'node:crypto';
+import { CompactEncrypt, compactDecrypt } from 'jose';
+import type { Refusal, TokenContext } from './types.ts';
+
+/** The parameter of the guard's paging links. */
+export const PAGE_PARAM = '_page';
+/** Paging cursors of common FHIR servers (HAPI, the bundled store, Medplum): a client sending them could probe. */
+const RAW_PAGING = ['_getpages', '_getpagesoffset', '_offset', '_cursor'];
+/** A page link outlives neither its access token nor this bound. */
+const MAX_SECONDS = 3600;
+
+const HEADER = { alg: 'dir', enc: 'A256GCM' } as const;
+
+interface Sealed { link: string; path: string; bound: string; exp: number }
+
+const invalid = (message: string): Refusal => ({ status: 400, code: 'invalid', message });
+
+/** The access token a page link belongs to (its jti and client), so that another token cannot follow it. */
+const boundTo = (token: TokenContext) => createHash('sha256').update(`${token.clientId}\n${token.jti}`).digest('base64url');
+
+/**
+ * Page links sealed with `secret` (any string of 16+ characters; instances with the same secret follow each
+ * other's links), or with a random key of this process when none is given.
+ */
+export function pageLinks(secret?: string) {
+  if (secret !== undefined && secret.length < 16) throw new TypeError('pagingKey must be at least 16 characters');
+  const key = secret === undefined ? randomBytes(32) : createHash('sha256').update(`paging-links:${secret}`).digest();
+  return {
+    /** A token for `link` (below the upstream base), to be followed at the public `path` with `token` only. */
+    async seal(link: string, path: string, token: TokenContext, now = Date.now()): Promise<string> {
+      const sealed: Sealed = { link, path, bound: boundTo(token), exp: Math.min(token.exp, Math.floor(now / 1000) + MAX_SECONDS) };
+      return new CompactEncrypt(new TextEncoder().encode(JSON.stringify(sealed))).setProtectedHeader(HEADER).encrypt(key);
+    },
+
+    /**
+     * The upstream link behind the `_page` of `params`, checked for the public `path` and `token`; undefined
+     * when there is none; a refusal for raw paging parameters and for a page token that is not good here.
+     */
+    async open(params: URLSearchParams, path: string, token: TokenContext, now = Date.now()): Promise<string | Refusal | undefined> {
+      const raw = RAW_PAGING.find((name) => params.has(name));
+      if (raw) return invalid(`the paging parameter ${raw} is not supported: follow the Bundle's paging links`);
+      const value = params.getAll(PAGE_PARAM);
+      if (value.length === 0) return undefined;
+      if (value.length > 1 || [...params.keys()].some((name) => name !== PAGE_PARAM)) return invalid(`a paging link takes ${PAGE_PARAM} alone: follow it as given`);
+      let sealed: Sealed;
+      try {
+        const { plaintext } = await compactDecrypt(value[0], key, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] });
+        sealed = JSON.parse(new TextDecoder().decode(plaintext)) as Sealed;
+      } catch {
+        return invalid('the paging link is not valid: follow a paging link as this server gave it');
+      }
+      if (sealed.path !== path) return invalid('the paging link belongs to another search');
+      if (sealed.bound !== boundTo(token)) return invalid('the paging link was given to another access token');
+      if (!(sealed.exp * 1000 > now)) return invalid('the paging link has expired: search again');
+      return sealed.link;
+    },
+  };
+}
+
+export type PageLinks = ReturnType<typeof pageLinks>;

@@ -144,10 +144,15 @@ describe('refused token requests in the audit trail', () => {
     assert.ok(!(await storedTrail()).includes(tokens.refresh_token));
   });
 
-  it('records a request that names no client', async () => {
+  it('answers a request that names no client 401 invalid_client (RFC 6749 section 5.2), and records it', async () => {
     const refused = await send('no-client', { grant_type: 'client_credentials' });
-    assert.equal(refused.res.status, 400);
-    assert.equal(refused.body.error, 'invalid_request');
+    assert.equal(refused.res.status, 401);
+    assert.equal(refused.body.error, 'invalid_client');
+    assert.equal(refused.res.headers.get('www-authenticate'), `Basic realm="${server.issuer}"`);
+    const basic = await tokenRequest(server.issuer, { grant_type: 'client_credentials' }, undefined, { authorization: `Basic ${Buffer.from(':some-secret').toString('base64')}` });
+    assert.equal(basic.res.status, 401, 'a Basic header with an empty client_id names no client either');
+    assert.equal(basic.body.error, 'invalid_client');
+    assert.match(basic.res.headers.get('www-authenticate') ?? '', /^Basic realm=/);
     const event = await recordOf('no-client');
     assert.equal(clientAgent(event).who, undefined);
     assert.equal(clientAgent(event).network.address, '127.0.0.1');

@@ -12,6 +12,8 @@ import { deidentificationKeyOf, type Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
+import { INTROSPECTION_PATH, REVOCATION_PATH } from './oidc/introspection.ts';
+import { TOKEN_PATH } from './oidc/token/response.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { purgeExpiredEhrLaunches, purgeExpiredGrantContexts } from './oidc/launch-store.ts';
@@ -323,7 +325,9 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(errorBoundary(logger));
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
-  app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
+  // Apps call /token and /revoke (one budget); resource servers call /introspect far more often (its own).
+  app.use(rateLimit({ paths: [TOKEN_PATH, REVOCATION_PATH], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
+  app.use(rateLimit({ paths: [INTROSPECTION_PATH], limiter: createRateLimiter({ limit: config.rateLimitIntrospectPerMinute, windowSeconds: 60 }) }));
   // Behind the rate limit: a token request it refuses (429) is not recorded, every other refusal is.
   app.use(tokenRefusalsRecorded({ db, issuer: config.issuer, backlog: afterAnswer, log: logger.log }));
   // One registration budget per address, whichever way it registers: the API answers in JSON, the forms

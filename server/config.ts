@@ -52,11 +52,11 @@ export interface Config {
   loginLockSeconds: number;
   /** Failed logins from one address within the window after which its logins get 429 for loginLockSeconds. */
   loginMaxAddressFailures: number;
-  /** Requests per minute per client address, per instance (beyond: 429): POST /token and POST /revoke together, */
+  /** Requests per minute per client address at POST /token and POST /revoke together, per instance; beyond: 429. */
   rateLimitTokenPerMinute: number;
-  /** POST /introspect (resource servers call it far more often than apps call /token), */
+  /** The same at POST /introspect, a budget of its own: resource servers call it far more often than apps call /token. */
   rateLimitIntrospectPerMinute: number;
-  /** registration (POST /register, /apps, /launcher/register together). */
+  /** The same at registration (POST /register, /apps, /launcher/register together). */
   rateLimitRegisterPerMinute: number;
   /** Structured JSON logs on stdout from this level up. */
   logLevel: LogLevel;

@@ -55,8 +55,8 @@ export function refusedWithoutCredentials(ctx: KoaContextWithOIDC): boolean {
 const CLIENT_AUTHENTICATING_ROUTES = new Set(['token', 'introspection', 'revocation']);
 
 /** The answers to a client that did not authenticate, by what it sent. */
-export const NO_CLIENT = { error: 'invalid_client', error_description: 'client authentication is required' };
-export const MALFORMED_ASSERTION = { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' };
+const NO_CLIENT = { error: 'invalid_client', error_description: 'client authentication is required' };
+const MALFORMED_ASSERTION = { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' };
 
 /**
  * One rule for the token, introspection and revocation endpoints: a request that names no client, or

@@ -12,6 +12,8 @@ import { deidentificationKeyOf, pagingKeyOf, type Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
+import { INTROSPECTION_PATH, REVOCATION_PATH } from './oidc/introspection.ts';
+import { TOKEN_PATH } from './oidc/token/response.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { purgeExpiredEhrLaunches, purgeExpiredGrantContexts } from './oidc/launch-store.ts';
@@ -37,7 +39,7 @@ import { headLogFields } from './audit/signed-head.ts';
 import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.ts';
 import { createGuard } from './resource-server/guard.ts';
 import { requestIdOf } from './resource-server/request-id.ts';
-import { tokenRefusalsRecorded } from './oidc/token/refusal.ts';
+import { refusalsRecorded } from './oidc/refusals.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
 import { HSTS, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
@@ -179,7 +181,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const auditSink = { append: (event: AuditEvent) => audit.append([event]) };
   // One revocation cache for introspection and /fhir.
   const isRevoked = revocationCheck(db, config.revocationCacheMs);
-  // Records committed after their answer, within one bound: introspections, and refused token requests.
+  // Records committed after their answer, within one bound: introspections, and refused requests at /token, /introspect and /revoke.
   const afterAnswer = auditBacklog(auditSink, config.introspectionAuditBacklog, (message, err) => logger.log('error', message, { err }));
   const host = await createProviderHost(config, db, {
     onTokenIssued: (grantType) => metrics.tokens.inc({ grant_type: grantType }), log: logger.log, audit: auditSink, isRevoked, introspections: afterAnswer,
@@ -338,9 +340,11 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(errorBoundary(logger));
   app.use(securityHeaders);
   // Request rate limits per client address, in memory: per instance (N instances allow N x the limit).
-  app.use(rateLimit({ paths: ['/token'], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
-  // Behind the rate limit: a token request it refuses (429) is not recorded, every other refusal is.
-  app.use(tokenRefusalsRecorded({ db, issuer: config.issuer, backlog: afterAnswer, log: logger.log }));
+  // Apps call /token and /revoke (one budget); resource servers call /introspect far more often (its own).
+  app.use(rateLimit({ paths: [TOKEN_PATH, REVOCATION_PATH], limiter: createRateLimiter({ limit: config.rateLimitTokenPerMinute, windowSeconds: 60 }) }));
+  app.use(rateLimit({ paths: [INTROSPECTION_PATH], limiter: createRateLimiter({ limit: config.rateLimitIntrospectPerMinute, windowSeconds: 60 }) }));
+  // Behind the rate limits: a request they refuse (429) is not recorded, every other refusal at these endpoints is.
+  app.use(refusalsRecorded({ db, issuer: config.issuer, backlog: afterAnswer, log: logger.log }));
   // One registration budget per address, whichever way it registers: the API answers in JSON, the forms
   // (the developer portal's, the demo launcher's) with a page.
   const registrations = createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 });

@@ -52,8 +52,11 @@ export interface Config {
   loginLockSeconds: number;
   /** Failed logins from one address within the window after which its logins get 429 for loginLockSeconds. */
   loginMaxAddressFailures: number;
-  /** Requests per minute per client address at POST /token and at registration (POST /register, /apps, /launcher/register together), per instance; beyond: 429. */
+  /** Requests per minute per client address at POST /token and POST /revoke together, per instance; beyond: 429. */
   rateLimitTokenPerMinute: number;
+  /** The same at POST /introspect, a budget of its own: resource servers call it far more often than apps call /token. */
+  rateLimitIntrospectPerMinute: number;
+  /** The same at registration (POST /register, /apps, /launcher/register together). */
   rateLimitRegisterPerMinute: number;
   /** Structured JSON logs on stdout from this level up. */
   logLevel: LogLevel;
@@ -242,6 +245,7 @@ export function loadConfig(env: Env = process.env): Config {
     loginLockSeconds: integer(env, 'LOGIN_LOCK_SECONDS', 900, 1, 86400),
     loginMaxAddressFailures: integer(env, 'LOGIN_MAX_ADDRESS_FAILURES', 20, 1, 1_000_000),
     rateLimitTokenPerMinute: integer(env, 'RATE_LIMIT_TOKEN_PER_MINUTE', 1200, 1, 1_000_000),
+    rateLimitIntrospectPerMinute: integer(env, 'RATE_LIMIT_INTROSPECT_PER_MINUTE', 6000, 1, 1_000_000),
     rateLimitRegisterPerMinute: integer(env, 'RATE_LIMIT_REGISTER_PER_MINUTE', 60, 1, 1_000_000),
     tls: tlsFiles(env),
     defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),

@@ -40,7 +40,7 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
   const database = env.DATABASE_URL ? { url: env.DATABASE_URL, drop: async () => {} } : await benchDatabase();
   const databaseUrl = database.url;
   // The per-address limit on /token would cut a load from one address short; the bench measures throughput.
-  const fullEnv = { PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, RATE_LIMIT_TOKEN_PER_MINUTE: '1000000', ...env };
+  const fullEnv = { PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, RATE_LIMIT_TOKEN_PER_MINUTE: '1000000', RATE_LIMIT_INTROSPECT_PER_MINUTE: '1000000', ...env };
   // BENCH_SERVER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=var/prof", profiles the server process.
   const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'server/main.ts'], {

@@ -1,7 +1,7 @@
-// Records that may be committed after the answer (introspection's ITI-102, and the ITI-71 record of a
-// refused token request: every other record is committed before it). At most `limit` may wait; when that
-// many wait, or when the store failed the last one, a record is refused: introspection then answers 503
-// (fail closed), a refused token request stays the same refusal (nothing was granted). While the store is
+// Records that may be committed after the answer (introspection's ITI-102, and the record of a request
+// refused at /token, /introspect or /revoke: every other record is committed before it). At most `limit`
+// may wait; when that many wait, or when the store failed the last one, a record is refused: introspection
+// then answers 503 (fail closed), a refused request stays the same refusal (nothing was granted). While the store is
 // failing, each record is committed before the answer instead, so the first success ends the failing
 // state. A limit of 0 commits every record before its answer.
 import type { AuditSink } from './store.ts';

@@ -472,7 +472,17 @@ export interface AccessTokenIssued extends SecurityEventBase {
   expiresIn?: number;
 }
 
-export interface AccessTokenRefused extends SecurityEventBase {
+/** The endpoints whose refusals are recorded, each in the pattern of its successful answers' records. */
+const REFUSED_AT = {
+  token: { type: CODES.userAuthentication, subtype: CODES.getAccessToken, action: 'E' }, //              IUA ITI-71
+  introspection: { type: CODES.userAuthentication, subtype: CODES.introspectToken, action: 'E' }, //  IUA ITI-102
+  revocation: { type: CODES.securityAlert, subtype: CODES.objectSecurityAttributesChanged, action: 'D' }, // as tokenRevoked
+} as const;
+export type RefusingEndpoint = keyof typeof REFUSED_AT;
+
+export interface OAuthRequestRefused extends SecurityEventBase {
+  /** Where the request was refused. */
+  endpoint: RefusingEndpoint;
   /** The client_id as the request claimed it (parameter, Basic user or assertion sub); none when it named none. */
   clientId?: string;
   /** Whether the client authenticated (false for every invalid_client). */
@@ -667,16 +677,18 @@ export function accessTokenIssued(e: AccessTokenIssued): AuditEvent {
 }
 
 /**
- * A token request refused (any OAuth error answer at the token endpoint), in the IUA ITI-71 pattern as
- * accessTokenIssued: outcome 4 (minor failure: the request's fault, 4xx) or 8 (serious failure: the
+ * A request refused at the token, introspection or revocation endpoint (any OAuth error answer), in the
+ * pattern of that endpoint's successful records (ITI-71 as accessTokenIssued, ITI-102 as tokenIntrospected,
+ * 110135 as tokenRevoked): outcome 4 (minor failure: the request's fault, 4xx) or 8 (serious failure: the
  * server's, 5xx), the OAuth error as outcomeDesc. The client as it named itself (a detail says whether it
  * authenticated; an unnamed one is an Application agent with its address only), this server, the user
  * whose code or refresh token it sent when known; the request's non-secret parameters and its X-Request-Id.
  */
-export function accessTokenRefused(e: AccessTokenRefused): AuditEvent {
+export function oauthRequestRefused(e: OAuthRequestRefused): AuditEvent {
   const request = new URLSearchParams(compact({ grant_type: e.grantType, client_id: e.clientId, scope: e.scope }) as Record<string, string>).toString();
+  const { type, subtype, action } = REFUSED_AT[e.endpoint];
   return auditEvent({
-    type: CODES.userAuthentication, subtype: [CODES.getAccessToken], action: 'E', recorded: e.recorded,
+    type, subtype: [subtype], action, recorded: e.recorded,
     outcome: e.status < 500 ? '4' : '8', outcomeDesc: e.description ? `${e.error}: ${e.description}` : e.error,
     agent: [
       e.clientId

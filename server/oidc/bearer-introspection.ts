@@ -7,7 +7,7 @@ import type { Context } from 'koa';
 import type { Config } from '../config.ts';
 import type { Db } from '../db.ts';
 import type { ProviderHost } from './provider-host.ts';
-import { introspectToken, sendIntrospection, ownTokenVerifier, type TokenContext } from './introspection.ts';
+import { introspectToken, INTROSPECTION_PATH, sendIntrospection, ownTokenVerifier, type TokenContext } from './introspection.ts';
 import { bearerToken } from '../resource-server/verify-token.ts';
 import { boundKey } from '../resource-server/dpop.ts';
 import { parseScopes } from '../smart/scopes.ts';
@@ -24,7 +24,7 @@ function refuse(ctx: Context, status: 401 | 403, error: string, description: str
 export function bearerIntrospection({ config, db, host, isRevoked, introspections }: { config: Config; db: Db; host: ProviderHost } & Pick<TokenContext, 'isRevoked' | 'introspections'>): Router {
   const router = new Router();
   const verifyOwn = ownTokenVerifier({ issuer: config.issuer, keys: host.verificationKeys });
-  router.post('/introspect', async (ctx, next) => {
+  router.post(INTROSPECTION_PATH, async (ctx, next) => {
     const bearer = bearerToken(ctx.get('authorization'));
     if (!bearer) return next();
     const caller = await verifyOwn(bearer);

@@ -15,11 +15,15 @@ import { grantSourceRefusal } from './token/account.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
 import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';
-import { refusedStructuredToken, refusedWithoutCredentials } from './token/provider-answers.ts';
+import { refusedStructuredToken } from './token/provider-answers.ts';
 import { opaqueToken, tokenIntrospected, tokenRevoked } from '../audit/balp.ts';
 import { VerifiedTokens } from '../resource-server/verified-tokens.ts';
 import { tokenUser, userFactsMembers } from '../resource-server/user-facts.ts';
 import { findUser, isAuditor, reachablePatients, type User } from './user-records.ts';
+
+/** The introspection and revocation endpoints' paths inside the provider (its `routes`). */
+export const INTROSPECTION_PATH = '/introspect';
+export const REVOCATION_PATH = '/revoke';
 
 const tokenRef = (token: string, jti: unknown) => (looksLikeJwt(token) && typeof jti === 'string' ? { jti } : opaqueToken(token));
 
@@ -174,13 +178,6 @@ export function jwtTokenEndpoints(c: Omit<TokenContext, 'provider'>) {
     const route = ctx.oidc?.route;
     const client = ctx.oidc?.client;
     if (route !== 'introspection' && route !== 'revocation') return;
-    if (refusedWithoutCredentials(ctx)) {
-      // RFC 7662 section 2.1: a caller without credentials is unauthorized (401), not a bad request.
-      ctx.status = 401;
-      ctx.set('WWW-Authenticate', 'Basic realm="introspection", Bearer');
-      ctx.body = { error: 'invalid_client', error_description: 'client authentication or a bearer token is required' };
-      return;
-    }
     if (!client) return;
     const token = String(ctx.oidc.params?.token ?? '');
     const context = { ...c, provider: ctx.oidc.provider };

@@ -9,7 +9,8 @@ import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
 import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
-import { jwtTokenEndpoints, ownTokenVerifier } from './introspection.ts';
+import { INTROSPECTION_PATH, jwtTokenEndpoints, ownTokenVerifier, REVOCATION_PATH } from './introspection.ts';
+import { clientAuthenticationRequired } from './token/provider-answers.ts';
 import { isAccessTokenRevoked } from './revocation.ts';
 import { endClientAccess } from './grants.ts';
 import { removeClient } from './clients.ts';
@@ -47,7 +48,7 @@ export interface ProviderDeps {
   audit?: AuditSink;
   /** The revocation check introspection uses (default: uncached). */
   isRevoked?: (jti: string, clientId: string) => Promise<boolean>;
-  /** Takes introspection records committed after the answer (default: a backlog of its own; the app shares its backlog with token refusals). */
+  /** Takes introspection records committed after the answer (default: a backlog of its own; the app shares its backlog with the refusals' records). */
   introspections?: AuditBacklog;
 }
 
@@ -114,8 +115,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       authorization: '/authorize',
       token: TOKEN_PATH,
       jwks: '/jwks',
-      introspection: '/introspect',
-      revocation: '/revoke',
+      introspection: INTROSPECTION_PATH,
+      revocation: REVOCATION_PATH,
       registration: REGISTRATION_PATH,
       userinfo: '/userinfo',
       end_session: '/logout',
@@ -236,6 +237,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.proxy = config.trustProxy;
   clientJwks.install(provider);
   provider.use(rules.response);
+  provider.use(clientAuthenticationRequired);
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase,
     verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }) }),

@@ -92,10 +92,22 @@ describe('introspection and revocation', () => {
     }
   });
 
-  it('requires credentials: none is 401, a wrong secret is 401', async () => {
+  it('requires credentials: none is 401 invalid_client, a wrong secret is 401', async () => {
     const tokens = await launch();
-    assert.equal((await introspect(tokens.access_token)).res.status, 401);
+    const none = await introspect(tokens.access_token);
+    assert.equal(none.res.status, 401);
+    assert.equal(none.body.error, 'invalid_client');
+    assert.equal(none.res.headers.get('www-authenticate'), `Basic realm="${server.issuer}", Bearer realm="${server.issuer}"`);
     assert.equal((await introspect(tokens.access_token, basic({ ...rs, client_secret: 'wrong' }))).res.status, 401);
+  });
+
+  it('answers a revocation that names no client 401 invalid_client (RFC 7009 section 2.1, RFC 6749 section 5.2), and revokes nothing', async () => {
+    const tokens = await launch();
+    const res = await fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.access_token }) });
+    assert.equal(res.status, 401);
+    assert.deepEqual(await res.json(), { error: 'invalid_client', error_description: 'client authentication is required' });
+    assert.equal(res.headers.get('www-authenticate'), `Basic realm="${server.issuer}"`);
+    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true);
   });
 
   it('accepts a bearer token carrying the introspect scope, and refuses one without', async () => {

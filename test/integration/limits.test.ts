@@ -90,7 +90,7 @@ describe('per-address limits and request rate limits', () => {
   let server: TestServer;
   let client: Awaited<ReturnType<TestServer['addClient']>>;
   before(async function () {
-    server = await startTestServer({ LOGIN_MAX_ADDRESS_FAILURES: '3', RATE_LIMIT_TOKEN_PER_MINUTE: '5', RATE_LIMIT_REGISTER_PER_MINUTE: '3' });
+    server = await startTestServer({ LOGIN_MAX_ADDRESS_FAILURES: '3', RATE_LIMIT_TOKEN_PER_MINUTE: '5', RATE_LIMIT_INTROSPECT_PER_MINUTE: '4', RATE_LIMIT_REGISTER_PER_MINUTE: '3' });
     requireWiring.call(this, server, 'rateLimitTokenPerMinute');
     client = await server.addClient({ auth: { kind: 'public' } });
   });
@@ -121,6 +121,28 @@ describe('per-address limits and request rate limits', () => {
     assert.equal(body.error, 'temporarily_unavailable');
     assert.match(body.error_description, /retry after \d+ seconds/);
     assert.notEqual((await fetch(`${server.issuer}/.well-known/openid-configuration`)).status, 429, 'other endpoints are not limited');
+  });
+
+  /** An OAuth endpoint's refusal over its limit: 429, Retry-After within the window, temporarily_unavailable. */
+  async function assertLimited(res: Response) {
+    assert.equal(res.status, 429);
+    const retryAfter = Number(res.headers.get('retry-after'));
+    assert.ok(retryAfter > 0 && retryAfter <= 60, `Retry-After ${retryAfter}`);
+    assert.equal((await res.json()).error, 'temporarily_unavailable');
+  }
+  const postForm = (path: string, form: Record<string, string>) =>
+    fetch(`${server.issuer}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form) });
+
+  it('counts /revoke against the /token budget (after the test above used it up): 429 with Retry-After', async () => {
+    await assertLimited(await postForm('/revoke', { token: 'x', client_id: client.client_id }));
+    await assertLimited(await postForm('/Revoke/', { token: 'x', client_id: client.client_id }));
+  });
+
+  it('answers 429 with Retry-After at /introspect after its own limit, whatever the /token budget', async () => {
+    // Unauthenticated callers too: each would otherwise cost a client lookup and a refusal record.
+    for (let i = 0; i < 4; i++) assert.equal((await postForm('/introspect', { token: 'x' })).status, 401, `request ${i + 1}`);
+    await assertLimited(await postForm('/introspect', { token: 'x' }));
+    await assertLimited(await postForm('/Introspect/', { token: 'x' }));
   });
 
   it('answers 429 with Retry-After at /register after the limit', async () => {

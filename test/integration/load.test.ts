@@ -52,7 +52,7 @@ describe('under a bounded concurrent load', function () {
   const setupJtis: string[] = [];
 
   before(async () => {
-    server = await startTestServer({ RATE_LIMIT_TOKEN_PER_MINUTE: '1000000' });
+    server = await startTestServer({ RATE_LIMIT_TOKEN_PER_MINUTE: '1000000', RATE_LIMIT_INTROSPECT_PER_MINUTE: '1000000' });
     backend = await backendClient(server, SCOPE, 'ES384');
     rs = await server.addClient({ name: 'FHIR server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
     const issue = async (scope: string) => {

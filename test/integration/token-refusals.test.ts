@@ -1,5 +1,6 @@
-// Refused token requests in the audit trail: each error answer at /token is an ITI-71 AuditEvent with a
-// failure outcome, committed after the answer, holding the OAuth error and who asked but no credential.
+// Refused requests in the audit trail: each error answer at /token is an ITI-71 AuditEvent with a failure
+// outcome (at /introspect ITI-102, at /revoke a revocation event), committed after the answer, holding the
+// OAuth error and who asked but no credential.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -15,6 +16,22 @@ const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 /** Low enough for the last test to reach it; the tests before it send far fewer token requests. */
 const TOKEN_LIMIT = 60;
 
+/** The refusal records (outcome 4) of a subtype whose X-Request-Id starts with `prefix`, once the records committed after their answers are in. */
+async function refusalsOf(server: TestServer, subtype: string, prefix: string): Promise<any[]> {
+  await groupCommitFor(server.db).idle();
+  return (await server.audit.search({ subtype, outcome: '4' }) as any[])
+    .filter((e) => e.entity.some((x: any) => x.type?.code === 'XrequestId' && String(x.what.identifier.value).startsWith(prefix)));
+}
+/** The one refusal record of the request sent with this X-Request-Id. */
+async function refusalOf(server: TestServer, subtype: string, requestId: string): Promise<any> {
+  const found = (await refusalsOf(server, subtype, requestId)).filter((e) => e.entity.some((x: any) => x.what?.identifier?.value === requestId));
+  assert.equal(found.length, 1, `one refusal record for ${requestId}`);
+  return found[0];
+}
+const detail = (event: any, type: string) => event.entity[0].detail.find((d: any) => d.type === type)?.valueString;
+const clientAgent = (event: any) => event.agent.find((a: any) => a.type.coding[0].code === '110150');
+const storedTrail = async (server: TestServer) => (await server.db('audit_events').select('event')).map((r: { event: string }) => r.event).join('\n');
+
 describe('refused token requests in the audit trail', () => {
   let server: TestServer;
   let app: Awaited<ReturnType<TestServer['addClient']>>;
@@ -29,17 +46,7 @@ describe('refused token requests in the audit trail', () => {
   /** A token request sent with an X-Request-Id, to find its record by. */
   const send = (requestId: string, body: Record<string, string>, client?: { client_id: string; client_secret?: string }, path = '/token') =>
     tokenRequest(server.issuer, body, client, { 'x-request-id': requestId }, path);
-  /** The refusal record of a request, once the records committed after their answers are in. */
-  async function recordOf(requestId: string): Promise<any> {
-    await groupCommitFor(server.db).idle();
-    const found = (await server.audit.search({ subtype: 'ITI-71', outcome: '4' }) as any[])
-      .filter((e) => e.entity.some((x: any) => x.type?.code === 'XrequestId' && x.what.identifier.value === requestId));
-    assert.equal(found.length, 1, `one refusal record for ${requestId}`);
-    return found[0];
-  }
-  const detail = (event: any, type: string) => event.entity[0].detail.find((d: any) => d.type === type)?.valueString;
-  const clientAgent = (event: any) => event.agent.find((a: any) => a.type.coding[0].code === '110150');
-  const storedTrail = async () => (await server.db('audit_events').select('event')).map((r: { event: string }) => r.event).join('\n');
+  const recordOf = (requestId: string) => refusalOf(server, 'ITI-71', requestId);
 
   it('records a replayed code (invalid_grant) with the client and the user, and the grant is revoked', async () => {
     const launch = await authorize({ server, client: app, scope: SCOPE });
@@ -68,7 +75,7 @@ describe('refused token requests in the audit trail', () => {
     assert.equal(refresh.res.status, 400);
     assert.equal((await recordOf('refresh-of-revoked-grant')).outcome, '4');
 
-    const trail = await storedTrail();
+    const trail = await storedTrail(server);
     for (const secret of [launch.code!, launch.verifier, first.body.refresh_token, app.client_secret!]) assert.ok(!trail.includes(secret), 'no credential in the trail');
   });
 
@@ -89,7 +96,7 @@ describe('refused token requests in the audit trail', () => {
       assert.deepEqual(clientAgent(event).who.identifier.value, backend.client_id, 'the client as the assertion named it');
       assert.equal(detail(event, 'client_authenticated'), 'false');
     }
-    const trail = await storedTrail();
+    const trail = await storedTrail(server);
     for (const assertion of [wrongAudience, used]) {
       for (const part of assertion.split('.')) assert.ok(!trail.includes(part), 'no part of an assertion in the trail');
     }
@@ -111,7 +118,7 @@ describe('refused token requests in the audit trail', () => {
     assert.equal(detail(refresh, 'client_authenticated'), 'true');
     assert.equal(detail(refresh, 'grant_type'), 'refresh_token');
 
-    const trail = await storedTrail();
+    const trail = await storedTrail(server);
     for (const secret of ['wrong-secret-4f1c9a2b7d', 'never-issued-7e3d1b5a9c']) assert.ok(!trail.includes(secret), `${secret} not in the trail`);
   });
 
@@ -141,13 +148,18 @@ describe('refused token requests in the audit trail', () => {
     assert.equal(event.outcomeDesc, `invalid_grant: ${refused.body.error_description}`);
     assert.ok(event.agent.some((a: any) => a.who?.identifier?.value === user.id), 'the user');
     assert.equal(detail(event, 'patient'), 'pat-3');
-    assert.ok(!(await storedTrail()).includes(tokens.refresh_token));
+    assert.ok(!(await storedTrail(server)).includes(tokens.refresh_token));
   });
 
-  it('records a request that names no client', async () => {
+  it('answers a request that names no client 401 invalid_client (RFC 6749 section 5.2), and records it', async () => {
     const refused = await send('no-client', { grant_type: 'client_credentials' });
-    assert.equal(refused.res.status, 400);
-    assert.equal(refused.body.error, 'invalid_request');
+    assert.equal(refused.res.status, 401);
+    assert.equal(refused.body.error, 'invalid_client');
+    assert.equal(refused.res.headers.get('www-authenticate'), `Basic realm="${server.issuer}"`);
+    const basic = await tokenRequest(server.issuer, { grant_type: 'client_credentials' }, undefined, { authorization: `Basic ${Buffer.from(':some-secret').toString('base64')}` });
+    assert.equal(basic.res.status, 401, 'a Basic header with an empty client_id names no client either');
+    assert.equal(basic.body.error, 'invalid_client');
+    assert.match(basic.res.headers.get('www-authenticate') ?? '', /^Basic realm=/);
     const event = await recordOf('no-client');
     assert.equal(clientAgent(event).who, undefined);
     assert.equal(clientAgent(event).network.address, '127.0.0.1');
@@ -184,9 +196,83 @@ describe('refused token requests in the audit trail', () => {
     const answers: number[] = [];
     for (let i = 0; i <= TOKEN_LIMIT; i++) answers.push((await send(`flood-${i}`, { grant_type: 'client_credentials' })).res.status);
     assert.ok(answers.includes(429), 'the limit was reached');
+    assert.equal((await refusalsOf(server, 'ITI-71', 'flood-')).length, answers.filter((s) => s !== 429).length);
+  });
+});
+
+// The same for the introspection (ITI-102) and revocation endpoints, behind their own rate limits.
+describe('refused introspection and revocation requests in the audit trail', () => {
+  /** Low enough for the last test to reach them; the tests before it send fewer requests. */
+  const LIMIT = 15;
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  let accessToken: string;
+  before(async () => {
+    server = await startTestServer({ RATE_LIMIT_TOKEN_PER_MINUTE: String(LIMIT), RATE_LIMIT_INTROSPECT_PER_MINUTE: String(LIMIT) });
+    app = await server.addClient({ auth: { kind: 'secret' } });
+    accessToken = (await (await backendClient(server, 'system/Patient.rs')).token('system/Patient.rs')).body.access_token;
+  });
+  after(() => server.stop());
+
+  const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
+  async function send(path: '/introspect' | '/revoke' | '/Revoke/', requestId: string, authorization?: string) {
+    const res = await fetch(`${server.issuer}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-request-id': requestId, ...(authorization && { authorization }) },
+      body: new URLSearchParams({ token: accessToken }),
+    });
+    return { status: res.status, body: await res.json().catch(() => undefined) };
+  }
+  const recordOf = (subtype: string, requestId: string) => refusalOf(server, subtype, requestId);
+
+  it('records a refused introspection (wrong secret, unknown client, no client, a bearer token that is not one) as ITI-102 with a failure outcome, without a secret or token', async () => {
+    const refused = {
+      'introspect-wrong-secret': await send('/introspect', 'introspect-wrong-secret', basic(app.client_id, 'wrong-secret-1f2e3d4c5b')),
+      'introspect-unknown-client': await send('/introspect', 'introspect-unknown-client', basic('nobody-at-all', 'unknown-secret-6a7b8c9d')),
+      'introspect-no-client': await send('/introspect', 'introspect-no-client'),
+      'introspect-bad-bearer': await send('/introspect', 'introspect-bad-bearer', 'Bearer not-a-token-0a9b8c7d6e'),
+    };
+    for (const [requestId, answer] of Object.entries(refused)) {
+      assert.equal(answer.status, 401, requestId);
+      const event = await recordOf('ITI-102', requestId);
+      assert.deepEqual([event.type.code, event.action, event.outcome], ['110114', 'E', '4'], requestId);
+      assert.equal(event.outcomeDesc.split(':')[0], answer.body.error, requestId);
+      assert.equal(detail(event, 'client_authenticated'), 'false', requestId);
+      assert.equal(clientAgent(event).network.address, '127.0.0.1');
+    }
+    assert.equal(clientAgent(await recordOf('ITI-102', 'introspect-wrong-secret')).who.identifier.value, app.client_id);
+    assert.equal(clientAgent(await recordOf('ITI-102', 'introspect-unknown-client')).who.identifier.value, 'nobody-at-all');
+    assert.equal(clientAgent(await recordOf('ITI-102', 'introspect-no-client')).who, undefined);
+    const trail = await storedTrail(server);
+    for (const secret of ['wrong-secret-1f2e3d4c5b', 'unknown-secret-6a7b8c9d', 'not-a-token-0a9b8c7d6e', ...accessToken.split('.')]) {
+      assert.ok(!trail.includes(secret), `${secret.slice(0, 20)} not in the trail`);
+    }
+  });
+
+  it('records a refused revocation (wrong secret, no client) as a revocation (110113/110135, action D) with a failure outcome, and revokes nothing', async () => {
+    const wrong = await send('/revoke', 'revoke-wrong-secret', basic(app.client_id, 'wrong-secret-2b3c4d5e6f'));
+    const none = await send('/Revoke/', 'revoke-no-client');
+    for (const [requestId, answer] of [['revoke-wrong-secret', wrong], ['revoke-no-client', none]] as const) {
+      assert.equal(answer.status, 401, requestId);
+      assert.equal(answer.body.error, 'invalid_client');
+      const event = await recordOf('110135', requestId);
+      assert.deepEqual([event.type.code, event.action, event.outcome], ['110113', 'D', '4'], requestId);
+      assert.match(event.outcomeDesc, /^invalid_client: /);
+    }
+    assert.equal(clientAgent(await recordOf('110135', 'revoke-wrong-secret')).who.identifier.value, app.client_id);
+    const trail = await storedTrail(server);
+    for (const secret of ['wrong-secret-2b3c4d5e6f', ...accessToken.split('.')]) assert.ok(!trail.includes(secret), `${secret.slice(0, 20)} not in the trail`);
+    const rs = await server.addClient({ name: 'FHIR server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+    assert.equal((await send('/introspect', 'still-active', basic(rs.client_id, rs.client_secret!))).body.active, true, 'nothing was revoked');
+  });
+
+  it('records no request the rate limits refused (429): /introspect on its own budget, /revoke on the token one', async () => {
     await groupCommitFor(server.db).idle();
-    const flood = (await server.audit.search({ subtype: 'ITI-71', outcome: '4' }) as any[])
-      .filter((e) => e.entity.some((x: any) => x.type?.code === 'XrequestId' && String(x.what.identifier.value).startsWith('flood-')));
-    assert.equal(flood.length, answers.filter((s) => s !== 429).length);
+    for (const [path, subtype] of [['/introspect', 'ITI-102'], ['/revoke', '110135']] as const) {
+      const answers: number[] = [];
+      for (let i = 0; i <= LIMIT; i++) answers.push((await send(path, `flood-${subtype}-${i}`)).status);
+      assert.ok(answers.includes(429), `the limit was reached at ${path}`);
+      assert.equal((await refusalsOf(server, subtype, `flood-${subtype}-`)).length, answers.filter((s) => s !== 429).length, path);
+    }
   });
 });

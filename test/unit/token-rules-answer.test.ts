@@ -7,8 +7,8 @@ import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { migrate, nowSeconds, openDatabase, type Db } from '../../server/db.ts';
 import { readGrantSource } from '../../server/oidc/token/grant-source.ts';
 import { checkCommitted, RequestFacts } from '../../server/oidc/token/request.ts';
-import { issuanceRecords, MALFORMED_ASSERTION, refusedAtCommit, withLaunchContext, type Issuance } from '../../server/oidc/token/response.ts';
-import { refusedMalformedAssertion, refusedStructuredToken, refusedWithoutCredentials } from '../../server/oidc/token/provider-answers.ts';
+import { issuanceRecords, refusedAtCommit, withLaunchContext, type Issuance } from '../../server/oidc/token/response.ts';
+import { clientAuthenticationRequired, refusedMalformedAssertion, refusedStructuredToken, refusedWithoutCredentials } from '../../server/oidc/token/provider-answers.ts';
 import { CONSUMED, PAYLOAD_TABLE, REPLAYED } from '../../server/oidc/first-use.ts';
 import type { GrantContext } from '../../server/oidc/launch-store.ts';
 import type { User } from '../../server/oidc/users.ts';
@@ -180,10 +180,6 @@ describe('token rule: response.ts (the answer and its records)', () => {
   for (const [name, err, answer] of refusals) {
     it(`answers ${name}${answer ? ` with ${answer.body.error}` : ''}`, () => assert.deepEqual(refusedAtCommit(err), answer));
   }
-  it('answers a client assertion that is not a JWT with 401 invalid_client', () => {
-    assert.deepEqual(MALFORMED_ASSERTION, { status: 401, body: { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' } });
-  });
-
   it('adds the launch context to the answer; a token member always wins', () => {
     const launch = { patient: 'p1', encounter: 'e1', need_patient_banner: true, smart_style_url: 'https://as.example/style', scope: 'evil', access_token: 'evil' };
     assert.deepEqual(withLaunchContext({ access_token: 'at', token_type: 'Bearer', scope: 'patient/*.rs' }, launch), {
@@ -245,7 +241,12 @@ describe('token rule: provider-answers.ts (oidc-provider answers that SMART rewr
   const anonymous: [string, Parameters<typeof answered>[0], boolean][] = [
     ['no client named at all: invalid_client', { status: 400, error: 'invalid_request', params: {} }, true],
     ['no parameters at all: invalid_client', { status: 400, error: 'invalid_request' }, true],
-    ['an Authorization header', { status: 400, error: 'invalid_request', params: {}, authorization: 'Basic eDp5' }, false],
+    ['an empty client_id: invalid_client', { status: 400, error: 'invalid_request', params: { client_id: '' } }, true],
+    ['a client secret alone: invalid_client', { status: 400, error: 'invalid_request', params: { client_secret: 'x' } }, true],
+    ['a Basic header with an empty client_id: invalid_client', { status: 400, error: 'invalid_request', params: {}, authorization: `Basic ${Buffer.from(':secret').toString('base64')}` }, true],
+    ['a Basic header naming a client', { status: 400, error: 'invalid_request', params: {}, authorization: 'Basic eDp5' }, false],
+    ['a malformed Authorization header (invalid_request stays)', { status: 400, error: 'invalid_request', params: {}, authorization: 'Basic garbage' }, false],
+    ['two mechanisms (invalid_request stays)', { status: 400, error: 'invalid_request', params: { client_secret: 'x' }, authorization: `Basic ${Buffer.from(':secret').toString('base64')}` }, false],
     ['a client_id', { status: 400, error: 'invalid_request', params: { client_id: 'app' } }, false],
     ['a client assertion', { status: 400, error: 'invalid_request', params: { client_assertion: jwt } }, false],
     ['an authenticated client', { status: 400, error: 'invalid_request', params: {}, client: { clientId: 'app' } }, false],
@@ -253,6 +254,21 @@ describe('token rule: provider-answers.ts (oidc-provider answers that SMART rewr
   ];
   for (const [name, answer, rewritten] of anonymous) {
     it(`without credentials: ${name}`, () => assert.equal(refusedWithoutCredentials(answered(answer)), rewritten));
+  }
+
+  for (const route of ['token', 'introspection', 'revocation', 'authorization']) {
+    it(`one rule for every client-authenticating route: ${route}`, async () => {
+      const headers: Record<string, string> = {};
+      const ctx = Object.assign(answered({ status: 400, error: 'invalid_request', params: {} }), {
+        set: (name: string, value: string) => { headers[name] = value; },
+      }) as KoaContextWithOIDC;
+      Object.assign(ctx.oidc, { route, provider: { issuer: 'https://as.example' } });
+      await clientAuthenticationRequired(ctx, async () => {});
+      if (route === 'authorization') return assert.equal(ctx.status, 400);
+      assert.equal(ctx.status, 401);
+      assert.deepEqual(ctx.body, { error: 'invalid_client', error_description: 'client authentication is required' });
+      assert.equal(headers['WWW-Authenticate'], `Basic realm="https://as.example"${route === 'introspection' ? ', Bearer realm="https://as.example"' : ''}`);
+    });
   }
 
   const structured: [string, Parameters<typeof answered>[0], boolean][] = [

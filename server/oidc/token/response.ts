@@ -1,12 +1,10 @@
 // The token endpoint's last rule, around oidc-provider's answer: the request's writes held until the answer
 // and committed in one group-commit wait with its ITI-71 record (and the security alert of an emergency
-// access); the SMART launch context in the answer, the caching headers, invalid_client for every assertion
-// failure.
+// access); the SMART launch context in the answer, the caching headers.
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt, type JWTPayload } from 'jose';
 import type { Db } from '../../db.ts';
 import { factsOf } from './request.ts';
-import { refusedMalformedAssertion } from './provider-answers.ts';
 import type { AuditSink } from '../../audit/store.ts';
 import { accessTokenIssued, emergencyOverrideStarted } from '../../audit/balp.ts';
 import type { AuditEvent } from '../../audit/types.ts';
@@ -58,11 +56,6 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
     // SMART requires both; oidc-provider sends only Cache-Control: no-store.
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Pragma', 'no-cache');
-    // SMART: every client assertion failure is invalid_client, also one that is not a JWT at all.
-    if (refusedMalformedAssertion(ctx)) {
-      ctx.status = MALFORMED_ASSERTION.status;
-      ctx.body = { ...MALFORMED_ASSERTION.body };
-    }
     if (ctx.status !== 200) return void (await commit());
     const body = ctx.body as { access_token: string; scope?: string; expires_in?: number };
     const claims = decodeJwt(body.access_token);
@@ -81,9 +74,6 @@ export function smartTokenResponse(db: Db, issuer: string, audit: AuditSink, onI
     if (context) ctx.body = withLaunchContext(body, context.launch);
   };
 }
-
-/** SMART: every client assertion failure is invalid_client, also one that is not a JWT at all. */
-export const MALFORMED_ASSERTION = { status: 401, body: { error: 'invalid_client', error_description: 'the client assertion is not a valid JWT' } };
 
 /**
  * The answer when the request's writes were refused at commit: its client assertion was used before

@@ -36,6 +36,9 @@ export function introspectionRecord(c: Pick<TokenContext, 'issuer'>, callerId: s
   });
 }
 
+/** Whether an answer was refused because the audit trail could not take its record (recording that refusal would fail alike). */
+export const refusedForAudit = (ctx: Context): boolean => ctx.state.refusedForAudit === true;
+
 /**
  * Answers an introspection once its record (ITI-102) is taken: the one record that may be committed after
  * its answer. When the record cannot be taken (backlog full, store failing), 503 and no answer: fail closed.
@@ -43,6 +46,7 @@ export function introspectionRecord(c: Pick<TokenContext, 'issuer'>, callerId: s
 export async function sendIntrospection(ctx: Context, c: Pick<TokenContext, 'issuer' | 'introspections'>, callerId: string, token: string, answer: Introspection) {
   if (!(await c.introspections.record(introspectionRecord(c, callerId, token, answer, ctx.ip)))) {
     ctx.status = 503;
+    ctx.state.refusedForAudit = true;
     ctx.set('Retry-After', '1');
     ctx.body = { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this introspection now' };
     return;

@@ -18,7 +18,7 @@ import { bearerToken } from '../resource-server/verify-token.ts';
 import { factsOf } from './token/request.ts';
 import { TOKEN_PATH } from './token/response.ts';
 import { basicCredentials } from './token/provider-answers.ts';
-import { INTROSPECTION_PATH, REVOCATION_PATH } from './introspection.ts';
+import { INTROSPECTION_PATH, refusedForAudit, REVOCATION_PATH } from './introspection.ts';
 
 /** The endpoints whose refusals are recorded, by path. */
 const REFUSING_ENDPOINTS: ReadonlyMap<string, RefusingEndpoint> = new Map([
@@ -106,7 +106,7 @@ export function refusalsRecorded({ db, issuer, backlog, log }: { db: Db; issuer:
     const endpoint = ctx.method === 'POST' ? REFUSING_ENDPOINTS.get(routedPath(ctx.path)) : undefined;
     if (!endpoint) return next();
     await next();
-    if (ctx.status < 400) return;
+    if (ctx.status < 400 || refusedForAudit(ctx)) return;
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc as KoaContextWithOIDC['oidc'] | undefined;
     const sent = { params: (oidc?.body ?? {}) as Record<string, unknown>, authorization: ctx.get('authorization') || undefined, dpop: ctx.get('dpop') || undefined };
     const source = factsOf(db, ctx).source;

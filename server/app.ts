@@ -12,8 +12,9 @@ import { deidentificationKeyOf, pagingKeyOf, type Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
 import { bearerIntrospection } from './oidc/bearer-introspection.ts';
-import { INTROSPECTION_PATH, REVOCATION_PATH } from './oidc/introspection.ts';
+import { INTROSPECTION_PATH, ownTokenVerifier, REVOCATION_PATH } from './oidc/introspection.ts';
 import { TOKEN_PATH } from './oidc/token/response.ts';
+import { userinfoRoutes } from './oidc/userinfo.ts';
 import { isAccessTokenRevoked, purgeExpiredRevocations, revocationCheck } from './oidc/revocation.ts';
 import { purgeExpiredPayloads } from './oidc/adapter.ts';
 import { purgeExpiredEhrLaunches, purgeExpiredGrantContexts } from './oidc/launch-store.ts';
@@ -289,6 +290,8 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.body = await renderPage('home', { title: 'smart-auth', demo: config.demo, issuer: config.issuer, fhirBase: config.fhirBase });
   });
 
+  // Seen DPoP proofs are kept in the database, so a proof replayed at another instance (or endpoint) is refused too.
+  const dpop = createDpopCheck({ replay: shared.dpopReplay });
   const guardOptions: SmartGuardOptions = {
     base: config.fhirBase,
     prefix: new URL(config.fhirBase).pathname,
@@ -302,8 +305,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
       userPatients: shared.userPatients,
       auditor: shared.auditor,
     }),
-    // Seen DPoP proofs are kept in the database, so a proof replayed at another instance is refused too.
-    dpop: createDpopCheck({ replay: shared.dpopReplay }),
+    dpop,
     upstream,
     upstreamBase,
     pagingKey: pagingKeyOf(config.keyEncryptionSecret),
@@ -368,6 +370,10 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     })),
   }).routes());
   app.use(bearerIntrospection({ config, db, host, isRevoked, introspections: afterAnswer }).routes());
+  app.use(userinfoRoutes({
+    db, issuer: config.issuer, fhirBase: config.fhirBase, isRevoked, dpop, origins: shared.origins,
+    verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: host.verificationKeys }), provider: () => host.provider,
+  }).routes());
   app.use(guardMiddleware(fhirGuard, guardOptions));
   app.use(providerBodyLimit);
   app.use(host.middleware);

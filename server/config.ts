@@ -164,13 +164,16 @@ export function url(name: string, raw: string): URL {
   return parsed;
 }
 
-/** A comma-separated list of http(s) origins ("https://app.example.org"). */
+/** An http(s) origin ("https://app.example.org"): no path, no user. */
+export function origin(name: string, raw: string): string {
+  const parsed = url(name, raw);
+  if (parsed.pathname !== '/' || parsed.username || parsed.password) throw new ConfigError(`${name} must be an origin (scheme://host[:port]) without a path, got "${raw}"`);
+  return parsed.origin;
+}
+
+/** A comma-separated list of http(s) origins. */
 export function origins(env: Env, name: string): string[] {
-  return (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((value) => {
-    const parsed = url(name, value);
-    if (parsed.pathname !== '/' || parsed.username || parsed.password) throw new ConfigError(`${name} takes origins (scheme://host[:port]), got "${value}"`);
-    return parsed.origin;
-  });
+  return (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((value) => origin(name, value));
 }
 
 /** The de-identification key of the guard, derived from KEY_ENCRYPTION_SECRET: a proxy with the same secret gives the same pseudonyms. */
@@ -191,8 +194,9 @@ export function loadConfig(env: Env = process.env): Config {
   const port = integer(env, 'PORT', 3000, 0, 65535);
   const host = env.HOST || '0.0.0.0';
 
-  const issuerUrl = url('ISSUER', env.ISSUER || `http://localhost:${port}`);
-  const issuer = withoutTrailingSlash(issuerUrl.href);
+  // An origin: the endpoints and pages are served, and link to each other, at the root of the server.
+  const issuer = origin('ISSUER', env.ISSUER || `http://localhost:${port}`);
+  const issuerUrl = new URL(issuer);
   const fhirBase = withoutTrailingSlash(url('FHIR_BASE_URL', env.FHIR_BASE_URL || `${issuer}/fhir`).href);
 
   const otherAudiences = (env.ADDITIONAL_FHIR_BASES ?? '').split(',').map((s) => s.trim()).filter(Boolean)

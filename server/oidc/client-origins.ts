@@ -5,6 +5,11 @@ import type { Db } from '../db.ts';
 import { listClients } from './clients.ts';
 import { originOf, type OriginCheck } from '../resource-server/cors.ts';
 
+/** Whether a browser page on `origin` is one of an app's: the origin of one of its redirect URIs. */
+export function isClientOrigin(redirectUris: readonly string[] | undefined, origin: string): boolean {
+  return (redirectUris ?? []).some((uri) => originOf(uri) === origin);
+}
+
 export function registeredOrigins(db: Db, ttlMs = 5000): OriginCheck {
   let loaded: { at: number; origins: Promise<Set<string>> } | undefined;
   const load = async () => new Set((await listClients(db))

@@ -70,10 +70,10 @@ export async function createProviderHost(config: Config, db: Db, hooks: Pick<Pro
 
   // oidc-provider builds its own URLs (discovery's endpoints, the token endpoint it checks assertions and
   // DPoP proofs against) from the request's URL (ctx.href), i.e. from the Host header a client sends: they
-  // come from ISSUER instead, so that no Host can put another server's address in them.
-  const origin = new URL(config.issuer).origin;
+  // come from ISSUER instead, so that no Host can put another server's address in them. ISSUER is an origin
+  // (config.ts), so each is ISSUER + its path, as the SMART configuration and the /token DPoP check name it.
   const fromIssuer: Middleware = (ctx, next) => {
-    Object.defineProperty(ctx.request, 'href', { get: () => origin + ctx.originalUrl, configurable: true });
+    Object.defineProperty(ctx.request, 'href', { get: () => config.issuer + ctx.originalUrl, configurable: true });
     return served(ctx, next);
   };
 

@@ -23,9 +23,11 @@ import { purposeRule } from './token/purpose.ts';
 import { launchRule } from './token/launch.ts';
 import { refreshRule, scopeAndLifetimeRule } from './token/scope.ts';
 import { claimsRule } from './token/claims.ts';
-import { accountRule } from './token/account.ts';
+import { accountRule, SCOPE_CLAIMS } from './token/account.ts';
 import { createClientJwksPolicy } from './client-jwks.ts';
+import { isClientOrigin } from './client-origins.ts';
 import { smartTokenResponse, TOKEN_PATH } from './token/response.ts';
+import { USERINFO_PATH } from './userinfo.ts';
 import { DPOP_ALGORITHMS } from '../resource-server/dpop.ts';
 import { sandboxRevocation } from '../sandbox.ts';
 import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
@@ -118,12 +120,12 @@ export function createProvider(deps: ProviderDeps): Provider {
       introspection: INTROSPECTION_PATH,
       revocation: REVOCATION_PATH,
       registration: REGISTRATION_PATH,
-      userinfo: '/userinfo',
+      userinfo: USERINFO_PATH,
       end_session: '/logout',
     },
     scopes: [...OIDC_SCOPES],
     // acr and amr (RFC 8176) go in every id token: how the person signed in.
-    claims: { openid: ['sub', 'acr', 'amr'], fhirUser: ['fhirUser'], profile: ['name'] },
+    claims: SCOPE_CLAIMS,
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -204,9 +206,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     findAccount: rules.account,
     extraTokenClaims: rules.claims,
     assertJwtClientAuthClaimsAndHeader: rules.clientAssertion,
-    clientBasedCORS(_ctx, origin, client) {
-      return (client.redirectUris ?? []).some((uri) => URL.parse(uri)?.origin === origin);
-    },
+    clientBasedCORS: (_ctx, origin, client) => isClientOrigin(client.redirectUris, origin),
     ttl: {
       // The lifetime getResourceServerInfo chose (app, backend or break-the-glass).
       AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.accessTokenTtl,

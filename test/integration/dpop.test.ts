@@ -165,7 +165,7 @@ describe('DPoP', () => {
     const foreign = await withHost(`${server.issuer}/userinfo`, other, {
       headers: { authorization: `DPoP ${token}`, dpop: await key.proof({ htm: 'GET', htu: `http://${other}/userinfo`, accessToken: token }) },
     });
-    assert.notEqual(JSON.parse(own.body).error, 'invalid_dpop_proof', 'a proof for this server\'s userinfo passes the DPoP check');
+    assert.equal(own.status, 200, own.body.slice(0, 200));
     assert.equal(foreign.status, 401, foreign.body.slice(0, 200));
     assert.equal(JSON.parse(foreign.body).error, 'invalid_dpop_proof');
   });

@@ -49,6 +49,13 @@ describe('server process', () => {
     assert.doesNotMatch(proc.output(), /at [\w.]+ \(/, 'no stack trace');
   });
 
+  it('refuses an ISSUER with a path, with a clear message', async () => {
+    const proc = start({ ISSUER: 'https://example.org/auth', PORT: '0', DATABASE_URL: `sqlite:${join(dir, 'path.sqlite')}` });
+    assert.equal(await proc.exited, 1);
+    assert.match(proc.output(), /ISSUER must be an origin \(scheme:\/\/host\[:port\]\) without a path, got "https:\/\/example.org\/auth"/);
+    assert.doesNotMatch(proc.output(), /at [\w.]+ \(/, 'no stack trace');
+  });
+
   it('refuses NODE_ENV=production on a database holding the demo accounts', async () => {
     const databaseUrl = `sqlite:${join(dir, 'c.sqlite')}`;
     const port = await freePort();

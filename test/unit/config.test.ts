@@ -16,8 +16,8 @@ describe('config', () => {
 
   it('derives the issuer from PORT and strips a trailing slash', () => {
     assert.equal(loadConfig({ PORT: '8080' }).issuer, 'http://localhost:8080');
-    assert.equal(loadConfig({ ISSUER: 'https://auth.example.org/smart/' }).issuer, 'https://auth.example.org/smart');
-    assert.equal(loadConfig({ ISSUER: 'https://auth.example.org/smart/' }).fhirBase, 'https://auth.example.org/smart/fhir');
+    assert.equal(loadConfig({ ISSUER: 'https://auth.example.org/' }).issuer, 'https://auth.example.org');
+    assert.equal(loadConfig({ ISSUER: 'https://auth.example.org/' }).fhirBase, 'https://auth.example.org/fhir');
   });
 
   for (const [env, message] of [
@@ -26,6 +26,10 @@ describe('config', () => {
     [{ ISSUER: 'not a url' }, /ISSUER must be an absolute URL/],
     [{ ISSUER: 'ftp://x.example' }, /ISSUER must be an http\(s\) URL/],
     [{ ISSUER: 'https://x.example/?a=1' }, /ISSUER must not have a query/],
+    // The endpoints and pages are at the root of the server: behind /auth they would name and link the wrong URLs.
+    [{ ISSUER: 'https://x.example/auth' }, /ISSUER must be an origin \(scheme:\/\/host\[:port\]\) without a path/],
+    [{ ISSUER: 'https://x.example/auth/' }, /ISSUER must be an origin/],
+    [{ ISSUER: 'https://user@x.example' }, /ISSUER must be an origin/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must start with/],
     [{ BACKEND_TOKEN_TTL: '600' }, /BACKEND_TOKEN_TTL must be between 30 and 300/],
     [{ ACCESS_TOKEN_ALG: 'HS256' }, /ACCESS_TOKEN_ALG must be ES256, RS256 or ES384/],
@@ -43,7 +47,7 @@ describe('config', () => {
     [{ DATABASE_ACQUIRE_TIMEOUT_MS: 'soon' }, /DATABASE_ACQUIRE_TIMEOUT_MS must be a whole number/],
     [{ DATABASE_STATEMENT_TIMEOUT_MS: '-1' }, /DATABASE_STATEMENT_TIMEOUT_MS must be a whole number/],
     [{ BTG_REQUIRE_MFA: 'sometimes' }, /BTG_REQUIRE_MFA must be true or false/],
-    [{ CORS_ORIGINS: 'https://app.example.org/callback' }, /CORS_ORIGINS takes origins/],
+    [{ CORS_ORIGINS: 'https://app.example.org/callback' }, /CORS_ORIGINS must be an origin/],
     [{ CORS_ORIGINS: 'app.example.org' }, /CORS_ORIGINS must be an absolute URL/],
   ] as const) {
     it(`explains a bad value: ${JSON.stringify(env)}`, () => {

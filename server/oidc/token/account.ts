@@ -63,6 +63,14 @@ export async function grantSourceRefusal(
   return undefined;
 }
 
+/** The claims each OpenID Connect scope releases (oidc-provider's `claims`): in id tokens and at /userinfo. */
+export const SCOPE_CLAIMS: Record<string, string[]> = { openid: ['sub', 'acr', 'amr'], fhirUser: ['fhirUser'], profile: ['name'] };
+
+/** What a user's id token and userinfo answer may say of them, before the scopes pick from it. Pure. */
+export function accountClaims(fhirBase: string, user: User): { sub: string; name?: string; fhirUser?: string } {
+  return { sub: user.id, name: user.name ?? undefined, fhirUser: user.fhirUser ? `${fhirBase}/${user.fhirUser}` : undefined };
+}
+
 const isGrantSource = (token: GrantSource): token is { grantId: string } =>
   (token?.kind === 'RefreshToken' || token?.kind === 'AuthorizationCode') && typeof token.grantId === 'string';
 
@@ -76,15 +84,6 @@ export function accountRule({ config, db }: RuleDeps) {
       const refusal = await grantSourceRefusal(db, config.policy, user, ctx.oidc.client, await facts.grantContext(token.grantId), token);
       if (refusal) throw new errors.InvalidGrant(refusal);
     }
-    return {
-      accountId: user.id,
-      async claims() {
-        return {
-          sub: user.id,
-          name: user.name ?? undefined,
-          fhirUser: user.fhirUser ? `${config.fhirBase}/${user.fhirUser}` : undefined,
-        };
-      },
-    };
+    return { accountId: user.id, claims: async () => accountClaims(config.fhirBase, user) };
   };
 }

@@ -22,7 +22,7 @@ import {
 import type { SharedDatabase } from 'smart-auth/resource-server/database';
 import type { AuditEvent } from '../server/audit/types.ts';
 import {
-  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origins, pagingKeyOf, poolSettings, purposes, refuseInProduction,
+  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origin, origins, pagingKeyOf, poolSettings, purposes, refuseInProduction,
   sharedProductionProblems, url, withoutTrailingSlash,
 } from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
@@ -76,8 +76,9 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
 
 async function main() {
   const env = process.env;
-  const issuerUrl = url('ISSUER', setting('ISSUER'));
-  const issuer = withoutTrailingSlash(issuerUrl.href);
+  // The authorization server's issuer is an origin (its settings refuse a path), so is this one.
+  const issuer = origin('ISSUER', setting('ISSUER'));
+  const issuerUrl = new URL(issuer);
   const base = withoutTrailingSlash(url('FHIR_BASE_URL', setting('FHIR_BASE_URL')).href);
   const upstreamBase = withoutTrailingSlash(url('FHIR_UPSTREAM_URL', setting('FHIR_UPSTREAM_URL')).href);
   const keyEncryptionSecret = keyEncryptionSecretOf(env);

@@ -382,12 +382,13 @@ describe('guard in front of another FHIR server', () => {
       await assert.rejects(startScript('scripts/guard-proxy.ts', env, /listening/), /every access is audited: set DATABASE_URL/);
     });
 
-    it('refuses to start with what the server refuses: a short KEY_ENCRYPTION_SECRET, a base that is no URL, a bad database setting, and in production an http issuer or the development secret', async () => {
+    it('refuses to start with what the server refuses: a short KEY_ENCRYPTION_SECRET, a base that is no URL, an issuer with a path, a bad database setting, and in production an http issuer or the development secret', async () => {
       const env = { PORT: String(await freePort()), HOST: '127.0.0.1', ISSUER: server.issuer, FHIR_BASE_URL: proxyBase, FHIR_UPSTREAM_URL: upstream.url, DATABASE_URL: server.config.databaseUrl };
       const production = { ...env, NODE_ENV: 'production', ISSUER: 'https://auth.example.org', KEY_ENCRYPTION_SECRET: 'k'.repeat(40) };
       for (const [settings, refusal] of [
         [{ ...env, KEY_ENCRYPTION_SECRET: 'short' }, /KEY_ENCRYPTION_SECRET must be at least 32 characters/],
         [{ ...env, FHIR_BASE_URL: 'fhir.example.org/r4' }, /FHIR_BASE_URL must be an absolute URL/],
+        [{ ...env, ISSUER: `${server.issuer}/auth` }, /ISSUER must be an origin/],
         [{ ...env, DATABASE_URL: 'mysql://db/smart' }, /DATABASE_URL must start with sqlite: or postgres:\/\//],
         [{ ...env, DATABASE_POOL_MAX: 'many' }, /DATABASE_POOL_MAX must be a whole number/],
         [{ ...production, ISSUER: 'http://auth.example.org' }, /NODE_ENV=production[^]*ISSUER must be an https URL/],

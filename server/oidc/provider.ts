@@ -33,6 +33,7 @@ import { clientRegistrationChanged } from '../audit/balp.ts';
 import { routedPath } from '../net/routed-path.ts';
 import { ACR_VALUES } from '../auth/acr.ts';
 import { signInPolicy, trackSignInSessions } from '../auth/oidc-sessions.ts';
+import { logoutSources, logoutWithoutSession } from './logout-pages.ts';
 
 const SIGN_IN_SESSION_TTL = 14 * 86400;
 
@@ -167,7 +168,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       userinfo: { enabled: true },
       // The `claims` request parameter, for apps that ask for an acr that way (OIDC Core 5.5.1.1).
       claimsParameter: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: { enabled: true, ...logoutSources },
       resourceIndicators: {
         enabled: true,
         // SMART apps name the FHIR server in `aud`; backend services name none and get the one this server serves.
@@ -253,6 +254,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     await next();
   });
   provider.use(trackSignInSessions(db, audit, config.issuer, SIGN_IN_SESSION_TTL));
+  provider.use(logoutWithoutSession);
   // A registration change is answered only once its record is committed; else 503, as every audited answer.
   provider.use(async function registrationRecorded(ctx, next) {
     await next();

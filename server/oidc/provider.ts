@@ -31,6 +31,7 @@ import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
 import { auditBacklog, type AuditBacklog } from '../audit/backlog.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 import { routedPath } from '../net/routed-path.ts';
+import { hostCookieName } from '../net/host-cookie.ts';
 import { ACR_VALUES } from '../auth/acr.ts';
 import { signInPolicy, trackSignInSessions } from '../auth/oidc-sessions.ts';
 import { logoutSources, logoutWithoutSession } from './logout-pages.ts';
@@ -108,6 +109,9 @@ export function createProvider(deps: ProviderDeps): Provider {
     jwks,
     cookies: {
       keys: config.cookieSecrets,
+      // The session cookie is __Host- under an https ISSUER (see host-cookie.ts); the interaction cookies
+      // cannot be: oidc-provider scopes them to their paths, and they name one interaction only.
+      names: { session: hostCookieName('_session', new URL(config.issuer).protocol === 'https:') },
       long: { httpOnly: true, sameSite: 'lax', signed: true },
       short: { httpOnly: true, sameSite: 'lax', signed: true },
     },

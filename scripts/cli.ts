@@ -159,9 +159,10 @@ const commands: Record<string, Command> = {
     },
   },
   'client add': {
-    usage: 'client add --name <name> [--redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--purpose <code>]... [--resource-server] [--clearance <code>] [--sensitivity <codes or *>]',
+    usage: 'client add --name <name> [--redirect-uri <url>]... [--post-logout-redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--purpose <code>]... [--resource-server] [--clearance <code>] [--sensitivity <codes or *>]',
     options: {
-      ...json, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true }, 'launch-uri': { type: 'string' },
+      ...json, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true }, 'post-logout-redirect-uri': { type: 'string', multiple: true },
+      'launch-uri': { type: 'string' },
       public: { type: 'boolean' }, secret: { type: 'boolean' }, 'jwks-uri': { type: 'string' }, 'jwks-file': { type: 'string' },
       scope: { type: 'string' }, 'grant-type': { type: 'string', multiple: true }, 'resource-server': { type: 'boolean' },
       purpose: { type: 'string', multiple: true }, clearance: { type: 'string' }, sensitivity: { type: 'string' },
@@ -186,7 +187,8 @@ const commands: Record<string, Command> = {
       if (auths.length !== 1) throw new UsageError('choose exactly one of --public, --secret, --jwks-uri, --jwks-file');
       const provider = await toolProvider(config, db);
       const metadata = await addClient(db, provider, {
-        name: String(v.name), redirectUris: strings(v['redirect-uri']), launchUri: v['launch-uri'] as string | undefined,
+        name: String(v.name), redirectUris: strings(v['redirect-uri']), postLogoutRedirectUris: strings(v['post-logout-redirect-uri']),
+        launchUri: v['launch-uri'] as string | undefined,
         auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
         resourceServer: Boolean(v['resource-server']), purposes: strings(v.purpose),
         clearance: v.clearance as string | undefined, sensitivity: commaList(v.sensitivity),

@@ -42,7 +42,7 @@ import { createGuard } from './resource-server/guard.ts';
 import { requestIdOf } from './resource-server/request-id.ts';
 import { refusalsRecorded } from './oidc/refusals.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
-import { HSTS, SECURITY_HEADERS } from './net/security-headers.ts';
+import { HSTS, PAGE_CSP, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
 import { allowOrigins } from './resource-server/cors.ts';
@@ -63,8 +63,9 @@ import { policyVocabulary } from './hcs/policy.ts';
 import { purposeCoding } from './hcs/codes.ts';
 import { seedDemoData } from '../db/seed.ts';
 
-const STYLE = readFileSync(new URL('./static/style.css', import.meta.url));
-const PASSKEY_SCRIPT = readFileSync(new URL('./static/passkey.js', import.meta.url));
+/** The files under /static the pages load (allowed by the pages' CSP as 'self'). */
+const STATIC_FILES = new Map<string, { type: string; body: Buffer }>(([['style.css', 'text/css'], ['passkey.js', 'text/javascript'], ['logout.js', 'text/javascript']] as const)
+  .map(([name, type]) => [name, { type, body: readFileSync(new URL(`./static/${name}`, import.meta.url)) }]));
 const SMART_STYLE = {
   color_background: '#f4f6f9', color_error: '#a4161a', color_highlight: '#0a5ea8', color_modal_backdrop: '',
   color_success: '#2b7a0b', color_text: '#1d2733', dim_border_radius: '8px', dim_font_size: '16px',
@@ -72,7 +73,7 @@ const SMART_STYLE = {
 };
 
 function securityHeaders(ctx: Context, next: Next) {
-  ctx.set('Content-Security-Policy', "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'");
+  ctx.set('Content-Security-Policy', PAGE_CSP);
   ctx.set(SECURITY_HEADERS);
   if (ctx.secure) ctx.set('Strict-Transport-Security', HSTS);
   return next();
@@ -275,15 +276,12 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ctx.set('Cache-Control', 'public, max-age=86400');
     ctx.body = SMART_STYLE;
   });
-  router.get('/static/style.css', (ctx) => {
-    ctx.type = 'text/css';
+  router.get('/static/:name', (ctx) => {
+    const file = STATIC_FILES.get(ctx.params.name);
+    if (!file) return;
+    ctx.type = file.type;
     ctx.set('Cache-Control', 'public, max-age=3600');
-    ctx.body = STYLE;
-  });
-  router.get('/static/passkey.js', (ctx) => {
-    ctx.type = 'text/javascript';
-    ctx.set('Cache-Control', 'public, max-age=3600');
-    ctx.body = PASSKEY_SCRIPT;
+    ctx.body = file.body;
   });
   router.get('/', async (ctx) => {
     ctx.type = 'html';

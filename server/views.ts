@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import ejs from 'ejs';
 import type { Context } from 'koa';
+import { PAGE_CSP } from './net/security-headers.ts';
 
 const VIEWS = fileURLToPath(new URL('../views/', import.meta.url));
 
@@ -21,8 +22,10 @@ export async function sendPage(ctx: Context, view: string, data: Record<string, 
   ctx.body = await renderPage(view, data);
 }
 
-/** For pages with a passkey form: they may load this server's own scripts (/static/passkey.js), never inline ones. */
+/**
+ * For pages with a passkey form or an automatic step: they may load this server's own scripts (/static/),
+ * never inline ones (whatever a library added to the policy for its own inline script).
+ */
 export function allowOwnScripts(ctx: Context): void {
-  const policy = ctx.response.get('Content-Security-Policy');
-  if (typeof policy === 'string') ctx.set('Content-Security-Policy', policy.replace("script-src 'none'", "script-src 'self'"));
+  ctx.set('Content-Security-Policy', PAGE_CSP.replace("script-src 'none'", "script-src 'self'"));
 }

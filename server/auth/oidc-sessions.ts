@@ -31,7 +31,7 @@ export function signInPolicy(db: Db) {
   return policy;
 }
 
-/** Provider middleware: records a session when a sign-in finishes, and ends (and audits) it at RP-initiated logout. */
+/** Provider middleware: records a session when a sign-in finishes, and ends (and audits) it when the person signs out at RP-initiated logout. */
 export function trackSignInSessions(db: Db, audit: AuditSink, issuer: string, ttlSeconds: number) {
   return async function trackSignInSessions(ctx: KoaContextWithOIDC, next: () => Promise<void>) {
     await next();
@@ -42,7 +42,10 @@ export function trackSignInSessions(db: Db, audit: AuditSink, issuer: string, tt
         address: ctx.ip, userAgent: ctx.get('user-agent'), amr: (session.amr as string[] | undefined) ?? [],
       }, ttlSeconds);
     }
-    if (route === 'end_session_confirm' && ctx.oidc.session?.uid) {
+    // Only when oidc-provider ended its session: "Yes, sign me out" with a valid xsrf token. "No, stay signed
+    // in" ends just the app's part in it, and a refused confirmation (answered as a page, not thrown) nothing.
+    const destroyed = (ctx.oidc?.session as { destroyed?: boolean } | undefined)?.destroyed; // set by oidc-provider, not in its types
+    if (route === 'end_session_confirm' && destroyed && ctx.oidc.session?.uid) {
       const userId = await endSignInSession(db, ctx.oidc.session.uid);
       const user = userId && (await findUser(db, userId));
       if (user) await recordSessionEnded(audit, { issuer, address: ctx.ip, user, kind: 'sign-in', reason: 'signed out at /logout' });

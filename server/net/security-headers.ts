@@ -7,5 +7,8 @@ export const SECURITY_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer
 /** Only over https (browsers ignore it over http). */
 export const HSTS = 'max-age=31536000; includeSubDomains';
 
+/** The server's pages: no script but, on the pages that need one, this server's own files (see allowOwnScripts). */
+export const PAGE_CSP = "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'";
+
 /** FHIR answers are data, never a page: nothing they hold may run, load or be framed. */
 export const DATA_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";

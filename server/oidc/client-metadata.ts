@@ -60,9 +60,11 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
   }
   // Only for pairwise subject identifiers, which this server does not issue; oidc-provider would fetch it.
   if (md.sector_identifier_uri !== undefined) fail('sector_identifier_uri is not supported: subject identifiers are public, not pairwise');
-  for (const uri of Array.isArray(md.redirect_uris) ? md.redirect_uris : []) {
-    const problem = urlProblem('redirect_uris', uri, production);
-    if (problem) fail(problem);
+  for (const name of ['redirect_uris', 'post_logout_redirect_uris'] as const) {
+    for (const uri of Array.isArray(md[name]) ? md[name] : []) {
+      const problem = urlProblem(name, uri, production);
+      if (problem) fail(problem);
+    }
   }
   for (const key of Object.keys(md)) {
     const name = key.split('#')[0]; // language-tagged variants (client_name#de) are shown too

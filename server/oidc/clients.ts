@@ -20,6 +20,8 @@ export type ClientAuth =
 export interface NewClient {
   name: string;
   redirectUris: string[];
+  /** Where the app may send the browser back after RP-initiated logout. */
+  postLogoutRedirectUris?: string[];
   launchUri?: string;
   auth: ClientAuth;
   /** The SMART scopes the client may be granted (patterns); undefined: the server default. */
@@ -91,6 +93,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
   if (input.auth.kind === 'secret') metadata.client_secret = randomBytes(32).toString('base64url');
   if (input.auth.kind === 'jwks-uri') metadata.jwks_uri = input.auth.jwksUri;
   if (input.auth.kind === 'jwks') metadata.jwks = input.auth.jwks as ClientMetadata['jwks'];
+  if (input.postLogoutRedirectUris?.length) metadata.post_logout_redirect_uris = input.postLogoutRedirectUris;
   if (input.launchUri) metadata.launch_uri = input.launchUri;
   if (input.scope !== undefined) metadata.smart_scope = input.scope;
   if (input.resourceServer) metadata.resource_server = true;

@@ -34,8 +34,10 @@ import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
 import { auditBacklog, type AuditBacklog } from '../audit/backlog.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 import { routedPath } from '../net/routed-path.ts';
+import { hostCookieName } from '../net/host-cookie.ts';
 import { ACR_VALUES } from '../auth/acr.ts';
 import { signInPolicy, trackSignInSessions } from '../auth/oidc-sessions.ts';
+import { logoutSources, logoutWithoutSession } from './logout-pages.ts';
 
 const SIGN_IN_SESSION_TTL = 14 * 86400;
 
@@ -110,6 +112,9 @@ export function createProvider(deps: ProviderDeps): Provider {
     jwks,
     cookies: {
       keys: config.cookieSecrets,
+      // The session cookie is __Host- under an https ISSUER (see host-cookie.ts); the interaction cookies
+      // cannot be: oidc-provider scopes them to their paths, and they name one interaction only.
+      names: { session: hostCookieName('_session', new URL(config.issuer).protocol === 'https:') },
       long: { httpOnly: true, sameSite: 'lax', signed: true },
       short: { httpOnly: true, sameSite: 'lax', signed: true },
     },
@@ -170,7 +175,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       userinfo: { enabled: true },
       // The `claims` request parameter, for apps that ask for an acr that way (OIDC Core 5.5.1.1).
       claimsParameter: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: { enabled: true, ...logoutSources },
       resourceIndicators: {
         enabled: true,
         // SMART apps name the FHIR server in `aud`; backend services name none and get the one this server serves.
@@ -255,6 +260,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     await next();
   });
   provider.use(trackSignInSessions(db, audit, config.issuer, SIGN_IN_SESSION_TTL));
+  provider.use(logoutWithoutSession);
   // A registration change is answered only once its record is committed; else 503, as every audited answer.
   provider.use(async function registrationRecorded(ctx, next) {
     await next();

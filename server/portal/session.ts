@@ -2,6 +2,7 @@
 // and the session of a person signed in at /account/login.
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
+import { hostCookie } from '../net/host-cookie.ts';
 import { nowSeconds, type Db } from '../db.ts';
 import { findUser, type User } from '../oidc/users.ts';
 import {
@@ -21,8 +22,15 @@ export { sendPage } from '../views.ts';
 export const FORM_EXPIRED = { title: 'Form expired', description: 'The form expired. Reload the page and try again.', hint: 'Go back, reload the page and try again.' };
 
 const SESSION_COOKIE = 'smart_auth.account';
-const SESSION_PATH = '/account';
 export const SESSION_TTL_SECONDS = 8 * 3600;
+
+/** Sets (or, with '', clears) one of the account cookies. */
+function setCookie(ctx: Context, cookie: string, value: string, maxAge?: number) {
+  const { name, options } = hostCookie(ctx, cookie);
+  ctx.cookies.set(name, value, { ...options, maxAge });
+}
+
+const getCookie = (ctx: Context, cookie: string) => ctx.cookies.get(hostCookie(ctx, cookie).name, { signed: true });
 
 /**
  * Starts a session for a user: a row in user_sessions (server/auth/sessions.ts) and a signed,
@@ -33,9 +41,7 @@ export async function setAccountSession(ctx: Context, db: Db, userId: string, am
 }
 
 function setSessionCookie(ctx: Context, token: string) {
-  ctx.cookies.set(SESSION_COOKIE, token, {
-    signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, maxAge: SESSION_TTL_SECONDS * 1000, path: SESSION_PATH, overwrite: true,
-  });
+  setCookie(ctx, SESSION_COOKIE, token, SESSION_TTL_SECONDS * 1000);
 }
 
 // A sign-in between the password and the second factor: its own cookie, its own row (kind pending).
@@ -43,25 +49,25 @@ const PENDING_COOKIE = 'smart_auth.account_pending';
 
 export async function startPendingAccountSignIn(ctx: Context, db: Db, userId: string, step: PendingStep): Promise<void> {
   const token = await startPendingSignIn(db, userId, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, step);
-  ctx.cookies.set(PENDING_COOKIE, token, { signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, maxAge: 600_000, path: SESSION_PATH, overwrite: true });
+  setCookie(ctx, PENDING_COOKIE, token, 600_000);
 }
 
 export async function pendingAccountSignIn(ctx: Context, db: Db): Promise<PendingSignIn | undefined> {
-  const token = ctx.cookies.get(PENDING_COOKIE, { signed: true });
+  const token = getCookie(ctx, PENDING_COOKIE);
   return token ? findPendingSignIn(db, token) : undefined;
 }
 
 /** The second step is done: the pending sign-in becomes the session (under a new cookie token). */
 export async function completeAccountSignIn(ctx: Context, db: Db, pending: PendingSignIn, amr: readonly string[]): Promise<boolean> {
   const token = await completePendingSignIn(db, pending.id, amr, SESSION_TTL_SECONDS);
-  ctx.cookies.set(PENDING_COOKIE, '', { signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, path: SESSION_PATH, overwrite: true });
+  setCookie(ctx, PENDING_COOKIE, '');
   if (token) setSessionCookie(ctx, token);
   return Boolean(token);
 }
 
 /** The live session of the signed-in person (its id and user id), or undefined (no cookie, bad signature, ended, expired). */
 export async function accountSession(ctx: Context, db: Db): Promise<{ id: string; userId: string } | undefined> {
-  const token = ctx.cookies.get(SESSION_COOKIE, { signed: true });
+  const token = getCookie(ctx, SESSION_COOKIE);
   return token ? findAccountSession(db, token) : undefined;
 }
 
@@ -88,7 +94,7 @@ export async function signedInRecently(db: Db, found: { user: User; sessionId: s
 export async function clearAccountSession(ctx: Context, db: Db): Promise<void> {
   const session = await accountSession(ctx, db);
   if (session) await endSession(db, session.userId, session.id);
-  ctx.cookies.set(SESSION_COOKIE, '', { signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, path: SESSION_PATH, overwrite: true });
+  setCookie(ctx, SESSION_COOKIE, '');
 }
 
 /** Where to go after login: a local path under /account/ only; anything else goes to the default. */

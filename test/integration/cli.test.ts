@@ -36,11 +36,13 @@ describe('CLI', () => {
     assert.deepEqual(user.json.roles, [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'nurse' }]);
     assert.deepEqual(user.json.patients, ['pat-1', 'pat-3']);
 
-    const client = await cli('client', 'add', '--name', 'CLI app', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
+    const client = await cli('client', 'add', '--name', 'CLI app', '--redirect-uri', 'http://127.0.0.1:9999/callback',
+      '--post-logout-redirect-uri', 'http://127.0.0.1:9999/signed-out', '--secret', '--json');
     assert.equal(client.code, 0);
     assert.ok(client.json.client_id && client.json.client_secret);
     const clients = await cli('client', 'list', '--json');
     assert.ok(!JSON.stringify(clients.json).includes(client.json.client_secret), 'no secrets in listings');
+    assert.deepEqual(clients.json.clients.find((c: { client_id: string }) => c.client_id === client.json.client_id).post_logout_redirect_uris, ['http://127.0.0.1:9999/signed-out']);
 
     const app = { ...client.json, redirect_uri: 'http://127.0.0.1:9999/callback' };
     const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs', username: 'nurse.kim', password: 'a-long-password', patient: 'pat-3' });
@@ -127,6 +129,7 @@ describe('CLI', () => {
     [['client', 'add', '--name', 'x', '--public', '--secret', '--redirect-uri', 'https://a.example/cb'], /exactly one/],
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'javascript:alert(1)'], /redirect_uris/],
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'https://a.example/cb#frag'], /fragment/],
+    [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'https://a.example/cb', '--post-logout-redirect-uri', 'http://a.example/bye'], /post_logout_redirect_uris must use https/],
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'https://a.example/cb', '--scope', 'patient/*.bogus'], /SMART scopes/],
     [['client', 'add', '--name', 'x', '--public'], /needs a redirect URI/],
     [['client', 'remove', 'nope'], /no client/],

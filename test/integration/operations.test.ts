@@ -7,6 +7,8 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
+import { Browser, form, hiddenValue } from '../support/oauth.ts';
+import { addUser } from '../../server/oidc/users.ts';
 
 describe('operations', () => {
   describe('health', () => {
@@ -177,6 +179,25 @@ describe('what every page and cookie carries', () => {
     assert.ok(cookies.length > 0);
     for (const cookie of [...cookies, ...page.headers.getSetCookie()]) assert.match(cookie, /;\s*secure/i, cookie);
     for (const res of [authorize, page]) assert.equal(res.headers.get('strict-transport-security'), 'max-age=31536000; includeSubDomains');
+  });
+
+  it('names its cookies __Host- under an https ISSUER, so that no sibling subdomain can plant them', async () => {
+    const { cookies, page } = await loginPage(untrustedProxy, 'http');
+    const set = [...cookies, ...page.headers.getSetCookie()];
+    const hostOnly = (cookie: string) => /^__Host-/.test(cookie) && /;\s*path=\/(;|$)/i.test(cookie) && /;\s*secure/i.test(cookie) && !/;\s*domain=/i.test(cookie);
+    assert.ok(set.some((c) => c.startsWith('__Host-smart_auth.csrf=')) && set.every((c) => hostOnly(c) || /^_interaction/.test(c)), set.join('\n'));
+
+    // The account session, after a sign-in at /account; oidc-provider's session (which /logout starts).
+    const browser = new Browser();
+    await addUser(untrustedProxy.db, { username: 'host.cookie', password: 'correct horse battery', fhirUser: 'Patient/pat-1' });
+    const login = await (await browser.fetch(`${untrustedProxy.issuer}/account/login`)).text();
+    const res = await browser.fetch(`${untrustedProxy.issuer}/account/login`, {
+      method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: 'host.cookie', password: 'correct horse battery' }),
+    });
+    assert.equal(res.status, 303);
+    const sessions = [...res.headers.getSetCookie(), ...(await fetch(`${untrustedProxy.issuer}/logout`)).headers.getSetCookie()];
+    for (const name of ['__Host-smart_auth.account=', '__Host-_session=']) assert.ok(sessions.some((c) => c.startsWith(name)), `${name} in ${sessions.join('\n')}`);
+    assert.ok(sessions.every(hostOnly), sessions.join('\n'));
   });
 
   it('refuses an oversized body with 413 at the OAuth endpoints, on forms and at /fhir', async () => {

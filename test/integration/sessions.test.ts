@@ -115,6 +115,71 @@ describe('sessions that end, and changing a password', () => {
     assert.equal(ended.length, 1, 'the logout is audited');
   });
 
+  describe('the RP-initiated logout confirmation', () => {
+    const signedOut = 'http://127.0.0.1:9999/signed-out';
+    let logoutApp: typeof app;
+    before(async () => {
+      logoutApp = await server.addClient({ name: 'Growth <Charts> & "Co"', auth: { kind: 'secret' }, postLogoutRedirectUris: [signedOut] });
+    });
+
+    /** A person signed in to the app, at its logout confirmation page. */
+    async function atConfirmation() {
+      const user = await patientUser();
+      const browser = new Browser();
+      const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: logoutApp, scope: SCOPE, username: user.username, password: user.password, browser }), logoutApp)).body;
+      const res = await browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: tokens.id_token, post_logout_redirect_uri: signedOut, state: 'st-1' })}`);
+      const userId: string = (await server.db('users').where('username', user.username).first('id')).id;
+      return { browser, user, userId, page: await res.text(), res };
+    }
+    const signOutsOf = async (userId: string) => (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.agent[0].who?.identifier?.value === userId).length;
+    const sessionKept = async (userId: string) => (await server.db('user_sessions').where({ user_id: userId, kind: 'sign-in' })).length === 1;
+
+    it('is a page of the product, with the app named (escaped) and oidc-provider\'s xsrf token', async () => {
+      const { page, res } = await atConfirmation();
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      assert.match(page, /<link rel="stylesheet" href="\/static\/style.css">/);
+      assert.match(page, /<strong>Growth &lt;Charts&gt; &amp; &#34;Co&#34;<\/strong>/);
+      assert.match(hiddenValue(page, 'xsrf'), /^[0-9a-f]{48}$/);
+      assert.doesNotMatch(page, /<script/);
+    });
+
+    for (const [name, data] of [['without the xsrf token', { logout: 'yes' }], ['with another xsrf token', { logout: 'yes', xsrf: '0'.repeat(48) }]] as const) {
+      it(`refuses the confirmation ${name}: the session is kept, nothing is recorded`, async () => {
+        const { browser, userId } = await atConfirmation();
+        const out = await browser.fetch(`${server.issuer}/logout/confirm`, { method: 'POST', body: form(data) });
+        assert.equal(out.status, 400);
+        assert.match(await out.text(), /invalid_request[\s\S]*(xsrf token invalid|could not find logout details)/);
+        assert.ok(await sessionKept(userId));
+        assert.equal(await signOutsOf(userId), 0);
+      });
+    }
+
+    it('"No, stay signed in" keeps the session, records no sign-out and sends the app back with its state', async () => {
+      const { browser, user, userId, page } = await atConfirmation();
+      const out = await browser.fetch(`${server.issuer}/logout/confirm`, { method: 'POST', body: form({ xsrf: hiddenValue(page, 'xsrf') }) });
+      assert.equal(out.status, 303);
+      assert.equal(out.headers.get('location'), `${signedOut}?state=st-1`);
+      assert.ok(await sessionKept(userId));
+      assert.equal(await signOutsOf(userId), 0);
+      const again = await authorize({ server, client: logoutApp, scope: SCOPE, browser, username: user.username, password: user.password });
+      assert.ok(again.code && !again.pages.some((p) => p.includes('name="password"')), 'still signed in');
+    });
+
+    it('shows the product\'s signed-out page when the app names no post_logout_redirect_uri', async () => {
+      const { browser } = await atConfirmation();
+      const answer = async (logout: Record<string, string>) => {
+        const page = await (await browser.fetch(`${server.issuer}/logout?client_id=${logoutApp.client_id}`)).text();
+        const { res } = await browser.follow(`${server.issuer}/logout/confirm`, server.issuer, { method: 'POST', body: form({ xsrf: hiddenValue(page, 'xsrf'), ...logout }) });
+        const shown = await res.text();
+        assert.match(shown, /<link rel="stylesheet" href="\/static\/style.css">/);
+        return shown;
+      };
+      assert.match(await answer({}), /signed out of <strong>Growth &lt;Charts&gt; &amp; &#34;Co&#34;<\/strong>. You are still signed in to smart-auth/);
+      assert.match(await answer({ logout: 'yes' }), /You have signed out of smart-auth\./);
+    });
+  });
+
   it('changes the password on /account: checks the old one and the new one, ends other sessions and refresh tokens', async () => {
     const user = await patientUser();
     const here = await accountSignIn(user.username, user.password);

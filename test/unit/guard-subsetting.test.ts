@@ -80,7 +80,7 @@ describe('guard with the history of a deleted labelled resource', () => {
     assert.deepEqual(link.map((l) => l.relation), ['self'], 'every following page holds the hidden HIV result only');
   });
 
-  it('keeps the next link of a history when a version the token may see follows', async () => {
+  it('fills a history page with the versions the token may see from the pages that follow', async () => {
     const visible: FhirResource = { resourceType: 'Observation', id: 'obs-bp', status: 'final', code: { text: 'blood pressure' }, subject: { reference: 'Patient/pat-2' } };
     const paged = jonesGuard({
       send: async ({ path }) => ({
@@ -88,8 +88,9 @@ describe('guard with the history of a deleted labelled resource', () => {
         body: path.includes('_getpagesoffset=2') ? { ...history, link: [history.link[0]], entry: [{ fullUrl: `${BASE}/Observation/obs-bp`, resource: visible }] } : history,
       }),
     });
-    const { link } = (await paged.handle({ method: 'GET', path: 'Observation/_history', headers: { authorization: 'Bearer t' } })).body as { link: { relation: string }[] };
-    assert.deepEqual(link.map((l) => l.relation), ['self', 'next']);
+    const { link, entry } = (await paged.handle({ method: 'GET', path: 'Observation/_history', headers: { authorization: 'Bearer t' } })).body as { link: { relation: string }[]; entry: { resource: FhirResource }[] };
+    assert.deepEqual(entry.map((e) => e.resource.id), ['obs-bp'], 'not an empty page with a next link');
+    assert.deepEqual(link.map((l) => l.relation), ['self'], 'nothing follows');
   });
 });
 

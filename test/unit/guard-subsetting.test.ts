@@ -94,6 +94,25 @@ describe('guard with the history of a deleted labelled resource', () => {
   });
 });
 
+describe('guard with the includes of a hidden match', () => {
+  it('shows only the includes of the matches it shows: an encounter only a hidden result refers to would tell of it', async () => {
+    const bp: FhirResource = { resourceType: 'Observation', id: 'obs-bp', status: 'final', code: { text: 'blood pressure' }, subject: { reference: 'Patient/pat-2' }, encounter: { reference: 'Encounter/enc-1' } };
+    const encounter = (id: string) => ({ resourceType: 'Encounter', id, status: 'finished', class: { code: 'AMB' }, subject: { reference: 'Patient/pat-2' } });
+    const guard = jonesGuard({
+      send: async () => ({
+        status: 200, headers: new Headers(),
+        body: {
+          resourceType: 'Bundle', type: 'searchset',
+          entry: [{ resource: bp, search: { mode: 'match' } }, { resource: { ...HIV, encounter: { reference: 'Encounter/enc-2' } }, search: { mode: 'match' } },
+            { resource: encounter('enc-1'), search: { mode: 'include' } }, { resource: encounter('enc-2'), search: { mode: 'include' } }],
+        },
+      }),
+    });
+    const res = await guard.handle({ method: 'GET', path: 'Observation', query: '_include=Observation:encounter', headers: { authorization: 'Bearer t' } });
+    assert.deepEqual((res.body as { entry: { resource: FhirResource }[] }).entry.map((e) => e.resource.id), ['obs-bp', 'enc-1']);
+  });
+});
+
 describe('guard with a paged operation answer', () => {
   it('counts no hidden match of $everything: neither the upstream\'s total nor its last link, nor a next link to hidden ones only', async () => {
     const page = (offset: number, resource: FhirResource) => ({

@@ -310,17 +310,7 @@ export function createGuard(guardOptions: GuardOptions) {
   async function shownPage(
     request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, page: FhirBundle, start: { link?: string; skip: number }, scope: Scope,
   ): Promise<Shown | Refusal> {
-    const filtering = filtersAnswers(token, interaction);
-    if (!filtering && start.skip === 0) {
-      const inScope = scope.inScope(page);
-      if (isRefusal(inScope)) return inScope;
-      const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, true, false);
-      const link = await sealed(request, token, (page.link ?? []).flatMap(({ relation, url }) => {
-        const position = belowUpstream(url);
-        return position === undefined ? [] : [{ relation, position: { link: position, skip: 0 } }];
-      }));
-      return { bundle: link.length ? { ...totalled, link } : totalled, items: itemsOf(page, scope).length, inScope: itemsOf(inScope, scope).length };
-    }
+    if (!filtersAnswers(token, interaction) && start.skip === 0) return wholePage(request, token, page, scope);
     const seen = [await readPage(token, page, start.link ?? belowUpstream(linkOf(page, 'self')), scope)];
     let decided: Refilled | 'more';
     while ((decided = refill(seen, start.skip, seen.length <= READ_AHEAD_PAGES)) === 'more') {
@@ -342,6 +332,18 @@ export function createGuard(guardOptions: GuardOptions) {
     ]);
     const went = decided.taken.flatMap(({ page: at, from, to }) => seen[at].inScope.slice(from, to));
     return { bundle: link.length ? { ...totalled, link } : totalled, items: went.length, inScope: went.filter(Boolean).length };
+  }
+
+  /** An upstream page as it is, for a token whose answers the guard filters nothing out of: every link kept (sealed), the upstream's total. */
+  async function wholePage(request: ReceivedRequest, token: TokenContext, page: FhirBundle, scope: Scope): Promise<Shown | Refusal> {
+    const inScope = scope.inScope(page);
+    if (isRefusal(inScope)) return inScope;
+    const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, true, false);
+    const link = await sealed(request, token, (page.link ?? []).flatMap(({ relation, url }) => {
+      const position = belowUpstream(url);
+      return position === undefined ? [] : [{ relation, position: { link: position, skip: 0 } }];
+    }));
+    return { bundle: link.length ? { ...totalled, link } : totalled, items: itemsOf(page, scope).length, inScope: itemsOf(inScope, scope).length };
   }
 
   /** An upstream page for a filtered answer: which of its items the token's views hold and which the resource policy shows. */

@@ -94,6 +94,20 @@ describe('guard with the history of a deleted labelled resource', () => {
   });
 });
 
+describe('guard with a following page that cannot be read', () => {
+  it('answers 502, not a page that ends early', async () => {
+    const first = {
+      resourceType: 'Bundle', type: 'searchset',
+      link: [{ relation: 'next', url: 'http://upstream/fhir/Observation?_count=1&_getpagesoffset=1' }],
+      entry: [{ resource: HIV, search: { mode: 'match' } }],
+    };
+    const guard = jonesGuard({ send: async ({ path }) => (path.includes('offset') ? { status: 500, headers: new Headers(), body: undefined } : { status: 200, headers: new Headers(), body: first }) });
+    const res = await guard.handle({ method: 'GET', path: 'Observation', query: '_count=1', headers: { authorization: 'Bearer t' } });
+    assert.equal(res.status, 502);
+    assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+  });
+});
+
 describe('guard with the includes of a hidden match', () => {
   it('shows only the includes of the matches it shows: an encounter only a hidden result refers to would tell of it', async () => {
     const bp: FhirResource = { resourceType: 'Observation', id: 'obs-bp', status: 'final', code: { text: 'blood pressure' }, subject: { reference: 'Patient/pat-2' }, encounter: { reference: 'Encounter/enc-1' } };

@@ -64,12 +64,13 @@ function ranges(pages: readonly SeenPage[], skip: number, end: Place): Refilled[
 }
 
 /**
- * The `_include`/`_revinclude` entries that belong to `matches`: those a match (or an include kept) refers
- * to, or that refer to one (`:iterate` included). An include of a match the page does not show would tell
- * of that match (a hidden one, or one on another page).
+ * The `_include`/`_revinclude` entries that belong to `matches`: those a match refers to, or an include kept
+ * refers to (`:iterate`), and those that refer to a match. An include of a match the page does not show would
+ * tell of that match (a hidden one, or one on another page); so would one that refers only to what the
+ * matches refer to (the Provenance of a hidden result, by its patient), which is left out too.
  */
 export function includesOf(includes: readonly FhirBundleEntry[], matches: readonly FhirResource[]): FhirBundleEntry[] {
-  const kept = new Set<string>(matches.flatMap((m) => keyOf(m) ?? []));
+  const shown = new Set<string>(matches.flatMap((m) => keyOf(m) ?? []));
   const refersTo = new Set<string>(matches.flatMap(referencesIn));
   const left = new Set(includes.filter((e) => e.resource));
   for (let grew = true; grew;) {
@@ -77,9 +78,8 @@ export function includesOf(includes: readonly FhirBundleEntry[], matches: readon
     for (const entry of left) {
       const key = keyOf(entry.resource!);
       const references = referencesIn(entry.resource!);
-      if ((key && refersTo.has(key)) || references.some((r) => kept.has(r))) {
+      if ((key && refersTo.has(key)) || references.some((r) => shown.has(r))) {
         left.delete(entry);
-        if (key) kept.add(key);
         for (const r of references) refersTo.add(r);
         grew = true;
       }

@@ -67,13 +67,14 @@ describe('includes of the matches shown', () => {
   const include = (resource: object) => ({ resource, search: { mode: 'include' as const } }) as any;
 
   it('keeps what a shown match refers to, what refers to one, and what those refer to (:iterate); not what only another match needs', () => {
+    // prov-2 is about o2, which the page does not show: that it refers to the patient o1 refers to does not make it o1's.
     const includes = [
       include({ resourceType: 'Patient', id: 'p1' }),
       include({ resourceType: 'Practitioner', id: 'dr-a' }),
       include({ resourceType: 'Practitioner', id: 'dr-hidden' }),
       include({ resourceType: 'Provenance', id: 'prov-1', target: [{ reference: 'Observation/o1' }], agent: [{ who: { reference: 'Organization/org-1' } }] }),
       include({ resourceType: 'Organization', id: 'org-1' }),
-      include({ resourceType: 'Provenance', id: 'prov-2', target: [{ reference: 'Observation/o2' }] }),
+      include({ resourceType: 'Provenance', id: 'prov-2', target: [{ reference: 'Observation/o2' }], patient: { reference: 'Patient/p1' } }),
     ];
     const kept = includesOf(includes, [obs('o1', 'p1', 'dr-a')] as any).map((e) => `${e.resource!.resourceType}/${e.resource!.id}`);
     assert.deepEqual(kept, ['Patient/p1', 'Practitioner/dr-a', 'Provenance/prov-1', 'Organization/org-1']);

@@ -12,10 +12,11 @@ import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type Upstream
 import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, type Validators } from './conditional.ts';
 import { applyOperation, knownOperation } from './operations.ts';
 import { PAGE_PARAM, pageLinks } from './page-links.ts';
+import { includesOf, refill, type Refilled } from './refill.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
-import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, Refusal, TokenContext } from './types.ts';
+import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, PagePosition, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
 import { corsHeaders, preflightHeaders, type OriginCheck } from './cors.ts';
 import { requestIdOf } from './request-id.ts';
@@ -125,22 +126,20 @@ interface Performed {
   validators?: Validators;
 }
 
-/** Upstream pages the filters may empty one after another before the guard answers with an empty page. */
-const MAX_SKIPPED_PAGES = 50;
-
 const matchCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;
 
 /**
  * `total` only when it is true: the upstream's when the guard filters nothing out of the token's answers,
- * else the page's own count when the page holds every match there is. The upstream's count of a filtered
- * search counts what the guard hides on other pages too (and `_count=0` asks for nothing else).
+ * else the page's own count when the page holds every match there is (`whole`: it is made of the whole of
+ * one upstream page). The upstream's count of a filtered search counts what the guard hides on other
+ * pages too (and `_count=0` asks for nothing else).
  */
-function withTotal(filtered: FhirBundle, upstream: FhirBundle, skipped: number, filtering: boolean): FhirBundle {
+function withTotal(filtered: FhirBundle, upstream: FhirBundle, whole: boolean, filtering: boolean): FhirBundle {
   const { total: _, ...rest } = filtered;
   if (upstream.total === undefined) return rest;
   if (!filtering) return { ...rest, total: upstream.total };
   const paged = upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
-  return skipped === 0 && !paged && matchCount(upstream) === upstream.total ? { ...rest, total: matchCount(filtered) } : rest;
+  return whole && !paged && matchCount(upstream) === upstream.total ? { ...rest, total: matchCount(filtered) } : rest;
 }
 
 /** The versions in a history Bundle: its entries but the policy's own (the break-the-glass hint). */
@@ -154,8 +153,21 @@ const PAGED = new Set(['search-type', 'search-system', 'history-type', 'history-
 /** Where the client follows a page link: the path it asked, a POSTed `_search` as the search it is. */
 const publicPath = (request: ReceivedRequest) => request.path.replace(/(^|\/)_search$/, '');
 
-/** Upstream pages the guard reads ahead at most, looking for a match the token may see (see visibleAhead). */
-const LOOK_AHEAD_PAGES = 5;
+/**
+ * Upstream pages the guard reads after the first for one answer, to fill a filtered page and to find whether
+ * anything the token may see follows it (see refill.ts); when they run out, the answer ends there.
+ */
+const READ_AHEAD_PAGES = 50;
+
+/** An upstream page read for a filtered answer: its link (when the guard can follow it again), its items and which of them the token sees. */
+interface ReadPage {
+  link?: string;
+  bundle: FhirBundle;
+  items: FhirBundleEntry[];
+  inScope: boolean[];
+  visible: boolean[];
+  hasNext: boolean;
+}
 
 export function createGuard(guardOptions: GuardOptions) {
   const options = withDefaults(guardOptions);
@@ -216,19 +228,17 @@ export function createGuard(guardOptions: GuardOptions) {
 
   async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const instance = `${interaction.type}/${interaction.id}`;
-    const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? interaction.page ?? `${instance}/_history` : instance;
+    const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? interaction.page?.link ?? `${instance}/_history` : instance;
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     if (interaction.kind !== 'read' && !(await currentAdmitted(request, token, interaction))) return hidden(token, interaction);
     if (interaction.kind === 'history-instance') {
       // A resource none of whose versions the token may see does not exist for it: an empty history would say it does.
-      const stored = upstream.body as FhirBundle;
-      const inScope = filterHistoryBundle(stored, token, 'history-instance');
-      if (versionCount(inScope) === 0 && versionCount(stored) > 0) return notFound(interaction);
-      const filtered = await finish(token, inScope);
-      if (versionCount(filtered) === 0 && versionCount(stored) > 0) return hidden(token, interaction);
-      return shownHistory(request, token, interaction, filtered, upstream);
+      const shown = await shownPage(request, token, interaction, upstream.body as FhirBundle, startOf(interaction), historyScope(token, 'history-instance'));
+      if (isRefusal(shown)) return shown;
+      if (versionCount(shown.bundle) === 0 && shown.items > 0) return shown.inScope === 0 ? notFound(interaction) : hidden(token, interaction);
+      return pageAnswer(shown.bundle, upstream);
     }
     const kind = interaction.kind as 'read' | 'vread';
     const context = await securityContext(request, token, kind, upstream.body as FhirResource);
@@ -272,75 +282,114 @@ export function createGuard(guardOptions: GuardOptions) {
     return upstream.status === 200 ? upstream.body as FhirResource : undefined;
   }
 
-  /** The part of an upstream page in the token's scope: a search's (with its includes) or a history's. */
-  type InScope = (page: FhirBundle) => FhirBundle | Refusal;
-  const searchScope = (token: TokenContext): InScope => (page) => {
-    const inScope = filterSearchBundle(page, token, { includes });
-    return isRefusal(inScope) ? inScope : inScope.bundle;
-  };
-  const historyScope = (token: TokenContext, kind: 'history-instance' | 'history-type' | 'history-system'): InScope =>
-    (page) => filterHistoryBundle(page, token, kind);
+  /** The part of an upstream page in the token's scope: a search's (with its includes) or a history's, whose items are all but outcomes. */
+  interface Scope { history: boolean; inScope: (page: FhirBundle) => FhirBundle | Refusal }
+  const searchScope = (token: TokenContext): Scope => ({
+    history: false,
+    inScope: (page) => {
+      const inScope = filterSearchBundle(page, token, { includes });
+      return isRefusal(inScope) ? inScope : inScope.bundle;
+    },
+  });
+  const historyScope = (token: TokenContext, kind: 'history-instance' | 'history-type' | 'history-system'): Scope =>
+    ({ history: true, inScope: (page) => filterHistoryBundle(page, token, kind) });
+  const itemsOf = (bundle: FhirBundle, scope: Scope) =>
+    (bundle.entry ?? []).filter((e) => (scope.history ? e.search?.mode !== 'outcome' : (e.search?.mode ?? 'match') === 'match'));
+
+  /** What one page shows, and of the upstream items it went through how many there were and how many the token's views hold. */
+  interface Shown { bundle: FhirBundle; items: number; inScope: number }
 
   /**
-   * A page as the client gets it (a search's, a history's, an operation's): `total` only when true, and the
-   * upstream `page`'s links sealed (page-links.ts). A filtered page keeps no link that counts hidden matches:
-   * `last` tells the total, `previous` that hidden matches came before, `next` that more match, so `next`
-   * stays only when a match (or version) the token may see follows, read ahead with `scope`.
+   * A page as the client gets it (a search's, a history's, an operation's), from the upstream `page` that
+   * starts at `start` (its link is undefined for a new search), with `total` only when true and paging links
+   * sealed (page-links.ts). A filtered page is refilled (refill.ts): it shows as many items as an upstream page
+   * holds, taken from the following upstream pages when the rules hide some, and keeps no link that counts
+   * hidden ones: `next` resumes right after its last item and only when an item the token may see follows,
+   * `last` and `previous` are dropped.
    */
-  async function counted(
-    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, page: FhirBundle, skipped: number, scope: InScope,
-  ): Promise<FhirBundle> {
-    const filtering = filtersAnswers(token, interaction);
-    const { link: _, ...totalled } = withTotal(filtered, page, skipped, filtering);
-    const keepNext = !filtering || (nextPage(page) !== undefined && (await visibleAhead(request, token, page, scope)));
-    const kept = (page.link ?? []).filter((l) => (l.relation === 'next' ? keepNext : !filtering || !['last', 'previous', 'prev'].includes(l.relation)));
-    const link = await sealed(request, token, kept);
-    return link.length ? { ...totalled, link } : totalled;
+  async function shownPage(
+    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, page: FhirBundle, start: { link?: string; skip: number }, scope: Scope,
+  ): Promise<Shown | Refusal> {
+    if (!filtersAnswers(token, interaction) && start.skip === 0) return wholePage(request, token, page, scope);
+    const seen = [await readPage(token, page, start.link ?? belowUpstream(linkOf(page, 'self')), scope)];
+    let decided: Refilled | 'more';
+    while ((decided = refill(seen, start.skip, seen.length <= READ_AHEAD_PAGES)) === 'more') {
+      const link = nextPage(seen.at(-1)!.bundle)!;
+      const upstream = await send(request, 'GET', link);
+      if (upstream.status !== 200) throw new UpstreamError(502, `the FHIR server answered ${upstream.status} for a following page`);
+      seen.push(await readPage(token, upstream.body as FhirBundle, link, scope));
+    }
+    const composed = composedPage(seen, decided.taken, scope);
+    const inScope = scope.inScope(composed);
+    if (isRefusal(inScope)) return inScope;
+    const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, seen.length === 1 && start.skip === 0, true);
+    const resume = decided.next && seen[decided.next.page].link;
+    const first = belowUpstream(linkOf(page, 'first'));
+    const link = await sealed(request, token, [
+      ...(seen[0].link ? [{ relation: 'self', position: { link: seen[0].link, skip: start.skip } }] : []),
+      ...(first ? [{ relation: 'first', position: { link: first, skip: 0 } }] : []),
+      ...(resume ? [{ relation: 'next', position: { link: resume, skip: decided.next!.item } }] : []),
+    ]);
+    const went = decided.taken.flatMap(({ page: at, from, to }) => seen[at].inScope.slice(from, to));
+    return { bundle: link.length ? { ...totalled, link } : totalled, items: went.length, inScope: went.filter(Boolean).length };
   }
 
-  /** Upstream links as the guard's paging links, followed at the path the client asked (a POSTed `_search` by GET); others are dropped. */
-  async function sealed(request: ReceivedRequest, token: TokenContext, links: { relation: string; url: string }[]) {
+  /** An upstream page as it is, for a token whose answers the guard filters nothing out of: every link kept (sealed), the upstream's total. */
+  async function wholePage(request: ReceivedRequest, token: TokenContext, page: FhirBundle, scope: Scope): Promise<Shown | Refusal> {
+    const inScope = scope.inScope(page);
+    if (isRefusal(inScope)) return inScope;
+    const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, true, false);
+    const link = await sealed(request, token, (page.link ?? []).flatMap(({ relation, url }) => {
+      const position = belowUpstream(url);
+      return position === undefined ? [] : [{ relation, position: { link: position, skip: 0 } }];
+    }));
+    return { bundle: link.length ? { ...totalled, link } : totalled, items: itemsOf(page, scope).length, inScope: itemsOf(inScope, scope).length };
+  }
+
+  /** An upstream page for a filtered answer: which of its items the token's views hold and which the resource policy shows. */
+  async function readPage(token: TokenContext, bundle: FhirBundle, link: string | undefined, scope: Scope): Promise<ReadPage> {
+    const items = itemsOf(bundle, scope);
+    // The items alone: whether the page's includes may be shown is decided for the page shown.
+    const inScope = scope.inScope({ ...bundle, entry: items });
+    const held = new Set(isRefusal(inScope) ? [] : inScope.entry ?? []);
+    const visible = await Promise.all(items.map(async (e) =>
+      held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await admit(token, e.resource))))));
+    return { link, bundle, items, inScope: items.map((e) => held.has(e)), visible, hasNext: nextPage(bundle) !== undefined };
+  }
+
+  /**
+   * The upstream entries of a refilled page, before the rules: the items taken from each page read (the
+   * hidden ones among them too, which the rules then leave out as on any page), the includes that belong to
+   * the items shown of their page, and the first page's outcomes.
+   */
+  function composedPage(seen: ReadPage[], taken: Refilled['taken'], scope: Scope): FhirBundle {
+    const items: FhirBundleEntry[] = [];
+    const included = new Map<string, FhirBundleEntry>();
+    for (const { page, from, to } of taken) {
+      const { bundle, items: all, visible } = seen[page];
+      items.push(...all.slice(from, to));
+      const shown = all.slice(from, to).flatMap((e, i) => (visible[from + i] && e.resource ? [e.resource] : []));
+      const includes = (bundle.entry ?? []).filter((e) => !scope.history && e.search?.mode === 'include');
+      for (const entry of includesOf(includes, shown)) included.set(`${entry.resource!.resourceType}/${entry.resource!.id}`, entry);
+    }
+    const outcomes = (seen[0].bundle.entry ?? []).filter((e) => e.search?.mode === 'outcome');
+    return { ...seen[0].bundle, entry: [...items, ...included.values(), ...outcomes] };
+  }
+
+  /** Paging links as the guard's, followed at the path the client asked (a POSTed `_search` by GET). */
+  async function sealed(request: ReceivedRequest, token: TokenContext, links: { relation: string; position: PagePosition }[]) {
     const path = publicPath(request);
     const at = path ? `${options.base}/${path}` : options.base;
-    return Promise.all(links.flatMap(({ relation, url }) => {
-      const link = belowUpstream(url);
-      return link === undefined ? [] : [pages.seal(link, path, token).then((page) => ({ relation, url: `${at}?${PAGE_PARAM}=${page}` }))];
-    }));
-  }
-
-  async function shownHistory(
-    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, filtered: FhirBundle, upstream: UpstreamResponse,
-  ): Promise<Performed> {
-    const scope = historyScope(token, interaction.kind as 'history-instance' | 'history-type' | 'history-system');
-    const shown = await counted(request, token, interaction, filtered, upstream.body as FhirBundle, 0, scope);
-    return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
+    return Promise.all(links.map(({ relation, position }) => pages.seal(position, path, token).then((page) => ({ relation, url: `${at}?${PAGE_PARAM}=${page}` }))));
   }
 
   /** Whether the guard may take resources out of the token's answers (scopes bound or restricted, or the resource policy). */
   const filtersAnswers = (token: TokenContext, interaction: FhirInteraction) =>
     Boolean(options.resourcePolicy) || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted);
 
-  /**
-   * Whether a page after `bundle` holds a match (or a version) the token may see. A `next` link kept regardless would tell
-   * that hidden resources match (a full page of visible matches with a `next` link, for a search that
-   * also names a hidden code). Reads ahead LOOK_AHEAD_PAGES pages at most, then answers no (fail closed).
-   */
-  async function visibleAhead(request: ReceivedRequest, token: TokenContext, bundle: FhirBundle, scope: InScope): Promise<boolean> {
-    let page = bundle;
-    for (let i = 0; i < LOOK_AHEAD_PAGES; i++) {
-      const next = nextPage(page);
-      if (next === undefined) return false;
-      const upstream = await send(request, 'GET', next);
-      if (upstream.status !== 200) return false;
-      page = upstream.body as FhirBundle;
-      const inScope = scope(page);
-      if (isRefusal(inScope)) return false;
-      const visible = await finish(token, inScope);
-      if ((visible.entry ?? []).some((e) => e.resource && (e.search?.mode ?? 'match') === 'match')) return true;
-    }
-    return false;
-  }
-
+  /** A page shown: the answer, and its resources for the audit. */
+  const pageAnswer = (shown: FhirBundle, upstream: UpstreamResponse): Performed =>
+    ({ response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) });
   /**
    * The query to send: element subsetting upstream could drop the subject or category a view checks, or
    * the labels and patient references the resource policy reads, so whole resources are asked for then
@@ -360,30 +409,15 @@ export function createGuard(guardOptions: GuardOptions) {
     const path = history ? (interaction.type ? `${interaction.type}/_history` : '_history') : interaction.type ?? '';
     const views = viewsFor(token, interaction.type ?? '*', interaction.kind);
     const query = unsubsetted(token, interaction, history ? new URLSearchParams(interaction.params) : narrowedSearch(interaction.type, interaction.params, views));
-    let upstream = await send(request, 'GET', interaction.page ?? (query ? `${path}?${query}` : path));
+    const upstream = await send(request, 'GET', interaction.page?.link ?? (query ? `${path}?${query}` : path));
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
-    if (history) {
-      const filtered = await finish(token, filterHistoryBundle(upstream.body as FhirBundle, token, interaction.kind as 'history-type' | 'history-system'));
-      return shownHistory(request, token, interaction, filtered, upstream);
-    }
-    // A page the filters emptied is never the answer while the upstream has more: the next page is read.
-    const scope = searchScope(token);
-    let skipped = 0;
-    for (;;) {
-      const page = upstream.body as FhirBundle;
-      const inScope = scope(page);
-      if (isRefusal(inScope)) return inScope;
-      const filtered = await finish(token, inScope);
-      const next = nextPage(page);
-      if (matchCount(filtered) > 0 || !next || skipped >= MAX_SKIPPED_PAGES) {
-        const shown = await counted(request, token, interaction, filtered, page, skipped, scope);
-        return { response: answer(200, shown, upstream), resources: bundleResources(shown) };
-      }
-      skipped++;
-      upstream = await send(request, 'GET', next);
-      if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
-    }
+    const scope = history ? historyScope(token, interaction.kind as 'history-type' | 'history-system') : searchScope(token);
+    const shown = await shownPage(request, token, interaction, upstream.body as FhirBundle, startOf(interaction), scope);
+    return isRefusal(shown) ? shown : pageAnswer(shown.bundle, upstream);
   }
+
+  /** Where the page asked starts: a linked page's position, or the start of a new search's first page. */
+  const startOf = (interaction: FhirInteraction) => interaction.page ?? { skip: 0 };
 
   /** An upstream link below the upstream base ("Observation?…", or "?_getpages=…" at the base itself); undefined when it points elsewhere. */
   function belowUpstream(url: string | undefined): string | undefined {
@@ -392,8 +426,9 @@ export function createGuard(guardOptions: GuardOptions) {
     return url?.startsWith(`${base}?`) ? url.slice(base.length) : undefined;
   }
 
+  const linkOf = (bundle: FhirBundle, relation: string) => bundle.link?.find((l) => l.relation === relation)?.url;
   /** The upstream's next page, below its base; none when the link points elsewhere. */
-  const nextPage = (bundle: FhirBundle) => belowUpstream(bundle.link?.find((l) => l.relation === 'next')?.url);
+  const nextPage = (bundle: FhirBundle) => belowUpstream(linkOf(bundle, 'next'));
 
   /**
    * Everything a write is checked against before it is sent: its narrative, the stored version (read
@@ -525,16 +560,13 @@ export function createGuard(guardOptions: GuardOptions) {
     }
     const query = unsubsetted(token, interaction, new URLSearchParams(request.query));
     const upstream = interaction.page
-      ? await send(request, 'GET', interaction.page)
+      ? await send(request, 'GET', interaction.page.link)
       : await send(request, request.method, query ? `${request.path}?${query}` : request.path, request.body);
     if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
     const body = upstream.body as FhirResource | undefined;
     if (body?.resourceType === 'Bundle') {
-      const scope = searchScope(token);
-      const inScope = scope(body as FhirBundle);
-      if (isRefusal(inScope)) return inScope;
-      const shown = await counted(request, token, interaction, await finish(token, inScope), body as FhirBundle, 0, scope);
-      return { response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) };
+      const shown = await shownPage(request, token, interaction, body as FhirBundle, startOf(interaction), searchScope(token));
+      return isRefusal(shown) ? shown : pageAnswer(shown.bundle, upstream);
     }
     if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {
       const inScope = filterResource(body, token, 'read');

@@ -1,10 +1,11 @@
 // Paging links the client can follow but not read or make: `{base}/{path}?_page=<token>`, the token a JWE
-// (dir, A256GCM) over the upstream link, the access token it was issued to and an expiry. FHIR holds paging
+// (dir, A256GCM) over the upstream link, how many of that page's matches to skip (where a refilled page
+// ends inside an upstream page), the access token it was issued to and an expiry. FHIR holds paging
 // links opaque; an offset in them would tell how many hidden matches the guard skipped, and an offset the
 // client chose would let it probe where they lie, so raw paging parameters are refused.
 import { createHash, randomBytes } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt } from 'jose';
-import type { Refusal, TokenContext } from './types.ts';
+import type { PagePosition, Refusal, TokenContext } from './types.ts';
 
 /** The parameter of the guard's paging links. */
 export const PAGE_PARAM = '_page';
@@ -15,7 +16,7 @@ const MAX_SECONDS = 3600;
 
 const HEADER = { alg: 'dir', enc: 'A256GCM' } as const;
 
-interface Sealed { link: string; path: string; bound: string; exp: number }
+interface Sealed extends PagePosition { path: string; bound: string; exp: number }
 
 const invalid = (message: string): Refusal => ({ status: 400, code: 'invalid', message });
 
@@ -30,17 +31,17 @@ export function pageLinks(secret?: string) {
   if (secret !== undefined && secret.length < 16) throw new TypeError('pagingKey must be at least 16 characters');
   const key = secret === undefined ? randomBytes(32) : createHash('sha256').update(`paging-links:${secret}`).digest();
   return {
-    /** A token for `link` (below the upstream base), to be followed at the public `path` with `token` only. */
-    async seal(link: string, path: string, token: TokenContext, now = Date.now()): Promise<string> {
-      const sealed: Sealed = { link, path, bound: boundTo(token), exp: Math.min(token.exp, Math.floor(now / 1000) + MAX_SECONDS) };
+    /** A token for `position` (its link below the upstream base), to be followed at the public `path` with `token` only. */
+    async seal({ link, skip }: PagePosition, path: string, token: TokenContext, now = Date.now()): Promise<string> {
+      const sealed: Sealed = { link, skip, path, bound: boundTo(token), exp: Math.min(token.exp, Math.floor(now / 1000) + MAX_SECONDS) };
       return new CompactEncrypt(new TextEncoder().encode(JSON.stringify(sealed))).setProtectedHeader(HEADER).encrypt(key);
     },
 
     /**
-     * The upstream link behind the `_page` of `params`, checked for the public `path` and `token`; undefined
+     * The upstream position behind the `_page` of `params`, checked for the public `path` and `token`; undefined
      * when there is none; a refusal for raw paging parameters and for a page token that is not good here.
      */
-    async open(params: URLSearchParams, path: string, token: TokenContext, now = Date.now()): Promise<string | Refusal | undefined> {
+    async open(params: URLSearchParams, path: string, token: TokenContext, now = Date.now()): Promise<PagePosition | Refusal | undefined> {
       const raw = RAW_PAGING.find((name) => params.has(name));
       if (raw) return invalid(`the paging parameter ${raw} is not supported: follow the Bundle's paging links`);
       const value = params.getAll(PAGE_PARAM);
@@ -56,7 +57,8 @@ export function pageLinks(secret?: string) {
       if (sealed.path !== path) return invalid('the paging link belongs to another search');
       if (sealed.bound !== boundTo(token)) return invalid('the paging link was given to another access token');
       if (!(sealed.exp * 1000 > now)) return invalid('the paging link has expired: search again');
-      return sealed.link;
+      if (typeof sealed.link !== 'string' || !Number.isSafeInteger(sealed.skip) || sealed.skip < 0) return invalid('the paging link is not valid: follow a paging link as this server gave it');
+      return { link: sealed.link, skip: sealed.skip };
     },
   };
 }

@@ -58,8 +58,14 @@ export interface FhirInteraction {
   params: URLSearchParams;
   /** The resource sent with create and update. */
   resource?: FhirResource;
-  /** A page the guard linked: the upstream link (below its base) its `_page` names, fetched instead of a new search. */
-  page?: string;
+  /** A page the guard linked: the upstream position its `_page` names, fetched instead of a new search. */
+  page?: PagePosition;
+}
+
+/** Where a page of the guard's starts: an upstream page (its link below the upstream base), less its first `skip` matches. */
+export interface PagePosition {
+  link: string;
+  skip: number;
 }
 
 /** The token as the guard sees it, after verification. */

@@ -11,6 +11,8 @@ import { authorize, exchangeCode } from '../support/oauth.ts';
 import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, type ChildServer } from '../support/processes.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { disclosureEvents, disclosureLines } from '../../server/audit/disclosures.ts';
+import { createDbStore } from '../../server/fhir/store-db.ts';
+import type { FhirResource } from '../../server/fhir/types.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
 /** Listed in every shape: two writing operations, and one the guard does not know. */
@@ -21,13 +23,14 @@ interface Shape {
   server: TestServer;
   /** The FHIR base the app calls (and names in `aud`). */
   fhirBase: string;
+  /** Stores a resource in the FHIR server behind the guard, past the guard. */
+  seed(resource: FhirResource): Promise<void>;
+  /** The ids of a search's matches as the FHIR server behind the guard orders them, past the guard. */
+  stored(type: string, query: string): Promise<string[]>;
 }
 
-/**
- * `patches`: whether the FHIR server behind the guard applies a JSON Patch (the demo store answers 405).
- * `pagingLinks`: whether it links a search's pages (Medplum's in-memory repository gives no links).
- */
-function guardRules(label: string, start: () => Promise<Shape & { stop(): Promise<void> }>, { patches = false, pagingLinks = true } = {}) {
+/** `patches`: whether the FHIR server behind the guard applies a JSON Patch (the demo store answers 405). */
+function guardRules(label: string, start: () => Promise<Shape & { stop(): Promise<void> }>, { patches = false } = {}) {
   describe(`the guard's rules: ${label}`, () => {
     let shape: Shape & { stop(): Promise<void> };
     let app: Awaited<ReturnType<TestServer['addClient']>>;
@@ -127,7 +130,6 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       for (const raw of ['_getpagesoffset=1', '_offset=1', '_getpages=x']) {
         await refused(`${shape.fhirBase}/Observation?patient=Patient/pat-2&_count=1&${raw}`, jones, /follow the Bundle's paging links/);
       }
-      if (!pagingLinks) return assert.deepEqual([pages.length, pages[0].link], [1, undefined], 'no links from upstream, none from the guard');
       assert.ok(pages.length > 2, 'following next works, page after page');
       assert.ok(!seen.includes('Observation/obs-2a-hiv-vl'), 'the hidden one never shows');
       assert.equal(new Set(seen).size, seen.length, 'nor anything twice');
@@ -149,6 +151,43 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       await refused(next, smith, /another access token/);
       await refused(next.replace('/Observation?', '/Condition?'), jones, /another search/);
       await refused(`${next}&_count=50`, jones, /alone/);
+    });
+
+    it('fills every page but the last to _count when the rules hide matches, and next resumes right after the last shown', async () => {
+      const restricted = { security: [{ system: CONFIDENTIALITY, code: 'R' }] };
+      const observation = (id: string, hidden: boolean, encounter = 'enc-2b'): FhirResource => ({
+        resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/pat-2' },
+        encounter: { reference: `Encounter/${encounter}` }, ...(hidden && { meta: restricted }),
+      });
+      // Hidden matches between visible ones, in id order (the demo store's) and in the order stored (Medplum's);
+      // one refers to an encounter that no visible match refers to.
+      await shape.seed({ resourceType: 'Encounter', id: 'enc-2z', status: 'finished', class: { code: 'AMB' }, subject: { reference: 'Patient/pat-2' } });
+      for (const [id, hidden] of [['obs-2a-c-hidden', true], ['obs-2a-d-shown', false], ['obs-2b-a-hidden', true], ['obs-2b-c-hidden', true], ['obs-2b-q-shown', false], ['obs-2c-hidden', true]] as const) {
+        await shape.seed(observation(id, hidden, id === 'obs-2b-c-hidden' ? 'enc-2z' : 'enc-2b'));
+      }
+      const hidden = ['obs-2a-hiv-vl', 'obs-2a-c-hidden', 'obs-2b-a-hidden', 'obs-2b-c-hidden', 'obs-2c-hidden'];
+      const visible = (await shape.stored('Observation', 'patient=Patient/pat-2')).filter((id) => !hidden.includes(id));
+      const jones = await token('dr.jones', 'demo-password-2', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', purpose: 'TREAT' });
+      const pages: any[] = [];
+      for (let url: string | undefined = `${shape.fhirBase}/Observation?_count=2&_include=Observation:encounter`; url;) {
+        const res: Response = await fetch(url, { headers: { authorization: `Bearer ${jones}` } });
+        assert.equal(res.status, 200, url);
+        pages.push(await res.json());
+        url = pages.at(-1).link?.find((l: any) => l.relation === 'next')?.url;
+      }
+      const matches = (page: any) => (page.entry ?? []).filter((e: any) => e.search?.mode !== 'include').map((e: any) => e.resource.id);
+      assert.deepEqual(pages.flatMap(matches), visible, 'every visible match once, in the FHIR server\'s order, none hidden');
+      for (const page of pages.slice(0, -1)) assert.equal(matches(page).length, 2, `every page but the last holds _count matches: ${JSON.stringify(pages.map(matches))}`);
+      for (const page of pages) {
+        const referred = new Set((page.entry ?? []).filter((e: any) => e.search?.mode !== 'include').map((e: any) => e.resource.encounter?.reference));
+        for (const e of (page.entry ?? []).filter((x: any) => x.search?.mode === 'include')) {
+          assert.ok(referred.has(`Encounter/${e.resource.id}`), `an include of a match the page shows: ${e.resource.id}`);
+        }
+      }
+      const [at, sealed] = pages[1].link.find((l: any) => l.relation === 'next').url.split('_page=');
+      const parts = sealed.split('.');
+      parts[3] = (parts[3][0] === 'A' ? 'B' : 'A') + parts[3].slice(1);
+      assert.equal((await fetch(`${at}_page=${parts.join('.')}`, { headers: { authorization: `Bearer ${jones}` } })).status, 400, 'where the next page starts is sealed');
     });
 
     it('keeps a patient token in its compartment', async () => {
@@ -468,7 +507,12 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
 
 guardRules('bundled store', async () => {
   const server = await startTestServer(OPERATIONS);
-  return { server, fhirBase: server.fhirBase, stop: () => server.stop() };
+  const store = createDbStore(server.db);
+  return {
+    server, fhirBase: server.fhirBase, stop: () => server.stop(),
+    seed: async (resource) => { await store.update(resource.resourceType, resource.id!, resource); },
+    stored: async (type, query) => (await store.search(type, query)).map((r) => r.id!),
+  };
 });
 
 /** The proxy at its own base, in front of `upstream`, for tokens of a fresh authorization server. */
@@ -479,6 +523,14 @@ async function behindProxy(startUpstream: () => Promise<ChildServer & { dir?: st
   const proxy = await startGuardProxy(server, fhirBase, upstream.url, OPERATIONS);
   return {
     server, fhirBase,
+    async seed(resource: FhirResource) {
+      const res = await fetch(`${upstream.url}/${resource.resourceType}/${resource.id}`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(resource) });
+      assert.ok(res.ok, `${resource.id}: ${res.status}`);
+    },
+    async stored(type: string, query: string) {
+      const bundle = await (await fetch(`${upstream.url}/${type}?${query}&_count=200`)).json();
+      return (bundle.entry ?? []).map((e: any) => e.resource.id as string);
+    },
     async stop() {
       await proxy.stop();
       await server.stop();
@@ -493,4 +545,4 @@ guardRules('demo store behind the guard proxy', () => behindProxy(async () => {
   return { ...(await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`)), dir };
 }));
 
-guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer), { patches: true, pagingLinks: false });
+guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer), { patches: true });

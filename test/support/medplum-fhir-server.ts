@@ -1,5 +1,7 @@
 // A FHIR server written by someone else, for the guard's tests: Medplum's FHIR router over its in-memory
-// repository, served by node:http at /fhir, loaded with the demo data (same ids). No authorization.
+// repository, served by node:http at /fhir, loaded with the demo data (same ids). No authorization. The
+// repository pages by `_count` and `_offset` but links no pages: `self` and `next` are added here, as HAPI
+// FHIR gives them.
 //   PORT=8091 node --import tsx test/support/medplum-fhir-server.ts
 import { createServer, type IncomingMessage } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -57,6 +59,7 @@ async function main() {
       const [outcome, resource] = await router.handleRequest(request, repo);
       const status = getStatus(outcome);
       if (!isOk(outcome) || !resource) return send(status, outcome);
+      if (req.method === 'GET') linkPages(resource, url, `http://${req.headers.host}`);
       const headers: Record<string, string> = resource.meta?.versionId ? { etag: `W/"${resource.meta.versionId}"` } : {};
       if (status === 201) headers.location = `http://${req.headers.host}${BASE_PATH}/${resource.resourceType}/${resource.id}`;
       send(status, resource, headers);
@@ -66,6 +69,20 @@ async function main() {
   });
   server.listen(port, '127.0.0.1', () => console.log(`medplum FHIR server listening on ${port}`));
   process.once('SIGTERM', () => server.close(() => process.exit(0)));
+}
+
+/** A searchset page's `self`, and `next` when matches follow it (its `_count` and `_offset` against its total). */
+function linkPages(resource: Resource, url: URL, origin: string): void {
+  if (resource.resourceType !== 'Bundle' || resource.type !== 'searchset' || resource.total === undefined) return;
+  const link = (query: URLSearchParams) => `${origin}${url.pathname}?${query}`;
+  resource.link = [{ relation: 'self', url: link(url.searchParams) }];
+  const count = Number(url.searchParams.get('_count'));
+  const offset = Number(url.searchParams.get('_offset') ?? 0);
+  if (count > 0 && offset + count < resource.total) {
+    const next = new URLSearchParams(url.searchParams);
+    next.set('_offset', String(offset + count));
+    resource.link.push({ relation: 'next', url: link(next) });
+  }
 }
 
 main().catch((err) => {

@@ -80,7 +80,7 @@ describe('guard with the history of a deleted labelled resource', () => {
     assert.deepEqual(link.map((l) => l.relation), ['self'], 'every following page holds the hidden HIV result only');
   });
 
-  it('keeps the next link of a history when a version the token may see follows', async () => {
+  it('fills a history page with the versions the token may see from the pages that follow', async () => {
     const visible: FhirResource = { resourceType: 'Observation', id: 'obs-bp', status: 'final', code: { text: 'blood pressure' }, subject: { reference: 'Patient/pat-2' } };
     const paged = jonesGuard({
       send: async ({ path }) => ({
@@ -88,8 +88,42 @@ describe('guard with the history of a deleted labelled resource', () => {
         body: path.includes('_getpagesoffset=2') ? { ...history, link: [history.link[0]], entry: [{ fullUrl: `${BASE}/Observation/obs-bp`, resource: visible }] } : history,
       }),
     });
-    const { link } = (await paged.handle({ method: 'GET', path: 'Observation/_history', headers: { authorization: 'Bearer t' } })).body as { link: { relation: string }[] };
-    assert.deepEqual(link.map((l) => l.relation), ['self', 'next']);
+    const { link, entry } = (await paged.handle({ method: 'GET', path: 'Observation/_history', headers: { authorization: 'Bearer t' } })).body as { link: { relation: string }[]; entry: { resource: FhirResource }[] };
+    assert.deepEqual(entry.map((e) => e.resource.id), ['obs-bp'], 'not an empty page with a next link');
+    assert.deepEqual(link.map((l) => l.relation), ['self'], 'nothing follows');
+  });
+});
+
+describe('guard with a following page that cannot be read', () => {
+  it('answers 502, not a page that ends early', async () => {
+    const first = {
+      resourceType: 'Bundle', type: 'searchset',
+      link: [{ relation: 'next', url: 'http://upstream/fhir/Observation?_count=1&_getpagesoffset=1' }],
+      entry: [{ resource: HIV, search: { mode: 'match' } }],
+    };
+    const guard = jonesGuard({ send: async ({ path }) => (path.includes('offset') ? { status: 500, headers: new Headers(), body: undefined } : { status: 200, headers: new Headers(), body: first }) });
+    const res = await guard.handle({ method: 'GET', path: 'Observation', query: '_count=1', headers: { authorization: 'Bearer t' } });
+    assert.equal(res.status, 502);
+    assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+  });
+});
+
+describe('guard with the includes of a hidden match', () => {
+  it('shows only the includes of the matches it shows: an encounter only a hidden result refers to would tell of it', async () => {
+    const bp: FhirResource = { resourceType: 'Observation', id: 'obs-bp', status: 'final', code: { text: 'blood pressure' }, subject: { reference: 'Patient/pat-2' }, encounter: { reference: 'Encounter/enc-1' } };
+    const encounter = (id: string) => ({ resourceType: 'Encounter', id, status: 'finished', class: { code: 'AMB' }, subject: { reference: 'Patient/pat-2' } });
+    const guard = jonesGuard({
+      send: async () => ({
+        status: 200, headers: new Headers(),
+        body: {
+          resourceType: 'Bundle', type: 'searchset',
+          entry: [{ resource: bp, search: { mode: 'match' } }, { resource: { ...HIV, encounter: { reference: 'Encounter/enc-2' } }, search: { mode: 'match' } },
+            { resource: encounter('enc-1'), search: { mode: 'include' } }, { resource: encounter('enc-2'), search: { mode: 'include' } }],
+        },
+      }),
+    });
+    const res = await guard.handle({ method: 'GET', path: 'Observation', query: '_include=Observation:encounter', headers: { authorization: 'Bearer t' } });
+    assert.deepEqual((res.body as { entry: { resource: FhirResource }[] }).entry.map((e) => e.resource.id), ['obs-bp', 'enc-1']);
   });
 });
 

@@ -16,7 +16,7 @@ export interface BackendClient {
   token(scope: string, options?: Parameters<BackendClient['assertion']>[0]): ReturnType<typeof tokenRequest>;
 }
 
-export async function backendClient(server: TestServer, scope: string, alg: 'RS384' | 'ES384' = 'ES384', extra: { resourceServer?: boolean; purposes?: string[]; clearance?: string; sensitivity?: string[] } = {}): Promise<BackendClient> {
+export async function backendClient(server: TestServer, scope: string, alg: 'RS384' | 'ES384' = 'ES384', extra: { resourceServer?: boolean; purposes?: string[]; clearance?: string; sensitivity?: string[]; redirectUris?: string[]; grantTypes?: string[] } = {}): Promise<BackendClient> {
   const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true });
   const kid = `${alg}-${randomUUID()}`;
   const { client_id } = await server.addClient({

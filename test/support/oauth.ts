@@ -175,11 +175,15 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
   };
 }
 
+/** HTTP Basic client authentication (RFC 6749 section 2.3.1: id and secret form-encoded first). */
+export const basicAuth = (client: { client_id: string; client_secret?: string }) =>
+  `Basic ${Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret ?? '')}`).toString('base64')}`;
+
 /** `path`: the token endpoint as the request spells it. */
 export async function tokenRequest(issuer: string, body: Record<string, string>, client?: { client_id: string; client_secret?: string }, headers: Record<string, string> = {}, path = '/token') {
   const h: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...headers };
   const data = { ...body };
-  if (client?.client_secret) h.authorization = `Basic ${Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret)}`).toString('base64')}`;
+  if (client?.client_secret) h.authorization = basicAuth(client);
   else if (client) data.client_id = client.client_id;
   const res = await fetch(`${issuer}${path}`, { method: 'POST', headers: h, body: new URLSearchParams(data) });
   return { res, body: (await res.json()) as Record<string, any> };

@@ -3,6 +3,8 @@
 // introspection, then the requests it expects to be refused. TLS versions are the deployment's (a proxy).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, basicAuth, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest, type LaunchResult } from '../support/oauth.ts';
@@ -40,12 +42,21 @@ describe('Inferno SMART App Launch checks', () => {
   let server: TestServer;
   let publicApp: Awaited<ReturnType<TestServer['addClient']>>;
   let confidential: Awaited<ReturnType<TestServer['addClient']>>;
+  let jwksServer: Server;
+  let jwksUrl: string;
+  let publishedJwks: object = { keys: [] };
   before(async () => {
+    jwksServer = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(publishedJwks)));
+    await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
+    jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks`;
     server = await startTestServer();
     publicApp = await server.addClient({ auth: { kind: 'public' } });
     confidential = await server.addClient({ auth: { kind: 'secret' }, launchUri: 'http://127.0.0.1:9999/launch' });
   });
-  after(() => server.stop());
+  after(async () => {
+    await server.stop();
+    await new Promise<void>((resolve) => jwksServer.close(() => resolve()));
+  });
 
   const launch = (client: typeof publicApp, scope: string, extra: Partial<Parameters<typeof authorize>[0]> = {}) =>
     authorize({ server, client, scope, verifier: verifier73(), state: randomUUID(), ...extra });
@@ -186,13 +197,16 @@ describe('Inferno SMART App Launch checks', () => {
     assert.deepEqual(await unknown.json(), { active: false });
   });
 
-  it('9, 44: a confidential symmetric client (Basic) and an asymmetric one (RS384 assertion, no jku) exchange and refresh', async () => {
+  it('9, 44: a confidential symmetric client (Basic) and an asymmetric one (RS384 assertion, no jku, JWKS URL) exchange and refresh', async () => {
     const symmetric = await launch(confidential, STANDALONE);
     const sym = await exchangeCode(server.issuer, symmetric, confidential);
     assert.equal(sym.res.status, 200, JSON.stringify(sym.body));
     assertTokenBody(sym.body);
 
-    const asym = await backendClient(server, STANDALONE, 'RS384', { redirectUris: ['http://127.0.0.1:9999/callback'], grantTypes: ['authorization_code'] });
+    // Inferno registers its JWKS URL.
+    const asym = await backendClient(server, STANDALONE, 'RS384', {
+      redirectUris: ['http://127.0.0.1:9999/callback'], grantTypes: ['authorization_code'], publish: (jwks) => { publishedJwks = jwks; return jwksUrl; },
+    });
     const client = { client_id: asym.client_id, redirect_uri: 'http://127.0.0.1:9999/callback' };
     const auth = async () => ({ client_assertion_type: ASSERTION_TYPE, client_assertion: await asym.assertion({ lifetime: 300 }) });
     const result = await launch(client, STANDALONE);

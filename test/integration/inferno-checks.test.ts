@@ -13,8 +13,17 @@ import { mintLaunch } from '../../server/launcher.ts';
 
 const STANDALONE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 const EHR_PRACTITIONER = 'launch openid fhirUser offline_access user/*.rs';
-const LAB = 'patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
-const PROBLEMS = 'patient/Condition.rs?category=http://terminology.hl7.org/CodeSystem/condition-category|problem-list-item';
+const TC = 'http://terminology.hl7.org/CodeSystem';
+const US_CORE = 'http://hl7.org/fhir/us/core/CodeSystem';
+/** The category sub-scopes (g)(10) expects a patient can choose instead of a whole type. */
+const CATEGORY_SCOPES = [
+  `patient/Condition.rs?category=${TC}/condition-category|encounter-diagnosis`, `patient/Condition.rs?category=${TC}/condition-category|problem-list-item`,
+  `patient/Condition.rs?category=${US_CORE}/condition-category|health-concern`,
+  ...['laboratory', 'social-history', 'vital-signs', 'survey', 'procedure'].map((code) => `patient/Observation.rs?category=${TC}/observation-category|${code}`),
+  `patient/Observation.rs?category=${US_CORE}/us-core-category|sdoh`,
+];
+const LAB = CATEGORY_SCOPES.find((s) => s.endsWith('|laboratory'))!;
+const PROBLEMS = CATEGORY_SCOPES.find((s) => s.endsWith('|problem-list-item'))!;
 /** Inferno's verifier: 73 characters (two UUIDs and a dash). */
 const verifier73 = () => `${randomUUID()}-${randomUUID()}`;
 const bearer = (token: string, extra: Record<string, string> = {}) => ({ headers: { authorization: `Bearer ${token}`, ...extra } });
@@ -272,9 +281,13 @@ describe('Inferno SMART App Launch checks', () => {
     }
   });
 
-  it('49-50: category sub-scopes chosen instead of whole types are granted, and searches return those categories only', async () => {
+  it('49-50, 53: every category sub-scope is offered; those chosen instead of whole types are granted, and searches return those categories only', async () => {
     const result = await launch(publicApp, 'launch/patient openid fhirUser patient/Condition.rs patient/Observation.rs patient/Patient.rs', {
-      patient: 'pat-1', consent: ['launch/patient', 'openid', 'fhirUser', 'patient/Patient.rs', LAB, PROBLEMS],
+      patient: 'pat-1',
+      consent: (offered) => {
+        for (const scope of CATEGORY_SCOPES) assert.ok(offered.some((o) => o.value === scope && !o.checked), `offered unticked: ${scope}`);
+        return ['launch/patient', 'openid', 'fhirUser', 'patient/Patient.rs', LAB, PROBLEMS];
+      },
     });
     const { body } = await exchangeCode(server.issuer, result, publicApp);
     const granted = scopes(body.scope);
@@ -287,6 +300,12 @@ describe('Inferno SMART App Launch checks', () => {
         for (const { resource } of bundle.entry) assert.ok(resource.category.some((c: any) => c.coding.some((x: any) => x.code === code)), `${type}?${query}`);
       }
     }
+  });
+
+  it('50: every category scope (g)(10) names is granted as asked', async () => {
+    const result = await launch(publicApp, `launch/patient openid fhirUser offline_access patient/Patient.rs ${CATEGORY_SCOPES.join(' ')}`, { patient: 'pat-1' });
+    const { body } = await exchangeCode(server.issuer, result, publicApp);
+    for (const scope of CATEGORY_SCOPES) assert.ok(scopes(body.scope).has(scope), scope);
   });
 
   it('40: an unknown aud gets no code', async () => {

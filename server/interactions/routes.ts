@@ -211,7 +211,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
     if (!user || user.disabled) return renderLogin(ctx, details);
     const choices = await choicesFor(details, user);
     if (choices.purpose.error) return refuse(ctx, choices.purpose.error.code, choices.purpose.error.description);
-    const context = needsPatient(choices.scopes) ? await resolvePatient(details, user, ctx.query.patient, choices.purpose) : { pick: false };
+    const context = needsPatient(choices.scopes, { ehrLaunch: Boolean(details.params.launch) }) ? await resolvePatient(details, user, ctx.query.patient, choices.purpose) : { pick: false };
     if (context.error && !context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error }, 400);
     if (context.pick) {
       const query = typeof ctx.query.q === 'string' ? ctx.query.q.slice(0, 100) : '';
@@ -292,7 +292,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
       return refuse(ctx, 'access_denied', 'The user granted none of the requested access');
     }
     let context: Awaited<ReturnType<typeof resolvePatient>> = { pick: false };
-    if (needsPatient(choices.scopes)) {
+    if (needsPatient(choices.scopes, { ehrLaunch: Boolean(details.params.launch) })) {
       context = await resolvePatient(details, user, body.patient, choices.purpose);
       if (context.error || context.pick) return page(ctx, 'error', { title: 'Cannot continue', description: context.error ?? 'No patient was chosen.' }, 400);
     }

@@ -21,6 +21,8 @@ export interface ConsentChoices {
   wildcard: boolean;
   offline: boolean;
   patientScopes: boolean;
+  /** `launch` was asked for: the context of an EHR launch. */
+  ehrContext: boolean;
 }
 
 function groupTitle(s: Scope): string {
@@ -62,11 +64,17 @@ export function consentChoices(grantable: string, opts: { patientIsUser?: boolea
     wildcard: resources.some((s) => s.type === '*'),
     offline: scopes.some((s) => s.kind === 'refresh' && s.value === 'offline_access'),
     patientScopes: resources.some((s) => s.level === 'patient') || scopes.some((s) => s.kind === 'launch' && s.value === 'launch/patient'),
+    ehrContext: scopes.some((s) => s.kind === 'launch' && s.value === 'launch'),
   };
 }
 
-/** Whether this authorization needs a patient in context (SMART: patient/ scopes SHALL establish one). */
-export const needsPatient = (choices: ConsentChoices) => choices.patientScopes;
+/**
+ * Whether this authorization needs a patient in context: patient/ scopes SHALL establish one, and an
+ * EHR launch asking for `launch` carries the EHR's patient (and encounter) whatever its other scopes,
+ * e.g. a clinician's app with user/ scopes only.
+ */
+export const needsPatient = (choices: ConsentChoices, { ehrLaunch }: { ehrLaunch: boolean }) =>
+  choices.patientScopes || (ehrLaunch && choices.ehrContext);
 
 /**
  * The scopes a submitted form grants: only what was offered, in the offered order; anything

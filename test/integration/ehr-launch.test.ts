@@ -36,6 +36,21 @@ describe('EHR launch', () => {
     assert.equal(encounter.status, 200);
   });
 
+  it('carries the EHR\'s patient and encounter to an app asking for launch and user/ scopes only', async () => {
+    const launch = await launchId({ patient: 'pat-2', encounter: 'enc-2b' });
+    const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch openid fhirUser user/*.rs', launch }), app);
+    assert.equal(body.patient, 'pat-2');
+    assert.equal(body.encounter, 'enc-2b');
+  });
+
+  for (const scope of [SCOPE, 'launch openid fhirUser user/*.rs']) {
+    it(`stops with an error page and no code when the person may not open the launched patient (${scope})`, async () => {
+      const launch = await launchId({ patient: 'pat-3' });
+      await assert.rejects(authorize({ server, client: app, scope, launch, username: 'dr.jones', password: 'demo-password-2' }),
+        /answered 400/);
+    });
+  }
+
   it('carries fhirContext objects (SMART 2.2) given at launch', async () => {
     const launch = await launchId({ patient: 'pat-1', fhirContext: ['MedicationRequest/medreq-1-metformin'] });
     const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch }), app);

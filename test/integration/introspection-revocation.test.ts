@@ -1,7 +1,7 @@
 // RFC 7662 introspection and RFC 7009 revocation, for JWT access tokens and refresh tokens.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, basicAuth, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { backendClient, ASSERTION_TYPE } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -19,8 +19,6 @@ describe('introspection and revocation', () => {
   });
   after(() => server.stop());
 
-  const basic = (c: { client_id: string; client_secret?: string }) =>
-    `Basic ${Buffer.from(`${encodeURIComponent(c.client_id)}:${encodeURIComponent(c.client_secret!)}`).toString('base64')}`;
 
   async function introspect(token: string, authorization?: string, extra: Record<string, string> = {}) {
     const res = await fetch(`${server.issuer}/introspect`, {
@@ -31,7 +29,7 @@ describe('introspection and revocation', () => {
     return { res, body: (await res.json()) as Record<string, any> };
   }
   async function revoke(token: string, client: { client_id: string; client_secret?: string }) {
-    return fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(client) }, body: new URLSearchParams({ token }) });
+    return fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client) }, body: new URLSearchParams({ token }) });
   }
   async function launch(patient = 'pat-2') {
     return (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs', patient }), app)).body;
@@ -40,7 +38,7 @@ describe('introspection and revocation', () => {
   it('introspects a JWT access token with its scope, context and identity (SMART 2.2)', async () => {
     const tokens = await launch();
     const idToken = decodeJwt(tokens.id_token).payload;
-    const { res, body } = await introspect(tokens.access_token, basic(rs));
+    const { res, body } = await introspect(tokens.access_token, basicAuth(rs));
     assert.equal(res.status, 200);
     assert.equal(body.active, true);
     assert.equal(body.scope, tokens.scope);
@@ -55,7 +53,7 @@ describe('introspection and revocation', () => {
 
   it('introspects a refresh token, for its own client', async () => {
     const tokens = await launch('pat-3');
-    const { body } = await introspect(tokens.refresh_token, basic(app));
+    const { body } = await introspect(tokens.refresh_token, basicAuth(app));
     assert.equal(body.active, true);
     assert.equal(body.client_id, app.client_id);
     assert.equal(body.patient, 'pat-3');
@@ -69,7 +67,7 @@ describe('introspection and revocation', () => {
     const signIn = { server, client: app, username: 'dr.listed', password: 'listed-password', patient: 'pat-3' };
     const offline = (await exchangeCode(server.issuer, await authorize({ ...signIn, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' }), app)).body;
     const online = (await exchangeCode(server.issuer, await authorize({ ...signIn, scope: 'launch/patient openid fhirUser online_access patient/*.rs' }), app)).body;
-    const active = async (token: string) => (await introspect(token, basic(rs))).body;
+    const active = async (token: string) => (await introspect(token, basicAuth(rs))).body;
     assert.equal((await active(offline.refresh_token)).active, true);
     assert.equal((await active(online.refresh_token)).active, true);
     const setPatients = (patients: string[]) => server.db('users').where({ id: user.id }).update({ attributes: JSON.stringify({ ...user.attributes, patients }) });
@@ -86,7 +84,7 @@ describe('introspection and revocation', () => {
     const tokens = await launch();
     const other = await server.addClient({ auth: { kind: 'secret' } });
     for (const [token, caller] of [['invalid_token_value', rs], [`${tokens.access_token}x`, rs], [tokens.access_token, other], [tokens.refresh_token, other]] as const) {
-      const { res, body } = await introspect(token, basic(caller));
+      const { res, body } = await introspect(token, basicAuth(caller));
       assert.equal(res.status, 200);
       assert.deepEqual(body, { active: false });
     }
@@ -98,7 +96,7 @@ describe('introspection and revocation', () => {
     assert.equal(none.res.status, 401);
     assert.equal(none.body.error, 'invalid_client');
     assert.equal(none.res.headers.get('www-authenticate'), `Basic realm="${server.issuer}", Bearer realm="${server.issuer}"`);
-    assert.equal((await introspect(tokens.access_token, basic({ ...rs, client_secret: 'wrong' }))).res.status, 401);
+    assert.equal((await introspect(tokens.access_token, basicAuth({ ...rs, client_secret: 'wrong' }))).res.status, 401);
   });
 
   it('answers a revocation that names no client 401 invalid_client (RFC 7009 section 2.1, RFC 6749 section 5.2), and revokes nothing', async () => {
@@ -107,7 +105,7 @@ describe('introspection and revocation', () => {
     assert.equal(res.status, 401);
     assert.deepEqual(await res.json(), { error: 'invalid_client', error_description: 'client authentication is required' });
     assert.equal(res.headers.get('www-authenticate'), `Basic realm="${server.issuer}"`);
-    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true);
+    assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true);
   });
 
   it('accepts a bearer token carrying the introspect scope, and refuses one without', async () => {
@@ -128,18 +126,18 @@ describe('introspection and revocation', () => {
       (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser offline_access user/*.rs', username, password, purpose }), app)).body;
     const members = ({ user_patients, auditor }: Record<string, unknown>) => ({ user_patients, auditor });
     const jones = await userToken('dr.jones', 'demo-password-2', 'TREAT');
-    assert.deepEqual(members((await introspect(jones.access_token, basic(rs))).body), { user_patients: ['pat-1', 'pat-2'], auditor: false });
-    assert.deepEqual(members((await introspect(jones.refresh_token, basic(rs))).body), { user_patients: ['pat-1', 'pat-2'], auditor: false }, 'a refresh token too');
+    assert.deepEqual(members((await introspect(jones.access_token, basicAuth(rs))).body), { user_patients: ['pat-1', 'pat-2'], auditor: false });
+    assert.deepEqual(members((await introspect(jones.refresh_token, basicAuth(rs))).body), { user_patients: ['pat-1', 'pat-2'], auditor: false }, 'a refresh token too');
     const smith = await userToken('dr.smith', 'demo-password-1', 'TREAT');
-    assert.deepEqual(members((await introspect(smith.access_token, basic(rs))).body), { user_patients: '*', auditor: false }, 'no list: every patient');
+    assert.deepEqual(members((await introspect(smith.access_token, basicAuth(rs))).body), { user_patients: '*', auditor: false }, 'no list: every patient');
     const auditor = await userToken('auditor', 'demo-password-4', 'HOPERAT');
-    assert.deepEqual(members((await introspect(auditor.access_token, basic(rs))).body), { user_patients: '*', auditor: true });
+    assert.deepEqual(members((await introspect(auditor.access_token, basicAuth(rs))).body), { user_patients: '*', auditor: true });
     const { body: introspector } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'introspect' }, rs);
     assert.deepEqual(members((await introspect(jones.access_token, `Bearer ${introspector.access_token}`)).body), { user_patients: ['pat-1', 'pat-2'], auditor: false });
-    const own = (await introspect(jones.access_token, basic(app))).body;
+    const own = (await introspect(jones.access_token, basicAuth(app))).body;
     assert.equal(own.active, true);
     assert.ok(!('user_patients' in own) && !('auditor' in own), 'an app introspecting its own token is not told');
-    const amy = (await introspect((await userToken('amy', 'demo-password-3', 'PATRQT')).access_token, basic(rs))).body;
+    const amy = (await introspect((await userToken('amy', 'demo-password-3', 'PATRQT')).access_token, basicAuth(rs))).body;
     assert.deepEqual(members(amy), { user_patients: ['pat-1'], auditor: false }, 'a patient user: their own record');
   });
 
@@ -148,20 +146,20 @@ describe('introspection and revocation', () => {
       roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'],
     } });
     const { access_token: token } = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' }), app)).body;
-    assert.equal((await introspect(token, basic(rs))).body.active, true);
+    assert.equal((await introspect(token, basicAuth(rs))).body.active, true);
     // Only the flag, as a change the revocation cache has not seen would leave it: the user is read on each introspection.
     await server.db('users').where({ username: 'dr.leaving' }).update({ disabled: true });
-    assert.deepEqual((await introspect(token, basic(rs))).body, { active: false });
+    assert.deepEqual((await introspect(token, basicAuth(rs))).body, { active: false });
   });
 
   it('revokes an access token: introspection and the FHIR server refuse it afterwards, though both verified it before', async () => {
     const tokens = await launch();
     const read = () => fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
     assert.equal((await read()).status, 200);
-    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true);
+    assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true);
     const res = await revoke(tokens.access_token, app);
     assert.equal(res.status, 200);
-    assert.deepEqual((await introspect(tokens.access_token, basic(rs))).body, { active: false });
+    assert.deepEqual((await introspect(tokens.access_token, basicAuth(rs))).body, { active: false });
     assert.equal((await read()).status, 401);
   });
 
@@ -170,15 +168,15 @@ describe('introspection and revocation', () => {
     const other = await server.addClient({ auth: { kind: 'secret' } });
     assert.equal((await revoke(tokens.access_token, other)).status, 200);
     assert.equal((await revoke(tokens.refresh_token, other)).status, 200);
-    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true);
-    assert.equal((await introspect(tokens.refresh_token, basic(rs))).body.active, true);
+    assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true);
+    assert.equal((await introspect(tokens.refresh_token, basicAuth(rs))).body.active, true);
   });
 
   it('revokes a refresh token with its whole grant: its access tokens go inactive too', async () => {
     const tokens = await launch();
     assert.equal((await revoke(tokens.refresh_token, app)).status, 200);
-    assert.deepEqual((await introspect(tokens.refresh_token, basic(rs))).body, { active: false });
-    assert.deepEqual((await introspect(tokens.access_token, basic(rs))).body, { active: false });
+    assert.deepEqual((await introspect(tokens.refresh_token, basicAuth(rs))).body, { active: false });
+    assert.deepEqual((await introspect(tokens.access_token, basicAuth(rs))).body, { active: false });
     const refresh = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
     assert.equal(refresh.res.status, 400);
     assert.equal((await fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 401);
@@ -188,7 +186,7 @@ describe('introspection and revocation', () => {
     const tokens = await launch();
     const next = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
     await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
-    assert.deepEqual((await introspect(next.body.access_token, basic(rs))).body, { active: false });
+    assert.deepEqual((await introspect(next.body.access_token, basicAuth(rs))).body, { active: false });
     assert.equal((await fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${next.body.access_token}` } })).status, 401);
   });
 
@@ -196,7 +194,7 @@ describe('introspection and revocation', () => {
     const backend = await backendClient(server, 'system/Patient.rs');
     const b2b = { version: '1', organization_id: 'https://clinic.example.org/fhir/Organization/1', purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#TREAT'] };
     const { body } = await backend.token('system/Patient.rs', { claims: { extensions: { 'hl7-b2b': b2b } } });
-    const result = (await introspect(body.access_token, basic(rs))).body;
+    const result = (await introspect(body.access_token, basicAuth(rs))).body;
     assert.equal(result.active, true);
     assert.equal(result.client_id, backend.client_id);
     assert.deepEqual(result.extensions.ihe_iua.purpose_of_use, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT', display: 'treatment' }]);
@@ -206,17 +204,17 @@ describe('introspection and revocation', () => {
       body: new URLSearchParams({ token: body.access_token, client_assertion_type: ASSERTION_TYPE, client_assertion: await backend.assertion({ claims: { aud: `${server.issuer}/token` } }) }),
     });
     assert.equal(res.status, 200);
-    assert.equal((await introspect(body.access_token, basic(rs))).body.active, false);
+    assert.equal((await introspect(body.access_token, basicAuth(rs))).body.active, false);
   });
 
   it('makes the tokens of a removed client inactive, a backend\'s too (they have no grant): at introspection and at /fhir', async () => {
     const backend = await backendClient(server, 'system/Patient.rs');
     const { body } = await backend.token('system/Patient.rs');
     const read = () => fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${body.access_token}` } });
-    assert.equal((await introspect(body.access_token, basic(rs))).body.active, true);
+    assert.equal((await introspect(body.access_token, basicAuth(rs))).body.active, true);
     assert.equal((await read()).status, 200);
     assert.equal(await removeClient(server.db, backend.client_id), true); // what `smart-auth client remove` does
-    assert.deepEqual((await introspect(body.access_token, basic(rs))).body, { active: false });
+    assert.deepEqual((await introspect(body.access_token, basicAuth(rs))).body, { active: false });
     const refused = await read();
     assert.equal(refused.status, 401);
     assert.match(refused.headers.get('www-authenticate') ?? '', /invalid_token/);
@@ -231,12 +229,12 @@ describe('introspection and revocation', () => {
       : "create trigger refuse_all before insert on audit_events begin select raise(abort, 'audit store down'); end");
     try {
       // Taken before its commit fails; the failure is then known.
-      await introspect(tokens.access_token, basic(rs));
+      await introspect(tokens.access_token, basicAuth(rs));
       await groupCommitFor(server.db).idle();
       const tried: string[] = [];
       const watch = (q: { sql: string; bindings?: unknown[] }) => { if (/insert into .audit_events/.test(q.sql)) tried.push(JSON.stringify(q.bindings)); };
       server.db.on('query', watch);
-      const { res, body } = await introspect(tokens.access_token, basic(rs)).finally(() => server.db.off('query', watch));
+      const { res, body } = await introspect(tokens.access_token, basicAuth(rs)).finally(() => server.db.off('query', watch));
       await groupCommitFor(server.db).idle();
       // The 503 is not recorded as a refused request too: that record would fail alike.
       assert.ok(tried.length > 0 && !tried.some((b) => b.includes('temporarily_unavailable')), 'only the introspection record was tried');
@@ -247,14 +245,14 @@ describe('introspection and revocation', () => {
     } finally {
       await server.db.raw(pg ? 'alter table audit_events drop constraint refuse_all' : 'drop trigger refuse_all');
     }
-    const again = await introspect(tokens.access_token, basic(rs));
+    const again = await introspect(tokens.access_token, basicAuth(rs));
     assert.equal(again.res.status, 200);
     assert.equal(again.body.active, true);
   });
 
   it('sees a grant ended by another instance within REVOCATION_CACHE_MS (1 s), though it cached "not revoked"', async () => {
     const tokens = await launch();
-    assert.equal((await introspect(tokens.access_token, basic(rs))).body.active, true, 'cached as not revoked');
+    assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true, 'cached as not revoked');
     const { jti } = decodeJwt(tokens.access_token).payload;
     const { grant_id: grantId } = await server.db('token_grants').where({ jti }).first('grant_id');
     // Another instance ends the grant: straight in the shared database, unknown to this process.
@@ -262,7 +260,7 @@ describe('introspection and revocation', () => {
     const ended = Date.now();
     let active = true;
     while (active && Date.now() - ended < 3000) {
-      active = (await introspect(tokens.access_token, basic(rs))).body.active;
+      active = (await introspect(tokens.access_token, basicAuth(rs))).body.active;
       if (active) await new Promise((resolve) => setTimeout(resolve, 50));
     }
     assert.equal(active, false);

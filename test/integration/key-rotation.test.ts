@@ -1,5 +1,6 @@
 // Signing keys: encrypted at rest, rotated with a delay, old keys published until their tokens expire.
 import assert from 'node:assert/strict';
+import { createLocalJWKSet, jwtVerify } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, decodeJwt, exchangeCode } from '../support/oauth.ts';
 import { listSigningKeys, rotateSigningKeys } from '../../server/oidc/keys.ts';
@@ -53,6 +54,12 @@ describe('signing keys', () => {
     const afterDelay = await launch();
     assert.equal(decodeJwt(afterDelay.access_token).header.kid, newKid, 'the new key signs after the delay');
     assert.ok((await jwksKids()).includes(oldKid), 'the old key stays published while its tokens live');
+    // Several RSA keys published: the id_token's kid names the one that signed it (Inferno checks this).
+    const jwks = await (await fetch(`${server.issuer}/jwks`)).json();
+    assert.ok(jwks.keys.filter((k: { kty: string }) => k.kty === 'RSA').length > 1);
+    const idHeader = decodeJwt(afterDelay.id_token).header;
+    assert.equal(idHeader.kid, added.find((k) => k.alg === 'RS256')!.kid);
+    await jwtVerify(afterDelay.id_token, createLocalJWKSet(jwks), { algorithms: ['RS256'], audience: app.client_id });
     for (const token of [before.access_token, afterDelay.access_token]) {
       const res = await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${token}` } });
       assert.equal(res.status, 200, 'tokens signed before and after the rotation both verify');

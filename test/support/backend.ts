@@ -16,11 +16,19 @@ export interface BackendClient {
   token(scope: string, options?: Parameters<BackendClient['assertion']>[0]): ReturnType<typeof tokenRequest>;
 }
 
-export async function backendClient(server: TestServer, scope: string, alg: 'RS384' | 'ES384' = 'ES384', extra: { resourceServer?: boolean; purposes?: string[]; clearance?: string; sensitivity?: string[] } = {}): Promise<BackendClient> {
+/**
+ * `publish`: serves the client's key set and gives its URL, registered as the client's jwks_uri (by
+ * default the keys are registered inline).
+ */
+export async function backendClient(server: TestServer, scope: string, alg: 'RS384' | 'ES384' = 'ES384', { publish, ...extra }: {
+  resourceServer?: boolean; purposes?: string[]; clearance?: string; sensitivity?: string[]; redirectUris?: string[]; grantTypes?: string[];
+  publish?: (jwks: { keys: object[] }) => string;
+} = {}): Promise<BackendClient> {
   const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true });
   const kid = `${alg}-${randomUUID()}`;
+  const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid, alg }] };
   const { client_id } = await server.addClient({
-    name: 'Backend service', redirectUris: [], auth: { kind: 'jwks', jwks: { keys: [{ ...(await exportJWK(publicKey)), kid, alg }] } },
+    name: 'Backend service', redirectUris: [], auth: publish ? { kind: 'jwks-uri', jwksUri: publish(jwks) } : { kind: 'jwks', jwks },
     grantTypes: ['client_credentials'], scope, ...extra,
   });
   const client: BackendClient = {

@@ -40,8 +40,8 @@ export class Browser {
   }
 }
 
-export function pkce() {
-  const verifier = randomBytes(48).toString('base64url');
+/** `verifier`: one the app chose (RFC 7636 allows 43-128 characters); a random 64-character one by default. */
+export function pkce(verifier = randomBytes(48).toString('base64url')) {
   return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
 }
 
@@ -91,6 +91,10 @@ export interface LaunchOptions {
   btgOtp?: string;
   /** An authorization URL the app built itself (e.g. with a PAR request_uri): followed instead of building one. */
   startUrl?: string;
+  /** The PKCE code_verifier the app uses (default: a random one). */
+  verifier?: string;
+  /** The state the app sends (default: a random one). */
+  state?: string;
 }
 
 /** The TOTP secret a set-up page shows (grouped by four for people). */
@@ -113,8 +117,8 @@ export interface LaunchResult {
 /** Drives a whole authorization: authorize, login, picker, consent, back to the app. */
 export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
   const browser = o.browser ?? new Browser();
-  const { verifier, challenge } = pkce();
-  const state = randomBytes(16).toString('hex');
+  const { verifier, challenge } = pkce(o.verifier);
+  const state = o.state ?? randomBytes(16).toString('hex');
   const params: Record<string, string> = {
     response_type: 'code', client_id: o.client.client_id, redirect_uri: o.client.redirect_uri, scope: o.scope, state,
     aud: o.aud ?? o.server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', ...(o.launch ? { launch: o.launch } : {}), ...o.extra,
@@ -171,11 +175,15 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
   };
 }
 
+/** HTTP Basic client authentication (RFC 6749 section 2.3.1: id and secret form-encoded first). */
+export const basicAuth = (client: { client_id: string; client_secret?: string }) =>
+  `Basic ${Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret ?? '')}`).toString('base64')}`;
+
 /** `path`: the token endpoint as the request spells it. */
 export async function tokenRequest(issuer: string, body: Record<string, string>, client?: { client_id: string; client_secret?: string }, headers: Record<string, string> = {}, path = '/token') {
   const h: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...headers };
   const data = { ...body };
-  if (client?.client_secret) h.authorization = `Basic ${Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret)}`).toString('base64')}`;
+  if (client?.client_secret) h.authorization = basicAuth(client);
   else if (client) data.client_id = client.client_id;
   const res = await fetch(`${issuer}${path}`, { method: 'POST', headers: h, body: new URLSearchParams(data) });
   return { res, body: (await res.json()) as Record<string, any> };

@@ -12,7 +12,7 @@ describe('consent rules', () => {
     const observation = choices.groups.find((g) => g.title === 'Observation')!;
     assert.deepEqual(observation.items.map((i) => [i.scope, i.checked]), [['patient/Observation.rs', true]]);
     assert.ok(observation.alternatives.some((a) => a.scope === LAB && !a.checked));
-    assert.ok(choices.wildcard && choices.offline && needsPatient(choices));
+    assert.ok(choices.wildcard && choices.offline && needsPatient(choices, { ehrLaunch: false }));
   });
 
   it('describes each scope differently', () => {
@@ -29,6 +29,13 @@ describe('consent rules', () => {
   it('drops a narrowed scope ticked next to a broader one that covers it', () => {
     assert.deepEqual(grantedFromForm(choices, ['patient/Observation.rs', LAB]), ['patient/Observation.rs']);
     assert.deepEqual(grantedFromForm(choices, [LAB]), [LAB]);
+  });
+
+  it('needs the EHR\'s patient for an EHR launch asking for launch, also with user/ scopes only', () => {
+    const clinician = consentChoices('launch openid fhirUser offline_access user/*.rs');
+    assert.ok(needsPatient(clinician, { ehrLaunch: true }));
+    assert.ok(!needsPatient(clinician, { ehrLaunch: false }), 'no launch id: no EHR context to carry');
+    assert.ok(!needsPatient(consentChoices('openid fhirUser user/*.rs'), { ehrLaunch: true }), 'launch not asked for');
   });
 
   it('carries a patient only for patient scopes, launch/patient or an EHR launch', () => {

@@ -14,7 +14,7 @@ import { applyOperation, knownOperation } from './operations.ts';
 import { PAGE_PARAM, pageLinks } from './page-links.ts';
 import { includesOf, refill, type Refilled } from './refill.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
-import { accessTokenOf, createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
+import { accessTokenOf, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, PagePosition, Refusal, TokenContext } from './types.ts';
 import type { ResourcePolicy } from '../privacy/pipeline.ts';
@@ -66,8 +66,8 @@ export interface AccessRecord {
 export interface GuardOptions {
   /** The public FHIR base URL: what clients call, and the `aud` of their tokens. */
   base: string;
-  /** Token verification (see createGuardVerifier); default: local verification with the issuer's published keys. */
-  verify?: (token: string) => Promise<TokenContext>;
+  /** Token verification, e.g. createGuardVerifier: none by default, as the signature alone cannot tell a revoked token. */
+  verify: (token: string) => Promise<TokenContext>;
   /** How the guard reaches the FHIR server; default: httpUpstream to `upstreamBase`. */
   upstream?: Upstream;
   /** The upstream's own base URL, rewritten to `base` in links and fullUrls. */
@@ -82,7 +82,7 @@ export interface GuardOptions {
   audit?: (record: AccessRecord) => Promise<void>;
   /** The SMART configuration served at `{base}/.well-known/smart-configuration`; default: the issuer's own, fetched from it. */
   smartConfiguration?: () => Promise<unknown>;
-  /** The authorization server (`iss` of the tokens), for the default `verify` and `smartConfiguration`. */
+  /** The authorization server (`iss` of the tokens), for the default `smartConfiguration`. */
   issuer?: string;
   /** What a token may see of each resource beyond its scopes (labels, consent, obligations); see server/privacy/pipeline.ts. */
   resourcePolicy?: ResourcePolicy;
@@ -774,11 +774,11 @@ export function createGuard(guardOptions: GuardOptions) {
   };
 }
 
-function withDefaults(options: GuardOptions): GuardOptions & Required<Pick<GuardOptions, 'verify' | 'upstream'>> {
-  if (!options.verify && !options.issuer) throw new TypeError('the guard needs `issuer` (to verify tokens with its published keys) or `verify`');
+function withDefaults(options: GuardOptions): GuardOptions & Required<Pick<GuardOptions, 'upstream'>> {
+  // Plain JavaScript callers get no type error.
+  if (!options.verify) throw new TypeError('the guard needs `verify`: createGuardVerifier({ issuer, audience: base, mode, … }) with a way to see revoked tokens');
   return {
     ...options,
-    verify: options.verify ?? createGuardVerifier({ issuer: options.issuer!, audience: options.base, mode: 'local' }),
     upstream: options.upstream ?? httpUpstream({ baseUrl: options.upstreamBase }),
   };
 }

@@ -120,7 +120,7 @@ export interface GuardVerification {
   /** The FHIR base URL tokens must be issued for (`aud`). */
   audience: string;
   /**
-   * local: signature with the issuer's keys; introspection: ask the issuer every time (cached briefly);
+   * local: signature with the issuer's keys (revoked tokens seen through `isRevoked`); introspection: ask the issuer every time (cached briefly);
    * local+introspection: local verification, then a revocation check by introspection (cached briefly).
    */
   mode: 'local' | 'introspection' | 'local+introspection';
@@ -131,6 +131,11 @@ export interface GuardVerification {
   introspectionCacheSeconds?: number;
   /** An extra revocation check after local verification (the bundled server asks its database). */
   isRevoked?: (claims: Record<string, unknown>) => Promise<boolean>;
+  /**
+   * `unchecked`: mode `local` without `isRevoked`, knowingly. A revoked token (signed out, grant revoked,
+   * refresh token reused, app removed) then works until it expires: only where access tokens live minutes.
+   */
+  revocation?: 'unchecked';
   /** Cache verified tokens by hash (default true): a repeated token costs no cryptography. */
   cache?: boolean;
   /** Entries the cache holds at most (default 10000). */
@@ -172,14 +177,26 @@ export function tokenContext(claims: Record<string, unknown>, audience: string, 
 /** Introspection `token_type` values of access tokens (RFC 6750 Bearer, RFC 9449 DPoP). */
 const ACCESS_TOKEN_TYPES = new Set(['bearer', 'dpop']);
 
+/** Why these options make no verifier, or undefined. Fail closed: revoked tokens are refused unless the options say they are not checked. */
+function verificationProblem(options: GuardVerification): string | undefined {
+  if (options.mode !== 'local' && !options.introspection) return `verification mode ${options.mode} needs introspection options`;
+  const checked = options.mode !== 'local' || options.isRevoked !== undefined;
+  if (options.revocation === undefined) {
+    return checked ? undefined : 'verification mode local cannot see revoked tokens: give isRevoked (sharedDatabase(db).isRevoked from '
+      + '@smart-auth/guard/database), use mode local+introspection or introspection, or set revocation: \'unchecked\' to accept revoked tokens until they expire';
+  }
+  if (options.revocation !== 'unchecked') return `revocation is 'unchecked' or unset, not ${JSON.stringify(options.revocation)}`;
+  return checked ? `revocation: 'unchecked' contradicts ${options.isRevoked ? 'isRevoked' : `mode ${options.mode}`}, which checks it` : undefined;
+}
+
 /** Verification as configured, with the cache: token in, TokenContext out (or InvalidTokenError). */
 export function createGuardVerifier(options: GuardVerification): (token: string) => Promise<TokenContext> {
+  const problem = verificationProblem(options);
+  if (problem) throw new TypeError(problem);
   const now = options.now ?? (() => Date.now() / 1000);
   const keys = options.keys ?? discoveredJwks(options.issuer);
   const introspectionTtl = options.introspectionCacheSeconds ?? 30;
   const cache = new VerifiedTokens<TokenContext>(options.cacheSize);
-
-  if (options.mode !== 'local' && !options.introspection) throw new TypeError(`verification mode ${options.mode} needs introspection options`);
 
   /** What the hooks, else the introspection answer, tell of the token's user. */
   async function userFacts(claims: Record<string, unknown>, answer: Record<string, unknown> | undefined): Promise<UserFacts | undefined> {

@@ -179,6 +179,15 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     assert.ok(readFileSync(join(consumers.http, 'node_modules/@smart-auth/guard/dist/server/hcs/default-policy.json'), 'utf8').length > 0);
   });
 
+  it('refuses, in plain JavaScript, a local verifier that cannot see revoked tokens unless told so, and a guard without a verifier', () => {
+    const run = (code: string) => execFileSync(process.execPath, ['--input-type=module', '-e', `import * as guard from '@smart-auth/guard'; ${code}`], { cwd: consumers.http, encoding: 'utf8' });
+    const local = "{ issuer: 'https://auth.example.org', audience: 'https://fhir.example.org/r4', mode: 'local'";
+    const refusal = (code: string) => run(`try { ${code}; } catch (err) { console.log(err.name + ': ' + err.message); }`);
+    assert.match(refusal(`guard.createGuardVerifier(${local} })`), /^TypeError: verification mode local cannot see revoked tokens: give isRevoked/);
+    assert.match(refusal("guard.createGuard({ base: 'https://fhir.example.org/r4', upstreamBase: 'http://upstream/fhir', issuer: 'https://auth.example.org' })"), /^TypeError: the guard needs `verify`/);
+    assert.equal(run(`console.log(typeof guard.createGuardVerifier(${local}, revocation: 'unchecked' }))`), 'function\n');
+  });
+
   for (const name of ['koa', 'http', 'express']) {
     it(`protects ${{ koa: 'a Koa', http: 'a node:http', express: 'an Express' }[name]} app: discovery without a token, the rules and an audit record for each access`, async () => {
       const { base } = apps[name];

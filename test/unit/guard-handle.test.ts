@@ -35,6 +35,13 @@ function guardWith(options: Partial<GuardOptions> = {}, consents: 'ok' | 'down' 
 
 const bearer = { authorization: 'Bearer t' };
 
+describe('guard: construction', () => {
+  it('has no default verification: the issuer\'s keys alone cannot tell a revoked token', () => {
+    const withoutVerify = { base: BASE, upstreamBase: 'http://upstream/fhir', issuer: 'https://auth.example.org' } as GuardOptions;
+    assert.throws(() => createGuard(withoutVerify), (err: Error) => err instanceof TypeError && /the guard needs `verify`: createGuardVerifier/.test(err.message));
+  });
+});
+
 describe('guard: the request as it arrives', () => {
   it('takes the path with or without a leading slash, and the query as a string, URLSearchParams or part of the path', async () => {
     const { guard, seen } = guardWith();

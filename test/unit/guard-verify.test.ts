@@ -6,6 +6,7 @@ import { createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from
 
 const ISSUER = 'https://auth.example.org';
 const AUDIENCE = 'https://fhir.example.org/r4';
+const LOCAL = { issuer: ISSUER, audience: AUDIENCE, mode: 'local' } as const;
 
 describe('guard token verification', () => {
   let sign: (claims?: Record<string, unknown>, header?: Record<string, unknown>) => Promise<string>;
@@ -25,7 +26,7 @@ describe('guard token verification', () => {
   });
 
   it('verifies locally and builds the token context', async () => {
-    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys });
+    const verify = createGuardVerifier({ ...LOCAL, keys, revocation: 'unchecked' });
     const context = await verify(await sign());
     assert.equal(context.patient, 'pat-1');
     assert.equal(context.fhirUser, 'Patient/pat-1');
@@ -33,7 +34,7 @@ describe('guard token verification', () => {
   });
 
   it('without the database or an introspection answer, gives a user\'s token no patient through user/ and no audit trail; a backend service keeps system/', async () => {
-    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
+    const verify = createGuardVerifier({ ...LOCAL, keys, revocation: 'unchecked', cache: false });
     const clinician = await verify(await sign({ sub: 'dr', fhirUser: `${AUDIENCE}/Practitioner/dr`, scope: 'user/*.rs' }));
     assert.deepEqual([clinician.userPatients, clinician.auditor], [[], false]);
     const backend = await verify(await sign({ sub: 'app', fhirUser: undefined, patient: undefined, scope: 'system/*.rs' }));
@@ -41,13 +42,13 @@ describe('guard token verification', () => {
   });
 
   it('reads fhirUser on the issuer\'s own FHIR base as a relative reference, also when this guard has another base', async () => {
-    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
+    const verify = createGuardVerifier({ ...LOCAL, keys, revocation: 'unchecked', cache: false });
     const context = await verify(await sign({ fhirUser: 'https://auth.example.org/fhir/Practitioner/dr-smith' }));
     assert.equal(context.fhirUser, 'Practitioner/dr-smith', 'consent actors and compartments name Practitioner/dr-smith');
   });
 
   it('refuses wrong typ, issuer, audience, expiry and signature', async () => {
-    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, cache: false });
+    const verify = createGuardVerifier({ ...LOCAL, keys, revocation: 'unchecked', cache: false });
     const other = (await generateKeyPair('ES256')).privateKey;
     for (const token of [
       await sign({}, { typ: 'JWT' }),
@@ -64,7 +65,7 @@ describe('guard token verification', () => {
   it('caches a verified token by its hash: no key lookup the second time, revocation still checked', async () => {
     let revoked = false;
     let checks = 0;
-    const verify = createGuardVerifier({ issuer: ISSUER, audience: AUDIENCE, mode: 'local', keys, isRevoked: async () => { checks++; return revoked; } });
+    const verify = createGuardVerifier({ ...LOCAL, keys, isRevoked: async () => { checks++; return revoked; } });
     const token = await sign();
     await verify(token);
     const lookups = keyLookups;
@@ -73,6 +74,27 @@ describe('guard token verification', () => {
     assert.equal(checks, 2);
     revoked = true;
     await assert.rejects(verify(token), /revoked/);
+    await assert.rejects(verify(await sign()), /has been revoked/, 'a revoked token seen for the first time');
+  });
+
+  describe('revocation', () => {
+    it('refuses to make a local verifier that cannot see revoked tokens, and names the ways out', () => {
+      assert.throws(() => createGuardVerifier({ ...LOCAL, keys }), (err: Error) => err instanceof TypeError
+        && /verification mode local cannot see revoked tokens/.test(err.message) && /isRevoked \(sharedDatabase\(db\)\.isRevoked/.test(err.message)
+        && /local\+introspection or introspection/.test(err.message) && /revocation: 'unchecked'/.test(err.message));
+    });
+
+    it('told that revocation is unchecked, verifies by the signature alone (a revoked token works until it expires)', async () => {
+      const verify = createGuardVerifier({ ...LOCAL, keys, revocation: 'unchecked' });
+      assert.equal((await verify(await sign())).patient, 'pat-1');
+    });
+
+    it('refuses an opt-out that contradicts a revocation check, and an unknown value', () => {
+      const introspection = { endpoint: 'https://auth.example.org/introspect', credentials: { clientId: 'rs', clientSecret: 'secret' } };
+      assert.throws(() => createGuardVerifier({ ...LOCAL, keys, revocation: 'unchecked', isRevoked: async () => false }), /contradicts isRevoked/);
+      assert.throws(() => createGuardVerifier({ ...LOCAL, mode: 'local+introspection', introspection, revocation: 'unchecked' }), /contradicts mode local\+introspection/);
+      assert.throws(() => createGuardVerifier({ ...LOCAL, keys, revocation: 'none' as 'unchecked' }), /revocation is 'unchecked' or unset, not "none"/);
+    });
   });
 
   describe('introspection', () => {

@@ -101,16 +101,17 @@ export function launcherRoutes(deps: LauncherDeps): Router {
       clientId: typeof input.client_id === 'string' && input.client_id ? input.client_id : undefined,
       fhirContext: Array.isArray(input.fhirContext) ? input.fhirContext.map(String) : undefined,
     };
-    const problem = await checkLaunchRequest({ patients, clientExists }, request);
-    if (problem) {
-      ctx.status = 400;
-      ctx.body = { error: 'invalid_request', error_description: problem };
-      return;
-    }
+    // Who may launch comes first: the checks below tell which patients, encounters and resources exist.
     if (!(await mayLaunchFor(db, claims, request.patient))) {
       ctx.status = 403;
       ctx.set('WWW-Authenticate', `Bearer realm="${config.issuer}", error="insufficient_scope", scope="system/Patient.r"`);
       ctx.body = { error: 'insufficient_scope', error_description: 'the token may not read this patient' };
+      return;
+    }
+    const problem = await checkLaunchRequest({ patients, clientExists }, request);
+    if (problem) {
+      ctx.status = 400;
+      ctx.body = { error: 'invalid_request', error_description: problem };
       return;
     }
     ctx.status = 201;

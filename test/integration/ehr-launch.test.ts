@@ -112,6 +112,33 @@ describe('EHR launch', () => {
       }
     });
 
+    async function userToken(username: string, password: string) {
+      const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/Patient.rs', username, password }), app);
+      assert.ok(body.access_token, JSON.stringify(body));
+      return body.access_token as string;
+    }
+
+    it('lets a user launch only on the patients they may open: a clinician limited by --patients and a patient user get 403 for others', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2'); // --patients pat-1 pat-2
+      assert.equal((await post(jones, { patient: 'pat-3' })).status, 403);
+      assert.equal((await post(jones, { patient: 'pat-2' })).status, 201);
+      const amy = await userToken('amy', 'demo-password-3'); // the patient pat-1
+      assert.equal((await post(amy, { patient: 'pat-2' })).status, 403);
+      assert.equal((await post(amy, { patient: 'pat-1' })).status, 201);
+    });
+
+    it('tells a caller who may not launch on the patient nothing about the record: 403 before any check of patient, encounter or fhirContext', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      const probes = [{ patient: 'nobody' }, { patient: 'pat-3', encounter: 'enc-2a' }, { patient: 'pat-3', fhirContext: ['MedicationRequest/medreq-2-lisinopril'] }];
+      for (const token of [jones, await backendToken('system/Observation.rs')]) {
+        for (const probe of probes) {
+          const res = await post(token, probe);
+          assert.equal(res.status, 403, JSON.stringify(probe));
+          assert.equal((await res.json()).error, 'insufficient_scope');
+        }
+      }
+    });
+
     it('refuses fhirContext naming another patient\'s resource, or an unknown one, alike (400), and mints none', async () => {
       const token = await backendToken('system/Patient.r');
       const before = await server.db('ehr_launches').count({ n: '*' }).first();

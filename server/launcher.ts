@@ -9,13 +9,17 @@ import { checkFhirContextReference } from './smart/launch-context.ts';
 import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
 import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resource-server/verify-token.ts';
 import type { PatientDirectory } from './fhir/patient-directory.ts';
-import { findUser, mayAccessPatient } from './oidc/users.ts';
+import { findUser, mayAccessPatient, type User } from './oidc/users.ts';
+import type { AuditSink } from './audit/store.ts';
+import { ehrLaunchCreated } from './audit/balp.ts';
+import { auditUserOf } from './audit/security-events.ts';
 
 export interface LauncherDeps {
   config: Config;
   db: Db;
   host: ProviderHost;
   patients: PatientDirectory;
+  audit: AuditSink;
   verifyAccessToken(token: string): Promise<AccessTokenClaims>;
 }
 
@@ -62,18 +66,21 @@ export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Prom
   }, config.launchTtl);
 }
 
-/** Whoever may read a patient may launch an app on that patient. */
-async function mayLaunchFor(db: Db, token: AccessTokenClaims, patient: string): Promise<boolean> {
+/**
+ * Whoever may read a patient may launch an app on that patient. Who that is: the user of a user-level
+ * token (none for a backend's system-level one); undefined when the token may not launch on the patient.
+ */
+async function launcherFor(db: Db, token: AccessTokenClaims, patient: string): Promise<{ user?: User } | undefined> {
   const scopes = parseScopes(token.scope).scopes.filter((s): s is ResourceScope => s.kind === 'resource');
   const readers = allows(scopes, { type: 'Patient', interaction: 'read' }).filter((s) => s.query.length === 0);
-  if (readers.some((s) => s.level === 'system')) return true;
-  if (!readers.some((s) => s.level === 'user')) return false;
+  if (readers.some((s) => s.level === 'system')) return {};
+  if (!readers.some((s) => s.level === 'user')) return undefined;
   const user = token.sub ? await findUser(db, token.sub) : undefined;
-  return Boolean(user && !user.disabled && mayAccessPatient(user, patient));
+  return user && !user.disabled && mayAccessPatient(user, patient) ? { user } : undefined;
 }
 
 export function launcherRoutes(deps: LauncherDeps): Router {
-  const { config, db, host, patients } = deps;
+  const { config, db, host, patients, audit } = deps;
   const clientExists = async (clientId: string) => Boolean(await host.provider.Client.find(clientId));
   const router = new Router();
   const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
@@ -102,7 +109,8 @@ export function launcherRoutes(deps: LauncherDeps): Router {
       fhirContext: Array.isArray(input.fhirContext) ? input.fhirContext.map(String) : undefined,
     };
     // Who may launch comes first: the checks below tell which patients, encounters and resources exist.
-    if (!(await mayLaunchFor(db, claims, request.patient))) {
+    const launcher = await launcherFor(db, claims, request.patient);
+    if (!launcher) {
       ctx.status = 403;
       ctx.set('WWW-Authenticate', `Bearer realm="${config.issuer}", error="insufficient_scope", scope="system/Patient.r"`);
       ctx.body = { error: 'insufficient_scope', error_description: 'the token may not read this patient' };
@@ -114,8 +122,13 @@ export function launcherRoutes(deps: LauncherDeps): Router {
       ctx.body = { error: 'invalid_request', error_description: problem };
       return;
     }
+    const launch = await mintLaunch(db, config, request);
+    await audit.append(ehrLaunchCreated({
+      recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch, ...request,
+      by: { user: launcher.user && auditUserOf(launcher.user), clientId: claims.client_id, jti: claims.jti },
+    }));
     ctx.status = 201;
-    ctx.body = { launch: await mintLaunch(db, config, request), expires_in: config.launchTtl };
+    ctx.body = { launch, expires_in: config.launchTtl };
   });
 
   return router;

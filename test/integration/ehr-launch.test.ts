@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode, form, hiddenValue, Browser, tokenRequest } from '../support/oauth.ts';
 import { mintLaunch } from '../../server/launcher.ts';
@@ -137,6 +138,29 @@ describe('EHR launch', () => {
           assert.equal((await res.json()).error, 'insufficient_scope');
         }
       }
+    });
+
+    it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      const res = await post(jones, { patient: 'pat-2', encounter: 'enc-2b', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
+      assert.equal(res.status, 201);
+      const { launch } = await res.json();
+      const events = (await server.audit.search({ type: '110100', patient: 'pat-2' }) as any[])
+        .filter((e) => JSON.stringify(e).includes(createHash('sha256').update(launch).digest('base64url')));
+      assert.equal(events.length, 1);
+      const [event] = events;
+      assert.ok(!JSON.stringify(event).includes(launch), 'never the launch id itself');
+      assert.equal(event.action, 'C');
+      const user = event.agent.find((a: any) => a.requestor);
+      assert.equal(user.who.identifier.value, (await server.db('users').where('username', 'dr.jones').first('id')).id);
+      assert.match(user.policy[0], /^urn:ietf:params:oauth:jti:/);
+      assert.equal(event.agent.find((a: any) => a.type.coding[0].code === '110150').who.identifier.value, app.client_id);
+      assert.equal(event.entity[0].what.reference, 'Patient/pat-2');
+      assert.deepEqual(event.entity[1].detail.map((d: any) => `${d.type}=${d.valueString}`),
+        [`client_id=${app.client_id}`, 'encounter=Encounter/enc-2b', 'fhirContext=MedicationRequest/medreq-2-lisinopril']);
+      const refused = await server.audit.search({ type: '110100', patient: 'pat-3' });
+      assert.equal((await post(jones, { patient: 'pat-3' })).status, 403);
+      assert.deepEqual(await server.audit.search({ type: '110100', patient: 'pat-3' }), refused, 'a refused launch mints and records nothing');
     });
 
     it('refuses fhirContext naming another patient\'s resource, or an unknown one, alike (400), and mints none', async () => {

@@ -388,4 +388,10 @@ describe('developer portal with REGISTRATION=token', () => {
     assert.deepEqual(stored?.grant_types, ['client_credentials']);
     assert.equal(stored?.smart_scope, 'system/Patient.rs system/Observation.rs');
   });
+
+  it('registers an app under the purposes of use its initial access token limits it to', async () => {
+    const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { purposes: ['TREAT'] });
+    const registered = await register(server, { client_name: 'Treatment App', redirect_uris: 'https://treat.example.org/cb', auth: 'public', initial_access_token: iat });
+    assert.deepEqual((await storedClient(server, registered.client_id))?.purposes_of_use, ['TREAT']);
+  });
 });

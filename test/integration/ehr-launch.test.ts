@@ -43,6 +43,20 @@ describe('EHR launch', () => {
     assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-1-metformin' }]);
   });
 
+  it('gives the launch context only to an app granted the launch scope: fhirContext stays back when the user withholds it or the app did not ask', async () => {
+    const fhirContext = ['MedicationRequest/medreq-1-metformin'];
+    const withheld = await authorize({ server, client: app, scope: SCOPE, launch: await launchId({ patient: 'pat-1', encounter: 'enc-1a', fhirContext }),
+      consent: (offered) => offered.filter((s) => s.checked && s.value !== 'launch').map((s) => s.value) });
+    const { body } = await exchangeCode(server.issuer, withheld, app);
+    assert.ok(body.access_token, JSON.stringify(body));
+    assert.ok(!body.scope.split(' ').includes('launch'));
+    assert.deepEqual([body.encounter, body.fhirContext], [undefined, undefined]);
+    const unasked = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', launch: await launchId({ patient: 'pat-1', fhirContext }) });
+    const other = (await exchangeCode(server.issuer, unasked, app)).body;
+    assert.ok(other.access_token, JSON.stringify(other));
+    assert.deepEqual([other.patient, other.fhirContext], [undefined, undefined]);
+  });
+
   it('refuses an unknown launch id and a reused one at the authorization endpoint', async () => {
     const unknown = await authorize({ server, client: app, scope: SCOPE, launch: 'not-a-launch' }).catch((e: Error) => e);
     assert.ok(!(unknown instanceof Error) && unknown.error === 'invalid_request', String(unknown instanceof Error ? unknown.message : unknown.redirect));

@@ -30,6 +30,9 @@ export interface LaunchRequest {
   fhirContext?: string[];
 }
 
+/** Each fhirContext reference costs a read of the FHIR server. */
+const MAX_FHIR_CONTEXT = 20;
+
 /** Checks a launch request against the data; returns an error message or undefined. */
 export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients'> & { clientExists(clientId: string): Promise<boolean> }, request: LaunchRequest): Promise<string | undefined> {
   if (!request.patient || !(await deps.patients.get(request.patient))) return `patient ${request.patient ?? ''} is not known`;
@@ -39,6 +42,7 @@ export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients'> & 
     if (encounter.patient !== request.patient) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
   }
   if (request.clientId && !(await deps.clientExists(request.clientId))) return `client ${request.clientId} is not registered`;
+  if ((request.fhirContext?.length ?? 0) > MAX_FHIR_CONTEXT) return `fhirContext names at most ${MAX_FHIR_CONTEXT} resources`;
   for (const reference of request.fhirContext ?? []) {
     const problem = checkFhirContextReference(reference) ?? (await contextResourceProblem(deps.patients, reference, request.patient));
     if (problem) return problem;

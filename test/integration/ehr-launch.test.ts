@@ -120,7 +120,8 @@ describe('EHR launch', () => {
       assert.equal((await post('not.a.token', { patient: 'pat-1' })).status, 401);
       assert.equal((await post(await backendToken('system/Observation.rs'), { patient: 'pat-1' })).status, 403);
       const token = await backendToken('system/Patient.r');
-      for (const bad of [{ patient: 'nobody' }, { patient: 'pat-1', encounter: 'enc-2a' }, { patient: 'pat-1', fhirContext: ['Patient/pat-1'] }, {}]) {
+      const manyReads = Array.from({ length: 21 }, () => 'MedicationRequest/medreq-1-metformin');
+      for (const bad of [{ patient: 'nobody' }, { patient: 'pat-1', encounter: 'enc-2a' }, { patient: 'pat-1', fhirContext: ['Patient/pat-1'] }, { patient: 'pat-1', fhirContext: manyReads }, {}]) {
         const res = await post(token, bad);
         assert.equal(res.status, 400, JSON.stringify(bad));
         assert.equal((await res.json()).error, 'invalid_request');

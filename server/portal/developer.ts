@@ -14,7 +14,7 @@ import {
 import { field, FORM_EXPIRED, formBody, sendPage } from './session.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { NO_PRIVILEGES, privilegesOfToken } from '../oidc/registration-privileges.ts';
-import { displayText, MAX_DISPLAY_LENGTH } from '../oidc/client-metadata.ts';
+import { changedMetadata, displayText, MAX_DISPLAY_LENGTH } from '../oidc/client-metadata.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 
 export interface DeveloperPortalDeps {
@@ -224,7 +224,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
       if (err instanceof ClientError) return fail(err.message);
       throw err;
     }
-    await registrationChanged(ctx, 'update', clientId, ['redirect_uris', 'launch_uri', ...(editableJwksUri ? ['jwks_uri'] : [])]);
+    await registrationChanged(ctx, 'update', clientId, changedMetadata(owned.metadata, updated));
     return showManage(ctx, updated, rat, { notice: 'Saved. The new settings apply at once.' });
   });
 

@@ -17,7 +17,7 @@ import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
 import { createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
-import { auditLogUsed, clientRegistrationChanged, initialAccessTokenIssued, signingKeyRotated } from '../server/audit/balp.ts';
+import { auditLogUsed, clientRegistrationChanged, ehrLaunchCreated, initialAccessTokenIssued, signingKeyRotated } from '../server/audit/balp.ts';
 import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/disclosures.ts';
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
 import { signedHeadIn } from '../server/audit/signed-head.ts';
@@ -236,6 +236,7 @@ const commands: Record<string, Command> = {
       const problem = await checkLaunchRequest({ patients, clientExists: (id) => clientExists(db, id) }, request);
       if (problem) throw new UsageError(problem);
       const launch = await mintLaunch(db, config, request);
+      await recordAdministration(db, config, ehrLaunchCreated({ ...administrator(config), launch, ...request, by: {} }));
       return { json: { launch, expires_in: config.launchTtl }, text: `launch: ${launch}  (single use, expires in ${config.launchTtl} s)` };
     },
   },

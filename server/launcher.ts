@@ -9,13 +9,17 @@ import { checkFhirContextReference } from './smart/launch-context.ts';
 import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
 import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resource-server/verify-token.ts';
 import type { PatientDirectory } from './fhir/patient-directory.ts';
-import { findUser, mayAccessPatient } from './oidc/users.ts';
+import { findUser, mayAccessPatient, type User } from './oidc/users.ts';
+import type { AuditSink } from './audit/store.ts';
+import { ehrLaunchCreated } from './audit/balp.ts';
+import { auditUserOf } from './audit/security-events.ts';
 
 export interface LauncherDeps {
   config: Config;
   db: Db;
   host: ProviderHost;
   patients: PatientDirectory;
+  audit: AuditSink;
   verifyAccessToken(token: string): Promise<AccessTokenClaims>;
 }
 
@@ -26,6 +30,9 @@ export interface LaunchRequest {
   fhirContext?: string[];
 }
 
+/** Each fhirContext reference costs a read of the FHIR server. */
+const MAX_FHIR_CONTEXT = 20;
+
 /** Checks a launch request against the data; returns an error message or undefined. */
 export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients'> & { clientExists(clientId: string): Promise<boolean> }, request: LaunchRequest): Promise<string | undefined> {
   if (!request.patient || !(await deps.patients.get(request.patient))) return `patient ${request.patient ?? ''} is not known`;
@@ -35,6 +42,7 @@ export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients'> & 
     if (encounter.patient !== request.patient) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
   }
   if (request.clientId && !(await deps.clientExists(request.clientId))) return `client ${request.clientId} is not registered`;
+  if ((request.fhirContext?.length ?? 0) > MAX_FHIR_CONTEXT) return `fhirContext names at most ${MAX_FHIR_CONTEXT} resources`;
   for (const reference of request.fhirContext ?? []) {
     const problem = checkFhirContextReference(reference) ?? (await contextResourceProblem(deps.patients, reference, request.patient));
     if (problem) return problem;
@@ -62,18 +70,21 @@ export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Prom
   }, config.launchTtl);
 }
 
-/** Whoever may read a patient may launch an app on that patient. */
-async function mayLaunchFor(db: Db, token: AccessTokenClaims, patient: string): Promise<boolean> {
+/**
+ * Whoever may read a patient may launch an app on that patient. Who that is: the user of a user-level
+ * token (none for a backend's system-level one); undefined when the token may not launch on the patient.
+ */
+async function launcherFor(db: Db, token: AccessTokenClaims, patient: string): Promise<{ user?: User } | undefined> {
   const scopes = parseScopes(token.scope).scopes.filter((s): s is ResourceScope => s.kind === 'resource');
   const readers = allows(scopes, { type: 'Patient', interaction: 'read' }).filter((s) => s.query.length === 0);
-  if (readers.some((s) => s.level === 'system')) return true;
-  if (!readers.some((s) => s.level === 'user')) return false;
+  if (readers.some((s) => s.level === 'system')) return {};
+  if (!readers.some((s) => s.level === 'user')) return undefined;
   const user = token.sub ? await findUser(db, token.sub) : undefined;
-  return Boolean(user && !user.disabled && mayAccessPatient(user, patient));
+  return user && !user.disabled && mayAccessPatient(user, patient) ? { user } : undefined;
 }
 
 export function launcherRoutes(deps: LauncherDeps): Router {
-  const { config, db, host, patients } = deps;
+  const { config, db, host, patients, audit } = deps;
   const clientExists = async (clientId: string) => Boolean(await host.provider.Client.find(clientId));
   const router = new Router();
   const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
@@ -101,20 +112,27 @@ export function launcherRoutes(deps: LauncherDeps): Router {
       clientId: typeof input.client_id === 'string' && input.client_id ? input.client_id : undefined,
       fhirContext: Array.isArray(input.fhirContext) ? input.fhirContext.map(String) : undefined,
     };
+    // Who may launch comes first: the checks below tell which patients, encounters and resources exist.
+    const launcher = await launcherFor(db, claims, request.patient);
+    if (!launcher) {
+      ctx.status = 403;
+      ctx.set('WWW-Authenticate', `Bearer realm="${config.issuer}", error="insufficient_scope", scope="system/Patient.r"`);
+      ctx.body = { error: 'insufficient_scope', error_description: 'the token may not read this patient' };
+      return;
+    }
     const problem = await checkLaunchRequest({ patients, clientExists }, request);
     if (problem) {
       ctx.status = 400;
       ctx.body = { error: 'invalid_request', error_description: problem };
       return;
     }
-    if (!(await mayLaunchFor(db, claims, request.patient))) {
-      ctx.status = 403;
-      ctx.set('WWW-Authenticate', `Bearer realm="${config.issuer}", error="insufficient_scope", scope="system/Patient.r"`);
-      ctx.body = { error: 'insufficient_scope', error_description: 'the token may not read this patient' };
-      return;
-    }
+    const launch = await mintLaunch(db, config, request);
+    await audit.append(ehrLaunchCreated({
+      recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch, ...request,
+      by: { user: launcher.user && auditUserOf(launcher.user), clientId: claims.client_id, jti: claims.jti },
+    }));
     ctx.status = 201;
-    ctx.body = { launch: await mintLaunch(db, config, request), expires_in: config.launchTtl };
+    ctx.body = { launch, expires_in: config.launchTtl };
   });
 
   return router;

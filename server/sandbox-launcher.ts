@@ -11,7 +11,7 @@ import { addClient, ClientError, listClients } from './oidc/clients.ts';
 import { pickablePatients } from './interactions/picker.ts';
 import { isSandboxFailure, SANDBOX_FAILURES, saveSandboxLaunch } from './sandbox.ts';
 import { databaseAuditSink } from './audit/store.ts';
-import { clientRegistrationChanged } from './audit/balp.ts';
+import { clientRegistrationChanged, ehrLaunchCreated } from './audit/balp.ts';
 import { DEMO_ACCOUNTS } from './demo-accounts.ts';
 
 interface LauncherApp { clientId: string; name: string; launchUri: string; redirectUri: string }
@@ -30,7 +30,7 @@ const stateOf = (input: Record<string, unknown>): LauncherState => ({
   patient: typeof input.patient === 'string' ? input.patient : '',
 });
 
-export function sandboxLauncherRoutes(deps: LauncherDeps): Router {
+export function sandboxLauncherRoutes(deps: Omit<LauncherDeps, 'audit'>): Router {
   const { config, db, host, patients } = deps;
   const router = new Router();
   const body = bodyParser({ enableTypes: ['form'], formLimit: '16kb' });
@@ -109,6 +109,7 @@ export function sandboxLauncherRoutes(deps: LauncherDeps): Router {
         ?? (input.skip_login && user && !isDemoAccount(user.username) ? `skipping the login signs in a demo account only (${user.username} signs in with their password)` : undefined);
     if (problem || !app) return showLauncher(ctx, state, { message: problem }, 400);
     const launch = await mintLaunch(db, config, request);
+    await audit.append(ehrLaunchCreated({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch, ...request, by: {} }));
     await saveSandboxLaunch(db, launch, {
       username: user?.username, skipLogin: Boolean(input.skip_login), skipConsent: Boolean(input.skip_consent), failure: isSandboxFailure(failure) ? failure : undefined,
     }, config.launchTtl);

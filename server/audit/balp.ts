@@ -27,6 +27,7 @@ const coding = (system: string, code: string, display?: string): Coding => ({ sy
 /** Every code the builders use, with the display its code system gives. */
 export const CODES = {
   rest: coding(AUDIT_EVENT_TYPE, 'rest', 'Restful Operation'),
+  applicationActivity: coding(DCM, '110100', 'Application Activity'),
   auditLogUsed: coding(DCM, '110101', 'Audit Log Used'),
   securityAlert: coding(DCM, '110113', 'Security Alert'),
   userAuthentication: coding(DCM, '110114', 'User Authentication'),
@@ -894,5 +895,44 @@ export function auditLogUsed(e: AuditLogUsed): AuditEvent {
     agent: [authServerAgent(e.issuer, true, true)],
     source: securitySource(e.issuer),
     entity: [...about, compact({ type: CODES.systemObject, description: e.use, detail: details(e.details ?? {}) })],
+  });
+}
+
+export interface EhrLaunchCreated extends SecurityEventBase {
+  /** The launch id: only its SHA-256 digest is recorded, since the id opens the context until it is used. */
+  launch: string;
+  patient: string;
+  encounter?: string;
+  /** The app the launch is bound to, when it is bound to one. */
+  clientId?: string;
+  fhirContext?: string[];
+  /** Who asked for it through the launch API: the user and the app of the token (its jti); none for an administrator. */
+  by: { user?: AuditUser; clientId?: string; jti?: string };
+}
+
+/**
+ * An EHR launch id minted (DICOM 110100 Application Activity, action C): someone opened a patient's
+ * context for an app. The requestor (the token's user, else its app, else this server for the CLI);
+ * the patient; the launch by digest, with its app, encounter and fhirContext references.
+ */
+export function ehrLaunchCreated(e: EhrLaunchCreated): AuditEvent {
+  const { user, clientId, jti } = e.by;
+  return auditEvent({
+    type: CODES.applicationActivity, action: 'C', recorded: e.recorded, outcome: '0',
+    agent: [
+      ...(user ? [userAgent(e.issuer, user, [CODES.humanUser], { jti, address: e.address })] : []),
+      ...(clientId ? [appAgent(e.issuer, clientId, user ? { requestor: false } : { requestor: true, jti, address: e.address })] : []),
+      authServerAgent(e.issuer, true, !user && !clientId),
+    ],
+    source: securitySource(e.issuer),
+    entity: [patientEntity(e.patient), compact({
+      what: { identifier: { system: `${e.issuer.replace(/\/+$/, '')}/launch`, ...tokenIdentifier(opaqueToken(e.launch)) } },
+      type: CODES.systemObject,
+      role: CODES.securityResource,
+      detail: [
+        ...details({ client_id: e.clientId, encounter: e.encounter && `Encounter/${e.encounter}` }),
+        ...(e.fhirContext ?? []).map((reference) => ({ type: 'fhirContext', valueString: reference })),
+      ],
+    })],
   });
 }

@@ -331,7 +331,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
       launch: buildLaunchContext({
         patient: carries.patient ? context.patient : undefined,
         encounter: carries.encounter ? context.encounter : undefined,
-        fhirContext: ehrLaunch?.fhirContext,
+        fhirContext: carries.fhirContext ? ehrLaunch?.fhirContext : undefined,
         ehrLaunch: Boolean(details.params.launch),
         styleUrl: `${config.issuer}/smart-style/v1.json`,
         tenant: config.tenant,

@@ -1,5 +1,6 @@
 // SMART rules for client metadata, from the CLI, the /apps page and RFC 7591 registration alike.
 // Runs inside oidc-provider's client schema (extraClientMetadata.validator) before its own checks.
+import { isDeepStrictEqual } from 'node:util';
 import { errors } from 'oidc-provider';
 import { isSmartScopeString } from '../smart/client-scopes.ts';
 import { isConfidentiality, isPurposeOfUse } from '../hcs/codes.ts';
@@ -92,4 +93,10 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
   if (Array.isArray(md.grant_types) && md.grant_types.includes('client_credentials') && md.token_endpoint_auth_method === 'none') {
     fail('client_credentials needs client authentication (private_key_jwt or a client secret)');
   }
+}
+
+/** The names of the fields that differ between two versions of a client's metadata (RFC 7592's registration_* answer fields aside). */
+export function changedMetadata(before: Metadata, after: Metadata): string[] {
+  const names = new Set([...Object.keys(before), ...Object.keys(after)].filter((name) => !name.startsWith('registration_')));
+  return [...names].filter((name) => !isDeepStrictEqual(before[name], after[name]));
 }

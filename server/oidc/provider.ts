@@ -7,7 +7,7 @@ import { knexAdapterFactory } from './adapter.ts';
 import { deleteGrantContext } from './launch-store.ts';
 import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
-import { checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
+import { changedMetadata, checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { INTROSPECTION_PATH, jwtTokenEndpoints, ownTokenVerifier, REVOCATION_PATH } from './introspection.ts';
 import { clientAuthenticationRequired } from './token/provider-answers.ts';
@@ -287,13 +287,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     recordRegistration(ctx, 'delete', client.clientId);
   });
   // Registration changes through RFC 7591/7592: the events start the record, registrationRecorded (below) waits for it.
-  const recordRegistration = (ctx: KoaContextWithOIDC, change: 'create' | 'update' | 'delete', clientId: string) => {
-    const record = audit.append(clientRegistrationChanged({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, change, clientId, by: { clientId } }));
+  const recordRegistration = (ctx: KoaContextWithOIDC, change: 'create' | 'update' | 'delete', clientId: string, fields?: string[]) => {
+    const record = audit.append(clientRegistrationChanged({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, change, clientId, by: { clientId }, fields }));
     record.catch(() => undefined); // awaited by registrationRecorded
     pendingRegistrationRecords.set(ctx, { record, change, clientId });
   };
-  provider.on('registration_create.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'create', client.clientId));
-  provider.on('registration_update.success', (ctx: KoaContextWithOIDC, client: { clientId: string }) => recordRegistration(ctx, 'update', client.clientId));
+  type RegisteredClient = { clientId: string; metadata(): ClientMetadata };
+  provider.on('registration_create.success', (ctx: KoaContextWithOIDC, client: RegisteredClient) =>
+    recordRegistration(ctx, 'create', client.clientId, Object.keys(client.metadata())));
+  // The client as it was; the answer holds it as it is now.
+  provider.on('registration_update.success', (ctx: KoaContextWithOIDC, client: RegisteredClient) =>
+    recordRegistration(ctx, 'update', client.clientId, changedMetadata(client.metadata(), ctx.body as ClientMetadata)));
   return provider;
 }
 

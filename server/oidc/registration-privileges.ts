@@ -14,9 +14,9 @@ export interface Privileges {
   /** system/ scope patterns it may register (and `introspect` with resourceServer). */
   systemScope?: string;
   resourceServer?: boolean;
-  /** Purposes of use (v3-ActReason codes) it may register. */
+  /** Purposes of use (v3-ActReason codes) it may register; when there are some, it must register some of them. */
   purposes?: string[];
-  /** The highest backend clearance it may register (default N). */
+  /** The highest backend clearance it may register (default N, which is also a client's that names none). */
   clearance?: ConfidentialityCode;
   /** Sensitivity codes it may register, or ['*'] for all. */
   sensitivity?: string[];
@@ -51,8 +51,11 @@ export function privilegeProblem(md: Metadata, allowed: Privileges): string | un
   if (md.resource_server === true && !allowed.resourceServer) return refused('resource_server', 'a resource server');
   const purpose = list(md.purposes_of_use).find((p) => !allowed.purposes?.includes(String(p)));
   if (purpose !== undefined) return refused('purposes_of_use', `purpose of use ${String(purpose)}`);
-  if (typeof md.clearance === 'string' && isConfidentiality(md.clearance)
-      && confidentialityRank(md.clearance) > confidentialityRank(allowed.clearance ?? 'N')) return refused('clearance', `clearance ${md.clearance}`);
+  // Purposes of use limit a client, and no list means no limit: a ceiling that names purposes needs a list.
+  if (allowed.purposes?.length && !list(md.purposes_of_use).length) return refused('purposes_of_use', 'any purpose of use');
+  // A client that names no clearance has N.
+  const clearance = typeof md.clearance === 'string' && isConfidentiality(md.clearance) ? md.clearance : 'N';
+  if (confidentialityRank(clearance) > confidentialityRank(allowed.clearance ?? 'N')) return refused('clearance', `clearance ${clearance}`);
   const sensitivity = list(md.sensitivity).find((s) => !allowed.sensitivity?.includes(ALL_SENSITIVITIES) && !allowed.sensitivity?.includes(String(s)));
   if (sensitivity !== undefined) return refused('sensitivity', `sensitivity ${String(sensitivity)}`);
   return undefined;

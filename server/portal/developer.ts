@@ -14,7 +14,7 @@ import {
 import { field, FORM_EXPIRED, formBody, sendPage } from './session.ts';
 import { databaseAuditSink } from '../audit/store.ts';
 import { NO_PRIVILEGES, privilegesOfToken } from '../oidc/registration-privileges.ts';
-import { displayText, MAX_DISPLAY_LENGTH } from '../oidc/client-metadata.ts';
+import { changedMetadata, displayText, MAX_DISPLAY_LENGTH } from '../oidc/client-metadata.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
 
 export interface DeveloperPortalDeps {
@@ -161,6 +161,8 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     try {
       metadata = await addClient(db, host.provider, {
         name: form.client_name, redirectUris, launchUri: form.launch_uri || undefined, auth, scope: form.scope || undefined,
+        // The form asks for no purposes of use: the app keeps the initial access token's limit.
+        purposes: ceiling.purposes,
       }, ceiling);
     } catch (err) {
       if (err instanceof ClientError) return showRegistration(ctx, form, err.message, 400);
@@ -222,7 +224,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
       if (err instanceof ClientError) return fail(err.message);
       throw err;
     }
-    await registrationChanged(ctx, 'update', clientId, ['redirect_uris', 'launch_uri', ...(editableJwksUri ? ['jwks_uri'] : [])]);
+    await registrationChanged(ctx, 'update', clientId, changedMetadata(owned.metadata, updated));
     return showManage(ctx, updated, rat, { notice: 'Saved. The new settings apply at once.' });
   });
 

@@ -94,13 +94,15 @@ export function grantedFromForm(choices: ConsentChoices, submitted: unknown): st
 
 /**
  * Which launch context a grant carries. SMART: patient/ scopes SHALL establish a patient
- * context; launch/patient asks for one; an EHR launch (`launch`) carries the EHR's context.
+ * context; launch/patient asks for one; an EHR launch (`launch`) carries the EHR's context, fhirContext
+ * only with `launch` itself.
  */
-export function grantedContext(granted: readonly string[]): { patient: boolean; encounter: boolean } {
+export function grantedContext(granted: readonly string[]): { patient: boolean; encounter: boolean; fhirContext: boolean } {
   const scopes = granted.map((text) => parseScope(text));
   const ehr = granted.includes('launch');
   return {
     patient: ehr || granted.includes('launch/patient') || scopes.some((s) => s?.kind === 'resource' && s.level === 'patient'),
     encounter: ehr || granted.includes('launch/encounter'),
+    fhirContext: ehr,
   };
 }

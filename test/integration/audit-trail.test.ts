@@ -2,12 +2,13 @@
 // authorization server, the FHIR view of the trail, failing closed, and the CLI over it.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, exchangeCode, form, hiddenValue } from '../support/oauth.ts';
+import { authorize, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { auditEventUpstream } from '../../server/audit/fhir-upstream.ts';
 
@@ -394,6 +395,25 @@ describe('audit trail', () => {
     const { client_id: clientId } = await res.json();
     const [record] = (await eventsOf({ type: '110113', subtype: '110129' })).filter((e) => e.entity[0].what.identifier.value === clientId);
     assert.equal(record?.action, 'C', 'recorded by the time the answer came');
+  });
+
+  it('records an EHR launch minted with the CLI, with this server as requestor; the API answers no launch it could not record', async () => {
+    const created = await cli('launch', 'create', '--patient', 'pat-3', '--encounter', 'enc-3a', '--json');
+    assert.equal(created.code, 0, created.stdout);
+    const digest = createHash('sha256').update(JSON.parse(created.stdout).launch).digest('base64url');
+    const [record] = (await eventsOf({ type: '110100', patient: 'pat-3' })).filter((e) => e.entity[1].what.identifier.value === `sha256:${digest}`);
+    assert.equal(record?.action, 'C');
+    assert.deepEqual(record.agent.filter((a: any) => a.requestor).map((a: any) => a.type.coding[0].code), ['AuthzOauthService']);
+    const backend = await server.addClient({ name: 'EHR', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/Patient.r' });
+    const { body: { access_token: ehrToken } } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.r' }, backend);
+    await server.db.schema.renameTable('audit_events', 'audit_events_away');
+    try {
+      const res = await fetch(`${server.issuer}/api/launch`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${ehrToken}` }, body: JSON.stringify({ patient: 'pat-3' }) });
+      assert.equal(res.status, 500);
+      assert.deepEqual(await res.json(), { error: 'server_error', error_description: 'An unexpected error occurred.' }, 'no launch id, no internals');
+    } finally {
+      await server.db.schema.renameTable('audit_events_away', 'audit_events');
+    }
   });
 
   describe('the CLI', () => {

@@ -254,6 +254,9 @@ describe('developer portal (/apps)', () => {
       assert.deepEqual(after?.redirect_uris, ['http://127.0.0.1:9100/new-callback']);
       assert.equal(after?.launch_uri, 'https://managed.example.org/launch');
       for (const key of ['client_id', 'client_name', 'token_endpoint_auth_method', 'grant_types']) assert.deepEqual(after?.[key], before?.[key], key);
+      const [record] = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === app.client_id);
+      assert.deepEqual(record.entity[0].detail.map((d: any) => d.valueString).sort(), ['launch_uri', 'redirect_uris'], 'the fields changed, by name');
 
       const client = { client_id: app.client_id, redirect_uri: 'http://127.0.0.1:9100/new-callback' };
       const launch = await authorize({ server, client, scope: SCOPE });
@@ -387,5 +390,11 @@ describe('developer portal with REGISTRATION=token', () => {
     const stored = await storedClient(server, registered.client_id);
     assert.deepEqual(stored?.grant_types, ['client_credentials']);
     assert.equal(stored?.smart_scope, 'system/Patient.rs system/Observation.rs');
+  });
+
+  it('registers an app under the purposes of use its initial access token limits it to', async () => {
+    const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { purposes: ['TREAT'] });
+    const registered = await register(server, { client_name: 'Treatment App', redirect_uris: 'https://treat.example.org/cb', auth: 'public', initial_access_token: iat });
+    assert.deepEqual((await storedClient(server, registered.client_id))?.purposes_of_use, ['TREAT']);
   });
 });

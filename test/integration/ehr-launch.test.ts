@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode, form, hiddenValue, Browser, tokenRequest } from '../support/oauth.ts';
 import { mintLaunch } from '../../server/launcher.ts';
@@ -55,6 +56,20 @@ describe('EHR launch', () => {
     const launch = await launchId({ patient: 'pat-1', fhirContext: ['MedicationRequest/medreq-1-metformin'] });
     const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch }), app);
     assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-1-metformin' }]);
+  });
+
+  it('gives the launch context only to an app granted the launch scope: fhirContext stays back when the user withholds it or the app did not ask', async () => {
+    const fhirContext = ['MedicationRequest/medreq-1-metformin'];
+    const withheld = await authorize({ server, client: app, scope: SCOPE, launch: await launchId({ patient: 'pat-1', encounter: 'enc-1a', fhirContext }),
+      consent: (offered) => offered.filter((s) => s.checked && s.value !== 'launch').map((s) => s.value) });
+    const { body } = await exchangeCode(server.issuer, withheld, app);
+    assert.ok(body.access_token, JSON.stringify(body));
+    assert.ok(!body.scope.split(' ').includes('launch'));
+    assert.deepEqual([body.encounter, body.fhirContext], [undefined, undefined]);
+    const unasked = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', launch: await launchId({ patient: 'pat-1', fhirContext }) });
+    const other = (await exchangeCode(server.issuer, unasked, app)).body;
+    assert.ok(other.access_token, JSON.stringify(other));
+    assert.deepEqual([other.patient, other.fhirContext], [undefined, undefined]);
   });
 
   it('refuses an unknown launch id and a reused one at the authorization endpoint', async () => {
@@ -120,11 +135,62 @@ describe('EHR launch', () => {
       assert.equal((await post('not.a.token', { patient: 'pat-1' })).status, 401);
       assert.equal((await post(await backendToken('system/Observation.rs'), { patient: 'pat-1' })).status, 403);
       const token = await backendToken('system/Patient.r');
-      for (const bad of [{ patient: 'nobody' }, { patient: 'pat-1', encounter: 'enc-2a' }, { patient: 'pat-1', fhirContext: ['Patient/pat-1'] }, {}]) {
+      const manyReads = Array.from({ length: 21 }, () => 'MedicationRequest/medreq-1-metformin');
+      for (const bad of [{ patient: 'nobody' }, { patient: 'pat-1', encounter: 'enc-2a' }, { patient: 'pat-1', fhirContext: ['Patient/pat-1'] }, { patient: 'pat-1', fhirContext: manyReads }, {}]) {
         const res = await post(token, bad);
         assert.equal(res.status, 400, JSON.stringify(bad));
         assert.equal((await res.json()).error, 'invalid_request');
       }
+    });
+
+    async function userToken(username: string, password: string) {
+      const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/Patient.rs', username, password }), app);
+      assert.ok(body.access_token, JSON.stringify(body));
+      return body.access_token as string;
+    }
+
+    it('lets a user launch only on the patients they may open: a clinician limited by --patients and a patient user get 403 for others', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2'); // --patients pat-1 pat-2
+      assert.equal((await post(jones, { patient: 'pat-3' })).status, 403);
+      assert.equal((await post(jones, { patient: 'pat-2' })).status, 201);
+      const amy = await userToken('amy', 'demo-password-3'); // the patient pat-1
+      assert.equal((await post(amy, { patient: 'pat-2' })).status, 403);
+      assert.equal((await post(amy, { patient: 'pat-1' })).status, 201);
+    });
+
+    it('tells a caller who may not launch on the patient nothing about the record: 403 before any check of patient, encounter or fhirContext', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      const probes = [{ patient: 'nobody' }, { patient: 'pat-3', encounter: 'enc-2a' }, { patient: 'pat-3', fhirContext: ['MedicationRequest/medreq-2-lisinopril'] }];
+      for (const token of [jones, await backendToken('system/Observation.rs')]) {
+        for (const probe of probes) {
+          const res = await post(token, probe);
+          assert.equal(res.status, 403, JSON.stringify(probe));
+          assert.equal((await res.json()).error, 'insufficient_scope');
+        }
+      }
+    });
+
+    it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      const res = await post(jones, { patient: 'pat-2', encounter: 'enc-2b', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
+      assert.equal(res.status, 201);
+      const { launch } = await res.json();
+      const events = (await server.audit.search({ type: '110100', patient: 'pat-2' }) as any[])
+        .filter((e) => JSON.stringify(e).includes(createHash('sha256').update(launch).digest('base64url')));
+      assert.equal(events.length, 1);
+      const [event] = events;
+      assert.ok(!JSON.stringify(event).includes(launch), 'never the launch id itself');
+      assert.equal(event.action, 'C');
+      const user = event.agent.find((a: any) => a.requestor);
+      assert.equal(user.who.identifier.value, (await server.db('users').where('username', 'dr.jones').first('id')).id);
+      assert.match(user.policy[0], /^urn:ietf:params:oauth:jti:/);
+      assert.equal(event.agent.find((a: any) => a.type.coding[0].code === '110150').who.identifier.value, app.client_id);
+      assert.equal(event.entity[0].what.reference, 'Patient/pat-2');
+      assert.deepEqual(event.entity[1].detail.map((d: any) => `${d.type}=${d.valueString}`),
+        [`client_id=${app.client_id}`, 'encounter=Encounter/enc-2b', 'fhirContext=MedicationRequest/medreq-2-lisinopril']);
+      const refused = await server.audit.search({ type: '110100', patient: 'pat-3' });
+      assert.equal((await post(jones, { patient: 'pat-3' })).status, 403);
+      assert.deepEqual(await server.audit.search({ type: '110100', patient: 'pat-3' }), refused, 'a refused launch mints and records nothing');
     });
 
     it('refuses fhirContext naming another patient\'s resource, or an unknown one, alike (400), and mints none', async () => {

@@ -16,7 +16,7 @@ describe('registration privileges', () => {
   let server: TestServer;
   let backendJwks: { keys: object[] };
   before(async () => {
-    server = await startTestServer();
+    server = await startTestServer({ RATE_LIMIT_REGISTER_PER_MINUTE: '1000' });
     const { publicKey } = await generateKeyPair('ES384');
     backendJwks = { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES384' }] };
   });
@@ -105,6 +105,20 @@ describe('registration privileges', () => {
       await assertRefused(await update(now, { ...backend(), scope: 'system/Patient.rs system/Observation.rs' }), 'scope');
       await assertRefused(await update(now, { ...backend(), scope: 'system/Patient.r', purposes_of_use: ['HOPERAT'] }), 'purposes_of_use');
     });
+
+    it('never lets a client drop the limits it was registered with: its purposes of use, a clearance below N', async () => {
+      const iat = await tokenWith({ systemScope: 'system/Patient.rs', purposes: ['TREAT'], clearance: 'L' });
+      const created = await (await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], clearance: 'L' }, iat)).json();
+      assert.ok(created.client_id, JSON.stringify(created));
+      const limits = { ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], clearance: 'L' };
+      await assertRefused(await update(created, { ...limits, purposes_of_use: undefined }), 'purposes_of_use');
+      await assertRefused(await update(created, { ...limits, purposes_of_use: [] }), 'purposes_of_use');
+      await assertRefused(await update(created, { ...limits, clearance: undefined }), 'clearance');
+      const stored = await server.db('oidc_payloads').where({ model: 'Client', id: created.client_id }).first('payload');
+      assert.deepEqual([JSON.parse(stored.payload).purposes_of_use, JSON.parse(stored.payload).clearance], [['TREAT'], 'L'], 'left as it was');
+      const kept = await update(created, limits);
+      assert.equal(kept.status, 200, await kept.clone().text());
+    });
   });
 
   describe('initial access token', () => {
@@ -120,13 +134,23 @@ describe('registration privileges', () => {
       await assertRefused(await register({ ...backend(), scope: 'system/*.rs' }, iat), 'scope');
       await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', resource_server: true, token_endpoint_auth_method: 'client_secret_basic', jwks: undefined }, iat), 'resource_server');
       await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['HTEST'] }, iat), 'purposes_of_use');
-      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', clearance: 'V' }, iat), 'clearance');
-      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', sensitivity: ['PSY'] }, iat), 'sensitivity');
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], clearance: 'V' }, iat), 'clearance');
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], sensitivity: ['PSY'] }, iat), 'sensitivity');
       const res = await register({ ...backend(), scope: 'system/Patient.rs system/Observation.r', purposes_of_use: ['TREAT'], clearance: 'R', sensitivity: ['HIV'] }, iat);
       assert.equal(res.status, 201, await res.clone().text());
       const body = await res.json();
       assert.equal(body.scope, 'system/Patient.rs system/Observation.r');
       assert.equal(body.clearance, 'R');
+    });
+
+    it('that limits purposes of use or clearance registers no client without those limits', async () => {
+      const iat = await tokenWith({ systemScope: 'system/Patient.rs', purposes: ['TREAT'], clearance: 'L' });
+      const before = await clientCount();
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', clearance: 'L' }, iat), 'purposes_of_use');
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'] }, iat), 'clearance');
+      assert.equal(await clientCount(), before);
+      assert.equal((await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], clearance: 'M' }, iat)).status, 400, 'M is above L');
+      assert.equal((await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], clearance: 'L' }, iat)).status, 201);
     });
 
     it('carries its privileges at the registration endpoint under another spelling (/Register/), which the provider answers too', async () => {

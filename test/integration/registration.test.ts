@@ -58,7 +58,13 @@ describe('dynamic client registration', () => {
     const body = await updated.json();
     assert.equal(body.client_name, 'Managed 2');
     assert.equal(body.scope, 'openid patient/Patient.rs');
-    const rat = body.registration_access_token ?? created.registration_access_token;
+    const rat = body.registration_access_token;
+    assert.notEqual(rat, created.registration_access_token, 'the registration access token rotates');
+    assert.equal((await fetch(created.registration_client_uri, { headers: auth })).status, 401, 'the old one is gone');
+    const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[]).filter((e) => e.entity[0].what.identifier.value === created.client_id);
+    assert.deepEqual(records.map((e) => [e.action, e.entity[0].detail?.map((d: any) => d.valueString).sort()]),
+      [['C', Object.keys(created).filter((k) => !k.startsWith('registration_')).map((k) => (k === 'scope' ? 'smart_scope' : k)).sort()], ['U', ['client_name', 'redirect_uris', 'smart_scope']]],
+      'each change names the fields it changed (never their values)');
     assert.equal((await fetch(created.registration_client_uri, { headers: { authorization: 'Bearer wrong' } })).status, 401);
     const removed = await fetch(created.registration_client_uri, { method: 'DELETE', headers: { authorization: `Bearer ${rat}` } });
     assert.equal(removed.status, 204);

@@ -3,11 +3,12 @@
 // per patient, refused and failed outcomes, backend services, the request-id and query entities,
 // the authorization server's security events, and that no secret ever reaches an event.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import type { Coding } from '../../server/hcs/codes.ts';
 import type { AccessAudit, AuditEvent } from '../../server/audit/types.ts';
 import {
-  accessAuditEvents, accessTokenIssued, balpProfile, clientRegistrationChanged, consentDecision, emergencyOverrideStarted, loginFailed,
+  accessAuditEvents, accessTokenIssued, balpProfile, clientRegistrationChanged, consentDecision, ehrLaunchCreated, emergencyOverrideStarted, loginFailed,
   loginSucceeded, logout, opaqueToken, signingKeyRotated, tokenIntrospected, tokenRevoked, userSecurityChanged,
   type AuditAgent, type AuditEntity, type AuditUser,
 } from '../../server/audit/balp.ts';
@@ -515,6 +516,24 @@ describe('security events of the authorization server', () => {
     assert.deepEqual(codesOf(agentsOf(dynamic)[0]), [`${DCM}|110150`]);
   });
 
+  it('ehrLaunchCreated: 110100 Application Activity, action C; the requestor with the token, the patient, the launch by digest with its context', () => {
+    const launch = { recorded: at, issuer: ISSUER, address: '10.1.1.1', launch: 'the-launch-id', patient: '123', encounter: 'e-1', clientId: 'growth-app', fhirContext: ['MedicationRequest/m-1'] };
+    const byUser = ehrLaunchCreated({ ...launch, by: { user: jane, clientId: 'ehr', jti: 'j-1' } });
+    assert.deepEqual(sysCode(byUser.type as Coding), { system: DCM, code: '110100' });
+    assert.equal(byUser.action, 'C');
+    const [user, app] = agentsOf(byUser);
+    assert.deepEqual([user.who, user.requestor, user.policy], [{ identifier: { system: ISSUER, value: jane.sub } }, true, ['urn:ietf:params:oauth:jti:j-1']]);
+    assert.deepEqual([app.who, app.requestor, app.policy], [{ identifier: { system: ISSUER, value: 'ehr' } }, false, undefined]);
+    const [patient, record] = entitiesOf(byUser);
+    assert.equal(patient.what?.reference, 'Patient/123');
+    assert.deepEqual(record.what, { identifier: { system: `${ISSUER}/launch`, value: `sha256:${createHash('sha256').update('the-launch-id').digest('base64url')}` } });
+    assert.deepEqual(detailsOf(record), { client_id: 'growth-app', encounter: 'Encounter/e-1', fhirContext: 'MedicationRequest/m-1' });
+    const byBackend = agentsOf(ehrLaunchCreated({ ...launch, by: { clientId: 'ehr', jti: 'j-2' } }))[0];
+    assert.deepEqual([byBackend.requestor, byBackend.policy], [true, ['urn:ietf:params:oauth:jti:j-2']]);
+    assert.equal(asAgent(ehrLaunchCreated({ ...launch, by: {} })).requestor, true, 'an administrator (CLI): this server asked');
+    assert.ok(!JSON.stringify([byUser]).includes('the-launch-id'));
+  });
+
   describe('consentDecision (BALP AuthZconsent)', () => {
     const decision = { recorded: at, issuer: ISSUER, address: '203.0.113.17', clientId: 'growth-app', user: jane, patient: '123', purposeOfUse: [TREAT], consents: ['c-1'] };
 
@@ -631,6 +650,7 @@ describe('no password or token value ever appears in an event', () => {
         emergencyOverrideStarted(carrying({ ...base, user: { ...person, roles: person.roles ?? [] }, clientId: client, purpose: 'BTG', reason: 'r', jti, patient, amr: ['pwd'], stepUpAmr: ['otp'] }, value)),
         userSecurityChanged(carrying({ ...base, user: person, change: 'update' as const, what: 'password', byAdministrator: flag }, value)),
         logout(carrying({ ...base, user: person, session: { kind: 'account', reason: 'password changed' } }, value)),
+        ehrLaunchCreated(carrying({ ...base, launch: value, patient: patient ?? 'p', by: { user: flag ? person : undefined, clientId: client, jti } }, value)),
       ];
       return !leaks(list, value);
     }));

@@ -39,10 +39,10 @@ describe('consent rules', () => {
   });
 
   it('carries a patient only for patient scopes, launch/patient or an EHR launch', () => {
-    assert.deepEqual(grantedContext(['openid', 'fhirUser']), { patient: false, encounter: false });
-    assert.deepEqual(grantedContext(['openid', 'patient/Patient.r']), { patient: true, encounter: false });
-    assert.deepEqual(grantedContext(['launch/patient']), { patient: true, encounter: false });
-    assert.deepEqual(grantedContext(['launch', 'user/*.rs']), { patient: true, encounter: true });
-    assert.deepEqual(grantedContext(['launch/encounter', 'user/*.rs']), { patient: false, encounter: true });
+    assert.deepEqual(grantedContext(['openid', 'fhirUser']), { patient: false, encounter: false, fhirContext: false });
+    assert.deepEqual(grantedContext(['openid', 'patient/Patient.r']), { patient: true, encounter: false, fhirContext: false });
+    assert.deepEqual(grantedContext(['launch/patient']), { patient: true, encounter: false, fhirContext: false });
+    assert.deepEqual(grantedContext(['launch', 'user/*.rs']), { patient: true, encounter: true, fhirContext: true });
+    assert.deepEqual(grantedContext(['launch/encounter', 'user/*.rs']), { patient: false, encounter: true, fhirContext: false });
   });
 });

@@ -25,7 +25,8 @@ describe('server process', () => {
   it('starts with migrations, keys and demo data, serves discovery, and stops cleanly on SIGTERM', async () => {
     const port = await freePort();
     const proc = start({ PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: `sqlite:${join(dir, 'a', 'db.sqlite')}` });
-    for (let i = 0; i < 100 && !proc.output().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
+    // A first start makes its keys and hashes the demo passwords: seconds, more on a loaded machine.
+    for (let i = 0; i < 450 && !proc.output().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
     assert.match(proc.output(), /listening/);
     const doc = await (await fetch(`http://127.0.0.1:${port}/.well-known/smart-configuration`)).json();
     assert.equal(doc.issuer, `http://localhost:${port}`);

@@ -17,6 +17,11 @@ function start(env: Record<string, string>) {
   return { child, exited, output: () => output };
 }
 
+/** Until the server says it listens: a first start makes its keys and hashes the demo passwords, seconds and more on a loaded machine (within the test's 60 s). */
+async function listening(proc: ReturnType<typeof start>) {
+  for (let i = 0; i < 450 && !proc.output().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
+}
+
 describe('server process', () => {
   let dir: string;
   before(() => { dir = mkdtempSync(join(tmpdir(), 'smart-auth-start-')); });
@@ -25,8 +30,7 @@ describe('server process', () => {
   it('starts with migrations, keys and demo data, serves discovery, and stops cleanly on SIGTERM', async () => {
     const port = await freePort();
     const proc = start({ PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: `sqlite:${join(dir, 'a', 'db.sqlite')}` });
-    // A first start makes its keys and hashes the demo passwords: seconds, more on a loaded machine.
-    for (let i = 0; i < 450 && !proc.output().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
+    await listening(proc);
     assert.match(proc.output(), /listening/);
     const doc = await (await fetch(`http://127.0.0.1:${port}/.well-known/smart-configuration`)).json();
     assert.equal(doc.issuer, `http://localhost:${port}`);
@@ -61,7 +65,7 @@ describe('server process', () => {
     const databaseUrl = `sqlite:${join(dir, 'c.sqlite')}`;
     const port = await freePort();
     const demo = start({ PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: databaseUrl });
-    for (let i = 0; i < 100 && !demo.output().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
+    await listening(demo);
     demo.child.kill('SIGTERM');
     await demo.exited;
     const prod = start({ NODE_ENV: 'production', ISSUER: 'https://auth.example.org', COOKIE_SECRETS: 'p'.repeat(40), KEY_ENCRYPTION_SECRET: 'k'.repeat(40), PORT: '0', DATABASE_URL: databaseUrl });

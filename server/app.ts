@@ -352,7 +352,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   app.use(rateLimit({ paths: ['/apps', '/launcher/register'], limiter: registrations, refuse: registrationFormRefused(config.demo) }));
   app.use(router.routes());
   app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
-  app.use(launcherRoutes({ config, db, host, patients, verifyAccessToken, audit: auditSink }).routes());
+  app.use(launcherRoutes({ config, db, host, patients, guard: fhirGuard, verifyAccessToken, audit: auditSink }).routes());
   if (config.demo) app.use(sandboxLauncherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
   app.use(developerPortalRoutes({ config, db, host }).routes());
   app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());

@@ -9,6 +9,8 @@ import { checkFhirContextReference } from './smart/launch-context.ts';
 import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
 import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resource-server/verify-token.ts';
 import type { PatientDirectory } from './fhir/patient-directory.ts';
+import { patientsOfResourceAs } from './fhir/caller-reads.ts';
+import type { Guard } from './resource-server/guard.ts';
 import { findUser, mayAccessPatient, type User } from './oidc/users.ts';
 import type { AuditSink } from './audit/store.ts';
 import { ehrLaunchCreated } from './audit/balp.ts';
@@ -19,6 +21,8 @@ export interface LauncherDeps {
   db: Db;
   host: ProviderHost;
   patients: PatientDirectory;
+  /** The bundled /fhir guard: the launch API reads fhirContext resources through it, as the caller. */
+  guard: Guard;
   audit: AuditSink;
   verifyAccessToken(token: string): Promise<AccessTokenClaims>;
 }
@@ -84,7 +88,7 @@ async function launcherFor(db: Db, token: AccessTokenClaims, patient: string): P
 }
 
 export function launcherRoutes(deps: LauncherDeps): Router {
-  const { config, db, host, patients, audit } = deps;
+  const { config, db, host, patients, guard, audit } = deps;
   const clientExists = async (clientId: string) => Boolean(await host.provider.Client.find(clientId));
   const router = new Router();
   const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
@@ -99,7 +103,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
     } catch (err) {
       if (!(err instanceof InvalidTokenError)) throw err;
     }
-    if (!claims) {
+    if (!token || !claims) {
       ctx.status = 401;
       ctx.set('WWW-Authenticate', `Bearer realm="${config.issuer}"${token ? ', error="invalid_token"' : ''}`);
       ctx.body = { error: 'invalid_token', error_description: 'a valid access token of this server is required' };
@@ -120,7 +124,9 @@ export function launcherRoutes(deps: LauncherDeps): Router {
       ctx.body = { error: 'insufficient_scope', error_description: 'the token may not read this patient' };
       return;
     }
-    const problem = await checkLaunchRequest({ patients, clientExists }, request);
+    // The resources are read as the caller: one its token may not read is refused as an unknown one.
+    const asCaller = { ...patients, patientsOfResource: patientsOfResourceAs(guard, token, ctx.ip) };
+    const problem = await checkLaunchRequest({ patients: asCaller, clientExists }, request);
     if (problem) {
       ctx.status = 400;
       ctx.body = { error: 'invalid_request', error_description: problem };

@@ -30,7 +30,7 @@ const stateOf = (input: Record<string, unknown>): LauncherState => ({
   patient: typeof input.patient === 'string' ? input.patient : '',
 });
 
-export function sandboxLauncherRoutes(deps: Omit<LauncherDeps, 'audit'>): Router {
+export function sandboxLauncherRoutes(deps: Omit<LauncherDeps, 'audit' | 'guard'>): Router {
   const { config, db, host, patients } = deps;
   const router = new Router();
   const body = bodyParser({ enableTypes: ['form'], formLimit: '16kb' });

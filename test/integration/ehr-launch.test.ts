@@ -7,6 +7,7 @@ import { purgeExpiredRows } from '../../server/app.ts';
 import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-store.ts';
 import { saveSandboxLaunch } from '../../server/sandbox.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { backendClient } from '../support/backend.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
 
@@ -143,8 +144,8 @@ describe('EHR launch', () => {
       }
     });
 
-    async function userToken(username: string, password: string) {
-      const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/Patient.rs', username, password }), app);
+    async function userToken(username: string, password: string, scope = 'openid fhirUser user/Patient.rs') {
+      const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope, username, password }), app);
       assert.ok(body.access_token, JSON.stringify(body));
       return body.access_token as string;
     }
@@ -171,7 +172,7 @@ describe('EHR launch', () => {
     });
 
     it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {
-      const jones = await userToken('dr.jones', 'demo-password-2');
+      const jones = await userToken('dr.jones', 'demo-password-2', 'openid fhirUser user/Patient.rs user/MedicationRequest.rs');
       const res = await post(jones, { patient: 'pat-2', encounter: 'enc-2b', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
       assert.equal(res.status, 201);
       const { launch } = await res.json();
@@ -188,13 +189,16 @@ describe('EHR launch', () => {
       assert.equal(event.entity[0].what.reference, 'Patient/pat-2');
       assert.deepEqual(event.entity[1].detail.map((d: any) => `${d.type}=${d.valueString}`),
         [`client_id=${app.client_id}`, 'encounter=Encounter/enc-2b', 'fhirContext=MedicationRequest/medreq-2-lisinopril']);
+      const reads = (await server.audit.search({ patient: 'pat-2', limit: 1000 }) as any[]).filter((e) => e.id !== event.id
+        && e.entity.some((x: any) => x.what?.reference === 'MedicationRequest/medreq-2-lisinopril') && JSON.stringify(e.agent).includes(user.policy[0]));
+      assert.equal(reads.length, 1, 'the check read the resource as the launching user, and that read is recorded as theirs');
       const refused = await server.audit.search({ type: '110100', patient: 'pat-3' });
       assert.equal((await post(jones, { patient: 'pat-3' })).status, 403);
       assert.deepEqual(await server.audit.search({ type: '110100', patient: 'pat-3' }), refused, 'a refused launch mints and records nothing');
     });
 
     it('refuses fhirContext naming another patient\'s resource, or an unknown one, alike (400), and mints none', async () => {
-      const token = await backendToken('system/Patient.r');
+      const token = await backendToken('system/Patient.r system/MedicationRequest.r');
       const before = await server.db('ehr_launches').count({ n: '*' }).first();
       for (const reference of ['MedicationRequest/medreq-2-lisinopril', 'MedicationRequest/no-such-request']) {
         const res = await post(token, { patient: 'pat-1', client_id: app.client_id, fhirContext: [reference] });
@@ -206,6 +210,28 @@ describe('EHR launch', () => {
       assert.equal(own.status, 201);
       const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch: (await own.json()).launch }), app);
       assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-2-lisinopril' }]);
+    });
+
+    it('checks fhirContext as the caller sees it: a resource the caller may not read is refused like an unknown one (400), one it may read is launched (201)', async () => {
+      const scope = 'openid fhirUser user/Patient.rs user/Observation.rs';
+      const refusal = (reference: string) => ({ error: 'invalid_request', error_description: `fhirContext ${reference} is not a known resource of patient pat-2` });
+      const hidden = 'Observation/obs-2a-hiv-vl'; // R + HIV
+      const jones = await userToken('dr.jones', 'demo-password-2', scope); // clearance N
+      const backend = await backendClient(server, 'system/Patient.rs system/Observation.rs', 'ES384', { clearance: 'N' });
+      const { body: { access_token: system } } = await backend.token('system/Patient.rs system/Observation.rs');
+      const before = await server.db('ehr_launches').count({ n: '*' }).first();
+      for (const token of [jones, system]) {
+        for (const reference of [hidden, 'Observation/no-such-observation']) {
+          const res = await post(token, { patient: 'pat-2', fhirContext: [reference] });
+          assert.equal(res.status, 400, reference);
+          assert.deepEqual(await res.json(), refusal(reference));
+        }
+        assert.equal((await post(token, { patient: 'pat-2', fhirContext: ['Observation/obs-2a-glucose'] })).status, 201, 'an unlabelled one is launched');
+      }
+      const minted = Number((before as { n: number }).n) + 2;
+      assert.equal(Number(((await server.db('ehr_launches').count({ n: '*' }).first()) as { n: number }).n), minted, 'no launch minted for the refused ones');
+      const smith = await userToken('dr.smith', 'demo-password-1', scope); // clearance R, HIV
+      assert.equal((await post(smith, { patient: 'pat-2', fhirContext: [hidden] })).status, 201);
     });
   });
 

@@ -1,0 +1,14 @@
+// Reading the bundled /fhir as a caller sees it: through its guard with the caller's own access token, so
+// the token's scopes, clearance, consents and patient list apply, and the read is audited as the caller's.
+import type { Guard } from '../resource-server/guard.ts';
+import type { PatientDirectory } from './patient-directory.ts';
+import type { FhirResource } from './types.ts';
+import { patientsOf } from './compartment.ts';
+
+/** Like PatientDirectory.patientsOfResource, but a resource the token may not read is one the server does not have. */
+export function patientsOfResourceAs(guard: Guard, token: string, remoteAddress?: string): PatientDirectory['patientsOfResource'] {
+  return async (type, id) => {
+    const res = await guard.handle({ method: 'GET', path: `/${type}/${encodeURIComponent(id)}`, headers: { authorization: `Bearer ${token}` }, remoteAddress });
+    return res.status === 200 ? patientsOf(res.body as FhirResource) : undefined;
+  };
+}

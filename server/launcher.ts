@@ -38,12 +38,15 @@ export interface LaunchRequest {
 const MAX_FHIR_CONTEXT = 20;
 
 /** Checks a launch request against the data; returns an error message or undefined. */
-export async function checkLaunchRequest(deps: Pick<LauncherDeps, 'patients'> & { clientExists(clientId: string): Promise<boolean> }, request: LaunchRequest): Promise<string | undefined> {
-  if (!request.patient || !(await deps.patients.get(request.patient))) return `patient ${request.patient ?? ''} is not known`;
+export async function checkLaunchRequest(
+  deps: { patients: Pick<PatientDirectory, 'patientsOfResource'>; clientExists(clientId: string): Promise<boolean> }, request: LaunchRequest,
+): Promise<string | undefined> {
+  const { patients } = deps;
+  if (!request.patient || !(await patients.patientsOfResource('Patient', request.patient))?.includes(request.patient)) return `patient ${request.patient ?? ''} is not known`;
   if (request.encounter) {
-    const encounter = await deps.patients.encounter(request.encounter);
-    if (!encounter) return `encounter ${request.encounter} is not known`;
-    if (encounter.patient !== request.patient) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
+    const owners = await patients.patientsOfResource('Encounter', request.encounter);
+    if (!owners) return `encounter ${request.encounter} is not known`;
+    if (!owners.includes(request.patient)) return `encounter ${request.encounter} is not an encounter of patient ${request.patient}`;
   }
   if (request.clientId && !(await deps.clientExists(request.clientId))) return `client ${request.clientId} is not registered`;
   if ((request.fhirContext?.length ?? 0) > MAX_FHIR_CONTEXT) return `fhirContext names at most ${MAX_FHIR_CONTEXT} resources`;

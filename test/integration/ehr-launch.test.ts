@@ -121,7 +121,7 @@ describe('EHR launch', () => {
     });
 
     it('mints a launch id for a caller that may read the patient', async () => {
-      const token = await backendToken('system/Patient.rs');
+      const token = await backendToken('system/Patient.rs system/Encounter.rs');
       const res = await post(token, { patient: 'pat-3', encounter: 'enc-3a', client_id: app.client_id });
       assert.equal(res.status, 201);
       const { launch, expires_in } = await res.json();
@@ -172,7 +172,7 @@ describe('EHR launch', () => {
     });
 
     it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {
-      const jones = await userToken('dr.jones', 'demo-password-2', 'openid fhirUser user/Patient.rs user/MedicationRequest.rs');
+      const jones = await userToken('dr.jones', 'demo-password-2', 'openid fhirUser user/Patient.rs user/Encounter.rs user/MedicationRequest.rs');
       const res = await post(jones, { patient: 'pat-2', encounter: 'enc-2b', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
       assert.equal(res.status, 201);
       const { launch } = await res.json();
@@ -210,6 +210,17 @@ describe('EHR launch', () => {
       assert.equal(own.status, 201);
       const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch: (await own.json()).launch }), app);
       assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-2-lisinopril' }]);
+    });
+
+    it('checks the patient as the caller sees it: one hidden from its token (test data) is refused like an unknown one (400)', async () => {
+      const token = await backendToken('system/Patient.rs system/Encounter.rs');
+      assert.equal((await fetch(`${server.fhirBase}/Patient/pat-4`, { headers: { authorization: `Bearer ${token}` } })).status, 404, 'pat-4 (HTEST) is hidden from it');
+      for (const patient of ['pat-4', 'no-such-patient']) {
+        const res = await post(token, { patient });
+        assert.equal(res.status, 400, patient);
+        assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: `patient ${patient} is not known` });
+      }
+      assert.equal((await post(token, { patient: 'pat-3', encounter: 'enc-3a' })).status, 201, 'one it may read is launched');
     });
 
     it('checks fhirContext as the caller sees it: a resource the caller may not read is refused like an unknown one (400), one it may read is launched (201)', async () => {

@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, exchangeCode, form, hiddenValue } from '../support/oauth.ts';
+import { authorize, basicAuth, Browser, exchangeCode, form, hiddenValue } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { auditEventUpstream } from '../../server/audit/fhir-upstream.ts';
 
@@ -93,7 +93,7 @@ describe('audit trail', () => {
 
     const before = (await eventsOf({})).length;
     const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2' }), app)).body;
-    const basic = `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}`;
+    const basic = basicAuth(app);
     await fetch(`${server.issuer}/introspect`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.access_token }) });
     await fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.access_token }) });
     const after = (await eventsOf({})).slice(before);

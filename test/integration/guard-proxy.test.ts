@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestServer, freePort, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, basicAuth, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { startDemoFhirServer, startGuardProxy, startScript, type ChildServer } from '../support/processes.ts';
 import { DEV_KEY_ENCRYPTION_SECRET } from '../../server/config.ts';
@@ -110,7 +110,7 @@ describe('guard in front of another FHIR server', () => {
 
       const revoked = await fetch(`${server.issuer}/revoke`, {
         method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(app) },
         body: new URLSearchParams({ token: body.access_token }),
       });
       assert.equal(revoked.status, 200);
@@ -367,7 +367,7 @@ describe('guard in front of another FHIR server', () => {
             assert.equal((await get('Patient/pat-2', token)).status, 200);
             const revoked = await fetch(`${noDb.issuer}/revoke`, {
               method: 'POST',
-              headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
+              headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(app) },
               body: new URLSearchParams({ token }),
             });
             assert.equal(revoked.status, 200);

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, basicAuth, exchangeCode } from '../support/oauth.ts';
 import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, type ChildServer } from '../support/processes.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { disclosureEvents, disclosureLines } from '../../server/audit/disclosures.ts';
@@ -430,7 +430,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await get('Patient/pat-2', smith)).status, 200);
       const revoked = await fetch(`${shape.server.issuer}/revoke`, {
         method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(app) },
         body: new URLSearchParams({ token: smith }),
       });
       assert.equal(revoked.status, 200);

@@ -7,7 +7,7 @@ import { freePort } from '../support/server.ts';
 import { freshPostgresSchema, type PostgresSchema } from '../support/postgres.ts';
 import { startScript, type ChildServer } from '../support/processes.ts';
 import { dpopKey } from '../support/dpop.ts';
-import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, basicAuth, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
@@ -63,7 +63,7 @@ describe('several instances on PostgreSQL', function () {
     const read = await fetch(`${urlB}/fhir/Patient/pat-2`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } });
     assert.equal(read.status, 200, 'a token of instance A works at instance B');
 
-    const basic = `Basic ${Buffer.from(`${creds.client_id}:${creds.client_secret}`).toString('base64')}`;
+    const basic = basicAuth(creds);
     const revoked = await fetch(`${urlA}/revoke`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: exchanged.body.refresh_token }) });
     assert.equal(revoked.status, 200);
     const introspected = await (await fetch(`${urlB}/introspect`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: exchanged.body.access_token }) })).json();

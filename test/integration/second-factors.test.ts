@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, basicAuth, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly, useTotp } from '../../server/auth/factors.ts';
@@ -48,10 +48,9 @@ describe('second factors, acr and amr', () => {
     })}`, server.issuer);
     return { browser, start, uid: /\/interaction\/([^/?]+)/.exec(start.url)![1] };
   }
-  const basic = (c: { client_id: string; client_secret?: string }) => `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`;
   async function introspect(token: string) {
     const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(rs) }, body: new URLSearchParams({ token }),
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(rs) }, body: new URLSearchParams({ token }),
     });
     return (await res.json()) as Record<string, any>;
   }

@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, basicAuth, Browser, exchangeCode, form, hiddenValue } from '../support/oauth.ts';
+import { authorize, Browser, exchangeCode, form, hiddenValue, introspectToken, revokeToken } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { auditEventUpstream } from '../../server/audit/fhir-upstream.ts';
 
@@ -93,9 +93,8 @@ describe('audit trail', () => {
 
     const before = (await eventsOf({})).length;
     const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2' }), app)).body;
-    const basic = basicAuth(app);
-    await fetch(`${server.issuer}/introspect`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.access_token }) });
-    await fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.access_token }) });
+    await introspectToken(server.issuer, app, tokens.access_token);
+    await revokeToken(server.issuer, app, tokens.access_token);
     const after = (await eventsOf({})).slice(before);
     const subtypes = after.map((e: any) => e.subtype?.[0]?.code);
     for (const expected of ['110122', 'AuthZ-Consent', 'ITI-71', 'ITI-102', '110135']) assert.ok(subtypes.includes(expected), `${expected} in ${subtypes}`);

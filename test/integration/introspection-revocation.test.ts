@@ -1,7 +1,7 @@
 // RFC 7662 introspection and RFC 7009 revocation, for JWT access tokens and refresh tokens.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, basicAuth, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, basicAuth, decodeJwt, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { backendClient, ASSERTION_TYPE } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -27,9 +27,6 @@ describe('introspection and revocation', () => {
       body: new URLSearchParams({ token, ...extra }),
     });
     return { res, body: (await res.json()) as Record<string, any> };
-  }
-  async function revoke(token: string, client: { client_id: string; client_secret?: string }) {
-    return fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client) }, body: new URLSearchParams({ token }) });
   }
   async function launch(patient = 'pat-2') {
     return (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs', patient }), app)).body;
@@ -157,7 +154,7 @@ describe('introspection and revocation', () => {
     const read = () => fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
     assert.equal((await read()).status, 200);
     assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true);
-    const res = await revoke(tokens.access_token, app);
+    const res = await revokeToken(server.issuer, app, tokens.access_token);
     assert.equal(res.status, 200);
     assert.deepEqual((await introspect(tokens.access_token, basicAuth(rs))).body, { active: false });
     assert.equal((await read()).status, 401);
@@ -166,15 +163,15 @@ describe('introspection and revocation', () => {
   it('ignores a client revoking another client\'s tokens, answering 200', async () => {
     const tokens = await launch();
     const other = await server.addClient({ auth: { kind: 'secret' } });
-    assert.equal((await revoke(tokens.access_token, other)).status, 200);
-    assert.equal((await revoke(tokens.refresh_token, other)).status, 200);
+    assert.equal((await revokeToken(server.issuer, other, tokens.access_token)).status, 200);
+    assert.equal((await revokeToken(server.issuer, other, tokens.refresh_token)).status, 200);
     assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true);
     assert.equal((await introspect(tokens.refresh_token, basicAuth(rs))).body.active, true);
   });
 
   it('revokes a refresh token with its whole grant: its access tokens go inactive too', async () => {
     const tokens = await launch();
-    assert.equal((await revoke(tokens.refresh_token, app)).status, 200);
+    assert.equal((await revokeToken(server.issuer, app, tokens.refresh_token)).status, 200);
     assert.deepEqual((await introspect(tokens.refresh_token, basicAuth(rs))).body, { active: false });
     assert.deepEqual((await introspect(tokens.access_token, basicAuth(rs))).body, { active: false });
     const refresh = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);

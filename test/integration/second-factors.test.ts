@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, basicAuth, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, introspectToken, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly, useTotp } from '../../server/auth/factors.ts';
@@ -49,10 +49,7 @@ describe('second factors, acr and amr', () => {
     return { browser, start, uid: /\/interaction\/([^/?]+)/.exec(start.url)![1] };
   }
   async function introspect(token: string) {
-    const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(rs) }, body: new URLSearchParams({ token }),
-    });
-    return (await res.json()) as Record<string, any>;
+    return (await (await introspectToken(server.issuer, rs, token)).json()) as Record<string, any>;
   }
   async function tokensFor(launch: Awaited<ReturnType<typeof authorize>>) {
     assert.ok(launch.code, `no code: ${launch.error} ${launch.pages.at(-1)?.slice(0, 300)}`);

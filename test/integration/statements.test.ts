@@ -5,7 +5,7 @@
 // commit is idle, so writes committed after the answer are counted too.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, basicAuth, tokenRequest } from '../support/oauth.ts';
+import { authorize, introspectToken, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
 import { auditEvents } from '../../server/audit/store.ts';
@@ -95,9 +95,7 @@ describe('statements per request on the hot paths', () => {
     };
   };
   const introspect = async (token: string) => {
-    const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(rs) }, body: new URLSearchParams({ token }),
-    });
+    const res = await introspectToken(server.issuer, rs, token);
     assert.equal(res.status, 200);
     assert.equal((await res.json()).active, true);
   };

@@ -2,7 +2,7 @@
 // verified, not revoked, with `openid`, of a user who is still there; the claims the id_token carries.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, basicAuth, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, decodeJwt, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { backendClient } from '../support/backend.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -96,7 +96,7 @@ describe('/userinfo', () => {
   it('refuses a revoked token', async () => {
     const revokedTokens = await launch();
     assert.equal((await userinfo({ headers: bearer(revokedTokens.access_token) })).status, 200);
-    const revoked = await fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { authorization: basicAuth(app), 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: revokedTokens.access_token }) });
+    const revoked = await revokeToken(server.issuer, app, revokedTokens.access_token);
     assert.equal(revoked.status, 200);
     await refused(await userinfo({ headers: bearer(revokedTokens.access_token) }), 401, 'invalid_token');
   });

@@ -2,7 +2,7 @@
 // each rule of scopes, patient compartments, query restrictions, and the leak vectors.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, decodeJwt, exchangeCode } from '../support/oauth.ts';
 import { backendClient } from '../support/backend.ts';
 
 const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -52,11 +52,10 @@ describe('resource-server guard', () => {
     });
 
     it('refuses a token signed by another key, for another audience, or expired', async () => {
-      const { generateKeyPair, SignJWT, decodeJwt } = await import('jose');
-      const claims = decodeJwt(tokens.patient);
+      const { generateKeyPair, SignJWT } = await import('jose');
+      const { header, payload: claims } = decodeJwt(tokens.patient);
       const { privateKey } = await generateKeyPair('ES256');
       const sign = (payload: Record<string, unknown>, kid = 'forged') => new SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid }).sign(privateKey);
-      const header = JSON.parse(Buffer.from(tokens.patient.split('.')[0], 'base64url').toString());
       for (const forged of [
         await sign(claims, header.kid),
         await sign({ ...claims, aud: 'https://other.example/fhir' }),

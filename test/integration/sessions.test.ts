@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser, disableUser } from '../../server/oidc/users.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
@@ -103,7 +103,7 @@ describe('sessions that end, and changing a password', () => {
   it('ends the sign-in session at RP-initiated logout (/logout), audited', async () => {
     const user = await patientUser();
     const browser = new Browser();
-    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser }), app)).body;
+    const tokens = await authorizedTokens({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser });
     const confirm = await (await browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: tokens.id_token, client_id: app.client_id })}`)).text();
     const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1];
     const out = await browser.fetch(`${server.issuer}/logout/confirm`, { method: 'POST', body: form({ xsrf, logout: 'yes' }) });
@@ -127,7 +127,7 @@ describe('sessions that end, and changing a password', () => {
     async function atConfirmation() {
       const user = await patientUser();
       const browser = new Browser();
-      const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: logoutApp, scope: SCOPE, username: user.username, password: user.password, browser }), logoutApp)).body;
+      const tokens = await authorizedTokens({ server, client: logoutApp, scope: SCOPE, username: user.username, password: user.password, browser });
       const res = await browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: tokens.id_token, post_logout_redirect_uri: signedOut, state: 'st-1' })}`);
       const userId: string = (await server.db('users').where('username', user.username).first('id')).id;
       return { browser, user, userId, page: await res.text(), res };
@@ -322,7 +322,7 @@ describe('sessions that end, and changing a password', () => {
   it('ends every session and grant of a user who is disabled', async () => {
     const user = await patientUser();
     const browser = await accountSignIn(user.username, user.password);
-    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password }), app)).body;
+    const tokens = await authorizedTokens({ server, client: app, scope: SCOPE, username: user.username, password: user.password });
     await disableUser(server.db, user.username);
     assert.equal(await appsStatus(cookieOf(browser)), 303);
     assert.equal((await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app)).body.error, 'invalid_grant');

@@ -2,7 +2,7 @@
 // verified, not revoked, with `openid`, of a user who is still there; the claims the id_token carries.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, decodeJwt, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { backendClient } from '../support/backend.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -105,7 +105,7 @@ describe('/userinfo', () => {
     await addUser(server.db, { username: 'dr.leaving', password: 'leaving-password', fhirUser: 'Practitioner/dr-leaving', attributes: {
       roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'],
     } });
-    const leaving = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' }), app)).body;
+    const leaving = await authorizedTokens({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' });
     assert.equal((await userinfo({ headers: bearer(leaving.access_token) })).status, 200);
     await server.db('users').where({ username: 'dr.leaving' }).update({ disabled: true });
     await refused(await userinfo({ headers: bearer(leaving.access_token) }), 401, 'invalid_token');

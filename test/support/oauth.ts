@@ -202,6 +202,11 @@ export async function exchangeCode(issuer: string, launch: LaunchResult, client:
   return tokenRequest(issuer, { grant_type: 'authorization_code', code: launch.code!, redirect_uri: client.redirect_uri, code_verifier: launch.verifier }, client);
 }
 
+/** A whole authorization (see authorize) and its code exchanged: the token response. */
+export async function authorizedTokens(o: LaunchOptions) {
+  return (await exchangeCode(o.server.issuer, await authorize(o), o.client)).body;
+}
+
 export function decodeJwt(token: string): { header: Record<string, any>; payload: Record<string, any> } {
   const [h, p] = token.split('.');
   return { header: JSON.parse(Buffer.from(h, 'base64url').toString()), payload: JSON.parse(Buffer.from(p, 'base64url').toString()) };

@@ -2,7 +2,7 @@
 // each rule of scopes, patient compartments, query restrictions, and the leak vectors.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode } from '../support/oauth.ts';
+import { authorize, authorizedTokens, decodeJwt, exchangeCode } from '../support/oauth.ts';
 import { backendClient } from '../support/backend.ts';
 
 const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -290,7 +290,7 @@ describe('resource-server guard', () => {
     const lenient = await startTestServer({ GUARD_NARRATIVES: 'sanitize' });
     try {
       const client = await lenient.addClient({ auth: { kind: 'public' } });
-      const { body } = await exchangeCode(lenient.issuer, await authorize({ server: lenient, client, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' }), client);
+      const body = await authorizedTokens({ server: lenient, client, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' });
       const res = await fetch(`${lenient.fhirBase}/Observation`, {
         method: 'POST', headers: { authorization: `Bearer ${body.access_token}`, 'content-type': 'application/fhir+json' },
         body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' }, text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml"><p>ok</p><script>alert(1)</script></div>' } }),

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { appRedirect, chromiumSuite } from '../support/browser.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { auditEvents } from '../../server/audit/store.ts';
 
 const SCOPE = 'launch/patient openid fhirUser patient/*.rs';
 const ALLOW = 'button[name=decision][value=allow]';
@@ -35,8 +36,7 @@ describe('RP-initiated logout in Chromium', function () {
     return state;
   }
 
-  const signOuts = async () => (await suite.server.db('audit_events').select('event'))
-    .map((r) => JSON.parse(r.event)).filter((e) => e.subtype?.some((s: { code: string }) => s.code === '110123')).length;
+  const signOuts = async () => (await auditEvents(suite.server.db, { subtype: '110123' })).length;
 
   /** Whether a new authorization by the app goes straight to consent (no sign-in asked). */
   async function stillSignedIn(): Promise<boolean> {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { freePort } from '../support/server.ts';
-import { tokenRequest } from '../support/oauth.ts';
+import { decodeJwt, tokenRequest } from '../support/oauth.ts';
 import { appRedirect, chromiumSuite, type TestApp } from '../support/browser.ts';
 
 const EHR_SCOPE = 'launch openid fhirUser offline_access patient/*.rs';
@@ -138,7 +138,7 @@ describe('sandbox launcher in Chromium', function () {
     const { redirect, verifier } = await skipToCode({ user: 'amy', patient: 'pat-1' });
     const { body } = await suite.exchange(redirect, verifier);
     assert.equal(body.patient, 'pat-1');
-    const claims = JSON.parse(Buffer.from(body.id_token.split('.')[1], 'base64url').toString());
+    const claims = decodeJwt(body.id_token).payload;
     assert.equal(claims.fhirUser, `${suite.server.fhirBase}/Patient/pat-1`);
 
     await suite.page.goto(`${suite.server.issuer}/launcher?client_id=${suite.app.client_id}&patient=pat-2`);

@@ -5,6 +5,7 @@ import type { Page } from 'playwright-core';
 import { decodeJwt } from '../support/oauth.ts';
 import { chromiumSuite } from '../support/browser.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 
 const SCOPE = 'launch/patient openid fhirUser patient/*.rs';
@@ -173,7 +174,7 @@ describe('second factors and sessions in Chromium', function () {
     const token = await allowAndExchange(verifier);
     assert.equal(token.extensions.ihe_iua.purpose_of_use[0].code, 'BTG');
     assert.deepEqual(token.amr, ['hwk', 'mfa']);
-    const events = (await suite.server.db('audit_events').orderBy('seq').select('event')).map((r) => JSON.parse(r.event));
+    const events = (await auditEvents(suite.server.db)) as any[];
     const alert = events.find((e) => e.subtype?.[0]?.code === '110127');
     assert.equal(alert.entity.flatMap((e: any) => e.detail ?? []).find((d: any) => d.type === 'step_up')?.valueString, 'hwk');
   });

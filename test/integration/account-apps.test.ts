@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, Browser, exchangeCode, form, hiddenValue, introspectToken, tokenRequest } from '../support/oauth.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 const XSS = '<img src=x onerror=alert(1)>';
@@ -35,11 +35,7 @@ describe('account: your apps (/account/apps)', () => {
 
   const fhirStatus = async (token: string) => (await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${token}` } })).status;
   const introspect = async (token: string) => {
-    const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ token }),
-    });
+    const res = await introspectToken(server.issuer, app, token);
     assert.equal(res.status, 200);
     return (await res.json()) as { active: boolean };
   };

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { startTestServer, type TestServer } from '../support/server.ts';
+import { decodeJwt } from '../support/oauth.ts';
 
 describe('audit forwarding', () => {
   let repository: Server;
@@ -89,7 +90,7 @@ describe('signed heads in the log', () => {
     assert.equal(logged.length, 1, 'one head signed at shutdown');
     const [line] = logged;
     assert.deepEqual([line.level, line.seq, line.hash], ['info', Number(head.seq), head.hash]);
-    const payload = JSON.parse(Buffer.from(line.signature.split('.')[1], 'base64url').toString());
+    const { payload } = decodeJwt(line.signature);
     assert.deepEqual([payload.seq, payload.hash], [Number(head.seq), head.hash]);
   });
 });

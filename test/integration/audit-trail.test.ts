@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorizedTokens, Browser, form, hiddenValue, introspectToken, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { auditEventUpstream } from '../../server/audit/fhir-upstream.ts';
 
@@ -25,7 +25,7 @@ describe('audit trail', () => {
   after(() => server.stop());
 
   const token = async (scope: string, who: { username?: string; password?: string; patient?: string } = {}) =>
-    (await exchangeCode(server.issuer, await authorize({ server, client: app, scope, ...who }), app)).body.access_token as string;
+    (await authorizedTokens({ server, client: app, scope, ...who })).access_token as string;
   const fhir = (path: string, bearer?: string, headers: Record<string, string> = {}) =>
     fetch(`${server.fhirBase}/${path}`, { headers: { ...(bearer ? { authorization: `Bearer ${bearer}` } : {}), ...headers } });
   const eventsOf = (filter: Parameters<TestServer['audit']['search']>[0]) => server.audit.search(filter) as Promise<any[]>;
@@ -93,10 +93,9 @@ describe('audit trail', () => {
     assert.ok(!JSON.stringify(failed).includes('not-the-password'), 'never the password');
 
     const before = (await eventsOf({})).length;
-    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2' }), app)).body;
-    const basic = `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}`;
-    await fetch(`${server.issuer}/introspect`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.access_token }) });
-    await fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.access_token }) });
+    const tokens = await authorizedTokens({ server, client: app, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2' });
+    await introspectToken(server.issuer, app, tokens.access_token);
+    await revokeToken(server.issuer, app, tokens.access_token);
     const after = (await eventsOf({})).slice(before);
     const subtypes = after.map((e: any) => e.subtype?.[0]?.code);
     for (const expected of ['110122', 'AuthZ-Consent', 'ITI-71', 'ITI-102', '110135']) assert.ok(subtypes.includes(expected), `${expected} in ${subtypes}`);
@@ -471,7 +470,7 @@ describe('audit trail', () => {
     it("keeps another app's access on its own line when it reuses a request id (the client chooses it)", async () => {
       const other = await server.addClient({ auth: { kind: 'secret' } });
       const ours = await token('launch/patient openid patient/*.rs', { patient: 'pat-3' });
-      const theirs = (await exchangeCode(server.issuer, await authorize({ server, client: other, scope: 'launch/patient openid patient/*.rs', patient: 'pat-3' }), other)).body.access_token as string;
+      const theirs = (await authorizedTokens({ server, client: other, scope: 'launch/patient openid patient/*.rs', patient: 'pat-3' })).access_token as string;
       assert.equal((await fhir('Patient/pat-3', ours, { 'x-request-id': 'shared-req' })).status, 200);
       assert.equal((await fhir('Observation?patient=pat-3', theirs, { 'x-request-id': 'shared-req' })).status, 200);
       const lines = JSON.parse((await cli('audit', 'export', '--patient', 'pat-3', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'shared-req');

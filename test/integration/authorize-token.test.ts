@@ -2,7 +2,7 @@
 // (the ONC Inferno SMART App Launch test kit).
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { endAllSessions } from '../../server/auth/sessions.ts';
 
@@ -261,7 +261,7 @@ describe('authorization endpoint and token endpoint', () => {
     const tenanted = await startTestServer({ TENANT: 'example-hospital' });
     try {
       const client = await tenanted.addClient({ auth: { kind: 'public' } });
-      const { body } = await exchangeCode(tenanted.issuer, await authorize({ server: tenanted, client, scope: SCOPE }), client);
+      const body = await authorizedTokens({ server: tenanted, client, scope: SCOPE });
       assert.equal(body.tenant, 'example-hospital');
     } finally {
       await tenanted.stop();

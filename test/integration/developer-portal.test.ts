@@ -2,7 +2,7 @@
 // /register, credentials shown once, and managing an app with its registration access token.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
@@ -301,7 +301,7 @@ describe('developer portal (/apps)', () => {
 
     it('deletes the app: its tokens stop working and the client then gets invalid_client', async () => {
       const client = { client_id: app.client_id, redirect_uri: 'http://127.0.0.1:9100/new-callback' };
-      const tokens = (await exchangeCode(server.issuer, await authorize({ server, client, scope: SCOPE }), client)).body;
+      const tokens = await authorizedTokens({ server, client, scope: SCOPE });
       assert.equal((await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 200);
 
       const { browser, html } = await openManage(server, app.client_id, app.rat);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, postWithHost, tokenRequest, withHost } from '../support/oauth.ts';
+import { authorize, decodeJwt, introspectToken, postWithHost, tokenRequest, withHost } from '../support/oauth.ts';
 import { dpopKey, type DpopKey } from '../support/dpop.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
@@ -103,11 +103,7 @@ describe('DPoP', () => {
 
   it('introspects a bound token with its cnf and token_type DPoP', async () => {
     const rs = await server.addClient({ name: 'Resource server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-    const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${rs.client_id}:${rs.client_secret}`).toString('base64')}` },
-      body: new URLSearchParams({ token: bound.access_token }),
-    });
+    const res = await introspectToken(server.issuer, rs, bound.access_token);
     const body = await res.json();
     assert.equal(body.active, true);
     assert.equal(body.token_type, 'DPoP');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode, form, hiddenValue, Browser, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { mintLaunch } from '../../server/launcher.ts';
 import { purgeExpiredRows } from '../../server/app.ts';
 import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-store.ts';
@@ -40,7 +40,7 @@ describe('EHR launch', () => {
 
   it('carries the EHR\'s patient and encounter to an app asking for launch and user/ scopes only', async () => {
     const launch = await launchId({ patient: 'pat-2', encounter: 'enc-2b' });
-    const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch openid fhirUser user/*.rs', launch }), app);
+    const body = await authorizedTokens({ server, client: app, scope: 'launch openid fhirUser user/*.rs', launch });
     assert.equal(body.patient, 'pat-2');
     assert.equal(body.encounter, 'enc-2b');
   });
@@ -55,7 +55,7 @@ describe('EHR launch', () => {
 
   it('carries fhirContext objects (SMART 2.2) given at launch', async () => {
     const launch = await launchId({ patient: 'pat-1', fhirContext: ['MedicationRequest/medreq-1-metformin'] });
-    const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch }), app);
+    const body = await authorizedTokens({ server, client: app, scope: SCOPE, launch });
     assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-1-metformin' }]);
   });
 
@@ -208,7 +208,7 @@ describe('EHR launch', () => {
       assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'no launch minted');
       const own = await post(token, { patient: 'pat-2', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
       assert.equal(own.status, 201);
-      const { body } = await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, launch: (await own.json()).launch }), app);
+      const body = await authorizedTokens({ server, client: app, scope: SCOPE, launch: (await own.json()).launch });
       assert.deepEqual(body.fhirContext, [{ reference: 'MedicationRequest/medreq-2-lisinopril' }]);
     });
 

@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
 import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -151,11 +151,7 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     const auditor = await authorize({ server, client, scope: 'openid fhirUser user/*.rs', username: 'auditor', password: 'demo-password-4', purpose: 'HOPERAT', aud: base });
     const auditorToken = (await exchangeCode(server.issuer, auditor, client)).body.access_token as string;
     assert.equal((await fetch(`${base}/AuditEvent?patient=pat-1`, { headers: { authorization: `Bearer ${auditorToken}` } })).status, 200, 'an auditor');
-    const revoked = await fetch(`${server.issuer}/revoke`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}` },
-      body: new URLSearchParams({ token }),
-    });
+    const revoked = await revokeToken(server.issuer, client, token);
     assert.equal(revoked.status, 200);
     await new Promise((resolve) => setTimeout(resolve, 1100));
     const refused = await read('Patient/pat-1');

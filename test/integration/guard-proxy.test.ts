@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestServer, freePort, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { startDemoFhirServer, startGuardProxy, startScript, type ChildServer } from '../support/processes.ts';
 import { DEV_KEY_ENCRYPTION_SECRET } from '../../server/config.ts';
@@ -108,11 +108,7 @@ describe('guard in front of another FHIR server', () => {
       assert.equal((await fetch(`${proxyBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${own}` } })).status, 401, 'a token for another FHIR base is refused');
       assert.equal((await fetch(`${proxyBase}/Patient/pat-2`)).status, 401);
 
-      const revoked = await fetch(`${server.issuer}/revoke`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
-        body: new URLSearchParams({ token: body.access_token }),
-      });
+      const revoked = await revokeToken(server.issuer, app, body.access_token);
       assert.equal(revoked.status, 200);
       assert.equal((await read('Patient/pat-2')).status, 401, 'introspection sees the revocation');
       const smart = await (await fetch(`${proxyBase}/.well-known/smart-configuration`)).json();
@@ -365,11 +361,7 @@ describe('guard in front of another FHIR server', () => {
           it('refuses a revoked token (introspection says inactive)', async () => {
             const { app, token } = await userToken('dr.smith', 'demo-password-1');
             assert.equal((await get('Patient/pat-2', token)).status, 200);
-            const revoked = await fetch(`${noDb.issuer}/revoke`, {
-              method: 'POST',
-              headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
-              body: new URLSearchParams({ token }),
-            });
+            const revoked = await revokeToken(noDb.issuer, app, token);
             assert.equal(revoked.status, 200);
             assert.equal((await get('Patient/pat-2', token)).status, 401);
           });

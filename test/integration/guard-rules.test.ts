@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
 import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, type ChildServer } from '../support/processes.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { disclosureEvents, disclosureLines } from '../../server/audit/disclosures.ts';
@@ -428,11 +428,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
     it('refuses a token revoked at the authorization server (within REVOCATION_CACHE_MS, 1 s), whatever the verification mode', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       assert.equal((await get('Patient/pat-2', smith)).status, 200);
-      const revoked = await fetch(`${shape.server.issuer}/revoke`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
-        body: new URLSearchParams({ token: smith }),
-      });
+      const revoked = await revokeToken(shape.server.issuer, app, smith);
       assert.equal(revoked.status, 200);
       await new Promise((resolve) => setTimeout(resolve, 1100));
       const refused = await get('Patient/pat-2', smith);

@@ -2,7 +2,7 @@
 // each rule of scopes, patient compartments, query restrictions, and the leak vectors.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, authorizedTokens, decodeJwt, exchangeCode } from '../support/oauth.ts';
 import { backendClient } from '../support/backend.ts';
 
 const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -52,11 +52,10 @@ describe('resource-server guard', () => {
     });
 
     it('refuses a token signed by another key, for another audience, or expired', async () => {
-      const { generateKeyPair, SignJWT, decodeJwt } = await import('jose');
-      const claims = decodeJwt(tokens.patient);
+      const { generateKeyPair, SignJWT } = await import('jose');
+      const { header, payload: claims } = decodeJwt(tokens.patient);
       const { privateKey } = await generateKeyPair('ES256');
       const sign = (payload: Record<string, unknown>, kid = 'forged') => new SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid }).sign(privateKey);
-      const header = JSON.parse(Buffer.from(tokens.patient.split('.')[0], 'base64url').toString());
       for (const forged of [
         await sign(claims, header.kid),
         await sign({ ...claims, aud: 'https://other.example/fhir' }),
@@ -291,7 +290,7 @@ describe('resource-server guard', () => {
     const lenient = await startTestServer({ GUARD_NARRATIVES: 'sanitize' });
     try {
       const client = await lenient.addClient({ auth: { kind: 'public' } });
-      const { body } = await exchangeCode(lenient.issuer, await authorize({ server: lenient, client, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' }), client);
+      const body = await authorizedTokens({ server: lenient, client, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' });
       const res = await fetch(`${lenient.fhirBase}/Observation`, {
         method: 'POST', headers: { authorization: `Bearer ${body.access_token}`, 'content-type': 'application/fhir+json' },
         body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' }, text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml"><p>ok</p><script>alert(1)</script></div>' } }),

@@ -1,7 +1,7 @@
 // HCS security attributes in tokens: role, purpose of use, clearance and break-the-glass.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, decodeJwt, exchangeCode, introspectToken, tokenRequest } from '../support/oauth.ts';
 import { backendClient } from '../support/backend.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { writeFileSync } from 'node:fs';
@@ -119,10 +119,7 @@ describe('HCS attributes in tokens', () => {
       assert.equal(alert.purposeOfEvent[0].text, 'Unconscious patient, allergy history needed now');
       assert.equal(alert.agent[0].policy[0], `urn:ietf:params:oauth:jti:${payload.jti}`);
       assert.equal(alert.entity[0].what.reference, 'Patient/pat-1');
-      const introspected = await (await fetch(`${server.issuer}/introspect`, {
-        method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}` },
-        body: new URLSearchParams({ token: body.access_token }),
-      })).json();
+      const introspected = await (await introspectToken(server.issuer, app, body.access_token)).json();
       assert.deepEqual(introspected.extensions, payload.extensions, 'introspection returns the same attributes');
     });
   });

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, basicAuth, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest, type LaunchResult } from '../support/oauth.ts';
+import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, introspectToken, revokeToken, tokenRequest, type LaunchResult } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient } from '../support/backend.ts';
 import { mintLaunch } from '../../server/launcher.ts';
 
@@ -69,10 +69,7 @@ describe('Inferno SMART App Launch checks', () => {
 
   const launch = (client: typeof publicApp, scope: string, extra: Partial<Parameters<typeof authorize>[0]> = {}) =>
     authorize({ server, client, scope, verifier: verifier73(), state: randomUUID(), ...extra });
-  const introspect = (token: string) => fetch(`${server.issuer}/introspect`, {
-    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization: basicAuth(confidential) },
-    body: new URLSearchParams({ token }),
-  });
+  const introspect = (token: string) => introspectToken(server.issuer, confidential, token, { accept: 'application/json' });
 
   it('1-4: discovery is JSON with the required fields and capabilities; discovery and metadata allow any origin', async () => {
     const res = await fetch(`${server.fhirBase}/.well-known/smart-configuration`, { headers: { accept: 'application/json', origin: 'https://inferno.example' } });
@@ -334,9 +331,7 @@ describe('Inferno SMART App Launch checks', () => {
 
   it('43: a revoked access token is refused at /fhir, a revoked refresh token at /token', async () => {
     const { body } = await exchangeCode(server.issuer, await launch(confidential, STANDALONE), confidential);
-    const revoke = (token: string) => fetch(`${server.issuer}/revoke`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(confidential) }, body: new URLSearchParams({ token }),
-    });
+    const revoke = (token: string) => revokeToken(server.issuer, confidential, token);
     assert.equal((await revoke(body.access_token)).status, 200);
     const read = await fetch(`${server.fhirBase}/Patient/${body.patient}`, bearer(body.access_token));
     assert.ok([401, 403, 404].includes(read.status), String(read.status));

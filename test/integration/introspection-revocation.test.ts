@@ -1,7 +1,7 @@
 // RFC 7662 introspection and RFC 7009 revocation, for JWT access tokens and refresh tokens.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, basicAuth, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorizedTokens, basicAuth, decodeJwt, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { backendClient, ASSERTION_TYPE } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -28,11 +28,8 @@ describe('introspection and revocation', () => {
     });
     return { res, body: (await res.json()) as Record<string, any> };
   }
-  async function revoke(token: string, client: { client_id: string; client_secret?: string }) {
-    return fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client) }, body: new URLSearchParams({ token }) });
-  }
   async function launch(patient = 'pat-2') {
-    return (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs', patient }), app)).body;
+    return authorizedTokens({ server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs', patient });
   }
 
   it('introspects a JWT access token with its scope, context and identity (SMART 2.2)', async () => {
@@ -65,8 +62,8 @@ describe('introspection and revocation', () => {
       roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'], patients: ['pat-1', 'pat-3'],
     } });
     const signIn = { server, client: app, username: 'dr.listed', password: 'listed-password', patient: 'pat-3' };
-    const offline = (await exchangeCode(server.issuer, await authorize({ ...signIn, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' }), app)).body;
-    const online = (await exchangeCode(server.issuer, await authorize({ ...signIn, scope: 'launch/patient openid fhirUser online_access patient/*.rs' }), app)).body;
+    const offline = await authorizedTokens({ ...signIn, scope: 'launch/patient openid fhirUser offline_access patient/*.rs' });
+    const online = await authorizedTokens({ ...signIn, scope: 'launch/patient openid fhirUser online_access patient/*.rs' });
     const active = async (token: string) => (await introspect(token, basicAuth(rs))).body;
     assert.equal((await active(offline.refresh_token)).active, true);
     assert.equal((await active(online.refresh_token)).active, true);
@@ -122,8 +119,8 @@ describe('introspection and revocation', () => {
   });
 
   it('tells a guard (a resource server, a bearer of introspect) what it cannot read in the token: the user\'s patients and auditor attribute; the app itself not', async () => {
-    const userToken = async (username: string, password: string, purpose: string) =>
-      (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser offline_access user/*.rs', username, password, purpose }), app)).body;
+    const userToken = (username: string, password: string, purpose: string) =>
+      authorizedTokens({ server, client: app, scope: 'openid fhirUser offline_access user/*.rs', username, password, purpose });
     const members = ({ user_patients, auditor }: Record<string, unknown>) => ({ user_patients, auditor });
     const jones = await userToken('dr.jones', 'demo-password-2', 'TREAT');
     assert.deepEqual(members((await introspect(jones.access_token, basicAuth(rs))).body), { user_patients: ['pat-1', 'pat-2'], auditor: false });
@@ -145,7 +142,7 @@ describe('introspection and revocation', () => {
     await addUser(server.db, { username: 'dr.leaving', password: 'leaving-password', fhirUser: 'Practitioner/dr-leaving', attributes: {
       roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'],
     } });
-    const { access_token: token } = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' }), app)).body;
+    const { access_token: token } = await authorizedTokens({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' });
     assert.equal((await introspect(token, basicAuth(rs))).body.active, true);
     // Only the flag, as a change the revocation cache has not seen would leave it: the user is read on each introspection.
     await server.db('users').where({ username: 'dr.leaving' }).update({ disabled: true });
@@ -157,7 +154,7 @@ describe('introspection and revocation', () => {
     const read = () => fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
     assert.equal((await read()).status, 200);
     assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true);
-    const res = await revoke(tokens.access_token, app);
+    const res = await revokeToken(server.issuer, app, tokens.access_token);
     assert.equal(res.status, 200);
     assert.deepEqual((await introspect(tokens.access_token, basicAuth(rs))).body, { active: false });
     assert.equal((await read()).status, 401);
@@ -166,15 +163,15 @@ describe('introspection and revocation', () => {
   it('ignores a client revoking another client\'s tokens, answering 200', async () => {
     const tokens = await launch();
     const other = await server.addClient({ auth: { kind: 'secret' } });
-    assert.equal((await revoke(tokens.access_token, other)).status, 200);
-    assert.equal((await revoke(tokens.refresh_token, other)).status, 200);
+    assert.equal((await revokeToken(server.issuer, other, tokens.access_token)).status, 200);
+    assert.equal((await revokeToken(server.issuer, other, tokens.refresh_token)).status, 200);
     assert.equal((await introspect(tokens.access_token, basicAuth(rs))).body.active, true);
     assert.equal((await introspect(tokens.refresh_token, basicAuth(rs))).body.active, true);
   });
 
   it('revokes a refresh token with its whole grant: its access tokens go inactive too', async () => {
     const tokens = await launch();
-    assert.equal((await revoke(tokens.refresh_token, app)).status, 200);
+    assert.equal((await revokeToken(server.issuer, app, tokens.refresh_token)).status, 200);
     assert.deepEqual((await introspect(tokens.refresh_token, basicAuth(rs))).body, { active: false });
     assert.deepEqual((await introspect(tokens.access_token, basicAuth(rs))).body, { active: false });
     const refresh = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);

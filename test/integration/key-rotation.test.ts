@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode } from '../support/oauth.ts';
+import { authorizedTokens, decodeJwt } from '../support/oauth.ts';
 import { listSigningKeys, rotateSigningKeys } from '../../server/oidc/keys.ts';
 import { keyPolicy } from '../../server/oidc/keys.ts';
 import { loadConfig } from '../../server/config.ts';
@@ -21,7 +21,7 @@ describe('signing keys', () => {
   });
   after(() => server.stop());
 
-  const launch = async () => (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs' }), app)).body;
+  const launch = () => authorizedTokens({ server, client: app, scope: 'launch/patient openid patient/*.rs' });
   const jwksKids = async () => ((await (await fetch(`${server.issuer}/jwks`)).json()).keys as { kid: string }[]).map((k) => k.kid);
 
   it('stores private keys encrypted', async () => {

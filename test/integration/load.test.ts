@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
-import { decodeJwt, tokenRequest } from '../support/oauth.ts';
+import { decodeJwt, introspectToken, tokenRequest } from '../support/oauth.ts';
 
 const TOTAL = 1500;
 const WORKERS = 20;
@@ -35,9 +35,6 @@ interface Outcome {
   jti?: string;
   active?: boolean;
 }
-
-const basic = (c: { client_id: string; client_secret?: string }) =>
-  `Basic ${Buffer.from(`${encodeURIComponent(c.client_id)}:${encodeURIComponent(c.client_secret!)}`).toString('base64')}`;
 
 /** The X-Request-Id an AuditEvent carries (BALP XrequestId entity). */
 const requestIdOf = (event: any): string | undefined =>
@@ -85,10 +82,7 @@ describe('under a bounded concurrent load', function () {
   }
 
   async function introspect(requestId: string): Promise<Partial<Outcome>> {
-    const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(rs), 'x-request-id': requestId },
-      body: new URLSearchParams({ token: tokens.latest }),
-    });
+    const res = await introspectToken(server.issuer, rs, tokens.latest, { 'x-request-id': requestId });
     const body = await res.json() as { active?: boolean };
     return { status: res.status, echoedId: res.headers.get('x-request-id'), active: body.active };
   }

@@ -7,7 +7,7 @@ import { freePort } from '../support/server.ts';
 import { freshPostgresSchema, type PostgresSchema } from '../support/postgres.ts';
 import { startScript, type ChildServer } from '../support/processes.ts';
 import { dpopKey } from '../support/dpop.ts';
-import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, introspectToken, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase, type Db } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
@@ -63,10 +63,9 @@ describe('several instances on PostgreSQL', function () {
     const read = await fetch(`${urlB}/fhir/Patient/pat-2`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } });
     assert.equal(read.status, 200, 'a token of instance A works at instance B');
 
-    const basic = `Basic ${Buffer.from(`${creds.client_id}:${creds.client_secret}`).toString('base64')}`;
-    const revoked = await fetch(`${urlA}/revoke`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: exchanged.body.refresh_token }) });
+    const revoked = await revokeToken(urlA, creds, exchanged.body.refresh_token);
     assert.equal(revoked.status, 200);
-    const introspected = await (await fetch(`${urlB}/introspect`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: exchanged.body.access_token }) })).json();
+    const introspected = await (await introspectToken(urlB, creds, exchanged.body.access_token)).json();
     assert.deepEqual(introspected, { active: false }, 'revoked at A, inactive at B');
     assert.equal((await fetch(`${urlB}/fhir/Patient/pat-2`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } })).status, 401);
   });

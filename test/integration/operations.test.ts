@@ -7,7 +7,7 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { Browser, form, hiddenValue } from '../support/oauth.ts';
+import { Browser, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 
 describe('operations', () => {
@@ -92,8 +92,7 @@ describe('metrics', () => {
     const server = await startTestServer();
     try {
       const client = await server.addClient({ name: 'm', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/Patient.rs' });
-      const basic = `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`;
-      const { access_token: token } = await (await fetch(`${server.issuer}/token`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials&scope=system/Patient.rs' })).json();
+      const { access_token: token } = (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, client)).body;
       await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${token}` } });
       await fetch(`${server.fhirBase}/Patient/pat-1`);
       const text = await (await fetch(`${server.issuer}/metrics`)).text();

@@ -2,7 +2,7 @@
 // consent, de-identification for research, and test data.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorizedTokens, decodeJwt, tokenRequest } from '../support/oauth.ts';
 import { mintLaunch } from '../../server/launcher.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { PRIVACY_OFFICER } from '../../server/hcs/codes.ts';
@@ -24,7 +24,7 @@ describe('privacy enforcement', () => {
   after(() => server.stop());
 
   const token = async (username: string, password: string, extra: { purpose?: string; btgReason?: string; scope?: string } = {}) =>
-    (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: extra.scope ?? 'openid fhirUser user/*.rs', username, password, ...extra }), app)).body.access_token as string;
+    (await authorizedTokens({ server, client: app, scope: extra.scope ?? 'openid fhirUser user/*.rs', username, password, ...extra })).access_token as string;
   const get = (path: string, bearer: string) => fetch(`${server.fhirBase}/${path}`, { headers: { authorization: `Bearer ${bearer}` } });
   const ids = async (res: Response) => ((await res.json()).entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
 
@@ -145,7 +145,7 @@ describe('privacy enforcement', () => {
     const hinted = await startTestServer({ BREAK_GLASS_HINT: 'true' });
     try {
       const client = await hinted.addClient({ auth: { kind: 'secret' } });
-      const jones = (await exchangeCode(hinted.issuer, await authorize({ server: hinted, client, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' }), client)).body.access_token;
+      const jones = (await authorizedTokens({ server: hinted, client, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' })).access_token;
       const res = await fetch(`${hinted.fhirBase}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${jones}` } });
       assert.equal(res.status, 404);
       const outcome = await res.json();
@@ -209,7 +209,7 @@ describe('privacy enforcement', () => {
 
     it('refuses a clinician a Consent scope bound to the patient (patient/ in a launch) or to their patients (user/ with --patients); the consent still holds', async () => {
       const launch = await mintLaunch(server.db, server.config, { patient: 'pat-2' });
-      const launched = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'launch openid fhirUser patient/Consent.cruds', launch }), app)).body;
+      const launched = await authorizedTokens({ server, client: app, scope: 'launch openid fhirUser patient/Consent.cruds', launch });
       assert.equal(launched.patient, 'pat-2');
       assert.ok(launched.scope.split(' ').includes('patient/Consent.cruds'), launched.scope);
       const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/Consent.cruds' });
@@ -439,7 +439,7 @@ describe('privacy enforcement', () => {
     it('gives another client other pseudonyms', async () => {
       const other = await server.addClient({ auth: { kind: 'secret' } });
       const mine = await (await get('Patient?gender=male', await token('researcher', 'research-pass'))).json();
-      const theirs = (await exchangeCode(server.issuer, await authorize({ server, client: other, scope: 'openid fhirUser user/*.rs', username: 'researcher', password: 'research-pass' }), other)).body.access_token;
+      const theirs = (await authorizedTokens({ server, client: other, scope: 'openid fhirUser user/*.rs', username: 'researcher', password: 'research-pass' })).access_token;
       const seen = await (await get('Patient?gender=male', theirs)).json();
       assert.equal(seen.entry.length, mine.entry.length);
       assert.notEqual(seen.entry[0].resource.id, mine.entry[0].resource.id);

@@ -2,7 +2,7 @@
 // and read back with _revinclude=Provenance:target under the same rules as any resource.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorizedTokens } from '../support/oauth.ts';
 import { createDbStore } from '../../server/fhir/store-db.ts';
 
 describe('Provenance of writes through the bundled /fhir', () => {
@@ -15,7 +15,7 @@ describe('Provenance of writes through the bundled /fhir', () => {
   after(() => server.stop());
 
   const token = async (scope: string, who: { username?: string; password?: string; patient?: string } = {}) =>
-    (await exchangeCode(server.issuer, await authorize({ server, client: app, scope, ...who }), app)).body.access_token as string;
+    (await authorizedTokens({ server, client: app, scope, ...who })).access_token as string;
   const fhir = (path: string, bearer: string, init: RequestInit = {}) => fetch(`${server.fhirBase}/${path}`, {
     ...init, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', ...(init.headers ?? {}) },
   });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, authorizedTokens, exchangeCode } from '../support/oauth.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
 
 describe('dynamic client registration', () => {
@@ -74,7 +74,7 @@ describe('dynamic client registration', () => {
   it('ends the grants of a client deleted through RFC 7592: its tokens stop working', async () => {
     const created = await (await register({ client_name: 'Short-lived', redirect_uris: ['http://127.0.0.1:9999/callback'], token_endpoint_auth_method: 'none' })).json();
     const client = { client_id: created.client_id, redirect_uri: 'http://127.0.0.1:9999/callback' };
-    const { body } = await exchangeCode(server.issuer, await authorize({ server, client, scope: 'launch/patient openid patient/*.rs' }), client);
+    const body = await authorizedTokens({ server, client, scope: 'launch/patient openid patient/*.rs' });
     const read = () => fetch(`${server.fhirBase}/Patient/${body.patient}`, { headers: { authorization: `Bearer ${body.access_token}` } });
     assert.equal((await read()).status, 200);
     const removed = await fetch(created.registration_client_uri, { method: 'DELETE', headers: { authorization: `Bearer ${created.registration_access_token}` } });

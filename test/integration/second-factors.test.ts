@@ -5,8 +5,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, introspectToken, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly, useTotp } from '../../server/auth/factors.ts';
 
@@ -48,12 +49,8 @@ describe('second factors, acr and amr', () => {
     })}`, server.issuer);
     return { browser, start, uid: /\/interaction\/([^/?]+)/.exec(start.url)![1] };
   }
-  const basic = (c: { client_id: string; client_secret?: string }) => `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`;
   async function introspect(token: string) {
-    const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(rs) }, body: new URLSearchParams({ token }),
-    });
-    return (await res.json()) as Record<string, any>;
+    return (await (await introspectToken(server.issuer, rs, token)).json()) as Record<string, any>;
   }
   async function tokensFor(launch: Awaited<ReturnType<typeof authorize>>) {
     assert.ok(launch.code, `no code: ${launch.error} ${launch.pages.at(-1)?.slice(0, 300)}`);
@@ -61,7 +58,7 @@ describe('second factors, acr and amr', () => {
     assert.equal(res.status, 200, JSON.stringify(body));
     return { body, access: decodeJwt(body.access_token).payload, id: decodeJwt(body.id_token).payload };
   }
-  const auditEvents = async () => (await server.db('audit_events').orderBy('seq').select('event')).map((r) => JSON.parse(r.event));
+  const storedEvents = async () => (await auditEvents(server.db)) as any[];
   const detail = (event: any, type: string) => event.entity?.flatMap((e: any) => e.detail ?? []).find((d: any) => d.type === type)?.valueString;
 
   it('lists the acr levels in discovery', async () => {
@@ -102,7 +99,7 @@ describe('second factors, acr and amr', () => {
     const recovery = await server.db('user_factors').where({ user_id: user.id, kind: 'recovery' }).select('secret');
     assert.equal(recovery.length, 10);
     assert.ok(recovery.every((r) => !enrolled.recoveryCodes!.some((c) => r.secret.includes(c.replace('-', '')))), 'recovery codes are stored hashed');
-    const events = await auditEvents();
+    const events = await storedEvents();
     const enrolment = events.find((e) => e.subtype?.[0]?.code === '110137' && detail(e, 'changed') === 'totp' && e.entity[0].what.identifier.value === user.id);
     assert.ok(enrolment, 'the enrolment is an audited security event (DICOM 110137)');
     assert.equal(enrolment.action, 'C');
@@ -137,7 +134,7 @@ describe('second factors, acr and amr', () => {
     // The next step's code (within the ±1 step window) is accepted.
     const next = await browser.fetch(`${server.issuer}/interaction/${uid}/second-factor`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), otp: totpCode(user.secret!, Date.now() + 30_000) }) });
     assert.equal(next.status, 303);
-    const failures = (await auditEvents()).filter((e) => e.outcome === '4' && e.agent.some((a: any) => a.altId === user.username) && detail(e, 'amr') === 'otp');
+    const failures = (await storedEvents()).filter((e) => e.outcome === '4' && e.agent.some((a: any) => a.altId === user.username) && detail(e, 'amr') === 'otp');
     assert.ok(failures.length >= 2, 'each refused code is an audited failure with its method');
   });
 
@@ -290,7 +287,7 @@ describe('second factors, acr and amr', () => {
       const { access } = await tokensFor(await btg(user, { otp: third, btgOtp: totpCode(user.secret!) }));
       assert.equal(access.extensions.ihe_iua.purpose_of_use[0].code, 'BTG');
       assert.deepEqual(access.amr, ['pwd', 'otp', 'mfa']);
-      const alert = (await auditEvents()).find((e) => e.subtype?.[0]?.code === '110127' && e.agent[0].who.identifier.value === user.id);
+      const alert = (await storedEvents()).find((e) => e.subtype?.[0]?.code === '110127' && e.agent[0].who.identifier.value === user.id);
       assert.ok(alert, 'the emergency override is alerted');
       assert.equal(detail(alert, 'step_up'), 'otp', 'the alert records how the user stepped up');
       assert.equal(detail(alert, 'amr'), 'pwd otp mfa', 'and how the token was authenticated');
@@ -318,7 +315,7 @@ describe('second factors, acr and amr', () => {
       const { access } = await tokensFor(await btg(user));
       assert.equal(access.extensions.ihe_iua.purpose_of_use[0].code, 'BTG');
       assert.deepEqual(access.amr, ['pwd']);
-      const alert = (await auditEvents()).find((e) => e.subtype?.[0]?.code === '110127' && e.agent[0].who.identifier.value === user.id);
+      const alert = (await storedEvents()).find((e) => e.subtype?.[0]?.code === '110127' && e.agent[0].who.identifier.value === user.id);
       assert.equal(detail(alert, 'amr'), 'pwd', 'the alert records the method also without a step-up');
       assert.equal(detail(alert, 'step_up'), undefined);
     });

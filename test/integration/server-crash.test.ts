@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../support/server.ts';
 import { startScript } from '../support/processes.ts';
+import { tokenRequest } from '../support/oauth.ts';
 import { loadConfig } from '../../server/config.ts';
 import { migrate, openDatabase } from '../../server/db.ts';
 import { addClient } from '../../server/oidc/clients.ts';
@@ -32,11 +33,7 @@ describe('crash under load', function () {
     await db.destroy();
 
     let server = await startScript('server/main.ts', env, /listening/);
-    const basic = `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`;
-    const { access_token: token } = await (await fetch(`http://127.0.0.1:${port}/token`, {
-      method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
-      body: 'grant_type=client_credentials&scope=system/Patient.rs',
-    })).json();
+    const { access_token: token } = (await tokenRequest(`http://127.0.0.1:${port}`, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, client)).body;
 
     const answered: string[] = [];
     let stop = false;

@@ -4,8 +4,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
 import { addUser, disableUser } from '../../server/oidc/users.ts';
+import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly } from '../../server/auth/factors.ts';
 
@@ -40,7 +41,7 @@ describe('sessions that end, and changing a password', () => {
   const cookieOf = (browser: Browser) => `smart_auth.account=${browser.cookie('smart_auth.account')}; smart_auth.account.sig=${browser.cookie('smart_auth.account.sig')}`;
   const appsStatus = async (cookie: string) => (await fetch(`${server.issuer}/account/apps`, { headers: { cookie }, redirect: 'manual' })).status;
   const securityPage = async (browser: Browser) => (await browser.fetch(`${server.issuer}/account/security`)).text();
-  const auditEvents = async () => (await server.db('audit_events').orderBy('seq').select('event')).map((r) => JSON.parse(r.event));
+  const storedEvents = async () => (await auditEvents(server.db)) as any[];
 
   it('refuses a copied /account cookie after logout', async () => {
     const user = await patientUser();
@@ -81,7 +82,7 @@ describe('sessions that end, and changing a password', () => {
     assert.equal(foreign.status, 404, "another person's session cannot be ended");
     const noCsrf = await laptop.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ session_id: ids[0] }) });
     assert.equal(noCsrf.status, 403);
-    const ended = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.entity?.[0]?.detail?.some((d: any) => d.valueString === 'ended by the user from the session list'));
+    const ended = (await storedEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.entity?.[0]?.detail?.some((d: any) => d.valueString === 'ended by the user from the session list'));
     assert.equal(ended.length, 1, 'ending a session is audited');
   });
 
@@ -102,7 +103,7 @@ describe('sessions that end, and changing a password', () => {
   it('ends the sign-in session at RP-initiated logout (/logout), audited', async () => {
     const user = await patientUser();
     const browser = new Browser();
-    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser }), app)).body;
+    const tokens = await authorizedTokens({ server, client: app, scope: SCOPE, username: user.username, password: user.password, browser });
     const confirm = await (await browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: tokens.id_token, client_id: app.client_id })}`)).text();
     const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1];
     const out = await browser.fetch(`${server.issuer}/logout/confirm`, { method: 'POST', body: form({ xsrf, logout: 'yes' }) });
@@ -111,7 +112,7 @@ describe('sessions that end, and changing a password', () => {
     assert.equal((await server.db('user_sessions').where({ user_id: userId, kind: 'sign-in' })).length, 0);
     const after = await authorize({ server, client: app, scope: SCOPE, browser, username: user.username, password: user.password });
     assert.ok(after.pages.some((p) => p.includes('name="password"')));
-    const ended = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.agent[0].who?.identifier?.value === userId);
+    const ended = (await storedEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.agent[0].who?.identifier?.value === userId);
     assert.equal(ended.length, 1, 'the logout is audited');
   });
 
@@ -126,12 +127,12 @@ describe('sessions that end, and changing a password', () => {
     async function atConfirmation() {
       const user = await patientUser();
       const browser = new Browser();
-      const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: logoutApp, scope: SCOPE, username: user.username, password: user.password, browser }), logoutApp)).body;
+      const tokens = await authorizedTokens({ server, client: logoutApp, scope: SCOPE, username: user.username, password: user.password, browser });
       const res = await browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: tokens.id_token, post_logout_redirect_uri: signedOut, state: 'st-1' })}`);
       const userId: string = (await server.db('users').where('username', user.username).first('id')).id;
       return { browser, user, userId, page: await res.text(), res };
     }
-    const signOutsOf = async (userId: string) => (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.agent[0].who?.identifier?.value === userId).length;
+    const signOutsOf = async (userId: string) => (await storedEvents()).filter((e) => e.subtype?.[0]?.code === '110123' && e.agent[0].who?.identifier?.value === userId).length;
     const sessionKept = async (userId: string) => (await server.db('user_sessions').where({ user_id: userId, kind: 'sign-in' })).length === 1;
 
     it('is a page of the product, with the app named (escaped) and oidc-provider\'s xsrf token', async () => {
@@ -214,7 +215,7 @@ describe('sessions that end, and changing a password', () => {
     const again = await authorize({ server, client: app, scope: SCOPE, browser: sso, username: user.username, password: 'a brand new secret' });
     assert.ok(again.pages.some((p) => p.includes('name="password"')), 'the sign-in session at the authorization server ended');
     assert.ok(again.code);
-    const changed = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.entity[0].detail.some((d: any) => d.valueString === 'password'));
+    const changed = (await storedEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.entity[0].detail.some((d: any) => d.valueString === 'password'));
     assert.equal(changed.length, 1, 'the password change is audited');
     assert.equal(changed[0].action, 'U');
   });
@@ -264,7 +265,7 @@ describe('sessions that end, and changing a password', () => {
       } else {
         assert.equal(res.status, 303);
         assert.equal(left.length, 0, 'the authenticator and its recovery codes are gone');
-        const removed = (await auditEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.action === 'D' && e.entity[0].what.identifier.value === user.id);
+        const removed = (await storedEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.action === 'D' && e.entity[0].what.identifier.value === user.id);
         assert.equal(removed.length, 1, 'the removal is audited');
       }
     }
@@ -321,7 +322,7 @@ describe('sessions that end, and changing a password', () => {
   it('ends every session and grant of a user who is disabled', async () => {
     const user = await patientUser();
     const browser = await accountSignIn(user.username, user.password);
-    const tokens = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password }), app)).body;
+    const tokens = await authorizedTokens({ server, client: app, scope: SCOPE, username: user.username, password: user.password });
     await disableUser(server.db, user.username);
     assert.equal(await appsStatus(cookieOf(browser)), 303);
     assert.equal((await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app)).body.error, 'invalid_grant');

@@ -5,7 +5,7 @@
 // commit is idle, so writes committed after the answer are counted too.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, tokenRequest } from '../support/oauth.ts';
+import { authorize, introspectToken, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
 import { auditEvents } from '../../server/audit/store.ts';
@@ -64,7 +64,6 @@ describe('statements per request on the hot paths', () => {
 
   // The app signs with the key it shares with a backend client, so iss and sub name the app explicitly.
   const appAssertion = () => app.assertion({ claims: { iss: app.client_id, sub: app.client_id } });
-  const basic = (c: { client_id: string; client_secret?: string }) => `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`;
   const clientCredentials = async () => {
     const { res, body } = await backend.token('system/Patient.rs');
     assert.equal(res.status, 200, JSON.stringify(body));
@@ -96,9 +95,7 @@ describe('statements per request on the hot paths', () => {
     };
   };
   const introspect = async (token: string) => {
-    const res = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(rs) }, body: new URLSearchParams({ token }),
-    });
+    const res = await introspectToken(server.issuer, rs, token);
     assert.equal(res.status, 200);
     assert.equal((await res.json()).active, true);
   };

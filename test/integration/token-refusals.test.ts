@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, basicAuth, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE, backendClient, type BackendClient } from '../support/backend.ts';
 import { groupCommitFor } from '../../server/group-commit.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -128,7 +128,7 @@ describe('refused token requests in the audit trail', () => {
     assert.equal(refused.body.error, 'invalid_grant');
     assert.match((await recordOf('html-caller')).outcomeDesc, /^invalid_grant: /);
     const introspection = await fetch(`${server.issuer}/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html', authorization: `Basic ${Buffer.from(`${app.client_id}:wrong`).toString('base64')}` },
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html', authorization: basicAuth({ ...app, client_secret: 'wrong' }) },
       body: new URLSearchParams({ token: 'x' }),
     });
     assert.equal(introspection.status, 401);
@@ -156,7 +156,7 @@ describe('refused token requests in the audit trail', () => {
     assert.equal(refused.res.status, 401);
     assert.equal(refused.body.error, 'invalid_client');
     assert.equal(refused.res.headers.get('www-authenticate'), `Basic realm="${server.issuer}"`);
-    const basic = await tokenRequest(server.issuer, { grant_type: 'client_credentials' }, undefined, { authorization: `Basic ${Buffer.from(':some-secret').toString('base64')}` });
+    const basic = await tokenRequest(server.issuer, { grant_type: 'client_credentials' }, { client_id: '', client_secret: 'some-secret' });
     assert.equal(basic.res.status, 401, 'a Basic header with an empty client_id names no client either');
     assert.equal(basic.body.error, 'invalid_client');
     assert.match(basic.res.headers.get('www-authenticate') ?? '', /^Basic realm=/);
@@ -214,7 +214,6 @@ describe('refused introspection and revocation requests in the audit trail', () 
   });
   after(() => server.stop());
 
-  const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
   async function send(path: '/introspect' | '/revoke' | '/Revoke/', requestId: string, authorization?: string) {
     const res = await fetch(`${server.issuer}${path}`, {
       method: 'POST',
@@ -227,8 +226,8 @@ describe('refused introspection and revocation requests in the audit trail', () 
 
   it('records a refused introspection (wrong secret, unknown client, no client, a bearer token that is not one) as ITI-102 with a failure outcome, without a secret or token', async () => {
     const refused = {
-      'introspect-wrong-secret': await send('/introspect', 'introspect-wrong-secret', basic(app.client_id, 'wrong-secret-1f2e3d4c5b')),
-      'introspect-unknown-client': await send('/introspect', 'introspect-unknown-client', basic('nobody-at-all', 'unknown-secret-6a7b8c9d')),
+      'introspect-wrong-secret': await send('/introspect', 'introspect-wrong-secret', basicAuth({ ...app, client_secret: 'wrong-secret-1f2e3d4c5b' })),
+      'introspect-unknown-client': await send('/introspect', 'introspect-unknown-client', basicAuth({ client_id: 'nobody-at-all', client_secret: 'unknown-secret-6a7b8c9d' })),
       'introspect-no-client': await send('/introspect', 'introspect-no-client'),
       'introspect-bad-bearer': await send('/introspect', 'introspect-bad-bearer', 'Bearer not-a-token-0a9b8c7d6e'),
     };
@@ -250,7 +249,7 @@ describe('refused introspection and revocation requests in the audit trail', () 
   });
 
   it('records a refused revocation (wrong secret, no client) as a revocation (110113/110135, action D) with a failure outcome, and revokes nothing', async () => {
-    const wrong = await send('/revoke', 'revoke-wrong-secret', basic(app.client_id, 'wrong-secret-2b3c4d5e6f'));
+    const wrong = await send('/revoke', 'revoke-wrong-secret', basicAuth({ ...app, client_secret: 'wrong-secret-2b3c4d5e6f' }));
     const none = await send('/Revoke/', 'revoke-no-client');
     for (const [requestId, answer] of [['revoke-wrong-secret', wrong], ['revoke-no-client', none]] as const) {
       assert.equal(answer.status, 401, requestId);
@@ -263,7 +262,7 @@ describe('refused introspection and revocation requests in the audit trail', () 
     const trail = await storedTrail(server);
     for (const secret of ['wrong-secret-2b3c4d5e6f', ...accessToken.split('.')]) assert.ok(!trail.includes(secret), `${secret.slice(0, 20)} not in the trail`);
     const rs = await server.addClient({ name: 'FHIR server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-    assert.equal((await send('/introspect', 'still-active', basic(rs.client_id, rs.client_secret!))).body.active, true, 'nothing was revoked');
+    assert.equal((await send('/introspect', 'still-active', basicAuth(rs))).body.active, true, 'nothing was revoked');
   });
 
   it('records no request the rate limits refused (429): /introspect on its own budget, /revoke on the token one', async () => {

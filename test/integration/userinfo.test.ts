@@ -2,7 +2,7 @@
 // verified, not revoked, with `openid`, of a user who is still there; the claims the id_token carries.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, decodeJwt, exchangeCode, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, decodeJwt, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { backendClient } from '../support/backend.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { addUser } from '../../server/oidc/users.ts';
@@ -96,8 +96,7 @@ describe('/userinfo', () => {
   it('refuses a revoked token', async () => {
     const revokedTokens = await launch();
     assert.equal((await userinfo({ headers: bearer(revokedTokens.access_token) })).status, 200);
-    const basic = `Basic ${Buffer.from(`${encodeURIComponent(app.client_id)}:${encodeURIComponent(app.client_secret!)}`).toString('base64')}`;
-    const revoked = await fetch(`${server.issuer}/revoke`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: revokedTokens.access_token }) });
+    const revoked = await revokeToken(server.issuer, app, revokedTokens.access_token);
     assert.equal(revoked.status, 200);
     await refused(await userinfo({ headers: bearer(revokedTokens.access_token) }), 401, 'invalid_token');
   });
@@ -106,7 +105,7 @@ describe('/userinfo', () => {
     await addUser(server.db, { username: 'dr.leaving', password: 'leaving-password', fhirUser: 'Practitioner/dr-leaving', attributes: {
       roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'],
     } });
-    const leaving = (await exchangeCode(server.issuer, await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' }), app)).body;
+    const leaving = await authorizedTokens({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.leaving', password: 'leaving-password', purpose: 'TREAT' });
     assert.equal((await userinfo({ headers: bearer(leaving.access_token) })).status, 200);
     await server.db('users').where({ username: 'dr.leaving' }).update({ disabled: true });
     await refused(await userinfo({ headers: bearer(leaving.access_token) }), 401, 'invalid_token');

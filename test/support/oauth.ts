@@ -179,6 +179,15 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
 export const basicAuth = (client: { client_id: string; client_secret?: string }) =>
   `Basic ${Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret ?? '')}`).toString('base64')}`;
 
+/** An introspection (RFC 7662) or revocation (RFC 7009) of `token` by `client`, authenticated with HTTP Basic. */
+function tokenCall(endpoint: 'introspect' | 'revoke', issuer: string, client: { client_id: string; client_secret?: string }, token: string, headers: Record<string, string> = {}) {
+  return fetch(`${issuer}/${endpoint}`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client), ...headers }, body: new URLSearchParams({ token }),
+  });
+}
+export const introspectToken = tokenCall.bind(null, 'introspect');
+export const revokeToken = tokenCall.bind(null, 'revoke');
+
 /** `path`: the token endpoint as the request spells it. */
 export async function tokenRequest(issuer: string, body: Record<string, string>, client?: { client_id: string; client_secret?: string }, headers: Record<string, string> = {}, path = '/token') {
   const h: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...headers };
@@ -191,6 +200,11 @@ export async function tokenRequest(issuer: string, body: Record<string, string>,
 
 export async function exchangeCode(issuer: string, launch: LaunchResult, client: { client_id: string; client_secret?: string; redirect_uri: string }) {
   return tokenRequest(issuer, { grant_type: 'authorization_code', code: launch.code!, redirect_uri: client.redirect_uri, code_verifier: launch.verifier }, client);
+}
+
+/** A whole authorization (see authorize) and its code exchanged: the token response. */
+export async function authorizedTokens(o: LaunchOptions) {
+  return (await exchangeCode(o.server.issuer, await authorize(o), o.client)).body;
 }
 
 export function decodeJwt(token: string): { header: Record<string, any>; payload: Record<string, any> } {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type JWTVerifyGetKey } from 'jose';
 import { createGuardVerifier, InvalidTokenError, VerifierUnavailableError } from '../../server/resource-server/verify-token.ts';
+import { basicAuth } from '../support/oauth.ts';
 
 const ISSUER = 'https://auth.example.org';
 const AUDIENCE = 'https://fhir.example.org/r4';
@@ -107,7 +108,7 @@ describe('guard token verification', () => {
     before(async () => {
       server = createServer((req, res) => {
         calls++;
-        const authorized = req.headers.authorization === `Basic ${Buffer.from('rs:secret').toString('base64')}`;
+        const authorized = req.headers.authorization === basicAuth({ client_id: 'rs', client_secret: 'secret' });
         res.setHeader('content-type', 'application/json');
         if (!authorized) { res.statusCode = 401; res.end('{"error":"invalid_client"}'); return; }
         res.end(JSON.stringify(active ? { active: true, iss: ISSUER, aud: AUDIENCE, client_id: 'app', scope: 'patient/*.rs', patient: 'pat-2', jti: 'j', exp: Math.floor(Date.now() / 1000) + 300, ...members } : { active: false }));

@@ -3,15 +3,15 @@
 import assert from 'node:assert/strict';
 import { claimedClientId, credentialsOf, refusalOf, withoutSecrets } from '../../server/oidc/refusals.ts';
 import { oauthRequestRefused } from '../../server/audit/balp.ts';
+import { basicAuth } from '../support/oauth.ts';
 
 const ISSUER = 'https://auth.example.org';
-const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
 const jwt = (payload: object) => `${Buffer.from('{"alg":"ES384"}').toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.c2lnbmF0dXJl`;
 
 describe('a refused token, introspection or revocation request, recorded', () => {
   it('names the client as the request claimed it: parameter, Basic user, assertion sub, bearer token client_id', () => {
     assert.equal(claimedClientId({ params: { client_id: 'app-1' } }), 'app-1');
-    assert.equal(claimedClientId({ params: {}, authorization: basic('app 2', 's3cret') }), 'app 2');
+    assert.equal(claimedClientId({ params: {}, authorization: basicAuth({ client_id: 'app 2', client_secret: 's3cret' }) }), 'app 2');
     assert.equal(claimedClientId({ params: { client_assertion: jwt({ sub: 'backend-3', iss: 'backend-3' }) } }), 'backend-3');
     assert.equal(claimedClientId({ params: { client_assertion: 'not a jwt' } }), undefined);
     assert.equal(claimedClientId({ params: {}, authorization: 'Bearer abc' }), undefined);
@@ -21,7 +21,7 @@ describe('a refused token, introspection or revocation request, recorded', () =>
   it('knows every credential the request carries, and takes each out of any text', () => {
     const sent = {
       params: { code: 'the-code', code_verifier: 'the-verifier', refresh_token: ['rt-1', 'rt-2'], client_assertion: 'a.b.c', scope: 'system/*.rs' },
-      authorization: basic('app', 'the-secret'),
+      authorization: basicAuth({ client_id: 'app', client_secret: 'the-secret' }),
       dpop: 'the-proof',
     };
     assert.deepEqual(credentialsOf(sent).sort(), ['a.b.c', 'rt-1', 'rt-2', 'the-code', 'the-proof', 'the-secret', 'the-verifier']);

@@ -13,6 +13,7 @@ import { CONSUMED, PAYLOAD_TABLE, REPLAYED } from '../../server/oidc/first-use.t
 import type { GrantContext } from '../../server/oidc/launch-store.ts';
 import type { User } from '../../server/oidc/users.ts';
 import { refusalOf } from '../support/rule-tables.ts';
+import { basicAuth } from '../support/oauth.ts';
 
 describe('token rule: grant-source.ts (the code or refresh token, its grant, context and user in one read)', () => {
   let db: Db;
@@ -243,10 +244,10 @@ describe('token rule: provider-answers.ts (oidc-provider answers that SMART rewr
     ['no parameters at all: invalid_client', { status: 400, error: 'invalid_request' }, true],
     ['an empty client_id: invalid_client', { status: 400, error: 'invalid_request', params: { client_id: '' } }, true],
     ['a client secret alone: invalid_client', { status: 400, error: 'invalid_request', params: { client_secret: 'x' } }, true],
-    ['a Basic header with an empty client_id: invalid_client', { status: 400, error: 'invalid_request', params: {}, authorization: `Basic ${Buffer.from(':secret').toString('base64')}` }, true],
-    ['a Basic header naming a client', { status: 400, error: 'invalid_request', params: {}, authorization: 'Basic eDp5' }, false],
+    ['a Basic header with an empty client_id: invalid_client', { status: 400, error: 'invalid_request', params: {}, authorization: basicAuth({ client_id: '', client_secret: 'secret' }) }, true],
+    ['a Basic header naming a client', { status: 400, error: 'invalid_request', params: {}, authorization: basicAuth({ client_id: 'x', client_secret: 'y' }) }, false],
     ['a malformed Authorization header (invalid_request stays)', { status: 400, error: 'invalid_request', params: {}, authorization: 'Basic garbage' }, false],
-    ['two mechanisms (invalid_request stays)', { status: 400, error: 'invalid_request', params: { client_secret: 'x' }, authorization: `Basic ${Buffer.from(':secret').toString('base64')}` }, false],
+    ['two mechanisms (invalid_request stays)', { status: 400, error: 'invalid_request', params: { client_secret: 'x' }, authorization: basicAuth({ client_id: '', client_secret: 'secret' }) }, false],
     ['a client_id', { status: 400, error: 'invalid_request', params: { client_id: 'app' } }, false],
     ['a client assertion', { status: 400, error: 'invalid_request', params: { client_assertion: jwt } }, false],
     ['an authenticated client', { status: 400, error: 'invalid_request', params: {}, client: { clientId: 'app' } }, false],

@@ -9,6 +9,8 @@ import { patientsOf } from './compartment.ts';
 export function patientsOfResourceAs(guard: Guard, token: string, remoteAddress?: string): PatientDirectory['patientsOfResource'] {
   return async (type, id) => {
     const res = await guard.handle({ method: 'GET', path: `/${type}/${encodeURIComponent(id)}`, headers: { authorization: `Bearer ${token}` }, remoteAddress });
+    // The guard could not read or record it (the FHIR server or the audit trail is down): not an unknown resource.
+    if (res.status >= 500) throw new Error(`reading ${type}/${id} as the caller failed: ${res.status}`);
     return res.status === 200 ? patientsOf(res.body as FhirResource) : undefined;
   };
 }

@@ -88,6 +88,8 @@ describe('dynamic client registration', () => {
     ['a redirect URI with a fragment', { redirect_uris: ['https://app.example.org/cb#x'] }, /fragment/],
     ['an http redirect URI that is not loopback', { redirect_uris: ['http://app.example.org/cb'] }, /https/],
     ['a custom-scheme redirect URI', { redirect_uris: ['com.example.app:/cb'] }, /redirect_uris/],
+    ['a javascript: post-logout redirect URI', { redirect_uris: ['https://app.example.org/cb'], post_logout_redirect_uris: ['javascript:alert(1)'] }, /post_logout_redirect_uris/],
+    ['an http post-logout redirect URI that is not loopback', { redirect_uris: ['https://app.example.org/cb'], post_logout_redirect_uris: ['http://evil.example.org/out'] }, /post_logout_redirect_uris must use https/],
     ['a non-SMART scope', { redirect_uris: ['https://app.example.org/cb'], scope: 'patient/*.bogus' }, /SMART scopes/],
     ['an http jwks_uri that is not loopback', { redirect_uris: [], grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'private_key_jwt', jwks_uri: 'http://keys.example.org/jwks' }, /https/],
     ['client_credentials for a public client', { redirect_uris: [], grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'none' }, /client authentication/],

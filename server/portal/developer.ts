@@ -99,7 +99,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     return sendPage(ctx, 'apps-manage-login', { title: 'Manage an app', demo: config.demo, csrf: csrfToken(ctx), clientId, message }, status);
   }
 
-  function showManage(ctx: Context, md: ClientMetadata, rat: string, extra: { message?: string; notice?: string; form?: Record<string, string> } = {}, status = 200) {
+  function showManage(ctx: Context, md: ClientMetadata, rat: string, extra: { message?: string; notice?: string; form?: Record<string, string>} = {}, status = 200) {
     const client = clientView(md);
     const form = extra.form ?? { redirect_uris: client.redirectUris.join('\n'), launch_uri: client.launchUri, jwks_uri: client.jwksUri };
     return sendPage(ctx, 'apps-manage', {
@@ -110,15 +110,25 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
   }
 
   /**
-   * The client the registration access token was issued for, when it is the one named. An unknown
-   * client and a wrong token look the same to the caller.
+   * The app a management form is for and the token that proves it is the sender's, when the form carries a
+   * valid CSRF token and the registration access token issued for the client named; otherwise the refusal
+   * is sent and undefined returned. An unknown client and a wrong token look the same to the caller.
    */
-  async function ownedClient(clientId: string, rat: string) {
-    if (!clientId || !rat) return undefined;
-    const token = await host.provider.RegistrationAccessToken.find(rat);
-    if (!token || token.clientId !== clientId) return undefined;
-    const metadata = await findClientMetadata(db, clientId);
-    return metadata ? { token, metadata } : undefined;
+  async function formOwner(ctx: Context) {
+    const body = ctx.request.body;
+    if (!validCsrf(ctx, field(body, 'csrf'))) {
+      await sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
+      return undefined;
+    }
+    const clientId = field(body, 'client_id').trim();
+    const rat = field(body, 'registration_access_token').trim();
+    const token = clientId && rat ? await host.provider.RegistrationAccessToken.find(rat) : undefined;
+    const metadata = token?.clientId === clientId ? await findClientMetadata(db, clientId) : undefined;
+    if (!token || !metadata) {
+      await showManageLogin(ctx, clientId, NOT_OWNER, 403);
+      return undefined;
+    }
+    return { clientId, rat, token, metadata };
   }
 
   router.get('/apps', (ctx) => showRegistration(ctx, EMPTY_FORM));
@@ -187,23 +197,15 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
   router.get('/apps/manage', (ctx) => showManageLogin(ctx));
 
   router.post('/apps/manage', formBody, async (ctx) => {
-    const body = ctx.request.body;
-    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
-    const clientId = field(body, 'client_id').trim();
-    const rat = field(body, 'registration_access_token').trim();
-    const owned = await ownedClient(clientId, rat);
-    if (!owned) return showManageLogin(ctx, clientId, NOT_OWNER, 403);
-    return showManage(ctx, owned.metadata, rat);
+    const owned = await formOwner(ctx);
+    if (owned) await showManage(ctx, owned.metadata, owned.rat);
   });
 
   router.post('/apps/manage/edit', formBody, async (ctx) => {
+    const owned = await formOwner(ctx);
+    if (!owned) return;
+    const { clientId, rat } = owned;
     const body = ctx.request.body;
-    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
-    const clientId = field(body, 'client_id');
-    const rat = field(body, 'registration_access_token');
-    const owned = await ownedClient(clientId, rat);
-    if (!owned) return showManageLogin(ctx, clientId, NOT_OWNER, 403);
-
     const form = { redirect_uris: field(body, 'redirect_uris'), launch_uri: field(body, 'launch_uri').trim(), jwks_uri: field(body, 'jwks_uri').trim() };
     const redirectUris = lines(form.redirect_uris);
     const grantTypes = Array.isArray(owned.metadata.grant_types) ? owned.metadata.grant_types : [];
@@ -229,11 +231,9 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
   });
 
   router.post('/apps/manage/delete', formBody, async (ctx) => {
-    const body = ctx.request.body;
-    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
-    const clientId = field(body, 'client_id');
-    const owned = await ownedClient(clientId, field(body, 'registration_access_token'));
-    if (!owned) return showManageLogin(ctx, clientId, NOT_OWNER, 403);
+    const owned = await formOwner(ctx);
+    if (!owned) return;
+    const { clientId } = owned;
     const name = clientView(owned.metadata).name;
     // What the app was granted dies with it: refresh tokens, codes, and access tokens through their grant.
     await removeClient(db, clientId);

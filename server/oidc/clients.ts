@@ -139,6 +139,7 @@ export async function removeClient(db: Db, clientId: string): Promise<boolean> {
 /** What updateClient may change; `undefined` (or '') removes an optional field. */
 export interface ClientChanges {
   redirect_uris?: string[];
+  post_logout_redirect_uris?: string[] | undefined;
   launch_uri?: string | undefined;
   jwks_uri?: string | undefined;
   [key: string]: unknown;

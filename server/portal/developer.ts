@@ -67,6 +67,7 @@ function clientView(md: ClientMetadata) {
     grantTypes: Array.isArray(md.grant_types) ? md.grant_types.map(String) : [],
     scope: typeof md.smart_scope === 'string' ? md.smart_scope : undefined,
     redirectUris: Array.isArray(md.redirect_uris) ? md.redirect_uris.map(String) : [],
+    postLogoutRedirectUris: Array.isArray(md.post_logout_redirect_uris) ? md.post_logout_redirect_uris.map(String) : [],
     launchUri: typeof md.launch_uri === 'string' ? md.launch_uri : '',
     jwksUri: typeof md.jwks_uri === 'string' ? md.jwks_uri : '',
     // A key URL can be edited for private_key_jwt clients that publish their keys at a URL (not inline keys).
@@ -101,7 +102,10 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
 
   function showManage(ctx: Context, md: ClientMetadata, rat: string, extra: { message?: string; notice?: string; form?: Record<string, string>} = {}, status = 200) {
     const client = clientView(md);
-    const form = extra.form ?? { redirect_uris: client.redirectUris.join('\n'), launch_uri: client.launchUri, jwks_uri: client.jwksUri };
+    const form = extra.form ?? {
+      redirect_uris: client.redirectUris.join('\n'), post_logout_redirect_uris: client.postLogoutRedirectUris.join('\n'),
+      launch_uri: client.launchUri, jwks_uri: client.jwksUri,
+    };
     return sendPage(ctx, 'apps-manage', {
       title: `Manage ${client.name}`, demo: config.demo, csrf: csrfToken(ctx), client, rat, form,
       registrationClientUri: `${config.issuer}/register/${encodeURIComponent(client.clientId)}`,
@@ -206,19 +210,26 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     if (!owned) return;
     const { clientId, rat } = owned;
     const body = ctx.request.body;
-    const form = { redirect_uris: field(body, 'redirect_uris'), launch_uri: field(body, 'launch_uri').trim(), jwks_uri: field(body, 'jwks_uri').trim() };
+    const form = {
+      redirect_uris: field(body, 'redirect_uris'), post_logout_redirect_uris: field(body, 'post_logout_redirect_uris'),
+      launch_uri: field(body, 'launch_uri').trim(), jwks_uri: field(body, 'jwks_uri').trim(),
+    };
     const redirectUris = lines(form.redirect_uris);
+    const postLogoutRedirectUris = lines(form.post_logout_redirect_uris);
     const grantTypes = Array.isArray(owned.metadata.grant_types) ? owned.metadata.grant_types : [];
     const fail = (message: string) => showManage(ctx, owned.metadata, rat, { message, form }, 400);
     if (grantTypes.includes('authorization_code') && !redirectUris.length) return fail('Enter at least one redirect URI.');
     if (redirectUris.length > MAX_URIS) return fail(`Enter at most ${MAX_URIS} redirect URIs.`);
+    if (postLogoutRedirectUris.length > MAX_URIS) return fail(`Enter at most ${MAX_URIS} post-logout redirect URIs.`);
     const editableJwksUri = clientView(owned.metadata).editableJwksUri;
     if (editableJwksUri && !form.jwks_uri) return fail('Enter the JWKS URL where the app publishes its public keys.');
 
     let updated: ClientMetadata;
     try {
+      // The same rules as at registration (client-metadata.ts): https, or http on localhost outside production; no fragment.
       updated = await updateClient(db, host.provider, clientId, {
         redirect_uris: redirectUris,
+        post_logout_redirect_uris: postLogoutRedirectUris.length ? postLogoutRedirectUris : undefined,
         launch_uri: form.launch_uri || undefined,
         ...(editableJwksUri ? { jwks_uri: form.jwks_uri } : {}),
       });

@@ -355,6 +355,49 @@ describe('developer portal (/apps)', () => {
       assert.doesNotMatch(plain.html, /<img/);
     });
   });
+  describe('post-logout redirect URIs', () => {
+    it('are edited on the app page under the redirect URI rules: a bad one is refused with a message and nothing is stored', async () => {
+      const res = await fetch(`${server.issuer}/register`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ client_name: 'Logout App', redirect_uris: ['https://logout-app.example.org/cb'], post_logout_redirect_uris: ['https://logout-app.example.org/bye'], token_endpoint_auth_method: 'none' }),
+      });
+      assert.equal(res.status, 201);
+      const registered = (await res.json()) as { client_id: string; registration_access_token: string };
+      const { browser, html } = await openManage(server, registered.client_id, registered.registration_access_token);
+      assert.match(html, /<textarea name="post_logout_redirect_uris"[^>]*>https:\/\/logout-app.example.org\/bye<\/textarea>/, 'shown for editing');
+      const edit = (uris: string) => browser.fetch(`${server.issuer}/apps/manage/edit`, {
+        method: 'POST',
+        body: form({ csrf: hiddenValue(html, 'csrf'), client_id: registered.client_id, registration_access_token: registered.registration_access_token, redirect_uris: 'https://logout-app.example.org/cb', post_logout_redirect_uris: uris }),
+      });
+      const stored = async () => (await storedClient(server, registered.client_id))?.post_logout_redirect_uris;
+
+      for (const [uri, message] of [
+        ['javascript:alert(1)', /post_logout_redirect_uris must use https/],
+        ['http://evil.example.org/out', /post_logout_redirect_uris must use https, or http on localhost/],
+        ['https://logout-app.example.org/bye#x', /post_logout_redirect_uris must not contain fragments/],
+        [Array.from({ length: 21 }, (_, i) => `https://logout-app.example.org/bye${i}`).join('\n'), /at most 20/],
+      ] as const) {
+        const refused = await edit(`https://logout-app.example.org/fine\n${uri}`);
+        const page = await refused.text();
+        assert.equal(refused.status, 400, uri);
+        assert.match(page, message, uri);
+        assert.match(page, /class="error"/);
+        assert.deepEqual(await stored(), ['https://logout-app.example.org/bye'], `nothing stored for ${uri}`);
+      }
+
+      const saved = await edit('https://logout-app.example.org/bye2\r\nhttp://127.0.0.1:9100/signed-out');
+      assert.equal(saved.status, 200);
+      assert.match(await saved.text(), /Saved/);
+      assert.deepEqual(await stored(), ['https://logout-app.example.org/bye2', 'http://127.0.0.1:9100/signed-out']);
+      const [record] = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === registered.client_id);
+      assert.deepEqual(record.entity[0].detail.map((d: any) => d.valueString), ['post_logout_redirect_uris']);
+
+      assert.equal((await edit('')).status, 200);
+      assert.equal(await stored(), undefined, 'an empty list removes them');
+    });
+  });
+
 });
 
 describe('developer portal with REGISTRATION=token', () => {

@@ -64,6 +64,13 @@ export class ClientError extends Error {
 
 const AUTH_METHODS = { public: 'none', secret: 'client_secret_basic', 'jwks-uri': 'private_key_jwt', jwks: 'private_key_jwt' } as const;
 
+const newClientSecret = () => randomBytes(32).toString('base64url');
+
+/** Whether a client authenticates with a client secret (oidc-provider's default method is client_secret_basic). */
+export function usesClientSecret(md: ClientMetadata): boolean {
+  return ['client_secret_basic', 'client_secret_post'].includes(String(md.token_endpoint_auth_method ?? 'client_secret_basic'));
+}
+
 const slug = (name: string) => name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'client';
 
 /** A redirect URI means an app; a resource server or a key-only client means client_credentials. */
@@ -90,7 +97,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
     response_types: grantTypes.has('authorization_code') ? ['code'] : [],
     token_endpoint_auth_method: AUTH_METHODS[input.auth.kind],
   };
-  if (input.auth.kind === 'secret') metadata.client_secret = randomBytes(32).toString('base64url');
+  if (input.auth.kind === 'secret') metadata.client_secret = newClientSecret();
   if (input.auth.kind === 'jwks-uri') metadata.jwks_uri = input.auth.jwksUri;
   if (input.auth.kind === 'jwks') metadata.jwks = input.auth.jwks as ClientMetadata['jwks'];
   if (input.postLogoutRedirectUris?.length) metadata.post_logout_redirect_uris = input.postLogoutRedirectUris;
@@ -183,10 +190,31 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
     const e = err as { error_description?: string; message: string };
     throw new ClientError(e.error_description ?? e.message);
   }
-  const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId }).update({ payload: JSON.stringify(next) });
+  await storeClient(db, clientId, next);
+  return next as ClientMetadata;
+}
+
+/**
+ * Gives a client that authenticates with a client secret a new one, stored as secrets are. The process that
+ * rotates it refuses the old one at once; other processes (the server, after the CLI rotated it) within
+ * CLIENT_CACHE_MS. The client's grants and tokens stay. Returns the new secret.
+ */
+export async function rotateClientSecret(db: Db, clientId: string): Promise<string> {
+  const current = await findClientMetadata(db, clientId);
+  if (!current) throw new ClientError(`client ${clientId} is not registered`);
+  if (!usesClientSecret(current)) {
+    throw new ClientError(`client ${clientId} has no client secret to rotate: it authenticates with ${String(current.token_endpoint_auth_method)}`);
+  }
+  const secret = newClientSecret();
+  await storeClient(db, clientId, { ...current, client_secret: secret });
+  return secret;
+}
+
+/** Replaces a client's stored metadata, and forgets what this process had cached of it. */
+async function storeClient(db: Db, clientId: string, metadata: object): Promise<void> {
+  const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId }).update({ payload: JSON.stringify(metadata) });
   forgetClient(db, clientId);
   if (!updated) throw new ClientError(`client ${clientId} is not registered`);
-  return next as ClientMetadata;
 }
 
 /**

@@ -1,6 +1,6 @@
 // The developer portal at /apps: register a SMART app through a form (the same rules as the CLI and
-// RFC 7591 /register), see its credentials once, and later edit or delete it by proving ownership
-// with the registration access token (RFC 7592).
+// RFC 7591 /register), see its credentials once, and later manage it by proving ownership with the
+// registration access token (RFC 7592): edit its URLs, rotate its client secret, or delete it.
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { ClientMetadata } from 'oidc-provider';
@@ -9,7 +9,7 @@ import type { Db } from '../db.ts';
 import type { ProviderHost } from '../oidc/provider-host.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import {
-  addClient, ClientError, findClientMetadata, removeClient, updateClient, type ClientAuth,
+  addClient, ClientError, findClientMetadata, removeClient, rotateClientSecret, updateClient, usesClientSecret, type ClientAuth,
 } from '../oidc/clients.ts';
 import { field, FORM_EXPIRED, formBody, sendPage } from './session.ts';
 import { databaseAuditSink } from '../audit/store.ts';
@@ -72,6 +72,7 @@ function clientView(md: ClientMetadata) {
     jwksUri: typeof md.jwks_uri === 'string' ? md.jwks_uri : '',
     // A key URL can be edited for private_key_jwt clients that publish their keys at a URL (not inline keys).
     editableJwksUri: authMethod === 'private_key_jwt' && md.jwks === undefined,
+    hasSecret: usesClientSecret(md),
   };
 }
 
@@ -100,7 +101,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     return sendPage(ctx, 'apps-manage-login', { title: 'Manage an app', demo: config.demo, csrf: csrfToken(ctx), clientId, message }, status);
   }
 
-  function showManage(ctx: Context, md: ClientMetadata, rat: string, extra: { message?: string; notice?: string; form?: Record<string, string>} = {}, status = 200) {
+  function showManage(ctx: Context, md: ClientMetadata, rat: string, extra: { message?: string; notice?: string; form?: Record<string, string>; newSecret?: string } = {}, status = 200) {
     const client = clientView(md);
     const form = extra.form ?? {
       redirect_uris: client.redirectUris.join('\n'), post_logout_redirect_uris: client.postLogoutRedirectUris.join('\n'),
@@ -109,7 +110,7 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     return sendPage(ctx, 'apps-manage', {
       title: `Manage ${client.name}`, demo: config.demo, csrf: csrfToken(ctx), client, rat, form,
       registrationClientUri: `${config.issuer}/register/${encodeURIComponent(client.clientId)}`,
-      message: extra.message, notice: extra.notice,
+      message: extra.message, notice: extra.notice, newSecret: extra.newSecret,
     }, status);
   }
 
@@ -239,6 +240,16 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     }
     await registrationChanged(ctx, 'update', clientId, changedMetadata(owned.metadata, updated));
     return showManage(ctx, updated, rat, { notice: 'Saved. The new settings apply at once.' });
+  });
+
+  router.post('/apps/manage/rotate-secret', formBody, async (ctx) => {
+    const owned = await formOwner(ctx);
+    if (!owned) return;
+    const client = clientView(owned.metadata);
+    if (!client.hasSecret) return showManage(ctx, owned.metadata, owned.rat, { message: `This app has no client secret to rotate: ${client.authLabel}.` }, 400);
+    const secret = await rotateClientSecret(db, owned.clientId);
+    await registrationChanged(ctx, 'update', owned.clientId, ['client_secret']);
+    return showManage(ctx, owned.metadata, owned.rat, { newSecret: secret });
   });
 
   router.post('/apps/manage/delete', formBody, async (ctx) => {

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
+import { removeClient } from '../../server/oidc/clients.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 const XSS = '<img src=x onerror=alert(1)>';
@@ -48,6 +49,25 @@ async function openManage(server: TestServer, clientId: string, rat: string, bro
   const csrf = hiddenValue(await page.text(), 'csrf');
   const res = await browser.fetch(`${server.issuer}/apps/manage`, { method: 'POST', body: form({ csrf, client_id: clientId, registration_access_token: rat }) });
   return { res, html: await res.text(), browser };
+}
+
+/** Whether the token endpoint takes the client's secret: a refresh with an unknown token is then invalid_grant, not invalid_client. */
+async function secretAccepted(server: TestServer, clientId: string, secret: string, method = 'client_secret_basic'): Promise<boolean> {
+  const grant = { grant_type: 'refresh_token', refresh_token: 'not-a-refresh-token' };
+  const { res, body } = method === 'client_secret_post'
+    ? await tokenRequest(server.issuer, { ...grant, client_id: clientId, client_secret: secret })
+    : await tokenRequest(server.issuer, grant, { client_id: clientId, client_secret: secret });
+  assert.equal(body.error, res.status === 401 ? 'invalid_client' : 'invalid_grant', JSON.stringify(body));
+  return res.status !== 401;
+}
+
+/** Opens the app's page as `owner` and posts its secret rotation form, with `fields` over the page's own (undefined: left out). */
+async function postRotation(server: TestServer, owner: { client_id: string; rat: string }, fields: Record<string, string | undefined> = {}) {
+  const { browser, html } = await openManage(server, owner.client_id, owner.rat);
+  const all = { csrf: hiddenValue(html, 'csrf'), client_id: owner.client_id, registration_access_token: owner.rat, ...fields };
+  const body = Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined));
+  const res = await browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, { method: 'POST', body: form(body) });
+  return { res, html: await res.text() };
 }
 
 describe('developer portal (/apps)', () => {
@@ -398,6 +418,127 @@ describe('developer portal (/apps)', () => {
     });
   });
 
+  describe('rotating the client secret', () => {
+    it('gives a confidential app a new secret, shown once; the old one is refused at once and the rotation is recorded', async () => {
+      const app = await register(server, { client_name: 'Rotating App', redirect_uris: 'https://rotating.example.org/cb', auth: 'secret' });
+      const manage = await openManage(server, app.client_id, app.rat);
+      assert.match(manage.html, /<form method="post" action="\/apps\/manage\/rotate-secret"/);
+      assert.ok(await secretAccepted(server, app.client_id, app.client_secret!), 'the old secret works before, and is cached');
+
+      const { res, html } = await postRotation(server, app);
+      assert.equal(res.status, 200, html.slice(0, 1500));
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      assert.match(html, /Copy the new client secret now/);
+      const secret = hiddenValue(html, 'client_secret');
+      assert.ok(secret.length >= 32 && secret !== app.client_secret);
+      assert.equal((await storedClient(server, app.client_id))?.client_secret, secret, 'stored as secrets are');
+      assert.equal(await secretAccepted(server, app.client_id, app.client_secret!), false, 'the old secret is refused at once');
+      assert.ok(await secretAccepted(server, app.client_id, secret));
+      const client = { client_id: app.client_id, client_secret: secret, redirect_uri: app.redirect_uri };
+      assert.equal((await exchangeCode(server.issuer, await authorize({ server, client, scope: SCOPE }), client)).res.status, 200);
+
+      const again = await openManage(server, app.client_id, app.rat);
+      assert.ok(!again.html.includes(secret), 'shown once');
+      const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === app.client_id);
+      assert.equal(records.length, 1);
+      assert.deepEqual(records[0].entity[0].detail.map((d: any) => d.valueString), ['client_secret']);
+      assert.ok(!JSON.stringify(records).includes(secret) && !JSON.stringify(records).includes(app.client_secret!), 'never the secret itself');
+    });
+
+    it('rotates the secret of a client_secret_post app registered at /register', async () => {
+      const res = await fetch(`${server.issuer}/register`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ client_name: 'Post App', redirect_uris: ['https://post-app.example.org/cb'], token_endpoint_auth_method: 'client_secret_post' }),
+      });
+      const registered = (await res.json()) as { client_id: string; client_secret: string; registration_access_token: string };
+      const { html } = await postRotation(server, { client_id: registered.client_id, rat: registered.registration_access_token });
+      const secret = hiddenValue(html, 'client_secret');
+      assert.equal(await secretAccepted(server, registered.client_id, registered.client_secret, 'client_secret_post'), false);
+      assert.ok(await secretAccepted(server, registered.client_id, secret, 'client_secret_post'));
+    });
+
+    describe('who may not', () => {
+      let app: Registered;
+      let other: Registered;
+      const changesOfApp = async () => (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.entity[0].what.identifier.value === app.client_id).length;
+      before(async () => {
+        app = await register(server, { client_name: 'Guarded App', redirect_uris: 'https://guarded.example.org/cb', auth: 'secret' });
+        other = await register(server, { client_name: 'Another Developer', redirect_uris: 'https://another.example.org/cb', auth: 'secret' });
+      });
+      afterEach(async () => {
+        assert.equal((await storedClient(server, app.client_id))?.client_secret, app.client_secret, 'no new secret stored');
+        assert.ok(await secretAccepted(server, app.client_id, app.client_secret!), 'the old secret still works');
+        assert.equal(await changesOfApp(), 1, 'its registration only: nothing else recorded');
+      });
+
+      it('another developer, with the registration access token of their own app (403)', async () => {
+        const { res, html } = await postRotation(server, other, { client_id: app.client_id });
+        assert.equal(res.status, 403);
+        assert.match(html, /The client ID or registration access token is not correct\./);
+        assert.doesNotMatch(html, /name="client_secret"/);
+        assert.equal((await storedClient(server, other.client_id))?.client_secret, other.client_secret, 'nor their own app');
+      });
+
+      it('a visitor without the registration access token (403)', async () => {
+        const browser = new Browser();
+        const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/apps/manage`)).text(), 'csrf');
+        for (const rat of [undefined, '', 'not-a-token']) {
+          const res = await browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, {
+            method: 'POST', body: form({ csrf, client_id: app.client_id, ...(rat === undefined ? {} : { registration_access_token: rat }) }),
+          });
+          assert.equal(res.status, 403, String(rat));
+          assert.match(await res.text(), /The client ID or registration access token is not correct\./);
+        }
+      });
+
+      it('a cross-site form post, without or with a wrong CSRF token (403)', async () => {
+        for (const csrf of [undefined, 'not-the-token']) {
+          const { res, html } = await postRotation(server, app, { csrf });
+          assert.equal(res.status, 403, String(csrf));
+          assert.match(html, /Form expired/);
+        }
+        const noCookie = await fetch(`${server.issuer}/apps/manage/rotate-secret`, {
+          method: 'POST', body: form({ csrf: 'x', client_id: app.client_id, registration_access_token: app.rat }),
+        });
+        assert.equal(noCookie.status, 403);
+      });
+
+      it('the owner of a public or private_key_jwt app: there is no secret to rotate (400)', async () => {
+        const publicApp = await register(server, { client_name: 'Public Rotation', redirect_uris: 'https://public-rotation.example.org/cb', auth: 'public' });
+        const keyed = await register(server, { client_name: 'Keyed Rotation', redirect_uris: 'https://keyed-rotation.example.org/cb', auth: 'jwks-uri', jwks_uri: 'https://keyed-rotation.example.org/jwks' });
+        for (const owner of [publicApp, keyed]) {
+          const before = await storedClient(server, owner.client_id);
+          assert.doesNotMatch((await openManage(server, owner.client_id, owner.rat)).html, /rotate-secret/, 'no rotation form');
+          const { res, html } = await postRotation(server, owner);
+          assert.equal(res.status, 400);
+          assert.match(html, /This app has no client secret to rotate/);
+          assert.doesNotMatch(html, /name="client_secret"/);
+          assert.deepEqual(await storedClient(server, owner.client_id), before, 'no secret added');
+        }
+      });
+
+      it('anyone, once the app is deleted (403)', async () => {
+        const gone = await register(server, { client_name: 'Gone App', redirect_uris: 'https://gone.example.org/cb', auth: 'secret' });
+        const removedElsewhere = await register(server, { client_name: 'Removed App', redirect_uris: 'https://removed.example.org/cb', auth: 'secret' });
+        const { browser, html } = await openManage(server, gone.client_id, gone.rat);
+        const deleted = await browser.fetch(`${server.issuer}/apps/manage/delete`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: gone.client_id, registration_access_token: gone.rat }) });
+        assert.equal(deleted.status, 200);
+        const rotated = await browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: gone.client_id, registration_access_token: gone.rat }) });
+        assert.equal(rotated.status, 403);
+        // Removed by an administrator (its registration access token is still stored): refused all the same, and nothing comes back.
+        const page = await openManage(server, removedElsewhere.client_id, removedElsewhere.rat);
+        await removeClient(server.db, removedElsewhere.client_id);
+        const refused = await page.browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, {
+          method: 'POST', body: form({ csrf: hiddenValue(page.html, 'csrf'), client_id: removedElsewhere.client_id, registration_access_token: removedElsewhere.rat }),
+        });
+        assert.equal(refused.status, 403);
+        assert.match(await refused.text(), /The client ID or registration access token is not correct\./);
+        for (const id of [gone.client_id, removedElsewhere.client_id]) assert.equal(await storedClient(server, id), undefined);
+      });
+    });
+  });
 });
 
 describe('developer portal with REGISTRATION=token', () => {

@@ -154,8 +154,13 @@ export interface ClientChanges {
 
 /** The stored metadata of one client, or undefined. */
 export async function findClientMetadata(db: Db, clientId: string): Promise<ClientMetadata | undefined> {
+  return (await readClient(db, clientId))?.metadata;
+}
+
+/** A client's metadata and the text it was read from, which a change must still find when it stores (storeClient). */
+async function readClient(db: Db, clientId: string): Promise<{ stored: string; metadata: ClientMetadata } | undefined> {
   const row: { payload: string } | undefined = await db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload');
-  return row ? (JSON.parse(row.payload) as ClientMetadata) : undefined;
+  return row ? { stored: row.payload, metadata: JSON.parse(row.payload) as ClientMetadata } : undefined;
 }
 
 /** How reports name each app: "client_name (client_id)", or the client id when it has no other name (or is gone). */
@@ -176,9 +181,9 @@ export async function clientNames(db: Db, clientIds: Iterable<string>): Promise<
  * within CLIENT_CACHE_MS.
  */
 export async function updateClient(db: Db, provider: Provider, clientId: string, changes: ClientChanges): Promise<ClientMetadata> {
-  const current = await findClientMetadata(db, clientId);
-  if (!current) throw new ClientError(`client ${clientId} is not registered`);
-  const next: Record<string, unknown> = { ...current };
+  const read = await readClient(db, clientId);
+  if (!read) throw new ClientError(`client ${clientId} is not registered`);
+  const next: Record<string, unknown> = { ...read.metadata };
   for (const [key, value] of Object.entries(changes)) {
     if (key === 'client_id' || key === 'client_secret') continue; // never changed here
     if (value === undefined || value === '') delete next[key];
@@ -190,7 +195,7 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
     const e = err as { error_description?: string; message: string };
     throw new ClientError(e.error_description ?? e.message);
   }
-  await storeClient(db, clientId, next);
+  await storeClient(db, clientId, read.stored, next);
   return next as ClientMetadata;
 }
 
@@ -200,21 +205,26 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
  * CLIENT_CACHE_MS. The client's grants and tokens stay. Returns the new secret.
  */
 export async function rotateClientSecret(db: Db, clientId: string): Promise<string> {
-  const current = await findClientMetadata(db, clientId);
-  if (!current) throw new ClientError(`client ${clientId} is not registered`);
-  if (!usesClientSecret(current)) {
-    throw new ClientError(`client ${clientId} has no client secret to rotate: it authenticates with ${String(current.token_endpoint_auth_method)}`);
+  const read = await readClient(db, clientId);
+  if (!read) throw new ClientError(`client ${clientId} is not registered`);
+  if (!usesClientSecret(read.metadata)) {
+    throw new ClientError(`client ${clientId} has no client secret to rotate: it authenticates with ${String(read.metadata.token_endpoint_auth_method)}`);
   }
   const secret = newClientSecret();
-  await storeClient(db, clientId, { ...current, client_secret: secret });
+  await storeClient(db, clientId, read.stored, { ...read.metadata, client_secret: secret });
   return secret;
 }
 
-/** Replaces a client's stored metadata, and forgets what this process had cached of it. */
-async function storeClient(db: Db, clientId: string, metadata: object): Promise<void> {
-  const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId }).update({ payload: JSON.stringify(metadata) });
+/**
+ * Replaces a client's stored metadata while it is still as read (`stored`): what was read before a change
+ * made meanwhile (a secret rotated while an edit was checked) never overwrites it. Forgets what this process
+ * had cached of the client.
+ */
+async function storeClient(db: Db, clientId: string, stored: string, metadata: object): Promise<void> {
+  const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId, payload: stored }).update({ payload: JSON.stringify(metadata) });
   forgetClient(db, clientId);
-  if (!updated) throw new ClientError(`client ${clientId} is not registered`);
+  if (updated) return;
+  throw new ClientError(await clientExists(db, clientId) ? `client ${clientId} was changed meanwhile: nothing was stored; try again` : `client ${clientId} is not registered`);
 }
 
 /**

@@ -247,7 +247,13 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     if (!owned) return;
     const client = clientView(owned.metadata);
     if (!client.hasSecret) return showManage(ctx, owned.metadata, owned.rat, { message: `This app has no client secret to rotate: ${client.authLabel}.` }, 400);
-    const secret = await rotateClientSecret(db, owned.clientId);
+    let secret: string;
+    try {
+      secret = await rotateClientSecret(db, owned.clientId);
+    } catch (err) {
+      if (err instanceof ClientError) return showManage(ctx, owned.metadata, owned.rat, { message: err.message }, 400);
+      throw err;
+    }
     await registrationChanged(ctx, 'update', owned.clientId, ['client_secret']);
     return showManage(ctx, owned.metadata, owned.rat, { newSecret: secret });
   });

@@ -448,6 +448,42 @@ describe('developer portal (/apps)', () => {
       assert.ok(await secretAccepted(server.issuer, registered.client_id, secret, 'client_secret_post'));
     });
 
+    it('an edit under way while the secret is rotated does not bring the old secret back', async () => {
+      const app = await register(server, { client_name: 'Racing App', redirect_uris: 'https://racing.example.org/cb', auth: 'secret' });
+      const { browser, html } = await openManage(server, app.client_id, app.rat);
+      // The edit is held between reading the app and storing it, in oidc-provider's validation, while the secret is rotated.
+      const Client = server.host.provider.Client;
+      const validate = Client.validate;
+      let reached!: () => void;
+      let release!: () => void;
+      const atValidation = new Promise<void>((r) => { reached = r; });
+      const held = new Promise<void>((r) => { release = r; });
+      Client.validate = async (metadata) => {
+        Client.validate = validate;
+        reached();
+        await held;
+        return validate.call(Client, metadata);
+      };
+      try {
+        const editing = browser.fetch(`${server.issuer}/apps/manage/edit`, {
+          method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: app.client_id, registration_access_token: app.rat, redirect_uris: 'https://racing.example.org/cb2' }),
+        });
+        await atValidation;
+        const secret = hiddenValue((await postRotation(server, app)).html, 'client_secret');
+        release();
+        const edit = await editing;
+        assert.equal(edit.status, 400);
+        assert.match(await edit.text(), /changed meanwhile/);
+        const stored = await storedClient(server, app.client_id);
+        assert.equal(stored?.client_secret, secret, 'the new secret stays');
+        assert.deepEqual(stored?.redirect_uris, ['https://racing.example.org/cb'], 'the edit was not stored');
+        assert.equal(await secretAccepted(server.issuer, app.client_id, app.client_secret!), false);
+      } finally {
+        Client.validate = validate;
+        release();
+      }
+    });
+
     describe('who may not', () => {
       let app: Registered;
       let other: Registered;

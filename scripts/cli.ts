@@ -10,7 +10,7 @@ import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
 import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
-import { addClient, ClientError, clientExists, clientNames, listClients, removeClient, type ClientAuth } from '../server/oidc/clients.ts';
+import { addClient, ClientError, clientExists, clientNames, listClients, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
@@ -221,6 +221,16 @@ const commands: Record<string, Command> = {
       if (!(await removeClient(db, clientId))) throw new UsageError(`no client ${clientId}`);
       await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'delete', clientId, by: {} }));
       return { json: { client_id: clientId, removed: true }, text: `removed ${clientId}` };
+    },
+  },
+  'client rotate-secret': {
+    usage: 'client rotate-secret <client_id>   (a new client secret, shown once; the old one stops working, on a running server within CLIENT_CACHE_MS)',
+    options: json,
+    async run({ positionals: [clientId] }, { db, config }) {
+      if (!clientId) throw new UsageError('a client_id is required');
+      const secret = await rotateClientSecret(db, clientId);
+      await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['client_secret'] }));
+      return { json: { client_id: clientId, client_secret: secret }, text: `client_secret: ${secret}  (shown once; store it now; the old secret no longer works)` };
     },
   },
   'launch create': {

@@ -64,6 +64,13 @@ export class ClientError extends Error {
 
 const AUTH_METHODS = { public: 'none', secret: 'client_secret_basic', 'jwks-uri': 'private_key_jwt', jwks: 'private_key_jwt' } as const;
 
+const newClientSecret = () => randomBytes(32).toString('base64url');
+
+/** Whether a client authenticates with a client secret (oidc-provider's default method is client_secret_basic). */
+export function usesClientSecret(md: ClientMetadata): boolean {
+  return ['client_secret_basic', 'client_secret_post'].includes(String(md.token_endpoint_auth_method ?? 'client_secret_basic'));
+}
+
 const slug = (name: string) => name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'client';
 
 /** A redirect URI means an app; a resource server or a key-only client means client_credentials. */
@@ -90,7 +97,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
     response_types: grantTypes.has('authorization_code') ? ['code'] : [],
     token_endpoint_auth_method: AUTH_METHODS[input.auth.kind],
   };
-  if (input.auth.kind === 'secret') metadata.client_secret = randomBytes(32).toString('base64url');
+  if (input.auth.kind === 'secret') metadata.client_secret = newClientSecret();
   if (input.auth.kind === 'jwks-uri') metadata.jwks_uri = input.auth.jwksUri;
   if (input.auth.kind === 'jwks') metadata.jwks = input.auth.jwks as ClientMetadata['jwks'];
   if (input.postLogoutRedirectUris?.length) metadata.post_logout_redirect_uris = input.postLogoutRedirectUris;
@@ -139,6 +146,7 @@ export async function removeClient(db: Db, clientId: string): Promise<boolean> {
 /** What updateClient may change; `undefined` (or '') removes an optional field. */
 export interface ClientChanges {
   redirect_uris?: string[];
+  post_logout_redirect_uris?: string[] | undefined;
   launch_uri?: string | undefined;
   jwks_uri?: string | undefined;
   [key: string]: unknown;
@@ -146,8 +154,13 @@ export interface ClientChanges {
 
 /** The stored metadata of one client, or undefined. */
 export async function findClientMetadata(db: Db, clientId: string): Promise<ClientMetadata | undefined> {
+  return (await readClient(db, clientId))?.metadata;
+}
+
+/** A client's metadata and the text it was read from, which a change must still find when it stores (storeClient). */
+async function readClient(db: Db, clientId: string): Promise<{ stored: string; metadata: ClientMetadata } | undefined> {
   const row: { payload: string } | undefined = await db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload');
-  return row ? (JSON.parse(row.payload) as ClientMetadata) : undefined;
+  return row ? { stored: row.payload, metadata: JSON.parse(row.payload) as ClientMetadata } : undefined;
 }
 
 /** How reports name each app: "client_name (client_id)", or the client id when it has no other name (or is gone). */
@@ -168,9 +181,9 @@ export async function clientNames(db: Db, clientIds: Iterable<string>): Promise<
  * within CLIENT_CACHE_MS.
  */
 export async function updateClient(db: Db, provider: Provider, clientId: string, changes: ClientChanges): Promise<ClientMetadata> {
-  const current = await findClientMetadata(db, clientId);
-  if (!current) throw new ClientError(`client ${clientId} is not registered`);
-  const next: Record<string, unknown> = { ...current };
+  const read = await readClient(db, clientId);
+  if (!read) throw new ClientError(`client ${clientId} is not registered`);
+  const next: Record<string, unknown> = { ...read.metadata };
   for (const [key, value] of Object.entries(changes)) {
     if (key === 'client_id' || key === 'client_secret') continue; // never changed here
     if (value === undefined || value === '') delete next[key];
@@ -182,10 +195,36 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
     const e = err as { error_description?: string; message: string };
     throw new ClientError(e.error_description ?? e.message);
   }
-  const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId }).update({ payload: JSON.stringify(next) });
-  forgetClient(db, clientId);
-  if (!updated) throw new ClientError(`client ${clientId} is not registered`);
+  await storeClient(db, clientId, read.stored, next);
   return next as ClientMetadata;
+}
+
+/**
+ * Gives a client that authenticates with a client secret a new one, stored as secrets are. The process that
+ * rotates it refuses the old one at once; other processes (the server, after the CLI rotated it) within
+ * CLIENT_CACHE_MS. The client's grants and tokens stay. Returns the new secret.
+ */
+export async function rotateClientSecret(db: Db, clientId: string): Promise<string> {
+  const read = await readClient(db, clientId);
+  if (!read) throw new ClientError(`client ${clientId} is not registered`);
+  if (!usesClientSecret(read.metadata)) {
+    throw new ClientError(`client ${clientId} has no client secret to rotate: it authenticates with ${String(read.metadata.token_endpoint_auth_method)}`);
+  }
+  const secret = newClientSecret();
+  await storeClient(db, clientId, read.stored, { ...read.metadata, client_secret: secret });
+  return secret;
+}
+
+/**
+ * Replaces a client's stored metadata while it is still as read (`stored`): what was read before a change
+ * made meanwhile (a secret rotated while an edit was checked) never overwrites it. Forgets what this process
+ * had cached of the client.
+ */
+async function storeClient(db: Db, clientId: string, stored: string, metadata: object): Promise<void> {
+  const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId, payload: stored }).update({ payload: JSON.stringify(metadata) });
+  forgetClient(db, clientId);
+  if (updated) return;
+  throw new ClientError(await clientExists(db, clientId) ? `client ${clientId} was changed meanwhile: nothing was stored; try again` : `client ${clientId} is not registered`);
 }
 
 /**

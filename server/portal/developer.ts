@@ -1,6 +1,6 @@
 // The developer portal at /apps: register a SMART app through a form (the same rules as the CLI and
-// RFC 7591 /register), see its credentials once, and later edit or delete it by proving ownership
-// with the registration access token (RFC 7592).
+// RFC 7591 /register), see its credentials once, and later manage it by proving ownership with the
+// registration access token (RFC 7592): edit its URLs, rotate its client secret, or delete it.
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { ClientMetadata } from 'oidc-provider';
@@ -9,7 +9,7 @@ import type { Db } from '../db.ts';
 import type { ProviderHost } from '../oidc/provider-host.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import {
-  addClient, ClientError, findClientMetadata, removeClient, updateClient, type ClientAuth,
+  addClient, ClientError, findClientMetadata, removeClient, rotateClientSecret, updateClient, usesClientSecret, type ClientAuth,
 } from '../oidc/clients.ts';
 import { field, FORM_EXPIRED, formBody, sendPage } from './session.ts';
 import { databaseAuditSink } from '../audit/store.ts';
@@ -67,10 +67,12 @@ function clientView(md: ClientMetadata) {
     grantTypes: Array.isArray(md.grant_types) ? md.grant_types.map(String) : [],
     scope: typeof md.smart_scope === 'string' ? md.smart_scope : undefined,
     redirectUris: Array.isArray(md.redirect_uris) ? md.redirect_uris.map(String) : [],
+    postLogoutRedirectUris: Array.isArray(md.post_logout_redirect_uris) ? md.post_logout_redirect_uris.map(String) : [],
     launchUri: typeof md.launch_uri === 'string' ? md.launch_uri : '',
     jwksUri: typeof md.jwks_uri === 'string' ? md.jwks_uri : '',
     // A key URL can be edited for private_key_jwt clients that publish their keys at a URL (not inline keys).
     editableJwksUri: authMethod === 'private_key_jwt' && md.jwks === undefined,
+    hasSecret: usesClientSecret(md),
   };
 }
 
@@ -99,26 +101,39 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     return sendPage(ctx, 'apps-manage-login', { title: 'Manage an app', demo: config.demo, csrf: csrfToken(ctx), clientId, message }, status);
   }
 
-  function showManage(ctx: Context, md: ClientMetadata, rat: string, extra: { message?: string; notice?: string; form?: Record<string, string> } = {}, status = 200) {
+  function showManage(ctx: Context, md: ClientMetadata, rat: string, extra: { message?: string; notice?: string; form?: Record<string, string>; newSecret?: string } = {}, status = 200) {
     const client = clientView(md);
-    const form = extra.form ?? { redirect_uris: client.redirectUris.join('\n'), launch_uri: client.launchUri, jwks_uri: client.jwksUri };
+    const form = extra.form ?? {
+      redirect_uris: client.redirectUris.join('\n'), post_logout_redirect_uris: client.postLogoutRedirectUris.join('\n'),
+      launch_uri: client.launchUri, jwks_uri: client.jwksUri,
+    };
     return sendPage(ctx, 'apps-manage', {
       title: `Manage ${client.name}`, demo: config.demo, csrf: csrfToken(ctx), client, rat, form,
       registrationClientUri: `${config.issuer}/register/${encodeURIComponent(client.clientId)}`,
-      message: extra.message, notice: extra.notice,
+      message: extra.message, notice: extra.notice, newSecret: extra.newSecret,
     }, status);
   }
 
   /**
-   * The client the registration access token was issued for, when it is the one named. An unknown
-   * client and a wrong token look the same to the caller.
+   * The app a management form is for and the token that proves it is the sender's, when the form carries a
+   * valid CSRF token and the registration access token issued for the client named; otherwise the refusal
+   * is sent and undefined returned. An unknown client and a wrong token look the same to the caller.
    */
-  async function ownedClient(clientId: string, rat: string) {
-    if (!clientId || !rat) return undefined;
-    const token = await host.provider.RegistrationAccessToken.find(rat);
-    if (!token || token.clientId !== clientId) return undefined;
-    const metadata = await findClientMetadata(db, clientId);
-    return metadata ? { token, metadata } : undefined;
+  async function formOwner(ctx: Context) {
+    const body = ctx.request.body;
+    if (!validCsrf(ctx, field(body, 'csrf'))) {
+      await sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
+      return undefined;
+    }
+    const clientId = field(body, 'client_id').trim();
+    const rat = field(body, 'registration_access_token').trim();
+    const token = clientId && rat ? await host.provider.RegistrationAccessToken.find(rat) : undefined;
+    const metadata = token?.clientId === clientId ? await findClientMetadata(db, clientId) : undefined;
+    if (!token || !metadata) {
+      await showManageLogin(ctx, clientId, NOT_OWNER, 403);
+      return undefined;
+    }
+    return { clientId, rat, token, metadata };
   }
 
   router.get('/apps', (ctx) => showRegistration(ctx, EMPTY_FORM));
@@ -187,36 +202,35 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
   router.get('/apps/manage', (ctx) => showManageLogin(ctx));
 
   router.post('/apps/manage', formBody, async (ctx) => {
-    const body = ctx.request.body;
-    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
-    const clientId = field(body, 'client_id').trim();
-    const rat = field(body, 'registration_access_token').trim();
-    const owned = await ownedClient(clientId, rat);
-    if (!owned) return showManageLogin(ctx, clientId, NOT_OWNER, 403);
-    return showManage(ctx, owned.metadata, rat);
+    const owned = await formOwner(ctx);
+    if (owned) await showManage(ctx, owned.metadata, owned.rat);
   });
 
   router.post('/apps/manage/edit', formBody, async (ctx) => {
+    const owned = await formOwner(ctx);
+    if (!owned) return;
+    const { clientId, rat } = owned;
     const body = ctx.request.body;
-    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
-    const clientId = field(body, 'client_id');
-    const rat = field(body, 'registration_access_token');
-    const owned = await ownedClient(clientId, rat);
-    if (!owned) return showManageLogin(ctx, clientId, NOT_OWNER, 403);
-
-    const form = { redirect_uris: field(body, 'redirect_uris'), launch_uri: field(body, 'launch_uri').trim(), jwks_uri: field(body, 'jwks_uri').trim() };
+    const form = {
+      redirect_uris: field(body, 'redirect_uris'), post_logout_redirect_uris: field(body, 'post_logout_redirect_uris'),
+      launch_uri: field(body, 'launch_uri').trim(), jwks_uri: field(body, 'jwks_uri').trim(),
+    };
     const redirectUris = lines(form.redirect_uris);
+    const postLogoutRedirectUris = lines(form.post_logout_redirect_uris);
     const grantTypes = Array.isArray(owned.metadata.grant_types) ? owned.metadata.grant_types : [];
     const fail = (message: string) => showManage(ctx, owned.metadata, rat, { message, form }, 400);
     if (grantTypes.includes('authorization_code') && !redirectUris.length) return fail('Enter at least one redirect URI.');
     if (redirectUris.length > MAX_URIS) return fail(`Enter at most ${MAX_URIS} redirect URIs.`);
+    if (postLogoutRedirectUris.length > MAX_URIS) return fail(`Enter at most ${MAX_URIS} post-logout redirect URIs.`);
     const editableJwksUri = clientView(owned.metadata).editableJwksUri;
     if (editableJwksUri && !form.jwks_uri) return fail('Enter the JWKS URL where the app publishes its public keys.');
 
     let updated: ClientMetadata;
     try {
+      // The same rules as at registration (client-metadata.ts): https, or http on localhost outside production; no fragment.
       updated = await updateClient(db, host.provider, clientId, {
         redirect_uris: redirectUris,
+        post_logout_redirect_uris: postLogoutRedirectUris.length ? postLogoutRedirectUris : undefined,
         launch_uri: form.launch_uri || undefined,
         ...(editableJwksUri ? { jwks_uri: form.jwks_uri } : {}),
       });
@@ -228,12 +242,26 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     return showManage(ctx, updated, rat, { notice: 'Saved. The new settings apply at once.' });
   });
 
+  router.post('/apps/manage/rotate-secret', formBody, async (ctx) => {
+    const owned = await formOwner(ctx);
+    if (!owned) return;
+    const client = clientView(owned.metadata);
+    if (!client.hasSecret) return showManage(ctx, owned.metadata, owned.rat, { message: `This app has no client secret to rotate: ${client.authLabel}.` }, 400);
+    let secret: string;
+    try {
+      secret = await rotateClientSecret(db, owned.clientId);
+    } catch (err) {
+      if (err instanceof ClientError) return showManage(ctx, owned.metadata, owned.rat, { message: err.message }, 400);
+      throw err;
+    }
+    await registrationChanged(ctx, 'update', owned.clientId, ['client_secret']);
+    return showManage(ctx, owned.metadata, owned.rat, { newSecret: secret });
+  });
+
   router.post('/apps/manage/delete', formBody, async (ctx) => {
-    const body = ctx.request.body;
-    if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
-    const clientId = field(body, 'client_id');
-    const owned = await ownedClient(clientId, field(body, 'registration_access_token'));
-    if (!owned) return showManageLogin(ctx, clientId, NOT_OWNER, 403);
+    const owned = await formOwner(ctx);
+    if (!owned) return;
+    const { clientId } = owned;
     const name = clientView(owned.metadata).name;
     // What the app was granted dies with it: refresh tokens, codes, and access tokens through their grant.
     await removeClient(db, clientId);

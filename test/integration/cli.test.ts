@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode } from '../support/oauth.ts';
+import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
@@ -96,6 +96,47 @@ describe('CLI', () => {
     assert.equal(listed.token_endpoint_auth_method, 'private_key_jwt');
     assert.equal(listed.smart_scope, 'system/Patient.rs system/Observation.rs');
     assert.equal((await cli('client', 'remove', backend.json.client_id)).code, 0);
+  });
+
+  it('rotates a client secret: the running server then takes the new one only; a client without a secret is refused', async () => {
+    const app = await cli('client', 'add', '--name', 'Rotated', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
+    const old = app.json.client_secret as string;
+    const accepted = (secret: string) => secretAccepted(server.issuer, app.json.client_id, secret);
+    assert.ok(await accepted(old));
+    const rotated = await cli('client', 'rotate-secret', app.json.client_id, '--json');
+    assert.equal(rotated.code, 0, rotated.stderr);
+    assert.equal(rotated.json.client_id, app.json.client_id);
+    const secret = rotated.json.client_secret as string;
+    assert.ok(secret.length >= 32 && secret !== old);
+    // Another process changed it: the server rereads client metadata after CLIENT_CACHE_MS (1 s).
+    let oldWorks = await accepted(old);
+    for (let i = 0; i < 30 && oldWorks; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      oldWorks = await accepted(old);
+    }
+    assert.equal(oldWorks, false, 'the old secret is refused');
+    assert.ok(await accepted(secret));
+    const text = await cli('client', 'rotate-secret', app.json.client_id);
+    assert.match(text.stdout, /^client_secret: \S{32,}  \(shown once; store it now; the old secret no longer works\)$/m);
+    const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+      .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === app.json.client_id);
+    assert.equal(records.length, 2, 'each rotation recorded');
+    assert.deepEqual(records[0].entity[0].detail.map((d: any) => d.valueString), ['client_secret']);
+    assert.ok(!JSON.stringify(records).includes(secret), 'never the secret itself');
+
+    const publicApp = await server.addClient({ auth: { kind: 'public' } });
+    const keyed = await cli('client', 'add', '--name', 'Keyed', '--jwks-uri', 'https://keyed.example.org/jwks', '--redirect-uri', 'https://keyed.example.org/cb', '--json');
+    for (const clientId of [publicApp.client_id, keyed.json.client_id]) {
+      const before = await server.db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload');
+      const refused = await cli('client', 'rotate-secret', clientId);
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr ?? '', /has no client secret to rotate: it authenticates with (none|private_key_jwt)/);
+      assert.deepEqual(await server.db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload'), before, 'nothing changed');
+    }
+    const unknown = await cli('client', 'rotate-secret', 'no-such-client');
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr ?? '', /client no-such-client is not registered/);
+    assert.match((await cli('client', 'rotate-secret')).stderr ?? '', /a client_id is required/);
   });
 
   it('creates a single-use EHR launch', async () => {

@@ -2,8 +2,9 @@
 // /register, credentials shown once, and managing an app with its registration access token.
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, pkce, secretAccepted, tokenRequest } from '../support/oauth.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
+import { removeClient } from '../../server/oidc/clients.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
 const XSS = '<img src=x onerror=alert(1)>';
@@ -48,6 +49,15 @@ async function openManage(server: TestServer, clientId: string, rat: string, bro
   const csrf = hiddenValue(await page.text(), 'csrf');
   const res = await browser.fetch(`${server.issuer}/apps/manage`, { method: 'POST', body: form({ csrf, client_id: clientId, registration_access_token: rat }) });
   return { res, html: await res.text(), browser };
+}
+
+/** Opens the app's page as `owner` and posts its secret rotation form, with `fields` over the page's own (undefined: left out). */
+async function postRotation(server: TestServer, owner: { client_id: string; rat: string }, fields: Record<string, string | undefined> = {}) {
+  const { browser, html } = await openManage(server, owner.client_id, owner.rat);
+  const all = { csrf: hiddenValue(html, 'csrf'), client_id: owner.client_id, registration_access_token: owner.rat, ...fields };
+  const body = Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined));
+  const res = await browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, { method: 'POST', body: form(body) });
+  return { res, html: await res.text() };
 }
 
 describe('developer portal (/apps)', () => {
@@ -353,6 +363,206 @@ describe('developer portal (/apps)', () => {
       const plain = await openManage(server, http.client_id, http.registration_access_token);
       assert.equal(plain.res.status, 200);
       assert.doesNotMatch(plain.html, /<img/);
+    });
+  });
+  describe('post-logout redirect URIs', () => {
+    it('are edited on the app page under the redirect URI rules: a bad one is refused with a message and nothing is stored', async () => {
+      const res = await fetch(`${server.issuer}/register`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ client_name: 'Logout App', redirect_uris: ['https://logout-app.example.org/cb'], post_logout_redirect_uris: ['https://logout-app.example.org/bye'], token_endpoint_auth_method: 'none' }),
+      });
+      assert.equal(res.status, 201);
+      const registered = (await res.json()) as { client_id: string; registration_access_token: string };
+      const { browser, html } = await openManage(server, registered.client_id, registered.registration_access_token);
+      assert.match(html, /<textarea name="post_logout_redirect_uris"[^>]*>https:\/\/logout-app.example.org\/bye<\/textarea>/, 'shown for editing');
+      const edit = (uris: string) => browser.fetch(`${server.issuer}/apps/manage/edit`, {
+        method: 'POST',
+        body: form({ csrf: hiddenValue(html, 'csrf'), client_id: registered.client_id, registration_access_token: registered.registration_access_token, redirect_uris: 'https://logout-app.example.org/cb', post_logout_redirect_uris: uris }),
+      });
+      const stored = async () => (await storedClient(server, registered.client_id))?.post_logout_redirect_uris;
+
+      for (const [uri, message] of [
+        ['javascript:alert(1)', /post_logout_redirect_uris must use https/],
+        ['http://evil.example.org/out', /post_logout_redirect_uris must use https, or http on localhost/],
+        ['https://logout-app.example.org/bye#x', /post_logout_redirect_uris must not contain fragments/],
+        [Array.from({ length: 21 }, (_, i) => `https://logout-app.example.org/bye${i}`).join('\n'), /at most 20/],
+      ] as const) {
+        const refused = await edit(`https://logout-app.example.org/fine\n${uri}`);
+        const page = await refused.text();
+        assert.equal(refused.status, 400, uri);
+        assert.match(page, message, uri);
+        assert.match(page, /class="error"/);
+        assert.deepEqual(await stored(), ['https://logout-app.example.org/bye'], `nothing stored for ${uri}`);
+      }
+
+      const saved = await edit('https://logout-app.example.org/bye2\r\nhttp://127.0.0.1:9100/signed-out');
+      assert.equal(saved.status, 200);
+      assert.match(await saved.text(), /Saved/);
+      assert.deepEqual(await stored(), ['https://logout-app.example.org/bye2', 'http://127.0.0.1:9100/signed-out']);
+      const [record] = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === registered.client_id);
+      assert.deepEqual(record.entity[0].detail.map((d: any) => d.valueString), ['post_logout_redirect_uris']);
+
+      assert.equal((await edit('')).status, 200);
+      assert.equal(await stored(), undefined, 'an empty list removes them');
+    });
+  });
+
+  describe('rotating the client secret', () => {
+    it('gives a confidential app a new secret, shown once; the old one is refused at once and the rotation is recorded', async () => {
+      const app = await register(server, { client_name: 'Rotating App', redirect_uris: 'https://rotating.example.org/cb', auth: 'secret' });
+      const manage = await openManage(server, app.client_id, app.rat);
+      assert.match(manage.html, /<form method="post" action="\/apps\/manage\/rotate-secret"/);
+      assert.ok(await secretAccepted(server.issuer, app.client_id, app.client_secret!), 'the old secret works before, and is cached');
+
+      const { res, html } = await postRotation(server, app);
+      assert.equal(res.status, 200, html.slice(0, 1500));
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      assert.match(html, /Copy the new client secret now/);
+      const secret = hiddenValue(html, 'client_secret');
+      assert.ok(secret.length >= 32 && secret !== app.client_secret);
+      assert.equal((await storedClient(server, app.client_id))?.client_secret, secret, 'stored as secrets are');
+      assert.equal(await secretAccepted(server.issuer, app.client_id, app.client_secret!), false, 'the old secret is refused at once');
+      assert.ok(await secretAccepted(server.issuer, app.client_id, secret));
+      const client = { client_id: app.client_id, client_secret: secret, redirect_uri: app.redirect_uri };
+      assert.equal((await exchangeCode(server.issuer, await authorize({ server, client, scope: SCOPE }), client)).res.status, 200);
+
+      const again = await openManage(server, app.client_id, app.rat);
+      assert.ok(!again.html.includes(secret), 'shown once');
+      const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === app.client_id);
+      assert.equal(records.length, 1);
+      assert.deepEqual(records[0].entity[0].detail.map((d: any) => d.valueString), ['client_secret']);
+      assert.ok(!JSON.stringify(records).includes(secret) && !JSON.stringify(records).includes(app.client_secret!), 'never the secret itself');
+    });
+
+    it('rotates the secret of a client_secret_post app registered at /register', async () => {
+      const res = await fetch(`${server.issuer}/register`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ client_name: 'Post App', redirect_uris: ['https://post-app.example.org/cb'], token_endpoint_auth_method: 'client_secret_post' }),
+      });
+      const registered = (await res.json()) as { client_id: string; client_secret: string; registration_access_token: string };
+      const { html } = await postRotation(server, { client_id: registered.client_id, rat: registered.registration_access_token });
+      const secret = hiddenValue(html, 'client_secret');
+      assert.equal(await secretAccepted(server.issuer, registered.client_id, registered.client_secret, 'client_secret_post'), false);
+      assert.ok(await secretAccepted(server.issuer, registered.client_id, secret, 'client_secret_post'));
+    });
+
+    it('an edit under way while the secret is rotated does not bring the old secret back', async () => {
+      const app = await register(server, { client_name: 'Racing App', redirect_uris: 'https://racing.example.org/cb', auth: 'secret' });
+      const { browser, html } = await openManage(server, app.client_id, app.rat);
+      // The edit is held between reading the app and storing it, in oidc-provider's validation, while the secret is rotated.
+      const Client = server.host.provider.Client;
+      const validate = Client.validate;
+      let reached!: () => void;
+      let release!: () => void;
+      const atValidation = new Promise<void>((r) => { reached = r; });
+      const held = new Promise<void>((r) => { release = r; });
+      Client.validate = async (metadata) => {
+        Client.validate = validate;
+        reached();
+        await held;
+        return validate.call(Client, metadata);
+      };
+      try {
+        const editing = browser.fetch(`${server.issuer}/apps/manage/edit`, {
+          method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: app.client_id, registration_access_token: app.rat, redirect_uris: 'https://racing.example.org/cb2' }),
+        });
+        await atValidation;
+        const secret = hiddenValue((await postRotation(server, app)).html, 'client_secret');
+        release();
+        const edit = await editing;
+        assert.equal(edit.status, 400);
+        assert.match(await edit.text(), /changed meanwhile/);
+        const stored = await storedClient(server, app.client_id);
+        assert.equal(stored?.client_secret, secret, 'the new secret stays');
+        assert.deepEqual(stored?.redirect_uris, ['https://racing.example.org/cb'], 'the edit was not stored');
+        assert.equal(await secretAccepted(server.issuer, app.client_id, app.client_secret!), false);
+      } finally {
+        Client.validate = validate;
+        release();
+      }
+    });
+
+    describe('who may not', () => {
+      let app: Registered;
+      let other: Registered;
+      const changesOfApp = async () => (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.entity[0].what.identifier.value === app.client_id).length;
+      before(async () => {
+        app = await register(server, { client_name: 'Guarded App', redirect_uris: 'https://guarded.example.org/cb', auth: 'secret' });
+        other = await register(server, { client_name: 'Another Developer', redirect_uris: 'https://another.example.org/cb', auth: 'secret' });
+      });
+      afterEach(async () => {
+        assert.equal((await storedClient(server, app.client_id))?.client_secret, app.client_secret, 'no new secret stored');
+        assert.ok(await secretAccepted(server.issuer, app.client_id, app.client_secret!), 'the old secret still works');
+        assert.equal(await changesOfApp(), 1, 'its registration only: nothing else recorded');
+      });
+
+      it('another developer, with the registration access token of their own app (403)', async () => {
+        const { res, html } = await postRotation(server, other, { client_id: app.client_id });
+        assert.equal(res.status, 403);
+        assert.match(html, /The client ID or registration access token is not correct\./);
+        assert.doesNotMatch(html, /name="client_secret"/);
+        assert.equal((await storedClient(server, other.client_id))?.client_secret, other.client_secret, 'nor their own app');
+      });
+
+      it('a visitor without the registration access token (403)', async () => {
+        const browser = new Browser();
+        const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/apps/manage`)).text(), 'csrf');
+        for (const rat of [undefined, '', 'not-a-token']) {
+          const res = await browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, {
+            method: 'POST', body: form({ csrf, client_id: app.client_id, ...(rat === undefined ? {} : { registration_access_token: rat }) }),
+          });
+          assert.equal(res.status, 403, String(rat));
+          assert.match(await res.text(), /The client ID or registration access token is not correct\./);
+        }
+      });
+
+      it('a cross-site form post, without or with a wrong CSRF token (403)', async () => {
+        for (const csrf of [undefined, 'not-the-token']) {
+          const { res, html } = await postRotation(server, app, { csrf });
+          assert.equal(res.status, 403, String(csrf));
+          assert.match(html, /Form expired/);
+        }
+        const noCookie = await fetch(`${server.issuer}/apps/manage/rotate-secret`, {
+          method: 'POST', body: form({ csrf: 'x', client_id: app.client_id, registration_access_token: app.rat }),
+        });
+        assert.equal(noCookie.status, 403);
+      });
+
+      it('the owner of a public or private_key_jwt app: there is no secret to rotate (400)', async () => {
+        const publicApp = await register(server, { client_name: 'Public Rotation', redirect_uris: 'https://public-rotation.example.org/cb', auth: 'public' });
+        const keyed = await register(server, { client_name: 'Keyed Rotation', redirect_uris: 'https://keyed-rotation.example.org/cb', auth: 'jwks-uri', jwks_uri: 'https://keyed-rotation.example.org/jwks' });
+        for (const owner of [publicApp, keyed]) {
+          const before = await storedClient(server, owner.client_id);
+          assert.doesNotMatch((await openManage(server, owner.client_id, owner.rat)).html, /rotate-secret/, 'no rotation form');
+          const { res, html } = await postRotation(server, owner);
+          assert.equal(res.status, 400);
+          assert.match(html, /This app has no client secret to rotate/);
+          assert.doesNotMatch(html, /name="client_secret"/);
+          assert.deepEqual(await storedClient(server, owner.client_id), before, 'no secret added');
+        }
+      });
+
+      it('anyone, once the app is deleted (403)', async () => {
+        const gone = await register(server, { client_name: 'Gone App', redirect_uris: 'https://gone.example.org/cb', auth: 'secret' });
+        const removedElsewhere = await register(server, { client_name: 'Removed App', redirect_uris: 'https://removed.example.org/cb', auth: 'secret' });
+        const { browser, html } = await openManage(server, gone.client_id, gone.rat);
+        const deleted = await browser.fetch(`${server.issuer}/apps/manage/delete`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: gone.client_id, registration_access_token: gone.rat }) });
+        assert.equal(deleted.status, 200);
+        const rotated = await browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), client_id: gone.client_id, registration_access_token: gone.rat }) });
+        assert.equal(rotated.status, 403);
+        // Removed by an administrator (its registration access token is still stored): refused all the same, and nothing comes back.
+        const page = await openManage(server, removedElsewhere.client_id, removedElsewhere.rat);
+        await removeClient(server.db, removedElsewhere.client_id);
+        const refused = await page.browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, {
+          method: 'POST', body: form({ csrf: hiddenValue(page.html, 'csrf'), client_id: removedElsewhere.client_id, registration_access_token: removedElsewhere.rat }),
+        });
+        assert.equal(refused.status, 403);
+        assert.match(await refused.text(), /The client ID or registration access token is not correct\./);
+        for (const id of [gone.client_id, removedElsewhere.client_id]) assert.equal(await storedClient(server, id), undefined);
+      });
     });
   });
 });

@@ -198,6 +198,16 @@ export async function tokenRequest(issuer: string, body: Record<string, string>,
   return { res, body: (await res.json()) as Record<string, any> };
 }
 
+/** Whether the token endpoint takes the client's secret: a refresh with an unknown token is then invalid_grant, not invalid_client. */
+export async function secretAccepted(issuer: string, clientId: string, secret: string, method = 'client_secret_basic'): Promise<boolean> {
+  const grant = { grant_type: 'refresh_token', refresh_token: 'not-a-refresh-token' };
+  const { res, body } = method === 'client_secret_post'
+    ? await tokenRequest(issuer, { ...grant, client_id: clientId, client_secret: secret })
+    : await tokenRequest(issuer, grant, { client_id: clientId, client_secret: secret });
+  if (body.error !== (res.status === 401 ? 'invalid_client' : 'invalid_grant')) throw new Error(`unexpected token answer ${res.status}: ${JSON.stringify(body)}`);
+  return res.status !== 401;
+}
+
 export async function exchangeCode(issuer: string, launch: LaunchResult, client: { client_id: string; client_secret?: string; redirect_uri: string }) {
   return tokenRequest(issuer, { grant_type: 'authorization_code', code: launch.code!, redirect_uri: client.redirect_uri, code_verifier: launch.verifier }, client);
 }

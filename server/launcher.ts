@@ -11,7 +11,7 @@ import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resour
 import type { PatientDirectory } from './fhir/patient-directory.ts';
 import { patientsOfResourceAs } from './fhir/caller-reads.ts';
 import type { Guard } from './resource-server/guard.ts';
-import { findUser, mayAccessPatient, type User } from './oidc/users.ts';
+import { findUser, findUserByUsername, mayAccessPatient, patientOf, type User } from './oidc/users.ts';
 import type { AuditSink } from './audit/store.ts';
 import { ehrLaunchCreated } from './audit/balp.ts';
 import { auditUserOf } from './audit/security-events.ts';
@@ -31,6 +31,8 @@ export interface LaunchRequest {
   patient: string;
   encounter?: string;
   clientId?: string;
+  /** The user (users.id) the launch is for; none: whoever signs in and may open the patient. */
+  userId?: string;
   fhirContext?: string[];
 }
 
@@ -73,8 +75,31 @@ export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Prom
     patient: request.patient,
     encounter: request.encounter,
     clientId: request.clientId,
+    userId: request.userId,
     fhirContext: request.fhirContext?.map((reference) => ({ reference })),
   }, config.launchTtl);
+}
+
+/** Whether `user` (found by `username`) may be the one a launch on `patient` is for; a message when not. */
+export function launchUserProblem(username: string, user: User | undefined, patient: string): string | undefined {
+  if (!user || user.disabled) return `user ${username} is not known`;
+  const own = patientOf(user);
+  if (own && own !== patient) return `${user.username} is a patient user: launch their own record (${own})`;
+  if (!mayAccessPatient(user, patient)) return `${user.username} may not open patient ${patient}`;
+  return undefined;
+}
+
+/**
+ * Whom a launch is for. A user's launch is their own (`user` may name only them); a backend may name a
+ * user by username, or nobody: then anyone who signs in and may open the patient can use it.
+ */
+async function launchUser(db: Db, launcher: { user?: User }, named: unknown, patient: string): Promise<{ user?: User } | { problem: string }> {
+  if (named === undefined || named === '') return { user: launcher.user };
+  if (typeof named !== 'string') return { problem: 'user must be a username' };
+  if (launcher.user) return named === launcher.user.username ? { user: launcher.user } : { problem: 'a user launches for themselves only: leave out user' };
+  const user = await findUserByUsername(db, named);
+  const problem = launchUserProblem(named, user, patient);
+  return problem ? { problem } : { user };
 }
 
 /**
@@ -96,7 +121,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
   const router = new Router();
   const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
 
-  // POST /api/launch {patient, encounter?, client_id?, fhirContext?: ["Type/id"]} -> 201 {launch, expires_in}
+  // POST /api/launch {patient, encounter?, client_id?, user?, fhirContext?: ["Type/id"]} -> 201 {launch, expires_in}
   router.post('/api/launch', body, async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     const token = bearerToken(ctx.get('authorization'));
@@ -130,11 +155,13 @@ export function launcherRoutes(deps: LauncherDeps): Router {
     // The resources are read as the caller: one its token may not read is refused as an unknown one.
     const asCaller = { ...patients, patientsOfResource: patientsOfResourceAs(guard, token, ctx.ip) };
     const problem = await checkLaunchRequest({ patients: asCaller, clientExists }, request);
-    if (problem) {
+    const forUser = problem === undefined ? await launchUser(db, launcher, input.user, request.patient) : { problem };
+    if ('problem' in forUser) {
       ctx.status = 400;
-      ctx.body = { error: 'invalid_request', error_description: problem };
+      ctx.body = { error: 'invalid_request', error_description: forUser.problem };
       return;
     }
+    request.userId = forUser.user?.id;
     const launch = await mintLaunch(db, config, request);
     await audit.append(ehrLaunchCreated({
       recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch, ...request,

@@ -171,6 +171,51 @@ describe('EHR launch', () => {
       }
     });
 
+    /** A launch refused after sign-in: the error page the person sees (unknown and expired launches get the same one). */
+    const refusedAfterSignIn = async (launch: string, username: string, password: string, scope = SCOPE) => {
+      const refusal = await authorize({ server, client: app, scope, launch, username, password })
+        .then((r) => assert.fail(`a code or error was issued: ${r.redirect}`), (e: Error & { html?: string }) => e);
+      assert.match(refusal.message, /answered 400/);
+      return /<p>([^<]*expired[^<]*)<\/p>/.exec(refusal.html ?? '')?.[1];
+    };
+
+    it('binds a launch a user makes to that user: another user who may open the patient is refused as for an expired launch, no code; the launch stays theirs', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      for (const scope of [SCOPE, 'openid fhirUser user/*.rs']) {
+        const res = await post(jones, { patient: 'pat-2', client_id: app.client_id });
+        assert.equal(res.status, 201);
+        const { launch } = await res.json();
+        assert.match(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1', scope) ?? '', /^This launch has expired or was already used\./, scope);
+        const own = await authorize({ server, client: app, scope, launch, username: 'dr.jones', password: 'demo-password-2' });
+        assert.ok(own.code, 'the user it was made for still launches with it');
+      }
+    });
+
+    it('lets a backend bind a launch to a user it names (user: a username); unknown users and users who may not open the patient get 400 and no launch', async () => {
+      const token = await backendToken('system/Patient.rs');
+      const before = await server.db('ehr_launches').count({ n: '*' }).first();
+      for (const [user, patient, description] of [['nobody', 'pat-2', 'user nobody is not known'], ['dr.jones', 'pat-3', 'dr.jones may not open patient pat-3'], [7, 'pat-2', 'user must be a username']] as const) {
+        const res = await post(token, { patient, user });
+        assert.equal(res.status, 400, String(user));
+        assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: description });
+      }
+      assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'no launch minted');
+      const res = await post(token, { patient: 'pat-2', user: 'dr.jones' });
+      assert.equal(res.status, 201);
+      const { launch } = await res.json();
+      assert.ok(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1'));
+      const body = await authorizedTokens({ server, client: app, scope: SCOPE, launch, username: 'dr.jones', password: 'demo-password-2' });
+      assert.equal(body.patient, 'pat-2');
+    });
+
+    it('refuses a user naming another user for their launch (400, no launch)', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      const res = await post(jones, { patient: 'pat-2', user: 'dr.smith' });
+      assert.equal(res.status, 400);
+      assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'a user launches for themselves only: leave out user' });
+      assert.equal((await post(jones, { patient: 'pat-2', user: 'dr.jones' })).status, 201, 'naming themselves is fine');
+    });
+
     it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {
       const jones = await userToken('dr.jones', 'demo-password-2', 'openid fhirUser user/Patient.rs user/Encounter.rs user/MedicationRequest.rs');
       const res = await post(jones, { patient: 'pat-2', encounter: 'enc-2b', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });

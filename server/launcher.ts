@@ -4,7 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import type { Config } from './config.ts';
 import type { ProviderHost } from './oidc/provider-host.ts';
 import type { Db } from './db.ts';
-import { createEhrLaunch } from './oidc/launch-store.ts';
+import { createEhrLaunch, deleteEhrLaunch } from './oidc/launch-store.ts';
 import { checkFhirContextReference } from './smart/launch-context.ts';
 import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
 import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resource-server/verify-token.ts';
@@ -15,6 +15,8 @@ import { findUser, findUserByUsername, mayAccessPatient, patientOf, type User } 
 import type { AuditSink } from './audit/store.ts';
 import { ehrLaunchCreated } from './audit/balp.ts';
 import { auditUserOf } from './audit/security-events.ts';
+import { AuditWriteError } from './audit/audit-store.ts';
+import { answerAuditUnavailable } from './audit/unavailable.ts';
 
 export interface LauncherDeps {
   config: Config;
@@ -78,6 +80,18 @@ export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Prom
     userId: request.userId,
     fhirContext: request.fhirContext?.map((reference) => ({ reference })),
   }, config.launchTtl);
+}
+
+/** Mints a launch and records it; one whose record cannot be written is taken back (nobody was told of it) and the error rethrown. */
+async function mintRecordedLaunch(db: Db, config: Config, request: LaunchRequest, record: (launch: string) => Promise<void>): Promise<string> {
+  const launch = await mintLaunch(db, config, request);
+  try {
+    await record(launch);
+  } catch (err) {
+    await deleteEhrLaunch(db, launch);
+    throw err;
+  }
+  return launch;
 }
 
 /** Whether `user` (found by `username`) may be the one a launch on `patient` is for; a message when not. */
@@ -154,19 +168,25 @@ export function launcherRoutes(deps: LauncherDeps): Router {
     }
     // The resources are read as the caller: one its token may not read is refused as an unknown one.
     const asCaller = { ...patients, patientsOfResource: patientsOfResourceAs(guard, token, ctx.ip) };
-    const problem = await checkLaunchRequest({ patients: asCaller, clientExists }, request);
-    const forUser = problem === undefined ? await launchUser(db, launcher, input.user, request.patient) : { problem };
-    if ('problem' in forUser) {
-      ctx.status = 400;
-      ctx.body = { error: 'invalid_request', error_description: forUser.problem };
-      return;
+    let launch: string;
+    try {
+      const problem = await checkLaunchRequest({ patients: asCaller, clientExists }, request);
+      const forUser = problem === undefined ? await launchUser(db, launcher, input.user, request.patient) : { problem };
+      if ('problem' in forUser) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: forUser.problem };
+        return;
+      }
+      request.userId = forUser.user?.id;
+      launch = await mintRecordedLaunch(db, config, request, (id) => audit.append(ehrLaunchCreated({
+        recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch: id, ...request,
+        by: { user: launcher.user && auditUserOf(launcher.user), clientId: claims.client_id, jti: claims.jti },
+      })));
+    } catch (err) {
+      // The trail cannot take the record of the launch or of the caller's reads: nothing is created (fail closed).
+      if (!(err instanceof AuditWriteError)) throw err;
+      return answerAuditUnavailable(ctx, 'launch');
     }
-    request.userId = forUser.user?.id;
-    const launch = await mintLaunch(db, config, request);
-    await audit.append(ehrLaunchCreated({
-      recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch, ...request,
-      by: { user: launcher.user && auditUserOf(launcher.user), clientId: claims.client_id, jti: claims.jti },
-    }));
     ctx.status = 201;
     ctx.body = { launch, expires_in: config.launchTtl };
   });

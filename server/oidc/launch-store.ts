@@ -69,6 +69,11 @@ export async function consumeEhrLaunch(db: Db, id: string, userId: string): Prom
   return updated === 1 ? launch : undefined;
 }
 
+/** Takes back a launch nobody was told of (its creation could not be recorded). */
+export async function deleteEhrLaunch(db: Db, id: string): Promise<void> {
+  await db('ehr_launches').where('id', id).delete();
+}
+
 /** Removes launches past their expiry, used or not: none can be used any more. */
 export async function purgeExpiredEhrLaunches(db: Db): Promise<number> {
   return db('ehr_launches').where('expires_at', '<', nowSeconds()).delete();

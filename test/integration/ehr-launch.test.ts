@@ -8,6 +8,7 @@ import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-stor
 import { saveSandboxLaunch } from '../../server/sandbox.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { backendClient } from '../support/backend.ts';
+import { isPg } from '../../server/db-statements.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
 
@@ -214,6 +215,36 @@ describe('EHR launch', () => {
       assert.equal(res.status, 400);
       assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'a user launches for themselves only: leave out user' });
       assert.equal((await post(jones, { patient: 'pat-2', user: 'dr.jones' })).status, 201, 'naming themselves is fine');
+    });
+
+    /** Makes the audit store refuse every record of a minted launch (110100), and only those, until undone. */
+    async function refuseLaunchRecords(refuse: boolean) {
+      const db = server.db;
+      if (!isPg(db)) {
+        await db.raw(refuse ? "CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events WHEN NEW.type_code = '110100' BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER refuse_launch_records');
+      } else if (refuse) {
+        await db.raw("CREATE FUNCTION refuse_launch_records() RETURNS trigger AS $$ BEGIN IF NEW.type_code = '110100' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql");
+        await db.raw('CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_launch_records()');
+      } else {
+        await db.raw('DROP TRIGGER refuse_launch_records ON audit_events');
+        await db.raw('DROP FUNCTION refuse_launch_records()');
+      }
+    }
+
+    it('answers 503 and keeps no launch when the record of its creation (110100) cannot be written, as other audited answers', async () => {
+      const token = await backendToken('system/Patient.rs');
+      const before = await server.db('ehr_launches').count({ n: '*' }).first();
+      await refuseLaunchRecords(true);
+      try {
+        const res = await post(token, { patient: 'pat-1' });
+        assert.equal(res.status, 503);
+        assert.equal(res.headers.get('retry-after'), '1');
+        assert.deepEqual(await res.json(), { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this launch now' });
+      } finally {
+        await refuseLaunchRecords(false);
+      }
+      assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'the launch nobody was told of is not kept');
+      assert.equal((await post(token, { patient: 'pat-1' })).status, 201, 'and launches work again once the trail takes records');
     });
 
     it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {

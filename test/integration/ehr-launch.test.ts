@@ -247,7 +247,7 @@ describe('EHR launch', () => {
       assert.equal((await post(token, { patient: 'pat-1' })).status, 201, 'and launches work again once the trail takes records');
     });
 
-    it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {
+    it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app, context and the user it is for', async () => {
       const jones = await userToken('dr.jones', 'demo-password-2', 'openid fhirUser user/Patient.rs user/Encounter.rs user/MedicationRequest.rs');
       const res = await post(jones, { patient: 'pat-2', encounter: 'enc-2b', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
       assert.equal(res.status, 201);
@@ -264,7 +264,7 @@ describe('EHR launch', () => {
       assert.equal(event.agent.find((a: any) => a.type.coding[0].code === '110150').who.identifier.value, app.client_id);
       assert.equal(event.entity[0].what.reference, 'Patient/pat-2');
       assert.deepEqual(event.entity[1].detail.map((d: any) => `${d.type}=${d.valueString}`),
-        [`client_id=${app.client_id}`, 'encounter=Encounter/enc-2b', 'fhirContext=MedicationRequest/medreq-2-lisinopril']);
+        [`client_id=${app.client_id}`, 'encounter=Encounter/enc-2b', `user=${user.who.identifier.value}`, 'fhirContext=MedicationRequest/medreq-2-lisinopril']);
       const reads = (await server.audit.search({ patient: 'pat-2', limit: 1000 }) as any[]).filter((e) => e.id !== event.id
         && e.entity.some((x: any) => x.what?.reference === 'MedicationRequest/medreq-2-lisinopril') && JSON.stringify(e.agent).includes(user.policy[0]));
       assert.equal(reads.length, 1, 'the check read the resource as the launching user, and that read is recorded as theirs');

@@ -24,6 +24,14 @@ describe('EHR launch', () => {
   const launchId = (request: { patient: string; encounter?: string; clientId?: string; fhirContext?: string[] }) =>
     mintLaunch(server.db, server.config, request);
 
+  /** A launch refused after sign-in: the error page the person sees (unknown and expired launches get the same one). */
+  const refusedAfterSignIn = async (launch: string, username: string, password: string, scope = SCOPE) => {
+    const refusal = await authorize({ server, client: app, scope, launch, username, password })
+      .then((r) => assert.fail(`a code or error was issued: ${r.redirect}`), (e: Error & { html?: string }) => e);
+    assert.match(refusal.message, /answered 400/);
+    return /<p>([^<]*expired[^<]*)<\/p>/.exec(refusal.html ?? '')?.[1];
+  };
+
   it('binds the launch context without a picker and returns patient, encounter and UI context', async () => {
     const launch = await launchId({ patient: 'pat-2', encounter: 'enc-2b' });
     const result = await authorize({ server, client: app, scope: SCOPE, launch });
@@ -171,14 +179,6 @@ describe('EHR launch', () => {
         }
       }
     });
-
-    /** A launch refused after sign-in: the error page the person sees (unknown and expired launches get the same one). */
-    const refusedAfterSignIn = async (launch: string, username: string, password: string, scope = SCOPE) => {
-      const refusal = await authorize({ server, client: app, scope, launch, username, password })
-        .then((r) => assert.fail(`a code or error was issued: ${r.redirect}`), (e: Error & { html?: string }) => e);
-      assert.match(refusal.message, /answered 400/);
-      return /<p>([^<]*expired[^<]*)<\/p>/.exec(refusal.html ?? '')?.[1];
-    };
 
     it('binds a launch a user makes to that user: another user who may open the patient is refused as for an expired launch, no code; the launch stays theirs', async () => {
       const jones = await userToken('dr.jones', 'demo-password-2');
@@ -353,6 +353,17 @@ describe('EHR launch', () => {
       assert.ok((await refused.text()).includes('demo account only'));
       assert.deepEqual(await server.db('sandbox_launches').count({ n: '*' }).first(), launches, 'no sandbox launch stored');
       assert.equal((await launch('dr.smith')).status, 201);
+    });
+
+    it('binds the launch to the user chosen on the page: another user signing in is refused as for an expired launch, no code', async () => {
+      const browser = new Browser();
+      const html = await (await browser.fetch(`${server.issuer}/launcher`)).text();
+      const res = await browser.fetch(`${server.issuer}/launcher`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), patient: 'pat-1', client_id: app.client_id, user: 'dr.jones' }) });
+      assert.equal(res.status, 201);
+      const launch = new URL((/id="launch-link" href="([^"]+)"/.exec(await res.text())?.[1] ?? '').replaceAll('&amp;', '&')).searchParams.get('launch')!;
+      assert.match(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1') ?? '', /^This launch has expired/);
+      const body = await authorizedTokens({ server, client: app, scope: SCOPE, launch, username: 'dr.jones', password: 'demo-password-2' });
+      assert.equal(body.patient, 'pat-1');
     });
 
     it('refuses a launcher form without its CSRF token', async () => {

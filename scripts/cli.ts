@@ -22,7 +22,7 @@ import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/di
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
 import { signedHeadIn } from '../server/audit/signed-head.ts';
 import type { AuditEvent } from '../server/audit/types.ts';
-import { checkLaunchRequest, mintLaunch } from '../server/launcher.ts';
+import { checkLaunchRequest, launchUserProblem, mintLaunch } from '../server/launcher.ts';
 import type Provider from 'oidc-provider';
 import { upstreamPatientDirectory, type PatientDirectory } from '../server/fhir/patient-directory.ts';
 
@@ -234,16 +234,19 @@ const commands: Record<string, Command> = {
     },
   },
   'launch create': {
-    usage: 'launch create --patient <id> [--encounter <id>] [--client <client_id>] [--fhir-context <Type/id>]...',
-    options: { ...json, patient: { type: 'string' }, encounter: { type: 'string' }, client: { type: 'string' }, 'fhir-context': { type: 'string', multiple: true } },
+    usage: 'launch create --patient <id> [--encounter <id>] [--client <client_id>] [--user <username>] [--fhir-context <Type/id>]...',
+    options: { ...json, patient: { type: 'string' }, encounter: { type: 'string' }, client: { type: 'string' }, user: { type: 'string' }, 'fhir-context': { type: 'string', multiple: true } },
     async run({ values: v }, { db, config }) {
       if (!v.patient) throw new UsageError('--patient is required');
+      const username = v.user as string | undefined;
+      const user = username ? await findUserByName(db, username) : undefined;
       const request = {
         patient: String(v.patient), encounter: v.encounter as string | undefined, clientId: v.client as string | undefined,
-        fhirContext: strings(v['fhir-context']),
+        userId: user?.id, fhirContext: strings(v['fhir-context']),
       };
       const patients = await patientDirectory(config, db);
-      const problem = await checkLaunchRequest({ patients, clientExists: (id) => clientExists(db, id) }, request);
+      const problem = await checkLaunchRequest({ patients, clientExists: (id) => clientExists(db, id) }, request)
+        ?? (username ? launchUserProblem(username, user, request.patient) : undefined);
       if (problem) throw new UsageError(problem);
       const launch = await mintLaunch(db, config, request);
       await recordAdministration(db, config, ehrLaunchCreated({ ...administrator(config), launch, ...request, by: {} }));

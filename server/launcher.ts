@@ -4,17 +4,19 @@ import { bodyParser } from '@koa/bodyparser';
 import type { Config } from './config.ts';
 import type { ProviderHost } from './oidc/provider-host.ts';
 import type { Db } from './db.ts';
-import { createEhrLaunch } from './oidc/launch-store.ts';
+import { createEhrLaunch, deleteEhrLaunch } from './oidc/launch-store.ts';
 import { checkFhirContextReference } from './smart/launch-context.ts';
 import { allows, parseScopes, type ResourceScope } from './smart/scopes.ts';
 import { bearerToken, InvalidTokenError, type AccessTokenClaims } from './resource-server/verify-token.ts';
 import type { PatientDirectory } from './fhir/patient-directory.ts';
 import { patientsOfResourceAs } from './fhir/caller-reads.ts';
 import type { Guard } from './resource-server/guard.ts';
-import { findUser, mayAccessPatient, type User } from './oidc/users.ts';
+import { findUser, findUserByUsername, mayAccessPatient, patientOf, type User } from './oidc/users.ts';
 import type { AuditSink } from './audit/store.ts';
 import { ehrLaunchCreated } from './audit/balp.ts';
 import { auditUserOf } from './audit/security-events.ts';
+import { AuditWriteError } from './audit/audit-store.ts';
+import { answerAuditUnavailable } from './audit/unavailable.ts';
 
 export interface LauncherDeps {
   config: Config;
@@ -31,6 +33,8 @@ export interface LaunchRequest {
   patient: string;
   encounter?: string;
   clientId?: string;
+  /** The user (users.id) the launch is for; none: whoever signs in and may open the patient. */
+  userId?: string;
   fhirContext?: string[];
 }
 
@@ -73,8 +77,43 @@ export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Prom
     patient: request.patient,
     encounter: request.encounter,
     clientId: request.clientId,
+    userId: request.userId,
     fhirContext: request.fhirContext?.map((reference) => ({ reference })),
   }, config.launchTtl);
+}
+
+/** Mints a launch and records it; one whose record cannot be written is taken back (nobody was told of it) and the error rethrown. */
+async function mintRecordedLaunch(db: Db, config: Config, request: LaunchRequest, record: (launch: string) => Promise<void>): Promise<string> {
+  const launch = await mintLaunch(db, config, request);
+  try {
+    await record(launch);
+  } catch (err) {
+    await deleteEhrLaunch(db, launch);
+    throw err;
+  }
+  return launch;
+}
+
+/** Whether `user` (found by `username`) may be the one a launch on `patient` is for; a message when not. */
+export function launchUserProblem(username: string, user: User | undefined, patient: string): string | undefined {
+  if (!user || user.disabled) return `user ${username} is not known`;
+  const own = patientOf(user);
+  if (own && own !== patient) return `${user.username} is a patient user: launch their own record (${own})`;
+  if (!mayAccessPatient(user, patient)) return `${user.username} may not open patient ${patient}`;
+  return undefined;
+}
+
+/**
+ * Whom a launch is for. A user's launch is their own (`user` may name only them); a backend may name a
+ * user by username, or nobody: then anyone who signs in and may open the patient can use it.
+ */
+async function launchUser(db: Db, launcher: { user?: User }, named: unknown, patient: string): Promise<{ user?: User } | { problem: string }> {
+  if (named === undefined || named === '') return { user: launcher.user };
+  if (typeof named !== 'string') return { problem: 'user must be a username' };
+  if (launcher.user) return named === launcher.user.username ? { user: launcher.user } : { problem: 'a user launches for themselves only: leave out user' };
+  const user = await findUserByUsername(db, named);
+  const problem = launchUserProblem(named, user, patient);
+  return problem ? { problem } : { user };
 }
 
 /**
@@ -96,7 +135,7 @@ export function launcherRoutes(deps: LauncherDeps): Router {
   const router = new Router();
   const body = bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb' });
 
-  // POST /api/launch {patient, encounter?, client_id?, fhirContext?: ["Type/id"]} -> 201 {launch, expires_in}
+  // POST /api/launch {patient, encounter?, client_id?, user?, fhirContext?: ["Type/id"]} -> 201 {launch, expires_in}
   router.post('/api/launch', body, async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     const token = bearerToken(ctx.get('authorization'));
@@ -129,17 +168,25 @@ export function launcherRoutes(deps: LauncherDeps): Router {
     }
     // The resources are read as the caller: one its token may not read is refused as an unknown one.
     const asCaller = { ...patients, patientsOfResource: patientsOfResourceAs(guard, token, ctx.ip) };
-    const problem = await checkLaunchRequest({ patients: asCaller, clientExists }, request);
-    if (problem) {
-      ctx.status = 400;
-      ctx.body = { error: 'invalid_request', error_description: problem };
-      return;
+    let launch: string;
+    try {
+      const problem = await checkLaunchRequest({ patients: asCaller, clientExists }, request);
+      const forUser = problem === undefined ? await launchUser(db, launcher, input.user, request.patient) : { problem };
+      if ('problem' in forUser) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: forUser.problem };
+        return;
+      }
+      request.userId = forUser.user?.id;
+      launch = await mintRecordedLaunch(db, config, request, (id) => audit.append(ehrLaunchCreated({
+        recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch: id, ...request,
+        by: { user: launcher.user && auditUserOf(launcher.user), clientId: claims.client_id, jti: claims.jti },
+      })));
+    } catch (err) {
+      // The trail cannot take the record of the launch or of the caller's reads: nothing is created (fail closed).
+      if (!(err instanceof AuditWriteError)) throw err;
+      return answerAuditUnavailable(ctx, 'launch');
     }
-    const launch = await mintLaunch(db, config, request);
-    await audit.append(ehrLaunchCreated({
-      recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch, ...request,
-      by: { user: launcher.user && auditUserOf(launcher.user), clientId: claims.client_id, jti: claims.jti },
-    }));
     ctx.status = 201;
     ctx.body = { launch, expires_in: config.launchTtl };
   });

@@ -5,8 +5,8 @@ import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import { csrfToken, validCsrf } from './csrf.ts';
 import { sendPage } from './views.ts';
-import { checkLaunchRequest, mintLaunch, type LaunchRequest, type LauncherDeps } from './launcher.ts';
-import { findUserByUsername, listUsers, mayAccessPatient, patientOf } from './oidc/users.ts';
+import { checkLaunchRequest, launchUserProblem, mintLaunch, type LaunchRequest, type LauncherDeps } from './launcher.ts';
+import { findUserByUsername, listUsers, patientOf } from './oidc/users.ts';
 import { addClient, ClientError, listClients } from './oidc/clients.ts';
 import { pickablePatients } from './interactions/picker.ts';
 import { isSandboxFailure, SANDBOX_FAILURES, saveSandboxLaunch } from './sandbox.ts';
@@ -95,15 +95,16 @@ export function sandboxLauncherRoutes(deps: Omit<LauncherDeps, 'audit' | 'guard'
     const state = stateOf(input);
     if (!validCsrf(ctx, input.csrf)) return showLauncher(ctx, state, { message: 'The form expired; try again.' }, 403);
     const app = (await launchableApps()).find((a) => a.clientId === state.clientId);
-    const request: LaunchRequest = { patient: state.patient, encounter: typeof input.encounter === 'string' && input.encounter ? input.encounter : undefined, clientId: state.clientId };
     const username = typeof input.user === 'string' && input.user ? input.user : undefined;
     const user = username ? await findUserByUsername(db, username) : undefined;
+    // The launch is the chosen user's (as a backend's naming a user at /api/launch); with nobody chosen, whoever signs in may use it.
+    const request: LaunchRequest = {
+      patient: state.patient, encounter: typeof input.encounter === 'string' && input.encounter ? input.encounter : undefined, clientId: state.clientId, userId: user?.id,
+    };
     const failure = input.failure ? input.failure : undefined;
     const problem = !app ? 'choose a registered app with a launch URL, or register one'
       : (await checkLaunchRequest({ patients, clientExists }, request))
-        ?? (username && (!user || user.disabled) ? `user ${username} is not known` : undefined)
-        ?? (user && patientOf(user) && patientOf(user) !== request.patient ? `${user.username} is a patient user: launch their own record (${patientOf(user)})` : undefined)
-        ?? (user && !mayAccessPatient(user, request.patient) ? `${user.username} may not open patient ${request.patient}` : undefined)
+        ?? (username ? launchUserProblem(username, user, request.patient) : undefined)
         ?? (failure !== undefined && !isSandboxFailure(failure) ? `unknown simulated failure ${String(failure)}` : undefined)
         ?? (input.skip_login && !user ? 'skipping the login needs a user to sign in as' : undefined)
         ?? (input.skip_login && user && !isDemoAccount(user.username) ? `skipping the login signs in a demo account only (${user.username} signs in with their password)` : undefined);

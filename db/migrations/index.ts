@@ -7,6 +7,7 @@ import * as loginThrottle from './005_login_throttle.ts';
 import * as derivedColumns from './006_audit_derived_columns.ts';
 import * as signIn from './007_sign_in.ts';
 import * as sandbox from './008_sandbox.ts';
+import * as ehrLaunchUser from './009_ehr_launch_user.ts';
 
 export interface Migration {
   name: string;
@@ -23,4 +24,5 @@ export const migrations: Migration[] = [
   { name: '006_audit_derived_columns', ...derivedColumns },
   { name: '007_sign_in', ...signIn },
   { name: '008_sandbox', ...sandbox },
+  { name: '009_ehr_launch_user', ...ehrLaunchUser },
 ];

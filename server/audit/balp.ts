@@ -905,6 +905,8 @@ export interface EhrLaunchCreated extends SecurityEventBase {
   encounter?: string;
   /** The app the launch is bound to, when it is bound to one. */
   clientId?: string;
+  /** The user (users.id) the launch is bound to, when it is bound to one. */
+  userId?: string;
   fhirContext?: string[];
   /** Who asked for it through the launch API: the user and the app of the token (its jti); none for an administrator. */
   by: { user?: AuditUser; clientId?: string; jti?: string };
@@ -913,7 +915,7 @@ export interface EhrLaunchCreated extends SecurityEventBase {
 /**
  * An EHR launch id minted (DICOM 110100 Application Activity, action C): someone opened a patient's
  * context for an app. The requestor (the token's user, else its app, else this server for the CLI);
- * the patient; the launch by digest, with its app, encounter and fhirContext references.
+ * the patient; the launch by digest, with its app, encounter, the user it is for and fhirContext references.
  */
 export function ehrLaunchCreated(e: EhrLaunchCreated): AuditEvent {
   const { user, clientId, jti } = e.by;
@@ -930,7 +932,7 @@ export function ehrLaunchCreated(e: EhrLaunchCreated): AuditEvent {
       type: CODES.systemObject,
       role: CODES.securityResource,
       detail: [
-        ...details({ client_id: e.clientId, encounter: e.encounter && `Encounter/${e.encounter}` }),
+        ...details({ client_id: e.clientId, encounter: e.encounter && `Encounter/${e.encounter}`, user: e.userId }),
         ...(e.fhirContext ?? []).map((reference) => ({ type: 'fhirContext', valueString: reference })),
       ],
     })],

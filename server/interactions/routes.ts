@@ -9,7 +9,7 @@ import type { Db } from '../db.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import { sendPage } from '../views.ts';
 import { authenticate, findUser, findUserByUsername, mayAccessPatient, patientOf, type User } from '../oidc/users.ts';
-import { consumeEhrLaunch, findEhrLaunch, saveGrantContext, type EhrLaunch } from '../oidc/launch-store.ts';
+import { consumeEhrLaunch, findEhrLaunchFor, saveGrantContext, type EhrLaunch } from '../oidc/launch-store.ts';
 import { buildLaunchContext } from '../smart/launch-context.ts';
 import { consentChoices, grantedContext, grantedFromForm, needsPatient, type ConsentChoices } from '../smart/consent.ts';
 import { grantableScope, OIDC_SCOPES } from '../smart/client-scopes.ts';
@@ -89,9 +89,9 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
     return (await patientsOfAud(details, user, purpose)).find((p) => p.id === id);
   }
 
-  /** The EHR launch of this authorization, if it is one; undefined when the id is no longer usable. */
-  async function ehrLaunchOf(details: Details): Promise<EhrLaunch | undefined> {
-    return details.params.launch ? findEhrLaunch(db, String(details.params.launch)) : undefined;
+  /** The EHR launch of this authorization, if it is one; undefined when the id is no longer usable (by this user). */
+  async function ehrLaunchOf(details: Details, user: User): Promise<EhrLaunch | undefined> {
+    return details.params.launch ? findEhrLaunchFor(db, String(details.params.launch), user.id) : undefined;
   }
 
   async function choicesFor(details: Details, user: User): Promise<{ scopes: ConsentChoices; purpose: PurposeChoice; stepUp: { totp: boolean; passkey: boolean } }> {
@@ -146,7 +146,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
    */
   async function resolvePatient(details: Details, user: User, picked: unknown, purpose: PurposeChoice): Promise<{ patient?: string; encounter?: string; pick: boolean; error?: string }> {
     if (details.params.launch) {
-      const launch = await ehrLaunchOf(details);
+      const launch = await ehrLaunchOf(details, user);
       if (!launch) return { pick: false, error: 'This launch has expired or was already used. Launch the app again from the EHR.' };
       if (!mayAccessPatient(user, launch.patient)) return { pick: false, error: 'You may not open the record of the patient in this launch.' };
       return { patient: launch.patient, encounter: launch.encounter ?? undefined, pick: false };
@@ -309,7 +309,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
       stepUpAmr = stepUp.amr;
     }
 
-    const ehrLaunch = details.params.launch ? await consumeEhrLaunch(db, String(details.params.launch)) : undefined;
+    const ehrLaunch = details.params.launch ? await consumeEhrLaunch(db, String(details.params.launch), user.id) : undefined;
     if (details.params.launch && !ehrLaunch) {
       return page(ctx, 'error', { title: 'Cannot continue', description: 'This launch has expired or was already used.' }, 400);
     }

@@ -17,6 +17,7 @@ import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';
 import { refusedStructuredToken } from './token/provider-answers.ts';
 import { opaqueToken, tokenIntrospected, tokenRevoked } from '../audit/balp.ts';
+import { answerAuditUnavailable } from '../audit/unavailable.ts';
 import { VerifiedTokens } from '../resource-server/verified-tokens.ts';
 import { tokenUser, userFactsMembers } from '../resource-server/user-facts.ts';
 import { findUser, isAuditor, reachablePatients, type User } from './user-records.ts';
@@ -36,19 +37,13 @@ export function introspectionRecord(c: Pick<TokenContext, 'issuer'>, callerId: s
   });
 }
 
-/** Whether an answer was refused because the audit trail could not take its record (recording that refusal would fail alike). */
-export const refusedForAudit = (ctx: Context): boolean => ctx.state.refusedForAudit === true;
-
 /**
  * Answers an introspection once its record (ITI-102) is taken: the one record that may be committed after
  * its answer. When the record cannot be taken (backlog full, store failing), 503 and no answer: fail closed.
  */
 export async function sendIntrospection(ctx: Context, c: Pick<TokenContext, 'issuer' | 'introspections'>, callerId: string, token: string, answer: Introspection) {
   if (!(await c.introspections.record(introspectionRecord(c, callerId, token, answer, ctx.ip)))) {
-    ctx.status = 503;
-    ctx.state.refusedForAudit = true;
-    ctx.set('Retry-After', '1');
-    ctx.body = { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this introspection now' };
+    answerAuditUnavailable(ctx, 'introspection');
     return;
   }
   ctx.status = 200;

@@ -9,12 +9,14 @@ export interface EhrLaunch {
   patient: string;
   encounter: string | null;
   clientId: string | null;
+  /** The user (users.id) the launch is for; null: whoever signs in (and may open the patient). */
+  userId: string | null;
   fhirContext: FhirContextItem[];
 }
 
 export async function createEhrLaunch(
   db: Db,
-  launch: { patient: string; encounter?: string; clientId?: string; fhirContext?: FhirContextItem[] },
+  launch: { patient: string; encounter?: string; clientId?: string; userId?: string; fhirContext?: FhirContextItem[] },
   ttlSeconds: number,
 ): Promise<string> {
   const id = randomBytes(24).toString('base64url');
@@ -23,6 +25,7 @@ export async function createEhrLaunch(
     patient: launch.patient,
     encounter: launch.encounter ?? null,
     client_id: launch.clientId ?? null,
+    user_id: launch.userId ?? null,
     fhir_context: launch.fhirContext?.length ? JSON.stringify(launch.fhirContext) : null,
     expires_at: nowSeconds() + ttlSeconds,
   });
@@ -41,16 +44,34 @@ export async function findEhrLaunch(db: Db, id: string): Promise<EhrLaunch | und
     patient: row.patient,
     encounter: row.encounter,
     clientId: row.client_id,
+    userId: row.user_id ?? null,
     fhirContext: row.fhir_context ? JSON.parse(row.fhir_context) : [],
   };
 }
 
-/** Marks the launch used and returns it; undefined when it was already used or has expired (one winner under races). */
-export async function consumeEhrLaunch(db: Db, id: string): Promise<EhrLaunch | undefined> {
+/**
+ * An EHR launch `userId` may sign in with: unexpired, unused, and made for them or for nobody in particular.
+ * One made for another user is to them as one that does not exist.
+ */
+export async function findEhrLaunchFor(db: Db, id: string, userId: string): Promise<EhrLaunch | undefined> {
   const launch = await findEhrLaunch(db, id);
+  return launch && (launch.userId === null || launch.userId === userId) ? launch : undefined;
+}
+
+/**
+ * Marks the launch used by `userId` and returns it; undefined when it was already used, has expired or is
+ * another user's (left unused then). One winner under races.
+ */
+export async function consumeEhrLaunch(db: Db, id: string, userId: string): Promise<EhrLaunch | undefined> {
+  const launch = await findEhrLaunchFor(db, id, userId);
   if (!launch) return undefined;
   const updated = await db('ehr_launches').where('id', id).whereNull('consumed_at').update({ consumed_at: nowSeconds() });
   return updated === 1 ? launch : undefined;
+}
+
+/** Takes back a launch nobody was told of (its creation could not be recorded). */
+export async function deleteEhrLaunch(db: Db, id: string): Promise<void> {
+  await db('ehr_launches').where('id', id).delete();
 }
 
 /** Removes launches past their expiry, used or not: none can be used any more. */

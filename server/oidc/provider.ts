@@ -33,6 +33,7 @@ import { sandboxRevocation } from '../sandbox.ts';
 import { databaseAuditSink, type AuditSink } from '../audit/store.ts';
 import { auditBacklog, type AuditBacklog } from '../audit/backlog.ts';
 import { clientRegistrationChanged } from '../audit/balp.ts';
+import { answerAuditUnavailable } from '../audit/unavailable.ts';
 import { routedPath } from '../net/routed-path.ts';
 import { hostCookieName } from '../net/host-cookie.ts';
 import { ACR_VALUES } from '../auth/acr.ts';
@@ -272,9 +273,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       log('error', 'recording a registration change failed', { err });
       // A client nobody was told of, and no record says exists: take it away again.
       if (pending.change === 'create') await removeClient(db, pending.clientId).catch((e) => log('error', 'removing an unrecorded client failed', { err: e }));
-      ctx.status = 503;
-      ctx.set('Cache-Control', 'no-store');
-      ctx.body = { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this registration change now' };
+      answerAuditUnavailable(ctx, 'registration change');
     }
   });
   if (config.demo) provider.use(sandboxRevocation(db));

@@ -18,7 +18,8 @@ import { bearerToken } from '../resource-server/verify-token.ts';
 import { factsOf } from './token/request.ts';
 import { TOKEN_PATH } from './token/response.ts';
 import { basicCredentials } from './token/provider-answers.ts';
-import { INTROSPECTION_PATH, refusedForAudit, REVOCATION_PATH } from './introspection.ts';
+import { INTROSPECTION_PATH, REVOCATION_PATH } from './introspection.ts';
+import { refusedForAudit } from '../audit/unavailable.ts';
 
 /** The endpoints whose refusals are recorded, by path. */
 const REFUSING_ENDPOINTS: ReadonlyMap<string, RefusingEndpoint> = new Map([

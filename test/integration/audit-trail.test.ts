@@ -396,7 +396,7 @@ describe('audit trail', () => {
     assert.equal(record?.action, 'C', 'recorded by the time the answer came');
   });
 
-  it('records an EHR launch minted with the CLI, with this server as requestor; the API answers no launch it could not record', async () => {
+  it('records an EHR launch minted with the CLI, with this server as requestor; the API answers no launch it could not record (503, none kept)', async () => {
     const created = await cli('launch', 'create', '--patient', 'pat-3', '--encounter', 'enc-3a', '--json');
     assert.equal(created.code, 0, created.stdout);
     const digest = createHash('sha256').update(JSON.parse(created.stdout).launch).digest('base64url');
@@ -405,14 +405,17 @@ describe('audit trail', () => {
     assert.deepEqual(record.agent.filter((a: any) => a.requestor).map((a: any) => a.type.coding[0].code), ['AuthzOauthService']);
     const backend = await server.addClient({ name: 'EHR', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope: 'system/Patient.r' });
     const { body: { access_token: ehrToken } } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.r' }, backend);
+    const launches = await server.db('ehr_launches').count({ n: '*' }).first();
     await server.db.schema.renameTable('audit_events', 'audit_events_away');
     try {
       const res = await fetch(`${server.issuer}/api/launch`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${ehrToken}` }, body: JSON.stringify({ patient: 'pat-3' }) });
-      assert.equal(res.status, 500);
-      assert.deepEqual(await res.json(), { error: 'server_error', error_description: 'An unexpected error occurred.' }, 'no launch id, no internals');
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.get('retry-after'), '1');
+      assert.deepEqual(await res.json(), { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this launch now' }, 'no launch id, no internals');
     } finally {
       await server.db.schema.renameTable('audit_events_away', 'audit_events');
     }
+    assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), launches, 'the launch nobody was told of is not kept');
   });
 
   describe('the CLI', () => {

@@ -146,6 +146,16 @@ describe('CLI', () => {
     assert.equal((await exchangeCode(server.issuer, launch, app)).body.encounter, 'enc-2a');
   });
 
+  it('creates an EHR launch for one user (--user): another user signing in gets no code', async () => {
+    const app = await server.addClient({ auth: { kind: 'public' } });
+    const scope = 'launch openid patient/*.rs';
+    const created = await cli('launch', 'create', '--patient', 'pat-2', '--user', 'dr.jones', '--json');
+    assert.equal(created.code, 0, created.stdout);
+    await assert.rejects(authorize({ server, client: app, scope, launch: created.json.launch }), /answered 400/, 'dr.smith may open pat-2, but the launch is not hers');
+    const own = await authorize({ server, client: app, scope, launch: created.json.launch, username: 'dr.jones', password: 'demo-password-2' });
+    assert.equal((await exchangeCode(server.issuer, own, app)).body.patient, 'pat-2');
+  });
+
   it('lists and rotates signing keys: new keys are published at once and sign after the delay', async () => {
     const before = (await cli('keys', 'list', '--json')).json.keys;
     const rotated = (await cli('keys', 'rotate', '--json')).json.keys;
@@ -176,6 +186,8 @@ describe('CLI', () => {
     [['client', 'remove', 'nope'], /no client/],
     [['launch', 'create', '--patient', 'nobody'], /not known/],
     [['launch', 'create', '--patient', 'pat-1', '--encounter', 'enc-2a'], /not an encounter of patient/],
+    [['launch', 'create', '--patient', 'pat-1', '--user', 'nobody'], /user nobody is not known/],
+    [['launch', 'create', '--patient', 'pat-3', '--user', 'dr.jones'], /dr.jones may not open patient pat-3/],
     [['user', 'add', 'q', '--bogus'], /Unknown option/],
   ] as const) {
     it(`explains a bad command: ${args.join(' ')}`, async () => {

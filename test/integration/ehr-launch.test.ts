@@ -8,6 +8,7 @@ import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-stor
 import { saveSandboxLaunch } from '../../server/sandbox.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { backendClient } from '../support/backend.ts';
+import { isPg } from '../../server/db-statements.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
 
@@ -22,6 +23,14 @@ describe('EHR launch', () => {
 
   const launchId = (request: { patient: string; encounter?: string; clientId?: string; fhirContext?: string[] }) =>
     mintLaunch(server.db, server.config, request);
+
+  /** A launch refused after sign-in: the error page the person sees (unknown and expired launches get the same one). */
+  const refusedAfterSignIn = async (launch: string, username: string, password: string, scope = SCOPE) => {
+    const refusal = await authorize({ server, client: app, scope, launch, username, password })
+      .then((r) => assert.fail(`a code or error was issued: ${r.redirect}`), (e: Error & { html?: string }) => e);
+    assert.match(refusal.message, /answered 400/);
+    return /<p>([^<]*expired[^<]*)<\/p>/.exec(refusal.html ?? '')?.[1];
+  };
 
   it('binds the launch context without a picker and returns patient, encounter and UI context', async () => {
     const launch = await launchId({ patient: 'pat-2', encounter: 'enc-2b' });
@@ -171,7 +180,74 @@ describe('EHR launch', () => {
       }
     });
 
-    it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app and context', async () => {
+    it('binds a launch a user makes to that user: another user who may open the patient is refused as for an expired launch, no code; the launch stays theirs', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      for (const scope of [SCOPE, 'openid fhirUser user/*.rs']) {
+        const res = await post(jones, { patient: 'pat-2', client_id: app.client_id });
+        assert.equal(res.status, 201);
+        const { launch } = await res.json();
+        assert.match(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1', scope) ?? '', /^This launch has expired or was already used\./, scope);
+        const own = await authorize({ server, client: app, scope, launch, username: 'dr.jones', password: 'demo-password-2' });
+        assert.ok(own.code, 'the user it was made for still launches with it');
+      }
+    });
+
+    it('lets a backend bind a launch to a user it names (user: a username); unknown users and users who may not open the patient get 400 and no launch', async () => {
+      const token = await backendToken('system/Patient.rs');
+      const before = await server.db('ehr_launches').count({ n: '*' }).first();
+      for (const [user, patient, description] of [['nobody', 'pat-2', 'user nobody is not known'], ['dr.jones', 'pat-3', 'dr.jones may not open patient pat-3'], [7, 'pat-2', 'user must be a username']] as const) {
+        const res = await post(token, { patient, user });
+        assert.equal(res.status, 400, String(user));
+        assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: description });
+      }
+      assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'no launch minted');
+      const res = await post(token, { patient: 'pat-2', user: 'dr.jones' });
+      assert.equal(res.status, 201);
+      const { launch } = await res.json();
+      assert.ok(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1'));
+      const body = await authorizedTokens({ server, client: app, scope: SCOPE, launch, username: 'dr.jones', password: 'demo-password-2' });
+      assert.equal(body.patient, 'pat-2');
+    });
+
+    it('refuses a user naming another user for their launch (400, no launch)', async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      const res = await post(jones, { patient: 'pat-2', user: 'dr.smith' });
+      assert.equal(res.status, 400);
+      assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'a user launches for themselves only: leave out user' });
+      assert.equal((await post(jones, { patient: 'pat-2', user: 'dr.jones' })).status, 201, 'naming themselves is fine');
+    });
+
+    /** Makes the audit store refuse every record of a minted launch (110100), and only those, until undone. */
+    async function refuseLaunchRecords(refuse: boolean) {
+      const db = server.db;
+      if (!isPg(db)) {
+        await db.raw(refuse ? "CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events WHEN NEW.type_code = '110100' BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER refuse_launch_records');
+      } else if (refuse) {
+        await db.raw("CREATE FUNCTION refuse_launch_records() RETURNS trigger AS $$ BEGIN IF NEW.type_code = '110100' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql");
+        await db.raw('CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_launch_records()');
+      } else {
+        await db.raw('DROP TRIGGER refuse_launch_records ON audit_events');
+        await db.raw('DROP FUNCTION refuse_launch_records()');
+      }
+    }
+
+    it('answers 503 and keeps no launch when the record of its creation (110100) cannot be written, as other audited answers', async () => {
+      const token = await backendToken('system/Patient.rs');
+      const before = await server.db('ehr_launches').count({ n: '*' }).first();
+      await refuseLaunchRecords(true);
+      try {
+        const res = await post(token, { patient: 'pat-1' });
+        assert.equal(res.status, 503);
+        assert.equal(res.headers.get('retry-after'), '1');
+        assert.deepEqual(await res.json(), { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this launch now' });
+      } finally {
+        await refuseLaunchRecords(false);
+      }
+      assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'the launch nobody was told of is not kept');
+      assert.equal((await post(token, { patient: 'pat-1' })).status, 201, 'and launches work again once the trail takes records');
+    });
+
+    it('records each launch it mints: who asked (user and app, with the token), the patient, the launch by digest, its app, context and the user it is for', async () => {
       const jones = await userToken('dr.jones', 'demo-password-2', 'openid fhirUser user/Patient.rs user/Encounter.rs user/MedicationRequest.rs');
       const res = await post(jones, { patient: 'pat-2', encounter: 'enc-2b', client_id: app.client_id, fhirContext: ['MedicationRequest/medreq-2-lisinopril'] });
       assert.equal(res.status, 201);
@@ -188,7 +264,7 @@ describe('EHR launch', () => {
       assert.equal(event.agent.find((a: any) => a.type.coding[0].code === '110150').who.identifier.value, app.client_id);
       assert.equal(event.entity[0].what.reference, 'Patient/pat-2');
       assert.deepEqual(event.entity[1].detail.map((d: any) => `${d.type}=${d.valueString}`),
-        [`client_id=${app.client_id}`, 'encounter=Encounter/enc-2b', 'fhirContext=MedicationRequest/medreq-2-lisinopril']);
+        [`client_id=${app.client_id}`, 'encounter=Encounter/enc-2b', `user=${user.who.identifier.value}`, 'fhirContext=MedicationRequest/medreq-2-lisinopril']);
       const reads = (await server.audit.search({ patient: 'pat-2', limit: 1000 }) as any[]).filter((e) => e.id !== event.id
         && e.entity.some((x: any) => x.what?.reference === 'MedicationRequest/medreq-2-lisinopril') && JSON.stringify(e.agent).includes(user.policy[0]));
       assert.equal(reads.length, 1, 'the check read the resource as the launching user, and that read is recorded as theirs');
@@ -277,6 +353,17 @@ describe('EHR launch', () => {
       assert.ok((await refused.text()).includes('demo account only'));
       assert.deepEqual(await server.db('sandbox_launches').count({ n: '*' }).first(), launches, 'no sandbox launch stored');
       assert.equal((await launch('dr.smith')).status, 201);
+    });
+
+    it('binds the launch to the user chosen on the page: another user signing in is refused as for an expired launch, no code', async () => {
+      const browser = new Browser();
+      const html = await (await browser.fetch(`${server.issuer}/launcher`)).text();
+      const res = await browser.fetch(`${server.issuer}/launcher`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), patient: 'pat-1', client_id: app.client_id, user: 'dr.jones' }) });
+      assert.equal(res.status, 201);
+      const launch = new URL((/id="launch-link" href="([^"]+)"/.exec(await res.text())?.[1] ?? '').replaceAll('&amp;', '&')).searchParams.get('launch')!;
+      assert.match(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1') ?? '', /^This launch has expired/);
+      const body = await authorizedTokens({ server, client: app, scope: SCOPE, launch, username: 'dr.jones', password: 'demo-password-2' });
+      assert.equal(body.patient, 'pat-1');
     });
 
     it('refuses a launcher form without its CSRF token', async () => {

@@ -132,7 +132,7 @@ export async function authorize(o: LaunchOptions): Promise<LaunchResult> {
     pages.push(html);
     if (step.res.status >= 400) {
       if (html.includes('name="decision"')) return { code: undefined, state, redirect: new URL(step.url), verifier, challenge, browser, pages, status: step.res.status };
-      throw new Error(`page ${step.url} answered ${step.res.status}: ${html.slice(0, 500)}`);
+      throw Object.assign(new Error(`page ${step.url} answered ${step.res.status}: ${html.slice(0, 500)}`), { html });
     }
     const uid = /\/interaction\/([^/"?]+)/.exec(step.url)?.[1];
     if (html.includes('name="password"')) {

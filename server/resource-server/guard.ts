@@ -94,7 +94,10 @@ export interface GuardOptions {
   allowedOrigins?: OriginCheck;
   /** Told every unexpected failure, which the client gets as a 500 OperationOutcome without its details; default: console.error. */
   onError?: (err: unknown) => void;
-  /** A further policy after the scopes allowed an interaction: a refusal stops it. */
+  /**
+   * A further policy after the scopes allowed an interaction: a refusal stops it. It comes before the paging
+   * parameters are read: a paging link's request is the interaction as asked (its `_page` among the params).
+   */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
   /**
    * The secret (16+ characters) that seals paging links (`?_page=`); every instance behind one base needs
@@ -492,26 +495,37 @@ export function createGuard(guardOptions: GuardOptions) {
     return { response: answer(upstream.status, upstream.body, upstream), resources: written };
   }
 
-  /**
-   * Every rule that decides an interaction before anything is read or written: scopes, the authorize
-   * hook, the policy's search refusals and its translation. The interaction to carry out, or a refusal.
-   */
-  async function admitted(token: TokenContext, interaction: FhirInteraction): Promise<FhirInteraction | Refusal> {
+  /** Whether the token may make the interaction at all: its scopes, then the authorize hook. A refusal, or undefined. */
+  async function authorized(token: TokenContext, interaction: FhirInteraction): Promise<Refusal | undefined> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
-    const refused = await options.authorize?.(token, interaction);
-    if (refused) return refused;
+    return options.authorize?.(token, interaction);
+  }
+
+  /** The resource policy's rules for an authorized interaction: its search refusals and its translation. */
+  function policed(token: TokenContext, interaction: FhirInteraction): FhirInteraction | Refusal {
     const searched = ['search-type', 'search-system', 'history-type', 'history-system', 'operation'].includes(interaction.kind);
     const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
     return options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
   }
 
-  /** One interaction, decided and carried out; batch and transaction entries come through here too. */
+  /** Every rule that decides an interaction before anything is read or written. The interaction to carry out, or a refusal. */
+  async function admitted(token: TokenContext, interaction: FhirInteraction): Promise<FhirInteraction | Refusal> {
+    return (await authorized(token, interaction)) ?? policed(token, interaction);
+  }
+
+  /**
+   * One interaction, decided and carried out; batch and transaction entries come through here too. Its paging
+   * parameters are checked after the token's authorization, so that a token refused the interaction learns
+   * nothing from them (the same 403 with or without).
+   */
   async function perform(request: ReceivedRequest, token: TokenContext, asked: FhirInteraction): Promise<Performed | Refusal> {
+    const refused = await authorized(token, asked);
+    if (refused) return refused;
     const interaction = await paged(request, token, asked);
     if (isRefusal(interaction)) return interaction;
-    const translated = await admitted(token, interaction);
+    const translated = policed(token, interaction);
     if (isRefusal(translated)) return translated;
     if (translated === interaction) return carryOut(request, token, interaction);
     // Read back from pseudonyms: a failure must not name the real ids the client was never to learn.

@@ -153,6 +153,23 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       await refused(`${next}&_count=50`, jones, /alone/);
     });
 
+    it('refuses a token without scope for the type the same 403 whatever paging parameters it sends (one with it gets their 400)', async () => {
+      const patientsOnly = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/Patient.rs' });
+      for (const path of ['Observation', 'Observation/_history']) {
+        const plain = await get(`${path}?patient=Patient/pat-2`, patientsOnly);
+        assert.equal(plain.status, 403, path);
+        const refusal = { body: await plain.json(), challenge: plain.headers.get('www-authenticate') };
+        assert.match(refusal.challenge ?? '', /insufficient_scope/);
+        for (const paging of ['_getpagesoffset=1', '_getpages=x', '_offset=1', '_cursor=x', '_page=forged']) {
+          for (const query of [paging, `patient=Patient/pat-2&${paging}`]) {
+            const res = await get(`${path}?${query}`, patientsOnly);
+            assert.equal(res.status, 403, `${path}?${query}`);
+            assert.deepEqual({ body: await res.json(), challenge: res.headers.get('www-authenticate') }, refusal, `${path}?${query}: the same refusal`);
+          }
+        }
+      }
+    });
+
     it('fills every page but the last to _count when the rules hide matches, and next resumes right after the last shown', async () => {
       const restricted = { security: [{ system: CONFIDENTIALITY, code: 'R' }] };
       const observation = (id: string, hidden: boolean, encounter = 'enc-2b'): FhirResource => ({

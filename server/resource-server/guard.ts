@@ -223,8 +223,9 @@ export function createGuard(guardOptions: GuardOptions) {
   }
   const admit = async (token: TokenContext, resource: FhirResource) =>
     (options.resourcePolicy ? options.resourcePolicy.admit(token, resource) : resource);
-  const finish = async (token: TokenContext, bundle: FhirBundle) =>
-    (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle) : bundle);
+  /** `decided`: what the policy already told of some of its resources (see ResourcePolicy.bundle). */
+  const finish = async (token: TokenContext, bundle: FhirBundle, decided?: ReadonlyMap<FhirResource, boolean>) =>
+    (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
 
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
@@ -325,7 +326,9 @@ export function createGuard(guardOptions: GuardOptions) {
     const composed = composedPage(seen, decided.taken, scope);
     const inScope = scope.inScope(composed);
     if (isRefusal(inScope)) return inScope;
-    const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, seen.length === 1 && start.skip === 0, true);
+    // The policy's decisions on the items read stand: each item is evaluated once.
+    const told = new Map(seen.flatMap(({ items, inScope: held, visible }) => items.flatMap((e, i) => (held[i] && e.resource ? [[e.resource, visible[i]] as const] : []))));
+    const { link: _, ...totalled } = withTotal(await finish(token, inScope, told), page, seen.length === 1 && start.skip === 0, true);
     const resume = decided.next && seen[decided.next.page].link;
     const first = belowUpstream(linkOf(page, 'first'));
     const link = await sealed(request, token, [
@@ -356,7 +359,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const inScope = scope.inScope({ ...bundle, entry: items });
     const held = new Set(isRefusal(inScope) ? [] : inScope.entry ?? []);
     const visible = await Promise.all(items.map(async (e) =>
-      held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await admit(token, e.resource))))));
+      held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await options.resourcePolicy.visible(token, e.resource))))));
     return { link, bundle, items, inScope: items.map((e) => held.has(e)), visible, hasNext: nextPage(bundle) !== undefined };
   }
 

@@ -312,6 +312,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     provenance: config.fhirUpstreamUrl ? undefined : (token, kind) => provenanceTemplate(token, kind, new Date()),
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
+    pagingParams: config.guardPagingParams,
     smartConfiguration: async () => discovery,
     allowedOrigins: allowOrigins(config.corsOrigins, shared.origins),
     ...guardRules,

@@ -104,6 +104,12 @@ export interface GuardOptions {
    * the same, else a link given by one is refused by another. Default: random per process.
    */
   pagingKey?: string;
+  /**
+   * The FHIR server's own paging parameters (offsets, cursors, page tokens), refused from clients (400) besides
+   * those of common servers (PAGING_PARAMS in page-links.ts): an offset of the client's could probe where hidden
+   * matches lie.
+   */
+  pagingParams?: readonly string[];
 }
 
 const SMART_SECURITY = {
@@ -178,7 +184,7 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
-  const pages = pageLinks(options.pagingKey);
+  const pages = pageLinks(options.pagingKey, options.pagingParams);
   const onError = options.onError ?? ((err: unknown) => console.error('smart-auth guard: unexpected failure', err));
   // The headers of every answer, as the authorization server's own.
   const secured = { ...SECURITY_HEADERS, 'content-security-policy': DATA_CSP, ...(options.base.startsWith('https:') && { 'strict-transport-security': HSTS }) };

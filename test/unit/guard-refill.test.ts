@@ -3,11 +3,6 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { includesOf, refill, type Place, type SeenPage } from '../../server/resource-server/refill.ts';
-import { createGuard } from '../../server/resource-server/guard.ts';
-import { tokenContext } from '../../server/resource-server/verify-token.ts';
-import { createPrivacyPolicy } from '../../server/privacy/pipeline.ts';
-import { residualFor } from '../../server/hcs/token-claims.ts';
-import type { FhirResource } from '../../server/resource-server/types.ts';
 
 /** The upstream as pages of `size` items (the last may hold fewer), each item visible or not. */
 const upstreamOf = (visible: boolean[], size: number): SeenPage[] => {
@@ -84,39 +79,5 @@ describe('includes of the matches shown', () => {
     const kept = includesOf(includes, [obs('o1', 'p1', 'dr-a')] as any).map((e) => `${e.resource!.resourceType}/${e.resource!.id}`);
     assert.deepEqual(kept, ['Patient/p1', 'Practitioner/dr-a', 'Provenance/prov-1', 'Organization/org-1']);
     assert.deepEqual(includesOf(includes, []), [], 'no match shown, no include');
-  });
-});
-
-describe('guard: a refilled page', () => {
-  it('evaluates the resource policy once for each item it reads, not again for those it shows', async () => {
-    const BASE = 'https://fhir.example.org/r4';
-    const UPSTREAM = 'http://upstream/fhir';
-    // Each Observation of its own patient, so that the consent look-ups count the policy's evaluations; the R ones are hidden by their label.
-    const obs = (id: string, restricted = false): FhirResource => ({
-      resourceType: 'Observation', id, status: 'final', code: {}, subject: { reference: `Patient/pat-${id}` },
-      ...(restricted && { meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] } }),
-    });
-    const pages = [[obs('a'), obs('b', true)], [obs('c'), obs('d')], [obs('e')]];
-    const page = (at: number) => ({
-      resourceType: 'Bundle', type: 'searchset', entry: pages[at].map((resource) => ({ resource, search: { mode: 'match' } })),
-      link: [{ relation: 'self', url: `${UPSTREAM}/Observation?_count=2&_getpagesoffset=${at * 2}` },
-        ...(at + 1 < pages.length ? [{ relation: 'next', url: `${UPSTREAM}/Observation?_count=2&_getpagesoffset=${at * 2 + 2}` }] : [])],
-    });
-    const evaluations: string[] = [];
-    const guard = createGuard({
-      base: BASE, upstreamBase: UPSTREAM,
-      upstream: { send: async ({ path }) => ({ status: 200, headers: new Headers(), body: page(Number(/_getpagesoffset=(\d+)/.exec(path)?.[1] ?? 0) / 2) }) },
-      verify: async () => tokenContext({
-        iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
-        extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
-      }, BASE),
-      resourcePolicy: createPrivacyPolicy({
-        defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
-        consents: { forPatient: async (patient) => { evaluations.push(patient); return []; }, invalidate: () => {} },
-      }),
-    });
-    const res = await guard.handle({ method: 'GET', path: 'Observation', query: '_count=2', headers: { authorization: 'Bearer t' } });
-    assert.deepEqual((res.body as { entry: { resource: FhirResource }[] }).entry.map((e) => e.resource.id), ['a', 'c'], 'filled from the next page');
-    assert.deepEqual(evaluations.sort(), ['pat-a', 'pat-c', 'pat-d'], 'each visible item read once (the hidden one stops at its label), the shown ones not again');
   });
 });

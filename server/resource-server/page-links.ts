@@ -13,7 +13,7 @@ export const PAGE_PARAM = '_page';
  * The offsets, cursors and page numbers of FHIR servers, refused from clients whatever the server behind the
  * guard: HAPI and the bundled store (`_getpages`, `_getpagesoffset`, `_offset`), Medplum (`_offset`, `_cursor`),
  * Azure (`ct`), Google Cloud (`_page_token`), and those of other servers (`page`, `_skip`, `_pageToken`,
- * `_start`). A page number in `_page` (IBM's, Aidbox's) is refused as a page link the guard did not seal.
+ * `_start`). A page number in `_page` (IBM's, WSO2's) is refused as a page link the guard did not seal.
  */
 export const PAGING_PARAMS: readonly string[] = ['_getpages', '_getpagesoffset', '_offset', '_cursor', 'ct', '_page_token', '_pageToken', 'page', '_skip', '_start'];
 /** A page link outlives neither its access token nor this bound. */

@@ -5,6 +5,7 @@
 // INTROSPECTION_CLIENT_ID / INTROSPECTION_CLIENT_SECRET (a resource-server client of the issuer),
 // GUARD_TOKEN_CACHE (true), GUARD_INTROSPECTION_CACHE (seconds an introspection answer is trusted, 30), GUARD_INCLUDES (strip | refuse), GUARD_NARRATIVES (refuse | sanitize),
 // GUARD_OPERATIONS (comma-separated operation names allowed through if the guard knows them, default none), UPSTREAM_TIMEOUT (seconds, 10),
+// GUARD_PAGING_PARAMS (comma-separated paging parameters of the upstream, refused from clients besides those of common servers),
 // GUARD_PROVENANCE (false; true: every create and update goes upstream as a transaction with its Provenance).
 // Audit (one is required): DATABASE_URL (the authorization server's database: its audit chain, and what the
 // bundled /fhir learns from it, see sharedDatabase: the registered apps' origins, reread after CLIENT_CACHE_MS
@@ -22,8 +23,8 @@ import {
 import type { SharedDatabase } from 'smart-auth/resource-server/database';
 import type { AuditEvent } from '../server/audit/types.ts';
 import {
-  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origin, origins, pagingKeyOf, poolSettings, purposes, refuseInProduction,
-  sharedProductionProblems, url, withoutTrailingSlash,
+  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origin, origins, pagingKeyOf, parameterNames, poolSettings,
+  purposes, refuseInProduction, sharedProductionProblems, url, withoutTrailingSlash,
 } from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
 import { loadPolicy } from '../server/hcs/policy.ts';
@@ -121,6 +122,7 @@ async function main() {
     includes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     narratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     allowOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
+    pagingParams: parameterNames(env, 'GUARD_PAGING_PARAMS'),
     allowedOrigins: allowOrigins(origins(env, 'CORS_ORIGINS'), store.shared?.origins),
     ...ruleOptions(upstream, {
       defaultConfidentiality: choice(env, 'DEFAULT_CONFIDENTIALITY', 'N', CONFIDENTIALITY_SCALE),

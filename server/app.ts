@@ -7,7 +7,6 @@ import type { AddressInfo } from 'node:net';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import { errors } from 'oidc-provider';
 import { deidentificationKeyOf, pagingKeyOf, type Config } from './config.ts';
 import { migrate, openDatabase, type Db } from './db.ts';
 import { createProviderHost, type ProviderHost } from './oidc/provider-host.ts';
@@ -42,6 +41,7 @@ import { createGuard } from './resource-server/guard.ts';
 import { requestIdOf } from './resource-server/request-id.ts';
 import { refusalsRecorded } from './oidc/refusals.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
+import { failureOf } from './net/failures.ts';
 import { HSTS, PAGE_CSP, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
@@ -117,22 +117,13 @@ const errorBoundary = (logger: Logger) => async function errorBoundary(ctx: Cont
   try {
     await next();
   } catch (err) {
-    const e = err as { status?: number; statusCode?: number; expose?: boolean; message?: string; error?: string; error_description?: string };
-    const status = e.status ?? e.statusCode ?? 500;
-    const oidc = err instanceof errors.OIDCProviderError;
-    const known = oidc || (status >= 400 && status < 500);
-    if (!known) logger.log('error', 'unexpected failure', { request_id: ctx.state.requestId, method: ctx.method, path: ctx.path, err });
-    ctx.status = known ? status : 500;
-    const description = err instanceof errors.SessionNotFound
-      ? 'This sign-in has already finished, has expired, or was opened in another browser. Return to the app and start again.'
-      : oidc ? (e.error_description ?? e.message)
-        : status === 413 ? 'The request is too large.'
-          : known ? 'The request could not be read.' : 'An unexpected error occurred.';
+    const { status, error, description } = failureOf(ctx, err, logger.log);
+    ctx.status = status;
     if (ctx.accepts('html', 'json') === 'html') {
       ctx.type = 'html';
       ctx.body = await renderPage('error', { title: 'Something went wrong', description });
     } else {
-      ctx.body = { error: known ? (e.error ?? 'invalid_request') : 'server_error', error_description: description };
+      ctx.body = { error, error_description: description };
     }
   }
 };
@@ -312,6 +303,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     provenance: config.fhirUpstreamUrl ? undefined : (token, kind) => provenanceTemplate(token, kind, new Date()),
     narratives: config.guardNarratives,
     allowOperations: config.guardOperations,
+    pagingParams: config.guardPagingParams,
     smartConfiguration: async () => discovery,
     allowedOrigins: allowOrigins(config.corsOrigins, shared.origins),
     ...guardRules,

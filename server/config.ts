@@ -93,6 +93,8 @@ export interface Config {
   guardNarratives: 'refuse' | 'sanitize';
   /** FHIR operations (names without $) the guard lets through; every other one is refused. */
   guardOperations: string[];
+  /** The upstream FHIR server's paging parameters, refused from clients besides those of common servers. */
+  guardPagingParams: string[];
   /** A SMART 2.2 User Access Brands Bundle (JSON) published at /brands; unset: one brand made from ISSUER. */
   brandsFile: string | undefined;
   /** Browser origins allowed CORS at the FHIR base besides those of registered redirect URIs. */
@@ -174,6 +176,14 @@ export function origin(name: string, raw: string): string {
 /** A comma-separated list of http(s) origins. */
 export function origins(env: Env, name: string): string[] {
   return (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((value) => origin(name, value));
+}
+
+/** A comma-separated list of search parameter names (letters, digits, `_`, `-`, `.`), never the guard's own `_page`. */
+export function parameterNames(env: Env, name: string): string[] {
+  const list = (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = list.filter((value) => !/^[A-Za-z_][\w.-]*$/.test(value) || value === '_page');
+  if (bad.length) throw new ConfigError(`${name} takes search parameter names other than _page, got ${bad.join(', ')}`);
+  return list;
 }
 
 /** The de-identification key of the guard, derived from KEY_ENCRYPTION_SECRET: a proxy with the same secret gives the same pseudonyms. */
@@ -263,6 +273,7 @@ export function loadConfig(env: Env = process.env): Config {
     guardIncludes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     guardNarratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
     guardOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
+    guardPagingParams: parameterNames(env, 'GUARD_PAGING_PARAMS'),
     policy: policyFrom(env.POLICY_FILE),
     brandsFile: env.BRANDS_FILE || undefined,
     corsOrigins: origins(env, 'CORS_ORIGINS'),

@@ -3,8 +3,10 @@
 // successful records (IUA ITI-71, ITI-102, revocation's 110135). Its record is committed after the answer,
 // through the bounded backlog that introspection's records use, so a refusal adds no commit before its
 // answer; one the backlog cannot take (full, or the store failing) is still answered as the same refusal:
-// nothing is granted either way. Requests over these endpoints' rate limits are answered (429) before this,
-// so a client cannot write more refusals than those limits let through.
+// nothing is granted either way. A request that fails here (the store fails the commit of a token) is answered
+// 500 server_error in JSON, as these endpoints answer every error, and recorded as the server's failure (outcome
+// 8). Requests over these endpoints' rate limits are answered (429) before this, so a client cannot write more
+// refusals than those limits let through.
 import type { Context, Next } from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt } from 'jose';
@@ -14,6 +16,7 @@ import type { AuditBacklog } from '../audit/backlog.ts';
 import { oauthRequestRefused, SECRET_PARAMETERS, type OAuthRequestRefused, type RefusingEndpoint } from '../audit/balp.ts';
 import { auditUserOf } from '../audit/security-events.ts';
 import { routedPath } from '../net/routed-path.ts';
+import { failureOf } from '../net/failures.ts';
 import { bearerToken } from '../resource-server/verify-token.ts';
 import { factsOf } from './token/request.ts';
 import { TOKEN_PATH } from './token/response.ts';
@@ -101,12 +104,21 @@ export function refusalOf(answer: { status: number; body: unknown }, sent: Reque
   };
 }
 
-/** Koa middleware (in front of the provider, behind the rate limits): records every error answer at the token, introspection and revocation endpoints. */
+/**
+ * Koa middleware (in front of the provider, behind the rate limits): records every error answer at the token,
+ * introspection and revocation endpoints, a failure's too, which it answers in JSON whatever the client accepts.
+ */
 export function refusalsRecorded({ db, issuer, backlog, log }: { db: Db; issuer: string; backlog: AuditBacklog; log: Logger['log'] }) {
   return async function refusalRecorded(ctx: Context, next: Next) {
     const endpoint = ctx.method === 'POST' ? REFUSING_ENDPOINTS.get(routedPath(ctx.path)) : undefined;
     if (!endpoint) return next();
-    await next();
+    try {
+      await next();
+    } catch (err) {
+      const { status, error, description } = failureOf(ctx, err, log);
+      ctx.status = status;
+      ctx.body = { error, error_description: description };
+    }
     if (ctx.status < 400 || refusedForAudit(ctx)) return;
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc as KoaContextWithOIDC['oidc'] | undefined;
     const sent = { params: (oidc?.body ?? {}) as Record<string, unknown>, authorization: ctx.get('authorization') || undefined, dpop: ctx.get('dpop') || undefined };

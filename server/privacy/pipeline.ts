@@ -86,8 +86,14 @@ export interface AuditedAccess {
 export interface ResourcePolicy {
   /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */
   admit(token: TokenContext, resource: FhirResource): Promise<FhirResource | undefined>;
-  /** A searchset or history Bundle: hidden entries (and a history's deletions) out, `total` recounted, obligations and the high-water mark applied. */
-  bundle(token: TokenContext, bundle: FhirBundle): Promise<FhirBundle>;
+  /** Whether the token may see the resource: admit's decision, without the obligations. */
+  visible(token: TokenContext, resource: FhirResource): Promise<boolean>;
+  /**
+   * A searchset or history Bundle: hidden entries (and a history's deletions) out, `total` recounted, obligations
+   * and the high-water mark applied. `decided`: resources whose visibility `visible` already told (by identity),
+   * not evaluated again.
+   */
+  bundle(token: TokenContext, bundle: FhirBundle, decided?: ReadonlyMap<FhirResource, boolean>): Promise<FhirBundle>;
   /** After a write, for the written and for the stored version: a changed Consent must be enforced from now on. */
   written(resource: FhirResource): void;
   /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
@@ -197,14 +203,16 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
       return deidentifies(asker.purpose) ? deidentified(shown(token, resource), deidentificationFor(token, asker.purpose!)) : shown(token, resource);
     },
 
-    async bundle(token, bundle) {
+    visible: (token, resource) => visible(askerOf(token), resource),
+
+    async bundle(token, bundle, decided) {
       const asker = askerOf(token);
       const entries = [];
       let hidden = 0;
       for (const entry of bundle.entry ?? []) {
         // A history's deletion has no resource to check labels or consent on: left out, it would name a hidden id.
         if (!entry.resource) continue;
-        if (entry.search?.mode === 'outcome' || (await visible(asker, entry.resource))) entries.push(entry);
+        if (entry.search?.mode === 'outcome' || (decided?.get(entry.resource) ?? (await visible(asker, entry.resource)))) entries.push(entry);
         else hidden++;
       }
       const matches = entries.filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;

@@ -94,13 +94,22 @@ export interface GuardOptions {
   allowedOrigins?: OriginCheck;
   /** Told every unexpected failure, which the client gets as a 500 OperationOutcome without its details; default: console.error. */
   onError?: (err: unknown) => void;
-  /** A further policy after the scopes allowed an interaction: a refusal stops it. */
+  /**
+   * A further policy after the scopes allowed an interaction: a refusal stops it. It comes before the paging
+   * parameters are read: a paging link's request is the interaction as asked (its `_page` among the params).
+   */
   authorize?: (token: TokenContext, interaction: FhirInteraction) => Refusal | undefined | Promise<Refusal | undefined>;
   /**
    * The secret (16+ characters) that seals paging links (`?_page=`); every instance behind one base needs
    * the same, else a link given by one is refused by another. Default: random per process.
    */
   pagingKey?: string;
+  /**
+   * The FHIR server's own paging parameters (offsets, cursors, page tokens), refused from clients (400) besides
+   * those of common servers (PAGING_PARAMS in page-links.ts): an offset of the client's could probe where hidden
+   * matches lie.
+   */
+  pagingParams?: readonly string[];
 }
 
 const SMART_SECURITY = {
@@ -175,7 +184,7 @@ export function createGuard(guardOptions: GuardOptions) {
   const checkDpop = options.dpop ?? createDpopCheck();
   const smartConfiguration = options.smartConfiguration ?? (options.issuer ? issuerConfiguration(options.issuer) : undefined);
   const narratives = options.narratives ?? 'refuse';
-  const pages = pageLinks(options.pagingKey);
+  const pages = pageLinks(options.pagingKey, options.pagingParams);
   const onError = options.onError ?? ((err: unknown) => console.error('smart-auth guard: unexpected failure', err));
   // The headers of every answer, as the authorization server's own.
   const secured = { ...SECURITY_HEADERS, 'content-security-policy': DATA_CSP, ...(options.base.startsWith('https:') && { 'strict-transport-security': HSTS }) };
@@ -220,8 +229,9 @@ export function createGuard(guardOptions: GuardOptions) {
   }
   const admit = async (token: TokenContext, resource: FhirResource) =>
     (options.resourcePolicy ? options.resourcePolicy.admit(token, resource) : resource);
-  const finish = async (token: TokenContext, bundle: FhirBundle) =>
-    (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle) : bundle);
+  /** `decided`: what the policy already told of some of its resources (see ResourcePolicy.bundle). */
+  const finish = async (token: TokenContext, bundle: FhirBundle, decided?: ReadonlyMap<FhirResource, boolean>) =>
+    (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
 
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
     answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
@@ -322,7 +332,9 @@ export function createGuard(guardOptions: GuardOptions) {
     const composed = composedPage(seen, decided.taken, scope);
     const inScope = scope.inScope(composed);
     if (isRefusal(inScope)) return inScope;
-    const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, seen.length === 1 && start.skip === 0, true);
+    // The policy's decisions on the items read stand: each item is evaluated once.
+    const told = new Map(seen.flatMap(({ items, inScope: held, visible }) => items.flatMap((e, i) => (held[i] && e.resource ? [[e.resource, visible[i]] as const] : []))));
+    const { link: _, ...totalled } = withTotal(await finish(token, inScope, told), page, seen.length === 1 && start.skip === 0, true);
     const resume = decided.next && seen[decided.next.page].link;
     const first = belowUpstream(linkOf(page, 'first'));
     const link = await sealed(request, token, [
@@ -353,7 +365,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const inScope = scope.inScope({ ...bundle, entry: items });
     const held = new Set(isRefusal(inScope) ? [] : inScope.entry ?? []);
     const visible = await Promise.all(items.map(async (e) =>
-      held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await admit(token, e.resource))))));
+      held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await options.resourcePolicy.visible(token, e.resource))))));
     return { link, bundle, items, inScope: items.map((e) => held.has(e)), visible, hasNext: nextPage(bundle) !== undefined };
   }
 
@@ -492,26 +504,37 @@ export function createGuard(guardOptions: GuardOptions) {
     return { response: answer(upstream.status, upstream.body, upstream), resources: written };
   }
 
-  /**
-   * Every rule that decides an interaction before anything is read or written: scopes, the authorize
-   * hook, the policy's search refusals and its translation. The interaction to carry out, or a refusal.
-   */
-  async function admitted(token: TokenContext, interaction: FhirInteraction): Promise<FhirInteraction | Refusal> {
+  /** Whether the token may make the interaction at all: its scopes, then the authorize hook. A refusal, or undefined. */
+  async function authorized(token: TokenContext, interaction: FhirInteraction): Promise<Refusal | undefined> {
     const decision = decide(token, interaction, { allowOperations: options.allowOperations });
     if (decision.effect === 'deny') return decision.refusal;
-    const refused = await options.authorize?.(token, interaction);
-    if (refused) return refused;
+    return options.authorize?.(token, interaction);
+  }
+
+  /** The resource policy's rules for an authorized interaction: its search refusals and its translation. */
+  function policed(token: TokenContext, interaction: FhirInteraction): FhirInteraction | Refusal {
     const searched = ['search-type', 'search-system', 'history-type', 'history-system', 'operation'].includes(interaction.kind);
     const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
     return options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
   }
 
-  /** One interaction, decided and carried out; batch and transaction entries come through here too. */
+  /** Every rule that decides an interaction before anything is read or written. The interaction to carry out, or a refusal. */
+  async function admitted(token: TokenContext, interaction: FhirInteraction): Promise<FhirInteraction | Refusal> {
+    return (await authorized(token, interaction)) ?? policed(token, interaction);
+  }
+
+  /**
+   * One interaction, decided and carried out; batch and transaction entries come through here too. Its paging
+   * parameters are checked after the token's authorization, so that a token refused the interaction learns
+   * nothing from them (the same 403 with or without).
+   */
   async function perform(request: ReceivedRequest, token: TokenContext, asked: FhirInteraction): Promise<Performed | Refusal> {
+    const refused = await authorized(token, asked);
+    if (refused) return refused;
     const interaction = await paged(request, token, asked);
     if (isRefusal(interaction)) return interaction;
-    const translated = await admitted(token, interaction);
+    const translated = policed(token, interaction);
     if (isRefusal(translated)) return translated;
     if (translated === interaction) return carryOut(request, token, interaction);
     // Read back from pseudonyms: a failure must not name the real ids the client was never to learn.

@@ -2,15 +2,20 @@
 // (dir, A256GCM) over the upstream link, how many of that page's matches to skip (where a refilled page
 // ends inside an upstream page), the access token it was issued to and an expiry. FHIR holds paging
 // links opaque; an offset in them would tell how many hidden matches the guard skipped, and an offset the
-// client chose would let it probe where they lie, so raw paging parameters are refused.
+// client chose would let it probe where they lie, so the paging parameters of FHIR servers are refused.
 import { createHash, randomBytes } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt } from 'jose';
 import type { PagePosition, Refusal, TokenContext } from './types.ts';
 
 /** The parameter of the guard's paging links. */
 export const PAGE_PARAM = '_page';
-/** Paging cursors of common FHIR servers (HAPI, the bundled store, Medplum): a client sending them could probe. */
-const RAW_PAGING = ['_getpages', '_getpagesoffset', '_offset', '_cursor'];
+/**
+ * The offsets, cursors and page numbers of FHIR servers, refused from clients whatever the server behind the
+ * guard: HAPI and the bundled store (`_getpages`, `_getpagesoffset`, `_offset`), Medplum (`_offset`, `_cursor`),
+ * Azure (`ct`), Google Cloud (`_page_token`), and those of other servers (`page`, `_skip`, `_pageToken`,
+ * `_start`). A page number in `_page` (IBM's, WSO2's) is refused as a page link the guard did not seal.
+ */
+export const PAGING_PARAMS: readonly string[] = ['_getpages', '_getpagesoffset', '_offset', '_cursor', 'ct', '_page_token', '_pageToken', 'page', '_skip', '_start'];
 /** A page link outlives neither its access token nor this bound. */
 const MAX_SECONDS = 3600;
 
@@ -25,10 +30,13 @@ const boundTo = (token: TokenContext) => createHash('sha256').update(`${token.cl
 
 /**
  * Page links sealed with `secret` (any string of 16+ characters; instances with the same secret follow each
- * other's links), or with a random key of this process when none is given.
+ * other's links), or with a random key of this process when none is given. `pagingParams`: the FHIR server's
+ * own paging parameters, refused from clients as those of PAGING_PARAMS are.
  */
-export function pageLinks(secret?: string) {
+export function pageLinks(secret?: string, pagingParams: readonly string[] = []) {
   if (secret !== undefined && secret.length < 16) throw new TypeError('pagingKey must be at least 16 characters');
+  if (pagingParams.includes(PAGE_PARAM)) throw new TypeError(`pagingParams cannot name ${PAGE_PARAM}: it is the guard's own`);
+  const refused = new Set([...PAGING_PARAMS, ...pagingParams]);
   const key = secret === undefined ? randomBytes(32) : createHash('sha256').update(`paging-links:${secret}`).digest();
   return {
     /** A token for `position` (its link below the upstream base), to be followed at the public `path` with `token` only. */
@@ -39,10 +47,11 @@ export function pageLinks(secret?: string) {
 
     /**
      * The upstream position behind the `_page` of `params`, checked for the public `path` and `token`; undefined
-     * when there is none; a refusal for raw paging parameters and for a page token that is not good here.
+     * when there is none; a refusal for paging parameters of FHIR servers (with any modifier) and for a page
+     * token that is not good here.
      */
     async open(params: URLSearchParams, path: string, token: TokenContext, now = Date.now()): Promise<PagePosition | Refusal | undefined> {
-      const raw = RAW_PAGING.find((name) => params.has(name));
+      const raw = [...params.keys()].find((name) => refused.has(name.split(':')[0]));
       if (raw) return invalid(`the paging parameter ${raw} is not supported: follow the Bundle's paging links`);
       const value = params.getAll(PAGE_PARAM);
       if (value.length === 0) return undefined;

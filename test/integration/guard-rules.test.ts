@@ -15,8 +15,8 @@ import { createDbStore } from '../../server/fhir/store-db.ts';
 import type { FhirResource } from '../../server/fhir/types.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
-/** Listed in every shape: two writing operations, and one the guard does not know. */
-const OPERATIONS = { GUARD_OPERATIONS: 'meta-add,meta-delete,graphql' };
+/** Set in every shape: two writing operations and one the guard does not know; a paging parameter of the FHIR server behind it. */
+const SETTINGS = { GUARD_OPERATIONS: 'meta-add,meta-delete,graphql', GUARD_PAGING_PARAMS: 'next_token' };
 const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 
 interface Shape {
@@ -127,9 +127,13 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal(outcome.resourceType, 'OperationOutcome');
         assert.match(outcome.issue[0].diagnostics, why);
       };
-      for (const raw of ['_getpagesoffset=1', '_offset=1', '_getpages=x']) {
+      // HAPI's, Medplum's, Azure's, Google's, others', and the one GUARD_PAGING_PARAMS names; in a history too.
+      for (const raw of ['_getpagesoffset=1', '_offset=1', '_getpages=x', '_cursor=x', 'ct=x', '_page_token=x', '_pageToken=x', 'page=2', '_skip=1', '_start=1', 'next_token=x']) {
         await refused(`${shape.fhirBase}/Observation?patient=Patient/pat-2&_count=1&${raw}`, jones, /follow the Bundle's paging links/);
       }
+      await refused(`${shape.fhirBase}/Observation/_history?_skip=1`, jones, /follow the Bundle's paging links/);
+      await refused(`${shape.fhirBase}/Observation?patient=Patient/pat-2&_page=2`, jones, /alone/);
+      await refused(`${shape.fhirBase}/Observation?_page=2`, jones, /not valid/);
       assert.ok(pages.length > 2, 'following next works, page after page');
       assert.ok(!seen.includes('Observation/obs-2a-hiv-vl'), 'the hidden one never shows');
       assert.equal(new Set(seen).size, seen.length, 'nor anything twice');
@@ -151,6 +155,23 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       await refused(next, smith, /another access token/);
       await refused(next.replace('/Observation?', '/Condition?'), jones, /another search/);
       await refused(`${next}&_count=50`, jones, /alone/);
+    });
+
+    it('refuses a token without scope for the type the same 403 whatever paging parameters it sends (one with it gets their 400)', async () => {
+      const patientsOnly = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/Patient.rs' });
+      for (const path of ['Observation', 'Observation/_history']) {
+        const plain = await get(`${path}?patient=Patient/pat-2`, patientsOnly);
+        assert.equal(plain.status, 403, path);
+        const refusal = { body: await plain.json(), challenge: plain.headers.get('www-authenticate') };
+        assert.match(refusal.challenge ?? '', /insufficient_scope/);
+        for (const paging of ['_getpagesoffset=1', '_getpages=x', '_offset=1', '_cursor=x', '_page=forged']) {
+          for (const query of [paging, `patient=Patient/pat-2&${paging}`]) {
+            const res = await get(`${path}?${query}`, patientsOnly);
+            assert.equal(res.status, 403, `${path}?${query}`);
+            assert.deepEqual({ body: await res.json(), challenge: res.headers.get('www-authenticate') }, refusal, `${path}?${query}: the same refusal`);
+          }
+        }
+      }
     });
 
     it('fills every page but the last to _count when the rules hide matches, and next resumes right after the last shown', async () => {
@@ -502,7 +523,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
 }
 
 guardRules('bundled store', async () => {
-  const server = await startTestServer(OPERATIONS);
+  const server = await startTestServer(SETTINGS);
   const store = createDbStore(server.db);
   return {
     server, fhirBase: server.fhirBase, stop: () => server.stop(),
@@ -516,7 +537,7 @@ async function behindProxy(startUpstream: () => Promise<ChildServer & { dir?: st
   const upstream = await startUpstream();
   const fhirBase = `http://127.0.0.1:${await freePort()}/r4`;
   const server = await startTestServer({ ADDITIONAL_FHIR_BASES: fhirBase });
-  const proxy = await startGuardProxy(server, fhirBase, upstream.url, OPERATIONS);
+  const proxy = await startGuardProxy(server, fhirBase, upstream.url, SETTINGS);
   return {
     server, fhirBase,
     async seed(resource: FhirResource) {

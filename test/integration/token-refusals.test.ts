@@ -191,6 +191,33 @@ describe('refused token requests in the audit trail', () => {
     }
   });
 
+  it('answers a token request whose commit failed 500 server_error in JSON, hands out no token, and records it as the server\'s failure (outcome 8)', async () => {
+    await groupCommitFor(server.db).idle();
+    const postgres = server.db.client.config.client === 'pg';
+    // The issuance record cannot be written (a full disk, a lost connection): the token's commit fails, the failure's record does not.
+    if (postgres) {
+      await server.db.raw(`CREATE FUNCTION fail_issuance() RETURNS trigger AS $$ BEGIN IF NEW.subtype_code = 'ITI-71' AND NEW.outcome = '0' THEN RAISE EXCEPTION 'disk full'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql`);
+      await server.db.raw('CREATE TRIGGER fail_issuance BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION fail_issuance()');
+    } else {
+      await server.db.raw(`CREATE TRIGGER fail_issuance BEFORE INSERT ON audit_events WHEN NEW.subtype_code = 'ITI-71' AND NEW.outcome = '0' BEGIN SELECT RAISE(ABORT, 'disk full'); END`);
+    }
+    let failed;
+    try {
+      failed = await send('commit-failed', { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: await backend.assertion() });
+    } finally {
+      await server.db.raw(`DROP TRIGGER fail_issuance${postgres ? ' ON audit_events' : ''}`);
+      if (postgres) await server.db.raw('DROP FUNCTION fail_issuance()');
+    }
+    assert.equal(failed.res.status, 500);
+    assert.deepEqual(failed.body, { error: 'server_error', error_description: 'An unexpected error occurred.' }, 'no token, no internals, in JSON to a client that accepts anything');
+    await groupCommitFor(server.db).idle();
+    const events = (await server.audit.search({ subtype: 'ITI-71' }) as any[])
+      .filter((e) => e.entity.some((x: any) => x.type?.code === 'XrequestId' && x.what.identifier.value === 'commit-failed'));
+    assert.deepEqual(events.map((e) => [e.outcome, e.outcomeDesc, detail(e, 'error'), detail(e, 'client_authenticated')]),
+      [['8', 'server_error: An unexpected error occurred.', 'server_error', 'true']], 'one record: the server failed a client that authenticated');
+    assert.equal(clientAgent(events[0]).who.identifier.value, backend.client_id);
+  });
+
   it('records no request the token rate limit refused (429): the limit bounds the refusals a client can write', async () => {
     await groupCommitFor(server.db).idle();
     const answers: number[] = [];

@@ -49,6 +49,8 @@ describe('config', () => {
     [{ BTG_REQUIRE_MFA: 'sometimes' }, /BTG_REQUIRE_MFA must be true or false/],
     [{ CORS_ORIGINS: 'https://app.example.org/callback' }, /CORS_ORIGINS must be an origin/],
     [{ CORS_ORIGINS: 'app.example.org' }, /CORS_ORIGINS must be an absolute URL/],
+    [{ GUARD_PAGING_PARAMS: 'next_token,_page' }, /GUARD_PAGING_PARAMS takes search parameter names other than _page, got _page/],
+    [{ GUARD_PAGING_PARAMS: 'next=1' }, /GUARD_PAGING_PARAMS takes search parameter names/],
   ] as const) {
     it(`explains a bad value: ${JSON.stringify(env)}`, () => {
       assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));
@@ -57,6 +59,11 @@ describe('config', () => {
 
   it('reads CORS_ORIGINS as a list of origins', () => {
     assert.deepEqual(loadConfig({ CORS_ORIGINS: 'https://app.example.org, http://localhost:5173/' }).corsOrigins, ['https://app.example.org', 'http://localhost:5173']);
+  });
+
+  it('reads GUARD_PAGING_PARAMS as a list of search parameter names', () => {
+    assert.deepEqual(loadConfig({ GUARD_PAGING_PARAMS: 'next_token, page-id' }).guardPagingParams, ['next_token', 'page-id']);
+    assert.deepEqual(loadConfig({}).guardPagingParams, []);
   });
 
   it('does not echo database credentials in errors', () => {

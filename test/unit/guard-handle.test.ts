@@ -73,6 +73,15 @@ describe('guard: paging', () => {
     }
     assert.deepEqual(seen, [], 'nothing reaches the FHIR server');
   });
+
+  it('answers a request the authorize hook refuses with its 403, whatever paging parameters it carries', async () => {
+    const { guard, seen } = guardWith({ authorize: () => ({ status: 403, code: 'forbidden', message: 'no purpose of use' }) });
+    for (const query of ['code=1', 'code=1&_getpagesoffset=5', 'ct=x', '_page=forged']) {
+      const res = await guard.handle({ method: 'GET', path: '/Observation', query, headers: bearer });
+      assert.deepEqual([res.status, res.body], [403, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'forbidden', diagnostics: 'no purpose of use' }] }], query);
+    }
+    assert.deepEqual(seen, []);
+  });
 });
 
 describe('guard: the headers of every answer', () => {

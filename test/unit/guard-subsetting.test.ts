@@ -1,7 +1,7 @@
 // Element subsetting (_elements, _summary) through the guard with the privacy rules on: the rules read
 // meta.security and the patient references, which an upstream that honours subsetting may leave out.
 // And the history of a labelled resource: a deletion carries no labels to read, an older version may predate
-// them; paged answers that count it.
+// them; paged answers that count it, and how often a refilled page asks the rules.
 import assert from 'node:assert/strict';
 import { createGuard } from '../../server/resource-server/guard.ts';
 import { tokenContext } from '../../server/resource-server/verify-token.ts';
@@ -9,6 +9,7 @@ import { createPrivacyPolicy } from '../../server/privacy/pipeline.ts';
 import { residualFor } from '../../server/hcs/token-claims.ts';
 import type { FhirResource } from '../../server/resource-server/types.ts';
 import type { UpstreamRequest } from '../../server/resource-server/upstream.ts';
+import type { ConsentCache } from '../../server/privacy/consent.ts';
 
 const BASE = 'https://fhir.example.org/r4';
 const HIV: FhirResource = {
@@ -30,14 +31,17 @@ function subsettingUpstream(seen: string[]) {
 }
 
 /** A clinician with every patient (user/*.rs), clearance N and no sensitivity, behind the privacy rules. */
-const jonesGuard = (upstream: { send(request: UpstreamRequest): Promise<{ status: number; headers: Headers; body: unknown }> }, allowOperations?: string[]) => createGuard({
+const jonesGuard = (
+  upstream: { send(request: UpstreamRequest): Promise<{ status: number; headers: Headers; body: unknown }> },
+  { allowOperations, consents }: { allowOperations?: string[]; consents?: ConsentCache } = {},
+) => createGuard({
   base: BASE, upstreamBase: 'http://upstream/fhir', upstream, allowOperations,
   verify: async () => tokenContext({
     iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,
     extensions: { ihe_pcf: { residual: residualFor({ ceiling: 'N', sensitivities: [] }) } },
   }, BASE),
   resourcePolicy: createPrivacyPolicy({
-    defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit',
+    defaultConfidentiality: 'N', deidentifyPurposes: [], deidentification: { key: 'a'.repeat(32), dates: 'truncate-year' }, breakGlassHint: false, withoutConsent: 'permit', consents,
   }),
 });
 
@@ -142,7 +146,7 @@ describe('guard with a paged operation answer', () => {
         const offset = Number(/offset=(\d)/.exec(path)?.[1] ?? 0);
         return { status: 200, headers: new Headers(), body: path === 'Patient/pat-2' ? pat2 : page(offset, offset ? HIV : pat2) };
       },
-    }, ['everything']);
+    }, { allowOperations: ['everything'] });
     const res = await guard.handle({ method: 'GET', path: 'Patient/pat-2/$everything', headers: { authorization: 'Bearer t' } });
     assert.equal(res.status, 200);
     const body = res.body as { total?: number; link: { relation: string }[]; entry: unknown[] };
@@ -195,5 +199,27 @@ describe('guard with the paging links of HAPI FHIR (at the base: ?_getpages=…)
     const second = await get('Observation', new URL(next).search);
     assert.equal(second.status, 200);
     assert.equal(seen[0], '?_getpages=cache-1&_getpagesoffset=1&_count=1', 'the page linked, at the upstream base');
+  });
+});
+
+describe('guard with a refilled page', () => {
+  it('evaluates the resource policy once for each item it reads, not again for those it shows', async () => {
+    const UPSTREAM = 'http://upstream/fhir';
+    // Each Observation of its own patient, so that the consent look-ups count the policy's evaluations; b is hidden by its label (HIV's R).
+    const obs = (id: string, meta?: FhirResource['meta']): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: {}, subject: { reference: `Patient/pat-${id}` }, meta });
+    const pages = [[obs('a'), obs('b', HIV.meta)], [obs('c'), obs('d')], [obs('e')]];
+    const page = (at: number) => ({
+      resourceType: 'Bundle', type: 'searchset', entry: pages[at].map((resource) => ({ resource, search: { mode: 'match' } })),
+      link: [{ relation: 'self', url: `${UPSTREAM}/Observation?_count=2&_getpagesoffset=${at * 2}` },
+        ...(at + 1 < pages.length ? [{ relation: 'next', url: `${UPSTREAM}/Observation?_count=2&_getpagesoffset=${at * 2 + 2}` }] : [])],
+    });
+    const evaluations: string[] = [];
+    const guard = jonesGuard(
+      { send: async ({ path }) => ({ status: 200, headers: new Headers(), body: page(Number(/_getpagesoffset=(\d+)/.exec(path)?.[1] ?? 0) / 2) }) },
+      { consents: { forPatient: async (patient) => { evaluations.push(patient); return []; }, invalidate: () => {} } },
+    );
+    const res = await guard.handle({ method: 'GET', path: 'Observation', query: '_count=2', headers: { authorization: 'Bearer t' } });
+    assert.deepEqual((res.body as { entry: { resource: FhirResource }[] }).entry.map((e) => e.resource.id), ['a', 'c'], 'filled from the next page');
+    assert.deepEqual(evaluations.sort(), ['pat-a', 'pat-c', 'pat-d'], 'each visible item read once (the hidden one stops at its label), the shown ones not again');
   });
 });

@@ -58,11 +58,21 @@ describe('page links', () => {
     assert.throws(() => pageLinks('short'), /16 characters/);
   });
 
-  it('refuse the paging offsets of FHIR servers from the client, and leave other searches alone', async () => {
-    for (const name of ['_getpagesoffset', '_getpages', '_offset', '_cursor']) {
+  it('refuse the paging offsets, cursors and page numbers of FHIR servers from the client, and leave other searches alone', async () => {
+    const vendors = ['_getpagesoffset', '_getpages', '_offset', '_cursor', 'ct', '_page_token', '_pageToken', 'page', '_skip', '_start', '_skip:exact'];
+    for (const name of vendors) {
       const opened = await links.open(new URLSearchParams({ code: 'x', [name]: '3' }), 'Observation', token('j1'), NOW);
       assert.ok(isRefusal(opened) && opened.status === 400 && opened.message.includes(name), name);
     }
     assert.equal(await links.open(new URLSearchParams({ code: 'x', _count: '3' }), 'Observation', token('j1'), NOW), undefined);
+  });
+
+  it('refuse the paging parameters named for the FHIR server behind the guard too, never the guard\'s own', async () => {
+    const own = pageLinks(undefined, ['next_token']);
+    const opened = await own.open(new URLSearchParams({ code: 'x', next_token: 'abc' }), 'Observation', token('j1'), NOW);
+    assert.ok(isRefusal(opened) && opened.status === 400 && opened.message.includes('next_token'));
+    assert.ok(isRefusal(await own.open(new URLSearchParams({ _offset: '1' }), 'Observation', token('j1'), NOW)), 'besides the known ones');
+    assert.equal(await links.open(new URLSearchParams({ next_token: 'abc' }), 'Observation', token('j1'), NOW), undefined, 'unless named');
+    assert.throws(() => pageLinks(undefined, ['_page']), /_page/);
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, shownTotpSecret, tokenRequest } from '../support/oauth.ts';
 import { addUser, disableUser } from '../../server/oidc/users.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
@@ -241,6 +241,21 @@ describe('sessions that end, and changing a password', () => {
     // The pending sign-in was used up: its cookie, copied, leads nowhere.
     const replay = await fetch(`${server.issuer}/account/login/next`, { headers: { cookie: pendingCookie } });
     assert.match(await replay.text(), /took too long/);
+  });
+
+  it('starts each set-up at /account/security with a new secret (not one shown to another session); a wrong code shows it again', async () => {
+    const user = await patientUser();
+    const setUp = async (browser: Browser) => (await browser.fetch(`${server.issuer}/account/security/totp`)).text();
+    const seen = shownTotpSecret(await setUp(await accountSignIn(user.username, user.password)));
+    const browser = await accountSignIn(user.username, user.password);
+    const page = await setUp(browser);
+    const secret = shownTotpSecret(page);
+    assert.ok(seen && secret);
+    assert.notEqual(secret, seen, 'a set-up started later is shown a secret of its own');
+    const wrong = await browser.fetch(`${server.issuer}/account/security/totp`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), code: '000000' }) });
+    assert.equal(shownTotpSecret(await wrong.text()), secret, 'after a wrong code the same secret is shown again');
+    const ok = await browser.fetch(`${server.issuer}/account/security/totp`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), code: totpCode(secret!) }) });
+    assert.match(await ok.text(), /class="recovery-codes"/);
   });
 
   it('removes a second factor from /account/security, but not the last one of a user who must have one', async () => {

@@ -8,7 +8,7 @@ import { endGrants } from '../oidc/grants.ts';
 
 export type SessionKind = 'account' | 'sign-in';
 
-/** What an /account sign-in between password and second factor does next. */
+/** What a sign-in between password and second factor (at /account, or in an authorization) does next. */
 export type PendingStep = 'verify' | 'enrol' | 'codes';
 
 export interface SessionInfo {
@@ -60,7 +60,10 @@ export async function findAccountSession(db: Db, token: string): Promise<{ id: s
 
 const PENDING_TTL = 600;
 
-/** Starts an /account sign-in whose password was right but whose second step is still to come; its cookie token. */
+/**
+ * Starts a sign-in whose password was right but whose second step is still to come; its token (in a cookie at
+ * /account, in the interaction of an authorization). It ends with the user's other sessions (endAllSessions).
+ */
 export async function startPendingSignIn(db: Db, userId: string, origin: SessionOrigin, step: PendingStep): Promise<string> {
   const token = randomBytes(32).toString('base64url');
   await forgetExpired(db, userId);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, introspectToken, shownTotpSecret, tokenRequest } from '../support/oauth.ts';
-import { addUser } from '../../server/oidc/users.ts';
+import { addUser, findUser, setPassword } from '../../server/oidc/users.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly, useTotp } from '../../server/auth/factors.ts';
@@ -244,6 +244,25 @@ describe('second factors, acr and amr', () => {
     const next = await passwordOnly(user);
     const refused = await next.post('second-factor', { otp: totpCode(seen!, Date.now() + 30_000) });
     assert.match(await refused.text(), /That code is not correct/, 'codes of the secret seen first sign nobody in');
+  });
+
+  it('ends a sign-in waiting for its second step when the password is changed: the old password gets no further', async () => {
+    const mustEnrol = await clinician({ requireMfa: true });
+    const hasTotp = await clinician({ totp: true });
+    const enrolling = await passwordOnly(mustEnrol);
+    const verifying = await passwordOnly(hasTotp);
+    for (const { id } of [mustEnrol, hasTotp]) await setPassword(server.db, (await findUser(server.db, id))!, 'a new password chosen');
+    const steps = [
+      await enrolling.post('enrol', { code: totpCode(shownTotpSecret(enrolling.html)!) }),
+      await verifying.post('second-factor', { otp: totpCode(hasTotp.secret!) }),
+    ];
+    for (const res of steps) {
+      assert.equal(res.status, 200);
+      const html = await res.text();
+      assert.match(html, /Sign in again/);
+      assert.match(html, /name="password"/);
+    }
+    assert.equal((await server.db('user_factors').where({ user_id: mustEnrol.id, kind: 'totp', confirmed: true })).length, 0, 'no authenticator was set up');
   });
 
   it('makes a password-only user set up a second factor when the app asks for acr mfa (acr_values or claims)', async () => {

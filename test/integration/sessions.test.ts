@@ -100,6 +100,22 @@ describe('sessions that end, and changing a password', () => {
     assert.ok(after.pages.some((p) => p.includes('name="password"')), 'the ended session no longer signs in');
   });
 
+  it('ends an online_access refresh token with its sign-in session for good: signing in again in that browser does not bring it back', async () => {
+    const user = await patientUser();
+    const online = { server, client: app, scope: 'launch/patient openid fhirUser online_access patient/*.rs', username: user.username, password: user.password, browser: new Browser() };
+    const tokens = await authorizedTokens(online);
+    const account = await accountSignIn(user.username, user.password);
+    const page = await securityPage(account);
+    const signInId = /signing in to apps[\s\S]*?name="session_id" value="([^"]+)"/.exec(page)![1];
+    await account.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), session_id: signInId }) });
+    const refresh = () => tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.equal((await refresh()).res.status, 400, 'ending the session ends the token');
+    assert.ok((await authorizedTokens(online)).refresh_token, 'the browser signs in again');
+    const after = await refresh();
+    assert.equal(after.res.status, 400, 'the token of the ended session stays dead');
+    assert.equal(after.body.error, 'invalid_grant');
+  });
+
   it('ends the sign-in session at RP-initiated logout (/logout), audited', async () => {
     const user = await patientUser();
     const browser = new Browser();

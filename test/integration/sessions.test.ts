@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, shownTotpSecret, tokenRequest } from '../support/oauth.ts';
-import { addUser, disableUser } from '../../server/oidc/users.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, scopeCheckboxes, shownTotpSecret, tokenRequest } from '../support/oauth.ts';
+import { addUser, disableUser, findUserByUsername, setPassword } from '../../server/oidc/users.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly } from '../../server/auth/factors.ts';
@@ -234,6 +234,29 @@ describe('sessions that end, and changing a password', () => {
     const changed = (await storedEvents()).filter((e) => e.subtype?.[0]?.code === '110137' && e.entity[0].detail.some((d: any) => d.valueString === 'password'));
     assert.equal(changed.length, 1, 'the password change is audited');
     assert.equal(changed[0].action, 'U');
+  });
+
+  it('gives no code to an authorization waiting at its consent page when the password is changed meanwhile', async () => {
+    const user = await patientUser();
+    const browser = new Browser();
+    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
+      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    })}`, server.issuer);
+    const login = await start.res.text();
+    const signedIn = await browser.follow(`${start.url}/login`, server.issuer, {
+      method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: user.username, password: user.password }),
+    });
+    const consent = await signedIn.res.text();
+    assert.match(consent, /name="decision"/);
+    await setPassword(server.db, (await findUserByUsername(server.db, user.username))!, 'a brand new secret');
+    const allowed = await browser.follow(`${signedIn.url}/consent`, server.issuer, {
+      method: 'POST', body: form({ csrf: hiddenValue(consent, 'csrf'), decision: 'allow', scope: scopeCheckboxes(consent).filter((c) => c.checked).map((c) => c.value) }),
+    });
+    assert.equal(new URL(allowed.url).searchParams.get('code'), null, 'no code for the sign-in made with the old password');
+    assert.ok(allowed.res.status >= 400, String(allowed.res.status));
+    const userId = (await findUserByUsername(server.db, user.username))!.id;
+    assert.equal((await server.db('oidc_payloads').where({ model: 'Grant', account_id: userId })).length, 0, 'nothing was granted');
   });
 
   it('asks for the second factor at /account too; the session records how', async () => {

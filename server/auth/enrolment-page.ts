@@ -1,5 +1,6 @@
 // What the TOTP set-up page shows: the secret of the user's unconfirmed authenticator (a new one
-// if there is none) as a QR code of its otpauth:// URI and as text.
+// if there is none) as a QR code of its otpauth:// URI and as text. A set-up starts with startTotp
+// (a new secret); this page shows its secret again after a wrong code or a reload.
 import type { Db } from '../db.ts';
 import type { Config } from '../config.ts';
 import type { User } from '../oidc/users.ts';

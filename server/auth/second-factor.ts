@@ -9,7 +9,7 @@ import { recordSecondFactor, recordSecurityChange } from '../audit/security-even
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
 import { rolesRequireSecondFactor } from '../hcs/policy.ts';
 import { ACR, type AcrLevel, type SignInMethod } from './acr.ts';
-import { confirmTotp, hasSecondFactor, useRecoveryCode, useTotp } from './factors.ts';
+import { confirmTotp, hasSecondFactor, startTotp, useRecoveryCode, useTotp } from './factors.ts';
 
 export interface SecondFactorDeps {
   config: Config;
@@ -33,12 +33,15 @@ export function mustUseSecondFactor(config: Pick<Config, 'policy'>, user: User, 
 
 /**
  * After a correct password: `verify` a factor the user has (anyone with one is always asked),
- * `enrol` one first when they must have one and have none, or `done`.
+ * `enrol` one first when they must have one and have none, or `done`. An enrolment starts with a new
+ * authenticator secret: one an earlier sign-in was shown (perhaps someone else's who knew the password) is never adopted.
  */
 export async function stepAfterPassword(deps: Pick<SecondFactorDeps, 'config' | 'db'>, user: User, wanted?: AcrLevel): Promise<'done' | 'verify' | 'enrol'> {
   const has = await hasSecondFactor(deps.db, user.id);
   if (has.totp || has.passkey) return 'verify';
-  return mustUseSecondFactor(deps.config, user, wanted) ? 'enrol' : 'done';
+  if (!mustUseSecondFactor(deps.config, user, wanted)) return 'done';
+  await startTotp(deps.db, user.id, deps.config.keyEncryptionSecret);
+  return 'enrol';
 }
 
 export type CodeCheck = { ok: true; method: Extract<SignInMethod, 'otp' | 'recovery'> } | { ok: false; message: string; retryAfter?: number };

@@ -2,13 +2,15 @@
 // a person's /account session (the cookie holds a random token; the table its sha256) and their
 // authorization-server session (oidc-provider's, by its uid). Deleting the row ends the session.
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { endGrants } from '../oidc/grants.ts';
+import { PAYLOAD_TABLE } from '../oidc/first-use.ts';
 
 export type SessionKind = 'account' | 'sign-in';
 
-/** What an /account sign-in between password and second factor does next. */
+/** What a sign-in between password and second factor (at /account, or in an authorization) does next. */
 export type PendingStep = 'verify' | 'enrol' | 'codes';
 
 export interface SessionInfo {
@@ -60,7 +62,10 @@ export async function findAccountSession(db: Db, token: string): Promise<{ id: s
 
 const PENDING_TTL = 600;
 
-/** Starts an /account sign-in whose password was right but whose second step is still to come; its cookie token. */
+/**
+ * Starts a sign-in whose password was right but whose second step is still to come; its token (in a cookie at
+ * /account, in the interaction of an authorization). It ends with the user's other sessions (endAllSessions).
+ */
 export async function startPendingSignIn(db: Db, userId: string, origin: SessionOrigin, step: PendingStep): Promise<string> {
   const token = randomBytes(32).toString('base64url');
   await forgetExpired(db, userId);
@@ -113,9 +118,20 @@ export async function sessionsOf(db: Db, userId: string): Promise<SessionInfo[]>
   }));
 }
 
+/**
+ * Deletes the sessions `which` selects; how many. The oidc-provider session of an authorization-server one goes
+ * too, so the browser's next sign-in starts a new one (with a new uid): an online_access refresh token of the
+ * ended session never lives again.
+ */
+async function endRows(db: Db, which: (q: Knex.QueryBuilder) => void): Promise<number> {
+  const uids: string[] = await db(TABLE).where(which).whereNotNull('oidc_uid').pluck('oidc_uid');
+  if (uids.length) await db(PAYLOAD_TABLE).where('model', 'Session').whereIn('uid', uids).delete();
+  return db(TABLE).where(which).delete();
+}
+
 /** Ends one session of the user; false when there was none with that id. */
 export async function endSession(db: Db, userId: string, id: string): Promise<boolean> {
-  return (await db(TABLE).where({ id, user_id: userId }).delete()) > 0;
+  return (await endRows(db, (q) => q.where({ id, user_id: userId }))) > 0;
 }
 
 /** Ends the authorization-server session with this oidc-provider uid (its logout). */
@@ -127,9 +143,10 @@ export async function endSignInSession(db: Db, oidcUid: string): Promise<string 
 
 /** Ends every session of a user but `except` (the one changing the password); how many ended. */
 export async function endAllSessions(db: Db, userId: string, except?: string): Promise<number> {
-  const q = db(TABLE).where('user_id', userId);
-  if (except) q.whereNot('id', except);
-  return q.delete();
+  return endRows(db, (q) => {
+    q.where('user_id', userId);
+    if (except) q.whereNot('id', except);
+  });
 }
 
 /**

@@ -1,6 +1,7 @@
 // The steps of a sign-in after the password, within an authorization's interaction: a second factor
 // (TOTP or recovery code, or a passkey), setting one up when it is required, signing in with a passkey
-// alone, and the break-the-glass step-up at consent. The pending sign-in is kept in the interaction.
+// alone, and the break-the-glass step-up at consent. The pending sign-in is a row of user_sessions
+// (auth/sessions.ts) whose token the interaction keeps.
 import type Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
@@ -18,20 +19,10 @@ import { checkCode, confirmEnrolment, stepAfterPassword } from '../auth/second-f
 import { hasSecondFactor } from '../auth/factors.ts';
 import { authenticationOptions, registerPasskey, registrationOptions, relyingPartyOf, verifyPasskey } from '../auth/passkeys.ts';
 import { enrolmentPage } from '../auth/enrolment-page.ts';
+import { advancePendingSignIn, endSession, findPendingSignIn, startPendingSignIn, type PendingSignIn, type PendingStep } from '../auth/sessions.ts';
 import { recordSecondFactor, recordSecurityChange } from '../audit/security-events.ts';
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
-
-/**
- * A sign-in between the password and the second factor, kept in the interaction: whose, what was
- * shown so far, and what comes next (prove a factor, enrol one, or read the recovery codes).
- */
-interface PendingLogin {
-  accountId: string;
-  methods: SignInMethod[];
-  step: 'verify' | 'enrol' | 'codes';
-  at: number;
-}
 
 /** A second factor shown again during this interaction, for break-the-glass at consent. */
 interface StepUp {
@@ -39,11 +30,15 @@ interface StepUp {
   at: number;
 }
 
-/** How long the second step may wait after the password, and a step-up stays fresh for break-the-glass. */
-const PENDING_SECONDS = 600;
+/** How long a step-up stays fresh for break-the-glass. */
 const STEP_UP_SECONDS = 300;
 const now = () => Math.floor(Date.now() / 1000);
-const interactionState = (details: Details) => (details.result ?? {}) as { pendingLogin?: PendingLogin; stepUp?: StepUp };
+/**
+ * What the interaction keeps: the token of its sign-in between the password and the second factor (whose,
+ * what was shown so far, what comes next: a pending row of user_sessions, which ends after ten minutes and
+ * with the user's other sessions when their password is changed or they are disabled), and a step-up.
+ */
+const interactionState = (details: Details) => (details.result ?? {}) as { pendingLogin?: unknown; stepUp?: StepUp };
 
 const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 const PASSKEY_FAILED = 'That passkey could not be used. Try again, or use your password.';
@@ -70,31 +65,32 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
   const rp = relyingPartyOf(config.issuer);
   const factorDeps = { config, db, audit, loginThrottle };
 
-  /** The sign-in in progress in this interaction, if its second step has not timed out. */
-  function pendingLogin(details: Details): PendingLogin | undefined {
-    const pending = interactionState(details).pendingLogin;
-    return pending && pending.at + PENDING_SECONDS > now() ? pending : undefined;
+  /** The sign-in in progress in this interaction, while its row lives. */
+  async function pendingLogin(details: Details): Promise<PendingSignIn | undefined> {
+    const token = interactionState(details).pendingLogin;
+    return typeof token === 'string' ? findPendingSignIn(db, token) : undefined;
   }
 
-  async function savePending(details: Details, pending: PendingLogin | undefined, stepUp?: StepUp) {
-    details.result = { ...(pending && { pendingLogin: pending }), ...(stepUp && { stepUp }) };
+  async function savePending(details: Details, token: string | undefined, stepUp?: StepUp) {
+    details.result = { ...(token && { pendingLogin: token }), ...(stepUp && { stepUp }) };
     await details.save(details.exp - now());
   }
 
-  /** Ends the login step: the session remembers how the person signed in (amr, acr). */
-  async function finishLogin(ctx: Context, accountId: string, methods: SignInMethod[]) {
-    const amr = amrOf(methods);
+  /** Ends the login step (and the pending sign-in it finishes): the session remembers how the person signed in (amr, acr). */
+  async function finishLogin(ctx: Context, accountId: string, methods: readonly string[], pending?: PendingSignIn) {
+    if (pending) await endSession(db, pending.userId, pending.id);
+    const amr = amrOf(methods as SignInMethod[]);
     await host.provider.interactionFinished(ctx.req, ctx.res, { login: { accountId, amr, acr: acrOf(amr) } }, { mergeWithLastSubmission: false });
   }
 
   /** The second step of a sign-in: prove a factor, set one up, or (after set-up) the recovery codes. */
-  async function renderPending(ctx: Context, details: Details, pending: PendingLogin, user: User, extra: { message?: string; codes?: string[] } = {}, status = 200) {
+  async function renderPending(ctx: Context, details: Details, step: PendingStep, user: User, extra: { message?: string; codes?: string[] } = {}, status = 200) {
     allowOwnScripts(ctx);
     const csrf = csrfToken(ctx);
-    if (pending.step === 'codes') {
+    if (step === 'codes') {
       return page(ctx, 'recovery-codes', { title: 'Recovery codes', csrf, codes: extra.codes ?? [], action: `/interaction/${details.uid}/continue` }, status);
     }
-    if (pending.step === 'enrol') {
+    if (step === 'enrol') {
       return page(ctx, 'enrol-totp', {
         title: 'Set up a second factor', csrf, required: true, message: extra.message, action: `/interaction/${details.uid}/enrol`,
         cancel: `/interaction/${details.uid}/abort`, passkey: passkeyForm(details, 'register'),
@@ -111,7 +107,7 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
   }
 
   /** The interaction and the user of its pending sign-in, or an error page already sent. */
-  async function pendingStep(ctx: Context, steps: PendingLogin['step'][]) {
+  async function pendingStep(ctx: Context, steps: PendingStep[]) {
     const details = await host.provider.interactionDetails(ctx.req, ctx.res);
     const body = ctx.request.body as Record<string, unknown>;
     if (details.prompt.name !== 'login') throw new errors.InvalidRequest('this step is not a login');
@@ -119,8 +115,8 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       await page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
       return undefined;
     }
-    const pending = pendingLogin(details);
-    const user = pending && steps.includes(pending.step) ? await findUser(db, pending.accountId) : undefined;
+    const pending = await pendingLogin(details);
+    const user = pending && steps.includes(pending.step) ? await findUser(db, pending.userId) : undefined;
     if (!pending || !user || user.disabled) {
       await savePending(details, undefined);
       await renderLogin(ctx, details, { message: 'The sign-in took too long. Sign in again.' });
@@ -136,17 +132,16 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       await loginThrottle?.succeeded(user.username, ctx.ip);
       return finishLogin(ctx, user.id, ['pwd']);
     }
-    const pending: PendingLogin = { accountId: user.id, methods: ['pwd'], step: next, at: now() };
-    await savePending(details, pending);
-    return renderPending(ctx, details, pending, user);
+    await savePending(details, await startPendingSignIn(db, user.id, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, next));
+    return renderPending(ctx, details, next, user);
   }
 
   /** The second step to show again when the interaction page is opened, if one is pending. */
   async function showPending(ctx: Context, details: Details): Promise<boolean> {
-    const pending = pendingLogin(details);
-    const user = pending && (await findUser(db, pending.accountId));
+    const pending = await pendingLogin(details);
+    const user = pending && (await findUser(db, pending.userId));
     if (!pending || !user || user.disabled) return false;
-    await renderPending(ctx, details, pending, user);
+    await renderPending(ctx, details, pending.step, user);
     return true;
   }
 
@@ -158,9 +153,9 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       const result = await checkCode(factorDeps, user, typeof body.otp === 'string' ? body.otp : '', { address: ctx.ip, clientId: String(details.params.client_id) });
       if (!result.ok) {
         if (result.retryAfter !== undefined) ctx.set('Retry-After', String(result.retryAfter));
-        return renderPending(ctx, details, pending, user, { message: result.message }, result.retryAfter !== undefined ? 429 : 200);
+        return renderPending(ctx, details, pending.step, user, { message: result.message }, result.retryAfter !== undefined ? 429 : 200);
       }
-      return finishLogin(ctx, user.id, [...pending.methods, result.method]);
+      return finishLogin(ctx, user.id, [...pending.methods, result.method], pending);
     });
 
     router.post('/interaction/:uid/enrol', formBody, async (ctx) => {
@@ -168,15 +163,14 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       if (!step) return;
       const { details, body, pending, user } = step;
       const result = await confirmEnrolment(factorDeps, user, typeof body.code === 'string' ? body.code : '', { address: ctx.ip, clientId: String(details.params.client_id) });
-      if ('message' in result) return renderPending(ctx, details, pending, user, { message: result.message });
-      const next: PendingLogin = { ...pending, methods: [...pending.methods, 'otp'], step: 'codes', at: now() };
-      await savePending(details, next);
-      return renderPending(ctx, details, next, user, { codes: result.recoveryCodes });
+      if ('message' in result) return renderPending(ctx, details, pending.step, user, { message: result.message });
+      await advancePendingSignIn(db, pending.id, 'codes', [...pending.methods, 'otp']);
+      return renderPending(ctx, details, 'codes', user, { codes: result.recoveryCodes });
     });
 
     router.post('/interaction/:uid/continue', formBody, async (ctx) => {
       const step = await pendingStep(ctx, ['codes']);
-      if (step) await finishLogin(ctx, step.user.id, step.pending.methods);
+      if (step) await finishLogin(ctx, step.user.id, step.pending.methods, step.pending);
     });
 
     // Passkeys: at login (instead of password and code, or as the second step), to set one up when one is
@@ -189,8 +183,8 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
         ctx.body = { error: 'invalid_request', error_description: 'The form expired. Reload the page and try again.' };
         return;
       }
-      const pending = details.prompt.name === 'login' ? pendingLogin(details) : undefined;
-      const accountId = details.prompt.name === 'login' ? pending?.accountId : details.session?.accountId;
+      const pending = details.prompt.name === 'login' ? await pendingLogin(details) : undefined;
+      const accountId = details.prompt.name === 'login' ? pending?.userId : details.session?.accountId;
       const user = accountId ? await findUser(db, String(accountId)) : undefined;
       ctx.body = pending?.step === 'enrol' && user
         ? await registrationOptions(db, rp, user)
@@ -209,25 +203,25 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       }
       const origin = { address: ctx.ip, clientId: String(details.params.client_id) };
       if (details.prompt.name === 'consent') return stepUpWithPasskey(ctx, details, credential);
-      const pending = pendingLogin(details);
-      const pendingUser = pending && (await findUser(db, pending.accountId));
+      const pending = await pendingLogin(details);
+      const pendingUser = pending && (await findUser(db, pending.userId));
       if (pending?.step === 'enrol' && pendingUser) {
         const id = await registerPasskey(db, rp, pendingUser, credential);
-        if (!id) return renderPending(ctx, details, pending, pendingUser, { message: PASSKEY_FAILED });
+        if (!id) return renderPending(ctx, details, pending.step, pendingUser, { message: PASSKEY_FAILED });
         await recordSecurityChange(audit, { issuer: config.issuer, address: ctx.ip, user: pendingUser, change: 'create', what: 'passkey' });
-        return finishLogin(ctx, pendingUser.id, [...pending.methods, 'hwk']);
+        return finishLogin(ctx, pendingUser.id, [...pending.methods, 'hwk'], pending);
       }
       const proved = await verifyPasskey(db, rp, credential, pending ? pendingUser : undefined);
       const user = proved && (await findUser(db, proved.userId));
       if (!proved || !user || user.disabled) {
         if (pendingUser) {
           await recordSecondFactor(audit, { issuer: config.issuer, ...origin, user: pendingUser, amr: ['hwk'], failure: 'passkey not valid' });
-          return renderPending(ctx, details, pending!, pendingUser, { message: PASSKEY_FAILED });
+          return renderPending(ctx, details, pending!.step, pendingUser, { message: PASSKEY_FAILED });
         }
         return renderLogin(ctx, details, { message: PASSKEY_FAILED });
       }
       await recordSecondFactor(audit, { issuer: config.issuer, ...origin, user, amr: [proved.method] });
-      return finishLogin(ctx, user.id, [...(pending?.methods ?? []), proved.method]);
+      return finishLogin(ctx, user.id, [...(pending?.methods ?? []), proved.method], pending);
     });
   }
 

@@ -11,7 +11,7 @@ import { databaseAuditSink } from '../audit/store.ts';
 import { recordSecurityChange, recordSessionEnded } from '../audit/security-events.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
 import { confirmEnrolment, mustUseSecondFactor } from '../auth/second-factor.ts';
-import { factorsOf, removeFactor } from '../auth/factors.ts';
+import { factorsOf, removeFactor, startTotp } from '../auth/factors.ts';
 import { endSession, sessionsOf } from '../auth/sessions.ts';
 import { enrolmentPage } from '../auth/enrolment-page.ts';
 import { MIN_PASSWORD_LENGTH } from '../auth/password-policy.ts';
@@ -112,6 +112,8 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
   router.get(`${PAGE}/totp`, async (ctx) => {
     const found = await mayChangeFactors(ctx, false);
     if (!found) return;
+    // A set-up starts with a new secret, never one shown to an earlier set-up (another session's, perhaps).
+    await startTotp(db, found.user.id, config.keyEncryptionSecret);
     await sendPage(ctx, 'enrol-totp', {
       title: 'Set up an authenticator app', demo: config.demo, csrf: csrfToken(ctx), action: `${PAGE}/totp`, cancel: PAGE,
       ...(await enrolmentPage(db, config, found.user)),

@@ -213,6 +213,17 @@ describe('authorization endpoint and token endpoint', () => {
       assert.equal(afterReuse.res.status, 400, 'the newest refresh token died with the grant');
     });
 
+    it('revokes the grant when one refresh token is brought by several requests at the same moment (a stolen copy racing the app)', async () => {
+      const tokens = await freshTokens();
+      const results = await Promise.all(Array.from({ length: 3 }, () => refresh(tokens.refresh_token)));
+      const winners = results.filter((r) => r.res.status === 200);
+      assert.equal(winners.length, 1, 'the refresh token is used once');
+      for (const loser of results.filter((r) => r.res.status !== 200)) assert.equal(loser.body.error, 'invalid_grant');
+      const afterRace = await refresh(winners[0].body.refresh_token);
+      assert.equal(afterRace.res.status, 400, 'the refresh token the race handed out died with the grant');
+      assert.equal(afterRace.body.error, 'invalid_grant');
+    });
+
     it('refuses a refresh once the user may no longer open the patient or assert the purpose, without using the refresh token up', async () => {
       await addUser(server.db, { username: 'dr.narrowed', password: 'narrowed-password', fhirUser: 'Practitioner/dr-narrowed', attributes: {
         roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT', 'HPAYMT'], patients: ['pat-1', 'pat-3'],

@@ -5,8 +5,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, introspectToken, tokenRequest } from '../support/oauth.ts';
-import { addUser } from '../../server/oidc/users.ts';
+import { authorize, Browser, decodeJwt, exchangeCode, form, hiddenValue, introspectToken, shownTotpSecret, tokenRequest } from '../support/oauth.ts';
+import { addUser, findUser, setPassword } from '../../server/oidc/users.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly, useTotp } from '../../server/auth/factors.ts';
@@ -218,6 +218,51 @@ describe('second factors, acr and amr', () => {
     const reuse = await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, otp: () => (tries++ ? totpCode(user.secret!) : code) });
     assert.match(reuse.pages[2], /already used/, 'a recovery code works once');
     assert.ok(reuse.code);
+  });
+
+  /** Signs in with the password in a new browser: the page of the second step (a code, or setting one up) and how to post to it. */
+  async function passwordOnly(user: { username: string; password: string }) {
+    const { browser, start, uid } = await startAuthorization();
+    const login = await start.res.text();
+    const res = await browser.fetch(`${server.issuer}/interaction/${uid}/login`, {
+      method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: user.username, password: user.password }),
+    });
+    const html = await res.text();
+    const post = (step: string, data: Record<string, string>) => browser.fetch(`${server.issuer}/interaction/${uid}/${step}`, { method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), ...data }) });
+    return { html, post };
+  }
+
+  it('shows a new authenticator secret to each sign-in that sets one up: one shown before (to whoever knew the password) is never adopted', async () => {
+    const user = await clinician({ requireMfa: true });
+    const attacker = await passwordOnly(user);
+    const seen = shownTotpSecret(attacker.html);
+    assert.ok(seen, 'the set-up page shows a secret');
+    const enrolled: { secret?: string } = {};
+    await tokensFor(await authorize({ server, client: app, scope: SCOPE, username: user.username, password: user.password, enrolled }));
+    assert.ok(enrolled.secret);
+    assert.notEqual(enrolled.secret, seen, 'the later sign-in is shown a secret of its own');
+    const next = await passwordOnly(user);
+    const refused = await next.post('second-factor', { otp: totpCode(seen!, Date.now() + 30_000) });
+    assert.match(await refused.text(), /That code is not correct/, 'codes of the secret seen first sign nobody in');
+  });
+
+  it('ends a sign-in waiting for its second step when the password is changed: the old password gets no further', async () => {
+    const mustEnrol = await clinician({ requireMfa: true });
+    const hasTotp = await clinician({ totp: true });
+    const enrolling = await passwordOnly(mustEnrol);
+    const verifying = await passwordOnly(hasTotp);
+    for (const { id } of [mustEnrol, hasTotp]) await setPassword(server.db, (await findUser(server.db, id))!, 'a new password chosen');
+    const steps = [
+      await enrolling.post('enrol', { code: totpCode(shownTotpSecret(enrolling.html)!) }),
+      await verifying.post('second-factor', { otp: totpCode(hasTotp.secret!) }),
+    ];
+    for (const res of steps) {
+      assert.equal(res.status, 200);
+      const html = await res.text();
+      assert.match(html, /Sign in again/);
+      assert.match(html, /name="password"/);
+    }
+    assert.equal((await server.db('user_factors').where({ user_id: mustEnrol.id, kind: 'totp', confirmed: true })).length, 0, 'no authenticator was set up');
   });
 
   it('makes a password-only user set up a second factor when the app asks for acr mfa (acr_values or claims)', async () => {

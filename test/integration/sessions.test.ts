@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
-import { addUser, disableUser } from '../../server/oidc/users.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, scopeCheckboxes, shownTotpSecret, tokenRequest } from '../support/oauth.ts';
+import { addUser, disableUser, findUserByUsername, setPassword } from '../../server/oidc/users.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly } from '../../server/auth/factors.ts';
@@ -98,6 +98,22 @@ describe('sessions that end, and changing a password', () => {
     await account.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), session_id: signInId }) });
     const after = await authorize({ server, client: app, scope: SCOPE, browser, username: user.username, password: user.password });
     assert.ok(after.pages.some((p) => p.includes('name="password"')), 'the ended session no longer signs in');
+  });
+
+  it('ends an online_access refresh token with its sign-in session for good: signing in again in that browser does not bring it back', async () => {
+    const user = await patientUser();
+    const online = { server, client: app, scope: 'launch/patient openid fhirUser online_access patient/*.rs', username: user.username, password: user.password, browser: new Browser() };
+    const tokens = await authorizedTokens(online);
+    const account = await accountSignIn(user.username, user.password);
+    const page = await securityPage(account);
+    const signInId = /signing in to apps[\s\S]*?name="session_id" value="([^"]+)"/.exec(page)![1];
+    await account.fetch(`${server.issuer}/account/sessions/end`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), session_id: signInId }) });
+    const refresh = () => tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.equal((await refresh()).res.status, 400, 'ending the session ends the token');
+    assert.ok((await authorizedTokens(online)).refresh_token, 'the browser signs in again');
+    const after = await refresh();
+    assert.equal(after.res.status, 400, 'the token of the ended session stays dead');
+    assert.equal(after.body.error, 'invalid_grant');
   });
 
   it('ends the sign-in session at RP-initiated logout (/logout), audited', async () => {
@@ -220,6 +236,29 @@ describe('sessions that end, and changing a password', () => {
     assert.equal(changed[0].action, 'U');
   });
 
+  it('gives no code to an authorization waiting at its consent page when the password is changed meanwhile', async () => {
+    const user = await patientUser();
+    const browser = new Browser();
+    const start = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
+      response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'some-state',
+      aud: server.fhirBase, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    })}`, server.issuer);
+    const login = await start.res.text();
+    const signedIn = await browser.follow(`${start.url}/login`, server.issuer, {
+      method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: user.username, password: user.password }),
+    });
+    const consent = await signedIn.res.text();
+    assert.match(consent, /name="decision"/);
+    await setPassword(server.db, (await findUserByUsername(server.db, user.username))!, 'a brand new secret');
+    const allowed = await browser.follow(`${signedIn.url}/consent`, server.issuer, {
+      method: 'POST', body: form({ csrf: hiddenValue(consent, 'csrf'), decision: 'allow', scope: scopeCheckboxes(consent).filter((c) => c.checked).map((c) => c.value) }),
+    });
+    assert.equal(new URL(allowed.url).searchParams.get('code'), null, 'no code for the sign-in made with the old password');
+    assert.ok(allowed.res.status >= 400, String(allowed.res.status));
+    const userId = (await findUserByUsername(server.db, user.username))!.id;
+    assert.equal((await server.db('oidc_payloads').where({ model: 'Grant', account_id: userId })).length, 0, 'nothing was granted');
+  });
+
   it('asks for the second factor at /account too; the session records how', async () => {
     const user = await patientUser();
     const cli = await run(process.execPath, [BIN, 'user', 'mfa', user.username, '--totp', '--json'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
@@ -241,6 +280,21 @@ describe('sessions that end, and changing a password', () => {
     // The pending sign-in was used up: its cookie, copied, leads nowhere.
     const replay = await fetch(`${server.issuer}/account/login/next`, { headers: { cookie: pendingCookie } });
     assert.match(await replay.text(), /took too long/);
+  });
+
+  it('starts each set-up at /account/security with a new secret (not one shown to another session); a wrong code shows it again', async () => {
+    const user = await patientUser();
+    const setUp = async (browser: Browser) => (await browser.fetch(`${server.issuer}/account/security/totp`)).text();
+    const seen = shownTotpSecret(await setUp(await accountSignIn(user.username, user.password)));
+    const browser = await accountSignIn(user.username, user.password);
+    const page = await setUp(browser);
+    const secret = shownTotpSecret(page);
+    assert.ok(seen && secret);
+    assert.notEqual(secret, seen, 'a set-up started later is shown a secret of its own');
+    const wrong = await browser.fetch(`${server.issuer}/account/security/totp`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), code: '000000' }) });
+    assert.equal(shownTotpSecret(await wrong.text()), secret, 'after a wrong code the same secret is shown again');
+    const ok = await browser.fetch(`${server.issuer}/account/security/totp`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), code: totpCode(secret!) }) });
+    assert.match(await ok.text(), /class="recovery-codes"/);
   });
 
   it('removes a second factor from /account/security, but not the last one of a user who must have one', async () => {

@@ -11,6 +11,7 @@ import type { Db } from '../../db.ts';
 import { commitInsert, commitWrite, groupCommitFor, type RowInsert } from '../../group-commit.ts';
 import { CONSUMED, consumedOnce, firstUse, REPLAYED, type Consumption, type PayloadRow } from '../first-use.ts';
 import { findGrantContext, type GrantContext } from '../launch-store.ts';
+import { endGrants } from '../grants.ts';
 import { findUser, type User } from '../users.ts';
 import type { IheIua } from '../../hcs/token-claims.ts';
 
@@ -97,7 +98,7 @@ export class RequestFacts {
    * audit record, that submit synchronously) together, so that they share one transaction, in which the
    * writes are made only if every jti was new and the code or refresh token still unused. Resolves once
    * all are committed; rejects with invalid_client when a jti was used before, invalid_grant when the code
-   * or refresh token was, and with the store's error when a write fails.
+   * or refresh token was (ending its grant), and with the store's error when a write fails.
    */
   async commit(also: () => Promise<unknown>[] = () => []): Promise<void> {
     const held = this.held ?? [];
@@ -109,7 +110,14 @@ export class RequestFacts {
       () => [...held.map((write) => this.submit(write)), ...also()],
     );
     const [jtisNewSettled, unusedSettled, written] = await Promise.all([jtisNew, unused, dependents].map((all) => Promise.allSettled(all)));
-    checkCommitted({ jtisNew: jtisNewSettled, unused: unusedSettled, written });
+    try {
+      checkCommitted({ jtisNew: jtisNewSettled, unused: unusedSettled, written });
+    } catch (err) {
+      // Another request used the code or refresh token first: it was used twice, so its grant ends with what the
+      // other request got, as oidc-provider ends it when the second use comes later (RFC 9700 section 4.14.2).
+      if (err instanceof errors.InvalidGrant && this.source) await endGrants(this.db, [this.source.grantId]);
+      throw err;
+    }
   }
 
   private once<T>(key: string, load: () => Promise<T>): Promise<T> {

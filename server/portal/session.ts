@@ -48,7 +48,7 @@ function setSessionCookie(ctx: Context, token: string) {
 const PENDING_COOKIE = 'smart_auth.account_pending';
 
 export async function startPendingAccountSignIn(ctx: Context, db: Db, userId: string, step: PendingStep): Promise<void> {
-  const token = await startPendingSignIn(db, userId, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, step);
+  const { token } = await startPendingSignIn(db, userId, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, step);
   setCookie(ctx, PENDING_COOKIE, token, 600_000);
 }
 

@@ -8,7 +8,7 @@ import type { AuditSink } from '../audit/store.ts';
 import { recordSecondFactor, recordSecurityChange } from '../audit/security-events.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
 import { rolesRequireSecondFactor } from '../hcs/policy.ts';
-import { ACR, type AcrLevel, type SignInMethod } from './acr.ts';
+import { ACR, acrSatisfies, type AcrLevel, type SignInMethod } from './acr.ts';
 import { confirmTotp, hasSecondFactor, useRecoveryCode, useTotp } from './factors.ts';
 
 export interface SecondFactorDeps {
@@ -29,6 +29,16 @@ export const CODE_FAILED = 'That code is not correct, or it was already used.';
 /** Whether the user must sign in with a second factor: set on the user, by one of their roles, or asked for by the app. */
 export function mustUseSecondFactor(config: Pick<Config, 'policy'>, user: User, wanted?: AcrLevel): boolean {
   return Boolean(user.attributes.requireMfa) || rolesRequireSecondFactor(config.policy, user.attributes.roles ?? []) || (wanted !== undefined && wanted !== ACR.pwd);
+}
+
+/**
+ * The acr a sign-in of this user must reach: what the app asks for, and at least mfa when the user has a second
+ * factor or must use one (what a new sign-in would ask for), so an older password-only session is not enough.
+ */
+export async function acrNeeded(deps: { config: Pick<Config, 'policy'>; db: Db }, user: User, requested?: AcrLevel): Promise<AcrLevel | undefined> {
+  const has = await hasSecondFactor(deps.db, user.id);
+  const secondFactor = has.totp || has.passkey || mustUseSecondFactor(deps.config, user);
+  return secondFactor && !acrSatisfies(requested, ACR.mfa) ? ACR.mfa : requested;
 }
 
 /**

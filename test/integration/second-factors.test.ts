@@ -286,6 +286,28 @@ describe('second factors, acr and amr', () => {
     assert.equal((await server.db('user_factors').where({ user_id: mustEnrol.id, kind: 'totp', confirmed: true })).length, 0, 'no authenticator was set up');
   });
 
+  it('signs a password-only session in again once a second factor is required or set up: the session is not enough', async () => {
+    const required = await clinician();
+    const browser = new Browser();
+    await tokensFor(await authorize({ server, client: app, scope: SCOPE, username: required.username, password: required.password, browser }));
+    await server.db('users').where('id', required.id).update({ attributes: JSON.stringify({ roles: [DOCTOR], purposes: ['TREAT'], requireMfa: true }) });
+    const enrolled: { secret?: string } = {};
+    const again = await authorize({ server, client: app, scope: SCOPE, username: required.username, password: required.password, browser, enrolled });
+    assert.ok(again.pages.some((p) => p.includes('name="password"')), 'asked to sign in again');
+    assert.ok(enrolled.secret, 'and to set up a second factor');
+    assert.equal((await tokensFor(again)).access.acr, MFA);
+    const same = await authorize({ server, client: app, scope: SCOPE, browser });
+    assert.ok(!same.pages.some((p) => p.includes('name="password"')), 'the new session with its second factor signs in');
+
+    const enrolledLater = await clinician();
+    const other = new Browser();
+    await tokensFor(await authorize({ server, client: app, scope: SCOPE, username: enrolledLater.username, password: enrolledLater.password, browser: other }));
+    const { secret } = await enrolTotpDirectly(server.db, enrolledLater.id, server.config.keyEncryptionSecret);
+    const asked = await authorize({ server, client: app, scope: SCOPE, username: enrolledLater.username, password: enrolledLater.password, browser: other, otp: () => totpCode(secret) });
+    assert.ok(asked.pages.some((p) => p.includes('name="otp"')), 'a user who now has a second factor is asked for it');
+    assert.deepEqual((await tokensFor(asked)).access.amr, ['pwd', 'otp', 'mfa']);
+  });
+
   it('cancels an authorization only by its form with the CSRF token: a plain link to abort changes nothing', async () => {
     const user = await clinician();
     const { browser, start, uid } = await startAuthorization();

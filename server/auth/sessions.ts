@@ -55,9 +55,9 @@ export async function startAccountSession(db: Db, userId: string, origin: Sessio
 }
 
 /** The live /account session of a cookie token. */
-export async function findAccountSession(db: Db, token: string): Promise<{ id: string; userId: string } | undefined> {
-  const found = await db(TABLE).where({ token_hash: sha256(token), kind: 'account' }).andWhere('expires_at', '>', nowSeconds()).first('id', 'user_id');
-  return found && { id: found.id, userId: found.user_id };
+export async function findAccountSession(db: Db, token: string): Promise<{ id: string; userId: string; amr: string[] } | undefined> {
+  const found = await db(TABLE).where({ token_hash: sha256(token), kind: 'account' }).andWhere('expires_at', '>', nowSeconds()).first('id', 'user_id', 'amr');
+  return found && { id: found.id, userId: found.user_id, amr: found.amr ? String(found.amr).split(' ') : [] };
 }
 
 const PENDING_TTL = 600;

@@ -136,7 +136,7 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
         ctx.body = { error: 'invalid_request', error_description: 'The form expired. Reload the page and try again.' };
         return;
       }
-      const session = await signedInUser(ctx, db);
+      const session = await signedInUser(ctx, db, config);
       if (session && !(await signedInRecently(db, session))) {
         ctx.status = 401;
         ctx.body = { error: 'login_required', error_description: 'Sign in again to register a passkey.' };
@@ -158,7 +158,7 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
         credential = undefined;
       }
       const returnTo = safeReturnPath(ctx.query.return_to);
-      const session = await signedInUser(ctx, db);
+      const session = await signedInUser(ctx, db, config);
       const signedIn = session?.user;
       if (session && signedIn) {
         if (!(await signedInRecently(db, session))) {

@@ -51,7 +51,7 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
 
   /** The signed-in user and their session, or undefined after sending them to the login. */
   async function signedIn(ctx: Context, checkCsrf: boolean) {
-    const found = await signedInUser(ctx, db);
+    const found = await signedInUser(ctx, db, config);
     if (!found) {
       ctx.status = 303;
       ctx.redirect(`/account/login?return_to=${encodeURIComponent(PAGE)}`);

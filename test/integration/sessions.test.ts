@@ -407,6 +407,18 @@ describe('sessions that end, and changing a password', () => {
     assert.equal(browser.cookie('smart_auth.account'), undefined);
   });
 
+  it('no longer lets a password-only /account session in once the user must use a second factor: the next sign-in sets one up', async () => {
+    const user = await patientUser();
+    const browser = await accountSignIn(user.username, user.password);
+    assert.equal(await appsStatus(cookieOf(browser)), 200);
+    await server.db('users').where('username', user.username).update({ attributes: JSON.stringify({ requireMfa: true }) });
+    assert.equal(await appsStatus(cookieOf(browser)), 303, 'the session without a second factor opens nothing');
+    const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+    assert.match(page, /name="password"/, 'asked to sign in again');
+    await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), username: user.username, password: user.password }) });
+    assert.ok(shownTotpSecret(await (await browser.fetch(`${server.issuer}/account/login/next`)).text()), 'and to set up a second factor');
+  });
+
   it('ends every session and grant of a user who is disabled', async () => {
     const user = await patientUser();
     const browser = await accountSignIn(user.username, user.password);

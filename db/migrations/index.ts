@@ -8,6 +8,7 @@ import * as derivedColumns from './006_audit_derived_columns.ts';
 import * as signIn from './007_sign_in.ts';
 import * as sandbox from './008_sandbox.ts';
 import * as ehrLaunchUser from './009_ehr_launch_user.ts';
+import * as totpSetUpSession from './010_totp_set_up_session.ts';
 
 export interface Migration {
   name: string;
@@ -25,4 +26,5 @@ export const migrations: Migration[] = [
   { name: '007_sign_in', ...signIn },
   { name: '008_sandbox', ...sandbox },
   { name: '009_ehr_launch_user', ...ehrLaunchUser },
+  { name: '010_totp_set_up_session', ...totpSetUpSession },
 ];

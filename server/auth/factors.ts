@@ -6,6 +6,7 @@ import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { openSecret, sealSecret } from '../oidc/keys.ts';
 import { newTotpSecret, totpStep } from './totp.ts';
+import { endPendingSetUps, liveSessionIds } from './sessions.ts';
 
 export type FactorKind = 'totp' | 'passkey' | 'recovery';
 
@@ -44,30 +45,36 @@ export async function hasSecondFactor(db: Db, userId: string): Promise<{ totp: b
   return { totp: kinds.has('totp'), passkey: kinds.has('passkey') };
 }
 
-/** Starts a TOTP enrolment: an unconfirmed authenticator (replacing an earlier unconfirmed one). */
-export async function startTotp(db: Db, userId: string, encryptionSecret: string): Promise<{ id: string; secret: string }> {
+/**
+ * Starts a TOTP set-up in a session (user_sessions.id: a pending sign-in, or an /account session): a new
+ * unconfirmed secret that only this session's set-up shows and confirms, replacing its earlier one. Another
+ * session's set-up is left alone; unconfirmed secrets of sessions that have ended go.
+ */
+export async function startTotp(db: Db, userId: string, sessionId: string, encryptionSecret: string): Promise<{ id: string; secret: string }> {
   const id = randomUUID();
   const secret = newTotpSecret();
   await db.transaction(async (trx) => {
-    await trx(TABLE).where({ user_id: userId, kind: 'totp', confirmed: false }).delete();
-    await trx(TABLE).insert({ id, user_id: userId, kind: 'totp', secret: sealSecret(secret, label(id), encryptionSecret), confirmed: false, created_at: nowSeconds() });
+    await trx(TABLE).where({ user_id: userId, kind: 'totp', confirmed: false })
+      .andWhere((q) => q.where('session_id', sessionId).orWhereNull('session_id').orWhereNotIn('session_id', liveSessionIds(trx, userId)))
+      .delete();
+    await trx(TABLE).insert({ id, user_id: userId, kind: 'totp', secret: sealSecret(secret, label(id), encryptionSecret), confirmed: false, session_id: sessionId, created_at: nowSeconds() });
   });
   return { id, secret };
 }
 
-/** The secret of an unconfirmed enrolment of this user, to show it again (e.g. after a wrong first code). */
-export async function pendingTotp(db: Db, userId: string, encryptionSecret: string): Promise<{ id: string; secret: string } | undefined> {
-  const row = await db(TABLE).where({ user_id: userId, kind: 'totp', confirmed: false }).orderBy('created_at', 'desc').first();
+/** The secret of the unconfirmed set-up of this session, to show it again (e.g. after a wrong first code). */
+export async function pendingTotp(db: Db, userId: string, sessionId: string, encryptionSecret: string): Promise<{ id: string; secret: string } | undefined> {
+  const row = await db(TABLE).where({ user_id: userId, kind: 'totp', confirmed: false, session_id: sessionId }).first();
   return row && { id: row.id, secret: openSecret(row.secret, label(row.id), encryptionSecret) };
 }
 
 /**
- * Accepts a TOTP code of one of the user's authenticators (`pending`: of the unconfirmed one) whose
- * time step is newer than any accepted before; the step is recorded in the same statement, so a code
- * is never accepted twice, also by two instances at once. Returns the factor id.
+ * Accepts a TOTP code of one of the user's authenticators (`setUp`: of the unconfirmed one of that session's
+ * set-up) whose time step is newer than any accepted before; the step is recorded in the same statement, so a
+ * code is never accepted twice, also by two instances at once. Returns the factor id.
  */
-export async function useTotp(db: Db, userId: string, code: string, encryptionSecret: string, pending = false): Promise<string | undefined> {
-  const rows = await db(TABLE).where({ user_id: userId, kind: 'totp', confirmed: !pending });
+export async function useTotp(db: Db, userId: string, code: string, encryptionSecret: string, setUp?: string): Promise<string | undefined> {
+  const rows = await db(TABLE).where({ user_id: userId, kind: 'totp', confirmed: !setUp }).modify((q) => setUp && q.where('session_id', setUp));
   for (const row of rows) {
     const step = totpStep(openSecret(row.secret, label(row.id), encryptionSecret), code.trim());
     if (step === undefined) continue;
@@ -80,17 +87,31 @@ export async function useTotp(db: Db, userId: string, code: string, encryptionSe
 }
 
 /**
- * Confirms an enrolment with its first code: from now on the user is asked for codes. Replaces any
- * earlier authenticator and recovery codes; returns the new recovery codes (shown once).
+ * Confirms the set-up of a session (`sessionId`) with its first code: from now on the user is asked for codes.
+ * Replaces any earlier authenticator and recovery codes and ends every other set-up (newSecondFactor); returns
+ * the new recovery codes (shown once).
  */
-export async function confirmTotp(db: Db, userId: string, code: string, encryptionSecret: string): Promise<string[] | undefined> {
-  const id = await useTotp(db, userId, code, encryptionSecret, true);
+export async function confirmTotp(db: Db, userId: string, sessionId: string, code: string, encryptionSecret: string): Promise<string[] | undefined> {
+  const id = await useTotp(db, userId, code, encryptionSecret, sessionId);
   if (!id) return undefined;
-  return db.transaction(async (trx) => {
-    await trx(TABLE).where({ user_id: userId, kind: 'totp', confirmed: true }).delete();
-    await trx(TABLE).where('id', id).update({ confirmed: true });
-    return replaceRecoveryCodes(trx, userId);
-  });
+  return db.transaction((trx) => adoptTotp(trx, userId, id, sessionId));
+}
+
+/** Makes the unconfirmed authenticator `id` the user's only one; its new recovery codes. */
+async function adoptTotp(trx: Db, userId: string, id: string, sessionId?: string): Promise<string[]> {
+  await trx(TABLE).where({ user_id: userId, kind: 'totp', confirmed: true }).delete();
+  await trx(TABLE).where('id', id).update({ confirmed: true, session_id: null });
+  await newSecondFactor(trx, userId, sessionId);
+  return replaceRecoveryCodes(trx, userId);
+}
+
+/**
+ * A second factor was added: every other set-up in progress ends (unconfirmed secrets, and sign-ins waiting
+ * to set one up, but the one of `sessionId`). A sign-in told to set up a factor must now show the one the user has.
+ */
+async function newSecondFactor(trx: Db, userId: string, sessionId?: string): Promise<void> {
+  await trx(TABLE).where({ user_id: userId, kind: 'totp', confirmed: false }).delete();
+  await endPendingSetUps(trx, userId, sessionId);
 }
 
 async function replaceRecoveryCodes(db: Db, userId: string): Promise<string[]> {
@@ -113,11 +134,11 @@ export async function useRecoveryCode(db: Db, userId: string, code: string): Pro
 
 /** Administrator enrolment (`user mfa --totp`): a confirmed authenticator and recovery codes at once. */
 export async function enrolTotpDirectly(db: Db, userId: string, encryptionSecret: string): Promise<{ secret: string; recoveryCodes: string[] }> {
-  const { id, secret } = await startTotp(db, userId, encryptionSecret);
+  const id = randomUUID();
+  const secret = newTotpSecret();
   const recoveryCodes = await db.transaction(async (trx) => {
-    await trx(TABLE).where({ user_id: userId, kind: 'totp', confirmed: true }).delete();
-    await trx(TABLE).where('id', id).update({ confirmed: true });
-    return replaceRecoveryCodes(trx, userId);
+    await trx(TABLE).insert({ id, user_id: userId, kind: 'totp', secret: sealSecret(secret, label(id), encryptionSecret), confirmed: false, created_at: nowSeconds() });
+    return adoptTotp(trx, userId, id);
   });
   return { secret, recoveryCodes };
 }
@@ -162,11 +183,15 @@ export async function findPasskey(db: Db, credentialId: string): Promise<(Passke
   return row && { ...toPasskey(row), userId: row.user_id };
 }
 
-export async function addPasskey(db: Db, userId: string, key: Omit<Passkey, 'id'>): Promise<string> {
+/** Adds a passkey, ending every other set-up in progress (newSecondFactor) but the one of `sessionId`. */
+export async function addPasskey(db: Db, userId: string, key: Omit<Passkey, 'id'>, sessionId?: string): Promise<string> {
   const id = randomUUID();
-  await db(TABLE).insert({
-    id, user_id: userId, kind: 'passkey', credential_id: key.credentialId, public_key: Buffer.from(key.publicKey).toString('base64url'),
-    counter: key.counter, device_type: key.deviceType, transports: JSON.stringify(key.transports), confirmed: true, created_at: nowSeconds(),
+  await db.transaction(async (trx) => {
+    await newSecondFactor(trx, userId, sessionId);
+    await trx(TABLE).insert({
+      id, user_id: userId, kind: 'passkey', credential_id: key.credentialId, public_key: Buffer.from(key.publicKey).toString('base64url'),
+      counter: key.counter, device_type: key.deviceType, transports: JSON.stringify(key.transports), confirmed: true, created_at: nowSeconds(),
+    });
   });
   return id;
 }

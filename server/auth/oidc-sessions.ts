@@ -1,9 +1,12 @@
 // oidc-provider's side of sign-in: the login prompt asks again when the session has ended (logout,
-// password change, disabled user, ended from /account) or is weaker than the app asks for (acr), and
+// password change, disabled user, ended from /account) or is weaker than needed (acr: what the app asks for,
+// and the second factor the user has or must use), and
 // every authorization-server session is recorded in user_sessions when it starts and ends.
 import { interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Db } from '../db.ts';
+import type { Config } from '../config.ts';
 import { acrSatisfies, requestedAcr } from './acr.ts';
+import { acrNeeded } from './second-factor.ts';
 import { endSignInSession, recordSignInSession, signInSessionLive } from './sessions.ts';
 import { findUser } from '../oidc/users.ts';
 import type { AuditSink } from '../audit/store.ts';
@@ -12,7 +15,7 @@ import { recordSessionEnded } from '../audit/security-events.ts';
 const { base, Check } = interactionPolicy;
 
 /** The interaction policy: oidc-provider's, with the login prompt's acr checks replaced by ours. */
-export function signInPolicy(db: Db) {
+export function signInPolicy(db: Db, config: Pick<Config, 'policy'>) {
   const policy = base();
   const login = policy.get('login')!;
   // An essential acr is one of several levels here (a stronger one satisfies it), not an exact value.
@@ -23,10 +26,13 @@ export function signInPolicy(db: Db) {
     if (!session?.accountId || result?.login) return Check.NO_NEED_TO_PROMPT;
     return (await signInSessionLive(db, session.accountId, session.uid)) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
   }));
-  login.checks.add(new Check('acr_too_weak', 'a stronger sign-in was requested', (ctx) => {
+  // Stronger than the session: asked for by the app, or a second factor the user has or must use (acrNeeded).
+  login.checks.add(new Check('acr_too_weak', 'a stronger sign-in is needed', async (ctx) => {
     const { session, result, params } = ctx.oidc;
     if (!session?.accountId || result?.login) return Check.NO_NEED_TO_PROMPT;
-    return acrSatisfies(session.acr, requestedAcr(params ?? {})) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+    const user = await findUser(db, session.accountId);
+    const enough = user && acrSatisfies(session.acr, await acrNeeded({ config, db }, user, requestedAcr(params ?? {})));
+    return enough ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
   }));
   return policy;
 }

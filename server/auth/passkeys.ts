@@ -54,8 +54,11 @@ export async function registrationOptions(db: Db, rp: RelyingParty, user: User) 
   return options;
 }
 
-/** Checks the browser's answer and stores the passkey; its id, or undefined when the answer is not valid. */
-export async function registerPasskey(db: Db, rp: RelyingParty, user: User, response: unknown): Promise<string | undefined> {
+/**
+ * Checks the browser's answer and stores the passkey; its id, or undefined when the answer is not valid.
+ * `sessionId`: the session registering it, whose sign-in goes on (addPasskey ends the other set-ups).
+ */
+export async function registerPasskey(db: Db, rp: RelyingParty, user: User, response: unknown, sessionId: string): Promise<string | undefined> {
   try {
     const result = await (await webauthn()).verifyRegistrationResponse({
       response: response as RegistrationResponseJSON,
@@ -67,7 +70,7 @@ export async function registerPasskey(db: Db, rp: RelyingParty, user: User, resp
     return await addPasskey(db, user.id, {
       credentialId: credential.id, publicKey: credential.publicKey, counter: credential.counter,
       deviceType: credentialDeviceType, transports: credential.transports ?? [],
-    });
+    }, sessionId);
   } catch {
     return undefined; // malformed answers, unknown challenges, a credential registered twice
   }

@@ -8,8 +8,8 @@ import type { AuditSink } from '../audit/store.ts';
 import { recordSecondFactor, recordSecurityChange } from '../audit/security-events.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
 import { rolesRequireSecondFactor } from '../hcs/policy.ts';
-import { ACR, type AcrLevel, type SignInMethod } from './acr.ts';
-import { confirmTotp, hasSecondFactor, startTotp, useRecoveryCode, useTotp } from './factors.ts';
+import { ACR, acrSatisfies, type AcrLevel, type SignInMethod } from './acr.ts';
+import { confirmTotp, hasSecondFactor, useRecoveryCode, useTotp } from './factors.ts';
 
 export interface SecondFactorDeps {
   config: Config;
@@ -32,16 +32,24 @@ export function mustUseSecondFactor(config: Pick<Config, 'policy'>, user: User, 
 }
 
 /**
+ * The acr a sign-in of this user must reach: what the app asks for, and at least mfa when the user has a second
+ * factor or must use one (what a new sign-in would ask for), so an older password-only session is not enough.
+ */
+export async function acrNeeded(deps: { config: Pick<Config, 'policy'>; db: Db }, user: User, requested?: AcrLevel): Promise<AcrLevel | undefined> {
+  const has = await hasSecondFactor(deps.db, user.id);
+  const secondFactor = has.totp || has.passkey || mustUseSecondFactor(deps.config, user);
+  return secondFactor && !acrSatisfies(requested, ACR.mfa) ? ACR.mfa : requested;
+}
+
+/**
  * After a correct password: `verify` a factor the user has (anyone with one is always asked),
- * `enrol` one first when they must have one and have none, or `done`. An enrolment starts with a new
- * authenticator secret: one an earlier sign-in was shown (perhaps someone else's who knew the password) is never adopted.
+ * `enrol` one first when they must have one and have none, or `done`. An enrolment shows a secret of its own
+ * sign-in (auth/enrolment-page.ts): one another sign-in was shown (perhaps someone else's who knew the password) is never adopted.
  */
 export async function stepAfterPassword(deps: Pick<SecondFactorDeps, 'config' | 'db'>, user: User, wanted?: AcrLevel): Promise<'done' | 'verify' | 'enrol'> {
   const has = await hasSecondFactor(deps.db, user.id);
   if (has.totp || has.passkey) return 'verify';
-  if (!mustUseSecondFactor(deps.config, user, wanted)) return 'done';
-  await startTotp(deps.db, user.id, deps.config.keyEncryptionSecret);
-  return 'enrol';
+  return mustUseSecondFactor(deps.config, user, wanted) ? 'enrol' : 'done';
 }
 
 export type CodeCheck = { ok: true; method: Extract<SignInMethod, 'otp' | 'recovery'> } | { ok: false; message: string; retryAfter?: number };
@@ -77,15 +85,15 @@ export async function checkCode(deps: SecondFactorDeps, user: User, code: string
   return { ok: true, method };
 }
 
-/** Confirms a new TOTP authenticator with its first code; the recovery codes to show once, or a message. */
-export async function confirmEnrolment(deps: SecondFactorDeps, user: User, code: string, origin: Origin): Promise<{ recoveryCodes: string[] } | { message: string }> {
+/** Confirms the TOTP set-up of a session (`sessionId`) with its first code; the recovery codes to show once, or a message. */
+export async function confirmEnrolment(deps: SecondFactorDeps, user: User, sessionId: string, code: string, origin: Origin): Promise<{ recoveryCodes: string[] } | { message: string }> {
   const { config, db, audit, loginThrottle } = deps;
   const throttle = await loginThrottle?.check(user.username, origin.address);
   if (throttle?.retryAfter !== undefined || throttle?.locked) {
     await loginThrottle?.failed(user.username, origin.address);
     return { message: throttle.retryAfter !== undefined ? tooManyAttempts(throttle.retryAfter) : CODE_FAILED };
   }
-  const recoveryCodes = await confirmTotp(db, user.id, code, config.keyEncryptionSecret);
+  const recoveryCodes = await confirmTotp(db, user.id, sessionId, code, config.keyEncryptionSecret);
   if (!recoveryCodes) {
     await loginThrottle?.failed(user.username, origin.address);
     await recordSecondFactor(audit, { issuer: config.issuer, ...origin, user, amr: ['otp'], failure: 'wrong first code of a new authenticator' });

@@ -55,9 +55,9 @@ export async function startAccountSession(db: Db, userId: string, origin: Sessio
 }
 
 /** The live /account session of a cookie token. */
-export async function findAccountSession(db: Db, token: string): Promise<{ id: string; userId: string } | undefined> {
-  const found = await db(TABLE).where({ token_hash: sha256(token), kind: 'account' }).andWhere('expires_at', '>', nowSeconds()).first('id', 'user_id');
-  return found && { id: found.id, userId: found.user_id };
+export async function findAccountSession(db: Db, token: string): Promise<{ id: string; userId: string; amr: string[] } | undefined> {
+  const found = await db(TABLE).where({ token_hash: sha256(token), kind: 'account' }).andWhere('expires_at', '>', nowSeconds()).first('id', 'user_id', 'amr');
+  return found && { id: found.id, userId: found.user_id, amr: found.amr ? String(found.amr).split(' ') : [] };
 }
 
 const PENDING_TTL = 600;
@@ -66,11 +66,12 @@ const PENDING_TTL = 600;
  * Starts a sign-in whose password was right but whose second step is still to come; its token (in a cookie at
  * /account, in the interaction of an authorization). It ends with the user's other sessions (endAllSessions).
  */
-export async function startPendingSignIn(db: Db, userId: string, origin: SessionOrigin, step: PendingStep): Promise<string> {
+export async function startPendingSignIn(db: Db, userId: string, origin: SessionOrigin, step: PendingStep): Promise<{ id: string; token: string }> {
   const token = randomBytes(32).toString('base64url');
+  const pending = row(userId, 'pending', origin, PENDING_TTL);
   await forgetExpired(db, userId);
-  await db(TABLE).insert({ ...row(userId, 'pending', origin, PENDING_TTL), token_hash: sha256(token), step });
-  return token;
+  await db(TABLE).insert({ ...pending, token_hash: sha256(token), step });
+  return { id: pending.id, token };
 }
 
 export interface PendingSignIn {
@@ -84,6 +85,14 @@ export interface PendingSignIn {
 export async function findPendingSignIn(db: Db, token: string): Promise<PendingSignIn | undefined> {
   const found = await db(TABLE).where({ token_hash: sha256(token), kind: 'pending' }).andWhere('expires_at', '>', nowSeconds()).first('id', 'user_id', 'step', 'amr');
   return found && { id: found.id, userId: found.user_id, step: found.step, methods: found.amr ? String(found.amr).split(' ') : [] };
+}
+
+/** The ids of a user's live sessions of any kind (a subquery). */
+export const liveSessionIds = (db: Db, userId: string) => db(TABLE).where('user_id', userId).andWhere('expires_at', '>', nowSeconds()).select('id');
+
+/** Ends a user's sign-ins waiting to set up a second factor, but `except`: the user has one now (auth/factors.ts). */
+export async function endPendingSetUps(db: Db, userId: string, except?: string): Promise<void> {
+  await db(TABLE).where({ user_id: userId, kind: 'pending', step: 'enrol' }).modify((q) => except && q.whereNot('id', except)).delete();
 }
 
 export async function advancePendingSignIn(db: Db, id: string, step: PendingStep, methods: readonly string[]): Promise<void> {

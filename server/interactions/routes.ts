@@ -216,7 +216,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
     if (context.pick) {
       const query = typeof ctx.query.q === 'string' ? ctx.query.q.slice(0, 100) : '';
       const list = await pickable(details, user, choices.purpose, query);
-      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, clientName: await clientName(details), patients: list, query, message: context.error });
+      return page(ctx, 'picker', { title: 'Choose a patient', uid: details.uid, csrf: csrfToken(ctx), clientName: await clientName(details), patients: list, query, message: context.error });
     }
     const patient = 'patient' in context ? context.patient : undefined;
     if (sandbox?.skipConsent) {
@@ -346,8 +346,10 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
     await host.provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   }
 
-  router.get('/interaction/:uid/abort', async (ctx) => {
+  // A form with the CSRF token (Cancel on the login, picker and second-factor pages): a link cannot cancel.
+  router.post('/interaction/:uid/abort', formBody, async (ctx) => {
     await host.provider.interactionDetails(ctx.req, ctx.res);
+    if (!validCsrf(ctx, (ctx.request.body as Record<string, unknown>).csrf)) return page(ctx, 'error', { title: 'Form expired', description: 'Reload the page and try again.' }, 403);
     await host.provider.interactionFinished(ctx.req, ctx.res,
       { error: 'access_denied', error_description: 'The user cancelled the authorization request' },
       { mergeWithLastSubmission: false });

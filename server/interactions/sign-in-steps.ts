@@ -84,17 +84,17 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
   }
 
   /** The second step of a sign-in: prove a factor, set one up, or (after set-up) the recovery codes. */
-  async function renderPending(ctx: Context, details: Details, step: PendingStep, user: User, extra: { message?: string; codes?: string[] } = {}, status = 200) {
+  async function renderPending(ctx: Context, details: Details, pending: Pick<PendingSignIn, 'id' | 'step'>, user: User, extra: { message?: string; codes?: string[] } = {}, status = 200) {
     allowOwnScripts(ctx);
     const csrf = csrfToken(ctx);
-    if (step === 'codes') {
+    if (pending.step === 'codes') {
       return page(ctx, 'recovery-codes', { title: 'Recovery codes', csrf, codes: extra.codes ?? [], action: `/interaction/${details.uid}/continue` }, status);
     }
-    if (step === 'enrol') {
+    if (pending.step === 'enrol') {
       return page(ctx, 'enrol-totp', {
         title: 'Set up a second factor', csrf, required: true, message: extra.message, action: `/interaction/${details.uid}/enrol`,
         cancel: `/interaction/${details.uid}/abort`, passkey: passkeyForm(details, 'register'),
-        ...(await enrolmentPage(db, config, user)),
+        ...(await enrolmentPage(db, config, user, pending.id)),
       }, status);
     }
     const factors = await hasSecondFactor(db, user.id);
@@ -132,8 +132,9 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       await loginThrottle?.succeeded(user.username, ctx.ip);
       return finishLogin(ctx, user.id, ['pwd']);
     }
-    await savePending(details, await startPendingSignIn(db, user.id, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, next));
-    return renderPending(ctx, details, next, user);
+    const pending = await startPendingSignIn(db, user.id, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, next);
+    await savePending(details, pending.token);
+    return renderPending(ctx, details, { id: pending.id, step: next }, user);
   }
 
   /** The second step to show again when the interaction page is opened, if one is pending. */
@@ -141,7 +142,7 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
     const pending = await pendingLogin(details);
     const user = pending && (await findUser(db, pending.userId));
     if (!pending || !user || user.disabled) return false;
-    await renderPending(ctx, details, pending.step, user);
+    await renderPending(ctx, details, pending, user);
     return true;
   }
 
@@ -153,7 +154,7 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       const result = await checkCode(factorDeps, user, typeof body.otp === 'string' ? body.otp : '', { address: ctx.ip, clientId: String(details.params.client_id) });
       if (!result.ok) {
         if (result.retryAfter !== undefined) ctx.set('Retry-After', String(result.retryAfter));
-        return renderPending(ctx, details, pending.step, user, { message: result.message }, result.retryAfter !== undefined ? 429 : 200);
+        return renderPending(ctx, details, pending, user, { message: result.message }, result.retryAfter !== undefined ? 429 : 200);
       }
       return finishLogin(ctx, user.id, [...pending.methods, result.method], pending);
     });
@@ -162,10 +163,10 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       const step = await pendingStep(ctx, ['enrol']);
       if (!step) return;
       const { details, body, pending, user } = step;
-      const result = await confirmEnrolment(factorDeps, user, typeof body.code === 'string' ? body.code : '', { address: ctx.ip, clientId: String(details.params.client_id) });
-      if ('message' in result) return renderPending(ctx, details, pending.step, user, { message: result.message });
+      const result = await confirmEnrolment(factorDeps, user, pending.id, typeof body.code === 'string' ? body.code : '', { address: ctx.ip, clientId: String(details.params.client_id) });
+      if ('message' in result) return renderPending(ctx, details, pending, user, { message: result.message });
       await advancePendingSignIn(db, pending.id, 'codes', [...pending.methods, 'otp']);
-      return renderPending(ctx, details, 'codes', user, { codes: result.recoveryCodes });
+      return renderPending(ctx, details, { ...pending, step: 'codes' }, user, { codes: result.recoveryCodes });
     });
 
     router.post('/interaction/:uid/continue', formBody, async (ctx) => {
@@ -206,8 +207,8 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       const pending = await pendingLogin(details);
       const pendingUser = pending && (await findUser(db, pending.userId));
       if (pending?.step === 'enrol' && pendingUser) {
-        const id = await registerPasskey(db, rp, pendingUser, credential);
-        if (!id) return renderPending(ctx, details, pending.step, pendingUser, { message: PASSKEY_FAILED });
+        const id = await registerPasskey(db, rp, pendingUser, credential, pending.id);
+        if (!id) return renderPending(ctx, details, pending, pendingUser, { message: PASSKEY_FAILED });
         await recordSecurityChange(audit, { issuer: config.issuer, address: ctx.ip, user: pendingUser, change: 'create', what: 'passkey' });
         return finishLogin(ctx, pendingUser.id, [...pending.methods, 'hwk'], pending);
       }
@@ -216,7 +217,7 @@ export function signInSteps({ config, db, host, audit, loginThrottle, page, rend
       if (!proved || !user || user.disabled) {
         if (pendingUser) {
           await recordSecondFactor(audit, { issuer: config.issuer, ...origin, user: pendingUser, amr: ['hwk'], failure: 'passkey not valid' });
-          return renderPending(ctx, details, pending!.step, pendingUser, { message: PASSKEY_FAILED });
+          return renderPending(ctx, details, pending!, pendingUser, { message: PASSKEY_FAILED });
         }
         return renderLogin(ctx, details, { message: PASSKEY_FAILED });
       }

@@ -197,7 +197,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     interactions: {
       // oidc-provider's prompts, with sign-in sessions that can end and acr levels that can be asked for.
-      policy: signInPolicy(db),
+      policy: signInPolicy(db, config),
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     acrValues: [...ACR_VALUES],

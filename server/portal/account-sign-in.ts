@@ -48,7 +48,7 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
     if (pending.step === 'enrol') {
       return sendPage(ctx, 'enrol-totp', {
         ...common, title: 'Set up a second factor', required: true, action: `/account/login/enrol${back}`,
-        passkey: { ...PASSKEY_FORM, action: `${PASSKEY_FORM.action}${back}`, mode: 'register' }, ...(await enrolmentPage(db, config, user)),
+        passkey: { ...PASSKEY_FORM, action: `${PASSKEY_FORM.action}${back}`, mode: 'register' }, ...(await enrolmentPage(db, config, user, pending.id)),
       }, status);
     }
     const factors = await hasSecondFactor(db, user.id);
@@ -115,7 +115,7 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
     router.post('/account/login/enrol', formBody, async (ctx) => {
       const step = await pendingStep(ctx, ['enrol']);
       if (!step) return;
-      const result = await confirmEnrolment(factorDeps, step.user, field(ctx.request.body, 'code'), { address: ctx.ip });
+      const result = await confirmEnrolment(factorDeps, step.user, step.pending.id, field(ctx.request.body, 'code'), { address: ctx.ip });
       if ('message' in result) return showPending(ctx, step.pending, step.user, step.returnTo, { message: result.message });
       const methods = [...step.pending.methods, 'otp'];
       await advancePendingSignIn(db, step.pending.id, 'codes', methods);
@@ -136,7 +136,7 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
         ctx.body = { error: 'invalid_request', error_description: 'The form expired. Reload the page and try again.' };
         return;
       }
-      const session = await signedInUser(ctx, db);
+      const session = await signedInUser(ctx, db, config);
       if (session && !(await signedInRecently(db, session))) {
         ctx.status = 401;
         ctx.body = { error: 'login_required', error_description: 'Sign in again to register a passkey.' };
@@ -158,14 +158,14 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
         credential = undefined;
       }
       const returnTo = safeReturnPath(ctx.query.return_to);
-      const session = await signedInUser(ctx, db);
+      const session = await signedInUser(ctx, db, config);
       const signedIn = session?.user;
       if (session && signedIn) {
         if (!(await signedInRecently(db, session))) {
           ctx.status = 303;
           return ctx.redirect(`/account/login?reauth=1&return_to=${encodeURIComponent('/account/security')}`);
         }
-        const id = await registerPasskey(db, rp, signedIn, credential);
+        const id = await registerPasskey(db, rp, signedIn, credential, session.sessionId);
         if (id) await recordSecurityChange(audit, { issuer: config.issuer, address: ctx.ip, user: signedIn, change: 'create', what: 'passkey' });
         ctx.status = 303;
         return ctx.redirect(`/account/security?${id ? 'added=passkey' : 'failed=passkey'}`);
@@ -173,7 +173,7 @@ export function accountSignInSteps({ config, db, audit, loginThrottle, showLogin
       const pending = await pendingAccountSignIn(ctx, db);
       const pendingUser = pending && (await findUser(db, pending.userId));
       if (pending?.step === 'enrol' && pendingUser) {
-        const id = await registerPasskey(db, rp, pendingUser, credential);
+        const id = await registerPasskey(db, rp, pendingUser, credential, pending.id);
         if (!id) return showPending(ctx, pending, pendingUser, returnTo, { message: PASSKEY_FAILED });
         await recordSecurityChange(audit, { issuer: config.issuer, address: ctx.ip, user: pendingUser, change: 'create', what: 'passkey' });
         return complete(ctx, pending, [...pending.methods, 'hwk'], returnTo);

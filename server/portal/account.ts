@@ -43,7 +43,7 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
   const router = new Router();
   const audit = databaseAuditSink(db);
 
-  const signedInUser = async (ctx: Context): Promise<User | undefined> => (await sessionUser(ctx, db))?.user;
+  const signedInUser = async (ctx: Context): Promise<User | undefined> => (await sessionUser(ctx, db, config))?.user;
 
   function toLogin(ctx: Context, returnTo: string) {
     ctx.status = 303;

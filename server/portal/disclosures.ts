@@ -116,7 +116,7 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
 
   /** The signed-in patient, or an answer already given (redirect to login, or 403). */
   async function signedInPatient(ctx: Context): Promise<{ user: User; patientId: string } | undefined> {
-    const user = (await signedInUser(ctx, db))?.user;
+    const user = (await signedInUser(ctx, db, config))?.user;
     if (!user) {
       ctx.status = 303;
       ctx.redirect(`/account/login?return_to=${encodeURIComponent(PAGE)}`);

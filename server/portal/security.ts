@@ -51,7 +51,7 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
 
   /** The signed-in user and their session, or undefined after sending them to the login. */
   async function signedIn(ctx: Context, checkCsrf: boolean) {
-    const found = await signedInUser(ctx, db);
+    const found = await signedInUser(ctx, db, config);
     if (!found) {
       ctx.status = 303;
       ctx.redirect(`/account/login?return_to=${encodeURIComponent(PAGE)}`);
@@ -109,27 +109,33 @@ export function securityRoutes({ config, db, loginThrottle }: SecurityDeps): Rou
     await showPage(ctx, found.user, found.sessionId, { notice, message: ctx.query.failed === 'passkey' ? 'The passkey could not be registered.' : undefined });
   });
 
-  router.get(`${PAGE}/totp`, async (ctx) => {
-    const found = await mayChangeFactors(ctx, false);
-    if (!found) return;
-    // A set-up starts with a new secret, never one shown to an earlier set-up (another session's, perhaps).
-    await startTotp(db, found.user.id, config.keyEncryptionSecret);
+  /** The set-up page of this session's authenticator set-up (its secret again after a wrong code). */
+  async function showSetUp(ctx: Context, found: { user: User; sessionId: string }, message?: string) {
     await sendPage(ctx, 'enrol-totp', {
-      title: 'Set up an authenticator app', demo: config.demo, csrf: csrfToken(ctx), action: `${PAGE}/totp`, cancel: PAGE,
-      ...(await enrolmentPage(db, config, found.user)),
-    });
+      title: 'Set up an authenticator app', demo: config.demo, csrf: csrfToken(ctx), action: `${PAGE}/totp`, back: PAGE, message,
+      ...(await enrolmentPage(db, config, found.user, found.sessionId)),
+    }, message ? 400 : 200);
+  }
+
+  // A set-up starts by the page's button (a form): a link opened elsewhere starts nothing and signs no one out.
+  router.get(`${PAGE}/totp`, (ctx) => {
+    ctx.status = 303;
+    ctx.redirect(PAGE);
+  });
+
+  router.post(`${PAGE}/totp/new`, formBody, async (ctx) => {
+    const found = await mayChangeFactors(ctx, true);
+    if (!found) return;
+    // A set-up starts with a new secret of this session's: another session's set-up neither shows nor confirms it.
+    await startTotp(db, found.user.id, found.sessionId, config.keyEncryptionSecret);
+    await showSetUp(ctx, found);
   });
 
   router.post(`${PAGE}/totp`, formBody, async (ctx) => {
     const found = await mayChangeFactors(ctx, true);
     if (!found) return;
-    const result = await confirmEnrolment({ config, db, audit, loginThrottle }, found.user, field(ctx.request.body, 'code'), { address: ctx.ip });
-    if ('message' in result) {
-      return sendPage(ctx, 'enrol-totp', {
-        title: 'Set up an authenticator app', demo: config.demo, csrf: csrfToken(ctx), action: `${PAGE}/totp`, cancel: PAGE, message: result.message,
-        ...(await enrolmentPage(db, config, found.user)),
-      }, 400);
-    }
+    const result = await confirmEnrolment({ config, db, audit, loginThrottle }, found.user, found.sessionId, field(ctx.request.body, 'code'), { address: ctx.ip });
+    if ('message' in result) return showSetUp(ctx, found, result.message);
     await sendPage(ctx, 'recovery-codes', { title: 'Recovery codes', demo: config.demo, csrf: csrfToken(ctx), codes: result.recoveryCodes, action: PAGE, method: 'get' });
   });
 

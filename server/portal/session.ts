@@ -5,6 +5,8 @@ import type { Context } from 'koa';
 import { hostCookie } from '../net/host-cookie.ts';
 import { nowSeconds, type Db } from '../db.ts';
 import { findUser, type User } from '../oidc/users.ts';
+import type { Config } from '../config.ts';
+import { mustUseSecondFactor } from '../auth/second-factor.ts';
 import {
   completePendingSignIn, endSession, findAccountSession, sessionsOf, findPendingSignIn, startAccountSession, startPendingSignIn, type PendingSignIn, type PendingStep,
 } from '../auth/sessions.ts';
@@ -48,7 +50,7 @@ function setSessionCookie(ctx: Context, token: string) {
 const PENDING_COOKIE = 'smart_auth.account_pending';
 
 export async function startPendingAccountSignIn(ctx: Context, db: Db, userId: string, step: PendingStep): Promise<void> {
-  const token = await startPendingSignIn(db, userId, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, step);
+  const { token } = await startPendingSignIn(db, userId, { address: ctx.ip, userAgent: ctx.get('user-agent'), amr: ['pwd'] }, step);
   setCookie(ctx, PENDING_COOKIE, token, 600_000);
 }
 
@@ -65,17 +67,21 @@ export async function completeAccountSignIn(ctx: Context, db: Db, pending: Pendi
   return Boolean(token);
 }
 
-/** The live session of the signed-in person (its id and user id), or undefined (no cookie, bad signature, ended, expired). */
-export async function accountSession(ctx: Context, db: Db): Promise<{ id: string; userId: string } | undefined> {
+/** The live session of the signed-in person (its id, user id and amr), or undefined (no cookie, bad signature, ended, expired). */
+export async function accountSession(ctx: Context, db: Db): Promise<{ id: string; userId: string; amr: string[] } | undefined> {
   const token = getCookie(ctx, SESSION_COOKIE);
   return token ? findAccountSession(db, token) : undefined;
 }
 
-/** The signed-in, active user and their session id, or undefined. */
-export async function signedInUser(ctx: Context, db: Db): Promise<{ user: User; sessionId: string } | undefined> {
+/**
+ * The signed-in, active user and their session id, or undefined. A session without a second factor does not
+ * count once the user must use one (an administrator's or the policy's new requirement): they sign in again.
+ */
+export async function signedInUser(ctx: Context, db: Db, config: Pick<Config, 'policy'>): Promise<{ user: User; sessionId: string } | undefined> {
   const session = await accountSession(ctx, db);
   const user = session && (await findUser(db, session.userId));
-  return user && !user.disabled ? { user, sessionId: session!.id } : undefined;
+  if (!user || user.disabled) return undefined;
+  return mustUseSecondFactor(config, user) && !session!.amr.includes('mfa') ? undefined : { user, sessionId: session!.id };
 }
 
 /**

@@ -68,7 +68,7 @@ describe('second factors and sessions in Chromium', function () {
     const username = await newUser();
     await accountSignIn(suite.page, username);
     await suite.page.getByRole('link', { name: 'Sign-in and security' }).click();
-    await suite.page.getByRole('link', { name: 'Set up an authenticator app' }).click();
+    await suite.page.getByRole('button', { name: 'Set up an authenticator app' }).click();
     const qr = suite.page.locator('img.qr');
     assert.match(await qr.getAttribute('src') ?? '', /^data:image\/png;base64,/);
     assert.ok(await qr.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 100), 'the QR code is shown');

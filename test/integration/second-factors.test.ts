@@ -246,6 +246,27 @@ describe('second factors, acr and amr', () => {
     assert.match(await refused.text(), /That code is not correct/, 'codes of the secret seen first sign nobody in');
   });
 
+  it('keeps each set-up to the secret it showed: another sign-in setting one up meanwhile swaps nothing and adopts nothing', async () => {
+    const user = await clinician({ requireMfa: true });
+    const mine = await passwordOnly(user);
+    const secret = shownTotpSecret(mine.html)!;
+    const other = await passwordOnly(user);
+    const theirs = shownTotpSecret(other.html)!;
+    assert.notEqual(theirs, secret);
+    const wrong = await mine.post('enrol', { code: '000000' });
+    assert.equal(shownTotpSecret(await wrong.text()), secret, 'a wrong code shows the secret of this set-up again');
+    const ok = await mine.post('enrol', { code: totpCode(secret) });
+    assert.match(await ok.text(), /class="recovery-codes"/, 'the authenticator set up with the secret shown is confirmed');
+    const late = await other.post('enrol', { code: totpCode(theirs) });
+    const html = await late.text();
+    assert.match(html, /Sign in again/, 'a set-up still open once the user has a second factor ends');
+    assert.match(html, /name="password"/);
+    const confirmed = await server.db('user_factors').where({ user_id: user.id, kind: 'totp', confirmed: true });
+    assert.equal(confirmed.length, 1, 'one authenticator');
+    const next = await passwordOnly(user);
+    assert.equal((await next.post('second-factor', { otp: totpCode(secret, Date.now() + 30_000) })).status, 303, "the user's authenticator signs in");
+  });
+
   it('ends a sign-in waiting for its second step when the password is changed: the old password gets no further', async () => {
     const mustEnrol = await clinician({ requireMfa: true });
     const hasTotp = await clinician({ totp: true });
@@ -263,6 +284,48 @@ describe('second factors, acr and amr', () => {
       assert.match(html, /name="password"/);
     }
     assert.equal((await server.db('user_factors').where({ user_id: mustEnrol.id, kind: 'totp', confirmed: true })).length, 0, 'no authenticator was set up');
+  });
+
+  it('signs a password-only session in again once a second factor is required or set up: the session is not enough', async () => {
+    const required = await clinician();
+    const browser = new Browser();
+    await tokensFor(await authorize({ server, client: app, scope: SCOPE, username: required.username, password: required.password, browser }));
+    await server.db('users').where('id', required.id).update({ attributes: JSON.stringify({ roles: [DOCTOR], purposes: ['TREAT'], requireMfa: true }) });
+    const enrolled: { secret?: string } = {};
+    const again = await authorize({ server, client: app, scope: SCOPE, username: required.username, password: required.password, browser, enrolled });
+    assert.ok(again.pages.some((p) => p.includes('name="password"')), 'asked to sign in again');
+    assert.ok(enrolled.secret, 'and to set up a second factor');
+    assert.equal((await tokensFor(again)).access.acr, MFA);
+    const same = await authorize({ server, client: app, scope: SCOPE, browser });
+    assert.ok(!same.pages.some((p) => p.includes('name="password"')), 'the new session with its second factor signs in');
+
+    const enrolledLater = await clinician();
+    const other = new Browser();
+    await tokensFor(await authorize({ server, client: app, scope: SCOPE, username: enrolledLater.username, password: enrolledLater.password, browser: other }));
+    const { secret } = await enrolTotpDirectly(server.db, enrolledLater.id, server.config.keyEncryptionSecret);
+    const asked = await authorize({ server, client: app, scope: SCOPE, username: enrolledLater.username, password: enrolledLater.password, browser: other, otp: () => totpCode(secret) });
+    assert.ok(asked.pages.some((p) => p.includes('name="otp"')), 'a user who now has a second factor is asked for it');
+    assert.deepEqual((await tokensFor(asked)).access.amr, ['pwd', 'otp', 'mfa']);
+  });
+
+  it('cancels an authorization only by its form with the CSRF token: a plain link to abort changes nothing', async () => {
+    const user = await clinician();
+    const { browser, start, uid } = await startAuthorization();
+    const login = await start.res.text();
+    const link = await browser.fetch(`${server.issuer}/interaction/${uid}/abort`);
+    assert.ok(link.status >= 400, `a GET cancels nothing (${link.status})`);
+    assert.match(login, new RegExp(`<form method="post" action="/interaction/${uid}/abort"`), 'the login page cancels with a form');
+    const forged = await browser.fetch(`${server.issuer}/interaction/${uid}/abort`, { method: 'POST', body: form({}) });
+    assert.equal(forged.status, 403, 'nor a POST without the CSRF token');
+    const signedIn = await browser.follow(`${server.issuer}/interaction/${uid}/login`, server.issuer, {
+      method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: user.username, password: user.password }),
+    });
+    const picker = await signedIn.res.text();
+    assert.match(picker, /Choose a patient/, 'the authorization goes on');
+    const next = /\/interaction\/([^/?]+)/.exec(signedIn.url)![1];
+    assert.match(picker, new RegExp(`<form method="post" action="/interaction/${next}/abort"`), 'the picker cancels with a form');
+    const cancelled = await browser.follow(`${server.issuer}/interaction/${next}/abort`, server.issuer, { method: 'POST', body: form({ csrf: hiddenValue(picker, 'csrf') }) });
+    assert.equal(new URL(cancelled.url).searchParams.get('error'), 'access_denied');
   });
 
   it('makes a password-only user set up a second factor when the app asks for acr mfa (acr_values or claims)', async () => {

@@ -41,6 +41,8 @@ describe('sessions that end, and changing a password', () => {
   const cookieOf = (browser: Browser) => `smart_auth.account=${browser.cookie('smart_auth.account')}; smart_auth.account.sig=${browser.cookie('smart_auth.account.sig')}`;
   const appsStatus = async (cookie: string) => (await fetch(`${server.issuer}/account/apps`, { headers: { cookie }, redirect: 'manual' })).status;
   const securityPage = async (browser: Browser) => (await browser.fetch(`${server.issuer}/account/security`)).text();
+  /** Starts an authenticator set-up at /account/security (its button): the set-up page. */
+  const startSetUp = async (browser: Browser) => (await browser.fetch(`${server.issuer}/account/security/totp/new`, { method: 'POST', body: form({ csrf: hiddenValue(await securityPage(browser), 'csrf') }) })).text();
   const storedEvents = async () => (await auditEvents(server.db)) as any[];
 
   it('refuses a copied /account cookie after logout', async () => {
@@ -284,7 +286,7 @@ describe('sessions that end, and changing a password', () => {
 
   it('starts each set-up at /account/security with a new secret (not one shown to another session); a wrong code shows it again', async () => {
     const user = await patientUser();
-    const setUp = async (browser: Browser) => (await browser.fetch(`${server.issuer}/account/security/totp`)).text();
+    const setUp = startSetUp;
     const seen = shownTotpSecret(await setUp(await accountSignIn(user.username, user.password)));
     const browser = await accountSignIn(user.username, user.password);
     const page = await setUp(browser);
@@ -295,6 +297,36 @@ describe('sessions that end, and changing a password', () => {
     assert.equal(shownTotpSecret(await wrong.text()), secret, 'after a wrong code the same secret is shown again');
     const ok = await browser.fetch(`${server.issuer}/account/security/totp`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), code: totpCode(secret!) }) });
     assert.match(await ok.text(), /class="recovery-codes"/);
+  });
+
+  it('keeps each set-up at /account/security to the secret it showed: another session setting one up meanwhile swaps nothing', async () => {
+    const user = await patientUser();
+    const mine = await accountSignIn(user.username, user.password);
+    const other = await accountSignIn(user.username, user.password);
+    const secret = shownTotpSecret(await startSetUp(mine))!;
+    const theirs = shownTotpSecret(await startSetUp(other))!;
+    assert.notEqual(theirs, secret);
+    const confirm = async (browser: Browser, code: string) => browser.fetch(`${server.issuer}/account/security/totp`, { method: 'POST', body: form({ csrf: hiddenValue(await securityPage(browser), 'csrf'), code }) });
+    const wrong = await confirm(mine, '000000');
+    assert.equal(shownTotpSecret(await wrong.text()), secret, 'a wrong code shows the secret of this set-up again');
+    assert.match(await (await confirm(mine, totpCode(secret))).text(), /class="recovery-codes"/, 'the secret shown is the one confirmed');
+    const late = await confirm(other, totpCode(theirs));
+    assert.equal(late.status, 400, 'the other set-up ended when an authenticator was confirmed');
+    const confirmed = await server.db('user_factors').where({ kind: 'totp', confirmed: true }).whereIn('user_id', server.db('users').where('username', user.username).select('id'));
+    assert.equal(confirmed.length, 1, 'one authenticator: the one set up with the secret shown');
+  });
+
+  it('changes nothing at a GET of /account/security/totp: a set-up starts by its button (a form with the CSRF token)', async () => {
+    const user = await patientUser();
+    const browser = await accountSignIn(user.username, user.password);
+    assert.match(await securityPage(browser), /<form method="post" action="\/account\/security\/totp\/new"/);
+    const secret = shownTotpSecret(await startSetUp(browser))!;
+    const link = await browser.fetch(`${server.issuer}/account/security/totp`);
+    assert.equal(link.status, 303, 'a GET goes to the page with the button');
+    assert.equal((await browser.fetch(`${server.issuer}/account/security/totp/new`, { method: 'POST', body: form({}) })).status, 403, 'no CSRF token, no new set-up');
+    const page = await securityPage(browser);
+    const ok = await browser.fetch(`${server.issuer}/account/security/totp`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), code: totpCode(secret) }) });
+    assert.match(await ok.text(), /class="recovery-codes"/, 'the set-up started by the button is confirmed with its secret');
   });
 
   it('removes a second factor from /account/security, but not the last one of a user who must have one', async () => {
@@ -352,7 +384,9 @@ describe('sessions that end, and changing a password', () => {
     assert.equal((await server.db('user_factors').where({ user_id: user.id, kind: 'totp' })).length, 1, 'nothing removed');
     assert.match(await (await first.browser.fetch(`${server.issuer}/account/login?reauth=1`)).text(), /Sign in again to change how you sign in/);
     const second = await staleSession(recoveryCodes[1]);
-    await expectReauth(await second.browser.fetch(`${server.issuer}/account/security/totp`));
+    assert.equal((await second.browser.fetch(`${server.issuer}/account/security/totp`)).status, 303);
+    assert.equal((await server.db('user_sessions').where({ user_id: user.id, kind: 'account' })).length, 1, 'a GET ends no session');
+    await expectReauth(await second.browser.fetch(`${server.issuer}/account/security/totp/new`, { method: 'POST', body: form({ csrf: hiddenValue(second.page, 'csrf') }) }));
   });
 
   it('answers bad input at the /account sign-in steps with a plain message, starting no session', async () => {
@@ -371,6 +405,18 @@ describe('sessions that end, and changing a password', () => {
     assert.equal((await post('passkey/options', { csrf: '' })).status, 403);
     assert.equal((await post('passkey', { credential: '{}' })).status, 403, 'CSRF-protected');
     assert.equal(browser.cookie('smart_auth.account'), undefined);
+  });
+
+  it('no longer lets a password-only /account session in once the user must use a second factor: the next sign-in sets one up', async () => {
+    const user = await patientUser();
+    const browser = await accountSignIn(user.username, user.password);
+    assert.equal(await appsStatus(cookieOf(browser)), 200);
+    await server.db('users').where('username', user.username).update({ attributes: JSON.stringify({ requireMfa: true }) });
+    assert.equal(await appsStatus(cookieOf(browser)), 303, 'the session without a second factor opens nothing');
+    const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();
+    assert.match(page, /name="password"/, 'asked to sign in again');
+    await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), username: user.username, password: user.password }) });
+    assert.ok(shownTotpSecret(await (await browser.fetch(`${server.issuer}/account/login/next`)).text()), 'and to set up a second factor');
   });
 
   it('ends every session and grant of a user who is disabled', async () => {

@@ -122,9 +122,12 @@ export async function addClient(db: Db, provider: Provider, input: NewClient, ce
     const e = err as { error_description?: string; message: string };
     throw new ClientError(e.error_description ?? e.message);
   }
-  await db('oidc_payloads').insert({ model: 'Client', id: metadata.client_id, payload: JSON.stringify(metadata), expires_at: null });
+  await insertClient(db, metadata);
   return metadata;
 }
+
+const insertClient = (db: Db, metadata: ClientMetadata) =>
+  db('oidc_payloads').insert({ model: 'Client', id: metadata.client_id, payload: JSON.stringify(metadata), expires_at: null });
 
 export async function clientExists(db: Db, clientId: string): Promise<boolean> {
   return Boolean(await db('oidc_payloads').where({ model: 'Client', id: clientId }).first('id'));
@@ -224,7 +227,29 @@ async function storeClient(db: Db, clientId: string, stored: string, metadata: o
   const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId, payload: stored }).update({ payload: JSON.stringify(metadata) });
   forgetClient(db, clientId);
   if (updated) return;
-  throw new ClientError(await clientExists(db, clientId) ? `client ${clientId} was changed meanwhile: nothing was stored; try again` : `client ${clientId} is not registered`);
+  throw new ClientError(await clientExists(db, clientId) ? changedMeanwhile(clientId) : `client ${clientId} is not registered`);
+}
+
+const changedMeanwhile = (clientId: string) => `client ${clientId} was changed meanwhile: nothing was stored; try again`;
+
+/**
+ * Stores a client oidc-provider registered (RFC 7591) or updated (RFC 7592). An update keeps the client
+ * secret as stored: one that carries another (it read the client before a rotation, here, in the CLI or on
+ * another instance) is refused and nothing stored. A client without a secret may be given its first.
+ */
+export async function storeRegisteredClient(db: Db, clientId: string, metadata: ClientMetadata): Promise<void> {
+  const read = await readClient(db, clientId);
+  if (!read) {
+    await insertClient(db, { ...metadata, client_id: clientId });
+    forgetClient(db, clientId);
+    return;
+  }
+  const secret = read.metadata.client_secret;
+  if (secret !== undefined && metadata.client_secret !== secret) {
+    forgetClient(db, clientId);
+    throw new ClientError(changedMeanwhile(clientId));
+  }
+  await storeClient(db, clientId, read.stored, metadata);
 }
 
 /**

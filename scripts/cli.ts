@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
-import { addUser, checkNewUser, disableUser, findUserByName, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { addUser, checkNewUser, disableUser, findUserByUsername, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
 import { enrolTotpDirectly, removeAllFactors } from '../server/auth/factors.ts';
 import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
@@ -241,7 +241,7 @@ const commands: Record<string, Command> = {
     async run({ values: v }, { db, config }) {
       if (!v.patient) throw new UsageError('--patient is required');
       const username = v.user as string | undefined;
-      const user = username ? await findUserByName(db, username) : undefined;
+      const user = username ? await findUserByUsername(db, username) : undefined;
       const request = {
         patient: String(v.patient), encounter: v.encounter as string | undefined, clientId: v.client as string | undefined,
         userId: user?.id, fhirContext: strings(v['fhir-context']),
@@ -403,7 +403,7 @@ const commands: Record<string, Command> = {
 
 async function existingUser(db: Db, username: string | undefined): Promise<User> {
   if (!username) throw new UsageError('a username is required');
-  const user = await findUserByName(db, username);
+  const user = await findUserByUsername(db, username);
   if (!user) throw new UsageError(`no user ${username}`);
   return user;
 }

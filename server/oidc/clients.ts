@@ -1,6 +1,6 @@
 // Client registry used by the CLI: builds SMART client metadata, validates it with
 // oidc-provider's own rules, and stores it where the running server reads it.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
@@ -203,15 +203,27 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
 }
 
 /**
+ * What a rotation form names as the secret it replaces: a digest of it, never the secret. Once that
+ * secret is rotated, the form names one that is gone: sent again (a reload of its answer), it rotates nothing.
+ */
+export const rotationOf = (md: ClientMetadata): string => createHash('sha256').update(`client secret rotation:${String(md.client_secret)}`).digest('base64url');
+
+export class SecretAlreadyRotated extends ClientError {}
+
+/**
  * Gives a client that authenticates with a client secret a new one, stored as secrets are. The process that
  * rotates it refuses the old one at once; other processes (the server, after the CLI rotated it) within
- * CLIENT_CACHE_MS. The client's grants and tokens stay. Returns the new secret.
+ * CLIENT_CACHE_MS. The client's grants and tokens stay. `replacing` (a form's rotationOf): only while the
+ * secret is still the one it names. Returns the new secret.
  */
-export async function rotateClientSecret(db: Db, clientId: string): Promise<string> {
+export async function rotateClientSecret(db: Db, clientId: string, replacing?: string): Promise<string> {
   const read = await readClient(db, clientId);
   if (!read) throw new ClientError(`client ${clientId} is not registered`);
   if (!usesClientSecret(read.metadata)) {
     throw new ClientError(`client ${clientId} has no client secret to rotate: it authenticates with ${String(read.metadata.token_endpoint_auth_method)}`);
+  }
+  if (replacing !== undefined && replacing !== rotationOf(read.metadata)) {
+    throw new SecretAlreadyRotated('The client secret was already rotated since this page was shown: nothing was changed.');
   }
   const secret = newClientSecret();
   await storeClient(db, clientId, read.stored, { ...read.metadata, client_secret: secret });

@@ -25,10 +25,10 @@ const JWT_ONLY = new Set(['AccessToken', 'ClientCredentials']);
 const MANAGEMENT_ROUTES = new Set(['client', 'client_update', 'client_delete']);
 const managingClient = () => MANAGEMENT_ROUTES.has((Provider.ctx as { oidc?: { route?: string } } | undefined)?.oidc?.route ?? '');
 
-/** A registration or a 7592 update: stored unless it would put back a secret rotated out meanwhile (409, try again). */
+/** A registration or a 7592 update: stored unless it would put back a secret rotated out or a client removed meanwhile (409). */
 async function storeClientPayload(db: Db, id: string, payload: AdapterPayload): Promise<void> {
   try {
-    await storeRegisteredClient(db, id, payload as ClientMetadata);
+    await storeRegisteredClient(db, id, payload as ClientMetadata, { update: managingClient() });
   } catch (err) {
     if (err instanceof ClientError) throw new errors.InvalidRequest(err.message, 409);
     throw err;

@@ -247,10 +247,12 @@ const changedMeanwhile = (clientId: string) => `client ${clientId} was changed m
 /**
  * Stores a client oidc-provider registered (RFC 7591) or updated (RFC 7592). An update keeps the client
  * secret as stored: one that carries another (it read the client before a rotation, here, in the CLI or on
- * another instance) is refused and nothing stored. A client without a secret may be given its first.
+ * another instance) is refused and nothing stored. A client without a secret may be given its first. An
+ * update of a client removed meanwhile is refused: it does not bring the client back.
  */
-export async function storeRegisteredClient(db: Db, clientId: string, metadata: ClientMetadata): Promise<void> {
+export async function storeRegisteredClient(db: Db, clientId: string, metadata: ClientMetadata, { update }: { update: boolean }): Promise<void> {
   const read = await readClient(db, clientId);
+  if (!read && update) throw new ClientError(`client ${clientId} is not registered`);
   if (!read) {
     await insertClient(db, { ...metadata, client_id: clientId });
     forgetClient(db, clientId);

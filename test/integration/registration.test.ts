@@ -6,7 +6,7 @@ import type { Adapter } from 'oidc-provider';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, authorizedTokens, exchangeCode, secretAccepted } from '../support/oauth.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
-import { rotateClientSecret } from '../../server/oidc/clients.ts';
+import { removeClient, rotateClientSecret } from '../../server/oidc/clients.ts';
 import { runCli } from '../support/cli.ts';
 
 describe('dynamic client registration', () => {
@@ -128,15 +128,13 @@ describe('dynamic client registration', () => {
       assert.ok(await secretAccepted(cached.issuer, created.client_id, secret));
     });
 
-    it('refuses an update whose client was read before a rotation stored meanwhile (409): the new secret stays', async () => {
-      const created = await registeredAndUsed();
+    /** Sends an update of `created` whose store is preceded by `meanwhile` (after oidc-provider read the client); the refusal it gets. */
+    async function racedUpdate(created: { client_id: string; registration_access_token: string; registration_client_uri: string }, meanwhile: () => Promise<unknown>) {
       const { adapter } = cached.host.provider.Client as unknown as { adapter: Adapter }; // (not in the published types)
       const upsert = adapter.upsert;
-      let secret = '';
-      // The rotation lands after oidc-provider read the client for the update, before the update is stored.
       adapter.upsert = async (...args: Parameters<Adapter['upsert']>) => {
         adapter.upsert = upsert;
-        secret = await rotateClientSecret(cached.db, created.client_id);
+        await meanwhile();
         return upsert.apply(adapter, args);
       };
       try {
@@ -144,14 +142,28 @@ describe('dynamic client registration', () => {
         assert.equal(res.status, 409, await res.clone().text());
         const body = await res.json();
         assert.equal(body.error, 'invalid_request');
-        assert.match(body.error_description, /changed meanwhile/);
-        assert.ok(!JSON.stringify(body).includes(created.client_secret) && !JSON.stringify(body).includes(secret), 'no secret in the refusal');
+        return body as { error_description: string };
       } finally {
         adapter.upsert = upsert;
       }
+    }
+
+    it('refuses an update whose client was read before a rotation stored meanwhile (409): the new secret stays', async () => {
+      const created = await registeredAndUsed();
+      let secret = '';
+      const body = await racedUpdate(created, async () => { secret = await rotateClientSecret(cached.db, created.client_id); });
+      assert.match(body.error_description, /changed meanwhile/);
+      assert.ok(!JSON.stringify(body).includes(created.client_secret) && !JSON.stringify(body).includes(secret), 'no secret in the refusal');
       assert.equal(await storedSecret(created.client_id), secret, 'the rotated secret stays');
       assert.equal(await secretAccepted(cached.issuer, created.client_id, created.client_secret), false);
       assert.ok(await secretAccepted(cached.issuer, created.client_id, secret));
+    });
+    it('refuses an update of a client removed meanwhile (409): it does not come back', async () => {
+      const created = await registeredAndUsed();
+      const body = await racedUpdate(created, () => removeClient(cached.db, created.client_id));
+      assert.match(body.error_description, /is not registered/);
+      assert.equal(await cached.db('oidc_payloads').where({ model: 'Client', id: created.client_id }).first('id'), undefined);
+      assert.equal(await secretAccepted(cached.issuer, created.client_id, created.client_secret), false);
     });
   });
 

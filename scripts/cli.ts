@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, openDatabase, type Db } from '../server/db.ts';
-import { addUser, checkNewUser, disableUser, findUserByName, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { addUser, checkNewUser, disableUser, findUserByUsername, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
 import { enrolTotpDirectly, removeAllFactors } from '../server/auth/factors.ts';
 import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
@@ -15,18 +15,20 @@ import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../
 import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
-import { createAuditStore } from '../server/audit/audit-store.ts';
+import { AuditWriteError, createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
 import { auditLogUsed, clientRegistrationChanged, ehrLaunchCreated, initialAccessTokenIssued, signingKeyRotated } from '../server/audit/balp.ts';
 import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/disclosures.ts';
 import { toCsv, toFhirBundle, toJson, toPdf } from '../server/audit/render.ts';
 import { signedHeadIn } from '../server/audit/signed-head.ts';
 import type { AuditEvent } from '../server/audit/types.ts';
-import { checkLaunchRequest, launchUserProblem, mintLaunch } from '../server/launcher.ts';
+import { checkLaunchRequest, launchUserProblem, mintRecordedLaunch } from '../server/launcher.ts';
 import type Provider from 'oidc-provider';
 import { upstreamPatientDirectory, type PatientDirectory } from '../server/fhir/patient-directory.ts';
 
 class UsageError extends Error {}
+/** The command did nothing, for now: try again shortly (exit 1). */
+class Unavailable extends Error {}
 
 // oidc-provider and the FHIR store are loaded by the commands that use them only: a CLI call that
 // needs neither starts in about half the time.
@@ -239,7 +241,7 @@ const commands: Record<string, Command> = {
     async run({ values: v }, { db, config }) {
       if (!v.patient) throw new UsageError('--patient is required');
       const username = v.user as string | undefined;
-      const user = username ? await findUserByName(db, username) : undefined;
+      const user = username ? await findUserByUsername(db, username) : undefined;
       const request = {
         patient: String(v.patient), encounter: v.encounter as string | undefined, clientId: v.client as string | undefined,
         userId: user?.id, fhirContext: strings(v['fhir-context']),
@@ -248,8 +250,13 @@ const commands: Record<string, Command> = {
       const problem = await checkLaunchRequest({ patients, clientExists: (id) => clientExists(db, id) }, request)
         ?? (username ? launchUserProblem(username, user, request.patient) : undefined);
       if (problem) throw new UsageError(problem);
-      const launch = await mintLaunch(db, config, request);
-      await recordAdministration(db, config, ehrLaunchCreated({ ...administrator(config), launch, ...request, by: {} }));
+      let launch: string;
+      try {
+        launch = await mintRecordedLaunch(db, config, request, (id) => recordAdministration(db, config, ehrLaunchCreated({ ...administrator(config), launch: id, ...request, by: {} })));
+      } catch (err) {
+        if (err instanceof AuditWriteError) throw new Unavailable('the audit trail cannot take the record of this launch now: no launch was created; try again shortly');
+        throw err;
+      }
       return { json: { launch, expires_in: config.launchTtl }, text: `launch: ${launch}  (single use, expires in ${config.launchTtl} s)` };
     },
   },
@@ -396,7 +403,7 @@ const commands: Record<string, Command> = {
 
 async function existingUser(db: Db, username: string | undefined): Promise<User> {
   if (!username) throw new UsageError('a username is required');
-  const user = await findUserByName(db, username);
+  const user = await findUserByUsername(db, username);
   if (!user) throw new UsageError(`no user ${username}`);
   return user;
 }
@@ -474,7 +481,7 @@ export async function runCli(argv: string[]): Promise<number> {
     }
     const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError
       || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
-    const message = known ? (err as Error).message : `unexpected error: ${(err as Error).message}`;
+    const message = known || err instanceof Unavailable ? (err as Error).message : `unexpected error: ${(err as Error).message}`;
     if (wantsJson) console.log(JSON.stringify({ error: message }));
     else console.error(`smart-auth ${name}: ${message}`);
     return known ? 2 : 1;

@@ -83,7 +83,7 @@ export function mintLaunch(db: Db, config: Config, request: LaunchRequest): Prom
 }
 
 /** Mints a launch and records it; one whose record cannot be written is taken back (nobody was told of it) and the error rethrown. */
-async function mintRecordedLaunch(db: Db, config: Config, request: LaunchRequest, record: (launch: string) => Promise<void>): Promise<string> {
+export async function mintRecordedLaunch(db: Db, config: Config, request: LaunchRequest, record: (launch: string) => Promise<void>): Promise<string> {
   const launch = await mintLaunch(db, config, request);
   try {
     await record(launch);

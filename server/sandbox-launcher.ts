@@ -5,7 +5,7 @@ import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import { csrfToken, validCsrf } from './csrf.ts';
 import { sendPage } from './views.ts';
-import { checkLaunchRequest, launchUserProblem, mintLaunch, type LaunchRequest, type LauncherDeps } from './launcher.ts';
+import { checkLaunchRequest, launchUserProblem, mintRecordedLaunch, type LaunchRequest, type LauncherDeps } from './launcher.ts';
 import { findUserByUsername, listUsers, patientOf } from './oidc/users.ts';
 import { addClient, ClientError, listClients } from './oidc/clients.ts';
 import { pickablePatients } from './interactions/picker.ts';
@@ -13,6 +13,8 @@ import { isSandboxFailure, SANDBOX_FAILURES, saveSandboxLaunch } from './sandbox
 import { databaseAuditSink } from './audit/store.ts';
 import { clientRegistrationChanged, ehrLaunchCreated } from './audit/balp.ts';
 import { DEMO_ACCOUNTS } from './demo-accounts.ts';
+import { AuditWriteError } from './audit/audit-store.ts';
+import { sendAuditUnavailablePage } from './audit/unavailable.ts';
 
 interface LauncherApp { clientId: string; name: string; launchUri: string; redirectUri: string }
 
@@ -109,8 +111,14 @@ export function sandboxLauncherRoutes(deps: Omit<LauncherDeps, 'audit' | 'guard'
         ?? (input.skip_login && !user ? 'skipping the login needs a user to sign in as' : undefined)
         ?? (input.skip_login && user && !isDemoAccount(user.username) ? `skipping the login signs in a demo account only (${user.username} signs in with their password)` : undefined);
     if (problem || !app) return showLauncher(ctx, state, { message: problem }, 400);
-    const launch = await mintLaunch(db, config, request);
-    await audit.append(ehrLaunchCreated({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch, ...request, by: {} }));
+    let launch: string;
+    try {
+      launch = await mintRecordedLaunch(db, config, request, (id) => audit.append(ehrLaunchCreated({ recorded: new Date(), issuer: config.issuer, address: ctx.ip, launch: id, ...request, by: {} })));
+    } catch (err) {
+      // As the launch API: a launch the trail cannot record is not created (fail closed).
+      if (!(err instanceof AuditWriteError)) throw err;
+      return sendAuditUnavailablePage(ctx, 'launch', true);
+    }
     await saveSandboxLaunch(db, launch, {
       username: user?.username, skipLogin: Boolean(input.skip_login), skipConsent: Boolean(input.skip_consent), failure: isSandboxFailure(failure) ? failure : undefined,
     }, config.launchTtl);

@@ -1,10 +1,10 @@
 // node-oidc-provider storage adapter on knex: one table, one row per model instance.
-import type { Adapter, AdapterPayload } from 'oidc-provider';
-import { errors } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { noteRevocation } from './revocation.ts';
 import { cachedClient, forgetClient } from './client-cache.ts';
+import { ClientError, storeRegisteredClient } from './clients.ts';
 import { commitWrite, groupCommitFor } from '../group-commit.ts';
 import { firstUse, PAYLOAD_TABLE as TABLE, REPLAYED } from './first-use.ts';
 import { currentFacts } from './token/request.ts';
@@ -21,6 +21,20 @@ const MERGE = {
 /** Every access token this server issues is a JWT (see the resource server info in token/scope.ts). */
 const JWT_ONLY = new Set(['AccessToken', 'ClientCredentials']);
 
+/** RFC 7592 reads, updates and deletes see the client as stored, never as cached: a secret rotated elsewhere included. */
+const MANAGEMENT_ROUTES = new Set(['client', 'client_update', 'client_delete']);
+const managingClient = () => MANAGEMENT_ROUTES.has((Provider.ctx as { oidc?: { route?: string } } | undefined)?.oidc?.route ?? '');
+
+/** A registration or a 7592 update: stored unless it would put back a secret rotated out or a client removed meanwhile (409). */
+async function storeClientPayload(db: Db, id: string, payload: AdapterPayload): Promise<void> {
+  try {
+    await storeRegisteredClient(db, id, payload as ClientMetadata, { update: managingClient() });
+  } catch (err) {
+    if (err instanceof ClientError) throw new errors.InvalidRequest(err.message, 409);
+    throw err;
+  }
+}
+
 /** `clientCacheMs`: how long client metadata read from the database is reused (see client-cache.ts). */
 export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheMs?: number } = {}) {
   const commits = groupCommitFor(db);
@@ -35,6 +49,7 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
 
     async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
       if (JWT_ONLY.has(this.model)) throw new Error(`${this.model} is issued as a JWT here and never stored`);
+      if (this.model === 'Client') return storeClientPayload(db, id, payload);
       const row = {
         model: this.model,
         id,
@@ -57,7 +72,6 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
       const facts = currentFacts(db);
       if (facts?.holdsWrites) return facts.write({ table: TABLE, row, ...MERGE });
       await db(TABLE).insert(row).onConflict(['model', 'id']).merge();
-      if (this.model === 'Client') forgetClient(db, id);
     }
 
     private static parse(row: { payload: string; consumed_at: number | string | null } | undefined): AdapterPayload | undefined {
@@ -71,7 +85,7 @@ export function knexAdapterFactory(db: Db, { clientCacheMs = 0 }: { clientCacheM
       if (this.model === 'ReplayDetection') return undefined;
       // Introspection looks an opaque token up as each kind in turn; access tokens are JWTs, never stored.
       if (JWT_ONLY.has(this.model)) return undefined;
-      if (this.model === 'Client') return cachedClient(db, id, clientCacheMs, () => this.findStored(id));
+      if (this.model === 'Client') return managingClient() ? this.findStored(id) : cachedClient(db, id, clientCacheMs, () => this.findStored(id));
       const facts = currentFacts(db);
       if (facts && this.model === 'Grant') {
         const { known, grant } = facts.takeGrant(id);

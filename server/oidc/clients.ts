@@ -1,6 +1,6 @@
 // Client registry used by the CLI: builds SMART client metadata, validates it with
 // oidc-provider's own rules, and stores it where the running server reads it.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Db } from '../db.ts';
@@ -122,9 +122,12 @@ export async function addClient(db: Db, provider: Provider, input: NewClient, ce
     const e = err as { error_description?: string; message: string };
     throw new ClientError(e.error_description ?? e.message);
   }
-  await db('oidc_payloads').insert({ model: 'Client', id: metadata.client_id, payload: JSON.stringify(metadata), expires_at: null });
+  await insertClient(db, metadata);
   return metadata;
 }
+
+const insertClient = (db: Db, metadata: ClientMetadata) =>
+  db('oidc_payloads').insert({ model: 'Client', id: metadata.client_id, payload: JSON.stringify(metadata), expires_at: null });
 
 export async function clientExists(db: Db, clientId: string): Promise<boolean> {
   return Boolean(await db('oidc_payloads').where({ model: 'Client', id: clientId }).first('id'));
@@ -200,15 +203,27 @@ export async function updateClient(db: Db, provider: Provider, clientId: string,
 }
 
 /**
+ * What a rotation form names as the secret it replaces: a digest of it, never the secret. Once that
+ * secret is rotated, the form names one that is gone: sent again (a reload of its answer), it rotates nothing.
+ */
+export const rotationOf = (md: ClientMetadata): string => createHash('sha256').update(`client secret rotation:${String(md.client_secret)}`).digest('base64url');
+
+export class SecretAlreadyRotated extends ClientError {}
+
+/**
  * Gives a client that authenticates with a client secret a new one, stored as secrets are. The process that
  * rotates it refuses the old one at once; other processes (the server, after the CLI rotated it) within
- * CLIENT_CACHE_MS. The client's grants and tokens stay. Returns the new secret.
+ * CLIENT_CACHE_MS. The client's grants and tokens stay. `replacing` (a form's rotationOf): only while the
+ * secret is still the one it names. Returns the new secret.
  */
-export async function rotateClientSecret(db: Db, clientId: string): Promise<string> {
+export async function rotateClientSecret(db: Db, clientId: string, replacing?: string): Promise<string> {
   const read = await readClient(db, clientId);
   if (!read) throw new ClientError(`client ${clientId} is not registered`);
   if (!usesClientSecret(read.metadata)) {
     throw new ClientError(`client ${clientId} has no client secret to rotate: it authenticates with ${String(read.metadata.token_endpoint_auth_method)}`);
+  }
+  if (replacing !== undefined && replacing !== rotationOf(read.metadata)) {
+    throw new SecretAlreadyRotated('The client secret was already rotated since this page was shown: nothing was changed.');
   }
   const secret = newClientSecret();
   await storeClient(db, clientId, read.stored, { ...read.metadata, client_secret: secret });
@@ -224,7 +239,31 @@ async function storeClient(db: Db, clientId: string, stored: string, metadata: o
   const updated = await db('oidc_payloads').where({ model: 'Client', id: clientId, payload: stored }).update({ payload: JSON.stringify(metadata) });
   forgetClient(db, clientId);
   if (updated) return;
-  throw new ClientError(await clientExists(db, clientId) ? `client ${clientId} was changed meanwhile: nothing was stored; try again` : `client ${clientId} is not registered`);
+  throw new ClientError(await clientExists(db, clientId) ? changedMeanwhile(clientId) : `client ${clientId} is not registered`);
+}
+
+const changedMeanwhile = (clientId: string) => `client ${clientId} was changed meanwhile: nothing was stored; try again`;
+
+/**
+ * Stores a client oidc-provider registered (RFC 7591) or updated (RFC 7592). An update keeps the client
+ * secret as stored: one that carries another (it read the client before a rotation, here, in the CLI or on
+ * another instance) is refused and nothing stored. A client without a secret may be given its first. An
+ * update of a client removed meanwhile is refused: it does not bring the client back.
+ */
+export async function storeRegisteredClient(db: Db, clientId: string, metadata: ClientMetadata, { update }: { update: boolean }): Promise<void> {
+  const read = await readClient(db, clientId);
+  if (!read && update) throw new ClientError(`client ${clientId} is not registered`);
+  if (!read) {
+    await insertClient(db, { ...metadata, client_id: clientId });
+    forgetClient(db, clientId);
+    return;
+  }
+  const secret = read.metadata.client_secret;
+  if (secret !== undefined && metadata.client_secret !== secret) {
+    forgetClient(db, clientId);
+    throw new ClientError(changedMeanwhile(clientId));
+  }
+  await storeClient(db, clientId, read.stored, metadata);
 }
 
 /**

@@ -70,11 +70,6 @@ export async function disableUser(db: Db, username: string): Promise<boolean> {
   return true;
 }
 
-export async function findUserByName(db: Db, username: string): Promise<User | undefined> {
-  const row = await db('users').where('username', username).first();
-  return row ? toUser(row) : undefined;
-}
-
 /**
  * Sets a new password (it must pass the password policy) and ends every session but
  * `exceptSession` and every grant of the user: whoever knew the old one is out.

@@ -9,7 +9,7 @@ import type { Db } from '../db.ts';
 import type { ProviderHost } from '../oidc/provider-host.ts';
 import { csrfToken, validCsrf } from '../csrf.ts';
 import {
-  addClient, ClientError, findClientMetadata, removeClient, rotateClientSecret, updateClient, usesClientSecret, type ClientAuth,
+  addClient, ClientError, findClientMetadata, removeClient, rotateClientSecret, rotationOf, SecretAlreadyRotated, updateClient, usesClientSecret, type ClientAuth,
 } from '../oidc/clients.ts';
 import { field, FORM_EXPIRED, formBody, sendPage } from './session.ts';
 import { databaseAuditSink } from '../audit/store.ts';
@@ -73,6 +73,8 @@ function clientView(md: ClientMetadata) {
     // A key URL can be edited for private_key_jwt clients that publish their keys at a URL (not inline keys).
     editableJwksUri: authMethod === 'private_key_jwt' && md.jwks === undefined,
     hasSecret: usesClientSecret(md),
+    /** What the rotation form names as the secret it replaces (a reload of its answer rotates nothing). */
+    rotation: usesClientSecret(md) ? rotationOf(md) : undefined,
   };
 }
 
@@ -249,13 +251,15 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     if (!client.hasSecret) return showManage(ctx, owned.metadata, owned.rat, { message: `This app has no client secret to rotate: ${client.authLabel}.` }, 400);
     let secret: string;
     try {
-      secret = await rotateClientSecret(db, owned.clientId);
+      secret = await rotateClientSecret(db, owned.clientId, field(ctx.request.body, 'rotation'));
     } catch (err) {
+      if (err instanceof SecretAlreadyRotated) return showManage(ctx, owned.metadata, owned.rat, { message: `${err.message} The new secret was shown once, after that rotation; if it is lost, rotate again below.` }, 409);
       if (err instanceof ClientError) return showManage(ctx, owned.metadata, owned.rat, { message: err.message }, 400);
       throw err;
     }
     await registrationChanged(ctx, 'update', owned.clientId, ['client_secret']);
-    return showManage(ctx, owned.metadata, owned.rat, { newSecret: secret });
+    // Answered here, with no-store (sendPage): the secret is shown once and kept nowhere; sending the form again is refused.
+    return showManage(ctx, { ...owned.metadata, client_secret: secret }, owned.rat, { newSecret: secret });
   });
 
   router.post('/apps/manage/delete', formBody, async (ctx) => {

@@ -1,31 +1,19 @@
 // The smart-auth command, run as an administrator would, against the database of a running server.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { promisify } from 'node:util';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
+import { runCli } from '../support/cli.ts';
 import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
-
-const run = promisify(execFile);
-const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
 
 describe('CLI', () => {
   let server: TestServer;
   before(async () => { server = await startTestServer(); });
   after(() => server.stop());
 
-  async function cli(...args: string[]) {
-    try {
-      const { stdout } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
-      return { code: 0, stdout, json: args.includes('--json') ? JSON.parse(stdout) : undefined };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr, json: args.includes('--json') && e.stdout ? JSON.parse(e.stdout) : undefined };
-    }
-  }
+  const cli = (...args: string[]) => runCli(server, ...args);
 
   it('adds a user and a client that the running server uses at once', async () => {
     const user = await cli('user', 'add', 'nurse.kim', '--password', 'a-long-password', '--name', 'Kim Lee', '--fhir-user', 'Practitioner/dr-jones',
@@ -214,7 +202,7 @@ describe('CLI', () => {
   it('prints no "Unsupported runtime" warning from oidc-provider', async () => {
     const result = await cli('client', 'list');
     assert.equal(result.code, 0);
-    const { stderr } = await run(process.execPath, [BIN, 'keys', 'list'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
+    const { stderr } = await cli('keys', 'list');
     assert.doesNotMatch(stderr, /Unsupported runtime|oidc-provider WARNING/);
   });
 

@@ -51,10 +51,16 @@ async function openManage(server: TestServer, clientId: string, rat: string, bro
   return { res, html: await res.text(), browser };
 }
 
+/** The fields of an app page's secret rotation form, as the browser sends them. */
+function rotationForm(html: string, owner: { client_id: string; rat: string }): Record<string, string> {
+  const rotation = /name="rotation" value="([^"]*)"/.exec(html)?.[1];
+  return { csrf: hiddenValue(html, 'csrf'), client_id: owner.client_id, registration_access_token: owner.rat, ...(rotation === undefined ? {} : { rotation }) };
+}
+
 /** Opens the app's page as `owner` and posts its secret rotation form, with `fields` over the page's own (undefined: left out). */
 async function postRotation(server: TestServer, owner: { client_id: string; rat: string }, fields: Record<string, string | undefined> = {}) {
   const { browser, html } = await openManage(server, owner.client_id, owner.rat);
-  const all = { csrf: hiddenValue(html, 'csrf'), client_id: owner.client_id, registration_access_token: owner.rat, ...fields };
+  const all = { ...rotationForm(html, owner), ...fields };
   const body = Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined));
   const res = await browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, { method: 'POST', body: form(body) });
   return { res, html: await res.text() };
@@ -434,6 +440,41 @@ describe('developer portal (/apps)', () => {
       assert.equal(records.length, 1);
       assert.deepEqual(records[0].entity[0].detail.map((d: any) => d.valueString), ['client_secret']);
       assert.ok(!JSON.stringify(records).includes(secret) && !JSON.stringify(records).includes(app.client_secret!), 'never the secret itself');
+    });
+
+    it('rotates once per form: the same form sent again (a reload of the answer) is refused as already rotated, and nothing changes', async () => {
+      const app = await register(server, { client_name: 'Reloaded App', redirect_uris: 'https://reloaded.example.org/cb', auth: 'secret' });
+      const { browser, html } = await openManage(server, app.client_id, app.rat);
+      const sent = rotationForm(html, app);
+      const rotate = (fields: Record<string, string>) => browser.fetch(`${server.issuer}/apps/manage/rotate-secret`, { method: 'POST', body: form(fields) });
+      const first = await rotate(sent);
+      assert.equal(first.status, 200);
+      assert.equal(first.headers.get('cache-control'), 'no-store', 'the page with the secret is not kept');
+      const answer = await first.text();
+      const secret = hiddenValue(answer, 'client_secret');
+
+      const again = await rotate(sent);
+      assert.equal(again.status, 409);
+      const refused = await again.text();
+      assert.match(refused, /The client secret was already rotated/);
+      assert.doesNotMatch(refused, /name="client_secret"/, 'no secret shown');
+      assert.equal((await storedClient(server, app.client_id))?.client_secret, secret, 'no second rotation');
+      assert.ok(await secretAccepted(server.issuer, app.client_id, secret), 'the secret shown once still works');
+      for (const rotation of [undefined, 'made-up']) {
+        const { rotation: _, ...rest } = sent;
+        assert.equal((await rotate(rotation === undefined ? rest : { ...rest, rotation })).status, 409, `rotation ${rotation}`);
+      }
+      assert.equal((await storedClient(server, app.client_id))?.client_secret, secret);
+      const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+        .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === app.client_id);
+      assert.equal(records.length, 1, 'one rotation recorded');
+
+      // The answer's own form rotates once more, deliberately.
+      const next = await rotate(rotationForm(answer, app));
+      assert.equal(next.status, 200);
+      const newer = hiddenValue(await next.text(), 'client_secret');
+      assert.notEqual(newer, secret);
+      assert.equal((await storedClient(server, app.client_id))?.client_secret, newer);
     });
 
     it('rotates the secret of a client_secret_post app registered at /register', async () => {

@@ -9,6 +9,7 @@ import { saveSandboxLaunch } from '../../server/sandbox.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { backendClient } from '../support/backend.ts';
 import { isPg } from '../../server/db-statements.ts';
+import { runCli, type CliResult } from '../support/cli.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
 
@@ -31,6 +32,33 @@ describe('EHR launch', () => {
     assert.match(refusal.message, /answered 400/);
     return /<p>([^<]*expired[^<]*)<\/p>/.exec(refusal.html ?? '')?.[1];
   };
+
+  /** Makes the audit store refuse every record of a minted launch (110100), and only those, until undone. */
+  async function refuseLaunchRecords(refuse: boolean) {
+    const db = server.db;
+    if (!isPg(db)) {
+      await db.raw(refuse ? "CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events WHEN NEW.type_code = '110100' BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER refuse_launch_records');
+    } else if (refuse) {
+      await db.raw("CREATE FUNCTION refuse_launch_records() RETURNS trigger AS $$ BEGIN IF NEW.type_code = '110100' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql");
+      await db.raw('CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_launch_records()');
+    } else {
+      await db.raw('DROP TRIGGER refuse_launch_records ON audit_events');
+      await db.raw('DROP FUNCTION refuse_launch_records()');
+    }
+  }
+
+  /** Runs `work` while the launch records cannot be written; the number of launches stored before and after. */
+  async function withoutLaunchRecords(work: () => Promise<void>) {
+    const count = async () => Number((await server.db('ehr_launches').count({ n: '*' }).first())?.n);
+    const before = await count();
+    await refuseLaunchRecords(true);
+    try {
+      await work();
+    } finally {
+      await refuseLaunchRecords(false);
+    }
+    return { before, after: await count() };
+  }
 
   it('binds the launch context without a picker and returns patient, encounter and UI context', async () => {
     const launch = await launchId({ patient: 'pat-2', encounter: 'enc-2b' });
@@ -217,33 +245,15 @@ describe('EHR launch', () => {
       assert.equal((await post(jones, { patient: 'pat-2', user: 'dr.jones' })).status, 201, 'naming themselves is fine');
     });
 
-    /** Makes the audit store refuse every record of a minted launch (110100), and only those, until undone. */
-    async function refuseLaunchRecords(refuse: boolean) {
-      const db = server.db;
-      if (!isPg(db)) {
-        await db.raw(refuse ? "CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events WHEN NEW.type_code = '110100' BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER refuse_launch_records');
-      } else if (refuse) {
-        await db.raw("CREATE FUNCTION refuse_launch_records() RETURNS trigger AS $$ BEGIN IF NEW.type_code = '110100' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql");
-        await db.raw('CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_launch_records()');
-      } else {
-        await db.raw('DROP TRIGGER refuse_launch_records ON audit_events');
-        await db.raw('DROP FUNCTION refuse_launch_records()');
-      }
-    }
-
     it('answers 503 and keeps no launch when the record of its creation (110100) cannot be written, as other audited answers', async () => {
       const token = await backendToken('system/Patient.rs');
-      const before = await server.db('ehr_launches').count({ n: '*' }).first();
-      await refuseLaunchRecords(true);
-      try {
+      const launches = await withoutLaunchRecords(async () => {
         const res = await post(token, { patient: 'pat-1' });
         assert.equal(res.status, 503);
         assert.equal(res.headers.get('retry-after'), '1');
         assert.deepEqual(await res.json(), { error: 'temporarily_unavailable', error_description: 'the audit trail cannot take the record of this launch now' });
-      } finally {
-        await refuseLaunchRecords(false);
-      }
-      assert.deepEqual(await server.db('ehr_launches').count({ n: '*' }).first(), before, 'the launch nobody was told of is not kept');
+      });
+      assert.equal(launches.after, launches.before, 'the launch nobody was told of is not kept');
       assert.equal((await post(token, { patient: 'pat-1' })).status, 201, 'and launches work again once the trail takes records');
     });
 
@@ -322,6 +332,22 @@ describe('EHR launch', () => {
     });
   });
 
+  it('creates no launch with the CLI when its record cannot be written: exit 1 and a clear message', async () => {
+    for (const json of [false, true]) {
+      let result!: CliResult;
+      const launches = await withoutLaunchRecords(async () => {
+        result = await runCli(server, 'launch', 'create', '--patient', 'pat-1', ...(json ? ['--json'] : []));
+      });
+      const message = 'the audit trail cannot take the record of this launch now: no launch was created; try again shortly';
+      assert.equal(result.code, 1, result.stdout);
+      if (json) assert.deepEqual(result.json, { error: message });
+      else assert.equal(result.stderr.trim(), `smart-auth launch create: ${message}`);
+      assert.doesNotMatch(result.stdout + result.stderr, /unexpected error|refused|SQLITE|audit_events/i, 'no internals');
+      assert.equal(launches.after, launches.before, 'the launch nobody was told of is not kept');
+    }
+    assert.equal((await runCli(server, 'launch', 'create', '--patient', 'pat-1')).code, 0, 'and launches work again');
+  });
+
   describe('the demo launcher page', () => {
     it('lists apps with a launch URL and gives the link that opens the app with iss and a fresh launch id', async () => {
       const browser = new Browser();
@@ -364,6 +390,25 @@ describe('EHR launch', () => {
       assert.match(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1') ?? '', /^This launch has expired/);
       const body = await authorizedTokens({ server, client: app, scope: SCOPE, launch, username: 'dr.jones', password: 'demo-password-2' });
       assert.equal(body.patient, 'pat-1');
+    });
+
+    it('shows a 503 page and keeps no launch when the record of the launch (110100) cannot be written', async () => {
+      const browser = new Browser();
+      const csrf = hiddenValue(await (await browser.fetch(`${server.issuer}/launcher`)).text(), 'csrf');
+      const launch = () => browser.fetch(`${server.issuer}/launcher`, { method: 'POST', body: form({ csrf, patient: 'pat-1', client_id: app.client_id, user: 'dr.smith', skip_login: '1' }) });
+      const sandboxLaunches = await server.db('sandbox_launches').count({ n: '*' }).first();
+      const launches = await withoutLaunchRecords(async () => {
+        const res = await launch();
+        assert.equal(res.status, 503);
+        assert.equal(res.headers.get('retry-after'), '1');
+        assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+        const html = await res.text();
+        assert.match(html, /The audit trail cannot take the record of this launch now, so no launch was created\./);
+        assert.doesNotMatch(html, /launch-link|refused|SQLITE|trigger|audit_events/i, 'no launch link, no internals');
+      });
+      assert.equal(launches.after, launches.before, 'the launch nobody was told of is not kept');
+      assert.deepEqual(await server.db('sandbox_launches').count({ n: '*' }).first(), sandboxLaunches, 'nor its sandbox options');
+      assert.equal((await launch()).status, 201, 'and launches work again once the trail takes records');
     });
 
     it('refuses a launcher form without its CSRF token', async () => {

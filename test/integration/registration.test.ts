@@ -2,9 +2,12 @@
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair } from 'jose';
+import type { Adapter } from 'oidc-provider';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, exchangeCode } from '../support/oauth.ts';
+import { authorize, authorizedTokens, exchangeCode, secretAccepted } from '../support/oauth.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
+import { removeClient, rotateClientSecret } from '../../server/oidc/clients.ts';
+import { runCli } from '../support/cli.ts';
 
 describe('dynamic client registration', () => {
   let server: TestServer;
@@ -81,6 +84,87 @@ describe('dynamic client registration', () => {
     assert.equal(removed.status, 204);
     for (let i = 0; i < 20 && (await read()).status !== 401; i++) await new Promise((r) => setTimeout(r, 25));
     assert.equal((await read()).status, 401);
+  });
+
+  describe('RFC 7592 after a client secret rotation (clients cached for a minute)', () => {
+    let cached: TestServer;
+    before(async () => { cached = await startTestServer({ CLIENT_CACHE_MS: '60000' }); });
+    after(() => cached.stop());
+
+    /** A confidential client registered at /register whose old secret the server has just used (so it is cached). */
+    async function registeredAndUsed() {
+      const res = await register({ client_name: 'Rotated elsewhere', redirect_uris: ['https://rotated.example.org/cb'] }, {}, cached);
+      const created = await res.json();
+      assert.ok(await secretAccepted(cached.issuer, created.client_id, created.client_secret), 'the registered secret works, and is cached');
+      return created as { client_id: string; client_secret: string; registration_access_token: string; registration_client_uri: string };
+    }
+    const put = (created: { registration_client_uri: string }, rat: string, metadata: Record<string, unknown>) => fetch(created.registration_client_uri, {
+      method: 'PUT', headers: { authorization: `Bearer ${rat}`, 'content-type': 'application/json' }, body: JSON.stringify(metadata),
+    });
+    const storedSecret = async (clientId: string) => JSON.parse((await cached.db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload')).payload).client_secret;
+
+    it('never restores the secret the CLI rotated out: the update answers with the current secret, and one carrying the old secret is refused', async () => {
+      const created = await registeredAndUsed();
+      const rotated = await runCli(cached, 'client', 'rotate-secret', created.client_id, '--json');
+      assert.equal(rotated.code, 0, rotated.stderr);
+      const secret = rotated.json.client_secret as string;
+
+      const read = await (await fetch(created.registration_client_uri, { headers: { authorization: `Bearer ${created.registration_access_token}` } })).json();
+      assert.equal(read.client_secret, secret, 'a read answers with the current secret, not the one cached');
+
+      // The app sends back its metadata as it was returned, its old secret included (RFC 7592 section 2.2: it must match the current one).
+      const stale = await put(created, created.registration_access_token, { client_id: created.client_id, client_secret: created.client_secret, client_name: 'Stale', redirect_uris: ['https://rotated.example.org/cb'] });
+      assert.equal(stale.status, 400);
+      assert.equal((await stale.json()).error, 'invalid_request');
+      assert.equal(await storedSecret(created.client_id), secret, 'nothing stored');
+
+      const updated = await put(created, created.registration_access_token, { client_id: created.client_id, client_name: 'Renamed', redirect_uris: ['https://rotated.example.org/cb'] });
+      assert.equal(updated.status, 200, await updated.clone().text());
+      const body = await updated.json();
+      assert.equal(body.client_name, 'Renamed');
+      assert.equal(body.client_secret, secret, 'the answer gives the secret that works: no new one is issued, the rotated one stays');
+      assert.equal(await storedSecret(created.client_id), secret);
+      assert.equal(await secretAccepted(cached.issuer, created.client_id, created.client_secret), false, 'the old secret stays refused');
+      assert.ok(await secretAccepted(cached.issuer, created.client_id, secret));
+    });
+
+    /** Sends an update of `created` whose store is preceded by `meanwhile` (after oidc-provider read the client); the refusal it gets. */
+    async function racedUpdate(created: { client_id: string; registration_access_token: string; registration_client_uri: string }, meanwhile: () => Promise<unknown>) {
+      const { adapter } = cached.host.provider.Client as unknown as { adapter: Adapter }; // (not in the published types)
+      const upsert = adapter.upsert;
+      adapter.upsert = async (...args: Parameters<Adapter['upsert']>) => {
+        adapter.upsert = upsert;
+        await meanwhile();
+        return upsert.apply(adapter, args);
+      };
+      try {
+        const res = await put(created, created.registration_access_token, { client_id: created.client_id, client_name: 'Racing', redirect_uris: ['https://rotated.example.org/cb'] });
+        assert.equal(res.status, 409, await res.clone().text());
+        const body = await res.json();
+        assert.equal(body.error, 'invalid_request');
+        return body as { error_description: string };
+      } finally {
+        adapter.upsert = upsert;
+      }
+    }
+
+    it('refuses an update whose client was read before a rotation stored meanwhile (409): the new secret stays', async () => {
+      const created = await registeredAndUsed();
+      let secret = '';
+      const body = await racedUpdate(created, async () => { secret = await rotateClientSecret(cached.db, created.client_id); });
+      assert.match(body.error_description, /changed meanwhile/);
+      assert.ok(!JSON.stringify(body).includes(created.client_secret) && !JSON.stringify(body).includes(secret), 'no secret in the refusal');
+      assert.equal(await storedSecret(created.client_id), secret, 'the rotated secret stays');
+      assert.equal(await secretAccepted(cached.issuer, created.client_id, created.client_secret), false);
+      assert.ok(await secretAccepted(cached.issuer, created.client_id, secret));
+    });
+    it('refuses an update of a client removed meanwhile (409): it does not come back', async () => {
+      const created = await registeredAndUsed();
+      const body = await racedUpdate(created, () => removeClient(cached.db, created.client_id));
+      assert.match(body.error_description, /is not registered/);
+      assert.equal(await cached.db('oidc_payloads').where({ model: 'Client', id: created.client_id }).first('id'), undefined);
+      assert.equal(await secretAccepted(cached.issuer, created.client_id, created.client_secret), false);
+    });
   });
 
   for (const [name, metadata, message] of [

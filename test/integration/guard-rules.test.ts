@@ -422,6 +422,53 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       });
     });
 
+    describe('who may change policy data and the records the server keeps', () => {
+      const send = (method: string, path: string, bearer: string, body?: unknown) => fetch(`${shape.fhirBase}/${path}`, {
+        method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
+      });
+      /** Asserts a 403 OperationOutcome whose diagnostics match `why`. */
+      const refused = async (res: Response, why: RegExp, what: string) => {
+        assert.equal(res.status, 403, what);
+        const outcome = await res.json();
+        assert.equal(outcome.resourceType, 'OperationOutcome', what);
+        assert.match(outcome.issue[0].diagnostics, why, what);
+      };
+      const batchStatus = async (res: Response) => ((await res.json()).entry ?? []).map((e: any) => e.response.status);
+      const R = { system: CONFIDENTIALITY, code: 'R' };
+      const writer = (username: string, password: string, purpose = 'TREAT') => token(username, password, { purpose, scope: 'openid fhirUser user/*.cruds' });
+
+      it('lets no token create, change or delete AuditEvents or Provenance: the server writes them, append-only', async () => {
+        const provenance = { resourceType: 'Provenance', id: 'prov-by-server', target: [{ reference: 'Observation/obs-1a-hba1c' }], recorded: '2026-01-01T00:00:00Z', agent: [{ who: { reference: 'Practitioner/dr-smith' } }] };
+        await shape.seed(provenance);
+        const forged = { ...provenance, agent: [{ who: { reference: 'Practitioner/dr-jones' } }] };
+        const event = {
+          resourceType: 'AuditEvent', type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' }, recorded: '2026-01-01T00:00:00Z',
+          agent: [{ requestor: true, who: { reference: 'Patient/pat-1' } }], source: { observer: { display: 'forged' } }, entity: [{ what: { reference: 'Patient/pat-1' } }],
+        };
+        const amy = await writer('amy', 'demo-password-3', 'PATRQT');
+        const auditor = await writer('auditor', 'demo-password-4', 'HOPERAT');
+        const smith = await writer('dr.smith', 'demo-password-1');
+        const why = /written by the server only/;
+        for (const bearer of [amy, auditor]) {
+          await refused(await send('POST', 'AuditEvent', bearer, event), why, 'AuditEvent create');
+          await refused(await send('PUT', 'AuditEvent/forged', bearer, { ...event, id: 'forged' }), why, 'AuditEvent update');
+          await refused(await send('DELETE', 'AuditEvent/forged', bearer), why, 'AuditEvent delete');
+        }
+        await refused(await send('POST', 'Provenance', smith, { ...forged, id: undefined }), why, 'Provenance create');
+        await refused(await send('PUT', 'Provenance/prov-by-server', smith, forged), why, 'Provenance update');
+        await refused(await send('DELETE', 'Provenance/prov-by-server', smith), why, 'Provenance delete');
+        await refused(await send('POST', 'Provenance/prov-by-server/$meta-add', smith, { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { security: [R] } }] }), why, '$meta-add');
+        const batch = await send('POST', '', smith, { resourceType: 'Bundle', type: 'batch', entry: [
+          { resource: forged, request: { method: 'PUT', url: 'Provenance/prov-by-server' } },
+          { resource: event, request: { method: 'POST', url: 'AuditEvent' } },
+        ] });
+        assert.deepEqual(await batchStatus(batch), ['403', '403']);
+        const kept = await get('Provenance/prov-by-server', smith);
+        assert.equal(kept.status, 200);
+        assert.deepEqual((await kept.json()).agent, provenance.agent, 'the record is as the server wrote it');
+      });
+    });
+
     it('records every access in the authorization server\'s audit chain, in the patient\'s accounting of disclosures', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       const requestId = `rules-${Date.now()}`;

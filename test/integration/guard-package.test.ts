@@ -159,7 +159,7 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     assert.match(refused.headers.get('www-authenticate') ?? '', /the access token has been revoked/);
   });
 
-  it('keeps, in every adapter, the records the server writes out of every token\'s writes', async () => {
+  it('keeps, in every adapter, the records the server writes out of every token\'s writes, and labels within what the writer may read', async () => {
     const client = await server.addClient({ auth: { kind: 'secret' } });
     for (const { base } of Object.values(apps)) {
       const writer = async (username: string, password: string, purpose: string) => {
@@ -179,6 +179,10 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       const smith = await writer('dr.smith', 'demo-password-1', 'TREAT');
       const provenance = { resourceType: 'Provenance', id: 'prov-1', target: [{ reference: 'Observation/obs-2b-pain' }], recorded: '2026-01-01T00:00:00Z', agent: [{ who: { reference: 'Practitioner/dr-jones' } }] };
       await refused(await smith('PUT', 'Provenance/prov-1', provenance), /written by the server only/, 'a clinician\'s Provenance');
+      const jones = await writer('dr.jones', 'demo-password-2', 'TREAT'); // clearance N
+      const { meta: _, ...pain } = await (await jones('GET', 'Observation/obs-2b-pain')).json();
+      await refused(await jones('PUT', 'Observation/obs-2b-pain', { ...pain, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] } }), /labels the token may not read/, 'R by a clinician cleared for N');
+      assert.equal((await jones('GET', 'Observation/obs-2b-pain')).status, 200, `${base}: nothing written`);
     }
   });
 

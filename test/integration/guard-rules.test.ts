@@ -435,6 +435,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       };
       const batchStatus = async (res: Response) => ((await res.json()).entry ?? []).map((e: any) => e.response.status);
       const R = { system: CONFIDENTIALITY, code: 'R' };
+      const HIV = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' };
       const writer = (username: string, password: string, purpose = 'TREAT') => token(username, password, { purpose, scope: 'openid fhirUser user/*.cruds' });
 
       it('lets no token create, change or delete AuditEvents or Provenance: the server writes them, append-only', async () => {
@@ -466,6 +467,29 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         const kept = await get('Provenance/prov-by-server', smith);
         assert.equal(kept.status, 200);
         assert.deepEqual((await kept.json()).agent, provenance.agent, 'the record is as the server wrote it');
+      });
+
+      it('lets no change raise a label beyond what the writer may read: its clearance, a sensitivity not granted, another purpose, test data', async () => {
+        const observation = { resourceType: 'Observation', id: 'obs-2-labelled', status: 'final', code: { text: 'labelled' }, subject: { reference: 'Patient/pat-2' } };
+        await shape.seed(observation);
+        const jones = await writer('dr.jones', 'demo-password-2'); // clearance N, no sensitivities
+        const why = /labels the token may not read/;
+        for (const label of [R, HIV, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'HTEST' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'HRESCH' }]) {
+          const labelled = { ...observation, meta: { security: [label] } };
+          await refused(await send('PUT', 'Observation/obs-2-labelled', jones, labelled), why, `update ${label.code}`);
+          await refused(await send('POST', 'Observation/obs-2-labelled/$meta-add', jones, { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { security: [label] } }] }), why, `$meta-add ${label.code}`);
+        }
+        const batch = await send('POST', '', jones, { resourceType: 'Bundle', type: 'batch', entry: [{ resource: { ...observation, meta: { security: [R] } }, request: { method: 'PUT', url: 'Observation/obs-2-labelled' } }] });
+        assert.deepEqual(await batchStatus(batch), ['403']);
+        const unchanged = await get('Observation/obs-2-labelled', jones);
+        assert.equal(unchanged.status, 200, 'still visible to him: nothing was written');
+        assert.deepEqual((await unchanged.json()).meta.security?.filter((c: any) => c.code !== 'N') ?? [], []);
+        const created = await send('POST', 'Observation', jones, { ...observation, id: undefined, meta: { security: [R] } });
+        assert.equal(created.status, 201, 'new data may be written up (hidden from him once written)');
+        assert.equal((await get(`Observation/${(await created.json()).id}`, jones)).status, 404);
+        const smith = await writer('dr.smith', 'demo-password-1'); // cleared for R and HIV: labels still go up within a clearance
+        assert.equal((await send('PUT', 'Observation/obs-2-labelled', smith, { ...observation, meta: { security: [R, HIV] } })).status, 200);
+        assert.equal((await get('Observation/obs-2-labelled', jones)).status, 404);
       });
     });
 

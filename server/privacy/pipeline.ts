@@ -139,16 +139,18 @@ export interface LabelledWrite {
 const UNNAMED_NAVIGATION = /\b(?:children|descendants|repeat|select|aggregate)\s*\(/;
 
 /**
- * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or a
- * FHIRPath Patch that mentions meta or navigates without naming elements (its paths are expressions;
- * reading them would be guessing).
+ * Whether a patch could change labels: a JSON Patch operation on the root or under /meta; a FHIRPath
+ * Patch (Parameters) that mentions meta, navigates without naming elements, or names one in a delimited
+ * identifier (`` `m\u0065ta` `` spells meta) — its paths are expressions, reading them would be guessing;
+ * any other body (a JSON Patch wrapped in a Binary, as batch entries carry it), which the guard cannot read.
  */
 function patchTouchesLabels(patch: unknown): boolean {
-  if (!Array.isArray(patch)) {
-    const text = JSON.stringify(patch ?? null);
-    return text.includes('meta') || UNNAMED_NAVIGATION.test(text);
+  if (Array.isArray(patch)) {
+    return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
   }
-  return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
+  if ((patch as { resourceType?: unknown } | undefined)?.resourceType !== 'Parameters') return true;
+  const text = JSON.stringify(patch);
+  return text.includes('meta') || text.includes('`') || UNNAMED_NAVIGATION.test(text);
 }
 
 export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {

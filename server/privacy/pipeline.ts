@@ -139,16 +139,18 @@ export interface LabelledWrite {
 const UNNAMED_NAVIGATION = /\b(?:children|descendants|repeat|select|aggregate)\s*\(/;
 
 /**
- * Whether a patch could change labels: a JSON Patch operation on the root or under /meta, or a
- * FHIRPath Patch that mentions meta or navigates without naming elements (its paths are expressions;
- * reading them would be guessing).
+ * Whether a patch could change labels: a JSON Patch operation on the root or under /meta; a FHIRPath
+ * Patch (Parameters) that mentions meta, navigates without naming elements, or names one in a delimited
+ * identifier (`` `m\u0065ta` `` spells meta) — its paths are expressions, reading them would be guessing;
+ * any other body (a JSON Patch wrapped in a Binary, as batch entries carry it), which the guard cannot read.
  */
 function patchTouchesLabels(patch: unknown): boolean {
-  if (!Array.isArray(patch)) {
-    const text = JSON.stringify(patch ?? null);
-    return text.includes('meta') || UNNAMED_NAVIGATION.test(text);
+  if (Array.isArray(patch)) {
+    return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
   }
-  return patch.some((op) => [op?.path, op?.from].some((path) => typeof path === 'string' && (path === '' || path === '/' || path.startsWith('/meta'))));
+  if ((patch as { resourceType?: unknown } | undefined)?.resourceType !== 'Parameters') return true;
+  const text = JSON.stringify(patch);
+  return text.includes('meta') || text.includes('`') || UNNAMED_NAVIGATION.test(text);
 }
 
 export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
@@ -170,11 +172,14 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     return true;
   }
 
-  async function visible(asker: Asker, resource: FhirResource): Promise<boolean> {
+  /** Whether the resource's labels let the asker see it: its purpose of use, test data, its clearance. */
+  const labelsAdmit = (asker: Asker, resource: FhirResource): boolean => {
     const labels = resourceLabels(resource, labelOptions);
-    if (!purposeAllows(labels, asker.purpose) || !testDataVisible(labels, asker.purpose)) return false;
-    if (residualForbids(asker.residual, labels, options.labels)) return false;
-    return consentPermits(asker, resource);
+    return purposeAllows(labels, asker.purpose) && testDataVisible(labels, asker.purpose) && !residualForbids(asker.residual, labels, options.labels);
+  };
+
+  async function visible(asker: Asker, resource: FhirResource): Promise<boolean> {
+    return labelsAdmit(asker, resource) && consentPermits(asker, resource);
   }
 
   /**
@@ -294,9 +299,13 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     },
 
     prepareWrite(token, { kind, resource, existing, patch }) {
-      // An update with nothing stored creates too.
+      // An update with nothing stored creates too: new data may be labelled above the writer's clearance (an intake feed).
       if (kind === 'create' || (kind === 'update' && !existing)) return { resource: resource && withConfidentiality(resource, labelOptions) };
       if (mayLowerLabels(token) || kind === 'delete') return { resource };
+      // A change may not raise labels beyond what the writer may read: that would hide the record from it and its peers.
+      if (resource && !labelsAdmit(askerOf(token), resource)) {
+        return { status: 403, code: 'forbidden', message: `the ${resource.resourceType} would carry labels the token may not read (above its clearance, another purpose of use, or test data): a privacy officer sets those` };
+      }
       const refuse = (what: string): Refusal => ({ status: 403, code: 'forbidden', message: `labels only go up: ${what} may be removed or lowered by a privacy officer only` });
       if (kind === 'patch') return patchTouchesLabels(patch) ? refuse('a patch of meta') : { resource };
       const lowered = existing && resource && loweredLabel(existing, resource, labelOptions);

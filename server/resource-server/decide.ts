@@ -112,7 +112,20 @@ export const isUnrestricted = (view: View): boolean => view.patients === undefin
 const mayReadAuditTrail = (token: TokenContext): boolean =>
   !token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/') === true || token.auditor === true;
 
+/**
+ * Records the server writes itself, append-only: the audit trail and the Provenance of each write. No token
+ * creates, changes or deletes them, whatever its scopes: a client could forge, rewrite or erase the record.
+ */
+const SERVER_WRITTEN: ReadonlySet<string> = new Set(['AuditEvent', 'Provenance']);
+
+/** Whether the interaction changes data: a create, update, patch, delete, or a writing operation. */
+const changesData = ({ kind, operation }: FhirInteraction): boolean =>
+  WRITES.has(kind) || (kind === 'operation' && knownOperation(operation ?? '')?.effect === 'write');
+
 export function decide(token: TokenContext, interaction: FhirInteraction, options: { allowOperations?: readonly string[] } = {}): Decision {
+  if (interaction.type && SERVER_WRITTEN.has(interaction.type) && changesData(interaction)) {
+    return deny({ status: 403, code: 'forbidden', message: `${interaction.type} resources are written by the server only: no token may create, change or delete them` });
+  }
   const decision = scopeDecision(token, interaction, options);
   if (decision.effect === 'allow' && interaction.type === 'AuditEvent' && !mayReadAuditTrail(token)) {
     return deny({ status: 403, code: 'forbidden', message: 'reading the audit trail needs the auditor role' });

@@ -469,8 +469,14 @@ export function createGuard(guardOptions: GuardOptions) {
       if (current.status === 200) {
         existing = current.body as FhirResource;
         stored = validatorsOf(existing, current.headers.get('etag'));
-      } else if (!gone) return { status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${current.status})` };
+      } else if (!gone) return unreadable(interaction, current.status);
       else if (interaction.kind !== 'update' || effect) return notFound(interaction);
+      else {
+        // An update that (re)creates: a deleted resource's last version stands as the stored one (labels only go up).
+        const last = await lastVersion(request, interaction);
+        if (isRefusal(last)) return last;
+        existing = last;
+      }
       // A write on data the token may not see is refused as if the data did not exist.
       if (existing && !(await admit(token, existing))) return notFound(interaction);
     }
@@ -487,6 +493,17 @@ export function createGuard(guardOptions: GuardOptions) {
     // The conditions last: a 412 only for a stored version the token may see and change.
     if (kind !== 'create' && precondition(request.method, request.headers, stored) !== 'pass') return preconditionFailed;
     return { ...prepared, existing };
+  }
+
+  const unreadable = (interaction: FhirInteraction, status: number): Refusal =>
+    ({ status: 502, code: 'exception', message: `the stored ${interaction.type}/${interaction.id} could not be read (the FHIR server answered ${status})` });
+
+  /** The newest version in the resource's history (FHIR lists it first), for a resource with no current one: deleted, or never created. */
+  async function lastVersion(request: ReceivedRequest, interaction: FhirInteraction): Promise<FhirResource | undefined | Refusal> {
+    const history = await readStored(request, `${interaction.type}/${interaction.id}/_history`);
+    if (history.status === 404 || history.status === 410) return undefined;
+    if (history.status !== 200) return unreadable(interaction, history.status);
+    return (history.body as FhirBundle).entry?.find((e) => e.resource)?.resource;
   }
 
   async function write(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {

@@ -159,6 +159,33 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     assert.match(refused.headers.get('www-authenticate') ?? '', /the access token has been revoked/);
   });
 
+  it('keeps, in every adapter, the records the server writes out of every token\'s writes, and labels within what the writer may read', async () => {
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      const writer = async (username: string, password: string, purpose: string) => {
+        const launch = await authorize({ server, client, scope: 'openid fhirUser user/*.cruds', username, password, purpose, aud: base });
+        const bearer = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+        return (method: string, path: string, body?: unknown) => fetch(`${base}/${path}`, {
+          method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
+        });
+      };
+      const refused = async (res: Response, why: RegExp, what: string) => {
+        assert.equal(res.status, 403, `${base}: ${what}`);
+        assert.match((await res.json()).issue[0].diagnostics, why, `${base}: ${what}`);
+      };
+      const amy = await writer('amy', 'demo-password-3', 'PATRQT');
+      const event = { resourceType: 'AuditEvent', type: { code: 'rest' }, recorded: '2026-01-01T00:00:00Z', agent: [{ requestor: true, who: { reference: 'Patient/pat-1' } }], source: { observer: { display: 'x' } }, entity: [{ what: { reference: 'Patient/pat-1' } }] };
+      await refused(await amy('POST', 'AuditEvent', event), /written by the server only/, 'a patient\'s AuditEvent');
+      const smith = await writer('dr.smith', 'demo-password-1', 'TREAT');
+      const provenance = { resourceType: 'Provenance', id: 'prov-1', target: [{ reference: 'Observation/obs-2b-pain' }], recorded: '2026-01-01T00:00:00Z', agent: [{ who: { reference: 'Practitioner/dr-jones' } }] };
+      await refused(await smith('PUT', 'Provenance/prov-1', provenance), /written by the server only/, 'a clinician\'s Provenance');
+      const jones = await writer('dr.jones', 'demo-password-2', 'TREAT'); // clearance N
+      const { meta: _, ...pain } = await (await jones('GET', 'Observation/obs-2b-pain')).json();
+      await refused(await jones('PUT', 'Observation/obs-2b-pain', { ...pain, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] } }), /labels the token may not read/, 'R by a clinician cleared for N');
+      assert.equal((await jones('GET', 'Observation/obs-2b-pain')).status, 200, `${base}: nothing written`);
+    }
+  });
+
   it('ships compiled JavaScript with types and a files list, and needs none of the authorization server\'s dependencies', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
     assert.ok(listing.includes('package/dist/server/resource-server/index.js'));

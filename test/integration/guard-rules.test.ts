@@ -422,6 +422,77 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       });
     });
 
+    describe('who may change policy data and the records the server keeps', () => {
+      const send = (method: string, path: string, bearer: string, body?: unknown) => fetch(`${shape.fhirBase}/${path}`, {
+        method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
+      });
+      /** Asserts a 403 OperationOutcome whose diagnostics match `why`. */
+      const refused = async (res: Response, why: RegExp, what: string) => {
+        assert.equal(res.status, 403, what);
+        const outcome = await res.json();
+        assert.equal(outcome.resourceType, 'OperationOutcome', what);
+        assert.match(outcome.issue[0].diagnostics, why, what);
+      };
+      const batchStatus = async (res: Response) => ((await res.json()).entry ?? []).map((e: any) => e.response.status);
+      const R = { system: CONFIDENTIALITY, code: 'R' };
+      const HIV = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' };
+      const writer = (username: string, password: string, purpose = 'TREAT') => token(username, password, { purpose, scope: 'openid fhirUser user/*.cruds' });
+
+      it('lets no token create, change or delete AuditEvents or Provenance: the server writes them, append-only', async () => {
+        const provenance = { resourceType: 'Provenance', id: 'prov-by-server', target: [{ reference: 'Observation/obs-1a-hba1c' }], recorded: '2026-01-01T00:00:00Z', agent: [{ who: { reference: 'Practitioner/dr-smith' } }] };
+        await shape.seed(provenance);
+        const forged = { ...provenance, agent: [{ who: { reference: 'Practitioner/dr-jones' } }] };
+        const event = {
+          resourceType: 'AuditEvent', type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' }, recorded: '2026-01-01T00:00:00Z',
+          agent: [{ requestor: true, who: { reference: 'Patient/pat-1' } }], source: { observer: { display: 'forged' } }, entity: [{ what: { reference: 'Patient/pat-1' } }],
+        };
+        const amy = await writer('amy', 'demo-password-3', 'PATRQT');
+        const auditor = await writer('auditor', 'demo-password-4', 'HOPERAT');
+        const smith = await writer('dr.smith', 'demo-password-1');
+        const why = /written by the server only/;
+        for (const bearer of [amy, auditor]) {
+          await refused(await send('POST', 'AuditEvent', bearer, event), why, 'AuditEvent create');
+          await refused(await send('PUT', 'AuditEvent/forged', bearer, { ...event, id: 'forged' }), why, 'AuditEvent update');
+          await refused(await send('DELETE', 'AuditEvent/forged', bearer), why, 'AuditEvent delete');
+        }
+        await refused(await send('POST', 'Provenance', smith, { ...forged, id: undefined }), why, 'Provenance create');
+        await refused(await send('PUT', 'Provenance/prov-by-server', smith, forged), why, 'Provenance update');
+        await refused(await send('DELETE', 'Provenance/prov-by-server', smith), why, 'Provenance delete');
+        await refused(await send('POST', 'Provenance/prov-by-server/$meta-add', smith, { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { security: [R] } }] }), why, '$meta-add');
+        const batch = await send('POST', '', smith, { resourceType: 'Bundle', type: 'batch', entry: [
+          { resource: forged, request: { method: 'PUT', url: 'Provenance/prov-by-server' } },
+          { resource: event, request: { method: 'POST', url: 'AuditEvent' } },
+        ] });
+        assert.deepEqual(await batchStatus(batch), ['403', '403']);
+        const kept = await get('Provenance/prov-by-server', smith);
+        assert.equal(kept.status, 200);
+        assert.deepEqual((await kept.json()).agent, provenance.agent, 'the record is as the server wrote it');
+      });
+
+      it('lets no change raise a label beyond what the writer may read: its clearance, a sensitivity not granted, another purpose, test data', async () => {
+        const observation = { resourceType: 'Observation', id: 'obs-2-labelled', status: 'final', code: { text: 'labelled' }, subject: { reference: 'Patient/pat-2' } };
+        await shape.seed(observation);
+        const jones = await writer('dr.jones', 'demo-password-2'); // clearance N, no sensitivities
+        const why = /labels the token may not read/;
+        for (const label of [R, HIV, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'HTEST' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'HRESCH' }]) {
+          const labelled = { ...observation, meta: { security: [label] } };
+          await refused(await send('PUT', 'Observation/obs-2-labelled', jones, labelled), why, `update ${label.code}`);
+          await refused(await send('POST', 'Observation/obs-2-labelled/$meta-add', jones, { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { security: [label] } }] }), why, `$meta-add ${label.code}`);
+        }
+        const batch = await send('POST', '', jones, { resourceType: 'Bundle', type: 'batch', entry: [{ resource: { ...observation, meta: { security: [R] } }, request: { method: 'PUT', url: 'Observation/obs-2-labelled' } }] });
+        assert.deepEqual(await batchStatus(batch), ['403']);
+        const unchanged = await get('Observation/obs-2-labelled', jones);
+        assert.equal(unchanged.status, 200, 'still visible to him: nothing was written');
+        assert.deepEqual((await unchanged.json()).meta.security?.filter((c: any) => c.code !== 'N') ?? [], []);
+        const created = await send('POST', 'Observation', jones, { ...observation, id: undefined, meta: { security: [R] } });
+        assert.equal(created.status, 201, 'new data may be written up (hidden from him once written)');
+        assert.equal((await get(`Observation/${(await created.json()).id}`, jones)).status, 404);
+        const smith = await writer('dr.smith', 'demo-password-1'); // cleared for R and HIV: labels still go up within a clearance
+        assert.equal((await send('PUT', 'Observation/obs-2-labelled', smith, { ...observation, meta: { security: [R, HIV] } })).status, 200);
+        assert.equal((await get('Observation/obs-2-labelled', jones)).status, 404);
+      });
+    });
+
     it('records every access in the authorization server\'s audit chain, in the patient\'s accounting of disclosures', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       const requestId = `rules-${Date.now()}`;

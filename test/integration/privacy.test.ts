@@ -312,6 +312,14 @@ describe('privacy enforcement', () => {
       for (const path of ["Observation.children().security.where(code='HIV')", "Observation.descendants().where(code='HIV')", "Observation.repeat(children()).where(code='R')", "Observation.select(children()).security"]) {
         assert.equal((await write('Observation/obs-2a-hiv-vl', system, fhirPathPatch(path), 'PATCH')).status, 403, path);
       }
+      // A delimited identifier spells meta with escapes; a JSON Patch in a Binary (as batch entries carry it) hides its paths in base64.
+      for (const path of ['Observation.`\\u006deta`.security', 'Observation.`m\\u0065ta`']) {
+        assert.equal((await write('Observation/obs-2a-hiv-vl', system, fhirPathPatch(path), 'PATCH')).status, 403, path);
+      }
+      const wrapped = { resourceType: 'Binary', contentType: 'application/json-patch+json', data: Buffer.from(JSON.stringify(patch)).toString('base64') };
+      assert.equal((await write('Observation/obs-2a-hiv-vl', system, wrapped, 'PATCH')).status, 403, 'a patch the guard cannot read');
+      const batch = await write('', system, { resourceType: 'Bundle', type: 'batch', entry: [{ resource: wrapped, request: { method: 'PATCH', url: 'Observation/obs-2a-hiv-vl' } }] }, 'POST');
+      assert.deepEqual((await batch.json()).entry.map((e: any) => e.response.status), ['403'], 'nor in a batch');
       assert.notEqual((await write('Observation/obs-2a-hiv-vl', system, fhirPathPatch("Observation.note.where(text='x')"), 'PATCH')).status, 403, 'a FHIRPath Patch of other elements is not a label change');
     });
 

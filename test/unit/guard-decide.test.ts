@@ -321,6 +321,23 @@ describe('resource-server/decide', () => {
     });
   });
 
+  describe('AuditEvent and Provenance writes', () => {
+    const officer = { fhirUser: 'Practitioner/auditor', claims: { extensions: { ihe_iua: { subject_role: [PRIVACY_OFFICER] } } }, auditor: true };
+    it('are refused to every token, whatever its scopes: the server writes them, append-only', () => {
+      for (const type of ['AuditEvent', 'Provenance']) {
+        for (const request of [`POST ${type}`, `PUT ${type}/x`, `PATCH ${type}/x`, `DELETE ${type}/x`]) {
+          for (const token of [tok('system/*.cruds system/AuditEvent.cud system/Provenance.cud'), tok('user/*.cruds', officer), tok('patient/*.cruds', { ...P1, fhirUser: 'Patient/pat-1' })]) {
+            const decision = decide(token, interactionOf(request, { resourceType: type, id: 'x' }));
+            assert.ok(decision.effect === 'deny' && /written by the server only/.test(decision.refusal.message), `${type}: ${request}`);
+          }
+        }
+        const metaAdd = decide(tok('system/*.cruds'), interactionOf(`POST ${type}/x/$meta-add`, { resourceType: 'Parameters' }), { allowOperations: ['meta-add'] });
+        assert.equal(metaAdd.effect, 'deny', `${type}/$meta-add`);
+      }
+      assert.equal(decide(tok('system/*.rs'), interactionOf('GET Provenance/x')).effect, 'allow', 'reading is not writing');
+    });
+  });
+
   describe('searchIsSafe', () => {
     const bounded: View[] = [{ patients: ['pat-1'], query: [] }];
     const restricted: View[] = [{ query: [['category', LAB]] }];
@@ -423,8 +440,9 @@ describe('resource-server/decide', () => {
 
     it('(1) never denies when a matching unbounded, unrestricted scope is granted', () => {
       fc.assert(fc.property(fc.array(scopeText, { maxLength: 4 }), context, resource, kind, fc.boolean(), fc.boolean(), (scopes, ctx, r, k, viaUser, wildcard) => {
-        // Consent writes need a Consent scope and, at user level, a privacy officer (tested on their own).
-        fc.pre(!(r.resourceType === 'Consent' && ['create', 'update', 'patch', 'delete'].includes(k)));
+        // Consent writes need a Consent scope and, at user level, a privacy officer; AuditEvent and Provenance
+        // are written by the server only (both tested on their own).
+        fc.pre(!(['Consent', 'AuditEvent', 'Provenance'].includes(r.resourceType) && ['create', 'update', 'patch', 'delete'].includes(k)));
         const type = SYSTEM_WIDE.has(k) || wildcard ? '*' : r.resourceType;
         // system/ is unbounded; so is user/ for a user who is not a patient and has no userPatients list.
         const grant = `${viaUser ? 'user' : 'system'}/${type}.${permissionOf(k)}`;

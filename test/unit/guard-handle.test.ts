@@ -287,6 +287,51 @@ describe('guard: conditional writes', () => {
   });
 });
 
+describe('guard: an update of a deleted resource', () => {
+  const R = { system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' };
+  /** A FHIR server that keeps the history of a deleted resource, as HAPI does: 410 on a read, its versions in `_history`. */
+  function keepingHistory(historyStatus = 200) {
+    const writes: string[] = [];
+    const json = (status: number, body: unknown) => ({ status, headers: new Headers({ 'content-type': 'application/fhir+json' }), body });
+    const upstream = inProcessUpstream(async (request: UpstreamRequest) => {
+      if (request.path.startsWith('Consent')) return json(200, { resourceType: 'Bundle', type: 'searchset', entry: [] });
+      if (request.method !== 'GET') {
+        writes.push(`${request.method} ${request.path}`);
+        return json(201, request.body);
+      }
+      if (request.path === 'Observation/obs-1/_history') {
+        return json(historyStatus, { resourceType: 'Bundle', type: 'history', entry: [
+          { request: { method: 'DELETE', url: 'Observation/obs-1' }, response: { status: '204' } },
+          { resource: { ...observation, meta: { versionId: '1', security: [R] } }, request: { method: 'PUT', url: 'Observation/obs-1' } },
+        ] });
+      }
+      return json(request.path === 'Observation/obs-1' ? 410 : 404, { resourceType: 'OperationOutcome', issue: [] });
+    });
+    const guard = createGuard({
+      base: BASE, upstream, upstreamBase: 'http://upstream/fhir', ...ruleOptions(upstream, { purposePolicy: false }),
+      verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope: 'system/Observation.cruds' }, BASE),
+    });
+    const put = (body: unknown) => guard.handle({ method: 'PUT', path: '/Observation/obs-1', headers: bearer, body });
+    return { put, writes };
+  }
+
+  it('keeps the labels of its last version: labels only go up across a delete', async () => {
+    const { put, writes } = keepingHistory();
+    const stripped = await put(observation);
+    assert.equal(stripped.status, 403);
+    assert.match((stripped.body as { issue: { diagnostics: string }[] }).issue[0].diagnostics, /labels only go up: the confidentiality R of Observation\/obs-1/);
+    assert.deepEqual(writes, []);
+    assert.equal((await put({ ...observation, meta: { security: [R] } })).status, 201, 'with its labels');
+    assert.deepEqual(writes, ['PUT Observation/obs-1']);
+  });
+
+  it('writes nothing when the history of the deleted resource cannot be read (502)', async () => {
+    const { put, writes } = keepingHistory(500);
+    assert.equal((await put({ ...observation, meta: { security: [R] } })).status, 502);
+    assert.deepEqual(writes, []);
+  });
+});
+
 describe('guard: batch entries', () => {
   it('sends an entry without a resource with no body, never the Bundle it came in', async () => {
     const sent: { path: string; body: unknown }[] = [];

@@ -1,7 +1,8 @@
 // Who may register what (RFC 7591 section 3.2.2: the server decides which metadata it accepts).
 // Anyone may register a SMART app; everything that reaches beyond one user's consent (client_credentials,
-// system/ scopes, introspection, purposes of use, a backend's clearance, the organization it acts for) needs an administrator: the CLI,
-// or an initial access token that carries those privileges. An RFC 7592 update never exceeds the client's own.
+// system/ scopes, introspection, purposes of use, a backend's clearance, the organization it acts for) needs
+// an administrator: the CLI, or an initial access token that carries those privileges. An RFC 7592 update
+// never exceeds the client's own.
 import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';

@@ -11,7 +11,7 @@ import { totpIssuerName } from '../server/auth/enrolment-page.ts';
 import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
 import { addClient, ClientError, clientExists, clientNames, listClients, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
-import { issueInitialAccessToken, invalidPrivileges, type Privileges } from '../server/oidc/registration-privileges.ts';
+import { issueInitialAccessToken, invalidPrivileges, organizationProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
@@ -60,6 +60,16 @@ const commaList = (s: unknown) => (typeof s === 'string' ? s.split(',').map((x) 
 function checkPurposes(purposes: string[]): void {
   const unknown = purposes.filter((p) => !isPurposeOfUse(p));
   if (unknown.length) throw new UsageError(`--purpose takes v3-ActReason purpose-of-use codes (TREAT, ETREAT, HPAYMT, ...): ${unknown.join(', ')}`);
+}
+
+/** `--organization-id <uri> [--organization <name>]`, as `user add` names them: the organization a client is bound to. */
+const ORGANIZATION_OPTIONS = { organization: { type: 'string' }, 'organization-id': { type: 'string' } } as const;
+
+function organizationOf(v: Record<string, unknown>): { organizationId?: string; organizationName?: string } {
+  const organization = { organizationId: v['organization-id'] as string | undefined, organizationName: v.organization as string | undefined };
+  const problem = organizationProblem(organization.organizationId, organization.organizationName);
+  if (problem) throw new UsageError(problem);
+  return organization;
 }
 
 const commands: Record<string, Command> = {
@@ -161,16 +171,18 @@ const commands: Record<string, Command> = {
     },
   },
   'client add': {
-    usage: 'client add --name <name> [--redirect-uri <url>]... [--post-logout-redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--purpose <code>]... [--resource-server] [--clearance <code>] [--sensitivity <codes or *>]',
+    usage: 'client add --name <name> [--redirect-uri <url>]... [--post-logout-redirect-uri <url>]... [--launch-uri <url>] (--public | --secret | --jwks-uri <url> | --jwks-file <path>) [--scope "<scopes>"] [--grant-type <type>]... [--purpose <code>]... [--resource-server] [--clearance <code>] [--sensitivity <codes or *>] [--organization-id <uri> [--organization "<name>"]]',
     options: {
       ...json, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true }, 'post-logout-redirect-uri': { type: 'string', multiple: true },
       'launch-uri': { type: 'string' },
       public: { type: 'boolean' }, secret: { type: 'boolean' }, 'jwks-uri': { type: 'string' }, 'jwks-file': { type: 'string' },
       scope: { type: 'string' }, 'grant-type': { type: 'string', multiple: true }, 'resource-server': { type: 'boolean' },
       purpose: { type: 'string', multiple: true }, clearance: { type: 'string' }, sensitivity: { type: 'string' },
+      ...ORGANIZATION_OPTIONS,
     },
     async run({ values: v }, { db, config }) {
       if (!v.name) throw new UsageError('--name is required');
+      const organization = organizationOf(v);
       const auths: ClientAuth[] = [];
       if (v.public) auths.push({ kind: 'public' });
       if (v.secret) auths.push({ kind: 'secret' });
@@ -193,7 +205,7 @@ const commands: Record<string, Command> = {
         launchUri: v['launch-uri'] as string | undefined,
         auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
         resourceServer: Boolean(v['resource-server']), purposes: strings(v.purpose),
-        clearance: v.clearance as string | undefined, sensitivity: commaList(v.sensitivity),
+        clearance: v.clearance as string | undefined, sensitivity: commaList(v.sensitivity), ...organization,
       });
       await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'create', clientId: String(metadata.client_id), by: {}, fields: Object.keys(metadata) }));
       const out: Record<string, unknown> = { client_id: metadata.client_id };
@@ -211,7 +223,8 @@ const commands: Record<string, Command> = {
       const clients = (await listClients(db)).map(({ client_secret: _secret, ...c }) => c);
       return {
         json: { clients },
-        text: clients.map((c) => `${String(c.client_id).padEnd(36)} ${String(c.token_endpoint_auth_method).padEnd(20)} ${c.client_name ?? ''}`).join('\n') || 'no clients',
+        text: clients.map((c) => `${String(c.client_id).padEnd(36)} ${String(c.token_endpoint_auth_method).padEnd(20)} ${c.client_name ?? ''}`
+          + (c.organization_id ? `  (organization ${[c.organization_name, c.organization_id].filter(Boolean).join(', ')})` : '')).join('\n') || 'no clients',
       };
     },
   },
@@ -369,11 +382,12 @@ const commands: Record<string, Command> = {
     },
   },
   'registration token': {
-    usage: 'registration token [--ttl <seconds>] [--scope "<system/ scopes>"] [--resource-server] [--purpose <code>]... [--clearance <code>] [--sensitivity <codes or *>]'
+    usage: 'registration token [--ttl <seconds>] [--scope "<system/ scopes>"] [--resource-server] [--purpose <code>]... [--clearance <code>] [--sensitivity <codes or *>] [--organization-id <uri> [--organization "<name>"]]'
       + '   (an initial access token for POST /register and /apps; a registration with it may ask for at most these privileges)',
     options: {
       ...json, ttl: { type: 'string' }, scope: { type: 'string' }, 'resource-server': { type: 'boolean' },
       purpose: { type: 'string', multiple: true }, clearance: { type: 'string' }, sensitivity: { type: 'string' },
+      ...ORGANIZATION_OPTIONS,
     },
     async run({ values: v }, { db, config }) {
       const ttl = v.ttl === undefined ? 86400 : Number(v.ttl);
@@ -385,6 +399,7 @@ const commands: Record<string, Command> = {
         purposes: strings(v.purpose),
         clearance: v.clearance as Privileges['clearance'],
         sensitivity: commaList(v.sensitivity),
+        ...organizationOf(v),
       };
       const problem = invalidPrivileges(privileges);
       if (problem) throw new UsageError(problem);

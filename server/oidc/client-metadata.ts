@@ -8,10 +8,10 @@ import { knownSensitivities } from '../hcs/label-vocabulary.ts';
 import { ALL_SENSITIVITIES } from './registration-privileges.ts';
 import { classifyAddress } from '../net/address-class.ts';
 
-export const CUSTOM_CLIENT_METADATA = ['smart_scope', 'launch_uri', 'resource_server', 'purposes_of_use', 'clearance', 'sensitivity'] as const;
+export const CUSTOM_CLIENT_METADATA = ['smart_scope', 'launch_uri', 'resource_server', 'purposes_of_use', 'clearance', 'sensitivity', 'organization_id', 'organization_name'] as const;
 
-/** Human-readable metadata a person sees on the login and consent pages. */
-const DISPLAY_METADATA = ['client_name'] as const;
+/** Human-readable metadata a person sees: on the login and consent pages, in access reports. */
+const DISPLAY_METADATA = ['client_name', 'organization_name'] as const;
 export const MAX_DISPLAY_LENGTH = 100;
 // Control characters, bidi controls (which reorder what is shown, e.g. U+202E), and line and paragraph separators.
 const UNSAFE_DISPLAY = /[\p{Cc}\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069\p{Zl}\p{Zp}]/u;
@@ -88,6 +88,10 @@ export function checkSmartClientMetadata(md: Metadata, production: boolean): voi
   if (md.sensitivity !== undefined && (!Array.isArray(md.sensitivity)
       || md.sensitivity.some((c) => c !== ALL_SENSITIVITIES && !knownSensitivities().includes(c as string)))) {
     fail(`sensitivity must list sensitivity codes (${knownSensitivities().join(', ')}) or "*"`);
+  }
+  if (md.organization_id !== undefined && (typeof md.organization_id !== 'string' || !URL.canParse(md.organization_id))) fail('organization_id must be a URI, e.g. urn:oid:1.2.3.4');
+  if (md.organization_name !== undefined && (typeof md.organization_name !== 'string' || md.organization_id === undefined)) {
+    fail('organization_name must be a string, and names the organization_id the client is bound to');
   }
   if (md.resource_server === true && md.token_endpoint_auth_method === 'none') fail('a resource server must be a confidential client');
   if (Array.isArray(md.grant_types) && md.grant_types.includes('client_credentials') && md.token_endpoint_auth_method === 'none') {

@@ -35,6 +35,9 @@ export interface NewClient {
   clearance?: string;
   /** Sensitivity codes a backend is cleared for, or ['*']. */
   sensitivity?: string[];
+  /** The organization (a URI) the client acts for, and its name: then no hl7-b2b assertion may name another. */
+  organizationId?: string;
+  organizationName?: string;
 }
 
 /** The SMART scopes a client may be granted, as registered (oidc-provider keeps custom metadata under its own name). */
@@ -56,6 +59,12 @@ export function clientClearanceOf(client: object): Clearance {
     ceiling: clearance && isConfidentiality(clearance) ? clearance : 'N',
     sensitivities: sensitivity?.includes(ALL_SENSITIVITIES) ? knownSensitivities() : sensitivity ?? [],
   };
+}
+
+/** The organization a client is bound to (IUA subject_organization_id and subject_organization), if any. */
+export function clientOrganizationOf(client: object): { id: string; name?: string } | undefined {
+  const { organization_id: id, organization_name: name } = client as { organization_id?: string; organization_name?: string };
+  return id ? { id, name } : undefined;
 }
 
 export class ClientError extends Error {
@@ -107,6 +116,8 @@ export function clientMetadata(input: NewClient): ClientMetadata {
   if (input.purposes?.length) metadata.purposes_of_use = input.purposes;
   if (input.clearance !== undefined) metadata.clearance = input.clearance;
   if (input.sensitivity?.length) metadata.sensitivity = input.sensitivity;
+  if (input.organizationId !== undefined) metadata.organization_id = input.organizationId;
+  if (input.organizationName !== undefined) metadata.organization_name = input.organizationName;
   return metadata;
 }
 

@@ -1,7 +1,8 @@
 // Who may register what (RFC 7591 section 3.2.2: the server decides which metadata it accepts).
 // Anyone may register a SMART app; everything that reaches beyond one user's consent (client_credentials,
-// system/ scopes, introspection, purposes of use, a backend's clearance) needs an administrator: the CLI,
-// or an initial access token that carries those privileges. An RFC 7592 update never exceeds the client's own.
+// system/ scopes, introspection, purposes of use, a backend's clearance, the organization it acts for) needs
+// an administrator: the CLI, or an initial access token that carries those privileges. An RFC 7592 update
+// never exceeds the client's own.
 import type Provider from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
@@ -22,6 +23,9 @@ export interface Privileges {
   sensitivity?: string[];
   /** client_credentials (implied by system scopes or resourceServer). */
   clientCredentials?: boolean;
+  /** The organization (a URI) the client must be bound to, and the name it must give it, if any. */
+  organizationId?: string;
+  organizationName?: string;
 }
 
 /** Open registration: SMART apps only. */
@@ -58,6 +62,9 @@ export function privilegeProblem(md: Metadata, allowed: Privileges): string | un
   if (confidentialityRank(clearance) > confidentialityRank(allowed.clearance ?? 'N')) return refused('clearance', `clearance ${clearance}`);
   const sensitivity = list(md.sensitivity).find((s) => !allowed.sensitivity?.includes(ALL_SENSITIVITIES) && !allowed.sensitivity?.includes(String(s)));
   if (sensitivity !== undefined) return refused('sensitivity', `sensitivity ${String(sensitivity)}`);
+  // An unbound client's hl7-b2b organization is its own claim: a ceiling that names an organization needs the binding.
+  if (md.organization_id !== allowed.organizationId) return refused('organization_id', md.organization_id === undefined ? 'acting for any organization' : `organization ${String(md.organization_id)}`);
+  if (md.organization_name !== undefined && md.organization_name !== allowed.organizationName) return refused('organization_name', `organization name ${String(md.organization_name)}`);
   return undefined;
 }
 
@@ -71,6 +78,8 @@ export function privilegesOf(md: Metadata): Privileges {
     purposes: list(md.purposes_of_use).map(String),
     clearance: typeof md.clearance === 'string' && isConfidentiality(md.clearance) ? md.clearance : undefined,
     sensitivity: list(md.sensitivity).map(String),
+    organizationId: typeof md.organization_id === 'string' ? md.organization_id : undefined,
+    organizationName: typeof md.organization_name === 'string' ? md.organization_name : undefined,
   };
 }
 
@@ -81,6 +90,13 @@ export function invalidPrivileges(p: Privileges): string | undefined {
   if (p.clearance !== undefined && !isConfidentiality(p.clearance)) return '--clearance is one of U L M N R V';
   const unknown = (p.sensitivity ?? []).filter((s) => s !== ALL_SENSITIVITIES && !knownSensitivities().includes(s));
   if (unknown.length) return `--sensitivity takes ${knownSensitivities().join(', ')} or '*': ${unknown.join(', ')}`;
+  return undefined;
+}
+
+/** A problem with an organization an administrator binds a client to (`--organization-id`, `--organization`), or undefined. */
+export function organizationProblem(id: string | undefined, name: string | undefined): string | undefined {
+  if (id !== undefined && !URL.canParse(id)) return '--organization-id must be a URI, e.g. urn:oid:1.2.3.4';
+  if (name !== undefined && id === undefined) return '--organization needs --organization-id';
   return undefined;
 }
 

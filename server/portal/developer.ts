@@ -178,8 +178,8 @@ export function developerPortalRoutes({ config, db, host }: DeveloperPortalDeps)
     try {
       metadata = await addClient(db, host.provider, {
         name: form.client_name, redirectUris, launchUri: form.launch_uri || undefined, auth, scope: form.scope || undefined,
-        // The form asks for no purposes of use: the app keeps the initial access token's limit.
-        purposes: ceiling.purposes,
+        // The form asks for no purposes of use nor organization: the app keeps the initial access token's.
+        purposes: ceiling.purposes, organizationId: ceiling.organizationId, organizationName: ceiling.organizationName,
       }, ceiling);
     } catch (err) {
       if (err instanceof ClientError) return showRegistration(ctx, form, err.message, 400);

@@ -204,4 +204,44 @@ describe('backend services (client_credentials, private_key_jwt)', () => {
       purpose_of_use: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT', display: 'treatment' }],
     });
   });
+  describe('a client bound to its organization', () => {
+    const ORG = 'https://clinic.example.org/fhir/Organization/1';
+    const b2b = (organization: Record<string, string>) => ({ claims: { extensions: { 'hl7-b2b': { version: '1', purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#TREAT'], ...organization } } } });
+    const iua = (body: Record<string, any>) => decodeJwt(body.access_token).payload.extensions?.ihe_iua;
+    let bound: BackendClient;
+    before(async () => {
+      bound = await backendClient(server, 'system/Patient.rs', 'ES384', { organizationId: ORG, organizationName: 'Example Clinic' });
+    });
+
+    it('is refused (invalid_client, nothing issued, the refusal recorded) when its hl7-b2b names another organization', async () => {
+      const count = async (outcome: string) => {
+        await groupCommitFor(server.db).idle();
+        return (await auditEvents(server.db, { subtype: 'ITI-71', outcome })).filter((e) => JSON.stringify(e).includes(bound.client_id)).length;
+      };
+      const [issued, refused] = [await count('0'), await count('4')];
+      const { res, body } = await bound.token('system/Patient.rs', b2b({ organization_id: 'https://hospital.example.org/fhir/Organization/9', organization_name: 'Example Hospital' }));
+      assert.equal(res.status, 401, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_client');
+      assert.equal(body.access_token, undefined);
+      assert.equal(await count('0'), issued);
+      assert.equal(await count('4'), refused + 1);
+    });
+
+    it('gets its registered organization in the token: asserted with the same id (its registered name wins), or not asserted at all', async () => {
+      for (const options of [b2b({ organization_id: ORG, organization_name: 'A Name It Chose' }), undefined]) {
+        const { res, body } = await bound.token('system/Patient.rs', options);
+        assert.equal(res.status, 200, JSON.stringify(body));
+        assert.equal(iua(body).subject_organization_id, ORG);
+        assert.equal(iua(body).subject_organization, 'Example Clinic');
+      }
+    });
+
+    it('leaves an unbound client\'s hl7-b2b organization as its own claim', async () => {
+      const { res, body } = await es.token('system/Patient.rs', b2b({ organization_id: 'https://anyone.example/org' }));
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.equal(iua(body).subject_organization_id, 'https://anyone.example/org');
+      const plain = await es.token('system/Patient.rs');
+      assert.equal(iua(plain.body)?.subject_organization_id, undefined);
+    });
+  });
 });

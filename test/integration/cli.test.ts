@@ -86,6 +86,31 @@ describe('CLI', () => {
     assert.equal((await cli('client', 'remove', backend.json.client_id)).code, 0);
   });
 
+  it('binds a backend client to its organization, shows the binding in the listing, and refuses a bad one', async () => {
+    const { publicKey } = await generateKeyPair('ES384');
+    const file = join(tmpdir(), `jwks-org-${process.pid}.json`);
+    writeFileSync(file, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES384' }] }));
+    const org = 'urn:oid:2.16.840.1.113883.19.5';
+    const bound = await cli('client', 'add', '--name', 'Lab feed', '--jwks-file', file, '--scope', 'system/Patient.rs', '--organization-id', org, '--organization', 'Example Lab', '--json');
+    assert.equal(bound.code, 0, bound.stderr);
+    const listed = (await cli('client', 'list', '--json')).json.clients.find((c: { client_id: string }) => c.client_id === bound.json.client_id);
+    assert.deepEqual([listed.organization_id, listed.organization_name], [org, 'Example Lab']);
+    const line = (await cli('client', 'list')).stdout.split('\n').find((l) => l.startsWith(bound.json.client_id));
+    assert.match(line ?? '', /Lab feed {2}\(organization Example Lab, urn:oid:2\.16\.840\.1\.113883\.19\.5\)$/);
+    const count = async () => (await cli('client', 'list', '--json')).json.clients.length;
+    const before = await count();
+    for (const [args, message] of [
+      [['--organization-id', 'not a uri'], /--organization-id must be a URI/],
+      [['--organization', 'Example Lab'], /--organization needs --organization-id/],
+    ] as const) {
+      const refused = await cli('client', 'add', '--name', 'Bad', '--jwks-file', file, '--scope', 'system/Patient.rs', ...args);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr ?? '', message);
+    }
+    assert.equal(await count(), before, 'nothing stored');
+    assert.equal((await cli('client', 'remove', bound.json.client_id)).code, 0);
+  });
+
   it('rotates a client secret: the running server then takes the new one only; a client without a secret is refused', async () => {
     const app = await cli('client', 'add', '--name', 'Rotated', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
     const old = app.json.client_secret as string;

@@ -648,4 +648,14 @@ describe('developer portal with REGISTRATION=token', () => {
     const registered = await register(server, { client_name: 'Treatment App', redirect_uris: 'https://treat.example.org/cb', auth: 'public', initial_access_token: iat });
     assert.deepEqual((await storedClient(server, registered.client_id))?.purposes_of_use, ['TREAT']);
   });
+
+  it('binds a backend service to the organization its initial access token names', async () => {
+    const organization = { organizationId: 'urn:oid:2.16.840.1.113883.19.5', organizationName: 'Example Lab' };
+    const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { systemScope: 'system/Patient.rs', ...organization });
+    const registered = await register(server, {
+      client_name: 'Lab Feed', redirect_uris: '', auth: 'jwks-uri', jwks_uri: 'https://lab.example.org/jwks.json', scope: 'system/Patient.rs', initial_access_token: iat,
+    });
+    const stored = await storedClient(server, registered.client_id);
+    assert.deepEqual([stored?.organization_id, stored?.organization_name], [organization.organizationId, organization.organizationName]);
+  });
 });

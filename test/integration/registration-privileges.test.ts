@@ -43,6 +43,8 @@ describe('registration privileges', () => {
     ['purposes_of_use', () => ({ ...app, purposes_of_use: ['HTEST'] })],
     ['clearance', () => ({ ...app, clearance: 'V' })],
     ['sensitivity', () => ({ ...app, sensitivity: ['HIV'] })],
+    ['organization_id', () => ({ ...app, organization_id: 'https://org.example/fhir/Organization/1' })],
+    ['organization_id', () => ({ ...app, organization_id: 'https://org.example/fhir/Organization/1', organization_name: 'Example Org' })],
   ];
 
   async function assertRefused(res: Response, field: string) {
@@ -153,6 +155,29 @@ describe('registration privileges', () => {
       assert.equal((await register({ ...backend(), scope: 'system/Patient.rs', purposes_of_use: ['TREAT'], clearance: 'L' }, iat)).status, 201);
     });
 
+    it('that names an organization binds the client to it: no other organization, name or none', async () => {
+      const org = 'https://org.example/fhir/Organization/1';
+      const iat = await tokenWith({ systemScope: 'system/Patient.rs', organizationId: org, organizationName: 'Example Org' });
+      const before = await clientCount();
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', organization_id: 'https://other.example/fhir/Organization/2' }, iat), 'organization_id');
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs' }, iat), 'organization_id');
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs', organization_id: org, organization_name: 'Another Name' }, iat), 'organization_name');
+      assert.equal(await clientCount(), before);
+      const res = await register({ ...backend(), scope: 'system/Patient.rs', organization_id: org, organization_name: 'Example Org' }, iat);
+      assert.equal(res.status, 201, await res.clone().text());
+      const created = await res.json();
+      assert.equal(created.organization_id, org);
+      // RFC 7592: the client cannot move itself to another organization, nor drop the binding.
+      const update = (changes: Record<string, unknown>) => fetch(created.registration_client_uri, {
+        method: 'PUT', headers: { authorization: `Bearer ${created.registration_access_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...backend(), client_id: created.client_id, scope: 'system/Patient.rs', organization_id: org, organization_name: 'Example Org', ...changes }),
+      });
+      await assertRefused(await update({ organization_id: 'https://other.example/fhir/Organization/2' }), 'organization_id');
+      await assertRefused(await update({ organization_id: undefined, organization_name: undefined }), 'organization_id');
+      const stored = await server.db('oidc_payloads').where({ model: 'Client', id: created.client_id }).first('payload');
+      assert.equal(JSON.parse(stored.payload).organization_id, org, 'left as it was');
+    });
+
     it('carries its privileges at the registration endpoint under another spelling (/Register/), which the provider answers too', async () => {
       const iat = await tokenWith({ systemScope: 'system/Patient.rs' });
       const res = await register({ ...backend(), scope: 'system/Patient.rs' }, iat, '/Register/');
@@ -198,11 +223,21 @@ describe('registration privileges', () => {
       assert.deepEqual((alerts[0] as any).entity[0].detail.filter((d: any) => d.type === 'privilege').map((d: any) => d.valueString).sort(),
         ['clearance: R', 'purposes: TREAT', 'sensitivity: HIV PSY', 'systemScope: system/Patient.rs']);
 
-      for (const bad of [['--scope', 'patient/*.rs'], ['--clearance', 'X'], ['--sensitivity', 'NOPE'], ['--purpose', 'NOPE']]) {
+      for (const bad of [['--scope', 'patient/*.rs'], ['--clearance', 'X'], ['--sensitivity', 'NOPE'], ['--purpose', 'NOPE'], ['--organization-id', 'no uri'], ['--organization', 'A name']]) {
         const refused = await cli('registration', 'token', ...bad);
         assert.equal(refused.code, 2, bad.join(' '));
         assert.ok(refused.json.error);
       }
+    });
+
+    it('issues an initial access token that binds what it registers to an organization', async () => {
+      const org = 'urn:oid:2.16.840.1.113883.19.5';
+      const issued = await cli('registration', 'token', '--scope', 'system/Patient.rs', '--organization-id', org, '--organization', 'Example Lab');
+      assert.equal(issued.code, 0, JSON.stringify(issued.json));
+      const iat = issued.json.initial_access_token;
+      await assertRefused(await register({ ...backend(), scope: 'system/Patient.rs' }, iat), 'organization_id');
+      const res = await register({ ...backend(), scope: 'system/Patient.rs', organization_id: org, organization_name: 'Example Lab' }, iat);
+      assert.equal(res.status, 201, await res.clone().text());
     });
   });
 

@@ -21,7 +21,7 @@ export interface BackendClient {
  * default the keys are registered inline).
  */
 export async function backendClient(server: TestServer, scope: string, alg: 'RS384' | 'ES384' = 'ES384', { publish, ...extra }: {
-  resourceServer?: boolean; purposes?: string[]; clearance?: string; sensitivity?: string[]; redirectUris?: string[]; grantTypes?: string[];
+  resourceServer?: boolean; organizationId?: string; organizationName?: string; purposes?: string[]; clearance?: string; sensitivity?: string[]; redirectUris?: string[]; grantTypes?: string[];
   publish?: (jwks: { keys: object[] }) => string;
 } = {}): Promise<BackendClient> {
   const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true });

@@ -58,6 +58,14 @@ describe('token rule: client assertion (SMART beyond RFC 7523)', () => {
     assert.equal(iua?.subject_name, 'Jane Smith, MD');
     assert.deepEqual(iua, iuaFromHl7B2b(b2b));
   });
+
+  it('refuses an hl7-b2b organization_id other than the one the client is bound to, and accepts that one', () => {
+    const bound = { ...client, organizationId: 'https://hospital.example.org/fhir/Organization/9' };
+    const c = { ...claims, extensions: { 'hl7-b2b': b2b } };
+    assertRefused(() => checkClientAssertion(c, header, bound, at), 'invalid_client',
+      'hl7-b2b organization_id must be https://hospital.example.org/fhir/Organization/9, the organization this client is registered for');
+    assert.deepEqual(checkClientAssertion(c, header, { ...client, organizationId: b2b.organization_id }, at), iuaFromHl7B2b(b2b));
+  });
 });
 
 describe('token rule: lifetime and refresh (the emergency rule)', () => {
@@ -207,6 +215,13 @@ describe('token rule: claims.ts (what a token says beyond RFC 9068)', () => {
       assert.deepEqual(claims, extensions && { extensions });
     });
   }
+  it('a backend service bound to an organization: the registered organization and name, whatever it asserted', () => {
+    const organization = { id: 'https://clinic.example.org/fhir/Organization/1', name: 'Example Clinic' };
+    const named = backendTokenClaims({ policy }, { iua: { ...iuaTreat, subject_organization: 'Its Own Name' }, organization }, undefined, open);
+    assert.deepEqual(named, { extensions: { ihe_iua: { ...treat, subject_organization_id: organization.id, subject_organization: 'Example Clinic' } } });
+    const unnamed = backendTokenClaims({ policy }, { iua: { subject_organization: 'Its Own Name' }, organization: { id: organization.id } }, undefined, open);
+    assert.deepEqual(unnamed, { extensions: { ihe_iua: { subject_organization_id: organization.id } } });
+  });
   it('a backend service\'s clearance below V is its IHE PCF residual', () => {
     const claims = backendTokenClaims({ policy }, { iua: undefined }, undefined, { ceiling: 'N', sensitivities: [] }) as { extensions: { ihe_pcf: { residual: { type: string; securityLabel: { code: string }[] }[] } } };
     assert.equal(claims.extensions.ihe_pcf.residual[0].type, 'forbid');

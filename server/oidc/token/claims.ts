@@ -2,7 +2,7 @@
 // and the HCS attributes (IHE IUA who/why, IHE PCF clearance). Pure: callers fetch the inputs.
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { nowSeconds } from '../../db.ts';
-import { clientClearanceOf, clientPurposesOf } from '../clients.ts';
+import { clientClearanceOf, clientOrganizationOf, clientPurposesOf } from '../clients.ts';
 import { tokenGrantLink } from '../revocation.ts';
 import { accessTokenLifetime } from './lifetime.ts';
 import { factsOf } from './request.ts';
@@ -48,14 +48,15 @@ export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user
 
 /**
  * Claims of a backend-service token: the IUA attributes of its hl7-b2b assertion extension (`iua`, parsed
- * when the assertion was checked), and
+ * when the assertion was checked), the organization the client is bound to (`organization`, which the
+ * assertion named, if it named any: the registered name replaces the asserted one), and
  * exactly one purpose of use, from the assertion, a purpose_of_use scope token, or the single
  * purpose the client is registered for; it must be one the client is registered for (if any).
  * The client's clearance becomes the IHE PCF residual, as a user's does.
  */
 export function backendTokenClaims(
   config: Pick<Config, 'policy'>,
-  request: { iua: IheIua | undefined; scope?: unknown },
+  request: { iua: IheIua | undefined; scope?: unknown; organization?: { id: string; name?: string } },
   clientPurposes: readonly string[] | undefined,
   clearance: Clearance,
 ): Record<string, unknown> | undefined {
@@ -63,6 +64,11 @@ export function backendTokenClaims(
     throw new errors.InvalidRequest(message);
   };
   const iua: IheIua = { ...request.iua };
+  if (request.organization) {
+    iua.subject_organization_id = request.organization.id;
+    if (request.organization.name) iua.subject_organization = request.organization.name;
+    else delete iua.subject_organization;
+  }
   // The code alone decides below, so a coding of another system (or an unknown code) must not pass as one.
   const foreign = iua.purpose_of_use?.find((c) => !isActReasonPurpose(c.system, c.code));
   if (foreign) fail(`hl7-b2b purpose_of_use ${foreign.system}#${foreign.code} is not a v3-ActReason purpose of use`);
@@ -90,7 +96,8 @@ export function claimsRule({ config, db }: RuleDeps) {
     const facts = factsOf(db, ctx);
     if (!token.grantId) {
       const client = ctx.oidc.client;
-      return backendTokenClaims(config, { iua: facts.b2b, scope: ctx.oidc.params?.scope }, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
+      const request = { iua: facts.b2b, scope: ctx.oidc.params?.scope, organization: client && clientOrganizationOf(client) };
+      return backendTokenClaims(config, request, client && clientPurposesOf(client), clientClearanceOf(client ?? {}));
     }
     const grant = await facts.grantContext(token.grantId);
     await facts.write(tokenGrantLink(token.jti, token.grantId, nowSeconds() + accessTokenLifetime(config, { backend: false, grant })));

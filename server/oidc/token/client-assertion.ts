@@ -7,6 +7,7 @@ import { TOKEN_PATH } from './response.ts';
 import type { RuleDeps } from './rules.ts';
 import { B2bError, iuaFromHl7B2b } from '../../smart/hl7-b2b.ts';
 import type { IheIua } from '../../hcs/token-claims.ts';
+import { clientOrganizationOf } from '../clients.ts';
 
 export interface AssertionContext {
   /**
@@ -24,12 +25,13 @@ const MAX_LIFETIME = 300;
 
 /**
  * Checks the assertion and returns the IHE IUA attributes of its hl7-b2b extension (SMART Backend
- * Services), parsed once here for the token claims; throws invalid_client naming the broken rule.
+ * Services), parsed once here for the token claims; throws invalid_client naming the broken rule. A client
+ * bound to an organization (`organizationId`) may name no other one there.
  */
 export function checkClientAssertion(
   claims: Record<string, unknown>,
   header: Record<string, unknown>,
-  client: { clientId: string; jwksUri?: string },
+  client: { clientId: string; jwksUri?: string; organizationId?: string },
   at: AssertionContext,
 ): IheIua | undefined {
   const fail = (message: string): never => {
@@ -47,7 +49,11 @@ export function checkClientAssertion(
   const b2b = (claims.extensions as Record<string, unknown> | undefined)?.['hl7-b2b'];
   if (b2b === undefined) return undefined;
   try {
-    return iuaFromHl7B2b(b2b);
+    const iua = iuaFromHl7B2b(b2b);
+    if (client.organizationId !== undefined && iua.subject_organization_id !== client.organizationId) {
+      throw new B2bError(`hl7-b2b organization_id must be ${client.organizationId}, the organization this client is registered for`);
+    }
+    return iua;
   } catch (err) {
     if (err instanceof B2bError) fail(err.message);
     throw err;
@@ -57,7 +63,8 @@ export function checkClientAssertion(
 /** oidc-provider's assertJwtClientAuthClaimsAndHeader: the checks above, the IUA attributes kept for the claims. */
 export function clientAssertionRule({ config, db }: RuleDeps) {
   return async function clientAssertion(ctx: KoaContextWithOIDC, claims: Record<string, unknown>, header: Record<string, unknown>, client: { clientId: string; jwksUri?: string }) {
-    factsOf(db, ctx).b2b = checkClientAssertion(claims, header, client, {
+    const checked = { clientId: client.clientId, jwksUri: client.jwksUri, organizationId: clientOrganizationOf(client)?.id };
+    factsOf(db, ctx).b2b = checkClientAssertion(claims, header, checked, {
       tokenEndpoint: `${config.issuer}${TOKEN_PATH}`,
       now: nowSeconds(),
     });

@@ -1,6 +1,6 @@
 // What a patient sees of the people in their audit trail: the same as in the accounting of
-// disclosures, their role and organization, never who they are; and of a search, what it was about,
-// never the request as sent (it can name other patients). Pure.
+// disclosures, their role and organization, never who they are; of the entities, the resources and
+// the request id, never the request as sent (it can name other patients) nor details or token ids. Pure.
 import type { FhirResource } from '../resource-server/types.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
@@ -30,10 +30,19 @@ function agentForPatient(agent: Agent): Agent {
   }).filter(([, value]) => value !== undefined));
 }
 
-/** An entity as a patient may see it: a query entity without the request as sent (`query`, `description`). */
+const isRequestId = (entity: Record<string, unknown>) =>
+  Boolean((entity.type as { code?: unknown } | undefined)?.code === 'XrequestId');
+
+/**
+ * An entity as a patient may see it: what it is (type, role, lifecycle, labels) and the resource it names,
+ * or the request id. Everything else goes: details (the user a launch is for, a token's scope), the request
+ * as sent (`query`, `description`: it can name other patients) and identifiers of tokens and launches.
+ */
 function entityForPatient(entity: Record<string, unknown>): Record<string, unknown> {
-  const { query: _query, description: _description, ...rest } = entity;
-  return 'query' in entity ? rest : entity;
+  const { what, type, role, lifecycle, securityLabel } = entity;
+  const reference = (what as { reference?: unknown } | undefined)?.reference;
+  const shownWhat = isRequestId(entity) ? what : typeof reference === 'string' ? { reference } : undefined;
+  return Object.fromEntries(Object.entries({ what: shownWhat, type, role, lifecycle, securityLabel }).filter(([, value]) => value !== undefined));
 }
 
 const each = <T>(list: unknown, map: (item: Record<string, unknown>) => T) =>

@@ -307,6 +307,19 @@ describe('audit trail', () => {
       assert.equal((await fhir('AuditEvent?patient=pat-1&agent:missing=false', amy)).status, 403, 'with a modifier too');
       assert.equal((await fhir('AuditEvent?agent=Practitioner/dr-smith', auditor)).status, 200, 'an auditor may');
     });
+    it('shows a patient no staff user id in the entities of their trail: an EHR launch bound to a user', async () => {
+      const { id: smithId } = await server.db('users').where('username', 'dr.smith').first('id');
+      const created = await cli('launch', 'create', '--patient', 'pat-1', '--user', 'dr.smith', '--client', app.client_id, '--json');
+      assert.equal(created.code, 0, created.stdout);
+      assert.ok((await eventsOf({ patient: 'pat-1', type: '110100' })).some((e) => JSON.stringify(e).includes(smithId)), 'the trail keeps who');
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      const res = await fhir('AuditEvent?type=110100&_count=1000', amy);
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.ok(JSON.parse(text).entry?.length, 'the launch is in her trail');
+      for (const secret of [smithId, 'dr.smith', 'sha256:']) assert.ok(!text.includes(secret), secret);
+    });
+
     it('records a de-identified access for the real patient: their trail, report and export show it de-identified; the app sees pseudonyms only, in the trail too', async () => {
       await addUser(server.db, {
         username: 'research-auditor', password: 'research-pass', name: 'Rita Audit', fhirUser: 'Practitioner/dr-jones',

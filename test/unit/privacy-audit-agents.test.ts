@@ -42,4 +42,19 @@ describe('privacy: the audit trail as a patient sees it', () => {
     assert.ok(!JSON.stringify(seen).includes('pat-2'));
     assert.ok(!JSON.stringify(seen).includes(Buffer.from(request).toString('base64')));
   });
+
+  it('keeps of other entities the resource and the request id, not details or token and launch identifiers', () => {
+    const launched = {
+      ...event,
+      entity: [
+        { what: { reference: 'Patient/pat-1' }, role: { code: '1' } },
+        { what: { identifier: { value: 'sha256:abc' } }, role: { code: '13' }, detail: [{ type: 'user', valueString: 'u-smith' }] },
+        { what: { identifier: { value: 'urn:ietf:params:oauth:jti:j-1' } }, type: { code: 'UserOauthAgent' } },
+        { what: { identifier: { value: 'req-1' } }, type: { code: 'XrequestId' } },
+      ],
+    };
+    assert.deepEqual((auditEventForPatient(launched) as any).entity, [
+      launched.entity[0], { role: { code: '13' } }, { type: { code: 'UserOauthAgent' } }, launched.entity[3],
+    ]);
+  });
 });

@@ -48,6 +48,14 @@ function entityForPatient(entity: Record<string, unknown>): Record<string, unkno
 const each = <T>(list: unknown, map: (item: Record<string, unknown>) => T) =>
   (Array.isArray(list) ? list.map((item) => (item && typeof item === 'object' ? map(item as Record<string, unknown>) : item)) : list);
 
+/**
+ * A refused or failed FHIR access (outcome other than 0): not shown to a patient. It is recorded against
+ * the patient of the stored resource it asked for, so it would tell them that a resource hidden from them
+ * exists, and name it. The accounting of disclosures leaves it out for the same reason: nothing was disclosed.
+ */
+export const isRefusedAccess = (resource: FhirResource): boolean =>
+  resource.resourceType === 'AuditEvent' && (resource.type as { code?: unknown } | undefined)?.code === 'rest' && resource.outcome !== '0';
+
 /** An AuditEvent with its agents and query entities as a patient may see them; any other resource unchanged. */
 export function auditEventForPatient(resource: FhirResource): FhirResource {
   if (resource.resourceType !== 'AuditEvent') return resource;

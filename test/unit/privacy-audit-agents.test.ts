@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { auditEventForPatient } from '../../server/privacy/audit-agents.ts';
+import { auditEventForPatient, isRefusedAccess } from '../../server/privacy/audit-agents.ts';
 
 describe('privacy: the audit trail as a patient sees it', () => {
   const event = {
@@ -56,5 +56,12 @@ describe('privacy: the audit trail as a patient sees it', () => {
     assert.deepEqual((auditEventForPatient(launched) as any).entity, [
       launched.entity[0], { role: { code: '13' } }, { type: { code: 'UserOauthAgent' } }, launched.entity[3],
     ]);
+  });
+
+  it('tells refused and failed FHIR accesses, which a patient does not see, from the rest', () => {
+    assert.equal(isRefusedAccess({ ...event, type: { code: 'rest' }, outcome: '4' }), true);
+    assert.equal(isRefusedAccess({ ...event, type: { code: 'rest' }, outcome: '8' }), true);
+    assert.equal(isRefusedAccess({ ...event, type: { code: 'rest' }, outcome: '0' }), false);
+    assert.equal(isRefusedAccess({ ...event, type: { code: '110100' }, outcome: '4' }), false);
   });
 });

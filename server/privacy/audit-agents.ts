@@ -30,8 +30,7 @@ function agentForPatient(agent: Agent): Agent {
   }).filter(([, value]) => value !== undefined));
 }
 
-const isRequestId = (entity: Record<string, unknown>) =>
-  Boolean((entity.type as { code?: unknown } | undefined)?.code === 'XrequestId');
+const isRequestId = (entity: Record<string, unknown>) => (entity.type as { code?: unknown } | undefined)?.code === 'XrequestId';
 
 /**
  * An entity as a patient may see it: what it is (type, role, lifecycle, labels) and the resource it names,

@@ -1,6 +1,6 @@
 // What a patient sees of the people in their audit trail: the same as in the accounting of
-// disclosures, their role and organization, never who they are; and of a search, what it was about,
-// never the request as sent (it can name other patients). Pure.
+// disclosures, their role and organization, never who they are; of the entities, the resources and
+// the request id, never the request as sent (it can name other patients) nor details or token ids. Pure.
 import type { FhirResource } from '../resource-server/types.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
@@ -30,14 +30,30 @@ function agentForPatient(agent: Agent): Agent {
   }).filter(([, value]) => value !== undefined));
 }
 
-/** An entity as a patient may see it: a query entity without the request as sent (`query`, `description`). */
+const isRequestId = (entity: Record<string, unknown>) => (entity.type as { code?: unknown } | undefined)?.code === 'XrequestId';
+
+/**
+ * An entity as a patient may see it: what it is (type, role, lifecycle, labels) and the resource it names,
+ * or the request id. Everything else goes: details (the user a launch is for, a token's scope), the request
+ * as sent (`query`, `description`: it can name other patients) and identifiers of tokens and launches.
+ */
 function entityForPatient(entity: Record<string, unknown>): Record<string, unknown> {
-  const { query: _query, description: _description, ...rest } = entity;
-  return 'query' in entity ? rest : entity;
+  const { what, type, role, lifecycle, securityLabel } = entity;
+  const reference = (what as { reference?: unknown } | undefined)?.reference;
+  const shownWhat = isRequestId(entity) ? what : typeof reference === 'string' ? { reference } : undefined;
+  return Object.fromEntries(Object.entries({ what: shownWhat, type, role, lifecycle, securityLabel }).filter(([, value]) => value !== undefined));
 }
 
 const each = <T>(list: unknown, map: (item: Record<string, unknown>) => T) =>
   (Array.isArray(list) ? list.map((item) => (item && typeof item === 'object' ? map(item as Record<string, unknown>) : item)) : list);
+
+/**
+ * A refused or failed FHIR access (outcome other than 0): not shown to a patient. It is recorded against
+ * the patient of the stored resource it asked for, so it would tell them that a resource hidden from them
+ * exists, and name it. The accounting of disclosures leaves it out for the same reason: nothing was disclosed.
+ */
+export const isRefusedAccess = (resource: FhirResource): boolean =>
+  resource.resourceType === 'AuditEvent' && (resource.type as { code?: unknown } | undefined)?.code === 'rest' && resource.outcome !== '0';
 
 /** An AuditEvent with its agents and query entities as a patient may see them; any other resource unchanged. */
 export function auditEventForPatient(resource: FhirResource): FhirResource {

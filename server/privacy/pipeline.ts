@@ -13,7 +13,7 @@ import {
   loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
 } from './labels.ts';
 import { existenceTest, mayLowerLabels, viewsFor } from '../resource-server/decide.ts';
-import { auditEventForPatient } from './audit-agents.ts';
+import { auditEventForPatient, isRefusedAccess } from './audit-agents.ts';
 import { consentDecision, type ConsentCache } from './consent.ts';
 import type { LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import { carriesIds, deidentifyBundle, deidentifyResource, identifiesPerson, mapIdValue, PSEUDED, realId, type DeidPolicy } from './deidentify.ts';
@@ -182,6 +182,9 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     return labelsAdmit(asker, resource) && consentPermits(asker, resource);
   }
 
+  /** What a patient reading their trail may not see at all: refused accesses (audit-agents.ts). */
+  const hiddenFromPatient = (token: TokenContext, resource: FhirResource) => readsTrailAsPatient(token) && isRefusedAccess(resource);
+
   /**
    * The stored resource behind each de-identified one this policy returned, for the audit. Kept by object
    * identity, weakly: a pseudonym cannot always be read back (ids over 36 characters), the resource can.
@@ -204,11 +207,11 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
   return {
     async admit(token, resource) {
       const asker = askerOf(token);
-      if (!(await visible(asker, resource))) return undefined;
+      if (hiddenFromPatient(token, resource) || !(await visible(asker, resource))) return undefined;
       return deidentifies(asker.purpose) ? deidentified(shown(token, resource), deidentificationFor(token, asker.purpose!)) : shown(token, resource);
     },
 
-    visible: (token, resource) => visible(askerOf(token), resource),
+    visible: async (token, resource) => !hiddenFromPatient(token, resource) && visible(askerOf(token), resource),
 
     async bundle(token, bundle, decided) {
       const asker = askerOf(token);

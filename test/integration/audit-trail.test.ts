@@ -246,7 +246,8 @@ describe('audit trail', () => {
       for (const id of ['page-1', 'page-2', 'page-3']) assert.equal((await fhir('Patient/pat-1', amy, { 'x-request-id': id })).status, 200);
       const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
       assert.equal((await fhir('Patient/pat-2', smith)).status, 200);
-      const stored = await eventsOf({ patient: 'pat-1' });
+      // Refused accesses are not shown to the patient (below).
+      const stored = (await eventsOf({ patient: 'pat-1' })).filter((e) => e.type.code !== 'rest' || e.outcome === '0');
       assert.ok(stored.length > 2);
       const seen: any[] = [];
       let url: string | undefined = `${server.fhirBase}/AuditEvent?_count=2`;
@@ -307,6 +308,36 @@ describe('audit trail', () => {
       assert.equal((await fhir('AuditEvent?patient=pat-1&agent:missing=false', amy)).status, 403, 'with a modifier too');
       assert.equal((await fhir('AuditEvent?agent=Practitioner/dr-smith', auditor)).status, 200, 'an auditor may');
     });
+    it('shows a patient no staff user id in the entities of their trail: an EHR launch bound to a user', async () => {
+      const { id: smithId } = await server.db('users').where('username', 'dr.smith').first('id');
+      const created = await cli('launch', 'create', '--patient', 'pat-1', '--user', 'dr.smith', '--client', app.client_id, '--json');
+      assert.equal(created.code, 0, created.stdout);
+      assert.ok((await eventsOf({ patient: 'pat-1', type: '110100' })).some((e) => JSON.stringify(e).includes(smithId)), 'the trail keeps who');
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      const res = await fhir('AuditEvent?type=110100&_count=1000', amy);
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.ok(JSON.parse(text).entry?.length, 'the launch is in her trail');
+      for (const secret of [smithId, 'dr.smith', 'sha256:']) assert.ok(!text.includes(secret), secret);
+    });
+
+    it("shows a patient no refused access to their record: it would name data hidden from them (Observation/obs-1-brca, V), and tell that it exists", async () => {
+      const amy = await token('launch/patient openid fhirUser patient/*.rs', { username: 'amy', password: 'demo-password-3' });
+      assert.equal((await fhir('Observation/obs-1-brca', amy, { 'x-request-id': 'amy-tries-brca' })).status, 404, 'hidden from her');
+      const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+      assert.equal((await fhir('Observation/obs-1-brca', smith, { 'x-request-id': 'smith-tries-brca' })).status, 404);
+      const refused = (await eventsOf({ patient: 'pat-1', outcome: '4' })).filter((e) => JSON.stringify(e).includes('tries-brca'));
+      assert.equal(refused.length, 2, 'both attempts are recorded against her');
+      for (const query of ['AuditEvent?_count=1000', 'AuditEvent?outcome=4&_count=1000']) {
+        const res = await fhir(query, amy);
+        assert.equal(res.status, 200);
+        assert.doesNotMatch(await res.text(), /obs-1-brca|tries-brca/, query);
+      }
+      for (const event of refused) assert.equal((await fhir(`AuditEvent/${event.id}`, amy)).status, 404, 'nor by id');
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      assert.match(await (await fhir('AuditEvent?patient=pat-1&outcome=4&_count=1000', auditor)).text(), /smith-tries-brca/, 'the privacy office sees them');
+    });
+
     it('records a de-identified access for the real patient: their trail, report and export show it de-identified; the app sees pseudonyms only, in the trail too', async () => {
       await addUser(server.db, {
         username: 'research-auditor', password: 'research-pass', name: 'Rita Audit', fhirUser: 'Practitioner/dr-jones',

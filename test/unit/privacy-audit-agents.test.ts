@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { auditEventForPatient } from '../../server/privacy/audit-agents.ts';
+import { auditEventForPatient, isRefusedAccess } from '../../server/privacy/audit-agents.ts';
 
 describe('privacy: the audit trail as a patient sees it', () => {
   const event = {
@@ -41,5 +41,27 @@ describe('privacy: the audit trail as a patient sees it', () => {
     assert.deepEqual(seen.entity, [searched.entity[0], { type: { code: '2' }, role: { code: '24' }, securityLabel: [{ code: 'PSEUDED' }] }]);
     assert.ok(!JSON.stringify(seen).includes('pat-2'));
     assert.ok(!JSON.stringify(seen).includes(Buffer.from(request).toString('base64')));
+  });
+
+  it('keeps of other entities the resource and the request id, not details or token and launch identifiers', () => {
+    const launched = {
+      ...event,
+      entity: [
+        { what: { reference: 'Patient/pat-1' }, role: { code: '1' } },
+        { what: { identifier: { value: 'sha256:abc' } }, role: { code: '13' }, detail: [{ type: 'user', valueString: 'u-smith' }] },
+        { what: { identifier: { value: 'urn:ietf:params:oauth:jti:j-1' } }, type: { code: 'UserOauthAgent' } },
+        { what: { identifier: { value: 'req-1' } }, type: { code: 'XrequestId' } },
+      ],
+    };
+    assert.deepEqual((auditEventForPatient(launched) as any).entity, [
+      launched.entity[0], { role: { code: '13' } }, { type: { code: 'UserOauthAgent' } }, launched.entity[3],
+    ]);
+  });
+
+  it('tells refused and failed FHIR accesses, which a patient does not see, from the rest', () => {
+    assert.equal(isRefusedAccess({ ...event, type: { code: 'rest' }, outcome: '4' }), true);
+    assert.equal(isRefusedAccess({ ...event, type: { code: 'rest' }, outcome: '8' }), true);
+    assert.equal(isRefusedAccess({ ...event, type: { code: 'rest' }, outcome: '0' }), false);
+    assert.equal(isRefusedAccess({ ...event, type: { code: '110100' }, outcome: '4' }), false);
   });
 });

@@ -200,7 +200,7 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     }
     const client = await server.addClient({ auth: { kind: 'secret' } });
     for (const { base } of Object.values(apps)) {
-      const bearer = async (extra: Record<string, string>) => {
+      const bearer = async (extra: { scope: string } & Record<string, string>) => {
         const launch = await authorize({ server, client, aud: base, ...extra });
         return (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
       };

@@ -126,6 +126,14 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await unchanged.json()).contained, undefined);
       });
 
+      it('labels a new container with the high-water mark of what it holds', async () => {
+        const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' }); // cleared for R and HIV
+        const created = await send('POST', 'Parameters', smith, { ...inParameters('unused', hivLoad), id: undefined });
+        assert.equal(created.status, 201);
+        const stored = await get(`Parameters/${(await created.json()).id}`, smith);
+        assert.deepEqual((await stored.json()).meta.security.filter((c: any) => c.system === CONFIDENTIALITY).map((c: any) => c.code), ['R']);
+      });
+
       it('hides a stored document Bundle holding an entry the token may not read', async function () {
         if (!shape.keepsBundles) this.skip(); // the demo store keeps no Bundles
         await shape.seed({ resourceType: 'Bundle', id: 'doc-hiv', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a01', resource: hivLoad }] });

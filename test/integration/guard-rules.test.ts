@@ -82,6 +82,9 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         await shape.seed(inParameters('params-hiv', hivLoad));
         await shape.seed(inParameters('params-oud', oud));
         await shape.seed(inParameters('params-plain', { ...pat2Pain, subject: { reference: 'Patient/pat-1' } }));
+        const inline = (resource: object) => ({ contentType: 'application/fhir+json', data: Buffer.from(JSON.stringify(resource)).toString('base64') });
+        await shape.seed({ resourceType: 'DocumentReference', id: 'doc-inline-hiv', status: 'current', subject: { reference: 'Patient/pat-2' }, content: [{ attachment: inline(hivLoad) }] });
+        await shape.seed({ resourceType: 'Binary', id: 'bin-inline-hiv', securityContext: { reference: 'Patient/pat-2' }, ...inline(hivLoad) });
         // pat-1's Observation that contains pat-2's; a Medication (in no compartment) that contains pat-2's, ordered for pat-1.
         await shape.seed({ resourceType: 'Observation', id: 'obs-1-holds-2', status: 'final', code: { text: 'panel' }, subject: { reference: 'Patient/pat-1' }, contained: [pat2Pain], hasMember: [{ reference: '#pain' }] });
         await shape.seed({ resourceType: 'Medication', id: 'med-holds-2', code: { text: 'compounded' }, contained: [pat2Pain] });
@@ -92,6 +95,8 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // clearance N, no sensitivities
         assert.equal((await get('Parameters/params-hiv', jones)).status, 404, 'an unlabelled Parameters holding R + HIV');
         assert.equal((await get('Parameters/params-plain', jones)).status, 200, 'one holding nothing hidden is shown');
+        assert.equal((await get('DocumentReference/doc-inline-hiv', jones)).status, 404, 'a DocumentReference with it inline as FHIR JSON');
+        assert.equal((await get('Binary/bin-inline-hiv', jones)).status, 404, 'a Binary that is it as FHIR JSON');
         const found = await ids(await get('Parameters?_id=params-hiv,params-plain', jones));
         assert.deepEqual(found, ['Parameters/params-plain'], 'and searches leave it out');
         const smith = await token('dr.smith', 'demo-password-1'); // cleared for R and HIV

@@ -108,6 +108,15 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await get('Parameters/params-oud', smith)).status, 404);
       });
 
+      it('de-identifies the resources a Parameters holds as resources of their own: no real id', async () => {
+        const research = await token('researcher', 'research-pass');
+        const found = await get('Parameters', research);
+        assert.equal(found.status, 200);
+        const text = await found.text();
+        assert.ok(JSON.parse(text).entry.length > 0, 'params-plain is shown');
+        for (const real of ['"pain"', 'pat-1']) assert.ok(!text.includes(real), real);
+      });
+
       it('hides a resource that contains another patient\'s data from a token bound to one patient: read, search and _include', async () => {
         const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
         assert.equal((await get('Observation/obs-1-holds-2', patient)).status, 404, 'pat-1\'s Observation containing pat-2\'s');

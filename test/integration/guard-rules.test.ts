@@ -103,6 +103,14 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await get('Parameters/params-hiv', smith)).status, 200, 'a token cleared for what it holds sees it');
       });
 
+      it('shows the resources a Parameters or a Bundle carries only to a token whose scopes read their types', async () => {
+        const parametersOnly = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/Parameters.rs', patient: 'pat-1' });
+        assert.equal((await get('Parameters/params-plain', parametersOnly)).status, 404, 'it holds an Observation, which the token may not read');
+        assert.deepEqual(await ids(await get('Parameters?_id=params-plain', parametersOnly)), []);
+        const withObservations = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/Parameters.rs patient/Observation.rs', patient: 'pat-1' });
+        assert.equal((await get('Parameters/params-plain', withObservations)).status, 200);
+      });
+
       it('applies the patient\'s Consent to what a container holds', async () => {
         const smith = await token('dr.smith', 'demo-password-1'); // pat-2's consent denies SUD to dr-smith
         assert.equal((await get('Parameters/params-oud', smith)).status, 404);

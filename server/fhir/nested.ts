@@ -25,17 +25,22 @@ function inline(holder: unknown): unknown {
 const parameterResources = (parameters: unknown): unknown[] =>
   list(parameters).flatMap((p) => [(p as { resource?: unknown })?.resource, ...parameterResources((p as { part?: unknown })?.part)]);
 
-/** What the resource holds directly. */
-function held(resource: FhirResource): FhirResource[] {
-  const inside: unknown[] = [...list(resource.contained)];
+/**
+ * What the resource carries directly as resources of their own, each of its type: a Bundle's entries, a
+ * Parameters' resources, FHIR JSON inline. Not its contained resources, which are part of it.
+ */
+export function carriedResources(resource: FhirResource): FhirResource[] {
   switch (resource.resourceType) {
-    case 'Bundle': inside.push(...list(resource.entry).map((e) => (e as { resource?: unknown })?.resource)); break;
-    case 'Parameters': inside.push(...parameterResources(resource.parameter)); break;
-    case 'Binary': inside.push(inline(resource)); break;
-    case 'DocumentReference': inside.push(...list(resource.content).map((c) => inline((c as { attachment?: unknown })?.attachment))); break;
+    case 'Bundle': return list(resource.entry).map((e) => (e as { resource?: unknown })?.resource).filter(isResource);
+    case 'Parameters': return parameterResources(resource.parameter).filter(isResource);
+    case 'Binary': return [inline(resource)].filter(isResource);
+    case 'DocumentReference': return list(resource.content).map((c) => inline((c as { attachment?: unknown })?.attachment)).filter(isResource);
+    default: return [];
   }
-  return inside.filter(isResource);
 }
+
+/** What the resource holds directly: its contained resources and what it carries. */
+const held = (resource: FhirResource): FhirResource[] => [...list(resource.contained).filter(isResource), ...carriedResources(resource)];
 
 /** Every resource held inside `resource`, at any depth (not the resource itself). */
 export function nestedResources(resource: FhirResource): FhirResource[] {

@@ -238,6 +238,11 @@ function walk(ctx: Ctx, v: unknown, key: string): unknown {
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v)) {
       if (dropped(k, x, v)) continue;
+      // A resource inline (a Parameters' resource parts) is one of its own, not a contained one: its id and dates are its own.
+      if (k === 'resource' && isObject(x) && typeof x.resourceType === 'string') {
+        out[k] = deidentifyResource(x as FhirResource, ctx.policy);
+        continue;
+      }
       if (k === 'reference' && typeof x === 'string') {
         const r = rewriteRef(ctx.policy.key, x);
         if (r !== undefined) out[k] = r;

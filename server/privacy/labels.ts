@@ -7,6 +7,7 @@ import {
 } from '../hcs/codes.ts';
 import { DEFAULT_LABEL_VOCABULARY, isHarmless, sensitivityClosure, type LabelVocabulary } from '../hcs/label-vocabulary.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
+import { nestedResources } from '../fhir/nested.ts';
 import type { FhirBundle, FhirResource } from '../resource-server/types.ts';
 
 export interface LabelOptions {
@@ -225,11 +226,17 @@ export function loweredLabel(stored: FhirResource, next: FhirResource, options: 
   return restrictions(before).find((label) => !kept.has(label));
 }
 
-/** A copy carrying the default confidentiality when the resource has no v3-Confidentiality label. */
+/**
+ * A copy labelled with the high water mark of its own confidentiality and that of the resources it holds
+ * (nested.ts): the default when none has one. The resource itself when its label is that already.
+ */
 export function withConfidentiality(resource: FhirResource, options: LabelOptions): FhirResource {
   const security = resource.meta?.security ?? [];
-  if (codingList(security).some((c) => c.system === CONFIDENTIALITY && isConfidentiality(c.code))) return resource;
-  return { ...resource, meta: { ...resource.meta, security: [...security, { system: CONFIDENTIALITY, code: options.defaultConfidentiality }] } };
+  const code = highWaterMark([resource, ...nestedResources(resource)], options);
+  const isConfidentialityLabel = (c: Coding) => canonicalSystem(c.system) === CONFIDENTIALITY;
+  if (codingList(security).some((c) => isConfidentialityLabel(c) && c.code === code)) return resource;
+  const kept = security.filter((c: unknown) => !codingList(c).some(isConfidentialityLabel));
+  return { ...resource, meta: { ...resource.meta, security: [...kept, { system: CONFIDENTIALITY, code }] } };
 }
 
 /** The highest confidentiality among the resources (the default when there are none). */

@@ -6,6 +6,7 @@
 // Used by the guard as its resource policy.
 import { createHmac } from 'node:crypto';
 import { patientsOf } from '../fhir/compartment.ts';
+import { nestedResources } from '../fhir/nested.ts';
 import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.ts';
 import type { PcfResidual } from '../hcs/token-claims.ts';
 import type { FhirBundle, FhirInteraction, FhirResource, Refusal, TokenContext } from '../resource-server/types.ts';
@@ -172,14 +173,25 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     return true;
   }
 
-  /** Whether the resource's labels let the asker see it: its purpose of use, test data, its clearance. */
-  const labelsAdmit = (asker: Asker, resource: FhirResource): boolean => {
+  /** Whether one resource's own labels let the asker see it: its purpose of use, test data, its clearance. */
+  const ownLabelsAdmit = (asker: Asker, resource: FhirResource): boolean => {
     const labels = resourceLabels(resource, labelOptions);
     return purposeAllows(labels, asker.purpose) && testDataVisible(labels, asker.purpose) && !residualForbids(asker.residual, labels, options.labels);
   };
 
+  /**
+   * A resource and what it holds (contained resources, a stored Bundle's entries, …: nested.ts) are seen whole
+   * or not at all: each must pass. Hiding the held ones and showing the rest would change a document
+   * someone attested, so it is the whole resource that is hidden.
+   */
+  const whole = (resource: FhirResource) => [resource, ...nestedResources(resource)];
+
+  const labelsAdmit = (asker: Asker, resource: FhirResource): boolean => whole(resource).every((r) => ownLabelsAdmit(asker, r));
+
   async function visible(asker: Asker, resource: FhirResource): Promise<boolean> {
-    return labelsAdmit(asker, resource) && consentPermits(asker, resource);
+    if (!labelsAdmit(asker, resource)) return false;
+    for (const r of whole(resource)) if (!(await consentPermits(asker, r))) return false;
+    return true;
   }
 
   /** What a patient reading their trail may not see at all: refused accesses (audit-agents.ts). */

@@ -4,6 +4,7 @@ import { isInPatientCompartment, parseReference, PATIENT_COMPARTMENT_PATHS, pati
 import { matchesSearch, searchParamKind } from '../fhir/search.ts';
 import { allows, permissionFor, type Interaction, type Level, type Permission, type ResourceScope } from '../smart/scopes.ts';
 import { codingList, isPrivacyOfficerRole } from '../hcs/codes.ts';
+import { nestedResources } from '../fhir/nested.ts';
 import { knownOperation } from './operations.ts';
 import type { Decision, FhirInteraction, FhirResource, InteractionKind, Refusal, TokenContext, View } from './types.ts';
 
@@ -236,8 +237,13 @@ export function securityContextOf(resource: FhirResource): ReferenceTarget | und
   return typeof reference === 'string' ? parseReference(reference) : undefined;
 }
 
+/** In the patients' compartments: the resource, and what it holds (nested.ts), which is as much theirs as the resource. */
 function withinPatients(patients: readonly string[] | undefined, resource: FhirResource, context?: FhirResource): boolean {
   if (patients === undefined) return true;
+  return ownWithinPatients(patients, resource, context) && nestedResources(resource).every((inner) => ownWithinPatients(patients, inner));
+}
+
+function ownWithinPatients(patients: readonly string[], resource: FhirResource, context?: FhirResource): boolean {
   // A Binary is in no compartment: FHIR R4 has its securityContext stand in for it. One without a
   // context (or whose context the caller did not read) could be anybody's, so a bounded view never sees it.
   if (resource.resourceType === 'Binary') {
@@ -245,11 +251,6 @@ function withinPatients(patients: readonly string[] | undefined, resource: FhirR
     if (target?.type === 'Patient') return patients.includes(target.id);
     return target !== undefined && context?.resourceType === target.type && context.id === target.id
       && context.resourceType !== 'Binary' && withinPatients(patients, context);
-  }
-  // A Bundle is in no compartment, but what it carries may be: it is only as visible as its entries.
-  if (resource.resourceType === 'Bundle') {
-    const entries = Array.isArray(resource.entry) ? (resource.entry as { resource?: FhirResource }[]) : [];
-    return entries.every((e) => e?.resource === undefined || withinPatients(patients, e.resource));
   }
   if (patientCompartmentParams(resource.resourceType) === undefined) return true;
   // Only the patients themselves: a Patient linking to one of them (Patient.link) is another record.

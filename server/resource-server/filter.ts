@@ -2,8 +2,9 @@
 // against them. Hidden data is absent (404, or left out of a Bundle), never announced.
 // Pure; inputs are never mutated (unchanged entries are shared with the input).
 import { parseReference, referencesAt } from '../fhir/compartment.ts';
+import { carriedResources } from '../fhir/nested.ts';
 import { admits, admitted, isUnrestricted, viewsFor, writableWithin } from './decide.ts';
-import type { FhirBundle, FhirBundleEntry, FhirResource, Refusal, TokenContext } from './types.ts';
+import type { FhirBundle, FhirBundleEntry, FhirResource, Refusal, TokenContext, View } from './types.ts';
 
 /**
  * Matches stay when the token's search views of their type admit them; `_include`/`_revinclude`
@@ -18,7 +19,7 @@ export function filterSearchBundle(
   const entries = bundle.entry ?? [];
   const modeOf = (entry: FhirBundleEntry) => entry.search?.mode ?? 'match';
   const matches = new Set(entries.filter((e) => modeOf(e) === 'match' && e.resource !== undefined
-    && admitted(viewsFor(token, e.resource.resourceType, 'search-type'), e.resource)));
+    && seen(token, viewsFor(token, e.resource.resourceType, 'search-type'), e.resource)));
   const shown = new Set([...matches].flatMap(({ resource }) => (resource?.id ? [`${resource.resourceType}/${resource.id}`] : [])));
   const kept: FhirBundleEntry[] = [];
   for (const entry of entries) {
@@ -26,7 +27,7 @@ export function filterSearchBundle(
     if (mode === 'outcome' || matches.has(entry)) kept.push(entry);
     if (mode !== 'include') continue;
     const resource = entry.resource;
-    if (resource && (admitted(viewsFor(token, resource.resourceType, 'read'), resource) || provenanceOfShown(resource, token, shown))) {
+    if (resource && (seen(token, viewsFor(token, resource.resourceType, 'read'), resource) || provenanceOfShown(resource, token, shown))) {
       kept.push(entry);
     } else if (options.includes === 'refuse') {
       return { status: 403, code: 'forbidden', message: 'an included resource is outside what the token may read' };
@@ -59,7 +60,7 @@ export function filterResource(
   kind: 'read' | 'vread' | 'history-instance',
   context?: FhirResource,
 ): FhirResource | undefined {
-  return admitted(viewsFor(token, resource.resourceType, kind), resource, context) ? resource : undefined;
+  return seen(token, viewsFor(token, resource.resourceType, kind), resource, context) ? resource : undefined;
 }
 
 /**
@@ -76,11 +77,20 @@ export function filterHistoryBundle(
   // history-system is granted by `*` scopes; its entries are checked like type history of their own type.
   const entryKind = kind === 'history-instance' ? 'history-instance' : 'history-type';
   const kept = (bundle.entry ?? []).filter((entry) => {
-    if (entry.resource) return admitted(viewsFor(token, entry.resource.resourceType, entryKind), entry.resource);
+    if (entry.resource) return seen(token, viewsFor(token, entry.resource.resourceType, entryKind), entry.resource);
     const type = entryType(entry);
     return type !== undefined && viewsFor(token, type, entryKind).some(isUnrestricted);
   });
   return rebuilt(bundle, kept, kept.length);
+}
+
+/**
+ * Whether `views` admit the resource, and the token's read views each resource it carries as one of its own
+ * (a stored Bundle's entries, a Parameters' resources: nested.ts), by that resource's type: a token that may
+ * read Bundles, but not Conditions, reads no Condition through a Bundle.
+ */
+function seen(token: TokenContext, views: readonly View[], resource: FhirResource, context?: FhirResource): boolean {
+  return admitted(views, resource, context) && carriedResources(resource).every((inner) => seen(token, viewsFor(token, inner.resourceType, 'read'), inner));
 }
 
 function entryType(entry: FhirBundleEntry): string | undefined {

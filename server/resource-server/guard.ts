@@ -2,6 +2,7 @@
 // filter -> audit. Framework-neutral (Koa and others adapt to it); imports nothing from the
 // authorization server.
 import { patientsOf } from '../fhir/compartment.ts';
+import { nestedResources } from '../fhir/nested.ts';
 import { namedPatients } from './target-patients.ts';
 import { classify, entryRequests } from './interaction.ts';
 import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
@@ -614,8 +615,15 @@ export function createGuard(guardOptions: GuardOptions) {
       if (!visible) return notFound(interaction);
       return { response: answer(upstream.status, visible, upstream), resources: [visible] };
     }
-    return { response: answer(upstream.status, body, upstream), resources: [] };
+    // Parameters are no data of their own (a $stats answer holds Observations): each resource in them is judged on its own.
+    const held = body?.resourceType === 'Parameters' ? nestedResources(body) : [];
+    for (const inner of held) if (!(await shownOnItsOwn(token, inner))) return notFound(interaction);
+    return { response: answer(upstream.status, body, upstream), resources: held };
   }
+
+  /** Whether the token would be shown the resource by a read of it: its read views, then the resource policy. */
+  const shownOnItsOwn = async (token: TokenContext, resource: FhirResource) =>
+    Boolean(filterResource(resource, token, 'read')) && (!options.resourcePolicy || (await options.resourcePolicy.visible(token, resource)));
 
   /**
    * A writing operation is checked as the update it amounts to: the stored resource as the operation would

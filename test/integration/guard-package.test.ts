@@ -186,6 +186,33 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     }
   });
 
+  it('hides, in every adapter, a resource holding what the token may not read: labels above its clearance, another patient\'s data', async () => {
+    const hiv = { resourceType: 'Observation', id: 'hiv', status: 'final', code: { text: 'HIV viral load' }, subject: { reference: 'Patient/pat-2' },
+      meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] } };
+    const seeded = [
+      { resourceType: 'Parameters', id: 'pkg-params-hiv', parameter: [{ name: 'result', resource: hiv }] },
+      { resourceType: 'Observation', id: 'pkg-obs-1-holds-2', status: 'final', code: { text: 'panel' }, subject: { reference: 'Patient/pat-1' },
+        contained: [{ resourceType: 'Observation', id: 'pain', status: 'final', code: { text: 'pain' }, subject: { reference: 'Patient/pat-2' } }], hasMember: [{ reference: '#pain' }] },
+    ];
+    for (const resource of seeded) {
+      const res = await fetch(`${upstream.url}/${resource.resourceType}/${resource.id}`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(resource) });
+      assert.ok(res.ok, `${resource.id}: ${res.status}`);
+    }
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      const bearer = async (extra: { scope: string } & Record<string, string>) => {
+        const launch = await authorize({ server, client, aud: base, ...extra });
+        return (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+      };
+      const read = async (path: string, token: string) => (await fetch(`${base}/${path}`, { headers: { authorization: `Bearer ${token}` } })).status;
+      const jones = await bearer({ scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' }); // clearance N
+      assert.equal(await read('Parameters/pkg-params-hiv', jones), 404, `${base}: an unlabelled Parameters holding R + HIV`);
+      const patient = await bearer({ scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
+      assert.equal(await read('Observation/pkg-obs-1-holds-2', patient), 404, `${base}: pat-1's Observation containing pat-2's`);
+      assert.equal(await read('Observation/obs-1a-hba1c', patient), 200, `${base}: pat-1's own`);
+    }
+  });
+
   it('ships compiled JavaScript with types and a files list, and needs none of the authorization server\'s dependencies', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
     assert.ok(listing.includes('package/dist/server/resource-server/index.js'));

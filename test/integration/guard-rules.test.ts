@@ -27,6 +27,8 @@ interface Shape {
   seed(resource: FhirResource): Promise<void>;
   /** The ids of a search's matches as the FHIR server behind the guard orders them, past the guard. */
   stored(type: string, query: string): Promise<string[]>;
+  /** Whether the FHIR server behind the guard stores Bundles as resources (the demo store keeps none). */
+  keepsBundles?: boolean;
 }
 
 /** `patches`: whether the FHIR server behind the guard applies a JSON Patch (the demo store answers 405). */
@@ -65,6 +67,104 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       const smith = await token('dr.smith', 'demo-password-1'); // cleared for SUD; pat-2's consent denies it to dr-smith
       assert.equal((await get('Condition/cond-2-oud', smith)).status, 404);
       assert.equal((await get('Observation/obs-2a-hiv-vl', smith)).status, 200, 'the rest of her record is permitted');
+    });
+
+    describe('resources that hold other resources: a container is shown only when everything inside it would be', () => {
+      const HIV = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' };
+      const hivLoad = { resourceType: 'Observation', id: 'hiv-vl', status: 'final', code: { text: 'HIV viral load' }, subject: { reference: 'Patient/pat-2' }, meta: { security: [{ system: CONFIDENTIALITY, code: 'R' }, HIV] } };
+      const oud = { resourceType: 'Condition', id: 'oud', code: { text: 'opioid use disorder' }, subject: { reference: 'Patient/pat-2' }, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'SUD' }] } };
+      const pat2Pain = { resourceType: 'Observation', id: 'pain', status: 'final', code: { text: 'pain' }, subject: { reference: 'Patient/pat-2' } };
+      const inParameters = (id: string, resource: object) => ({ resourceType: 'Parameters', id, parameter: [{ name: 'result', part: [{ name: 'item', resource }] }] });
+      const send = (method: string, path: string, bearer: string, body: unknown) => fetch(`${shape.fhirBase}/${path}`, {
+        method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(body),
+      });
+      before(async () => {
+        await shape.seed(inParameters('params-hiv', hivLoad));
+        await shape.seed(inParameters('params-oud', oud));
+        await shape.seed(inParameters('params-plain', { ...pat2Pain, subject: { reference: 'Patient/pat-1' } }));
+        const inline = (resource: object) => ({ contentType: 'application/fhir+json', data: Buffer.from(JSON.stringify(resource)).toString('base64') });
+        await shape.seed({ resourceType: 'DocumentReference', id: 'doc-inline-hiv', status: 'current', subject: { reference: 'Patient/pat-2' }, content: [{ attachment: inline(hivLoad) }] });
+        await shape.seed({ resourceType: 'Binary', id: 'bin-inline-hiv', securityContext: { reference: 'Patient/pat-2' }, ...inline(hivLoad) });
+        // pat-1's Observation that contains pat-2's; a Medication (in no compartment) that contains pat-2's, ordered for pat-1.
+        await shape.seed({ resourceType: 'Observation', id: 'obs-1-holds-2', status: 'final', code: { text: 'panel' }, subject: { reference: 'Patient/pat-1' }, contained: [pat2Pain], hasMember: [{ reference: '#pain' }] });
+        await shape.seed({ resourceType: 'Medication', id: 'med-holds-2', code: { text: 'compounded' }, contained: [pat2Pain] });
+        await shape.seed({ resourceType: 'MedicationRequest', id: 'mr-1-holds-2', status: 'active', intent: 'order', subject: { reference: 'Patient/pat-1' }, medicationReference: { reference: 'Medication/med-holds-2' } });
+      });
+
+      it('hides a container holding labels above the clearance, by read and by search', async () => {
+        const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // clearance N, no sensitivities
+        assert.equal((await get('Parameters/params-hiv', jones)).status, 404, 'an unlabelled Parameters holding R + HIV');
+        assert.equal((await get('Parameters/params-plain', jones)).status, 200, 'one holding nothing hidden is shown');
+        assert.equal((await get('DocumentReference/doc-inline-hiv', jones)).status, 404, 'a DocumentReference with it inline as FHIR JSON');
+        assert.equal((await get('Binary/bin-inline-hiv', jones)).status, 404, 'a Binary that is it as FHIR JSON');
+        const found = await ids(await get('Parameters?_id=params-hiv,params-plain', jones));
+        assert.deepEqual(found, ['Parameters/params-plain'], 'and searches leave it out');
+        const smith = await token('dr.smith', 'demo-password-1'); // cleared for R and HIV
+        assert.equal((await get('Parameters/params-hiv', smith)).status, 200, 'a token cleared for what it holds sees it');
+      });
+
+      it('shows the resources a Parameters or a Bundle carries only to a token whose scopes read their types', async () => {
+        const parametersOnly = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/Parameters.rs', patient: 'pat-1' });
+        assert.equal((await get('Parameters/params-plain', parametersOnly)).status, 404, 'it holds an Observation, which the token may not read');
+        assert.deepEqual(await ids(await get('Parameters?_id=params-plain', parametersOnly)), []);
+        const withObservations = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/Parameters.rs patient/Observation.rs', patient: 'pat-1' });
+        assert.equal((await get('Parameters/params-plain', withObservations)).status, 200);
+      });
+
+      it('applies the patient\'s Consent to what a container holds', async () => {
+        const smith = await token('dr.smith', 'demo-password-1'); // pat-2's consent denies SUD to dr-smith
+        assert.equal((await get('Parameters/params-oud', smith)).status, 404);
+      });
+
+      it('de-identifies the resources a Parameters holds as resources of their own: no real id', async () => {
+        const research = await token('researcher', 'research-pass');
+        const found = await get('Parameters', research);
+        assert.equal(found.status, 200);
+        const text = await found.text();
+        assert.ok(JSON.parse(text).entry.length > 0, 'params-plain is shown');
+        for (const real of ['"pain"', 'pat-1']) assert.ok(!text.includes(real), real);
+      });
+
+      it('hides a resource that contains another patient\'s data from a token bound to one patient: read, search and _include', async () => {
+        const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
+        assert.equal((await get('Observation/obs-1-holds-2', patient)).status, 404, 'pat-1\'s Observation containing pat-2\'s');
+        assert.ok(!(await ids(await get('Observation?patient=Patient/pat-1', patient))).includes('Observation/obs-1-holds-2'));
+        assert.equal((await get('Medication/med-holds-2', patient)).status, 404, 'a Medication containing pat-2\'s Observation');
+        assert.equal((await get('Parameters/params-hiv', patient)).status, 404, 'a Parameters is in no compartment: it is only as visible as what it holds');
+        assert.equal((await get('Parameters/params-plain', patient)).status, 200, 'which here is pat-1\'s');
+        const included = await ids(await get('MedicationRequest?_id=mr-1-holds-2&_include=MedicationRequest:medication', patient));
+        assert.deepEqual(included, ['MedicationRequest/mr-1-holds-2'], 'the included Medication is stripped');
+      });
+
+      it('lets no change put what the writer may not read into a container', async () => {
+        const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
+        const holder = { resourceType: 'Observation', id: 'obs-2-holder', status: 'final', code: { text: 'panel' }, subject: { reference: 'Patient/pat-2' } };
+        await shape.seed(holder);
+        const updated = await send('PUT', 'Observation/obs-2-holder', jones, { ...holder, contained: [hivLoad], hasMember: [{ reference: '#hiv-vl' }] });
+        assert.equal(updated.status, 403, 'an update that contains R + HIV');
+        assert.match((await updated.json()).issue[0].diagnostics, /labels the token may not read/);
+        const unchanged = await get('Observation/obs-2-holder', jones);
+        assert.equal(unchanged.status, 200, 'nothing was written');
+        assert.equal((await unchanged.json()).contained, undefined);
+      });
+
+      it('labels a new container with the high-water mark of what it holds', async () => {
+        const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' }); // cleared for R and HIV
+        const created = await send('POST', 'Parameters', smith, { ...inParameters('unused', hivLoad), id: undefined });
+        assert.equal(created.status, 201);
+        const stored = await get(`Parameters/${(await created.json()).id}`, smith);
+        assert.deepEqual((await stored.json()).meta.security.filter((c: any) => c.system === CONFIDENTIALITY).map((c: any) => c.code), ['R']);
+      });
+
+      it('hides a stored document Bundle holding an entry the token may not read', async function () {
+        if (!shape.keepsBundles) this.skip(); // the demo store keeps no Bundles
+        await shape.seed({ resourceType: 'Bundle', id: 'doc-hiv', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a01', resource: hivLoad }] });
+        await shape.seed({ resourceType: 'Bundle', id: 'doc-plain', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a02', resource: pat2Pain }] });
+        const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+        assert.equal((await get('Bundle/doc-hiv', jones)).status, 404, 'an unlabelled Bundle with an R + HIV entry');
+        assert.equal((await get('Bundle/doc-plain', jones)).status, 200);
+        assert.deepEqual(await ids(await get('Bundle?_id=doc-hiv,doc-plain', jones)), ['Bundle/doc-plain']);
+      });
     });
 
     it('shows test data only to test tokens', async () => {
@@ -633,4 +733,4 @@ guardRules('demo store behind the guard proxy', () => behindProxy(async () => {
   return { ...(await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`)), dir };
 }));
 
-guardRules('Medplum behind the guard proxy', () => behindProxy(startMedplumFhirServer), { patches: true });
+guardRules('Medplum behind the guard proxy', async () => ({ ...(await behindProxy(startMedplumFhirServer)), keepsBundles: true }), { patches: true });

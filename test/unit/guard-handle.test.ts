@@ -393,3 +393,23 @@ describe('guard: writing operations', () => {
     assert.deepEqual(seen, []);
   });
 });
+
+describe('guard: an operation\'s Parameters answer', () => {
+  // $stats answers with Parameters holding Observations: here, another patient's.
+  const stats = (subject: string) => ({ resourceType: 'Parameters', parameter: [{ name: 'statistics', resource: { ...observation, id: 'stat-1', subject: { reference: subject } } }] });
+  const guardAnswering = (subject: string) => createGuard({
+    base: BASE,
+    upstreamBase: 'http://upstream/fhir',
+    allowOperations: ['stats'],
+    upstream: inProcessUpstream(async () => ({ status: 200, headers: new Headers({ 'content-type': 'application/fhir+json' }), body: stats(subject) })),
+    verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope: 'patient/*.rs', patient: 'pat-1' }, BASE),
+  });
+
+  it('is shown only when every resource it holds would be shown on its own', async () => {
+    const ask = (subject: string) => guardAnswering(subject).handle({ method: 'GET', path: '/Observation/$stats', query: 'patient=pat-1&code=1', headers: bearer });
+    assert.equal((await ask('Patient/pat-1')).status, 200, 'the token\'s own patient');
+    const other = await ask('Patient/pat-2');
+    assert.equal(other.status, 404, 'another patient\'s Observation inside');
+    assert.ok(!JSON.stringify(other.body).includes('pat-2'));
+  });
+});

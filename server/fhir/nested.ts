@@ -1,0 +1,48 @@
+// Resources held inside another: its `contained` resources, a stored Bundle's entries, a Parameters'
+// resource parameters and parts, and FHIR JSON inline in a Binary or a DocumentReference's attachments.
+// Whoever may see the holder sees them, so rules on who sees a resource apply to them too. Pure.
+import type { FhirResource } from './types.ts';
+
+const FHIR_JSON = /^application\/(?:fhir\+json|json\+fhir)\s*(?:;|$)/i;
+
+const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
+
+const isResource = (value: unknown): value is FhirResource =>
+  value !== null && typeof value === 'object' && typeof (value as { resourceType?: unknown }).resourceType === 'string';
+
+/** A resource as FHIR JSON inline in an attachment or a Binary (`contentType` and base64 `data`); not JSON: none. */
+function inline(holder: unknown): unknown {
+  const { contentType, data } = (holder ?? {}) as { contentType?: unknown; data?: unknown };
+  if (typeof contentType !== 'string' || !FHIR_JSON.test(contentType) || typeof data !== 'string') return undefined;
+  try {
+    return JSON.parse(Buffer.from(data, 'base64').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The resources in a Parameters' parameters and, at any depth, their parts. */
+const parameterResources = (parameters: unknown): unknown[] =>
+  list(parameters).flatMap((p) => [(p as { resource?: unknown })?.resource, ...parameterResources((p as { part?: unknown })?.part)]);
+
+/**
+ * What the resource carries directly as resources of their own, each of its type: a Bundle's entries, a
+ * Parameters' resources, FHIR JSON inline. Not its contained resources, which are part of it.
+ */
+export function carriedResources(resource: FhirResource): FhirResource[] {
+  switch (resource.resourceType) {
+    case 'Bundle': return list(resource.entry).map((e) => (e as { resource?: unknown })?.resource).filter(isResource);
+    case 'Parameters': return parameterResources(resource.parameter).filter(isResource);
+    case 'Binary': return [inline(resource)].filter(isResource);
+    case 'DocumentReference': return list(resource.content).map((c) => inline((c as { attachment?: unknown })?.attachment)).filter(isResource);
+    default: return [];
+  }
+}
+
+/** What the resource holds directly: its contained resources and what it carries. */
+const held = (resource: FhirResource): FhirResource[] => [...list(resource.contained).filter(isResource), ...carriedResources(resource)];
+
+/** Every resource held inside `resource`, at any depth (not the resource itself). */
+export function nestedResources(resource: FhirResource): FhirResource[] {
+  return held(resource).flatMap((inner) => [inner, ...nestedResources(inner)]);
+}

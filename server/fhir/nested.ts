@@ -39,8 +39,11 @@ export function carriedResources(resource: FhirResource): FhirResource[] {
   }
 }
 
+/** The resource's contained resources: part of it, not resources of their own (FHIR R4 §2.3.0.14). */
+export const containedResources = (resource: FhirResource): FhirResource[] => list(resource.contained).filter(isResource);
+
 /** What the resource holds directly: its contained resources and what it carries. */
-const held = (resource: FhirResource): FhirResource[] => [...list(resource.contained).filter(isResource), ...carriedResources(resource)];
+const held = (resource: FhirResource): FhirResource[] => [...containedResources(resource), ...carriedResources(resource)];
 
 /** Every resource held inside `resource`, at any depth (not the resource itself). */
 export function nestedResources(resource: FhirResource): FhirResource[] {

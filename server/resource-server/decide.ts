@@ -1,10 +1,10 @@
 // The guard's decisions: which scopes let a token make an interaction, what each lets it see
 // (views), and whether one resource is inside them. Pure; nothing here knows the store.
-import { isInPatientCompartment, parseReference, PATIENT_COMPARTMENT_PATHS, patientCompartmentParams, valuesAt, type ReferenceTarget } from '../fhir/compartment.ts';
+import { isInPatientCompartment, parseReference, PATIENT_COMPARTMENT_PATHS, patientCompartmentParams, patientsOf, valuesAt, type ReferenceTarget } from '../fhir/compartment.ts';
 import { matchesSearch, searchParamKind } from '../fhir/search.ts';
 import { allows, permissionFor, type Interaction, type Level, type Permission, type ResourceScope } from '../smart/scopes.ts';
 import { codingList, isPrivacyOfficerRole } from '../hcs/codes.ts';
-import { nestedResources } from '../fhir/nested.ts';
+import { carriedResources, containedResources } from '../fhir/nested.ts';
 import { knownOperation } from './operations.ts';
 import type { Decision, FhirInteraction, FhirResource, InteractionKind, Refusal, TokenContext, View } from './types.ts';
 
@@ -240,7 +240,18 @@ export function securityContextOf(resource: FhirResource): ReferenceTarget | und
 /** In the patients' compartments: the resource, and what it holds (nested.ts), which is as much theirs as the resource. */
 function withinPatients(patients: readonly string[] | undefined, resource: FhirResource, context?: FhirResource): boolean {
   if (patients === undefined) return true;
-  return ownWithinPatients(patients, resource, context) && nestedResources(resource).every((inner) => ownWithinPatients(patients, inner));
+  return ownWithinPatients(patients, resource, context) && holdsWithin(patients, resource);
+}
+
+/**
+ * What a resource holds stays within the patients: each resource it carries (a Bundle entry, a Parameters part,
+ * inline JSON) is in their compartments in its own right; a contained one, part of its container and so in the
+ * container's compartment, names no other patient (a contained Patient could be anyone's record: never).
+ */
+function holdsWithin(patients: readonly string[], resource: FhirResource): boolean {
+  return carriedResources(resource).every((inner) => withinPatients(patients, inner))
+    && containedResources(resource).every((inner) => inner.resourceType !== 'Patient'
+      && patientsOf(inner).every((id) => patients.includes(id)) && holdsWithin(patients, inner));
 }
 
 function ownWithinPatients(patients: readonly string[], resource: FhirResource, context?: FhirResource): boolean {

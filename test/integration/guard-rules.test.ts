@@ -136,6 +136,21 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.deepEqual(included, ['MedicationRequest/mr-1-holds-2'], 'the included Medication is stripped');
       });
 
+      it('shows a resource whose contained resources name no other patient to a token bound to its patient', async () => {
+        // Contained resources are part of their container (FHIR R4 §2.3.0.14): one naming no patient is in the container's compartment.
+        await shape.seed({
+          resourceType: 'DiagnosticReport', id: 'dr-1-contained', status: 'final', code: { text: 'panel' }, subject: { reference: 'Patient/pat-1' },
+          contained: [{ resourceType: 'Observation', id: 'o1', status: 'final', code: { text: 'sodium' } }], result: [{ reference: '#o1' }],
+        });
+        await shape.seed({
+          resourceType: 'MedicationRequest', id: 'mr-1-contained', status: 'active', intent: 'order', subject: { reference: 'Patient/pat-1' },
+          contained: [{ resourceType: 'Medication', id: 'm1', code: { text: 'amoxicillin' } }], medicationReference: { reference: '#m1' },
+        });
+        const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
+        assert.equal((await get('DiagnosticReport/dr-1-contained', patient)).status, 200, 'a contained Observation without a subject');
+        assert.equal((await get('MedicationRequest/mr-1-contained', patient)).status, 200, 'a contained Medication');
+      });
+
       it('lets no change put what the writer may not read into a container', async () => {
         const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
         const holder = { resourceType: 'Observation', id: 'obs-2-holder', status: 'final', code: { text: 'panel' }, subject: { reference: 'Patient/pat-2' } };

@@ -283,6 +283,28 @@ export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
   return writerFor(db).append(items);
 }
 
+/**
+ * Runs `change` and appends the records `records` makes of its result in one transaction: both are
+ * stored, or neither. For an administrator's changes, which must not happen unrecorded. The chain head
+ * is locked first (SQLite: the write lock is taken before anything is read, so the change cannot work
+ * on a stale snapshot); the append bypasses the group commit. AuditWriteError when the records cannot be written.
+ */
+export async function changeWithRecords<T>(db: Db, change: (trx: Knex.Transaction) => Promise<T>, records: (value: T) => AuditEvent[]): Promise<T> {
+  const writer = writerFor(db);
+  const audit = <R>(step: () => Promise<R>) => step().catch((err: unknown) => {
+    throw new AuditWriteError(`the audit store could not write: ${(err as Error)?.message ?? err}`, { cause: err });
+  });
+  const { value, committed } = await db.transaction(async (trx) => {
+    const statements = transactionStatements(trx);
+    await audit(() => lockHead(statements));
+    const value = await change(trx);
+    const items = records(value).map((e) => prepare(e));
+    return { value, committed: (await audit(() => writer.write(statements, [items]))).committed };
+  });
+  committed?.();
+  return value;
+}
+
 // --- the store ------------------------------------------------------------------------------------
 
 interface EventRow {

@@ -7,6 +7,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { runCli } from '../support/cli.ts';
 import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
+import { isPg } from '../../server/db-statements.ts';
 
 describe('CLI', () => {
   let server: TestServer;
@@ -23,6 +24,9 @@ describe('CLI', () => {
     assert.equal(user.json.username, 'nurse.kim');
     assert.deepEqual(user.json.roles, [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'nurse' }]);
     assert.deepEqual(user.json.patients, ['pat-1', 'pat-3']);
+    const created = (await server.audit.search({ type: '110113', subtype: '110137' }) as any[])
+      .filter((e) => e.action === 'C' && e.entity[0].what.identifier.value === user.json.id);
+    assert.deepEqual(created.map((e) => e.entity[0].detail.map((d: any) => d.valueString)), [['account', 'administrator']], 'the new account is recorded');
 
     const client = await cli('client', 'add', '--name', 'CLI app', '--redirect-uri', 'http://127.0.0.1:9999/callback',
       '--post-logout-redirect-uri', 'http://127.0.0.1:9999/signed-out', '--secret', '--json');
@@ -150,6 +154,59 @@ describe('CLI', () => {
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr ?? '', /client no-such-client is not registered/);
     assert.match((await cli('client', 'rotate-secret')).stderr ?? '', /a client_id is required/);
+  });
+
+  /** Makes the audit store refuse every record until undone. */
+  async function refuseAuditRecords(refuse: boolean) {
+    const db = server.db;
+    if (!isPg(db)) {
+      await db.raw(refuse ? "CREATE TRIGGER refuse_records BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER refuse_records');
+    } else if (refuse) {
+      await db.raw("CREATE FUNCTION refuse_records() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql");
+      await db.raw('CREATE TRIGGER refuse_records BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_records()');
+    } else {
+      await db.raw('DROP TRIGGER refuse_records ON audit_events');
+      await db.raw('DROP FUNCTION refuse_records()');
+    }
+  }
+
+  /** What an administrator's command may change. */
+  const state = async () => Object.fromEntries(await Promise.all(['users', 'oidc_payloads', 'signing_keys', 'user_factors', 'privacy_holds', 'revoked_tokens', 'user_sessions']
+    .map(async (table) => [table, await server.db(table).select()])));
+
+  it('changes nothing when the audit trail cannot take the record of the change, and says so', async () => {
+    const app = await cli('client', 'add', '--name', 'Unrecorded', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
+    assert.equal((await cli('user', 'add', 'rec.user', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3')).code, 0);
+    const nothingChanged = /^the audit trail cannot take the record of this change now: nothing was changed; try again$/;
+    const commands = [
+      ['client', 'add', '--name', 'Unrecorded too', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret'],
+      ['client', 'rotate-secret', app.json.client_id],
+      ['client', 'remove', app.json.client_id],
+      ['user', 'add', 'unrecorded.user', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3'],
+      ['user', 'password', 'rec.user', '--password', 'another-long-password'],
+      ['user', 'mfa', 'rec.user', '--totp'],
+      ['user', 'disable', 'rec.user'],
+      ['registration token'.split(' '), '--ttl', '600'].flat(),
+      ['keys', 'rotate'],
+      ['audit', 'hold', '--patient', 'pat-3', '--reason', 'litigation'],
+    ];
+    const before = await state();
+    await refuseAuditRecords(true);
+    try {
+      for (const args of commands) {
+        const result = await cli(...args, '--json');
+        assert.equal(result.code, 1, `${args.join(' ')}: ${result.stdout} ${result.stderr}`);
+        assert.match(result.json.error, nothingChanged, args.join(' '));
+        assert.deepEqual(await state(), before, `${args.join(' ')}: nothing changed`);
+      }
+      const plain = await cli('user', 'add', 'unrecorded.user', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3');
+      assert.equal(plain.code, 1);
+      assert.equal(plain.stderr, 'smart-auth user add: the audit trail cannot take the record of this change now: nothing was changed; try again\n');
+    } finally {
+      await refuseAuditRecords(false);
+    }
+    assert.deepEqual(await state(), before);
+    assert.equal((await cli('client', 'rotate-secret', app.json.client_id)).code, 0, 'works again once the trail takes records');
   });
 
   it('creates a single-use EHR launch', async () => {

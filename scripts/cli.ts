@@ -10,7 +10,7 @@ import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
 import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
-import { addClient, ClientError, clientExists, clientNames, listClients, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
+import { addClient, ClientError, clientExists, clientNames, clientOrganizationOf, listClients, removeClient, rotateClientSecret, updateClient, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, organizationProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
@@ -247,6 +247,25 @@ const commands: Record<string, Command> = {
       const secret = await recordedChange(db, (trx) => rotateClientSecret(trx, clientId),
         () => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['client_secret'] })]);
       return { json: { client_id: clientId, client_secret: secret }, text: `client_secret: ${secret}  (shown once; store it now; the old secret no longer works)` };
+    },
+  },
+  'client update': {
+    usage: 'client update <client_id> (--organization-id <uri> [--organization "<name>"] | --no-organization)   (binds the client to another organization, or to none; a running server uses it within CLIENT_CACHE_MS)',
+    options: { ...json, ...ORGANIZATION_OPTIONS, 'no-organization': { type: 'boolean' } },
+    async run({ values: v, positionals: [clientId] }, { db, config }) {
+      if (!clientId) throw new UsageError('a client_id is required');
+      const { organizationId, organizationName } = organizationOf(v);
+      if (Boolean(v['no-organization']) === (organizationId !== undefined)) throw new UsageError('give --organization-id <uri> [--organization "<name>"], or --no-organization');
+      // A new binding replaces the whole old one: a name left out is removed, not kept from the old organization.
+      const changes = { organization_id: organizationId, organization_name: organizationName };
+      const provider = await toolProvider(config, db);
+      const updated = await recordedChange(db, (trx) => updateClient(trx, provider, clientId, changes),
+        () => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: Object.keys(changes) })]);
+      const organization = clientOrganizationOf(updated);
+      return {
+        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null },
+        text: organization ? `${clientId} is bound to organization ${[organization.name, organization.id].filter(Boolean).join(', ')}` : `${clientId} is bound to no organization`,
+      };
     },
   },
   'launch create': {

@@ -115,6 +115,45 @@ describe('CLI', () => {
     assert.equal((await cli('client', 'remove', bound.json.client_id)).code, 0);
   });
 
+  it('changes the organization a client is bound to (client update), recorded; refuses a bad change and changes nothing', async () => {
+    const { publicKey } = await generateKeyPair('ES384');
+    const file = join(tmpdir(), `jwks-update-${process.pid}.json`);
+    writeFileSync(file, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES384' }] }));
+    const added = await cli('client', 'add', '--name', 'Moving lab', '--jwks-file', file, '--scope', 'system/Patient.rs', '--organization-id', 'urn:oid:1.2.3', '--organization', 'Old Lab', '--json');
+    const clientId = added.json.client_id as string;
+    const stored = async () => JSON.parse((await server.db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload')).payload);
+
+    const moved = await cli('client', 'update', clientId, '--organization-id', 'urn:oid:1.2.4', '--organization', 'New Lab', '--json');
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.deepEqual(moved.json, { client_id: clientId, organization_id: 'urn:oid:1.2.4', organization_name: 'New Lab' });
+    assert.deepEqual([(await stored()).organization_id, (await stored()).organization_name, (await stored()).client_name], ['urn:oid:1.2.4', 'New Lab', 'Moving lab']);
+    const unnamed = await cli('client', 'update', clientId, '--organization-id', 'urn:oid:1.2.5');
+    assert.equal(unnamed.stdout, `${clientId} is bound to organization urn:oid:1.2.5\n`);
+    assert.equal((await stored()).organization_name, undefined, 'a new binding does not keep the old name');
+    const unbound = await cli('client', 'update', clientId, '--no-organization');
+    assert.equal(unbound.stdout, `${clientId} is bound to no organization\n`);
+    assert.equal((await stored()).organization_id, undefined);
+
+    const before = await stored();
+    for (const [args, message, code] of [
+      [[clientId], /give --organization-id <uri> \[--organization "<name>"\], or --no-organization/, 2],
+      [[clientId, '--organization-id', 'urn:oid:1.2.6', '--no-organization'], /or --no-organization/, 2],
+      [[clientId, '--organization-id', 'not a uri'], /--organization-id must be a URI/, 2],
+      [[clientId, '--organization', 'Name only'], /--organization needs --organization-id/, 2],
+      [['no-such-client', '--no-organization'], /client no-such-client is not registered/, 2],
+      [['--no-organization'], /a client_id is required/, 2],
+    ] as const) {
+      const refused = await cli('client', 'update', ...args, '--json');
+      assert.equal(refused.code, code, args.join(' '));
+      assert.match(refused.json.error, message);
+    }
+    assert.deepEqual(await stored(), before, 'nothing changed');
+    const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+      .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === clientId);
+    assert.equal(records.length, 3, 'each change recorded');
+    assert.deepEqual(records[0].entity[0].detail.map((d: any) => d.valueString), ['organization_id', 'organization_name']);
+  });
+
   it('rotates a client secret: the running server then takes the new one only; a client without a secret is refused', async () => {
     const app = await cli('client', 'add', '--name', 'Rotated', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
     const old = app.json.client_secret as string;
@@ -181,6 +220,7 @@ describe('CLI', () => {
     const commands = [
       ['client', 'add', '--name', 'Unrecorded too', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret'],
       ['client', 'rotate-secret', app.json.client_id],
+      ['client', 'update', app.json.client_id, '--organization-id', 'urn:oid:1.2.3.4'],
       ['client', 'remove', app.json.client_id],
       ['user', 'add', 'unrecorded.user', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3'],
       ['user', 'password', 'rec.user', '--password', 'another-long-password'],

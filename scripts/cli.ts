@@ -100,7 +100,9 @@ const commands: Record<string, Command> = {
       };
       if (attributes.roles!.some(isPrivacyOfficerRole)) throw new UsageError('the privacy-officer role is given with --privacy-officer, not --role');
       checkPurposes(attributes.purposes!);
-      if (attributes.organizationId && !URL.canParse(attributes.organizationId)) throw new UsageError('--organization-id must be a URI, e.g. urn:oid:1.2.3.4');
+      // A user may name their organization without its URI.
+      const organization = organizationProblem(attributes.organizationId, undefined);
+      if (organization) throw new UsageError(organization);
       if (!['U', 'L', 'M', 'N', 'R', 'V'].includes(attributes.clearance!)) throw new UsageError('--clearance is one of U L M N R V');
       const fhirUser = v['fhir-user'] as string | undefined;
       checkNewUser({ username, password: String(v.password), fhirUser });

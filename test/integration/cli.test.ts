@@ -286,6 +286,7 @@ describe('CLI', () => {
     [['user', 'disable', 'nobody-here'], /no user/],
     [['user', 'add', 'p', '--password', 'long-enough', '--purpose', 'NOPE'], /v3-ActReason/],
     [['user', 'add', 'p', '--password', 'long-enough', '--organization-id', 'not a uri'], /--organization-id/],
+    [['user', 'add', 'org.empty', '--password', 'long-enough', '--fhir-user', 'Patient/pat-3', '--organization-id', ''], /--organization-id must be a URI/],
     [['client', 'add', '--name', 'x', '--secret', '--redirect-uri', 'https://a.example/cb', '--purpose', 'NOPE'], /purposes_of_use/],
     [['client', 'add', '--name', 'x', '--public', '--secret', '--redirect-uri', 'https://a.example/cb'], /exactly one/],
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'javascript:alert(1)'], /redirect_uris/],

@@ -7,7 +7,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { runCli } from '../support/cli.ts';
 import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
-import { isPg } from '../../server/db-statements.ts';
+import { refuseAuditRecords } from '../support/audit-refusal.ts';
 
 describe('CLI', () => {
   let server: TestServer;
@@ -195,20 +195,6 @@ describe('CLI', () => {
     assert.match((await cli('client', 'rotate-secret')).stderr ?? '', /a client_id is required/);
   });
 
-  /** Makes the audit store refuse every record until undone. */
-  async function refuseAuditRecords(refuse: boolean) {
-    const db = server.db;
-    if (!isPg(db)) {
-      await db.raw(refuse ? "CREATE TRIGGER refuse_records BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER refuse_records');
-    } else if (refuse) {
-      await db.raw("CREATE FUNCTION refuse_records() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql");
-      await db.raw('CREATE TRIGGER refuse_records BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_records()');
-    } else {
-      await db.raw('DROP TRIGGER refuse_records ON audit_events');
-      await db.raw('DROP FUNCTION refuse_records()');
-    }
-  }
-
   /** What an administrator's command may change. */
   const state = async () => Object.fromEntries(await Promise.all(['users', 'oidc_payloads', 'signing_keys', 'user_factors', 'privacy_holds', 'revoked_tokens', 'user_sessions']
     .map(async (table) => [table, await server.db(table).select()])));
@@ -231,7 +217,7 @@ describe('CLI', () => {
       ['audit', 'hold', '--patient', 'pat-3', '--reason', 'litigation'],
     ];
     const before = await state();
-    await refuseAuditRecords(true);
+    await refuseAuditRecords(server.db, true);
     try {
       for (const args of commands) {
         const result = await cli(...args, '--json');
@@ -243,7 +229,7 @@ describe('CLI', () => {
       assert.equal(plain.code, 1);
       assert.equal(plain.stderr, 'smart-auth user add: the audit trail cannot take the record of this change now: nothing was changed; try again\n');
     } finally {
-      await refuseAuditRecords(false);
+      await refuseAuditRecords(server.db, false);
     }
     assert.deepEqual(await state(), before);
     assert.equal((await cli('client', 'rotate-secret', app.json.client_id)).code, 0, 'works again once the trail takes records');

@@ -32,8 +32,10 @@ class Unavailable extends Error {}
 
 // oidc-provider and the FHIR store are loaded by the commands that use them only: a CLI call that
 // needs neither starts in about half the time.
+const providerHost = () => import('../server/oidc/provider-host.ts');
+
 async function toolProvider(config: Config, db: Db): Promise<Provider> {
-  return (await import('../server/oidc/provider-host.ts')).createToolProvider(config, db);
+  return (await providerHost()).createToolProvider(config, db);
 }
 
 async function patientDirectory(config: Config, db: Db): Promise<PatientDirectory> {
@@ -425,8 +427,9 @@ const commands: Record<string, Command> = {
       const problem = invalidPrivileges(privileges);
       if (problem) throw new UsageError(problem);
       // It lets someone register clients, privileged ones too: the trail says when, for how long and what it allows.
-      // The provider stores the token: it works on the transaction too.
-      const token = await recordedChange(db, async (trx) => issueInitialAccessToken(trx, await toolProvider(config, trx), ttl, privileges), (issued) => [initialAccessTokenIssued({
+      // The provider stores the token, so it works on the transaction too; loaded before, not while the transaction holds the audit chain.
+      const { createToolProvider } = await providerHost();
+      const token = await recordedChange(db, async (trx) => issueInitialAccessToken(trx, await createToolProvider(config, trx), ttl, privileges), (issued) => [initialAccessTokenIssued({
         ...administrator(config), tokenDigest: createHash('sha256').update(issued).digest('base64url'), expiresIn: ttl,
         privileges: Object.entries(privileges).filter(([, v]) => v !== undefined && !(Array.isArray(v) && !v.length))
           .map(([field, v]) => `${field}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),

@@ -10,12 +10,12 @@ import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
 import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
-import { addClient, ClientError, clientExists, clientNames, listClients, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
+import { addClient, ClientError, clientExists, clientNames, clientOrganizationOf, listClients, removeClient, rotateClientSecret, updateClient, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, organizationProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
-import { AuditWriteError, createAuditStore } from '../server/audit/audit-store.ts';
+import { AuditWriteError, changeWithRecords, createAuditStore } from '../server/audit/audit-store.ts';
 import { checkpointSigner } from '../server/oidc/keys.ts';
 import { auditLogUsed, clientRegistrationChanged, ehrLaunchCreated, initialAccessTokenIssued, signingKeyRotated } from '../server/audit/balp.ts';
 import { disclosureEvents, disclosureLines, summaryOf } from '../server/audit/disclosures.ts';
@@ -32,8 +32,10 @@ class Unavailable extends Error {}
 
 // oidc-provider and the FHIR store are loaded by the commands that use them only: a CLI call that
 // needs neither starts in about half the time.
+const providerHost = () => import('../server/oidc/provider-host.ts');
+
 async function toolProvider(config: Config, db: Db): Promise<Provider> {
-  return (await import('../server/oidc/provider-host.ts')).createToolProvider(config, db);
+  return (await providerHost()).createToolProvider(config, db);
 }
 
 async function patientDirectory(config: Config, db: Db): Promise<PatientDirectory> {
@@ -100,7 +102,9 @@ const commands: Record<string, Command> = {
       };
       if (attributes.roles!.some(isPrivacyOfficerRole)) throw new UsageError('the privacy-officer role is given with --privacy-officer, not --role');
       checkPurposes(attributes.purposes!);
-      if (attributes.organizationId && !URL.canParse(attributes.organizationId)) throw new UsageError('--organization-id must be a URI, e.g. urn:oid:1.2.3.4');
+      // A user may name their organization without its URI.
+      const organization = organizationProblem(attributes.organizationId, undefined);
+      if (organization) throw new UsageError(organization);
       if (!['U', 'L', 'M', 'N', 'R', 'V'].includes(attributes.clearance!)) throw new UsageError('--clearance is one of U L M N R V');
       const fhirUser = v['fhir-user'] as string | undefined;
       checkNewUser({ username, password: String(v.password), fhirUser });
@@ -113,7 +117,8 @@ const commands: Record<string, Command> = {
         throw new UsageError(`${username} could assert no purpose of use under the policy, so could sign in to no app: give a clinician a --role `
           + '(e.g. http://terminology.hl7.org/CodeSystem/practitioner-role|doctor), a patient --fhir-user Patient/<id>, or --purpose codes their role may assert');
       }
-      const { id, name } = await addUser(db, { username, password: String(v.password), name: v.name as string | undefined, fhirUser, attributes });
+      const { id, name } = await recordedChange(db, (trx) => addUser(trx, { username, password: String(v.password), name: v.name as string | undefined, fhirUser, attributes }),
+        (user) => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'account', byAdministrator: true })]);
       return { json: { id, username, name, fhirUser: fhirUser ?? null, ...attributes }, text: `added user ${username} (${id}), purposes of use ${attributes.purposes!.join(', ')}` };
     },
   },
@@ -134,8 +139,8 @@ const commands: Record<string, Command> = {
     options: json,
     async run({ positionals: [username] }, { db, config }) {
       const user = await existingUser(db, username);
-      await disableUser(db, user.username);
-      await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'disabled; sessions and grants ended', byAdministrator: true }));
+      await recordedChange(db, (trx) => disableUser(trx, user.username),
+        () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'disabled; sessions and grants ended', byAdministrator: true })]);
       return { json: { username, disabled: true }, text: `disabled ${username}; their sessions and grants have ended` };
     },
   },
@@ -146,12 +151,12 @@ const commands: Record<string, Command> = {
       const user = await existingUser(db, username);
       if (Boolean(v.totp) === Boolean(v.remove)) throw new UsageError('give exactly one of --totp and --remove');
       if (v.remove) {
-        const removed = await removeAllFactors(db, user.id);
-        await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'delete', what: 'all second factors', byAdministrator: true }));
+        const removed = await recordedChange(db, (trx) => removeAllFactors(trx, user.id),
+          () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'delete', what: 'all second factors', byAdministrator: true })]);
         return { json: { username, removed }, text: `removed ${removed} second factor(s) of ${username}` };
       }
-      const { secret, recoveryCodes } = await enrolTotpDirectly(db, user.id, config.keyEncryptionSecret);
-      await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'totp', byAdministrator: true }));
+      const { secret, recoveryCodes } = await recordedChange(db, (trx) => enrolTotpDirectly(trx, user.id, config.keyEncryptionSecret),
+        () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'totp', byAdministrator: true })]);
       const uri = otpauthUri(secret, totpIssuerName(config.issuer), user.username);
       return {
         json: { username, otpauth_uri: uri, recovery_codes: recoveryCodes },
@@ -165,8 +170,8 @@ const commands: Record<string, Command> = {
     async run({ values: v, positionals: [username] }, { db, config }) {
       const user = await existingUser(db, username);
       const password = typeof v.password === 'string' ? v.password : (await readStdin()).replace(/\r?\n$/, '');
-      await setPassword(db, user, password);
-      await recordAdministration(db, config, userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'password', byAdministrator: true }));
+      await recordedChange(db, (trx) => setPassword(trx, user, password),
+        () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'password', byAdministrator: true })]);
       return { json: { username, password_changed: true }, text: `changed the password of ${username}; their sessions and grants have ended` };
     },
   },
@@ -200,14 +205,13 @@ const commands: Record<string, Command> = {
       }
       if (auths.length !== 1) throw new UsageError('choose exactly one of --public, --secret, --jwks-uri, --jwks-file');
       const provider = await toolProvider(config, db);
-      const metadata = await addClient(db, provider, {
+      const metadata = await recordedChange(db, (trx) => addClient(trx, provider, {
         name: String(v.name), redirectUris: strings(v['redirect-uri']), postLogoutRedirectUris: strings(v['post-logout-redirect-uri']),
         launchUri: v['launch-uri'] as string | undefined,
         auth: auths[0], scope: v.scope as string | undefined, grantTypes: strings(v['grant-type']),
         resourceServer: Boolean(v['resource-server']), purposes: strings(v.purpose),
         clearance: v.clearance as string | undefined, sensitivity: commaList(v.sensitivity), ...organization,
-      });
-      await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'create', clientId: String(metadata.client_id), by: {}, fields: Object.keys(metadata) }));
+      }), (added) => [clientRegistrationChanged({ ...administrator(config), change: 'create', clientId: String(added.client_id), by: {}, fields: Object.keys(added) })]);
       const out: Record<string, unknown> = { client_id: metadata.client_id };
       if (metadata.client_secret) out.client_secret = metadata.client_secret;
       return {
@@ -233,8 +237,9 @@ const commands: Record<string, Command> = {
     options: json,
     async run({ positionals: [clientId] }, { db, config }) {
       if (!clientId) throw new UsageError('a client_id is required');
-      if (!(await removeClient(db, clientId))) throw new UsageError(`no client ${clientId}`);
-      await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'delete', clientId, by: {} }));
+      await recordedChange(db, async (trx) => {
+        if (!(await removeClient(trx, clientId))) throw new UsageError(`no client ${clientId}`);
+      }, () => [clientRegistrationChanged({ ...administrator(config), change: 'delete', clientId, by: {} })]);
       return { json: { client_id: clientId, removed: true }, text: `removed ${clientId}` };
     },
   },
@@ -243,9 +248,28 @@ const commands: Record<string, Command> = {
     options: json,
     async run({ positionals: [clientId] }, { db, config }) {
       if (!clientId) throw new UsageError('a client_id is required');
-      const secret = await rotateClientSecret(db, clientId);
-      await recordAdministration(db, config, clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['client_secret'] }));
+      const secret = await recordedChange(db, (trx) => rotateClientSecret(trx, clientId),
+        () => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['client_secret'] })]);
       return { json: { client_id: clientId, client_secret: secret }, text: `client_secret: ${secret}  (shown once; store it now; the old secret no longer works)` };
+    },
+  },
+  'client update': {
+    usage: 'client update <client_id> (--organization-id <uri> [--organization "<name>"] | --no-organization)   (binds the client to another organization, or to none; a running server uses it within CLIENT_CACHE_MS)',
+    options: { ...json, ...ORGANIZATION_OPTIONS, 'no-organization': { type: 'boolean' } },
+    async run({ values: v, positionals: [clientId] }, { db, config }) {
+      if (!clientId) throw new UsageError('a client_id is required');
+      const { organizationId, organizationName } = organizationOf(v);
+      if (Boolean(v['no-organization']) === (organizationId !== undefined)) throw new UsageError('give --organization-id <uri> [--organization "<name>"], or --no-organization');
+      // A new binding replaces the whole old one: a name left out is removed, not kept from the old organization.
+      const changes = { organization_id: organizationId, organization_name: organizationName };
+      const provider = await toolProvider(config, db);
+      const updated = await recordedChange(db, (trx) => updateClient(trx, provider, clientId, changes),
+        () => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: Object.keys(changes) })]);
+      const organization = clientOrganizationOf(updated);
+      return {
+        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null },
+        text: organization ? `${clientId} is bound to organization ${[organization.name, organization.id].filter(Boolean).join(', ')}` : `${clientId} is bound to no organization`,
+      };
     },
   },
   'launch create': {
@@ -291,8 +315,8 @@ const commands: Record<string, Command> = {
     options: json,
     async run(_args, { db, config }) {
       await ensureSigningKeys(db, keyPolicy(config));
-      const keys = await rotateSigningKeys(db, keyPolicy(config));
-      for (const key of keys) await recordAdministration(db, config, signingKeyRotated({ ...administrator(config), kid: key.kid, alg: key.alg }));
+      const keys = await recordedChange(db, (trx) => rotateSigningKeys(trx, keyPolicy(config)),
+        (added) => added.map((key) => signingKeyRotated({ ...administrator(config), kid: key.kid, alg: key.alg })));
       return {
         json: { keys },
         text: keys.map((k) => `new ${k.alg} key ${k.kid}: published now, signs from ${new Date(k.activatesAt * 1000).toISOString()}`).join('\n'),
@@ -362,8 +386,8 @@ const commands: Record<string, Command> = {
     options: { ...json, patient: { type: 'string' }, reason: { type: 'string' } },
     async run({ values: v }, { db, config }) {
       if (!v.patient || !v.reason) throw new UsageError('--patient and --reason are required');
-      await auditStore(db, config).hold(String(v.patient), String(v.reason));
-      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'hold', patient: String(v.patient), details: { reason: String(v.reason) } }));
+      await recordedChange(db, (trx) => auditStore(trx, config).hold(String(v.patient), String(v.reason)),
+        () => [auditLogUsed({ ...administrator(config), use: 'hold', patient: String(v.patient), details: { reason: String(v.reason) } })]);
       return { json: { patient: v.patient, held: true }, text: `privacy hold on patient ${v.patient}` };
     },
   },
@@ -375,9 +399,8 @@ const commands: Record<string, Command> = {
       const store = auditStore(db, config);
       const patient = String(v.patient);
       if (!(await store.holds()).some((h) => h.patient === patient)) throw new UsageError(`no privacy hold on patient ${patient}`);
-      // Recorded first: once released, the patient's old records may be purged, and the release must stay on record.
-      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'release', patient }));
-      await store.release(patient);
+      // Once released, the patient's old records may be purged: the release must be on record.
+      await recordedChange(db, (trx) => auditStore(trx, config).release(patient), () => [auditLogUsed({ ...administrator(config), use: 'release', patient })]);
       return { json: { patient: v.patient, held: false }, text: `privacy hold on patient ${v.patient} released` };
     },
   },
@@ -403,14 +426,14 @@ const commands: Record<string, Command> = {
       };
       const problem = invalidPrivileges(privileges);
       if (problem) throw new UsageError(problem);
-      const provider = await toolProvider(config, db);
-      const token = await issueInitialAccessToken(db, provider, ttl, privileges);
       // It lets someone register clients, privileged ones too: the trail says when, for how long and what it allows.
-      await recordAdministration(db, config, initialAccessTokenIssued({
-        ...administrator(config), tokenDigest: createHash('sha256').update(token).digest('base64url'), expiresIn: ttl,
+      // The provider stores the token, so it works on the transaction too; loaded before, not while the transaction holds the audit chain.
+      const { createToolProvider } = await providerHost();
+      const token = await recordedChange(db, async (trx) => issueInitialAccessToken(trx, await createToolProvider(config, trx), ttl, privileges), (issued) => [initialAccessTokenIssued({
+        ...administrator(config), tokenDigest: createHash('sha256').update(issued).digest('base64url'), expiresIn: ttl,
         privileges: Object.entries(privileges).filter(([, v]) => v !== undefined && !(Array.isArray(v) && !v.length))
           .map(([field, v]) => `${field}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
-      }));
+      })]);
       return { json: { initial_access_token: token, expires_in: ttl }, text: `initial access token (valid ${ttl} s): ${token}` };
     },
   },
@@ -456,6 +479,16 @@ const auditStore = (db: Db, config: Config) => createAuditStore(db, checkpointSi
 /** Administration done with the CLI is part of the audit trail too. */
 const administrator = (config: Config) => ({ recorded: new Date(), issuer: config.issuer, address: 'smart-auth CLI' });
 const recordAdministration = (db: Db, config: Config, event: AuditEvent) => auditStore(db, config).append([event]);
+
+/** An administrator's change and its records in the audit trail, stored together or not at all (the trail is complete). */
+async function recordedChange<T>(db: Db, change: (trx: Db) => Promise<T>, records: (value: T) => AuditEvent[]): Promise<T> {
+  try {
+    return await changeWithRecords(db, change, records);
+  } catch (err) {
+    if (err instanceof AuditWriteError) throw new Unavailable('the audit trail cannot take the record of this change now: nothing was changed; try again');
+    throw err;
+  }
+}
 
 class AuditBroken extends Error {
   constructor(readonly result: object, message: string) {

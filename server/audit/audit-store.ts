@@ -283,6 +283,30 @@ export function appendToChain(db: Db, events: AuditEvent[]): Promise<void> {
   return writerFor(db).append(items);
 }
 
+/**
+ * Runs `change` and appends the records `records` makes of its result in one transaction: both are
+ * stored, or neither. For an administrator's changes, which must not happen unrecorded. SQLite: the
+ * chain head is locked first, which takes the write lock before anything is read (a deferred transaction
+ * that reads and then writes fails at once when another connection wrote meanwhile); PostgreSQL locks its
+ * row only to append, so other instances' appends wait for no more than that. The append bypasses the
+ * group commit. AuditWriteError when the records cannot be written.
+ */
+export async function changeWithRecords<T>(db: Db, change: (trx: Knex.Transaction) => Promise<T>, records: (value: T) => AuditEvent[]): Promise<T> {
+  const writer = writerFor(db);
+  const audit = <R>(step: () => Promise<R>) => step().catch((err: unknown) => {
+    throw new AuditWriteError(`the audit store could not write: ${(err as Error)?.message ?? err}`, { cause: err });
+  });
+  const { value, committed } = await db.transaction(async (trx) => {
+    const statements = transactionStatements(trx);
+    if (!statements.pg) await audit(() => lockHead(statements));
+    const value = await change(trx);
+    const items = records(value).map((e) => prepare(e));
+    return { value, committed: (await audit(() => writer.write(statements, [items]))).committed };
+  });
+  committed?.();
+  return value;
+}
+
 // --- the store ------------------------------------------------------------------------------------
 
 interface EventRow {

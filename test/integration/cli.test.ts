@@ -7,6 +7,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { runCli } from '../support/cli.ts';
 import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
+import { refuseAuditRecords } from '../support/audit-refusal.ts';
 
 describe('CLI', () => {
   let server: TestServer;
@@ -23,6 +24,9 @@ describe('CLI', () => {
     assert.equal(user.json.username, 'nurse.kim');
     assert.deepEqual(user.json.roles, [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'nurse' }]);
     assert.deepEqual(user.json.patients, ['pat-1', 'pat-3']);
+    const created = (await server.audit.search({ type: '110113', subtype: '110137' }) as any[])
+      .filter((e) => e.action === 'C' && e.entity[0].what.identifier.value === user.json.id);
+    assert.deepEqual(created.map((e) => e.entity[0].detail.map((d: any) => d.valueString)), [['account', 'administrator']], 'the new account is recorded');
 
     const client = await cli('client', 'add', '--name', 'CLI app', '--redirect-uri', 'http://127.0.0.1:9999/callback',
       '--post-logout-redirect-uri', 'http://127.0.0.1:9999/signed-out', '--secret', '--json');
@@ -111,6 +115,45 @@ describe('CLI', () => {
     assert.equal((await cli('client', 'remove', bound.json.client_id)).code, 0);
   });
 
+  it('changes the organization a client is bound to (client update), recorded; refuses a bad change and changes nothing', async () => {
+    const { publicKey } = await generateKeyPair('ES384');
+    const file = join(tmpdir(), `jwks-update-${process.pid}.json`);
+    writeFileSync(file, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES384' }] }));
+    const added = await cli('client', 'add', '--name', 'Moving lab', '--jwks-file', file, '--scope', 'system/Patient.rs', '--organization-id', 'urn:oid:1.2.3', '--organization', 'Old Lab', '--json');
+    const clientId = added.json.client_id as string;
+    const stored = async () => JSON.parse((await server.db('oidc_payloads').where({ model: 'Client', id: clientId }).first('payload')).payload);
+
+    const moved = await cli('client', 'update', clientId, '--organization-id', 'urn:oid:1.2.4', '--organization', 'New Lab', '--json');
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.deepEqual(moved.json, { client_id: clientId, organization_id: 'urn:oid:1.2.4', organization_name: 'New Lab' });
+    assert.deepEqual([(await stored()).organization_id, (await stored()).organization_name, (await stored()).client_name], ['urn:oid:1.2.4', 'New Lab', 'Moving lab']);
+    const unnamed = await cli('client', 'update', clientId, '--organization-id', 'urn:oid:1.2.5');
+    assert.equal(unnamed.stdout, `${clientId} is bound to organization urn:oid:1.2.5\n`);
+    assert.equal((await stored()).organization_name, undefined, 'a new binding does not keep the old name');
+    const unbound = await cli('client', 'update', clientId, '--no-organization');
+    assert.equal(unbound.stdout, `${clientId} is bound to no organization\n`);
+    assert.equal((await stored()).organization_id, undefined);
+
+    const before = await stored();
+    for (const [args, message, code] of [
+      [[clientId], /give --organization-id <uri> \[--organization "<name>"\], or --no-organization/, 2],
+      [[clientId, '--organization-id', 'urn:oid:1.2.6', '--no-organization'], /or --no-organization/, 2],
+      [[clientId, '--organization-id', 'not a uri'], /--organization-id must be a URI/, 2],
+      [[clientId, '--organization', 'Name only'], /--organization needs --organization-id/, 2],
+      [['no-such-client', '--no-organization'], /client no-such-client is not registered/, 2],
+      [['--no-organization'], /a client_id is required/, 2],
+    ] as const) {
+      const refused = await cli('client', 'update', ...args, '--json');
+      assert.equal(refused.code, code, args.join(' '));
+      assert.match(refused.json.error, message);
+    }
+    assert.deepEqual(await stored(), before, 'nothing changed');
+    const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
+      .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === clientId);
+    assert.equal(records.length, 3, 'each change recorded');
+    assert.deepEqual(records[0].entity[0].detail.map((d: any) => d.valueString), ['organization_id', 'organization_name']);
+  });
+
   it('rotates a client secret: the running server then takes the new one only; a client without a secret is refused', async () => {
     const app = await cli('client', 'add', '--name', 'Rotated', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
     const old = app.json.client_secret as string;
@@ -152,6 +195,46 @@ describe('CLI', () => {
     assert.match((await cli('client', 'rotate-secret')).stderr ?? '', /a client_id is required/);
   });
 
+  /** What an administrator's command may change. */
+  const state = async () => Object.fromEntries(await Promise.all(['users', 'oidc_payloads', 'signing_keys', 'user_factors', 'privacy_holds', 'revoked_tokens', 'user_sessions']
+    .map(async (table) => [table, await server.db(table).select()])));
+
+  it('changes nothing when the audit trail cannot take the record of the change, and says so', async () => {
+    const app = await cli('client', 'add', '--name', 'Unrecorded', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret', '--json');
+    assert.equal((await cli('user', 'add', 'rec.user', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3')).code, 0);
+    const nothingChanged = /^the audit trail cannot take the record of this change now: nothing was changed; try again$/;
+    const commands = [
+      ['client', 'add', '--name', 'Unrecorded too', '--redirect-uri', 'http://127.0.0.1:9999/callback', '--secret'],
+      ['client', 'rotate-secret', app.json.client_id],
+      ['client', 'update', app.json.client_id, '--organization-id', 'urn:oid:1.2.3.4'],
+      ['client', 'remove', app.json.client_id],
+      ['user', 'add', 'unrecorded.user', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3'],
+      ['user', 'password', 'rec.user', '--password', 'another-long-password'],
+      ['user', 'mfa', 'rec.user', '--totp'],
+      ['user', 'disable', 'rec.user'],
+      ['registration token'.split(' '), '--ttl', '600'].flat(),
+      ['keys', 'rotate'],
+      ['audit', 'hold', '--patient', 'pat-3', '--reason', 'litigation'],
+    ];
+    const before = await state();
+    await refuseAuditRecords(server.db, true);
+    try {
+      for (const args of commands) {
+        const result = await cli(...args, '--json');
+        assert.equal(result.code, 1, `${args.join(' ')}: ${result.stdout} ${result.stderr}`);
+        assert.match(result.json.error, nothingChanged, args.join(' '));
+        assert.deepEqual(await state(), before, `${args.join(' ')}: nothing changed`);
+      }
+      const plain = await cli('user', 'add', 'unrecorded.user', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3');
+      assert.equal(plain.code, 1);
+      assert.equal(plain.stderr, 'smart-auth user add: the audit trail cannot take the record of this change now: nothing was changed; try again\n');
+    } finally {
+      await refuseAuditRecords(server.db, false);
+    }
+    assert.deepEqual(await state(), before);
+    assert.equal((await cli('client', 'rotate-secret', app.json.client_id)).code, 0, 'works again once the trail takes records');
+  });
+
   it('creates a single-use EHR launch', async () => {
     const app = await server.addClient({ auth: { kind: 'public' } });
     const { json } = await cli('launch', 'create', '--patient', 'pat-2', '--encounter', 'enc-2a', '--client', app.client_id, '--json');
@@ -189,6 +272,7 @@ describe('CLI', () => {
     [['user', 'disable', 'nobody-here'], /no user/],
     [['user', 'add', 'p', '--password', 'long-enough', '--purpose', 'NOPE'], /v3-ActReason/],
     [['user', 'add', 'p', '--password', 'long-enough', '--organization-id', 'not a uri'], /--organization-id/],
+    [['user', 'add', 'org.empty', '--password', 'long-enough', '--fhir-user', 'Patient/pat-3', '--organization-id', ''], /--organization-id must be a URI/],
     [['client', 'add', '--name', 'x', '--secret', '--redirect-uri', 'https://a.example/cb', '--purpose', 'NOPE'], /purposes_of_use/],
     [['client', 'add', '--name', 'x', '--public', '--secret', '--redirect-uri', 'https://a.example/cb'], /exactly one/],
     [['client', 'add', '--name', 'x', '--public', '--redirect-uri', 'javascript:alert(1)'], /redirect_uris/],

@@ -8,7 +8,7 @@ import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-stor
 import { saveSandboxLaunch } from '../../server/sandbox.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { backendClient } from '../support/backend.ts';
-import { isPg } from '../../server/db-statements.ts';
+import { refuseAuditRecords } from '../support/audit-refusal.ts';
 import { runCli, type CliResult } from '../support/cli.ts';
 
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs user/*.rs';
@@ -34,18 +34,7 @@ describe('EHR launch', () => {
   };
 
   /** Makes the audit store refuse every record of a minted launch (110100), and only those, until undone. */
-  async function refuseLaunchRecords(refuse: boolean) {
-    const db = server.db;
-    if (!isPg(db)) {
-      await db.raw(refuse ? "CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events WHEN NEW.type_code = '110100' BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER refuse_launch_records');
-    } else if (refuse) {
-      await db.raw("CREATE FUNCTION refuse_launch_records() RETURNS trigger AS $$ BEGIN IF NEW.type_code = '110100' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql");
-      await db.raw('CREATE TRIGGER refuse_launch_records BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_launch_records()');
-    } else {
-      await db.raw('DROP TRIGGER refuse_launch_records ON audit_events');
-      await db.raw('DROP FUNCTION refuse_launch_records()');
-    }
-  }
+  const refuseLaunchRecords = (refuse: boolean) => refuseAuditRecords(server.db, refuse, '110100');
 
   /** Runs `work` while the launch records cannot be written; the number of launches stored before and after. */
   async function withoutLaunchRecords(work: () => Promise<void>) {

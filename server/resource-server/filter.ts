@@ -85,13 +85,17 @@ export function filterHistoryBundle(
 }
 
 /**
- * Whether `views` admit the resource, and the token's read views each resource it carries as one of its own
- * (a stored Bundle's entries, a Parameters' resources: nested.ts), by that resource's type: a token that may
- * read Bundles, but not Conditions, reads no Condition through a Bundle.
+ * Whether a view passes the resource by `fits`, and so, by the token's `kind` views of its own type, each
+ * resource it carries as one of its own (a stored Bundle's entries, a Parameters' resources, inline JSON:
+ * nested.ts): a token that may read or write Bundles, but not Conditions, reads or writes no Condition through one.
  */
-function seen(token: TokenContext, views: readonly View[], resource: FhirResource, context?: FhirResource): boolean {
-  return admitted(views, resource, context) && carriedResources(resource).every((inner) => seen(token, viewsFor(token, inner.resourceType, 'read'), inner));
+function passes(token: TokenContext, kind: 'read' | WriteKind, views: readonly View[], resource: FhirResource, fits: (view: View, resource: FhirResource) => boolean): boolean {
+  return views.some((view) => fits(view, resource))
+    && carriedResources(resource).every((inner) => passes(token, kind, viewsFor(token, inner.resourceType, kind), inner, fits));
 }
+
+const seen = (token: TokenContext, views: readonly View[], resource: FhirResource, context?: FhirResource): boolean =>
+  passes(token, 'read', views, resource, (view, inner) => admits(view, inner, inner === resource ? context : undefined));
 
 function entryType(entry: FhirBundleEntry): string | undefined {
   for (const url of [entry.request?.url, entry.fullUrl]) {
@@ -114,9 +118,10 @@ export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
 /**
  * A write is checked against the views of its own interaction. The current version (update,
  * patch, delete) must be visible, else 404 as for a read; it and the new version (create, update,
- * and a patch result when given) must lie wholly inside a view's patients (writableWithin), else 403. An update that would create (no current
- * version) is a 404 unless a view is unbounded and unrestricted: otherwise its success on a free
- * id and its 404 on a hidden one would tell them apart.
+ * and a patch result when given) must lie wholly inside a view's patients (writableWithin), else 403;
+ * so must each resource the new version carries, by the token's views of its own type (passes). An
+ * update that would create (no current version) is a 404 unless a view is unbounded and unrestricted:
+ * otherwise its success on a free id and its 404 on a hidden one would tell them apart.
  */
 export function checkWrite(
   token: TokenContext,
@@ -137,7 +142,7 @@ export function checkWrite(
   if (kind === 'update' && existing === undefined && !views.some(isUnrestricted)) {
     return notFound(resource);
   }
-  if (!views.some((view) => writableWithin(view, resource))) return outside(resource, kind);
+  if (!passes(token, kind, views, resource, writableWithin)) return outside(resource, kind);
   return undefined;
 }
 

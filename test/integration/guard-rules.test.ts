@@ -171,6 +171,29 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.deepEqual((await stored.json()).meta.security.filter((c: any) => c.system === CONFIDENTIALITY).map((c: any) => c.code), ['R']);
       });
 
+      it('lets a write store inside a container only what the token may write: each carried resource\'s type and patients', async () => {
+        const writer = (scope: string) => token('dr.smith', 'demo-password-1', { scope: `launch/patient openid ${scope}`, patient: 'pat-1' });
+        const pat1Pain = { ...pat2Pain, id: undefined, subject: { reference: 'Patient/pat-1' } };
+        const parametersOnly = await writer('patient/Parameters.crus');
+        const carrying = { ...inParameters('unused', pat1Pain), id: undefined };
+        assert.equal((await send('POST', 'Parameters', parametersOnly, carrying)).status, 403, 'a Parameters carrying an Observation, which the token may not create');
+        const batch = await send('POST', '', parametersOnly, { resourceType: 'Bundle', type: 'batch', entry: [{ resource: carrying, request: { method: 'POST', url: 'Parameters' } }] });
+        assert.deepEqual(((await batch.json()).entry ?? []).map((e: any) => e.response.status), ['403'], 'and as a batch entry');
+        const inline = { contentType: 'application/fhir+json', data: Buffer.from(JSON.stringify(pat1Pain)).toString('base64') };
+        const document = { resourceType: 'DocumentReference', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [{ attachment: inline }] };
+        assert.equal((await send('POST', 'DocumentReference', await writer('patient/DocumentReference.crus'), document)).status, 403, 'an Observation inline in a DocumentReference');
+        if (shape.keepsBundles) {
+          const collection = { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a03', resource: pat1Pain }] };
+          assert.equal((await send('POST', 'Bundle', await writer('patient/Bundle.crus'), collection)).status, 403, 'an Observation in a stored Bundle');
+        }
+        const both = await writer('patient/Parameters.crus patient/Observation.crus');
+        assert.equal((await send('POST', 'Parameters', both, carrying)).status, 201, 'a token that may create Observations may carry one');
+        const naming2 = { ...inParameters('unused', { ...pat1Pain, performer: [{ reference: 'Patient/pat-2' }] }), id: undefined };
+        assert.equal((await send('POST', 'Parameters', both, naming2)).status, 403, 'one that also names pat-2 is not written within pat-1');
+        const containing2 = { ...pat1Pain, contained: [pat2Pain], hasMember: [{ reference: '#pain' }] };
+        assert.equal((await send('POST', 'Observation', both, containing2)).status, 403, 'a contained resource naming pat-2');
+      });
+
       it('hides a stored document Bundle holding an entry the token may not read', async function () {
         if (!shape.keepsBundles) this.skip(); // the demo store keeps no Bundles
         await shape.seed({ resourceType: 'Bundle', id: 'doc-hiv', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a01', resource: hivLoad }] });

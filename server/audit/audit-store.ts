@@ -64,6 +64,8 @@ export class AuditWriteError extends Error {
 const MAX_TERM = 200;
 const cut = (value: string, max: number) => (value.length > max ? value.slice(0, max) : value);
 const str = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
+/** A search value: one, or any of several (FHIR's comma-separated OR). */
+const anyOf = (value: string | readonly string[]): readonly string[] => (typeof value === 'string' ? [value] : value);
 const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : value === undefined || value === null ? [] : [value]);
 
 interface Who { identifier?: { value?: unknown }; reference?: unknown }
@@ -634,9 +636,10 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
 
   function matches(event: Record<string, unknown>, filter: AuditSearch): boolean {
     if (filter.id !== undefined && event.id !== filter.id) return false;
-    if (filter.patient !== undefined && patientOf(event) !== filter.patient) return false;
-    if (filter.agent !== undefined && !agentValues(event).includes(filter.agent)) return false;
-    if (filter.entity !== undefined && !entityValues(event).includes(filter.entity)) return false;
+    const patient = patientOf(event);
+    if (filter.patient !== undefined && (patient === null || !anyOf(filter.patient).includes(patient))) return false;
+    if (filter.agent !== undefined && !agentValues(event).some((v) => anyOf(filter.agent!).includes(v))) return false;
+    if (filter.entity !== undefined && !entityValues(event).some((v) => anyOf(filter.entity!).includes(v))) return false;
     if (filter.type !== undefined && (event.type as { code?: unknown } | undefined)?.code !== filter.type) return false;
     if (filter.subtype !== undefined && !subtypeCodes(event).includes(filter.subtype)) return false;
     if (filter.outcome !== undefined && event.outcome !== filter.outcome) return false;
@@ -645,11 +648,12 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
 
   /** The events that match, in chain order, read in batches of `batch()` rows (index terms are cut: matches() decides). */
   async function* matching(filter: AuditSearch, batch: () => number): AsyncGenerator<AuditEvent> {
-    const term = (kind: string, value: string) => db('audit_index').select('seq').where({ kind, value: cut(value, MAX_TERM) });
+    const term = (kind: string, values: string | readonly string[]) =>
+      db('audit_index').select('seq').where('kind', kind).whereIn('value', anyOf(values).map((v) => cut(v, MAX_TERM)));
     for (let after = 0; ;) {
       const query = db('audit_events').where('seq', '>', after).orderBy('seq').limit(batch()).select('seq', 'event');
       if (filter.id !== undefined) query.where('id', filter.id);
-      if (filter.patient !== undefined) query.where('patient_id', cut(filter.patient, 64));
+      if (filter.patient !== undefined) query.whereIn('patient_id', anyOf(filter.patient).map((p) => cut(p, 64)));
       if (filter.from) query.where('recorded_at', '>=', filter.from.getTime());
       if (filter.to) query.where('recorded_at', '<=', filter.to.getTime());
       if (filter.type !== undefined) query.where('type_code', cut(filter.type, 64));

@@ -11,15 +11,15 @@ export interface AuditEvent {
 export interface AuditSearch {
   /** The AuditEvent's own id. */
   id?: string;
-  /** Patient id: the event's patient entity (BALP "Patient" profiles: one event per patient). */
-  patient?: string;
+  /** Patient id, or any of several: the event's patient entity (BALP "Patient" profiles: one event per patient). */
+  patient?: string | readonly string[];
   /** Inclusive bounds on `recorded`. */
   from?: Date;
   to?: Date;
   /** `agent.who.identifier.value` or `agent.who.reference` of any agent. */
-  agent?: string;
+  agent?: string | readonly string[];
   /** `entity.what.reference` of any entity ("Observation/obs-1"). */
-  entity?: string;
+  entity?: string | readonly string[];
   /** `type.code` ("rest", "110113", "110114"). */
   type?: string;
   /** `subtype[].code` ("read", "search-type", "110127", "ITI-71"). */

@@ -11,7 +11,7 @@
 // written, so callers fail closed (503).
 import type { Knex } from 'knex';
 import type { Db } from '../db.ts';
-import type { AuditEvent, AuditSearch, AuditStore, AuditVerification, DisclosurePage, DisclosureQuery, DisclosureSummaryRow } from './types.ts';
+import type { AuditEvent, AuditSearch, AuditStore, AuditVerification, DisclosurePage, DisclosureQuery, DisclosureSummaryRow, PurgeResult } from './types.ts';
 import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
 import { createHash } from 'node:crypto';
 import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
@@ -585,14 +585,15 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
 
   // --- retention ---
 
-  async function purge(before: Date): Promise<{ removed: number; kept: number }> {
+  async function purge(before: Date, records: (result: PurgeResult) => AuditEvent[] = () => []): Promise<PurgeResult> {
     const cutoff = before.getTime();
     if (!Number.isFinite(cutoff)) throw new TypeError('purge: not a date');
     const checked = await verify();
     // The signer may read the database; with SQLite's single connection it cannot inside the transaction.
     await options.prepare?.();
     if (!checked.ok) throw new Error(`refusing to purge: the audit chain does not verify at seq ${checked.seq} (AuditEvent ${checked.eventId}): ${checked.problem}`);
-    return db.transaction(async (trx) => {
+    // The purge and its records commit together or not at all (AuditWriteError: nothing was removed).
+    return changeWithRecords(db, async (trx): Promise<PurgeResult> => {
       await lockHead(transactionStatements(trx)); // one purge at a time (and not across an append)
       if (isPg(trx)) await trx.raw('LOCK TABLE privacy_holds IN SHARE MODE');
       const last = await trx('audit_events').where('recorded_at', '<', cutoff).orderBy('seq', 'desc').first('seq', 'hash');
@@ -629,7 +630,7 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
       });
       lastCheckpointSeq = Math.max(lastCheckpointSeq ?? 0, anchor.seq);
       return { removed, kept: keptOld };
-    });
+    }, records);
   }
 
   // --- search ---

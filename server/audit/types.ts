@@ -8,6 +8,9 @@ export interface AuditEvent {
 }
 
 /** Search over stored AuditEvents (FHIR AuditEvent search parameters; every given one must match). */
+/** What a purge removed, and how many older records it kept (privacy holds). */
+export interface PurgeResult { removed: number; kept: number }
+
 export interface AuditSearch {
   /** The AuditEvent's own id. */
   id?: string;
@@ -82,8 +85,11 @@ export interface AuditStore {
   verify(signedHead?: string): Promise<AuditVerification>;
   /** Signs a checkpoint over the chain as it is now. */
   checkpoint(): Promise<void>;
-  /** Removes records recorded before `before`, except those of patients under a privacy hold; the chain stays verifiable. */
-  purge(before: Date): Promise<{ removed: number; kept: number }>;
+  /**
+   * Removes records recorded before `before`, except those of patients under a privacy hold; the chain stays verifiable.
+   * `records` (of the purge) are appended in the purge's transaction: both or neither (AuditWriteError).
+   */
+  purge(before: Date, records?: (result: PurgeResult) => AuditEvent[]): Promise<PurgeResult>;
   hold(patient: string, reason: string): Promise<void>;
   release(patient: string): Promise<boolean>;
   holds(): Promise<{ patient: string; reason: string; since: Date }[]>;

@@ -219,6 +219,7 @@ describe('audit trail', () => {
       assert.deepEqual(counted.entry ?? [], []);
       assert.deepEqual(counted.link.map((l: any) => l.relation), ['self']);
       assert.equal(((await trail.send({ method: 'GET', path: 'AuditEvent?patient=pat-1&patient=pat-2&_count=0' })).body as any).total, 0, 'two patients match nothing');
+      assert.equal((await trail.send({ method: 'GET', path: 'AuditEvent?entity=Patient/pat-1&entity=Patient/pat-2' })).status, 400, 'a repeated entity is refused, not half-read');
       // Through the guard, which hides what the token may not see: a total only when it is true.
       const guarded = await (await fhir(`${search}&_count=0`, auditor)).json();
       assert.deepEqual(guarded.entry ?? [], []);

@@ -347,7 +347,8 @@ const commands: Record<string, Command> = {
       const selfUserIds = (await db('users').where('fhir_user', `Patient/${patient}`).select('id')).map((r: { id: string }) => r.id);
       const attempts = Boolean(v.attempts);
       // Reading the trail is recorded before anything is shown, as every other read of it is.
-      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'export', patient, details: { format, names: v.names ? 'true' : undefined, attempts: attempts ? 'true' : undefined } }));
+      const details = { format, names: v.names ? 'true' : undefined, attempts: attempts ? 'true' : undefined };
+      await failingClosed(() => recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'export', patient, details })), 'read', 'nothing was exported');
       const plain = disclosureLines(events, { patient, names: Boolean(v.names), selfUserIds, attempts });
       const appNames = await clientNames(db, plain.map((l) => l.app));
       const lines = plain.map((l) => ({ ...l, app: appNames[l.app] ?? l.app }));
@@ -376,8 +377,9 @@ const commands: Record<string, Command> = {
         const last = await db('audit_events').where('recorded_at', '<', before.getTime()).max({ seq: 'seq' }).first();
         if (Number(last?.seq ?? 0) > forwarded) throw new UsageError(`records before ${before.toISOString()} are not yet forwarded to ${config.auditForwardUrl}; purge after they are`);
       }
-      const result = await auditStore(db, config).purge(before);
-      await recordAdministration(db, config, auditLogUsed({ ...administrator(config), use: 'purge', details: { before: before.toISOString(), removed: String(result.removed), kept: String(result.kept) } }));
+      // The purge and its record commit together: nothing is removed unrecorded.
+      const result = await failingClosed(() => auditStore(db, config).purge(before, ({ removed, kept }) =>
+        [auditLogUsed({ ...administrator(config), use: 'purge', details: { before: before.toISOString(), removed: String(removed), kept: String(kept) } })]));
       return { json: result, text: `removed ${result.removed} audit records recorded before ${before.toISOString()}; kept ${result.kept} under privacy holds` };
     },
   },
@@ -480,15 +482,19 @@ const auditStore = (db: Db, config: Config) => createAuditStore(db, checkpointSi
 const administrator = (config: Config) => ({ recorded: new Date(), issuer: config.issuer, address: 'smart-auth CLI' });
 const recordAdministration = (db: Db, config: Config, event: AuditEvent) => auditStore(db, config).append([event]);
 
-/** An administrator's change and its records in the audit trail, stored together or not at all (the trail is complete). */
-async function recordedChange<T>(db: Db, change: (trx: Db) => Promise<T>, records: (value: T) => AuditEvent[]): Promise<T> {
+/** A step that the audit trail must record, failing closed: when it cannot, the administrator is told what did not happen. */
+async function failingClosed<T>(step: () => Promise<T>, what = 'change', consequence = 'nothing was changed'): Promise<T> {
   try {
-    return await changeWithRecords(db, change, records);
+    return await step();
   } catch (err) {
-    if (err instanceof AuditWriteError) throw new Unavailable('the audit trail cannot take the record of this change now: nothing was changed; try again');
+    if (err instanceof AuditWriteError) throw new Unavailable(`the audit trail cannot take the record of this ${what} now: ${consequence}; try again`);
     throw err;
   }
 }
+
+/** An administrator's change and its records in the audit trail, stored together or not at all (the trail is complete). */
+const recordedChange = <T>(db: Db, change: (trx: Db) => Promise<T>, records: (value: T) => AuditEvent[]): Promise<T> =>
+  failingClosed(() => changeWithRecords(db, change, records));
 
 class AuditBroken extends Error {
   constructor(readonly result: object, message: string) {

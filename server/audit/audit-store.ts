@@ -11,7 +11,7 @@
 // written, so callers fail closed (503).
 import type { Knex } from 'knex';
 import type { Db } from '../db.ts';
-import type { AuditEvent, AuditSearch, AuditStore, AuditVerification, DisclosurePage, DisclosureQuery, DisclosureSummaryRow } from './types.ts';
+import type { AuditEvent, AuditSearch, AuditStore, AuditVerification, DisclosurePage, DisclosureQuery, DisclosureSummaryRow, PurgeResult } from './types.ts';
 import { canonicalJson, ChainVerifier, chainHash, checkRecordContent, GENESIS_HASH, type ChainHead, type ChainPoint, type ChainRecord } from './chain.ts';
 import { createHash } from 'node:crypto';
 import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
@@ -64,6 +64,8 @@ export class AuditWriteError extends Error {
 const MAX_TERM = 200;
 const cut = (value: string, max: number) => (value.length > max ? value.slice(0, max) : value);
 const str = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
+/** A search value: one, or any of several (FHIR's comma-separated OR). */
+const anyOf = (value: string | readonly string[]): readonly string[] => (typeof value === 'string' ? [value] : value);
 const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : value === undefined || value === null ? [] : [value]);
 
 interface Who { identifier?: { value?: unknown }; reference?: unknown }
@@ -583,14 +585,15 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
 
   // --- retention ---
 
-  async function purge(before: Date): Promise<{ removed: number; kept: number }> {
+  async function purge(before: Date, records: (result: PurgeResult) => AuditEvent[] = () => []): Promise<PurgeResult> {
     const cutoff = before.getTime();
     if (!Number.isFinite(cutoff)) throw new TypeError('purge: not a date');
     const checked = await verify();
     // The signer may read the database; with SQLite's single connection it cannot inside the transaction.
     await options.prepare?.();
     if (!checked.ok) throw new Error(`refusing to purge: the audit chain does not verify at seq ${checked.seq} (AuditEvent ${checked.eventId}): ${checked.problem}`);
-    return db.transaction(async (trx) => {
+    // The purge and its records commit together or not at all (AuditWriteError: nothing was removed).
+    return changeWithRecords(db, async (trx): Promise<PurgeResult> => {
       await lockHead(transactionStatements(trx)); // one purge at a time (and not across an append)
       if (isPg(trx)) await trx.raw('LOCK TABLE privacy_holds IN SHARE MODE');
       const last = await trx('audit_events').where('recorded_at', '<', cutoff).orderBy('seq', 'desc').first('seq', 'hash');
@@ -627,16 +630,17 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
       });
       lastCheckpointSeq = Math.max(lastCheckpointSeq ?? 0, anchor.seq);
       return { removed, kept: keptOld };
-    });
+    }, records);
   }
 
   // --- search ---
 
   function matches(event: Record<string, unknown>, filter: AuditSearch): boolean {
     if (filter.id !== undefined && event.id !== filter.id) return false;
-    if (filter.patient !== undefined && patientOf(event) !== filter.patient) return false;
-    if (filter.agent !== undefined && !agentValues(event).includes(filter.agent)) return false;
-    if (filter.entity !== undefined && !entityValues(event).includes(filter.entity)) return false;
+    const patient = patientOf(event);
+    if (filter.patient !== undefined && (patient === null || !anyOf(filter.patient).includes(patient))) return false;
+    if (filter.agent !== undefined && !agentValues(event).some((v) => anyOf(filter.agent!).includes(v))) return false;
+    if (filter.entity !== undefined && !entityValues(event).some((v) => anyOf(filter.entity!).includes(v))) return false;
     if (filter.type !== undefined && (event.type as { code?: unknown } | undefined)?.code !== filter.type) return false;
     if (filter.subtype !== undefined && !subtypeCodes(event).includes(filter.subtype)) return false;
     if (filter.outcome !== undefined && event.outcome !== filter.outcome) return false;
@@ -645,11 +649,12 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
 
   /** The events that match, in chain order, read in batches of `batch()` rows (index terms are cut: matches() decides). */
   async function* matching(filter: AuditSearch, batch: () => number): AsyncGenerator<AuditEvent> {
-    const term = (kind: string, value: string) => db('audit_index').select('seq').where({ kind, value: cut(value, MAX_TERM) });
+    const term = (kind: string, values: string | readonly string[]) =>
+      db('audit_index').select('seq').where('kind', kind).whereIn('value', anyOf(values).map((v) => cut(v, MAX_TERM)));
     for (let after = 0; ;) {
       const query = db('audit_events').where('seq', '>', after).orderBy('seq').limit(batch()).select('seq', 'event');
       if (filter.id !== undefined) query.where('id', filter.id);
-      if (filter.patient !== undefined) query.where('patient_id', cut(filter.patient, 64));
+      if (filter.patient !== undefined) query.whereIn('patient_id', anyOf(filter.patient).map((p) => cut(p, 64)));
       if (filter.from) query.where('recorded_at', '>=', filter.from.getTime());
       if (filter.to) query.where('recorded_at', '<=', filter.to.getTime());
       if (filter.type !== undefined) query.where('type_code', cut(filter.type, 64));

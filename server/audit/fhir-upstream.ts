@@ -16,20 +16,24 @@ const outcome = (status: number, code: string, diagnostics: string) =>
  * page starts) and whether they can match nothing at all, or the reason they cannot be.
  */
 export function auditSearchFrom(params: URLSearchParams): { filter: AuditSearch; matchesNothing: boolean } | string {
-  const filter: AuditSearch = {};
+  const filter: AuditSearch & { patient?: readonly string[] } = {};
   let noMatch = false;
   for (const [name, value] of params) {
     if (!SEARCH_PARAMS.has(name)) return `AuditEvent search does not support ${name}`;
     switch (name) {
       case 'patient': {
-        // A repeated parameter ANDs (the guard adds the token's patient): two different patients match nothing.
-        const patient = value.replace(/^Patient\//, '');
-        if (filter.patient !== undefined && filter.patient !== patient) noMatch = true;
-        filter.patient = patient;
+        // A comma ORs, a repeated parameter ANDs (the guard adds the token's patients): keep the ids in both.
+        const patients = value.split(',').map((id) => id.replace(/^Patient\//, ''));
+        filter.patient = filter.patient === undefined ? patients : filter.patient.filter((id) => patients.includes(id));
+        if (filter.patient.length === 0) noMatch = true;
         break;
       }
       case '_id': filter.id = value; break;
-      case 'agent': case 'entity': case 'type': case 'subtype': case 'outcome': filter[name] = value.replace(/^.*\|/, ''); break;
+      case 'agent': case 'entity':
+        if (filter[name] !== undefined) return `AuditEvent search takes ${name} once (a comma-separated list of values matches any of them)`;
+        filter[name] = value.split(',').map((v) => v.replace(/^.*\|/, ''));
+        break;
+      case 'type': case 'subtype': case 'outcome': filter[name] = value.replace(/^.*\|/, ''); break;
       case '_count': case '_getpagesoffset': {
         const count = Number(value);
         if (!/^\d{1,9}$/.test(value) || !Number.isSafeInteger(count)) return `${name} must be a whole number`;

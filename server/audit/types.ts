@@ -8,18 +8,21 @@ export interface AuditEvent {
 }
 
 /** Search over stored AuditEvents (FHIR AuditEvent search parameters; every given one must match). */
+/** What a purge removed, and how many older records it kept (privacy holds). */
+export interface PurgeResult { removed: number; kept: number }
+
 export interface AuditSearch {
   /** The AuditEvent's own id. */
   id?: string;
-  /** Patient id: the event's patient entity (BALP "Patient" profiles: one event per patient). */
-  patient?: string;
+  /** Patient id, or any of several: the event's patient entity (BALP "Patient" profiles: one event per patient). */
+  patient?: string | readonly string[];
   /** Inclusive bounds on `recorded`. */
   from?: Date;
   to?: Date;
   /** `agent.who.identifier.value` or `agent.who.reference` of any agent. */
-  agent?: string;
+  agent?: string | readonly string[];
   /** `entity.what.reference` of any entity ("Observation/obs-1"). */
-  entity?: string;
+  entity?: string | readonly string[];
   /** `type.code` ("rest", "110113", "110114"). */
   type?: string;
   /** `subtype[].code` ("read", "search-type", "110127", "ITI-71"). */
@@ -82,8 +85,11 @@ export interface AuditStore {
   verify(signedHead?: string): Promise<AuditVerification>;
   /** Signs a checkpoint over the chain as it is now. */
   checkpoint(): Promise<void>;
-  /** Removes records recorded before `before`, except those of patients under a privacy hold; the chain stays verifiable. */
-  purge(before: Date): Promise<{ removed: number; kept: number }>;
+  /**
+   * Removes records recorded before `before`, except those of patients under a privacy hold; the chain stays verifiable.
+   * `records` (of the purge) are appended in the purge's transaction: both or neither (AuditWriteError).
+   */
+  purge(before: Date, records?: (result: PurgeResult) => AuditEvent[]): Promise<PurgeResult>;
   hold(patient: string, reason: string): Promise<void>;
   release(patient: string): Promise<boolean>;
   holds(): Promise<{ patient: string; reason: string; since: Date }[]>;

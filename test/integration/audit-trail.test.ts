@@ -219,6 +219,7 @@ describe('audit trail', () => {
       assert.deepEqual(counted.entry ?? [], []);
       assert.deepEqual(counted.link.map((l: any) => l.relation), ['self']);
       assert.equal(((await trail.send({ method: 'GET', path: 'AuditEvent?patient=pat-1&patient=pat-2&_count=0' })).body as any).total, 0, 'two patients match nothing');
+      assert.equal((await trail.send({ method: 'GET', path: 'AuditEvent?entity=Patient/pat-1&entity=Patient/pat-2' })).status, 400, 'a repeated entity is refused, not half-read');
       // Through the guard, which hides what the token may not see: a total only when it is true.
       const guarded = await (await fhir(`${search}&_count=0`, auditor)).json();
       assert.deepEqual(guarded.entry ?? [], []);
@@ -281,6 +282,21 @@ describe('audit trail', () => {
       for (const { resource } of bundle.entry) assert.ok(resource.entity.some((e: any) => e.what?.reference === 'Patient/pat-1'), resource.id);
       const other = await (await fhir('AuditEvent?patient=pat-2', amy)).json();
       assert.equal((other.entry ?? []).length, 0);
+    });
+
+    it('shows a token bound to two patients the events of both (the guard narrows to patient=a,b: an OR) and no third', async () => {
+      const added = await cli('user', 'add', 'ward-auditor', '--password', 'ward-pass-1234', '--fhir-user', 'Practitioner/dr-jones', '--auditor', '--patients', 'pat-1,pat-2');
+      assert.equal(added.code, 0, added.stdout);
+      const reader = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
+      for (const id of ['pat-1', 'pat-2', 'pat-3']) assert.equal((await fhir(`Patient/${id}`, reader, { 'x-request-id': `two-bound-${id}` })).status, 200);
+      const ward = await token('openid fhirUser user/AuditEvent.rs', { username: 'ward-auditor', password: 'ward-pass-1234' });
+      const res = await fhir('AuditEvent?_count=1000', ward);
+      assert.equal(res.status, 200);
+      const seen = ((await res.json()).entry ?? []).map((e: any) => e.resource)
+        .flatMap((e: any) => e.entity.filter((x: any) => x.what?.identifier?.value?.startsWith('two-bound-')).map((x: any) => x.what.identifier.value));
+      assert.deepEqual([...new Set(seen)].sort(), ['two-bound-pat-1', 'two-bound-pat-2']);
+      const one = await (await fhir('AuditEvent?patient=Patient/pat-2,Patient/pat-3&_count=1000', ward)).json();
+      assert.ok(one.entry.length > 0 && one.entry.every((e: any) => e.resource.entity.some((x: any) => x.what?.reference === 'Patient/pat-2')), 'OR, then AND with the binding');
     });
 
     it("shows a patient staff by role and organization only, as the accounting of disclosures does (#14)", async () => {

@@ -1,6 +1,6 @@
 // The smart-auth command, run as an administrator would, against the database of a running server.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { exportJWK, generateKeyPair } from 'jose';
@@ -233,6 +233,29 @@ describe('CLI', () => {
     }
     assert.deepEqual(await state(), before);
     assert.equal((await cli('client', 'rotate-secret', app.json.client_id)).code, 0, 'works again once the trail takes records');
+  });
+
+  it('purges nothing and exports nothing when the audit trail cannot take the record, and says so', async () => {
+    const trail = async () => ({ events: await server.db('audit_events').count({ n: '*' }).first(), purges: await server.db('audit_purges').select() });
+    assert.equal((await cli('user', 'add', 'old.record', '--password', 'a-long-password', '--fhir-user', 'Patient/pat-3')).code, 0, 'a record to purge');
+    const before = await trail();
+    assert.ok(Number(before.events?.n) > 0);
+    const out = join(tmpdir(), `unrecorded-export-${process.pid}.json`);
+    await refuseAuditRecords(server.db, true);
+    try {
+      const purge = await cli('audit', 'purge', '--before', new Date().toISOString(), '--json');
+      assert.deepEqual(await trail(), before, 'nothing purged');
+      assert.equal(purge.code, 1, `${purge.stdout} ${purge.stderr}`);
+      assert.equal(purge.json.error, 'the audit trail cannot take the record of this change now: nothing was changed; try again');
+      const exported = await cli('audit', 'export', '--patient', 'pat-1', '--format', 'json', '--out', out);
+      assert.equal(exported.code, 1, `${exported.stdout} ${exported.stderr}`);
+      assert.equal(exported.stderr, 'smart-auth audit export: the audit trail cannot take the record of this read now: nothing was exported; try again\n');
+      assert.equal(exported.stdout, '');
+      assert.equal(existsSync(out), false, 'nothing exported');
+    } finally {
+      await refuseAuditRecords(server.db, false);
+    }
+    assert.deepEqual(await trail(), before, 'nothing purged');
   });
 
   it('creates a single-use EHR launch', async () => {

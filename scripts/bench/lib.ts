@@ -1,7 +1,7 @@
 // Shared pieces of the benchmarks: a server in its own process, and the load driver (autocannon).
 import { spawn, type ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpus, tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
@@ -206,6 +206,32 @@ export async function runBenches(what: string, benches: Bench[]): Promise<void> 
   const amounts = `${total} requests per token row (they use up assertions and codes), ${benchSeconds()} s per introspection and read row after a ${process.env.BENCH_WARM_UP_SECONDS ?? 5} s warm-up`;
   if (!printTable(`${what}, ${amounts}, ${connections} connections (autocannon), smart-auth on ${database}, every server in its own process`, rows)) process.exitCode = 1;
   console.log(`peak RSS of the smart-auth server under these loads: ${Math.max(...peaks).toFixed(0)} MB (${peaks.map((p) => p.toFixed(0)).join(' MB, ')} MB)`);
+  const sync = commitLatencyMs();
+  console.log(`durable ceiling: a 4 KiB write + fdatasync takes ${sync.toFixed(2)} ms (median of 200) on this disk; a durable row's every answer waits for at least one such commit, so ${connections} connections (closed loop) cannot exceed ${(connections * 1000 / sync).toFixed(0)} req/s on it`);
+}
+
+/**
+ * The median time of a 4 KiB write and fdatasync in the benchmarks' temporary directory (where their SQLite files
+ * are): the least a durable commit waits. With C connections each waiting for its commit, no row can exceed
+ * C / that time, however cheap its CPU.
+ */
+function commitLatencyMs(): number {
+  const dir = mkdtempSync(join(tmpdir(), 'smart-auth-bench-sync-'));
+  const fd = openSync(join(dir, 'probe'), 'w');
+  const page = Buffer.alloc(4096, 1);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 200; i++) {
+      const started = process.hrtime.bigint();
+      writeSync(fd, page, 0, page.length, 0);
+      fdatasyncSync(fd);
+      times.push(Number(process.hrtime.bigint() - started) / 1e6);
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return times.sort((a, b) => a - b)[times.length >> 1];
 }
 
 /** The most memory the process has held (VmHWM), in MB. */

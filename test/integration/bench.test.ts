@@ -29,5 +29,6 @@ describe('the benchmarks', function () {
     for (const line of smartAuthRows) assert.match(line, /\/s +[\d.]+ +[\d.]+ +[\d.]+ +\d+\.\d\d +\d+% \|.*\d+% \|/, `sql and drv columns:\n${line}`);
     assert.doesNotMatch(stdout, /! /, 'no row got error answers');
     assert.match(stdout, /peak RSS of the smart-auth server under these loads: \d+ MB/);
+    assert.match(stdout, /durable ceiling: .* takes [\d.]+ ms .* 2 connections \(closed loop\) cannot exceed \d+ req\/s/);
   });
 });

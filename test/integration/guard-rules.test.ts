@@ -194,6 +194,45 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await send('POST', 'Observation', both, containing2)).status, 403, 'a contained resource naming pat-2');
       });
 
+      it('lets a change or a deletion of a stored container only to a token that may write what it carries', async () => {
+        const writer = (scope: string) => token('dr.smith', 'demo-password-1', { scope: `launch/patient openid ${scope}`, patient: 'pat-1' });
+        const pat1Pain = { ...pat2Pain, subject: { reference: 'Patient/pat-1' } };
+        const inline = { contentType: 'application/fhir+json', data: Buffer.from(JSON.stringify(pat1Pain)).toString('base64') };
+        const containers: FhirResource[] = [
+          inParameters('params-1-stored', pat1Pain),
+          { resourceType: 'DocumentReference', id: 'doc-1-stored', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [{ attachment: inline }] },
+          // Readable by a token bound to pat-1 (it is in pat-1's compartment), but not written within pat-1 alone.
+          inParameters('params-1-names-2', { ...pat1Pain, performer: [{ reference: 'Patient/pat-2' }] }),
+          ...(shape.keepsBundles ? [{ resourceType: 'Bundle', id: 'bundle-1-stored', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a04', resource: pat1Pain }] }] : []),
+        ];
+        for (const container of containers) await shape.seed(container);
+        const emptied = (container: FhirResource) => (container.resourceType === 'Parameters' ? { resourceType: 'Parameters', id: container.id, parameter: [] }
+          : container.resourceType === 'Bundle' ? { resourceType: 'Bundle', id: container.id, type: 'collection' }
+            : { ...container, content: [{ attachment: { contentType: 'text/plain', data: Buffer.from('gone').toString('base64') } }] });
+        for (const container of containers) {
+          const path = `${container.resourceType}/${container.id}`;
+          const names2 = container.id === 'params-1-names-2';
+          const bearer = await writer(`patient/${container.resourceType}.cruds patient/Observation.${names2 ? 'cruds' : 'rs'}`);
+          const version = async () => {
+            const res = await get(path, bearer);
+            assert.equal(res.status, 200, `${path}: the token may read it and what it carries`);
+            return (await res.json()).meta?.versionId;
+          };
+          const before = await version();
+          const why = names2 ? 'it carries an Observation naming pat-2' : 'it carries an Observation, which the token may not write';
+          assert.equal((await send('PUT', path, bearer, emptied(container))).status, 403, `${path}: overwritten, though ${why}`);
+          assert.equal((await send('DELETE', path, bearer, undefined)).status, 403, `${path}: deleted, though ${why}`);
+          const batch = await send('POST', '', bearer, { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'DELETE', url: path } }] });
+          assert.deepEqual(((await batch.json()).entry ?? []).map((e: any) => e.response.status), ['403'], `${path}: deleted by a batch entry`);
+          const transaction = await send('POST', '', bearer, { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: emptied(container), request: { method: 'PUT', url: path } }] });
+          assert.equal(transaction.status, 403, `${path}: overwritten by a transaction entry`);
+          assert.equal(await version(), before, `${path}: nothing was written`);
+        }
+        const may = await writer('patient/Parameters.cruds patient/Observation.cruds');
+        const emptying = await send('PUT', 'Parameters/params-1-stored', may, emptied(containers[0]));
+        assert.equal(emptying.status, 200, `a token that may write what it carries changes it: ${await emptying.text()}`);
+      });
+
       it('hides a stored document Bundle holding an entry the token may not read', async function () {
         if (!shape.keepsBundles) this.skip(); // the demo store keeps no Bundles
         await shape.seed({ resourceType: 'Bundle', id: 'doc-hiv', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a01', resource: hivLoad }] });

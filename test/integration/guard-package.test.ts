@@ -213,7 +213,7 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     }
   });
 
-  it('lets, in every adapter, no token change or delete a stored container carrying what it may read but not write', async () => {
+  it('lets, in every adapter, no token change or delete a stored container carrying what it may read but not write, nor delete by search', async () => {
     const pain = { resourceType: 'Observation', id: 'pain', status: 'final', code: { text: 'pain' }, subject: { reference: 'Patient/pat-1' } };
     const stored = { resourceType: 'Parameters', id: 'pkg-params-1', parameter: [{ name: 'result', resource: pain }] };
     const seeded = await fetch(`${upstream.url}/Parameters/pkg-params-1`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(stored) });
@@ -228,6 +228,8 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       assert.equal(await call('GET'), 200, `${base}: the token may read it and the Observation it carries`);
       assert.equal(await call('PUT', { resourceType: 'Parameters', id: 'pkg-params-1', parameter: [] }), 403, `${base}: overwritten`);
       assert.equal(await call('DELETE'), 403, `${base}: deleted`);
+      const bysearch = await fetch(`${base}/Parameters?_id=pkg-params-1`, { method: 'DELETE', headers: { authorization: `Bearer ${bearer}` } });
+      assert.equal(bysearch.status, 400, `${base}: deleted by search (a conditional delete)`);
     }
     assert.deepEqual((await (await fetch(`${upstream.url}/Parameters/pkg-params-1`)).json()).parameter, stored.parameter, 'nothing was written');
   });

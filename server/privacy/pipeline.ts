@@ -163,10 +163,22 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     key: createHmac('sha256', options.deidentification.key).update(`pseudonyms|${token.clientId}|${purpose}`).digest('base64url'),
   });
 
-  async function consentPermits(asker: Asker, resource: FhirResource): Promise<boolean> {
+  /**
+   * Each patient's consents looked up once however many of the resources judged together name them (a
+   * container and what it holds, a page's entries), each resource still judged on its own against them.
+   */
+  const consentsOnce = (): ((patient: string) => Promise<FhirResource[]>) => {
+    const looked = new Map<string, Promise<FhirResource[]>>();
+    return (patient) => {
+      if (!looked.has(patient)) looked.set(patient, options.consents!.forPatient(patient));
+      return looked.get(patient)!;
+    };
+  };
+
+  async function consentPermits(asker: Asker, resource: FhirResource, consentsOf: (patient: string) => Promise<FhirResource[]>): Promise<boolean> {
     if (!options.consents) return true;
     for (const patient of patientsOf(resource)) {
-      const consents = await options.consents.forPatient(patient);
+      const consents = await consentsOf(patient);
       const { decision } = consentDecision(consents, { actors: asker.actors, purpose: asker.purpose, resource, now: new Date() }, { ...labelOptions, patientId: patient });
       if (decision === 'deny' || (decision === 'no-consent' && options.withoutConsent === 'deny')) return false;
     }
@@ -188,9 +200,9 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
 
   const labelsAdmit = (asker: Asker, resource: FhirResource): boolean => whole(resource).every((r) => ownLabelsAdmit(asker, r));
 
-  async function visible(asker: Asker, resource: FhirResource): Promise<boolean> {
+  async function visible(asker: Asker, resource: FhirResource, consentsOf = consentsOnce()): Promise<boolean> {
     if (!labelsAdmit(asker, resource)) return false;
-    for (const r of whole(resource)) if (!(await consentPermits(asker, r))) return false;
+    for (const r of whole(resource)) if (!(await consentPermits(asker, r, consentsOf))) return false;
     return true;
   }
 
@@ -227,12 +239,13 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
 
     async bundle(token, bundle, decided) {
       const asker = askerOf(token);
+      const consentsOf = consentsOnce();
       const entries = [];
       let hidden = 0;
       for (const entry of bundle.entry ?? []) {
         // A history's deletion has no resource to check labels or consent on: left out, it would name a hidden id.
         if (!entry.resource) continue;
-        if (entry.search?.mode === 'outcome' || (decided?.get(entry.resource) ?? (await visible(asker, entry.resource)))) entries.push(entry);
+        if (entry.search?.mode === 'outcome' || (decided?.get(entry.resource) ?? (await visible(asker, entry.resource, consentsOf)))) entries.push(entry);
         else hidden++;
       }
       const matches = entries.filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match').length;

@@ -119,7 +119,8 @@ export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
  * A write is checked against the views of its own interaction. The current version (update,
  * patch, delete) must be visible, else 404 as for a read; it and the new version (create, update,
  * and a patch result when given) must lie wholly inside a view's patients (writableWithin), else 403;
- * so must each resource the new version carries, by the token's views of its own type (passes). An
+ * so must each resource either carries, by the token's views of its own type (passes): replacing or
+ * deleting a container changes or deletes what it carries, as writing one stores it. An
  * update that would create (no current version) is a 404 unless a view is unbounded and unrestricted:
  * otherwise its success on a free id and its 404 on a hidden one would tell them apart.
  */
@@ -132,7 +133,7 @@ export function checkWrite(
   if (kind !== 'create' && existing !== undefined) {
     const views = viewsFor(token, existing.resourceType, kind);
     if (!admitted(views, existing)) return notFound(existing);
-    if (!views.some((view) => writableWithin(view, existing))) return outside(existing, kind);
+    if (!passes(token, kind, views, existing, writableWithin)) return outside(existing, kind);
   }
   if (kind === 'delete') return undefined;
   if (resource === undefined) {

@@ -213,6 +213,27 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     }
   });
 
+  it('lets, in every adapter, no token change or delete a stored container carrying what it may read but not write, nor delete by search', async () => {
+    const pain = { resourceType: 'Observation', id: 'pain', status: 'final', code: { text: 'pain' }, subject: { reference: 'Patient/pat-1' } };
+    const stored = { resourceType: 'Parameters', id: 'pkg-params-1', parameter: [{ name: 'result', resource: pain }] };
+    const seeded = await fetch(`${upstream.url}/Parameters/pkg-params-1`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(stored) });
+    assert.ok(seeded.ok, String(seeded.status));
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      const launch = await authorize({ server, client, aud: base, scope: 'launch/patient openid patient/Parameters.cruds patient/Observation.rs', patient: 'pat-1' });
+      const bearer = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+      const call = async (method: string, body?: unknown) => (await fetch(`${base}/Parameters/pkg-params-1`, {
+        method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
+      })).status;
+      assert.equal(await call('GET'), 200, `${base}: the token may read it and the Observation it carries`);
+      assert.equal(await call('PUT', { resourceType: 'Parameters', id: 'pkg-params-1', parameter: [] }), 403, `${base}: overwritten`);
+      assert.equal(await call('DELETE'), 403, `${base}: deleted`);
+      const bysearch = await fetch(`${base}/Parameters?_id=pkg-params-1`, { method: 'DELETE', headers: { authorization: `Bearer ${bearer}` } });
+      assert.equal(bysearch.status, 400, `${base}: deleted by search (a conditional delete)`);
+    }
+    assert.deepEqual((await (await fetch(`${upstream.url}/Parameters/pkg-params-1`)).json()).parameter, stored.parameter, 'nothing was written');
+  });
+
   it('ships compiled JavaScript with types and a files list, and needs none of the authorization server\'s dependencies', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
     assert.ok(listing.includes('package/dist/server/resource-server/index.js'));

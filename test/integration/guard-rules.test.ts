@@ -194,6 +194,64 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await send('POST', 'Observation', both, containing2)).status, 403, 'a contained resource naming pat-2');
       });
 
+      it('lets a change or a deletion of a stored container only to a token that may write what it carries', async () => {
+        const writer = (scope: string) => token('dr.smith', 'demo-password-1', { scope: `launch/patient openid ${scope}`, patient: 'pat-1' });
+        const pat1Pain = { ...pat2Pain, subject: { reference: 'Patient/pat-1' } };
+        const inline = { contentType: 'application/fhir+json', data: Buffer.from(JSON.stringify(pat1Pain)).toString('base64') };
+        const containers: FhirResource[] = [
+          inParameters('params-1-stored', pat1Pain),
+          { resourceType: 'DocumentReference', id: 'doc-1-stored', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [{ attachment: inline }] },
+          // Readable by a token bound to pat-1 (it is in pat-1's compartment), but not written within pat-1 alone.
+          inParameters('params-1-names-2', { ...pat1Pain, performer: [{ reference: 'Patient/pat-2' }] }),
+          ...(shape.keepsBundles ? [{ resourceType: 'Bundle', id: 'bundle-1-stored', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a04', resource: pat1Pain }] }] : []),
+        ];
+        for (const container of containers) await shape.seed(container);
+        const emptied = (container: FhirResource) => (container.resourceType === 'Parameters' ? { resourceType: 'Parameters', id: container.id, parameter: [] }
+          : container.resourceType === 'Bundle' ? { resourceType: 'Bundle', id: container.id, type: 'collection' }
+            : { ...container, content: [{ attachment: { contentType: 'text/plain', data: Buffer.from('gone').toString('base64') } }] });
+        for (const container of containers) {
+          const path = `${container.resourceType}/${container.id}`;
+          const names2 = container.id === 'params-1-names-2';
+          const bearer = await writer(`patient/${container.resourceType}.cruds patient/Observation.${names2 ? 'cruds' : 'rs'}`);
+          const version = async () => {
+            const res = await get(path, bearer);
+            assert.equal(res.status, 200, `${path}: the token may read it and what it carries`);
+            return (await res.json()).meta?.versionId;
+          };
+          const before = await version();
+          const why = names2 ? 'it carries an Observation naming pat-2' : 'it carries an Observation, which the token may not write';
+          assert.equal((await send('PUT', path, bearer, emptied(container))).status, 403, `${path}: overwritten, though ${why}`);
+          assert.equal((await send('DELETE', path, bearer, undefined)).status, 403, `${path}: deleted, though ${why}`);
+          const batch = await send('POST', '', bearer, { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'DELETE', url: path } }] });
+          assert.deepEqual(((await batch.json()).entry ?? []).map((e: any) => e.response.status), ['403'], `${path}: deleted by a batch entry`);
+          const transaction = await send('POST', '', bearer, { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: emptied(container), request: { method: 'PUT', url: path } }] });
+          assert.equal(transaction.status, 403, `${path}: overwritten by a transaction entry`);
+          const tagged = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 'http://example.org/tags', code: 'reviewed' }] } }] };
+          assert.equal((await send('POST', `${path}/$meta-add`, bearer, tagged)).status, 403, `${path}: changed by $meta-add`);
+          assert.equal(await version(), before, `${path}: nothing was written`);
+        }
+        const may = await writer('patient/Parameters.cruds patient/Observation.cruds');
+        const emptying = await send('PUT', 'Parameters/params-1-stored', may, emptied(containers[0]));
+        assert.equal(emptying.status, 200, `a token that may write what it carries changes it: ${await emptying.text()}`);
+      });
+
+      it('hides an older version of a container that held what the token may not read, by vread and in its history', async function () {
+        await shape.seed(inParameters('params-versions', hivLoad));
+        await shape.seed(inParameters('params-versions', pat2Pain));
+        const smith = await token('dr.smith', 'demo-password-1'); // cleared for R and HIV
+        const versions = (await (await get('Parameters/params-versions/_history', smith)).json()).entry.map((e: any) => e.resource);
+        if (versions.length < 2) this.skip(); // the demo store keeps the current version only
+        const holding = versions.find((v: any) => JSON.stringify(v).includes('hiv-vl')).meta.versionId;
+        const plain = versions.find((v: any) => !JSON.stringify(v).includes('hiv-vl')).meta.versionId;
+        assert.equal((await get(`Parameters/params-versions/_history/${holding}`, smith)).status, 200);
+        const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // clearance N, no sensitivities
+        assert.equal((await get('Parameters/params-versions', jones)).status, 200, 'the current version holds nothing hidden');
+        assert.equal((await get(`Parameters/params-versions/_history/${plain}`, jones)).status, 200);
+        assert.equal((await get(`Parameters/params-versions/_history/${holding}`, jones)).status, 404, 'the version that held R + HIV');
+        const history = (await (await get('Parameters/params-versions/_history', jones)).json()).entry.map((e: any) => e.resource.meta.versionId);
+        assert.deepEqual(history, [plain], 'left out of the history');
+      });
+
       it('hides a stored document Bundle holding an entry the token may not read', async function () {
         if (!shape.keepsBundles) this.skip(); // the demo store keeps no Bundles
         await shape.seed({ resourceType: 'Bundle', id: 'doc-hiv', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a01', resource: hivLoad }] });
@@ -479,6 +537,32 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal(res.status, 400);
         assert.equal((await res.json()).issue[0].code, 'not-supported');
         assert.deepEqual(await ids(await get(`Observation?identifier=${identifier}`, bearer)), []);
+      });
+
+      it('refuses a conditional update, patch or delete (by search), alone or in a batch, which could change hidden matches, and changes nothing', async () => {
+        const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' }); // sees neither obs-1-brca (V) nor cond-2-oud (pat-2's consent)
+        const before = await ids(await get('Observation?code=http://loinc.org|69548-6', smith));
+        const hidden = { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' } };
+        for (const [method, path, body] of [
+          ['PUT', 'Observation?identifier=brca-1', hidden],
+          ['PATCH', 'Observation?code=http://loinc.org|69548-6', [{ op: 'add', path: '/note', value: [{ text: 'x' }] }]],
+          ['DELETE', 'Observation?code=http://loinc.org|69548-6', undefined],
+          ['DELETE', 'Condition?patient=Patient/pat-2', undefined],
+        ] as const) {
+          const res = await fetch(`${shape.fhirBase}/${path}`, {
+            method, headers: { authorization: `Bearer ${smith}`, 'content-type': 'application/fhir+json' }, ...(body !== undefined && { body: JSON.stringify(body) }),
+          });
+          assert.equal(res.status, 400, `${method} ${path}`);
+          assert.equal((await res.json()).issue[0].code, 'not-supported', `${method} ${path}`);
+          const batch = await fetch(shape.fhirBase, {
+            method: 'POST', headers: { authorization: `Bearer ${smith}`, 'content-type': 'application/fhir+json' },
+            body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ ...(body && !Array.isArray(body) && { resource: body }), request: { method, url: path } }] }),
+          });
+          assert.deepEqual(((await batch.json()).entry ?? []).map((e: any) => e.response.status), ['400'], `${method} ${path} in a batch`);
+        }
+        assert.deepEqual(await ids(await get('Observation?code=http://loinc.org|69548-6', smith)), before);
+        assert.ok((await shape.stored('Observation', '_id=obs-1-brca')).includes('obs-1-brca'), 'the hidden match is still stored');
+        assert.ok((await shape.stored('Condition', '_id=cond-2-oud')).includes('cond-2-oud'), 'the match hidden by consent too');
       });
 
       it('answers a write on a resource the token may not see as without the conditions', async () => {

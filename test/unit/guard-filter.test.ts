@@ -248,6 +248,22 @@ describe('resource-server/filter', () => {
       assert.equal(checkWrite(tok('system/*.cruds'), 'create', other), undefined, 'an unbounded token writes anywhere');
     });
 
+    it('judges what a stored container carries by the write rule: an update, a patch or a delete of it changes what it carries', () => {
+      const stored = { resourceType: 'Parameters', id: 'p', parameter: [{ name: 'result', resource: lab('pat-1') }] };
+      const emptied = { resourceType: 'Parameters', id: 'p', parameter: [] };
+      const readsObservations = tok('system/Parameters.cruds system/Observation.rs');
+      assert.ok(filterResource(stored, readsObservations, 'read'), 'the token may read it');
+      for (const kind of ['update', 'patch', 'delete'] as const) {
+        const resource = kind === 'delete' ? undefined : emptied;
+        assert.deepEqual(status(checkWrite(readsObservations, kind, resource, stored)), [403, 'forbidden'], kind);
+        const permission = kind === 'delete' ? 'd' : 'u'; // SMART v2: a patch is an update
+        assert.equal(checkWrite(tok(`system/Parameters.cruds system/Observation.${permission}`), kind, resource, stored), undefined, `${kind} with Observation.${permission}`);
+      }
+      const naming2 = { ...stored, parameter: [{ name: 'result', resource: lab('pat-1', { performer: [{ reference: 'Patient/pat-2' }] }) }] };
+      assert.ok(filterResource(naming2, tok('patient/Parameters.cruds patient/Observation.cruds', P1), 'read'), 'in pat-1\'s compartment');
+      assert.deepEqual(status(checkWrite(tok('patient/Parameters.cruds patient/Observation.cruds', P1), 'delete', undefined, naming2)), [403, 'forbidden'], 'not within pat-1 alone');
+    });
+
     it('lets a bounded token write a type outside the compartment only with a scope naming it', () => {
       const medication = { resourceType: 'Medication', code: { text: 'aspirin' } };
       assert.deepEqual(status(checkWrite(tok('patient/*.cruds', P1), 'create', medication)), [403, 'forbidden']);

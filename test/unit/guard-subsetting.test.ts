@@ -223,3 +223,17 @@ describe('guard with a refilled page', () => {
     assert.deepEqual(evaluations.sort(), ['pat-a', 'pat-c', 'pat-d'], 'each visible item read once (the hidden one stops at its label), the shown ones not again');
   });
 });
+
+describe('guard with a container of one patient\'s resources', () => {
+  it('looks up the patient\'s consents once for a Bundle of N entries naming them, not once per entry', async () => {
+    const obs = (id: string): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: {}, subject: { reference: 'Patient/pat-1' } });
+    const stored = { resourceType: 'Bundle', id: 'doc', type: 'collection', entry: ['a', 'b', 'c', 'd', 'e'].map((id) => ({ fullUrl: `urn:uuid:${id}`, resource: obs(id) })) };
+    const evaluations: string[] = [];
+    const guard = jonesGuard(
+      { send: async () => ({ status: 200, headers: new Headers(), body: stored }) },
+      { consents: { forPatient: async (patient) => { evaluations.push(patient); return []; }, invalidate: () => {} } },
+    );
+    assert.equal((await guard.handle({ method: 'GET', path: 'Bundle/doc', headers: { authorization: 'Bearer t' } })).status, 200);
+    assert.deepEqual(evaluations, ['pat-1']);
+  });
+});

@@ -335,7 +335,7 @@ const commands: Record<string, Command> = {
     },
   },
   'audit export': {
-    usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names] [--attempts]   (the accounting of disclosures; --attempts: also the refused and failed accesses that named the patient)',
+    usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names] [--attempts]   (the accounting of disclosures; --names: also the staff member\'s name, in json and pdf; --attempts: also the refused and failed accesses that named the patient)',
     options: { ...json, patient: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' }, names: { type: 'boolean' }, attempts: { type: 'boolean' } },
     async run({ values: v }, { db, config }) {
       const patient = String(v.patient ?? '');
@@ -353,7 +353,7 @@ const commands: Record<string, Command> = {
       const appNames = await clientNames(db, plain.map((l) => l.app));
       const lines = plain.map((l) => ({ ...l, app: appNames[l.app] ?? l.app }));
       const content = format === 'csv' ? toCsv(lines)
-        : format === 'json' ? toJson(lines)
+        : format === 'json' ? toJson(lines, { extras: Boolean(v.names) })
           : format === 'fhir' ? JSON.stringify(toFhirBundle(disclosureEvents(events, { patient, attempts })), null, 2)
             : await toPdf(lines, summaryOf(lines), {
               patientId: patient, generated: new Date(),

@@ -511,6 +511,10 @@ describe('audit trail', () => {
       assert.deepEqual(Object.keys(ours[0]), ['date', 'recipient_role', 'recipient_organization', 'app', 'purpose_of_use', 'action', 'resources', 'break_glass', 'request_id', 'network_address', 'outcome', 'deidentified']);
       assert.ok(ours.every((l: any) => l.network_address === '127.0.0.1' && l.outcome === 'disclosed'), 'where, and that it was disclosed');
       assert.ok(ours.every((l: any) => l.recipient_organization === 'Example Hospital' && l.purpose_of_use === 'TREAT' && l.break_glass === false));
+      assert.ok(ours.every((l: any) => !('recipient_name' in l)), 'no names without --names');
+      const named = JSON.parse((await cli('audit', 'export', '--patient', 'pat-3', '--format', 'json', '--names')).stdout)
+        .filter((l: any) => ['exp-1', 'exp-2', 'exp-3'].includes(l.request_id));
+      assert.deepEqual(named.map((l: any) => l.recipient_name), ['Jane Smith, MD', 'Jane Smith, MD', 'Jane Smith, MD'], '--names gives the staff member');
       const csv = await cli('audit', 'export', '--patient', 'pat-3', '--format', 'csv');
       assert.match(csv.stdout.split('\n')[0], /^date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome,deidentified/);
       const pdf = await run(process.execPath, [BIN, 'audit', 'export', '--patient', 'pat-3', '--format', 'pdf'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl }, encoding: 'buffer' });

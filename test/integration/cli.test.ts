@@ -352,6 +352,10 @@ describe('CLI', () => {
     assert.equal(result.code, 0);
     const { stderr } = await cli('keys', 'list');
     assert.doesNotMatch(stderr, /Unsupported runtime|oidc-provider WARNING/);
+    // client add loads oidc-provider only when it runs, after the command has started
+    const added = await cli('client', 'add', '--name', 'Quiet app', '--public', '--redirect-uri', 'http://127.0.0.1:9999/quiet');
+    assert.equal(added.code, 0);
+    assert.doesNotMatch(added.stderr, /Unsupported runtime|oidc-provider WARNING/);
   });
 
   describe('default purposes of use of a new user', () => {

@@ -118,8 +118,11 @@ export interface AccessAudit {
   resourcePatients?: Readonly<Record<string, readonly string[]>>;
   /** The FHIR base: the observer and the server agent. */
   server: { base: string };
-  /** The app; `issuer` identifies the authorization server that registered it. */
-  client: { id?: string; address?: string; issuer?: string };
+  /**
+   * The app; `issuer` identifies the authorization server that registered it. A backend service's token
+   * (no user) names the organization it acts for here (IUA subject_organization, subject_organization_id).
+   */
+  client: { id?: string; address?: string; issuer?: string; organization?: string; organizationId?: string };
   /** The person, when a user token; undefined for backend services and for requests without a valid token. */
   user?: {
     issuer: string;

@@ -23,12 +23,12 @@ export interface AuditSearch {
   agent?: string | readonly string[];
   /** `entity.what.reference` of any entity ("Observation/obs-1"). */
   entity?: string | readonly string[];
-  /** `type.code` ("rest", "110113", "110114"). */
-  type?: string;
-  /** `subtype[].code` ("read", "search-type", "110127", "ITI-71"). */
-  subtype?: string;
-  /** `outcome` ("0", "4", "8", "12"). */
-  outcome?: string;
+  /** `type.code` ("rest", "110113", "110114"), or any of several. */
+  type?: string | readonly string[];
+  /** `subtype[].code` ("read", "search-type", "110127", "ITI-71"), or any of several. */
+  subtype?: string | readonly string[];
+  /** `outcome` ("0", "4", "8", "12"), or any of several. */
+  outcome?: string | readonly string[];
   /** Skip this many matches first (a search page's offset). */
   offset?: number;
   limit?: number;

@@ -227,6 +227,30 @@ describe('audit trail', () => {
       assert.ok(guarded.total === undefined || guarded.total === all.entry.length, `total ${guarded.total}`);
     });
 
+    it('reads a comma in type, subtype and outcome as "any of" (FHIR search), as in patient, agent and entity; a repeated one is refused', async () => {
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-1' });
+      assert.equal((await fhir('Patient/pat-1', bearer, { 'x-request-id': 'any-of-read' })).status, 200);
+      assert.equal((await fhir('Observation?patient=pat-1', bearer, { 'x-request-id': 'any-of-search' })).status, 200);
+      assert.equal((await fhir('Patient/pat-2', bearer, { 'x-request-id': 'any-of-refused' })).status, 404);
+      const requestIds = async (query: string) => {
+        const res = await fhir(`AuditEvent?${query}&_count=1000`, auditor);
+        assert.equal(res.status, 200, query);
+        return new Set(((await res.json()).entry ?? []).flatMap(({ resource }: any) => resource.entity
+          .map((x: any) => x.what?.identifier?.value).filter((v: any) => typeof v === 'string' && v.startsWith('any-of-'))));
+      };
+      const all = ['any-of-read', 'any-of-refused', 'any-of-search'];
+      assert.deepEqual([...await requestIds('subtype=read,search-type')].sort(), all);
+      assert.deepEqual([...await requestIds('subtype=http://hl7.org/fhir/restful-interaction|search-type,read&outcome=4,0&type=110114,rest')].sort(), all);
+      assert.deepEqual([...await requestIds('subtype=read&outcome=0,8')], ['any-of-read']);
+      assert.deepEqual([...await requestIds('type=110100,110114')], [], 'not the accesses');
+      for (const repeated of ['type=rest&type=110114', 'subtype=read&subtype=vread', 'outcome=0&outcome=4']) {
+        const res = await fhir(`AuditEvent?${repeated}`, auditor);
+        assert.equal(res.status, 400, repeated);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome');
+      }
+    });
+
     it('reads and searches by _id the event asked for, not another one', async () => {
       const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
       const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });

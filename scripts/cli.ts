@@ -4,7 +4,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { migrate, nowSeconds, openDatabase, type Db } from '../server/db.ts';
-import { addUser, checkNewUser, disableUser, findUserByUsername, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { addUser, checkNewUser, disableUser, findUserByUsername, listUsers, newPasswordHash, storePasswordHash, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { hashPassword } from '../server/oidc/passwords.ts';
 import { enrolTotpDirectly, removeAllFactors } from '../server/auth/factors.ts';
 import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
@@ -117,7 +118,9 @@ const commands: Record<string, Command> = {
         throw new UsageError(`${username} could assert no purpose of use under the policy, so could sign in to no app: give a clinician a --role `
           + '(e.g. http://terminology.hl7.org/CodeSystem/practitioner-role|doctor), a patient --fhir-user Patient/<id>, or --purpose codes their role may assert');
       }
-      const { id, name } = await recordedChange(db, (trx) => addUser(trx, { username, password: String(v.password), name: v.name as string | undefined, fhirUser, attributes }),
+      // Hashed before the transaction: scrypt inside it would hold SQLite's write lock (the server's writes wait) for its ~0.15 s.
+      const passwordHash = await hashPassword(String(v.password));
+      const { id, name } = await recordedChange(db, (trx) => addUser(trx, { username, password: String(v.password), name: v.name as string | undefined, fhirUser, attributes }, async () => passwordHash),
         (user) => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'account', byAdministrator: true })]);
       return { json: { id, username, name, fhirUser: fhirUser ?? null, ...attributes }, text: `added user ${username} (${id}), purposes of use ${attributes.purposes!.join(', ')}` };
     },
@@ -170,7 +173,8 @@ const commands: Record<string, Command> = {
     async run({ values: v, positionals: [username] }, { db, config }) {
       const user = await existingUser(db, username);
       const password = typeof v.password === 'string' ? v.password : (await readStdin()).replace(/\r?\n$/, '');
-      await recordedChange(db, (trx) => setPassword(trx, user, password),
+      const passwordHash = await newPasswordHash(user, password); // before the transaction, as in user add
+      await recordedChange(db, (trx) => storePasswordHash(trx, user, passwordHash),
         () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'password', byAdministrator: true })]);
       return { json: { username, password_changed: true }, text: `changed the password of ${username}; their sessions and grants have ended` };
     },

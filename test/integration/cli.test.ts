@@ -8,6 +8,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { runCli } from '../support/cli.ts';
 import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
 import { refuseAuditRecords } from '../support/audit-refusal.ts';
+import { verifyPassword } from '../../server/oidc/passwords.ts';
 
 describe('CLI', () => {
   let server: TestServer;
@@ -155,6 +156,23 @@ describe('CLI', () => {
     assert.equal(records.length, 4, 'each change recorded');
     assert.deepEqual(records[0].entity[0].detail.map((d: any) => [d.type, d.valueString]),
       [['changed', 'organization_id'], ['changed', 'organization_name'], ['ended', 'grants and access tokens']], 'and that the client\'s access ended');
+  });
+
+  it('sets the same password with the hash made before the transaction (user add, user password): the account signs in with the last one', async () => {
+    for (const args of [['user', 'add', 'hash.first', '--password', 'hashed-before-1', '--fhir-user', 'Patient/pat-3'], ['user', 'password', 'hash.first', '--password', 'hashed-before-2']]) {
+      const result = await cli(...args);
+      assert.equal(result.code, 0, result.stderr);
+      const stored = (await server.db('users').where('username', 'hash.first').first('password_hash')).password_hash as string;
+      assert.match(stored, /^scrypt\$32768\$/, 'at the product\'s cost');
+      assert.ok(await verifyPassword(args[args.indexOf('--password') + 1], stored), args[1]);
+    }
+    const stored = (await server.db('users').where('username', 'hash.first').first('password_hash')).password_hash as string;
+    assert.equal(await verifyPassword('hashed-before-1', stored), false, 'the first password no longer works');
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    assert.ok((await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', username: 'hash.first', password: 'hashed-before-2' })).code);
+    const weak = await cli('user', 'password', 'hash.first', '--password', 'password1');
+    assert.equal(weak.code, 2, 'the password policy still applies, before anything is written');
+    assert.equal((await server.db('users').where('username', 'hash.first').first('password_hash')).password_hash, stored);
   });
 
   it('rotates a client secret: the running server then takes the new one only; a client without a secret is refused', async () => {

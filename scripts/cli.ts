@@ -3,14 +3,15 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
-import { migrate, openDatabase, type Db } from '../server/db.ts';
-import { addUser, checkNewUser, disableUser, findUserByUsername, listUsers, setPassword, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { migrate, nowSeconds, openDatabase, type Db } from '../server/db.ts';
+import { addUser, checkNewUser, disableUser, findUserByUsername, listUsers, newPasswordHash, storePasswordHash, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
+import { hashPassword } from '../server/oidc/passwords.ts';
 import { enrolTotpDirectly, removeAllFactors } from '../server/auth/factors.ts';
 import { otpauthUri } from '../server/auth/totp.ts';
 import { totpIssuerName } from '../server/auth/enrolment-page.ts';
 import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
-import { addClient, ClientError, clientExists, clientNames, clientOrganizationOf, listClients, removeClient, rotateClientSecret, updateClient, type ClientAuth } from '../server/oidc/clients.ts';
+import { addClient, ClientError, clientExists, clientNames, clientOrganizationOf, listClients, rebindClient, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, organizationProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
 import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
@@ -117,7 +118,9 @@ const commands: Record<string, Command> = {
         throw new UsageError(`${username} could assert no purpose of use under the policy, so could sign in to no app: give a clinician a --role `
           + '(e.g. http://terminology.hl7.org/CodeSystem/practitioner-role|doctor), a patient --fhir-user Patient/<id>, or --purpose codes their role may assert');
       }
-      const { id, name } = await recordedChange(db, (trx) => addUser(trx, { username, password: String(v.password), name: v.name as string | undefined, fhirUser, attributes }),
+      // Hashed before the transaction: scrypt inside it would hold SQLite's write lock (the server's writes wait) for its ~0.15 s.
+      const passwordHash = await hashPassword(String(v.password));
+      const { id, name } = await recordedChange(db, (trx) => addUser(trx, { username, password: String(v.password), name: v.name as string | undefined, fhirUser, attributes }, async () => passwordHash),
         (user) => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'account', byAdministrator: true })]);
       return { json: { id, username, name, fhirUser: fhirUser ?? null, ...attributes }, text: `added user ${username} (${id}), purposes of use ${attributes.purposes!.join(', ')}` };
     },
@@ -170,7 +173,8 @@ const commands: Record<string, Command> = {
     async run({ values: v, positionals: [username] }, { db, config }) {
       const user = await existingUser(db, username);
       const password = typeof v.password === 'string' ? v.password : (await readStdin()).replace(/\r?\n$/, '');
-      await recordedChange(db, (trx) => setPassword(trx, user, password),
+      const passwordHash = await newPasswordHash(user, password); // before the transaction, as in user add
+      await recordedChange(db, (trx) => storePasswordHash(trx, user, passwordHash),
         () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'password', byAdministrator: true })]);
       return { json: { username, password_changed: true }, text: `changed the password of ${username}; their sessions and grants have ended` };
     },
@@ -254,21 +258,24 @@ const commands: Record<string, Command> = {
     },
   },
   'client update': {
-    usage: 'client update <client_id> (--organization-id <uri> [--organization "<name>"] | --no-organization)   (binds the client to another organization, or to none; a running server uses it within CLIENT_CACHE_MS)',
+    usage: 'client update <client_id> (--organization-id <uri> [--organization "<name>"] | --no-organization)   (binds the client to another organization, or to none, and ends the access tokens and grants it holds; a running server uses it within CLIENT_CACHE_MS)',
     options: { ...json, ...ORGANIZATION_OPTIONS, 'no-organization': { type: 'boolean' } },
     async run({ values: v, positionals: [clientId] }, { db, config }) {
       if (!clientId) throw new UsageError('a client_id is required');
       const { organizationId, organizationName } = organizationOf(v);
       if (Boolean(v['no-organization']) === (organizationId !== undefined)) throw new UsageError('give --organization-id <uri> [--organization "<name>"], or --no-organization');
       // A new binding replaces the whole old one: a name left out is removed, not kept from the old organization.
-      const changes = { organization_id: organizationId, organization_name: organizationName };
       const provider = await toolProvider(config, db);
-      const updated = await recordedChange(db, (trx) => updateClient(trx, provider, clientId, changes),
-        () => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: Object.keys(changes) })]);
-      const organization = clientOrganizationOf(updated);
+      // Tokens a running server issues before it rereads the client (CLIENT_CACHE_MS) carry the old binding: they end too.
+      const issuedUpTo = nowSeconds() + Math.ceil(config.clientCacheMs / 1000);
+      const { metadata, ended } = await recordedChange(db,
+        (trx) => rebindClient(trx, provider, clientId, organizationId === undefined ? undefined : { id: organizationId, name: organizationName }, issuedUpTo),
+        (done) => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['organization_id', 'organization_name'], endedAccess: done.ended })]);
+      const organization = clientOrganizationOf(metadata);
+      const bound = organization ? `${clientId} is bound to organization ${[organization.name, organization.id].filter(Boolean).join(', ')}` : `${clientId} is bound to no organization`;
       return {
-        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null },
-        text: organization ? `${clientId} is bound to organization ${[organization.name, organization.id].filter(Boolean).join(', ')}` : `${clientId} is bound to no organization`,
+        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null, ended_access: ended },
+        text: ended ? `${bound}; its access tokens and grants issued before the change have ended` : bound,
       };
     },
   },

@@ -184,7 +184,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const verifyAccessToken = async (token: string) => {
     const claims = await verifySignature(token);
     if (boundKey(claims)) throw new InvalidTokenError('a DPoP-bound access token is accepted only with a DPoP proof, at /fhir');
-    if (await isAccessTokenRevoked(db, claims.jti, claims.client_id)) throw new InvalidTokenError('the access token has been revoked');
+    if (await isAccessTokenRevoked(db, claims)) throw new InvalidTokenError('the access token has been revoked');
     return claims;
   };
   // What the proxy and the package take from the database too; revocation with introspection's cache.

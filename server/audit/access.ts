@@ -13,6 +13,10 @@ export function accessAuditFrom(record: AccessRecord, base: string, recorded: Da
   const iua = ((claims.extensions as Record<string, unknown> | undefined)?.ihe_iua ?? {}) as Record<string, unknown>;
   const backend = claims.sub === undefined || claims.sub === claims.client_id;
   const query = record.request.query.toString();
+  const organization = {
+    organization: typeof iua.subject_organization === 'string' ? iua.subject_organization : undefined,
+    organizationId: typeof iua.subject_organization_id === 'string' ? iua.subject_organization_id : undefined,
+  };
   return {
     recorded,
     requestId: record.requestId ?? '',
@@ -25,14 +29,16 @@ export function accessAuditFrom(record: AccessRecord, base: string, recorded: Da
     patients: record.patients,
     resourcePatients: record.resourcePatients,
     server: { base },
-    client: { id: typeof claims.client_id === 'string' ? claims.client_id : undefined, address: record.request.remoteAddress, issuer: record.token?.issuer },
+    client: {
+      id: typeof claims.client_id === 'string' ? claims.client_id : undefined, address: record.request.remoteAddress, issuer: record.token?.issuer,
+      ...(record.token && backend && organization),
+    },
     user: record.token && !backend ? {
       issuer: record.token.issuer,
       sub: String(claims.sub),
       name: typeof iua.subject_name === 'string' ? iua.subject_name : undefined,
       roles: codingList(iua.subject_role),
-      organization: typeof iua.subject_organization === 'string' ? iua.subject_organization : undefined,
-      organizationId: typeof iua.subject_organization_id === 'string' ? iua.subject_organization_id : undefined,
+      ...organization,
     } : undefined,
     purposeOfUse: codingList(iua.purpose_of_use),
     jti: record.token?.jti,

@@ -66,6 +66,8 @@ const cut = (value: string, max: number) => (value.length > max ? value.slice(0,
 const str = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
 /** A search value: one, or any of several (FHIR's comma-separated OR). */
 const anyOf = (value: string | readonly string[]): readonly string[] => (typeof value === 'string' ? [value] : value);
+/** A string value that is one of `wanted`. */
+const isAnyOf = (value: unknown, wanted: string | readonly string[]) => typeof value === 'string' && anyOf(wanted).includes(value);
 const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : value === undefined || value === null ? [] : [value]);
 
 interface Who { identifier?: { value?: unknown }; reference?: unknown }
@@ -639,11 +641,11 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
     if (filter.id !== undefined && event.id !== filter.id) return false;
     const patient = patientOf(event);
     if (filter.patient !== undefined && (patient === null || !anyOf(filter.patient).includes(patient))) return false;
-    if (filter.agent !== undefined && !agentValues(event).some((v) => anyOf(filter.agent!).includes(v))) return false;
-    if (filter.entity !== undefined && !entityValues(event).some((v) => anyOf(filter.entity!).includes(v))) return false;
-    if (filter.type !== undefined && (event.type as { code?: unknown } | undefined)?.code !== filter.type) return false;
-    if (filter.subtype !== undefined && !subtypeCodes(event).includes(filter.subtype)) return false;
-    if (filter.outcome !== undefined && event.outcome !== filter.outcome) return false;
+    if (filter.agent !== undefined && !agentValues(event).some((v) => isAnyOf(v, filter.agent!))) return false;
+    if (filter.entity !== undefined && !entityValues(event).some((v) => isAnyOf(v, filter.entity!))) return false;
+    if (filter.type !== undefined && !isAnyOf((event.type as { code?: unknown } | undefined)?.code, filter.type)) return false;
+    if (filter.subtype !== undefined && !subtypeCodes(event).some((v) => isAnyOf(v, filter.subtype!))) return false;
+    if (filter.outcome !== undefined && !isAnyOf(event.outcome, filter.outcome)) return false;
     return true;
   }
 
@@ -657,8 +659,8 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
       if (filter.patient !== undefined) query.whereIn('patient_id', anyOf(filter.patient).map((p) => cut(p, 64)));
       if (filter.from) query.where('recorded_at', '>=', filter.from.getTime());
       if (filter.to) query.where('recorded_at', '<=', filter.to.getTime());
-      if (filter.type !== undefined) query.where('type_code', cut(filter.type, 64));
-      if (filter.outcome !== undefined) query.where('outcome', cut(filter.outcome, 8));
+      if (filter.type !== undefined) query.whereIn('type_code', anyOf(filter.type).map((t) => cut(t, 64)));
+      if (filter.outcome !== undefined) query.whereIn('outcome', anyOf(filter.outcome).map((o) => cut(o, 8)));
       if (filter.subtype !== undefined) query.whereIn('seq', term('subtype', filter.subtype));
       if (filter.agent !== undefined) query.whereIn('seq', term('agent', filter.agent));
       if (filter.entity !== undefined) query.whereIn('seq', term('entity', filter.entity));

@@ -187,12 +187,12 @@ function appAgent(issuer: string | undefined, clientId: string, extra: { request
 }
 
 /** The user's organization (v3-RoleClass PROV), when the token names one. */
-function organizationAgent(user: AuditUser | undefined): AuditAgent[] {
-  if (!user?.organization && !user?.organizationId) return [];
+function organizationAgent(actor: { organization?: string; organizationId?: string } | undefined): AuditAgent[] {
+  if (!actor?.organization && !actor?.organizationId) return [];
   return [{
     type: concept(CODES.healthcareProvider),
     requestor: false,
-    who: compact({ identifier: user.organizationId ? { value: user.organizationId } : undefined, display: user.organization }),
+    who: compact({ identifier: actor.organizationId ? { value: actor.organizationId } : undefined, display: actor.organization }),
   }];
 }
 
@@ -351,7 +351,8 @@ function accessAgents(a: AccessAudit, shape: InteractionShape): AuditAgent[] {
       purposeOfUse: a.purposeOfUse,
     })]
     : [];
-  return [...clientAgents.slice(0, 1), server, ...clientAgents.slice(1), ...user, ...organizationAgent(a.user)]
+  // The organization the person acts for, or that a backend service acts for.
+  return [...clientAgents.slice(0, 1), server, ...clientAgents.slice(1), ...user, ...organizationAgent(a.user ?? a.client)]
     .filter((agent) => agent.who || agent.network);
 }
 
@@ -531,6 +532,8 @@ export interface ClientRegistrationChanged extends SecurityEventBase {
   by: { user?: AuditUser; clientId?: string };
   /** The names of the metadata fields that changed (never their values). */
   fields?: string[];
+  /** The change ended the client's grants and access tokens (an update of its organization binding). */
+  endedAccess?: boolean;
 }
 
 export interface ConsentDecision extends SecurityEventBase {
@@ -771,7 +774,10 @@ export function clientRegistrationChanged(e: ClientRegistrationChanged): AuditEv
       what: { identifier: { system: e.issuer, value: e.clientId } },
       type: CODES.systemObject,
       role: CODES.securityUser,
-      detail: (e.fields ?? []).map((field) => ({ type: 'changed', valueString: field })),
+      detail: [
+        ...(e.fields ?? []).map((field) => ({ type: 'changed', valueString: field })),
+        ...(e.endedAccess ? [{ type: 'ended', valueString: 'grants and access tokens' }] : []),
+      ],
     })],
   });
 }

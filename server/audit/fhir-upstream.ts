@@ -29,11 +29,10 @@ export function auditSearchFrom(params: URLSearchParams): { filter: AuditSearch;
         break;
       }
       case '_id': filter.id = value; break;
-      case 'agent': case 'entity':
+      case 'agent': case 'entity': case 'type': case 'subtype': case 'outcome':
         if (filter[name] !== undefined) return `AuditEvent search takes ${name} once (a comma-separated list of values matches any of them)`;
         filter[name] = value.split(',').map((v) => v.replace(/^.*\|/, ''));
         break;
-      case 'type': case 'subtype': case 'outcome': filter[name] = value.replace(/^.*\|/, ''); break;
       case '_count': case '_getpagesoffset': {
         const count = Number(value);
         if (!/^\d{1,9}$/.test(value) || !Number.isSafeInteger(count)) return `${name} must be a whole number`;

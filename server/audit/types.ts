@@ -23,12 +23,12 @@ export interface AuditSearch {
   agent?: string | readonly string[];
   /** `entity.what.reference` of any entity ("Observation/obs-1"). */
   entity?: string | readonly string[];
-  /** `type.code` ("rest", "110113", "110114"). */
-  type?: string;
-  /** `subtype[].code` ("read", "search-type", "110127", "ITI-71"). */
-  subtype?: string;
-  /** `outcome` ("0", "4", "8", "12"). */
-  outcome?: string;
+  /** `type.code` ("rest", "110113", "110114"), or any of several. */
+  type?: string | readonly string[];
+  /** `subtype[].code` ("read", "search-type", "110127", "ITI-71"), or any of several. */
+  subtype?: string | readonly string[];
+  /** `outcome` ("0", "4", "8", "12"), or any of several. */
+  outcome?: string | readonly string[];
   /** Skip this many matches first (a search page's offset). */
   offset?: number;
   limit?: number;
@@ -118,8 +118,11 @@ export interface AccessAudit {
   resourcePatients?: Readonly<Record<string, readonly string[]>>;
   /** The FHIR base: the observer and the server agent. */
   server: { base: string };
-  /** The app; `issuer` identifies the authorization server that registered it. */
-  client: { id?: string; address?: string; issuer?: string };
+  /**
+   * The app; `issuer` identifies the authorization server that registered it. A backend service's token
+   * (no user) names the organization it acts for here (IUA subject_organization, subject_organization_id).
+   */
+  client: { id?: string; address?: string; issuer?: string; organization?: string; organizationId?: string };
   /** The person, when a user token; undefined for backend services and for requests without a valid token. */
   user?: {
     issuer: string;

@@ -29,7 +29,7 @@ export function bearerIntrospection({ config, db, host, isRevoked, introspection
     if (!bearer) return next();
     const caller = await verifyOwn(bearer);
     // A DPoP-bound token is good only with a proof, which this endpoint does not take (RFC 9449).
-    if (!caller || boundKey(caller) || (await isRevoked(caller.jti!, String(caller.client_id)))) {
+    if (!caller || boundKey(caller) || (await isRevoked(caller))) {
       return refuse(ctx, 401, 'invalid_token', 'the bearer token is not a valid access token of this server');
     }
     const scopes = parseScopes(String(caller.scope ?? '')).scopes;

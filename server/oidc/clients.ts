@@ -166,6 +166,20 @@ export interface ClientChanges {
   [key: string]: unknown;
 }
 
+/**
+ * Binds a client to another organization (`organization` undefined: to none), replacing the whole old
+ * binding. When the binding changes, the client's grants end and so do the access tokens issued up to
+ * `issuedUpTo` (seconds: until every instance has reread the client), so that no access made after the
+ * change is credited to the old organization. `ended`: whether they did.
+ */
+export async function rebindClient(db: Db, provider: Provider, clientId: string, organization: { id: string; name?: string } | undefined, issuedUpTo: number): Promise<{ metadata: ClientMetadata; ended: boolean }> {
+  const before = await findClientMetadata(db, clientId);
+  const metadata = await updateClient(db, provider, clientId, { organization_id: organization?.id, organization_name: organization?.name });
+  const ended = JSON.stringify(before && clientOrganizationOf(before)) !== JSON.stringify(clientOrganizationOf(metadata));
+  if (ended) await endClientAccess(db, clientId, issuedUpTo);
+  return { metadata, ended };
+}
+
 /** The stored metadata of one client, or undefined. */
 export async function findClientMetadata(db: Db, clientId: string): Promise<ClientMetadata | undefined> {
   return (await readClient(db, clientId))?.metadata;

@@ -104,10 +104,13 @@ export async function revokeGrantOf(db: Db, provider: Provider, accountId: strin
   return true;
 }
 
-/** Ends a removed client's access: every grant, and every access token (a backend's have no grant). */
-export async function endClientAccess(db: Db, clientId: string): Promise<number> {
+/**
+ * Ends a client's access: every grant, and every access token (a backend's have no grant) issued up to
+ * `issuedUpTo` (seconds; by default any: a removed client).
+ */
+export async function endClientAccess(db: Db, clientId: string, issuedUpTo?: number): Promise<number> {
   const rows: { id: string }[] = await db('oidc_payloads').where({ model: 'Grant', client_id: clientId }).select('id');
   await endGrants(db, rows.map((r) => r.id));
-  await revokeClientTokens(db, clientId);
+  await revokeClientTokens(db, clientId, issuedUpTo);
   return rows.length;
 }

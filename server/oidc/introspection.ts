@@ -9,7 +9,7 @@ import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
 import { factsOf, RequestFacts } from './token/request.ts';
-import { revokeAccessToken } from './revocation.ts';
+import { revokeAccessToken, type RevocationClaims } from './revocation.ts';
 import { appTokenClaims } from './token/claims.ts';
 import { grantSourceRefusal } from './token/account.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
@@ -60,7 +60,7 @@ export interface TokenContext {
   /** Verifies this server's JWT access tokens (see ownTokenVerifier). */
   verifyOwn: OwnTokenVerifier;
   /** Whether an access token (its jti) was revoked: cached, see revocationCheck. */
-  isRevoked(jti: string, clientId: string): Promise<boolean>;
+  isRevoked(claims: RevocationClaims): Promise<boolean>;
   /** Where introspection records go: committed after the answer, within a bound. */
   introspections: AuditBacklog;
 }
@@ -115,7 +115,7 @@ const userFacts = (caller: Caller, user: User) =>
 
 async function introspectAccessToken(token: string, c: Lookup, caller: Caller): Promise<Introspection> {
   const payload = await c.verifyOwn(token);
-  if (!payload || (await c.isRevoked(payload.jti!, String(payload.client_id)))) return INACTIVE;
+  if (!payload || (await c.isRevoked(payload))) return INACTIVE;
   const userId = tokenUser(payload);
   const user = userId === undefined ? undefined : await findUser(c.db, userId);
   // A user disabled or removed since: inactive at once, as their grants ended with them.

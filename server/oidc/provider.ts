@@ -11,7 +11,7 @@ import { changedMetadata, checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } fro
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { INTROSPECTION_PATH, jwtTokenEndpoints, ownTokenVerifier, REVOCATION_PATH } from './introspection.ts';
 import { clientAuthenticationRequired } from './token/provider-answers.ts';
-import { isAccessTokenRevoked } from './revocation.ts';
+import { isAccessTokenRevoked, type RevocationClaims } from './revocation.ts';
 import { endClientAccess } from './grants.ts';
 import { removeClient } from './clients.ts';
 import type { Logger } from '../ops/log.ts';
@@ -52,7 +52,7 @@ export interface ProviderDeps {
   /** Where the token endpoints' records go: the app's audit store (default: the chain in `db`). */
   audit?: AuditSink;
   /** The revocation check introspection uses (default: uncached). */
-  isRevoked?: (jti: string, clientId: string) => Promise<boolean>;
+  isRevoked?: (claims: RevocationClaims) => Promise<boolean>;
   /** Takes introspection records committed after the answer (default: a backlog of its own; the app shares its backlog with the refusals' records). */
   introspections?: AuditBacklog;
 }
@@ -247,7 +247,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.use(jwtTokenEndpoints({
     db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase,
     verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }) }),
-    isRevoked: deps.isRevoked ?? ((jti, clientId) => isAccessTokenRevoked(db, jti, clientId)),
+    isRevoked: deps.isRevoked ?? ((claims) => isAccessTokenRevoked(db, claims)),
     introspections: deps.introspections ?? auditBacklog(audit, config.introspectionAuditBacklog, (message, err) => log('error', message, { err })),
   }));
   provider.use(scopeInRegistrationResponses);

@@ -20,12 +20,22 @@ export async function revokeAccessToken(db: Db, jti: string, expiresAt: number):
 /** The longest an access token can live: ACCESS_TOKEN_TTL at its maximum, and the clock skew allowed. */
 const LONGEST_TOKEN_SECONDS = MAX_ACCESS_TOKEN_TTL + CLOCK_SKEW;
 
-/** A removed client's entry in the denylist: no access token issued to it is active afterwards. */
+/**
+ * A client's entry in the denylist: the access tokens issued to it up to a time (`iat` at most the entry's
+ * `expires_at` minus LONGEST_TOKEN_SECONDS) are inactive; the entry goes when the last of them has expired.
+ */
 const clientEntry = (clientId: string) => `client:${clientId}`;
 
-/** Makes every access token issued to a client inactive (kept until the longest of them has expired). */
-export async function revokeClientTokens(db: Db, clientId: string): Promise<void> {
-  await db('revoked_tokens').insert({ jti: clientEntry(clientId), expires_at: nowSeconds() + LONGEST_TOKEN_SECONDS })
+/** The claims a revocation check reads: the token's id, its client and when it was issued. */
+export type RevocationClaims = Record<string, unknown>;
+
+/**
+ * Makes the access tokens issued to a client up to `issuedUpTo` (seconds) inactive: by default every
+ * token for as long as any could live (a removed client).
+ */
+export async function revokeClientTokens(db: Db, clientId: string, issuedUpTo = nowSeconds() + LONGEST_TOKEN_SECONDS): Promise<void> {
+  const expiresAt = issuedUpTo + LONGEST_TOKEN_SECONDS;
+  await db('revoked_tokens').insert({ jti: clientEntry(clientId), expires_at: expiresAt })
     .onConflict('jti').merge(['expires_at']);
   noteRevocation();
 }
@@ -46,12 +56,13 @@ export function noteRevocation(): void {
  */
 export function revocationCheck(db: Db, ttlMs: number) {
   const notRevoked = new Map<string, { epoch: number; until: number }>();
-  return async function isRevoked(jti: string, clientId: string): Promise<boolean> {
+  return async function isRevoked(claims: RevocationClaims): Promise<boolean> {
     const now = Date.now();
+    const jti = String(claims.jti);
     const hit = notRevoked.get(jti);
     if (hit && hit.epoch === localRevocations && hit.until > now) return false;
     const epoch = localRevocations;
-    const revoked = await isAccessTokenRevoked(db, jti, clientId);
+    const revoked = await isAccessTokenRevoked(db, claims);
     if (!revoked && ttlMs > 0) {
       if (notRevoked.size >= 10_000) notRevoked.clear();
       notRevoked.set(jti, { epoch, until: now + ttlMs });
@@ -61,22 +72,26 @@ export function revocationCheck(db: Db, ttlMs: number) {
 }
 
 /**
- * Whether an access token (its jti) was revoked, directly, through its grant (gone or expired: a revoked
- * grant's row is deleted) or with its client (removed). Read from the tables alone, so that any process
- * sharing the database can ask.
+ * Whether an access token (its claims jti, client_id, iat) was revoked, directly, through its grant (gone or
+ * expired: a revoked grant's row is deleted) or with its client (removed, or its organization changed, after
+ * the token was issued). Read from the tables alone, so that any process sharing the database can ask.
  */
-export async function isAccessTokenRevoked(db: Db, jti: string, clientId: string): Promise<boolean> {
+export async function isAccessTokenRevoked(db: Db, claims: RevocationClaims): Promise<boolean> {
+  const jti = String(claims.jti);
   // One round trip for the three tables: this runs on every introspection and every guarded FHIR request.
-  const row: { revoked: string | null; client_removed: string | null; grant_id: string | null; grant_alive: string | null } | undefined = await db
-    .select('r.jti as revoked', 'c.jti as client_removed', 'g.grant_id', 'p.id as grant_alive')
-    .from(db.raw('(select cast(? as varchar(255)) as jti, cast(? as varchar(255)) as client_entry) as q', [jti, clientEntry(clientId)]))
+  const row: { revoked: string | null; client_ended: number | string | null; grant_id: string | null; grant_alive: string | null } | undefined = await db
+    .select('r.jti as revoked', 'c.expires_at as client_ended', 'g.grant_id', 'p.id as grant_alive')
+    .from(db.raw('(select cast(? as varchar(255)) as jti, cast(? as varchar(255)) as client_entry) as q', [jti, clientEntry(String(claims.client_id))]))
     .leftJoin('revoked_tokens as r', 'r.jti', 'q.jti')
     .leftJoin('revoked_tokens as c', 'c.jti', 'q.client_entry')
     .leftJoin('token_grants as g', 'g.jti', 'q.jti')
     .leftJoin(`${PAYLOAD_TABLE} as p`, (on) => on.on('p.id', 'g.grant_id').andOnVal('p.model', 'Grant')
       .andOn((live) => live.onNull('p.expires_at').orOnVal('p.expires_at', '>', nowSeconds())))
     .first();
-  if (row?.revoked || row?.client_removed) return true;
+  if (row?.revoked) return true;
+  // A token without a numeric iat counts as issued before any client entry: fail closed.
+  const issuedAt = typeof claims.iat === 'number' ? claims.iat : -Infinity;
+  if (row?.client_ended != null && issuedAt <= Number(row.client_ended) - LONGEST_TOKEN_SECONDS) return true;
   return Boolean(row?.grant_id && !row.grant_alive);
 }
 

@@ -62,7 +62,7 @@ export function userinfoRoutes(deps: UserinfoDeps): Router {
     if (!sent) return { status: 401, body: { error_description: 'an access token is required' }, challenge: `Bearer realm="${quoted(deps.issuer)}"` };
 
     const claims = await deps.verifyOwn(sent.token);
-    if (!claims || (await deps.isRevoked(claims.jti!, String(claims.client_id)))) {
+    if (!claims || (await deps.isRevoked(claims))) {
       return refused(401, 'invalid_token', 'the access token is not a valid access token of this server');
     }
     const clientId = String(claims.client_id);

@@ -71,14 +71,27 @@ export async function disableUser(db: Db, username: string): Promise<boolean> {
 }
 
 /**
- * Sets a new password (it must pass the password policy) and ends every session but
- * `exceptSession` and every grant of the user: whoever knew the old one is out.
+ * The hash to store for a new password of `user`, once it passes the password policy (else a UserError).
+ * scrypt takes about 0.15 s: make it before opening a transaction, which on SQLite holds the write lock.
  */
-export async function setPassword(db: Db, user: User, password: string, exceptSession?: string): Promise<void> {
+export async function newPasswordHash(user: Pick<User, 'username'>, password: string): Promise<string> {
   const problem = passwordProblem(password, user.username);
   if (problem) throw new UserError(problem);
-  await db('users').where('id', user.id).update({ password_hash: await hashPassword(password) });
+  return hashPassword(password);
+}
+
+/**
+ * Stores a new password's hash (newPasswordHash) and ends every session but `exceptSession` and every
+ * grant of the user: whoever knew the old one is out.
+ */
+export async function storePasswordHash(db: Db, user: User, passwordHash: string, exceptSession?: string): Promise<void> {
+  await db('users').where('id', user.id).update({ password_hash: passwordHash });
   await endUserAccess(db, user.id, exceptSession);
+}
+
+/** Sets a new password (it must pass the password policy): newPasswordHash, then storePasswordHash. */
+export async function setPassword(db: Db, user: User, password: string, exceptSession?: string): Promise<void> {
+  await storePasswordHash(db, user, await newPasswordHash(user, password), exceptSession);
 }
 
 /**

@@ -1,6 +1,7 @@
 // What a patient sees of the people in their audit trail: the same as in the accounting of
-// disclosures, their role and organization, never who they are; of the entities, the resources and
-// the request id, never the request as sent (it can name other patients) nor details or token ids. Pure.
+// disclosures, their role and organization, never who they are; of a purpose, its codes, never its
+// text; of the entities, the resources and the request id, never the request as sent (it can name
+// other patients) nor details or token ids. Pure.
 import type { FhirResource } from '../resource-server/types.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
@@ -17,13 +18,14 @@ const typed = (agent: Agent, system: string, code: string) => Boolean(agent.type
 /**
  * An agent as a patient may see it. The application (DICOM 110150) and an organization (v3-RoleClass
  * PROV) keep who they are; every other agent keeps its type, role, requestor flag and purpose of use,
- * and `who` only when it is a Patient (the patient themself). Names, user ids, usernames (altId),
+ * and `who` only when it is a Patient (the patient themself); of the purpose of use, the codes only. Names, user ids, usernames (altId),
  * token ids (policy), network addresses and Practitioner references go.
  */
 function agentForPatient(agent: Agent): Agent {
-  const { type, role, requestor, purposeOfUse, who } = agent;
+  const { type, role, requestor, who } = agent;
   const named = typed(agent, DCM, '110150') || typed(agent, ROLE_CLASS, 'PROV');
   const patient = typeof who?.reference === 'string' && /(^|\/)Patient\/[^/]+$/.test(who.reference);
+  const purposeOfUse = each(agent.purposeOfUse, (concept) => purposeForPatient(concept, false));
   return Object.fromEntries(Object.entries({
     type, role, requestor, purposeOfUse,
     who: named ? who : patient ? { reference: who!.reference } : undefined,
@@ -55,10 +57,28 @@ const each = <T>(list: unknown, map: (item: Record<string, unknown>) => T) =>
 export const isRefusedAccess = (resource: FhirResource): boolean =>
   resource.resourceType === 'AuditEvent' && (resource.type as { code?: unknown } | undefined)?.code === 'rest' && resource.outcome !== '0';
 
-/** An AuditEvent with its agents and query entities as a patient may see them; any other resource unchanged. */
+/** DICOM 110113 Security Alert / 110127 Emergency Override Started: a break-the-glass token was issued. */
+const isEmergencyOverride = (resource: FhirResource) =>
+  (resource.type as { code?: unknown } | undefined)?.code === '110113'
+  && Array.isArray(resource.subtype) && resource.subtype.some((s) => (s as { code?: unknown } | undefined)?.code === '110127');
+
+/**
+ * A purpose of use as a patient may see it: its codes, never its free text. The text of a break-the-glass
+ * alert is the reason the clinician typed, which can name staff or other people: the privacy office reads
+ * it; the patient reads "emergency access".
+ */
+function purposeForPatient(concept: Record<string, unknown>, emergency: boolean): Record<string, unknown> {
+  const { coding } = concept;
+  return { ...(coding !== undefined && { coding }), ...(emergency && { text: 'emergency access' }) };
+}
+
+/** An AuditEvent with its agents, query entities and purposes as a patient may see them; any other resource unchanged. */
 export function auditEventForPatient(resource: FhirResource): FhirResource {
   if (resource.resourceType !== 'AuditEvent') return resource;
   const shown: FhirResource = { ...resource };
+  if (resource.purposeOfEvent !== undefined) {
+    shown.purposeOfEvent = each(resource.purposeOfEvent, (concept) => purposeForPatient(concept, isEmergencyOverride(resource)));
+  }
   if (resource.agent !== undefined) shown.agent = each(resource.agent, (agent) => agentForPatient(agent as Agent));
   if (resource.entity !== undefined) shown.entity = each(resource.entity, entityForPatient);
   return shown;

@@ -33,7 +33,7 @@ export interface SharedDatabase {
  * `revoked` a jti check to share (the server's, with introspection), else one trusting "not revoked"
  * `revocationCacheMs` (1000); registered apps reread after `clientCacheMs` (1000).
  */
-export function sharedDatabase(db: Db, options: { revoked?: (jti: string, clientId: string) => Promise<boolean>; revocationCacheMs?: number; clientCacheMs?: number } = {}): SharedDatabase {
+export function sharedDatabase(db: Db, options: { revoked?: (claims: Record<string, unknown>) => Promise<boolean>; revocationCacheMs?: number; clientCacheMs?: number } = {}): SharedDatabase {
   const revoked = options.revoked ?? revocationCheck(db, options.revocationCacheMs ?? 1000);
   // The verifier asks both of one token's user: one read (the claims are one object per verification).
   const users = new WeakMap<Record<string, unknown>, Promise<User | undefined>>();
@@ -51,7 +51,7 @@ export function sharedDatabase(db: Db, options: { revoked?: (jti: string, client
       const user = await userOf(claims);
       return user !== undefined && isAuditor(user);
     },
-    isRevoked: (claims) => revoked(String(claims.jti), String(claims.client_id)),
+    isRevoked: revoked,
     dpopReplay: { firstUse: (id, expiresAt) => recordFirstUse(db, 'DPoPProof', id, expiresAt) },
     origins: registeredOrigins(db, options.clientCacheMs ?? 1000),
   };

@@ -16,10 +16,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { disclosureRoutes as routes, PAGE_SIZE, REPORT_CLIENT } from '../../server/portal/disclosures.ts';
 import type { AuditEvent } from '../../server/audit/types.ts';
+import { emergencyOverrideStarted } from '../../server/audit/balp.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
 const ACT_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
 const XSS = '<img src=x onerror=alert(1)>';
+/** The reason a clinician typed when breaking the glass: for the privacy office, not the patient. */
+const BTG_REASON = 'Paged by nurse Kim Lee: unconscious';
 let n = 0;
 
 /** A guarded FHIR access as the BALP builders write it. */
@@ -73,6 +76,10 @@ describe('account: accounting of disclosures (/account/disclosures)', () => {
     await server.audit.append([
       access({ patient: 'pat-1', resources: ['Observation/obs-1'], requestId: 'req-1', recorded: '2025-06-02T08:00:00Z', client: clientId, user: doctor }),
       access({ patient: 'pat-1', resources: ['Observation/obs-2'], requestId: 'req-1', recorded: '2025-06-02T08:00:00Z', client: clientId, user: doctor }),
+      emergencyOverrideStarted({
+        issuer: server.issuer, recorded: new Date('2025-06-03T08:59:00Z'), user: { sub: doctor.id, name: doctor.name, roles: [] },
+        clientId: 'er-app', purpose: 'BTG', reason: BTG_REASON, jti: 'btg-jti', patient: 'pat-1',
+      }),
       access({ patient: 'pat-1', resources: ['Condition/cond-1'], requestId: 'req-2', recorded: '2025-06-03T09:00:00Z', client: 'er-app', user: doctor, purpose: 'BTG' }),
       access({ patient: 'pat-1', resources: ['Patient/pat-1'], requestId: 'req-3', recorded: '2025-06-04T10:00:00Z', client: 'bulk-export' }),
       access({ patient: 'pat-1', resources: ['MedicationRequest/med-1'], requestId: 'req-4', recorded: '2025-06-05T11:00:00Z', client: 'portal-app', user: { id: amyId, name: 'Amy Shaw' }, purpose: 'PATRQT' }),
@@ -147,6 +154,8 @@ describe('account: accounting of disclosures (/account/disclosures)', () => {
     assert.match(html, />system</);
     assert.match(html, /class="flag">break-the-glass/);
     assert.match(html, /emergency treatment|break the glass/);
+    assert.match(html, /break-the-glass<\/strong>: emergency access/);
+    assert.equal(html.includes('Kim Lee'), false, 'not the break-the-glass reason (BTG_REASON)');
     assert.equal(html.includes('Jane Smith'), false, 'staff are shown by role and organization, not by name');
     assert.equal(html.includes(XSS), false, 'the app name is escaped');
     assert.ok(html.includes(`&lt;img src=x onerror=alert(1)&gt; (${clientId})`), 'the registered app name, with its client id');
@@ -180,6 +189,7 @@ describe('account: accounting of disclosures (/account/disclosures)', () => {
     assert.equal(rows.length, 5);
     assert.equal(rows[1], `2025-06-02T08:00:00.000Z,Doctor,Example Hospital,${XSS} (${clientId}),TREAT,read,Observation/obs-1 Observation/obs-2,false,req-1,203.0.113.9,disclosed,false`);
     assert.ok(rows.some((r) => r.includes(',BTG,') && r.includes(',true,req-2,')));
+    assert.ok(rows.every((r) => !r.includes('Kim Lee')), 'not the break-the-glass reason');
     assert.deepEqual(reads, [[amyId, 'pat-1', 'csv']]);
   });
 
@@ -203,6 +213,8 @@ describe('account: accounting of disclosures (/account/disclosures)', () => {
     assert.match(text, /page 1/);
     assert.match(text, /from 203\.0\.113\.9/, 'where');
     assert.equal(text.includes('refused-1'), false);
+    assert.match(text, /\[BREAK THE GLASS\]/);
+    assert.equal(text.includes('Kim Lee'), false, 'not the break-the-glass reason');
   });
 
   describe('at volume', () => {

@@ -11,6 +11,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorizedTokens, Browser, form, hiddenValue, introspectToken, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { auditEventUpstream } from '../../server/audit/fhir-upstream.ts';
+import { emergencyOverrideStarted } from '../../server/audit/balp.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
@@ -226,6 +227,30 @@ describe('audit trail', () => {
       assert.ok(guarded.total === undefined || guarded.total === all.entry.length, `total ${guarded.total}`);
     });
 
+    it('reads a comma in type, subtype and outcome as "any of" (FHIR search), as in patient, agent and entity; a repeated one is refused', async () => {
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-1' });
+      assert.equal((await fhir('Patient/pat-1', bearer, { 'x-request-id': 'any-of-read' })).status, 200);
+      assert.equal((await fhir('Observation?patient=pat-1', bearer, { 'x-request-id': 'any-of-search' })).status, 200);
+      assert.equal((await fhir('Patient/pat-2', bearer, { 'x-request-id': 'any-of-refused' })).status, 404);
+      const requestIds = async (query: string) => {
+        const res = await fhir(`AuditEvent?${query}&_count=1000`, auditor);
+        assert.equal(res.status, 200, query);
+        return new Set(((await res.json()).entry ?? []).flatMap(({ resource }: any) => resource.entity
+          .map((x: any) => x.what?.identifier?.value).filter((v: any) => typeof v === 'string' && v.startsWith('any-of-'))));
+      };
+      const all = ['any-of-read', 'any-of-refused', 'any-of-search'];
+      assert.deepEqual([...await requestIds('subtype=read,search-type')].sort(), all);
+      assert.deepEqual([...await requestIds('subtype=http://hl7.org/fhir/restful-interaction|search-type,read&outcome=4,0&type=110114,rest')].sort(), all);
+      assert.deepEqual([...await requestIds('subtype=read&outcome=0,8')], ['any-of-read']);
+      assert.deepEqual([...await requestIds('type=110100,110114')], [], 'not the accesses');
+      for (const repeated of ['type=rest&type=110114', 'subtype=read&subtype=vread', 'outcome=0&outcome=4']) {
+        const res = await fhir(`AuditEvent?${repeated}`, auditor);
+        assert.equal(res.status, 400, repeated);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome');
+      }
+    });
+
     it('reads and searches by _id the event asked for, not another one', async () => {
       const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
       const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
@@ -335,6 +360,23 @@ describe('audit trail', () => {
       const text = await res.text();
       assert.ok(JSON.parse(text).entry?.length, 'the launch is in her trail');
       for (const secret of [smithId, 'dr.smith', 'sha256:']) assert.ok(!text.includes(secret), secret);
+    });
+
+    it("shows a patient a break-the-glass access by its coded purpose, never the clinician's free-text reason (it can name other people)", async () => {
+      const reason = 'Paged by nurse Kim Lee: unconscious, brother Tom says allergic';
+      await server.audit.append([emergencyOverrideStarted({
+        issuer: server.issuer, recorded: new Date(), user: { sub: 'u-btg', name: 'Dr Jones', roles: [] },
+        clientId: app.client_id, purpose: 'BTG', reason, jti: 'btg-jti-1', patient: 'pat-1',
+      })]);
+      const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+      assert.ok((await (await fhir('AuditEvent?type=110113&_count=1000', auditor)).text()).includes(reason), 'the privacy office keeps the reason');
+      const amy = await token('launch/patient openid patient/AuditEvent.rs patient/Patient.rs', { username: 'amy', password: 'demo-password-3' });
+      const bundle = await (await fhir('AuditEvent?type=110113&_count=1000', amy)).json();
+      const alert = bundle.entry?.map((e: any) => e.resource).find((e: any) => e.purposeOfEvent?.[0]?.coding?.[0]?.code === 'BTG');
+      assert.ok(alert, 'the emergency access is in her trail');
+      assert.ok(!JSON.stringify(bundle).includes('Kim Lee'), 'not the reason');
+      assert.deepEqual(alert.purposeOfEvent, [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'BTG', display: 'break the glass' }], text: 'emergency access' }]);
+      assert.ok(!(await (await fhir(`AuditEvent/${alert.id}`, amy)).text()).includes('Kim Lee'), 'on read too');
     });
 
     it("shows a patient no refused access to their record: it would name data hidden from them (Observation/obs-1-brca, V), and tell that it exists", async () => {

@@ -8,6 +8,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { runCli } from '../support/cli.ts';
 import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
 import { refuseAuditRecords } from '../support/audit-refusal.ts';
+import { verifyPassword } from '../../server/oidc/passwords.ts';
 
 describe('CLI', () => {
   let server: TestServer;
@@ -125,13 +126,15 @@ describe('CLI', () => {
 
     const moved = await cli('client', 'update', clientId, '--organization-id', 'urn:oid:1.2.4', '--organization', 'New Lab', '--json');
     assert.equal(moved.code, 0, moved.stderr);
-    assert.deepEqual(moved.json, { client_id: clientId, organization_id: 'urn:oid:1.2.4', organization_name: 'New Lab' });
+    assert.deepEqual(moved.json, { client_id: clientId, organization_id: 'urn:oid:1.2.4', organization_name: 'New Lab', ended_access: true });
     assert.deepEqual([(await stored()).organization_id, (await stored()).organization_name, (await stored()).client_name], ['urn:oid:1.2.4', 'New Lab', 'Moving lab']);
     const unnamed = await cli('client', 'update', clientId, '--organization-id', 'urn:oid:1.2.5');
-    assert.equal(unnamed.stdout, `${clientId} is bound to organization urn:oid:1.2.5\n`);
+    assert.equal(unnamed.stdout, `${clientId} is bound to organization urn:oid:1.2.5; its access tokens and grants issued before the change have ended\n`);
     assert.equal((await stored()).organization_name, undefined, 'a new binding does not keep the old name');
     const unbound = await cli('client', 'update', clientId, '--no-organization');
-    assert.equal(unbound.stdout, `${clientId} is bound to no organization\n`);
+    assert.equal(unbound.stdout, `${clientId} is bound to no organization; its access tokens and grants issued before the change have ended\n`);
+    const unchanged = await cli('client', 'update', clientId, '--no-organization', '--json');
+    assert.equal(unchanged.json.ended_access, false, 'the same binding again ends nothing');
     assert.equal((await stored()).organization_id, undefined);
 
     const before = await stored();
@@ -150,8 +153,26 @@ describe('CLI', () => {
     assert.deepEqual(await stored(), before, 'nothing changed');
     const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
       .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === clientId);
-    assert.equal(records.length, 3, 'each change recorded');
-    assert.deepEqual(records[0].entity[0].detail.map((d: any) => d.valueString), ['organization_id', 'organization_name']);
+    assert.equal(records.length, 4, 'each change recorded');
+    assert.deepEqual(records[0].entity[0].detail.map((d: any) => [d.type, d.valueString]),
+      [['changed', 'organization_id'], ['changed', 'organization_name'], ['ended', 'grants and access tokens']], 'and that the client\'s access ended');
+  });
+
+  it('sets the same password with the hash made before the transaction (user add, user password): the account signs in with the last one', async () => {
+    for (const args of [['user', 'add', 'hash.first', '--password', 'hashed-before-1', '--fhir-user', 'Patient/pat-3'], ['user', 'password', 'hash.first', '--password', 'hashed-before-2']]) {
+      const result = await cli(...args);
+      assert.equal(result.code, 0, result.stderr);
+      const stored = (await server.db('users').where('username', 'hash.first').first('password_hash')).password_hash as string;
+      assert.match(stored, /^scrypt\$32768\$/, 'at the product\'s cost');
+      assert.ok(await verifyPassword(args[args.indexOf('--password') + 1], stored), args[1]);
+    }
+    const stored = (await server.db('users').where('username', 'hash.first').first('password_hash')).password_hash as string;
+    assert.equal(await verifyPassword('hashed-before-1', stored), false, 'the first password no longer works');
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    assert.ok((await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', username: 'hash.first', password: 'hashed-before-2' })).code);
+    const weak = await cli('user', 'password', 'hash.first', '--password', 'password1');
+    assert.equal(weak.code, 2, 'the password policy still applies, before anything is written');
+    assert.equal((await server.db('users').where('username', 'hash.first').first('password_hash')).password_hash, stored);
   });
 
   it('rotates a client secret: the running server then takes the new one only; a client without a secret is refused', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
 import { mintLaunch } from '../../server/launcher.ts';
 import { purgeExpiredRows } from '../../server/app.ts';
 import { createEhrLaunch, saveGrantContext } from '../../server/oidc/launch-store.ts';
@@ -207,6 +207,27 @@ describe('EHR launch', () => {
         const own = await authorize({ server, client: app, scope, launch, username: 'dr.jones', password: 'demo-password-2' });
         assert.ok(own.code, 'the user it was made for still launches with it');
       }
+    });
+
+    it("tells a holder of another user's launch id nothing of it before sign-in (the login page of any launch), and refuses it after: the user is only known then", async () => {
+      const jones = await userToken('dr.jones', 'demo-password-2');
+      const res = await post(jones, { patient: 'pat-2', client_id: app.client_id });
+      assert.equal(res.status, 201);
+      const { launch } = await res.json();
+      const loginPage = async (id: string) => {
+        const { challenge } = pkce();
+        const params = { response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 's', aud: server.fhirBase, code_challenge: challenge, code_challenge_method: 'S256', launch: id };
+        const step = await new Browser().follow(`${server.issuer}/authorize?${new URLSearchParams(params)}`, server.issuer);
+        assert.equal(step.res.status, 200);
+        return (await step.res.text()).replace(/\/interaction\/[^/"?]+/g, '/interaction/UID').replace(/name="csrf" value="[^"]*"/g, 'name="csrf"');
+      };
+      const page = await loginPage(launch);
+      assert.match(page, /name="password"/);
+      assert.ok(!page.includes('Garcia'), 'not the patient');
+      const anyone = await launchId({ patient: 'pat-1', clientId: app.client_id });
+      assert.equal(page, await loginPage(anyone), 'the same page as for a launch of another patient, open to anyone');
+      assert.match(await refusedAfterSignIn(launch, 'dr.smith', 'demo-password-1') ?? '', /^This launch has expired or was already used\./);
+      assert.ok((await authorize({ server, client: app, scope: SCOPE, launch, username: 'dr.jones', password: 'demo-password-2' })).code, 'nor could the holder spend it');
     });
 
     it('lets a backend bind a launch to a user it names (user: a username); unknown users and users who may not open the patient get 400 and no launch', async () => {

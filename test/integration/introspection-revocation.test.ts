@@ -7,6 +7,7 @@ import { groupCommitFor } from '../../server/group-commit.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { endAllSessions } from '../../server/auth/sessions.ts';
 import { removeClient } from '../../server/oidc/clients.ts';
+import { runCli } from '../support/cli.ts';
 
 describe('introspection and revocation', () => {
   let server: TestServer;
@@ -215,6 +216,45 @@ describe('introspection and revocation', () => {
     const refused = await read();
     assert.equal(refused.status, 401);
     assert.match(refused.headers.get('www-authenticate') ?? '', /invalid_token/);
+  });
+
+  it('ends the tokens of a client whose organization binding changes (client update): the old organization is not credited with later accesses', async () => {
+    const backend = await backendClient(server, 'system/Patient.rs', 'ES384', { organizationId: 'urn:oid:1.2.3', organizationName: 'Old Lab' });
+    const tokenOf = async () => (await backend.token('system/Patient.rs')).body.access_token as string;
+    const read = (token: string) => fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${token}` } });
+    const organizationOf = async (token: string) => {
+      const { body } = await introspect(token, basicAuth(rs));
+      return body.active ? body.extensions.ihe_iua.subject_organization_id : 'inactive';
+    };
+    /** Another process changed it: the server trusts its last "not revoked" answer and its client cache for about a second. */
+    const eventually = async (check: () => Promise<unknown>, expected: unknown) => {
+      let value = await check();
+      for (let i = 0; i < 40 && value !== expected; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        value = await check();
+      }
+      assert.equal(value, expected);
+    };
+    const old = await tokenOf();
+    assert.equal(await organizationOf(old), 'urn:oid:1.2.3');
+    assert.equal((await read(old)).status, 200);
+
+    const moved = await runCli(server, 'client', 'update', backend.client_id, '--organization-id', 'urn:oid:1.2.4', '--organization', 'New Lab');
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.match(moved.stdout, /its access tokens and grants issued before the change have ended/);
+    await eventually(() => organizationOf(old), 'inactive');
+    await eventually(async () => (await read(old)).status, 401);
+    // A token issued once the server has reread the client carries the new organization, and works.
+    await eventually(async () => organizationOf(await tokenOf()), 'urn:oid:1.2.4');
+    const current = await tokenOf();
+    assert.equal((await read(current)).status, 200);
+    const [accessed] = (await server.audit.search({ agent: backend.client_id }) as any[]).filter((e) => e.type.code === 'rest').slice(-1);
+    assert.ok(accessed.agent.some((a: any) => a.who?.identifier?.value === 'urn:oid:1.2.4'), 'attributed to the new organization');
+
+    const unbound = await runCli(server, 'client', 'update', backend.client_id, '--no-organization');
+    assert.equal(unbound.code, 0, unbound.stderr);
+    await eventually(() => organizationOf(current), 'inactive');
+    await eventually(async () => (await read(current)).status, 401);
   });
 
   it('answers 503 and no answer while the audit store cannot take the record, and recovers (ITI-102 fails closed)', async () => {

@@ -42,6 +42,7 @@ import { requestIdOf } from './resource-server/request-id.ts';
 import { refusalsRecorded } from './oidc/refusals.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
 import { failureOf } from './net/failures.ts';
+import { routedPath } from './net/routed-path.ts';
 import { HSTS, PAGE_CSP, SECURITY_HEADERS } from './net/security-headers.ts';
 import { userPatients } from './fhir/user-patients.ts';
 import { balpAudit, ruleOptions } from './resource-server/rules.ts';
@@ -110,6 +111,21 @@ function requestId(ctx: Context, next: Next) {
   ctx.request.headers['x-request-id'] = id;
   ctx.set('X-Request-Id', id);
   return next();
+}
+
+/**
+ * The routers, in order, for every request but those at `paths`, which none of them serves (oidc-provider's
+ * token endpoints): a router matches each request it sees against all its routes, and these requests are
+ * the hot paths.
+ */
+function routersExceptAt(paths: string[], routers: Router[]) {
+  const skipped = new Set(paths.map(routedPath));
+  const chain = routers.map((router) => router.routes());
+  return (ctx: Parameters<(typeof chain)[number]>[0], next: Next) => {
+    if (skipped.has(routedPath(ctx.path))) return next();
+    const from = (i: number): Promise<unknown> => (i < chain.length ? chain[i](ctx, () => from(i + 1)) : next());
+    return from(0);
+  };
 }
 
 /** Turns every unexpected failure into a page or JSON without internals; expired interactions get a page. */
@@ -342,28 +358,31 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   const registrations = createRateLimiter({ limit: config.rateLimitRegisterPerMinute, windowSeconds: 60 });
   app.use(rateLimit({ paths: ['/register'], limiter: registrations }));
   app.use(rateLimit({ paths: ['/apps', '/launcher/register'], limiter: registrations, refuse: registrationFormRefused(config.demo) }));
-  app.use(router.routes());
-  app.use(interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }).routes());
-  app.use(launcherRoutes({ config, db, host, patients, guard: fhirGuard, verifyAccessToken, audit: auditSink }).routes());
-  if (config.demo) app.use(sandboxLauncherRoutes({ config, db, host, patients, verifyAccessToken }).routes());
-  app.use(developerPortalRoutes({ config, db, host }).routes());
-  app.use(accountRoutes({ config, db, host, patients, loginThrottle }).routes());
-  app.use(securityRoutes({ config, db, loginThrottle }).routes());
-  app.use(disclosureRoutes({
-    config, db, audit, patients,
-    // Reading one's own accounting of disclosures is itself an access to the trail.
-    onRead: (userId, patientId, format, request) => audit.append(accessAuditEvents({
-      recorded: new Date(), requestId: request.requestId ?? randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
-      interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
-      client: { id: REPORT_CLIENT, issuer: config.issuer, address: request.address }, user: { issuer: config.issuer, sub: userId, roles: [] },
-      purposeOfUse: [purposeCoding('PATRQT')],
-    })),
-  }).routes());
+  // POST /introspect with a bearer token; with client credentials it goes on to oidc-provider.
   app.use(bearerIntrospection({ config, db, host, isRevoked, introspections: afterAnswer }).routes());
-  app.use(userinfoRoutes({
-    db, issuer: config.issuer, fhirBase: config.fhirBase, isRevoked, dpop, origins: shared.origins,
-    verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: host.verificationKeys }), provider: () => host.provider,
-  }).routes());
+  app.use(routersExceptAt([TOKEN_PATH, INTROSPECTION_PATH, REVOCATION_PATH], [
+    router,
+    interactionRoutes({ config, db, host, patients, patientsAt, loginThrottle }),
+    launcherRoutes({ config, db, host, patients, guard: fhirGuard, verifyAccessToken, audit: auditSink }),
+    ...(config.demo ? [sandboxLauncherRoutes({ config, db, host, patients, verifyAccessToken })] : []),
+    developerPortalRoutes({ config, db, host }),
+    accountRoutes({ config, db, host, patients, loginThrottle }),
+    securityRoutes({ config, db, loginThrottle }),
+    disclosureRoutes({
+      config, db, audit, patients,
+      // Reading one's own accounting of disclosures is itself an access to the trail.
+      onRead: (userId, patientId, format, request) => audit.append(accessAuditEvents({
+        recorded: new Date(), requestId: request.requestId ?? randomUUID(), status: 200, method: 'GET', url: `AuditEvent?patient=${patientId}&_format=${format}`,
+        interaction: 'search-type', type: 'AuditEvent', resources: [], patients: [patientId], server: { base: config.fhirBase },
+        client: { id: REPORT_CLIENT, issuer: config.issuer, address: request.address }, user: { issuer: config.issuer, sub: userId, roles: [] },
+        purposeOfUse: [purposeCoding('PATRQT')],
+      })),
+    }),
+    userinfoRoutes({
+      db, issuer: config.issuer, fhirBase: config.fhirBase, isRevoked, dpop, origins: shared.origins,
+      verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: host.verificationKeys }), provider: () => host.provider,
+    }),
+  ]));
   app.use(guardMiddleware(fhirGuard, guardOptions));
   app.use(providerBodyLimit);
   app.use(host.middleware);

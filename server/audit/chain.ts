@@ -27,14 +27,23 @@ export function canonicalJson(event: unknown): string {
 /** In a `u` expression a surrogate pair is one code point: only a lone surrogate is in the category Cs. */
 const LONE_SURROGATE = /\p{Cs}/u;
 
+/** A string JSON.stringify writes as it is, between quotes: no quote, backslash, control character or surrogate. */
+const VERBATIM = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
+/** A string as JSON (most strings of an event are written as they are, without JSON.stringify's call). */
+function jsonString(value: string): string {
+  if (VERBATIM.test(value)) return `"${value}"`;
+  if (LONE_SURROGATE.test(value)) throw new TypeError('the audit event holds a lone surrogate');
+  return JSON.stringify(value);
+}
+
 /** Deeper than this is taken for a cycle (an AuditEvent nests a few levels). */
 const MAX_DEPTH = 64;
 
 function jcs(value: unknown, depth: number): string | undefined {
   switch (typeof value) {
     case 'string':
-      if (LONE_SURROGATE.test(value)) throw new TypeError('the audit event holds a lone surrogate');
-      return JSON.stringify(value);
+      return jsonString(value);
     case 'number':
       if (!Number.isFinite(value)) throw new TypeError(`the audit event holds ${value}, which is not a JSON number`);
       return JSON.stringify(value);
@@ -55,7 +64,7 @@ function jcs(value: unknown, depth: number): string | undefined {
   let members = '';
   for (const key of Object.keys(value).sort()) {
     const member = jcs((value as Record<string, unknown>)[key], depth + 1);
-    if (member !== undefined) members += `${members ? ',' : ''}${jcs(key, depth)}:${member}`;
+    if (member !== undefined) members += `${members ? ',' : ''}${jsonString(key)}:${member}`;
   }
   return `{${members}}`;
 }

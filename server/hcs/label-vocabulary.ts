@@ -42,8 +42,7 @@ export const DEFAULT_LABEL_VOCABULARY: LabelVocabulary = parseLabelVocabulary(
   (message) => { throw new Error(`the bundled policy file: ${message}`); },
 );
 
-/** Every sensitivity code a code covers, itself included (a forbid on SUD also catches ETHUD and OPIOIDUD). */
-export function sensitivityClosure(code: string, vocabulary: LabelVocabulary = DEFAULT_LABEL_VOCABULARY): Set<string> {
+function closureOf(code: string, vocabulary: LabelVocabulary): ReadonlySet<string> {
   const seen = new Set<string>();
   const visit = (c: string) => {
     if (seen.has(c)) return;
@@ -52,6 +51,19 @@ export function sensitivityClosure(code: string, vocabulary: LabelVocabulary = D
   };
   visit(code);
   return seen;
+}
+
+/** Each vocabulary's closures of its own codes, worked out when first asked for (a vocabulary never changes). */
+const closures = new WeakMap<LabelVocabulary, ReadonlyMap<string, ReadonlySet<string>>>();
+
+/** Every sensitivity code a code covers, itself included (a forbid on SUD also catches ETHUD and OPIOIDUD). */
+export function sensitivityClosure(code: string, vocabulary: LabelVocabulary = DEFAULT_LABEL_VOCABULARY): ReadonlySet<string> {
+  let known = closures.get(vocabulary);
+  if (!known) {
+    known = new Map([...vocabulary.sensitivities.keys()].map((c) => [c, closureOf(c, vocabulary)]));
+    closures.set(vocabulary, known);
+  }
+  return known.get(code) ?? new Set([code]);
 }
 
 /** The sensitivity codes a clearance names one by one (the residual forbids each one not granted). */

@@ -205,6 +205,14 @@ describe('canonical JSON (RFC 8785)', () => {
       '{"\\r":"Carriage Return","1":"One","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis","\u20ac":"Euro Sign","\ud83d\ude00":"Emoji: Grinning Face","\ufb33":"Hebrew Letter Dalet With Dagesh"}');
   });
 
+  it('writes every UTF-16 code unit (but a lone surrogate) in a string or a name as JSON.stringify does', () => {
+    for (let unit = 0; unit <= 0xffff; unit++) {
+      if (unit >= 0xd800 && unit <= 0xdfff) continue;
+      const text = `a${String.fromCharCode(unit)}b`;
+      assert.equal(canonicalJson({ [text]: text }), `{${JSON.stringify(text)}:${JSON.stringify(text)}}`, `U+${unit.toString(16)}`);
+    }
+  });
+
   it('leaves out undefined members, honours toJSON, and refuses what is not JSON', () => {
     assert.equal(canonicalJson({ b: undefined, a: new Date('2026-01-02T03:04:05.000Z'), c: [undefined] }), '{"a":"2026-01-02T03:04:05.000Z","c":[null]}');
     for (const bad of [undefined, NaN, Infinity, { x: -Infinity }, 'lone \ud800', { ['\udc00']: 1 }, 10n]) {

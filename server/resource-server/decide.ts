@@ -190,9 +190,14 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * `_contained` (other than `false`): a contained resource found on its own carries neither the labels
  * (dom-5 forbids them on it) nor, perhaps, the patient of the resource that contains it.
  * `_security` and `_tag` are allowed: they test the returned resources themselves, which are
- * filtered afterwards, so they reveal nothing about hidden ones. Undefined when the parameter is safe.
+ * filtered afterwards, so they reveal nothing about hidden ones. Nor is a `_sort` by the matches' own
+ * values; one by a chain (`_sort=patient.name`) orders visible matches by resources the rules may hide, so
+ * each sort key is tested as a parameter name. Undefined when the parameter is safe.
  */
 export function existenceTest(name: string, value: string): string | undefined {
+  if (name === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), ''))) {
+    return 'a sort by the values of other resources';
+  }
   if (name === '_has' || name.startsWith('_has:')) return 'reverse chaining';
   if (name === '_filter') return 'a filter expression';
   if (name === '_query') return 'a named query';

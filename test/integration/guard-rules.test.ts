@@ -349,6 +349,16 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await fetch(`${at}_page=${parts.join('.')}`, { headers: { authorization: `Bearer ${jones}` } })).status, 400, 'where the next page starts is sealed');
     });
 
+    it('refuses a sort by the values of other resources (a chained _sort), which the rules may hide', async () => {
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+      for (const sort of ['patient.name', '-subject:Patient.birthdate', 'date,-patient.family']) {
+        const res = await get(`Observation?_sort=${sort}`, jones);
+        assert.equal(res.status, 403, sort);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome', sort);
+      }
+      assert.equal((await get('Observation?patient=Patient/pat-2&_sort=-date', jones)).status, 200, 'a sort by the matches\' own values stays');
+    });
+
     it('keeps a patient token in its compartment', async () => {
       const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
       assert.equal((await get('Patient/pat-2', patient)).status, 200);

@@ -13,7 +13,7 @@ import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type Upstream
 import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, type Validators } from './conditional.ts';
 import { applyOperation, knownOperation } from './operations.ts';
 import { PAGE_PARAM, pageLinks } from './page-links.ts';
-import { includesOf, refill, type Refilled } from './refill.ts';
+import { connectedIncludes, includesOf, refill, type Refilled } from './refill.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
@@ -335,7 +335,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (isRefusal(inScope)) return inScope;
     // The policy's decisions on the items read stand: each item is evaluated once.
     const told = new Map(seen.flatMap(({ items, inScope: held, visible }) => items.flatMap((e, i) => (held[i] && e.resource ? [[e.resource, visible[i]] as const] : []))));
-    const { link: _, ...totalled } = withTotal(await finish(token, inScope, told), page, seen.length === 1 && start.skip === 0, true);
+    const { link: _, ...totalled } = withTotal(connectedIncludes(await finish(token, inScope, told)), page, seen.length === 1 && start.skip === 0, true);
     const resume = decided.next && seen[decided.next.page].link;
     const first = belowUpstream(linkOf(page, 'first'));
     const link = await sealed(request, token, [

@@ -455,6 +455,51 @@ describe('guard in front of another FHIR server', () => {
   });
 });
 
+describe('the guard proxy in front of a FHIR server that follows _include:iterate (as HAPI FHIR does)', () => {
+  const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+  const observation = (id: string, extra: object) => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/pat-2' }, ...extra });
+  // pat-2's panel (visible) has two members: one R + HIV (hidden from dr.jones) performed by dr-x, one plain performed by dr-y.
+  const panel = observation('panel', { hasMember: [{ reference: 'Observation/hiv-member' }, { reference: 'Observation/plain-member' }] });
+  const hidden = observation('hiv-member', { performer: [{ reference: 'Practitioner/dr-x' }], meta: { security: [{ system: CONFIDENTIALITY, code: 'R' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] } });
+  const plain = observation('plain-member', { performer: [{ reference: 'Practitioner/dr-y' }] });
+  const practitioner = (id: string) => ({ resourceType: 'Practitioner', id, name: [{ family: id }] });
+  let upstream: ReturnType<typeof createServer>;
+  let server: TestServer;
+  let proxy: ChildServer;
+  let base: string;
+  before(async () => {
+    upstream = createServer((req, res) => {
+      const searchset = (entry: object[]) => ({ resourceType: 'Bundle', type: 'searchset', entry });
+      const url = new URL(req.url ?? '/', 'http://upstream');
+      const path = url.pathname;
+      // The search's answer as a server that follows :iterate gives it: the panel, its members, and their performers.
+      const body = path === '/fhir/Observation'
+        ? searchset([{ resource: panel, search: { mode: 'match' } }, ...[hidden, plain, practitioner('dr-x'), practitioner('dr-y')].map((resource) => ({ resource, search: { mode: 'include' } }))])
+        : searchset([]); // no Consent
+      res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(body));
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${await freePort()}/r4`;
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: base });
+    proxy = await startGuardProxy(server, base, `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/fhir`);
+  });
+  after(async () => {
+    await proxy.stop();
+    await server.stop();
+    await new Promise((resolve) => upstream.close(resolve));
+  });
+
+  it('leaves out what only a hidden included resource refers to: it would tell what the hidden one holds', async () => {
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
+    const jones = (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
+    const res = await fetch(`${base}/Observation?_id=panel&_include=Observation:has-member&_include:iterate=Observation:performer`, { headers: { authorization: `Bearer ${jones}` } });
+    assert.equal(res.status, 200);
+    const found = ((await res.json()).entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
+    assert.deepEqual(found, ['Observation/panel', 'Observation/plain-member', 'Practitioner/dr-y'], 'not dr-x, who performed the hidden HIV test');
+  });
+});
+
 async function startTestServerToken(server: TestServer): Promise<string> {
   const app = await server.addClient({ auth: { kind: 'secret' } });
   const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });

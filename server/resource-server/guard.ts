@@ -696,7 +696,8 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status >= 400) return passUpstreamError(upstream);
     const statement = upstream.body as { rest?: { security?: unknown }[] };
     const rest = (statement.rest ?? [{}]).map((r, i) => (i === 0 ? { ...r, security: SMART_SECURITY } : r));
-    return { ...answer(200, { ...statement, rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
+    // What the guard answers in, whatever the FHIR server behind it speaks (see classify: another _format is 406).
+    return { ...answer(200, { ...statement, format: ['json'], rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
   }
 
   /** What one request answered, and what it showed: the resources and patients as the client saw them. */

@@ -455,7 +455,7 @@ describe('guard in front of another FHIR server', () => {
   });
 });
 
-describe('the guard proxy in front of a FHIR server that follows _include:iterate (as HAPI FHIR does)', () => {
+describe('the guard proxy in front of a FHIR server that follows _include:iterate and _format (as HAPI FHIR does)', () => {
   const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
   const observation = (id: string, extra: object) => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/pat-2' }, ...extra });
   // pat-2's panel (visible) has two members: one R + HIV (hidden from dr.jones) performed by dr-x, one plain performed by dr-y.
@@ -472,8 +472,12 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
       const searchset = (entry: object[]) => ({ resourceType: 'Bundle', type: 'searchset', entry });
       const url = new URL(req.url ?? '/', 'http://upstream');
       const path = url.pathname;
+      // As HAPI FHIR does, _format overrides Accept.
+      if (url.searchParams.get('_format') === 'xml') return res.writeHead(200, { 'content-type': 'application/fhir+xml' }).end('<Bundle xmlns="http://hl7.org/fhir"/>');
       // The search's answer as a server that follows :iterate gives it: the panel, its members, and their performers.
-      const body = path === '/fhir/Observation'
+      const body = path === '/fhir/metadata'
+        ? { resourceType: 'CapabilityStatement', status: 'active', date: '2026-01-01', kind: 'instance', fhirVersion: '4.0.1', format: ['xml', 'json'], rest: [{ mode: 'server' }] }
+        : path === '/fhir/Observation'
         ? searchset([{ resource: panel, search: { mode: 'match' } }, ...[hidden, plain, practitioner('dr-x'), practitioner('dr-y')].map((resource) => ({ resource, search: { mode: 'include' } }))])
         : searchset([]); // no Consent
       res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(body));
@@ -497,6 +501,20 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
     assert.equal(res.status, 200);
     const found = ((await res.json()).entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
     assert.deepEqual(found, ['Observation/panel', 'Observation/plain-member', 'Practitioner/dr-y'], 'not dr-x, who performed the hidden HIV test');
+  });
+
+  it('answers FHIR JSON only: a _format it could not read is refused with 406 before the FHIR server is asked', async () => {
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
+    const jones = (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
+    const get = (query: string) => fetch(`${base}/Observation?_id=panel&${query}`, { headers: { authorization: `Bearer ${jones}` } });
+    for (const format of ['xml', 'application/fhir+xml', 'text/turtle']) {
+      const res = await get(`_format=${encodeURIComponent(format)}`);
+      assert.equal(res.status, 406, format);
+      assert.equal((await res.json()).issue[0].code, 'not-supported', format);
+    }
+    for (const format of ['json', 'application/fhir+json', 'application/json']) assert.equal((await get(`_format=${encodeURIComponent(format)}`)).status, 200, format);
+    assert.deepEqual((await (await fetch(`${base}/metadata`)).json()).format, ['json'], 'and its CapabilityStatement says so');
   });
 });
 

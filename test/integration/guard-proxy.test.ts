@@ -514,6 +514,8 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
       assert.equal((await res.json()).issue[0].code, 'not-supported', format);
     }
     for (const format of ['json', 'application/fhir+json', 'application/json']) assert.equal((await get(`_format=${encodeURIComponent(format)}`)).status, 200, format);
+    const posted = await fetch(`${base}/Observation/_search`, { method: 'POST', headers: { authorization: `Bearer ${jones}`, 'content-type': 'application/x-www-form-urlencoded' }, body: '_id=panel&_format=xml' });
+    assert.equal(posted.status, 406, 'in the form of a POSTed _search too');
     assert.deepEqual((await (await fetch(`${base}/metadata`)).json()).format, ['json'], 'and its CapabilityStatement says so');
   });
 });

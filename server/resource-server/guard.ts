@@ -400,9 +400,12 @@ export function createGuard(guardOptions: GuardOptions) {
   const filtersAnswers = (token: TokenContext, interaction: FhirInteraction) =>
     Boolean(options.resourcePolicy) || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted);
 
-  /** A page shown: the answer, and its resources for the audit. */
+  /**
+   * A page shown: the answer, and its resources for the audit. Not the FHIR server's ETag or Last-Modified:
+   * they are of its own answer, whose hidden matches they may count in (the newest match's date).
+   */
   const pageAnswer = (shown: FhirBundle, upstream: UpstreamResponse): Performed =>
-    ({ response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) });
+    ({ response: answer(upstream.status, shown), resources: bundleResources(shown) });
   /**
    * The query to send: element subsetting upstream could drop the subject or category a view checks, or
    * the labels and patient references the resource policy reads, so whole resources are asked for then

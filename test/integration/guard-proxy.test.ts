@@ -480,7 +480,8 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
         : path === '/fhir/Observation'
         ? searchset([{ resource: panel, search: { mode: 'match' } }, ...[hidden, plain, practitioner('dr-x'), practitioner('dr-y')].map((resource) => ({ resource, search: { mode: 'include' } }))])
         : searchset([]); // no Consent
-      res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(body));
+      // Validators of the whole answer, as a server may give them: the newest match's date, hidden ones included.
+      res.writeHead(200, { 'content-type': 'application/fhir+json', etag: 'W/"all-matches"', 'last-modified': 'Tue, 01 Dec 2026 10:00:00 GMT' }).end(JSON.stringify(body));
     });
     await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
     base = `http://127.0.0.1:${await freePort()}/r4`;
@@ -493,7 +494,7 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
     await new Promise((resolve) => upstream.close(resolve));
   });
 
-  it('leaves out what only a hidden included resource refers to: it would tell what the hidden one holds', async () => {
+  it('leaves out what only a hidden included resource refers to, and the validators of the FHIR server\'s whole answer: they would tell what the hidden one holds', async () => {
     const app = await server.addClient({ auth: { kind: 'secret' } });
     const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
     const jones = (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
@@ -501,6 +502,7 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
     assert.equal(res.status, 200);
     const found = ((await res.json()).entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
     assert.deepEqual(found, ['Observation/panel', 'Observation/plain-member', 'Practitioner/dr-y'], 'not dr-x, who performed the hidden HIV test');
+    for (const validator of ['etag', 'last-modified']) assert.equal(res.headers.get(validator), null, `no ${validator} of the FHIR server's answer, which the hidden match counts in`);
   });
 
   it('answers FHIR JSON only: a _format it could not read is refused with 406 before the FHIR server is asked', async () => {

@@ -234,8 +234,10 @@ export function createGuard(guardOptions: GuardOptions) {
   const finish = async (token: TokenContext, bundle: FhirBundle, decided?: ReadonlyMap<FhirResource, boolean>) =>
     (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
 
+  /** An error of the FHIR server: its OperationOutcome, and nothing else it may have sent (a resource is not filtered here). */
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
-    answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
+    answer(upstream.status, (upstream.body as FhirResource | undefined)?.resourceType === 'OperationOutcome'
+      ? upstream.body : operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
   async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const instance = `${interaction.type}/${interaction.id}`;

@@ -455,7 +455,7 @@ describe('guard in front of another FHIR server', () => {
   });
 });
 
-describe('the guard proxy in front of a FHIR server that follows _include:iterate and _format (as HAPI FHIR does)', () => {
+describe('the guard proxy in front of a FHIR server that answers as FHIR lets it: _include:iterate, _format, validators of a whole answer, errors with other bodies', () => {
   const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
   const observation = (id: string, extra: object) => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/pat-2' }, ...extra });
   // pat-2's panel (visible) has two members: one R + HIV (hidden from dr.jones) performed by dr-x, one plain performed by dr-y.
@@ -467,12 +467,15 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
   let server: TestServer;
   let proxy: ChildServer;
   let base: string;
+  let jones: string; // clearance N, no sensitivities
   before(async () => {
     upstream = createServer((req, res) => {
       const searchset = (entry: object[]) => ({ resourceType: 'Bundle', type: 'searchset', entry });
       const url = new URL(req.url ?? '/', 'http://upstream');
       const path = url.pathname;
       // As HAPI FHIR does, _format overrides Accept.
+      // An error whose body is no OperationOutcome (here the hidden resource itself).
+      if (url.searchParams.get('_id') === 'broken') return res.writeHead(409, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(hidden));
       if (url.searchParams.get('_format') === 'xml') return res.writeHead(200, { 'content-type': 'application/fhir+xml' }).end('<Bundle xmlns="http://hl7.org/fhir"/>');
       // The search's answer as a server that follows :iterate gives it: the panel, its members, and their performers.
       const body = path === '/fhir/metadata'
@@ -487,6 +490,9 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
     base = `http://127.0.0.1:${await freePort()}/r4`;
     server = await startTestServer({ ADDITIONAL_FHIR_BASES: base });
     proxy = await startGuardProxy(server, base, `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/fhir`);
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
+    jones = (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
   });
   after(async () => {
     await proxy.stop();
@@ -495,9 +501,6 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
   });
 
   it('leaves out what only a hidden included resource refers to, and the validators of the FHIR server\'s whole answer: they would tell what the hidden one holds', async () => {
-    const app = await server.addClient({ auth: { kind: 'secret' } });
-    const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
-    const jones = (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
     const res = await fetch(`${base}/Observation?_id=panel&_include=Observation:has-member&_include:iterate=Observation:performer`, { headers: { authorization: `Bearer ${jones}` } });
     assert.equal(res.status, 200);
     const found = ((await res.json()).entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
@@ -505,10 +508,15 @@ describe('the guard proxy in front of a FHIR server that follows _include:iterat
     for (const validator of ['etag', 'last-modified']) assert.equal(res.headers.get(validator), null, `no ${validator} of the FHIR server's answer, which the hidden match counts in`);
   });
 
+  it('passes on an error of the FHIR server only as an OperationOutcome: any other body could hold what the rules hide', async () => {
+    const res = await fetch(`${base}/Observation?_id=broken`, { headers: { authorization: `Bearer ${jones}` } });
+    assert.equal(res.status, 409);
+    const body = await res.json();
+    assert.equal(body.resourceType, 'OperationOutcome');
+    assert.ok(!JSON.stringify(body).includes('hiv-member'), JSON.stringify(body));
+  });
+
   it('answers FHIR JSON only: a _format it could not read is refused with 406 before the FHIR server is asked', async () => {
-    const app = await server.addClient({ auth: { kind: 'secret' } });
-    const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
-    const jones = (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
     const get = (query: string) => fetch(`${base}/Observation?_id=panel&${query}`, { headers: { authorization: `Bearer ${jones}` } });
     for (const format of ['xml', 'application/fhir+xml', 'text/turtle']) {
       const res = await get(`_format=${encodeURIComponent(format)}`);

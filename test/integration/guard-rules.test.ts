@@ -358,7 +358,8 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       };
       assert.equal((await search('_count=0')).total, undefined, '_count=0: the FHIR server\'s count would include it');
       const all = await search('_count=100');
-      assert.equal(all.total, 6, 'one page holding every match: its own count');
+      assert.ok(all.entry.length > 0 && !all.entry.some((e: any) => e.resource.id === 'obs-2a-hiv-vl'));
+      assert.equal(all.total, all.entry.length, 'one page holding every match: its own count');
       for (const subsetting of ['_elements=id', '_summary=true', '_summary=data']) {
         const page = await search(subsetting);
         assert.deepEqual(page.entry.map((e: any) => e.resource.id).sort(), all.entry.map((e: any) => e.resource.id).sort(), subsetting);

@@ -192,10 +192,11 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * `_security` and `_tag` are allowed: they test the returned resources themselves, which are
  * filtered afterwards, so they reveal nothing about hidden ones. Nor is a `_sort` by the matches' own
  * values; one by a chain (`_sort=patient.name`) orders visible matches by resources the rules may hide, so
- * each sort key is tested as a parameter name. Undefined when the parameter is safe.
+ * each sort key is tested as a parameter name (in `_sort:desc=` too, the DSTU2 form some servers still take).
+ * Undefined when the parameter is safe.
  */
 export function existenceTest(name: string, value: string): string | undefined {
-  if (name === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), ''))) {
+  if (name.split(':')[0] === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), ''))) {
     return 'a sort by the values of other resources';
   }
   if (name === '_has' || name.startsWith('_has:')) return 'reverse chaining';

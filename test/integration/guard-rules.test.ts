@@ -384,8 +384,8 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
 
     it('refuses a sort by the values of other resources (a chained _sort), which the rules may hide', async () => {
       const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
-      for (const sort of ['patient.name', '-subject:Patient.birthdate', 'date,-patient.family']) {
-        const res = await get(`Observation?_sort=${sort}`, jones);
+      for (const sort of ['_sort=patient.name', '_sort=-subject:Patient.birthdate', '_sort=date,-patient.family', '_sort:desc=patient.name']) {
+        const res = await get(`Observation?${sort}`, jones);
         assert.equal(res.status, 403, sort);
         assert.equal((await res.json()).resourceType, 'OperationOutcome', sort);
       }

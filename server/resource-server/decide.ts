@@ -196,18 +196,20 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * Undefined when the parameter is safe.
  */
 export function existenceTest(name: string, value: string): string | undefined {
-  if (name.split(':')[0] === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), ''))) {
+  // By the name before any modifier: a server that takes an unknown modifier (`_filter:x=`) may still apply the parameter.
+  const [base, ...modifiers] = name.split(':');
+  if (base === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), ''))) {
     return 'a sort by the values of other resources';
   }
-  if (name === '_has' || name.startsWith('_has:')) return 'reverse chaining';
-  if (name === '_filter') return 'a filter expression';
-  if (name === '_query') return 'a named query';
-  if (name === '_list') return 'list membership';
+  if (base === '_has') return 'reverse chaining';
+  if (base === '_filter') return 'a filter expression';
+  if (base === '_query') return 'a named query';
+  if (base === '_list') return 'list membership';
   if (name.includes('.')) return 'chaining';
-  if (name.split(':').slice(1).some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
-  if (name === '_summary' && value === 'count') return 'a count that would include hidden resources';
-  if (name === '_total' && value !== 'none') return 'a total that would include hidden resources';
-  if (name === '_contained' && value !== 'false') return 'contained resources, without the labels and patients of their containers';
+  if (modifiers.some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
+  if (base === '_summary' && value.trim().toLowerCase() === 'count') return 'a count that would include hidden resources';
+  if (base === '_total' && value !== 'none') return 'a total that would include hidden resources';
+  if (base === '_contained' && value !== 'false') return 'contained resources, without the labels and patients of their containers';
   return undefined;
 }
 

@@ -365,7 +365,8 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.deepEqual(page.entry.map((e: any) => e.resource.id).sort(), all.entry.map((e: any) => e.resource.id).sort(), subsetting);
         assert.ok(page.entry.every((e: any) => e.resource.subject && e.resource.code), `${subsetting}: whole resources, for the rules to read`);
       }
-      for (const query of ['_summary=count', '_total=accurate', '_has:Observation:patient:code=x', 'subject:Patient.name=Garcia', '_filter=code eq x', '_list=x', '_contained=true']) {
+      for (const query of ['_summary=count', '_total=accurate', '_has:Observation:patient:code=x', 'subject:Patient.name=Garcia', '_filter=code eq x', '_list=x', '_contained=true',
+        '_filter:x=code eq x', '_list:x=x', '_query:x=x', '_total:x=accurate', '_summary:x=count', '_contained:x=true']) {
         const res = await get(`Observation?patient=Patient/pat-2&${query}`, jones);
         assert.equal(res.status, 403, query);
         assert.equal((await res.json()).resourceType, 'OperationOutcome', query);

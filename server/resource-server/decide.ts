@@ -190,18 +190,26 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * `_contained` (other than `false`): a contained resource found on its own carries neither the labels
  * (dom-5 forbids them on it) nor, perhaps, the patient of the resource that contains it.
  * `_security` and `_tag` are allowed: they test the returned resources themselves, which are
- * filtered afterwards, so they reveal nothing about hidden ones. Undefined when the parameter is safe.
+ * filtered afterwards, so they reveal nothing about hidden ones. Nor is a `_sort` by the matches' own
+ * values; one by a chain (`_sort=patient.name`) orders visible matches by resources the rules may hide, so
+ * each sort key is tested as a parameter name (in `_sort:desc=` too, the DSTU2 form some servers still take).
+ * Undefined when the parameter is safe.
  */
 export function existenceTest(name: string, value: string): string | undefined {
-  if (name === '_has' || name.startsWith('_has:')) return 'reverse chaining';
-  if (name === '_filter') return 'a filter expression';
-  if (name === '_query') return 'a named query';
-  if (name === '_list') return 'list membership';
+  // By the name before any modifier: a server that takes an unknown modifier (`_filter:x=`) may still apply the parameter.
+  const [base, ...modifiers] = name.split(':');
+  if (base === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), ''))) {
+    return 'a sort by the values of other resources';
+  }
+  if (base === '_has') return 'reverse chaining';
+  if (base === '_filter') return 'a filter expression';
+  if (base === '_query') return 'a named query';
+  if (base === '_list') return 'list membership';
   if (name.includes('.')) return 'chaining';
-  if (name.split(':').slice(1).some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
-  if (name === '_summary' && value === 'count') return 'a count that would include hidden resources';
-  if (name === '_total' && value !== 'none') return 'a total that would include hidden resources';
-  if (name === '_contained' && value !== 'false') return 'contained resources, without the labels and patients of their containers';
+  if (modifiers.some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
+  if (base === '_summary' && value.trim().toLowerCase() === 'count') return 'a count that would include hidden resources';
+  if (base === '_total' && value !== 'none') return 'a total that would include hidden resources';
+  if (base === '_contained' && value !== 'false') return 'contained resources, without the labels and patients of their containers';
   return undefined;
 }
 

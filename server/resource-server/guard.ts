@@ -13,7 +13,7 @@ import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type Upstream
 import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, type Validators } from './conditional.ts';
 import { applyOperation, knownOperation } from './operations.ts';
 import { PAGE_PARAM, pageLinks } from './page-links.ts';
-import { includesOf, refill, type Refilled } from './refill.ts';
+import { connectedIncludes, includesOf, refill, type Refilled } from './refill.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
 import { accessTokenOf, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
@@ -234,8 +234,10 @@ export function createGuard(guardOptions: GuardOptions) {
   const finish = async (token: TokenContext, bundle: FhirBundle, decided?: ReadonlyMap<FhirResource, boolean>) =>
     (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
 
+  /** An error of the FHIR server: its OperationOutcome, and nothing else it may have sent (a resource is not filtered here). */
   const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
-    answer(upstream.status, upstream.body ?? operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
+    answer(upstream.status, (upstream.body as FhirResource | undefined)?.resourceType === 'OperationOutcome'
+      ? upstream.body : operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
 
   async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const instance = `${interaction.type}/${interaction.id}`;
@@ -335,7 +337,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (isRefusal(inScope)) return inScope;
     // The policy's decisions on the items read stand: each item is evaluated once.
     const told = new Map(seen.flatMap(({ items, inScope: held, visible }) => items.flatMap((e, i) => (held[i] && e.resource ? [[e.resource, visible[i]] as const] : []))));
-    const { link: _, ...totalled } = withTotal(await finish(token, inScope, told), page, seen.length === 1 && start.skip === 0, true);
+    const { link: _, ...totalled } = withTotal(connectedIncludes(await finish(token, inScope, told)), page, seen.length === 1 && start.skip === 0, true);
     const resume = decided.next && seen[decided.next.page].link;
     const first = belowUpstream(linkOf(page, 'first'));
     const link = await sealed(request, token, [
@@ -400,9 +402,12 @@ export function createGuard(guardOptions: GuardOptions) {
   const filtersAnswers = (token: TokenContext, interaction: FhirInteraction) =>
     Boolean(options.resourcePolicy) || !viewsFor(token, interaction.type ?? '*', interaction.kind).every(isUnrestricted);
 
-  /** A page shown: the answer, and its resources for the audit. */
+  /**
+   * A page shown: the answer, and its resources for the audit. Not the FHIR server's ETag or Last-Modified:
+   * they are of its own answer, whose hidden matches they may count in (the newest match's date).
+   */
   const pageAnswer = (shown: FhirBundle, upstream: UpstreamResponse): Performed =>
-    ({ response: answer(upstream.status, shown, upstream), resources: bundleResources(shown) });
+    ({ response: answer(upstream.status, shown), resources: bundleResources(shown) });
   /**
    * The query to send: element subsetting upstream could drop the subject or category a view checks, or
    * the labels and patient references the resource policy reads, so whole resources are asked for then
@@ -696,7 +701,8 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status >= 400) return passUpstreamError(upstream);
     const statement = upstream.body as { rest?: { security?: unknown }[] };
     const rest = (statement.rest ?? [{}]).map((r, i) => (i === 0 ? { ...r, security: SMART_SECURITY } : r));
-    return { ...answer(200, { ...statement, rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
+    // What the guard answers in, whatever the FHIR server behind it speaks (see classify: another _format is 406).
+    return { ...answer(200, { ...statement, format: ['json'], rest }, upstream), headers: { 'content-type': FHIR_JSON, 'access-control-allow-origin': '*' } };
   }
 
   /** What one request answered, and what it showed: the resources and patients as the client saw them. */

@@ -9,6 +9,8 @@ const OPERATION = /^\$[A-Za-z][A-Za-z0-9\-_]*$/;
 const METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
 /** Query parameters that shape the response format only; anything else on a write makes it conditional. */
 const FORMAT_PARAMS = new Set(['_format', '_pretty']);
+/** The `_format` values of FHIR JSON (R4 and the STU3 media type): the guard reads and answers nothing else. */
+const JSON_FORMATS = new Set(['json', 'application/json', 'application/fhir+json', 'application/json+fhir']);
 
 const refuse = (status: Refusal['status'], code: string, message: string): Refusal => ({ status, code, message });
 const notAllowed = (method: string, path: string) => refuse(405, 'not-supported', `${method} is not supported on /${path}`);
@@ -18,6 +20,8 @@ export function classify(request: FhirRequest): FhirInteraction | Refusal {
   // HEAD answers what GET answers, without the body: the same decision applies.
   const verb = method === 'HEAD' ? 'GET' : method;
   if (!METHODS.has(verb)) return notAllowed(method, request.path);
+  const unreadable = formatRefusal(new URLSearchParams(request.query));
+  if (unreadable) return unreadable;
   const segments = request.path === '' ? [] : request.path.split('/');
   if (segments.includes('')) return refuse(404, 'not-found', `unknown path /${request.path}`);
   const at = segments.findIndex((s) => s.startsWith('$'));
@@ -116,11 +120,19 @@ function operation(verb: string, segments: string[], at: number, request: FhirRe
   return interaction;
 }
 
+/** A FHIR server honours `_format` over Accept: an answer in another format than JSON, which the guard could not filter, is refused before it is asked. */
+function formatRefusal(params: URLSearchParams): Refusal | undefined {
+  const format = params.get('_format')?.split(';')[0].trim().toLowerCase();
+  return format === undefined || JSON_FORMATS.has(format) ? undefined : refuse(406, 'not-supported', 'the FHIR server here answers FHIR JSON only (_format=json)');
+}
+
 /** `POST [type]/_search`: the form body's parameters join the query's. */
 function withForm(kind: 'search-type' | 'search-system', request: FhirRequest, type?: string): FhirInteraction | Refusal {
   const params = new URLSearchParams(request.query);
   if (request.body instanceof URLSearchParams) for (const [k, v] of request.body) params.append(k, v);
   else if (request.body !== undefined) return refuse(400, 'invalid', '_search needs an application/x-www-form-urlencoded body');
+  const unreadable = formatRefusal(params);
+  if (unreadable) return unreadable;
   return type === undefined ? { kind, params } : { kind, type, params };
 }
 

@@ -3,7 +3,7 @@
 // versions) of the upstream pages that follow until it is full, and its next page starts right after the
 // last one it shows. Pure: the guard reads the pages, this decides what of them a page shows.
 import { parseReference } from '../fhir/compartment.ts';
-import type { FhirBundleEntry, FhirResource } from './types.ts';
+import type { FhirBundle, FhirBundleEntry, FhirResource } from './types.ts';
 
 /** An upstream page as the refill sees it: which of its items (matches, or a history's versions) the token may see. */
 export interface SeenPage {
@@ -86,6 +86,21 @@ export function includesOf(includes: readonly FhirBundleEntry[], matches: readon
     }
   }
   return includes.filter((e) => e.resource && !left.has(e));
+}
+
+/**
+ * A page after the rules, its includes chosen again from what is left: includesOf ran before the rules, when a
+ * hidden include still linked what it refers to (`_include:iterate`), which would then tell what the hidden
+ * resource holds (the performer of a hidden test). Every include shown hangs on the matches shown through
+ * resources shown.
+ */
+export function connectedIncludes(page: FhirBundle): FhirBundle {
+  const entries = page.entry ?? [];
+  const includes = entries.filter((e) => e.search?.mode === 'include');
+  if (includes.length === 0) return page;
+  const matches = entries.flatMap((e) => ((e.search?.mode ?? 'match') === 'match' && e.resource ? [e.resource] : []));
+  const kept = new Set(includesOf(includes, matches));
+  return { ...page, entry: entries.filter((e) => e.search?.mode !== 'include' || kept.has(e)) };
 }
 
 const keyOf = (resource: FhirResource) => (resource.id ? `${resource.resourceType}/${resource.id}` : undefined);

@@ -103,7 +103,7 @@ export interface View {
 
 /** How the guard refuses, as FHIR and RFC 6750 want it. */
 export interface Refusal {
-  status: 400 | 401 | 403 | 404 | 405 | 412 | 413 | 415 | 422 | 500 | 502 | 503;
+  status: 400 | 401 | 403 | 404 | 405 | 406 | 412 | 413 | 415 | 422 | 500 | 502 | 503;
   /** OperationOutcome issue code (FHIR IssueType): invalid, login, forbidden, not-found, conflict, not-supported, too-costly, exception. */
   code: string;
   message: string;

@@ -234,6 +234,18 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     assert.deepEqual((await (await fetch(`${upstream.url}/Parameters/pkg-params-1`)).json()).parameter, stored.parameter, 'nothing was written');
   });
 
+  it('refuses, in every adapter, the search parameters that would tell of hidden data or bring answers it cannot read', async () => {
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      const launch = await authorize({ server, client, aud: base, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' });
+      const jones = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+      const search = async (query: string) => (await fetch(`${base}/Observation?patient=Patient/pat-2&${query}`, { headers: { authorization: `Bearer ${jones}` } })).status;
+      for (const query of ['_summary=count', '_has:Observation:patient:code=x', '_sort=patient.name']) assert.equal(await search(query), 403, `${base}: ${query}`);
+      assert.equal(await search('_format=xml'), 406, `${base}: _format=xml`);
+      assert.equal(await search('_sort=-date'), 200, `${base}: a sort by the matches' own values`);
+    }
+  });
+
   it('ships compiled JavaScript with types and a files list, and needs none of the authorization server\'s dependencies', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
     assert.ok(listing.includes('package/dist/server/resource-server/index.js'));

@@ -455,6 +455,81 @@ describe('guard in front of another FHIR server', () => {
   });
 });
 
+describe('the guard proxy in front of a FHIR server that answers as FHIR lets it: _include:iterate, _format, validators of a whole answer, errors with other bodies', () => {
+  const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+  const observation = (id: string, extra: object) => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/pat-2' }, ...extra });
+  // pat-2's panel (visible) has two members: one R + HIV (hidden from dr.jones) performed by dr-x, one plain performed by dr-y.
+  const panel = observation('panel', { hasMember: [{ reference: 'Observation/hiv-member' }, { reference: 'Observation/plain-member' }] });
+  const hidden = observation('hiv-member', { performer: [{ reference: 'Practitioner/dr-x' }], meta: { security: [{ system: CONFIDENTIALITY, code: 'R' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] } });
+  const plain = observation('plain-member', { performer: [{ reference: 'Practitioner/dr-y' }] });
+  const practitioner = (id: string) => ({ resourceType: 'Practitioner', id, name: [{ family: id }] });
+  let upstream: ReturnType<typeof createServer>;
+  let server: TestServer;
+  let proxy: ChildServer;
+  let base: string;
+  let jones: string; // clearance N, no sensitivities
+  before(async () => {
+    upstream = createServer((req, res) => {
+      const searchset = (entry: object[]) => ({ resourceType: 'Bundle', type: 'searchset', entry });
+      const url = new URL(req.url ?? '/', 'http://upstream');
+      const path = url.pathname;
+      // As HAPI FHIR does, _format overrides Accept.
+      // An error whose body is no OperationOutcome (here the hidden resource itself).
+      if (url.searchParams.get('_id') === 'broken') return res.writeHead(409, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(hidden));
+      if (url.searchParams.get('_format') === 'xml') return res.writeHead(200, { 'content-type': 'application/fhir+xml' }).end('<Bundle xmlns="http://hl7.org/fhir"/>');
+      // The search's answer as a server that follows :iterate gives it: the panel, its members, and their performers.
+      const body = path === '/fhir/metadata'
+        ? { resourceType: 'CapabilityStatement', status: 'active', date: '2026-01-01', kind: 'instance', fhirVersion: '4.0.1', format: ['xml', 'json'], rest: [{ mode: 'server' }] }
+        : path === '/fhir/Observation'
+        ? searchset([{ resource: panel, search: { mode: 'match' } }, ...[hidden, plain, practitioner('dr-x'), practitioner('dr-y')].map((resource) => ({ resource, search: { mode: 'include' } }))])
+        : searchset([]); // no Consent
+      // Validators of the whole answer, as a server may give them: the newest match's date, hidden ones included.
+      res.writeHead(200, { 'content-type': 'application/fhir+json', etag: 'W/"all-matches"', 'last-modified': 'Tue, 01 Dec 2026 10:00:00 GMT' }).end(JSON.stringify(body));
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${await freePort()}/r4`;
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: base });
+    proxy = await startGuardProxy(server, base, `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/fhir`);
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    const launch = await authorize({ server, client: app, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT', aud: base });
+    jones = (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
+  });
+  after(async () => {
+    await proxy.stop();
+    await server.stop();
+    await new Promise((resolve) => upstream.close(resolve));
+  });
+
+  it('leaves out what only a hidden included resource refers to, and the validators of the FHIR server\'s whole answer: they would tell what the hidden one holds', async () => {
+    const res = await fetch(`${base}/Observation?_id=panel&_include=Observation:has-member&_include:iterate=Observation:performer`, { headers: { authorization: `Bearer ${jones}` } });
+    assert.equal(res.status, 200);
+    const found = ((await res.json()).entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
+    assert.deepEqual(found, ['Observation/panel', 'Observation/plain-member', 'Practitioner/dr-y'], 'not dr-x, who performed the hidden HIV test');
+    for (const validator of ['etag', 'last-modified']) assert.equal(res.headers.get(validator), null, `no ${validator} of the FHIR server's answer, which the hidden match counts in`);
+  });
+
+  it('passes on an error of the FHIR server only as an OperationOutcome: any other body could hold what the rules hide', async () => {
+    const res = await fetch(`${base}/Observation?_id=broken`, { headers: { authorization: `Bearer ${jones}` } });
+    assert.equal(res.status, 409);
+    const body = await res.json();
+    assert.equal(body.resourceType, 'OperationOutcome');
+    assert.ok(!JSON.stringify(body).includes('hiv-member'), JSON.stringify(body));
+  });
+
+  it('answers FHIR JSON only: a _format it could not read is refused with 406 before the FHIR server is asked', async () => {
+    const get = (query: string) => fetch(`${base}/Observation?_id=panel&${query}`, { headers: { authorization: `Bearer ${jones}` } });
+    for (const format of ['xml', 'application/fhir+xml', 'text/turtle']) {
+      const res = await get(`_format=${encodeURIComponent(format)}`);
+      assert.equal(res.status, 406, format);
+      assert.equal((await res.json()).issue[0].code, 'not-supported', format);
+    }
+    for (const format of ['json', 'application/fhir+json', 'application/json']) assert.equal((await get(`_format=${encodeURIComponent(format)}`)).status, 200, format);
+    const posted = await fetch(`${base}/Observation/_search`, { method: 'POST', headers: { authorization: `Bearer ${jones}`, 'content-type': 'application/x-www-form-urlencoded' }, body: '_id=panel&_format=xml' });
+    assert.equal(posted.status, 406, 'in the form of a POSTed _search too');
+    assert.deepEqual((await (await fetch(`${base}/metadata`)).json()).format, ['json'], 'and its CapabilityStatement says so');
+  });
+});
+
 async function startTestServerToken(server: TestServer): Promise<string> {
   const app = await server.addClient({ auth: { kind: 'secret' } });
   const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });

@@ -407,6 +407,50 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await fetch(`${at}_page=${parts.join('.')}`, { headers: { authorization: `Bearer ${jones}` } })).status, 400, 'where the next page starts is sealed');
     });
 
+    it('tells nothing of hidden matches through counts, subsetting, formats, errors or links', async () => {
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' }); // pat-2's R + HIV viral load is hidden from him
+      const search = async (query: string) => {
+        const res = await get(`Observation?patient=Patient/pat-2&${query}`, jones);
+        assert.equal(res.status, 200, query);
+        return res.json();
+      };
+      assert.equal((await search('_count=0')).total, undefined, '_count=0: the FHIR server\'s count would include it');
+      const all = await search('_count=100');
+      assert.ok(all.entry.length > 0 && !all.entry.some((e: any) => e.resource.id === 'obs-2a-hiv-vl'));
+      assert.equal(all.total, all.entry.length, 'one page holding every match: its own count');
+      for (const subsetting of ['_elements=id', '_summary=true', '_summary=data']) {
+        const page = await search(subsetting);
+        assert.deepEqual(page.entry.map((e: any) => e.resource.id).sort(), all.entry.map((e: any) => e.resource.id).sort(), subsetting);
+        assert.ok(page.entry.every((e: any) => e.resource.subject && e.resource.code), `${subsetting}: whole resources, for the rules to read`);
+      }
+      for (const query of ['_summary=count', '_total=accurate', '_has:Observation:patient:code=x', 'subject:Patient.name=Garcia', '_filter=code eq x', '_list=x', '_contained=true',
+        '_filter:x=code eq x', '_list:x=x', '_query:x=x', '_total:x=accurate', '_summary:x=count', '_contained:x=true']) {
+        const res = await get(`Observation?patient=Patient/pat-2&${query}`, jones);
+        assert.equal(res.status, 403, query);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome', query);
+      }
+      assert.equal((await get('Observation?patient=Patient/pat-2&_format=xml', jones)).status, 406, 'an answer it could not read');
+      const hidden = await get('Observation/obs-2a-hiv-vl', jones);
+      const absent = await get('Observation/obs-2a-none', jones);
+      assert.deepEqual([hidden.status, (await hidden.text()).replace('hiv-vl', 'X')], [absent.status, (await absent.text()).replace('none', 'X')], 'hidden reads as absent');
+      const res = await get('Observation?patient=Patient/pat-2&_count=2', jones);
+      for (const name of ['content-location', 'link', 'location']) assert.equal(res.headers.get(name), null, name);
+      const page = await res.json();
+      assert.ok(!JSON.stringify(page).includes('hiv-vl'), 'no hidden id');
+      const urls = [...page.link.map((l: any) => l.url), ...page.entry.flatMap((e: any) => e.fullUrl ?? [])];
+      assert.ok(urls.every((url: string) => url.startsWith(`${shape.fhirBase}/`)), `links at the public base only: ${urls}`);
+    });
+
+    it('refuses a sort by the values of other resources (a chained _sort), which the rules may hide', async () => {
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+      for (const sort of ['_sort=patient.name', '_sort=-subject:Patient.birthdate', '_sort=date,-patient.family', '_sort:desc=patient.name']) {
+        const res = await get(`Observation?${sort}`, jones);
+        assert.equal(res.status, 403, sort);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome', sort);
+      }
+      assert.equal((await get('Observation?patient=Patient/pat-2&_sort=-date', jones)).status, 200, 'a sort by the matches\' own values stays');
+    });
+
     it('keeps a patient token in its compartment', async () => {
       const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
       assert.equal((await get('Patient/pat-2', patient)).status, 200);

@@ -15,6 +15,7 @@ import { applyOperation, knownOperation } from './operations.ts';
 import { PAGE_PARAM, pageLinks } from './page-links.ts';
 import { connectedIncludes, includesOf, refill, type Refilled } from './refill.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
+import { outcomeText, publicOutcome, type UpstreamErrorReport } from './upstream-outcome.ts';
 import { accessTokenOf, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, PagePosition, Refusal, TokenContext } from './types.ts';
@@ -95,6 +96,11 @@ export interface GuardOptions {
   allowedOrigins?: OriginCheck;
   /** Told every unexpected failure, which the client gets as a 500 OperationOutcome without its details; default: console.error. */
   onError?: (err: unknown) => void;
+  /**
+   * Told every error of the FHIR server the guard passes on, with its original text (which the client gets
+   * only when the guard hides nothing from its token, see publicOutcome); default: console.warn, one line.
+   */
+  onUpstreamError?: (report: UpstreamErrorReport) => void;
   /**
    * A further policy after the scopes allowed an interaction: a refusal stops it. It comes before the paging
    * parameters are read: a paging link's request is the interaction as asked (its `_page` among the params).
@@ -187,6 +193,7 @@ export function createGuard(guardOptions: GuardOptions) {
   const narratives = options.narratives ?? 'refuse';
   const pages = pageLinks(options.pagingKey, options.pagingParams);
   const onError = options.onError ?? ((err: unknown) => console.error('smart-auth guard: unexpected failure', err));
+  const onUpstreamError = options.onUpstreamError ?? ((report: UpstreamErrorReport) => console.warn(`smart-auth guard: the FHIR server answered ${report.status}`, JSON.stringify(report)));
   // The headers of every answer, as the authorization server's own.
   const secured = { ...SECURITY_HEADERS, 'content-security-policy': DATA_CSP, ...(options.base.startsWith('https:') && { 'strict-transport-security': HSTS }) };
   // No condition: the upstream's 304 or 412 would come before the rules (the guard answers them, see conditional.ts).
@@ -234,17 +241,30 @@ export function createGuard(guardOptions: GuardOptions) {
   const finish = async (token: TokenContext, bundle: FhirBundle, decided?: ReadonlyMap<FhirResource, boolean>) =>
     (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
 
-  /** An error of the FHIR server: its OperationOutcome, and nothing else it may have sent (a resource is not filtered here). */
-  const passUpstreamError = (upstream: UpstreamResponse): GuardResponse =>
-    answer(upstream.status, (upstream.body as FhirResource | undefined)?.resourceType === 'OperationOutcome'
-      ? upstream.body : operationOutcome('error', 'exception', `the FHIR server answered ${upstream.status}`), upstream);
+  /**
+   * Whether the guard hides nothing from the token: no resource policy or further authorization, and a scope
+   * that reads every type of every patient unrestricted. Labels and consent can hide data from any token.
+   */
+  const seesEverything = (token: TokenContext | undefined) =>
+    Boolean(token) && !options.resourcePolicy && !options.authorize && viewsFor(token!, '*', 'read').some(isUnrestricted);
+
+  /**
+   * An error of the FHIR server: never a body other than an OperationOutcome (a resource is not filtered
+   * here), and the OperationOutcome's free text only for a token that sees everything: it names and quotes
+   * other resources. Whoever runs the guard is told the original (onUpstreamError).
+   */
+  function passUpstreamError(request: ReceivedRequest, token: TokenContext | undefined, upstream: UpstreamResponse): GuardResponse {
+    onUpstreamError({ status: upstream.status, method: request.method, path: request.path, requestId: request.headers['x-request-id'], issues: outcomeText(upstream.body) });
+    const whole = seesEverything(token) && (upstream.body as FhirResource | undefined)?.resourceType === 'OperationOutcome';
+    return answer(upstream.status, whole ? upstream.body : publicOutcome(upstream.body, upstream.status), upstream);
+  }
 
   async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
     const instance = `${interaction.type}/${interaction.id}`;
     const path = interaction.kind === 'vread' ? `${instance}/_history/${interaction.versionId}` : interaction.kind === 'history-instance' ? interaction.page?.link ?? `${instance}/_history` : instance;
     const upstream = await send(request, 'GET', path);
     if (upstream.status === 404 || upstream.status === 410) return notFound(interaction);
-    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     if (interaction.kind !== 'read' && !(await currentAdmitted(request, token, interaction))) return hidden(token, interaction);
     if (interaction.kind === 'history-instance') {
       // A resource none of whose versions the token may see does not exist for it: an empty history would say it does.
@@ -428,7 +448,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const views = viewsFor(token, interaction.type ?? '*', interaction.kind);
     const query = unsubsetted(token, interaction, history ? new URLSearchParams(interaction.params) : narrowedSearch(interaction.type, interaction.params, views));
     const upstream = await send(request, 'GET', interaction.page?.link ?? (query ? `${path}?${query}` : path));
-    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     const scope = history ? historyScope(token, interaction.kind as 'history-type' | 'history-system') : searchScope(token);
     const shown = await shownPage(request, token, interaction, upstream.body as FhirBundle, startOf(interaction), scope);
     return isRefusal(shown) ? shown : pageAnswer(shown.bundle, upstream);
@@ -520,7 +540,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const path = interaction.kind === 'create' ? String(interaction.type) : `${interaction.type}/${interaction.id}`;
     const provenance = interaction.kind === 'patch' ? undefined : options.provenance?.(token, interaction.kind as 'create' | 'update' | 'delete');
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource, { provenance });
-    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
     // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
     for (const item of existing ? [...written, existing] : written) options.resourcePolicy?.written(item);
@@ -608,7 +628,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const upstream = interaction.page
       ? await send(request, 'GET', interaction.page.link)
       : await send(request, request.method, query ? `${request.path}?${query}` : request.path, request.body);
-    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     const body = upstream.body as FhirResource | undefined;
     if (body?.resourceType === 'Bundle') {
       const shown = await shownPage(request, token, interaction, body as FhirBundle, startOf(interaction), searchScope(token));
@@ -641,7 +661,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (isRefusal(checked)) return checked;
     const query = request.query.toString();
     const upstream = await send(request, 'POST', query ? `${request.path}?${query}` : request.path, request.body);
-    if (upstream.status >= 400) return { response: passUpstreamError(upstream), resources: [] };
+    if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     if (checked.existing) options.resourcePolicy?.written(checked.existing);
     return { response: answer(upstream.status, upstream.body, upstream), resources: checked.resource ? [checked.resource] : [] };
   }
@@ -698,7 +718,7 @@ export function createGuard(guardOptions: GuardOptions) {
 
   async function capabilities(request: ReceivedRequest): Promise<GuardResponse> {
     const upstream = await send(request, 'GET', 'metadata');
-    if (upstream.status >= 400) return passUpstreamError(upstream);
+    if (upstream.status >= 400) return passUpstreamError(request, undefined, upstream);
     const statement = upstream.body as { rest?: { security?: unknown }[] };
     const rest = (statement.rest ?? [{}]).map((r, i) => (i === 0 ? { ...r, security: SMART_SECURITY } : r));
     // What the guard answers in, whatever the FHIR server behind it speaks (see classify: another _format is 406).

@@ -12,4 +12,5 @@ export { provenanceTemplate } from '../fhir/provenance.ts';
 export { auditRepository, balpAudit, ruleOptions, upstreamConsents, type GuardRules } from './rules.ts';
 export { allowOrigins, originOf, type OriginCheck } from './cors.ts';
 export type { GuardResponse } from './responses.ts';
+export type { IssueText, UpstreamErrorReport } from './upstream-outcome.ts';
 export type { Decision, FhirInteraction, FhirRequest, PagePosition, Refusal, TokenContext, View } from './types.ts';

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
 import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
+import { assertUpstreamErrorsSafe, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const PACKAGE = join(ROOT, 'packages/guard');
@@ -92,6 +93,9 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
   let server: TestServer;
   const apps: Record<string, { base: string; process: ChildServer }> = {};
   const consumers: Record<string, string> = {};
+  // The Koa app once more, in front of a FHIR server whose errors name other resources (as HAPI FHIR's do).
+  let hapi: HapiErrors;
+  let hapiApp: { base: string; process: ChildServer };
 
   before(async function () {
     this.timeout(120_000);
@@ -118,8 +122,10 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     consumers.express = consumer('express-app', ['express', 'jose', '@koa/bodyparser'], EXPRESS_APP);
 
     upstream = await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`);
+    hapi = await startHapiErrors();
     const bases = { koa: `http://127.0.0.1:${await freePort()}/fhir`, http: `http://127.0.0.1:${await freePort()}/r4`, express: `http://127.0.0.1:${await freePort()}/fhir/r4` };
-    server = await startTestServer({ ADDITIONAL_FHIR_BASES: Object.values(bases).join(',') });
+    const hapiBase = `http://127.0.0.1:${await freePort()}/hapi`;
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: [...Object.values(bases), hapiBase].join(',') });
     // The Koa app learns this origin from the authorization server's database.
     await server.addClient({ auth: { kind: 'public' }, redirectUris: [`${APP_ORIGIN}/callback`] });
     const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
@@ -130,9 +136,12 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       };
       apps[name] = { base, process: await startScript(`${name}-app.js`, env, /listening/, { cwd: consumers[name] }) };
     }
+    const hapiEnv = { ISSUER: server.issuer, FHIR_BASE: hapiBase, UPSTREAM: hapi.url, PORT: new URL(hapiBase).port, DATABASE_URL: server.config.databaseUrl };
+    hapiApp = { base: hapiBase, process: await startScript('koa-app.js', hapiEnv, /listening/, { cwd: consumers.koa }) };
   });
   after(async () => {
-    for (const app of Object.values(apps)) await app.process.stop();
+    for (const app of [...Object.values(apps), hapiApp]) await app?.process.stop();
+    await hapi?.stop();
     await server?.stop();
     await upstream?.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -244,6 +253,13 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       assert.equal(await search('_format=xml'), 406, `${base}: _format=xml`);
       assert.equal(await search('_sort=-date'), 200, `${base}: a sort by the matches' own values`);
     }
+  });
+
+  it('passes on an error of the FHIR server by its coded part only, and logs its text: it may name a resource the token may not see', async () => {
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    const launch = await authorize({ server, client, aud: hapiApp.base, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' });
+    const bearer = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+    assertUpstreamErrorsSafe(await upstreamErrorsTold(hapiApp.base, bearer, async () => hapiApp.process.output()), 'package (Koa)');
   });
 
   it('ships compiled JavaScript with types and a files list, and needs none of the authorization server\'s dependencies', () => {

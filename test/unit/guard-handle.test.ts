@@ -413,3 +413,54 @@ describe('guard: an operation\'s Parameters answer', () => {
     assert.ok(!JSON.stringify(other.body).includes('pat-2'));
   });
 });
+
+describe('guard: errors of the FHIR server', () => {
+  const referenced = {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity: 'error', code: 'processing', diagnostics: 'Unable to delete Patient/pat-1: first reference found was resource Observation/obs-9 in path Observation.subject', expression: ['Observation.subject'] }],
+  };
+  function erring(scope: string, options: Partial<GuardOptions> = {}) {
+    const reports: unknown[] = [];
+    const upstream = inProcessUpstream(async (request: UpstreamRequest) => {
+      const json = (status: number, body: unknown) => ({ status, headers: new Headers({ 'content-type': 'application/fhir+json' }), body });
+      if (request.path.startsWith('Consent')) return json(200, { resourceType: 'Bundle', type: 'searchset', entry: [] });
+      return json(request.path.startsWith('Observation') ? 409 : 503, request.path.startsWith('Observation') ? referenced : { resourceType: 'OperationOutcome', issue: [{ severity: 'fatal', code: 'made-up', diagnostics: 'database at 10.0.0.5 down' }] });
+    });
+    const guard = createGuard({
+      base: BASE, upstream, upstreamBase: 'http://upstream/fhir', onUpstreamError: (report) => { reports.push(report); },
+      verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope }, BASE),
+      ...options,
+    });
+    const search = (path = '/Observation') => guard.handle({ method: 'GET', path, query: 'code=1', headers: { ...bearer, 'x-request-id': 'r-1' } });
+    return { search, reports, upstream };
+  }
+
+  it('passes on each issue\'s severity, code and a standard text, and tells whoever runs the guard the original', async () => {
+    const { search, reports } = erring('system/Observation.rs');
+    const res = await search();
+    assert.equal(res.status, 409);
+    assert.deepEqual(res.body, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing', diagnostics: 'the FHIR server could not process the request' }] });
+    assert.deepEqual(reports, [{ status: 409, method: 'GET', path: 'Observation', requestId: 'r-1', issues: [{ code: 'processing', diagnostics: referenced.issue[0].diagnostics, details: undefined, expression: ['Observation.subject'], location: undefined }] }]);
+  });
+
+  it('answers a 5xx alike, and an issue code FHIR does not have as an exception', async () => {
+    const { search } = erring('system/*.rs', { authorize: () => undefined });
+    const res = await search('/Patient');
+    assert.equal(res.status, 503);
+    assert.deepEqual(res.body, { resourceType: 'OperationOutcome', issue: [{ severity: 'fatal', code: 'exception', diagnostics: 'the FHIR server failed' }] });
+  });
+
+  it('passes the whole OperationOutcome on only to a token the guard hides nothing from: no rules, every type of every patient', async () => {
+    assert.deepEqual((await erring('system/*.rs').search()).body, referenced);
+    for (const [scope, options] of [['system/*.rs', { authorize: () => undefined }], ['system/*.rs?_security=N', {}], ['system/Observation.rs', {}]] as const) {
+      const res = await erring(scope, options).search();
+      assert.equal(res.status, 409, scope);
+      assert.notDeepEqual(res.body, referenced, scope);
+    }
+    const withRules = erring('system/*.rs');
+    const ruled = erring('system/*.rs', ruleOptions(withRules.upstream));
+    const res = await ruled.search();
+    assert.equal(res.status, 409);
+    assert.notDeepEqual(res.body, referenced, 'labels and consent can hide data from any token');
+  });
+});

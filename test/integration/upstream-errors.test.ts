@@ -1,0 +1,56 @@
+// An error of the FHIR server behind the guard, as HAPI FHIR words it, names resources the token may not see
+// (a 409 for referential integrity, a 500 quoting content): the client gets its coded part and standard text,
+// the guard's log its original text. In the bundled /fhir (FHIR_UPSTREAM_URL) and the guard proxy; the
+// package's adapters in guard-package.test.ts.
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import { authorize, exchangeCode } from '../support/oauth.ts';
+import { startGuardProxy, type ChildServer } from '../support/processes.ts';
+import { assertUpstreamErrorsSafe, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
+
+describe('errors of a FHIR server that names other resources in them (as HAPI FHIR does)', () => {
+  let upstream: HapiErrors;
+  let server: TestServer;
+  let proxy: ChildServer;
+  let proxyBase: string;
+  before(async () => {
+    upstream = await startHapiErrors();
+    proxyBase = `http://127.0.0.1:${await freePort()}/r4`;
+    server = await startTestServer({ FHIR_UPSTREAM_URL: upstream.url, ADDITIONAL_FHIR_BASES: proxyBase });
+    proxy = await startGuardProxy(server, proxyBase, upstream.url);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await server?.stop();
+    await upstream?.stop();
+  });
+
+  const patientToken = async (aud: string) => {
+    const app = await server.addClient({ auth: { kind: 'secret' } });
+    const launch = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1', aud });
+    return (await exchangeCode(server.issuer, launch, app)).body.access_token as string;
+  };
+
+  it('the bundled /fhir passes on their coded part only, and logs their text', async () => {
+    const bearer = await patientToken(server.fhirBase);
+    let logged = '';
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      logged += String(chunk);
+      return (write as (...args: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
+    }) as typeof process.stdout.write;
+    try {
+      const told = await upstreamErrorsTold(server.fhirBase, bearer, async () => {
+        await new Promise((resolve) => setImmediate(resolve));
+        return logged;
+      });
+      assertUpstreamErrorsSafe(told, 'bundled');
+    } finally {
+      process.stdout.write = write;
+    }
+  });
+
+  it('the guard proxy passes on their coded part only, and logs their text', async () => {
+    const bearer = await patientToken(proxyBase);
+    assertUpstreamErrorsSafe(await upstreamErrorsTold(proxyBase, bearer, async () => proxy.output()), 'proxy');
+  });
+});

@@ -268,14 +268,15 @@ const commands: Record<string, Command> = {
       const provider = await toolProvider(config, db);
       // Tokens a running server issues before it rereads the client (CLIENT_CACHE_MS) carry the old binding: they end too.
       const issuedUpTo = nowSeconds() + Math.ceil(config.clientCacheMs / 1000);
-      const { metadata, ended } = await recordedChange(db,
+      // The binding the client already has is no change: nothing recorded, nothing ended.
+      const { metadata, changed } = await recordedChange(db,
         (trx) => rebindClient(trx, provider, clientId, organizationId === undefined ? undefined : { id: organizationId, name: organizationName }, issuedUpTo),
-        (done) => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['organization_id', 'organization_name'], endedAccess: done.ended })]);
+        (done) => done.changed ? [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['organization_id', 'organization_name'], endedAccess: true })] : []);
       const organization = clientOrganizationOf(metadata);
       const bound = organization ? `${clientId} is bound to organization ${[organization.name, organization.id].filter(Boolean).join(', ')}` : `${clientId} is bound to no organization`;
       return {
-        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null, ended_access: ended },
-        text: ended ? `${bound}; its access tokens and grants issued before the change have ended` : bound,
+        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null, ended_access: changed },
+        text: changed ? `${bound}; its access tokens and grants issued before the change have ended` : `${bound} already: nothing changed`,
       };
     },
   },

@@ -135,6 +135,7 @@ describe('CLI', () => {
     assert.equal(unbound.stdout, `${clientId} is bound to no organization; its access tokens and grants issued before the change have ended\n`);
     const unchanged = await cli('client', 'update', clientId, '--no-organization', '--json');
     assert.equal(unchanged.json.ended_access, false, 'the same binding again ends nothing');
+    assert.equal((await cli('client', 'update', clientId, '--no-organization')).stdout, `${clientId} is bound to no organization already: nothing changed\n`);
     assert.equal((await stored()).organization_id, undefined);
 
     const before = await stored();
@@ -153,7 +154,7 @@ describe('CLI', () => {
     assert.deepEqual(await stored(), before, 'nothing changed');
     const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
       .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === clientId);
-    assert.equal(records.length, 4, 'each change recorded');
+    assert.equal(records.length, 3, 'each change recorded, and the same binding again not');
     assert.deepEqual(records[0].entity[0].detail.map((d: any) => [d.type, d.valueString]),
       [['changed', 'organization_id'], ['changed', 'organization_name'], ['ended', 'grants and access tokens']], 'and that the client\'s access ended');
   });

@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../server/config.ts';
+import { ConfigError, loadConfig, MAX_CLIENT_CACHE_MS, type Config } from '../server/config.ts';
 import { migrate, nowSeconds, openDatabase, type Db } from '../server/db.ts';
 import { addUser, checkNewUser, disableUser, findUserByUsername, listUsers, newPasswordHash, storePasswordHash, UserError, type User, type UserAttributes } from '../server/oidc/users.ts';
 import { hashPassword } from '../server/oidc/passwords.ts';
@@ -258,7 +258,7 @@ const commands: Record<string, Command> = {
     },
   },
   'client update': {
-    usage: 'client update <client_id> (--organization-id <uri> [--organization "<name>"] | --no-organization)   (binds the client to another organization, or to none, and ends the access tokens and grants it holds; a running server uses it within CLIENT_CACHE_MS)',
+    usage: 'client update <client_id> (--organization-id <uri> [--organization "<name>"] | --no-organization)   (binds the client to another organization, or to none, and ends the access tokens and grants it holds, and those issued in the minute after, while a running server may still use its cached copy)',
     options: { ...json, ...ORGANIZATION_OPTIONS, 'no-organization': { type: 'boolean' } },
     async run({ values: v, positionals: [clientId] }, { db, config }) {
       if (!clientId) throw new UsageError('a client_id is required');
@@ -266,16 +266,18 @@ const commands: Record<string, Command> = {
       if (Boolean(v['no-organization']) === (organizationId !== undefined)) throw new UsageError('give --organization-id <uri> [--organization "<name>"], or --no-organization');
       // A new binding replaces the whole old one: a name left out is removed, not kept from the old organization.
       const provider = await toolProvider(config, db);
-      // Tokens a running server issues before it rereads the client (CLIENT_CACHE_MS) carry the old binding: they end too.
-      const issuedUpTo = nowSeconds() + Math.ceil(config.clientCacheMs / 1000);
-      const { metadata, ended } = await recordedChange(db,
+      // Tokens a running server issues before it rereads the client carry the old binding: they end too. Servers may
+      // run with another CLIENT_CACHE_MS than this process: allow for the longest any may have.
+      const issuedUpTo = nowSeconds() + Math.ceil(MAX_CLIENT_CACHE_MS / 1000);
+      // The binding the client already has is no change: nothing recorded, nothing ended.
+      const { metadata, changed } = await recordedChange(db,
         (trx) => rebindClient(trx, provider, clientId, organizationId === undefined ? undefined : { id: organizationId, name: organizationName }, issuedUpTo),
-        (done) => [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['organization_id', 'organization_name'], endedAccess: done.ended })]);
+        (done) => done.changed ? [clientRegistrationChanged({ ...administrator(config), change: 'update', clientId, by: {}, fields: ['organization_id', 'organization_name'], endedAccess: true })] : []);
       const organization = clientOrganizationOf(metadata);
       const bound = organization ? `${clientId} is bound to organization ${[organization.name, organization.id].filter(Boolean).join(', ')}` : `${clientId} is bound to no organization`;
       return {
-        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null, ended_access: ended },
-        text: ended ? `${bound}; its access tokens and grants issued before the change have ended` : bound,
+        json: { client_id: clientId, organization_id: organization?.id ?? null, organization_name: organization?.name ?? null, ended_access: changed },
+        text: changed ? `${bound}; its access tokens and grants issued before the change, and in the minute after it, have ended` : `${bound} already: nothing changed`,
       };
     },
   },

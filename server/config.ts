@@ -19,6 +19,12 @@ export interface PoolSettings {
 
 export const DEFAULT_POOL: PoolSettings = { max: 10, acquireTimeoutMs: 10_000, statementTimeoutMs: 30_000 };
 
+/**
+ * The longest any server may keep a client's metadata (CLIENT_CACHE_MS): what a change made elsewhere (the CLI)
+ * must allow for, whatever the setting of the process making it.
+ */
+export const MAX_CLIENT_CACHE_MS = 60_000;
+
 export interface Config {
   production: boolean;
   /** Demo mode: demo accounts, the demo EHR launcher, open registration. Never in production. */
@@ -249,7 +255,7 @@ export function loadConfig(env: Env = process.env): Config {
     btgTokenTtl: integer(env, 'BTG_TOKEN_TTL', 900, 60, 3600),
     upstreamTimeout: integer(env, 'UPSTREAM_TIMEOUT', 10, 1, 300),
     revocationCacheMs: integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000),
-    clientCacheMs: integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000),
+    clientCacheMs: integer(env, 'CLIENT_CACHE_MS', 1000, 0, MAX_CLIENT_CACHE_MS),
     introspectionAuditBacklog: integer(env, 'INTROSPECTION_AUDIT_BACKLOG', 1000, 0, 100_000),
     databasePool: poolSettings(env),
     trustProxy: boolean(env, 'TRUST_PROXY', false),

@@ -170,14 +170,17 @@ export interface ClientChanges {
  * Binds a client to another organization (`organization` undefined: to none), replacing the whole old
  * binding. When the binding changes, the client's grants end and so do the access tokens issued up to
  * `issuedUpTo` (seconds: until every instance has reread the client), so that no access made after the
- * change is credited to the old organization. `ended`: whether they did.
+ * change is credited to the old organization. The binding it already has is no change: nothing is stored
+ * or ended. `changed`: whether it was.
  */
-export async function rebindClient(db: Db, provider: Provider, clientId: string, organization: { id: string; name?: string } | undefined, issuedUpTo: number): Promise<{ metadata: ClientMetadata; ended: boolean }> {
+export async function rebindClient(db: Db, provider: Provider, clientId: string, organization: { id: string; name?: string } | undefined, issuedUpTo: number): Promise<{ metadata: ClientMetadata; changed: boolean }> {
   const before = await findClientMetadata(db, clientId);
+  if (!before) throw new ClientError(`client ${clientId} is not registered`);
+  const wanted = organization && { id: organization.id, name: organization.name };
+  if (JSON.stringify(clientOrganizationOf(before)) === JSON.stringify(wanted)) return { metadata: before, changed: false };
   const metadata = await updateClient(db, provider, clientId, { organization_id: organization?.id, organization_name: organization?.name });
-  const ended = JSON.stringify(before && clientOrganizationOf(before)) !== JSON.stringify(clientOrganizationOf(metadata));
-  if (ended) await endClientAccess(db, clientId, issuedUpTo);
-  return { metadata, ended };
+  await endClientAccess(db, clientId, issuedUpTo);
+  return { metadata, changed: true };
 }
 
 /** The stored metadata of one client, or undefined. */

@@ -8,7 +8,7 @@ import { deleteGrantContext } from './launch-store.ts';
 import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
 import { changedMetadata, checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
-import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
+import { bindingChangeProblem, NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { INTROSPECTION_PATH, jwtTokenEndpoints, ownTokenVerifier, REVOCATION_PATH } from './introspection.ts';
 import { clientAuthenticationRequired } from './token/provider-answers.ts';
 import { isAccessTokenRevoked, type RevocationClaims } from './revocation.ts';
@@ -88,6 +88,14 @@ function registrationCeiling(ctx: KoaContextWithOIDC | undefined): Privileges | 
   return undefined;
 }
 
+/** What a registration or an RFC 7592 update through this request may not store, as an error description; else undefined. */
+function registrationProblem(ctx: KoaContextWithOIDC | undefined, metadata: Record<string, unknown>): string | undefined {
+  const ceiling = registrationCeiling(ctx);
+  const problem = ceiling && privilegeProblem(metadata, ceiling);
+  const stored = ctx?.oidc?.route === 'client_update' ? ctx.oidc.client?.metadata() : undefined;
+  return problem ?? (stored && bindingChangeProblem(metadata, stored));
+}
+
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, db, jwks, onTokenIssued, log = defaultLog, audit = databaseAuditSink(db) } = deps;
   // SMART's token rules (server/oidc/token/), in the order oidc-provider consults them. Each request's
@@ -152,8 +160,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         // Called once per custom property; the checks span the whole metadata, so run them once.
         if (key !== CUSTOM_CLIENT_METADATA[0]) return;
         checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
-        const ceiling = registrationCeiling(ctx as KoaContextWithOIDC | undefined);
-        const problem = ceiling && privilegeProblem(metadata as Record<string, unknown>, ceiling);
+        const problem = registrationProblem(ctx as KoaContextWithOIDC | undefined, metadata as Record<string, unknown>);
         if (problem) throw new errors.InvalidClientMetadata(problem);
       },
     },

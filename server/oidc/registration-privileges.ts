@@ -68,6 +68,16 @@ export function privilegeProblem(md: Metadata, allowed: Privileges): string | un
   return undefined;
 }
 
+/**
+ * An RFC 7592 update that would change the client's organization binding (add, change or drop its id or
+ * name), as an error description naming the field; undefined when it sends the binding back as stored.
+ * Only an administrator changes a binding (`client update`), which ends the tokens that carry the old one.
+ */
+export function bindingChangeProblem(md: Metadata, stored: Metadata): string | undefined {
+  const field = (['organization_id', 'organization_name'] as const).find((f) => md[f] !== stored[f]);
+  return field && `${field}: the organization binding is changed by an administrator only; send it as registered`;
+}
+
 /** What a registered client holds: the most an RFC 7592 update of it may ask for. */
 export function privilegesOf(md: Metadata): Privileges {
   const scope = typeof md.smart_scope === 'string' ? md.smart_scope : '';

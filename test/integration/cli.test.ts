@@ -129,12 +129,13 @@ describe('CLI', () => {
     assert.deepEqual(moved.json, { client_id: clientId, organization_id: 'urn:oid:1.2.4', organization_name: 'New Lab', ended_access: true });
     assert.deepEqual([(await stored()).organization_id, (await stored()).organization_name, (await stored()).client_name], ['urn:oid:1.2.4', 'New Lab', 'Moving lab']);
     const unnamed = await cli('client', 'update', clientId, '--organization-id', 'urn:oid:1.2.5');
-    assert.equal(unnamed.stdout, `${clientId} is bound to organization urn:oid:1.2.5; its access tokens and grants issued before the change have ended\n`);
+    assert.equal(unnamed.stdout, `${clientId} is bound to organization urn:oid:1.2.5; its access tokens and grants issued before the change, and in the minute after it, have ended\n`);
     assert.equal((await stored()).organization_name, undefined, 'a new binding does not keep the old name');
     const unbound = await cli('client', 'update', clientId, '--no-organization');
-    assert.equal(unbound.stdout, `${clientId} is bound to no organization; its access tokens and grants issued before the change have ended\n`);
+    assert.equal(unbound.stdout, `${clientId} is bound to no organization; its access tokens and grants issued before the change, and in the minute after it, have ended\n`);
     const unchanged = await cli('client', 'update', clientId, '--no-organization', '--json');
     assert.equal(unchanged.json.ended_access, false, 'the same binding again ends nothing');
+    assert.equal((await cli('client', 'update', clientId, '--no-organization')).stdout, `${clientId} is bound to no organization already: nothing changed\n`);
     assert.equal((await stored()).organization_id, undefined);
 
     const before = await stored();
@@ -153,7 +154,7 @@ describe('CLI', () => {
     assert.deepEqual(await stored(), before, 'nothing changed');
     const records = (await server.audit.search({ type: '110113', subtype: '110129' }) as any[])
       .filter((e) => e.action === 'U' && e.entity[0].what.identifier.value === clientId);
-    assert.equal(records.length, 4, 'each change recorded');
+    assert.equal(records.length, 3, 'each change recorded, and the same binding again not');
     assert.deepEqual(records[0].entity[0].detail.map((d: any) => [d.type, d.valueString]),
       [['changed', 'organization_id'], ['changed', 'organization_name'], ['ended', 'grants and access tokens']], 'and that the client\'s access ended');
   });

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { backendClient } from '../support/backend.ts';
 import { removeClient } from '../../server/oidc/clients.ts';
+import { runCli } from '../support/cli.ts';
+import { decodeJwt } from '../support/oauth.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -37,6 +39,21 @@ describe('client metadata cache', () => {
     assert.equal(await status(), 200, 'still cached');
     await sleep(4100);
     assert.equal(await status(), 401);
+  });
+
+  it('ends the tokens a server caching the client longer than the CLI issues with the old organization after client update', async () => {
+    // The server keeps the client 30 s; the CLI (CLIENT_CACHE_MS unset: 1 s) cannot know that.
+    const server = await start({ CLIENT_CACHE_MS: '30000' });
+    const backend = await backendClient(server, 'system/Patient.rs', 'ES384', { organizationId: 'urn:oid:1.2.3', organizationName: 'Old Lab' });
+    const token = async () => (await backend.token('system/Patient.rs')).body.access_token as string;
+    const read = async (accessToken: string) => (await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${accessToken}` } })).status;
+    assert.equal(await read(await token()), 200);
+    const moved = await runCli(server, 'client', 'update', backend.client_id, '--organization-id', 'urn:oid:1.2.4');
+    assert.equal(moved.code, 0, moved.stderr);
+    await sleep(2500);
+    const stale = await token();
+    assert.equal(decodeJwt(stale).payload.extensions.ihe_iua.subject_organization_id, 'urn:oid:1.2.3', 'issued from the cached client');
+    assert.equal(await read(stale), 401, 'and ended: no access is credited to the old organization');
   });
 
   it('CLIENT_CACHE_MS=0 reads the database every time', async () => {

@@ -657,5 +657,19 @@ describe('developer portal with REGISTRATION=token', () => {
     });
     const stored = await storedClient(server, registered.client_id);
     assert.deepEqual([stored?.organization_id, stored?.organization_name], [organization.organizationId, organization.organizationName]);
+
+    // Its page offers no organization field, and an edit that sends one anyway leaves the binding as it was.
+    const { browser, html } = await openManage(server, registered.client_id, registered.rat);
+    assert.doesNotMatch(html, /name="organization/);
+    const res = await browser.fetch(`${server.issuer}/apps/manage/edit`, {
+      method: 'POST',
+      body: form({
+        csrf: hiddenValue(html, 'csrf'), client_id: registered.client_id, registration_access_token: registered.rat, jwks_uri: 'https://lab.example.org/jwks-2.json',
+        organization_id: 'urn:oid:1.2.999', organization_name: 'Another Lab',
+      }),
+    });
+    assert.equal(res.status, 200, (await res.text()).slice(0, 800));
+    const edited = await storedClient(server, registered.client_id);
+    assert.deepEqual([edited?.jwks_uri, edited?.organization_id, edited?.organization_name], ['https://lab.example.org/jwks-2.json', organization.organizationId, organization.organizationName]);
   });
 });

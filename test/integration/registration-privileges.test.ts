@@ -174,8 +174,31 @@ describe('registration privileges', () => {
       });
       await assertRefused(await update({ organization_id: 'https://other.example/fhir/Organization/2' }), 'organization_id');
       await assertRefused(await update({ organization_id: undefined, organization_name: undefined }), 'organization_id');
-      const stored = await server.db('oidc_payloads').where({ model: 'Client', id: created.client_id }).first('payload');
-      assert.equal(JSON.parse(stored.payload).organization_id, org, 'left as it was');
+      // Nor rename it, or drop its name: the binding is the administrator's (or the token's), whole.
+      await assertRefused(await update({ organization_name: 'Another Name' }), 'organization_name');
+      await assertRefused(await update({ organization_name: undefined }), 'organization_name');
+      const stored = async () => JSON.parse((await server.db('oidc_payloads').where({ model: 'Client', id: created.client_id }).first('payload')).payload);
+      assert.deepEqual([(await stored()).organization_id, (await stored()).organization_name], [org, 'Example Org'], 'left as it was');
+      // The binding sent back as read (RFC 7592 section 2.2) is no change: accepted, and echoed.
+      const same = await update({ client_name: 'A renamed backend' });
+      assert.equal(same.status, 200, await same.clone().text());
+      const echoed = await same.json();
+      assert.deepEqual([echoed.organization_id, echoed.organization_name, echoed.client_name], [org, 'Example Org', 'A renamed backend']);
+    });
+
+    it('never lets an unbound client bind itself to an organization through RFC 7592', async () => {
+      const created = await (await register({ ...backend(), scope: 'system/Patient.rs' }, await tokenWith({ systemScope: 'system/Patient.rs' }))).json();
+      assert.ok(created.client_id, JSON.stringify(created));
+      const update = (changes: Record<string, unknown>) => fetch(created.registration_client_uri, {
+        method: 'PUT', headers: { authorization: `Bearer ${created.registration_access_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...backend(), client_id: created.client_id, scope: 'system/Patient.rs', ...changes }),
+      });
+      await assertRefused(await update({ organization_id: 'https://org.example/fhir/Organization/1' }), 'organization_id');
+      await assertRefused(await update({ organization_id: 'https://org.example/fhir/Organization/1', organization_name: 'Example Org' }), 'organization_id');
+      const named = await update({ organization_name: 'Example Org' });
+      assert.deepEqual([named.status, (await named.json()).error], [400, 'invalid_client_metadata']);
+      const stored = JSON.parse((await server.db('oidc_payloads').where({ model: 'Client', id: created.client_id }).first('payload')).payload);
+      assert.deepEqual([stored.organization_id, stored.organization_name], [undefined, undefined]);
     });
 
     it('carries its privileges at the registration endpoint under another spelling (/Register/), which the provider answers too', async () => {

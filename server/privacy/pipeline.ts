@@ -100,6 +100,13 @@ export interface ResourcePolicy {
   /** The body of a 404 for hidden data: a plain not-found, or the break-the-glass hint when the policy says so. */
   hiddenOutcome(token: TokenContext): FhirResource | undefined;
   /**
+   * Whether the token may learn which ids the resources this policy hides from it hold. An update to an id
+   * with no current version (update-as-create) creates on a free id and is 404 on a hidden one, so the guard
+   * lets it create only when this says so (and a view of the type is unbounded and unrestricted). Absent:
+   * no token may, and every update-as-create is 404.
+   */
+  mayLearnHiddenIds?(token: TokenContext): boolean;
+  /**
    * Search parameters this policy cannot let through for the token: they would test for data it
    * hides (`_has`, chains, counts), name the staff a patient's audit trail leaves out (`agent`), or,
    * for de-identified answers, link them to a person. `type`: the searched type, if one.
@@ -280,6 +287,11 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     },
 
     hiddenOutcome: () => (options.breakGlassHint ? suppressedOutcome() : undefined),
+
+    // Purpose of use, HTEST and consent can hide data from every token; the privacy office (who may lower
+    // labels) manages them, so the ids of what they hide are its to know once its clearance hides nothing.
+    // (What a patient's audit trail leaves out are AuditEvents, which no token writes.)
+    mayLearnHiddenIds: (token) => mayLowerLabels(token) && !askerOf(token).residual.some((rule) => rule?.type === 'forbid'),
 
     // Labels, consent and HTEST can hide data from every token, so existence tests are refused for all;
     // the guard filters answers, it cannot evaluate these predicates over what it filtered.

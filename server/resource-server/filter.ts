@@ -121,14 +121,16 @@ export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
  * and a patch result when given) must lie wholly inside a view's patients (writableWithin), else 403;
  * so must each resource either carries, by the token's views of its own type (passes): replacing or
  * deleting a container changes or deletes what it carries, as writing one stores it. An
- * update that would create (no current version) is a 404 unless a view is unbounded and unrestricted:
- * otherwise its success on a free id and its 404 on a hidden one would tell them apart.
+ * update that would create (no current version) is a 404 unless a view is unbounded and unrestricted
+ * and the resource policy lets the token learn the ids it hides (`mayLearnHiddenIds`): otherwise its
+ * success on a free id and its 404 on a hidden one would tell them apart.
  */
 export function checkWrite(
   token: TokenContext,
   kind: WriteKind,
   resource: FhirResource | undefined,
   existing?: FhirResource,
+  mayLearnHiddenIds = true,
 ): Refusal | undefined {
   if (kind !== 'create' && existing !== undefined) {
     const views = viewsFor(token, existing.resourceType, kind);
@@ -140,7 +142,7 @@ export function checkWrite(
     return kind === 'patch' ? undefined : { status: 400, code: 'invalid', message: `${kind} needs a resource` };
   }
   const views = viewsFor(token, resource.resourceType, kind);
-  if (kind === 'update' && existing === undefined && !views.some(isUnrestricted)) {
+  if (kind === 'update' && existing === undefined && !(mayLearnHiddenIds && views.some(isUnrestricted))) {
     return notFound(resource);
   }
   if (!passes(token, kind, views, resource, writableWithin)) return outside(resource, kind);

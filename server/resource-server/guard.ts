@@ -237,6 +237,11 @@ export function createGuard(guardOptions: GuardOptions) {
   }
   const admit = async (token: TokenContext, resource: FhirResource) =>
     (options.resourcePolicy ? options.resourcePolicy.admit(token, resource) : resource);
+
+  /** Whether the token may learn which ids the resource policy hides from it (see checkWrite); without a policy only the views hide. */
+  const mayLearnHiddenIds = (token: TokenContext) =>
+    !options.resourcePolicy || options.resourcePolicy.mayLearnHiddenIds?.(token) === true;
+
   /** `decided`: what the policy already told of some of its resources (see ResourcePolicy.bundle). */
   const finish = async (token: TokenContext, bundle: FhirBundle, decided?: ReadonlyMap<FhirResource, boolean>) =>
     (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
@@ -512,7 +517,7 @@ export function createGuard(guardOptions: GuardOptions) {
       resource = after;
     }
     const kind = interaction.kind as 'create' | 'update' | 'patch' | 'delete';
-    const problem = checkWrite(token, kind, resource, existing);
+    const problem = checkWrite(token, kind, resource, existing, mayLearnHiddenIds(token));
     if (problem) return problem;
     const prepared = options.resourcePolicy?.prepareWrite?.(token, { kind, resource, existing, patch: request.body }) ?? { resource };
     if (isRefusal(prepared)) return prepared;

@@ -12,6 +12,8 @@ import { freePort, startTestServer, type TestServer } from '../support/server.ts
 import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
 import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
 import { assertUpstreamErrorsSafe, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
+import { addUser } from '../../server/oidc/users.ts';
+import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const PACKAGE = join(ROOT, 'packages/guard');
@@ -192,6 +194,31 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       const { meta: _, ...pain } = await (await jones('GET', 'Observation/obs-2b-pain')).json();
       await refused(await jones('PUT', 'Observation/obs-2b-pain', { ...pain, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] } }), /labels the token may not read/, 'R by a clinician cleared for N');
       assert.equal((await jones('GET', 'Observation/obs-2b-pain')).status, 200, `${base}: nothing written`);
+    }
+  });
+
+  it('answers, in every adapter, an update to a new id as one to a hidden id (404), unless the writer is the privacy office cleared for every label', async () => {
+    await addUser(server.db, { username: 'pkg.office', password: 'pkg-office-pass', name: 'Pat Office', attributes: { purposes: ['HOPERAT'], privacyOfficer: true, clearance: 'V', sensitivities: knownSensitivities() } });
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const [name, { base }] of Object.entries(apps)) {
+      const bearer = async (extra: { scope: string } & Record<string, string>) => {
+        const launch = await authorize({ server, client, aud: base, ...extra });
+        return (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+      };
+      const observation = (id: string) => ({ resourceType: 'Observation', id, status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' } });
+      const send = (token: string, method: string, path: string, body: unknown) => fetch(`${base}/${path}`, {
+        method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(body),
+      });
+      const free = `pkg-put-free-${name}`;
+      const answer = async (res: Response) => ({ status: res.status, body: JSON.stringify(await res.json()).replace(new RegExp(`obs-1-brca|${free}`, 'g'), '<id>') });
+      const smith = await bearer({ scope: 'openid fhirUser user/*.cruds', username: 'dr.smith', password: 'demo-password-1', purpose: 'TREAT' }); // clearance R: obs-1-brca is V
+      const created = await answer(await send(smith, 'PUT', `Observation/${free}`, observation(free)));
+      assert.equal(created.status, 404, `${base}: a free id`);
+      assert.deepEqual(await answer(await send(smith, 'PUT', 'Observation/obs-1-brca', observation('obs-1-brca'))), created, `${base}: a hidden id`);
+      const batch = await send(smith, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: ['obs-1-brca', free].map((id) => ({ resource: observation(id), request: { method: 'PUT', url: `Observation/${id}` } })) });
+      assert.deepEqual(((await batch.json()).entry ?? []).map((e: any) => e.response.status), ['404', '404'], `${base}: batch entries`);
+      const office = await bearer({ scope: 'openid user/Observation.cruds', username: 'pkg.office', password: 'pkg-office-pass', purpose: 'HOPERAT' });
+      assert.equal((await send(office, 'PUT', `Observation/${free}`, observation(free))).status, 201, `${base}: the privacy office cleared for every label`);
     }
   });
 

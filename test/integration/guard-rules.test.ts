@@ -10,6 +10,7 @@ import { freePort, startTestServer, type TestServer } from '../support/server.ts
 import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
 import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, type ChildServer } from '../support/processes.ts';
 import { addUser } from '../../server/oidc/users.ts';
+import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
 import { disclosureEvents, disclosureLines } from '../../server/audit/disclosures.ts';
 import { createDbStore } from '../../server/fhir/store-db.ts';
 import type { FhirResource } from '../../server/fhir/types.ts';
@@ -757,6 +758,39 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal((await send('PUT', 'Observation/obs-2-labelled', smith, { ...observation, meta: { security: [R, HIV] } })).status, 200);
         assert.equal((await get('Observation/obs-2-labelled', jones)).status, 404);
       });
+    });
+
+    it('answers an update to a new id (update-as-create) as one to a hidden id, 404, unless the writer is the privacy office cleared for every label', async () => {
+      const resource = (path: string) => {
+        const [resourceType, id] = path.split('/');
+        return { resourceType, id, ...(resourceType === 'Observation' && { status: 'final' }), code: { text: 'x' }, subject: { reference: 'Patient/pat-1' } };
+      };
+      const put = (path: string, bearer: string) => fetch(`${shape.fhirBase}/${path}`, {
+        method: 'PUT', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(resource(path)),
+      });
+      const answer = async (res: Response) => ({ status: res.status, body: JSON.stringify(await res.json()).replace(/obs-1-brca|cond-2-oud|obs-put-free/g, '<id>') });
+      const batch = (type: string, paths: string[], bearer: string) => fetch(`${shape.fhirBase}/`, {
+        method: 'POST', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Bundle', type, entry: paths.map((url) => ({ resource: resource(url), request: { method: 'PUT', url } })) }),
+      });
+      // dr.smith: user/*.cruds on every patient, clearance R; obs-1-brca is V, pat-2's consent denies him cond-2-oud.
+      const smith = await token('dr.smith', 'demo-password-1', { purpose: 'TREAT', scope: 'openid fhirUser user/*.cruds' });
+      const free = await answer(await put('Observation/obs-put-free', smith));
+      assert.equal(free.status, 404, 'a free id');
+      assert.deepEqual(await answer(await put('Observation/obs-1-brca', smith)), free, 'an id a resource above his clearance holds');
+      assert.equal((await put('Condition/cond-2-oud', smith)).status, 404, 'an id a resource his consent denies holds');
+      const inBatch = await (await batch('batch', ['Observation/obs-1-brca', 'Observation/obs-put-free'], smith)).json();
+      assert.deepEqual(inBatch.entry.map((e: any) => e.response.status), ['404', '404'], 'batch entries');
+      const transactions = [];
+      for (const path of ['Observation/obs-1-brca', 'Observation/obs-put-free']) transactions.push(await answer(await batch('transaction', [path], smith)));
+      assert.deepEqual(transactions[0], transactions[1], 'a transaction');
+      assert.equal(transactions[0].status, 404);
+      assert.equal((await get('Observation/obs-put-free', await token('dr.smith', 'demo-password-1'))).status, 404, 'nothing was created');
+      await addUser(shape.server.db, { username: 'privacy.all', password: 'privacy-all-pass', name: 'Pat Office', attributes: { purposes: ['HOPERAT'], privacyOfficer: true, clearance: 'V', sensitivities: knownSensitivities() } });
+      const office = await token('privacy.all', 'privacy-all-pass', { purpose: 'HOPERAT', scope: 'openid user/Observation.cruds' });
+      const created = await put('Observation/obs-put-free', office);
+      assert.ok(created.ok, `the privacy office may learn which ids are taken: ${created.status}`); // Medplum answers 200, not 201
+      assert.equal((await get('Observation/obs-put-free', await token('dr.smith', 'demo-password-1'))).status, 200, 'created, with the default confidentiality');
     });
 
     it('records every access in the authorization server\'s audit chain, in the patient\'s accounting of disclosures', async () => {

@@ -190,8 +190,9 @@ describe('resource-server guard', () => {
   describe('Binary: visible as its securityContext is', () => {
     const binary = (id: string, reference?: string) => ({ resourceType: 'Binary', id, contentType: 'text/plain', data: Buffer.from(`attachment ${id}`).toString('base64'), ...(reference && { securityContext: { reference } }) });
     before(async () => {
-      const writer = await backendClient(server, 'system/*.cruds');
-      const token = (await writer.token('system/*.cruds')).body.access_token;
+      // PUT to new ids: only a backend that manages labels, cleared for every one, creates by an update.
+      const writer = await backendClient(server, 'system/*.cruds system/Consent.cu', 'ES384', { clearance: 'V', sensitivity: ['*'] });
+      const token = (await writer.token('system/*.cruds system/Consent.cu')).body.access_token;
       for (const resource of [
         { resourceType: 'DocumentReference', id: 'doc-bin-1', status: 'current', subject: { reference: 'Patient/pat-1' }, content: [{ attachment: { url: 'Binary/bin-doc-1' } }] },
         { resourceType: 'DocumentReference', id: 'doc-bin-2', status: 'current', subject: { reference: 'Patient/pat-2' }, content: [{ attachment: { url: 'Binary/bin-doc-2' } }] },

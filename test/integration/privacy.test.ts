@@ -339,10 +339,19 @@ describe('privacy enforcement', () => {
       assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
     });
 
-    it('stores the default confidentiality on a resource created by an update (PUT to a new id) too', async () => {
-      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
-      const put = await write('Observation/created-by-put', smith, { resourceType: 'Observation', id: 'created-by-put', status: 'final', code: { text: 'steps' }, subject: { reference: 'Patient/pat-1' } });
+    it('creates by an update (PUT to a new id) only for a label-managing backend cleared for every label, with the default confidentiality', async () => {
+      const observation = { resourceType: 'Observation', id: 'created-by-put', status: 'final', code: { text: 'steps' }, subject: { reference: 'Patient/pat-1' } };
+      const backend = async (scope: string, clearance: { clearance?: string; sensitivity?: string[] }) => {
+        const client = await server.addClient({ name: 'Feed', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope, ...clearance });
+        return (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope }, client)).body.access_token as string;
+      };
+      const full = { clearance: 'V', sensitivity: ['*'] };
+      // Purpose of use, HTEST and consent hide data from every other token: a 201 here and a 404 on a hidden id would tell them apart.
+      assert.equal((await write('Observation/created-by-put', await backend('system/*.cruds', full), observation)).status, 404, 'a backend cleared for every label that does not manage them');
+      assert.equal((await write('Observation/created-by-put', await backend('system/Observation.cruds system/Consent.cu', {}), observation)).status, 404, 'a label-managing backend with the default clearance N');
+      const put = await write('Observation/created-by-put', await backend('system/Observation.cruds system/Consent.cu', full), observation);
       assert.equal(put.status, 201);
+      const smith = await token('dr.smith', 'demo-password-1', { scope: 'openid fhirUser user/*.cruds' });
       const stored = await (await get('Observation/created-by-put', smith)).json();
       assert.deepEqual(stored.meta.security, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }]);
     });

@@ -216,9 +216,10 @@ describe('resource-server/filter', () => {
       assert.deepEqual(status(checkWrite(token, 'update', demo('Observation/obs-2a-hiv-vl'), demo('Observation/obs-2a-hiv-vl'))), [404, 'not-found'], '404 before 403');
     });
 
-    it('update without a current version (update as create) is 404 unless a view is unbounded and unrestricted', () => {
+    it('update without a current version (update as create) is 404 unless a view is unbounded and unrestricted and the policy hides no id', () => {
       assert.deepEqual(status(checkWrite(token, 'update', lab('pat-1', { id: 'brand-new' }))), [404, 'not-found']);
       assert.equal(checkWrite(tok('system/Observation.u'), 'update', lab('pat-1', { id: 'brand-new' })), undefined);
+      assert.deepEqual(status(checkWrite(tok('system/Observation.u'), 'update', lab('pat-1', { id: 'brand-new' }), undefined, false)), [404, 'not-found'], 'the policy may hide an id');
       assert.deepEqual(status(checkWrite(tok(`system/Observation.u?category=${LAB}`), 'update', lab('pat-1', { id: 'brand-new' }))), [404, 'not-found']);
     });
 

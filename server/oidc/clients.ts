@@ -7,6 +7,7 @@ import type { Db } from '../db.ts';
 import { endClientAccess } from './grants.ts';
 import { forgetClient } from './client-cache.ts';
 import { ALL_SENSITIVITIES, privilegeProblem, type Privileges } from './registration-privileges.ts';
+import { defaultResponseTypes } from './client-metadata.ts';
 import { isConfidentiality } from '../hcs/codes.ts';
 import { knownSensitivities } from '../hcs/label-vocabulary.ts';
 import type { Clearance } from '../hcs/policy.ts';
@@ -103,7 +104,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
     client_name: input.name,
     redirect_uris: input.redirectUris,
     grant_types: [...grantTypes],
-    response_types: grantTypes.has('authorization_code') ? ['code'] : [],
+    response_types: defaultResponseTypes([...grantTypes]),
     token_endpoint_auth_method: AUTH_METHODS[input.auth.kind],
   };
   if (input.auth.kind === 'secret') metadata.client_secret = newClientSecret();

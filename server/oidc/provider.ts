@@ -7,7 +7,7 @@ import { knexAdapterFactory } from './adapter.ts';
 import { deleteGrantContext } from './launch-store.ts';
 import { OIDC_SCOPES } from '../smart/client-scopes.ts';
 import { renderPage } from '../views.ts';
-import { changedMetadata, checkSmartClientMetadata, CUSTOM_CLIENT_METADATA } from './client-metadata.ts';
+import { changedMetadata, checkSmartClientMetadata, CUSTOM_CLIENT_METADATA, defaultResponseTypes } from './client-metadata.ts';
 import { NO_PRIVILEGES, privilegeProblem, privilegesOf, privilegesOfToken, type Privileges } from './registration-privileges.ts';
 import { INTROSPECTION_PATH, jwtTokenEndpoints, ownTokenVerifier, REVOCATION_PATH } from './introspection.ts';
 import { clientAuthenticationRequired } from './token/provider-answers.ts';
@@ -88,6 +88,11 @@ function registrationCeiling(ctx: KoaContextWithOIDC | undefined): Privileges | 
   return undefined;
 }
 
+/** The metadata a caller sent to register or update a client (RFC 7591/7592); undefined elsewhere. */
+function registrationBody(ctx: KoaContextWithOIDC | undefined): Record<string, unknown> | undefined {
+  return ['registration', 'client_update'].includes(ctx?.oidc?.route ?? '') ? ctx?.oidc?.body : undefined;
+}
+
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, db, jwks, onTokenIssued, log = defaultLog, audit = databaseAuditSink(db) } = deps;
   // SMART's token rules (server/oidc/token/), in the order oidc-provider consults them. Each request's
@@ -151,6 +156,10 @@ export function createProvider(deps: ProviderDeps): Provider {
       validator(ctx, key, _value, metadata) {
         // Called once per custom property; the checks span the whole metadata, so run them once.
         if (key !== CUSTOM_CLIENT_METADATA[0]) return;
+        // oidc-provider fills in its default response_types ["code"] before this runs, whatever grant_types say, and
+        // then demands redirect_uris: a caller that sent none gets what its grant types call for (none for a backend).
+        const sent = registrationBody(ctx as KoaContextWithOIDC | undefined);
+        if (sent && sent.response_types === undefined) metadata.response_types = defaultResponseTypes(metadata.grant_types);
         checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
         const ceiling = registrationCeiling(ctx as KoaContextWithOIDC | undefined);
         const problem = ceiling && privilegeProblem(metadata as Record<string, unknown>, ceiling);

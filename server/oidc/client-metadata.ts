@@ -1,7 +1,7 @@
 // SMART rules for client metadata, from the CLI, the /apps page and RFC 7591 registration alike.
 // Runs inside oidc-provider's client schema (extraClientMetadata.validator) before its own checks.
 import { isDeepStrictEqual } from 'node:util';
-import { errors, type ResponseType } from 'oidc-provider';
+import { errors } from 'oidc-provider';
 import { isSmartScopeString } from '../smart/client-scopes.ts';
 import { isConfidentiality, isPurposeOfUse } from '../hcs/codes.ts';
 import { knownSensitivities } from '../hcs/label-vocabulary.ts';
@@ -46,16 +46,6 @@ function fetchedUrlProblem(name: string, value: unknown): string | undefined {
 }
 
 type Metadata = Record<string, unknown>;
-
-/** Grant types that send the browser back to a redirect URI. */
-const REDIRECT_GRANTS = ['authorization_code', 'implicit'];
-
-/**
- * The response types of a client that names none (RFC 7591 section 2): ["code"] when its grant types use a
- * redirect, none otherwise (a backend service's client_credentials), which then needs no redirect_uris either.
- */
-export const defaultResponseTypes = (grantTypes: unknown): ResponseType[] =>
-  (Array.isArray(grantTypes) && grantTypes.some((g) => REDIRECT_GRANTS.includes(g)) ? ['code'] : []);
 
 /** All checks on one client's metadata; `scope` (RFC 7591) holds SMART scopes and is kept as `smart_scope`. */
 export function checkSmartClientMetadata(md: Metadata, production: boolean): void {

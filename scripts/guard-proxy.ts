@@ -23,7 +23,7 @@ import {
 import type { SharedDatabase } from 'smart-auth/resource-server/database';
 import type { AuditEvent } from '../server/audit/types.ts';
 import {
-  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origin, origins, pagingKeyOf, parameterNames, poolSettings,
+  boolean, checkedDatabaseUrl, choice, ConfigError, deidentificationKeyOf, integer, keyEncryptionSecretOf, origin, operationNames, origins, pagingKeyOf, parameterNames, poolSettings,
   purposes, refuseInProduction, sharedProductionProblems, url, withoutTrailingSlash,
 } from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
@@ -121,7 +121,7 @@ async function main() {
     ...(keyEncryptionSecret && { pagingKey: pagingKeyOf(keyEncryptionSecret) }),
     includes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     narratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
-    allowOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
+    allowOperations: operationNames(env, 'GUARD_OPERATIONS'),
     pagingParams: parameterNames(env, 'GUARD_PAGING_PARAMS'),
     allowedOrigins: allowOrigins(origins(env, 'CORS_ORIGINS'), store.shared?.origins),
     ...ruleOptions(upstream, {

@@ -6,6 +6,8 @@ import type { LogLevel } from './ops/log.ts';
 import { loadPolicy, PolicyError, type HcsPolicy } from './hcs/policy.ts';
 import { CONFIDENTIALITY_SCALE, isPurposeOfUse, type ConfidentialityCode } from './hcs/codes.ts';
 import { MAX_ACCESS_TOKEN_TTL } from './oidc/token-lifetimes.ts';
+import { operationsProblem } from './resource-server/operations.ts';
+import { pagingParamsProblem } from './resource-server/page-links.ts';
 
 /** PostgreSQL connection pool settings (SQLite always uses one connection). */
 export interface PoolSettings {
@@ -185,10 +187,21 @@ export function origins(env: Env, name: string): string[] {
 }
 
 /** A comma-separated list of search parameter names (letters, digits, `_`, `-`, `.`), never the guard's own `_page`. */
+const commaList = (env: Env, name: string) => (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+
+/** The FHIR server's paging parameters the guard refuses from clients. */
 export function parameterNames(env: Env, name: string): string[] {
-  const list = (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-  const bad = list.filter((value) => !/^[A-Za-z_][\w.-]*$/.test(value) || value === '_page');
-  if (bad.length) throw new ConfigError(`${name} takes search parameter names other than _page, got ${bad.join(', ')}`);
+  const list = commaList(env, name);
+  const problem = pagingParamsProblem(list);
+  if (problem) throw new ConfigError(`${name} ${problem}`);
+  return list;
+}
+
+/** The operations the guard lets through, without their `$`; one it does not know stops the start. */
+export function operationNames(env: Env, name: string): string[] {
+  const list = commaList(env, name).map((s) => s.replace(/^\$/, ''));
+  const problem = operationsProblem(list);
+  if (problem) throw new ConfigError(`${name} ${problem}`);
   return list;
 }
 
@@ -278,7 +291,7 @@ export function loadConfig(env: Env = process.env): Config {
     auditForwardUrl: env.AUDIT_FORWARD_URL ? withoutTrailingSlash(url('AUDIT_FORWARD_URL', env.AUDIT_FORWARD_URL).href) : undefined,
     guardIncludes: choice(env, 'GUARD_INCLUDES', 'strip', ['strip', 'refuse'] as const),
     guardNarratives: choice(env, 'GUARD_NARRATIVES', 'refuse', ['refuse', 'sanitize'] as const),
-    guardOperations: (env.GUARD_OPERATIONS ?? '').split(',').map((s) => s.trim().replace(/^\$/, '')).filter(Boolean),
+    guardOperations: operationNames(env, 'GUARD_OPERATIONS'),
     guardPagingParams: parameterNames(env, 'GUARD_PAGING_PARAMS'),
     policy: policyFrom(env.POLICY_FILE),
     brandsFile: env.BRANDS_FILE || undefined,

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type sqlite3 from 'sqlite3';
 import { finalizeStatements } from './sqlite-statements.ts';
+import { isPg } from './db-statements.ts';
 import { migrations } from '../db/migrations/index.ts';
 import { DEFAULT_POOL, type PoolSettings } from './config.ts';
 
@@ -102,7 +103,32 @@ export function readConnection(db: Db): Promise<sqlite3.Database> | undefined {
   return readConnections.get(db)?.();
 }
 
+/** The advisory lock instances on one PostgreSQL database take turns on to migrate it (any fixed bigint). */
+const MIGRATION_LOCK = 7591_0001;
+/** How long an instance waits for another's migrations before it fails to start. */
+const MIGRATION_WAIT = '120s';
+
+/**
+ * Brings the schema up to date. On PostgreSQL instances starting together take turns: knex's own migration lock
+ * lives in tables it creates without a lock, so on an empty schema they race to create them (one fails on a
+ * duplicate type) and may insert two lock rows, after which every migration counts as locked. The turn is an
+ * advisory lock held on a connection of its own (the pool may have one connection only), bounded by MIGRATION_WAIT.
+ */
 export async function migrate(db: Db): Promise<void> {
+  if (!isPg(db)) return migrateLatest(db);
+  const turn = knexFactory({ client: 'pg', connection: db.client.config.connection, pool: { min: 0, max: 1 } });
+  try {
+    await turn.transaction(async (trx) => {
+      await trx.raw(`set local lock_timeout = '${MIGRATION_WAIT}'`);
+      await trx.raw('select pg_advisory_xact_lock(?)', [MIGRATION_LOCK]);
+      await migrateLatest(db);
+    });
+  } finally {
+    await turn.destroy();
+  }
+}
+
+async function migrateLatest(db: Db): Promise<void> {
   await db.migrate.latest({
     migrationSource: {
       getMigrations: async () => migrations.map((m) => m.name),

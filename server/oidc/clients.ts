@@ -2,7 +2,7 @@
 // oidc-provider's own rules, and stores it where the running server reads it.
 import { createHash, randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
-import type { ClientMetadata } from 'oidc-provider';
+import type { ClientMetadata, ResponseType } from 'oidc-provider';
 import type { Db } from '../db.ts';
 import { endClientAccess } from './grants.ts';
 import { forgetClient } from './client-cache.ts';
@@ -82,6 +82,16 @@ export function usesClientSecret(md: ClientMetadata): boolean {
 
 const slug = (name: string) => name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'client';
 
+/** Grant types that send the browser back to a redirect URI. */
+const REDIRECT_GRANTS = ['authorization_code', 'implicit'];
+
+/**
+ * The response types of a client that names none (RFC 7591 section 2): ["code"] when its grant types use a
+ * redirect, none otherwise (a backend service's client_credentials), which then needs no redirect_uris either.
+ */
+export const defaultResponseTypes = (grantTypes: unknown): ResponseType[] =>
+  (Array.isArray(grantTypes) && grantTypes.some((g) => REDIRECT_GRANTS.includes(g)) ? ['code'] : []);
+
 /** A redirect URI means an app; a resource server or a key-only client means client_credentials. */
 function defaultGrantTypes(input: NewClient): string[] {
   if (input.redirectUris.length) return ['authorization_code'];
@@ -103,7 +113,7 @@ export function clientMetadata(input: NewClient): ClientMetadata {
     client_name: input.name,
     redirect_uris: input.redirectUris,
     grant_types: [...grantTypes],
-    response_types: grantTypes.has('authorization_code') ? ['code'] : [],
+    response_types: defaultResponseTypes([...grantTypes]),
     token_endpoint_auth_method: AUTH_METHODS[input.auth.kind],
   };
   if (input.auth.kind === 'secret') metadata.client_secret = newClientSecret();

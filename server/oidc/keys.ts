@@ -9,6 +9,7 @@ import type { Config } from '../config.ts';
 import { CLOCK_SKEW, ID_TOKEN_TTL } from './token-lifetimes.ts';
 import type { Db } from '../db.ts';
 import { nowSeconds } from '../db.ts';
+import { isPg } from '../db-statements.ts';
 
 export type SigningAlg = 'RS256' | 'ES256' | 'ES384';
 
@@ -165,13 +166,20 @@ export async function rotateSigningKeys(db: Db, policy: KeyPolicy): Promise<Sign
   return added;
 }
 
-/** Creates a signing key, active at once, for each algorithm that has none yet (the first start). */
+/**
+ * Creates a signing key, active at once, for each algorithm that has none yet (the first start). Instances
+ * starting together on one PostgreSQL database take turns (a lock that readers pass), so one creates the keys
+ * and the others find them, rather than each signing with a key of its own the others do not publish yet.
+ */
 export async function ensureSigningKeys(db: Db, policy: KeyPolicy): Promise<void> {
-  const now = nowSeconds();
-  const live = await listSigningKeys(db, policy, now);
-  for (const alg of new Set(policy.algs)) {
-    if (!live.some((k) => k.alg === alg && (k.state === 'signing' || k.state === 'pending'))) await insertKey(db, alg, now, policy.encryptionSecret);
-  }
+  await db.transaction(async (trx) => {
+    if (isPg(trx)) await trx.raw('LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE');
+    const now = nowSeconds();
+    const live = await listSigningKeys(trx, policy, now);
+    for (const alg of new Set(policy.algs)) {
+      if (!live.some((k) => k.alg === alg && (k.state === 'signing' || k.state === 'pending'))) await insertKey(trx, alg, now, policy.encryptionSecret);
+    }
+  });
 }
 
 export interface KeyRing {

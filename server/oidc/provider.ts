@@ -13,7 +13,7 @@ import { INTROSPECTION_PATH, jwtTokenEndpoints, ownTokenVerifier, REVOCATION_PAT
 import { clientAuthenticationRequired } from './token/provider-answers.ts';
 import { isAccessTokenRevoked, type RevocationClaims } from './revocation.ts';
 import { endClientAccess } from './grants.ts';
-import { removeClient } from './clients.ts';
+import { defaultResponseTypes, removeClient } from './clients.ts';
 import type { Logger } from '../ops/log.ts';
 import { publicJwk } from './keys.ts';
 import { ID_TOKEN_TTL } from './token-lifetimes.ts';
@@ -96,6 +96,11 @@ function registrationProblem(ctx: KoaContextWithOIDC | undefined, metadata: Reco
   return problem ?? (stored && bindingChangeProblem(metadata, stored));
 }
 
+/** The metadata a caller sent to register or update a client (RFC 7591/7592); undefined elsewhere. */
+function registrationBody(ctx: KoaContextWithOIDC | undefined): Record<string, unknown> | undefined {
+  return ['registration', 'client_update'].includes(ctx?.oidc?.route ?? '') ? ctx?.oidc?.body : undefined;
+}
+
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, db, jwks, onTokenIssued, log = defaultLog, audit = databaseAuditSink(db) } = deps;
   // SMART's token rules (server/oidc/token/), in the order oidc-provider consults them. Each request's
@@ -159,6 +164,10 @@ export function createProvider(deps: ProviderDeps): Provider {
       validator(ctx, key, _value, metadata) {
         // Called once per custom property; the checks span the whole metadata, so run them once.
         if (key !== CUSTOM_CLIENT_METADATA[0]) return;
+        // oidc-provider fills in its default response_types ["code"] before this runs, whatever grant_types say, and
+        // then demands redirect_uris: a caller that sent none gets what its grant types call for (none for a backend).
+        const sent = registrationBody(ctx as KoaContextWithOIDC | undefined);
+        if (sent && sent.response_types === undefined) metadata.response_types = defaultResponseTypes(metadata.grant_types);
         checkSmartClientMetadata(metadata as Record<string, unknown>, config.production);
         const problem = registrationProblem(ctx as KoaContextWithOIDC | undefined, metadata as Record<string, unknown>);
         if (problem) throw new errors.InvalidClientMetadata(problem);

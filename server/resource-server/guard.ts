@@ -11,7 +11,7 @@ import { checkNarratives } from './narrative.ts';
 import { narrowedSearch } from './narrow.ts';
 import { httpUpstream, rewriteLinks, UpstreamError, type Upstream, type UpstreamResponse } from './upstream.ts';
 import { CONDITIONAL_HEADERS, precondition, preconditionFailed, UPSTREAM_CONDITIONS, validatorsOf, type Validators } from './conditional.ts';
-import { applyOperation, knownOperation } from './operations.ts';
+import { applyOperation, knownOperation, operationsProblem } from './operations.ts';
 import { PAGE_PARAM, pageLinks } from './page-links.ts';
 import { connectedIncludes, includesOf, refill, type Refilled } from './refill.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
@@ -853,9 +853,18 @@ export function createGuard(guardOptions: GuardOptions) {
   };
 }
 
+/** A choice left out takes its default; one the guard does not know would be followed as neither. */
+function oneOf(name: string, value: string | undefined, allowed: readonly string[]): void {
+  if (value !== undefined && !allowed.includes(value)) throw new TypeError(`${name} must be one of ${allowed.join(', ')}, got "${value}"`);
+}
+
 function withDefaults(options: GuardOptions): GuardOptions & Required<Pick<GuardOptions, 'upstream'>> {
   // Plain JavaScript callers get no type error.
   if (!options.verify) throw new TypeError('the guard needs `verify`: createGuardVerifier({ issuer, audience: base, mode, … }) with a way to see revoked tokens');
+  const operations = operationsProblem(options.allowOperations ?? []);
+  if (operations) throw new TypeError(`allowOperations ${operations}`);
+  oneOf('includes', options.includes, ['strip', 'refuse']);
+  oneOf('narratives', options.narratives, ['refuse', 'sanitize']);
   return {
     ...options,
     upstream: options.upstream ?? httpUpstream({ baseUrl: options.upstreamBase }),

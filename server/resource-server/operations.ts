@@ -40,6 +40,18 @@ export function knownOperation(name: string): KnownOperation | undefined {
   return Object.hasOwn(OPERATIONS, name) ? OPERATIONS[name] : undefined;
 }
 
+const dollar = (name: string) => `$${name.replace(/^\$/, '')}`;
+
+/**
+ * What is wrong with a list of operations to let through (names with or without `$`): the names the guard does
+ * not know, which it would refuse on every request; undefined when it knows them all.
+ */
+export function operationsProblem(listed: readonly string[]): string | undefined {
+  const unknown = listed.filter((name) => !knownOperation(name.replace(/^\$/, '')));
+  if (!unknown.length) return undefined;
+  return `names operations the guard does not know: ${unknown.map(dollar).join(', ')} (it knows ${Object.keys(OPERATIONS).map(dollar).join(', ')})`;
+}
+
 type Coding = { system?: string; code?: string };
 type Meta = { profile?: string[]; tag?: Coding[]; security?: Coding[] };
 

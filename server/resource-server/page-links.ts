@@ -28,6 +28,12 @@ const invalid = (message: string): Refusal => ({ status: 400, code: 'invalid', m
 /** The access token a page link belongs to (its jti and client), so that another token cannot follow it. */
 const boundTo = (token: TokenContext) => createHash('sha256').update(`${token.clientId}\n${token.jti}`).digest('base64url');
 
+/** What is wrong with a list of the FHIR server's paging parameters (search parameter names, not the guard's own); undefined when nothing. */
+export function pagingParamsProblem(names: readonly string[]): string | undefined {
+  const bad = names.filter((name) => !/^[A-Za-z_][\w.-]*$/.test(name) || name === PAGE_PARAM);
+  return bad.length ? `takes search parameter names other than ${PAGE_PARAM}, got ${bad.join(', ')}` : undefined;
+}
+
 /**
  * Page links sealed with `secret` (any string of 16+ characters; instances with the same secret follow each
  * other's links), or with a random key of this process when none is given. `pagingParams`: the FHIR server's
@@ -35,7 +41,8 @@ const boundTo = (token: TokenContext) => createHash('sha256').update(`${token.cl
  */
 export function pageLinks(secret?: string, pagingParams: readonly string[] = []) {
   if (secret !== undefined && secret.length < 16) throw new TypeError('pagingKey must be at least 16 characters');
-  if (pagingParams.includes(PAGE_PARAM)) throw new TypeError(`pagingParams cannot name ${PAGE_PARAM}: it is the guard's own`);
+  const problem = pagingParamsProblem(pagingParams);
+  if (problem) throw new TypeError(`pagingParams ${problem}`);
   const refused = new Set([...PAGING_PARAMS, ...pagingParams]);
   const key = secret === undefined ? randomBytes(32) : createHash('sha256').update(`paging-links:${secret}`).digest();
   return {

@@ -311,6 +311,16 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     const refusal = (code: string) => run(`try { ${code}; } catch (err) { console.log(err.name + ': ' + err.message); }`);
     assert.match(refusal(`guard.createGuardVerifier(${local} })`), /^TypeError: verification mode local cannot see revoked tokens: give isRevoked/);
     assert.match(refusal("guard.createGuard({ base: 'https://fhir.example.org/r4', upstreamBase: 'http://upstream/fhir', issuer: 'https://auth.example.org' })"), /^TypeError: the guard needs `verify`/);
+    // A setting the guard cannot follow stops it at construction, not each request.
+    const options = "base: 'https://fhir.example.org/r4', upstreamBase: 'http://upstream/fhir', verify: async () => ({})";
+    for (const [option, refused] of [
+      ["allowOperations: ['everything', 'frob']", /^TypeError: allowOperations names operations the guard does not know: \$frob/],
+      ["includes: 'Refuse'", /^TypeError: includes must be one of strip, refuse, got "Refuse"/],
+      ["narratives: 'sanitise'", /^TypeError: narratives must be one of refuse, sanitize, got "sanitise"/],
+      ["pagingParams: ['next token']", /^TypeError: pagingParams takes search parameter names other than _page, got next token/],
+    ] as const) {
+      assert.match(refusal(`guard.createGuard({ ${options}, ${option} })`), refused, option);
+    }
     assert.equal(run(`console.log(typeof guard.createGuardVerifier(${local}, revocation: 'unchecked' }))`), 'function\n');
   });
 

@@ -145,3 +145,38 @@ describe('several instances on PostgreSQL', function () {
     assert.equal(verified.ok, true, JSON.stringify(verified));
   });
 });
+
+describe('several instances started at once on an empty PostgreSQL schema', function () {
+  this.timeout(120_000);
+  let pg: PostgresSchema | undefined;
+  let db: Db | undefined;
+  const started: ChildServer[] = [];
+
+  before(async function () {
+    pg = await freshPostgresSchema('mistart');
+    if (!pg) this.skip();
+  });
+  after(async () => {
+    await Promise.all(started.map((s) => s.stop()));
+    await db?.destroy();
+    await pg?.drop();
+  });
+
+  it('all come up: the migrations run once, the others wait for them, and they share one set of signing keys', async () => {
+    const ports = await Promise.all([freePort(), freePort(), freePort()]);
+    const env = {
+      DATABASE_URL: pg!.url, ISSUER: `http://127.0.0.1:${ports[0]}`, HOST: '127.0.0.1', COOKIE_SECRETS: 'multi-instance-cookie-secret-0123456789abcdef',
+    };
+    const results = await Promise.allSettled(ports.map((port) => startScript('server/main.ts', { ...env, PORT: String(port) }, /listening/)));
+    for (const result of results) if (result.status === 'fulfilled') started.push(result.value);
+    assert.deepEqual(results.map((r) => (r.status === 'rejected' ? String(r.reason).slice(0, 2000) : 'started')), ['started', 'started', 'started']);
+    db = openDatabase(pg!.url);
+    const applied: { name: string }[] = await db('knex_migrations').select('name');
+    assert.equal(applied.length, new Set(applied.map((m) => m.name)).size, 'each migration ran once');
+    assert.equal((await db('knex_migrations_lock').select('is_locked')).length, 1, 'one migration lock row: with two, every later migration would count as locked');
+    const jwks = await Promise.all(ports.map(async (port) => (await (await fetch(`http://127.0.0.1:${port}/jwks`)).json()).keys.map((k: { kid: string }) => k.kid).sort()));
+    assert.deepEqual(jwks[1], jwks[0], 'the same signing keys');
+    assert.deepEqual(jwks[2], jwks[0], 'the same signing keys');
+    for (const port of ports) assert.equal((await fetch(`http://127.0.0.1:${port}/health/ready`)).status, 200);
+  });
+});

@@ -1,10 +1,12 @@
 // Dynamic client registration (RFC 7591) and management (RFC 7592) with SMART scopes.
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { Adapter } from 'oidc-provider';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, exchangeCode, secretAccepted } from '../support/oauth.ts';
+import { authorize, authorizedTokens, exchangeCode, secretAccepted, tokenRequest } from '../support/oauth.ts';
+import { ASSERTION_TYPE } from '../support/backend.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
 import { removeClient, rotateClientSecret } from '../../server/oidc/clients.ts';
 import { runCli } from '../support/cli.ts';
@@ -45,6 +47,61 @@ describe('dynamic client registration', () => {
     }, { authorization: `Bearer ${iat}` });
     assert.equal(res.status, 201, await res.clone().text());
     assert.equal((await res.json()).scope, 'system/Patient.rs');
+  });
+
+  describe('a backend service (SMART Backend Services) registers without redirect_uris or response_types (RFC 7591 section 2)', () => {
+    const backendKeys = async () => {
+      const { publicKey, privateKey } = await generateKeyPair('ES384');
+      return { privateKey, jwks: { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES384' }] } };
+    };
+    const backendToken = (iat: string, keys: Record<string, unknown>) => register({
+      client_name: 'Backend', grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', scope: 'system/Patient.rs', ...keys,
+    }, { authorization: `Bearer ${iat}` });
+
+    it('with jwks: stored with no redirect URIs and no response types, and gets a token at once', async () => {
+      const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { systemScope: 'system/Patient.rs' });
+      const { privateKey, jwks } = await backendKeys();
+      const res = await backendToken(iat, { jwks });
+      assert.equal(res.status, 201, await res.clone().text());
+      const client = await res.json();
+      assert.deepEqual([client.grant_types, client.response_types, client.redirect_uris], [['client_credentials'], [], []]);
+      const stored = JSON.parse((await server.db('oidc_payloads').where({ model: 'Client', id: client.client_id }).first('payload')).payload);
+      assert.deepEqual([stored.grant_types, stored.response_types, stored.redirect_uris], [['client_credentials'], [], []]);
+      const now = Math.floor(Date.now() / 1000);
+      const assertion = await new SignJWT({ iss: client.client_id, sub: client.client_id, aud: `${server.issuer}/token`, jti: randomUUID(), exp: now + 240 })
+        .setProtectedHeader({ alg: 'ES384', kid: 'k1', typ: 'JWT' }).sign(privateKey);
+      const { res: token, body } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion });
+      assert.equal(token.status, 200, JSON.stringify(body));
+      assert.equal(body.scope, 'system/Patient.rs');
+      // An RFC 7592 update that leaves them out again keeps it a backend.
+      const updated = await fetch(client.registration_client_uri, {
+        method: 'PUT', headers: { authorization: `Bearer ${client.registration_access_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ client_id: client.client_id, client_name: 'Backend 2', grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks, scope: 'system/Patient.rs' }),
+      });
+      assert.equal(updated.status, 200, await updated.clone().text());
+      assert.deepEqual((await updated.json()).response_types, []);
+    });
+
+    it('with jwks_uri', async () => {
+      const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { systemScope: 'system/Patient.rs' });
+      const res = await backendToken(iat, { jwks_uri: 'https://backend.example.org/jwks.json' });
+      assert.equal(res.status, 201, await res.clone().text());
+      const client = await res.json();
+      assert.deepEqual([client.response_types, client.redirect_uris], [[], []]);
+    });
+
+    for (const [name, metadata] of [
+      ['no grant_types (authorization_code by default)', {}],
+      ['grant_types authorization_code', { grant_types: ['authorization_code', 'refresh_token'] }],
+      ['response_types code beside client_credentials', { grant_types: ['client_credentials'], response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic' }],
+    ] as const) {
+      it(`still refuses a client with ${name} and no redirect_uris: invalid_redirect_uri`, async () => {
+        const iat = await issueInitialAccessToken(server.db, server.host.provider, 600, { systemScope: 'system/Patient.rs' });
+        const res = await register({ client_name: 'No redirects', ...metadata }, { authorization: `Bearer ${iat}` });
+        assert.equal(res.status, 400);
+        assert.equal((await res.json()).error, 'invalid_redirect_uri');
+      });
+    }
   });
 
   it('reads, updates and deletes a client with its registration access token', async () => {

@@ -78,4 +78,11 @@ describe('server process', () => {
     assert.equal(await proc.exited, 1);
     assert.match(proc.output(), /PORT must be a whole number/);
   });
+
+  it('refuses an operation in GUARD_OPERATIONS that the guard does not know, naming it, instead of refusing it per request', async () => {
+    const proc = start({ GUARD_OPERATIONS: 'everything,frob', PORT: '0', DATABASE_URL: `sqlite:${join(dir, 'operations.sqlite')}` });
+    assert.equal(await proc.exited, 1);
+    assert.match(proc.output(), /GUARD_OPERATIONS names operations the guard does not know: \$frob/);
+    assert.doesNotMatch(proc.output(), /at [\w.]+ \(/, 'no stack trace');
+  });
 });

@@ -51,6 +51,8 @@ describe('config', () => {
     [{ CORS_ORIGINS: 'app.example.org' }, /CORS_ORIGINS must be an absolute URL/],
     [{ GUARD_PAGING_PARAMS: 'next_token,_page' }, /GUARD_PAGING_PARAMS takes search parameter names other than _page, got _page/],
     [{ GUARD_PAGING_PARAMS: 'next=1' }, /GUARD_PAGING_PARAMS takes search parameter names/],
+    [{ GUARD_OPERATIONS: 'everything,frob' }, /GUARD_OPERATIONS names operations the guard does not know: \$frob \(it knows \$everything, /],
+    [{ GUARD_OPERATIONS: 'export' }, /GUARD_OPERATIONS names operations the guard does not know: \$export/],
   ] as const) {
     it(`explains a bad value: ${JSON.stringify(env)}`, () => {
       assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));
@@ -59,6 +61,11 @@ describe('config', () => {
 
   it('reads CORS_ORIGINS as a list of origins', () => {
     assert.deepEqual(loadConfig({ CORS_ORIGINS: 'https://app.example.org, http://localhost:5173/' }).corsOrigins, ['https://app.example.org', 'http://localhost:5173']);
+  });
+
+  it('reads GUARD_OPERATIONS as a list of operation names, with or without $', () => {
+    assert.deepEqual(loadConfig({ GUARD_OPERATIONS: '$everything, meta-add' }).guardOperations, ['everything', 'meta-add']);
+    assert.deepEqual(loadConfig({}).guardOperations, []);
   });
 
   it('reads GUARD_PAGING_PARAMS as a list of search parameter names', () => {

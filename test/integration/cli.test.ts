@@ -10,7 +10,10 @@ import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
 import { refuseAuditRecords } from '../support/audit-refusal.ts';
 import { verifyPassword } from '../../server/oidc/passwords.ts';
 
-describe('CLI', () => {
+describe('CLI', function () {
+  // Each command is a process of its own (about a second of CPU to start), and some cases run ten of them: on a
+  // loaded machine they took more than the suite's 60 s. This bounds a hang, it measures nothing.
+  this.timeout(180_000);
   let server: TestServer;
   before(async () => { server = await startTestServer(); });
   after(() => server.stop());

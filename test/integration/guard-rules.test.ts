@@ -14,6 +14,7 @@ import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
 import { disclosureEvents, disclosureLines } from '../../server/audit/disclosures.ts';
 import { createDbStore } from '../../server/fhir/store-db.ts';
 import type { FhirResource } from '../../server/fhir/types.ts';
+import { mentions } from '../support/words.ts';
 
 const ROLE = 'http://terminology.hl7.org/CodeSystem/practitioner-role';
 /** Set in every shape: two writing operations (one the guard does not know stops it at start); a paging parameter of the FHIR server behind it. */
@@ -276,7 +277,7 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       const found = await get('Patient', research);
       assert.equal(found.status, 200);
       const text = await found.text();
-      for (const secret of ['Shaw', 'Amy', 'MRN-10001', 'pat-1']) assert.ok(!text.includes(secret), secret);
+      for (const secret of ['Shaw', 'Amy', 'MRN-10001', 'pat-1']) assert.ok(!mentions(text, secret), secret);
       const pseudonyms: string[] = (JSON.parse(text).entry ?? []).map((e: any) => e.resource.id);
       assert.ok(pseudonyms.length > 0);
       const byPseudonym = await get(`Patient/${pseudonyms[0]}`, research);

@@ -97,9 +97,9 @@ export interface GuardOptions {
   /** Told every unexpected failure, which the client gets as a 500 OperationOutcome without its details; default: console.error. */
   onError?: (err: unknown) => void;
   /**
-   * Told every error of the FHIR server the guard passes on, and the outcome entries (warnings) of a page whose
-   * text the client did not get, with their original text (which the client gets only when the guard hides
-   * nothing from its token, see publicOutcome); default: console.warn, one line.
+   * Told every error of the FHIR server the guard passes on, and the outcome entries (warnings) of a page or a
+   * successful write's OperationOutcome whose text the client did not get, with their original text (which the
+   * client gets only when the guard hides nothing from its token, see publicOutcome); default: console.warn, one line.
    */
   onUpstreamError?: (report: UpstreamErrorReport) => void;
   /**
@@ -278,6 +278,13 @@ export function createGuard(guardOptions: GuardOptions) {
     if (!outcomes.length || seesEverything(token)) return page;
     reportUpstream(request, 200, outcomes.flatMap((e) => outcomeText(e.resource) ?? []));
     return { ...page, entry: page.entry!.map((e) => (outcomes.includes(e) ? { ...e, resource: publicOutcome(e.resource, 200) } : e)) };
+  }
+
+  /** A successful write's answer: an OperationOutcome (Prefer: return=OperationOutcome, its warnings) as a page's outcome entries. */
+  function publicWritten(request: ReceivedRequest, token: TokenContext, upstream: UpstreamResponse): unknown {
+    if ((upstream.body as FhirResource | undefined)?.resourceType !== 'OperationOutcome' || seesEverything(token)) return upstream.body;
+    reportUpstream(request, upstream.status, outcomeText(upstream.body));
+    return publicOutcome(upstream.body, upstream.status);
   }
 
   async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
@@ -566,7 +573,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
     // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
     for (const item of existing ? [...written, existing] : written) options.resourcePolicy?.written(item);
-    return { response: answer(upstream.status, upstream.body, upstream), resources: written };
+    return { response: answer(upstream.status, publicWritten(request, token, upstream), upstream), resources: written };
   }
 
   /** Whether the token may make the interaction at all: its scopes, then the authorize hook. A refusal, or undefined. */
@@ -685,7 +692,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const upstream = await send(request, 'POST', query ? `${request.path}?${query}` : request.path, request.body);
     if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     if (checked.existing) options.resourcePolicy?.written(checked.existing);
-    return { response: answer(upstream.status, upstream.body, upstream), resources: checked.resource ? [checked.resource] : [] };
+    return { response: answer(upstream.status, publicWritten(request, token, upstream), upstream), resources: checked.resource ? [checked.resource] : [] };
   }
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */

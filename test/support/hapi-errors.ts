@@ -2,7 +2,8 @@
 // other resources and quotes their content. Pat-1's record as the guard needs it (the Patient, no Consent);
 // DELETE Patient/pat-1 is refused for referential integrity (409), a search with code=boom fails (500), and
 // a search with code=warn succeeds with a warning that names and quotes another resource (HAPI FHIR puts its
-// warnings in an OperationOutcome entry with search.mode "outcome").
+// warnings in an OperationOutcome entry with search.mode "outcome"), and so does a create of an Observation
+// (its answer an OperationOutcome, as with Prefer: return=OperationOutcome).
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -54,6 +55,7 @@ export async function startHapiErrors(): Promise<HapiErrors> {
     const send = (status: number, body: object) => res.writeHead(status, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(body));
     if (req.method === 'DELETE' && url.pathname === '/fhir/Patient/pat-1') return send(409, REFERENCED);
     if (url.searchParams.get('code') === 'boom') return send(500, FAILED);
+    if (req.method === 'POST' && url.pathname === '/fhir/Observation') return send(201, WARNED);
     if (url.searchParams.get('code') === 'warn') return send(200, { resourceType: 'Bundle', type: 'searchset', entry: [{ resource: WARNED, search: { mode: 'outcome' } }] });
     if (url.pathname === '/fhir/metadata') return send(200, { resourceType: 'CapabilityStatement', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'], rest: [{ mode: 'server' }] });
     if (url.pathname === '/fhir/Patient/pat-1') return send(200, PATIENT);
@@ -67,15 +69,19 @@ export async function startHapiErrors(): Promise<HapiErrors> {
   };
 }
 
-/** The answers of one shape to the two errors and the warning, as the client gets them, and what the guard logged meanwhile. */
+/** The answers of one shape to the two errors and the two warnings, as the client gets them, and what the guard logged meanwhile. */
 export async function upstreamErrorsTold(base: string, bearer: string, logged: () => Promise<string>) {
-  const call = (method: string, path: string, requestId: string) =>
-    fetch(`${base}/${path}`, { method, headers: { authorization: `Bearer ${bearer}`, 'x-request-id': requestId } });
+  const call = (method: string, path: string, requestId: string, body?: object) => fetch(`${base}/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${bearer}`, 'x-request-id': requestId, ...(body && { 'content-type': 'application/fhir+json' }) },
+    body: body && JSON.stringify(body),
+  });
   const deleted = await call('DELETE', 'Patient/pat-1', 'hapi-409');
   const failed = await call('GET', 'Observation?code=boom', 'hapi-500');
   const warned = await call('GET', 'Observation?code=warn', 'hapi-200');
+  const created = await call('POST', 'Observation', 'hapi-201', { resourceType: 'Observation', status: 'final', code: { text: 'weight' }, subject: { reference: 'Patient/pat-1' } });
   const told = async (answer: Response) => ({ status: answer.status, body: await answer.json() });
-  return { deleted: await told(deleted), failed: await told(failed), warned: await told(warned), log: await logged() };
+  return { deleted: await told(deleted), failed: await told(failed), warned: await told(warned), created: await told(created), log: await logged() };
 }
 
 /** What every shape must do with them. */
@@ -83,7 +89,8 @@ export function assertUpstreamErrorsSafe(told: Awaited<ReturnType<typeof upstrea
   assert.equal(told.deleted.status, 409, shape);
   assert.equal(told.failed.status, 500, shape);
   assert.equal(told.warned.status, 200, shape);
-  for (const body of [told.deleted.body, told.failed.body, told.warned.body]) {
+  assert.equal(told.created.status, 201, shape);
+  for (const body of [told.deleted.body, told.failed.body, told.warned.body, told.created.body]) {
     for (const hidden of HIDDEN) assert.ok(!JSON.stringify(body).includes(hidden), `${shape}: ${JSON.stringify(body)}`);
   }
   assert.deepEqual(told.deleted.body.issue.map((i: any) => [i.severity, i.code]), [['error', 'processing']], shape);
@@ -91,5 +98,6 @@ export function assertUpstreamErrorsSafe(told: Awaited<ReturnType<typeof upstrea
   assert.deepEqual(told.failed.body.issue[0].details, { coding: [{ system: 'https://hapifhir.io/fhir/CodeSystem/hapi-fhir-storage-response-code', code: 'FAILURE' }] }, `${shape}: the coded details, without their display`);
   const outcomes = told.warned.body.entry.filter((e: any) => e.search?.mode === 'outcome').map((e: any) => e.resource.issue.map((i: any) => [i.severity, i.code]));
   assert.deepEqual(outcomes, [[['warning', 'processing']]], `${shape}: a search's outcome entry keeps its coded part`);
-  for (const id of ['hapi-409', 'hapi-500', 'hapi-200']) assert.match(told.log, new RegExp(`${id}.*obs-1-brca`), `${shape}: the original text in the guard's log, with the request id`);
+  assert.deepEqual(told.created.body.issue.map((i: any) => [i.severity, i.code]), [['warning', 'processing']], `${shape}: a write's OperationOutcome keeps its coded part`);
+  for (const id of ['hapi-409', 'hapi-500', 'hapi-200', 'hapi-201']) assert.match(told.log, new RegExp(`${id}.*obs-1-brca`), `${shape}: the original text in the guard's log, with the request id`);
 }

@@ -325,7 +325,7 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
     ...guardRules,
     onError: (err) => logger.log('error', 'unexpected failure at the FHIR guard', { err }),
     // The FHIR server's own text of an error it answered, which the client gets only in part (see upstream-outcome.ts).
-    onUpstreamError: ({ requestId, ...report }) => logger.log('warn', 'the FHIR server answered an error', { request_id: requestId, ...report }),
+    onUpstreamError: ({ requestId, ...report }) => logger.log('warn', report.status >= 400 ? 'the FHIR server answered an error' : 'the FHIR server warned', { request_id: requestId, ...report }),
     // Every access, allowed or refused, is in the trail before its answer goes out; if it cannot be, 503.
     audit: async (record) => {
       metrics.guardDecisions.inc({ interaction: record.interaction?.kind ?? 'none', outcome: record.status < 400 ? 'allowed' : record.status < 500 ? 'refused' : 'failed' });

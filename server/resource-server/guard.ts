@@ -15,7 +15,7 @@ import { applyOperation, knownOperation, operationsProblem } from './operations.
 import { PAGE_PARAM, pageLinks } from './page-links.ts';
 import { connectedIncludes, includesOf, refill, type Refilled } from './refill.ts';
 import { FHIR_JSON, isRefusal, operationOutcome, refusalResponse, type GuardResponse } from './responses.ts';
-import { outcomeText, publicOutcome, type UpstreamErrorReport } from './upstream-outcome.ts';
+import { outcomeText, publicOutcome, type IssueText, type UpstreamErrorReport } from './upstream-outcome.ts';
 import { accessTokenOf, InvalidTokenError, VerifierUnavailableError } from './verify-token.ts';
 import { boundKey, createDpopCheck, DpopError, dpopChallenge, type DpopCheck } from './dpop.ts';
 import type { FhirBundle, FhirBundleEntry, FhirInteraction, FhirRequest, FhirResource, PagePosition, Refusal, TokenContext } from './types.ts';
@@ -97,8 +97,9 @@ export interface GuardOptions {
   /** Told every unexpected failure, which the client gets as a 500 OperationOutcome without its details; default: console.error. */
   onError?: (err: unknown) => void;
   /**
-   * Told every error of the FHIR server the guard passes on, with its original text (which the client gets
-   * only when the guard hides nothing from its token, see publicOutcome); default: console.warn, one line.
+   * Told every error of the FHIR server the guard passes on, and the outcome entries (warnings) of a page or a
+   * successful write's OperationOutcome whose text the client did not get, with their original text (which the
+   * client gets only when the guard hides nothing from its token, see publicOutcome); default: console.warn, one line.
    */
   onUpstreamError?: (report: UpstreamErrorReport) => void;
   /**
@@ -259,9 +260,31 @@ export function createGuard(guardOptions: GuardOptions) {
    * other resources. Whoever runs the guard is told the original (onUpstreamError).
    */
   function passUpstreamError(request: ReceivedRequest, token: TokenContext | undefined, upstream: UpstreamResponse): GuardResponse {
-    onUpstreamError({ status: upstream.status, method: request.method, path: request.path, requestId: request.headers['x-request-id'], issues: outcomeText(upstream.body) });
+    reportUpstream(request, upstream.status, outcomeText(upstream.body));
     const whole = seesEverything(token) && (upstream.body as FhirResource | undefined)?.resourceType === 'OperationOutcome';
     return answer(upstream.status, whole ? upstream.body : publicOutcome(upstream.body, upstream.status), upstream);
+  }
+
+  const reportUpstream = (request: ReceivedRequest, status: number, issues: IssueText[] | undefined) =>
+    onUpstreamError({ status, method: request.method, path: request.path, requestId: request.headers['x-request-id'], issues });
+
+  /**
+   * A page's outcome entries (HAPI FHIR puts its warnings there) name and quote other resources as an error
+   * does, and are passed on as one (passUpstreamError): whole only to a token that sees everything, else their
+   * coded part, and whoever runs the guard is told the text the client did not get.
+   */
+  function publicOutcomes(request: ReceivedRequest, token: TokenContext, page: FhirBundle): FhirBundle {
+    const outcomes = (page.entry ?? []).filter((e) => e.search?.mode === 'outcome');
+    if (!outcomes.length || seesEverything(token)) return page;
+    reportUpstream(request, 200, outcomes.flatMap((e) => outcomeText(e.resource) ?? []));
+    return { ...page, entry: page.entry!.map((e) => (outcomes.includes(e) ? { ...e, resource: publicOutcome(e.resource, 200) } : e)) };
+  }
+
+  /** A successful write's answer: an OperationOutcome (Prefer: return=OperationOutcome, its warnings) as a page's outcome entries. */
+  function publicWritten(request: ReceivedRequest, token: TokenContext, upstream: UpstreamResponse): unknown {
+    if ((upstream.body as FhirResource | undefined)?.resourceType !== 'OperationOutcome' || seesEverything(token)) return upstream.body;
+    reportUpstream(request, upstream.status, outcomeText(upstream.body));
+    return publicOutcome(upstream.body, upstream.status);
   }
 
   async function read(request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction): Promise<Performed | Refusal> {
@@ -346,8 +369,9 @@ export function createGuard(guardOptions: GuardOptions) {
    * `last` and `previous` are dropped.
    */
   async function shownPage(
-    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, page: FhirBundle, start: { link?: string; skip: number }, scope: Scope,
+    request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, upstreamPage: FhirBundle, start: { link?: string; skip: number }, scope: Scope,
   ): Promise<Shown | Refusal> {
+    const page = publicOutcomes(request, token, upstreamPage);
     if (!filtersAnswers(token, interaction) && start.skip === 0) return wholePage(request, token, page, scope);
     const seen = [await readPage(token, page, start.link ?? belowUpstream(linkOf(page, 'self')), scope)];
     let decided: Refilled | 'more';
@@ -549,7 +573,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
     // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
     for (const item of existing ? [...written, existing] : written) options.resourcePolicy?.written(item);
-    return { response: answer(upstream.status, upstream.body, upstream), resources: written };
+    return { response: answer(upstream.status, publicWritten(request, token, upstream), upstream), resources: written };
   }
 
   /** Whether the token may make the interaction at all: its scopes, then the authorize hook. A refusal, or undefined. */
@@ -668,7 +692,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const upstream = await send(request, 'POST', query ? `${request.path}?${query}` : request.path, request.body);
     if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     if (checked.existing) options.resourcePolicy?.written(checked.existing);
-    return { response: answer(upstream.status, upstream.body, upstream), resources: checked.resource ? [checked.resource] : [] };
+    return { response: answer(upstream.status, publicWritten(request, token, upstream), upstream), resources: checked.resource ? [checked.resource] : [] };
   }
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */

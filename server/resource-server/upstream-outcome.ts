@@ -1,6 +1,6 @@
-// An error of the FHIR server as the guard passes it on. Its free text names and quotes other resources
-// (HAPI FHIR: "Unable to delete Patient/1 because … First reference found was resource Observation/2"),
-// which the token may not see: the client gets each issue's severity, code and coded details, with a
+// An error of the FHIR server, or an OperationOutcome of a successful answer (its warnings), as the guard
+// passes it on. Its free text names and quotes other resources (HAPI FHIR: "Unable to delete Patient/1
+// because … First reference found was resource Observation/2"), which the token may not see: the client gets each issue's severity, code and coded details, with a
 // standard text per code; the original goes to the guard's log. Pure.
 import type { FhirResource } from './types.ts';
 
@@ -87,7 +87,10 @@ export function publicOutcome(body: unknown, status: number): FhirResource {
 /** An issue's original free text, for the guard's log. */
 export type IssueText = Pick<Issue, 'code' | 'diagnostics' | 'details' | 'expression' | 'location'>;
 
-/** An error of the FHIR server as whoever runs the guard is told it (never the request's query, headers or body). */
+/**
+ * An error of the FHIR server, the outcome entries of a page (status 200) or a successful write's
+ * OperationOutcome, as whoever runs the guard is told it (never the request's query, headers or body).
+ */
 export interface UpstreamErrorReport {
   status: number;
   method: string;

@@ -1,6 +1,7 @@
 // An error of the FHIR server behind the guard, as HAPI FHIR words it, names resources the token may not see
-// (a 409 for referential integrity, a 500 quoting content): the client gets its coded part and standard text,
-// the guard's log its original text. In the bundled /fhir (FHIR_UPSTREAM_URL) and the guard proxy; the
+// (a 409 for referential integrity, a 500 quoting content), and so do its warnings in a search page's outcome
+// entry and in a create's OperationOutcome: the client gets their coded part and standard text, the guard's log
+// their original text. In the bundled /fhir (FHIR_UPSTREAM_URL) and the guard proxy; the
 // package's adapters in guard-package.test.ts.
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode } from '../support/oauth.ts';

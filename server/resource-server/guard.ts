@@ -570,10 +570,23 @@ export function createGuard(guardOptions: GuardOptions) {
     const provenance = interaction.kind === 'patch' ? undefined : options.provenance?.(token, interaction.kind as 'create' | 'update' | 'delete');
     const upstream = await send(request, method, path, interaction.kind === 'patch' ? request.body : resource, { provenance });
     if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
-    const written = upstream.body && typeof upstream.body === 'object' && 'resourceType' in (upstream.body as object) ? [upstream.body as FhirResource] : resource ? [resource] : [];
+    const written = storedBy(upstream, resource);
     // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
     for (const item of existing ? [...written, existing] : written) options.resourcePolicy?.written(item);
     return { response: answer(upstream.status, publicWritten(request, token, upstream), upstream), resources: written };
+  }
+
+  /**
+   * What a successful write stored, for its record and the policy: the FHIR server's answer when it is the
+   * resource (return=representation); else (return=minimal, or an OperationOutcome for return=OperationOutcome)
+   * the resource sent, with the id of the Location header when it had none (a create).
+   */
+  function storedBy(upstream: UpstreamResponse, sent: FhirResource | undefined): FhirResource[] {
+    const answered = upstream.body as FhirResource | undefined;
+    if (answered && typeof answered === 'object' && typeof answered.resourceType === 'string' && answered.resourceType !== 'OperationOutcome') return [answered];
+    if (!sent) return [];
+    const located = /\/([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(upstream.headers.get('location') ?? '');
+    return [sent.id === undefined && located?.[1] === sent.resourceType ? { ...sent, id: located[2] } : sent];
   }
 
   /** Whether the token may make the interaction at all: its scopes, then the authorize hook. A refusal, or undefined. */

@@ -6,7 +6,8 @@
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, exchangeCode } from '../support/oauth.ts';
 import { startGuardProxy, type ChildServer } from '../support/processes.ts';
-import { assertUpstreamErrorsSafe, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
+import assert from 'node:assert/strict';
+import { assertUpstreamErrorsSafe, CREATED_ID, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
 
 describe('errors of a FHIR server that names other resources in them (as HAPI FHIR does)', () => {
   let upstream: HapiErrors;
@@ -48,6 +49,15 @@ describe('errors of a FHIR server that names other resources in them (as HAPI FH
     } finally {
       process.stdout.write = write;
     }
+  });
+
+  it('records a create answered with an OperationOutcome as the create of the resource sent, with the id of its Location', async () => {
+    const records = (await server.audit.search({ limit: 10_000 }) as any[])
+      .filter((e) => e.entity?.some((x: any) => x.what?.identifier?.value === 'hapi-201' || x.detail?.some((d: any) => d.valueString === 'hapi-201')) || JSON.stringify(e).includes('"hapi-201"'));
+    assert.ok(records.length > 0, 'the create is recorded');
+    const references = records.flatMap((e) => e.entity.map((x: any) => x.what?.reference).filter(Boolean));
+    assert.ok(references.includes(`Observation/${CREATED_ID}`), JSON.stringify(records));
+    assert.ok(!references.some((r: string) => r.startsWith('OperationOutcome')), JSON.stringify(references));
   });
 
   it('the guard proxy passes on their coded part only, and logs their text', async () => {

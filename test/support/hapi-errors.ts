@@ -42,6 +42,9 @@ const WARNED = {
   }],
 };
 
+/** The id the stub gives the Observation it creates (in its Location header: its answer is the warning). */
+export const CREATED_ID = 'obs-created';
+
 const PATIENT = { resourceType: 'Patient', id: 'pat-1', meta: { versionId: '1' }, name: [{ family: 'Doe', given: ['Jane'] }] };
 
 export interface HapiErrors {
@@ -52,10 +55,10 @@ export interface HapiErrors {
 export async function startHapiErrors(): Promise<HapiErrors> {
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://stub');
-    const send = (status: number, body: object) => res.writeHead(status, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(body));
+    const send = (status: number, body: object, headers: Record<string, string> = {}) => res.writeHead(status, { 'content-type': 'application/fhir+json', ...headers }).end(JSON.stringify(body));
     if (req.method === 'DELETE' && url.pathname === '/fhir/Patient/pat-1') return send(409, REFERENCED);
     if (url.searchParams.get('code') === 'boom') return send(500, FAILED);
-    if (req.method === 'POST' && url.pathname === '/fhir/Observation') return send(201, WARNED);
+    if (req.method === 'POST' && url.pathname === '/fhir/Observation') return send(201, WARNED, { location: `http://${req.headers.host}/fhir/Observation/${CREATED_ID}/_history/1` });
     if (url.searchParams.get('code') === 'warn') return send(200, { resourceType: 'Bundle', type: 'searchset', entry: [{ resource: WARNED, search: { mode: 'outcome' } }] });
     if (url.pathname === '/fhir/metadata') return send(200, { resourceType: 'CapabilityStatement', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'], rest: [{ mode: 'server' }] });
     if (url.pathname === '/fhir/Patient/pat-1') return send(200, PATIENT);

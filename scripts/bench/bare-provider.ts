@@ -3,13 +3,19 @@
 // ES256 JWT access tokens, PKCE S256), and nothing of smart-auth. It registers one client from
 // CLIENT_JWK (a public JWK), mints CODES authorization codes with their grants, writes them as JSON to
 // CODES_FILE, and prints "listening".
+// With DURABLE_DATABASE_URL=sqlite:<file> it is the floor of a durable server on smart-auth's stack: each
+// write of its state (the client assertion's jti, a code's consumption, a grant) is also committed as one
+// row through smart-auth's group commit before the request goes on; it still reads from memory.
 //   PORT=… CLIENT_JWK='{"kty":"EC",…}' CODES=3000 CODES_FILE=… node --import tsx scripts/bench/bare-provider.ts
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { type AdapterPayload } from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 import LRU from 'oidc-provider/lib/helpers/lru.js';
 import { exportJWK, generateKeyPair } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { openDatabase } from '../../server/db.ts';
+import { commitInsert } from '../../server/group-commit.ts';
 import { BENCH_CODE_VERIFIER, BENCH_REDIRECT_URI } from './codes.ts';
 
 const port = Number(process.env.PORT);
@@ -26,8 +32,38 @@ async function signingKey(alg: 'ES256' | 'RS256') {
 // oidc-provider's in-memory adapter keeps 1000 entries; the minted codes and grants need more.
 const store = new LRU({ maxSize: 100_000 });
 
+/** Commits one row per write, on the SQLite file of DURABLE_DATABASE_URL; nothing when it is not set. */
+async function durableWrites(): Promise<(model: string, payload: unknown) => Promise<void>> {
+  if (!process.env.DURABLE_DATABASE_URL) return async () => {};
+  const db = openDatabase(process.env.DURABLE_DATABASE_URL);
+  await db.schema.createTable('bench_floor', (t) => { t.string('id', 36).primary(); t.string('model', 32); t.text('payload'); });
+  return (model, payload) => commitInsert(db, { table: 'bench_floor', row: { id: randomUUID(), model, payload: JSON.stringify(payload ?? null) } });
+}
+// Durable only once the codes are minted: their minting is not measured.
+let commitWrite = async (_model: string, _payload: unknown) => {};
+
+class Adapter extends MemoryAdapter {
+  private readonly model: string;
+  constructor(model: string) {
+    super(model, store);
+    this.model = model;
+  }
+  override async upsert(id: string, payload: AdapterPayload, expiresIn: number) {
+    await super.upsert(id, payload, expiresIn);
+    await commitWrite(this.model, payload);
+  }
+  override async consume(id: string) {
+    await super.consume(id);
+    await commitWrite(this.model, { consumed: id });
+  }
+  override async destroy(id: string) {
+    await super.destroy(id);
+    await commitWrite(this.model, { destroyed: id });
+  }
+}
+
 const provider = new Provider(issuer, {
-  adapter: (model: string) => new MemoryAdapter(model, store),
+  adapter: Adapter,
   jwks: { keys: [await signingKey('ES256'), await signingKey('RS256')] },
   clients: [{
     client_id: 'bench',
@@ -80,6 +116,7 @@ for (let i = 0; i < Number(process.env.CODES ?? 0); i++) {
     codeChallenge: BENCH_CODE_VERIFIER.challenge, codeChallengeMethod: 'S256', gty: 'authorization_code',
   }).save());
 }
+commitWrite = await durableWrites();
 if (process.env.CODES_FILE) writeFileSync(process.env.CODES_FILE, JSON.stringify(codes));
 
 createServer(provider.callback()).listen(port, '127.0.0.1', () => console.log(`bare oidc-provider listening on ${issuer}`));

@@ -1,6 +1,7 @@
 // Guarded FHIR reads (GET Patient/pat-1 with a cached token) against the demo store unguarded, in one
 // run, each server in its own process:
 //   - the guard and the store in one process, audit off and on (scripts/bench/audited-server.ts);
+//   - the floor: the store with one durable row committed per read and nothing else (the same script);
 //   - smart-auth's bundled /fhir: the same plus the revocation check, the privacy rules and the durable
 //     audit trail (every access committed to the hash chain before it is answered);
 //   - the guard proxy with the full rules and the durable audit (into smart-auth's database) in front of
@@ -26,12 +27,13 @@ export const benchReads: Bench = async (_total, connections) => {
   const store = await startDemoFhirServer(`sqlite:${join(dir, 'store.sqlite')}`);
   stops.push(() => store.stop());
 
-  const guard = async (audit: 'on' | 'off') => {
+  const guard = async (audit: 'on' | 'off' | 'floor') => {
     const port = await freePort();
     const server = await startScript('scripts/bench/audited-server.ts', { PORT: String(port), DATABASE_URL: `sqlite:${join(dir, `guard-${audit}.sqlite`)}`, AUDIT: audit }, /listening/);
     stops.push(() => server.stop());
     return { pid: server.pid, base: `http://127.0.0.1:${port}/fhir`, token: /token=(\S+)/.exec(server.output())![1] };
   };
+  const floor = await guard('floor');
   const guardOnly = await guard('off');
   const guardAudited = await guard('on');
 
@@ -50,6 +52,7 @@ export const benchReads: Bench = async (_total, connections) => {
   const baselineName = 'the demo store alone, unguarded';
   const rows: BenchRow[] = [];
   for (const [name, pid, base, token] of [
+    ['floor: the store + one durable row per read, no guard', floor.pid, floor.base, undefined],
     ['guarded read, cached token, audit off (guard + store)', guardOnly.pid, guardOnly.base, guardOnly.token],
     ['guarded read, cached token, durable audit (guard + store)', guardAudited.pid, guardAudited.base, guardAudited.token],
     ['guarded read, cached token, durable audit (smart-auth /fhir)', smartAuth.pid, `${smartAuth.url}/fhir`, smartAuthToken],

@@ -2,7 +2,9 @@
 //   - client_credentials with ES384 private_key_jwt assertions and ES256 JWT access tokens;
 //   - authorization-code exchanges (PKCE S256, the same client authentication), codes minted beforehand;
 //   - introspection of smart-auth's JWT access tokens by a resource server (client_secret_basic), against
-//     bare oidc-provider introspecting its own opaque tokens for a client_secret_basic client.
+//     bare oidc-provider introspecting its own opaque tokens for a client_secret_basic client;
+//   - the floor of the two token rows: bare oidc-provider with each of its writes committed to a SQLite
+//     file through smart-auth's group commit (scripts/bench/bare-provider.ts, DURABLE_DATABASE_URL).
 // Client assertions are signed before each run, so the driver's signing cost is not measured.
 //   node --import tsx scripts/bench/tokens.ts [requests=3000] [connections=10]
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -69,13 +71,13 @@ async function smartAuthTarget(total: number, stops: (() => Promise<void>)[]): P
   };
 }
 
-async function bareProviderTarget(total: number, stops: (() => Promise<void>)[]): Promise<TokenTarget> {
+async function bareProviderTarget(total: number, stops: (() => Promise<void>)[], env: Record<string, string> = {}): Promise<TokenTarget> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const signer = await assertionSigner(`${url}/token`);
   const codesFile = join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-codes-')), 'codes.json');
   const bare = await startScript('scripts/bench/bare-provider.ts', {
-    PORT: String(port), CLIENT_JWK: JSON.stringify(signer.publicJwk), CODES: String(total), CODES_FILE: codesFile,
+    PORT: String(port), CLIENT_JWK: JSON.stringify(signer.publicJwk), CODES: String(total), CODES_FILE: codesFile, ...env,
   }, /listening/);
   stops.push(() => bare.stop());
   const codes = JSON.parse(readFileSync(codesFile, 'utf8')) as string[];
@@ -100,6 +102,9 @@ export const benchTokens: Bench = async (total, connections) => {
   const spare = connections;
   const smartAuth = await smartAuthTarget(total + warm + 2 * spare, stops);
   const bare = await bareProviderTarget(total + warm + 2 * spare, stops);
+  const floor = await bareProviderTarget(total + warm + 2 * spare, stops, {
+    DURABLE_DATABASE_URL: `sqlite:${join(mkdtempSync(join(tmpdir(), 'smart-auth-bench-floor-')), 'floor.sqlite')}`,
+  });
   const measure = async (target: TokenTarget, request: (i: number) => LoadRequest, reusable: boolean) => {
     if (reusable) await warmUp(target.url, connections, request);
     else await load(target.url, { requests: warm }, connections, (i) => request(total + spare + i));
@@ -114,8 +119,9 @@ export const benchTokens: Bench = async (total, connections) => {
   ] as const) {
     // Alternate the two servers so that neither gets a quieter machine.
     const baseline = await measure(bare, await pick(bare), reusable);
-    const result = await measure(smartAuth, await pick(smartAuth), reusable);
-    rows.push({ name, result, baseline, baselineName: 'bare node-oidc-provider, in-memory' });
+    const baselineName = 'bare node-oidc-provider, in-memory';
+    if (!reusable) rows.push({ name: `floor: ${name.replace(/ \(.*/, '')}, bare, writes durable`, result: await measure(floor, await pick(floor), reusable), baseline, baselineName });
+    rows.push({ name, result: await measure(smartAuth, await pick(smartAuth), reusable), baseline, baselineName });
   }
   return { rows, serverPid: smartAuth.pid, stop: async () => { for (const stop of stops) await stop(); } };
 };

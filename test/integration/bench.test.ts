@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const ROWS = [
+  'floor: client_credentials, bare, writes durable', 'floor: authorization-code exchange, bare, writes durable', 'floor: the store + one durable row per read',
   'client_credentials', 'authorization-code exchange', 'introspection',
   'guarded read, cached token, audit off', 'guarded read, cached token, durable audit (guard + store)', 'guarded read, cached token, durable audit (smart-auth /fhir)',
   'guard proxy, full rules, durable audit (in front of Medplum)',

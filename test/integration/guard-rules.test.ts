@@ -308,6 +308,14 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         const hidden = await put('params-vitals', labOnly);
         assert.equal(hidden.status, 404, hidden.body);
         assert.deepEqual(await put('params-put-free', labOnly), hidden, 'a free id is answered as the hidden one');
+        const patch = [{ op: 'add', path: '/parameter/-', value: { name: 'note', valueString: 'x' } }];
+        for (const [method, body, type] of [['DELETE', undefined, undefined], ['PATCH', patch, 'application/json-patch+json']] as const) {
+          const told = async (id: string) => {
+            const res = await fetch(`${shape.fhirBase}/Parameters/${id}`, { method, headers: { authorization: `Bearer ${labOnly}`, ...(type && { 'content-type': type }) }, ...(body && { body: JSON.stringify(body) }) });
+            return { status: res.status, body: (await res.text()).replaceAll(id, '<id>') };
+          };
+          assert.deepEqual(await told('params-vitals'), await told('params-put-free'), `${method}: as for a free id`);
+        }
         const seesAll = await office('user/*.rs user/Parameters.cruds');
         assert.ok((await put('params-put-free', seesAll)).status < 300, 'a writer who reads every type unrestricted creates by update');
       });

@@ -294,6 +294,16 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         }
       });
 
+      it('refuses with 403, not 404, a write to a stored resource the token may read but not write', async () => {
+        await shape.seed({ ...pat2Pain, id: 'pain-1-readable', subject: { reference: 'Patient/pat-1' } });
+        const bearer = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/Observation.rs patient/Observation.ud?category=laboratory', patient: 'pat-1' });
+        assert.equal((await get('Observation/pain-1-readable', bearer)).status, 200, 'it may read it');
+        const body = { ...pat2Pain, id: 'pain-1-readable', subject: { reference: 'Patient/pat-1' }, category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }] };
+        assert.equal((await send('PUT', 'Observation/pain-1-readable', bearer, body)).status, 403, 'updated into its laboratory results');
+        assert.equal((await send('DELETE', 'Observation/pain-1-readable', bearer, undefined)).status, 403, 'deleted');
+        assert.equal((await get('Observation/pain-1-readable', bearer)).status, 200, 'nothing was deleted');
+      });
+
       it('creates a container by update only for a writer from whom no view can hide what a stored one carries', async () => {
         await shape.seed(inParameters('params-vitals', { ...pat2Pain, id: 'bp', code: { text: 'blood pressure' } }));
         await addUser(shape.server.db, { username: 'privacy.carrier', password: 'privacy-carrier-pass', name: 'Cary Office', attributes: { purposes: ['HOPERAT'], privacyOfficer: true, clearance: 'V', sensitivities: knownSensitivities() } });

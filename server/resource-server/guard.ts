@@ -98,7 +98,7 @@ export interface GuardOptions {
   onError?: (err: unknown) => void;
   /**
    * Told every error of the FHIR server the guard passes on, and the outcome entries (warnings) of a page or a
-   * successful write's OperationOutcome whose text the client did not get, with their original text (which the
+   * successful write's or operation's OperationOutcome whose text the client did not get, with their original text (which the
    * client gets only when the guard hides nothing from its token, see publicOutcome); default: console.warn, one line.
    */
   onUpstreamError?: (report: UpstreamErrorReport) => void;

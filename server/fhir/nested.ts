@@ -26,17 +26,22 @@ const parameterResources = (parameters: unknown): unknown[] =>
   list(parameters).flatMap((p) => [(p as { resource?: unknown })?.resource, ...parameterResources((p as { part?: unknown })?.part)]);
 
 /**
- * What the resource carries directly as resources of their own, each of its type: a Bundle's entries, a
- * Parameters' resources, FHIR JSON inline. Not its contained resources, which are part of it.
+ * What each type that carries resources of their own holds as such: a Bundle's entries, a Parameters'
+ * resources, FHIR JSON inline. Not contained resources, which are part of their container.
  */
+const CARRIERS: Readonly<Record<string, (resource: FhirResource) => unknown[]>> = {
+  Bundle: (resource) => list(resource.entry).map((e) => (e as { resource?: unknown })?.resource),
+  Parameters: (resource) => parameterResources(resource.parameter),
+  Binary: (resource) => [inline(resource)],
+  DocumentReference: (resource) => list(resource.content).map((c) => inline((c as { attachment?: unknown })?.attachment)),
+};
+
+/** Whether a resource of the type can carry others (carriedResources). */
+export const mayCarry = (type: string): boolean => Object.hasOwn(CARRIERS, type);
+
+/** What the resource carries directly as resources of their own, each of its type. */
 export function carriedResources(resource: FhirResource): FhirResource[] {
-  switch (resource.resourceType) {
-    case 'Bundle': return list(resource.entry).map((e) => (e as { resource?: unknown })?.resource).filter(isResource);
-    case 'Parameters': return parameterResources(resource.parameter).filter(isResource);
-    case 'Binary': return [inline(resource)].filter(isResource);
-    case 'DocumentReference': return list(resource.content).map((c) => inline((c as { attachment?: unknown })?.attachment)).filter(isResource);
-    default: return [];
-  }
+  return mayCarry(resource.resourceType) ? CARRIERS[resource.resourceType](resource).filter(isResource) : [];
 }
 
 /** The resource's contained resources: part of it, not resources of their own (FHIR R4 §2.3.0.14). */

@@ -2,8 +2,8 @@
 // against them. Hidden data is absent (404, or left out of a Bundle), never announced.
 // Pure; inputs are never mutated (unchanged entries are shared with the input).
 import { parseReference, referencesAt } from '../fhir/compartment.ts';
-import { carriedResources } from '../fhir/nested.ts';
-import { admits, admitted, isUnrestricted, viewsFor, writableWithin } from './decide.ts';
+import { carriedResources, mayCarry } from '../fhir/nested.ts';
+import { admits, isUnrestricted, viewsFor, writableWithin } from './decide.ts';
 import type { FhirBundle, FhirBundleEntry, FhirResource, Refusal, TokenContext, View } from './types.ts';
 
 /**
@@ -84,18 +84,23 @@ export function filterHistoryBundle(
   return rebuilt(bundle, kept, kept.length);
 }
 
+/** The token's views of a type. */
+type ViewsOf = (type: string) => readonly View[];
+const viewsOf = (token: TokenContext, ...kinds: ('read' | WriteKind)[]): ViewsOf =>
+  (type) => kinds.flatMap((kind) => viewsFor(token, type, kind));
+
 /**
- * Whether a view passes the resource by `fits`, and so, by the token's `kind` views of its own type, each
+ * Whether a view passes the resource by `fits`, and so, by the token's views of its own type (`viewsOf`), each
  * resource it carries as one of its own (a stored Bundle's entries, a Parameters' resources, inline JSON:
  * nested.ts): a token that may read or write Bundles, but not Conditions, reads or writes no Condition through one.
  */
-function passes(token: TokenContext, kind: 'read' | WriteKind, views: readonly View[], resource: FhirResource, fits: (view: View, resource: FhirResource) => boolean): boolean {
+function passes(viewsOf: ViewsOf, views: readonly View[], resource: FhirResource, fits: (view: View, resource: FhirResource) => boolean): boolean {
   return views.some((view) => fits(view, resource))
-    && carriedResources(resource).every((inner) => passes(token, kind, viewsFor(token, inner.resourceType, kind), inner, fits));
+    && carriedResources(resource).every((inner) => passes(viewsOf, viewsOf(inner.resourceType), inner, fits));
 }
 
 const seen = (token: TokenContext, views: readonly View[], resource: FhirResource, context?: FhirResource): boolean =>
-  passes(token, 'read', views, resource, (view, inner) => admits(view, inner, inner === resource ? context : undefined));
+  passes(viewsOf(token, 'read'), views, resource, (view, inner) => admits(view, inner, inner === resource ? context : undefined));
 
 function entryType(entry: FhirBundleEntry): string | undefined {
   for (const url of [entry.request?.url, entry.fullUrl]) {
@@ -116,14 +121,15 @@ function rebuilt(bundle: FhirBundle, kept: FhirBundleEntry[], total: number): Fh
 export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
 
 /**
- * A write is checked against the views of its own interaction. The current version (update,
- * patch, delete) must be visible, else 404 as for a read; it and the new version (create, update,
- * and a patch result when given) must lie wholly inside a view's patients (writableWithin), else 403;
- * so must each resource either carries, by the token's views of its own type (passes): replacing or
- * deleting a container changes or deletes what it carries, as writing one stores it. An
- * update that would create (no current version) is a 404 unless a view is unbounded and unrestricted
- * and the resource policy lets the token learn the ids it hides (`mayLearnHiddenIds`): otherwise its
- * success on a free id and its 404 on a hidden one would tell them apart.
+ * A write is checked against the views of its own interaction. The current version (update, patch,
+ * delete) must be known to the token, else 404 as for a missing one: it and each resource it carries
+ * admitted by a view of its own type for reading or for this write (a container the token may not read
+ * for what it carries is not known). It and the new version (create, update, and a patch result when
+ * given) must lie wholly inside a view's patients (writableWithin), else 403; so must each resource
+ * either carries, by the token's views of its own type (passes): replacing or deleting a container
+ * changes or deletes what it carries, as writing one stores it. An update that would create (no
+ * current version) is a 404 unless the token could know every stored version at that id (`createsByUpdate`):
+ * otherwise its success on a free id and its 404 on a hidden one would tell them apart.
  */
 export function checkWrite(
   token: TokenContext,
@@ -133,21 +139,29 @@ export function checkWrite(
   mayLearnHiddenIds = true,
 ): Refusal | undefined {
   if (kind !== 'create' && existing !== undefined) {
-    const views = viewsFor(token, existing.resourceType, kind);
-    if (!admitted(views, existing)) return notFound(existing);
-    if (!passes(token, kind, views, existing, writableWithin)) return outside(existing, kind);
+    const known = viewsOf(token, 'read', kind);
+    if (!passes(known, known(existing.resourceType), existing, admits)) return notFound(existing);
+    if (!passes(viewsOf(token, kind), viewsFor(token, existing.resourceType, kind), existing, writableWithin)) return outside(existing, kind);
   }
   if (kind === 'delete') return undefined;
   if (resource === undefined) {
     return kind === 'patch' ? undefined : { status: 400, code: 'invalid', message: `${kind} needs a resource` };
   }
   const views = viewsFor(token, resource.resourceType, kind);
-  if (kind === 'update' && existing === undefined && !(mayLearnHiddenIds && views.some(isUnrestricted))) {
+  if (kind === 'update' && existing === undefined && !(mayLearnHiddenIds && createsByUpdate(token, resource.resourceType, views))) {
     return notFound(resource);
   }
-  if (!passes(token, kind, views, resource, writableWithin)) return outside(resource, kind);
+  if (!passes(viewsOf(token, kind), views, resource, writableWithin)) return outside(resource, kind);
   return undefined;
 }
+
+/**
+ * Whether no view hides from the token what a stored resource of the type at an id could be: a view of
+ * the type unbounded and unrestricted, and for a type that carries others (which may be of any type), an
+ * unrestricted read of every type (`*`).
+ */
+const createsByUpdate = (token: TokenContext, type: string, views: readonly View[]): boolean =>
+  views.some(isUnrestricted) && (!mayCarry(type) || viewsFor(token, '*', 'read').some(isUnrestricted));
 
 const outside = (resource: FhirResource, kind: WriteKind): Refusal => ({
   status: 403,

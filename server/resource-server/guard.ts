@@ -98,7 +98,7 @@ export interface GuardOptions {
   onError?: (err: unknown) => void;
   /**
    * Told every error of the FHIR server the guard passes on, and the outcome entries (warnings) of a page or a
-   * successful write's OperationOutcome whose text the client did not get, with their original text (which the
+   * successful write's or operation's OperationOutcome whose text the client did not get, with their original text (which the
    * client gets only when the guard hides nothing from its token, see publicOutcome); default: console.warn, one line.
    */
   onUpstreamError?: (report: UpstreamErrorReport) => void;
@@ -280,8 +280,12 @@ export function createGuard(guardOptions: GuardOptions) {
     return { ...page, entry: page.entry!.map((e) => (outcomes.includes(e) ? { ...e, resource: publicOutcome(e.resource, 200) } : e)) };
   }
 
-  /** A successful write's answer: an OperationOutcome (Prefer: return=OperationOutcome, its warnings) as a page's outcome entries. */
-  function publicWritten(request: ReceivedRequest, token: TokenContext, upstream: UpstreamResponse): unknown {
+  /**
+   * A successful answer that is an OperationOutcome, as a page's outcome entries: a write's (Prefer:
+   * return=OperationOutcome, its warnings) or an operation's ($validate's, which quotes what the validated
+   * resource references).
+   */
+  function publicAnswered(request: ReceivedRequest, token: TokenContext, upstream: UpstreamResponse): unknown {
     if ((upstream.body as FhirResource | undefined)?.resourceType !== 'OperationOutcome' || seesEverything(token)) return upstream.body;
     reportUpstream(request, upstream.status, outcomeText(upstream.body));
     return publicOutcome(upstream.body, upstream.status);
@@ -573,7 +577,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const written = storedBy(upstream, resource);
     // The stored version too: a Consent moved to another patient, or deleted, no longer applies to its old one.
     for (const item of existing ? [...written, existing] : written) options.resourcePolicy?.written(item);
-    return { response: answer(upstream.status, publicWritten(request, token, upstream), upstream), resources: written };
+    return { response: answer(upstream.status, publicAnswered(request, token, upstream), upstream), resources: written };
   }
 
   /**
@@ -685,7 +689,7 @@ export function createGuard(guardOptions: GuardOptions) {
     // Parameters are no data of their own (a $stats answer holds Observations): each resource in them is judged on its own.
     const held = body?.resourceType === 'Parameters' ? nestedResources(body) : [];
     for (const inner of held) if (!(await shownOnItsOwn(token, inner))) return notFound(interaction);
-    return { response: answer(upstream.status, body, upstream), resources: held };
+    return { response: answer(upstream.status, publicAnswered(request, token, upstream), upstream), resources: held };
   }
 
   /** Whether the token would be shown the resource by a read of it: its read views, then the resource policy. */
@@ -705,7 +709,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const upstream = await send(request, 'POST', query ? `${request.path}?${query}` : request.path, request.body);
     if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     if (checked.existing) options.resourcePolicy?.written(checked.existing);
-    return { response: answer(upstream.status, publicWritten(request, token, upstream), upstream), resources: checked.resource ? [checked.resource] : [] };
+    return { response: answer(upstream.status, publicAnswered(request, token, upstream), upstream), resources: checked.resource ? [checked.resource] : [] };
   }
 
   /** Batch: every entry decided and carried out on its own. Transaction: all entries allowed, or none runs. */

@@ -88,7 +88,7 @@ export function publicOutcome(body: unknown, status: number): FhirResource {
 export type IssueText = Pick<Issue, 'code' | 'diagnostics' | 'details' | 'expression' | 'location'>;
 
 /**
- * An error of the FHIR server, the outcome entries of a page (status 200) or a successful write's
+ * An error of the FHIR server, the outcome entries of a page (status 200) or a successful write's or operation's
  * OperationOutcome, as whoever runs the guard is told it (never the request's query, headers or body).
  */
 export interface UpstreamErrorReport {

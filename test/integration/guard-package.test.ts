@@ -32,7 +32,7 @@ const shared = sharedDatabase(db);
 let audited = 0;
 const app = new Koa();
 app.use(smartGuard({
-  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], pagingKey: 'the paging secret of every instance', pagingParams: ['next_token'],
+  issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete', 'validate'], pagingKey: 'the paging secret of every instance', pagingParams: ['next_token'],
   verify: createGuardVerifier({ issuer: ISSUER, audience: FHIR_BASE, mode: 'local', userPatients: shared.userPatients, auditor: shared.auditor, isRevoked: shared.isRevoked }),
   dpop: createDpopCheck({ replay: shared.dpopReplay }),
   allowedOrigins: allowOrigins([], shared.origins),
@@ -268,6 +268,34 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       assert.equal(bysearch.status, 400, `${base}: deleted by search (a conditional delete)`);
     }
     assert.deepEqual((await (await fetch(`${upstream.url}/Parameters/pkg-params-1`)).json()).parameter, stored.parameter, 'nothing was written');
+  });
+
+  it('answers, in every adapter, a write to a stored container the token may not read for what it carries as one to a free id', async () => {
+    const pain = { resourceType: 'Observation', id: 'pain', status: 'final', code: { text: 'pain' }, subject: { reference: 'Patient/pat-1' } };
+    const stored = { resourceType: 'Parameters', id: 'pkg-params-unseen', parameter: [{ name: 'result', resource: pain }] };
+    const seeded = await fetch(`${upstream.url}/Parameters/pkg-params-unseen`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(stored) });
+    assert.ok(seeded.ok, String(seeded.status));
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      // No scope for Observations: the Parameters is hidden from it for the Observation it carries.
+      const launch = await authorize({ server, client, aud: base, scope: 'launch/patient openid patient/Parameters.cruds', patient: 'pat-1' });
+      const bearer = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+      const call = async (method: string, id: string, headers: Record<string, string> = {}) => {
+        const res = await fetch(`${base}/Parameters/${id}`, {
+          method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', ...headers },
+          ...(method === 'PUT' && { body: JSON.stringify({ resourceType: 'Parameters', id, parameter: [] }) }),
+        });
+        return { status: res.status, body: (await res.text()).replaceAll(id, '<id>') };
+      };
+      assert.equal((await call('GET', 'pkg-params-unseen')).status, 404, `${base}: it may not read it`);
+      for (const [method, headers] of [['PUT', {}], ['PUT', { 'if-match': 'W/"999"' }], ['DELETE', {}]] as const) {
+        const hidden = await call(method, 'pkg-params-unseen', headers);
+        assert.equal(hidden.status, 404, `${base}: ${method} ${JSON.stringify(headers)}: ${hidden.body}`);
+        assert.deepEqual(await call(method, 'pkg-params-free', headers), hidden, `${base}: ${method} ${JSON.stringify(headers)} as for a free id`);
+      }
+    }
+    assert.deepEqual((await (await fetch(`${upstream.url}/Parameters/pkg-params-unseen`)).json()).parameter, stored.parameter, 'nothing was written');
+    assert.equal((await fetch(`${upstream.url}/Parameters/pkg-params-free`)).status, 404, 'nothing was created');
   });
 
   it('refuses, in every adapter, the search parameters that would tell of hidden data or bring answers it cannot read', async () => {

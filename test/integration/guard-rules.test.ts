@@ -237,6 +237,99 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
         assert.equal(emptying.status, 200, `a token that may write what it carries changes it: ${await emptying.text()}`);
       });
 
+      it('answers a write to a stored container the token may not see for what it carries exactly as one to a free id: 404, nothing written', async () => {
+        const pat1Pain = { ...pat2Pain, subject: { reference: 'Patient/pat-1' } };
+        const containers: FhirResource[] = [
+          inParameters('params-1-unseen', pat1Pain),
+          ...(shape.keepsBundles ? [{ resourceType: 'Bundle', id: 'bundle-1-unseen', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1f8a52-54b5-4e0a-9c7e-2b1d1c0e1a05', resource: pat1Pain }] }] : []),
+        ];
+        for (const container of containers) await shape.seed(container);
+        const emptied = (type: string, id: string) => (type === 'Parameters' ? { resourceType: type, id, parameter: [] } : { resourceType: type, id, type: 'collection' });
+        const tagged = { resourceType: 'Parameters', parameter: [{ name: 'meta', valueMeta: { tag: [{ system: 'http://example.org/tags', code: 'reviewed' }] } }] };
+        const requests = (type: string, id: string) => {
+          const path = `${type}/${id}`;
+          const bundle = (kind: string, entry: object) => ['POST', '', { resourceType: 'Bundle', type: kind, entry: [entry] }] as const;
+          return {
+            update: ['PUT', path, emptied(type, id)] as const,
+            delete: ['DELETE', path, undefined] as const,
+            metaAdd: ['POST', `${path}/$meta-add`, tagged] as const,
+            batchUpdate: bundle('batch', { resource: emptied(type, id), request: { method: 'PUT', url: path } }),
+            batchDelete: bundle('batch', { request: { method: 'DELETE', url: path } }),
+            transactionUpdate: bundle('transaction', { resource: emptied(type, id), request: { method: 'PUT', url: path } }),
+          };
+        };
+        const told = async (method: string, path: string, bearer: string, body: unknown, id: string, headers: Record<string, string> = {}) => {
+          const res = await fetch(`${shape.fhirBase}/${path}`, {
+            method, headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/fhir+json', ...headers }, ...(body !== undefined && { body: JSON.stringify(body) }),
+          });
+          return { status: res.status, body: (await res.text()).replaceAll(id, '<id>') };
+        };
+        const writer = (scope: string) => token('dr.smith', 'demo-password-1', { scope: `launch/patient openid ${scope}`, patient: 'pat-1' });
+        const reader = await writer('patient/*.rs');
+        for (const container of containers) {
+          const type = container.resourceType;
+          const free = `${type === 'Bundle' ? 'bundle' : 'params'}-1-free`;
+          const version = async () => (await (await get(`${type}/${container.id}`, reader)).json()).meta?.versionId;
+          const before = await version();
+          // No scope for Observations at all; one restricted to laboratory results (the carried Observation has no category).
+          for (const scope of [`patient/${type}.cruds`, `patient/${type}.cruds patient/Observation.cruds?category=laboratory`]) {
+            const bearer = await writer(scope);
+            assert.equal((await get(`${type}/${container.id}`, bearer)).status, 404, `${type}: ${scope} may not read it`);
+            const hidden = requests(type, container.id!);
+            const missing = requests(type, free);
+            for (const [name, [method, path, body]] of Object.entries(hidden)) {
+              const [, freePath, freeBody] = missing[name as keyof typeof missing];
+              const answer = await told(method, path, bearer, body, container.id!);
+              assert.deepEqual(answer, await told(method, freePath, bearer, freeBody, free), `${type} ${name} (${scope}): as for a free id`);
+            }
+            for (const condition of [{ 'if-match': 'W/"1"' }, { 'if-match': 'W/"999"' }]) {
+              const answer = await told('PUT', `${type}/${container.id}`, bearer, emptied(type, container.id!), container.id!, condition);
+              assert.equal(answer.status, 404, `${type} (${scope}) with ${condition['if-match']}: ${answer.body}`);
+              assert.deepEqual(answer, await told('PUT', `${type}/${free}`, bearer, emptied(type, free), free, condition), `${type} (${scope}) with If-Match: as for a free id`);
+            }
+            assert.equal((await told('DELETE', `${type}/${container.id}`, bearer, undefined, container.id!)).status, 404, `${type} (${scope}): deleted`);
+          }
+          assert.equal(await version(), before, `${type}: nothing was written`);
+          assert.equal((await get(`${type}/${free}`, reader)).status, 404, `${type}: nothing was created`);
+        }
+      });
+
+      it('refuses with 403, not 404, a write to a stored resource the token may read but not write', async () => {
+        await shape.seed({ ...pat2Pain, id: 'pain-1-readable', subject: { reference: 'Patient/pat-1' } });
+        const bearer = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/Observation.rs patient/Observation.ud?category=laboratory', patient: 'pat-1' });
+        assert.equal((await get('Observation/pain-1-readable', bearer)).status, 200, 'it may read it');
+        const body = { ...pat2Pain, id: 'pain-1-readable', subject: { reference: 'Patient/pat-1' }, category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }] };
+        assert.equal((await send('PUT', 'Observation/pain-1-readable', bearer, body)).status, 403, 'updated into its laboratory results');
+        assert.equal((await send('DELETE', 'Observation/pain-1-readable', bearer, undefined)).status, 403, 'deleted');
+        assert.equal((await get('Observation/pain-1-readable', bearer)).status, 200, 'nothing was deleted');
+      });
+
+      it('creates a container by update only for a writer from whom no view can hide what a stored one carries', async () => {
+        await shape.seed(inParameters('params-vitals', { ...pat2Pain, id: 'bp', code: { text: 'blood pressure' } }));
+        await addUser(shape.server.db, { username: 'privacy.carrier', password: 'privacy-carrier-pass', name: 'Cary Office', attributes: { purposes: ['HOPERAT'], privacyOfficer: true, clearance: 'V', sensitivities: knownSensitivities() } });
+        const office = (scope: string) => token('privacy.carrier', 'privacy-carrier-pass', { purpose: 'HOPERAT', scope: `openid ${scope}` });
+        const put = async (id: string, bearer: string) => {
+          const res = await send('PUT', `Parameters/${id}`, bearer, { resourceType: 'Parameters', id, parameter: [] });
+          return { status: res.status, body: (await res.text()).replaceAll(id, '<id>') };
+        };
+        // Every label cleared, but Observations only of the laboratory: the one params-vitals carries is not.
+        const labOnly = await office('user/Parameters.cruds user/Observation.rs?category=laboratory');
+        assert.equal((await get('Parameters/params-vitals', labOnly)).status, 404, 'it may not read the stored one');
+        const hidden = await put('params-vitals', labOnly);
+        assert.equal(hidden.status, 404, hidden.body);
+        assert.deepEqual(await put('params-put-free', labOnly), hidden, 'a free id is answered as the hidden one');
+        const patch = [{ op: 'add', path: '/parameter/-', value: { name: 'note', valueString: 'x' } }];
+        for (const [method, body, type] of [['DELETE', undefined, undefined], ['PATCH', patch, 'application/json-patch+json']] as const) {
+          const told = async (id: string) => {
+            const res = await fetch(`${shape.fhirBase}/Parameters/${id}`, { method, headers: { authorization: `Bearer ${labOnly}`, ...(type && { 'content-type': type }) }, ...(body && { body: JSON.stringify(body) }) });
+            return { status: res.status, body: (await res.text()).replaceAll(id, '<id>') };
+          };
+          assert.deepEqual(await told('params-vitals'), await told('params-put-free'), `${method}: as for a free id`);
+        }
+        const seesAll = await office('user/*.rs user/Parameters.cruds');
+        assert.ok((await put('params-put-free', seesAll)).status < 300, 'a writer who reads every type unrestricted creates by update');
+      });
+
       it('hides an older version of a container that held what the token may not read, by vread and in its history', async function () {
         await shape.seed(inParameters('params-versions', hivLoad));
         await shape.seed(inParameters('params-versions', pat2Pain));

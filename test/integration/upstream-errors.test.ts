@@ -1,6 +1,6 @@
 // An error of the FHIR server behind the guard, as HAPI FHIR words it, names resources the token may not see
 // (a 409 for referential integrity, a 500 quoting content), and so do its warnings in a search page's outcome
-// entry and in a create's OperationOutcome: the client gets their coded part and standard text, the guard's log
+// entry, in a create's OperationOutcome and in the OperationOutcome $validate answers: the client gets their coded part and standard text, the guard's log
 // their original text. In the bundled /fhir (FHIR_UPSTREAM_URL) and the guard proxy; the
 // package's adapters in guard-package.test.ts.
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
@@ -17,8 +17,8 @@ describe('errors of a FHIR server that names other resources in them (as HAPI FH
   before(async () => {
     upstream = await startHapiErrors();
     proxyBase = `http://127.0.0.1:${await freePort()}/r4`;
-    server = await startTestServer({ FHIR_UPSTREAM_URL: upstream.url, ADDITIONAL_FHIR_BASES: proxyBase });
-    proxy = await startGuardProxy(server, proxyBase, upstream.url);
+    server = await startTestServer({ FHIR_UPSTREAM_URL: upstream.url, ADDITIONAL_FHIR_BASES: proxyBase, GUARD_OPERATIONS: 'validate' });
+    proxy = await startGuardProxy(server, proxyBase, upstream.url, { GUARD_OPERATIONS: 'validate' });
   });
   after(async () => {
     await proxy?.stop();

@@ -3,7 +3,8 @@
 // DELETE Patient/pat-1 is refused for referential integrity (409), a search with code=boom fails (500), and
 // a search with code=warn succeeds with a warning that names and quotes another resource (HAPI FHIR puts its
 // warnings in an OperationOutcome entry with search.mode "outcome"), and so does a create of an Observation
-// (its answer an OperationOutcome, as with Prefer: return=OperationOutcome).
+// (its answer an OperationOutcome, as with Prefer: return=OperationOutcome), and so does the successful answer of
+// Observation/$validate (an OperationOutcome, which HAPI FHIR's validator fills with what it found of the references).
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -42,6 +43,17 @@ const WARNED = {
   }],
 };
 
+const VALIDATED = {
+  resourceType: 'OperationOutcome',
+  issue: [{
+    severity: 'information',
+    code: 'informational',
+    details: { coding: [{ system: 'http://hl7.org/fhir/java-core-messageId', code: 'Reference_REF_CantMatchChoice', display: 'Observation/obs-1-brca' }] },
+    diagnostics: 'Unknown reference Observation/obs-1-brca: BRCA1 pathogenic variant',
+    location: ['Observation.hasMember[0]'],
+  }],
+};
+
 /** The id the stub gives the Observation it creates (in its Location header: its answer is the warning). */
 export const CREATED_ID = 'obs-created';
 
@@ -59,6 +71,7 @@ export async function startHapiErrors(): Promise<HapiErrors> {
     if (req.method === 'DELETE' && url.pathname === '/fhir/Patient/pat-1') return send(409, REFERENCED);
     if (url.searchParams.get('code') === 'boom') return send(500, FAILED);
     if (req.method === 'POST' && url.pathname === '/fhir/Observation') return send(201, WARNED, { location: `http://${req.headers.host}/fhir/Observation/${CREATED_ID}/_history/1` });
+    if (req.method === 'POST' && url.pathname === '/fhir/Observation/$validate') return send(200, VALIDATED);
     if (url.searchParams.get('code') === 'warn') return send(200, { resourceType: 'Bundle', type: 'searchset', entry: [{ resource: WARNED, search: { mode: 'outcome' } }] });
     if (url.pathname === '/fhir/metadata') return send(200, { resourceType: 'CapabilityStatement', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'], rest: [{ mode: 'server' }] });
     if (url.pathname === '/fhir/Patient/pat-1') return send(200, PATIENT);
@@ -83,8 +96,9 @@ export async function upstreamErrorsTold(base: string, bearer: string, logged: (
   const failed = await call('GET', 'Observation?code=boom', 'hapi-500');
   const warned = await call('GET', 'Observation?code=warn', 'hapi-200');
   const created = await call('POST', 'Observation', 'hapi-201', { resourceType: 'Observation', status: 'final', code: { text: 'weight' }, subject: { reference: 'Patient/pat-1' } });
+  const validated = await call('POST', 'Observation/$validate', 'hapi-validate', { resourceType: 'Observation', status: 'final', code: { text: 'panel' }, subject: { reference: 'Patient/pat-1' }, hasMember: [{ reference: 'Observation/obs-1-brca' }] });
   const told = async (answer: Response) => ({ status: answer.status, body: await answer.json() });
-  return { deleted: await told(deleted), failed: await told(failed), warned: await told(warned), created: await told(created), log: await logged() };
+  return { deleted: await told(deleted), failed: await told(failed), warned: await told(warned), created: await told(created), validated: await told(validated), log: await logged() };
 }
 
 /** What every shape must do with them. */
@@ -93,7 +107,8 @@ export function assertUpstreamErrorsSafe(told: Awaited<ReturnType<typeof upstrea
   assert.equal(told.failed.status, 500, shape);
   assert.equal(told.warned.status, 200, shape);
   assert.equal(told.created.status, 201, shape);
-  for (const body of [told.deleted.body, told.failed.body, told.warned.body, told.created.body]) {
+  assert.equal(told.validated.status, 200, `${shape}: ${JSON.stringify(told.validated.body)}`);
+  for (const body of [told.deleted.body, told.failed.body, told.warned.body, told.created.body, told.validated.body]) {
     for (const hidden of HIDDEN) assert.ok(!JSON.stringify(body).includes(hidden), `${shape}: ${JSON.stringify(body)}`);
   }
   assert.deepEqual(told.deleted.body.issue.map((i: any) => [i.severity, i.code]), [['error', 'processing']], shape);
@@ -102,5 +117,8 @@ export function assertUpstreamErrorsSafe(told: Awaited<ReturnType<typeof upstrea
   const outcomes = told.warned.body.entry.filter((e: any) => e.search?.mode === 'outcome').map((e: any) => e.resource.issue.map((i: any) => [i.severity, i.code]));
   assert.deepEqual(outcomes, [[['warning', 'processing']]], `${shape}: a search's outcome entry keeps its coded part`);
   assert.deepEqual(told.created.body.issue.map((i: any) => [i.severity, i.code]), [['warning', 'processing']], `${shape}: a write's OperationOutcome keeps its coded part`);
-  for (const id of ['hapi-409', 'hapi-500', 'hapi-200', 'hapi-201']) assert.match(told.log, new RegExp(`${id}.*obs-1-brca`), `${shape}: the original text in the guard's log, with the request id`);
+  assert.deepEqual(told.validated.body.issue, [{
+    severity: 'information', code: 'informational', details: { coding: [{ system: 'http://hl7.org/fhir/java-core-messageId', code: 'Reference_REF_CantMatchChoice' }] }, diagnostics: 'the FHIR server gave information',
+  }], `${shape}: an operation's OperationOutcome (a $validate's answer) keeps its coded part`);
+  for (const id of ['hapi-409', 'hapi-500', 'hapi-200', 'hapi-201', 'hapi-validate']) assert.match(told.log, new RegExp(`${id}.*obs-1-brca`), `${shape}: the original text in the guard's log, with the request id`);
 }

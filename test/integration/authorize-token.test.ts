@@ -311,3 +311,52 @@ describe('authorization endpoint and token endpoint', () => {
     assert.deepEqual(reads.sort(), ['grant_contexts', 'users']);
   });
 });
+
+describe('authorization endpoint: aud and resource name one FHIR server', () => {
+  const OTHER = 'https://other.example.org/fhir';
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  before(async () => {
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: OTHER });
+    app = await server.addClient({ auth: { kind: 'public' } });
+  });
+  after(() => server.stop());
+
+  // The picker and the consent page showed the patients of the server in aud, the token was for the one in resource.
+  it('refuses (invalid_target, no code) an aud and a resource that name different servers, whichever way round', async () => {
+    for (const [aud, resource] of [[server.fhirBase, OTHER], [OTHER, server.fhirBase]]) {
+      const { challenge } = pkce();
+      const query = new URLSearchParams({
+        response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'st-2', aud, resource,
+        code_challenge: challenge, code_challenge_method: 'S256',
+      });
+      const res = await fetch(`${server.issuer}/authorize?${query}`, { redirect: 'manual' });
+      assert.equal(res.status, 303, `${aud} / ${resource}`);
+      const location = new URL(res.headers.get('location')!, server.issuer);
+      assert.equal(location.origin + location.pathname, app.redirect_uri, 'sent back to the app, not on to sign-in');
+      assert.equal(location.searchParams.get('error'), 'invalid_target');
+      assert.equal(location.searchParams.get('code'), null);
+    }
+  });
+
+  it('refuses the same at the PAR endpoint (400 invalid_target, no request_uri)', async () => {
+    const { challenge } = pkce();
+    const res = await fetch(`${server.issuer}/request`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: SCOPE, state: 'st-3', aud: server.fhirBase, resource: OTHER,
+        code_challenge: challenge, code_challenge_method: 'S256',
+      }),
+    });
+    assert.equal(res.status, 400);
+    const body = await res.json();
+    assert.equal(body.error, 'invalid_target');
+    assert.equal(body.request_uri, undefined);
+  });
+
+  it('accepts a resource that names the aud server (with or without a trailing slash)', async () => {
+    const tokens = await authorizedTokens({ server, client: app, scope: SCOPE, patient: 'pat-2', extra: { resource: `${server.fhirBase}/` } });
+    assert.equal(tokens.patient, 'pat-2');
+    assert.equal(decodeJwt(tokens.access_token).payload.aud, server.fhirBase);
+  });
+});

@@ -455,3 +455,21 @@ describe('EHR launch', () => {
     });
   });
 });
+
+describe('EHR launch for another FHIR server', () => {
+  const OTHER = 'https://other.example.org/fhir';
+  let server: TestServer;
+  before(async () => { server = await startTestServer({ ADDITIONAL_FHIR_BASES: OTHER }); });
+  after(() => server.stop());
+
+  // Its patient, encounter and fhirContext were checked on this server's FHIR base; the same ids elsewhere may be other people.
+  it('refuses (invalid_request, no code) a launch with an aud other than the FHIR base it was made for, and keeps it usable there', async () => {
+    const app = await server.addClient({ auth: { kind: 'public' } });
+    const launch = await mintLaunch(server.db, server.config, { patient: 'pat-2', encounter: 'enc-2a' });
+    const elsewhere = await authorize({ server, client: app, scope: SCOPE, launch, aud: OTHER });
+    assert.equal(elsewhere.error, 'invalid_request', elsewhere.redirect.href);
+    assert.equal(elsewhere.code, undefined);
+    const here = await authorizedTokens({ server, client: app, scope: SCOPE, launch });
+    assert.equal(here.patient, 'pat-2');
+  });
+});

@@ -140,6 +140,21 @@ describe('HCS attributes in tokens', () => {
       assert.equal(btg.res.status, 400);
     });
 
+    it('refuses a token without a purpose of use to a client registered for several (it read identified data its research purposes de-identify)', async () => {
+      const research = await backendClient(server, 'system/Patient.rs', 'ES384', { purposes: ['HRESCH', 'CLINTRCH'] });
+      const unnamed = await research.token('system/Patient.rs');
+      assert.equal(unnamed.res.status, 400);
+      assert.equal(unnamed.body.error, 'invalid_request');
+      assert.match(unnamed.body.error_description, /registered for several purposes of use/);
+      assert.equal(unnamed.body.access_token, undefined);
+      const named = await research.token('system/Patient.rs', { claims: { extensions: { 'hl7-b2b': { version: '1', organization_id: 'https://org.example/1', purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#CLINTRCH'] } } } });
+      assert.equal(decodeJwt(named.body.access_token).payload.extensions.ihe_iua.purpose_of_use[0].code, 'CLINTRCH');
+      const read = await fetch(`${server.fhirBase}/Patient/pat-1`, { headers: { authorization: `Bearer ${named.body.access_token}` } });
+      assert.equal(read.status, 404, 'research reads are de-identified: the real id is unknown to it');
+      const scoped = await research.token('system/Patient.rs purpose_of_use=http://terminology.hl7.org/CodeSystem/v3-ActReason|HRESCH');
+      assert.equal(decodeJwt(scoped.body.access_token).payload.extensions.ihe_iua.purpose_of_use[0].code, 'HRESCH');
+    });
+
     it('refuses an hl7-b2b purpose of another code system, or no purpose of use, though the client registered no purposes', async () => {
       const open = await backendClient(server, 'system/Patient.rs');
       const b2b = (purpose: string) => ({ claims: { extensions: { 'hl7-b2b': { version: '1', organization_id: 'https://org.example/1', purpose_of_use: [purpose] } } } });

@@ -24,13 +24,20 @@ function rawRequestedScope(ctx: KoaContextWithOIDC): string {
 }
 
 /**
- * The audience of an authorization request: `state` is present and SMART's `aud` names a FHIR server
- * served here; throws invalid_request or invalid_target otherwise.
+ * The audience of an authorization request: `state` is present, SMART's `aud` names a FHIR server served
+ * here, and a `resource` (RFC 8707), if sent too, names the same one (the patient picker and the consent page
+ * show the patients of the server in `aud`, the token is issued for `resource`); throws invalid_request or
+ * invalid_target otherwise.
  */
-export function checkAudience(config: Pick<Config, 'fhirAudiences'>, request: { state: unknown; aud: string | undefined }): string {
+export function checkAudience(config: Pick<Config, 'fhirAudiences'>, request: { state: unknown; aud: string | undefined; resource?: unknown }): string {
   if (!request.state) throw new errors.InvalidRequest('state is required');
   if (!request.aud) throw new errors.InvalidRequest('aud is required: the FHIR base URL the token is for');
-  if (!fhirAudience(config, request.aud)) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
+  const audience = fhirAudience(config, request.aud);
+  if (!audience) throw new errors.InvalidTarget('aud is not a FHIR server this authorization server serves');
+  const resources = request.resource === undefined ? [] : [request.resource].flat();
+  if (resources.some((r) => typeof r !== 'string' || fhirAudience(config, r) !== audience)) {
+    throw new errors.InvalidTarget('resource must name the FHIR server aud names');
+  }
   return request.aud;
 }
 
@@ -49,7 +56,9 @@ export function audienceRule({ config }: RuleDeps) {
     // PAR (RFC 9126): oidc-provider keeps the pushed parameters as a request object whose JWT `aud` is the
     // issuer, so SMART's aud travels as `resource` (RFC 8707, which SMART allows as its synonym).
     const pushed = ctx.oidc.route === 'authorization' && Boolean(ctx.oidc.entities.PushedAuthorizationRequest);
-    const aud = checkAudience(config, { state: params?.state, aud: pushed ? (params?.resource as string | undefined) : value });
+    const aud = pushed
+      ? checkAudience(config, { state: params?.state, aud: params?.resource as string | undefined })
+      : checkAudience(config, { state: params?.state, aud: value, resource: params?.resource });
     if (ctx.oidc.route === 'pushed_authorization_request') params!.resource ??= aud;
     params!.aud = aud;
     params!.scope = keepOfflineAccess(rawRequestedScope(ctx), String(params!.scope ?? ''), Boolean(ctx.oidc.client?.grantTypeAllowed('refresh_token')));

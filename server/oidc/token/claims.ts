@@ -51,7 +51,8 @@ export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user
  * when the assertion was checked), the organization the client is bound to (`organization`, which the
  * assertion named, if it named any: the registered name replaces the asserted one), and
  * exactly one purpose of use, from the assertion, a purpose_of_use scope token, or the single
- * purpose the client is registered for; it must be one the client is registered for (if any).
+ * purpose the client is registered for; it must be one the client is registered for (if any), and a client
+ * registered for several must name one.
  * The client's clearance becomes the IHE PCF residual, as a user's does.
  */
 export function backendTokenClaims(
@@ -79,6 +80,9 @@ export function backendTokenClaims(
   const purposes = [...new Set(asserted)];
   if (purposes.length > 1) fail('a token carries exactly one purpose of use; the request asserts several');
   const purpose = purposes[0] ?? (clientPurposes?.length === 1 ? clientPurposes[0] : undefined);
+  // Without a purpose the guard neither de-identifies nor applies purpose-specific consents: a client limited to
+  // several purposes names one of them (a client registered for none may use any, and so may leave it out).
+  if (!purpose && clientPurposes?.length) fail(`this client is registered for several purposes of use (${clientPurposes.join(', ')}): name one in the hl7-b2b purpose_of_use or a purpose_of_use scope`);
   if (purpose && isEmergency(config.policy, purpose)) fail(`a backend service cannot assert ${purpose}: emergency access is for people`);
   if (purpose && purposes.length && !clientPermits(clientPurposes, purpose)) fail(`purpose of use ${purpose} is not registered for this client`);
   if (purpose) iua.purpose_of_use = [purposeCoding(purpose)];

@@ -206,6 +206,28 @@ describe('audit trail', () => {
       assert.equal((await fetch(`${server.fhirBase}/AuditEvent`, { method: 'POST', headers: { authorization: `Bearer ${auditor}`, 'content-type': 'application/fhir+json' }, body: '{"resourceType":"AuditEvent"}' })).status, 403);
     });
 
+    it("keeps the trail from a backend service whose scopes name it only by `*` (bulk data covers clinical data, not who accessed what)", async () => {
+      const backendToken = async (scope: string) => {
+        const client = await server.addClient({ name: 'Warehouse', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope });
+        return (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope }, client)).body.access_token as string;
+      };
+      const bulk = await backendToken('system/*.rs');
+      assert.equal((await fhir('Patient/pat-1', bulk)).status, 200, 'its clinical data');
+      const [event] = await eventsOf({ patient: 'pat-1', limit: 1 });
+      for (const path of ['AuditEvent?patient=pat-1', `AuditEvent/${event.id}`, 'AuditEvent?subtype=110113']) {
+        const refused = await fhir(path, bulk);
+        assert.equal(refused.status, 403, path);
+        assert.match((await refused.json()).issue[0].diagnostics, /AuditEvent/);
+      }
+      const batch = await fetch(server.fhirBase, {
+        method: 'POST', headers: { authorization: `Bearer ${bulk}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'AuditEvent?patient=pat-1' } }] }),
+      });
+      assert.equal((await batch.json()).entry[0].response.status, '403', 'nor as a batch entry');
+      const named = await backendToken('system/*.rs system/AuditEvent.rs');
+      assert.equal((await fhir(`AuditEvent/${event.id}`, named)).status, 200, 'a scope naming AuditEvent reads it');
+    });
+
     it('answers _count=0 with the total of every match and no entries (FHIR: as _summary=count), and never a false total', async () => {
       const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
       const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });

@@ -596,6 +596,23 @@ describe('audit trail', () => {
       assert.deepEqual(lines.map((l: any) => [appOf(l.app), l.action]), [[app.client_id, 'read'], [other.client_id, 'search']]);
     });
 
+    it('keeps each access on its own line when one token sends the same request id again (one request is one line, not one id)', async () => {
+      const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-1' });
+      for (const path of ['Patient/pat-1', 'Observation?patient=pat-1', 'Patient/pat-1']) {
+        assert.equal((await fhir(path, bearer, { 'x-request-id': 'one-id-again' })).status, 200);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const exported = JSON.parse((await cli('audit', 'export', '--patient', 'pat-1', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'one-id-again');
+      assert.deepEqual(exported.map((l: any) => l.action), ['read', 'search', 'read'], 'in the export');
+      const browser = new Browser();
+      const login = await (await browser.fetch(`${server.issuer}/account/login?return_to=${encodeURIComponent('/account/disclosures')}`)).text();
+      await browser.fetch(`${server.issuer}/account/login`, {
+        method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: 'amy', password: 'demo-password-3', return_to: hiddenValue(login, 'return_to') }),
+      });
+      const csv = await (await browser.fetch(`${server.issuer}/account/disclosures.csv`)).text();
+      assert.equal(csv.split('\r\n').filter((row) => row.includes(',one-id-again,')).length, 3, "in the patient's own report");
+    });
+
     it('records each use of the trail by an administrator: an export, a privacy hold set and released, a purge (DICOM 110101)', async () => {
       const uses = async () => (await eventsOf({ type: '110101' })).map((e) => [e.action, e.entity.at(-1).description, e.entity.find((x: any) => x.what)?.what.reference,
         Object.fromEntries((e.entity.at(-1).detail ?? []).map((d: any) => [d.type, d.valueString]))]);

@@ -186,14 +186,16 @@ const requestIdOf = (e: AuditEvent) =>
   entitiesOf(e).find((x) => codeOf(x.type) === 'XrequestId' && x.what?.identifier?.value)?.what?.identifier?.value;
 
 /**
- * What makes events one request: its X-Request-Id together with who sent it (token, app, user). The
- * client chooses the request id, so the id alone would let one recipient's accesses merge into another's line.
+ * What makes events one request: its X-Request-Id together with who sent it (token, app, user) and when it
+ * was recorded (every event of one access has the access's time). The client chooses the request id, so the
+ * id alone would let one recipient's accesses merge into another's line, and the id and token alone would
+ * let an app fold all its accesses under one token into one line.
  */
 const requestKeyOf = (e: AuditEvent) => {
   const agents = agentsOf(e);
   const senders = [jtisOf(e), agents.filter(isAppAgent), agents.filter(isUserAgent)].flat()
     .map((x) => (typeof x === 'string' ? x : x.who?.identifier?.value ?? ''));
-  return JSON.stringify([requestIdOf(e) ?? e.id, ...senders]);
+  return JSON.stringify([requestIdOf(e) ?? e.id, String(e.recorded), ...senders]);
 };
 
 function roleOf(agent: Agent): string {

@@ -12,8 +12,10 @@ import { grantsOf, mergeRepeatedGrants, revokeGrantOf } from '../oidc/grants.ts'
 import { describeScope, parseScopes } from '../smart/scopes.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { databaseAuditSink } from '../audit/store.ts';
-import { recordLogin, recordLogout } from '../audit/security-events.ts';
-import { loginFailed } from '../audit/balp.ts';
+import { auditUserOf, recordLogin, recordLogout } from '../audit/security-events.ts';
+import { loginFailed, opaqueToken, tokenRevoked } from '../audit/balp.ts';
+import { appendToChain, AuditWriteError } from '../audit/audit-store.ts';
+import { sendAuditUnavailablePage } from '../audit/unavailable.ts';
 import { tooManyAttempts, type LoginThrottle } from '../limits/login-throttle.ts';
 import { clearAccountSession, field, FORM_EXPIRED, formBody, safeReturnPath, sendPage, signedInUser as sessionUser } from './session.ts';
 import { allowOwnScripts } from '../views.ts';
@@ -44,6 +46,12 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
   const audit = databaseAuditSink(db);
 
   const signedInUser = async (ctx: Context): Promise<User | undefined> => (await sessionUser(ctx, db, config))?.user;
+
+  /** The person ended an app's access (a grant, by its digest: RFC 7009's record, with the person). */
+  const grantRevoked = (ctx: Context, user: User, clientId: string, grantId: string) => tokenRevoked({
+    recorded: new Date(), issuer: config.issuer, address: ctx.ip, clientId, user: auditUserOf(user),
+    token: opaqueToken(grantId), tokenType: 'grant', reason: 'revoked by the person at /account/apps',
+  });
 
   function toLogin(ctx: Context, returnTo: string) {
     ctx.status = 303;
@@ -142,9 +150,17 @@ export function accountRoutes({ config, db, host, patients, loginThrottle }: Acc
     if (!validCsrf(ctx, field(body, 'csrf'))) return sendPage(ctx, 'error', { demo: config.demo, ...FORM_EXPIRED }, 403);
     // One card may stand for several grants (mergeRepeatedGrants): its form sends their ids, space-separated.
     const grantIds = field(body, 'grant_id').split(' ').filter(Boolean).slice(0, 100);
-    let revoked = false;
-    for (const grantId of grantIds) revoked = (await revokeGrantOf(db, host.provider, user.id, grantId)) || revoked;
-    if (!revoked) return showApps(ctx, user, { message: NOT_FOUND }, 404);
+    const appOf = new Map((await grantsOf(db, host.provider, user.id)).map((g) => [g.grantId, g.clientId]));
+    const mine = grantIds.filter((id) => appOf.has(id));
+    if (!mine.length) return showApps(ctx, user, { message: NOT_FOUND }, 404);
+    // Recorded before any access ends: a revocation the trail cannot take is not made (503; try again).
+    try {
+      await appendToChain(db, mine.map((grantId) => grantRevoked(ctx, user, appOf.get(grantId)!, grantId)));
+    } catch (err) {
+      if (!(err instanceof AuditWriteError)) throw err;
+      return sendAuditUnavailablePage(ctx, 'revocation', config.demo);
+    }
+    for (const grantId of mine) await revokeGrantOf(db, host.provider, user.id, grantId);
     ctx.status = 303;
     ctx.redirect('/account/apps?revoked=1');
   });

@@ -31,6 +31,8 @@ export function scopeTextFor(kind: InteractionKind, type: string): string {
 /**
  * What the granted scopes let the token see for `kind` on `type` (union of views, deduplicated).
  * `type` '*' (system-wide search/history) only matches `*` scopes. Unscoped kinds give no view.
+ * The audit trail (who accessed what, staff names, break-the-glass reasons) is not clinical data: at
+ * system level only a scope naming AuditEvent reaches it, never `system/*` (a bulk data client's).
  */
 export function viewsFor(token: TokenContext, type: string, kind: InteractionKind): View[] {
   if (!isScoped(kind)) return [];
@@ -39,6 +41,7 @@ export function viewsFor(token: TokenContext, type: string, kind: InteractionKin
   for (const scope of allows(token.scopes, { type, interaction: kind })) {
     const patients = patientBound(token, scope.level);
     if (patients === null) continue;
+    if (type === 'AuditEvent' && scope.level === 'system' && scope.type !== 'AuditEvent') continue;
     if (WRITES.has(kind) && !writeScopeCounts(token, scope, type, patients)) continue;
     const key = JSON.stringify([patients ?? null, scope.query]);
     if (seen.has(key)) continue;

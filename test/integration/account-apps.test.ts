@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { startTestServer, type TestServer } from '../support/server.ts';
+import { refuseAuditRecords } from '../support/audit-refusal.ts';
 import { authorize, Browser, exchangeCode, form, hiddenValue, introspectToken, tokenRequest } from '../support/oauth.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
@@ -153,6 +154,44 @@ describe('account: your apps (/account/apps)', () => {
     const again = await browser.fetch(`${server.issuer}/account/apps/revoke`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), grant_id: ids[0] }) });
     assert.equal(again.status, 404);
     assert.match(await again.text(), /That access was not found/);
+  });
+
+  it("records a revocation in the audit trail: who ended which app's access, as for /revoke and a logout", async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE, username: 'amy', password: 'demo-password-3' });
+    await exchangeCode(server.issuer, launch, app);
+    const browser = new Browser();
+    await signIn(server, browser, 'amy', 'demo-password-3');
+    const { html } = await appsPage(server, browser);
+    const before = (await server.audit.search({ subtype: '110135', limit: 1000 })).length;
+    const revoke = await browser.fetch(`${server.issuer}/account/apps/revoke`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), grant_id: grantIds(html).join(' ') }) });
+    assert.equal(revoke.status, 303);
+    const recorded = (await server.audit.search({ subtype: '110135', limit: 1000 })).slice(before) as any[];
+    const amy = (await server.db('users').where('username', 'amy').first('id')).id;
+    assert.ok(recorded.length > 0, 'the revocation is in the trail');
+    for (const event of recorded) {
+      assert.deepEqual([event.action, event.outcome], ['D', '0']);
+      assert.ok(event.agent.some((a: any) => a.who?.identifier?.value === amy), 'the person who revoked it');
+      assert.ok(event.agent.some((a: any) => a.who?.identifier?.value === app.client_id), 'the app whose access ended');
+      assert.ok(!JSON.stringify(event).includes(grantIds(html)[0]), 'the grant by its digest only');
+    }
+  });
+
+  it('revokes nothing when the revocation cannot be recorded', async () => {
+    const launch = await authorize({ server, client: app, scope: SCOPE, username: 'amy', password: 'demo-password-3' });
+    const tokens = (await exchangeCode(server.issuer, launch, app)).body;
+    const browser = new Browser();
+    await signIn(server, browser, 'amy', 'demo-password-3');
+    const { html } = await appsPage(server, browser);
+    await refuseAuditRecords(server.db, true, '110113');
+    try {
+      const revoke = await browser.fetch(`${server.issuer}/account/apps/revoke`, { method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), grant_id: grantIds(html).join(' ') }) });
+      assert.equal(revoke.status, 503);
+      assert.doesNotMatch(await revoke.text(), /refused|SQLITE|audit_events/i, 'no internals');
+    } finally {
+      await refuseAuditRecords(server.db, false);
+    }
+    assert.equal(await fhirStatus(tokens.access_token), 200, 'the access goes on');
+    assert.equal((await introspect(tokens.refresh_token)).active, true);
   });
 
   it("does nothing with another person's grant id but say it was not found", async () => {

@@ -206,6 +206,28 @@ describe('audit trail', () => {
       assert.equal((await fetch(`${server.fhirBase}/AuditEvent`, { method: 'POST', headers: { authorization: `Bearer ${auditor}`, 'content-type': 'application/fhir+json' }, body: '{"resourceType":"AuditEvent"}' })).status, 403);
     });
 
+    it("keeps the trail from a backend service whose scopes name it only by `*` (bulk data covers clinical data, not who accessed what)", async () => {
+      const backendToken = async (scope: string) => {
+        const client = await server.addClient({ name: 'Warehouse', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope });
+        return (await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope }, client)).body.access_token as string;
+      };
+      const bulk = await backendToken('system/*.rs');
+      assert.equal((await fhir('Patient/pat-1', bulk)).status, 200, 'its clinical data');
+      const [event] = await eventsOf({ patient: 'pat-1', limit: 1 });
+      for (const path of ['AuditEvent?patient=pat-1', `AuditEvent/${event.id}`, 'AuditEvent?subtype=110113']) {
+        const refused = await fhir(path, bulk);
+        assert.equal(refused.status, 403, path);
+        assert.match((await refused.json()).issue[0].diagnostics, /AuditEvent/);
+      }
+      const batch = await fetch(server.fhirBase, {
+        method: 'POST', headers: { authorization: `Bearer ${bulk}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'AuditEvent?patient=pat-1' } }] }),
+      });
+      assert.equal((await batch.json()).entry[0].response.status, '403', 'nor as a batch entry');
+      const named = await backendToken('system/*.rs system/AuditEvent.rs');
+      assert.equal((await fhir(`AuditEvent/${event.id}`, named)).status, 200, 'a scope naming AuditEvent reads it');
+    });
+
     it('answers _count=0 with the total of every match and no entries (FHIR: as _summary=count), and never a false total', async () => {
       const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
       const smith = await token('openid fhirUser user/*.rs', { username: 'dr.smith', password: 'demo-password-1' });
@@ -572,6 +594,23 @@ describe('audit trail', () => {
       const lines = JSON.parse((await cli('audit', 'export', '--patient', 'pat-3', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'shared-req');
       const appOf = (name: string) => name.replace(/^.* \((.*)\)$/, '$1');
       assert.deepEqual(lines.map((l: any) => [appOf(l.app), l.action]), [[app.client_id, 'read'], [other.client_id, 'search']]);
+    });
+
+    it('keeps each access on its own line when one token sends the same request id again (one request is one line, not one id)', async () => {
+      const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-1' });
+      for (const path of ['Patient/pat-1', 'Observation?patient=pat-1', 'Patient/pat-1']) {
+        assert.equal((await fhir(path, bearer, { 'x-request-id': 'one-id-again' })).status, 200);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const exported = JSON.parse((await cli('audit', 'export', '--patient', 'pat-1', '--format', 'json')).stdout).filter((l: any) => l.request_id === 'one-id-again');
+      assert.deepEqual(exported.map((l: any) => l.action), ['read', 'search', 'read'], 'in the export');
+      const browser = new Browser();
+      const login = await (await browser.fetch(`${server.issuer}/account/login?return_to=${encodeURIComponent('/account/disclosures')}`)).text();
+      await browser.fetch(`${server.issuer}/account/login`, {
+        method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: 'amy', password: 'demo-password-3', return_to: hiddenValue(login, 'return_to') }),
+      });
+      const csv = await (await browser.fetch(`${server.issuer}/account/disclosures.csv`)).text();
+      assert.equal(csv.split('\r\n').filter((row) => row.includes(',one-id-again,')).length, 3, "in the patient's own report");
     });
 
     it('records each use of the trail by an administrator: an export, a privacy hold set and released, a purge (DICOM 110101)', async () => {

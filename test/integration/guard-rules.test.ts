@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
+import { authorize, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { startDemoFhirServer, startGuardProxy, startMedplumFhirServer, type ChildServer } from '../support/processes.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
@@ -909,6 +909,18 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.match((await refused.json()).issue[0].diagnostics, /auditor role/);
       const auditor = await token('auditor', 'demo-password-4', { purpose: 'HOPERAT' });
       assert.equal((await get('AuditEvent?patient=pat-2', auditor)).status, 200);
+    });
+
+    it('keeps AuditEvents from a backend service whose scopes name them only by `*` (a bulk data client)', async () => {
+      const backendToken = async (scope: string) => {
+        const client = await shape.server.addClient({ name: 'Warehouse', redirectUris: [], auth: { kind: 'secret' }, grantTypes: ['client_credentials'], scope });
+        const { body } = await tokenRequest(shape.server.issuer, { grant_type: 'client_credentials', scope, resource: shape.fhirBase }, client);
+        return body.access_token as string;
+      };
+      const bulk = await backendToken('system/*.rs');
+      assert.equal((await get('Patient/pat-2', bulk)).status, 200, 'its clinical data');
+      assert.equal((await get('AuditEvent?patient=pat-2', bulk)).status, 403);
+      assert.equal((await get('AuditEvent?patient=pat-2', await backendToken('system/AuditEvent.rs'))).status, 200, 'a scope naming AuditEvent');
     });
 
     it('refuses a token revoked at the authorization server (within REVOCATION_CACHE_MS, 1 s), whatever the verification mode', async () => {

@@ -112,8 +112,8 @@ const hasTool = (tool: string) => spawnSync(tool, ['-v'], { stdio: 'ignore' }).e
 describe('audit: accounting of disclosures (report lines)', () => {
   it('gives one line per request: copies and the events of one request for several resources merge', () => {
     const lines = disclosureLines([
-      access({ requestId: 'req-A', resources: ['Observation/obs-1'], recorded: '2025-06-02T14:03:11.500Z' }),
-      access({ requestId: 'req-A', resources: ['Observation/obs-1', 'Observation/obs-2'], recorded: '2025-06-02T14:03:11.400Z' }),
+      access({ requestId: 'req-A', resources: ['Observation/obs-1'] }),
+      access({ requestId: 'req-A', resources: ['Observation/obs-1', 'Observation/obs-2'] }),
       access({ requestId: 'req-A', resources: ['Observation/obs-3/_history/2'] }),
       access({ requestId: 'req-B', resources: ['Condition/c-1'], recorded: '2025-06-02T15:00:00.000Z' }),
       access({ requestId: null, resources: ['Encounter/e-1'], recorded: '2025-06-01T09:00:00.000Z' }),
@@ -121,9 +121,18 @@ describe('audit: accounting of disclosures (report lines)', () => {
     assert.equal(lines.length, 3);
     const a = lines.find((l) => l.request_id === 'req-A')!;
     assert.equal(a.resources, 'Observation/obs-1 Observation/obs-2 Observation/obs-3', 'merged, unique, without versions');
-    assert.equal(a.date, '2025-06-02T14:03:11.400Z', 'the earliest copy');
     assert.match(lines[0].request_id, /^evt-/, 'without an X-Request-Id, the event id stands for the request');
     assert.deepEqual(lines.map((l) => l.date), [...lines.map((l) => l.date)].sort(), 'chronological');
+  });
+
+  it('keeps a request id sent again at another time on a line of its own: the client chooses the id, the access its time', () => {
+    const lines = disclosureLines([
+      access({ requestId: 'req-again', jti: 'jti-1', resources: ['Observation/obs-1'], recorded: '2025-06-02T14:00:00.000Z' }),
+      access({ requestId: 'req-again', jti: 'jti-1', interaction: 'search-type', resources: ['Observation/obs-2'], recorded: '2025-06-02T14:30:00.000Z' }),
+    ]);
+    assert.deepEqual(lines.map((l) => [l.date, l.action, l.resources]), [
+      ['2025-06-02T14:00:00.000Z', 'read', 'Observation/obs-1'], ['2025-06-02T14:30:00.000Z', 'search', 'Observation/obs-2'],
+    ]);
   });
 
   it('lists only successful guarded accesses about the patient: refused, failed and other events are left out', () => {

@@ -221,6 +221,8 @@ describe('resource-server/decide', () => {
       assert.equal(decide(tok('user/AuditEvent.rs', { ...user, auditor: true }), search).effect, 'allow');
       assert.equal(decide(tok('user/AuditEvent.rs', { sub: 'u2', ...AMY }), search).effect, 'allow', 'their own compartment');
       assert.equal(decide(tok('system/AuditEvent.rs', { sub: 'app' }), search).effect, 'allow', 'a backend service');
+      assert.equal(decide(tok('system/*.rs', { sub: 'app' }), search).effect, 'deny', 'a backend service whose scopes name AuditEvent only by *');
+      assert.deepEqual(viewsFor(tok('system/*.rs', { sub: 'app' }), 'AuditEvent', 'read'), [], 'nor as an included or carried resource');
       const unscoped = decide(tok('user/Observation.rs', user), search);
       assert.ok(unscoped.effect === 'deny');
       assert.equal(unscoped.refusal.bearerError, 'insufficient_scope', 'the scopes first');

@@ -276,7 +276,12 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       const launch = await authorize({ server, client, aud: base, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' });
       const jones = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
       const search = async (query: string) => (await fetch(`${base}/Observation?patient=Patient/pat-2&${query}`, { headers: { authorization: `Bearer ${jones}` } })).status;
-      for (const query of ['_summary=count', '_has:Observation:patient:code=x', '_sort=patient.name']) assert.equal(await search(query), 403, `${base}: ${query}`);
+      for (const query of ['_summary=count', '_has:Observation:patient:code=x', '_sort=patient.name', 'subject:below=Patient/pat-2', 'patient:mdm=Patient/pat-2']) {
+        assert.equal(await search(query), 403, `${base}: ${query}`);
+      }
+      const form = await fetch(`${base}/Observation/_search`, { method: 'POST', headers: { authorization: `Bearer ${jones}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'subject:below=Patient/pat-2' });
+      assert.equal(form.status, 403, `${base}: a hierarchy of references in a _search form`);
+      assert.notEqual(await search('code:below=http://loinc.org|8480-6'), 403, `${base}: a code system's hierarchy`);
       assert.equal(await search('_format=xml'), 406, `${base}: _format=xml`);
       assert.equal(await search('_sort=-date'), 200, `${base}: a sort by the matches' own values`);
     }

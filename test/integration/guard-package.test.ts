@@ -12,6 +12,7 @@ import { freePort, startTestServer, type TestServer } from '../support/server.ts
 import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
 import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
 import { assertUpstreamErrorsSafe, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
+import { assertIncludesTellNothing, storeIncludeProbes } from '../support/includes.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
 
@@ -37,6 +38,7 @@ app.use(smartGuard({
   dpop: createDpopCheck({ replay: shared.dpopReplay }),
   allowedOrigins: allowOrigins([], shared.origins),
   ...ruleOptions(upstream),
+  includes: process.env.GUARD_INCLUDES,
   audit: balpAudit(FHIR_BASE, async (events) => { await chain.append(events); audited += events.length; }),
 }));
 app.use((ctx) => { if (ctx.path === '/audited') ctx.body = { audited }; });
@@ -57,6 +59,7 @@ const guard = nodeGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], verify,
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
+  includes: process.env.GUARD_INCLUDES,
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
 });
 createServer((req, res) => {
@@ -82,6 +85,7 @@ app.use(nodeGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], verify,
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
+  includes: process.env.GUARD_INCLUDES,
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
 }));
 app.use(express.json());
@@ -134,7 +138,7 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     for (const [name, base] of Object.entries(bases)) {
       const env = {
         ISSUER: server.issuer, FHIR_BASE: base, UPSTREAM: upstream.url, PORT: new URL(base).port, DATABASE_URL: server.config.databaseUrl,
-        INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
+        INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!, GUARD_INCLUDES: 'refuse',
       };
       apps[name] = { base, process: await startScript(`${name}-app.js`, env, /listening/, { cwd: consumers[name] }) };
     }
@@ -284,6 +288,15 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       assert.notEqual(await search('code:below=http://loinc.org|8480-6'), 403, `${base}: a code system's hierarchy`);
       assert.equal(await search('_format=xml'), 406, `${base}: _format=xml`);
       assert.equal(await search('_sort=-date'), 200, `${base}: a sort by the matches' own values`);
+    }
+  });
+
+  it('refuses, in every adapter, with includes: \'refuse\', a search with includes whether what it would include is hidden or missing', async () => {
+    await storeIncludeProbes(upstream.url);
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      const launch = await authorize({ server, client, aud: base, scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
+      await assertIncludesTellNothing(base, (await exchangeCode(server.issuer, launch, client)).body.access_token as string, base);
     }
   });
 

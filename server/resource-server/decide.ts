@@ -30,10 +30,18 @@ export function scopeTextFor(kind: InteractionKind, type: string): string {
 }
 
 /**
+ * What the token may see for `kind` on `type`: what its scopes let it see (scopeViews), and no AuditEvent
+ * unless it may read the audit trail, however the events reach it (an include, a system-level search or history).
+ */
+export function viewsFor(token: TokenContext, type: string, kind: InteractionKind): View[] {
+  return type === 'AuditEvent' && !mayReadAuditTrail(token) ? [] : scopeViews(token, type, kind);
+}
+
+/**
  * What the granted scopes let the token see for `kind` on `type` (union of views, deduplicated).
  * `type` '*' (system-wide search/history) only matches `*` scopes. Unscoped kinds give no view.
  */
-export function viewsFor(token: TokenContext, type: string, kind: InteractionKind): View[] {
+function scopeViews(token: TokenContext, type: string, kind: InteractionKind): View[] {
   if (!isScoped(kind)) return [];
   const views: View[] = [];
   const seen = new Set<string>();
@@ -111,7 +119,7 @@ export const isUnrestricted = (view: View): boolean => view.patients === undefin
  * themselves (their compartment); any other user only with the auditor attribute, as the authorization
  * server told the verifier (not told is no).
  */
-const mayReadAuditTrail = (token: TokenContext): boolean =>
+export const mayReadAuditTrail = (token: TokenContext): boolean =>
   !token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/') === true || token.auditor === true;
 
 /**
@@ -155,13 +163,13 @@ function scopeDecision(token: TokenContext, interaction: FhirInteraction, option
       // A reading operation needs what a search of its type needs; a writing one changes the resource it
       // is invoked on, so it needs an update of it (SMART v2 `u`, v1 `write`), with the write rules.
       const needs = known.effect === 'write' ? 'update' : 'search-type';
-      const views = viewsFor(token, type, needs);
+      const views = scopeViews(token, type, needs);
       return views.length > 0 ? { effect: 'allow', views } : deny(insufficientScope(needs, type));
     }
   }
   const target = kind === 'search-system' || kind === 'history-system' ? '*' : type;
   if (target === undefined) return deny({ status: 403, code: 'forbidden', message: `${kind} needs a resource type` });
-  const views = viewsFor(token, target, kind);
+  const views = scopeViews(token, target, kind);
   if (views.length === 0) return deny(insufficientScope(kind, target));
   if (kind === 'search-type' || kind === 'search-system') {
     const unsafe = searchIsSafe(views, interaction.params, interaction.type);

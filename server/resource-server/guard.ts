@@ -5,7 +5,7 @@ import { patientsOf } from '../fhir/compartment.ts';
 import { nestedResources } from '../fhir/nested.ts';
 import { namedPatients } from './target-patients.ts';
 import { classify, entryRequests } from './interaction.ts';
-import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
+import { decide, isUnrestricted, mayReadAuditTrail, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
 import { checkNarratives } from './narrative.ts';
 import { narrowedSearch } from './narrow.ts';
@@ -250,11 +250,11 @@ export function createGuard(guardOptions: GuardOptions) {
     (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
 
   /**
-   * Whether the guard hides nothing from the token: no resource policy or further authorization, and a scope
-   * that reads every type of every patient unrestricted. Labels and consent can hide data from any token.
+   * Whether the guard hides nothing from the token: no resource policy or further authorization, a scope
+   * that reads every type of every patient unrestricted, and the audit trail. Labels and consent can hide data from any token.
    */
   const seesEverything = (token: TokenContext | undefined) =>
-    Boolean(token) && !options.resourcePolicy && !options.authorize && viewsFor(token!, '*', 'read').some(isUnrestricted);
+    Boolean(token) && !options.resourcePolicy && !options.authorize && viewsFor(token!, '*', 'read').some(isUnrestricted) && mayReadAuditTrail(token!);
 
   /**
    * An error of the FHIR server: never a body other than an OperationOutcome (a resource is not filtered

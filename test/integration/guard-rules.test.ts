@@ -841,6 +841,19 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await get('AuditEvent?patient=pat-2', auditor)).status, 200);
     });
 
+    it('shows the AuditEvents the FHIR server behind it keeps only to those who may read the audit trail, also as includes', async () => {
+      await shape.seed({
+        resourceType: 'AuditEvent', id: 'ae-kept-upstream', type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' }, recorded: '2026-01-01T00:00:00Z',
+        agent: [{ who: { reference: 'Practitioner/dr-smith' }, requestor: true }], source: { observer: { display: 'an audit repository' } }, entity: [{ what: { reference: 'Patient/pat-1' } }],
+      });
+      const query = 'Patient?_id=pat-1&_revinclude=AuditEvent:patient';
+      const smith = await token('dr.smith', 'demo-password-1');
+      assert.deepEqual(await ids(await get(query, smith)), ['Patient/pat-1'], 'a clinician who is no auditor');
+      const auditor = await token('auditor', 'demo-password-4', { purpose: 'HOPERAT' });
+      // Medplum's in-memory repository includes no AuditEvent.
+      if (!label.startsWith('Medplum')) assert.deepEqual(await ids(await get(query, auditor)), ['Patient/pat-1', 'AuditEvent/ae-kept-upstream'], 'an auditor');
+    });
+
     it('refuses a token revoked at the authorization server (within REVOCATION_CACHE_MS, 1 s), whatever the verification mode', async () => {
       const smith = await token('dr.smith', 'demo-password-1');
       assert.equal((await get('Patient/pat-2', smith)).status, 200);

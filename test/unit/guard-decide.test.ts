@@ -224,6 +224,8 @@ describe('resource-server/decide', () => {
       const unscoped = decide(tok('user/Observation.rs', user), search);
       assert.ok(unscoped.effect === 'deny');
       assert.equal(unscoped.refusal.bearerError, 'insufficient_scope', 'the scopes first');
+      assert.deepEqual(viewsFor(tok('user/*.rs', user), 'AuditEvent', 'read'), [], 'nor as an include or in a system-level search');
+      assert.deepEqual(viewsFor(tok('user/*.rs', { ...user, auditor: true }), 'AuditEvent', 'read'), [{ query: [] }]);
     });
 
     it('allows capabilities unbounded and batch/transaction with no views of their own', () => {

@@ -13,6 +13,7 @@ rmSync(dist, { recursive: true, force: true });
 mkdirSync(target, { recursive: true });
 execFileSync(here('../../node_modules/.bin/tsc'), ['-p', here('tsconfig.json'), '--outDir', dist], { stdio: 'inherit' });
 copyFileSync(here('../../server/hcs/default-policy.json'), join(dist, 'server/hcs/default-policy.json'));
+copyFileSync(here('../../server/fhir/search-param-types.json'), join(dist, 'server/fhir/search-param-types.json'));
 if (target !== here('.').replace(/\/$/, '')) {
   for (const file of ['package.json', 'README.md']) copyFileSync(here(file), join(target, file));
 }

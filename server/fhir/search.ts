@@ -394,6 +394,6 @@ function unescape(s: string): string {
   return s.replace(/\\([\\,|$])/g, '$1');
 }
 
-function ownValue<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
+export function ownValue<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
   return Object.hasOwn(record, key) ? record[key] : undefined;
 }

@@ -302,7 +302,7 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
         if (trailAsPatient && name.split(':')[0] === 'agent') {
           return { status: 403, code: 'forbidden', message: 'the search parameter agent is not allowed: a patient sees the staff in the audit trail by role and organization only' };
         }
-        const what = existenceTest(name, value);
+        const what = existenceTest(name, value, type);
         if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };
         if (deidentified) {
           const why = deidentifiedSearchRefusal(name, value, options.deidentification.dates);

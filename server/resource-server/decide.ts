@@ -2,6 +2,7 @@
 // (views), and whether one resource is inside them. Pure; nothing here knows the store.
 import { isInPatientCompartment, parseReference, PATIENT_COMPARTMENT_PATHS, patientCompartmentParams, patientsOf, valuesAt, type ReferenceTarget } from '../fhir/compartment.ts';
 import { matchesSearch, searchParamKind } from '../fhir/search.ts';
+import { searchParamType } from '../fhir/search-param-types.ts';
 import { allows, permissionFor, type Interaction, type Level, type Permission, type ResourceScope } from '../smart/scopes.ts';
 import { codingList, isPrivacyOfficerRole } from '../hcs/codes.ts';
 import { carriedResources, containedResources } from '../fhir/nested.ts';
@@ -29,12 +30,20 @@ export function scopeTextFor(kind: InteractionKind, type: string): string {
 }
 
 /**
- * What the granted scopes let the token see for `kind` on `type` (union of views, deduplicated).
- * `type` '*' (system-wide search/history) only matches `*` scopes. Unscoped kinds give no view.
- * The audit trail (who accessed what, staff names, break-the-glass reasons) is not clinical data: at
- * system level only a scope naming AuditEvent reaches it, never `system/*` (a bulk data client's).
+ * What the token may see for `kind` on `type`: what its scopes let it see (scopeViews). The audit trail (who
+ * accessed what, staff names, break-the-glass reasons) is not clinical data: no AuditEvent unless the token may
+ * read the trail, however the events reach it (an include, a system-level search or history), and at system
+ * level only through a scope naming AuditEvent, never `system/*` (a bulk data client's).
  */
 export function viewsFor(token: TokenContext, type: string, kind: InteractionKind): View[] {
+  return type === 'AuditEvent' && !mayReadAuditTrail(token) ? [] : scopeViews(token, type, kind);
+}
+
+/**
+ * What the granted scopes let the token see for `kind` on `type` (union of views, deduplicated).
+ * `type` '*' (system-wide search/history) only matches `*` scopes. Unscoped kinds give no view.
+ */
+function scopeViews(token: TokenContext, type: string, kind: InteractionKind): View[] {
   if (!isScoped(kind)) return [];
   const views: View[] = [];
   const seen = new Set<string>();
@@ -113,7 +122,7 @@ export const isUnrestricted = (view: View): boolean => view.patients === undefin
  * themselves (their compartment); any other user only with the auditor attribute, as the authorization
  * server told the verifier (not told is no).
  */
-const mayReadAuditTrail = (token: TokenContext): boolean =>
+export const mayReadAuditTrail = (token: TokenContext): boolean =>
   !token.sub || token.sub === token.clientId || token.fhirUser?.startsWith('Patient/') === true || token.auditor === true;
 
 /**
@@ -157,16 +166,16 @@ function scopeDecision(token: TokenContext, interaction: FhirInteraction, option
       // A reading operation needs what a search of its type needs; a writing one changes the resource it
       // is invoked on, so it needs an update of it (SMART v2 `u`, v1 `write`), with the write rules.
       const needs = known.effect === 'write' ? 'update' : 'search-type';
-      const views = viewsFor(token, type, needs);
+      const views = scopeViews(token, type, needs);
       return views.length > 0 ? { effect: 'allow', views } : deny(insufficientScope(needs, type));
     }
   }
   const target = kind === 'search-system' || kind === 'history-system' ? '*' : type;
   if (target === undefined) return deny({ status: 403, code: 'forbidden', message: `${kind} needs a resource type` });
-  const views = viewsFor(token, target, kind);
+  const views = scopeViews(token, target, kind);
   if (views.length === 0) return deny(insufficientScope(kind, target));
   if (kind === 'search-type' || kind === 'search-system') {
-    const unsafe = searchIsSafe(views, interaction.params);
+    const unsafe = searchIsSafe(views, interaction.params, interaction.type);
     if (unsafe) return deny(unsafe);
   }
   return { effect: 'allow', views };
@@ -196,12 +205,13 @@ function insufficientScope(kind: InteractionKind, type: string): Refusal {
  * filtered afterwards, so they reveal nothing about hidden ones. Nor is a `_sort` by the matches' own
  * values; one by a chain (`_sort=patient.name`) orders visible matches by resources the rules may hide, so
  * each sort key is tested as a parameter name (in `_sort:desc=` too, the DSTU2 form some servers still take).
+ * Modifiers that match through other resources are refused too (crossingModifier). `type`: the searched type, if one.
  * Undefined when the parameter is safe.
  */
-export function existenceTest(name: string, value: string): string | undefined {
+export function existenceTest(name: string, value: string, type?: string): string | undefined {
   // By the name before any modifier: a server that takes an unknown modifier (`_filter:x=`) may still apply the parameter.
   const [base, ...modifiers] = name.split(':');
-  if (base === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), ''))) {
+  if (base === '_sort' && value.split(',').some((key) => existenceTest(key.trim().replace(/^-/, ''), '', type))) {
     return 'a sort by the values of other resources';
   }
   if (base === '_has') return 'reverse chaining';
@@ -210,17 +220,37 @@ export function existenceTest(name: string, value: string): string | undefined {
   if (base === '_list') return 'list membership';
   if (name.includes('.')) return 'chaining';
   if (modifiers.some((modifier) => /^[A-Z]/.test(modifier))) return 'a typed reference modifier';
+  const crossing = crossingModifier(base, modifiers, type);
+  if (crossing) return crossing;
   if (base === '_summary' && value.trim().toLowerCase() === 'count') return 'a count that would include hidden resources';
   if (base === '_total' && value !== 'none') return 'a total that would include hidden resources';
   if (base === '_contained' && value !== 'false') return 'contained resources, without the labels and patients of their containers';
   return undefined;
 }
 
+/** Search parameter types whose `:above`/`:below` compare the matches' own values (a code system's hierarchy, a URL's path). */
+const OWN_HIERARCHY_TYPES: ReadonlySet<string> = new Set(['token', 'uri', 'quantity', 'string', 'number', 'date']);
+
+/**
+ * Modifiers that make a match depend on other resources: `:above`/`:below` on a reference follow a hierarchy
+ * of them (`Location?partof:below=…` matches what lies under Locations the token may not see), so they are
+ * refused unless the parameter's R4 definition gives another type (an unknown parameter could be a reference);
+ * HAPI FHIR's `:mdm` widens a reference to the patients MDM links to it, other patients' records.
+ * Compared without case: a server may not tell `:Below` from `:below`.
+ */
+function crossingModifier(base: string, modifiers: readonly string[], type: string | undefined): string | undefined {
+  const lowered = modifiers.map((modifier) => modifier.toLowerCase());
+  if (lowered.includes('mdm')) return 'records linked by master data management';
+  const hierarchy = lowered.some((modifier) => modifier === 'above' || modifier === 'below');
+  if (hierarchy && !OWN_HIERARCHY_TYPES.has(searchParamType(type, base) ?? 'unknown')) return 'a hierarchy of other resources';
+  return undefined;
+}
+
 /** Refuses search parameters that could reveal hidden data, unless every view is unbounded and unrestricted. */
-export function searchIsSafe(views: readonly View[], params: URLSearchParams): Refusal | undefined {
+export function searchIsSafe(views: readonly View[], params: URLSearchParams, type?: string): Refusal | undefined {
   if (views.every(isUnrestricted)) return undefined;
   for (const [name, value] of params) {
-    const what = existenceTest(name, value);
+    const what = existenceTest(name, value, type);
     if (what) {
       return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed with patient-bound or query-restricted scopes` };
     }

@@ -8,14 +8,10 @@ import type { FhirBundle, FhirBundleEntry, FhirResource, Refusal, TokenContext, 
 
 /**
  * Matches stay when the token's search views of their type admit them; `_include`/`_revinclude`
- * targets (mode 'include') when its read views do. A hidden include is stripped, or with
- * `includes: 'refuse'` the whole answer is a 403. OperationOutcome entries (mode 'outcome') stay.
+ * targets (mode 'include') when its read views do: a hidden include is stripped (with `includes: 'refuse'`
+ * the guard refused the search beforehand, unless nothing is hidden from the token). OperationOutcome entries (mode 'outcome') stay.
  */
-export function filterSearchBundle(
-  bundle: FhirBundle,
-  token: TokenContext,
-  options: { includes: 'strip' | 'refuse' } = { includes: 'strip' },
-): { bundle: FhirBundle } | Refusal {
+export function filterSearchBundle(bundle: FhirBundle, token: TokenContext): FhirBundle {
   const entries = bundle.entry ?? [];
   const modeOf = (entry: FhirBundleEntry) => entry.search?.mode ?? 'match';
   const matches = new Set(entries.filter((e) => modeOf(e) === 'match' && e.resource !== undefined
@@ -29,11 +25,9 @@ export function filterSearchBundle(
     const resource = entry.resource;
     if (resource && (seen(token, viewsFor(token, resource.resourceType, 'read'), resource) || provenanceOfShown(resource, token, shown))) {
       kept.push(entry);
-    } else if (options.includes === 'refuse') {
-      return { status: 403, code: 'forbidden', message: 'an included resource is outside what the token may read' };
     }
   }
-  return { bundle: rebuilt(bundle, kept, matches.size) };
+  return rebuilt(bundle, kept, matches.size);
 }
 
 /**

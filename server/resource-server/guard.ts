@@ -5,7 +5,7 @@ import { patientsOf } from '../fhir/compartment.ts';
 import { nestedResources } from '../fhir/nested.ts';
 import { namedPatients } from './target-patients.ts';
 import { classify, entryRequests } from './interaction.ts';
-import { decide, isUnrestricted, securityContextOf, viewsFor } from './decide.ts';
+import { decide, isUnrestricted, mayReadAuditTrail, securityContextOf, viewsFor } from './decide.ts';
 import { checkWrite, filterHistoryBundle, filterResource, filterSearchBundle } from './filter.ts';
 import { checkNarratives } from './narrative.ts';
 import { narrowedSearch } from './narrow.ts';
@@ -74,7 +74,7 @@ export interface GuardOptions {
   upstream?: Upstream;
   /** The upstream's own base URL, rewritten to `base` in links and fullUrls. */
   upstreamBase: string;
-  /** `_include`/`_revinclude` targets the token may not see: strip them (default) or refuse with 403. */
+  /** `_include`/`_revinclude` targets the token may not see: strip them (default), or refuse (403) every search with includes the guard could thin (includesRefused). */
   includes?: 'strip' | 'refuse';
   /** Narratives with active content in writes: refuse with 400 (default) or sanitise. */
   narratives?: 'refuse' | 'sanitize';
@@ -175,6 +175,8 @@ const publicPath = (request: ReceivedRequest) => request.path.replace(/(^|\/)_se
  * anything the token may see follows it (see refill.ts); when they run out, the answer ends there.
  */
 const READ_AHEAD_PAGES = 50;
+/** What asks the FHIR server to include other resources in a search's answer. */
+const INCLUDE_PARAMS: ReadonlySet<string> = new Set(['_include', '_revinclude']);
 
 /** An upstream page read for a filtered answer: its link (when the guard can follow it again), its items and which of them the token sees. */
 interface ReadPage {
@@ -248,11 +250,11 @@ export function createGuard(guardOptions: GuardOptions) {
     (options.resourcePolicy ? options.resourcePolicy.bundle(token, bundle, decided) : bundle);
 
   /**
-   * Whether the guard hides nothing from the token: no resource policy or further authorization, and a scope
-   * that reads every type of every patient unrestricted. Labels and consent can hide data from any token.
+   * Whether the guard hides nothing from the token: no resource policy or further authorization, a scope
+   * that reads every type of every patient unrestricted, and the audit trail. Labels and consent can hide data from any token.
    */
   const seesEverything = (token: TokenContext | undefined) =>
-    Boolean(token) && !options.resourcePolicy && !options.authorize && viewsFor(token!, '*', 'read').some(isUnrestricted);
+    Boolean(token) && !options.resourcePolicy && !options.authorize && viewsFor(token!, '*', 'read').some(isUnrestricted) && mayReadAuditTrail(token!);
 
   /**
    * An error of the FHIR server: never a body other than an OperationOutcome (a resource is not filtered
@@ -301,7 +303,6 @@ export function createGuard(guardOptions: GuardOptions) {
     if (interaction.kind === 'history-instance') {
       // A resource none of whose versions the token may see does not exist for it: an empty history would say it does.
       const shown = await shownPage(request, token, interaction, upstream.body as FhirBundle, startOf(interaction), historyScope(token, 'history-instance'));
-      if (isRefusal(shown)) return shown;
       if (versionCount(shown.bundle) === 0 && shown.items > 0) return shown.inScope === 0 ? notFound(interaction) : hidden(token, interaction);
       return pageAnswer(shown.bundle, upstream);
     }
@@ -348,14 +349,8 @@ export function createGuard(guardOptions: GuardOptions) {
   }
 
   /** The part of an upstream page in the token's scope: a search's (with its includes) or a history's, whose items are all but outcomes. */
-  interface Scope { history: boolean; inScope: (page: FhirBundle) => FhirBundle | Refusal }
-  const searchScope = (token: TokenContext): Scope => ({
-    history: false,
-    inScope: (page) => {
-      const inScope = filterSearchBundle(page, token, { includes });
-      return isRefusal(inScope) ? inScope : inScope.bundle;
-    },
-  });
+  interface Scope { history: boolean; inScope: (page: FhirBundle) => FhirBundle }
+  const searchScope = (token: TokenContext): Scope => ({ history: false, inScope: (page) => filterSearchBundle(page, token) });
   const historyScope = (token: TokenContext, kind: 'history-instance' | 'history-type' | 'history-system'): Scope =>
     ({ history: true, inScope: (page) => filterHistoryBundle(page, token, kind) });
   const itemsOf = (bundle: FhirBundle, scope: Scope) =>
@@ -374,7 +369,7 @@ export function createGuard(guardOptions: GuardOptions) {
    */
   async function shownPage(
     request: ReceivedRequest, token: TokenContext, interaction: FhirInteraction, upstreamPage: FhirBundle, start: { link?: string; skip: number }, scope: Scope,
-  ): Promise<Shown | Refusal> {
+  ): Promise<Shown> {
     const page = publicOutcomes(request, token, upstreamPage);
     if (!filtersAnswers(token, interaction) && start.skip === 0) return wholePage(request, token, page, scope);
     const seen = [await readPage(token, page, start.link ?? belowUpstream(linkOf(page, 'self')), scope)];
@@ -387,7 +382,6 @@ export function createGuard(guardOptions: GuardOptions) {
     }
     const composed = composedPage(seen, decided.taken, scope);
     const inScope = scope.inScope(composed);
-    if (isRefusal(inScope)) return inScope;
     // The policy's decisions on the items read stand: each item is evaluated once.
     const told = new Map(seen.flatMap(({ items, inScope: held, visible }) => items.flatMap((e, i) => (held[i] && e.resource ? [[e.resource, visible[i]] as const] : []))));
     const { link: _, ...totalled } = withTotal(connectedIncludes(await finish(token, inScope, told)), page, seen.length === 1 && start.skip === 0, true);
@@ -403,9 +397,8 @@ export function createGuard(guardOptions: GuardOptions) {
   }
 
   /** An upstream page as it is, for a token whose answers the guard filters nothing out of: every link kept (sealed), the upstream's total. */
-  async function wholePage(request: ReceivedRequest, token: TokenContext, page: FhirBundle, scope: Scope): Promise<Shown | Refusal> {
+  async function wholePage(request: ReceivedRequest, token: TokenContext, page: FhirBundle, scope: Scope): Promise<Shown> {
     const inScope = scope.inScope(page);
-    if (isRefusal(inScope)) return inScope;
     const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, true, false);
     const link = await sealed(request, token, (page.link ?? []).flatMap(({ relation, url }) => {
       const position = belowUpstream(url);
@@ -418,8 +411,7 @@ export function createGuard(guardOptions: GuardOptions) {
   async function readPage(token: TokenContext, bundle: FhirBundle, link: string | undefined, scope: Scope): Promise<ReadPage> {
     const items = itemsOf(bundle, scope);
     // The items alone: whether the page's includes may be shown is decided for the page shown.
-    const inScope = scope.inScope({ ...bundle, entry: items });
-    const held = new Set(isRefusal(inScope) ? [] : inScope.entry ?? []);
+    const held = new Set(scope.inScope({ ...bundle, entry: items }).entry ?? []);
     const visible = await Promise.all(items.map(async (e) =>
       held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await options.resourcePolicy.visible(token, e.resource))))));
     return { link, bundle, items, inScope: items.map((e) => held.has(e)), visible, hasNext: nextPage(bundle) !== undefined };
@@ -484,7 +476,7 @@ export function createGuard(guardOptions: GuardOptions) {
     if (upstream.status >= 400) return { response: passUpstreamError(request, token, upstream), resources: [] };
     const scope = history ? historyScope(token, interaction.kind as 'history-type' | 'history-system') : searchScope(token);
     const shown = await shownPage(request, token, interaction, upstream.body as FhirBundle, startOf(interaction), scope);
-    return isRefusal(shown) ? shown : pageAnswer(shown.bundle, upstream);
+    return pageAnswer(shown.bundle, upstream);
   }
 
   /** Where the page asked starts: a linked page's position, or the start of a new search's first page. */
@@ -600,10 +592,22 @@ export function createGuard(guardOptions: GuardOptions) {
     return options.authorize?.(token, interaction);
   }
 
-  /** The resource policy's rules for an authorized interaction: its search refusals and its translation. */
+  /**
+   * `includes: 'refuse'`: a search with `_include` or `_revinclude` (any modifier) is refused before the FHIR server
+   * is asked, unless the guard hides nothing from the token. Refusing only when a hidden resource came back would
+   * tell that it exists, where a missing one is not included either; so every include the rules could thin is refused.
+   */
+  function includesRefused(token: TokenContext, params: URLSearchParams): Refusal | undefined {
+    if (includes !== 'refuse' || seesEverything(token)) return undefined;
+    const name = [...params.keys()].find((key) => INCLUDE_PARAMS.has(key.split(':')[0]));
+    return name === undefined ? undefined
+      : { status: 403, code: 'forbidden', message: `the search parameter ${name} is not allowed: this server refuses includes whenever its rules could leave some out` };
+  }
+
+  /** The rules for an authorized interaction beyond its scopes: the include policy, the resource policy's search refusals and its translation. */
   function policed(token: TokenContext, interaction: FhirInteraction): FhirInteraction | Refusal {
     const searched = ['search-type', 'search-system', 'history-type', 'history-system', 'operation'].includes(interaction.kind);
-    const unsafe = searched ? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
+    const unsafe = searched ? includesRefused(token, interaction.params) ?? options.resourcePolicy?.searchRefusal?.(token, interaction.params, interaction.type) : undefined;
     if (unsafe) return unsafe;
     return options.resourcePolicy?.translateRequest?.(token, interaction) ?? interaction;
   }
@@ -678,7 +682,7 @@ export function createGuard(guardOptions: GuardOptions) {
     const body = upstream.body as FhirResource | undefined;
     if (body?.resourceType === 'Bundle') {
       const shown = await shownPage(request, token, interaction, body as FhirBundle, startOf(interaction), searchScope(token));
-      return isRefusal(shown) ? shown : pageAnswer(shown.bundle, upstream);
+      return pageAnswer(shown.bundle, upstream);
     }
     if (body?.resourceType && body.resourceType !== 'OperationOutcome' && body.resourceType !== 'Parameters') {
       const inScope = filterResource(body, token, 'read');

@@ -12,6 +12,7 @@ import { freePort, startTestServer, type TestServer } from '../support/server.ts
 import { authorize, exchangeCode, revokeToken } from '../support/oauth.ts';
 import { startDemoFhirServer, startScript, type ChildServer } from '../support/processes.ts';
 import { assertUpstreamErrorsSafe, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
+import { assertIncludesTellNothing, storeIncludeProbes } from '../support/includes.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { knownSensitivities } from '../../server/hcs/label-vocabulary.ts';
 
@@ -37,6 +38,7 @@ app.use(smartGuard({
   dpop: createDpopCheck({ replay: shared.dpopReplay }),
   allowedOrigins: allowOrigins([], shared.origins),
   ...ruleOptions(upstream),
+  includes: process.env.GUARD_INCLUDES,
   audit: balpAudit(FHIR_BASE, async (events) => { await chain.append(events); audited += events.length; }),
 }));
 app.use((ctx) => { if (ctx.path === '/audited') ctx.body = { audited }; });
@@ -57,6 +59,7 @@ const guard = nodeGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], verify,
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
+  includes: process.env.GUARD_INCLUDES,
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
 });
 createServer((req, res) => {
@@ -82,6 +85,7 @@ app.use(nodeGuard({
   issuer: ISSUER, base: FHIR_BASE, upstream, upstreamBase: UPSTREAM, allowOperations: ['meta-delete'], verify,
   allowedOrigins: allowOrigins(['${APP_ORIGIN}']),
   ...ruleOptions(upstream),
+  includes: process.env.GUARD_INCLUDES,
   audit: balpAudit(FHIR_BASE, async (events) => { audited += events.length; }),
 }));
 app.use(express.json());
@@ -94,6 +98,8 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
   let upstream: ChildServer;
   let server: TestServer;
   const apps: Record<string, { base: string; process: ChildServer }> = {};
+  // Each app once more with `includes: 'refuse'`.
+  const refusing: Record<string, { base: string; process: ChildServer }> = {};
   const consumers: Record<string, string> = {};
   // The Koa app once more, in front of a FHIR server whose errors name other resources (as HAPI FHIR's do).
   let hapi: HapiErrors;
@@ -126,23 +132,27 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     upstream = await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`);
     hapi = await startHapiErrors();
     const bases = { koa: `http://127.0.0.1:${await freePort()}/fhir`, http: `http://127.0.0.1:${await freePort()}/r4`, express: `http://127.0.0.1:${await freePort()}/fhir/r4` };
+    const refusingBases: Record<string, string> = {};
+    for (const [name, base] of Object.entries(bases)) refusingBases[name] = base.replace(/:\d+\//, `:${await freePort()}/`);
     const hapiBase = `http://127.0.0.1:${await freePort()}/hapi`;
-    server = await startTestServer({ ADDITIONAL_FHIR_BASES: [...Object.values(bases), hapiBase].join(',') });
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: [...Object.values(bases), ...Object.values(refusingBases), hapiBase].join(',') });
     // The Koa app learns this origin from the authorization server's database.
     await server.addClient({ auth: { kind: 'public' }, redirectUris: [`${APP_ORIGIN}/callback`] });
     const rs = await server.addClient({ name: 'Guard', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
-    for (const [name, base] of Object.entries(bases)) {
-      const env = {
-        ISSUER: server.issuer, FHIR_BASE: base, UPSTREAM: upstream.url, PORT: new URL(base).port, DATABASE_URL: server.config.databaseUrl,
-        INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!,
-      };
-      apps[name] = { base, process: await startScript(`${name}-app.js`, env, /listening/, { cwd: consumers[name] }) };
+    for (const [started, at, includes] of [[apps, bases, 'strip'], [refusing, refusingBases, 'refuse']] as const) {
+      for (const [name, base] of Object.entries(at)) {
+        const env = {
+          ISSUER: server.issuer, FHIR_BASE: base, UPSTREAM: upstream.url, PORT: new URL(base).port, DATABASE_URL: server.config.databaseUrl,
+          INTROSPECTION_CLIENT_ID: rs.client_id, INTROSPECTION_CLIENT_SECRET: rs.client_secret!, GUARD_INCLUDES: includes,
+        };
+        started[name] = { base, process: await startScript(`${name}-app.js`, env, /listening/, { cwd: consumers[name] }) };
+      }
     }
     const hapiEnv = { ISSUER: server.issuer, FHIR_BASE: hapiBase, UPSTREAM: hapi.url, PORT: new URL(hapiBase).port, DATABASE_URL: server.config.databaseUrl };
     hapiApp = { base: hapiBase, process: await startScript('koa-app.js', hapiEnv, /listening/, { cwd: consumers.koa }) };
   });
   after(async () => {
-    for (const app of [...Object.values(apps), hapiApp]) await app?.process.stop();
+    for (const app of [...Object.values(apps), ...Object.values(refusing), hapiApp]) await app?.process.stop();
     await hapi?.stop();
     await server?.stop();
     await upstream?.stop();
@@ -304,9 +314,42 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       const launch = await authorize({ server, client, aud: base, scope: 'openid fhirUser user/*.rs', username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' });
       const jones = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
       const search = async (query: string) => (await fetch(`${base}/Observation?patient=Patient/pat-2&${query}`, { headers: { authorization: `Bearer ${jones}` } })).status;
-      for (const query of ['_summary=count', '_has:Observation:patient:code=x', '_sort=patient.name']) assert.equal(await search(query), 403, `${base}: ${query}`);
+      for (const query of ['_summary=count', '_has:Observation:patient:code=x', '_sort=patient.name', 'subject:below=Patient/pat-2', 'patient:mdm=Patient/pat-2']) {
+        assert.equal(await search(query), 403, `${base}: ${query}`);
+      }
+      const form = await fetch(`${base}/Observation/_search`, { method: 'POST', headers: { authorization: `Bearer ${jones}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'subject:below=Patient/pat-2' });
+      assert.equal(form.status, 403, `${base}: a hierarchy of references in a _search form`);
+      assert.notEqual(await search('code:below=http://loinc.org|8480-6'), 403, `${base}: a code system's hierarchy`);
       assert.equal(await search('_format=xml'), 406, `${base}: _format=xml`);
       assert.equal(await search('_sort=-date'), 200, `${base}: a sort by the matches' own values`);
+    }
+  });
+
+  it('refuses, in every adapter, with includes: \'refuse\', a search with includes whether what it would include is hidden or missing', async () => {
+    await storeIncludeProbes(upstream.url);
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(refusing)) {
+      const launch = await authorize({ server, client, aud: base, scope: 'launch/patient openid patient/*.rs', patient: 'pat-1' });
+      await assertIncludesTellNothing(base, (await exchangeCode(server.issuer, launch, client)).body.access_token as string, base);
+    }
+  });
+
+  it('shows, in every adapter, the AuditEvents the FHIR server keeps only to those who may read the audit trail, also as includes', async () => {
+    const event = {
+      resourceType: 'AuditEvent', id: 'pkg-ae-1', type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' }, recorded: '2026-01-01T00:00:00Z',
+      agent: [{ who: { reference: 'Practitioner/dr-smith' }, requestor: true }], source: { observer: { display: 'an audit repository' } }, entity: [{ what: { reference: 'Patient/pat-1' } }],
+    };
+    assert.ok((await fetch(`${upstream.url}/AuditEvent/pkg-ae-1`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(event) })).ok);
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      const included = async (username: string, password: string, purpose: string) => {
+        const launch = await authorize({ server, client, aud: base, scope: 'openid fhirUser user/*.rs', username, password, purpose });
+        const bearer = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+        const bundle = await (await fetch(`${base}/Patient?_id=pat-1&_revinclude=AuditEvent:patient`, { headers: { authorization: `Bearer ${bearer}` } })).json();
+        return (bundle.entry ?? []).some((e: any) => e.resource.id === 'pkg-ae-1');
+      };
+      assert.equal(await included('dr.smith', 'demo-password-1', 'TREAT'), false, `${base}: a clinician who is no auditor`);
+      assert.equal(await included('auditor', 'demo-password-4', 'HOPERAT'), true, `${base}: an auditor`);
     }
   });
 

@@ -546,6 +546,29 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await get('Observation?patient=Patient/pat-2&_sort=-date', jones)).status, 200, 'a sort by the matches\' own values stays');
     });
 
+    it('refuses the modifiers that match through other resources (a reference\'s hierarchy, MDM links), in a query, a _search form and a batch entry', async () => {
+      const jones = await token('dr.jones', 'demo-password-2', { purpose: 'TREAT' });
+      const refused = ['Location?partof:below=Location/loc-1', 'Location?partof:above=Location/loc-1', 'Observation?subject:below=Patient/pat-2',
+        'Organization?partof:below=Organization/org-1', 'Observation?patient:mdm=Patient/pat-2', 'Observation?code:mdm=x', 'Observation?subject:identifier:mdm=x',
+        '?patient:below=Patient/pat-2', 'Observation?no-such-param:below=x', 'Observation?subject:bElow=Patient/pat-2'];
+      for (const query of refused) {
+        const res = await get(query, jones);
+        assert.equal(res.status, 403, query);
+        assert.equal((await res.json()).resourceType, 'OperationOutcome', query);
+      }
+      const form = await fetch(`${shape.fhirBase}/Observation/_search`, { method: 'POST', headers: { authorization: `Bearer ${jones}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'subject:below=Patient/pat-2' });
+      assert.equal(form.status, 403, 'in a _search form');
+      const batch = await fetch(shape.fhirBase, {
+        method: 'POST', headers: { authorization: `Bearer ${jones}`, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: ['Location?partof:below=Location/loc-1', 'Observation?patient:mdm=Patient/pat-2'].map((url) => ({ request: { method: 'GET', url } })) }),
+      });
+      assert.deepEqual(((await batch.json()).entry ?? []).map((e: any) => e.response.status), ['403', '403'], 'as batch entries');
+      // On the matches' own values: a code system's hierarchy, a canonical URL's path, the reference's own identifier.
+      for (const query of ['code:below=http://loinc.org|8480-6', 'code:above=http://loinc.org|8480-6', '_profile:below=http://hl7.org/fhir', 'subject:identifier=urn:x|1', 'value-quantity:below=5']) {
+        assert.notEqual((await get(`Observation?patient=Patient/pat-2&${query}`, jones)).status, 403, query);
+      }
+    });
+
     it('keeps a patient token in its compartment', async () => {
       const patient = await token('dr.smith', 'demo-password-1', { scope: 'launch/patient openid patient/*.rs', patient: 'pat-2' });
       assert.equal((await get('Patient/pat-2', patient)).status, 200);
@@ -921,6 +944,19 @@ function guardRules(label: string, start: () => Promise<Shape & { stop(): Promis
       assert.equal((await get('Patient/pat-2', bulk)).status, 200, 'its clinical data');
       assert.equal((await get('AuditEvent?patient=pat-2', bulk)).status, 403);
       assert.equal((await get('AuditEvent?patient=pat-2', await backendToken('system/AuditEvent.rs'))).status, 200, 'a scope naming AuditEvent');
+    });
+
+    it('shows the AuditEvents the FHIR server behind it keeps only to those who may read the audit trail, also as includes', async () => {
+      await shape.seed({
+        resourceType: 'AuditEvent', id: 'ae-kept-upstream', type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' }, recorded: '2026-01-01T00:00:00Z',
+        agent: [{ who: { reference: 'Practitioner/dr-smith' }, requestor: true }], source: { observer: { display: 'an audit repository' } }, entity: [{ what: { reference: 'Patient/pat-1' } }],
+      });
+      const query = 'Patient?_id=pat-1&_revinclude=AuditEvent:patient';
+      const smith = await token('dr.smith', 'demo-password-1');
+      assert.deepEqual(await ids(await get(query, smith)), ['Patient/pat-1'], 'a clinician who is no auditor');
+      const auditor = await token('auditor', 'demo-password-4', { purpose: 'HOPERAT' });
+      // Medplum's in-memory repository includes no AuditEvent.
+      if (!label.startsWith('Medplum')) assert.deepEqual(await ids(await get(query, auditor)), ['Patient/pat-1', 'AuditEvent/ae-kept-upstream'], 'an auditor');
     });
 
     it('refuses a token revoked at the authorization server (within REVOCATION_CACHE_MS, 1 s), whatever the verification mode', async () => {

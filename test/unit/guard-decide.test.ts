@@ -226,6 +226,8 @@ describe('resource-server/decide', () => {
       const unscoped = decide(tok('user/Observation.rs', user), search);
       assert.ok(unscoped.effect === 'deny');
       assert.equal(unscoped.refusal.bearerError, 'insufficient_scope', 'the scopes first');
+      assert.deepEqual(viewsFor(tok('user/*.rs', user), 'AuditEvent', 'read'), [], 'nor as an include or in a system-level search');
+      assert.deepEqual(viewsFor(tok('user/*.rs', { ...user, auditor: true }), 'AuditEvent', 'read'), [{ query: [] }]);
     });
 
     it('allows capabilities unbounded and batch/transaction with no views of their own', () => {
@@ -363,6 +365,17 @@ describe('resource-server/decide', () => {
     it('lets ordinary parameters through', () => {
       const query = 'patient=pat-2&category=laboratory&code:text=x&_security=R&_tag=x&_summary=true&_total=none&_include=Observation:subject&_revinclude=Provenance:target&date=ge2025&subject:identifier=x&_contained=false';
       assert.equal(searchIsSafe(bounded, new URLSearchParams(query)), undefined);
+    });
+
+    it('refuses :above and :below on a reference (or on a parameter R4 does not define) and :mdm on any, by the searched type', () => {
+      const cases: [string | undefined, string, boolean][] = [
+        ['Location', 'partof:below=Location/1', false], ['Location', 'partof:above=Location/1', false], ['Observation', 'subject:below=Patient/1', false],
+        ['Observation', 'subject:BELOW=Patient/1', false], ['Observation', 'unknown:below=x', false], [undefined, 'patient:below=Patient/1', false],
+        [undefined, 'location:below=x', false], ['Observation', 'code:mdm=x', false], ['Observation', 'subject:identifier:mdm=x', false],
+        ['Observation', 'code:below=http://loinc.org|1', true], ['ValueSet', 'url:below=http://x', true], ['Observation', '_profile:above=http://x', true],
+        ['Observation', 'value-quantity:below=5', true], [undefined, '_lastUpdated:below=2025', true], ['Observation', 'subject:identifier=x', true],
+      ];
+      for (const [type, query, safe] of cases) assert.equal(searchIsSafe(bounded, new URLSearchParams(query), type) === undefined, safe, `${type} ${query}`);
     });
   });
 

@@ -35,10 +35,6 @@ const searchset = (entry: FhirBundleEntry[], total?: number): FhirBundle =>
   ({ resourceType: 'Bundle', type: 'searchset', ...(total !== undefined ? { total } : {}), link: [{ relation: 'self', url: 'https://fhir.example/Observation' }], entry });
 
 const refs = (bundle: FhirBundle) => (bundle.entry ?? []).map((e) => `${e.search?.mode ?? '-'}:${e.resource?.resourceType}/${e.resource?.id ?? ''}`);
-function filtered(result: { bundle: FhirBundle } | Refusal): FhirBundle {
-  assert.ok('bundle' in result, JSON.stringify(result));
-  return result.bundle;
-}
 
 describe('resource-server/filter', () => {
   describe('filterSearchBundle', () => {
@@ -58,7 +54,7 @@ describe('resource-server/filter', () => {
     it('keeps matches and includes the token may see, strips the rest and recounts total', () => {
       const input = mixed();
       const copy = structuredClone(input);
-      const out = filtered(filterSearchBundle(input, tok('patient/*.rs', P1), { includes: 'strip' }));
+      const out = filterSearchBundle(input, tok('patient/*.rs', P1));
       assert.deepEqual(refs(out), [
         'match:Observation/obs-1a-hba1c', 'match:Observation/obs-1a-weight',
         'include:Patient/pat-1', 'include:Practitioner/dr-smith', 'include:Provenance/prov-1',
@@ -73,30 +69,20 @@ describe('resource-server/filter', () => {
     it('checks includes with read views and matches with search views', () => {
       // search on Observation restricted to labs; read on everything of the patient
       const token = tok(`patient/Observation.s?category=${LAB} patient/Observation.r patient/Patient.r`, P1);
-      const out = filtered(filterSearchBundle(mixed(), token, { includes: 'strip' }));
+      const out = filterSearchBundle(mixed(), token);
       assert.deepEqual(refs(out), ['match:Observation/obs-1a-hba1c', 'include:Patient/pat-1', 'outcome:OperationOutcome/']);
       assert.equal(out.total, 1);
       const includedObservation = searchset([match('Patient/pat-1'), include('Observation/obs-1a-weight')]);
-      assert.deepEqual(refs(filtered(filterSearchBundle(includedObservation, tok('patient/Patient.rs patient/Observation.s', P1), { includes: 'strip' }))),
+      assert.deepEqual(refs(filterSearchBundle(includedObservation, tok('patient/Patient.rs patient/Observation.s', P1))),
         ['match:Patient/pat-1'], 'search scope alone does not let an include through');
     });
 
     it('shows a revincluded Provenance only when it targets shown matches and Provenance may be read', () => {
       const bundle = searchset([match('Observation/obs-1a-hba1c'), include(provenance('prov-1', 'Observation/obs-1a-hba1c'))]);
-      assert.deepEqual(refs(filtered(filterSearchBundle(bundle, tok('patient/Observation.rs', P1), { includes: 'strip' }))), ['match:Observation/obs-1a-hba1c']);
-      assert.equal(filtered(filterSearchBundle(bundle, tok('patient/Observation.rs patient/Provenance.r', P1), { includes: 'strip' })).entry!.length, 2);
+      assert.deepEqual(refs(filterSearchBundle(bundle, tok('patient/Observation.rs', P1))), ['match:Observation/obs-1a-hba1c']);
+      assert.equal(filterSearchBundle(bundle, tok('patient/Observation.rs patient/Provenance.r', P1)).entry!.length, 2);
       const odd = searchset([match('Observation/obs-1a-hba1c'), include({ ...provenance('prov-x', 'Observation/obs-1a-hba1c'), target: [{ reference: 'Observation/obs-1a-hba1c' }, { display: 'no reference' }] })]);
-      assert.equal(filtered(filterSearchBundle(odd, tok('patient/*.rs', P1), { includes: 'strip' })).entry!.length, 1, 'every target must be a shown match');
-    });
-
-    it('refuses the whole answer for a hidden include when asked to', () => {
-      const result = filterSearchBundle(mixed(), tok('patient/*.rs', P1), { includes: 'refuse' });
-      assert.ok(!('bundle' in result));
-      assert.deepEqual([result.status, result.code], [403, 'forbidden']);
-      const clean = searchset([match('Observation/obs-1a-hba1c'), include('Patient/pat-1')], 1);
-      assert.equal(filtered(filterSearchBundle(clean, tok('patient/*.rs', P1), { includes: 'refuse' })).entry!.length, 2);
-      const hiddenMatchOnly = searchset([match('Observation/obs-2a-hiv-vl')], 1);
-      assert.equal(filtered(filterSearchBundle(hiddenMatchOnly, tok('patient/*.rs', P1), { includes: 'refuse' })).total, 0, 'hidden matches are filtered, not refused');
+      assert.equal(filterSearchBundle(odd, tok('patient/*.rs', P1)).entry!.length, 1, 'every target must be a shown match');
     });
 
     it('treats entries without a mode as matches and drops entries without a resource or with an unknown mode', () => {
@@ -106,24 +92,24 @@ describe('resource-server/filter', () => {
         { search: { mode: 'match' } },
         { resource: demo('Observation/obs-1b-hr'), search: { mode: 'bogus' as 'match' } },
       ], 4);
-      const out = filtered(filterSearchBundle(bundle, tok('patient/*.rs', P1), { includes: 'strip' }));
+      const out = filterSearchBundle(bundle, tok('patient/*.rs', P1));
       assert.deepEqual(refs(out), ['-:Observation/obs-1a-hba1c']);
       assert.equal(out.total, 1);
     });
 
     it('leaves total absent when the upstream sent none, and an empty Bundle empty', () => {
-      const out = filtered(filterSearchBundle(searchset([match('Observation/obs-2a-bp')]), tok('patient/*.rs', P1), { includes: 'strip' }));
+      const out = filterSearchBundle(searchset([match('Observation/obs-2a-bp')]), tok('patient/*.rs', P1));
       assert.equal('total' in out, false);
       assert.deepEqual(out.entry, []);
-      const empty = filtered(filterSearchBundle({ resourceType: 'Bundle', type: 'searchset', total: 0 }, tok('patient/*.rs', P1), { includes: 'strip' }));
+      const empty = filterSearchBundle({ resourceType: 'Bundle', type: 'searchset', total: 0 }, tok('patient/*.rs', P1));
       assert.deepEqual(empty, { resourceType: 'Bundle', type: 'searchset', total: 0 });
     });
 
     it('filters system-wide searches entry by entry', () => {
       const bundle = searchset([match('Observation/obs-1a-hba1c'), match('Condition/cond-2-oud'), match('Condition/cond-1-diabetes'), match('Organization/example-hospital')], 4);
-      const out = filtered(filterSearchBundle(bundle, tok('user/*.rs', { fhirUser: 'Patient/pat-1' }), { includes: 'strip' }));
+      const out = filterSearchBundle(bundle, tok('user/*.rs', { fhirUser: 'Patient/pat-1' }));
       assert.deepEqual(refs(out), ['match:Observation/obs-1a-hba1c', 'match:Condition/cond-1-diabetes', 'match:Organization/example-hospital']);
-      assert.equal(filtered(filterSearchBundle(bundle, tok('system/*.rs'), { includes: 'strip' })).total, 4);
+      assert.equal(filterSearchBundle(bundle, tok('system/*.rs')).total, 4);
     });
 
     it('never returns a match or include the token could not read on its own (property)', () => {
@@ -132,7 +118,7 @@ describe('resource-server/filter', () => {
       fc.assert(fc.property(fc.array(scopes, { maxLength: 3 }), fc.constantFrom('pat-1', 'pat-2', 'pat-3'), fc.array(entry, { maxLength: 12 }), (granted, patient, entries) => {
         const token = tok(granted.join(' '), { patient, fhirUser: `Patient/${patient}` });
         const bundle = searchset(entries.map(({ resource, mode }) => ({ resource, ...(mode ? { search: { mode } } : {}) })), entries.length);
-        const out = filtered(filterSearchBundle(bundle, token, { includes: 'strip' }));
+        const out = filterSearchBundle(bundle, token);
         for (const e of out.entry ?? []) {
           const kind = e.search?.mode === 'include' ? 'read' : 'search-type';
           assert.ok(admitted(viewsFor(token, e.resource!.resourceType, kind), e.resource!));

@@ -84,6 +84,24 @@ describe('guard: paging', () => {
   });
 });
 
+describe('guard: includes: \'refuse\'', () => {
+  it('refuses every _include and _revinclude before the FHIR server is asked, unless the guard hides nothing from the token', async () => {
+    const patientToken = async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope: 'patient/*.rs', patient: 'pat-1' }, BASE);
+    for (const [options, told] of [[{ verify: patientToken }, 'a token bound to a patient'], [ruleOptions(inProcessUpstream(async () => { throw new Error('unused'); }), { consent: false }), 'the rules on']] as const) {
+      const { guard, seen } = guardWith({ includes: 'refuse', ...options });
+      for (const query of ['_include=Observation:subject', '_revinclude:iterate=Provenance:target', '_include:x=*']) {
+        const res = await guard.handle({ method: 'GET', path: '/Observation', query, headers: bearer });
+        assert.equal(res.status, 403, `${told}: ${query}`);
+        assert.equal((res.body as { resourceType: string }).resourceType, 'OperationOutcome');
+      }
+      assert.deepEqual(seen, [], `${told}: nothing reaches the FHIR server`);
+      assert.equal((await guard.handle({ method: 'GET', path: '/Observation', query: 'code=1', headers: bearer })).status, 200, `${told}: without includes`);
+    }
+    const { guard } = guardWith({ includes: 'refuse' }); // system/*.rs, no rules
+    assert.equal((await guard.handle({ method: 'GET', path: '/Observation', query: '_include=Observation:subject', headers: bearer })).status, 200);
+  });
+});
+
 describe('guard: the headers of every answer', () => {
   it('sends HSTS when its base is https, and not over http (where browsers ignore it)', async () => {
     const secure = guardWith().guard;

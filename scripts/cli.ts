@@ -378,8 +378,13 @@ const commands: Record<string, Command> = {
     options: { ...json, before: { type: 'string' } },
     async run({ values: v }, { db, config }) {
       if (!v.before && !config.auditRetentionDays) throw new UsageError('give --before <date>, or set AUDIT_RETENTION_DAYS');
-      const before = v.before ? new Date(String(v.before)) : new Date(Date.now() - config.auditRetentionDays! * 86_400_000);
+      const kept = config.auditRetentionDays === undefined ? undefined : new Date(Date.now() - config.auditRetentionDays * 86_400_000);
+      const before = v.before ? new Date(String(v.before)) : kept!;
       if (Number.isNaN(before.getTime())) throw new UsageError('--before takes a date, e.g. 2025-01-01');
+      // A cut-off to come would take records still being written, at every instance; one inside the retention
+      // period, records the policy keeps.
+      if (before.getTime() > Date.now()) throw new UsageError(`--before ${before.toISOString()} is in the future: a purge removes records older than a past date`);
+      if (kept && before > kept) throw new UsageError(`--before ${before.toISOString()} would remove records AUDIT_RETENTION_DAYS (${config.auditRetentionDays}) keeps: give ${kept.toISOString().slice(0, 10)} or earlier`);
       if (config.auditForwardUrl) {
         // Records the external repository does not have yet stay: forwarding must lose nothing.
         const forwarded = Number((await db('audit_forwarding').where('id', 1).first('seq'))?.seq ?? 0);

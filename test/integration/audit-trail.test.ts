@@ -30,15 +30,16 @@ describe('audit trail', () => {
   const fhir = (path: string, bearer?: string, headers: Record<string, string> = {}) =>
     fetch(`${server.fhirBase}/${path}`, { headers: { ...(bearer ? { authorization: `Bearer ${bearer}` } : {}), ...headers } });
   const eventsOf = (filter: Parameters<TestServer['audit']['search']>[0]) => server.audit.search(filter) as Promise<any[]>;
-  const cli = async (...args: string[]) => {
+  const cliWith = async (env: Record<string, string>, ...args: string[]) => {
     try {
-      const { stdout } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
+      const { stdout } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer, ...env } });
       return { code: 0, stdout };
     } catch (err) {
       const e = err as { code: number; stdout: string; stderr: string };
       return { code: e.code, stdout: e.stdout + e.stderr };
     }
   };
+  const cli = (...args: string[]) => cliWith({}, ...args);
 
   it('records a read with its request id, the user, the app, the purpose and the patient (IHE BALP)', async () => {
     const bearer = await token('launch/patient openid patient/*.rs', { patient: 'pat-1' });
@@ -636,7 +637,7 @@ describe('audit trail', () => {
     it('purges old records but keeps those under a privacy hold, and the chain still verifies', async () => {
       assert.equal((await cli('audit', 'hold', '--patient', 'pat-1', '--reason', 'litigation')).code, 0);
       const heldBefore = (await eventsOf({ patient: 'pat-1' })).length;
-      const purge = await cli('audit', 'purge', '--before', new Date(Date.now() + 60_000).toISOString(), '--json');
+      const purge = await cli('audit', 'purge', '--before', new Date().toISOString(), '--json');
       assert.equal(purge.code, 0, purge.stdout);
       assert.ok(JSON.parse(purge.stdout).removed > 0);
       assert.equal((await eventsOf({ patient: 'pat-1' })).length, heldBefore, 'held records are kept');
@@ -645,6 +646,12 @@ describe('audit trail', () => {
       assert.equal(verified.code, 0, verified.stdout);
       assert.equal((await cli('audit', 'release', '--patient', 'pat-1')).code, 0);
       assert.equal((await cli('audit', 'purge', '--before', 'not-a-date')).code, 2);
+      const future = await cli('audit', 'purge', '--before', new Date(Date.now() + 86_400_000).toISOString());
+      assert.equal(future.code, 2, 'a cut-off to come would take records still being written');
+      assert.match(future.stdout, /is in the future/);
+      const withinRetention = await cliWith({ AUDIT_RETENTION_DAYS: '30' }, 'audit', 'purge', '--before', new Date(Date.now() - 10 * 86_400_000).toISOString());
+      assert.equal(withinRetention.code, 2, 'records the retention policy keeps');
+      assert.match(withinRetention.stdout, /would remove records AUDIT_RETENTION_DAYS \(30\) keeps/);
       assert.match((await cli('audit', 'purge')).stdout, /AUDIT_RETENTION_DAYS/);
     });
   });

@@ -6,8 +6,10 @@
 // - Several applicable consents: the MOST RECENT one (by Consent.dateTime) decides alone, whatever it says.
 //   PCF suggests deny-overrides; the product decided that a patient's newest instruction replaces the older
 //   ones, so an older consent never fills a gap the newest leaves open (that gap is 'no-consent': the
-//   organization's default policy applies). Ties on dateTime fall to meta.lastUpdated, then to the later
-//   position in the input list. A consent without dateTime counts as the oldest.
+//   organization's default policy applies). A consent counts as given at its dateTime, but never later than
+//   its meta.lastUpdated (set by the FHIR server when it was stored): whoever writes a Consent chooses its
+//   dateTime, and one dated in the future would outrank every consent recorded after it. Ties fall to
+//   meta.lastUpdated, then to the later position in the input list. A consent without dateTime counts as the oldest.
 // - Within a consent the most specific matching provision wins: a matching nested exception decides;
 //   otherwise the root decides if it matches; otherwise the consent does not cover the request.
 //   When several nested exceptions match, deny overrides permit (they are equally specific).
@@ -175,10 +177,15 @@ function inForce(consents: readonly FhirResource[], patientId: string | undefine
   });
 }
 
-const consentTime = (c: Consent) => instantRange(c.dateTime)?.[0] ?? Number.NEGATIVE_INFINITY;
 const updatedTime = (c: Consent) => instantRange(c.meta?.lastUpdated)?.[0] ?? Number.NEGATIVE_INFINITY;
+/** When the consent was given: its dateTime, no later than when it was stored (see the policy choices above). */
+const consentTime = (c: Consent) => {
+  const given = instantRange(c.dateTime)?.[0] ?? Number.NEGATIVE_INFINITY;
+  const stored = instantRange(c.meta?.lastUpdated)?.[0];
+  return stored === undefined ? given : Math.min(given, stored);
+};
 
-/** Newest first (dateTime, then meta.lastUpdated, then the later position in the input). */
+/** Newest first (when given, then meta.lastUpdated, then the later position in the input). */
 function newestFirst(consents: Consent[]): Consent[] {
   return consents
     .map((consent, index) => ({ consent, index }))

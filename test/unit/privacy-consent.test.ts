@@ -134,6 +134,18 @@ describe('privacy consent (PCF)', () => {
     assert.equal(consentDecision([older, inactive], req(DR, 'TREAT', observation())).consentId, 'old');
   });
 
+  it('counts a consent as given no later than the FHIR server stored it: a writer who dates one in the future does not outrank those recorded after it', () => {
+    const stored = (id: string, dateTime: string, lastUpdated: string, type: 'permit' | 'deny') =>
+      exampleConsent({ id, dateTime, meta: { lastUpdated }, provision: { type } });
+    const futureDated = stored('future-dated', '2099-01-01T00:00:00Z', '2025-03-01T00:00:00Z', 'permit');
+    const recordedLater = stored('recorded-later', '2025-04-01T00:00:00Z', '2025-04-01T00:00:05Z', 'deny');
+    assert.equal(consentDecision([futureDated, recordedLater], req(DR, 'TREAT', observation({ label: 'N' }))).consentId, 'recorded-later');
+    assert.equal(consentDecision([recordedLater, futureDated], req(DR, 'TREAT', observation({ label: 'N' }))).consentId, 'recorded-later');
+    // backdated (a paper consent entered later) keeps its own date
+    const backdated = stored('backdated', '2025-02-01T00:00:00Z', '2025-05-01T00:00:00Z', 'permit');
+    assert.equal(consentDecision([backdated, recordedLater], req(DR, 'TREAT', observation({ label: 'N' }))).consentId, 'recorded-later');
+  });
+
   it('selects applicable consents of one patient, newest first', () => {
     const other = exampleConsent({ id: 'other', patient: { reference: 'Patient/999' } });
     const abs = exampleConsent({ id: 'abs', patient: { reference: 'https://fhir.example.org/r4/Patient/123' }, dateTime: '2025-02-01T00:00:00Z' });

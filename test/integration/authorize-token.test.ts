@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
+import { withStdout } from '../support/stdout.ts';
+import { authorize, authorizedTokens, Browser, decodeJwt, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { endAllSessions } from '../../server/auth/sessions.ts';
 
@@ -385,23 +386,6 @@ describe('patient picker: an ADDITIONAL_FHIR_BASES server that cannot be read li
     await new Promise((resolve) => failing.close(resolve));
   });
 
-  /** What the server logged while `run` ran. */
-  async function logged(run: () => Promise<void>): Promise<string> {
-    let text = '';
-    const write = process.stdout.write;
-    process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-      text += String(chunk);
-      return (write as (...args: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
-    }) as typeof process.stdout.write;
-    try {
-      await run();
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.stdout.write = write;
-    }
-    return text;
-  }
-
   const cases = [['down', 'error'], ['answering', 'error'], ['answering', 'not json']] as const;
 
   it('shows the picker with nobody to choose (not a 500), and logs a warning naming the server, without the token', async () => {
@@ -409,7 +393,7 @@ describe('patient picker: an ADDITIONAL_FHIR_BASES server that cannot be read li
       answer = kind;
       const browser = new Browser();
       let page!: Response;
-      const text = await logged(async () => {
+      const text = await withStdout(async (written) => {
         const { challenge } = pkce();
         const query = new URLSearchParams({
           response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: 'launch/patient openid patient/*.rs', state: 'st-p',
@@ -419,8 +403,10 @@ describe('patient picker: an ADDITIONAL_FHIR_BASES server that cannot be read li
         const html = await login.res.text();
         const uid = /\/interaction\/([^/"?]+)/.exec(login.url)![1];
         page = (await browser.follow(`${server.issuer}/interaction/${uid}/login`, server.issuer, {
-          method: 'POST', body: new URLSearchParams({ csrf: /name="csrf" value="([^"]*)"/.exec(html)![1], username: 'dr.smith', password: 'demo-password-1' }),
+          method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), username: 'dr.smith', password: 'demo-password-1' }),
         })).res;
+        await new Promise((resolve) => setImmediate(resolve)); // log lines are written once a turn
+        return written();
       });
       assert.equal(page.status, 200, `${which} (${kind})`);
       const html = await page.text();

@@ -48,6 +48,7 @@ export function userPatients(deps: UserPatientsDeps): UserPatients {
       const entries = (body as FhirBundle | null)?.entry ?? [];
       return Array.isArray(entries) ? entries.flatMap((e) => (e?.resource?.resourceType === 'Patient' ? [e.resource] : [])) : 'answered no Bundle';
     } catch (err) {
+      if (err instanceof SyntaxError) return 'answered no JSON';
       const cause = (err as { cause?: { code?: unknown } }).cause?.code;
       return typeof cause === 'string' ? cause : (err as Error).name;
     }

@@ -413,6 +413,7 @@ describe('patient picker: an ADDITIONAL_FHIR_BASES server that cannot be read li
       assert.match(html, /You have no patients you may open/, `${which} (${kind})`);
       const warning = text.split('\n').filter(Boolean).map((line) => JSON.parse(line)).find((line) => line.level === 'warn' && line.fhir_base === bases[which]);
       assert.ok(warning, `a warning names ${bases[which]}: ${text}`);
+      assert.equal(warning.reason, { down: 'ECONNREFUSED', error: 'answered 500', 'not json': 'answered no JSON' }[which === 'down' ? which : kind]);
       assert.doesNotMatch(JSON.stringify(warning), /eyJ|Bearer|stack/i, 'no token, no stack trace');
     }
   });

@@ -341,7 +341,9 @@ export async function createApp(config: Config, db: Db): Promise<AppContext> {
   };
   const fhirGuard = createGuard(guardOptions);
   const tokenSigner = checkpointSigner(db, keyPolicy(config));
-  const patientsAt = userPatients({ config, guard: fhirGuard, signAccessToken: (claims) => tokenSigner.sign(claims, 'at+jwt') });
+  const patientsAt = userPatients({
+    config, guard: fhirGuard, signAccessToken: (claims) => tokenSigner.sign(claims, 'at+jwt'), warn: (message, fields) => logger.log('warn', message, fields),
+  });
 
   app.use(httpsIssuer(config.issuer));
   app.use(requestId);

@@ -22,6 +22,8 @@ export interface UserPatientsDeps {
   signAccessToken(claims: Record<string, unknown>): Promise<string>;
   /** The bundled /fhir guard. */
   guard: Guard;
+  /** Where a server that could not be read is reported (a warning). */
+  warn(message: string, fields: Record<string, unknown>): void;
 }
 
 export type UserPatients = (user: User, aud: string, purpose: string | undefined) => Promise<PatientSummary[]>;
@@ -35,6 +37,23 @@ export function userPatients(deps: UserPatientsDeps): UserPatients {
     return { status: res.status, body: res.ok ? await res.json() : undefined };
   }
 
+  /**
+   * The Patients of a searchset, or why there are none to read: a server that is down, slow or answers
+   * an error or no Bundle lists nobody, and the sign-in goes on.
+   */
+  async function patientsAt(aud: string, token: string): Promise<FhirResource[] | string> {
+    try {
+      const { status, body } = await search(aud, token);
+      if (status !== 200) return `answered ${status}`;
+      const entries = (body as FhirBundle | null)?.entry ?? [];
+      return Array.isArray(entries) ? entries.flatMap((e) => (e?.resource?.resourceType === 'Patient' ? [e.resource] : [])) : 'answered no Bundle';
+    } catch (err) {
+      if (err instanceof SyntaxError) return 'answered no JSON';
+      const cause = (err as { cause?: { code?: unknown } }).cause?.code;
+      return typeof cause === 'string' ? cause : (err as Error).name;
+    }
+  }
+
   return async (user, aud, purpose) => {
     // Only a base this server issues tokens for: never a URL from the request elsewhere.
     if (!config.fhirAudiences.includes(aud)) return [];
@@ -43,9 +62,12 @@ export function userPatients(deps: UserPatientsDeps): UserPatients {
       ...appTokenClaims(config, user, { launch: { need_patient_banner: false, smart_style_url: '' }, purposeOfUse: purpose }),
       iss: config.issuer, aud, sub: user.id, client_id: PICKER_CLIENT, scope: 'user/Patient.rs', jti: randomUUID(), iat: now, exp: now + TOKEN_SECONDS,
     });
-    const { status, body } = await search(aud, token);
+    const found = await patientsAt(aud, token);
     // A server that cannot be read lists nobody: the picker says there is no one to choose.
-    if (status !== 200) return [];
-    return ((body as FhirBundle).entry ?? []).flatMap((e) => (e.resource?.resourceType === 'Patient' ? [summarise(e.resource as FhirResource)] : []));
+    if (typeof found === 'string') {
+      deps.warn('the patient picker could not read the FHIR server: it lists nobody', { fhir_base: aud, reason: found });
+      return [];
+    }
+    return found.map(summarise);
   };
 }

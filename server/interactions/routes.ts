@@ -17,6 +17,7 @@ import type { PatientDirectory, PatientSummary } from '../fhir/patient-directory
 import type { UserPatients } from '../fhir/user-patients.ts';
 import { DEMO_ACCOUNTS } from '../demo-accounts.ts';
 import { subjectOf } from '../oidc/users.ts';
+import { SCOPE_CLAIMS } from '../oidc/token/account.ts';
 import { checkPurposeSubmission, mayOpenTestData, purposeChoice, purposeForPatient, requestedPurpose, type PurposeChoice } from '../hcs/purpose-choice.ts';
 import { isTestPurpose, plainPurpose, purposeCoding, purposeDisplay } from '../hcs/codes.ts';
 import { pickablePatients } from './picker.ts';
@@ -43,6 +44,7 @@ export interface InteractionDeps {
 }
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
+type Grant = InstanceType<ProviderHost['provider']['Grant']>;
 
 const formBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
 const LOGIN_FAILED = 'The username or password is not correct.';
@@ -323,6 +325,7 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
     const grant = new host.provider.Grant({ accountId: user.id, clientId: String(details.params.client_id) });
     const oidcScopes = granted.filter((s) => OIDC.has(s));
     if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
+    decideClaims(grant, oidcScopes, details.prompt.details.missingOIDCClaims);
     if (granted.length) grant.addResourceScope(aud, granted.join(' '));
     const grantId = await grant.save();
 
@@ -356,4 +359,16 @@ export function interactionRoutes({ config, db, host, patients, patientsAt, logi
   });
 
   return router;
+}
+
+/**
+ * Claims the app asked for in the `claims` parameter (OIDC Core 5.5): granted when a scope the person granted
+ * releases them, rejected otherwise (left out of the id token and userinfo, essential or not, as 5.5.1 allows).
+ * Every one must be decided, or oidc-provider would ask for consent again, and again.
+ */
+function decideClaims(grant: Grant, oidcScopes: string[], asked: unknown) {
+  const claims = Array.isArray(asked) ? asked.map(String) : [];
+  const released = new Set(oidcScopes.flatMap((scope) => SCOPE_CLAIMS[scope] ?? []));
+  grant.addOIDCClaims(claims.filter((claim) => released.has(claim)));
+  grant.rejectOIDCClaims(claims.filter((claim) => !released.has(claim)));
 }

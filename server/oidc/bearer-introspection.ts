@@ -39,7 +39,7 @@ export function bearerIntrospection({ config, db, host, isRevoked, introspection
     await form(ctx, async () => {});
     const sent = (ctx.request.body as Record<string, unknown>).token;
     const token = typeof sent === 'string' ? sent : '';
-    const context = { db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, provider: host.provider, verifyOwn, isRevoked, introspections };
+    const context = { db, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, fhirAudiences: config.fhirAudiences, provider: host.provider, verifyOwn, isRevoked, introspections };
     ctx.set('Cache-Control', 'no-store');
     await sendIntrospection(ctx, context, String(caller.client_id), token, await introspectToken(token, context, { guard: true }));
   });

@@ -12,6 +12,7 @@ import { factsOf, RequestFacts } from './token/request.ts';
 import { revokeAccessToken, type RevocationClaims } from './revocation.ts';
 import { appTokenClaims } from './token/claims.ts';
 import { grantSourceRefusal } from './token/account.ts';
+import { fhirAudience } from './token/audience.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
 import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';
@@ -56,6 +57,8 @@ export interface TokenContext {
   policy: HcsPolicy;
   issuer: string;
   fhirBase: string;
+  /** The FHIR bases tokens are issued for (FHIR_BASE_URL and ADDITIONAL_FHIR_BASES). */
+  fhirAudiences: string[];
   provider: Provider;
   /** Verifies this server's JWT access tokens (see ownTokenVerifier). */
   verifyOwn: OwnTokenVerifier;
@@ -140,6 +143,9 @@ async function introspectRefreshToken(token: string, c: Lookup, caller: Caller, 
   // Active only while a refresh would be answered with tokens.
   if (!user || user.disabled) return INACTIVE;
   if (await grantSourceRefusal(c.db, c.policy, user, await c.provider.Client.find(refresh.clientId!), grant, refresh)) return INACTIVE;
+  // The FHIR server the grant is for, which its refreshes give tokens for; one no longer served here gives none.
+  const aud = fhirAudience(c, [refresh.resource ?? c.fhirBase].flat()[0]);
+  if (!aud) return INACTIVE;
   return {
     active: true,
     client_id: refresh.clientId!,
@@ -148,7 +154,7 @@ async function introspectRefreshToken(token: string, c: Lookup, caller: Caller, 
     iat: refresh.iat,
     sub: refresh.accountId,
     iss: c.issuer,
-    aud: c.fhirBase,
+    aud,
     token_type: 'refresh_token',
     ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, user, grant, { acr: refresh.acr, amr: refresh.amr }),
     ...userFacts(caller, user),

@@ -261,7 +261,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.use(rules.response);
   provider.use(clientAuthenticationRequired);
   provider.use(jwtTokenEndpoints({
-    db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase,
+    db, audit, policy: config.policy, issuer: config.issuer, fhirBase: config.fhirBase, fhirAudiences: config.fhirAudiences,
     verifyOwn: ownTokenVerifier({ issuer: config.issuer, keys: createLocalJWKSet({ keys: jwks.keys.map(publicJwk) }) }),
     isRevoked: deps.isRevoked ?? ((claims) => isAccessTokenRevoked(db, claims)),
     introspections: deps.introspections ?? auditBacklog(audit, config.introspectionAuditBacklog, (message, err) => log('error', message, { err })),

@@ -1,8 +1,11 @@
 // The authorization and token endpoints, including every negative case Inferno sends
 // (the ONC Inferno SMART App Launch test kit).
 import assert from 'node:assert/strict';
-import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, Browser, decodeJwt, exchangeCode, pkce, tokenRequest } from '../support/oauth.ts';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import { withStdout } from '../support/stdout.ts';
+import { authorize, authorizedTokens, Browser, decodeJwt, exchangeCode, form, hiddenValue, pkce, tokenRequest } from '../support/oauth.ts';
 import { addUser } from '../../server/oidc/users.ts';
 import { endAllSessions } from '../../server/auth/sessions.ts';
 
@@ -358,5 +361,71 @@ describe('authorization endpoint: aud and resource name one FHIR server', () => 
     const tokens = await authorizedTokens({ server, client: app, scope: SCOPE, patient: 'pat-2', extra: { resource: `${server.fhirBase}/` } });
     assert.equal(tokens.patient, 'pat-2');
     assert.equal(decodeJwt(tokens.access_token).payload.aud, server.fhirBase);
+  });
+});
+
+describe('patient picker: an ADDITIONAL_FHIR_BASES server that cannot be read lists nobody', () => {
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  let failing: Server;
+  let answer: 'error' | 'not json' = 'error';
+  const bases: Record<string, string> = {};
+  before(async () => {
+    failing = createServer((_req, res) => {
+      if (answer === 'error') res.writeHead(500, { 'content-type': 'application/fhir+json' }).end('{"resourceType":"OperationOutcome"}');
+      else res.writeHead(200, { 'content-type': 'application/fhir+json' }).end('<html>not a Bundle');
+    });
+    await new Promise<void>((resolve) => failing.listen(0, '127.0.0.1', resolve));
+    bases.answering = `http://127.0.0.1:${(failing.address() as AddressInfo).port}/fhir`;
+    bases.down = `http://127.0.0.1:${await freePort()}/fhir`; // nothing listens there
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: `${bases.answering},${bases.down}` });
+    app = await server.addClient({ auth: { kind: 'public' } });
+  });
+  after(async () => {
+    await server.stop();
+    await new Promise((resolve) => failing.close(resolve));
+  });
+
+  const cases = [['down', 'error'], ['answering', 'error'], ['answering', 'not json']] as const;
+
+  it('shows the picker with nobody to choose (not a 500), and logs a warning naming the server, without the token', async () => {
+    for (const [which, kind] of cases) {
+      answer = kind;
+      const browser = new Browser();
+      let page!: Response;
+      const text = await withStdout(async (written) => {
+        const { challenge } = pkce();
+        const query = new URLSearchParams({
+          response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: 'launch/patient openid patient/*.rs', state: 'st-p',
+          aud: bases[which], code_challenge: challenge, code_challenge_method: 'S256',
+        });
+        const login = await browser.follow(`${server.issuer}/authorize?${query}`, server.issuer);
+        const html = await login.res.text();
+        const uid = /\/interaction\/([^/"?]+)/.exec(login.url)![1];
+        page = (await browser.follow(`${server.issuer}/interaction/${uid}/login`, server.issuer, {
+          method: 'POST', body: form({ csrf: hiddenValue(html, 'csrf'), username: 'dr.smith', password: 'demo-password-1' }),
+        })).res;
+        await new Promise((resolve) => setImmediate(resolve)); // log lines are written once a turn
+        return written();
+      });
+      assert.equal(page.status, 200, `${which} (${kind})`);
+      const html = await page.text();
+      assert.match(html, /You have no patients you may open/, `${which} (${kind})`);
+      const warning = text.split('\n').filter(Boolean).map((line) => JSON.parse(line)).find((line) => line.level === 'warn' && line.fhir_base === bases[which]);
+      assert.ok(warning, `a warning names ${bases[which]}: ${text}`);
+      assert.equal(warning.reason, { down: 'ECONNREFUSED', error: 'answered 500', 'not json': 'answered no JSON' }[which === 'down' ? which : kind]);
+      assert.doesNotMatch(JSON.stringify(warning), /eyJ|Bearer|stack/i, 'no token, no stack trace');
+    }
+  });
+
+  it("lets a patient user's sign-in complete: the consent page shows and the app gets its code", async () => {
+    for (const [which, kind] of cases) {
+      answer = kind;
+      const launch = await authorize({ server, client: app, scope: 'launch/patient openid fhirUser patient/*.rs', aud: bases[which], username: 'amy', password: 'demo-password-3' });
+      assert.ok(launch.code, `${which} (${kind}): a code`);
+      const tokens = await exchangeCode(server.issuer, launch, app);
+      assert.equal(tokens.body.patient, 'pat-1');
+      assert.equal(decodeJwt(tokens.body.access_token).payload.aud, bases[which]);
+    }
   });
 });

@@ -192,3 +192,46 @@ describe('login and consent', () => {
     assert.ok(boxes.filter((b) => b.checked).map((b) => b.value).includes('patient/Observation.rs'));
   });
 });
+
+describe('consent: the OIDC claims request parameter', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.stop());
+
+  const grantsOf = async (clientId: string) => (await server.db('oidc_payloads').where({ model: 'Grant', client_id: clientId })).length;
+  const CLAIMS = JSON.stringify({ id_token: { name: null, fhirUser: { essential: true } }, userinfo: { name: null, fhirUser: null } });
+
+  async function claimsOfIdToken(scope: string, consent?: (offered: { value: string }[]) => string[]) {
+    const client = await server.addClient({ auth: { kind: 'public' } });
+    const launch = await authorize({ server, client, scope, username: 'amy', password: 'demo-password-3', extra: { claims: CLAIMS }, consent });
+    return { launch, client };
+  }
+
+  // It sent the person round the consent page for ever, storing a grant each time (OIDC Core 5.5.1: claims not
+  // authorized by the user are left out, essential or not, without an error).
+  it('asks for consent once and leaves out claims whose scope was not granted, with one grant stored', async () => {
+    const { launch, client } = await claimsOfIdToken('launch/patient openid patient/*.rs');
+    assert.ok(launch.code, 'the app gets its code');
+    assert.equal(launch.pages.filter((p) => p.includes('name="decision"')).length, 1, 'one consent page');
+    assert.equal(await grantsOf(client.client_id), 1, 'one grant');
+    const { body } = await exchangeCode(server.issuer, launch, client);
+    const idToken = JSON.parse(Buffer.from(body.id_token.split('.')[1], 'base64url').toString());
+    assert.equal(idToken.name, undefined);
+    assert.equal(idToken.fhirUser, undefined);
+    const userinfo = await (await fetch(`${server.issuer}/userinfo`, { headers: { authorization: `Bearer ${body.access_token}` } })).json();
+    assert.equal(userinfo.name, undefined);
+    assert.equal(userinfo.fhirUser, undefined);
+  });
+
+  it('releases the claims of the scopes the person kept, and not those of a scope they unticked', async () => {
+    const { launch, client } = await claimsOfIdToken('launch/patient openid fhirUser profile patient/*.rs', (offered) => offered.map((s) => s.value).filter((s) => s !== 'profile'));
+    assert.ok(launch.code, 'the app gets its code');
+    assert.equal(await grantsOf(client.client_id), 1, 'one grant');
+    const { body } = await exchangeCode(server.issuer, launch, client);
+    const idToken = JSON.parse(Buffer.from(body.id_token.split('.')[1], 'base64url').toString());
+    assert.match(idToken.fhirUser, /\/Patient\/pat-1$/);
+    assert.equal(idToken.name, undefined, 'profile was unticked');
+  });
+});

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestServer, freePort, type TestServer } from '../support/server.ts';
-import { authorize, exchangeCode, revokeToken, tokenRequest } from '../support/oauth.ts';
+import { authorize, basicAuth, Browser, exchangeCode, form, hiddenValue, pkce, revokeToken, tokenRequest } from '../support/oauth.ts';
 import { dpopKey } from '../support/dpop.ts';
 import { startDemoFhirServer, startGuardProxy, startScript, type ChildServer } from '../support/processes.ts';
 import { DEV_KEY_ENCRYPTION_SECRET } from '../../server/config.ts';
@@ -218,6 +218,39 @@ describe('guard in front of another FHIR server', () => {
 
       const jones = await authorize({ server, client: app, scope: 'launch/patient openid patient/*.rs', patient: 'pat-2', aud: proxyBase, username: 'dr.jones', password: 'demo-password-2', purpose: 'TREAT' });
       assert.deepEqual([...picker(jones).matchAll(/name="patient" value="([^"]+)"/g)].map((m) => m[1]).sort(), ['pat-1', 'pat-2'], 'only the patients dr.jones may reach');
+    });
+
+    it('lists nobody in the patient picker (no 500) when the FHIR server behind a proxy in ADDITIONAL_FHIR_BASES is down', async () => {
+      const down = await startGuardProxy(server, localBase, `http://127.0.0.1:${await freePort()}/fhir`, { GUARD_VERIFICATION: 'local' });
+      try {
+        const app = await server.addClient({ auth: { kind: 'secret' } });
+        const browser = new Browser();
+        const { challenge } = pkce();
+        const signIn = await browser.follow(`${server.issuer}/authorize?${new URLSearchParams({
+          response_type: 'code', client_id: app.client_id, redirect_uri: app.redirect_uri, scope: 'launch/patient openid patient/*.rs', state: 's', aud: localBase,
+          code_challenge: challenge, code_challenge_method: 'S256',
+        })}`, server.issuer);
+        const uid = /\/interaction\/([^/?]+)/.exec(signIn.url)![1];
+        const picker = (await browser.follow(`${server.issuer}/interaction/${uid}/login`, server.issuer, {
+          method: 'POST', body: form({ csrf: hiddenValue(await signIn.res.text(), 'csrf'), username: 'dr.smith', password: 'demo-password-1' }),
+        })).res;
+        assert.equal(picker.status, 200);
+        assert.match(await picker.text(), /Choose a patient[\s\S]*You have no patients you may open/);
+      } finally {
+        await down.stop();
+      }
+    });
+
+    it('refuses a refresh token for its base, which introspects with that base as aud (token_type refresh_token)', async () => {
+      const app = await server.addClient({ auth: { kind: 'secret' } });
+      const launch = await authorize({ server, client: app, scope: 'launch/patient openid offline_access patient/*.rs', patient: 'pat-2', aud: proxyBase });
+      const { body } = await exchangeCode(server.issuer, launch, app);
+      const answer = await (await fetch(`${server.issuer}/introspect`, {
+        method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(rs) }, body: new URLSearchParams({ token: body.refresh_token }),
+      })).json();
+      assert.equal(answer.aud, proxyBase);
+      assert.equal((await fetch(`${proxyBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${body.access_token}` } })).status, 200);
+      assert.equal((await fetch(`${proxyBase}/Patient/pat-2`, { headers: { authorization: `Bearer ${body.refresh_token}` } })).status, 401);
     });
 
     /** Every page of a search, following next links through the proxy. */

@@ -307,3 +307,53 @@ describe('introspection and revocation', () => {
     assert.ok(Date.now() - ended <= 1000 + 500, `seen after ${Date.now() - ended} ms`);
   });
 });
+
+describe('introspection of a refresh token for an ADDITIONAL_FHIR_BASES server', () => {
+  const OTHER = 'https://other.example.org/fhir';
+  let server: TestServer;
+  let app: Awaited<ReturnType<TestServer['addClient']>>;
+  let rs: Awaited<ReturnType<TestServer['addClient']>>;
+  before(async () => {
+    server = await startTestServer({ ADDITIONAL_FHIR_BASES: OTHER });
+    app = await server.addClient({ auth: { kind: 'secret' } });
+    rs = await server.addClient({ name: 'FHIR server', redirectUris: [], auth: { kind: 'secret' }, resourceServer: true });
+  });
+  after(() => server.stop());
+
+  const introspect = async (at: TestServer, token: string, authorization: string) =>
+    (await (await fetch(`${at.issuer}/introspect`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization }, body: new URLSearchParams({ token }),
+    })).json()) as Record<string, any>;
+  const tokensFor = (aud: string) => authorizedTokens({ server, client: app, scope: 'openid offline_access user/*.rs', aud });
+
+  // It said this server's own FHIR base whatever the grant was for.
+  it('reports the audience of its grant, as its access tokens carry it, to the app, a resource server and a bearer of introspect', async () => {
+    const { body: bearer } = await tokenRequest(server.issuer, { grant_type: 'client_credentials', scope: 'introspect' }, rs);
+    for (const aud of [OTHER, server.fhirBase]) {
+      const tokens = await tokensFor(aud);
+      assert.equal(decodeJwt(tokens.access_token).payload.aud, aud);
+      for (const authorization of [basicAuth(app), basicAuth(rs), `Bearer ${bearer.access_token}`]) {
+        const body = await introspect(server, tokens.refresh_token, authorization);
+        assert.equal(body.active, true);
+        assert.equal(body.aud, aud, `${aud}, ${authorization.split(' ')[0]}`);
+      }
+      const { body: refreshed } = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+      assert.equal(decodeJwt(refreshed.access_token).payload.aud, aud);
+      assert.equal((await introspect(server, refreshed.refresh_token, basicAuth(rs))).aud, aud, `${aud} after a refresh`);
+    }
+  });
+
+  it('answers inactive once the server no longer serves the audience (a refresh would be invalid_target)', async () => {
+    const tokens = await tokensFor(OTHER);
+    const without = await startTestServer({ DATABASE_URL: server.config.databaseUrl });
+    try {
+      assert.deepEqual(await introspect(without, tokens.refresh_token, basicAuth(rs)), { active: false });
+      assert.equal((await introspect(server, tokens.refresh_token, basicAuth(rs))).active, true, 'still active where it is served');
+      const { res, body: refused } = await tokenRequest(without.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+      assert.equal(res.status, 400);
+      assert.equal(refused.error, 'invalid_target');
+    } finally {
+      await without.close();
+    }
+  });
+});

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { Adapter } from 'oidc-provider';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { authorize, authorizedTokens, exchangeCode, secretAccepted, tokenRequest } from '../support/oauth.ts';
+import { authorize, authorizedTokens, Browser, exchangeCode, secretAccepted, tokenRequest } from '../support/oauth.ts';
 import { ASSERTION_TYPE } from '../support/backend.ts';
 import { issueInitialAccessToken } from '../../server/oidc/registration-privileges.ts';
 import { removeClient, rotateClientSecret } from '../../server/oidc/clients.ts';
@@ -282,6 +282,93 @@ describe('dynamic client registration', () => {
       assert.equal((await register(metadata, { authorization: `Bearer ${iat}` }, closed)).status, 201);
     } finally {
       await closed.stop();
+    }
+  });
+});
+
+// RFC 8252 section 7.3: a native app listens on a loopback port the operating system chose when it starts.
+describe('redirect URI matching: loopback ports of native apps (RFC 8252)', () => {
+  let server: TestServer;
+  before(async () => { server = await startTestServer(); });
+  after(() => server.stop());
+
+  const registered = async (redirect: string, applicationType?: 'native') => {
+    const res = await fetch(`${server.issuer}/register`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Loopback app', redirect_uris: [redirect], token_endpoint_auth_method: 'none', ...(applicationType && { application_type: applicationType }) }),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    return (await res.json()).client_id as string;
+  };
+
+  /** Whether /authorize takes `redirect`: on to sign-in, rather than an error page that sends nobody anywhere. */
+  async function accepted(clientId: string, redirect: string): Promise<boolean> {
+    const query = new URLSearchParams({
+      response_type: 'code', client_id: clientId, redirect_uri: redirect, scope: 'openid patient/*.rs', state: 's', aud: server.fhirBase,
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    });
+    const res = await fetch(`${server.issuer}/authorize?${query}`, { redirect: 'manual' });
+    const location = res.headers.get('location') ?? '';
+    if (res.status === 303 && location.startsWith('/interaction/')) return true;
+    assert.equal(res.status, 400, `${redirect}: ${res.status} ${location}`);
+    assert.match(await res.text(), /redirect_uri did not match/);
+    return false;
+  }
+
+  const ANY_PORT = ['http://127.0.0.1:8765/cb', 'http://127.0.0.1:51234/cb', 'http://127.0.0.1/cb'];
+  const OTHER_THAN_PORT = [
+    'http://127.0.0.1:51234/cb/', 'http://127.0.0.1:51234/other', 'http://127.0.0.1:51234/cb?x=1', 'http://127.0.0.1:51234/CB',
+    'https://127.0.0.1:51234/cb', 'http://[::1]:51234/cb', 'http://localhost:51234/cb', 'http://127.0.0.2:51234/cb',
+    'http://user@127.0.0.1:51234/cb', 'http://127.0.0.1:51234/cb#f',
+  ];
+
+  it('lets a native app use any port of its registered loopback redirect URI, and nothing else', async () => {
+    const app = await registered('http://127.0.0.1:8765/cb', 'native');
+    for (const uri of ANY_PORT) assert.equal(await accepted(app, uri), true, uri);
+    for (const uri of OTHER_THAN_PORT) assert.equal(await accepted(app, uri), false, uri);
+  });
+
+  it('matches the host as registered: [::1] and localhost are not 127.0.0.1, nor one another', async () => {
+    const v6 = await registered('http://[::1]:8765/cb', 'native');
+    assert.equal(await accepted(v6, 'http://[::1]:40000/cb'), true);
+    for (const uri of ['http://127.0.0.1:40000/cb', 'http://localhost:40000/cb', 'http://[::1]:40000/cb2']) assert.equal(await accepted(v6, uri), false, uri);
+    const named = await registered('http://localhost:8765/cb', 'native');
+    assert.equal(await accepted(named, 'http://localhost:40000/cb'), true);
+    for (const uri of ['http://127.0.0.1:40000/cb', 'http://[::1]:40000/cb']) assert.equal(await accepted(named, uri), false, uri);
+  });
+
+  it('gives a web app (the default application_type) exact matching: another port is refused', async () => {
+    const web = await registered('http://127.0.0.1:8765/cb');
+    assert.equal(await accepted(web, 'http://127.0.0.1:8765/cb'), true);
+    for (const uri of ['http://127.0.0.1:51234/cb', 'http://127.0.0.1/cb', ...OTHER_THAN_PORT]) assert.equal(await accepted(web, uri), false, uri);
+  });
+
+  it('completes a native app\'s authorization on the port it chose, and the token request must name that same URI', async () => {
+    const client = { client_id: await registered('http://127.0.0.1:8765/cb', 'native'), redirect_uri: 'http://127.0.0.1:51234/cb' };
+    const launch = await authorize({ server, client, scope: 'openid patient/*.rs launch/patient' });
+    assert.equal(launch.redirect.origin + launch.redirect.pathname, 'http://127.0.0.1:51234/cb');
+    const registeredPort = await exchangeCode(server.issuer, launch, { ...client, redirect_uri: 'http://127.0.0.1:8765/cb' });
+    assert.equal(registeredPort.body.error, 'invalid_grant');
+    const again = await authorize({ server, client, scope: 'openid patient/*.rs launch/patient' });
+    const { body } = await exchangeCode(server.issuer, again, client);
+    assert.ok(body.access_token, JSON.stringify(body));
+  });
+
+  it('matches a native app\'s post_logout_redirect_uri the same way: any port, nothing else', async () => {
+    const res = await fetch(`${server.issuer}/register`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Loopback app', redirect_uris: ['http://127.0.0.1:8765/cb'], post_logout_redirect_uris: ['http://127.0.0.1:8765/bye'], token_endpoint_auth_method: 'none', application_type: 'native' }),
+    });
+    const client = { client_id: (await res.json()).client_id as string, redirect_uri: 'http://127.0.0.1:8765/cb' };
+    const browser = new Browser();
+    const launch = await authorize({ server, client, scope: 'openid patient/*.rs launch/patient', browser });
+    const { body } = await exchangeCode(server.issuer, launch, client);
+    const logout = (uri: string) => browser.fetch(`${server.issuer}/logout?${new URLSearchParams({ id_token_hint: body.id_token, post_logout_redirect_uri: uri })}`);
+    assert.equal((await logout('http://127.0.0.1:51234/bye')).status, 200, 'the confirmation page');
+    for (const uri of ['http://[::1]:51234/bye', 'http://127.0.0.1:51234/bye2']) {
+      const refused = await logout(uri);
+      assert.equal(refused.status, 400, uri);
+      assert.match(await refused.text(), /post_logout_redirect_uri not registered/, uri);
     }
   });
 });

@@ -8,6 +8,7 @@ import { authorize, exchangeCode } from '../support/oauth.ts';
 import { startGuardProxy, type ChildServer } from '../support/processes.ts';
 import assert from 'node:assert/strict';
 import { assertUpstreamErrorsSafe, CREATED_ID, startHapiErrors, upstreamErrorsTold, type HapiErrors } from '../support/hapi-errors.ts';
+import { withStdout } from '../support/stdout.ts';
 
 describe('errors of a FHIR server that names other resources in them (as HAPI FHIR does)', () => {
   let upstream: HapiErrors;
@@ -34,21 +35,11 @@ describe('errors of a FHIR server that names other resources in them (as HAPI FH
 
   it('the bundled /fhir passes on their coded part only, and logs their text', async () => {
     const bearer = await patientToken(server.fhirBase);
-    let logged = '';
-    const write = process.stdout.write;
-    process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-      logged += String(chunk);
-      return (write as (...args: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
-    }) as typeof process.stdout.write;
-    try {
-      const told = await upstreamErrorsTold(server.fhirBase, bearer, async () => {
-        await new Promise((resolve) => setImmediate(resolve));
-        return logged;
-      });
-      assertUpstreamErrorsSafe(told, 'bundled');
-    } finally {
-      process.stdout.write = write;
-    }
+    const told = await withStdout((written) => upstreamErrorsTold(server.fhirBase, bearer, async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      return written();
+    }));
+    assertUpstreamErrorsSafe(told, 'bundled');
   });
 
   it('the guard proxy passes on their coded part only, and logs their text', async () => {

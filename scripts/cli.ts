@@ -13,7 +13,7 @@ import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
 import { addClient, ClientError, clientExists, clientNames, clientOrganizationOf, listClients, rebindClient, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, organizationProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
-import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
+import { checkEncryptionSecret, ensureSigningKeys, KeyEncryptionError, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
 import { AuditWriteError, changeWithRecords, createAuditStore } from '../server/audit/audit-store.ts';
@@ -158,6 +158,7 @@ const commands: Record<string, Command> = {
           () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'delete', what: 'all second factors', byAdministrator: true })]);
         return { json: { username, removed }, text: `removed ${removed} second factor(s) of ${username}` };
       }
+      await checkEncryptionSecret(db, config.keyEncryptionSecret);
       const { secret, recoveryCodes } = await recordedChange(db, (trx) => enrolTotpDirectly(trx, user.id, config.keyEncryptionSecret),
         () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'totp', byAdministrator: true })]);
       const uri = otpauthUri(secret, totpIssuerName(config.issuer), user.username);
@@ -542,7 +543,7 @@ export async function runCli(argv: string[]): Promise<number> {
       console.log(wantsJson ? JSON.stringify(err.result) : err.message);
       return 1;
     }
-    const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError
+    const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError || err instanceof KeyEncryptionError
       || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const message = known || err instanceof Unavailable ? (err as Error).message : `unexpected error: ${(err as Error).message}`;
     if (wantsJson) console.log(JSON.stringify({ error: message }));

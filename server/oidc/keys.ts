@@ -151,10 +151,26 @@ async function insertKey(db: Db, alg: SigningAlg, activatesAt: number, secret: s
 }
 
 /**
+ * Refuses a KEY_ENCRYPTION_SECRET that does not open the newest stored signing key: what it sealed (keys, TOTP
+ * secrets) the servers could not read, and a key rotated in under it would stop them once the old keys retire.
+ */
+export async function checkEncryptionSecret(db: Db, secret: string): Promise<void> {
+  const newest = await db('signing_keys').select('kid', 'private_jwk').orderBy('created_at', 'desc').first();
+  if (!newest) return;
+  try {
+    decryptJwk(newest.private_jwk, newest.kid, secret);
+  } catch (err) {
+    if (!(err instanceof KeyEncryptionError)) throw err;
+    throw new KeyEncryptionError('KEY_ENCRYPTION_SECRET is not the one the stored signing keys were encrypted with: nothing was changed; run smart-auth with the servers\' KEY_ENCRYPTION_SECRET');
+  }
+}
+
+/**
  * Adds a key for every algorithm in use, signing after the rotation delay; the keys it replaces
  * stop signing at that moment and stay published until their tokens have expired.
  */
 export async function rotateSigningKeys(db: Db, policy: KeyPolicy): Promise<SigningKeyInfo[]> {
+  await checkEncryptionSecret(db, policy.encryptionSecret);
   const activatesAt = nowSeconds() + policy.rotationDelay;
   const added: SigningKeyInfo[] = [];
   for (const alg of new Set(policy.algs)) {

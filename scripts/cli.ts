@@ -13,7 +13,7 @@ import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
 import { addClient, ClientError, clientExists, clientNames, clientOrganizationOf, listClients, rebindClient, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, organizationProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
-import { checkEncryptionSecret, ensureSigningKeys, KeyEncryptionError, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
+import { checkEncryptionSecret, KeyEncryptionError, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
 import { AuditWriteError, changeWithRecords, createAuditStore } from '../server/audit/audit-store.ts';
@@ -311,7 +311,6 @@ const commands: Record<string, Command> = {
     usage: 'keys list',
     options: json,
     async run(_args, { db, config }) {
-      await ensureSigningKeys(db, keyPolicy(config));
       const keys = await listSigningKeys(db, keyPolicy(config));
       const when = (t: number | null) => (t === null ? '-' : new Date(t * 1000).toISOString());
       return {
@@ -324,7 +323,6 @@ const commands: Record<string, Command> = {
     usage: 'keys rotate',
     options: json,
     async run(_args, { db, config }) {
-      await ensureSigningKeys(db, keyPolicy(config));
       const keys = await recordedChange(db, (trx) => rotateSigningKeys(trx, keyPolicy(config)),
         (added) => added.map((key) => signingKeyRotated({ ...administrator(config), kid: key.kid, alg: key.alg })));
       return {

@@ -166,14 +166,16 @@ export async function checkEncryptionSecret(db: Db, secret: string): Promise<voi
 }
 
 /**
- * Adds a key for every algorithm in use, signing after the rotation delay; the keys it replaces
- * stop signing at that moment and stay published until their tokens have expired.
+ * Adds a key for every algorithm the stored keys sign with (not the caller's ACCESS_TOKEN_ALG: the CLI's may
+ * differ from the servers'), signing after the rotation delay; the keys it replaces stop signing at that
+ * moment and stay published until their tokens have expired. With no key to replace, the new ones sign at once.
  */
 export async function rotateSigningKeys(db: Db, policy: KeyPolicy): Promise<SigningKeyInfo[]> {
   await checkEncryptionSecret(db, policy.encryptionSecret);
-  const activatesAt = nowSeconds() + policy.rotationDelay;
+  const live = (await listSigningKeys(db, policy)).filter((k) => k.state === 'signing' || k.state === 'pending').map((k) => k.alg);
+  const activatesAt = nowSeconds() + (live.length ? policy.rotationDelay : 0);
   const added: SigningKeyInfo[] = [];
-  for (const alg of new Set(policy.algs)) {
+  for (const alg of new Set(live.length ? live : policy.algs)) {
     await db.transaction(async (trx) => {
       await trx('signing_keys').where('alg', alg).whereNull('retired_at').update({ retired_at: activatesAt });
       added.push(await insertKey(trx, alg, activatesAt, policy.encryptionSecret));

@@ -98,3 +98,22 @@ describe('the CLI with another KEY_ENCRYPTION_SECRET than the servers', () => {
     assert.equal(rotated.code, 0, rotated.stderr);
   });
 });
+
+describe('the CLI with another ACCESS_TOKEN_ALG than the servers', () => {
+  let server: TestServer;
+  before(async () => { server = await startTestServer({ ACCESS_TOKEN_ALG: 'ES384' }); });
+  after(() => server.stop());
+
+  // Before: `keys list` made an ES256 key (signing at once) and `keys rotate` rotated ES256 and RS256 only,
+  // so the ES384 key the servers sign access tokens with was never replaced.
+  it('rotates the algorithms the stored keys sign with, and keys list adds none', async () => {
+    const algs = async () => (await server.db('signing_keys').select('alg')).map((r) => r.alg).sort();
+    assert.deepEqual(await algs(), ['ES384', 'RS256']);
+    assert.equal((await runCliWithEnv(server, { ACCESS_TOKEN_ALG: undefined }, 'keys', 'list')).code, 0);
+    assert.deepEqual(await algs(), ['ES384', 'RS256']);
+    const rotated = await runCliWithEnv(server, { ACCESS_TOKEN_ALG: undefined }, 'keys', 'rotate', '--json');
+    assert.equal(rotated.code, 0, rotated.stderr);
+    assert.deepEqual(rotated.json.keys.map((k: { alg: string }) => k.alg).sort(), ['ES384', 'RS256']);
+    assert.deepEqual(await algs(), ['ES384', 'ES384', 'RS256', 'RS256']);
+  });
+});

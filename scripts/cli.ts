@@ -488,7 +488,15 @@ const auditStore = (db: Db, config: Config) => createAuditStore(db, checkpointSi
 
 /** Administration done with the CLI is part of the audit trail too. */
 const administrator = (config: Config) => ({ recorded: new Date(), issuer: config.issuer, address: 'smart-auth CLI' });
-const recordAdministration = (db: Db, config: Config, event: AuditEvent) => auditStore(db, config).append([event]);
+/** Closed before the command ends, so the head it signs for the record is written before the database closes. */
+async function recordAdministration(db: Db, config: Config, event: AuditEvent): Promise<void> {
+  const store = auditStore(db, config);
+  try {
+    await store.append([event]);
+  } finally {
+    await store.close();
+  }
+}
 
 /** A step that the audit trail must record, failing closed: when it cannot, the administrator is told what did not happen. */
 async function failingClosed<T>(step: () => Promise<T>, what = 'change', consequence = 'nothing was changed'): Promise<T> {

@@ -13,7 +13,7 @@ import { userSecurityChanged } from '../server/audit/balp.ts';
 import { auditUserOf } from '../server/audit/security-events.ts';
 import { addClient, ClientError, clientExists, clientNames, clientOrganizationOf, listClients, rebindClient, removeClient, rotateClientSecret, type ClientAuth } from '../server/oidc/clients.ts';
 import { issueInitialAccessToken, invalidPrivileges, organizationProblem, type Privileges } from '../server/oidc/registration-privileges.ts';
-import { ensureSigningKeys, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
+import { checkEncryptionSecret, KeyEncryptionError, keyPolicy, listSigningKeys, rotateSigningKeys } from '../server/oidc/keys.ts';
 import { isPrivacyOfficerRole, isPurposeOfUse } from '../server/hcs/codes.ts';
 import { assertablePurposes, defaultUserPurposes } from '../server/hcs/policy.ts';
 import { AuditWriteError, changeWithRecords, createAuditStore } from '../server/audit/audit-store.ts';
@@ -158,6 +158,7 @@ const commands: Record<string, Command> = {
           () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'delete', what: 'all second factors', byAdministrator: true })]);
         return { json: { username, removed }, text: `removed ${removed} second factor(s) of ${username}` };
       }
+      await checkEncryptionSecret(db, config.keyEncryptionSecret);
       const { secret, recoveryCodes } = await recordedChange(db, (trx) => enrolTotpDirectly(trx, user.id, config.keyEncryptionSecret),
         () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'create', what: 'totp', byAdministrator: true })]);
       const uri = otpauthUri(secret, totpIssuerName(config.issuer), user.username);
@@ -310,7 +311,6 @@ const commands: Record<string, Command> = {
     usage: 'keys list',
     options: json,
     async run(_args, { db, config }) {
-      await ensureSigningKeys(db, keyPolicy(config));
       const keys = await listSigningKeys(db, keyPolicy(config));
       const when = (t: number | null) => (t === null ? '-' : new Date(t * 1000).toISOString());
       return {
@@ -323,7 +323,6 @@ const commands: Record<string, Command> = {
     usage: 'keys rotate',
     options: json,
     async run(_args, { db, config }) {
-      await ensureSigningKeys(db, keyPolicy(config));
       const keys = await recordedChange(db, (trx) => rotateSigningKeys(trx, keyPolicy(config)),
         (added) => added.map((key) => signingKeyRotated({ ...administrator(config), kid: key.kid, alg: key.alg })));
       return {
@@ -494,7 +493,15 @@ const auditStore = (db: Db, config: Config) => createAuditStore(db, checkpointSi
 
 /** Administration done with the CLI is part of the audit trail too. */
 const administrator = (config: Config) => ({ recorded: new Date(), issuer: config.issuer, address: 'smart-auth CLI' });
-const recordAdministration = (db: Db, config: Config, event: AuditEvent) => auditStore(db, config).append([event]);
+/** Closed before the command ends, so the head it signs for the record is written before the database closes. */
+async function recordAdministration(db: Db, config: Config, event: AuditEvent): Promise<void> {
+  const store = auditStore(db, config);
+  try {
+    await store.append([event]);
+  } finally {
+    await store.close();
+  }
+}
 
 /** A step that the audit trail must record, failing closed: when it cannot, the administrator is told what did not happen. */
 async function failingClosed<T>(step: () => Promise<T>, what = 'change', consequence = 'nothing was changed'): Promise<T> {
@@ -547,7 +554,7 @@ export async function runCli(argv: string[]): Promise<number> {
       console.log(wantsJson ? JSON.stringify(err.result) : err.message);
       return 1;
     }
-    const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError
+    const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError || err instanceof KeyEncryptionError
       || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const message = known || err instanceof Unavailable ? (err as Error).message : `unexpected error: ${(err as Error).message}`;
     if (wantsJson) console.log(JSON.stringify({ error: message }));

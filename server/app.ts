@@ -414,9 +414,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
     purgeExpiredRows(config, db).catch((err) => context.logger.log('error', 'purging expired rows failed', { err }));
   }, 10 * 60 * 1000);
   purge.unref();
+  // Once closing, each request still arriving on an open keep-alive connection is answered with
+  // `Connection: close`: otherwise a client that keeps its connections open (a load balancer) keeps the
+  // server serving, and a shutdown under steady load never ends.
+  let closing = false;
+  const callback = context.app.callback();
+  const handler: typeof callback = (req, res) => {
+    if (closing) res.setHeader('connection', 'close');
+    return callback(req, res);
+  };
   const server = config.tls
-    ? createHttpsServer({ cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile), minVersion: 'TLSv1.2' }, context.app.callback())
-    : createHttpServer(context.app.callback());
+    ? createHttpsServer({ cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile), minVersion: 'TLSv1.2' }, handler)
+    : createHttpServer(handler);
   server.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -429,6 +438,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     url: `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     async close() {
       clearInterval(purge);
+      closing = true;
       context.host.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { groupCommitFor, type GroupCommit, type Outcomes, type WriteKind } from '../group-commit.ts';
 import { insertValues, isPg, rawTransaction, transactionStatements, type Statements } from '../db-statements.ts';
 import { disclosureApp } from './disclosures.ts';
+import { KeyEncryptionError } from '../oidc/keys.ts';
 
 export interface AuditStoreOptions {
   /** Signs a checkpoint or purge payload: a JWS compact serialization (the server's signing key). */
@@ -449,7 +450,8 @@ export function createAuditStore(db: Db, options: AuditStoreOptions): AuditStore
   async function readJws<T>(jws: string): Promise<T | undefined> {
     try {
       return (await options.verify(jws)) as T;
-    } catch {
+    } catch (err) {
+      if (err instanceof KeyEncryptionError) throw err; // the keys cannot be read: no verdict on the signature
       return undefined;
     }
   }

@@ -151,13 +151,31 @@ async function insertKey(db: Db, alg: SigningAlg, activatesAt: number, secret: s
 }
 
 /**
- * Adds a key for every algorithm in use, signing after the rotation delay; the keys it replaces
- * stop signing at that moment and stay published until their tokens have expired.
+ * Refuses a KEY_ENCRYPTION_SECRET that does not open the newest stored signing key: what it sealed (keys, TOTP
+ * secrets) the servers could not read, and a key rotated in under it would stop them once the old keys retire.
+ */
+export async function checkEncryptionSecret(db: Db, secret: string): Promise<void> {
+  const newest = await db('signing_keys').select('kid', 'private_jwk').orderBy('created_at', 'desc').first();
+  if (!newest) return;
+  try {
+    decryptJwk(newest.private_jwk, newest.kid, secret);
+  } catch (err) {
+    if (!(err instanceof KeyEncryptionError)) throw err;
+    throw new KeyEncryptionError('KEY_ENCRYPTION_SECRET is not the one the stored signing keys were encrypted with: nothing was changed; run smart-auth with the servers\' KEY_ENCRYPTION_SECRET');
+  }
+}
+
+/**
+ * Adds a key for every algorithm the stored keys sign with (not the caller's ACCESS_TOKEN_ALG: the CLI's may
+ * differ from the servers'), signing after the rotation delay; the keys it replaces stop signing at that
+ * moment and stay published until their tokens have expired. With no key to replace, the new ones sign at once.
  */
 export async function rotateSigningKeys(db: Db, policy: KeyPolicy): Promise<SigningKeyInfo[]> {
-  const activatesAt = nowSeconds() + policy.rotationDelay;
+  await checkEncryptionSecret(db, policy.encryptionSecret);
+  const live = (await listSigningKeys(db, policy)).filter((k) => k.state === 'signing' || k.state === 'pending').map((k) => k.alg);
+  const activatesAt = nowSeconds() + (live.length ? policy.rotationDelay : 0);
   const added: SigningKeyInfo[] = [];
-  for (const alg of new Set(policy.algs)) {
+  for (const alg of new Set(live.length ? live : policy.algs)) {
     await db.transaction(async (trx) => {
       await trx('signing_keys').where('alg', alg).whereNull('retired_at').update({ retired_at: activatesAt });
       added.push(await insertKey(trx, alg, activatesAt, policy.encryptionSecret));

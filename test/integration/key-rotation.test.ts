@@ -7,6 +7,7 @@ import { listSigningKeys, rotateSigningKeys } from '../../server/oidc/keys.ts';
 import { keyPolicy } from '../../server/oidc/keys.ts';
 import { loadConfig } from '../../server/config.ts';
 import { createApp } from '../../server/app.ts';
+import { runCliWithEnv } from '../support/cli.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // Seconds: long enough for a whole launch on a busy machine to fit inside it.
@@ -72,5 +73,47 @@ describe('signing keys', () => {
   it('refuses to start with a different KEY_ENCRYPTION_SECRET, naming the problem', async () => {
     const config = loadConfig({ ...process.env, DATABASE_URL: server.config.databaseUrl, KEY_ENCRYPTION_SECRET: 'another-secret-that-is-long-enough-1234' });
     await assert.rejects(createApp(config, server.db), /KEY_ENCRYPTION_SECRET is not the one it was stored with/);
+  });
+});
+
+describe('the CLI with another KEY_ENCRYPTION_SECRET than the servers', () => {
+  let server: TestServer;
+  before(async () => { server = await startTestServer({ KEY_ENCRYPTION_SECRET: 'the-servers-own-secret-long-enough-123456' }); });
+  after(() => server.stop());
+
+  // An operator who runs `smart-auth keys rotate` with DATABASE_URL alone stored keys under the development
+  // secret: exit 0, the servers then failed to load every key (and to restart) once the old ones retired.
+  it('refuses keys rotate and user mfa --totp, changing nothing, and names the setting', async () => {
+    const before = await server.db('signing_keys').count({ n: '*' }).first();
+    const factors = await server.db('user_factors').count({ n: '*' }).first();
+    for (const args of [['keys', 'rotate'], ['user', 'mfa', 'dr.smith', '--totp']]) {
+      const result = await runCliWithEnv(server, { KEY_ENCRYPTION_SECRET: undefined }, ...args);
+      assert.equal(result.code, 2, `${args.join(' ')}: ${result.stdout}${result.stderr}`);
+      assert.match(result.stderr, /KEY_ENCRYPTION_SECRET is not the one the stored signing keys were encrypted with/);
+      assert.doesNotMatch(result.stderr, /unexpected error|at [\w.]+ \(/);
+    }
+    assert.deepEqual(await server.db('signing_keys').count({ n: '*' }).first(), before);
+    assert.deepEqual(await server.db('user_factors').count({ n: '*' }).first(), factors);
+    const rotated = await runCliWithEnv(server, { KEY_ENCRYPTION_SECRET: 'the-servers-own-secret-long-enough-123456' }, 'keys', 'rotate');
+    assert.equal(rotated.code, 0, rotated.stderr);
+  });
+});
+
+describe('the CLI with another ACCESS_TOKEN_ALG than the servers', () => {
+  let server: TestServer;
+  before(async () => { server = await startTestServer({ ACCESS_TOKEN_ALG: 'ES384' }); });
+  after(() => server.stop());
+
+  // Before: `keys list` made an ES256 key (signing at once) and `keys rotate` rotated ES256 and RS256 only,
+  // so the ES384 key the servers sign access tokens with was never replaced.
+  it('rotates the algorithms the stored keys sign with, and keys list adds none', async () => {
+    const algs = async () => (await server.db('signing_keys').select('alg')).map((r) => r.alg).sort();
+    assert.deepEqual(await algs(), ['ES384', 'RS256']);
+    assert.equal((await runCliWithEnv(server, { ACCESS_TOKEN_ALG: undefined }, 'keys', 'list')).code, 0);
+    assert.deepEqual(await algs(), ['ES384', 'RS256']);
+    const rotated = await runCliWithEnv(server, { ACCESS_TOKEN_ALG: undefined }, 'keys', 'rotate', '--json');
+    assert.equal(rotated.code, 0, rotated.stderr);
+    assert.deepEqual(rotated.json.keys.map((k: { alg: string }) => k.alg).sort(), ['ES384', 'RS256']);
+    assert.deepEqual(await algs(), ['ES384', 'ES384', 'RS256', 'RS256']);
   });
 });

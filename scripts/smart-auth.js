@@ -10,5 +10,10 @@ const warn = console.warn;
 console.warn = (...args) => {
   if (!String(args[0]).startsWith('oidc-provider WARNING: Unsupported runtime')) warn(...args);
 };
+// A reader that stops early (`smart-auth audit export … | head`) ends the output, not the command: the
+// command still finishes, and closes what it opened, instead of crashing with EPIPE.
+process.stdout.on('error', (err) => {
+  if (err.code !== 'EPIPE') throw err;
+});
 const { runCli } = await import('./cli.ts');
 process.exitCode = await runCli(process.argv.slice(2));

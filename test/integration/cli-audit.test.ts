@@ -1,5 +1,6 @@
 // The audit commands of the CLI as an operator runs them: clean output, and errors that say what is wrong.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { runCli, runCliWithEnv } from '../support/cli.ts';
 
@@ -23,6 +24,19 @@ describe('CLI: audit records and verification', function () {
       assert.equal(await newestCheckpoint(), await head());
     });
   }
+
+  // Before: `audit export … | head` crashed with an EPIPE stack trace once the reader had gone.
+  it('audit export into a reader that stops early ends quietly, exit 0', async () => {
+    const child = spawn(process.execPath, [new URL('../../scripts/smart-auth.js', import.meta.url).pathname, 'audit', 'export', '--patient', 'pat-1', '--format', 'csv'], {
+      env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer, ...settings }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.destroy(); // the reader is gone before the command writes
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(stderr, '');
+    assert.equal(code, 0);
+  });
 
   // Before: a KEY_ENCRYPTION_SECRET that cannot open the keys was reported as tampering ("its signature is
   // invalid or it was altered", exit 1): an auditor was told the trail was changed when the CLI was misconfigured.

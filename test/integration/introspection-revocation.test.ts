@@ -356,4 +356,23 @@ describe('introspection of a refresh token for an ADDITIONAL_FHIR_BASES server',
       await without.close();
     }
   });
+
+  // The refusal used the refresh token up (rotation consumed it first): back where the base is served, the same
+  // token was a reuse, which ended the grant.
+  it('refuses a refresh for a FHIR server no longer served without using the refresh token up: it works once the server is served again', async () => {
+    const tokens = await tokensFor(OTHER);
+    const without = await startTestServer({ DATABASE_URL: server.config.databaseUrl });
+    try {
+      for (const resource of [undefined, OTHER]) {
+        const { res, body } = await tokenRequest(without.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token, ...(resource && { resource }) }, app);
+        assert.equal(res.status, 400, `resource ${resource}`);
+        assert.equal(body.error, 'invalid_target');
+      }
+    } finally {
+      await without.close();
+    }
+    const { res, body } = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(decodeJwt(body.access_token).payload.aud, OTHER);
+  });
 });

@@ -156,7 +156,7 @@ async function introspectRefreshToken(token: string, c: Lookup, caller: Caller, 
     iss: c.issuer,
     aud,
     token_type: 'refresh_token',
-    ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, user, grant, { acr: refresh.acr, amr: refresh.amr }),
+    ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, aud, user, grant, { acr: refresh.acr, amr: refresh.amr }),
     ...userFacts(caller, user),
   };
 }

@@ -75,9 +75,17 @@ export async function grantSourceRefusal(
 /** The claims each OpenID Connect scope releases (oidc-provider's `claims`): in id tokens and at /userinfo. */
 export const SCOPE_CLAIMS: Record<string, string[]> = { openid: ['sub', 'acr', 'amr'], fhirUser: ['fhirUser'], profile: ['name'] };
 
+/**
+ * The user's fhirUser: their own record, an absolute URL on this server's FHIR base (FHIR_BASE_URL), whatever
+ * server a token is for. SMART lets it name a resource on another server than aud; a URL on aud (or one relative
+ * to it) could name another person there, since only patient ids are matched across servers.
+ */
+export const fhirUserUrl = (fhirBase: string, user: Pick<User, 'fhirUser'>): string | undefined =>
+  user.fhirUser ? `${fhirBase}/${user.fhirUser}` : undefined;
+
 /** What a user's id token and userinfo answer may say of them, before the scopes pick from it. Pure. */
 export function accountClaims(fhirBase: string, user: User): { sub: string; name?: string; fhirUser?: string } {
-  return { sub: user.id, name: user.name ?? undefined, fhirUser: user.fhirUser ? `${fhirBase}/${user.fhirUser}` : undefined };
+  return { sub: user.id, name: user.name ?? undefined, fhirUser: fhirUserUrl(fhirBase, user) };
 }
 
 const isGrantSource = (token: GrantSource): token is { grantId: string } =>

@@ -59,7 +59,7 @@ export function userPatients(deps: UserPatientsDeps): UserPatients {
     if (!config.fhirAudiences.includes(aud)) return [];
     const now = Math.floor(Date.now() / 1000);
     const token = await deps.signAccessToken({
-      ...appTokenClaims(config, user, { launch: { need_patient_banner: false, smart_style_url: '' }, purposeOfUse: purpose }),
+      ...appTokenClaims(config, aud, user, { launch: { need_patient_banner: false, smart_style_url: '' }, purposeOfUse: purpose }),
       iss: config.issuer, aud, sub: user.id, client_id: PICKER_CLIENT, scope: 'user/Patient.rs', jti: randomUUID(), iat: now, exp: now + TOKEN_SECONDS,
     });
     const found = await patientsAt(aud, token);

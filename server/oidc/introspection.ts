@@ -12,7 +12,7 @@ import { factsOf, RequestFacts } from './token/request.ts';
 import { revokeAccessToken, type RevocationClaims } from './revocation.ts';
 import { appTokenClaims } from './token/claims.ts';
 import { grantSourceRefusal } from './token/account.ts';
-import { fhirAudience } from './token/audience.ts';
+import { grantAudience } from './token/audience.ts';
 import type { HcsPolicy } from '../hcs/policy.ts';
 import type { AuditSink } from '../audit/store.ts';
 import type { AuditBacklog } from '../audit/backlog.ts';
@@ -144,7 +144,7 @@ async function introspectRefreshToken(token: string, c: Lookup, caller: Caller, 
   if (!user || user.disabled) return INACTIVE;
   if (await grantSourceRefusal(c.db, c.policy, user, await c.provider.Client.find(refresh.clientId!), grant, refresh)) return INACTIVE;
   // The FHIR server the grant is for, which its refreshes give tokens for; one no longer served here gives none.
-  const aud = fhirAudience(c, [refresh.resource ?? c.fhirBase].flat()[0]);
+  const aud = grantAudience(c, refresh.resource);
   if (!aud) return INACTIVE;
   return {
     active: true,
@@ -156,7 +156,7 @@ async function introspectRefreshToken(token: string, c: Lookup, caller: Caller, 
     iss: c.issuer,
     aud,
     token_type: 'refresh_token',
-    ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, user, grant, { acr: refresh.acr, amr: refresh.amr }),
+    ...appTokenClaims({ fhirBase: c.fhirBase, policy: c.policy }, aud, user, grant, { acr: refresh.acr, amr: refresh.amr }),
     ...userFacts(caller, user),
   };
 }

@@ -356,4 +356,51 @@ describe('introspection of a refresh token for an ADDITIONAL_FHIR_BASES server',
       await without.close();
     }
   });
+
+  // The refusal used the refresh token up (rotation consumed it first): back where the base is served, the same
+  // token was a reuse, which ended the grant.
+  it('refuses a refresh for a FHIR server no longer served without using the refresh token up: it works once the server is served again', async () => {
+    const tokens = await tokensFor(OTHER);
+    const without = await startTestServer({ DATABASE_URL: server.config.databaseUrl });
+    try {
+      for (const resource of [undefined, OTHER]) {
+        const { res, body } = await tokenRequest(without.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token, ...(resource && { resource }) }, app);
+        assert.equal(res.status, 400, `resource ${resource}`);
+        assert.equal(body.error, 'invalid_target');
+      }
+    } finally {
+      await without.close();
+    }
+    const { res, body } = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(decodeJwt(body.access_token).payload.aud, OTHER);
+  });
+
+  // fhirUser names the user's own record, on FHIR_BASE_URL, whatever server the token is for: at another server the
+  // same id may be another person. The patient context is that server's patient (its picker, or a patient user
+  // matched by id), so the IHE PCF patient URL is on the token's aud.
+  it('names the user by their record on this server\'s FHIR base and the patient on the token\'s aud, in every answer about the user', async () => {
+    const tokens = await authorizedTokens({
+      server, client: app, scope: 'launch/patient openid fhirUser offline_access patient/*.rs', aud: OTHER, username: 'amy', password: 'demo-password-3',
+    });
+    const fhirUser = `${server.fhirBase}/Patient/pat-1`;
+    const access = decodeJwt(tokens.access_token).payload;
+    assert.equal(access.aud, OTHER);
+    assert.equal(tokens.patient, 'pat-1');
+    assert.equal(access.fhirUser, fhirUser);
+    assert.equal(access.extensions.ihe_pcf.patient_id, `${OTHER}/Patient/pat-1`);
+    assert.equal(decodeJwt(tokens.id_token).payload.fhirUser, fhirUser);
+    const userinfo = await (await fetch(`${server.issuer}/userinfo`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).json();
+    assert.equal(userinfo.fhirUser, fhirUser);
+    for (const token of [tokens.access_token, tokens.refresh_token]) {
+      const body = await introspect(server, token, basicAuth(rs));
+      assert.equal(body.active, true);
+      assert.equal(body.aud, OTHER);
+      assert.equal(body.fhirUser, fhirUser);
+      assert.equal(body.extensions.ihe_pcf.patient_id, `${OTHER}/Patient/pat-1`, token === tokens.access_token ? 'access token' : 'refresh token');
+    }
+    const { body: refreshed } = await tokenRequest(server.issuer, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token }, app);
+    for (const jwt of [refreshed.access_token, refreshed.id_token]) assert.equal(decodeJwt(jwt).payload.fhirUser, fhirUser);
+    assert.equal(decodeJwt(refreshed.access_token).payload.extensions.ihe_pcf.patient_id, `${OTHER}/Patient/pat-1`);
+  });
 });

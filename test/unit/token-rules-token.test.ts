@@ -249,14 +249,20 @@ describe('token rule: claims.ts (what a token says beyond RFC 9068)', () => {
     }],
   ];
   for (const [name, user, grant, signIn, claims] of apps) {
-    it(`an app's token: ${name}`, () => assert.deepEqual(appTokenClaims(config, user, grant, signIn), claims));
+    it(`an app's token: ${name}`, () => assert.deepEqual(appTokenClaims(config, config.fhirBase, user, grant, signIn), claims));
   }
   it('an app\'s token: a user\'s clearance below V is its IHE PCF residual, about the launch patient', () => {
     const nurse = { ...doctor, fhirUser: null, attributes: { ...doctor.attributes, clearance: 'N', sensitivities: [] } };
-    const claims = appTokenClaims(config, nurse, { launch, purposeOfUse: 'TREAT' }) as { fhirUser?: string; extensions: { ihe_pcf: { patient_id: string; residual: unknown[] } } };
+    const claims = appTokenClaims(config, config.fhirBase, nurse, { launch, purposeOfUse: 'TREAT' }) as { fhirUser?: string; extensions: { ihe_pcf: { patient_id: string; residual: unknown[] } } };
     assert.equal(claims.fhirUser, undefined);
     assert.equal(claims.extensions.ihe_pcf.patient_id, 'https://as.example/fhir/Patient/p1');
     assert.equal(claims.extensions.ihe_pcf.residual.length, 1);
+  });
+  it('an app\'s token for another FHIR server: the launch patient on that server, the user\'s own record on this one', () => {
+    const nurse = { ...doctor, attributes: { ...doctor.attributes, clearance: 'N' as const, sensitivities: [] } };
+    const claims = appTokenClaims(config, 'https://other.example/r4', nurse, { launch, purposeOfUse: 'TREAT' }) as { fhirUser?: string; extensions: { ihe_pcf: { patient_id: string } } };
+    assert.equal(claims.fhirUser, 'https://as.example/fhir/Practitioner/7');
+    assert.equal(claims.extensions.ihe_pcf.patient_id, 'https://other.example/r4/Patient/p1');
   });
 });
 

@@ -13,6 +13,11 @@ export function fhirAudience(config: Pick<Config, 'fhirAudiences'>, value: strin
   return config.fhirAudiences.includes(base) ? base : undefined;
 }
 
+/** The FHIR server a grant's tokens are for (its resource; this server's base when it names none), if it is still served here. */
+export function grantAudience(config: Pick<Config, 'fhirBase' | 'fhirAudiences'>, resource: string | string[] | undefined): string | undefined {
+  return fhirAudience(config, [resource ?? config.fhirBase].flat()[0]);
+}
+
 /** Every requested scope token, as sent (before oidc-provider filtered it). */
 function rawRequestedScope(ctx: KoaContextWithOIDC): string {
   // A pushed request (PAR) arrives as a request object that oidc-provider made from the pushed parameters.

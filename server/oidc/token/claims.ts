@@ -10,6 +10,7 @@ import type { RuleDeps } from './rules.ts';
 import type { Config } from '../../config.ts';
 import type { User } from '../users.ts';
 import { subjectOf } from '../users.ts';
+import { fhirUserUrl } from './account.ts';
 import type { GrantContext } from '../launch-store.ts';
 import { effectiveClearance, isEmergency, clientPermits, type Clearance } from '../../hcs/policy.ts';
 import { residualFor, userSecurityClaims, type IheIua } from '../../hcs/token-claims.ts';
@@ -23,15 +24,19 @@ export interface SignIn {
   amr?: string[];
 }
 
-/** Claims of a token issued to an app for a user (authorization code and refresh). */
-export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user: User | undefined, grant: GrantContext | undefined, signIn: SignIn = {}): Record<string, unknown> {
+/**
+ * Claims of a token issued to an app for a user (authorization code and refresh), for the FHIR server
+ * `audience`. The launch patient is that server's (its picker's, or a patient user matched by id), so its
+ * URL is on `audience`; fhirUser is the user's own record, on this server's FHIR base (see fhirUserUrl).
+ */
+export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, audience: string, user: User | undefined, grant: GrantContext | undefined, signIn: SignIn = {}): Record<string, unknown> {
   const launch = grant?.launch;
   const claims: Record<string, unknown> = { ...authenticationClaims(signIn, grant?.stepUpAmr) };
   if (launch?.patient) claims.patient = launch.patient;
   if (launch?.encounter) claims.encounter = launch.encounter;
   if (launch?.fhirContext) claims.fhirContext = launch.fhirContext;
   if (!user) return claims;
-  if (user.fhirUser) claims.fhirUser = `${config.fhirBase}/${user.fhirUser}`;
+  if (user.fhirUser) claims.fhirUser = fhirUserUrl(config.fhirBase, user);
   const subject = subjectOf(user);
   Object.assign(claims, userSecurityClaims({
     name: user.name,
@@ -40,7 +45,7 @@ export function appTokenClaims(config: Pick<Config, 'fhirBase' | 'policy'>, user
     roles: subject.roles,
     purpose: grant?.purposeOfUse,
     clearance: effectiveClearance(config.policy, subject, grant?.purposeOfUse),
-    patientUrl: launch?.patient ? `${config.fhirBase}/Patient/${launch.patient}` : undefined,
+    patientUrl: launch?.patient ? `${audience}/Patient/${launch.patient}` : undefined,
     labels: config.policy.labels,
   }));
   return claims;
@@ -96,7 +101,7 @@ export function backendTokenClaims(
  * context, user and sign-in; an app's token is also linked to its grant (committed with the answer).
  */
 export function claimsRule({ config, db }: RuleDeps) {
-  return async function tokenClaims(ctx: KoaContextWithOIDC, token: { jti: string; grantId?: string; accountId?: string }) {
+  return async function tokenClaims(ctx: KoaContextWithOIDC, token: { jti: string; grantId?: string; accountId?: string; aud?: string | string[] }) {
     const facts = factsOf(db, ctx);
     if (!token.grantId) {
       const client = ctx.oidc.client;
@@ -106,6 +111,7 @@ export function claimsRule({ config, db }: RuleDeps) {
     const grant = await facts.grantContext(token.grantId);
     await facts.write(tokenGrantLink(token.jti, token.grantId, nowSeconds() + accessTokenLifetime(config, { backend: false, grant })));
     const source = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
-    return appTokenClaims(config, await facts.user(token.accountId), grant, { acr: source?.acr, amr: source?.amr });
+    const audience = [token.aud ?? config.fhirBase].flat()[0];
+    return appTokenClaims(config, audience, await facts.user(token.accountId), grant, { acr: source?.acr, amr: source?.amr });
   };
 }

@@ -895,7 +895,7 @@ export function createGuard(guardOptions: GuardOptions) {
 }
 
 /** A choice left out takes its default; one the guard does not know would be followed as neither. */
-function oneOf(name: string, value: string | undefined, allowed: readonly string[]): void {
+export function oneOf(name: string, value: string | undefined, allowed: readonly string[]): void {
   if (value !== undefined && !allowed.includes(value)) throw new TypeError(`${name} must be one of ${allowed.join(', ')}, got "${value}"`);
 }
 

@@ -110,6 +110,7 @@ export async function introspect(token: string, options: IntrospectionOptions): 
   } catch (err) {
     throw new VerifierUnavailableError(`introspection failed: ${(err as Error).message}`);
   }
+  if (res.status === 401) throw new VerifierUnavailableError('introspection answered 401: the issuer did not accept the guard\'s client credentials (introspection.credentials)');
   if (!res.ok) throw new VerifierUnavailableError(`introspection answered ${res.status}`);
   const body = (await res.json()) as Record<string, unknown>;
   return body.active === true ? body : undefined;

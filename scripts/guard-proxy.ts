@@ -55,10 +55,14 @@ async function backing(env: NodeJS.ProcessEnv): Promise<Backing> {
     const revocationCacheMs = integer(env, 'REVOCATION_CACHE_MS', 1000, 0, 60_000);
     const clientCacheMs = integer(env, 'CLIENT_CACHE_MS', 1000, 0, 60_000);
     const [databaseUrl, pool] = [checkedDatabaseUrl(env.DATABASE_URL), poolSettings(env)];
-    const [{ databaseAudit, openDatabase, sharedDatabase }, { startAuditForwarder }] = await Promise.all([
-      import('smart-auth/resource-server/database'), import('../server/audit/forwarder.ts'),
+    const [{ databaseAudit, openDatabase, sharedDatabase }, { startAuditForwarder }, { migrated }] = await Promise.all([
+      import('smart-auth/resource-server/database'), import('../server/audit/forwarder.ts'), import('../server/db.ts'),
     ]);
     const db = openDatabase(databaseUrl, pool);
+    if (!(await migrated(db))) {
+      await db.destroy();
+      fail('DATABASE_URL is not smart-auth\'s database, or smart-auth has not yet been started on it (its start migrates it): every access would fail to be recorded');
+    }
     const chain = databaseAudit(db);
     // The chain is the record, and the outbox of the repository as at the server: one instance of either forwards it.
     const forwarder = env.AUDIT_FORWARD_URL ? startAuditForwarder(db, { url: env.AUDIT_FORWARD_URL }) : undefined;

@@ -138,5 +138,12 @@ async function migrateLatest(db: Db): Promise<void> {
   });
 }
 
+/** Whether smart-auth has migrated this database to the schema this code knows (a guard sharing it migrates nothing). */
+export async function migrated(db: Db): Promise<boolean> {
+  if (!(await db.schema.hasTable('knex_migrations'))) return false;
+  const applied = new Set((await db('knex_migrations').select('name')).map((row: { name: string }) => row.name));
+  return migrations.every((m) => applied.has(m.name));
+}
+
 /** Epoch seconds: the unit of every expiry column. */
 export const nowSeconds = () => Math.floor(Date.now() / 1000);

@@ -808,7 +808,10 @@ export function createGuard(guardOptions: GuardOptions) {
         return done({ ...refused, headers: { ...refused.headers, 'www-authenticate': dpopChallenge(err.error, err.message) } });
       }
       if (err instanceof InvalidTokenError) return done(refusalResponse({ status: 401, code: 'login', message: err.message }, options.base, true));
-      if (err instanceof VerifierUnavailableError) return done(refusalResponse({ status: 503, code: 'transient', message: 'the access token cannot be checked right now' }, options.base, true));
+      if (err instanceof VerifierUnavailableError) {
+        onError(err); // the client is told to come back; whoever runs the guard, why (issuer down, wrong credentials)
+        return done(refusalResponse({ status: 503, code: 'transient', message: 'the access token cannot be checked right now' }, options.base, true));
+      }
       throw err;
     }
     const interaction = classify(request);
@@ -899,7 +902,7 @@ export function createGuard(guardOptions: GuardOptions) {
 }
 
 /** A choice left out takes its default; one the guard does not know would be followed as neither. */
-function oneOf(name: string, value: string | undefined, allowed: readonly string[]): void {
+export function oneOf(name: string, value: string | undefined, allowed: readonly string[]): void {
   if (value !== undefined && !allowed.includes(value)) throw new TypeError(`${name} must be one of ${allowed.join(', ')}, got "${value}"`);
 }
 

@@ -6,12 +6,12 @@ import { createPrivacyPolicy } from '../privacy/pipeline.ts';
 import { createConsentCache, type ConsentCache } from '../privacy/consent.ts';
 import { purposeRefusal } from '../privacy/purpose.ts';
 import { loadPolicy, type HcsPolicy } from '../hcs/policy.ts';
-import type { ConfidentialityCode } from '../hcs/codes.ts';
+import { CONFIDENTIALITY_SCALE, type ConfidentialityCode } from '../hcs/codes.ts';
 import type { DeidPolicy } from '../privacy/deidentify.ts';
 import { accessAuditFrom } from '../audit/access.ts';
 import { accessAuditEvents } from '../audit/balp.ts';
 import type { AuditEvent } from '../audit/types.ts';
-import type { AccessRecord, GuardOptions } from './guard.ts';
+import { oneOf, type AccessRecord, type GuardOptions } from './guard.ts';
 import { UpstreamError, type Upstream } from './upstream.ts';
 import type { FhirBundle, FhirResource } from './types.ts';
 
@@ -52,6 +52,7 @@ export function upstreamConsents(upstream: Upstream, ttlMs?: number): ConsentCac
 
 /** The guard options that enforce the rules: `resourcePolicy` and the purpose-of-use check in `authorize`. */
 export function ruleOptions(upstream: Upstream, rules: GuardRules = {}): Pick<GuardOptions, 'resourcePolicy' | 'authorize'> {
+  checkRules(rules);
   const purposePolicy = rules.purposePolicy === undefined ? loadPolicy() : rules.purposePolicy;
   return {
     resourcePolicy: createPrivacyPolicy({
@@ -68,6 +69,19 @@ export function ruleOptions(upstream: Upstream, rules: GuardRules = {}): Pick<Gu
       ? async (token, interaction) => (purposePolicy ? purposeRefusal(purposePolicy, token) : undefined) ?? (await rules.authorize?.(token, interaction))
       : undefined,
   };
+}
+
+/** A rule setting left out takes its default; one the rules do not know would be followed as another (`Deny` as permit). */
+function checkRules(rules: GuardRules): void {
+  oneOf('withoutConsent', rules.withoutConsent, ['permit', 'deny']);
+  oneOf('deidentifyDates', rules.deidentifyDates, ['truncate-year', 'truncate-month', 'shift']);
+  oneOf('defaultConfidentiality', rules.defaultConfidentiality, CONFIDENTIALITY_SCALE);
+  if (rules.deidentifyPurposes !== undefined && !(Array.isArray(rules.deidentifyPurposes) && rules.deidentifyPurposes.every((p) => typeof p === 'string'))) {
+    throw new TypeError('deidentifyPurposes must be an array of purpose-of-use codes ([] turns de-identification off)');
+  }
+  if (rules.deidentificationKey !== undefined && !(typeof rules.deidentificationKey === 'string' && rules.deidentificationKey.length >= 16)) {
+    throw new TypeError('deidentificationKey must be at least 16 characters');
+  }
 }
 
 /** The guard's `audit` option: each access as BALP AuditEvents, handed to `append` before the answer goes out. */

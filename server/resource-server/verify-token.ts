@@ -110,6 +110,7 @@ export async function introspect(token: string, options: IntrospectionOptions): 
   } catch (err) {
     throw new VerifierUnavailableError(`introspection failed: ${(err as Error).message}`);
   }
+  if (res.status === 401) throw new VerifierUnavailableError('introspection answered 401: the issuer did not accept the guard\'s client credentials (introspection.credentials)');
   if (!res.ok) throw new VerifierUnavailableError(`introspection answered ${res.status}`);
   const body = (await res.json()) as Record<string, unknown>;
   return body.active === true ? body : undefined;
@@ -177,9 +178,21 @@ export function tokenContext(claims: Record<string, unknown>, audience: string, 
 /** Introspection `token_type` values of access tokens (RFC 6750 Bearer, RFC 9449 DPoP). */
 const ACCESS_TOKEN_TYPES = new Set(['bearer', 'dpop']);
 
+const VERIFICATION_MODES: readonly string[] = ['local', 'introspection', 'local+introspection'];
+const nonEmpty = (value: unknown) => typeof value === 'string' && value !== '';
+const credentialsGiven = (credentials: Partial<Record<string, unknown>> | undefined) =>
+  typeof credentials?.bearer === 'function' || (nonEmpty(credentials?.clientId) && nonEmpty(credentials?.clientSecret));
+
 /** Why these options make no verifier, or undefined. Fail closed: revoked tokens are refused unless the options say they are not checked. */
 function verificationProblem(options: GuardVerification): string | undefined {
+  // Plain JavaScript callers get no type error; jose checks no `iss` or `aud` it is not given.
+  if (!nonEmpty(options.issuer)) return 'issuer must be the authorization server\'s URL (the `iss` of its tokens)';
+  if (!nonEmpty(options.audience)) return 'audience must be the FHIR base URL the guard serves (the `aud` of the tokens it takes)';
+  if (!VERIFICATION_MODES.includes(options.mode)) return `mode must be one of ${VERIFICATION_MODES.join(', ')}, got ${JSON.stringify(options.mode)}`;
   if (options.mode !== 'local' && !options.introspection) return `verification mode ${options.mode} needs introspection options`;
+  if (options.introspection && !credentialsGiven(options.introspection.credentials)) {
+    return 'introspection needs credentials: { clientId, clientSecret } of a resource-server client of the issuer, or { bearer }';
+  }
   const checked = options.mode !== 'local' || options.isRevoked !== undefined;
   if (options.revocation === undefined) {
     return checked ? undefined : 'verification mode local cannot see revoked tokens: give isRevoked (sharedDatabase(db).isRevoked from '

@@ -372,6 +372,8 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     const runtime = Object.keys(manifest.dependencies ?? {});
     for (const heavy of ['oidc-provider', 'knex', 'sqlite3', 'pg', 'pdfkit', 'tsx']) assert.ok(!runtime.includes(heavy), heavy);
     assert.ok(Object.keys(manifest.peerDependenciesMeta).every((name) => manifest.peerDependenciesMeta[name].optional), 'storage drivers only when auditing to a database');
+    // The Node versions smart-auth runs and is tested on: the guard's code needs 20.18 or later (URL.parse).
+    assert.equal(manifest.engines.node, JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).engines.node);
     const installed = readdirSync(join(consumers.http, 'node_modules'));
     assert.deepEqual(installed.filter((m) => !m.startsWith('.')).sort(), ['@koa', '@smart-auth', 'jose']);
     assert.ok(readFileSync(join(consumers.http, 'node_modules/@smart-auth/guard/dist/server/hcs/default-policy.json'), 'utf8').length > 0);
@@ -394,6 +396,27 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       assert.match(refusal(`guard.createGuard({ ${options}, ${option} })`), refused, option);
     }
     assert.equal(run(`console.log(typeof guard.createGuardVerifier(${local}, revocation: 'unchecked' }))`), 'function\n');
+    // A verifier without an audience would take a token the issuer made for any other FHIR server; a mode it does not
+    // know, or introspection without credentials, would leave revoked tokens unseen or every request failing.
+    const introspection = "introspection: { endpoint: 'https://auth.example.org/introspect', credentials: { clientId: 'rs', clientSecret: 's' } }";
+    for (const [verifier, refused] of [
+      ["{ issuer: 'https://auth.example.org', audence: 'https://fhir.example.org/r4', mode: 'local', revocation: 'unchecked' }", /^TypeError: audience must be the FHIR base URL/],
+      ["{ audience: 'https://fhir.example.org/r4', mode: 'local', revocation: 'unchecked' }", /^TypeError: issuer must be the authorization server's URL/],
+      [`{ issuer: 'https://auth.example.org', audience: 'https://fhir.example.org/r4', mode: 'local+Introspection', ${introspection} }`, /^TypeError: mode must be one of local, introspection, local\+introspection, got "local\+Introspection"/],
+      ["{ issuer: 'https://auth.example.org', audience: 'https://fhir.example.org/r4', mode: 'introspection', introspection: { endpoint: 'https://auth.example.org/introspect', credentials: { clientId: undefined, clientSecret: undefined } } }", /^TypeError: introspection needs credentials/],
+    ] as const) {
+      assert.match(refusal(`guard.createGuardVerifier(${verifier})`), refused, verifier);
+    }
+    // A rule setting it cannot follow would be followed as another: 'Deny' as permit, 'year' as truncate-month.
+    for (const [rules, refused] of [
+      ["{ withoutConsent: 'Deny' }", /^TypeError: withoutConsent must be one of permit, deny, got "Deny"/],
+      ["{ deidentifyDates: 'year' }", /^TypeError: deidentifyDates must be one of truncate-year, truncate-month, shift, got "year"/],
+      ["{ defaultConfidentiality: 'n' }", /^TypeError: defaultConfidentiality must be one of U, L, M, N, R, V, got "n"/],
+      ["{ deidentifyPurposes: 'HRESCH' }", /^TypeError: deidentifyPurposes must be an array of purpose-of-use codes/],
+      ["{ deidentificationKey: 'short' }", /^TypeError: deidentificationKey must be at least 16 characters/],
+    ] as const) {
+      assert.match(refusal(`guard.ruleOptions(guard.httpUpstream({ baseUrl: 'http://upstream/fhir' }), ${rules})`), refused, rules);
+    }
   });
 
   for (const name of ['koa', 'http', 'express']) {

@@ -416,6 +416,8 @@ describe('guard in front of another FHIR server', () => {
         [{ ...env, ISSUER: `${server.issuer}/auth` }, /ISSUER must be an origin/],
         [{ ...env, DATABASE_URL: 'mysql://db/smart' }, /DATABASE_URL must start with sqlite: or postgres:\/\//],
         [{ ...env, DATABASE_POOL_MAX: 'many' }, /DATABASE_POOL_MAX must be a whole number/],
+        // A mistyped path: before, it started on a new empty file and answered every request 503.
+        [{ ...env, DATABASE_URL: `sqlite:${join(dir, 'mistyped.sqlite')}` }, /DATABASE_URL is not smart-auth's database, or smart-auth has not yet been started on it/],
         [{ ...env, GUARD_OPERATIONS: 'everything,frob' }, /GUARD_OPERATIONS names operations the guard does not know: \$frob/],
         [{ ...production, ISSUER: 'http://auth.example.org' }, /NODE_ENV=production[^]*ISSUER must be an https URL/],
         [{ ...production, KEY_ENCRYPTION_SECRET: DEV_KEY_ENCRYPTION_SECRET }, /NODE_ENV=production[^]*KEY_ENCRYPTION_SECRET must be set/],

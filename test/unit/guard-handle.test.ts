@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { createGuard, type AccessRecord, type GuardOptions } from '../../server/resource-server/guard.ts';
 import { inProcessUpstream, type UpstreamRequest } from '../../server/resource-server/upstream.ts';
-import { tokenContext } from '../../server/resource-server/verify-token.ts';
+import { tokenContext, VerifierUnavailableError } from '../../server/resource-server/verify-token.ts';
 import { allowOrigins, corsHeaders, originOf } from '../../server/resource-server/cors.ts';
 import { ruleOptions } from '../../server/resource-server/rules.ts';
 
@@ -39,6 +39,17 @@ describe('guard: construction', () => {
   it('has no default verification: the issuer\'s keys alone cannot tell a revoked token', () => {
     const withoutVerify = { base: BASE, upstreamBase: 'http://upstream/fhir', issuer: 'https://auth.example.org' } as GuardOptions;
     assert.throws(() => createGuard(withoutVerify), (err: Error) => err instanceof TypeError && /the guard needs `verify`: createGuardVerifier/.test(err.message));
+  });
+});
+
+describe('guard: a token that cannot be checked', () => {
+  it('is 503 to the client, and whoever runs the guard is told why (wrong introspection credentials, issuer down)', async () => {
+    const told: unknown[] = [];
+    const why = new VerifierUnavailableError('introspection answered 401: the issuer did not accept the guard\'s client credentials');
+    const { guard } = guardWith({ verify: async () => { throw why; }, onError: (err) => told.push(err) });
+    const res = await guard.handle({ method: 'GET', path: '/Patient/pat-1', headers: bearer });
+    assert.equal(res.status, 503);
+    assert.deepEqual(told, [why]);
   });
 });
 

@@ -53,7 +53,7 @@ async function guardApp(db: Db, token: { publicJwk: object }, audited: boolean):
     verify: createGuardVerifier({ issuer, audience: base, mode: 'local', keys, revocation: 'unchecked' }),
     upstream: storeUpstream(createDbStore(db), base),
     upstreamBase: base,
-    ...(audit && { audit: (record) => audit.append(accessAuditEvents(accessAuditFrom(record, base, new Date()))) }),
+    audit: audit ? (record) => audit.append(accessAuditEvents(accessAuditFrom(record, base, new Date()))) : false,
   }));
   return app;
 }

@@ -80,8 +80,11 @@ export interface GuardOptions {
   narratives?: 'refuse' | 'sanitize';
   /** Operations (`$name`) that may pass; every other operation is refused. */
   allowOperations?: readonly string[];
-  /** Called for every request before its answer goes out; when it fails, the guard answers 503. */
-  audit?: (record: AccessRecord) => Promise<void>;
+  /**
+   * Called for every request before its answer goes out; when it fails, the guard answers 503. Required:
+   * `false` records nothing, for tests and benchmarks (a guard that forgot it would serve unrecorded).
+   */
+  audit: ((record: AccessRecord) => Promise<void>) | false;
   /** The SMART configuration served at `{base}/.well-known/smart-configuration`; default: the issuer's own, fetched from it. */
   smartConfiguration?: () => Promise<unknown>;
   /** The authorization server (`iss` of the tokens), for the default `smartConfiguration`. */
@@ -909,6 +912,9 @@ export function oneOf(name: string, value: string | undefined, allowed: readonly
 function withDefaults(options: GuardOptions): GuardOptions & Required<Pick<GuardOptions, 'upstream'>> {
   // Plain JavaScript callers get no type error.
   if (!options.verify) throw new TypeError('the guard needs `verify`: createGuardVerifier({ issuer, audience: base, mode, … }) with a way to see revoked tokens');
+  if (typeof options.audit !== 'function' && options.audit !== false) {
+    throw new TypeError('the guard needs `audit`: a sink that records every access (balpAudit(base, auditRepository(url)), or smart-auth\'s database), or `false` to record none, which is not for production');
+  }
   const operations = operationsProblem(options.allowOperations ?? []);
   if (operations) throw new TypeError(`allowOperations ${operations}`);
   oneOf('includes', options.includes, ['strip', 'refuse']);

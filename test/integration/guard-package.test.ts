@@ -386,7 +386,10 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     assert.match(refusal(`guard.createGuardVerifier(${local} })`), /^TypeError: verification mode local cannot see revoked tokens: give isRevoked/);
     assert.match(refusal("guard.createGuard({ base: 'https://fhir.example.org/r4', upstreamBase: 'http://upstream/fhir', issuer: 'https://auth.example.org' })"), /^TypeError: the guard needs `verify`/);
     // A setting the guard cannot follow stops it at construction, not each request.
-    const options = "base: 'https://fhir.example.org/r4', upstreamBase: 'http://upstream/fhir', verify: async () => ({})";
+    const options = "base: 'https://fhir.example.org/r4', upstreamBase: 'http://upstream/fhir', verify: async () => ({}), audit: false";
+    // A guard that forgot its audit sink would serve every access unrecorded: it must name one, or say `false`.
+    assert.match(refusal(`guard.createGuard({ ${options.replace(', audit: false', '')} })`), /^TypeError: the guard needs `audit`/);
+    assert.match(refusal(`guard.createGuard({ ${options.replace('audit: false', "audit: 'on'")} })`), /^TypeError: the guard needs `audit`/);
     for (const [option, refused] of [
       ["allowOperations: ['everything', 'frob']", /^TypeError: allowOperations names operations the guard does not know: \$frob/],
       ["includes: 'Refuse'", /^TypeError: includes must be one of strip, refuse, got "Refuse"/],

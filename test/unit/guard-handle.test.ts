@@ -24,6 +24,7 @@ function guardWith(options: Partial<GuardOptions> = {}, consents: 'ok' | 'down' 
     return json(404, { resourceType: 'OperationOutcome', issue: [] });
   });
   const guard = createGuard({
+    audit: false,
     base: BASE,
     upstream,
     upstreamBase: 'http://upstream/fhir',
@@ -269,6 +270,7 @@ describe('guard: conditional writes', () => {
       return { status: 200, headers: new Headers({ 'content-type': 'application/fhir+json', etag: 'W/"3"' }), body: { ...stored, meta: { versionId: '3' } } };
     });
     const guard = createGuard({
+      audit: false,
       base: BASE, upstream, upstreamBase: 'http://upstream/fhir',
       verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope, ...(patient && { patient }) }, BASE),
     });
@@ -337,6 +339,7 @@ describe('guard: an update of a deleted resource', () => {
       return json(request.path === 'Observation/obs-1' ? 410 : 404, { resourceType: 'OperationOutcome', issue: [] });
     });
     const guard = createGuard({
+      audit: false,
       base: BASE, upstream, upstreamBase: 'http://upstream/fhir', ...ruleOptions(upstream, { purposePolicy: false }),
       verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope: 'system/Observation.cruds' }, BASE),
     });
@@ -369,6 +372,7 @@ describe('guard: batch entries', () => {
       return { status: 200, headers: new Headers({ 'content-type': 'application/fhir+json' }), body: { resourceType: 'Parameters' } };
     });
     const guard = createGuard({
+      audit: false,
       base: BASE, upstream, upstreamBase: 'http://upstream/fhir', allowOperations: ['validate'],
       verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope: 'system/*.cruds' }, BASE),
     });
@@ -427,6 +431,7 @@ describe('guard: an operation\'s Parameters answer', () => {
   // $stats answers with Parameters holding Observations: here, another patient's.
   const stats = (subject: string) => ({ resourceType: 'Parameters', parameter: [{ name: 'statistics', resource: { ...observation, id: 'stat-1', subject: { reference: subject } } }] });
   const guardAnswering = (subject: string) => createGuard({
+    audit: false,
     base: BASE,
     upstreamBase: 'http://upstream/fhir',
     allowOperations: ['stats'],
@@ -456,6 +461,7 @@ describe('guard: errors of the FHIR server', () => {
       return json(request.path.startsWith('Observation') ? 409 : 503, request.path.startsWith('Observation') ? referenced : { resourceType: 'OperationOutcome', issue: [{ severity: 'fatal', code: 'made-up', diagnostics: 'database at 10.0.0.5 down' }] });
     });
     const guard = createGuard({
+      audit: false,
       base: BASE, upstream, upstreamBase: 'http://upstream/fhir', onUpstreamError: (report) => { reports.push(report); },
       verify: async () => tokenContext({ iss: 'https://auth.example.org', client_id: 'app', sub: 'app', jti: 'j', exp: 2e9, scope }, BASE),
       ...options,

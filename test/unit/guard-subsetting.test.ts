@@ -35,6 +35,7 @@ const jonesGuard = (
   upstream: { send(request: UpstreamRequest): Promise<{ status: number; headers: Headers; body: unknown }> },
   { allowOperations, consents }: { allowOperations?: string[]; consents?: ConsentCache } = {},
 ) => createGuard({
+  audit: false,
   base: BASE, upstreamBase: 'http://upstream/fhir', upstream, allowOperations,
   verify: async () => tokenContext({
     iss: 'https://auth.example.org', client_id: 'app', jti: 'j', exp: Date.now() / 1000 + 60, scope: 'user/*.rs', fhirUser: `${BASE}/Practitioner/dr-jones`,

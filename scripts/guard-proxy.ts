@@ -15,6 +15,7 @@
 // users' patients and who may read AuditEvents, so GUARD_VERIFICATION=local is refused).
 // Rules (README, "The guard proxy"): DEFAULT_CONFIDENTIALITY, DEIDENTIFY_PURPOSES, DEIDENTIFY_DATES, KEY_ENCRYPTION_SECRET,
 // BREAK_GLASS_HINT, GUARD_CONSENT (true), CONSENT_CACHE_MS (60000), WITHOUT_CONSENT, POLICY_FILE, CORS_ORIGINS.
+import { createServer } from 'node:http';
 import Koa from 'koa';
 import {
   allowOrigins, auditRepository, balpAudit, createDpopCheck, createGuardVerifier, httpUpstream, provenanceTemplate, provenanceUpstream,
@@ -28,6 +29,7 @@ import {
 } from '../server/config.ts';
 import { CONFIDENTIALITY_SCALE } from '../server/hcs/codes.ts';
 import { loadPolicy } from '../server/hcs/policy.ts';
+import { closingHandler } from '../server/net/closing-handler.ts';
 import { proxyTrust } from '../server/net/proxy-trust.ts';
 
 function fail(message: string): never {
@@ -143,10 +145,18 @@ async function main() {
   }));
 
   const port = integer(env, 'PORT', 8080, 0, 65535);
-  const server = app.listen(port, setting('HOST', '0.0.0.0'), () => {
+  const { handler, closing } = closingHandler(app.callback());
+  const server = createServer(handler).listen(port, setting('HOST', '0.0.0.0'), () => {
     console.log(`smart-auth guard listening on ${port}: ${base} -> ${upstreamBase} (issuer ${issuer}, ${mode} verification)`);
   });
-  process.once('SIGTERM', () => server.close(() => store.close().finally(() => process.exit(0))));
+  // The requests taken are answered (and their records committed) before the audit store closes.
+  const stop = () => {
+    closing();
+    server.close(() => store.close().finally(() => process.exit(0)));
+    server.closeIdleConnections();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
 }
 
 main().catch((err) => fail(err instanceof ConfigError ? err.message : String(err?.message ?? err)));

@@ -40,6 +40,7 @@ import { guardMiddleware, type SmartGuardOptions } from './resource-server/koa.t
 import { createGuard } from './resource-server/guard.ts';
 import { requestIdOf } from './resource-server/request-id.ts';
 import { refusalsRecorded } from './oidc/refusals.ts';
+import { closingHandler } from './net/closing-handler.ts';
 import { proxyTrust } from './net/proxy-trust.ts';
 import { failureOf } from './net/failures.ts';
 import { routedPath } from './net/routed-path.ts';
@@ -414,15 +415,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     purgeExpiredRows(config, db).catch((err) => context.logger.log('error', 'purging expired rows failed', { err }));
   }, 10 * 60 * 1000);
   purge.unref();
-  // Once closing, each request still arriving on an open keep-alive connection is answered with
-  // `Connection: close`: otherwise a client that keeps its connections open (a load balancer) keeps the
-  // server serving, and a shutdown under steady load never ends.
-  let closing = false;
-  const callback = context.app.callback();
-  const handler: typeof callback = (req, res) => {
-    if (closing) res.setHeader('connection', 'close');
-    return callback(req, res);
-  };
+  const { handler, closing } = closingHandler(context.app.callback());
   const server = config.tls
     ? createHttpsServer({ cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile), minVersion: 'TLSv1.2' }, handler)
     : createHttpServer(handler);
@@ -438,7 +431,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     url: `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     async close() {
       clearInterval(purge);
-      closing = true;
+      closing();
       context.host.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();

@@ -446,6 +446,10 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       if (name === 'koa') {
         const events = await server.audit.search({ patient: 'pat-2', limit: 1000 });
         assert.ok(events.some((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === requestId)), 'the read is in the authorization server\'s chain');
+        const labelled = `package-labels-${Date.now()}`;
+        assert.equal((await fetch(`${base}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${token}`, 'x-request-id': labelled } })).status, 200, 'R + HIV, within the clearance of dr.smith, who launched it');
+        const [event] = (await server.audit.search({ entity: 'Observation/obs-2a-hiv-vl', limit: 1000 }) as any[]).filter((e) => JSON.stringify(e).includes(labelled));
+        assert.deepEqual(event.entity.find((x: any) => x.role?.code === '4').securityLabel.map((l: any) => l.code).sort(), ['HIV', 'R'], 'the record keeps the labels the resource carried');
         assert.equal((await server.audit.verify()).ok, true);
       }
 

@@ -43,5 +43,6 @@ export function accessAuditFrom(record: AccessRecord, base: string, recorded: Da
     purposeOfUse: codingList(iua.purpose_of_use),
     jti: record.token?.jti,
     securityLabels: record.securityLabels,
+    resourceLabels: record.resourceLabels,
   };
 }

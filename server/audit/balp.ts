@@ -5,7 +5,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import { purposeCoding, type Coding } from '../hcs/codes.ts';
-import type { AccessAudit, AuditEvent } from './types.ts';
+import type { AccessAudit, AuditEvent, SecurityLabel } from './types.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
 const AUDIT_EVENT_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-event-type';
@@ -90,7 +90,7 @@ export interface AuditEntity {
   type?: Coding;
   role?: Coding;
   description?: string;
-  securityLabel?: Coding[];
+  securityLabel?: SecurityLabel[];
   query?: string;
   detail?: { type: string; valueString: string }[];
 }
@@ -213,8 +213,9 @@ const securitySource = (issuer: string) => ({ observer: { display: issuer }, typ
 const patientEntity = (patient: string): AuditEntity =>
   ({ what: { reference: `Patient/${patient}` }, type: CODES.person, role: CODES.patient });
 
-const dataEntity = (reference: string, labels: Coding[] | undefined): AuditEntity =>
-  compact({ what: { reference }, type: CODES.systemObject, role: CODES.domainResource, securityLabel: labels });
+/** A resource, with the labels it carried and those of how it went out: whom a patient's copy may name it to (audit-agents.ts). */
+const dataEntity = (reference: string, labels: readonly SecurityLabel[]): AuditEntity =>
+  compact({ what: { reference }, type: CODES.systemObject, role: CODES.domainResource, securityLabel: [...labels] });
 
 const requestIdEntity = (requestId: string): AuditEntity => ({ what: { identifier: { value: requestId } }, type: CODES.xRequestId });
 
@@ -368,7 +369,7 @@ function accessEntities(a: AccessAudit, shape: InteractionShape, patient: string
   const entities: AuditEntity[] = [];
   if (shape.entities === 'data') {
     const target = shape.instance && !a.resources.length ? targetOf(url) : undefined;
-    entities.push(...(target ? [target] : a.resources.filter(listedFor(a, patient))).map((r) => dataEntity(r, labels)));
+    entities.push(...(target ? [target] : a.resources.filter(listedFor(a, patient))).map((r) => dataEntity(r, [...(a.resourceLabels?.[r] ?? []), ...(labels ?? [])])));
   } else if (shape.entities === 'query') {
     const request = `${a.method.toUpperCase()} ${joinUrl(a.server.base, url)}`;
     entities.push(compact({ type: CODES.systemObject, role: CODES.query, securityLabel: labels, description: request, query: base64(request) }));

@@ -3,6 +3,7 @@
 // content), when, from where, and why (FHIR Security and Privacy module, accounting of disclosures;
 // HIPAA 45 CFR 164.528). Pure.
 import type { AuditEvent, DisclosureSummaryRow } from './types.ts';
+import { hiddenType, restrictedRecord, type LabelsReadable } from '../privacy/audit-agents.ts';
 
 /**
  * The report's columns, in order (DESIGN "Audit": CSV columns and `--format json` keys), then where the
@@ -28,7 +29,7 @@ export interface DisclosureLine {
   purpose_of_use: string;
   /** read, search, create, update, delete, history, operation, … */
   action: string;
-  /** "Type/id" of each resource, space-separated; the type alone when a search returned none. */
+  /** "Type/id" of each resource, space-separated; the type alone when a search returned none; "Type(restricted)" for one the reader may not read. */
   resources: string;
   break_glass: boolean;
   /** X-Request-Id, else the AuditEvent id. */
@@ -56,6 +57,11 @@ export interface DisclosureOptions {
   attempts?: boolean;
   /** Access token ids issued under break-the-glass (from the alerts), when the alerts are not among the events. */
   breakGlassJtis?: ReadonlySet<string>;
+  /**
+   * Whether the reader (the patient) may read a resource that carried these labels: others are listed by type
+   * only, as "Observation(restricted)". Default: every resource is named (the privacy office's export).
+   */
+  readable?: LabelsReadable;
 }
 
 // ---- reading AuditEvents -------------------------------------------------------------------
@@ -173,10 +179,13 @@ function queryType(description: string | undefined): string | undefined {
   return last && /^[A-Z][A-Za-z]+$/.test(last) ? last : undefined;
 }
 
-function resourcesOf(e: AuditEvent): string[] {
+function resourcesOf(e: AuditEvent, readable: LabelsReadable): string[] {
   const entities = entitiesOf(e);
   const data = entities.filter((x) => ['4', '3', '20'].includes(codeOf(x.role) ?? '') && x.what?.reference)
-    .flatMap((x) => resourceRef(x.what!.reference!) ?? []);
+    .flatMap((x) => {
+      const hidden = hiddenType(x, readable);
+      return hidden ? restrictedRecord(hidden) : resourceRef(x.what!.reference!) ?? [];
+    });
   if (data.length) return data;
   const type = queryType(entities.find((x) => codeOf(x.role) === '24')?.description);
   return type ? [type] : [];
@@ -231,7 +240,7 @@ function lineOf(e: AuditEvent, options: DisclosureOptions, breakGlassJtis: Reado
     app: clientId ? (options.appNames && Object.hasOwn(options.appNames, clientId) ? options.appNames[clientId] : clientId) : '',
     purpose_of_use: purpose.join(' '),
     action: actionOf(e),
-    resources: [...new Set(resourcesOf(e))].join(' '),
+    resources: [...new Set(resourcesOf(e, options.readable ?? (() => true)))].join(' '),
     break_glass,
     request_id: requestIdOf(e) ?? e.id,
     network_address: addressOf(agents) ?? '',

@@ -97,6 +97,9 @@ export interface AuditStore {
   close(): Promise<void>;
 }
 
+/** A security label as a resource carries it (`meta.security`): its system may be missing. */
+export type SecurityLabel = Omit<Coding, 'system'> & { system?: string };
+
 /** One guarded FHIR access, as the audit builders need it (from the guard's AccessRecord and the token). */
 export interface AccessAudit {
   recorded: Date;
@@ -136,6 +139,8 @@ export interface AccessAudit {
   purposeOfUse: Coding[];
   /** The access token's jti, when the token was valid. */
   jti?: string;
-  /** The confidentiality and sensitivity labels of what was returned (optional). */
+  /** How the data went out (PSEUDED when de-identified): on every data and query entity. */
   securityLabels?: Coding[];
+  /** The labels (`meta.security`) each resource carried, "Type/id" => codings: on its own entity. */
+  resourceLabels?: Readonly<Record<string, readonly SecurityLabel[]>>;
 }

@@ -12,7 +12,10 @@ import type { AuditStore, DisclosureQuery } from '../audit/types.ts';
 import { breakGlassJtisOf, disclosureLines, streamLines, type DisclosureLine, type DisclosureOptions } from '../audit/disclosures.ts';
 import { csvHeader, csvRow, pdfReport } from '../audit/render.ts';
 import { clientNames } from '../oidc/clients.ts';
-import { patientOf, type User } from '../oidc/users.ts';
+import { patientOf, subjectOf, type User } from '../oidc/users.ts';
+import { effectiveClearance } from '../hcs/policy.ts';
+import { residualFor } from '../hcs/token-claims.ts';
+import { recordedLabelsAdmit } from '../privacy/labels.ts';
 import { purposeDisplay } from '../hcs/codes.ts';
 import { csrfToken } from '../csrf.ts';
 import { sendPage, signedInUser } from './session.ts';
@@ -130,6 +133,13 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     return { user, patientId };
   }
 
+  /** Whether the patient's own clearance (as her tokens carry it) lets her read a resource with the labels an event recorded. */
+  function readableBy(user: User): DisclosureOptions['readable'] {
+    const residual = residualFor(effectiveClearance(config.policy, subjectOf(user), undefined), config.policy.labels);
+    const labelOptions = { defaultConfidentiality: config.defaultConfidentiality, vocabulary: config.policy.labels };
+    return (labels) => recordedLabelsAdmit(labels, { residual }, labelOptions);
+  }
+
   /** Everything a report needs besides its lines: the request, the summary, app names, how to make lines. */
   async function prepare(ctx: Context, user: User, patientId: string) {
     const parsed = reportRequest(ctx.query);
@@ -148,7 +158,9 @@ export function disclosureRoutes({ config, db, audit, patients, onRead }: Disclo
     const appNames = await clientNames(db, everyApp.map((s) => s.app));
     // Every account that is this patient (fhirUser Patient/<id>) reads as "patient (self)".
     const selfUserIds: string[] = await db('users').where('fhir_user', `Patient/${patientId}`).pluck('id');
-    const options: DisclosureOptions = { patient: patientId, selfUserIds: [...new Set([user.id, ...selfUserIds])], breakGlassJtis: breakGlassJtisOf(alerts) };
+    const options: DisclosureOptions = {
+      patient: patientId, selfUserIds: [...new Set([user.id, ...selfUserIds])], breakGlassJtis: breakGlassJtisOf(alerts), readable: readableBy(user),
+    };
     const named = (line: DisclosureLine): DisclosureLine => ({ ...line, app: appNames[line.app] ?? line.app });
     const appName = (app: string) => appNames[app] || app || 'an app without a name';
     const filterText = [request.from && `from ${request.from}`, request.to && `to ${request.to}`, request.app !== undefined && appName(request.app)].filter(Boolean).join(', ');

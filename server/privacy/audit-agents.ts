@@ -1,7 +1,7 @@
 // What a patient sees of the people in their audit trail: the same as in the accounting of
 // disclosures, their role and organization, never who they are; of a purpose, its codes, never its
-// text; of the entities, the resources and the request id, never the request as sent (it can name
-// other patients) nor details or token ids. Pure.
+// text; of the entities, the resources she may read and the request id, never the request as sent (it
+// can name other patients) nor details or token ids. Pure.
 import type { FhirResource } from '../resource-server/types.ts';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
@@ -34,13 +34,30 @@ function agentForPatient(agent: Agent): Agent {
 
 const isRequestId = (entity: Record<string, unknown>) => (entity.type as { code?: unknown } | undefined)?.code === 'XrequestId';
 
+/** Whether the reader may read a resource that carried these labels (AuditEvent.entity.securityLabel) when it was accessed. */
+export type LabelsReadable = (securityLabel: unknown) => boolean;
+
+/** What a report shows instead of a resource the reader may not read: its type only ("Observation(restricted)"). */
+export const restrictedRecord = (type: string) => `${type}(restricted)`;
+
+/** The resource type of a data entity (object-role 4 Domain Resource) the reader may not read; undefined for any other entity. */
+export function hiddenType(entity: { role?: unknown; what?: unknown; securityLabel?: unknown }, readable: LabelsReadable): string | undefined {
+  const reference = (entity.what as { reference?: unknown } | undefined)?.reference;
+  if ((entity.role as { code?: unknown } | undefined)?.code !== '4' || typeof reference !== 'string' || readable(entity.securityLabel)) return undefined;
+  return /([A-Z][A-Za-z]+)\/[^/]+(?:\/_history\/[^/]*)?$/.exec(reference)?.[1] ?? 'Resource';
+}
+
 /**
  * An entity as a patient may see it: what it is (type, role, lifecycle, labels) and the resource it names,
  * or the request id. Everything else goes: details (the user a launch is for, a token's scope), the request
  * as sent (`query`, `description`: it can name other patients) and identifiers of tokens and launches.
+ * A resource she may not read herself is not named: the entity says that a restricted record of its type was
+ * accessed, without its reference or labels (which would tell what kind of record it is).
  */
-function entityForPatient(entity: Record<string, unknown>): Record<string, unknown> {
+function entityForPatient(entity: Record<string, unknown>, readable: LabelsReadable): Record<string, unknown> {
   const { what, type, role, lifecycle, securityLabel } = entity;
+  const hidden = hiddenType(entity, readable);
+  if (hidden) return Object.fromEntries(Object.entries({ type, role, lifecycle, description: restrictedRecord(hidden) }).filter(([, value]) => value !== undefined));
   const reference = (what as { reference?: unknown } | undefined)?.reference;
   const shownWhat = isRequestId(entity) ? what : typeof reference === 'string' ? { reference } : undefined;
   return Object.fromEntries(Object.entries({ what: shownWhat, type, role, lifecycle, securityLabel }).filter(([, value]) => value !== undefined));
@@ -72,14 +89,17 @@ function purposeForPatient(concept: Record<string, unknown>, emergency: boolean)
   return { ...(coding !== undefined && { coding }), ...(emergency && { text: 'emergency access' }) };
 }
 
-/** An AuditEvent with its agents, query entities and purposes as a patient may see them; any other resource unchanged. */
-export function auditEventForPatient(resource: FhirResource): FhirResource {
+/**
+ * An AuditEvent with its agents, entities and purposes as a patient may see them (`readable`: her clearance,
+ * for the resources the entities name); any other resource unchanged.
+ */
+export function auditEventForPatient(resource: FhirResource, readable: LabelsReadable): FhirResource {
   if (resource.resourceType !== 'AuditEvent') return resource;
   const shown: FhirResource = { ...resource };
   if (resource.purposeOfEvent !== undefined) {
     shown.purposeOfEvent = each(resource.purposeOfEvent, (concept) => purposeForPatient(concept, isEmergencyOverride(resource)));
   }
   if (resource.agent !== undefined) shown.agent = each(resource.agent, (agent) => agentForPatient(agent as Agent));
-  if (resource.entity !== undefined) shown.entity = each(resource.entity, entityForPatient);
+  if (resource.entity !== undefined) shown.entity = each(resource.entity, (entity) => entityForPatient(entity, readable));
   return shown;
 }

@@ -146,7 +146,7 @@ function periodMatches(period: { start?: string; end?: string }, date: string | 
 }
 
 /** "Type/id" of a reference: relative, absolute or versioned ("…/Type/id/_history/2"). */
-function referenceKey(reference: string): string {
+export function referenceKey(reference: string): string {
   const path = reference.split(/[?#]/)[0].replace(/\/_history\/[^/]*$/, '');
   return path.split('/').filter(Boolean).slice(-2).join('/');
 }
@@ -200,6 +200,20 @@ export function testDataVisible(labels: ResourceLabels, purpose: string | undefi
 export function purposeAllows(labels: ResourceLabels, purpose: string | undefined): boolean {
   if (!labels.purposes.length) return true;
   return purpose !== undefined && labels.purposes.some((p) => purposeIsA(purpose, p));
+}
+
+/** Whether a token with this residual and purpose of use may see data with these labels: its purpose, test data, its clearance. */
+export function labelsAllow(labels: ResourceLabels, residual: readonly PcfResidual[], purpose: string | undefined, vocabulary?: LabelVocabulary): boolean {
+  return purposeAllows(labels, purpose) && testDataVisible(labels, purpose) && !residualForbids(residual, labels, vocabulary);
+}
+
+/**
+ * Whether the reader may see a resource that carried `securityLabel` when it was accessed, as an AuditEvent
+ * entity records it. An entity recorded without labels counts as unlabelled data (the default confidentiality).
+ */
+export function recordedLabelsAdmit(securityLabel: unknown, reader: { residual: readonly PcfResidual[]; purpose?: string }, options: LabelOptions): boolean {
+  const labels = resourceLabels({ resourceType: 'AuditEvent', meta: { security: Array.isArray(securityLabel) ? securityLabel : [] } }, options);
+  return labelsAllow(labels, reader.residual, reader.purpose, options.vocabulary);
 }
 
 /** Every label that restricts who sees a resource, as "system|code" (confidentiality aside). */

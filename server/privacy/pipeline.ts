@@ -11,7 +11,7 @@ import { codingList, purposeIsA, type ConfidentialityCode } from '../hcs/codes.t
 import type { PcfResidual } from '../hcs/token-claims.ts';
 import type { FhirBundle, FhirInteraction, FhirResource, Refusal, TokenContext } from '../resource-server/types.ts';
 import {
-  loweredLabel, purposeAllows, residualForbids, resourceLabels, suppressedOutcome, testDataVisible, withConfidentiality, withHighWaterMark,
+  labelsAllow, loweredLabel, recordedLabelsAdmit, referenceKey, resourceLabels, suppressedOutcome, withConfidentiality, withHighWaterMark,
 } from './labels.ts';
 import { existenceTest, mayLowerLabels, viewsFor } from '../resource-server/decide.ts';
 import { auditEventForPatient, isRefusedAccess } from './audit-agents.ts';
@@ -87,8 +87,12 @@ export interface AuditedAccess {
 export interface ResourcePolicy {
   /** The resource as the token may see it (transformed by obligations), or undefined when it is hidden. */
   admit(token: TokenContext, resource: FhirResource): Promise<FhirResource | undefined>;
-  /** Whether the token may see the resource: admit's decision, without the obligations. */
-  visible(token: TokenContext, resource: FhirResource): Promise<boolean>;
+  /**
+   * Whether the token may see the resource: admit's decision, without the obligations. `search`: the parameters
+   * of the search it matched, when it is a search's match: one that matches only through what the obligations
+   * take out of the token's copy (a patient's AuditEvent naming a resource hidden from her) is not shown.
+   */
+  visible(token: TokenContext, resource: FhirResource, search?: URLSearchParams): Promise<boolean>;
   /**
    * A searchset or history Bundle: hidden entries (and a history's deletions) out, `total` recounted, obligations
    * and the high-water mark applied. `decided`: resources whose visibility `visible` already told (by identity),
@@ -193,10 +197,8 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
   }
 
   /** Whether one resource's own labels let the asker see it: its purpose of use, test data, its clearance. */
-  const ownLabelsAdmit = (asker: Asker, resource: FhirResource): boolean => {
-    const labels = resourceLabels(resource, labelOptions);
-    return purposeAllows(labels, asker.purpose) && testDataVisible(labels, asker.purpose) && !residualForbids(asker.residual, labels, options.labels);
-  };
+  const ownLabelsAdmit = (asker: Asker, resource: FhirResource): boolean =>
+    labelsAllow(resourceLabels(resource, labelOptions), asker.residual, asker.purpose, options.labels);
 
   /**
    * A resource and what it holds (contained resources, a stored Bundle's entries, …: nested.ts) are seen whole
@@ -231,9 +233,25 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
     throw new Error(`the stored version of a de-identified ${resource.resourceType} is not known, so its access cannot be recorded`);
   };
 
-  /** Obligations on what a token may see of one resource: staff identities out of a patient's audit trail. */
+  /**
+   * Obligations on what a token may see of one resource: staff identities out of a patient's audit trail, and
+   * the resources the token may not read (by the labels each entity recorded) unnamed.
+   */
   const shown = (token: TokenContext, resource: FhirResource) =>
-    (resource.resourceType === 'AuditEvent' && readsTrailAsPatient(token) ? auditEventForPatient(resource) : resource);
+    (resource.resourceType === 'AuditEvent' && readsTrailAsPatient(token)
+      ? auditEventForPatient(resource, (labels) => recordedLabelsAdmit(labels, askerOf(token), labelOptions))
+      : resource);
+
+  /**
+   * Whether a patient's copy of an AuditEvent still matches the `entity` of her search: an event that matched
+   * only through a resource her copy leaves unnamed is no match (the search would test that it exists).
+   */
+  const matchesAsShown = (token: TokenContext, resource: FhirResource, search: URLSearchParams | undefined) => {
+    const wanted = (search?.getAll('entity') ?? []).flatMap((value) => value.split(',')).map((value) => referenceKey(value.replace(/^.*\|/, '')));
+    if (!wanted.length || resource.resourceType !== 'AuditEvent' || !readsTrailAsPatient(token)) return true;
+    const entities = (shown(token, resource).entity ?? []) as { what?: { reference?: unknown } }[];
+    return entities.some((e) => typeof e?.what?.reference === 'string' && wanted.includes(referenceKey(e.what.reference)));
+  };
 
   return {
     async admit(token, resource) {
@@ -242,7 +260,8 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
       return deidentifies(asker.purpose) ? deidentified(shown(token, resource), deidentificationFor(token, asker.purpose!)) : shown(token, resource);
     },
 
-    visible: async (token, resource) => !hiddenFromPatient(token, resource) && visible(askerOf(token), resource),
+    visible: async (token, resource, search) =>
+      !hiddenFromPatient(token, resource) && matchesAsShown(token, resource, search) && visible(askerOf(token), resource),
 
     async bundle(token, bundle, decided) {
       const asker = askerOf(token);
@@ -301,6 +320,9 @@ export function createPrivacyPolicy(options: PrivacyOptions): ResourcePolicy {
       for (const [name, value] of params) {
         if (trailAsPatient && name.split(':')[0] === 'agent') {
           return { status: 403, code: 'forbidden', message: 'the search parameter agent is not allowed: a patient sees the staff in the audit trail by role and organization only' };
+        }
+        if (trailAsPatient && name.startsWith('entity:')) {
+          return { status: 403, code: 'forbidden', message: `the search parameter ${name} is not allowed: a patient searches the audit trail by entity=Type/id only` };
         }
         const what = existenceTest(name, value, type);
         if (what) return { status: 403, code: 'forbidden', message: `the search parameter ${name} (${what}) is not allowed: labels, consent and test-data rules may hide what it would test` };

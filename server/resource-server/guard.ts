@@ -63,6 +63,8 @@ export interface AccessRecord {
   requestId?: string;
   /** How the data went out, for the audit entities: PSEUDED when the answers were de-identified. */
   securityLabels?: { system: string; code: string; display?: string }[];
+  /** The labels (`meta.security`) each of `resources` carried, when it carried some: whom its record may name it to. */
+  resourceLabels?: Record<string, { system?: string; code: string; display?: string }[]>;
 }
 
 export interface GuardOptions {
@@ -127,12 +129,19 @@ const SMART_SECURITY = {
   service: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' }] }],
 };
 
+/** A resource's `meta.security` codings, as an audit entity records them. */
+const labelsOf = (resource: FhirResource) => (Array.isArray(resource.meta?.security) ? resource.meta.security : [])
+  .filter((c) => typeof c?.code === 'string')
+  .map(({ system, code, display }: { system?: unknown; code?: unknown; display?: unknown }) =>
+    ({ ...(typeof system === 'string' && { system }), code: code as string, ...(typeof display === 'string' && { display }) }));
+
 const touched = (resources: FhirResource[], patients: string[] = []) => {
-  const named = resources.filter((r) => r.id).map((r) => [`${r.resourceType}/${r.id}`, patientsOf(r)] as const);
+  const named = resources.filter((r) => r.id).map((r) => [`${r.resourceType}/${r.id}`, patientsOf(r), labelsOf(r)] as const);
   return {
     resources: named.map(([reference]) => reference),
     patients: [...new Set([...resources.flatMap((r) => patientsOf(r)), ...patients])],
-    resourcePatients: Object.fromEntries(named.filter(([, owners]) => owners.length)),
+    resourcePatients: Object.fromEntries(named.filter(([, owners]) => owners.length).map(([reference, owners]) => [reference, owners])),
+    resourceLabels: Object.fromEntries(named.filter(([, , labels]) => labels.length).map(([reference, , labels]) => [reference, labels])),
   };
 };
 
@@ -150,16 +159,18 @@ const matchCount = (bundle: FhirBundle) => (bundle.entry ?? []).filter((e) => e.
 
 /**
  * `total` only when it is true: the upstream's when the guard filters nothing out of the token's answers,
- * else the page's own count when the page holds every match there is (`whole`: it is made of the whole of
- * one upstream page). The upstream's count of a filtered search counts what the guard hides on other
- * pages too (and `_count=0` asks for nothing else).
+ * else the page's own count when the page holds every match there is (`read`: the upstream pages it was
+ * made of, when they are all of them from the first, so that each of the upstream's matches was seen). The
+ * upstream's count of a filtered search counts what the guard hides on other pages too (and `_count=0` asks
+ * for nothing else). Whether hidden matches lie on one upstream page or several makes no difference.
  */
-function withTotal(filtered: FhirBundle, upstream: FhirBundle, whole: boolean, filtering: boolean): FhirBundle {
+function withTotal(filtered: FhirBundle, upstream: FhirBundle, read: readonly FhirBundle[] | undefined, filtering: boolean): FhirBundle {
   const { total: _, ...rest } = filtered;
-  if (upstream.total === undefined) return rest;
-  if (!filtering) return { ...rest, total: upstream.total };
-  const paged = upstream.link?.some((l) => l.relation === 'next' || l.relation === 'previous' || l.relation === 'prev');
-  return whole && !paged && matchCount(upstream) === upstream.total ? { ...rest, total: matchCount(filtered) } : rest;
+  if (!filtering) return upstream.total === undefined ? rest : { ...rest, total: upstream.total };
+  // A server that counts only once it reaches the last match tells it there.
+  const counted = upstream.total ?? read?.at(-1)?.total;
+  const seen = read?.reduce((n, page) => n + matchCount(page), 0);
+  return counted !== undefined && seen === counted ? { ...rest, total: matchCount(filtered) } : rest;
 }
 
 /** The versions in a history Bundle: its entries but the policy's own (the break-the-glass hint). */
@@ -375,25 +386,30 @@ export function createGuard(guardOptions: GuardOptions) {
   ): Promise<Shown> {
     const page = publicOutcomes(request, token, upstreamPage);
     if (!filtersAnswers(token, interaction) && start.skip === 0) return wholePage(request, token, page, scope);
-    const seen = [await readPage(token, page, start.link ?? belowUpstream(linkOf(page, 'self')), scope)];
+    // The search as the client made it, on every page: the policy checks its matches against it (ResourcePolicy.visible).
+    const search = interaction.page ? interaction.page.search ?? '' : interaction.params.toString();
+    const read = (bundle: FhirBundle, link: string | undefined) => readPage(token, bundle, link, scope, new URLSearchParams(search));
+    const seen = [await read(page, start.link ?? belowUpstream(linkOf(page, 'self')))];
     let decided: Refilled | 'more';
     while ((decided = refill(seen, start.skip, seen.length <= READ_AHEAD_PAGES)) === 'more') {
       const link = nextPage(seen.at(-1)!.bundle)!;
       const upstream = await send(request, 'GET', link);
       if (upstream.status !== 200) throw new UpstreamError(502, `the FHIR server answered ${upstream.status} for a following page`);
-      seen.push(await readPage(token, upstream.body as FhirBundle, link, scope));
+      seen.push(await read(upstream.body as FhirBundle, link));
     }
     const composed = composedPage(seen, decided.taken, scope);
     const inScope = scope.inScope(composed);
     // The policy's decisions on the items read stand: each item is evaluated once.
     const told = new Map(seen.flatMap(({ items, inScope: held, visible }) => items.flatMap((e, i) => (held[i] && e.resource ? [[e.resource, visible[i]] as const] : []))));
-    const { link: _, ...totalled } = withTotal(connectedIncludes(await finish(token, inScope, told)), page, seen.length === 1 && start.skip === 0, true);
+    // Every upstream page from the first was read, and this page holds every item the token sees of them.
+    const everything = !interaction.page && start.skip === 0 && !decided.next && !seen.at(-1)!.hasNext;
+    const { link: _, ...totalled } = withTotal(connectedIncludes(await finish(token, inScope, told)), page, everything ? seen.map((p) => p.bundle) : undefined, true);
     const resume = decided.next && seen[decided.next.page].link;
     const first = belowUpstream(linkOf(page, 'first'));
     const link = await sealed(request, token, [
-      ...(seen[0].link ? [{ relation: 'self', position: { link: seen[0].link, skip: start.skip } }] : []),
-      ...(first ? [{ relation: 'first', position: { link: first, skip: 0 } }] : []),
-      ...(resume ? [{ relation: 'next', position: { link: resume, skip: decided.next!.item } }] : []),
+      ...(seen[0].link ? [{ relation: 'self', position: { link: seen[0].link, skip: start.skip, search } }] : []),
+      ...(first ? [{ relation: 'first', position: { link: first, skip: 0, search } }] : []),
+      ...(resume ? [{ relation: 'next', position: { link: resume, skip: decided.next!.item, search } }] : []),
     ]);
     const went = decided.taken.flatMap(({ page: at, from, to }) => seen[at].inScope.slice(from, to));
     return { bundle: link.length ? { ...totalled, link } : totalled, items: went.length, inScope: went.filter(Boolean).length };
@@ -402,7 +418,7 @@ export function createGuard(guardOptions: GuardOptions) {
   /** An upstream page as it is, for a token whose answers the guard filters nothing out of: every link kept (sealed), the upstream's total. */
   async function wholePage(request: ReceivedRequest, token: TokenContext, page: FhirBundle, scope: Scope): Promise<Shown> {
     const inScope = scope.inScope(page);
-    const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, true, false);
+    const { link: _, ...totalled } = withTotal(await finish(token, inScope), page, [page], false);
     const link = await sealed(request, token, (page.link ?? []).flatMap(({ relation, url }) => {
       const position = belowUpstream(url);
       return position === undefined ? [] : [{ relation, position: { link: position, skip: 0 } }];
@@ -410,13 +426,13 @@ export function createGuard(guardOptions: GuardOptions) {
     return { bundle: link.length ? { ...totalled, link } : totalled, items: itemsOf(page, scope).length, inScope: itemsOf(inScope, scope).length };
   }
 
-  /** An upstream page for a filtered answer: which of its items the token's views hold and which the resource policy shows. */
-  async function readPage(token: TokenContext, bundle: FhirBundle, link: string | undefined, scope: Scope): Promise<ReadPage> {
+  /** An upstream page for a filtered answer of `search`: which of its items the token's views hold and which the resource policy shows. */
+  async function readPage(token: TokenContext, bundle: FhirBundle, link: string | undefined, scope: Scope, search: URLSearchParams): Promise<ReadPage> {
     const items = itemsOf(bundle, scope);
     // The items alone: whether the page's includes may be shown is decided for the page shown.
     const held = new Set(scope.inScope({ ...bundle, entry: items }).entry ?? []);
     const visible = await Promise.all(items.map(async (e) =>
-      held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await options.resourcePolicy.visible(token, e.resource))))));
+      held.has(e) && (!options.resourcePolicy || Boolean(e.resource && (await options.resourcePolicy.visible(token, e.resource, search))))));
     return { link, bundle, items, inScope: items.map((e) => held.has(e)), visible, hasNext: nextPage(bundle) !== undefined };
   }
 

@@ -47,8 +47,8 @@ export function pageLinks(secret?: string, pagingParams: readonly string[] = [])
   const key = secret === undefined ? randomBytes(32) : createHash('sha256').update(`paging-links:${secret}`).digest();
   return {
     /** A token for `position` (its link below the upstream base), to be followed at the public `path` with `token` only. */
-    async seal({ link, skip }: PagePosition, path: string, token: TokenContext, now = Date.now()): Promise<string> {
-      const sealed: Sealed = { link, skip, path, bound: boundTo(token), exp: Math.min(token.exp, Math.floor(now / 1000) + MAX_SECONDS) };
+    async seal({ link, skip, search }: PagePosition, path: string, token: TokenContext, now = Date.now()): Promise<string> {
+      const sealed: Sealed = { link, skip, ...(search && { search }), path, bound: boundTo(token), exp: Math.min(token.exp, Math.floor(now / 1000) + MAX_SECONDS) };
       return new CompactEncrypt(new TextEncoder().encode(JSON.stringify(sealed))).setProtectedHeader(HEADER).encrypt(key);
     },
 
@@ -74,7 +74,7 @@ export function pageLinks(secret?: string, pagingParams: readonly string[] = [])
       if (sealed.bound !== boundTo(token)) return invalid('the paging link was given to another access token');
       if (!(sealed.exp * 1000 > now)) return invalid('the paging link has expired: search again');
       if (typeof sealed.link !== 'string' || !Number.isSafeInteger(sealed.skip) || sealed.skip < 0) return invalid('the paging link is not valid: follow a paging link as this server gave it');
-      return { link: sealed.link, skip: sealed.skip };
+      return { link: sealed.link, skip: sealed.skip, ...(typeof sealed.search === 'string' && { search: sealed.search }) };
     },
   };
 }

@@ -66,6 +66,8 @@ export interface FhirInteraction {
 export interface PagePosition {
   link: string;
   skip: number;
+  /** The search parameters the client sent for the first page, which the rules check each page's matches against. */
+  search?: string;
 }
 
 /** The token as the guard sees it, after verification. */

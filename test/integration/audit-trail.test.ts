@@ -419,6 +419,66 @@ describe('audit trail', () => {
       assert.match(await (await fhir('AuditEvent?patient=pat-1&outcome=4&_count=1000', auditor)).text(), /smith-tries-brca/, 'the privacy office sees them');
     });
 
+    describe('a record hidden from the patient (Observation/obs-1-brca, V), read by someone cleared for it', () => {
+      let amy: string;
+      before(async () => {
+        await addUser(server.db, {
+          username: 'dr.genetics', password: 'genetics-pass', name: 'Gene Tester, MD', fhirUser: 'Practitioner/dr-smith',
+          attributes: { roles: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: 'doctor' }], purposes: ['TREAT'], clearance: 'V', sensitivities: [] },
+        });
+        const genetics = await token('openid fhirUser user/*.rs', { username: 'dr.genetics', password: 'genetics-pass' });
+        assert.equal((await fhir('Observation/obs-1-brca', genetics, { 'x-request-id': 'genetics-reads-brca' })).status, 200);
+        assert.equal((await fhir('Observation?patient=pat-1&_count=1000', genetics, { 'x-request-id': 'genetics-searches' })).status, 200);
+        assert.equal((await fhir('Observation/obs-1a-hba1c', genetics)).status, 200);
+        amy = await token('launch/patient openid fhirUser patient/*.rs', { username: 'amy', password: 'demo-password-3' });
+        assert.equal((await fhir('Observation/obs-1-brca', amy)).status, 404, 'hidden from her');
+      });
+
+      it("is in her trail without being named: who, when and why; her search by entity finds it no more than an id never read; the privacy office sees it whole", async () => {
+        const searched = async (query: string) => {
+          const res = await fhir(query, amy);
+          assert.equal(res.status, 200, query);
+          const { entry = [], total } = await res.json();
+          return { entries: entry.length, total };
+        };
+        assert.deepEqual(await searched('AuditEvent?entity=Observation/obs-1-brca'), await searched('AuditEvent?entity=Observation/never-read'), 'the search is no existence test');
+        assert.deepEqual(await searched('AuditEvent?entity=Observation/obs-1-brca&_count=1'), await searched('AuditEvent?entity=Observation/never-read&_count=1'), 'nor on pages');
+        assert.equal((await searched('AuditEvent?entity=Observation/obs-1a-hba1c')).entries > 0, true, 'her own readable records are still found');
+        assert.equal((await fhir('AuditEvent?entity:Observation=obs-1-brca', amy)).status, 403, 'a modifier the guard cannot check is refused');
+
+        const trail = await (await fhir('AuditEvent?patient=pat-1&_count=1000', amy)).text();
+        assert.doesNotMatch(trail, /obs-1-brca/);
+        const read = JSON.parse(trail).entry.map((e: any) => e.resource).find((e: any) => e.entity.some((x: any) => x.what?.identifier?.value === 'genetics-reads-brca'));
+        assert.ok(read, 'the access is in her trail: who, when and why');
+        assert.deepEqual(read.entity.filter((x: any) => x.role?.code === '4').map((x: any) => [x.what, x.description, x.securityLabel]), [[undefined, 'Observation(restricted)', undefined]]);
+        assert.doesNotMatch(await (await fhir(`AuditEvent/${read.id}`, amy)).text(), /obs-1-brca/, 'nor on read');
+
+        const auditor = await token('openid fhirUser user/AuditEvent.rs', { username: 'auditor', password: 'demo-password-4' });
+        const full = await (await fhir('AuditEvent?entity=Observation/obs-1-brca', auditor)).json();
+        const entity = full.entry.map((e: any) => e.resource).find((e: any) => e.id === read.id).entity.find((x: any) => x.role?.code === '4');
+        assert.deepEqual([entity.what, entity.securityLabel], [{ reference: 'Observation/obs-1-brca' }, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'V', display: 'very restricted' }]]);
+      });
+
+      it('is in her accounting of disclosures (page, CSV, PDF) as a restricted Observation, without its id; the export keeps it', async () => {
+        const browser = new Browser();
+        const login = await (await browser.fetch(`${server.issuer}/account/login?return_to=${encodeURIComponent('/account/disclosures')}`)).text();
+        await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(login, 'csrf'), username: 'amy', password: 'demo-password-3', return_to: hiddenValue(login, 'return_to') }) });
+        const page = await (await browser.fetch(`${server.issuer}/account/disclosures`)).text();
+        assert.doesNotMatch(page, /obs-1-brca/);
+        assert.match(page, /Observation\(restricted\)/);
+        const csv = await (await browser.fetch(`${server.issuer}/account/disclosures.csv`)).text();
+        assert.doesNotMatch(csv, /obs-1-brca/);
+        assert.match(csv, /,read,Observation\(restricted\),false,genetics-reads-brca,/);
+        assert.match(csv, /,genetics-searches,/, 'the search that returned it too');
+        const file = join(mkdtempSync(join(tmpdir(), 'disclosures-')), 'r.pdf');
+        writeFileSync(file, Buffer.from(await (await browser.fetch(`${server.issuer}/account/disclosures.pdf`)).arrayBuffer()));
+        const pdf = (await run('pdftotext', [file, '-'])).stdout;
+        assert.match(pdf, /Observation\(restricted\)/);
+        assert.doesNotMatch(pdf, /obs-1-brca/);
+        assert.match((await cli('audit', 'export', '--patient', 'pat-1', '--format', 'csv')).stdout, /,Observation\/obs-1-brca,false,genetics-reads-brca,/, 'the privacy office\'s export names it');
+      });
+    });
+
     it('records a de-identified access for the real patient: their trail, report and export show it de-identified; the app sees pseudonyms only, in the trail too', async () => {
       await addUser(server.db, {
         username: 'research-auditor', password: 'research-pass', name: 'Rita Audit', fhirUser: 'Practitioner/dr-jones',

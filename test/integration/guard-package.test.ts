@@ -354,6 +354,35 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     }
   });
 
+  it("names to a patient, in every adapter, no resource she may not read in the AuditEvents the FHIR server keeps, and her entity= search does not match through one", async () => {
+    const event = {
+      resourceType: 'AuditEvent', id: 'pkg-ae-brca', type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' }, recorded: '2026-01-02T00:00:00Z', outcome: '0',
+      agent: [{ who: { identifier: { value: 'genetics-app' } }, requestor: true }], source: { observer: { display: 'an audit repository' } },
+      entity: [
+        { what: { reference: 'Patient/pat-1' }, role: { code: '1' } },
+        { what: { reference: 'Observation/obs-1-brca' }, role: { code: '4' }, securityLabel: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'V' }] },
+      ],
+    };
+    assert.ok((await fetch(`${upstream.url}/AuditEvent/pkg-ae-brca`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(event) })).ok);
+    const client = await server.addClient({ auth: { kind: 'secret' } });
+    for (const { base } of Object.values(apps)) {
+      const launch = await authorize({ server, client, aud: base, scope: 'launch/patient openid fhirUser patient/*.rs', username: 'amy', password: 'demo-password-3' });
+      const amy = (await exchangeCode(server.issuer, launch, client)).body.access_token as string;
+      const search = async (query: string) => {
+        const res = await fetch(`${base}/${query}`, { headers: { authorization: `Bearer ${amy}` } });
+        assert.equal(res.status, 200, `${base}/${query}`);
+        const { entry = [], total } = await res.json();
+        return { ids: entry.map((e: any) => e.resource.id), total, text: JSON.stringify(entry) };
+      };
+      const trail = await search('AuditEvent?_count=1000');
+      assert.ok(trail.ids.includes('pkg-ae-brca'), `${base}: the access is in her trail`);
+      assert.doesNotMatch(trail.text, /obs-1-brca/, `${base}: without naming what she may not read`);
+      const found = await search('AuditEvent?entity=Observation/obs-1-brca');
+      const never = await search('AuditEvent?entity=Observation/never-read');
+      assert.deepEqual([found.ids, found.total], [never.ids, never.total], `${base}: the search is no existence test`);
+    }
+  });
+
   it('passes on an error of the FHIR server by its coded part only, and logs its text: it may name a resource the token may not see', async () => {
     const client = await server.addClient({ auth: { kind: 'secret' } });
     const launch = await authorize({ server, client, aud: hapiApp.base, scope: 'launch/patient openid patient/*.cruds', patient: 'pat-1' });
@@ -473,6 +502,10 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
       if (name === 'koa') {
         const events = await server.audit.search({ patient: 'pat-2', limit: 1000 });
         assert.ok(events.some((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === requestId)), 'the read is in the authorization server\'s chain');
+        const labelled = `package-labels-${Date.now()}`;
+        assert.equal((await fetch(`${base}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${token}`, 'x-request-id': labelled } })).status, 200, 'R + HIV, within the clearance of dr.smith, who launched it');
+        const [event] = (await server.audit.search({ entity: 'Observation/obs-2a-hiv-vl', limit: 1000 }) as any[]).filter((e) => JSON.stringify(e).includes(labelled));
+        assert.deepEqual(event.entity.find((x: any) => x.role?.code === '4').securityLabel.map((l: any) => l.code).sort(), ['HIV', 'R'], 'the record keeps the labels the resource carried');
         assert.equal((await server.audit.verify()).ok, true);
       }
 

@@ -101,6 +101,11 @@ describe('guard in front of another FHIR server', () => {
       const read = (path: string) => fetch(`${proxyBase}/${path}`, { headers: { authorization: `Bearer ${body.access_token}` } });
       assert.equal((await read('Patient/pat-2')).status, 200);
       assert.equal((await read('Patient/pat-1')).status, 404);
+      const requestId = `proxy-labels-${Date.now()}`;
+      const labelled = await fetch(`${proxyBase}/Observation/obs-2a-hiv-vl`, { headers: { authorization: `Bearer ${body.access_token}`, 'x-request-id': requestId } });
+      assert.equal(labelled.status, 200, 'R + HIV, within the clearance of dr.smith, who launched it');
+      const [event] = (await server.audit.search({ entity: 'Observation/obs-2a-hiv-vl', limit: 1000 }) as any[]).filter((e) => JSON.stringify(e).includes(requestId));
+      assert.deepEqual(event.entity.find((x: any) => x.role?.code === '4').securityLabel.map((l: any) => l.code).sort(), ['HIV', 'R'], 'the record keeps the labels the resource carried');
       const bundle = await (await read('Observation')).json();
       assert.ok(bundle.entry.every((e: { fullUrl: string }) => e.fullUrl.startsWith(`${proxyBase}/`)));
 

@@ -39,12 +39,14 @@ describe('audit forwarding', () => {
 
   it('loses nothing while the repository is down, and sends everything once it is back', async () => {
     for (let i = 0; i < 5; i++) await fetch(`${server.fhirBase}/Patient/pat-1`);
-    await new Promise((r) => setTimeout(r, 1200));
+    // Polled, not a fixed wait: on a slow machine the first attempt came after 1.2 s, and the repository then
+    // stayed down for the tests after this one too.
+    for (let i = 0; i < 300 && attempts === 0; i++) await new Promise((r) => setTimeout(r, 100));
     assert.ok(attempts > 0, 'it tried');
     assert.equal(received.size, 0);
     down = false;
     const stored = (await server.audit.search({ limit: 10_000 })).map((e) => e.id);
-    for (let i = 0; i < 100 && stored.some((id) => !received.has(id)); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 300 && stored.some((id) => !received.has(id)); i++) await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(stored.filter((id) => !received.has(id)), [], 'every stored AuditEvent reached the repository');
   });
 
@@ -54,7 +56,7 @@ describe('audit forwarding', () => {
     await server.audit.checkpoint();
     const { seq, jws } = await server.db('audit_checkpoints').orderBy('seq', 'desc').first('seq', 'jws');
     const id = `audit-head-${seq}`;
-    for (let i = 0; i < 60 && !received.has(id); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 300 && !received.has(id); i++) await new Promise((r) => setTimeout(r, 100));
     const binary = received.get(id) as unknown as { resourceType: string; contentType: string; data: string };
     assert.ok(binary, `${id} reached the repository`);
     assert.equal(binary.resourceType, 'Binary');
@@ -65,7 +67,7 @@ describe('audit forwarding', () => {
   it('keeps forwarding what comes later', async () => {
     const res = await fetch(`${server.fhirBase}/Patient/pat-2`, { headers: { 'x-request-id': 'forward-later' } });
     await res.arrayBuffer();
-    for (let i = 0; i < 60 && ![...received.values()].some((e) => JSON.stringify(e).includes('forward-later')); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 300 && ![...received.values()].some((e) => JSON.stringify(e).includes('forward-later')); i++) await new Promise((r) => setTimeout(r, 100));
     assert.ok([...received.values()].some((e) => JSON.stringify(e).includes('forward-later')));
   });
 });

@@ -43,10 +43,20 @@ async function patientDirectory(config: Config, db: Db): Promise<PatientDirector
   return upstreamPatientDirectory((await import('../server/fhir/upstream-of.ts')).configuredUpstream(config, db).upstream);
 }
 
+/** Where a command runs: its settings and its standard streams (the process's own, or a test's). */
+export interface CliIo {
+  env: Record<string, string | undefined>;
+  stdout: { write(chunk: string | Uint8Array): unknown };
+  stderr: { write(chunk: string | Uint8Array): unknown };
+  stdin: AsyncIterable<string | Uint8Array> & { isTTY?: boolean };
+}
+
+const processIo: CliIo = { env: process.env, stdout: process.stdout, stderr: process.stderr, stdin: process.stdin };
+
 interface Command {
   usage: string;
   options: NonNullable<ParseArgsConfig['options']>;
-  run(args: { values: Record<string, unknown>; positionals: string[] }, env: { db: Db; config: Config }): Promise<{ json: unknown; text: string }>;
+  run(args: { values: Record<string, unknown>; positionals: string[] }, env: { db: Db; config: Config; io: CliIo }): Promise<{ json: unknown; text: string }>;
 }
 
 const json = { json: { type: 'boolean' } } as const;
@@ -171,9 +181,9 @@ const commands: Record<string, Command> = {
   'user password': {
     usage: 'user password <username> [--password <pw>]   (without --password: read from stdin; ends the user\'s sessions and grants)',
     options: { ...json, password: { type: 'string' } },
-    async run({ values: v, positionals: [username] }, { db, config }) {
+    async run({ values: v, positionals: [username] }, { db, config, io }) {
       const user = await existingUser(db, username);
-      const password = typeof v.password === 'string' ? v.password : (await readStdin()).replace(/\r?\n$/, '');
+      const password = typeof v.password === 'string' ? v.password : (await readStdin(io)).replace(/\r?\n$/, '');
       const passwordHash = await newPasswordHash(user, password); // before the transaction, as in user add
       await recordedChange(db, (trx) => storePasswordHash(trx, user, passwordHash),
         () => [userSecurityChanged({ ...administrator(config), user: auditUserOf(user), change: 'update', what: 'password', byAdministrator: true })]);
@@ -345,7 +355,7 @@ const commands: Record<string, Command> = {
   'audit export': {
     usage: 'audit export --patient <id> --format csv|json|fhir|pdf [--out <file>] [--names] [--attempts]   (the accounting of disclosures; --names: also the staff member\'s name, in json and pdf; --attempts: also the refused and failed accesses that named the patient)',
     options: { ...json, patient: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' }, names: { type: 'boolean' }, attempts: { type: 'boolean' } },
-    async run({ values: v }, { db, config }) {
+    async run({ values: v }, { db, config, io }) {
       const patient = String(v.patient ?? '');
       const format = String(v.format ?? '');
       if (!patient) throw new UsageError('--patient is required');
@@ -368,7 +378,7 @@ const commands: Record<string, Command> = {
               patientName: await (await patientDirectory(config, db)).get(patient).then((p) => p?.name, () => undefined),
             });
       if (v.out) writeFileSync(String(v.out), content);
-      else process.stdout.write(content);
+      else io.stdout.write(content);
       return v.out ? { json: { patient, format, out: v.out, lines: lines.length }, text: `wrote ${lines.length} disclosures to ${v.out}` } : { json: undefined, text: '' };
     },
   },
@@ -461,12 +471,12 @@ async function existingUser(db: Db, username: string | undefined): Promise<User>
   return user;
 }
 
-async function readStdin(): Promise<string> {
-  if (process.stdin.isTTY) process.stderr.write('new password: ');
+async function readStdin({ stdin, stderr }: CliIo): Promise<string> {
+  if (stdin.isTTY) stderr.write('new password: ');
   let text = '';
-  for await (const chunk of process.stdin) {
+  for await (const chunk of stdin) {
     text += String(chunk);
-    if (process.stdin.isTTY && text.includes('\n')) break;
+    if (stdin.isTTY && text.includes('\n')) break;
   }
   return text;
 }
@@ -528,14 +538,16 @@ function help(): string {
     '', 'Settings come from the environment (DATABASE_URL, ISSUER, ...), as for the server.'].join('\n');
 }
 
-export async function runCli(argv: string[]): Promise<number> {
+/** Runs one command; its exit code. `io` is the process's environment and streams unless given. */
+export async function runCli(argv: string[], io: CliIo = processIo): Promise<number> {
+  const out = (text: string) => io.stdout.write(`${text}\n`);
   const name = argv.slice(0, 2).join(' ');
   const command = commands[name];
   if (!command || argv.includes('--help') || argv.includes('-h')) {
     const helpAsked = argv.length === 0 || argv.includes('--help') || argv.includes('-h');
-    if (command) console.log(`usage: smart-auth ${command.usage}`);
-    else if (helpAsked) console.log(help());
-    else console.error(`smart-auth: unknown command: ${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}\n\n${help()}`);
+    if (command) out(`usage: smart-auth ${command.usage}`);
+    else if (helpAsked) out(help());
+    else io.stderr.write(`smart-auth: unknown command: ${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}\n\n${help()}\n`);
     return command || helpAsked ? 0 : 2;
   }
   let wantsJson = argv.includes('--json');
@@ -543,22 +555,22 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     const args = parseArgs({ args: argv.slice(2), options: command.options, allowPositionals: true, strict: true });
     wantsJson = Boolean(args.values.json);
-    const config = loadConfig();
+    const config = loadConfig(io.env);
     db = openDatabase(config.databaseUrl, config.databasePool);
     await migrate(db);
-    const result = await command.run(args as { values: Record<string, unknown>; positionals: string[] }, { db, config });
-    if (result.json !== undefined || result.text) console.log(wantsJson ? JSON.stringify(result.json) : result.text);
+    const result = await command.run(args as { values: Record<string, unknown>; positionals: string[] }, { db, config, io });
+    if (result.json !== undefined || result.text) out(wantsJson ? JSON.stringify(result.json) : result.text);
     return 0;
   } catch (err) {
     if (err instanceof AuditBroken) {
-      console.log(wantsJson ? JSON.stringify(err.result) : err.message);
+      out(wantsJson ? JSON.stringify(err.result) : err.message);
       return 1;
     }
     const known = err instanceof UsageError || err instanceof UserError || err instanceof ClientError || err instanceof ConfigError || err instanceof KeyEncryptionError
       || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const message = known || err instanceof Unavailable ? (err as Error).message : `unexpected error: ${(err as Error).message}`;
-    if (wantsJson) console.log(JSON.stringify({ error: message }));
-    else console.error(`smart-auth ${name}: ${message}`);
+    if (wantsJson) out(JSON.stringify({ error: message }));
+    else io.stderr.write(`smart-auth ${name}: ${message}\n`);
     return known ? 2 : 1;
   } finally {
     await db?.destroy();

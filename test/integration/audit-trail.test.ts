@@ -12,9 +12,9 @@ import { authorizedTokens, Browser, form, hiddenValue, introspectToken, revokeTo
 import { addUser } from '../../server/oidc/users.ts';
 import { auditEventUpstream } from '../../server/audit/fhir-upstream.ts';
 import { emergencyOverrideStarted } from '../../server/audit/balp.ts';
+import { runCliWithEnv } from '../support/cli.ts';
 
 const run = promisify(execFile);
-const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
 
 describe('audit trail', () => {
   let server: TestServer;
@@ -31,13 +31,8 @@ describe('audit trail', () => {
     fetch(`${server.fhirBase}/${path}`, { headers: { ...(bearer ? { authorization: `Bearer ${bearer}` } : {}), ...headers } });
   const eventsOf = (filter: Parameters<TestServer['audit']['search']>[0]) => server.audit.search(filter) as Promise<any[]>;
   const cliWith = async (env: Record<string, string>, ...args: string[]) => {
-    try {
-      const { stdout } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer, ...env } });
-      return { code: 0, stdout };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout + e.stderr };
-    }
+    const { code, stdout, stderr } = await runCliWithEnv(server, env, ...args);
+    return { code, stdout: code === 0 ? stdout : stdout + stderr };
   };
   const cli = (...args: string[]) => cliWith({}, ...args);
 
@@ -642,8 +637,8 @@ describe('audit trail', () => {
       assert.deepEqual(named.map((l: any) => l.recipient_name), ['Jane Smith, MD', 'Jane Smith, MD', 'Jane Smith, MD'], '--names gives the staff member');
       const csv = await cli('audit', 'export', '--patient', 'pat-3', '--format', 'csv');
       assert.match(csv.stdout.split('\n')[0], /^date,recipient_role,recipient_organization,app,purpose_of_use,action,resources,break_glass,request_id,network_address,outcome,deidentified/);
-      const pdf = await run(process.execPath, [BIN, 'audit', 'export', '--patient', 'pat-3', '--format', 'pdf'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl }, encoding: 'buffer' });
-      assert.equal(pdf.stdout.subarray(0, 5).toString(), '%PDF-');
+      const pdf = await cli('audit', 'export', '--patient', 'pat-3', '--format', 'pdf');
+      assert.equal(pdf.stdout.slice(0, 5), '%PDF-');
     });
 
     it("keeps another app's access on its own line when it reuses a request id (the client chooses it)", async () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { runCli, runCliWithEnv } from '../support/cli.ts';
+import { CLI_BIN, runCli, runCliBinary, runCliWithEnv } from '../support/cli.ts';
 
 describe('CLI: audit records and verification', function () {
   this.timeout(180_000);
@@ -15,10 +15,11 @@ describe('CLI: audit records and verification', function () {
   const newestCheckpoint = async () => Number((await server.db('audit_checkpoints').max({ seq: 'seq' }).first())?.seq ?? 0);
 
   // Before: the record's signed head was still being written when the command closed the database, and
-  // every export printed "Acquire connection error … writing an audit checkpoint failed" with a stack trace.
+  // every export printed "Acquire connection error … writing an audit checkpoint failed" with a stack trace
+  // (through console.error, so the executable is run: its whole output is checked).
   for (const args of [['audit', 'export', '--patient', 'pat-1', '--format', 'json'], ['launch', 'create', '--patient', 'pat-1']]) {
     it(`${args.slice(0, 2).join(' ')}: prints no error, and its record is covered by a signed head`, async () => {
-      const result = await runCliWithEnv(server, settings, ...args);
+      const result = await runCliBinary(server, settings, ...args);
       assert.equal(result.code, 0, JSON.stringify(result));
       assert.equal(result.stderr, '');
       assert.equal(await newestCheckpoint(), await head());
@@ -27,7 +28,7 @@ describe('CLI: audit records and verification', function () {
 
   // Before: `audit export … | head` crashed with an EPIPE stack trace once the reader had gone.
   it('audit export into a reader that stops early ends quietly, exit 0', async () => {
-    const child = spawn(process.execPath, [new URL('../../scripts/smart-auth.js', import.meta.url).pathname, 'audit', 'export', '--patient', 'pat-1', '--format', 'csv'], {
+    const child = spawn(process.execPath, [CLI_BIN, 'audit', 'export', '--patient', 'pat-1', '--format', 'csv'], {
       env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer, ...settings }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     child.stdout.destroy(); // the reader is gone before the command writes

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { runCli } from '../support/cli.ts';
+import { runCli, runCliBinary } from '../support/cli.ts';
 import { authorize, exchangeCode, secretAccepted } from '../support/oauth.ts';
 import { refuseAuditRecords } from '../support/audit-refusal.ts';
 import { verifyPassword } from '../../server/oidc/passwords.ts';
@@ -358,9 +358,9 @@ describe('CLI', function () {
     });
   }
 
-  it('prints help and fails on an unknown command, saying it is unknown', async () => {
-    assert.match((await cli('--help')).stdout, /smart-auth client add/);
-    const unknown = await cli('frobnicate');
+  it('prints help and fails on an unknown command, saying it is unknown (the executable\'s exit status)', async () => {
+    assert.match((await runCliBinary(server, {}, '--help')).stdout, /smart-auth client add/);
+    const unknown = await runCliBinary(server, {}, 'frobnicate');
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr!, /^smart-auth: unknown command: frobnicate\n/);
     assert.match((await cli('user', 'remove', 'x')).stderr!, /unknown command: user remove/);
@@ -373,12 +373,10 @@ describe('CLI', function () {
   });
 
   it('prints no "Unsupported runtime" warning from oidc-provider', async () => {
-    const result = await cli('client', 'list');
-    assert.equal(result.code, 0);
-    const { stderr } = await cli('keys', 'list');
+    const { stderr } = await runCliBinary(server, {}, 'keys', 'list');
     assert.doesNotMatch(stderr, /Unsupported runtime|oidc-provider WARNING/);
     // client add loads oidc-provider only when it runs, after the command has started
-    const added = await cli('client', 'add', '--name', 'Quiet app', '--public', '--redirect-uri', 'http://127.0.0.1:9999/quiet');
+    const added = await runCliBinary(server, {}, 'client', 'add', '--name', 'Quiet app', '--public', '--redirect-uri', 'http://127.0.0.1:9999/quiet');
     assert.equal(added.code, 0);
     assert.doesNotMatch(added.stderr, /Unsupported runtime|oidc-provider WARNING/);
   });

@@ -2,15 +2,12 @@
 // introspection, purposes of use, a backend's clearance) come from an administrator, through the CLI or an
 // initial access token that carries them; an RFC 7592 update never exceeds what the client holds.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize } from '../support/oauth.ts';
 import { issueInitialAccessToken, type Privileges } from '../../server/oidc/registration-privileges.ts';
+import { runCli } from '../support/cli.ts';
 
-const run = promisify(execFile);
-const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
 
 describe('registration privileges', () => {
   let server: TestServer;
@@ -221,15 +218,7 @@ describe('registration privileges', () => {
   });
 
   describe('CLI (administrator)', () => {
-    async function cli(...args: string[]) {
-      try {
-        const { stdout } = await run(process.execPath, [BIN, ...args, '--json'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
-        return { code: 0, json: JSON.parse(stdout) };
-      } catch (err) {
-        const e = err as { code: number; stdout: string };
-        return { code: e.code, json: e.stdout ? JSON.parse(e.stdout) : undefined };
-      }
-    }
+    const cli = (...args: string[]) => runCli(server, ...args, '--json');
 
     it('issues an initial access token with bounded privileges, and refuses app scopes or unknown codes in it', async () => {
       const issued = await cli('registration', 'token', '--ttl', '600', '--scope', 'system/Patient.rs', '--purpose', 'TREAT', '--clearance', 'R', '--sensitivity', 'HIV,PSY');
@@ -291,9 +280,8 @@ describe('registration privileges', () => {
     });
 
     it('refuses a client name with control characters from the CLI too', async () => {
-      const res = await run(process.execPath, [BIN, 'client', 'add', '--name', 'Evil\u202Eapp', '--public', '--redirect-uri', 'https://app.example.org/cb', '--json'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } })
-        .then(() => 0, (err: { code: number }) => err.code);
-      assert.equal(res, 2);
+      const res = await runCli(server, 'client', 'add', '--name', 'Evil\u202Eapp', '--public', '--redirect-uri', 'https://app.example.org/cb', '--json');
+      assert.equal(res.code, 2);
     });
 
     for (const field of ['logo_uri', 'client_uri', 'policy_uri', 'tos_uri']) {

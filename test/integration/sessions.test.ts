@@ -1,18 +1,15 @@
 // Sessions that end: /account and authorization-server sessions live in the database; logout, the
 // session list, a password change and disabling the user end them, and a copied cookie stops working.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { authorize, authorizedTokens, Browser, exchangeCode, form, hiddenValue, scopeCheckboxes, shownTotpSecret, tokenRequest } from '../support/oauth.ts';
 import { addUser, disableUser, findUserByUsername, setPassword } from '../../server/oidc/users.ts';
 import { auditEvents } from '../../server/audit/store.ts';
 import { totpCode } from '../../server/auth/totp.ts';
 import { enrolTotpDirectly } from '../../server/auth/factors.ts';
+import { runCli, runCliPiped } from '../support/cli.ts';
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/*.rs';
-const run = promisify(execFile);
-const BIN = new URL('../../scripts/smart-auth.js', import.meta.url).pathname;
 
 describe('sessions that end, and changing a password', () => {
   let server: TestServer;
@@ -263,8 +260,8 @@ describe('sessions that end, and changing a password', () => {
 
   it('asks for the second factor at /account too; the session records how', async () => {
     const user = await patientUser();
-    const cli = await run(process.execPath, [BIN, 'user', 'mfa', user.username, '--totp', '--json'], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
-    const secret = new URL(JSON.parse(cli.stdout).otpauth_uri).searchParams.get('secret')!;
+    const cli = await runCli(server, 'user', 'mfa', user.username, '--totp', '--json');
+    const secret = new URL(cli.json.otpauth_uri).searchParams.get('secret')!;
     const browser = new Browser();
     const page = await (await browser.fetch(`${server.issuer}/account/login`)).text();
     const login = await browser.fetch(`${server.issuer}/account/login`, { method: 'POST', body: form({ csrf: hiddenValue(page, 'csrf'), username: user.username, password: user.password }) });
@@ -430,17 +427,8 @@ describe('sessions that end, and changing a password', () => {
   });
 
   describe('CLI', () => {
-    const cli = async (...args: string[]) => {
-      const child = run(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: server.config.databaseUrl, ISSUER: server.issuer } });
-      child.child.stdin?.end(args.includes('password') && !args.includes('--password') ? 'piped in secret words\n' : '');
-      try {
-        const { stdout } = await child;
-        return { code: 0, stdout, json: args.includes('--json') ? JSON.parse(stdout) : undefined };
-      } catch (err) {
-        const e = err as { code: number; stdout: string; stderr: string };
-        return { code: e.code, stdout: e.stdout, stderr: e.stderr, json: undefined };
-      }
-    };
+    const cli = (...args: string[]) =>
+      runCliPiped(server, { input: args.includes('password') && !args.includes('--password') ? 'piped in secret words\n' : '' }, ...args);
 
     it('user add --require-mfa leads the user to set up a second factor at the next sign-in', async () => {
       const added = await cli('user', 'add', 'nurse.mfa', '--password', 'correct horse battery', '--fhir-user', 'Practitioner/dr-jones',

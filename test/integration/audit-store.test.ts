@@ -326,11 +326,14 @@ describe('audit store', () => {
           await store.close();
           store = openWithHeads({ headEveryMs: 100 });
         });
-        const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+        /** Waits for the timer's first head, however late a loaded machine runs it (headEveryMs is 100). */
+        async function firstHead(): Promise<void> {
+          for (let waited = 0; !heads.length && waited < 10_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+        }
 
         it('are signed within headEveryMs while records are written, and at close, and passed on', async () => {
           await store.append(Array.from({ length: 3 }, (_, n) => auditEvent({ n })));
-          await settle(250);
+          await firstHead();
           assert.deepEqual(heads.map((h) => h.seq), [3], 'the unsigned tail was signed after 100 ms');
           await store.append([auditEvent({ n: 4 })]);
           await store.close();
@@ -343,7 +346,7 @@ describe('audit store', () => {
 
         it('find the newest records deleted and the head moved back', async () => {
           await store.append(Array.from({ length: 10 }, (_, n) => auditEvent({ n })));
-          await settle(250);
+          await firstHead();
           const five = await row(5);
           await db('audit_events').where('seq', '>', 5).delete();
           await db('audit_index').where('seq', '>', 5).delete();
@@ -357,7 +360,7 @@ describe('audit store', () => {
           let kept: SignedHead;
           beforeEach(async () => {
             await store.append(Array.from({ length: 20 }, (_, n) => auditEvent({ n, patient: 'pat-1' })));
-            await settle(250);
+            await firstHead();
             [kept] = heads;
             assert.equal(kept.seq, 20);
             await store.append(Array.from({ length: 5 }, (_, n) => auditEvent({ n: 20 + n, patient: 'pat-1' })));

@@ -25,6 +25,10 @@ describe('GUARD_INCLUDES=refuse tells nothing of what it would include', () => {
     const store = createDbStore(server.db);
     for (const resource of INCLUDE_PROBES) await store.update(resource.resourceType, resource.id!, resource);
     shapes.bundled = { fhirBase: server.fhirBase, stop: async () => {} };
+    app = await server.addClient({ auth: { kind: 'secret' } });
+    // Behind the proxy the FHIR servers keep their data in SQLite or in memory whatever the suite's database
+    // (see guard-rules.test.ts): `npm run test:pg` checks the bundled store only.
+    if (process.env.TEST_DATABASE === 'postgres') return;
     const dir = mkdtempSync(join(tmpdir(), 'smart-auth-includes-'));
     const upstreams: Record<string, ChildServer> = { demo: await startDemoFhirServer(`sqlite:${join(dir, 'upstream.sqlite')}`), medplum: await startMedplumFhirServer() };
     for (const [name, upstream] of Object.entries(upstreams)) {
@@ -40,7 +44,6 @@ describe('GUARD_INCLUDES=refuse tells nothing of what it would include', () => {
         },
       };
     }
-    app = await server.addClient({ auth: { kind: 'secret' } });
   });
   after(async () => {
     for (const shape of Object.values(shapes)) await shape.stop();

@@ -1,12 +1,11 @@
 // Entry point: config -> database -> app -> listen; graceful shutdown on SIGTERM/SIGINT.
 import { ConfigError, loadConfig } from './config.ts';
-import { migrate, openDatabase } from './db.ts';
-import { hasDemoAccounts } from '../db/seed.ts';
-import { startServer } from './app.ts';
 import { KeyEncryptionError } from './oidc/keys.ts';
 
 async function main() {
   const config = loadConfig();
+  // The rest is loaded once the settings are known to be good: a refused start says why in a fraction of the time.
+  const [{ migrate, openDatabase }, { hasDemoAccounts }, { startServer }] = await Promise.all([import('./db.ts'), import('../db/seed.ts'), import('./app.ts')]);
   if (config.production) {
     const db = openDatabase(config.databaseUrl, config.databasePool);
     await migrate(db);

@@ -116,7 +116,7 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     // Built into a directory of its own: the SQLite and PostgreSQL suites run side by side in CI.
     const built = join(dir, 'package');
     execFileSync(process.execPath, [join(PACKAGE, 'build.js'), built], { stdio: 'pipe' });
-    execFileSync('npm', ['pack', '--pack-destination', dir], { cwd: built, stdio: 'pipe' });
+    execFileSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: built, stdio: 'pipe' }); // built just now
     tarball = join(dir, readdirSync(dir).find((f) => f.endsWith('.tgz'))!);
     const linked = (name: string) => `file:${join(ROOT, 'node_modules', name)}`;
     const consumer = (name: string, deps: string[], app: string) => {
@@ -407,6 +407,8 @@ describe('the guard package (@smart-auth/guard), installed from its tarball into
     assert.ok(!listing.some((f) => f.startsWith('package/test/')));
     const manifest = JSON.parse(execFileSync('tar', ['-xzOf', tarball, 'package/package.json'], { encoding: 'utf8' }));
     assert.ok(Array.isArray(manifest.files));
+    // `npm pack` in packages/guard compiles first: a pack without `npm run build` before it shipped an old dist/, or none.
+    assert.equal(manifest.scripts?.prepack, 'node build.js');
     const runtime = Object.keys(manifest.dependencies ?? {});
     for (const heavy of ['oidc-provider', 'knex', 'sqlite3', 'pg', 'pdfkit', 'tsx']) assert.ok(!runtime.includes(heavy), heavy);
     assert.ok(Object.keys(manifest.peerDependenciesMeta).every((name) => manifest.peerDependenciesMeta[name].optional), 'storage drivers only when auditing to a database');

@@ -10,11 +10,11 @@ import { startGuardProxy, startMedplumFhirServer } from '../support/processes.ts
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
-function get(url: string, agent: Agent, token: string): Promise<{ status: number; connection?: string }> {
+function get(url: string, agent: Agent, token: string): Promise<{ status: number }> {
   return new Promise((resolve, reject) => {
     request(url, { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
       res.resume();
-      res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection }));
+      res.on('end', () => resolve({ status: res.statusCode! }));
     }).on('error', reject).end();
   });
 }
@@ -22,7 +22,7 @@ function get(url: string, agent: Agent, token: string): Promise<{ status: number
 /** Reads `url` over 4 keep-alive connections without pause, stops the server meanwhile, and checks how it ended. */
 async function stopsUnderSteadyLoad(url: string, token: string, stop: () => Promise<void>) {
   const agent = new Agent({ keepAlive: true, maxSockets: 4 });
-  const answered: { status: number; connection?: string }[] = [];
+  const answered: { status: number }[] = [];
   let sending = true;
   let refused = 0;
   const clients = Array.from({ length: 4 }, async () => {
@@ -46,7 +46,9 @@ async function stopsUnderSteadyLoad(url: string, token: string, stop: () => Prom
   assert.equal(outcome, 'stopped', `served ${answered.length - before} requests after close began`);
   assert.ok(answered.length > before, 'the requests in flight were answered');
   assert.ok(answered.every((a) => a.status === 200), 'no request it took was refused');
-  assert.ok(answered.slice(before).some((a) => a.connection === 'close'), 'the open connections were told to close');
+  // Not asserted: that some answer said `Connection: close`. On a loaded machine every connection can be between
+  // two requests when the close begins; the server then closes them as idle, and no request arrives to be told.
+  // That it stopped while the clients kept sending is what shows the open connections did not keep it serving.
   assert.ok(refused > 0, 'new connections were refused');
 }
 
@@ -55,7 +57,7 @@ describe('graceful shutdown', function () {
 
   // Before: requests kept arriving on the open connections were served one after another, so SIGTERM under a
   // steady keep-alive load never finished (the instance stopped only once its clients went quiet).
-  it('stops while keep-alive clients keep sending: each request it took is answered, then the connection closes', async () => {
+  it('stops while keep-alive clients keep sending: each request it took is answered, and the open connections do not keep it serving', async () => {
     const server = await startTestServer();
     const backend = await backendClient(server, 'system/Patient.rs');
     const token = (await backend.token('system/Patient.rs')).body.access_token as string;
